@@ -1,0 +1,1 @@
+"""Management routes, the admin authorizer and the status route."""

@@ -1,0 +1,1 @@
+"""Shared domain of the notification service: models, errors, settings, clients, stores, templates, fan-out."""

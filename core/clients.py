@@ -1,0 +1,72 @@
+"""Cached getters for AWS clients, the HTTP session and the stores built on them: created on first use, reused warm."""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from core.ledger import DeliveryLedger
+from core.queue import DeliveryQueue
+from core.secrets import SecretStore
+from core.settings import get_settings
+from core.topics import TopicRegistry
+
+_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=20,
+)
+
+
+@cache
+def get_client(service: str) -> Any:
+    """Return the boto3 client of an AWS service; ``AWS_ENDPOINT_URL`` points it at a local AWS when set."""
+    return boto3.session.Session().client(service, region_name=get_settings().aws_region, config=_CONFIG)
+
+
+@lru_cache(maxsize=1)
+def get_topic_registry() -> TopicRegistry:
+    """Return the topic registry, whose cache lives as long as the warm container."""
+    settings = get_settings()
+    return TopicRegistry(get_client("dynamodb"), settings.topics_table, settings.topic_cache_ttl_seconds)
+
+
+@lru_cache(maxsize=1)
+def get_ledger() -> DeliveryLedger:
+    """Return the delivery ledger."""
+    settings = get_settings()
+    return DeliveryLedger(get_client("dynamodb"), settings.deliveries_table, settings.ledger_ttl_days)
+
+
+@lru_cache(maxsize=1)
+def get_delivery_queue() -> DeliveryQueue:
+    """Return the delivery queue."""
+    return DeliveryQueue(get_client("sqs"), get_settings().delivery_queue_url)
+
+
+@lru_cache(maxsize=1)
+def get_secret_store() -> SecretStore:
+    """Return the store of integration secrets."""
+    return SecretStore(get_client("ssm"), get_settings().parameter_prefix)
+
+
+@lru_cache(maxsize=1)
+def get_parameter_provider() -> Any:
+    """Return powertools' SSM provider on the shared client; it caches values for ``max_age`` seconds."""
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    return SSMProvider(boto3_client=get_client("ssm"))
+
+
+_GETTERS = (get_client, get_topic_registry, get_ledger, get_delivery_queue, get_secret_store, get_parameter_provider)
+
+
+def reset() -> None:
+    """Forget every cached client, store and the settings; tests call it between cases."""
+    get_settings.cache_clear()
+    for getter in _GETTERS:
+        getter.cache_clear()

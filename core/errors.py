@@ -1,0 +1,92 @@
+"""One error hierarchy for the service; domain errors know nothing of HTTP (see ``core.http`` for the mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class NotificationError(Exception):
+    """Base of every error the service raises on purpose; its text is safe to show to a caller."""
+
+
+class MalformedRequestError(NotificationError):
+    """The request body is not JSON, or not the JSON shape that was expected."""
+
+
+class InvalidRequestError(NotificationError):
+    """A field of the request is invalid; ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+
+class TemplateError(InvalidRequestError):
+    """A template cannot be parsed, or cannot be rendered with the metadata given."""
+
+
+class MissingTemplateVariablesError(TemplateError):
+    """Rendering needs variables that the metadata does not hold; ``names`` lists them all."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = sorted(set(names))
+        super().__init__("metadata", f"missing template variables: {', '.join(self.names)}")
+
+
+class PayloadTooLargeError(NotificationError):
+    """The request body is larger than the service accepts."""
+
+
+class AuthenticationError(NotificationError):
+    """No credential, or a credential that is not valid, was presented."""
+
+
+class ForbiddenError(NotificationError):
+    """The credential presented does not open this resource (for example a wrong topic hash)."""
+
+
+class NotFoundError(NotificationError):
+    """The named resource does not exist."""
+
+
+class ConflictError(NotificationError):
+    """The request conflicts with the state of the resource (for example a reused idempotency key)."""
+
+
+class UpstreamError(NotificationError):
+    """An AWS service or another dependency failed; the request may be retried."""
+
+
+class EnqueueError(UpstreamError):
+    """Some delivery messages could not be put on the delivery queue; ``failed`` maps integration to reason."""
+
+    def __init__(self, notification_id: str, failed: dict[str, str]) -> None:
+        self.notification_id = notification_id
+        self.failed = dict(failed)
+        names = ", ".join(sorted(self.failed))
+        super().__init__(f"notification {notification_id}: could not enqueue deliveries for {names}")
+
+
+class DeliveryError(NotificationError):
+    """Base of the errors a channel raises when a delivery did not succeed."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """The delivery may succeed later: a timeout, a connection error, a 5xx or a 429.
+
+    ``retry_after`` is the provider's own delay in seconds when it gave one (429 Retry-After).
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The delivery will never succeed as configured: other 4xx, invalid settings, missing credentials."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -1,0 +1,114 @@
+"""Strict templates: ``$name`` / ``${name}``, ``$$`` for a dollar; a missing variable is an error, never left in.
+
+Values are inserted in one pass, so an inserted value that looks like a placeholder is never expanded again, and the
+longest identifier wins, so ``$name`` never matches inside ``$name_full``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import string
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from core.errors import MissingTemplateVariablesError, TemplateError
+from core.models import Content, Integration, IntegrationType
+
+Escape = Callable[[str], str]
+
+
+class _Template(string.Template):
+    idpattern = r"[_a-zA-Z][_a-zA-Z0-9]*"
+    flags = re.RegexFlag(0)  # case matters: $Name and $name are two variables
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Yield every string of a template structure with its path; keys are not templates."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def _compile(template: str, path: str) -> _Template:
+    compiled = _Template(template)
+    if not compiled.is_valid():
+        match = next(m for m in compiled.pattern.finditer(template) if m.group("invalid") is not None)
+        column = match.start("invalid")
+        raise TemplateError(path, f"invalid placeholder at character {column + 1} (write $$ for a dollar sign)")
+    return compiled
+
+
+def variables(template: Any, path: str = "model") -> set[str]:
+    """Return the variable names a template (a string or a structure of strings) uses; raise on bad syntax."""
+    names: set[str] = set()
+    for where, text in _strings(template, path):
+        names.update(_compile(text, where).get_identifiers())
+    return names
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _render(template: Any, values: Mapping[str, Any], escape: Escape | None, path: str) -> Any:
+    if isinstance(template, str):
+        compiled = _compile(template, path)
+        mapping = {}
+        for name in compiled.get_identifiers():
+            text = _as_text(values[name])
+            mapping[name] = escape(text) if escape else text
+        return compiled.substitute(mapping)
+    if isinstance(template, Mapping):
+        return {key: _render(item, values, escape, f"{path}.{key}") for key, item in template.items()}
+    if isinstance(template, list):
+        return [_render(item, values, escape, f"{path}[{index}]") for index, item in enumerate(template)]
+    return template
+
+
+def render(template: Any, values: Mapping[str, Any], escape: Escape | None = None, path: str = "model") -> Any:
+    """Render a template string or structure with ``values``; raise naming every missing variable."""
+    missing = variables(template, path) - values.keys()
+    if missing:
+        raise MissingTemplateVariablesError(missing)
+    return _render(template, values, escape, path)
+
+
+def escape_slack(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn gives meaning to."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_html(text: str) -> str:
+    """Escape a value inserted into an HTML template."""
+    return html.escape(text, quote=True)
+
+
+def render_content(integration: Integration, values: Mapping[str, Any]) -> Content:
+    """Render an integration's model into the content its channel sends."""
+    model = integration.model
+    if integration.type is IntegrationType.EMAIL:
+        return Content(
+            subject=render(model["subject"], values, path="model.subject"),
+            text=render(model["text"], values, path="model.text"),
+            html=render(model["html"], values, escape_html, "model.html") if model.get("html") else None,
+        )
+    if integration.type is IntegrationType.SLACK:
+        return Content(text=render(model, values, escape_slack))
+    if isinstance(model, str):
+        return Content(text=render(model, values))
+    return Content(data=render(model, values))
+
+
+def missing_variables(integrations: list[Integration], values: Mapping[str, Any]) -> set[str]:
+    """Return every variable the integrations' models need that ``values`` lacks."""
+    needed: set[str] = set()
+    for integration in integrations:
+        needed |= variables(integration.model)
+    return needed - values.keys()

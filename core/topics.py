@@ -1,0 +1,166 @@
+"""The topic registry: channel/topic → integrations, in DynamoDB, with a short in-process cache for warm invocations."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core.errors import ConflictError, ForbiddenError, NotFoundError, UpstreamError
+from core.models import Integration, Topic
+
+
+def new_topic_hash() -> str:
+    """Return a fresh random topic hash: the secret a publisher sends in ``x-topic-hash-x``."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_topic_secret(secret: str) -> str:
+    """Return the SHA-256 hex digest under which a topic hash is stored; the hash itself never is."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_topic_hash(topic: Topic, given: str) -> None:
+    """Raise ``ForbiddenError`` unless ``given`` is the topic's hash, compared in constant time."""
+    if not hmac.compare_digest(hash_topic_secret(given), topic.hash_sha256):
+        raise ForbiddenError("x-topic-hash-x does not match the topic")
+
+
+def _to_item(topic: Topic) -> dict[str, Any]:
+    integrations = [integration.model_dump(mode="json") for integration in topic.integrations]
+    return {
+        "channel": {"S": topic.channel},
+        "topic": {"S": topic.topic},
+        # JSON keeps template values (floats, nulls, nesting) exactly; the item is read whole anyway.
+        "integrations": {"S": json.dumps(integrations, separators=(",", ":"))},
+        "hash_sha256": {"S": topic.hash_sha256},
+        "created_at": {"S": topic.created_at},
+        "updated_at": {"S": topic.updated_at},
+    }
+
+
+def _from_item(item: dict[str, Any]) -> Topic:
+    return Topic(
+        channel=item["channel"]["S"],
+        topic=item["topic"]["S"],
+        integrations=[Integration.model_validate(raw) for raw in json.loads(item["integrations"]["S"])],
+        hash_sha256=item["hash_sha256"]["S"],
+        created_at=item["created_at"]["S"],
+        updated_at=item["updated_at"]["S"],
+    )
+
+
+class TopicRegistry:
+    """Reads and writes topics in the DynamoDB ``topics`` table (key: channel, topic).
+
+    Parameters
+    ----------
+    client:
+        A boto3 DynamoDB client.
+    table_name:
+        The table's name.
+    cache_ttl_seconds:
+        How long a topic read is reused by ``get``; 0 turns the cache off.
+    clock:
+        Monotonic clock, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        cache_ttl_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self._ttl = cache_ttl_seconds
+        self._clock = clock
+        self._cache: dict[tuple[str, str], tuple[float, Topic]] = {}
+
+    def get(self, channel: str, topic: str) -> Topic:
+        """Return a topic, from the cache while it is fresh; raise ``NotFoundError`` when it does not exist."""
+        key = (channel, topic)
+        cached = self._cache.get(key)
+        now = self._clock()
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        found = self.read(channel, topic)
+        if self._ttl > 0:
+            self._cache[key] = (now, found)
+        return found
+
+    def read(self, channel: str, topic: str) -> Topic:
+        """Return a topic straight from the table, bypassing the cache."""
+        try:
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"channel": {"S": channel}, "topic": {"S": topic}},
+                ConsistentRead=True,
+            )
+        except ClientError as exc:
+            raise UpstreamError(f"reading topic failed ({exc.response['Error']['Code']})") from exc
+        if "Item" not in response:
+            raise NotFoundError(f"topic {topic!r} of channel {channel!r} does not exist")
+        return _from_item(response["Item"])
+
+    def list(self, channel: str) -> list[Topic]:
+        """Return every topic of a channel, ordered by name."""
+        topics: list[Topic] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "channel = :c",
+            "ExpressionAttributeValues": {":c": {"S": channel}},
+        }
+        try:
+            while True:
+                response = self._client.query(**kwargs)
+                topics.extend(_from_item(item) for item in response.get("Items", []))
+                if "LastEvaluatedKey" not in response:
+                    return topics
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        except ClientError as exc:
+            raise UpstreamError(f"listing topics failed ({exc.response['Error']['Code']})") from exc
+
+    def create(self, topic: Topic) -> None:
+        """Store a new topic; raise ``ConflictError`` if it exists already."""
+        self._put(topic, "attribute_not_exists(channel)", None)
+
+    def replace(self, topic: Topic, expected_updated_at: str) -> None:
+        """Overwrite a topic read at ``expected_updated_at``; raise ``ConflictError`` if it changed since."""
+        self._put(topic, "updated_at = :seen", {":seen": {"S": expected_updated_at}})
+
+    def _put(self, topic: Topic, condition: str, values: dict[str, Any] | None) -> None:
+        kwargs: dict[str, Any] = {"TableName": self._table, "Item": _to_item(topic), "ConditionExpression": condition}
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self._client.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConflictError(
+                    f"topic {topic.topic!r} of channel {topic.channel!r} was changed meanwhile; retry"
+                ) from exc
+            raise UpstreamError(f"writing topic failed ({exc.response['Error']['Code']})") from exc
+        self._cache.pop((topic.channel, topic.topic), None)
+
+    def delete(self, channel: str, topic: str) -> Topic:
+        """Delete a topic and return what it was; raise ``NotFoundError`` when it does not exist."""
+        try:
+            response = self._client.delete_item(
+                TableName=self._table,
+                Key={"channel": {"S": channel}, "topic": {"S": topic}},
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            raise UpstreamError(f"deleting topic failed ({exc.response['Error']['Code']})") from exc
+        self._cache.pop((channel, topic), None)
+        if "Attributes" not in response:
+            raise NotFoundError(f"topic {topic!r} of channel {channel!r} does not exist")
+        return _from_item(response["Attributes"])

@@ -1,0 +1,1 @@
+"""The publish route's Lambda."""

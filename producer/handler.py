@@ -1,0 +1,61 @@
+"""Lambda adapter of ``POST /v1/notifications/{channel}/{topic}``."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver
+from aws_lambda_powertools.logging import correlation_paths
+
+from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
+from core.http import create_resolver, json_response, raw_body
+from core.observability import logger, metrics, tracer
+from core.settings import get_settings
+from producer.idempotency import IdempotentPublisher
+from producer.publish import PublishCall, publish
+
+app: APIGatewayRestResolver = create_resolver()
+
+
+@lru_cache(maxsize=1)
+def get_idempotency() -> IdempotentPublisher:
+    """Return the idempotency store of this warm container."""
+    settings = get_settings()
+    return IdempotentPublisher(get_client("dynamodb"), settings.idempotency_table, settings.idempotency_ttl_seconds)
+
+
+def _caller(identity: Any) -> str:
+    """Identify the publisher by API key id, or by a digest of the key where the id is not given."""
+    if identity.api_key_id:
+        return str(identity.api_key_id)
+    return hashlib.sha256((identity.api_key or "").encode()).hexdigest()[:32]
+
+
+@app.post("/v1/notifications/<channel>/<topic>")
+def publish_notification(channel: str, topic: str) -> Response[str]:
+    """Fan a notification out to the topic's integrations."""
+    event = app.current_event
+    call = PublishCall(
+        channel=channel,
+        topic=topic,
+        topic_hash=event.headers.get("x-topic-hash-x"),
+        idempotency_key=event.headers.get("idempotency-key"),
+        caller=_caller(event.request_context.identity),
+        body=raw_body(event.decoded_body),
+    )
+    outcome = publish(call, get_topic_registry(), get_ledger(), get_delivery_queue(), get_idempotency())
+    notification_id = outcome["notification_id"]
+    headers = {"X-Notification-Id": notification_id, "Location": f"/v1/notifications/{notification_id}"}
+    return json_response(200, outcome["message_ids"], headers)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Entry point of the publish function."""
+    get_idempotency().register_context(context)
+    return app.resolve(event, context)

@@ -1,0 +1,68 @@
+"""Idempotent publishing on powertools' idempotency utility, scoped to the caller's API key and the topic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
+
+from core.errors import ConflictError, UpstreamError
+
+Action = Callable[[], dict[str, Any]]
+
+
+def _execute(request: dict[str, Any], action: Action) -> dict[str, Any]:
+    return action()
+
+
+class IdempotentPublisher:
+    """Runs an action at most once per idempotency scope; a replay returns the first result.
+
+    Parameters
+    ----------
+    client:
+        A boto3 DynamoDB client.
+    table_name:
+        The idempotency table (partition key ``id``, TTL on ``expiration``).
+    ttl_seconds:
+        How long a result is replayed (24 h by default).
+    """
+
+    def __init__(self, client: Any, table_name: str, ttl_seconds: int = 86400) -> None:
+        self._config = IdempotencyConfig(
+            event_key_jmespath="scope",
+            payload_validation_jmespath="payload",
+            expires_after_seconds=ttl_seconds,
+            raise_on_no_idempotency_key=True,
+        )
+        persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
+        # A fixed prefix keeps keys stable when the function is renamed or redeployed under another name.
+        self._run = idempotent_function(
+            data_keyword_argument="request", persistence_store=persistence, config=self._config, key_prefix="publish"
+        )(_execute)
+
+    def register_context(self, context: Any) -> None:
+        """Let an in-progress record expire with the invocation, so a timed-out publish can be retried."""
+        self._config.register_lambda_context(context)
+
+    def run(self, scope: list[str], payload: str, action: Action) -> dict[str, Any]:
+        """Run ``action`` once for ``scope``; the same scope with another ``payload`` is a conflict."""
+        try:
+            result: dict[str, Any] = self._run(request={"scope": scope, "payload": payload}, action=action)
+        except IdempotencyValidationError as exc:
+            raise ConflictError("Idempotency-Key was already used with a different request body") from exc
+        except IdempotencyAlreadyInProgressError as exc:
+            raise ConflictError("a request with this Idempotency-Key is still in progress; retry later") from exc
+        except IdempotencyPersistenceLayerError as exc:
+            raise UpstreamError("the idempotency store failed") from exc
+        return result

@@ -1,0 +1,64 @@
+"""Publishing a notification: check the topic hash, parse the body, fan out once per idempotency key."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ForbiddenError
+from core.fanout import fan_out
+from core.http import parse_body
+from core.ledger import DeliveryLedger
+from core.models import PublishRequest
+from core.observability import logger, metrics
+from core.queue import DeliveryQueue
+from core.topics import TopicRegistry, check_topic_hash
+from producer.idempotency import IdempotentPublisher
+
+
+@dataclass(frozen=True)
+class PublishCall:
+    """What the publish route received: path, the headers that matter, the caller's identity, the raw body."""
+
+    channel: str
+    topic: str
+    topic_hash: str | None
+    idempotency_key: str | None
+    caller: str
+    body: str
+
+
+def publish(
+    call: PublishCall,
+    registry: TopicRegistry,
+    ledger: DeliveryLedger,
+    queue: DeliveryQueue,
+    idempotency: IdempotentPublisher,
+) -> dict[str, Any]:
+    """Publish a notification; return ``{"notification_id", "message_ids"}``.
+
+    Order of checks: a missing hash is refused before any read, an unknown topic is 404, a wrong hash 403, then the
+    body is parsed; only a valid request reaches the idempotency store, so errors are never replayed.
+    """
+    if not call.topic_hash:
+        raise ForbiddenError("x-topic-hash-x header is required")
+    topic = registry.get(call.channel, call.topic)
+    check_topic_hash(topic, call.topic_hash)
+    request = parse_body(call.body, PublishRequest)
+
+    def action() -> dict[str, Any]:
+        result = fan_out(topic, request.metadata, ledger, queue)
+        logger.set_correlation_id(result.notification_id)
+        logger.info("notification published", extra={"channel": call.channel, "topic": call.topic})
+        metrics.add_metric(name="NotificationsPublished", unit="Count", value=1)
+        metrics.add_metric(name="DeliveryMessagesEnqueued", unit="Count", value=len(result.message_ids))
+        return {"notification_id": result.notification_id, "message_ids": result.message_ids}
+
+    if not call.idempotency_key:
+        return action()
+    payload = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    scope = [call.caller, call.channel, call.topic, call.idempotency_key]
+    outcome = idempotency.run(scope, payload, action)
+    logger.set_correlation_id(outcome["notification_id"])
+    return outcome

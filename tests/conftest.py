@@ -1,0 +1,57 @@
+"""Fixtures every suite shares: a clean environment, fresh cached clients, and AWS under moto."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Set before any project import reads them: no real credentials, no X-Ray, a fixed region and namespace.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "notify-test",
+        "POWERTOOLS_METRICS_NAMESPACE": "NotifyTest",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_DEV": "false",
+        "STAGE": "test",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+from core import clients
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.aws import AwsResources, create_resources
+
+
+@pytest.fixture(autouse=True)
+def _fresh_clients() -> Iterator[None]:
+    """Every test starts with no cached client, store or settings."""
+    clients.reset()
+    yield
+    clients.reset()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsResources]:
+    """The service's tables, queues and parameters in moto, and the environment that names them."""
+    from moto import mock_aws
+
+    with mock_aws():
+        resources = create_resources()
+        for key, value in resources.env.items():
+            monkeypatch.setenv(key, value)
+        clients.reset()
+        yield resources
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    """A Lambda context with a 30 s timeout."""
+    return FakeLambdaContext()

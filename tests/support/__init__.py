@@ -1,0 +1,1 @@
+"""Helpers the test suites share: AWS resources under moto, API Gateway events, Lambda contexts."""

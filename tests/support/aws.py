@@ -1,0 +1,86 @@
+"""The service's AWS resources created under moto, with the key schemas and queue settings of ``infra/``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+NAMES = {
+    "TOPICS_TABLE": "notify-test-topics",
+    "DELIVERIES_TABLE": "notify-test-deliveries",
+    "IDEMPOTENCY_TABLE": "notify-test-idempotency",
+    "PARAMETER_PREFIX": "/notify/test",
+    "ADMIN_TOKEN_HASH_PARAMETER": "/notify/test/admin-token-hash",
+}
+
+
+@dataclass
+class AwsResources:
+    """Handles on what was created, for tests to act and assert through."""
+
+    dynamodb: Any
+    sqs: Any
+    ssm: Any
+    delivery_queue_url: str
+    dead_letter_queue_url: str
+    env: dict[str, str]
+
+
+def _table(client: Any, name: str, keys: list[tuple[str, str]], ttl_attribute: str | None) -> None:
+    client.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key, _ in keys],
+        KeySchema=[{"AttributeName": key, "KeyType": kind} for key, kind in keys],
+    )
+    if ttl_attribute:
+        client.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute}
+        )
+
+
+def create_resources(max_receive_count: int = 5) -> AwsResources:
+    """Create tables, the delivery queue with its DLQ, and the admin token hash; call inside ``mock_aws``."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    ssm = boto3.client("ssm", region_name=REGION)
+    _table(dynamodb, NAMES["TOPICS_TABLE"], [("channel", "HASH"), ("topic", "RANGE")], None)
+    _table(dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("integration", "RANGE")], "expires_at")
+    _table(dynamodb, NAMES["IDEMPOTENCY_TABLE"], [("id", "HASH")], "expiration")
+    dlq_url = sqs.create_queue(QueueName="notify-test-deliveries-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName="notify-test-deliveries",
+        Attributes={
+            "VisibilityTimeout": "180",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        },
+    )["QueueUrl"]
+    ssm.put_parameter(
+        Name=NAMES["ADMIN_TOKEN_HASH_PARAMETER"],
+        Value=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        Type="SecureString",
+    )
+    env = {**NAMES, "DELIVERY_QUEUE_URL": queue_url, "DEAD_LETTER_QUEUE_URL": dlq_url}
+    return AwsResources(dynamodb, sqs, ssm, queue_url, dlq_url, env)
+
+
+def receive_all(sqs: Any, queue_url: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Drain up to ``limit`` messages from a queue (they stay invisible for the queue's visibility timeout)."""
+    messages: list[dict[str, Any]] = []
+    while len(messages) < limit:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], WaitTimeSeconds=0
+        ).get("Messages", [])
+        if not batch:
+            break
+        messages.extend(batch)
+    return messages
