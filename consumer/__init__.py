@@ -1,0 +1,1 @@
+"""Delivery Lambda: the SQS consumer and its channels."""

@@ -1,0 +1,1 @@
+"""Resources, migrations and the local stack."""

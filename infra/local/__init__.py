@@ -1,0 +1,1 @@
+"""The local stack: the whole service on this machine."""

@@ -1,0 +1,1 @@
+"""SNS Purchase subscriber Lambdas and the Stripe webhook worker."""
