@@ -29,7 +29,9 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install
+	@test ! -f bench/requirements.txt || $(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python -m bench.intake
+	@test ! -f bench/delivery.py || $(BIN)/python -m bench.delivery
 
 run: install
 	@echo "make run arrives with the local-stack issue; see README.md" && exit 1
