@@ -4,35 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver
 from aws_lambda_powertools.logging import correlation_paths
 
 from api.status import notification_status
 from api.topics import check_names, delete_topic, put_topic, rotate_hash, topic_view
 from core.clients import get_ledger, get_secret_store, get_topic_registry
-from core.http import create_resolver, json_response, parse_body
+from core.http import Response, Router, json_response, parse_body
 from core.models import TopicRequest
 from core.observability import logger, metrics, tracer
 
-app: APIGatewayRestResolver = create_resolver()
+app = Router()
 
 
 @app.get("/v1/health")
-def health() -> Response[str]:
+def health() -> Response:
     """Say the API is up; needs no key."""
     return json_response(200, {"status": "ok"})
 
 
 @app.get("/v1/notifications/<notification_id>")
-def get_notification(notification_id: str) -> Response[str]:
+def get_notification(notification_id: str) -> Response:
     """Tell the status of every delivery of a notification."""
     logger.set_correlation_id(notification_id)
     return json_response(200, notification_status(notification_id, get_ledger()))
 
 
 @app.put("/v1/channels/<channel>/topics/<topic>")
-def put_channel_topic(channel: str, topic: str) -> Response[str]:
+def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(app.current_event.decoded_body, TopicRequest)
     change, topic_hash = put_topic(channel, topic, request, get_topic_registry(), get_secret_store())
@@ -42,29 +40,29 @@ def put_channel_topic(channel: str, topic: str) -> Response[str]:
 
 
 @app.get("/v1/channels/<channel>/topics/<topic>")
-def get_channel_topic(channel: str, topic: str) -> Response[str]:
+def get_channel_topic(channel: str, topic: str) -> Response:
     """Show a topic with its credentials masked."""
     check_names(channel, topic)
     return json_response(200, topic_view(get_topic_registry().read(channel, topic)))
 
 
 @app.get("/v1/channels/<channel>/topics")
-def list_channel_topics(channel: str) -> Response[str]:
+def list_channel_topics(channel: str) -> Response:
     """List a channel's topics with their credentials masked."""
     topics = get_topic_registry().list(channel)
     return json_response(200, {"channel": channel, "topics": [topic_view(topic) for topic in topics]})
 
 
 @app.delete("/v1/channels/<channel>/topics/<topic>")
-def delete_channel_topic(channel: str, topic: str) -> Response[str]:
+def delete_channel_topic(channel: str, topic: str) -> Response:
     """Delete a topic and its stored credentials."""
     check_names(channel, topic)
     delete_topic(channel, topic, get_topic_registry(), get_secret_store())
-    return Response(status_code=204, content_type="application/json", body="")
+    return Response(status_code=204)
 
 
 @app.post("/v1/channels/<channel>/topics/<topic>/rotate-hash")
-def rotate_channel_topic_hash(channel: str, topic: str) -> Response[str]:
+def rotate_channel_topic_hash(channel: str, topic: str) -> Response:
     """Give a topic a new hash, shown this once."""
     check_names(channel, topic)
     return json_response(200, {"topic_hash": rotate_hash(channel, topic, get_topic_registry())})

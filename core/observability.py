@@ -2,8 +2,65 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aws_lambda_powertools import Logger, Metrics
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
+
+
+class LazyTracer:
+    """powertools' Tracer, built on first use.
+
+    Building a Tracer imports the X-Ray SDK (~90 ms), so doing it at import time would put that on every cold start's
+    init phase before the handler can even be loaded; here it happens on the first traced call instead.
+    """
+
+    def __init__(self) -> None:
+        self._tracer: Any = None
+
+    @property
+    def tracer(self) -> Any:
+        """The powertools Tracer, created on first access."""
+        if self._tracer is None:
+            from aws_lambda_powertools import Tracer
+
+            self._tracer = Tracer()
+        return self._tracer
+
+    def capture_lambda_handler(self, handler: F) -> F:
+        """Trace a Lambda handler as powertools' ``capture_lambda_handler`` does."""
+        traced: Callable[..., Any] | None = None
+
+        @functools.wraps(handler)
+        def wrapper(event: Any, context: Any) -> Any:
+            nonlocal traced
+            if traced is None:
+                traced = self.tracer.capture_lambda_handler(handler)
+            return traced(event, context)
+
+        return wrapper  # type: ignore[return-value]
+
+    def capture_method(self, method: F) -> F:
+        """Trace a function as a subsegment, as powertools' ``capture_method`` does."""
+        traced: Callable[..., Any] | None = None
+
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal traced
+            if traced is None:
+                traced = self.tracer.capture_method(method)
+            return traced(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tracer, name)
+
+
+tracer = LazyTracer()

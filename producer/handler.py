@@ -6,18 +6,16 @@ import hashlib
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.api_gateway import APIGatewayRestResolver
 from aws_lambda_powertools.logging import correlation_paths
 
 from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
-from core.http import create_resolver, json_response, raw_body
+from core.http import Response, Router, json_response, raw_body
 from core.observability import logger, metrics, tracer
 from core.settings import get_settings
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
 
-app: APIGatewayRestResolver = create_resolver()
+app = Router()
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +33,7 @@ def _caller(identity: Any) -> str:
 
 
 @app.post("/v1/notifications/<channel>/<topic>")
-def publish_notification(channel: str, topic: str) -> Response[str]:
+def publish_notification(channel: str, topic: str) -> Response:
     """Fan a notification out to the topic's integrations."""
     event = app.current_event
     call = PublishCall(
@@ -43,7 +41,7 @@ def publish_notification(channel: str, topic: str) -> Response[str]:
         topic=topic,
         topic_hash=event.headers.get("x-topic-hash-x"),
         idempotency_key=event.headers.get("idempotency-key"),
-        caller=_caller(event.request_context.identity),
+        caller=_caller(event.identity),
         body=raw_body(event.decoded_body),
     )
     outcome = publish(call, get_topic_registry(), get_ledger(), get_delivery_queue(), get_idempotency())
