@@ -28,9 +28,13 @@ from core.errors import (
     PayloadTooLargeError,
     UpstreamError,
 )
+from core.models import IntegrationType
 from core.observability import logger
 
 MAX_BODY_BYTES = 256 * 1024
+# pydantic puts the tag of a discriminated union into the error location (``integrations.0.email.target``); callers
+# know the field as ``integrations.0.target``, so a tag right after a list index is left out.
+_UNION_TAGS = tuple(kind.value for kind in IntegrationType)
 
 _STATUS: tuple[tuple[type[NotificationError], int], ...] = (
     (MalformedRequestError, 400),
@@ -203,8 +207,20 @@ def describe_validation_error(exc: ValidationError) -> str:
     """Return what is wrong with each field of a pydantic error, in words a caller can act on."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
-        problems.append(f"{location or 'body'}: {error['msg']}")
+        loc = error["loc"]
+        location = ".".join(
+            str(part)
+            for index, part in enumerate(loc)
+            if not str(part).startswith("function-")
+            and not (part in _UNION_TAGS and index > 0 and isinstance(loc[index - 1], int))
+        )
+        problem = error["msg"]
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # pydantic's own text lists enum reprs; name the discriminator field and its plain values instead.
+            discriminator = str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
+            location = f"{location}.{discriminator}" if location else discriminator
+            problem = f"must be one of: {', '.join(_UNION_TAGS)}"
+        problems.append(f"{location or 'body'}: {problem}")
     return "; ".join(problems)
 
 

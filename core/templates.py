@@ -40,8 +40,8 @@ def _compile(template: str, path: str) -> _Template:
     compiled = _Template(template)
     if not compiled.is_valid():
         match = next(m for m in compiled.pattern.finditer(template) if m.group("invalid") is not None)
-        column = match.start("invalid")
-        raise TemplateError(path, f"invalid placeholder at character {column + 1} (write $$ for a dollar sign)")
+        # The match starts at the ``$``; its "invalid" group starts after it.
+        raise TemplateError(path, f"invalid placeholder at character {match.start() + 1} (write $$ for a dollar sign)")
     return compiled
 
 

@@ -1,0 +1,160 @@
+"""Unit tests of core/fanout.py: ledger rows, delivery messages and what is reported when SQS refuses some."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core.errors import EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
+from core.fanout import fan_out
+from core.ledger import DeliveryLedger
+from core.models import DeliveryStatus, Integration, IntegrationType, Topic
+from core.queue import DeliveryQueue
+from tests.fakes.dynamodb import FakeDynamoDBClient
+from tests.fakes.sqs import FakeSqsClient
+
+DELIVERIES = "deliveries"
+URL = "https://sqs.us-east-1.amazonaws.com/123456789012/deliveries"
+
+
+def _integration_name(body: str) -> str:
+    name: str = json.loads(body)["integration"]["name"]
+    return name
+
+
+def _topic(count: int = 2, model: Any = "hello $name") -> Topic:
+    return Topic(
+        channel="orders",
+        topic="shipped",
+        integrations=[
+            Integration(
+                name=f"slack-{index}",
+                type=IntegrationType.SLACK,
+                model=model,
+                credentials_ref=f"/notify/test/integrations/orders/shipped/slack-{index}",
+            )
+            for index in range(count)
+        ],
+        hash_sha256="0" * 64,
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+@pytest.fixture
+def dynamodb() -> FakeDynamoDBClient:
+    return FakeDynamoDBClient({DELIVERIES: ("notification_id", "integration")})
+
+
+@pytest.fixture
+def ledger(dynamodb: FakeDynamoDBClient) -> DeliveryLedger:
+    return DeliveryLedger(dynamodb, DELIVERIES)
+
+
+def _statuses(ledger: DeliveryLedger, notification_id: str, names: list[str]) -> dict[str, tuple[str, str | None]]:
+    entries = {name: ledger.get_entry(notification_id, name) for name in names}
+    return {name: (entry.status.value, entry.last_error) for name, entry in entries.items() if entry}
+
+
+def test_fan_out_records_queued_rows_and_enqueues_one_message_each(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient()
+
+    result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL))
+
+    names = ["slack-0", "slack-1", "slack-2"]
+    assert set(result.message_ids) == set(names)
+    assert _statuses(ledger, result.notification_id, names) == dict.fromkeys(names, ("queued", None))
+    assert sorted(_integration_name(body) for body in sqs.sent.values()) == names
+
+
+def test_fan_out_message_is_versioned_contract_with_reference_only(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient()
+
+    result = fan_out(_topic(1), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), notification_id="n-1")
+
+    body = json.loads(sqs.sent[result.message_ids["slack-0"]])
+    assert body == {
+        "v": 1,
+        "notification_id": "n-1",
+        "channel": "orders",
+        "topic": "shipped",
+        "created_at": body["created_at"],
+        "integration": {
+            "name": "slack-0",
+            "type": "slack",
+            "target": {},
+            "credentials_ref": "/notify/test/integrations/orders/shipped/slack-0",
+        },
+        "content": {"text": "hello Ada"},
+    }
+
+
+def test_fan_out_missing_variables_raises_before_any_write(
+    dynamodb: FakeDynamoDBClient, ledger: DeliveryLedger
+) -> None:
+    sqs = FakeSqsClient()
+    topic = _topic(1).model_copy(
+        update={
+            "integrations": [
+                *_topic(1).integrations,
+                Integration(name="e", type=IntegrationType.EMAIL, model={"subject": "$s", "text": "$t"}),
+            ]
+        }
+    )
+
+    with pytest.raises(MissingTemplateVariablesError) as raised:
+        fan_out(topic, {}, ledger, DeliveryQueue(sqs, URL))
+
+    assert raised.value.names == ["name", "s", "t"]
+    assert dynamodb.calls == []
+    assert sqs.batches == []
+
+
+def test_fan_out_rendered_message_over_limit_raises_payload_too_large(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient()
+
+    with pytest.raises(PayloadTooLargeError, match="slack-0"):
+        fan_out(_topic(1), {"name": "x" * 300_000}, ledger, DeliveryQueue(sqs, URL))
+
+    assert sqs.batches == []
+
+
+def test_fan_out_entry_failed_once_then_sent_reports_all(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient(fail_bodies={"slack-1": 1}, key=_integration_name)
+
+    result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL))
+
+    assert set(result.message_ids) == {"slack-0", "slack-1", "slack-2"}
+    assert all(
+        ledger_status == ("queued", None)
+        for ledger_status in _statuses(ledger, result.notification_id, list(result.message_ids)).values()
+    )
+
+
+def test_fan_out_entry_still_failing_raises_and_marks_only_it_failed(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient(fail_bodies={"slack-1": 2}, key=_integration_name)
+
+    with pytest.raises(EnqueueError) as raised:
+        fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), notification_id="n-2")
+
+    assert raised.value.notification_id == "n-2"
+    assert raised.value.failed == {"slack-1": "InternalError"}
+    assert _statuses(ledger, "n-2", ["slack-0", "slack-1", "slack-2"]) == {
+        "slack-0": ("queued", None),
+        "slack-1": ("failed", "not enqueued: InternalError"),
+        "slack-2": ("queued", None),
+    }
+    assert sorted(_integration_name(body) for body in sqs.sent.values()) == ["slack-0", "slack-2"]
+
+
+def test_fan_out_queue_call_error_marks_row_failed(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient(error_code="InternalError")
+
+    with pytest.raises(EnqueueError):
+        fan_out(_topic(1), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), notification_id="n-3")
+
+    entry = ledger.get_entry("n-3", "slack-0")
+    assert entry is not None
+    assert entry.status is DeliveryStatus.FAILED

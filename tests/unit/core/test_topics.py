@@ -1,0 +1,143 @@
+"""Unit tests of core/topics.py: topic-hash helpers and the registry's TTL cache (fake client, injected clock)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from core.errors import ForbiddenError, NotFoundError
+from core.models import Integration, IntegrationType, Topic
+from core.topics import TopicRegistry, check_topic_hash, hash_topic_secret, new_topic_hash
+from tests.fakes.dynamodb import FakeDynamoDBClient
+
+TABLE = "topics"
+
+
+class Clock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _topic(hash_sha256: str = "0" * 64, text: str = "hi $name") -> Topic:
+    return Topic(
+        channel="orders",
+        topic="shipped",
+        integrations=[Integration(name="s", type=IntegrationType.SLACK, model=text, credentials_ref="/p/s")],
+        hash_sha256=hash_sha256,
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+
+
+@pytest.fixture
+def client() -> FakeDynamoDBClient:
+    fake = FakeDynamoDBClient({TABLE: ("channel", "topic")})
+    TopicRegistry(fake, TABLE).create(_topic())
+    fake.calls.clear()
+    return fake
+
+
+def test_new_topic_hash_fresh_each_time_and_long() -> None:
+    first, second = new_topic_hash(), new_topic_hash()
+
+    assert first != second
+    assert len(first) >= 40
+
+
+def test_hash_topic_secret_is_sha256_hex() -> None:
+    assert hash_topic_secret("abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_check_topic_hash_matching_hash_passes() -> None:
+    check_topic_hash(_topic(hash_topic_secret("right")), "right")
+
+
+@pytest.mark.parametrize("given", ["wrong", "", "right ", hash_topic_secret("right")])
+def test_check_topic_hash_other_value_raises_forbidden(given: str) -> None:
+    with pytest.raises(ForbiddenError):
+        check_topic_hash(_topic(hash_topic_secret("right")), given)
+
+
+def test_registry_get_warm_second_read_does_no_get_item(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE, cache_ttl_seconds=30, clock=Clock())
+
+    first = registry.get("orders", "shipped")
+    second = registry.get("orders", "shipped")
+
+    assert second == first
+    assert client.count("get_item") == 1
+
+
+def test_registry_get_after_ttl_reads_again(client: FakeDynamoDBClient) -> None:
+    clock = Clock()
+    registry = TopicRegistry(client, TABLE, cache_ttl_seconds=30, clock=clock)
+    registry.get("orders", "shipped")
+
+    clock.now += 29.9
+    registry.get("orders", "shipped")
+    calls_within_ttl = client.count("get_item")
+    clock.now += 0.1
+    registry.get("orders", "shipped")
+
+    assert calls_within_ttl == 1
+    assert client.count("get_item") == 2
+
+
+def test_registry_get_after_ttl_sees_the_change(client: FakeDynamoDBClient) -> None:
+    clock = Clock()
+    registry = TopicRegistry(client, TABLE, cache_ttl_seconds=30, clock=clock)
+    registry.get("orders", "shipped")
+    TopicRegistry(client, TABLE).replace(_topic(text="changed"), "2026-01-01T00:00:00.000Z")
+
+    stale = registry.get("orders", "shipped")
+    clock.now += 30
+    fresh = registry.get("orders", "shipped")
+
+    assert stale.integrations[0].model == "hi $name"
+    assert fresh.integrations[0].model == "changed"
+
+
+def test_registry_get_zero_ttl_reads_every_time(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE, cache_ttl_seconds=0, clock=Clock())
+
+    registry.get("orders", "shipped")
+    registry.get("orders", "shipped")
+
+    assert client.count("get_item") == 2
+
+
+def test_registry_write_through_same_registry_forgets_cached_topic(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE, cache_ttl_seconds=30, clock=Clock())
+    registry.get("orders", "shipped")
+
+    registry.replace(_topic(text="changed"), "2026-01-01T00:00:00.000Z")
+
+    assert registry.get("orders", "shipped").integrations[0].model == "changed"
+
+
+def test_registry_get_unknown_topic_raises_not_found_every_time(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE, cache_ttl_seconds=30, clock=Clock())
+
+    for _ in range(2):
+        with pytest.raises(NotFoundError, match="'missing' of channel 'orders'"):
+            registry.get("orders", "missing")
+
+    assert client.count("get_item") == 2
+
+
+def test_registry_round_trip_keeps_template_values_exactly(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE)
+    model = {"n": 1.5, "none": None, "nested": [{"k": "$v"}], "flag": False}
+    topic = _topic().model_copy(
+        update={"topic": "typed", "integrations": [Integration(name="w", type=IntegrationType.WEBHOOK, model=model)]}
+    )
+
+    registry.create(topic)
+
+    assert registry.read("orders", "typed") == topic
