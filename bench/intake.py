@@ -1,0 +1,208 @@
+"""Intake benchmark: AWS calls per publish, warm-path latency against moto, and the handler's import time.
+
+Prints, for topics of 1, 10 and 50 integrations, the AWS API calls one publish makes (by operation, counted with
+botocore's event hooks), the warm-path latency of the publish handler in-process against moto (median, p95), and the
+import time of ``producer.handler`` beside a bare ``import boto3``, both measured in fresh processes in this run.
+
+Targets: SQS calls = ceil(k/10); no topic read on a warm cached path; handler import at most 1.5x boto3's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import statistics
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = (1, 10, 50)
+WARM_PUBLISHES = 40
+IMPORT_RUNS = 15
+
+# The environment a deployed function has (serverless.yml's provider environment) that bears on import time.
+FUNCTION_ENV = {"PYDANTIC_DISABLE_PLUGINS": "__all__"}
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "notify-bench",
+        "POWERTOOLS_METRICS_NAMESPACE": "NotifyBench",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **FUNCTION_ENV,
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+class CallCounter:
+    """Counts AWS API calls by ``service.Operation``; topic-table reads are counted apart."""
+
+    def __init__(self, topics_table: str) -> None:
+        self.calls: Counter[str] = Counter()
+        self._topics_table = topics_table
+
+    def __call__(self, event_name: str, params: dict[str, Any], **_: Any) -> None:
+        # before-parameter-build fires once per API call, with the caller's parameters.
+        _, service, operation = event_name.split(".", 2)
+        self.calls[f"{service}.{operation}"] += 1
+        if operation in ("GetItem", "Query") and params.get("TableName") == self._topics_table:
+            self.calls["topic reads"] += 1
+
+    def take(self) -> Counter[str]:
+        """Return the counts so far and start again from zero."""
+        taken, self.calls = self.calls, Counter()
+        return taken
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def _drain(sqs: Any, queue_url: str) -> None:
+    """Delete every message of a queue (PurgeQueue is allowed once a minute)."""
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages"):
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def measure_publishing() -> list[dict[str, Any]]:
+    """Create topics of each size in moto and publish to them; return counts and latencies per size."""
+    from moto import mock_aws
+
+    sys.path.insert(0, str(ROOT))
+    from api import handler as api_handler
+    from core import clients
+    from producer import handler as publish_handler
+    from tests.fakes.lambda_context import FakeLambdaContext
+    from tests.support.aws import create_resources
+    from tests.support.events import api_event, response_json
+
+    rows = []
+    with mock_aws():
+        resources = create_resources()
+        os.environ.update(resources.env)
+        clients.reset()
+        counter = CallCounter(resources.env["TOPICS_TABLE"])
+        for service in ("dynamodb", "sqs", "ssm"):
+            clients.get_client(service).meta.events.register("before-parameter-build", counter)
+        context = FakeLambdaContext(function_name="notify-bench-publish")
+        for size in SIZES:
+            integrations = [
+                {"name": f"hook-{i}", "type": "webhook", "target": {"url": f"https://hooks.example/{i}"}, "model": "$m"}
+                for i in range(size)
+            ]
+            created = api_handler.handler(
+                api_event(
+                    "PUT",
+                    "/v1/channels/{channel}/topics/{topic}",
+                    {"channel": "bench", "topic": f"t{size}"},
+                    {"integrations": integrations},
+                ),
+                context,
+            )
+            topic_hash = response_json(created)["topic_hash"]
+            counter.take()
+
+            def publish(key: str | None = None, *, size: int = size, topic_hash: str = topic_hash) -> None:
+                headers = {"x-topic-hash-x": topic_hash, **({"Idempotency-Key": key} if key else {})}
+                event = api_event(
+                    "POST",
+                    "/v1/notifications/{channel}/{topic}",
+                    {"channel": "bench", "topic": f"t{size}"},
+                    {"metadata": {"m": "hello"}},
+                    headers,
+                )
+                with contextlib.redirect_stdout(io.StringIO()):
+                    response = publish_handler.handler(event, context)
+                if response["statusCode"] != 200:
+                    raise RuntimeError(f"publish failed: {response['statusCode']} {response['body']}")
+
+            publish()
+            cold = counter.take()
+            latencies = []
+            for _ in range(WARM_PUBLISHES):
+                # moto's SQS scans every queued message on each send, which real SQS does not: keep the queue empty
+                # (through an uncounted client, outside the timed region) so depth does not skew the figures.
+                _drain(resources.sqs, resources.delivery_queue_url)
+                started = perf_counter()
+                publish()
+                latencies.append((perf_counter() - started) * 1000)
+            warm = counter.take()
+            publish(key=f"bench-{size}")
+            keyed = counter.take()
+            rows.append(
+                {
+                    "size": size,
+                    "cold": cold,
+                    "warm": Counter({op: count // WARM_PUBLISHES for op, count in warm.items()}),
+                    "keyed": keyed,
+                    "median_ms": statistics.median(latencies),
+                    "p95_ms": _percentile(latencies, 0.95),
+                }
+            )
+    return rows
+
+
+def _import_ms(statement: str) -> float:
+    code = f"import time; t = time.perf_counter(); {statement}; print((time.perf_counter() - t) * 1000)"
+    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def measure_imports() -> tuple[float, float]:
+    """Return the median import time of boto3 and of producer.handler, alternating fresh processes."""
+    _import_ms("import producer.handler")  # compile bytecode once so both sides read cached .pyc files
+    boto3_ms, handler_ms = [], []
+    for _ in range(IMPORT_RUNS):
+        boto3_ms.append(_import_ms("import boto3"))
+        handler_ms.append(_import_ms("import producer.handler"))
+    return statistics.median(boto3_ms), statistics.median(handler_ms)
+
+
+def _ops(counts: Counter[str]) -> str:
+    return ", ".join(f"{op} {n}" for op, n in sorted(counts.items()) if op != "topic reads") or "none"
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    rows = measure_publishing()
+    print("Intake benchmark (publish handler in-process against moto)")
+    print(f"{'k':>3}  {'SQS calls':>9}  {'target':>6}  {'topic reads warm':>16}  {'median ms':>9}  {'p95 ms':>7}")
+    for row in rows:
+        sqs = row["warm"].get("sqs.SendMessageBatch", 0)
+        print(
+            f"{row['size']:>3}  {sqs:>9}  {math.ceil(row['size'] / 10):>6}  {row['warm'].get('topic reads', 0):>16}"
+            f"  {row['median_ms']:>9.1f}  {row['p95_ms']:>7.1f}"
+        )
+    print("\nAWS calls per publish, by operation")
+    for row in rows:
+        for label, key in (("cold (topic not cached)", "cold"), ("warm (cached topic)", "warm")):
+            print(f"  k={row['size']:<3} {label:<24} {_ops(row[key])}  [topic reads {row[key]['topic reads']}]")
+        print(f"  k={row['size']:<3} {'warm, Idempotency-Key':<24} {_ops(row['keyed'])}")
+    boto3_ms, handler_ms = measure_imports()
+    print(f"\nImport time, median of {IMPORT_RUNS} fresh processes each (alternating)")
+    print(f"  import boto3:            {boto3_ms:7.1f} ms")
+    print(f"  import producer.handler: {handler_ms:7.1f} ms  ({handler_ms / boto3_ms:.2f}x boto3; target <= 1.50x)")
+    failures = [
+        row["size"] for row in rows if row["warm"].get("sqs.SendMessageBatch", 0) != math.ceil(row["size"] / 10)
+    ]
+    failures += [f"topic read k={row['size']}" for row in rows if row["warm"].get("topic reads", 0)]
+    if failures:
+        print(f"\nTARGET MISSED: {failures}")
+
+
+if __name__ == "__main__":
+    main()
