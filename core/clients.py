@@ -9,6 +9,7 @@ import boto3
 from botocore.config import Config
 
 from core.ledger import DeliveryLedger
+from core.outbound import OutboundSession
 from core.queue import DeliveryQueue
 from core.secrets import SecretStore
 from core.settings import get_settings
@@ -62,7 +63,27 @@ def get_parameter_provider() -> Any:
     return SSMProvider(boto3_client=get_client("ssm"))
 
 
-_GETTERS = (get_client, get_topic_registry, get_ledger, get_delivery_queue, get_secret_store, get_parameter_provider)
+@lru_cache(maxsize=1)
+def get_http_session() -> OutboundSession:
+    """Return the one pooled, guarded HTTP session of outbound deliveries."""
+    settings = get_settings()
+    return OutboundSession(
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        allow_private=settings.allow_private_targets,
+        pool_maxsize=settings.delivery_concurrency,
+    )
+
+
+_GETTERS = (
+    get_client,
+    get_topic_registry,
+    get_ledger,
+    get_delivery_queue,
+    get_secret_store,
+    get_parameter_provider,
+    get_http_session,
+)
 
 
 def reset() -> None:

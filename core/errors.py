@@ -90,3 +90,16 @@ class PermanentDeliveryError(DeliveryError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class BlockedTargetError(PermanentDeliveryError):
+    """A delivery URL resolves to an address the service must not reach (loopback, private, metadata)."""
+
+
+class DeliveryDeferredError(DeliveryError):
+    """A delivery failed for now and was scheduled again; the batch reports its record as failed."""
+
+    def __init__(self, notification_id: str, delay_seconds: int) -> None:
+        self.notification_id = notification_id
+        self.delay_seconds = delay_seconds
+        super().__init__(f"delivery of {notification_id} deferred by {delay_seconds} s")

@@ -1,0 +1,77 @@
+"""Lambda adapter of the delivery queue: batches with partial failures, records delivered concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from consumer.channels import ChannelResources, build_channels
+from consumer.credentials import CredentialSource
+from consumer.delivery import Attempt, Deliverer, Outcome
+from consumer.retry import VisibilityScheduler
+from core.clients import get_client, get_http_session, get_ledger, get_parameter_provider
+from core.observability import logger, metrics, tracer
+from core.settings import get_settings
+
+# Every record reports its own failure, so a batch whose records all failed is an answer, not an error.
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def count_delivery(channel_type: str, outcome: str) -> None:
+    """Emit one delivery metric with the channel type as its dimension."""
+    if outcome == Outcome.SKIPPED:
+        return
+    with single_metric(
+        name=outcome, unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
+    ) as metric:
+        metric.add_dimension(name="channel_type", value=channel_type)
+
+
+def build_deliverer() -> Deliverer:
+    """Return a deliverer on this container's cached clients, session and settings."""
+    settings = get_settings()
+    resources = ChannelResources(
+        http=get_http_session(), aws_client=get_client, telegram_api_base=settings.telegram_api_base
+    )
+    return Deliverer(
+        channels=build_channels(resources),
+        ledger=get_ledger(),
+        credentials=CredentialSource(get_parameter_provider(), settings.secrets_cache_seconds),
+        scheduler=VisibilityScheduler(get_client("sqs"), settings.delivery_queue_url),
+        max_receive_count=settings.max_receive_count,
+        count=count_delivery,
+    )
+
+
+def attempt_of(record: SQSRecord) -> Attempt:
+    """Return the attempt an SQS record stands for."""
+    return Attempt(
+        message_id=record.message_id,
+        receipt_handle=record.receipt_handle,
+        receive_count=int(record.attributes.approximate_receive_count),
+        body=record.body,
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    """Deliver a batch; return the ids of the records to retry (``batchItemFailures``)."""
+    metrics.add_metric(name="records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
+    deliverer = build_deliverer()
+    with ThreadPoolExecutor(max_workers=get_settings().delivery_concurrency, thread_name_prefix="deliver") as pool:
+
+        async def deliver_record(record: SQSRecord) -> str:
+            outcome = await asyncio.get_running_loop().run_in_executor(pool, deliverer.process, attempt_of(record))
+            return outcome.value
+
+        return async_process_partial_response(
+            event=event, record_handler=deliver_record, processor=processor, context=context
+        )

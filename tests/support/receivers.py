@@ -1,0 +1,146 @@
+"""Real HTTP receivers on 127.0.0.1, in a thread, answering from a script: they play Slack, Telegram and webhooks.
+
+A receiver records every request (method, path, headers, raw body) and answers with the next scripted ``Answer``, or
+once the script is used up by its path's route or its default. An answer may wait before it is sent (a slow
+endpoint) or reset the connection instead. ``running_receiver`` stops the server, and wakes any answer still
+waiting, when it exits.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One scripted answer: status, body (JSON when not bytes), headers, a delay before it, or a reset instead."""
+
+    status: int = 200
+    body: Any = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    reset: bool = False
+
+    def encoded(self) -> tuple[bytes, str]:
+        """Return the body bytes and their content type."""
+        if isinstance(self.body, bytes):
+            return self.body, "text/plain"
+        return json.dumps(self.body).encode(), "application/json"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the receiver saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """Return the body parsed as JSON."""
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A scripted HTTP server on loopback; ``url`` is its base address."""
+
+    def __init__(self, default: Answer | None = None) -> None:
+        self.default = default or Answer()
+        self.requests: list[Received] = []
+        self._script: deque[Answer] = deque()
+        self._routes: dict[str, Answer] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="receiver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the receiver, without a trailing slash."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def script(self, *answers: Answer) -> None:
+        """Answer the next requests with ``answers``, in order."""
+        with self._lock:
+            self._script.extend(answers)
+
+    def route(self, path: str, answer: Answer) -> None:
+        """Answer every request to ``path`` with ``answer`` once the script is used up."""
+        with self._lock:
+            self._routes[path] = answer
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, wake waiting answers and close the socket."""
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def _next(self, received: Received) -> Answer:
+        with self._lock:
+            self.requests.append(received)
+            if self._script:
+                return self._script.popleft()
+            return self._routes.get(received.path, self.default)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                answer = receiver._next(Received("POST", self.path, dict(self.headers.items()), body))
+                if answer.delay and receiver._stopping.wait(answer.delay):
+                    return
+                if answer.reset:
+                    # SO_LINGER with a zero timeout makes close() send a TCP reset instead of a clean shutdown.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                payload, content_type = answer.encoded()
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    for name, value in answer.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Stay quiet; tests read ``requests`` instead."""
+
+        return Handler
+
+
+@contextmanager
+def running_receiver(default: Answer | None = None) -> Iterator[Receiver]:
+    """Run a receiver for the duration of the block."""
+    receiver = Receiver(default)
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
