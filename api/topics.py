@@ -81,7 +81,7 @@ def put_topic(
     check_names(channel, topic)
     for index, spec in enumerate(request.integrations):
         # A template that cannot render is refused now, not at publish time.
-        variables(_dump(spec.model), f"integrations[{index}].model")
+        variables(_dump(spec.model), f"integrations.{index}.model")
     existing = _find(registry, channel, topic)
     integrations = [_stored(channel, topic, spec, store) for spec in request.integrations]
     now = utc_now()

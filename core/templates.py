@@ -33,7 +33,7 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{path}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _strings(item, f"{path}[{index}]")
+            yield from _strings(item, f"{path}.{index}")
 
 
 def _compile(template: str, path: str) -> _Template:
@@ -68,7 +68,7 @@ def _render(template: Any, values: Mapping[str, Any], escape: Escape | None, pat
     if isinstance(template, Mapping):
         return {key: _render(item, values, escape, f"{path}.{key}") for key, item in template.items()}
     if isinstance(template, list):
-        return [_render(item, values, escape, f"{path}[{index}]") for index, item in enumerate(template)]
+        return [_render(item, values, escape, f"{path}.{index}") for index, item in enumerate(template)]
     return template
 
 

@@ -81,3 +81,48 @@ def response_header(response: dict[str, Any], name: str) -> str | None:
         if key.lower() == name.lower() and values:
             return str(values[0])
     return None
+
+
+def publish_event(
+    channel: str,
+    topic: str,
+    body: Any,
+    topic_hash: str | None,
+    idempotency_key: str | None = None,
+    api_key: str | None = "publisher-api-key-0001",
+    api_key_id: str | None = "k1a2b3c4d5",
+) -> dict[str, Any]:
+    """Return the event of ``POST /v1/notifications/{channel}/{topic}`` with the headers a publisher sends."""
+    headers = {"X-Topic-Hash-X": topic_hash} if topic_hash is not None else {}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return api_event(
+        "POST",
+        "/v1/notifications/{channel}/{topic}",
+        {"channel": channel, "topic": topic},
+        body,
+        headers,
+        api_key=api_key,
+        api_key_id=api_key_id,
+    )
+
+
+def admin_event(
+    method: str, resource: str, path_parameters: dict[str, str] | None = None, body: Any = None, token: str = ""
+) -> dict[str, Any]:
+    """Return a management API event as API Gateway passes it after the admin authorizer allowed ``token``."""
+    event = api_event(method, resource, path_parameters, body, {"Authorization": f"Bearer {token}"}, None, None)
+    event["requestContext"]["authorizer"] = {"principalId": "admin", "integrationLatency": 12}
+    return event
+
+
+TOPIC_SECRETS = (
+    "https://hooks.slack.example/services/T0/B0/slack-secret-4f9a",
+    "123456:telegram-secret-8c1d",
+    "webhook-secret-2b7e-0123456789",
+)
+
+
+def topic_body() -> dict[str, Any]:
+    """Return a fresh copy of the sample topic (one integration of each type); its secrets are ``TOPIC_SECRETS``."""
+    return load_event("api_topic_body.json")

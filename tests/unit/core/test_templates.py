@@ -113,7 +113,7 @@ def test_variables_nested_invalid_placeholder_names_its_path() -> None:
     with pytest.raises(TemplateError) as raised:
         variables({"a": ["ok", "bad $"]}, "integrations.0.model")
 
-    assert raised.value.field == "integrations.0.model.a[1]"
+    assert raised.value.field == "integrations.0.model.a.1"
 
 
 def test_variables_structure_returns_every_name() -> None:

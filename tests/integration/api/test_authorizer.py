@@ -1,0 +1,86 @@
+"""Integration tests of the admin TOKEN authorizer (api/authorizer.py), reading the token hash from SSM on moto."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from api.authorizer import handler
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.aws import ADMIN_TOKEN, AwsResources
+from tests.support.events import authorizer_event
+
+API_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev"
+
+
+def _statement(policy: dict[str, Any]) -> dict[str, Any]:
+    statements = policy["policyDocument"]["Statement"]
+    assert len(statements) == 1
+    statement: dict[str, Any] = statements[0]
+    return statement
+
+
+@pytest.mark.usefixtures("aws")
+def test_authorizer_valid_token_allows_every_route(lambda_context: FakeLambdaContext) -> None:
+    policy = handler(authorizer_event(f"Bearer {ADMIN_TOKEN}"), lambda_context)
+
+    statement = _statement(policy)
+    assert policy["principalId"] == "admin"
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "execute-api:Invoke"
+    assert statement["Resource"] == [f"{API_ARN}/*/*"]
+
+
+@pytest.mark.usefixtures("aws")
+def test_authorizer_lowercase_scheme_is_accepted(lambda_context: FakeLambdaContext) -> None:
+    policy = handler(authorizer_event(f"bearer {ADMIN_TOKEN}"), lambda_context)
+
+    assert _statement(policy)["Effect"] == "Allow"
+
+
+@pytest.mark.usefixtures("aws")
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("Bearer wrong-token", id="wrong-token"),
+        pytest.param("Bearer publisher-api-key-0001", id="publisher-key"),
+        pytest.param(f"Bearer {ADMIN_TOKEN}x", id="token-with-suffix"),
+        pytest.param(f"Bearer {ADMIN_TOKEN[:-1]}", id="token-prefix"),
+    ],
+)
+def test_authorizer_wrong_token_denies_every_route(lambda_context: FakeLambdaContext, header: str) -> None:
+    policy = handler(authorizer_event(header), lambda_context)
+
+    statement = _statement(policy)
+    assert statement["Effect"] == "Deny"
+    assert statement["Resource"] == [f"{API_ARN}/*/*"]
+
+
+@pytest.mark.usefixtures("aws")
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("Bearer", id="scheme-only"),
+        pytest.param("Bearer   ", id="blank-token"),
+        pytest.param(f"Basic {ADMIN_TOKEN}", id="basic-scheme"),
+        pytest.param(ADMIN_TOKEN, id="token-without-scheme"),
+    ],
+)
+def test_authorizer_missing_or_malformed_header_raises_unauthorized(
+    lambda_context: FakeLambdaContext, header: str
+) -> None:
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        handler(authorizer_event(header), lambda_context)
+
+
+def test_authorizer_refusal_never_logs_the_token(
+    aws: AwsResources, lambda_context: FakeLambdaContext, logs: Callable[[], str]
+) -> None:
+    handler(authorizer_event("Bearer wrong-token-5e1f"), lambda_context)
+
+    output = logs()
+    assert "admin token refused" in output
+    assert "wrong-token-5e1f" not in output

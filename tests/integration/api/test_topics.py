@@ -1,0 +1,392 @@
+"""Integration tests of the admin topic routes (api/handler.py → api/topics.py) on moto."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core.topics import hash_topic_secret
+from tests.integration.api.conftest import TOPIC, AdminApi
+from tests.support.aws import NAMES, AwsResources
+from tests.support.events import TOPIC_SECRETS, response_json, topic_body
+
+PREFIX = "/notify/test/integrations/orders/shipped"
+SECRET_REFS = {
+    "team-slack": f"{PREFIX}/team-slack",
+    "ops-telegram": f"{PREFIX}/ops-telegram",
+    "erp-webhook": f"{PREFIX}/erp-webhook",
+}
+PATH = {"channel": "orders", "topic": "shipped"}
+
+
+def _parameters(aws: AwsResources) -> dict[str, dict[str, Any]]:
+    described = aws.ssm.describe_parameters(
+        ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": ["/notify/test/integrations"]}]
+    )["Parameters"]
+    return {parameter["Name"]: parameter for parameter in described}
+
+
+def _topic_item(aws: AwsResources) -> dict[str, Any] | None:
+    key = {"channel": {"S": "orders"}, "topic": {"S": "shipped"}}
+    item: dict[str, Any] | None = aws.dynamodb.get_item(TableName=NAMES["TOPICS_TABLE"], Key=key).get("Item")
+    return item
+
+
+def _body_without(*names: str) -> dict[str, Any]:
+    body = topic_body()
+    body["integrations"] = [item for item in body["integrations"] if item["name"] not in names]
+    return body
+
+
+def _error(response: dict[str, Any]) -> str:
+    body = response_json(response)
+    assert set(body) == {"message"}
+    message: str = body["message"]
+    return message
+
+
+# --- create, replace, read, list --------------------------------------------------------------------------------
+
+
+def test_put_new_topic_returns_201_with_topic_hash(admin: AdminApi) -> None:
+    response = admin.put_topic(topic_body())
+
+    body = response_json(response)
+    assert response["statusCode"] == 201
+    assert len(body["topic_hash"]) >= 40
+    assert [item["name"] for item in body["integrations"]] == [
+        "ops-email",
+        "team-slack",
+        "ops-telegram",
+        "erp-webhook",
+        "buyer-push",
+    ]
+
+
+def test_put_new_topic_stores_only_the_sha256_of_the_hash(admin: AdminApi, aws: AwsResources) -> None:
+    topic_hash = response_json(admin.put_topic(topic_body()))["topic_hash"]
+
+    item = _topic_item(aws)
+
+    assert item is not None
+    assert item["hash_sha256"]["S"] == hash_topic_secret(topic_hash)
+    assert topic_hash not in json.dumps(item)
+
+
+def test_put_credentials_are_masked_in_the_response(admin: AdminApi) -> None:
+    response = admin.put_topic(topic_body())
+
+    credentials = {item["name"]: item.get("credentials") for item in response_json(response)["integrations"]}
+    assert credentials == {
+        "ops-email": None,
+        "team-slack": {"webhook_url": "********"},
+        "ops-telegram": {"bot_token": "********"},
+        "erp-webhook": {"signing_secret": "********"},
+        "buyer-push": None,
+    }
+    assert not any(secret in response["body"] for secret in TOPIC_SECRETS)
+    assert "/notify/test" not in response["body"]
+
+
+def test_put_credentials_stored_as_secure_string_parameters(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+
+    parameters = _parameters(aws)
+    values = {
+        name: json.loads(aws.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        for name in parameters
+    }
+    assert {name: parameter["Type"] for name, parameter in parameters.items()} == dict.fromkeys(
+        SECRET_REFS.values(), "SecureString"
+    )
+    assert values == {
+        SECRET_REFS["team-slack"]: {"webhook_url": TOPIC_SECRETS[0]},
+        SECRET_REFS["ops-telegram"]: {"bot_token": TOPIC_SECRETS[1]},
+        SECRET_REFS["erp-webhook"]: {"signing_secret": TOPIC_SECRETS[2]},
+    }
+
+
+def test_put_credentials_never_in_the_dynamodb_item(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+
+    item = json.dumps(_topic_item(aws))
+
+    assert not any(secret in item for secret in TOPIC_SECRETS)
+    assert all(ref in item for ref in SECRET_REFS.values())
+
+
+def test_put_existing_topic_returns_200_without_a_hash(admin: AdminApi) -> None:
+    admin.put_topic(topic_body())
+
+    response = admin.put_topic(_body_without("buyer-push"))
+
+    assert response["statusCode"] == 200
+    assert "topic_hash" not in response_json(response)
+    assert [item["name"] for item in response_json(response)["integrations"]] == [
+        "ops-email",
+        "team-slack",
+        "ops-telegram",
+        "erp-webhook",
+    ]
+
+
+def test_put_existing_topic_keeps_the_hash(admin: AdminApi, aws: AwsResources) -> None:
+    topic_hash = response_json(admin.put_topic(topic_body()))["topic_hash"]
+
+    admin.put_topic(_body_without("buyer-push"))
+
+    item = _topic_item(aws)
+    assert item is not None
+    assert item["hash_sha256"]["S"] == hash_topic_secret(topic_hash)
+
+
+def test_put_replace_deletes_parameters_of_removed_integrations(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+
+    admin.put_topic(_body_without("team-slack", "erp-webhook"))
+
+    assert set(_parameters(aws)) == {SECRET_REFS["ops-telegram"]}
+
+
+def test_put_replace_without_credentials_deletes_its_parameter(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    body = topic_body()
+    del body["integrations"][3]["credentials"]
+
+    admin.put_topic(body)
+
+    assert SECRET_REFS["erp-webhook"] not in _parameters(aws)
+
+
+def test_put_replace_overwrites_kept_credentials(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    body = topic_body()
+    body["integrations"][2]["credentials"]["bot_token"] = "654321:rotated"
+
+    admin.put_topic(body)
+
+    value = aws.ssm.get_parameter(Name=SECRET_REFS["ops-telegram"], WithDecryption=True)["Parameter"]["Value"]
+    assert json.loads(value) == {"bot_token": "654321:rotated"}
+
+
+def test_get_topic_returns_it_masked(admin: AdminApi) -> None:
+    created = response_json(admin.put_topic(topic_body()))
+
+    response = admin.call("GET", TOPIC, PATH)
+
+    body = response_json(response)
+    assert response["statusCode"] == 200
+    assert body == {key: value for key, value in created.items() if key != "topic_hash"}
+    assert not any(secret in response["body"] for secret in TOPIC_SECRETS)
+
+
+def test_get_unknown_topic_returns_404(admin: AdminApi) -> None:
+    response = admin.call("GET", TOPIC, {"channel": "orders", "topic": "nope"})
+
+    assert response["statusCode"] == 404
+    assert "nope" in _error(response)
+
+
+def test_list_topics_returns_the_channels_topics_masked(admin: AdminApi) -> None:
+    admin.put_topic(topic_body(), topic="shipped")
+    admin.put_topic(_body_without("ops-email"), topic="cancelled")
+    admin.put_topic(topic_body(), channel="billing", topic="paid")
+
+    response = admin.call("GET", "/v1/channels/{channel}/topics", {"channel": "orders"})
+
+    body = response_json(response)
+    assert response["statusCode"] == 200
+    assert body["channel"] == "orders"
+    assert [topic["topic"] for topic in body["topics"]] == ["cancelled", "shipped"]
+    assert not any(secret in response["body"] for secret in TOPIC_SECRETS)
+
+
+def test_list_topics_of_empty_channel_returns_empty_list(admin: AdminApi) -> None:
+    response = admin.call("GET", "/v1/channels/{channel}/topics", {"channel": "orders"})
+
+    assert response["statusCode"] == 200
+    assert response_json(response) == {"channel": "orders", "topics": []}
+
+
+# --- delete and rotate --------------------------------------------------------------------------------------------
+
+
+def test_delete_topic_returns_204_and_removes_item_and_parameters(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+
+    response = admin.call("DELETE", TOPIC, PATH)
+
+    assert response["statusCode"] == 204
+    assert not response["body"]
+    assert _topic_item(aws) is None
+    assert _parameters(aws) == {}
+
+
+def test_delete_unknown_topic_returns_404(admin: AdminApi) -> None:
+    response = admin.call("DELETE", TOPIC, PATH)
+
+    assert response["statusCode"] == 404
+    assert "shipped" in _error(response)
+
+
+def test_rotate_hash_returns_a_new_hash_and_stores_its_sha256(admin: AdminApi, aws: AwsResources) -> None:
+    old_hash = response_json(admin.put_topic(topic_body()))["topic_hash"]
+
+    response = admin.call("POST", f"{TOPIC}/rotate-hash", PATH)
+
+    new_hash = response_json(response)["topic_hash"]
+    item = _topic_item(aws)
+    assert response["statusCode"] == 200
+    assert new_hash != old_hash
+    assert item is not None
+    assert item["hash_sha256"]["S"] == hash_topic_secret(new_hash)
+
+
+def test_rotate_hash_of_unknown_topic_returns_404(admin: AdminApi) -> None:
+    response = admin.call("POST", f"{TOPIC}/rotate-hash", PATH)
+
+    assert response["statusCode"] == 404
+
+
+# --- validation ----------------------------------------------------------------------------------------------------
+
+
+def _with(index: int, **fields: Any) -> dict[str, Any]:
+    body = topic_body()
+    body["integrations"][index].update(fields)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param(
+            _with(0, target={"to": ["not-an-address"], "from": "a@b.co"}), "integrations.0.target.to", id="email-to"
+        ),
+        pytest.param(_with(0, target={"to": [], "from": "a@b.co"}), "integrations.0.target.to", id="email-to-empty"),
+        pytest.param(
+            _with(0, target={"to": ["a@b.co"], "from": "nobody"}), "integrations.0.target.from", id="email-from"
+        ),
+        pytest.param(_with(0, model={"subject": "s"}), "integrations.0.model.text", id="email-model-text"),
+        pytest.param(
+            _with(1, credentials={}), "integrations.1.credentials.webhook_url", id="slack-webhook-url-missing"
+        ),
+        pytest.param(
+            _with(1, credentials={"webhook_url": "ftp://x"}),
+            "integrations.1.credentials.webhook_url",
+            id="slack-url-scheme",
+        ),
+        pytest.param(_with(1, model=""), "integrations.1.model", id="slack-empty-model"),
+        pytest.param(_with(2, target={}), "integrations.2.target.chat_id", id="telegram-chat-id"),
+        pytest.param(
+            _with(2, credentials={"bot_token": ""}), "integrations.2.credentials.bot_token", id="telegram-token"
+        ),
+        pytest.param(_with(3, target={"url": "not a url"}), "integrations.3.target.url", id="webhook-url"),
+        pytest.param(
+            _with(3, credentials={"signing_secret": "short"}),
+            "integrations.3.credentials.signing_secret",
+            id="webhook-secret-too-short",
+        ),
+        pytest.param(_with(4, target={}), "integrations.4.target", id="push-neither-arn"),
+        pytest.param(
+            _with(4, target={"endpoint_arn": "arn:x"}), "integrations.4.target.endpoint_arn", id="push-bad-arn"
+        ),
+        pytest.param(_with(1, type="fax"), "integrations.1.type", id="unknown-type"),
+        pytest.param(_with(0, name="bad name!"), "integrations.0.name", id="integration-name"),
+        pytest.param(_with(0, colour="red"), "integrations.0.colour", id="unknown-field"),
+        pytest.param({"integrations": []}, "integrations", id="no-integrations"),
+        pytest.param({"integrations": [topic_body()["integrations"][1]] * 2}, "integrations", id="duplicate-names"),
+    ],
+)
+def test_put_invalid_integration_returns_422_naming_the_field(admin: AdminApi, body: Any, field: str) -> None:
+    response = admin.put_topic(body)
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"{field}: ")
+
+
+def test_put_duplicate_names_message_names_the_duplicate(admin: AdminApi) -> None:
+    response = admin.put_topic({"integrations": [topic_body()["integrations"][1]] * 2})
+
+    assert "'team-slack'" in _error(response)
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        pytest.param("costs $ 5", "integrations.1.model", id="lone-dollar"),
+        pytest.param("ends with $", "integrations.1.model", id="trailing-dollar"),
+        pytest.param("${unclosed", "integrations.1.model", id="unclosed-brace"),
+    ],
+)
+def test_put_template_with_invalid_placeholder_returns_422(admin: AdminApi, model: str, field: str) -> None:
+    response = admin.put_topic(_with(1, model=model))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"{field}: invalid placeholder")
+
+
+def test_put_nested_template_with_lone_dollar_names_its_path(admin: AdminApi) -> None:
+    response = admin.put_topic(_with(0, model={"subject": "ok", "text": "pay $ now"}))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("integrations.0.model.text: invalid placeholder at character 5")
+
+
+def test_put_invalid_template_stores_nothing(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(_with(1, model="costs $"))
+
+    assert _topic_item(aws) is None
+    assert _parameters(aws) == {}
+
+
+def test_put_template_with_escaped_dollar_is_accepted(admin: AdminApi) -> None:
+    response = admin.put_topic(_with(1, model="costs $$5 for $name"))
+
+    assert response["statusCode"] == 201
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        pytest.param({"channel": "bad channel", "topic": "shipped"}, "channel", id="channel-space"),
+        pytest.param({"channel": "orders", "topic": "-dash-first"}, "topic", id="topic-leading-dash"),
+        pytest.param({"channel": "orders", "topic": "x" * 65}, "topic", id="topic-too-long"),
+        pytest.param({"channel": "orders", "topic": "é"}, "topic", id="topic-non-ascii"),
+    ],
+)
+def test_put_bad_name_returns_422_naming_it(admin: AdminApi, path: dict[str, str], field: str) -> None:
+    response = admin.call("PUT", TOPIC, path, topic_body())
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_topic_route_bad_name_returns_422(admin: AdminApi, method: str) -> None:
+    response = admin.call(method, TOPIC, {"channel": "orders", "topic": "bad topic"})
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("topic: ")
+
+
+def test_rotate_hash_bad_name_returns_422(admin: AdminApi) -> None:
+    response = admin.call("POST", f"{TOPIC}/rotate-hash", {"channel": "bad channel", "topic": "shipped"})
+
+    assert response["statusCode"] == 422
+
+
+def test_put_malformed_json_returns_400(admin: AdminApi) -> None:
+    response = admin.put_topic('{"integrations": [')
+
+    assert response["statusCode"] == 400
+    assert "not valid JSON" in _error(response)
+
+
+def test_put_invalid_body_error_never_echoes_a_secret(admin: AdminApi) -> None:
+    response = admin.put_topic(_with(3, credentials={"signing_secret": "webhook-secret-2b7e-0123456789", "x": 1}))
+
+    assert response["statusCode"] == 422
+    assert TOPIC_SECRETS[2] not in response["body"]
