@@ -1,0 +1,75 @@
+"""Integration tests of the Slack channel (consumer/channels/slack.py) against a loopback receiver."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.channels import ChannelResources
+from consumer.channels.slack import SlackChannel
+from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.models import Content
+from tests.support.receivers import Answer, Receiver
+
+
+def _send(resources: ChannelResources, receiver: Receiver, text: str = "hi") -> None:
+    credentials = {"webhook_url": f"{receiver.url}/services/T0/B0/secret"}
+    SlackChannel(resources).send(Content(text=text), {}, credentials, notification_id="n-1")
+
+
+def test_slack_ok_posts_text_to_webhook(resources: ChannelResources, receiver: Receiver) -> None:
+    _send(resources, receiver, "a &amp; b &lt;c&gt;")
+
+    [request] = receiver.requests
+    assert (request.path, request.json()) == ("/services/T0/B0/secret", {"text": "a &amp; b &lt;c&gt;"})
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (Answer(500, b"rollup_error"), RetryableDeliveryError),
+        (Answer(503, b""), RetryableDeliveryError),
+        (Answer(429, b"rate_limited"), RetryableDeliveryError),
+        (Answer(400, b"invalid_payload"), PermanentDeliveryError),
+        (Answer(403, b"invalid_token"), PermanentDeliveryError),
+        (Answer(404, b"no_service"), PermanentDeliveryError),
+        (Answer(410, b"channel_is_archived"), PermanentDeliveryError),
+        (Answer(200, b"channel_is_archived"), PermanentDeliveryError),
+        (Answer(delay=1.5), RetryableDeliveryError),
+        (Answer(reset=True), RetryableDeliveryError),
+    ],
+    ids=["500", "503", "429", "400", "403-invalid-token", "404", "410", "200-archived", "slow", "reset"],
+)
+def test_slack_answer_is_classified(
+    resources: ChannelResources, receiver: Receiver, answer: Answer, kind: type[DeliveryError]
+) -> None:
+    receiver.script(answer)
+
+    with pytest.raises(DeliveryError) as raised:
+        _send(resources, receiver)
+
+    assert type(raised.value) is kind
+
+
+def test_slack_429_carries_retry_after(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(429, b"rate_limited", headers={"Retry-After": "42"}))
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources, receiver)
+
+    assert raised.value.retry_after == 42
+
+
+def test_slack_failure_reason_hides_webhook_path(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(reset=True))
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources, receiver)
+
+    assert "secret" not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+def test_slack_missing_credentials_is_permanent(resources: ChannelResources) -> None:
+    with pytest.raises(PermanentDeliveryError):
+        SlackChannel(resources).send(Content(text="hi"), {}, None, notification_id="n-1")

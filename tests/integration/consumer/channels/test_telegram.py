@@ -1,0 +1,101 @@
+"""Integration tests of the Telegram channel (consumer/channels/telegram.py) against a loopback Bot API."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.channels import ChannelResources, DeliveryReceipt
+from consumer.channels.telegram import TelegramChannel
+from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.models import Content
+from tests.support.receivers import Answer, Receiver
+
+TOKEN = "123456:telegram-secret-8c1d"
+
+
+def _send(resources: ChannelResources, text: str = "hi") -> DeliveryReceipt:
+    return TelegramChannel(resources).send(
+        Content(text=text), {"chat_id": "-100"}, {"bot_token": TOKEN}, notification_id="n-1"
+    )
+
+
+def _error(code: int, description: str, **parameters: int) -> Answer:
+    body = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return Answer(code, body)
+
+
+def test_telegram_ok_returns_message_id(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(200, {"ok": True, "result": {"message_id": 99}}))
+
+    receipt = _send(resources)
+
+    [request] = receiver.requests
+    assert (request.path, request.json()) == (f"/bot{TOKEN}/sendMessage", {"chat_id": "-100", "text": "hi"})
+    assert receipt.provider_message_id == "99"
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (_error(400, "Bad Request: chat not found"), PermanentDeliveryError),
+        (_error(403, "Forbidden: bot was blocked by the user"), PermanentDeliveryError),
+        (_error(401, "Unauthorized"), PermanentDeliveryError),
+        (_error(429, "Too Many Requests: retry after 7", retry_after=7), RetryableDeliveryError),
+        (_error(500, "Internal Server Error"), RetryableDeliveryError),
+        (_error(502, "Bad Gateway"), RetryableDeliveryError),
+        (Answer(delay=1.5), RetryableDeliveryError),
+        (Answer(reset=True), RetryableDeliveryError),
+    ],
+    ids=["400-chat-not-found", "403-blocked", "401", "429", "500", "502", "slow", "reset"],
+)
+def test_telegram_answer_is_classified(
+    resources: ChannelResources, receiver: Receiver, answer: Answer, kind: type[DeliveryError]
+) -> None:
+    receiver.script(answer)
+
+    with pytest.raises(DeliveryError) as raised:
+        _send(resources)
+
+    assert type(raised.value) is kind
+
+
+def test_telegram_429_carries_parameters_retry_after(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(_error(429, "Too Many Requests: retry after 7", retry_after=7))
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources)
+
+    assert raised.value.retry_after == 7
+
+
+def test_telegram_chat_not_found_reason_names_description(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(_error(400, "Bad Request: chat not found"))
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send(resources)
+
+    assert raised.value.reason == "telegram: HTTP 400 Bad Request: chat not found"
+
+
+@pytest.mark.parametrize("answer", [Answer(delay=1.5), Answer(reset=True)], ids=["timeout", "reset"])
+def test_telegram_transport_failure_hides_token(
+    resources: ChannelResources, receiver: Receiver, answer: Answer
+) -> None:
+    receiver.script(answer)
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources)
+
+    assert TOKEN not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+def test_telegram_long_text_is_cut_to_limit(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(200, {"ok": True, "result": {"message_id": 1}}))
+
+    _send(resources, "x" * 5000)
+
+    assert len(receiver.requests[0].json()["text"]) == TelegramChannel.max_text_length

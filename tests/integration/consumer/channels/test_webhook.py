@@ -1,0 +1,152 @@
+"""Integration tests of the webhook channel (consumer/channels/webhook.py) against a loopback receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from consumer.channels import ChannelResources, DeliveryReceipt
+from consumer.channels.webhook import WebhookChannel
+from core.errors import BlockedTargetError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.models import Content
+from core.outbound import OutboundSession
+from tests.support.receivers import Answer, Receiver, running_receiver
+
+SECRET = "webhook-secret-2b7e-0123456789"
+
+
+def _send(
+    resources: ChannelResources, url: str, content: Content | None = None, secret: str | None = None
+) -> DeliveryReceipt:
+    channel = WebhookChannel(resources, clock=lambda: 1_800_000_000.0)
+    credentials = {"signing_secret": secret} if secret else None
+    return channel.send(content or Content(text="hi"), {"url": url}, credentials, notification_id="n-1")
+
+
+def test_webhook_posts_object_model_as_json(resources: ChannelResources, receiver: Receiver) -> None:
+    _send(resources, f"{receiver.url}/hook", Content(data={"order": 42, "items": ["a"]}))
+
+    assert receiver.requests[0].json() == {"order": 42, "items": ["a"]}
+
+
+def test_webhook_carries_notification_id_and_timestamp(resources: ChannelResources, receiver: Receiver) -> None:
+    _send(resources, f"{receiver.url}/hook")
+
+    headers = receiver.requests[0].headers
+    assert (headers["X-Notification-Id"], headers["X-Notification-Timestamp"]) == ("n-1", "1800000000")
+
+
+def test_webhook_without_secret_sends_no_signature(resources: ChannelResources, receiver: Receiver) -> None:
+    _send(resources, f"{receiver.url}/hook")
+
+    assert "X-Notification-Signature" not in receiver.requests[0].headers
+
+
+def test_webhook_signature_verifies_over_timestamp_and_raw_body(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    _send(resources, f"{receiver.url}/hook", Content(data={"order": 42}), SECRET)
+
+    request = receiver.requests[0]
+    signed = request.headers["X-Notification-Timestamp"].encode() + b"." + request.body
+    expected = "v1=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(request.headers["X-Notification-Signature"], expected)
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_webhook_any_2xx_is_success(resources: ChannelResources, receiver: Receiver, status: int) -> None:
+    receiver.script(Answer(status, b""))
+
+    receipt = _send(resources, f"{receiver.url}/hook")
+
+    assert receipt == DeliveryReceipt()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (Answer(500, b""), RetryableDeliveryError),
+        (Answer(503, b""), RetryableDeliveryError),
+        (Answer(429, b""), RetryableDeliveryError),
+        (Answer(400, b""), PermanentDeliveryError),
+        (Answer(401, b""), PermanentDeliveryError),
+        (Answer(404, b""), PermanentDeliveryError),
+        (Answer(410, b""), PermanentDeliveryError),
+        (Answer(delay=1.5), RetryableDeliveryError),
+        (Answer(reset=True), RetryableDeliveryError),
+    ],
+    ids=["500", "503", "429", "400", "401", "404", "410", "slow", "reset"],
+)
+def test_webhook_answer_is_classified(
+    resources: ChannelResources, receiver: Receiver, answer: Answer, kind: type[DeliveryError]
+) -> None:
+    receiver.script(answer)
+
+    with pytest.raises(DeliveryError) as raised:
+        _send(resources, f"{receiver.url}/hook")
+
+    assert type(raised.value) is kind
+
+
+def test_webhook_429_carries_retry_after(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(429, b"", headers={"Retry-After": "90"}))
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources, f"{receiver.url}/hook")
+
+    assert raised.value.retry_after == 90
+
+
+def test_webhook_connection_refused_is_retryable(resources: ChannelResources) -> None:
+    with running_receiver() as stopped:
+        url = f"{stopped.url}/hook"
+
+    with pytest.raises(RetryableDeliveryError):
+        _send(resources, url)
+
+
+def test_webhook_same_host_redirect_is_followed(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(307, b"", headers={"Location": "/moved"}), Answer(200))
+
+    _send(resources, f"{receiver.url}/hook")
+
+    assert [request.path for request in receiver.requests] == ["/hook", "/moved"]
+
+
+def test_webhook_redirect_to_other_host_is_refused(resources: ChannelResources, receiver: Receiver) -> None:
+    other = receiver.url.replace("127.0.0.1", "localhost")
+    receiver.script(Answer(307, b"", headers={"Location": f"{other}/elsewhere"}))
+
+    with pytest.raises(BlockedTargetError):
+        _send(resources, f"{receiver.url}/hook")
+
+    assert [request.path for request in receiver.requests] == ["/hook"]
+
+
+def test_webhook_loopback_target_refused_by_guard(receiver: Receiver) -> None:
+    guarded = ChannelResources(
+        http=OutboundSession(0.5, 0.5, allow_private=False), aws_client=lambda _: None, telegram_api_base=""
+    )
+
+    with pytest.raises(BlockedTargetError):
+        _send(guarded, f"{receiver.url}/hook")
+
+    assert receiver.requests == []
+
+
+def test_webhook_name_resolving_to_loopback_refused_at_connection(receiver: Receiver) -> None:
+    # The resolver used before the request says "public"; the connection still finds itself on loopback.
+    session = OutboundSession(0.5, 0.5, allow_private=False, resolve=lambda host, port: ["93.184.216.34"])
+    guarded = ChannelResources(http=session, aws_client=lambda _: None, telegram_api_base="")
+
+    with pytest.raises(BlockedTargetError):
+        _send(guarded, f"{receiver.url}/hook")
+
+    assert receiver.requests == []
+
+
+def test_webhook_invalid_url_is_permanent(resources: ChannelResources) -> None:
+    with pytest.raises(PermanentDeliveryError):
+        _send(resources, "ftp://example.com/hook")

@@ -1,0 +1,86 @@
+"""Unit tests of the push channel (consumer/channels/push.py) with a fake SNS client."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from consumer.channels import ChannelResources
+from consumer.channels.push import PushChannel, push_payload
+from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.models import Content
+from tests.fakes.delivery import FakeSendingClient
+
+ENDPOINT = "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/1234"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:news"
+
+
+def test_push_text_becomes_payload_per_platform() -> None:
+    payload = json.loads(push_payload(Content(text="Shipped")))
+
+    assert {key: json.loads(value) if key != "default" else value for key, value in payload.items()} == {
+        "default": "Shipped",
+        "APNS": {"aps": {"alert": "Shipped"}},
+        "APNS_SANDBOX": {"aps": {"alert": "Shipped"}},
+        "GCM": {"notification": {"body": "Shipped"}},
+    }
+
+
+def test_push_platform_object_is_encoded_per_platform() -> None:
+    data = {"default": "Shipped", "APNS": {"aps": {"alert": "A"}}, "FCM": {"notification": {"title": "F"}}}
+
+    payload = json.loads(push_payload(Content(data=data)))
+
+    assert payload == {
+        "default": "Shipped",
+        "APNS": '{"aps":{"alert":"A"}}',
+        "GCM": '{"notification":{"title":"F"}}',
+    }
+
+
+def test_push_platform_object_without_default_gets_one() -> None:
+    payload = json.loads(push_payload(Content(data={"GCM": {"notification": {"body": "x"}}})))
+
+    assert payload["default"] == '{"notification":{"body":"x"}}'
+
+
+def test_push_publishes_to_endpoint(resources: ChannelResources, client: FakeSendingClient) -> None:
+    PushChannel(resources).send(Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1")
+
+    [call] = client.calls
+    assert (call["TargetArn"], call["MessageStructure"]) == (ENDPOINT, "json")
+
+
+def test_push_publishes_to_topic(resources: ChannelResources, client: FakeSendingClient) -> None:
+    PushChannel(resources).send(Content(text="hi"), {"topic_arn": TOPIC}, None, notification_id="n-1")
+
+    assert client.calls[0]["TopicArn"] == TOPIC
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("EndpointDisabled", 400, PermanentDeliveryError),
+        ("InvalidParameter", 400, PermanentDeliveryError),
+        ("NotFound", 404, PermanentDeliveryError),
+        ("Throttled", 429, RetryableDeliveryError),
+        ("InternalError", 500, RetryableDeliveryError),
+        ("KMSThrottlingException", 400, RetryableDeliveryError),
+    ],
+)
+def test_push_sns_error_is_classified(code: str, status: int, kind: type[DeliveryError]) -> None:
+    client = FakeSendingClient(code, status)
+    resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
+
+    with pytest.raises(DeliveryError) as raised:
+        PushChannel(resources).send(Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1")
+
+    assert type(raised.value) is kind
+
+
+def test_push_target_with_both_arns_is_permanent(resources: ChannelResources) -> None:
+    with pytest.raises(PermanentDeliveryError):
+        PushChannel(resources).send(
+            Content(text="hi"), {"endpoint_arn": ENDPOINT, "topic_arn": TOPIC}, None, notification_id="n-1"
+        )

@@ -1,0 +1,110 @@
+"""Unit tests of the outbound HTTP guard (core/outbound.py); names are resolved by fakes, nothing is sent."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from core.errors import BlockedTargetError
+from core.outbound import OutboundSession, check_address, check_url
+
+
+def _resolver(*addresses: str):
+    return lambda host, port: list(addresses)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.1.2.3",
+        "::1",
+        "10.0.0.5",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.10.10",
+        "fe80::1",
+        "fc00::1",
+        "0.0.0.0",
+        "100.64.0.1",
+        "::ffff:127.0.0.1",
+        "224.0.0.1",
+    ],
+)
+def test_check_address_private_address_is_refused(address: str) -> None:
+    with pytest.raises(BlockedTargetError):
+        check_address(address, allow_private=False)
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"])
+def test_check_address_public_address_is_allowed(address: str) -> None:
+    check_address(address, allow_private=False)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.0.0.5", "::1"])
+def test_check_address_private_address_allowed_by_setting(address: str) -> None:
+    check_address(address, allow_private=True)
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"])
+def test_check_address_metadata_refused_even_when_private_allowed(address: str) -> None:
+    with pytest.raises(BlockedTargetError):
+        check_address(address, allow_private=True)
+
+
+def test_check_url_name_resolving_to_private_address_is_refused() -> None:
+    with pytest.raises(BlockedTargetError):
+        check_url("https://hooks.example.com/x", False, _resolver("93.184.216.34", "10.1.2.3"))
+
+
+def test_check_url_name_resolving_to_public_addresses_is_allowed() -> None:
+    check_url("https://hooks.example.com/x", False, _resolver("93.184.216.34"))
+
+
+def test_check_url_decimal_loopback_is_refused_by_resolution() -> None:
+    # "2130706433" is 127.0.0.1 written as one number: only resolving the name shows it.
+    with pytest.raises(BlockedTargetError):
+        check_url("http://2130706433/", False)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "file:///etc/passwd", "https:///nohost", "https://user:pw@example.com/"]
+)
+def test_check_url_unsupported_url_is_refused(url: str) -> None:
+    with pytest.raises(BlockedTargetError):
+        check_url(url, False, _resolver("93.184.216.34"))
+
+
+def test_check_url_unresolvable_host_is_refused() -> None:
+    def fail(host: str, port: int) -> list[str]:
+        raise OSError("no such host")
+
+    with pytest.raises(BlockedTargetError):
+        check_url("https://nowhere.example/", False, fail)
+
+
+def _redirect(url: str, location: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 302
+    response.url = url
+    response.headers["Location"] = location
+    response._content = b""
+    response._content_consumed = True  # type: ignore[attr-defined]
+    return response
+
+
+def test_session_redirect_to_other_host_is_refused() -> None:
+    session = OutboundSession(1, 1, resolve=_resolver("93.184.216.34"))
+
+    with pytest.raises(BlockedTargetError):
+        session.get_redirect_target(_redirect("https://a.example/x", "https://b.example/y"))
+
+
+def test_session_redirect_on_same_host_is_followed() -> None:
+    session = OutboundSession(1, 1, resolve=_resolver("93.184.216.34"))
+
+    assert session.get_redirect_target(_redirect("https://a.example/x", "/y")) == "/y"
+
+
+def test_session_ignores_proxy_environment() -> None:
+    assert OutboundSession(1, 1).trust_env is False
