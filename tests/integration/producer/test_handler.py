@@ -1,0 +1,380 @@
+"""Integration tests of the publish route (producer/handler.py → publish.py → core fan-out) on moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from core import clients
+from core.models import DeliveryStatus
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.fakes.sqs_failures import SqsEntryFailures
+from tests.integration.producer.conftest import METADATA, Service
+from tests.support.aws import NAMES
+from tests.support.events import TOPIC_SECRETS, publish_event, response_header, response_json, topic_body
+
+NAMES_OF_SAMPLE = ["buyer-push", "erp-webhook", "ops-email", "ops-telegram", "team-slack"]
+PREFIX = "/notify/test/integrations/orders/shipped"
+URL = "https://erp.example.com/h"
+UPSTREAM_PREFIX = "An error occurs while processing the request (Message: "
+
+
+def _message(response: dict[str, Any]) -> str:
+    body = response_json(response)
+    assert set(body) == {"message"}
+    assert "Traceback" not in response["body"]
+    message: str = body["message"]
+    return message
+
+
+def _count_calls(client: Any, operation: str, table: str | None = None) -> list[dict[str, Any]]:
+    """Record the parameters of every ``operation`` call a boto3 client makes (optionally on one table only)."""
+    calls: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        if table is None or params.get("TableName") == table:
+            calls.append(params)
+
+    client.meta.events.register(f"provide-client-params.{client.meta.service_model.service_name}.{operation}", record)
+    return calls
+
+
+def _webhooks(count: int) -> dict[str, Any]:
+    return {
+        "integrations": [
+            {
+                "name": f"hook-{index:02d}",
+                "type": "webhook",
+                "target": {"url": "https://erp.example.com/h"},
+                "model": "$v",
+            }
+            for index in range(count)
+        ]
+    }
+
+
+# --- success ----------------------------------------------------------------------------------------------------
+
+
+def test_publish_valid_request_returns_200_with_a_message_id_per_integration(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    body = response_json(response)
+    queued = {message["MessageId"] for message in service.queued()}
+    assert response["statusCode"] == 200
+    assert sorted(body) == NAMES_OF_SAMPLE
+    assert set(body.values()) == queued
+
+
+def test_publish_valid_request_sets_notification_headers(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    notification_id = response_header(response, "X-Notification-Id")
+    assert notification_id
+    assert response_header(response, "Location") == f"/v1/notifications/{notification_id}"
+
+
+def test_publish_messages_carry_rendered_content_and_references(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": {**METADATA, "name": "<Ada & Co>"}}, topic_hash)
+
+    bodies = {json.loads(m["Body"])["integration"]["name"]: json.loads(m["Body"]) for m in service.queued()}
+    notification_id = response_header(response, "X-Notification-Id")
+    assert {body["notification_id"] for body in bodies.values()} == {notification_id}
+    assert bodies["team-slack"]["content"] == {"text": "Order *A-1* shipped to &lt;Ada &amp; Co&gt;"}
+    assert bodies["ops-email"]["content"] == {
+        "subject": "Order A-1 shipped",
+        "text": "Hi <Ada & Co>, order A-1 is on its way.",
+        "html": "<p>Hi &lt;Ada &amp; Co&gt;</p>",
+    }
+    assert bodies["erp-webhook"]["content"] == {"data": {"event": "order.shipped", "order": "A-1", "total": "12.5"}}
+    assert (
+        bodies["team-slack"]["integration"]["credentials_ref"] == "/notify/test/integrations/orders/shipped/team-slack"
+    )
+    assert "credentials_ref" not in bodies["ops-email"]["integration"]
+
+
+def test_publish_lowercase_headers_are_accepted(
+    service: Service, topic_hash: str, lambda_context: FakeLambdaContext
+) -> None:
+    from producer.handler import handler
+
+    event = publish_event("orders", "shipped", {"metadata": METADATA}, None)
+    event["headers"]["x-topic-hash-x"] = topic_hash
+    event["multiValueHeaders"]["x-topic-hash-x"] = [topic_hash]
+
+    assert handler(event, lambda_context)["statusCode"] == 200
+
+
+def test_publish_25_integrations_sends_3_batches(service: Service) -> None:
+    topic_hash = service.create_topic(_webhooks(25))
+    batches = _count_calls(clients.get_client("sqs"), "SendMessageBatch")
+
+    response = service.publish({"metadata": {"v": 1}}, topic_hash)
+
+    assert response["statusCode"] == 200
+    assert [len(call["Entries"]) for call in batches] == [10, 10, 5]
+    assert len(response_json(response)) == 25
+    assert len(service.queued()) == 25
+
+
+# --- secrets ----------------------------------------------------------------------------------------------------
+
+
+def test_publish_no_secret_in_queue_bodies(service: Service, topic_hash: str) -> None:
+    service.publish({"metadata": METADATA}, topic_hash)
+
+    bodies = " ".join(message["Body"] for message in service.queued())
+    assert bodies
+    assert not any(secret in bodies for secret in (*TOPIC_SECRETS, topic_hash))
+
+
+def test_publish_no_secret_in_response(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    text = json.dumps(response)
+    assert not any(secret in text for secret in (*TOPIC_SECRETS, topic_hash))
+
+
+def test_publish_no_secret_in_logs(service: Service, topic_hash: str, logs: Callable[[], str]) -> None:
+    logs()
+    service.publish({"metadata": METADATA}, topic_hash)
+    service.publish({"metadata": METADATA}, "wrong-hash-9d3c")
+
+    output = logs()
+    assert "notification published" in output
+    assert not any(secret in output for secret in (*TOPIC_SECRETS, topic_hash, "wrong-hash-9d3c"))
+
+
+# --- error statuses -------------------------------------------------------------------------------------------------
+
+
+def test_publish_malformed_json_returns_400(service: Service, topic_hash: str) -> None:
+    response = service.publish('{"metadata": {"order_id": ', topic_hash)
+
+    assert response["statusCode"] == 400
+    assert _message(response).startswith("request body is not valid JSON")
+
+
+def test_publish_missing_topic_hash_returns_403(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": METADATA}, None)
+
+    assert response["statusCode"] == 403
+    assert "x-topic-hash-x" in _message(response)
+
+
+@pytest.mark.parametrize("given", ["", "wrong-hash", "x" * 43])
+def test_publish_wrong_topic_hash_returns_403(service: Service, topic_hash: str, given: str) -> None:
+    response = service.publish({"metadata": METADATA}, given)
+
+    assert response["statusCode"] == 403
+    assert "x-topic-hash-x" in _message(response)
+    assert service.queued() == []
+
+
+def test_publish_hash_of_another_topic_returns_403(service: Service, topic_hash: str) -> None:
+    other_hash = service.create_topic(topic="cancelled")
+
+    response = service.publish({"metadata": METADATA}, other_hash)
+
+    assert response["statusCode"] == 403
+
+
+@pytest.mark.parametrize(("channel", "topic"), [("orders", "unknown"), ("unknown", "shipped")])
+def test_publish_unknown_channel_or_topic_returns_404(
+    service: Service, topic_hash: str, channel: str, topic: str
+) -> None:
+    response = service.publish({"metadata": METADATA}, topic_hash, channel=channel, topic=topic)
+
+    assert response["statusCode"] == 404
+    assert f"'{topic}' of channel '{channel}'" in _message(response)
+
+
+def test_publish_body_over_256_kib_returns_413(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": {**METADATA, "pad": "x" * (256 * 1024)}}, topic_hash)
+
+    assert response["statusCode"] == 413
+    assert "256 KiB" in _message(response)
+    assert service.queued() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"metadata": ["not", "an", "object"]}, "metadata", id="metadata-not-object"),
+        pytest.param({"metadata": METADATA, "priority": "high"}, "priority", id="unknown-field"),
+    ],
+)
+def test_publish_invalid_body_returns_422_naming_the_field(
+    service: Service, topic_hash: str, body: Any, field: str
+) -> None:
+    response = service.publish(body, topic_hash)
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith(f"{field}: ")
+
+
+def test_publish_missing_variables_returns_422_naming_all_sorted(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": {"name": "Ada"}}, topic_hash)
+
+    assert response["statusCode"] == 422
+    assert _message(response) == "metadata: missing template variables: order_id, total"
+    assert service.queued() == []
+
+
+def test_publish_topics_table_unavailable_returns_502(service: Service, topic_hash: str) -> None:
+    service.aws.dynamodb.delete_table(TableName=NAMES["TOPICS_TABLE"])
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    assert response["statusCode"] == 502
+    assert _message(response).startswith(UPSTREAM_PREFIX)
+    assert _message(response).endswith(")")
+
+
+def test_publish_queue_unavailable_returns_502_and_marks_every_delivery_failed(
+    service: Service, topic_hash: str
+) -> None:
+    service.aws.sqs.delete_queue(QueueUrl=service.aws.delivery_queue_url)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    notification_id = response_header(response, "X-Notification-Id")
+    assert response["statusCode"] == 502
+    assert _message(response).startswith(UPSTREAM_PREFIX)
+    assert notification_id
+    entries = service.ledger().entries(notification_id)
+    assert {entry.integration: entry.status for entry in entries} == dict.fromkeys(
+        NAMES_OF_SAMPLE, DeliveryStatus.FAILED
+    )
+    assert all(entry.last_error and entry.last_error.startswith("not enqueued: ") for entry in entries)
+
+
+# --- SendMessageBatch partial failure (moto reports the chosen entries Failed) ----------------------------------------
+
+
+def test_publish_entry_failed_once_is_retried_and_returns_200(service: Service, topic_hash: str) -> None:
+    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures.fail("team-slack", times=1)
+    failures.fail("ops-email", times=1)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    body = response_json(response)
+    assert response["statusCode"] == 200
+    assert failures.attempts["team-slack"] == 2
+    assert sorted(body) == NAMES_OF_SAMPLE
+    assert set(body.values()) == {message["MessageId"] for message in service.queued()}
+
+
+def test_publish_entry_failed_once_leaves_every_row_queued(service: Service, topic_hash: str) -> None:
+    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=1)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    entries = service.ledger().entries(str(response_header(response, "X-Notification-Id")))
+    assert {entry.status for entry in entries} == {DeliveryStatus.QUEUED}
+
+
+def test_publish_entry_still_failing_returns_502_with_notification_id(service: Service, topic_hash: str) -> None:
+    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures.fail("team-slack", times=2)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    notification_id = response_header(response, "X-Notification-Id")
+    message = _message(response)
+    assert response["statusCode"] == 502
+    assert failures.attempts["team-slack"] == 2
+    assert notification_id
+    assert response_header(response, "Location") == f"/v1/notifications/{notification_id}"
+    assert message.startswith(UPSTREAM_PREFIX)
+    assert "team-slack" in message
+
+
+def test_publish_entry_still_failing_ledger_tells_which_and_why(service: Service, topic_hash: str) -> None:
+    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures.fail("team-slack", times=2)
+    failures.fail("erp-webhook", times=2)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    entries = service.ledger().entries(str(response_header(response, "X-Notification-Id")))
+    assert {entry.integration: (entry.status, entry.last_error) for entry in entries} == {
+        "buyer-push": (DeliveryStatus.QUEUED, None),
+        "erp-webhook": (DeliveryStatus.FAILED, "not enqueued: InvalidParameterValue"),
+        "ops-email": (DeliveryStatus.QUEUED, None),
+        "ops-telegram": (DeliveryStatus.QUEUED, None),
+        "team-slack": (DeliveryStatus.FAILED, "not enqueued: InvalidParameterValue"),
+    }
+
+
+def test_publish_entry_still_failing_reports_no_unsent_message(service: Service, topic_hash: str) -> None:
+    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=2)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    queued = {json.loads(message["Body"])["integration"]["name"] for message in service.queued()}
+    assert queued == set(NAMES_OF_SAMPLE) - {"team-slack"}
+    assert "team-slack" not in queued
+    assert not any(name in response["body"] for name in queued)
+
+
+# --- topic cache, replace and rotation ------------------------------------------------------------------------------
+
+
+def test_publish_warm_second_call_does_no_get_item_on_topics(service: Service, topic_hash: str) -> None:
+    reads = _count_calls(clients.get_client("dynamodb"), "GetItem", NAMES["TOPICS_TABLE"])
+
+    first = service.publish({"metadata": METADATA}, topic_hash)
+    second = service.publish({"metadata": METADATA}, topic_hash)
+
+    assert (first["statusCode"], second["statusCode"]) == (200, 200)
+    assert len(reads) == 1
+
+
+def test_publish_cache_off_reads_topic_every_call(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPIC_CACHE_TTL_SECONDS", "0")
+    clients.reset()
+    reads = _count_calls(clients.get_client("dynamodb"), "GetItem", NAMES["TOPICS_TABLE"])
+
+    service.publish({"metadata": METADATA}, topic_hash)
+    service.publish({"metadata": METADATA}, topic_hash)
+
+    assert len(reads) == 2
+
+
+def test_publish_after_replace_old_hash_still_works(service: Service, topic_hash: str) -> None:
+    body = topic_body()
+    body["integrations"] = body["integrations"][:1]
+    assert service.admin("PUT", body=body)["statusCode"] == 200
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    assert response["statusCode"] == 200
+    assert list(response_json(response)) == ["ops-email"]
+
+
+def test_publish_after_rotate_old_hash_returns_403(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOPIC_CACHE_TTL_SECONDS", "0")
+    clients.reset()
+    assert service.publish({"metadata": METADATA}, topic_hash)["statusCode"] == 200
+
+    service.admin("POST", "/rotate-hash")
+
+    assert service.publish({"metadata": METADATA}, topic_hash)["statusCode"] == 403
+
+
+def test_publish_after_rotate_new_hash_works(service: Service, topic_hash: str) -> None:
+    new_hash = response_json(service.admin("POST", "/rotate-hash"))["topic_hash"]
+    clients.reset()  # a fresh container: no cached topic
+
+    response = service.publish({"metadata": METADATA}, new_hash)
+
+    assert response["statusCode"] == 200
