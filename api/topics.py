@@ -30,7 +30,7 @@ class TopicChange:
 def check_names(channel: str, topic: str) -> None:
     """Raise naming the path parameter that is not a valid channel or topic name."""
     for field, value in (("channel", channel), ("topic", topic)):
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
             raise InvalidRequestError(
                 field, "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
