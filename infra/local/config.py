@@ -1,0 +1,108 @@
+"""Settings of the local stack, read once from the environment of ``make run``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+ACCOUNT_ID = "123456789012"
+
+
+class ConfigError(Exception):
+    """A setting of the local stack is not usable; the message says which and what to do."""
+
+
+def _port(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from exc
+    if not 0 < value < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a port number")
+    return value
+
+
+def parse_params(raw: str) -> dict[str, str]:
+    """Parse ``LOCAL_PARAMS`` (``name=value`` pairs separated by commas or spaces) into a dict."""
+    params: dict[str, str] = {}
+    for item in raw.replace(",", " ").split():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"LOCAL_PARAMS item {item!r} is not name=value")
+        params[name] = value
+    return params
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """Ports, paths, keys and overrides of one local stack."""
+
+    root: Path
+    state_dir: Path
+    port: int
+    receiver_port: int
+    aws_port: int
+    postgres_port: int
+    api_key: str
+    admin_token: str
+    database_url: str | None
+    params: dict[str, str] = field(default_factory=dict)
+    stage: str = "local"
+    region: str = "us-east-1"
+    max_concurrency: int = 3
+    seed: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> LocalConfig:
+        """Read the configuration: ``PORT`` and the ``LOCAL_*`` variables, with the defaults of DESIGN.md."""
+        port = _port(environ, "PORT", 3000)
+        state = Path(environ.get("LOCAL_STATE_DIR") or ROOT / ".local").resolve()
+        try:
+            concurrency = max(1, int(environ.get("LOCAL_MAX_CONCURRENCY") or 3))
+        except ValueError as exc:
+            raise ConfigError("LOCAL_MAX_CONCURRENCY must be a whole number") from exc
+        return cls(
+            root=ROOT,
+            state_dir=state,
+            port=port,
+            receiver_port=_port(environ, "LOCAL_RECEIVER_PORT", port + 1),
+            aws_port=_port(environ, "LOCAL_AWS_PORT", port + 2),
+            postgres_port=_port(environ, "LOCAL_POSTGRES_PORT", port + 3),
+            api_key=environ.get("LOCAL_API_KEY") or "local-api-key",
+            admin_token=environ.get("LOCAL_ADMIN_TOKEN") or "local-admin-token",
+            database_url=environ.get("DATABASE_URL") or None,
+            params=parse_params(environ.get("LOCAL_PARAMS", "")),
+            max_concurrency=concurrency,
+            seed=environ.get("LOCAL_SEED", "1") not in {"0", "false", "no"},
+        )
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the local API Gateway."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def receiver_url(self) -> str:
+        """Base URL of the local Slack/Telegram/webhook receiver."""
+        return f"http://{HOST}:{self.receiver_port}"
+
+    @property
+    def aws_url(self) -> str:
+        """Endpoint of moto, the local AWS."""
+        return f"http://{HOST}:{self.aws_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where each function's log goes."""
+        return self.state_dir / "logs"
+
+    def package_params(self) -> dict[str, str]:
+        """Stage params handed to ``osls package``: the receiver as Telegram's API, then the user's overrides."""
+        return {"telegramApiBase": f"{self.receiver_url}/telegram", **self.params}

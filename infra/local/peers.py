@@ -1,0 +1,170 @@
+"""Local peers: one receiver that answers as a Slack incoming webhook, the Telegram Bot API and a webhook endpoint.
+
+Paths: ``/slack/<name>``, ``/telegram/bot<token>/<method>`` (``TELEGRAM_API_BASE`` is ``…/telegram``),
+``/webhook/<name>``. A ``status`` query parameter scripts the answers of one URL: ``?status=500,200`` answers 500
+to the first request and 200 from then on, ``?status=500`` answers 500 forever. ``GET /_records`` lists what came in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_TELEGRAM = re.compile(r"^/telegram/bot(?P<token>[^/]+)/(?P<method>\w+)$")
+_DROPPED_HEADERS = ("host", "content-length", "connection", "accept-encoding", "accept")
+_MAX_RECORDS = 1000
+
+
+def scripted_status(query: str, count: int) -> int | None:
+    """Return the status the ``status`` query parameter scripts for the ``count``-th request (0-based), if any."""
+    values = parse_qs(query).get("status")
+    if not values:
+        return None
+    steps = [int(step) for step in values[0].split(",") if step.strip().isdigit()]
+    if not steps:
+        return None
+    return steps[min(count, len(steps) - 1)]
+
+
+class Records:
+    """What the receiver got, in order, shared with the local page."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._counts: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def next_count(self, url: str) -> int:
+        """Count one more request to ``url``; return how many came before it."""
+        with self._lock:
+            count = self._counts[url]
+            self._counts[url] += 1
+            return count
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Keep one request."""
+        with self._lock:
+            self._items.append({"id": next(self._ids), **record})
+            del self._items[:-_MAX_RECORDS]
+
+    def all(self) -> list[dict[str, Any]]:
+        """Return every request kept, oldest first."""
+        with self._lock:
+            return list(self._items)
+
+
+def _parse(body: bytes, content_type: str) -> Any:
+    text = body.decode("utf-8", "replace")
+    if "json" in content_type or text[:1] in "{[":
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if "x-www-form-urlencoded" in content_type:
+        return {key: values[-1] for key, values in parse_qs(text).items()}
+    return text
+
+
+def _summary(channel: str, payload: Any) -> str:
+    if channel in {"slack", "telegram"} and isinstance(payload, dict):
+        return str(payload.get("text") or json.dumps(payload))
+    return payload if isinstance(payload, str) else json.dumps(payload)
+
+
+class ReceiverServer(ThreadingHTTPServer):
+    """The receiver's HTTP server."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], records: Records) -> None:
+        self.records = records
+        self.telegram_ids = itertools.count(1)
+        super().__init__(address, _ReceiverHandler)
+
+
+class _ReceiverHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ReceiverServer
+
+    def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        """List the records (``/_records``)."""
+        if urlsplit(self.path).path == "/_records":
+            self._answer(200, {"records": self.server.records.all()})
+        else:
+            self._answer(404, {"message": "not a receiver path"})
+
+    def do_POST(self) -> None:
+        """Receive a Slack, Telegram or webhook request."""
+        split = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        content_type = self.headers.get("Content-Type", "")
+        payload = _parse(body, content_type)
+        telegram = _TELEGRAM.match(split.path)
+        if split.path.startswith("/slack/"):
+            channel, target = "slack", split.path[len("/slack/") :]
+        elif telegram:
+            channel, target = "telegram", f"chat {payload.get('chat_id') if isinstance(payload, dict) else '?'}"
+        elif split.path.startswith("/webhook/"):
+            channel, target = "webhook", split.path[len("/webhook/") :]
+        else:
+            self._answer(404, {"message": "use /slack/…, /telegram/bot<token>/…, or /webhook/…"})
+            return
+        url = split.path + ("?" + split.query if split.query else "") if not telegram else split.path
+        count = self.server.records.next_count(url)
+        status = scripted_status(split.query, count) or 200
+        headers = {name: value for name, value in self.headers.items() if name.lower() not in _DROPPED_HEADERS}
+        self.server.records.add(
+            {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "channel": channel,
+                "target": target,
+                "path": split.path if not telegram else f"/telegram/bot…/{telegram.group('method')}",
+                "query": split.query,
+                "status": status,
+                "headers": headers,
+                "body": payload,
+                "text": _summary(channel, payload),
+            }
+        )
+        if channel == "slack":
+            self._answer(status, "ok" if status < 400 else "error", "text/plain")
+        elif channel == "telegram":
+            self._telegram(status, telegram.group("method") if telegram else "", payload)
+        else:
+            self._answer(status, {"received": status < 400})
+
+    def _telegram(self, status: int, method: str, payload: Any) -> None:
+        if status >= 400:
+            self._answer(status, {"ok": False, "error_code": status, "description": "scripted failure"})
+            return
+        if method != "sendMessage" or not isinstance(payload, dict) or "chat_id" not in payload:
+            self._answer(400, {"ok": False, "error_code": 400, "description": "Bad Request: chat not found"})
+            return
+        chat_id = payload["chat_id"]
+        result = {
+            "message_id": next(self.server.telegram_ids),
+            "date": int(datetime.now(UTC).timestamp()),
+            "chat": {"id": int(chat_id) if str(chat_id).lstrip("-").isdigit() else chat_id, "type": "private"},
+            "text": payload.get("text", ""),
+        }
+        self._answer(200, {"ok": True, "result": result})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """The page and ``/_records`` show what came in."""

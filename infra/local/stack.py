@@ -1,0 +1,411 @@
+"""``make run``: the whole service on this machine, in one foreground process that Ctrl-C stops cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from infra.local import definition as definition_module
+from infra.local import resources
+from infra.local.config import ACCOUNT_ID, HOST, ConfigError, LocalConfig
+from infra.local.definition import DefinitionError, ScheduleEvent, ServiceDefinition, SnsEvent, SqsEvent
+from infra.local.gateway import Gateway, GatewayServer
+from infra.local.lock import RunLock, check_ports
+from infra.local.migrations import migrate
+from infra.local.page import LocalPage, MotoOutbox, recent_notifications
+from infra.local.peers import ReceiverServer, Records
+from infra.local.pollers import ScheduleTimer, SnsPoller, SqsPoller, scheduled_event
+from infra.local.postgres import PostgresError, embedded
+from infra.local.schedules import ScheduleError, parse_schedule
+from infra.local.seed import SeedError, curl_lines, seed
+from infra.local.workers import FunctionPool, function_env
+
+_PRINT_LOCK = threading.Lock()
+
+
+class StackError(Exception):
+    """The stack could not start; the message is the one line the user reads."""
+
+
+def say(line: str = "") -> None:
+    """Print one line to the terminal, whole, whatever thread prints."""
+    with _PRINT_LOCK:
+        print(line, flush=True)
+
+
+def event_line(line: str) -> None:
+    """Print a timestamped line about something the stack did."""
+    say(f"{datetime.now().strftime('%H:%M:%S')}  {line}")
+
+
+class LocalStack:
+    """Starts and stops every part of the local stack, in order."""
+
+    def __init__(self, config: LocalConfig) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self._lock = RunLock(config.state_dir / "run.lock")
+        self._moto: Any = None
+        self._postgres: Any = None
+        self._servers: list[Any] = []
+        self._pools: dict[str, FunctionPool] = {}
+        self._clients: dict[str, Any] = {}
+        self._api_keys: tuple[float, dict[str, str]] = (0.0, {})
+        self.database_url: str | None = config.database_url
+
+    # --- helpers ---------------------------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        """Return a boto3 client of moto."""
+        if service not in self._clients:
+            self._clients[service] = boto3.session.Session().client(
+                service,
+                endpoint_url=self.config.aws_url,
+                region_name=self.config.region,
+                aws_access_key_id="local",
+                aws_secret_access_key="local",  # noqa: S106 - moto takes any key
+                config=Config(retries={"mode": "standard", "max_attempts": 2}, read_timeout=30),
+            )
+        return self._clients[service]
+
+    def api_keys(self) -> dict[str, str]:
+        """Return the valid API keys (value → id): ``LOCAL_API_KEY`` and the enabled keys of moto's API Gateway.
+
+        The local key lives in the gateway because API Gateway (and moto) refuse keys under 20 characters, and the
+        documented default is shorter. Keys created in moto are re-read at most every 2 s.
+        """
+        fetched, keys = self._api_keys
+        if time.monotonic() - fetched > 2:
+            items = self.client("apigateway").get_api_keys(includeValues=True, limit=500).get("items", [])
+            keys = {item["value"]: item["id"] for item in items if item.get("enabled") and item.get("value")}
+            self._api_keys = (time.monotonic(), keys)
+        return {**keys, self.config.api_key: "local-api-key-id"}
+
+    # --- start -----------------------------------------------------------------------------------------------------
+
+    def _osls(self) -> Path:
+        osls = self.config.root / "node_modules" / ".bin" / "osls"
+        if osls.exists():
+            return osls
+        if not (self.config.root / "package-lock.json").is_file():
+            raise StackError("package.json/package-lock.json are missing, so osls cannot be installed (npm ci)")
+        say("  installing osls (npm ci)…")
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=self.config.root, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0 or not osls.exists():
+            tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise StackError(f"npm ci failed: {tail[0]}")
+        return osls
+
+    def _start_postgres(self, result: dict[str, Any]) -> None:
+        try:
+            if self.database_url is None:
+                self._postgres = embedded(self.config)
+                self.database_url = self._postgres.start()
+            result["applied"] = migrate(self.database_url)
+        except Exception as exc:
+            result["error"] = exc
+
+    def _start_moto(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._moto = ThreadedMotoServer(ip_address=HOST, port=self.config.aws_port, verbose=False)
+        self._moto.start()
+
+    def _create_resources(self, service: ServiceDefinition) -> dict[str, Any]:
+        from moto.cloudformation.parsing import get_model_map
+
+        wanted: list[Any] = [spec.environment for spec in service.functions.values()]
+        wanted += [event.arn for event in service.sqs] + [event.topic_arn for event in service.sns]
+        known = resources.function_values(service.template, service.region, ACCOUNT_ID)
+        prepared = resources.prepare(service.template, set(get_model_map()), wanted, known)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                resolved = {
+                    **known,
+                    **resources.create_stack(
+                        self.client("cloudformation"), f"{service.service}-{service.stage}", prepared
+                    ),
+                }
+                created = resources.create_explicit(self.client, prepared, resolved)
+            except resources.ResourceError as exc:
+                raise StackError(str(exc)) from exc
+        count = len(prepared.template["Resources"]) + len(created)
+        say(f"  ✓ {count} resources created in moto from the CloudFormation template")
+        if prepared.skipped:
+            names = ", ".join(f"{name} ({kind.split('::', 1)[-1]})" for name, kind in sorted(prepared.skipped.items()))
+            say(f"    left out (moto lacks them, or they refer to the API/functions played here): {names}")
+        return resolved
+
+    def _local_credentials(self, service: ServiceDefinition, envs: dict[str, dict[str, str]]) -> None:
+        digest = hashlib.sha256(self.config.admin_token.encode()).hexdigest()
+        for name in sorted(
+            {env["ADMIN_TOKEN_HASH_PARAMETER"] for env in envs.values() if "ADMIN_TOKEN_HASH_PARAMETER" in env}
+        ):
+            self.client("ssm").put_parameter(Name=name, Value=digest, Type="SecureString", Overwrite=True)
+
+    def _start_pools(self, service: ServiceDefinition, envs: dict[str, dict[str, str]]) -> None:
+        extra = {"DATABASE_URL": self.database_url} if self.database_url else {}
+        for key, spec in service.functions.items():
+            env = function_env(spec, envs[key], self.config.aws_url, self.config.region, extra)
+            log = self.config.logs_dir / f"{key}.log"
+            self._pools[key] = FunctionPool(spec, env, self.config.root, log, self.config.max_concurrency)
+        failures: dict[str, str] = {}
+
+        def warm(key: str) -> None:
+            try:
+                self._pools[key].warm()
+            except Exception as exc:
+                failures[key] = str(exc)
+
+        threads = [threading.Thread(target=warm, args=(key,)) for key in self._pools]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        say(f"  ✓ {len(self._pools) - len(failures)} of {len(self._pools)} functions warm, each in its own process")
+        for key, error in sorted(failures.items()):
+            say(f"    ✗ {error} (log: {self.config.logs_dir / f'{key}.log'})")
+
+    def _start_event_sources(self, service: ServiceDefinition, resolved: dict[str, Any]) -> list[str]:
+        lines = [self._start_sqs(event, resolved) for event in service.sqs]
+        lines += [self._start_sns(service, index, event, resolved) for index, event in enumerate(service.sns)]
+        lines += [self._start_schedule(service, index, event) for index, event in enumerate(service.schedules)]
+        return lines + [f"{item} (not played locally)" for item in service.unplayed]
+
+    def _start_sqs(self, event: SqsEvent, resolved: dict[str, Any]) -> str:
+        arn = str(resources.substitute(event.arn, resolved))
+        name = arn.rsplit(":", 1)[-1]
+        if not event.enabled:
+            return f"{event.function} ← SQS {name} (disabled in the definition)"
+        url = self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        pool = self._pools[event.function]
+        for _ in range(max(1, min(2, self.config.max_concurrency))):
+            SqsPoller(
+                self.client("sqs"),
+                url,
+                arn,
+                pool,
+                event.batch_size,
+                event.batching_window,
+                event.report_failures,
+                self.config.region,
+                self.stop_event,
+                event_line,
+            ).start()
+        failures = ", partial batch failures" if event.report_failures else ""
+        return f"{event.function} ← SQS {name} (batch {event.batch_size}, window {event.batching_window:g} s{failures})"
+
+    def _start_sns(self, service: ServiceDefinition, index: int, event: SnsEvent, resolved: dict[str, Any]) -> str:
+        sqs, sns = self.client("sqs"), self.client("sns")
+        topic_arn = str(resources.substitute(event.topic_arn, resolved))
+        if topic_arn not in {topic["TopicArn"] for topic in sns.list_topics().get("Topics", [])}:
+            sns.create_topic(Name=topic_arn.rsplit(":", 1)[-1])  # a topic from outside the service
+        queue_name = f"{service.service}-{service.stage}-local-sns-{event.function}-{index}"
+        queue = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        attributes = {}
+        if event.filter_policy:
+            attributes["FilterPolicy"] = json.dumps(event.filter_policy)
+            if event.filter_policy_scope:
+                attributes["FilterPolicyScope"] = event.filter_policy_scope
+        subscription = sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=attributes)
+        pool = self._pools[event.function]
+        SnsPoller(sqs, queue, subscription["SubscriptionArn"], pool, self.stop_event, event_line).start()
+        return f"{event.function} ← SNS {topic_arn.rsplit(':', 1)[-1]}"
+
+    def _start_schedule(self, service: ServiceDefinition, index: int, event: ScheduleEvent) -> str:
+        if not event.enabled:
+            return f"{event.function} ← {event.expression} (disabled in the definition)"
+        try:
+            schedule = parse_schedule(event.expression)
+        except ScheduleError as exc:
+            raise StackError(f"{event.function}: {exc}") from exc
+        rule_name = f"{service.service}-{service.stage}-{event.function}-schedule-{index}"
+        rule = f"arn:aws:events:{self.config.region}:{ACCOUNT_ID}:rule/{rule_name}"
+        region = self.config.region
+
+        def make_event(moment: datetime) -> Any:
+            if event.input is not None:
+                return event.input
+            return scheduled_event(rule, region, ACCOUNT_ID, moment)
+
+        pool = self._pools[event.function]
+        timer = ScheduleTimer(schedule, event.expression, pool, make_event, self.stop_event, event_line)
+        timer.start()
+        return f"{event.function} ← {event.expression} (next {timer.next_firing():%Y-%m-%d %H:%M:%S} UTC)"
+
+    def _serve(self, server: Any, name: str) -> None:
+        self._servers.append(server)
+        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+
+    def start(self) -> None:
+        """Bring everything up; raise ``StackError``/``ConfigError`` with one line on failure."""
+        started = time.monotonic()
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.state_dir.chmod(0o755)
+        config.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        if self._lock.stale_pid:
+            say(f"  (the run of PID {self._lock.stale_pid} ended without cleaning up; carrying on)")
+        check_ports(config, with_postgres=config.database_url is None)
+        say("notify · local stack")
+        postgres: dict[str, Any] = {}
+        postgres_thread = threading.Thread(target=self._start_postgres, args=(postgres,), name="postgres")
+        postgres_thread.start()
+        try:
+            directory, ran = definition_module.package(config, self._osls())
+            service = definition_module.load(directory, ACCOUNT_ID)
+        except DefinitionError as exc:
+            raise StackError(str(exc)) from exc
+        cached = "" if ran else ", unchanged since last run"
+        say(f"  ✓ definition packaged (osls package --stage {config.stage}{cached})")
+        self._start_moto()
+        say(f"  ✓ AWS (moto) on {config.aws_url}")
+        resolved = self._create_resources(service)
+        envs = {
+            key: {name: str(value) for name, value in resources.substitute(spec.environment, resolved).items()}
+            for key, spec in service.functions.items()
+        }
+        self._local_credentials(service, envs)
+        postgres_thread.join()
+        if "error" in postgres:
+            error = postgres["error"]
+            raise StackError(str(error) if isinstance(error, PostgresError) else f"PostgreSQL: {error}")
+        applied = postgres.get("applied") or []
+        where = "DATABASE_URL" if config.database_url else f"embedded, data in {config.state_dir / 'postgres'}"
+        say(f"  ✓ PostgreSQL ({where}); migrations applied: {', '.join(applied) if applied else 'none pending'}")
+        self._start_pools(service, envs)
+        records = Records()
+        self._serve(ReceiverServer((HOST, config.receiver_port), records), "receiver")
+        deliveries_table = next((env["DELIVERIES_TABLE"] for env in envs.values() if "DELIVERIES_TABLE" in env), None)
+        page = LocalPage(
+            records,
+            MotoOutbox(ACCOUNT_ID, config.region),
+            (lambda: recent_notifications(self.client("dynamodb"), deliveries_table)) if deliveries_table else list,
+        )
+        gateway = Gateway(
+            service.http, self._pools, self.api_keys, service.stage, config.region, ACCOUNT_ID, event_line
+        )
+        gateway.local_routes["/_local/"] = page.serve
+        self._serve(GatewayServer((HOST, config.port), gateway), "gateway")
+        sources = self._start_event_sources(service, resolved)
+        demo_lines: list[str] = []
+        if config.seed:
+            try:
+                demo_lines = curl_lines(config, seed(config, self.client))
+            except SeedError as exc:
+                demo_lines = [f"# the demo topic could not be created: {exc}"]
+        self._banner(service, sources, demo_lines, time.monotonic() - started)
+
+    def _banner(self, service: ServiceDefinition, sources: list[str], demo: list[str], took: float) -> None:
+        config = self.config
+        width = max(
+            (len(route.event.path) for route in Gateway(service.http, {}, dict, "", "", "", say).table.routes),
+            default=10,
+        )
+        say("")
+        say(f"API           {config.api_url}   (PORT)")
+        for event in service.http:
+            guard = "API key" if event.private else ""
+            if event.authorizer is not None:
+                guard = f"authorizer {event.authorizer.function}" + (" + API key" if event.private else "")
+            say(f"  {event.method:<7}{event.path:<{width}}  → {event.function:<16}{guard}".rstrip())
+        say("events")
+        for line in sources or ["(none)"]:
+            say(f"  {line}")
+        say(f"local keys    x-api-key: {config.api_key}   (LOCAL_API_KEY)")
+        say(f"              Authorization: Bearer {config.admin_token}   (LOCAL_ADMIN_TOKEN)")
+        say(f"local page    {config.api_url}/_local/")
+        say(
+            f"receiver      {config.receiver_url}  (/slack/…, /telegram/bot…/sendMessage, /webhook/…;"
+            " ?status=500,200 scripts its answers)"
+        )
+        say(f"AWS (moto)    AWS_ENDPOINT_URL={config.aws_url}")
+        say(f"PostgreSQL    {self.database_url}")
+        say(f"logs          {config.logs_dir}/<function>.log")
+        if demo:
+            say("")
+            say("Try the demo topic (email, Slack, Telegram, webhook and push, all delivered locally):")
+            for line in demo:
+                say(f"  {line}")
+        say("")
+        say(f"Ready in {took:.1f} s. Ctrl-C stops everything.")
+
+    # --- stop ------------------------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything this run started, in reverse order; safe to call twice."""
+        self.stop_event.set()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                server.shutdown()
+                server.server_close()
+        self._servers.clear()
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
+        if self._moto is not None:
+            with contextlib.suppress(Exception):
+                self._moto.stop()
+            self._moto = None
+        if self._postgres is not None:
+            with contextlib.suppress(Exception):
+                self._postgres.stop()
+            self._postgres = None
+        self._lock.release()
+
+
+def main() -> int:
+    """Run the local stack in the foreground until SIGINT/SIGTERM."""
+    try:
+        config = LocalConfig.from_env()
+    except ConfigError as exc:
+        say(f"make run: {exc}")
+        return 2
+    stack = LocalStack(config)
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        stack.stop_event.set()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, on_signal)
+    try:
+        stack.start()
+    except (StackError, ConfigError) as exc:
+        say(f"make run: {exc}")
+        stack.stop()
+        return 1
+    except BaseException:
+        stack.stop()
+        raise
+    try:
+        stack.stop_event.wait()
+        say("\nstopping…")
+    finally:
+        stack.stop()
+    say("stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
