@@ -34,7 +34,8 @@ bench: install
 	@test ! -f bench/delivery.py || $(BIN)/python -m bench.delivery
 
 run: install
-	@echo "make run arrives with the local-stack issue; see README.md" && exit 1
+	@test -x node_modules/.bin/osls || npm ci --no-audit --no-fund
+	$(BIN)/python -m infra.local
 
 package: install
 	@echo "make package arrives with the deploy issue; see README.md" && exit 1
