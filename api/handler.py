@@ -6,12 +6,14 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
+from api.dead_letters import RedriveRequest, list_dead_letters, redrive
 from api.status import notification_status
 from api.topics import check_names, delete_topic, put_topic, rotate_hash, topic_view
-from core.clients import get_ledger, get_secret_store, get_topic_registry
+from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
 from core.http import Response, Router, json_response, parse_body
 from core.models import TopicRequest
 from core.observability import logger, metrics, tracer
+from core.settings import get_settings
 
 app = Router()
 
@@ -66,6 +68,28 @@ def rotate_channel_topic_hash(channel: str, topic: str) -> Response:
     """Give a topic a new hash, shown this once."""
     check_names(channel, topic)
     return json_response(200, {"topic_hash": rotate_hash(channel, topic, get_topic_registry())})
+
+
+@app.get("/v1/dead-letters")
+def get_dead_letters() -> Response:
+    """List what is in the dead-letter queue, leaving it there."""
+    return json_response(200, list_dead_letters(get_client("sqs"), get_settings().dead_letter_queue_url, get_ledger()))
+
+
+@app.post("/v1/dead-letters/redrive")
+def redrive_dead_letters() -> Response:
+    """Move dead letters back to the delivery queue; their ledger rows say ``queued`` again."""
+    body = app.current_event.decoded_body
+    request = parse_body(body, RedriveRequest) if body and body.strip() else RedriveRequest()
+    settings = get_settings()
+    moved = redrive(
+        get_client("sqs"),
+        settings.dead_letter_queue_url,
+        settings.delivery_queue_url,
+        get_ledger(),
+        request.max_messages,
+    )
+    return json_response(200, moved)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

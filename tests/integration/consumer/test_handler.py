@@ -12,6 +12,7 @@ from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
 
 from core.models import DeliveryStatus
+from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.consumer.flow import (
     consume,
     consume_once,
@@ -23,7 +24,8 @@ from tests.integration.consumer.flow import (
     receive,
     visible_in,
 )
-from tests.support.aws import ACCOUNT, REGION, AwsResources
+from tests.support.aws import ACCOUNT, ADMIN_TOKEN, REGION, AwsResources
+from tests.support.events import admin_event, response_json
 from tests.support.receivers import Answer, Receiver
 
 BOT_TOKEN = "123456:telegram-secret-8c1d"
@@ -154,6 +156,34 @@ def test_handler_last_attempt_marks_dead_and_message_reaches_dlq(
     assert left == []
     dead = consumer_aws.sqs.receive_message(QueueUrl=consumer_aws.dead_letter_queue_url).get("Messages", [])
     assert [json.loads(item["Body"])["notification_id"] for item in dead] == [message["notification_id"]]
+
+
+def test_handler_dead_message_is_listed_then_redriven(consumer_aws: AwsResources, receiver: Receiver) -> None:
+    from api.handler import handler as api_handler
+
+    receiver.default = Answer(500, b"")
+    message = _webhook(receiver)
+    enqueue(consumer_aws, message)
+    for _ in range(5):
+        [received] = receive(consumer_aws)
+        consume([received])
+        consumer_aws.sqs.change_message_visibility(
+            QueueUrl=consumer_aws.delivery_queue_url, ReceiptHandle=received["ReceiptHandle"], VisibilityTimeout=0
+        )
+    receive(consumer_aws)
+    listed = response_json(api_handler(admin_event("GET", "/v1/dead-letters", token=ADMIN_TOKEN), FakeLambdaContext()))
+    receiver.default = Answer(200)
+
+    api_handler(admin_event("POST", "/v1/dead-letters/redrive", token=ADMIN_TOKEN), FakeLambdaContext())
+    consume_once(consumer_aws)
+
+    [letter] = listed["messages"]
+    assert (letter["notification_id"], letter["last_error"], letter["receive_count"]) == (
+        message["notification_id"],
+        "webhook: HTTP 500",
+        5,
+    )
+    assert entry(message).status is DeliveryStatus.DELIVERED
 
 
 def test_handler_malformed_message_is_processed_not_retried(consumer_aws: AwsResources) -> None:

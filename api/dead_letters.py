@@ -1,0 +1,155 @@
+"""The dead-letter queue seen by an administrator: what is there, and moving it back to the delivery queue.
+
+SQS's own StartMessageMoveTask is not used, so the same code runs on moto and the local stack: messages are received
+from the DLQ, sent to the delivery queue, and only then deleted from the DLQ (a failure in between leaves a copy
+rather than losing one; the consumer skips a notification the ledger already says is delivered).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field
+
+from core.errors import UpstreamError
+from core.ledger import DeliveryLedger
+from core.models import DeliveryStatus, Strict
+from core.observability import logger
+
+RECEIVE_LIMIT = 10
+# Long enough to list or move a batch; a listing hands its messages back at once after reading them.
+HOLD_SECONDS = 30
+LIST_LIMIT = 100
+
+
+class RedriveRequest(Strict):
+    """Body of ``POST /v1/dead-letters/redrive``; all optional."""
+
+    max_messages: int = Field(default=100, ge=1, le=1000)
+
+
+@dataclass(frozen=True)
+class _Letter:
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    notification_id: str | None
+    integration: str | None
+    type: str | None
+
+
+def _letter(message: dict[str, Any]) -> _Letter:
+    body = message["Body"]
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    fields: dict[str, Any] = data if isinstance(data, dict) else {}
+    integration: dict[str, Any] = fields["integration"] if isinstance(fields.get("integration"), dict) else {}
+
+    def text(value: Any) -> str | None:
+        return value if isinstance(value, str) else None
+
+    return _Letter(
+        message_id=message["MessageId"],
+        receipt_handle=message["ReceiptHandle"],
+        body=body,
+        receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
+        notification_id=text(fields.get("notification_id")),
+        integration=text(integration.get("name")),
+        type=text(integration.get("type")),
+    )
+
+
+def _failed(exc: ClientError | BotoCoreError, action: str) -> UpstreamError:
+    code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+    return UpstreamError(f"{action} failed ({code})")
+
+
+def _receive(sqs: Any, queue_url: str, count: int) -> list[_Letter]:
+    try:
+        response = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(RECEIVE_LIMIT, count),
+            AttributeNames=["All"],
+            VisibilityTimeout=HOLD_SECONDS,
+            WaitTimeSeconds=0,
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise _failed(exc, "reading the dead-letter queue") from exc
+    return [_letter(message) for message in response.get("Messages", [])]
+
+
+def _release(sqs: Any, queue_url: str, letters: list[_Letter]) -> None:
+    """Make messages visible again at once."""
+    for start in range(0, len(letters), RECEIVE_LIMIT):
+        chunk = letters[start : start + RECEIVE_LIMIT]
+        entries = [
+            {"Id": str(index), "ReceiptHandle": letter.receipt_handle, "VisibilityTimeout": 0}
+            for index, letter in enumerate(chunk)
+        ]
+        try:
+            sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            # They come back by themselves after HOLD_SECONDS; the listing is still right.
+            logger.warning("could not release listed dead letters", extra={"error": _failed(exc, "release").args[0]})
+
+
+def list_dead_letters(sqs: Any, dlq_url: str, ledger: DeliveryLedger, limit: int = LIST_LIMIT) -> dict[str, Any]:
+    """Return up to ``limit`` messages of the dead-letter queue with their ledger's last error, leaving them there."""
+    letters: dict[str, _Letter] = {}
+    while len(letters) < limit:
+        batch = [letter for letter in _receive(sqs, dlq_url, limit - len(letters)) if letter.message_id not in letters]
+        if not batch:
+            break
+        letters.update((letter.message_id, letter) for letter in batch)
+    _release(sqs, dlq_url, list(letters.values()))
+    messages = []
+    for letter in letters.values():
+        entry = (
+            ledger.get_entry(letter.notification_id, letter.integration)
+            if letter.notification_id and letter.integration
+            else None
+        )
+        messages.append(
+            {
+                "notification_id": letter.notification_id,
+                "integration": letter.integration,
+                "type": letter.type,
+                "last_error": entry.last_error if entry else None,
+                # SQS counted this listing's own receive too.
+                "receive_count": max(0, letter.receive_count - 1),
+                "message_id": letter.message_id,
+            }
+        )
+    return {"messages": messages}
+
+
+def redrive(sqs: Any, dlq_url: str, queue_url: str, ledger: DeliveryLedger, max_messages: int) -> dict[str, int]:
+    """Move up to ``max_messages`` dead letters to the delivery queue; their ledger rows say ``queued`` again."""
+    moved = 0
+    while moved < max_messages:
+        letters = _receive(sqs, dlq_url, max_messages - moved)
+        if not letters:
+            break
+        for letter in letters:
+            try:
+                sqs.send_message(QueueUrl=queue_url, MessageBody=letter.body)
+            except (ClientError, BotoCoreError) as exc:
+                raise _failed(exc, "sending to the delivery queue") from exc
+            if letter.notification_id and letter.integration:
+                ledger.update(letter.notification_id, letter.integration, DeliveryStatus.QUEUED)
+            try:
+                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
+            except (ClientError, BotoCoreError) as exc:
+                raise _failed(exc, "deleting from the dead-letter queue") from exc
+            moved += 1
+            logger.info(
+                "dead letter redriven",
+                extra={"notification_id": letter.notification_id, "integration": letter.integration},
+            )
+    return {"redriven": moved}
