@@ -27,7 +27,7 @@ def _dead(aws: AwsResources, notification_id: str, integration: str = "erp-webho
         "content": {"text": "hi"},
     }
     ledger = get_ledger()
-    ledger.record_queued(notification_id, "orders", "shipped", message["created_at"], [(integration, "webhook")])
+    ledger.record_queued(notification_id, "orders", "shipped", "2026-11-21T20:00:00.000Z", [(integration, "webhook")])
     ledger.update(notification_id, integration, DeliveryStatus.DEAD, attempts=5, last_error="webhook: HTTP 503")
     aws.sqs.send_message(QueueUrl=aws.dead_letter_queue_url, MessageBody=json.dumps(message))
     return message
