@@ -1,0 +1,204 @@
+"""Delivery benchmark: a batch of 10 webhook deliveries to a local sink that answers after 100 ms.
+
+Measured in one run, each the median of several rounds after a warm-up:
+- the consumer: the ``deliver`` handler on an SQS event of 10 webhook messages, in-process against moto (ledger reads
+  and writes, visibility, metrics included);
+- sequential: the same webhook channel sending the 10 one after another (what a one-at-a-time consumer costs);
+- Apprise: ``Apprise.notify`` to 10 ``json://`` URLs on the same sink (Apprise installed by ``make bench`` only).
+
+Targets: the consumer at least 5x faster than sequential and 3x faster than Apprise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BATCH = 10
+ROUNDS = 7
+SINK_DELAY_SECONDS = 0.1
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "notify-bench",
+        "POWERTOOLS_METRICS_NAMESPACE": "NotifyBench",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "ALLOW_PRIVATE_TARGETS": "true",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+
+class _Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without this, Nagle waits for the client's delayed ACK (~40 ms).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(SINK_DELAY_SECONDS)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet."""
+
+
+@contextlib.contextmanager
+def running_sink() -> Iterator[str]:
+    """Run the 100 ms sink on loopback and yield its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def median_seconds(run: Callable[[Any], None], prepare: Callable[[], Any], rounds: int = ROUNDS) -> float:
+    """Return the median wall time of ``run(prepare())`` over ``rounds`` after one warm-up; ``prepare`` is untimed."""
+    times = []
+    for round_index in range(rounds + 1):
+        prepared = prepare()
+        started = time.perf_counter()
+        run(prepared)
+        if round_index:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def webhook_message(sink: str, index: int) -> dict[str, Any]:
+    """Return a delivery message of a webhook integration posting to the sink."""
+    return {
+        "v": 1,
+        "notification_id": str(uuid.uuid4()),
+        "channel": "bench",
+        "topic": "delivery",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "integration": {"name": f"hook-{index}", "type": "webhook", "target": {"url": f"{sink}/hook/{index}"}},
+        "content": {"data": {"order": index, "status": "shipped"}},
+    }
+
+
+def consumer_seconds(sink: str) -> float:
+    """Time the deliver handler on SQS events of 10 webhook messages, in-process against moto."""
+    from moto import mock_aws
+
+    from consumer.handler import handler
+    from core import clients
+    from tests.fakes.lambda_context import FakeLambdaContext
+    from tests.integration.consumer.flow import sqs_event
+    from tests.support.aws import create_resources
+
+    with mock_aws():
+        aws = create_resources()
+        os.environ.update(aws.env)
+        clients.reset()
+
+        def prepare() -> dict[str, Any]:
+            for index in range(BATCH):
+                message = webhook_message(sink, index)
+                clients.get_ledger().record_queued(
+                    message["notification_id"],
+                    "bench",
+                    "delivery",
+                    message["created_at"],
+                    [(f"hook-{index}", "webhook")],
+                )
+                aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=json.dumps(message))
+            received = aws.sqs.receive_message(
+                QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=BATCH, AttributeNames=["All"]
+            )["Messages"]
+            assert len(received) == BATCH
+            return sqs_event(received)
+
+        def deliver(event: dict[str, Any]) -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = handler(event, FakeLambdaContext())
+            assert result["batchItemFailures"] == [], result
+
+        return median_seconds(deliver, prepare)
+
+
+def sequential_seconds(sink: str) -> float:
+    """Time the webhook channel sending the 10 messages one after another on the pooled session."""
+    from consumer.channels import ChannelResources
+    from consumer.channels.webhook import WebhookChannel
+    from core import clients
+    from core.models import Content
+
+    clients.reset()
+    resources = ChannelResources(http=clients.get_http_session(), aws_client=clients.get_client, telegram_api_base="")
+    channel = WebhookChannel(resources)
+
+    def send_all(_: None) -> None:
+        for index in range(BATCH):
+            message = webhook_message(sink, index)
+            content = Content.model_validate(message["content"])
+            target = message["integration"]["target"]
+            channel.send(content, target, None, notification_id=message["notification_id"])
+
+    return median_seconds(send_all, lambda: None)
+
+
+def apprise_seconds(sink: str) -> tuple[str, float] | None:
+    """Time Apprise notifying 10 ``json://`` URLs on the sink; ``None`` when Apprise is not installed."""
+    try:
+        import apprise
+    except ImportError:
+        return None
+    notifier = apprise.Apprise()
+    for index in range(BATCH):
+        notifier.add(f"json://{sink.removeprefix('http://')}/hook/{index}")
+
+    def notify(_: None) -> None:
+        assert notifier.notify(body="order shipped", title="bench")
+
+    return str(apprise.__version__), median_seconds(notify, lambda: None)
+
+
+def main() -> None:
+    """Run the three measurements in one process and print the figures."""
+    with running_sink() as sink:
+        consumer = consumer_seconds(sink)
+        sequential = sequential_seconds(sink)
+        apprise_result = apprise_seconds(sink)
+    print(f"Delivery: a batch of {BATCH} webhooks to a sink answering after {SINK_DELAY_SECONDS * 1000:.0f} ms")
+    print(f"(median of {ROUNDS} rounds after a warm-up; the consumer runs in-process against moto)")
+    print(f"  consumer (deliver handler, concurrent)  {consumer * 1000:8.1f} ms")
+    ratio = sequential / consumer
+    print(f"  sequential (same channel, one by one)   {sequential * 1000:8.1f} ms   consumer {ratio:4.1f}x faster")
+    if apprise_result is None:
+        print("  Apprise not installed: pip install -r bench/requirements.txt")
+        return
+    version, seconds = apprise_result
+    label = f"Apprise {version} (10 json:// URLs)"
+    print(f"  {label:<39} {seconds * 1000:8.1f} ms   consumer {seconds / consumer:4.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
