@@ -1,0 +1,176 @@
+"""The local stack as a subprocess on free ports, with its own state directory; stopped when the session ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 150.0
+# Two receives before the dead-letter queue keeps the retry and dead-letter cases to one backoff (5-10 s) each.
+PARAMS = "maxReceiveCount=2"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    for _ in range(count):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        sockets.append(probe)
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
+
+
+@dataclass
+class Reply:
+    """An HTTP answer."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Stack:
+    """Where the running local stack listens, and how to talk to it."""
+
+    api: str
+    receiver: str
+    api_key: str
+    admin_token: str
+    output: Path
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        """Send a request to the API."""
+        return http(method, self.api + path, body, headers)
+
+    def admin(self, method: str, path: str, body: Any = None) -> Reply:
+        """Send a request with the admin token."""
+        return self.call(method, path, body, {"Authorization": f"Bearer {self.admin_token}"})
+
+    def publisher(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+        """Send a request with the publisher's API key."""
+        return self.call(method, path, body, {"x-api-key": self.api_key, **(headers or {})})
+
+    def create_topic(self, integrations: list[dict[str, Any]]) -> tuple[str, str, str]:
+        """Create a fresh topic; return channel, topic and its hash."""
+        channel, topic = "e2e", f"t-{uuid.uuid4().hex[:12]}"
+        reply = self.admin("PUT", f"/v1/channels/{channel}/topics/{topic}", {"integrations": integrations})
+        assert reply.status == 201, reply.body
+        return channel, topic, reply.body["topic_hash"]
+
+    def publish(self, channel: str, topic: str, topic_hash: str, metadata: dict[str, Any]) -> Reply:
+        """Publish a notification."""
+        headers = {"x-topic-hash-x": topic_hash}
+        return self.publisher("POST", f"/v1/notifications/{channel}/{topic}", {"metadata": metadata}, headers)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Return what the local receiver got."""
+        records: list[dict[str, Any]] = http("GET", self.receiver + "/_records").body["records"]
+        return records
+
+    def wait_for_status(
+        self, notification_id: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float
+    ) -> Any:
+        """Poll the status route until ``done(deliveries)``; return the last status body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.publisher("GET", f"/v1/notifications/{notification_id}")
+            if reply.status == 200 and done(reply.body["deliveries"]):
+                return reply.body
+            if time.monotonic() > deadline:
+                pytest.fail(f"status of {notification_id} after {timeout} s: {reply.status} {reply.body}")
+            time.sleep(0.25)
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
+    """Send a JSON request and return the answer, error statuses included."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=40) as response:
+            raw, status, got = response.read(), response.status, dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        raw, status, got = exc.read(), exc.code, dict(exc.headers)
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return Reply(status, parsed, {key.lower(): value for key, value in got.items()})
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """Start ``python -m infra.local`` and wait until it is ready; stop it, whatever happened, at the end."""
+    api, receiver, aws, postgres = _free_ports(4)
+    state = Path(tempfile.mkdtemp(prefix="notify-e2e-"))
+    state.chmod(0o755)  # the embedded PostgreSQL may run as another user, who must enter it
+    output = state / "stack.out"
+    env = {
+        **os.environ,
+        "PORT": str(api),
+        "LOCAL_RECEIVER_PORT": str(receiver),
+        "LOCAL_AWS_PORT": str(aws),
+        "LOCAL_POSTGRES_PORT": str(postgres),
+        "LOCAL_STATE_DIR": str(state),
+        "LOCAL_PARAMS": PARAMS,
+        "LOCAL_API_KEY": "e2e-publisher-key",
+        "LOCAL_ADMIN_TOKEN": "e2e-admin-token",
+    }
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "DATABASE_URL", "STAGE", "POWERTOOLS_SERVICE_NAME"):
+        env.pop(name, None)
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infra.local"], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Ready in" not in output.read_text(errors="replace"):
+            if process.poll() is not None:
+                pytest.fail(f"the local stack exited with {process.returncode}:\n{output.read_text(errors='replace')}")
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the local stack was not ready in {START_TIMEOUT} s:\n{output.read_text(errors='replace')}"
+                )
+            time.sleep(0.2)
+        yield Stack(
+            f"http://127.0.0.1:{api}",
+            f"http://127.0.0.1:{receiver}",
+            env["LOCAL_API_KEY"],
+            env["LOCAL_ADMIN_TOKEN"],
+            output,
+        )
+    finally:
+        _stop(process)
+        sys.stderr.write(output.read_text(errors="replace")[-20000:])  # shown by pytest when a test failed
+        shutil.rmtree(state, ignore_errors=True)
