@@ -1,0 +1,82 @@
+"""Small pure pieces: LOCAL_PARAMS, scripted receiver answers, batch item failures, SQS records."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.local.config import ConfigError, LocalConfig, parse_params
+from infra.local.peers import scripted_status
+from infra.local.pollers import failed_ids, sqs_record
+
+
+def test_parse_params_reads_pairs_separated_by_commas_or_spaces() -> None:
+    assert parse_params("a=1, b=x=y c=") == {"a": "1", "b": "x=y", "c": ""}
+
+
+def test_parse_params_refuses_an_item_without_value() -> None:
+    with pytest.raises(ConfigError):
+        parse_params("oops")
+
+
+def test_config_ports_follow_port_by_default() -> None:
+    config = LocalConfig.from_env({"PORT": "4000"})
+
+    assert (config.port, config.receiver_port, config.aws_port, config.postgres_port) == (4000, 4001, 4002, 4003)
+
+
+def test_config_bad_port_is_an_error() -> None:
+    with pytest.raises(ConfigError):
+        LocalConfig.from_env({"PORT": "http"})
+
+
+def test_config_package_params_point_telegram_at_the_receiver_and_keep_overrides() -> None:
+    config = LocalConfig.from_env({"PORT": "4000", "LOCAL_PARAMS": "maxReceiveCount=2"})
+
+    assert config.package_params() == {"telegramApiBase": "http://127.0.0.1:4001/telegram", "maxReceiveCount": "2"}
+
+
+@pytest.mark.parametrize(
+    ("query", "count", "expected"),
+    [
+        ("status=500,200", 0, 500),
+        ("status=500,200", 1, 200),
+        ("status=500,200", 5, 200),
+        ("status=503", 9, 503),
+        ("", 0, None),
+    ],
+)
+def test_scripted_status_follows_the_sequence_then_repeats_the_last(
+    query: str, count: int, expected: int | None
+) -> None:
+    assert scripted_status(query, count) == expected
+
+
+def test_failed_ids_reads_batch_item_failures() -> None:
+    assert failed_ids({"batchItemFailures": [{"itemIdentifier": "b"}]}, {"a", "b"}) == {"b"}
+
+
+def test_failed_ids_none_result_fails_nothing() -> None:
+    assert failed_ids(None, {"a"}) == set()
+
+
+@pytest.mark.parametrize(
+    "result", [{"batchItemFailures": [{"itemIdentifier": "zzz"}]}, {"batchItemFailures": [{}]}, "nope"]
+)
+def test_failed_ids_invalid_response_fails_the_whole_batch(result: object) -> None:
+    assert failed_ids(result, {"a"}) is None
+
+
+def test_sqs_record_has_the_lambda_event_shape() -> None:
+    message = {
+        "MessageId": "m1",
+        "ReceiptHandle": "r1",
+        "Body": "{}",
+        "Attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1"},
+        "MessageAttributes": {"k": {"StringValue": "v", "DataType": "String"}},
+    }
+
+    record = sqs_record(message, "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1")
+
+    assert record["attributes"] == {"ApproximateReceiveCount": "2", "SentTimestamp": "1"}
+    assert record["messageAttributes"]["k"]["stringValue"] == "v"
+    assert (record["eventSource"], record["eventSourceARN"]) == ("aws:sqs", "arn:aws:sqs:us-east-1:123456789012:q")
