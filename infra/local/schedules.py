@@ -24,8 +24,9 @@ class Rate:
 
     seconds: int
 
-    def next_after(self, moment: datetime, created: datetime) -> datetime:
-        """Return the first firing strictly after ``moment``."""
+    def next_after(self, moment: datetime, created: datetime | None = None) -> datetime:
+        """Return the first firing strictly after ``moment``, counting periods from ``created`` (default: moment)."""
+        created = moment if created is None else created
         elapsed = (moment - created).total_seconds()
         periods = int(elapsed // self.seconds) + 1
         return created + timedelta(seconds=periods * self.seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from infra.local.definition import load, resolve_state_refs
@@ -14,7 +15,7 @@ def test_resolve_state_refs_follows_pointers() -> None:
     assert resolve_state_refs(root["x"], root) == {"c": 1}
 
 
-def _write(tmp_path: Path, functions: dict[str, object], resources: dict[str, object]) -> Path:
+def _write(tmp_path: Path, functions: Mapping[str, object], resources: Mapping[str, object]) -> Path:
     state = {
         "service": {"service": "svc", "provider": {"stage": "local", "region": "us-east-1"}, "functions": functions}
     }
