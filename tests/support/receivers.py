@@ -52,13 +52,15 @@ class Received:
 
 
 class Receiver:
-    """A scripted HTTP server on loopback; ``url`` is its base address."""
+    """A scripted HTTP server on loopback at ``url``; ``max_in_flight`` is the most answers it held at once."""
 
     def __init__(self, default: Answer | None = None) -> None:
         self.default = default or Answer()
         self.requests: list[Received] = []
         self._script: deque[Answer] = deque()
         self._routes: dict[str, Answer] = {}
+        self._in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -94,6 +96,15 @@ class Receiver:
         self._server.server_close()
         self._thread.join(timeout=5)
 
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
     def _next(self, received: Received) -> Answer:
         with self._lock:
             self.requests.append(received)
@@ -116,7 +127,12 @@ class Receiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 answer = receiver._next(Received("POST", self.path, dict(self.headers.items()), body))
-                if answer.delay and receiver._stopping.wait(answer.delay):
+                receiver._enter()
+                try:
+                    stopped = bool(answer.delay) and receiver._stopping.wait(answer.delay)
+                finally:
+                    receiver._leave()
+                if stopped:
                     return
                 if answer.reset:
                     # SO_LINGER with a zero timeout makes close() send a TCP reset instead of a clean shutdown.

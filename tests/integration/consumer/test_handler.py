@@ -59,6 +59,15 @@ def test_handler_mixed_batch_returns_exactly_the_retryable_ids(consumer_aws: Aws
     assert failed_ids(result) == {ids["down"], ids["limited"], ids["slow"]}
 
 
+def test_handler_batch_records_are_sent_concurrently(consumer_aws: AwsResources, receiver: Receiver) -> None:
+    receiver.default = Answer(200, delay=0.3)
+    enqueue(consumer_aws, *(_webhook(receiver, f"/{index}", name=f"hook-{index}") for index in range(4)))
+
+    consume_once(consumer_aws)
+
+    assert receiver.max_in_flight > 1
+
+
 def test_handler_delivered_message_records_delivered_with_provider_id(
     consumer_aws: AwsResources, receiver: Receiver
 ) -> None:
