@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from consumer.channels import ChannelResources, build_channels
 from consumer.credentials import CredentialSource
-from consumer.delivery import Attempt, Deliverer, Outcome
+from consumer.delivery import Attempt, Deliverer
 from consumer.retry import VisibilityScheduler
 from core.clients import get_client, get_http_session, get_ledger, get_parameter_provider
 from core.observability import logger, metrics, tracer
@@ -25,8 +25,6 @@ processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_
 
 def count_delivery(channel_type: str, outcome: str) -> None:
     """Emit one delivery metric with the channel type as its dimension."""
-    if outcome == Outcome.SKIPPED:
-        return
     with single_metric(
         name=outcome, unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
     ) as metric:
