@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from infra.local.config import HOST, LocalConfig
 
 _USER = "notify"
+_PGSERVER = "pgserver==0.1.4"
 _DATABASE = "notify"
 
 
@@ -107,6 +109,19 @@ class EmbeddedPostgres:
                     f"chmod o+x {parent}, or set LOCAL_STATE_DIR / DATABASE_URL"
                 )
 
+    def stop_leftover(self) -> bool:
+        """Stop the server of this data directory left running by a run that was killed; tell whether there was one.
+
+        Only called under the run lock, so a server running on this data directory belongs to no live run.
+        """
+        if not (self._data / "postmaster.pid").exists():
+            return False
+        if self._run("pg_ctl", "status", "-D", str(self._data), check=False).returncode != 0:
+            return False
+        print("  PostgreSQL of an earlier, killed run is still up: stopping it")
+        self._run("pg_ctl", "stop", "-D", str(self._data), "-m", "fast", "-w")
+        return True
+
     def start(self) -> str:
         """Initialise the data directory on first use, start the server, create the database; return its URL."""
         self._check_reachable()
@@ -117,13 +132,8 @@ class EmbeddedPostgres:
             self._data.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._own(self._data)
             self._run("initdb", "-D", str(self._data), "-U", _USER, "--auth=trust", "-E", "UTF8", "--no-instructions")
+        self.stop_leftover()
         pid_file = self._data / "postmaster.pid"
-        if pid_file.exists():
-            status = self._run("pg_ctl", "status", "-D", str(self._data), check=False)
-            if status.returncode == 0:
-                # Our own server, left behind by a run that was killed: stop it and start clean.
-                print("  PostgreSQL of an earlier run is still up; stopping it first")
-                self._run("pg_ctl", "stop", "-D", str(self._data), "-m", "fast", "-w")
         options = f"-c listen_addresses={HOST} -p {self._port} -k {self._data} -c fsync=off -c full_page_writes=off"
         done = self._run(
             "pg_ctl", "start", "-D", str(self._data), "-l", str(self._log), "-w", "-t", "30", "-o", options, check=False
@@ -176,15 +186,28 @@ class PgserverPostgres:
         self._server: Any = None
         self.started = False
 
+    def stop_leftover(self) -> bool:
+        """pgserver finds and reuses its own server; nothing to do."""
+        return False
+
     def start(self) -> str:
         """Start (or reuse) the pgserver instance; return its URL."""
         try:
             import pgserver
-        except ImportError as exc:
-            raise PostgresError(
-                "no PostgreSQL on this machine: install it (apt-get install postgresql), or "
-                "`.venv/bin/pip install pgserver`, or set DATABASE_URL"
-            ) from exc
+        except ImportError:
+            print("  no PostgreSQL binaries on this machine: installing pgserver into .venv…")
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", _PGSERVER],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise PostgresError(
+                    "no PostgreSQL on this machine and pgserver could not be installed: install PostgreSQL "
+                    "(apt-get install postgresql) or set DATABASE_URL"
+                ) from None
+            import pgserver
         self._data.mkdir(parents=True, exist_ok=True)
         server = pgserver.get_server(str(self._data), cleanup_mode="stop")
         self._server = server

@@ -115,10 +115,9 @@ class LocalStack:
 
     def _start_postgres(self, result: dict[str, Any]) -> None:
         try:
-            if self.database_url is None:
-                self._postgres = embedded(self.config)
-                self.database_url = self._postgres.start()
-            result["applied"] = migrate(self.database_url)
+            url = self._postgres.start() if self._postgres is not None else self.config.database_url
+            self.database_url = url
+            result["applied"] = migrate(url) if url else []
         except Exception as exc:
             result["error"] = exc
 
@@ -257,9 +256,8 @@ class LocalStack:
         self._servers.append(server)
         threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
 
-    def start(self) -> None:
-        """Bring everything up; raise ``StackError``/``ConfigError`` with one line on failure."""
-        started = time.monotonic()
+    def _claim(self) -> None:
+        """Take the run lock, clean up after a killed run, and check the ports."""
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.state_dir.chmod(0o755)
@@ -267,7 +265,36 @@ class LocalStack:
         self._lock.acquire()
         if self._lock.stale_pid:
             say(f"  (the run of PID {self._lock.stale_pid} ended without cleaning up; carrying on)")
+        if config.database_url is None:
+            self._postgres = embedded(config)
+            try:
+                self._postgres.stop_leftover()
+            except PostgresError as exc:
+                raise StackError(str(exc)) from exc
         check_ports(config, with_postgres=config.database_url is None)
+
+    def _start_http(self, service: ServiceDefinition, envs: dict[str, dict[str, str]]) -> None:
+        """Start the receiver and the gateway, with the local page on the gateway."""
+        config = self.config
+        records = Records()
+        self._serve(ReceiverServer((HOST, config.receiver_port), records), "receiver")
+        deliveries_table = next((env["DELIVERIES_TABLE"] for env in envs.values() if "DELIVERIES_TABLE" in env), None)
+        page = LocalPage(
+            records,
+            MotoOutbox(ACCOUNT_ID, config.region),
+            (lambda: recent_notifications(self.client("dynamodb"), deliveries_table)) if deliveries_table else list,
+        )
+        gateway = Gateway(
+            service.http, self._pools, self.api_keys, service.stage, config.region, ACCOUNT_ID, event_line
+        )
+        gateway.local_routes["/_local/"] = page.serve
+        self._serve(GatewayServer((HOST, config.port), gateway), "gateway")
+
+    def start(self) -> None:
+        """Bring everything up; raise ``StackError``/``ConfigError`` with one line on failure."""
+        started = time.monotonic()
+        config = self.config
+        self._claim()
         say("notify · local stack")
         postgres: dict[str, Any] = {}
         postgres_thread = threading.Thread(target=self._start_postgres, args=(postgres,), name="postgres")
@@ -295,19 +322,7 @@ class LocalStack:
         where = "DATABASE_URL" if config.database_url else f"embedded, data in {config.state_dir / 'postgres'}"
         say(f"  ✓ PostgreSQL ({where}); migrations applied: {', '.join(applied) if applied else 'none pending'}")
         self._start_pools(service, envs)
-        records = Records()
-        self._serve(ReceiverServer((HOST, config.receiver_port), records), "receiver")
-        deliveries_table = next((env["DELIVERIES_TABLE"] for env in envs.values() if "DELIVERIES_TABLE" in env), None)
-        page = LocalPage(
-            records,
-            MotoOutbox(ACCOUNT_ID, config.region),
-            (lambda: recent_notifications(self.client("dynamodb"), deliveries_table)) if deliveries_table else list,
-        )
-        gateway = Gateway(
-            service.http, self._pools, self.api_keys, service.stage, config.region, ACCOUNT_ID, event_line
-        )
-        gateway.local_routes["/_local/"] = page.serve
-        self._serve(GatewayServer((HOST, config.port), gateway), "gateway")
+        self._start_http(service, envs)
         sources = self._start_event_sources(service, resolved)
         demo_lines: list[str] = []
         if config.seed:
