@@ -190,6 +190,12 @@ def prepare(
             name = f"{_OUTPUT_PREFIX}{len(outputs)}"
             outputs[name] = {"Value": intrinsic}
             prepared.outputs[name] = key
+    for logical_id, resource in prepared.explicit.items():
+        if "Condition" in resource:
+            # moto leaves out an output whose condition is false: that tells whether to create the resource.
+            name = f"{_OUTPUT_PREFIX}{len(outputs)}"
+            outputs[name] = {"Condition": resource["Condition"], "Value": "true"}
+            prepared.outputs[name] = condition_key(logical_id)
     prepared.template = {
         "AWSTemplateFormatVersion": template.get("AWSTemplateFormatVersion", "2010-09-09"),
         "Resources": kept,
@@ -214,6 +220,11 @@ def create_stack(cloudformation: Any, name: str, prepared: PreparedTemplate) -> 
     return {key: outputs[name] for name, key in prepared.outputs.items() if name in outputs}
 
 
+def condition_key(logical_id: str) -> str:
+    """Return the key under which ``create_stack`` reports that a conditional resource's condition holds."""
+    return f"Condition:{logical_id}"
+
+
 def _secret_value(props: dict[str, Any]) -> str:
     if "SecretString" in props:
         return str(props["SecretString"])
@@ -231,6 +242,8 @@ def create_explicit(clients: Any, prepared: PreparedTemplate, resolved: dict[str
     """Create what moto's CloudFormation skips; return one line per resource created."""
     done: list[str] = []
     for logical_id, resource in prepared.explicit.items():
+        if "Condition" in resource and condition_key(logical_id) not in resolved:
+            continue
         props = substitute(resource.get("Properties", {}), resolved)
         kind = resource["Type"]
         if kind == "AWS::SNS::Subscription":

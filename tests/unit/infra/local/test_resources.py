@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from infra.local.resources import ResourceError, function_values, prepare, referenced, substitute
+from infra.local.resources import (
+    ResourceError,
+    condition_key,
+    create_explicit,
+    function_values,
+    prepare,
+    referenced,
+    substitute,
+)
 
 SUPPORTED = {"AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::IAM::Role", "AWS::SSM::Parameter", "AWS::Events::Rule"}
 
@@ -83,3 +91,33 @@ def test_function_values_and_substitute_resolve_function_references() -> None:
 def test_substitute_unresolved_intrinsic_is_an_error() -> None:
     with pytest.raises(ResourceError):
         substitute({"Ref": "Nowhere"}, {})
+
+
+def test_prepare_asks_moto_for_the_condition_of_a_conditional_explicit_resource() -> None:
+    template = {
+        "Conditions": {"HasEmail": {"Fn::Not": [{"Fn::Equals": ["", ""]}]}},
+        "Resources": {
+            "Topic": {"Type": "AWS::SNS::Topic", "Properties": {}},
+            "Mail": {
+                "Type": "AWS::SNS::Subscription",
+                "Condition": "HasEmail",
+                "Properties": {"TopicArn": {"Ref": "Topic"}, "Protocol": "email", "Endpoint": "a@example.com"},
+            },
+        },
+    }
+
+    prepared = prepare(template, SUPPORTED, [])
+
+    assert prepared.template["Conditions"] == template["Conditions"]
+    assert {"Condition": "HasEmail", "Value": "true"} in prepared.template["Outputs"].values()
+    assert condition_key("Mail") in prepared.outputs.values()
+
+
+def test_create_explicit_skips_a_resource_whose_condition_is_false() -> None:
+    calls: list[str] = []
+    template = {"Resources": {"Mail": {"Type": "AWS::SNS::Subscription", "Condition": "No", "Properties": {}}}}
+    prepared = prepare(template, SUPPORTED, [])
+
+    created = create_explicit(calls.append, prepared, {})
+
+    assert (created, calls) == ([], [])
