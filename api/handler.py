@@ -8,7 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 
 from api.dead_letters import RedriveRequest, list_dead_letters, redrive
 from api.status import notification_status
-from api.topics import check_names, delete_topic, put_topic, rotate_hash, topic_view
+from api.topics import check_name, check_names, delete_topic, put_topic, rotate_hash, topic_view
 from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
 from core.http import Response, Router, json_response, parse_body
 from core.models import TopicRequest
@@ -51,6 +51,7 @@ def get_channel_topic(channel: str, topic: str) -> Response:
 @app.get("/v1/channels/<channel>/topics")
 def list_channel_topics(channel: str) -> Response:
     """List a channel's topics with their credentials masked."""
+    check_name("channel", channel)
     topics = get_topic_registry().list(channel)
     return json_response(200, {"channel": channel, "topics": [topic_view(topic) for topic in topics]})
 

@@ -27,13 +27,16 @@ class TopicChange:
     view: dict[str, Any]
 
 
+def check_name(field: str, value: str) -> None:
+    """Raise naming ``field`` when ``value`` is not a valid channel or topic name."""
+    if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
+        raise InvalidRequestError(field, "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+
+
 def check_names(channel: str, topic: str) -> None:
     """Raise naming the path parameter that is not a valid channel or topic name."""
-    for field, value in (("channel", channel), ("topic", topic)):
-        if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
-            raise InvalidRequestError(
-                field, "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
+    check_name("channel", channel)
+    check_name("topic", topic)
 
 
 def topic_view(topic: Topic) -> dict[str, Any]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from core.ledger import DeliveryLedger
-from core.outbound import OutboundSession
 from core.queue import DeliveryQueue
 from core.secrets import SecretStore
 from core.settings import get_settings
 from core.topics import TopicRegistry
+
+if TYPE_CHECKING:
+    from core.outbound import OutboundSession
 
 _CONFIG = Config(
     connect_timeout=2,
@@ -66,6 +68,9 @@ def get_parameter_provider() -> Any:
 @lru_cache(maxsize=1)
 def get_http_session() -> OutboundSession:
     """Return the one pooled, guarded HTTP session of outbound deliveries."""
+    # Imported here: requests costs ~25 ms at cold start and only the consumer sends over HTTP.
+    from core.outbound import OutboundSession
+
     settings = get_settings()
     return OutboundSession(
         connect_timeout=settings.http_connect_timeout,

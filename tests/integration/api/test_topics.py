@@ -378,6 +378,13 @@ def test_rotate_hash_bad_name_returns_422(admin: AdminApi) -> None:
     assert response["statusCode"] == 422
 
 
+def test_list_topics_bad_channel_name_returns_422(admin: AdminApi) -> None:
+    response = admin.call("GET", "/v1/channels/{channel}/topics", {"channel": "bad channel"})
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("channel: ")
+
+
 def test_put_malformed_json_returns_400(admin: AdminApi) -> None:
     response = admin.put_topic('{"integrations": [')
 
