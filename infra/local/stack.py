@@ -63,6 +63,7 @@ class LocalStack:
         self._moto: Any = None
         self._postgres: Any = None
         self._servers: list[Any] = []
+        self._postgres_thread: threading.Thread | None = None
         self._pools: dict[str, FunctionPool] = {}
         self._clients: dict[str, Any] = {}
         self._api_keys: tuple[float, dict[str, str]] = (0.0, {})
@@ -297,7 +298,8 @@ class LocalStack:
         self._claim()
         say("notify · local stack")
         postgres: dict[str, Any] = {}
-        postgres_thread = threading.Thread(target=self._start_postgres, args=(postgres,), name="postgres")
+        postgres_thread = threading.Thread(target=self._start_postgres, args=(postgres,), name="postgres", daemon=True)
+        self._postgres_thread = postgres_thread
         postgres_thread.start()
         try:
             directory, ran = definition_module.package(config, self._osls())
@@ -383,11 +385,17 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 self._moto.stop()
             self._moto = None
+        if self._postgres_thread is not None:
+            self._postgres_thread.join(60)  # a server still starting must be up before it can be stopped
         if self._postgres is not None:
             with contextlib.suppress(Exception):
                 self._postgres.stop()
             self._postgres = None
         self._lock.release()
+
+
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived while the stack was still starting."""
 
 
 def main() -> int:
@@ -398,18 +406,27 @@ def main() -> int:
         say(f"make run: {exc}")
         return 2
     stack = LocalStack(config)
+    starting = True
 
     def on_signal(number: int, _frame: FrameType | None) -> None:
         stack.stop_event.set()
+        if starting:
+            raise _Interrupted
 
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, on_signal)
     try:
         stack.start()
+        starting = False
     except (StackError, ConfigError) as exc:
         say(f"make run: {exc}")
         stack.stop()
         return 1
+    except _Interrupted:
+        say("\ninterrupted while starting; stopping what started…")
+        stack.stop()
+        say("stopped.")
+        return 130
     except BaseException:
         stack.stop()
         raise
