@@ -51,8 +51,7 @@ bench: install
 	$(BIN)/python -m bench.intake
 	@test ! -f bench/delivery.py || $(BIN)/python -m bench.delivery
 
-run: install
-	@test -x node_modules/.bin/osls || npm ci --no-audit --no-fund
+run: install node
 	$(BIN)/python -m infra.local
 
 # `osls package` offline, no AWS credentials: templates, state and the artifact in .build/$(STAGE).
