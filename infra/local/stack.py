@@ -167,6 +167,7 @@ class LocalStack:
         for key, spec in service.functions.items():
             env = function_env(spec, envs[key], self.config.aws_url, self.config.region, extra)
             log = self.config.logs_dir / f"{key}.log"
+            log.write_bytes(b"")  # each run starts its function logs afresh
             self._pools[key] = FunctionPool(spec, env, self.config.root, log, self.config.max_concurrency)
         failures: dict[str, str] = {}
 
