@@ -52,7 +52,7 @@ class CallCounter:
         self.calls: Counter[str] = Counter()
         self._topics_table = topics_table
 
-    def __call__(self, event_name: str, params: dict[str, Any], **_: Any) -> None:
+    def __call__(self, event_name: str, params: dict[str, Any], **kwargs: Any) -> None:
         # before-parameter-build fires once per API call, with the caller's parameters.
         _, service, operation = event_name.split(".", 2)
         self.calls[f"{service}.{operation}"] += 1

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from consumer.channels import Channel, DeliveryReceipt
 from consumer.credentials import CredentialSource
-from consumer.retry import VisibilityScheduler, retry_delay
+from consumer.retry import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, VisibilityScheduler, retry_delay
 from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.ledger import DeliveryLedger
 from core.models import DeliveryMessage, DeliveryStatus
@@ -105,6 +105,8 @@ class Deliverer:
         Records a metric: ``count(channel_type, outcome)``.
     rand:
         Random numbers in [0, 1) for the backoff's jitter.
+    backoff_base_seconds, backoff_cap_seconds:
+        The first retry delay, doubled on each receive, and its ceiling.
     """
 
     def __init__(
@@ -116,6 +118,8 @@ class Deliverer:
         max_receive_count: int,
         count: MetricRecorder = _ignore_metric,
         rand: Callable[[], float] = random.random,
+        backoff_base_seconds: float = BACKOFF_BASE_SECONDS,
+        backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
     ) -> None:
         self._channels = channels
         self._ledger = ledger
@@ -124,6 +128,7 @@ class Deliverer:
         self._max_receive_count = max_receive_count
         self._count = count
         self._rand = rand
+        self._backoff = (backoff_base_seconds, backoff_cap_seconds)
 
     def process(self, attempt: Attempt) -> Outcome:
         """Deliver one message; raise ``DeliveryDeferredError`` when it must come back (its record then fails)."""
@@ -194,7 +199,7 @@ class Deliverer:
             # Visible at once, so the next receive moves it to the dead-letter queue without waiting.
             self._scheduler.postpone(attempt.receipt_handle, 0)
             raise DeliveryDeferredError(message.notification_id, 0)
-        delay = retry_delay(exc, attempt.receive_count, self._rand)
+        delay = retry_delay(exc, attempt.receive_count, self._rand, *self._backoff)
         self._record(message, DeliveryStatus.RETRYING, log, attempts=attempt.receive_count, last_error=exc.reason)
         self._scheduler.postpone(attempt.receipt_handle, delay)
         logger.warning("delivery will be retried", extra={**log, "reason": exc.reason, "retry_in_seconds": delay})

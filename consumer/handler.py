@@ -44,6 +44,8 @@ def build_deliverer() -> Deliverer:
         scheduler=VisibilityScheduler(get_client("sqs"), settings.delivery_queue_url),
         max_receive_count=settings.max_receive_count,
         count=count_delivery,
+        backoff_base_seconds=settings.retry_base_seconds,
+        backoff_cap_seconds=settings.retry_cap_seconds,
     )
 
 

@@ -23,21 +23,32 @@ BACKOFF_CAP_SECONDS = 15 * 60
 MAX_VISIBILITY_SECONDS = 12 * 3600 - 15 * 60
 
 
-def backoff_seconds(receive_count: int, rand: Callable[[], float] = random.random) -> int:
-    """Return the delay before attempt ``receive_count + 1``: 10 s * 2^(n-1), capped at 15 min, jittered.
+def backoff_seconds(
+    receive_count: int,
+    rand: Callable[[], float] = random.random,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+) -> int:
+    """Return the delay before attempt ``receive_count + 1``: base * 2^(n-1) (10 s by default), capped, jittered.
 
     Half of the delay is fixed and half random ("equal jitter"), so failures of one burst spread out but none comes
     back at once.
     """
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (max(1, receive_count) - 1))
+    ceiling = min(cap, base * 2 ** (max(1, receive_count) - 1))
     return max(1, math.ceil(ceiling / 2 + rand() * ceiling / 2))
 
 
-def retry_delay(error: RetryableDeliveryError, receive_count: int, rand: Callable[[], float] = random.random) -> int:
+def retry_delay(
+    error: RetryableDeliveryError,
+    receive_count: int,
+    rand: Callable[[], float] = random.random,
+    base: float = BACKOFF_BASE_SECONDS,
+    cap: float = BACKOFF_CAP_SECONDS,
+) -> int:
     """Return how long a failed message stays invisible: the provider's own delay when it gave one, else backoff."""
     if error.retry_after is not None:
         return min(MAX_VISIBILITY_SECONDS, max(1, math.ceil(error.retry_after)))
-    return min(MAX_VISIBILITY_SECONDS, backoff_seconds(receive_count, rand))
+    return min(MAX_VISIBILITY_SECONDS, backoff_seconds(receive_count, rand, base, cap))
 
 
 class VisibilityScheduler:

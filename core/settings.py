@@ -32,6 +32,8 @@ class Settings(BaseModel):
     allow_private_targets: bool = Field(default=False, alias="ALLOW_PRIVATE_TARGETS")
     http_connect_timeout: float = Field(default=3.05, gt=0, alias="HTTP_CONNECT_TIMEOUT")
     http_read_timeout: float = Field(default=10.0, gt=0, alias="HTTP_READ_TIMEOUT")
+    retry_base_seconds: float = Field(default=10.0, gt=0, alias="RETRY_BASE_SECONDS")
+    retry_cap_seconds: float = Field(default=900.0, gt=0, alias="RETRY_CAP_SECONDS")
     delivery_concurrency: int = Field(default=10, ge=1, alias="DELIVERY_CONCURRENCY")
     secrets_cache_seconds: int = Field(default=300, ge=0, alias="SECRETS_CACHE_SECONDS")
 

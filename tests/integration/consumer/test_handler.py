@@ -11,6 +11,7 @@ import pytest
 from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
 
+from core import clients
 from core.models import DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.consumer.flow import (
@@ -117,6 +118,22 @@ def test_handler_5xx_backs_off_through_visibility(consumer_aws: AwsResources, re
     # First receive: 10 s * 2^0 with equal jitter, so between 5 and 10 seconds.
     assert 3 < visible_in(consumer_aws, received["MessageId"]) <= 10
     assert (entry(message).status, entry(message).last_error) == (DeliveryStatus.RETRYING, "webhook: HTTP 502")
+
+
+def test_handler_backoff_follows_retry_base_setting(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "120")
+    clients.reset()
+    receiver.script(Answer(502, b""))
+    message = _webhook(receiver)
+    enqueue(consumer_aws, message)
+    [received] = receive(consumer_aws)
+
+    consume([received])
+
+    # First receive: 120 s * 2^0 with equal jitter, so between 60 and 120 seconds.
+    assert 55 < visible_in(consumer_aws, received["MessageId"]) <= 120
 
 
 def test_handler_permanent_failure_records_failed_and_deletes(consumer_aws: AwsResources, receiver: Receiver) -> None:

@@ -50,3 +50,11 @@ def test_visibility_scheduler_changes_message_visibility() -> None:
 
 def test_visibility_scheduler_refusal_returns_false() -> None:
     assert VisibilityScheduler(FakeSqsVisibility("ReceiptHandleIsInvalid"), "https://queue").postpone("rh", 60) is False
+
+
+def test_backoff_seconds_follows_configured_base() -> None:
+    assert backoff_seconds(3, lambda: 0.0, base=1) == 2
+
+
+def test_retry_delay_without_provider_delay_uses_configured_base_and_cap() -> None:
+    assert retry_delay(RetryableDeliveryError("503"), 10, lambda: 0.999, base=2, cap=30) == 30
