@@ -23,8 +23,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 150.0
-# Two receives before the dead-letter queue keeps the retry and dead-letter cases to one backoff (5-10 s) each.
-PARAMS = "maxReceiveCount=2"
+# A 1 s backoff base and three receives before the dead-letter queue keep the retry and dead-letter cases to a few
+# seconds each, through the same params a deploy would set.
+PARAMS = "maxReceiveCount=3,retryBaseSeconds=1"
 
 
 def _free_ports(count: int) -> list[int]:
