@@ -24,24 +24,13 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from bench.environment import use_bench_environment
+
 BATCH = 10
 ROUNDS = 7
 SINK_DELAY_SECONDS = 0.1
 
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "POWERTOOLS_SERVICE_NAME": "notify-bench",
-        "POWERTOOLS_METRICS_NAMESPACE": "NotifyBench",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "ALLOW_PRIVATE_TARGETS": "true",
-    }
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+use_bench_environment(ALLOW_PRIVATE_TARGETS="true")
 
 
 class _Sink(BaseHTTPRequestHandler):

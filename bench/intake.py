@@ -21,28 +21,14 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+from bench.environment import FUNCTION_ENV, use_bench_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 50)
 WARM_PUBLISHES = 40
 IMPORT_RUNS = 15
 
-# The environment a deployed function has (serverless.yml's provider environment) that bears on import time.
-FUNCTION_ENV = {"PYDANTIC_DISABLE_PLUGINS": "__all__"}
-
-os.environ.update(
-    {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "POWERTOOLS_SERVICE_NAME": "notify-bench",
-        "POWERTOOLS_METRICS_NAMESPACE": "NotifyBench",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        **FUNCTION_ENV,
-    }
-)
-os.environ.pop("AWS_ENDPOINT_URL", None)
+use_bench_environment()
 
 
 class CallCounter:
