@@ -11,7 +11,7 @@ from api.status import notification_status
 from api.topics import check_name, check_names, delete_topic, put_topic, rotate_hash, topic_view
 from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
 from core.http import Response, Router, json_response, parse_body
-from core.models import TopicRequest
+from core.integrations import TopicRequest
 from core.observability import logger, metrics, tracer
 from core.settings import get_settings
 

@@ -9,8 +9,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.errors import InvalidRequestError, NotFoundError
+from core.integrations import CREDENTIAL_FIELDS, NAME_PATTERN, IntegrationSpec, TopicRequest
 from core.ledger import utc_now
-from core.models import CREDENTIAL_FIELDS, NAME_PATTERN, Integration, IntegrationSpec, Topic, TopicRequest
+from core.models import Integration, Topic
 from core.secrets import SecretStore
 from core.templates import variables
 from core.topics import TopicRegistry, hash_topic_secret, new_topic_hash

@@ -1,20 +1,13 @@
-"""Idempotent publishing on powertools' idempotency utility, scoped to the caller's API key and the topic."""
+"""Idempotent publishing on powertools' idempotency utility, scoped to the caller's API key and the topic.
+
+The utility is loaded on the first request that carries an ``Idempotency-Key``, so publishes without one never pay
+for importing it at cold start.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
 
 from core.errors import ConflictError, UpstreamError
 
@@ -39,26 +32,53 @@ class IdempotentPublisher:
     """
 
     def __init__(self, client: Any, table_name: str, ttl_seconds: int = 86400) -> None:
-        self._config = IdempotencyConfig(
-            event_key_jmespath="scope",
-            payload_validation_jmespath="payload",
-            expires_after_seconds=ttl_seconds,
-            raise_on_no_idempotency_key=True,
-        )
-        persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
-        # A fixed prefix keeps keys stable when the function is renamed or redeployed under another name.
-        self._run = idempotent_function(
-            data_keyword_argument="request", persistence_store=persistence, config=self._config, key_prefix="publish"
-        )(_execute)
+        self._client = client
+        self._table_name = table_name
+        self._ttl_seconds = ttl_seconds
+        self._context: Any = None
+        self._config: Any = None
+        self._run: Callable[..., dict[str, Any]] | None = None
+
+    def _runner(self) -> Callable[..., dict[str, Any]]:
+        if self._run is None:
+            from aws_lambda_powertools.utilities.idempotency import (
+                DynamoDBPersistenceLayer,
+                IdempotencyConfig,
+                idempotent_function,
+            )
+
+            self._config = IdempotencyConfig(
+                event_key_jmespath="scope",
+                payload_validation_jmespath="payload",
+                expires_after_seconds=self._ttl_seconds,
+                raise_on_no_idempotency_key=True,
+            )
+            persistence = DynamoDBPersistenceLayer(table_name=self._table_name, boto3_client=self._client)
+            # A fixed prefix keeps keys stable when the function is renamed or redeployed under another name.
+            self._run = idempotent_function(
+                data_keyword_argument="request",
+                persistence_store=persistence,
+                config=self._config,
+                key_prefix="publish",
+            )(_execute)
+        if self._context is not None:
+            self._config.register_lambda_context(self._context)
+        return self._run
 
     def register_context(self, context: Any) -> None:
         """Let an in-progress record expire with the invocation, so a timed-out publish can be retried."""
-        self._config.register_lambda_context(context)
+        self._context = context
 
     def run(self, scope: list[str], payload: str, action: Action) -> dict[str, Any]:
         """Run ``action`` once for ``scope``; the same scope with another ``payload`` is a conflict."""
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyPersistenceLayerError,
+            IdempotencyValidationError,
+        )
+
         try:
-            result: dict[str, Any] = self._run(request={"scope": scope, "payload": payload}, action=action)
+            result: dict[str, Any] = self._runner()(request={"scope": scope, "payload": payload}, action=action)
         except IdempotencyValidationError as exc:
             raise ConflictError("Idempotency-Key was already used with a different request body") from exc
         except IdempotencyAlreadyInProgressError as exc:

@@ -9,7 +9,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.channels.base import Channel, DeliveryReceipt, aws_failure, parse_settings
 from core.errors import PermanentDeliveryError
-from core.models import Content, EmailTarget
+from core.integrations import EmailTarget
+from core.models import Content
 
 
 def _part(text: str) -> dict[str, str]:

@@ -10,7 +10,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from consumer.channels.base import Channel, DeliveryReceipt, aws_failure, parse_settings
 from core.errors import PermanentDeliveryError
-from core.models import Content, PushTarget
+from core.integrations import PushTarget
+from core.models import Content
 
 # SNS names Firebase Cloud Messaging "GCM"; "FCM" is accepted as its alias.
 PLATFORM_ALIASES = {"FCM": "GCM"}

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from consumer.channels.base import Channel, DeliveryReceipt, classify_status, parse_settings, post, short_text, truncate
 from core.errors import PermanentDeliveryError
-from core.models import Content, SlackCredentials
+from core.integrations import SlackCredentials
+from core.models import Content
 
 # Answers Slack gives for a webhook that will never work again (a revoked app, an archived channel, …).
 PERMANENT_ANSWERS = frozenset(

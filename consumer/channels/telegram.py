@@ -9,7 +9,8 @@ import requests
 
 from consumer.channels.base import Channel, DeliveryReceipt, parse_settings, post, retry_after_seconds, truncate
 from core.errors import PermanentDeliveryError, RetryableDeliveryError
-from core.models import Content, TelegramCredentials, TelegramTarget
+from core.integrations import TelegramCredentials, TelegramTarget
+from core.models import Content
 
 
 def _answer(response: requests.Response) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from consumer.channels.base import (
     short_text,
 )
 from core.errors import PermanentDeliveryError
-from core.models import Content, WebhookCredentials, WebhookTarget
+from core.integrations import WebhookCredentials, WebhookTarget
+from core.models import Content
 
 ID_HEADER = "X-Notification-Id"
 TIMESTAMP_HEADER = "X-Notification-Timestamp"

@@ -21,7 +21,8 @@ from core.errors import (
     UpstreamError,
 )
 from core.http import MAX_BODY_BYTES, error_response, parse_body, raw_body
-from core.models import PublishRequest, TopicRequest
+from core.integrations import TopicRequest
+from core.models import PublishRequest
 
 
 @pytest.mark.parametrize(
