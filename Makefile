@@ -46,10 +46,11 @@ deploy-checks: install node
 	$(MAKE) --no-print-directory package STAGE=ci
 	NOTIFY_PACKAGE_DIR=.build/ci $(BIN)/pytest $(INFRA_TESTS)
 
-bench: install
+bench: install node
 	@test ! -f bench/requirements.txt || $(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python -m bench.intake
-	@test ! -f bench/delivery.py || $(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.local_stack
 
 run: install node
 	$(BIN)/python -m infra.local

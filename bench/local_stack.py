@@ -1,0 +1,169 @@
+"""Local-stack benchmark: time from start to ready, and publish-to-delivered latency through the whole local stack.
+
+Starts ``python -m infra.local`` (as ``make run`` does, dependencies already installed) on free ports in a temporary
+state directory, twice: with the deployed params (the delivery queue's 1 s batching window) and with the batching
+window at 0. Each time it creates a topic with one webhook integration on the local receiver, publishes 20
+notifications one after another and polls the status route until each says ``delivered``. Prints the medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHES = 20
+START_TIMEOUT = 180.0
+API_KEY = "bench-publisher-key"
+ADMIN_TOKEN = "bench-admin-token"
+
+
+def _free_ports(count: int) -> list[int]:
+    probes = [socket.socket() for _ in range(count)]
+    for probe in probes:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in probes]
+    for probe in probes:
+        probe.close()
+    return ports
+
+
+def _call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null"), response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null"), exc.headers
+
+
+class LocalStack:
+    """The local stack as a subprocess on free ports; ``with`` starts it and stops it by its PID."""
+
+    def __init__(self, params: str) -> None:
+        self.api_port, self.receiver_port, aws_port, postgres_port = _free_ports(4)
+        self._state = Path(tempfile.mkdtemp(prefix="notify-bench-"))
+        self._state.chmod(0o755)  # the embedded PostgreSQL may run as another user, who must enter it
+        self._output = self._state / "stack.out"
+        self._env = {
+            **os.environ,
+            "PORT": str(self.api_port),
+            "LOCAL_RECEIVER_PORT": str(self.receiver_port),
+            "LOCAL_AWS_PORT": str(aws_port),
+            "LOCAL_POSTGRES_PORT": str(postgres_port),
+            "LOCAL_STATE_DIR": str(self._state),
+            "LOCAL_PARAMS": params,
+            "LOCAL_API_KEY": API_KEY,
+            "LOCAL_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "DATABASE_URL", "STAGE"):
+            self._env.pop(name, None)
+        self._process: subprocess.Popen[bytes] | None = None
+        self.ready_seconds = 0.0
+        self.reported_ready = ""
+
+    def __enter__(self) -> LocalStack:
+        started = time.monotonic()
+        with self._output.open("wb") as sink:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "infra.local"], cwd=ROOT, env=self._env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        while "Ready in" not in (text := self._output.read_text(errors="replace")):
+            if self._process.poll() is not None or time.monotonic() - started > START_TIMEOUT:
+                self.__exit__()
+                raise RuntimeError(f"the local stack did not start:\n{text[-4000:]}")
+            time.sleep(0.05)
+        self.ready_seconds = time.monotonic() - started
+        self.reported_ready = next(line for line in text.splitlines() if "Ready in" in line).strip()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        shutil.rmtree(self._state, ignore_errors=True)
+
+    @property
+    def api(self) -> str:
+        """The API's base URL."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def publish_to_delivered(stack: LocalStack) -> list[float]:
+    """Publish ``PUBLISHES`` notifications one after another; return each one's seconds until ``delivered``."""
+    integration = {
+        "name": "hook",
+        "type": "webhook",
+        "target": {"url": f"http://127.0.0.1:{stack.receiver_port}/webhook/bench"},
+        "model": "n $n",
+    }
+    status, body, _ = _call(
+        "PUT",
+        f"{stack.api}/v1/channels/bench/topics/latency",
+        {"integrations": [integration]},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    if status != 201:
+        raise RuntimeError(f"creating the topic failed: {status} {body}")
+    headers = {"x-api-key": API_KEY, "x-topic-hash-x": body["topic_hash"]}
+    latencies = []
+    for n in range(PUBLISHES):
+        started = time.monotonic()
+        status, body, reply_headers = _call(
+            "POST", f"{stack.api}/v1/notifications/bench/latency", {"metadata": {"n": n}}, headers
+        )
+        if status != 200:
+            raise RuntimeError(f"publish failed: {status} {body}")
+        notification_id = reply_headers["X-Notification-Id"]
+        while True:
+            _, state, _ = _call("GET", f"{stack.api}/v1/notifications/{notification_id}", headers=headers)
+            if state and state["deliveries"][0]["status"] == "delivered":
+                break
+            if time.monotonic() - started > 60:
+                raise RuntimeError(f"{notification_id} not delivered after 60 s: {state}")
+            time.sleep(0.005)
+        latencies.append(time.monotonic() - started)
+    return latencies
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    print(
+        f"Local stack benchmark (python -m infra.local; {PUBLISHES} publishes one after another, each until delivered)"
+    )
+    for label, params in (
+        ("deployed params (batching window 1 s)", ""),
+        ("batching window 0", "consumerBatchWindow=0"),
+    ):
+        with LocalStack(params) as stack:
+            latencies = publish_to_delivered(stack)
+        ms = sorted(value * 1000 for value in latencies)
+        print(f"  {label}")
+        print(f"    start to ready:        {stack.ready_seconds:6.1f} s   (the stack says: {stack.reported_ready})")
+        print(
+            f"    publish to delivered:  median {statistics.median(ms):6.0f} ms   min {ms[0]:6.0f} ms"
+            f"   max {ms[-1]:6.0f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
