@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,7 +27,9 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
 from core import clients
+from core.observability import logger
 from tests.fakes.lambda_context import FakeLambdaContext
+from tests.fakes.log_stream import CurrentStdout
 from tests.support.aws import AwsResources, create_resources
 
 
@@ -55,3 +58,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsResources]:
 def lambda_context() -> FakeLambdaContext:
     """A Lambda context with a 30 s timeout."""
     return FakeLambdaContext()
+
+
+@pytest.fixture
+def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """What the functions log: powertools' handler holds the stdout of import time, so it is redirected to capsys."""
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(CurrentStdout())
+    yield lambda: capsys.readouterr().out
+    handler.setStream(previous)

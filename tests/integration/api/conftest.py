@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from core.observability import logger
 from tests.fakes.lambda_context import FakeLambdaContext
-from tests.fakes.log_stream import CurrentStdout
 from tests.support.aws import ADMIN_TOKEN, AwsResources
 from tests.support.events import admin_event
 
@@ -43,13 +39,3 @@ class AdminApi:
 def admin(aws: AwsResources, lambda_context: FakeLambdaContext) -> AdminApi:
     """The management API, on moto."""
     return AdminApi(lambda_context)
-
-
-@pytest.fixture
-def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """What the functions log: powertools' handler holds the stdout of import time, so it is redirected to capsys."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(CurrentStdout())
-    yield lambda: capsys.readouterr().out
-    handler.setStream(previous)

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from core.ledger import DeliveryLedger
-from core.observability import logger
 from tests.fakes.lambda_context import FakeLambdaContext
-from tests.fakes.log_stream import CurrentStdout
 from tests.support.aws import ADMIN_TOKEN, NAMES, AwsResources, receive_all
 from tests.support.events import admin_event, publish_event, topic_body
 
@@ -77,13 +73,3 @@ def service(aws: AwsResources, lambda_context: FakeLambdaContext) -> Service:
 def topic_hash(service: Service) -> str:
     """The hash of the sample topic orders/shipped, created through the admin API."""
     return service.create_topic()
-
-
-@pytest.fixture
-def logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
-    """What the functions log: powertools' handler holds the stdout of import time, so it is redirected to capsys."""
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous = handler.setStream(CurrentStdout())
-    yield lambda: capsys.readouterr().out
-    handler.setStream(previous)
