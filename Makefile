@@ -51,6 +51,7 @@ bench: install node
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.local_stack
+	$(BIN)/python -m bench.burst --outage
 
 run: install node
 	$(BIN)/python -m infra.local

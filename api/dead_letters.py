@@ -2,7 +2,11 @@
 
 SQS's own StartMessageMoveTask is not used, so the same code runs on moto and the local stack: messages are received
 from the DLQ, sent to the delivery queue, and only then deleted from the DLQ (a failure in between leaves a copy
-rather than losing one; the consumer skips a notification the ledger already says is delivered).
+rather than losing one; the consumer skips a notification the ledger already says is delivered). A redriven delivery
+starts afresh: no attempts made, its retry window opening at the redrive.
+
+Two ways lead here: the consumer moves a delivery whose retries are spent (with a ``last_error`` message attribute),
+and SQS moves a message a consumer crashed on ``maxReceiveCount`` times (its ledger row holds the last error seen).
 """
 
 from __future__ import annotations
@@ -11,11 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 
-from core.errors import UpstreamError
-from core.ledger import DeliveryLedger
+from core.errors import AWS_ERRORS, aws_error, error_code
+from core.ledger import DeliveryLedger, DeliveryRow, utc_now
 from core.models import DeliveryStatus, Strict
 from core.observability import logger
 
@@ -38,8 +41,10 @@ class _Letter:
     body: str
     receive_count: int
     notification_id: str | None
+    delivery_key: str | None
     integration: str | None
     type: str | None
+    last_error: str | None
 
 
 def _letter(message: dict[str, Any]) -> _Letter:
@@ -54,20 +59,32 @@ def _letter(message: dict[str, Any]) -> _Letter:
     def text(value: Any) -> str | None:
         return value if isinstance(value, str) else None
 
+    attribute = (message.get("MessageAttributes") or {}).get("last_error") or {}
     return _Letter(
         message_id=message["MessageId"],
         receipt_handle=message["ReceiptHandle"],
         body=body,
         receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
         notification_id=text(fields.get("notification_id")),
+        # Version 1 bodies have no delivery key: theirs is the integration name.
+        delivery_key=text(fields.get("delivery_key")) or text(integration.get("name")),
         integration=text(integration.get("name")),
         type=text(integration.get("type")),
+        last_error=text(attribute.get("StringValue")),
     )
 
 
-def _failed(exc: ClientError | BotoCoreError, action: str) -> UpstreamError:
-    code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-    return UpstreamError(f"{action} failed ({code})")
+def revived(body: str, now: str) -> str:
+    """Return a dead letter's body as it goes back: no attempts made, no due time, its retry window opening now."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict) or data.get("v") != 2:
+        return body
+    data.update({"attempt": 0, "slot_reserved": False, "window_start": now})
+    data.pop("not_before", None)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def _receive(sqs: Any, queue_url: str, count: int) -> list[_Letter]:
@@ -76,11 +93,12 @@ def _receive(sqs: Any, queue_url: str, count: int) -> list[_Letter]:
             QueueUrl=queue_url,
             MaxNumberOfMessages=min(RECEIVE_LIMIT, count),
             AttributeNames=["All"],
+            MessageAttributeNames=["All"],
             VisibilityTimeout=HOLD_SECONDS,
             WaitTimeSeconds=0,
         )
-    except (ClientError, BotoCoreError) as exc:
-        raise _failed(exc, "reading the dead-letter queue") from exc
+    except AWS_ERRORS as exc:
+        raise aws_error(exc, "reading the dead-letter queue") from exc
     return [_letter(message) for message in response.get("Messages", [])]
 
 
@@ -94,9 +112,9 @@ def _release(sqs: Any, queue_url: str, letters: list[_Letter]) -> None:
         ]
         try:
             sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             # They come back by themselves after HOLD_SECONDS; the listing is still right.
-            logger.warning("could not release listed dead letters", extra={"error": _failed(exc, "release").args[0]})
+            logger.warning("could not release listed dead letters", extra={"error": error_code(exc)})
 
 
 def list_dead_letters(sqs: Any, dlq_url: str, ledger: DeliveryLedger, limit: int = LIST_LIMIT) -> dict[str, Any]:
@@ -110,17 +128,17 @@ def list_dead_letters(sqs: Any, dlq_url: str, ledger: DeliveryLedger, limit: int
     _release(sqs, dlq_url, list(letters.values()))
     messages = []
     for letter in letters.values():
-        entry = (
-            ledger.get_entry(letter.notification_id, letter.integration)
-            if letter.notification_id and letter.integration
-            else None
-        )
+        last_error = letter.last_error
+        if last_error is None and letter.notification_id and letter.delivery_key:
+            entry = ledger.get_entry(letter.notification_id, letter.delivery_key)
+            last_error = entry.last_error if entry else None
         messages.append(
             {
                 "notification_id": letter.notification_id,
+                "delivery_key": letter.delivery_key,
                 "integration": letter.integration,
                 "type": letter.type,
-                "last_error": entry.last_error if entry else None,
+                "last_error": last_error,
                 # SQS counted this listing's own receive too.
                 "receive_count": max(0, letter.receive_count - 1),
                 "message_id": letter.message_id,
@@ -138,15 +156,16 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, ledger: DeliveryLedger, max_
             break
         for letter in letters:
             try:
-                sqs.send_message(QueueUrl=queue_url, MessageBody=letter.body)
-            except (ClientError, BotoCoreError) as exc:
-                raise _failed(exc, "sending to the delivery queue") from exc
-            if letter.notification_id and letter.integration:
-                ledger.update(letter.notification_id, letter.integration, DeliveryStatus.QUEUED)
+                sqs.send_message(QueueUrl=queue_url, MessageBody=revived(letter.body, utc_now()))
+            except AWS_ERRORS as exc:
+                raise aws_error(exc, "sending to the delivery queue") from exc
+            if letter.notification_id and letter.delivery_key:
+                row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
+                ledger.update(letter.notification_id, letter.delivery_key, DeliveryStatus.QUEUED, row=row)
             try:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
-            except (ClientError, BotoCoreError) as exc:
-                raise _failed(exc, "deleting from the dead-letter queue") from exc
+            except AWS_ERRORS as exc:
+                raise aws_error(exc, "deleting from the dead-letter queue") from exc
             moved += 1
             logger.info(
                 "dead letter redriven",

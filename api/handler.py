@@ -9,9 +9,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from api.dead_letters import RedriveRequest, list_dead_letters, redrive
 from api.status import notification_status
 from api.topics import check_name, check_names, delete_topic, put_topic, rotate_hash, topic_view
+from core.channels import TopicRequest
 from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
-from core.http import Response, Router, json_response, parse_body
-from core.integrations import TopicRequest
+from core.http import Response, Router, caller_id, json_response, parse_body
 from core.observability import logger, metrics, tracer
 from core.settings import get_settings
 
@@ -28,7 +28,10 @@ def health() -> Response:
 def get_notification(notification_id: str) -> Response:
     """Tell the status of every delivery of a notification."""
     logger.set_correlation_id(notification_id)
-    return json_response(200, notification_status(notification_id, get_ledger()))
+    event = app.current_event
+    caller = caller_id(event.identity)
+    cursor = event.query_string_parameters.get("cursor")
+    return json_response(200, notification_status(notification_id, get_ledger(), caller, cursor))
 
 
 @app.put("/v1/channels/<channel>/topics/<topic>")

@@ -1,30 +1,48 @@
-"""What happened to a notification, from the delivery ledger."""
+"""What happened to a notification, from the ledger: a count per status and its deliveries, a page at a time."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.ledger import DeliveryLedger
+from core.errors import NotFoundError
+from core.ledger import DeliveryLedger, LedgerEntry
 
 
-def notification_status(notification_id: str, ledger: DeliveryLedger) -> dict[str, Any]:
-    """Return a notification and the status of each of its deliveries; raise ``NotFoundError`` when unknown."""
-    entries = sorted(ledger.entries(notification_id), key=lambda entry: entry.integration)
-    first = entries[0]
-    return {
-        "notification_id": notification_id,
-        "channel": first.channel,
-        "topic": first.topic,
-        "created_at": first.created_at,
-        "deliveries": [
-            {
-                "integration": entry.integration,
-                "type": entry.type,
-                "status": entry.status.value,
-                "attempts": entry.attempts,
-                "last_error": entry.last_error,
-                "updated_at": entry.updated_at,
-            }
-            for entry in entries
-        ],
+def _delivery(entry: LedgerEntry) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "delivery_key": entry.delivery_key,
+        "integration": entry.integration,
+        "type": entry.type,
+        "status": entry.status.value,
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
+        "updated_at": entry.updated_at,
     }
+    if entry.recipient:
+        view["recipient"] = entry.recipient
+    return view
+
+
+def notification_status(
+    notification_id: str, ledger: DeliveryLedger, caller: str | None, cursor: str | None = None
+) -> dict[str, Any]:
+    """Return a notification, the count of its deliveries per status, and a page of them.
+
+    Only the API key that published a notification may read it; any other key is told it does not exist, so ids of
+    other publishers' notifications cannot be probed.
+    """
+    page = ledger.page(notification_id, cursor)
+    if page.record.caller is not None and page.record.caller != caller:
+        raise NotFoundError(f"notification {notification_id!r} does not exist")
+    body: dict[str, Any] = {
+        "notification_id": notification_id,
+        "source": page.record.source,
+        "channel": page.record.channel,
+        "topic": page.record.topic,
+        "created_at": page.record.created_at,
+        "summary": page.counts,
+        "deliveries": [_delivery(entry) for entry in page.entries],
+    }
+    if page.next_cursor:
+        body["next"] = page.next_cursor
+    return body

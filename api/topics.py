@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.channels import CREDENTIAL_FIELDS, NAME_PATTERN, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError
-from core.integrations import CREDENTIAL_FIELDS, NAME_PATTERN, IntegrationSpec, TopicRequest
 from core.ledger import utc_now
 from core.models import Integration, Topic
 from core.secrets import SecretStore
@@ -60,6 +60,8 @@ def _integration_view(integration: Integration) -> dict[str, Any]:
     }
     if integration.credentials_ref:
         view["credentials"] = dict.fromkeys(CREDENTIAL_FIELDS.get(integration.type, ()), MASK)
+    if integration.rate_per_second is not None:
+        view["rate_per_second"] = integration.rate_per_second
     return view
 
 
@@ -74,7 +76,12 @@ def _stored(channel: str, topic: str, spec: IntegrationSpec, store: SecretStore)
         ref = store.integration_ref(channel, topic, spec.name)
         store.put(ref, credentials)
     return Integration(
-        name=spec.name, type=spec.type, model=_dump(spec.model), target=_dump(spec.target), credentials_ref=ref
+        name=spec.name,
+        type=spec.type,
+        model=_dump(spec.model),
+        target=_dump(spec.target),
+        credentials_ref=ref,
+        rate_per_second=spec.rate_per_second,
     )
 
 

@@ -135,9 +135,9 @@ def consumer_seconds(sink: str) -> float:
 
 def sequential_seconds(sink: str) -> float:
     """Time the webhook channel sending the 10 messages one after another on the pooled session."""
-    from consumer.channels import ChannelResources
-    from consumer.channels.webhook import WebhookChannel
     from core import clients
+    from core.channels import ChannelResources
+    from core.channels.webhook import WebhookChannel
     from core.models import Content
 
     clients.reset()
@@ -149,7 +149,13 @@ def sequential_seconds(sink: str) -> float:
             message = webhook_message(sink, index)
             content = Content.model_validate(message["content"])
             target = message["integration"]["target"]
-            channel.send(content, target, None, notification_id=message["notification_id"])
+            channel.send(
+                content,
+                target,
+                None,
+                notification_id=message["notification_id"],
+                delivery_key=message["integration"]["name"],
+            )
 
     return median_seconds(send_all, lambda: None)
 

@@ -1,37 +1,46 @@
-"""One delivery attempt: parse, skip what is delivered already, fetch credentials, send, record the outcome.
+"""One delivery attempt: parse, skip what is delivered already, take a send slot, send, record the outcome.
 
-The outcome decides what SQS does with the record: delivered, failed for good (permanent) or malformed messages are
-processed and deleted; retryable failures are reported back after their visibility timeout was set to the retry
-delay, and on the last receive the ledger says ``dead`` because SQS moves the message to the dead-letter queue next.
+What SQS does with the received message follows from the outcome: it is deleted in every case but one. A retry, a
+wait for a send slot and an early arrival are new copies of the message, delayed until their time; a delivery whose
+retries are spent is put in the dead-letter queue by the consumer itself, with its last error. Only when a copy cannot
+be sent does the received message stay, hidden until the retry is due (``DeliveryDeferredError``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from consumer.channels import Channel, DeliveryReceipt
 from consumer.credentials import CredentialSource
-from consumer.retry import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS, VisibilityScheduler, retry_delay
+from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
+from core.channels import Channel, DeliveryReceipt, RateLimit
 from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
-from core.ledger import DeliveryLedger
-from core.models import DeliveryMessage, DeliveryStatus
+from core.ledger import DeliveryLedger, DeliveryRow, epoch_time, iso_time
+from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
+from core.pacing import Limit, Pacer
+from core.queue import MAX_DELAY_SECONDS, DeadLetterQueue, DeliveryQueue
 
 MetricRecorder = Callable[[str, str], None]
 
+# A message that arrives this much before its time is sent on again rather than waited for.
+EARLY_TOLERANCE_SECONDS = 1.0
+
 
 class Outcome(StrEnum):
-    """What became of one attempt; the metric names, by channel type."""
+    """What became of one received message; the metric names, by channel type."""
 
     DELIVERED = "delivered"
     SKIPPED = "skipped"
+    WAITING = "waiting"
     RETRIED = "retried"
     FAILED = "failed"
     DEAD = "dead"
@@ -56,30 +65,36 @@ def _ids(body: str) -> dict[str, str]:
     if not isinstance(data, dict):
         return {}
     integration = data.get("integration")
-    ids = {"notification_id": data.get("notification_id")}
+    ids = {"notification_id": data.get("notification_id"), "delivery_key": data.get("delivery_key")}
     if isinstance(integration, dict):
         ids["integration"] = integration.get("name")
     return {key: value for key, value in ids.items() if isinstance(value, str)}
 
 
-def parse_message(body: str) -> DeliveryMessage:
-    """Return the delivery message of an SQS body; raise ``PermanentDeliveryError`` naming the invalid fields."""
+def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
+    """Return the delivery message of an SQS body, version 2 or 1; raise ``PermanentDeliveryError`` naming fields.
+
+    A version 1 body counted its attempts by SQS receives, so those before this one count as attempts made.
+    """
+    model: type[BaseModel] = DeliveryMessage
     try:
-        return DeliveryMessage.model_validate_json(body)
+        if json.loads(body).get("v") == 1:
+            model = DeliveryMessageV1
+    except (ValueError, AttributeError):
+        pass
+    try:
+        message = model.model_validate_json(body)
     except ValidationError as exc:
         fields = sorted({".".join(str(part) for part in error["loc"]) or "body" for error in exc.errors()})
         raise PermanentDeliveryError(f"malformed delivery message: {', '.join(fields)}") from None
+    if isinstance(message, DeliveryMessageV1):
+        return message.upgraded(max(0, receive_count - 1))
+    assert isinstance(message, DeliveryMessage)
+    return message
 
 
-def send_message(
-    message: DeliveryMessage, channels: Mapping[str, Channel], credentials: CredentialSource
-) -> DeliveryReceipt:
-    """Send a message through its channel with the credentials its reference names."""
-    channel = channels.get(message.integration.type.value)
-    if channel is None:
-        raise PermanentDeliveryError(f"no channel delivers type {message.integration.type.value!r}")
-    secret = credentials.get(message.integration.credentials_ref) if message.integration.credentials_ref else None
-    return channel.send(message.content, message.integration.target, secret, notification_id=message.notification_id)
+def _limits(rate_limits: Sequence[RateLimit]) -> list[Limit]:
+    return [Limit(key=limit.key, per_second=limit.per_second, cost=limit.cost) for limit in rate_limits]
 
 
 def _ignore_metric(channel_type: str, outcome: str) -> None:
@@ -87,26 +102,34 @@ def _ignore_metric(channel_type: str, outcome: str) -> None:
 
 
 class Deliverer:
-    """Delivers the messages of a batch, one attempt at a time; safe to call from several threads at once.
+    """Delivers the messages of a batch, one received message at a time; safe to call from several threads at once.
 
     Parameters
     ----------
     channels:
-        Channel instances by type (see ``consumer.channels.CHANNELS``).
+        Channel instances by type (see ``core.channels.CHANNELS``).
     ledger:
         The delivery ledger.
     credentials:
         Where integration credentials are read.
+    queue:
+        The delivery queue, for the delayed copies of retries and waits.
+    dead_letters:
+        The dead-letter queue, for deliveries whose retries are spent.
     scheduler:
-        Sets the visibility timeout of messages to retry.
-    max_receive_count:
-        The queue's ``maxReceiveCount``: the attempt of this receive count is the last.
+        Sets the visibility timeout of a received message when its copy cannot be sent.
+    pacer:
+        Takes send slots of destinations from the shared pacing state.
+    policy:
+        The retry rules.
     count:
         Records a metric: ``count(channel_type, outcome)``.
-    rand:
-        Random numbers in [0, 1) for the backoff's jitter.
-    backoff_base_seconds, backoff_cap_seconds:
-        The first retry delay, doubled on each receive, and its ceiling.
+    max_wait_seconds:
+        The longest wait for a send slot done in this process; a later slot is waited for by a delayed copy.
+    lead_seconds:
+        How long before its slot such a copy is due, so that it is there in time.
+    clock, sleep, rand:
+        Unix time, sleeping, and random numbers in [0, 1) for jitter.
     """
 
     def __init__(
@@ -114,26 +137,40 @@ class Deliverer:
         channels: Mapping[str, Channel],
         ledger: DeliveryLedger,
         credentials: CredentialSource,
+        queue: DeliveryQueue,
+        dead_letters: DeadLetterQueue,
         scheduler: VisibilityScheduler,
-        max_receive_count: int,
+        pacer: Pacer,
+        policy: RetryPolicy,
         count: MetricRecorder = _ignore_metric,
+        max_wait_seconds: float = 5.0,
+        lead_seconds: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
-        backoff_base_seconds: float = BACKOFF_BASE_SECONDS,
-        backoff_cap_seconds: float = BACKOFF_CAP_SECONDS,
     ) -> None:
         self._channels = channels
         self._ledger = ledger
         self._credentials = credentials
+        self._queue = queue
+        self._dead_letters = dead_letters
         self._scheduler = scheduler
-        self._max_receive_count = max_receive_count
+        self._pacer = pacer
+        self._policy = policy
         self._count = count
+        self._max_wait = max_wait_seconds
+        self._lead = lead_seconds
+        self._clock = clock
+        self._sleep = sleep
         self._rand = rand
-        self._backoff = (backoff_base_seconds, backoff_cap_seconds)
 
-    def process(self, attempt: Attempt) -> Outcome:
-        """Deliver one message; raise ``DeliveryDeferredError`` when it must come back (its record then fails)."""
+    def process(self, attempt: Attempt, latest_start: float | None = None) -> Outcome:
+        """Handle one received message; raise ``DeliveryDeferredError`` when it must stay on the queue.
+
+        ``latest_start`` is the last moment a send may start in this invocation (Unix time); waits end before it.
+        """
         try:
-            message = parse_message(attempt.body)
+            message = parse_message(attempt.body, attempt.receive_count)
         except PermanentDeliveryError as exc:
             logger.error(
                 "malformed delivery message dropped",
@@ -143,71 +180,195 @@ class Deliverer:
             return Outcome.FAILED
         log = {
             "notification_id": message.notification_id,
-            "integration": message.integration.name,
+            "delivery_key": message.delivery_key,
             "channel_type": message.integration.type.value,
             "message_id": attempt.message_id,
-            "receive_count": attempt.receive_count,
+            "attempt": message.attempt,
         }
+        now = self._clock()
+        due = epoch_time(message.not_before)
+        if due is not None and self._early(message, due, now):
+            return self._wait(message, attempt, due, log)
         try:
-            entry = self._ledger.get_entry(message.notification_id, message.integration.name)
-            if entry is not None and entry.status is DeliveryStatus.DELIVERED:
-                # SQS delivers at least once: a message seen again after its success is not sent twice.
-                logger.info("delivery skipped: already delivered", extra=log)
-                return Outcome.SKIPPED
-            receipt = send_message(message, self._channels, self._credentials)
+            entry = self._ledger.get_entry(message.notification_id, message.delivery_key)
+        except UpstreamError as exc:
+            # Without the ledger it is unknown whether this was delivered: keep the message, count no attempt.
+            return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log)
+        if entry is not None and entry.status is DeliveryStatus.DELIVERED:
+            # SQS delivers at least once: a message seen again after its success is not sent twice.
+            logger.info("delivery skipped: already delivered", extra=log)
+            return Outcome.SKIPPED
+        attempts_before = max(message.attempt, entry.attempts if entry is not None else 0)
+        limits: list[Limit] = []
+        try:
+            channel = self._channel(message)
+            ref = message.integration.credentials_ref
+            secret = self._credentials.get(ref) if ref else None
+            limits = _limits(
+                channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
+            )
+            if limits:
+                slot = self._slot(message, limits, due, now, log)
+                budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
+                if slot - self._clock() > budget:
+                    return self._wait_for_slot(message, attempt, slot, log)
+                self._sleep(max(0.0, slot - self._clock()))
+            receipt = channel.send(
+                message.content,
+                message.integration.target,
+                secret,
+                notification_id=message.notification_id,
+                delivery_key=message.delivery_key,
+            )
         except PermanentDeliveryError as exc:
-            return self._fail(message, attempt, exc, log)
+            return self._fail(message, attempts_before + 1, exc, log)
         except RetryableDeliveryError as exc:
-            return self._retry(message, attempt, exc, log)
+            if exc.rate_limited and limits:
+                self._penalize(limits, exc, log)
+            return self._retry(message, attempt, attempts_before, exc, log)
         except Exception as exc:
-            # A bug or a ledger outage: retried like a transient failure, so it ends in the DLQ rather than lost.
+            # A bug: retried like a transient failure, so it ends in the dead-letter queue rather than lost.
             logger.exception("delivery attempt failed unexpectedly", extra=log)
-            return self._retry(message, attempt, RetryableDeliveryError(f"internal error ({type(exc).__name__})"), log)
-        return self._deliver(message, attempt, receipt, log)
+            error = RetryableDeliveryError(f"internal error ({type(exc).__name__})")
+            return self._retry(message, attempt, attempts_before, error, log)
+        return self._deliver(message, attempts_before + 1, receipt, log)
+
+    def _channel(self, message: DeliveryMessage) -> Channel:
+        channel = self._channels.get(message.integration.type.value)
+        if channel is None:
+            raise PermanentDeliveryError(f"no channel delivers type {message.integration.type.value!r}")
+        return channel
+
+    def _early(self, message: DeliveryMessage, due: float, now: float) -> bool:
+        """Whether a message arrived too long before its time to wait for it here."""
+        if message.slot_reserved:
+            return due - now > self._lead + self._max_wait
+        return due - now > EARLY_TOLERANCE_SECONDS
+
+    def _slot(self, message: DeliveryMessage, limits: list[Limit], due: float | None, now: float, log: Any) -> float:
+        """Return when this send may start: the slot the message holds, or a new one."""
+        if message.slot_reserved and due is not None:
+            # A copy late for its slot would crowd the next one's: it takes a new slot instead.
+            tolerance = max(0.05, min(limit.step for limit in limits) / 2)
+            if now <= due + tolerance:
+                return due
+        try:
+            return self._pacer.reserve(limits, now)
+        except UpstreamError as exc:
+            # Pacing protects the destination; its state being out of reach is no reason to hold a delivery back.
+            logger.warning("pacing state unavailable: sending unpaced", extra={**log, "reason": str(exc)})
+            self._count(message.integration.type.value, "pacing_unavailable")
+            return now
+
+    def _penalize(self, limits: list[Limit], exc: RetryableDeliveryError, log: dict[str, Any]) -> None:
+        try:
+            self._pacer.penalize(limits, exc.retry_after if exc.retry_after is not None else 1.0, self._clock())
+        except UpstreamError as error:
+            logger.warning("could not slow the destination's pace", extra={**log, "reason": str(error)})
+
+    def _copy(self, message: DeliveryMessage, at: float, **changes: Any) -> None:
+        """Send a copy of ``message`` due at ``at`` (Unix time); raise ``UpstreamError`` when SQS refuses."""
+        copy = message.model_copy(update={"not_before": iso_time(at), **changes})
+        delay = delay_until(at, self._clock(), MAX_DELAY_SECONDS)
+        self._queue.send_later(copy.model_dump_json(exclude_none=True), delay)
+
+    def _wait(self, message: DeliveryMessage, attempt: Attempt, due: float, log: dict[str, Any]) -> Outcome:
+        """Send an early message on until its time; no attempt, no slot, no ledger write."""
+        lead = self._lead if message.slot_reserved else 0.0
+        try:
+            self._copy(message, due - lead, not_before=iso_time(due))
+        except UpstreamError as exc:
+            return self._keep(message, attempt, due - lead - self._clock(), exc, log)
+        logger.debug("delivery not due yet: sent on", extra={**log, "due_in_seconds": round(due - self._clock())})
+        return Outcome.WAITING
+
+    def _wait_for_slot(self, message: DeliveryMessage, attempt: Attempt, slot: float, log: dict[str, Any]) -> Outcome:
+        """Hold a send slot that is too far off to wait for here: a copy comes back just before it."""
+        wait = slot - self._clock()
+        try:
+            # Due a little before its slot, so SQS's and the poller's latency do not make it late.
+            self._copy(message, slot - min(self._lead, self._max_wait), not_before=iso_time(slot), slot_reserved=True)
+        except UpstreamError as exc:
+            return self._keep(message, attempt, wait - self._lead, exc, log)
+        self._record(message, DeliveryStatus.RETRYING, log, last_error=f"paced: next send slot in {math.ceil(wait)} s")
+        logger.info("delivery paced", extra={**log, "wait_seconds": round(wait, 3)})
+        self._count(message.integration.type.value, Outcome.WAITING)
+        return Outcome.WAITING
+
+    def _keep(
+        self, message: DeliveryMessage, attempt: Attempt, seconds: float, exc: Exception, log: dict[str, Any]
+    ) -> NoReturn:
+        """Leave the received message on the queue, hidden for ``seconds``: the fallback when SQS or DynamoDB fail."""
+        delay = max(1, math.ceil(seconds))
+        self._scheduler.postpone(attempt.receipt_handle, delay)
+        logger.warning("delivery kept on the queue", extra={**log, "reason": str(exc), "retry_in_seconds": delay})
+        raise DeliveryDeferredError(message.notification_id, delay)
 
     def _deliver(
-        self, message: DeliveryMessage, attempt: Attempt, receipt: DeliveryReceipt, log: dict[str, Any]
+        self, message: DeliveryMessage, attempts: int, receipt: DeliveryReceipt, log: dict[str, Any]
     ) -> Outcome:
-        # The message is out: a ledger failure now must not make SQS send it a second time.
+        # The message is out: bookkeeping now must never make SQS send it a second time.
         self._record(
-            message,
-            DeliveryStatus.DELIVERED,
-            log,
-            attempts=attempt.receive_count,
-            provider_message_id=receipt.provider_message_id,
+            message, DeliveryStatus.DELIVERED, log, attempts=attempts, provider_message_id=receipt.provider_message_id
         )
         logger.info("delivered", extra={**log, "provider_message_id": receipt.provider_message_id})
         self._count(message.integration.type.value, Outcome.DELIVERED)
         return Outcome.DELIVERED
 
     def _fail(
-        self, message: DeliveryMessage, attempt: Attempt, exc: PermanentDeliveryError, log: dict[str, Any]
+        self, message: DeliveryMessage, attempts: int, exc: PermanentDeliveryError, log: dict[str, Any]
     ) -> Outcome:
-        self._record(message, DeliveryStatus.FAILED, log, attempts=attempt.receive_count, last_error=exc.reason)
+        self._record(message, DeliveryStatus.FAILED, log, attempts=attempts, last_error=exc.reason)
         logger.warning("delivery failed permanently", extra={**log, "reason": exc.reason})
         self._count(message.integration.type.value, Outcome.FAILED)
         return Outcome.FAILED
 
     def _retry(
-        self, message: DeliveryMessage, attempt: Attempt, exc: RetryableDeliveryError, log: dict[str, Any]
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        attempts_before: int,
+        exc: RetryableDeliveryError,
+        log: dict[str, Any],
     ) -> Outcome:
-        channel_type = message.integration.type.value
-        if attempt.receive_count >= self._max_receive_count:
-            self._record(message, DeliveryStatus.DEAD, log, attempts=attempt.receive_count, last_error=exc.reason)
-            logger.error("delivery attempts exhausted: to the dead-letter queue", extra={**log, "reason": exc.reason})
-            self._count(channel_type, Outcome.DEAD)
-            # Visible at once, so the next receive moves it to the dead-letter queue without waiting.
-            self._scheduler.postpone(attempt.receipt_handle, 0)
-            raise DeliveryDeferredError(message.notification_id, 0)
-        delay = retry_delay(exc, attempt.receive_count, self._rand, *self._backoff)
-        self._record(message, DeliveryStatus.RETRYING, log, attempts=attempt.receive_count, last_error=exc.reason)
-        self._scheduler.postpone(attempt.receipt_handle, delay)
-        logger.warning("delivery will be retried", extra={**log, "reason": exc.reason, "retry_in_seconds": delay})
-        self._count(channel_type, Outcome.RETRIED)
-        raise DeliveryDeferredError(message.notification_id, delay)
+        now = self._clock()
+        window_start = epoch_time(message.window_start or message.created_at) or now
+        decision = self._policy.decide(exc, attempts_before, window_start, now, self._rand)
+        if decision.at is None:
+            return self._bury(message, attempt, decision, log)
+        try:
+            self._copy(message, decision.at, attempt=decision.attempts, slot_reserved=False)
+        except UpstreamError as error:
+            self._record(message, DeliveryStatus.RETRYING, log, attempts=decision.attempts, last_error=decision.reason)
+            return self._keep(message, attempt, decision.at - now, error, log)
+        self._record(message, DeliveryStatus.RETRYING, log, attempts=decision.attempts, last_error=decision.reason)
+        logger.warning(
+            "delivery will be retried",
+            extra={**log, "reason": decision.reason, "retry_in_seconds": round(decision.at - now, 1)},
+        )
+        self._count(message.integration.type.value, Outcome.RETRIED)
+        return Outcome.RETRIED
+
+    def _bury(self, message: DeliveryMessage, attempt: Attempt, decision: Decision, log: dict[str, Any]) -> Outcome:
+        """Move a delivery whose retries are spent to the dead-letter queue, with its last error."""
+        dead = message.model_copy(update={"attempt": decision.attempts, "not_before": None, "slot_reserved": False})
+        try:
+            self._dead_letters.bury(dead.model_dump_json(exclude_none=True), decision.reason)
+        except UpstreamError as exc:
+            return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log)
+        self._record(message, DeliveryStatus.DEAD, log, attempts=decision.attempts, last_error=decision.reason)
+        logger.error("delivery retries exhausted: in the dead-letter queue", extra={**log, "reason": decision.reason})
+        self._count(message.integration.type.value, Outcome.DEAD)
+        return Outcome.DEAD
 
     def _record(self, message: DeliveryMessage, status: DeliveryStatus, log: dict[str, Any], **fields: Any) -> None:
+        """Write the delivery's row; a failure is logged and counted, never raised (the outcome already happened)."""
+        recipient = message.recipient.model_dump(exclude_none=True) if message.recipient else None
+        row = DeliveryRow(
+            integration=message.integration.name, type=message.integration.type.value, recipient=recipient
+        )
         try:
-            self._ledger.update(message.notification_id, message.integration.name, status, **fields)
-        except UpstreamError:
-            logger.error("ledger update failed", extra={**log, "status": status.value})
+            self._ledger.update(message.notification_id, message.delivery_key, status, row=row, **fields)
+        except Exception as exc:
+            logger.error("ledger update failed", extra={**log, "status": status.value, "error": type(exc).__name__})
+            self._count(message.integration.type.value, "ledger_write_failed")

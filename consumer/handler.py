@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,12 +12,19 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from consumer.channels import ChannelResources, build_channels
 from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer
-from consumer.retry import VisibilityScheduler
-from core.clients import get_client, get_http_session, get_ledger, get_parameter_provider
+from consumer.retry import RetryPolicy, VisibilityScheduler
+from core.clients import (
+    get_channels,
+    get_client,
+    get_delivery_queue,
+    get_ledger,
+    get_pacer,
+    get_parameter_provider,
+)
 from core.observability import logger, metrics, tracer
+from core.queue import DeadLetterQueue
 from core.settings import get_settings
 
 # Every record reports its own failure, so a batch whose records all failed is an answer, not an error.
@@ -34,19 +42,35 @@ def count_delivery(channel_type: str, outcome: str) -> None:
 def build_deliverer() -> Deliverer:
     """Return a deliverer on this container's cached clients, session and settings."""
     settings = get_settings()
-    resources = ChannelResources(
-        http=get_http_session(), aws_client=get_client, telegram_api_base=settings.telegram_api_base
-    )
+    sqs = get_client("sqs")
     return Deliverer(
-        channels=build_channels(resources),
+        channels=get_channels(),
         ledger=get_ledger(),
         credentials=CredentialSource(get_parameter_provider(), settings.secrets_cache_seconds),
-        scheduler=VisibilityScheduler(get_client("sqs"), settings.delivery_queue_url),
-        max_receive_count=settings.max_receive_count,
+        queue=get_delivery_queue(),
+        dead_letters=DeadLetterQueue(sqs, settings.dead_letter_queue_url),
+        scheduler=VisibilityScheduler(sqs, settings.delivery_queue_url),
+        pacer=get_pacer(),
+        policy=RetryPolicy(
+            base_seconds=settings.retry_base_seconds,
+            cap_seconds=settings.retry_cap_seconds,
+            window_seconds=settings.retry_window_hours * 3600,
+            max_attempts=settings.max_attempts,
+        ),
         count=count_delivery,
-        backoff_base_seconds=settings.retry_base_seconds,
-        backoff_cap_seconds=settings.retry_cap_seconds,
+        max_wait_seconds=settings.pacing_max_wait_seconds,
+        lead_seconds=settings.pacing_lead_seconds,
     )
+
+
+def latest_start(context: Any) -> float | None:
+    """Return the last moment a send may start in this invocation: before the timeout, less one send's time."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    settings = get_settings()
+    send_seconds = settings.http_connect_timeout + settings.http_read_timeout + 2
+    return time.time() + remaining() / 1000 - send_seconds
 
 
 def attempt_of(record: SQSRecord) -> Attempt:
@@ -66,10 +90,13 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     """Deliver a batch; return the ids of the records to retry (``batchItemFailures``)."""
     metrics.add_metric(name="records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     deliverer = build_deliverer()
+    until = latest_start(context)
     with ThreadPoolExecutor(max_workers=get_settings().delivery_concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:
-            outcome = await asyncio.get_running_loop().run_in_executor(pool, deliverer.process, attempt_of(record))
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                pool, deliverer.process, attempt_of(record), until
+            )
             return outcome.value
 
         return async_process_partial_response(

@@ -1,7 +1,9 @@
-"""When a failed delivery comes back: the provider's delay on a 429, exponential backoff with jitter otherwise.
+"""When a failed delivery is tried again, or given up: retries by time and by attempts counted by the service.
 
-Waiting is done by the message's visibility timeout, never by sleeping: the Lambda ends, and SQS hands the message out
-again when the timeout runs out.
+A retry is a new copy of the message on the delivery queue, delayed until its time (SQS delays at most 15 minutes;
+a copy that arrives early is sent on again without an attempt). SQS's receive count plays no part: the copy carries
+``attempt``, and the retry window is measured from ``window_start``. Only a consumer that crashes on a message
+leaves it to SQS's ``maxReceiveCount``, which moves it to the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -9,50 +11,101 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from core.errors import RetryableDeliveryError
+from core.errors import AWS_ERRORS, RetryableDeliveryError, error_code
 from core.observability import logger
 
-BACKOFF_BASE_SECONDS = 10
-BACKOFF_CAP_SECONDS = 15 * 60
+BACKOFF_BASE_SECONDS = 10.0
+BACKOFF_CAP_SECONDS = 15 * 60.0
+RETRY_WINDOW_SECONDS = 24 * 3600.0
+MAX_ATTEMPTS = 100
 # SQS refuses a visibility timeout that ends more than 12 h after the message was received; the margin covers the
 # time between the receive and this change (at most a Lambda's 15 minutes).
 MAX_VISIBILITY_SECONDS = 12 * 3600 - 15 * 60
 
 
-def backoff_seconds(
-    receive_count: int,
-    rand: Callable[[], float] = random.random,
-    base: float = BACKOFF_BASE_SECONDS,
-    cap: float = BACKOFF_CAP_SECONDS,
-) -> int:
-    """Return the delay before attempt ``receive_count + 1``: base * 2^(n-1) (10 s by default), capped, jittered.
+@dataclass(frozen=True)
+class Decision:
+    """What follows a failed attempt: the next one at ``at`` (epoch seconds), or ``dead`` with ``reason``."""
 
-    Half of the delay is fixed and half random ("equal jitter"), so failures of one burst spread out but none comes
-    back at once.
+    attempts: int
+    at: float | None
+    reason: str
+
+    @property
+    def dead(self) -> bool:
+        """Whether the delivery is given up."""
+        return self.at is None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry rules of the delivery stage: exponential backoff with jitter, a window and a number of attempts.
+
+    Parameters
+    ----------
+    base_seconds, cap_seconds:
+        The delay after the first failed attempt, doubled after each, and its ceiling.
+    window_seconds:
+        How long after the retry window opened (the notification's creation, or a redrive) attempts may be made.
+    max_attempts:
+        How many attempts are made at most.
     """
-    ceiling = min(cap, base * 2 ** (max(1, receive_count) - 1))
-    return max(1, math.ceil(ceiling / 2 + rand() * ceiling / 2))
+
+    base_seconds: float = BACKOFF_BASE_SECONDS
+    cap_seconds: float = BACKOFF_CAP_SECONDS
+    window_seconds: float = RETRY_WINDOW_SECONDS
+    max_attempts: int = MAX_ATTEMPTS
+
+    def backoff(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
+        """Return the delay after ``attempts`` failed attempts: base * 2^(n-1), capped, half fixed and half random.
+
+        "Equal jitter": failures of one burst spread out, but none comes back at once.
+        """
+        exponent = min(max(1, attempts) - 1, 62)
+        ceiling = min(self.cap_seconds, self.base_seconds * 2.0**exponent)
+        return ceiling / 2 + rand() * ceiling / 2
+
+    def decide(
+        self,
+        error: RetryableDeliveryError,
+        attempts_before: int,
+        window_start: float,
+        now: float,
+        rand: Callable[[], float] = random.random,
+    ) -> Decision:
+        """Decide what follows a retryable failure of the attempt made after ``attempts_before`` others.
+
+        A rate-limited answer (429, throttling) is not an attempt: it waits the provider's ``Retry-After`` plus a
+        little jitter (never less), or a backoff step when none was given. Any other failure counts, backs off, and
+        waits at least a ``Retry-After`` the provider sent. Either way the delivery is dead when the next attempt would
+        start after the window ends, or when the attempts are spent.
+        """
+        if error.rate_limited:
+            attempts = attempts_before
+            wait = error.retry_after if error.retry_after is not None else self.backoff(1, rand)
+            delay = wait + rand() * max(1.0, 0.2 * wait)
+        else:
+            attempts = attempts_before + 1
+            if attempts >= self.max_attempts:
+                return Decision(attempts, None, f"{attempts} attempts made: {error.reason}")
+            delay = max(self.backoff(attempts, rand), error.retry_after or 0.0)
+        at = now + delay
+        if at > window_start + self.window_seconds:
+            hours = self.window_seconds / 3600
+            return Decision(attempts, None, f"retry window of {hours:g} h ended: {error.reason}")
+        return Decision(attempts, at, error.reason)
 
 
-def retry_delay(
-    error: RetryableDeliveryError,
-    receive_count: int,
-    rand: Callable[[], float] = random.random,
-    base: float = BACKOFF_BASE_SECONDS,
-    cap: float = BACKOFF_CAP_SECONDS,
-) -> int:
-    """Return how long a failed message stays invisible: the provider's own delay when it gave one, else backoff."""
-    if error.retry_after is not None:
-        return min(MAX_VISIBILITY_SECONDS, max(1, math.ceil(error.retry_after)))
-    return min(MAX_VISIBILITY_SECONDS, backoff_seconds(receive_count, rand, base, cap))
+def delay_until(at: float, now: float, limit: int) -> int:
+    """Return the whole seconds from ``now`` to ``at``, at most ``limit`` (an early arrival is sent on again)."""
+    return max(0, min(limit, math.floor(at - now)))
 
 
 class VisibilityScheduler:
-    """Sets the visibility timeout of messages of one queue.
+    """Sets the visibility timeout of received messages of one queue: the fallback when a copy cannot be sent.
 
     Parameters
     ----------
@@ -68,12 +121,14 @@ class VisibilityScheduler:
 
     def postpone(self, receipt_handle: str, seconds: int) -> bool:
         """Hide a received message for ``seconds``; return ``False`` when SQS refused (it then keeps its own)."""
+        seconds = max(0, min(MAX_VISIBILITY_SECONDS, seconds))
         try:
             self._client.change_message_visibility(
                 QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
             )
-        except (ClientError, BotoCoreError) as exc:
-            code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-            logger.warning("could not change the message visibility", extra={"error": code, "seconds": seconds})
+        except AWS_ERRORS as exc:
+            logger.warning(
+                "could not change the message visibility", extra={"error": error_code(exc), "seconds": seconds}
+            )
             return False
         return True

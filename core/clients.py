@@ -9,12 +9,14 @@ import boto3
 from botocore.config import Config
 
 from core.ledger import DeliveryLedger
+from core.pacing import DynamoPaceStore, Pacer
 from core.queue import DeliveryQueue
 from core.secrets import SecretStore
 from core.settings import get_settings
 from core.topics import TopicRegistry
 
 if TYPE_CHECKING:
+    from core.channels import Channel
     from core.outbound import OutboundSession
 
 _CONFIG = Config(
@@ -43,6 +45,12 @@ def get_ledger() -> DeliveryLedger:
     """Return the delivery ledger."""
     settings = get_settings()
     return DeliveryLedger(get_client("dynamodb"), settings.deliveries_table, settings.ledger_ttl_days)
+
+
+@lru_cache(maxsize=1)
+def get_pacer() -> Pacer:
+    """Return the pacer of this container: it remembers what it last saw of each destination."""
+    return Pacer(DynamoPaceStore(get_client("dynamodb"), get_settings().pacing_table))
 
 
 @lru_cache(maxsize=1)
@@ -80,11 +88,24 @@ def get_http_session() -> OutboundSession:
     )
 
 
+@lru_cache(maxsize=1)
+def get_channels() -> dict[str, Channel]:
+    """Return one instance of every channel, sharing this container's HTTP session and AWS clients."""
+    from core.channels import ChannelResources, build_channels
+
+    resources = ChannelResources(
+        http=get_http_session(), aws_client=get_client, telegram_api_base=get_settings().telegram_api_base
+    )
+    return build_channels(resources)
+
+
 _GETTERS = (
+    get_channels,
     get_client,
     get_topic_registry,
     get_ledger,
     get_delivery_queue,
+    get_pacer,
     get_secret_store,
     get_parameter_provider,
     get_http_session,

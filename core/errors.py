@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+# What a boto3 call raises when AWS refuses (ClientError) or cannot be reached (BotoCoreError: connection, timeout,
+# credentials…); stores catch both and translate them with ``aws_error``.
+AWS_ERRORS = (ClientError, BotoCoreError)
+
 
 class NotificationError(Exception):
     """Base of every error the service raises on purpose; its text is safe to show to a caller."""
@@ -58,6 +64,18 @@ class UpstreamError(NotificationError):
     """An AWS service or another dependency failed; the request may be retried."""
 
 
+def error_code(exc: ClientError | BotoCoreError) -> str:
+    """Return AWS's error code of a refused call, or the exception's class name when AWS was not reached."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "Unknown")
+    return type(exc).__name__
+
+
+def aws_error(exc: ClientError | BotoCoreError, action: str) -> UpstreamError:
+    """Return the domain error of a failed AWS call: ``"<action> failed (<code>)"``, never the request's details."""
+    return UpstreamError(f"{action} failed ({error_code(exc)})")
+
+
 class EnqueueError(UpstreamError):
     """Some delivery messages could not be put on the delivery queue; ``failed`` maps integration to reason."""
 
@@ -75,12 +93,14 @@ class DeliveryError(NotificationError):
 class RetryableDeliveryError(DeliveryError):
     """The delivery may succeed later: a timeout, a connection error, a 5xx or a 429.
 
-    ``retry_after`` is the provider's own delay in seconds when it gave one (429 Retry-After).
+    ``retry_after`` is the provider's own delay in seconds when it gave one (``Retry-After``); ``rate_limited`` says
+    the provider refused for its rate (429, throttling): that is not counted as an attempt, and slows the pace.
     """
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, rate_limited: bool = False) -> None:
         self.reason = reason
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
         super().__init__(reason)
 
 

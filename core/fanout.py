@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
-from core.ledger import DeliveryLedger, utc_now
-from core.models import DeliveryMessage, DeliveryStatus, MessageIntegration, Topic
+from core.channels import render_content
+from core.errors import EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
+from core.ledger import Delivery, DeliveryLedger, DeliveryRow, NotificationRecord, utc_now
+from core.models import DeliveryMessage, MessageIntegration, Topic
+from core.observability import logger
 from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
-from core.templates import missing_variables, render_content
+from core.templates import missing_variables
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
     for integration in topic.integrations:
         message = DeliveryMessage(
             notification_id=notification_id,
+            delivery_key=integration.name,
             channel=topic.channel,
             topic=topic.topic,
             created_at=created_at,
@@ -47,6 +50,7 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
                 type=integration.type,
                 target=integration.target,
                 credentials_ref=integration.credentials_ref,
+                rate_per_second=integration.rate_per_second,
             ),
             content=render_content(integration, metadata),
         )
@@ -64,27 +68,45 @@ def fan_out(
     metadata: Mapping[str, Any],
     ledger: DeliveryLedger,
     queue: DeliveryQueue,
+    *,
+    caller: str | None = None,
+    source: str = "publish",
     notification_id: str | None = None,
 ) -> PublishResult:
-    """Render, record ``queued`` rows, and enqueue one delivery per integration.
+    """Render, write the notification's record, and enqueue one delivery per integration.
 
-    Raises ``EnqueueError`` when SQS refused some messages even after a retry; their rows then say ``failed``, and
-    nothing unsent is ever reported as sent.
+    A publish costs one ledger write and ceil(k/10) ``SendMessageBatch`` calls, sent concurrently; the consumer writes
+    each delivery's row as its outcome happens. Raises ``EnqueueError`` when SQS refused some messages even after a
+    retry; their rows then say ``failed``, and nothing unsent is ever reported as sent.
     """
     notification_id = notification_id or new_notification_id()
     created_at = utc_now()
     bodies = build_messages(topic, metadata, notification_id, created_at)
-    names = [integration.name for integration in topic.integrations]
-    ledger.record_queued(
-        notification_id,
-        topic.channel,
-        topic.topic,
-        created_at,
-        [(integration.name, integration.type.value) for integration in topic.integrations],
+    deliveries = tuple(
+        Delivery(key=item.name, integration=item.name, type=item.type.value) for item in topic.integrations
     )
-    outcome = queue.send(list(zip(names, bodies, strict=True)))
+    ledger.record_notification(
+        NotificationRecord(
+            notification_id=notification_id,
+            source=source,
+            channel=topic.channel,
+            topic=topic.topic,
+            created_at=created_at,
+            caller=caller,
+            delivery_count=len(deliveries),
+            deliveries=deliveries,
+        )
+    )
+    outcome = queue.send([(delivery.key, body) for delivery, body in zip(deliveries, bodies, strict=True)])
     if outcome.failed:
-        for name, reason in outcome.failed.items():
-            ledger.update(notification_id, name, DeliveryStatus.FAILED, last_error=f"not enqueued: {reason}")
+        by_key = {delivery.key: delivery for delivery in deliveries}
+        rows = [
+            (key, DeliveryRow(integration=by_key[key].integration, type=by_key[key].type), f"not enqueued: {reason}")
+            for key, reason in outcome.failed.items()
+        ]
+        try:
+            ledger.record_failed(notification_id, rows)
+        except UpstreamError:
+            logger.error("ledger write of unsent deliveries failed", extra={"notification_id": notification_id})
         raise EnqueueError(notification_id, outcome.failed)
     return PublishResult(notification_id, outcome.sent)

@@ -8,6 +8,7 @@ method and resource; this keeps the handlers' import light (powertools' resolver
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -84,6 +85,13 @@ class Identity:
     api_key: str | None
     api_key_id: str | None
     source_ip: str | None
+
+
+def caller_id(identity: Identity) -> str:
+    """Identify a publisher by its API key id, or by a digest of the key where API Gateway gives no id."""
+    if identity.api_key_id:
+        return identity.api_key_id
+    return hashlib.sha256((identity.api_key or "").encode()).hexdigest()[:32]
 
 
 class Request:

@@ -1,25 +1,72 @@
-"""The delivery ledger: one row per notification and integration, telling the status of every delivery."""
+"""The delivery ledger: one record per notification and one row per delivery, telling the status of each.
+
+Table key: ``notification_id`` + ``delivery_key``. The notification's own record sits under ``NOTIFICATION_KEY``
+(``#``, which sorts before every delivery key); the producer writes it, once per publish. Delivery rows are written
+by the consumer as outcomes happen, so a delivery without a row has not been attempted yet: it is ``queued``.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from core.errors import NotFoundError, UpstreamError
+from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, UpstreamError, aws_error, error_code
 from core.models import DeliveryStatus
 
+NOTIFICATION_KEY = "#"
+PAGE_SIZE = 100
 _BATCH_WRITE_LIMIT = 25
 _MAX_ERROR_LENGTH = 1000
 
 
 def utc_now() -> str:
     """Return the current UTC time in ISO 8601 with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_time(time.time())
+
+
+def iso_time(epoch: float) -> str:
+    """Return a Unix time as ISO 8601 UTC with milliseconds (``2026-11-22T18:00:00.000Z``)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def epoch_time(text: str | None) -> float | None:
+    """Return the Unix time of an ISO 8601 time (UTC when it names no offset), or ``None`` when it is not one."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One expected delivery of a notification: its key, integration name and channel type."""
+
+    key: str
+    integration: str
+    type: str
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """What the ledger keeps of a notification: where it came from and which deliveries it expects."""
+
+    notification_id: str
+    source: str
+    channel: str
+    topic: str
+    created_at: str
+    caller: str | None
+    delivery_count: int
+    deliveries: tuple[Delivery, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,40 +74,93 @@ class LedgerEntry:
     """One delivery's row of the ledger."""
 
     notification_id: str
+    delivery_key: str
     integration: str
     type: str
-    channel: str
-    topic: str
-    created_at: str
     status: DeliveryStatus
     attempts: int
     last_error: str | None
     provider_message_id: str | None
     updated_at: str
+    recipient: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """What a delivery row says besides its status: who it is for, written with every outcome."""
+
+    integration: str
+    type: str
+    recipient: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    """A notification's record, a page of its delivery rows in key order, and the cursor of the next page."""
+
+    record: NotificationRecord
+    entries: list[LedgerEntry]
+    next_cursor: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _text(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return value["S"] if value and "S" in value else None
 
 
 def _entry(item: dict[str, Any]) -> LedgerEntry:
-    def text(name: str) -> str | None:
-        value = item.get(name)
-        return value["S"] if value and "S" in value else None
-
+    recipient = item.get("recipient", {}).get("M")
     return LedgerEntry(
         notification_id=item["notification_id"]["S"],
-        integration=item["integration"]["S"],
-        type=item["type"]["S"],
-        channel=item["channel"]["S"],
-        topic=item["topic"]["S"],
-        created_at=item["created_at"]["S"],
+        delivery_key=item["delivery_key"]["S"],
+        integration=_text(item, "integration") or item["delivery_key"]["S"],
+        type=_text(item, "type") or "",
         status=DeliveryStatus(item["status"]["S"]),
         attempts=int(item.get("attempts", {}).get("N", "0")),
-        last_error=text("last_error"),
-        provider_message_id=text("provider_message_id"),
-        updated_at=item["updated_at"]["S"],
+        last_error=_text(item, "last_error"),
+        provider_message_id=_text(item, "provider_message_id"),
+        updated_at=_text(item, "updated_at") or "",
+        recipient={key: value["S"] for key, value in recipient.items()} if recipient else None,
     )
 
 
+def _record(item: dict[str, Any]) -> NotificationRecord:
+    deliveries = tuple(
+        Delivery(key=entry["M"]["k"]["S"], integration=entry["M"]["i"]["S"], type=entry["M"]["t"]["S"])
+        for entry in item.get("deliveries", {}).get("L", [])
+    )
+    return NotificationRecord(
+        notification_id=item["notification_id"]["S"],
+        source=_text(item, "source") or "publish",
+        channel=_text(item, "channel") or "",
+        topic=_text(item, "topic") or "",
+        created_at=_text(item, "created_at") or "",
+        caller=_text(item, "caller"),
+        delivery_count=int(item.get("delivery_count", {}).get("N", str(len(deliveries)))),
+        deliveries=deliveries,
+    )
+
+
+def encode_cursor(delivery_key: str) -> str:
+    """Return the opaque cursor of the page that starts after ``delivery_key``."""
+    return base64.urlsafe_b64encode(json.dumps({"k": delivery_key}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """Return the delivery key a cursor continues after; raise naming ``cursor`` when it is not one of ours."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = data["k"] if isinstance(data, dict) else None
+    except (ValueError, binascii.Error, KeyError, UnicodeDecodeError):
+        key = None
+    if not isinstance(key, str) or not key or key == NOTIFICATION_KEY:
+        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
+    return key
+
+
 class DeliveryLedger:
-    """Reads and writes the DynamoDB ``deliveries`` table (key: notification_id, integration).
+    """Reads and writes the DynamoDB ledger table.
 
     Parameters
     ----------
@@ -69,7 +169,7 @@ class DeliveryLedger:
     table_name:
         The table's name.
     ttl_days:
-        How long rows are kept; DynamoDB's TTL removes them after ``expires_at``.
+        How long records and rows are kept; DynamoDB's TTL removes them after ``expires_at``.
     """
 
     def __init__(
@@ -86,40 +186,72 @@ class DeliveryLedger:
         self._now = now
         self._epoch = epoch
 
-    def record_queued(
-        self, notification_id: str, channel: str, topic: str, created_at: str, integrations: Sequence[tuple[str, str]]
-    ) -> None:
-        """Write a ``queued`` row for each ``(integration name, type)`` of a new notification."""
-        expires_at = str(int(self._epoch()) + self._ttl_seconds)
+    def _key(self, notification_id: str, delivery_key: str) -> dict[str, Any]:
+        return {"notification_id": {"S": notification_id}, "delivery_key": {"S": delivery_key}}
+
+    def _expires_at(self) -> dict[str, str]:
+        return {"N": str(int(self._epoch()) + self._ttl_seconds)}
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Write a notification's record: one ``PutItem`` per publish, whatever the number of deliveries."""
+        item: dict[str, Any] = {
+            **self._key(record.notification_id, NOTIFICATION_KEY),
+            "source": {"S": record.source},
+            "channel": {"S": record.channel},
+            "topic": {"S": record.topic},
+            "created_at": {"S": record.created_at},
+            "delivery_count": {"N": str(record.delivery_count)},
+            "expires_at": self._expires_at(),
+        }
+        if record.caller:
+            item["caller"] = {"S": record.caller}
+        if record.deliveries:
+            item["deliveries"] = {
+                "L": [
+                    {"M": {"k": {"S": entry.key}, "i": {"S": entry.integration}, "t": {"S": entry.type}}}
+                    for entry in record.deliveries
+                ]
+            }
+        try:
+            self._client.put_item(TableName=self._table, Item=item)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "writing the ledger") from exc
+
+    def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:
+        """Write ``failed`` rows for deliveries that never left (``(delivery key, row, reason)``), 25 per call."""
+        now = self._now()
         requests = [
             {
                 "PutRequest": {
                     "Item": {
-                        "notification_id": {"S": notification_id},
-                        "integration": {"S": name},
-                        "type": {"S": kind},
-                        "channel": {"S": channel},
-                        "topic": {"S": topic},
-                        "created_at": {"S": created_at},
-                        "updated_at": {"S": created_at},
-                        "status": {"S": DeliveryStatus.QUEUED.value},
+                        **self._key(notification_id, key),
+                        **self._row_attributes(row),
+                        "status": {"S": DeliveryStatus.FAILED.value},
                         "attempts": {"N": "0"},
-                        "expires_at": {"N": expires_at},
+                        "last_error": {"S": reason[:_MAX_ERROR_LENGTH]},
+                        "updated_at": {"S": now},
+                        "expires_at": self._expires_at(),
                     }
                 }
             }
-            for name, kind in integrations
+            for key, row, reason in rows
         ]
         for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
             self._batch_write(requests[start : start + _BATCH_WRITE_LIMIT])
+
+    def _row_attributes(self, row: DeliveryRow) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"integration": {"S": row.integration}, "type": {"S": row.type}}
+        if row.recipient:
+            attributes["recipient"] = {"M": {key: {"S": value} for key, value in row.recipient.items()}}
+        return attributes
 
     def _batch_write(self, requests: list[dict[str, Any]]) -> None:
         pending = {self._table: requests}
         for attempt in range(5):
             try:
                 response = self._client.batch_write_item(RequestItems=pending)
-            except ClientError as exc:
-                raise UpstreamError(f"writing the ledger failed ({exc.response['Error']['Code']})") from exc
+            except AWS_ERRORS as exc:
+                raise aws_error(exc, "writing the ledger") from exc
             pending = response.get("UnprocessedItems") or {}
             if not pending:
                 return
@@ -129,14 +261,15 @@ class DeliveryLedger:
     def update(
         self,
         notification_id: str,
-        integration: str,
+        delivery_key: str,
         status: DeliveryStatus,
         *,
+        row: DeliveryRow | None = None,
         attempts: int | None = None,
         last_error: str | None = None,
         provider_message_id: str | None = None,
     ) -> bool:
-        """Set a row's status; return ``False`` when the row is already ``delivered`` and was left as it is.
+        """Write a delivery row's status (creating the row); return ``False`` when it is ``delivered`` already.
 
         A delivered row is final: SQS delivers at least once, so a late retry must never undo a success.
         """
@@ -145,9 +278,15 @@ class DeliveryLedger:
             ":s": {"S": status.value},
             ":u": {"S": self._now()},
             ":delivered": {"S": DeliveryStatus.DELIVERED.value},
+            ":x": self._expires_at(),
         }
-        sets = ["#s = :s", "#u = :u"]
+        sets = ["#s = :s", "#u = :u", "expires_at = :x"]
         removes: list[str] = []
+        if row is not None:
+            for index, (name, value) in enumerate(self._row_attributes(row).items()):
+                names[f"#r{index}"] = name
+                values[f":r{index}"] = value
+                sets.append(f"#r{index} = :r{index}")
         if attempts is not None:
             sets.append("attempts = :a")
             values[":a"] = {"N": str(attempts)}
@@ -163,49 +302,117 @@ class DeliveryLedger:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"notification_id": {"S": notification_id}, "integration": {"S": integration}},
+                Key=self._key(notification_id, delivery_key),
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(notification_id) AND #s <> :delivered",
+                ConditionExpression="attribute_not_exists(#s) OR #s <> :delivered",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
-            raise UpstreamError(f"updating the ledger failed ({exc.response['Error']['Code']})") from exc
+            raise aws_error(exc, "updating the ledger") from exc
         return True
 
-    def get_entry(self, notification_id: str, integration: str) -> LedgerEntry | None:
-        """Return one row, read consistently, or ``None`` when there is none."""
+    def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
+        """Return one delivery row, read consistently, or ``None`` when there is none yet."""
         try:
             response = self._client.get_item(
-                TableName=self._table,
-                Key={"notification_id": {"S": notification_id}, "integration": {"S": integration}},
-                ConsistentRead=True,
+                TableName=self._table, Key=self._key(notification_id, delivery_key), ConsistentRead=True
             )
-        except ClientError as exc:
-            raise UpstreamError(f"reading the ledger failed ({exc.response['Error']['Code']})") from exc
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the ledger") from exc
         item = response.get("Item")
-        return _entry(item) if item else None
+        return _entry(item) if item and "status" in item else None
 
-    def entries(self, notification_id: str) -> list[LedgerEntry]:
-        """Return every row of a notification; raise ``NotFoundError`` when it has none."""
-        items: list[dict[str, Any]] = []
+    def _query(self, notification_id: str, **options: Any) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "notification_id = :n",
             "ExpressionAttributeValues": {":n": {"S": notification_id}},
             "ConsistentRead": True,
+            **options,
         }
         try:
             while True:
                 response = self._client.query(**kwargs)
-                items.extend(response.get("Items", []))
+                yield from response.get("Items", [])
                 if "LastEvaluatedKey" not in response:
-                    break
+                    return
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        except ClientError as exc:
-            raise UpstreamError(f"reading the ledger failed ({exc.response['Error']['Code']})") from exc
-        if not items:
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the ledger") from exc
+
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        """Return a notification's record; raise ``NotFoundError`` when there is none."""
+        try:
+            response = self._client.get_item(
+                TableName=self._table, Key=self._key(notification_id, NOTIFICATION_KEY), ConsistentRead=True
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the ledger") from exc
+        item = response.get("Item")
+        if not item:
             raise NotFoundError(f"notification {notification_id!r} does not exist")
-        return [_entry(item) for item in items]
+        return _record(item)
+
+    def page(self, notification_id: str, cursor: str | None = None, size: int = PAGE_SIZE) -> LedgerPage:
+        """Return the record, the deliveries after ``cursor`` (at most ``size``), the count per status, next cursor.
+
+        Deliveries the record expects and that have no row yet are ``queued``. The counts read only the key and status
+        of every row, so a large audience costs one light read of its partition; whole rows are read a page at a time.
+        """
+        record = self.get_record(notification_id)
+        after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
+        statuses: dict[str, str] = {}
+        for item in self._query(
+            notification_id,
+            ProjectionExpression="delivery_key, #s",
+            ExpressionAttributeNames={"#s": "status"},
+        ):
+            if item["delivery_key"]["S"] != NOTIFICATION_KEY and "status" in item:
+                statuses[item["delivery_key"]["S"]] = item["status"]["S"]
+        expected = {delivery.key: delivery for delivery in record.deliveries}
+        keys = sorted(set(statuses) | set(expected))
+        page_keys = [key for key in keys if key > after][:size]
+        rows: dict[str, LedgerEntry] = {}
+        if page_keys:
+            for item in self._query(
+                notification_id,
+                KeyConditionExpression="notification_id = :n AND delivery_key BETWEEN :first AND :last",
+                ExpressionAttributeValues={
+                    ":n": {"S": notification_id},
+                    ":first": {"S": page_keys[0]},
+                    ":last": {"S": page_keys[-1]},
+                },
+            ):
+                if "status" in item:
+                    rows[item["delivery_key"]["S"]] = _entry(item)
+        entries = [rows.get(key) or self._queued(record, expected[key]) for key in page_keys]
+        counts: dict[str, int] = {}
+        for status in statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        not_attempted = max(0, record.delivery_count - len(statuses))
+        if not_attempted:
+            counts[DeliveryStatus.QUEUED.value] = counts.get(DeliveryStatus.QUEUED.value, 0) + not_attempted
+        more = bool(page_keys) and keys[-1] > page_keys[-1]
+        return LedgerPage(
+            record=record,
+            entries=entries,
+            next_cursor=encode_cursor(page_keys[-1]) if more else None,
+            counts=counts,
+        )
+
+    @staticmethod
+    def _queued(record: NotificationRecord, delivery: Delivery) -> LedgerEntry:
+        return LedgerEntry(
+            notification_id=record.notification_id,
+            delivery_key=delivery.key,
+            integration=delivery.integration,
+            type=delivery.type,
+            status=DeliveryStatus.QUEUED,
+            attempts=0,
+            last_error=None,
+            provider_message_id=None,
+            updated_at=record.created_at,
+        )

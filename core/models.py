@@ -1,6 +1,6 @@
 """Domain models: stored integrations and topics, the delivery message, ledger statuses, the publish request.
 
-The schema an admin writes integrations in lives in ``core.integrations``; the publish path never loads it.
+The schema an admin writes integrations in is built from the channels' own models in ``core.channels``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Integration(BaseModel):
     model: Any
     target: dict[str, Any] = Field(default_factory=dict)
     credentials_ref: str | None = None
+    rate_per_second: float | None = None
 
 
 class Topic(BaseModel):
@@ -79,10 +80,47 @@ class MessageIntegration(BaseModel):
     type: IntegrationType
     target: dict[str, Any] = Field(default_factory=dict)
     credentials_ref: str | None = None
+    rate_per_second: float | None = Field(default=None, gt=0)
+
+
+class Recipient(BaseModel):
+    """Whom an audience delivery is for; absent on topic integrations. ``address`` is never a secret."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str = Field(min_length=1)
+    device_id: str | None = None
+    address: str | None = None
 
 
 class DeliveryMessage(BaseModel):
-    """The body of a message on the delivery queue (version 1 of the contract in DESIGN.md)."""
+    """The body of a message on the delivery queue (version 2 of the contract in DESIGN.md).
+
+    ``attempt`` counts the attempts made before this copy; ``not_before`` is when the next one may start. The consumer
+    sends a new copy for each retry, so these two, not SQS's receive count, decide retries. ``slot_reserved`` says that
+    ``not_before`` is a send slot already taken from the destination's pace; ``window_start`` (default ``created_at``)
+    is when the retry window opened, moved by a redrive.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[2] = 2
+    notification_id: str = Field(min_length=1)
+    delivery_key: str = Field(min_length=1, max_length=1024)
+    channel: str
+    topic: str
+    created_at: str
+    integration: MessageIntegration
+    recipient: Recipient | None = None
+    content: Content
+    attempt: int = Field(default=0, ge=0)
+    not_before: str | None = None
+    slot_reserved: bool = False
+    window_start: str | None = None
+
+
+class DeliveryMessageV1(BaseModel):
+    """A version 1 body, still read when it is on the queue as version 2 is deployed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -94,6 +132,19 @@ class DeliveryMessage(BaseModel):
     integration: MessageIntegration
     content: Content
 
+    def upgraded(self, attempts_made: int) -> DeliveryMessage:
+        """Return the same delivery as version 2: its key is the integration name."""
+        return DeliveryMessage(
+            notification_id=self.notification_id,
+            delivery_key=self.integration.name,
+            channel=self.channel,
+            topic=self.topic,
+            created_at=self.created_at,
+            integration=self.integration,
+            content=self.content,
+            attempt=attempts_made,
+        )
+
 
 class DeliveryStatus(StrEnum):
     """Where a delivery stands in the ledger."""
@@ -103,6 +154,7 @@ class DeliveryStatus(StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     DEAD = "dead"
+    SKIPPED = "skipped"
 
 
 class PublishRequest(Strict):

@@ -34,6 +34,11 @@ class Settings(BaseModel):
     http_read_timeout: float = Field(default=10.0, gt=0, alias="HTTP_READ_TIMEOUT")
     retry_base_seconds: float = Field(default=10.0, gt=0, alias="RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(default=900.0, gt=0, alias="RETRY_CAP_SECONDS")
+    retry_window_hours: float = Field(default=24.0, gt=0, le=24 * 14, alias="RETRY_WINDOW_HOURS")
+    max_attempts: int = Field(default=100, ge=1, alias="MAX_ATTEMPTS")
+    pacing_table: str = Field(default="notify-pacing", alias="PACING_TABLE")
+    pacing_max_wait_seconds: float = Field(default=5.0, gt=0, alias="PACING_MAX_WAIT_SECONDS")
+    pacing_lead_seconds: float = Field(default=2.0, ge=0, alias="PACING_LEAD_SECONDS")
     delivery_concurrency: int = Field(default=10, ge=1, alias="DELIVERY_CONCURRENCY")
     secrets_cache_seconds: int = Field(default=300, ge=0, alias="SECRETS_CACHE_SECONDS")
 

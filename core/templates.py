@@ -1,7 +1,8 @@
 """Strict templates: ``$name`` / ``${name}``, ``$$`` for a dollar; a missing variable is an error, never left in.
 
 Values are inserted in one pass, so an inserted value that looks like a placeholder is never expanded again, and the
-longest identifier wins, so ``$name`` never matches inside ``$name_full``.
+longest identifier wins, so ``$name`` never matches inside ``$name_full``. How a type's model renders into content,
+and what it escapes, is its channel's (``core.channels``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from core.errors import MissingTemplateVariablesError, TemplateError
-from core.models import Content, Integration, IntegrationType
+from core.models import Integration
 
 Escape = Callable[[str], str]
 
@@ -80,30 +81,9 @@ def render(template: Any, values: Mapping[str, Any], escape: Escape | None = Non
     return _render(template, values, escape, path)
 
 
-def escape_slack(text: str) -> str:
-    """Escape the three characters Slack's mrkdwn gives meaning to."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def escape_html(text: str) -> str:
     """Escape a value inserted into an HTML template."""
     return html.escape(text, quote=True)
-
-
-def render_content(integration: Integration, values: Mapping[str, Any]) -> Content:
-    """Render an integration's model into the content its channel sends."""
-    model = integration.model
-    if integration.type is IntegrationType.EMAIL:
-        return Content(
-            subject=render(model["subject"], values, path="model.subject"),
-            text=render(model["text"], values, path="model.text"),
-            html=render(model["html"], values, escape_html, "model.html") if model.get("html") else None,
-        )
-    if integration.type is IntegrationType.SLACK:
-        return Content(text=render(model, values, escape_slack))
-    if isinstance(model, str):
-        return Content(text=render(model, values))
-    return Content(data=render(model, values))
 
 
 def missing_variables(integrations: list[Integration], values: Mapping[str, Any]) -> set[str]:

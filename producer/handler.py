@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
 from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
-from core.http import Response, Router, json_response, raw_body
+from core.http import Response, Router, caller_id, json_response, raw_body
 from core.observability import logger, metrics, tracer
 from core.settings import get_settings
 from producer.idempotency import IdempotentPublisher
@@ -25,13 +24,6 @@ def get_idempotency() -> IdempotentPublisher:
     return IdempotentPublisher(get_client("dynamodb"), settings.idempotency_table, settings.idempotency_ttl_seconds)
 
 
-def _caller(identity: Any) -> str:
-    """Identify the publisher by API key id, or by a digest of the key where the id is not given."""
-    if identity.api_key_id:
-        return str(identity.api_key_id)
-    return hashlib.sha256((identity.api_key or "").encode()).hexdigest()[:32]
-
-
 @app.post("/v1/notifications/<channel>/<topic>")
 def publish_notification(channel: str, topic: str) -> Response:
     """Fan a notification out to the topic's integrations."""
@@ -41,7 +33,7 @@ def publish_notification(channel: str, topic: str) -> Response:
         topic=topic,
         topic_hash=event.headers.get("x-topic-hash-x"),
         idempotency_key=event.headers.get("idempotency-key"),
-        caller=_caller(event.identity),
+        caller=caller_id(event.identity),
         body=raw_body(event.decoded_body),
     )
     outcome = publish(call, get_topic_registry(), get_ledger(), get_delivery_queue(), get_idempotency())

@@ -48,7 +48,7 @@ def publish(
     request = parse_body(call.body, PublishRequest)
 
     def action() -> dict[str, Any]:
-        result = fan_out(topic, request.metadata, ledger, queue)
+        result = fan_out(topic, request.metadata, ledger, queue, caller=call.caller)
         logger.set_correlation_id(result.notification_id)
         logger.info("notification published", extra={"channel": call.channel, "topic": call.topic})
         metrics.add_metric(name="NotificationsPublished", unit="Count", value=1)

@@ -18,8 +18,8 @@ from typing import Any
 
 from infra.deploy.package import ROOT, PackagedService, load_package
 
-# Actions that take no resource but "*" (X-Ray writes); nothing else may have a "*" resource.
-STAR_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords"})
+# Actions that take no resource but "*" (X-Ray writes, SES's send quota); nothing else may have a "*" resource.
+STAR_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ses:GetSendQuota"})
 CODE_PACKAGES = frozenset({"core", "producer", "consumer", "subscribers", "api", "cron"})
 # What must never reach Lambda: the dev tool chain and the parts of the repository that are not runtime code.
 DEV_DISTRIBUTIONS = frozenset({"moto", "pytest", "pytest-timeout", "ruff", "mypy", "cfn-lint", "boto3-stubs"})

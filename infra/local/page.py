@@ -9,11 +9,11 @@ from __future__ import annotations
 import html
 import json
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from core.ledger import NOTIFICATION_KEY, DeliveryLedger
 from infra.local.peers import Records
 
 CHANNELS = ("email", "slack", "telegram", "webhook", "push", "sns")
@@ -99,44 +99,46 @@ class MotoOutbox:
 
 
 def recent_notifications(dynamodb: Any, table: str, limit: int = _RECENT) -> list[dict[str, Any]]:
-    """Return the ledger's most recent notifications, each with the status of its deliveries."""
-    rows: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"TableName": table}
+    """Return the ledger's most recent notifications, each with the status of its deliveries (first page)."""
+    records: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "FilterExpression": "delivery_key = :record",
+        "ExpressionAttributeValues": {":record": {"S": NOTIFICATION_KEY}},
+        "ProjectionExpression": "notification_id, created_at",
+    }
     while True:
         page = dynamodb.scan(**kwargs)
-        rows.extend(page.get("Items", []))
+        records.extend(page.get("Items", []))
         if "LastEvaluatedKey" not in page:
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-    grouped: dict[str, dict[str, Any]] = {}
-    deliveries: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        value = {name: next(iter(cell.values())) for name, cell in row.items()}
-        notification = value["notification_id"]
-        grouped.setdefault(
-            notification,
+    records.sort(key=lambda item: item.get("created_at", {}).get("S", ""), reverse=True)
+    ledger = DeliveryLedger(dynamodb, table)
+    notifications = []
+    for item in records[:limit]:
+        ledger_page = ledger.page(item["notification_id"]["S"])
+        record = ledger_page.record
+        notifications.append(
             {
-                "notification_id": notification,
-                "channel": value.get("channel"),
-                "topic": value.get("topic"),
-                "created_at": value.get("created_at", ""),
-            },
-        )
-        deliveries[notification].append(
-            {
-                "integration": value.get("integration"),
-                "type": value.get("type"),
-                "status": value.get("status"),
-                "attempts": int(value.get("attempts", 0)),
-                "last_error": value.get("last_error"),
-                "updated_at": value.get("updated_at"),
+                "notification_id": record.notification_id,
+                "channel": record.channel,
+                "topic": record.topic,
+                "created_at": record.created_at,
+                "deliveries": [
+                    {
+                        "integration": entry.delivery_key,
+                        "type": entry.type,
+                        "status": entry.status.value,
+                        "attempts": entry.attempts,
+                        "last_error": entry.last_error,
+                        "updated_at": entry.updated_at,
+                    }
+                    for entry in ledger_page.entries
+                ],
             }
         )
-    ordered = sorted(grouped.values(), key=lambda item: item["created_at"], reverse=True)[:limit]
-    return [
-        {**item, "deliveries": sorted(deliveries[item["notification_id"]], key=lambda d: d["integration"])}
-        for item in ordered
-    ]
+    return notifications
 
 
 class LocalPage:

@@ -1,17 +1,24 @@
 """Local peers: one receiver that answers as a Slack incoming webhook, the Telegram Bot API and a webhook endpoint.
 
 Paths: ``/slack/<name>``, ``/telegram/bot<token>/<method>`` (``TELEGRAM_API_BASE`` is ``…/telegram``),
-``/webhook/<name>``. A ``status`` query parameter scripts the answers of one URL: ``?status=500,200`` answers 500
-to the first request and 200 from then on, ``?status=500`` answers 500 forever. ``GET /_records`` lists what came in.
+``/webhook/<name>``. Query parameters script the answers of one URL:
+- ``?status=500,200`` answers 500 to the first request and 200 from then on, ``?status=500`` answers 500 forever;
+- ``?rate=2`` accepts at most 2 requests in any one second and answers the others 429 with ``Retry-After: 1``, as a
+  rate-limited provider does (``?rate=0.5``: one request every two seconds);
+- ``?down=150`` answers 503 for 150 seconds from the first request to it (an outage), then as usual.
+``GET /_records`` lists what came in.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,21 +40,67 @@ def scripted_status(query: str, count: int) -> int | None:
     return steps[min(count, len(steps) - 1)]
 
 
+def _number(query: str, name: str) -> float | None:
+    values = parse_qs(query).get(name)
+    try:
+        value = float(values[0]) if values else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
+class RateWindow:
+    """Admits at most ``rate`` requests per key in any sliding window of one second (one per ``1/rate`` below 1)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._admitted: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, rate: float) -> bool:
+        """Count a request to ``key``; return ``False`` when it is one too many for ``rate``."""
+        window = max(1.0, 1.0 / rate)
+        capacity = max(1, math.floor(rate * window))
+        now = self._clock()
+        with self._lock:
+            admitted = self._admitted[key]
+            while admitted and admitted[0] <= now - window:
+                admitted.popleft()
+            if len(admitted) >= capacity:
+                return False
+            admitted.append(now)
+            return True
+
+
+def scripted_outage(query: str, first_seen: float, now: float) -> bool:
+    """Return whether the ``down`` query parameter says the URL is still down (seconds since its first request)."""
+    down = _number(query, "down")
+    return down is not None and now - first_seen < down
+
+
 class Records:
     """What the receiver got, in order, shared with the local page."""
 
     def __init__(self) -> None:
         self._items: list[dict[str, Any]] = []
         self._counts: dict[str, int] = defaultdict(int)
+        self._first: dict[str, float] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self.rates = RateWindow()
 
     def next_count(self, url: str) -> int:
         """Count one more request to ``url``; return how many came before it."""
         with self._lock:
             count = self._counts[url]
             self._counts[url] += 1
+            self._first.setdefault(url, time.monotonic())
             return count
+
+    def first_seen(self, url: str) -> float:
+        """Return when the first request to ``url`` came (monotonic clock)."""
+        with self._lock:
+            return self._first.get(url, time.monotonic())
 
     def add(self, record: dict[str, Any]) -> None:
         """Keep one request."""
@@ -95,11 +148,15 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ReceiverServer
 
-    def _answer(self, status: int, body: Any, content_type: str = "application/json") -> None:
+    def _answer(
+        self, status: int, body: Any, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -129,6 +186,13 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         url = split.path + ("?" + split.query if split.query else "") if not telegram else split.path
         count = self.server.records.next_count(url)
         status = scripted_status(split.query, count) or 200
+        extra: dict[str, str] = {}
+        if scripted_outage(split.query, self.server.records.first_seen(url), time.monotonic()):
+            status = 503
+        else:
+            rate = _number(split.query, "rate")
+            if rate is not None and status < 400 and not self.server.records.rates.admit(url, rate):
+                status, extra = 429, {"Retry-After": "1"}
         headers = {name: value for name, value in self.headers.items() if name.lower() not in _DROPPED_HEADERS}
         self.server.records.add(
             {
@@ -144,13 +208,17 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
             }
         )
         if channel == "slack":
-            self._answer(status, "ok" if status < 400 else "error", "text/plain")
+            self._answer(status, "ok" if status < 400 else "error", "text/plain", extra)
         elif channel == "telegram":
-            self._telegram(status, telegram.group("method") if telegram else "", payload)
+            self._telegram(status, telegram.group("method") if telegram else "", payload, extra)
         else:
-            self._answer(status, {"received": status < 400})
+            self._answer(status, {"received": status < 400}, headers=extra)
 
-    def _telegram(self, status: int, method: str, payload: Any) -> None:
+    def _telegram(self, status: int, method: str, payload: Any, headers: dict[str, str]) -> None:
+        if status == 429:
+            body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1"}
+            self._answer(429, {**body, "parameters": {"retry_after": 1}}, headers=headers)
+            return
         if status >= 400:
             self._answer(status, {"ok": False, "error_code": status, "description": "scripted failure"})
             return

@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
 
-from consumer.channels import Channel, ChannelResources, DeliveryReceipt
+from core.channels import Channel, ChannelResources, DeliveryReceipt, RateLimit
 from core.errors import UpstreamError
 from core.ledger import LedgerEntry
 from core.models import Content, DeliveryStatus
 
 
 class FakeChannel(Channel):
-    """A channel that records what it was asked to send and answers with ``result`` (a receipt or an error)."""
+    """A channel that records what it was asked to send and answers with ``result`` (a receipt or an error).
+
+    Its destination has the limits it is given (none by default).
+    """
 
     type: ClassVar[str] = "webhook"
 
-    def __init__(self, result: DeliveryReceipt | Exception | None = None) -> None:
+    def __init__(
+        self, result: DeliveryReceipt | Exception | None = None, limits: list[RateLimit] | None = None
+    ) -> None:
         super().__init__(ChannelResources(http=None, aws_client=lambda _: None, telegram_api_base=""))  # type: ignore[arg-type]
         self.result = result or DeliveryReceipt("provider-1")
+        self.limits = limits or []
         self.sent: list[tuple[Content, Mapping[str, Any], Mapping[str, Any] | None, str]] = []
+        self.delivery_keys: list[str] = []
+
+    @classmethod
+    def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
+        """Return the model as text, unrendered."""
+        return Content(text=str(model))
+
+    def rate_limits(
+        self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
+    ) -> list[RateLimit]:
+        """Return the limits this fake was given."""
+        return self.limits
 
     def send(
         self,
@@ -30,9 +49,11 @@ class FakeChannel(Channel):
         credentials: Mapping[str, Any] | None,
         *,
         notification_id: str,
+        delivery_key: str,
     ) -> DeliveryReceipt:
         """Record the call, then answer."""
         self.sent.append((content, target, credentials, notification_id))
+        self.delivery_keys.append(delivery_key)
         if isinstance(self.result, Exception):
             raise self.result
         return self.result
@@ -110,12 +131,27 @@ class FakeSqsVisibility:
 
 
 class FakeSendingClient:
-    """An SES or SNS client: records ``send_email`` / ``publish`` calls, or raises a ``ClientError`` with a code."""
+    """An SES or SNS client: records ``send_email`` / ``publish`` calls, or raises a ``ClientError`` with a code.
 
-    def __init__(self, error_code: str | None = None, status: int = 400) -> None:
+    ``get_send_quota`` answers ``max_send_rate``, or raises a ``ClientError`` with ``quota_error``; ``meta`` names the
+    client's region as boto3's does.
+    """
+
+    def __init__(
+        self,
+        error_code: str | None = None,
+        status: int = 400,
+        max_send_rate: float = 14.0,
+        quota_error: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
         self.error_code = error_code
         self.status = status
+        self.max_send_rate = max_send_rate
+        self.quota_error = quota_error
+        self.meta = SimpleNamespace(region_name=region)
         self.calls: list[dict[str, Any]] = []
+        self.quota_calls = 0
 
     def _answer(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(kwargs)
@@ -134,3 +170,10 @@ class FakeSendingClient:
     def publish(self, **kwargs: Any) -> dict[str, Any]:
         """Record a publish."""
         return self._answer("Publish", kwargs)
+
+    def get_send_quota(self) -> dict[str, Any]:
+        """Answer the account's sending quota."""
+        self.quota_calls += 1
+        if self.quota_error:
+            raise ClientError({"Error": {"Code": self.quota_error, "Message": "fake"}}, "GetSendQuota")
+        return {"Max24HourSend": 50000.0, "MaxSendRate": self.max_send_rate, "SentLast24Hours": 0.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -33,9 +34,15 @@ class FakeSqsClient:
         self._key = key
         self.batches: list[list[dict[str, Any]]] = []
         self.sent: dict[str, str] = {}
+        # The delivery queue sends the batches of one publish from several threads.
+        self._lock = threading.Lock()
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         """Accept or fail each entry, as SQS does."""
+        with self._lock:
+            return self._send_batch(Entries)
+
+    def _send_batch(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.batches.append(list(Entries))
         if self.error_code:
             raise ClientError({"Error": {"Code": self.error_code, "Message": "fake"}}, "SendMessageBatch")

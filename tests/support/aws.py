@@ -15,7 +15,8 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 
 NAMES = {
     "TOPICS_TABLE": "notify-test-topics",
-    "DELIVERIES_TABLE": "notify-test-deliveries",
+    "DELIVERIES_TABLE": "notify-test-ledger",
+    "PACING_TABLE": "notify-test-pacing",
     "IDEMPOTENCY_TABLE": "notify-test-idempotency",
     "PARAMETER_PREFIX": "/notify/test",
     "ADMIN_TOKEN_HASH_PARAMETER": "/notify/test/admin-token-hash",
@@ -53,7 +54,8 @@ def create_resources(max_receive_count: int = 5) -> AwsResources:
     sqs = boto3.client("sqs", region_name=REGION)
     ssm = boto3.client("ssm", region_name=REGION)
     _table(dynamodb, NAMES["TOPICS_TABLE"], [("channel", "HASH"), ("topic", "RANGE")], None)
-    _table(dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("integration", "RANGE")], "expires_at")
+    _table(dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("delivery_key", "RANGE")], "expires_at")
+    _table(dynamodb, NAMES["PACING_TABLE"], [("destination", "HASH")], "expires_at")
     _table(dynamodb, NAMES["IDEMPOTENCY_TABLE"], [("id", "HASH")], "expiration")
     dlq_url = sqs.create_queue(QueueName="notify-test-deliveries-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from core.clients import get_ledger
+from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
 from tests.integration.api.conftest import AdminApi
 from tests.support.aws import AwsResources, receive_all
@@ -15,22 +16,45 @@ LIST = "/v1/dead-letters"
 REDRIVE = "/v1/dead-letters/redrive"
 
 
-def _dead(aws: AwsResources, notification_id: str, integration: str = "erp-webhook") -> dict[str, Any]:
-    """Put a delivery message in the DLQ as the consumer leaves it: ledger row ``dead`` with its last error."""
-    message = {
-        "v": 1,
+def _message(notification_id: str, integration: str) -> dict[str, Any]:
+    return {
+        "v": 2,
         "notification_id": notification_id,
+        "delivery_key": integration,
         "channel": "orders",
         "topic": "shipped",
         "created_at": "2026-11-21T20:00:00.000Z",
         "integration": {"name": integration, "type": "webhook", "target": {"url": "https://example.com/hook"}},
         "content": {"text": "hi"},
+        "attempt": 7,
+        "not_before": "2026-11-21T21:00:00.000Z",
     }
-    ledger = get_ledger()
-    ledger.record_queued(notification_id, "orders", "shipped", "2026-11-21T20:00:00.000Z", [(integration, "webhook")])
-    ledger.update(notification_id, integration, DeliveryStatus.DEAD, attempts=5, last_error="webhook: HTTP 503")
-    aws.sqs.send_message(QueueUrl=aws.dead_letter_queue_url, MessageBody=json.dumps(message))
+
+
+def _dead(aws: AwsResources, notification_id: str, integration: str = "erp-webhook") -> dict[str, Any]:
+    """Put a delivery in the DLQ as the consumer buries it: last error as attribute, ledger row ``dead``."""
+    message = _message(notification_id, integration)
+    row = DeliveryRow(integration=integration, type="webhook")
+    get_ledger().update(
+        notification_id, integration, DeliveryStatus.DEAD, row=row, attempts=7, last_error="webhook: HTTP 503"
+    )
+    aws.sqs.send_message(
+        QueueUrl=aws.dead_letter_queue_url,
+        MessageBody=json.dumps(message),
+        MessageAttributes={"last_error": {"DataType": "String", "StringValue": "webhook: HTTP 503"}},
+    )
     return message
+
+
+def _crashed(aws: AwsResources, notification_id: str, integration: str = "erp-webhook") -> None:
+    """Put a version 1 message in the DLQ as SQS moves one a consumer crashed on: the ledger holds the error."""
+    message = _message(notification_id, integration)
+    for field in ("delivery_key", "attempt", "not_before"):
+        del message[field]
+    message["v"] = 1
+    row = DeliveryRow(integration=integration, type="webhook")
+    get_ledger().update(notification_id, integration, DeliveryStatus.RETRYING, row=row, last_error="internal error")
+    aws.sqs.send_message(QueueUrl=aws.dead_letter_queue_url, MessageBody=json.dumps(message))
 
 
 def test_list_dead_letters_shows_id_integration_error_and_count(admin: AdminApi, aws: AwsResources) -> None:
@@ -40,13 +64,25 @@ def test_list_dead_letters_shows_id_integration_error_and_count(admin: AdminApi,
 
     assert response["statusCode"] == 200
     [listed] = response_json(response)["messages"]
-    assert {key: listed[key] for key in ("notification_id", "integration", "type", "last_error", "receive_count")} == {
+    assert {
+        key: listed[key]
+        for key in ("notification_id", "delivery_key", "integration", "type", "last_error", "receive_count")
+    } == {
         "notification_id": "n-1",
+        "delivery_key": "erp-webhook",
         "integration": "erp-webhook",
         "type": "webhook",
         "last_error": "webhook: HTTP 503",
         "receive_count": 0,
     }
+
+
+def test_list_dead_letters_crashed_message_error_comes_from_ledger(admin: AdminApi, aws: AwsResources) -> None:
+    _crashed(aws, "n-9")
+
+    [listed] = response_json(admin.call("GET", LIST))["messages"]
+
+    assert (listed["delivery_key"], listed["last_error"]) == ("erp-webhook", "internal error")
 
 
 def test_list_dead_letters_leaves_messages_visible(admin: AdminApi, aws: AwsResources) -> None:
@@ -75,6 +111,25 @@ def test_redrive_moves_messages_to_delivery_queue(admin: AdminApi, aws: AwsResou
         message["notification_id"] for message in sent
     ]
     assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
+
+
+def test_redrive_starts_the_delivery_afresh(admin: AdminApi, aws: AwsResources) -> None:
+    _dead(aws, "n-1")
+
+    admin.call("POST", REDRIVE)
+
+    [moved] = [json.loads(message["Body"]) for message in receive_all(aws.sqs, aws.delivery_queue_url)]
+    assert (moved["attempt"], moved["slot_reserved"], "not_before" in moved) == (0, False, False)
+    assert moved["window_start"] > moved["created_at"]
+
+
+def test_redrive_version_1_body_moves_unchanged(admin: AdminApi, aws: AwsResources) -> None:
+    _crashed(aws, "n-9")
+
+    admin.call("POST", REDRIVE)
+
+    [moved] = [json.loads(message["Body"]) for message in receive_all(aws.sqs, aws.delivery_queue_url)]
+    assert (moved["v"], "attempt" in moved) == (1, False)
 
 
 def test_redrive_sets_ledger_rows_queued(admin: AdminApi, aws: AwsResources) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from api.handler import handler
+from core.clients import get_ledger
+from core.ledger import DeliveryRow, NotificationRecord
+from core.models import DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.api.conftest import AdminApi
 from tests.support.aws import AwsResources
@@ -23,9 +26,34 @@ def _publish(admin: AdminApi, context: FakeLambdaContext) -> dict[str, Any]:
     return response
 
 
-def _status(notification_id: str, context: FakeLambdaContext) -> dict[str, Any]:
-    result: dict[str, Any] = handler(api_event("GET", STATUS, {"notification_id": notification_id}), context)
+def _status(
+    notification_id: str, context: FakeLambdaContext, cursor: str | None = None, api_key_id: str = "k1a2b3c4d5"
+) -> dict[str, Any]:
+    event = api_event("GET", STATUS, {"notification_id": notification_id}, api_key_id=api_key_id)
+    if cursor is not None:
+        event["queryStringParameters"] = {"cursor": cursor}
+    result: dict[str, Any] = handler(event, context)
     return result
+
+
+def _audience(notification_id: str, count: int, attempted: int) -> None:
+    """Record a notification of ``count`` deliveries of which the first ``attempted`` have a row."""
+    ledger = get_ledger()
+    ledger.record_notification(
+        NotificationRecord(
+            notification_id=notification_id,
+            source="send",
+            channel="",
+            topic="",
+            created_at="2026-11-22T10:00:00.000Z",
+            caller="k1a2b3c4d5",
+            delivery_count=count,
+        )
+    )
+    for index in range(attempted):
+        row = DeliveryRow(integration="push", type="push", recipient={"user_id": f"u{index:03d}"})
+        status = DeliveryStatus.DELIVERED if index % 2 == 0 else DeliveryStatus.RETRYING
+        ledger.update(notification_id, f"push:u{index:03d}", status, row=row, attempts=1)
 
 
 def test_status_after_publish_lists_every_delivery_queued(admin: AdminApi, lambda_context: FakeLambdaContext) -> None:
@@ -47,6 +75,58 @@ def test_status_after_publish_lists_every_delivery_queued(admin: AdminApi, lambd
         ("team-slack", "slack", "queued", 0, None),
     ]
     assert all(delivery["updated_at"] for delivery in body["deliveries"])
+    assert body["summary"] == {"queued": 5}
+    assert "next" not in body
+
+
+def test_status_after_an_outcome_shows_it_in_deliveries_and_summary(
+    admin: AdminApi, lambda_context: FakeLambdaContext
+) -> None:
+    notification_id = _publish(admin, lambda_context)["headers"]["X-Notification-Id"]
+    row = DeliveryRow(integration="erp-webhook", type="webhook")
+    get_ledger().update(notification_id, "erp-webhook", DeliveryStatus.RETRYING, row=row, attempts=2, last_error="x")
+
+    body = response_json(_status(notification_id, lambda_context))
+
+    assert body["summary"] == {"queued": 4, "retrying": 1}
+    webhook = next(d for d in body["deliveries"] if d["integration"] == "erp-webhook")
+    assert (webhook["status"], webhook["attempts"], webhook["last_error"]) == ("retrying", 2, "x")
+
+
+def test_status_other_api_key_returns_404(admin: AdminApi, lambda_context: FakeLambdaContext) -> None:
+    notification_id = _publish(admin, lambda_context)["headers"]["X-Notification-Id"]
+
+    response = _status(notification_id, lambda_context, api_key_id="someone-else")
+
+    assert response["statusCode"] == 404
+    assert response_json(response) == {"message": f"notification {notification_id!r} does not exist"}
+
+
+def test_status_large_audience_pages_by_cursor(aws: AwsResources, lambda_context: FakeLambdaContext) -> None:
+    _audience("n-big", count=300, attempted=250)
+
+    pages, cursor = [], None
+    while True:
+        body = response_json(_status("n-big", lambda_context, cursor))
+        pages.append(body)
+        cursor = body.get("next")
+        if cursor is None:
+            break
+
+    keys = [delivery["delivery_key"] for page in pages for delivery in page["deliveries"]]
+    assert [len(page["deliveries"]) for page in pages] == [100, 100, 50]
+    assert keys == sorted(keys) == [f"push:u{index:03d}" for index in range(250)]
+    assert pages[0]["summary"] == {"delivered": 125, "retrying": 125, "queued": 50}
+    assert pages[0]["deliveries"][0]["recipient"] == {"user_id": "u000"}
+
+
+def test_status_foreign_cursor_returns_422_naming_cursor(aws: AwsResources, lambda_context: FakeLambdaContext) -> None:
+    _audience("n-small", count=1, attempted=1)
+
+    response = _status("n-small", lambda_context, cursor="not-a-cursor")
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("cursor: ")
 
 
 def test_status_location_header_of_publish_is_the_status_route(

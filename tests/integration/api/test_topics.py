@@ -182,6 +182,29 @@ def test_get_topic_returns_it_masked(admin: AdminApi) -> None:
     assert not any(secret in response["body"] for secret in TOPIC_SECRETS)
 
 
+def test_put_rate_per_second_is_stored_and_shown(admin: AdminApi, aws: AwsResources) -> None:
+    body = topic_body()
+    body["integrations"][3]["rate_per_second"] = 2.5
+
+    created = response_json(admin.put_topic(body))
+
+    item = _topic_item(aws)
+    assert item is not None
+    stored = {entry["name"]: entry["rate_per_second"] for entry in json.loads(item["integrations"]["S"])}
+    shown = {entry["name"]: entry.get("rate_per_second") for entry in created["integrations"]}
+    assert (
+        stored
+        == shown
+        == {
+            "ops-email": None,
+            "team-slack": None,
+            "ops-telegram": None,
+            "erp-webhook": 2.5,
+            "buyer-push": None,
+        }
+    )
+
+
 def test_get_unknown_topic_returns_404(admin: AdminApi) -> None:
     response = admin.call("GET", TOPIC, {"channel": "orders", "topic": "nope"})
 
@@ -294,6 +317,8 @@ def _with(index: int, **fields: Any) -> dict[str, Any]:
             _with(4, target={"endpoint_arn": "arn:x"}), "integrations.4.target.endpoint_arn", id="push-bad-arn"
         ),
         pytest.param(_with(1, type="fax"), "integrations.1.type", id="unknown-type"),
+        pytest.param(_with(3, rate_per_second=0), "integrations.3.rate_per_second", id="rate-zero"),
+        pytest.param(_with(2, rate_per_second=-1), "integrations.2.rate_per_second", id="rate-negative"),
         pytest.param(_with(0, name="bad name!"), "integrations.0.name", id="integration-name"),
         pytest.param(_with(0, colour="red"), "integrations.0.colour", id="unknown-field"),
         pytest.param({"integrations": []}, "integrations", id="no-integrations"),

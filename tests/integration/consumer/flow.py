@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from core.clients import get_ledger
-from core.ledger import LedgerEntry
+from core.ledger import Delivery, LedgerEntry, NotificationRecord, utc_now
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ACCOUNT, REGION, AwsResources
 from tests.support.events import load_event
@@ -23,20 +23,32 @@ def delivery_message(
     name: str | None = None,
     credentials_ref: str | None = None,
     notification_id: str | None = None,
+    rate_per_second: float | None = None,
+    created_at: str | None = None,
 ) -> dict[str, Any]:
-    """Return a delivery message body (version 1) for one integration."""
+    """Return a delivery message body (version 2) for one integration, created now unless told otherwise."""
     integration: dict[str, Any] = {"name": name or f"{kind}-1", "type": kind, "target": target or {}}
     if credentials_ref:
         integration["credentials_ref"] = credentials_ref
+    if rate_per_second:
+        integration["rate_per_second"] = rate_per_second
     return {
-        "v": 1,
+        "v": 2,
         "notification_id": notification_id or str(uuid.uuid4()),
+        "delivery_key": integration["name"],
         "channel": "orders",
         "topic": "shipped",
-        "created_at": "2026-11-21T20:00:00.000Z",
+        "created_at": created_at or utc_now(),
         "integration": integration,
         "content": content,
+        "attempt": 0,
     }
+
+
+def version_1(message: dict[str, Any]) -> dict[str, Any]:
+    """Return the same delivery as a version 1 body, as the producer wrote them before version 2."""
+    old = {key: value for key, value in message.items() if key not in ("delivery_key", "attempt")}
+    return {**old, "v": 1}
 
 
 def put_credentials(aws: AwsResources, name: str, secret: dict[str, str]) -> str:
@@ -47,15 +59,22 @@ def put_credentials(aws: AwsResources, name: str, secret: dict[str, str]) -> str
 
 
 def enqueue(aws: AwsResources, *messages: dict[str, Any] | str) -> None:
-    """Write ``queued`` ledger rows for the well-formed messages and put every body on the delivery queue."""
+    """Write the notification record of the well-formed messages, as the producer does, and queue every body."""
     for message in messages:
         if isinstance(message, dict):
-            get_ledger().record_queued(
-                message["notification_id"],
-                message["channel"],
-                message["topic"],
-                message["created_at"],
-                [(message["integration"]["name"], message["integration"]["type"])],
+            integration = message["integration"]
+            key = message.get("delivery_key", integration["name"])
+            get_ledger().record_notification(
+                NotificationRecord(
+                    notification_id=message["notification_id"],
+                    source="publish",
+                    channel=message["channel"],
+                    topic=message["topic"],
+                    created_at=message["created_at"],
+                    caller="k1a2b3c4d5",
+                    delivery_count=1,
+                    deliveries=(Delivery(key=key, integration=integration["name"], type=integration["type"]),),
+                )
             )
         body = message if isinstance(message, str) else json.dumps(message)
         aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=body)
@@ -110,7 +129,8 @@ def failed_ids(result: dict[str, Any]) -> set[str]:
 
 def entry(message: dict[str, Any]) -> LedgerEntry:
     """Return the ledger row of a delivery message."""
-    found = get_ledger().get_entry(message["notification_id"], message["integration"]["name"])
+    key = message.get("delivery_key", message["integration"]["name"])
+    found = get_ledger().get_entry(message["notification_id"], key)
     assert found is not None
     return found
 

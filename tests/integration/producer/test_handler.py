@@ -245,7 +245,7 @@ def test_publish_queue_unavailable_returns_502_and_marks_every_delivery_failed(
     assert response["statusCode"] == 502
     assert _message(response).startswith(UPSTREAM_PREFIX)
     assert notification_id
-    entries = service.ledger().entries(notification_id)
+    entries = service.ledger().page(notification_id).entries
     assert {entry.integration: entry.status for entry in entries} == dict.fromkeys(
         NAMES_OF_SAMPLE, DeliveryStatus.FAILED
     )
@@ -274,7 +274,7 @@ def test_publish_entry_failed_once_leaves_every_row_queued(service: Service, top
 
     response = service.publish({"metadata": METADATA}, topic_hash)
 
-    entries = service.ledger().entries(str(response_header(response, "X-Notification-Id")))
+    entries = service.ledger().page(str(response_header(response, "X-Notification-Id"))).entries
     assert {entry.status for entry in entries} == {DeliveryStatus.QUEUED}
 
 
@@ -301,7 +301,7 @@ def test_publish_entry_still_failing_ledger_tells_which_and_why(service: Service
 
     response = service.publish({"metadata": METADATA}, topic_hash)
 
-    entries = service.ledger().entries(str(response_header(response, "X-Notification-Id")))
+    entries = service.ledger().page(str(response_header(response, "X-Notification-Id"))).entries
     assert {entry.integration: (entry.status, entry.last_error) for entry in entries} == {
         "buyer-push": (DeliveryStatus.QUEUED, None),
         "erp-webhook": (DeliveryStatus.FAILED, "not enqueued: InvalidParameterValue"),

@@ -58,3 +58,28 @@ def test_topic_view_masks_credentials_and_hides_their_reference_and_the_hash() -
             {"name": "w", "type": "webhook", "model": {"a": 1}, "target": {"url": "https://h/x"}},
         ],
     }
+
+
+def _view(integration: Integration) -> dict:
+    topic = Topic(
+        channel="orders",
+        topic="shipped",
+        integrations=[integration],
+        hash_sha256="f" * 64,
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+    [view] = topic_view(topic)["integrations"]
+    return view
+
+
+def test_topic_view_integration_with_rate_shows_rate_per_second() -> None:
+    integration = Integration(name="w", type=IntegrationType.WEBHOOK, model="m", rate_per_second=2.5)
+
+    assert _view(integration)["rate_per_second"] == 2.5
+
+
+def test_topic_view_integration_without_rate_shows_no_rate_per_second() -> None:
+    integration = Integration(name="w", type=IntegrationType.WEBHOOK, model="m")
+
+    assert "rate_per_second" not in _view(integration)

@@ -1,4 +1,4 @@
-"""Unit tests of core/fanout.py: ledger rows, delivery messages and what is reported when SQS refuses some."""
+"""Unit tests of core/fanout.py: the notification record, delivery messages and what is reported when SQS refuses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
 from core.fanout import fan_out
-from core.ledger import DeliveryLedger
+from core.ledger import Delivery, DeliveryLedger
 from core.models import DeliveryStatus, Integration, IntegrationType, Topic
 from core.queue import DeliveryQueue
 from tests.fakes.dynamodb import FakeDynamoDBClient
@@ -45,7 +45,7 @@ def _topic(count: int = 2, model: Any = "hello $name") -> Topic:
 
 @pytest.fixture
 def dynamodb() -> FakeDynamoDBClient:
-    return FakeDynamoDBClient({DELIVERIES: ("notification_id", "integration")})
+    return FakeDynamoDBClient({DELIVERIES: ("notification_id", "delivery_key")})
 
 
 @pytest.fixture
@@ -58,15 +58,29 @@ def _statuses(ledger: DeliveryLedger, notification_id: str, names: list[str]) ->
     return {name: (entry.status.value, entry.last_error) for name, entry in entries.items() if entry}
 
 
-def test_fan_out_records_queued_rows_and_enqueues_one_message_each(ledger: DeliveryLedger) -> None:
+def test_fan_out_writes_one_record_and_enqueues_one_message_each(
+    dynamodb: FakeDynamoDBClient, ledger: DeliveryLedger
+) -> None:
     sqs = FakeSqsClient()
 
-    result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL))
+    result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), caller="key-1")
 
     names = ["slack-0", "slack-1", "slack-2"]
+    record = ledger.get_record(result.notification_id)
     assert set(result.message_ids) == set(names)
-    assert _statuses(ledger, result.notification_id, names) == dict.fromkeys(names, ("queued", None))
+    assert [call for call, _ in dynamodb.calls if call != "get_item"] == ["put_item"]
+    assert (record.caller, record.delivery_count, record.source) == ("key-1", 3, "publish")
+    assert record.deliveries == tuple(Delivery(key=name, integration=name, type="slack") for name in names)
+    assert _statuses(ledger, result.notification_id, names) == {}
     assert sorted(_integration_name(body) for body in sqs.sent.values()) == names
+
+
+def test_fan_out_forty_integrations_send_four_batches(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient()
+
+    fan_out(_topic(40), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL))
+
+    assert sorted(len(batch) for batch in sqs.batches) == [10, 10, 10, 10]
 
 
 def test_fan_out_message_is_versioned_contract_with_reference_only(ledger: DeliveryLedger) -> None:
@@ -76,8 +90,9 @@ def test_fan_out_message_is_versioned_contract_with_reference_only(ledger: Deliv
 
     body = json.loads(sqs.sent[result.message_ids["slack-0"]])
     assert body == {
-        "v": 1,
+        "v": 2,
         "notification_id": "n-1",
+        "delivery_key": "slack-0",
         "channel": "orders",
         "topic": "shipped",
         "created_at": body["created_at"],
@@ -88,6 +103,8 @@ def test_fan_out_message_is_versioned_contract_with_reference_only(ledger: Deliv
             "credentials_ref": "/notify/test/integrations/orders/shipped/slack-0",
         },
         "content": {"text": "hello Ada"},
+        "attempt": 0,
+        "slot_reserved": False,
     }
 
 
@@ -127,10 +144,7 @@ def test_fan_out_entry_failed_once_then_sent_reports_all(ledger: DeliveryLedger)
     result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL))
 
     assert set(result.message_ids) == {"slack-0", "slack-1", "slack-2"}
-    assert all(
-        ledger_status == ("queued", None)
-        for ledger_status in _statuses(ledger, result.notification_id, list(result.message_ids)).values()
-    )
+    assert _statuses(ledger, result.notification_id, list(result.message_ids)) == {}
 
 
 def test_fan_out_entry_still_failing_raises_and_marks_only_it_failed(ledger: DeliveryLedger) -> None:
@@ -142,9 +156,7 @@ def test_fan_out_entry_still_failing_raises_and_marks_only_it_failed(ledger: Del
     assert raised.value.notification_id == "n-2"
     assert raised.value.failed == {"slack-1": "InternalError"}
     assert _statuses(ledger, "n-2", ["slack-0", "slack-1", "slack-2"]) == {
-        "slack-0": ("queued", None),
         "slack-1": ("failed", "not enqueued: InternalError"),
-        "slack-2": ("queued", None),
     }
     assert sorted(_integration_name(body) for body in sqs.sent.values()) == ["slack-0", "slack-2"]
 

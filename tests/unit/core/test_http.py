@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.channels import TopicRequest
 from core.errors import (
     AuthenticationError,
     ConflictError,
@@ -21,7 +22,6 @@ from core.errors import (
     UpstreamError,
 )
 from core.http import MAX_BODY_BYTES, error_response, parse_body, raw_body
-from core.integrations import TopicRequest
 from core.models import PublishRequest
 
 

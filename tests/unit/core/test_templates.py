@@ -1,4 +1,7 @@
-"""Unit tests of core/templates.py: strict ``$name`` templates, escaping per channel, missing variables."""
+"""Unit tests of core/templates.py: strict ``$name`` templates, html escaping, missing variables.
+
+How each type renders and escapes is tested with its channel (tests/unit/core/channels/).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ from typing import Any
 import pytest
 
 from core.errors import MissingTemplateVariablesError, TemplateError
-from core.models import Content, Integration, IntegrationType
-from core.templates import escape_html, escape_slack, missing_variables, render, render_content, variables
+from core.models import Integration, IntegrationType
+from core.templates import escape_html, missing_variables, render, variables
 
 
 @pytest.mark.parametrize(
@@ -120,60 +123,16 @@ def test_variables_structure_returns_every_name() -> None:
     assert variables({"k": "$a ${b}", "l": ["$c", 1], "$key": "$$"}) == {"a", "b", "c"}
 
 
-@pytest.mark.parametrize(
-    ("escape", "value", "expected"),
-    [
-        pytest.param(escape_slack, "a & b <c> d", "a &amp; b &lt;c&gt; d", id="slack-amp-lt-gt"),
-        pytest.param(escape_slack, "&amp;", "&amp;amp;", id="slack-amp-escaped-first"),
-        pytest.param(escape_slack, "*bold* \"q\" 'q'", "*bold* \"q\" 'q'", id="slack-leaves-others"),
-        pytest.param(
-            escape_html, "<b>\"x\" & 'y'</b>", "&lt;b&gt;&quot;x&quot; &amp; &#x27;y&#x27;&lt;/b&gt;", id="html"
-        ),
-    ],
-)
-def test_escape_function_escapes_only_its_special_characters(escape: Any, value: str, expected: str) -> None:
-    assert escape(value) == expected
+def test_escape_html_escapes_markup_and_quotes() -> None:
+    assert escape_html("<b>\"x\" & 'y'</b>") == "&lt;b&gt;&quot;x&quot; &amp; &#x27;y&#x27;&lt;/b&gt;"
 
 
 def test_render_with_escape_escapes_values_not_template_text() -> None:
-    assert render("<@here> $v", {"v": "<b>&"}, escape_slack) == "<@here> &lt;b&gt;&amp;"
+    assert render("<p>$v</p>", {"v": "<b>&"}, escape_html) == "<p>&lt;b&gt;&amp;</p>"
 
 
 def _integration(kind: IntegrationType, model: Any) -> Integration:
     return Integration(name="i", type=kind, model=model, target={})
-
-
-def test_render_content_slack_escapes_inserted_values() -> None:
-    content = render_content(_integration(IntegrationType.SLACK, "<!channel> $v"), {"v": "a<b>&c"})
-
-    assert content == Content(text="<!channel> a&lt;b&gt;&amp;c")
-
-
-@pytest.mark.parametrize("kind", [IntegrationType.TELEGRAM, IntegrationType.WEBHOOK, IntegrationType.PUSH])
-def test_render_content_other_string_models_insert_values_unescaped(kind: IntegrationType) -> None:
-    content = render_content(_integration(kind, "x $v"), {"v": "a<b>&c"})
-
-    assert content == Content(text="x a<b>&c")
-
-
-def test_render_content_email_escapes_html_only() -> None:
-    model = {"subject": "$v", "text": "t $v", "html": "<p>$v</p>"}
-
-    content = render_content(_integration(IntegrationType.EMAIL, model), {"v": "<A&B>"})
-
-    assert content == Content(subject="<A&B>", text="t <A&B>", html="<p>&lt;A&amp;B&gt;</p>")
-
-
-def test_render_content_email_without_html_has_no_html() -> None:
-    content = render_content(_integration(IntegrationType.EMAIL, {"subject": "s", "text": "t"}), {})
-
-    assert content.html is None
-
-
-def test_render_content_webhook_object_model_renders_into_data() -> None:
-    content = render_content(_integration(IntegrationType.WEBHOOK, {"id": "$id", "n": 1}), {"id": "A1"})
-
-    assert content == Content(data={"id": "A1", "n": 1})
 
 
 def test_missing_variables_collects_across_integrations() -> None:

@@ -16,7 +16,7 @@ from producer.publish import PublishCall, publish
 from tests.fakes.dynamodb import FakeDynamoDBClient
 from tests.fakes.sqs import FakeSqsClient
 
-TABLES = {"topics": ("channel", "topic"), "deliveries": ("notification_id", "integration"), "idem": ("id",)}
+TABLES = {"topics": ("channel", "topic"), "deliveries": ("notification_id", "delivery_key"), "idem": ("id",)}
 
 
 @pytest.fixture

@@ -4,17 +4,50 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field, model_validator
 
-from consumer.channels.base import Channel, DeliveryReceipt, aws_failure, parse_settings
+from core.channels.base import (
+    Channel,
+    DeliveryReceipt,
+    IntegrationBase,
+    RateLimit,
+    aws_failure,
+    destination_key,
+    limit_at,
+    parse_settings,
+    render_text_or_data,
+)
 from core.errors import PermanentDeliveryError
-from core.integrations import PushTarget
-from core.models import Content
+from core.models import Content, IntegrationType, Strict
+
+_SNS_ARN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
 
 # SNS names Firebase Cloud Messaging "GCM"; "FCM" is accepted as its alias.
 PLATFORM_ALIASES = {"FCM": "GCM"}
+
+
+class PushTarget(Strict):
+    """An SNS platform endpoint or an SNS topic: exactly one of the two."""
+
+    endpoint_arn: str | None = Field(default=None, pattern=_SNS_ARN)
+    topic_arn: str | None = Field(default=None, pattern=_SNS_ARN)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PushTarget:
+        if (self.endpoint_arn is None) == (self.topic_arn is None):
+            raise ValueError("give exactly one of endpoint_arn and topic_arn")
+        return self
+
+
+class PushIntegration(IntegrationBase):
+    """Mobile push through SNS: one platform endpoint or a topic."""
+
+    type: Literal[IntegrationType.PUSH]
+    target: PushTarget
+    model: str | dict[str, Any]
 
 
 def _encoded(value: Any) -> str:
@@ -45,10 +78,26 @@ def push_payload(content: Content) -> str:
 
 
 class PushChannel(Channel):
-    """Publishes to an SNS platform endpoint or topic; a disabled endpoint is permanent."""
+    """Publishes to an SNS platform endpoint or topic; a disabled endpoint is permanent.
 
-    type: ClassVar[str] = "push"
+    No provider limit is declared: SNS's publish quota is far above what one consumer sends.
+    """
+
+    type: ClassVar[str] = IntegrationType.PUSH.value
+    integration_model = PushIntegration
     max_message_bytes: ClassVar[int] = 256 * 1024
+
+    @classmethod
+    def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
+        """Render a string model into text and a per-platform object into data, values inserted as they are."""
+        return render_text_or_data(model, values)
+
+    def rate_limits(
+        self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
+    ) -> list[RateLimit]:
+        """Return the integration's own rate on its endpoint or topic, or nothing when it has none."""
+        where = parse_settings(PushTarget, target, "target")
+        return limit_at(destination_key("push", where.endpoint_arn or where.topic_arn or ""), None, rate_per_second)
 
     def send(
         self,
@@ -57,6 +106,7 @@ class PushChannel(Channel):
         credentials: Mapping[str, Any] | None,
         *,
         notification_id: str,
+        delivery_key: str,
     ) -> DeliveryReceipt:
         """Publish the payload; throttling and SNS outages are retryable, ``EndpointDisabled`` permanent."""
         where = parse_settings(PushTarget, target, "target")

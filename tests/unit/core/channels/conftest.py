@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.channels import ChannelResources
+from core.channels import ChannelResources
 from tests.fakes.delivery import FakeSendingClient
 
 

@@ -1,4 +1,4 @@
-"""Integration tests of the webhook channel (consumer/channels/webhook.py) against a loopback receiver."""
+"""Integration tests of the webhook channel (core/channels/webhook.py) against a loopback receiver."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from consumer.channels import ChannelResources, DeliveryReceipt
-from consumer.channels.webhook import WebhookChannel
+from core.channels import ChannelResources, DeliveryReceipt
+from core.channels.webhook import DELIVERY_KEY_HEADER, WebhookChannel
 from core.errors import BlockedTargetError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 from core.outbound import OutboundSession
@@ -22,7 +22,9 @@ def _send(
 ) -> DeliveryReceipt:
     channel = WebhookChannel(resources, clock=lambda: 1_800_000_000.0)
     credentials = {"signing_secret": secret} if secret else None
-    return channel.send(content or Content(text="hi"), {"url": url}, credentials, notification_id="n-1")
+    return channel.send(
+        content or Content(text="hi"), {"url": url}, credentials, notification_id="n-1", delivery_key="k-1"
+    )
 
 
 def test_webhook_posts_object_model_as_json(resources: ChannelResources, receiver: Receiver) -> None:
@@ -36,6 +38,12 @@ def test_webhook_carries_notification_id_and_timestamp(resources: ChannelResourc
 
     headers = receiver.requests[0].headers
     assert (headers["X-Notification-Id"], headers["X-Notification-Timestamp"]) == ("n-1", "1800000000")
+
+
+def test_webhook_carries_delivery_key(resources: ChannelResources, receiver: Receiver) -> None:
+    _send(resources, f"{receiver.url}/hook")
+
+    assert receiver.requests[0].headers[DELIVERY_KEY_HEADER] == "k-1"
 
 
 def test_webhook_without_secret_sends_no_signature(resources: ChannelResources, receiver: Receiver) -> None:

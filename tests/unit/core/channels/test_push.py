@@ -1,4 +1,4 @@
-"""Unit tests of the push channel (consumer/channels/push.py) with a fake SNS client."""
+"""Unit tests of the push channel (core/channels/push.py) with a fake SNS client: rendering, pacing, sending."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from consumer.channels import ChannelResources
-from consumer.channels.push import PushChannel, push_payload
+from core.channels import ChannelResources, RateLimit, destination_key
+from core.channels.push import PushChannel, push_payload
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 from tests.fakes.delivery import FakeSendingClient
@@ -46,14 +46,18 @@ def test_push_platform_object_without_default_gets_one() -> None:
 
 
 def test_push_publishes_to_endpoint(resources: ChannelResources, client: FakeSendingClient) -> None:
-    PushChannel(resources).send(Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1")
+    PushChannel(resources).send(
+        Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1", delivery_key="k-1"
+    )
 
     [call] = client.calls
     assert (call["TargetArn"], call["MessageStructure"]) == (ENDPOINT, "json")
 
 
 def test_push_publishes_to_topic(resources: ChannelResources, client: FakeSendingClient) -> None:
-    PushChannel(resources).send(Content(text="hi"), {"topic_arn": TOPIC}, None, notification_id="n-1")
+    PushChannel(resources).send(
+        Content(text="hi"), {"topic_arn": TOPIC}, None, notification_id="n-1", delivery_key="k-1"
+    )
 
     assert client.calls[0]["TopicArn"] == TOPIC
 
@@ -74,7 +78,9 @@ def test_push_sns_error_is_classified(code: str, status: int, kind: type[Deliver
     resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
 
     with pytest.raises(DeliveryError) as raised:
-        PushChannel(resources).send(Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1")
+        PushChannel(resources).send(
+            Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1", delivery_key="k-1"
+        )
 
     assert type(raised.value) is kind
 
@@ -82,5 +88,34 @@ def test_push_sns_error_is_classified(code: str, status: int, kind: type[Deliver
 def test_push_target_with_both_arns_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         PushChannel(resources).send(
-            Content(text="hi"), {"endpoint_arn": ENDPOINT, "topic_arn": TOPIC}, None, notification_id="n-1"
+            Content(text="hi"),
+            {"endpoint_arn": ENDPOINT, "topic_arn": TOPIC},
+            None,
+            notification_id="n-1",
+            delivery_key="k-1",
         )
+
+
+def test_push_render_string_model_into_text_unescaped() -> None:
+    assert PushChannel.render("Hi $v", {"v": "<b>&"}) == Content(text="Hi <b>&")
+
+
+def test_push_render_platform_object_into_data() -> None:
+    content = PushChannel.render({"default": "$v", "APNS": {"aps": {"alert": "$v"}}}, {"v": "Shipped"})
+
+    assert content == Content(data={"default": "Shipped", "APNS": {"aps": {"alert": "Shipped"}}})
+
+
+def test_push_rate_limits_without_integration_rate_none(resources: ChannelResources) -> None:
+    assert PushChannel(resources).rate_limits({"endpoint_arn": ENDPOINT}, None, None) == []
+
+
+def test_push_rate_limits_integration_rate_limits_its_endpoint(resources: ChannelResources) -> None:
+    limits = PushChannel(resources).rate_limits({"topic_arn": TOPIC}, None, 2.0)
+
+    assert limits == [RateLimit(destination_key("push", TOPIC), 2.0)]
+
+
+def test_push_rate_limits_invalid_target_is_permanent(resources: ChannelResources) -> None:
+    with pytest.raises(PermanentDeliveryError):
+        PushChannel(resources).rate_limits({}, None, None)

@@ -1,11 +1,11 @@
-"""Integration tests of the Slack channel (consumer/channels/slack.py) against a loopback receiver."""
+"""Integration tests of the Slack channel (core/channels/slack.py) against a loopback receiver."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.channels import ChannelResources
-from consumer.channels.slack import SlackChannel
+from core.channels import ChannelResources
+from core.channels.slack import SlackChannel
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 from tests.support.receivers import Answer, Receiver
@@ -13,7 +13,7 @@ from tests.support.receivers import Answer, Receiver
 
 def _send(resources: ChannelResources, receiver: Receiver, text: str = "hi") -> None:
     credentials = {"webhook_url": f"{receiver.url}/services/T0/B0/secret"}
-    SlackChannel(resources).send(Content(text=text), {}, credentials, notification_id="n-1")
+    SlackChannel(resources).send(Content(text=text), {}, credentials, notification_id="n-1", delivery_key="k-1")
 
 
 def test_slack_ok_posts_text_to_webhook(resources: ChannelResources, receiver: Receiver) -> None:
@@ -72,4 +72,4 @@ def test_slack_failure_reason_hides_webhook_path(resources: ChannelResources, re
 
 def test_slack_missing_credentials_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
-        SlackChannel(resources).send(Content(text="hi"), {}, None, notification_id="n-1")
+        SlackChannel(resources).send(Content(text="hi"), {}, None, notification_id="n-1", delivery_key="k-1")

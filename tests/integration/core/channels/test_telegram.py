@@ -1,11 +1,11 @@
-"""Integration tests of the Telegram channel (consumer/channels/telegram.py) against a loopback Bot API."""
+"""Integration tests of the Telegram channel (core/channels/telegram.py) against a loopback Bot API."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.channels import ChannelResources, DeliveryReceipt
-from consumer.channels.telegram import TelegramChannel
+from core.channels import ChannelResources, DeliveryReceipt
+from core.channels.telegram import TelegramChannel
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 from tests.support.receivers import Answer, Receiver
@@ -15,7 +15,7 @@ TOKEN = "123456:telegram-secret-8c1d"
 
 def _send(resources: ChannelResources, text: str = "hi") -> DeliveryReceipt:
     return TelegramChannel(resources).send(
-        Content(text=text), {"chat_id": "-100"}, {"bot_token": TOKEN}, notification_id="n-1"
+        Content(text=text), {"chat_id": "-100"}, {"bot_token": TOKEN}, notification_id="n-1", delivery_key="k-1"
     )
 
 

@@ -1,18 +1,27 @@
-"""Fixtures of the channel suites: channel resources on a real outbound session that may reach loopback."""
+"""Fixtures of the channel suites: a loopback receiver, and channel resources on a real outbound session that may
+reach it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from consumer.channels import ChannelResources
+from core.channels import ChannelResources
 from core.outbound import OutboundSession
-from tests.support.receivers import Receiver
+from tests.support.receivers import Receiver, running_receiver
 
 
 def _no_aws(service: str) -> Any:
     raise AssertionError(f"an HTTP channel asked for an AWS client ({service})")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A scripted HTTP receiver on 127.0.0.1, stopped when the test ends."""
+    with running_receiver() as running:
+        yield running
 
 
 @pytest.fixture

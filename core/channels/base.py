@@ -1,25 +1,41 @@
-"""The one interface every channel implements, and the HTTP helpers the URL-based channels share."""
+"""The one interface every channel implements, the admin fields every integration has, and the helpers channels share.
+
+The publish Lambda imports channels to render content, so nothing here loads ``requests`` at import time: ``post``
+imports it where it is used, and annotations name it only for type checkers.
+"""
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import requests
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
-from core.models import Content
-from core.outbound import OutboundSession
+from core.models import Content, IntegrationType, Strict
+from core.templates import render
+
+if TYPE_CHECKING:
+    import requests
+
+    from core.outbound import OutboundSession
 
 Model = TypeVar("Model", bound=BaseModel)
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+# AWS error codes that say the account's rate was exceeded: like a 429, not counted as an attempt.
+THROTTLING_AWS_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "Throttled", "TooManyRequestsException", "RequestLimitExceeded"}
+)
 # AWS error codes that mean "not now" rather than "never"; boto3 has already retried them a few times.
 RETRYABLE_AWS_CODES = frozenset(
     {
@@ -36,6 +52,31 @@ RETRYABLE_AWS_CODES = frozenset(
         "KMSThrottlingException",
     }
 )
+
+
+# --- the admin schema every type shares -------------------------------------------------------------------------
+
+
+class IntegrationBase(Strict):
+    """Fields every integration has, as an admin writes them; each channel narrows ``type``, ``target``, ``model``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    type: IntegrationType
+    target: Any
+    model: Any
+    rate_per_second: float | None = Field(default=None, gt=0, le=1000)
+
+    def credentials_dict(self) -> dict[str, str] | None:
+        """Return the secret values to store, or ``None`` when this integration has none."""
+        credentials = getattr(self, "credentials", None)
+        if credentials is None:
+            return None
+        return {
+            key: value.get_secret_value() if isinstance(value, SecretStr) else str(value) for key, value in credentials
+        }
+
+
+# --- what a send needs and gives back -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -57,13 +98,68 @@ class ChannelResources:
     telegram_api_base: str
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """A provider's limit on one destination: at most ``per_second`` sends per second, each costing ``cost``."""
+
+    key: str
+    per_second: float
+    cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.per_second > 0 and math.isfinite(self.per_second)):
+            raise ValueError("per_second must be a positive number")
+        if not (self.cost > 0 and math.isfinite(self.cost)):
+            raise ValueError("cost must be a positive number")
+
+
+def destination_key(kind: str, *parts: str) -> str:
+    """Return a stable, non-secret key: kind + ':' + first 32 hex of sha256 over the parts joined by '\\n'.
+
+    Destinations are named by secrets (a Slack webhook URL, a bot token), and pacing state is stored and logged, so
+    a key carries a digest of them only.
+    """
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    return f"{kind}:{digest}"
+
+
+def limit_at(key: str, declared: float | None, rate_per_second: float | None) -> list[RateLimit]:
+    """Return the one limit on a destination: the stricter of the declared rate and the integration's own, if any."""
+    rates = [rate for rate in (declared, rate_per_second) if rate is not None]
+    return [RateLimit(key, min(rates))] if rates else []
+
+
+# --- the interface ------------------------------------------------------------------------------------------------
+
+
 class Channel(ABC):
-    """A way to deliver content; subclasses name their ``type`` and their limits as class attributes."""
+    """A way to deliver content; subclasses declare their ``type``, schema and limits as class attributes.
+
+    ``integration_model`` is the admin schema of an integration of this type; ``credentials_model`` the secret it
+    needs, or ``None``.
+    """
 
     type: ClassVar[str]
+    integration_model: ClassVar[builtins.type[IntegrationBase]]
+    credentials_model: ClassVar[builtins.type[BaseModel] | None] = None
 
     def __init__(self, resources: ChannelResources) -> None:
         self._resources = resources
+
+    @classmethod
+    @abstractmethod
+    def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
+        """Render an integration's stored model with ``values`` into the content this channel sends."""
+
+    @abstractmethod
+    def rate_limits(
+        self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
+    ) -> list[RateLimit]:
+        """Return the limits a send to this destination must respect; invalid settings are permanent errors.
+
+        ``rate_per_second`` is the integration's own optional limit, set by an admin; it applies on top of the
+        provider's declared limits.
+        """
 
     @abstractmethod
     def send(
@@ -73,11 +169,22 @@ class Channel(ABC):
         credentials: Mapping[str, Any] | None,
         *,
         notification_id: str,
+        delivery_key: str,
     ) -> DeliveryReceipt:
         """Deliver ``content``; raise ``RetryableDeliveryError`` or ``PermanentDeliveryError`` when it fails."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+def render_text_or_data(model: Any, values: Mapping[str, Any]) -> Content:
+    """Render a string model into ``text`` and an object or list model into ``data``, inserting values as they are."""
+    if isinstance(model, str):
+        return Content(text=render(model, values))
+    return Content(data=render(model, values))
 
 
 def parse_settings(model: type[Model], value: Any, what: str) -> Model:
@@ -115,6 +222,8 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
     A requests exception's text carries the URL, and URLs carry secrets (a Telegram bot token, a Slack webhook
     path), so the original exception is dropped (``from None``) rather than chained into logs and the ledger.
     """
+    import requests
+
     try:
         return session.post(url, **kwargs)
     except requests.Timeout:
@@ -134,7 +243,8 @@ def classify_status(response: requests.Response, what: str, detail: str = "") ->
         return
     reason = f"{what}: HTTP {status}" + (f" {detail}" if detail else "")
     if status == 429 or status >= 500:
-        raise RetryableDeliveryError(reason, retry_after_seconds(response.headers.get("Retry-After")))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        raise RetryableDeliveryError(reason, retry_after, rate_limited=status == 429)
     raise PermanentDeliveryError(reason)
 
 
@@ -156,5 +266,5 @@ def aws_failure(exc: ClientError | BotoCoreError, what: str) -> DeliveryError:
     code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
     if code in RETRYABLE_AWS_CODES or status >= 500:
-        return RetryableDeliveryError(f"{what}: {code}")
+        return RetryableDeliveryError(f"{what}: {code}", rate_limited=code in THROTTLING_AWS_CODES)
     return PermanentDeliveryError(f"{what}: {code}")

@@ -1,0 +1,169 @@
+"""Burst and outage drills through the whole local stack: nothing lost under a rate limit or an endpoint outage.
+
+Starts ``python -m infra.local`` (as ``make run`` does) with the deployed params. Burst: a topic with one webhook
+integration whose ``rate_per_second`` is the receiver's limit, on a local receiver URL that accepts that many requests
+per second and answers 429 (``Retry-After: 1``) beyond; 100 notifications are published at once, then it waits until
+every one is final. It prints delivered, dead, the receiver's 429 answers against all its requests, and the time from
+the first publish to the last delivery beside the floor N / rate. Outage (``--outage``): a receiver that answers 503
+for a few minutes, notifications published during it, all of which must end ``delivered`` after it.
+
+Run: ``python -m bench.burst`` (5/s and 1/s, about three minutes), ``--quick`` (5/s only), ``--outage`` (adds the
+outage drill: 150 s of 503).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bench.local_stack import ADMIN_TOKEN, API_KEY, LocalStack, _call
+
+NOTIFICATIONS = 100
+FINAL = {"delivered", "failed", "dead"}
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """What one drill measured."""
+
+    label: str
+    published: int
+    delivered: int
+    dead: int
+    failed: int
+    requests: int
+    answered_429: int
+    seconds: float
+    floor: float | None
+
+
+def _topic(stack: LocalStack, name: str, url: str, rate: float | None) -> str:
+    integration: dict[str, Any] = {"name": "hook", "type": "webhook", "target": {"url": url}, "model": "n $n"}
+    if rate is not None:
+        integration["rate_per_second"] = rate
+    status, body, _ = _call(
+        "PUT",
+        f"{stack.api}/v1/channels/bench/topics/{name}",
+        {"integrations": [integration]},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    if status != 201:
+        raise RuntimeError(f"creating the topic failed: {status} {body}")
+    topic_hash: str = body["topic_hash"]
+    return topic_hash
+
+
+def _publish_all(stack: LocalStack, name: str, topic_hash: str, count: int) -> list[str]:
+    headers = {"x-api-key": API_KEY, "x-topic-hash-x": topic_hash}
+
+    def publish(n: int) -> str:
+        status, body, reply = _call(
+            "POST", f"{stack.api}/v1/notifications/bench/{name}", {"metadata": {"n": n}}, headers
+        )
+        if status != 200:
+            raise RuntimeError(f"publish failed: {status} {body}")
+        return str(reply["X-Notification-Id"])
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        return list(pool.map(publish, range(count)))
+
+
+def _wait_final(stack: LocalStack, ids: list[str], timeout: float) -> dict[str, str]:
+    headers = {"x-api-key": API_KEY}
+    statuses: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(statuses) < len(ids) and time.monotonic() < deadline:
+        for notification_id in ids:
+            if notification_id in statuses:
+                continue
+            _, body, _ = _call("GET", f"{stack.api}/v1/notifications/{notification_id}", headers=headers)
+            status = body["deliveries"][0]["status"] if body and body.get("deliveries") else "queued"
+            if status in FINAL:
+                statuses[notification_id] = status
+        time.sleep(0.5)
+    return statuses
+
+
+def _records(stack: LocalStack, path: str) -> list[dict[str, Any]]:
+    _, body, _ = _call("GET", f"http://127.0.0.1:{stack.receiver_port}/_records")
+    return [record for record in body["records"] if record["path"] == path]
+
+
+def _drill(
+    stack: LocalStack, label: str, name: str, query: str, rate: float | None, count: int, timeout: float
+) -> DrillResult:
+    path = f"/webhook/{name}"
+    topic_hash = _topic(stack, name, f"http://127.0.0.1:{stack.receiver_port}{path}?{query}", rate)
+    started = time.time()
+    ids = _publish_all(stack, name, topic_hash, count)
+    statuses = _wait_final(stack, ids, timeout)
+    records = _records(stack, path)
+    # The receiver stamps each request it gets; the drill lasts until the last one it accepted.
+    accepted = [datetime.fromisoformat(record["time"]).timestamp() for record in records if record["status"] < 300]
+    seconds = (max(accepted) if accepted else time.time()) - started
+    values = list(statuses.values())
+    return DrillResult(
+        label=label,
+        published=count,
+        delivered=values.count("delivered"),
+        dead=values.count("dead"),
+        failed=values.count("failed"),
+        requests=len(records),
+        answered_429=sum(1 for record in records if record["status"] == 429),
+        seconds=seconds,
+        floor=count / rate if rate else None,
+    )
+
+
+def _print(result: DrillResult) -> None:
+    share = result.answered_429 / result.requests * 100 if result.requests else 0.0
+    lost = result.published - result.delivered - result.dead - result.failed
+    print(f"  {result.label}")
+    print(
+        f"    delivered {result.delivered}/{result.published}   dead {result.dead}   failed {result.failed}   "
+        f"not final {lost}"
+    )
+    print(
+        f"    receiver: {result.requests} requests, {result.answered_429} answered 429 ({share:.1f} %; target <= 5 %)"
+    )
+    if result.floor:
+        print(
+            f"    first publish to last delivery: {result.seconds:.1f} s   floor N/rate {result.floor:.1f} s   "
+            f"ratio {result.seconds / result.floor:.2f} (target <= 1.3)"
+        )
+    else:
+        print(f"    first publish to last delivery: {result.seconds:.1f} s")
+
+
+def main() -> None:
+    """Run the drills and print their figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the 5/s burst only")
+    parser.add_argument("--outage", action="store_true", help="add the 150 s outage drill")
+    args = parser.parse_args()
+    print(f"Burst drills through the local stack ({NOTIFICATIONS} notifications published at once)")
+    rates = [5.0] if args.quick else [5.0, 1.0]
+    with LocalStack("") as stack:
+        for rate in rates:
+            name = f"burst-{int(rate)}"
+            result = _drill(
+                stack,
+                f"receiver allows {rate:g}/s",
+                name,
+                f"rate={rate:g}",
+                rate,
+                NOTIFICATIONS,
+                NOTIFICATIONS / rate * 3,
+            )
+            _print(result)
+        if args.outage:
+            result = _drill(stack, "receiver down for 150 s (503), 5 notifications", "outage", "down=150", None, 5, 900)
+            _print(result)
+
+
+if __name__ == "__main__":
+    main()

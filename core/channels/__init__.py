@@ -1,0 +1,97 @@
+"""One module per channel type behind one interface; ``CHANNELS`` is the explicit registry of them.
+
+The admin schema (``IntegrationSpec``, ``TopicRequest``, ``CREDENTIAL_FIELDS``), the consumer's channels
+(``build_channels``) and the producer's rendering (``render_content``) are all built from that one dict, so a new
+channel is one module and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
+
+from pydantic import Field, field_validator
+
+from core.channels.base import (
+    NAME_PATTERN,
+    Channel,
+    ChannelResources,
+    DeliveryReceipt,
+    IntegrationBase,
+    RateLimit,
+    destination_key,
+)
+from core.channels.email import EmailChannel
+from core.channels.push import PushChannel
+from core.channels.slack import SlackChannel
+from core.channels.telegram import TelegramChannel
+from core.channels.webhook import WebhookChannel
+from core.models import Content, Integration, Strict
+
+CHANNELS: dict[str, type[Channel]] = {
+    EmailChannel.type: EmailChannel,
+    SlackChannel.type: SlackChannel,
+    TelegramChannel.type: TelegramChannel,
+    WebhookChannel.type: WebhookChannel,
+    PushChannel.type: PushChannel,
+}
+
+
+def build_channels(resources: ChannelResources) -> dict[str, Channel]:
+    """Return one instance of every registered channel, sharing ``resources``."""
+    return {name: channel(resources) for name, channel in CHANNELS.items()}
+
+
+def render_content(integration: Integration, values: Mapping[str, Any]) -> Content:
+    """Render an integration's model into the content its channel sends."""
+    return CHANNELS[integration.type].render(integration.model, values)
+
+
+# One integration as an admin writes it, told apart by ``type``. The union is built from the registry at run time; type
+# checkers see what every member has.
+if TYPE_CHECKING:
+    IntegrationSpec: TypeAlias = IntegrationBase
+else:
+    IntegrationSpec = Annotated[
+        Union[tuple(channel.integration_model for channel in CHANNELS.values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
+
+
+class TopicRequest(Strict):
+    """Body of ``PUT /v1/channels/{channel}/topics/{topic}``."""
+
+    integrations: list[IntegrationSpec] = Field(min_length=1, max_length=100)
+
+    @field_validator("integrations")
+    @classmethod
+    def _unique_names(cls, value: list[IntegrationSpec]) -> list[IntegrationSpec]:
+        seen: set[str] = set()
+        for integration in value:
+            if integration.name in seen:
+                raise ValueError(f"two integrations are named {integration.name!r}")
+            seen.add(integration.name)
+        return value
+
+
+CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
+    name: tuple(credentials.model_fields)
+    for name, channel in CHANNELS.items()
+    if (credentials := channel.credentials_model) is not None
+}
+
+__all__ = [
+    "CHANNELS",
+    "CREDENTIAL_FIELDS",
+    "NAME_PATTERN",
+    "Channel",
+    "ChannelResources",
+    "DeliveryReceipt",
+    "IntegrationBase",
+    "IntegrationSpec",
+    "RateLimit",
+    "TopicRequest",
+    "build_channels",
+    "destination_key",
+    "render_content",
+]

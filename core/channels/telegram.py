@@ -1,0 +1,124 @@
+"""Telegram through the Bot API's ``sendMessage``; the bot token is the credential and sits in the URL path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from core.channels.base import (
+    Channel,
+    DeliveryReceipt,
+    IntegrationBase,
+    RateLimit,
+    destination_key,
+    limit_at,
+    parse_settings,
+    post,
+    render_text_or_data,
+    retry_after_seconds,
+    truncate,
+)
+from core.errors import PermanentDeliveryError, RetryableDeliveryError
+from core.models import Content, IntegrationType, Strict
+
+if TYPE_CHECKING:
+    import requests
+
+
+class TelegramTarget(Strict):
+    """The chat a Telegram bot writes to."""
+
+    chat_id: str = Field(min_length=1, max_length=64)
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TelegramCredentials(Strict):
+    """Secret of a Telegram bot: its token."""
+
+    bot_token: SecretStr = Field(min_length=1)
+
+
+class TelegramIntegration(IntegrationBase):
+    """A Telegram chat, written to by a bot."""
+
+    type: Literal[IntegrationType.TELEGRAM]
+    target: TelegramTarget
+    credentials: TelegramCredentials
+    model: str = Field(min_length=1)
+
+
+def _answer(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+class TelegramChannel(Channel):
+    """Sends text to a chat; errors are named by the Bot API's description, which never holds the token."""
+
+    type: ClassVar[str] = IntegrationType.TELEGRAM.value
+    integration_model = TelegramIntegration
+    credentials_model = TelegramCredentials
+    max_text_length: ClassVar[int] = 4096
+    chat_rate_per_second: ClassVar[float] = 1.0
+    bot_rate_per_second: ClassVar[float] = 30.0
+
+    @classmethod
+    def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
+        """Render the text; Telegram gets plain text (no parse mode), so nothing is escaped."""
+        return render_text_or_data(model, values)
+
+    def _settings(self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None) -> tuple[str, str]:
+        chat = parse_settings(TelegramTarget, target, "target")
+        if credentials is None:
+            raise PermanentDeliveryError("telegram: credentials are missing")
+        token = parse_settings(TelegramCredentials, credentials, "credentials").bot_token.get_secret_value()
+        return chat.chat_id, token
+
+    def rate_limits(
+        self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
+    ) -> list[RateLimit]:
+        """Return the chat's limit (1 per second, or the integration's stricter rate) and the bot's (30 per second)."""
+        chat_id, token = self._settings(target, credentials)
+        chat = limit_at(destination_key("telegram-chat", token, chat_id), self.chat_rate_per_second, rate_per_second)
+        return [*chat, RateLimit(destination_key("telegram-bot", token), self.bot_rate_per_second)]
+
+    def send(
+        self,
+        content: Content,
+        target: Mapping[str, Any],
+        credentials: Mapping[str, Any] | None,
+        *,
+        notification_id: str,
+        delivery_key: str,
+    ) -> DeliveryReceipt:
+        """Send the text; 429 waits ``parameters.retry_after``, 5xx retries, a missing or blocked chat is permanent."""
+        chat_id, token = self._settings(target, credentials)
+        if not content.text:
+            raise PermanentDeliveryError("telegram: no text to send")
+        url = f"{self._resources.telegram_api_base.rstrip('/')}/bot{token}/sendMessage"
+        payload = {"chat_id": chat_id, "text": truncate(content.text, self.max_text_length)}
+        response = post(self._resources.http, url, "telegram", json=payload)
+        answer = _answer(response)
+        if 200 <= response.status_code < 300 and answer.get("ok") is True:
+            message_id = (answer.get("result") or {}).get("message_id")
+            return DeliveryReceipt(str(message_id) if message_id is not None else None)
+        description = " ".join(str(answer.get("description") or "").replace(token, "***").split())[:200]
+        reason = f"telegram: HTTP {response.status_code}" + (f" {description}" if description else "")
+        parameters = answer.get("parameters") if isinstance(answer.get("parameters"), dict) else {}
+        if response.status_code == 429:
+            delay = parameters.get("retry_after") if parameters else None
+            if not isinstance(delay, int | float):
+                delay = retry_after_seconds(response.headers.get("Retry-After"))
+            raise RetryableDeliveryError(reason, float(delay) if delay is not None else None, rate_limited=True)
+        if response.status_code >= 500:
+            raise RetryableDeliveryError(reason)
+        raise PermanentDeliveryError(reason)

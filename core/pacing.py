@@ -1,0 +1,236 @@
+"""Pacing per destination: send slots taken from state that every concurrent consumer shares.
+
+The algorithm is GCRA ("generic cell rate algorithm", the virtual-scheduling form of a leaky bucket): each
+destination keeps one number, its theoretical arrival time (TAT), the moment the next send may start. Taking a slot
+returns ``max(TAT, now)`` and moves TAT one interval (``cost / per_second``) past it, so slots of one destination are
+spaced by its rate however many consumers take them, and a burst is spread into a queue of future slots rather than
+refused. A 429 pushes TAT past the provider's ``Retry-After`` and slows the pace for a while.
+
+In DynamoDB a slot costs one conditional ``UpdateItem``: ``tat = tat + step`` while the destination is busy (TAT in
+the future), ``tat = now + step`` when it is idle. DynamoDB cannot take a maximum in an update, so each pacer
+remembers what it last saw of a destination to pick the branch that will hold; a wrong guess costs one more call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
+
+# Slots are spaced this much wider than the provider's rate, so that jitter in when each request reaches the provider
+# never crowds one more into its counting window.
+SAFETY_MARGIN = 1.05
+# After a 429, sends to the destination are spaced this much wider, for at least this long.
+SLOW_FACTOR = 2.0
+MAX_SLOW_FACTOR = 8.0
+SLOW_SECONDS = 60.0
+# Pacing items outlive their last use by this long (DynamoDB TTL).
+ITEM_TTL_SECONDS = 86400
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What taking a slot of one destination returned: the slot's time, and the destination's slow-down."""
+
+    at: float
+    tat: float
+    slow_factor: float = 1.0
+    slow_until: float = 0.0
+
+
+class PaceStore(Protocol):
+    """Where destinations' pacing state lives, shared by every consumer (DynamoDB; an in-memory fake in tests)."""
+
+    def take(self, key: str, step: float, now: float, busy: bool) -> Slot:
+        """Take the next slot of ``key`` and move its TAT ``step`` seconds past it; ``busy`` is a hint only."""
+        ...
+
+    def advance(self, key: str, to: float, now: float) -> None:
+        """Move the TAT of ``key`` to ``to`` unless it is later already."""
+        ...
+
+    def hold(self, key: str, until: float, now: float) -> Slot:
+        """Give ``key`` no slot before ``until`` and slow its pace (see ``slowed``); return its new state."""
+        ...
+
+
+def slowed(factor: float, slow_until: float, until: float, now: float) -> tuple[float, float]:
+    """Return the slow-down after a 429 held a destination until ``until``: its factor and when it ends.
+
+    The factor doubles on each 429 while a slow-down lasts (at most ``MAX_SLOW_FACTOR``) and starts at
+    ``SLOW_FACTOR`` otherwise; the slow-down lasts ``SLOW_SECONDS`` past the hold, and never ends earlier than it did.
+    """
+    active = factor if slow_until > now else 1.0
+    return min(MAX_SLOW_FACTOR, active * SLOW_FACTOR), max(slow_until, until + SLOW_SECONDS)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A rate a destination must be held to: ``per_second`` sends per second, this send costing ``cost`` of them."""
+
+    key: str
+    per_second: float
+    cost: float = 1.0
+
+    @property
+    def step(self) -> float:
+        """Return the seconds one send of this cost occupies, with the safety margin."""
+        return self.cost / self.per_second * SAFETY_MARGIN
+
+
+class Pacer:
+    """Takes send slots for destinations from a shared store; safe to use from several threads.
+
+    Parameters
+    ----------
+    store:
+        The shared pacing state.
+    """
+
+    def __init__(self, store: PaceStore) -> None:
+        self._store = store
+        self._seen: dict[str, Slot] = {}
+        self._lock = threading.Lock()
+
+    def _last(self, key: str) -> Slot | None:
+        with self._lock:
+            return self._seen.get(key)
+
+    def _remember(self, key: str, slot: Slot) -> None:
+        with self._lock:
+            self._seen[key] = slot
+
+    def reserve(self, limits: Sequence[Limit], now: float) -> float:
+        """Return the time at which a send may start that keeps every limit (``now`` when all are free).
+
+        With several limits (a Telegram chat and its bot) the strictest is taken first and each next one no earlier
+        than the slot found so far; when a later limit pushes the send further, the earlier ones are moved to it
+        too (one more call), so that no limit counts the send at a time it does not happen.
+        """
+        at = now
+        taken: list[tuple[Limit, float]] = []
+        for limit in sorted(limits, key=lambda limit: limit.step, reverse=True):
+            last = self._last(limit.key)
+            factor = last.slow_factor if last is not None and last.slow_until > now else 1.0
+            step = limit.step * factor
+            slot = self._store.take(limit.key, step, at, busy=last is not None and last.tat > at)
+            self._remember(limit.key, slot)
+            taken.append((limit, step))
+            if slot.at > at:
+                for earlier, earlier_step in taken[:-1]:
+                    self._store.advance(earlier.key, slot.at + earlier_step, now)
+                at = slot.at
+        return at
+
+    def penalize(self, limits: Sequence[Limit], retry_after: float, now: float) -> None:
+        """Hold every limit's destination until ``now + retry_after`` and slow its pace (a 429 was answered)."""
+        for limit in limits:
+            self._remember(limit.key, self._store.hold(limit.key, now + retry_after, now))
+
+
+def _number(item: dict[str, Any], name: str, default: float = 0.0) -> float:
+    value = item.get(name)
+    return float(value["N"]) if value and "N" in value else default
+
+
+class DynamoPaceStore:
+    """Pacing state in a DynamoDB table keyed by ``destination``: ``tat``, ``slow_factor``, ``slow_until``.
+
+    Parameters
+    ----------
+    client:
+        A boto3 DynamoDB client.
+    table_name:
+        The pacing table's name.
+    """
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def _update(self, key: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any] | None:
+        """Run one conditional update; return the new item, or ``None`` when the condition did not hold."""
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key={"destination": {"S": key}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise aws_error(exc, "pacing a destination") from exc
+        attributes: dict[str, Any] = response.get("Attributes", {})
+        return attributes
+
+    def take(self, key: str, step: float, now: float, busy: bool) -> Slot:
+        """Take the next slot: one call when ``busy`` guesses right, two when it does not (then at most four)."""
+        expires = {":x": {"N": str(int(now) + ITEM_TTL_SECONDS)}}
+        step_value = {":step": {"N": repr(step)}}
+        now_value = {":now": {"N": repr(now)}}
+        busy_branch = (
+            # Operands read the item as it was: the item outlives its TAT, however far a 429 pushed it.
+            "SET tat = tat + :step, expires_at = tat + :ttl",
+            "tat >= :now",
+            {**step_value, **now_value, ":ttl": {"N": str(ITEM_TTL_SECONDS)}},
+        )
+        idle_branch = (
+            "SET tat = :next, expires_at = :x",
+            "attribute_not_exists(tat) OR tat < :now",
+            {":next": {"N": repr(now + step)}, **now_value, **expires},
+        )
+        branches = [busy_branch, idle_branch] if busy else [idle_branch, busy_branch]
+        # A concurrent consumer can move TAT between two calls in a way that fails both; try the pair twice.
+        for expression, condition, values in branches * 2:
+            item = self._update(key, expression, condition, values)
+            if item is not None:
+                tat = _number(item, "tat")
+                return Slot(
+                    at=tat - step,
+                    tat=tat,
+                    slow_factor=_number(item, "slow_factor", 1.0),
+                    slow_until=_number(item, "slow_until"),
+                )
+        raise UpstreamError("taking a send slot failed (the destination's state kept changing)")
+
+    def advance(self, key: str, to: float, now: float) -> None:
+        """Move TAT to ``to`` unless it is later already."""
+        self._update(
+            key,
+            "SET tat = :to, expires_at = :x",
+            "attribute_not_exists(tat) OR tat < :to",
+            {":to": {"N": repr(to)}, ":x": {"N": str(int(to) + ITEM_TTL_SECONDS)}},
+        )
+
+    def hold(self, key: str, until: float, now: float) -> Slot:
+        """Read the destination, then move TAT to ``until`` (unless later) and slow its pace from what it was."""
+        try:
+            response = self._client.get_item(
+                TableName=self._table, Key={"destination": {"S": key}}, ConsistentRead=True
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "pacing a destination") from exc
+        item = response.get("Item", {})
+        factor, slow_until = slowed(_number(item, "slow_factor", 1.0), _number(item, "slow_until"), until, now)
+        self.advance(key, until, now)
+        values = {
+            ":f": {"N": repr(factor)},
+            ":su": {"N": repr(slow_until)},
+            ":x": {"N": str(int(slow_until) + ITEM_TTL_SECONDS)},
+            ":now": {"N": repr(now)},
+        }
+        # A consumer that saw more 429s may have slowed it further meanwhile: a slow-down is never undone here.
+        self._update(
+            key,
+            "SET slow_factor = :f, slow_until = :su, expires_at = :x",
+            "attribute_not_exists(slow_factor) OR slow_factor <= :f OR slow_until < :now",
+            values,
+        )
+        tat = max(until, _number(item, "tat"))
+        return Slot(at=tat, tat=tat, slow_factor=factor, slow_until=slow_until)

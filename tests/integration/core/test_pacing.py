@@ -1,0 +1,237 @@
+"""Integration tests of core/pacing.py: ``DynamoPaceStore``'s conditional updates on the pacing table under moto."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from core.clients import get_client
+from core.errors import UpstreamError
+from core.pacing import ITEM_TTL_SECONDS, SLOW_FACTOR, DynamoPaceStore, Limit, Pacer
+from tests.support.aws import NAMES, AwsResources
+
+NOW = 1_700_000_000.0
+# DynamoDB adds decimals and the store reads them back as floats: slots at this epoch are exact to a microsecond.
+EPSILON = 1e-6
+CHAT = Limit("telegram-chat:1", per_second=4.0)
+TABLE = NAMES["PACING_TABLE"]
+ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com/"
+
+
+class CountingClient:
+    """Wraps a boto3 DynamoDB client and counts its ``update_item`` calls."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.updates = 0
+
+    def update_item(self, **kwargs: Any) -> Any:
+        """Count the call and make it."""
+        self.updates += 1
+        return self._client.update_item(**kwargs)
+
+    def get_item(self, **kwargs: Any) -> Any:
+        """Make the call (reads are not counted)."""
+        return self._client.get_item(**kwargs)
+
+
+class UnreachableClient:
+    """A DynamoDB client whose endpoint cannot be reached."""
+
+    def update_item(self, **kwargs: Any) -> Any:
+        """Fail as botocore does when the connection is refused."""
+        raise EndpointConnectionError(endpoint_url=ENDPOINT)
+
+    def get_item(self, **kwargs: Any) -> Any:
+        """Fail as botocore does when the connection is refused."""
+        raise EndpointConnectionError(endpoint_url=ENDPOINT)
+
+
+class RefusingClient:
+    """A DynamoDB client that AWS answers with an error code."""
+
+    def update_item(self, **kwargs: Any) -> Any:
+        """Fail as botocore does when DynamoDB throttles."""
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": f"slow down at {ENDPOINT}"}},
+            "UpdateItem",
+        )
+
+
+@pytest.fixture
+def client(aws: AwsResources) -> CountingClient:
+    """The service's DynamoDB client on moto, counting its updates."""
+    return CountingClient(get_client("dynamodb"))
+
+
+@pytest.fixture
+def store(client: CountingClient) -> DynamoPaceStore:
+    """The pacing store on the moto table."""
+    return DynamoPaceStore(client, TABLE)
+
+
+def _item(aws: AwsResources, key: str) -> dict[str, Any]:
+    item: dict[str, Any] = aws.dynamodb.get_item(TableName=TABLE, Key={"destination": {"S": key}})["Item"]
+    return item
+
+
+def _gaps(slots: list[float]) -> list[float]:
+    ordered = sorted(slots)
+    return [later - earlier for earlier, later in itertools.pairwise(ordered)]
+
+
+def test_pacer_burst_from_two_pacers_sharing_table_spaces_slots_one_step_apart(client: CountingClient) -> None:
+    pacers = [Pacer(DynamoPaceStore(client, TABLE)), Pacer(DynamoPaceStore(client, TABLE))]
+
+    slots = [pacers[index % 2].reserve([CHAT], NOW) for index in range(10)]
+
+    assert slots == pytest.approx([NOW + index * CHAT.step for index in range(10)], abs=EPSILON)
+
+
+def test_pacer_burst_from_one_pacer_makes_one_call_per_slot(store: DynamoPaceStore, client: CountingClient) -> None:
+    pacer = Pacer(store)
+
+    for _ in range(10):
+        pacer.reserve([CHAT], NOW)
+
+    assert client.updates == 10
+
+
+def test_pacer_stream_slower_than_rate_gets_every_slot_at_now_in_one_call_each(
+    store: DynamoPaceStore, client: CountingClient
+) -> None:
+    pacer = Pacer(store)
+    times = [NOW + index * 2 * CHAT.step for index in range(10)]
+
+    slots = [pacer.reserve([CHAT], now) for now in times]
+
+    assert (slots, client.updates) == (pytest.approx(times, abs=EPSILON), 10)
+
+
+def test_pacer_burst_from_two_pacers_costs_one_more_call_for_the_late_joiner(client: CountingClient) -> None:
+    pacers = [Pacer(DynamoPaceStore(client, TABLE)), Pacer(DynamoPaceStore(client, TABLE))]
+
+    for index in range(10):
+        pacers[index % 2].reserve([CHAT], NOW)
+
+    assert client.updates == 11
+
+
+def test_dynamo_pace_store_take_new_destination_hinted_busy_gives_now(
+    store: DynamoPaceStore, client: CountingClient
+) -> None:
+    slot = store.take(CHAT.key, CHAT.step, NOW, busy=True)
+
+    assert (slot.at, slot.tat, client.updates) == (NOW, pytest.approx(NOW + CHAT.step, abs=EPSILON), 2)
+
+
+def test_dynamo_pace_store_take_passed_destination_hinted_busy_gives_now(
+    store: DynamoPaceStore, client: CountingClient
+) -> None:
+    store.take(CHAT.key, CHAT.step, NOW, busy=False)
+
+    slot = store.take(CHAT.key, CHAT.step, NOW + 10, busy=True)
+
+    assert (slot.at, client.updates) == (NOW + 10, 3)
+
+
+def test_dynamo_pace_store_take_busy_destination_hinted_idle_gives_next_slot(
+    store: DynamoPaceStore, client: CountingClient
+) -> None:
+    store.take(CHAT.key, CHAT.step, NOW, busy=False)
+
+    slot = store.take(CHAT.key, CHAT.step, NOW, busy=False)
+
+    assert (slot.at, client.updates) == (pytest.approx(NOW + CHAT.step, abs=EPSILON), 3)
+
+
+def test_pacer_reserve_after_item_expired_gives_now(aws: AwsResources, store: DynamoPaceStore) -> None:
+    pacer = Pacer(store)
+    for _ in range(10):
+        pacer.reserve([CHAT], NOW)
+    aws.dynamodb.delete_item(TableName=TABLE, Key={"destination": {"S": CHAT.key}})
+
+    assert pacer.reserve([CHAT], NOW + 1) == NOW + 1
+
+
+def test_pacer_penalize_then_reserve_gives_no_slot_before_retry_after(store: DynamoPaceStore) -> None:
+    pacer = Pacer(store)
+    pacer.reserve([CHAT], NOW)
+
+    pacer.penalize([CHAT], retry_after=5.0, now=NOW)
+
+    assert pacer.reserve([CHAT], NOW + 1) == NOW + 5
+
+
+def test_pacer_penalize_then_reserve_spaces_slots_slow_factor_wider(store: DynamoPaceStore) -> None:
+    pacer = Pacer(store)
+    pacer.penalize([CHAT], retry_after=5.0, now=NOW)
+
+    slots = [pacer.reserve([CHAT], NOW + 1) for _ in range(4)]
+
+    assert _gaps(slots) == pytest.approx([SLOW_FACTOR * CHAT.step] * 3, abs=EPSILON)
+
+
+def test_pacer_penalize_shorter_than_queued_slots_keeps_the_queue(store: DynamoPaceStore) -> None:
+    pacer = Pacer(store)
+    queued = [pacer.reserve([CHAT], NOW) for _ in range(40)]
+
+    pacer.penalize([CHAT], retry_after=1.0, now=NOW)
+
+    assert pacer.reserve([CHAT], NOW) == pytest.approx(queued[-1] + CHAT.step, abs=EPSILON)
+
+
+def test_pacer_penalize_shorter_than_queued_slots_records_slow_down(aws: AwsResources, store: DynamoPaceStore) -> None:
+    pacer = Pacer(store)
+    for _ in range(40):
+        pacer.reserve([CHAT], NOW)
+
+    pacer.penalize([CHAT], retry_after=1.0, now=NOW)
+
+    assert float(_item(aws, CHAT.key)["slow_factor"]["N"]) == SLOW_FACTOR
+
+
+def test_dynamo_pace_store_take_sets_expires_at_ttl(aws: AwsResources, store: DynamoPaceStore) -> None:
+    store.take(CHAT.key, CHAT.step, NOW, busy=False)
+
+    assert int(_item(aws, CHAT.key)["expires_at"]["N"]) == int(NOW) + ITEM_TTL_SECONDS
+
+
+def test_pacer_long_penalize_then_reserve_item_outlives_its_tat(aws: AwsResources, store: DynamoPaceStore) -> None:
+    pacer = Pacer(store)
+    pacer.penalize([CHAT], retry_after=2 * 86400.0, now=NOW)
+
+    pacer.reserve([CHAT], NOW + 1)
+    item = _item(aws, CHAT.key)
+
+    assert float(item["expires_at"]["N"]) >= float(item["tat"]["N"])
+
+
+def test_dynamo_pace_store_take_unreachable_dynamodb_raises_upstream_error_without_url() -> None:
+    store = DynamoPaceStore(UnreachableClient(), TABLE)
+
+    with pytest.raises(UpstreamError, match="EndpointConnectionError") as raised:
+        store.take(CHAT.key, CHAT.step, NOW, busy=False)
+
+    assert "amazonaws" not in str(raised.value)
+
+
+def test_dynamo_pace_store_hold_unreachable_dynamodb_raises_upstream_error_without_url() -> None:
+    store = DynamoPaceStore(UnreachableClient(), TABLE)
+
+    with pytest.raises(UpstreamError, match="EndpointConnectionError") as raised:
+        store.hold(CHAT.key, NOW + 5, NOW)
+
+    assert "amazonaws" not in str(raised.value)
+
+
+def test_dynamo_pace_store_refused_update_raises_upstream_error_naming_code() -> None:
+    store = DynamoPaceStore(RefusingClient(), TABLE)
+
+    with pytest.raises(UpstreamError, match="ProvisionedThroughputExceededException") as raised:
+        store.take(CHAT.key, CHAT.step, NOW, busy=False)
+
+    assert "amazonaws" not in str(raised.value)

@@ -1,0 +1,94 @@
+"""Unit tests of what channels share (core/channels/base.py): retry hints, keys and limits, settings parsing."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from core.channels.base import RateLimit, destination_key, limit_at, parse_settings, retry_after_seconds, truncate
+from core.channels.telegram import TelegramCredentials
+from core.errors import PermanentDeliveryError
+
+NOW = datetime(2026, 11, 21, 20, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Sat, 21 Nov 2026 20:01:30 GMT", 90.0),
+        ("Sat, 21 Nov 2026 19:00:00 GMT", 0.0),
+        ("-5", 0.0),
+        ("soon", None),
+        ("nan", None),
+        (None, None),
+    ],
+)
+def test_retry_after_seconds_parses_header(header: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(header, lambda: NOW) == seconds
+
+
+def test_truncate_marks_cut_with_ellipsis() -> None:
+    assert truncate("abcdef", 4) == "abc…"
+
+
+def test_truncate_short_text_unchanged() -> None:
+    assert truncate("abc", 4) == "abc"
+
+
+def test_destination_key_is_kind_and_32_hex_of_sha256() -> None:
+    digest = hashlib.sha256(b"a\nb").hexdigest()[:32]
+
+    assert destination_key("slack", "a", "b") == f"slack:{digest}"
+
+
+def test_destination_key_parts_boundary_changes_key() -> None:
+    assert destination_key("k", "ab", "c") != destination_key("k", "a", "bc")
+
+
+def test_destination_key_holds_no_part_in_clear() -> None:
+    assert "hunter2" not in destination_key("telegram-bot", "123:hunter2")
+
+
+@pytest.mark.parametrize(("per_second", "cost"), [(0.0, 1.0), (-1.0, 1.0), (float("inf"), 1.0), (1.0, 0.0)])
+def test_rate_limit_non_positive_or_infinite_raises(per_second: float, cost: float) -> None:
+    with pytest.raises(ValueError, match="must be a positive number"):
+        RateLimit("k", per_second, cost)
+
+
+@pytest.mark.parametrize(
+    ("declared", "given", "expected"),
+    [
+        (None, None, []),
+        (1.0, None, [RateLimit("k", 1.0)]),
+        (None, 5.0, [RateLimit("k", 5.0)]),
+        (1.0, 0.5, [RateLimit("k", 0.5)]),
+        (1.0, 5.0, [RateLimit("k", 1.0)]),
+    ],
+)
+def test_limit_at_keeps_the_stricter_rate(declared: float | None, given: float | None, expected: list) -> None:
+    assert limit_at("k", declared, given) == expected
+
+
+def test_parse_settings_invalid_names_fields_not_values() -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        parse_settings(TelegramCredentials, {"bot_token": "", "extra": "hunter2"}, "credentials")
+
+    assert raised.value.reason == "invalid credentials: bot_token, extra"
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["core.channels", "core.channels.base", "core.channels.slack", "core.channels.telegram", "core.channels.webhook"],
+)
+def test_channels_import_loads_no_http_stack(module: str) -> None:
+    # The publish Lambda imports channels to render; requests must load only when a channel posts.
+    code = f"import sys, {module}; sys.exit('requests' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr

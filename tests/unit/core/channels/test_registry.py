@@ -1,0 +1,127 @@
+"""Unit tests of the channel registry and what is built from it (core/channels/__init__.py): the consumer's channels,
+the producer's rendering and the admin schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from core.channels import (
+    CHANNELS,
+    CREDENTIAL_FIELDS,
+    ChannelResources,
+    TopicRequest,
+    build_channels,
+    render_content,
+)
+from core.models import Content, Integration, IntegrationType
+from tests.support.events import topic_body
+
+
+def _integration(kind: str) -> dict[str, Any]:
+    """Return the sample integration of ``kind`` from the sample topic."""
+    return next(item for item in topic_body()["integrations"] if item["type"] == kind)
+
+
+def _errors(integration: dict[str, Any]) -> list[Any]:
+    with pytest.raises(ValidationError) as raised:
+        TopicRequest.model_validate({"integrations": [integration]})
+    return list(raised.value.errors())
+
+
+def test_registry_has_a_channel_for_every_integration_type() -> None:
+    assert set(CHANNELS) == {kind.value for kind in IntegrationType}
+
+
+def test_registry_keys_are_channel_types() -> None:
+    assert all(channel.type == name for name, channel in CHANNELS.items())
+
+
+def test_build_channels_shares_resources() -> None:
+    resources = ChannelResources(http=None, aws_client=lambda _: None, telegram_api_base="")  # type: ignore[arg-type]
+
+    channels = build_channels(resources)
+
+    assert {channel._resources for channel in channels.values()} == {resources}
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "expected"),
+    [
+        (
+            IntegrationType.EMAIL,
+            {"subject": "$v", "text": "$v", "html": "$v"},
+            Content(subject="<", text="<", html="&lt;"),
+        ),
+        (IntegrationType.SLACK, "$v", Content(text="&lt;")),
+        (IntegrationType.TELEGRAM, "$v", Content(text="<")),
+        (IntegrationType.WEBHOOK, {"k": "$v"}, Content(data={"k": "<"})),
+        (IntegrationType.PUSH, "$v", Content(text="<")),
+    ],
+)
+def test_render_content_renders_through_the_channel_of_its_type(
+    kind: IntegrationType, model: Any, expected: Content
+) -> None:
+    integration = Integration(name="i", type=kind, model=model)
+
+    assert render_content(integration, {"v": "<"}) == expected
+
+
+@pytest.mark.parametrize("kind", list(CHANNELS))
+def test_topic_request_accepts_each_types_integration_as_its_channels_model(kind: str) -> None:
+    request = TopicRequest.model_validate({"integrations": [_integration(kind)]})
+
+    assert type(request.integrations[0]) is CHANNELS[kind].integration_model
+
+
+def test_topic_request_unknown_type_error_names_type_and_tag() -> None:
+    [error] = _errors({**_integration("slack"), "type": "sms"})
+
+    assert (error["type"], error["loc"]) == ("union_tag_invalid", ("integrations", 0))
+    assert "'type'" in error["msg"]
+    assert "'sms'" in error["msg"]
+
+
+def test_topic_request_missing_type_is_refused() -> None:
+    integration = _integration("slack")
+    del integration["type"]
+
+    [error] = _errors(integration)
+
+    assert error["type"] == "union_tag_not_found"
+
+
+def test_topic_request_other_types_fields_are_refused() -> None:
+    errors = _errors({**_integration("slack"), "target": {"chat_id": "-100"}})
+
+    assert [error["loc"] for error in errors] == [("integrations", 0, "slack", "target", "chat_id")]
+
+
+@pytest.mark.parametrize("rate", [0.01, 1, 1000])
+def test_topic_request_rate_per_second_in_range_is_accepted(rate: float) -> None:
+    request = TopicRequest.model_validate({"integrations": [{**_integration("webhook"), "rate_per_second": rate}]})
+
+    assert request.integrations[0].rate_per_second == rate
+
+
+@pytest.mark.parametrize("rate", [0, -1, 1000.5, "fast"])
+def test_topic_request_rate_per_second_out_of_range_is_refused(rate: Any) -> None:
+    [error] = _errors({**_integration("telegram"), "rate_per_second": rate})
+
+    assert error["loc"] == ("integrations", 0, "telegram", "rate_per_second")
+
+
+def test_topic_request_without_rate_per_second_has_none() -> None:
+    request = TopicRequest.model_validate({"integrations": [_integration("email")]})
+
+    assert request.integrations[0].rate_per_second is None
+
+
+def test_credential_fields_name_each_secret_types_fields() -> None:
+    assert CREDENTIAL_FIELDS == {
+        "slack": ("webhook_url",),
+        "telegram": ("bot_token",),
+        "webhook": ("signing_secret",),
+    }
