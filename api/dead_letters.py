@@ -161,7 +161,7 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, ledger: DeliveryLedger, max_
                 raise aws_error(exc, "sending to the delivery queue") from exc
             if letter.notification_id and letter.delivery_key:
                 row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
-                ledger.update(letter.notification_id, letter.delivery_key, DeliveryStatus.QUEUED, row=row)
+                ledger.update(letter.notification_id, letter.delivery_key, DeliveryStatus.QUEUED, row=row, attempts=0)
             try:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
             except AWS_ERRORS as exc:

@@ -82,12 +82,15 @@ def median_seconds(run: Callable[[Any], None], prepare: Callable[[], Any], round
 
 def webhook_message(sink: str, index: int) -> dict[str, Any]:
     """Return a delivery message of a webhook integration posting to the sink."""
+    from core.ledger import utc_now
+
     return {
-        "v": 1,
+        "v": 2,
         "notification_id": str(uuid.uuid4()),
+        "delivery_key": f"hook-{index}",
         "channel": "bench",
         "topic": "delivery",
-        "created_at": "2026-01-01T00:00:00.000Z",
+        "created_at": utc_now(),
         "integration": {"name": f"hook-{index}", "type": "webhook", "target": {"url": f"{sink}/hook/{index}"}},
         "content": {"data": {"order": index, "status": "shipped"}},
     }
@@ -99,6 +102,7 @@ def consumer_seconds(sink: str) -> float:
 
     from consumer.handler import handler
     from core import clients
+    from core.ledger import Delivery, NotificationRecord
     from tests.fakes.lambda_context import FakeLambdaContext
     from tests.integration.consumer.flow import sqs_event
     from tests.support.aws import create_resources
@@ -111,12 +115,17 @@ def consumer_seconds(sink: str) -> float:
         def prepare() -> dict[str, Any]:
             for index in range(BATCH):
                 message = webhook_message(sink, index)
-                clients.get_ledger().record_queued(
-                    message["notification_id"],
-                    "bench",
-                    "delivery",
-                    message["created_at"],
-                    [(f"hook-{index}", "webhook")],
+                clients.get_ledger().record_notification(
+                    NotificationRecord(
+                        notification_id=message["notification_id"],
+                        source="publish",
+                        channel="bench",
+                        topic="delivery",
+                        created_at=message["created_at"],
+                        caller=None,
+                        delivery_count=1,
+                        deliveries=(Delivery(key=f"hook-{index}", integration=f"hook-{index}", type="webhook"),),
+                    )
                 )
                 aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=json.dumps(message))
             received = aws.sqs.receive_message(

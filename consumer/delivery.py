@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NoReturn
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
-from core.channels import Channel, DeliveryReceipt, RateLimit
+from core.channels import Channel, DeliveryReceipt
 from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.ledger import DeliveryLedger, DeliveryRow, epoch_time, iso_time
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
@@ -91,10 +91,6 @@ def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
         return message.upgraded(max(0, receive_count - 1))
     assert isinstance(message, DeliveryMessage)
     return message
-
-
-def _limits(rate_limits: Sequence[RateLimit]) -> list[Limit]:
-    return [Limit(key=limit.key, per_second=limit.per_second, cost=limit.cost) for limit in rate_limits]
 
 
 def _ignore_metric(channel_type: str, outcome: str) -> None:
@@ -204,9 +200,7 @@ class Deliverer:
             channel = self._channel(message)
             ref = message.integration.credentials_ref
             secret = self._credentials.get(ref) if ref else None
-            limits = _limits(
-                channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
-            )
+            limits = channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
             if limits:
                 slot = self._slot(message, limits, due, now, log)
                 budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
@@ -226,6 +220,8 @@ class Deliverer:
             if exc.rate_limited and limits:
                 self._penalize(limits, exc, log)
             return self._retry(message, attempt, attempts_before, exc, log)
+        except DeliveryDeferredError:
+            raise
         except Exception as exc:
             # A bug: retried like a transient failure, so it ends in the dead-letter queue rather than lost.
             logger.exception("delivery attempt failed unexpectedly", extra=log)
@@ -242,7 +238,7 @@ class Deliverer:
     def _early(self, message: DeliveryMessage, due: float, now: float) -> bool:
         """Whether a message arrived too long before its time to wait for it here."""
         if message.slot_reserved:
-            return due - now > self._lead + self._max_wait
+            return due - now > self._max_wait
         return due - now > EARLY_TOLERANCE_SECONDS
 
     def _slot(self, message: DeliveryMessage, limits: list[Limit], due: float | None, now: float, log: Any) -> float:

@@ -13,6 +13,7 @@ remembers what it last saw of a destination to pick the branch that will hold; a
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 
 # Slots are spaced this much wider than the provider's rate, so that jitter in when each request reaches the provider
 # never crowds one more into its counting window.
-SAFETY_MARGIN = 1.05
-# After a 429, sends to the destination are spaced this much wider, for at least this long.
-SLOW_FACTOR = 2.0
+SAFETY_MARGIN = 1.10
+# After a 429, sends to the destination are spaced this much wider (again on each further 429, up to the maximum),
+# for at least this long: a stray 429 costs little, a limit lower than declared is found in a few steps.
+SLOW_FACTOR = 1.25
 MAX_SLOW_FACTOR = 8.0
-SLOW_SECONDS = 60.0
+SLOW_SECONDS = 15.0
 # Pacing items outlive their last use by this long (DynamoDB TTL).
 ITEM_TTL_SECONDS = 86400
 
@@ -74,6 +76,12 @@ class Limit:
     key: str
     per_second: float
     cost: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.per_second > 0 and math.isfinite(self.per_second)):
+            raise ValueError("per_second must be a positive number")
+        if not (self.cost > 0 and math.isfinite(self.cost)):
+            raise ValueError("cost must be a positive number")
 
     @property
     def step(self) -> float:

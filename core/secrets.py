@@ -6,9 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from core.errors import NotFoundError, UpstreamError
+from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
 
 
 class SecretStore:
@@ -36,17 +34,17 @@ class SecretStore:
             self._client.put_parameter(
                 Name=name, Value=json.dumps(secret), Type="SecureString", Overwrite=True, Tier="Standard"
             )
-        except ClientError as exc:
-            raise UpstreamError(f"storing credentials failed ({exc.response['Error']['Code']})") from exc
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "storing credentials") from exc
 
     def get(self, name: str) -> dict[str, str]:
         """Return a secret object; raise ``NotFoundError`` when the parameter does not exist."""
         try:
             response = self._client.get_parameter(Name=name, WithDecryption=True)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ParameterNotFound":
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ParameterNotFound":
                 raise NotFoundError(f"credentials {name} do not exist") from exc
-            raise UpstreamError(f"reading credentials failed ({exc.response['Error']['Code']})") from exc
+            raise aws_error(exc, "reading credentials") from exc
         value: dict[str, str] = json.loads(response["Parameter"]["Value"])
         return value
 
@@ -56,5 +54,5 @@ class SecretStore:
         for start in range(0, len(pending), 10):
             try:
                 self._client.delete_parameters(Names=pending[start : start + 10])
-            except ClientError as exc:
-                raise UpstreamError(f"deleting credentials failed ({exc.response['Error']['Code']})") from exc
+            except AWS_ERRORS as exc:
+                raise aws_error(exc, "deleting credentials") from exc

@@ -27,7 +27,6 @@ class Settings(BaseModel):
     topic_cache_ttl_seconds: float = Field(default=30.0, ge=0, alias="TOPIC_CACHE_TTL_SECONDS")
     ledger_ttl_days: int = Field(default=30, ge=1, alias="LEDGER_TTL_DAYS")
     idempotency_ttl_seconds: int = Field(default=86400, ge=60, alias="IDEMPOTENCY_TTL_SECONDS")
-    max_receive_count: int = Field(default=5, ge=1, alias="MAX_RECEIVE_COUNT")
     telegram_api_base: str = Field(default="https://api.telegram.org", alias="TELEGRAM_API_BASE")
     allow_private_targets: bool = Field(default=False, alias="ALLOW_PRIVATE_TARGETS")
     http_connect_timeout: float = Field(default=3.05, gt=0, alias="HTTP_CONNECT_TIMEOUT")

@@ -10,9 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from core.errors import ConflictError, ForbiddenError, NotFoundError, UpstreamError
+from core.errors import AWS_ERRORS, ConflictError, ForbiddenError, NotFoundError, aws_error, error_code
 from core.models import Integration, Topic
 
 
@@ -104,8 +102,8 @@ class TopicRegistry:
                 Key={"channel": {"S": channel}, "topic": {"S": topic}},
                 ConsistentRead=True,
             )
-        except ClientError as exc:
-            raise UpstreamError(f"reading topic failed ({exc.response['Error']['Code']})") from exc
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading topic") from exc
         if "Item" not in response:
             raise NotFoundError(f"topic {topic!r} of channel {channel!r} does not exist")
         return _from_item(response["Item"])
@@ -125,8 +123,8 @@ class TopicRegistry:
                 if "LastEvaluatedKey" not in response:
                     return topics
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        except ClientError as exc:
-            raise UpstreamError(f"listing topics failed ({exc.response['Error']['Code']})") from exc
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "listing topics") from exc
 
     def create(self, topic: Topic) -> None:
         """Store a new topic; raise ``ConflictError`` if it exists already."""
@@ -142,12 +140,12 @@ class TopicRegistry:
             kwargs["ExpressionAttributeValues"] = values
         try:
             self._client.put_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConflictError(
                     f"topic {topic.topic!r} of channel {topic.channel!r} was changed meanwhile; retry"
                 ) from exc
-            raise UpstreamError(f"writing topic failed ({exc.response['Error']['Code']})") from exc
+            raise aws_error(exc, "writing topic") from exc
         self._cache.pop((topic.channel, topic.topic), None)
 
     def delete(self, channel: str, topic: str) -> Topic:
@@ -158,8 +156,8 @@ class TopicRegistry:
                 Key={"channel": {"S": channel}, "topic": {"S": topic}},
                 ReturnValues="ALL_OLD",
             )
-        except ClientError as exc:
-            raise UpstreamError(f"deleting topic failed ({exc.response['Error']['Code']})") from exc
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "deleting topic") from exc
         self._cache.pop((channel, topic), None)
         if "Attributes" not in response:
             raise NotFoundError(f"topic {topic!r} of channel {channel!r} does not exist")

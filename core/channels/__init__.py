@@ -18,7 +18,7 @@ from core.channels.base import (
     ChannelResources,
     DeliveryReceipt,
     IntegrationBase,
-    RateLimit,
+    Limit,
     destination_key,
 )
 from core.channels.email import EmailChannel
@@ -89,7 +89,7 @@ __all__ = [
     "DeliveryReceipt",
     "IntegrationBase",
     "IntegrationSpec",
-    "RateLimit",
+    "Limit",
     "TopicRequest",
     "build_channels",
     "destination_key",

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content, IntegrationType, Strict
+from core.pacing import Limit
 from core.templates import render
 
 if TYPE_CHECKING:
@@ -98,21 +99,6 @@ class ChannelResources:
     telegram_api_base: str
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """A provider's limit on one destination: at most ``per_second`` sends per second, each costing ``cost``."""
-
-    key: str
-    per_second: float
-    cost: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not (self.per_second > 0 and math.isfinite(self.per_second)):
-            raise ValueError("per_second must be a positive number")
-        if not (self.cost > 0 and math.isfinite(self.cost)):
-            raise ValueError("cost must be a positive number")
-
-
 def destination_key(kind: str, *parts: str) -> str:
     """Return a stable, non-secret key: kind + ':' + first 32 hex of sha256 over the parts joined by '\\n'.
 
@@ -123,10 +109,10 @@ def destination_key(kind: str, *parts: str) -> str:
     return f"{kind}:{digest}"
 
 
-def limit_at(key: str, declared: float | None, rate_per_second: float | None) -> list[RateLimit]:
+def limit_at(key: str, declared: float | None, rate_per_second: float | None) -> list[Limit]:
     """Return the one limit on a destination: the stricter of the declared rate and the integration's own, if any."""
     rates = [rate for rate in (declared, rate_per_second) if rate is not None]
-    return [RateLimit(key, min(rates))] if rates else []
+    return [Limit(key, min(rates))] if rates else []
 
 
 # --- the interface ------------------------------------------------------------------------------------------------
@@ -154,7 +140,7 @@ class Channel(ABC):
     @abstractmethod
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return the limits a send to this destination must respect; invalid settings are permanent errors.
 
         ``rate_per_second`` is the integration's own optional limit, set by an admin; it applies on top of the

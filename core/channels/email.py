@@ -17,7 +17,7 @@ from core.channels.base import (
     ChannelResources,
     DeliveryReceipt,
     IntegrationBase,
-    RateLimit,
+    Limit,
     aws_failure,
     destination_key,
     limit_at,
@@ -108,12 +108,12 @@ class EmailChannel(Channel):
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return the account's send rate, costing one per recipient, and the integration's own rate if it has one."""
         email = parse_settings(EmailTarget, target, "target")
         client = self._resources.aws_client("ses")
         region = getattr(getattr(client, "meta", None), "region_name", None) or "account"
-        limits = [RateLimit(destination_key("ses", region), self._send_rate(client), cost=float(len(email.to)))]
+        limits = [Limit(destination_key("ses", region), self._send_rate(client), cost=float(len(email.to)))]
         return limits + limit_at(destination_key("email", email.sender, *sorted(email.to)), None, rate_per_second)
 
     def _send_rate(self, client: Any) -> float:

@@ -13,7 +13,7 @@ from core.channels.base import (
     Channel,
     DeliveryReceipt,
     IntegrationBase,
-    RateLimit,
+    Limit,
     aws_failure,
     destination_key,
     limit_at,
@@ -94,7 +94,7 @@ class PushChannel(Channel):
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return the integration's own rate on its endpoint or topic, or nothing when it has none."""
         where = parse_settings(PushTarget, target, "target")
         return limit_at(destination_key("push", where.endpoint_arn or where.topic_arn or ""), None, rate_per_second)

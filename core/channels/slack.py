@@ -11,7 +11,7 @@ from core.channels.base import (
     Channel,
     DeliveryReceipt,
     IntegrationBase,
-    RateLimit,
+    Limit,
     classify_status,
     destination_key,
     limit_at,
@@ -95,7 +95,7 @@ class SlackChannel(Channel):
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return one limit per webhook: Slack's 1 per second, or the integration's rate when it is stricter."""
         key = destination_key("slack", self._webhook_url(credentials))
         return limit_at(key, self.rate_per_second, rate_per_second)

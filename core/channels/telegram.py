@@ -11,7 +11,7 @@ from core.channels.base import (
     Channel,
     DeliveryReceipt,
     IntegrationBase,
-    RateLimit,
+    Limit,
     destination_key,
     limit_at,
     parse_settings,
@@ -85,11 +85,11 @@ class TelegramChannel(Channel):
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return the chat's limit (1 per second, or the integration's stricter rate) and the bot's (30 per second)."""
         chat_id, token = self._settings(target, credentials)
         chat = limit_at(destination_key("telegram-chat", token, chat_id), self.chat_rate_per_second, rate_per_second)
-        return [*chat, RateLimit(destination_key("telegram-bot", token), self.bot_rate_per_second)]
+        return [*chat, Limit(destination_key("telegram-bot", token), self.bot_rate_per_second)]
 
     def send(
         self,

@@ -22,7 +22,7 @@ from core.channels.base import (
     ChannelResources,
     DeliveryReceipt,
     IntegrationBase,
-    RateLimit,
+    Limit,
     classify_status,
     destination_key,
     limit_at,
@@ -93,7 +93,7 @@ class WebhookChannel(Channel):
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return the integration's own rate on its URL, or nothing when it has none."""
         url = parse_settings(WebhookTarget, target, "target").url
         return limit_at(destination_key("webhook", url), None, rate_per_second)

@@ -199,7 +199,8 @@ class LocalStack:
             return f"{event.function} ← SQS {name} (disabled in the definition)"
         url = self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
         pool = self._pools[event.function]
-        for _ in range(max(1, min(2, self.config.max_concurrency))):
+        # Lambda polls a queue with several pollers at once; up to the function's local concurrency here.
+        for _ in range(max(1, self.config.max_concurrency)):
             SqsPoller(
                 self.client("sqs"),
                 url,

@@ -23,9 +23,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 150.0
-# A 1 s backoff base and three receives before the dead-letter queue keep the retry and dead-letter cases to a few
-# seconds each, through the same params a deploy would set.
-PARAMS = "maxReceiveCount=3,retryBaseSeconds=1"
+# Backoffs of 1 s doubling up to 2 s and twelve attempts keep the retry, outage and dead-letter cases to seconds,
+# through the same params a deploy would set.
+PARAMS = "maxAttempts=12,retryBaseSeconds=1,retryCapSeconds=2"
 
 
 def _free_ports(count: int) -> list[int]:

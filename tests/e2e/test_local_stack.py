@@ -24,6 +24,11 @@ def _webhook(stack: Stack, name: str, query: str = "") -> dict[str, Any]:
     }
 
 
+def _wait_all(stack: Stack, ids: list[str], status: str, timeout: float) -> None:
+    for notification_id in ids:
+        stack.wait_for_status(notification_id, _all(status), max(1.0, timeout))
+
+
 def _all(status: str) -> Any:
     return lambda deliveries: bool(deliveries) and all(item["status"] == status for item in deliveries)
 
@@ -149,3 +154,31 @@ def test_local_stack_demo_topic_delivers_on_every_channel(stack: Stack) -> None:
         assert any("Ada" in str(item["text"]) or "Ada" in str(item["title"]) for item in state["channels"][channel]), (
             channel
         )
+
+
+def test_local_stack_burst_to_rate_limited_receiver_ends_all_delivered(stack: Stack) -> None:
+    name = f"burst-{id(stack)}"
+    hook = {**_webhook(stack, name, "?rate=2"), "rate_per_second": 2}
+    channel, topic, topic_hash = stack.create_topic([hook])
+
+    replies = [stack.publish(channel, topic, topic_hash, {"who": f"n{n}"}) for n in range(12)]
+
+    assert {reply.status for reply in replies} == {200}
+    _wait_all(stack, [reply.headers["x-notification-id"] for reply in replies], "delivered", 60)
+    records = [record for record in stack.records() if record["target"] == f"{name}"]
+    accepted = [record for record in records if record["status"] == 200]
+    assert len(accepted) == 12
+    assert sum(record["status"] == 429 for record in records) <= 0.05 * len(records)
+
+
+def test_local_stack_outage_longer_than_old_budget_ends_delivered(stack: Stack) -> None:
+    # The old budget was four backoffs of at most 1, 2, 4 and 8 s; the receiver is down for longer than all of them.
+    name = f"outage-{id(stack)}"
+    channel, topic, topic_hash = stack.create_topic([_webhook(stack, name, "?down=16")])
+
+    replies = [stack.publish(channel, topic, topic_hash, {"who": f"n{n}"}) for n in range(3)]
+
+    _wait_all(stack, [reply.headers["x-notification-id"] for reply in replies], "delivered", 90)
+    records = [record for record in stack.records() if record["target"] == name]
+    assert {record["status"] for record in records} == {503, 200}
+    assert sum(record["status"] == 200 for record in records) == 3

@@ -1,35 +1,45 @@
-"""Fakes of what the consumer delivers through: a channel, the ledger, SSM parameters, and AWS sending clients."""
+"""Fakes of what the consumer delivers through: a channel, the ledger, the delivery queue and its dead-letter queue,
+SQS visibility, an unreachable pacing table, SSM parameters, and AWS sending clients."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
-from core.channels import Channel, ChannelResources, DeliveryReceipt, RateLimit
+from core.channels import Channel, ChannelResources, DeliveryReceipt, Limit
 from core.errors import UpstreamError
-from core.ledger import LedgerEntry
+from core.ledger import DeliveryRow, LedgerEntry
 from core.models import Content, DeliveryStatus
+from core.pacing import Slot
+
+_UPDATED_AT = "2023-11-14T22:13:20.000Z"
 
 
 class FakeChannel(Channel):
     """A channel that records what it was asked to send and answers with ``result`` (a receipt or an error).
 
-    Its destination has the limits it is given (none by default).
+    Its destination has the limits it is given (none by default); given a ``clock``, it records when each send
+    started in ``sent_at``.
     """
 
     type: ClassVar[str] = "webhook"
 
     def __init__(
-        self, result: DeliveryReceipt | Exception | None = None, limits: list[RateLimit] | None = None
+        self,
+        result: DeliveryReceipt | Exception | None = None,
+        limits: list[Limit] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(ChannelResources(http=None, aws_client=lambda _: None, telegram_api_base=""))  # type: ignore[arg-type]
         self.result = result or DeliveryReceipt("provider-1")
         self.limits = limits or []
         self.sent: list[tuple[Content, Mapping[str, Any], Mapping[str, Any] | None, str]] = []
         self.delivery_keys: list[str] = []
+        self.sent_at: list[float] = []
+        self._clock = clock
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
@@ -38,7 +48,7 @@ class FakeChannel(Channel):
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
-    ) -> list[RateLimit]:
+    ) -> list[Limit]:
         """Return the limits this fake was given."""
         return self.limits
 
@@ -54,50 +64,145 @@ class FakeChannel(Channel):
         """Record the call, then answer."""
         self.sent.append((content, target, credentials, notification_id))
         self.delivery_keys.append(delivery_key)
+        if self._clock is not None:
+            self.sent_at.append(self._clock())
         if isinstance(self.result, Exception):
             raise self.result
         return self.result
 
 
 class FakeLedger:
-    """Holds ledger rows in memory, with the real ledger's rule that a delivered row is final."""
+    """Holds delivery rows in memory with the real ledger's rules: a delivered row is final, absent fields are kept.
 
-    def __init__(self, fail_updates: bool = False) -> None:
-        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+    Every call is recorded (``reads``, ``updates``), also those told to fail. ``fail_reads`` makes ``get_entry`` raise
+    ``UpstreamError``; ``fail_updates`` makes ``update`` raise ``UpstreamError``, and ``unreachable_updates`` an
+    unwrapped botocore ``EndpointConnectionError``, as a store that forgot to translate it would.
+    """
+
+    def __init__(self, fail_reads: bool = False, fail_updates: bool = False, unreachable_updates: bool = False) -> None:
+        self.rows: dict[tuple[str, str], LedgerEntry] = {}
+        self.reads: list[tuple[str, str]] = []
+        self.updates: list[tuple[str, str, DeliveryStatus]] = []
+        self.fail_reads = fail_reads
         self.fail_updates = fail_updates
+        self.unreachable_updates = unreachable_updates
 
-    def set_status(self, notification_id: str, integration: str, status: DeliveryStatus) -> None:
-        """Put a row in ``status``."""
-        self.rows[(notification_id, integration)] = {"status": status}
-
-    def get_entry(self, notification_id: str, integration: str) -> LedgerEntry | None:
-        """Return a row, or ``None``."""
-        row = self.rows.get((notification_id, integration))
-        if row is None:
-            return None
-        return LedgerEntry(
+    def put(
+        self,
+        notification_id: str,
+        delivery_key: str,
+        status: DeliveryStatus,
+        attempts: int = 0,
+        last_error: str | None = None,
+    ) -> None:
+        """Put a row in ``status``, as an earlier receive left it; not recorded as an update."""
+        self.rows[(notification_id, delivery_key)] = LedgerEntry(
             notification_id=notification_id,
-            integration=integration,
-            type="webhook",
-            channel="orders",
-            topic="shipped",
-            created_at="2026-11-21T20:00:00.000Z",
-            status=row["status"],
-            attempts=row.get("attempts", 0),
-            last_error=row.get("last_error"),
-            provider_message_id=row.get("provider_message_id"),
-            updated_at="2026-11-21T20:00:00.000Z",
+            delivery_key=delivery_key,
+            integration=delivery_key,
+            type="",
+            status=status,
+            attempts=attempts,
+            last_error=last_error,
+            provider_message_id=None,
+            updated_at=_UPDATED_AT,
         )
 
-    def update(self, notification_id: str, integration: str, status: DeliveryStatus, **fields: Any) -> bool:
-        """Change a row unless it is delivered; raise ``UpstreamError`` when told to fail."""
+    def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
+        """Return a row, or ``None`` when there is none yet."""
+        self.reads.append((notification_id, delivery_key))
+        if self.fail_reads:
+            raise UpstreamError("reading the ledger failed (fake)")
+        return self.rows.get((notification_id, delivery_key))
+
+    def update(
+        self,
+        notification_id: str,
+        delivery_key: str,
+        status: DeliveryStatus,
+        *,
+        row: DeliveryRow | None = None,
+        attempts: int | None = None,
+        last_error: str | None = None,
+        provider_message_id: str | None = None,
+    ) -> bool:
+        """Write a row's status and the fields given; return ``False`` when it is ``delivered`` already."""
+        self.updates.append((notification_id, delivery_key, status))
         if self.fail_updates:
             raise UpstreamError("updating the ledger failed (fake)")
-        row = self.rows.setdefault((notification_id, integration), {"status": DeliveryStatus.QUEUED})
-        if row["status"] is DeliveryStatus.DELIVERED:
+        if self.unreachable_updates:
+            raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com/")
+        key = (notification_id, delivery_key)
+        old = self.rows.get(key)
+        if old is not None and old.status is DeliveryStatus.DELIVERED:
             return False
-        row.update({"status": status, **{key: value for key, value in fields.items() if value is not None}})
+        if last_error is None and status not in (DeliveryStatus.DELIVERED, DeliveryStatus.QUEUED) and old:
+            last_error = old.last_error
+        self.rows[key] = LedgerEntry(
+            notification_id=notification_id,
+            delivery_key=delivery_key,
+            integration=row.integration if row else old.integration if old else delivery_key,
+            type=row.type if row else old.type if old else "",
+            status=status,
+            attempts=attempts if attempts is not None else old.attempts if old else 0,
+            last_error=last_error,
+            provider_message_id=provider_message_id or (old.provider_message_id if old else None),
+            updated_at=_UPDATED_AT,
+            recipient=(row.recipient if row else None) or (old.recipient if old else None),
+        )
         return True
+
+
+class FakeDeliveryQueue:
+    """Records the delayed copies sent with ``send_later`` as ``(body, delay_seconds)``; ``fail`` makes SQS refuse."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[str, int]] = []
+        self.fail = fail
+
+    def send_later(self, body: str, delay_seconds: int) -> str:
+        """Record the copy and return its message id, or raise ``UpstreamError``."""
+        if self.fail:
+            raise UpstreamError("sending to the delivery queue failed (fake)")
+        self.sent.append((body, delay_seconds))
+        return f"copy-{len(self.sent)}"
+
+
+class FakeDeadLetterQueue:
+    """Records the messages buried as ``(body, last_error)``; ``fail`` makes SQS refuse."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.buried: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def bury(self, body: str, last_error: str) -> None:
+        """Record the dead letter, or raise ``UpstreamError``."""
+        if self.fail:
+            raise UpstreamError("sending to the dead-letter queue failed (fake)")
+        self.buried.append((body, last_error))
+
+
+class UnreachablePaceStore:
+    """A ``PaceStore`` whose table cannot be reached: each call is counted in ``calls`` and raises ``UpstreamError``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _fail(self) -> NoReturn:
+        self.calls += 1
+        raise UpstreamError("pacing a destination failed (fake)")
+
+    def take(self, key: str, step: float, now: float, busy: bool) -> Slot:
+        """Fail."""
+        self._fail()
+
+    def advance(self, key: str, to: float, now: float) -> None:
+        """Fail."""
+        self._fail()
+
+    def hold(self, key: str, until: float, now: float) -> Slot:
+        """Fail."""
+        self._fail()
 
 
 class FakeParameterProvider:
@@ -177,3 +282,39 @@ class FakeSendingClient:
         if self.quota_error:
             raise ClientError({"Error": {"Code": self.quota_error, "Message": "fake"}}, "GetSendQuota")
         return {"Max24HourSend": 50000.0, "MaxSendRate": self.max_send_rate, "SentLast24Hours": 0.0}
+
+
+class FakeClock:
+    """Unix time that stands still until advanced; ``sleep`` advances it and records each sleep in ``slept``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        """Return the current time."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass."""
+        self.now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Record the sleep and let its time pass."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class MetricCounter:
+    """Records ``count(channel_type, outcome)`` calls in ``calls``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, channel_type: str, outcome: str) -> None:
+        """Record one metric."""
+        self.calls.append((channel_type, outcome))
+
+    def of(self, outcome: str) -> int:
+        """Return how often ``outcome`` was counted."""
+        return sum(1 for _, name in self.calls if name == outcome)

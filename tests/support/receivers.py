@@ -4,6 +4,10 @@ A receiver records every request (method, path, headers, raw body) and answers w
 once the script is used up by its path's route or its default. An answer may wait before it is sent (a slow
 endpoint) or reset the connection instead. ``running_receiver`` stops the server, and wakes any answer still
 waiting, when it exits.
+
+Before the script, a receiver can play a provider's own behaviour: ``limit`` answers 429 with ``Retry-After: 1`` to
+requests to a path beyond a rate in any sliding second (as the local peers do), and ``outage`` answers 503 until a
+deadline. Each request records the status it was answered with; ``accepted`` and ``throttled`` count them.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from infra.local.peers import RateWindow
 
 
 @dataclass(frozen=True)
@@ -39,16 +46,22 @@ class Answer:
 
 @dataclass(frozen=True)
 class Received:
-    """One request as the receiver saw it."""
+    """One request as the receiver saw it, the status it was answered with (0: reset) and when (monotonic clock)."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 0
+    at: float = 0.0
 
     def json(self) -> Any:
         """Return the body parsed as JSON."""
         return json.loads(self.body)
+
+
+THROTTLED = Answer(429, {"message": "rate limit exceeded"}, headers={"Retry-After": "1"})
+UNAVAILABLE = Answer(503, {"message": "service unavailable"})
 
 
 class Receiver:
@@ -59,6 +72,9 @@ class Receiver:
         self.requests: list[Received] = []
         self._script: deque[Answer] = deque()
         self._routes: dict[str, Answer] = {}
+        self._limits: dict[str, float] = {}
+        self._window = RateWindow()
+        self._down_until: dict[str | None, float] = {}
         self._in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -85,6 +101,31 @@ class Receiver:
         with self._lock:
             self._routes[path] = answer
 
+    def limit(self, path: str, per_second: float) -> None:
+        """Answer requests to ``path`` beyond ``per_second`` in any sliding second 429 with ``Retry-After: 1``.
+
+        Only the requests let through count towards the rate, as a provider counts what it accepts.
+        """
+        with self._lock:
+            self._limits[path] = per_second
+
+    def outage(self, seconds: float, path: str | None = None) -> None:
+        """Answer 503 to requests to ``path`` (every path when ``None``) for the next ``seconds``."""
+        with self._lock:
+            self._down_until[path] = time.monotonic() + seconds
+
+    @property
+    def accepted(self) -> list[Received]:
+        """Return the requests answered with a 2xx status, in the order they came."""
+        with self._lock:
+            return [request for request in self.requests if 200 <= request.status < 300]
+
+    @property
+    def throttled(self) -> int:
+        """Return how many requests were answered 429."""
+        with self._lock:
+            return sum(1 for request in self.requests if request.status == 429)
+
     def start(self) -> None:
         """Serve in a background thread."""
         self._thread.start()
@@ -105,12 +146,24 @@ class Receiver:
         with self._lock:
             self._in_flight -= 1
 
-    def _next(self, received: Received) -> Answer:
+    def _choose(self, path: str) -> Answer:
+        """Return the answer to a request to ``path``: an outage, the rate limit, then the script, route, default."""
+        now = time.monotonic()
+        if any(now < self._down_until.get(key, 0.0) for key in (None, path)):
+            return UNAVAILABLE
+        per_second = self._limits.get(path)
+        if per_second is not None and not self._window.admit(path, per_second):
+            return THROTTLED
+        if self._script:
+            return self._script.popleft()
+        return self._routes.get(path, self.default)
+
+    def _next(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         with self._lock:
-            self.requests.append(received)
-            if self._script:
-                return self._script.popleft()
-            return self._routes.get(received.path, self.default)
+            answer = self._choose(path)
+            status = 0 if answer.reset else answer.status
+            self.requests.append(Received(method, path, headers, body, status, time.monotonic()))
+            return answer
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
@@ -126,7 +179,7 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                answer = receiver._next(Received("POST", self.path, dict(self.headers.items()), body))
+                answer = receiver._next("POST", self.path, dict(self.headers.items()), body)
                 receiver._enter()
                 try:
                     stopped = bool(answer.delay) and receiver._stopping.wait(answer.delay)

@@ -139,7 +139,7 @@ def test_redrive_sets_ledger_rows_queued(admin: AdminApi, aws: AwsResources) -> 
 
     entry = get_ledger().get_entry("n-1", "erp-webhook")
     assert entry is not None
-    assert (entry.status, entry.last_error) == (DeliveryStatus.QUEUED, None)
+    assert (entry.status, entry.last_error, entry.attempts) == (DeliveryStatus.QUEUED, None, 0)
 
 
 def test_redrive_max_messages_limits_the_move(admin: AdminApi, aws: AwsResources) -> None:

@@ -1,14 +1,20 @@
-"""Drive the consumer as Lambda's SQS poller does: enqueue delivery messages, receive them, call the handler."""
+"""Drive the consumer as Lambda's SQS poller does: enqueue delivery messages, receive them, call the handler, and
+delete what the handler did not report failed."""
 
 from __future__ import annotations
 
 import copy
 import json
+import threading
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.clients import get_ledger
 from core.ledger import Delivery, LedgerEntry, NotificationRecord, utc_now
+from core.models import DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ACCOUNT, REGION, AwsResources
 from tests.support.events import load_event
@@ -58,8 +64,10 @@ def put_credentials(aws: AwsResources, name: str, secret: dict[str, str]) -> str
     return ref
 
 
-def enqueue(aws: AwsResources, *messages: dict[str, Any] | str) -> None:
-    """Write the notification record of the well-formed messages, as the producer does, and queue every body."""
+def enqueue(aws: AwsResources, *messages: dict[str, Any] | str) -> list[str]:
+    """Write the notification record of the well-formed messages, as the producer does, queue every body, and return
+    their SQS message ids."""
+    ids: list[str] = []
     for message in messages:
         if isinstance(message, dict):
             integration = message["integration"]
@@ -77,13 +85,22 @@ def enqueue(aws: AwsResources, *messages: dict[str, Any] | str) -> None:
                 )
             )
         body = message if isinstance(message, str) else json.dumps(message)
-        aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=body)
+        ids.append(aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=body)["MessageId"])
+    return ids
 
 
-def receive(aws: AwsResources, limit: int = 10) -> list[dict[str, Any]]:
-    """Receive up to ``limit`` visible messages from the delivery queue, as the poller does."""
+def receive(aws: AwsResources, limit: int = 10, visibility_timeout: int | None = None) -> list[dict[str, Any]]:
+    """Receive up to ``limit`` visible messages from the delivery queue, as the poller does.
+
+    They stay hidden for the queue's visibility timeout, or for ``visibility_timeout`` seconds when given.
+    """
+    options: dict[str, Any] = {} if visibility_timeout is None else {"VisibilityTimeout": visibility_timeout}
     response = aws.sqs.receive_message(
-        QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=limit, AttributeNames=["All"], WaitTimeSeconds=0
+        QueueUrl=aws.delivery_queue_url,
+        MaxNumberOfMessages=limit,
+        AttributeNames=["All"],
+        WaitTimeSeconds=0,
+        **options,
     )
     messages: list[dict[str, Any]] = response.get("Messages", [])
     return messages
@@ -109,17 +126,31 @@ def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"Records": records}
 
 
-def consume(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """Call the consumer handler with an event of ``messages`` and return its answer."""
+def consume(messages: list[dict[str, Any]], aws: AwsResources | None = None) -> dict[str, Any]:
+    """Call the consumer handler with an event of ``messages`` and return its answer.
+
+    Given ``aws``, then delete the messages it did not report failed, as Lambda's event source mapping does; a handler
+    that raises deletes nothing (the whole batch comes back after its visibility timeout).
+    """
     from consumer.handler import handler
 
     result: dict[str, Any] = handler(sqs_event(messages), FakeLambdaContext())
+    if aws is not None:
+        failed = failed_ids(result)
+        for message in messages:
+            if message["MessageId"] not in failed:
+                aws.sqs.delete_message(QueueUrl=aws.delivery_queue_url, ReceiptHandle=message["ReceiptHandle"])
     return result
 
 
 def consume_once(aws: AwsResources) -> dict[str, Any]:
-    """Receive what is visible on the delivery queue and hand it to the consumer."""
-    return consume(receive(aws))
+    """Receive what is visible on the delivery queue, hand it to the consumer and delete what it did not fail.
+
+    Something must be visible: Lambda makes no invocation for an empty receive.
+    """
+    messages = receive(aws)
+    assert messages, "nothing visible on the delivery queue"
+    return consume(messages, aws)
 
 
 def failed_ids(result: dict[str, Any]) -> set[str]:
@@ -135,11 +166,152 @@ def entry(message: dict[str, Any]) -> LedgerEntry:
     return found
 
 
-def visible_in(aws: AwsResources, message_id: str) -> float:
-    """Return in how many seconds a message of the delivery queue becomes visible again (moto's own state)."""
+def is_final(status: DeliveryStatus | None) -> bool:
+    """Whether a delivery's status will not change by itself any more."""
+    return status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.DEAD)
+
+
+def statuses(messages: list[dict[str, Any]]) -> list[DeliveryStatus | None]:
+    """Return the ledger status of each delivery message, ``None`` for one without a row yet."""
+    ledger = get_ledger()
+    found = [
+        ledger.get_entry(message["notification_id"], message.get("delivery_key", message["integration"]["name"]))
+        for message in messages
+    ]
+    return [row.status if row is not None else None for row in found]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A message on a queue as moto holds it, received or not: its body and in how many seconds it can be received."""
+
+    message_id: str
+    body: dict[str, Any]
+    due_in: float
+    receive_count: int
+
+
+def on_queue(queue_name: str = "notify-test-deliveries") -> list[Queued]:
+    """Return every message of a queue from moto's own state, hidden and delayed ones too (no receive counted)."""
     from moto.core.utils import unix_time_millis
     from moto.sqs.models import sqs_backends
 
-    queue = sqs_backends[ACCOUNT][REGION].queues["notify-test-deliveries"]
-    message = next(message for message in queue._messages if message.id == message_id)
-    return float((message.visible_at - unix_time_millis()) / 1000)
+    queue = sqs_backends[ACCOUNT][REGION].queues[queue_name]
+    now = unix_time_millis()
+    return [
+        Queued(
+            message_id=message.id,
+            body=json.loads(message.body),
+            due_in=float(max(message.visible_at, message.delayed_until) - now) / 1000,
+            receive_count=message.approximate_receive_count,
+        )
+        for message in list(queue._messages)
+    ]
+
+
+def dead_letters(aws: AwsResources) -> list[dict[str, Any]]:
+    """Receive what the dead-letter queue holds, with its message attributes (hidden again for 30 s)."""
+    response = aws.sqs.receive_message(
+        QueueUrl=aws.dead_letter_queue_url,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+        VisibilityTimeout=30,
+        WaitTimeSeconds=0,
+    )
+    messages: list[dict[str, Any]] = response.get("Messages", [])
+    return messages
+
+
+@dataclass
+class PollerRun:
+    """What a run of pollers did: invocations made, messages handed over, errors raised, and whether it finished."""
+
+    invocations: int = 0
+    records: int = 0
+    finished: bool = False
+    errors: list[BaseException] = field(default_factory=list)
+
+
+class ProcessorPerThread:
+    """Stands in for the handler's module-level batch processor with one per thread.
+
+    Lambda runs concurrent invocations in separate containers, each with its own processor; pollers that are threads
+    of one process must not share one.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._local = threading.local()
+
+    def _own(self) -> Any:
+        if not hasattr(self._local, "processor"):
+            self._local.processor = self._make()
+        return self._local.processor
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Enter a batch on this thread's processor."""
+        return self._own()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._own(), name)
+
+
+def poll(
+    aws: AwsResources,
+    done: Callable[[], bool],
+    timeout: float,
+    pollers: int = 2,
+    batch: int = 10,
+    idle_seconds: float = 0.05,
+) -> PollerRun:
+    """Play Lambda's SQS pollers until ``done()`` says so or ``timeout`` seconds have passed.
+
+    Each poller receives up to ``batch`` messages, hands them to the handler and deletes those it did not report
+    failed; pollers invoke the handler concurrently, as concurrent containers do. A poller that finds nothing waits
+    ``idle_seconds`` (moto's long polling does not wake when a delayed message becomes visible; SQS's does).
+    """
+    from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
+
+    import consumer.handler
+
+    run = PollerRun()
+    stop = threading.Event()
+    counts = threading.Lock()
+    deadline = time.monotonic() + timeout
+
+    def work() -> None:
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                messages = receive(aws, batch)
+                if not messages:
+                    stop.wait(idle_seconds)
+                    continue
+                consume(messages, aws)
+                with counts:
+                    run.invocations += 1
+                    run.records += len(messages)
+            except BaseException as exc:
+                # Handed to the test, which fails on it; the other pollers stop too.
+                run.errors.append(exc)
+                stop.set()
+
+    shared = consumer.handler.processor
+    consumer.handler.processor = ProcessorPerThread(  # type: ignore[assignment]
+        lambda: AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    )
+    threads = [threading.Thread(target=work, name=f"poller-{index}", daemon=True) for index in range(pollers)]
+    try:
+        for thread in threads:
+            thread.start()
+        while time.monotonic() < deadline and not stop.is_set():
+            if done():
+                run.finished = True
+                break
+            stop.wait(0.25)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=timeout)
+        consumer.handler.processor = shared
+    run.finished = run.finished or (not run.errors and done())
+    return run

@@ -1,188 +1,992 @@
-"""Unit tests of one delivery attempt (consumer/delivery.py) with a fake channel, ledger, SSM and SQS."""
+"""Unit tests of one delivery attempt (consumer/delivery.py) on fakes: channel, ledger, queues, SSM, pacing, clock.
+
+The clock stands still at ``NOW`` unless a test or a sleep moves it, and jitter is fixed at ``RAND`` = 0.5, so with the
+default policy (base 10 s) the backoff after one attempt is 5 + 0.5 * 5 = 7.5 s.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+from botocore.exceptions import ClientError
 
 from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer, Outcome, parse_message
-from consumer.retry import VisibilityScheduler
+from consumer.retry import RetryPolicy, VisibilityScheduler
+from core.channels import DeliveryReceipt
 from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError
-from core.models import DeliveryStatus
-from tests.fakes.delivery import FakeChannel, FakeLedger, FakeParameterProvider, FakeSqsVisibility
+from core.ledger import LedgerEntry, iso_time
+from core.models import DeliveryMessage, DeliveryStatus
+from core.pacing import Limit, Pacer, PaceStore
+from tests.fakes.delivery import (
+    FakeChannel,
+    FakeClock,
+    FakeDeadLetterQueue,
+    FakeDeliveryQueue,
+    FakeLedger,
+    FakeParameterProvider,
+    FakeSqsVisibility,
+    MetricCounter,
+    UnreachablePaceStore,
+)
+from tests.fakes.pacing import InMemoryPaceStore
 
+NOW = 1_700_000_000.0
+RAND = 0.5
+MAX_ATTEMPTS = 5
+MAX_WAIT = 5.0
+LEAD = 2.0
+ID = "n-1"
+KEY = "k-1"
+ROW_KEY = (ID, KEY)
 REF = "/notify/test/integrations/orders/shipped/hook"
+DESTINATION = "webhook:destination"
+# One send a second: a slot every 1.05 s with the safety margin. One every ten seconds: every 10.5 s.
+ONE_PER_SECOND = [Limit(DESTINATION, 1.0)]
+ONE_PER_TEN_SECONDS = [Limit(DESTINATION, 0.1)]
+BACKOFF_1 = 7.5
 
 
-def _body(**changes: Any) -> str:
-    message: dict[str, Any] = {
-        "v": 1,
-        "notification_id": "n-1",
-        "channel": "orders",
-        "topic": "shipped",
-        "created_at": "2026-11-21T20:00:00.000Z",
-        "integration": {"name": "hook", "type": "webhook", "target": {"url": "https://example.com"}},
-        "content": {"text": "hi"},
-    }
-    message.update(changes)
-    return json.dumps(message)
+# --- fixtures -----------------------------------------------------------------------------------------------------
 
 
-def _attempt(body: str | None = None, receive_count: int = 1) -> Attempt:
-    return Attempt(message_id="m-1", receipt_handle="rh-1", receive_count=receive_count, body=body or _body())
+@pytest.fixture
+def clock() -> FakeClock:
+    """Unix time ``NOW`` until a test or a sleep advances it."""
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def sleep(clock: FakeClock) -> Callable[[float], None]:
+    """Sleeping that advances ``clock`` and records each sleep in ``clock.slept``."""
+    return clock.sleep
+
+
+@pytest.fixture
+def rand() -> Callable[[], float]:
+    """Jitter fixed at ``RAND``."""
+    return lambda: RAND
+
+
+@pytest.fixture
+def count() -> MetricCounter:
+    """Records the metrics counted."""
+    return MetricCounter()
 
 
 class Rig:
-    """A deliverer on fakes, and the fakes to assert on."""
+    """A deliverer built on fakes with explicit collaborators, and the fakes to assert on."""
 
-    def __init__(self, result: Any = None, ledger: FakeLedger | None = None, parameters: Any = None) -> None:
-        self.channel = FakeChannel(result)
-        self.ledger = ledger or FakeLedger()
+    def __init__(
+        self,
+        clock: FakeClock,
+        sleep: Callable[[float], None],
+        rand: Callable[[], float],
+        count: MetricCounter,
+        store: PaceStore | None = None,
+    ) -> None:
+        self.clock = clock
+        self.count = count
+        self.channel = FakeChannel(clock=clock)
+        self.ledger = FakeLedger()
+        self.queue = FakeDeliveryQueue()
+        self.dead_letters = FakeDeadLetterQueue()
         self.sqs = FakeSqsVisibility()
-        self.metrics: list[tuple[str, str]] = []
+        self.store = InMemoryPaceStore()
+        self.parameters = FakeParameterProvider({REF: {"signing_secret": "s" * 16}})
         self.deliverer = Deliverer(
             channels={"webhook": self.channel},
             ledger=self.ledger,  # type: ignore[arg-type]
-            credentials=CredentialSource(parameters or FakeParameterProvider(), max_age=300),
+            credentials=CredentialSource(self.parameters, max_age=300),
+            queue=self.queue,  # type: ignore[arg-type]
+            dead_letters=self.dead_letters,  # type: ignore[arg-type]
             scheduler=VisibilityScheduler(self.sqs, "https://queue"),
-            max_receive_count=5,
-            count=lambda kind, outcome: self.metrics.append((kind, outcome)),
-            rand=lambda: 0.0,
+            pacer=Pacer(store if store is not None else self.store),
+            policy=RetryPolicy(max_attempts=MAX_ATTEMPTS),
+            count=count,
+            max_wait_seconds=MAX_WAIT,
+            lead_seconds=LEAD,
+            clock=clock,
+            sleep=sleep,
+            rand=rand,
         )
 
-    def row(self) -> dict[str, Any]:
-        return self.ledger.rows[("n-1", "hook")]
+    def process(self, body: str | None = None, receive_count: int = 1, latest_start: float | None = None) -> Outcome:
+        """Process one received message (``_body()`` by default)."""
+        return self.deliverer.process(
+            Attempt(message_id="m-1", receipt_handle="rh-1", receive_count=receive_count, body=body or _body()),
+            latest_start,
+        )
+
+    def row(self) -> LedgerEntry:
+        """Return the delivery's ledger row."""
+        return self.ledger.rows[ROW_KEY]
+
+    def copies(self) -> list[tuple[DeliveryMessage, int]]:
+        """Return the delayed copies sent, parsed, with their delays."""
+        return [(DeliveryMessage.model_validate_json(body), delay) for body, delay in self.queue.sent]
+
+    def copy(self) -> tuple[DeliveryMessage, int]:
+        """Return the one delayed copy sent."""
+        [copy] = self.copies()
+        return copy
+
+    def occupy(self, limits: list[Limit]) -> None:
+        """Take the destination's free slot, as another consumer's send just did."""
+        Pacer(self.store).reserve([Limit(limit.key, limit.per_second, limit.cost) for limit in limits], self.clock())
 
 
-def test_deliverer_success_records_delivered_with_provider_id() -> None:
-    rig = Rig()
-
-    outcome = rig.deliverer.process(_attempt(receive_count=2))
-
-    assert outcome is Outcome.DELIVERED
-    assert rig.row() == {"status": DeliveryStatus.DELIVERED, "attempts": 2, "provider_message_id": "provider-1"}
+@pytest.fixture
+def rig(clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter) -> Rig:
+    """A deliverer on fakes; the channel accepts every send and its destination has no limits."""
+    return Rig(clock, sleep, rand, count)
 
 
-def test_deliverer_success_counts_delivered_metric() -> None:
-    rig = Rig()
-
-    rig.deliverer.process(_attempt())
-
-    assert rig.metrics == [("webhook", "delivered")]
-
-
-def test_deliverer_already_delivered_skips_send() -> None:
-    rig = Rig()
-    rig.ledger.set_status("n-1", "hook", DeliveryStatus.DELIVERED)
-
-    outcome = rig.deliverer.process(_attempt(receive_count=2))
-
-    assert (outcome, rig.channel.sent) == (Outcome.SKIPPED, [])
+def _message(**changes: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "v": 2,
+        "notification_id": ID,
+        "delivery_key": KEY,
+        "channel": "orders",
+        "topic": "shipped",
+        "created_at": iso_time(NOW - 60),
+        "integration": {"name": "hook", "type": "webhook", "target": {"url": "https://example.com/hook"}},
+        "content": {"text": "hi"},
+    }
+    message.update(changes)
+    return message
 
 
-def test_deliverer_permanent_failure_records_failed_without_retry() -> None:
-    rig = Rig(PermanentDeliveryError("webhook: HTTP 404"))
+def _body(**changes: Any) -> str:
+    return json.dumps(_message(**changes))
 
-    outcome = rig.deliverer.process(_attempt())
 
-    assert outcome is Outcome.FAILED
-    assert (rig.row()["status"], rig.row()["last_error"], rig.sqs.changes) == (
+def _with_credentials(ref: str = REF) -> str:
+    message = _message()
+    message["integration"]["credentials_ref"] = ref
+    return json.dumps(message)
+
+
+def _v1_body() -> str:
+    message = _message(v=1)
+    del message["delivery_key"]
+    return json.dumps(message)
+
+
+def _ssm_error(code: str) -> GetParameterError:
+    """Return the error powertools raises for an SSM error: wrapped, with the ClientError as its context."""
+    error = GetParameterError("fake")
+    error.__context__ = ClientError({"Error": {"Code": code, "Message": "fake"}}, "GetParameter")
+    return error
+
+
+def _server_error(retry_after: float | None = None) -> RetryableDeliveryError:
+    return RetryableDeliveryError("webhook: HTTP 503", retry_after)
+
+
+def _too_many_requests(retry_after: float | None) -> RetryableDeliveryError:
+    return RetryableDeliveryError("webhook: HTTP 429", retry_after, rate_limited=True)
+
+
+# --- delivered ----------------------------------------------------------------------------------------------------
+
+
+def test_process_send_accepted_is_delivered(rig: Rig) -> None:
+    assert rig.process() is Outcome.DELIVERED
+
+
+def test_process_due_message_sends_once_with_its_delivery_key(rig: Rig) -> None:
+    rig.process()
+
+    assert rig.channel.delivery_keys == [KEY]
+
+
+def test_process_due_message_sends_content_target_and_notification_id(rig: Rig) -> None:
+    rig.process()
+
+    [(content, target, credentials, notification_id)] = rig.channel.sent
+    assert (content.text, dict(target), credentials, notification_id) == (
+        "hi",
+        {"url": "https://example.com/hook"},
+        None,
+        ID,
+    )
+
+
+def test_process_send_accepted_records_delivered_row_with_attempt_and_provider_id(rig: Rig) -> None:
+    rig.process(_body(attempt=2))
+
+    row = rig.row()
+    assert (row.status, row.attempts, row.provider_message_id, row.last_error) == (
+        DeliveryStatus.DELIVERED,
+        3,
+        "provider-1",
+        None,
+    )
+
+
+def test_process_send_accepted_writes_integration_and_type_to_row(rig: Rig) -> None:
+    rig.process()
+
+    assert (rig.row().integration, rig.row().type, rig.row().recipient) == ("hook", "webhook", None)
+
+
+def test_process_recipient_present_is_written_to_row(rig: Rig) -> None:
+    rig.process(_body(recipient={"user_id": "u-1", "address": "u1@example.com"}))
+
+    assert rig.row().recipient == {"user_id": "u-1", "address": "u1@example.com"}
+
+
+def test_process_send_accepted_counts_delivered(rig: Rig) -> None:
+    rig.process()
+
+    assert rig.count.calls == [("webhook", "delivered")]
+
+
+def test_process_send_accepted_sends_no_copy(rig: Rig) -> None:
+    rig.process()
+
+    assert (rig.queue.sent, rig.dead_letters.buried, rig.sqs.changes) == ([], [], [])
+
+
+# --- already delivered --------------------------------------------------------------------------------------------
+
+
+def test_process_row_delivered_already_is_skipped(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.DELIVERED, attempts=1)
+
+    assert rig.process() is Outcome.SKIPPED
+
+
+def test_process_row_delivered_already_sends_nothing(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.DELIVERED, attempts=1)
+
+    rig.process()
+
+    assert (rig.channel.sent, rig.ledger.updates, rig.queue.sent) == ([], [], [])
+
+
+# --- permanent failure --------------------------------------------------------------------------------------------
+
+
+def test_process_permanent_error_is_failed(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+
+    assert rig.process() is Outcome.FAILED
+
+
+def test_process_permanent_error_records_failed_row_with_reason(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+
+    rig.process()
+
+    assert (rig.row().status, rig.row().attempts, rig.row().last_error) == (
         DeliveryStatus.FAILED,
+        1,
         "webhook: HTTP 404",
+    )
+
+
+def test_process_permanent_error_sends_no_copy(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+
+    rig.process()
+
+    assert (rig.queue.sent, rig.dead_letters.buried, rig.sqs.changes) == ([], [], [])
+
+
+def test_process_no_channel_for_type_is_failed_naming_it(rig: Rig) -> None:
+    message = _message()
+    message["integration"]["type"] = "slack"
+
+    outcome = rig.process(json.dumps(message))
+
+    assert (outcome, rig.row().last_error) == (Outcome.FAILED, "no channel delivers type 'slack'")
+
+
+# --- retryable failure --------------------------------------------------------------------------------------------
+
+
+def test_process_server_error_is_retried_without_raising(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    assert rig.process() is Outcome.RETRIED
+
+
+def test_process_server_error_sends_one_copy_with_next_attempt_after_backoff(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process()
+
+    message, delay = rig.copy()
+    assert (message.attempt, message.not_before, message.slot_reserved, delay) == (
+        1,
+        iso_time(NOW + BACKOFF_1),
+        False,
+        7,
+    )
+
+
+def test_process_server_error_copy_keeps_the_delivery(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    original = DeliveryMessage.model_validate_json(_body(recipient={"user_id": "u-1"}))
+
+    rig.process(original.model_dump_json())
+
+    message, _ = rig.copy()
+    assert message.model_copy(update={"attempt": 0, "not_before": None}) == original
+
+
+def test_process_server_error_on_reserved_slot_sends_copy_without_reservation(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+    rig.channel.result = _server_error()
+
+    rig.process(_body(slot_reserved=True, not_before=iso_time(NOW)))
+
+    assert rig.copy()[0].slot_reserved is False
+
+
+def test_process_server_error_records_retrying_with_attempts_and_error(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(attempt=1))
+
+    assert (rig.row().status, rig.row().attempts, rig.row().last_error) == (
+        DeliveryStatus.RETRYING,
+        2,
+        "webhook: HTTP 503",
+    )
+
+
+def test_process_server_error_leaves_received_message_alone(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process()
+
+    assert rig.sqs.changes == []
+
+
+def test_process_server_error_counts_retried(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process()
+
+    assert rig.count.calls == [("webhook", "retried")]
+
+
+def test_process_server_error_retry_after_longer_than_backoff_is_honoured(rig: Rig) -> None:
+    rig.channel.result = _server_error(retry_after=60)
+
+    rig.process()
+
+    message, delay = rig.copy()
+    assert (message.not_before, delay) == (iso_time(NOW + 60), 60)
+
+
+def test_process_retry_due_beyond_sqs_delay_limit_is_delayed_900_seconds(rig: Rig) -> None:
+    rig.channel.result = _server_error(retry_after=3600)
+
+    rig.process()
+
+    message, delay = rig.copy()
+    assert (message.not_before, delay) == (iso_time(NOW + 3600), 900)
+
+
+def test_process_unexpected_channel_error_is_retried_as_internal_error(rig: Rig) -> None:
+    rig.channel.result = TypeError("a bug")
+
+    outcome = rig.process()
+
+    assert (outcome, rig.row().last_error, rig.copy()[0].attempt) == (
+        Outcome.RETRIED,
+        "internal error (TypeError)",
+        1,
+    )
+
+
+# --- rate limited -------------------------------------------------------------------------------------------------
+
+
+def test_process_rate_limited_copy_keeps_attempt_and_waits_retry_after_with_jitter(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    outcome = rig.process(_body(attempt=2))
+
+    # Jitter: RAND * max(1, 20 % of 30 s) = 3 s, never less than the Retry-After.
+    message, delay = rig.copy()
+    assert (outcome, message.attempt, message.not_before, delay) == (Outcome.RETRIED, 2, iso_time(NOW + 33), 33)
+
+
+def test_process_rate_limited_records_retrying_without_counting_an_attempt(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    rig.process(_body(attempt=2))
+
+    assert (rig.row().status, rig.row().attempts, rig.row().last_error) == (
+        DeliveryStatus.RETRYING,
+        2,
+        "webhook: HTTP 429",
+    )
+
+
+def test_process_rate_limited_with_limits_holds_destination_past_retry_after(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    rig.process()
+
+    assert (rig.store.tat(DESTINATION) or 0.0) >= NOW + 30
+
+
+def test_process_rate_limited_without_limits_touches_no_pacing_state(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    rig.process()
+
+    assert rig.store.calls == []
+
+
+def test_process_rate_limited_with_pacing_state_unreachable_is_still_retried(
+    clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter
+) -> None:
+    rig = Rig(clock, sleep, rand, count, store=UnreachablePaceStore())
+    rig.channel.limits = ONE_PER_SECOND
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    outcome = rig.process()
+
+    assert (outcome, len(rig.copies())) == (Outcome.RETRIED, 1)
+
+
+def _early_copy(rig: Rig) -> str:
+    """Answer a 429 with a Retry-After of 3 h, then return its copy as it arrives after SQS's longest delay."""
+    rig.channel.result = _too_many_requests(retry_after=3 * 3600)
+    rig.process(_body(attempt=2))
+    body, delay = rig.queue.sent.pop()
+    rig.clock.advance(delay)
+    rig.channel.result = DeliveryReceipt("provider-1")
+    rig.channel.sent.clear()
+    rig.ledger.updates.clear()
+    return body
+
+
+def test_process_retry_after_beyond_sqs_delay_limit_sends_copy_due_at_provider_time(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=3 * 3600)
+
+    rig.process()
+
+    # Jitter: RAND * 20 % of 3 h = 1080 s.
+    message, delay = rig.copy()
+    assert (message.not_before, delay) == (iso_time(NOW + 3 * 3600 + 1080), 900)
+
+
+def test_process_copy_arriving_before_its_time_is_waiting(rig: Rig) -> None:
+    body = _early_copy(rig)
+
+    assert rig.process(body) is Outcome.WAITING
+
+
+def test_process_copy_arriving_before_its_time_is_sent_on_unchanged(rig: Rig) -> None:
+    body = _early_copy(rig)
+
+    rig.process(body)
+
+    message, delay = rig.copy()
+    assert (message, delay) == (DeliveryMessage.model_validate_json(body), 900)
+
+
+def test_process_copy_arriving_before_its_time_counts_no_attempt(rig: Rig) -> None:
+    body = _early_copy(rig)
+
+    rig.process(body)
+
+    assert rig.copy()[0].attempt == 2
+
+
+def test_process_copy_arriving_before_its_time_writes_no_ledger_row(rig: Rig) -> None:
+    body = _early_copy(rig)
+
+    rig.process(body)
+
+    assert rig.ledger.updates == []
+
+
+def test_process_copy_arriving_before_its_time_is_not_sent(rig: Rig) -> None:
+    body = _early_copy(rig)
+
+    rig.process(body)
+
+    assert rig.channel.sent == []
+
+
+def test_process_copy_arriving_within_a_second_of_its_time_is_sent(rig: Rig) -> None:
+    outcome = rig.process(_body(not_before=iso_time(NOW + 0.9)))
+
+    assert (outcome, len(rig.channel.sent)) == (Outcome.DELIVERED, 1)
+
+
+def test_process_early_copy_refused_keeps_message_until_due(rig: Rig) -> None:
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(not_before=iso_time(NOW + 100)))
+
+    assert rig.sqs.changes == [("rh-1", 100)]
+
+
+# --- retries spent ------------------------------------------------------------------------------------------------
+
+
+def test_process_last_attempt_failing_is_dead(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    assert rig.process(_body(attempt=MAX_ATTEMPTS - 1)) is Outcome.DEAD
+
+
+def test_process_last_attempt_failing_buries_message_with_reason(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    [(body, reason)] = rig.dead_letters.buried
+    dead = DeliveryMessage.model_validate_json(body)
+    assert (dead.delivery_key, dead.attempt, dead.not_before, reason) == (
+        KEY,
+        MAX_ATTEMPTS,
+        None,
+        f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503",
+    )
+
+
+def test_process_last_attempt_failing_records_dead_row(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert (rig.row().status, rig.row().attempts, rig.row().last_error) == (
+        DeliveryStatus.DEAD,
+        MAX_ATTEMPTS,
+        f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503",
+    )
+
+
+def test_process_last_attempt_failing_sends_no_copy(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert (rig.queue.sent, rig.sqs.changes) == ([], [])
+
+
+def test_process_last_attempt_failing_counts_dead(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert rig.count.calls == [("webhook", "dead")]
+
+
+def test_process_retry_after_window_end_is_dead_naming_the_window(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    outcome = rig.process(_body(created_at=iso_time(NOW - 24 * 3600 + 5)))
+
+    [(_, reason)] = rig.dead_letters.buried
+    assert (outcome, reason, rig.row().status) == (
+        Outcome.DEAD,
+        "retry window of 24 h ended: webhook: HTTP 503",
+        DeliveryStatus.DEAD,
+    )
+
+
+def test_process_redriven_window_start_reopens_the_window(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    outcome = rig.process(_body(created_at=iso_time(NOW - 48 * 3600), window_start=iso_time(NOW - 60)))
+
+    assert (outcome, rig.dead_letters.buried) == (Outcome.RETRIED, [])
+
+
+def test_process_bury_refused_keeps_message_deferred(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.dead_letters.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert rig.sqs.changes == [("rh-1", 8)]
+
+
+def test_process_bury_refused_records_no_dead_row(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.dead_letters.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert DeliveryStatus.DEAD not in [status for _, _, status in rig.ledger.updates]
+
+
+# --- attempts counted ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("message_attempt", "row_attempts"), [(1, 3), (3, 1)], ids=["ledger-ahead", "message-ahead"])
+def test_process_attempts_counted_from_the_larger_of_message_and_ledger(
+    rig: Rig, message_attempt: int, row_attempts: int
+) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.RETRYING, attempts=row_attempts)
+
+    rig.process(_body(attempt=message_attempt))
+
+    assert rig.row().attempts == 4
+
+
+def test_process_retry_after_kept_message_counts_from_ledger(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.ledger.put(ID, KEY, DeliveryStatus.RETRYING, attempts=MAX_ATTEMPTS - 1)
+
+    assert rig.process(_body(attempt=0)) is Outcome.DEAD
+
+
+# --- version 1 and malformed bodies -------------------------------------------------------------------------------
+
+
+def test_process_v1_body_is_delivered_with_integration_name_as_key(rig: Rig) -> None:
+    outcome = rig.process(_v1_body())
+
+    assert (outcome, rig.channel.delivery_keys, list(rig.ledger.rows)) == (
+        Outcome.DELIVERED,
+        ["hook"],
+        [(ID, "hook")],
+    )
+
+
+def test_process_v1_body_counts_attempts_from_receive_count(rig: Rig) -> None:
+    rig.process(_v1_body(), receive_count=3)
+
+    assert rig.ledger.rows[(ID, "hook")].attempts == 3
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", '{"v": 2, "notification_id": "n-1"}', _body(v=3)])
+def test_process_malformed_body_is_failed_touching_nothing(rig: Rig, body: str) -> None:
+    outcome = rig.process(body)
+
+    assert (outcome, rig.channel.sent, rig.ledger.reads, rig.ledger.updates) == (Outcome.FAILED, [], [], [])
+    assert (rig.queue.sent, rig.dead_letters.buried, rig.sqs.changes, rig.store.calls) == ([], [], [], [])
+
+
+def test_process_malformed_body_counts_failed_of_unknown_type(rig: Rig) -> None:
+    rig.process("not json")
+
+    assert rig.count.calls == [("unknown", "failed")]
+
+
+def test_process_malformed_body_is_logged_with_its_ids(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        rig.process('{"v": 2, "notification_id": "n-9", "delivery_key": "k-9"}')
+
+    [record] = [record for record in caplog.records if record.message == "malformed delivery message dropped"]
+    assert (record.message_id, record.notification_id, record.delivery_key) == ("m-1", "n-9", "k-9")  # type: ignore[attr-defined]
+
+
+def test_parse_message_unknown_version_is_permanent_naming_v() -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        parse_message(_body(v=3))
+
+    assert raised.value.reason == "malformed delivery message: v"
+
+
+# --- pacing -------------------------------------------------------------------------------------------------------
+
+
+def test_process_paced_messages_at_one_instant_are_sent_a_step_apart(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+
+    outcomes = [rig.process(_body(delivery_key=f"k-{index}")) for index in range(3)]
+
+    assert outcomes == [Outcome.DELIVERED] * 3
+    assert rig.channel.sent_at == pytest.approx([NOW, NOW + 1.05, NOW + 2.1])
+
+
+def test_process_paced_message_sleeps_until_its_slot(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+    rig.occupy(ONE_PER_SECOND)
+
+    rig.process()
+
+    assert rig.clock.slept == pytest.approx([1.05])
+
+
+def test_process_slot_beyond_max_wait_is_waiting(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    assert rig.process() is Outcome.WAITING
+
+
+def test_process_slot_beyond_max_wait_sends_reserved_copy_due_lead_before_slot(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    rig.process(_body(attempt=1))
+
+    # The slot is 10.5 s away; the copy is due LEAD (2 s) before it: floor(8.5) s.
+    message, delay = rig.copy()
+    assert (message.attempt, message.slot_reserved, message.not_before, delay) == (
+        1,
+        True,
+        iso_time(NOW + 10.5),
+        8,
+    )
+
+
+def test_process_slot_beyond_max_wait_is_not_sent_and_not_slept(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    rig.process()
+
+    assert (rig.channel.sent, rig.clock.slept) == ([], [])
+
+
+def test_process_slot_beyond_max_wait_records_paced_retrying_without_attempt(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    rig.process(_body(attempt=1))
+
+    assert (rig.row().status, rig.row().attempts, rig.row().last_error) == (
+        DeliveryStatus.RETRYING,
+        0,
+        "paced: next send slot in 11 s",
+    )
+
+
+def test_process_slot_beyond_max_wait_counts_waiting(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    rig.process()
+
+    assert rig.count.calls == [("webhook", "waiting")]
+
+
+def test_process_reserved_copy_in_time_sleeps_to_its_slot_without_a_new_reservation(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+    rig.process()
+    body, delay = rig.queue.sent.pop()
+    rig.clock.advance(delay)
+    store_calls = len(rig.store.calls)
+
+    outcome = rig.process(body)
+
+    assert (outcome, rig.channel.sent_at, len(rig.store.calls)) == (Outcome.DELIVERED, [NOW + 10.5], store_calls)
+
+
+def test_process_reserved_copy_slightly_late_sends_at_once_without_a_new_reservation(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+
+    rig.process(_body(slot_reserved=True, not_before=iso_time(NOW - 1)))
+
+    assert (rig.channel.sent_at, rig.store.calls) == ([NOW], [])
+
+
+def test_process_reserved_copy_late_past_half_a_step_takes_a_new_slot(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+    store_calls = len(rig.store.calls)
+
+    # Half a step of 10.5 s is 5.25 s: a copy 6 s late queues behind the slot taken since, 10.5 s away.
+    outcome = rig.process(_body(slot_reserved=True, not_before=iso_time(NOW - 6)))
+
+    assert (outcome, len(rig.store.calls), rig.copy()[0].not_before) == (
+        Outcome.WAITING,
+        store_calls + 1,
+        iso_time(NOW + 10.5),
+    )
+
+
+def test_process_reserved_copy_far_before_its_slot_is_sent_on_to_lead_before_it(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+
+    outcome = rig.process(_body(slot_reserved=True, not_before=iso_time(NOW + 100)))
+
+    message, delay = rig.copy()
+    assert (outcome, message.slot_reserved, message.not_before, delay, rig.ledger.updates) == (
+        Outcome.WAITING,
+        True,
+        iso_time(NOW + 100),
+        98,
         [],
     )
 
 
-def test_deliverer_retry_after_sets_visibility_to_provider_delay() -> None:
-    rig = Rig(RetryableDeliveryError("webhook: HTTP 429", retry_after=120))
+def test_process_slot_after_latest_start_is_waiting_instead_of_sleeping(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+    rig.occupy(ONE_PER_SECOND)
 
-    with pytest.raises(DeliveryDeferredError):
-        rig.deliverer.process(_attempt())
+    outcome = rig.process(latest_start=NOW + 0.5)
 
-    assert rig.sqs.changes == [("rh-1", 120)]
-
-
-def test_deliverer_retryable_failure_backs_off_by_receive_count() -> None:
-    rig = Rig(RetryableDeliveryError("webhook: HTTP 503"))
-
-    with pytest.raises(DeliveryDeferredError):
-        rig.deliverer.process(_attempt(receive_count=3))
-
-    # rand() == 0: the fixed half of 10 s * 2^2.
-    assert rig.sqs.changes == [("rh-1", 20)]
-
-
-def test_deliverer_retryable_failure_records_retrying_with_error() -> None:
-    rig = Rig(RetryableDeliveryError("webhook: timed out"))
-
-    with pytest.raises(DeliveryDeferredError):
-        rig.deliverer.process(_attempt(receive_count=2))
-
-    assert rig.row() == {"status": DeliveryStatus.RETRYING, "attempts": 2, "last_error": "webhook: timed out"}
-
-
-def test_deliverer_last_attempt_records_dead() -> None:
-    rig = Rig(RetryableDeliveryError("webhook: HTTP 500"))
-
-    with pytest.raises(DeliveryDeferredError):
-        rig.deliverer.process(_attempt(receive_count=5))
-
-    assert (rig.row()["status"], rig.metrics, rig.sqs.changes) == (
-        DeliveryStatus.DEAD,
-        [("webhook", "dead")],
-        [("rh-1", 0)],
+    message, _ = rig.copy()
+    assert (outcome, rig.clock.slept, message.slot_reserved, message.not_before) == (
+        Outcome.WAITING,
+        [],
+        True,
+        iso_time(NOW + 1.05),
     )
 
 
-def test_deliverer_malformed_body_fails_without_send() -> None:
-    rig = Rig()
+def test_process_pacing_state_unreachable_sends_unpaced(
+    clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter
+) -> None:
+    rig = Rig(clock, sleep, rand, count, store=UnreachablePaceStore())
+    rig.channel.limits = ONE_PER_SECOND
 
-    outcome = rig.deliverer.process(_attempt(body='{"v": 1, "notification_id": "n-1"}'))
+    outcome = rig.process()
 
-    assert (outcome, rig.channel.sent, rig.ledger.rows) == (Outcome.FAILED, [], {})
-
-
-def test_deliverer_malformed_body_is_logged_with_ids(caplog: pytest.LogCaptureFixture) -> None:
-    rig = Rig()
-
-    rig.deliverer.process(_attempt(body='{"v": 2, "notification_id": "n-9"}'))
-
-    [record] = [record for record in caplog.records if record.message == "malformed delivery message dropped"]
-    assert (record.message_id, record.notification_id) == ("m-1", "n-9")  # type: ignore[attr-defined]
+    assert (outcome, rig.channel.sent_at) == (Outcome.DELIVERED, [NOW])
 
 
-def test_deliverer_unexpected_error_is_retried() -> None:
-    rig = Rig(KeyError("bug"))
+def test_process_pacing_state_unreachable_counts_pacing_unavailable(
+    clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter
+) -> None:
+    rig = Rig(clock, sleep, rand, count, store=UnreachablePaceStore())
+    rig.channel.limits = ONE_PER_SECOND
+
+    rig.process()
+
+    assert count.of("pacing_unavailable") == 1
+
+
+def test_process_copy_refused_while_waiting_for_a_slot_keeps_message_until_the_slot(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError) as raised:
+        rig.process()
+
+    # Hidden until LEAD before the slot 10.5 s away: ceil(8.5) s, set once.
+    assert (raised.value.delay_seconds, rig.sqs.changes) == (9, [("rh-1", 9)])
+
+
+def test_process_copy_refused_while_waiting_for_a_slot_counts_no_attempt(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+    rig.queue.fail = True
 
     with pytest.raises(DeliveryDeferredError):
-        rig.deliverer.process(_attempt())
+        rig.process()
 
-    assert (rig.row()["status"], rig.row()["last_error"]) == (DeliveryStatus.RETRYING, "internal error (KeyError)")
-
-
-def test_deliverer_ledger_failure_after_send_still_counts_delivered() -> None:
-    rig = Rig(ledger=FakeLedger(fail_updates=True))
-
-    outcome = rig.deliverer.process(_attempt())
-
-    assert outcome is Outcome.DELIVERED
+    row = rig.ledger.rows.get(ROW_KEY)
+    assert row is None or (row.attempts, row.last_error) == (0, "paced: next send slot in 11 s")
 
 
-def test_deliverer_passes_credentials_by_reference() -> None:
-    rig = Rig(parameters=FakeParameterProvider({REF: {"signing_secret": "s" * 16}}))
-    body = json.loads(_body())
-    body["integration"]["credentials_ref"] = REF
+# --- bookkeeping failures -----------------------------------------------------------------------------------------
 
-    rig.deliverer.process(_attempt(body=json.dumps(body)))
+
+@pytest.mark.parametrize("mode", ["fail_updates", "unreachable_updates"])
+def test_process_ledger_write_failing_after_send_is_delivered_once(rig: Rig, mode: str) -> None:
+    setattr(rig.ledger, mode, True)
+
+    outcome = rig.process()
+
+    assert (outcome, len(rig.channel.sent), rig.queue.sent, rig.sqs.changes) == (Outcome.DELIVERED, 1, [], [])
+
+
+@pytest.mark.parametrize("mode", ["fail_updates", "unreachable_updates"])
+def test_process_ledger_write_failing_after_send_counts_ledger_write_failed(rig: Rig, mode: str) -> None:
+    setattr(rig.ledger, mode, True)
+
+    rig.process()
+
+    assert rig.count.calls == [("webhook", "ledger_write_failed"), ("webhook", "delivered")]
+
+
+def test_process_ledger_unreadable_keeps_message_deferred(rig: Rig) -> None:
+    rig.ledger.fail_reads = True
+
+    with pytest.raises(DeliveryDeferredError) as raised:
+        rig.process()
+
+    # Hidden for one backoff step: ceil(7.5) s.
+    assert (raised.value.delay_seconds, rig.sqs.changes) == (8, [("rh-1", 8)])
+
+
+def test_process_ledger_unreadable_does_not_send(rig: Rig) -> None:
+    rig.ledger.fail_reads = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process()
+
+    assert (rig.channel.sent, rig.queue.sent) == ([], [])
+
+
+def test_process_copy_refused_on_retry_keeps_message_until_retry_due(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError) as raised:
+        rig.process()
+
+    assert (raised.value.delay_seconds, rig.sqs.changes) == (8, [("rh-1", 8)])
+
+
+def test_process_copy_refused_on_retry_records_retrying_with_attempts(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(attempt=2))
+
+    assert (rig.row().status, rig.row().attempts, rig.row().last_error) == (
+        DeliveryStatus.RETRYING,
+        3,
+        "webhook: HTTP 503",
+    )
+
+
+# --- credentials --------------------------------------------------------------------------------------------------
+
+
+def test_process_without_credentials_ref_reads_no_parameter(rig: Rig) -> None:
+    outcome = rig.process()
+
+    assert (outcome, rig.parameters.calls, rig.channel.sent[0][2]) == (Outcome.DELIVERED, [], None)
+
+
+def test_process_credentials_ref_passes_credentials_to_channel(rig: Rig) -> None:
+    rig.process(_with_credentials())
 
     assert rig.channel.sent[0][2] == {"signing_secret": "s" * 16}
 
 
-def test_parse_message_unknown_version_is_permanent() -> None:
-    with pytest.raises(PermanentDeliveryError) as raised:
-        parse_message(_body(v=2))
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (_ssm_error("ParameterNotFound"), Outcome.FAILED),
+        (_ssm_error("AccessDeniedException"), Outcome.FAILED),
+        (TransformParameterError("bad json"), Outcome.FAILED),
+        (_ssm_error("ThrottlingException"), Outcome.RETRIED),
+        (_ssm_error("InternalServerError"), Outcome.RETRIED),
+    ],
+    ids=["missing", "denied", "not-json", "throttled", "ssm-down"],
+)
+def test_process_credentials_error_is_failed_or_retried_by_kind(rig: Rig, error: Exception, outcome: Outcome) -> None:
+    rig.parameters.error = error
 
-    assert raised.value.reason == "malformed delivery message: v"
+    assert (rig.process(_with_credentials()), rig.channel.sent) == (outcome, [])
+
+
+def test_process_credentials_missing_records_reason(rig: Rig) -> None:
+    rig.parameters.error = _ssm_error("ParameterNotFound")
+
+    rig.process(_with_credentials())
+
+    assert rig.row().last_error == "credentials are missing"

@@ -136,7 +136,7 @@ def test_pacer_reserve_after_slow_until_spaces_slots_by_base_step() -> None:
 
 @pytest.mark.parametrize(
     ("penalties", "factor"),
-    [(1, SLOW_FACTOR), (2, SLOW_FACTOR**2), (3, MAX_SLOW_FACTOR), (5, MAX_SLOW_FACTOR)],
+    [(1, SLOW_FACTOR), (2, SLOW_FACTOR**2), (3, SLOW_FACTOR**3), (20, MAX_SLOW_FACTOR)],
 )
 def test_pacer_penalize_repeated_grows_slow_factor_up_to_max(penalties: int, factor: float) -> None:
     pacer = Pacer(InMemoryPaceStore())
@@ -157,7 +157,7 @@ def test_pacer_penalize_by_pacer_that_missed_earlier_penalties_never_speeds_the_
     unaware.penalize([CHAT], retry_after=5.0, now=NOW + 3)
     slots = [penalized.reserve([CHAT], NOW + 10) for _ in range(3)]
 
-    assert min(_gaps(slots)) >= MAX_SLOW_FACTOR * CHAT.step - EPSILON
+    assert min(_gaps(slots)) >= SLOW_FACTOR**3 * CHAT.step - EPSILON
 
 
 def test_pacer_reserve_chat_and_bot_limits_busy_chat_decides_slot() -> None:

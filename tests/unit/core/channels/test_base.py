@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.channels.base import RateLimit, destination_key, limit_at, parse_settings, retry_after_seconds, truncate
+from core.channels.base import Limit, destination_key, limit_at, parse_settings, retry_after_seconds, truncate
 from core.channels.telegram import TelegramCredentials
 from core.errors import PermanentDeliveryError
 
@@ -58,17 +58,17 @@ def test_destination_key_holds_no_part_in_clear() -> None:
 @pytest.mark.parametrize(("per_second", "cost"), [(0.0, 1.0), (-1.0, 1.0), (float("inf"), 1.0), (1.0, 0.0)])
 def test_rate_limit_non_positive_or_infinite_raises(per_second: float, cost: float) -> None:
     with pytest.raises(ValueError, match="must be a positive number"):
-        RateLimit("k", per_second, cost)
+        Limit("k", per_second, cost)
 
 
 @pytest.mark.parametrize(
     ("declared", "given", "expected"),
     [
         (None, None, []),
-        (1.0, None, [RateLimit("k", 1.0)]),
-        (None, 5.0, [RateLimit("k", 5.0)]),
-        (1.0, 0.5, [RateLimit("k", 0.5)]),
-        (1.0, 5.0, [RateLimit("k", 1.0)]),
+        (1.0, None, [Limit("k", 1.0)]),
+        (None, 5.0, [Limit("k", 5.0)]),
+        (1.0, 0.5, [Limit("k", 0.5)]),
+        (1.0, 5.0, [Limit("k", 1.0)]),
     ],
 )
 def test_limit_at_keeps_the_stricter_rate(declared: float | None, given: float | None, expected: list) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.channels import ChannelResources, RateLimit, destination_key
+from core.channels import ChannelResources, Limit, destination_key
 from core.channels.email import EmailChannel
 from core.errors import DeliveryError, MissingTemplateVariablesError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
@@ -119,7 +119,7 @@ class Clock:
         return self.now
 
 
-def _limits(channel: EmailChannel, target: dict | None = None, rate: float | None = None) -> list[RateLimit]:
+def _limits(channel: EmailChannel, target: dict | None = None, rate: float | None = None) -> list[Limit]:
     return channel.rate_limits(target or TARGET, None, rate)
 
 
@@ -128,7 +128,7 @@ def test_email_rate_limits_account_send_rate_costs_one_per_recipient(resources: 
 
     limits = _limits(EmailChannel(resources), target)
 
-    assert limits == [RateLimit(destination_key("ses", "us-east-1"), 14.0, cost=3.0)]
+    assert limits == [Limit(destination_key("ses", "us-east-1"), 14.0, cost=3.0)]
 
 
 def test_email_rate_limits_quota_read_once_an_hour(resources: ChannelResources, client: FakeSendingClient) -> None:
@@ -201,7 +201,7 @@ def test_email_rate_limits_unusable_quota_falls_back_to_sandbox_rate(rate: float
 def test_email_rate_limits_integration_rate_adds_limit_on_its_recipients(resources: ChannelResources) -> None:
     limits = _limits(EmailChannel(resources), rate=0.5)
 
-    assert limits[1:] == [RateLimit(destination_key("email", "Shop <noreply@example.com>", "ada@example.com"), 0.5)]
+    assert limits[1:] == [Limit(destination_key("email", "Shop <noreply@example.com>", "ada@example.com"), 0.5)]
 
 
 def test_email_rate_limits_invalid_target_is_permanent(resources: ChannelResources) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.channels import ChannelResources, RateLimit, destination_key
+from core.channels import ChannelResources, Limit, destination_key
 from core.channels.push import PushChannel, push_payload
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
@@ -113,7 +113,7 @@ def test_push_rate_limits_without_integration_rate_none(resources: ChannelResour
 def test_push_rate_limits_integration_rate_limits_its_endpoint(resources: ChannelResources) -> None:
     limits = PushChannel(resources).rate_limits({"topic_arn": TOPIC}, None, 2.0)
 
-    assert limits == [RateLimit(destination_key("push", TOPIC), 2.0)]
+    assert limits == [Limit(destination_key("push", TOPIC), 2.0)]
 
 
 def test_push_rate_limits_invalid_target_is_permanent(resources: ChannelResources) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.channels import ChannelResources, RateLimit, destination_key
+from core.channels import ChannelResources, Limit, destination_key
 from core.channels.slack import SlackChannel, escape_slack
 from core.errors import PermanentDeliveryError
 from core.models import Content
@@ -34,7 +34,7 @@ def test_slack_render_escapes_inserted_values_not_template_text() -> None:
 def test_slack_rate_limits_one_per_second_per_webhook(resources: ChannelResources) -> None:
     limits = SlackChannel(resources).rate_limits({}, {"webhook_url": WEBHOOK}, None)
 
-    assert limits == [RateLimit(destination_key("slack", WEBHOOK), 1.0)]
+    assert limits == [Limit(destination_key("slack", WEBHOOK), 1.0)]
 
 
 def test_slack_rate_limits_key_holds_no_part_of_the_url(resources: ChannelResources) -> None:

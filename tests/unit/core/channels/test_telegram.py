@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.channels import ChannelResources, RateLimit, destination_key
+from core.channels import ChannelResources, Limit, destination_key
 from core.channels.telegram import TelegramChannel
 from core.errors import PermanentDeliveryError
 from core.models import Content
@@ -22,8 +22,8 @@ def test_telegram_rate_limits_one_per_second_per_chat_and_thirty_per_bot(resourc
     limits = TelegramChannel(resources).rate_limits({"chat_id": "-100"}, CREDENTIALS, None)
 
     assert limits == [
-        RateLimit(destination_key("telegram-chat", TOKEN, "-100"), 1.0),
-        RateLimit(destination_key("telegram-bot", TOKEN), 30.0),
+        Limit(destination_key("telegram-chat", TOKEN, "-100"), 1.0),
+        Limit(destination_key("telegram-bot", TOKEN), 30.0),
     ]
 
 

@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from core.channels import ChannelResources, RateLimit, destination_key
+from core.channels import ChannelResources, Limit, destination_key
 from core.channels.webhook import WebhookChannel, sign, webhook_body
 from core.errors import PermanentDeliveryError
 from core.models import Content
@@ -47,7 +47,7 @@ def test_webhook_rate_limits_without_integration_rate_none(resources: ChannelRes
 def test_webhook_rate_limits_integration_rate_limits_its_url(resources: ChannelResources) -> None:
     limits = WebhookChannel(resources).rate_limits({"url": URL}, None, 3.0)
 
-    assert limits == [RateLimit(destination_key("webhook", URL), 3.0)]
+    assert limits == [Limit(destination_key("webhook", URL), 3.0)]
 
 
 def test_webhook_rate_limits_key_holds_no_part_of_the_url(resources: ChannelResources) -> None:

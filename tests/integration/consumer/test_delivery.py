@@ -1,0 +1,123 @@
+"""Integration tests of pacing and retries over time (consumer/delivery.py, consumer/retry.py): the consumer driven by
+pollers on moto against a loopback receiver that limits its rate or goes down, with the clocks shortened by settings.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from core import clients
+from core.models import DeliveryStatus
+from tests.integration.consumer.flow import (
+    consume_once,
+    delivery_message,
+    enqueue,
+    entry,
+    is_final,
+    on_queue,
+    poll,
+    statuses,
+)
+from tests.support.aws import AwsResources
+from tests.support.receivers import Receiver
+
+# 100 sends at 20 per second take at least 5 s; the pacing waits are shortened in proportion.
+BURST = 100
+RATE = 20.0
+# The retry budget of SQS's maxReceiveCount (5 receives: 4 backoffs of 0.2 s * 1, 2, 4, 8) was 3 s; this outage is
+# longer.
+OUTAGE_SECONDS = 8.0
+OUTAGE_DELIVERIES = 5
+
+
+def _settled(messages: list[dict[str, Any]]) -> bool:
+    """Whether nothing is left on the delivery queue and every delivery has a final status."""
+    return not on_queue() and all(is_final(status) for status in statuses(messages))
+
+
+def test_delivery_burst_to_a_rate_limited_webhook_is_paced_to_its_rate(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PACING_MAX_WAIT_SECONDS", "1")
+    monkeypatch.setenv("PACING_LEAD_SECONDS", "0.5")
+    clients.reset()
+    receiver.limit("/burst", RATE)
+    messages = [
+        delivery_message(
+            "webhook", {"text": f"order {index}"}, {"url": f"{receiver.url}/burst"}, name="burst", rate_per_second=RATE
+        )
+        for index in range(BURST)
+    ]
+    enqueue(consumer_aws, *messages)
+
+    run = poll(consumer_aws, lambda: _settled(messages), timeout=40)
+
+    assert run.errors == []
+    assert run.finished
+    assert statuses(messages) == [DeliveryStatus.DELIVERED] * BURST
+    # Pacing keeps to the receiver's rate: a 429 is the rare one whose request was held up on its way.
+    assert receiver.throttled <= 0.05 * len(receiver.requests)
+    accepted = receiver.accepted
+    assert len(accepted) == BURST
+    keys = {(request.headers["X-Notification-Id"], request.headers["X-Delivery-Key"]) for request in accepted}
+    assert keys == {(message["notification_id"], message["delivery_key"]) for message in messages}
+
+
+def test_delivery_outage_longer_than_the_old_retry_budget_is_delivered_after_it(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "0.2")
+    monkeypatch.setenv("RETRY_CAP_SECONDS", "2")
+    clients.reset()
+    receiver.outage(OUTAGE_SECONDS)
+    messages = [
+        delivery_message("webhook", {"text": f"order {index}"}, {"url": f"{receiver.url}/outage"}, name="outage")
+        for index in range(OUTAGE_DELIVERIES)
+    ]
+    enqueue(consumer_aws, *messages)
+
+    run = poll(consumer_aws, lambda: _settled(messages), timeout=OUTAGE_SECONDS + 15)
+
+    assert run.errors == []
+    assert run.finished
+    assert statuses(messages) == [DeliveryStatus.DELIVERED] * OUTAGE_DELIVERIES
+    assert all(entry(message).attempts > 1 for message in messages)
+    assert len(receiver.accepted) == OUTAGE_DELIVERIES
+    # Backed off, not hammered: a retry at most about once a second once the backoff reaches its cap.
+    unavailable = sum(1 for request in receiver.requests if request.status == 503)
+    assert unavailable <= OUTAGE_DELIVERIES * (OUTAGE_SECONDS + 8)
+
+
+def test_delivery_slow_read_before_the_slot_still_keeps_the_destination_rate(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.limit("/paced", 1)
+    first, slow, last = (
+        delivery_message("webhook", {"text": "hi"}, {"url": f"{receiver.url}/paced"}, name="paced", rate_per_second=1)
+        for _ in range(3)
+    )
+    dynamodb = clients.get_client("dynamodb")
+    get_item = dynamodb.get_item
+
+    def get_item_slowly_for_slow(**kwargs: Any) -> Any:
+        # A slow ledger (or secrets) read between the message's arrival and its send: DynamoDB's tail latency, a
+        # throttled SSM call retried by boto3.
+        if kwargs["Key"].get("notification_id", {}).get("S") == slow["notification_id"]:
+            time.sleep(0.7)
+        return get_item(**kwargs)
+
+    monkeypatch.setattr(dynamodb, "get_item", get_item_slowly_for_slow)
+    enqueue(consumer_aws, first)
+    consume_once(consumer_aws)
+    # The slow one arrives while the first one's interval still runs, and is read slowly past its end.
+    time.sleep(max(0.0, receiver.requests[0].at + 0.8 - time.monotonic()))
+    enqueue(consumer_aws, slow)
+    consume_once(consumer_aws)
+    enqueue(consumer_aws, last)
+    consume_once(consumer_aws)
+
+    # One request per second at most: each send waits for a slot that is still ahead when it is sent.
+    assert [request.status for request in receiver.requests] == [200, 200, 200]
