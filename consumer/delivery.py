@@ -202,7 +202,8 @@ class Deliverer:
             secret = self._credentials.get(ref) if ref else None
             limits = channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
             if limits:
-                slot = self._slot(message, limits, due, now, log)
+                # The clock is read again: the reads above may have taken a while, and a slot must never be past.
+                slot = self._slot(message, limits, due, self._clock(), log)
                 budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
                 if slot - self._clock() > budget:
                     return self._wait_for_slot(message, attempt, slot, log)
@@ -243,11 +244,10 @@ class Deliverer:
 
     def _slot(self, message: DeliveryMessage, limits: list[Limit], due: float | None, now: float, log: Any) -> float:
         """Return when this send may start: the slot the message holds, or a new one."""
-        if message.slot_reserved and due is not None:
-            # A copy late for its slot would crowd the next one's: it takes a new slot instead.
-            tolerance = max(0.05, min(limit.step for limit in limits) / 2)
-            if now <= due + tolerance:
-                return due
+        # A copy late for its slot would crowd the next one's: beyond half the safety margin between two slots, it
+        # takes a new slot instead.
+        if message.slot_reserved and due is not None and now <= due + min(limit.margin for limit in limits) / 2:
+            return due
         try:
             return self._pacer.reserve(limits, now)
         except UpstreamError as exc:

@@ -88,6 +88,11 @@ class Limit:
         """Return the seconds one send of this cost occupies, with the safety margin."""
         return self.cost / self.per_second * SAFETY_MARGIN
 
+    @property
+    def margin(self) -> float:
+        """Return the seconds by which the safety margin widens one step: the jitter a send may have."""
+        return self.step - self.cost / self.per_second
+
 
 class Pacer:
     """Takes send slots for destinations from a shared store; safe to use from several threads.

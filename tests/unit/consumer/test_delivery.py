@@ -46,7 +46,7 @@ KEY = "k-1"
 ROW_KEY = (ID, KEY)
 REF = "/notify/test/integrations/orders/shipped/hook"
 DESTINATION = "webhook:destination"
-# One send a second: a slot every 1.05 s with the safety margin. One every ten seconds: every 10.5 s.
+# One send a second: a slot every 1.1 s with the safety margin. One every ten seconds: every 11 s.
 ONE_PER_SECOND = [Limit(DESTINATION, 1.0)]
 ONE_PER_TEN_SECONDS = [Limit(DESTINATION, 0.1)]
 BACKOFF_1 = 7.5
@@ -710,7 +710,7 @@ def test_process_paced_messages_at_one_instant_are_sent_a_step_apart(rig: Rig) -
     outcomes = [rig.process(_body(delivery_key=f"k-{index}")) for index in range(3)]
 
     assert outcomes == [Outcome.DELIVERED] * 3
-    assert rig.channel.sent_at == pytest.approx([NOW, NOW + 1.05, NOW + 2.1])
+    assert rig.channel.sent_at == pytest.approx([NOW, NOW + 1.1, NOW + 2.2])
 
 
 def test_process_paced_message_sleeps_until_its_slot(rig: Rig) -> None:
@@ -719,7 +719,7 @@ def test_process_paced_message_sleeps_until_its_slot(rig: Rig) -> None:
 
     rig.process()
 
-    assert rig.clock.slept == pytest.approx([1.05])
+    assert rig.clock.slept == pytest.approx([1.1])
 
 
 def test_process_slot_beyond_max_wait_is_waiting(rig: Rig) -> None:
@@ -735,13 +735,13 @@ def test_process_slot_beyond_max_wait_sends_reserved_copy_due_lead_before_slot(r
 
     rig.process(_body(attempt=1))
 
-    # The slot is 10.5 s away; the copy is due LEAD (2 s) before it: floor(8.5) s.
+    # The slot is 11 s away; the copy is due LEAD (2 s) before it: 9 s.
     message, delay = rig.copy()
     assert (message.attempt, message.slot_reserved, message.not_before, delay) == (
         1,
         True,
-        iso_time(NOW + 10.5),
-        8,
+        iso_time(NOW + 11),
+        9,
     )
 
 
@@ -786,29 +786,30 @@ def test_process_reserved_copy_in_time_sleeps_to_its_slot_without_a_new_reservat
 
     outcome = rig.process(body)
 
-    assert (outcome, rig.channel.sent_at, len(rig.store.calls)) == (Outcome.DELIVERED, [NOW + 10.5], store_calls)
+    assert (outcome, rig.channel.sent_at, len(rig.store.calls)) == (Outcome.DELIVERED, [NOW + 11], store_calls)
 
 
 def test_process_reserved_copy_slightly_late_sends_at_once_without_a_new_reservation(rig: Rig) -> None:
     rig.channel.limits = ONE_PER_TEN_SECONDS
 
-    rig.process(_body(slot_reserved=True, not_before=iso_time(NOW - 1)))
+    # The margin between two slots is 1 s; a copy late by less than half of it keeps its slot.
+    rig.process(_body(slot_reserved=True, not_before=iso_time(NOW - 0.4)))
 
     assert (rig.channel.sent_at, rig.store.calls) == ([NOW], [])
 
 
-def test_process_reserved_copy_late_past_half_a_step_takes_a_new_slot(rig: Rig) -> None:
+def test_process_reserved_copy_late_past_half_the_margin_takes_a_new_slot(rig: Rig) -> None:
     rig.channel.limits = ONE_PER_TEN_SECONDS
     rig.occupy(ONE_PER_TEN_SECONDS)
     store_calls = len(rig.store.calls)
 
-    # Half a step of 10.5 s is 5.25 s: a copy 6 s late queues behind the slot taken since, 10.5 s away.
-    outcome = rig.process(_body(slot_reserved=True, not_before=iso_time(NOW - 6)))
+    # Half the margin of 1 s is 0.5 s: a copy 0.6 s late queues behind the slot taken since, 11 s away.
+    outcome = rig.process(_body(slot_reserved=True, not_before=iso_time(NOW - 0.6)))
 
     assert (outcome, len(rig.store.calls), rig.copy()[0].not_before) == (
         Outcome.WAITING,
         store_calls + 1,
-        iso_time(NOW + 10.5),
+        iso_time(NOW + 11),
     )
 
 
@@ -838,7 +839,7 @@ def test_process_slot_after_latest_start_is_waiting_instead_of_sleeping(rig: Rig
         Outcome.WAITING,
         [],
         True,
-        iso_time(NOW + 1.05),
+        iso_time(NOW + 1.1),
     )
 
 
@@ -872,7 +873,7 @@ def test_process_copy_refused_while_waiting_for_a_slot_keeps_message_until_the_s
     with pytest.raises(DeliveryDeferredError) as raised:
         rig.process()
 
-    # Hidden until LEAD before the slot 10.5 s away: ceil(8.5) s, set once.
+    # Hidden until LEAD before the slot 11 s away: 9 s, set once.
     assert (raised.value.delay_seconds, rig.sqs.changes) == (9, [("rh-1", 9)])
 
 
