@@ -357,7 +357,7 @@ class LocalStack:
         say(f"local page    {config.api_url}/_local/")
         say(
             f"receiver      {config.receiver_url}  (/slack/…, /telegram/bot…/sendMessage, /webhook/…;"
-            " ?status=500,200 scripts its answers)"
+            " ?status=500,200, ?rate=2, ?down=60 script its answers)"
         )
         say(f"AWS (moto)    AWS_ENDPOINT_URL={config.aws_url}")
         say(f"PostgreSQL    {self.database_url}")
