@@ -1,7 +1,15 @@
-"""Lambda adapter of the admin authorizer (API Gateway TOKEN authorizer on the ``Authorization`` header)."""
+"""Lambda adapter of the admin authorizer (API Gateway TOKEN authorizer on the ``Authorization`` header).
+
+A rotated admin token stops working within ``ADMIN_TOKEN_ROTATION_SECONDS`` (60 s): this function reuses the token
+hash it read from SSM for ``ADMIN_TOKEN_CACHE_SECONDS`` (30 s), and API Gateway reuses its answer for a token for the
+authorizer's ``resultTtlInSeconds`` (30 s, serverless.yml); the deploy checks keep the two within the window.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
@@ -13,15 +21,60 @@ from api.admin_auth import check_admin_token
 from core.clients import get_parameter_provider
 from core.errors import AuthenticationError, ForbiddenError
 from core.observability import logger
-from core.settings import get_settings
+from core.settings import AuthorizerSettings, load_settings
 
-# The token hash is re-read at most this often, so a rotated token takes effect within five minutes.
-_HASH_MAX_AGE_SECONDS = 300
+
+class TokenHash:
+    """The admin token's SHA-256, read through ``read`` and reused for at most ``max_age`` seconds.
+
+    Parameters
+    ----------
+    read:
+        Reads the current hash (from SSM); a failure propagates, so an expired hash is never reused past its age.
+    max_age:
+        Seconds a hash read is reused; 0 reads it on every call.
+    clock:
+        Monotonic seconds, injectable for tests.
+    """
+
+    def __init__(self, read: Callable[[], str], max_age: float, clock: Callable[[], float] = monotonic) -> None:
+        self._read = read
+        self._max_age = max_age
+        self._clock = clock
+        self._value: str | None = None
+        self._read_at = 0.0
+
+    def get(self) -> str:
+        """Return the hash, read again when the last read is ``max_age`` seconds old or older."""
+        now = self._clock()
+        if self._value is None or now - self._read_at >= self._max_age:
+            self._value = self._read()
+            # The age counts from before the read: a hash is never used later than max_age after it was asked for.
+            self._read_at = now
+        return self._value
+
+
+def settings() -> AuthorizerSettings:
+    """Return this function's settings, parsed at the container's first invocation; a missing variable fails it."""
+    return load_settings(AuthorizerSettings)
+
+
+@lru_cache(maxsize=1)
+def token_hash(config: AuthorizerSettings, provider: Any) -> TokenHash:
+    """Return this container's cache of the token hash, read through powertools' SSM provider on the shared client."""
+
+    def read() -> str:
+        # The provider's own cache is bypassed: ``TokenHash`` alone decides how old a hash may be.
+        value = provider.get(config.admin_token_hash_parameter, decrypt=True, force_fetch=True)
+        return str(value or "")
+
+    return TokenHash(read, config.admin_token_cache_seconds, clock=monotonic)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Allow every admin route for a valid admin token, deny otherwise; raise ``Unauthorized`` without one."""
+    config = settings()
     token_event = APIGatewayAuthorizerTokenEvent(event)
     arn = token_event.parsed_arn
     policy = APIGatewayAuthorizerResponse(
@@ -31,11 +84,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         api_id=arn.api_id,
         stage=arn.stage,
     )
-    expected = get_parameter_provider().get(
-        get_settings().admin_token_hash_parameter, decrypt=True, max_age=_HASH_MAX_AGE_SECONDS
-    )
+    expected = token_hash(config, get_parameter_provider(config.aws_region)).get()
     try:
-        check_admin_token(token_event.authorization_token, str(expected or ""))
+        check_admin_token(token_event.authorization_token, expected)
     except AuthenticationError as exc:
         # API Gateway turns exactly this message into a 401.
         raise Exception("Unauthorized") from exc  # noqa: TRY002

@@ -13,9 +13,14 @@ from core.channels import TopicRequest
 from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
 from core.http import Response, Router, caller_id, json_response, parse_body
 from core.observability import logger, metrics, tracer
-from core.settings import get_settings
+from core.settings import ApiSettings, load_settings
 
 app = Router()
+
+
+def settings() -> ApiSettings:
+    """Return this function's settings, parsed at the container's first invocation; a missing variable fails it."""
+    return load_settings(ApiSettings)
 
 
 @app.get("/v1/health")
@@ -31,14 +36,15 @@ def get_notification(notification_id: str) -> Response:
     event = app.current_event
     caller = caller_id(event.identity)
     cursor = event.query_string_parameters.get("cursor")
-    return json_response(200, notification_status(notification_id, get_ledger(), caller, cursor))
+    return json_response(200, notification_status(notification_id, get_ledger(settings()), caller, cursor))
 
 
 @app.put("/v1/channels/<channel>/topics/<topic>")
 def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(app.current_event.decoded_body, TopicRequest)
-    change, topic_hash = put_topic(channel, topic, request, get_topic_registry(), get_secret_store())
+    config = settings()
+    change, topic_hash = put_topic(channel, topic, request, get_topic_registry(config), get_secret_store(config))
     if topic_hash is not None:
         return json_response(201, {**change.view, "topic_hash": topic_hash})
     return json_response(200, change.view)
@@ -48,14 +54,14 @@ def put_channel_topic(channel: str, topic: str) -> Response:
 def get_channel_topic(channel: str, topic: str) -> Response:
     """Show a topic with its credentials masked."""
     check_names(channel, topic)
-    return json_response(200, topic_view(get_topic_registry().read(channel, topic)))
+    return json_response(200, topic_view(get_topic_registry(settings()).read(channel, topic)))
 
 
 @app.get("/v1/channels/<channel>/topics")
 def list_channel_topics(channel: str) -> Response:
     """List a channel's topics with their credentials masked."""
     check_name("channel", channel)
-    topics = get_topic_registry().list(channel)
+    topics = get_topic_registry(settings()).list(channel)
     return json_response(200, {"channel": channel, "topics": [topic_view(topic) for topic in topics]})
 
 
@@ -63,7 +69,8 @@ def list_channel_topics(channel: str) -> Response:
 def delete_channel_topic(channel: str, topic: str) -> Response:
     """Delete a topic and its stored credentials."""
     check_names(channel, topic)
-    delete_topic(channel, topic, get_topic_registry(), get_secret_store())
+    config = settings()
+    delete_topic(channel, topic, get_topic_registry(config), get_secret_store(config))
     return Response(status_code=204)
 
 
@@ -71,13 +78,15 @@ def delete_channel_topic(channel: str, topic: str) -> Response:
 def rotate_channel_topic_hash(channel: str, topic: str) -> Response:
     """Give a topic a new hash, shown this once."""
     check_names(channel, topic)
-    return json_response(200, {"topic_hash": rotate_hash(channel, topic, get_topic_registry())})
+    return json_response(200, {"topic_hash": rotate_hash(channel, topic, get_topic_registry(settings()))})
 
 
 @app.get("/v1/dead-letters")
 def get_dead_letters() -> Response:
     """List what is in the dead-letter queue, leaving it there."""
-    return json_response(200, list_dead_letters(get_client("sqs"), get_settings().dead_letter_queue_url, get_ledger()))
+    config = settings()
+    sqs = get_client("sqs", config.aws_region)
+    return json_response(200, list_dead_letters(sqs, config.dead_letter_queue_url, get_ledger(config)))
 
 
 @app.post("/v1/dead-letters/redrive")
@@ -85,12 +94,12 @@ def redrive_dead_letters() -> Response:
     """Move dead letters back to the delivery queue; their ledger rows say ``queued`` again."""
     body = app.current_event.decoded_body
     request = parse_body(body, RedriveRequest) if body and body.strip() else RedriveRequest()
-    settings = get_settings()
+    config = settings()
     moved = redrive(
-        get_client("sqs"),
-        settings.dead_letter_queue_url,
-        settings.delivery_queue_url,
-        get_ledger(),
+        get_client("sqs", config.aws_region),
+        config.dead_letter_queue_url,
+        config.delivery_queue_url,
+        get_ledger(config),
         request.max_messages,
     )
     return json_response(200, moved)
@@ -101,4 +110,5 @@ def redrive_dead_letters() -> Response:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Entry point of the management API function."""
+    settings()
     return app.resolve(event, context)

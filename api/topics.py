@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from core.channels import CREDENTIAL_FIELDS, NAME_PATTERN, IntegrationSpec, TopicRequest
-from core.errors import InvalidRequestError, NotFoundError
+from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import utc_now
 from core.models import Integration, Topic
+from core.observability import logger
 from core.secrets import SecretStore
 from core.templates import variables
-from core.topics import TopicRegistry, hash_topic_secret, new_topic_hash
+from core.topics import StoredTopic, TopicRegistry, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
 _NAME = re.compile(NAME_PATTERN)
@@ -69,76 +71,130 @@ def _dump(value: Any) -> Any:
     return value.model_dump(mode="json", by_alias=True, exclude_none=True) if isinstance(value, BaseModel) else value
 
 
-def _stored(channel: str, topic: str, spec: IntegrationSpec, store: SecretStore) -> Integration:
-    credentials = spec.credentials_dict()
-    ref = None
-    if credentials:
-        ref = store.integration_ref(channel, topic, spec.name)
-        store.put(ref, credentials)
-    return Integration(
-        name=spec.name,
-        type=spec.type,
-        model=_dump(spec.model),
-        target=_dump(spec.target),
-        credentials_ref=ref,
-        rate_per_second=spec.rate_per_second,
-    )
+def _integrations(specs: list[IntegrationSpec], refs: dict[str, str]) -> list[Integration]:
+    return [
+        Integration(
+            name=spec.name,
+            type=spec.type,
+            model=_dump(spec.model),
+            target=_dump(spec.target),
+            credentials_ref=refs.get(spec.name),
+            rate_per_second=spec.rate_per_second,
+        )
+        for spec in specs
+    ]
+
+
+def _store_credentials(
+    channel: str, topic: str, secrets: dict[str, dict[str, str]], taken: set[str], store: SecretStore
+) -> dict[str, str]:
+    """Write each integration's credentials under a name no parameter holds; return integration name → reference.
+
+    The usual name is tried first unless the topic (or a delivery queued before its last change) uses it; a name
+    taken meanwhile by another write is never overwritten (``SecretStore.add``). If a write fails, those already
+    made are deleted.
+    """
+    written: dict[str, str] = {}
+    try:
+        for name, secret in secrets.items():
+            candidates = [ref for ref in store.integration_refs(channel, topic, name) if ref not in taken]
+            written[name] = store.add(candidates, secret)
+    except Exception:
+        _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
+        raise
+    return written
+
+
+def _delete_quietly(refs: Iterable[str], store: SecretStore, failure: str) -> None:
+    """Delete credentials when the topic write is already decided; a failure is logged, never raised over it."""
+    names = sorted(refs)
+    if not names:
+        return
+    try:
+        store.delete(names)
+    except UpstreamError as exc:
+        logger.warning(failure, extra={"count": len(names), "reason": str(exc)})
+
+
+def _live_refs(topic: Topic) -> dict[str, str]:
+    return {i.name: i.credentials_ref for i in topic.integrations if i.credentials_ref}
 
 
 def put_topic(
     channel: str, topic: str, request: TopicRequest, registry: TopicRegistry, store: SecretStore
 ) -> tuple[TopicChange, str | None]:
-    """Create a topic (returning its new hash, shown this once) or replace its integrations (the hash is kept)."""
+    """Create a topic (returning its new hash, shown this once) or replace its integrations (the hash is kept).
+
+    Credentials are written under new parameter names and the topic's conditional write switches to them, so a PUT
+    that loses a race (409) or fails (502) changes no credentials a topic uses, and deletes the ones it wrote. After
+    a replace, the credentials of integrations it removed are deleted, and those it replaced are kept until the next
+    change, for deliveries already queued with them.
+    """
     check_names(channel, topic)
     for index, spec in enumerate(request.integrations):
         # A template that cannot render is refused now, not at publish time.
         variables(_dump(spec.model), f"integrations.{index}.model")
     existing = _find(registry, channel, topic)
-    integrations = [_stored(channel, topic, spec, store) for spec in request.integrations]
     now = utc_now()
+    topic_hash: str | None = None
     if existing is None:
         topic_hash = new_topic_hash()
-        stored = Topic(
+        base = Topic(
             channel=channel,
             topic=topic,
-            integrations=integrations,
+            integrations=[],
             hash_sha256=hash_topic_secret(topic_hash),
             created_at=now,
             updated_at=now,
         )
-        registry.create(stored)
-        return TopicChange(created=True, view=topic_view(stored)), topic_hash
-    stored = existing.model_copy(update={"integrations": integrations, "updated_at": now})
-    registry.replace(stored, existing.updated_at)
-    _forget_credentials(existing, stored, store)
-    return TopicChange(created=False, view=topic_view(stored)), None
+    else:
+        base = existing.topic
+    before = _live_refs(base)
+    secrets = {spec.name: credentials for spec in request.integrations if (credentials := spec.credentials_dict())}
+    replaced = sorted(before[name] for name in secrets if name in before)
 
+    def version(refs: dict[str, str]) -> Topic:
+        return base.model_copy(update={"integrations": _integrations(request.integrations, refs), "updated_at": now})
 
-def _find(registry: TopicRegistry, channel: str, topic: str) -> Topic | None:
+    # Checked with the longest names credentials may get, before anything is written.
+    check_item_size(version({name: store.integration_refs(channel, topic, name)[-1] for name in secrets}), replaced)
+    taken = set(before.values()) | set(existing.replaced_refs if existing is not None else ())
+    refs = _store_credentials(channel, topic, secrets, taken, store)
+    stored = version(refs)
     try:
-        return registry.read(channel, topic)
+        if existing is None:
+            registry.create(stored)
+        else:
+            registry.replace(stored, existing.topic.updated_at, replaced)
+    except Exception:
+        _delete_quietly(refs.values(), store, "new credentials not deleted after a failed write")
+        raise
+    if existing is not None:
+        # Replaced two changes ago, or removed now: neither the topic nor a delivery queued since names them.
+        unused = set(existing.replaced_refs) | (set(before.values()) - set(replaced))
+        _delete_quietly(unused, store, "replaced credentials not deleted")
+    return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
+
+
+def _find(registry: TopicRegistry, channel: str, topic: str) -> StoredTopic | None:
+    try:
+        return registry.read_stored(channel, topic)
     except NotFoundError:
         return None
 
 
-def _forget_credentials(before: Topic, after: Topic | None, store: SecretStore) -> None:
-    """Delete the parameters of integrations that no longer exist."""
-    kept = {i.credentials_ref for i in after.integrations} if after else set()
-    stale = {i.credentials_ref for i in before.integrations if i.credentials_ref} - kept
-    if stale:
-        store.delete(sorted(ref for ref in stale if ref))
-
-
 def delete_topic(channel: str, topic: str, registry: TopicRegistry, store: SecretStore) -> None:
-    """Delete a topic and the credentials of its integrations."""
+    """Delete a topic and the credentials of its integrations, those it replaced last included."""
     removed = registry.delete(channel, topic)
-    _forget_credentials(removed, None, store)
+    refs = set(_live_refs(removed.topic).values()) | set(removed.replaced_refs)
+    if refs:
+        store.delete(sorted(refs))
 
 
 def rotate_hash(channel: str, topic: str, registry: TopicRegistry) -> str:
     """Give a topic a new hash and return it; the old one stops working (after the publishers' cache TTL)."""
-    existing = registry.read(channel, topic)
+    existing = registry.read_stored(channel, topic)
     topic_hash = new_topic_hash()
-    rotated = existing.model_copy(update={"hash_sha256": hash_topic_secret(topic_hash), "updated_at": utc_now()})
-    registry.replace(rotated, existing.updated_at)
+    rotated = existing.topic.model_copy(update={"hash_sha256": hash_topic_secret(topic_hash), "updated_at": utc_now()})
+    registry.replace(rotated, existing.topic.updated_at, existing.replaced_refs)
     return topic_hash

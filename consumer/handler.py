@@ -25,7 +25,7 @@ from core.clients import (
 )
 from core.observability import logger, metrics, tracer
 from core.queue import DeadLetterQueue
-from core.settings import get_settings
+from core.settings import DeliverSettings, load_settings
 
 # Every record reports its own failure, so a batch whose records all failed is an answer, not an error.
 processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -39,27 +39,32 @@ def count_delivery(channel_type: str, outcome: str) -> None:
         metric.add_dimension(name="channel_type", value=channel_type)
 
 
+def settings() -> DeliverSettings:
+    """Return this function's settings, parsed at the container's first invocation; a missing variable fails it."""
+    return load_settings(DeliverSettings)
+
+
 def build_deliverer() -> Deliverer:
     """Return a deliverer on this container's cached clients, session and settings."""
-    settings = get_settings()
-    sqs = get_client("sqs")
+    config = settings()
+    sqs = get_client("sqs", config.aws_region)
     return Deliverer(
-        channels=get_channels(),
-        ledger=get_ledger(),
-        credentials=CredentialSource(get_parameter_provider(), settings.secrets_cache_seconds),
-        queue=get_delivery_queue(),
-        dead_letters=DeadLetterQueue(sqs, settings.dead_letter_queue_url),
-        scheduler=VisibilityScheduler(sqs, settings.delivery_queue_url),
-        pacer=get_pacer(),
+        channels=get_channels(config),
+        ledger=get_ledger(config),
+        credentials=CredentialSource(get_parameter_provider(config.aws_region), config.secrets_cache_seconds),
+        queue=get_delivery_queue(config),
+        dead_letters=DeadLetterQueue(sqs, config.dead_letter_queue_url),
+        scheduler=VisibilityScheduler(sqs, config.delivery_queue_url),
+        pacer=get_pacer(config),
         policy=RetryPolicy(
-            base_seconds=settings.retry_base_seconds,
-            cap_seconds=settings.retry_cap_seconds,
-            window_seconds=settings.retry_window_hours * 3600,
-            max_attempts=settings.max_attempts,
+            base_seconds=config.retry_base_seconds,
+            cap_seconds=config.retry_cap_seconds,
+            window_seconds=config.retry_window_hours * 3600,
+            max_attempts=config.max_attempts,
         ),
         count=count_delivery,
-        max_wait_seconds=settings.pacing_max_wait_seconds,
-        lead_seconds=settings.pacing_lead_seconds,
+        max_wait_seconds=config.pacing_max_wait_seconds,
+        lead_seconds=config.pacing_lead_seconds,
     )
 
 
@@ -68,8 +73,8 @@ def latest_start(context: Any) -> float | None:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    settings = get_settings()
-    send_seconds = settings.http_connect_timeout + settings.http_read_timeout + 2
+    config = settings()
+    send_seconds = config.http_connect_timeout + config.http_read_timeout + 2
     return time.time() + remaining() / 1000 - send_seconds
 
 
@@ -88,10 +93,11 @@ def attempt_of(record: SQSRecord) -> Attempt:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     """Deliver a batch; return the ids of the records to retry (``batchItemFailures``)."""
+    concurrency = settings().delivery_concurrency
     metrics.add_metric(name="records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     deliverer = build_deliverer()
     until = latest_start(context)
-    with ThreadPoolExecutor(max_workers=get_settings().delivery_concurrency, thread_name_prefix="deliver") as pool:
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:
             outcome = await asyncio.get_running_loop().run_in_executor(

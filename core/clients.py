@@ -1,8 +1,13 @@
-"""Cached getters for AWS clients, the HTTP session and the stores built on them: created on first use, reused warm."""
+"""Cached getters for AWS clients, the HTTP session and the stores built on them: created on first use, reused warm.
+
+A getter takes the calling role's settings (``core/settings.py``) and keys its cache on what tells its objects apart
+(service and region, table, queue, prefix). Handlers pass their settings; a test or script that gives none gets the
+settings of the mixin the getter needs, parsed from the environment like a role's.
+"""
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -12,7 +17,16 @@ from core.ledger import DeliveryLedger
 from core.pacing import DynamoPaceStore, Pacer
 from core.queue import DeliveryQueue
 from core.secrets import SecretStore
-from core.settings import get_settings
+from core.settings import (
+    DeliveryQueueSettings,
+    IntegrationSecretsSettings,
+    LedgerSettings,
+    OutboundSettings,
+    PacingSettings,
+    TopicsSettings,
+    clear_settings,
+    load_settings,
+)
 from core.topics import TopicRegistry
 
 if TYPE_CHECKING:
@@ -28,92 +42,154 @@ _CONFIG = Config(
 
 
 @cache
-def get_client(service: str) -> Any:
-    """Return the boto3 client of an AWS service; ``AWS_ENDPOINT_URL`` points it at a local AWS when set."""
-    return boto3.session.Session().client(service, region_name=get_settings().aws_region, config=_CONFIG)
+def _default_region() -> str | None:
+    """The region boto3 picks by itself (``AWS_DEFAULT_REGION``, which Lambda sets as it sets ``AWS_REGION``)."""
+    return boto3.session.Session().region_name
 
 
-@lru_cache(maxsize=1)
-def get_topic_registry() -> TopicRegistry:
+@cache
+def _client(service: str, region: str | None) -> Any:
+    return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
+
+
+def get_client(service: str, region: str | None = None) -> Any:
+    """Return the boto3 client of an AWS service in ``region`` (boto3's default when not given).
+
+    ``AWS_ENDPOINT_URL`` points it at a local AWS when set. Leaving the region out and naming the default one give
+    the same client.
+    """
+    return _client(service, region or _default_region())
+
+
+@cache
+def _topic_registry(table: str, cache_ttl_seconds: float, region: str) -> TopicRegistry:
+    return TopicRegistry(get_client("dynamodb", region), table, cache_ttl_seconds)
+
+
+def get_topic_registry(settings: TopicsSettings | None = None) -> TopicRegistry:
     """Return the topic registry, whose cache lives as long as the warm container."""
-    settings = get_settings()
-    return TopicRegistry(get_client("dynamodb"), settings.topics_table, settings.topic_cache_ttl_seconds)
+    settings = settings or load_settings(TopicsSettings)
+    return _topic_registry(settings.topics_table, settings.topic_cache_ttl_seconds, settings.aws_region)
 
 
-@lru_cache(maxsize=1)
-def get_ledger() -> DeliveryLedger:
+@cache
+def _ledger(table: str, ttl_days: int, region: str) -> DeliveryLedger:
+    return DeliveryLedger(get_client("dynamodb", region), table, ttl_days)
+
+
+def get_ledger(settings: LedgerSettings | None = None) -> DeliveryLedger:
     """Return the delivery ledger."""
-    settings = get_settings()
-    return DeliveryLedger(get_client("dynamodb"), settings.deliveries_table, settings.ledger_ttl_days)
+    settings = settings or load_settings(LedgerSettings)
+    return _ledger(settings.deliveries_table, settings.ledger_ttl_days, settings.aws_region)
 
 
-@lru_cache(maxsize=1)
-def get_pacer() -> Pacer:
+@cache
+def _pacer(table: str, region: str) -> Pacer:
+    return Pacer(DynamoPaceStore(get_client("dynamodb", region), table))
+
+
+def get_pacer(settings: PacingSettings | None = None) -> Pacer:
     """Return the pacer of this container: it remembers what it last saw of each destination."""
-    return Pacer(DynamoPaceStore(get_client("dynamodb"), get_settings().pacing_table))
+    settings = settings or load_settings(PacingSettings)
+    return _pacer(settings.pacing_table, settings.aws_region)
 
 
-@lru_cache(maxsize=1)
-def get_delivery_queue() -> DeliveryQueue:
+@cache
+def _delivery_queue(url: str, region: str) -> DeliveryQueue:
+    return DeliveryQueue(get_client("sqs", region), url)
+
+
+def get_delivery_queue(settings: DeliveryQueueSettings | None = None) -> DeliveryQueue:
     """Return the delivery queue."""
-    return DeliveryQueue(get_client("sqs"), get_settings().delivery_queue_url)
+    settings = settings or load_settings(DeliveryQueueSettings)
+    return _delivery_queue(settings.delivery_queue_url, settings.aws_region)
 
 
-@lru_cache(maxsize=1)
-def get_secret_store() -> SecretStore:
+@cache
+def _secret_store(prefix: str, region: str) -> SecretStore:
+    return SecretStore(get_client("ssm", region), prefix)
+
+
+def get_secret_store(settings: IntegrationSecretsSettings | None = None) -> SecretStore:
     """Return the store of integration secrets."""
-    return SecretStore(get_client("ssm"), get_settings().parameter_prefix)
+    settings = settings or load_settings(IntegrationSecretsSettings)
+    return _secret_store(settings.parameter_prefix, settings.aws_region)
 
 
-@lru_cache(maxsize=1)
-def get_parameter_provider() -> Any:
-    """Return powertools' SSM provider on the shared client; it caches values for ``max_age`` seconds."""
+@cache
+def _parameter_provider(region: str | None) -> Any:
     from aws_lambda_powertools.utilities.parameters import SSMProvider
 
-    return SSMProvider(boto3_client=get_client("ssm"))
+    return SSMProvider(boto3_client=get_client("ssm", region))
 
 
-@lru_cache(maxsize=1)
-def get_http_session() -> OutboundSession:
-    """Return the one pooled, guarded HTTP session of outbound deliveries."""
+def get_parameter_provider(region: str | None = None) -> Any:
+    """Return powertools' SSM provider on the shared client; it caches values for ``max_age`` seconds."""
+    return _parameter_provider(region or _default_region())
+
+
+@cache
+def _http_session(connect_timeout: float, read_timeout: float, allow_private: bool, pool_maxsize: int) -> Any:
     # Imported here: requests costs ~25 ms at cold start and only the consumer sends over HTTP.
     from core.outbound import OutboundSession
 
-    settings = get_settings()
     return OutboundSession(
-        connect_timeout=settings.http_connect_timeout,
-        read_timeout=settings.http_read_timeout,
-        allow_private=settings.allow_private_targets,
-        pool_maxsize=settings.delivery_concurrency,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        allow_private=allow_private,
+        pool_maxsize=pool_maxsize,
     )
 
 
-@lru_cache(maxsize=1)
-def get_channels() -> dict[str, Channel]:
-    """Return one instance of every channel, sharing this container's HTTP session and AWS clients."""
+def get_http_session(settings: OutboundSettings | None = None) -> OutboundSession:
+    """Return the one pooled, guarded HTTP session of outbound deliveries.
+
+    Private targets are allowed only when the settings allow them, which they refuse inside Lambda but for the local
+    stack (``OutboundSettings``).
+    """
+    settings = settings or load_settings(OutboundSettings)
+    session: OutboundSession = _http_session(
+        settings.http_connect_timeout,
+        settings.http_read_timeout,
+        settings.allow_private_targets,
+        settings.delivery_concurrency,
+    )
+    return session
+
+
+@cache
+def _channels(settings: OutboundSettings) -> dict[str, Channel]:
     from core.channels import ChannelResources, build_channels
 
     resources = ChannelResources(
-        http=get_http_session(), aws_client=get_client, telegram_api_base=get_settings().telegram_api_base
+        http=get_http_session(settings),
+        aws_client=partial(get_client, region=settings.aws_region),
+        telegram_api_base=settings.telegram_api_base,
     )
     return build_channels(resources)
 
 
-_GETTERS = (
-    get_channels,
-    get_client,
-    get_topic_registry,
-    get_ledger,
-    get_delivery_queue,
-    get_pacer,
-    get_secret_store,
-    get_parameter_provider,
-    get_http_session,
+def get_channels(settings: OutboundSettings | None = None) -> dict[str, Channel]:
+    """Return one instance of every channel, sharing this container's HTTP session and AWS clients."""
+    return _channels(settings or load_settings(OutboundSettings))
+
+
+_CACHES: tuple[Any, ...] = (
+    _default_region,
+    _client,
+    _topic_registry,
+    _ledger,
+    _pacer,
+    _delivery_queue,
+    _secret_store,
+    _parameter_provider,
+    _http_session,
+    _channels,
 )
 
 
 def reset() -> None:
     """Forget every cached client, store and the settings; tests call it between cases."""
-    get_settings.cache_clear()
-    for getter in _GETTERS:
-        getter.cache_clear()
+    clear_settings()
+    for cached in _CACHES:
+        cached.cache_clear()

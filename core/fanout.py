@@ -5,31 +5,71 @@ Every path that makes a notification (the publish route, schedules, purchase eve
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.channels import render_content
-from core.errors import EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
-from core.ledger import Delivery, DeliveryLedger, DeliveryRow, NotificationRecord, utc_now
+from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
+from core.ledger import Delivery, DeliveryLedger, DeliveryRow, NotificationRecord, epoch_time, utc_now
 from core.models import DeliveryMessage, MessageIntegration, Topic
 from core.observability import logger
 from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
 from core.templates import missing_variables
 
+KEY_REUSED = "Idempotency-Key was already used with a different request body"
+NOT_IN_TOPIC = "the integration was removed from the topic"
+
 
 @dataclass(frozen=True)
 class PublishResult:
-    """A published notification: its id and the SQS message id of each integration's delivery."""
+    """A published notification: its id and the SQS message id of each integration's delivery.
+
+    ``resumed`` says this call finished a notification that an earlier attempt had recorded but not fully enqueued.
+    """
 
     notification_id: str
     message_ids: dict[str, str]
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class IdempotentPublish:
+    """What lets a retried publish finish the notification of its first attempt instead of starting another.
+
+    ``notification_id`` is derived from the idempotency scope (``idempotent_notification_id``), ``request_digest``
+    identifies the request, and ``window_seconds`` is how long after its creation a notification may be finished so;
+    past it (the idempotency key has expired), the same key starts a new notification, under a fresh id.
+    """
+
+    notification_id: str
+    request_digest: str
+    window_seconds: float
 
 
 def new_notification_id() -> str:
     """Return a fresh notification id."""
     return str(uuid.uuid4())
+
+
+def idempotent_notification_id(scope: Sequence[str]) -> str:
+    """Return the notification id of an idempotency scope (caller, channel, topic, key): always the same for it.
+
+    A SHA-256 of the scope shaped as a version 8 UUID, so it never equals a random (version 4) one.
+    """
+    digest = bytearray(hashlib.sha256(json.dumps(["notification", *scope]).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+def request_digest(payload: str) -> str:
+    """Return the digest of a request's canonical form, kept on the record of an idempotent publish."""
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: str, created_at: str) -> list[str]:
@@ -72,41 +112,109 @@ def fan_out(
     caller: str | None = None,
     source: str = "publish",
     notification_id: str | None = None,
+    idempotent: IdempotentPublish | None = None,
 ) -> PublishResult:
     """Render, write the notification's record, and enqueue one delivery per integration.
 
     A publish costs one ledger write and ceil(k/10) ``SendMessageBatch`` calls, sent concurrently; the consumer writes
     each delivery's row as its outcome happens. Raises ``EnqueueError`` when SQS refused some messages even after a
-    retry; their rows then say ``failed``, and nothing unsent is ever reported as sent.
+    retry; their rows then say ``failed``, the record keeps the message ids of those sent, and nothing unsent is ever
+    reported as sent.
+
+    With ``idempotent``, the record is written only if its id is new; when it exists (an earlier attempt answered 502
+    or died before it enqueued), this call finishes that notification: it enqueues only the deliveries the record
+    does not list as enqueued and returns every message id. The same id with another request is a ``ConflictError``.
     """
-    notification_id = notification_id or new_notification_id()
     created_at = utc_now()
+    if idempotent is not None:
+        notification_id = idempotent.notification_id
+    notification_id = notification_id or new_notification_id()
     bodies = build_messages(topic, metadata, notification_id, created_at)
     deliveries = tuple(
         Delivery(key=item.name, integration=item.name, type=item.type.value) for item in topic.integrations
     )
-    ledger.record_notification(
-        NotificationRecord(
-            notification_id=notification_id,
-            source=source,
-            channel=topic.channel,
-            topic=topic.topic,
-            created_at=created_at,
-            caller=caller,
-            delivery_count=len(deliveries),
-            deliveries=deliveries,
-        )
+    record = NotificationRecord(
+        notification_id=notification_id,
+        source=source,
+        channel=topic.channel,
+        topic=topic.topic,
+        created_at=created_at,
+        caller=caller,
+        delivery_count=len(deliveries),
+        deliveries=deliveries,
+        request_digest=idempotent.request_digest if idempotent else None,
     )
-    outcome = queue.send([(delivery.key, body) for delivery, body in zip(deliveries, bodies, strict=True)])
-    if outcome.failed:
-        by_key = {delivery.key: delivery for delivery in deliveries}
+    if idempotent is None:
+        ledger.record_notification(record)
+    elif not ledger.create_notification(record):
+        earlier = ledger.get_record(notification_id)
+        started = epoch_time(earlier.created_at)
+        if started is not None and time.time() - started > idempotent.window_seconds:
+            # The key has expired, the record has not (the ledger keeps 30 days): this is a new notification.
+            return fan_out(topic, metadata, ledger, queue, caller=caller, source=source)
+        if earlier.request_digest != idempotent.request_digest:
+            raise ConflictError(KEY_REUSED)
+        return _finish(topic, metadata, ledger, queue, earlier)
+    return _enqueue(ledger, queue, record, list(zip(deliveries, bodies, strict=True)))
+
+
+def _finish(
+    topic: Topic, metadata: Mapping[str, Any], ledger: DeliveryLedger, queue: DeliveryQueue, record: NotificationRecord
+) -> PublishResult:
+    """Enqueue the deliveries of a recorded notification that were not enqueued, as they were first rendered."""
+    # Without ids on the record, the earlier attempt died before it could tell what it enqueued: everything is sent
+    # again under the same notification id and delivery keys, so the consumer skips a delivery already delivered and
+    # a receiver drops a duplicate by X-Notification-Id and X-Delivery-Key.
+    earlier = record.enqueued or {}
+    pending = [delivery for delivery in record.deliveries if delivery.key not in earlier]
+    integrations = {integration.name: integration for integration in topic.integrations}
+    present = [delivery for delivery in pending if delivery.integration in integrations]
+    subset = topic.model_copy(update={"integrations": [integrations[d.integration] for d in present]})
+    bodies = build_messages(subset, metadata, record.notification_id, record.created_at)
+    # The rows of an earlier attempt's refused deliveries say ``failed``; these deliveries are about to be queued.
+    ledger.clear_unsent(record.notification_id, [delivery.key for delivery in pending])
+    gone = {delivery.key: NOT_IN_TOPIC for delivery in pending if delivery.integration not in integrations}
+    logger.info(
+        "finishing an earlier attempt of the notification",
+        extra={"notification_id": record.notification_id, "enqueued_before": len(earlier), "pending": len(pending)},
+    )
+    return _enqueue(ledger, queue, record, list(zip(present, bodies, strict=True)), gone, resumed=True)
+
+
+def _enqueue(
+    ledger: DeliveryLedger,
+    queue: DeliveryQueue,
+    record: NotificationRecord,
+    pending: list[tuple[Delivery, str]],
+    unsendable: dict[str, str] | None = None,
+    *,
+    resumed: bool = False,
+) -> PublishResult:
+    """Send ``pending`` and account for it with what the record says earlier attempts enqueued."""
+    outcome = queue.send([(delivery.key, body) for delivery, body in pending])
+    sent = {**(record.enqueued or {}), **outcome.sent}
+    refused = {**(unsendable or {}), **outcome.failed}
+    if outcome.failed or resumed:
+        # A publish that took more than one attempt keeps what it enqueued on the record, so that a retry (also one
+        # after an idempotency store that failed to save this answer) enqueues only the rest. A first attempt that
+        # enqueued everything writes nothing more: one ledger write per publish.
+        try:
+            ledger.record_notification(replace(record, enqueued=sent))
+        except UpstreamError:
+            logger.error(
+                "ledger write of enqueued deliveries failed", extra={"notification_id": record.notification_id}
+            )
+    if refused:
+        by_key = {delivery.key: delivery for delivery in record.deliveries}
         rows = [
             (key, DeliveryRow(integration=by_key[key].integration, type=by_key[key].type), f"not enqueued: {reason}")
-            for key, reason in outcome.failed.items()
+            for key, reason in refused.items()
         ]
         try:
-            ledger.record_failed(notification_id, rows)
+            ledger.record_failed(record.notification_id, rows)
         except UpstreamError:
-            logger.error("ledger write of unsent deliveries failed", extra={"notification_id": notification_id})
-        raise EnqueueError(notification_id, outcome.failed)
-    return PublishResult(notification_id, outcome.sent)
+            logger.error("ledger write of unsent deliveries failed", extra={"notification_id": record.notification_id})
+    if outcome.failed:
+        raise EnqueueError(record.notification_id, outcome.failed)
+    ordered = {delivery.key: sent[delivery.key] for delivery in record.deliveries if delivery.key in sent}
+    return PublishResult(record.notification_id, ordered, resumed=resumed)

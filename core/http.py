@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -33,6 +34,14 @@ from core.models import IntegrationType
 from core.observability import logger
 
 MAX_BODY_BYTES = 256 * 1024
+# json's decoder, pydantic's serializer and the template renderer recurse once per level, so a body a few thousand
+# levels deep would overflow them (a 500); bodies are measured without recursion and refused past this depth first.
+MAX_JSON_DEPTH = 64
+# A string, closed or not: the body and end are possessive and an unclosed string runs to the end of the text, so a
+# failed match never rescans the text (no quadratic time on bodies made of quotes and backslashes).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 # pydantic puts the tag of a discriminated union into the error location (``integrations.0.email.target``); callers
 # know the field as ``integrations.0.target``, so a tag right after a list index is left out.
 _UNION_TAGS = tuple(kind.value for kind in IntegrationType)
@@ -240,9 +249,23 @@ def raw_body(body: str | None) -> str:
     return text
 
 
+def nested_too_deeply(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON text nests arrays and objects more than ``limit`` levels deep, measured without recursion.
+
+    Brackets inside strings do not count. For a text that is not JSON the answer is an over-estimate, never an
+    under-estimate of how deep a parser would go before it fails.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(_NESTING[char] for char in brackets), default=0) > limit
+
+
 def parse_body(body: str | None, model: type[Model]) -> Model:
-    """Parse a JSON request body into ``model``: 413 over the limit, 400 when not JSON, 422 naming the field."""
+    """Parse a JSON request body into ``model``: 413 over the limit, 400 not JSON or too deep, 422 naming the field."""
     text = raw_body(body)
+    if nested_too_deeply(text):
+        raise MalformedRequestError("the body is nested too deeply")
     try:
         data = json.loads(text) if text.strip() else None
     except json.JSONDecodeError as exc:

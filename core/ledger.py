@@ -3,6 +3,10 @@
 Table key: ``notification_id`` + ``delivery_key``. The notification's own record sits under ``NOTIFICATION_KEY``
 (``#``, which sorts before every delivery key); the producer writes it, once per publish. Delivery rows are written
 by the consumer as outcomes happen, so a delivery without a row has not been attempted yet: it is ``queued``.
+
+Only when a publish could not enqueue every delivery does the producer write more: the SQS message ids of those it
+did enqueue, on the record (``enqueued``), and a ``failed`` row with no attempt for each of the others. A retry of
+that publish reads them to enqueue only the rest, and deletes those rows first.
 """
 
 from __future__ import annotations
@@ -57,7 +61,11 @@ class Delivery:
 
 @dataclass(frozen=True)
 class NotificationRecord:
-    """What the ledger keeps of a notification: where it came from and which deliveries it expects."""
+    """What the ledger keeps of a notification: where it came from and which deliveries it expects.
+
+    ``request_digest`` is the digest of the request an idempotent publish was made with; ``enqueued`` maps delivery
+    key to SQS message id, kept only after a publish that could not enqueue every delivery (``None`` otherwise).
+    """
 
     notification_id: str
     source: str
@@ -67,6 +75,8 @@ class NotificationRecord:
     caller: str | None
     delivery_count: int
     deliveries: tuple[Delivery, ...] = ()
+    request_digest: str | None = None
+    enqueued: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ def _record(item: dict[str, Any]) -> NotificationRecord:
         Delivery(key=entry["M"]["k"]["S"], integration=entry["M"]["i"]["S"], type=entry["M"]["t"]["S"])
         for entry in item.get("deliveries", {}).get("L", [])
     )
+    enqueued = item.get("enqueued", {}).get("M")
     return NotificationRecord(
         notification_id=item["notification_id"]["S"],
         source=_text(item, "source") or "publish",
@@ -139,6 +150,8 @@ def _record(item: dict[str, Any]) -> NotificationRecord:
         caller=_text(item, "caller"),
         delivery_count=int(item.get("delivery_count", {}).get("N", str(len(deliveries)))),
         deliveries=deliveries,
+        request_digest=_text(item, "request_digest"),
+        enqueued={key: value["S"] for key, value in enqueued.items()} if enqueued is not None else None,
     )
 
 
@@ -193,7 +206,58 @@ class DeliveryLedger:
         return {"N": str(int(self._epoch()) + self._ttl_seconds)}
 
     def record_notification(self, record: NotificationRecord) -> None:
-        """Write a notification's record: one ``PutItem`` per publish, whatever the number of deliveries."""
+        """Write or replace a notification's record: one ``PutItem`` per publish, whatever the number of deliveries."""
+        try:
+            self._client.put_item(TableName=self._table, Item=self._record_item(record))
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "writing the ledger") from exc
+
+    def create_notification(self, record: NotificationRecord) -> bool:
+        """Write a notification's record unless one exists under its id; return ``False`` when one does."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._record_item(record),
+                ConditionExpression="attribute_not_exists(notification_id)",
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error(exc, "writing the ledger") from exc
+        return True
+
+    def clear_unsent(self, notification_id: str, keys: Sequence[str]) -> None:
+        """Delete the ``failed`` rows that ``record_failed`` wrote for ``keys``, so the deliveries are ``queued`` again.
+
+        Such a row is the only ``failed`` one without an attempt (the consumer counts the attempt that failed); each
+        delete is conditional on that, so a row the consumer wrote is never removed.
+        """
+        wanted = set(keys)
+        unsent = [
+            item["delivery_key"]["S"]
+            for item in self._query(
+                notification_id,
+                ProjectionExpression="delivery_key, #s, attempts",
+                ExpressionAttributeNames={"#s": "status"},
+            )
+            if item["delivery_key"]["S"] in wanted
+            and item.get("status", {}).get("S") == DeliveryStatus.FAILED.value
+            and item.get("attempts", {}).get("N") == "0"
+        ]
+        for key in unsent:
+            try:
+                self._client.delete_item(
+                    TableName=self._table,
+                    Key=self._key(notification_id, key),
+                    ConditionExpression="#s = :failed AND attempts = :none",
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={":failed": {"S": DeliveryStatus.FAILED.value}, ":none": {"N": "0"}},
+                )
+            except AWS_ERRORS as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise aws_error(exc, "writing the ledger") from exc
+
+    def _record_item(self, record: NotificationRecord) -> dict[str, Any]:
         item: dict[str, Any] = {
             **self._key(record.notification_id, NOTIFICATION_KEY),
             "source": {"S": record.source},
@@ -212,10 +276,11 @@ class DeliveryLedger:
                     for entry in record.deliveries
                 ]
             }
-        try:
-            self._client.put_item(TableName=self._table, Item=item)
-        except AWS_ERRORS as exc:
-            raise aws_error(exc, "writing the ledger") from exc
+        if record.request_digest:
+            item["request_digest"] = {"S": record.request_digest}
+        if record.enqueued is not None:
+            item["enqueued"] = {"M": {key: {"S": value} for key, value in record.enqueued.items()}}
+        return item
 
     def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:
         """Write ``failed`` rows for deliveries that never left (``(delivery key, row, reason)``), 25 per call."""

@@ -6,9 +6,10 @@ The schema an admin writes integrations in is built from the channels' own model
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class Strict(BaseModel):
@@ -160,4 +161,24 @@ class DeliveryStatus(StrEnum):
 class PublishRequest(Strict):
     """Body of ``POST /v1/notifications/{channel}/{topic}``."""
 
+    # Metadata is rendered, serialised and hashed by code that recurses once per level; no template needs more.
+    max_metadata_depth: ClassVar[int] = 32
+
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_depth(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Refuse metadata nested deeper than ``max_metadata_depth`` levels (its own object is the first)."""
+        pending: list[tuple[Any, int]] = [(metadata, 1)]
+        while pending:
+            value, depth = pending.pop()
+            if depth > cls.max_metadata_depth:
+                raise PydanticCustomError(
+                    "too_deep",
+                    "must not be nested deeper than {limit} levels",
+                    {"limit": cls.max_metadata_depth},
+                )
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        return metadata

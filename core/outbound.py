@@ -65,20 +65,29 @@ def check_address(address: str, allow_private: bool) -> None:
 
 
 def check_url(url: str, allow_private: bool, resolve: Resolver = _resolve) -> None:
-    """Raise ``BlockedTargetError`` unless ``url`` is http(s) and every address its host resolves to is allowed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """Raise ``BlockedTargetError`` unless ``url`` is http(s) and every address its host resolves to is allowed.
+
+    A URL that does not parse (an NFKC-invalid or unclosed host, a port out of range, a name that cannot be encoded)
+    is refused like a forbidden address. Its parse error names the host or more, and delivery URLs carry secrets, so
+    it is dropped (``from None``) and the refusal never quotes the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        host, user, password = parts.hostname, parts.username, parts.password
+    except ValueError:  # UnicodeError is a ValueError too
+        raise BlockedTargetError("target URL is not valid") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise BlockedTargetError("target must be an http(s) URL with a host")
-    if parts.username or parts.password:
+    if user is not None or password is not None:
         raise BlockedTargetError("target URL must not carry user information")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise BlockedTargetError("target URL has an invalid port") from exc
+    except ValueError:
+        raise BlockedTargetError("target URL has an invalid port") from None
     try:
-        addresses = resolve(parts.hostname, port)
-    except OSError as exc:
-        raise BlockedTargetError("target host does not resolve") from exc
+        addresses = resolve(host, port)
+    except (OSError, UnicodeError):  # UnicodeError: the name has an empty or too long label, or cannot be encoded
+        raise BlockedTargetError("target host does not resolve") from None
     if not addresses:
         raise BlockedTargetError("target host does not resolve")
     for address in addresses:
@@ -159,17 +168,26 @@ class OutboundSession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         """Send a request after checking its URL, with the session's timeouts unless the call gives its own."""
-        self.check(url.decode() if isinstance(url, bytes) else url)
+        try:
+            text = url.decode() if isinstance(url, bytes) else url
+        except UnicodeDecodeError:
+            raise BlockedTargetError("target URL is not valid") from None
+        self.check(text)
         kwargs.setdefault("timeout", self.timeout)
         return super().request(method, url, *args, **kwargs)
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
-        """Return where a redirect leads; raise ``BlockedTargetError`` when it leads to another host."""
+        """Return where a redirect leads; refuse (``BlockedTargetError``) another host or a bad URL."""
         location = super().get_redirect_target(resp)
         if location is None:
             return None
-        target = urljoin(resp.url, location)
-        if urlsplit(target).hostname != urlsplit(resp.url).hostname:
+        try:
+            target = urljoin(resp.url, location)
+            other_host = urlsplit(target).hostname != urlsplit(resp.url).hostname
+        except ValueError:  # the Location does not parse; its text is the receiver's and may echo a secret
+            resp.close()
+            raise BlockedTargetError("target redirected to an invalid URL") from None
+        if other_host:
             resp.close()
             raise BlockedTargetError("target redirected to another host")
         self.check(target)

@@ -1,12 +1,18 @@
-"""Integration secrets in SSM Parameter Store as SecureString parameters; items and messages hold only their names."""
+"""Integration secrets in SSM Parameter Store as SecureString parameters; items and messages hold only their names.
+
+A parameter is written once and never overwritten: a topic item, or a delivery already queued, may name it, and a
+write that loses a race or fails must not change what they read. New credentials get a name no parameter holds yet,
+the topic's conditional write switches to it, and the old parameter is deleted after that.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
+from core.errors import AWS_ERRORS, ConflictError, NotFoundError, aws_error, error_code
 
 
 class SecretStore:
@@ -24,18 +30,31 @@ class SecretStore:
         self._client = client
         self._prefix = prefix.rstrip("/")
 
-    def integration_ref(self, channel: str, topic: str, integration: str) -> str:
-        """Return the parameter name that holds an integration's credentials."""
-        return f"{self._prefix}/integrations/{channel}/{topic}/{integration}"
+    def integration_refs(self, channel: str, topic: str, integration: str) -> tuple[str, str]:
+        """Return the names an integration's credentials may be stored under: its usual one, then a fresh one.
 
-    def put(self, name: str, secret: dict[str, str]) -> None:
-        """Store a secret object as a SecureString, replacing any earlier value."""
-        try:
-            self._client.put_parameter(
-                Name=name, Value=json.dumps(secret), Type="SecureString", Overwrite=True, Tier="Standard"
-            )
-        except AWS_ERRORS as exc:
-            raise aws_error(exc, "storing credentials") from exc
+        The fresh one (a random suffix one level down, still under ``integrations/``) is used when the usual one is
+        taken, by the credentials a topic uses now or a delivery may still read.
+        """
+        usual = f"{self._prefix}/integrations/{channel}/{topic}/{integration}"
+        return usual, f"{usual}/{secrets.token_hex(4)}"
+
+    def add(self, names: Sequence[str], secret: dict[str, str]) -> str:
+        """Store a secret object as a SecureString under the first of ``names`` no parameter holds yet; return it.
+
+        Raise ``ConflictError`` when every name is taken. Nothing is ever overwritten.
+        """
+        for name in names:
+            try:
+                self._client.put_parameter(
+                    Name=name, Value=json.dumps(secret), Type="SecureString", Overwrite=False, Tier="Standard"
+                )
+            except AWS_ERRORS as exc:
+                if error_code(exc) == "ParameterAlreadyExists":
+                    continue
+                raise aws_error(exc, "storing credentials") from exc
+            return name
+        raise ConflictError("credentials could not be stored under a new name; retry")
 
     def get(self, name: str) -> dict[str, str]:
         """Return a secret object; raise ``NotFoundError`` when the parameter does not exist."""

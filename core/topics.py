@@ -7,10 +7,19 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from core.errors import AWS_ERRORS, ConflictError, ForbiddenError, NotFoundError, aws_error, error_code
+from core.errors import (
+    AWS_ERRORS,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    aws_error,
+    error_code,
+)
 from core.models import Integration, Topic
 
 
@@ -30,17 +39,47 @@ def check_topic_hash(topic: Topic, given: str) -> None:
         raise ForbiddenError("x-topic-hash-x does not match the topic")
 
 
-def _to_item(topic: Topic) -> dict[str, Any]:
+# DynamoDB's item limit is 400 KB, names and values counted in UTF-8 bytes; checked below it, before any write.
+MAX_ITEM_BYTES = 400_000
+
+
+@dataclass(frozen=True)
+class StoredTopic:
+    """A topic as its item holds it, with the credentials its previous version used (``replaced_refs``).
+
+    Those stay until the topic changes again, so deliveries queued before a change still read theirs.
+    """
+
+    topic: Topic
+    replaced_refs: tuple[str, ...] = ()
+
+
+def _json(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate has no UTF-8 form; \u escapes keep it, as every item held it before.
+        return json.dumps(value, separators=(",", ":"))
+    return text
+
+
+def _to_item(topic: Topic, replaced_refs: Iterable[str] = ()) -> dict[str, Any]:
     integrations = [integration.model_dump(mode="json") for integration in topic.integrations]
-    return {
+    item: dict[str, Any] = {
         "channel": {"S": topic.channel},
         "topic": {"S": topic.topic},
-        # JSON keeps template values (floats, nulls, nesting) exactly; the item is read whole anyway.
-        "integrations": {"S": json.dumps(integrations, separators=(",", ":"))},
+        # JSON keeps template values (floats, nulls, nesting) exactly; the item is read whole anyway. UTF-8, not
+        # \u escapes: those take six bytes for a character of three, and the item has a size limit.
+        "integrations": {"S": _json(integrations)},
         "hash_sha256": {"S": topic.hash_sha256},
         "created_at": {"S": topic.created_at},
         "updated_at": {"S": topic.updated_at},
     }
+    replaced = sorted(set(replaced_refs))
+    if replaced:
+        item["replaced_refs"] = {"SS": replaced}
+    return item
 
 
 def _from_item(item: dict[str, Any]) -> Topic:
@@ -52,6 +91,34 @@ def _from_item(item: dict[str, Any]) -> Topic:
         created_at=item["created_at"]["S"],
         updated_at=item["updated_at"]["S"],
     )
+
+
+def _stored_from_item(item: dict[str, Any]) -> StoredTopic:
+    return StoredTopic(_from_item(item), tuple(sorted(item.get("replaced_refs", {}).get("SS", []))))
+
+
+def _item_size(item: dict[str, Any]) -> int:
+    """Return an item's size as DynamoDB counts it, for the string and string-set attributes topics have."""
+    size = 0
+    for name, value in item.items():
+        ((kind, data),) = value.items()
+        strings = data if kind == "SS" else [data]
+        size += len(name.encode()) + sum(len(text.encode()) for text in strings)
+    return size
+
+
+def _check_size(item: dict[str, Any], topic: Topic) -> None:
+    size = _item_size(item)
+    if size > MAX_ITEM_BYTES:
+        raise PayloadTooLargeError(
+            f"topic {topic.topic!r} of channel {topic.channel!r} would take {size} bytes in DynamoDB, over its item "
+            f"limit of 400 KB ({MAX_ITEM_BYTES} bytes); use fewer or smaller integration models"
+        )
+
+
+def check_item_size(topic: Topic, replaced_refs: Iterable[str] = ()) -> None:
+    """Raise ``PayloadTooLargeError`` when the topic's item would be over DynamoDB's item limit."""
+    _check_size(_to_item(topic, replaced_refs), topic)
 
 
 class TopicRegistry:
@@ -96,6 +163,10 @@ class TopicRegistry:
 
     def read(self, channel: str, topic: str) -> Topic:
         """Return a topic straight from the table, bypassing the cache."""
+        return self.read_stored(channel, topic).topic
+
+    def read_stored(self, channel: str, topic: str) -> StoredTopic:
+        """Return a topic straight from the table with the credentials its previous version used."""
         try:
             response = self._client.get_item(
                 TableName=self._table,
@@ -106,7 +177,7 @@ class TopicRegistry:
             raise aws_error(exc, "reading topic") from exc
         if "Item" not in response:
             raise NotFoundError(f"topic {topic!r} of channel {channel!r} does not exist")
-        return _from_item(response["Item"])
+        return _stored_from_item(response["Item"])
 
     def list(self, channel: str) -> list[Topic]:
         """Return every topic of a channel, ordered by name."""
@@ -127,15 +198,19 @@ class TopicRegistry:
             raise aws_error(exc, "listing topics") from exc
 
     def create(self, topic: Topic) -> None:
-        """Store a new topic; raise ``ConflictError`` if it exists already."""
-        self._put(topic, "attribute_not_exists(channel)", None)
+        """Store a new topic; raise ``ConflictError`` if it exists already, ``PayloadTooLargeError`` if too large."""
+        self._put(_to_item(topic), topic, "attribute_not_exists(channel)", None)
 
-    def replace(self, topic: Topic, expected_updated_at: str) -> None:
-        """Overwrite a topic read at ``expected_updated_at``; raise ``ConflictError`` if it changed since."""
-        self._put(topic, "updated_at = :seen", {":seen": {"S": expected_updated_at}})
+    def replace(self, topic: Topic, expected_updated_at: str, replaced_refs: Iterable[str] = ()) -> None:
+        """Overwrite a topic read at ``expected_updated_at``; raise ``ConflictError`` if it changed since.
 
-    def _put(self, topic: Topic, condition: str, values: dict[str, Any] | None) -> None:
-        kwargs: dict[str, Any] = {"TableName": self._table, "Item": _to_item(topic), "ConditionExpression": condition}
+        ``replaced_refs`` are the credentials the version before this one used, kept until the next change.
+        """
+        self._put(_to_item(topic, replaced_refs), topic, "updated_at = :seen", {":seen": {"S": expected_updated_at}})
+
+    def _put(self, item: dict[str, Any], topic: Topic, condition: str, values: dict[str, Any] | None) -> None:
+        _check_size(item, topic)
+        kwargs: dict[str, Any] = {"TableName": self._table, "Item": item, "ConditionExpression": condition}
         if values:
             kwargs["ExpressionAttributeValues"] = values
         try:
@@ -148,7 +223,7 @@ class TopicRegistry:
             raise aws_error(exc, "writing topic") from exc
         self._cache.pop((topic.channel, topic.topic), None)
 
-    def delete(self, channel: str, topic: str) -> Topic:
+    def delete(self, channel: str, topic: str) -> StoredTopic:
         """Delete a topic and return what it was; raise ``NotFoundError`` when it does not exist."""
         try:
             response = self._client.delete_item(
@@ -161,4 +236,4 @@ class TopicRegistry:
         self._cache.pop((channel, topic), None)
         if "Attributes" not in response:
             raise NotFoundError(f"topic {topic!r} of channel {channel!r} does not exist")
-        return _from_item(response["Attributes"])
+        return _stored_from_item(response["Attributes"])

@@ -10,18 +10,25 @@ from aws_lambda_powertools.logging import correlation_paths
 from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
 from core.http import Response, Router, caller_id, json_response, raw_body
 from core.observability import logger, metrics, tracer
-from core.settings import get_settings
+from core.settings import PublishSettings, load_settings
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
 
 app = Router()
 
 
+def settings() -> PublishSettings:
+    """Return this function's settings, parsed at the container's first invocation; a missing variable fails it."""
+    return load_settings(PublishSettings)
+
+
 @lru_cache(maxsize=1)
 def get_idempotency() -> IdempotentPublisher:
     """Return the idempotency store of this warm container."""
-    settings = get_settings()
-    return IdempotentPublisher(get_client("dynamodb"), settings.idempotency_table, settings.idempotency_ttl_seconds)
+    config = settings()
+    return IdempotentPublisher(
+        get_client("dynamodb", config.aws_region), config.idempotency_table, config.idempotency_ttl_seconds
+    )
 
 
 @app.post("/v1/notifications/<channel>/<topic>")
@@ -36,7 +43,10 @@ def publish_notification(channel: str, topic: str) -> Response:
         caller=caller_id(event.identity),
         body=raw_body(event.decoded_body),
     )
-    outcome = publish(call, get_topic_registry(), get_ledger(), get_delivery_queue(), get_idempotency())
+    config = settings()
+    outcome = publish(
+        call, get_topic_registry(config), get_ledger(config), get_delivery_queue(config), get_idempotency()
+    )
     notification_id = outcome["notification_id"]
     headers = {"X-Notification-Id": notification_id, "Location": f"/v1/notifications/{notification_id}"}
     return json_response(200, outcome["message_ids"], headers)
@@ -47,5 +57,6 @@ def publish_notification(channel: str, topic: str) -> Response:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Entry point of the publish function."""
+    settings()
     get_idempotency().register_context(context)
     return app.resolve(event, context)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.errors import ConflictError, UpstreamError
+from core.fanout import KEY_REUSED
 
 Action = Callable[[], dict[str, Any]]
 
@@ -65,6 +66,11 @@ class IdempotentPublisher:
             self._config.register_lambda_context(self._context)
         return self._run
 
+    @property
+    def ttl_seconds(self) -> int:
+        """How long a result is replayed; a retry within it finishes the notification of the first attempt."""
+        return self._ttl_seconds
+
     def register_context(self, context: Any) -> None:
         """Let an in-progress record expire with the invocation, so a timed-out publish can be retried."""
         self._context = context
@@ -80,7 +86,7 @@ class IdempotentPublisher:
         try:
             result: dict[str, Any] = self._runner()(request={"scope": scope, "payload": payload}, action=action)
         except IdempotencyValidationError as exc:
-            raise ConflictError("Idempotency-Key was already used with a different request body") from exc
+            raise ConflictError(KEY_REUSED) from exc
         except IdempotencyAlreadyInProgressError as exc:
             raise ConflictError("a request with this Idempotency-Key is still in progress; retry later") from exc
         except IdempotencyPersistenceLayerError as exc:

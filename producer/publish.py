@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ForbiddenError
-from core.fanout import fan_out
+from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, request_digest
 from core.http import parse_body
 from core.ledger import DeliveryLedger
 from core.models import PublishRequest
@@ -47,10 +47,12 @@ def publish(
     check_topic_hash(topic, call.topic_hash)
     request = parse_body(call.body, PublishRequest)
 
-    def action() -> dict[str, Any]:
-        result = fan_out(topic, request.metadata, ledger, queue, caller=call.caller)
+    def action(idempotent: IdempotentPublish | None = None) -> dict[str, Any]:
+        result = fan_out(topic, request.metadata, ledger, queue, caller=call.caller, idempotent=idempotent)
         logger.set_correlation_id(result.notification_id)
-        logger.info("notification published", extra={"channel": call.channel, "topic": call.topic})
+        logger.info(
+            "notification published", extra={"channel": call.channel, "topic": call.topic, "resumed": result.resumed}
+        )
         metrics.add_metric(name="NotificationsPublished", unit="Count", value=1)
         metrics.add_metric(name="DeliveryMessagesEnqueued", unit="Count", value=len(result.message_ids))
         return {"notification_id": result.notification_id, "message_ids": result.message_ids}
@@ -59,6 +61,13 @@ def publish(
         return action()
     payload = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     scope = [call.caller, call.channel, call.topic, call.idempotency_key]
-    outcome = idempotency.run(scope, payload, action)
+    # The powertools record of a publish that failed is deleted, so a retry runs the action again: the notification id
+    # comes from the scope, so that retry finds the first attempt's record and finishes it rather than starting anew.
+    idempotent = IdempotentPublish(
+        notification_id=idempotent_notification_id(scope),
+        request_digest=request_digest(payload),
+        window_seconds=idempotency.ttl_seconds,
+    )
+    outcome = idempotency.run(scope, payload, lambda: action(idempotent))
     logger.set_correlation_id(outcome["notification_id"])
     return outcome

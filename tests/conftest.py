@@ -28,9 +28,22 @@ os.environ.pop("AWS_PROFILE", None)
 
 from core import clients
 from core.observability import logger
+from core.settings import ROLE_SETTINGS
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.log_stream import CurrentStdout
 from tests.support.aws import AwsResources, create_resources
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the shell's variables out of every function's settings; the `aws` fixture sets the resource names.
+
+    With a Lambda runtime variable left in (``AWS_LAMBDA_FUNCTION_NAME``), private targets would be refused as inside
+    Lambda; with a resource name or a tunable left in, a test would run on it.
+    """
+    for model in ROLE_SETTINGS.values():
+        for field in model.model_fields.values():
+            if field.alias and field.alias not in {"STAGE", "AWS_REGION"}:
+                os.environ.pop(field.alias, None)
 
 
 @pytest.fixture(autouse=True)

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import ipaddress
 import math
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
-from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.errors import BlockedTargetError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content, IntegrationType, Strict
 from core.pacing import Limit
 from core.templates import render
@@ -182,6 +185,52 @@ def parse_settings(model: type[Model], value: Any, what: str) -> Model:
         raise PermanentDeliveryError(f"invalid {what}: {', '.join(fields)}") from None
 
 
+def _host_is_valid(host: str, bracketed: bool) -> bool:
+    """Whether a URL's host is a name or address a request can be sent to, encoded as requests and sockets do."""
+    if bracketed:
+        try:
+            return ipaddress.ip_address(host.split("%", 1)[0]).version == 6
+        except ValueError:
+            return False
+    try:
+        if not host.isascii():
+            import idna  # what requests encodes a non-ASCII host with; loaded only for one
+
+            host = idna.encode(host, uts46=True).decode("ascii")
+        host.encode("idna")  # what the resolver does: an empty or over-long label fails here
+    except UnicodeError:  # idna.IDNAError is one
+        return False
+    return True
+
+
+def url_problem(url: str) -> str | None:
+    """Return what makes ``url`` unusable as an http(s) delivery target, or ``None``; the text never quotes the URL.
+
+    These are the checks a request would fail later, made when a topic is saved: a URL that passes them parses,
+    has a host that can be encoded and resolved, and a port in range.
+    """
+    if any(char.isspace() or unicodedata.category(char) in ("Cc", "Cs") for char in url):
+        return "must not contain spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        host, user, password = parts.hostname, parts.username, parts.password
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "must be an http(s) URL with a host"
+    if user is not None or password is not None:
+        return "must not carry user information"
+    try:
+        valid_port = parts.port is None or parts.port >= 0
+    except ValueError:  # not a number, or out of range
+        valid_port = False
+    if not valid_port:
+        return "has an invalid port"
+    if not _host_is_valid(host, "[" in parts.netloc):
+        return "has an invalid host name"
+    return None
+
+
 def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
     """Return a ``Retry-After`` header's delay in seconds (delta-seconds or an HTTP date), or ``None``."""
     if not value:
@@ -206,7 +255,8 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
     """POST through the outbound session; transport failures become retryable errors that never show the URL.
 
     A requests exception's text carries the URL, and URLs carry secrets (a Telegram bot token, a Slack webhook
-    path), so the original exception is dropped (``from None``) rather than chained into logs and the ledger.
+    path), so the original exception is dropped (``from None``) rather than chained into logs and the ledger. A URL
+    that does not parse is a blocked target: permanent, never retried.
     """
     import requests
 
@@ -220,6 +270,10 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
         raise PermanentDeliveryError(f"{what}: too many redirects") from None
     except requests.RequestException as exc:
         raise PermanentDeliveryError(f"{what}: request failed ({type(exc).__name__})") from None
+    except ValueError:
+        # A URL that does not parse on the way (urllib, urllib3 or the resolver: UnicodeError is a ValueError too);
+        # its text names the host or more.
+        raise BlockedTargetError(f"{what}: invalid target URL") from None
 
 
 def classify_status(response: requests.Response, what: str, detail: str = "") -> None:

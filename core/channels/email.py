@@ -6,6 +6,7 @@ import math
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -28,7 +29,15 @@ from core.models import Content, IntegrationType, Strict
 from core.observability import logger
 from core.templates import escape_html, render
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Matched whole (``fullmatch``): ``match`` with ``$`` would let a trailing newline through.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# What ends or folds a header line (CR, LF, NEL, the Unicode line and paragraph separators) or has no place in an
+# address (NUL, DEL, tabs, other C0 and C1 controls): refused in every address field, so none can add a header.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _has_control_character(value: str) -> bool:
+    return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in value)
 
 
 class EmailTarget(Strict):
@@ -42,15 +51,20 @@ class EmailTarget(Strict):
     @field_validator("to")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        for address in value:
-            if not _EMAIL.match(address):
+        for index, address in enumerate(value):
+            if _has_control_character(address):
+                raise ValueError(f"item {index} holds a control character")
+            if not _EMAIL.fullmatch(address):
                 raise ValueError(f"not an email address: {address!r}")
         return value
 
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        if not _EMAIL.search(value.rsplit("<", 1)[-1].rstrip(">").strip()):
+        if _has_control_character(value):
+            raise ValueError("holds a control character")
+        # "Name <address>" or a bare address.
+        if not _EMAIL.fullmatch(value.rsplit("<", 1)[-1].rstrip(">").strip()):
             raise ValueError("not an email address")
         return value
 

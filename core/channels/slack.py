@@ -19,6 +19,7 @@ from core.channels.base import (
     post,
     short_text,
     truncate,
+    url_problem,
 )
 from core.errors import PermanentDeliveryError
 from core.models import Content, IntegrationType, Strict
@@ -55,8 +56,10 @@ class SlackCredentials(Strict):
     @field_validator("webhook_url")
     @classmethod
     def _http_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
+        # The problem is named, never the URL: its path is the secret.
+        problem = url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
         return value
 
 

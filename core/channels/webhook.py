@@ -1,9 +1,14 @@
 """Signed webhooks: a JSON POST to the target URL, signed with HMAC-SHA256 when the integration has a secret.
 
-A receiver verifies a request by computing ``HMAC-SHA256(signing_secret, f"{timestamp}.{body}")`` over the raw body
-bytes, comparing its hex digest in constant time with the ``v1=`` value of ``X-Notification-Signature``, and refusing
-timestamps older than a few minutes (a replayed request carries an old timestamp). README.md shows the code.
-``X-Notification-Id`` and ``X-Delivery-Key`` together name one delivery, so a receiver can drop the rare duplicate.
+Signature v2 (``X-Notification-Signature-V2: v2=<hex>``) is ``HMAC-SHA256(signing_secret, ...)`` over the timestamp,
+the notification id and the delivery key, one per line, then the raw body bytes. A receiver recomputes it from the
+headers it received, compares in constant time and refuses timestamps older than a few minutes; since the ids are
+signed, a captured body cannot be replayed as another delivery to get past the receiver's duplicate check. README.md
+shows the code. Lines, not dots, separate the fields: integration names hold dots, header values never hold a line
+break, so no two (id, key) pairs sign alike.
+
+Signature v1 (``X-Notification-Signature: v1=<hex>`` over ``"<timestamp>.<body>"``) covers neither id. It is still
+sent, unchanged, so that receivers written against it keep working until they verify v2; it goes once they have.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from core.channels.base import (
     Channel,
@@ -30,6 +35,7 @@ from core.channels.base import (
     post,
     render_text_or_data,
     short_text,
+    url_problem,
 )
 from core.errors import PermanentDeliveryError
 from core.models import Content, IntegrationType, Strict
@@ -37,14 +43,23 @@ from core.models import Content, IntegrationType, Strict
 ID_HEADER = "X-Notification-Id"
 DELIVERY_KEY_HEADER = "X-Delivery-Key"
 TIMESTAMP_HEADER = "X-Notification-Timestamp"
+# v1 does not sign the ids (a captured request can be replayed under another id): sent only for older receivers.
 SIGNATURE_HEADER = "X-Notification-Signature"
-SIGNATURE_VERSION = "v1"
+SIGNATURE_V2_HEADER = "X-Notification-Signature-V2"
 
 
 class WebhookTarget(Strict):
     """The URL a signed webhook is posted to."""
 
     url: str = Field(pattern=r"^https?://[^\s/$.?#].[^\s]*$", max_length=2048)
+
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class WebhookCredentials(Strict):
@@ -62,16 +77,33 @@ class WebhookIntegration(IntegrationBase):
     model: str | dict[str, Any] | list[Any]
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """Return the signature header value of a body sent at ``timestamp`` (Unix seconds)."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"{SIGNATURE_VERSION}={digest}"
+def _hmac_hex(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_v1(secret: str, timestamp: str, body: bytes) -> str:
+    """Return the v1 signature header value: HMAC-SHA256 over ``"<timestamp>.<body>"``; it covers neither id."""
+    return "v1=" + _hmac_hex(secret, timestamp.encode() + b"." + body)
+
+
+def signature_v2(secret: str, timestamp: str, notification_id: str, delivery_key: str, body: bytes) -> str:
+    """Return the v2 signature header value: HMAC-SHA256 over timestamp, notification id and delivery key, one per
+    line, followed by the raw body.
+
+    Raise ``ValueError`` when a field holds a line break: the fields would no longer be told apart.
+    """
+    fields = (timestamp, notification_id, delivery_key)
+    if any("\n" in field or "\r" in field for field in fields):
+        raise ValueError("a signed field holds a line break")
+    return "v2=" + _hmac_hex(secret, "".join(f"{field}\n" for field in fields).encode() + body)
 
 
 def webhook_body(content: Content) -> bytes:
     """Return the JSON body of a webhook: the rendered object or list as is, a rendered string as ``{"text": …}``."""
     payload = content.data if content.data is not None else {"text": content.text}
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    # A lone surrogate (a template or value that is not valid Unicode) has no UTF-8 form: it is sent as the JSON
+    # escape it was received as, rather than failing every attempt.
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 class WebhookChannel(Channel):
@@ -107,7 +139,7 @@ class WebhookChannel(Channel):
         notification_id: str,
         delivery_key: str,
     ) -> DeliveryReceipt:
-        """POST the body with the notification id, delivery key, a timestamp and, given a secret, the signature."""
+        """POST the body with the notification id, delivery key, a timestamp and, given a secret, the signatures."""
         url = parse_settings(WebhookTarget, target, "target").url
         if content.data is None and content.text is None:
             raise PermanentDeliveryError("webhook: no content to send")
@@ -122,8 +154,12 @@ class WebhookChannel(Channel):
             TIMESTAMP_HEADER: timestamp,
         }
         if credentials:
-            secret = parse_settings(WebhookCredentials, credentials, "credentials").signing_secret
-            headers[SIGNATURE_HEADER] = sign(secret.get_secret_value(), timestamp, body)
+            secret = parse_settings(WebhookCredentials, credentials, "credentials").signing_secret.get_secret_value()
+            try:
+                headers[SIGNATURE_V2_HEADER] = signature_v2(secret, timestamp, notification_id, delivery_key, body)
+            except ValueError:
+                raise PermanentDeliveryError("webhook: notification id or delivery key holds a line break") from None
+            headers[SIGNATURE_HEADER] = signature_v1(secret, timestamp, body)
         response = post(self._resources.http, url, "webhook", data=body, headers=headers)
         classify_status(response, "webhook", short_text(response, 100))
         return DeliveryReceipt(response.headers.get("X-Request-Id"))

@@ -16,6 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from core.settings import (
+    ADMIN_TOKEN_ROTATION_SECONDS,
+    LOCAL_STACK_MARKER,
+    LOCAL_STAGE,
+    ROLE_SETTINGS,
+    AdminTokenSettings,
+    SettingsError,
+)
 from infra.deploy.package import ROOT, PackagedService, load_package
 
 # Actions that take no resource but "*" (X-Ray writes, SES's send quota); nothing else may have a "*" resource.
@@ -31,6 +39,10 @@ _EXTENSION_ABI = re.compile(r"\.cpython-(\d+)-([a-z0-9_]+)-linux-gnu\.so$")
 _PSEUDO_PARAMETER = re.compile(r"\$\{AWS::(\w+)\}")
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 SHOWN_PROBLEMS = 30
+# What the Lambda runtime sets in every function; AWS_EXECUTION_ENV and AWS_LAMBDA_RUNTIME_API are reserved.
+LAMBDA_RUNTIME_ENV = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}
+# What pydantic reads as false; anything else set in ALLOW_PRIVATE_TARGETS (a reference included) may turn it on.
+_FALSE = frozenset({"0", "false", "no", "off", "f", "n"})
 WORKFLOWS = ROOT / ".github" / "workflows"
 
 
@@ -67,9 +79,10 @@ def _policy_documents(template: dict[str, Any]) -> Iterator[tuple[str, dict[str,
 def iam_wildcards(template: dict[str, Any]) -> list[str]:
     """Return every wildcard grant: a ``*`` in an action, NotAction/NotResource, managed policies, or a ``*`` resource.
 
-    A resource may still end in a wildcard inside one account and region (a log group's streams, a parameter path);
-    an ARN with ``*`` for its region or account, or a bare ``*``, is refused unless every action of the statement
-    takes no resource but ``*``.
+    A resource may still end in a wildcard inside one account and region after a name or path (a log group's
+    streams, a parameter path, ``endpoint/*``, a topic name prefix); an ARN with ``*`` for its region or account, a
+    bare ``*``, or one whose resource starts with ``*`` (``arn:…:sns:<region>:<account>:*``: every topic of the
+    account) is refused unless every action of the statement takes no resource but ``*``.
     """
     problems: list[str] = []
     for logical_id, resource in template.get("Resources", {}).items():
@@ -89,8 +102,102 @@ def iam_wildcards(template: dict[str, Any]) -> list[str]:
                 text = _arn_text(resource_value)
                 fields = text.split(":")
                 unscoped = text == "*" or (len(fields) >= 5 and "*" in (fields[3], fields[4]))
+                unscoped = unscoped or (len(fields) >= 6 and ":".join(fields[5:]).startswith("*"))
                 if unscoped and not set(actions) <= STAR_RESOURCE_ACTIONS:
                     problems.append(f"{label}: wildcard resource {text!r} for {', '.join(actions)}")
+    return problems
+
+
+def _function_environments(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return each ``AWS::Lambda::Function``'s environment variables by logical id."""
+    return {
+        logical_id: dict(((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {})
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::Lambda::Function"
+    }
+
+
+def private_target_problems(template: dict[str, Any], stage: str) -> list[str]:
+    """Return functions of a stage other than ``local`` that turn the SSRF guard off, or carry the local marker.
+
+    ``ALLOW_PRIVATE_TARGETS=true`` lets a webhook reach loopback and private addresses (the Lambda runtime API on
+    127.0.0.1:9001 included): it belongs to the local stack, which is never deployed. Its marker never belongs in a
+    template, whatever the stage.
+    """
+    problems: list[str] = []
+    for logical_id, variables in _function_environments(template).items():
+        value = variables.get("ALLOW_PRIVATE_TARGETS")
+        off = value is None or value == "" or (isinstance(value, str) and value.strip().lower() in _FALSE)
+        if not off and stage != LOCAL_STAGE:
+            problems.append(
+                f"{logical_id}: ALLOW_PRIVATE_TARGETS={_arn_text(value)} in stage {stage!r}"
+                " (only the local stage may allow private targets)"
+            )
+        if LOCAL_STACK_MARKER in variables:
+            problems.append(f"{logical_id}: {LOCAL_STACK_MARKER} is the local stack's marker, never deployed")
+    return problems
+
+
+def settings_problems(package: PackagedService) -> list[str]:
+    """Return functions whose packaged environment would fail their cold start in Lambda.
+
+    Each function's environment, with what the Lambda runtime adds, is parsed by its role's settings model
+    (``core.settings.ROLE_SETTINGS``): a required variable missing, a value out of range, or a setting refused inside
+    Lambda is found here rather than at the first invocation. CloudFormation references stand for the names they
+    will resolve to.
+    """
+    problems: list[str] = []
+    environments = _function_environments(package.template)
+    for key in package.functions:
+        model = ROLE_SETTINGS.get(key)
+        logical_id = package.function_logical_id(key)
+        if model is None:
+            problems.append(f"{key}: no settings model in core.settings.ROLE_SETTINGS")
+            continue
+        if logical_id not in environments:
+            problems.append(f"{key}: no {logical_id} in the template")
+            continue
+        function_name = package.resources[logical_id]["Properties"].get("FunctionName", key)
+        variables = {name: _arn_text(value) for name, value in environments[logical_id].items()}
+        runtime = {**LAMBDA_RUNTIME_ENV, "AWS_REGION": package.region, "AWS_LAMBDA_FUNCTION_NAME": str(function_name)}
+        try:
+            model.from_env({**variables, **runtime})
+        except SettingsError as exc:
+            problems.append(f"{key}: {exc}")
+    return problems
+
+
+def admin_token_window_problems(template: dict[str, Any]) -> list[str]:
+    """Return authorizers under which a rotated admin token would keep working longer than the documented window.
+
+    The window is API Gateway's result cache of the authorizer's answer plus the authorizer's own cache of the token
+    hash (``ADMIN_TOKEN_CACHE_SECONDS``): an old token allowed just before the hash is re-read is then cached as
+    allowed for the full result TTL.
+    """
+    problems: list[str] = []
+    environments = _function_environments(template)
+    default_cache = AdminTokenSettings.model_fields["admin_token_cache_seconds"].default
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::ApiGateway::Authorizer":
+            continue
+        properties = resource.get("Properties") or {}
+        # API Gateway caches an authorizer's answer 300 s when the template says nothing.
+        result_ttl = float(properties.get("AuthorizerResultTtlInSeconds", 300))
+        uri = json.dumps(properties.get("AuthorizerUri"))
+        functions = [function for function in environments if f'"{function}"' in uri]
+        if len(functions) != 1:
+            problems.append(f"{logical_id}: its Lambda function is not one of this template's")
+            continue
+        try:
+            cache = float(environments[functions[0]].get("ADMIN_TOKEN_CACHE_SECONDS", default_cache))
+        except (TypeError, ValueError):
+            problems.append(f"{functions[0]}: ADMIN_TOKEN_CACHE_SECONDS is not a number of seconds")
+            continue
+        if result_ttl + cache > ADMIN_TOKEN_ROTATION_SECONDS:
+            problems.append(
+                f"{logical_id}: a rotated admin token works up to {result_ttl + cache:g} s (result TTL {result_ttl:g}"
+                f" s + {functions[0]} cache {cache:g} s), over {ADMIN_TOKEN_ROTATION_SECONDS} s"
+            )
     return problems
 
 
@@ -231,6 +338,9 @@ def run_all(package: PackagedService) -> dict[str, list[str]]:
     return {
         "iam wildcards": iam_wildcards(package.template),
         "one role per function": role_problems(package),
+        "private targets": private_target_problems(package.template, package.stage),
+        "settings at cold start": settings_problems(package),
+        "admin token rotation window": admin_token_window_problems(package.template),
         "artifact contents": artifact_problems(package.artifact),
         "cfn-lint": [] if lint.ok else [lint.output],
         "actionlint": [] if workflows.ok else [workflows.output],

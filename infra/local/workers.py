@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.settings import LOCAL_STACK_MARKER
 from infra.local.definition import FunctionSpec
 
 _START_TIMEOUT = 60.0
@@ -206,7 +207,12 @@ class FunctionPool:
 def function_env(
     spec: FunctionSpec, resolved_env: dict[str, str], aws_url: str, region: str, extra: dict[str, str]
 ) -> dict[str, str]:
-    """Return a function's process environment: the Lambda runtime's variables, the local AWS, its own variables."""
+    """Return a function's process environment: the Lambda runtime's variables, the local AWS, its own variables.
+
+    The local stack's marker comes last, so that the functions of stage ``local`` may allow private targets here,
+    and only here (``core.settings.OutboundSettings``); what only the real runtime sets (``AWS_EXECUTION_ENV``,
+    ``AWS_LAMBDA_RUNTIME_API``) is never passed on.
+    """
     base = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
     return {
         **base,
@@ -226,4 +232,5 @@ def function_env(
         "POWERTOOLS_TRACE_DISABLED": "true",
         **extra,
         **resolved_env,
+        LOCAL_STACK_MARKER: "1",
     }

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 
 REGION = "us-east-1"
+STAGE = "test"
 ACCOUNT = "123456789012"
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -71,7 +72,14 @@ def create_resources(max_receive_count: int = 5) -> AwsResources:
         Value=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
         Type="SecureString",
     )
-    env = {**NAMES, "DELIVERY_QUEUE_URL": queue_url, "DEAD_LETTER_QUEUE_URL": dlq_url}
+    # Everything a function of the test stage needs (core/settings.py), also to scripts that set the env from it.
+    env = {
+        "STAGE": STAGE,
+        "AWS_REGION": REGION,
+        **NAMES,
+        "DELIVERY_QUEUE_URL": queue_url,
+        "DEAD_LETTER_QUEUE_URL": dlq_url,
+    }
     return AwsResources(dynamodb, sqs, ssm, queue_url, dlq_url, env)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from api import authorizer
 from api.authorizer import handler
+from tests.fakes.delivery import FakeClock
 from tests.fakes.lambda_context import FakeLambdaContext
-from tests.support.aws import ADMIN_TOKEN, AwsResources
+from tests.support.aws import ADMIN_TOKEN, NAMES, AwsResources
 from tests.support.events import authorizer_event
 
 API_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef1234/dev"
@@ -84,3 +87,57 @@ def test_authorizer_refusal_never_logs_the_token(
     output = logs()
     assert "admin token refused" in output
     assert "wrong-token-5e1f" not in output
+
+
+NEW_TOKEN = "rotated-admin-token-9876543210"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The authorizer's clock, standing still until a test advances it."""
+    fake = FakeClock(1000.0)
+    monkeypatch.setattr(authorizer, "monotonic", fake)
+    return fake
+
+
+def _rotate(aws: AwsResources) -> None:
+    """Rotate the admin token as README "Deploy" says: a new hash over the parameter."""
+    digest = hashlib.sha256(NEW_TOKEN.encode()).hexdigest()
+    aws.ssm.put_parameter(Name=NAMES["ADMIN_TOKEN_HASH_PARAMETER"], Value=digest, Type="SecureString", Overwrite=True)
+
+
+def _effect(token: str, context: FakeLambdaContext) -> str:
+    effect: str = _statement(handler(authorizer_event(f"Bearer {token}"), context))["Effect"]
+    return effect
+
+
+def test_authorizer_rotated_token_still_allowed_until_the_hash_is_30_seconds_old(
+    aws: AwsResources, lambda_context: FakeLambdaContext, clock: FakeClock
+) -> None:
+    assert _effect(ADMIN_TOKEN, lambda_context) == "Allow"
+    _rotate(aws)
+    clock.advance(29.9)
+
+    assert _effect(ADMIN_TOKEN, lambda_context) == "Allow"
+
+
+def test_authorizer_rotated_token_denied_once_the_hash_is_30_seconds_old(
+    aws: AwsResources, lambda_context: FakeLambdaContext, clock: FakeClock
+) -> None:
+    assert _effect(ADMIN_TOKEN, lambda_context) == "Allow"
+    _rotate(aws)
+    clock.advance(30)
+
+    assert _effect(ADMIN_TOKEN, lambda_context) == "Deny"
+    assert _effect(NEW_TOKEN, lambda_context) == "Allow"
+
+
+def test_authorizer_token_cache_age_follows_its_setting(
+    aws: AwsResources, lambda_context: FakeLambdaContext, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ADMIN_TOKEN_CACHE_SECONDS", "5")
+    _effect(ADMIN_TOKEN, lambda_context)
+    _rotate(aws)
+    clock.advance(5)
+
+    assert _effect(NEW_TOKEN, lambda_context) == "Allow"

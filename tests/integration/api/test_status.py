@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from api.handler import handler
-from core.clients import get_ledger
+from core.clients import get_client, get_ledger
 from core.ledger import DeliveryRow, NotificationRecord
 from core.models import DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
+from tests.fakes.sqs_failures import SqsEntryFailures
 from tests.integration.api.conftest import AdminApi
 from tests.support.aws import AwsResources
 from tests.support.events import api_event, publish_event, response_json, topic_body
 
 STATUS = "/v1/notifications/{notification_id}"
+METADATA = {"order_id": "A-1", "name": "Ada", "total": 12.5}
 
 
 def _publish(admin: AdminApi, context: FakeLambdaContext) -> dict[str, Any]:
     from producer.handler import handler as publish
 
     topic_hash = response_json(admin.put_topic(topic_body()))["topic_hash"]
-    body = {"metadata": {"order_id": "A-1", "name": "Ada", "total": 12.5}}
-    response: dict[str, Any] = publish(publish_event("orders", "shipped", body, topic_hash), context)
+    response: dict[str, Any] = publish(publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash), context)
     assert response["statusCode"] == 200
     return response
 
@@ -155,6 +158,7 @@ def test_status_ledger_unavailable_returns_502(aws: AwsResources, lambda_context
     assert response_json(response)["message"].startswith("An error occurs while processing the request (Message: ")
 
 
+@pytest.mark.usefixtures("aws")
 def test_health_returns_200_ok(lambda_context: FakeLambdaContext) -> None:
     response = handler(api_event("GET", "/v1/health", api_key=None, api_key_id=None), lambda_context)
 
@@ -162,6 +166,7 @@ def test_health_returns_200_ok(lambda_context: FakeLambdaContext) -> None:
     assert response_json(response) == {"status": "ok"}
 
 
+@pytest.mark.usefixtures("aws")
 def test_unknown_route_returns_404_json(lambda_context: FakeLambdaContext) -> None:
     response = handler(api_event("GET", "/v1/nothing-here"), lambda_context)
 
@@ -170,8 +175,32 @@ def test_unknown_route_returns_404_json(lambda_context: FakeLambdaContext) -> No
     assert response_json(response) == {"message": "no route for GET /v1/nothing-here"}
 
 
+@pytest.mark.usefixtures("aws")
 def test_known_path_with_other_method_returns_404_json(lambda_context: FakeLambdaContext) -> None:
     response = handler(api_event("PATCH", "/v1/health"), lambda_context)
 
     assert response["statusCode"] == 404
     assert set(response_json(response)) == {"message"}
+
+
+def test_status_after_502_and_its_retry_shows_every_delivery_queued(
+    admin: AdminApi, lambda_context: FakeLambdaContext
+) -> None:
+    from producer.handler import handler as publish
+
+    topic_hash = response_json(admin.put_topic(topic_body()))["topic_hash"]
+    event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    SqsEntryFailures(get_client("sqs")).fail("team-slack", times=2)
+    failed = publish(event, lambda_context)
+    notification_id = failed["headers"]["X-Notification-Id"]
+    before = response_json(_status(notification_id, lambda_context))
+
+    retried = publish(event, lambda_context)
+
+    after = response_json(_status(notification_id, lambda_context))
+    assert (failed["statusCode"], retried["statusCode"]) == (502, 200)
+    assert before["summary"] == {"failed": 1, "queued": 4}
+    assert after["summary"] == {"queued": 5}
+    assert {(d["integration"], d["status"], d["last_error"]) for d in after["deliveries"]} == {
+        (name, "queued", None) for name in ("buyer-push", "erp-webhook", "ops-email", "ops-telegram", "team-slack")
+    }

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from botocore.exceptions import ClientError
 
-from core.topics import hash_topic_secret
+from api.topics import put_topic
+from core.channels import TopicRequest
+from core.errors import ConflictError, UpstreamError
+from core.secrets import SecretStore
+from core.topics import TopicRegistry, hash_topic_secret
 from tests.integration.api.conftest import TOPIC, AdminApi
 from tests.support.aws import NAMES, AwsResources
 from tests.support.events import TOPIC_SECRETS, response_json, topic_body
@@ -147,7 +154,8 @@ def test_put_replace_deletes_parameters_of_removed_integrations(admin: AdminApi,
 
     admin.put_topic(_body_without("team-slack", "erp-webhook"))
 
-    assert set(_parameters(aws)) == {SECRET_REFS["ops-telegram"]}
+    assert not {SECRET_REFS["team-slack"], SECRET_REFS["erp-webhook"]} & set(_parameters(aws))
+    assert _live_credentials(aws, "ops-telegram") == {"bot_token": TOPIC_SECRETS[1]}
 
 
 def test_put_replace_without_credentials_deletes_its_parameter(admin: AdminApi, aws: AwsResources) -> None:
@@ -160,15 +168,14 @@ def test_put_replace_without_credentials_deletes_its_parameter(admin: AdminApi, 
     assert SECRET_REFS["erp-webhook"] not in _parameters(aws)
 
 
-def test_put_replace_overwrites_kept_credentials(admin: AdminApi, aws: AwsResources) -> None:
+def test_put_replace_switches_the_topic_to_the_new_credentials(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
     body = topic_body()
     body["integrations"][2]["credentials"]["bot_token"] = "654321:rotated"
 
     admin.put_topic(body)
 
-    value = aws.ssm.get_parameter(Name=SECRET_REFS["ops-telegram"], WithDecryption=True)["Parameter"]["Value"]
-    assert json.loads(value) == {"bot_token": "654321:rotated"}
+    assert _live_credentials(aws, "ops-telegram") == {"bot_token": "654321:rotated"}
 
 
 def test_get_topic_returns_it_masked(admin: AdminApi) -> None:
@@ -422,3 +429,337 @@ def test_put_invalid_body_error_never_echoes_a_secret(admin: AdminApi) -> None:
 
     assert response["statusCode"] == 422
     assert TOPIC_SECRETS[2] not in response["body"]
+
+
+# --- credentials are switched by the conditional write, never overwritten in place ----------------------------------
+
+WINNER_URL = "https://hooks.slack.example/services/T0/B0/winner-9d1c"
+LOSER_URL = "https://hooks.slack.example/services/T0/B0/loser-7e2a"
+
+
+def _with_slack_url(url: str) -> dict[str, Any]:
+    return _with(1, credentials={"webhook_url": url})
+
+
+def _parameter_values(aws: AwsResources) -> dict[str, Any]:
+    return {
+        name: json.loads(aws.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        for name in _parameters(aws)
+    }
+
+
+def _live_credentials(aws: AwsResources, integration: str) -> dict[str, Any]:
+    item = _topic_item(aws)
+    assert item is not None
+    [ref] = [
+        entry["credentials_ref"] for entry in json.loads(item["integrations"]["S"]) if entry["name"] == integration
+    ]
+    value: dict[str, Any] = json.loads(aws.ssm.get_parameter(Name=ref, WithDecryption=True)["Parameter"]["Value"])
+    return value
+
+
+class _DynamoDB:
+    """A DynamoDB client that runs ``after_read`` once, right after its first GetItem, and can fail its PutItem."""
+
+    def __init__(self, client: Any, after_read: Callable[[], object] | None = None, fail_put: bool = False) -> None:
+        self._client = client
+        self._after_read = after_read
+        self._fail_put = fail_put
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def get_item(self, **kwargs: Any) -> Any:
+        response = self._client.get_item(**kwargs)
+        after_read, self._after_read = self._after_read, None
+        if after_read is not None:
+            after_read()
+        return response
+
+    def put_item(self, **kwargs: Any) -> Any:
+        if self._fail_put:
+            error = {"Error": {"Code": "InternalServerError", "Message": "boom"}}
+            raise ClientError(error, "PutItem")
+        return self._client.put_item(**kwargs)
+
+
+def _put_directly(aws: AwsResources, body: dict[str, Any], dynamodb: Any, ssm: Any = None) -> None:
+    """Run the PUT's logic on the given clients, as the handler does on its own."""
+    registry = TopicRegistry(dynamodb, NAMES["TOPICS_TABLE"], cache_ttl_seconds=0)
+    store = SecretStore(ssm or aws.ssm, NAMES["PARAMETER_PREFIX"])
+    put_topic("orders", "shipped", TopicRequest.model_validate(body), registry, store)
+
+
+def test_put_losing_a_race_leaves_the_winners_credentials_unchanged(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    after_winner: dict[str, Any] = {}
+
+    def winner_commits_meanwhile() -> None:
+        assert admin.put_topic(_with_slack_url(WINNER_URL))["statusCode"] == 200
+        after_winner.update(_parameter_values(aws))
+
+    with pytest.raises(ConflictError):
+        _put_directly(aws, _with_slack_url(LOSER_URL), _DynamoDB(aws.dynamodb, after_read=winner_commits_meanwhile))
+
+    assert _live_credentials(aws, "team-slack") == {"webhook_url": WINNER_URL}
+    assert _parameter_values(aws) == after_winner
+
+
+def test_put_losing_a_race_through_the_api_answers_409(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    registry = TopicRegistry(
+        _DynamoDB(aws.dynamodb, after_read=lambda: admin.put_topic(_with_slack_url(WINNER_URL))),
+        NAMES["TOPICS_TABLE"],
+        cache_ttl_seconds=0,
+    )
+
+    with patch("api.handler.get_topic_registry", return_value=registry):
+        response = admin.put_topic(_with_slack_url(LOSER_URL))
+
+    assert response["statusCode"] == 409
+    assert _live_credentials(aws, "team-slack") == {"webhook_url": WINNER_URL}
+
+
+def test_put_failed_topic_write_keeps_old_credentials_and_leaves_no_new_parameters(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    admin.put_topic(topic_body())
+    parameters_before, item_before = _parameter_values(aws), _topic_item(aws)
+
+    with pytest.raises(UpstreamError):
+        _put_directly(aws, _with_slack_url(LOSER_URL), _DynamoDB(aws.dynamodb, fail_put=True))
+
+    assert _parameter_values(aws) == parameters_before
+    assert _topic_item(aws) == item_before
+
+
+def test_put_failed_create_leaves_no_parameters(aws: AwsResources) -> None:
+    with pytest.raises(UpstreamError):
+        _put_directly(aws, topic_body(), _DynamoDB(aws.dynamodb, fail_put=True))
+
+    assert _parameters(aws) == {}
+
+
+class _SsmFailingOnPut:
+    """An SSM client whose ``n``-th PutParameter fails."""
+
+    def __init__(self, client: Any, n: int) -> None:
+        self._client = client
+        self._left = n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put_parameter(self, **kwargs: Any) -> Any:
+        self._left -= 1
+        if self._left == 0:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "PutParameter")
+        return self._client.put_parameter(**kwargs)
+
+
+def test_put_failed_credentials_write_removes_those_already_written(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    parameters_before, item_before = _parameter_values(aws), _topic_item(aws)
+
+    with pytest.raises(UpstreamError):
+        _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, _SsmFailingOnPut(aws.ssm, 3))
+
+    assert _parameter_values(aws) == parameters_before
+    assert _topic_item(aws) == item_before
+
+
+def test_put_replace_keeps_the_replaced_credentials_for_queued_deliveries(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+
+    admin.put_topic(_with_slack_url(WINNER_URL))
+
+    # A delivery queued before the change still names the first reference.
+    value = aws.ssm.get_parameter(Name=SECRET_REFS["team-slack"], WithDecryption=True)["Parameter"]["Value"]
+    assert json.loads(value) == {"webhook_url": TOPIC_SECRETS[0]}
+
+
+def test_put_second_replace_deletes_credentials_replaced_by_the_first(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    admin.put_topic(_with_slack_url(WINNER_URL))
+
+    admin.put_topic(_with_slack_url(LOSER_URL))
+
+    values = _parameter_values(aws)
+    assert not set(SECRET_REFS.values()) & set(values)
+    assert len(values) == 6  # the three live credentials and the three they replaced
+    assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}
+
+
+class _SsmFailingOnDelete:
+    """An SSM client whose DeleteParameters fails."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def delete_parameters(self, **kwargs: Any) -> Any:
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "DeleteParameters")
+
+
+def test_put_cleanup_failure_after_the_write_still_answers_success(
+    admin: AdminApi, aws: AwsResources, logs: Callable[[], str]
+) -> None:
+    admin.put_topic(topic_body())
+    admin.put_topic(_with_slack_url(WINNER_URL))
+    ssm = _SsmFailingOnDelete(aws.ssm)
+
+    _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, ssm)
+
+    assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}
+    assert "replaced credentials not deleted" in logs()
+
+
+def test_delete_topic_removes_replaced_credentials_too(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    admin.put_topic(_with_slack_url(WINNER_URL))
+
+    admin.call("DELETE", TOPIC, PATH)
+
+    assert _parameters(aws) == {}
+
+
+def test_rotate_hash_keeps_replaced_credentials_until_the_next_change(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    admin.put_topic(_with_slack_url(WINNER_URL))
+    admin.call("POST", f"{TOPIC}/rotate-hash", PATH)
+
+    admin.call("DELETE", TOPIC, PATH)
+
+    assert _parameters(aws) == {}
+
+
+# --- URLs are parsed when the topic is saved ------------------------------------------------------------------------
+
+BAD_URLS = [
+    pytest.param("http://exa\uff0fmple.com/services/T0/B0/url-secret", id="nfkc-netloc"),
+    pytest.param("https://hooks.slack.example\uff0fservices\uff0furl-secret", id="nfkc-whole-path"),
+    pytest.param("http://[::1/services/url-secret", id="unclosed-ipv6"),
+    pytest.param("http://hooks.example:99999/url-secret", id="port-out-of-range"),
+    pytest.param("http://hooks.example:8o/url-secret", id="port-not-a-number"),
+    pytest.param("http://a..example/url-secret", id="empty-label"),
+    pytest.param(f"http://{'a' * 64}.example/url-secret", id="label-too-long"),
+    pytest.param("http://user:pw@hooks.example/url-secret", id="user-info"),
+    pytest.param("http://hooks.example/url-secret\n", id="trailing-newline"),
+    pytest.param("http://hooks.exa\u0000mple/url-secret", id="nul"),
+]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_put_slack_webhook_url_that_does_not_parse_returns_422_without_the_url(admin: AdminApi, url: str) -> None:
+    response = admin.put_topic(_with_slack_url(url))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("integrations.1.credentials.webhook_url: ")
+    assert "url-secret" not in response["body"]
+    assert "example" not in response["body"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_put_webhook_target_url_that_does_not_parse_returns_422_naming_it(admin: AdminApi, url: str) -> None:
+    response = admin.put_topic(_with(3, target={"url": url}))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("integrations.3.target.url: ")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.slack.example/services/T0/B0/x",
+        "http://127.0.0.1:3001/slack/demo?rate=2",
+        "https://[2001:db8::1]:8443/hook",
+        "https://bücher.example/hook",
+    ],
+)
+def test_put_usual_urls_are_accepted(admin: AdminApi, url: str) -> None:
+    body = topic_body()
+    body["integrations"][1]["credentials"]["webhook_url"] = url
+    body["integrations"][3]["target"]["url"] = url
+
+    assert admin.put_topic(body)["statusCode"] == 201
+
+
+# --- large and non-ASCII topics ---------------------------------------------------------------------------------------
+
+
+def test_put_topic_with_a_210_kb_cjk_model_is_stored_and_read_back(admin: AdminApi) -> None:
+    text = "通知" * 35_000  # 70 000 characters, 210 000 bytes of UTF-8
+    request = json.dumps(_with(3, model={"text": text}), ensure_ascii=False)
+
+    response = admin.put_topic(request)
+
+    assert response["statusCode"] == 201, response["body"]
+    [webhook] = [
+        item for item in response_json(admin.call("GET", TOPIC, PATH))["integrations"] if item["type"] == "webhook"
+    ]
+    assert webhook["model"] == {"text": text}
+
+
+def test_put_topic_too_large_for_one_item_returns_413_and_writes_nothing(admin: AdminApi, aws: AwsResources) -> None:
+    # "1E15" takes 4 bytes of the request and 18 of the item (1000000000000000.0): the request fits, the item would not.
+    numbers = "[" + ",".join(["1E15"] * 50_000) + "]"
+    request = json.dumps(topic_body()).replace(json.dumps(topic_body()["integrations"][3]["model"]), numbers)
+    assert len(request.encode()) < 256 * 1024
+
+    response = admin.put_topic(request)
+
+    assert response["statusCode"] == 413
+    assert "400 KB" in _error(response)
+    assert _topic_item(aws) is None
+    assert _parameters(aws) == {}
+
+
+def test_put_model_with_a_lone_surrogate_is_stored_as_before(admin: AdminApi) -> None:
+    # Such a string has no UTF-8 form: the item keeps it as a \u escape, as every item did before.
+    request = json.dumps(topic_body()).replace('"order.shipped"', '"order\\ud800"')
+
+    response = admin.put_topic(request)
+
+    assert response["statusCode"] == 201, response["body"]
+    [webhook] = [
+        item for item in response_json(admin.call("GET", TOPIC, PATH))["integrations"] if item["type"] == "webhook"
+    ]
+    assert webhook["model"]["event"] == "order\ud800"
+
+
+# --- email addresses --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        pytest.param({"to": ["ops@example.com\n"], "from": "a@b.co"}, "integrations.0.target.to", id="to-trailing-lf"),
+        pytest.param(
+            {"to": ["ops@example.com\r\nBcc: x@evil.example"], "from": "a@b.co"},
+            "integrations.0.target.to",
+            id="to-crlf",
+        ),
+        pytest.param(
+            {"to": ["ops@example.com"], "from": "a@b.co\n"}, "integrations.0.target.from", id="from-trailing-lf"
+        ),
+        pytest.param(
+            {"to": ["ops@example.com"], "from": "Shop\r\nBcc: x@evil.example <a@b.co>"},
+            "integrations.0.target.from",
+            id="from-header-injection",
+        ),
+        pytest.param(
+            {"to": ["ops@example.com"], "from": "Shop\t<a@b.co>"}, "integrations.0.target.from", id="from-tab"
+        ),
+        pytest.param({"to": ["ops@exa\u0085mple.com"], "from": "a@b.co"}, "integrations.0.target.to", id="to-nel"),
+    ],
+)
+def test_put_email_address_with_control_characters_returns_422_naming_it(
+    admin: AdminApi, aws: AwsResources, target: dict[str, Any], field: str
+) -> None:
+    response = admin.put_topic(_with(0, target=target))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"{field}: ")
+    assert _topic_item(aws) is None

@@ -359,11 +359,13 @@ def test_handler_signed_webhook_verifies_at_receiver(consumer_aws: AwsResources,
 
     consume_once(consumer_aws)
 
-    # What a receiver does (README.md, "Delivery"): HMAC-SHA256 over "<timestamp>.<raw body>", compared safely.
+    # What a receiver does (README.md, "Verifying a webhook"): HMAC-SHA256 over the timestamp, the notification id and
+    # the delivery key as received, one per line, then the raw body; compared safely.
     [request] = receiver.requests
     timestamp = request.headers["X-Notification-Timestamp"]
-    expected = hmac.new(SIGNING_SECRET.encode(), f"{timestamp}.".encode() + request.body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(request.headers["X-Notification-Signature"], f"v1={expected}")
+    signed = f"{timestamp}\n{request.headers['X-Notification-Id']}\n{request.headers['X-Delivery-Key']}\n"
+    expected = hmac.new(SIGNING_SECRET.encode(), signed.encode() + request.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(request.headers["X-Notification-Signature-V2"], f"v2={expected}")
     assert abs(time.time() - int(timestamp)) < 300
     # Together they name one delivery, so the receiver can drop a duplicate.
     assert (request.headers["X-Notification-Id"], request.headers["X-Delivery-Key"]) == (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -9,8 +11,16 @@ from typing import Any
 import pytest
 import requests
 
-from infra.deploy.checks import actionlint, artifact_problems, iam_wildcards
+from infra.deploy.checks import (
+    actionlint,
+    admin_token_window_problems,
+    artifact_problems,
+    iam_wildcards,
+    private_target_problems,
+    settings_problems,
+)
 from infra.deploy.motoserver import moto_server
+from infra.deploy.package import PackagedService
 
 _AARCH64_ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 11 + (183).to_bytes(2, "little")
 _X86_64_ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 11 + (62).to_bytes(2, "little")
@@ -34,6 +44,7 @@ def _allow(action: Any, resource: Any) -> dict[str, Any]:
 
 _TABLE = {"Fn::GetAtt": ["Table", "Arn"]}
 _SCOPED = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/notify/ci/integrations/*"}
+_SNS = "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:"
 
 
 @pytest.mark.parametrize(
@@ -44,9 +55,20 @@ _SCOPED = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId
         _allow(["dynamodb:Get*"], _TABLE),
         _allow("dynamodb:GetItem", "*"),
         _allow("sns:Publish", "arn:aws:sns:*:*:*"),
+        _allow("sns:Publish", {"Fn::Sub": _SNS + "*"}),
+        _allow("sns:Publish", {"Fn::Sub": _SNS + "*-push"}),
         {"Effect": "Allow", "NotAction": "iam:*", "Resource": _TABLE},
     ],
-    ids=["star-action", "service-star", "prefix-star", "star-resource", "any-region-arn", "not-action"],
+    ids=[
+        "star-action",
+        "service-star",
+        "prefix-star",
+        "star-resource",
+        "any-region-arn",
+        "every-topic-of-the-account",
+        "any-topic-ending-in",
+        "not-action",
+    ],
 )
 def test_iam_wildcards_wildcard_grant_reported(statement: dict[str, Any]) -> None:
     assert len(iam_wildcards(_role(statement))) == 1
@@ -58,9 +80,10 @@ def test_iam_wildcards_wildcard_grant_reported(statement: dict[str, Any]) -> Non
         _allow(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*"),
         _allow("ssm:GetParameter", _SCOPED),
         _allow(["dynamodb:GetItem"], _TABLE),
+        _allow("sns:Publish", [{"Fn::Sub": _SNS + "endpoint/*"}, {"Fn::Sub": _SNS + "notify-ci-push-*"}]),
         {"Effect": "Deny", "Action": "*", "Resource": "*"},
     ],
-    ids=["xray", "scoped-path", "known-table", "deny"],
+    ids=["xray", "scoped-path", "known-table", "push-endpoints-and-prefixed-topics", "deny"],
 )
 def test_iam_wildcards_scoped_grant_accepted(statement: dict[str, Any]) -> None:
     assert iam_wildcards(_role(statement)) == []
@@ -141,3 +164,108 @@ def test_moto_server_stops_when_its_block_fails() -> None:
 
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/moto-api/", timeout=5)
+
+
+def _functions(**environments: dict[str, Any]) -> dict[str, Any]:
+    resources = {
+        logical_id: {"Type": "AWS::Lambda::Function", "Properties": {"Environment": {"Variables": variables}}}
+        for logical_id, variables in environments.items()
+    }
+    return {"Resources": resources}
+
+
+@pytest.mark.parametrize("value", ["true", "True", " 1", {"Ref": "AllowPrivateTargets"}], ids=str)
+def test_private_target_problems_switch_on_in_another_stage_reported(value: Any) -> None:
+    template = _functions(DeliverLambdaFunction={"ALLOW_PRIVATE_TARGETS": value})
+
+    problems = private_target_problems(template, "prod")
+
+    assert len(problems) == 1
+    assert problems[0].startswith("DeliverLambdaFunction: ALLOW_PRIVATE_TARGETS=")
+    assert problems[0].endswith("in stage 'prod' (only the local stage may allow private targets)")
+
+
+@pytest.mark.parametrize(
+    ("stage", "value"),
+    [("local", "true"), ("prod", "false"), ("prod", "0"), ("prod", None)],
+    ids=["local", "off", "zero", "unset"],
+)
+def test_private_target_problems_local_stage_or_switch_off_accepted(stage: str, value: str | None) -> None:
+    variables = {} if value is None else {"ALLOW_PRIVATE_TARGETS": value}
+
+    assert private_target_problems(_functions(DeliverLambdaFunction=variables), stage) == []
+
+
+def test_private_target_problems_local_stack_marker_reported() -> None:
+    template = _functions(DeliverLambdaFunction={"NOTIFY_LOCAL_STACK": "1"})
+
+    assert private_target_problems(template, "local") != []
+
+
+def _variant(packaged: PackagedService, tmp_path: Path, function: str, **variables: str | None) -> PackagedService:
+    """The packaged ci stage with some of one function's variables changed (``None``: removed)."""
+    template = copy.deepcopy(packaged.template)
+    environment = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    for name, value in variables.items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
+    (tmp_path / "cloudformation-template-update-stack.json").write_text(json.dumps(template))
+    (tmp_path / "serverless-state.json").write_text((packaged.directory / "serverless-state.json").read_text())
+    return PackagedService(tmp_path)
+
+
+def test_settings_problems_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
+    assert settings_problems(packaged) == []
+
+
+@pytest.mark.parametrize(
+    ("function", "variable"),
+    [
+        ("DeliverLambdaFunction", "PACING_TABLE"),
+        ("PublishLambdaFunction", "IDEMPOTENCY_TABLE"),
+        ("ApiLambdaFunction", "DEAD_LETTER_QUEUE_URL"),
+        ("AdminAuthorizerLambdaFunction", "ADMIN_TOKEN_HASH_PARAMETER"),
+    ],
+)
+def test_settings_problems_variable_missing_reported_naming_it(
+    packaged: PackagedService, tmp_path: Path, function: str, variable: str
+) -> None:
+    problems = settings_problems(_variant(packaged, tmp_path, function, **{variable: None}))
+
+    assert len(problems) == 1
+    assert f"{variable} is not set" in problems[0]
+
+
+def test_settings_problems_private_targets_refused_as_in_lambda(packaged: PackagedService, tmp_path: Path) -> None:
+    problems = settings_problems(_variant(packaged, tmp_path, "DeliverLambdaFunction", ALLOW_PRIVATE_TARGETS="true"))
+
+    assert len(problems) == 1
+    assert "ALLOW_PRIVATE_TARGETS=true is refused inside Lambda" in problems[0]
+
+
+def _authorizer(ttl: int | None, cache: str | None) -> dict[str, Any]:
+    variables = {} if cache is None else {"ADMIN_TOKEN_CACHE_SECONDS": cache}
+    template = _functions(AdminAuthorizerLambdaFunction=variables)
+    properties: dict[str, Any] = {
+        "AuthorizerUri": {"Fn::Join": ["", ["arn:", {"Fn::GetAtt": ["AdminAuthorizerLambdaFunction", "Arn"]}]]}
+    }
+    if ttl is not None:
+        properties["AuthorizerResultTtlInSeconds"] = ttl
+    template["Resources"]["Authorizer"] = {"Type": "AWS::ApiGateway::Authorizer", "Properties": properties}
+    return template
+
+
+@pytest.mark.parametrize(
+    ("ttl", "cache"), [(30, "30"), (0, "30"), (60, "0"), (30, None)], ids=["30+30", "0+30", "60+0", "30+default"]
+)
+def test_admin_token_window_problems_within_60_seconds_accepted(ttl: int, cache: str | None) -> None:
+    assert admin_token_window_problems(_authorizer(ttl, cache)) == []
+
+
+@pytest.mark.parametrize(
+    ("ttl", "cache"), [(300, "30"), (30, "31"), (None, "0"), (30, "soon")], ids=["300+30", "30+31", "default", "nan"]
+)
+def test_admin_token_window_problems_over_60_seconds_reported(ttl: int | None, cache: str) -> None:
+    assert len(admin_token_window_problems(_authorizer(ttl, cache))) == 1

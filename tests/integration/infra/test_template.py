@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from infra.deploy.checks import actionlint, artifact_problems, cfn_lint, iam_wildcards, role_problems, workflow_files
+import pytest
+import yaml
+
+from infra.deploy.checks import (
+    WORKFLOWS,
+    actionlint,
+    admin_token_window_problems,
+    artifact_problems,
+    cfn_lint,
+    iam_wildcards,
+    private_target_problems,
+    role_problems,
+    settings_problems,
+    workflow_files,
+)
 from infra.deploy.package import PackagedService
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,3 +78,69 @@ def test_template_local_stage_settings_do_not_leak_into_ci(packaged: PackagedSer
     deliver = packaged.resources["DeliverLambdaFunction"]["Properties"]["Environment"]["Variables"]
 
     assert deliver["ALLOW_PRIVATE_TARGETS"] == "false"
+
+
+def test_template_private_targets_off_outside_the_local_stage(packaged: PackagedService) -> None:
+    assert private_target_problems(packaged.template, packaged.stage) == []
+
+
+def test_template_every_function_environment_parses_as_in_lambda(packaged: PackagedService) -> None:
+    assert settings_problems(packaged) == []
+
+
+def test_template_admin_authorizer_caches_30_seconds(packaged: PackagedService) -> None:
+    [authorizer] = packaged.of_type("AWS::ApiGateway::Authorizer").values()
+    variables = packaged.resources["AdminAuthorizerLambdaFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert authorizer["Properties"]["AuthorizerResultTtlInSeconds"] == 30
+    assert variables["ADMIN_TOKEN_CACHE_SECONDS"] == "30"
+    assert admin_token_window_problems(packaged.template) == []
+
+
+def _statements(packaged: PackagedService, role: str) -> dict[str, dict[str, Any]]:
+    [policy] = packaged.resources[role]["Properties"]["Policies"]
+    return {statement["Sid"]: statement for statement in policy["PolicyDocument"]["Statement"]}
+
+
+def _actions(packaged: PackagedService, role: str, action: str) -> list[str]:
+    """The Sids of a role's statements that grant ``action``."""
+    return [sid for sid, statement in _statements(packaged, role).items() if action in statement["Action"]]
+
+
+def test_template_api_role_sends_to_the_delivery_queue_only(packaged: PackagedService) -> None:
+    statements = _statements(packaged, "ApiRole")
+
+    assert _actions(packaged, "ApiRole", "sqs:SendMessage") == ["Redrive"]
+    assert statements["Redrive"]["Resource"] == {"Fn::GetAtt": ["DeliveryQueue", "Arn"]}
+
+
+def test_template_deliver_role_publishes_to_push_endpoints_and_prefixed_topics_only(packaged: PackagedService) -> None:
+    statements = _statements(packaged, "DeliverRole")
+    arn = "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:"
+
+    assert _actions(packaged, "DeliverRole", "sns:Publish") == ["Push"]
+    assert statements["Push"]["Resource"] == [
+        {"Fn::Sub": f"{arn}endpoint/*"},
+        {"Fn::Sub": f"{arn}notify-ci-push-*"},
+    ]
+
+
+def test_deploy_workflow_stage_is_a_choice_of_deployable_stages() -> None:
+    workflow = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
+    # YAML 1.1 reads the key `on` as True.
+    stage = (workflow.get("on") or workflow[True])["workflow_dispatch"]["inputs"]["stage"]
+
+    assert stage["type"] == "choice"
+    assert stage["options"] == ["dev", "staging", "prod"]
+    assert stage["default"] in stage["options"]
+
+
+def test_deploy_workflow_deploys_the_package_it_checked() -> None:
+    steps = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())["jobs"]["deploy"]["steps"]
+    commands = [step["run"] for step in steps if "run" in step]
+
+    assert commands == [
+        'make package STAGE="$STAGE" REGION="$AWS_REGION"',
+        '.venv/bin/python -m infra.deploy.checks ".build/$STAGE"',
+        'npx osls deploy --stage "$STAGE" --region "$AWS_REGION" --package ".build/$STAGE" --conceal',
+    ]

@@ -378,3 +378,60 @@ def test_publish_after_rotate_new_hash_works(service: Service, topic_hash: str) 
     response = service.publish({"metadata": METADATA}, new_hash)
 
     assert response["statusCode"] == 200
+
+
+# --- deeply nested bodies ---------------------------------------------------------------------------------------------
+
+
+def _metadata(depth: int) -> dict[str, Any]:
+    """Return the sample metadata nested ``depth`` levels deep, its own object being the first level."""
+    value: Any = "x"
+    for level in range(depth - 1):
+        value = {f"l{level}": value}
+    return {**METADATA, "deep": value}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param('{"metadata": {"a": ' + "[" * 10_000 + "]" * 10_000 + "}}", id="arrays"),
+        pytest.param('{"metadata": ' + '{"a": ' * 10_000 + "1" + "}" * 10_001, id="objects"),
+        pytest.param("[" * 10_000 + "]" * 10_000, id="top-level-arrays"),
+    ],
+)
+@pytest.mark.parametrize("idempotency_key", [None, "deep-1"])
+def test_publish_body_nested_10000_deep_returns_400(
+    service: Service, topic_hash: str, body: str, idempotency_key: str | None
+) -> None:
+    response = service.publish(body, topic_hash, idempotency_key=idempotency_key)
+
+    assert response["statusCode"] == 400
+    assert _message(response) == "the body is nested too deeply"
+    assert service.queued() == []
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "deep-1"])
+def test_publish_metadata_33_deep_returns_422_naming_metadata_and_the_limit(
+    service: Service, topic_hash: str, idempotency_key: str | None
+) -> None:
+    response = service.publish({"metadata": _metadata(33)}, topic_hash, idempotency_key=idempotency_key)
+
+    assert response["statusCode"] == 422
+    assert _message(response) == "metadata: must not be nested deeper than 32 levels"
+    assert service.queued() == []
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "deep-1"])
+def test_publish_metadata_32_deep_is_accepted(service: Service, topic_hash: str, idempotency_key: str | None) -> None:
+    response = service.publish({"metadata": _metadata(32)}, topic_hash, idempotency_key=idempotency_key)
+
+    assert response["statusCode"] == 200
+    assert len(service.queued()) == len(NAMES_OF_SAMPLE)
+
+
+def test_publish_metadata_300_deep_with_idempotency_key_returns_400(service: Service, topic_hash: str) -> None:
+    response = service.publish({"metadata": _metadata(300)}, topic_hash, idempotency_key="deep-1")
+
+    assert response["statusCode"] == 400
+    assert _message(response) == "the body is nested too deeply"
+    assert service.queued() == []

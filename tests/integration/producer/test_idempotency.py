@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
+import pytest
+
+from core import clients
+from core.models import DeliveryStatus
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.fakes.sqs_failures import SqsEntryFailures
 from tests.integration.producer.conftest import METADATA, Service
-from tests.support.events import response_header, response_json
+from tests.support.aws import NAMES
+from tests.support.events import publish_event, response_header, response_json, topic_body
 
 SAMPLE_SIZE = 5
+NAMES_OF_SAMPLE = ["buyer-push", "erp-webhook", "ops-email", "ops-telegram", "team-slack"]
+
+
+def _message(response: dict[str, Any]) -> str:
+    message: str = response_json(response)["message"]
+    return message
 
 
 def test_idempotency_same_key_and_body_replays_the_first_response(service: Service, topic_hash: str) -> None:
@@ -102,3 +117,184 @@ def test_idempotency_wrong_hash_with_known_key_returns_403_not_the_replay(servic
     response = service.publish({"metadata": METADATA}, "wrong-hash", idempotency_key="order-A-1")
 
     assert response["statusCode"] == 403
+
+
+# --- a retry after a 502 finishes the same notification -------------------------------------------------------------
+
+
+class Crash(BaseException):
+    """What the runtime does to an invocation that times out: nothing after it runs, no ``except Exception`` sees it."""
+
+
+def _notification_records(service: Service) -> list[str]:
+    items = service.aws.dynamodb.scan(TableName=NAMES["DELIVERIES_TABLE"])["Items"]
+    return [item["notification_id"]["S"] for item in items if item["delivery_key"]["S"] == "#"]
+
+
+def _fail_first_attempt(service: Service, topic_hash: str, times: int = 2) -> dict[str, Any]:
+    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=times)
+    response = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    assert response["statusCode"] == 502
+    return response
+
+
+def test_idempotency_retry_after_502_keeps_the_notification_id(service: Service, topic_hash: str) -> None:
+    failed = _fail_first_attempt(service, topic_hash)
+
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert retried["statusCode"] == 200
+    assert response_header(retried, "X-Notification-Id") == response_header(failed, "X-Notification-Id")
+    assert _notification_records(service) == [response_header(failed, "X-Notification-Id")]
+
+
+def test_idempotency_retry_after_502_enqueues_only_what_was_not_enqueued(service: Service, topic_hash: str) -> None:
+    failed = _fail_first_attempt(service, topic_hash)
+
+    service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    messages = [json.loads(message["Body"]) for message in service.queued()]
+    assert sorted(body["integration"]["name"] for body in messages) == NAMES_OF_SAMPLE
+    assert {body["notification_id"] for body in messages} == {response_header(failed, "X-Notification-Id")}
+    assert len({body["created_at"] for body in messages}) == 1
+
+
+def test_idempotency_retry_after_502_returns_every_message_id(service: Service, topic_hash: str) -> None:
+    _fail_first_attempt(service, topic_hash)
+
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    body = response_json(retried)
+    assert sorted(body) == NAMES_OF_SAMPLE
+    assert set(body.values()) == {message["MessageId"] for message in service.queued()}
+
+
+def test_idempotency_retry_after_502_leaves_no_delivery_failed(service: Service, topic_hash: str) -> None:
+    failed = _fail_first_attempt(service, topic_hash)
+
+    service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    page = service.ledger().page(str(response_header(failed, "X-Notification-Id")))
+    assert {entry.integration: entry.status for entry in page.entries} == dict.fromkeys(
+        NAMES_OF_SAMPLE, DeliveryStatus.QUEUED
+    )
+    assert page.counts == {"queued": SAMPLE_SIZE}
+
+
+def test_idempotency_replay_after_a_finished_retry_returns_the_full_response(service: Service, topic_hash: str) -> None:
+    _fail_first_attempt(service, topic_hash)
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    replayed = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert replayed["statusCode"] == 200
+    assert response_json(replayed) == response_json(retried)
+    assert response_header(replayed, "X-Notification-Id") == response_header(retried, "X-Notification-Id")
+    assert len(service.queued()) == SAMPLE_SIZE
+
+
+def test_idempotency_retry_failing_again_keeps_what_each_attempt_enqueued(service: Service, topic_hash: str) -> None:
+    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures.fail("team-slack", times=2)
+    failures.fail("ops-email", times=4)
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    second = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    third = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    notification_id = response_header(first, "X-Notification-Id")
+    assert [response["statusCode"] for response in (first, second, third)] == [502, 502, 200]
+    assert {response_header(response, "X-Notification-Id") for response in (second, third)} == {notification_id}
+    assert "ops-email" in _message(second)
+    assert "team-slack" not in _message(second)
+    assert set(response_json(third).values()) == {message["MessageId"] for message in service.queued()}
+    assert failures.attempts == dict.fromkeys(NAMES_OF_SAMPLE, 1) | {"team-slack": 3, "ops-email": 5}
+
+
+def test_idempotency_retry_after_502_with_another_body_returns_409(service: Service, topic_hash: str) -> None:
+    _fail_first_attempt(service, topic_hash)
+
+    response = service.publish({"metadata": {**METADATA, "total": 99}}, topic_hash, idempotency_key="order-A-1")
+
+    assert response["statusCode"] == 409
+    assert response_json(response) == {"message": "Idempotency-Key was already used with a different request body"}
+    assert len(service.queued()) == SAMPLE_SIZE - 1
+
+
+def test_idempotency_retry_after_a_crash_before_the_enqueue_sends_everything_once(
+    service: Service, topic_hash: str
+) -> None:
+    from producer.handler import handler
+
+    sqs = clients.get_client("sqs")
+
+    def crash(**_: Any) -> None:
+        raise Crash
+
+    sqs.meta.events.register("before-call.sqs.SendMessageBatch", crash, unique_id="crash")
+    event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, "order-A-1", api_key_id="k1a2b3c4d5")
+    with pytest.raises(Crash):
+        handler(event, FakeLambdaContext(timeout_seconds=0.2))
+    sqs.meta.events.unregister("before-call.sqs.SendMessageBatch", unique_id="crash")
+    crashed = _notification_records(service)
+    time.sleep(0.3)  # the invocation's deadline passes: its in-progress idempotency record lapses
+
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert retried["statusCode"] == 200
+    assert [response_header(retried, "X-Notification-Id")] == crashed == _notification_records(service)
+    queued = service.queued()
+    assert sorted(json.loads(message["Body"])["integration"]["name"] for message in queued) == NAMES_OF_SAMPLE
+    assert set(response_json(retried).values()) == {message["MessageId"] for message in queued}
+
+
+def test_idempotency_no_key_after_502_publishes_a_new_notification(service: Service, topic_hash: str) -> None:
+    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=2)
+    failed = service.publish({"metadata": METADATA}, topic_hash)
+
+    again = service.publish({"metadata": METADATA}, topic_hash)
+
+    assert (failed["statusCode"], again["statusCode"]) == (502, 200)
+    assert response_header(again, "X-Notification-Id") != response_header(failed, "X-Notification-Id")
+    assert len(service.queued()) == 2 * SAMPLE_SIZE - 1
+
+
+def test_idempotency_key_reused_after_the_window_is_a_new_notification(service: Service, topic_hash: str) -> None:
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    notification_id = str(response_header(first, "X-Notification-Id"))
+    # What a day does: DynamoDB's TTL removes the idempotency record; the ledger keeps the notification for 30 days.
+    idempotency = service.aws.dynamodb.scan(TableName=NAMES["IDEMPOTENCY_TABLE"])["Items"]
+    for item in idempotency:
+        service.aws.dynamodb.delete_item(TableName=NAMES["IDEMPOTENCY_TABLE"], Key={"id": item["id"]})
+    service.aws.dynamodb.update_item(
+        TableName=NAMES["DELIVERIES_TABLE"],
+        Key={"notification_id": {"S": notification_id}, "delivery_key": {"S": "#"}},
+        UpdateExpression="SET created_at = :t",
+        ExpressionAttributeValues={":t": {"S": "2020-01-01T00:00:00.000Z"}},
+    )
+
+    second = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert second["statusCode"] == 200
+    assert response_header(second, "X-Notification-Id") != notification_id
+    assert len(service.queued()) == 2 * SAMPLE_SIZE
+
+
+def test_idempotency_retry_after_its_integration_was_removed_marks_it_failed(service: Service, topic_hash: str) -> None:
+    failed = _fail_first_attempt(service, topic_hash)
+    body = topic_body()
+    body["integrations"] = [item for item in body["integrations"] if item["name"] != "team-slack"]
+    assert service.admin("PUT", body=body)["statusCode"] == 200
+    clients.reset()  # a fresh container: no cached topic
+
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    entry = service.ledger().get_entry(str(response_header(failed, "X-Notification-Id")), "team-slack")
+    assert retried["statusCode"] == 200
+    assert sorted(response_json(retried)) == [name for name in NAMES_OF_SAMPLE if name != "team-slack"]
+    assert entry is not None
+    assert (entry.status, entry.last_error) == (
+        DeliveryStatus.FAILED,
+        "not enqueued: the integration was removed from the topic",
+    )
+    assert _notification_records(service) == [response_header(failed, "X-Notification-Id")]

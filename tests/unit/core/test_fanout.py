@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from core.errors import EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
-from core.fanout import fan_out
-from core.ledger import Delivery, DeliveryLedger
+from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
+from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, new_notification_id
+from core.ledger import Delivery, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus, Integration, IntegrationType, Topic
 from core.queue import DeliveryQueue
 from tests.fakes.dynamodb import FakeDynamoDBClient
@@ -170,3 +173,141 @@ def test_fan_out_queue_call_error_marks_row_failed(ledger: DeliveryLedger) -> No
     entry = ledger.get_entry("n-3", "slack-0")
     assert entry is not None
     assert entry.status is DeliveryStatus.FAILED
+
+
+# --- idempotent publishes: one record per key, a retry finishes it ------------------------------------------------
+
+
+class ConditionalDynamoDB(FakeDynamoDBClient):
+    """The fake with what finishing a notification needs: a conditional put that refuses an existing item, a query of
+    one notification's items, and deletes."""
+
+    def put_item(self, TableName: str, Item: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Store ``Item``; with a condition, refuse it when its key exists."""
+        if "ConditionExpression" in kwargs and self._key(TableName, Item) in self.tables[TableName]:
+            self.calls.append(("put_item", {"TableName": TableName, "Item": Item, **kwargs}))
+            raise ClientError({"Error": {"Code": "ConditionalCheckFailedException", "Message": "-"}}, "PutItem")
+        return super().put_item(TableName, Item, **kwargs)
+
+    def query(self, TableName: str, ExpressionAttributeValues: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Return every item of the notification named by ``:n``, in key order."""
+        self.calls.append(("query", {"TableName": TableName, **kwargs}))
+        wanted = ExpressionAttributeValues[":n"]["S"]
+        items = sorted(self.tables[TableName].items())
+        return {"Items": [dict(item) for key, item in items if key[0] == wanted]}
+
+    def delete_item(self, TableName: str, Key: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Delete the item under ``Key``, ignoring any condition."""
+        self.calls.append(("delete_item", {"TableName": TableName, "Key": Key, **kwargs}))
+        self.tables[TableName].pop(self._key(TableName, Key), None)
+        return {}
+
+
+ONCE = IdempotentPublish(notification_id="n-once", request_digest="digest-1", window_seconds=86400)
+
+
+@pytest.fixture
+def conditional() -> ConditionalDynamoDB:
+    return ConditionalDynamoDB({DELIVERIES: ("notification_id", "delivery_key")})
+
+
+def _writes(dynamodb: FakeDynamoDBClient) -> list[str]:
+    return [call for call, _ in dynamodb.calls if call not in ("get_item", "query")]
+
+
+def test_idempotent_notification_id_is_the_same_for_the_same_scope() -> None:
+    assert idempotent_notification_id(["k1", "orders", "shipped", "A-1"]) == idempotent_notification_id(
+        ["k1", "orders", "shipped", "A-1"]
+    )
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ["k2", "orders", "shipped", "A-1"],
+        ["k1", "orders", "cancelled", "A-1"],
+        ["k1", "orders", "shipped", "A-2"],
+        ["k1", "orders", "shippedA-1", ""],
+    ],
+)
+def test_idempotent_notification_id_differs_for_another_scope(other: list[str]) -> None:
+    assert idempotent_notification_id(["k1", "orders", "shipped", "A-1"]) != idempotent_notification_id(other)
+
+
+def test_idempotent_notification_id_is_a_version_8_uuid_never_a_random_one() -> None:
+    value = uuid.UUID(idempotent_notification_id(["k1", "orders", "shipped", "A-1"]))
+
+    assert (value.version, value.variant) == (8, uuid.RFC_4122)
+    assert uuid.UUID(new_notification_id()).version == 4
+
+
+def test_fan_out_idempotent_success_costs_one_conditional_put(conditional: ConditionalDynamoDB) -> None:
+    ledger = DeliveryLedger(conditional, DELIVERIES)
+
+    result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), idempotent=ONCE)
+
+    record = ledger.get_record("n-once")
+    assert result.notification_id == "n-once"
+    assert _writes(conditional) == ["put_item"]
+    assert "ConditionExpression" in conditional.calls[0][1]
+    assert (record.request_digest, record.enqueued) == ("digest-1", None)
+
+
+def test_fan_out_entry_still_failing_keeps_the_sent_message_ids_on_the_record(
+    dynamodb: FakeDynamoDBClient, ledger: DeliveryLedger
+) -> None:
+    sqs = FakeSqsClient(fail_bodies={"slack-1": 2}, key=_integration_name)
+
+    with pytest.raises(EnqueueError):
+        fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), notification_id="n-2")
+
+    sent = {_integration_name(body): message_id for message_id, body in sqs.sent.items()}
+    assert ledger.get_record("n-2").enqueued == sent == {"slack-0": "msg-1", "slack-2": "msg-2"}
+    assert _writes(dynamodb) == ["put_item", "put_item", "batch_write_item"]
+
+
+def test_fan_out_retry_enqueues_only_what_was_not_enqueued(conditional: ConditionalDynamoDB) -> None:
+    ledger = DeliveryLedger(conditional, DELIVERIES)
+    sqs = FakeSqsClient(fail_bodies={"slack-1": 2}, key=_integration_name)
+    with pytest.raises(EnqueueError):
+        fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE)
+
+    result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE)
+
+    bodies = [json.loads(body) for body in sqs.sent.values()]
+    assert result.resumed
+    assert sorted(body["integration"]["name"] for body in bodies) == ["slack-0", "slack-1", "slack-2"]
+    assert {body["created_at"] for body in bodies} == {ledger.get_record("n-once").created_at}
+    assert result.message_ids == {"slack-0": "msg-1", "slack-1": "msg-3", "slack-2": "msg-2"}
+    assert ledger.get_entry("n-once", "slack-1") is None
+    assert ledger.get_record("n-once").enqueued == result.message_ids
+
+
+def test_fan_out_retry_with_another_request_raises_conflict(conditional: ConditionalDynamoDB) -> None:
+    ledger = DeliveryLedger(conditional, DELIVERIES)
+    sqs = FakeSqsClient(fail_bodies={"slack-1": 2}, key=_integration_name)
+    with pytest.raises(EnqueueError):
+        fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE)
+
+    with pytest.raises(ConflictError):
+        fan_out(
+            _topic(3), {"name": "Bob"}, ledger, DeliveryQueue(sqs, URL), idempotent=replace(ONCE, request_digest="2")
+        )
+
+    assert len(sqs.sent) == 2
+
+
+def test_fan_out_retry_keeps_a_failed_row_the_consumer_wrote(conditional: ConditionalDynamoDB) -> None:
+    ledger = DeliveryLedger(conditional, DELIVERIES)
+    sqs = FakeSqsClient(error_code="InternalError")
+    with pytest.raises(EnqueueError):
+        fan_out(_topic(2), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE)
+    row = DeliveryRow(integration="slack-0", type="slack")
+    ledger.update("n-once", "slack-0", DeliveryStatus.FAILED, row=row, attempts=1, last_error="channel_is_archived")
+
+    fan_out(_topic(2), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), idempotent=ONCE)
+
+    kept = ledger.get_entry("n-once", "slack-0")
+    assert kept is not None
+    assert (kept.status, kept.last_error) == (DeliveryStatus.FAILED, "channel_is_archived")
+    assert ledger.get_entry("n-once", "slack-1") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from core.channels import TopicRequest
 from core.errors import (
@@ -21,7 +22,7 @@ from core.errors import (
     TemplateError,
     UpstreamError,
 )
-from core.http import MAX_BODY_BYTES, error_response, parse_body, raw_body
+from core.http import MAX_BODY_BYTES, MAX_JSON_DEPTH, error_response, parse_body, raw_body
 from core.models import PublishRequest
 
 
@@ -167,3 +168,81 @@ def test_parse_body_topic_request_error_names_field_as_callers_know_it(integrati
         parse_body(json.dumps({"integrations": [integration]}), TopicRequest)
 
     assert str(raised.value).startswith(message)
+
+
+# --- nesting depth --------------------------------------------------------------------------------------------------
+
+
+def _deep_metadata(depth: int) -> str:
+    """Return a publish body whose metadata is nested ``depth`` levels deep, its own object being the first level."""
+    return '{"metadata": ' + '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1) + "}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param("[" * 10_000 + "]" * 10_000, id="arrays"),
+        pytest.param('{"a": ' * 10_000 + "1" + "}" * 10_000, id="objects"),
+        pytest.param('{"metadata": {"a": ' + '[{"b": ' * 5_000 + "1" + "}]" * 5_000 + "}}", id="mixed"),
+        pytest.param("[" * 10_000, id="unclosed"),
+    ],
+)
+def test_parse_body_nested_10000_deep_raises_malformed(body: str) -> None:
+    with pytest.raises(MalformedRequestError) as raised:
+        parse_body(body, PublishRequest)
+
+    assert str(raised.value) == "the body is nested too deeply"
+
+
+def test_parse_body_at_depth_limit_is_parsed() -> None:
+    body = '{"metadata": {}, "x": ' + "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1) + "}"
+
+    with pytest.raises(InvalidRequestError) as raised:
+        parse_body(body, PublishRequest)
+
+    assert str(raised.value).startswith("x: ")
+
+
+def test_parse_body_one_level_over_depth_limit_raises_malformed() -> None:
+    body = '{"metadata": {}, "x": ' + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "}"
+
+    with pytest.raises(MalformedRequestError, match="nested too deeply"):
+        parse_body(body, PublishRequest)
+
+
+@pytest.mark.parametrize("text", ["[" * 10_000, '{"a": [' * 5_000, '\\"[[[[' * 3_000, "]]]]" * 3_000])
+def test_parse_body_brackets_inside_strings_do_not_count(text: str) -> None:
+    request = parse_body(json.dumps({"metadata": {"text": text}}), PublishRequest)
+
+    assert request.metadata == {"text": text}
+
+
+def test_parse_body_metadata_33_deep_raises_invalid_naming_metadata_and_the_limit() -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        parse_body(_deep_metadata(33), PublishRequest)
+
+    assert str(raised.value) == "metadata: must not be nested deeper than 32 levels"
+
+
+def test_parse_body_metadata_33_deep_in_arrays_raises_invalid() -> None:
+    body = '{"metadata": {"a": ' + "[" * 32 + "]" * 32 + "}}"
+
+    with pytest.raises(InvalidRequestError) as raised:
+        parse_body(body, PublishRequest)
+
+    assert str(raised.value) == "metadata: must not be nested deeper than 32 levels"
+
+
+def test_parse_body_metadata_32_deep_is_accepted() -> None:
+    request = parse_body(_deep_metadata(32), PublishRequest)
+
+    assert request.metadata["a"]
+
+
+def test_publish_request_metadata_too_deep_built_in_code_is_refused() -> None:
+    value: object = 1
+    for _ in range(40):
+        value = [value]
+
+    with pytest.raises(ValidationError):
+        PublishRequest(metadata={"a": value})

@@ -108,3 +108,63 @@ def test_session_redirect_on_same_host_is_followed() -> None:
 
 def test_session_ignores_proxy_environment() -> None:
     assert OutboundSession(1, 1).trust_env is False
+
+
+# --- URLs that do not parse are blocked targets, named without the URL ----------------------------------------------
+
+UNPARSABLE = [
+    pytest.param("http://exa\uff0fmple.com/services/T0/B0/url-secret", id="nfkc-netloc"),
+    pytest.param("https://hooks.slack.example\uff0fservices\uff0furl-secret", id="nfkc-whole-path"),
+    pytest.param("http://[::1/services/url-secret", id="unclosed-ipv6"),
+    pytest.param("http://hooks.example:99999/url-secret", id="port-out-of-range"),
+    pytest.param("http://hooks.example:8o/url-secret", id="port-not-a-number"),
+    pytest.param("http://a..example/url-secret", id="empty-label"),
+    pytest.param(f"http://{'a' * 64}.example/url-secret", id="label-too-long"),
+    pytest.param("http://hooks.exa\udc80mple/url-secret", id="lone-surrogate"),
+]
+
+
+def _real_resolver_refusing(host: str, port: int) -> list[str]:
+    # The encoding a real resolution does, without a network: names that cannot be encoded fail as they would.
+    host.encode("idna")
+    return ["93.184.216.34"]
+
+
+@pytest.mark.parametrize("url", UNPARSABLE)
+def test_check_url_unparsable_url_is_blocked_without_naming_it(url: str) -> None:
+    with pytest.raises(BlockedTargetError) as raised:
+        check_url(url, False, _real_resolver_refusing)
+
+    assert "url-secret" not in str(raised.value)
+    assert "example" not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+def test_check_url_name_that_cannot_be_encoded_for_resolution_is_blocked() -> None:
+    def resolve(host: str, port: int) -> list[str]:
+        raise UnicodeError("label empty or too long")
+
+    with pytest.raises(BlockedTargetError):
+        check_url("https://hooks.example/x", False, resolve)
+
+
+@pytest.mark.parametrize("location", ["http://[::1/elsewhere", "http://a\uff0fb.example/x", "http://a.example:99999/x"])
+def test_session_redirect_to_unparsable_url_is_blocked(location: str) -> None:
+    session = OutboundSession(1, 1, resolve=_resolver("93.184.216.34"))
+
+    # http.client hands header values over as latin-1 text; requests turns the bytes back into UTF-8.
+    sent = location.encode().decode("latin-1")
+
+    with pytest.raises(BlockedTargetError) as raised:
+        session.get_redirect_target(_redirect("https://a.example/x", sent))
+
+    assert "elsewhere" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", UNPARSABLE)
+def test_session_request_to_unparsable_url_is_blocked(url: str) -> None:
+    session = OutboundSession(1, 1, resolve=_real_resolver_refusing)
+
+    with pytest.raises(BlockedTargetError):
+        session.post(url, data=b"{}")

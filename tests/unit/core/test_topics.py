@@ -6,9 +6,16 @@ import hashlib
 
 import pytest
 
-from core.errors import ForbiddenError, NotFoundError
+from core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError
 from core.models import Integration, IntegrationType, Topic
-from core.topics import TopicRegistry, check_topic_hash, hash_topic_secret, new_topic_hash
+from core.topics import (
+    StoredTopic,
+    TopicRegistry,
+    check_item_size,
+    check_topic_hash,
+    hash_topic_secret,
+    new_topic_hash,
+)
 from tests.fakes.dynamodb import FakeDynamoDBClient
 
 TABLE = "topics"
@@ -141,3 +148,51 @@ def test_registry_round_trip_keeps_template_values_exactly(client: FakeDynamoDBC
     registry.create(topic)
 
     assert registry.read("orders", "typed") == topic
+
+
+def test_registry_stores_text_as_utf8_not_escapes(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE)
+
+    registry.replace(_topic(text="通知 $name"), "2026-01-01T00:00:00.000Z")
+
+    [(_, put)] = [call for call in client.calls if call[0] == "put_item"]
+    assert "通知" in put["Item"]["integrations"]["S"]
+    assert registry.read("orders", "shipped").integrations[0].model == "通知 $name"
+
+
+def test_registry_write_over_the_item_limit_raises_payload_too_large_naming_it(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE)
+
+    with pytest.raises(PayloadTooLargeError, match="400 KB"):
+        registry.replace(_topic(text="通" * 140_000), "2026-01-01T00:00:00.000Z")
+
+    assert client.count("put_item") == 0
+
+
+def test_check_item_size_counts_utf8_bytes() -> None:
+    check_item_size(_topic(text="通" * 130_000))  # 390 000 bytes: fits
+
+    with pytest.raises(PayloadTooLargeError):
+        check_item_size(_topic(text="通" * 134_000))  # 402 000 bytes: does not
+
+
+def test_check_item_size_counts_replaced_credentials() -> None:
+    topic = _topic(text="x" * 399_000)
+    check_item_size(topic)
+
+    with pytest.raises(PayloadTooLargeError):
+        check_item_size(
+            topic, replaced_refs=[f"/notify/test/integrations/orders/shipped/s{index}" for index in range(50)]
+        )
+
+
+def test_registry_round_trip_keeps_replaced_credentials(client: FakeDynamoDBClient) -> None:
+    registry = TopicRegistry(client, TABLE)
+
+    registry.replace(_topic(), "2026-01-01T00:00:00.000Z", replaced_refs=["/p/s", "/p/t"])
+
+    assert registry.read_stored("orders", "shipped") == StoredTopic(_topic(), ("/p/s", "/p/t"))
+
+
+def test_registry_topic_without_replaced_credentials_reads_none(client: FakeDynamoDBClient) -> None:
+    assert TopicRegistry(client, TABLE).read_stored("orders", "shipped").replaced_refs == ()

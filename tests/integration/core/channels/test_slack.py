@@ -73,3 +73,26 @@ def test_slack_failure_reason_hides_webhook_path(resources: ChannelResources, re
 def test_slack_missing_credentials_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         SlackChannel(resources).send(Content(text="hi"), {}, None, notification_id="n-1", delivery_key="k-1")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.slack.example\uff0fservices\uff0fT0\uff0fB0\uff0furl-secret",
+        "http://[::1/services/T0/B0/url-secret",
+        "http://a..example/services/T0/B0/url-secret",
+        "http://hooks.slack.example:99999/services/T0/B0/url-secret",
+    ],
+    ids=["nfkc-whole-path", "unclosed-ipv6", "empty-label", "port-out-of-range"],
+)
+def test_slack_stored_url_that_does_not_parse_is_permanent_without_the_url(
+    resources: ChannelResources, url: str
+) -> None:
+    channel = SlackChannel(resources)
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        channel.send(Content(text="hi"), {}, {"webhook_url": url}, notification_id="n-1", delivery_key="k-1")
+
+    assert "url-secret" not in raised.value.reason
+    assert "example" not in raised.value.reason
+    assert raised.value.__cause__ is None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,3 +162,110 @@ def test_webhook_name_resolving_to_loopback_refused_at_connection(receiver: Rece
 def test_webhook_invalid_url_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         _send(resources, "ftp://example.com/hook")
+
+
+# --- what a receiver runs: the code of README.md, "Verifying a webhook" ----------------------------------------------
+
+README = Path(__file__).resolve().parents[4] / "README.md"
+
+
+def _readme_verify() -> Callable[..., bool]:
+    """Return the ``verify`` function of the README's verification snippet, run as a receiver would copy it."""
+    text = README.read_text()
+    section = text[text.index("### Verifying a webhook") :]
+    code = section[section.index("```python\n") + len("```python\n") :]
+    namespace: dict[str, Any] = {}
+    exec(compile(code[: code.index("```")], "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    verify: Callable[..., bool] = namespace["verify"]
+    return verify
+
+
+def _signed_request(resources: ChannelResources, receiver: Receiver, delivery_key: str = "erp.v2") -> Any:
+    channel = WebhookChannel(resources)  # the real clock: the snippet refuses stale timestamps
+    credentials = {"signing_secret": SECRET}
+    channel.send(
+        Content(data={"order": 42}),
+        {"url": f"{receiver.url}/hook"},
+        credentials,
+        notification_id="n-1",
+        delivery_key=delivery_key,
+    )
+    return receiver.requests[-1]
+
+
+def test_webhook_readme_verifier_accepts_a_real_request(resources: ChannelResources, receiver: Receiver) -> None:
+    request = _signed_request(resources, receiver)
+
+    assert _readme_verify()(SECRET, request.headers, request.body) is True
+
+
+@pytest.mark.parametrize(
+    "replayed",
+    [
+        pytest.param({"X-Notification-Id": "n-2"}, id="other-notification-id"),
+        pytest.param({"X-Delivery-Key": "erp.v3"}, id="other-delivery-key"),
+        pytest.param({"X-Notification-Id": "n-1.erp", "X-Delivery-Key": "v2"}, id="dot-moved-from-key-to-id"),
+        pytest.param({"X-Notification-Timestamp": "1800000000"}, id="other-timestamp"),
+    ],
+)
+def test_webhook_readme_verifier_refuses_a_replay_under_other_ids(
+    resources: ChannelResources, receiver: Receiver, replayed: dict[str, str]
+) -> None:
+    request = _signed_request(resources, receiver)
+
+    assert _readme_verify()(SECRET, {**request.headers, **replayed}, request.body) is False
+
+
+def test_webhook_readme_verifier_refuses_another_body(resources: ChannelResources, receiver: Receiver) -> None:
+    request = _signed_request(resources, receiver)
+
+    assert _readme_verify()(SECRET, request.headers, request.body.replace(b"42", b"43")) is False
+
+
+def test_webhook_readme_verifier_refuses_a_stale_request(resources: ChannelResources, receiver: Receiver) -> None:
+    WebhookChannel(resources, clock=lambda: time.time() - 301).send(
+        Content(text="hi"),
+        {"url": f"{receiver.url}/hook"},
+        {"signing_secret": SECRET},
+        notification_id="n-1",
+        delivery_key="k",
+    )
+    request = receiver.requests[-1]
+
+    assert _readme_verify()(SECRET, request.headers, request.body) is False
+
+
+@pytest.mark.parametrize("signature", ["", "v2=", "v2=ünicode", "v1=00"])
+def test_webhook_readme_verifier_refuses_a_forged_signature_without_raising(
+    resources: ChannelResources, receiver: Receiver, signature: str
+) -> None:
+    request = _signed_request(resources, receiver)
+    headers = {**request.headers, "X-Notification-Signature-V2": signature}
+
+    assert _readme_verify()(SECRET, headers, request.body) is False
+
+
+# --- URLs that do not parse ------------------------------------------------------------------------------------------
+
+
+def test_webhook_redirect_to_an_unparsable_location_is_blocked(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(307, b"", headers={"Location": "http://[::1/elsewhere"}))
+
+    with pytest.raises(BlockedTargetError) as raised:
+        _send(resources, f"{receiver.url}/hook")
+
+    assert "elsewhere" not in raised.value.reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://exa\uff0fmple.com/hooks/url-secret", "http://[::1/hooks/url-secret", "http://a..example/hooks/url-secret"],
+)
+def test_webhook_stored_url_that_does_not_parse_is_permanent_without_the_url(
+    resources: ChannelResources, url: str
+) -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send(resources, url)
+
+    assert "url-secret" not in raised.value.reason
+    assert "example" not in raised.value.reason

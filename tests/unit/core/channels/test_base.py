@@ -9,9 +9,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.channels.base import Limit, destination_key, limit_at, parse_settings, retry_after_seconds, truncate
+from core.channels.base import (
+    Limit,
+    destination_key,
+    limit_at,
+    parse_settings,
+    post,
+    retry_after_seconds,
+    truncate,
+    url_problem,
+)
 from core.channels.telegram import TelegramCredentials
-from core.errors import PermanentDeliveryError
+from core.errors import BlockedTargetError, PermanentDeliveryError
 
 NOW = datetime(2026, 11, 21, 20, 0, 0, tzinfo=UTC)
 
@@ -92,3 +101,68 @@ def test_channels_import_loads_no_http_stack(module: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
 
     assert result.returncode == 0, result.stderr
+
+
+class _Session:
+    """An outbound session whose every request raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def post(self, url: str, **kwargs: object) -> None:
+        raise self._error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("netloc 'hooks.example\uff0fservices\uff0furl-secret' contains invalid characters"),
+        UnicodeError("encoding with 'idna' codec failed (UnicodeError: label empty or too long)"),
+    ],
+    ids=["value-error", "unicode-error"],
+)
+def test_post_url_parse_error_is_a_blocked_target_named_without_the_url(error: Exception) -> None:
+    with pytest.raises(BlockedTargetError) as raised:
+        post(_Session(error), "http://hooks.example\uff0fservices\uff0furl-secret", "slack")  # type: ignore[arg-type]
+
+    assert raised.value.reason == "slack: invalid target URL"
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.slack.example/services/T0/B0/x",
+        "http://127.0.0.1:3001/webhook/erp?rate=2",
+        "https://[2001:db8::1]:8443/hook",
+        "https://bücher.example/hook",
+        "HTTPS://Hooks.Example/x#frag",
+    ],
+)
+def test_url_problem_usual_url_has_none(url: str) -> None:
+    assert url_problem(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://hooks.example/url-secret", "must be an http(s) URL with a host"),
+        ("https:///url-secret", "must be an http(s) URL with a host"),
+        ("hooks.example/url-secret", "must be an http(s) URL with a host"),
+        ("http://exa\uff0fmple.com/url-secret", "is not a valid URL"),
+        ("http://[::1/url-secret", "is not a valid URL"),
+        ("http://[v1.x]/url-secret", "has an invalid host name"),
+        ("http://hooks.example:99999/url-secret", "has an invalid port"),
+        ("http://hooks.example:8o/url-secret", "has an invalid port"),
+        ("http://a..example/url-secret", "has an invalid host name"),
+        (f"http://{'a' * 64}.example/url-secret", "has an invalid host name"),
+        ("http://user:pw@hooks.example/url-secret", "must not carry user information"),
+        ("http://hooks.example/url-secret\n", "must not contain spaces or control characters"),
+        ("http://hooks.example/url secret", "must not contain spaces or control characters"),
+        ("http://hooks.exa\u0000mple/url-secret", "must not contain spaces or control characters"),
+        ("http://hooks.exa\udc80mple/url-secret", "must not contain spaces or control characters"),
+    ],
+)
+def test_url_problem_names_the_problem_without_the_url(url: str, problem: str) -> None:
+    assert url_problem(url) == problem

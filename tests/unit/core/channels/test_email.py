@@ -209,3 +209,44 @@ def test_email_rate_limits_invalid_target_is_permanent(resources: ChannelResourc
         _limits(EmailChannel(resources), {"to": [], "from": "noreply@example.com"})
 
     assert raised.value.reason == "invalid target: to"
+
+
+# --- addresses --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "field"),
+    [
+        pytest.param({"to": ["ada@example.com\n"], "from": "noreply@example.com"}, "to", id="to-trailing-lf"),
+        pytest.param(
+            {"to": ["ada@example.com\r\nBcc: x@evil.example"], "from": "noreply@example.com"}, "to", id="to-crlf"
+        ),
+        pytest.param({"to": ["ada@exa\x00mple.com"], "from": "noreply@example.com"}, "to", id="to-nul"),
+        pytest.param({"to": ["ada@example.com"], "from": "noreply@example.com\n"}, "from", id="from-trailing-lf"),
+        pytest.param(
+            {"to": ["ada@example.com"], "from": "Shop\r\nBcc: x@evil.example <noreply@example.com>"},
+            "from",
+            id="from-header-injection",
+        ),
+        pytest.param({"to": ["ada@example.com"], "from": "Shop <noreply@example.com>\n"}, "from", id="from-name-lf"),
+        pytest.param({"to": ["ada@example.com"], "from": "Shop\u2028<noreply@example.com>"}, "from", id="from-u2028"),
+    ],
+)
+def test_email_address_with_control_characters_is_refused_naming_the_field(
+    resources: ChannelResources, client: FakeSendingClient, target: dict, field: str
+) -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send(resources, target=target)
+
+    assert raised.value.reason == f"invalid target: {field}"
+    assert client.calls == []
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["noreply@example.com", "Shop <noreply@example.com>", '"Shop, Inc." <noreply@example.com>', "Café <a@b.co>"],
+)
+def test_email_usual_senders_are_accepted(resources: ChannelResources, client: FakeSendingClient, sender: str) -> None:
+    _send(resources, target={"to": ["ada@example.com"], "from": sender})
+
+    assert client.calls[0]["Source"] == sender

@@ -5,21 +5,51 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 import pytest
 
 from core.channels import ChannelResources, Limit, destination_key
-from core.channels.webhook import WebhookChannel, sign, webhook_body
+from core.channels.webhook import WebhookChannel, signature_v1, signature_v2, webhook_body
 from core.errors import PermanentDeliveryError
 from core.models import Content
 
 URL = "https://erp.example/hooks/hunter2token"
 
 
-def test_sign_is_hmac_sha256_over_timestamp_dot_body() -> None:
+def test_signature_v1_is_hmac_sha256_over_timestamp_dot_body() -> None:
     expected = hmac.new(b"secret-0123456789", b"1800000000.{}", hashlib.sha256).hexdigest()
 
-    assert sign("secret-0123456789", "1800000000", b"{}") == f"v1={expected}"
+    assert signature_v1("secret-0123456789", "1800000000", b"{}") == f"v1={expected}"
+
+
+def test_signature_v2_is_hmac_sha256_over_timestamp_id_key_and_body_on_lines() -> None:
+    expected = hmac.new(b"secret-0123456789", b"1800000000\nn-1\nerp\n{}", hashlib.sha256).hexdigest()
+
+    assert signature_v2("secret-0123456789", "1800000000", "n-1", "erp", b"{}") == f"v2={expected}"
+
+
+def test_signature_v2_other_notification_id_other_signature() -> None:
+    first = signature_v2("secret-0123456789", "1800000000", "n-1", "erp", b"{}")
+
+    assert signature_v2("secret-0123456789", "1800000000", "n-2", "erp", b"{}") != first
+
+
+def test_signature_v2_dots_cannot_move_between_id_and_key() -> None:
+    # Integration names may hold dots, so a "." separator would let "n-1" + "erp.v2" be replayed as "n-1.erp" + "v2".
+    first = signature_v2("secret-0123456789", "1800000000", "n-1", "erp.v2", b"{}")
+
+    assert signature_v2("secret-0123456789", "1800000000", "n-1.erp", "v2", b"{}") != first
+
+
+@pytest.mark.parametrize(
+    ("notification_id", "delivery_key"),
+    [("n-1\n", "erp"), ("n-1", "erp\r"), ("n-1", "erp\nx")],
+    ids=["id", "key-cr", "key"],
+)
+def test_signature_v2_refuses_a_line_break_in_what_it_signs(notification_id: str, delivery_key: str) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        signature_v2("secret-0123456789", "1800000000", notification_id, delivery_key, b"{}")
 
 
 def test_webhook_body_wraps_text() -> None:
@@ -28,6 +58,13 @@ def test_webhook_body_wraps_text() -> None:
 
 def test_webhook_body_sends_data_as_is() -> None:
     assert webhook_body(Content(data=[1, {"a": "é"}])) == '[1,{"a":"é"}]'.encode()
+
+
+def test_webhook_body_lone_surrogate_is_sent_as_its_json_escape() -> None:
+    body = webhook_body(Content(data={"a": "x\ud800é"}))
+
+    assert body == '{"a":"x\\ud800é"}'.encode()
+    assert json.loads(body) == {"a": "x\ud800é"}
 
 
 def test_webhook_render_string_model_into_text_unescaped() -> None:
