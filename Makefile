@@ -52,6 +52,7 @@ bench: install node
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.local_stack
 	$(BIN)/python -m bench.burst --outage
+	$(BIN)/python -m bench.api_fuzz
 
 run: install node
 	$(BIN)/python -m infra.local

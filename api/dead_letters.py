@@ -19,7 +19,7 @@ from pydantic import Field
 
 from core.errors import AWS_ERRORS, aws_error, error_code
 from core.ledger import DeliveryLedger, DeliveryRow, utc_now
-from core.models import DeliveryStatus, Strict
+from core.models import DeliveryStatus, Reply, Strict
 from core.observability import logger
 
 RECEIVE_LIMIT = 10
@@ -32,6 +32,30 @@ class RedriveRequest(Strict):
     """Body of ``POST /v1/dead-letters/redrive``; all optional."""
 
     max_messages: int = Field(default=100, ge=1, le=1000)
+
+
+class DeadLetterView(Reply):
+    """One message of the dead-letter queue as the listing shows it."""
+
+    notification_id: str | None
+    delivery_key: str | None
+    integration: str | None
+    type: str | None
+    last_error: str | None
+    receive_count: int
+    message_id: str
+
+
+class DeadLettersResponse(Reply):
+    """Body of ``GET /v1/dead-letters``."""
+
+    messages: list[DeadLetterView]
+
+
+class RedriveResponse(Reply):
+    """Body of ``POST /v1/dead-letters/redrive``: how many messages went back."""
+
+    redriven: int
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,31 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from api.dead_letters import RedriveRequest, list_dead_letters, redrive
-from api.status import notification_status
-from api.topics import check_name, check_names, delete_topic, put_topic, rotate_hash, topic_view
-from core.channels import TopicRequest
+from api.dead_letters import DeadLettersResponse, RedriveRequest, RedriveResponse, list_dead_letters, redrive
+from api.status import StatusResponse, notification_status
+from api.topics import (
+    TopicCreatedResponse,
+    TopicHashResponse,
+    TopicListResponse,
+    TopicResponse,
+    check_name,
+    check_names,
+    delete_topic,
+    put_topic,
+    rotate_hash,
+    topic_view,
+)
+from core.channels import NAME_PATTERN, TopicRequest
 from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
-from core.http import Response, Router, caller_id, json_response, parse_body
+from core.http import Response, RouteDoc, Router, caller_id, json_response, parse_body
+from core.models import HealthResponse, OpenApiResponse
 from core.observability import logger, metrics, tracer
 from core.settings import ApiSettings, load_settings
 
 app = Router()
+# An admin route answers 401/403 from the authorizer; every route that reads AWS may answer 502.
+ADMIN_ERRORS = (401, 403, 502)
+NAMES = {"channel": NAME_PATTERN, "topic": NAME_PATTERN}
 
 
 def settings() -> ApiSettings:
@@ -23,13 +38,16 @@ def settings() -> ApiSettings:
     return load_settings(ApiSettings)
 
 
-@app.get("/v1/health")
+@app.get("/v1/health", RouteDoc({200: HealthResponse}))
 def health() -> Response:
     """Say the API is up; needs no key."""
     return json_response(200, {"status": "ok"})
 
 
-@app.get("/v1/notifications/<notification_id>")
+@app.get(
+    "/v1/notifications/<notification_id>",
+    RouteDoc({200: StatusResponse}, errors=(403, 404, 502), security="api_key", query=("cursor",)),
+)
 def get_notification(notification_id: str) -> Response:
     """Tell the status of every delivery of a notification."""
     logger.set_correlation_id(notification_id)
@@ -39,7 +57,16 @@ def get_notification(notification_id: str) -> Response:
     return json_response(200, notification_status(notification_id, get_ledger(settings()), caller, cursor))
 
 
-@app.put("/v1/channels/<channel>/topics/<topic>")
+@app.put(
+    "/v1/channels/<channel>/topics/<topic>",
+    RouteDoc(
+        {200: TopicResponse, 201: TopicCreatedResponse},
+        errors=(400, 409, 413, 422, *ADMIN_ERRORS),
+        security="admin",
+        patterns=NAMES,
+        request=TopicRequest,
+    ),
+)
 def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(app.current_event.decoded_body, TopicRequest)
@@ -50,14 +77,20 @@ def put_channel_topic(channel: str, topic: str) -> Response:
     return json_response(200, change.view)
 
 
-@app.get("/v1/channels/<channel>/topics/<topic>")
+@app.get(
+    "/v1/channels/<channel>/topics/<topic>",
+    RouteDoc({200: TopicResponse}, errors=(404, 422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
 def get_channel_topic(channel: str, topic: str) -> Response:
     """Show a topic with its credentials masked."""
     check_names(channel, topic)
     return json_response(200, topic_view(get_topic_registry(settings()).read(channel, topic)))
 
 
-@app.get("/v1/channels/<channel>/topics")
+@app.get(
+    "/v1/channels/<channel>/topics",
+    RouteDoc({200: TopicListResponse}, errors=(422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
 def list_channel_topics(channel: str) -> Response:
     """List a channel's topics with their credentials masked."""
     check_name("channel", channel)
@@ -65,7 +98,10 @@ def list_channel_topics(channel: str) -> Response:
     return json_response(200, {"channel": channel, "topics": [topic_view(topic) for topic in topics]})
 
 
-@app.delete("/v1/channels/<channel>/topics/<topic>")
+@app.delete(
+    "/v1/channels/<channel>/topics/<topic>",
+    RouteDoc({204: None}, errors=(404, 409, 422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
 def delete_channel_topic(channel: str, topic: str) -> Response:
     """Delete a topic and its stored credentials."""
     check_names(channel, topic)
@@ -74,14 +110,17 @@ def delete_channel_topic(channel: str, topic: str) -> Response:
     return Response(status_code=204)
 
 
-@app.post("/v1/channels/<channel>/topics/<topic>/rotate-hash")
+@app.post(
+    "/v1/channels/<channel>/topics/<topic>/rotate-hash",
+    RouteDoc({200: TopicHashResponse}, errors=(404, 409, 422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
 def rotate_channel_topic_hash(channel: str, topic: str) -> Response:
     """Give a topic a new hash, shown this once."""
     check_names(channel, topic)
     return json_response(200, {"topic_hash": rotate_hash(channel, topic, get_topic_registry(settings()))})
 
 
-@app.get("/v1/dead-letters")
+@app.get("/v1/dead-letters", RouteDoc({200: DeadLettersResponse}, errors=ADMIN_ERRORS, security="admin"))
 def get_dead_letters() -> Response:
     """List what is in the dead-letter queue, leaving it there."""
     config = settings()
@@ -89,7 +128,16 @@ def get_dead_letters() -> Response:
     return json_response(200, list_dead_letters(sqs, config.dead_letter_queue_url, get_ledger(config)))
 
 
-@app.post("/v1/dead-letters/redrive")
+@app.post(
+    "/v1/dead-letters/redrive",
+    RouteDoc(
+        {200: RedriveResponse},
+        errors=(400, 413, 422, *ADMIN_ERRORS),
+        security="admin",
+        request=RedriveRequest,
+        request_required=False,
+    ),
+)
 def redrive_dead_letters() -> Response:
     """Move dead letters back to the delivery queue; their ledger rows say ``queued`` again."""
     body = app.current_event.decoded_body
@@ -103,6 +151,15 @@ def redrive_dead_letters() -> Response:
         request.max_messages,
     )
     return json_response(200, moved)
+
+
+@app.get("/v1/openapi.json", RouteDoc({200: OpenApiResponse}))
+def get_openapi_document() -> Response:
+    """Serve this API's OpenAPI 3 document; needs no key."""
+    # The document's code and models load on its first request only, never at cold start.
+    from api.openapi import document_json
+
+    return Response(status_code=200, body=document_json())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

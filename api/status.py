@@ -6,6 +6,33 @@ from typing import Any
 
 from core.errors import NotFoundError
 from core.ledger import DeliveryLedger, LedgerEntry
+from core.models import DeliveryStatus, Reply
+
+
+class DeliveryView(Reply):
+    """One delivery of a notification as the status route shows it."""
+
+    delivery_key: str
+    integration: str
+    type: str
+    recipient: dict[str, str] | None = None
+    status: DeliveryStatus
+    attempts: int
+    last_error: str | None
+    updated_at: str
+
+
+class StatusResponse(Reply):
+    """Body of ``GET /v1/notifications/{notification_id}``: counts per status and a page of deliveries."""
+
+    notification_id: str
+    source: str
+    channel: str
+    topic: str
+    created_at: str
+    summary: dict[str, int]
+    deliveries: list[DeliveryView]
+    next: str | None = None
 
 
 def _delivery(entry: LedgerEntry) -> dict[str, Any]:

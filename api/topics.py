@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from core.channels import CREDENTIAL_FIELDS, NAME_PATTERN, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import utc_now
-from core.models import Integration, Topic
+from core.models import Integration, IntegrationType, Reply, Topic
 from core.observability import logger
 from core.secrets import SecretStore
 from core.templates import variables
@@ -20,6 +20,46 @@ from core.topics import StoredTopic, TopicRegistry, check_item_size, hash_topic_
 
 MASK = "********"
 _NAME = re.compile(NAME_PATTERN)
+
+
+class IntegrationView(Reply):
+    """An integration as responses show it: credentials masked."""
+
+    name: str
+    type: IntegrationType
+    model: Any
+    target: dict[str, Any]
+    credentials: dict[str, str] | None = None
+    rate_per_second: float | None = None
+
+
+class TopicResponse(Reply):
+    """Body of reading or replacing a topic."""
+
+    channel: str
+    topic: str
+    created_at: str
+    updated_at: str
+    integrations: list[IntegrationView]
+
+
+class TopicCreatedResponse(TopicResponse):
+    """Body of creating a topic: the topic and its hash, shown this once."""
+
+    topic_hash: str
+
+
+class TopicListResponse(Reply):
+    """Body of listing a channel's topics."""
+
+    channel: str
+    topics: list[TopicResponse]
+
+
+class TopicHashResponse(Reply):
+    """Body of rotating a topic's hash: the new hash, shown this once."""
+
+    topic_hash: str
 
 
 @dataclass(frozen=True)

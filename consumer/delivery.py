@@ -23,10 +23,11 @@ from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
 from core.channels import Channel, DeliveryReceipt
 from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
-from core.ledger import DeliveryLedger, DeliveryRow, epoch_time, iso_time
+from core.ledger import DeliveryRow, epoch_time, iso_time
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
 from core.pacing import Limit, Pacer
+from core.ports import LedgerPort
 from core.queue import MAX_DELAY_SECONDS, DeadLetterQueue, DeliveryQueue
 
 MetricRecorder = Callable[[str, str], None]
@@ -131,7 +132,7 @@ class Deliverer:
     def __init__(
         self,
         channels: Mapping[str, Channel],
-        ledger: DeliveryLedger,
+        ledger: LedgerPort,
         credentials: CredentialSource,
         queue: DeliveryQueue,
         dead_letters: DeadLetterQueue,

@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.errors import (
     AuthenticationError,
@@ -30,7 +30,7 @@ from core.errors import (
     PayloadTooLargeError,
     UpstreamError,
 )
-from core.models import IntegrationType
+from core.models import IntegrationType, PublishRequest, PublishResponse
 from core.observability import logger
 
 MAX_BODY_BYTES = 256 * 1024
@@ -59,6 +59,35 @@ _STATUS: tuple[tuple[type[NotificationError], int], ...] = (
 
 Model = TypeVar("Model", bound=BaseModel)
 RouteFunction = Callable[..., "Response"]
+Security = Literal["api_key", "admin"]
+
+
+class ErrorResponse(BaseModel):
+    """Body of every error: what was wrong, in words."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    message: str
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    """What the OpenAPI document says of a route: its models per status, the errors it can answer, who may call it.
+
+    ``responses`` maps a success status to its body's model (``None``: no body); ``errors`` are the statuses it can
+    answer with an ``ErrorResponse``; ``security`` is ``None`` for a route that needs no key.
+    """
+
+    responses: Mapping[int, type[BaseModel] | None]
+    errors: tuple[int, ...] = ()
+    security: Security | None = None
+    request: type[BaseModel] | None = None
+    request_required: bool = True
+    query: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    patterns: Mapping[str, str] = field(default_factory=dict)
+    summary: str = ""
+    operation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,7 +176,7 @@ def error_response(exc: NotificationError) -> Response:
     return json_response(status, {"message": message}, headers)
 
 
-def _template(path: str) -> str:
+def resource_template(path: str) -> str:
     """Turn ``/v1/x/<name>`` into API Gateway's ``/v1/x/{name}``."""
     return re.sub(r"<(\w+)>", r"{\1}", path)
 
@@ -160,15 +189,17 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], RouteFunction] = {}
+        self.docs: dict[tuple[str, str], RouteDoc | None] = {}
         self._patterns: list[tuple[str, re.Pattern[str], str]] = []
         self.current_event: Request = Request({})
 
-    def route(self, method: str, path: str) -> Callable[[RouteFunction], RouteFunction]:
-        """Register a function for a method and a path such as ``/v1/topics/<topic>``."""
-        resource = _template(path)
+    def route(self, method: str, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
+        """Register a function for a method and a path such as ``/v1/topics/<topic>``, with what its document says."""
+        resource = resource_template(path)
 
         def register(function: RouteFunction) -> RouteFunction:
             self._routes[(method.upper(), resource)] = function
+            self.docs[(method.upper(), resource)] = doc
             pattern = re.escape(resource).replace(r"\{", "{").replace(r"\}", "}")
             pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
             self._patterns.append((method.upper(), re.compile(f"^{pattern}$"), resource))
@@ -176,21 +207,30 @@ class Router:
 
         return register
 
-    def get(self, path: str) -> Callable[[RouteFunction], RouteFunction]:
+    def get(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
         """Register a GET route."""
-        return self.route("GET", path)
+        return self.route("GET", path, doc)
 
-    def post(self, path: str) -> Callable[[RouteFunction], RouteFunction]:
+    def post(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
         """Register a POST route."""
-        return self.route("POST", path)
+        return self.route("POST", path, doc)
 
-    def put(self, path: str) -> Callable[[RouteFunction], RouteFunction]:
+    def put(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
         """Register a PUT route."""
-        return self.route("PUT", path)
+        return self.route("PUT", path, doc)
 
-    def delete(self, path: str) -> Callable[[RouteFunction], RouteFunction]:
+    def delete(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
         """Register a DELETE route."""
-        return self.route("DELETE", path)
+        return self.route("DELETE", path, doc)
+
+    @property
+    def routes(self) -> list[tuple[str, str]]:
+        """Every (method, resource template) this router serves, in registration order."""
+        return list(self._routes)
+
+    def function(self, method: str, resource: str) -> RouteFunction:
+        """Return the function registered for a method and resource template."""
+        return self._routes[(method, resource)]
 
     def _match(self, request: Request) -> tuple[RouteFunction | None, dict[str, str]]:
         function = self._routes.get((request.http_method, request.resource))
@@ -276,3 +316,17 @@ def parse_body(body: str | None, model: type[Model]) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequestError("", describe_validation_error(exc)) from exc
+
+
+# The publish route is served by the publish function and described by the management API's OpenAPI document; its
+# declaration lives here so that neither function imports the other.
+PUBLISH_PATH = "/v1/notifications/<channel>/<topic>"
+PUBLISH_DOC = RouteDoc(
+    {200: PublishResponse},
+    errors=(400, 403, 404, 409, 413, 422, 502),
+    security="api_key",
+    request=PublishRequest,
+    headers=("x-topic-hash-x", "Idempotency-Key"),
+    summary="Fan a notification out to the topic's integrations.",
+    operation_id="publish_notification",
+)

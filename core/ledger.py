@@ -398,13 +398,10 @@ class DeliveryLedger:
             "ConsistentRead": True,
             **options,
         }
+        # The paginator calls Query lazily, one page per iteration: a failure surfaces while iterating.
         try:
-            while True:
-                response = self._client.query(**kwargs)
+            for response in self._client.get_paginator("query").paginate(**kwargs):
                 yield from response.get("Items", [])
-                if "LastEvaluatedKey" not in response:
-                    return
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         except AWS_ERRORS as exc:
             raise aws_error(exc, "reading the ledger") from exc
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -20,6 +20,12 @@ class Strict(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class Reply(BaseModel):
+    """Base of response models: they describe what a route returns for the OpenAPI document, built on first use."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 class IntegrationType(StrEnum):
@@ -182,3 +188,21 @@ class PublishRequest(Strict):
             children = value.values() if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
         return metadata
+
+
+class PublishResponse(RootModel[dict[str, str]]):
+    """Body of a publish's 200: integration name → SQS message id."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class HealthResponse(Reply):
+    """Body of ``GET /v1/health``."""
+
+    status: Literal["ok"]
+
+
+class OpenApiResponse(RootModel[dict[str, Any]]):
+    """Body of ``GET /v1/openapi.json``: an OpenAPI 3 document."""
+
+    model_config = ConfigDict(defer_build=True)

@@ -181,19 +181,13 @@ class TopicRegistry:
 
     def list(self, channel: str) -> list[Topic]:
         """Return every topic of a channel, ordered by name."""
-        topics: list[Topic] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "channel = :c",
-            "ExpressionAttributeValues": {":c": {"S": channel}},
-        }
+        pages = self._client.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="channel = :c",
+            ExpressionAttributeValues={":c": {"S": channel}},
+        )
         try:
-            while True:
-                response = self._client.query(**kwargs)
-                topics.extend(_from_item(item) for item in response.get("Items", []))
-                if "LastEvaluatedKey" not in response:
-                    return topics
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            return [_from_item(item) for response in pages for item in response.get("Items", [])]
         except AWS_ERRORS as exc:
             raise aws_error(exc, "listing topics") from exc
 

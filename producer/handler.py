@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 
 from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
-from core.http import Response, Router, caller_id, json_response, raw_body
+from core.http import PUBLISH_DOC, PUBLISH_PATH, Response, Router, caller_id, json_response, raw_body
 from core.observability import logger, metrics, tracer
 from core.settings import PublishSettings, load_settings
 from producer.idempotency import IdempotentPublisher
@@ -31,7 +31,7 @@ def get_idempotency() -> IdempotentPublisher:
     )
 
 
-@app.post("/v1/notifications/<channel>/<topic>")
+@app.post(PUBLISH_PATH, PUBLISH_DOC)
 def publish_notification(channel: str, topic: str) -> Response:
     """Fan a notification out to the topic's integrations."""
     event = app.current_event

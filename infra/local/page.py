@@ -100,19 +100,13 @@ class MotoOutbox:
 
 def recent_notifications(dynamodb: Any, table: str, limit: int = _RECENT) -> list[dict[str, Any]]:
     """Return the ledger's most recent notifications, each with the status of its deliveries (first page)."""
-    records: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "delivery_key = :record",
-        "ExpressionAttributeValues": {":record": {"S": NOTIFICATION_KEY}},
-        "ProjectionExpression": "notification_id, created_at",
-    }
-    while True:
-        page = dynamodb.scan(**kwargs)
-        records.extend(page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            break
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table,
+        FilterExpression="delivery_key = :record",
+        ExpressionAttributeValues={":record": {"S": NOTIFICATION_KEY}},
+        ProjectionExpression="notification_id, created_at",
+    )
+    records: list[dict[str, Any]] = [item for page in pages for item in page.get("Items", [])]
     records.sort(key=lambda item: item.get("created_at", {}).get("S", ""), reverse=True)
     ledger = DeliveryLedger(dynamodb, table)
     notifications = []

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
+
+
+class FakePaginator:
+    """boto3's paginator over one operation of the fake: calls it lazily, a page per step, following
+    ``LastEvaluatedKey`` with ``ExclusiveStartKey`` as boto3 does."""
+
+    def __init__(self, operation: Callable[..., dict[str, Any]]) -> None:
+        self._operation = operation
+
+    def paginate(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Yield the operation's pages."""
+        params = dict(kwargs)
+        while True:
+            page = self._operation(**params)
+            yield page
+            if "LastEvaluatedKey" not in page:
+                return
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 class FakeDynamoDBClient:
@@ -13,10 +32,13 @@ class FakeDynamoDBClient:
     ----------
     keys:
         Table name → the names of its key attributes.
+    page_size:
+        How many items a ``query`` page holds at most (DynamoDB stops a page at 1 MB); unlimited when ``None``.
     """
 
-    def __init__(self, keys: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, keys: dict[str, tuple[str, ...]], page_size: int | None = None) -> None:
         self._keys = keys
+        self._page_size = page_size
         self.tables: dict[str, dict[tuple[str, ...], dict[str, Any]]] = {name: {} for name in keys}
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -26,6 +48,36 @@ class FakeDynamoDBClient:
 
     def _key(self, table: str, item: dict[str, Any]) -> tuple[str, ...]:
         return tuple(item[name]["S"] for name in self._keys[table])
+
+    def get_paginator(self, operation_name: str) -> FakePaginator:
+        """Return a paginator of ``query`` (or of another operation this fake implements)."""
+        return FakePaginator(getattr(self, operation_name))
+
+    def query(self, TableName: str, ExpressionAttributeValues: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Return one page of a partition's items in key order.
+
+        The key condition is ``<pk> = :v``, optionally ``AND <sk> BETWEEN :a AND :b``; projections are ignored.
+        """
+        self.calls.append(("query", {"TableName": TableName, **kwargs}))
+        condition: str = kwargs["KeyConditionExpression"]
+        names = self._keys[TableName]
+        partition = re.search(rf"\b{names[0]} = (:\w+)", condition)
+        assert partition, f"unsupported key condition {condition!r}"
+        wanted = ExpressionAttributeValues[partition.group(1)]["S"]
+        between = re.search(r"BETWEEN (:\w+) AND (:\w+)", condition)
+        low, high = (ExpressionAttributeValues[name]["S"] for name in between.groups()) if between else ("", "\uffff")
+        start = kwargs.get("ExclusiveStartKey")
+        after = self._key(TableName, start) if start else None
+        keys = sorted(
+            key
+            for key in self.tables[TableName]
+            if key[0] == wanted and low <= key[-1] <= high and (after is None or key > after)
+        )
+        page = keys[: self._page_size] if self._page_size else keys
+        response: dict[str, Any] = {"Items": [dict(self.tables[TableName][key]) for key in page]}
+        if len(page) < len(keys):
+            response["LastEvaluatedKey"] = {name: {"S": value} for name, value in zip(names, page[-1], strict=True)}
+        return response
 
     def get_item(self, TableName: str, Key: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Return the item under ``Key``, if any."""

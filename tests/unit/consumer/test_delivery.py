@@ -101,7 +101,7 @@ class Rig:
         self.parameters = FakeParameterProvider({REF: {"signing_secret": "s" * 16}})
         self.deliverer = Deliverer(
             channels={"webhook": self.channel},
-            ledger=self.ledger,  # type: ignore[arg-type]
+            ledger=self.ledger,
             credentials=CredentialSource(self.parameters, max_age=300),
             queue=self.queue,  # type: ignore[arg-type]
             dead_letters=self.dead_letters,  # type: ignore[arg-type]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from typing import NoReturn
 
 import pytest
+from botocore.exceptions import ClientError
 
-from core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError
+from core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, UpstreamError
 from core.models import Integration, IntegrationType, Topic
 from core.topics import (
     StoredTopic,
@@ -196,3 +198,30 @@ def test_registry_round_trip_keeps_replaced_credentials(client: FakeDynamoDBClie
 
 def test_registry_topic_without_replaced_credentials_reads_none(client: FakeDynamoDBClient) -> None:
     assert TopicRegistry(client, TABLE).read_stored("orders", "shipped").replaced_refs == ()
+
+
+def test_registry_list_over_several_query_pages_returns_every_topic_by_name() -> None:
+    fake = FakeDynamoDBClient({TABLE: ("channel", "topic")}, page_size=2)
+    registry = TopicRegistry(fake, TABLE)
+    names = ["e", "a", "d", "b", "c"]
+    for name in names:
+        registry.create(_topic().model_copy(update={"topic": name}))
+
+    topics = registry.list("orders")
+
+    assert [topic.topic for topic in topics] == sorted(names)
+    assert fake.count("query") == 3
+
+
+def test_registry_list_refused_query_raises_upstream_error(
+    client: FakeDynamoDBClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "-"}}, "Query")
+
+    def refused(**kwargs: object) -> NoReturn:
+        raise error
+
+    monkeypatch.setattr(client, "query", refused)
+
+    with pytest.raises(UpstreamError, match=r"^listing topics failed \(AccessDeniedException\)$"):
+        TopicRegistry(client, TABLE).list("orders")

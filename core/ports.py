@@ -1,0 +1,121 @@
+"""The ports of the stores that logic takes as collaborators: what it calls, not how a store keeps it.
+
+``DeliveryLedger``, ``TopicRegistry``, ``SecretStore`` and ``DynamoPaceStore`` implement them over AWS; the fakes in
+``tests/fakes`` implement them in memory. Each port holds only what its users call, so a fake needs no more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from core.pacing import PaceStore
+
+if TYPE_CHECKING:
+    from core.ledger import DeliveryRow, LedgerEntry, NotificationRecord
+    from core.models import DeliveryStatus, Topic
+    from core.topics import StoredTopic
+
+__all__ = ["LedgerPort", "NotificationLedgerPort", "PaceStore", "SecretStorePort", "TopicRegistryPort"]
+
+
+@runtime_checkable
+class LedgerPort(Protocol):
+    """The delivery ledger as the consumer (and the dead-letter redrive) uses it: one delivery row at a time."""
+
+    def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
+        """Return one delivery row, read consistently, or ``None`` when there is none yet."""
+        ...
+
+    def update(
+        self,
+        notification_id: str,
+        delivery_key: str,
+        status: DeliveryStatus,
+        *,
+        row: DeliveryRow | None = None,
+        attempts: int | None = None,
+        last_error: str | None = None,
+        provider_message_id: str | None = None,
+    ) -> bool:
+        """Write a delivery row's status; return ``False`` when it is ``delivered`` already (a row that is final)."""
+        ...
+
+
+@runtime_checkable
+class NotificationLedgerPort(Protocol):
+    """The delivery ledger as the producer uses it: a notification's record, and the rows of deliveries never sent."""
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Write or replace a notification's record."""
+        ...
+
+    def create_notification(self, record: NotificationRecord) -> bool:
+        """Write a notification's record unless one exists under its id; return ``False`` when one does."""
+        ...
+
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        """Return a notification's record; raise ``NotFoundError`` when there is none."""
+        ...
+
+    def clear_unsent(self, notification_id: str, keys: Sequence[str]) -> None:
+        """Delete the ``failed`` rows of deliveries that never left, so they are ``queued`` again."""
+        ...
+
+    def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:
+        """Write ``failed`` rows for deliveries that never left: ``(delivery key, row, reason)``."""
+        ...
+
+
+@runtime_checkable
+class TopicRegistryPort(Protocol):
+    """The topic registry: channel/topic → integrations."""
+
+    def get(self, channel: str, topic: str) -> Topic:
+        """Return a topic, from a short cache when warm; raise ``NotFoundError`` when there is none."""
+        ...
+
+    def read(self, channel: str, topic: str) -> Topic:
+        """Return a topic read now, never cached."""
+        ...
+
+    def read_stored(self, channel: str, topic: str) -> StoredTopic:
+        """Return a topic read now with the credentials its previous version used."""
+        ...
+
+    def list(self, channel: str) -> list[Topic]:
+        """Return every topic of a channel, ordered by name."""
+        ...
+
+    def create(self, topic: Topic) -> None:
+        """Write a new topic; raise ``ConflictError`` when one exists."""
+        ...
+
+    def replace(self, topic: Topic, expected_updated_at: str, replaced_refs: Iterable[str] = ()) -> None:
+        """Replace a topic unless it changed since ``expected_updated_at``."""
+        ...
+
+    def delete(self, channel: str, topic: str) -> StoredTopic:
+        """Delete a topic and return what it held; raise ``NotFoundError`` when there is none."""
+        ...
+
+
+@runtime_checkable
+class SecretStorePort(Protocol):
+    """Where integration credentials are kept, as JSON objects under names that are never overwritten."""
+
+    def integration_refs(self, channel: str, topic: str, integration: str) -> tuple[str, str]:
+        """Return the names an integration's credentials may be stored under: its usual one, then a fresh one."""
+        ...
+
+    def add(self, names: Sequence[str], secret: dict[str, str]) -> str:
+        """Store a secret under the first of ``names`` no parameter holds yet; return that name."""
+        ...
+
+    def get(self, name: str) -> dict[str, str]:
+        """Return a secret object; raise ``NotFoundError`` when there is none."""
+        ...
+
+    def delete(self, names: Iterable[str]) -> None:
+        """Delete secrets; names that do not exist are ignored."""
+        ...

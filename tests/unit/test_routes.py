@@ -1,0 +1,66 @@
+"""The routes the code serves and the ``http`` events of serverless.yml are the same, with the same guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from api.handler import app as api_app
+from core.http import Router
+from producer.handler import app as publish_app
+
+ROOT = Path(__file__).resolve().parents[2]
+# The function of serverless.yml each router is the adapter of.
+ROUTERS: dict[str, Router] = {"publish": publish_app, "api": api_app}
+
+
+class _Loader(yaml.SafeLoader):
+    """A YAML loader that keeps CloudFormation's short tags (``!Ref``…) as plain values."""
+
+
+_Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _http_events() -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
+    definition = yaml.load((ROOT / "serverless.yml").read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    events: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    for name, function in definition["functions"].items():
+        for event in function.get("events") or []:
+            if "http" in event:
+                http = event["http"]
+                events.setdefault(name, {})[(str(http["method"]).upper(), http["path"])] = http
+    return events
+
+
+def _guard(http: dict[str, Any]) -> str | None:
+    if http.get("authorizer"):
+        return "admin"
+    return "api_key" if http.get("private") else None
+
+
+def test_routes_every_served_route_has_its_http_event() -> None:
+    events = _http_events()
+
+    for name, router in ROUTERS.items():
+        assert set(router.routes) <= set(events.get(name, {})), name
+
+
+def test_routes_every_http_event_is_served() -> None:
+    events = _http_events()
+
+    assert set(events) == set(ROUTERS)
+    for name, declared in events.items():
+        assert set(declared) <= set(ROUTERS[name].routes), name
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "resource"), [(n, *r) for n, router in ROUTERS.items() for r in router.routes]
+)
+def test_routes_documented_security_matches_the_http_event_guard(name: str, method: str, resource: str) -> None:
+    doc = ROUTERS[name].docs[(method, resource)]
+
+    assert doc is not None
+    assert doc.security == _guard(_http_events()[name][(method, resource)])
