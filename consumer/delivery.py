@@ -22,7 +22,13 @@ from pydantic import BaseModel, ValidationError
 from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
 from core.channels import Channel, DeliveryReceipt
-from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.errors import (
+    DeliveryDeferredError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    UpstreamError,
+    invalid_fields,
+)
 from core.ledger import DeliveryRow, epoch_time, iso_time
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
@@ -86,8 +92,7 @@ def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
     try:
         message = model.model_validate_json(body)
     except ValidationError as exc:
-        fields = sorted({".".join(str(part) for part in error["loc"]) or "body" for error in exc.errors()})
-        raise PermanentDeliveryError(f"malformed delivery message: {', '.join(fields)}") from None
+        raise PermanentDeliveryError(f"malformed delivery message: {invalid_fields(exc, 'body')}") from None
     if isinstance(message, DeliveryMessageV1):
         return message.upgraded(max(0, receive_count - 1))
     assert isinstance(message, DeliveryMessage)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 # What a boto3 call raises when AWS refuses (ClientError) or cannot be reached (BotoCoreError: connection, timeout,
 # credentials…); stores catch both and translate them with ``aws_error``.
@@ -62,6 +66,12 @@ class ConflictError(NotificationError):
 
 class UpstreamError(NotificationError):
     """An AWS service or another dependency failed; the request may be retried."""
+
+
+def invalid_fields(exc: ValidationError, whole: str) -> str:
+    """Return the dotted names of the fields a pydantic error found invalid, never their values (``whole`` for the
+    object itself); for messages about stored or queued data, whose values may be secrets."""
+    return ", ".join(sorted({".".join(str(part) for part in error["loc"]) or whole for error in exc.errors()}))
 
 
 def error_code(exc: ClientError | BotoCoreError) -> str:

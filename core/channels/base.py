@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
-from core.errors import BlockedTargetError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.errors import (
+    BlockedTargetError,
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    invalid_fields,
+)
 from core.models import Content, IntegrationType, Strict
 from core.pacing import Limit
 from core.templates import render
@@ -181,8 +187,7 @@ def parse_settings(model: type[Model], value: Any, what: str) -> Model:
     try:
         return model.model_validate(value or {})
     except ValidationError as exc:
-        fields = sorted({".".join(str(part) for part in error["loc"]) or what for error in exc.errors()})
-        raise PermanentDeliveryError(f"invalid {what}: {', '.join(fields)}") from None
+        raise PermanentDeliveryError(f"invalid {what}: {invalid_fields(exc, what)}") from None
 
 
 def _host_is_valid(host: str, bracketed: bool) -> bool:
