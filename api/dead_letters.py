@@ -18,9 +18,10 @@ from typing import Any
 from pydantic import Field
 
 from core.errors import AWS_ERRORS, aws_error, error_code
-from core.ledger import DeliveryLedger, DeliveryRow, utc_now
+from core.ledger import DeliveryRow, utc_now
 from core.models import DeliveryStatus, Reply, Strict
 from core.observability import logger
+from core.ports import LedgerPort
 
 RECEIVE_LIMIT = 10
 # Long enough to list or move a batch; a listing hands its messages back at once after reading them.
@@ -141,7 +142,7 @@ def _release(sqs: Any, queue_url: str, letters: list[_Letter]) -> None:
             logger.warning("could not release listed dead letters", extra={"error": error_code(exc)})
 
 
-def list_dead_letters(sqs: Any, dlq_url: str, ledger: DeliveryLedger, limit: int = LIST_LIMIT) -> dict[str, Any]:
+def list_dead_letters(sqs: Any, dlq_url: str, ledger: LedgerPort, limit: int = LIST_LIMIT) -> dict[str, Any]:
     """Return up to ``limit`` messages of the dead-letter queue with their ledger's last error, leaving them there."""
     letters: dict[str, _Letter] = {}
     while len(letters) < limit:
@@ -171,7 +172,7 @@ def list_dead_letters(sqs: Any, dlq_url: str, ledger: DeliveryLedger, limit: int
     return {"messages": messages}
 
 
-def redrive(sqs: Any, dlq_url: str, queue_url: str, ledger: DeliveryLedger, max_messages: int) -> dict[str, int]:
+def redrive(sqs: Any, dlq_url: str, queue_url: str, ledger: LedgerPort, max_messages: int) -> dict[str, int]:
     """Move up to ``max_messages`` dead letters to the delivery queue; their ledger rows say ``queued`` again."""
     moved = 0
     while moved < max_messages:

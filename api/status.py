@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import NotFoundError
-from core.ledger import DeliveryLedger, LedgerEntry
+from core.ledger import LedgerEntry
 from core.models import DeliveryStatus, Reply
+from core.ports import LedgerReaderPort
 
 
 class DeliveryView(Reply):
@@ -51,7 +52,7 @@ def _delivery(entry: LedgerEntry) -> dict[str, Any]:
 
 
 def notification_status(
-    notification_id: str, ledger: DeliveryLedger, caller: str | None, cursor: str | None = None
+    notification_id: str, ledger: LedgerReaderPort, caller: str | None, cursor: str | None = None
 ) -> dict[str, Any]:
     """Return a notification, the count of its deliveries per status, and a page of them.
 

@@ -14,9 +14,9 @@ from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import utc_now
 from core.models import Integration, IntegrationType, Reply, Topic
 from core.observability import logger
-from core.secrets import SecretStore
+from core.ports import SecretStorePort, TopicRegistryPort
 from core.templates import variables
-from core.topics import StoredTopic, TopicRegistry, check_item_size, hash_topic_secret, new_topic_hash
+from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
 _NAME = re.compile(NAME_PATTERN)
@@ -126,7 +126,7 @@ def _integrations(specs: list[IntegrationSpec], refs: dict[str, str]) -> list[In
 
 
 def _store_credentials(
-    channel: str, topic: str, secrets: dict[str, dict[str, str]], taken: set[str], store: SecretStore
+    channel: str, topic: str, secrets: dict[str, dict[str, str]], taken: set[str], store: SecretStorePort
 ) -> dict[str, str]:
     """Write each integration's credentials under a name no parameter holds; return integration name → reference.
 
@@ -145,7 +145,7 @@ def _store_credentials(
     return written
 
 
-def _delete_quietly(refs: Iterable[str], store: SecretStore, failure: str) -> None:
+def _delete_quietly(refs: Iterable[str], store: SecretStorePort, failure: str) -> None:
     """Delete credentials when the topic write is already decided; a failure is logged, never raised over it."""
     names = sorted(refs)
     if not names:
@@ -161,7 +161,7 @@ def _live_refs(topic: Topic) -> dict[str, str]:
 
 
 def put_topic(
-    channel: str, topic: str, request: TopicRequest, registry: TopicRegistry, store: SecretStore
+    channel: str, topic: str, request: TopicRequest, registry: TopicRegistryPort, store: SecretStorePort
 ) -> tuple[TopicChange, str | None]:
     """Create a topic (returning its new hash, shown this once) or replace its integrations (the hash is kept).
 
@@ -216,14 +216,14 @@ def put_topic(
     return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
 
 
-def _find(registry: TopicRegistry, channel: str, topic: str) -> StoredTopic | None:
+def _find(registry: TopicRegistryPort, channel: str, topic: str) -> StoredTopic | None:
     try:
         return registry.read_stored(channel, topic)
     except NotFoundError:
         return None
 
 
-def delete_topic(channel: str, topic: str, registry: TopicRegistry, store: SecretStore) -> None:
+def delete_topic(channel: str, topic: str, registry: TopicRegistryPort, store: SecretStorePort) -> None:
     """Delete a topic and the credentials of its integrations, those it replaced last included."""
     removed = registry.delete(channel, topic)
     refs = set(_live_refs(removed.topic).values()) | set(removed.replaced_refs)
@@ -231,7 +231,7 @@ def delete_topic(channel: str, topic: str, registry: TopicRegistry, store: Secre
         store.delete(sorted(refs))
 
 
-def rotate_hash(channel: str, topic: str, registry: TopicRegistry) -> str:
+def rotate_hash(channel: str, topic: str, registry: TopicRegistryPort) -> str:
     """Give a topic a new hash and return it; the old one stops working (after the publishers' cache TTL)."""
     existing = registry.read_stored(channel, topic)
     topic_hash = new_topic_hash()

@@ -15,9 +15,10 @@ from typing import Any
 
 from core.channels import render_content
 from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
-from core.ledger import Delivery, DeliveryLedger, DeliveryRow, NotificationRecord, epoch_time, utc_now
+from core.ledger import Delivery, DeliveryRow, NotificationRecord, epoch_time, utc_now
 from core.models import DeliveryMessage, MessageIntegration, Topic
 from core.observability import logger
+from core.ports import NotificationLedgerPort
 from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
 from core.templates import missing_variables
 
@@ -106,7 +107,7 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
 def fan_out(
     topic: Topic,
     metadata: Mapping[str, Any],
-    ledger: DeliveryLedger,
+    ledger: NotificationLedgerPort,
     queue: DeliveryQueue,
     *,
     caller: str | None = None,
@@ -159,7 +160,11 @@ def fan_out(
 
 
 def _finish(
-    topic: Topic, metadata: Mapping[str, Any], ledger: DeliveryLedger, queue: DeliveryQueue, record: NotificationRecord
+    topic: Topic,
+    metadata: Mapping[str, Any],
+    ledger: NotificationLedgerPort,
+    queue: DeliveryQueue,
+    record: NotificationRecord,
 ) -> PublishResult:
     """Enqueue the deliveries of a recorded notification that were not enqueued, as they were first rendered."""
     # Without ids on the record, the earlier attempt died before it could tell what it enqueued: everything is sent
@@ -182,7 +187,7 @@ def _finish(
 
 
 def _enqueue(
-    ledger: DeliveryLedger,
+    ledger: NotificationLedgerPort,
     queue: DeliveryQueue,
     record: NotificationRecord,
     pending: list[tuple[Delivery, str]],

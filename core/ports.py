@@ -12,11 +12,18 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from core.pacing import PaceStore
 
 if TYPE_CHECKING:
-    from core.ledger import DeliveryRow, LedgerEntry, NotificationRecord
+    from core.ledger import DeliveryRow, LedgerEntry, LedgerPage, NotificationRecord
     from core.models import DeliveryStatus, Topic
     from core.topics import StoredTopic
 
-__all__ = ["LedgerPort", "NotificationLedgerPort", "PaceStore", "SecretStorePort", "TopicRegistryPort"]
+__all__ = [
+    "LedgerPort",
+    "LedgerReaderPort",
+    "NotificationLedgerPort",
+    "PaceStore",
+    "SecretStorePort",
+    "TopicRegistryPort",
+]
 
 
 @runtime_checkable
@@ -64,6 +71,15 @@ class NotificationLedgerPort(Protocol):
 
     def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:
         """Write ``failed`` rows for deliveries that never left: ``(delivery key, row, reason)``."""
+        ...
+
+
+@runtime_checkable
+class LedgerReaderPort(Protocol):
+    """The ledger as the status route reads it."""
+
+    def page(self, notification_id: str, cursor: str | None = ..., size: int = ...) -> LedgerPage:
+        """Return a notification's record, a page of its deliveries and the count per status."""
         ...
 
 

@@ -9,11 +9,11 @@ from typing import Any
 from core.errors import ForbiddenError
 from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, request_digest
 from core.http import parse_body
-from core.ledger import DeliveryLedger
 from core.models import PublishRequest
 from core.observability import logger, metrics
+from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
-from core.topics import TopicRegistry, check_topic_hash
+from core.topics import check_topic_hash
 from producer.idempotency import IdempotentPublisher
 
 
@@ -31,8 +31,8 @@ class PublishCall:
 
 def publish(
     call: PublishCall,
-    registry: TopicRegistry,
-    ledger: DeliveryLedger,
+    registry: TopicRegistryPort,
+    ledger: NotificationLedgerPort,
     queue: DeliveryQueue,
     idempotency: IdempotentPublisher,
 ) -> dict[str, Any]:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from core.ledger import DeliveryLedger
 from core.pacing import DynamoPaceStore
-from core.ports import LedgerPort, NotificationLedgerPort, PaceStore, SecretStorePort, TopicRegistryPort
+from core.ports import (
+    LedgerPort,
+    LedgerReaderPort,
+    NotificationLedgerPort,
+    PaceStore,
+    SecretStorePort,
+    TopicRegistryPort,
+)
 from core.secrets import SecretStore
 from core.topics import TopicRegistry
 from tests.fakes.delivery import FakeLedger, UnreachablePaceStore
@@ -24,6 +31,12 @@ def test_ports_delivery_ledger_implements_both_ledger_ports() -> None:
 
     assert isinstance(consumer_side, LedgerPort)
     assert isinstance(producer_side, NotificationLedgerPort)
+
+
+def test_ports_delivery_ledger_implements_the_status_reader_port() -> None:
+    reader: LedgerReaderPort = DeliveryLedger(_CLIENT, "t")
+
+    assert isinstance(reader, LedgerReaderPort)
 
 
 def test_ports_fake_ledger_implements_the_consumer_ledger_port() -> None:
