@@ -379,15 +379,20 @@ class DeliveryLedger:
             raise aws_error(exc, "updating the ledger") from exc
         return True
 
-    def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
-        """Return one delivery row, read consistently, or ``None`` when there is none yet."""
+    def _item(self, notification_id: str, delivery_key: str) -> dict[str, Any] | None:
+        """Return one item, read consistently, or ``None`` when there is none."""
         try:
             response = self._client.get_item(
                 TableName=self._table, Key=self._key(notification_id, delivery_key), ConsistentRead=True
             )
         except AWS_ERRORS as exc:
             raise aws_error(exc, "reading the ledger") from exc
-        item = response.get("Item")
+        item: dict[str, Any] | None = response.get("Item")
+        return item
+
+    def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
+        """Return one delivery row, read consistently, or ``None`` when there is none yet."""
+        item = self._item(notification_id, delivery_key)
         return _entry(item) if item and "status" in item else None
 
     def _query(self, notification_id: str, **options: Any) -> Iterator[dict[str, Any]]:
@@ -407,13 +412,7 @@ class DeliveryLedger:
 
     def get_record(self, notification_id: str) -> NotificationRecord:
         """Return a notification's record; raise ``NotFoundError`` when there is none."""
-        try:
-            response = self._client.get_item(
-                TableName=self._table, Key=self._key(notification_id, NOTIFICATION_KEY), ConsistentRead=True
-            )
-        except AWS_ERRORS as exc:
-            raise aws_error(exc, "reading the ledger") from exc
-        item = response.get("Item")
+        item = self._item(notification_id, NOTIFICATION_KEY)
         if not item:
             raise NotFoundError(f"notification {notification_id!r} does not exist")
         return _record(item)
