@@ -29,6 +29,18 @@ def _port(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper() or "INFO"
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOCAL_LOG_LEVEL={raw!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def parse_params(raw: str) -> dict[str, str]:
     """Parse ``LOCAL_PARAMS`` (``name=value`` pairs separated by commas or spaces) into a dict."""
     params: dict[str, str] = {}
@@ -58,6 +70,8 @@ class LocalConfig:
     region: str = "us-east-1"
     max_concurrency: int = 3
     seed: bool = True
+    reset: bool = False
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> LocalConfig:
@@ -81,6 +95,8 @@ class LocalConfig:
             params=parse_params(environ.get("LOCAL_PARAMS", "")),
             max_concurrency=concurrency,
             seed=environ.get("LOCAL_SEED", "1") not in {"0", "false", "no"},
+            reset=environ.get("LOCAL_RESET", "0") not in {"", "0", "false", "no"},
+            log_level=_log_level(environ.get("LOCAL_LOG_LEVEL", "")),
         )
 
     @property
@@ -102,6 +118,11 @@ class LocalConfig:
     def logs_dir(self) -> Path:
         """Where each function's log goes."""
         return self.state_dir / "logs"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where the local AWS state is kept between runs (``LOCAL_RESET=1`` or ``make reset`` starts afresh)."""
+        return self.state_dir / "aws"
 
     def package_params(self) -> dict[str, str]:
         """Stage params handed to ``osls package``: the receiver as Telegram's API, then the user's overrides."""
