@@ -1,0 +1,46 @@
+"""The README's commands, run as written against the local stack (only its ports changed to the stack's)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_block(heading: str, language: str = "sh") -> str:
+    """Return the first fenced block of ``language`` after the README heading that contains ``heading``."""
+    text = (ROOT / "README.md").read_text()
+    start = next((match.end() for match in re.finditer(r"^#+ .*$", text, re.M) if heading in match.group()), None)
+    assert start is not None, f"no README heading with {heading!r}"
+    block = re.search(rf"^```{language}\n(.*?)^```", text[start:], re.M | re.S)
+    assert block is not None, f"no ```{language} block after {heading!r}"
+    return block.group(1)
+
+
+def _aws_url(stack: Stack) -> str:
+    found = re.search(r"AWS_ENDPOINT_URL=(http://127\.0\.0\.1:\d+)", stack.output.read_text(errors="replace"))
+    assert found is not None, "the banner names no AWS endpoint"
+    return found.group(1)
+
+
+def test_readme_aws_cli_example_runs_against_the_local_stack(stack: Stack) -> None:
+    script = readme_block("Look inside with the AWS CLI").replace("http://127.0.0.1:3002", _aws_url(stack))
+    # A fresh shell: no AWS settings of this machine's user leak in; the example sets what it needs.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(stack.output.parent)}
+
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "notify-local-deliveries-dlq" in done.stdout
+    assert re.search(r'"Count": \d+', done.stdout), done.stdout
+    assert "/notify/local/admin-token-hash" in done.stdout
