@@ -11,7 +11,7 @@ OSLS := node_modules/.bin/osls
 PACKAGE_DIR = .build/$(STAGE)
 INFRA_TESTS := tests/integration/infra
 
-.PHONY: install node run test lint unit package rehearse deploy-checks bench deploy
+.PHONY: install node run reset test lint unit package rehearse deploy-checks bench deploy
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: install node
 
 run: install node
 	$(BIN)/python -m infra.local
+
+# `make run` from a clean slate: the saved local AWS state and the embedded PostgreSQL's data are removed first.
+reset: install node
+	LOCAL_RESET=1 $(BIN)/python -m infra.local
 
 # `osls package` offline, no AWS credentials: templates, state and the artifact in .build/$(STAGE).
 package: install node

@@ -7,6 +7,12 @@ import hmac
 
 from core.errors import AuthenticationError, ForbiddenError
 
+# The admin authorizer's identity validation expression (serverless.yml): API Gateway answers 401 itself, without
+# invoking the authorizer, for a header it does not match, so it matches exactly the headers ``bearer_token`` accepts.
+# Anchored, it means the same to API Gateway's (Java) regular expressions as to Python's ``re.fullmatch`` for any ASCII
+# header.
+BEARER_HEADER_PATTERN = r"^\s*[Bb][Ee][Aa][Rr][Ee][Rr] \s*\S.*$"
+
 
 def bearer_token(header: str | None) -> str:
     """Return the token of an ``Authorization: Bearer …`` header; raise ``AuthenticationError`` when absent."""

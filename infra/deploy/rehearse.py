@@ -644,6 +644,8 @@ def unverified_skips(deployment: Deployment) -> list[str]:
         "AWS::ApiGateway::UsagePlanKey",
         "AWS::SNS::Subscription",
         "AWS::CloudWatch::Alarm",
+        # Checked from the template by tests/integration/infra/test_template.py (every response a {"message"} JSON).
+        "AWS::ApiGateway::GatewayResponse",
     }
     types = {resource["Type"] for resource in deployment.package.resources.values()}
     return sorted(

@@ -19,6 +19,8 @@ from infra.local.config import LocalConfig
 STATE_FILE = "serverless-state.json"
 TEMPLATE_FILE = "cloudformation-template-update-stack.json"
 _KEY_FILE = ".local-package-key"
+# The REST API osls creates for the http events: the gateway responses the local gateway plays are this API's.
+REST_API_LOGICAL_ID = "ApiGatewayRestApi"
 _REF_PART = re.compile(r'\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]')
 
 
@@ -81,6 +83,20 @@ class ScheduleEvent:
     input: Any = None
 
 
+@dataclass(frozen=True)
+class GatewayResponse:
+    """A customized API Gateway answer to a refused request (``AWS::ApiGateway::GatewayResponse`` of the REST API).
+
+    ``status_code`` is ``None`` when the resource keeps API Gateway's; ``headers`` holds the static header values
+    (``'value'`` mappings); ``templates`` maps a content type to its body template.
+    """
+
+    type: str
+    status_code: int | None = None
+    templates: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class FunctionSpec:
     """One function as deployed: its handler, limits and environment (values may still be CloudFormation intrinsics)."""
@@ -107,6 +123,7 @@ class ServiceDefinition:
     sqs: list[SqsEvent] = field(default_factory=list)
     sns: list[SnsEvent] = field(default_factory=list)
     schedules: list[ScheduleEvent] = field(default_factory=list)
+    gateway_responses: dict[str, GatewayResponse] = field(default_factory=dict)
     unplayed: list[str] = field(default_factory=list)
 
 
@@ -211,6 +228,36 @@ def _schedule_events(key: str, raw: Any) -> list[ScheduleEvent]:
     return [ScheduleEvent(key, rate, enabled, raw.get("input")) for rate in rates if rate]
 
 
+def gateway_responses(template: dict[str, Any], unplayed: list[str] | None = None) -> dict[str, GatewayResponse]:
+    """Return the REST API's gateway responses by type; header mappings other than static values go to ``unplayed``."""
+    responses: dict[str, GatewayResponse] = {}
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if resource.get("Type") != "AWS::ApiGateway::GatewayResponse":
+            continue
+        props = resource.get("Properties") or {}
+        if props.get("RestApiId") != {"Ref": REST_API_LOGICAL_ID}:
+            continue
+        kind = str(props.get("ResponseType") or "")
+        status = props.get("StatusCode")
+        if not kind or (status is not None and not str(status).isdigit()):
+            raise DefinitionError(f"gateway response {logical_id}: ResponseType {kind!r}, StatusCode {status!r}")
+        headers: dict[str, str] = {}
+        for name, value in (props.get("ResponseParameters") or {}).items():
+            header = str(name).removeprefix("gatewayresponse.header.")
+            text = str(value)
+            if header != name and len(text) >= 2 and text[0] == text[-1] == "'":
+                headers[header] = text[1:-1]
+            elif unplayed is not None:
+                unplayed.append(f"gateway response {kind}: {name} = {text}")
+        responses[kind] = GatewayResponse(
+            type=kind,
+            status_code=None if status is None else int(status),
+            templates={str(key): str(value) for key, value in (props.get("ResponseTemplates") or {}).items()},
+            headers=headers,
+        )
+    return responses
+
+
 def load(directory: Path, account: str) -> ServiceDefinition:
     """Read the packaged definition in ``directory`` into a ``ServiceDefinition``."""
     try:
@@ -226,6 +273,7 @@ def load(directory: Path, account: str) -> ServiceDefinition:
         region=provider.get("region", "us-east-1"),
         template=template,
     )
+    definition.gateway_responses = gateway_responses(template, definition.unplayed)
     lambdas = {
         resource["Properties"]["FunctionName"]: (logical_id, resource["Properties"])
         for logical_id, resource in template.get("Resources", {}).items()

@@ -1,8 +1,11 @@
 """The local API Gateway (REST, Lambda proxy): routes from the http events, API keys, Lambda authorizers.
 
-Answers as API Gateway does where the service relies on it: ``403 Forbidden`` without a valid API key on a private
-route, ``401 Unauthorized`` / ``403`` from the authorizer, ``403 Missing Authentication Token`` for an unknown route,
-``502`` when the function fails, ``504`` past the 29 s integration timeout.
+Refuses as API Gateway does where the service relies on it, with the definition's gateway responses (API Gateway's own
+answers where it has none): ``INVALID_API_KEY`` without a valid API key on a private route, ``UNAUTHORIZED`` /
+``ACCESS_DENIED`` from the authorizer, ``MISSING_AUTHENTICATION_TOKEN`` for an unknown route or method; ``502`` when the
+function fails, ``504`` past the 29 s integration timeout. Every request is one line of the log, refused ones included.
+Until ``set_serving()`` every request is answered ``503``, the stack still starting; until ``set_ready()`` the health
+route still is (the stack's own requests, its seed, come in between).
 """
 
 from __future__ import annotations
@@ -14,18 +17,48 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from infra.local.definition import Authorizer, HttpEvent
-from infra.local.workers import FunctionPool, Invocation
+from infra.local.definition import Authorizer, FunctionSpec, GatewayResponse, HttpEvent
+from infra.local.workers import Invocation
 
 INTEGRATION_TIMEOUT_SECONDS = 29.0
 _PARAM = re.compile(r"\{([^}]+)\}")
+_CONTEXT_VARIABLE = re.compile(r"\$context\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
+# The service's health route: before the stack is ready it answers {"status": "starting"}.
+HEALTH_PATH = "/v1/health"
+STARTING_MESSAGE = "The local stack is starting; try again in a few seconds"
+# API Gateway's status code of each gateway response type the local gateway plays, when the definition sets none.
+DEFAULT_STATUS = {
+    "MISSING_AUTHENTICATION_TOKEN": 403,
+    "INVALID_API_KEY": 403,
+    "UNAUTHORIZED": 401,
+    "ACCESS_DENIED": 403,
+    "THROTTLED": 429,
+    "QUOTA_EXCEEDED": 429,
+    "AUTHORIZER_CONFIGURATION_ERROR": 500,
+    "AUTHORIZER_FAILURE": 500,
+}
+
+Answer = tuple[int, dict[str, list[str]], bytes]
+
+
+class Pool(Protocol):
+    """What the gateway needs of a function's pool of workers (``infra.local.workers.FunctionPool``)."""
+
+    @property
+    def spec(self) -> FunctionSpec:
+        """The function as deployed."""
+        ...
+
+    def invoke(self, event: Any, timeout: float | None = None) -> Invocation:
+        """Invoke the function with ``event``; failures come back as ``error``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -102,8 +135,64 @@ def policy_allows(policy: dict[str, Any], method_arn: str) -> bool | None:
     return True if allowed else None
 
 
-def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, list[str]], bytes]:
+def _json(status: int, body: dict[str, Any]) -> Answer:
     return status, {"Content-Type": ["application/json"]}, json.dumps(body).encode()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request API Gateway answers itself: the gateway response type, API Gateway's message, and why (for the log)."""
+
+    type: str
+    message: str | None
+    reason: str
+
+
+def render_template(template: str, variables: Mapping[str, str | None]) -> str:
+    """Put the ``$context.…`` values into a gateway response template; an unknown variable renders empty.
+
+    Values are JSON-escaped (API Gateway inserts them as they are) so that a caller's path never breaks the JSON;
+    ``$context.error.messageString`` is the message as a JSON string, quotes included, as API Gateway renders it.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "error.messageString":
+            return json.dumps(variables.get("error.message"))
+        found = variables.get(name)
+        return "" if found is None else json.dumps(str(found))[1:-1]
+
+    return _CONTEXT_VARIABLE.sub(value, template)
+
+
+def gateway_answer(
+    refusal: Refusal, responses: Mapping[str, GatewayResponse], variables: Mapping[str, str | None]
+) -> Answer:
+    """Answer a refusal with its gateway response, else the DEFAULT_4XX/5XX one, else API Gateway's own answer."""
+    default_status = DEFAULT_STATUS.get(refusal.type, 500)
+    own = responses.get(refusal.type)
+    fallback = responses.get("DEFAULT_4XX" if default_status < 500 else "DEFAULT_5XX")
+    status = (own.status_code if own else None) or (fallback.status_code if fallback else None) or default_status
+    chosen = own if own is not None and own.templates else fallback
+    first = own if own is not None else fallback
+    headers = {name: [value] for name, value in (first.headers if first is not None else {}).items()}
+    if chosen is None or not chosen.templates:
+        # API Gateway's own bodies; its authorizer denials spell the key with a capital M.
+        key = "Message" if refusal.type == "ACCESS_DENIED" else "message"
+        return status, {**headers, "Content-Type": ["application/json"]}, json.dumps({key: refusal.message}).encode()
+    content_type = "application/json" if "application/json" in chosen.templates else next(iter(chosen.templates))
+    variables = {**variables, "error.message": refusal.message, "error.responseType": refusal.type}
+    body = render_template(chosen.templates[content_type], variables)
+    return status, {**headers, "Content-Type": [content_type]}, body.encode()
+
+
+def _identity_names(authorizer: Authorizer) -> str:
+    """Name the identity sources of an authorizer for a person: ``Authorization header``."""
+    names = []
+    for raw in authorizer.identity_source.split(","):
+        source = raw.strip()
+        names.append(f"{source.rsplit('.', 1)[-1]} {'header' if '.header.' in source else 'query parameter'}")
+    return " and ".join(names)
 
 
 @dataclass
@@ -120,14 +209,23 @@ class Gateway:
     def __init__(
         self,
         events: list[HttpEvent],
-        pools: dict[str, FunctionPool],
+        pools: Mapping[str, Pool],
         api_keys: Callable[[], dict[str, str]],
         stage: str,
         region: str,
         account: str,
         log: Callable[[str], None],
+        responses: Mapping[str, GatewayResponse] | None = None,
+        ready: bool = False,
     ) -> None:
         self.table = RouteTable(events)
+        self.responses: Mapping[str, GatewayResponse] = responses or {}
+        # Until ``serving`` every request gets 503; until ``ready`` (the demo topic seeded too) the health route still
+        # does, so that a script waiting for health finds everything the banner announces.
+        self.serving = threading.Event()
+        self.ready = threading.Event()
+        if ready:
+            self.set_ready()
         self._pools = pools
         self._api_keys = api_keys
         self._stage = stage
@@ -137,41 +235,53 @@ class Gateway:
         self._log = log
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._lock = threading.Lock()
-        self.local_routes: dict[str, Callable[[str, dict[str, str]], tuple[int, dict[str, list[str]], bytes]]] = {}
+        self.local_routes: dict[str, Callable[[str, dict[str, str]], Answer]] = {}
+
+    def set_serving(self) -> None:
+        """Serve the routes (the functions and resources are up), the health route still answering ``starting``."""
+        self.serving.set()
+
+    def set_ready(self) -> None:
+        """Serve everything, health included: the stack is up and seeded."""
+        self.serving.set()
+        self.ready.set()
 
     def method_arn(self, method: str, path: str) -> str:
         """Return the ``methodArn`` an authorizer receives."""
         return f"arn:aws:execute-api:{self._region}:{self._account}:{self._api_id}/{self._stage}/{method}{path}"
 
-    def handle(
-        self, method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
-    ) -> tuple[int, dict[str, list[str]], bytes]:
+    def handle(self, method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes, source_ip: str) -> Answer:
         """Answer one request."""
         split = urlsplit(raw_path)
         path = unquote(split.path) or "/"
+        if not self.ready.is_set() and (path == HEALTH_PATH or not self.serving.is_set()):
+            return self._starting(method, path)
         for prefix, local in self.local_routes.items():
             if path == prefix.rstrip("/") or path.startswith(prefix):
                 return local(path, dict(parse_qsl(split.query)))
+        # $context.path is the path as the caller sent it: on AWS it starts with the stage, which local URLs have not.
+        variables = {"httpMethod": method, "path": split.path or "/", "stage": self._stage}
         found = self.table.match(method, path)
         if found is None:
             if method == "GET" and path == "/":
                 return 302, {"Location": ["/_local/"]}, b""
-            return _json(403, {"message": "Missing Authentication Token"})
+            refusal = Refusal("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token", "no such route")
+            return self._refuse(method, path, refusal, variables)
         route, params = found
         started = time.monotonic()
         event = self._event(route, params, method, path, split.query, headers, body, source_ip)
+        variables.update(resourcePath=route.event.path, requestId=event["requestContext"]["requestId"])
         lowered = {name.lower(): value for name, value in headers}
         if route.event.authorizer is not None:
             denied = self._authorize(route.event.authorizer, event, lowered, method, path)
             if denied is not None:
-                self._log(f"{method} {path} → {denied[0]} (authorizer)")
-                return denied
+                return self._refuse(method, path, denied, variables)
         if route.event.private:
             key = lowered.get("x-api-key", "")
             key_id = self._api_keys().get(key) if key else None
             if key_id is None:
-                self._log(f"{method} {path} → 403 (API key)")
-                return _json(403, {"message": "Forbidden"})
+                reason = "x-api-key is not a key of this stage" if key else "no x-api-key header"
+                return self._refuse(method, path, Refusal("INVALID_API_KEY", "Forbidden", reason), variables)
             event["requestContext"]["identity"].update({"apiKey": key, "apiKeyId": key_id})
         outcome = self._pools[route.event.function].invoke(
             event, min(INTEGRATION_TIMEOUT_SECONDS, self._pools[route.event.function].spec.timeout)
@@ -181,6 +291,18 @@ class Gateway:
         note = f" {outcome.error['errorType']}: {outcome.error['errorMessage']}" if outcome.error else ""
         self._log(f"{method} {path} → {response[0]} ({route.event.function}, {took:.0f} ms){note}")
         return response
+
+    def _refuse(self, method: str, path: str, refusal: Refusal, variables: Mapping[str, str | None]) -> Answer:
+        answer = gateway_answer(refusal, self.responses, variables)
+        self._log(f"{method} {path} → {answer[0]} {refusal.type}: {refusal.reason}")
+        return answer
+
+    def _starting(self, method: str, path: str) -> Answer:
+        status, headers, payload = _json(
+            503, {"status": "starting"} if path == HEALTH_PATH else {"message": STARTING_MESSAGE}
+        )
+        self._log(f"{method} {path} → 503 starting: the local stack is not ready yet")
+        return status, {**headers, "Retry-After": ["1"]}, payload
 
     def _event(
         self,
@@ -270,12 +392,13 @@ class Gateway:
 
     def _authorize(
         self, authorizer: Authorizer, event: dict[str, Any], headers: dict[str, str], method: str, path: str
-    ) -> tuple[int, dict[str, list[str]], bytes] | None:
+    ) -> Refusal | None:
         identity = self._identity(authorizer, event, headers)
         if identity is None:
-            return _json(401, {"message": "Unauthorized"})
+            return Refusal("UNAUTHORIZED", "Unauthorized", f"no {_identity_names(authorizer)}")
         if authorizer.validation_expression and not re.fullmatch(authorizer.validation_expression, identity):
-            return _json(401, {"message": "Unauthorized"})
+            reason = f"the {_identity_names(authorizer)} does not match the authorizer's identityValidationExpression"
+            return Refusal("UNAUTHORIZED", "Unauthorized", reason)
         arn = self.method_arn(method, path)
         key = (authorizer.function, identity)
         with self._lock:
@@ -288,9 +411,9 @@ class Gateway:
             outcome = self._pools[authorizer.function].invoke(request)
             if outcome.error is not None:
                 if outcome.error.get("errorMessage") == "Unauthorized":
-                    return _json(401, {"message": "Unauthorized"})
-                self._log(f"authorizer {authorizer.function} failed: {outcome.error.get('errorMessage')}")
-                return _json(500, {"message": None})
+                    return Refusal("UNAUTHORIZED", "Unauthorized", f"authorizer {authorizer.function}: Unauthorized")
+                failure = f"authorizer {authorizer.function} failed: {outcome.error.get('errorMessage')}"
+                return Refusal("AUTHORIZER_CONFIGURATION_ERROR", None, failure)
             result = outcome.result or {}
             cached = _Cached(
                 time.monotonic() + authorizer.ttl_seconds,
@@ -303,9 +426,11 @@ class Gateway:
                     self._cache[key] = cached
         verdict = policy_allows(cached.allowed_policy, arn)
         if verdict is False:
-            return _json(403, {"Message": "User is not authorized to access this resource with an explicit deny"})
+            message = "User is not authorized to access this resource with an explicit deny"
+            return Refusal("ACCESS_DENIED", message, f"authorizer {authorizer.function} denied the token")
         if verdict is None:
-            return _json(403, {"Message": "User is not authorized to access this resource"})
+            reason = f"authorizer {authorizer.function}'s policy does not allow this route"
+            return Refusal("ACCESS_DENIED", "User is not authorized to access this resource", reason)
         event["requestContext"]["authorizer"] = {
             "principalId": cached.principal,
             **{
@@ -315,7 +440,7 @@ class Gateway:
         }
         return None
 
-    def _response(self, outcome: Invocation) -> tuple[int, dict[str, list[str]], bytes]:
+    def _response(self, outcome: Invocation) -> Answer:
         if outcome.error is not None:
             if outcome.error.get("errorType") == "Sandbox.Timedout":
                 return _json(504, {"message": "Endpoint request timed out"})

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from infra.local.config import ACCOUNT_ID, HOST, ConfigError, LocalConfig
 from infra.local.definition import DefinitionError, ScheduleEvent, ServiceDefinition, SnsEvent, SqsEvent
 from infra.local.gateway import Gateway, GatewayServer
 from infra.local.lock import RunLock, check_ports
+from infra.local.logs import LogFollower
 from infra.local.migrations import migrate
 from infra.local.page import LocalPage, MotoOutbox, recent_notifications
 from infra.local.peers import ReceiverServer, Records
@@ -68,6 +70,8 @@ class LocalStack:
         self._clients: dict[str, Any] = {}
         self._api_keys: tuple[float, dict[str, str]] = (0.0, {})
         self.database_url: str | None = config.database_url
+        self.gateway: Gateway | None = None
+        self.logs: LogFollower | None = None
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -165,7 +169,9 @@ class LocalStack:
     def _start_pools(self, service: ServiceDefinition, envs: dict[str, dict[str, str]]) -> None:
         extra = {"DATABASE_URL": self.database_url} if self.database_url else {}
         for key, spec in service.functions.items():
-            env = function_env(spec, envs[key], self.config.aws_url, self.config.region, extra)
+            env = function_env(
+                spec, envs[key], self.config.aws_url, self.config.region, extra, log_level=self.config.log_level
+            )
             log = self.config.logs_dir / f"{key}.log"
             log.write_bytes(b"")  # each run starts its function logs afresh
             self._pools[key] = FunctionPool(spec, env, self.config.root, log, self.config.max_concurrency)
@@ -185,6 +191,9 @@ class LocalStack:
         say(f"  ✓ {len(self._pools) - len(failures)} of {len(self._pools)} functions warm, each in its own process")
         for key, error in sorted(failures.items()):
             say(f"    ✗ {error} (log: {self.config.logs_dir / f'{key}.log'})")
+        # Each function log record as one readable terminal line, from here on.
+        self.logs = LogFollower(self.config.logs_dir, self._pools, self.config.log_level, say)
+        self.logs.start(self.stop_event)
 
     def _start_event_sources(self, service: ServiceDefinition, resolved: dict[str, Any]) -> list[str]:
         lines = [self._start_sqs(event, resolved) for event in service.sqs]
@@ -274,7 +283,19 @@ class LocalStack:
                 self._postgres.stop_leftover()
             except PostgresError as exc:
                 raise StackError(str(exc)) from exc
+        if config.reset:
+            self._reset()
         check_ports(config, with_postgres=config.database_url is None)
+
+    def _reset(self) -> None:
+        """Remove what earlier runs kept: the saved AWS state and the embedded PostgreSQL's data (``LOCAL_RESET=1``)."""
+        config = self.config
+        kept = (config.snapshot_dir, config.state_dir / "postgres", config.state_dir / "pgserver")
+        removed = [path for path in kept if path.exists()]
+        for path in removed:
+            shutil.rmtree(path)
+        names = ", ".join(str(path.relative_to(config.state_dir)) for path in removed) or "nothing was saved"
+        say(f"  ✓ starting afresh (LOCAL_RESET=1): removed {names}")
 
     def _start_http(self, service: ServiceDefinition, envs: dict[str, dict[str, str]]) -> None:
         """Start the receiver and the gateway, with the local page on the gateway."""
@@ -288,9 +309,17 @@ class LocalStack:
             (lambda: recent_notifications(self.client("dynamodb"), deliveries_table)) if deliveries_table else list,
         )
         gateway = Gateway(
-            service.http, self._pools, self.api_keys, service.stage, config.region, ACCOUNT_ID, event_line
+            service.http,
+            self._pools,
+            self.api_keys,
+            service.stage,
+            config.region,
+            ACCOUNT_ID,
+            event_line,
+            responses=service.gateway_responses,
         )
         gateway.local_routes["/_local/"] = page.serve
+        self.gateway = gateway
         self._serve(GatewayServer((HOST, config.port), gateway), "gateway")
 
     def start(self) -> None:
@@ -328,12 +357,15 @@ class LocalStack:
         self._start_pools(service, envs)
         self._start_http(service, envs)
         sources = self._start_event_sources(service, resolved)
+        assert self.gateway is not None
+        self.gateway.set_serving()  # the routes answer; health says `starting` until the demo topic is there too
         demo_lines: list[str] = []
         if config.seed:
             try:
                 demo_lines = curl_lines(config, seed(config, self.client))
             except SeedError as exc:
                 demo_lines = [f"# the demo topic could not be created: {exc}"]
+        self.gateway.set_ready()
         self._banner(service, sources, demo_lines, time.monotonic() - started)
 
     def _banner(self, service: ServiceDefinition, sources: list[str], demo: list[str], took: float) -> None:

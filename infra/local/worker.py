@@ -3,18 +3,26 @@
 It speaks JSON lines with the local stack: requests on stdin, replies on the stdout it was started with. Everything the
 function prints or logs goes to stderr, which the stack sends to the function's log file. Like a Lambda container, it
 runs one invocation at a time and keeps its module state (cached clients, settings) between invocations.
+
+Each log record reaches the file as one JSON line, as powertools writes them: the runtime's own (a failed import, an
+invocation that raised) and those of the standard ``logging`` loggers and of ``warnings`` (as the Lambda runtime
+formats the root logger's records when a function logs JSON), so that the stack can follow them record by record.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
 import time
 import traceback
+from datetime import UTC, datetime
 from typing import IO, Any
+
+_log = logging.getLogger("lambda.runtime")
 
 
 class LambdaContext:
@@ -38,6 +46,72 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class JsonLogFormatter(logging.Formatter):
+    """Formats a record as powertools does: one JSON object per line, with the invocation's request id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.request_id: str | None = None
+        self.service = os.environ.get("POWERTOOLS_SERVICE_NAME", "service_undefined")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as one JSON line."""
+        moment = datetime.fromtimestamp(record.created, UTC)
+        entry: dict[str, Any] = {
+            "level": record.levelname,
+            "location": f"{record.funcName}:{record.lineno}",
+            "message": record.getMessage(),
+            "timestamp": f"{moment:%Y-%m-%d %H:%M:%S},{moment.microsecond // 1000:03d}+0000",
+            "service": self.service,
+            "logger": record.name,
+        }
+        if self.request_id:
+            entry["function_request_id"] = self.request_id
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception_name"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _written_by_powertools(record: logging.LogRecord) -> bool:
+    """Tell whether a powertools handler up the record's logger chain already wrote it."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if getattr(logger, "powertools_handler", None) is not None:
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
+
+
+def install_json_logging(stream: IO[str]) -> JsonLogFormatter:
+    """Send the root logger's and ``warnings``' records to ``stream`` as JSON lines; return the formatter.
+
+    The root logger stays at WARNING (Python's default, which the Lambda runtime keeps unless told otherwise), whatever
+    ``LOCAL_LOG_LEVEL`` says: the SDK's debug records carry response bodies, parameters' decrypted values among them.
+    Installed before the handler is imported, so that powertools' loggers find the handler and keep their records off
+    it (and the filter here keeps them off if they do not).
+    """
+    formatter = JsonLogFormatter()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(lambda record: not _written_by_powertools(record))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    _log.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return formatter
+
+
+def _log_failure(exc: BaseException) -> None:
+    if type(exc) is Exception and str(exc) == "Unauthorized":
+        # A Lambda authorizer raises exactly this to have API Gateway answer 401: a refusal, not a failure.
+        _log.warning("Unauthorized: the authorizer refused the request (401)")
+        return
+    _log.error("invocation failed", exc_info=exc)
+
+
 def _reply(channel: IO[str], message: dict[str, Any]) -> None:
     channel.write(json.dumps(message, default=str) + "\n")
     channel.flush()
@@ -57,6 +131,7 @@ def main(handler_path: str) -> int:
     os.dup2(2, 1)  # the function's prints and logs go to its log, never into the protocol
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers itself, in order
+    formatter = install_json_logging(sys.stderr)
     function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "function")
     memory = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
     region = os.environ.get("AWS_REGION", "us-east-1")
@@ -64,19 +139,22 @@ def main(handler_path: str) -> int:
     try:
         handler = getattr(importlib.import_module(module_name.replace("/", ".")), attribute)
     except Exception as exc:
-        traceback.print_exc()
+        _log.error("handler import failed", exc_info=exc, extra={"fields": {"handler": handler_path}})
         _reply(channel, {"ready": False, "error": {**_error(exc), "errorType": "Runtime.ImportModuleError"}})
         return 1
     _reply(channel, {"ready": True})
     for line in sys.stdin:
         request = json.loads(line)
         context = LambdaContext(function_name, memory, request["timeout"], request["request_id"], region)
+        formatter.request_id = request["request_id"]
         try:
             result = handler(request["event"], context)
             _reply(channel, {"id": request["id"], "result": result})
         except Exception as exc:
-            traceback.print_exc()
+            _log_failure(exc)
             _reply(channel, {"id": request["id"], "error": _error(exc)})
+        finally:
+            formatter.request_id = None
     return 0
 
 

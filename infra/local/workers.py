@@ -21,6 +21,7 @@ from typing import Any
 
 from core.settings import LOCAL_STACK_MARKER
 from infra.local.definition import FunctionSpec
+from infra.local.logs import function_log_level
 
 _START_TIMEOUT = 60.0
 _PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "TMPDIR")
@@ -205,15 +206,23 @@ class FunctionPool:
 
 
 def function_env(
-    spec: FunctionSpec, resolved_env: dict[str, str], aws_url: str, region: str, extra: dict[str, str]
+    spec: FunctionSpec,
+    resolved_env: dict[str, str],
+    aws_url: str,
+    region: str,
+    extra: dict[str, str],
+    log_level: str | None = None,
 ) -> dict[str, str]:
     """Return a function's process environment: the Lambda runtime's variables, the local AWS, its own variables.
 
     The local stack's marker comes last, so that the functions of stage ``local`` may allow private targets here,
     and only here (``core.settings.OutboundSettings``); what only the real runtime sets (``AWS_EXECUTION_ENV``,
-    ``AWS_LAMBDA_RUNTIME_API``) is never passed on.
+    ``AWS_LAMBDA_RUNTIME_API``) is never passed on. With ``log_level`` (``LOCAL_LOG_LEVEL``), powertools logs at
+    DEBUG when DEBUG is asked for and at INFO otherwise, whatever the definition sets: the log files keep INFO and
+    above for the local page even when the terminal shows only warnings.
     """
     base = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
+    levels = {"POWERTOOLS_LOG_LEVEL": function_log_level(log_level)} if log_level else {}
     return {
         **base,
         "PYTHONUNBUFFERED": "1",
@@ -232,5 +241,6 @@ def function_env(
         "POWERTOOLS_TRACE_DISABLED": "true",
         **extra,
         **resolved_env,
+        **levels,
         LOCAL_STACK_MARKER: "1",
     }

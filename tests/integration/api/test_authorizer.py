@@ -89,6 +89,19 @@ def test_authorizer_refusal_never_logs_the_token(
     assert "wrong-token-5e1f" not in output
 
 
+def test_authorizer_header_without_bearer_logs_one_warning_without_the_token(
+    aws: AwsResources, lambda_context: FakeLambdaContext, logs: Callable[[], str]
+) -> None:
+    with pytest.raises(Exception, match=r"^Unauthorized$"):
+        handler(authorizer_event("bare-token-5e1f"), lambda_context)
+
+    output = logs()
+    assert output.count("\n") == 1
+    assert '"level":"WARNING"' in output
+    assert "admin token refused" in output
+    assert "bare-token-5e1f" not in output
+
+
 NEW_TOKEN = "rotated-admin-token-9876543210"
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 
+from api.admin_auth import BEARER_HEADER_PATTERN
 from infra.deploy.checks import (
     WORKFLOWS,
     actionlint,
@@ -22,6 +25,21 @@ from infra.deploy.checks import (
 from infra.deploy.package import PackagedService
 
 pytestmark = pytest.mark.timeout(300)
+
+# The refusals API Gateway answers itself that the service explains, with API Gateway's status codes (None: the
+# fallback keeps each type's own).
+GATEWAY_RESPONSES = {
+    "MISSING_AUTHENTICATION_TOKEN": "403",
+    "INVALID_API_KEY": "403",
+    "UNAUTHORIZED": "401",
+    "ACCESS_DENIED": "403",
+    "THROTTLED": "429",
+    "QUOTA_EXCEEDED": "429",
+    "AUTHORIZER_CONFIGURATION_ERROR": "500",
+    "AUTHORIZER_FAILURE": "500",
+    "DEFAULT_4XX": None,
+    "DEFAULT_5XX": None,
+}
 
 
 def test_template_iam_has_no_wildcards(packaged: PackagedService) -> None:
@@ -144,3 +162,57 @@ def test_deploy_workflow_deploys_the_package_it_checked() -> None:
         '.venv/bin/python -m infra.deploy.checks ".build/$STAGE"',
         'npx osls deploy --stage "$STAGE" --region "$AWS_REGION" --package ".build/$STAGE" --conceal',
     ]
+
+
+def _gateway_responses(packaged: PackagedService) -> dict[str, dict[str, Any]]:
+    return {
+        resource["Properties"]["ResponseType"]: resource["Properties"]
+        for resource in packaged.of_type("AWS::ApiGateway::GatewayResponse").values()
+    }
+
+
+def _rendered(template: str) -> Any:
+    """The body API Gateway makes of a template, with sample values for the $context variables it uses."""
+    text = template.replace("$context.error.messageString", json.dumps("API Gateway's message"))
+    return json.loads(re.sub(r"\$context\.[A-Za-z.]*[A-Za-z]", "x", text))
+
+
+def test_template_gateway_responses_explain_every_refusal(packaged: PackagedService) -> None:
+    responses = _gateway_responses(packaged)
+
+    assert {kind: responses.get(kind, {}).get("StatusCode") for kind in GATEWAY_RESPONSES} == GATEWAY_RESPONSES
+    for kind in GATEWAY_RESPONSES:
+        body = _rendered(responses[kind]["ResponseTemplates"]["application/json"])
+        assert list(body) == ["message"], kind
+        assert isinstance(body["message"], str), kind
+
+
+def test_template_gateway_responses_belong_to_the_service_rest_api(packaged: PackagedService) -> None:
+    assert {str(props["RestApiId"]) for props in _gateway_responses(packaged).values()} == {
+        str({"Ref": "ApiGatewayRestApi"})
+    }
+
+
+def _depends_on(packaged: PackagedService, logical_id: str) -> set[str]:
+    """Every resource ``logical_id`` waits for, directly or through others."""
+    seen: set[str] = set()
+    pending = [logical_id]
+    while pending:
+        depends = packaged.resources[pending.pop()].get("DependsOn") or []
+        for name in [depends] if isinstance(depends, str) else depends:
+            if name not in seen:
+                seen.add(name)
+                pending.append(name)
+    return seen
+
+
+def test_template_api_deployment_waits_for_every_gateway_response(packaged: PackagedService) -> None:
+    [deployment] = packaged.of_type("AWS::ApiGateway::Deployment")
+
+    assert set(packaged.of_type("AWS::ApiGateway::GatewayResponse")) <= _depends_on(packaged, deployment)
+
+
+def test_template_admin_authorizer_validates_the_bearer_header_as_the_function_does(packaged: PackagedService) -> None:
+    [authorizer] = packaged.of_type("AWS::ApiGateway::Authorizer").values()
+
+    assert authorizer["Properties"]["IdentityValidationExpression"] == BEARER_HEADER_PATTERN

@@ -1,12 +1,15 @@
-"""Unit tests of api/admin_auth.py: the bearer token parsing and its check against a SHA-256."""
+"""Unit tests of api/admin_auth.py: the bearer token parsing, API Gateway's expression for it, the SHA-256 check."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from api.admin_auth import bearer_token, check_admin_token
+from api.admin_auth import BEARER_HEADER_PATTERN, bearer_token, check_admin_token
 from core.errors import AuthenticationError, ForbiddenError
 
 TOKEN = "admin-token-42"
@@ -47,3 +50,38 @@ def test_check_admin_token_error_never_contains_the_token() -> None:
         check_admin_token("Bearer secret-guess-77", DIGEST)
 
     assert "secret-guess-77" not in str(raised.value)
+
+
+# Header values as HTTP carries them (visible ASCII, space, tab), often starting like a bearer header.
+_HEADER_CHARACTERS = st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.just("\t")
+_HEADERS = st.one_of(
+    st.text(_HEADER_CHARACTERS, max_size=12),
+    st.builds(
+        lambda lead, scheme, gap, rest: lead + scheme + gap + rest,
+        st.sampled_from(["", " ", "\t "]),
+        st.sampled_from(["Bearer", "bearer", "BEARER", "BeArEr", "Bearer:", "Bear", "Basic", "Bearerx"]),
+        st.sampled_from(["", " ", "  ", "\t", " \t", "\t "]),
+        st.text(_HEADER_CHARACTERS, max_size=12),
+    ),
+)
+
+
+@given(_HEADERS)
+def test_bearer_header_pattern_matches_exactly_the_headers_bearer_token_accepts(header: str) -> None:
+    try:
+        bearer_token(header)
+        accepted = True
+    except AuthenticationError:
+        accepted = False
+
+    assert (re.fullmatch(BEARER_HEADER_PATTERN, header) is not None) == accepted
+
+
+@pytest.mark.parametrize("header", [f"Bearer {TOKEN}", f"bearer   {TOKEN} ", f" BEARER \t{TOKEN}"])
+def test_bearer_header_pattern_matches_bearer_headers(header: str) -> None:
+    assert re.fullmatch(BEARER_HEADER_PATTERN, header)
+
+
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer   ", f"Bearer\t{TOKEN}", f"Basic {TOKEN}", TOKEN])
+def test_bearer_header_pattern_refuses_other_headers(header: str) -> None:
+    assert re.fullmatch(BEARER_HEADER_PATTERN, header) is None

@@ -1,11 +1,21 @@
-"""Unit tests of the admin authorizer's own cache of the token hash (api/authorizer.py), on a fake clock."""
+"""Unit tests of the admin authorizer (api/authorizer.py): its cache of the token hash on a fake clock, and what a
+refused token logs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
+from api import authorizer
 from api.authorizer import TokenHash
+from core.settings import AuthorizerSettings
 from tests.fakes.delivery import FakeClock
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.events import authorizer_event
 
 
 class HashReads:
@@ -88,3 +98,73 @@ def test_token_hash_read_failure_after_expiry_raises_instead_of_reusing(reads: H
 
     with pytest.raises(RuntimeError, match="SSM is down"):
         cache.get()
+
+
+# --- what a refusal logs ----------------------------------------------------------------------------------------------
+
+ADMIN_TOKEN = "admin-token-for-unit-tests"
+GUESS = "guessed-token-7c1d"
+
+
+class HashParameter:
+    """Powertools' SSM provider as the authorizer uses it: one parameter, the admin token's SHA-256."""
+
+    def __init__(self, token: str) -> None:
+        self._digest = hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, name: str, decrypt: bool = False, force_fetch: bool = False) -> str:
+        """Return the stored hash."""
+        return self._digest
+
+
+@pytest.fixture
+def handler_on_fakes(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    """The authorizer handler with its settings and SSM parameter in memory; calls it with a header value."""
+    config = AuthorizerSettings.from_env(
+        {"STAGE": "test", "AWS_REGION": "us-east-1", "ADMIN_TOKEN_HASH_PARAMETER": "/notify/test/admin-token-hash"}
+    )
+    provider = HashParameter(ADMIN_TOKEN)
+    monkeypatch.setattr(authorizer, "settings", lambda: config)
+    monkeypatch.setattr(authorizer, "get_parameter_provider", lambda region: provider)
+    return lambda header: authorizer.handler(authorizer_event(header), FakeLambdaContext())
+
+
+def _records(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_handler_wrong_token_logs_one_warning_without_the_token(
+    handler_on_fakes: Callable[[str], Any], logs: Callable[[], str]
+) -> None:
+    handler_on_fakes(f"Bearer {GUESS}")
+
+    output = logs()
+    [record] = _records(output)
+    assert (record["level"], record["message"], record["reason"]) == (
+        "WARNING",
+        "admin token refused",
+        "not the admin token",
+    )
+    assert GUESS not in output
+    assert "Traceback" not in output
+
+
+def test_handler_header_without_bearer_logs_one_warning_without_the_token(
+    handler_on_fakes: Callable[[str], Any], logs: Callable[[], str]
+) -> None:
+    with pytest.raises(Exception, match=r"^Unauthorized$") as raised:
+        handler_on_fakes(GUESS)
+
+    output = logs()
+    [record] = _records(output)
+    assert (record["level"], record["reason"]) == ("WARNING", "no Bearer token in Authorization")
+    assert GUESS not in output
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+def test_handler_admin_token_logs_nothing(handler_on_fakes: Callable[[str], Any], logs: Callable[[], str]) -> None:
+    policy = handler_on_fakes(f"Bearer {ADMIN_TOKEN}")
+
+    assert policy["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    assert logs() == ""

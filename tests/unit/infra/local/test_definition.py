@@ -1,4 +1,4 @@
-"""Reading osls' packaged state: its $ref pointers, functions and events."""
+"""Reading osls' packaged state: its $ref pointers, functions, events and the REST API's gateway responses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from infra.local.definition import load, resolve_state_refs
+import pytest
+
+from infra.local.definition import DefinitionError, GatewayResponse, gateway_responses, load, resolve_state_refs
 
 
 def test_resolve_state_refs_follows_pointers() -> None:
@@ -80,3 +82,69 @@ def test_load_reads_functions_and_every_event_kind(tmp_path: Path) -> None:
         ("cron(0 8 * * ? *)", False),
     ]
     assert service.unplayed == ["work: s3"]
+
+
+def _response(kind: str, **props: object) -> dict[str, object]:
+    return {
+        "Type": "AWS::ApiGateway::GatewayResponse",
+        "Properties": {"RestApiId": {"Ref": "ApiGatewayRestApi"}, "ResponseType": kind, **props},
+    }
+
+
+def test_gateway_responses_reads_status_templates_and_static_headers() -> None:
+    template = {
+        "Resources": {
+            "Unauthorized": _response(
+                "UNAUTHORIZED",
+                StatusCode="401",
+                ResponseTemplates={"application/json": '{"message": "send a token"}'},
+                ResponseParameters={"gatewayresponse.header.WWW-Authenticate": "'Bearer'"},
+            )
+        }
+    }
+
+    assert gateway_responses(template) == {
+        "UNAUTHORIZED": GatewayResponse(
+            "UNAUTHORIZED", 401, {"application/json": '{"message": "send a token"}'}, {"WWW-Authenticate": "Bearer"}
+        )
+    }
+
+
+def test_gateway_responses_without_status_code_keep_none() -> None:
+    template = {"Resources": {"Default": _response("DEFAULT_4XX")}}
+
+    assert gateway_responses(template)["DEFAULT_4XX"].status_code is None
+
+
+def test_gateway_responses_of_another_rest_api_are_left_out() -> None:
+    other = {
+        "Type": "AWS::ApiGateway::GatewayResponse",
+        "Properties": {"RestApiId": {"Ref": "OtherApi"}, "ResponseType": "THROTTLED"},
+    }
+
+    assert gateway_responses({"Resources": {"Other": other}}) == {}
+
+
+def test_gateway_responses_request_mapped_header_is_listed_unplayed() -> None:
+    mapped = {"gatewayresponse.header.x-request": "method.request.header.x-request"}
+    unplayed: list[str] = []
+
+    found = gateway_responses({"Resources": {"R": _response("THROTTLED", ResponseParameters=mapped)}}, unplayed)
+
+    assert found["THROTTLED"].headers == {}
+    assert unplayed == [
+        "gateway response THROTTLED: gatewayresponse.header.x-request = method.request.header.x-request"
+    ]
+
+
+def test_gateway_responses_status_code_not_a_number_raises() -> None:
+    with pytest.raises(DefinitionError, match="StatusCode"):
+        gateway_responses({"Resources": {"R": _response("THROTTLED", StatusCode={"Ref": "Status"})}})
+
+
+def test_load_reads_the_gateway_responses(tmp_path: Path) -> None:
+    resources = {"Missing": _response("MISSING_AUTHENTICATION_TOKEN", StatusCode="403")}
+
+    service = load(_write(tmp_path, {}, resources), "123456789012")
+
+    assert service.gateway_responses["MISSING_AUTHENTICATION_TOKEN"].status_code == 403
