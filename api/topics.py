@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.channels import CREDENTIAL_FIELDS, NAME_PATTERN, IntegrationSpec, TopicRequest
+from core.channels import CREDENTIAL_FIELDS, NAME_PATTERN, NAME_RULE, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import utc_now
 from core.models import Integration, IntegrationType, Reply, Topic
@@ -73,7 +73,7 @@ class TopicChange:
 def check_name(field: str, value: str) -> None:
     """Raise naming ``field`` when ``value`` is not a valid channel or topic name."""
     if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
-        raise InvalidRequestError(field, "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise InvalidRequestError(field, f"is not a valid name: {NAME_RULE}")
 
 
 def check_names(channel: str, topic: str) -> None:
@@ -173,7 +173,7 @@ def put_topic(
     check_names(channel, topic)
     for index, spec in enumerate(request.integrations):
         # A template that cannot render is refused now, not at publish time.
-        variables(_dump(spec.model), f"integrations.{index}.model")
+        variables(_dump(spec.model), f"integrations[{index}].model")
     existing = _find(registry, channel, topic)
     now = utc_now()
     topic_hash: str | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,29 @@ if TYPE_CHECKING:
 # What a boto3 call raises when AWS refuses (ClientError) or cannot be reached (BotoCoreError: connection, timeout,
 # credentials…); stores catch both and translate them with ``aws_error``.
 AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+# A key of a request body goes into an error's field name as written only when it reads as a name; others are quoted,
+# and cut, since a caller chose them (an unknown field) and messages never echo long input.
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_KEY_CHARS = 32
+
+
+def field_path(parts: Iterable[str | int], base: str = "") -> str:
+    """Return a field's name as a caller writes it: ``integrations[0].target.url``, odd keys quoted (``model["$x"]``).
+
+    ``base`` is the name of the field the parts are under.
+    """
+    path = base
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part) and len(part) <= MAX_KEY_CHARS:
+            path += f".{part}" if path else part
+        else:
+            key = part if len(part) <= MAX_KEY_CHARS else part[: MAX_KEY_CHARS - 3] + "..."
+            path += f"[{json.dumps(key)}]"
+    return path
 
 
 class NotificationError(Exception):
@@ -71,7 +96,7 @@ class UpstreamError(NotificationError):
 def invalid_fields(exc: ValidationError, whole: str) -> str:
     """Return the dotted names of the fields a pydantic error found invalid, never their values (``whole`` for the
     object itself); for messages about stored or queued data, whose values may be secrets."""
-    return ", ".join(sorted({".".join(str(part) for part in error["loc"]) or whole for error in exc.errors()}))
+    return ", ".join(sorted({field_path(error["loc"]) or whole for error in exc.errors()}))
 
 
 def error_code(exc: ClientError | BotoCoreError) -> str:

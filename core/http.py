@@ -11,13 +11,16 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core.core_schema import ErrorType
 
+from core.channels import CHANNELS, CREDENTIAL_FIELDS, PATTERN_RULES
 from core.errors import (
     AuthenticationError,
     ConflictError,
@@ -29,8 +32,9 @@ from core.errors import (
     NotificationError,
     PayloadTooLargeError,
     UpstreamError,
+    field_path,
 )
-from core.models import IntegrationType, PublishRequest, PublishResponse
+from core.models import PublishRequest, PublishResponse
 from core.observability import logger
 
 MAX_BODY_BYTES = 256 * 1024
@@ -43,8 +47,57 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 # pydantic puts the tag of a discriminated union into the error location (``integrations.0.email.target``); callers
-# know the field as ``integrations.0.target``, so a tag right after a list index is left out.
-_UNION_TAGS = tuple(kind.value for kind in IntegrationType)
+# know the field as ``integrations[0].target``, so a tag right after a list index is left out.
+_UNION_TAGS = tuple(CHANNELS)
+# ...and so is pydantic's label of the member of a plain union that refused a value (``model.str``,
+# ``model.dict[str,any]``). A model member's label is its class name, which could be a field's too: such unions are
+# given one message by a validator before them instead (``core.channels.base.json_shape``).
+_MEMBER_LABEL = re.compile(r"(?:str|int|float|bool|bytes|none|(?:constrained|lax|strict)-\w+|[a-z-]+\[.*\])", re.DOTALL)
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+# pydantic's own error types; any other was raised by this service's validators, in words already meant for people.
+_PYDANTIC_TYPES = frozenset(get_args(ErrorType))
+# Fields whose values a message never quotes, whatever their length.
+_SECRET_PARTS = frozenset({"credentials"}.union(*CREDENTIAL_FIELDS.values()))
+# Other values are quoted back only when this short. Problems never hold "; ": it separates one field's from the next.
+MAX_ECHO_CHARS = 40
+# The kind of value a type error asks for.
+_KINDS = {
+    "string_type": "a string",
+    "bytes_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "int_parsing_size": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "decimal_type": "a number",
+    "decimal_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "none_required": "null",
+    "dict_type": "a JSON object",
+    "mapping_type": "a JSON object",
+    "model_type": "a JSON object",
+    "model_attributes_type": "a JSON object",
+    "dataclass_type": "a JSON object",
+    "list_type": "a JSON array",
+    "tuple_type": "a JSON array",
+    "set_type": "a JSON array",
+    "frozen_set_type": "a JSON array",
+    "iterable_type": "a JSON array",
+    "json_type": "a JSON string",
+    "string_unicode": "valid Unicode text",
+    "url_type": "a URL string",
+    "uuid_type": "a UUID",
+    "uuid_parsing": "a UUID",
+    "date_type": "a date such as 2024-05-01",
+    "date_parsing": "a date such as 2024-05-01",
+    "datetime_type": "an ISO 8601 date and time such as 2024-05-01T09:30:00Z",
+    "datetime_parsing": "an ISO 8601 date and time such as 2024-05-01T09:30:00Z",
+    "time_delta_type": "a duration",
+    "time_delta_parsing": "a duration",
+}
 
 _STATUS: tuple[tuple[type[NotificationError], int], ...] = (
     (MalformedRequestError, 400),
@@ -260,25 +313,211 @@ class Router:
         return response.to_proxy()
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """Return what is wrong with each field of a pydantic error, in words a caller can act on."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = error["loc"]
-        location = ".".join(
-            str(part)
-            for index, part in enumerate(loc)
-            if not str(part).startswith("function-")
-            and not (part in _UNION_TAGS and index > 0 and isinstance(loc[index - 1], int))
-        )
-        problem = error["msg"]
+def _number(value: Any) -> str:
+    """Write a bound as a person would: ``0`` for ``0.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _either(words: Sequence[str]) -> str:
+    """Join choices as ``a``, ``a or b``, ``a, b or c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _choices(expected: Any) -> list[str]:
+    """The plain values of pydantic's list of expected values (``'a' or 'b'``, ``<Kind.A: 'a'>``), in its order."""
+    quoted = _QUOTED.findall(str(expected))
+    return quoted or [str(expected)]
+
+
+def _members(node: Any) -> list[Any]:
+    """The types a field's annotation can hold: ``Annotated`` unwrapped, a union split, ``None`` left out."""
+    while get_origin(node) is Annotated:
+        node = get_args(node)[0]
+    if get_origin(node) in (Union, UnionType):
+        return [member for arg in get_args(node) for member in _members(arg) if member is not type(None)]
+    return [node]
+
+
+def _is_model(node: Any) -> bool:
+    return isinstance(node, type) and issubclass(node, BaseModel)
+
+
+def _tags(model: type[BaseModel]) -> set[Any]:
+    """The values a discriminated union can tell ``model`` by: its ``Literal`` fields' values, and its class name."""
+    values: set[Any] = {model.__name__}
+    for info in model.model_fields.values():
+        if get_origin(info.annotation) is Literal:
+            values.update(get_args(info.annotation))
+    return values
+
+
+def _child(node: Any, part: str | int) -> Any:
+    """The annotation at ``part`` under ``node`` in a model's schema, or ``None`` when it cannot be told."""
+    for member in _members(node):
+        if _is_model(member) and isinstance(part, str):
+            for name, info in member.model_fields.items():
+                if part in (name, info.alias):
+                    return info.annotation
+            if part in _tags(member):
+                return member
+        elif isinstance(part, int) and get_origin(member) in (list, tuple, set, frozenset):
+            return get_args(member)[0] if get_args(member) else None
+        elif isinstance(part, str) and get_origin(member) is dict:
+            return get_args(member)[1]
+    return None
+
+
+def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[str] | None:
+    """The fields (as a caller writes them) of the object at ``loc`` of ``model``, or ``None`` when it is not known."""
+    node: Any = model
+    for part in loc:
+        node = _child(node, part)
+        if node is None:
+            return None
+    objects = [member for member in _members(node) if _is_model(member)]
+    if len(objects) != 1:
+        return None
+    return [info.alias or name for name, info in objects[0].model_fields.items()]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One of pydantic's errors, as the translation reads it; ``value`` decides words (characters or items), it is
+    never quoted."""
+
+    ctx: Mapping[str, Any]
+    value: Any
+    loc: tuple[str | int, ...]
+    model: type[BaseModel] | None
+
+
+def _length(failure: _Failure, at_least: bool) -> str:
+    count = failure.ctx["min_length" if at_least else "max_length"]
+    bound = "at least" if at_least else "at most"
+    if isinstance(failure.value, str | bytes):  # a SecretStr's too_short says "Value … items": it is a string
+        return "must not be empty" if at_least and count == 1 else f"must be {bound} {count} characters long"
+    return f"must hold {bound} {count} item{'' if count == 1 else 's'}"
+
+
+def _one_of(expected: Any) -> str:
+    choices = _choices(expected)
+    return f"must be {choices[0]}" if len(choices) == 1 else f"must be one of: {', '.join(choices)}"
+
+
+def _unknown_field(failure: _Failure) -> str:
+    fields = _fields_at(failure.model, failure.loc[:-1])
+    if fields is None:
+        return "is not an accepted field"
+    return (
+        f"is not an accepted field (accepted: {', '.join(fields)})"
+        if fields
+        else "is not an accepted field (this object takes none)"
+    )
+
+
+def _validator_message(failure: _Failure) -> str:
+    """A validator's own words (pydantic's ``Value error, `` left out); never a secret's value, nor a long one."""
+    message = " ".join(str(failure.ctx.get("error", "")).split())
+    value = failure.value
+    secret = any(part in _SECRET_PARTS for part in failure.loc if isinstance(part, str))
+    if isinstance(value, str) and value and value in message and (secret or len(value) > MAX_ECHO_CHARS):
+        return "is not valid"
+    return message or "is not valid"
+
+
+# What is wrong and what is allowed, by pydantic's error type, read from its context; the kinds of value a type error
+# asks for are in ``_KINDS``. A pydantic type missing from both gets "is not valid", still naming the field.
+_PROBLEMS: dict[str, Callable[[_Failure], str]] = {
+    "missing": lambda failure: "is required",
+    "extra_forbidden": _unknown_field,
+    "string_too_short": lambda failure: _length(failure, at_least=True),
+    "too_short": lambda failure: _length(failure, at_least=True),
+    "bytes_too_short": lambda failure: _length(failure, at_least=True),
+    "string_too_long": lambda failure: _length(failure, at_least=False),
+    "too_long": lambda failure: _length(failure, at_least=False),
+    "bytes_too_long": lambda failure: _length(failure, at_least=False),
+    "url_too_long": lambda failure: _length(failure, at_least=False),
+    "string_pattern_mismatch": lambda failure: PATTERN_RULES.get(
+        str(failure.ctx.get("pattern")), "does not have the expected form"
+    ),
+    "string_not_ascii": lambda failure: "must hold ASCII characters only",
+    "greater_than": lambda failure: f"must be greater than {_number(failure.ctx['gt'])}",
+    "greater_than_equal": lambda failure: f"must be {_number(failure.ctx['ge'])} or more",
+    "less_than": lambda failure: f"must be less than {_number(failure.ctx['lt'])}",
+    "less_than_equal": lambda failure: f"must be {_number(failure.ctx['le'])} or less",
+    "multiple_of": lambda failure: f"must be a multiple of {_number(failure.ctx['multiple_of'])}",
+    "literal_error": lambda failure: _one_of(failure.ctx.get("expected")),
+    "enum": lambda failure: _one_of(failure.ctx.get("expected")),
+    "union_tag_invalid": lambda failure: _one_of(failure.ctx.get("expected_tags")),
+    "union_tag_not_found": lambda failure: f"is required (one of: {', '.join(_UNION_TAGS)})",
+    "json_invalid": lambda failure: "is not valid JSON",
+    "url_parsing": lambda failure: "is not a valid URL",
+    "url_syntax_violation": lambda failure: "is not a valid URL",
+    "url_scheme": lambda failure: (
+        f"must be a URL starting with {_either(_choices(failure.ctx.get('expected_schemes')))}"
+    ),
+    "value_error": _validator_message,
+    "assertion_error": _validator_message,
+    "recursion_loop": lambda failure: "is nested too deeply",
+    "frozen_field": lambda failure: "cannot be changed",
+}
+
+
+def _location(loc: Sequence[str | int], error_type: str) -> str:
+    """The field as a caller knows it: pydantic's union tags and member labels left out, then ``a[0].b`` written."""
+    parts: list[str | int] = []
+    for index, part in enumerate(loc):
+        user_key = error_type == "extra_forbidden" and index == len(loc) - 1
+        if isinstance(part, str) and not user_key:
+            if part.startswith("function-") or _MEMBER_LABEL.fullmatch(part):
+                continue
+            if part in _UNION_TAGS and index > 0 and isinstance(loc[index - 1], int):
+                continue
+        parts.append(part)
+    return field_path(parts)
+
+
+def _problem(error: Mapping[str, Any], model: type[BaseModel] | None) -> tuple[str, str | None]:
+    """Say what is wrong with a field and what is allowed; with the kind of value it must be when that is the whole
+    problem, so that the members of a union that all refused a value are told in one message."""
+    kind = error["type"]
+    failure = _Failure(error.get("ctx") or {}, error.get("input"), tuple(error["loc"]), model)
+    if kind in _KINDS:
+        words = _KINDS[kind]
+        fields = _fields_at(model, failure.loc) if words == "a JSON object" else None
+        return (f"must be {words} (fields: {', '.join(fields)})" if fields else f"must be {words}"), words
+    if kind not in _PYDANTIC_TYPES:
+        return " ".join(str(error["msg"]).split()), None  # raised by this service's validators, in its words
+    return _PROBLEMS.get(kind, lambda failure: "is not valid")(failure), None
+
+
+def describe_validation_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Say what is wrong with each field of a pydantic error, for a person: ``<field>: <what is wrong and allowed>``.
+
+    ``model`` is the model validated, when known: an unknown field's message then lists the accepted ones. The words
+    are this service's, never pydantic's; they never quote a credential, nor any value longer than a few characters.
+    """
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for error in exc.errors(include_url=False):
+        location = _location(error["loc"], error["type"])
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            # pydantic's own text lists enum reprs; name the discriminator field and its plain values instead.
-            discriminator = str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
-            location = f"{location}.{discriminator}" if location else discriminator
-            problem = f"must be one of: {', '.join(_UNION_TAGS)}"
-        problems.append(f"{location or 'body'}: {problem}")
-    return "; ".join(problems)
+            # pydantic names the union; callers know the field that tells its members apart.
+            discriminator = str((error.get("ctx") or {}).get("discriminator", "type")).strip("'")
+            location = field_path([discriminator], location)
+        problem = _problem(error, model)
+        if problem not in found.setdefault(location or "body", []):
+            found[location or "body"].append(problem)
+    lines = []
+    for location, problems in found.items():
+        kinds = [kind for _, kind in problems if kind is not None]
+        if len(problems) > 1 and len(kinds) == len(problems):
+            # Every member of a union refused the value's type: say what it may be, once.
+            lines.append(f"{location}: must be {_either(list(dict.fromkeys(kinds)))}")
+        else:
+            lines.extend(f"{location}: {text}" for text, _ in problems)
+    return "; ".join(lines)
 
 
 def raw_body(body: str | None) -> str:
@@ -315,7 +554,8 @@ def parse_body(body: str | None, model: type[Model]) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequestError("", describe_validation_error(exc)) from exc
+        # Dropped, not chained: pydantic's error text quotes the input, credentials included.
+        raise InvalidRequestError("", describe_validation_error(exc, model)) from None
 
 
 # The publish route is served by the publish function and described by the management API's OpenAPI document; its

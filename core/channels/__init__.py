@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from core.channels.base import (
     NAME_PATTERN,
+    NAME_RULE,
     Channel,
     ChannelResources,
     DeliveryReceipt,
@@ -22,10 +23,10 @@ from core.channels.base import (
     destination_key,
 )
 from core.channels.email import EmailChannel
-from core.channels.push import PushChannel
+from core.channels.push import SNS_ARN_PATTERN, SNS_ARN_RULE, PushChannel
 from core.channels.slack import SlackChannel
 from core.channels.telegram import TelegramChannel
-from core.channels.webhook import WebhookChannel
+from core.channels.webhook import URL_PATTERN, URL_RULE, WebhookChannel
 from core.models import Content, Integration, Strict
 
 CHANNELS: dict[str, type[Channel]] = {
@@ -66,13 +67,24 @@ class TopicRequest(Strict):
     @field_validator("integrations")
     @classmethod
     def _unique_names(cls, value: list[IntegrationSpec]) -> list[IntegrationSpec]:
-        seen: set[str] = set()
-        for integration in value:
+        seen: dict[str, int] = {}
+        for index, integration in enumerate(value):
             if integration.name in seen:
-                raise ValueError(f"two integrations are named {integration.name!r}")
-            seen.add(integration.name)
+                # A name is short and never a secret (it matches NAME_PATTERN), so it may be quoted.
+                raise ValueError(
+                    f"integrations[{seen[integration.name]}] and integrations[{index}] are both named "
+                    f"{integration.name!r} (each integration needs a name of its own)"
+                )
+            seen[integration.name] = index
         return value
 
+
+# What each pattern a request field must match allows, in words: a 422 says this, never the regular expression.
+PATTERN_RULES: dict[str, str] = {
+    NAME_PATTERN: f"is not a valid name: {NAME_RULE}",
+    URL_PATTERN: URL_RULE,
+    SNS_ARN_PATTERN: SNS_ARN_RULE,
+}
 
 CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
     name: tuple(credentials.model_fields)
@@ -84,6 +96,8 @@ __all__ = [
     "CHANNELS",
     "CREDENTIAL_FIELDS",
     "NAME_PATTERN",
+    "NAME_RULE",
+    "PATTERN_RULES",
     "Channel",
     "ChannelResources",
     "DeliveryReceipt",

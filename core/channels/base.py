@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError
 
 from core.errors import (
     BlockedTargetError,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 Model = TypeVar("Model", bound=BaseModel)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 # AWS error codes that say the account's rate was exceeded: like a 429, not counted as an attempt.
 THROTTLING_AWS_CODES = frozenset(
@@ -180,6 +181,18 @@ def render_text_or_data(model: Any, values: Mapping[str, Any]) -> Content:
     if isinstance(model, str):
         return Content(text=render(model, values))
     return Content(data=render(model, values))
+
+
+def json_shape(kinds: tuple[builtins.type, ...], words: str) -> BeforeValidator:
+    """Refuse a value that is none of ``kinds`` with one message (``must be <words>``), rather than one per member
+    of the union that follows."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, kinds):
+            raise ValueError(f"must be {words}")  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
+        return value
+
+    return BeforeValidator(check)
 
 
 def parse_settings(model: type[Model], value: Any, what: str) -> Model:

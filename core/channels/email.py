@@ -8,10 +8,10 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from core.channels.base import (
     Channel,
@@ -40,32 +40,31 @@ def _has_control_character(value: str) -> bool:
     return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in value)
 
 
+def _recipient(address: str) -> str:
+    # The address is not quoted back: the message names the field (``to[1]``), and echoes no input.
+    if _has_control_character(address):
+        raise ValueError("must not contain line breaks, tabs or other control characters")
+    if not _EMAIL.fullmatch(address):
+        raise ValueError("is not an email address (write it as name@example.com)")
+    return address
+
+
 class EmailTarget(Strict):
     """Where an email goes: recipients and the verified sender."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
-    to: list[str] = Field(min_length=1, max_length=50)
+    to: list[Annotated[str, AfterValidator(_recipient)]] = Field(min_length=1, max_length=50)
     sender: str = Field(alias="from")
-
-    @field_validator("to")
-    @classmethod
-    def _addresses(cls, value: list[str]) -> list[str]:
-        for index, address in enumerate(value):
-            if _has_control_character(address):
-                raise ValueError(f"item {index} holds a control character")
-            if not _EMAIL.fullmatch(address):
-                raise ValueError(f"not an email address: {address!r}")
-        return value
 
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
         if _has_control_character(value):
-            raise ValueError("holds a control character")
+            raise ValueError("must not contain line breaks, tabs or other control characters")
         # "Name <address>" or a bare address.
         if not _EMAIL.fullmatch(value.rsplit("<", 1)[-1].rstrip(">").strip()):
-            raise ValueError("not an email address")
+            raise ValueError("is not an email address (write it as name@example.com or Name <name@example.com>)")
         return value
 
 

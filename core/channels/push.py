@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, model_validator
@@ -16,6 +16,7 @@ from core.channels.base import (
     Limit,
     aws_failure,
     destination_key,
+    json_shape,
     limit_at,
     parse_settings,
     render_text_or_data,
@@ -23,7 +24,8 @@ from core.channels.base import (
 from core.errors import PermanentDeliveryError
 from core.models import Content, IntegrationType, Strict
 
-_SNS_ARN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
+SNS_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
+SNS_ARN_RULE = "must be an SNS ARN: arn:aws:sns:<region>:<12-digit account>:<name>"
 
 # SNS names Firebase Cloud Messaging "GCM"; "FCM" is accepted as its alias.
 PLATFORM_ALIASES = {"FCM": "GCM"}
@@ -32,13 +34,15 @@ PLATFORM_ALIASES = {"FCM": "GCM"}
 class PushTarget(Strict):
     """An SNS platform endpoint or an SNS topic: exactly one of the two."""
 
-    endpoint_arn: str | None = Field(default=None, pattern=_SNS_ARN)
-    topic_arn: str | None = Field(default=None, pattern=_SNS_ARN)
+    endpoint_arn: str | None = Field(default=None, pattern=SNS_ARN_PATTERN)
+    topic_arn: str | None = Field(default=None, pattern=SNS_ARN_PATTERN)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PushTarget:
-        if (self.endpoint_arn is None) == (self.topic_arn is None):
-            raise ValueError("give exactly one of endpoint_arn and topic_arn")
+        if self.endpoint_arn is None and self.topic_arn is None:
+            raise ValueError("needs endpoint_arn (an SNS platform endpoint) or topic_arn (an SNS topic)")
+        if self.endpoint_arn is not None and self.topic_arn is not None:
+            raise ValueError("must hold endpoint_arn or topic_arn, not both")
         return self
 
 
@@ -47,7 +51,10 @@ class PushIntegration(IntegrationBase):
 
     type: Literal[IntegrationType.PUSH]
     target: PushTarget
-    model: str | dict[str, Any]
+    model: Annotated[
+        str | dict[str, Any],
+        json_shape((str, dict), "a template string or a JSON object with one payload per platform"),
+    ]
 
 
 def _encoded(value: Any) -> str:

@@ -18,7 +18,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -30,6 +30,7 @@ from core.channels.base import (
     Limit,
     classify_status,
     destination_key,
+    json_shape,
     limit_at,
     parse_settings,
     post,
@@ -47,11 +48,14 @@ TIMESTAMP_HEADER = "X-Notification-Timestamp"
 SIGNATURE_HEADER = "X-Notification-Signature"
 SIGNATURE_V2_HEADER = "X-Notification-Signature-V2"
 
+URL_PATTERN = r"^https?://[^\s/$.?#].[^\s]*$"
+URL_RULE = "must be an http or https URL with a host name, such as https://example.com/hooks/orders"
+
 
 class WebhookTarget(Strict):
     """The URL a signed webhook is posted to."""
 
-    url: str = Field(pattern=r"^https?://[^\s/$.?#].[^\s]*$", max_length=2048)
+    url: str = Field(pattern=URL_PATTERN, max_length=2048)
 
     @field_validator("url")
     @classmethod
@@ -74,7 +78,10 @@ class WebhookIntegration(IntegrationBase):
     type: Literal[IntegrationType.WEBHOOK]
     target: WebhookTarget
     credentials: WebhookCredentials | None = None
-    model: str | dict[str, Any] | list[Any]
+    model: Annotated[
+        str | dict[str, Any] | list[Any],
+        json_shape((str, dict, list), "a template string, a JSON object or a JSON array"),
+    ]
 
 
 def _hmac_hex(secret: str, message: bytes) -> str:

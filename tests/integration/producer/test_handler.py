@@ -89,7 +89,7 @@ def test_publish_messages_carry_rendered_content_and_references(service: Service
         "text": "Hi <Ada & Co>, order A-1 is on its way.",
         "html": "<p>Hi &lt;Ada &amp; Co&gt;</p>",
     }
-    assert bodies["erp-webhook"]["content"] == {"data": {"event": "order.shipped", "order": "A-1", "total": "12.5"}}
+    assert bodies["erp-webhook"]["content"] == {"data": {"event": "order.shipped", "order": "A-1", "total": 12.5}}
     assert (
         bodies["team-slack"]["integration"]["credentials_ref"] == "/notify/test/integrations/orders/shipped/team-slack"
     )

@@ -33,6 +33,15 @@ def test_check_names_invalid_name_raises_naming_the_field(channel: str, topic: s
     assert raised.value.field == field
 
 
+def test_check_names_invalid_name_message_says_what_is_allowed() -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        check_names("orders", "ship ped")
+
+    assert str(raised.value) == (
+        "topic: is not a valid name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )
+
+
 def test_topic_view_masks_credentials_and_hides_their_reference_and_the_hash() -> None:
     topic = Topic(
         channel="orders",

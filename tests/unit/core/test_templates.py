@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.errors import MissingTemplateVariablesError, TemplateError
 from core.models import Integration, IntegrationType
@@ -71,6 +73,84 @@ def test_render_structure_renders_every_nested_string(template: Any, values: dic
     assert render(template, values) == expected
 
 
+# --- typed values in JSON models ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "expected"),
+    [
+        pytest.param({"total": "$total"}, {"total": 42.5}, {"total": 42.5}, id="float"),
+        pytest.param({"total": "${total}"}, {"total": 42.5}, {"total": 42.5}, id="braced-float"),
+        pytest.param({"count": "$n"}, {"n": 3}, {"count": 3}, id="int"),
+        pytest.param({"paid": "$paid"}, {"paid": False}, {"paid": False}, id="bool"),
+        pytest.param({"coupon": "$coupon"}, {"coupon": None}, {"coupon": None}, id="null"),
+        pytest.param(
+            {"buyer": "$buyer"},
+            {"buyer": {"name": "Ada", "vip": True}},
+            {"buyer": {"name": "Ada", "vip": True}},
+            id="object",
+        ),
+        pytest.param({"items": "$items"}, {"items": [1, "two", None]}, {"items": [1, "two", None]}, id="array"),
+        pytest.param({"name": "$name"}, {"name": "Ada"}, {"name": "Ada"}, id="string-stays-a-string"),
+        pytest.param({"id": "$id"}, {"id": "42"}, {"id": "42"}, id="numeric-string-stays-a-string"),
+        pytest.param(["$n", {"deep": ["$n"]}], {"n": 1.5}, [1.5, {"deep": [1.5]}], id="nested-in-arrays"),
+        pytest.param(
+            {"default": "$msg", "GCM": {"data": {"badge": "$badge"}}},
+            {"msg": "hi", "badge": 3},
+            {"default": "hi", "GCM": {"data": {"badge": 3}}},
+            id="push-per-platform-object",
+        ),
+        pytest.param({"label": "Total: $total"}, {"total": 42.5}, {"label": "Total: 42.5"}, id="with-text-is-text"),
+        pytest.param({"pair": "$a$b"}, {"a": 1, "b": 2}, {"pair": "12"}, id="two-placeholders-is-text"),
+        pytest.param({"padded": " $n"}, {"n": 1}, {"padded": " 1"}, id="space-before-is-text"),
+        pytest.param({"padded": "$n\n"}, {"n": 1}, {"padded": "1\n"}, id="newline-after-is-text"),
+        pytest.param({"price": "$$total"}, {"total": 42.5}, {"price": "$total"}, id="escaped-dollar-is-text"),
+        pytest.param({"price": "$$"}, {}, {"price": "$"}, id="lone-escaped-dollar"),
+        pytest.param({"a": "$a"}, {"a": "$b", "b": 1}, {"a": "$b"}, id="value-not-expanded-again"),
+        pytest.param({"a": "$a"}, {"a": ["$b"], "b": 1}, {"a": ["$b"]}, id="array-value-not-expanded-again"),
+        pytest.param({"$total": "x"}, {"total": 1}, {"$total": "x"}, id="keys-are-not-templates"),
+    ],
+)
+def test_render_json_model_string_that_is_one_variable_takes_its_type(
+    template: Any, values: dict[str, Any], expected: Any
+) -> None:
+    assert render(template, values) == expected
+
+
+def test_render_string_model_that_is_one_variable_stays_text() -> None:
+    assert render("$total", {"total": 42.5}) == "42.5"
+
+
+def test_render_json_model_one_variable_missing_raises_naming_it() -> None:
+    with pytest.raises(MissingTemplateVariablesError) as raised:
+        render({"total": "$total", "count": "${count}"}, {})
+
+    assert raised.value.names == ["count", "total"]
+
+
+def test_render_json_model_with_escape_inserts_text() -> None:
+    assert render({"n": "$n"}, {"n": 1}, escape_html) == {"n": "1"}
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(value=_json_values, braced=st.booleans())
+def test_render_json_model_one_variable_is_the_value_itself(value: Any, braced: bool) -> None:
+    assert render({"v": "${v}" if braced else "$v"}, {"v": value}) == {"v": value}
+
+
+@given(value=_json_values, before=st.text(alphabet="ab .", max_size=4))
+def test_render_json_model_variable_with_text_is_the_text_of_the_value(value: Any, before: str) -> None:
+    rendered = render({"v": f"{before}${{v}}!"}, {"v": value})
+
+    assert rendered == {"v": f"{before}{render('${v}', {'v': value})}!"}
+
+
 @pytest.mark.parametrize(
     ("template", "values", "missing"),
     [
@@ -114,9 +194,26 @@ def test_render_invalid_placeholder_raises_template_error_with_position(template
 
 def test_variables_nested_invalid_placeholder_names_its_path() -> None:
     with pytest.raises(TemplateError) as raised:
-        variables({"a": ["ok", "bad $"]}, "integrations.0.model")
+        variables({"a": ["ok", "bad $"], "$b": "fine"}, "integrations[0].model")
 
-    assert raised.value.field == "integrations.0.model.a.1"
+    assert raised.value.field == "integrations[0].model.a[1]"
+
+
+def test_variables_invalid_placeholder_under_an_odd_key_quotes_the_key() -> None:
+    with pytest.raises(TemplateError) as raised:
+        variables({"$total": "costs $"}, "model")
+
+    assert raised.value.field == 'model["$total"]'
+
+
+def test_render_invalid_placeholder_says_what_to_write() -> None:
+    with pytest.raises(TemplateError) as raised:
+        render("costs $", {}, path="model.text")
+
+    assert str(raised.value) == (
+        "model.text: has an invalid placeholder at character 7 (write $name or ${name} for a variable, "
+        "$$ for a dollar sign)"
+    )
 
 
 def test_variables_structure_returns_every_name() -> None:

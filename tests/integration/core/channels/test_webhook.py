@@ -37,6 +37,18 @@ def test_webhook_posts_object_model_as_json(resources: ChannelResources, receive
     assert receiver.requests[0].json() == {"order": 42, "items": ["a"]}
 
 
+def test_webhook_model_with_one_variable_posts_the_value_with_its_json_type(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    model = {"order": "$order", "total": "$total", "paid": "${paid}", "label": "Total: $total"}
+    content = WebhookChannel.render(model, {"order": "A-1", "total": 42.5, "paid": True})
+
+    _send(resources, f"{receiver.url}/hook", content)
+
+    assert receiver.requests[0].body == b'{"order":"A-1","total":42.5,"paid":true,"label":"Total: 42.5"}'
+    assert receiver.requests[0].json() == {"order": "A-1", "total": 42.5, "paid": True, "label": "Total: 42.5"}
+
+
 def test_webhook_carries_notification_id_and_timestamp(resources: ChannelResources, receiver: Receiver) -> None:
     _send(resources, f"{receiver.url}/hook")
 

@@ -74,7 +74,7 @@ def test_email_invalid_target_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError) as raised:
         _send(resources, target={"to": ["not-an-address"], "from": "noreply@example.com"})
 
-    assert raised.value.reason == "invalid target: to"
+    assert raised.value.reason == "invalid target: to[0]"
 
 
 def test_email_too_many_recipients_is_permanent(resources: ChannelResources) -> None:
@@ -217,11 +217,13 @@ def test_email_rate_limits_invalid_target_is_permanent(resources: ChannelResourc
 @pytest.mark.parametrize(
     ("target", "field"),
     [
-        pytest.param({"to": ["ada@example.com\n"], "from": "noreply@example.com"}, "to", id="to-trailing-lf"),
+        pytest.param({"to": ["ada@example.com\n"], "from": "noreply@example.com"}, "to[0]", id="to-trailing-lf"),
         pytest.param(
-            {"to": ["ada@example.com\r\nBcc: x@evil.example"], "from": "noreply@example.com"}, "to", id="to-crlf"
+            {"to": ["ada@example.com\r\nBcc: x@evil.example"], "from": "noreply@example.com"}, "to[0]", id="to-crlf"
         ),
-        pytest.param({"to": ["ada@exa\x00mple.com"], "from": "noreply@example.com"}, "to", id="to-nul"),
+        pytest.param(
+            {"to": ["ada@example.com", "ada@exa\x00mple.com"], "from": "noreply@example.com"}, "to[1]", id="to-nul"
+        ),
         pytest.param({"to": ["ada@example.com"], "from": "noreply@example.com\n"}, "from", id="from-trailing-lf"),
         pytest.param(
             {"to": ["ada@example.com"], "from": "Shop\r\nBcc: x@evil.example <noreply@example.com>"},

@@ -106,6 +106,14 @@ def test_push_render_platform_object_into_data() -> None:
     assert content == Content(data={"default": "Shipped", "APNS": {"aps": {"alert": "Shipped"}}})
 
 
+def test_push_render_platform_object_one_variable_keeps_its_type_in_the_payload() -> None:
+    model = {"default": "$text", "APNS": {"aps": {"alert": "$text", "badge": "$count"}}}
+
+    payload = json.loads(push_payload(PushChannel.render(model, {"text": "Shipped", "count": 3})))
+
+    assert json.loads(payload["APNS"]) == {"aps": {"alert": "Shipped", "badge": 3}}
+
+
 def test_push_rate_limits_without_integration_rate_none(resources: ChannelResources) -> None:
     assert PushChannel(resources).rate_limits({"endpoint_arn": ENDPOINT}, None, None) == []
 

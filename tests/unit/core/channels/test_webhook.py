@@ -77,6 +77,12 @@ def test_webhook_render_object_model_into_data() -> None:
     assert content == Content(data={"id": "A1", "n": 1, "l": ["A1"]})
 
 
+def test_webhook_render_object_model_one_variable_keeps_its_type() -> None:
+    content = WebhookChannel.render({"total": "$total", "label": "Total: $total"}, {"total": 42.5})
+
+    assert content == Content(data={"total": 42.5, "label": "Total: 42.5"})
+
+
 def test_webhook_rate_limits_without_integration_rate_none(resources: ChannelResources) -> None:
     assert WebhookChannel(resources).rate_limits({"url": URL}, None, None) == []
 
