@@ -235,7 +235,8 @@ class Gateway:
         self._log = log
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._lock = threading.Lock()
-        self.local_routes: dict[str, Callable[[str, dict[str, str]], Answer]] = {}
+        # Pages the stack serves itself, by path prefix: called with the path, the query and the method.
+        self.local_routes: dict[str, Callable[[str, dict[str, str], str], Answer]] = {}
 
     def set_serving(self) -> None:
         """Serve the routes (the functions and resources are up), the health route still answering ``starting``."""
@@ -258,7 +259,7 @@ class Gateway:
             return self._starting(method, path)
         for prefix, local in self.local_routes.items():
             if path == prefix.rstrip("/") or path.startswith(prefix):
-                return local(path, dict(parse_qsl(split.query)))
+                return local(path, dict(parse_qsl(split.query)), method)
         # $context.path is the path as the caller sent it: on AWS it starts with the stage, which local URLs have not.
         variables = {"httpMethod": method, "path": split.path or "/", "stage": self._stage}
         found = self.table.match(method, path)

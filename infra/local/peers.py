@@ -6,11 +6,14 @@ Paths: ``/slack/<name>``, ``/telegram/bot<token>/<method>`` (``TELEGRAM_API_BASE
 - ``?rate=2`` accepts at most 2 requests in any one second and answers the others 429 with ``Retry-After: 1``, as a
   rate-limited provider does (``?rate=0.5``: one request every two seconds);
 - ``?down=150`` answers 503 for 150 seconds from the first request to it (an outage), then as usual.
-``GET /_records`` lists what came in.
+``GET /_records`` lists what came in: beside the parsed ``body``, each record keeps the body exactly as received,
+``raw_body_base64`` (always) and ``raw_body`` (the same bytes as text when they are valid UTF-8, else ``null``), so a
+webhook signature can be checked against the bytes that were signed.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -126,6 +129,15 @@ def _parse(body: bytes, content_type: str) -> Any:
     return text
 
 
+def raw_body_fields(body: bytes) -> dict[str, str | None]:
+    """Return the body as received: base64 always, and the text too when the bytes are valid UTF-8."""
+    try:
+        text: str | None = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"raw_body": text, "raw_body_base64": base64.b64encode(body).decode("ascii")}
+
+
 def _summary(channel: str, payload: Any) -> str:
     if channel in {"slack", "telegram"} and isinstance(payload, dict):
         return str(payload.get("text") or json.dumps(payload))
@@ -204,6 +216,7 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
                 "status": status,
                 "headers": headers,
                 "body": payload,
+                **raw_body_fields(body),
                 "text": _summary(channel, payload),
             }
         )

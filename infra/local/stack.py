@@ -29,7 +29,7 @@ from infra.local.gateway import Gateway, GatewayServer
 from infra.local.lock import RunLock, check_ports
 from infra.local.logs import LogFollower
 from infra.local.migrations import migrate
-from infra.local.page import LocalPage, MotoOutbox, recent_notifications
+from infra.local.page import AdminApi, LocalPage, MotoOutbox, find_notification, recent_notifications
 from infra.local.peers import ReceiverServer, Records
 from infra.local.pollers import ScheduleTimer, SnsPoller, SqsPoller, scheduled_event
 from infra.local.postgres import PostgresError, embedded
@@ -303,10 +303,18 @@ class LocalStack:
         records = Records()
         self._serve(ReceiverServer((HOST, config.receiver_port), records), "receiver")
         deliveries_table = next((env["DELIVERIES_TABLE"] for env in envs.values() if "DELIVERIES_TABLE" in env), None)
+        assert self.logs is not None  # set by _start_pools, which runs first
         page = LocalPage(
             records,
             MotoOutbox(ACCOUNT_ID, config.region),
             (lambda: recent_notifications(self.client("dynamodb"), deliveries_table)) if deliveries_table else list,
+            notification=(
+                (lambda notification_id: find_notification(self.client("dynamodb"), deliveries_table, notification_id))
+                if deliveries_table
+                else None
+            ),
+            admin=AdminApi(config.api_url, config.admin_token),
+            logs_for=self.logs.for_notification,
         )
         gateway = Gateway(
             service.http,

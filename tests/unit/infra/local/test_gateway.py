@@ -241,7 +241,7 @@ class Harness:
             self.lines.append,
             responses=responses,
         )
-        self.gateway.local_routes["/_local/"] = lambda path, query: (200, {}, b"page")
+        self.gateway.local_routes["/_local/"] = lambda path, query, method: (200, {}, b"page")
 
     def call(self, method: str, path: str, headers: dict[str, str] | None = None) -> Answer:
         """Send one request through the gateway."""

@@ -1,10 +1,20 @@
-"""Unit tests of the local receiver's scripted rate limit and outage (infra/local/peers.py)."""
+"""Unit tests of the local receiver (infra/local/peers.py): scripted rate limit and outage, records' raw bodies."""
 
 from __future__ import annotations
 
+import base64
+import io
+import itertools
+import json
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
-from infra.local.peers import RateWindow, scripted_outage
+from core.channels.webhook import signature_v2
+from infra.local.peers import RateWindow, Records, _ReceiverHandler, raw_body_fields, scripted_outage
+
+SECRET = "receiver-test-signing-secret"
 
 
 class Clock:
@@ -82,3 +92,80 @@ def test_scripted_outage_is_down_for_its_seconds_from_the_first_request(query: s
 @pytest.mark.parametrize("query", ["down=abc", "down=-5", "down=nan", "down=inf"])
 def test_scripted_outage_ignores_values_that_are_not_positive_numbers(query: str) -> None:
     assert scripted_outage(query, 1000.0, 1000.0) is False
+
+
+class FakeConnection:
+    """A connection the receiver's handler reads one request from and writes its answer to, with no socket."""
+
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self.sent = b""
+
+    def makefile(self, mode: str, *_args: Any) -> io.BytesIO:
+        return io.BytesIO(self._request)
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+
+def receive(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """Have the receiver handle one POST; return the record it kept."""
+    lines = [f"POST {path} HTTP/1.1", "Host: receiver", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    records = Records()
+    server = SimpleNamespace(records=records, telegram_ids=itertools.count(1))
+    connection = FakeConnection(request)
+    _ReceiverHandler(connection, ("127.0.0.1", 50000), server)  # type: ignore[arg-type]
+    [record] = records.all()
+    assert connection.sent.startswith(b"HTTP/1.1 200"), connection.sent[:200]
+    return record
+
+
+def signed_webhook(body: bytes) -> dict[str, str]:
+    """Return the headers the webhook channel sends with ``body``, signed with ``SECRET``."""
+    fields = {"X-Notification-Timestamp": "1767225600", "X-Notification-Id": "n-1", "X-Delivery-Key": "hook"}
+    signature = signature_v2(SECRET, "1767225600", "n-1", "hook", body)
+    return {"Content-Type": "application/json", **fields, "X-Notification-Signature-V2": signature}
+
+
+def test_raw_body_fields_valid_utf8_gives_text_and_base64() -> None:
+    body = '{"name": "Zoë"}'.encode()
+
+    fields = raw_body_fields(body)
+
+    assert fields == {"raw_body": '{"name": "Zoë"}', "raw_body_base64": base64.b64encode(body).decode()}
+
+
+def test_raw_body_fields_invalid_utf8_gives_base64_only() -> None:
+    body = b'{"name": "\xff\xfe"}'
+
+    fields = raw_body_fields(body)
+
+    assert fields["raw_body"] is None
+    assert base64.b64decode(fields["raw_body_base64"] or "") == body
+
+
+def test_receiver_record_keeps_the_body_bytes_as_received_beside_the_parsed_one() -> None:
+    body = '{"z":1,"a":"Zoë </script>"}'.encode()
+
+    record = receive("/webhook/raw", body, signed_webhook(body))
+
+    assert record["body"] == {"z": 1, "a": "Zoë </script>"}
+    assert record["raw_body"] == body.decode()
+    assert base64.b64decode(record["raw_body_base64"]) == body
+
+
+def test_receiver_record_raw_body_verifies_the_signature_where_the_parsed_body_does_not() -> None:
+    body = '{"z":1,"a":"Zoë"}'.encode()
+
+    record = receive("/webhook/raw", body, signed_webhook(body))
+    headers = record["headers"]
+
+    def signs(candidate: bytes) -> bool:
+        timestamp, notification_id = headers["X-Notification-Timestamp"], headers["X-Notification-Id"]
+        expected = signature_v2(SECRET, timestamp, notification_id, headers["X-Delivery-Key"], candidate)
+        return bool(headers["X-Notification-Signature-V2"] == expected)
+
+    assert signs(base64.b64decode(record["raw_body_base64"])) is True
+    assert signs(json.dumps(record["body"]).encode()) is False
