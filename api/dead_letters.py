@@ -3,7 +3,9 @@
 SQS's own StartMessageMoveTask is not used, so the same code runs on moto and the local stack: messages are received
 from the DLQ, sent to the delivery queue, and only then deleted from the DLQ (a failure in between leaves a copy
 rather than losing one; the consumer skips a notification the ledger already says is delivered). A redriven delivery
-starts afresh: no attempts made, its retry window opening at the redrive.
+starts a new run of attempts: the retry policy's budget and window start afresh at the redrive, while its history is
+kept: the attempts of the runs before (``prior_attempts``) and how often it was redriven (``redriven``) travel in the
+message, and its ledger row goes on counting from them.
 
 Two ways lead here: the consumer moves a delivery whose retries are spent (with a ``last_error`` message attribute),
 and SQS moves a message a consumer crashed on ``maxReceiveCount`` times (its ledger row holds the last error seen).
@@ -15,11 +17,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from core.errors import AWS_ERRORS, aws_error, error_code
 from core.ledger import DeliveryRow, utc_now
-from core.models import DeliveryStatus, Reply, Strict
+from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus, Reply, Strict
 from core.observability import logger
 from core.ports import LedgerPort
 
@@ -99,17 +101,36 @@ def _letter(message: dict[str, Any]) -> _Letter:
     )
 
 
-def revived(body: str, now: str) -> str:
-    """Return a dead letter's body as it goes back: no attempts made, no due time, its retry window opening now."""
+def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage | None:
+    """Return the message a dead letter goes back as, or ``None`` when its body is none (it goes back unchanged).
+
+    The new run has no attempt made and no due time, and its retry window opens ``now``. The runs before are kept:
+    ``prior_attempts`` adds the body's attempts (or the ledger's ``recorded_attempts`` when it counted more: a message
+    SQS moved after a consumer crashed on it carries the count of its last copy only), ``redriven`` grows by one. Both
+    follow from the body, so a letter redriven twice (its delete from the DLQ failed) goes back the same. A version 1
+    body goes back as version 2, which can carry them.
+    """
     try:
-        data = json.loads(body)
-    except ValueError:
-        return body
-    if not isinstance(data, dict) or data.get("v") != 2:
-        return body
-    data.update({"attempt": 0, "slot_reserved": False, "window_start": now})
-    data.pop("not_before", None)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        version = json.loads(body).get("v")
+    except (ValueError, AttributeError):
+        return None
+    try:
+        if version == 1:
+            message = DeliveryMessageV1.model_validate_json(body).upgraded(0)
+        else:
+            message = DeliveryMessage.model_validate_json(body)
+    except ValidationError:
+        return None
+    return message.model_copy(
+        update={
+            "attempt": 0,
+            "not_before": None,
+            "slot_reserved": False,
+            "window_start": now,
+            "prior_attempts": max(message.prior_attempts + message.attempt, recorded_attempts),
+            "redriven": message.redriven + 1,
+        }
+    )
 
 
 def _receive(sqs: Any, queue_url: str, count: int) -> list[_Letter]:
@@ -172,21 +193,50 @@ def list_dead_letters(sqs: Any, dlq_url: str, ledger: LedgerPort, limit: int = L
     return {"messages": messages}
 
 
+def _row(message: DeliveryMessage) -> DeliveryRow:
+    recipient = message.recipient.model_dump(exclude_none=True) if message.recipient else None
+    return DeliveryRow(message.integration.name, message.integration.type.value, recipient)
+
+
+def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) -> None:
+    """Send one dead letter to the delivery queue as a new run; its ledger row says ``queued``, its history kept."""
+    entry = None
+    if letter.notification_id and letter.delivery_key:
+        entry = ledger.get_entry(letter.notification_id, letter.delivery_key)
+    message = revived(letter.body, utc_now(), entry.attempts if entry is not None else 0)
+    body = message.model_dump_json(exclude_none=True) if message is not None else letter.body
+    try:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    except AWS_ERRORS as exc:
+        raise aws_error(exc, "sending to the delivery queue") from exc
+    if not (letter.notification_id and letter.delivery_key):
+        return
+    if message is not None:
+        ledger.update(
+            letter.notification_id,
+            letter.delivery_key,
+            DeliveryStatus.QUEUED,
+            row=_row(message),
+            attempts=message.prior_attempts,
+            redriven=message.redriven,
+        )
+    else:
+        row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
+        ledger.update(letter.notification_id, letter.delivery_key, DeliveryStatus.QUEUED, row=row)
+
+
 def redrive(sqs: Any, dlq_url: str, queue_url: str, ledger: LedgerPort, max_messages: int) -> dict[str, int]:
-    """Move up to ``max_messages`` dead letters to the delivery queue; their ledger rows say ``queued`` again."""
+    """Move up to ``max_messages`` dead letters to the delivery queue; their ledger rows say ``queued`` again.
+
+    A row keeps its count of attempts and counts the redrive; its next attempt is the new run's first.
+    """
     moved = 0
     while moved < max_messages:
         letters = _receive(sqs, dlq_url, max_messages - moved)
         if not letters:
             break
         for letter in letters:
-            try:
-                sqs.send_message(QueueUrl=queue_url, MessageBody=revived(letter.body, utc_now()))
-            except AWS_ERRORS as exc:
-                raise aws_error(exc, "sending to the delivery queue") from exc
-            if letter.notification_id and letter.delivery_key:
-                row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
-                ledger.update(letter.notification_id, letter.delivery_key, DeliveryStatus.QUEUED, row=row, attempts=0)
+            _send_back(sqs, queue_url, ledger, letter)
             try:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
             except AWS_ERRORS as exc:

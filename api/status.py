@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from core.errors import NotFoundError
 from core.ledger import LedgerEntry
 from core.models import DeliveryStatus, Reply
@@ -11,15 +13,25 @@ from core.ports import LedgerReaderPort
 
 
 class DeliveryView(Reply):
-    """One delivery of a notification as the status route shows it."""
+    """One delivery of a notification as the status route shows it.
+
+    ``attempts`` counts every attempt, those made before a redrive too; ``redriven`` how often the delivery was moved
+    back from the dead-letter queue; ``next_attempt_at`` when a ``retrying`` delivery's next attempt is due (the retry's
+    time, or its send slot when it waits for its destination's pace), ``null`` in any other status.
+    """
 
     delivery_key: str
     integration: str
     type: str
     recipient: dict[str, str] | None = None
     status: DeliveryStatus
-    attempts: int
+    attempts: int = Field(description="Attempts made, over every run: those before a redrive count too.")
+    redriven: int = Field(default=0, description="How often the delivery was redriven from the dead-letter queue.")
     last_error: str | None
+    next_attempt_at: str | None = Field(
+        default=None,
+        description="ISO 8601 UTC time of the next attempt of a `retrying` delivery; null in any other status.",
+    )
     updated_at: str
 
 
@@ -43,7 +55,9 @@ def _delivery(entry: LedgerEntry) -> dict[str, Any]:
         "type": entry.type,
         "status": entry.status.value,
         "attempts": entry.attempts,
+        "redriven": entry.redriven,
         "last_error": entry.last_error,
+        "next_attempt_at": entry.next_attempt_at if entry.status is DeliveryStatus.RETRYING else None,
         "updated_at": entry.updated_at,
     }
     if entry.recipient:

@@ -4,6 +4,10 @@ What SQS does with the received message follows from the outcome: it is deleted 
 wait for a send slot and an early arrival are new copies of the message, delayed until their time; a delivery whose
 retries are spent is put in the dead-letter queue by the consumer itself, with its last error. Only when a copy cannot
 be sent does the received message stay, hidden until the retry is due (``DeliveryDeferredError``).
+
+Each outcome is one ledger write: the status, the attempts over every run (``prior_attempts`` of the runs before a
+redrive, plus this run's), when a ``retrying`` delivery's next attempt is due, and the attempt appended to the row's
+history. A wait for a send slot or a 429 counts no attempt and adds nothing to the history.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NoReturn
@@ -29,7 +33,7 @@ from core.errors import (
     UpstreamError,
     invalid_fields,
 )
-from core.ledger import DeliveryRow, epoch_time, iso_time
+from core.ledger import AttemptRecord, DeliveryRow, epoch_time, iso_time
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
 from core.pacing import Limit, Pacer
@@ -200,7 +204,11 @@ class Deliverer:
             # SQS delivers at least once: a message seen again after its success is not sent twice.
             logger.info("delivery skipped: already delivered", extra=log)
             return Outcome.SKIPPED
-        attempts_before = max(message.attempt, entry.attempts if entry is not None else 0)
+        # The row counts the attempts of every run; this run's retry budget counts only its own, so those of the runs
+        # before a redrive are taken off. The row may be ahead of the message: an attempt recorded, its copy refused.
+        recorded = entry.attempts - message.prior_attempts if entry is not None else 0
+        attempts_before = max(message.attempt, recorded)
+        earlier = entry.history if entry is not None else []
         limits: list[Limit] = []
         try:
             channel = self._channel(message)
@@ -222,19 +230,19 @@ class Deliverer:
                 delivery_key=message.delivery_key,
             )
         except PermanentDeliveryError as exc:
-            return self._fail(message, attempts_before + 1, exc, log)
+            return self._fail(message, attempts_before + 1, earlier, exc, log)
         except RetryableDeliveryError as exc:
             if exc.rate_limited and limits:
                 self._penalize(limits, exc, log)
-            return self._retry(message, attempt, attempts_before, exc, log)
+            return self._retry(message, attempt, attempts_before, earlier, exc, log)
         except DeliveryDeferredError:
             raise
         except Exception as exc:
             # A bug: retried like a transient failure, so it ends in the dead-letter queue rather than lost.
             logger.exception("delivery attempt failed unexpectedly", extra=log)
             error = RetryableDeliveryError(f"internal error ({type(exc).__name__})")
-            return self._retry(message, attempt, attempts_before, error, log)
-        return self._deliver(message, attempts_before + 1, receipt, log)
+            return self._retry(message, attempt, attempts_before, earlier, error, log)
+        return self._deliver(message, attempts_before + 1, earlier, receipt, log)
 
     def _channel(self, message: DeliveryMessage) -> Channel:
         channel = self._channels.get(message.integration.type.value)
@@ -292,7 +300,13 @@ class Deliverer:
             self._copy(message, slot - min(self._lead, self._max_wait), not_before=iso_time(slot), slot_reserved=True)
         except UpstreamError as exc:
             return self._keep(message, attempt, wait - self._lead, exc, log)
-        self._record(message, DeliveryStatus.RETRYING, log, last_error=f"paced: next send slot in {math.ceil(wait)} s")
+        self._record(
+            message,
+            DeliveryStatus.RETRYING,
+            log,
+            last_error=f"paced: next send slot in {math.ceil(wait)} s",
+            next_attempt_at=slot,
+        )
         logger.info("delivery paced", extra={**log, "wait_seconds": round(wait, 3)})
         self._count(message.integration.type.value, Outcome.WAITING)
         return Outcome.WAITING
@@ -307,20 +321,35 @@ class Deliverer:
         raise DeliveryDeferredError(message.notification_id, delay)
 
     def _deliver(
-        self, message: DeliveryMessage, attempts: int, receipt: DeliveryReceipt, log: dict[str, Any]
+        self,
+        message: DeliveryMessage,
+        attempts: int,
+        earlier: Sequence[AttemptRecord],
+        receipt: DeliveryReceipt,
+        log: dict[str, Any],
     ) -> Outcome:
         # The message is out: bookkeeping now must never make SQS send it a second time.
         self._record(
-            message, DeliveryStatus.DELIVERED, log, attempts=attempts, provider_message_id=receipt.provider_message_id
+            message,
+            DeliveryStatus.DELIVERED,
+            log,
+            attempts=attempts,
+            earlier=earlier,
+            provider_message_id=receipt.provider_message_id,
         )
         logger.info("delivered", extra={**log, "provider_message_id": receipt.provider_message_id})
         self._count(message.integration.type.value, Outcome.DELIVERED)
         return Outcome.DELIVERED
 
     def _fail(
-        self, message: DeliveryMessage, attempts: int, exc: PermanentDeliveryError, log: dict[str, Any]
+        self,
+        message: DeliveryMessage,
+        attempts: int,
+        earlier: Sequence[AttemptRecord],
+        exc: PermanentDeliveryError,
+        log: dict[str, Any],
     ) -> Outcome:
-        self._record(message, DeliveryStatus.FAILED, log, attempts=attempts, last_error=exc.reason)
+        self._record(message, DeliveryStatus.FAILED, log, attempts=attempts, earlier=earlier, last_error=exc.reason)
         logger.warning("delivery failed permanently", extra={**log, "reason": exc.reason})
         self._count(message.integration.type.value, Outcome.FAILED)
         return Outcome.FAILED
@@ -330,6 +359,7 @@ class Deliverer:
         message: DeliveryMessage,
         attempt: Attempt,
         attempts_before: int,
+        earlier: Sequence[AttemptRecord],
         exc: RetryableDeliveryError,
         log: dict[str, Any],
     ) -> Outcome:
@@ -337,13 +367,21 @@ class Deliverer:
         window_start = epoch_time(message.window_start or message.created_at) or now
         decision = self._policy.decide(exc, attempts_before, window_start, now, self._rand)
         if decision.at is None:
-            return self._bury(message, attempt, decision, log)
+            return self._bury(message, attempt, decision, earlier, log)
+        # A 429 is no attempt (the pace was wrong, not the destination): it leaves the history alone.
+        fields: dict[str, Any] = {
+            "attempts": decision.attempts,
+            "attempted": decision.attempts > attempts_before,
+            "earlier": earlier,
+            "last_error": decision.reason,
+            "next_attempt_at": decision.at,
+        }
         try:
             self._copy(message, decision.at, attempt=decision.attempts, slot_reserved=False)
         except UpstreamError as error:
-            self._record(message, DeliveryStatus.RETRYING, log, attempts=decision.attempts, last_error=decision.reason)
+            self._record(message, DeliveryStatus.RETRYING, log, **fields)
             return self._keep(message, attempt, decision.at - now, error, log)
-        self._record(message, DeliveryStatus.RETRYING, log, attempts=decision.attempts, last_error=decision.reason)
+        self._record(message, DeliveryStatus.RETRYING, log, **fields)
         logger.warning(
             "delivery will be retried",
             extra={**log, "reason": decision.reason, "retry_in_seconds": round(decision.at - now, 1)},
@@ -351,26 +389,69 @@ class Deliverer:
         self._count(message.integration.type.value, Outcome.RETRIED)
         return Outcome.RETRIED
 
-    def _bury(self, message: DeliveryMessage, attempt: Attempt, decision: Decision, log: dict[str, Any]) -> Outcome:
+    def _bury(
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        decision: Decision,
+        earlier: Sequence[AttemptRecord],
+        log: dict[str, Any],
+    ) -> Outcome:
         """Move a delivery whose retries are spent to the dead-letter queue, with its last error."""
         dead = message.model_copy(update={"attempt": decision.attempts, "not_before": None, "slot_reserved": False})
         try:
             self._dead_letters.bury(dead.model_dump_json(exclude_none=True), decision.reason)
         except UpstreamError as exc:
             return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log)
-        self._record(message, DeliveryStatus.DEAD, log, attempts=decision.attempts, last_error=decision.reason)
+        # Given up is an outcome the history shows, even after a 429 that counted no attempt.
+        self._record(
+            message, DeliveryStatus.DEAD, log, attempts=decision.attempts, earlier=earlier, last_error=decision.reason
+        )
         logger.error("delivery retries exhausted: in the dead-letter queue", extra={**log, "reason": decision.reason})
         self._count(message.integration.type.value, Outcome.DEAD)
         return Outcome.DEAD
 
-    def _record(self, message: DeliveryMessage, status: DeliveryStatus, log: dict[str, Any], **fields: Any) -> None:
-        """Write the delivery's row; a failure is logged and counted, never raised (the outcome already happened)."""
+    def _record(
+        self,
+        message: DeliveryMessage,
+        status: DeliveryStatus,
+        log: dict[str, Any],
+        *,
+        attempts: int | None = None,
+        attempted: bool = True,
+        earlier: Sequence[AttemptRecord] = (),
+        last_error: str | None = None,
+        provider_message_id: str | None = None,
+        next_attempt_at: float | None = None,
+    ) -> None:
+        """Write the delivery's row; a failure is logged and counted, never raised (the outcome already happened).
+
+        ``attempts`` counts this run's attempts (the row's count adds the runs before a redrive); given it, the outcome
+        goes in the row's history unless ``attempted`` says that no attempt was made. ``earlier`` is the history as
+        read before the attempt. ``next_attempt_at`` is a Unix time.
+        """
         recipient = message.recipient.model_dump(exclude_none=True) if message.recipient else None
         row = DeliveryRow(
             integration=message.integration.name, type=message.integration.type.value, recipient=recipient
         )
+        total = None if attempts is None else message.prior_attempts + attempts
+        history = None
+        if total is not None and attempted:
+            history = AttemptRecord(at=iso_time(self._clock()), attempt=total, status=status.value, error=last_error)
         try:
-            self._ledger.update(message.notification_id, message.delivery_key, status, row=row, **fields)
+            self._ledger.update(
+                message.notification_id,
+                message.delivery_key,
+                status,
+                row=row,
+                attempts=total,
+                last_error=last_error,
+                provider_message_id=provider_message_id,
+                next_attempt_at=iso_time(next_attempt_at) if next_attempt_at is not None else None,
+                redriven=message.redriven,
+                history=history,
+                earlier=earlier,
+            )
         except Exception as exc:
             logger.error("ledger update failed", extra={**log, "status": status.value, "error": type(exc).__name__})
             self._count(message.integration.type.value, "ledger_write_failed")

@@ -7,6 +7,10 @@ by the consumer as outcomes happen, so a delivery without a row has not been att
 Only when a publish could not enqueue every delivery does the producer write more: the SQS message ids of those it
 did enqueue, on the record (``enqueued``), and a ``failed`` row with no attempt for each of the others. A retry of
 that publish reads them to enqueue only the rest, and deletes those rows first.
+
+A delivery row also keeps its story: ``attempts`` over every run (a redrive starts a new run, ``redriven`` counts
+them), ``next_attempt_at`` while it is ``retrying``, and ``history``, the most recent attempts with their outcome,
+appended by the same write that records each outcome.
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, UpstreamError, aws_error, error_code
 from core.models import DeliveryStatus
 
 NOTIFICATION_KEY = "#"
 PAGE_SIZE = 100
+# The attempts a row's history keeps: the most recent ones. A delivery redriven again and again would otherwise grow
+# its row towards DynamoDB's 400 KB item limit, and then no outcome could be written to it any more.
+HISTORY_LIMIT = 50
 _BATCH_WRITE_LIMIT = 25
 _MAX_ERROR_LENGTH = 1000
 
@@ -79,9 +86,28 @@ class NotificationRecord:
     enqueued: dict[str, str] | None = None
 
 
+class AttemptRecord(TypedDict):
+    """One attempt of a delivery, as its row's ``history`` keeps it.
+
+    ``at`` is when its outcome was recorded (ISO 8601 UTC); ``attempt`` the row's ``attempts`` with it counted (over
+    every run, as the status route shows them); ``status`` the row's status it led to (``delivered``, ``retrying``,
+    ``failed``, ``dead`` or ``skipped``); ``error`` its error, or ``None``.
+    """
+
+    at: str
+    attempt: int
+    status: str
+    error: str | None
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One delivery's row of the ledger."""
+    """One delivery's row of the ledger.
+
+    ``attempts`` counts the attempts of every run, those before a redrive too; ``redriven`` how often the delivery was
+    redriven; ``next_attempt_at`` (ISO 8601 UTC) when the next attempt is due, only while ``retrying``; ``history`` the
+    most recent attempts, oldest first (at most ``HISTORY_LIMIT``; pacing waits and 429s are no attempts).
+    """
 
     notification_id: str
     delivery_key: str
@@ -93,6 +119,9 @@ class LedgerEntry:
     provider_message_id: str | None
     updated_at: str
     recipient: dict[str, str] | None = None
+    next_attempt_at: str | None = None
+    redriven: int = 0
+    history: list[AttemptRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -119,6 +148,45 @@ def _text(item: dict[str, Any], name: str) -> str | None:
     return value["S"] if value and "S" in value else None
 
 
+def _history(item: dict[str, Any]) -> list[AttemptRecord]:
+    records: list[AttemptRecord] = []
+    for element in item.get("history", {}).get("L", []):
+        value = element.get("M", {})
+        records.append(
+            AttemptRecord(
+                at=_text(value, "at") or "",
+                attempt=int(value.get("attempt", {}).get("N", "0")),
+                status=_text(value, "status") or "",
+                error=_text(value, "error"),
+            )
+        )
+    return records
+
+
+def _history_item(record: AttemptRecord) -> dict[str, Any]:
+    error = record["error"]
+    return {
+        "M": {
+            "at": {"S": record["at"]},
+            "attempt": {"N": str(record["attempt"])},
+            "status": {"S": record["status"]},
+            "error": {"S": error[:_MAX_ERROR_LENGTH]} if error is not None else {"NULL": True},
+        }
+    }
+
+
+def _history_clause(record: AttemptRecord, earlier: Sequence[AttemptRecord], values: dict[str, Any]) -> str:
+    """Return the ``SET`` clause that adds ``record`` to the history (``#h``), putting its values in ``values``."""
+    if len(earlier) >= HISTORY_LIMIT:
+        kept = [*earlier[len(earlier) - HISTORY_LIMIT + 1 :], record]
+        values[":h"] = {"L": [_history_item(entry) for entry in kept]}
+        return "#h = :h"
+    # Appended by the write of the outcome itself: no read first, and never an outcome without its attempt.
+    values[":h"] = {"L": [_history_item(record)]}
+    values[":empty"] = {"L": []}
+    return "#h = list_append(if_not_exists(#h, :empty), :h)"
+
+
 def _entry(item: dict[str, Any]) -> LedgerEntry:
     recipient = item.get("recipient", {}).get("M")
     return LedgerEntry(
@@ -132,6 +200,9 @@ def _entry(item: dict[str, Any]) -> LedgerEntry:
         provider_message_id=_text(item, "provider_message_id"),
         updated_at=_text(item, "updated_at") or "",
         recipient={key: value["S"] for key, value in recipient.items()} if recipient else None,
+        next_attempt_at=_text(item, "next_attempt_at"),
+        redriven=int(item.get("redriven", {}).get("N", "0")),
+        history=_history(item),
     )
 
 
@@ -333,10 +404,19 @@ class DeliveryLedger:
         attempts: int | None = None,
         last_error: str | None = None,
         provider_message_id: str | None = None,
+        next_attempt_at: str | None = None,
+        redriven: int | None = None,
+        history: AttemptRecord | None = None,
+        earlier: Sequence[AttemptRecord] = (),
     ) -> bool:
         """Write a delivery row's status (creating the row); return ``False`` when it is ``delivered`` already.
 
-        A delivered row is final: SQS delivers at least once, so a late retry must never undo a success.
+        A delivered row is final: SQS delivers at least once, so a late retry must never undo a success. Fields left
+        ``None`` keep their value, except ``next_attempt_at``: it is written only with ``retrying`` and removed by any
+        other write, so a final row never names a next attempt. ``redriven`` is set, never added to, so a message seen
+        twice writes the same count. ``history`` is appended to the row's list in this same write; ``earlier`` is that
+        list as the caller last read it: when it holds ``HISTORY_LIMIT`` attempts already, the list is written anew
+        with the most recent of them, so it stops growing.
         """
         names = {"#s": "status", "#u": "updated_at"}
         values: dict[str, Any] = {
@@ -363,6 +443,17 @@ class DeliveryLedger:
         if provider_message_id is not None:
             sets.append("provider_message_id = :p")
             values[":p"] = {"S": provider_message_id}
+        if next_attempt_at is not None and status is DeliveryStatus.RETRYING:
+            sets.append("next_attempt_at = :t")
+            values[":t"] = {"S": next_attempt_at}
+        else:
+            removes.append("next_attempt_at")
+        if redriven is not None:
+            sets.append("redriven = :d")
+            values[":d"] = {"N": str(redriven)}
+        if history is not None:
+            names["#h"] = "history"
+            sets.append(_history_clause(history, earlier, values))
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         try:
             self._client.update_item(

@@ -100,6 +100,11 @@ class Recipient(BaseModel):
     address: str | None = None
 
 
+def _is_zero(count: int) -> bool:
+    """Whether a count is 0 (then a body leaves it out)."""
+    return count == 0
+
+
 class DeliveryMessage(BaseModel):
     """The body of a message on the delivery queue (version 2 of the contract in DESIGN.md).
 
@@ -107,6 +112,11 @@ class DeliveryMessage(BaseModel):
     sends a new copy for each retry, so these two, not SQS's receive count, decide retries. ``slot_reserved`` says that
     ``not_before`` is a send slot already taken from the destination's pace; ``window_start`` (default ``created_at``)
     is when the retry window opened, moved by a redrive.
+
+    A redrive starts a new run of attempts: ``attempt`` goes back to 0 and the window reopens, so the retry policy
+    gets a fresh budget, while ``prior_attempts`` keeps the attempts of the runs before and ``redriven`` counts the
+    redrives. The ledger's count is ``prior_attempts`` + the attempts of this run; both fields default to 0, so a body
+    written before them still parses.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -124,6 +134,9 @@ class DeliveryMessage(BaseModel):
     not_before: str | None = None
     slot_reserved: bool = False
     window_start: str | None = None
+    # Left out of a body while 0: a delivery never redriven travels as it did before these fields.
+    prior_attempts: int = Field(default=0, ge=0, exclude_if=_is_zero)
+    redriven: int = Field(default=0, ge=0, exclude_if=_is_zero)
 
 
 class DeliveryMessageV1(BaseModel):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from core.pacing import PaceStore
 
 if TYPE_CHECKING:
-    from core.ledger import DeliveryRow, LedgerEntry, LedgerPage, NotificationRecord
+    from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, LedgerPage, NotificationRecord
     from core.models import DeliveryStatus, Topic
     from core.topics import StoredTopic
 
@@ -44,8 +44,12 @@ class LedgerPort(Protocol):
         attempts: int | None = None,
         last_error: str | None = None,
         provider_message_id: str | None = None,
+        next_attempt_at: str | None = None,
+        redriven: int | None = None,
+        history: AttemptRecord | None = None,
+        earlier: Sequence[AttemptRecord] = (),
     ) -> bool:
-        """Write a delivery row's status; return ``False`` when it is ``delivered`` already (a row that is final)."""
+        """Write a delivery row's status and append ``history``; return ``False`` when it is ``delivered`` already."""
         ...
 
 

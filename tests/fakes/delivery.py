@@ -3,7 +3,7 @@ SQS visibility, an unreachable pacing table, SSM parameters, and AWS sending cli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, ClassVar, NoReturn
 
@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.channels import Channel, ChannelResources, DeliveryReceipt, Limit
 from core.errors import UpstreamError
-from core.ledger import DeliveryRow, LedgerEntry
+from core.ledger import HISTORY_LIMIT, AttemptRecord, DeliveryRow, LedgerEntry
 from core.models import Content, DeliveryStatus
 from core.pacing import Slot
 
@@ -72,7 +72,8 @@ class FakeChannel(Channel):
 
 
 class FakeLedger:
-    """Holds delivery rows in memory with the real ledger's rules: a delivered row is final, absent fields are kept.
+    """Holds delivery rows in memory with the real ledger's rules: a delivered row is final, absent fields are kept,
+    ``next_attempt_at`` only while ``retrying``, ``history`` appended (at most ``HISTORY_LIMIT`` kept).
 
     Every call is recorded (``reads``, ``updates``), also those told to fail. ``fail_reads`` makes ``get_entry`` raise
     ``UpstreamError``; ``fail_updates`` makes ``update`` raise ``UpstreamError``, and ``unreachable_updates`` an
@@ -94,8 +95,10 @@ class FakeLedger:
         status: DeliveryStatus,
         attempts: int = 0,
         last_error: str | None = None,
+        redriven: int = 0,
+        history: Sequence[AttemptRecord] = (),
     ) -> None:
-        """Put a row in ``status``, as an earlier receive left it; not recorded as an update."""
+        """Put a row in ``status``, as an earlier receive (or a redrive) left it; not recorded as an update."""
         self.rows[(notification_id, delivery_key)] = LedgerEntry(
             notification_id=notification_id,
             delivery_key=delivery_key,
@@ -106,6 +109,8 @@ class FakeLedger:
             last_error=last_error,
             provider_message_id=None,
             updated_at=_UPDATED_AT,
+            redriven=redriven,
+            history=list(history),
         )
 
     def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
@@ -125,6 +130,10 @@ class FakeLedger:
         attempts: int | None = None,
         last_error: str | None = None,
         provider_message_id: str | None = None,
+        next_attempt_at: str | None = None,
+        redriven: int | None = None,
+        history: AttemptRecord | None = None,
+        earlier: Sequence[AttemptRecord] = (),
     ) -> bool:
         """Write a row's status and the fields given; return ``False`` when it is ``delivered`` already."""
         self.updates.append((notification_id, delivery_key, status))
@@ -149,8 +158,22 @@ class FakeLedger:
             provider_message_id=provider_message_id or (old.provider_message_id if old else None),
             updated_at=_UPDATED_AT,
             recipient=(row.recipient if row else None) or (old.recipient if old else None),
+            next_attempt_at=next_attempt_at if status is DeliveryStatus.RETRYING else None,
+            redriven=redriven if redriven is not None else old.redriven if old else 0,
+            history=self._history(old, history, earlier),
         )
         return True
+
+    @staticmethod
+    def _history(
+        old: LedgerEntry | None, record: AttemptRecord | None, earlier: Sequence[AttemptRecord]
+    ) -> list[AttemptRecord]:
+        kept = list(old.history) if old else []
+        if record is None:
+            return kept
+        if len(earlier) >= HISTORY_LIMIT:
+            return [*earlier[len(earlier) - HISTORY_LIMIT + 1 :], record]
+        return [*kept, record]
 
 
 class FakeDeliveryQueue:

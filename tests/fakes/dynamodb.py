@@ -109,13 +109,18 @@ class FakeDynamoDBClient:
         ExpressionAttributeNames: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Apply the ``SET a = :v`` and ``REMOVE a`` clauses of an update, ignoring any condition."""
+        """Apply the ``SET a = :v``, ``SET a = list_append(if_not_exists(a, :e), :v)`` and ``REMOVE a`` clauses of an
+        update, ignoring any condition."""
         self.calls.append(("update_item", {"TableName": TableName, "Key": Key, "UpdateExpression": UpdateExpression}))
         names = ExpressionAttributeNames or {}
         item = self.tables[TableName].setdefault(self._key(TableName, Key), dict(Key))
         sets, _, removes = UpdateExpression.partition(" REMOVE ")
         for attribute, placeholder in re.findall(r"([#\w]+) = (:\w+)", sets):
             item[names.get(attribute, attribute)] = ExpressionAttributeValues[placeholder]
+        appends = re.findall(r"([#\w]+) = list_append\(if_not_exists\(([#\w]+), (:\w+)\), (:\w+)\)", sets)
+        for attribute, source, empty, placeholder in appends:
+            start = item.get(names.get(source, source), ExpressionAttributeValues[empty])
+            item[names.get(attribute, attribute)] = {"L": [*start["L"], *ExpressionAttributeValues[placeholder]["L"]]}
         for attribute in filter(None, (part.strip() for part in removes.split(","))):
             item.pop(names.get(attribute, attribute), None)
         return {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.clients import get_ledger
+from api.dead_letters import redrive
+from core.clients import get_client, get_ledger
 from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
 from tests.integration.api.conftest import AdminApi
@@ -31,12 +32,19 @@ def _message(notification_id: str, integration: str) -> dict[str, Any]:
     }
 
 
-def _dead(aws: AwsResources, notification_id: str, integration: str = "erp-webhook") -> dict[str, Any]:
+def _dead(aws: AwsResources, notification_id: str, integration: str = "erp-webhook", **changes: Any) -> dict[str, Any]:
     """Put a delivery in the DLQ as the consumer buries it: last error as attribute, ledger row ``dead``."""
-    message = _message(notification_id, integration)
+    message = {**_message(notification_id, integration), **changes}
     row = DeliveryRow(integration=integration, type="webhook")
+    attempts = message.get("prior_attempts", 0) + message["attempt"]
     get_ledger().update(
-        notification_id, integration, DeliveryStatus.DEAD, row=row, attempts=7, last_error="webhook: HTTP 503"
+        notification_id,
+        integration,
+        DeliveryStatus.DEAD,
+        row=row,
+        attempts=attempts,
+        redriven=message.get("redriven", 0),
+        last_error="webhook: HTTP 503",
     )
     aws.sqs.send_message(
         QueueUrl=aws.dead_letter_queue_url,
@@ -53,7 +61,9 @@ def _crashed(aws: AwsResources, notification_id: str, integration: str = "erp-we
         del message[field]
     message["v"] = 1
     row = DeliveryRow(integration=integration, type="webhook")
-    get_ledger().update(notification_id, integration, DeliveryStatus.RETRYING, row=row, last_error="internal error")
+    get_ledger().update(
+        notification_id, integration, DeliveryStatus.RETRYING, row=row, attempts=3, last_error="internal error"
+    )
     aws.sqs.send_message(QueueUrl=aws.dead_letter_queue_url, MessageBody=json.dumps(message))
 
 
@@ -113,33 +123,99 @@ def test_redrive_moves_messages_to_delivery_queue(admin: AdminApi, aws: AwsResou
     assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
 
 
-def test_redrive_starts_the_delivery_afresh(admin: AdminApi, aws: AwsResources) -> None:
+def _moved(aws: AwsResources) -> list[dict[str, Any]]:
+    return [json.loads(message["Body"]) for message in receive_all(aws.sqs, aws.delivery_queue_url)]
+
+
+def test_redrive_starts_a_new_run_of_attempts(admin: AdminApi, aws: AwsResources) -> None:
     _dead(aws, "n-1")
 
     admin.call("POST", REDRIVE)
 
-    [moved] = [json.loads(message["Body"]) for message in receive_all(aws.sqs, aws.delivery_queue_url)]
+    [moved] = _moved(aws)
     assert (moved["attempt"], moved["slot_reserved"], "not_before" in moved) == (0, False, False)
     assert moved["window_start"] > moved["created_at"]
 
 
-def test_redrive_version_1_body_moves_unchanged(admin: AdminApi, aws: AwsResources) -> None:
+def test_redrive_message_carries_the_attempts_before_and_the_redrive(admin: AdminApi, aws: AwsResources) -> None:
+    _dead(aws, "n-1")
+
+    admin.call("POST", REDRIVE)
+
+    [moved] = _moved(aws)
+    assert (moved["prior_attempts"], moved["redriven"]) == (7, 1)
+
+
+def test_redrive_of_a_delivery_redriven_before_adds_its_last_run(admin: AdminApi, aws: AwsResources) -> None:
+    _dead(aws, "n-1", prior_attempts=3, redriven=1)
+
+    admin.call("POST", REDRIVE)
+
+    [moved] = _moved(aws)
+    entry = get_ledger().get_entry("n-1", "erp-webhook")
+    assert (moved["prior_attempts"], moved["redriven"]) == (10, 2)
+    assert entry is not None
+    assert (entry.attempts, entry.redriven) == (10, 2)
+
+
+def test_redrive_version_1_body_goes_back_as_version_2_with_the_ledgers_attempts(
+    admin: AdminApi, aws: AwsResources
+) -> None:
     _crashed(aws, "n-9")
 
     admin.call("POST", REDRIVE)
 
-    [moved] = [json.loads(message["Body"]) for message in receive_all(aws.sqs, aws.delivery_queue_url)]
-    assert (moved["v"], "attempt" in moved) == (1, False)
+    [moved] = _moved(aws)
+    assert (moved["v"], moved["delivery_key"], moved["attempt"]) == (2, "erp-webhook", 0)
+    assert (moved["prior_attempts"], moved["redriven"]) == (3, 1)
 
 
-def test_redrive_sets_ledger_rows_queued(admin: AdminApi, aws: AwsResources) -> None:
+def test_redrive_sets_ledger_rows_queued_keeping_attempts_and_counting_the_redrive(
+    admin: AdminApi, aws: AwsResources
+) -> None:
     _dead(aws, "n-1")
 
     admin.call("POST", REDRIVE)
 
     entry = get_ledger().get_entry("n-1", "erp-webhook")
     assert entry is not None
-    assert (entry.status, entry.last_error, entry.attempts) == (DeliveryStatus.QUEUED, None, 0)
+    assert (entry.status, entry.last_error, entry.attempts, entry.redriven, entry.next_attempt_at) == (
+        DeliveryStatus.QUEUED,
+        None,
+        7,
+        1,
+        None,
+    )
+
+
+class _DeleteLost:
+    """An SQS client whose deletes are lost and whose receives hide nothing, as if each delete had come too late."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        return self._sqs.receive_message(**{**kwargs, "VisibilityTimeout": 0})
+
+    def delete_message(self, **kwargs: Any) -> None:
+        pass
+
+    def send_message(self, **kwargs: Any) -> Any:
+        return self._sqs.send_message(**kwargs)
+
+
+def test_redrive_same_letter_twice_goes_back_the_same_and_counts_one_redrive(aws: AwsResources) -> None:
+    _dead(aws, "n-1")
+    sqs = _DeleteLost(get_client("sqs"))
+
+    for _ in range(2):
+        redrive(sqs, aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), max_messages=1)
+
+    moved = _moved(aws)
+    entry = get_ledger().get_entry("n-1", "erp-webhook")
+    assert [(body["attempt"], body["prior_attempts"], body["redriven"]) for body in moved] == [(0, 7, 1)] * 2
+    assert entry is not None
+    assert (entry.attempts, entry.redriven) == (7, 1)
 
 
 def test_redrive_max_messages_limits_the_move(admin: AdminApi, aws: AwsResources) -> None:

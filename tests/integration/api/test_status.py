@@ -96,6 +96,48 @@ def test_status_after_an_outcome_shows_it_in_deliveries_and_summary(
     assert (webhook["status"], webhook["attempts"], webhook["last_error"]) == ("retrying", 2, "x")
 
 
+def test_status_retrying_delivery_shows_its_next_attempt_and_redrives(
+    admin: AdminApi, lambda_context: FakeLambdaContext
+) -> None:
+    notification_id = _publish(admin, lambda_context)["headers"]["X-Notification-Id"]
+    row = DeliveryRow(integration="erp-webhook", type="webhook")
+    get_ledger().update(
+        notification_id,
+        "erp-webhook",
+        DeliveryStatus.RETRYING,
+        row=row,
+        attempts=9,
+        redriven=1,
+        last_error="webhook: HTTP 503",
+        next_attempt_at="2026-11-22T10:00:07.500Z",
+    )
+
+    body = response_json(_status(notification_id, lambda_context))
+
+    webhook = next(d for d in body["deliveries"] if d["integration"] == "erp-webhook")
+    assert (webhook["attempts"], webhook["redriven"], webhook["next_attempt_at"]) == (
+        9,
+        1,
+        "2026-11-22T10:00:07.500Z",
+    )
+    assert "history" not in webhook
+
+
+def test_status_deliveries_not_retrying_show_no_next_attempt_and_no_redrive(
+    admin: AdminApi, lambda_context: FakeLambdaContext
+) -> None:
+    notification_id = _publish(admin, lambda_context)["headers"]["X-Notification-Id"]
+    row = DeliveryRow(integration="erp-webhook", type="webhook")
+    get_ledger().update(notification_id, "erp-webhook", DeliveryStatus.DELIVERED, row=row, attempts=1)
+
+    body = response_json(_status(notification_id, lambda_context))
+
+    assert {(d["status"], d["next_attempt_at"], d["redriven"]) for d in body["deliveries"]} == {
+        ("queued", None, 0),
+        ("delivered", None, 0),
+    }
+
+
 def test_status_other_api_key_returns_404(admin: AdminApi, lambda_context: FakeLambdaContext) -> None:
     notification_id = _publish(admin, lambda_context)["headers"]["X-Notification-Id"]
 

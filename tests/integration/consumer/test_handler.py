@@ -39,10 +39,11 @@ from tests.integration.consumer.flow import (
     version_1,
 )
 from tests.support.aws import ACCOUNT, ADMIN_TOKEN, REGION, AwsResources
-from tests.support.events import admin_event, response_json
+from tests.support.events import admin_event, api_event, response_json
 from tests.support.receivers import Answer, Receiver
 
 BOT_TOKEN = "123456:telegram-secret-8c1d"
+STATUS = "/v1/notifications/{notification_id}"
 SIGNING_SECRET = "webhook-secret-2b7e-0123456789"
 
 
@@ -67,6 +68,27 @@ def _kill(aws: AwsResources, message: dict[str, Any], monkeypatch: pytest.Monkey
             break
         seen.append(entry(message).status)
     return seen
+
+
+def _status_of(message: dict[str, Any]) -> dict[str, Any]:
+    """Return the delivery of ``message`` as the status route shows it to its publisher (``enqueue``'s caller)."""
+    from api.handler import handler as api_handler
+
+    event = api_event("GET", STATUS, {"notification_id": message["notification_id"]})
+    response = api_handler(event, FakeLambdaContext())
+    assert response["statusCode"] == 200
+    [delivery] = response_json(response)["deliveries"]
+    assert isinstance(delivery, dict)
+    return delivery
+
+
+def _redrive() -> dict[str, Any]:
+    from api.handler import handler as api_handler
+
+    result: dict[str, Any] = response_json(
+        api_handler(admin_event("POST", "/v1/dead-letters/redrive", token=ADMIN_TOKEN), FakeLambdaContext())
+    )
+    return result
 
 
 def _consume_next(aws: AwsResources) -> bool:
@@ -304,10 +326,82 @@ def test_handler_redriven_delivery_gets_its_attempts_afresh(
 
     consume_once(consumer_aws)
 
-    # api/dead_letters.py: "A redriven delivery starts afresh: no attempts made". With two attempts allowed, the first
-    # failure after a redrive is a retry, not the end.
-    assert entry(message).status is DeliveryStatus.RETRYING
-    assert [item.body["attempt"] for item in on_queue()] == [1]
+    # api/dead_letters.py: a redriven delivery starts a new run of attempts. With two attempts allowed, the first
+    # failure after a redrive is a retry, not the end; the ledger still counts the two attempts before it.
+    assert (entry(message).status, entry(message).attempts) == (DeliveryStatus.RETRYING, 3)
+    assert [(item.body["attempt"], item.body["prior_attempts"]) for item in on_queue()] == [(1, 2)]
+
+
+def test_handler_outage_shows_a_retrying_delivery_with_its_next_attempt_over_the_status_route(
+    consumer_aws: AwsResources, receiver: Receiver
+) -> None:
+    receiver.outage(60)
+    message = _webhook(receiver)
+    enqueue(consumer_aws, message)
+
+    consume_once(consumer_aws)
+    delivery = _status_of(message)
+
+    [copy] = on_queue()
+    next_attempt = epoch_time(delivery["next_attempt_at"]) or 0.0
+    assert (delivery["status"], delivery["attempts"], delivery["redriven"]) == ("retrying", 1, 0)
+    assert delivery["next_attempt_at"] == copy.body["not_before"]
+    # The first retry: 10 s * 2^0 with equal jitter.
+    assert time.time() + 4 < next_attempt <= time.time() + 10
+
+
+def test_handler_redriven_delivery_delivered_shows_the_attempts_of_both_runs_and_one_redrive(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.default = Answer(500, b"")
+    message = _webhook(receiver)
+    _kill(consumer_aws, message, monkeypatch)
+    dead = _status_of(message)
+    receiver.default = Answer(503, b"")
+    _redrive()
+    queued = _status_of(message)
+
+    consume_once(consumer_aws)
+    retrying = _status_of(message)
+    receiver.default = Answer(200)
+    [copy] = on_queue()
+    time.sleep(max(0.0, copy.due_in))
+    assert _consume_next(consumer_aws)
+    delivered = _status_of(message)
+
+    assert [(view["status"], view["attempts"], view["redriven"]) for view in (dead, queued, retrying, delivered)] == [
+        ("dead", 2, 0),
+        ("queued", 2, 1),
+        ("retrying", 3, 1),
+        ("delivered", 4, 1),
+    ]
+    assert (queued["next_attempt_at"], retrying["next_attempt_at"] is not None, delivered["next_attempt_at"]) == (
+        None,
+        True,
+        None,
+    )
+
+
+def test_handler_history_keeps_every_attempt_of_every_run_in_order(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver.default = Answer(500, b"")
+    message = _webhook(receiver)
+    _kill(consumer_aws, message, monkeypatch)
+    receiver.default = Answer(200)
+    _redrive()
+
+    consume_once(consumer_aws)
+
+    history = entry(message).history
+    assert [(record["attempt"], record["status"], record["error"]) for record in history] == [
+        (1, "retrying", "webhook: HTTP 500"),
+        (2, "dead", "2 attempts made: webhook: HTTP 500"),
+        (3, "delivered", None),
+    ]
+    times = [record["at"] for record in history]
+    assert times == sorted(times)
+    assert all(epoch_time(moment) for moment in times)
 
 
 def test_handler_malformed_message_is_processed_not_retried(consumer_aws: AwsResources) -> None:

@@ -90,6 +90,15 @@ def test_build_document_request_bodies_come_from_the_validating_models() -> None
     assert paths["/v1/dead-letters/redrive"]["post"]["requestBody"]["required"] is False
 
 
+def test_build_document_status_deliveries_show_next_attempt_and_redrives() -> None:
+    schemas = build_document(routers())["components"]["schemas"]
+
+    delivery = schemas["DeliveryView"]["properties"]
+    assert delivery["next_attempt_at"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert (delivery["redriven"]["type"], delivery["attempts"]["type"]) == ("integer", "integer")
+    assert {"DeliveryView", "StatusResponse"} <= set(schemas)
+
+
 def test_build_document_route_without_doc_refused() -> None:
     router = Router()
 

@@ -20,7 +20,7 @@ from consumer.delivery import Attempt, Deliverer, Outcome, parse_message
 from consumer.retry import RetryPolicy, VisibilityScheduler
 from core.channels import DeliveryReceipt
 from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError
-from core.ledger import LedgerEntry, iso_time
+from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry, iso_time
 from core.models import DeliveryMessage, DeliveryStatus
 from core.pacing import Limit, Pacer, PaceStore
 from tests.fakes.delivery import (
@@ -991,3 +991,240 @@ def test_process_credentials_missing_records_reason(rig: Rig) -> None:
     rig.process(_with_credentials())
 
     assert rig.row().last_error == "credentials are missing"
+
+
+# --- next attempt -------------------------------------------------------------------------------------------------
+
+
+def _retried_then(rig: Rig, result: DeliveryReceipt | Exception) -> None:
+    """Answer 503, then let the retry's copy arrive at its time and answer it with ``result``."""
+    rig.channel.result = _server_error()
+    rig.process()
+    body, _ = rig.queue.sent.pop()
+    rig.clock.advance(BACKOFF_1)
+    rig.channel.result = result
+    rig.process(body)
+
+
+def test_process_server_error_records_next_attempt_at_the_retry_time(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process()
+
+    assert rig.row().next_attempt_at == iso_time(NOW + BACKOFF_1) == rig.copy()[0].not_before
+
+
+def test_process_rate_limited_records_next_attempt_at_after_retry_after(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    rig.process()
+
+    assert rig.row().next_attempt_at == iso_time(NOW + 33)
+
+
+def test_process_slot_beyond_max_wait_records_next_attempt_at_the_slot(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    rig.process()
+
+    assert rig.row().next_attempt_at == iso_time(NOW + 11)
+
+
+def test_process_copy_refused_on_retry_records_next_attempt_at_the_retry_time(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process()
+
+    assert rig.row().next_attempt_at == iso_time(NOW + BACKOFF_1)
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (DeliveryReceipt("provider-1"), DeliveryStatus.DELIVERED),
+        (PermanentDeliveryError("webhook: HTTP 404"), DeliveryStatus.FAILED),
+    ],
+    ids=["delivered", "failed"],
+)
+def test_process_final_outcome_after_retrying_clears_next_attempt_at(
+    rig: Rig, result: Exception | DeliveryReceipt, status: DeliveryStatus
+) -> None:
+    _retried_then(rig, result)
+
+    assert (rig.row().status, rig.row().next_attempt_at) == (status, None)
+
+
+def test_process_dead_after_retrying_clears_next_attempt_at(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.process(_body(attempt=MAX_ATTEMPTS - 2))
+    body, delay = rig.queue.sent.pop()
+    rig.clock.advance(delay)
+
+    rig.process(body)
+
+    assert (rig.row().status, rig.row().next_attempt_at) == (DeliveryStatus.DEAD, None)
+
+
+# --- redriven deliveries ------------------------------------------------------------------------------------------
+
+
+def _redriven(rig: Rig, prior_attempts: int = 7, redriven: int = 1, **changes: Any) -> str:
+    """Return a redriven message's body with its ledger row as the redrive left it: ``queued``, attempts kept."""
+    rig.ledger.put(ID, KEY, DeliveryStatus.QUEUED, attempts=prior_attempts, redriven=redriven)
+    return _body(prior_attempts=prior_attempts, redriven=redriven, window_start=iso_time(NOW - 1), **changes)
+
+
+def test_process_redriven_message_delivered_counts_attempts_over_every_run(rig: Rig) -> None:
+    rig.process(_redriven(rig))
+
+    assert (rig.row().status, rig.row().attempts, rig.row().redriven) == (DeliveryStatus.DELIVERED, 8, 1)
+
+
+def test_process_redriven_message_failing_gets_a_fresh_attempt_budget(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    # Seven attempts before the redrive, more than the five allowed: the new run still has its own five.
+    outcome = rig.process(_redriven(rig))
+
+    message, _ = rig.copy()
+    assert (outcome, message.attempt, message.prior_attempts, message.redriven) == (Outcome.RETRIED, 1, 7, 1)
+    assert (rig.row().status, rig.row().attempts) == (DeliveryStatus.RETRYING, 8)
+
+
+def test_process_redriven_message_spending_its_run_is_dead_with_every_attempt_counted(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    outcome = rig.process(_redriven(rig, attempt=MAX_ATTEMPTS - 1))
+
+    [(body, reason)] = rig.dead_letters.buried
+    dead = DeliveryMessage.model_validate_json(body)
+    assert (outcome, reason) == (Outcome.DEAD, f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503")
+    assert (dead.attempt, dead.prior_attempts, dead.redriven) == (MAX_ATTEMPTS, 7, 1)
+    assert (rig.row().status, rig.row().attempts) == (DeliveryStatus.DEAD, 7 + MAX_ATTEMPTS)
+
+
+def test_process_redriven_message_received_twice_sets_redriven_once(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    body = _redriven(rig, redriven=2)
+
+    # SQS delivers at least once: the same copy again is a second attempt, but the same redrive.
+    rig.process(body)
+    rig.process(body)
+
+    assert (rig.row().attempts, rig.row().redriven) == (9, 2)
+
+
+def test_process_redriven_message_received_again_after_success_is_skipped(rig: Rig) -> None:
+    body = _redriven(rig)
+    rig.process(body)
+
+    outcome = rig.process(body)
+
+    assert (outcome, len(rig.channel.sent), rig.row().attempts, rig.row().redriven) == (Outcome.SKIPPED, 1, 8, 1)
+
+
+def test_process_redriven_message_with_ledger_ahead_counts_from_the_ledger(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    body = _redriven(rig)
+    # The run's first attempt was recorded but its copy refused: the same message comes back after it.
+    rig.ledger.put(ID, KEY, DeliveryStatus.RETRYING, attempts=8, redriven=1)
+
+    rig.process(body)
+
+    assert (rig.row().attempts, rig.copy()[0].attempt) == (9, 2)
+
+
+def test_parse_message_body_without_redrive_fields_defaults_them_to_zero() -> None:
+    message = parse_message(_body(attempt=2))
+
+    assert (message.prior_attempts, message.redriven) == (0, 0)
+
+
+def test_process_body_without_redrive_fields_records_its_attempts_and_redriven_zero(rig: Rig) -> None:
+    rig.process(_body(attempt=2))
+
+    assert (rig.row().attempts, rig.row().redriven) == (3, 0)
+
+
+def test_process_copy_of_a_delivery_never_redriven_carries_no_redrive_fields(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process()
+
+    [(body, _)] = rig.queue.sent
+    assert {"prior_attempts", "redriven"} & set(json.loads(body)) == set()
+
+
+# --- history ------------------------------------------------------------------------------------------------------
+
+
+def _history(rig: Rig) -> list[tuple[str, int, str, str | None]]:
+    return [(record["at"], record["attempt"], record["status"], record["error"]) for record in rig.row().history]
+
+
+def test_process_attempts_append_history_in_order(rig: Rig) -> None:
+    _retried_then(rig, DeliveryReceipt("provider-1"))
+
+    assert _history(rig) == [
+        (iso_time(NOW), 1, "retrying", "webhook: HTTP 503"),
+        (iso_time(NOW + BACKOFF_1), 2, "delivered", None),
+    ]
+
+
+def test_process_permanent_error_appends_failed_to_history(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+
+    rig.process()
+
+    assert _history(rig) == [(iso_time(NOW), 1, "failed", "webhook: HTTP 404")]
+
+
+def test_process_last_attempt_failing_appends_dead_to_history(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert _history(rig) == [
+        (iso_time(NOW), MAX_ATTEMPTS, "dead", f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503"),
+    ]
+
+
+def test_process_redriven_history_entry_counts_attempts_over_every_run(rig: Rig) -> None:
+    rig.process(_redriven(rig))
+
+    assert [record["attempt"] for record in rig.row().history] == [8]
+
+
+def test_process_slot_beyond_max_wait_appends_no_history(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+
+    rig.process()
+
+    assert rig.row().history == []
+
+
+def test_process_rate_limited_appends_no_history(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=30)
+
+    rig.process()
+
+    assert rig.row().history == []
+
+
+def test_process_history_at_its_limit_keeps_the_most_recent_attempts(rig: Rig) -> None:
+    earlier = [
+        AttemptRecord(at=iso_time(NOW - 1000 + index), attempt=index + 1, status="retrying", error="webhook: HTTP 503")
+        for index in range(HISTORY_LIMIT)
+    ]
+    rig.ledger.put(ID, KEY, DeliveryStatus.RETRYING, attempts=HISTORY_LIMIT, history=earlier)
+
+    rig.process(_body(attempt=HISTORY_LIMIT))
+
+    history = rig.row().history
+    assert len(history) == HISTORY_LIMIT
+    assert history[:-1] == earlier[1:]
+    assert (history[-1]["attempt"], history[-1]["status"]) == (HISTORY_LIMIT + 1, "delivered")

@@ -1,4 +1,5 @@
-"""Unit tests of core/ledger.py's reads over DynamoDB's pages (fake client with small pages)."""
+"""Unit tests of core/ledger.py: reads over DynamoDB's pages (fake client with small pages), and what a delivery row
+keeps of its story (next attempt, redrives, history)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.errors import UpstreamError
-from core.ledger import DeliveryLedger, DeliveryRow, NotificationRecord
+from core.ledger import HISTORY_LIMIT, AttemptRecord, DeliveryLedger, DeliveryRow, LedgerEntry, NotificationRecord
 from core.models import DeliveryStatus
 from tests.fakes.dynamodb import FakeDynamoDBClient
 
 TABLE = "deliveries"
+NEXT = "2026-01-01T00:00:07.500Z"
+ROW = DeliveryRow("hook", "webhook")
+
+
+def _record(attempt: int, status: str = "retrying", error: str | None = "webhook: HTTP 503") -> AttemptRecord:
+    return AttemptRecord(at=f"2026-01-01T00:00:{attempt:02d}.000Z", attempt=attempt, status=status, error=error)
 
 
 def _ledger(client: FakeDynamoDBClient, rows: int) -> DeliveryLedger:
@@ -80,3 +87,127 @@ def test_ledger_page_failure_on_a_later_query_page_raises_upstream_error(
     with pytest.raises(UpstreamError, match=r"^reading the ledger failed \(") as raised:
         ledger.page("n-1")
     assert raised.value.__cause__ is error
+
+
+def _hook(ledger: DeliveryLedger) -> LedgerEntry:
+    entry = ledger.get_entry("n-1", "hook")
+    assert entry is not None
+    return entry
+
+
+def _empty_ledger() -> tuple[FakeDynamoDBClient, DeliveryLedger]:
+    client = FakeDynamoDBClient({TABLE: ("notification_id", "delivery_key")})
+    return client, _ledger(client, rows=0)
+
+
+def test_ledger_update_retrying_keeps_next_attempt_at() -> None:
+    _, ledger = _empty_ledger()
+
+    ledger.update("n-1", "hook", DeliveryStatus.RETRYING, row=ROW, attempts=1, next_attempt_at=NEXT)
+
+    entry = _hook(ledger)
+    assert entry.next_attempt_at == NEXT
+
+
+@pytest.mark.parametrize("status", [DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.DEAD])
+def test_ledger_update_to_a_final_status_clears_next_attempt_at(status: DeliveryStatus) -> None:
+    _, ledger = _empty_ledger()
+    ledger.update("n-1", "hook", DeliveryStatus.RETRYING, row=ROW, attempts=1, next_attempt_at=NEXT)
+
+    ledger.update("n-1", "hook", status, row=ROW, attempts=2)
+
+    entry = _hook(ledger)
+    assert (entry.status, entry.next_attempt_at) == (status, None)
+
+
+def test_ledger_update_next_attempt_at_of_a_final_status_is_not_written() -> None:
+    _, ledger = _empty_ledger()
+
+    ledger.update("n-1", "hook", DeliveryStatus.FAILED, row=ROW, attempts=1, next_attempt_at=NEXT)
+
+    entry = _hook(ledger)
+    assert entry.next_attempt_at is None
+
+
+def test_ledger_update_redriven_is_kept_by_a_later_update_without_it() -> None:
+    _, ledger = _empty_ledger()
+    ledger.update("n-1", "hook", DeliveryStatus.QUEUED, row=ROW, attempts=7, redriven=1)
+
+    ledger.update("n-1", "hook", DeliveryStatus.RETRYING, row=ROW, attempts=8)
+
+    entry = _hook(ledger)
+    assert (entry.attempts, entry.redriven) == (8, 1)
+
+
+def test_ledger_row_without_redriven_reads_zero() -> None:
+    _, ledger = _empty_ledger()
+
+    ledger.update("n-1", "hook", DeliveryStatus.DELIVERED, row=ROW, attempts=1)
+
+    entry = _hook(ledger)
+    assert (entry.redriven, entry.history) == (0, [])
+
+
+def test_ledger_update_history_entries_are_appended_in_order() -> None:
+    client, ledger = _empty_ledger()
+    records = [_record(1), _record(2), _record(3, "delivered", None)]
+
+    for record in records:
+        ledger.update("n-1", "hook", DeliveryStatus(record["status"]), row=ROW, history=record)
+
+    entry = _hook(ledger)
+    assert entry.history == records
+    stored = client.tables[TABLE][("n-1", "hook")]["history"]["L"][-1]["M"]
+    assert stored["error"] == {"NULL": True}
+
+
+def test_ledger_update_history_appends_in_the_same_write_as_the_outcome() -> None:
+    client, ledger = _empty_ledger()
+    client.calls.clear()
+
+    ledger.update("n-1", "hook", DeliveryStatus.RETRYING, row=ROW, attempts=1, history=_record(1))
+
+    [(operation, call)] = client.calls
+    assert operation == "update_item"
+    assert "#h = list_append(if_not_exists(#h, :empty), :h)" in call["UpdateExpression"]
+
+
+def test_ledger_update_history_error_is_cut_like_last_error() -> None:
+    _, ledger = _empty_ledger()
+
+    ledger.update("n-1", "hook", DeliveryStatus.RETRYING, row=ROW, history=_record(1, error="x" * 5000))
+
+    entry = _hook(ledger)
+    assert len(entry.history[0]["error"] or "") == 1000
+
+
+def test_ledger_update_history_at_its_limit_keeps_the_most_recent() -> None:
+    _, ledger = _empty_ledger()
+    earlier = [_record(index + 1) for index in range(HISTORY_LIMIT)]
+    for record in earlier:
+        ledger.update("n-1", "hook", DeliveryStatus.RETRYING, row=ROW, history=record)
+
+    ledger.update(
+        "n-1", "hook", DeliveryStatus.DELIVERED, row=ROW, history=_record(51, "delivered", None), earlier=earlier
+    )
+
+    entry = _hook(ledger)
+    assert entry.history == [*earlier[1:], _record(51, "delivered", None)]
+
+
+def test_ledger_page_entries_carry_next_attempt_redriven_and_history() -> None:
+    _, ledger = _empty_ledger()
+    ledger.update(
+        "n-1",
+        "hook",
+        DeliveryStatus.RETRYING,
+        row=ROW,
+        attempts=8,
+        redriven=1,
+        next_attempt_at=NEXT,
+        history=_record(8),
+    )
+
+    [entry] = ledger.page("n-1").entries
+
+    assert (entry.next_attempt_at, entry.redriven, entry.history) == (NEXT, 1, [_record(8)])
