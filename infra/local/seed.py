@@ -1,4 +1,12 @@
-"""The demo: a channel/topic with one integration of each type, pointed at the local peers, created through the API."""
+"""The demo: a channel/topic with one integration of each type, pointed at the local peers, created through the API.
+
+The topic is created once and then kept across restarts (the local AWS state is saved under ``.local/aws``): its hash
+is stored only hashed, so the seed keeps the hash it was given in ``.local/aws/demo.json`` (private to its owner, like
+the rest of the saved state), with the topic's ``updated_at`` at that moment. A later start prints that hash while the
+topic is unchanged since; when the topic was changed meanwhile (the hash rotated through the API, say) the seed
+rotates the hash once more to learn it. The topic is replaced only when its targets no longer point at this run's
+peers (another ``LOCAL_RECEIVER_PORT``); a replace keeps the hash.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,20 @@ import json
 import shlex
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from infra.local.config import LocalConfig
+from infra.local.snapshot import write_private
 
 DEMO_CHANNEL = "demo"
 DEMO_TOPIC = "welcome"
 DEMO_SENDER = "notify@example.com"
+DEMO_FILE = "demo.json"
+
+# One API call: method, path, JSON body (or None) and headers → status and parsed body.
+Send = Callable[[str, str, Any, dict[str, str]], tuple[int, Any]]
 
 
 class SeedError(Exception):
@@ -83,23 +97,91 @@ def integrations(config: LocalConfig, endpoint_arn: str) -> list[dict[str, Any]]
     ]
 
 
-def seed(config: LocalConfig, client: Any) -> Demo:
-    """Verify the demo sender in SES, register a push device in SNS, and create the demo topic through the API."""
+def over_http(api_url: str) -> Send:
+    """Return a ``Send`` that calls the API over HTTP at ``api_url``."""
+
+    def send(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        status, parsed, _ = request(api_url + path, method, body, headers)
+        return status, parsed
+
+    return send
+
+
+def _targets_match(view: dict[str, Any], wanted: list[dict[str, Any]]) -> bool:
+    """Tell whether every integration of the topic has the name, type and target the demo gives it now."""
+    shown = {item.get("name"): item for item in view.get("integrations", []) if isinstance(item, dict)}
+    for integration in wanted:
+        have = shown.get(integration["name"])
+        if have is None or have.get("type") != integration["type"]:
+            return False
+        target = have.get("target") or {}
+        if any(target.get(key) != value for key, value in integration.get("target", {}).items()):
+            return False
+    return True
+
+
+def _kept_hash(config: LocalConfig, updated_at: Any) -> str | None:
+    """Return the hash saved for the demo topic when the topic is unchanged since it was saved."""
+    try:
+        saved = json.loads((config.snapshot_dir / DEMO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("updated_at") != updated_at:
+        return None
+    topic_hash = saved.get("topic_hash")
+    return topic_hash if isinstance(topic_hash, str) and topic_hash else None
+
+
+def _keep_hash(config: LocalConfig, topic_hash: str, updated_at: Any) -> None:
+    document = {"channel": DEMO_CHANNEL, "topic": DEMO_TOPIC, "topic_hash": topic_hash, "updated_at": updated_at}
+    try:
+        write_private(config.snapshot_dir / DEMO_FILE, json.dumps(document))
+    except OSError as exc:
+        raise SeedError(f"keeping the demo topic's hash in {config.snapshot_dir} failed: {exc.strerror}") from None
+
+
+def seed(config: LocalConfig, client: Any, send: Send | None = None) -> Demo:
+    """Verify the demo sender in SES, register a push device in SNS, and create the demo topic through the API.
+
+    A demo topic that exists already is kept, with its hash (see the module's docstring). ``send`` calls the API;
+    by default over HTTP at ``config.api_url``.
+    """
+    call = send or over_http(config.api_url)
     client("ses").verify_email_identity(EmailAddress=DEMO_SENDER)
     sns = client("sns")
     application = sns.create_platform_application(
         Name="notify-local-demo", Platform="GCM", Attributes={"PlatformCredential": "local-demo"}
     )["PlatformApplicationArn"]
     device = "local-demo-device"
+    # The same device again is the same endpoint, under the ARN the kept topic holds.
     endpoint = sns.create_platform_endpoint(PlatformApplicationArn=application, Token=device)["EndpointArn"]
-    url = f"{config.api_url}/v1/channels/{DEMO_CHANNEL}/topics/{DEMO_TOPIC}"
+    path = f"/v1/channels/{DEMO_CHANNEL}/topics/{DEMO_TOPIC}"
     admin = {"Authorization": f"Bearer {config.admin_token}"}
-    status, body, _ = request(url, "PUT", {"integrations": integrations(config, endpoint)}, admin)
-    if status == 200:
-        status, body, _ = request(f"{url}/rotate-hash", "POST", None, admin)
-    if status not in {200, 201} or not isinstance(body, dict) or "topic_hash" not in body:
-        raise SeedError(f"creating the demo topic answered {status}: {body}")
-    return Demo(DEMO_CHANNEL, DEMO_TOPIC, str(body["topic_hash"]))
+    wanted = integrations(config, endpoint)
+    status, body = call("GET", path, None, admin)
+    if status == 404:
+        status, body = call("PUT", path, {"integrations": wanted}, admin)
+        if status != 201 or not isinstance(body, dict) or "topic_hash" not in body:
+            raise SeedError(f"creating the demo topic answered {status}: {body}")
+        _keep_hash(config, str(body["topic_hash"]), body.get("updated_at"))
+        return Demo(DEMO_CHANNEL, DEMO_TOPIC, str(body["topic_hash"]))
+    if status != 200 or not isinstance(body, dict):
+        raise SeedError(f"reading the demo topic answered {status}: {body}")
+    topic_hash = _kept_hash(config, body.get("updated_at"))
+    if not _targets_match(body, wanted):
+        status, body = call("PUT", path, {"integrations": wanted}, admin)
+        if status != 200 or not isinstance(body, dict):
+            raise SeedError(f"pointing the demo topic at this run's peers answered {status}: {body}")
+    if topic_hash is None:
+        status, rotated = call("POST", f"{path}/rotate-hash", None, admin)
+        if status != 200 or not isinstance(rotated, dict) or "topic_hash" not in rotated:
+            raise SeedError(f"rotating the demo topic's hash answered {status}: {rotated}")
+        topic_hash = str(rotated["topic_hash"])
+        status, body = call("GET", path, None, admin)
+        if status != 200 or not isinstance(body, dict):
+            raise SeedError(f"reading the demo topic answered {status}: {body}")
+    _keep_hash(config, topic_hash, body.get("updated_at"))
+    return Demo(DEMO_CHANNEL, DEMO_TOPIC, topic_hash)
 
 
 def curl_lines(config: LocalConfig, demo: Demo) -> list[str]:

@@ -35,6 +35,7 @@ from infra.local.pollers import ScheduleTimer, SnsPoller, SqsPoller, scheduled_e
 from infra.local.postgres import PostgresError, embedded
 from infra.local.schedules import ScheduleError, parse_schedule
 from infra.local.seed import SeedError, curl_lines, seed
+from infra.local.snapshot import SnapshotError, Snapshots
 from infra.local.workers import FunctionPool, function_env
 
 _PRINT_LOCK = threading.Lock()
@@ -72,6 +73,8 @@ class LocalStack:
         self.database_url: str | None = config.database_url
         self.gateway: Gateway | None = None
         self.logs: LogFollower | None = None
+        self._snapshots: Snapshots | None = None
+        self._saver: threading.Thread | None = None
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -350,6 +353,10 @@ class LocalStack:
         self._start_moto()
         say(f"  ✓ AWS (moto) on {config.aws_url}")
         resolved = self._create_resources(service)
+        # The data of earlier runs goes back into the resources just created, before anything reads or writes them.
+        self._snapshots = Snapshots(config.snapshot_dir, self.client, ACCOUNT_ID, config.region, event_line)
+        restored = self._snapshots.restore()
+        say(f"  {'✗' if self._snapshots.set_aside else '✓'} {restored}")
         envs = {
             key: {name: str(value) for name, value in resources.substitute(spec.environment, resolved).items()}
             for key, spec in service.functions.items()
@@ -373,8 +380,9 @@ class LocalStack:
                 demo_lines = curl_lines(config, seed(config, self.client))
             except SeedError as exc:
                 demo_lines = [f"# the demo topic could not be created: {exc}"]
-        self.gateway.set_ready()
+        self._saver = self._snapshots.run_periodic(self.stop_event)
         self._banner(service, sources, demo_lines, time.monotonic() - started)
+        self.gateway.set_ready()  # after "Ready in": health answers 200 only once the banner is out
 
     def _banner(self, service: ServiceDefinition, sources: list[str], demo: list[str], took: float) -> None:
         config = self.config
@@ -402,6 +410,10 @@ class LocalStack:
         say(f"AWS (moto)    AWS_ENDPOINT_URL={config.aws_url}")
         say(f"PostgreSQL    {self.database_url}")
         say(f"logs          {config.logs_dir}/<function>.log")
+        say(
+            f"saved state   {config.snapshot_dir}: topics, ledger, queues, credentials kept across restarts"
+            " (LOCAL_RESET=1 or make reset: start empty)"
+        )
         if demo:
             say("")
             say("Try the demo topic (email, Slack, Telegram, webhook and push, all delivered locally):")
@@ -423,6 +435,14 @@ class LocalStack:
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
+        # Nothing writes to moto any more: the last save, while moto still runs.
+        if self._saver is not None:
+            self._saver.join(30)
+        if self._snapshots is not None and self._moto is not None:
+            try:
+                self._snapshots.save()
+            except SnapshotError as exc:
+                say(f"  ✗ the local AWS state was not saved: {exc}")
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()

@@ -1,4 +1,8 @@
-"""The local stack as a subprocess on free ports, with its own state directory; stopped when the session ends."""
+"""The local stack as a subprocess on free ports, with its own state directory; stopped when the session ends.
+
+``running_stack`` starts one on given ports and state directory (a restart is a second one on the same), for tests
+that need a stack of their own; ``launch``/``wait_ready``/``stop`` are its steps, for tests that watch a start.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,9 @@ START_TIMEOUT = 150.0
 # Backoffs of 1 s doubling up to 2 s and twelve attempts keep the retry, outage and dead-letter cases to seconds,
 # through the same params a deploy would set.
 PARAMS = "maxAttempts=12,retryBaseSeconds=1,retryCapSeconds=2"
+API_KEY = "e2e-publisher-key"
+ADMIN_TOKEN = "e2e-admin-token"
+READY = "Ready in"
 
 
 def _free_ports(count: int) -> list[int]:
@@ -120,7 +128,79 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
     return Reply(status, parsed, {key.lower(): value for key, value in got.items()})
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+@dataclass(frozen=True)
+class Ports:
+    """The four ports of one local stack."""
+
+    api: int
+    receiver: int
+    aws: int
+    postgres: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Four ports free on the loopback now."""
+        return cls(*_free_ports(4))
+
+
+def new_state_dir() -> Path:
+    """A fresh state directory the embedded PostgreSQL (maybe run as another user) can enter."""
+    state = Path(tempfile.mkdtemp(prefix="notify-e2e-"))
+    state.chmod(0o755)
+    return state
+
+
+def stack_env(state: Path, ports: Ports, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of ``python -m infra.local`` on ``ports`` and ``state``, the shell's AWS settings left out."""
+    env = {
+        **os.environ,
+        "PORT": str(ports.api),
+        "LOCAL_RECEIVER_PORT": str(ports.receiver),
+        "LOCAL_AWS_PORT": str(ports.aws),
+        "LOCAL_POSTGRES_PORT": str(ports.postgres),
+        "LOCAL_STATE_DIR": str(state),
+        "LOCAL_PARAMS": PARAMS,
+        "LOCAL_API_KEY": API_KEY,
+        "LOCAL_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "DATABASE_URL", "STAGE", "POWERTOOLS_SERVICE_NAME", "LOCAL_RESET"):
+        env.pop(name, None)
+    return {**env, **(extra or {})}
+
+
+def launch(env: Mapping[str, str], output: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m infra.local`` with ``env``, its terminal going to ``output``."""
+    with output.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.local"], cwd=ROOT, env=dict(env), stdout=sink, stderr=subprocess.STDOUT
+        )
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], output: Path, api: str | None = None, timeout: float = START_TIMEOUT
+) -> None:
+    """Wait until the stack printed ``Ready in`` and, given its ``api``, its health answers 200.
+
+    Fails the test when the stack exits first or takes longer than ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while READY not in output.read_text(errors="replace") or (api is not None and not _healthy(api)):
+        if process.poll() is not None:
+            pytest.fail(f"the local stack exited with {process.returncode}:\n{output.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the local stack was not ready in {timeout} s:\n{output.read_text(errors='replace')}")
+        time.sleep(0.2)
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return http("GET", f"{api}/v1/health").status == 200
+    except OSError:  # refused, reset: not serving yet
+        return False
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    """Stop the stack as Ctrl-C would (SIGTERM), killing it after 30 s; return its exit code."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -128,50 +208,40 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    return process.returncode
+
+
+def stack_at(ports: Ports, output: Path) -> Stack:
+    """The ``Stack`` handle of a stack listening on ``ports``."""
+    return Stack(f"http://127.0.0.1:{ports.api}", f"http://127.0.0.1:{ports.receiver}", API_KEY, ADMIN_TOKEN, output)
+
+
+@contextmanager
+def running_stack(
+    state: Path, ports: Ports, extra: Mapping[str, str] | None = None, output: Path | None = None
+) -> Iterator[Stack]:
+    """Start a local stack on ``ports`` with ``state`` as its state directory, wait until ready, stop it on exit.
+
+    ``extra`` adds or overrides variables (``LOCAL_SEED``, ``LOCAL_RESET``); ``output`` is where its terminal goes
+    (``state/stack.out`` by default), shown on stderr when the block ends.
+    """
+    output = output or state / "stack.out"
+    process = launch(stack_env(state, ports, extra), output)
+    running = stack_at(ports, output)
+    try:
+        wait_ready(process, output, running.api)
+        yield running
+    finally:
+        stop(process)
+        sys.stderr.write(output.read_text(errors="replace")[-20000:])  # shown by pytest when a test failed
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Start ``python -m infra.local`` and wait until it is ready; stop it, whatever happened, at the end."""
-    api, receiver, aws, postgres = _free_ports(4)
-    state = Path(tempfile.mkdtemp(prefix="notify-e2e-"))
-    state.chmod(0o755)  # the embedded PostgreSQL may run as another user, who must enter it
-    output = state / "stack.out"
-    env = {
-        **os.environ,
-        "PORT": str(api),
-        "LOCAL_RECEIVER_PORT": str(receiver),
-        "LOCAL_AWS_PORT": str(aws),
-        "LOCAL_POSTGRES_PORT": str(postgres),
-        "LOCAL_STATE_DIR": str(state),
-        "LOCAL_PARAMS": PARAMS,
-        "LOCAL_API_KEY": "e2e-publisher-key",
-        "LOCAL_ADMIN_TOKEN": "e2e-admin-token",
-    }
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "DATABASE_URL", "STAGE", "POWERTOOLS_SERVICE_NAME"):
-        env.pop(name, None)
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "infra.local"], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+    state = new_state_dir()
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "Ready in" not in output.read_text(errors="replace"):
-            if process.poll() is not None:
-                pytest.fail(f"the local stack exited with {process.returncode}:\n{output.read_text(errors='replace')}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the local stack was not ready in {START_TIMEOUT} s:\n{output.read_text(errors='replace')}"
-                )
-            time.sleep(0.2)
-        yield Stack(
-            f"http://127.0.0.1:{api}",
-            f"http://127.0.0.1:{receiver}",
-            env["LOCAL_API_KEY"],
-            env["LOCAL_ADMIN_TOKEN"],
-            output,
-        )
+        with running_stack(state, Ports.free()) as running:
+            yield running
     finally:
-        _stop(process)
-        sys.stderr.write(output.read_text(errors="replace")[-20000:])  # shown by pytest when a test failed
         shutil.rmtree(state, ignore_errors=True)
