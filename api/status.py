@@ -28,6 +28,13 @@ class DeliveryView(Reply):
     attempts: int = Field(description="Attempts made, over every run: those before a redrive count too.")
     redriven: int = Field(default=0, description="How often the delivery was redriven from the dead-letter queue.")
     last_error: str | None
+    provider_message_id: str | None = Field(
+        default=None,
+        description=(
+            "What the provider answered for a delivered message: SES, SNS or Telegram message id; for a browser "
+            "delivery the connections reached, e.g. `2 connections` (`0 connections` when none was open)."
+        ),
+    )
     next_attempt_at: str | None = Field(
         default=None,
         description="ISO 8601 UTC time of the next attempt of a `retrying` delivery; null in any other status.",
@@ -57,6 +64,7 @@ def _delivery(entry: LedgerEntry) -> dict[str, Any]:
         "attempts": entry.attempts,
         "redriven": entry.redriven,
         "last_error": entry.last_error,
+        "provider_message_id": entry.provider_message_id,
         "next_attempt_at": entry.next_attempt_at if entry.status is DeliveryStatus.RETRYING else None,
         "updated_at": entry.updated_at,
     }

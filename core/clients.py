@@ -16,13 +16,18 @@ from botocore.config import Config
 from core.ledger import DeliveryLedger
 from core.pacing import DynamoPaceStore, Pacer
 from core.queue import DeliveryQueue
+from core.realtime.connections import ConnectionStore
+from core.realtime.keys import SigningKeyStore
 from core.secrets import SecretStore
 from core.settings import (
+    ChannelSettings,
+    ConnectionsSettings,
     DeliveryQueueSettings,
     IntegrationSecretsSettings,
     LedgerSettings,
     OutboundSettings,
     PacingSettings,
+    RealtimeKeysSettings,
     TopicsSettings,
     clear_settings,
     load_settings,
@@ -38,6 +43,14 @@ _CONFIG = Config(
     read_timeout=5,
     retries={"mode": "standard", "max_attempts": 3},
     max_pool_connections=20,
+)
+# The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
+# delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded).
+_MANAGEMENT_CONFIG = Config(
+    connect_timeout=2,
+    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 3},
+    max_pool_connections=64,
 )
 
 
@@ -129,6 +142,43 @@ def get_parameter_provider(region: str | None = None) -> Any:
 
 
 @cache
+def _management_client(endpoint_url: str, region: str | None) -> Any:
+    return boto3.session.Session().client(
+        "apigatewaymanagementapi", endpoint_url=endpoint_url, region_name=region, config=_MANAGEMENT_CONFIG
+    )
+
+
+def get_management_client(endpoint_url: str, region: str | None = None) -> Any:
+    """Return the API Gateway Management API client of one WebSocket API endpoint (``https://…/<stage>``).
+
+    Its endpoint is the API's own, never ``AWS_ENDPOINT_URL``: one client per endpoint, reused.
+    """
+    return _management_client(endpoint_url, region or _default_region())
+
+
+@cache
+def _signing_keys(parameter: str, cache_seconds: float, region: str) -> SigningKeyStore:
+    return SigningKeyStore(get_client("ssm", region), parameter, cache_seconds)
+
+
+def get_signing_keys(settings: RealtimeKeysSettings | None = None) -> SigningKeyStore:
+    """Return the realtime tokens' signing keys, cached for the settings' time in this container."""
+    settings = settings or load_settings(RealtimeKeysSettings)
+    return _signing_keys(settings.realtime_keys_parameter, settings.realtime_keys_cache_seconds, settings.aws_region)
+
+
+@cache
+def _connection_store(table: str, region: str) -> ConnectionStore:
+    return ConnectionStore(get_client("dynamodb", region), table)
+
+
+def get_connection_store(settings: ConnectionsSettings | None = None) -> ConnectionStore:
+    """Return the store of open browser connections."""
+    settings = settings or load_settings(ConnectionsSettings)
+    return _connection_store(settings.connections_table, settings.aws_region)
+
+
+@cache
 def _http_session(connect_timeout: float, read_timeout: float, allow_private: bool, pool_maxsize: int) -> Any:
     # Imported here: requests costs ~25 ms at cold start and only the consumer sends over HTTP.
     from core.outbound import OutboundSession
@@ -158,20 +208,30 @@ def get_http_session(settings: OutboundSettings | None = None) -> OutboundSessio
 
 
 @cache
-def _channels(settings: OutboundSettings) -> dict[str, Channel]:
-    from core.channels import ChannelResources, build_channels
+def _channels(settings: ChannelSettings) -> dict[str, Channel]:
+    from core.channels import BrowserResources, ChannelResources, build_channels
 
     resources = ChannelResources(
         http=get_http_session(settings),
         aws_client=partial(get_client, region=settings.aws_region),
         telegram_api_base=settings.telegram_api_base,
     )
+    if settings.connections_table is not None and settings.realtime_management_url is not None:
+        resources = BrowserResources(
+            http=resources.http,
+            aws_client=resources.aws_client,
+            telegram_api_base=resources.telegram_api_base,
+            connections=_connection_store(settings.connections_table, settings.aws_region),
+            management=partial(get_management_client, settings.realtime_management_url, settings.aws_region),
+            records=get_ledger(settings),
+        )
     return build_channels(resources)
 
 
-def get_channels(settings: OutboundSettings | None = None) -> dict[str, Channel]:
-    """Return one instance of every channel, sharing this container's HTTP session and AWS clients."""
-    return _channels(settings or load_settings(OutboundSettings))
+def get_channels(settings: ChannelSettings | None = None) -> dict[str, Channel]:
+    """Return one instance of every channel, sharing this container's HTTP session, AWS clients and, when the
+    settings name them, the browser connections and the WebSocket API's Management API."""
+    return _channels(settings or load_settings(ChannelSettings))
 
 
 _CACHES: tuple[Any, ...] = (
@@ -183,6 +243,9 @@ _CACHES: tuple[Any, ...] = (
     _delivery_queue,
     _secret_store,
     _parameter_provider,
+    _management_client,
+    _signing_keys,
+    _connection_store,
     _http_session,
     _channels,
 )

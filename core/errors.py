@@ -93,6 +93,18 @@ class UpstreamError(NotificationError):
     """An AWS service or another dependency failed; the request may be retried."""
 
 
+class InvalidTokenError(AuthenticationError):
+    """A realtime connection token is missing, malformed, forged, or expired; the text says which, never the token."""
+
+
+class TokenScopeError(ForbiddenError):
+    """A valid realtime token does not open what was asked of it (a topic it does not name)."""
+
+
+class SigningKeysError(UpstreamError):
+    """The realtime signing keys cannot be read, or the parameter holding them is not set up."""
+
+
 def invalid_fields(exc: ValidationError, whole: str) -> str:
     """Return the dotted names of the fields a pydantic error found invalid, never their values (``whole`` for the
     object itself); for messages about stored or queued data, whose values may be secrets."""

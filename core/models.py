@@ -36,6 +36,7 @@ class IntegrationType(StrEnum):
     TELEGRAM = "telegram"
     WEBHOOK = "webhook"
     PUSH = "push"
+    BROWSER = "browser"
 
 
 # --- what is stored and what travels --------------------------------------------------------------------------

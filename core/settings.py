@@ -172,6 +172,71 @@ class OutboundSettings(FunctionSettings):
         return self
 
 
+class RealtimeKeysSettings(FunctionSettings):
+    """The SSM parameter holding the realtime tokens' signing keys, and how long its value is reused.
+
+    A key added by a rotation is found at once by a verifier that meets its id (it reads the parameter again); the
+    cache only bounds how long a signer keeps signing with the key before.
+    """
+
+    realtime_keys_parameter: str = Field(alias="REALTIME_KEYS_PARAMETER", pattern=r"^/\S+$")
+    realtime_keys_cache_seconds: float = Field(default=60.0, ge=0, le=300, alias="REALTIME_KEYS_CACHE_SECONDS")
+
+
+class RealtimeTokenSettings(RealtimeKeysSettings):
+    """Lifetime of the browser connection tokens: the default, and the longest a request may ask for."""
+
+    realtime_token_seconds: int = Field(default=900, ge=60, alias="REALTIME_TOKEN_SECONDS")
+    realtime_token_max_seconds: int = Field(default=3600, ge=60, le=86400, alias="REALTIME_TOKEN_MAX_SECONDS")
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> Self:
+        if self.realtime_token_seconds > self.realtime_token_max_seconds:
+            raise ValueError("REALTIME_TOKEN_SECONDS must not exceed REALTIME_TOKEN_MAX_SECONDS")
+        return self
+
+
+class RealtimeUrlSettings(FunctionSettings):
+    """The URL browsers connect to: the WebSocket API's (``wss://``), or the local stack's (``ws://``)."""
+
+    realtime_url: str = Field(alias="REALTIME_URL", pattern=r"^wss?://\S+$")
+
+
+class ConnectionsSettings(FunctionSettings):
+    """The table of open browser connections."""
+
+    connections_table: str = Field(alias="CONNECTIONS_TABLE", min_length=1)
+
+
+class BrowserDeliverySettings(FunctionSettings):
+    """Where browser deliveries go: the connections table and the WebSocket API's Management API endpoint
+    (``https://<api>.execute-api.<region>.<suffix>/<stage>``).
+
+    Both or neither: without them a browser delivery fails permanently, saying so. serverless.yml always sets both
+    for the deliver function (the deploy checks make sure); they are optional here so that a consumer configured for
+    the other channels only still starts.
+    """
+
+    connections_table: str | None = Field(default=None, alias="CONNECTIONS_TABLE", min_length=1)
+    realtime_management_url: str | None = Field(
+        default=None, alias="REALTIME_MANAGEMENT_URL", pattern=r"^https?://\S+$"
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.connections_table is None) != (self.realtime_management_url is None):
+            missing = "CONNECTIONS_TABLE" if self.connections_table is None else "REALTIME_MANAGEMENT_URL"
+            raise ValueError(
+                f"{missing} is not set (browser deliveries need CONNECTIONS_TABLE and REALTIME_MANAGEMENT_URL)"
+            )
+        return self
+
+
+class ChannelSettings(OutboundSettings, BrowserDeliverySettings, LedgerSettings):
+    """What the channels send through: outbound HTTP, and for browsers the connections, the Management API, and the
+    ledger's notification records (a frame names the notification's channel/topic and creation time)."""
+
+
 class PublishSettings(TopicsSettings, LedgerSettings, DeliveryQueueSettings, IdempotencySettings):
     """The publish function: reads topics, records notifications, enqueues deliveries, remembers idempotency keys."""
 
@@ -182,20 +247,27 @@ class ApiSettings(
     """The management API: topics and their credentials, notification status, dead letters and their redrive."""
 
 
+class RealtimeTokensSettings(RealtimeTokenSettings, RealtimeUrlSettings):
+    """The token route: signs browser connection tokens and names the URL to connect to."""
+
+
+class WebsocketSettings(ConnectionsSettings, RealtimeTokenSettings):
+    """The WebSocket API's function: checks tokens, stores connections, signs refreshed tokens."""
+
+
 class AuthorizerSettings(AdminTokenSettings):
     """The admin authorizer: the token hash parameter only."""
 
 
 class DeliverSettings(
-    LedgerSettings,
     DeliveryQueueSettings,
     DeadLetterQueueSettings,
     PacingSettings,
     RetrySettings,
-    OutboundSettings,
+    ChannelSettings,
     CredentialsCacheSettings,
 ):
-    """The delivery consumer: ledger, queues, pacing, retries, outbound HTTP and integration credentials."""
+    """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials."""
 
 
 # The role of each function of serverless.yml, by its key there; the deploy checks parse each packaged environment.
@@ -204,6 +276,8 @@ ROLE_SETTINGS: dict[str, type[FunctionSettings]] = {
     "api": ApiSettings,
     "adminAuthorizer": AuthorizerSettings,
     "deliver": DeliverSettings,
+    "realtimeTokens": RealtimeTokensSettings,
+    "websocket": WebsocketSettings,
 }
 
 S = TypeVar("S", bound=FunctionSettings)

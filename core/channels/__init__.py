@@ -22,6 +22,14 @@ from core.channels.base import (
     Limit,
     destination_key,
 )
+from core.channels.browser import (
+    TOPIC_REF_PATTERN,
+    TOPIC_REF_RULE,
+    USER_ID_PATTERN,
+    USER_ID_RULE,
+    BrowserChannel,
+    BrowserResources,
+)
 from core.channels.email import EmailChannel
 from core.channels.push import SNS_ARN_PATTERN, SNS_ARN_RULE, PushChannel
 from core.channels.slack import SlackChannel
@@ -35,6 +43,7 @@ CHANNELS: dict[str, type[Channel]] = {
     TelegramChannel.type: TelegramChannel,
     WebhookChannel.type: WebhookChannel,
     PushChannel.type: PushChannel,
+    BrowserChannel.type: BrowserChannel,
 }
 
 
@@ -84,6 +93,8 @@ PATTERN_RULES: dict[str, str] = {
     NAME_PATTERN: f"is not a valid name: {NAME_RULE}",
     URL_PATTERN: URL_RULE,
     SNS_ARN_PATTERN: SNS_ARN_RULE,
+    USER_ID_PATTERN: USER_ID_RULE,
+    TOPIC_REF_PATTERN: TOPIC_REF_RULE,
 }
 
 CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -98,6 +109,7 @@ __all__ = [
     "NAME_PATTERN",
     "NAME_RULE",
     "PATTERN_RULES",
+    "BrowserResources",
     "Channel",
     "ChannelResources",
     "DeliveryReceipt",

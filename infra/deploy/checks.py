@@ -30,7 +30,9 @@ from infra.deploy.package import ROOT, PackagedService, load_package
 STAR_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ses:GetSendQuota"})
 CODE_PACKAGES = frozenset({"core", "producer", "consumer", "subscribers", "api", "cron"})
 # What must never reach Lambda: the dev tool chain and the parts of the repository that are not runtime code.
-DEV_DISTRIBUTIONS = frozenset({"moto", "pytest", "pytest-timeout", "ruff", "mypy", "cfn-lint", "boto3-stubs"})
+DEV_DISTRIBUTIONS = frozenset(
+    {"moto", "pytest", "pytest-timeout", "ruff", "mypy", "cfn-lint", "boto3-stubs", "websockets"}
+)
 FORBIDDEN_TOP_LEVEL = frozenset({"tests", "bench", "infra", "node_modules", ".venv", ".local", ".build", ".serverless"})
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 _ELF_MAGIC = b"\x7fELF"

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -211,6 +212,9 @@ def moto_skips(resource_type: str) -> bool:
         parsing.logger.setLevel(level)
 
 
+_PSEUDO = {"AWS::URLSuffix": "amazonaws.com", "AWS::Partition": "aws"}
+
+
 def _value(deployment: Deployment, value: Any) -> Any:
     """Resolve a template value to what the stack made of it: Ref to the physical id, GetAtt Arn to the ARN."""
     if isinstance(value, dict) and len(value) == 1:
@@ -220,6 +224,31 @@ def _value(deployment: Deployment, value: Any) -> Any:
         if key == "Fn::GetAtt" and argument[1] == "Arn":
             return _arn(deployment, argument[0])
     return value
+
+
+def _pattern(deployment: Deployment, value: Any) -> re.Pattern[str] | None:
+    """Return what a ``Fn::Join`` of strings and ``Ref``s must come out as, a ``Ref`` to a resource moto skips (the
+    WebSocket API) standing for any name; ``None`` for a value that is no such join."""
+    if not (isinstance(value, dict) and set(value) == {"Fn::Join"}):
+        return None
+    separator, parts = value["Fn::Join"]
+    pieces: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            pieces.append(re.escape(part))
+        elif isinstance(part, dict) and set(part) == {"Ref"}:
+            name = part["Ref"]
+            if name == "AWS::Region":
+                pieces.append(re.escape(deployment.package.region))
+            elif name in _PSEUDO:
+                pieces.append(re.escape(_PSEUDO[name]))
+            elif name in deployment.package.resources and moto_skips(deployment.package.resources[name]["Type"]):
+                pieces.append(r"[^./:]+")
+            else:
+                pieces.append(re.escape(str(_value(deployment, part))))
+        else:
+            return None
+    return re.compile(re.escape(separator).join(pieces))
 
 
 def _arn(deployment: Deployment, logical_id: str) -> str:
@@ -257,8 +286,17 @@ def verify_functions(deployment: Deployment) -> Findings:
         findings.expect(f"{name} timeout", live["Timeout"], int(_setting(function, provider, "timeout")))
         findings.expect(f"{name} role", live["Role"], _arn(deployment, function["role"]))
         environment = {**provider.get("environment", {}), **function.get("environment", {})}
-        expected_env = {variable: str(_value(deployment, value)) for variable, value in environment.items()}
-        findings.expect(f"{name} environment", live.get("Environment", {}).get("Variables", {}), expected_env)
+        live_env = dict(live.get("Environment", {}).get("Variables", {}))
+        patterns = {variable: _pattern(deployment, value) for variable, value in environment.items()}
+        for variable, pattern in patterns.items():
+            if pattern is not None and not pattern.fullmatch(str(live_env.pop(variable, ""))):
+                findings.problems.append(f"{name} environment {variable}: does not match {pattern.pattern!r}")
+        expected_env = {
+            variable: str(_value(deployment, value))
+            for variable, value in environment.items()
+            if patterns[variable] is None
+        }
+        findings.expect(f"{name} environment", live_env, expected_env)
         groups = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{name}")["logGroups"]
         retention = [group.get("retentionInDays") for group in groups if group["logGroupName"] == f"/aws/lambda/{name}"]
         findings.expect(f"{name} log retention", retention, [provider["logRetentionInDays"]])
@@ -535,6 +573,49 @@ def _api_template_problems(package: PackagedService) -> list[str]:
     return findings.problems
 
 
+def verify_websocket_api(deployment: Deployment) -> Findings:
+    """From the template (moto skips ``AWS::ApiGatewayV2::*``): every websocket event is a route of the one WebSocket
+    API that integrates its function, a route response where the event asks for one, and a stage named as the
+    stage."""
+    findings = Findings()
+    package = deployment.package
+    apis = package.of_type("AWS::ApiGatewayV2::Api")
+    routes = {
+        resource["Properties"]["RouteKey"]: resource["Properties"]
+        for resource in package.of_type("AWS::ApiGatewayV2::Route").values()
+    }
+    integrations = package.of_type("AWS::ApiGatewayV2::Integration")
+    expected = {
+        (event["websocket"]["route"] if isinstance(event["websocket"], dict) else event["websocket"]): (key, event)
+        for key, function in package.functions.items()
+        for event in function.get("events", [])
+        if "websocket" in event
+    }
+    if not expected:
+        return findings
+    findings.expect("WebSocket APIs", [api["Properties"].get("ProtocolType") for api in apis.values()], ["WEBSOCKET"])
+    findings.expect("WebSocket routes", sorted(routes), sorted(expected))
+    for route, (key, event) in expected.items():
+        props = routes.get(route)
+        if props is None:
+            continue
+        target = json.dumps(props.get("Target"))
+        integration = next((item for name, item in integrations.items() if json.dumps({"Ref": name}) in target), None)
+        function_id = package.function_logical_id(key)
+        if integration is None or function_id not in json.dumps(integration["Properties"].get("IntegrationUri")):
+            findings.problems.append(f"WebSocket route {route}: does not invoke {key}")
+        wants_response = (
+            isinstance(event["websocket"], dict) and "routeResponseSelectionExpression" in event["websocket"]
+        )
+        findings.expect(
+            f"WebSocket route {route} route response", "RouteResponseSelectionExpression" in props, wants_response
+        )
+    stages = [stage["Properties"].get("StageName") for stage in package.of_type("AWS::ApiGatewayV2::Stage").values()]
+    findings.expect("WebSocket API stages", stages, [package.stage])
+    findings.from_template.append("AWS::ApiGatewayV2::Api, Route, RouteResponse, Integration, Deployment, Stage")
+    return findings
+
+
 def verify_alarms(deployment: Deployment) -> Findings:
     """From the template (moto skips alarms): each dead-letter queue has a depth alarm, each queue consumer an errors
     and a throttles alarm, and every alarm notifies a topic of this stack."""
@@ -628,6 +709,7 @@ VERIFIERS: dict[str, Callable[[Deployment], Findings]] = {
     "topics": verify_topics,
     "parameters": verify_parameters,
     "api": verify_api,
+    "websocket api": verify_websocket_api,
     "alarms": verify_alarms,
     "outputs": verify_outputs,
     "artifact upload": verify_artifact_upload,
@@ -646,6 +728,13 @@ def unverified_skips(deployment: Deployment) -> list[str]:
         "AWS::CloudWatch::Alarm",
         # Checked from the template by tests/integration/infra/test_template.py (every response a {"message"} JSON).
         "AWS::ApiGateway::GatewayResponse",
+        # verify_websocket_api.
+        "AWS::ApiGatewayV2::Api",
+        "AWS::ApiGatewayV2::Route",
+        "AWS::ApiGatewayV2::RouteResponse",
+        "AWS::ApiGatewayV2::Integration",
+        "AWS::ApiGatewayV2::Deployment",
+        "AWS::ApiGatewayV2::Stage",
     }
     types = {resource["Type"] for resource in deployment.package.resources.values()}
     return sorted(

@@ -21,6 +21,9 @@ TEMPLATE_FILE = "cloudformation-template-update-stack.json"
 _KEY_FILE = ".local-package-key"
 # The REST API osls creates for the http events: the gateway responses the local gateway plays are this API's.
 REST_API_LOGICAL_ID = "ApiGatewayRestApi"
+# The WebSocket API osls creates for the websocket events, and its default route selection expression.
+WEBSOCKET_API_LOGICAL_ID = "WebsocketsApi"
+DEFAULT_ROUTE_SELECTION = "$request.body.action"
 _REF_PART = re.compile(r'\["((?:[^"\\]|\\.)*)"\]|\[(\d+)\]')
 
 
@@ -84,6 +87,19 @@ class ScheduleEvent:
 
 
 @dataclass(frozen=True)
+class WebsocketEvent:
+    """A route of the WebSocket API (``$connect``, ``$disconnect``, ``$default`` or a selected action).
+
+    ``route_response`` says the route has a route response (``routeResponseSelectionExpression``): API Gateway sends
+    what the function answers back to the client.
+    """
+
+    function: str
+    route: str
+    route_response: bool = False
+
+
+@dataclass(frozen=True)
 class GatewayResponse:
     """A customized API Gateway answer to a refused request (``AWS::ApiGateway::GatewayResponse`` of the REST API).
 
@@ -124,6 +140,8 @@ class ServiceDefinition:
     sns: list[SnsEvent] = field(default_factory=list)
     schedules: list[ScheduleEvent] = field(default_factory=list)
     gateway_responses: dict[str, GatewayResponse] = field(default_factory=dict)
+    websocket: list[WebsocketEvent] = field(default_factory=list)
+    websocket_route_selection: str = DEFAULT_ROUTE_SELECTION
     unplayed: list[str] = field(default_factory=list)
 
 
@@ -272,6 +290,7 @@ def load(directory: Path, account: str) -> ServiceDefinition:
         stage=provider.get("stage", "local"),
         region=provider.get("region", "us-east-1"),
         template=template,
+        websocket_route_selection=str(provider.get("websocketsApiRouteSelectionExpression") or DEFAULT_ROUTE_SELECTION),
     )
     definition.gateway_responses = gateway_responses(template, definition.unplayed)
     lambdas = {
@@ -326,6 +345,11 @@ def load(directory: Path, account: str) -> ServiceDefinition:
                 definition.sns.append(_sns_event(key, body, definition.region, account))
             elif kind == "schedule":
                 definition.schedules.extend(_schedule_events(key, body))
+            elif kind == "websocket":
+                body = {"route": body} if isinstance(body, str) else body
+                definition.websocket.append(
+                    WebsocketEvent(key, str(body["route"]), bool(body.get("routeResponseSelectionExpression")))
+                )
             else:
                 definition.unplayed.append(f"{key}: {kind}")
     return definition

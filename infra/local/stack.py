@@ -36,6 +36,7 @@ from infra.local.postgres import PostgresError, embedded
 from infra.local.schedules import ScheduleError, parse_schedule
 from infra.local.seed import SeedError, curl_lines, seed
 from infra.local.snapshot import SnapshotError, Snapshots
+from infra.local.websocket import DEMO_PREFIX, LocalRealtime, WebsocketApiError, start_websocket_api
 from infra.local.workers import FunctionPool, function_env
 
 _PRINT_LOCK = threading.Lock()
@@ -75,6 +76,7 @@ class LocalStack:
         self.logs: LogFollower | None = None
         self._snapshots: Snapshots | None = None
         self._saver: threading.Thread | None = None
+        self._realtime: LocalRealtime | None = None
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -333,6 +335,27 @@ class LocalStack:
         self.gateway = gateway
         self._serve(GatewayServer((HOST, config.port), gateway), "gateway")
 
+    def _restore_state(self) -> Snapshots:
+        """Put the data of earlier runs back into the resources just created, before anything reads or writes them."""
+        config = self.config
+        self._snapshots = Snapshots(config.snapshot_dir, self.client, ACCOUNT_ID, config.region, event_line)
+        restored = self._snapshots.restore()
+        say(f"  {'✗' if self._snapshots.set_aside else '✓'} {restored}")
+        return self._snapshots
+
+    def _start_realtime(self, service: ServiceDefinition) -> LocalRealtime:
+        """Serve the WebSocket API and its Management API; return what the definition's references resolve to.
+
+        After the restore, so that the signing keys of earlier runs are kept; before the functions' environments are
+        resolved, since the WebSocket API's URLs are in them.
+        """
+        try:
+            self._realtime = start_websocket_api(service, self._pools, self.config, event_line, self.client("ssm"))
+        except WebsocketApiError as exc:
+            raise StackError(str(exc)) from exc
+        self._servers.append(self._realtime)
+        return self._realtime
+
     def start(self) -> None:
         """Bring everything up; raise ``StackError``/``ConfigError`` with one line on failure."""
         started = time.monotonic()
@@ -353,10 +376,9 @@ class LocalStack:
         self._start_moto()
         say(f"  ✓ AWS (moto) on {config.aws_url}")
         resolved = self._create_resources(service)
-        # The data of earlier runs goes back into the resources just created, before anything reads or writes them.
-        self._snapshots = Snapshots(config.snapshot_dir, self.client, ACCOUNT_ID, config.region, event_line)
-        restored = self._snapshots.restore()
-        say(f"  {'✗' if self._snapshots.set_aside else '✓'} {restored}")
+        snapshots = self._restore_state()
+        realtime = self._start_realtime(service)
+        resolved.update(realtime.resolved)
         envs = {
             key: {name: str(value) for name, value in resources.substitute(spec.environment, resolved).items()}
             for key, spec in service.functions.items()
@@ -371,8 +393,10 @@ class LocalStack:
         say(f"  ✓ PostgreSQL ({where}); migrations applied: {', '.join(applied) if applied else 'none pending'}")
         self._start_pools(service, envs)
         self._start_http(service, envs)
-        sources = self._start_event_sources(service, resolved)
+        sources = self._start_event_sources(service, resolved) + realtime.banner
         assert self.gateway is not None
+        if realtime.demo is not None:
+            self.gateway.local_routes[DEMO_PREFIX] = realtime.demo.serve
         self.gateway.set_serving()  # the routes answer; health says `starting` until the demo topic is there too
         demo_lines: list[str] = []
         if config.seed:
@@ -380,7 +404,7 @@ class LocalStack:
                 demo_lines = curl_lines(config, seed(config, self.client))
             except SeedError as exc:
                 demo_lines = [f"# the demo topic could not be created: {exc}"]
-        self._saver = self._snapshots.run_periodic(self.stop_event)
+        self._saver = snapshots.run_periodic(self.stop_event)
         self._banner(service, sources, demo_lines, time.monotonic() - started)
         self.gateway.set_ready()  # after "Ready in": health answers 200 only once the banner is out
 

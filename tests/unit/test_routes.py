@@ -1,4 +1,5 @@
-"""The routes the code serves and the ``http`` events of serverless.yml are the same, with the same guard."""
+"""The routes the code serves and the ``http`` and ``websocket`` events of serverless.yml are the same, with the same
+guard."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import pytest
 import yaml
 
 from api.handler import app as api_app
+from api.realtime import app as realtime_app
+from api.websocket import ROUTES as WEBSOCKET_ROUTES
 from core.http import Router
 from producer.handler import app as publish_app
 
 ROOT = Path(__file__).resolve().parents[2]
 # The function of serverless.yml each router is the adapter of.
-ROUTERS: dict[str, Router] = {"publish": publish_app, "api": api_app}
+ROUTERS: dict[str, Router] = {"publish": publish_app, "api": api_app, "realtimeTokens": realtime_app}
+# The function of serverless.yml that serves the WebSocket API's routes, and the route keys it handles.
+WEBSOCKET_FUNCTIONS: dict[str, tuple[str, ...]] = {"websocket": WEBSOCKET_ROUTES}
 
 
 class _Loader(yaml.SafeLoader):
@@ -24,8 +29,13 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def _definition() -> dict[str, Any]:
+    definition: dict[str, Any] = yaml.load((ROOT / "serverless.yml").read_text(), Loader=_Loader)  # noqa: S506
+    return definition
+
+
 def _http_events() -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
-    definition = yaml.load((ROOT / "serverless.yml").read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
+    definition = _definition()
     events: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     for name, function in definition["functions"].items():
         for event in function.get("events") or []:
@@ -64,3 +74,14 @@ def test_routes_documented_security_matches_the_http_event_guard(name: str, meth
 
     assert doc is not None
     assert doc.security == _guard(_http_events()[name][(method, resource)])
+
+
+def test_routes_websocket_events_are_the_routes_the_websocket_function_handles() -> None:
+    declared: dict[str, set[str]] = {}
+    for name, function in _definition()["functions"].items():
+        for event in function.get("events") or []:
+            if "websocket" in event:
+                route = event["websocket"]
+                declared.setdefault(name, set()).add(route if isinstance(route, str) else route["route"])
+
+    assert declared == {name: set(routes) for name, routes in WEBSOCKET_FUNCTIONS.items()}

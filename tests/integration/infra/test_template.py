@@ -216,3 +216,70 @@ def test_template_admin_authorizer_validates_the_bearer_header_as_the_function_d
     [authorizer] = packaged.of_type("AWS::ApiGateway::Authorizer").values()
 
     assert authorizer["Properties"]["IdentityValidationExpression"] == BEARER_HEADER_PATTERN
+
+
+def _websocket_routes(packaged: PackagedService) -> dict[str, dict[str, Any]]:
+    return {
+        resource["Properties"]["RouteKey"]: resource["Properties"]
+        for resource in packaged.of_type("AWS::ApiGatewayV2::Route").values()
+    }
+
+
+def test_template_websocket_routes_invoke_the_websocket_function(packaged: PackagedService) -> None:
+    routes = _websocket_routes(packaged)
+    [(integration_id, integration)] = packaged.of_type("AWS::ApiGatewayV2::Integration").items()
+
+    assert set(routes) == {"$connect", "$disconnect", "$default"}
+    assert {json.dumps(route["Target"]) for route in routes.values()} == {
+        json.dumps({"Fn::Join": ["/", ["integrations", {"Ref": integration_id}]]})
+    }
+    assert "WebsocketLambdaFunction" in json.dumps(integration["Properties"]["IntegrationUri"])
+
+
+def test_template_websocket_default_route_sends_the_refreshed_token_back(packaged: PackagedService) -> None:
+    responses = packaged.of_type("AWS::ApiGatewayV2::RouteResponse").values()
+
+    assert _websocket_routes(packaged)["$default"]["RouteResponseSelectionExpression"] == "$default"
+    assert [response["Properties"]["RouteResponseKey"] for response in responses] == ["$default"]
+
+
+def test_template_deliver_role_manages_connections_of_this_websocket_api_and_stage_only(
+    packaged: PackagedService,
+) -> None:
+    statement = _statements(packaged, "DeliverRole")["BrowserFrames"]
+
+    assert _actions(packaged, "DeliverRole", "execute-api:ManageConnections") == ["BrowserFrames"]
+    assert [resource["Fn::Join"][1][-2:] for resource in statement["Resource"]] == [
+        [{"Ref": "WebsocketsApi"}, "/ci/POST/@connections/*"],
+        [{"Ref": "WebsocketsApi"}, "/ci/DELETE/@connections/*"],
+    ]
+
+
+def test_template_signing_keys_are_read_by_the_token_and_websocket_roles_and_written_by_none(
+    packaged: PackagedService,
+) -> None:
+    parameter = "/notify/ci/realtime/signing-keys"
+    readers = {
+        role
+        for role in packaged.of_type("AWS::IAM::Role")
+        for statement in _statements(packaged, role).values()
+        if parameter in json.dumps(statement["Resource"])
+    }
+
+    assert readers == {"RealtimeTokensRole", "WebsocketRole"}
+    for role in readers:
+        assert _statements(packaged, role)["SigningKeys"]["Action"] == ["ssm:GetParameter"]
+
+
+def test_template_connections_table_expires_items_with_their_ttl(packaged: PackagedService) -> None:
+    table = packaged.resources["ConnectionsTable"]["Properties"]
+
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert [key["AttributeName"] for key in table["KeySchema"]] == ["pk", "sk"]
+
+
+def test_template_deliver_function_configures_browser_deliveries(packaged: PackagedService) -> None:
+    variables = packaged.resources["DeliverLambdaFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert variables["CONNECTIONS_TABLE"] == "notify-ci-connections"
+    assert "WebsocketsApi" in json.dumps(variables["REALTIME_MANAGEMENT_URL"])

@@ -230,13 +230,13 @@ def _topic(*integrations: object) -> dict[str, object]:
         pytest.param(
             TopicRequest,
             _topic(_slack(type="fax")),
-            "integrations[0].type: must be one of: email, slack, telegram, webhook, push",
+            "integrations[0].type: must be one of: email, slack, telegram, webhook, push, browser",
             id="union-tag-invalid",
         ),
         pytest.param(
             TopicRequest,
             _topic({"name": "x", "model": "m"}),
-            "integrations[0].type: is required (one of: email, slack, telegram, webhook, push)",
+            "integrations[0].type: is required (one of: email, slack, telegram, webhook, push, browser)",
             id="union-tag-not-found",
         ),
         pytest.param(

@@ -12,7 +12,9 @@ from core.settings import (
     DeliverSettings,
     FunctionSettings,
     PublishSettings,
+    RealtimeTokensSettings,
     SettingsError,
+    WebsocketSettings,
     clear_settings,
     load_settings,
 )
@@ -41,6 +43,14 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "DELIVERY_QUEUE_URL": QUEUE,
         "DEAD_LETTER_QUEUE_URL": DLQ,
         "PACING_TABLE": "notify-prod-pacing",
+    },
+    RealtimeTokensSettings: {
+        "REALTIME_KEYS_PARAMETER": "/notify/prod/realtime/signing-keys",
+        "REALTIME_URL": "wss://abc123.execute-api.eu-west-1.amazonaws.com/prod",
+    },
+    WebsocketSettings: {
+        "REALTIME_KEYS_PARAMETER": "/notify/prod/realtime/signing-keys",
+        "CONNECTIONS_TABLE": "notify-prod-connections",
     },
 }
 ROLES = list(REQUIRED)
@@ -118,7 +128,7 @@ def test_role_settings_are_frozen() -> None:
 
 
 def test_role_settings_every_function_of_serverless_yml_has_one() -> None:
-    assert set(ROLE_SETTINGS) == {"publish", "api", "adminAuthorizer", "deliver"}
+    assert set(ROLE_SETTINGS) == {"publish", "api", "adminAuthorizer", "deliver", "realtimeTokens", "websocket"}
     assert set(ROLE_SETTINGS.values()) == set(ROLES)
 
 

@@ -148,3 +148,27 @@ def test_load_reads_the_gateway_responses(tmp_path: Path) -> None:
     service = load(_write(tmp_path, {}, resources), "123456789012")
 
     assert service.gateway_responses["MISSING_AUTHENTICATION_TOKEN"].status_code == 403
+
+
+def test_load_reads_websocket_routes_and_their_route_responses(tmp_path: Path) -> None:
+    functions = {
+        "websocket": {
+            "name": "svc-local-websocket",
+            "events": [
+                {"websocket": {"route": "$connect"}},
+                {"websocket": "$disconnect"},
+                {"websocket": {"route": "$default", "routeResponseSelectionExpression": "$default"}},
+            ],
+        }
+    }
+    resources = {"WebsocketLambdaFunction": _lambda("svc-local-websocket", "api/websocket.handler", {})}
+
+    service = load(_write(tmp_path, functions, resources), "123456789012")
+
+    assert [(e.function, e.route, e.route_response) for e in service.websocket] == [
+        ("websocket", "$connect", False),
+        ("websocket", "$disconnect", False),
+        ("websocket", "$default", True),
+    ]
+    assert service.websocket_route_selection == "$request.body.action"
+    assert service.unplayed == []

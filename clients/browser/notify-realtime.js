@@ -1,0 +1,249 @@
+/*
+ * notify-realtime.js: the browser client of the notification service's WebSocket API. No dependencies.
+ *
+ *   const realtime = NotifyRealtime.connect({
+ *     token: () => fetch("/my-backend/realtime-token").then((r) => r.json()), // {token, expires_at, url}
+ *     onNotification: (frame) => { item.textContent = frame.text; },           // never innerHTML
+ *   });
+ *   // later: realtime.close();
+ *
+ * `token` is the page's callback: it asks the page's own backend, which calls POST /v1/realtime/tokens with its API
+ * key and hands back the answer. The client connects to `url?token=…`, asks the service for a fresh token over the
+ * open connection before the current one expires ({"action": "refresh"}), reconnects with exponential backoff and
+ * jitter when the connection drops, and calls `token` again when it has no token left that is still good (or when the
+ * service refused the one it had). Each notification frame ({notification_id, channel, topic, text, data?,
+ * created_at}) reaches `onNotification` once: a frame seen again (a retried delivery) is dropped by its id.
+ */
+(function (root, factory) {
+  "use strict";
+  if (typeof module === "object" && module.exports) {
+    module.exports = factory();
+  } else {
+    root.NotifyRealtime = factory();
+  }
+})(typeof self !== "undefined" ? self : this, function () {
+  "use strict";
+
+  var DEFAULTS = {
+    minDelayMs: 500, // first reconnect delay; doubles per failed attempt
+    maxDelayMs: 30000, // the longest wait between two attempts
+    refreshAheadMs: 60000, // ask for a new token this long before the current one expires (at most half its life)
+    refreshTimeoutMs: 10000, // no answer to a refresh in this time: get a token from the page and reconnect
+    remembered: 500, // notification ids kept to drop repeats
+  };
+
+  function expiryOf(credentials) {
+    var at = Date.parse(credentials && credentials.expires_at);
+    return isNaN(at) ? 0 : at;
+  }
+
+  function connect(options) {
+    if (!options || typeof options.token !== "function" || typeof options.onNotification !== "function") {
+      throw new TypeError("NotifyRealtime.connect needs token() and onNotification(frame)");
+    }
+    var settings = {};
+    Object.keys(DEFAULTS).forEach(function (key) {
+      settings[key] = options[key] !== undefined ? options[key] : DEFAULTS[key];
+    });
+    var Socket = options.WebSocket || (typeof WebSocket !== "undefined" ? WebSocket : null);
+    var now = options.now || Date.now;
+    var random = options.random || Math.random;
+    var timers = options.timers || { set: setTimeout.bind(null), clear: clearTimeout.bind(null) };
+    var onStatus = options.onStatus || function () {};
+
+    var credentials = null; // {token, expires_at, url}
+    var socket = null;
+    var attempts = 0;
+    var stopped = false;
+    var reconnectTimer = null;
+    var refreshTimer = null;
+    var refreshDeadline = null;
+    var seen = [];
+    var seenSet = Object.create(null);
+
+    function status(state, detail) {
+      try {
+        onStatus(state, detail);
+      } catch (ignored) {
+        /* a page's status handler never stops the client */
+      }
+    }
+
+    function good(candidate) {
+      return candidate && candidate.token && candidate.url && expiryOf(candidate) - now() > 5000;
+    }
+
+    function credentialsNow() {
+      if (good(credentials)) {
+        return Promise.resolve(credentials);
+      }
+      return Promise.resolve()
+        .then(function () {
+          return options.token();
+        })
+        .then(function (fresh) {
+          if (!good(fresh)) {
+            throw new Error("token() gave no usable {token, expires_at, url}");
+          }
+          credentials = fresh;
+          return fresh;
+        });
+    }
+
+    function clearTimers() {
+      [reconnectTimer, refreshTimer, refreshDeadline].forEach(function (timer) {
+        if (timer !== null) {
+          timers.clear(timer);
+        }
+      });
+      reconnectTimer = refreshTimer = refreshDeadline = null;
+    }
+
+    function scheduleRefresh() {
+      if (refreshTimer !== null) {
+        timers.clear(refreshTimer);
+      }
+      var left = expiryOf(credentials) - now();
+      var ahead = Math.min(settings.refreshAheadMs, left / 2);
+      refreshTimer = timers.set(refresh, Math.max(1000, left - ahead));
+    }
+
+    function refresh() {
+      refreshTimer = null;
+      if (!socket || socket.readyState !== 1) {
+        return;
+      }
+      socket.send(JSON.stringify({ action: "refresh" }));
+      refreshDeadline = timers.set(function () {
+        refreshDeadline = null;
+        renewThroughPage();
+      }, settings.refreshTimeoutMs);
+    }
+
+    function renewThroughPage() {
+      // The service did not refresh the token: a new one from the page, then a new connection with it.
+      credentials = null;
+      if (socket) {
+        socket.close(4000, "token renewal");
+      }
+    }
+
+    function remember(id) {
+      if (seenSet[id]) {
+        return false;
+      }
+      seenSet[id] = true;
+      seen.push(id);
+      if (seen.length > settings.remembered) {
+        delete seenSet[seen.shift()];
+      }
+      return true;
+    }
+
+    function onMessage(event) {
+      var frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch (ignored) {
+        return;
+      }
+      if (!frame || typeof frame !== "object") {
+        return;
+      }
+      if (frame.type === "token" && frame.token) {
+        if (refreshDeadline !== null) {
+          timers.clear(refreshDeadline);
+          refreshDeadline = null;
+        }
+        credentials = { token: frame.token, expires_at: frame.expires_at, url: credentials && credentials.url };
+        scheduleRefresh();
+        status("refreshed", frame.expires_at);
+      } else if (frame.type === "error") {
+        status("error", frame.message);
+        if (refreshDeadline !== null) {
+          timers.clear(refreshDeadline);
+          refreshDeadline = null;
+          renewThroughPage();
+        }
+      } else if (typeof frame.notification_id === "string" && remember(frame.notification_id)) {
+        options.onNotification(frame);
+      }
+    }
+
+    function retryLater(reason) {
+      if (stopped) {
+        return;
+      }
+      var ceiling = Math.min(settings.maxDelayMs, settings.minDelayMs * Math.pow(2, attempts));
+      attempts += 1;
+      var delay = ceiling / 2 + random() * (ceiling / 2); // "equal jitter": never all pages at once
+      status("reconnecting", { in_ms: Math.round(delay), reason: reason });
+      reconnectTimer = timers.set(open, delay);
+    }
+
+    function open() {
+      reconnectTimer = null;
+      if (stopped) {
+        return;
+      }
+      status("connecting");
+      credentialsNow().then(
+        function (current) {
+          if (stopped) {
+            return;
+          }
+          var separator = current.url.indexOf("?") >= 0 ? "&" : "?";
+          var opened = false;
+          var ws = new Socket(current.url + separator + "token=" + encodeURIComponent(current.token));
+          socket = ws;
+          ws.onopen = function () {
+            opened = true;
+            attempts = 0;
+            status("open");
+            scheduleRefresh();
+          };
+          ws.onmessage = onMessage;
+          ws.onclose = function (event) {
+            if (socket === ws) {
+              socket = null;
+            }
+            clearTimers();
+            if (!opened) {
+              // A refused handshake shows as a close before open: the token may be expired or revoked.
+              credentials = null;
+            }
+            retryLater(event && event.code);
+          };
+          ws.onerror = function () {
+            /* a close follows */
+          };
+        },
+        function (error) {
+          retryLater(String(error && error.message ? error.message : error));
+        }
+      );
+    }
+
+    if (!Socket) {
+      throw new Error("no WebSocket in this environment");
+    }
+    open();
+
+    return {
+      close: function () {
+        stopped = true;
+        clearTimers();
+        if (socket) {
+          socket.close(1000, "closed by the page");
+          socket = null;
+        }
+        status("closed");
+      },
+      get connected() {
+        return socket !== null && socket.readyState === 1;
+      },
+    };
+  }
+
+  return { connect: connect };
+});

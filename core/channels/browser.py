@@ -1,0 +1,289 @@
+"""Browser notifications: a JSON frame posted to open WebSocket connections through API Gateway's Management API.
+
+Target ``{"user_id": "…"}`` reaches every open connection of that user; ``{}`` every connection that hears the
+channel/topic the notification was published on (its token named it). The frame is
+``{"notification_id", "channel", "topic", "text", "data"?, "created_at"}``; a page shows it as text, never as HTML.
+
+Each delivery posts the frame to every connection (``post_to_connection``, concurrently, through one client per
+Management API endpoint). A connection API Gateway reports gone (410) is removed and is no failure; one whose token
+expired without a refresh is closed and removed. A delivery that reaches no open connection is ``delivered`` to 0
+connections, and says so in its provider message id (``0 connections``). A delivery some of whose posts failed for now
+(throttled, 5xx) is retried as a whole: the frame carries the notification id, so a page drops the copy it has.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import Field
+
+from core.channels.base import (
+    NAME_PATTERN,
+    RETRYABLE_AWS_CODES,
+    Channel,
+    ChannelResources,
+    DeliveryReceipt,
+    IntegrationBase,
+    Limit,
+    destination_key,
+    json_shape,
+    limit_at,
+    parse_settings,
+)
+from core.errors import NotFoundError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.models import Content, IntegrationType, Strict
+from core.observability import logger
+from core.realtime.connections import Connection
+from core.realtime.ports import ConnectionStorePort
+from core.templates import render
+
+if TYPE_CHECKING:
+    from core.ledger import NotificationRecord
+
+USER_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]{1,128}$"
+USER_ID_RULE = "must be 1-128 characters without spaces or control characters"
+TOPIC_REF_PATTERN = NAME_PATTERN.removesuffix("$") + "/" + NAME_PATTERN.removeprefix("^")
+TOPIC_REF_RULE = (
+    "must be <channel>/<topic>, each 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+TOPIC_REF = re.compile(TOPIC_REF_PATTERN)
+# A connection that API Gateway calls gone this soon after it opened may be one whose $connect is still finishing: it
+# is skipped, not removed.
+OPENING_SECONDS = 10
+
+
+def topic_ref(channel: str, topic: str) -> str:
+    """Return how tokens and the connections table name a channel/topic: ``<channel>/<topic>``."""
+    return f"{channel}/{topic}"
+
+
+class BrowserTarget(Strict):
+    """Whom a browser notification reaches: one user's connections, or (empty) everyone hearing the topic."""
+
+    user_id: str | None = Field(default=None, pattern=USER_ID_PATTERN)
+
+
+class BrowserModel(Strict):
+    """A frame's text template and an optional JSON template for its ``data``."""
+
+    text: str
+    data: Any = None
+
+
+class BrowserIntegration(IntegrationBase):
+    """Frames pushed to open browser connections of a user, or of everyone hearing the topic."""
+
+    type: Literal[IntegrationType.BROWSER]
+    target: BrowserTarget = Field(default_factory=BrowserTarget)
+    model: Annotated[
+        str | BrowserModel,
+        json_shape((str, dict), 'a template string or an object {"text": "<template>", "data": <JSON>}'),
+    ]
+
+
+class RecordReader(Protocol):
+    """The ledger as the browser channel reads it: a notification's channel/topic and creation time."""
+
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        """Return a notification's record; raise ``NotFoundError`` when there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class BrowserResources(ChannelResources):
+    """The channels' resources with what browser deliveries need: the open connections, the Management API client
+    of the WebSocket API (a cached getter: one client per endpoint), and the ledger's notification records."""
+
+    connections: ConnectionStorePort
+    management: Callable[[], Any]
+    records: RecordReader
+
+
+def browser_frame(notification_id: str, channel: str, topic: str, created_at: str, content: Content) -> bytes:
+    """Return a notification's frame: ``{"notification_id", "channel", "topic", "text", "data"?, "created_at"}``."""
+    frame: dict[str, Any] = {
+        "notification_id": notification_id,
+        "channel": channel,
+        "topic": topic,
+        "text": content.text or "",
+    }
+    if content.data is not None:
+        frame["data"] = content.data
+    frame["created_at"] = created_at
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    gone: int = 0
+    expired: int = 0
+    opening: int = 0
+    retryable: dict[str, int] | None = None
+    permanent: dict[str, int] | None = None
+
+    def note(self) -> str:
+        parts = [f"{self.sent} connection{'' if self.sent == 1 else 's'}"]
+        parts += [f"{count} {what}" for what, count in (("gone", self.gone), ("expired", self.expired)) if count]
+        if self.permanent:
+            parts.append(", ".join(f"{count} refused ({code})" for code, count in sorted(self.permanent.items())))
+        return ", ".join(parts)
+
+
+class BrowserChannel(Channel):
+    """Posts a frame to each open connection of the target; any 2xx of a post is that connection's success.
+
+    API Gateway's limits: a message is at most 128 KiB; the Management API answers 429 (``LimitExceededException``)
+    past the account's rate, which boto3 retries with backoff before the delivery is retried. Posts to the
+    connections of one delivery go out ``max_concurrent_posts`` at a time.
+    """
+
+    type: ClassVar[str] = IntegrationType.BROWSER.value
+    integration_model = BrowserIntegration
+    max_frame_bytes: ClassVar[int] = 128 * 1024
+    max_concurrent_posts: ClassVar[int] = 32
+
+    def __init__(self, resources: ChannelResources, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(resources)
+        self._clock = clock
+
+    @classmethod
+    def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
+        """Render a string model into the frame's text, an object model into its text and data."""
+        if isinstance(model, str):
+            return Content(text=render(model, values))
+        rendered = render(model, values)
+        text = rendered.get("text") if isinstance(rendered, dict) else None
+        data = rendered.get("data") if isinstance(rendered, dict) else None
+        return Content(text=text if isinstance(text, str) else json.dumps(text), data=data)
+
+    def rate_limits(
+        self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
+    ) -> list[Limit]:
+        """Return the integration's own rate on a user's connections; a topic target is paced by nothing."""
+        user_id = parse_settings(BrowserTarget, target, "target").user_id
+        if user_id is None:
+            return []
+        return limit_at(destination_key("browser", user_id), None, rate_per_second)
+
+    def _realtime(self) -> BrowserResources:
+        if not isinstance(self._resources, BrowserResources):
+            raise PermanentDeliveryError(
+                "browser: this consumer has no connections table (CONNECTIONS_TABLE, REALTIME_MANAGEMENT_URL)"
+            )
+        return self._resources
+
+    def send(
+        self,
+        content: Content,
+        target: Mapping[str, Any],
+        credentials: Mapping[str, Any] | None,
+        *,
+        notification_id: str,
+        delivery_key: str,
+    ) -> DeliveryReceipt:
+        """Post the frame to every open connection of the target; return how many it reached."""
+        user_id = parse_settings(BrowserTarget, target, "target").user_id
+        realtime = self._realtime()
+        try:
+            record = realtime.records.get_record(notification_id)
+            frame = browser_frame(notification_id, record.channel, record.topic, record.created_at, content)
+            if len(frame) > self.max_frame_bytes:
+                raise PermanentDeliveryError(f"browser: frame exceeds {self.max_frame_bytes // 1024} KiB")
+            found = (
+                realtime.connections.of_user(user_id)
+                if user_id is not None
+                else realtime.connections.of_topic(topic_ref(record.channel, record.topic))
+            )
+        except NotFoundError:
+            raise PermanentDeliveryError("browser: the notification's record is gone") from None
+        except UpstreamError as exc:
+            raise RetryableDeliveryError(f"browser: {exc}") from None
+        now = self._clock()
+        tally = _Tally()
+        live = [connection for connection in found if connection.token_expires_at > now]
+        for connection in found:
+            if connection.token_expires_at <= now:
+                self._close(realtime, connection)
+                tally.expired += 1
+        if live:
+            workers = min(self.max_concurrent_posts, len(live))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="browser") as pool:
+                outcomes = list(pool.map(lambda connection: self._post(realtime, connection, frame), live))
+            for connection, outcome in zip(live, outcomes, strict=True):
+                self._count(realtime, tally, connection, outcome, now)
+        return self._result(tally, len(live))
+
+    def _post(self, realtime: BrowserResources, connection: Connection, frame: bytes) -> str:
+        """Post to one connection; return ``sent``, ``gone``, ``retry:<code>`` or ``refused:<code>``."""
+        try:
+            realtime.management().post_to_connection(ConnectionId=connection.connection_id, Data=frame)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code == "GoneException" or status == 410:
+                return "gone"
+            if code in RETRYABLE_AWS_CODES or code == "LimitExceededException" or status == 429 or status >= 500:
+                return f"retry:{code}"
+            return f"refused:{code}"
+        except BotoCoreError as exc:
+            return f"retry:{type(exc).__name__}"
+        return "sent"
+
+    def _count(
+        self, realtime: BrowserResources, tally: _Tally, connection: Connection, outcome: str, now: float
+    ) -> None:
+        if outcome == "sent":
+            tally.sent += 1
+        elif outcome == "gone":
+            if now - connection.connected_at < OPENING_SECONDS:
+                tally.opening += 1
+            else:
+                tally.gone += 1
+                self._forget(realtime, connection)
+        else:
+            kind, _, code = outcome.partition(":")
+            bucket = tally.retryable if kind == "retry" else tally.permanent
+            if bucket is None:
+                bucket = {}
+                if kind == "retry":
+                    tally.retryable = bucket
+                else:
+                    tally.permanent = bucket
+            bucket[code] = bucket.get(code, 0) + 1
+
+    def _result(self, tally: _Tally, attempted: int) -> DeliveryReceipt:
+        if tally.retryable:
+            failed = sum(tally.retryable.values())
+            codes = ", ".join(sorted(tally.retryable))
+            raise RetryableDeliveryError(
+                f"browser: {failed} of {attempted} connections failed for now ({codes}); {tally.sent} reached",
+                rate_limited="LimitExceededException" in tally.retryable,
+            )
+        if tally.permanent and tally.sent == 0:
+            codes = ", ".join(sorted(tally.permanent))
+            raise PermanentDeliveryError(f"browser: every post was refused ({codes})")
+        return DeliveryReceipt(tally.note())
+
+    def _forget(self, realtime: BrowserResources, connection: Connection) -> None:
+        """Remove a gone connection; a failure is logged, never raised (the others were posted to)."""
+        try:
+            realtime.connections.remove(connection)
+        except UpstreamError as exc:
+            logger.warning("gone connection not removed", extra={"reason": str(exc)})
+
+    def _close(self, realtime: BrowserResources, connection: Connection) -> None:
+        """Close and remove a connection whose token expired without a refresh; failures are logged only."""
+        try:
+            realtime.management().delete_connection(ConnectionId=connection.connection_id)
+        except (ClientError, BotoCoreError) as exc:
+            if not (isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "GoneException"):
+                logger.warning("expired connection not closed", extra={"error": type(exc).__name__})
+        self._forget(realtime, connection)

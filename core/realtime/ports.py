@@ -1,0 +1,51 @@
+"""The ports realtime logic takes as collaborators; ``SigningKeyStore`` and ``ConnectionStore`` implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from core.realtime.connections import Connection
+
+
+@runtime_checkable
+class KeyRingPort(Protocol):
+    """The signing keys of connection tokens: the current one signs, any kept one verifies."""
+
+    def signing_key(self) -> tuple[str, bytes]:
+        """Return the current key's id and secret."""
+        ...
+
+    def verification_key(self, key_id: str) -> bytes | None:
+        """Return the secret of key ``key_id``, or ``None`` when no such key is kept."""
+        ...
+
+
+@runtime_checkable
+class ConnectionStorePort(Protocol):
+    """The open connections, found by id, by user and by channel/topic."""
+
+    def add(self, connection: Connection) -> None:
+        """Store a connection under its id, its user and each of its topics."""
+        ...
+
+    def get(self, connection_id: str) -> Connection | None:
+        """Return a connection by id, or ``None``."""
+        ...
+
+    def remove(self, connection: Connection) -> None:
+        """Delete every item of a connection."""
+        ...
+
+    def extend(self, connection: Connection, token_expires_at: int) -> None:
+        """Keep a connection open until ``token_expires_at`` (its token was refreshed)."""
+        ...
+
+    def of_user(self, user_id: str) -> Sequence[Connection]:
+        """Return the connections of a user."""
+        ...
+
+    def of_topic(self, topic: str) -> Sequence[Connection]:
+        """Return the connections subscribed to ``<channel>/<topic>``."""
+        ...

@@ -1,0 +1,118 @@
+"""Browser connection tokens: a user id, the channel/topics it may hear and an expiry, signed with HMAC-SHA256.
+
+A token is ``rt1.<key id>.<claims>.<signature>``: the claims are base64url JSON ``{"sub", "topics", "iat", "exp"}``,
+the signature is base64url ``HMAC-SHA256(key, "rt1.<key id>.<claims>")``. It holds nothing secret (a user id and topic
+names a page knows anyway), so a page may keep it; what it proves is that the service issued it, for that user and
+those topics, until ``exp``. The key id names which of the kept keys signed it, so that a rotation adds a key without
+refusing the tokens signed with the one before (``core.realtime.keys``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import InvalidTokenError
+from core.realtime.ports import KeyRingPort
+
+TOKEN_VERSION = "rt1"  # noqa: S105 (the format's version, not a secret)
+KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
+# A token travels in a query string: a bound on what is parsed at all.
+MAX_TOKEN_CHARS = 4096
+# Clocks of the functions that sign and check tokens differ by a little.
+CLOCK_SKEW_SECONDS = 60
+_KEY_ID = re.compile(KEY_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a token says: whose it is, the ``<channel>/<topic>`` names it may hear, when it was issued and expires."""
+
+    user_id: str
+    topics: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token and its claims."""
+
+    token: str
+    claims: TokenClaims
+
+
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(secret: bytes, signed: str) -> str:
+    return _encode(hmac.new(secret, signed.encode(), hashlib.sha256).digest())
+
+
+def issue_token(user_id: str, topics: tuple[str, ...], ttl_seconds: int, keys: KeyRingPort, now: float) -> IssuedToken:
+    """Sign a token for ``user_id`` and ``topics`` that expires ``ttl_seconds`` after ``now`` (Unix time)."""
+    issued_at = int(now)
+    claims = TokenClaims(user_id, tuple(topics), issued_at, issued_at + ttl_seconds)
+    payload = {"sub": user_id, "topics": list(claims.topics), "iat": claims.issued_at, "exp": claims.expires_at}
+    key_id, secret = keys.signing_key()
+    body = _encode(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    signed = f"{TOKEN_VERSION}.{key_id}.{body}"
+    return IssuedToken(f"{signed}.{_signature(secret, signed)}", claims)
+
+
+def _claims(payload: Any) -> TokenClaims:
+    if not isinstance(payload, dict):
+        raise InvalidTokenError("the token is malformed")
+    user_id, topics = payload.get("sub"), payload.get("topics")
+    issued_at, expires_at = payload.get("iat"), payload.get("exp")
+    if (
+        not isinstance(user_id, str)
+        or not user_id
+        or not isinstance(topics, list)
+        or not all(isinstance(topic, str) for topic in topics)
+        or not isinstance(issued_at, int)
+        or not isinstance(expires_at, int)
+    ):
+        raise InvalidTokenError("the token is malformed")
+    return TokenClaims(user_id, tuple(topics), issued_at, expires_at)
+
+
+def read_token(token: str, keys: KeyRingPort, now: float) -> TokenClaims:
+    """Return the claims of a token this service signed and that has not expired.
+
+    Raises
+    ------
+    InvalidTokenError
+        The token is malformed, signed by no kept key, forged, or expired; the message says which, never the token.
+    """
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise InvalidTokenError("the token is malformed")
+    parts = token.split(".")
+    if len(parts) != 4 or parts[0] != TOKEN_VERSION or not _KEY_ID.fullmatch(parts[1]):
+        raise InvalidTokenError("the token is malformed")
+    _, key_id, body, signature = parts
+    secret = keys.verification_key(key_id)
+    if secret is None:
+        raise InvalidTokenError("the token was signed with a key this service does not hold")
+    if not hmac.compare_digest(_signature(secret, f"{TOKEN_VERSION}.{key_id}.{body}"), signature):
+        raise InvalidTokenError("the token's signature does not verify")
+    try:
+        claims = _claims(json.loads(_decode(body)))
+    except (ValueError, binascii.Error):
+        raise InvalidTokenError("the token is malformed") from None
+    if claims.expires_at <= now:
+        raise InvalidTokenError("the token has expired: ask for a new one")
+    if claims.issued_at > now + CLOCK_SKEW_SECONDS:
+        raise InvalidTokenError("the token is not valid yet")
+    return claims

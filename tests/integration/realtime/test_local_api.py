@@ -1,0 +1,192 @@
+"""Browser deliveries end to end in one process: real WebSocket clients connect to the local WebSocket API, whose
+routes run the real handler on moto; the browser channel posts through boto3's Management API client to the local
+Management API. A token for one user never hears another's messages; gone connections are pruned; one topic fans out
+to 1,000 connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from core import clients
+from core.models import Content
+from core.realtime.connections import Connection
+from core.realtime.tokens import issue_token
+from tests.integration.realtime.conftest import Realtime
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _token(user: str, topics: Sequence[str] = ()) -> str:
+    return issue_token(user, tuple(topics), 900, clients.get_signing_keys(), time.time()).token
+
+
+async def _open(url: str, tokens: Sequence[str], at_once: int = 100) -> list[ClientConnection]:
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(token: str) -> ClientConnection:
+        async with gate:
+            return await connect(f"{url}?token={token}", max_size=None)
+
+    return list(await asyncio.gather(*(one(token) for token in tokens)))
+
+
+async def _frames(socket: ClientConnection, wait: float) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    try:
+        while True:
+            frames.append(json.loads(await asyncio.wait_for(socket.recv(), wait)))
+    except TimeoutError:
+        return frames
+
+
+def _deliver(target: dict[str, Any], notification_id: str, text: str = "Order 42 shipped") -> str | None:
+    channel = clients.get_channels()["browser"]
+    receipt = channel.send(Content(text=text), target, None, notification_id=notification_id, delivery_key="browser")
+    return receipt.provider_message_id
+
+
+def test_fan_out_one_topic_reaches_1000_connections_once_each(realtime: Realtime) -> None:
+    realtime.record("n-fan-out")
+    tokens = [_token(f"user-{index}", ["orders/shipped"]) for index in range(1000)]
+
+    async def run() -> tuple[list[list[dict[str, Any]]], str | None, float]:
+        sockets = await _open(realtime.api.websocket_url, tokens)
+        started = time.monotonic()
+        note = await asyncio.get_running_loop().run_in_executor(None, _deliver, {}, "n-fan-out")
+        took = time.monotonic() - started
+        received = await asyncio.gather(*(_frames(socket, 2.0) for socket in sockets))
+        await asyncio.gather(*(socket.close() for socket in sockets))
+        return received, note, took
+
+    received, note, took = asyncio.run(run())
+
+    assert note == "1000 connections"
+    assert all(len(frames) == 1 and frames[0]["notification_id"] == "n-fan-out" for frames in received)
+    assert realtime.api.stats.snapshot().get("post 200") == 1000
+    assert took < 60
+
+
+def test_user_target_a_token_for_alice_never_hears_bobs_messages(realtime: Realtime) -> None:
+    realtime.record("n-bob")
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        alice, bob = await _open(realtime.api.websocket_url, [_token("alice"), _token("bob")])
+        await asyncio.get_running_loop().run_in_executor(None, _deliver, {"user_id": "bob"}, "n-bob")
+        heard = await asyncio.gather(_frames(alice, 1.0), _frames(bob, 1.0))
+        await alice.close()
+        await bob.close()
+        return heard[0], heard[1]
+
+    alice_heard, bob_heard = asyncio.run(run())
+
+    assert alice_heard == []
+    assert [frame["notification_id"] for frame in bob_heard] == ["n-bob"]
+
+
+def test_topic_target_a_connection_of_another_topic_hears_nothing(realtime: Realtime) -> None:
+    realtime.record("n-topic", topic="shipped")
+
+    async def run() -> list[list[dict[str, Any]]]:
+        sockets = await _open(
+            realtime.api.websocket_url, [_token("a", ["orders/shipped"]), _token("b", ["orders/returned"])]
+        )
+        await asyncio.get_running_loop().run_in_executor(None, _deliver, {}, "n-topic")
+        heard = await asyncio.gather(*(_frames(socket, 1.0) for socket in sockets))
+        await asyncio.gather(*(socket.close() for socket in sockets))
+        return list(heard)
+
+    shipped, returned = asyncio.run(run())
+
+    assert (len(shipped), returned) == (1, [])
+
+
+def test_gone_connection_is_removed_from_the_store_and_the_delivery_succeeds(realtime: Realtime) -> None:
+    realtime.record("n-gone")
+    store = clients.get_connection_store()
+    gone = Connection(f"gone-{uuid.uuid4().hex[:8]}=", "carol", (), int(time.time()) - 3600, int(time.time()) + 600)
+    store.add(gone)
+
+    note = _deliver({"user_id": "carol"}, "n-gone")
+
+    assert note == "0 connections, 1 gone"
+    assert store.of_user("carol") == []
+    assert realtime.api.stats.snapshot().get("post 410") == 1
+
+
+def test_connect_forged_token_is_refused_at_the_handshake_and_not_stored(realtime: Realtime) -> None:
+    async def run() -> int:
+        try:
+            await connect(f"{realtime.api.websocket_url}?token=rt1.k1.e30.forged")
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        return 101
+
+    assert asyncio.run(run()) == 401
+    assert realtime.dynamodb.scan(TableName="notify-test-connections")["Count"] == 0
+
+
+def test_connect_then_close_stores_then_removes_the_connection(realtime: Realtime) -> None:
+    async def run() -> tuple[int, int]:
+        (socket,) = await _open(realtime.api.websocket_url, [_token("dave", ["orders/shipped"])])
+        stored = realtime.dynamodb.scan(TableName="notify-test-connections")["Count"]
+        await socket.close()
+        for _ in range(50):
+            if realtime.dynamodb.scan(TableName="notify-test-connections")["Count"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        return stored, realtime.dynamodb.scan(TableName="notify-test-connections")["Count"]
+
+    stored, left = asyncio.run(run())
+
+    assert (stored, left) == (3, 0)  # the connection, its user and its topic; all gone after $disconnect
+
+
+def test_refresh_frame_is_answered_over_the_connection_with_a_new_token(realtime: Realtime) -> None:
+    async def run() -> dict[str, Any]:
+        (socket,) = await _open(realtime.api.websocket_url, [_token("erin")])
+        await socket.send(json.dumps({"action": "refresh"}))
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        await socket.close()
+        return frame
+
+    frame = asyncio.run(run())
+
+    assert frame["type"] == "token"
+    assert frame["token"].startswith("rt1.")
+
+
+def test_management_api_get_and_delete_act_on_a_live_connection(realtime: Realtime) -> None:
+    management = clients.get_management_client(realtime.api.management_url)
+
+    async def run() -> tuple[dict[str, Any], str | None]:
+        (socket,) = await _open(realtime.api.websocket_url, [_token("fay")])
+        (connection_id,) = realtime.api.open_connections()
+        loop = asyncio.get_running_loop()
+        described = await loop.run_in_executor(None, lambda: management.get_connection(ConnectionId=connection_id))
+        await loop.run_in_executor(None, lambda: management.delete_connection(ConnectionId=connection_id))
+        try:
+            await asyncio.wait_for(socket.recv(), 5)
+        except Exception as exc:
+            return described, type(exc).__name__
+        return described, None
+
+    described, closed = asyncio.run(run())
+
+    assert described["Identity"]["SourceIp"] == "127.0.0.1"
+    assert closed == "ConnectionClosedOK"
+
+
+def test_management_api_unknown_connection_is_gone_exception(realtime: Realtime) -> None:
+    management = clients.get_management_client(realtime.api.management_url)
+
+    with pytest.raises(management.exceptions.GoneException):
+        management.post_to_connection(ConnectionId="nobody0000000A=", Data=b"{}")

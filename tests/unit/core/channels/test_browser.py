@@ -1,0 +1,229 @@
+"""Unit tests of the browser channel (core/channels/browser.py) on in-memory connections and Management API."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from core.channels import CHANNELS, TopicRequest
+from core.channels.base import ChannelResources
+from core.channels.browser import BrowserChannel, BrowserResources
+from core.errors import NotFoundError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.ledger import NotificationRecord
+from core.models import Content
+from core.realtime.connections import Connection
+from tests.unit.core.realtime.fakes import FakeConnectionStore, FakeManagementApi, client_error
+
+NOW = 1_800_000_000.0
+CREATED = "2027-01-15T08:00:00.000Z"
+
+
+@dataclass
+class FakeRecords:
+    """The ledger's notification records: every notification was published on orders/shipped."""
+
+    missing: bool = False
+
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        if self.missing:
+            raise NotFoundError(f"notification {notification_id!r} does not exist")
+        return NotificationRecord(notification_id, "publish", "orders", "shipped", CREATED, None, 1)
+
+
+def _connection(connection_id: str, user: str, topics: tuple[str, ...] = (), expires: float = NOW + 900) -> Connection:
+    return Connection(connection_id, user, topics, int(NOW) - 60, int(expires))
+
+
+def _channel(
+    connections: list[Connection], api: FakeManagementApi | None = None, records: FakeRecords | None = None
+) -> tuple[BrowserChannel, FakeConnectionStore, FakeManagementApi]:
+    store = FakeConnectionStore({c.connection_id: c for c in connections})
+    management = api or FakeManagementApi()
+    resources = BrowserResources(
+        http=None,  # type: ignore[arg-type]
+        aws_client=lambda _: None,
+        telegram_api_base="",
+        connections=store,
+        management=lambda: management,
+        records=records or FakeRecords(),
+    )
+    return BrowserChannel(resources, clock=lambda: NOW), store, management
+
+
+def _send(channel: BrowserChannel, target: dict[str, Any], text: str = "Your order shipped") -> str | None:
+    receipt = channel.send(Content(text=text), target, None, notification_id="n-1", delivery_key="browser")
+    return receipt.provider_message_id
+
+
+def test_browser_is_a_registered_channel() -> None:
+    assert CHANNELS["browser"] is BrowserChannel
+
+
+def test_browser_integration_accepts_an_empty_target_and_a_user_target() -> None:
+    request = TopicRequest.model_validate(
+        {
+            "integrations": [
+                {"name": "all", "type": "browser", "target": {}, "model": "$text"},
+                {"name": "ada", "type": "browser", "target": {"user_id": "ada"}, "model": {"text": "$text"}},
+            ]
+        }
+    )
+
+    assert [i.target.user_id for i in request.integrations] == [None, "ada"]
+
+
+@pytest.mark.parametrize("user_id", ["", "has space", "x" * 129, "tab\there"])
+def test_browser_integration_invalid_user_id_is_refused(user_id: str) -> None:
+    with pytest.raises(ValueError, match="user_id"):
+        TopicRequest.model_validate(
+            {"integrations": [{"name": "b", "type": "browser", "target": {"user_id": user_id}, "model": "hi"}]}
+        )
+
+
+def test_render_string_model_is_the_frames_text() -> None:
+    assert BrowserChannel.render("Hi $name", {"name": "Ada"}) == Content(text="Hi Ada")
+
+
+def test_render_object_model_gives_text_and_data() -> None:
+    content = BrowserChannel.render({"text": "Order $id", "data": {"id": "$id"}}, {"id": 42})
+
+    assert (content.text, content.data) == ("Order 42", {"id": 42})
+
+
+def test_send_user_target_posts_the_frame_to_each_connection_of_that_user_only() -> None:
+    channel, _, api = _channel([_connection("a1", "alice"), _connection("a2", "alice"), _connection("b1", "bob")])
+
+    note = _send(channel, {"user_id": "alice"})
+
+    assert sorted(connection for connection, _ in api.posts) == ["a1", "a2"]
+    assert note == "2 connections"
+
+
+def test_send_frame_names_the_notification_its_topic_and_time() -> None:
+    channel, _, api = _channel([_connection("a1", "alice")])
+
+    _send(channel, {"user_id": "alice"}, text="<script>alert(1)</script>")
+
+    assert json.loads(api.posts[0][1]) == {
+        "notification_id": "n-1",
+        "channel": "orders",
+        "topic": "shipped",
+        "text": "<script>alert(1)</script>",
+        "created_at": CREATED,
+    }
+
+
+def test_send_empty_target_reaches_the_connections_hearing_the_notifications_topic() -> None:
+    channel, _, api = _channel(
+        [_connection("a1", "alice", ("orders/shipped",)), _connection("b1", "bob", ("orders/returned",))]
+    )
+
+    _send(channel, {})
+
+    assert [connection for connection, _ in api.posts] == ["a1"]
+
+
+def test_send_without_open_connections_is_delivered_to_zero_connections() -> None:
+    channel, _, api = _channel([])
+
+    assert _send(channel, {"user_id": "alice"}) == "0 connections"
+    assert api.posts == []
+
+
+def test_send_gone_connection_is_removed_and_not_a_failure() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("GoneException", 410)})
+    channel, store, _ = _channel([_connection("a1", "alice"), _connection("a2", "alice")], api)
+
+    note = _send(channel, {"user_id": "alice"})
+
+    assert note == "1 connection, 1 gone"
+    assert store.removed == ["a1"]
+
+
+def test_send_gone_connection_that_is_still_opening_is_kept() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("GoneException", 410)})
+    opening = Connection("a1", "alice", (), int(NOW) - 1, int(NOW) + 900)
+    channel, store, _ = _channel([opening], api)
+
+    _send(channel, {"user_id": "alice"})
+
+    assert store.removed == []
+
+
+def test_send_connection_whose_token_expired_is_closed_and_removed_not_posted_to() -> None:
+    channel, store, api = _channel([_connection("a1", "alice", expires=NOW - 1)])
+
+    note = _send(channel, {"user_id": "alice"})
+
+    assert (api.posts, api.deleted, store.removed) == ([], ["a1"], ["a1"])
+    assert note == "0 connections, 1 expired"
+
+
+def test_send_throttled_post_is_retryable_and_rate_limited() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("LimitExceededException", 429)})
+    channel, _, _ = _channel([_connection("a1", "alice"), _connection("a2", "alice")], api)
+
+    with pytest.raises(RetryableDeliveryError, match="1 of 2 connections failed for now") as raised:
+        _send(channel, {"user_id": "alice"})
+    assert raised.value.rate_limited
+
+
+def test_send_every_post_forbidden_is_permanent() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("ForbiddenException", 403)})
+    channel, _, _ = _channel([_connection("a1", "alice")], api)
+
+    with pytest.raises(PermanentDeliveryError, match="ForbiddenException"):
+        _send(channel, {"user_id": "alice"})
+
+
+def test_send_frame_over_128_kib_is_permanent() -> None:
+    channel, _, api = _channel([_connection("a1", "alice")])
+
+    with pytest.raises(PermanentDeliveryError, match="128 KiB"):
+        _send(channel, {"user_id": "alice"}, text="x" * 129 * 1024)
+    assert api.posts == []
+
+
+def test_send_notification_record_gone_is_permanent() -> None:
+    channel, _, _ = _channel([_connection("a1", "alice")], records=FakeRecords(missing=True))
+
+    with pytest.raises(PermanentDeliveryError, match="record is gone"):
+        _send(channel, {"user_id": "alice"})
+
+
+def test_send_connections_unreadable_is_retryable() -> None:
+    class Failing(FakeConnectionStore):
+        def of_user(self, user_id: str) -> list[Connection]:
+            raise UpstreamError("reading connections failed (ProvisionedThroughputExceededException)")
+
+    channel, _, _ = _channel([])
+    channel._resources = BrowserResources(
+        http=None,  # type: ignore[arg-type]
+        aws_client=lambda _: None,
+        telegram_api_base="",
+        connections=Failing(),
+        management=FakeManagementApi,
+        records=FakeRecords(),
+    )
+
+    with pytest.raises(RetryableDeliveryError, match="reading connections failed"):
+        _send(channel, {"user_id": "alice"})
+
+
+def test_send_without_browser_resources_is_permanent_naming_the_settings() -> None:
+    channel = BrowserChannel(ChannelResources(http=None, aws_client=lambda _: None, telegram_api_base=""))  # type: ignore[arg-type]
+
+    with pytest.raises(PermanentDeliveryError, match="CONNECTIONS_TABLE"):
+        _send(channel, {"user_id": "alice"})
+
+
+def test_rate_limits_user_target_uses_the_integrations_own_rate() -> None:
+    channel, _, _ = _channel([])
+
+    limits = channel.rate_limits({"user_id": "alice"}, None, 2.0)
+
+    assert [limit.per_second for limit in limits] == [2.0]
+    assert channel.rate_limits({}, None, 2.0) == []

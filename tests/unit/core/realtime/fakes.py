@@ -1,0 +1,99 @@
+"""In-memory fakes of the realtime ports and of the Management API client, for unit tests of tokens, sessions, the
+browser channel and the WebSocket handler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core.realtime.connections import Connection
+from core.realtime.keys import KeySet, SigningKey
+
+
+@dataclass
+class FakeKeyRing:
+    """Signing keys held in memory: ``current`` signs, every key in ``keys`` verifies."""
+
+    current: str = "k1"
+    keys: dict[str, bytes] = field(default_factory=lambda: {"k1": b"k" * 32})
+
+    @classmethod
+    def of(cls, key_set: KeySet) -> FakeKeyRing:
+        """The key ring a ``SigningKeyStore`` reading ``key_set`` would be."""
+        return cls(key_set.current, {key_id: key.secret for key_id, key in key_set.keys.items()})
+
+    def key_set(self) -> KeySet:
+        """These keys as the parameter would hold them."""
+        return KeySet(self.current, {key_id: SigningKey(secret, 0) for key_id, secret in self.keys.items()})
+
+    def signing_key(self) -> tuple[str, bytes]:
+        """Return the current key."""
+        return self.current, self.keys[self.current]
+
+    def verification_key(self, key_id: str) -> bytes | None:
+        """Return a kept key."""
+        return self.keys.get(key_id)
+
+
+@dataclass
+class FakeConnectionStore:
+    """Connections by id, with the lookups the DynamoDB store answers with one query each."""
+
+    connections: dict[str, Connection] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+
+    def add(self, connection: Connection) -> None:
+        """Store a connection."""
+        self.connections[connection.connection_id] = connection
+
+    def get(self, connection_id: str) -> Connection | None:
+        """Return a connection by id."""
+        return self.connections.get(connection_id)
+
+    def remove(self, connection: Connection) -> None:
+        """Forget a connection."""
+        self.connections.pop(connection.connection_id, None)
+        self.removed.append(connection.connection_id)
+
+    def extend(self, connection: Connection, token_expires_at: int) -> None:
+        """Move a connection's expiry."""
+        self.connections[connection.connection_id] = Connection(
+            connection.connection_id, connection.user_id, connection.topics, connection.connected_at, token_expires_at
+        )
+
+    def of_user(self, user_id: str) -> Sequence[Connection]:
+        """Return a user's connections."""
+        return [c for c in self.connections.values() if c.user_id == user_id]
+
+    def of_topic(self, topic: str) -> Sequence[Connection]:
+        """Return the connections hearing a topic."""
+        return [c for c in self.connections.values() if topic in c.topics]
+
+
+def client_error(code: str, status: int) -> ClientError:
+    """A ClientError as botocore raises it for an AWS error answer."""
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "op")
+
+
+@dataclass
+class FakeManagementApi:
+    """The Management API client: records posts and deletes; ``answers`` maps a connection id to the error it gets."""
+
+    answers: dict[str, ClientError] = field(default_factory=dict)
+    posts: list[tuple[str, bytes]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def post_to_connection(self, ConnectionId: str, Data: bytes) -> dict[str, Any]:
+        """Record a post, or raise the error set for the connection."""
+        if ConnectionId in self.answers:
+            raise self.answers[ConnectionId]
+        self.posts.append((ConnectionId, Data))
+        return {}
+
+    def delete_connection(self, ConnectionId: str) -> dict[str, Any]:
+        """Record a close."""
+        self.deleted.append(ConnectionId)
+        return {}
