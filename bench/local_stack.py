@@ -107,6 +107,10 @@ class LocalStack:
         """The API's base URL."""
         return f"http://127.0.0.1:{self.api_port}"
 
+    def output(self) -> str:
+        """What the stack printed so far."""
+        return self._output.read_text(errors="replace")
+
 
 def publish_to_delivered(stack: LocalStack) -> list[float]:
     """Publish ``PUBLISHES`` notifications one after another; return each one's seconds until ``delivered``."""
