@@ -11,7 +11,7 @@ OSLS := node_modules/.bin/osls
 PACKAGE_DIR = .build/$(STAGE)
 INFRA_TESTS := tests/integration/infra
 
-.PHONY: install node run reset test lint unit package rehearse deploy-checks bench deploy
+.PHONY: install node run reset test lint unit package rehearse deploy-checks bench bench-quick deploy
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,13 +46,14 @@ deploy-checks: install node
 	$(MAKE) --no-print-directory package STAGE=ci
 	NOTIFY_PACKAGE_DIR=.build/ci $(BIN)/pytest $(INFRA_TESTS)
 
+# Every benchmark under bench/, one after another (about 20 minutes; QUICK=1 or `make bench-quick`: the quick forms,
+# a few minutes), then bench/RESULTS.md and the plots in bench/plots/ from their figures (bench/report.py).
 bench: install node
 	@test ! -f bench/requirements.txt || $(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
-	$(BIN)/python -m bench.intake
-	$(BIN)/python -m bench.delivery
-	$(BIN)/python -m bench.local_stack
-	$(BIN)/python -m bench.burst --outage
-	$(BIN)/python -m bench.api_fuzz
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+bench-quick:
+	$(MAKE) --no-print-directory bench QUICK=1
 
 run: install node
 	$(BIN)/python -m infra.local

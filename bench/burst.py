@@ -9,7 +9,7 @@ the first publish to the last delivery beside the floor N / rate. Outage (``--ou
 for a few minutes, notifications published during it, all of which must end ``delivered`` after it.
 
 Run: ``python -m bench.burst`` (5/s and 1/s, about three minutes), ``--quick`` (5/s only), ``--outage`` (adds the
-outage drill: 150 s of 503).
+outage drill: 150 s of 503). Plots delivered over time beside the floor (``bench/plots/burst.png``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bench import plots
 from bench.local_stack import ADMIN_TOKEN, API_KEY, LocalStack, _call
+from bench.results import Fragment, Table, Target
 
 NOTIFICATIONS = 100
 FINAL = {"delivered", "failed", "dead"}
@@ -41,6 +43,8 @@ class DrillResult:
     seconds: float
     span: float
     floor: float | None
+    rate: float | None = None
+    accepted_at: tuple[float, ...] = ()
 
 
 def _topic(stack: LocalStack, name: str, url: str, rate: float | None) -> str:
@@ -129,6 +133,8 @@ def _drill(
         seconds=seconds,
         span=span,
         floor=count / rate if rate else None,
+        rate=rate,
+        accepted_at=tuple(sorted(moment - started for moment in accepted)),
     )
 
 
@@ -161,14 +167,58 @@ def _print(result: DrillResult) -> None:
         print(f"    first publish to last delivery: {result.seconds:.1f} s")
 
 
+def _row(result: DrillResult) -> list[str]:
+    share = result.answered_429 / result.requests * 100 if result.requests else 0.0
+    not_final = result.published - result.delivered - result.dead - result.failed
+    ratio = f"{result.seconds / result.floor:.2f}" if result.floor else "-"
+    return [
+        result.label,
+        str(result.published),
+        str(result.delivered),
+        str(result.dead),
+        str(result.failed),
+        str(not_final),
+        f"{result.requests} ({result.answered_429} = {share:.1f} %)",
+        f"{result.seconds:.1f} s",
+        f"{result.floor:.1f} s" if result.floor else "-",
+        ratio,
+    ]
+
+
+def _targets(result: DrillResult) -> list[Target]:
+    share = result.answered_429 / result.requests * 100 if result.requests else 0.0
+    targets = [
+        Target(
+            f"burst ({result.label}): delivered",
+            f"{result.delivered}/{result.published}",
+            "all",
+            result.delivered == result.published,
+        )
+    ]
+    if result.floor:
+        ratio = result.seconds / result.floor
+        targets += [
+            Target(f"burst ({result.label}): 429 answers", f"{share:.1f} %", "<= 5 %", share <= 5),
+            Target(f"burst ({result.label}): time / floor N/rate", f"{ratio:.2f}", "<= 1.3", ratio <= 1.3),
+        ]
+    return targets
+
+
 def main() -> None:
-    """Run the drills and print their figures."""
+    """Run the drills, print their figures and save them for the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the 5/s burst only")
     parser.add_argument("--outage", action="store_true", help="add the 150 s outage drill")
     args = parser.parse_args()
+    fragment = Fragment(
+        "burst",
+        "Bursts against a rate-limited receiver",
+        "python -m bench.burst" + (" --quick" if args.quick else "") + (" --outage" if args.outage else ""),
+        args.quick,
+    )
     print(f"Burst drills through the local stack ({NOTIFICATIONS} notifications published at once)")
     rates = [5.0] if args.quick else [5.0, 1.0]
+    results = []
     with LocalStack("") as stack:
         _warm_up(stack)
         for rate in rates:
@@ -183,9 +233,42 @@ def main() -> None:
                 NOTIFICATIONS / rate * 3,
             )
             _print(result)
+            results.append(result)
         if args.outage:
             result = _drill(stack, "receiver down for 150 s (503), 5 notifications", "outage", "down=150", None, 5, 900)
             _print(result)
+            results.append(result)
+    fragment.tables.append(
+        Table(
+            f"{NOTIFICATIONS} notifications published at once to a webhook whose `rate_per_second` is the receiver's "
+            "limit (the receiver answers 429 with `Retry-After: 1` beyond it); deployed params",
+            [
+                "drill",
+                "published",
+                "delivered",
+                "dead",
+                "failed",
+                "not final",
+                "receiver requests (429)",
+                "first publish to last delivery",
+                "floor N/rate",
+                "ratio",
+            ],
+            [_row(result) for result in results],
+        )
+    )
+    for result in results:
+        fragment.targets += _targets(result)
+    paced = [result for result in results if result.rate]
+    path = plots.delivered_over_time(
+        "burst.png",
+        f"Bursts of {NOTIFICATIONS} notifications against a rate-limited receiver",
+        [plots.Curve(result.label, result.accepted_at) for result in paced],
+        floors=[(f"{result.rate:g}/s (the receiver's limit)", result.rate or 0.0) for result in paced],
+    )
+    if path:
+        fragment.plots.append(path)
+    fragment.save()
 
 
 if __name__ == "__main__":

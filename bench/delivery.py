@@ -6,11 +6,13 @@ Measured in one run, each the median of several rounds after a warm-up:
 - sequential: the same webhook channel sending the 10 one after another (what a one-at-a-time consumer costs);
 - Apprise: ``Apprise.notify`` to 10 ``json://`` URLs on the same sink (Apprise installed by ``make bench`` only).
 
-Targets: the consumer at least 5x faster than sequential and 3x faster than Apprise.
+Targets: the consumer within 1.25x the floor (the sink's 100 ms), at least 5x faster than sequential and 3x faster
+than Apprise. ``--quick``: 3 rounds.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -25,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bench.environment import use_bench_environment
+from bench.results import Fragment, Table, Target
 
 BATCH = 10
 ROUNDS = 7
@@ -96,7 +99,7 @@ def webhook_message(sink: str, index: int) -> dict[str, Any]:
     }
 
 
-def consumer_seconds(sink: str) -> float:
+def consumer_seconds(sink: str, rounds: int = ROUNDS) -> float:
     """Time the deliver handler on SQS events of 10 webhook messages, in-process against moto."""
     from moto import mock_aws
 
@@ -139,10 +142,10 @@ def consumer_seconds(sink: str) -> float:
                 result = handler(event, FakeLambdaContext())
             assert result["batchItemFailures"] == [], result
 
-        return median_seconds(deliver, prepare)
+        return median_seconds(deliver, prepare, rounds)
 
 
-def sequential_seconds(sink: str) -> float:
+def sequential_seconds(sink: str, rounds: int = ROUNDS) -> float:
     """Time the webhook channel sending the 10 messages one after another on the pooled session."""
     from core import clients
     from core.channels import ChannelResources
@@ -166,10 +169,10 @@ def sequential_seconds(sink: str) -> float:
                 delivery_key=message["integration"]["name"],
             )
 
-    return median_seconds(send_all, lambda: None)
+    return median_seconds(send_all, lambda: None, rounds)
 
 
-def apprise_seconds(sink: str) -> tuple[str, float] | None:
+def apprise_seconds(sink: str, rounds: int = ROUNDS) -> tuple[str, float] | None:
     """Time Apprise notifying 10 ``json://`` URLs on the sink; ``None`` when Apprise is not installed."""
     try:
         import apprise
@@ -182,26 +185,70 @@ def apprise_seconds(sink: str) -> tuple[str, float] | None:
     def notify(_: None) -> None:
         assert notifier.notify(body="order shipped", title="bench")
 
-    return str(apprise.__version__), median_seconds(notify, lambda: None)
+    return str(apprise.__version__), median_seconds(notify, lambda: None, rounds)
 
 
 def main() -> None:
-    """Run the three measurements in one process and print the figures."""
+    """Run the three measurements in one process, print the figures and save them for the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else ROUNDS
+    fragment = Fragment(
+        "delivery",
+        "Delivery: a batch of 10 webhooks to a 100 ms sink",
+        "python -m bench.delivery" + (" --quick" if args.quick else ""),
+        args.quick,
+    )
     with running_sink() as sink:
-        consumer = consumer_seconds(sink)
-        sequential = sequential_seconds(sink)
-        apprise_result = apprise_seconds(sink)
-    print(f"Delivery: a batch of {BATCH} webhooks to a sink answering after {SINK_DELAY_SECONDS * 1000:.0f} ms")
-    print(f"(median of {ROUNDS} rounds after a warm-up; the consumer runs in-process against moto)")
-    print(f"  consumer (deliver handler, concurrent)  {consumer * 1000:8.1f} ms")
+        consumer = consumer_seconds(sink, rounds)
+        sequential = sequential_seconds(sink, rounds)
+        apprise_result = apprise_seconds(sink, rounds)
+    floor = SINK_DELAY_SECONDS
+    print(f"Delivery: a batch of {BATCH} webhooks to a sink answering after {floor * 1000:.0f} ms")
+    print(f"(median of {rounds} rounds after a warm-up; the consumer runs in-process against moto)")
+    print(f"  consumer (deliver handler, concurrent)  {consumer * 1000:8.1f} ms   {consumer / floor:4.2f}x the floor")
     ratio = sequential / consumer
     print(f"  sequential (same channel, one by one)   {sequential * 1000:8.1f} ms   consumer {ratio:4.1f}x faster")
+    rows = [
+        ["consumer (deliver handler, concurrent)", f"{consumer * 1000:.1f} ms", f"{consumer / floor:.2f}x", "-"],
+        [
+            "sequential (same channel, one by one)",
+            f"{sequential * 1000:.1f} ms",
+            f"{sequential / floor:.2f}x",
+            f"{ratio:.1f}x",
+        ],
+    ]
+    fragment.targets += [
+        Target(
+            "delivery: 10 webhooks to a 100 ms sink, x the floor",
+            f"{consumer / floor:.2f}x",
+            "<= 1.25x",
+            consumer <= 1.25 * floor,
+        ),
+        Target("delivery: consumer faster than sequential", f"{ratio:.1f}x", ">= 5x", ratio >= 5),
+    ]
     if apprise_result is None:
         print("  Apprise not installed: pip install -r bench/requirements.txt")
-        return
-    version, seconds = apprise_result
-    label = f"Apprise {version} (10 json:// URLs)"
-    print(f"  {label:<39} {seconds * 1000:8.1f} ms   consumer {seconds / consumer:4.1f}x faster")
+        fragment.notes.append("Apprise was not installed (`pip install -r bench/requirements.txt`).")
+    else:
+        version, seconds = apprise_result
+        label = f"Apprise {version} (10 json:// URLs)"
+        print(f"  {label:<39} {seconds * 1000:8.1f} ms   consumer {seconds / consumer:4.1f}x faster")
+        rows.append([label, f"{seconds * 1000:.1f} ms", f"{seconds / floor:.2f}x", f"{seconds / consumer:.1f}x"])
+        fragment.targets.append(
+            Target(
+                "delivery: consumer faster than Apprise", f"{seconds / consumer:.1f}x", ">= 3x", seconds / consumer >= 3
+            )
+        )
+    fragment.tables.append(
+        Table(
+            f"Median of {rounds} rounds after a warm-up; the consumer runs in-process against moto",
+            ["sender", "batch of 10", "x the 100 ms floor", "consumer faster by"],
+            rows,
+        )
+    )
+    fragment.save()
 
 
 if __name__ == "__main__":

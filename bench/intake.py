@@ -4,11 +4,13 @@ Prints, for topics of 1, 10 and 50 integrations, the AWS API calls one publish m
 botocore's event hooks), the warm-path latency of the publish handler in-process against moto (median, p95), and the
 import time of ``producer.handler`` beside a bare ``import boto3``, both measured in fresh processes in this run.
 
-Targets: SQS calls = ceil(k/10); no topic read on a warm cached path; handler import at most 1.5x boto3's.
+Targets: SQS calls = ceil(k/10) and AWS calls at most 1 + ceil(k/10); no topic read on a warm cached path; handler
+import at most 1.5x boto3's. ``--quick``: fewer publishes and import runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import math
@@ -23,11 +25,13 @@ from time import perf_counter
 from typing import Any
 
 from bench.environment import FUNCTION_ENV, use_bench_environment
+from bench.results import Fragment, Table, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 50)
 WARM_PUBLISHES = 40
 IMPORT_RUNS = {True: 31, False: 9}  # cached bytecode: many quick runs; compiling: fewer slow ones
+QUICK_IMPORT_RUNS = {True: 11, False: 3}
 
 use_bench_environment()
 
@@ -64,7 +68,7 @@ def _drain(sqs: Any, queue_url: str) -> None:
         sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
-def measure_publishing() -> list[dict[str, Any]]:
+def measure_publishing(warm_publishes: int = WARM_PUBLISHES) -> list[dict[str, Any]]:
     """Create topics of each size in moto and publish to them; return counts and latencies per size."""
     from moto import mock_aws
 
@@ -119,7 +123,7 @@ def measure_publishing() -> list[dict[str, Any]]:
             publish()
             cold = counter.take()
             latencies = []
-            for _ in range(WARM_PUBLISHES):
+            for _ in range(warm_publishes):
                 # moto's SQS scans every queued message on each send, which real SQS does not: keep the queue empty
                 # (through an uncounted client, outside the timed region) so depth does not skew the figures.
                 _drain(resources.sqs, resources.delivery_queue_url)
@@ -133,7 +137,7 @@ def measure_publishing() -> list[dict[str, Any]]:
                 {
                     "size": size,
                     "cold": cold,
-                    "warm": Counter({op: count // WARM_PUBLISHES for op, count in warm.items()}),
+                    "warm": Counter({op: count // warm_publishes for op, count in warm.items()}),
                     "keyed": keyed,
                     "median_ms": statistics.median(latencies),
                     "p95_ms": _percentile(latencies, 0.95),
@@ -152,7 +156,7 @@ def _import_ms(statement: str, pycache: str, write_bytecode: bool) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def measure_imports(cached: bool) -> tuple[float, float]:
+def measure_imports(cached: bool, runs: int) -> tuple[float, float]:
     """Return the median import time of boto3 and of producer.handler, alternating fresh processes.
 
     ``cached``: both read bytecode compiled beforehand into one cache; otherwise each process starts from an empty
@@ -163,7 +167,7 @@ def measure_imports(cached: bool) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as shared:
         if cached:
             _import_ms("import boto3, producer.handler", shared, write_bytecode=True)
-        for _ in range(IMPORT_RUNS[cached]):
+        for _ in range(runs):
             for statement, into in (("import boto3", boto3_ms), ("import producer.handler", handler_ms)):
                 if cached:
                     into.append(_import_ms(statement, shared, write_bytecode=False))
@@ -178,34 +182,98 @@ def _ops(counts: Counter[str]) -> str:
 
 
 def main() -> None:
-    """Run the benchmark and print its figures."""
-    rows = measure_publishing()
+    """Run the benchmark, print its figures and save them for the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 warm publishes per size, fewer import runs")
+    args = parser.parse_args()
+    warm_publishes = 10 if args.quick else WARM_PUBLISHES
+    import_runs = QUICK_IMPORT_RUNS if args.quick else IMPORT_RUNS
+    fragment = Fragment(
+        "intake",
+        "Intake: AWS calls per publish, warm latency against moto, import time",
+        "python -m bench.intake" + (" --quick" if args.quick else ""),
+        args.quick,
+    )
+    rows = measure_publishing(warm_publishes)
     print("Intake benchmark (publish handler in-process against moto)")
     print(f"{'k':>3}  {'SQS calls':>9}  {'target':>6}  {'topic reads warm':>16}  {'median ms':>9}  {'p95 ms':>7}")
+    table = []
     for row in rows:
         sqs = row["warm"].get("sqs.SendMessageBatch", 0)
+        calls = sum(count for op, count in row["warm"].items() if op != "topic reads")
         print(
             f"{row['size']:>3}  {sqs:>9}  {math.ceil(row['size'] / 10):>6}  {row['warm'].get('topic reads', 0):>16}"
             f"  {row['median_ms']:>9.1f}  {row['p95_ms']:>7.1f}"
         )
+        table.append(
+            [
+                str(row["size"]),
+                str(calls),
+                str(1 + math.ceil(row["size"] / 10)),
+                str(sqs),
+                str(row["warm"].get("topic reads", 0)),
+                f"{row['median_ms']:.1f} ms",
+                f"{row['p95_ms']:.1f} ms",
+            ]
+        )
+        fragment.targets.append(
+            Target(
+                f"intake: AWS calls per warm publish, k = {row['size']}",
+                str(calls),
+                f"<= {1 + math.ceil(row['size'] / 10)}",
+                calls <= 1 + math.ceil(row["size"] / 10),
+            )
+        )
+    fragment.tables.append(
+        Table(
+            f"Warm publishes in-process against moto ({warm_publishes} per size, queue emptied between them)",
+            ["k integrations", "AWS calls", "target", "SQS SendMessageBatch", "topic reads", "median", "p95"],
+            table,
+        )
+    )
     print("\nAWS calls per publish, by operation")
+    by_operation = []
     for row in rows:
         for label, key in (("cold (topic not cached)", "cold"), ("warm (cached topic)", "warm")):
             print(f"  k={row['size']:<3} {label:<24} {_ops(row[key])}  [topic reads {row[key]['topic reads']}]")
+            by_operation.append([str(row["size"]), label, _ops(row[key]), str(row[key]["topic reads"])])
         print(f"  k={row['size']:<3} {'warm, Idempotency-Key':<24} {_ops(row['keyed'])}")
+        by_operation.append([str(row["size"]), "warm, Idempotency-Key", _ops(row["keyed"]), "0"])
+    fragment.tables.append(
+        Table("AWS calls per publish, by operation", ["k", "path", "calls", "topic reads"], by_operation)
+    )
     print("\nImport time, median of fresh processes (alternating boto3 / handler); target handler <= 1.50x boto3")
+    imports = []
     for cached, label in ((True, "bytecode cached"), (False, "no bytecode (compiled at import)")):
-        boto3_ms, handler_ms = measure_imports(cached)
+        boto3_ms, handler_ms = measure_imports(cached, import_runs[cached])
+        ratio = handler_ms / boto3_ms
         print(
-            f"  {label:<33} ({IMPORT_RUNS[cached]:>2} each)  import boto3 {boto3_ms:6.1f} ms"
-            f"   import producer.handler {handler_ms:6.1f} ms   ({handler_ms / boto3_ms:.2f}x)"
+            f"  {label:<33} ({import_runs[cached]:>2} each)  import boto3 {boto3_ms:6.1f} ms"
+            f"   import producer.handler {handler_ms:6.1f} ms   ({ratio:.2f}x)"
         )
+        imports.append([label, str(import_runs[cached]), f"{boto3_ms:.1f} ms", f"{handler_ms:.1f} ms", f"{ratio:.2f}x"])
+        fragment.targets.append(
+            Target(f"import producer.handler / import boto3, {label}", f"{ratio:.2f}x", "<= 1.50x", ratio <= 1.5)
+        )
+    fragment.tables.append(
+        Table(
+            "Import time, median of fresh processes (alternating boto3 / handler)",
+            ["bytecode", "runs each", "import boto3", "import producer.handler", "ratio"],
+            imports,
+        )
+    )
+    fragment.notes.append(
+        "Only `producer.handler` is measured here; the other handlers' import ratios and per-function packaging are "
+        "the cold-start part of issue 14."
+    )
     failures = [
         row["size"] for row in rows if row["warm"].get("sqs.SendMessageBatch", 0) != math.ceil(row["size"] / 10)
     ]
     failures += [f"topic read k={row['size']}" for row in rows if row["warm"].get("topic reads", 0)]
     if failures:
         print(f"\nTARGET MISSED: {failures}")
+        fragment.notes.append(f"Target missed: {failures}")
+    fragment.save()
 
 
 if __name__ == "__main__":

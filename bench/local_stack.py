@@ -4,10 +4,14 @@ Starts ``python -m infra.local`` (as ``make run`` does, dependencies already ins
 state directory, twice: with the deployed params (the delivery queue's 1 s batching window) and with the batching
 window at 0. Each time it creates a topic with one webhook integration on the local receiver, publishes 20
 notifications one after another and polls the status route until each says ``delivered``. Prints the medians.
+``--quick``: 10 publishes, the deployed params only.
+
+``LocalStack`` is how every benchmark here starts a stack of its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -22,6 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.results import Fragment, Table
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHES = 20
@@ -56,7 +62,7 @@ class LocalStack:
     """The local stack as a subprocess on free ports; ``with`` starts it and stops it by its PID."""
 
     def __init__(self, params: str) -> None:
-        self.api_port, self.receiver_port, aws_port, postgres_port = _free_ports(4)
+        self.api_port, self.receiver_port, self.aws_port, postgres_port = _free_ports(4)
         self._state = Path(tempfile.mkdtemp(prefix="notify-bench-"))
         self._state.chmod(0o755)  # the embedded PostgreSQL may run as another user, who must enter it
         self._output = self._state / "stack.out"
@@ -64,7 +70,7 @@ class LocalStack:
             **os.environ,
             "PORT": str(self.api_port),
             "LOCAL_RECEIVER_PORT": str(self.receiver_port),
-            "LOCAL_AWS_PORT": str(aws_port),
+            "LOCAL_AWS_PORT": str(self.aws_port),
             "LOCAL_POSTGRES_PORT": str(postgres_port),
             "LOCAL_STATE_DIR": str(self._state),
             "LOCAL_PARAMS": params,
@@ -107,13 +113,24 @@ class LocalStack:
         """The API's base URL."""
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def receiver(self) -> str:
+        """The local receiver's base URL."""
+        return f"http://127.0.0.1:{self.receiver_port}"
+
+    @property
+    def pid(self) -> int:
+        """The stack process's PID."""
+        assert self._process is not None, "the stack is not started"
+        return self._process.pid
+
     def output(self) -> str:
         """What the stack printed so far."""
         return self._output.read_text(errors="replace")
 
 
-def publish_to_delivered(stack: LocalStack) -> list[float]:
-    """Publish ``PUBLISHES`` notifications one after another; return each one's seconds until ``delivered``."""
+def publish_to_delivered(stack: LocalStack, publishes: int = PUBLISHES) -> list[float]:
+    """Publish notifications one after another; return each one's seconds until ``delivered``."""
     integration = {
         "name": "hook",
         "type": "webhook",
@@ -130,7 +147,7 @@ def publish_to_delivered(stack: LocalStack) -> list[float]:
         raise RuntimeError(f"creating the topic failed: {status} {body}")
     headers = {"x-api-key": API_KEY, "x-topic-hash-x": body["topic_hash"]}
     latencies = []
-    for n in range(PUBLISHES):
+    for n in range(publishes):
         started = time.monotonic()
         status, body, reply_headers = _call(
             "POST", f"{stack.api}/v1/notifications/bench/latency", {"metadata": {"n": n}}, headers
@@ -150,16 +167,25 @@ def publish_to_delivered(stack: LocalStack) -> list[float]:
 
 
 def main() -> None:
-    """Run the benchmark and print its figures."""
-    print(
-        f"Local stack benchmark (python -m infra.local; {PUBLISHES} publishes one after another, each until delivered)"
+    """Run the benchmark, print its figures and save them for the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 publishes, the deployed params only")
+    args = parser.parse_args()
+    publishes = 10 if args.quick else PUBLISHES
+    configs = [("deployed params (batching window 1 s)", "")]
+    if not args.quick:
+        configs.append(("batching window 0", "consumerBatchWindow=0"))
+    fragment = Fragment(
+        "local_stack",
+        "Local stack: start and publish-to-delivered, one at a time",
+        "python -m bench.local_stack" + (" --quick" if args.quick else ""),
+        args.quick,
     )
-    for label, params in (
-        ("deployed params (batching window 1 s)", ""),
-        ("batching window 0", "consumerBatchWindow=0"),
-    ):
+    rows = []
+    print(f"Local stack benchmark (python -m infra.local; {publishes} publishes one by one, each until delivered)")
+    for label, params in configs:
         with LocalStack(params) as stack:
-            latencies = publish_to_delivered(stack)
+            latencies = publish_to_delivered(stack, publishes)
         ms = sorted(value * 1000 for value in latencies)
         print(f"  {label}")
         print(f"    start to ready:        {stack.ready_seconds:6.1f} s   (the stack says: {stack.reported_ready})")
@@ -167,6 +193,27 @@ def main() -> None:
             f"    publish to delivered:  median {statistics.median(ms):6.0f} ms   min {ms[0]:6.0f} ms"
             f"   max {ms[-1]:6.0f} ms"
         )
+        rows.append(
+            [
+                label,
+                f"{stack.ready_seconds:.1f} s",
+                f"{statistics.median(ms):.0f} ms",
+                f"{ms[0]:.0f} ms",
+                f"{ms[-1]:.0f} ms",
+            ]
+        )
+    fragment.tables.append(
+        Table(
+            f"{publishes} publishes one after another, each polled until `delivered`",
+            ["params", "start to ready", "publish to delivered, median", "min", "max"],
+            rows,
+        )
+    )
+    fragment.notes.append(
+        "The deployed params gather a batch for up to 1 s (`consumerBatchWindow`), which sets the median when "
+        "notifications come one at a time; under load the batches fill before the window ends (see Load)."
+    )
+    fragment.save()
 
 
 if __name__ == "__main__":
