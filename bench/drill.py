@@ -23,12 +23,9 @@ with shortened retry params; plots in ``bench/plots/drill-<form>.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -37,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import plots
-from bench.local_stack import ADMIN_TOKEN, API_KEY, LocalStack
+from bench.local_stack import ADMIN_TOKEN, API_KEY, LocalStack, _call
 from bench.receiver import arrival, delivery_of, following
 from bench.results import Fragment, Table, Target
 from bench.workers import Kill, kill_busy
@@ -215,15 +212,7 @@ def _answer_kind(record: dict[str, Any]) -> str:
 
 
 def _request(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=40) as response:
-            return response.status, json.loads(response.read() or b"null"), response.headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null"), exc.headers
+    return _call(method, url, body, headers, timeout=40)
 
 
 def _integrations(target: DrillTarget, plan: DrillPlan, prefix: str) -> list[dict[str, Any]]:

@@ -46,13 +46,15 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+def _call(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
+) -> tuple[int, Any, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null"), response.headers
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null"), exc.headers
