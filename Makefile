@@ -62,7 +62,9 @@ run: install node
 reset: install node
 	LOCAL_RESET=1 $(BIN)/python -m infra.local
 
-# `osls package` offline, no AWS credentials: templates, state and the artifact in .build/$(STAGE).
+# `osls package` offline, no AWS credentials: templates, state and one zip per function in .build/$(STAGE), each with
+# its dependencies (infra/deploy/dependencies.py, pip kept in .build/dependencies) and, where a Python 3.12 runs
+# (this .venv's, $PYTHON312 or python3.12 on PATH), the bytecode of every module for Lambda's Python 3.12.
 package: install node
 	$(OSLS) package --stage $(STAGE) --region $(REGION) --package $(PACKAGE_DIR)
 

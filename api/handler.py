@@ -1,12 +1,15 @@
-"""Lambda adapter of the management API: health, notification status, topics (admin)."""
+"""Lambda adapter of the management API: health, notification status, topics, dead letters, promotions, purchases
+and payments (admin)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
 from api.dead_letters import DeadLettersResponse, RedriveRequest, RedriveResponse, list_dead_letters, redrive
+from api.purchases import check_code, check_id, promotion_view, put_promotion
 from api.status import StatusResponse, notification_status
 from api.topics import (
     TopicCreatedResponse,
@@ -21,10 +24,19 @@ from api.topics import (
     topic_view,
 )
 from core.channels import NAME_PATTERN, TopicRequest
-from core.clients import get_client, get_ledger, get_secret_store, get_topic_registry
+from core.clients import (
+    get_client,
+    get_ledger,
+    get_payment_store,
+    get_promotion_store,
+    get_purchase_store,
+    get_secret_store,
+    get_topic_registry,
+)
 from core.http import Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.models import HealthResponse, OpenApiResponse
 from core.observability import logger, metrics, tracer
+from core.purchases.models import PaymentRecord, Promotion, PromotionListResponse, PromotionRequest, PurchaseRecord
 from core.settings import ApiSettings, load_settings
 
 app = Router()
@@ -151,6 +163,61 @@ def redrive_dead_letters() -> Response:
         request.max_messages,
     )
     return json_response(200, moved)
+
+
+@app.put(
+    "/v1/promotions/<code>",
+    RouteDoc(
+        {200: Promotion, 201: Promotion},
+        errors=(400, 413, 422, *ADMIN_ERRORS),
+        security="admin",
+        request=PromotionRequest,
+    ),
+)
+def put_promotion_route(code: str) -> Response:
+    """Create (201) or replace (200) the promotion of a promo code: the balance credit a purchase with it earns."""
+    check_code(code)
+    request = parse_body(app.current_event.decoded_body, PromotionRequest)
+    view, created = put_promotion(code, request, get_promotion_store(settings()), datetime.now(UTC))
+    return json_response(201 if created else 200, view)
+
+
+@app.get("/v1/promotions/<code>", RouteDoc({200: Promotion}, errors=(404, 422, *ADMIN_ERRORS), security="admin"))
+def get_promotion_route(code: str) -> Response:
+    """Show a promotion."""
+    return json_response(200, promotion_view(get_promotion_store(settings()).get(check_code(code))))
+
+
+@app.delete("/v1/promotions/<code>", RouteDoc({204: None}, errors=(404, 422, *ADMIN_ERRORS), security="admin"))
+def delete_promotion_route(code: str) -> Response:
+    """Delete a promotion: purchases with its code earn nothing from then on."""
+    get_promotion_store(settings()).delete(check_code(code))
+    return Response(status_code=204)
+
+
+@app.get("/v1/promotions", RouteDoc({200: PromotionListResponse}, errors=ADMIN_ERRORS, security="admin"))
+def list_promotions_route() -> Response:
+    """List every promotion, by code."""
+    promotions = get_promotion_store(settings()).list()
+    return json_response(200, {"promotions": [promotion_view(promotion) for promotion in promotions]})
+
+
+@app.get(
+    "/v1/purchases/<purchase_id>", RouteDoc({200: PurchaseRecord}, errors=(404, 422, *ADMIN_ERRORS), security="admin")
+)
+def get_purchase_route(purchase_id: str) -> Response:
+    """Tell what was done with a purchase: the balance credit (or why none) and its notification."""
+    record = get_purchase_store(settings()).get(check_id("purchase_id", purchase_id))
+    return json_response(200, record.model_dump(mode="json"))
+
+
+@app.get(
+    "/v1/payments/<payment_id>", RouteDoc({200: PaymentRecord}, errors=(404, 422, *ADMIN_ERRORS), security="admin")
+)
+def get_payment_route(payment_id: str) -> Response:
+    """Show a payment taken in from Stripe webhooks, with the Stripe events recorded for it."""
+    record = get_payment_store(settings()).get(check_id("payment_id", payment_id))
+    return json_response(200, record.model_dump(mode="json"))
 
 
 @app.get("/v1/openapi.json", RouteDoc({200: OpenApiResponse}))

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from core.http import PUBLISH_DOC, PUBLISH_PATH, ErrorResponse, RouteDoc, Router, resource_template
+from core.sns import SNS_DOC, SNS_PATH
 
 TITLE = "Notification service"
 VERSION = "1"
@@ -28,14 +29,19 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 
 
 # Routes another function serves, described here from their declaration in ``core``: the publish function's.
-DECLARED: tuple[tuple[str, str, RouteDoc], ...] = (("POST", resource_template(PUBLISH_PATH), PUBLISH_DOC),)
+DECLARED: tuple[tuple[str, str, RouteDoc], ...] = (
+    ("POST", resource_template(PUBLISH_PATH), PUBLISH_DOC),
+    ("POST", resource_template(SNS_PATH), SNS_DOC),
+)
 
 
 def routers() -> list[Router]:
-    """Return the routers this function serves (the management API's); other functions' routes are ``DECLARED``."""
+    """Return the routers this document describes: the management API's, and the Stripe webhook's (a function of its
+    own, in this package: its module loads no SDK at import); other functions' routes are ``DECLARED``."""
     from api.handler import app as api_app
+    from api.stripe_webhook import app as stripe_webhook_app
 
-    return [api_app]
+    return [api_app, stripe_webhook_app]
 
 
 def _models(docs: Iterable[RouteDoc]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:

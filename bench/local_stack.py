@@ -64,7 +64,7 @@ class LocalStack:
     """The local stack as a subprocess on free ports; ``with`` starts it and stops it by its PID."""
 
     def __init__(self, params: str) -> None:
-        self.api_port, self.receiver_port, self.aws_port, postgres_port = _free_ports(4)
+        self.api_port, self.receiver_port, self.aws_port, postgres_port, stripe_port = _free_ports(5)
         self._state = Path(tempfile.mkdtemp(prefix="notify-bench-"))
         self._state.chmod(0o755)  # the embedded PostgreSQL may run as another user, who must enter it
         self._output = self._state / "stack.out"
@@ -74,6 +74,7 @@ class LocalStack:
             "LOCAL_RECEIVER_PORT": str(self.receiver_port),
             "LOCAL_AWS_PORT": str(self.aws_port),
             "LOCAL_POSTGRES_PORT": str(postgres_port),
+            "LOCAL_STRIPE_PORT": str(stripe_port),
             "LOCAL_STATE_DIR": str(self._state),
             "LOCAL_PARAMS": params,
             "LOCAL_API_KEY": API_KEY,

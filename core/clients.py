@@ -37,6 +37,21 @@ from core.topics import TopicRegistry
 if TYPE_CHECKING:
     from core.channels import Channel
     from core.outbound import OutboundSession
+    from core.purchases.events import PurchasePublisher
+    from core.purchases.payments import PaymentStore
+    from core.purchases.ports import StripeGateway
+    from core.purchases.promotions import PromotionStore
+    from core.purchases.purchases import PurchaseStore
+    from core.purchases.webhooks import WebhookQueue, WebhookSecret
+    from core.settings import (
+        PaymentsSettings,
+        PromotionsSettings,
+        PurchasesSettings,
+        PurchaseTopicSettings,
+        StripeSettings,
+        StripeWebhookQueueSettings,
+        StripeWebhookSecretSettings,
+    )
 
 _CONFIG = Config(
     connect_timeout=2,
@@ -234,6 +249,132 @@ def get_channels(settings: ChannelSettings | None = None) -> dict[str, Channel]:
     return _channels(settings or load_settings(ChannelSettings))
 
 
+# The purchases domain's stores and Stripe load on first use: only the purchase functions and the API need them, and
+# the Stripe SDK is heavy (core/purchases/stripe.py imports it when its first client is built).
+@cache
+def _promotion_store(table: str, region: str) -> PromotionStore:
+    from core.purchases.promotions import PromotionStore
+
+    return PromotionStore(get_client("dynamodb", region), table)
+
+
+def get_promotion_store(settings: PromotionsSettings | None = None) -> PromotionStore:
+    """Return the promotions store."""
+    if settings is None:
+        from core.settings import PromotionsSettings
+
+        settings = load_settings(PromotionsSettings)
+    return _promotion_store(settings.promotions_table, settings.aws_region)
+
+
+@cache
+def _purchase_store(table: str, region: str) -> PurchaseStore:
+    from core.purchases.purchases import PurchaseStore
+
+    return PurchaseStore(get_client("dynamodb", region), table)
+
+
+def get_purchase_store(settings: PurchasesSettings | None = None) -> PurchaseStore:
+    """Return the store of what was done with each purchase (credit, notification)."""
+    if settings is None:
+        from core.settings import PurchasesSettings
+
+        settings = load_settings(PurchasesSettings)
+    return _purchase_store(settings.purchases_table, settings.aws_region)
+
+
+@cache
+def _stripe_gateway(
+    parameter: str, cache_seconds: int, api_base: str | None, timeout_seconds: float, region: str
+) -> StripeGateway:
+    from core.purchases.stripe import StripeApiGateway, StripeKeySource
+
+    key = StripeKeySource(get_parameter_provider(region), parameter, cache_seconds)
+    return StripeApiGateway(key, api_base=api_base, timeout_seconds=timeout_seconds)
+
+
+def get_stripe_gateway(settings: StripeSettings | None = None) -> StripeGateway:
+    """Return the Stripe gateway: the stripe SDK on the secret key of SSM (cached for the settings' time), its base
+    URL the local Stripe server's when the settings name one."""
+    if settings is None:
+        from core.settings import StripeSettings
+
+        settings = load_settings(StripeSettings)
+    return _stripe_gateway(
+        settings.stripe_secret_key_parameter,
+        settings.stripe_secrets_cache_seconds,
+        settings.stripe_api_base,
+        settings.stripe_timeout_seconds,
+        settings.aws_region,
+    )
+
+
+@cache
+def _payment_store(table: str, region: str) -> PaymentStore:
+    from core.purchases.payments import PaymentStore
+
+    return PaymentStore(get_client("dynamodb", region), table)
+
+
+def get_payment_store(settings: PaymentsSettings | None = None) -> PaymentStore:
+    """Return the store of payments taken in from Stripe webhooks."""
+    if settings is None:
+        from core.settings import PaymentsSettings
+
+        settings = load_settings(PaymentsSettings)
+    return _payment_store(settings.payments_table, settings.aws_region)
+
+
+@cache
+def _purchase_publisher(topic_arn: str, region: str) -> PurchasePublisher:
+    from core.purchases.events import PurchasePublisher
+
+    return PurchasePublisher(get_client("sns", region), topic_arn)
+
+
+def get_purchase_publisher(settings: PurchaseTopicSettings | None = None) -> PurchasePublisher:
+    """Return the publisher of Purchase events to the SNS ``Purchase`` topic."""
+    if settings is None:
+        from core.settings import PurchaseTopicSettings
+
+        settings = load_settings(PurchaseTopicSettings)
+    return _purchase_publisher(settings.purchase_topic_arn, settings.aws_region)
+
+
+@cache
+def _stripe_webhook_queue(url: str, region: str) -> WebhookQueue:
+    from core.purchases.webhooks import WebhookQueue
+
+    return WebhookQueue(get_client("sqs", region), url)
+
+
+def get_stripe_webhook_queue(settings: StripeWebhookQueueSettings | None = None) -> WebhookQueue:
+    """Return the queue verified Stripe webhook events are sent to."""
+    if settings is None:
+        from core.settings import StripeWebhookQueueSettings
+
+        settings = load_settings(StripeWebhookQueueSettings)
+    return _stripe_webhook_queue(settings.stripe_webhook_queue_url, settings.aws_region)
+
+
+@cache
+def _stripe_webhook_secret(parameter: str, max_age: int, region: str) -> WebhookSecret:
+    from core.purchases.webhooks import WebhookSecret
+
+    return WebhookSecret(get_parameter_provider(region), parameter, max_age)
+
+
+def get_stripe_webhook_secret(settings: StripeWebhookSecretSettings | None = None) -> WebhookSecret:
+    """Return the Stripe webhook endpoint's signing secret, read through powertools, cached for the settings' time."""
+    if settings is None:
+        from core.settings import StripeWebhookSecretSettings
+
+        settings = load_settings(StripeWebhookSecretSettings)
+    return _stripe_webhook_secret(
+        settings.stripe_webhook_secret_parameter, settings.stripe_secrets_cache_seconds, settings.aws_region
+    )
+
+
 _CACHES: tuple[Any, ...] = (
     _default_region,
     _client,
@@ -248,6 +389,13 @@ _CACHES: tuple[Any, ...] = (
     _connection_store,
     _http_session,
     _channels,
+    _promotion_store,
+    _purchase_store,
+    _stripe_gateway,
+    _payment_store,
+    _purchase_publisher,
+    _stripe_webhook_queue,
+    _stripe_webhook_secret,
 )
 
 

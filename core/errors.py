@@ -105,6 +105,19 @@ class SigningKeysError(UpstreamError):
     """The realtime signing keys cannot be read, or the parameter holding them is not set up."""
 
 
+class SnsMessageError(NotificationError):
+    """An SNS delivery is not a message SNS sent: not JSON, a field missing, an unknown type, a URL off SNS's hosts."""
+
+
+class SnsSignatureError(SnsMessageError):
+    """An SNS message's signature does not verify with its certificate, or that certificate cannot be trusted."""
+
+
+class SnsEndpointError(UpstreamError):
+    """SNS could not be reached, or failed, fetching a signing certificate or confirming a subscription; SNS retries
+    a delivery answered with a 5xx."""
+
+
 def invalid_fields(exc: ValidationError, whole: str) -> str:
     """Return the dotted names of the fields a pydantic error found invalid, never their values (``whole`` for the
     object itself); for messages about stored or queued data, whose values may be secrets."""

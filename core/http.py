@@ -31,6 +31,7 @@ from core.errors import (
     NotFoundError,
     NotificationError,
     PayloadTooLargeError,
+    SnsMessageError,
     UpstreamError,
     field_path,
 )
@@ -101,6 +102,7 @@ _KINDS = {
 
 _STATUS: tuple[tuple[type[NotificationError], int], ...] = (
     (MalformedRequestError, 400),
+    (SnsMessageError, 400),
     (AuthenticationError, 401),
     (ForbiddenError, 403),
     (NotFoundError, 404),

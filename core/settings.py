@@ -232,6 +232,64 @@ class BrowserDeliverySettings(FunctionSettings):
         return self
 
 
+class PromotionsSettings(FunctionSettings):
+    """The promotions table (promo codes and the credit each earns)."""
+
+    promotions_table: str = Field(alias="PROMOTIONS_TABLE", min_length=1)
+
+
+class PurchasesSettings(FunctionSettings):
+    """The purchases table: per purchase, the Stripe balance credit (or why none) and the purchase notification."""
+
+    purchases_table: str = Field(alias="PURCHASES_TABLE", min_length=1)
+
+
+class PaymentsSettings(FunctionSettings):
+    """The payments table: payments taken in from Stripe webhooks, with the Stripe event ids recorded for each."""
+
+    payments_table: str = Field(alias="PAYMENTS_TABLE", min_length=1)
+
+
+class StripeSettings(FunctionSettings):
+    """The Stripe API: the SSM SecureString holding the secret key, how long it is reused, and the API's base URL.
+
+    ``STRIPE_API_BASE`` is set for the local stage only (the local Stripe server); unset, the SDK's own base is used.
+    """
+
+    stripe_secret_key_parameter: str = Field(alias="STRIPE_SECRET_KEY_PARAMETER", pattern=r"^/\S+$")
+    stripe_secrets_cache_seconds: int = Field(default=300, ge=0, alias="STRIPE_SECRETS_CACHE_SECONDS")
+    stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE", pattern=r"^https?://\S+$")
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="STRIPE_TIMEOUT_SECONDS")
+
+
+class StripeWebhookSecretSettings(FunctionSettings):
+    """The SSM SecureString holding the Stripe webhook endpoint's signing secret, and Stripe's timestamp tolerance."""
+
+    stripe_webhook_secret_parameter: str = Field(alias="STRIPE_WEBHOOK_SECRET_PARAMETER", pattern=r"^/\S+$")
+    stripe_secrets_cache_seconds: int = Field(default=300, ge=0, alias="STRIPE_SECRETS_CACHE_SECONDS")
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600, alias="STRIPE_WEBHOOK_TOLERANCE_SECONDS")
+
+
+class StripeWebhookQueueSettings(FunctionSettings):
+    """The queue verified Stripe webhook events wait in for the payment worker."""
+
+    stripe_webhook_queue_url: str = Field(alias="STRIPE_WEBHOOK_QUEUE_URL", min_length=1)
+
+
+class PurchaseTopicSettings(FunctionSettings):
+    """The SNS ``Purchase`` topic the payment worker publishes to."""
+
+    purchase_topic_arn: str = Field(alias="PURCHASE_TOPIC_ARN", min_length=1)
+
+
+class PurchaseNotificationSettings(FunctionSettings):
+    """The channel/topic a purchase is published on as a notification (stage params), its integrations' templates
+    getting the purchase's fields as variables."""
+
+    purchase_notification_channel: str = Field(alias="PURCHASE_NOTIFICATION_CHANNEL", min_length=1)
+    purchase_notification_topic: str = Field(alias="PURCHASE_NOTIFICATION_TOPIC", min_length=1)
+
+
 class ChannelSettings(OutboundSettings, BrowserDeliverySettings, LedgerSettings):
     """What the channels send through: outbound HTTP, and for browsers the connections, the Management API, and the
     ledger's notification records (a frame names the notification's channel/topic and creation time)."""
@@ -242,9 +300,17 @@ class PublishSettings(TopicsSettings, LedgerSettings, DeliveryQueueSettings, Ide
 
 
 class ApiSettings(
-    TopicsSettings, LedgerSettings, DeliveryQueueSettings, DeadLetterQueueSettings, IntegrationSecretsSettings
+    TopicsSettings,
+    LedgerSettings,
+    DeliveryQueueSettings,
+    DeadLetterQueueSettings,
+    IntegrationSecretsSettings,
+    PromotionsSettings,
+    PurchasesSettings,
+    PaymentsSettings,
 ):
-    """The management API: topics and their credentials, notification status, dead letters and their redrive."""
+    """The management API: topics and their credentials, notification status, dead letters and their redrive,
+    promotions, and what was done with purchases and payments."""
 
 
 class RealtimeTokensSettings(RealtimeTokenSettings, RealtimeUrlSettings):
@@ -270,6 +336,24 @@ class DeliverSettings(
     """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials."""
 
 
+class StripeCreditSettings(StripeSettings, PromotionsSettings, PurchasesSettings):
+    """The Stripe credit subscriber: reads promotions, credits customer balances, records the credits."""
+
+
+class PurchaseNotifySettings(
+    PurchaseNotificationSettings, TopicsSettings, LedgerSettings, DeliveryQueueSettings, PurchasesSettings
+):
+    """The purchase notification subscriber: publishes a purchase on its channel/topic through the one fan-out."""
+
+
+class StripeWebhookSettings(StripeWebhookSecretSettings, StripeWebhookQueueSettings):
+    """The Stripe webhook route: checks the signature, enqueues the event."""
+
+
+class PaymentWorkerSettings(StripeSettings, PaymentsSettings, PurchaseTopicSettings):
+    """The payment worker: retrieves PaymentIntents, records payments, publishes Purchase events."""
+
+
 # The role of each function of serverless.yml, by its key there; the deploy checks parse each packaged environment.
 ROLE_SETTINGS: dict[str, type[FunctionSettings]] = {
     "publish": PublishSettings,
@@ -278,6 +362,10 @@ ROLE_SETTINGS: dict[str, type[FunctionSettings]] = {
     "deliver": DeliverSettings,
     "realtimeTokens": RealtimeTokensSettings,
     "websocket": WebsocketSettings,
+    "stripeCredit": StripeCreditSettings,
+    "purchaseNotify": PurchaseNotifySettings,
+    "stripeWebhook": StripeWebhookSettings,
+    "paymentWorker": PaymentWorkerSettings,
 }
 
 S = TypeVar("S", bound=FunctionSettings)

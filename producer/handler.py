@@ -1,4 +1,4 @@
-"""Lambda adapter of ``POST /v1/notifications/{channel}/{topic}``."""
+"""Lambda adapter of ``POST /v1/notifications/{channel}/{topic}`` and of its SNS subscription route (``…/sns``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
+from core.clients import get_client, get_delivery_queue, get_http_session, get_ledger, get_topic_registry
 from core.http import PUBLISH_DOC, PUBLISH_PATH, Response, Router, caller_id, json_response, raw_body
 from core.observability import logger, metrics, tracer
-from core.settings import PublishSettings, load_settings
+from core.settings import OutboundSettings, PublishSettings, load_settings
+from core.sns import SNS_DOC, SNS_PATH, HttpsFetcher, SnsVerifier
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
+from producer.sns import SnsCall, receive_sns, request_body
 
 app = Router()
 
@@ -31,6 +33,23 @@ def get_idempotency() -> IdempotentPublisher:
     )
 
 
+@lru_cache(maxsize=1)
+def get_sns_fetcher() -> HttpsFetcher:
+    """Return what GETs SNS's certificates and confirmation URLs: the outbound session, guarded and pooled."""
+    return HttpsFetcher(get_http_session(load_settings(OutboundSettings)))
+
+
+@lru_cache(maxsize=1)
+def get_sns_verifier() -> SnsVerifier:
+    """Return the SNS signature verifier of this warm container, which keeps the certificates it fetched."""
+    return SnsVerifier(get_sns_fetcher())
+
+
+def _published(notification_id: str, message_ids: dict[str, str]) -> Response:
+    headers = {"X-Notification-Id": notification_id, "Location": f"/v1/notifications/{notification_id}"}
+    return json_response(200, message_ids, headers)
+
+
 @app.post(PUBLISH_PATH, PUBLISH_DOC)
 def publish_notification(channel: str, topic: str) -> Response:
     """Fan a notification out to the topic's integrations."""
@@ -47,9 +66,29 @@ def publish_notification(channel: str, topic: str) -> Response:
     outcome = publish(
         call, get_topic_registry(config), get_ledger(config), get_delivery_queue(config), get_idempotency()
     )
-    notification_id = outcome["notification_id"]
-    headers = {"X-Notification-Id": notification_id, "Location": f"/v1/notifications/{notification_id}"}
-    return json_response(200, outcome["message_ids"], headers)
+    return _published(outcome["notification_id"], outcome["message_ids"])
+
+
+@app.post(SNS_PATH, SNS_DOC)
+def receive_sns_delivery(channel: str, topic: str) -> Response:
+    """Take an SNS HTTPS subscription's delivery: confirm it, or publish its notification."""
+    event = app.current_event
+    call = SnsCall(
+        channel=channel, topic=topic, topic_hash=event.query_string_parameters.get("hash"), body=request_body(event)
+    )
+    config = settings()
+    outcome = receive_sns(
+        call,
+        get_topic_registry(config),
+        get_ledger(config),
+        get_delivery_queue(config),
+        get_idempotency(),
+        get_sns_verifier(),
+        get_sns_fetcher(),
+    )
+    if outcome.notification_id is None:
+        return json_response(200, {})
+    return _published(outcome.notification_id, outcome.message_ids)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

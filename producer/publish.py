@@ -1,4 +1,6 @@
-"""Publishing a notification: check the topic hash, parse the body, fan out once per idempotency key."""
+"""Publishing a notification: check the topic hash, parse the body, fan out once per idempotency key.
+
+The SNS route (``producer/sns.py``) opens the topic and fans out through the same two steps."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 from core.errors import ForbiddenError
 from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, request_digest
 from core.http import parse_body
-from core.models import PublishRequest
+from core.models import PublishRequest, Topic
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
@@ -29,6 +31,59 @@ class PublishCall:
     body: str
 
 
+def open_topic(registry: TopicRegistryPort, channel: str, topic: str, topic_hash: str | None, credential: str) -> Topic:
+    """Return the topic a caller may publish to: a missing hash is refused before any read, an unknown topic is 404,
+    a wrong hash 403; ``credential`` names where the hash was expected (``x-topic-hash-x header``)."""
+    if not topic_hash:
+        raise ForbiddenError(f"{credential} is required")
+    found = registry.get(channel, topic)
+    try:
+        check_topic_hash(found, topic_hash)
+    except ForbiddenError:
+        raise ForbiddenError(f"{credential} does not match the topic") from None
+    return found
+
+
+def publish_once(
+    topic: Topic,
+    request: PublishRequest,
+    ledger: NotificationLedgerPort,
+    queue: DeliveryQueue,
+    idempotency: IdempotentPublisher,
+    *,
+    caller: str | None,
+    source: str = "publish",
+    scope: list[str] | None = None,
+) -> dict[str, Any]:
+    """Fan a checked request out; with an idempotency ``scope``, at most once for it. Return ``{"notification_id",
+    "message_ids"}``."""
+
+    def action(idempotent: IdempotentPublish | None = None) -> dict[str, Any]:
+        result = fan_out(topic, request.metadata, ledger, queue, caller=caller, source=source, idempotent=idempotent)
+        logger.set_correlation_id(result.notification_id)
+        logger.info(
+            "notification published",
+            extra={"channel": topic.channel, "topic": topic.topic, "source": source, "resumed": result.resumed},
+        )
+        metrics.add_metric(name="NotificationsPublished", unit="Count", value=1)
+        metrics.add_metric(name="DeliveryMessagesEnqueued", unit="Count", value=len(result.message_ids))
+        return {"notification_id": result.notification_id, "message_ids": result.message_ids}
+
+    if scope is None:
+        return action()
+    payload = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # The powertools record of a publish that failed is deleted, so a retry runs the action again: the notification id
+    # comes from the scope, so that retry finds the first attempt's record and finishes it rather than starting anew.
+    idempotent = IdempotentPublish(
+        notification_id=idempotent_notification_id(scope),
+        request_digest=request_digest(payload),
+        window_seconds=idempotency.ttl_seconds,
+    )
+    outcome = idempotency.run(scope, payload, lambda: action(idempotent))
+    logger.set_correlation_id(outcome["notification_id"])
+    return outcome
+
+
 def publish(
     call: PublishCall,
     registry: TopicRegistryPort,
@@ -41,33 +96,7 @@ def publish(
     Order of checks: a missing hash is refused before any read, an unknown topic is 404, a wrong hash 403, then the
     body is parsed; only a valid request reaches the idempotency store, so errors are never replayed.
     """
-    if not call.topic_hash:
-        raise ForbiddenError("x-topic-hash-x header is required")
-    topic = registry.get(call.channel, call.topic)
-    check_topic_hash(topic, call.topic_hash)
+    topic = open_topic(registry, call.channel, call.topic, call.topic_hash, "x-topic-hash-x header")
     request = parse_body(call.body, PublishRequest)
-
-    def action(idempotent: IdempotentPublish | None = None) -> dict[str, Any]:
-        result = fan_out(topic, request.metadata, ledger, queue, caller=call.caller, idempotent=idempotent)
-        logger.set_correlation_id(result.notification_id)
-        logger.info(
-            "notification published", extra={"channel": call.channel, "topic": call.topic, "resumed": result.resumed}
-        )
-        metrics.add_metric(name="NotificationsPublished", unit="Count", value=1)
-        metrics.add_metric(name="DeliveryMessagesEnqueued", unit="Count", value=len(result.message_ids))
-        return {"notification_id": result.notification_id, "message_ids": result.message_ids}
-
-    if not call.idempotency_key:
-        return action()
-    payload = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    scope = [call.caller, call.channel, call.topic, call.idempotency_key]
-    # The powertools record of a publish that failed is deleted, so a retry runs the action again: the notification id
-    # comes from the scope, so that retry finds the first attempt's record and finishes it rather than starting anew.
-    idempotent = IdempotentPublish(
-        notification_id=idempotent_notification_id(scope),
-        request_digest=request_digest(payload),
-        window_seconds=idempotency.ttl_seconds,
-    )
-    outcome = idempotency.run(scope, payload, lambda: action(idempotent))
-    logger.set_correlation_id(outcome["notification_id"])
-    return outcome
+    scope = [call.caller, call.channel, call.topic, call.idempotency_key] if call.idempotency_key else None
+    return publish_once(topic, request, ledger, queue, idempotency, caller=call.caller, scope=scope)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import re
 import shutil
@@ -12,7 +14,8 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache, cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,11 +27,13 @@ from core.settings import (
     AdminTokenSettings,
     SettingsError,
 )
+from infra.deploy import dependencies
+from infra.deploy.dependencies import RUNTIME_PROVIDED
 from infra.deploy.package import ROOT, PackagedService, load_package
 
 # Actions that take no resource but "*" (X-Ray writes, SES's send quota); nothing else may have a "*" resource.
 STAR_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ses:GetSendQuota"})
-CODE_PACKAGES = frozenset({"core", "producer", "consumer", "subscribers", "api", "cron"})
+CODE_PACKAGES = frozenset(dependencies.CODE_PACKAGES)
 # What must never reach Lambda: the dev tool chain and the parts of the repository that are not runtime code.
 DEV_DISTRIBUTIONS = frozenset(
     {"moto", "pytest", "pytest-timeout", "ruff", "mypy", "cfn-lint", "boto3-stubs", "websockets"}
@@ -39,7 +44,13 @@ _ELF_MAGIC = b"\x7fELF"
 _EM_AARCH64 = 183
 _EXTENSION_ABI = re.compile(r"\.cpython-(\d+)-([a-z0-9_]+)-linux-gnu\.so$")
 _PSEUDO_PARAMETER = re.compile(r"\$\{AWS::(\w+)\}")
-_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+# Python 3.12's bytecode magic number (importlib.util.MAGIC_NUMBER of 3.12), and the name of a pyc it reads.
+PYTHON312_MAGIC = (3531).to_bytes(2, "little") + b"\r\n"
+_PYC_NAME = re.compile(r"([A-Za-z0-9_]+)\.cpython-312(?:\.opt-[12])?\.pyc")
+# The modules Lambda's python3.12 runtime provides beside the standard library.
+RUNTIME_MODULES = frozenset({"boto3", "botocore", "s3transfer"})
+# Distributions whose module is not named after them.
+IMPORT_NAMES = {"psycopg2-binary": "psycopg2"}
 SHOWN_PROBLEMS = 30
 # What the Lambda runtime sets in every function; AWS_EXECUTION_ENV and AWS_LAMBDA_RUNTIME_API are reserved.
 LAMBDA_RUNTIME_ENV = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}
@@ -217,67 +228,396 @@ def role_problems(package: PackagedService) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class ArtifactEntry:
-    """One file of the artifact."""
-
-    name: str
-    size: int
-
-
-def _requirement_names(requirements: Path) -> set[str]:
-    names: set[str] = set()
-    for line in requirements.read_text().splitlines():
-        match = _REQUIREMENT_NAME.match(line)
-        if match and not line.lstrip().startswith(("#", "-")):
-            names.add(_normalize(match.group(1)))
-    return names
-
-
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _distributions(archive: zipfile.ZipFile) -> dict[str, set[str]]:
-    """Return each installed distribution's files, from its ``*.dist-info/RECORD``."""
-    distributions: dict[str, set[str]] = {}
-    for name in archive.namelist():
-        path = PurePosixPath(name)
-        if path.name == "RECORD" and path.parent.name.endswith(".dist-info") and len(path.parts) == 2:
-            dist = _normalize(path.parent.name[: -len(".dist-info")].rsplit("-", 1)[0])
-            records = archive.read(name).decode().splitlines()
-            distributions[dist] = {line.split(",", 1)[0] for line in records if line}
-    return distributions
+class Artifact:
+    """One function's zip: its files, the distributions installed in it and the modules they provide.
 
-
-def artifact_problems(artifact: Path, requirements: Path = ROOT / "requirements.txt") -> list[str]:
-    """Return what is wrong with the artifact: files that are neither runtime code nor a runtime dependency,
-    dev tools, missing requirements, binaries not built for Lambda's arm64 Python 3.12, or a size over Lambda's limit.
+    Parameters
+    ----------
+    path:
+        The zip ``osls package`` wrote for the function.
     """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with zipfile.ZipFile(path) as archive:
+            infos = [info for info in archive.infolist() if not info.is_dir()]
+            self.sizes = {info.filename: info.file_size for info in infos}
+            self.heads = {
+                info.filename: archive.read(info)[:20]
+                for info in infos
+                if info.filename.endswith((".so", ".pyc")) or ".so." in info.filename
+            }
+            self.sources = {name: archive.read(name) for name in self.sizes if name.endswith(".py")}
+            self.distributions: dict[str, set[str]] = {}
+            self.requires: dict[str, list[str]] = {}
+            for name in self.sizes:
+                path_ = PurePosixPath(name)
+                if len(path_.parts) == 2 and path_.parent.name.endswith(".dist-info"):
+                    dist = _normalize(path_.parent.name[: -len(".dist-info")].rsplit("-", 1)[0])
+                    if path_.name == "RECORD":
+                        records = archive.read(name).decode().splitlines()
+                        self.distributions[dist] = {line.rsplit(",", 2)[0] for line in records if line}
+                    elif path_.name == "METADATA":
+                        header = archive.read(name).decode(errors="replace").split("\n\n", 1)[0]
+                        self.requires[dist] = [
+                            line.split(":", 1)[1].strip()
+                            for line in header.splitlines()
+                            if line.startswith("Requires-Dist:")
+                        ]
+
+    @property
+    def unzipped_size(self) -> int:
+        """The bytes Lambda unpacks."""
+        return sum(self.sizes.values())
+
+    @cached_property
+    def owned(self) -> set[str]:
+        """The files some installed distribution's RECORD lists."""
+        return set().union(*self.distributions.values()) if self.distributions else set()
+
+    @cached_property
+    def providers(self) -> dict[str, str]:
+        """Which distribution provides each top-level module name."""
+        providers: dict[str, str] = {}
+        for dist, files in self.distributions.items():
+            for file in files:
+                top = PurePosixPath(file).parts[0]
+                if top.endswith((".dist-info", ".libs", ".data")) or top in {"bin", "__pycache__", ".."}:
+                    continue
+                providers[top.split(".", 1)[0]] = dist
+        return providers
+
+    def module_file(self, module: str) -> str | None:
+        """Return the file of one of our modules in this zip, if it is there."""
+        base = module.replace(".", "/")
+        for name in (f"{base}.py", f"{base}/__init__.py"):
+            if name in self.sources:
+                return name
+        return None
+
+
+def artifact_problems(artifact: Path | Artifact) -> list[str]:
+    """Return what is wrong with a function's zip: files that are neither our runtime code nor a file of an installed
+    dependency, dev tools, the runtime's own boto3/botocore, binaries not built for Lambda's arm64 Python 3.12, or a
+    size over Lambda's limit."""
+    zipped = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
     problems: list[str] = []
-    with zipfile.ZipFile(artifact) as archive:
-        infos = [info for info in archive.infolist() if not info.is_dir()]
-        distributions = _distributions(archive)
-        owned = set().union(*distributions.values()) if distributions else set()
-        for info in infos:
-            top = PurePosixPath(info.filename).parts[0]
-            if top in FORBIDDEN_TOP_LEVEL:
-                problems.append(f"{info.filename}: not runtime code")
-            elif top not in CODE_PACKAGES and info.filename != "requirements.txt" and info.filename not in owned:
-                problems.append(f"{info.filename}: neither our code nor a file of an installed requirement")
-            elif "__pycache__" in info.filename or info.filename.endswith((".pyc", ".pyo")):
-                problems.append(f"{info.filename}: byte code compiled here, not on Lambda")
-            if info.filename.endswith(".so") or ".so." in info.filename:
-                problems.extend(_binary_problems(info.filename, archive.read(info)[:20]))
-        total = sum(info.file_size for info in infos)
-    if total > LAMBDA_UNZIPPED_LIMIT:
-        problems.append(f"unzipped size {total} bytes is over Lambda's {LAMBDA_UNZIPPED_LIMIT}")
-    present = set(distributions)
+    for name in zipped.sizes:
+        top = PurePosixPath(name).parts[0]
+        if top in FORBIDDEN_TOP_LEVEL:
+            problems.append(f"{name}: not runtime code")
+        elif top not in CODE_PACKAGES and name not in zipped.owned and not _is_bytecode(name):
+            problems.append(f"{name}: neither our code nor a file of an installed dependency")
+        if name.endswith(".so") or ".so." in name:
+            problems.extend(_binary_problems(name, zipped.heads[name]))
+    if zipped.unzipped_size > LAMBDA_UNZIPPED_LIMIT:
+        problems.append(f"unzipped size {zipped.unzipped_size} bytes is over Lambda's {LAMBDA_UNZIPPED_LIMIT}")
+    present = set(zipped.distributions)
     problems.extend(f"{dist}: a development tool in the artifact" for dist in sorted(present & DEV_DISTRIBUTIONS))
     problems.extend(
-        f"{name}: in requirements.txt but not in the artifact"
-        for name in sorted(_requirement_names(requirements) - present)
+        f"{dist}: Lambda's python3.12 runtime has its own; the artifact must not carry it"
+        for dist in sorted(present & RUNTIME_PROVIDED)
     )
+    return problems
+
+
+def _is_bytecode(name: str) -> bool:
+    return "__pycache__" in PurePosixPath(name).parts or name.endswith((".pyc", ".pyo"))
+
+
+def bytecode_problems(artifact: Path | Artifact, required: bool) -> list[str]:
+    """Return bytecode Lambda could not use, and, when ``required``, sources shipped without it.
+
+    Usable: ``__pycache__/<module>.cpython-312.pyc`` beside its source, Python 3.12's magic number, hash-based (osls
+    dates every zip entry 1980-01-01, so a timestamp pyc never matches its source and Lambda compiles anyway).
+    """
+    zipped = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    problems: list[str] = []
+    compiled: set[str] = set()
+    for name in zipped.sizes:
+        if not _is_bytecode(name):
+            continue
+        path = PurePosixPath(name)
+        match = _PYC_NAME.fullmatch(path.name)
+        if path.parent.name != "__pycache__" or match is None:
+            problems.append(f"{name}: bytecode of another Python than Lambda's 3.12")
+            continue
+        source = str(path.parent.parent / f"{match.group(1)}.py")
+        header = zipped.heads[name]
+        if source not in zipped.sources:
+            problems.append(f"{name}: bytecode without its source")
+        elif header[:4] != PYTHON312_MAGIC:
+            problems.append(f"{name}: not Python 3.12 bytecode (magic {header[:4]!r})")
+        elif int.from_bytes(header[4:8], "little") & 1 == 0:
+            problems.append(f"{name}: a timestamp pyc, never valid in a zip osls dates 1980 (compile hash-based)")
+        else:
+            compiled.add(source)
+    if required:
+        missing = sorted(set(zipped.sources) - compiled)
+        problems.extend(f"{name}: no Python 3.12 bytecode" for name in missing[:SHOWN_PROBLEMS])
+        if len(missing) > SHOWN_PROBLEMS:
+            problems.append(f"… and {len(missing) - SHOWN_PROBLEMS} more sources without Python 3.12 bytecode")
+    return problems
+
+
+# Decorators that wrap a function without registering it anywhere: it still runs only where its name is written.
+_WRAPPERS = frozenset(
+    {"cache", "lru_cache", "cached_property", "property", "staticmethod", "classmethod", "wraps", "contextmanager"}
+)
+
+
+def _decorator_name(decorator: ast.expr) -> str:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+
+
+_MAYBE = "?"
+
+
+@dataclass
+class _Scope:
+    """What one function (or a module's top level) imports and which names it refers to."""
+
+    imports: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    # Registered by a decorator (a route): called without its name being written anywhere.
+    registered: bool = False
+
+
+@dataclass
+class ModuleImports(ast.NodeVisitor):
+    """One module's imports: at its top level, and inside each function by the function's name.
+
+    ``if TYPE_CHECKING:`` blocks and imports guarded by ``except ImportError`` are left out.
+    """
+
+    package: str
+    top: _Scope = field(default_factory=_Scope)
+    functions: dict[str, _Scope] = field(default_factory=dict)
+    _stack: list[_Scope] = field(default_factory=list)
+    _optional: int = 0
+
+    @property
+    def _scope(self) -> _Scope:
+        return self._stack[-1] if self._stack else self.top
+
+    def _add(self, module: str) -> None:
+        if not self._optional:
+            self._scope.imports.add(module)
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        ):
+            for statement in node.orelse:
+                self.visit(statement)
+            return
+        self.generic_visit(node)
+
+    def visit_Try(self, node: ast.Try) -> None:
+        caught = {ast.unparse(handler.type) for handler in node.handlers if handler.type is not None}
+        optional = any("ImportError" in text or "ModuleNotFoundError" in text for text in caught)
+        self._optional += optional
+        for statement in node.body:
+            self.visit(statement)
+        self._optional -= optional
+        for rest in (*node.handlers, *node.orelse, *node.finalbody):
+            self.visit(rest)
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for outer in (*node.decorator_list, node.args, *([node.returns] if node.returns else [])):
+            self.visit(outer)
+        scope = self.functions.setdefault(node.name, _Scope())
+        registered = any(_decorator_name(decorator) not in _WRAPPERS for decorator in node.decorator_list)
+        scope.registered = scope.registered or registered
+        self._stack.append(scope)
+        for statement in node.body:
+            self.visit(statement)
+        self._stack.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = _function
+
+    def visit_Name(self, node: ast.Name) -> None:
+        self._scope.names.add(node.id)
+
+    def _collection(self, node: ast.Tuple | ast.List | ast.Set) -> None:
+        # A bare name in a tuple or list (`_CACHES = (get_x, …)` for `cache_clear()`) does not call it.
+        for element in node.elts:
+            if not isinstance(element, ast.Name):
+                self.visit(element)
+
+    visit_Tuple = visit_List = visit_Set = _collection
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self._scope.names.add(node.attr)
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._add(alias.name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            parts = self.package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1])
+            module = f"{base}.{node.module}" if node.module else base
+        else:
+            module = node.module or ""
+        self._add(module)
+        for alias in node.names:
+            # A submodule, or only a name of the module: followed if it is a module of ours.
+            self._add(f"{module}.{alias.name}{_MAYBE}")
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if name == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
+            self._add(str(node.args[0].value))
+        self.generic_visit(node)
+
+
+@cache
+def _module_imports(source: bytes, package: str) -> ModuleImports:
+    visitor = ModuleImports(package)
+    visitor.visit(ast.parse(source))
+    return visitor
+
+
+@dataclass
+class ImportClosure:
+    """What a handler imports: our modules, third-party top-level modules (``True``: only lazily, inside a function)
+    and our modules its zip lacks (with the module that imports each)."""
+
+    ours: set[str] = field(default_factory=set)
+    external: dict[str, bool] = field(default_factory=dict)
+    missing_ours: dict[str, str] = field(default_factory=dict)
+
+
+def import_closure(zipped: Artifact, handler: str) -> ImportClosure:
+    """Follow a handler's imports through our code in its zip.
+
+    Top-level imports are followed from the handler's module. An import inside a function is followed once that
+    function can run: its name is referred to by code already followed (top-level code, or a function that can run;
+    not as a bare element of a tuple or list), it is a dunder, or it is the handler or a route of the handler's
+    module (a decorator registers it). Another module's routes run only in their own function (the API's OpenAPI
+    document imports the Stripe webhook route's module for its routes, never to serve them). A shared module's lazy
+    getters (``get_x`` in ``core/clients.py``) thus count for the functions that call them, not for every function
+    importing the module.
+    """
+    handler_module, _, handler_name = handler.replace("/", ".").rpartition(".")
+    result = ImportClosure()
+    parsed: dict[str, ModuleImports] = {}
+    referenced = {handler_name}
+    running: set[tuple[str, str]] = set()
+    pending: list[tuple[str, bool, str]] = [(handler_module, False, "the handler")]
+    while pending:
+        while pending:
+            module, lazy, importer = pending.pop()
+            maybe = module.endswith(_MAYBE)
+            module = module.removesuffix(_MAYBE)
+            top = module.split(".", 1)[0]
+            if top not in CODE_PACKAGES:
+                if top and top not in sys.stdlib_module_names and top != "__future__" and not maybe:
+                    result.external[top] = result.external.get(top, True) and lazy
+                continue
+            file = zipped.module_file(module)
+            if file is None:
+                if not maybe:
+                    result.missing_ours.setdefault(module, importer)
+                continue
+            if module in parsed:
+                continue
+            package = module if file.endswith("__init__.py") else module.rsplit(".", 1)[0]
+            parsed[module] = imports = _module_imports(zipped.sources[file], package)
+            referenced |= imports.top.names
+            pending += [(imported, lazy, module) for imported in imports.top.imports]
+        for module, imports in parsed.items():
+            for name, scope in imports.functions.items():
+                can_run = name in referenced or name.startswith("__") or (scope.registered and module == handler_module)
+                if (module, name) in running or not can_run:
+                    continue
+                running.add((module, name))
+                referenced |= scope.names
+                pending += [(imported, True, f"{module}.{name}") for imported in scope.imports]
+    result.ours = set(parsed)
+    return result
+
+
+def _needed_distributions(zipped: Artifact, tops: Iterable[str]) -> set[str]:
+    """The distributions these top-level modules come from, and what those require on Lambda."""
+    needed: set[str] = set()
+    pending = [zipped.providers[top] for top in tops if top in zipped.providers]
+    while pending:
+        dist = pending.pop()
+        if dist in needed or dist in RUNTIME_PROVIDED:
+            continue
+        needed.add(dist)
+        for requirement in zipped.requires.get(dist, []):
+            required = dependencies.required(requirement)
+            if required and required not in RUNTIME_PROVIDED:
+                pending.append(required)
+    return needed
+
+
+def import_problems(key: str, function: dict[str, Any], artifact: Path | Artifact) -> list[str]:
+    """Return what a function imports that its zip does not carry, and the extras it carries but never imports.
+
+    The handler's imports are followed through our modules in the zip, those inside functions included (they run
+    when that code does): every third-party module must be the standard library's, the runtime's (boto3, botocore)
+    or a distribution's in the zip, with what that distribution requires. Stripe and psycopg2 (``dependencies``
+    groups in serverless.yml) must be imported where they ride.
+    """
+    zipped = artifact if isinstance(artifact, Artifact) else Artifact(artifact)
+    handler = str(function.get("handler", ""))
+    handler_module = handler.rsplit(".", 1)[0].replace("/", ".")
+    if zipped.module_file(handler_module) is None:
+        return [f"{key}: its handler module {handler_module} is not in its zip (package.patterns)"]
+    closure = import_closure(zipped, handler)
+    problems = [
+        f"{key}: {importer} imports {module}, which its zip lacks (package.patterns)"
+        for module, importer in sorted(closure.missing_ours.items())
+    ]
+    for top, lazy in sorted(closure.external.items()):
+        if top in zipped.providers or top in RUNTIME_MODULES:
+            continue
+        group = next((name for name, dists in dependencies.EXTRAS.items() if _provides(dists, top)), None)
+        hint = f" (add `dependencies: [{group}]`)" if group else ""
+        problems.append(f"{key}: imports {top}{' lazily' if lazy else ''}, which its zip does not carry{hint}")
+    needed = _needed_distributions(zipped, closure.external)
+    for dist in sorted(needed - set(zipped.distributions)):
+        problems.append(f"{key}: needs {dist}, which its zip does not carry")
+    extras = set().union(*dependencies.EXTRAS.values())
+    for dist in sorted((set(zipped.distributions) & extras) - needed):
+        problems.append(f"{key}: carries {dist} but never imports it (remove it from its `dependencies`)")
+    return problems
+
+
+def _provides(distributions: Iterable[str], top: str) -> bool:
+    return any(_normalize(top) == dist or IMPORT_NAMES.get(dist) == top for dist in distributions)
+
+
+def artifact_sizes(package: PackagedService) -> list[tuple[str, int, int, str]]:
+    """Return each function's zip size, unzipped size and dependency groups: (function, zipped, unzipped, groups)."""
+    rows = []
+    for key, path in package.artifacts.items():
+        zipped = Artifact(path)
+        groups = ", ".join(["base", *package.functions[key].get("dependencies", [])])
+        rows.append((key, path.stat().st_size, zipped.unzipped_size, groups))
+    return rows
+
+
+def package_artifact_problems(package: PackagedService, require_bytecode: bool) -> dict[str, list[str]]:
+    """Run the artifact, bytecode and import checks over every function's zip."""
+    problems: dict[str, list[str]] = {"artifact contents": [], "bytecode": [], "imports": []}
+    for key, path in package.artifacts.items():
+        zipped = Artifact(path)
+        problems["artifact contents"] += [f"{key}: {problem}" for problem in artifact_problems(zipped)]
+        problems["bytecode"] += [f"{key}: {problem}" for problem in bytecode_problems(zipped, require_bytecode)]
+        problems["imports"] += import_problems(key, package.functions[key], zipped)
     return problems
 
 
@@ -332,8 +672,14 @@ def actionlint(files: Iterable[Path]) -> ToolResult:
     return ToolResult(ok=result.returncode == 0, output=(result.stdout + result.stderr).strip())
 
 
-def run_all(package: PackagedService) -> dict[str, list[str]]:
-    """Run every check; return the problems of each by check name."""
+def run_all(package: PackagedService, require_bytecode: bool | None = None) -> dict[str, list[str]]:
+    """Run every check; return the problems of each by check name.
+
+    ``require_bytecode``: every source in the zips must have its Python 3.12 bytecode; by default when this runs on
+    Python 3.12, as the deploy workflow and CI do (they package on 3.12 too).
+    """
+    if require_bytecode is None:
+        require_bytecode = sys.version_info[:2] == dependencies.RUNTIME_PYTHON
     templates = ("cloudformation-template-create-stack.json", "cloudformation-template-update-stack.json")
     lint = cfn_lint([package.directory / name for name in templates])
     workflows = actionlint(workflow_files())
@@ -343,24 +689,41 @@ def run_all(package: PackagedService) -> dict[str, list[str]]:
         "private targets": private_target_problems(package.template, package.stage),
         "settings at cold start": settings_problems(package),
         "admin token rotation window": admin_token_window_problems(package.template),
-        "artifact contents": artifact_problems(package.artifact),
+        **package_artifact_problems(package, require_bytecode),
         "cfn-lint": [] if lint.ok else [lint.output],
         "actionlint": [] if workflows.ok else [workflows.output],
     }
 
 
+def sizes_table(package: PackagedService) -> str:
+    """Return the artifact sizes per function as a text table."""
+    lines = [f"{'function':<20} {'zip':>9} {'unzipped':>9}  dependencies"]
+    for key, zipped, unzipped, groups in artifact_sizes(package):
+        lines.append(f"{key:<20} {zipped / 2**20:7.1f} M {unzipped / 2**20:7.1f} M  {groups}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every check over a package directory; exit 1 on any problem."""
-    args = sys.argv[1:] if argv is None else argv
-    package = load_package(args[0] if args else None)
+    """Run every check over a package directory and print the artifact sizes; exit 1 on any problem."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package_dir", nargs="?", help="osls package output (default .build/ci)")
+    parser.add_argument(
+        "--require-bytecode",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every source has its Python 3.12 bytecode (default: when running on Python 3.12)",
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    package = load_package(args.package_dir)
     failed = False
-    for check, problems in run_all(package).items():
+    for check, problems in run_all(package, args.require_bytecode).items():
         sys.stdout.write(f"{'FAIL' if problems else 'ok  '} {check}\n")
         for problem in problems[:SHOWN_PROBLEMS]:
             sys.stdout.write(f"     {problem}\n")
         if len(problems) > SHOWN_PROBLEMS:
             sys.stdout.write(f"     … and {len(problems) - SHOWN_PROBLEMS} more\n")
         failed = failed or bool(problems)
+    sys.stdout.write("\nartifact sizes\n" + sizes_table(package))
     return 1 if failed else 0
 
 

@@ -1,4 +1,4 @@
-"""The output of ``osls package``: templates, the resolved service definition and the artifact."""
+"""The output of ``osls package``: templates, the resolved service definition and each function's artifact."""
 
 from __future__ import annotations
 
@@ -113,13 +113,20 @@ class PackagedService:
         """The deployment bucket prefix of this package's artifacts."""
         return str(self.state["package"]["artifactDirectoryName"])
 
-    @property
-    def artifact(self) -> Path:
-        """The zip every function runs from."""
-        path = self.directory / str(self.state["package"]["artifact"])
-        if not path.is_file():
-            raise PackageError(f"{path} is missing: run `make package` first")
-        return path
+    @cached_property
+    def artifacts(self) -> dict[str, Path]:
+        """Each function's zip by its serverless.yml key (functions are packaged individually)."""
+        artifacts: dict[str, Path] = {}
+        for key, function in self.functions.items():
+            recorded = (function.get("package") or {}).get("artifact") or self.state["package"].get("artifact")
+            if not recorded:
+                raise PackageError(f"function {key} has no artifact: run `make package` first")
+            # osls records where it zipped (.serverless/); --package moved the zips into this directory.
+            path = self.directory / Path(str(recorded)).name
+            if not path.is_file():
+                raise PackageError(f"{path} is missing: run `make package` first")
+            artifacts[key] = path
+        return artifacts
 
     def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
         """Return the template's resources of one type by logical id."""
@@ -134,5 +141,5 @@ class PackagedService:
 def load_package(directory: Path | str | None = None) -> PackagedService:
     """Return the package in ``directory`` (default ``.build/ci``), checking its files are there."""
     service = PackagedService(Path(directory) if directory else DEFAULT_PACKAGE_DIR)
-    _ = service.template, service.core_template, service.state, service.artifact
+    _ = service.template, service.core_template, service.state, service.artifacts
     return service

@@ -1,6 +1,6 @@
-"""What ``serverless deploy`` does, done against moto: create the stack, upload the artifact, update the stack.
+"""What ``serverless deploy`` does, done against moto: create the stack, upload the artifacts, update the stack.
 
-osls deploys with change sets: a new stack starts from the core template (the deployment bucket); the artifact, the
+osls deploys with change sets: a new stack starts from the core template (the deployment bucket); the artifacts, the
 compiled template and the service state go to the bucket under the package's artifact directory; then an UPDATE
 change set from the uploaded template is executed. This module does the same calls with boto3 against a moto
 server, then ``verify`` checks what exists against the resolved serverless.yml.
@@ -136,12 +136,12 @@ def _apply_change_set(package: PackagedService, aws: Aws, change_set_type: str, 
 
 
 def _upload(package: PackagedService, aws: Aws, bucket: str) -> None:
-    """Upload what osls uploads: the compiled template, the artifact, the service state."""
+    """Upload what osls uploads: the compiled template, each function's artifact, the service state."""
     s3 = aws.client("s3")
     prefix = package.artifact_directory
     files = [
         (COMPILED_TEMPLATE, json.dumps(package.template).encode(), "application/json"),
-        (package.artifact.name, package.artifact.read_bytes(), "application/zip"),
+        *((path.name, path.read_bytes(), "application/zip") for path in sorted(set(package.artifacts.values()))),
         (STATE_FILE, (package.directory / STATE_FILE).read_bytes(), "application/json"),
     ]
     for name, body, content_type in files:
@@ -669,15 +669,17 @@ def verify_outputs(deployment: Deployment) -> Findings:
 
 
 def verify_artifact_upload(deployment: Deployment) -> Findings:
-    """The artifact is in the deployment bucket where every function's code points, and the bucket refuses plain
+    """Each function's artifact is in the deployment bucket where its code points, and the bucket refuses plain
     HTTP (its policy, which moto skips, from the template)."""
     findings = Findings()
     s3 = deployment.aws.client("s3")
-    key = f"{deployment.package.artifact_directory}/{deployment.package.artifact.name}"
-    head = s3.head_object(Bucket=deployment.bucket, Key=key)
-    findings.expect("artifact size", head["ContentLength"], deployment.package.artifact.stat().st_size)
-    for logical_id, function in deployment.package.of_type("AWS::Lambda::Function").items():
-        findings.expect(f"{logical_id} code", function["Properties"]["Code"].get("S3Key"), key)
+    package = deployment.package
+    for key, artifact in package.artifacts.items():
+        s3_key = f"{package.artifact_directory}/{artifact.name}"
+        head = s3.head_object(Bucket=deployment.bucket, Key=s3_key)
+        findings.expect(f"{artifact.name} size", head["ContentLength"], artifact.stat().st_size)
+        function = package.resources[package.function_logical_id(key)]
+        findings.expect(f"{key} code", function["Properties"]["Code"].get("S3Key"), s3_key)
     policy = deployment.package.core_template["Resources"].get("ServerlessDeploymentBucketPolicy", {})
     if '"aws:SecureTransport": false' not in json.dumps(policy):
         findings.problems.append("deployment bucket policy does not refuse plain HTTP")
@@ -726,6 +728,8 @@ def unverified_skips(deployment: Deployment) -> list[str]:
         "AWS::ApiGateway::UsagePlanKey",
         "AWS::SNS::Subscription",
         "AWS::CloudWatch::Alarm",
+        # Checked from the template by test_template.py: the purchase subscribers' retries and on-failure queue.
+        "AWS::Lambda::EventInvokeConfig",
         # Checked from the template by tests/integration/infra/test_template.py (every response a {"message"} JSON).
         "AWS::ApiGateway::GatewayResponse",
         # verify_websocket_api.

@@ -10,6 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 ACCOUNT_ID = "123456789012"
+# The local Stripe server takes any secret key; the functions read this one from SSM as they would Stripe's.
+LOCAL_STRIPE_SECRET_KEY = "sk_test_local"  # noqa: S105 - a local placeholder, not a secret
+# What the local stage's Stripe webhook route checks signatures with (LOCAL_STRIPE_WEBHOOK_SECRET overrides it).
+LOCAL_STRIPE_WEBHOOK_SECRET = "whsec_local_notify"  # noqa: S105 - the documented local default
 
 
 class ConfigError(Exception):
@@ -62,6 +66,7 @@ class LocalConfig:
     receiver_port: int
     aws_port: int
     postgres_port: int
+    stripe_port: int
     api_key: str
     admin_token: str
     database_url: str | None
@@ -72,6 +77,7 @@ class LocalConfig:
     seed: bool = True
     reset: bool = False
     log_level: str = "INFO"
+    stripe_webhook_secret: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> LocalConfig:
@@ -89,6 +95,8 @@ class LocalConfig:
             receiver_port=_port(environ, "LOCAL_RECEIVER_PORT", port + 1),
             aws_port=_port(environ, "LOCAL_AWS_PORT", port + 2),
             postgres_port=_port(environ, "LOCAL_POSTGRES_PORT", port + 3),
+            stripe_port=_port(environ, "LOCAL_STRIPE_PORT", port + 4),
+            stripe_webhook_secret=environ.get("LOCAL_STRIPE_WEBHOOK_SECRET") or LOCAL_STRIPE_WEBHOOK_SECRET,
             api_key=environ.get("LOCAL_API_KEY") or "local-api-key",
             admin_token=environ.get("LOCAL_ADMIN_TOKEN") or "local-admin-token",
             database_url=environ.get("DATABASE_URL") or None,
@@ -110,6 +118,11 @@ class LocalConfig:
         return f"http://{HOST}:{self.receiver_port}"
 
     @property
+    def stripe_url(self) -> str:
+        """Base URL of the local Stripe API server."""
+        return f"http://{HOST}:{self.stripe_port}"
+
+    @property
     def aws_url(self) -> str:
         """Endpoint of moto, the local AWS."""
         return f"http://{HOST}:{self.aws_port}"
@@ -126,4 +139,4 @@ class LocalConfig:
 
     def package_params(self) -> dict[str, str]:
         """Stage params handed to ``osls package``: the receiver as Telegram's API, then the user's overrides."""
-        return {"telegramApiBase": f"{self.receiver_url}/telegram", **self.params}
+        return {"telegramApiBase": f"{self.receiver_url}/telegram", "stripeApiBase": self.stripe_url, **self.params}

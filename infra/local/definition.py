@@ -124,6 +124,10 @@ class FunctionSpec:
     timeout: int
     memory: int
     environment: dict[str, Any]
+    # Asynchronous invocation (SNS, EventBridge): retries after a failed invoke (Lambda's default is 2) and where the
+    # event goes once they are spent (an SQS queue's ARN, maybe an intrinsic); None: dropped, as Lambda drops it.
+    async_retries: int = 2
+    on_failure: Any = None
 
 
 @dataclass
@@ -298,12 +302,19 @@ def load(directory: Path, account: str) -> ServiceDefinition:
         for logical_id, resource in template.get("Resources", {}).items()
         if resource.get("Type") == "AWS::Lambda::Function"
     }
+    invoke_configs = {
+        resource["Properties"]["FunctionName"].get("Ref"): resource["Properties"]
+        for resource in template.get("Resources", {}).values()
+        if resource.get("Type") == "AWS::Lambda::EventInvokeConfig"
+        and isinstance(resource.get("Properties", {}).get("FunctionName"), dict)
+    }
     by_logical: dict[str, str] = {}
     for key, raw in (service.get("functions") or {}).items():
         if key not in lambdas and raw.get("name") not in lambdas:
             continue
         logical_id, props = lambdas[raw.get("name", key)]
         by_logical[logical_id] = key
+        invoke = invoke_configs.get(logical_id) or {}
         definition.functions[key] = FunctionSpec(
             key=key,
             name=props["FunctionName"],
@@ -312,6 +323,8 @@ def load(directory: Path, account: str) -> ServiceDefinition:
             timeout=int(props.get("Timeout", 6)),
             memory=int(props.get("MemorySize", 1024)),
             environment=dict((props.get("Environment") or {}).get("Variables") or {}),
+            async_retries=int(invoke.get("MaximumRetryAttempts", 2)),
+            on_failure=((invoke.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination"),
         )
     for key, raw in (service.get("functions") or {}).items():
         if key not in definition.functions:

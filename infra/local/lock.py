@@ -68,6 +68,7 @@ def check_ports(config: LocalConfig, with_postgres: bool) -> None:
         ("PORT", config.port, "the API"),
         ("LOCAL_RECEIVER_PORT", config.receiver_port, "the local receiver"),
         ("LOCAL_AWS_PORT", config.aws_port, "moto"),
+        ("LOCAL_STRIPE_PORT", config.stripe_port, "the local Stripe server"),
     ]
     if with_postgres:
         wanted.append(("LOCAL_POSTGRES_PORT", config.postgres_port, "PostgreSQL"))

@@ -22,7 +22,6 @@ from infra.local.schedules import Cron, Rate
 from infra.local.workers import FunctionPool
 
 _IDLE_WAIT_SECONDS = 2
-_SNS_ATTEMPTS = 3
 
 
 def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -203,7 +202,12 @@ def sns_record(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any
 
 
 class SnsPoller(threading.Thread):
-    """Plays one SNS subscription of a function: moto delivers to a hidden queue, this invokes per message."""
+    """Plays one SNS subscription of a function: moto delivers to a hidden queue, this invokes per message.
+
+    As Lambda plays an asynchronous invoke: a failed one is tried again (the function's ``MaximumRetryAttempts``,
+    a few seconds apart here rather than minutes), then the event goes to its on-failure destination (an SQS queue,
+    with Lambda's invocation record around it), or is dropped when it has none.
+    """
 
     def __init__(
         self,
@@ -213,6 +217,7 @@ class SnsPoller(threading.Thread):
         pool: FunctionPool,
         stop: threading.Event,
         log: Callable[[str], None],
+        on_failure_url: str | None = None,
     ) -> None:
         super().__init__(name=f"sns-{pool.spec.key}", daemon=True)
         self._sqs = sqs
@@ -221,6 +226,8 @@ class SnsPoller(threading.Thread):
         self._pool = pool
         self._stop = stop
         self._log = log
+        self._attempts = 1 + max(0, pool.spec.async_retries)
+        self._on_failure_url = on_failure_url
 
     def run(self) -> None:
         """Poll until the stack stops."""
@@ -242,20 +249,44 @@ class SnsPoller(threading.Thread):
 
     def _process(self, message: dict[str, Any]) -> None:
         envelope = json.loads(message["Body"])
-        outcome = self._pool.invoke({"Records": [sns_record(envelope, self._subscription)]})
+        event = {"Records": [sns_record(envelope, self._subscription)]}
+        outcome = self._pool.invoke(event)
         attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         topic = str(envelope.get("TopicArn", "")).rsplit(":", 1)[-1]
-        if outcome.failed and attempt < _SNS_ATTEMPTS:
+        if outcome.failed and attempt < self._attempts:
             self._sqs.change_message_visibility(
                 QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=5 * attempt
             )
             self._log(
-                f"{self._pool.spec.key} ← SNS {topic}: failed, retry {attempt}/{_SNS_ATTEMPTS - 1} ({outcome.error})"
+                f"{self._pool.spec.key} ← SNS {topic}: failed, retry {attempt}/{self._attempts - 1} ({outcome.error})"
             )
             return
+        state = "done"
+        if outcome.failed:
+            state = f"dropped after {attempt} attempts ({outcome.error})"
+            if self._on_failure_url is not None:
+                record = invocation_record(event, self._pool.spec.name, attempt, str(outcome.error))
+                self._sqs.send_message(QueueUrl=self._on_failure_url, MessageBody=json.dumps(record))
+                state = f"failed {attempt} times, sent to its on-failure queue ({outcome.error})"
         self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
-        state = f"dropped after {attempt} attempts ({outcome.error})" if outcome.failed else "done"
         self._log(f"{self._pool.spec.key} ← SNS {topic}: {state} ({outcome.duration_ms:.0f} ms)")
+
+
+def invocation_record(event: Any, function_name: str, attempts: int, error: str) -> dict[str, Any]:
+    """Return what Lambda sends an on-failure destination: the request, the condition, and the error."""
+    return {
+        "version": "1.0",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": f"arn:aws:lambda:::function:{function_name}:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": event,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorMessage": error},
+    }
 
 
 def scheduled_event(rule_arn: str, region: str, account: str, moment: datetime) -> dict[str, Any]:

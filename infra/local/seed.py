@@ -184,6 +184,59 @@ def seed(config: LocalConfig, client: Any, send: Send | None = None) -> Demo:
     return Demo(DEMO_CHANNEL, DEMO_TOPIC, topic_hash)
 
 
+# The purchase notification topic of the local stage (serverless.yml params purchaseNotificationChannel/Topic) and a
+# promotion, so that the checkout one-liner (python -m infra.local.checkout) ends with a credit and a notification.
+PURCHASE_CHANNEL = "purchases"
+PURCHASE_TOPIC = "completed"
+DEMO_PROMO_CODE = "WELCOME10"
+
+
+def purchase_integrations(config: LocalConfig) -> list[dict[str, Any]]:
+    """Return the purchase topic's integrations: a signed webhook to the local receiver."""
+    return [
+        {
+            "name": "webhook",
+            "type": "webhook",
+            "target": {"url": f"{config.receiver_url}/webhook/purchases"},
+            "credentials": {"signing_secret": "local-demo-signing-secret"},
+            "model": {
+                "event": "purchase.completed",
+                "purchase_id": "$purchase_id",
+                "customer_id": "$customer_id",
+                "amount": "$amount_display",
+            },
+        }
+    ]
+
+
+def seed_purchases(config: LocalConfig, send: Send | None = None) -> list[str]:
+    """Create the purchase notification topic and the demo promotion when they are missing; return what was made."""
+    call = send or over_http(config.api_url)
+    admin = {"Authorization": f"Bearer {config.admin_token}"}
+    made = []
+    path = f"/v1/channels/{PURCHASE_CHANNEL}/topics/{PURCHASE_TOPIC}"
+    status, body = call("GET", path, None, admin)
+    wanted = purchase_integrations(config)
+    if status == 404 or (status == 200 and isinstance(body, dict) and not _targets_match(body, wanted)):
+        status, body = call("PUT", path, {"integrations": wanted}, admin)
+        if status not in {200, 201}:
+            raise SeedError(f"creating the purchase topic answered {status}: {body}")
+        made.append(f"{PURCHASE_CHANNEL}/{PURCHASE_TOPIC}")
+    elif status != 200:
+        raise SeedError(f"reading the purchase topic answered {status}: {body}")
+    promotion = f"/v1/promotions/{DEMO_PROMO_CODE}"
+    status, body = call("GET", promotion, None, admin)
+    if status == 404:
+        credit = {"credit": {"amount": 1000, "currency": "eur"}, "description": "Welcome: 10 EUR off your next order"}
+        status, body = call("PUT", promotion, credit, admin)
+        if status not in {200, 201}:
+            raise SeedError(f"creating the demo promotion answered {status}: {body}")
+        made.append(f"promotion {DEMO_PROMO_CODE}")
+    elif status != 200:
+        raise SeedError(f"reading the demo promotion answered {status}: {body}")
+    return made
+
+
 def curl_lines(config: LocalConfig, demo: Demo) -> list[str]:
     """Return shell lines that publish to the demo topic and read the notification's status."""
     publish_url = f"{config.api_url}/v1/notifications/{demo.channel}/{demo.topic}"

@@ -23,7 +23,7 @@ from botocore.config import Config
 
 from infra.local import definition as definition_module
 from infra.local import resources
-from infra.local.config import ACCOUNT_ID, HOST, ConfigError, LocalConfig
+from infra.local.config import ACCOUNT_ID, HOST, LOCAL_STRIPE_SECRET_KEY, ConfigError, LocalConfig
 from infra.local.definition import DefinitionError, ScheduleEvent, ServiceDefinition, SnsEvent, SqsEvent
 from infra.local.gateway import Gateway, GatewayServer
 from infra.local.lock import RunLock, check_ports
@@ -34,7 +34,7 @@ from infra.local.peers import ReceiverServer, Records
 from infra.local.pollers import ScheduleTimer, SnsPoller, SqsPoller, scheduled_event
 from infra.local.postgres import PostgresError, embedded
 from infra.local.schedules import ScheduleError, parse_schedule
-from infra.local.seed import SeedError, curl_lines, seed
+from infra.local.seed import DEMO_PROMO_CODE, SeedError, curl_lines, seed, seed_purchases
 from infra.local.snapshot import SnapshotError, Snapshots
 from infra.local.websocket import DEMO_PREFIX, LocalRealtime, WebsocketApiError, start_websocket_api
 from infra.local.workers import FunctionPool, function_env
@@ -77,6 +77,7 @@ class LocalStack:
         self._snapshots: Snapshots | None = None
         self._saver: threading.Thread | None = None
         self._realtime: LocalRealtime | None = None
+        self._stripe: Any = None
 
     # --- helpers ---------------------------------------------------------------------------------------------------
 
@@ -143,6 +144,7 @@ class LocalStack:
 
         wanted: list[Any] = [spec.environment for spec in service.functions.values()]
         wanted += [event.arn for event in service.sqs] + [event.topic_arn for event in service.sns]
+        wanted += [spec.on_failure for spec in service.functions.values() if spec.on_failure is not None]
         known = resources.function_values(service.template, service.region, ACCOUNT_ID)
         prepared = resources.prepare(service.template, set(get_model_map()), wanted, known)
         with warnings.catch_warnings():
@@ -170,6 +172,15 @@ class LocalStack:
             {env["ADMIN_TOKEN_HASH_PARAMETER"] for env in envs.values() if "ADMIN_TOKEN_HASH_PARAMETER" in env}
         ):
             self.client("ssm").put_parameter(Name=name, Value=digest, Type="SecureString", Overwrite=True)
+        # The Stripe keys, where the functions read them as on AWS: any secret key opens the local Stripe server; the
+        # webhook secret is the one the banner prints and the checkout one-liner signs with.
+        stripe_secrets = {
+            "STRIPE_SECRET_KEY_PARAMETER": LOCAL_STRIPE_SECRET_KEY,
+            "STRIPE_WEBHOOK_SECRET_PARAMETER": self.config.stripe_webhook_secret,
+        }
+        for variable, value in stripe_secrets.items():
+            for name in sorted({env[variable] for env in envs.values() if variable in env}):
+                self.client("ssm").put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
 
     def _start_pools(self, service: ServiceDefinition, envs: dict[str, dict[str, str]]) -> None:
         extra = {"DATABASE_URL": self.database_url} if self.database_url else {}
@@ -245,8 +256,15 @@ class LocalStack:
                 attributes["FilterPolicyScope"] = event.filter_policy_scope
         subscription = sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes=attributes)
         pool = self._pools[event.function]
-        SnsPoller(sqs, queue, subscription["SubscriptionArn"], pool, self.stop_event, event_line).start()
-        return f"{event.function} ← SNS {topic_arn.rsplit(':', 1)[-1]}"
+        on_failure = pool.spec.on_failure
+        failure_url = None
+        if on_failure is not None:
+            failure_name = str(resources.substitute(on_failure, resolved)).rsplit(":", 1)[-1]
+            failure_url = sqs.get_queue_url(QueueName=failure_name)["QueueUrl"]
+        SnsPoller(sqs, queue, subscription["SubscriptionArn"], pool, self.stop_event, event_line, failure_url).start()
+        filtered = " (filtered)" if event.filter_policy else ""
+        failures = f", on failure → {failure_url.rsplit('/', 1)[-1]}" if failure_url else ""
+        return f"{event.function} ← SNS {topic_arn.rsplit(':', 1)[-1]}{filtered}{failures}"
 
     def _start_schedule(self, service: ServiceDefinition, index: int, event: ScheduleEvent) -> str:
         if not event.enabled:
@@ -343,6 +361,15 @@ class LocalStack:
         say(f"  {'✗' if self._snapshots.set_aside else '✓'} {restored}")
         return self._snapshots
 
+    def _start_stripe(self) -> None:
+        """Serve the local Stripe API the functions' Stripe SDK talks to (the stage's ``stripeApiBase``)."""
+        from infra.local.stripe import StripeServerError, start_stripe_server
+
+        try:
+            self._stripe = start_stripe_server(HOST, self.config.stripe_port)
+        except StripeServerError as exc:
+            raise StackError(str(exc)) from exc
+
     def _start_realtime(self, service: ServiceDefinition) -> LocalRealtime:
         """Serve the WebSocket API and its Management API; return what the definition's references resolve to.
 
@@ -375,6 +402,8 @@ class LocalStack:
         say(f"  ✓ definition packaged (osls package --stage {config.stage}{cached})")
         self._start_moto()
         say(f"  ✓ AWS (moto) on {config.aws_url}")
+        self._start_stripe()
+        say(f"  ✓ Stripe API (local) on {config.stripe_url}")
         resolved = self._create_resources(service)
         snapshots = self._restore_state()
         realtime = self._start_realtime(service)
@@ -398,15 +427,22 @@ class LocalStack:
         if realtime.demo is not None:
             self.gateway.local_routes[DEMO_PREFIX] = realtime.demo.serve
         self.gateway.set_serving()  # the routes answer; health says `starting` until the demo topic is there too
-        demo_lines: list[str] = []
-        if config.seed:
-            try:
-                demo_lines = curl_lines(config, seed(config, self.client))
-            except SeedError as exc:
-                demo_lines = [f"# the demo topic could not be created: {exc}"]
+        demo_lines = self._seed() if config.seed else []
         self._saver = snapshots.run_periodic(self.stop_event)
         self._banner(service, sources, demo_lines, time.monotonic() - started)
         self.gateway.set_ready()  # after "Ready in": health answers 200 only once the banner is out
+
+    def _seed(self) -> list[str]:
+        """Create the demo topic, the purchase topic and the demo promotion; return the demo's curl lines."""
+        try:
+            lines = curl_lines(self.config, seed(self.config, self.client))
+        except SeedError as exc:
+            lines = [f"# the demo topic could not be created: {exc}"]
+        try:
+            seed_purchases(self.config)
+        except SeedError as exc:
+            lines.append(f"# the purchase topic or the demo promotion could not be created: {exc}")
+        return lines
 
     def _banner(self, service: ServiceDefinition, sources: list[str], demo: list[str], took: float) -> None:
         config = self.config
@@ -431,6 +467,10 @@ class LocalStack:
             f"receiver      {config.receiver_url}  (/slack/…, /telegram/bot…/sendMessage, /webhook/…;"
             " ?status=500,200, ?rate=2, ?down=60 script its answers)"
         )
+        say(
+            f"Stripe        {config.stripe_url}  (LOCAL_STRIPE_PORT; any sk_ key)  webhook secret"
+            f" {config.stripe_webhook_secret}  (LOCAL_STRIPE_WEBHOOK_SECRET)"
+        )
         say(f"AWS (moto)    AWS_ENDPOINT_URL={config.aws_url}")
         say(f"PostgreSQL    {self.database_url}")
         say(f"logs          {config.logs_dir}/<function>.log")
@@ -443,6 +483,13 @@ class LocalStack:
             say("Try the demo topic (email, Slack, Telegram, webhook and push, all delivered locally):")
             for line in demo:
                 say(f"  {line}")
+        if config.seed:
+            say("")
+            say(
+                f"Play a checkout (a PaymentIntent with promo code {DEMO_PROMO_CODE} and its signed webhook; then"
+                " a balance credit and a notification on purchases/completed):"
+            )
+            say(f"  .venv/bin/python -m infra.local.checkout --promo {DEMO_PROMO_CODE}")
         say("")
         say(f"Ready in {took:.1f} s. Ctrl-C stops everything.")
 
@@ -467,6 +514,10 @@ class LocalStack:
                 self._snapshots.save()
             except SnapshotError as exc:
                 say(f"  ✗ the local AWS state was not saved: {exc}")
+        if self._stripe is not None:
+            with contextlib.suppress(Exception):
+                self._stripe.stop()
+            self._stripe = None
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()

@@ -66,6 +66,7 @@ class Stack:
     api_key: str
     admin_token: str
     output: Path
+    stripe: str = ""
 
     def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Reply:
         """Send a request to the API."""
@@ -130,17 +131,18 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 
 @dataclass(frozen=True)
 class Ports:
-    """The four ports of one local stack."""
+    """The five ports of one local stack."""
 
     api: int
     receiver: int
     aws: int
     postgres: int
+    stripe: int
 
     @classmethod
     def free(cls) -> Ports:
-        """Four ports free on the loopback now."""
-        return cls(*_free_ports(4))
+        """Five ports free on the loopback now."""
+        return cls(*_free_ports(5))
 
 
 def new_state_dir() -> Path:
@@ -158,6 +160,7 @@ def stack_env(state: Path, ports: Ports, extra: Mapping[str, str] | None = None)
         "LOCAL_RECEIVER_PORT": str(ports.receiver),
         "LOCAL_AWS_PORT": str(ports.aws),
         "LOCAL_POSTGRES_PORT": str(ports.postgres),
+        "LOCAL_STRIPE_PORT": str(ports.stripe),
         "LOCAL_STATE_DIR": str(state),
         "LOCAL_PARAMS": PARAMS,
         "LOCAL_API_KEY": API_KEY,
@@ -213,7 +216,14 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 
 def stack_at(ports: Ports, output: Path) -> Stack:
     """The ``Stack`` handle of a stack listening on ``ports``."""
-    return Stack(f"http://127.0.0.1:{ports.api}", f"http://127.0.0.1:{ports.receiver}", API_KEY, ADMIN_TOKEN, output)
+    return Stack(
+        f"http://127.0.0.1:{ports.api}",
+        f"http://127.0.0.1:{ports.receiver}",
+        API_KEY,
+        ADMIN_TOKEN,
+        output,
+        f"http://127.0.0.1:{ports.stripe}",
+    )
 
 
 @contextmanager

@@ -21,6 +21,10 @@ NAMES = {
     "IDEMPOTENCY_TABLE": "notify-test-idempotency",
     "PARAMETER_PREFIX": "/notify/test",
     "ADMIN_TOKEN_HASH_PARAMETER": "/notify/test/admin-token-hash",
+    # The purchases domain's tables, named for the api function; created by the suites that use them.
+    "PROMOTIONS_TABLE": "notify-test-promotions",
+    "PURCHASES_TABLE": "notify-test-purchases",
+    "PAYMENTS_TABLE": "notify-test-payments",
 }
 
 

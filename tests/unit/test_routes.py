@@ -11,13 +11,19 @@ import yaml
 
 from api.handler import app as api_app
 from api.realtime import app as realtime_app
+from api.stripe_webhook import app as stripe_webhook_app
 from api.websocket import ROUTES as WEBSOCKET_ROUTES
 from core.http import Router
 from producer.handler import app as publish_app
 
 ROOT = Path(__file__).resolve().parents[2]
 # The function of serverless.yml each router is the adapter of.
-ROUTERS: dict[str, Router] = {"publish": publish_app, "api": api_app, "realtimeTokens": realtime_app}
+ROUTERS: dict[str, Router] = {
+    "publish": publish_app,
+    "api": api_app,
+    "realtimeTokens": realtime_app,
+    "stripeWebhook": stripe_webhook_app,
+}
 # The function of serverless.yml that serves the WebSocket API's routes, and the route keys it handles.
 WEBSOCKET_FUNCTIONS: dict[str, tuple[str, ...]] = {"websocket": WEBSOCKET_ROUTES}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,16 @@ import pytest
 import requests
 
 from infra.deploy.checks import (
+    IMPORT_NAMES,
+    PYTHON312_MAGIC,
+    Artifact,
     actionlint,
     admin_token_window_problems,
     artifact_problems,
+    bytecode_problems,
     iam_wildcards,
+    import_problems,
+    package_artifact_problems,
     private_target_problems,
     settings_problems,
 )
@@ -95,28 +102,35 @@ def test_iam_wildcards_managed_policy_reported() -> None:
     assert iam_wildcards(template) != []
 
 
-def _artifact(tmp_path: Path, files: dict[str, bytes]) -> Path:
-    path = tmp_path / "notify.zip"
-    record = "".join(f"{name},,\n" for name in files if name.startswith("pkg/"))
+def _artifact(tmp_path: Path, files: dict[str, bytes], dists: dict[str, str] | None = None) -> Path:
+    """A function zip: ``files`` beside the dist-info of ``pkg`` (owning ``pkg/``) and of each of ``dists`` (name: its
+    Requires-Dist lines), each owning the files under its module name."""
+    path = tmp_path / "function.zip"
+    owners = {"pkg": "", **(dists or {})}
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("core/__init__.py", "")
-        archive.writestr("requirements.txt", "pkg==1.0\n")
-        archive.writestr("pkg-1.0.dist-info/RECORD", record + "pkg-1.0.dist-info/RECORD,,\n")
+        for dist, requires in owners.items():
+            module = IMPORT_NAMES.get(dist, dist)
+            owned = [name for name in files if name.split("/", 1)[0] == module]
+            if dist != "pkg" and not owned:
+                owned = [f"{module}/__init__.py"]
+                archive.writestr(owned[0], "")
+            info = f"{dist.replace('-', '_')}-1.0.dist-info"
+            record = "".join(f"{name},,\n" for name in owned) + f"{info}/RECORD,,\n{info}/METADATA,,\n"
+            archive.writestr(f"{info}/RECORD", record)
+            metadata = f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n" + "".join(
+                f"Requires-Dist: {line}\n" for line in requires.splitlines()
+            )
+            archive.writestr(f"{info}/METADATA", metadata + "\n")
         for name, body in files.items():
             archive.writestr(name, body)
-    return path
-
-
-def _requirements(tmp_path: Path) -> Path:
-    path = tmp_path / "requirements.txt"
-    path.write_text("# runtime\npkg==1.0\n")
     return path
 
 
 def test_artifact_problems_runtime_only_accepted(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {"pkg/_speed.cpython-312-aarch64-linux-gnu.so": _AARCH64_ELF})
 
-    assert artifact_problems(artifact, _requirements(tmp_path)) == []
+    assert artifact_problems(artifact) == []
 
 
 @pytest.mark.parametrize(
@@ -126,23 +140,147 @@ def test_artifact_problems_runtime_only_accepted(tmp_path: Path) -> None:
         ({"stray.py": b""}, "neither our code"),
         ({"pkg/_speed.cpython-312-x86_64-linux-gnu.so": _X86_64_ELF}, "not an arm64"),
         ({"pkg/_speed.cpython-311-aarch64-linux-gnu.so": _AARCH64_ELF}, "cpython-311"),
-        ({"core/__pycache__/x.cpython-311.pyc": b""}, "byte code"),
     ],
-    ids=["tests", "stray", "x86", "cp311", "pyc"],
+    ids=["tests", "stray", "x86", "cp311"],
 )
 def test_artifact_problems_non_runtime_file_reported(tmp_path: Path, files: dict[str, bytes], expected: str) -> None:
-    problems = artifact_problems(_artifact(tmp_path, files), _requirements(tmp_path))
+    problems = artifact_problems(_artifact(tmp_path, files))
 
     assert any(expected in problem for problem in problems), problems
 
 
-def test_artifact_problems_missing_requirement_reported(tmp_path: Path) -> None:
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text("pkg==1.0\nstripe==16.1.0\n")
+def test_artifact_problems_runtime_boto3_reported(tmp_path: Path) -> None:
+    problems = artifact_problems(_artifact(tmp_path, {}, {"botocore": ""}))
 
-    problems = artifact_problems(_artifact(tmp_path, {}), requirements)
+    assert problems == ["botocore: Lambda's python3.12 runtime has its own; the artifact must not carry it"]
 
-    assert problems == ["stripe: in requirements.txt but not in the artifact"]
+
+def _pyc(flags: int, magic: bytes = PYTHON312_MAGIC) -> bytes:
+    return magic + flags.to_bytes(4, "little") + b"\x00" * 8
+
+
+@pytest.mark.parametrize("flags", [1, 3], ids=["unchecked-hash", "checked-hash"])
+def test_bytecode_problems_hash_based_312_pyc_beside_its_source_accepted(tmp_path: Path, flags: int) -> None:
+    artifact = _artifact(tmp_path, {"core/x.py": b"", "core/__pycache__/x.cpython-312.pyc": _pyc(flags)})
+
+    assert bytecode_problems(artifact, required=False) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"core/x.py": b"", "core/__pycache__/x.cpython-312.pyc": _pyc(0)}, "timestamp pyc"),
+        ({"core/x.py": b"", "core/__pycache__/x.cpython-312.pyc": _pyc(1, b"\xa7\r\r\n")}, "not Python 3.12"),
+        ({"core/x.py": b"", "core/__pycache__/x.cpython-311.pyc": _pyc(1)}, "another Python"),
+        ({"core/__pycache__/gone.cpython-312.pyc": _pyc(1)}, "without its source"),
+    ],
+    ids=["timestamp", "magic", "cp311", "orphan"],
+)
+def test_bytecode_problems_unusable_pyc_reported(tmp_path: Path, files: dict[str, bytes], expected: str) -> None:
+    problems = bytecode_problems(_artifact(tmp_path, files), required=False)
+
+    assert len(problems) == 1
+    assert expected in problems[0], problems
+
+
+def test_bytecode_problems_required_source_without_bytecode_reported(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path, {"core/x.py": b"", "core/y.py": b"", "core/__pycache__/x.cpython-312.pyc": _pyc(1)})
+
+    assert bytecode_problems(artifact, required=True) == [
+        "core/__init__.py: no Python 3.12 bytecode",
+        "core/y.py: no Python 3.12 bytecode",
+    ]
+
+
+_HANDLER = {"handler": "api/h.handler"}
+_STRIPE_AT_IMPORT = b"import stripe\n\ndef handler(event, context):\n    return stripe.VERSION\n"
+_STRIPE_IN_GETTER = b"def get_gateway():\n    import stripe\n\n    return stripe\n"
+
+
+def test_import_problems_extra_imported_and_carried_accepted(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path, {"api/__init__.py": b"", "api/h.py": _STRIPE_AT_IMPORT}, {"stripe": "requests"})
+
+    assert import_problems("fn", _HANDLER, _artifact_with_requests(artifact)) == []
+
+
+def _artifact_with_requests(artifact: Path) -> Path:
+    with zipfile.ZipFile(artifact, "a") as archive:
+        archive.writestr("requests/__init__.py", "")
+        archive.writestr("requests-1.0.dist-info/RECORD", "requests/__init__.py,,\n")
+        archive.writestr("requests-1.0.dist-info/METADATA", "Name: requests\n\n")
+    return artifact
+
+
+@pytest.mark.parametrize(
+    ("handler_source", "expected"),
+    [
+        (_STRIPE_AT_IMPORT, "fn: imports stripe, which its zip does not carry (add `dependencies: [stripe]`)"),
+        (
+            b"from core.gateway import get_gateway\n\ndef handler(event, context):\n    return get_gateway()\n",
+            "fn: imports stripe lazily, which its zip does not carry (add `dependencies: [stripe]`)",
+        ),
+        (b"import api.gone\n\ndef handler(event, context):\n    pass\n", "fn: api.h imports api.gone, which its zip"),
+    ],
+    ids=["at-import", "lazily-in-a-getter-it-calls", "our-module-left-out"],
+)
+def test_import_problems_missing_dependency_reported(tmp_path: Path, handler_source: bytes, expected: str) -> None:
+    files = {"api/__init__.py": b"", "api/h.py": handler_source, "core/gateway.py": _STRIPE_IN_GETTER}
+
+    problems = import_problems("fn", _HANDLER, _artifact(tmp_path, files))
+
+    assert len(problems) == 1
+    assert problems[0].startswith(expected), problems
+
+
+def test_import_problems_extra_never_imported_reported(tmp_path: Path) -> None:
+    # The getter that imports stripe sits in a module the handler imports, but nothing it runs calls it.
+    files = {
+        "api/__init__.py": b"",
+        "api/h.py": b"import core.gateway\n\ndef handler(event, context):\n    return 1\n",
+        "core/gateway.py": _STRIPE_IN_GETTER,
+    }
+
+    problems = import_problems("fn", _HANDLER, _artifact(tmp_path, files, {"psycopg2-binary": "", "stripe": ""}))
+
+    assert problems == [
+        "fn: carries psycopg2-binary but never imports it (remove it from its `dependencies`)",
+        "fn: carries stripe but never imports it (remove it from its `dependencies`)",
+    ]
+
+
+def test_import_problems_requirement_of_a_carried_distribution_missing_reported(tmp_path: Path) -> None:
+    artifact = _artifact(tmp_path, {"api/__init__.py": b"", "api/h.py": _STRIPE_AT_IMPORT}, {"stripe": "requests"})
+
+    assert import_problems("fn", _HANDLER, artifact) == ["fn: needs requests, which its zip does not carry"]
+
+
+def test_import_problems_handler_left_out_reported(tmp_path: Path) -> None:
+    problems = import_problems("fn", _HANDLER, _artifact(tmp_path, {}))
+
+    assert problems == ["fn: its handler module api.h is not in its zip (package.patterns)"]
+
+
+def test_package_artifacts_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
+    problems = package_artifact_problems(packaged, require_bytecode=sys.version_info[:2] == (3, 12))
+
+    assert problems == {"artifact contents": [], "bytecode": [], "imports": []}
+
+
+def test_package_artifacts_stripe_rides_only_with_its_importers(packaged: PackagedService) -> None:
+    carriers = {key for key, path in packaged.artifacts.items() if "stripe" in Artifact(path).distributions}
+
+    assert carriers == {
+        key for key, function in packaged.functions.items() if "stripe" in function.get("dependencies", [])
+    }
+    assert not carriers & {"publish", "api", "realtimeTokens", "websocket", "adminAuthorizer", "deliver"}
+
+
+def test_package_artifacts_each_function_zips_its_own_folder_only(packaged: PackagedService) -> None:
+    with zipfile.ZipFile(packaged.artifacts["deliver"]) as archive:
+        tops = {name.split("/", 1)[0] for name in archive.namelist()}
+
+    assert {"core", "consumer", "pydantic", "aws_lambda_powertools"} <= tops
+    assert not tops & {"api", "producer", "tests", "bench", "infra", "boto3", "botocore", "stripe", "psycopg2"}
 
 
 def test_actionlint_broken_workflow_reported(tmp_path: Path) -> None:

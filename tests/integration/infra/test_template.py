@@ -51,17 +51,20 @@ def test_template_every_function_has_its_own_role(packaged: PackagedService) -> 
 
 
 def test_artifact_holds_runtime_code_and_requirements_only(packaged: PackagedService) -> None:
-    assert artifact_problems(packaged.artifact) == []
+    problems = {key: artifact_problems(path) for key, path in packaged.artifacts.items()}
+
+    assert {key: found for key, found in problems.items() if found} == {}
 
 
 def test_artifact_has_no_tests_bench_or_local_stack(packaged: PackagedService) -> None:
     import zipfile
 
-    with zipfile.ZipFile(packaged.artifact) as archive:
-        tops = {name.split("/", 1)[0] for name in archive.namelist()}
+    for key, path in packaged.artifacts.items():
+        with zipfile.ZipFile(path) as archive:
+            tops = {name.split("/", 1)[0] for name in archive.namelist()}
 
-    assert {"core", "producer", "consumer", "api"} <= tops
-    assert not tops & {"tests", "bench", "infra", "moto", "pytest", "cfnlint"}
+        assert "core" in tops, key
+        assert not tops & {"tests", "bench", "infra", "moto", "pytest", "cfnlint"}, key
 
 
 def test_templates_have_no_cfn_lint_errors(packaged: PackagedService) -> None:
@@ -283,3 +286,79 @@ def test_template_deliver_function_configures_browser_deliveries(packaged: Packa
 
     assert variables["CONNECTIONS_TABLE"] == "notify-ci-connections"
     assert "WebsocketsApi" in json.dumps(variables["REALTIME_MANAGEMENT_URL"])
+
+
+def _roles_naming(packaged: PackagedService, text: str) -> set[str]:
+    return {
+        role
+        for role in packaged.of_type("AWS::IAM::Role")
+        for statement in _statements(packaged, role).values()
+        if text in json.dumps(statement["Resource"])
+    }
+
+
+def test_template_purchase_topic_is_published_to_by_the_payment_worker_only(packaged: PackagedService) -> None:
+    publishers = {
+        role
+        for role in packaged.of_type("AWS::IAM::Role")
+        for statement in _statements(packaged, role).values()
+        if "sns:Publish" in statement["Action"] and "PurchaseTopic" in json.dumps(statement["Resource"])
+    }
+
+    assert publishers == {"PaymentWorkerRole"}
+    assert _statements(packaged, "PaymentWorkerRole")["PublishPurchases"]["Resource"] == {"Ref": "PurchaseTopic"}
+
+
+def test_template_stripe_secrets_are_read_by_the_roles_that_use_them_only(packaged: PackagedService) -> None:
+    assert _roles_naming(packaged, "/notify/ci/stripe/secret-key") == {"StripeCreditRole", "PaymentWorkerRole"}
+    assert _roles_naming(packaged, "/notify/ci/stripe/webhook-secret") == {"StripeWebhookRole"}
+
+
+def test_template_credit_subscription_takes_purchases_with_a_promo_code_only(packaged: PackagedService) -> None:
+    subscriptions = {
+        props["Endpoint"]["Fn::GetAtt"][0]: props
+        for props in (packaged.resources[key]["Properties"] for key in packaged.of_type("AWS::SNS::Subscription"))
+        if props.get("TopicArn") == {"Ref": "PurchaseTopic"}
+    }
+
+    assert set(subscriptions) == {"StripeCreditLambdaFunction", "PurchaseNotifyLambdaFunction"}
+    assert subscriptions["StripeCreditLambdaFunction"]["FilterPolicy"] == {"has_promo_code": ["true"]}
+    assert "FilterPolicy" not in subscriptions["PurchaseNotifyLambdaFunction"]
+
+
+def test_template_purchase_subscribers_retry_then_go_to_the_failures_queue(packaged: PackagedService) -> None:
+    configs = {
+        props["FunctionName"]["Ref"]: props
+        for props in (
+            packaged.resources[key]["Properties"] for key in packaged.of_type("AWS::Lambda::EventInvokeConfig")
+        )
+    }
+
+    for function in ("StripeCreditLambdaFunction", "PurchaseNotifyLambdaFunction"):
+        destination = configs[function]["DestinationConfig"]["OnFailure"]["Destination"]
+        assert destination == {"Fn::GetAtt": ["PurchaseFailuresQueue", "Arn"]}
+        assert configs[function]["MaximumRetryAttempts"] == 2
+    alarmed = {
+        packaged.resources[key]["Properties"]["Dimensions"][0]["Value"].get("Fn::GetAtt", [None])[0]
+        for key in packaged.of_type("AWS::CloudWatch::Alarm")
+    }
+    assert {"PurchaseFailuresQueue", "StripeWebhookDeadLetterQueue"} <= alarmed
+
+
+def test_template_stripe_webhook_queue_is_set_as_the_seed_set_it(packaged: PackagedService) -> None:
+    queue = packaged.resources["StripeWebhookQueue"]["Properties"]
+    dlq = packaged.resources["StripeWebhookDeadLetterQueue"]["Properties"]
+    mapping = next(
+        packaged.resources[key]["Properties"]
+        for key in packaged.of_type("AWS::Lambda::EventSourceMapping")
+        if packaged.resources[key]["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["StripeWebhookQueue", "Arn"]}
+    )
+
+    assert (queue["VisibilityTimeout"], queue["MessageRetentionPeriod"], queue["ReceiveMessageWaitTimeSeconds"]) == (
+        600,
+        604800,
+        20,
+    )
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
+    assert dlq["MessageRetentionPeriod"] == 1209600
+    assert (mapping["BatchSize"], mapping["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])

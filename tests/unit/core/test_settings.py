@@ -11,9 +11,13 @@ from core.settings import (
     AuthorizerSettings,
     DeliverSettings,
     FunctionSettings,
+    PaymentWorkerSettings,
     PublishSettings,
+    PurchaseNotifySettings,
     RealtimeTokensSettings,
     SettingsError,
+    StripeCreditSettings,
+    StripeWebhookSettings,
     WebsocketSettings,
     clear_settings,
     load_settings,
@@ -36,6 +40,9 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "DELIVERY_QUEUE_URL": QUEUE,
         "DEAD_LETTER_QUEUE_URL": DLQ,
         "PARAMETER_PREFIX": "/notify/prod",
+        "PROMOTIONS_TABLE": "notify-prod-promotions",
+        "PURCHASES_TABLE": "notify-prod-purchases",
+        "PAYMENTS_TABLE": "notify-prod-payments",
     },
     AuthorizerSettings: {"ADMIN_TOKEN_HASH_PARAMETER": "/notify/prod/admin-token-hash"},
     DeliverSettings: {
@@ -51,6 +58,28 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
     WebsocketSettings: {
         "REALTIME_KEYS_PARAMETER": "/notify/prod/realtime/signing-keys",
         "CONNECTIONS_TABLE": "notify-prod-connections",
+    },
+    StripeCreditSettings: {
+        "STRIPE_SECRET_KEY_PARAMETER": "/notify/prod/stripe/secret-key",
+        "PROMOTIONS_TABLE": "notify-prod-promotions",
+        "PURCHASES_TABLE": "notify-prod-purchases",
+    },
+    PurchaseNotifySettings: {
+        "PURCHASE_NOTIFICATION_CHANNEL": "purchases",
+        "PURCHASE_NOTIFICATION_TOPIC": "completed",
+        "TOPICS_TABLE": "notify-prod-topics",
+        "DELIVERIES_TABLE": "notify-prod-ledger",
+        "DELIVERY_QUEUE_URL": QUEUE,
+        "PURCHASES_TABLE": "notify-prod-purchases",
+    },
+    StripeWebhookSettings: {
+        "STRIPE_WEBHOOK_SECRET_PARAMETER": "/notify/prod/stripe/webhook-secret",
+        "STRIPE_WEBHOOK_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/notify-prod-stripe-webhooks",
+    },
+    PaymentWorkerSettings: {
+        "STRIPE_SECRET_KEY_PARAMETER": "/notify/prod/stripe/secret-key",
+        "PAYMENTS_TABLE": "notify-prod-payments",
+        "PURCHASE_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:notify-prod-Purchase",
     },
 }
 ROLES = list(REQUIRED)
@@ -128,7 +157,18 @@ def test_role_settings_are_frozen() -> None:
 
 
 def test_role_settings_every_function_of_serverless_yml_has_one() -> None:
-    assert set(ROLE_SETTINGS) == {"publish", "api", "adminAuthorizer", "deliver", "realtimeTokens", "websocket"}
+    assert set(ROLE_SETTINGS) == {
+        "publish",
+        "api",
+        "adminAuthorizer",
+        "deliver",
+        "realtimeTokens",
+        "websocket",
+        "stripeCredit",
+        "purchaseNotify",
+        "stripeWebhook",
+        "paymentWorker",
+    }
     assert set(ROLE_SETTINGS.values()) == set(ROLES)
 
 

@@ -21,7 +21,9 @@ def test_parse_params_refuses_an_item_without_value() -> None:
 def test_config_ports_follow_port_by_default() -> None:
     config = LocalConfig.from_env({"PORT": "4000"})
 
-    assert (config.port, config.receiver_port, config.aws_port, config.postgres_port) == (4000, 4001, 4002, 4003)
+    ports = (config.port, config.receiver_port, config.aws_port, config.postgres_port, config.stripe_port)
+
+    assert ports == (4000, 4001, 4002, 4003, 4004)
 
 
 def test_config_bad_port_is_an_error() -> None:
@@ -29,10 +31,14 @@ def test_config_bad_port_is_an_error() -> None:
         LocalConfig.from_env({"PORT": "http"})
 
 
-def test_config_package_params_point_telegram_at_the_receiver_and_keep_overrides() -> None:
+def test_config_package_params_point_telegram_and_stripe_at_local_servers_and_keep_overrides() -> None:
     config = LocalConfig.from_env({"PORT": "4000", "LOCAL_PARAMS": "maxReceiveCount=2"})
 
-    assert config.package_params() == {"telegramApiBase": "http://127.0.0.1:4001/telegram", "maxReceiveCount": "2"}
+    assert config.package_params() == {
+        "telegramApiBase": "http://127.0.0.1:4001/telegram",
+        "stripeApiBase": "http://127.0.0.1:4004",
+        "maxReceiveCount": "2",
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,156 @@
+"""Cold start: each function's handler import beside a bare ``import boto3``, and the size of each function's artifact.
+
+Every handler serverless.yml names is imported in fresh processes of this interpreter, alternating with ``import
+boto3``, in the same run: with bytecode compiled beforehand into one cache (as the deploy workflow ships it), and with
+an empty cache (each process compiles what it imports, as a package shipped without bytecode does). The figure is the
+median of each; the target is a handler at most 1.5x boto3 in both. Artifact sizes come from the last ``make package``
+(``.build/ci``), when there is one. ``--quick``: fewer runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from bench.environment import FUNCTION_ENV, use_bench_environment
+from bench.results import Fragment, Table, Target
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 1.5
+RUNS = {True: 21, False: 7}  # cached bytecode: many quick runs; compiling: fewer slow ones
+QUICK_RUNS = {True: 7, False: 3}
+PACKAGE_DIR = ROOT / ".build" / "ci"
+
+use_bench_environment()
+
+
+def handler_modules() -> dict[str, str]:
+    """Return each function's handler module by function name, from serverless.yml."""
+    definition = yaml.safe_load((ROOT / "serverless.yml").read_text())
+    return {
+        name: str(function["handler"]).rsplit(".", 1)[0].replace("/", ".")
+        for name, function in definition["functions"].items()
+    }
+
+
+def import_ms(module: str, pycache: str, write_bytecode: bool) -> float:
+    """Return how long ``import <module>`` takes in a fresh process, in milliseconds."""
+    code = f"import time; t = time.perf_counter(); import {module}; print((time.perf_counter() - t) * 1000)"
+    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": pycache}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if not write_bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def measure(modules: list[str], cached: bool, runs: int) -> dict[str, float]:
+    """Return the median import time of boto3 and of each module, alternating fresh processes."""
+    times: dict[str, list[float]] = {module: [] for module in ["boto3", *modules]}
+    with tempfile.TemporaryDirectory() as shared:
+        if cached:
+            for module in times:
+                import_ms(module, shared, write_bytecode=True)
+        for _ in range(runs):
+            for module, values in times.items():
+                if cached:
+                    values.append(import_ms(module, shared, write_bytecode=False))
+                else:
+                    with tempfile.TemporaryDirectory() as empty:
+                        values.append(import_ms(module, empty, write_bytecode=False))
+    return {module: statistics.median(values) for module, values in times.items()}
+
+
+def artifact_rows() -> list[list[str]]:
+    """Return each function's artifact size from the last package of the ci stage, if any."""
+    if not (PACKAGE_DIR / "serverless-state.json").is_file():
+        return []
+    from infra.deploy.checks import artifact_sizes
+    from infra.deploy.package import PackageError, load_package
+
+    try:
+        rows = artifact_sizes(load_package(PACKAGE_DIR))
+    except PackageError:
+        return []
+    return [
+        [key, f"{zipped / 2**20:.1f} MB", f"{unzipped / 2**20:.1f} MB", groups]
+        for key, zipped, unzipped, groups in rows
+    ]
+
+
+def main() -> None:
+    """Run the benchmark, print its figures and save them for the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer import runs")
+    args = parser.parse_args()
+    runs = QUICK_RUNS if args.quick else RUNS
+    fragment = Fragment(
+        "coldstart",
+        "Cold start: handler imports against import boto3, artifact sizes",
+        "python -m bench.coldstart" + (" --quick" if args.quick else ""),
+        args.quick,
+    )
+    functions = handler_modules()
+    modules = sorted(set(functions.values()))
+    medians = {cached: measure(modules, cached, runs[cached]) for cached in (True, False)}
+    print(f"Handler import, median of fresh processes (alternating with import boto3); target <= {TARGET_RATIO}x")
+    print(f"  {'function':<16} {'module':<30} {'cached ms':>9} {'ratio':>6} {'compiling ms':>12} {'ratio':>6}")
+    rows = [
+        [
+            "(import boto3)",
+            "boto3",
+            f"{medians[True]['boto3']:.0f} ms",
+            "1.00x",
+            f"{medians[False]['boto3']:.0f} ms",
+            "1.00x",
+        ]
+    ]
+    for function, module in functions.items():
+        cells = [function, module]
+        for cached in (True, False):
+            ratio = medians[cached][module] / medians[cached]["boto3"]
+            cells += [f"{medians[cached][module]:.0f} ms", f"{ratio:.2f}x"]
+            label = "bytecode cached" if cached else "no bytecode"
+            fragment.targets.append(
+                Target(
+                    f"import {module} / import boto3, {label}",
+                    f"{ratio:.2f}x",
+                    f"<= {TARGET_RATIO:.2f}x",
+                    ratio <= TARGET_RATIO,
+                )
+            )
+        rows.append(cells)
+    for cells in rows:
+        print(f"  {cells[0]:<16} {cells[1]:<30} {cells[2]:>9} {cells[3]:>6} {cells[4]:>12} {cells[5]:>6}")
+    fragment.tables.append(
+        Table(
+            f"Handler import, median of fresh processes ({runs[True]} cached, {runs[False]} compiling, each)",
+            ["function", "module", "bytecode cached", "ratio", "no bytecode", "ratio"],
+            rows,
+        )
+    )
+    sizes = artifact_rows()
+    if sizes:
+        print("\nArtifact sizes (.build/ci, the last `make package`)")
+        for cells in sizes:
+            print(f"  {cells[0]:<16} zip {cells[1]:>8}  unzipped {cells[2]:>8}  dependencies: {cells[3]}")
+        fragment.tables.append(
+            Table("Artifact sizes (.build/ci)", ["function", "zip", "unzipped", "dependencies"], sizes)
+        )
+    fragment.notes.append(
+        "Measured with this machine's interpreter and .venv, not Lambda's: both sides of each ratio import the same "
+        "boto3. On Lambda, boto3 is the runtime's own, and the handlers' bytecode ships in their zips when packaged "
+        "where Python 3.12 runs (the deploy workflow)."
+    )
+    fragment.save()
+
+
+if __name__ == "__main__":
+    main()

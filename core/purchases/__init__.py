@@ -1,0 +1,1 @@
+"""Purchases and Stripe: purchase events, promotions, balance credits, payments from Stripe webhooks."""

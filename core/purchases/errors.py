@@ -1,0 +1,30 @@
+"""Errors of the purchases domain; each is a ``core.errors`` type, so the API's one table maps it to HTTP.
+
+The subscribers decide on the type alone: a ``PermanentPurchaseError`` is recorded with its reason and not retried;
+a ``StripeUnavailableError`` (Stripe 5xx, 429, a network failure) is raised so that Lambda's async retries, then the
+on-failure destination, take the event again.
+"""
+
+from __future__ import annotations
+
+from core.errors import MalformedRequestError, NotificationError, UpstreamError
+
+
+class PermanentPurchaseError(NotificationError):
+    """Retrying cannot help: an unknown or inactive promo code, an unknown customer, a request Stripe refuses.
+
+    ``reason`` is a short machine-readable word (``unknown_code``, ``inactive_code``, ``expired_code``,
+    ``unknown_customer``, ``currency_mismatch``, ``stripe_refused``); the text says it for a person, never a secret.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+class StripeUnavailableError(UpstreamError):
+    """Stripe answered 5xx or 429, or could not be reached: the same call may succeed later."""
+
+
+class StripeSignatureError(MalformedRequestError):
+    """A Stripe webhook whose ``Stripe-Signature`` is missing, forged or outside the tolerance (400)."""

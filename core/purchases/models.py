@@ -1,0 +1,127 @@
+"""Models of the purchases domain: the Purchase event on SNS, promotions, and what the stores record.
+
+The Purchase event is the contract of the SNS ``Purchase`` topic (DESIGN.md "Purchases and Stripe"): anything may
+publish one; the subscribers parse it with ``PurchaseEvent``. Amounts are in the currency's minor units (cents), as
+Stripe counts them; currencies are ISO 4217 codes in lower case, as Stripe writes them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from core.models import Reply, Strict
+
+# A promo code as it appears in a path and in events: letters, digits, '-' and '_'; compared in upper case.
+PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# Purchase and payment ids: what Stripe and backends use as ids (``pi_…``, UUIDs, order numbers).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+CUSTOMER_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
+
+
+def _upper(code: str) -> str:
+    return code.upper()
+
+
+PromoCode = Annotated[str, StringConstraints(pattern=PROMO_CODE_PATTERN), AfterValidator(_upper)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True)]
+MinorUnits = Annotated[int, Field(gt=0, le=100_000_000)]
+
+
+class PurchaseEvent(BaseModel):
+    """A purchase, as published to the SNS ``Purchase`` topic (the message is this model's JSON)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    purchase_id: str = Field(pattern=ID_PATTERN)
+    customer_id: str = Field(pattern=CUSTOMER_PATTERN)
+    user_id: str | None = Field(default=None, max_length=256)
+    email: str | None = Field(default=None, max_length=320)
+    amount: int = Field(ge=0, le=100_000_000)
+    currency: Currency
+    promo_code: PromoCode | None = None
+    purchased_at: datetime
+
+
+class Credit(BaseModel):
+    """An amount in a currency (minor units)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    amount: MinorUnits
+    currency: Currency
+
+
+class PromotionRequest(Strict):
+    """Body of ``PUT /v1/promotions/{code}``: the credit a purchase with this code earns the customer."""
+
+    credit: Credit
+    description: str | None = Field(default=None, max_length=350)
+    active: bool = True
+    # With its offset: a time without one would be read in whatever zone the reader assumes.
+    expires_at: AwareDatetime | None = None
+
+
+class Promotion(Reply):
+    """A promotion as stored and shown."""
+
+    code: str
+    credit: Credit
+    description: str | None = None
+    active: bool
+    expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PromotionListResponse(Reply):
+    """Body of ``GET /v1/promotions``."""
+
+    promotions: list[Promotion]
+
+
+class CreditRecord(Reply):
+    """A balance credit Stripe made: its balance transaction id and the credit."""
+
+    balance_transaction: str
+    amount: int
+    currency: str
+
+
+class PurchaseRecord(Reply):
+    """What the service did with a purchase (``GET /v1/purchases/{purchase_id}``).
+
+    ``credit`` is set once Stripe credited the customer; ``credit_error`` tells why a permanent refusal gave none;
+    ``notification_id`` is the purchase notification's, once it was published.
+    """
+
+    purchase_id: str
+    customer_id: str | None = None
+    promo_code: str | None = None
+    credit: CreditRecord | None = None
+    credit_error: str | None = None
+    notification_id: str | None = None
+    notification_error: str | None = None
+    updated_at: datetime | None = None
+
+
+class PaymentRecord(Reply):
+    """A payment taken in from a Stripe webhook (``GET /v1/payments/{payment_id}``).
+
+    ``payment_id`` is the PaymentIntent's ``metadata.payment_id``, else the intent's id; it is also the purchase id of
+    the Purchase event published for it. ``events`` lists the Stripe event ids that were recorded for it.
+    """
+
+    payment_id: str
+    payment_intent: str
+    customer_id: str | None = None
+    amount: int
+    currency: str
+    promo_code: str | None = None
+    status: str
+    events: list[str]
+    purchase_published: bool = False
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,231 @@
+"""The payments table: payments taken in from Stripe webhooks, recorded once per Stripe event, published once.
+
+Table key: ``payment_id`` (the PaymentIntent's ``metadata.payment_id``, else the intent's id). One item per payment:
+
+- ``events``: a string set of the Stripe event ids recorded for it. A write is conditional on its event id not being
+  in the set, so a replayed event (Stripe retries, SQS delivers twice) changes nothing; two different events of one
+  payment (``payment_intent.succeeded`` and ``checkout.session.completed``) make one item. The set is bounded
+  (``MAX_EVENTS``): a payment has a handful of events, and an item has a size limit.
+- the first event's facts are kept (``if_not_exists``); a later event only adds what was missing: a customer, a promo
+  code.
+- ``status``: ``succeeded``, or ``no_customer`` while no event named a customer (no Purchase event can be published
+  for it: the event needs ``customer_id``).
+- publication: ``publish_claim`` (the Stripe event id whose worker publishes) with ``publish_claimed_until``, then
+  ``purchase_published`` once SNS took the Purchase event. The claim makes two workers that handle the payment's two
+  events at once publish one Purchase event; a claim older than its lease may be taken over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from botocore.exceptions import ClientError
+
+from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
+from core.ledger import iso_time
+from core.purchases.models import PaymentRecord
+
+STATUS_SUCCEEDED = "succeeded"
+STATUS_NO_CUSTOMER = "no_customer"
+# Stripe event ids kept per payment; a payment sees two or three events of the types handled.
+MAX_EVENTS = 20
+# How long a worker's claim to publish a payment's Purchase event holds against the workers of its other events; the
+# claimant itself may always publish again (its message is retried after the queue's visibility timeout).
+DEFAULT_CLAIM_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A succeeded payment, as a Stripe event and the PaymentIntent retrieved for it tell it."""
+
+    payment_id: str
+    payment_intent: str
+    amount: int
+    currency: str
+    customer_id: str | None = None
+    promo_code: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentWrite:
+    """The payment as stored after a ``record``; ``recorded`` is ``False`` when its event id was recorded before."""
+
+    record: PaymentRecord
+    recorded: bool
+
+
+@runtime_checkable
+class PaymentStorePort(Protocol):
+    """The payments table as the payment worker and the admin route use it."""
+
+    def record(self, payment: Payment, event_id: str) -> PaymentWrite:
+        """Record a payment for a Stripe event; an event id recorded before changes nothing."""
+        ...
+
+    def claim_publication(self, payment_id: str, claimant: str) -> bool:
+        """Claim the publication of a payment's Purchase event for ``claimant`` (a Stripe event id); ``False`` when it
+        was published already or another claimant's claim holds."""
+        ...
+
+    def mark_published(self, payment_id: str, message_id: str) -> None:
+        """Record that the payment's Purchase event was published (SNS message id)."""
+        ...
+
+    def get(self, payment_id: str) -> PaymentRecord:
+        """Return a payment; raise ``NotFoundError`` when there is none."""
+        ...
+
+
+def _record(item: dict[str, Any]) -> PaymentRecord:
+    return PaymentRecord(
+        payment_id=item["payment_id"]["S"],
+        payment_intent=item["payment_intent"]["S"],
+        customer_id=item.get("customer_id", {}).get("S"),
+        amount=int(item["amount"]["N"]),
+        currency=item["currency"]["S"],
+        promo_code=item.get("promo_code", {}).get("S"),
+        status=item["status"]["S"],
+        events=sorted(item.get("events", {}).get("SS", [])),
+        purchase_published=item.get("purchase_published", {}).get("BOOL", False),
+        created_at=item["created_at"]["S"],
+        updated_at=item["updated_at"]["S"],
+    )
+
+
+def _conditional_failure(exc: Exception) -> bool:
+    return isinstance(exc, ClientError) and error_code(exc) == "ConditionalCheckFailedException"
+
+
+class PaymentStore:
+    """Reads and writes the payments table (key ``payment_id``); implements ``PaymentStorePort``.
+
+    Parameters
+    ----------
+    client:
+        A boto3 DynamoDB client.
+    table_name:
+        The table's name.
+    claim_seconds:
+        How long a claim to publish holds against other claimants.
+    clock:
+        Unix time, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        claim_seconds: int = DEFAULT_CLAIM_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self._claim_seconds = claim_seconds
+        self._clock = clock
+
+    def record(self, payment: Payment, event_id: str) -> PaymentWrite:
+        """Record a payment for a Stripe event in one conditional write; read it back when the event was seen."""
+        sets = [
+            "payment_intent = if_not_exists(payment_intent, :intent)",
+            "amount = if_not_exists(amount, :amount)",
+            "currency = if_not_exists(currency, :currency)",
+            "created_at = if_not_exists(created_at, :now)",
+            "updated_at = :now",
+        ]
+        values: dict[str, Any] = {
+            ":intent": {"S": payment.payment_intent},
+            ":amount": {"N": str(payment.amount)},
+            ":currency": {"S": payment.currency},
+            ":now": {"S": iso_time(self._clock())},
+            ":event": {"SS": [event_id]},
+            ":event_id": {"S": event_id},
+            ":max": {"N": str(MAX_EVENTS)},
+        }
+        if payment.customer_id:
+            sets += ["customer_id = if_not_exists(customer_id, :customer)", "#status = :succeeded"]
+            values |= {":customer": {"S": payment.customer_id}, ":succeeded": {"S": STATUS_SUCCEEDED}}
+        else:
+            sets.append("#status = if_not_exists(#status, :no_customer)")
+            values[":no_customer"] = {"S": STATUS_NO_CUSTOMER}
+        if payment.promo_code:
+            sets.append("promo_code = if_not_exists(promo_code, :promo)")
+            values[":promo"] = {"S": payment.promo_code}
+        try:
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key={"payment_id": {"S": payment.payment_id}},
+                UpdateExpression=f"SET {', '.join(sets)} ADD #events :event",
+                ConditionExpression=(
+                    "attribute_not_exists(#events) OR (NOT contains(#events, :event_id) AND size(#events) < :max)"
+                ),
+                ExpressionAttributeNames={"#events": "events", "#status": "status"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except AWS_ERRORS as exc:
+            if _conditional_failure(exc):
+                return PaymentWrite(self.get(payment.payment_id), recorded=False)
+            raise aws_error(exc, "recording the payment") from exc
+        return PaymentWrite(_record(answer["Attributes"]), recorded=True)
+
+    def claim_publication(self, payment_id: str, claimant: str) -> bool:
+        """Claim the publication of a payment's Purchase event, unless published or claimed by another claimant."""
+        now = self._clock()
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"payment_id": {"S": payment_id}},
+                UpdateExpression="SET publish_claim = :me, publish_claimed_until = :until",
+                ConditionExpression=(
+                    "attribute_exists(payment_id)"
+                    " AND (attribute_not_exists(purchase_published) OR purchase_published = :false)"
+                    " AND (attribute_not_exists(publish_claim) OR publish_claim = :me OR publish_claimed_until < :now)"
+                ),
+                ExpressionAttributeValues={
+                    ":me": {"S": claimant},
+                    ":until": {"N": str(int(now) + self._claim_seconds)},
+                    ":now": {"N": str(int(now))},
+                    ":false": {"BOOL": False},
+                },
+            )
+        except AWS_ERRORS as exc:
+            if _conditional_failure(exc):
+                return False
+            raise aws_error(exc, "claiming the purchase publication") from exc
+        return True
+
+    def mark_published(self, payment_id: str, message_id: str) -> None:
+        """Record that the payment's Purchase event was published, and drop the claim."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"payment_id": {"S": payment_id}},
+                UpdateExpression=(
+                    "SET purchase_published = :true, purchase_message_id = :message, published_at = :now "
+                    "REMOVE publish_claim, publish_claimed_until"
+                ),
+                ConditionExpression="attribute_exists(payment_id)",
+                ExpressionAttributeValues={
+                    ":true": {"BOOL": True},
+                    ":message": {"S": message_id},
+                    ":now": {"S": iso_time(self._clock())},
+                },
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "marking the purchase published") from exc
+
+    def get(self, payment_id: str) -> PaymentRecord:
+        """Return a payment, read consistently; raise ``NotFoundError`` when there is none."""
+        try:
+            answer = self._client.get_item(
+                TableName=self._table, Key={"payment_id": {"S": payment_id}}, ConsistentRead=True
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the payment") from exc
+        item = answer.get("Item")
+        if not item:
+            raise NotFoundError(f"payment {payment_id!r} not found")
+        return _record(item)

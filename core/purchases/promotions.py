@@ -1,0 +1,156 @@
+"""The promotions store: promo code → the balance credit a purchase with it earns, in DynamoDB.
+
+Table key: ``code`` (a string, the code in upper case). An item holds the credit (``credit_amount`` in minor units,
+``credit_currency``), ``active``, and optionally ``description`` and ``expires_at`` (ISO 8601), with its created and
+updated times.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from core.errors import AWS_ERRORS, NotFoundError, aws_error
+from core.purchases.models import Credit, Promotion, PromotionRequest
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
+class PromotionStorePort(Protocol):
+    """The promotions as the admin routes and the credit subscriber use them."""
+
+    def put(self, code: str, request: PromotionRequest, now: datetime) -> tuple[Promotion, bool]:
+        """Create or replace a promotion; return it and whether it was created."""
+        ...
+
+    def get(self, code: str) -> Promotion:
+        """Return a promotion; raise ``NotFoundError`` when there is none."""
+        ...
+
+    def delete(self, code: str) -> None:
+        """Delete a promotion; raise ``NotFoundError`` when there is none."""
+        ...
+
+    def list(self) -> list[Promotion]:
+        """Return every promotion, ordered by code."""
+        ...
+
+
+def _key(code: str) -> dict[str, Any]:
+    return {"code": {"S": code.upper()}}
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without an offset is taken as UTC (``now`` as a caller gives it; a request's ``expires_at`` has one)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return _utc(moment).isoformat()
+
+
+def _from_item(item: dict[str, Any]) -> Promotion:
+    values = {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+    return Promotion(
+        code=values["code"],
+        credit=Credit(amount=int(values["credit_amount"]), currency=values["credit_currency"]),
+        description=values.get("description"),
+        active=bool(values["active"]),
+        expires_at=values.get("expires_at"),
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+    )
+
+
+class PromotionStore:
+    """Reads and writes promotions in the DynamoDB ``promotions`` table (key: ``code``).
+
+    Parameters
+    ----------
+    client:
+        A boto3 DynamoDB client.
+    table_name:
+        The table's name.
+    """
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def put(self, code: str, request: PromotionRequest, now: datetime) -> tuple[Promotion, bool]:
+        """Create or replace the promotion ``code`` (upper-cased); return it and whether it was created.
+
+        A replace keeps the creation time; ``description`` and ``expires_at`` left out of ``request`` are removed.
+        """
+        values: dict[str, Any] = {
+            "credit_amount": request.credit.amount,
+            "credit_currency": request.credit.currency,
+            "active": request.active,
+            "updated_at": _iso(now),
+        }
+        removes = []
+        for name, value in (("description", request.description), ("expires_at", request.expires_at)):
+            if value is None:
+                removes.append(name)
+            else:
+                values[name] = _iso(value) if isinstance(value, datetime) else value
+        # Names go through placeholders: DynamoDB reserves many words.
+        names = {f"#{name}": name for name in [*values, *removes, "created_at"]}
+        sets = [f"#{name} = :{name}" for name in values]
+        sets.append("#created_at = if_not_exists(#created_at, :updated_at)")
+        expression = (
+            "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(f"#{name}" for name in removes) if removes else "")
+        )
+        try:
+            response = self._client.update_item(
+                TableName=self._table,
+                Key=_key(code),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={f":{name}": _SERIALIZER.serialize(value) for name, value in values.items()},
+                ReturnValues="ALL_OLD",
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "writing promotion") from exc
+        earlier = response.get("Attributes")
+        promotion = Promotion(
+            code=code.upper(),
+            credit=request.credit,
+            description=request.description,
+            active=request.active,
+            expires_at=request.expires_at,
+            created_at=datetime.fromisoformat(earlier["created_at"]["S"]) if earlier else _utc(now),
+            updated_at=_utc(now),
+        )
+        return promotion, not earlier
+
+    def get(self, code: str) -> Promotion:
+        """Return the promotion ``code`` (any case), read consistently; raise ``NotFoundError`` when there is none."""
+        try:
+            response = self._client.get_item(TableName=self._table, Key=_key(code), ConsistentRead=True)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading promotion") from exc
+        if "Item" not in response:
+            raise NotFoundError(f"promotion {code.upper()!r} does not exist")
+        return _from_item(response["Item"])
+
+    def delete(self, code: str) -> None:
+        """Delete the promotion ``code``; raise ``NotFoundError`` when there is none."""
+        try:
+            response = self._client.delete_item(TableName=self._table, Key=_key(code), ReturnValues="ALL_OLD")
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "deleting promotion") from exc
+        if "Attributes" not in response:
+            raise NotFoundError(f"promotion {code.upper()!r} does not exist")
+
+    def list(self) -> list[Promotion]:
+        """Return every promotion, ordered by code (a scan: the table holds a few codes, not a catalogue)."""
+        pages = self._client.get_paginator("scan").paginate(TableName=self._table, ConsistentRead=True)
+        try:
+            promotions = [_from_item(item) for page in pages for item in page.get("Items", [])]
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "listing promotions") from exc
+        return sorted(promotions, key=lambda promotion: promotion.code)

@@ -1,0 +1,424 @@
+"""Stripe webhooks: the route's signature check and enqueue, and the payment worker's handling of queued events.
+
+The route (``receive_webhook``) checks ``Stripe-Signature`` with the endpoint secret and Stripe's tolerance before
+anything else, with the stripe SDK's ``Webhook.construct_event`` on the body exactly as received; only a verified
+event goes on the webhook queue, as received.
+
+The worker (``process_webhook_event``) handles ``payment_intent.succeeded``, ``checkout.session.completed`` and
+``checkout.session.async_payment_succeeded``; other types are acknowledged and ignored. It never trusts the event's
+copy of an object: it retrieves the PaymentIntent (and the Checkout Session) from Stripe, records the payment once per
+Stripe event id, and publishes one Purchase event per payment:
+
+- publish, then mark: a crash between the two publishes the Purchase event again on the message's retry, so a
+  payment's Purchase event is published twice at most; its subscribers are idempotent on ``purchase_id``.
+- a promo code comes from the PaymentIntent's ``metadata.promo_code``, else from the Checkout Session's discounts
+  (their promotion codes) or its ``metadata.promo_code``. For ``payment_intent.succeeded`` of an intent without a
+  valid code of its own, the session is looked up by the intent (``checkout_session_for_intent``): Stripe sends that
+  event and ``checkout.session.completed`` at nearly the same time, and whichever is handled first publishes, so the
+  intent's event must not publish a Checkout's purchase without the code its discounts carry.
+- a payment whose PaymentIntent names no customer is recorded with status ``no_customer`` and not published (a
+  Purchase event needs ``customer_id``: nothing could be credited); a later event of the payment naming one publishes.
+- Stripe unavailable, DynamoDB or SNS failing: the error propagates and the queue retries the message (DLQ after 5
+  receives). A body that is not a Stripe event, or an object Stripe refuses to return, is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import AWS_ERRORS, PayloadTooLargeError, UpstreamError, aws_error, invalid_fields
+from core.observability import logger
+from core.purchases.errors import PermanentPurchaseError, StripeSignatureError
+from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, PaymentRecord, PurchaseEvent
+from core.purchases.payments import Payment, PaymentStorePort
+from core.purchases.ports import CheckoutSessionView, PaymentIntentView, PurchasePublisherPort, StripeGateway
+
+SIGNATURE_HEADER = "Stripe-Signature"
+# What one SQS message may carry (body and attributes); a Stripe event is a few KiB.
+MAX_EVENT_BYTES = 256 * 1024 - 1024
+PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
+CHECKOUT_SESSION_COMPLETED = "checkout.session.completed"
+# A Checkout paid with a delayed method (bank debits) completes unpaid; this event tells when it is paid.
+CHECKOUT_SESSION_ASYNC_SUCCEEDED = "checkout.session.async_payment_succeeded"
+HANDLED_TYPES = (PAYMENT_INTENT_SUCCEEDED, CHECKOUT_SESSION_COMPLETED, CHECKOUT_SESSION_ASYNC_SUCCEEDED)
+EVENT_TYPE_ATTRIBUTE = "stripe_event_type"
+EVENT_ID_ATTRIBUTE = "stripe_event_id"
+_MAX_USER_ID = 256
+_MAX_EMAIL = 320
+_PROMO_CODE = re.compile(PROMO_CODE_PATTERN)
+_ID = re.compile(ID_PATTERN)
+
+
+class StripeObjectRef(BaseModel):
+    """The object a Stripe event is about, by id."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    id: str = Field(min_length=1, max_length=255)
+
+
+class StripeEventData(BaseModel):
+    """A Stripe event's ``data``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    object: StripeObjectRef
+
+
+class StripeEventEnvelope(BaseModel):
+    """What the worker reads of a Stripe event: its id, type and the id of its object (never the object's copy)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+
+    id: str = Field(pattern=r"^evt_[A-Za-z0-9_]{1,255}$")
+    type: str = Field(pattern=r"^[a-z0-9_.]{1,100}$")
+    data: StripeEventData
+
+
+@dataclass(frozen=True)
+class VerifiedEvent:
+    """A Stripe event whose signature was verified: its id and type."""
+
+    event_id: str
+    event_type: str
+
+
+@runtime_checkable
+class WebhookQueuePort(Protocol):
+    """The queue verified Stripe events wait in for the payment worker."""
+
+    def send(self, payload: str, event: VerifiedEvent) -> str:
+        """Enqueue a verified event's body as received; return the SQS message id. Raise ``UpstreamError``."""
+        ...
+
+
+class WebhookQueue:
+    """Sends verified Stripe events to the webhook queue; implements ``WebhookQueuePort``.
+
+    Parameters
+    ----------
+    client:
+        A boto3 SQS client.
+    queue_url:
+        The webhook queue's URL.
+    """
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    def send(self, payload: str, event: VerifiedEvent) -> str:
+        """Enqueue the body with the event's type and id as message attributes."""
+        try:
+            answer = self._client.send_message(
+                QueueUrl=self._url,
+                MessageBody=payload,
+                MessageAttributes={
+                    EVENT_TYPE_ATTRIBUTE: {"DataType": "String", "StringValue": event.event_type},
+                    EVENT_ID_ATTRIBUTE: {"DataType": "String", "StringValue": event.event_id},
+                },
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "enqueuing the Stripe event") from exc
+        return str(answer["MessageId"])
+
+
+class WebhookSecret:
+    """The webhook endpoint's signing secret, read from an SSM SecureString through powertools (cached ``max_age``).
+
+    Parameters
+    ----------
+    provider:
+        A powertools ``SSMProvider``.
+    parameter:
+        The parameter's name.
+    max_age:
+        Seconds a value is reused, so a rolled secret takes effect within that time.
+    """
+
+    def __init__(self, provider: Any, parameter: str, max_age: int) -> None:
+        self._provider = provider
+        self._parameter = parameter
+        self._max_age = max_age
+
+    def __repr__(self) -> str:
+        return f"WebhookSecret(parameter={self._parameter!r})"
+
+    def get(self) -> str:
+        """Return the secret; raise ``UpstreamError`` (a 502, so Stripe retries) when it cannot be read."""
+        try:
+            value = self._provider.get(self._parameter, decrypt=True, max_age=self._max_age)
+        except GetParameterError as exc:
+            cause = exc.__cause__ or exc.__context__
+            code = cause.response["Error"]["Code"] if isinstance(cause, ClientError) else type(cause).__name__
+            raise UpstreamError(f"reading the Stripe webhook secret failed ({code})") from None
+        if not isinstance(value, str) or not value.strip():
+            raise UpstreamError("the Stripe webhook secret is empty")
+        return value
+
+
+def webhook_payload(body: str | None, base64_encoded: bool) -> str:
+    """Return the request body as Stripe signed it: the UTF-8 text, decoded from base64 when API Gateway encoded it."""
+    if not body:
+        return ""
+    if not base64_encoded:
+        return body
+    try:
+        return base64.b64decode(body, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise StripeSignatureError("the body is not UTF-8 text, which Stripe signs") from None
+
+
+def _signature_timestamp(signature: str | None) -> int:
+    """Return the timestamp of a ``Stripe-Signature`` header (``t=<unix time>,v1=<hex>[,…]``), refusing others."""
+    if not signature or not signature.strip():
+        raise StripeSignatureError(f"{SIGNATURE_HEADER} header is missing")
+    pairs = [item.split("=", 1) for item in signature.split(",")]
+    fields = [(pair[0].strip(), pair[1].strip()) for pair in pairs if len(pair) == 2]
+    timestamps = [value for key, value in fields if key == "t"]
+    if len(timestamps) != 1 or not timestamps[0].isdigit() or not any(key == "v1" and value for key, value in fields):
+        raise StripeSignatureError(f"{SIGNATURE_HEADER} header is malformed: expected t=<timestamp>,v1=<signature>")
+    return int(timestamps[0])
+
+
+def verify_event(
+    payload: str, signature: str | None, secret: Callable[[], str], tolerance: int, now: Callable[[], float]
+) -> VerifiedEvent:
+    """Verify a webhook with the stripe SDK (``Webhook.construct_event``); raise ``StripeSignatureError`` naming what
+    was wrong: no header, a malformed one, a timestamp outside ``tolerance`` seconds, a signature that does not match,
+    or a body that is not a Stripe event. The secret is read only for a well-formed header."""
+    timestamp = _signature_timestamp(signature)
+    import stripe  # loaded here: the route's only use of the SDK, so nothing else pays for its import
+
+    try:
+        stripe.Webhook.construct_event(payload, signature, secret(), tolerance=tolerance)
+    except stripe.SignatureVerificationError:
+        # The SDK checks the signature, then the age; a stale timestamp is named as such whatever the signature.
+        if timestamp < now() - tolerance:
+            raise StripeSignatureError(
+                f"{SIGNATURE_HEADER} timestamp is outside the tolerance of {tolerance} s"
+            ) from None
+        raise StripeSignatureError(f"{SIGNATURE_HEADER} does not match the body and the endpoint secret") from None
+    except (ValueError, TypeError, AttributeError):
+        raise StripeSignatureError("the body is not a Stripe event (JSON object)") from None
+    try:
+        envelope = StripeEventEnvelope.model_validate_json(payload)
+    except ValidationError as exc:
+        raise StripeSignatureError(f"the body is not a Stripe event ({invalid_fields(exc, 'body')})") from None
+    return VerifiedEvent(envelope.id, envelope.type)
+
+
+def receive_webhook(
+    payload: str,
+    signature: str | None,
+    secret: Callable[[], str],
+    tolerance: int,
+    queue: WebhookQueuePort,
+    now: Callable[[], float],
+) -> VerifiedEvent:
+    """Verify a Stripe webhook, then enqueue it as received; nothing is enqueued unless it is verified."""
+    event = verify_event(payload, signature, secret, tolerance, now)
+    if len(payload.encode()) > MAX_EVENT_BYTES:
+        raise PayloadTooLargeError(f"the Stripe event is over {MAX_EVENT_BYTES} bytes, more than the queue carries")
+    queue.send(payload, event)
+    return event
+
+
+class WebhookOutcome(StrEnum):
+    """What the worker did with a queued Stripe event; each is a metric of the payment worker."""
+
+    PUBLISHED = "published"  # the payment is recorded and its Purchase event published by this attempt
+    DUPLICATE = "duplicate"  # the Purchase event was published, or is being published, for another attempt or event
+    NO_CUSTOMER = "no_customer"  # recorded; the PaymentIntent names no customer, so no Purchase event
+    INVALID = "invalid"  # recorded; its facts make no valid Purchase event (logged with the fields)
+    UNPAID = "unpaid"  # the PaymentIntent has not succeeded, or the session has none: nothing to record
+    REFUSED = "refused"  # Stripe refused to return the object (it does not exist): dropped
+    IGNORED = "ignored"  # an event type the worker does not handle
+    MALFORMED = "malformed"  # not a Stripe event: dropped
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """The outcome of one Stripe event; ``mark_failed`` tells that the publication could not be recorded after it."""
+
+    outcome: WebhookOutcome
+    payment_id: str | None = None
+    mark_failed: bool = False
+
+
+@dataclass(frozen=True)
+class _Purchase:
+    payment: Payment
+    intent: PaymentIntentView
+    metadata: Mapping[str, str]
+
+
+def _promo_code(*candidates: str | None) -> str | None:
+    for candidate in candidates:
+        code = (candidate or "").strip()
+        if not code:
+            continue
+        if _PROMO_CODE.fullmatch(code):
+            return code.upper()
+        logger.warning("promo code of a payment is not a valid code: left out")
+    return None
+
+
+def _payment_id(intent: PaymentIntentView) -> str:
+    given = (intent.metadata.get("payment_id") or "").strip()
+    if _ID.fullmatch(given):
+        return given
+    if given:
+        logger.warning(
+            "metadata.payment_id is not a valid id: the PaymentIntent id is used", extra={"intent": intent.id}
+        )
+    return intent.id
+
+
+def _purchase(intent: PaymentIntentView, session: CheckoutSessionView | None) -> _Purchase:
+    session_metadata: Mapping[str, str] = session.metadata if session else {}
+    promo = _promo_code(
+        intent.metadata.get("promo_code"),
+        *(session.promo_codes if session else ()),
+        session_metadata.get("promo_code"),
+    )
+    payment = Payment(
+        payment_id=_payment_id(intent),
+        payment_intent=intent.id,
+        amount=intent.amount,
+        currency=intent.currency.lower(),
+        customer_id=intent.customer_id or (session.customer_id if session else None),
+        promo_code=promo,
+    )
+    return _Purchase(payment, intent, {**session_metadata, **intent.metadata})
+
+
+def _retrieve(envelope: StripeEventEnvelope, gateway: StripeGateway) -> _Purchase | None:
+    """Retrieve what the event is about from Stripe; ``None`` when there is no succeeded payment to record."""
+    object_id = envelope.data.object.id
+    session: CheckoutSessionView | None = None
+    intent_id: str | None = object_id
+    if envelope.type != PAYMENT_INTENT_SUCCEEDED:
+        session = gateway.checkout_session(object_id)
+        intent_id = session.payment_intent
+    if intent_id is None:
+        logger.info("checkout session has no PaymentIntent: nothing to record", extra={"event_type": envelope.type})
+        return None
+    intent = gateway.payment_intent(intent_id)
+    if intent.status != "succeeded":
+        logger.info(
+            "PaymentIntent has not succeeded: nothing to record",
+            extra={"event_type": envelope.type, "intent": intent.id, "status": intent.status},
+        )
+        return None
+    if session is None and not _PROMO_CODE.fullmatch((intent.metadata.get("promo_code") or "").strip()):
+        session = _session_of(intent, gateway)
+    return _purchase(intent, session)
+
+
+def _session_of(intent: PaymentIntentView, gateway: StripeGateway) -> CheckoutSessionView | None:
+    """The Checkout Session that made ``intent``, for its promo code; ``None`` when there is none or Stripe refuses.
+
+    ``StripeUnavailableError`` propagates: the message is retried rather than published without a code the session
+    may hold. A refusal would be refused again on every retry, and the payment itself is known: it is published
+    without the session (an error is logged).
+    """
+    try:
+        return gateway.checkout_session_for_intent(intent.id)
+    except PermanentPurchaseError as exc:
+        logger.error(
+            "Checkout Session lookup refused: the payment is published without its promo code",
+            extra={"intent": intent.id, "reason": exc.reason},
+        )
+        return None
+
+
+def _purchase_event(record: PaymentRecord, purchase: _Purchase) -> PurchaseEvent | None:
+    metadata = purchase.metadata
+    user_id = (metadata.get("user_id") or "").strip()
+    email = (metadata.get("email") or "").strip()
+    try:
+        return PurchaseEvent(
+            purchase_id=record.payment_id,
+            customer_id=record.customer_id or "",
+            user_id=user_id if 0 < len(user_id) <= _MAX_USER_ID else None,
+            email=email if 0 < len(email) <= _MAX_EMAIL else None,
+            amount=record.amount,
+            currency=record.currency,
+            promo_code=record.promo_code,
+            purchased_at=datetime.fromtimestamp(purchase.intent.created, UTC),
+        )
+    except ValidationError as exc:
+        logger.error(
+            "payment makes no valid Purchase event: not published",
+            extra={"payment_id": record.payment_id, "fields": invalid_fields(exc, "purchase")},
+        )
+        return None
+
+
+def process_webhook_event(
+    body: str, gateway: StripeGateway, payments: PaymentStorePort, publisher: PurchasePublisherPort
+) -> WebhookResult:
+    """Handle one queued Stripe event: record its payment once and publish the payment's Purchase event once.
+
+    Raises
+    ------
+    StripeUnavailableError
+        Stripe could not answer now; the message is retried.
+    UpstreamError
+        DynamoDB or SNS failed; the message is retried.
+    """
+    try:
+        envelope = StripeEventEnvelope.model_validate_json(body)
+    except ValidationError as exc:
+        logger.error("queued Stripe event is malformed: dropped", extra={"fields": invalid_fields(exc, "event")})
+        return WebhookResult(WebhookOutcome.MALFORMED)
+    if envelope.type not in HANDLED_TYPES:
+        logger.info("Stripe event type not handled: ignored", extra={"event_type": envelope.type})
+        return WebhookResult(WebhookOutcome.IGNORED)
+    logger.append_keys(stripe_event_id=envelope.id, stripe_event_type=envelope.type)
+    try:
+        purchase = _retrieve(envelope, gateway)
+    except PermanentPurchaseError as exc:
+        logger.warning("Stripe refused to return the event's object: dropped", extra={"reason": exc.reason})
+        return WebhookResult(WebhookOutcome.REFUSED)
+    if purchase is None:
+        return WebhookResult(WebhookOutcome.UNPAID)
+    write = payments.record(purchase.payment, envelope.id)
+    record = write.record
+    logger.append_keys(payment_id=record.payment_id)
+    if record.payment_intent != purchase.payment.payment_intent:
+        logger.warning("payment_id is used by another PaymentIntent: the first one's facts are kept")
+    if not write.recorded:
+        logger.info("Stripe event was recorded before: nothing recorded again")
+    if record.purchase_published:
+        return WebhookResult(WebhookOutcome.DUPLICATE, record.payment_id)
+    if record.customer_id is None:
+        logger.warning("PaymentIntent names no customer: recorded, no Purchase event published")
+        return WebhookResult(WebhookOutcome.NO_CUSTOMER, record.payment_id)
+    event = _purchase_event(record, purchase)
+    if event is None:
+        return WebhookResult(WebhookOutcome.INVALID, record.payment_id)
+    if not payments.claim_publication(record.payment_id, envelope.id):
+        logger.info("Purchase event published or being published for another event of the payment")
+        return WebhookResult(WebhookOutcome.DUPLICATE, record.payment_id)
+    message_id = publisher.publish(event)
+    try:
+        payments.mark_published(record.payment_id, message_id)
+    except UpstreamError as exc:
+        # The Purchase event is out: a retry would publish it again, so the failure is only logged.
+        logger.warning("publication could not be recorded", extra={"error": str(exc)})
+        return WebhookResult(WebhookOutcome.PUBLISHED, record.payment_id, mark_failed=True)
+    logger.info("Purchase event published", extra={"message_id": message_id})
+    return WebhookResult(WebhookOutcome.PUBLISHED, record.payment_id)

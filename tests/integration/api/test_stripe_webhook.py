@@ -1,0 +1,96 @@
+"""The Stripe webhook function under moto: API Gateway proxy events carrying bodies signed as Stripe signs them, the
+endpoint secret in SSM, the verified events on the webhook queue."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import pytest
+
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.aws import AwsResources, receive_all
+from tests.support.events import api_event, response_json
+from tests.support.stripe_webhooks import WEBHOOK_SECRET, event_body, sign, stripe_event
+
+SECRET_PARAMETER = "/notify/test/stripe/webhook-secret"
+PAYLOAD = event_body(stripe_event("checkout_session_completed"))
+
+
+@pytest.fixture
+def webhook_queue(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The webhook queue and the endpoint secret's SecureString, named in the environment."""
+    from core import clients
+
+    url: str = aws.sqs.create_queue(QueueName="notify-test-stripe-webhooks")["QueueUrl"]
+    aws.ssm.put_parameter(Name=SECRET_PARAMETER, Value=WEBHOOK_SECRET, Type="SecureString")
+    monkeypatch.setenv("STRIPE_WEBHOOK_QUEUE_URL", url)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET_PARAMETER", SECRET_PARAMETER)
+    clients.reset()
+    return url
+
+
+def _post(context: FakeLambdaContext, body: str, signature: str | None, base64_encoded: bool = False) -> Any:
+    from api.stripe_webhook import WEBHOOK_PATH, handler
+
+    headers = {"Stripe-Signature": signature} if signature is not None else {}
+    event = api_event("POST", WEBHOOK_PATH, body=body, headers=headers, api_key=None, api_key_id=None)
+    if base64_encoded:
+        event["body"] = base64.b64encode(body.encode()).decode()
+        event["isBase64Encoded"] = True
+    return handler(event, context)
+
+
+def test_stripe_webhook_signed_event_is_queued_as_received_with_its_type(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
+) -> None:
+    response = _post(lambda_context, PAYLOAD, sign(PAYLOAD), base64_encoded=True)
+
+    assert (response["statusCode"], response_json(response)) == (200, {"received": True})
+    (message,) = aws.sqs.receive_message(QueueUrl=webhook_queue, MessageAttributeNames=["All"])["Messages"]
+    assert message["Body"] == PAYLOAD
+    assert message["MessageAttributes"]["stripe_event_type"]["StringValue"] == "checkout.session.completed"
+    assert message["MessageAttributes"]["stripe_event_id"]["StringValue"] == "evt_1PkI3c2eZvKYlo2Cq9RfV0xT"
+
+
+@pytest.mark.parametrize(
+    ("signature", "problem"),
+    [
+        (None, "header is missing"),
+        (f"t={int(time.time())},v1={'f' * 64}", "does not match"),
+        (sign(PAYLOAD, "whsec_not_the_endpoint_secret"), "does not match"),
+        (sign(PAYLOAD, timestamp=int(time.time()) - 301), "outside the tolerance"),
+    ],
+    ids=["missing", "forged", "wrong-secret", "stale"],
+)
+def test_stripe_webhook_refused_400_nothing_queued(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext, signature: str | None, problem: str
+) -> None:
+    response = _post(lambda_context, PAYLOAD, signature)
+
+    assert response["statusCode"] == 400
+    assert problem in response_json(response)["message"]
+    assert receive_all(aws.sqs, webhook_queue) == []
+
+
+def test_stripe_webhook_queue_failure_answers_502_so_stripe_retries(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
+) -> None:
+    aws.sqs.delete_queue(QueueUrl=webhook_queue)
+
+    response = _post(lambda_context, PAYLOAD, sign(PAYLOAD))
+
+    assert response["statusCode"] == 502
+    assert "enqueuing the Stripe event failed" in response_json(response)["message"]
+
+
+def test_stripe_webhook_secret_missing_answers_502(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
+) -> None:
+    aws.ssm.delete_parameter(Name=SECRET_PARAMETER)
+
+    response = _post(lambda_context, PAYLOAD, sign(PAYLOAD))
+
+    assert response["statusCode"] == 502
+    assert "reading the Stripe webhook secret failed (ParameterNotFound)" in response_json(response)["message"]

@@ -1,0 +1,257 @@
+"""The payment worker under moto, the real stripe SDK retrieving PaymentIntents from the local Stripe server over
+HTTP, the Purchase events read back from a queue subscribed to the topic; the payments store's conditions under
+DynamoDB's rules (moto)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from core.purchases.payments import MAX_EVENTS, STATUS_SUCCEEDED, Payment, PaymentStore
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.integration.subscribers.conftest import PURCHASE_TABLES, PurchaseTopic
+from tests.support.aws import AwsResources
+from tests.support.events import load_event
+from tests.support.stripe_webhooks import event_body, stripe_event
+
+PAYMENTS_TABLE = PURCHASE_TABLES["PAYMENTS_TABLE"][0]
+worker = pytest.mark.usefixtures("purchases_aws", "purchase_topic")
+
+
+@pytest.fixture
+def dynamodb() -> Iterator[Any]:
+    """The payments table alone under moto: the store's suites need nothing else."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName=PAYMENTS_TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "payment_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "payment_id", "KeyType": "HASH"}],
+        )
+        yield client
+
+
+@pytest.fixture
+def customer_id(stripe_server: Any) -> str:
+    """A customer of the local Stripe server."""
+    found: str = stripe_server.client().v1.customers.create({"email": "ada@example.com"}).id
+    return found
+
+
+def _succeeded_intent(server: Any, customer_id: str | None, metadata: dict[str, str]) -> str:
+    client = server.client()
+    params: dict[str, Any] = {"amount": 4999, "currency": "eur", "payment_method": "pm_card_visa", "metadata": metadata}
+    if customer_id:
+        params["customer"] = customer_id
+    intent = client.v1.payment_intents.create(params)
+    intent_id: str = client.v1.payment_intents.confirm(intent.id).id
+    return intent_id
+
+
+def _batch(intent_id: str, event_id: str = "evt_3PkHzK2eZvKYlo2C0n1kWq8a") -> dict[str, Any]:
+    event = stripe_event("payment_intent_succeeded", id=event_id)
+    # The event's copy is never trusted: the worker retrieves the intent.
+    event["data"]["object"].update(id=intent_id, amount=1, currency="jpy", customer=None)
+    batch = load_event("sqs_event.json")
+    batch["Records"][0]["body"] = event_body(event)
+    return batch
+
+
+def _work(batch: dict[str, Any], context: FakeLambdaContext) -> Any:
+    from subscribers.payments import handler
+
+    return handler(batch, context)
+
+
+def _store(dynamodb: Any, now: float = 1_723_040_405.0) -> PaymentStore:
+    return PaymentStore(dynamodb, PAYMENTS_TABLE, claim_seconds=300, clock=lambda: now)
+
+
+@worker
+def test_payment_worker_records_the_payment_and_publishes_the_purchase_on_the_topic(
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    purchase_topic: PurchaseTopic,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    metadata = {"payment_id": "order-A-1042", "promo_code": "summer24", "email": "ada@example.com"}
+    intent_id = _succeeded_intent(stripe_server, customer_id, metadata)
+
+    result = _work(_batch(intent_id), lambda_context)
+
+    assert result == {"batchItemFailures": []}
+    (delivered,) = purchase_topic.published(purchases_aws.sqs)
+    purchase = json.loads(delivered["Message"])
+    assert {key: value for key, value in purchase.items() if key != "purchased_at"} == {
+        "purchase_id": "order-A-1042",
+        "customer_id": customer_id,
+        "email": "ada@example.com",
+        "amount": 4999,
+        "currency": "eur",
+        "promo_code": "SUMMER24",
+    }
+    assert delivered["MessageAttributes"]["has_promo_code"] == {"Type": "String", "Value": "true"}
+    assert delivered["MessageAttributes"]["promo_code"] == {"Type": "String", "Value": "SUMMER24"}
+    record = _store(purchases_aws.dynamodb).get("order-A-1042")
+    assert (record.payment_intent, record.status, record.purchase_published) == (intent_id, STATUS_SUCCEEDED, True)
+
+
+@worker
+def test_payment_worker_intent_without_promo_code_or_checkout_session_publishes_without_code(
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    purchase_topic: PurchaseTopic,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    # The worker looks the intent's Checkout Session up; localstripe answers 404 (no Checkout), which is "no session".
+    intent_id = _succeeded_intent(stripe_server, customer_id, {"payment_id": "order-D-1"})
+
+    result = _work(_batch(intent_id), lambda_context)
+
+    assert result == {"batchItemFailures": []}
+    (delivered,) = purchase_topic.published(purchases_aws.sqs)
+    assert "promo_code" not in json.loads(delivered["Message"])
+    assert delivered["MessageAttributes"]["has_promo_code"] == {"Type": "String", "Value": "false"}
+    assert _store(purchases_aws.dynamodb).get("order-D-1").purchase_published is True
+
+
+@worker
+def test_payment_worker_session_lookup_500_fails_the_record_for_a_retry(
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    purchase_topic: PurchaseTopic,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    intent_id = _succeeded_intent(stripe_server, customer_id, {})
+    stripe_server.fail("/v1/checkout/sessions", status=500)
+    batch = _batch(intent_id)
+
+    result = _work(batch, lambda_context)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
+    assert purchase_topic.published(purchases_aws.sqs) == []
+
+
+@worker
+def test_payment_worker_replayed_event_records_nothing_twice_and_publishes_once(
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    purchase_topic: PurchaseTopic,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    intent_id = _succeeded_intent(stripe_server, customer_id, {})
+    _work(_batch(intent_id), lambda_context)
+    first = _store(purchases_aws.dynamodb).get(intent_id)
+
+    result = _work(_batch(intent_id), lambda_context)
+
+    assert result == {"batchItemFailures": []}
+    assert _store(purchases_aws.dynamodb).get(intent_id) == first
+    assert len(purchase_topic.published(purchases_aws.sqs)) == 1
+
+
+@worker
+def test_payment_worker_two_events_of_one_payment_publish_one_purchase(
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    purchase_topic: PurchaseTopic,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    intent_id = _succeeded_intent(stripe_server, customer_id, {"payment_id": "order-B-7"})
+
+    _work(_batch(intent_id, "evt_first"), lambda_context)
+    _work(_batch(intent_id, "evt_second"), lambda_context)
+
+    assert _store(purchases_aws.dynamodb).get("order-B-7").events == ["evt_first", "evt_second"]
+    assert len(purchase_topic.published(purchases_aws.sqs)) == 1
+
+
+@worker
+def test_payment_worker_stripe_500_fails_the_record_for_a_retry(
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    purchase_topic: PurchaseTopic,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    intent_id = _succeeded_intent(stripe_server, customer_id, {})
+    stripe_server.fail("/v1/payment_intents", status=500)
+    batch = _batch(intent_id)
+
+    result = _work(batch, lambda_context)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
+    assert purchase_topic.published(purchases_aws.sqs) == []
+    assert _work(batch, lambda_context) == {"batchItemFailures": []}
+    assert len(purchase_topic.published(purchases_aws.sqs)) == 1
+
+
+def test_payment_store_same_event_twice_changes_nothing(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+
+    write = _store(dynamodb, now=1_723_049_999.0).record(
+        Payment("order-1", "pi_1", 4999, "eur", "cus_A1", "LATE"), "evt_1"
+    )
+
+    assert write.recorded is False
+    assert (write.record.promo_code, write.record.updated_at.timestamp()) == (None, 1_723_040_405.0)
+
+
+def test_payment_store_second_event_adds_what_was_missing_keeps_the_rest(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur"), "evt_1")
+
+    write = store.record(Payment("order-1", "pi_other", 1, "usd", "cus_A1", "WELCOME10"), "evt_2")
+
+    record = write.record
+    assert write.recorded is True
+    assert (record.payment_intent, record.amount, record.currency) == ("pi_1", 4999, "eur")
+    assert (record.customer_id, record.promo_code, record.status) == ("cus_A1", "WELCOME10", STATUS_SUCCEEDED)
+    assert record.events == ["evt_1", "evt_2"]
+
+
+def test_payment_store_event_ids_are_bounded(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    for index in range(MAX_EVENTS):
+        store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), f"evt_{index}")
+
+    write = store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_more")
+
+    assert write.recorded is False
+    assert len(write.record.events) == MAX_EVENTS
+
+
+def test_payment_store_one_claimant_publishes(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+
+    assert store.claim_publication("order-1", "evt_1") is True
+    assert store.claim_publication("order-1", "evt_2") is False
+    assert store.claim_publication("order-1", "evt_1") is True
+    store.mark_published("order-1", "sns-1")
+    assert store.claim_publication("order-1", "evt_1") is False
+    assert store.get("order-1").purchase_published is True
+
+
+def test_payment_store_stale_claim_taken_over(dynamodb: Any) -> None:
+    _store(dynamodb).record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+    _store(dynamodb).claim_publication("order-1", "evt_1")
+
+    assert _store(dynamodb, now=1_723_040_405.0 + 301).claim_publication("order-1", "evt_2") is True
+
+
+def test_payment_store_claim_of_an_unknown_payment_refused(dynamodb: Any) -> None:
+    assert _store(dynamodb).claim_publication("order-404", "evt_1") is False
