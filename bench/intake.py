@@ -16,7 +16,6 @@ import io
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -24,7 +23,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from bench.environment import FUNCTION_ENV, use_bench_environment
+from bench.coldstart import statement_ms
+from bench.environment import use_bench_environment
 from bench.results import Fragment, Table, Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,16 +146,6 @@ def measure_publishing(warm_publishes: int = WARM_PUBLISHES) -> list[dict[str, A
     return rows
 
 
-def _import_ms(statement: str, pycache: str, write_bytecode: bool) -> float:
-    code = f"import time; t = time.perf_counter(); {statement}; print((time.perf_counter() - t) * 1000)"
-    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": pycache}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if not write_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
-    return float(result.stdout.strip().splitlines()[-1])
-
-
 def measure_imports(cached: bool, runs: int) -> tuple[float, float]:
     """Return the median import time of boto3 and of producer.handler, alternating fresh processes.
 
@@ -166,14 +156,14 @@ def measure_imports(cached: bool, runs: int) -> tuple[float, float]:
     handler_ms: list[float] = []
     with tempfile.TemporaryDirectory() as shared:
         if cached:
-            _import_ms("import boto3, producer.handler", shared, write_bytecode=True)
+            statement_ms("import boto3, producer.handler", shared, write_bytecode=True)
         for _ in range(runs):
             for statement, into in (("import boto3", boto3_ms), ("import producer.handler", handler_ms)):
                 if cached:
-                    into.append(_import_ms(statement, shared, write_bytecode=False))
+                    into.append(statement_ms(statement, shared, write_bytecode=False))
                 else:
                     with tempfile.TemporaryDirectory() as empty:
-                        into.append(_import_ms(statement, empty, write_bytecode=False))
+                        into.append(statement_ms(statement, empty, write_bytecode=False))
     return statistics.median(boto3_ms), statistics.median(handler_ms)
 
 
