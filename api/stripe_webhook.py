@@ -25,7 +25,7 @@ WEBHOOK_PATH = "/v1/webhooks/stripe"
 
 
 class StripeWebhookResponse(Reply):
-    """Body of the webhook's 200: the event was verified and queued for the payment worker."""
+    """Body of the webhook's 200: the event was verified and its envelope queued for the payment worker."""
 
     received: bool = Field(description="Always true: the event is queued.")
 
@@ -39,7 +39,7 @@ def settings() -> StripeWebhookSettings:
     WEBHOOK_PATH,
     RouteDoc(
         {200: StripeWebhookResponse},
-        errors=(400, 413, 502),
+        errors=(400, 502),
         request=StripeEventEnvelope,
         headers=(SIGNATURE_HEADER,),
         summary="Take in a Stripe webhook event: its Stripe-Signature verified, then queued for the payment worker",

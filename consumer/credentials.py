@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.exceptions import ClientError
 
 from core.errors import PermanentDeliveryError, RetryableDeliveryError
@@ -29,6 +28,9 @@ class CredentialSource:
 
     def get(self, ref: str) -> dict[str, Any]:
         """Return the credentials named ``ref``; missing or unreadable ones are permanent, SSM outages retryable."""
+        # Importing these exceptions imports the whole parameters package (AppConfig too); the provider loaded it.
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
+
         try:
             value = self._provider.get(ref, decrypt=True, transform="json", max_age=self._max_age)
         except TransformParameterError:

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, ValidationError
 
 from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
-from core.channels import Channel, DeliveryReceipt
 from core.errors import (
     DeliveryDeferredError,
     PermanentDeliveryError,
@@ -39,6 +38,10 @@ from core.observability import logger
 from core.pacing import Limit, Pacer
 from core.ports import LedgerPort
 from core.queue import MAX_DELAY_SECONDS, DeadLetterQueue, DeliveryQueue
+
+if TYPE_CHECKING:
+    # The channels load with the first batch (core.clients.get_channels), not with this module.
+    from core.channels import Channel, DeliveryReceipt
 
 MetricRecorder = Callable[[str, str], None]
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer
@@ -27,8 +24,23 @@ from core.observability import logger, metrics, tracer
 from core.queue import DeadLetterQueue
 from core.settings import DeliverSettings, load_settings
 
-# Every record reports its own failure, so a batch whose records all failed is an answer, not an error.
-processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+# A processor set here is used instead of this container's own (tests give one per poller thread).
+processor: AsyncBatchProcessor | None = None
+
+
+@cache
+def batch_processor() -> AsyncBatchProcessor:
+    """Return this container's batch processor, built by the first batch: powertools' batch utility loads asyncio
+    and every event data class (~35 ms of import)."""
+    from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
+
+    # Every record reports its own failure, so a batch whose records all failed is an answer, not an error.
+    return AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def count_delivery(channel_type: str, outcome: str) -> None:
@@ -93,6 +105,10 @@ def attempt_of(record: SQSRecord) -> Attempt:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     """Deliver a batch; return the ids of the records to retry (``batchItemFailures``)."""
+    import asyncio
+
+    from aws_lambda_powertools.utilities.batch import async_process_partial_response
+
     concurrency = settings().delivery_concurrency
     metrics.add_metric(name="records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     deliverer = build_deliverer()
@@ -106,5 +122,5 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
             return outcome.value
 
         return async_process_partial_response(
-            event=event, record_handler=deliver_record, processor=processor, context=context
+            event=event, record_handler=deliver_record, processor=processor or batch_processor(), context=context
         )

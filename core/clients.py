@@ -13,12 +13,6 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from core.ledger import DeliveryLedger
-from core.pacing import DynamoPaceStore, Pacer
-from core.queue import DeliveryQueue
-from core.realtime.connections import ConnectionStore
-from core.realtime.keys import SigningKeyStore
-from core.secrets import SecretStore
 from core.settings import (
     ChannelSettings,
     ConnectionsSettings,
@@ -32,18 +26,27 @@ from core.settings import (
     clear_settings,
     load_settings,
 )
-from core.topics import TopicRegistry
 
 if TYPE_CHECKING:
+    from core.audience.connection import Database
+    from core.audience.endpoints import PushEndpoints
+    from core.audience.repository import AudienceRepository
     from core.channels import Channel
+    from core.ledger import DeliveryLedger
     from core.outbound import OutboundSession
+    from core.pacing import Pacer
     from core.purchases.events import PurchasePublisher
     from core.purchases.payments import PaymentStore
     from core.purchases.ports import StripeGateway
     from core.purchases.promotions import PromotionStore
     from core.purchases.purchases import PurchaseStore
     from core.purchases.webhooks import WebhookQueue, WebhookSecret
+    from core.queue import DeliveryQueue
+    from core.realtime.connections import ConnectionStore
+    from core.realtime.keys import SigningKeyStore
+    from core.secrets import SecretStore
     from core.settings import (
+        DatabaseSettings,
         PaymentsSettings,
         PromotionsSettings,
         PurchasesSettings,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
         StripeWebhookQueueSettings,
         StripeWebhookSecretSettings,
     )
+    from core.topics import TopicRegistry
 
 _CONFIG = Config(
     connect_timeout=2,
@@ -89,8 +93,11 @@ def get_client(service: str, region: str | None = None) -> Any:
     return _client(service, region or _default_region())
 
 
+# Each store's module loads with its first store: a function imports the stores it uses, not all of them.
 @cache
 def _topic_registry(table: str, cache_ttl_seconds: float, region: str) -> TopicRegistry:
+    from core.topics import TopicRegistry
+
     return TopicRegistry(get_client("dynamodb", region), table, cache_ttl_seconds)
 
 
@@ -102,6 +109,8 @@ def get_topic_registry(settings: TopicsSettings | None = None) -> TopicRegistry:
 
 @cache
 def _ledger(table: str, ttl_days: int, region: str) -> DeliveryLedger:
+    from core.ledger import DeliveryLedger
+
     return DeliveryLedger(get_client("dynamodb", region), table, ttl_days)
 
 
@@ -113,6 +122,8 @@ def get_ledger(settings: LedgerSettings | None = None) -> DeliveryLedger:
 
 @cache
 def _pacer(table: str, region: str) -> Pacer:
+    from core.pacing import DynamoPaceStore, Pacer
+
     return Pacer(DynamoPaceStore(get_client("dynamodb", region), table))
 
 
@@ -124,6 +135,8 @@ def get_pacer(settings: PacingSettings | None = None) -> Pacer:
 
 @cache
 def _delivery_queue(url: str, region: str) -> DeliveryQueue:
+    from core.queue import DeliveryQueue
+
     return DeliveryQueue(get_client("sqs", region), url)
 
 
@@ -135,6 +148,8 @@ def get_delivery_queue(settings: DeliveryQueueSettings | None = None) -> Deliver
 
 @cache
 def _secret_store(prefix: str, region: str) -> SecretStore:
+    from core.secrets import SecretStore
+
     return SecretStore(get_client("ssm", region), prefix)
 
 
@@ -173,6 +188,8 @@ def get_management_client(endpoint_url: str, region: str | None = None) -> Any:
 
 @cache
 def _signing_keys(parameter: str, cache_seconds: float, region: str) -> SigningKeyStore:
+    from core.realtime.keys import SigningKeyStore
+
     return SigningKeyStore(get_client("ssm", region), parameter, cache_seconds)
 
 
@@ -184,6 +201,8 @@ def get_signing_keys(settings: RealtimeKeysSettings | None = None) -> SigningKey
 
 @cache
 def _connection_store(table: str, region: str) -> ConnectionStore:
+    from core.realtime.connections import ConnectionStore
+
     return ConnectionStore(get_client("dynamodb", region), table)
 
 
@@ -375,6 +394,57 @@ def get_stripe_webhook_secret(settings: StripeWebhookSecretSettings | None = Non
     )
 
 
+# The audience's database: psycopg2 and core.audience load on first use, in the functions that reach PostgreSQL.
+@cache
+def _database(url: str, connect_timeout: int) -> Database:
+    from core.audience.connection import Database
+
+    return Database(url, connect_timeout=connect_timeout)
+
+
+@cache
+def _database_from_parameter(parameter: str, connect_timeout: int, region: str) -> Database:
+    from core.audience.connection import Database, read_database_secret
+
+    return Database(
+        partial(read_database_secret, get_client("ssm", region), parameter), connect_timeout=connect_timeout
+    )
+
+
+def get_database(settings: DatabaseSettings | None = None) -> Database:
+    """Return the container's one database connection (opened on first use, re-opened when broken).
+
+    From ``DATABASE_URL`` when set, else from the secret ``DATABASE_SECRET_PARAMETER`` names, read at each connect.
+    """
+    if settings is None:
+        from core.settings import DatabaseSettings
+
+        settings = load_settings(DatabaseSettings)
+    if settings.database_url is not None:
+        return _database(settings.database_url.get_secret_value(), settings.database_connect_timeout)
+    assert settings.database_secret_parameter is not None  # the settings require one of the two
+    return _database_from_parameter(
+        settings.database_secret_parameter, settings.database_connect_timeout, settings.aws_region
+    )
+
+
+def get_audience_repository(settings: DatabaseSettings | None = None) -> AudienceRepository:
+    """Return the audience repository on the container's one database connection.
+
+    Not cached itself: it holds nothing but the cached connection (``get_database``), and costs nothing to make.
+    """
+    from core.audience.repository import AudienceRepository
+
+    return AudienceRepository(get_database(settings))
+
+
+def get_push_endpoints(region: str | None = None) -> PushEndpoints:
+    """Return the devices' SNS platform endpoints on the shared SNS client of ``region`` (nothing else to cache)."""
+    from core.audience.endpoints import PushEndpoints
+
+    return PushEndpoints(get_client("sns", region))
+
+
 _CACHES: tuple[Any, ...] = (
     _default_region,
     _client,
@@ -396,6 +466,8 @@ _CACHES: tuple[Any, ...] = (
     _purchase_publisher,
     _stripe_webhook_queue,
     _stripe_webhook_secret,
+    _database,
+    _database_from_parameter,
 )
 
 

@@ -205,10 +205,18 @@ class Request:
 
     @property
     def decoded_body(self) -> str | None:
-        """The body, decoded from base64 when API Gateway encoded it."""
+        """The body, decoded from base64 when API Gateway encoded it; ``MalformedRequestError`` (400) when it is not
+        base64 of UTF-8 text."""
         body = self.raw.get("body")
         if body and self.raw.get("isBase64Encoded"):
-            return base64.b64decode(body).decode()
+            try:
+                data = base64.b64decode(body, validate=True)
+            except ValueError:  # binascii.Error
+                raise MalformedRequestError("body: is not valid base64") from None
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                raise MalformedRequestError("body: is not UTF-8") from None
         return body
 
 

@@ -541,6 +541,9 @@ class DeliveryLedger:
                 if "status" in item:
                     rows[item["delivery_key"]["S"]] = _entry(item)
         entries = [rows.get(key) or self._queued(record, expected[key]) for key in page_keys]
+        # A row read a moment after the light read may have moved on (retrying → dead): the summary says what the
+        # deliveries of this page say, so one answer never contradicts itself.
+        statuses.update({key: str(entry.status) for key, entry in rows.items()})
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1

@@ -1,5 +1,8 @@
 """Domain models: stored integrations and topics, the delivery message, ledger statuses, the publish request.
 
+Every model's validator is built on first use (``defer_build``): a function builds the few it parses, at its first
+invocation, not all of them at import.
+
 The schema an admin writes integrations in is built from the channels' own models in ``core.channels``.
 """
 
@@ -45,7 +48,7 @@ class IntegrationType(StrEnum):
 class Integration(BaseModel):
     """An integration as stored: secrets replaced by the name of the parameter holding them."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     type: IntegrationType
@@ -58,7 +61,7 @@ class Integration(BaseModel):
 class Topic(BaseModel):
     """A channel/topic and its integrations, as the registry holds it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     channel: str
     topic: str
@@ -71,7 +74,7 @@ class Topic(BaseModel):
 class Content(BaseModel):
     """What a channel sends: rendered text, and for some types a subject, html or a structured payload."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     text: str | None = None
     subject: str | None = None
@@ -82,7 +85,7 @@ class Content(BaseModel):
 class MessageIntegration(BaseModel):
     """The part of an integration a delivery message carries: never a secret, only its reference."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     type: IntegrationType
@@ -94,7 +97,7 @@ class MessageIntegration(BaseModel):
 class Recipient(BaseModel):
     """Whom an audience delivery is for; absent on topic integrations. ``address`` is never a secret."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     user_id: str = Field(min_length=1)
     device_id: str | None = None
@@ -120,7 +123,7 @@ class DeliveryMessage(BaseModel):
     written before them still parses.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[2] = 2
     notification_id: str = Field(min_length=1)
@@ -143,7 +146,7 @@ class DeliveryMessage(BaseModel):
 class DeliveryMessageV1(BaseModel):
     """A version 1 body, still read when it is on the queue as version 2 is deployed."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[1] = 1
     notification_id: str = Field(min_length=1)

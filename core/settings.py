@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 # The stage whose functions may send to loopback and private addresses: the local stack's (DESIGN.md).
 LOCAL_STAGE = "local"
@@ -39,7 +39,8 @@ def _problem(error: Mapping[str, Any]) -> str:
 class FunctionSettings(BaseModel):
     """What every function knows: its stage and region. The base of every mixin and role."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Built on first use: a function validates its one role, so the mixins and the other roles are never built.
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     stage: str = Field(alias="STAGE", min_length=1)
     aws_region: str = Field(alias="AWS_REGION", min_length=1)
@@ -390,3 +391,58 @@ def load_settings(model: type[S]) -> S:
 def clear_settings() -> None:
     """Forget every parsed settings model; tests call it (through ``core.clients.reset``) after changing the env."""
     _loaded.clear()
+
+
+class DatabaseSettings(FunctionSettings):
+    """The audience's PostgreSQL: ``DATABASE_URL`` or ``DATABASE_SECRET_PARAMETER``, one of them required.
+
+    ``DATABASE_URL`` (a libpq URL or DSN) is for the local stack and the tests. On AWS the credentials stay out of the
+    function's environment: ``DATABASE_SECRET_PARAMETER`` names the SSM SecureString holding the URL, or a Secrets
+    Manager secret (an RDS one's JSON too) as ``/aws/reference/secretsmanager/<secret name>``; it is read when the
+    connection is opened, so a rotated secret is used from the next connection on. When both are set,
+    ``DATABASE_URL`` wins. ``DATABASE_CONNECT_TIMEOUT`` bounds a connection attempt, in seconds.
+    """
+
+    database_url: SecretStr | None = Field(default=None, alias="DATABASE_URL")
+    database_secret_parameter: str | None = Field(default=None, alias="DATABASE_SECRET_PARAMETER", pattern=r"^/\S+$")
+    database_connect_timeout: int = Field(default=5, ge=1, le=30, alias="DATABASE_CONNECT_TIMEOUT")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.database_url is None and self.database_secret_parameter is None:
+            raise ValueError("DATABASE_URL or DATABASE_SECRET_PARAMETER must be set (the audience database)")
+        return self
+
+
+class AudienceSettings(DatabaseSettings):
+    """The audience routes' function: the PostgreSQL audience, and SNS (in the function's own region, ``AWS_REGION``)
+    for the devices' platform endpoints."""
+
+
+# Appended, not in the dict above: the role's model is defined after it.
+ROLE_SETTINGS["audience"] = AudienceSettings
+
+
+class ScheduleDispatchSettings(FunctionSettings):
+    """How the cron dispatches scheduled sends: rows per claim, the claim timeout, the margin kept before the function
+    times out, and the retries of a failed enqueue.
+
+    The claim timeout must be longer than the function's timeout (serverless.yml), so that only the claims of a run
+    that died are taken over, never those of one still running.
+    """
+
+    cron_batch_size: int = Field(default=100, ge=1, le=1000, alias="CRON_BATCH_SIZE")
+    cron_claim_timeout_seconds: int = Field(default=300, ge=60, le=3600, alias="CRON_CLAIM_TIMEOUT_SECONDS")
+    cron_time_margin_seconds: float = Field(default=10.0, ge=0, le=120, alias="CRON_TIME_MARGIN_SECONDS")
+    cron_retry_base_seconds: int = Field(default=60, ge=1, alias="CRON_RETRY_BASE_SECONDS")
+    cron_retry_cap_seconds: int = Field(default=3600, ge=1, alias="CRON_RETRY_CAP_SECONDS")
+    cron_max_attempts: int = Field(default=24, ge=1, alias="CRON_MAX_ATTEMPTS")
+
+
+class CronSettings(DatabaseSettings, ScheduleDispatchSettings, TopicsSettings, LedgerSettings, DeliveryQueueSettings):
+    """The cron (EventBridge ``rate(1 minute)``): claims due scheduled sends in PostgreSQL and hands them to the one
+    fan-out (topics, ledger, delivery queue)."""
+
+
+# Appended, not in the dict above: the role's model is defined after it.
+ROLE_SETTINGS["cron"] = CronSettings

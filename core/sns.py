@@ -1,9 +1,11 @@
 """Amazon SNS HTTPS deliveries: the message, its signature (versions 1 and 2), and the SNS URLs it points to.
 
 SNS signs a canonical string of a message's fields with the key of a certificate it serves at ``SigningCertURL``.
-That certificate is trusted for where it comes from: it is fetched only over HTTPS from a host of SNS's own
-(``TRUSTED_HOST``), so TLS vouches for it, as AWS's own SDKs verify. ``SubscribeURL`` is followed only on such a host
-too. ``cryptography`` is imported on the first verification, so the publish route never pays for it.
+That certificate is trusted for where it comes from: it is fetched only over HTTPS from SNS's regional endpoint of the
+topic's own region (``TRUSTED_HOST``, the region of ``TopicArn``), so TLS vouches for it, and it must be issued to
+``sns.amazonaws.com``, as AWS's own SDKs verify. A host merely starting with ``sns.`` is not enough: S3 serves any
+bucket, one named ``sns`` too, at ``sns.s3.amazonaws.com``. ``SubscribeURL`` is followed only on that host too.
+``cryptography`` is imported on the first verification, so the publish route never pays for it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ if TYPE_CHECKING:
     import requests
     from cryptography.x509 import Certificate
 
-# SNS's regional endpoints (``sns.eu-west-1.amazonaws.com``, ``sns.cn-north-1.amazonaws.com.cn``): the only hosts a
-# signing certificate is fetched from and a subscription is confirmed on.
-TRUSTED_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?")
+# SNS's regional endpoints (``sns.eu-west-1.amazonaws.com``, ``sns.us-gov-west-1.amazonaws.com``,
+# ``sns.cn-north-1.amazonaws.com.cn``): the only hosts a signing certificate is fetched from and a subscription is
+# confirmed on. The label must be shaped as a region: ``sns.s3.amazonaws.com`` is an S3 bucket named ``sns``.
+TRUSTED_HOST = re.compile(r"sns\.(?P<region>[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d)\.amazonaws\.com(?:\.cn)?")
+# ``arn:<partition>:sns:<region>:<account>:<topic>``
+_TOPIC_ARN = re.compile(r"arn:[a-z-]+:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_.-]+")
+# The subject of SNS's signing certificates, whatever the region.
+CERTIFICATE_NAME = "sns.amazonaws.com"
 # A URL is checked as written: printable ASCII, no spaces nor backslashes, which parsers split differently.
 _PLAIN_URL = re.compile(r"[!-\[\]-~]+")
 # The signed fields of each message type, in the order of the canonical string (AWS: "Verifying the signatures of
@@ -82,10 +89,19 @@ def canonical_string(message: SnsMessage) -> bytes:
     return "".join(f"{line}\n" for line in lines).encode()
 
 
-def check_sns_url(url: str, field: str, trusted_host: re.Pattern[str] = TRUSTED_HOST) -> str:
+def topic_region(topic_arn: str) -> str:
+    """Return the region of an SNS topic's ARN; raise ``SnsSignatureError`` naming ``TopicArn`` for anything else."""
+    match = _TOPIC_ARN.fullmatch(topic_arn)
+    if match is None:
+        raise SnsSignatureError("TopicArn must be an SNS topic ARN")
+    return match["region"]
+
+
+def check_sns_url(url: str, field: str, trusted_host: re.Pattern[str] = TRUSTED_HOST, region: str | None = None) -> str:
     """Return ``url`` if it is ``https://<SNS host>/…`` as written (no user, no port); else raise naming ``field``.
 
-    The refusal never quotes the URL: a SubscribeURL carries its subscription's token.
+    With ``region``, the host must be that region's (when ``trusted_host`` names a ``region`` group, as SNS's own
+    hosts do). The refusal never quotes the URL: a SubscribeURL carries its subscription's token.
     """
     try:
         parts = urlsplit(url)
@@ -94,8 +110,11 @@ def check_sns_url(url: str, field: str, trusted_host: re.Pattern[str] = TRUSTED_
         host = None
     if not _PLAIN_URL.fullmatch(url) or host is None or parts.scheme != "https":
         raise SnsSignatureError(f"{field} must be an https URL")
-    if parts.netloc != host or not trusted_host.fullmatch(host):
+    match = trusted_host.fullmatch(host) if parts.netloc == host else None
+    if match is None:
         raise SnsSignatureError(f"{field} must be on an SNS host (sns.<region>.amazonaws.com)")
+    if region is not None and match.groupdict().get("region", region) != region:
+        raise SnsSignatureError(f"{field} must be on the SNS host of the topic's region")
     return url
 
 
@@ -187,7 +206,7 @@ class SnsVerifier:
             signature = base64.b64decode(message.signature, validate=True)
         except binascii.Error:
             raise SnsSignatureError("Signature is not base64") from None
-        key = self._certificate(message.signing_cert_url).public_key()
+        key = self._certificate(message.signing_cert_url, topic_region(message.topic_arn)).public_key()
         if not isinstance(key, rsa.RSAPublicKey):
             raise SnsSignatureError("the signing certificate does not hold an RSA key")
         try:
@@ -197,17 +216,20 @@ class SnsVerifier:
 
     def subscribe_url(self, message: SnsMessage) -> str:
         """Return the message's ``SubscribeURL`` once checked: https, an SNS host, a ``ConfirmSubscription`` call."""
-        url = check_sns_url(message.subscribe_url or "", "SubscribeURL", self._trusted_host)
+        region = topic_region(message.topic_arn)
+        url = check_sns_url(message.subscribe_url or "", "SubscribeURL", self._trusted_host, region)
         if parse_qs(urlsplit(url).query).get("Action") != ["ConfirmSubscription"]:
             raise SnsSignatureError("SubscribeURL must call ConfirmSubscription")
         return url
 
-    def _certificate(self, url: str) -> Certificate:
+    def _certificate(self, url: str, region: str) -> Certificate:
         from cryptography import x509
+        from cryptography.x509.oid import NameOID
 
+        # Checked before the cache: a certificate cached for one topic's region is not another region's.
+        check_sns_url(url, "SigningCertURL", self._trusted_host, region)
         certificate = self._certificates.get(url)
         if certificate is None:
-            check_sns_url(url, "SigningCertURL", self._trusted_host)
             parts = urlsplit(url)
             if not parts.path.endswith(".pem") or parts.query or parts.fragment:
                 raise SnsSignatureError("SigningCertURL must name a .pem certificate")
@@ -221,6 +243,9 @@ class SnsVerifier:
                 certificate = x509.load_pem_x509_certificate(pem)
             except ValueError:
                 raise SnsSignatureError("SigningCertURL does not serve a PEM certificate") from None
+            names = [attribute.value for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+            if names != [CERTIFICATE_NAME]:
+                raise SnsSignatureError(f"the signing certificate is not issued to {CERTIFICATE_NAME}")
             self._certificates[url] = certificate
             while len(self._certificates) > self._cache_size:
                 self._certificates.popitem(last=False)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError, PayloadTooLargeError, SnsMessageError
+from core.errors import InvalidRequestError, MalformedRequestError, PayloadTooLargeError, SnsMessageError
 from core.http import Request, describe_validation_error, nested_too_deeply
 from core.models import PublishRequest
 from core.observability import logger, metrics
@@ -51,8 +51,8 @@ def request_body(request: Request) -> str:
     """Return an SNS delivery's body as text (API Gateway may have base64-encoded it); 400 when it is not UTF-8."""
     try:
         return request.decoded_body or ""
-    except ValueError:  # binascii.Error and UnicodeDecodeError alike
-        raise SnsMessageError("the body is not UTF-8 text") from None
+    except MalformedRequestError as exc:  # not base64, or not UTF-8 once decoded
+        raise SnsMessageError(str(exc)) from None
 
 
 def parse_sns_message(body: str) -> SnsMessage:

@@ -32,6 +32,7 @@ from core.settings import ROLE_SETTINGS
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.log_stream import CurrentStdout
 from tests.support.aws import AwsResources, create_resources
+from tests.support.postgres import TEST_DATABASE_URL
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,6 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
     With a Lambda runtime variable left in (``AWS_LAMBDA_FUNCTION_NAME``), private targets would be refused as inside
     Lambda; with a resource name or a tunable left in, a test would run on it.
     """
+    # The shell's DATABASE_URL names the server the PostgreSQL fixtures use (tests/support/postgres.py), not a setting.
+    if os.environ.get("DATABASE_URL"):
+        os.environ.setdefault(TEST_DATABASE_URL, os.environ["DATABASE_URL"])
     for model in ROLE_SETTINGS.values():
         for field in model.model_fields.values():
             if field.alias and field.alias not in {"STAGE", "AWS_REGION"}:

@@ -1,22 +1,35 @@
 """The Stripe balance credit a purchase's promo code earns: at most once per purchase, whatever SNS redelivers.
 
-Once per purchase, by two locks: the purchases record (a credit recorded is never made again), and Stripe's
-idempotency key, derived from the purchase id and the code, which covers the window between Stripe crediting and the
-record being written (a crash, a concurrent duplicate delivery): Stripe answers the same key with the same balance
-transaction for 24 hours, longer than Lambda's async retries (6 hours at most) keep an event.
+What protects against what:
+
+- A credit recorded on the purchase (``balance_transaction``) is final: a later delivery does nothing.
+- The credit's terms (amount, currency, description, idempotency key, first attempt time) are saved on the purchase
+  with a conditional write before the first Stripe call; the first writer wins. Every retry sends those terms, never
+  ones rebuilt from the promotion, and skips the promotion's checks: a promotion changed, deactivated or deleted after
+  Stripe credited (its answer lost) can neither make a retry send other parameters under the same key (Stripe's
+  ``IdempotencyError``) nor record a refusal for a credit Stripe holds.
+- Stripe's idempotency key (``credit_idempotency_key``) covers concurrent deliveries and a retry after a lost answer:
+  Stripe answers the same key with the same result for 24 hours.
+- Stripe replays that same result for 24 hours even when it is a 500 (the request may or may not have credited), and
+  forgets the key after 24 hours. So a retry (terms saved earlier) first lists the customer's balance transactions for
+  one whose ``metadata.purchase_id`` is this purchase, and records it as the credit when found. Only when none is
+  found is the request sent: with the saved key while the first attempt is younger than ``KEY_REUSE_WINDOW`` (23
+  hours, inside Stripe's 24), else with a new key derived from it (``renewed_idempotency_key``), safe because the list
+  showed no credit, and the same for every retry of the same window, so concurrent retries still share one key.
+- ``IdempotencyError`` is retried (``StripeIdempotencyError``) and logged on its own, never recorded as a refusal.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from core.errors import NotFoundError
 from core.observability import logger, metrics
-from core.purchases.errors import PermanentPurchaseError
-from core.purchases.models import CreditRecord, Promotion, PurchaseEvent, PurchaseRecord
+from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError
+from core.purchases.models import Credit, CreditRecord, CreditTerms, Promotion, PurchaseEvent, PurchaseRecord
 from core.purchases.ports import StripeGateway
 from core.purchases.promotions import PromotionStorePort
 from core.purchases.purchases import PurchaseStorePort
@@ -46,6 +59,17 @@ def credit_idempotency_key(purchase_id: str, code: str) -> str:
     A digest, so the key stays short (71 characters, Stripe takes 255) whatever the ids, and says nothing of them.
     """
     return "credit:" + hashlib.sha256(f"{purchase_id}|{code}".encode()).hexdigest()
+
+
+# How long a saved key is sent again: under Stripe's 24 hours, so a key is never sent after Stripe forgot it.
+KEY_REUSE_WINDOW = timedelta(hours=23)
+
+
+def renewed_idempotency_key(saved_key: str, age: timedelta) -> str:
+    """Return the key of a retry ``age`` after the first attempt: the saved key within ``KEY_REUSE_WINDOW``, else the
+    saved key with the number of the window the retry falls in (the same for every retry of that window)."""
+    window = int(age / KEY_REUSE_WINDOW)
+    return saved_key if window < 1 else f"{saved_key}:renewed-{window}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -84,10 +108,12 @@ def credit_purchase(
 ) -> CreditResult:
     """Credit the customer's Stripe balance with the promotion of the purchase's promo code, once; record it.
 
-    A purchase without a code gets nothing; one credited already, nothing more. An unknown, inactive or expired code,
-    a currency other than the promotion's, an unknown customer or a request Stripe refuses is recorded as
-    ``credit_error`` (its reason) and returned as ``REFUSED``: retrying cannot help. ``StripeUnavailableError`` and
-    ``UpstreamError`` (AWS) propagate, so the event is retried. Once Stripe has credited, nothing raises.
+    A purchase without a code gets nothing; one credited already, nothing more. A first attempt checks the promotion
+    and saves the credit's terms; a retry sends the saved terms (module docstring). An unknown, inactive or expired
+    code, a currency other than the promotion's, an unknown customer or a request Stripe refuses is recorded as
+    ``credit_error`` (its reason) and returned as ``REFUSED``: retrying cannot help. ``StripeUnavailableError`` (with
+    ``StripeIdempotencyError``) and ``UpstreamError`` (AWS) propagate, so the event is retried. Once Stripe has
+    credited, nothing raises.
     """
     code = event.promo_code
     if code is None:
@@ -97,18 +123,14 @@ def credit_purchase(
         logger.info("purchase credited already", extra={"purchase_id": event.purchase_id})
         return CreditResult(CreditOutcome.ALREADY_CREDITED, earlier.credit.balance_transaction)
     try:
-        try:
-            promotion = promotions.get(code)
-        except NotFoundError:
-            raise PermanentPurchaseError("unknown_code", f"promo code {code} does not exist") from None
-        usable_promotion(promotion, event)
-        transaction = stripe.credit_balance(
-            event.customer_id,
-            promotion.credit,
-            promotion.description or f"Promo code {code}",
-            {"purchase_id": event.purchase_id, "promo_code": code},
-            credit_idempotency_key(event.purchase_id, code),
-        )
+        terms = earlier.credit_terms if earlier is not None else None
+        retry = terms is not None
+        if terms is None:
+            ours = _terms(event, code, promotions, now)
+            terms = purchases.save_credit_terms(event, ours, now)
+            # Another delivery saved its terms first: it may have called Stripe already.
+            retry = terms != ours
+        transaction = _credit(event, code, terms, stripe, now, retry=retry)
     except PermanentPurchaseError as exc:
         # Recorded before answering; a store failure here raises, and the retry decides again (nothing was credited).
         purchases.record_credit_error(event, exc.reason, now)
@@ -118,16 +140,66 @@ def credit_purchase(
         )
         metrics.add_metric(name="CreditsRefused", unit="Count", value=1)
         return CreditResult(CreditOutcome.REFUSED, reason=exc.reason)
-    credit = CreditRecord(
-        balance_transaction=transaction, amount=promotion.credit.amount, currency=promotion.credit.currency
-    )
+    credit = CreditRecord(balance_transaction=transaction, amount=terms.amount, currency=terms.currency)
     metrics.add_metric(name="PurchasesCredited", unit="Count", value=1)
     _record(purchases, event, credit, now)
     return CreditResult(CreditOutcome.CREDITED, transaction)
 
 
+def _terms(event: PurchaseEvent, code: str, promotions: PromotionStorePort, now: datetime) -> CreditTerms:
+    """The terms of a first attempt, from the promotion; ``PermanentPurchaseError`` when it credits nothing."""
+    try:
+        promotion = promotions.get(code)
+    except NotFoundError:
+        raise PermanentPurchaseError("unknown_code", f"promo code {code} does not exist") from None
+    usable_promotion(promotion, event)
+    return CreditTerms(
+        amount=promotion.credit.amount,
+        currency=promotion.credit.currency,
+        description=promotion.description or f"Promo code {code}",
+        idempotency_key=credit_idempotency_key(event.purchase_id, code),
+        first_attempt_at=now,
+    )
+
+
+def _credit(
+    event: PurchaseEvent, code: str, terms: CreditTerms, stripe: StripeGateway, now: datetime, *, retry: bool
+) -> str:
+    """Credit the saved terms; on a retry, first look for the credit an earlier attempt made (module docstring)."""
+    key = terms.idempotency_key
+    if retry:
+        first_attempt = _aware(terms.first_attempt_at)
+        found = stripe.find_credit(event.customer_id, event.purchase_id, first_attempt)
+        if found is not None:
+            logger.info(
+                "credit of an earlier attempt found at Stripe",
+                extra={"purchase_id": event.purchase_id, "balance_transaction": found},
+            )
+            metrics.add_metric(name="CreditsFoundAtStripe", unit="Count", value=1)
+            return found
+        key = renewed_idempotency_key(key, _aware(now) - first_attempt)
+        if key != terms.idempotency_key:
+            logger.info("credit retried under a renewed idempotency key", extra={"purchase_id": event.purchase_id})
+    try:
+        return stripe.credit_balance(
+            event.customer_id,
+            Credit(amount=terms.amount, currency=terms.currency),
+            terms.description,
+            {"purchase_id": event.purchase_id, "promo_code": code},
+            key,
+        )
+    except StripeIdempotencyError as exc:
+        logger.error(
+            "Stripe refused the credit's idempotency key reused with other parameters: retried",
+            extra={"purchase_id": event.purchase_id, "detail": str(exc)},
+        )
+        metrics.add_metric(name="CreditIdempotencyErrors", unit="Count", value=1)
+        raise
+
+
 def _record(purchases: PurchaseStorePort, event: PurchaseEvent, credit: CreditRecord, now: datetime) -> None:
-    """Record a credit Stripe made; never raise: the customer is credited, and a retry would find the same key."""
+    """Record a credit Stripe made; never raise: the customer is credited, and a retry finds that credit (the saved
+    key's replay, or the customer's balance transactions)."""
     try:
         recorded = purchases.record_credit(event, credit, now)
     except Exception:

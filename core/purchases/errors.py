@@ -26,5 +26,14 @@ class StripeUnavailableError(UpstreamError):
     """Stripe answered 5xx or 429, or could not be reached: the same call may succeed later."""
 
 
+class StripeIdempotencyError(StripeUnavailableError):
+    """Stripe refused an idempotency key reused with other parameters (its ``IdempotencyError``, a 400).
+
+    Retried, never recorded as a refusal: the key's first request may have credited the customer, and the credit's
+    terms saved before that request are what every retry sends. Seeing one means those terms were not the ones sent
+    first (a bug, or a key shared by mistake): it is logged on its own, for a person to look at.
+    """
+
+
 class StripeSignatureError(MalformedRequestError):
     """A Stripe webhook whose ``Stripe-Signature`` is missing, forged or outside the tolerance (400)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from core.models import Reply, Strict
 
@@ -27,7 +27,9 @@ def _upper(code: str) -> str:
 
 PromoCode = Annotated[str, StringConstraints(pattern=PROMO_CODE_PATTERN), AfterValidator(_upper)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True)]
-MinorUnits = Annotated[int, Field(gt=0, le=100_000_000)]
+# Stripe takes amounts of up to 12 digits (IDR, KRW… count in big numbers); strict: ``true`` or ``"100"`` is no amount.
+MAX_AMOUNT = 999_999_999_999
+MinorUnits = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT)]
 
 
 class PurchaseEvent(BaseModel):
@@ -39,16 +41,16 @@ class PurchaseEvent(BaseModel):
     customer_id: str = Field(pattern=CUSTOMER_PATTERN)
     user_id: str | None = Field(default=None, max_length=256)
     email: str | None = Field(default=None, max_length=320)
-    amount: int = Field(ge=0, le=100_000_000)
+    amount: StrictInt = Field(ge=0, le=MAX_AMOUNT)
     currency: Currency
     promo_code: PromoCode | None = None
     purchased_at: datetime
 
 
 class Credit(BaseModel):
-    """An amount in a currency (minor units)."""
+    """An amount in a currency (minor units); unknown keys are refused, as in every request."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     amount: MinorUnits
     currency: Currency
@@ -90,6 +92,19 @@ class CreditRecord(Reply):
     currency: str
 
 
+class CreditTerms(BaseModel):
+    """What a purchase's credit asks Stripe for, saved on the purchase before the first Stripe call (first writer
+    wins), so that every retry sends the same request whatever became of the promotion since."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: int
+    currency: str
+    description: str
+    idempotency_key: str
+    first_attempt_at: datetime
+
+
 class PurchaseRecord(Reply):
     """What the service did with a purchase (``GET /v1/purchases/{purchase_id}``).
 
@@ -105,6 +120,8 @@ class PurchaseRecord(Reply):
     notification_id: str | None = None
     notification_error: str | None = None
     updated_at: datetime | None = None
+    # Bookkeeping of the credit subscriber, not shown: the route and the OpenAPI document leave it out.
+    credit_terms: CreditTerms | None = Field(default=None, exclude=True)
 
 
 class PaymentRecord(Reply):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from core.purchases.models import Credit, PurchaseEvent
@@ -42,6 +43,11 @@ class StripeGateway(Protocol):
         self, customer_id: str, credit: Credit, description: str, metadata: Mapping[str, str], idempotency_key: str
     ) -> str:
         """Credit ``customer_id``'s balance by ``credit`` (a negative balance transaction); return its id."""
+        ...
+
+    def find_credit(self, customer_id: str, purchase_id: str, since: datetime) -> str | None:
+        """Return the id of ``customer_id``'s balance transaction whose ``metadata.purchase_id`` is ``purchase_id``,
+        looking newest first back to ``since``; ``None`` when there is none."""
         ...
 
     def payment_intent(self, intent_id: str) -> PaymentIntentView:

@@ -3,22 +3,26 @@
 Table key: ``purchase_id``. The credit subscriber and the notification subscriber write the same item at the same
 time, each with an ``UpdateItem`` of its own attributes, so neither overwrites the other:
 
-- credit: ``balance_transaction``, ``credit_amount``, ``credit_currency``, or ``credit_error`` (a reason word);
+- credit: ``credit_terms`` (a map: ``amount``, ``currency``, ``description``, ``idempotency_key``,
+  ``first_attempt_at``), written once before the first Stripe call, then ``balance_transaction``, ``credit_amount``,
+  ``credit_currency``, or ``credit_error`` (a reason word);
 - notification: ``notification_id``, or ``notification_error`` (the error's text, safe to show);
 - both: ``customer_id``, ``promo_code`` (from the same event), ``updated_at``.
 
-A recorded credit is final: a later credit or credit error never replaces it. A recorded notification id is final too.
+A recorded credit is final: a later credit or credit error never replaces it. Saved credit terms are final: the first
+writer wins, and every retry sends them. A recorded notification id is final too.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
-from core.purchases.models import CreditRecord, PurchaseEvent, PurchaseRecord
+from core.errors import AWS_ERRORS, NotFoundError, UpstreamError, aws_error, error_code
+from core.purchases.models import CreditRecord, CreditTerms, PurchaseEvent, PurchaseRecord
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
@@ -40,6 +44,10 @@ class PurchaseStorePort(Protocol):
         """Record why a purchase earns no credit unless a credit is recorded; return ``False`` when one is."""
         ...
 
+    def save_credit_terms(self, event: PurchaseEvent, terms: CreditTerms, now: datetime) -> CreditTerms:
+        """Save the terms of a purchase's credit unless some are saved; return the saved ones (first writer wins)."""
+        ...
+
     def record_notification(self, event: PurchaseEvent, notification_id: str, now: datetime) -> bool:
         """Record a purchase's notification unless another is recorded; return ``False`` when one is."""
         ...
@@ -47,6 +55,15 @@ class PurchaseStorePort(Protocol):
     def record_notification_error(self, event: PurchaseEvent, error: str, now: datetime) -> bool:
         """Record why a purchase got no notification unless one is recorded; return ``False`` when one is."""
         ...
+
+
+def _plain(value: Any) -> Any:
+    """A deserialized map with DynamoDB's numbers (``Decimal``) as ints."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Decimal):
+        return int(value)
+    return value
 
 
 def _from_item(item: dict[str, Any]) -> PurchaseRecord:
@@ -58,8 +75,10 @@ def _from_item(item: dict[str, Any]) -> PurchaseRecord:
             amount=int(values["credit_amount"]),
             currency=values["credit_currency"],
         )
+    terms = values.get("credit_terms")
     return PurchaseRecord(
         purchase_id=values["purchase_id"],
+        credit_terms=CreditTerms.model_validate(_plain(terms)) if terms else None,
         customer_id=values.get("customer_id"),
         promo_code=values.get("promo_code"),
         credit=credit,
@@ -128,6 +147,28 @@ class PurchaseStore:
             condition="attribute_not_exists(#balance_transaction)",
             action="recording credit error",
         )
+
+    def save_credit_terms(self, event: PurchaseEvent, terms: CreditTerms, now: datetime) -> CreditTerms:
+        """Save what the purchase's credit asks Stripe for, unless terms are saved already; return the saved terms.
+
+        First writer wins (a conditional write): a concurrent delivery that lost gets the winner's terms, read
+        consistently, and sends exactly what the winner sends.
+        """
+        saved = self._update(
+            event,
+            now,
+            {"credit_terms": terms.model_dump(mode="json")},
+            remove=None,
+            guard="credit_terms",
+            condition="attribute_not_exists(#credit_terms)",
+            action="saving credit terms",
+        )
+        if saved:
+            return terms
+        winner = self.get(event.purchase_id).credit_terms
+        if winner is None:  # only if the item lost its terms between the two calls, which nothing does
+            raise UpstreamError("saving credit terms failed (terms vanished)")
+        return winner
 
     def record_notification(self, event: PurchaseEvent, notification_id: str, now: datetime) -> bool:
         """Record the purchase notification's id; return ``False`` when another id is recorded already.

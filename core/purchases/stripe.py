@@ -14,8 +14,10 @@ Every failure comes out through ``translate``, in one place:
 - ``resource_missing`` (the customer, intent or session does not exist) → ``PermanentPurchaseError`` with the
   call's reason (``unknown_customer`` for a credit); the one exception is the Checkout Session lookup by
   PaymentIntent, where a 404 means "no session" (``checkout_session_for_intent``);
-- any other 4xx (an invalid parameter, an idempotency key reused with other parameters) → ``PermanentPurchaseError``
-  ``stripe_refused``.
+- an idempotency key reused with other parameters (``IdempotencyError``, a 400) → ``StripeIdempotencyError``, a
+  ``StripeUnavailableError``: the key's first request may have credited the customer, so it is never recorded as a
+  refusal (``core.purchases.credit`` saves a credit's terms so that this should not happen, and logs it when it does);
+- any other 4xx (an invalid parameter) → ``PermanentPurchaseError`` ``stripe_refused``.
 
 Texts carry the HTTP status, Stripe's error code and request id, never the key, and the SDK's exception is dropped
 (``from None``): it holds the request's headers.
@@ -25,19 +27,27 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from core.purchases.errors import PermanentPurchaseError, StripeUnavailableError
+from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
 from core.purchases.models import Credit
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView
 
 if TYPE_CHECKING:
     from stripe import StripeClient, StripeError
+    from stripe.params import CustomerBalanceTransactionListParams
 
 # Retries belong to Lambda's async policy (minutes apart, then the on-failure queue); an SDK retry inside the
 # invocation would only lengthen it while Stripe is down.
 DEFAULT_NETWORK_RETRIES = 0
 _RETRYABLE_STATUSES = frozenset({401, 403, 409, 429})
+# Looking for an earlier credit: the customer's balance transactions, newest first, 100 a page, back to the first
+# attempt less a margin for the clocks (Stripe's and Lambda's); more pages than this is no customer's day, and is
+# retried (and alarmed on) rather than answered "none", which would credit again.
+LIST_PAGE_SIZE = 100
+MAX_LIST_PAGES = 10
+CLOCK_MARGIN_SECONDS = 600
 
 
 class StripeKeySource:
@@ -92,6 +102,10 @@ def translate(exc: StripeError, missing_reason: str) -> NoReturn:
     where = ", ".join(str(part) for part in (status, code, request_id) if part)
     if isinstance(exc, stripe.APIConnectionError):
         raise StripeUnavailableError("Stripe could not be reached") from None
+    if isinstance(exc, stripe.IdempotencyError):
+        raise StripeIdempotencyError(
+            f"Stripe refused an idempotency key reused with other parameters ({where})"
+        ) from None
     if isinstance(exc, stripe.RateLimitError | stripe.AuthenticationError | stripe.PermissionError):
         raise StripeUnavailableError(f"Stripe refused the call for now ({where})") from None
     if not isinstance(status, int) or status >= 500 or status in _RETRYABLE_STATUSES:
@@ -216,6 +230,34 @@ class StripeApiGateway:
         except stripe.StripeError as exc:
             translate(exc, "unknown_customer")
         return str(transaction.id)
+
+    def find_credit(self, customer_id: str, purchase_id: str, since: datetime) -> str | None:
+        """Return the id of the customer's balance transaction with ``metadata.purchase_id`` = ``purchase_id``, paging
+        newest first back to ``since`` (less ``CLOCK_MARGIN_SECONDS``); ``None`` when there is none.
+
+        ``StripeUnavailableError`` when more than ``MAX_LIST_PAGES`` pages would be needed: "none" is only answered
+        when it is known.
+        """
+        import stripe
+
+        client = self._stripe()
+        oldest = int(since.timestamp()) - CLOCK_MARGIN_SECONDS
+        params: CustomerBalanceTransactionListParams = {"limit": LIST_PAGE_SIZE}
+        for _ in range(MAX_LIST_PAGES):
+            try:
+                page = client.v1.customers.balance_transactions.list(customer_id, params).to_dict()
+            except stripe.StripeError as exc:
+                translate(exc, "unknown_customer")
+            transactions = page.get("data") or []
+            for transaction in transactions:
+                if (transaction.get("metadata") or {}).get("purchase_id") == purchase_id:
+                    return str(transaction["id"])
+            if not page.get("has_more") or not transactions or int(transactions[-1].get("created") or 0) < oldest:
+                return None
+            params = {"limit": LIST_PAGE_SIZE, "starting_after": transactions[-1]["id"]}
+        raise StripeUnavailableError(
+            f"the customer has more than {MAX_LIST_PAGES * LIST_PAGE_SIZE} balance transactions since the first attempt"
+        )
 
     def payment_intent(self, intent_id: str) -> PaymentIntentView:
         """Retrieve a PaymentIntent; an unknown one is ``PermanentPurchaseError("unknown_payment_intent")``."""

@@ -2,7 +2,10 @@
 
 The route (``receive_webhook``) checks ``Stripe-Signature`` with the endpoint secret and Stripe's tolerance before
 anything else, with the stripe SDK's ``Webhook.construct_event`` on the body exactly as received; only a verified
-event goes on the webhook queue, as received.
+event goes on the webhook queue, and only its envelope (``queued_event``: id, type, created, livemode, api_version and
+the id and kind of its object): the worker reads no more, an event's object may carry a secret (the ``client_secret``
+of a PaymentIntent or a Checkout Session) that no queue message may hold, and a real event may be larger than a queue
+message.
 
 The worker (``process_webhook_event``) handles ``payment_intent.succeeded``, ``checkout.session.completed`` and
 ``checkout.session.async_payment_succeeded``; other types are acknowledged and ignored. It never trusts the event's
@@ -28,7 +31,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -37,7 +40,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import AWS_ERRORS, PayloadTooLargeError, UpstreamError, aws_error, invalid_fields
+from core.errors import AWS_ERRORS, UpstreamError, aws_error, invalid_fields
 from core.observability import logger
 from core.purchases.errors import PermanentPurchaseError, StripeSignatureError
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, PaymentRecord, PurchaseEvent
@@ -45,8 +48,10 @@ from core.purchases.payments import Payment, PaymentStorePort
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView, PurchasePublisherPort, StripeGateway
 
 SIGNATURE_HEADER = "Stripe-Signature"
-# What one SQS message may carry (body and attributes); a Stripe event is a few KiB.
-MAX_EVENT_BYTES = 256 * 1024 - 1024
+# A Unix time in seconds: ten digits until 2286; more would only feed ``int`` a number it may refuse to read.
+_TIMESTAMP = re.compile(r"[0-9]{1,10}")
+# Stripe's v1 scheme: the hex HMAC-SHA256 of "<t>.<body>".
+_V1_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 PAYMENT_INTENT_SUCCEEDED = "payment_intent.succeeded"
 CHECKOUT_SESSION_COMPLETED = "checkout.session.completed"
 # A Checkout paid with a delayed method (bank debits) completes unpaid; this event tells when it is paid.
@@ -61,11 +66,12 @@ _ID = re.compile(ID_PATTERN)
 
 
 class StripeObjectRef(BaseModel):
-    """The object a Stripe event is about, by id."""
+    """The object a Stripe event is about, by id (and its kind, ``payment_intent``…)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     id: str = Field(min_length=1, max_length=255)
+    object: str | None = Field(default=None, max_length=100)
 
 
 class StripeEventData(BaseModel):
@@ -77,21 +83,26 @@ class StripeEventData(BaseModel):
 
 
 class StripeEventEnvelope(BaseModel):
-    """What the worker reads of a Stripe event: its id, type and the id of its object (never the object's copy)."""
+    """What is queued of a Stripe event, and all the worker reads: its id, type, time, mode and API version, and its
+    object's id and kind (never the object's copy, which may hold a secret)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     id: str = Field(pattern=r"^evt_[A-Za-z0-9_]{1,255}$")
     type: str = Field(pattern=r"^[a-z0-9_.]{1,100}$")
+    created: int | None = None
+    livemode: bool | None = None
+    api_version: str | None = Field(default=None, max_length=100)
     data: StripeEventData
 
 
 @dataclass(frozen=True)
 class VerifiedEvent:
-    """A Stripe event whose signature was verified: its id and type."""
+    """A Stripe event whose signature was verified: its id and type, and the queue message's body (its envelope)."""
 
     event_id: str
     event_type: str
+    queued: str = field(default="", compare=False, repr=False)
 
 
 @runtime_checkable
@@ -99,7 +110,7 @@ class WebhookQueuePort(Protocol):
     """The queue verified Stripe events wait in for the payment worker."""
 
     def send(self, payload: str, event: VerifiedEvent) -> str:
-        """Enqueue a verified event's body as received; return the SQS message id. Raise ``UpstreamError``."""
+        """Enqueue a verified event's envelope (``payload``); return the SQS message id. Raise ``UpstreamError``."""
         ...
 
 
@@ -119,7 +130,7 @@ class WebhookQueue:
         self._url = queue_url
 
     def send(self, payload: str, event: VerifiedEvent) -> str:
-        """Enqueue the body with the event's type and id as message attributes."""
+        """Enqueue the event's envelope with its type and id as message attributes."""
         try:
             answer = self._client.send_message(
                 QueueUrl=self._url,
@@ -181,13 +192,25 @@ def webhook_payload(body: str | None, base64_encoded: bool) -> str:
 
 
 def _signature_timestamp(signature: str | None) -> int:
-    """Return the timestamp of a ``Stripe-Signature`` header (``t=<unix time>,v1=<hex>[,…]``), refusing others."""
+    """Return the timestamp of a ``Stripe-Signature`` header (``t=<unix time>,v1=<64 hex>[,…]``), refusing others.
+
+    Patterns, not ``str.isdigit`` and ``int``: those take digits of any script (``²``) and numbers of any length,
+    which ``int`` then refuses with an error no caller expects.
+    """
     if not signature or not signature.strip():
         raise StripeSignatureError(f"{SIGNATURE_HEADER} header is missing")
+    if not signature.isascii():
+        raise StripeSignatureError(f"{SIGNATURE_HEADER} header is malformed: it is not ASCII")
     pairs = [item.split("=", 1) for item in signature.split(",")]
     fields = [(pair[0].strip(), pair[1].strip()) for pair in pairs if len(pair) == 2]
     timestamps = [value for key, value in fields if key == "t"]
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or not any(key == "v1" and value for key, value in fields):
+    signatures = [value for key, value in fields if key == "v1"]
+    if (
+        len(timestamps) != 1
+        or not _TIMESTAMP.fullmatch(timestamps[0])
+        or not signatures
+        or not all(_V1_SIGNATURE.fullmatch(value) for value in signatures)
+    ):
         raise StripeSignatureError(f"{SIGNATURE_HEADER} header is malformed: expected t=<timestamp>,v1=<signature>")
     return int(timestamps[0])
 
@@ -216,7 +239,12 @@ def verify_event(
         envelope = StripeEventEnvelope.model_validate_json(payload)
     except ValidationError as exc:
         raise StripeSignatureError(f"the body is not a Stripe event ({invalid_fields(exc, 'body')})") from None
-    return VerifiedEvent(envelope.id, envelope.type)
+    return VerifiedEvent(envelope.id, envelope.type, queued_event(envelope))
+
+
+def queued_event(envelope: StripeEventEnvelope) -> str:
+    """Return the queue message of a verified event: its envelope's JSON, which ``process_webhook_event`` reads."""
+    return envelope.model_dump_json()
 
 
 def receive_webhook(
@@ -227,11 +255,12 @@ def receive_webhook(
     queue: WebhookQueuePort,
     now: Callable[[], float],
 ) -> VerifiedEvent:
-    """Verify a Stripe webhook, then enqueue it as received; nothing is enqueued unless it is verified."""
+    """Verify a Stripe webhook, then enqueue its envelope; nothing is enqueued unless it is verified.
+
+    The envelope is bounded (its fields' limits make it under 1 KiB), so any event Stripe sends fits in a message.
+    """
     event = verify_event(payload, signature, secret, tolerance, now)
-    if len(payload.encode()) > MAX_EVENT_BYTES:
-        raise PayloadTooLargeError(f"the Stripe event is over {MAX_EVENT_BYTES} bytes, more than the queue carries")
-    queue.send(payload, event)
+    queue.send(event.queued, event)
     return event
 
 

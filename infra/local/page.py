@@ -331,6 +331,35 @@ def recent_notifications(dynamodb: Any, table: str, limit: int = _RECENT) -> lis
     return [notification_summary(ledger, item["notification_id"]["S"]) for item in records[:limit]]
 
 
+def recent_purchases(dynamodb: Any, table: str, limit: int = _RECENT) -> list[dict[str, Any]]:
+    """Return the purchases table's most recently updated purchases: credit (or why none) and notification."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table)
+    items = [
+        {name: deserializer.deserialize(value) for name, value in item.items()}
+        for page in pages
+        for item in page.get("Items", [])
+    ]
+    items.sort(key=lambda item: str(item.get("updated_at", "")), reverse=True)
+    return [
+        {
+            "purchase_id": item.get("purchase_id"),
+            "customer_id": item.get("customer_id"),
+            "promo_code": item.get("promo_code"),
+            "balance_transaction": item.get("balance_transaction"),
+            "credit_amount": int(item["credit_amount"]) if item.get("credit_amount") is not None else None,
+            "credit_currency": item.get("credit_currency"),
+            "credit_error": item.get("credit_error"),
+            "notification_id": item.get("notification_id"),
+            "notification_error": item.get("notification_error"),
+            "updated_at": item.get("updated_at"),
+        }
+        for item in items[:limit]
+    ]
+
+
 def find_notification(dynamodb: Any, table: str, notification_id: str) -> dict[str, Any] | None:
     """Return one notification as ``recent_notifications`` gives it, or ``None`` when the ledger has none."""
     from core.errors import NotFoundError
@@ -385,6 +414,8 @@ class LocalPage:
         view says it has no admin access.
     logs_for
         Returns a notification's log records (``LogFollower.for_notification``).
+    purchases
+        Returns the recent purchases (``recent_purchases``): the Stripe credit and the notification of each.
     """
 
     def __init__(
@@ -396,7 +427,9 @@ class LocalPage:
         notification: Callable[[str], dict[str, Any] | None] | None = None,
         admin: Admin | None = None,
         logs_for: Callable[[str], list[dict[str, Any]]] = _no_logs,
+        purchases: Callable[[], list[dict[str, Any]]] = list,
     ) -> None:
+        self._purchases = purchases
         self._records = records
         self._outbox = outbox
         self._ledger = ledger
@@ -414,14 +447,23 @@ class LocalPage:
         except Exception as exc:
             return [], str(exc)
 
+    def _recent_purchases(self) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            return self._purchases(), None
+        except Exception as exc:
+            return [], str(exc)
+
     def state(self) -> dict[str, Any]:
-        """Return the messages by channel (newest first) and the recent notifications."""
+        """Return the messages by channel (newest first), the recent notifications and the recent purchases."""
         notifications, ledger_error = self._notifications()
+        purchases, purchases_error = self._recent_purchases()
         return {
             "generated_at": _now(),
             "channels": self._messages(notifications),
             "notifications": notifications,
             "ledger_error": ledger_error,
+            "purchases": purchases,
+            "purchases_error": purchases_error,
         }
 
     def _messages(self, notifications: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -584,6 +626,7 @@ class LocalPage:
             context["dead_letters"] = self.dead_letters(notifications)
         else:
             context["channels"] = self._messages(notifications)
+            context["purchases"], context["purchases_error"] = self._recent_purchases()
             if selected:
                 context["detail"] = self.notification(selected, notifications)
                 context["logs"] = self.logs(selected)
@@ -775,6 +818,39 @@ def render_notifications(notifications: list[dict[str, Any]], selected: str | No
     return "".join(parts)
 
 
+def render_purchases(purchases: list[dict[str, Any]], error: str | None) -> str:
+    """The recent purchases: the Stripe balance credit of each (or why none) and its notification."""
+    if not purchases and not error:
+        return ""
+    parts = ['<section class="purchases"><h2>Purchases <span class="hint">(Stripe credits, notifications)</span></h2>']
+    if error:
+        parts.append(f'<p class="error">The purchases could not be read: {_e(error)}</p>')
+    parts.append(
+        '<table class="ledger"><thead><tr><th>updated</th><th>purchase</th><th>customer</th><th>promo code</th>'
+        "<th>credit</th><th>notification</th></tr></thead><tbody>"
+    )
+    for purchase in purchases:
+        if purchase.get("balance_transaction"):
+            from core.purchases.notify import format_amount
+
+            amount = format_amount(purchase.get("credit_amount") or 0, str(purchase.get("credit_currency") or ""))
+            credit = f"{_e(amount)} <code>{_e(purchase['balance_transaction'])}</code>"
+        else:
+            credit = _e(purchase.get("credit_error") or "—")
+        notification = (
+            f"<code>{_notification_link(purchase['notification_id'])}</code>"
+            if purchase.get("notification_id")
+            else _e(purchase.get("notification_error") or "—")
+        )
+        parts.append(
+            f"<tr><td>{_time(purchase.get('updated_at'))}</td><td><code>{_e(purchase.get('purchase_id'))}</code></td>"
+            f"<td><code>{_e(purchase.get('customer_id') or '—')}</code></td><td>{_e(purchase.get('promo_code') or '—')}"
+            f"</td><td>{credit}</td><td>{notification}</td></tr>"
+        )
+    parts.append("</tbody></table></section>")
+    return "".join(parts)
+
+
 def render_attempts(delivery: dict[str, Any]) -> str:
     """A delivery's attempts, oldest first: time, attempt, outcome, error."""
     history = delivery.get("history") or []
@@ -938,6 +1014,7 @@ def render_fragment(context: dict[str, Any]) -> str:
         parts.append(render_detail(selected, context.get("detail"), context.get("logs") or ([], None), messages))
     parts.append(render_channels(channels))
     parts.append(render_notifications(notifications, selected, context.get("ledger_error")))
+    parts.append(render_purchases(context.get("purchases") or [], context.get("purchases_error")))
     return "".join(parts)
 
 

@@ -29,7 +29,14 @@ from infra.local.gateway import Gateway, GatewayServer
 from infra.local.lock import RunLock, check_ports
 from infra.local.logs import LogFollower
 from infra.local.migrations import migrate
-from infra.local.page import AdminApi, LocalPage, MotoOutbox, find_notification, recent_notifications
+from infra.local.page import (
+    AdminApi,
+    LocalPage,
+    MotoOutbox,
+    find_notification,
+    recent_notifications,
+    recent_purchases,
+)
 from infra.local.peers import ReceiverServer, Records
 from infra.local.pollers import ScheduleTimer, SnsPoller, SqsPoller, scheduled_event
 from infra.local.postgres import PostgresError, embedded
@@ -326,6 +333,7 @@ class LocalStack:
         records = Records()
         self._serve(ReceiverServer((HOST, config.receiver_port), records), "receiver")
         deliveries_table = next((env["DELIVERIES_TABLE"] for env in envs.values() if "DELIVERIES_TABLE" in env), None)
+        purchases_table = next((env["PURCHASES_TABLE"] for env in envs.values() if "PURCHASES_TABLE" in env), None)
         assert self.logs is not None  # set by _start_pools, which runs first
         page = LocalPage(
             records,
@@ -338,6 +346,7 @@ class LocalStack:
             ),
             admin=AdminApi(config.api_url, config.admin_token),
             logs_for=self.logs.for_notification,
+            purchases=(lambda: recent_purchases(self.client("dynamodb"), purchases_table)) if purchases_table else list,
         )
         gateway = Gateway(
             service.http,

@@ -17,7 +17,9 @@ PaymentIntents and the rest, this server adds:
   (``Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256(secret, "<ts>.<payload>")>``), and each answer is recorded;
 - a fault switch, for tests and only on this local server: ``fail(path_prefix, status=500, count=1)`` (or
   ``POST /_faults``) answers the next ``count`` requests under a path prefix with a Stripe-shaped 5xx or 429, before
-  authentication and idempotency, as an outage of Stripe's front would.
+  authentication and idempotency, as an outage of Stripe's front would; with ``after=True`` (a 5xx only) the request
+  runs first (a credit is made) and its answer is replaced by the 500, which the idempotency layer keeps and replays
+  for the key, as Stripe does with a 500 once execution began.
 
 localstripe keeps its objects in one store per process: every server of a process sees the same customers and
 PaymentIntents; the store is emptied when the last server of the process stops. Its own webhook sender (one registry
@@ -539,6 +541,7 @@ class Fault:
     remaining: int
     method: str | None = None
     should_retry: bool | None = None
+    after: bool = False
 
     def describe(self) -> dict[str, Any]:
         """Return the fault as ``GET /_faults`` shows it."""
@@ -548,6 +551,7 @@ class Fault:
             "count": self.remaining,
             "method": self.method,
             "should_retry": self.should_retry,
+            "after": self.after,
         }
 
 
@@ -566,14 +570,16 @@ class FaultSwitch:
             raise ValueError("a fault needs a count of at least 1")
         if not fault.prefix.startswith("/v1/"):
             raise ValueError(f"a fault's path starts with /v1/, not {fault.prefix!r}")
+        if fault.after and fault.status == 429:
+            raise ValueError("a fault after execution answers a 5xx, not 429")
         with self._lock:
             self._faults.append(fault)
 
-    def take(self, method: str, path: str) -> Fault | None:
-        """Return the fault that answers this request, counting it, or ``None``."""
+    def take(self, method: str, path: str, *, after: bool = False) -> Fault | None:
+        """Return the fault that answers this request before it runs (``after`` false) or after, counting it."""
         with self._lock:
             for fault in self._faults:
-                if path.startswith(fault.prefix) and fault.method in (None, method):
+                if path.startswith(fault.prefix) and fault.method in (None, method) and fault.after == after:
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._faults.remove(fault)
@@ -771,13 +777,18 @@ class StripeServer:
         count: int = 1,
         method: str | None = None,
         should_retry: bool | None = None,
+        after: bool = False,
     ) -> None:
         """Answer the next ``count`` requests under ``path_prefix`` (e.g. ``/v1/customers``) with ``status``.
 
         ``status`` is 429 (``stripe.RateLimitError``) or a 5xx (``stripe.APIError``); ``should_retry`` sets
         ``Stripe-Should-Retry``, which the SDK obeys before its own rule (it retries 5xx itself when it may retry).
+        With ``after``, the request runs first (what it makes stays made) and the 5xx replaces its answer; a POST's
+        ``Idempotency-Key`` then keeps that 5xx and replays it, as Stripe does.
         """
-        self.faults.add(Fault(path_prefix, status, count, method.upper() if method else None, should_retry))
+        self.faults.add(
+            Fault(path_prefix, status, count, method.upper() if method else None, should_retry, after=after)
+        )
 
     def clear_faults(self) -> None:
         """Play no more faults."""
@@ -866,7 +877,14 @@ class StripeServer:
     def _app(self) -> web.Application:
         server_module, _ = _localstripe()
         app = web.Application(
-            middlewares=[self._errors, self._faults, self._auth, self._idempotent, self._serialized],
+            middlewares=[
+                self._errors,
+                self._faults,
+                self._auth,
+                self._idempotent,
+                self._faults_after,
+                self._serialized,
+            ],
         )
         app.on_response_prepare.append(_request_id)
         app.router.add_get(FAULTS_PATH, self._list_faults)
@@ -910,6 +928,16 @@ class StripeServer:
             if fault is not None:
                 return _fault_error(fault).response()
         return await handler(request)
+
+    @web.middleware
+    async def _faults_after(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Play a fault after the request ran, inside idempotency, so the key keeps the fault's answer."""
+        response = await handler(request)
+        if not request.path.startswith("/_") and response.status < 400:
+            fault = self.faults.take(request.method, request.path, after=True)
+            if fault is not None:
+                return _fault_error(fault).response()
+        return response
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -997,6 +1025,7 @@ class StripeServer:
                 count=int(data.get("count", 1)),
                 method=data.get("method") or None,
                 should_retry=_flag(data.get("should_retry")),
+                after=bool(_flag(data.get("after"))),
             )
         except (TypeError, ValueError) as exc:
             raise StripeApiError(400, str(exc)) from None

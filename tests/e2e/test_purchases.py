@@ -92,3 +92,11 @@ def test_checkout_notification_is_delivered_once(stack: Stack, checkout: dict[st
 
     assert len(records) == 1
     assert records[0]["body"]["event"] == "purchase.completed"
+
+
+def test_checkout_credit_and_notification_show_on_the_local_page(stack: Stack, checkout: dict[str, Any]) -> None:
+    state = stack.call("GET", "/_local/api/state").body
+    shown = {purchase["purchase_id"]: purchase for purchase in state["purchases"]}[checkout["payment_id"]]
+
+    assert shown["balance_transaction"] == checkout["purchase"]["credit"]["balance_transaction"]
+    assert shown["notification_id"] == checkout["purchase"]["notification_id"]

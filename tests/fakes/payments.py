@@ -145,6 +145,10 @@ class FakePaymentGateway:
         """Not used by the payment worker: a fake of the port only."""
         raise NotImplementedError
 
+    def find_credit(self, customer_id: str, purchase_id: str, since: datetime) -> str | None:
+        """Not used by the payment worker: a fake of the port only."""
+        raise NotImplementedError
+
     def payment_intent(self, intent_id: str) -> PaymentIntentView:
         """Return a held PaymentIntent."""
         self.calls.append(intent_id)

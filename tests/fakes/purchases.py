@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.errors import NotFoundError, UpstreamError
-from core.purchases.models import Credit, CreditRecord, Promotion, PromotionRequest, PurchaseEvent, PurchaseRecord
+from core.purchases.errors import StripeIdempotencyError, StripeUnavailableError
+from core.purchases.models import (
+    Credit,
+    CreditRecord,
+    CreditTerms,
+    Promotion,
+    PromotionRequest,
+    PurchaseEvent,
+    PurchaseRecord,
+)
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView
 
 
@@ -50,10 +59,12 @@ class FakePromotionStore:
 
 
 class FakePurchaseStore:
-    """Holds purchase records with the real store's rules: a recorded credit or notification id is final.
+    """Holds purchase records with the real store's rules: a recorded credit, saved credit terms or notification id is
+    final.
 
     ``fail_reads`` makes ``get`` raise ``UpstreamError``; ``fail_writes`` makes every ``record_*`` raise it, and
-    ``crash_writes`` raise a ``RuntimeError``, as a bug would.
+    ``crash_writes`` raise a ``RuntimeError``, as a bug would; ``fail_terms`` makes ``save_credit_terms`` raise it.
+    ``concurrent_terms`` are saved by "another delivery" just before this one's ``save_credit_terms`` (a race lost).
     """
 
     def __init__(self) -> None:
@@ -61,6 +72,8 @@ class FakePurchaseStore:
         self.fail_reads = False
         self.fail_writes = False
         self.crash_writes = False
+        self.fail_terms = False
+        self.concurrent_terms: CreditTerms | None = None
 
     def get(self, purchase_id: str) -> PurchaseRecord:
         """Return a record or raise ``NotFoundError``."""
@@ -98,6 +111,25 @@ class FakePurchaseStore:
         self._write(event, now, credit_error=reason)
         return True
 
+    def save_credit_terms(self, event: PurchaseEvent, terms: CreditTerms, now: datetime) -> CreditTerms:
+        """Save credit terms unless some are saved; return the saved ones."""
+        if self.fail_terms:
+            raise UpstreamError("saving credit terms failed (ServiceUnavailable)")
+        if self.concurrent_terms is not None:
+            self._save_terms(event, self.concurrent_terms, now)
+            self.concurrent_terms = None
+        return self._save_terms(event, terms, now)
+
+    def _save_terms(self, event: PurchaseEvent, terms: CreditTerms, now: datetime) -> CreditTerms:
+        earlier = self.records.get(event.purchase_id)
+        if earlier is not None and earlier.credit_terms is not None:
+            return earlier.credit_terms
+        record = earlier or PurchaseRecord(purchase_id=event.purchase_id)
+        self.records[event.purchase_id] = record.model_copy(
+            update={"customer_id": event.customer_id, "promo_code": event.promo_code, "credit_terms": terms}
+        )
+        return terms
+
     def record_notification(self, event: PurchaseEvent, notification_id: str, now: datetime) -> bool:
         """Record a notification id unless another is recorded."""
         earlier = self.records.get(event.purchase_id)
@@ -126,25 +158,61 @@ class BalanceCredit:
     idempotency_key: str
 
 
-class FakeStripeGateway:
-    """Credits balances in memory, answering the same idempotency key with the same transaction, as Stripe does.
+@dataclass(frozen=True)
+class BalanceTransaction:
+    """A credit the fake made: its id, the customer and the call that made it."""
 
-    ``error`` is raised by every call when set (a ``StripeUnavailableError`` or ``PermanentPurchaseError``).
+    id: str
+    call: BalanceCredit
+
+
+class FakeStripeGateway:
+    """Credits balances in memory, answering the same idempotency key with the same transaction, and the same key with
+    other parameters with ``StripeIdempotencyError``, as Stripe does.
+
+    ``error`` is raised by every call when set (a ``StripeUnavailableError`` or ``PermanentPurchaseError``);
+    ``lose_answers`` credits made whose answer is then lost (``StripeUnavailableError``, as a timeout or a 500 after
+    execution). ``ledger`` lists the credits made, ``lookups`` the ``find_credit`` calls.
     """
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
+        self.lose_answers = 0
         self.calls: list[BalanceCredit] = []
-        self.transactions: dict[str, str] = {}
+        self.lookups: list[tuple[str, str, datetime]] = []
+        self.transactions: dict[str, BalanceTransaction] = {}
+        self.ledger: list[BalanceTransaction] = []
 
     def credit_balance(
         self, customer_id: str, credit: Credit, description: str, metadata: Mapping[str, str], idempotency_key: str
     ) -> str:
         """Record the call; return the transaction of its idempotency key."""
-        self.calls.append(BalanceCredit(customer_id, credit, description, dict(metadata), idempotency_key))
+        call = BalanceCredit(customer_id, credit, description, dict(metadata), idempotency_key)
+        self.calls.append(call)
         if self.error is not None:
             raise self.error
-        return self.transactions.setdefault(idempotency_key, f"cbtxn_{len(self.transactions) + 1}")
+        earlier = self.transactions.get(idempotency_key)
+        if earlier is not None and earlier.call != call:
+            raise StripeIdempotencyError("Stripe refused an idempotency key reused with other parameters (400)")
+        if earlier is None:
+            earlier = self.transactions[idempotency_key] = BalanceTransaction(f"cbtxn_{len(self.ledger) + 1}", call)
+            self.ledger.append(earlier)
+        if self.lose_answers > 0:
+            self.lose_answers -= 1
+            raise StripeUnavailableError("Stripe failed (500)")
+        return earlier.id
+
+    def find_credit(self, customer_id: str, purchase_id: str, since: datetime) -> str | None:
+        """Return the newest credit of the customer for the purchase, or ``None``."""
+        self.lookups.append((customer_id, purchase_id, since))
+        if self.error is not None:
+            raise self.error
+        for transaction in reversed(self.ledger):
+            if transaction.call.customer_id == customer_id and transaction.call.metadata.get("purchase_id") == (
+                purchase_id
+            ):
+                return transaction.id
+        return None
 
     def payment_intent(self, intent_id: str) -> PaymentIntentView:
         """Not used by the credit: a fake of the port only."""

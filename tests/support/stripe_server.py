@@ -22,10 +22,12 @@ API
 The handle (``infra.local.stripe.StripeServer``)
     ``.url`` (``http://127.0.0.1:<port>``, what the code under test gets as the Stripe API base), ``.port``,
     ``.stop()``, ``.client()``;
-    ``.fail(path_prefix, status=500, count=1, method=None, should_retry=None)``: the next ``count`` requests under
-    the prefix (``/v1/customers``) answer a Stripe-shaped 5xx (``stripe.APIError``) or 429 (``stripe.RateLimitError``),
-    before idempotency, so a retry with the same ``Idempotency-Key`` runs for real; ``should_retry=False`` sends
-    ``Stripe-Should-Retry: false`` so an SDK with retries gives up at once; ``.clear_faults()``;
+    ``.fail(path_prefix, status=500, count=1, method=None, should_retry=None, after=False)``: the next ``count``
+    requests under the prefix (``/v1/customers``) answer a Stripe-shaped 5xx (``stripe.APIError``) or 429
+    (``stripe.RateLimitError``), before idempotency, so a retry with the same ``Idempotency-Key`` runs for real;
+    ``should_retry=False`` sends ``Stripe-Should-Retry: false`` so an SDK with retries gives up at once; ``after=True``
+    (5xx only) runs the request first (a credit is made) and answers the 5xx instead, which the key then replays, as
+    Stripe replays a 500 once execution began; ``.clear_faults()``;
     ``.register_webhook(url, secret, events)``, ``.deliveries`` (each with its ``answer``), ``.wait_for_delivery(
     event_type, object_id, timeout)``.
 

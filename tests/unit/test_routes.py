@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from api.audience import app as audience_app
 from api.handler import app as api_app
 from api.realtime import app as realtime_app
 from api.stripe_webhook import app as stripe_webhook_app
@@ -23,6 +24,7 @@ ROUTERS: dict[str, Router] = {
     "api": api_app,
     "realtimeTokens": realtime_app,
     "stripeWebhook": stripe_webhook_app,
+    "audience": audience_app,
 }
 # The function of serverless.yml that serves the WebSocket API's routes, and the route keys it handles.
 WEBSOCKET_FUNCTIONS: dict[str, tuple[str, ...]] = {"websocket": WEBSOCKET_ROUTES}

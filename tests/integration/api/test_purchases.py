@@ -9,9 +9,10 @@ import pytest
 
 from core.purchases.models import CreditRecord, PurchaseEvent
 from core.purchases.purchases import PurchaseStore
+from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.api.conftest import AdminApi
-from tests.support.aws import NAMES, AwsResources
-from tests.support.events import response_json
+from tests.support.aws import ADMIN_TOKEN, NAMES, AwsResources
+from tests.support.events import admin_event, response_json
 
 PROMOTION = "/v1/promotions/{code}"
 CREDIT = {"credit": {"amount": 1000, "currency": "EUR"}, "description": "Welcome", "active": True}
@@ -84,6 +85,10 @@ def test_delete_promotion_returns_204_then_404(admin: AdminApi, tables: AwsResou
         ({"credit": {"amount": 100, "currency": "eur"}, "expires_at": "soon"}, "expires_at"),
         ({"credit": {"amount": 100, "currency": "eur"}, "extra": 1}, "extra"),
         ({}, "credit"),
+        ({"credit": {"amount": True, "currency": "eur"}}, "credit.amount"),
+        ({"credit": {"amount": "100", "currency": "eur"}}, "credit.amount"),
+        ({"credit": {"amount": 1_000_000_000_000, "currency": "idr"}}, "credit.amount"),
+        ({"credit": {"amount": 100, "currency": "eur", "extra": 1}}, "credit.extra"),
     ],
 )
 def test_put_promotion_invalid_body_is_422_naming_the_field(
@@ -93,6 +98,31 @@ def test_put_promotion_invalid_body_is_422_naming_the_field(
 
     assert result["statusCode"] == 422
     assert field in response_json(result)["message"]
+
+
+def test_put_promotion_twelve_digit_credit_is_stored(admin: AdminApi, tables: AwsResources) -> None:
+    result = _put(admin, "IDR-BIG", {"credit": {"amount": 999_999_999_999, "currency": "idr"}})
+
+    assert result["statusCode"] == 201
+    assert response_json(result)["credit"] == {"amount": 999_999_999_999, "currency": "idr"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [("!!!notb64", "body: is not valid base64"), ("//4=", "body: is not UTF-8")],
+    ids=["not-base64", "not-utf8"],
+)
+def test_put_promotion_undecodable_base64_body_is_400_naming_the_body(
+    tables: AwsResources, lambda_context: FakeLambdaContext, body: str, message: str
+) -> None:
+    from api.handler import handler
+
+    event = admin_event("PUT", PROMOTION, {"code": "X"}, None, ADMIN_TOKEN)
+    event.update(body=body, isBase64Encoded=True)
+
+    result = handler(event, lambda_context)
+
+    assert (result["statusCode"], response_json(result)) == (400, {"message": message})
 
 
 def test_put_promotion_invalid_code_is_422_naming_code(admin: AdminApi, tables: AwsResources) -> None:

@@ -338,10 +338,11 @@ def test_template_purchase_subscribers_retry_then_go_to_the_failures_queue(packa
         destination = configs[function]["DestinationConfig"]["OnFailure"]["Destination"]
         assert destination == {"Fn::GetAtt": ["PurchaseFailuresQueue", "Arn"]}
         assert configs[function]["MaximumRetryAttempts"] == 2
-    alarmed = {
-        packaged.resources[key]["Properties"]["Dimensions"][0]["Value"].get("Fn::GetAtt", [None])[0]
+    dimensions = [
+        packaged.resources[key]["Properties"]["Dimensions"][0]["Value"]
         for key in packaged.of_type("AWS::CloudWatch::Alarm")
-    }
+    ]
+    alarmed = {value["Fn::GetAtt"][0] for value in dimensions if isinstance(value, dict) and "Fn::GetAtt" in value}
     assert {"PurchaseFailuresQueue", "StripeWebhookDeadLetterQueue"} <= alarmed
 
 
@@ -362,3 +363,19 @@ def test_template_stripe_webhook_queue_is_set_as_the_seed_set_it(packaged: Packa
     assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
     assert dlq["MessageRetentionPeriod"] == 1209600
     assert (mapping["BatchSize"], mapping["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
+
+
+def _client_operations(module: str) -> set[str]:
+    """The DynamoDB operations a store module calls on its client, as IAM actions (``update_item`` → UpdateItem)."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[3] / module).read_text()
+    calls = set(re.findall(r"self\._client\.(\w+)\(", source)) - {"get_paginator"}
+    calls |= set(re.findall(r'get_paginator\("(\w+)"\)', source))
+    return {"dynamodb:" + "".join(part.title() for part in call.split("_")) for call in calls}
+
+
+def test_template_api_role_allows_every_call_of_the_promotions_store(packaged: PackagedService) -> None:
+    allowed = set(_statements(packaged, "ApiRole")["Promotions"]["Action"])
+
+    assert _client_operations("core/purchases/promotions.py") <= allowed

@@ -169,6 +169,28 @@ def test_fault_switch_fault_keeps_no_idempotent_result(local_stripe: StripeServe
     assert len(client.v1.customers.balance_transactions.list(customer).data) == 1
 
 
+def test_fault_switch_after_execution_credits_then_replays_the_500_for_the_key(
+    local_stripe: StripeServer, client: Any, customer: str
+) -> None:
+    local_stripe.fail("/v1/customers", status=500, count=1, method="POST", after=True)
+    options = {"idempotency_key": "purchase-p-3-WELCOME"}
+    with pytest.raises(stripe.APIError):
+        client.v1.customers.balance_transactions.create(customer, CREDIT, options)
+
+    with pytest.raises(stripe.APIError) as replayed:
+        client.v1.customers.balance_transactions.create(customer, CREDIT, options)
+
+    assert replayed.value.http_status == 500
+    assert (replayed.value.headers or {}).get("Idempotent-Replayed") == "true"
+    assert len(client.v1.customers.balance_transactions.list(customer).data) == 1
+    assert client.v1.customers.retrieve(customer).balance == -500
+
+
+def test_fault_switch_after_execution_429_refused(local_stripe: StripeServer) -> None:
+    with pytest.raises(ValueError, match="5xx"):
+        local_stripe.fail("/v1/customers", status=429, after=True)
+
+
 def test_fault_switch_over_http_429_raises_rate_limit_error(local_stripe: StripeServer, client: Any) -> None:
     import urllib.request
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from core.errors import NotFoundError
 from core.purchases.credit import credit_idempotency_key
 from core.purchases.errors import StripeUnavailableError
 from core.purchases.models import PromotionRequest
@@ -132,7 +131,36 @@ def test_credit_handler_stripe_500_raises_then_retry_credits_once(
     assert STRIPE_SECRET_KEY not in logs() + str(raised.value)
 
     assert _transactions(stripe_server, customer_id) == []
-    with pytest.raises(NotFoundError):
-        _purchases(purchases_aws).get("pi_3PxSample0001")
+    record = _purchases(purchases_aws).get("pi_3PxSample0001")
+    assert (record.credit, record.credit_error) == (None, None)
     assert _credit(event, lambda_context) == {"purchases": {"pi_3PxSample0001": "credited"}}
     assert len(_transactions(stripe_server, customer_id)) == 1
+
+
+@pytest.mark.usefixtures("promotion")
+def test_credit_handler_stripe_500_after_crediting_then_promotion_changed_retry_finds_the_credit_once(
+    stripe_server: Any, customer_id: str, purchases_aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    event = sns_event(purchase_message(customer_id=customer_id))
+    stripe_server.fail("/v1/customers", status=500, count=1, method="POST", after=True)
+    with pytest.raises(StripeUnavailableError):
+        _credit(event, lambda_context)
+    # The promotion changes before the retry: the retry must neither send other terms nor refuse.
+    PromotionStore(purchases_aws.dynamodb, PURCHASE_TABLES["PROMOTIONS_TABLE"][0]).put(
+        "welcome10",
+        PromotionRequest.model_validate({"credit": {"amount": 2000, "currency": "eur"}, "active": False}),
+        datetime.now(UTC),
+    )
+
+    result = _credit(event, lambda_context)
+
+    assert result == {"purchases": {"pi_3PxSample0001": "credited"}}
+    (transaction,) = _transactions(stripe_server, customer_id)
+    record = _purchases(purchases_aws).get("pi_3PxSample0001")
+    assert record.credit is not None
+    assert (record.credit.balance_transaction, record.credit.amount, record.credit_error) == (
+        transaction.id,
+        1000,
+        None,
+    )
+    assert stripe_server.client().v1.customers.retrieve(customer_id).balance == -1000

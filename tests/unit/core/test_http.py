@@ -31,6 +31,7 @@ from core.errors import (
 from core.http import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
+    Request,
     describe_validation_error,
     error_response,
     parse_body,
@@ -644,3 +645,23 @@ def test_publish_request_metadata_too_deep_built_in_code_is_refused() -> None:
 
     with pytest.raises(ValidationError):
         PublishRequest(metadata={"a": value})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("!!!notb64", "body: is not valid base64"),
+        ("//4=", "body: is not UTF-8"),  # base64 of 0xff 0xfe
+    ],
+)
+def test_request_decoded_body_undecodable_base64_raises_malformed_naming_body(body: str, message: str) -> None:
+    request = Request({"httpMethod": "PUT", "body": body, "isBase64Encoded": True})
+
+    with pytest.raises(MalformedRequestError, match=message):
+        request.decoded_body  # noqa: B018
+
+
+def test_request_decoded_body_base64_text_decoded() -> None:
+    request = Request({"httpMethod": "PUT", "body": "eyJhIjogMX0=", "isBase64Encoded": True})
+
+    assert request.decoded_body == '{"a": 1}'

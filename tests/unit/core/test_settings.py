@@ -8,7 +8,9 @@ from pydantic import ValidationError
 from core.settings import (
     ROLE_SETTINGS,
     ApiSettings,
+    AudienceSettings,
     AuthorizerSettings,
+    CronSettings,
     DeliverSettings,
     FunctionSettings,
     PaymentWorkerSettings,
@@ -81,7 +83,16 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "PAYMENTS_TABLE": "notify-prod-payments",
         "PURCHASE_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:notify-prod-Purchase",
     },
+    AudienceSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database"},
+    CronSettings: {
+        "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
+        "TOPICS_TABLE": "notify-prod-topics",
+        "DELIVERIES_TABLE": "notify-prod-ledger",
+        "DELIVERY_QUEUE_URL": QUEUE,
+    },
 }
+# Variables another may stand in for (DATABASE_URL, locally): unset, the message names both.
+EITHER: dict[str, str] = {"DATABASE_SECRET_PARAMETER": "DATABASE_URL or DATABASE_SECRET_PARAMETER must be set"}
 ROLES = list(REQUIRED)
 # What the real Lambda runtime sets; the local stack sets none of the last two.
 IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "notify-prod-deliver"}
@@ -113,7 +124,8 @@ def test_role_settings_variable_unset_fails_naming_it(model: type[FunctionSettin
     env = _env(model)
     del env[variable]
 
-    with pytest.raises(SettingsError, match=rf"^{model.__name__}: {variable} is not set$"):
+    problem = EITHER.get(variable, f"{variable} is not set$")
+    with pytest.raises(SettingsError, match=rf"^{model.__name__}: {problem}"):
         model.from_env(env)
 
 
@@ -168,6 +180,8 @@ def test_role_settings_every_function_of_serverless_yml_has_one() -> None:
         "purchaseNotify",
         "stripeWebhook",
         "paymentWorker",
+        "audience",
+        "cron",
     }
     assert set(ROLE_SETTINGS.values()) == set(ROLES)
 

@@ -134,6 +134,11 @@ FOREIGN_CERT_URLS = [
     pytest.param("https://sns.us-east-1.amazonaws.com/a.pem#x", id="fragment"),
     pytest.param("https://[::1/a.pem", id="unparsable"),
     pytest.param("sns.us-east-1.amazonaws.com/a.pem", id="no-scheme"),
+    pytest.param("https://sns.s3.amazonaws.com/a.pem", id="s3-bucket-named-sns"),
+    pytest.param("https://sns.s3-us-west-2.amazonaws.com/a.pem", id="s3-regional-bucket-named-sns"),
+    pytest.param("https://sns.s3.us-east-1.amazonaws.com/a.pem", id="s3-dotted-bucket-named-sns"),
+    pytest.param("https://sns.execute-api.amazonaws.com/a.pem", id="not-a-region"),
+    pytest.param("https://sns.us-east-1a.amazonaws.com/a.pem", id="zone-not-region"),
 ]
 
 
@@ -148,19 +153,53 @@ def test_verify_foreign_certificate_url_raises_and_fetches_nothing(url: str) -> 
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "topic_arn"),
     [
-        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem",
-        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-1.pem",
-        "https://sns.eu-west-3.amazonaws.com/a/b/SimpleNotificationService-1.pem",
+        (
+            "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-1.pem",
+            "arn:aws-cn:sns:cn-north-1:123456789012:order-events",
+        ),
+        (
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-1.pem",
+            "arn:aws-us-gov:sns:us-gov-west-1:123456789012:order-events",
+        ),
+        (
+            "https://sns.eu-west-3.amazonaws.com/a/b/SimpleNotificationService-1.pem",
+            "arn:aws:sns:eu-west-3:123456789012:order-events",
+        ),
     ],
 )
-def test_verify_certificate_on_any_sns_region_host_is_fetched(url: str) -> None:
+def test_verify_certificate_on_the_topic_region_sns_host_is_fetched(url: str, topic_arn: str) -> None:
     fetch = fetcher(url=url)
 
-    verifier(fetch).verify(_message(sign({**sample(NOTIFICATION), "SigningCertURL": url})))
+    verifier(fetch).verify(_message(sign({**sample(NOTIFICATION), "SigningCertURL": url, "TopicArn": topic_arn})))
 
     assert fetch.asked == [url]
+
+
+def test_verify_certificate_of_another_region_than_the_topic_raises_and_fetches_nothing() -> None:
+    url = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-1.pem"
+    fetch = fetcher(url=url)
+
+    with pytest.raises(SnsSignatureError, match="SigningCertURL must be on the SNS host of the topic's region"):
+        verifier(fetch).verify(_message(sign({**sample(NOTIFICATION), "SigningCertURL": url})))
+    assert fetch.asked == []
+
+
+@pytest.mark.parametrize("topic_arn", ["order-events", "arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sns::1:t"])
+def test_verify_topic_arn_not_of_an_sns_topic_raises_naming_it(topic_arn: str) -> None:
+    fetch = fetcher()
+
+    with pytest.raises(SnsSignatureError, match="TopicArn"):
+        verifier(fetch).verify(_message(sign({**sample(NOTIFICATION), "TopicArn": topic_arn})))
+    assert fetch.asked == []
+
+
+def test_verify_certificate_not_issued_to_sns_raises_signature_error() -> None:
+    other = issue(common_name="bucket.s3.amazonaws.com")
+
+    with pytest.raises(SnsSignatureError, match=r"not issued to sns\.amazonaws\.com"):
+        verifier(fetcher(other)).verify(_message(sign(sample(NOTIFICATION), identity=other)))
 
 
 def test_verify_certificate_url_refused_by_sns_raises_signature_error() -> None:
@@ -265,6 +304,8 @@ def test_subscribe_url_on_sns_host_is_returned() -> None:
         pytest.param(SUBSCRIBE_URL.replace("https://", "http://"), id="http"),
         pytest.param(SUBSCRIBE_URL.replace("amazonaws.com/", "amazonaws.com.evil.com/"), id="look-alike"),
         pytest.param(SUBSCRIBE_URL.replace("sns.us-east-1.amazonaws.com", "127.0.0.1"), id="loopback"),
+        pytest.param(SUBSCRIBE_URL.replace("sns.us-east-1.", "sns.s3."), id="s3-bucket-named-sns"),
+        pytest.param(SUBSCRIBE_URL.replace("sns.us-east-1.", "sns.eu-west-1."), id="other-region"),
         pytest.param(SUBSCRIBE_URL.replace("https://", "https://evil.com@"), id="user-info"),
         pytest.param(SUBSCRIBE_URL.replace("Action=ConfirmSubscription", "Action=Publish"), id="other-action"),
         pytest.param(SUBSCRIBE_URL.replace("Action=ConfirmSubscription&", ""), id="no-action"),

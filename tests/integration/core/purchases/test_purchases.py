@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from core.errors import NotFoundError
-from core.purchases.models import CreditRecord, PurchaseEvent
+from core.purchases.models import CreditRecord, CreditTerms, PurchaseEvent
 from core.purchases.purchases import PurchaseStore
 from tests.integration.subscribers.conftest import PURCHASE_TABLES
 
@@ -18,6 +18,9 @@ EVENT = PurchaseEvent(
     purchase_id="pi_1", customer_id="cus_1", amount=2500, currency="eur", promo_code="welcome10", purchased_at=NOW
 )
 CREDIT = CreditRecord(balance_transaction="cbtxn_1", amount=1000, currency="eur")
+TERMS = CreditTerms(
+    amount=999_999_999_999, currency="eur", description="Welcome", idempotency_key="credit:k", first_attempt_at=NOW
+)
 
 
 @pytest.fixture
@@ -72,3 +75,23 @@ def test_purchase_store_notification_id_final_error_cleared(store: PurchaseStore
 def test_purchase_store_unknown_purchase_not_found(store: PurchaseStore) -> None:
     with pytest.raises(NotFoundError):
         store.get("pi_unknown")
+
+
+def test_purchase_store_credit_terms_first_writer_wins(store: PurchaseStore) -> None:
+    first = store.save_credit_terms(EVENT, TERMS, NOW)
+
+    second = store.save_credit_terms(
+        EVENT, TERMS.model_copy(update={"amount": 5, "first_attempt_at": NOW + timedelta(hours=1)}), NOW
+    )
+
+    assert first == second == TERMS
+    assert store.get("pi_1").credit_terms == TERMS
+
+
+def test_purchase_store_credit_terms_kept_with_the_credit_and_never_shown(store: PurchaseStore) -> None:
+    store.save_credit_terms(EVENT, TERMS, NOW)
+    store.record_credit(EVENT, CREDIT, NOW)
+
+    record = store.get("pi_1")
+    assert (record.credit, record.credit_terms) == (CREDIT, TERMS)
+    assert "credit_terms" not in record.model_dump(mode="json")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from core.purchases.errors import PermanentPurchaseError, StripeUnavailableError
+import core.purchases.stripe
+from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
 from core.purchases.models import Credit
 from core.purchases.stripe import StripeApiGateway
 from infra.local.stripe import API_KEY
@@ -28,19 +30,70 @@ def _credit(gateway: StripeApiGateway, customer_id: str, key: str = "credit:k1",
     )
 
 
-def test_stripe_gateway_credit_same_key_same_transaction_other_params_refused(
+def test_stripe_gateway_credit_same_key_same_transaction_other_params_retried(
     stripe_server: Any, gateway: StripeApiGateway
 ) -> None:
     customer = stripe_server.client().v1.customers.create({"email": "ada@example.com"})
 
     first = _credit(gateway, customer.id)
     second = _credit(gateway, customer.id)
-    with pytest.raises(PermanentPurchaseError) as refused:
+    with pytest.raises(StripeIdempotencyError):
         _credit(gateway, customer.id, amount=2000)
 
     assert first == second
-    assert refused.value.reason == "stripe_refused"
     assert stripe_server.client().v1.customers.retrieve(customer.id).balance == -1000
+
+
+def _credits(stripe_server: Any, customer_id: str, *purchase_ids: str) -> list[str]:
+    return [
+        stripe_server.client()
+        .v1.customers.balance_transactions.create(
+            customer_id, {"amount": -100, "currency": "eur", "metadata": {"purchase_id": purchase_id}}
+        )
+        .id
+        for purchase_id in purchase_ids
+    ]
+
+
+def test_stripe_gateway_find_credit_pages_newest_first_to_the_purchase(
+    stripe_server: Any, gateway: StripeApiGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core.purchases.stripe, "LIST_PAGE_SIZE", 2)
+    customer = stripe_server.client().v1.customers.create({"email": "ada@example.com"}).id
+    wanted, *_ = _credits(stripe_server, customer, "pi_wanted", "pi_2", "pi_3", "pi_4", "pi_5")
+    since = datetime.now(UTC) - timedelta(minutes=1)
+
+    assert gateway.find_credit(customer, "pi_wanted", since) == wanted
+    assert gateway.find_credit(customer, "pi_other", since) is None
+
+
+def test_stripe_gateway_find_credit_stops_at_transactions_older_than_the_first_attempt(
+    stripe_server: Any, gateway: StripeApiGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core.purchases.stripe, "LIST_PAGE_SIZE", 1)
+    customer = stripe_server.client().v1.customers.create({"email": "ada@example.com"}).id
+    _credits(stripe_server, customer, "pi_wanted", "pi_2")
+
+    assert gateway.find_credit(customer, "pi_wanted", datetime.now(UTC) + timedelta(hours=1)) is None
+
+
+def test_stripe_gateway_find_credit_beyond_the_page_bound_is_unavailable(
+    stripe_server: Any, gateway: StripeApiGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(core.purchases.stripe, "LIST_PAGE_SIZE", 1)
+    monkeypatch.setattr(core.purchases.stripe, "MAX_LIST_PAGES", 2)
+    customer = stripe_server.client().v1.customers.create({"email": "ada@example.com"}).id
+    _credits(stripe_server, customer, "pi_wanted", "pi_2", "pi_3")
+
+    with pytest.raises(StripeUnavailableError, match="more than 2 balance transactions"):
+        gateway.find_credit(customer, "pi_wanted", datetime.now(UTC) - timedelta(minutes=1))
+
+
+def test_stripe_gateway_find_credit_unknown_customer_is_permanent(gateway: StripeApiGateway) -> None:
+    with pytest.raises(PermanentPurchaseError) as refused:
+        gateway.find_credit("cus_Unknown0000", "pi_1", datetime.now(UTC))
+
+    assert refused.value.reason == "unknown_customer"
 
 
 @pytest.mark.parametrize("status", [500, 429])

@@ -10,9 +10,15 @@ import pytest
 
 from core.errors import UpstreamError
 from core.observability import metrics
-from core.purchases.credit import CreditOutcome, credit_idempotency_key, credit_purchase
-from core.purchases.errors import PermanentPurchaseError, StripeUnavailableError
-from core.purchases.models import Credit, CreditRecord, PromotionRequest, PurchaseEvent
+from core.purchases.credit import (
+    KEY_REUSE_WINDOW,
+    CreditOutcome,
+    credit_idempotency_key,
+    credit_purchase,
+    renewed_idempotency_key,
+)
+from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
+from core.purchases.models import Credit, CreditRecord, CreditTerms, PromotionRequest, PurchaseEvent
 from tests.fakes.purchases import FakePromotionStore, FakePurchaseStore, FakeStripeGateway
 
 NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
@@ -37,6 +43,12 @@ def _event(**changes: object) -> PurchaseEvent:
     }
     fields.update(changes)
     return PurchaseEvent.model_validate(fields)
+
+
+KEY = credit_idempotency_key("pi_1", "WELCOME10")
+TERMS = CreditTerms(
+    amount=1000, currency="eur", description="Welcome credit", idempotency_key=KEY, first_attempt_at=NOW
+)
 
 
 def _promotions(**changes: object) -> FakePromotionStore:
@@ -162,14 +174,16 @@ def test_credit_purchase_stripe_refusal_recorded_not_raised(reason: str) -> None
     assert (record.credit, record.credit_error) == (None, reason)
 
 
-def test_credit_purchase_stripe_unavailable_raises_and_records_nothing() -> None:
+def test_credit_purchase_stripe_unavailable_raises_and_records_only_the_terms() -> None:
     purchases = FakePurchaseStore()
     stripe = FakeStripeGateway(StripeUnavailableError("Stripe failed (500)"))
 
     with pytest.raises(StripeUnavailableError):
         credit_purchase(_event(), _promotions(), purchases, stripe, NOW)
 
-    assert purchases.records == {}
+    record = purchases.get("pi_1")
+    assert (record.credit, record.credit_error) == (None, None)
+    assert record.credit_terms == TERMS
 
 
 def test_credit_purchase_retry_after_outage_uses_same_key() -> None:
@@ -225,6 +239,175 @@ def test_credit_purchase_record_failure_after_credit_never_raises_logs_and_count
     result = credit_purchase(_event(), _promotions(), purchases, FakeStripeGateway(), NOW)
 
     assert result.outcome is CreditOutcome.CREDITED
-    assert purchases.records == {}
+    assert purchases.records["pi_1"].credit is None
     assert "recording the credit failed" in logs()
     assert metrics.metric_set["CreditRecordFailed"]["Value"] == [1.0]
+
+
+# Retries: the saved terms, the look for an earlier credit, the renewed key.
+
+
+def _first_attempt_failed(
+    purchases: FakePurchaseStore, promotions: FakePromotionStore, *, credited: bool
+) -> FakeStripeGateway:
+    """Run a first attempt that raises: Stripe unreachable before crediting, or its answer lost after (``credited``)."""
+    stripe = FakeStripeGateway()
+    if credited:
+        stripe.lose_answers = 1
+    else:
+        stripe.error = StripeUnavailableError("Stripe could not be reached")
+    with pytest.raises(StripeUnavailableError):
+        credit_purchase(_event(), promotions, purchases, stripe, NOW)
+    stripe.error = None
+    return stripe
+
+
+def _changed(promotions: FakePromotionStore, change: str) -> None:
+    if change == "deleted":
+        promotions.delete("WELCOME10")
+        return
+    changes: dict[str, dict[str, object]] = {
+        "amount": {"credit": {"amount": 2000, "currency": "eur"}},
+        "description": {"description": "Spring credit"},
+        "deactivated": {"active": False},
+    }
+    fields: dict[str, object] = {"credit": {"amount": 1000, "currency": "eur"}, "description": "Welcome credit"}
+    fields.update(changes[change])
+    promotions.put("WELCOME10", PromotionRequest.model_validate(fields), NOW)
+
+
+PROMOTION_CHANGES = ["amount", "description", "deactivated", "deleted"]
+
+
+@pytest.mark.parametrize("change", PROMOTION_CHANGES)
+def test_credit_purchase_answer_lost_then_promotion_changed_records_the_credit_stripe_made(change: str) -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=True)
+    _changed(promotions, change)
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=5))
+
+    (made,) = stripe.ledger
+    assert (result.outcome, result.balance_transaction) == (CreditOutcome.CREDITED, made.id)
+    record = purchases.get("pi_1")
+    assert record.credit == CreditRecord(balance_transaction=made.id, amount=1000, currency="eur")
+    assert record.credit_error is None
+
+
+def test_credit_purchase_retry_finds_the_earlier_credit_without_asking_stripe_again() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=True)
+
+    credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=5))
+
+    assert len(stripe.calls) == 1
+    assert stripe.lookups == [("cus_1", "pi_1", NOW)]
+
+
+@pytest.mark.parametrize("change", PROMOTION_CHANGES)
+def test_credit_purchase_retry_after_promotion_changed_sends_the_saved_terms(change: str) -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=False)
+    _changed(promotions, change)
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=5))
+
+    assert result.outcome is CreditOutcome.CREDITED
+    first, retry = stripe.calls
+    assert retry == first
+    assert (retry.credit, retry.description, retry.idempotency_key) == (
+        Credit(amount=1000, currency="eur"),
+        "Welcome credit",
+        KEY,
+    )
+
+
+def test_credit_purchase_first_attempt_checks_the_promotion_not_stripe() -> None:
+    stripe = FakeStripeGateway()
+
+    credit_purchase(_event(), _promotions(), FakePurchaseStore(), stripe, NOW)
+
+    assert stripe.lookups == []
+
+
+def test_credit_purchase_terms_saved_before_stripe_is_called() -> None:
+    purchases = FakePurchaseStore()
+    purchases.fail_terms = True
+    stripe = FakeStripeGateway()
+
+    with pytest.raises(UpstreamError):
+        credit_purchase(_event(), _promotions(), purchases, stripe, NOW)
+
+    assert stripe.calls == []
+
+
+def test_credit_purchase_concurrent_delivery_saved_first_its_terms_are_sent_after_a_look() -> None:
+    purchases, stripe = FakePurchaseStore(), FakeStripeGateway()
+    winner = TERMS.model_copy(update={"amount": 700, "first_attempt_at": NOW - timedelta(seconds=1)})
+    purchases.concurrent_terms = winner
+
+    result = credit_purchase(_event(), _promotions(), purchases, stripe, NOW)
+
+    assert result.outcome is CreditOutcome.CREDITED
+    assert stripe.lookups == [("cus_1", "pi_1", winner.first_attempt_at)]
+    assert [call.credit.amount for call in stripe.calls] == [700]
+    assert purchases.get("pi_1").credit_terms == winner
+
+
+def test_credit_purchase_retry_within_the_window_sends_the_saved_key() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=False)
+
+    credit_purchase(_event(), promotions, purchases, stripe, NOW + KEY_REUSE_WINDOW - timedelta(seconds=1))
+
+    assert [call.idempotency_key for call in stripe.calls] == [KEY, KEY]
+
+
+def test_credit_purchase_retry_after_the_window_none_found_sends_a_renewed_key() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=False)
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(hours=25))
+
+    assert result.outcome is CreditOutcome.CREDITED
+    assert [call.idempotency_key for call in stripe.calls] == [KEY, f"{KEY}:renewed-1"]
+    assert len(stripe.ledger) == 1
+
+
+def test_credit_purchase_retry_after_the_window_credit_found_sends_nothing() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=True)
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(days=3))
+
+    assert (result.outcome, len(stripe.calls), len(stripe.ledger)) == (CreditOutcome.CREDITED, 1, 1)
+
+
+def test_renewed_idempotency_key_same_within_a_window_new_in_the_next() -> None:
+    assert renewed_idempotency_key(KEY, KEY_REUSE_WINDOW - timedelta(seconds=1)) == KEY
+    assert renewed_idempotency_key(KEY, KEY_REUSE_WINDOW) == f"{KEY}:renewed-1"
+    assert renewed_idempotency_key(KEY, 2 * KEY_REUSE_WINDOW - timedelta(seconds=1)) == f"{KEY}:renewed-1"
+    assert renewed_idempotency_key(KEY, 2 * KEY_REUSE_WINDOW) == f"{KEY}:renewed-2"
+    assert len(renewed_idempotency_key(KEY, timedelta(days=3650))) <= 255
+
+
+def test_credit_purchase_idempotency_error_raised_logged_never_recorded_as_refused(logs: Callable[[], str]) -> None:
+    purchases = FakePurchaseStore()
+    stripe = FakeStripeGateway(StripeIdempotencyError("Stripe refused an idempotency key reused (400)"))
+
+    with pytest.raises(StripeUnavailableError):
+        credit_purchase(_event(), _promotions(), purchases, stripe, NOW)
+
+    assert purchases.get("pi_1").credit_error is None
+    assert "idempotency key reused with other parameters" in logs()
+    assert metrics.metric_set["CreditIdempotencyErrors"]["Value"] == [1.0]
+
+
+def test_credit_purchase_retry_stripe_refusal_still_recorded() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _first_attempt_failed(purchases, promotions, credited=False)
+    stripe.error = PermanentPurchaseError("unknown_customer", "Stripe does not know the object (404)")
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=5))
+
+    assert (result.outcome, purchases.get("pi_1").credit_error) == (CreditOutcome.REFUSED, "unknown_customer")

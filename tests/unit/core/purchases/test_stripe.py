@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import ClientError
 
 from core.errors import UpstreamError
-from core.purchases.errors import PermanentPurchaseError, StripeUnavailableError
+from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
 from core.purchases.ports import PaymentIntentView
 from core.purchases.stripe import (
     StripeApiGateway,
@@ -65,7 +65,6 @@ def test_translate_outage_or_configuration_is_unavailable(error: stripe.StripeEr
     [
         (_error(stripe.InvalidRequestError, 404, "resource_missing"), "unknown_customer"),
         (_error(stripe.InvalidRequestError, 400, "parameter_invalid_integer"), "stripe_refused"),
-        (_error(stripe.IdempotencyError, 400, "idempotency_error"), "stripe_refused"),
         (_error(stripe.CardError, 402, "card_declined"), "stripe_refused"),
     ],
 )
@@ -74,6 +73,15 @@ def test_translate_refusal_is_permanent_with_reason(error: stripe.StripeError, r
         translate(error, "unknown_customer")
 
     assert raised.value.reason == reason
+
+
+def test_translate_idempotency_error_is_retried_never_refused() -> None:
+    with pytest.raises(StripeIdempotencyError) as raised:
+        translate(_error(stripe.IdempotencyError, 400), "unknown_customer")
+
+    assert isinstance(raised.value, StripeUnavailableError)
+    assert not isinstance(raised.value, PermanentPurchaseError)
+    assert SECRET not in str(raised.value)
 
 
 def test_translate_text_has_status_code_request_id_never_the_message() -> None:

@@ -4,6 +4,7 @@ and headers signed by hand, and the payment worker's handling with fakes of the 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,12 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import PayloadTooLargeError, UpstreamError
+from core.errors import UpstreamError
 from core.purchases.errors import PermanentPurchaseError, StripeSignatureError, StripeUnavailableError
 from core.purchases.payments import STATUS_NO_CUSTOMER, STATUS_SUCCEEDED
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView
 from core.purchases.webhooks import (
-    MAX_EVENT_BYTES,
     VerifiedEvent,
     WebhookOutcome,
     process_webhook_event,
@@ -51,14 +51,35 @@ def _receive(
 # The route: signature first, then the queue.
 
 
-def test_receive_webhook_signed_event_is_queued_as_received() -> None:
+def test_receive_webhook_signed_event_queues_its_envelope_only() -> None:
     queue = FakeWebhookQueue()
     payload = event_body(stripe_event("payment_intent_succeeded"))
 
     event = _receive(payload, sign(payload, timestamp=_now()), queue)
 
     assert event == VerifiedEvent("evt_3PkHzK2eZvKYlo2C0n1kWq8a", "payment_intent.succeeded")
-    assert queue.sent == [(payload, event)]
+    ((queued, queued_event),) = queue.sent
+    assert queued_event == event
+    assert json.loads(queued) == {
+        "id": "evt_3PkHzK2eZvKYlo2C0n1kWq8a",
+        "type": "payment_intent.succeeded",
+        "created": 1723040410,
+        "livemode": False,
+        "api_version": "2024-06-20",
+        "data": {"object": {"id": INTENT_ID, "object": "payment_intent"}},
+    }
+
+
+@pytest.mark.parametrize("name", ["payment_intent_succeeded", "checkout_session_completed"])
+def test_receive_webhook_queued_body_has_no_client_secret(name: str) -> None:
+    queue = FakeWebhookQueue()
+    payload = event_body(stripe_event(name))
+    assert "client_secret" in payload
+
+    _receive(payload, sign(payload, timestamp=_now()), queue)
+
+    assert "client_secret" not in queue.sent[0][0]
+    assert "_secret_" not in queue.sent[0][0]
 
 
 def test_receive_webhook_forged_signature_refused_nothing_queued() -> None:
@@ -124,7 +145,30 @@ def test_receive_webhook_missing_header_refused_without_reading_the_secret(heade
     assert queue.sent == []
 
 
-@pytest.mark.parametrize("header", ["garbage", "t=abc,v1=00", "v1=00", "t=123", "t=1,t=2,v1=00", "t=123,v0=00"])
+SIGNATURE = "a" * 64
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        f"t=abc,v1={SIGNATURE}",
+        f"v1={SIGNATURE}",
+        "t=123",
+        f"t=1,t=2,v1={SIGNATURE}",
+        f"t=123,v0={SIGNATURE}",
+        "t=123,v1=00",
+        "t=123,v1=abc",
+        f"t=123,v1={'A' * 64}",
+        f"t=123,v1={SIGNATURE},v1=abc",
+        f"t=\u00b2,v1={SIGNATURE}",
+        f"t=\u0663,v1={SIGNATURE}",
+        f"t={'9' * 5000},v1={SIGNATURE}",
+        f"t=12345678901,v1={SIGNATURE}",
+        f"t=-1,v1={SIGNATURE}",
+    ],
+    ids=lambda header: header[:24],
+)
 def test_receive_webhook_malformed_header_refused(header: str) -> None:
     queue = FakeWebhookQueue()
 
@@ -155,16 +199,25 @@ def test_receive_webhook_signed_body_not_an_event_refused(payload: str) -> None:
     assert queue.sent == []
 
 
-def test_receive_webhook_event_over_the_queue_limit_refused() -> None:
+def test_receive_webhook_non_ascii_header_refused_naming_the_header() -> None:
     queue = FakeWebhookQueue()
-    event = stripe_event("payment_intent_succeeded")
-    event["data"]["object"]["description"] = "x" * MAX_EVENT_BYTES
-    payload = event_body(event)
+    payload = event_body(stripe_event("payment_intent_succeeded"))
 
-    with pytest.raises(PayloadTooLargeError):
-        _receive(payload, sign(payload, timestamp=_now()), queue)
+    with pytest.raises(StripeSignatureError, match="Stripe-Signature header is malformed"):
+        _receive(payload, f"{sign(payload, timestamp=_now())},v0=\u00e9", queue)
 
     assert queue.sent == []
+
+
+def test_receive_webhook_event_over_the_queue_limit_queues_its_envelope() -> None:
+    queue = FakeWebhookQueue()
+    event = stripe_event("payment_intent_succeeded")
+    event["data"]["object"]["description"] = "x" * 300 * 1024
+    payload = event_body(event)
+
+    _receive(payload, sign(payload, timestamp=_now()), queue)
+
+    assert len(queue.sent[0][0]) < 1024
 
 
 def test_receive_webhook_queue_failure_is_upstream() -> None:
@@ -254,6 +307,21 @@ def _intent_event(event_id: str = "evt_3PkHzK2eZvKYlo2C0n1kWq8a", intent_id: str
 
 def _session_event(event_id: str = "evt_1PkI3c2eZvKYlo2Cq9RfV0xT", kind: str = "checkout.session.completed") -> str:
     return event_body(stripe_event("checkout_session_completed", id=event_id, type=kind))
+
+
+@pytest.mark.parametrize(
+    ("payload", "intent"),
+    [(_intent_event(), _intent()), (_session_event(), _session_intent())],
+    ids=["payment_intent", "checkout_session"],
+)
+def test_process_queued_envelope_records_and_publishes_the_purchase(payload: str, intent: PaymentIntentView) -> None:
+    queue, worker = FakeWebhookQueue(), Worker(intent)
+    _receive(payload, sign(payload, timestamp=_now()), queue)
+
+    result = worker.process(queue.sent[0][0])
+
+    assert result.outcome is WebhookOutcome.PUBLISHED
+    assert [event.customer_id for event in worker.publisher.events] == [intent.customer_id]
 
 
 def test_process_payment_intent_succeeded_records_and_publishes_the_purchase() -> None:

@@ -21,6 +21,7 @@ from infra.local.page import (
     render_detail,
     render_email,
     render_message,
+    render_purchases,
     render_push,
 )
 from infra.local.peers import Records
@@ -592,3 +593,38 @@ def test_sent_log_keeps_the_most_recent_messages() -> None:
         sent.add(message_id)
 
     assert (sent.get("a"), sent.get("b") is not None, sent.get("c") is not None) == (None, True, True)
+
+
+PURCHASE = {
+    "purchase_id": "pay_1",
+    "customer_id": "cus_A1",
+    "promo_code": "WELCOME10",
+    "balance_transaction": "cbtxn_1",
+    "credit_amount": 1000,
+    "credit_currency": "eur",
+    "credit_error": None,
+    "notification_id": "n-1",
+    "notification_error": None,
+    "updated_at": "2026-11-22T10:00:00Z",
+}
+
+
+def test_render_purchases_shows_the_credit_and_links_the_notification() -> None:
+    rendered = render_purchases([PURCHASE], None)
+
+    assert "10.00 EUR" in rendered
+    assert "cbtxn_1" in rendered
+    assert ">n-1</a>" in rendered
+
+
+def test_render_purchases_credit_error_and_hostile_values_become_text() -> None:
+    refused = {**PURCHASE, "balance_transaction": None, "credit_error": "<b>unknown_code</b>", "purchase_id": "<i>"}
+
+    rendered = render_purchases([refused], None)
+
+    assert "&lt;b&gt;unknown_code&lt;/b&gt;" in rendered
+    assert "<i>" not in rendered
+
+
+def test_render_purchases_nothing_yet_renders_nothing() -> None:
+    assert render_purchases([], None) == ""

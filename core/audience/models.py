@@ -1,0 +1,207 @@
+"""Models of the audience: what the store returns (users, apps, devices, subscriptions, segments) and the requests
+that write them."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, computed_field
+
+from core.models import Reply, Strict
+
+Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
+PLATFORMS: tuple[Platform, ...] = ("APNS", "APNS_SANDBOX", "GCM")
+# arn:<partition>:sns:<region>:<account>:app/<platform>/<name>, the ARN SNS gives a platform application.
+_PLATFORM_APPLICATION_ARN = re.compile(
+    r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:app/(?P<platform>APNS|APNS_SANDBOX|GCM)/[A-Za-z0-9_.-]{1,256}"
+)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# A Telegram chat: a numeric id (negative for groups) or a public @username.
+_TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
+MAX_DATA_BYTES = 16 * 1024
+
+
+def _time_zone(name: str) -> str:
+    # ZoneInfo alone would also take a path-like key that happens to name a file ("posixrules", "Factory"…) or load
+    # files on every call; the set of IANA names the machine knows is the reference.
+    if name not in _zone_names():
+        raise ValueError("is not an IANA time zone name (for example Europe/Paris)")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not an IANA time zone name (for example Europe/Paris)") from None
+    return name
+
+
+_ZONES: set[str] = set()
+
+
+def _zone_names() -> set[str]:
+    if not _ZONES:
+        _ZONES.update(available_timezones())
+    return _ZONES
+
+
+def _email(value: str) -> str:
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise ValueError("is not an email address (write it as name@example.com)")
+    return value
+
+
+def _telegram_chat(value: Any) -> Any:
+    # Telegram's numeric ids come as JSON numbers from most callers; they are stored as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _chat_id(value: str) -> str:
+    if not _TELEGRAM_CHAT.fullmatch(value):
+        raise ValueError("is not a Telegram chat id (a number, or @channelname)")
+    return value
+
+
+def _data(value: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_DATA_BYTES:
+        raise ValueError(f"is larger than {MAX_DATA_BYTES} bytes of JSON")
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
+Email = Annotated[str, AfterValidator(_email)]
+TelegramChatId = Annotated[str, BeforeValidator(_telegram_chat), AfterValidator(_chat_id)]
+UserData = Annotated[dict[str, Any], AfterValidator(_data)]
+
+
+def platform_of(arn: str) -> Platform:
+    """Return the platform named in an SNS platform application ARN; raise ``ValueError`` when it is not one."""
+    found = _PLATFORM_APPLICATION_ARN.fullmatch(arn)
+    if found is None:
+        raise ValueError(
+            "is not an SNS platform application ARN (arn:aws:sns:<region>:<account>:app/APNS|APNS_SANDBOX|GCM/<name>)"
+        )
+    platform: Platform = found["platform"]  # type: ignore[assignment]
+    return platform
+
+
+def _platform_application_arn(arn: str) -> str:
+    platform_of(arn)
+    return arn
+
+
+class UserRequest(Strict):
+    """The body of ``PUT /v1/users/{user_id}``: the user's time zone, addresses and the data segments match on."""
+
+    timezone: TimeZoneName = Field(max_length=64)
+    email: Email | None = None
+    telegram_chat_id: TelegramChatId | None = None
+    data: UserData = Field(default_factory=dict)
+
+
+class DeviceRequest(Strict):
+    """The body of ``POST /v1/users/{user_id}/devices``: the app and the push token the device got from it."""
+
+    app: str = Field(min_length=1, max_length=128)
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class AppRequest(Strict):
+    """The body of ``PUT /v1/apps/{app}``: the SNS platform application, whose ARN names the platform."""
+
+    platform_application_arn: Annotated[str, AfterValidator(_platform_application_arn)]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def platform(self) -> Platform:
+        """The platform named in the ARN."""
+        return platform_of(self.platform_application_arn)
+
+
+class App(Reply):
+    """A mobile app: the SNS platform application its devices' endpoints are created on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    platform: Platform
+    platform_application_arn: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Device(Reply):
+    """A device of a user: the push token of one app and its SNS endpoint."""
+
+    model_config = ConfigDict(frozen=True)
+
+    device_id: str
+    user_id: str
+    app: str
+    platform: Platform
+    token: str
+    endpoint_arn: str
+    enabled: bool
+    last_seen: datetime
+    created_at: datetime
+
+
+class Subscription(Reply):
+    """A user's subscription to a channel/topic: a publish there reaches the user too."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    channel: str
+    topic: str
+    created_at: datetime
+
+
+class User(Reply):
+    """A user of the team's product, with its devices and subscriptions when read alone (``get_user``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    timezone: str
+    email: str | None = None
+    telegram_chat_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    devices: list[Device] = Field(default_factory=list)
+    subscriptions: list[Subscription] = Field(default_factory=list)
+
+
+class UserPage(BaseModel):
+    """One page of users in id order; ``next_after`` is the id to continue after, ``None`` on the last page."""
+
+    model_config = ConfigDict(frozen=True)
+
+    users: list[User]
+    next_after: str | None
+
+
+class Segment(Reply):
+    """A named segment: its definition as the request gave it (``{"where": …}``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    definition: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class Registration(BaseModel):
+    """What registering a device did: the device, and whether the token was new to the app (``created``).
+
+    ``previous_user_id`` names the user the device was moved from, when it belonged to another.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    device: Device
+    created: bool
+    previous_user_id: str | None = None

@@ -1,0 +1,789 @@
+"""The audience in PostgreSQL (``infra/migrations/``): users, apps, devices, subscriptions, segments.
+
+Values only ever travel as query parameters. The one piece of SQL text that comes from outside this module is a
+segment's compiled condition (``core/audience/segments.py``), itself parameterised. Every call is one transaction
+on the container's one connection (``core/audience/connection.py``); psycopg2's errors become domain errors there.
+"""
+
+# S608: the f-strings below splice only this module's constant column lists and the compiled condition's SQL text;
+# every value is a parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.audience.connection import Database
+from core.audience.models import (
+    App,
+    AppRequest,
+    Device,
+    Registration,
+    Segment,
+    Subscription,
+    User,
+    UserPage,
+    UserRequest,
+)
+from core.audience.ports import SqlCondition
+from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
+from core.errors import ConflictError, InvalidRequestError, NotFoundError
+
+MAX_PAGE = 1000
+_USER_COLUMNS = "u.id, u.timezone, u.email, u.telegram_chat_id, u.data, u.created_at, u.updated_at"
+_DEVICE_COLUMNS = (
+    "d.id::text, d.user_id, d.app, a.platform, d.token, d.endpoint_arn, d.enabled, d.last_seen, d.created_at"
+)
+_APP_COLUMNS = "name, platform, platform_application_arn, created_at, updated_at"
+_SEGMENT_COLUMNS = "name, definition, created_at, updated_at"
+
+
+def _plain(field: str, value: str) -> str:
+    # libpq cannot send a NUL inside text (psycopg2 raises ValueError before the query leaves).
+    if "\x00" in value:
+        raise InvalidRequestError(field, "must not contain NUL characters")
+    return value
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequestError("limit", f"must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+def _user(
+    row: Sequence[Any], devices: list[Device] | None = None, subscriptions: list[Subscription] | None = None
+) -> User:
+    return User(
+        user_id=row[0],
+        timezone=row[1],
+        email=row[2],
+        telegram_chat_id=row[3],
+        data=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        devices=devices or [],
+        subscriptions=subscriptions or [],
+    )
+
+
+def _device(row: Sequence[Any]) -> Device:
+    return Device(
+        device_id=row[0],
+        user_id=row[1],
+        app=row[2],
+        platform=row[3],
+        token=row[4],
+        endpoint_arn=row[5],
+        enabled=row[6],
+        last_seen=row[7],
+        created_at=row[8],
+    )
+
+
+def _app(row: Sequence[Any]) -> App:
+    return App(name=row[0], platform=row[1], platform_application_arn=row[2], created_at=row[3], updated_at=row[4])
+
+
+def _subscription(row: Sequence[Any]) -> Subscription:
+    return Subscription(user_id=row[0], channel=row[1], topic=row[2], created_at=row[3])
+
+
+def _segment(row: Sequence[Any]) -> Segment:
+    return Segment(name=row[0], definition=row[1], created_at=row[2], updated_at=row[3])
+
+
+def _page(users: list[User], limit: int) -> UserPage:
+    return UserPage(users=users, next_after=users[-1].user_id if len(users) == limit else None)
+
+
+def _user_exists(cursor: Any, user_id: str) -> None:
+    cursor.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+    if cursor.fetchone() is None:
+        raise NotFoundError("the user does not exist")
+
+
+class AudienceRepository:
+    """Reads and writes the audience in PostgreSQL.
+
+    Parameters
+    ----------
+    database:
+        The container's database connection (``core.clients.get_database``).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # Users
+
+    def put_user(self, user_id: str, request: UserRequest) -> tuple[User, bool]:
+        """Create or replace the user ``user_id``; return it and whether it was created.
+
+        A replace keeps the creation time, the devices and the subscriptions; fields left out are cleared.
+        """
+        params = (
+            _plain("user_id", user_id),
+            request.timezone,
+            request.email and _plain("email", request.email),
+            request.telegram_chat_id,
+            json.dumps(request.data),
+        )
+
+        def work(cursor: Any) -> tuple[User, bool]:
+            cursor.execute(
+                "INSERT INTO users AS u (id, timezone, email, telegram_chat_id, data)"
+                " VALUES (%s, %s, %s, %s, %s::jsonb)"
+                " ON CONFLICT (id) DO UPDATE SET timezone = EXCLUDED.timezone, email = EXCLUDED.email,"
+                " telegram_chat_id = EXCLUDED.telegram_chat_id, data = EXCLUDED.data, updated_at = now()"
+                f" RETURNING {_USER_COLUMNS}, (u.xmax = 0) AS created",
+                params,
+            )
+            row = cursor.fetchone()
+            return _user(row), bool(row[7])
+
+        return self._db.run(work, "writing user")
+
+    def get_user(self, user_id: str) -> User:
+        """Return the user ``user_id`` with its devices and subscriptions; raise ``NotFoundError`` when none."""
+        _plain("user_id", user_id)
+
+        def work(cursor: Any) -> User:
+            cursor.execute(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = %s", (user_id,))
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError("the user does not exist")
+            return _user(row, self._devices(cursor, user_id), self._subscriptions(cursor, user_id))
+
+        return self._db.run(work, "reading user")
+
+    def delete_user(self, user_id: str) -> list[Device]:
+        """Delete the user ``user_id`` with its devices and subscriptions; return the devices it had.
+
+        Raises ``NotFoundError`` when there is no such user.
+        """
+        _plain("user_id", user_id)
+
+        def work(cursor: Any) -> list[Device]:
+            devices = self._devices(cursor, user_id)
+            cursor.execute("DELETE FROM users WHERE id = %s", (user_id,))
+            if cursor.rowcount == 0:
+                raise NotFoundError("the user does not exist")
+            return devices
+
+        return self._db.run(work, "deleting user")
+
+    def users_by_ids(self, user_ids: Sequence[str]) -> list[User]:
+        """Return the users of these ids that exist, in id order, without devices or subscriptions."""
+        ids = [_plain("user_ids", user_id) for user_id in user_ids]
+
+        def work(cursor: Any) -> list[User]:
+            cursor.execute(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = ANY(%s) ORDER BY u.id", (ids,))
+            return [_user(row) for row in cursor.fetchall()]
+
+        return self._db.run(work, "reading users")
+
+    def users_page(self, condition: SqlCondition, after_user_id: str | None, limit: int) -> UserPage:
+        """Return up to ``limit`` users matching ``condition`` with ids after ``after_user_id``, in id order.
+
+        ``condition`` is a segment compiled by ``core/audience/segments.py``: SQL over ``users u`` and its parameters.
+        Keyset pagination: a page costs the same however deep it is, and users added meanwhile are not skipped.
+        """
+        _limit(limit)
+        keyset = "" if after_user_id is None else " AND u.id > %s"
+        params = (*condition.params, *(() if after_user_id is None else (_plain("after", after_user_id),)), limit)
+        query = f"SELECT {_USER_COLUMNS} FROM users u WHERE ({condition.sql}){keyset} ORDER BY u.id LIMIT %s"
+
+        def work(cursor: Any) -> UserPage:
+            cursor.execute(query, params)
+            return _page([_user(row) for row in cursor.fetchall()], limit)
+
+        return self._db.run(work, "reading the audience")
+
+    def count_users(self, condition: SqlCondition) -> int:
+        """Return how many users match ``condition`` (a compiled segment)."""
+        query = f"SELECT count(*) FROM users u WHERE ({condition.sql})"
+
+        def work(cursor: Any) -> int:
+            cursor.execute(query, condition.params)
+            return int(cursor.fetchone()[0])
+
+        return self._db.run(work, "counting the audience")
+
+    # Apps
+
+    def put_app(self, name: str, request: AppRequest) -> tuple[App, bool]:
+        """Create or replace the app ``name``; return it and whether it was created."""
+        params = (_plain("app", name), request.platform, request.platform_application_arn)
+
+        def work(cursor: Any) -> tuple[App, bool]:
+            cursor.execute(
+                "INSERT INTO apps AS a (name, platform, platform_application_arn) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET platform = EXCLUDED.platform,"
+                " platform_application_arn = EXCLUDED.platform_application_arn, updated_at = now()"
+                f" RETURNING {_APP_COLUMNS}, (a.xmax = 0) AS created",
+                params,
+            )
+            row = cursor.fetchone()
+            return _app(row), bool(row[5])
+
+        return self._db.run(work, "writing app")
+
+    def get_app(self, name: str) -> App:
+        """Return the app ``name``; raise ``NotFoundError`` when there is none."""
+        _plain("app", name)
+
+        def work(cursor: Any) -> App:
+            cursor.execute(f"SELECT {_APP_COLUMNS} FROM apps WHERE name = %s", (name,))
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError("the app does not exist")
+            return _app(row)
+
+        return self._db.run(work, "reading app")
+
+    def delete_app(self, name: str) -> list[Device]:
+        """Delete the app ``name`` and its devices; return the devices (their endpoints are to be deleted too).
+
+        Raises ``NotFoundError`` when there is no such app.
+        """
+        _plain("app", name)
+
+        def work(cursor: Any) -> list[Device]:
+            cursor.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
+                " WHERE d.app = %s ORDER BY d.created_at, d.id",
+                (name,),
+            )
+            devices = [_device(row) for row in cursor.fetchall()]
+            cursor.execute("DELETE FROM apps WHERE name = %s", (name,))
+            if cursor.rowcount == 0:
+                raise NotFoundError("the app does not exist")
+            return devices
+
+        return self._db.run(work, "deleting app")
+
+    def list_apps(self) -> list[App]:
+        """Return every app, by name."""
+
+        def work(cursor: Any) -> list[App]:
+            cursor.execute(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY name")
+            return [_app(row) for row in cursor.fetchall()]
+
+        return self._db.run(work, "listing apps")
+
+    # Devices
+
+    def register_device(self, user_id: str, app: str, token: str, endpoint_arn: str) -> Registration:
+        """Register the push ``token`` of ``app`` for ``user_id``, with its SNS endpoint.
+
+        The same token of the same app again is the same device (its id kept): moved to this user if it belonged to
+        another, enabled again, ``last_seen`` now. Raises ``NotFoundError`` when the user does not exist and
+        ``InvalidRequestError`` (field ``app``) when the app does not.
+        """
+        params = (_plain("user_id", user_id), _plain("app", app), _plain("token", token), endpoint_arn)
+        _plain("endpoint_arn", endpoint_arn)
+
+        def work(cursor: Any) -> Registration:
+            # The owner before, read under the row's lock: a concurrent registration of the token waits for this one.
+            cursor.execute("SELECT user_id FROM devices WHERE app = %s AND token = %s FOR UPDATE", (app, token))
+            earlier = cursor.fetchone()
+            cursor.execute(
+                "WITH written AS ("
+                " INSERT INTO devices AS d (user_id, app, token, endpoint_arn) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (app, token) DO UPDATE SET user_id = EXCLUDED.user_id,"
+                " endpoint_arn = EXCLUDED.endpoint_arn, enabled = true, last_seen = now(), updated_at = now()"
+                " RETURNING d.*, (d.xmax = 0) AS created)"
+                f" SELECT {_DEVICE_COLUMNS}, d.created FROM written d JOIN apps a ON a.name = d.app",
+                params,
+            )
+            row = cursor.fetchone()
+            previous = earlier[0] if earlier is not None and earlier[0] != user_id else None
+            return Registration(device=_device(row), created=bool(row[9]), previous_user_id=previous)
+
+        return self._db.run(work, "registering device")
+
+    def _devices(self, cursor: Any, user_id: str) -> list[Device]:
+        cursor.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
+            " WHERE d.user_id = %s ORDER BY d.created_at, d.id",
+            (user_id,),
+        )
+        return [_device(row) for row in cursor.fetchall()]
+
+    def list_devices(self, user_id: str) -> list[Device]:
+        """Return the devices of ``user_id``, oldest first; raise ``NotFoundError`` when the user does not exist."""
+        _plain("user_id", user_id)
+
+        def work(cursor: Any) -> list[Device]:
+            _user_exists(cursor, user_id)
+            return self._devices(cursor, user_id)
+
+        return self._db.run(work, "listing devices")
+
+    def get_device(self, user_id: str, device_id: str) -> Device:
+        """Return the device ``device_id`` of ``user_id``; raise ``NotFoundError`` when the user has no such device."""
+        _plain("user_id", user_id)
+
+        def work(cursor: Any) -> Device:
+            cursor.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
+                " WHERE d.user_id = %s AND d.id::text = %s",
+                (user_id, _plain("device_id", device_id)),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError("the device does not exist")
+            return _device(row)
+
+        return self._db.run(work, "reading device")
+
+    def delete_device(self, user_id: str, device_id: str) -> Device:
+        """Delete the device ``device_id`` of ``user_id`` and return it (its endpoint is to be deleted too).
+
+        Raises ``NotFoundError`` when the user has no such device.
+        """
+        _plain("user_id", user_id)
+
+        def work(cursor: Any) -> Device:
+            # d.id compared as text: a device id from a URL that is not a UUID is simply not found.
+            cursor.execute(
+                "WITH gone AS (DELETE FROM devices WHERE user_id = %s AND id::text = %s RETURNING *)"
+                f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app",
+                (user_id, _plain("device_id", device_id)),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError("the device does not exist")
+            return _device(row)
+
+        return self._db.run(work, "deleting device")
+
+    def disable_device(self, endpoint_arn: str) -> int:
+        """Disable the devices of the SNS endpoint ``endpoint_arn`` (SNS answered ``EndpointDisabled``).
+
+        Return how many were enabled until now (0 when none, or when already disabled: it is safe to repeat).
+        """
+        _plain("endpoint_arn", endpoint_arn)
+
+        def work(cursor: Any) -> int:
+            cursor.execute(
+                "UPDATE devices SET enabled = false, updated_at = now() WHERE endpoint_arn = %s AND enabled",
+                (endpoint_arn,),
+            )
+            return int(cursor.rowcount)
+
+        return self._db.run(work, "disabling device")
+
+    def devices_of(self, user_ids: Sequence[str], *, enabled_only: bool = True) -> dict[str, list[Device]]:
+        """Return the devices of ``user_ids`` (the enabled ones unless told otherwise), by user id, oldest first.
+
+        Users without devices are left out. One query for a whole page of an audience.
+        """
+        ids = [_plain("user_ids", user_id) for user_id in user_ids]
+        enabled = " AND d.enabled" if enabled_only else ""
+
+        def work(cursor: Any) -> dict[str, list[Device]]:
+            cursor.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
+                f" WHERE d.user_id = ANY(%s){enabled} ORDER BY d.user_id, d.created_at, d.id",
+                (ids,),
+            )
+            found: dict[str, list[Device]] = {}
+            for row in cursor.fetchall():
+                device = _device(row)
+                found.setdefault(device.user_id, []).append(device)
+            return found
+
+        return self._db.run(work, "reading devices")
+
+    # Subscriptions
+
+    def put_subscription(self, user_id: str, channel: str, topic: str) -> bool:
+        """Subscribe ``user_id`` to ``channel``/``topic``; return whether it is new (subscribing twice is one).
+
+        Raises ``NotFoundError`` when the user does not exist.
+        """
+        params = (_plain("user_id", user_id), _plain("channel", channel), _plain("topic", topic))
+
+        def work(cursor: Any) -> bool:
+            cursor.execute(
+                "INSERT INTO subscriptions (user_id, channel, topic) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                params,
+            )
+            return bool(cursor.rowcount)
+
+        return self._db.run(work, "writing subscription")
+
+    def delete_subscription(self, user_id: str, channel: str, topic: str) -> None:
+        """Unsubscribe ``user_id`` from ``channel``/``topic``; raise ``NotFoundError`` when it was not subscribed."""
+        params = (_plain("user_id", user_id), _plain("channel", channel), _plain("topic", topic))
+
+        def work(cursor: Any) -> None:
+            cursor.execute("DELETE FROM subscriptions WHERE user_id = %s AND channel = %s AND topic = %s", params)
+            if cursor.rowcount == 0:
+                raise NotFoundError("the subscription does not exist")
+
+        self._db.run(work, "deleting subscription")
+
+    def _subscriptions(self, cursor: Any, user_id: str) -> list[Subscription]:
+        cursor.execute(
+            "SELECT user_id, channel, topic, created_at FROM subscriptions WHERE user_id = %s ORDER BY channel, topic",
+            (user_id,),
+        )
+        return [_subscription(row) for row in cursor.fetchall()]
+
+    def list_subscriptions(self, user_id: str) -> list[Subscription]:
+        """Return the subscriptions of ``user_id``; raise ``NotFoundError`` when the user does not exist."""
+        _plain("user_id", user_id)
+
+        def work(cursor: Any) -> list[Subscription]:
+            _user_exists(cursor, user_id)
+            return self._subscriptions(cursor, user_id)
+
+        return self._db.run(work, "listing subscriptions")
+
+    def subscribers_page(self, channel: str, topic: str, after_user_id: str | None, limit: int) -> UserPage:
+        """Return up to ``limit`` users subscribed to ``channel``/``topic`` with ids after ``after_user_id``."""
+        _limit(limit)
+        keyset = "" if after_user_id is None else " AND s.user_id > %s"
+        params = (
+            _plain("channel", channel),
+            _plain("topic", topic),
+            *(() if after_user_id is None else (_plain("after", after_user_id),)),
+            limit,
+        )
+
+        def work(cursor: Any) -> UserPage:
+            cursor.execute(
+                f"SELECT {_USER_COLUMNS} FROM subscriptions s JOIN users u ON u.id = s.user_id"
+                f" WHERE s.channel = %s AND s.topic = %s{keyset} ORDER BY s.user_id LIMIT %s",
+                params,
+            )
+            return _page([_user(row) for row in cursor.fetchall()], limit)
+
+        return self._db.run(work, "reading subscribers")
+
+    # Segments
+
+    def put_segment(self, name: str, definition: dict[str, Any]) -> tuple[Segment, bool]:
+        """Create or replace the segment ``name``; return it and whether it was created."""
+        params = (_plain("name", name), json.dumps(definition))
+
+        def work(cursor: Any) -> tuple[Segment, bool]:
+            cursor.execute(
+                "INSERT INTO segments AS s (name, definition) VALUES (%s, %s::jsonb)"
+                " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()"
+                f" RETURNING {_SEGMENT_COLUMNS}, (s.xmax = 0) AS created",
+                params,
+            )
+            row = cursor.fetchone()
+            return _segment(row), bool(row[4])
+
+        return self._db.run(work, "writing segment")
+
+    def get_segment(self, name: str) -> Segment:
+        """Return the segment ``name``; raise ``NotFoundError`` when there is none."""
+        _plain("name", name)
+
+        def work(cursor: Any) -> Segment:
+            cursor.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE name = %s", (name,))
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError("the segment does not exist")
+            return _segment(row)
+
+        return self._db.run(work, "reading segment")
+
+    def delete_segment(self, name: str) -> None:
+        """Delete the segment ``name``; raise ``NotFoundError`` when there is none."""
+        _plain("name", name)
+
+        def work(cursor: Any) -> None:
+            cursor.execute("DELETE FROM segments WHERE name = %s", (name,))
+            if cursor.rowcount == 0:
+                raise NotFoundError("the segment does not exist")
+
+        self._db.run(work, "deleting segment")
+
+    def list_segments(self) -> list[Segment]:
+        """Return every segment, by name."""
+
+        def work(cursor: Any) -> list[Segment]:
+            cursor.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments ORDER BY name")
+            return [_segment(row) for row in cursor.fetchall()]
+
+        return self._db.run(work, "listing segments")
+
+    # --- Scheduled sends (the cron's side: core/audience/schedules.py) ------------------------------------------
+    # Every instant comes from the caller (the cron's run instant), so a run's claims, marks and zone hand-offs
+    # agree on one "now"; updated_at alone is the server's clock.
+
+    def create_scheduled_send(self, send: NewScheduledSend) -> Schedule:
+        """Record ``send`` (status ``scheduled``) and its schedule in one transaction; return the schedule.
+
+        Raises ``ConflictError`` when a send of the same notification id exists.
+        """
+        if send.fire_at.tzinfo is None:
+            raise ValueError("fire_at must be an instant, with an offset")
+        if send.local_at is not None and send.local_at.tzinfo is not None:
+            raise ValueError("local_at must be a wall-clock time, without an offset")
+        params = (
+            _plain("notification_id", send.notification_id),
+            json.dumps(send.target),
+            json.dumps(send.content),
+            list(send.channels),
+        )
+
+        def work(cursor: Any) -> Schedule:
+            cursor.execute(
+                "INSERT INTO sends (notification_id, target, content, channels, status)"
+                " VALUES (%s, %s::jsonb, %s::jsonb, %s::text[], 'scheduled') RETURNING id",
+                params,
+            )
+            send_id = cursor.fetchone()[0]
+            cursor.execute(
+                "INSERT INTO scheduled_sends (send_id, fire_at, local_time, local_at) VALUES (%s, %s, %s, %s)"
+                " RETURNING id",
+                (send_id, send.fire_at, send.local_at is not None, send.local_at),
+            )
+            return self._schedule(cursor, str(cursor.fetchone()[0]))
+
+        return self._db.run(work, "scheduling send")
+
+    def user_zones(self) -> list[str]:
+        """Return every time zone that has users, sorted."""
+
+        def work(cursor: Any) -> list[str]:
+            cursor.execute("SELECT DISTINCT timezone FROM users ORDER BY timezone")
+            return [row[0] for row in cursor.fetchall()]
+
+        return self._db.run(work, "reading time zones")
+
+    def claim_due(self, now: datetime, limit: int, claim_timeout: timedelta) -> list[ClaimedSend]:
+        """Claim up to ``limit`` due rows at ``now``, earliest first, in one statement; return them with their send.
+
+        Due: ``scheduled`` with ``fire_at`` not after ``now``, or ``claimed`` before ``now - claim_timeout`` (the run
+        that claimed it died). ``FOR UPDATE SKIP LOCKED``: a row another run is claiming is left to it. A claim
+        counts an attempt. The zones that have users are read in the same transaction when a local-time row is
+        claimed.
+        """
+        _limit(limit)
+        if now.tzinfo is None:
+            raise ValueError("now must be an instant, with an offset")
+        params = {"now": now, "stale": now - claim_timeout, "limit": limit}
+
+        def work(cursor: Any) -> list[ClaimedSend]:
+            # The CTE locks and limits once; an IN (subquery) may be evaluated again and claim more than the limit.
+            cursor.execute(
+                "WITH due AS (SELECT id FROM scheduled_sends"
+                " WHERE (status = 'scheduled' AND fire_at <= %(now)s)"
+                " OR (status = 'claimed' AND claimed_at < %(stale)s)"
+                " ORDER BY fire_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+                " UPDATE scheduled_sends ss SET status = 'claimed', claimed_at = %(now)s,"
+                " attempts = ss.attempts + 1, updated_at = now()"
+                " FROM due, sends d WHERE ss.id = due.id AND d.id = ss.send_id"
+                " RETURNING ss.id::text, ss.send_id::text, d.notification_id, d.target, d.content, d.channels,"
+                " ss.fire_at, ss.local_at, ss.zones_done_until, ss.attempts, ss.claimed_at",
+                params,
+            )
+            rows = sorted(cursor.fetchall(), key=lambda row: (row[6], row[0]))
+            zones: tuple[str, ...] = ()
+            if any(row[7] is not None for row in rows):
+                cursor.execute("SELECT DISTINCT timezone FROM users ORDER BY timezone")
+                zones = tuple(row[0] for row in cursor.fetchall())
+            return [_claimed(row, zones if row[7] is not None else ()) for row in rows]
+
+        return self._db.run(work, "claiming scheduled sends")
+
+    def mark_sent(self, handoffs: Sequence[Handoff]) -> int:
+        """Mark enqueued claims in one statement: ``sent``, or back to ``scheduled`` at the next zone's instant with
+        the zones done until the hand-off (attempts start again for that zone). Return how many were still claimed
+        by these claims (a claim taken over by another run is left to it)."""
+        if not handoffs:
+            return 0
+        params = (
+            [handoff.claim.schedule_id for handoff in handoffs],
+            [handoff.claim.claimed_at for handoff in handoffs],
+            [handoff.until for handoff in handoffs],
+            [handoff.next_fire_at for handoff in handoffs],
+        )
+
+        def work(cursor: Any) -> int:
+            cursor.execute(
+                "UPDATE scheduled_sends ss SET"
+                " status = CASE WHEN v.next_fire IS NULL THEN 'sent' ELSE 'scheduled' END,"
+                " sent_at = CASE WHEN v.next_fire IS NULL THEN v.until ELSE ss.sent_at END,"
+                " fire_at = COALESCE(v.next_fire, ss.fire_at),"
+                " zones_done_until = CASE WHEN ss.local_time THEN v.until ELSE ss.zones_done_until END,"
+                " attempts = CASE WHEN v.next_fire IS NULL THEN ss.attempts ELSE 0 END,"
+                " last_error = NULL, updated_at = now()"
+                " FROM unnest(%s::uuid[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[])"
+                " AS v(id, claimed_at, until, next_fire)"
+                " WHERE ss.id = v.id AND ss.status = 'claimed' AND ss.claimed_at = v.claimed_at",
+                params,
+            )
+            return int(cursor.rowcount)
+
+        return self._db.run(work, "marking scheduled sends sent")
+
+    def mark_failed_attempt(self, claim: ClaimedSend, error: str, retry_at: datetime) -> bool:
+        """Put a claim back to ``scheduled`` at ``retry_at`` with its error (never deleted); return whether it was
+        still this claim's."""
+        params = (retry_at, error[:1000], claim.schedule_id, claim.claimed_at)
+
+        def work(cursor: Any) -> bool:
+            cursor.execute(
+                "UPDATE scheduled_sends SET status = 'scheduled', fire_at = %s, last_error = %s, updated_at = now()"
+                " WHERE id = %s::uuid AND status = 'claimed' AND claimed_at = %s",
+                params,
+            )
+            return bool(cursor.rowcount)
+
+        return self._db.run(work, "retrying scheduled send")
+
+    def mark_failed(self, claim: ClaimedSend, error: str) -> bool:
+        """Mark a claim and its send ``failed`` with the error, kept for reading; return whether it was still this
+        claim's."""
+        params = (error[:1000], claim.schedule_id, claim.claimed_at)
+
+        def work(cursor: Any) -> bool:
+            cursor.execute(
+                "UPDATE scheduled_sends SET status = 'failed', last_error = %s, updated_at = now()"
+                " WHERE id = %s::uuid AND status = 'claimed' AND claimed_at = %s RETURNING send_id, last_error",
+                params,
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return False
+            cursor.execute(
+                "UPDATE sends SET status = 'failed', last_error = %s, updated_at = now() WHERE id = %s",
+                (row[1], row[0]),
+            )
+            return True
+
+        return self._db.run(work, "failing scheduled send")
+
+    def cancel_schedule(self, schedule_id: str) -> Schedule:
+        """Cancel a ``scheduled`` row and its send; cancelling again returns it as it is.
+
+        Raises ``NotFoundError`` when there is none, ``ConflictError`` when it is ``sent``, ``claimed`` (a run is
+        sending it) or ``failed``. The row's lock orders this against a claim: whichever comes second sees the other.
+        """
+        key = _schedule_key(schedule_id)
+
+        def work(cursor: Any) -> Schedule:
+            cursor.execute("SELECT status, send_id FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,))
+            row = cursor.fetchone()
+            if row is None:
+                raise NotFoundError("the schedule does not exist")
+            if row[0] == "scheduled":
+                cursor.execute(
+                    "UPDATE scheduled_sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (key,)
+                )
+                cursor.execute("UPDATE sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (row[1],))
+            elif row[0] != "cancelled":
+                raise ConflictError(_NOT_CANCELLABLE[row[0]])
+            return self._schedule(cursor, key)
+
+        return self._db.run(work, "cancelling schedule")
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        """Return the schedule ``schedule_id``; raise ``NotFoundError`` when there is none."""
+        key = _schedule_key(schedule_id)
+        return self._db.run(lambda cursor: self._schedule(cursor, key), "reading schedule")
+
+    def list_schedules(
+        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Schedule]:
+        """Return up to ``limit`` schedules (of ``status`` when given), newest first, after the keyset ``after``
+        (``created_at``, id): ``created_at`` descending, then id ascending, as ``scheduled_sends_status_idx``."""
+        _limit(limit)
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            where.append("ss.status = %s")
+            params.append(status)
+        if after is not None:
+            where.append("(ss.created_at < %s OR (ss.created_at = %s AND ss.id > %s))")
+            params.extend([after[0], after[0], _schedule_key(after[1])])
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        query = f"{_SCHEDULE_SELECT}{condition} ORDER BY ss.created_at DESC, ss.id LIMIT %s"
+
+        def work(cursor: Any) -> list[Schedule]:
+            cursor.execute(query, (*params, limit))
+            return [_schedule(row) for row in cursor.fetchall()]
+
+        return self._db.run(work, "listing schedules")
+
+    def _schedule(self, cursor: Any, key: str) -> Schedule:
+        cursor.execute(f"{_SCHEDULE_SELECT} WHERE ss.id = %s", (key,))
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError("the schedule does not exist")
+        return _schedule(row)
+
+
+# --- Scheduled sends: rows to models -----------------------------------------------------------------------------
+
+_SCHEDULE_SELECT = (
+    "SELECT ss.id::text, ss.send_id::text, d.notification_id, ss.status, ss.fire_at, ss.local_time, ss.local_at,"
+    " ss.zones_done_until, ss.attempts, ss.last_error, ss.claimed_at, ss.sent_at, ss.created_at, ss.updated_at,"
+    " d.target, d.channels, d.content FROM scheduled_sends ss JOIN sends d ON d.id = ss.send_id"
+)
+_NOT_CANCELLABLE = {
+    "sent": "the schedule was sent already",
+    "claimed": "the schedule is being sent",
+    "failed": "the schedule failed and will not be sent",
+}
+
+
+def _schedule_key(schedule_id: str) -> str:
+    # An id that is not a UUID names no schedule (and the primary key is compared as uuid, so its index serves).
+    try:
+        return str(uuid.UUID(schedule_id))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFoundError("the schedule does not exist") from None
+
+
+def _schedule(row: Sequence[Any]) -> Schedule:
+    return Schedule(
+        schedule_id=row[0],
+        send_id=row[1],
+        notification_id=row[2],
+        status=row[3],
+        fire_at=row[4],
+        local_time=row[5],
+        local_at=row[6],
+        zones_done_until=row[7],
+        attempts=row[8],
+        last_error=row[9],
+        claimed_at=row[10],
+        sent_at=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+        to=row[14],
+        channels=list(row[15]),
+        content=row[16],
+    )
+
+
+def _claimed(row: Sequence[Any], zones: tuple[str, ...]) -> ClaimedSend:
+    return ClaimedSend(
+        schedule_id=row[0],
+        send_id=row[1],
+        notification_id=row[2],
+        target=row[3],
+        content=row[4],
+        channels=list(row[5]),
+        fire_at=row[6],
+        local_at=row[7],
+        zones_done_until=row[8],
+        attempts=row[9],
+        claimed_at=row[10],
+        user_zones=zones,
+    )

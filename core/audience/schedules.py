@@ -1,0 +1,500 @@
+"""Scheduled sends: the cron's dispatcher (``dispatch_due``) and the logic of ``GET``/``DELETE /v1/schedules…``.
+
+A send with ``at`` is recorded by ``POST /v1/sends`` with one row in ``scheduled_sends`` (``infra/migrations/``); the
+EventBridge ``rate(1 minute)`` cron (``cron/handler.py``) claims the rows that are due, hands each to an enqueuer (the
+fan-out of the send) and records the outcome.
+
+Claims: one statement claims a batch with ``FOR UPDATE SKIP LOCKED`` (two overlapping runs never claim the same row)
+and stamps it ``claimed`` at the run's instant. A row is due when it is ``scheduled`` and its ``fire_at`` has come,
+or ``claimed`` longer ago than the claim timeout: the run that claimed it died (the timeout is longer than the
+function's, so a live run never loses its claims). The rows enqueued are marked together; one whose enqueue failed
+with an ``UpstreamError`` goes back to ``scheduled`` with a later ``fire_at`` (exponential backoff, capped) and its
+error, and after ``RetryPolicy.max_attempts`` claims it is ``failed``; a row is never deleted. Any other domain error
+(the topic does not exist, a template needs a variable the content lacks) cannot be helped by retrying: ``failed``
+at once, with the error. Marks are guarded by the claim (its instant): a late mark of a run whose claim was taken
+over changes nothing.
+
+Local time (``local_at``, a wall clock without an offset): each zone that has users reaches ``local_at`` at its own
+instant (``core.audience.timezones.local_to_utc``: a time in a DST gap is moved forward by the gap, an ambiguous one
+is the first). The row's ``fire_at`` is the next such instant and ``zones_done_until`` the instant up to which zones
+were handed over. A claim at ``now`` hands over, in one call of the enqueuer, every zone whose instant is after
+``zones_done_until`` and not after ``now`` (``DueSend.zones``; a zone whose time was already past when the send was
+made is in the first hand-off: it is sent at once); then ``zones_done_until`` becomes ``now`` and ``fire_at`` the
+next zone's instant, or the row is ``sent`` when no zone is left. The zones are those of ``SELECT DISTINCT timezone
+FROM users`` at each claim: a zone that gets its first user after the send was made is handed over at the next
+hand-off after its instant (late when that is another zone's, never skipped); a user who moves to a zone whose
+instant is already behind the watermark is not reached by that send. An instant send hands over everyone once
+(``zones`` is ``None``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+
+from pydantic import BaseModel, ConfigDict
+
+from core.audience.ports import ScheduleStorePort
+from core.audience.timezones import local_to_utc
+from core.errors import InvalidRequestError, NotificationError, UpstreamError
+from core.models import Reply
+from core.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from core.ports import NotificationLedgerPort, TopicRegistryPort
+    from core.queue import DeliveryQueue
+
+ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
+SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
+# The first instant any clock shows a wall-clock time (UTC+14, the Line Islands): where a local-time send with no
+# user yet fires first, to look again for zones then.
+EARLIEST_ZONE = "Pacific/Kiritimati"
+MAX_LIST_PAGE = 100
+MAX_ERROR_LENGTH = 1000
+
+
+# --- what the store keeps and returns ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewScheduledSend:
+    """A send to record with its schedule (``POST /v1/sends`` with ``at``).
+
+    ``fire_at`` is the instant of an instant send, or the first instant of a local-time one (``local_at`` set: see
+    ``schedule_times``).
+    """
+
+    notification_id: str
+    target: dict[str, Any]
+    content: dict[str, Any]
+    channels: list[str]
+    fire_at: datetime
+    local_at: datetime | None = None
+
+
+class Schedule(Reply):
+    """A scheduled send as ``GET /v1/schedules/{id}`` shows it."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    schedule_id: str
+    send_id: str
+    notification_id: str
+    status: ScheduleStatus
+    fire_at: datetime
+    local_time: bool
+    local_at: datetime | None = None
+    zones_done_until: datetime | None = None
+    attempts: int
+    last_error: str | None = None
+    claimed_at: datetime | None = None
+    sent_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    to: dict[str, Any]
+    channels: list[str]
+    content: dict[str, Any]
+
+
+class ScheduleList(Reply):
+    """A page of ``GET /v1/schedules``: newest first; ``next`` is the cursor of the next page, absent on the last."""
+
+    schedules: list[Schedule]
+    next: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedSend:
+    """A row the cron claimed, with its send. ``claimed_at`` is the claim (marks are guarded by it).
+
+    ``user_zones`` is every time zone that has users, read in the claim's transaction for a local-time row (empty
+    for an instant one).
+    """
+
+    schedule_id: str
+    send_id: str
+    notification_id: str
+    target: dict[str, Any]
+    content: dict[str, Any]
+    channels: list[str]
+    fire_at: datetime
+    local_at: datetime | None
+    zones_done_until: datetime | None
+    attempts: int
+    claimed_at: datetime
+    user_zones: tuple[str, ...] = ()
+
+    @property
+    def local_time(self) -> bool:
+        """Whether the send is at a wall-clock time in each recipient's zone."""
+        return self.local_at is not None
+
+
+@dataclass(frozen=True)
+class DueSend:
+    """What an enqueuer hands to the fan-out: the send and, for a local-time one, the zones due now.
+
+    ``zones`` is ``None`` for everyone (an instant send), else the recipients' zones of this hand-off.
+    """
+
+    schedule_id: str
+    send_id: str
+    notification_id: str
+    target: dict[str, Any]
+    content: dict[str, Any]
+    channels: list[str]
+    zones: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A claim enqueued: mark it ``sent``, or, when ``next_fire_at`` is set, re-arm it for the next zone."""
+
+    claim: ClaimedSend
+    until: datetime
+    next_fire_at: datetime | None = None
+
+
+class SendEnqueuer(Protocol):
+    """Hands a due send to the fan-out; raises ``UpstreamError`` when it may succeed later, another domain error
+    when it never will."""
+
+    def enqueue(self, send: DueSend) -> None:
+        """Enqueue the send's deliveries (for ``send.zones`` only, when set)."""
+        ...
+
+
+# --- the local-time rule ------------------------------------------------------------------------------------------
+
+
+def zone_instants(local_at: datetime, zones: Iterable[str]) -> dict[str, datetime]:
+    """Return the instant each zone's clock shows ``local_at`` (zones that are not IANA names left out)."""
+    instants: dict[str, datetime] = {}
+    for zone in zones:
+        try:
+            instants[zone] = local_to_utc(local_at, zone)
+        except (ValueError, KeyError):
+            logger.warning("unknown time zone left out of a local-time send", extra={"zone": zone})
+    return instants
+
+
+def first_fire_at(local_at: datetime, zones: Iterable[str], now: datetime) -> datetime:
+    """Return the first ``fire_at`` of a local-time send: the earliest zone's instant, ``now`` when one is past.
+
+    With no user yet, the first instant any clock shows ``local_at``: the zones are looked at again then.
+    """
+    instants = zone_instants(local_at, zones) or zone_instants(local_at, [EARLIEST_ZONE])
+    return max(min(instants.values()), now.astimezone(UTC))
+
+
+def schedule_times(
+    at: datetime, local_time: bool, zones: Iterable[str], now: datetime
+) -> tuple[datetime, datetime | None]:
+    """Return ``(fire_at, local_at)`` of a send's ``at``: an instant when it has an offset, else a wall-clock time in
+    each recipient's zone (``local_time`` must say so).
+
+    Raises
+    ------
+    InvalidRequestError
+        ``at`` without an offset and ``local_time`` not set, or with an offset and ``local_time`` set.
+    """
+    if local_time:
+        if at.tzinfo is not None:
+            raise InvalidRequestError("at", "must be a wall-clock time without an offset when local_time is true")
+        return first_fire_at(at, zones, now), at
+    if at.tzinfo is None:
+        raise InvalidRequestError("at", "must have an offset (or set local_time to true for each recipient's zone)")
+    return at.astimezone(UTC), None
+
+
+def plan_handoff(claim: ClaimedSend, now: datetime) -> tuple[list[str] | None, datetime | None]:
+    """Return the zones a claim hands over at ``now`` (``None``: everyone) and the next zone's instant, if any."""
+    if claim.local_at is None:
+        return None, None
+    instants = zone_instants(claim.local_at, claim.user_zones)
+    done = claim.zones_done_until
+    due = sorted(zone for zone, instant in instants.items() if instant <= now and (done is None or instant > done))
+    later = [instant for instant in instants.values() if instant > now]
+    return due, min(later) if later else None
+
+
+# --- the dispatcher -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed enqueue is tried again: ``base * 2**(attempts-1)`` later, capped; ``failed`` past the limit."""
+
+    base: timedelta = timedelta(minutes=1)
+    cap: timedelta = timedelta(hours=1)
+    max_attempts: int = 24
+
+    def retry_at(self, attempts: int, now: datetime) -> datetime:
+        """Return when a row claimed ``attempts`` times is tried again."""
+        delay = min(self.cap, self.base * 2 ** max(0, min(attempts - 1, 30)))
+        return now + delay
+
+
+@dataclass
+class DispatchReport:
+    """What a cron run did: rows claimed, handed over (``sent`` or re-armed for their next zone), retried, failed."""
+
+    claimed: int = 0
+    sent: int = 0
+    rearmed: int = 0
+    retried: int = 0
+    failed: int = 0
+    batches: int = 0
+    out_of_time: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the report as the handler answers it."""
+        return {
+            "claimed": self.claimed,
+            "sent": self.sent,
+            "rearmed": self.rearmed,
+            "retried": self.retried,
+            "failed": self.failed,
+            "batches": self.batches,
+            "out_of_time": self.out_of_time,
+        }
+
+
+def _due_send(claim: ClaimedSend, zones: list[str] | None) -> DueSend:
+    return DueSend(
+        schedule_id=claim.schedule_id,
+        send_id=claim.send_id,
+        notification_id=claim.notification_id,
+        target=claim.target,
+        content=claim.content,
+        channels=claim.channels,
+        zones=zones,
+    )
+
+
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+
+
+def dispatch_due(
+    repository: ScheduleStorePort,
+    enqueuer: SendEnqueuer,
+    now: datetime,
+    batch_size: int,
+    claim_timeout: timedelta,
+    *,
+    time_left: Callable[[], float] | None = None,
+    retry: RetryPolicy | None = None,
+) -> DispatchReport:
+    """Claim the due rows batch by batch at ``now``, enqueue each, mark the outcome; return what was done.
+
+    Stops when a batch comes back short (nothing more is due at ``now``) or when ``time_left()`` (seconds, the
+    function's remaining time less a margin) is spent. A claim store failure (``UpstreamError``) propagates: nothing
+    was enqueued. Once enqueued, the bookkeeping never raises: a mark that fails is logged and counted, the run stops,
+    and the claims come back after the claim timeout (the fan-out's notification id makes the repeat harmless).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be an instant, with an offset")
+    retry = retry or RetryPolicy()
+    report = DispatchReport()
+    while True:
+        if time_left is not None and time_left() <= 0:
+            report.out_of_time = True
+            break
+        claims = repository.claim_due(now, batch_size, claim_timeout)
+        report.batches += 1
+        report.claimed += len(claims)
+        if claims and not _dispatch_batch(repository, enqueuer, claims, now, retry, report):
+            break
+        if len(claims) < batch_size:
+            break
+    metrics.add_metric(name="SchedulesClaimed", unit="Count", value=report.claimed)
+    metrics.add_metric(name="SchedulesSent", unit="Count", value=report.sent)
+    if report.retried or report.failed:
+        metrics.add_metric(name="SchedulesRetried", unit="Count", value=report.retried)
+        metrics.add_metric(name="SchedulesFailed", unit="Count", value=report.failed)
+    return report
+
+
+def _dispatch_batch(
+    repository: ScheduleStorePort,
+    enqueuer: SendEnqueuer,
+    claims: list[ClaimedSend],
+    now: datetime,
+    retry: RetryPolicy,
+    report: DispatchReport,
+) -> bool:
+    """Enqueue one claimed batch and mark it; return ``False`` when the bookkeeping failed (the run stops)."""
+    handoffs: list[Handoff] = []
+    failures: list[tuple[ClaimedSend, str, bool]] = []
+    for claim in claims:
+        zones, next_fire_at = plan_handoff(claim, now)
+        try:
+            # A local-time claim with no zone due now (a zone lost its users meanwhile) only moves to its next zone.
+            if zones is None or zones or next_fire_at is None:
+                enqueuer.enqueue(_due_send(claim, zones))
+        except UpstreamError as exc:
+            failures.append((claim, _error_text(exc), claim.attempts < retry.max_attempts))
+            continue
+        except NotificationError as exc:
+            failures.append((claim, _error_text(exc), False))
+            continue
+        except Exception as exc:
+            # A bug, not the send's fault: retried like an outage, so the row is not lost to it.
+            logger.exception("enqueueing a scheduled send raised", extra={"schedule_id": claim.schedule_id})
+            failures.append((claim, _error_text(exc), claim.attempts < retry.max_attempts))
+            continue
+        handoffs.append(Handoff(claim=claim, until=now, next_fire_at=next_fire_at))
+    try:
+        if handoffs:
+            repository.mark_sent(handoffs)
+        for claim, error, again in failures:
+            if again:
+                repository.mark_failed_attempt(claim, error, retry.retry_at(claim.attempts, now))
+            else:
+                repository.mark_failed(claim, error)
+            logger.warning(
+                "scheduled send not enqueued",
+                extra={"schedule_id": claim.schedule_id, "error": error, "retried": again, "attempts": claim.attempts},
+            )
+    except NotificationError as exc:
+        logger.error("marking scheduled sends failed", extra={"error": _error_text(exc), "claims": len(claims)})
+        metrics.add_metric(name="ScheduleMarkFailed", unit="Count", value=1)
+        report.errors.append(_error_text(exc))
+        return False
+    report.sent += sum(1 for handoff in handoffs if handoff.next_fire_at is None)
+    report.rearmed += sum(1 for handoff in handoffs if handoff.next_fire_at is not None)
+    report.retried += sum(1 for _claim, _error, again in failures if again)
+    report.failed += sum(1 for _claim, _error, again in failures if not again)
+    return True
+
+
+def remaining_time(context: Any, margin_seconds: float) -> Callable[[], float]:
+    """Return a ``time_left`` for ``dispatch_due``: the Lambda context's remaining seconds less a margin."""
+    return lambda: context.get_remaining_time_in_millis() / 1000 - margin_seconds
+
+
+# --- the enqueuer of topic sends ----------------------------------------------------------------------------------
+
+SOURCE = "schedule"
+
+
+class TopicSendEnqueuer:
+    """Enqueues a send to ``{"topic": "<channel>/<topic>"}`` through the one fan-out: the topic's integrations, with
+    the send's content fields (``$text``, ``$subject``, ``$html``…) as their templates' variables.
+
+    The notification is the send's (``notification_id``) and the publish is idempotent on it, forever: a claim
+    enqueued again after a run died before marking it, or the next zone of a local-time send, finishes that
+    notification instead of sending its deliveries again. A topic's integrations are no recipients with a zone:
+    they get the send at its first hand-off. Audience targets (``user_ids``, ``segment``, ``where``) and a topic's
+    subscribed users need the expansion worker, not built yet: such a send is refused with an ``UpstreamError``, so
+    it is retried and not lost once the worker is deployed.
+
+    Parameters
+    ----------
+    registry, ledger, queue:
+        The topic registry, the delivery ledger and the delivery queue of the fan-out.
+    """
+
+    def __init__(self, registry: TopicRegistryPort, ledger: NotificationLedgerPort, queue: DeliveryQueue) -> None:
+        self._registry = registry
+        self._ledger = ledger
+        self._queue = queue
+
+    def enqueue(self, send: DueSend) -> None:
+        """Fan the send out to its topic's integrations, once per notification."""
+        from core.fanout import IdempotentPublish, fan_out, request_digest
+
+        topic = send.target.get("topic")
+        if not isinstance(topic, str) or "/" not in topic:
+            raise UpstreamError("sends to users, segments or conditions need the audience expansion worker")
+        channel, name = topic.split("/", 1)
+        digest = request_digest(json.dumps([send.target, send.content], sort_keys=True, separators=(",", ":")))
+        idempotent = IdempotentPublish(send.notification_id, digest, window_seconds=math.inf)
+        result = fan_out(
+            self._registry.get(channel, name),
+            send.content,
+            self._ledger,
+            self._queue,
+            source=SOURCE,
+            idempotent=idempotent,
+        )
+        logger.info(
+            "scheduled send enqueued",
+            extra={
+                "schedule_id": send.schedule_id,
+                "notification_id": result.notification_id,
+                "resumed": result.resumed,
+            },
+        )
+
+
+# --- GET / DELETE /v1/schedules… ----------------------------------------------------------------------------------
+
+
+class _Cursor(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    created_at: datetime
+    schedule_id: uuid.UUID
+
+
+def encode_cursor(schedule: Schedule) -> str:
+    """Return the opaque cursor of the page after ``schedule``."""
+    raw = json.dumps([schedule.created_at.isoformat(), schedule.schedule_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Return the keyset of a cursor; raise ``InvalidRequestError`` (field ``cursor``) when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, schedule_id = json.loads(raw)
+        parsed = _Cursor(created_at=created_at, schedule_id=schedule_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidRequestError("cursor", "is not a cursor this API returned") from None
+    if parsed.created_at.tzinfo is None:
+        raise InvalidRequestError("cursor", "is not a cursor this API returned")
+    return parsed.created_at, str(parsed.schedule_id)
+
+
+def list_schedules(
+    repository: ScheduleStorePort, status: str | None = None, cursor: str | None = None, limit: int = 50
+) -> ScheduleList:
+    """``GET /v1/schedules?status=&cursor=``: a page of schedules, newest first.
+
+    Raises ``InvalidRequestError`` naming ``status``, ``cursor`` or ``limit`` when one is not valid.
+    """
+    if status is not None and status not in SCHEDULE_STATUSES:
+        raise InvalidRequestError("status", f"must be one of {', '.join(SCHEDULE_STATUSES)}")
+    if not 1 <= limit <= MAX_LIST_PAGE:
+        raise InvalidRequestError("limit", f"must be between 1 and {MAX_LIST_PAGE}")
+    after = decode_cursor(cursor) if cursor else None
+    page = repository.list_schedules(status, after, limit + 1)  # type: ignore[arg-type]
+    more = len(page) > limit
+    page = page[:limit]
+    return ScheduleList(schedules=page, next=encode_cursor(page[-1]) if more else None)
+
+
+def get_schedule(repository: ScheduleStorePort, schedule_id: str) -> Schedule:
+    """``GET /v1/schedules/{id}``; ``NotFoundError`` when there is none."""
+    return repository.get_schedule(schedule_id)
+
+
+def cancel_schedule(repository: ScheduleStorePort, schedule_id: str) -> Schedule:
+    """``DELETE /v1/schedules/{id}`` (204): a cancelled schedule is never sent, the rest of a local-time one neither.
+
+    Cancelling again is no error. Raises ``NotFoundError`` when there is none, ``ConflictError`` (409) when it was
+    sent, is being sent (claimed by a run), or failed.
+    """
+    schedule = repository.cancel_schedule(schedule_id)
+    logger.info("schedule cancelled", extra={"schedule_id": schedule.schedule_id})
+    return schedule

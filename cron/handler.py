@@ -1,0 +1,66 @@
+"""Lambda adapter of the cron: EventBridge ``rate(1 minute)`` → the due scheduled sends through the one fan-out.
+
+Each run claims due rows in batches until none is left or the function's time, less a margin, is spent
+(``core.audience.schedules.dispatch_due``). A run that fails to reach the database raises (Lambda reports it; the
+next minute's run tries again); a run that dies leaves its claims to the claim timeout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.audience.repository import AudienceRepository
+from core.audience.schedules import RetryPolicy, SendEnqueuer, TopicSendEnqueuer, dispatch_due, remaining_time
+from core.clients import get_database, get_delivery_queue, get_ledger, get_topic_registry
+from core.observability import logger, metrics, tracer
+from core.settings import CronSettings, load_settings
+
+
+class ScheduledEvent(BaseModel):
+    """The EventBridge event of a schedule rule (``detail-type`` "Scheduled Event")."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    time: datetime
+    resources: list[str] = Field(default_factory=list)
+
+
+def settings() -> CronSettings:
+    """Return this function's settings, parsed at the container's first invocation; a missing variable fails it."""
+    return load_settings(CronSettings)
+
+
+def build_enqueuer(config: CronSettings) -> SendEnqueuer:
+    """Return what hands a due send to the fan-out: topic targets for now (the audience expansion comes later)."""
+    return TopicSendEnqueuer(get_topic_registry(config), get_ledger(config), get_delivery_queue(config))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Dispatch the scheduled sends due now; return the run's report (claimed, sent, rearmed, retried, failed)."""
+    config = settings()
+    scheduled = ScheduledEvent.model_validate(event)
+    logger.append_keys(event_id=scheduled.id, scheduled_time=scheduled.time.isoformat())
+    report = dispatch_due(
+        AudienceRepository(get_database(config)),
+        build_enqueuer(config),
+        datetime.now(UTC),
+        config.cron_batch_size,
+        timedelta(seconds=config.cron_claim_timeout_seconds),
+        time_left=remaining_time(context, config.cron_time_margin_seconds),
+        retry=RetryPolicy(
+            base=timedelta(seconds=config.cron_retry_base_seconds),
+            cap=timedelta(seconds=config.cron_retry_cap_seconds),
+            max_attempts=config.cron_max_attempts,
+        ),
+    )
+    logger.info("cron run done", extra=report.as_dict())
+    return report.as_dict()

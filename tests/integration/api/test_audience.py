@@ -1,0 +1,264 @@
+"""Integration tests of the audience function (api/audience.py): its handler called with API Gateway events, SNS
+platform applications and endpoints in moto, the audience in a real PostgreSQL (tests/support/postgres.py)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from api import audience
+from core import clients
+from core.audience.connection import Database
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.events import admin_event, api_event, response_json
+
+REGION = "us-east-1"
+ADMIN_TOKEN = "admin-token"
+USER = "/v1/users/{user_id}"
+DEVICES = "/v1/users/{user_id}/devices"
+DEVICE = "/v1/users/{user_id}/devices/{device_id}"
+SUBSCRIPTION = "/v1/users/{user_id}/subscriptions/{channel}/{topic}"
+SUBSCRIPTIONS = "/v1/users/{user_id}/subscriptions"
+SEGMENT = "/v1/segments/{name}"
+APP = "/v1/apps/{app}"
+
+
+class Api:
+    """The audience function, called as API Gateway calls it."""
+
+    def __init__(self, context: FakeLambdaContext, sns: Any, application_arn: str) -> None:
+        self.context = context
+        self.sns = sns
+        self.application_arn = application_arn
+
+    def call(self, method: str, resource: str, params: dict[str, str] | None = None, body: Any = None) -> Any:
+        """Invoke the handler with an API key event; return its proxy result."""
+        return audience.handler(api_event(method, resource, params, body), self.context)
+
+    def admin(self, method: str, resource: str, params: dict[str, str] | None = None, body: Any = None) -> Any:
+        """Invoke the handler with an event the admin authorizer allowed."""
+        return audience.handler(admin_event(method, resource, params, body, ADMIN_TOKEN), self.context)
+
+    def user(self, user_id: str, timezone: str = "Europe/Paris", **data: Any) -> Any:
+        """``PUT /v1/users/{user_id}``."""
+        return self.call("PUT", USER, {"user_id": user_id}, {"timezone": timezone, "data": data})
+
+    def register(self, user_id: str, token: str = "token-1", app: str = "android") -> Any:  # noqa: S107
+        """``POST /v1/users/{user_id}/devices``."""
+        return self.call("POST", DEVICES, {"user_id": user_id}, {"app": app, "token": token})
+
+    def endpoints(self) -> dict[str, dict[str, str]]:
+        """The app's SNS endpoints and their attributes."""
+        listed = self.sns.list_endpoints_by_platform_application(PlatformApplicationArn=self.application_arn)
+        return {item["EndpointArn"]: item["Attributes"] for item in listed["Endpoints"]}
+
+
+@pytest.fixture
+def api(
+    monkeypatch: pytest.MonkeyPatch, postgres_url: str, database: Database, lambda_context: FakeLambdaContext
+) -> Iterator[Api]:
+    """The audience function on moto's SNS and the session's PostgreSQL (emptied), with one app, ``android``."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    with mock_aws():
+        clients.reset()
+        sns = boto3.client("sns", region_name=REGION)
+        application = sns.create_platform_application(
+            Name="android", Platform="GCM", Attributes={"PlatformCredential": "key"}
+        )["PlatformApplicationArn"]
+        api = Api(lambda_context, sns, application)
+        created = api.admin("PUT", APP, {"app": "android"}, {"platform_application_arn": application})
+        assert created["statusCode"] == 201
+        yield api
+        # The container's connection, as a warm Lambda keeps it, is closed with the test.
+        clients.get_database().close()
+
+
+def test_audience_user_created_replaced_and_read_with_its_devices(api: Api) -> None:
+    created = api.user("ada", plan="pro")
+    api.register("ada")
+
+    replaced = api.user("ada", "Asia/Kathmandu", plan="free")
+    read = response_json(api.call("GET", USER, {"user_id": "ada"}))
+
+    assert (created["statusCode"], replaced["statusCode"]) == (201, 200)
+    assert (read["timezone"], read["data"]) == ("Asia/Kathmandu", {"plan": "free"})
+    assert [device["platform"] for device in read["devices"]] == ["GCM"]
+
+
+def test_audience_user_deleted_with_its_endpoints(api: Api) -> None:
+    api.user("ada")
+    api.register("ada", "token-1")
+    api.register("ada", "token-2")
+
+    deleted = api.call("DELETE", USER, {"user_id": "ada"})
+
+    assert deleted["statusCode"] == 204
+    assert api.endpoints() == {}
+    assert api.call("GET", USER, {"user_id": "ada"})["statusCode"] == 404
+
+
+def test_audience_user_unknown_time_zone_answers_422_naming_timezone(api: Api) -> None:
+    response = api.user("ada", "Europe/Atlantis")
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("timezone:")
+
+
+def test_audience_device_registered_twice_is_the_same_device(api: Api) -> None:
+    api.user("ada")
+    first = api.register("ada")
+
+    again = api.register("ada")
+
+    assert (first["statusCode"], again["statusCode"]) == (201, 200)
+    assert response_json(again)["device_id"] == response_json(first)["device_id"]
+    assert len(api.endpoints()) == 1
+
+
+def test_audience_device_of_another_user_is_moved_to_the_new_one(api: Api) -> None:
+    api.user("ada")
+    api.user("bob")
+    first = response_json(api.register("ada"))
+
+    moved = response_json(api.register("bob"))
+
+    assert moved["device_id"] == first["device_id"]
+    assert response_json(api.call("GET", DEVICES, {"user_id": "ada"}))["devices"] == []
+    assert [item["device_id"] for item in response_json(api.call("GET", DEVICES, {"user_id": "bob"}))["devices"]] == [
+        first["device_id"]
+    ]
+    assert len(api.endpoints()) == 1
+
+
+def test_audience_device_disabled_endpoint_enabled_again_by_registration(api: Api) -> None:
+    api.user("ada")
+    api.register("ada")
+    [arn] = api.endpoints()
+    api.sns.set_endpoint_attributes(EndpointArn=arn, Attributes={"Enabled": "false"})
+
+    again = response_json(api.register("ada"))
+
+    assert again["enabled"] is True
+    assert api.endpoints()[arn]["Enabled"].lower() == "true"
+
+
+def test_audience_device_unregistered_deletes_its_endpoint(api: Api) -> None:
+    api.user("ada")
+    device = response_json(api.register("ada"))
+
+    response = api.call("DELETE", DEVICE, {"user_id": "ada", "device_id": device["device_id"]})
+
+    assert response["statusCode"] == 204
+    assert api.endpoints() == {}
+
+
+def test_audience_device_unknown_app_answers_422_naming_app(api: Api) -> None:
+    api.user("ada")
+
+    response = api.register("ada", app="ios")
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("app:")
+
+
+def test_audience_subscriptions_put_listed_and_deleted(api: Api) -> None:
+    api.user("ada")
+    params = {"user_id": "ada", "channel": "news", "topic": "daily"}
+
+    put = api.call("PUT", SUBSCRIPTION, params)
+    listed = response_json(api.call("GET", SUBSCRIPTIONS, {"user_id": "ada"}))
+    deleted = api.call("DELETE", SUBSCRIPTION, params)
+
+    assert (put["statusCode"], deleted["statusCode"]) == (204, 204)
+    assert [(item["channel"], item["topic"]) for item in listed["subscriptions"]] == [("news", "daily")]
+    assert response_json(api.call("GET", SUBSCRIPTIONS, {"user_id": "ada"}))["subscriptions"] == []
+
+
+def test_audience_segment_bad_operator_answers_422_naming_the_place(api: Api) -> None:
+    body = {"where": {"or": [{"field": "plan", "eq": "pro"}, {"field": "plan", "matches": "p.*"}]}}
+
+    response = api.call("PUT", SEGMENT, {"name": "pros"}, body)
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("where.or[1].matches:")
+
+
+def test_audience_segment_stored_and_counted(api: Api) -> None:
+    api.user("ada", plan="pro")
+    api.user("bob", plan="free")
+    api.user("eve", "Asia/Tokyo", plan="pro")
+    where = {"and": [{"field": "plan", "eq": "pro"}, {"field": "timezone", "eq": "Europe/Paris"}]}
+
+    stored = api.call("PUT", SEGMENT, {"name": "paris-pros"}, {"where": where})
+    counted = api.call("POST", "/v1/segments/count", body={"where": where})
+
+    assert stored["statusCode"] == 201
+    assert response_json(api.call("GET", SEGMENT, {"name": "paris-pros"}))["where"] == where
+    assert response_json(counted) == {"count": 1}
+
+
+def test_audience_apps_listed_and_deleted_with_their_endpoints(api: Api) -> None:
+    api.user("ada")
+    api.register("ada")
+
+    listed = response_json(api.admin("GET", "/v1/apps"))
+    deleted = api.admin("DELETE", APP, {"app": "android"})
+
+    assert [item["name"] for item in listed["apps"]] == ["android"]
+    assert deleted["statusCode"] == 204
+    assert api.endpoints() == {}
+    assert api.admin("GET", APP, {"app": "android"})["statusCode"] == 404
+
+
+def test_audience_database_down_answers_502(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://notify@127.0.0.1:{closed_port}/notify?connect_timeout=1")
+    clients.reset()
+
+    response = api.call("GET", USER, {"user_id": "ada"})
+
+    assert response["statusCode"] == 502
+    assert str(closed_port) not in response_json(response)["message"]
+
+
+def _schedule(database: Database) -> str:
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from core.audience.repository import AudienceRepository
+    from core.audience.schedules import NewScheduledSend
+
+    send = NewScheduledSend(
+        notification_id=str(uuid.uuid4()),
+        target={"topic": "news/daily"},
+        content={"text": "Hello"},
+        channels=["push"],
+        fire_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    return AudienceRepository(database).create_scheduled_send(send).schedule_id
+
+
+def test_schedules_cancel_then_show_cancelled_and_listed(api: Api, database: Database) -> None:
+    schedule_id = _schedule(database)
+
+    cancelled = api.call("DELETE", "/v1/schedules/{schedule_id}", {"schedule_id": schedule_id})
+    shown = response_json(api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": schedule_id}))
+    listed = response_json(api.call("GET", "/v1/schedules"))
+
+    assert cancelled["statusCode"] == 204
+    assert shown["status"] == "cancelled"
+    assert [item["schedule_id"] for item in listed["schedules"]] == [schedule_id]
+
+
+def test_schedules_unknown_id_is_404(api: Api) -> None:
+    result = api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": "not-a-schedule"})
+
+    assert result["statusCode"] == 404

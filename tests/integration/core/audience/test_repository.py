@@ -1,0 +1,341 @@
+"""Integration tests of core/audience/repository.py and connection.py against a real PostgreSQL.
+
+The behaviour tests run on the in-memory fake too (``repository`` is parametrised): the fake the unit tests use is
+held to what PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import pytest
+
+from core.audience.connection import Database
+from core.audience.models import AppRequest, UserRequest
+from core.audience.ports import AudienceRepositoryPort
+from core.audience.repository import AudienceRepository
+from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
+from tests.fakes.audience import FakeAudienceRepository, MatchingCondition
+
+ARN = "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
+PARIS = UserRequest(timezone="Europe/Paris", email="a@example.com", data={"plan": "pro", "age": 30})
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A compiled condition as core/audience/segments.py makes them."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+@pytest.fixture(params=["postgres", "fake"])
+def repository(request: pytest.FixtureRequest) -> AudienceRepositoryPort:
+    if request.param == "fake":
+        return FakeAudienceRepository()
+    database: Database = request.getfixturevalue("database")
+    return AudienceRepository(database)
+
+
+@pytest.fixture
+def postgres(database: Database) -> AudienceRepository:
+    return AudienceRepository(database)
+
+
+def _with_app_and_users(repository: AudienceRepositoryPort, *user_ids: str) -> None:
+    repository.put_app("android", AppRequest(platform_application_arn=ARN))
+    for user_id in user_ids:
+        repository.put_user(user_id, PARIS)
+
+
+def test_repository_put_user_new_then_replaced_reports_created_once(repository: AudienceRepositoryPort) -> None:
+    first, created = repository.put_user("u1", PARIS)
+    second, created_again = repository.put_user("u1", UserRequest(timezone="Asia/Kathmandu"))
+
+    assert (created, created_again) == (True, False)
+    assert second.created_at == first.created_at
+    assert (second.timezone, second.email, second.data) == ("Asia/Kathmandu", None, {})
+
+
+def test_repository_get_user_has_devices_and_subscriptions(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1")
+    registration = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    repository.put_subscription("u1", "news", "daily")
+
+    user = repository.get_user("u1")
+
+    assert user.data == {"plan": "pro", "age": 30}
+    assert [device.device_id for device in user.devices] == [registration.device.device_id]
+    assert user.devices[0].platform == "GCM"
+    assert [(item.channel, item.topic) for item in user.subscriptions] == [("news", "daily")]
+
+
+def test_repository_get_user_unknown_raises_not_found(repository: AudienceRepositoryPort) -> None:
+    with pytest.raises(NotFoundError):
+        repository.get_user("nobody")
+
+
+def test_repository_delete_user_returns_its_devices_and_removes_everything(
+    repository: AudienceRepositoryPort,
+) -> None:
+    _with_app_and_users(repository, "u1")
+    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    repository.put_subscription("u1", "news", "daily")
+
+    devices = repository.delete_user("u1")
+
+    assert [device.endpoint_arn for device in devices] == ["arn:endpoint/1"]
+    with pytest.raises(NotFoundError):
+        repository.get_user("u1")
+    assert repository.subscribers_page("news", "daily", None, 10).users == []
+    with pytest.raises(NotFoundError):
+        repository.delete_user("u1")
+
+
+def test_repository_register_device_same_token_again_is_the_same_device(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1")
+    first = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+
+    again = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+
+    assert (first.created, again.created) == (True, False)
+    assert again.device.device_id == first.device.device_id
+    assert again.previous_user_id is None
+    assert len(repository.list_devices("u1")) == 1
+
+
+def test_repository_register_device_of_another_user_moves_it(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1", "u2")
+    first = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+
+    moved = repository.register_device("u2", "android", "tok", "arn:endpoint/1")
+
+    assert moved.device.device_id == first.device.device_id
+    assert (moved.created, moved.previous_user_id, moved.device.user_id) == (False, "u1", "u2")
+    assert repository.list_devices("u1") == []
+    assert [device.device_id for device in repository.list_devices("u2")] == [first.device.device_id]
+
+
+def test_repository_register_device_disabled_one_again_enables_it(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1")
+    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+
+    assert repository.disable_device("arn:endpoint/1") == 1
+    assert repository.disable_device("arn:endpoint/1") == 0
+    assert repository.devices_of(["u1"]) == {}
+    assert repository.register_device("u1", "android", "tok", "arn:endpoint/1").device.enabled is True
+    assert [device.enabled for device in repository.devices_of(["u1"])["u1"]] == [True]
+
+
+def test_repository_register_device_unknown_app_names_the_app_field(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1")
+
+    with pytest.raises(InvalidRequestError) as raised:
+        repository.register_device("u1", "ios", "tok", "arn:endpoint/1")
+
+    assert raised.value.field == "app"
+
+
+def test_repository_register_device_unknown_user_raises_not_found(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository)
+
+    with pytest.raises(NotFoundError):
+        repository.register_device("nobody", "android", "tok", "arn:endpoint/1")
+
+
+def test_repository_device_of_another_user_is_not_found(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1", "u2")
+    device = repository.register_device("u1", "android", "tok", "arn:endpoint/1").device
+
+    with pytest.raises(NotFoundError):
+        repository.get_device("u2", device.device_id)
+    with pytest.raises(NotFoundError):
+        repository.delete_device("u2", device.device_id)
+    with pytest.raises(NotFoundError):
+        repository.get_device("u1", "not-a-uuid")
+    assert repository.delete_device("u1", device.device_id) == device
+
+
+def test_repository_delete_app_deletes_its_devices(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1")
+    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+
+    devices = repository.delete_app("android")
+
+    assert [device.token for device in devices] == ["tok"]
+    assert repository.list_devices("u1") == []
+    assert repository.list_apps() == []
+    with pytest.raises(NotFoundError):
+        repository.get_app("android")
+
+
+def test_repository_put_app_replaced_takes_the_new_platform(repository: AudienceRepositoryPort) -> None:
+    repository.put_app("mobile", AppRequest(platform_application_arn=ARN))
+    apns = "arn:aws:sns:us-east-1:123456789012:app/APNS_SANDBOX/ios"
+
+    app, created = repository.put_app("mobile", AppRequest(platform_application_arn=apns))
+
+    assert (created, app.platform, repository.get_app("mobile").platform_application_arn) == (
+        False,
+        "APNS_SANDBOX",
+        apns,
+    )
+
+
+def test_repository_subscriptions_put_twice_is_one_and_delete_unknown_not_found(
+    repository: AudienceRepositoryPort,
+) -> None:
+    _with_app_and_users(repository, "u1")
+
+    assert repository.put_subscription("u1", "news", "daily") is True
+    assert repository.put_subscription("u1", "news", "daily") is False
+    repository.delete_subscription("u1", "news", "daily")
+    assert repository.list_subscriptions("u1") == []
+    with pytest.raises(NotFoundError):
+        repository.delete_subscription("u1", "news", "daily")
+
+
+def test_repository_subscribers_page_walks_every_subscriber_once(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, *(f"u{index:02}" for index in range(7)))
+    for index in range(7):
+        repository.put_subscription(f"u{index:02}", "news", "daily" if index != 3 else "weekly")
+
+    seen: list[str] = []
+    after = None
+    while True:
+        page = repository.subscribers_page("news", "daily", after, 2)
+        seen += [user.user_id for user in page.users]
+        if page.next_after is None:
+            break
+        after = page.next_after
+
+    assert seen == ["u00", "u01", "u02", "u04", "u05", "u06"]
+
+
+def test_repository_segments_put_get_list_delete(repository: AudienceRepositoryPort) -> None:
+    where = {"where": {"field": "plan", "eq": "pro"}}
+
+    segment, created = repository.put_segment("pros", where)
+    _, created_again = repository.put_segment("pros", where)
+
+    assert (created, created_again) == (True, False)
+    assert repository.get_segment("pros").definition == where
+    assert [item.name for item in repository.list_segments()] == ["pros"]
+    repository.delete_segment("pros")
+    with pytest.raises(NotFoundError):
+        repository.get_segment("pros")
+    assert segment.name == "pros"
+
+
+def test_repository_users_page_keyset_pages_end_with_no_next(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "a", "b", "c")
+    everyone = MatchingCondition("true", ())
+
+    first = repository.users_page(everyone, None, 2)
+    last = repository.users_page(everyone, first.next_after, 2)
+
+    assert ([user.user_id for user in first.users], first.next_after) == (["a", "b"], "b")
+    assert ([user.user_id for user in last.users], last.next_after) == (["c"], None)
+
+
+def test_repository_users_page_limit_out_of_range_names_limit(repository: AudienceRepositoryPort) -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        repository.users_page(MatchingCondition("true", ()), None, 0)
+
+    assert raised.value.field == "limit"
+
+
+# PostgreSQL only: compiled SQL, errors, the connection.
+
+
+def test_repository_users_page_condition_params_are_bound_not_spliced(postgres: AudienceRepository) -> None:
+    postgres.put_user("a", PARIS)
+    postgres.put_user("b", UserRequest(timezone="Asia/Tokyo", data={"plan": "free"}))
+    pro = Condition("u.data @> %s::jsonb AND u.timezone = %s", ('{"plan": "pro"}', "Europe/Paris"))
+    hostile = Condition("u.timezone = %s", ("x' OR '1'='1",))
+
+    assert [user.user_id for user in postgres.users_page(pro, None, 10).users] == ["a"]
+    assert postgres.count_users(pro) == 1
+    assert postgres.count_users(hostile) == 0
+
+
+def test_repository_users_by_ids_returns_existing_in_order(postgres: AudienceRepository) -> None:
+    postgres.put_user("b", PARIS)
+    postgres.put_user("a", PARIS)
+
+    assert [user.user_id for user in postgres.users_by_ids(["b", "zz", "a"])] == ["a", "b"]
+
+
+def test_repository_unique_violation_becomes_conflict(postgres: AudienceRepository, db: Any) -> None:
+    postgres.put_user("u1", PARIS)
+    postgres.put_app("android", AppRequest(platform_application_arn=ARN))
+    device = postgres.register_device("u1", "android", "secret-token-1", "arn:endpoint/1").device
+    postgres.register_device("u1", "android", "secret-token-2", "arn:endpoint/2")
+
+    def move_token(cursor: Any) -> None:
+        cursor.execute("UPDATE devices SET token = 'secret-token-2' WHERE id = %s", (device.device_id,))
+
+    with pytest.raises(ConflictError) as raised:
+        postgres._db.run(move_token, "updating device")
+
+    assert "secret-token" not in str(raised.value)
+    assert isinstance(raised.value.__cause__, psycopg2.errors.UniqueViolation)
+
+
+def test_repository_error_leaves_no_aborted_transaction(postgres: AudienceRepository, database: Database) -> None:
+    postgres.put_user("u1", PARIS)
+    with pytest.raises(InvalidRequestError):
+        postgres.register_device("u1", "no-such-app", "tok", "arn:endpoint/1")
+
+    assert database.connection().get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    assert postgres.get_user("u1").user_id == "u1"
+
+
+def test_repository_nul_character_is_an_invalid_field_not_a_crash(postgres: AudienceRepository) -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        postgres.put_user("u\x001", PARIS)
+    with pytest.raises(InvalidRequestError):
+        postgres.put_user("u1", UserRequest(timezone="UTC", data={"k": "\x00"}))
+
+    assert raised.value.field == "user_id"
+
+
+def _terminate_backends(db: Any) -> None:
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    db.commit()
+
+
+def test_database_broken_connection_fails_once_then_reopens(postgres: AudienceRepository, db: Any) -> None:
+    postgres.put_user("u1", PARIS)
+    _terminate_backends(db)
+
+    with pytest.raises(UpstreamError):
+        postgres.get_user("u1")
+
+    assert postgres.get_user("u1").user_id == "u1"
+
+
+def test_database_idle_connection_checked_and_reopened_before_use(postgres_url: str, db: Any) -> None:
+    database = Database(postgres_url, ping_after_idle_seconds=0)
+    repository = AudienceRepository(database)
+    repository.put_user("u1", PARIS)
+    _terminate_backends(db)
+
+    assert repository.get_user("u1").user_id == "u1"
+    database.close()
+
+
+def test_database_unreachable_server_is_upstream_error_without_the_url() -> None:
+    database = Database("postgresql://user:s3cret@127.0.0.1:1/none", connect_timeout=1)
+
+    with pytest.raises(UpstreamError) as raised:
+        AudienceRepository(database).get_user("u1")
+
+    assert "s3cret" not in str(raised.value)
+    assert raised.value.__cause__ is None

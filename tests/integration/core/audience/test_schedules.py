@@ -1,0 +1,456 @@
+"""Integration tests of the scheduled sends (core/audience/schedules.py and the repository's schedule block) against
+a real PostgreSQL: claims under concurrency, crashed runs, retries, cancels, local-time hand-offs zone by zone.
+
+The behaviour tests run on the in-memory fake too (``store`` is parametrised), so the fake holds to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from core.audience.connection import Database
+from core.audience.models import UserRequest
+from core.audience.repository import AudienceRepository
+from core.audience.schedules import (
+    Handoff,
+    NewScheduledSend,
+    RetryPolicy,
+    cancel_schedule,
+    dispatch_due,
+    first_fire_at,
+    get_schedule,
+    list_schedules,
+)
+from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
+from tests.fakes.audience import FakeAudienceRepository, RecordingEnqueuer
+
+NOW = datetime(2026, 6, 14, 12, 0, tzinfo=UTC)
+TIMEOUT = timedelta(minutes=5)
+CONTENT = {"text": "hello", "subject": "hi"}
+ZONES = ("Europe/Paris", "America/New_York", "Asia/Tokyo")
+
+Store = AudienceRepository | FakeAudienceRepository
+
+
+@pytest.fixture(params=["postgres", "fake"])
+def store(request: pytest.FixtureRequest) -> Store:
+    if request.param == "fake":
+        return FakeAudienceRepository()
+    database: Database = request.getfixturevalue("database")
+    return AudienceRepository(database)
+
+
+def _send(store: Store, fire_at: datetime, local_at: datetime | None = None, *, name: str | None = None) -> str:
+    schedule = store.create_scheduled_send(
+        NewScheduledSend(
+            notification_id=name or str(uuid.uuid4()),
+            target={"topic": "news/daily"},
+            content=CONTENT,
+            channels=["push"],
+            fire_at=fire_at,
+            local_at=local_at,
+        )
+    )
+    return schedule.schedule_id
+
+
+def _local_send(store: Store, local_at: datetime, now: datetime, name: str = "local") -> str:
+    return _send(store, first_fire_at(local_at, store.user_zones(), now), local_at, name=name)
+
+
+def _users(store: Store, *zones: str) -> None:
+    for index, zone in enumerate(zones):
+        store.put_user(f"user-{index}", UserRequest(timezone=zone))
+
+
+def _run(store: Store, enqueuer: RecordingEnqueuer, now: datetime, **options: Any) -> Any:
+    return dispatch_due(store, enqueuer, now, options.pop("batch_size", 10), TIMEOUT, **options)
+
+
+# --- claims, crashes, retries -------------------------------------------------------------------------------------
+
+
+def test_dispatch_due_two_parallel_runs_send_each_row_once(database: Database, postgres_url: str) -> None:
+    names = [f"n-{index:03d}" for index in range(60)]
+    setup = AudienceRepository(database)
+    for name in names:
+        _send(setup, NOW - timedelta(minutes=1), name=name)
+    enqueuer = RecordingEnqueuer()
+    start = threading.Barrier(2)
+    reports: list[Any] = []
+    databases = [Database(postgres_url), Database(postgres_url)]
+
+    def run(db: Database) -> None:
+        start.wait()
+        reports.append(dispatch_due(AudienceRepository(db), enqueuer, NOW, 7, TIMEOUT))
+
+    threads = [threading.Thread(target=run, args=(db,)) for db in databases]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        for db in databases:
+            db.close()
+
+    assert sorted(send.notification_id for send in enqueuer.sends) == names
+    assert sum(report.sent for report in reports) == 60
+    assert all(schedule.status == "sent" for schedule in list_schedules(setup, limit=100).schedules)
+
+
+def test_dispatch_due_parallel_runs_overlapping_claims_skip_locked_rows(database: Database, postgres_url: str) -> None:
+    # The first run holds its claim's transaction open while the second claims: SKIP LOCKED passes its rows by.
+    setup = AudienceRepository(database)
+    for index in range(4):
+        _send(setup, NOW, name=f"n-{index}")
+    other = Database(postgres_url)
+    with other.transaction() as setting:
+        # Waiting for the lock would hang this test: without SKIP LOCKED the claim fails instead.
+        setting.execute("SET lock_timeout = '2s'")
+    try:
+        with database.transaction() as cursor:
+            cursor.execute(
+                "SELECT id FROM scheduled_sends ORDER BY fire_at, id LIMIT 2 FOR UPDATE",
+            )
+            claimed = AudienceRepository(other).claim_due(NOW, 10, TIMEOUT)
+    finally:
+        other.close()
+
+    assert len(claimed) == 2
+
+
+def test_dispatch_due_crash_between_claim_and_enqueue_sent_after_claim_timeout(store: Store) -> None:
+    schedule_id = _send(store, NOW, name="crashed")
+    assert len(store.claim_due(NOW, 10, TIMEOUT)) == 1  # the run dies here: nothing enqueued, nothing marked
+    enqueuer = RecordingEnqueuer()
+
+    early = _run(store, enqueuer, NOW + TIMEOUT - timedelta(seconds=1))
+    late = _run(store, enqueuer, NOW + TIMEOUT + timedelta(seconds=1))
+
+    assert (early.claimed, late.sent) == (0, 1)
+    assert enqueuer.count("crashed") == 1
+    assert (store.get_schedule(schedule_id).status, store.get_schedule(schedule_id).attempts) == ("sent", 2)
+
+
+def test_mark_sent_of_a_claim_taken_over_changes_nothing(store: Store) -> None:
+    schedule_id = _send(store, NOW)
+    [first] = store.claim_due(NOW, 10, TIMEOUT)
+    [second] = store.claim_due(NOW + TIMEOUT * 2, 10, TIMEOUT)
+    store.mark_failed_attempt(second, "UpstreamError: down", NOW + timedelta(hours=1))
+
+    assert store.mark_sent([Handoff(claim=first, until=NOW)]) == 0
+    assert store.get_schedule(schedule_id).status == "scheduled"
+
+
+def test_dispatch_due_failed_enqueue_retried_later_never_deleted(store: Store) -> None:
+    schedule_id = _send(store, NOW, name="flaky")
+    enqueuer = RecordingEnqueuer()
+    enqueuer.failing["flaky"] = UpstreamError("the delivery queue is unavailable")
+
+    first = _run(store, enqueuer, NOW)
+    failed = store.get_schedule(schedule_id)
+    del enqueuer.failing["flaky"]
+    too_soon = _run(store, enqueuer, NOW + timedelta(seconds=59))
+    retried = _run(store, enqueuer, NOW + timedelta(minutes=1))
+
+    assert (first.retried, too_soon.claimed, retried.sent) == (1, 0, 1)
+    assert (failed.status, failed.fire_at, failed.attempts) == ("scheduled", NOW + timedelta(minutes=1), 1)
+    assert failed.last_error == "UpstreamError: the delivery queue is unavailable"
+    after = store.get_schedule(schedule_id)
+    assert (after.status, after.attempts, after.last_error, enqueuer.count("flaky")) == ("sent", 2, None, 1)
+
+
+def test_dispatch_due_retries_exhausted_row_failed_and_kept(store: Store) -> None:
+    schedule_id = _send(store, NOW, name="down")
+    enqueuer = RecordingEnqueuer()
+    enqueuer.failing["down"] = UpstreamError("down")
+    policy = RetryPolicy(base=timedelta(minutes=1), cap=timedelta(minutes=2), max_attempts=3)
+
+    reports = [_run(store, enqueuer, NOW + timedelta(hours=hour), retry=policy) for hour in range(4)]
+
+    assert [(report.retried, report.failed) for report in reports] == [(1, 0), (1, 0), (0, 1), (0, 0)]
+    schedule = store.get_schedule(schedule_id)
+    assert (schedule.status, schedule.attempts, schedule.last_error) == ("failed", 3, "UpstreamError: down")
+
+
+def test_dispatch_due_permanent_error_failed_at_once(store: Store) -> None:
+    schedule_id = _send(store, NOW, name="no-topic")
+    enqueuer = RecordingEnqueuer()
+    enqueuer.failing["no-topic"] = NotFoundError("the topic does not exist")
+
+    report = _run(store, enqueuer, NOW)
+
+    assert report.failed == 1
+    assert store.get_schedule(schedule_id).status == "failed"
+
+
+def test_dispatch_due_future_row_not_claimed(store: Store) -> None:
+    _send(store, NOW + timedelta(seconds=1))
+
+    assert _run(store, RecordingEnqueuer(), NOW).claimed == 0
+
+
+def test_dispatch_due_instant_already_past_sent_at_once(store: Store) -> None:
+    _send(store, NOW - timedelta(days=3), name="late")
+    enqueuer = RecordingEnqueuer()
+
+    _run(store, enqueuer, NOW)
+
+    assert [(send.notification_id, send.zones) for send in enqueuer.sends] == [("late", None)]
+
+
+def test_dispatch_due_more_rows_than_a_batch_claims_them_all_in_one_run(store: Store) -> None:
+    for index in range(25):
+        _send(store, NOW, name=f"n-{index}")
+
+    report = _run(store, RecordingEnqueuer(), NOW, batch_size=10)
+
+    assert (report.claimed, report.sent, report.batches) == (25, 25, 3)
+
+
+def test_dispatch_due_out_of_time_claims_nothing(store: Store) -> None:
+    _send(store, NOW)
+
+    report = _run(store, RecordingEnqueuer(), NOW, time_left=lambda: 0.0)
+
+    assert (report.claimed, report.out_of_time) == (0, True)
+
+
+# --- cancel, get, list --------------------------------------------------------------------------------------------
+
+
+def test_cancel_schedule_never_sent(store: Store) -> None:
+    schedule_id = _send(store, NOW, name="cancelled")
+    enqueuer = RecordingEnqueuer()
+
+    cancelled = cancel_schedule(store, schedule_id)
+    _run(store, enqueuer, NOW + timedelta(days=1))
+
+    assert cancelled.status == "cancelled"
+    assert enqueuer.sends == []
+    assert store.get_schedule(schedule_id).status == "cancelled"
+
+
+def test_cancel_schedule_twice_answers_the_same(store: Store) -> None:
+    schedule_id = _send(store, NOW)
+    cancel_schedule(store, schedule_id)
+
+    assert cancel_schedule(store, schedule_id).status == "cancelled"
+
+
+def test_cancel_schedule_after_sent_conflicts(store: Store) -> None:
+    schedule_id = _send(store, NOW)
+    _run(store, RecordingEnqueuer(), NOW)
+
+    with pytest.raises(ConflictError):
+        cancel_schedule(store, schedule_id)
+
+
+def test_cancel_schedule_while_claimed_conflicts(store: Store) -> None:
+    schedule_id = _send(store, NOW)
+    store.claim_due(NOW, 10, TIMEOUT)
+
+    with pytest.raises(ConflictError):
+        cancel_schedule(store, schedule_id)
+
+
+def test_cancel_schedule_local_time_partly_sent_stops_the_other_zones(store: Store) -> None:
+    _users(store, *ZONES)
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+    enqueuer = RecordingEnqueuer()
+    _run(store, enqueuer, datetime(2026, 6, 15, 0, 0, tzinfo=UTC))  # Tokyo
+
+    cancel_schedule(store, schedule_id)
+    _run(store, enqueuer, datetime(2026, 6, 16, tzinfo=UTC))
+
+    assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"]]
+
+
+@pytest.mark.parametrize("schedule_id", ["not-a-uuid", str(uuid.uuid4())])
+def test_get_schedule_unknown_not_found(store: Store, schedule_id: str) -> None:
+    with pytest.raises(NotFoundError):
+        get_schedule(store, schedule_id)
+
+
+def test_cancel_schedule_unknown_not_found(store: Store) -> None:
+    with pytest.raises(NotFoundError):
+        cancel_schedule(store, str(uuid.uuid4()))
+
+
+def test_get_schedule_shows_the_send(store: Store) -> None:
+    schedule_id = _send(store, NOW, name="shown")
+
+    schedule = get_schedule(store, schedule_id)
+
+    assert (schedule.notification_id, schedule.status, schedule.to, schedule.content) == (
+        "shown",
+        "scheduled",
+        {"topic": "news/daily"},
+        CONTENT,
+    )
+    assert (schedule.fire_at, schedule.local_time, schedule.attempts) == (NOW, False, 0)
+
+
+def test_list_schedules_pages_newest_first_by_status(store: Store) -> None:
+    ids = [_send(store, NOW) for _ in range(5)]
+    cancel_schedule(store, ids[0])
+
+    first = list_schedules(store, "scheduled", limit=3)
+    assert first.next is not None
+    second = list_schedules(store, "scheduled", first.next, limit=3)
+
+    listed = [schedule.schedule_id for schedule in [*first.schedules, *second.schedules]]
+    assert sorted(listed) == sorted(ids[1:])
+    assert len(set(listed)) == 4
+    assert second.next is None
+    assert [item.created_at for item in first.schedules] == sorted(
+        (item.created_at for item in first.schedules), reverse=True
+    )
+    assert [s.schedule_id for s in list_schedules(store, "cancelled").schedules] == [ids[0]]
+
+
+def test_list_schedules_unknown_status_names_the_field(store: Store) -> None:
+    with pytest.raises(InvalidRequestError, match="status"):
+        list_schedules(store, "queued")
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "W10", "WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgIngiXQ"])
+def test_list_schedules_foreign_cursor_names_the_field(store: Store, cursor: str) -> None:
+    with pytest.raises(InvalidRequestError, match="cursor"):
+        list_schedules(store, None, cursor)
+
+
+def test_create_scheduled_send_same_notification_twice_conflicts(store: Store) -> None:
+    _send(store, NOW, name="once")
+
+    with pytest.raises(ConflictError):
+        _send(store, NOW, name="once")
+
+
+# --- local time ---------------------------------------------------------------------------------------------------
+
+
+def test_dispatch_due_local_time_each_zone_at_its_own_instant(store: Store) -> None:
+    _users(store, *ZONES, "Europe/Paris")
+    local_at = datetime(2026, 6, 15, 9, 0)  # Tokyo 00:00Z, Paris 07:00Z, New York 13:00Z
+    schedule_id = _local_send(store, local_at, NOW)
+    enqueuer = RecordingEnqueuer()
+    handed: list[tuple[datetime, list[str] | None]] = []
+
+    for minute in range(0, 15 * 60, 30):
+        now = datetime(2026, 6, 14, 23, 0, tzinfo=UTC) + timedelta(minutes=minute)
+        before = len(enqueuer.sends)
+        _run(store, enqueuer, now)
+        handed.extend((now, send.zones) for send in enqueuer.sends[before:])
+
+    assert handed == [
+        (datetime(2026, 6, 15, 0, 0, tzinfo=UTC), ["Asia/Tokyo"]),
+        (datetime(2026, 6, 15, 7, 0, tzinfo=UTC), ["Europe/Paris"]),
+        (datetime(2026, 6, 15, 13, 0, tzinfo=UTC), ["America/New_York"]),
+    ]
+    schedule = store.get_schedule(schedule_id)
+    assert (schedule.status, schedule.zones_done_until) == ("sent", datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+
+
+def test_dispatch_due_local_time_rearmed_to_the_next_zone(store: Store) -> None:
+    _users(store, *ZONES)
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+
+    report = _run(store, RecordingEnqueuer(), datetime(2026, 6, 15, 0, 1, tzinfo=UTC))
+
+    schedule = store.get_schedule(schedule_id)
+    assert (report.rearmed, report.sent) == (1, 0)
+    assert (schedule.status, schedule.fire_at, schedule.attempts) == (
+        "scheduled",
+        datetime(2026, 6, 15, 7, 0, tzinfo=UTC),
+        0,
+    )
+
+
+def test_dispatch_due_local_time_already_past_in_some_zones_sent_at_once(store: Store) -> None:
+    _users(store, *ZONES)
+    now = datetime(2026, 6, 15, 8, 0, tzinfo=UTC)  # 09:00 has passed in Tokyo and Paris, not in New York
+    _local_send(store, datetime(2026, 6, 15, 9, 0), now)
+    enqueuer = RecordingEnqueuer()
+
+    _run(store, enqueuer, now)
+    _run(store, enqueuer, datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+
+    assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo", "Europe/Paris"], ["America/New_York"]]
+
+
+def test_dispatch_due_local_time_past_everywhere_sent_at_once_to_all(store: Store) -> None:
+    _users(store, *ZONES)
+    _local_send(store, datetime(2026, 6, 1, 9, 0), NOW)
+    enqueuer = RecordingEnqueuer()
+
+    report = _run(store, enqueuer, NOW)
+
+    assert report.sent == 1
+    assert [send.zones for send in enqueuer.sends] == [sorted(ZONES)]
+
+
+@pytest.mark.parametrize(
+    ("local_at", "zone", "instant"),
+    [
+        # 02:30 does not exist in Paris on 2026-03-29 (02:00 → 03:00): moved forward by the gap, 03:30 CEST.
+        (datetime(2026, 3, 29, 2, 30), "Europe/Paris", datetime(2026, 3, 29, 1, 30, tzinfo=UTC)),
+        # 02:30 exists twice in Paris on 2026-10-25 (03:00 → 02:00): the first, 02:30 CEST.
+        (datetime(2026, 10, 25, 2, 30), "Europe/Paris", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+        # New York's gap on 2026-03-08 (02:00 → 03:00): 03:30 EDT.
+        (datetime(2026, 3, 8, 2, 30), "America/New_York", datetime(2026, 3, 8, 7, 30, tzinfo=UTC)),
+        # New York's fold on 2026-11-01 (02:00 → 01:00): 01:30 EDT, the first.
+        (datetime(2026, 11, 1, 1, 30), "America/New_York", datetime(2026, 11, 1, 5, 30, tzinfo=UTC)),
+    ],
+    ids=["paris-gap", "paris-fold", "new-york-gap", "new-york-fold"],
+)
+def test_dispatch_due_local_time_dst_gap_and_fold(
+    store: Store, local_at: datetime, zone: str, instant: datetime
+) -> None:
+    _users(store, zone, "Asia/Tokyo")
+    _local_send(store, local_at, local_at.replace(tzinfo=UTC) - timedelta(days=2))
+    enqueuer = RecordingEnqueuer()
+    # Tokyo (no DST) goes first; then the zone's turn must come exactly at its instant.
+    _run(store, enqueuer, instant - timedelta(hours=1))
+    before = _run(store, enqueuer, instant - timedelta(seconds=1))
+    at = _run(store, enqueuer, instant)
+
+    assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"], [zone]]
+    assert (before.claimed, at.sent) == (0, 1)
+
+
+def test_dispatch_due_local_time_zone_with_a_new_user_reached_at_the_next_handoff(store: Store) -> None:
+    _users(store, "Asia/Tokyo", "America/New_York")
+    _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+    enqueuer = RecordingEnqueuer()
+    _run(store, enqueuer, datetime(2026, 6, 15, 0, 0, tzinfo=UTC))  # Tokyo; next: New York at 13:00Z
+    store.put_user("newcomer", UserRequest(timezone="Europe/Paris"))
+
+    _run(store, enqueuer, datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+
+    assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"], ["America/New_York", "Europe/Paris"]]
+
+
+def test_dispatch_due_local_time_failed_zone_retried_without_losing_it(store: Store) -> None:
+    _users(store, *ZONES)
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW, name="local")
+    enqueuer = RecordingEnqueuer()
+    enqueuer.failing["local"] = UpstreamError("down")
+    _run(store, enqueuer, datetime(2026, 6, 15, 7, 0, tzinfo=UTC))  # Tokyo and Paris due, the enqueue fails
+    del enqueuer.failing["local"]
+
+    _run(store, enqueuer, datetime(2026, 6, 15, 7, 1, tzinfo=UTC))
+
+    assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo", "Europe/Paris"]]
+    assert store.get_schedule(schedule_id).fire_at == datetime(2026, 6, 15, 13, 0, tzinfo=UTC)
+
+
+def test_first_fire_at_with_no_users_is_the_earliest_clock() -> None:
+    # Pacific/Kiritimati is UTC+14: the first place where 09:00 comes.
+    assert first_fire_at(datetime(2026, 6, 15, 9, 0), [], NOW) == datetime(2026, 6, 14, 19, 0, tzinfo=UTC)

@@ -1,0 +1,140 @@
+"""The cron's Lambda (cron/handler.py) with EventBridge's scheduled event: due sends through the fan-out onto the
+delivery queue under moto, the schedules in a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.audience.connection import Database
+from core.audience.repository import AudienceRepository
+from core.audience.schedules import NewScheduledSend
+from core.errors import UpstreamError
+from core.models import Integration, IntegrationType, Topic
+from core.settings import SettingsError
+from core.topics import TopicRegistry
+from tests.fakes.audience import RecordingEnqueuer
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.aws import NAMES, AwsResources, receive_all
+
+EVENT = json.loads((Path(__file__).parents[2] / "events" / "eventbridge_scheduled.json").read_text())
+
+
+@pytest.fixture
+def cron_env(aws: AwsResources, postgres_url: str, database: Database, monkeypatch: pytest.MonkeyPatch) -> AwsResources:
+    """AWS under moto with the topic news/daily (one Slack integration rendering ``$text``), and the database."""
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    TopicRegistry(aws.dynamodb, NAMES["TOPICS_TABLE"]).create(
+        Topic(
+            channel="news",
+            topic="daily",
+            integrations=[
+                Integration(
+                    name="ops",
+                    type=IntegrationType.SLACK,
+                    model="$text",
+                    credentials_ref="/notify/test/integrations/news/daily/ops",
+                )
+            ],
+            hash_sha256="0" * 64,
+            created_at="2026-01-01T00:00:00.000Z",
+            updated_at="2026-01-01T00:00:00.000Z",
+        )
+    )
+    return aws
+
+
+def _schedule(database: Database, notification_id: str, fire_at: datetime, topic: str = "news/daily") -> str:
+    return (
+        AudienceRepository(database)
+        .create_scheduled_send(
+            NewScheduledSend(
+                notification_id=notification_id,
+                target={"topic": topic},
+                content={"text": f"hello from {notification_id}"},
+                channels=["push"],
+                fire_at=fire_at,
+            )
+        )
+        .schedule_id
+    )
+
+
+def _cron(context: FakeLambdaContext) -> Any:
+    from cron.handler import handler
+
+    return handler(EVENT, context)
+
+
+def test_cron_handler_due_send_enqueued_once_then_sent(
+    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    now = datetime.now(UTC)
+    schedule_id = _schedule(database, "sched-1", now - timedelta(minutes=1))
+    _schedule(database, "sched-later", now + timedelta(hours=1))
+
+    first = _cron(lambda_context)
+    second = _cron(lambda_context)
+
+    bodies = [json.loads(message["Body"]) for message in receive_all(cron_env.sqs, cron_env.delivery_queue_url)]
+    assert [(body["notification_id"], body["content"]["text"]) for body in bodies] == [
+        ("sched-1", "hello from sched-1")
+    ]
+    assert (first["claimed"], first["sent"], second["claimed"]) == (1, 1, 0)
+    assert AudienceRepository(database).get_schedule(schedule_id).status == "sent"
+
+
+def test_cron_handler_unknown_topic_failed_and_kept(
+    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    schedule_id = _schedule(database, "sched-2", datetime.now(UTC) - timedelta(minutes=1), topic="news/none")
+
+    report = _cron(lambda_context)
+
+    schedule = AudienceRepository(database).get_schedule(schedule_id)
+    assert report["failed"] == 1
+    assert (schedule.status, schedule.last_error) == (
+        "failed",
+        "NotFoundError: topic 'none' of channel 'news' does not exist",
+    )
+    assert receive_all(cron_env.sqs, cron_env.delivery_queue_url) == []
+
+
+def test_cron_handler_failed_enqueue_retried_later(
+    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cron.handler
+
+    enqueuer = RecordingEnqueuer()
+    enqueuer.failing["sched-3"] = UpstreamError("the delivery queue is unavailable")
+    monkeypatch.setattr(cron.handler, "build_enqueuer", lambda config: enqueuer)
+    now = datetime.now(UTC)
+    schedule_id = _schedule(database, "sched-3", now - timedelta(minutes=1))
+
+    report = _cron(lambda_context)
+
+    schedule = AudienceRepository(database).get_schedule(schedule_id)
+    assert report["retried"] == 1
+    assert schedule.status == "scheduled"
+    assert schedule.fire_at > now
+
+
+def test_cron_handler_no_time_left_claims_nothing(
+    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    _schedule(database, "sched-4", datetime.now(UTC) - timedelta(minutes=1))
+
+    report = _cron(FakeLambdaContext(timeout_seconds=5.0))
+
+    assert (report["claimed"], report["out_of_time"]) == (0, True)
+
+
+def test_cron_handler_without_database_fails_cold_start_naming_it(
+    aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL or DATABASE_SECRET_PARAMETER"):
+        _cron(lambda_context)

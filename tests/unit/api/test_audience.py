@@ -1,0 +1,452 @@
+"""Unit tests of the audience routes (api/audience.py) with API Gateway REST events, the in-memory repository and
+an in-memory SNS; the handler runs under moto and a real PostgreSQL in tests/integration/api/test_audience.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api import audience
+from api.openapi import build_document, routers
+from core.audience.endpoints import PushEndpoints
+from core.audience.models import AppRequest, UserRequest
+from core.errors import UpstreamError
+from core.settings import SettingsError
+from tests.fakes.audience import FakeAudienceRepository
+from tests.fakes.sns_endpoints import FakeSnsEndpoints
+from tests.support.events import admin_event, api_event, response_json
+
+ROOT = Path(__file__).resolve().parents[3]
+APPLICATION = "arn:aws:sns:eu-west-1:123456789012:app/GCM/android"
+USER = "/v1/users/{user_id}"
+DEVICES = "/v1/users/{user_id}/devices"
+DEVICE = "/v1/users/{user_id}/devices/{device_id}"
+SUBSCRIPTION = "/v1/users/{user_id}/subscriptions/{channel}/{topic}"
+SUBSCRIPTIONS = "/v1/users/{user_id}/subscriptions"
+SEGMENT = "/v1/segments/{name}"
+COUNT = "/v1/segments/count"
+APP = "/v1/apps/{app}"
+
+
+@pytest.fixture
+def repository() -> FakeAudienceRepository:
+    return FakeAudienceRepository()
+
+
+@pytest.fixture
+def sns() -> FakeSnsEndpoints:
+    return FakeSnsEndpoints((APPLICATION,))
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch, repository: FakeAudienceRepository, sns: FakeSnsEndpoints) -> None:
+    for name, value in {
+        "STAGE": "prod",
+        "AWS_REGION": "eu-west-1",
+        "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(audience, "get_audience_repository", lambda settings: repository)
+    monkeypatch.setattr(audience, "get_push_endpoints", lambda region: PushEndpoints(sns))
+
+
+def _call(method: str, resource: str, params: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
+    result: dict[str, Any] = audience.app.resolve(api_event(method, resource, params, body))
+    return result
+
+
+def _admin(method: str, resource: str, params: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
+    result: dict[str, Any] = audience.app.resolve(admin_event(method, resource, params, body, "admin-token"))
+    return result
+
+
+def _message(response: dict[str, Any]) -> str:
+    message: str = response_json(response)["message"]
+    return message
+
+
+@pytest.fixture
+def ada(repository: FakeAudienceRepository) -> str:
+    repository.put_app("android", AppRequest(platform_application_arn=APPLICATION))
+    repository.put_user("ada", UserRequest(timezone="Europe/Paris", data={"plan": "pro"}))
+    return "ada"
+
+
+def _register(user_id: str, token: str = "token-1", app: str = "android") -> dict[str, Any]:  # noqa: S107
+    return _call("POST", DEVICES, {"user_id": user_id}, {"app": app, "token": token})
+
+
+# Users
+
+
+def test_audience_put_user_new_answers_201_with_the_user(repository: FakeAudienceRepository) -> None:
+    response = _call("PUT", USER, {"user_id": "ada"}, {"timezone": "Europe/Paris", "email": "ada@example.com"})
+
+    body = response_json(response)
+    assert response["statusCode"] == 201
+    assert (body["user_id"], body["timezone"], body["email"], body["devices"]) == (
+        "ada",
+        "Europe/Paris",
+        "ada@example.com",
+        [],
+    )
+    assert "ada" in repository.users
+
+
+def test_audience_put_user_again_answers_200_with_its_devices(ada: str) -> None:
+    _register(ada)
+
+    response = _call("PUT", USER, {"user_id": ada}, {"timezone": "Asia/Kathmandu"})
+
+    assert response["statusCode"] == 200
+    assert response_json(response)["timezone"] == "Asia/Kathmandu"
+    assert len(response_json(response)["devices"]) == 1
+
+
+def test_audience_put_user_unknown_time_zone_answers_422_naming_timezone() -> None:
+    response = _call("PUT", USER, {"user_id": "ada"}, {"timezone": "Mars/Olympus"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("timezone:")
+
+
+def test_audience_put_user_id_too_long_answers_422_naming_user_id() -> None:
+    response = _call("PUT", USER, {"user_id": "u" * 257}, {"timezone": "UTC"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("user_id:")
+
+
+def test_audience_get_user_shows_devices_and_subscriptions_without_token(ada: str) -> None:
+    _register(ada)
+    _call("PUT", SUBSCRIPTION, {"user_id": ada, "channel": "news", "topic": "daily"})
+
+    body = response_json(_call("GET", USER, {"user_id": ada}))
+
+    assert [device["app"] for device in body["devices"]] == ["android"]
+    assert "token" not in body["devices"][0]
+    assert "endpoint_arn" not in body["devices"][0]
+    assert [(item["channel"], item["topic"]) for item in body["subscriptions"]] == [("news", "daily")]
+
+
+def test_audience_get_user_unknown_answers_404() -> None:
+    response = _call("GET", USER, {"user_id": "nobody"})
+
+    assert response["statusCode"] == 404
+
+
+def test_audience_delete_user_deletes_its_endpoints(ada: str, sns: FakeSnsEndpoints) -> None:
+    _register(ada, "token-1")
+    _register(ada, "token-2")
+
+    response = _call("DELETE", USER, {"user_id": ada})
+
+    assert response["statusCode"] == 204
+    assert sns.endpoints == {}
+
+
+def test_audience_delete_user_endpoint_not_deleted_still_answers_204(
+    ada: str, sns: FakeSnsEndpoints, repository: FakeAudienceRepository
+) -> None:
+    _register(ada)
+    sns.failing = "InternalError"
+
+    response = _call("DELETE", USER, {"user_id": ada})
+
+    assert response["statusCode"] == 204
+    assert "ada" not in repository.users
+
+
+def test_audience_database_down_answers_502(
+    monkeypatch: pytest.MonkeyPatch, repository: FakeAudienceRepository
+) -> None:
+    def down(user_id: str) -> None:
+        raise UpstreamError("reading user failed (OperationalError)")
+
+    monkeypatch.setattr(repository, "get_user", down)
+
+    response = _call("GET", USER, {"user_id": "ada"})
+
+    assert response["statusCode"] == 502
+
+
+# Devices
+
+
+def test_audience_post_device_new_answers_201_with_the_device(ada: str, sns: FakeSnsEndpoints) -> None:
+    response = _register(ada)
+
+    body = response_json(response)
+    assert response["statusCode"] == 201
+    assert {key: body[key] for key in ("app", "platform", "enabled")} == {
+        "app": "android",
+        "platform": "GCM",
+        "enabled": True,
+    }
+    assert "token" not in body
+    [endpoint] = sns.endpoints.values()
+    assert (endpoint["Token"], endpoint["CustomUserData"]) == ("token-1", "ada")
+
+
+def test_audience_post_device_same_token_answers_200_the_same_device(ada: str, sns: FakeSnsEndpoints) -> None:
+    first = response_json(_register(ada))
+
+    again = _register(ada)
+
+    assert again["statusCode"] == 200
+    assert response_json(again)["device_id"] == first["device_id"]
+    assert len(sns.endpoints) == 1
+
+
+def test_audience_post_device_of_another_user_moves_it(
+    ada: str, repository: FakeAudienceRepository, sns: FakeSnsEndpoints
+) -> None:
+    repository.put_user("bob", UserRequest(timezone="UTC"))
+    first = response_json(_register(ada))
+
+    moved = _register("bob")
+
+    assert response_json(moved)["device_id"] == first["device_id"]
+    assert repository.devices[first["device_id"]].user_id == "bob"
+    assert [endpoint["CustomUserData"] for endpoint in sns.endpoints.values()] == ["bob"]
+
+
+def test_audience_post_device_disabled_endpoint_is_enabled_again(
+    ada: str, repository: FakeAudienceRepository, sns: FakeSnsEndpoints
+) -> None:
+    device = response_json(_register(ada))
+    arn = repository.devices[device["device_id"]].endpoint_arn
+    sns.endpoints[arn]["Enabled"] = "false"
+    repository.disable_device(arn)
+
+    again = response_json(_register(ada))
+
+    assert again["enabled"] is True
+    assert sns.endpoints[arn]["Enabled"] == "true"
+
+
+def test_audience_post_device_unknown_app_answers_422_naming_app(ada: str, sns: FakeSnsEndpoints) -> None:
+    response = _register(ada, app="ios")
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("app:")
+    assert sns.calls == []
+
+
+def test_audience_post_device_unknown_user_answers_404_leaving_no_endpoint(ada: str, sns: FakeSnsEndpoints) -> None:
+    response = _register("nobody")
+
+    assert response["statusCode"] == 404
+    assert sns.endpoints == {}
+
+
+def test_audience_post_device_token_refused_by_sns_answers_422_naming_token(ada: str) -> None:
+    response = _register(ada, token="bad-token")
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("token:")
+
+
+def test_audience_post_device_platform_application_gone_answers_422_naming_app(ada: str, sns: FakeSnsEndpoints) -> None:
+    sns.applications.clear()
+
+    response = _register(ada)
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("app:")
+
+
+def test_audience_post_device_sns_failing_answers_502(ada: str, sns: FakeSnsEndpoints) -> None:
+    sns.failing = "InternalError"
+
+    response = _register(ada)
+
+    assert response["statusCode"] == 502
+
+
+def test_audience_list_devices_shows_the_users_devices(ada: str) -> None:
+    _register(ada, "token-1")
+    _register(ada, "token-2")
+
+    body = response_json(_call("GET", DEVICES, {"user_id": ada}))
+
+    assert len(body["devices"]) == 2
+
+
+def test_audience_delete_device_deletes_its_endpoint(ada: str, sns: FakeSnsEndpoints) -> None:
+    device = response_json(_register(ada))
+
+    response = _call("DELETE", DEVICE, {"user_id": ada, "device_id": device["device_id"]})
+
+    assert response["statusCode"] == 204
+    assert sns.endpoints == {}
+
+
+def test_audience_delete_device_of_another_user_answers_404(ada: str, repository: FakeAudienceRepository) -> None:
+    repository.put_user("bob", UserRequest(timezone="UTC"))
+    device = response_json(_register(ada))
+
+    response = _call("DELETE", DEVICE, {"user_id": "bob", "device_id": device["device_id"]})
+
+    assert response["statusCode"] == 404
+
+
+def test_audience_delete_device_id_not_a_uuid_answers_422_naming_device_id(ada: str) -> None:
+    response = _call("DELETE", DEVICE, {"user_id": ada, "device_id": "42"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("device_id:")
+
+
+# Subscriptions
+
+
+def test_audience_put_subscription_answers_204_and_lists_it(ada: str) -> None:
+    response = _call("PUT", SUBSCRIPTION, {"user_id": ada, "channel": "news", "topic": "daily"})
+
+    listed = response_json(_call("GET", SUBSCRIPTIONS, {"user_id": ada}))
+    assert response["statusCode"] == 204
+    assert [(item["channel"], item["topic"]) for item in listed["subscriptions"]] == [("news", "daily")]
+
+
+def test_audience_delete_subscription_not_subscribed_answers_404(ada: str) -> None:
+    response = _call("DELETE", SUBSCRIPTION, {"user_id": ada, "channel": "news", "topic": "daily"})
+
+    assert response["statusCode"] == 404
+
+
+def test_audience_put_subscription_bad_topic_name_answers_422_naming_topic(ada: str) -> None:
+    response = _call("PUT", SUBSCRIPTION, {"user_id": ada, "channel": "news", "topic": "-daily"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("topic:")
+
+
+# Segments
+
+
+def test_audience_put_segment_new_then_replaced_answers_201_then_200() -> None:
+    where = {"field": "plan", "eq": "pro"}
+
+    first = _call("PUT", SEGMENT, {"name": "pros"}, {"where": where})
+    second = _call("PUT", SEGMENT, {"name": "pros"}, {"where": {"not": where}})
+
+    assert (first["statusCode"], second["statusCode"]) == (201, 200)
+    assert response_json(_call("GET", SEGMENT, {"name": "pros"}))["where"] == {"not": where}
+
+
+def test_audience_put_segment_bad_operator_answers_422_naming_the_place(repository: FakeAudienceRepository) -> None:
+    body = {"where": {"and": [{"field": "plan", "eq": "pro"}, {"field": "age", "like": 3}]}}
+
+    response = _call("PUT", SEGMENT, {"name": "pros"}, body)
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("where.and[1].like:")
+    assert repository.segments == {}
+
+
+def test_audience_put_segment_empty_definition_answers_422_naming_where() -> None:
+    response = _call("PUT", SEGMENT, {"name": "pros"}, {"where": {}})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("where:")
+
+
+def test_audience_put_segment_named_count_answers_422_naming_name() -> None:
+    response = _call("PUT", SEGMENT, {"name": "count"}, {"where": {"field": "plan", "eq": "pro"}})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("name:")
+
+
+def test_audience_delete_segment_then_get_answers_404() -> None:
+    _call("PUT", SEGMENT, {"name": "pros"}, {"where": {"field": "plan", "eq": "pro"}})
+
+    deleted = _call("DELETE", SEGMENT, {"name": "pros"})
+
+    assert deleted["statusCode"] == 204
+    assert _call("GET", SEGMENT, {"name": "pros"})["statusCode"] == 404
+
+
+def test_audience_count_answers_the_repository_count(ada: str, repository: FakeAudienceRepository) -> None:
+    repository.put_user("bob", UserRequest(timezone="UTC"))
+
+    response = _call("POST", COUNT, body={"where": {"field": "timezone", "exists": True}})
+
+    assert response["statusCode"] == 200
+    assert response_json(response) == {"count": 2}
+
+
+def test_audience_count_missing_where_answers_422_naming_where() -> None:
+    response = _call("POST", COUNT, body={})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("where:")
+
+
+# Apps
+
+
+def test_audience_put_app_new_then_replaced_answers_201_then_200() -> None:
+    body = {"platform_application_arn": APPLICATION}
+
+    first = _admin("PUT", APP, {"app": "android"}, body)
+    second = _admin("PUT", APP, {"app": "android"}, body)
+
+    assert (first["statusCode"], second["statusCode"]) == (201, 200)
+    assert response_json(first)["platform"] == "GCM"
+
+
+def test_audience_put_app_arn_not_a_platform_application_answers_422_naming_it() -> None:
+    response = _admin("PUT", APP, {"app": "android"}, {"platform_application_arn": "arn:aws:sns:eu-west-1:1:topic"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("platform_application_arn:")
+
+
+def test_audience_get_app_unknown_answers_404() -> None:
+    assert _admin("GET", APP, {"app": "android"})["statusCode"] == 404
+
+
+def test_audience_list_apps_shows_every_app(ada: str) -> None:
+    body = response_json(_admin("GET", "/v1/apps"))
+
+    assert [item["name"] for item in body["apps"]] == ["android"]
+
+
+def test_audience_delete_app_deletes_its_devices_endpoints(ada: str, sns: FakeSnsEndpoints) -> None:
+    _register(ada)
+
+    response = _admin("DELETE", APP, {"app": "android"})
+
+    assert response["statusCode"] == 204
+    assert sns.endpoints == {}
+
+
+# The function
+
+
+def test_audience_settings_without_a_database_fail_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_SECRET_PARAMETER")
+
+    with pytest.raises(SettingsError, match="DATABASE_URL or DATABASE_SECRET_PARAMETER"):
+        audience.settings()
+
+
+def test_audience_import_loads_no_psycopg2() -> None:
+    code = "import sys, api.audience; print('psycopg2' in sys.modules)"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"
+
+
+def test_audience_routes_are_in_the_openapi_document() -> None:
+    document = build_document(routers())
+
+    assert {"/v1/users/{user_id}", "/v1/apps/{app}", "/v1/segments/count"} <= set(document["paths"])
+    assert document["paths"]["/v1/apps/{app}"]["put"]["security"] == [{"admin": []}]

@@ -1,0 +1,83 @@
+"""Unit tests of the devices' SNS platform endpoints (core/audience/endpoints.py) over an in-memory SNS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from core.audience.endpoints import PushEndpoints
+from core.errors import InvalidRequestError, UpstreamError
+from tests.fakes.sns_endpoints import FakeSnsEndpoints
+
+APPLICATION = "arn:aws:sns:eu-west-1:123456789012:app/APNS/ios"
+
+
+class VanishingSns(FakeSnsEndpoints):
+    """Deletes the endpoint right after creating it, as another caller could in between."""
+
+    def create_platform_endpoint(
+        self, PlatformApplicationArn: str, Token: str, CustomUserData: str = ""
+    ) -> dict[str, Any]:
+        created = super().create_platform_endpoint(PlatformApplicationArn, Token, CustomUserData)
+        if self.calls.count("CreatePlatformEndpoint") == 1:
+            self.endpoints.clear()
+        return created
+
+
+class UnreachableSns(FakeSnsEndpoints):
+    """Cannot be reached at all."""
+
+    def delete_endpoint(self, EndpointArn: str) -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="https://sns.eu-west-1.amazonaws.com")
+
+
+def test_push_endpoints_register_new_token_creates_one_enabled_endpoint() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+
+    arn = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
+
+    assert sns.endpoints[arn] == {"Application": APPLICATION, "Token": "t1", "CustomUserData": "ada", "Enabled": "true"}
+    assert "SetEndpointAttributes" not in sns.calls
+
+
+def test_push_endpoints_register_existing_with_other_attributes_updates_that_endpoint() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+    arn = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
+    sns.endpoints[arn]["Enabled"] = "false"
+
+    again = PushEndpoints(sns).register(APPLICATION, "t1", "bob")
+
+    assert again == arn
+    assert (sns.endpoints[arn]["CustomUserData"], sns.endpoints[arn]["Enabled"]) == ("bob", "true")
+
+
+def test_push_endpoints_register_endpoint_deleted_meanwhile_creates_it_again() -> None:
+    sns = VanishingSns((APPLICATION,))
+
+    arn = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
+
+    assert list(sns.endpoints) == [arn]
+
+
+def test_push_endpoints_delete_already_gone_is_fine() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+
+    PushEndpoints(sns).delete(APPLICATION.replace(":app/", ":endpoint/") + "/gone")
+
+    assert sns.calls == ["DeleteEndpoint"]
+
+
+def test_push_endpoints_delete_sns_unreachable_raises_upstream_error() -> None:
+    with pytest.raises(UpstreamError, match="EndpointConnectionError"):
+        PushEndpoints(UnreachableSns()).delete("arn:aws:sns:eu-west-1:123456789012:endpoint/APNS/ios/1")
+
+
+def test_push_endpoints_register_other_invalid_parameter_is_not_taken_for_an_existing_endpoint() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+
+    with pytest.raises(InvalidRequestError) as raised:
+        PushEndpoints(sns).register(APPLICATION, "bad-token", "ada")
+
+    assert raised.value.field == "token"

@@ -1,0 +1,79 @@
+"""Unit tests of core/audience/models.py: the request models' validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.audience.models import AppRequest, DeviceRequest, UserRequest
+
+
+def _invalid_fields(exc: pytest.ExceptionInfo[ValidationError]) -> set[str]:
+    return {".".join(str(part) for part in error["loc"]) for error in exc.value.errors()}
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "Pacific/Kiritimati", "Asia/Kathmandu", "UTC"])
+def test_user_request_iana_zone_accepted(zone: str) -> None:
+    assert UserRequest(timezone=zone).timezone == zone
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "+02:00", "CEST", "../../etc/passwd", "", "europe/paris"])
+def test_user_request_unknown_zone_refused_naming_timezone(zone: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        UserRequest(timezone=zone)
+
+    assert _invalid_fields(raised) == {"timezone"}
+
+
+def test_user_request_numeric_telegram_chat_id_stored_as_text() -> None:
+    request = UserRequest.model_validate({"timezone": "UTC", "telegram_chat_id": -1001234})
+
+    assert request.telegram_chat_id == "-1001234"
+
+
+def test_user_request_bad_email_and_unknown_field_refused() -> None:
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "email": "not-an-address", "extra": 1})
+
+    assert _invalid_fields(raised) == {"email", "extra"}
+
+
+def test_user_request_data_over_16_kib_refused() -> None:
+    with pytest.raises(ValidationError) as raised:
+        UserRequest(timezone="UTC", data={"blob": "x" * 17_000})
+
+    assert _invalid_fields(raised) == {"data"}
+
+
+@pytest.mark.parametrize(
+    ("arn", "platform"),
+    [
+        ("arn:aws:sns:us-east-1:123456789012:app/APNS/ios", "APNS"),
+        ("arn:aws:sns:eu-west-1:123456789012:app/APNS_SANDBOX/ios-dev", "APNS_SANDBOX"),
+        ("arn:aws:sns:us-east-1:123456789012:app/GCM/android", "GCM"),
+    ],
+)
+def test_app_request_platform_parsed_from_the_arn(arn: str, platform: str) -> None:
+    assert AppRequest(platform_application_arn=arn).platform == platform
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:sns:us-east-1:123456789012:app/BAIDU/x",
+        "arn:aws:sns:us-east-1:123456789012:my-topic",
+        "arn:aws:sns:us-east-1:123456789012:app/GCM/android\n",
+    ],
+)
+def test_app_request_other_arn_refused_naming_the_field(arn: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        AppRequest(platform_application_arn=arn)
+
+    assert _invalid_fields(raised) == {"platform_application_arn"}
+
+
+def test_device_request_empty_token_refused() -> None:
+    with pytest.raises(ValidationError) as raised:
+        DeviceRequest(app="android", token="")
+
+    assert _invalid_fields(raised) == {"token"}

@@ -1,0 +1,221 @@
+"""Unit tests of core/audience/schedules.py with the in-memory store: the local-time rule, the dispatcher's outcomes
+and bookkeeping, the enqueuer of topic sends, the schedule routes' logic."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from core.audience.models import UserRequest
+from core.audience.schedules import (
+    ClaimedSend,
+    DueSend,
+    Handoff,
+    NewScheduledSend,
+    RetryPolicy,
+    TopicSendEnqueuer,
+    decode_cursor,
+    dispatch_due,
+    first_fire_at,
+    plan_handoff,
+    schedule_times,
+)
+from core.errors import InvalidRequestError, UpstreamError
+from tests.fakes.audience import FakeAudienceRepository, RecordingEnqueuer
+
+NOW = datetime(2026, 6, 14, 12, 0, tzinfo=UTC)
+TIMEOUT = timedelta(minutes=5)
+
+
+def _claim(local_at: datetime | None, zones: tuple[str, ...], done: datetime | None = None) -> ClaimedSend:
+    return ClaimedSend(
+        schedule_id=str(uuid.uuid4()),
+        send_id=str(uuid.uuid4()),
+        notification_id="n",
+        target={"topic": "news/daily"},
+        content={"text": "hi"},
+        channels=["push"],
+        fire_at=NOW,
+        local_at=local_at,
+        zones_done_until=done,
+        attempts=1,
+        claimed_at=NOW,
+        user_zones=zones,
+    )
+
+
+def _store_with(*fire_ats: datetime) -> FakeAudienceRepository:
+    store = FakeAudienceRepository()
+    for index, fire_at in enumerate(fire_ats):
+        store.create_scheduled_send(
+            NewScheduledSend(f"n-{index}", {"topic": "news/daily"}, {"text": "hi"}, ["push"], fire_at)
+        )
+    return store
+
+
+def test_plan_handoff_instant_send_is_everyone_once() -> None:
+    assert plan_handoff(_claim(None, ()), NOW) == (None, None)
+
+
+def test_plan_handoff_zones_after_the_watermark_and_not_after_now() -> None:
+    claim = _claim(
+        datetime(2026, 6, 15, 9, 0),
+        ("Asia/Tokyo", "Europe/Paris", "America/New_York"),
+        done=datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
+    )
+
+    zones, next_fire_at = plan_handoff(claim, datetime(2026, 6, 15, 7, 0, tzinfo=UTC))
+
+    assert (zones, next_fire_at) == (["Europe/Paris"], datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+
+
+def test_plan_handoff_last_zone_has_no_next() -> None:
+    claim = _claim(datetime(2026, 6, 15, 9, 0), ("Asia/Tokyo",))
+
+    assert plan_handoff(claim, datetime(2026, 6, 16, tzinfo=UTC)) == (["Asia/Tokyo"], None)
+
+
+def test_plan_handoff_unknown_zone_left_out() -> None:
+    claim = _claim(datetime(2026, 6, 15, 9, 0), ("Mars/Olympus_Mons", "Asia/Tokyo"))
+
+    assert plan_handoff(claim, datetime(2026, 6, 16, tzinfo=UTC)) == (["Asia/Tokyo"], None)
+
+
+def test_first_fire_at_earliest_zone_or_now_when_past() -> None:
+    local_at = datetime(2026, 6, 15, 9, 0)
+
+    assert first_fire_at(local_at, ["Europe/Paris", "Asia/Tokyo"], NOW) == datetime(2026, 6, 15, 0, 0, tzinfo=UTC)
+    assert first_fire_at(local_at, ["Europe/Paris"], datetime(2026, 6, 20, tzinfo=UTC)) == datetime(
+        2026, 6, 20, tzinfo=UTC
+    )
+
+
+def test_schedule_times_offset_is_one_instant() -> None:
+    at = datetime(2026, 6, 15, 9, 0, tzinfo=UTC) + timedelta(hours=2)
+
+    assert schedule_times(at, False, ["Asia/Tokyo"], NOW) == (at, None)
+
+
+def test_schedule_times_local_time_is_a_wall_clock_per_zone() -> None:
+    at = datetime(2026, 6, 15, 9, 0)
+
+    assert schedule_times(at, True, ["Europe/Paris"], NOW) == (datetime(2026, 6, 15, 7, 0, tzinfo=UTC), at)
+
+
+@pytest.mark.parametrize(
+    ("at", "local_time"),
+    [(datetime(2026, 6, 15, 9, 0), False), (datetime(2026, 6, 15, 9, 0, tzinfo=UTC), True)],
+    ids=["no-offset-not-local", "offset-and-local"],
+)
+def test_schedule_times_inconsistent_at_names_the_field(at: datetime, local_time: bool) -> None:
+    with pytest.raises(InvalidRequestError, match=r"^at"):
+        schedule_times(at, local_time, [], NOW)
+
+
+def test_retry_policy_backs_off_exponentially_capped() -> None:
+    policy = RetryPolicy(base=timedelta(minutes=1), cap=timedelta(minutes=10))
+
+    delays = [policy.retry_at(attempts, NOW) - NOW for attempts in (1, 2, 3, 4, 5, 50)]
+
+    assert delays == [timedelta(minutes=minutes) for minutes in (1, 2, 4, 8, 10, 10)]
+
+
+def test_dispatch_due_naive_now_refused() -> None:
+    with pytest.raises(ValueError, match="instant"):
+        dispatch_due(FakeAudienceRepository(), RecordingEnqueuer(), datetime(2026, 6, 14), 10, TIMEOUT)
+
+
+class _BrokenMarks(FakeAudienceRepository):
+    def mark_sent(self, handoffs: Any) -> int:
+        raise UpstreamError("the database went away")
+
+
+def test_dispatch_due_failed_mark_after_enqueue_never_raises_and_stops() -> None:
+    store = _BrokenMarks()
+    for index in range(3):
+        store.create_scheduled_send(NewScheduledSend(f"n-{index}", {"topic": "a/b"}, {"text": "hi"}, ["push"], NOW))
+    enqueuer = RecordingEnqueuer()
+
+    report = dispatch_due(store, enqueuer, NOW, 2, TIMEOUT)
+
+    assert (report.claimed, report.batches, len(enqueuer.sends), report.sent) == (2, 1, 2, 0)
+    assert report.errors == ["UpstreamError: the database went away"]
+
+
+def test_dispatch_due_bug_in_enqueuer_retried_not_lost() -> None:
+    store = _store_with(NOW)
+    enqueuer = RecordingEnqueuer()
+    enqueuer.failing["n-0"] = KeyError("oops")
+
+    report = dispatch_due(store, enqueuer, NOW, 10, TIMEOUT)
+
+    assert report.retried == 1
+    assert next(iter(store.schedules.values())).status == "scheduled"
+
+
+def test_dispatch_due_local_time_claim_with_no_zone_due_rearmed_without_enqueue() -> None:
+    store = FakeAudienceRepository()
+    store.put_user("u", UserRequest(timezone="America/New_York"))
+    # Fired for a Tokyo user who has moved to New York since: nothing is due before New York's instant.
+    store.create_scheduled_send(
+        NewScheduledSend(
+            "n",
+            {"topic": "a/b"},
+            {"text": "hi"},
+            ["push"],
+            datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
+            datetime(2026, 6, 15, 9, 0),
+        )
+    )
+    enqueuer = RecordingEnqueuer()
+
+    report = dispatch_due(store, enqueuer, datetime(2026, 6, 15, 0, 0, tzinfo=UTC), 10, TIMEOUT)
+
+    assert (report.rearmed, enqueuer.sends) == (1, [])
+    assert next(iter(store.schedules.values())).fire_at == datetime(2026, 6, 15, 13, 0, tzinfo=UTC)
+
+
+def test_mark_sent_without_handoffs_is_nothing() -> None:
+    assert FakeAudienceRepository().mark_sent([]) == 0
+    assert Handoff(claim=_claim(None, ()), until=NOW).next_fire_at is None
+
+
+def test_decode_cursor_naive_time_refused() -> None:
+    import base64
+    import json
+
+    raw = json.dumps(["2026-01-01T00:00:00", str(uuid.uuid4())]).encode()
+
+    with pytest.raises(InvalidRequestError, match="cursor"):
+        decode_cursor(base64.urlsafe_b64encode(raw).decode())
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def get(self, channel: str, topic: str) -> Any:
+        self.asked.append((channel, topic))
+        raise LookupError("reached the registry")
+
+
+@pytest.mark.parametrize("target", [{"user_ids": ["u1"]}, {"segment": "pro"}, {"where": {}}, {"topic": "nochannel"}])
+def test_topic_send_enqueuer_audience_target_retried_until_expansion_exists(target: dict[str, Any]) -> None:
+    registry = _Registry()
+    enqueuer = TopicSendEnqueuer(registry, None, None)  # type: ignore[arg-type]
+
+    with pytest.raises(UpstreamError, match="expansion"):
+        enqueuer.enqueue(DueSend("s", "d", "n", target, {"text": "hi"}, ["push"]))
+    assert registry.asked == []
+
+
+def test_topic_send_enqueuer_topic_target_reads_its_topic() -> None:
+    registry = _Registry()
+    enqueuer = TopicSendEnqueuer(registry, None, None)  # type: ignore[arg-type]
+
+    with pytest.raises(LookupError):
+        enqueuer.enqueue(DueSend("s", "d", "n", {"topic": "news/daily/eu"}, {"text": "hi"}, ["push"]))
+    assert registry.asked == [("news", "daily/eu")]
