@@ -12,6 +12,7 @@ formats the root logger's records when a function logs JSON), so that the stack 
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
@@ -125,10 +126,21 @@ def _error(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def line_writer(fd: int) -> IO[str]:
+    """Return a text stream on ``fd`` that writes each line with one ``write``.
+
+    Unbuffered (``PYTHONUNBUFFERED``), a ``print()`` is two writes, the text and then its newline, and another worker of
+    the same function appending to the same log between the two would join two records on one line.
+    """
+    raw = io.BufferedWriter(io.FileIO(fd, "w", closefd=False), buffer_size=1 << 20)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+
 def main(handler_path: str) -> int:
     """Import ``handler_path`` (``folder/module.function``) and serve invocations until stdin closes."""
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # the function's prints and logs go to its log, never into the protocol
+    sys.stderr = line_writer(2)
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers itself, in order
     formatter = install_json_logging(sys.stderr)

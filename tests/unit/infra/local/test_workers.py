@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -209,3 +212,24 @@ def test_worker_print_stays_a_plain_line(tmp_path: Path) -> None:
     _, lines = _invoke(tmp_path, "prints")
 
     assert lines == ["printed"]
+
+
+def test_line_writer_workers_appending_to_one_log_never_join_two_lines(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from infra.local.worker import line_writer\n"
+        "out = line_writer(2)\n"
+        "for i in range(2000):\n"
+        '    print(\'{"_aws": {"n": %d}, "pad": "%s"}\' % (i, \'y\' * 300), file=out)\n'
+        "out.flush()\n"
+    )
+    log = tmp_path / "function.log"
+    with log.open("ab") as shared:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+        writers = [subprocess.Popen([sys.executable, "-c", code], stderr=shared, env=env) for _ in range(3)]
+        assert [writer.wait(60) for writer in writers] == [0, 0, 0]
+
+    lines = log.read_text().splitlines()
+
+    assert len(lines) == 6000
+    assert [line for line in lines if line.count('{"_aws"') != 1] == []
