@@ -8,7 +8,7 @@ A function of its own, so that psycopg2 ships only here; it loads when the first
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -16,13 +16,15 @@ from pydantic import Field
 
 from core.audience.devices import delete_app, delete_user, register_device, unregister_device
 from core.audience.models import App, AppRequest, Device, DeviceRequest, Platform, Segment, User, UserRequest
-from core.audience.ports import AudienceRepositoryPort, ScheduleStorePort
+from core.audience.ports import AudienceRepositoryPort, ScheduleStorePort, SendStorePort
 from core.audience.schedules import Schedule, ScheduleList, cancel_schedule, get_schedule, list_schedules
 from core.audience.segments import compile_where, parse_where
+from core.audience.sends import SendAccepted, SendRequest, accept_send
 from core.channels import NAME_PATTERN, NAME_RULE
-from core.clients import get_audience_repository, get_push_endpoints
+from core.clients import get_audience_repository, get_expansion_queue, get_push_endpoints
 from core.errors import InvalidRequestError
-from core.http import Response, RouteDoc, Router, json_response, parse_body
+from core.fanout import idempotent_notification_id, new_notification_id
+from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.models import Reply, Strict
 from core.observability import logger, metrics, tracer
 from core.settings import AudienceSettings, load_settings
@@ -139,6 +141,11 @@ def settings() -> AudienceSettings:
 
 def repository() -> AudienceRepositoryPort:
     """Return the audience repository on this container's database connection."""
+    return get_audience_repository(settings())
+
+
+def sends() -> SendStorePort:
+    """Return the sends' store: the audience repository on this container's database connection."""
     return get_audience_repository(settings())
 
 
@@ -409,6 +416,54 @@ def delete_app_route(app: str) -> Response:
 def list_apps() -> Response:
     """List every mobile app, by name."""
     return json_response(200, {"apps": [item.model_dump(mode="json") for item in repository().list_apps()]})
+
+
+# Sends
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+# The route's declaration: registered on ``app`` (``@app.post(SENDS_PATH, SENDS_DOC)`` on a one-line route calling
+# ``send_response(app.current_event)``) together with its ``http`` event in serverless.yml, which tests/unit/
+# test_routes.py keeps equal to the served routes.
+SENDS_PATH = "/v1/sends"
+SENDS_DOC = RouteDoc(
+    {202: SendAccepted},
+    errors=(409, *BODY_ERRORS, *KEY_ERRORS),
+    security="api_key",
+    request=SendRequest,
+    headers=("Idempotency-Key",),
+)
+
+
+def send_response(event: Request) -> Response:
+    """``POST /v1/sends`` (202): the send recorded and handed to the expansion worker, or scheduled with ``at``."""
+    request = parse_body(event.decoded_body, SendRequest)
+    caller = caller_id(event.identity)
+    key = event.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidRequestError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    # The same key from the same caller names the same notification: its send is recorded once.
+    notification_id = idempotent_notification_id(["send", caller, key]) if key else new_notification_id()
+    accepted = accept_send(
+        request,
+        sends(),
+        get_expansion_queue(settings()),
+        datetime.now(UTC),
+        notification_id,
+        caller=caller,
+    )
+    return json_response(
+        202,
+        accepted.model_dump(mode="json", exclude_none=True),
+        {"Location": f"/v1/notifications/{accepted.notification_id}", "X-Notification-Id": accepted.notification_id},
+    )
+
+
+@app.post(SENDS_PATH, SENDS_DOC)
+def post_send() -> Response:
+    """Accept a send (202): recorded and handed to the expansion worker, or scheduled with ``at``."""
+    return send_response(app.current_event)
 
 
 # Schedules

@@ -27,6 +27,7 @@ from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
 from core.errors import (
     DeliveryDeferredError,
+    EndpointDisabledError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     UpstreamError,
@@ -133,6 +134,9 @@ class Deliverer:
         The retry rules.
     count:
         Records a metric: ``count(channel_type, outcome)``.
+    on_endpoint_disabled:
+        Told the SNS endpoint of a push delivery that failed with ``EndpointDisabled`` (its device is to be disabled);
+        ``None`` when the function has nowhere to report it.
     max_wait_seconds:
         The longest wait for a send slot done in this process; a later slot is waited for by a delayed copy.
     lead_seconds:
@@ -152,6 +156,7 @@ class Deliverer:
         pacer: Pacer,
         policy: RetryPolicy,
         count: MetricRecorder = _ignore_metric,
+        on_endpoint_disabled: Callable[[str], None] | None = None,
         max_wait_seconds: float = 5.0,
         lead_seconds: float = 2.0,
         clock: Callable[[], float] = time.time,
@@ -167,6 +172,7 @@ class Deliverer:
         self._pacer = pacer
         self._policy = policy
         self._count = count
+        self._on_endpoint_disabled = on_endpoint_disabled
         self._max_wait = max_wait_seconds
         self._lead = lead_seconds
         self._clock = clock
@@ -354,6 +360,13 @@ class Deliverer:
     ) -> Outcome:
         self._record(message, DeliveryStatus.FAILED, log, attempts=attempts, earlier=earlier, last_error=exc.reason)
         logger.warning("delivery failed permanently", extra={**log, "reason": exc.reason})
+        if isinstance(exc, EndpointDisabledError) and self._on_endpoint_disabled is not None:
+            # Bookkeeping after the outcome: a failure to report it is logged, never raised (the next send reports
+            # it again).
+            try:
+                self._on_endpoint_disabled(exc.endpoint_arn)
+            except Exception:
+                logger.exception("reporting a disabled endpoint failed", extra=log)
         self._count(message.integration.type.value, Outcome.FAILED)
         return Outcome.FAILED
 

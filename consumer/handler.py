@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from core.clients import (
     get_channels,
     get_client,
     get_delivery_queue,
+    get_expansion_queue_at,
     get_ledger,
     get_pacer,
     get_parameter_provider,
@@ -56,6 +58,19 @@ def settings() -> DeliverSettings:
     return load_settings(DeliverSettings)
 
 
+def endpoint_disabled_reporter(config: DeliverSettings) -> Callable[[str], None] | None:
+    """Return what reports a disabled SNS endpoint to the expansion worker (which disables its devices), or ``None``
+    when the function has no ``EXPANSION_QUEUE_URL``."""
+    if config.expansion_queue_url is None:
+        return None
+    from core.audience.sends import DisableEndpointJob
+
+    queue = get_expansion_queue_at(config.expansion_queue_url, config.aws_region)
+    return lambda endpoint_arn: logger.info(
+        "disabled endpoint reported", extra={"message_id": queue.submit(DisableEndpointJob(endpoint_arn=endpoint_arn))}
+    )
+
+
 def build_deliverer() -> Deliverer:
     """Return a deliverer on this container's cached clients, session and settings."""
     config = settings()
@@ -75,6 +90,7 @@ def build_deliverer() -> Deliverer:
             max_attempts=config.max_attempts,
         ),
         count=count_delivery,
+        on_endpoint_disabled=endpoint_disabled_reporter(config),
         max_wait_seconds=config.pacing_max_wait_seconds,
         lead_seconds=config.pacing_lead_seconds,
     )

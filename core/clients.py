@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from core.audience.connection import Database
     from core.audience.endpoints import PushEndpoints
     from core.audience.repository import AudienceRepository
+    from core.audience.sends import ExpansionQueue
     from core.channels import Channel
     from core.ledger import DeliveryLedger
     from core.outbound import OutboundSession
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from core.secrets import SecretStore
     from core.settings import (
         DatabaseSettings,
+        ExpansionQueueSettings,
         PaymentsSettings,
         PromotionsSettings,
         PurchasesSettings,
@@ -445,6 +447,27 @@ def get_push_endpoints(region: str | None = None) -> PushEndpoints:
     return PushEndpoints(get_client("sns", region))
 
 
+@cache
+def _expansion_queue(url: str, region: str) -> ExpansionQueue:
+    from core.audience.sends import ExpansionQueue
+
+    return ExpansionQueue(get_client("sqs", region), url)
+
+
+def get_expansion_queue(settings: ExpansionQueueSettings | None = None) -> ExpansionQueue:
+    """Return the expansion queue, where sends are handed to the expansion worker."""
+    if settings is None:
+        from core.settings import ExpansionQueueSettings
+
+        settings = load_settings(ExpansionQueueSettings)
+    return _expansion_queue(settings.expansion_queue_url, settings.aws_region)
+
+
+def get_expansion_queue_at(url: str, region: str) -> ExpansionQueue:
+    """Return the expansion queue of ``url`` (the consumer's optional ``EXPANSION_QUEUE_URL``)."""
+    return _expansion_queue(url, region)
+
+
 _CACHES: tuple[Any, ...] = (
     _default_region,
     _client,
@@ -468,6 +491,7 @@ _CACHES: tuple[Any, ...] = (
     _stripe_webhook_secret,
     _database,
     _database_from_parameter,
+    _expansion_queue,
 )
 
 

@@ -176,6 +176,14 @@ class BlockedTargetError(PermanentDeliveryError):
     """A delivery URL resolves to an address the service must not reach (loopback, private, metadata)."""
 
 
+class EndpointDisabledError(PermanentDeliveryError):
+    """SNS answered ``EndpointDisabled`` for a device's platform endpoint: the device is to be disabled."""
+
+    def __init__(self, reason: str, endpoint_arn: str) -> None:
+        self.endpoint_arn = endpoint_arn
+        super().__init__(reason)
+
+
 class DeliveryDeferredError(DeliveryError):
     """A delivery failed for now and was scheduled again; the batch reports its record as failed."""
 

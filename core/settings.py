@@ -334,7 +334,13 @@ class DeliverSettings(
     ChannelSettings,
     CredentialsCacheSettings,
 ):
-    """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials."""
+    """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials.
+
+    ``EXPANSION_QUEUE_URL``, when set, is where a push delivery that SNS answered ``EndpointDisabled`` sends its
+    endpoint, for the expansion worker to disable the device (the consumer has no database).
+    """
+
+    expansion_queue_url: str | None = Field(default=None, alias="EXPANSION_QUEUE_URL", min_length=1)
 
 
 class StripeCreditSettings(StripeSettings, PromotionsSettings, PurchasesSettings):
@@ -414,9 +420,15 @@ class DatabaseSettings(FunctionSettings):
         return self
 
 
-class AudienceSettings(DatabaseSettings):
-    """The audience routes' function: the PostgreSQL audience, and SNS (in the function's own region, ``AWS_REGION``)
-    for the devices' platform endpoints."""
+class ExpansionQueueSettings(FunctionSettings):
+    """The expansion queue: sends handed to the expansion worker (``POST /v1/sends``, the cron)."""
+
+    expansion_queue_url: str = Field(alias="EXPANSION_QUEUE_URL", min_length=1)
+
+
+class AudienceSettings(DatabaseSettings, ExpansionQueueSettings):
+    """The audience routes' function: the PostgreSQL audience, SNS (in the function's own region, ``AWS_REGION``)
+    for the devices' platform endpoints, and the expansion queue ``POST /v1/sends`` hands sends to."""
 
 
 # Appended, not in the dict above: the role's model is defined after it.
@@ -439,10 +451,46 @@ class ScheduleDispatchSettings(FunctionSettings):
     cron_max_attempts: int = Field(default=24, ge=1, alias="CRON_MAX_ATTEMPTS")
 
 
-class CronSettings(DatabaseSettings, ScheduleDispatchSettings, TopicsSettings, LedgerSettings, DeliveryQueueSettings):
+class CronSettings(
+    DatabaseSettings,
+    ScheduleDispatchSettings,
+    TopicsSettings,
+    LedgerSettings,
+    DeliveryQueueSettings,
+    ExpansionQueueSettings,
+):
     """The cron (EventBridge ``rate(1 minute)``): claims due scheduled sends in PostgreSQL and hands them to the one
-    fan-out (topics, ledger, delivery queue)."""
+    fan-out (topics, ledger, delivery queue), or, for an audience, to the expansion queue."""
 
 
 # Appended, not in the dict above: the role's model is defined after it.
 ROLE_SETTINGS["cron"] = CronSettings
+
+
+class ExpansionSettings(FunctionSettings):
+    """How the expansion worker pages an audience, the margin it keeps before the function times out, and the
+    channel/topic whose email and telegram integrations sends go out through (``<channel>/<topic>``; unset, a send
+    asking for email or telegram fails naming it)."""
+
+    expansion_page_size: int = Field(default=500, ge=1, le=1000, alias="EXPANSION_PAGE_SIZE")
+    expansion_time_margin_seconds: float = Field(default=20.0, ge=0, le=300, alias="EXPANSION_TIME_MARGIN_SECONDS")
+    audience_sender_topic: str | None = Field(
+        default=None,
+        alias="AUDIENCE_SENDER_TOPIC",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    )
+
+
+class ExpandSettings(
+    DatabaseSettings,
+    ExpansionSettings,
+    ExpansionQueueSettings,
+    TopicsSettings,
+    LedgerSettings,
+    DeliveryQueueSettings,
+):
+    """The expansion worker (SQS, batch size 1): reads the audience in PostgreSQL, the sender topic, writes the
+    ledger's record and skipped rows, enqueues deliveries, and hands a send it has no time left for to a new job."""
+
+
+ROLE_SETTINGS["expand"] = ExpandSettings

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import RetryPolicy, SendEnqueuer, TopicSendEnqueuer, dispatch_due, remaining_time
-from core.clients import get_database, get_delivery_queue, get_ledger, get_topic_registry
+from core.audience.sends import AudienceSendEnqueuer
+from core.clients import get_database, get_delivery_queue, get_expansion_queue, get_ledger, get_topic_registry
 from core.observability import logger, metrics, tracer
 from core.settings import CronSettings, load_settings
 
@@ -37,8 +38,9 @@ def settings() -> CronSettings:
 
 
 def build_enqueuer(config: CronSettings) -> SendEnqueuer:
-    """Return what hands a due send to the fan-out: topic targets for now (the audience expansion comes later)."""
-    return TopicSendEnqueuer(get_topic_registry(config), get_ledger(config), get_delivery_queue(config))
+    """Return what hands a due send over: a topic's integrations to the fan-out, an audience to the expansion queue."""
+    topics = TopicSendEnqueuer(get_topic_registry(config), get_ledger(config), get_delivery_queue(config))
+    return AudienceSendEnqueuer(topics, get_expansion_queue(config))
 
 
 @logger.inject_lambda_context(clear_state=True)

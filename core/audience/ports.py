@@ -21,6 +21,7 @@ from core.audience.models import (
 
 if TYPE_CHECKING:
     from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
+    from core.audience.sends import NewSend, StoredSend
 
 
 @runtime_checkable
@@ -190,4 +191,73 @@ class ScheduleStorePort(Protocol):
         self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int
     ) -> list[Schedule]:
         """Return schedules newest first (``created_at`` desc, id asc), after the keyset ``after``."""
+        ...
+
+
+# --- Sends (POST /v1/sends and the expansion worker: core/audience/sends.py, core/audience/expansion.py) ---------
+
+
+@runtime_checkable
+class SendStorePort(Protocol):
+    """The sends' store as ``POST /v1/sends`` uses it (``AudienceRepository``; its fake in ``tests/fakes/``)."""
+
+    def create_send(self, send: NewSend) -> tuple[StoredSend, bool]:
+        """Record a send (``queued``) unless one of its notification id exists; return it and whether it is new."""
+        ...
+
+    def get_segment(self, name: str) -> Segment:
+        """Return a named segment; ``NotFoundError`` when none."""
+        ...
+
+    def user_zones(self) -> list[str]:
+        """Return every time zone that has users, sorted."""
+        ...
+
+    def create_scheduled_send(self, send: NewScheduledSend) -> Schedule:
+        """Record a send (status ``scheduled``) with its schedule, in one transaction."""
+        ...
+
+
+@runtime_checkable
+class ExpansionStorePort(Protocol):
+    """The audience as the expansion worker reads it, and the send's cursor it moves (``AudienceRepository``)."""
+
+    def get_send(self, send_id: str) -> StoredSend:
+        """Return a send; ``NotFoundError`` when none."""
+        ...
+
+    def start_expansion(self, send_id: str, restart: bool) -> StoredSend:
+        """Mark a send ``expanding`` (with ``restart``, from the first user again: a new zone hand-off); return it."""
+        ...
+
+    def advance_send(self, send_id: str, expanded_through: str | None, recipients: int) -> None:
+        """Record a page enqueued: the cursor after it and the deliveries accounted for so far."""
+        ...
+
+    def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
+        """Mark a send ``expanded`` or ``failed`` (with its error)."""
+        ...
+
+    def get_segment(self, name: str) -> Segment:
+        """Return a named segment; ``NotFoundError`` when none."""
+        ...
+
+    def users_page(self, condition: SqlCondition, after_user_id: str | None, limit: int) -> UserPage:
+        """Return the users matching a compiled condition after ``after_user_id``, in id order."""
+        ...
+
+    def users_by_ids(self, user_ids: Sequence[str]) -> list[User]:
+        """Return the users of these ids that exist, in id order."""
+        ...
+
+    def subscribers_page(self, channel: str, topic: str, after_user_id: str | None, limit: int) -> UserPage:
+        """Return the users subscribed to a channel/topic after ``after_user_id``, in id order."""
+        ...
+
+    def devices_of(self, user_ids: Sequence[str], *, enabled_only: bool = True) -> dict[str, list[Device]]:
+        """Return the devices of some users, by user id."""
+        ...
+
+    def disable_device(self, endpoint_arn: str) -> int:
+        """Disable the devices of an SNS endpoint; return how many were enabled."""
         ...

@@ -31,6 +31,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
+from core.audience.sends import NewSend, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
@@ -727,6 +728,98 @@ class AudienceRepository:
             raise NotFoundError("the schedule does not exist")
         return _schedule(row)
 
+    # --- Sends and their expansion (POST /v1/sends, core/audience/expansion.py) ----------------------------------
+    # The expansion worker's cursor: ``expanded_through`` (the last user id enqueued) and ``recipients`` (the
+    # deliveries accounted for, enqueued and skipped) move together after each page, so a worker that dies resumes
+    # after the last page it finished.
+
+    def create_send(self, send: NewSend) -> tuple[StoredSend, bool]:
+        """Record ``send`` (``queued``) unless a send of its notification id exists; return it and whether it is new."""
+        params = (
+            _plain("notification_id", send.notification_id),
+            json.dumps(send.target),
+            json.dumps(send.content),
+            list(send.channels),
+        )
+
+        def work(cursor: Any) -> tuple[StoredSend, bool]:
+            cursor.execute(
+                "INSERT INTO sends (notification_id, target, content, channels, status)"
+                " VALUES (%s, %s::jsonb, %s::jsonb, %s::text[], 'queued')"
+                " ON CONFLICT ON CONSTRAINT sends_notification_id_key DO NOTHING RETURNING id::text",
+                params,
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                return self._send(cursor, "id = %s", row[0]), True
+            return self._send(cursor, "notification_id = %s", send.notification_id), False
+
+        return self._db.run(work, "recording send")
+
+    def get_send(self, send_id: str) -> StoredSend:
+        """Return the send ``send_id``; raise ``NotFoundError`` when there is none."""
+        key = _send_key(send_id)
+        return self._db.run(lambda cursor: self._send(cursor, "id = %s", key), "reading send")
+
+    def start_expansion(self, send_id: str, restart: bool) -> StoredSend:
+        """Mark a send ``expanding`` and return it; with ``restart`` its cursor goes back to the first user.
+
+        A send ``cancelled`` or ``failed`` is returned as it is (the worker leaves it).
+        """
+        key = _send_key(send_id)
+        cursor_reset = ", expanded_through = NULL" if restart else ""
+
+        def work(cursor: Any) -> StoredSend:
+            cursor.execute(
+                f"UPDATE sends SET status = 'expanding'{cursor_reset}, updated_at = now()"
+                " WHERE id = %s AND status NOT IN ('cancelled', 'failed')",
+                (key,),
+            )
+            return self._send(cursor, "id = %s", key)
+
+        return self._db.run(work, "starting expansion")
+
+    def advance_send(self, send_id: str, expanded_through: str | None, recipients: int) -> None:
+        """Record a page enqueued: the cursor after it and the deliveries accounted for so far."""
+        params = (expanded_through, recipients, _send_key(send_id))
+
+        def work(cursor: Any) -> None:
+            cursor.execute(
+                "UPDATE sends SET expanded_through = %s, recipients = %s, updated_at = now() WHERE id = %s", params
+            )
+
+        self._db.run(work, "recording expansion")
+
+    def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
+        """Mark a send ``expanded`` or ``failed`` (with its error)."""
+        params = (status, error[:1000] if error else None, _send_key(send_id))
+
+        def work(cursor: Any) -> None:
+            cursor.execute("UPDATE sends SET status = %s, last_error = %s, updated_at = now() WHERE id = %s", params)
+
+        self._db.run(work, "recording expansion")
+
+    def _send(self, cursor: Any, where: str, value: str) -> StoredSend:
+        cursor.execute(
+            "SELECT id::text, notification_id, target, content, channels, status, expanded_through, recipients,"
+            f" last_error FROM sends WHERE {where}",
+            (value,),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            raise NotFoundError("the send does not exist")
+        return StoredSend(
+            send_id=row[0],
+            notification_id=row[1],
+            target=row[2],
+            content=row[3],
+            channels=list(row[4]),
+            status=row[5],
+            expanded_through=row[6],
+            recipients=row[7],
+            last_error=row[8],
+        )
+
 
 # --- Scheduled sends: rows to models -----------------------------------------------------------------------------
 
@@ -740,6 +833,13 @@ _NOT_CANCELLABLE = {
     "claimed": "the schedule is being sent",
     "failed": "the schedule failed and will not be sent",
 }
+
+
+def _send_key(send_id: str) -> str:
+    try:
+        return str(uuid.UUID(send_id))
+    except (ValueError, TypeError, AttributeError):
+        raise NotFoundError("the send does not exist") from None
 
 
 def _schedule_key(schedule_id: str) -> str:

@@ -394,9 +394,9 @@ class TopicSendEnqueuer:
     The notification is the send's (``notification_id``) and the publish is idempotent on it, forever: a claim
     enqueued again after a run died before marking it, or the next zone of a local-time send, finishes that
     notification instead of sending its deliveries again. A topic's integrations are no recipients with a zone:
-    they get the send at its first hand-off. Audience targets (``user_ids``, ``segment``, ``where``) and a topic's
-    subscribed users need the expansion worker, not built yet: such a send is refused with an ``UpstreamError``, so
-    it is retried and not lost once the worker is deployed.
+    they get the send at its first hand-off. Audience targets (``user_ids``, ``segment``, ``where``) go to the
+    expansion worker (``core.audience.sends.AudienceSendEnqueuer`` routes them there before this enqueuer); given one
+    alone, this enqueuer refuses it with an ``UpstreamError``, so it is retried, not lost.
 
     Parameters
     ----------

@@ -21,7 +21,7 @@ from core.channels.base import (
     parse_settings,
     render_text_or_data,
 )
-from core.errors import PermanentDeliveryError
+from core.errors import EndpointDisabledError, PermanentDeliveryError
 from core.models import Content, IntegrationType, Strict
 
 SNS_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
@@ -29,6 +29,8 @@ SNS_ARN_RULE = "must be an SNS ARN: arn:aws:sns:<region>:<12-digit account>:<nam
 
 # SNS names Firebase Cloud Messaging "GCM"; "FCM" is accepted as its alias.
 PLATFORM_ALIASES = {"FCM": "GCM"}
+# The platforms a payload is built for: SNS picks the one of the endpoint's platform application.
+PUSH_PLATFORMS = ("APNS", "APNS_SANDBOX", "GCM")
 
 
 class PushTarget(Strict):
@@ -61,11 +63,49 @@ def _encoded(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def apns_payload(text: str, title: str | None = None) -> dict[str, Any]:
+    """Return the APNs payload of a text: an alert with its title when there is one."""
+    return {"aps": {"alert": {"title": title, "body": text} if title else text}}
+
+
+def fcm_payload(text: str, title: str | None = None, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the payload SNS takes for GCM endpoints today: the FCM HTTP v1 shape (``fcmV1Message``).
+
+    FCM's ``data`` holds strings only: other values are sent as their JSON text.
+    """
+    notification = {"title": title, "body": text} if title else {"body": text}
+    message: dict[str, Any] = {"notification": notification}
+    if data:
+        message["data"] = {key: value if isinstance(value, str) else _encoded(value) for key, value in data.items()}
+    return {"fcmV1Message": {"message": message}}
+
+
+def platform_payloads(
+    text: str, title: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return one payload object per platform and the ``default`` text: what ``Content.data`` carries for a push.
+
+    Built once for every recipient of a send: the objects are JSON-encoded only by ``push_payload``, once, when the
+    message is published (the seed encoded them again for every recipient after the first). ``overrides`` replaces
+    a platform's payload (``{"APNS": {…}, "GCM": {…}}``, ``FCM`` naming GCM); an ``APNS`` one serves the sandbox too
+    unless ``APNS_SANDBOX`` is given.
+    """
+    given = {PLATFORM_ALIASES.get(key, key): value for key, value in (overrides or {}).items()}
+    apns = given.get("APNS", apns_payload(text, title))
+    return {
+        "default": text,
+        "APNS": apns,
+        "APNS_SANDBOX": given.get("APNS_SANDBOX", apns),
+        "GCM": given.get("GCM", fcm_payload(text, title)),
+    }
+
+
 def push_payload(content: Content) -> str:
     """Return the SNS ``MessageStructure=json`` message: a ``default`` text and one payload per platform.
 
-    A rendered string becomes an alert on APNS and APNS_SANDBOX and a notification body on GCM; a rendered object
-    is taken as given (``{"default": …, "APNS": {…}, "GCM": {…}}``), each platform's value JSON-encoded as SNS wants.
+    A rendered string becomes an alert on APNS and APNS_SANDBOX and a notification body on GCM (FCM HTTP v1,
+    ``fcmV1Message``); a rendered object is taken as given (``{"default": …, "APNS": {…}, "GCM": {…}}``), each
+    platform's value JSON-encoded once as SNS wants (a value that is a string already is taken as encoded).
     """
     if isinstance(content.data, Mapping):
         structure = {PLATFORM_ALIASES.get(key, key): _encoded(value) for key, value in content.data.items()}
@@ -74,13 +114,7 @@ def push_payload(content: Content) -> str:
         return json.dumps(structure, separators=(",", ":"), ensure_ascii=False)
     if content.data is not None or not content.text:
         raise PermanentDeliveryError("push: content must be text or a per-platform object")
-    apns = _encoded({"aps": {"alert": content.text}})
-    structure = {
-        "default": content.text,
-        "APNS": apns,
-        "APNS_SANDBOX": apns,
-        "GCM": _encoded({"notification": {"body": content.text}}),
-    }
+    structure = {key: _encoded(value) for key, value in platform_payloads(content.text, content.subject).items()}
     return json.dumps(structure, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -125,6 +159,11 @@ class PushChannel(Channel):
             response = self._resources.aws_client("sns").publish(
                 Message=message, MessageStructure="json", **destination
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if where.endpoint_arn and exc.response.get("Error", {}).get("Code") == "EndpointDisabled":
+                # The device is gone (app uninstalled, token expired): permanent, and its device is to be disabled.
+                raise EndpointDisabledError("push: EndpointDisabled", where.endpoint_arn) from exc
+            raise aws_failure(exc, "push") from exc
+        except BotoCoreError as exc:
             raise aws_failure(exc, "push") from exc
         return DeliveryReceipt(response.get("MessageId"))

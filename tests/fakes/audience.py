@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,10 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, DueSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.errors import ConflictError, InvalidRequestError, NotFoundError
+from core.audience.sends import DisableEndpointJob, ExpansionJob, NewSend, StoredSend
+from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
+from core.ledger import DeliveryRow, NotificationRecord
+from core.models import DeliveryStatus
 
 
 @dataclass(frozen=True)
@@ -441,3 +444,113 @@ class RecordingEnqueuer:
     def count(self, notification_id: str) -> int:
         """Return how many times a notification was enqueued."""
         return sum(1 for send in self.sends if send.notification_id == notification_id)
+
+
+# --- Sends and their expansion (core/audience/sends.py, core/audience/expansion.py) --------------------------------
+
+
+class FakeSendStore(FakeAudienceRepository):
+    """The fake repository with the ``sends`` table: ``create_send``, the expansion cursor and status."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: dict[str, StoredSend] = {}
+        self.advances: list[tuple[str, str | None, int]] = []
+
+    def create_send(self, send: NewSend) -> tuple[StoredSend, bool]:
+        """Record a send unless one of its notification id exists."""
+        for stored in self.sends.values():
+            if stored.notification_id == send.notification_id:
+                return stored, False
+        stored = StoredSend(
+            send_id=str(uuid.uuid4()),
+            notification_id=send.notification_id,
+            target=dict(send.target),
+            content=dict(send.content),
+            channels=list(send.channels),
+            status="queued",
+            expanded_through=None,
+            recipients=0,
+        )
+        self.sends[stored.send_id] = stored
+        return stored, True
+
+    def get_send(self, send_id: str) -> StoredSend:
+        """Return a send."""
+        if send_id not in self.sends:
+            raise NotFoundError("the send does not exist")
+        return self.sends[send_id]
+
+    def start_expansion(self, send_id: str, restart: bool) -> StoredSend:
+        """Mark a send expanding (its cursor reset with ``restart``)."""
+        send = self.get_send(send_id)
+        if send.status in ("cancelled", "failed"):
+            return send
+        changes: dict[str, Any] = {"status": "expanding"}
+        if restart:
+            changes["expanded_through"] = None
+        self.sends[send_id] = replace(send, **changes)
+        return self.sends[send_id]
+
+    def advance_send(self, send_id: str, expanded_through: str | None, recipients: int) -> None:
+        """Move a send's cursor."""
+        self.advances.append((send_id, expanded_through, recipients))
+        self.sends[send_id] = replace(self.get_send(send_id), expanded_through=expanded_through, recipients=recipients)
+
+    def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
+        """Mark a send expanded or failed."""
+        self.sends[send_id] = replace(self.get_send(send_id), status=status, last_error=error)  # type: ignore[arg-type]
+
+
+class FakeExpansionQueue:
+    """An ``ExpansionQueuePort`` that keeps the jobs submitted; ``fail`` makes it refuse them."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.jobs: list[ExpansionJob | DisableEndpointJob] = []
+        self.fail = fail
+
+    def submit(self, job: ExpansionJob | DisableEndpointJob) -> str:
+        """Keep the job, or refuse it."""
+        if self.fail:
+            raise UpstreamError("sending to the expansion queue failed")
+        self.jobs.append(job)
+        return f"m-{len(self.jobs)}"
+
+
+class FakeSendLedger:
+    """The ledger as the expansion worker writes it: records by notification id and rows by (id, key)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, NotificationRecord] = {}
+        self.rows: dict[tuple[str, str], tuple[DeliveryStatus, DeliveryRow | None, str | None]] = {}
+
+    def create_notification(self, record: NotificationRecord) -> bool:
+        """Write a record unless one exists."""
+        if record.notification_id in self.records:
+            return False
+        self.records[record.notification_id] = record
+        return True
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Write or replace a record."""
+        self.records[record.notification_id] = record
+
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        """Return a record."""
+        if notification_id not in self.records:
+            raise NotFoundError("no record")
+        return self.records[notification_id]
+
+    def update(
+        self,
+        notification_id: str,
+        delivery_key: str,
+        status: DeliveryStatus,
+        *,
+        row: DeliveryRow | None = None,
+        attempts: int | None = None,
+        last_error: str | None = None,
+    ) -> bool:
+        """Write a row's status."""
+        self.rows[(notification_id, delivery_key)] = (status, row, last_error)
+        return True

@@ -71,6 +71,10 @@ def create_resources(max_receive_count: int = 5) -> AwsResources:
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
         },
     )["QueueUrl"]
+    # The expansion worker's queue (sends handed over by the audience function and the cron; disabled endpoints).
+    expansion_url = sqs.create_queue(QueueName="notify-test-expansion", Attributes={"VisibilityTimeout": "900"})[
+        "QueueUrl"
+    ]
     ssm.put_parameter(
         Name=NAMES["ADMIN_TOKEN_HASH_PARAMETER"],
         Value=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
@@ -83,6 +87,7 @@ def create_resources(max_receive_count: int = 5) -> AwsResources:
         **NAMES,
         "DELIVERY_QUEUE_URL": queue_url,
         "DEAD_LETTER_QUEUE_URL": dlq_url,
+        "EXPANSION_QUEUE_URL": expansion_url,
     }
     return AwsResources(dynamodb, sqs, ssm, queue_url, dlq_url, env)
 

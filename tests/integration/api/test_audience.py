@@ -65,6 +65,7 @@ def api(
     from moto import mock_aws
 
     monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("EXPANSION_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify-test-expansion")
     with mock_aws():
         clients.reset()
         sns = boto3.client("sns", region_name=REGION)

@@ -613,7 +613,9 @@ def test_handler_push_publishes_per_platform_payload(consumer_aws: AwsResources)
     consume_once(consumer_aws)
 
     [published] = sns_backends[ACCOUNT][REGION].platform_endpoints[arn].messages.values()
-    assert json.loads(json.loads(published)["GCM"]) == {"notification": {"body": "Order 42 shipped"}}
+    assert json.loads(json.loads(published)["GCM"]) == {
+        "fcmV1Message": {"message": {"notification": {"body": "Order 42 shipped"}}}
+    }
     assert entry(message).status is DeliveryStatus.DELIVERED
 
 

@@ -15,8 +15,9 @@ from api.openapi import build_document, routers
 from core.audience.endpoints import PushEndpoints
 from core.audience.models import AppRequest, UserRequest
 from core.errors import UpstreamError
+from core.http import Response, Router
 from core.settings import SettingsError
-from tests.fakes.audience import FakeAudienceRepository
+from tests.fakes.audience import FakeAudienceRepository, FakeExpansionQueue, FakeSendStore
 from tests.fakes.sns_endpoints import FakeSnsEndpoints
 from tests.support.events import admin_event, api_event, response_json
 
@@ -48,6 +49,7 @@ def _environment(monkeypatch: pytest.MonkeyPatch, repository: FakeAudienceReposi
         "STAGE": "prod",
         "AWS_REGION": "eu-west-1",
         "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
+        "EXPANSION_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/notify-prod-expansion",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(audience, "get_audience_repository", lambda settings: repository)
@@ -450,3 +452,117 @@ def test_audience_routes_are_in_the_openapi_document() -> None:
 
     assert {"/v1/users/{user_id}", "/v1/apps/{app}", "/v1/segments/count"} <= set(document["paths"])
     assert document["paths"]["/v1/apps/{app}"]["put"]["security"] == [{"admin": []}]
+
+
+# --- POST /v1/sends (send_response; registered with its http event) -------------------------------------------------
+
+
+@pytest.fixture
+def send_router(monkeypatch: pytest.MonkeyPatch) -> tuple[Router, FakeSendStore, FakeExpansionQueue]:
+    """A router serving ``send_response`` as the audience function will, on a fake store and expansion queue."""
+    store, queue = FakeSendStore(), FakeExpansionQueue()
+    monkeypatch.setattr(audience, "get_audience_repository", lambda settings: store)
+    monkeypatch.setattr(audience, "get_expansion_queue", lambda settings: queue)
+    router = Router()
+
+    @router.post(audience.SENDS_PATH, audience.SENDS_DOC)
+    def post_send() -> Response:
+        return audience.send_response(router.current_event)
+
+    return router, store, queue
+
+
+def _send(router: Router, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = router.resolve(api_event("POST", "/v1/sends", None, body, headers))
+    return result
+
+
+def test_post_send_queued_202_with_location(send_router: tuple[Router, FakeSendStore, FakeExpansionQueue]) -> None:
+    router, _store, queue = send_router
+
+    response = _send(router, {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}})
+
+    body = response_json(response)
+    assert (response["statusCode"], body["status"]) == (202, "queued")
+    assert response["headers"]["Location"] == f"/v1/notifications/{body['notification_id']}"
+    assert [job.notification_id for job in queue.jobs] == [body["notification_id"]]  # type: ignore[union-attr]
+
+
+def test_post_send_idempotency_key_same_notification(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue],
+) -> None:
+    router, store, _queue = send_router
+    body = {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}}
+
+    first = response_json(_send(router, body, {"Idempotency-Key": "k-1"}))
+    again = response_json(_send(router, body, {"Idempotency-Key": "k-1"}))
+
+    assert first["notification_id"] == again["notification_id"]
+    assert len(store.sends) == 1
+
+
+def test_post_send_idempotency_key_other_body_409(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue],
+) -> None:
+    router, _store, _queue = send_router
+    _send(router, {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}}, {"Idempotency-Key": "k-1"})
+
+    response = _send(router, {"to": {"user_ids": ["u2"]}, "content": {"text": "Hi"}}, {"Idempotency-Key": "k-1"})
+
+    assert response["statusCode"] == 409
+
+
+def test_post_send_scheduled_202_with_schedule_id(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue],
+) -> None:
+    router, _store, queue = send_router
+
+    response = _send(router, {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00+01:00"})
+
+    body = response_json(response)
+    assert (response["statusCode"], body["status"], queue.jobs) == (202, "scheduled", [])
+    assert body["schedule_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"content": {"text": "Hi"}}, "to"),
+        ({"to": {}, "content": {"text": "Hi"}}, "to"),
+        ({"to": {"user_ids": ["u1"]}}, "content"),
+        ({"to": {"user_ids": ["u1"]}, "content": {}}, "content.text"),
+        ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "channels": ["fax"]}, "channels"),
+        ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "channels": ["email"]}, "content.subject"),
+        ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "tomorrow"}, "at"),
+        ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00"}, "at"),
+        ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "local_time": True}, "local_time"),
+        ({"to": {"segment": "missing"}, "content": {"text": "Hi"}}, "to.segment"),
+        ({"to": {"where": {"field": "plan", "like": "x"}}, "content": {"text": "Hi"}}, "to.where"),
+        ({"to": {"topic": "news"}, "content": {"text": "Hi"}}, "to.topic"),
+    ],
+)
+def test_post_send_invalid_body_422_naming_the_field(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue], body: dict[str, Any], field: str
+) -> None:
+    router, store, queue = send_router
+
+    response = _send(router, body)
+
+    assert response["statusCode"] == 422, response["body"]
+    assert field in _message(response)
+    assert (store.sends, queue.jobs) == ({}, [])
+
+
+def test_post_send_not_json_400(send_router: tuple[Router, FakeSendStore, FakeExpansionQueue]) -> None:
+    router, _store, _queue = send_router
+
+    assert _send(router, "{not json")["statusCode"] == 400
+
+
+def test_post_send_expansion_queue_down_502(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue],
+) -> None:
+    router, _store, queue = send_router
+    queue.fail = True
+
+    assert _send(router, {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}})["statusCode"] == 502

@@ -19,7 +19,7 @@ from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer, Outcome, parse_message
 from consumer.retry import RetryPolicy, VisibilityScheduler
 from core.channels import DeliveryReceipt
-from core.errors import DeliveryDeferredError, PermanentDeliveryError, RetryableDeliveryError
+from core.errors import DeliveryDeferredError, EndpointDisabledError, PermanentDeliveryError, RetryableDeliveryError
 from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry, iso_time
 from core.models import DeliveryMessage, DeliveryStatus
 from core.pacing import Limit, Pacer, PaceStore
@@ -1228,3 +1228,48 @@ def test_process_history_at_its_limit_keeps_the_most_recent_attempts(rig: Rig) -
     assert len(history) == HISTORY_LIMIT
     assert history[:-1] == earlier[1:]
     assert (history[-1]["attempt"], history[-1]["status"]) == (HISTORY_LIMIT + 1, "delivered")
+
+
+# --- EndpointDisabled: the device's endpoint is reported --------------------------------------------------------
+
+DISABLED_ENDPOINT = "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/1"
+
+
+def _reporting(rig: Rig, reported: list[str], fail: bool = False) -> None:
+    def report(endpoint_arn: str) -> None:
+        if fail:
+            raise RuntimeError("queue down")
+        reported.append(endpoint_arn)
+
+    rig.deliverer._on_endpoint_disabled = report  # the rig builds its deliverer without the hook
+
+
+def test_process_endpoint_disabled_failed_with_the_reason_and_reported(rig: Rig) -> None:
+    reported: list[str] = []
+    _reporting(rig, reported)
+    rig.channel.result = EndpointDisabledError("push: EndpointDisabled", DISABLED_ENDPOINT)
+
+    assert rig.process() is Outcome.FAILED
+    assert (rig.row().status, rig.row().last_error, reported) == (
+        DeliveryStatus.FAILED,
+        "push: EndpointDisabled",
+        [DISABLED_ENDPOINT],
+    )
+
+
+def test_process_other_permanent_error_not_reported(rig: Rig) -> None:
+    reported: list[str] = []
+    _reporting(rig, reported)
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+
+    rig.process()
+
+    assert reported == []
+
+
+def test_process_endpoint_disabled_report_failure_still_failed(rig: Rig) -> None:
+    _reporting(rig, [], fail=True)
+    rig.channel.result = EndpointDisabledError("push: EndpointDisabled", DISABLED_ENDPOINT)
+
+    assert rig.process() is Outcome.FAILED
+    assert rig.row().status is DeliveryStatus.FAILED

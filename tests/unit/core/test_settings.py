@@ -12,6 +12,7 @@ from core.settings import (
     AuthorizerSettings,
     CronSettings,
     DeliverSettings,
+    ExpandSettings,
     FunctionSettings,
     PaymentWorkerSettings,
     PublishSettings,
@@ -28,6 +29,7 @@ from core.settings import (
 BASE = {"STAGE": "prod", "AWS_REGION": "eu-west-1"}
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/notify-prod-deliveries"
 DLQ = "https://sqs.eu-west-1.amazonaws.com/123456789012/notify-prod-deliveries-dlq"
+EXPANSION_QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/notify-prod-expansion"
 # Exactly what each role requires: every name of a real resource, as serverless.yml gives it.
 REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
     PublishSettings: {
@@ -83,12 +85,20 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "PAYMENTS_TABLE": "notify-prod-payments",
         "PURCHASE_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:notify-prod-Purchase",
     },
-    AudienceSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database"},
+    AudienceSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database", "EXPANSION_QUEUE_URL": EXPANSION_QUEUE},
     CronSettings: {
         "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
         "TOPICS_TABLE": "notify-prod-topics",
         "DELIVERIES_TABLE": "notify-prod-ledger",
         "DELIVERY_QUEUE_URL": QUEUE,
+        "EXPANSION_QUEUE_URL": EXPANSION_QUEUE,
+    },
+    ExpandSettings: {
+        "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
+        "TOPICS_TABLE": "notify-prod-topics",
+        "DELIVERIES_TABLE": "notify-prod-ledger",
+        "DELIVERY_QUEUE_URL": QUEUE,
+        "EXPANSION_QUEUE_URL": EXPANSION_QUEUE,
     },
 }
 # Variables another may stand in for (DATABASE_URL, locally): unset, the message names both.
@@ -182,6 +192,7 @@ def test_role_settings_every_function_of_serverless_yml_has_one() -> None:
         "paymentWorker",
         "audience",
         "cron",
+        "expand",
     }
     assert set(ROLE_SETTINGS.values()) == set(ROLES)
 
@@ -253,3 +264,13 @@ def test_load_settings_variable_unset_fails_naming_it(monkeypatch: pytest.Monkey
 
     with pytest.raises(SettingsError, match="ADMIN_TOKEN_HASH_PARAMETER is not set"):
         load_settings(AuthorizerSettings)
+
+
+def test_expand_settings_sender_topic_not_channel_slash_topic_refused() -> None:
+    with pytest.raises(SettingsError, match="AUDIENCE_SENDER_TOPIC"):
+        ExpandSettings.from_env(_env(ExpandSettings, AUDIENCE_SENDER_TOPIC="audience"))
+
+
+def test_deliver_settings_expansion_queue_optional() -> None:
+    assert _deliver().expansion_queue_url is None
+    assert _deliver(EXPANSION_QUEUE_URL=EXPANSION_QUEUE).expansion_queue_url == EXPANSION_QUEUE

@@ -339,3 +339,73 @@ def test_database_unreachable_server_is_upstream_error_without_the_url() -> None
 
     assert "s3cret" not in str(raised.value)
     assert raised.value.__cause__ is None
+
+
+# --- Sends and their expansion (create_send, the cursor) -----------------------------------------------------------
+
+
+@pytest.fixture(params=["postgres", "fake"])
+def send_store(request: pytest.FixtureRequest) -> Any:
+    """The sends' store on PostgreSQL, and its fake: the same behaviour asked of both."""
+    from tests.fakes.audience import FakeSendStore
+
+    if request.param == "fake":
+        return FakeSendStore()
+    return AudienceRepository(request.getfixturevalue("database"))
+
+
+def _new_send(notification_id: str = "n-1") -> Any:
+    from core.audience.sends import NewSend
+
+    return NewSend(notification_id, {"user_ids": ["a"]}, {"text": "Hi"}, ["push", "email"])
+
+
+def test_create_send_new_is_queued_with_no_cursor(send_store: Any) -> None:
+    send, created = send_store.create_send(_new_send())
+
+    assert created is True
+    assert (send.status, send.expanded_through, send.recipients) == ("queued", None, 0)
+    assert (send.target, send.content, send.channels) == ({"user_ids": ["a"]}, {"text": "Hi"}, ["push", "email"])
+    assert send_store.get_send(send.send_id) == send
+
+
+def test_create_send_same_notification_returns_the_first(send_store: Any) -> None:
+    first, _ = send_store.create_send(_new_send())
+
+    again, created = send_store.create_send(_new_send())
+
+    assert (again.send_id, created) == (first.send_id, False)
+
+
+def test_get_send_unknown_or_not_a_uuid_not_found(send_store: Any) -> None:
+    for send_id in ("00000000-0000-4000-8000-000000000000", "nope"):
+        with pytest.raises(NotFoundError):
+            send_store.get_send(send_id)
+
+
+def test_advance_send_moves_cursor_and_count_kept_by_start(send_store: Any) -> None:
+    send, _ = send_store.create_send(_new_send())
+    send_store.start_expansion(send.send_id, restart=False)
+
+    send_store.advance_send(send.send_id, "u9", 12)
+    resumed = send_store.start_expansion(send.send_id, restart=False)
+
+    assert (resumed.status, resumed.expanded_through, resumed.recipients) == ("expanding", "u9", 12)
+
+
+def test_start_expansion_restart_resets_the_cursor_not_the_count(send_store: Any) -> None:
+    send, _ = send_store.create_send(_new_send())
+    send_store.advance_send(send.send_id, "u9", 12)
+
+    restarted = send_store.start_expansion(send.send_id, restart=True)
+
+    assert (restarted.expanded_through, restarted.recipients) == (None, 12)
+
+
+def test_finish_send_failed_keeps_the_error_and_start_leaves_it(send_store: Any) -> None:
+    send, _ = send_store.create_send(_new_send())
+
+    send_store.finish_send(send.send_id, "failed", "segment gone")
+
+    assert send_store.start_expansion(send.send_id, restart=True).status == "failed"
+    assert send_store.get_send(send.send_id).last_error == "segment gone"

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from core.channels import ChannelResources, Limit, destination_key
-from core.channels.push import PushChannel, push_payload
-from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.channels.push import PushChannel, fcm_payload, platform_payloads, push_payload
+from core.errors import DeliveryError, EndpointDisabledError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 from tests.fakes.delivery import FakeSendingClient
 
@@ -23,7 +23,7 @@ def test_push_text_becomes_payload_per_platform() -> None:
         "default": "Shipped",
         "APNS": {"aps": {"alert": "Shipped"}},
         "APNS_SANDBOX": {"aps": {"alert": "Shipped"}},
-        "GCM": {"notification": {"body": "Shipped"}},
+        "GCM": {"fcmV1Message": {"message": {"notification": {"body": "Shipped"}}}},
     }
 
 
@@ -65,7 +65,7 @@ def test_push_publishes_to_topic(resources: ChannelResources, client: FakeSendin
 @pytest.mark.parametrize(
     ("code", "status", "kind"),
     [
-        ("EndpointDisabled", 400, PermanentDeliveryError),
+        ("EndpointDisabled", 400, EndpointDisabledError),
         ("InvalidParameter", 400, PermanentDeliveryError),
         ("NotFound", 404, PermanentDeliveryError),
         ("Throttled", 429, RetryableDeliveryError),
@@ -127,3 +127,60 @@ def test_push_rate_limits_integration_rate_limits_its_endpoint(resources: Channe
 def test_push_rate_limits_invalid_target_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         PushChannel(resources).rate_limits({}, None, None)
+
+
+def test_push_endpoint_disabled_names_the_endpoint() -> None:
+    client = FakeSendingClient("EndpointDisabled", 400)
+    resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
+
+    with pytest.raises(EndpointDisabledError) as raised:
+        PushChannel(resources).send(
+            Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1", delivery_key="k-1"
+        )
+
+    assert (raised.value.endpoint_arn, raised.value.reason) == (ENDPOINT, "push: EndpointDisabled")
+
+
+def test_push_endpoint_disabled_on_a_topic_is_only_permanent() -> None:
+    client = FakeSendingClient("EndpointDisabled", 400)
+    resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        PushChannel(resources).send(
+            Content(text="hi"), {"topic_arn": TOPIC}, None, notification_id="n-1", delivery_key="k-1"
+        )
+
+    assert type(raised.value) is PermanentDeliveryError
+
+
+def test_push_text_with_subject_titles_every_platform() -> None:
+    payload = json.loads(push_payload(Content(text="Body", subject="Title")))
+
+    assert json.loads(payload["APNS"]) == {"aps": {"alert": {"title": "Title", "body": "Body"}}}
+    assert json.loads(payload["GCM"]) == {
+        "fcmV1Message": {"message": {"notification": {"title": "Title", "body": "Body"}}}
+    }
+
+
+def test_push_platform_payloads_object_reused_is_encoded_once_each_time() -> None:
+    data = platform_payloads("Hi", "T")
+
+    first, second = push_payload(Content(data=data)), push_payload(Content(data=data))
+
+    assert first == second
+    assert json.loads(json.loads(first)["GCM"])["fcmV1Message"]["message"]["notification"] == {
+        "title": "T",
+        "body": "Hi",
+    }
+    assert data["GCM"] == fcm_payload("Hi", "T")
+
+
+def test_push_platform_payloads_apns_override_serves_the_sandbox_too() -> None:
+    data = platform_payloads("Hi", overrides={"APNS": {"aps": {"badge": 1}}, "FCM": {"fcmV1Message": {"message": {}}}})
+
+    assert data["APNS_SANDBOX"] == {"aps": {"badge": 1}}
+    assert data["GCM"] == {"fcmV1Message": {"message": {}}}
+
+
+def test_push_fcm_data_values_sent_as_strings() -> None:
+    assert fcm_payload("Hi", data={"n": 3, "s": "x"})["fcmV1Message"]["message"]["data"] == {"n": "3", "s": "x"}

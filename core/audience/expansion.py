@@ -1,0 +1,417 @@
+"""The expansion worker's logic: a recorded send becomes recipient deliveries on the delivery queue, page by page.
+
+A job (``core/audience/sends.py``'s ``ExpansionJob``) names a send. The worker pages its audience by keyset (user ids
+in order: ``users_page`` for a segment or a ``where``, ``users_by_ids`` for ids, ``subscribers_page`` for a topic's
+subscribers; a local-time hand-off keeps only the users of its zones), and for each page builds one delivery per
+recipient and channel (DESIGN.md's message v2 with ``recipient``):
+
+- ``push``: one per enabled device, to its SNS endpoint, key ``push:<user id>:<device id>``; the per-platform payloads
+  are built once per send (``core.channels.push.platform_payloads``) and the same object serves every recipient;
+- ``email``: where the user has an address, key ``email:<user id>``;
+- ``telegram``: where the user has a chat id, key ``telegram:<user id>``;
+- ``browser``: every user (their open connections, if any), key ``browser:<user id>``.
+
+A recipient without an address on a requested channel (no device, no email, no chat) gets no message: a ``skipped``
+row (key ``<channel>:<user id>``) that the status summary counts. Email and Telegram need a sender: the integrations
+of the stage's audience sender topic (``AUDIENCE_SENDER_TOPIC``, e.g. ``audience/default``: an ``email`` integration
+whose target's ``from`` is the verified sender, a ``telegram`` one whose credentials hold the bot token); a send that
+asks for one of them without it fails (``failed``, with the reason) before anything is enqueued.
+
+Resuming: after each page is enqueued (``SendMessageBatch``, ten at a time, batches concurrently), the send's cursor
+(``expanded_through``, the last user id of the page) and its deliveries count move together, then the ledger's
+notification record (source ``send``) is written with that count. A worker that dies resumes after the last page it
+recorded; the page it was on is enqueued again under the same deterministic delivery keys, and the consumer does not
+send a delivery already ``delivered``. A worker running out of time hands the rest to a new job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.audience.models import User, UserPage
+from core.audience.ports import ExpansionStorePort
+from core.audience.segments import compile_where, parse_where
+from core.audience.sends import ExpansionJob, ExpansionQueuePort, StoredSend
+from core.channels.browser import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
+from core.channels.push import platform_payloads
+from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
+from core.ledger import DeliveryRow, NotificationRecord, utc_now
+from core.models import (
+    Content,
+    DeliveryMessage,
+    DeliveryStatus,
+    Integration,
+    IntegrationType,
+    MessageIntegration,
+    Recipient,
+)
+from core.observability import logger, metrics
+from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
+
+SOURCE = "send"
+# The channel/topic of a send's record and messages when its audience is no topic's subscribers.
+AUDIENCE_CHANNEL = "audience"
+AUDIENCE_TOPIC = "send"
+DEFAULT_PAGE_SIZE = 500
+NO_DEVICE = "no enabled device"
+NO_EMAIL = "no email address"
+NO_CHAT = "no Telegram chat id"
+NO_BROWSER_ID = "user id cannot address browser connections"
+
+
+class ExpansionError(NotificationError):
+    """A send cannot be expanded as recorded (its segment is gone, a channel has no sender): it is ``failed``."""
+
+
+class ExpansionLedgerPort(Protocol):
+    """The ledger as the worker writes it: the notification's record and the rows of skipped recipients."""
+
+    def create_notification(self, record: NotificationRecord) -> bool:
+        """Write a record unless one exists under its id; return ``False`` when one does."""
+        ...
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Write or replace a record."""
+        ...
+
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        """Return a record; ``NotFoundError`` when none."""
+        ...
+
+    def update(
+        self,
+        notification_id: str,
+        delivery_key: str,
+        status: DeliveryStatus,
+        *,
+        row: DeliveryRow | None = None,
+        attempts: int | None = None,
+        last_error: str | None = None,
+    ) -> bool:
+        """Write a delivery row's status."""
+        ...
+
+
+@dataclass(frozen=True)
+class Senders:
+    """The integrations email and Telegram deliveries of sends go out through (the audience sender topic's)."""
+
+    email: Integration | None = None
+    telegram: Integration | None = None
+
+    @classmethod
+    def of(cls, integrations: Sequence[Integration]) -> Senders:
+        """Return the first email and the first Telegram integration of a topic."""
+        by_type: dict[IntegrationType, Integration] = {}
+        for integration in integrations:
+            by_type.setdefault(integration.type, integration)
+        return cls(email=by_type.get(IntegrationType.EMAIL), telegram=by_type.get(IntegrationType.TELEGRAM))
+
+
+@dataclass
+class ExpansionReport:
+    """What a run did: pages read, deliveries enqueued and skipped, and whether the send is done."""
+
+    pages: int = 0
+    enqueued: int = 0
+    skipped: int = 0
+    done: bool = False
+    handed_over: bool = False
+    status: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ZonedCondition:
+    """A compiled condition narrowed to the users of some zones (a local-time hand-off)."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """One recipient delivery of a page: its key, its ledger row, and its message body (``None``: skipped)."""
+
+    key: str
+    row: DeliveryRow
+    body: str | None
+    reason: str | None = None
+
+
+class _Builder:
+    """Builds the messages of one send; every channel's content is made once and shared by every recipient."""
+
+    def __init__(self, send: StoredSend, channel: str, topic: str, created_at: str, senders: Senders | None) -> None:
+        self._send = send
+        self._channel = channel
+        self._topic = topic
+        self._created_at = created_at
+        self._senders = senders or Senders()
+        content = send.content
+        text: str = content["text"]
+        self._contents = {
+            "push": Content(text=text, data=platform_payloads(text, content.get("subject"), content.get("push"))),
+            "email": Content(text=text, subject=content.get("subject"), html=content.get("html")),
+            "telegram": Content(text=text),
+            "browser": Content(text=text),
+        }
+        if "email" in send.channels and self._senders.email is None:
+            raise ExpansionError("email needs an email integration on the audience sender topic")
+        if "telegram" in send.channels and self._senders.telegram is None:
+            raise ExpansionError("telegram needs a telegram integration on the audience sender topic")
+
+    def _message(
+        self, key: str, kind: str, target: dict[str, Any], recipient: Recipient, sender: Integration | None = None
+    ) -> str:
+        message = DeliveryMessage(
+            notification_id=self._send.notification_id,
+            delivery_key=key,
+            channel=self._channel,
+            topic=self._topic,
+            created_at=self._created_at,
+            integration=MessageIntegration(
+                name=sender.name if sender else kind,
+                type=IntegrationType(kind),
+                target=target,
+                credentials_ref=sender.credentials_ref if sender else None,
+                rate_per_second=sender.rate_per_second if sender else None,
+            ),
+            recipient=recipient,
+            content=self._contents[kind],
+        )
+        body = message.model_dump_json(exclude_none=True)
+        if len(body.encode()) > BATCH_BYTES_LIMIT:
+            raise ExpansionError(f"the {kind} message exceeds {BATCH_BYTES_LIMIT // 1024} KiB")
+        return body
+
+    def plan(self, users: Sequence[User], devices: dict[str, list[Any]]) -> list[_Planned]:
+        """Return the deliveries of a page of users, in user order, skipped ones included."""
+        planned: list[_Planned] = []
+        for user in users:
+            uid = user.user_id
+            for kind in self._send.channels:
+                if kind == "push":
+                    found = devices.get(uid, [])
+                    if not found:
+                        planned.append(_skip(f"push:{uid}", kind, uid, NO_DEVICE))
+                    for device in found:
+                        key = f"push:{uid}:{device.device_id}"
+                        recipient = Recipient(user_id=uid, device_id=device.device_id)
+                        body = self._message(key, kind, {"endpoint_arn": device.endpoint_arn}, recipient)
+                        planned.append(_Planned(key, _row(kind, recipient), body))
+                elif kind == "email":
+                    key = f"email:{uid}"
+                    if not user.email:
+                        planned.append(_skip(key, kind, uid, NO_EMAIL))
+                        continue
+                    sender = self._senders.email
+                    assert sender is not None
+                    recipient = Recipient(user_id=uid, address=user.email)
+                    target = {"to": [user.email], "from": sender.target.get("from")}
+                    body = self._message(key, kind, target, recipient, sender)
+                    planned.append(_Planned(key, _row(kind, recipient), body))
+                elif kind == "telegram":
+                    key = f"telegram:{uid}"
+                    if not user.telegram_chat_id:
+                        planned.append(_skip(key, kind, uid, NO_CHAT))
+                        continue
+                    recipient = Recipient(user_id=uid, address=user.telegram_chat_id)
+                    target = {"chat_id": user.telegram_chat_id}
+                    body = self._message(key, kind, target, recipient, self._senders.telegram)
+                    planned.append(_Planned(key, _row(kind, recipient), body))
+                else:
+                    key = f"browser:{uid}"
+                    if not re.fullmatch(BROWSER_USER_ID_PATTERN, uid):
+                        planned.append(_skip(key, kind, uid, NO_BROWSER_ID))
+                        continue
+                    recipient = Recipient(user_id=uid)
+                    body = self._message(key, kind, {"user_id": uid}, recipient)
+                    planned.append(_Planned(key, _row(kind, recipient), body))
+        return planned
+
+
+def _row(kind: str, recipient: Recipient) -> DeliveryRow:
+    return DeliveryRow(integration=kind, type=kind, recipient=recipient.model_dump(exclude_none=True))
+
+
+def _skip(key: str, kind: str, user_id: str, reason: str) -> _Planned:
+    return _Planned(key, DeliveryRow(integration=kind, type=kind, recipient={"user_id": user_id}), None, reason)
+
+
+def _record_place(send: StoredSend) -> tuple[str, str]:
+    topic = send.target.get("topic")
+    if isinstance(topic, str) and "/" in topic:
+        channel, name = topic.split("/", 1)
+        return channel, name
+    return AUDIENCE_CHANNEL, AUDIENCE_TOPIC
+
+
+def _pages(
+    send: StoredSend, store: ExpansionStorePort, zones: list[str] | None, after: str | None, page_size: int
+) -> Iterator[tuple[list[User], str | None]]:
+    """Yield each page of the audience after ``after``: its users (of ``zones`` only, when set) and its cursor."""
+    target = send.target
+    wanted = set(zones) if zones is not None else None
+    if "user_ids" in target:
+        ids = sorted({str(uid) for uid in target["user_ids"]})
+        pending = [uid for uid in ids if after is None or uid > after]
+        for start in range(0, len(pending), page_size):
+            chunk = pending[start : start + page_size]
+            users = store.users_by_ids(chunk)
+            yield [user for user in users if wanted is None or user.timezone in wanted], chunk[-1]
+        return
+    if "topic" in target:
+        channel, name = str(target["topic"]).split("/", 1)
+
+        def page_of(cursor: str | None) -> UserPage:
+            return store.subscribers_page(channel, name, cursor, page_size)
+
+    else:
+        if "segment" in target:
+            try:
+                where = store.get_segment(str(target["segment"])).definition.get("where")
+            except NotFoundError:
+                raise ExpansionError(f"segment {target['segment']!r} no longer exists") from None
+        else:
+            where = target.get("where")
+        try:
+            compiled = compile_where(parse_where(where, "to"))
+        except InvalidRequestError as exc:
+            raise ExpansionError(f"the audience condition is not valid: {exc}") from None
+        condition: Any = compiled
+        if zones is not None:
+            condition = _ZonedCondition(f"({compiled.sql}) AND u.timezone = ANY(%s)", (*compiled.params, list(zones)))
+
+        def page_of(cursor: str | None) -> UserPage:
+            return store.users_page(condition, cursor, page_size)
+
+    cursor = after
+    while True:
+        page = page_of(cursor)
+        if page.users:
+            cursor = page.users[-1].user_id
+            yield [user for user in page.users if wanted is None or user.timezone in wanted], cursor
+        if page.next_after is None:
+            return
+
+
+def expand_send(
+    job: ExpansionJob,
+    store: ExpansionStorePort,
+    ledger: ExpansionLedgerPort,
+    queue: DeliveryQueue,
+    expansion: ExpansionQueuePort,
+    *,
+    senders: Callable[[], Senders] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    time_left: Callable[[], float] | None = None,
+) -> ExpansionReport:
+    """Expand one job's send onto the delivery queue, resuming at its cursor; return what was done.
+
+    Raises ``UpstreamError`` when the store, the ledger or the queue failed before a page was recorded (the job is
+    retried from the cursor). A send that can never be expanded (``ExpansionError``) is marked ``failed``.
+    """
+    report = ExpansionReport()
+    send = store.get_send(job.send_id)
+    if send.status in ("cancelled", "failed") or (send.status == "expanded" and job.zones is None):
+        report.status, report.done = send.status, True
+        logger.info("expansion job for a send that is done", extra={"send_id": send.send_id, "status": send.status})
+        return report
+    send = store.start_expansion(send.send_id, restart=job.zones is not None and send.status != "expanding")
+    channel, topic = _record_place(send)
+    record = NotificationRecord(
+        notification_id=send.notification_id,
+        source=SOURCE,
+        channel=channel,
+        topic=topic,
+        created_at=utc_now(),
+        caller=job.caller,
+        delivery_count=send.recipients,
+    )
+    if not ledger.create_notification(record):
+        earlier = ledger.get_record(send.notification_id)
+        record = NotificationRecord(
+            notification_id=earlier.notification_id,
+            source=earlier.source,
+            channel=earlier.channel,
+            topic=earlier.topic,
+            created_at=earlier.created_at,
+            caller=earlier.caller,
+            delivery_count=send.recipients,
+        )
+    try:
+        needs_sender = "email" in send.channels or "telegram" in send.channels
+        builder = _Builder(send, channel, topic, record.created_at, senders() if senders and needs_sender else None)
+        total = send.recipients
+        for users, cursor in _pages(send, store, job.zones, send.expanded_through, page_size):
+            planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
+            total += _enqueue_page(send, planned, ledger, queue, report)
+            store.advance_send(send.send_id, cursor, total)
+            report.pages += 1
+            _write_record(ledger, record, total)
+            if time_left is not None and time_left() <= 0:
+                expansion.submit(job)
+                report.handed_over = True
+                report.status = "expanding"
+                logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
+                return report
+    except ExpansionError as exc:
+        store.finish_send(send.send_id, "failed", str(exc))
+        report.status, report.done = "failed", True
+        report.errors.append(str(exc))
+        logger.error("send cannot be expanded", extra={"send_id": send.send_id, "error": str(exc)})
+        return report
+    store.finish_send(send.send_id, "expanded")
+    report.status, report.done = "expanded", True
+    metrics.add_metric(name="SendRecipientsEnqueued", unit="Count", value=report.enqueued)
+    metrics.add_metric(name="SendRecipientsSkipped", unit="Count", value=report.skipped)
+    logger.info(
+        "send expanded",
+        extra={"send_id": send.send_id, "pages": report.pages, "enqueued": report.enqueued, "skipped": report.skipped},
+    )
+    return report
+
+
+def _enqueue_page(
+    send: StoredSend,
+    planned: list[_Planned],
+    ledger: ExpansionLedgerPort,
+    queue: DeliveryQueue,
+    report: ExpansionReport,
+) -> int:
+    """Enqueue a page's messages and write its skipped rows; return how many deliveries the page accounts for."""
+    messages = [(item.key, item.body) for item in planned if item.body is not None]
+    outcome = queue.send(messages)
+    if outcome.failed:
+        # Nothing of this page is recorded: the job is retried from the cursor before it, under the same keys.
+        raise UpstreamError(f"the delivery queue refused {len(outcome.failed)} messages of a send")
+    for item in planned:
+        if item.body is None:
+            ledger.update(
+                send.notification_id, item.key, DeliveryStatus.SKIPPED, row=item.row, attempts=0, last_error=item.reason
+            )
+    report.enqueued += len(messages)
+    report.skipped += len(planned) - len(messages)
+    return len(planned)
+
+
+def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:
+    """Write the record with the deliveries counted so far; a failure is logged (the next page writes it again)."""
+    try:
+        ledger.record_notification(
+            NotificationRecord(
+                notification_id=record.notification_id,
+                source=record.source,
+                channel=record.channel,
+                topic=record.topic,
+                created_at=record.created_at,
+                caller=record.caller,
+                delivery_count=total,
+            )
+        )
+    except UpstreamError:
+        logger.error("ledger write of a send's record failed", extra={"notification_id": record.notification_id})

@@ -1,0 +1,291 @@
+"""``POST /v1/sends``: a send to users, a segment, a condition or a topic's subscribers, recorded and handed over.
+
+The request never expands its audience: ``accept_send`` records the send (the ``sends`` table) and puts one small job
+on the expansion queue (``ExpansionQueue``); the expansion worker (``core/audience/expansion.py``, run by
+``producer/expansion.py``) pages the audience and enqueues the recipient deliveries. A send with ``at`` is recorded
+with its schedule instead (``core/audience/schedules.py``); the cron hands it to the same queue when it is due.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from core.audience.models import Platform
+from core.audience.ports import SendStorePort
+from core.audience.schedules import DueSend, NewScheduledSend, SendEnqueuer, schedule_times
+from core.audience.segments import parse_where
+from core.channels.base import NAME_PATTERN
+from core.errors import AWS_ERRORS, ConflictError, InvalidRequestError, NotFoundError, aws_error
+from core.models import Reply, Strict
+from core.observability import logger
+
+SendChannel = Literal["push", "email", "telegram", "browser"]
+SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
+MAX_USER_IDS = 10_000
+MAX_TEXT_LENGTH = 4096
+MAX_HTML_LENGTH = 100_000
+# The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
+USER_ID_PATTERN = r"^[^\x00]{1,256}$"
+_NAME = NAME_PATTERN.strip("^$")
+TOPIC_PATTERN = rf"^{_NAME}/{_NAME}$"
+
+
+# --- the request ----------------------------------------------------------------------------------------------------
+
+
+class SendTarget(Strict):
+    """Whom a send reaches: exactly one of ``user_ids``, ``segment``, ``where`` or ``topic`` (its subscribers)."""
+
+    user_ids: list[Annotated[str, Field(pattern=USER_ID_PATTERN)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_USER_IDS
+    )
+    segment: str | None = Field(default=None, pattern=NAME_PATTERN)
+    where: Any = None
+    topic: str | None = Field(default=None, pattern=TOPIC_PATTERN, description="<channel>/<topic>: its subscribers")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SendTarget:
+        given = [name for name in ("user_ids", "segment", "where", "topic") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("must name exactly one audience: user_ids, segment, where or topic")
+        return self
+
+
+class SendContent(Strict):
+    """What a send says: the text every channel uses, an email's subject and html, per-platform push payloads."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    html: str | None = Field(default=None, min_length=1, max_length=MAX_HTML_LENGTH)
+    push: dict[Platform | Literal["FCM"], dict[str, Any]] | None = Field(
+        default=None, description="Payload objects per platform, replacing the ones built from text and subject."
+    )
+
+
+class SendRequest(Strict):
+    """The body of ``POST /v1/sends``."""
+
+    to: SendTarget
+    content: SendContent
+    channels: list[SendChannel] = Field(default=["push"], min_length=1, max_length=4)
+    at: datetime | None = None
+    local_time: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SendRequest:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels must not repeat a channel")
+        if self.local_time and self.at is None:
+            raise ValueError("local_time needs at (a wall-clock time)")
+        if "email" in self.channels and self.content.subject is None:
+            raise ValueError("content.subject is required when channels include email")
+        return self
+
+
+class SendAccepted(Reply):
+    """The body of ``POST /v1/sends``'s 202: the notification to follow, and the schedule of a send with ``at``."""
+
+    notification_id: str
+    status: Literal["queued", "scheduled"]
+    schedule_id: str | None = None
+
+
+# --- what the store keeps -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewSend:
+    """A send to record for expansion now (``POST /v1/sends`` without ``at``)."""
+
+    notification_id: str
+    target: dict[str, Any]
+    content: dict[str, Any]
+    channels: list[str]
+
+
+@dataclass(frozen=True)
+class StoredSend:
+    """A send as the ``sends`` table keeps it: ``expanded_through`` is the last user id enqueued (the keyset cursor)
+    and ``recipients`` the deliveries accounted for so far (enqueued and skipped)."""
+
+    send_id: str
+    notification_id: str
+    target: dict[str, Any]
+    content: dict[str, Any]
+    channels: list[str]
+    status: SendStatus
+    expanded_through: str | None
+    recipients: int
+    last_error: str | None = None
+
+
+# --- the expansion queue ----------------------------------------------------------------------------------------------
+
+
+class ExpansionJob(BaseModel):
+    """A message of the expansion queue: which send to expand, and for a local-time hand-off its zones.
+
+    ``caller`` is the API key id of the request (the notification record's caller); ``zones`` ``None`` is everyone.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    kind: Literal["expand"] = "expand"
+    send_id: str = Field(min_length=1)
+    notification_id: str = Field(min_length=1)
+    zones: list[str] | None = None
+    caller: str | None = None
+
+
+class DisableEndpointJob(BaseModel):
+    """A message of the expansion queue from the consumer: SNS answered ``EndpointDisabled`` for this endpoint, so
+    its devices are disabled (the worker has the database, the consumer has not)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    kind: Literal["disable_endpoint"] = "disable_endpoint"
+    endpoint_arn: str = Field(min_length=1, max_length=1024)
+
+
+Job = Annotated[ExpansionJob | DisableEndpointJob, Field(discriminator="kind")]
+_JOB: TypeAdapter[ExpansionJob | DisableEndpointJob] = TypeAdapter(Job)
+
+
+def parse_job(body: str) -> ExpansionJob | DisableEndpointJob:
+    """Return the job of an SQS body; raise ``InvalidRequestError`` when it is not one."""
+    try:
+        return _JOB.validate_json(body)
+    except ValidationError:
+        raise InvalidRequestError("body", "is not an expansion job") from None
+
+
+class ExpansionQueuePort(Protocol):
+    """Where sends are handed to the expansion worker."""
+
+    def submit(self, job: ExpansionJob | DisableEndpointJob) -> str:
+        """Put a job on the queue; return its message id. ``UpstreamError`` when the queue refused it."""
+        ...
+
+
+class ExpansionQueue:
+    """The expansion queue (SQS, the worker's batch size 1).
+
+    Parameters
+    ----------
+    client:
+        A boto3 SQS client.
+    queue_url:
+        The expansion queue's URL.
+    """
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    def submit(self, job: ExpansionJob | DisableEndpointJob) -> str:
+        """Send one job; return its SQS message id."""
+        try:
+            response = self._client.send_message(QueueUrl=self._url, MessageBody=job.model_dump_json())
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "sending to the expansion queue") from exc
+        return str(response["MessageId"])
+
+
+# --- POST /v1/sends -------------------------------------------------------------------------------------------------
+
+
+def check_audience(request: SendRequest, store: SendStorePort) -> None:
+    """Raise ``InvalidRequestError`` naming the field when the audience cannot be expanded: a ``where`` that is not a
+    condition, a segment that does not exist."""
+    if request.to.where is not None:
+        parse_where(request.to.where, "to.where")
+    if request.to.segment is not None:
+        try:
+            store.get_segment(request.to.segment)
+        except NotFoundError:
+            raise InvalidRequestError("to.segment", "names no segment (PUT /v1/segments/{name} first)") from None
+
+
+def accept_send(
+    request: SendRequest,
+    store: SendStorePort,
+    expansion: ExpansionQueuePort,
+    now: datetime,
+    notification_id: str,
+    *,
+    caller: str | None = None,
+) -> SendAccepted:
+    """Record a send and hand it over: to the expansion queue now, or with its schedule when it has ``at``.
+
+    ``notification_id`` is fresh, or derived from an ``Idempotency-Key``: the same key and body again answers the
+    same notification and submits its job again (the worker resumes where the send stands, nothing is sent twice);
+    the same key with another body is a ``ConflictError``. Raises ``InvalidRequestError`` naming a field,
+    ``UpstreamError`` when the store or the queue failed (nothing was lost: the send is recorded, a retry submits it).
+    """
+    check_audience(request, store)
+    target = request.to.model_dump(exclude_none=True)
+    content = request.content.model_dump(exclude_none=True)
+    channels: list[str] = list(request.channels)
+    if request.at is not None:
+        fire_at, local_at = schedule_times(request.at, request.local_time, store.user_zones(), now)
+        schedule = store.create_scheduled_send(
+            NewScheduledSend(
+                notification_id=notification_id,
+                target=target,
+                content=content,
+                channels=channels,
+                fire_at=fire_at,
+                local_at=local_at,
+            )
+        )
+        logger.info("send scheduled", extra={"notification_id": notification_id, "schedule_id": schedule.schedule_id})
+        return SendAccepted(notification_id=notification_id, status="scheduled", schedule_id=schedule.schedule_id)
+    send, created = store.create_send(NewSend(notification_id, target, content, channels))
+    if not created and _canonical(send.target, send.content, send.channels) != _canonical(target, content, channels):
+        raise ConflictError("Idempotency-Key was already used with a different request body")
+    expansion.submit(ExpansionJob(send_id=send.send_id, notification_id=notification_id, caller=caller))
+    logger.info("send queued", extra={"notification_id": notification_id, "send_id": send.send_id, "new": created})
+    return SendAccepted(notification_id=notification_id, status="queued")
+
+
+def _canonical(target: dict[str, Any], content: dict[str, Any], channels: list[str]) -> str:
+    return json.dumps([target, content, channels], sort_keys=True, separators=(",", ":"))
+
+
+# --- the cron's hand-off ------------------------------------------------------------------------------------------
+
+
+class AudienceSendEnqueuer:
+    """The cron's enqueuer of scheduled sends: a topic target to ``topics`` (its integrations, through the one
+    fan-out), any audience (``user_ids``, ``segment``, ``where``) to the expansion queue, with the zones of a
+    local-time hand-off.
+
+    A job submitted twice (a run that died before marking its claim) is harmless: the worker resumes the send at its
+    cursor and the delivery keys are the same.
+    """
+
+    def __init__(self, topics: SendEnqueuer, expansion: ExpansionQueuePort) -> None:
+        self._topics = topics
+        self._expansion = expansion
+
+    def enqueue(self, send: DueSend) -> None:
+        """Hand the due send over; ``UpstreamError`` when the queue refused it (the cron retries the claim)."""
+        if "topic" in send.target:
+            self._topics.enqueue(send)
+            return
+        if send.zones is not None and not send.zones:
+            return
+        self._expansion.submit(
+            ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
+        )
+        logger.info(
+            "scheduled send handed to the expansion worker",
+            extra={"schedule_id": send.schedule_id, "zones": len(send.zones) if send.zones is not None else None},
+        )

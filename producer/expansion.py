@@ -1,0 +1,86 @@
+"""Lambda adapter of the expansion queue (SQS, batch size 1): a send's audience becomes recipient deliveries.
+
+Two kinds of job (``core/audience/sends.py``): ``expand`` (``core.audience.expansion.expand_send``: pages the
+audience, enqueues the deliveries, resumes at the send's cursor) and ``disable_endpoint`` (the consumer saw SNS answer
+``EndpointDisabled``: the devices of that endpoint are disabled, so no later send tries them). A job that failed for
+now (``UpstreamError``) is reported in ``batchItemFailures`` and comes back after the queue's visibility timeout; a
+body that is no job is logged and dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.audience.expansion import Senders, expand_send
+from core.audience.sends import DisableEndpointJob, parse_job
+from core.clients import (
+    get_audience_repository,
+    get_delivery_queue,
+    get_expansion_queue,
+    get_ledger,
+    get_topic_registry,
+)
+from core.errors import InvalidRequestError, UpstreamError
+from core.observability import logger, metrics, tracer
+from core.settings import ExpandSettings, load_settings
+
+
+def settings() -> ExpandSettings:
+    """Return this function's settings, parsed at the container's first invocation; a missing variable fails it."""
+    return load_settings(ExpandSettings)
+
+
+def senders(config: ExpandSettings) -> Senders:
+    """Return the email and Telegram integrations of the stage's audience sender topic (none when it is unset)."""
+    if config.audience_sender_topic is None:
+        return Senders()
+    channel, topic = config.audience_sender_topic.split("/", 1)
+    return Senders.of(get_topic_registry(config).get(channel, topic).integrations)
+
+
+def handle(body: str, context: Any) -> None:
+    """Run one job; raise ``UpstreamError`` when it must come back later."""
+    config = settings()
+    try:
+        job = parse_job(body)
+    except InvalidRequestError:
+        logger.error("malformed expansion job dropped")
+        return
+    repository = get_audience_repository(config)
+    if isinstance(job, DisableEndpointJob):
+        disabled = repository.disable_device(job.endpoint_arn)
+        logger.info("devices of a disabled endpoint disabled", extra={"devices": disabled})
+        metrics.add_metric(name="DevicesDisabled", unit="Count", value=disabled)
+        return
+    logger.append_keys(send_id=job.send_id, notification_id=job.notification_id)
+    margin = config.expansion_time_margin_seconds
+    report = expand_send(
+        job,
+        repository,
+        get_ledger(config),
+        get_delivery_queue(config),
+        get_expansion_queue(config),
+        senders=lambda: senders(config),
+        page_size=config.expansion_page_size,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000 - margin,
+    )
+    logger.info(
+        "expansion run done",
+        extra={"status": report.status, "pages": report.pages, "enqueued": report.enqueued, "skipped": report.skipped},
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Run the batch's jobs; return the ids of those to retry (``batchItemFailures``)."""
+    settings()
+    failures: list[dict[str, str]] = []
+    for record in event.get("Records", []):
+        try:
+            handle(record["body"], context)
+        except UpstreamError as exc:
+            logger.warning("expansion job failed for now", extra={"error": str(exc)})
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}

@@ -1,0 +1,213 @@
+"""The expansion worker's Lambda (producer/expansion.py) with SQS events under moto and the audience in a real
+PostgreSQL: a send to 1,000 users becomes 1,000 recipient deliveries whose status summary adds up, a worker that
+resumes sends nothing twice, and an ``EndpointDisabled`` answer disables the device."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+
+from core import clients
+from core.audience.connection import Database
+from core.audience.repository import AudienceRepository
+from core.audience.schedules import NewScheduledSend, dispatch_due
+from core.audience.sends import ExpansionJob, ExpansionQueue, SendRequest, accept_send
+from core.ledger import DeliveryLedger
+from core.models import DeliveryMessage, DeliveryStatus
+from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.aws import ACCOUNT, NAMES, REGION, AwsResources, receive_all
+from tests.support.events import load_event
+
+APPLICATION = f"arn:aws:sns:{REGION}:{ACCOUNT}:app/GCM/android"
+
+
+@pytest.fixture
+def worker_env(aws: AwsResources, postgres_url: str, database: Database, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """AWS under moto and the session's PostgreSQL, as the expansion function is configured; the container's
+    connection closed with the test."""
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("EXPANSION_TIME_MARGIN_SECONDS", "0")
+    clients.reset()
+    yield aws
+    clients.get_database().close()
+
+
+def _users(db: Any, with_device: int, without_device: int) -> None:
+    """Insert users (ids u0000…) in a few statements: the first ``with_device`` with one GCM device each."""
+    total = with_device + without_device
+    with db.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO apps (name, platform, platform_application_arn) VALUES ('android', 'GCM', %s)",
+            (APPLICATION,),
+        )
+        cursor.execute(
+            "INSERT INTO users (id, timezone) SELECT format('u%%s', lpad(n::text, 4, '0')), 'UTC'"
+            " FROM generate_series(0, %s) AS n",
+            (total - 1,),
+        )
+        cursor.execute(
+            "INSERT INTO devices (user_id, app, token, endpoint_arn)"
+            " SELECT format('u%%s', lpad(n::text, 4, '0')), 'android', format('t%%s', n),"
+            " format(%s, n) FROM generate_series(0, %s) AS n",
+            (f"arn:aws:sns:{REGION}:{ACCOUNT}:endpoint/GCM/android/%s", with_device - 1),
+        )
+    db.commit()
+
+
+def _sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    template = load_event("sqs_event.json")["Records"][0]
+    records = []
+    for message in messages:
+        record = copy.deepcopy(template)
+        record.update({"messageId": message["MessageId"], "receiptHandle": message["ReceiptHandle"]})
+        record.update({"body": message["Body"], "md5OfBody": message["MD5OfBody"]})
+        records.append(record)
+    return {"Records": records}
+
+
+def _expand(aws: AwsResources, context: FakeLambdaContext) -> list[dict[str, Any]]:
+    """Run the worker on every job visible on the expansion queue, one per invocation (batch size 1)."""
+    from producer.expansion import handler
+
+    results: list[dict[str, Any]] = []
+    while jobs := receive_all(aws.sqs, aws.env["EXPANSION_QUEUE_URL"]):
+        results.extend(handler(_sqs_event([job]), context) for job in jobs)
+    return results
+
+
+def _queued_bodies(queue_name: str = "notify-test-deliveries") -> list[str]:
+    """Every body on a moto queue, read from its backend: receiving a thousand messages one call of ten at a time
+    costs moto minutes."""
+    from moto.sqs.models import sqs_backends
+
+    return [message.body for message in sqs_backends[ACCOUNT][REGION].queues[queue_name]._messages]
+
+
+def _accept(database: Database, aws: AwsResources, body: dict[str, Any], notification_id: str) -> str:
+    request = SendRequest.model_validate(body)
+    queue = ExpansionQueue(aws.sqs, aws.env["EXPANSION_QUEUE_URL"])
+    accept_send(request, AudienceRepository(database), queue, datetime.now(UTC), notification_id, caller="k1")
+    return notification_id
+
+
+def test_expansion_send_to_1000_users_1000_deliveries_and_a_summary_that_adds_up(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    _users(db, with_device=1000, without_device=20)
+    target = {"where": {"field": "timezone", "eq": "UTC"}}
+    notification_id = _accept(database, worker_env, {"to": target, "content": {"text": "Hi"}}, "n-1000")
+
+    assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
+
+    messages = [DeliveryMessage.model_validate_json(body) for body in _queued_bodies()]
+    assert len(messages) == 1000
+    assert len({message.delivery_key for message in messages}) == 1000
+    assert {message.recipient.user_id for message in messages if message.recipient} == {
+        f"u{n:04d}" for n in range(1000)
+    }
+    page = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).page(notification_id, size=10)
+    assert page.counts == {"queued": 1000, "skipped": 20}
+    assert sum(page.counts.values()) == page.record.delivery_count == 1020
+    assert (page.record.source, page.record.caller) == ("send", "k1")
+    with db.cursor() as cursor:
+        cursor.execute("SELECT status, expanded_through, recipients FROM sends")
+        assert cursor.fetchone() == ("expanded", "u1019", 1020)
+
+
+def test_expansion_job_again_after_the_send_was_expanded_enqueues_nothing(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    _users(db, with_device=3, without_device=0)
+    _accept(database, worker_env, {"to": {"user_ids": ["u0000", "u0001", "u0002"]}, "content": {"text": "Hi"}}, "n")
+    [job] = receive_all(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"])
+    from producer.expansion import handler
+
+    handler(_sqs_event([job]), lambda_context)
+    handler(_sqs_event([job]), lambda_context)
+
+    assert len(receive_all(worker_env.sqs, worker_env.delivery_queue_url)) == 3
+
+
+def test_expansion_worker_resumes_after_its_cursor(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    _users(db, with_device=5, without_device=0)
+    _accept(database, worker_env, {"to": {"where": {"field": "timezone", "eq": "UTC"}}, "content": {"text": "x"}}, "r")
+    with db.cursor() as cursor:
+        # A worker that enqueued the first two users and died: its cursor and count are recorded.
+        cursor.execute("UPDATE sends SET status = 'expanding', expanded_through = 'u0001', recipients = 2")
+    db.commit()
+
+    _expand(worker_env, lambda_context)
+
+    queued = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    users = sorted(json.loads(item["Body"])["recipient"]["user_id"] for item in queued)
+    assert users == ["u0002", "u0003", "u0004"]
+    record = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).get_record("r")
+    assert record.delivery_count == 5
+
+
+def test_expansion_disabled_endpoint_reported_by_the_consumer_disables_the_device(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consumer.handler import handler as consume
+    from core.audience.models import AppRequest, UserRequest
+
+    sns = boto3.client("sns", region_name=REGION)
+    app = sns.create_platform_application(Name="android", Platform="GCM", Attributes={"PlatformCredential": "k"})
+    endpoint = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="tok")
+    arn = endpoint["EndpointArn"]
+    sns.set_endpoint_attributes(EndpointArn=arn, Attributes={"Enabled": "false"})
+    repository = AudienceRepository(database)
+    repository.put_app("android", AppRequest(platform_application_arn=app["PlatformApplicationArn"]))
+    repository.put_user("ada", UserRequest(timezone="UTC"))
+    device = repository.register_device("ada", "android", "tok", arn).device
+    _accept(database, worker_env, {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}}, "n-disabled")
+    _expand(worker_env, lambda_context)
+    deliveries = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+
+    result = consume(_sqs_event(deliveries), lambda_context)
+    _expand(worker_env, lambda_context)
+
+    assert result["batchItemFailures"] == []
+    entry = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).get_entry(
+        "n-disabled", f"push:ada:{device.device_id}"
+    )
+    assert entry is not None
+    assert (entry.status, entry.last_error) == (DeliveryStatus.FAILED, "push: EndpointDisabled")
+    assert repository.list_devices("ada")[0].enabled is False
+    assert repository.devices_of(["ada"]) == {}
+
+
+def test_expansion_malformed_job_dropped(worker_env: AwsResources, lambda_context: FakeLambdaContext) -> None:
+    from producer.expansion import handler
+
+    event = _sqs_event([{"MessageId": "m", "ReceiptHandle": "r", "Body": "{}", "MD5OfBody": "-"}])
+
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
+
+
+def test_expansion_cron_hands_an_audience_send_to_the_worker(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    from cron.handler import build_enqueuer, settings
+    from producer.expansion import handler
+
+    _users(db, with_device=2, without_device=0)
+    now = datetime.now(UTC)
+    repository = AudienceRepository(database)
+    repository.create_scheduled_send(
+        NewScheduledSend("n-cron", {"user_ids": ["u0000", "u0001"]}, {"text": "later"}, ["push"], fire_at=now)
+    )
+    report = dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+    jobs = receive_all(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"])
+    handler(_sqs_event(jobs), lambda_context)
+
+    assert report.sent == 1
+    assert [ExpansionJob.model_validate_json(job["Body"]).notification_id for job in jobs] == ["n-cron"]
+    assert len(receive_all(worker_env.sqs, worker_env.delivery_queue_url)) == 2

@@ -1,0 +1,252 @@
+"""Unit tests of the expansion worker's logic (core/audience/expansion.py) on in-memory fakes: recipient deliveries per
+channel, skipped recipients, pages and the resume cursor, per-platform push payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from core.audience.expansion import NO_DEVICE, NO_EMAIL, Senders, expand_send
+from core.audience.models import AppRequest, UserRequest
+from core.audience.sends import ExpansionJob, NewSend, StoredSend
+from core.errors import UpstreamError
+from core.models import DeliveryMessage, DeliveryStatus, Integration, IntegrationType
+from core.queue import DeliveryQueue
+from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger, FakeSendStore
+from tests.fakes.sqs import FakeSqsClient
+
+GCM_APP = "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
+APNS_APP = "arn:aws:sns:us-east-1:123456789012:app/APNS/ios"
+SENDERS = Senders(
+    email=Integration(
+        name="mail",
+        type=IntegrationType.EMAIL,
+        model={},
+        target={"to": ["x@example.com"], "from": "no-reply@example.com"},
+    ),
+    telegram=Integration(
+        name="bot", type=IntegrationType.TELEGRAM, model="$text", target={"chat_id": "1"}, credentials_ref="/p/bot"
+    ),
+)
+
+
+class World:
+    """A fake store with users and devices, a fake ledger, a delivery queue on a fake SQS client."""
+
+    def __init__(self) -> None:
+        self.store = FakeSendStore()
+        self.ledger = FakeSendLedger()
+        self.sqs = FakeSqsClient(key=lambda body: json.loads(body)["delivery_key"])
+        self.queue = DeliveryQueue(self.sqs, "https://queue")
+        self.expansion = FakeExpansionQueue()
+        self.store.put_app("android", AppRequest(platform_application_arn=GCM_APP))
+        self.store.put_app("ios", AppRequest(platform_application_arn=APNS_APP))
+
+    def user(self, user_id: str, devices: int = 0, **fields: Any) -> None:
+        self.store.put_user(user_id, UserRequest(timezone=fields.pop("timezone", "UTC"), **fields))
+        for index in range(devices):
+            app = "android" if index % 2 == 0 else "ios"
+            arn = f"arn:aws:sns:us-east-1:123456789012:endpoint/{app}/{user_id}-{index}"
+            self.store.register_device(user_id, app, f"token-{user_id}-{index}", arn)
+
+    def send(self, target: dict[str, Any], channels: list[str], **content: Any) -> StoredSend:
+        stored, _ = self.store.create_send(NewSend("n-1", target, {"text": "Hi", **content}, channels))
+        return stored
+
+    def run(self, send: StoredSend, **options: Any) -> Any:
+        job = ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, caller="k1")
+        options.setdefault("senders", lambda: SENDERS)
+        return expand_send(job, self.store, self.ledger, self.queue, self.expansion, **options)
+
+    def messages(self) -> list[DeliveryMessage]:
+        return [DeliveryMessage.model_validate_json(body) for body in self.sqs.sent.values()]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_expand_send_push_one_delivery_per_enabled_device(world: World) -> None:
+    world.user("u1", devices=2)
+    world.user("u2", devices=1)
+    world.store.disable_device("arn:aws:sns:us-east-1:123456789012:endpoint/ios/u1-1")
+
+    report = world.run(world.send({"user_ids": ["u1", "u2"]}, ["push"]))
+
+    keys = sorted(message.delivery_key for message in world.messages())
+    assert [key.rsplit(":", 1)[0] for key in keys] == ["push:u1", "push:u2"]
+    assert (report.enqueued, report.skipped, report.status) == (2, 0, "expanded")
+
+
+def test_expand_send_push_message_targets_the_device_endpoint_with_its_recipient(world: World) -> None:
+    world.user("u1", devices=1)
+    [device] = world.store.list_devices("u1")
+
+    world.run(world.send({"user_ids": ["u1"]}, ["push"]))
+
+    [message] = world.messages()
+    assert message.delivery_key == f"push:u1:{device.device_id}"
+    assert message.integration.target == {"endpoint_arn": device.endpoint_arn}
+    assert message.recipient is not None
+    assert (message.recipient.user_id, message.recipient.device_id) == ("u1", device.device_id)
+
+
+def test_expand_send_recipient_without_address_skipped_and_counted(world: World) -> None:
+    world.user("u1", devices=1, email="ada@example.com")
+    world.user("u2")
+
+    report = world.run(world.send({"user_ids": ["u1", "u2"]}, ["push", "email"], subject="S"))
+
+    assert (report.enqueued, report.skipped) == (2, 2)
+    assert world.ledger.rows[("n-1", "push:u2")][0] is DeliveryStatus.SKIPPED
+    assert world.ledger.rows[("n-1", "push:u2")][2] == NO_DEVICE
+    assert world.ledger.rows[("n-1", "email:u2")][2] == NO_EMAIL
+    assert world.ledger.records["n-1"].delivery_count == 4
+
+
+def test_expand_send_email_and_telegram_through_the_sender_integrations(world: World) -> None:
+    world.user("u1", email="ada@example.com", telegram_chat_id="42")
+
+    world.run(world.send({"user_ids": ["u1"]}, ["email", "telegram"], subject="S"))
+
+    by_key = {message.delivery_key: message for message in world.messages()}
+    email, telegram = by_key["email:u1"], by_key["telegram:u1"]
+    assert email.integration.target == {"to": ["ada@example.com"], "from": "no-reply@example.com"}
+    assert (email.content.subject, email.content.text) == ("S", "Hi")
+    assert telegram.integration.target == {"chat_id": "42"}
+    assert telegram.integration.credentials_ref == "/p/bot"
+
+
+def test_expand_send_email_without_sender_fails_the_send_enqueuing_nothing(world: World) -> None:
+    world.user("u1", email="ada@example.com")
+    send = world.send({"user_ids": ["u1"]}, ["email"], subject="S")
+
+    report = world.run(send, senders=Senders)
+
+    assert (report.status, world.sqs.sent) == ("failed", {})
+    assert "email" in (world.store.get_send(send.send_id).last_error or "")
+
+
+def test_expand_send_push_payloads_identical_for_every_recipient_and_encoded_once(world: World) -> None:
+    world.user("u1", devices=1)
+    world.user("u2", devices=1)
+
+    world.run(world.send({"user_ids": ["u1", "u2"]}, ["push"], subject="Title"))
+
+    from core.channels.push import push_payload
+
+    first, second = (json.loads(push_payload(message.content)) for message in world.messages())
+    assert first == second
+    assert json.loads(first["GCM"]) == {"fcmV1Message": {"message": {"notification": {"title": "Title", "body": "Hi"}}}}
+    assert json.loads(first["APNS"]) == {"aps": {"alert": {"title": "Title", "body": "Hi"}}}
+    assert json.loads(first["APNS_SANDBOX"]) == json.loads(first["APNS"])
+    assert first["default"] == "Hi"
+
+
+def test_expand_send_push_overrides_replace_a_platform_payload(world: World) -> None:
+    world.user("u1", devices=1)
+
+    world.run(world.send({"user_ids": ["u1"]}, ["push"], push={"APNS": {"aps": {"badge": 3}}}))
+
+    from core.channels.push import push_payload
+
+    [message] = world.messages()
+    payload = json.loads(push_payload(message.content))
+    assert json.loads(payload["APNS"]) == {"aps": {"badge": 3}}
+    assert "fcmV1Message" in json.loads(payload["GCM"])
+
+
+def test_expand_send_pages_move_the_cursor_and_the_count(world: World) -> None:
+    for index in range(5):
+        world.user(f"u{index}", devices=1)
+
+    report = world.run(world.send({"where": {"field": "timezone", "eq": "UTC"}}, ["push"]), page_size=2)
+
+    assert report.pages == 3
+    assert [(cursor, count) for _send, cursor, count in world.store.advances] == [("u1", 2), ("u3", 4), ("u4", 5)]
+
+
+def test_expand_send_resumes_after_the_cursor_without_duplicates(world: World) -> None:
+    for index in range(4):
+        world.user(f"u{index}", devices=1)
+    send = world.send({"user_ids": [f"u{index}" for index in range(4)]}, ["push"])
+    world.store.start_expansion(send.send_id, restart=False)
+    world.store.advance_send(send.send_id, "u1", 2)
+
+    report = world.run(world.store.get_send(send.send_id), page_size=10)
+
+    assert sorted(message.recipient.user_id for message in world.messages() if message.recipient) == ["u2", "u3"]
+    assert (report.enqueued, world.ledger.records["n-1"].delivery_count) == (2, 4)
+
+
+def test_expand_send_out_of_time_hands_the_rest_to_a_new_job(world: World) -> None:
+    for index in range(4):
+        world.user(f"u{index}", devices=1)
+    send = world.send({"user_ids": [f"u{index}" for index in range(4)]}, ["push"])
+
+    report = world.run(send, page_size=2, time_left=lambda: 0.0)
+
+    assert (report.handed_over, report.pages, len(world.expansion.jobs)) == (True, 1, 1)
+    assert world.store.get_send(send.send_id).expanded_through == "u1"
+
+
+def test_expand_send_queue_refusal_raises_without_moving_the_cursor(world: World) -> None:
+    world.user("u1", devices=1)
+    send = world.send({"user_ids": ["u1"]}, ["push"])
+    world.sqs.error_code = "InternalError"
+
+    with pytest.raises(UpstreamError):
+        world.run(send)
+
+    assert world.store.get_send(send.send_id).expanded_through is None
+
+
+def test_expand_send_expanded_send_again_does_nothing(world: World) -> None:
+    world.user("u1", devices=1)
+    send = world.send({"user_ids": ["u1"]}, ["push"])
+    world.run(send)
+
+    report = world.run(send)
+
+    assert (report.status, len(world.sqs.sent)) == ("expanded", 1)
+
+
+def test_expand_send_zones_keep_only_their_users(world: World) -> None:
+    world.user("paris", devices=1, timezone="Europe/Paris")
+    world.user("tokyo", devices=1, timezone="Asia/Tokyo")
+    send = world.send({"user_ids": ["paris", "tokyo"]}, ["push"])
+    job = ExpansionJob(send_id=send.send_id, notification_id="n-1", zones=["Asia/Tokyo"])
+
+    expand_send(job, world.store, world.ledger, world.queue, world.expansion)
+
+    assert [message.recipient.user_id for message in world.messages() if message.recipient] == ["tokyo"]
+
+
+def test_expand_send_topic_subscribers_recorded_under_the_topic(world: World) -> None:
+    world.user("u1", devices=1)
+    world.user("u2", devices=1)
+    world.store.put_subscription("u1", "news", "daily")
+
+    world.run(world.send({"topic": "news/daily"}, ["push"]))
+
+    [message] = world.messages()
+    assert (message.channel, message.topic, message.recipient and message.recipient.user_id) == ("news", "daily", "u1")
+    assert world.ledger.records["n-1"].source == "send"
+
+
+def test_expand_send_deleted_segment_fails_the_send(world: World) -> None:
+    send = world.send({"segment": "gone"}, ["push"])
+
+    assert world.run(send).status == "failed"
+
+
+def test_expand_send_browser_delivery_per_user(world: World) -> None:
+    world.user("u1")
+
+    world.run(world.send({"user_ids": ["u1"]}, ["browser"]))
+
+    [message] = world.messages()
+    assert (message.delivery_key, message.integration.target) == ("browser:u1", {"user_id": "u1"})

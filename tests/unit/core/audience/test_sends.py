@@ -1,0 +1,199 @@
+"""Unit tests of ``POST /v1/sends``'s logic (core/audience/sends.py): the request model, accept_send, the cron's
+hand-off of audiences to the expansion queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from core.audience.models import UserRequest
+from core.audience.schedules import DueSend
+from core.audience.sends import (
+    AudienceSendEnqueuer,
+    DisableEndpointJob,
+    ExpansionJob,
+    ExpansionQueue,
+    SendRequest,
+    accept_send,
+    parse_job,
+)
+from core.errors import ConflictError, InvalidRequestError, UpstreamError
+from tests.fakes.audience import FakeExpansionQueue, FakeSendStore, RecordingEnqueuer
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _request(**changes: Any) -> SendRequest:
+    body: dict[str, Any] = {"to": {"user_ids": ["u1", "u2"]}, "content": {"text": "Hello"}, **changes}
+    return SendRequest.model_validate(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"to": {}, "content": {"text": "x"}},
+        {"to": {"user_ids": ["a"], "segment": "vip"}, "content": {"text": "x"}},
+        {"to": {"user_ids": []}, "content": {"text": "x"}},
+        {"to": {"topic": "no-slash"}, "content": {"text": "x"}},
+        {"to": {"user_ids": ["a"]}, "content": {"text": ""}},
+        {"to": {"user_ids": ["a"]}, "content": {"text": "x"}, "channels": ["sms"]},
+        {"to": {"user_ids": ["a"]}, "content": {"text": "x"}, "channels": ["push", "push"]},
+        {"to": {"user_ids": ["a"]}, "content": {"text": "x"}, "channels": ["email"]},
+        {"to": {"user_ids": ["a"]}, "content": {"text": "x"}, "local_time": True},
+        {"to": {"user_ids": ["a"]}, "content": {"text": "x", "push": {"WNS": {}}}},
+        {"to": {"user_ids": ["a"]}, "content": {"text": "x"}, "extra": 1},
+    ],
+)
+def test_send_request_invalid_body_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        SendRequest.model_validate(body)
+
+
+def test_send_request_channels_default_to_push() -> None:
+    assert _request().channels == ["push"]
+
+
+def test_accept_send_without_at_records_and_submits_one_job() -> None:
+    store, queue = FakeSendStore(), FakeExpansionQueue()
+
+    accepted = accept_send(_request(), store, queue, NOW, "n-1", caller="k1")
+
+    [send] = store.sends.values()
+    assert (accepted.status, accepted.notification_id, accepted.schedule_id) == ("queued", "n-1", None)
+    assert queue.jobs == [ExpansionJob(send_id=send.send_id, notification_id="n-1", caller="k1")]
+    assert (send.target, send.content, send.channels) == ({"user_ids": ["u1", "u2"]}, {"text": "Hello"}, ["push"])
+
+
+def test_accept_send_same_notification_same_body_submits_the_same_send_again() -> None:
+    store, queue = FakeSendStore(), FakeExpansionQueue()
+
+    accept_send(_request(), store, queue, NOW, "n-1")
+    accept_send(_request(), store, queue, NOW, "n-1")
+
+    assert len(store.sends) == 1
+    assert [job.send_id for job in queue.jobs] == [next(iter(store.sends))] * 2  # type: ignore[union-attr]
+
+
+def test_accept_send_same_notification_other_body_conflicts() -> None:
+    store, queue = FakeSendStore(), FakeExpansionQueue()
+    accept_send(_request(), store, queue, NOW, "n-1")
+
+    with pytest.raises(ConflictError):
+        accept_send(_request(content={"text": "Other"}), store, queue, NOW, "n-1")
+
+
+def test_accept_send_queue_refusal_raises_upstream_with_the_send_recorded() -> None:
+    store = FakeSendStore()
+
+    with pytest.raises(UpstreamError):
+        accept_send(_request(), store, FakeExpansionQueue(fail=True), NOW, "n-1")
+
+    assert len(store.sends) == 1
+
+
+def test_accept_send_with_at_schedules_and_submits_nothing() -> None:
+    store, queue = FakeSendStore(), FakeExpansionQueue()
+
+    accepted = accept_send(_request(at=(NOW + timedelta(hours=1)).isoformat()), store, queue, NOW, "n-1")
+
+    [schedule] = store.schedules.values()
+    assert (accepted.status, accepted.schedule_id) == ("scheduled", schedule.schedule_id)
+    assert schedule.fire_at == NOW + timedelta(hours=1)
+    assert queue.jobs == []
+
+
+def test_accept_send_local_time_with_offset_names_at() -> None:
+    request = _request(at=NOW.isoformat(), local_time=True)
+
+    with pytest.raises(InvalidRequestError, match="at"):
+        accept_send(request, FakeSendStore(), FakeExpansionQueue(), NOW, "n-1")
+
+
+def test_accept_send_unknown_segment_names_to_segment() -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        accept_send(_request(to={"segment": "vip"}), FakeSendStore(), FakeExpansionQueue(), NOW, "n-1")
+
+    assert raised.value.field == "to.segment"
+
+
+def test_accept_send_invalid_where_names_its_place() -> None:
+    request = _request(to={"where": {"field": "plan", "like": "x"}})
+
+    with pytest.raises(InvalidRequestError) as raised:
+        accept_send(request, FakeSendStore(), FakeExpansionQueue(), NOW, "n-1")
+
+    assert raised.value.field.startswith("to.where")
+
+
+def test_accept_send_known_segment_queued() -> None:
+    store = FakeSendStore()
+    store.put_segment("vip", {"where": {"field": "plan", "eq": "pro"}})
+    store.put_user("u1", UserRequest(timezone="UTC"))
+
+    assert accept_send(_request(to={"segment": "vip"}), store, FakeExpansionQueue(), NOW, "n-1").status == "queued"
+
+
+def _due(target: dict[str, Any], zones: list[str] | None = None) -> DueSend:
+    return DueSend("s-1", "send-1", "n-1", target, {"text": "x"}, ["push"], zones)
+
+
+def test_audience_send_enqueuer_topic_target_goes_to_the_topic_enqueuer() -> None:
+    topics, queue = RecordingEnqueuer(), FakeExpansionQueue()
+
+    AudienceSendEnqueuer(topics, queue).enqueue(_due({"topic": "news/daily"}))
+
+    assert (topics.count("n-1"), queue.jobs) == (1, [])
+
+
+def test_audience_send_enqueuer_audience_submits_a_job_with_the_zones() -> None:
+    topics, queue = RecordingEnqueuer(), FakeExpansionQueue()
+
+    AudienceSendEnqueuer(topics, queue).enqueue(_due({"segment": "vip"}, ["Europe/Paris"]))
+
+    assert queue.jobs == [ExpansionJob(send_id="send-1", notification_id="n-1", zones=["Europe/Paris"])]
+    assert topics.sends == []
+
+
+def test_audience_send_enqueuer_no_zone_due_submits_nothing() -> None:
+    queue = FakeExpansionQueue()
+
+    AudienceSendEnqueuer(RecordingEnqueuer(), queue).enqueue(_due({"user_ids": ["a"]}, []))
+
+    assert queue.jobs == []
+
+
+def test_audience_send_enqueuer_queue_refusal_raises_upstream() -> None:
+    with pytest.raises(UpstreamError):
+        AudienceSendEnqueuer(RecordingEnqueuer(), FakeExpansionQueue(fail=True)).enqueue(_due({"user_ids": ["a"]}))
+
+
+def test_parse_job_both_kinds_round_trip() -> None:
+    expand = ExpansionJob(send_id="s", notification_id="n", zones=["UTC"])
+    disable = DisableEndpointJob(endpoint_arn="arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/1")
+
+    assert (parse_job(expand.model_dump_json()), parse_job(disable.model_dump_json())) == (expand, disable)
+
+
+def test_parse_job_not_a_job_refused() -> None:
+    with pytest.raises(InvalidRequestError):
+        parse_job('{"kind": "other"}')
+
+
+class _SqsClient:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, str]:
+        self.bodies.append(MessageBody)
+        return {"MessageId": "m-1"}
+
+
+def test_expansion_queue_sends_the_job_as_its_body() -> None:
+    client = _SqsClient()
+    job = ExpansionJob(send_id="s", notification_id="n")
+
+    assert ExpansionQueue(client, "https://queue").submit(job) == "m-1"
+    assert parse_job(client.bodies[0]) == job
