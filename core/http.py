@@ -255,6 +255,8 @@ class Router:
         self.docs: dict[tuple[str, str], RouteDoc | None] = {}
         self._patterns: list[tuple[str, re.Pattern[str], str]] = []
         self.current_event: Request = Request({})
+        # The invocation's Lambda context (None when a test resolves an event without one): its remaining time.
+        self.lambda_context: Any = None
 
     def route(self, method: str, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
         """Register a function for a method and a path such as ``/v1/topics/<topic>``, with what its document says."""
@@ -310,6 +312,7 @@ class Router:
         """Run the route of an event and return the proxy result; every error becomes ``{"message": …}``."""
         request = Request(event)
         self.current_event = request
+        self.lambda_context = context
         function, parameters = self._match(request)
         if function is None:
             return json_response(404, {"message": f"no route for {request.http_method} {request.path}"}).to_proxy()

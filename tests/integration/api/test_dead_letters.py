@@ -115,7 +115,7 @@ def test_redrive_moves_messages_to_delivery_queue(admin: AdminApi, aws: AwsResou
 
     response = admin.call("POST", REDRIVE)
 
-    assert response_json(response) == {"redriven": 3}
+    assert response_json(response) == {"redriven": 3, "more": False}
     moved = receive_all(aws.sqs, aws.delivery_queue_url)
     assert sorted(json.loads(message["Body"])["notification_id"] for message in moved) == [
         message["notification_id"] for message in sent
@@ -224,8 +224,22 @@ def test_redrive_max_messages_limits_the_move(admin: AdminApi, aws: AwsResources
 
     response = admin.call("POST", REDRIVE, body={"max_messages": 2})
 
-    assert response_json(response) == {"redriven": 2}
+    assert response_json(response) == {"redriven": 2, "more": False}
     assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == 2
+
+
+def test_redrive_stops_when_the_function_time_runs_out_saying_more(aws: AwsResources) -> None:
+    for index in range(12):  # more than one receive takes
+        _dead(aws, f"n-{index}")
+    left = iter([30.0, 1.0])
+
+    moved = redrive(
+        get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 100, lambda: next(left)
+    )
+
+    assert moved["more"] is True
+    assert 1 <= moved["redriven"] < 12
+    assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == moved["redriven"]
 
 
 def test_redrive_invalid_max_messages_is_422(admin: AdminApi, aws: AwsResources) -> None:

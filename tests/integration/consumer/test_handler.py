@@ -309,7 +309,7 @@ def test_handler_dead_message_is_listed_then_redriven_and_delivered(
         message["delivery_key"],
         "2 attempts made: webhook: HTTP 500",
     )
-    assert redriven == {"redriven": 1}
+    assert redriven == {"redriven": 1, "more": False}
     assert entry(message).status is DeliveryStatus.DELIVERED
     assert dead_letters(consumer_aws) == []
 
