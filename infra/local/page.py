@@ -56,6 +56,7 @@ _SHOWN_PER_CHANNEL = 50
 _TEXT_LIMIT = 4000
 _HTML_LIMIT = 200_000
 _REDRIVE_MAX = 1000  # the admin API's upper bound for max_messages
+_REDRIVE_CALLS = 20  # "Redrive all" calls the route again while it says more, this many times at most
 _ASSETS = Path(__file__).with_name("page_assets")
 _ASSET_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 # Scripts only from the page's own file, so markup that slipped through escaping could not run; an email's HTML may
@@ -556,10 +557,19 @@ class LocalPage:
         return {"messages": rows, "error": None}
 
     def redrive(self, max_messages: int = _REDRIVE_MAX) -> tuple[int, Any]:
-        """Redrive through ``POST /v1/dead-letters/redrive``; answer its status and body."""
+        """Redrive through ``POST /v1/dead-letters/redrive``, again while it answers ``more`` (its function's time ran
+        out first), up to ``max_messages`` in all; answer the last status and the total."""
         if self._admin is None:
             return 503, {"message": "the page was given no admin API access"}
-        return self._admin("POST", "/v1/dead-letters/redrive", {"max_messages": max_messages})
+        moved = 0
+        for _ in range(_REDRIVE_CALLS):
+            status, body = self._admin("POST", "/v1/dead-letters/redrive", {"max_messages": max_messages - moved})
+            if status != 200 or not isinstance(body, dict):
+                return status, body
+            moved += int(body.get("redriven") or 0)
+            if not body.get("more") or moved >= max_messages:
+                break
+        return 200, {"redriven": moved}
 
     # --- HTTP ------------------------------------------------------------------------------------------------------
 

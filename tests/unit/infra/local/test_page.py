@@ -509,6 +509,23 @@ def test_page_redrive_with_the_page_token_calls_the_admin_redrive() -> None:
     assert admin.calls == [("POST", "/v1/dead-letters/redrive", {"max_messages": 1000})]
 
 
+def test_page_redrive_calls_again_while_the_route_says_more_and_answers_the_total() -> None:
+    answers = iter([(200, {"redriven": 20, "more": True}), (200, {"redriven": 5, "more": False})])
+
+    class Admin(FakeAdmin):
+        def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            self.calls.append((method, path, body))
+            return next(answers)
+
+    admin = Admin({})
+    local = page(admin=admin)
+
+    status, _, raw = local.serve("/_local/api/dead-letters/redrive", {"token": local.token}, "POST")
+
+    assert (status, json.loads(raw)) == (200, {"redriven": 25})
+    assert [call[2] for call in admin.calls] == [{"max_messages": 1000}, {"max_messages": 980}]
+
+
 def test_page_redrive_answers_what_the_admin_api_answered() -> None:
     admin = FakeAdmin({("POST", "/v1/dead-letters/redrive"): (502, {"message": "Internal server error"})})
     local = page(admin=admin)
