@@ -31,8 +31,11 @@ RECEIVE_LIMIT = 10
 HOLD_SECONDS = 30
 LIST_LIMIT = 100
 
-# A receive of ten letters and their moves take well under this on AWS; the api function's timeout is 10 s.
-REDRIVE_MARGIN_SECONDS = 3.0
+# An empty receive while the queue still counts letters (held by a listing for the moment it reads them, or missed by a
+# short poll, which samples SQS's servers) is tried once more with a long poll of this many seconds.
+REDRIVE_WAIT_SECONDS = 2
+# A receive (with that wait) of ten letters and their moves take well under this; the api function's timeout is 10 s.
+REDRIVE_MARGIN_SECONDS = 4.0
 
 
 class RedriveRequest(Strict):
@@ -139,7 +142,7 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
     )
 
 
-def _receive(sqs: Any, queue_url: str, count: int) -> list[_Letter]:
+def _receive(sqs: Any, queue_url: str, count: int, wait: int = 0) -> list[_Letter]:
     try:
         response = sqs.receive_message(
             QueueUrl=queue_url,
@@ -147,11 +150,21 @@ def _receive(sqs: Any, queue_url: str, count: int) -> list[_Letter]:
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
             VisibilityTimeout=HOLD_SECONDS,
-            WaitTimeSeconds=0,
+            WaitTimeSeconds=wait,
         )
     except AWS_ERRORS as exc:
         raise aws_error(exc, "reading the dead-letter queue") from exc
     return [_letter(message) for message in response.get("Messages", [])]
+
+
+def _counts_letters(sqs: Any, queue_url: str) -> bool:
+    """Whether SQS counts any message in the queue, visible or held by a receive."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    try:
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    except AWS_ERRORS as exc:
+        raise aws_error(exc, "reading the dead-letter queue") from exc
+    return any(int(attributes.get(name, "0")) for name in names)
 
 
 def _release(sqs: Any, queue_url: str, letters: list[_Letter]) -> None:
@@ -243,13 +256,17 @@ def redrive(
 
     A row keeps its count of attempts and counts the redrive; its next attempt is the new run's first. With
     ``time_left`` (seconds), it stops between receives when fewer than ``REDRIVE_MARGIN_SECONDS`` are left, so a
-    large queue is never cut off by the function's timeout in the middle of a message: ``more`` says so.
+    large queue is never cut off by the function's timeout in the middle of a message: ``more`` says so. An empty
+    receive ends it only once a long poll finds nothing either, or SQS counts no letter: a listing holds the letters it
+    reads for a moment, and the redrive must not miss them.
     """
     moved = 0
     while moved < max_messages:
         if time_left is not None and time_left() < REDRIVE_MARGIN_SECONDS:
             return {"redriven": moved, "more": True}
         letters = _receive(sqs, dlq_url, max_messages - moved)
+        if not letters and _counts_letters(sqs, dlq_url):
+            letters = _receive(sqs, dlq_url, max_messages - moved, REDRIVE_WAIT_SECONDS)
         if not letters:
             break
         for letter in letters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from api.dead_letters import redrive
@@ -240,6 +241,29 @@ def test_redrive_stops_when_the_function_time_runs_out_saying_more(aws: AwsResou
     assert moved["more"] is True
     assert 1 <= moved["redriven"] < 12
     assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == moved["redriven"]
+
+
+def test_redrive_takes_letters_a_listing_holds_when_it_begins(aws: AwsResources) -> None:
+    _dead(aws, "n-1")
+    [held] = aws.sqs.receive_message(QueueUrl=aws.dead_letter_queue_url, VisibilityTimeout=30)["Messages"]
+    # The listing reads what it holds and hands it back a moment later, while the redrive's first receive finds none.
+    release = threading.Timer(
+        0.5,
+        aws.sqs.change_message_visibility,
+        kwargs={
+            "QueueUrl": aws.dead_letter_queue_url,
+            "ReceiptHandle": held["ReceiptHandle"],
+            "VisibilityTimeout": 0,
+        },
+    )
+    release.start()
+    try:
+        moved = redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 100)
+    finally:
+        release.join()
+
+    assert moved == {"redriven": 1, "more": False}
+    assert [body["notification_id"] for body in _moved(aws)] == ["n-1"]
 
 
 def test_redrive_invalid_max_messages_is_422(admin: AdminApi, aws: AwsResources) -> None:
