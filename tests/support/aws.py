@@ -53,11 +53,21 @@ def _table(client: Any, name: str, keys: list[tuple[str, str]], ttl_attribute: s
         )
 
 
+# One session for the suite's own clients: moto drops boto3's default session at each mock's start, and a new session
+# parses botocore's data files again (most of a test's setup).
+_SESSION = boto3.session.Session()
+
+
+def client(service: str) -> Any:
+    """Return a new client of the suite's session in the test region (moto answers it inside ``mock_aws``)."""
+    return _SESSION.client(service, region_name=REGION)
+
+
 def create_resources(max_receive_count: int = 5) -> AwsResources:
     """Create tables, the delivery queue with its DLQ, and the admin token hash; call inside ``mock_aws``."""
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    ssm = boto3.client("ssm", region_name=REGION)
+    dynamodb = client("dynamodb")
+    sqs = client("sqs")
+    ssm = client("ssm")
     _table(dynamodb, NAMES["TOPICS_TABLE"], [("channel", "HASH"), ("topic", "RANGE")], None)
     _table(dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("delivery_key", "RANGE")], "expires_at")
     _table(dynamodb, NAMES["PACING_TABLE"], [("destination", "HASH")], "expires_at")

@@ -1,4 +1,5 @@
-"""API Gateway events shaped like the real ones, built from the samples in ``tests/events/``."""
+"""API Gateway events shaped like the real ones, built from the samples in ``tests/events/``, and the topics they
+address."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import uuid
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from core.models import Integration, IntegrationType, Topic
+from core.topics import TopicRegistry, hash_topic_secret
+from tests.fakes.dynamodb import FakeDynamoDBClient
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 
@@ -126,3 +131,21 @@ TOPIC_SECRETS = (
 def topic_body() -> dict[str, Any]:
     """Return a fresh copy of the sample topic (one integration of each type); its secrets are ``TOPIC_SECRETS``."""
     return load_event("api_topic_body.json")
+
+
+def registered_topic_client(tables: dict[str, tuple[str, ...]], model: str) -> FakeDynamoDBClient:
+    """Return an in-memory DynamoDB client of ``tables`` whose ``topics`` table holds ``orders/shipped``: one Slack
+    integration ``s`` rendering ``model``, topic secret ``right``; the calls that wrote it are forgotten."""
+    client = FakeDynamoDBClient(tables)
+    TopicRegistry(client, "topics").create(
+        Topic(
+            channel="orders",
+            topic="shipped",
+            integrations=[Integration(name="s", type=IntegrationType.SLACK, model=model)],
+            hash_sha256=hash_topic_secret("right"),
+            created_at="2026-01-01T00:00:00.000Z",
+            updated_at="2026-01-01T00:00:00.000Z",
+        )
+    )
+    client.calls.clear()
+    return client

@@ -7,13 +7,13 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from api import audience
 from core import clients
 from core.audience.connection import Database
 from tests.fakes.lambda_context import FakeLambdaContext
+from tests.support.aws import client as aws_client
 from tests.support.events import admin_event, api_event, response_json
 
 REGION = "us-east-1"
@@ -68,7 +68,7 @@ def api(
     monkeypatch.setenv("EXPANSION_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify-test-expansion")
     with mock_aws():
         clients.reset()
-        sns = boto3.client("sns", region_name=REGION)
+        sns = aws_client("sns")
         application = sns.create_platform_application(
             Name="android", Platform="GCM", Attributes={"PlatformCredential": "key"}
         )["PlatformApplicationArn"]

@@ -39,6 +39,7 @@ from tests.integration.consumer.flow import (
     version_1,
 )
 from tests.support.aws import ACCOUNT, ADMIN_TOKEN, REGION, AwsResources
+from tests.support.aws import client as aws_client
 from tests.support.events import admin_event, api_event, response_json
 from tests.support.receivers import Answer, Receiver
 
@@ -572,9 +573,8 @@ def test_handler_crashing_on_a_message_leaves_it_to_max_receive_count_and_the_dl
 
 
 def test_handler_email_is_sent_through_ses(consumer_aws: AwsResources) -> None:
-    import boto3
 
-    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress="noreply@example.com")
+    aws_client("ses").verify_email_identity(EmailAddress="noreply@example.com")
     message = delivery_message(
         "email",
         {"subject": "Shipped", "text": "Order 42", "html": "<p>Order &lt;42&gt;</p>"},
@@ -594,9 +594,8 @@ def test_handler_email_is_sent_through_ses(consumer_aws: AwsResources) -> None:
 
 
 def _endpoint(enabled: bool) -> str:
-    import boto3
 
-    sns = boto3.client("sns", region_name=REGION)
+    sns = aws_client("sns")
     app = sns.create_platform_application(Name="app", Platform="GCM", Attributes={"PlatformCredential": "key"})
     arn: str = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="device-1")[
         "EndpointArn"

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 
 from core import clients
@@ -19,6 +18,7 @@ from infra.local.websocket import WebsocketApi
 from infra.local.workers import Invocation
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import REGION, AwsResources
+from tests.support.aws import client as aws_client
 
 CONNECTIONS_TABLE = "notify-test-connections"
 KEYS_PARAMETER = "/notify/test/realtime/signing-keys"
@@ -77,7 +77,7 @@ def create_connections_table(dynamodb: Any) -> None:
 @pytest.fixture
 def realtime(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[Realtime]:
     """The connections table and signing keys in moto, the local WebSocket API serving the real handler."""
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb = aws_client("dynamodb")
     create_connections_table(dynamodb)
     rotate(aws.ssm, KEYS_PARAMETER)
     service = ServiceDefinition(

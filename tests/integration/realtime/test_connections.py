@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 import pytest
 
 from core.realtime.connections import DEFAULT_GRACE_SECONDS, Connection, ConnectionStore
 from tests.integration.realtime.conftest import CONNECTIONS_TABLE, create_connections_table
-from tests.support.aws import REGION, AwsResources
+from tests.support.aws import AwsResources
+from tests.support.aws import client as aws_client
 
 
 @pytest.fixture
 def dynamodb(aws: AwsResources) -> Any:
-    client = boto3.client("dynamodb", region_name=REGION)
+    client = aws_client("dynamodb")
     create_connections_table(client)
     return client
 

@@ -7,7 +7,6 @@ import json
 import time
 from typing import Any
 
-import boto3
 import pytest
 
 from api import realtime as token_route
@@ -17,7 +16,8 @@ from core.realtime.keys import rotate
 from core.realtime.tokens import read_token
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.realtime.conftest import CONNECTIONS_TABLE, KEYS_PARAMETER, create_connections_table
-from tests.support.aws import REGION, AwsResources
+from tests.support.aws import AwsResources
+from tests.support.aws import client as aws_client
 from tests.support.events import api_event, response_json
 from tests.unit.api.test_websocket import ws_event
 
@@ -26,7 +26,7 @@ URL = "wss://abc123.execute-api.us-east-1.amazonaws.com/test"
 
 @pytest.fixture
 def keys(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Any:
-    create_connections_table(boto3.client("dynamodb", region_name=REGION))
+    create_connections_table(aws_client("dynamodb"))
     rotate(aws.ssm, KEYS_PARAMETER)
     for name, value in {
         "CONNECTIONS_TABLE": CONNECTIONS_TABLE,

@@ -15,6 +15,7 @@ import pytest
 
 from core import clients
 from tests.support.aws import AwsResources, receive_all
+from tests.support.aws import client as aws_client
 
 PURCHASE_TABLES = {
     "PROMOTIONS_TABLE": ("notify-test-promotions", "code"),
@@ -72,9 +73,8 @@ class PurchaseTopic:
 @pytest.fixture
 def purchase_topic(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> PurchaseTopic:
     """The ``Purchase`` topic with a queue subscribed to it; PURCHASE_TOPIC_ARN names it."""
-    import boto3
 
-    sns = boto3.client("sns", region_name=aws.env["AWS_REGION"])
+    sns = aws_client("sns")
     arn = sns.create_topic(Name="notify-test-purchase")["TopicArn"]
     queue_url = aws.sqs.create_queue(QueueName="notify-test-purchase-observer")["QueueUrl"]
     queue_arn = aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

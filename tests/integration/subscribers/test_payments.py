@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,21 +15,20 @@ from core.purchases.payments import MAX_EVENTS, STATUS_SUCCEEDED, Payment, Payme
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.subscribers.conftest import PURCHASE_TABLES, PurchaseTopic
 from tests.support.aws import AwsResources
+from tests.support.aws import client as aws_client
 from tests.support.events import load_event
 from tests.support.stripe_webhooks import event_body, stripe_event
 
 PAYMENTS_TABLE = PURCHASE_TABLES["PAYMENTS_TABLE"][0]
-worker = pytest.mark.usefixtures("purchases_aws", "purchase_topic")
 
 
 @pytest.fixture
 def dynamodb() -> Iterator[Any]:
     """The payments table alone under moto: the store's suites need nothing else."""
-    import boto3
     from moto import mock_aws
 
     with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
+        client = aws_client("dynamodb")
         client.create_table(
             TableName=PAYMENTS_TABLE,
             BillingMode="PAY_PER_REQUEST",
@@ -45,16 +45,6 @@ def customer_id(stripe_server: Any) -> str:
     return found
 
 
-def _succeeded_intent(server: Any, customer_id: str | None, metadata: dict[str, str]) -> str:
-    client = server.client()
-    params: dict[str, Any] = {"amount": 4999, "currency": "eur", "payment_method": "pm_card_visa", "metadata": metadata}
-    if customer_id:
-        params["customer"] = customer_id
-    intent = client.v1.payment_intents.create(params)
-    intent_id: str = client.v1.payment_intents.confirm(intent.id).id
-    return intent_id
-
-
 def _batch(intent_id: str, event_id: str = "evt_3PkHzK2eZvKYlo2C0n1kWq8a") -> dict[str, Any]:
     event = stripe_event("payment_intent_succeeded", id=event_id)
     # The event's copy is never trusted: the worker retrieves the intent.
@@ -64,35 +54,74 @@ def _batch(intent_id: str, event_id: str = "evt_3PkHzK2eZvKYlo2C0n1kWq8a") -> di
     return batch
 
 
-def _work(batch: dict[str, Any], context: FakeLambdaContext) -> Any:
-    from subscribers.payments import handler
-
-    return handler(batch, context)
-
-
 def _store(dynamodb: Any, now: float = 1_723_040_405.0) -> PaymentStore:
     return PaymentStore(dynamodb, PAYMENTS_TABLE, claim_seconds=300, clock=lambda: now)
 
 
-@worker
-def test_payment_worker_records_the_payment_and_publishes_the_purchase_on_the_topic(
-    stripe_server: Any,
-    customer_id: str,
+@dataclass(frozen=True)
+class PaymentWorker:
+    """The payment worker's surroundings: the local Stripe server and its customer, the tables under moto, the
+    Purchase topic and the Lambda context the handler is called with."""
+
+    stripe: Any
+    customer_id: str
+    aws: AwsResources
+    topic: PurchaseTopic
+    context: FakeLambdaContext
+
+    def succeeded_intent(self, metadata: dict[str, str]) -> str:
+        """Create and confirm a PaymentIntent of the customer carrying ``metadata``; return its id."""
+        client = self.stripe.client()
+        params: dict[str, Any] = {
+            "amount": 4999,
+            "currency": "eur",
+            "payment_method": "pm_card_visa",
+            "metadata": metadata,
+            "customer": self.customer_id,
+        }
+        intent = client.v1.payment_intents.create(params)
+        intent_id: str = client.v1.payment_intents.confirm(intent.id).id
+        return intent_id
+
+    def work(self, batch: dict[str, Any]) -> Any:
+        """Call the payment worker's handler with an SQS batch."""
+        from subscribers.payments import handler
+
+        return handler(batch, self.context)
+
+    def published(self) -> list[dict[str, Any]]:
+        """Return the SNS envelopes published on the Purchase topic since the last call."""
+        return self.topic.published(self.aws.sqs)
+
+    def store(self) -> PaymentStore:
+        """Return the payments store on the worker's table."""
+        return _store(self.aws.dynamodb)
+
+
+@pytest.fixture
+def worker(
     purchases_aws: AwsResources,
     purchase_topic: PurchaseTopic,
+    stripe_server: Any,
+    customer_id: str,
     lambda_context: FakeLambdaContext,
-) -> None:
-    metadata = {"payment_id": "order-A-1042", "promo_code": "summer24", "email": "ada@example.com"}
-    intent_id = _succeeded_intent(stripe_server, customer_id, metadata)
+) -> PaymentWorker:
+    """The payment worker with everything it talks to, its customer on the local Stripe server."""
+    return PaymentWorker(stripe_server, customer_id, purchases_aws, purchase_topic, lambda_context)
 
-    result = _work(_batch(intent_id), lambda_context)
+
+def test_payment_worker_records_the_payment_and_publishes_the_purchase_on_the_topic(worker: PaymentWorker) -> None:
+    metadata = {"payment_id": "order-A-1042", "promo_code": "summer24", "email": "ada@example.com"}
+    intent_id = worker.succeeded_intent(metadata)
+
+    result = worker.work(_batch(intent_id))
 
     assert result == {"batchItemFailures": []}
-    (delivered,) = purchase_topic.published(purchases_aws.sqs)
+    (delivered,) = worker.published()
     purchase = json.loads(delivered["Message"])
     assert {key: value for key, value in purchase.items() if key != "purchased_at"} == {
         "purchase_id": "order-A-1042",
-        "customer_id": customer_id,
+        "customer_id": worker.customer_id,
         "email": "ada@example.com",
         "amount": 4999,
         "currency": "eur",
@@ -100,102 +129,69 @@ def test_payment_worker_records_the_payment_and_publishes_the_purchase_on_the_to
     }
     assert delivered["MessageAttributes"]["has_promo_code"] == {"Type": "String", "Value": "true"}
     assert delivered["MessageAttributes"]["promo_code"] == {"Type": "String", "Value": "SUMMER24"}
-    record = _store(purchases_aws.dynamodb).get("order-A-1042")
+    record = worker.store().get("order-A-1042")
     assert (record.payment_intent, record.status, record.purchase_published) == (intent_id, STATUS_SUCCEEDED, True)
 
 
-@worker
 def test_payment_worker_intent_without_promo_code_or_checkout_session_publishes_without_code(
-    stripe_server: Any,
-    customer_id: str,
-    purchases_aws: AwsResources,
-    purchase_topic: PurchaseTopic,
-    lambda_context: FakeLambdaContext,
+    worker: PaymentWorker,
 ) -> None:
     # The worker looks the intent's Checkout Session up; localstripe answers 404 (no Checkout), which is "no session".
-    intent_id = _succeeded_intent(stripe_server, customer_id, {"payment_id": "order-D-1"})
+    intent_id = worker.succeeded_intent({"payment_id": "order-D-1"})
 
-    result = _work(_batch(intent_id), lambda_context)
+    result = worker.work(_batch(intent_id))
 
     assert result == {"batchItemFailures": []}
-    (delivered,) = purchase_topic.published(purchases_aws.sqs)
+    (delivered,) = worker.published()
     assert "promo_code" not in json.loads(delivered["Message"])
     assert delivered["MessageAttributes"]["has_promo_code"] == {"Type": "String", "Value": "false"}
-    assert _store(purchases_aws.dynamodb).get("order-D-1").purchase_published is True
+    assert worker.store().get("order-D-1").purchase_published is True
 
 
-@worker
-def test_payment_worker_session_lookup_500_fails_the_record_for_a_retry(
-    stripe_server: Any,
-    customer_id: str,
-    purchases_aws: AwsResources,
-    purchase_topic: PurchaseTopic,
-    lambda_context: FakeLambdaContext,
-) -> None:
-    intent_id = _succeeded_intent(stripe_server, customer_id, {})
-    stripe_server.fail("/v1/checkout/sessions", status=500)
+def test_payment_worker_session_lookup_500_fails_the_record_for_a_retry(worker: PaymentWorker) -> None:
+    intent_id = worker.succeeded_intent({})
+    worker.stripe.fail("/v1/checkout/sessions", status=500)
     batch = _batch(intent_id)
 
-    result = _work(batch, lambda_context)
+    result = worker.work(batch)
 
     assert result == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
-    assert purchase_topic.published(purchases_aws.sqs) == []
+    assert worker.published() == []
 
 
-@worker
-def test_payment_worker_replayed_event_records_nothing_twice_and_publishes_once(
-    stripe_server: Any,
-    customer_id: str,
-    purchases_aws: AwsResources,
-    purchase_topic: PurchaseTopic,
-    lambda_context: FakeLambdaContext,
-) -> None:
-    intent_id = _succeeded_intent(stripe_server, customer_id, {})
-    _work(_batch(intent_id), lambda_context)
-    first = _store(purchases_aws.dynamodb).get(intent_id)
+def test_payment_worker_replayed_event_records_nothing_twice_and_publishes_once(worker: PaymentWorker) -> None:
+    intent_id = worker.succeeded_intent({})
+    worker.work(_batch(intent_id))
+    first = worker.store().get(intent_id)
 
-    result = _work(_batch(intent_id), lambda_context)
+    result = worker.work(_batch(intent_id))
 
     assert result == {"batchItemFailures": []}
-    assert _store(purchases_aws.dynamodb).get(intent_id) == first
-    assert len(purchase_topic.published(purchases_aws.sqs)) == 1
+    assert worker.store().get(intent_id) == first
+    assert len(worker.published()) == 1
 
 
-@worker
-def test_payment_worker_two_events_of_one_payment_publish_one_purchase(
-    stripe_server: Any,
-    customer_id: str,
-    purchases_aws: AwsResources,
-    purchase_topic: PurchaseTopic,
-    lambda_context: FakeLambdaContext,
-) -> None:
-    intent_id = _succeeded_intent(stripe_server, customer_id, {"payment_id": "order-B-7"})
+def test_payment_worker_two_events_of_one_payment_publish_one_purchase(worker: PaymentWorker) -> None:
+    intent_id = worker.succeeded_intent({"payment_id": "order-B-7"})
 
-    _work(_batch(intent_id, "evt_first"), lambda_context)
-    _work(_batch(intent_id, "evt_second"), lambda_context)
+    worker.work(_batch(intent_id, "evt_first"))
+    worker.work(_batch(intent_id, "evt_second"))
 
-    assert _store(purchases_aws.dynamodb).get("order-B-7").events == ["evt_first", "evt_second"]
-    assert len(purchase_topic.published(purchases_aws.sqs)) == 1
+    assert worker.store().get("order-B-7").events == ["evt_first", "evt_second"]
+    assert len(worker.published()) == 1
 
 
-@worker
-def test_payment_worker_stripe_500_fails_the_record_for_a_retry(
-    stripe_server: Any,
-    customer_id: str,
-    purchases_aws: AwsResources,
-    purchase_topic: PurchaseTopic,
-    lambda_context: FakeLambdaContext,
-) -> None:
-    intent_id = _succeeded_intent(stripe_server, customer_id, {})
-    stripe_server.fail("/v1/payment_intents", status=500)
+def test_payment_worker_stripe_500_fails_the_record_for_a_retry(worker: PaymentWorker) -> None:
+    intent_id = worker.succeeded_intent({})
+    worker.stripe.fail("/v1/payment_intents", status=500)
     batch = _batch(intent_id)
 
-    result = _work(batch, lambda_context)
+    result = worker.work(batch)
 
     assert result == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
-    assert purchase_topic.published(purchases_aws.sqs) == []
-    assert _work(batch, lambda_context) == {"batchItemFailures": []}
-    assert len(purchase_topic.published(purchases_aws.sqs)) == 1
+    assert worker.published() == []
+    assert worker.work(batch) == {"batchItemFailures": []}
+    assert len(worker.published()) == 1
 
 
 def test_payment_store_same_event_twice_changes_nothing(dynamodb: Any) -> None:

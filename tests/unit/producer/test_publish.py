@@ -8,32 +8,20 @@ import pytest
 
 from core.errors import ForbiddenError, MalformedRequestError, NotFoundError
 from core.ledger import DeliveryLedger
-from core.models import Integration, IntegrationType, Topic
 from core.queue import DeliveryQueue
-from core.topics import TopicRegistry, hash_topic_secret
+from core.topics import TopicRegistry
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
 from tests.fakes.dynamodb import FakeDynamoDBClient
 from tests.fakes.sqs import FakeSqsClient
+from tests.support.events import registered_topic_client
 
 TABLES = {"topics": ("channel", "topic"), "deliveries": ("notification_id", "delivery_key"), "idem": ("id",)}
 
 
 @pytest.fixture
 def dynamodb() -> FakeDynamoDBClient:
-    client = FakeDynamoDBClient(TABLES)
-    TopicRegistry(client, "topics").create(
-        Topic(
-            channel="orders",
-            topic="shipped",
-            integrations=[Integration(name="s", type=IntegrationType.SLACK, model="hi $name")],
-            hash_sha256=hash_topic_secret("right"),
-            created_at="2026-01-01T00:00:00.000Z",
-            updated_at="2026-01-01T00:00:00.000Z",
-        )
-    )
-    client.calls.clear()
-    return client
+    return registered_topic_client(TABLES, model="hi $name")
 
 
 def _publish(dynamodb: FakeDynamoDBClient, sqs: FakeSqsClient, **fields: object) -> dict[str, object]:

@@ -11,13 +11,13 @@ import pytest
 from core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, SnsMessageError, SnsSignatureError
 from core.http import Request
 from core.ledger import DeliveryLedger
-from core.models import Integration, IntegrationType, Topic
 from core.queue import DeliveryQueue
-from core.topics import TopicRegistry, hash_topic_secret
+from core.topics import TopicRegistry
 from producer.idempotency import Action, IdempotentPublisher
 from producer.sns import MAX_SNS_BODY_BYTES, SnsCall, message_metadata, parse_sns_message, receive_sns, request_body
 from tests.fakes.dynamodb import FakeDynamoDBClient
 from tests.fakes.sqs import FakeSqsClient
+from tests.support.events import registered_topic_client
 from tests.support.sns import CERT_URL, FakeSnsFetcher, fetcher, sample, sign, verifier
 
 TABLES: dict[str, tuple[str, ...]] = {"topics": ("channel", "topic"), "deliveries": ("notification_id", "delivery_key")}
@@ -41,19 +41,7 @@ class _OncePerScope(IdempotentPublisher):
 
 @pytest.fixture
 def dynamodb() -> FakeDynamoDBClient:
-    client = FakeDynamoDBClient(TABLES)
-    TopicRegistry(client, "topics").create(
-        Topic(
-            channel="orders",
-            topic="shipped",
-            integrations=[Integration(name="s", type=IntegrationType.SLACK, model="$data | order $order_id")],
-            hash_sha256=hash_topic_secret("right"),
-            created_at="2026-01-01T00:00:00.000Z",
-            updated_at="2026-01-01T00:00:00.000Z",
-        )
-    )
-    client.calls.clear()
-    return client
+    return registered_topic_client(TABLES, model="$data | order $order_id")
 
 
 def _body(name: str = NOTIFICATION, **changes: Any) -> str:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from core.audience.segments import Condition, compile_where, matches, parse_where
 from core.errors import InvalidRequestError
 from tests.support.postgres import truncate_all
+from tests.support.segments import segment_trees
 
 # (id, time zone, data): every JSON type at the same paths, so that type mismatches, missing paths and nulls meet
 # every operator.
@@ -189,29 +190,12 @@ _STRINGS = st.sampled_from(["", "36", "pro", "FR", "Zoe", "zoe", "a", "émile", 
 _NUMBERS = st.sampled_from([0, 1, 36, 36.0, -0.5, 2.0**60, 1_152_921_504_606_846_980, 1e300, -1e-300])
 
 
-@st.composite
-def _comparisons(draw: st.DrawFn) -> dict[str, Any]:
-    field = draw(st.sampled_from(_FIELDS))
-    scalars = _STRINGS if field == "timezone" else _VALUES
-    ordered = _STRINGS if field == "timezone" else st.one_of(_STRINGS, _NUMBERS)
-    op, value = draw(
-        st.one_of(
-            st.tuples(st.sampled_from(["eq", "ne"]), scalars),
-            st.tuples(st.just("in"), st.lists(scalars, min_size=1, max_size=4)),
-            st.tuples(st.sampled_from(["gt", "gte", "lt", "lte"]), ordered),
-            st.tuples(st.just("exists"), st.booleans()),
-        )
-    )
-    return {"field": field, op: value}
-
-
-_TREES = st.recursive(
-    _comparisons(),
-    lambda inner: st.one_of(
-        st.builds(lambda items: {"and": items}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda items: {"or": items}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda item: {"not": item}, inner),
-    ),
+_TREES = segment_trees(
+    fields=st.sampled_from(_FIELDS),
+    values=_VALUES,
+    ordered=st.one_of(_STRINGS, _NUMBERS),
+    zones=_STRINGS,
+    max_in=4,
     max_leaves=8,
 )
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.integration.subscribers.conftest import PURCHASE_TABLES, stripe_server
-from tests.support.aws import REGION
+from tests.support.aws import client as aws_client
 
 __all__ = ["dynamodb", "stripe_server"]
 
@@ -22,7 +21,7 @@ def dynamodb() -> Iterator[Any]:
 
     with mock_aws():
         # boto3's default session keeps the parsed service model, so a client per test costs little.
-        client = boto3.client("dynamodb", region_name=REGION)
+        client = aws_client("dynamodb")
         for name, key in PURCHASE_TABLES.values():
             client.create_table(
                 TableName=name,

@@ -28,6 +28,7 @@ from core.audience.segments import (
     parse_where,
 )
 from core.errors import InvalidRequestError
+from tests.support.segments import segment_trees
 
 INJECTIONS = [
     "'; DROP TABLE users; --",
@@ -335,29 +336,12 @@ _FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 _SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), _FLOATS, _STRINGS)
 
 
-@st.composite
-def _comparisons(draw: st.DrawFn) -> dict[str, Any]:
-    field = draw(_FIELDS)
-    scalars = _STRINGS if field == "timezone" else _SCALARS
-    orderable = _STRINGS if field == "timezone" else st.one_of(st.integers(), _FLOATS, _STRINGS)
-    op, value = draw(
-        st.one_of(
-            st.tuples(st.sampled_from(["eq", "ne"]), scalars),
-            st.tuples(st.just("in"), st.lists(scalars, min_size=1, max_size=5)),
-            st.tuples(st.sampled_from(["gt", "gte", "lt", "lte"]), orderable),
-            st.tuples(st.just("exists"), st.booleans()),
-        )
-    )
-    return {"field": field, op: value}
-
-
-_TREES = st.recursive(
-    _comparisons(),
-    lambda inner: st.one_of(
-        st.builds(lambda items: {"and": items}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda items: {"or": items}, st.lists(inner, min_size=1, max_size=3)),
-        st.builds(lambda item: {"not": item}, inner),
-    ),
+_TREES = segment_trees(
+    fields=_FIELDS,
+    values=_SCALARS,
+    ordered=st.one_of(st.integers(), _FLOATS, _STRINGS),
+    zones=_STRINGS,
+    max_in=5,
     max_leaves=12,
 )
 
