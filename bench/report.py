@@ -16,7 +16,7 @@ from bench.results import RESULTS_DIR, ROOT, Fragment, Table, commit, machine
 
 OUTPUT = ROOT / "bench" / "RESULTS.md"
 # The order of `make bench` (bench/__main__.py); a benchmark not named here runs after these.
-ORDER = ("intake", "coldstart", "delivery", "local_stack", "load", "burst", "drill", "realtime", "api_fuzz")
+ORDER = ("intake", "coldstart", "delivery", "audience", "local_stack", "load", "burst", "drill", "realtime", "api_fuzz")
 RUN_FILE = RESULTS_DIR / "run.json"
 
 

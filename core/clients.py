@@ -7,6 +7,7 @@ settings of the mixin the getter needs, parsed from the environment like a role'
 
 from __future__ import annotations
 
+import threading
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +29,15 @@ from core.settings import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from core.audience.connection import Database
     from core.audience.endpoints import PushEndpoints
     from core.audience.repository import AudienceRepository
     from core.audience.sends import ExpansionQueue
     from core.channels import Channel
     from core.ledger import DeliveryLedger
+    from core.models import Content
     from core.outbound import OutboundSession
     from core.pacing import Pacer
     from core.purchases.events import PurchasePublisher
@@ -75,6 +79,21 @@ _MANAGEMENT_CONFIG = Config(
 )
 
 
+# One boto3 session per process: each new session loads and parses botocore's endpoint and model data again (tens of
+# milliseconds per client, at every cold start). A session is not thread-safe: clients are made under this lock.
+_SESSION_LOCK = threading.Lock()
+
+
+@cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
+def _new_client(service: str, **options: Any) -> Any:
+    with _SESSION_LOCK:
+        return _session().client(service, **options)
+
+
 @cache
 def _default_region() -> str | None:
     """The region boto3 picks by itself (``AWS_DEFAULT_REGION``, which Lambda sets as it sets ``AWS_REGION``)."""
@@ -83,7 +102,7 @@ def _default_region() -> str | None:
 
 @cache
 def _client(service: str, region: str | None) -> Any:
-    return boto3.session.Session().client(service, region_name=region, config=_CONFIG)
+    return _new_client(service, region_name=region, config=_CONFIG)
 
 
 def get_client(service: str, region: str | None = None) -> Any:
@@ -175,7 +194,7 @@ def get_parameter_provider(region: str | None = None) -> Any:
 
 @cache
 def _management_client(endpoint_url: str, region: str | None) -> Any:
-    return boto3.session.Session().client(
+    return _new_client(
         "apigatewaymanagementapi", endpoint_url=endpoint_url, region_name=region, config=_MANAGEMENT_CONFIG
     )
 
@@ -247,21 +266,40 @@ def get_http_session(settings: OutboundSettings | None = None) -> OutboundSessio
 def _channels(settings: ChannelSettings) -> dict[str, Channel]:
     from core.channels import BrowserResources, ChannelResources, build_channels
 
+    handoff = None
+    if settings.expansion_queue_url is not None:
+        handoff = partial(_hand_off_subscribers, settings.expansion_queue_url, settings.aws_region)
     resources = ChannelResources(
         http=get_http_session(settings),
         aws_client=partial(get_client, region=settings.aws_region),
         telegram_api_base=settings.telegram_api_base,
+        handoff=handoff,
     )
     if settings.connections_table is not None and settings.realtime_management_url is not None:
         resources = BrowserResources(
             http=resources.http,
             aws_client=resources.aws_client,
             telegram_api_base=resources.telegram_api_base,
+            handoff=handoff,
             connections=_connection_store(settings.connections_table, settings.aws_region),
             management=partial(get_management_client, settings.realtime_management_url, settings.aws_region),
             records=get_ledger(settings),
         )
     return build_channels(resources)
+
+
+def _hand_off_subscribers(
+    url: str, region: str, notification_id: str, content: Content, channels: Sequence[str]
+) -> str:
+    """Put a notification's subscribers job on the expansion queue; return its message id."""
+    from core.audience.sends import SubscribersJob
+
+    job = SubscribersJob(
+        notification_id=notification_id,
+        content=content.model_dump(include={"text", "subject"}, exclude_none=True),
+        channels=list(channels),
+    )
+    return _expansion_queue(url, region).submit(job)
 
 
 def get_channels(settings: ChannelSettings | None = None) -> dict[str, Channel]:
@@ -496,7 +534,8 @@ _CACHES: tuple[Any, ...] = (
 
 
 def reset() -> None:
-    """Forget every cached client, store and the settings; tests call it between cases."""
+    """Forget every cached client, store and the settings; tests call it between cases. The boto3 session stays: it
+    holds botocore's loaded data, and the credentials of the environment, which no test changes."""
     clear_settings()
     for cached in _CACHES:
         cached.cache_clear()

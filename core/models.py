@@ -40,6 +40,7 @@ class IntegrationType(StrEnum):
     WEBHOOK = "webhook"
     PUSH = "push"
     BROWSER = "browser"
+    SUBSCRIBERS = "subscribers"
 
 
 # --- what is stored and what travels --------------------------------------------------------------------------

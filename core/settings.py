@@ -293,7 +293,14 @@ class PurchaseNotificationSettings(FunctionSettings):
 
 class ChannelSettings(OutboundSettings, BrowserDeliverySettings, LedgerSettings):
     """What the channels send through: outbound HTTP, and for browsers the connections, the Management API, and the
-    ledger's notification records (a frame names the notification's channel/topic and creation time)."""
+    ledger's notification records (a frame names the notification's channel/topic and creation time).
+
+    ``EXPANSION_QUEUE_URL``, where the stage has an audience, is where a ``subscribers`` delivery hands its
+    notification's subscribers and a push delivery that SNS answered ``EndpointDisabled`` sends its endpoint: the
+    expansion worker has the database, the consumer has not.
+    """
+
+    expansion_queue_url: str | None = Field(default=None, alias="EXPANSION_QUEUE_URL", min_length=1)
 
 
 class PublishSettings(TopicsSettings, LedgerSettings, DeliveryQueueSettings, IdempotencySettings):
@@ -334,13 +341,7 @@ class DeliverSettings(
     ChannelSettings,
     CredentialsCacheSettings,
 ):
-    """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials.
-
-    ``EXPANSION_QUEUE_URL``, when set, is where a push delivery that SNS answered ``EndpointDisabled`` sends its
-    endpoint, for the expansion worker to disable the device (the consumer has no database).
-    """
-
-    expansion_queue_url: str | None = Field(default=None, alias="EXPANSION_QUEUE_URL", min_length=1)
+    """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials."""
 
 
 class StripeCreditSettings(StripeSettings, PromotionsSettings, PurchasesSettings):
@@ -451,16 +452,9 @@ class ScheduleDispatchSettings(FunctionSettings):
     cron_max_attempts: int = Field(default=24, ge=1, alias="CRON_MAX_ATTEMPTS")
 
 
-class CronSettings(
-    DatabaseSettings,
-    ScheduleDispatchSettings,
-    TopicsSettings,
-    LedgerSettings,
-    DeliveryQueueSettings,
-    ExpansionQueueSettings,
-):
-    """The cron (EventBridge ``rate(1 minute)``): claims due scheduled sends in PostgreSQL and hands them to the one
-    fan-out (topics, ledger, delivery queue), or, for an audience, to the expansion queue."""
+class CronSettings(DatabaseSettings, ScheduleDispatchSettings, ExpansionQueueSettings):
+    """The cron (EventBridge ``rate(1 minute)``): claims due scheduled sends in PostgreSQL and hands them to the
+    expansion queue."""
 
 
 # Appended, not in the dict above: the role's model is defined after it.
@@ -474,6 +468,8 @@ class ExpansionSettings(FunctionSettings):
 
     expansion_page_size: int = Field(default=500, ge=1, le=1000, alias="EXPANSION_PAGE_SIZE")
     expansion_time_margin_seconds: float = Field(default=20.0, ge=0, le=300, alias="EXPANSION_TIME_MARGIN_SECONDS")
+    # How long a run holds a send past its last page: a run that died frees the send after this.
+    expansion_lease_seconds: float = Field(default=120.0, ge=10, le=900, alias="EXPANSION_LEASE_SECONDS")
     audience_sender_topic: str | None = Field(
         default=None,
         alias="AUDIENCE_SENDER_TOPIC",

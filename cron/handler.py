@@ -1,4 +1,4 @@
-"""Lambda adapter of the cron: EventBridge ``rate(1 minute)`` → the due scheduled sends through the one fan-out.
+"""Lambda adapter of the cron: EventBridge ``rate(1 minute)`` → the due scheduled sends to the expansion worker.
 
 Each run claims due rows in batches until none is left or the function's time, less a margin, is spent
 (``core.audience.schedules.dispatch_due``). A run that fails to reach the database raises (Lambda reports it; the
@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.audience.repository import AudienceRepository
-from core.audience.schedules import RetryPolicy, SendEnqueuer, TopicSendEnqueuer, dispatch_due, remaining_time
+from core.audience.schedules import RetryPolicy, SendEnqueuer, dispatch_due, remaining_time
 from core.audience.sends import AudienceSendEnqueuer
-from core.clients import get_database, get_delivery_queue, get_expansion_queue, get_ledger, get_topic_registry
+from core.clients import get_database, get_expansion_queue
 from core.observability import logger, metrics, tracer
 from core.settings import CronSettings, load_settings
 
@@ -38,9 +38,8 @@ def settings() -> CronSettings:
 
 
 def build_enqueuer(config: CronSettings) -> SendEnqueuer:
-    """Return what hands a due send over: a topic's integrations to the fan-out, an audience to the expansion queue."""
-    topics = TopicSendEnqueuer(get_topic_registry(config), get_ledger(config), get_delivery_queue(config))
-    return AudienceSendEnqueuer(topics, get_expansion_queue(config))
+    """Return what hands a due send over: every audience (a topic's subscribers too) to the expansion queue."""
+    return AudienceSendEnqueuer(get_expansion_queue(config))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,8 +1,10 @@
 """Lambda adapter of the expansion queue (SQS, batch size 1): a send's audience becomes recipient deliveries.
 
-Two kinds of job (``core/audience/sends.py``): ``expand`` (``core.audience.expansion.expand_send``: pages the
-audience, enqueues the deliveries, resumes at the send's cursor) and ``disable_endpoint`` (the consumer saw SNS answer
-``EndpointDisabled``: the devices of that endpoint are disabled, so no later send tries them). A job that failed for
+Three kinds of job (``core/audience/sends.py``): ``expand`` (``core.audience.expansion.expand_send``: pages the
+audience, enqueues the deliveries, resumes at the send's cursor), ``subscribers`` (the consumer delivered a publish's
+``subscribers`` integration: ``expand_subscribers`` records a send to its topic's subscribers under the publish's
+notification and expands it) and ``disable_endpoint`` (the consumer saw SNS answer ``EndpointDisabled``: the devices
+of that endpoint are disabled, so no later send tries them). A job that failed for
 now (``UpstreamError``) is reported in ``batchItemFailures`` and comes back after the queue's visibility timeout; a
 body that is no job is logged and dropped.
 """
@@ -11,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.audience.expansion import Senders, expand_send
-from core.audience.sends import DisableEndpointJob, parse_job
+from core.audience.expansion import Senders, expand_send, expand_subscribers
+from core.audience.sends import DisableEndpointJob, SubscribersJob, parse_job
 from core.clients import (
     get_audience_repository,
     get_delivery_queue,
@@ -20,7 +22,7 @@ from core.clients import (
     get_ledger,
     get_topic_registry,
 )
-from core.errors import InvalidRequestError, UpstreamError
+from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.observability import logger, metrics, tracer
 from core.settings import ExpandSettings, load_settings
 
@@ -52,18 +54,24 @@ def handle(body: str, context: Any) -> None:
         logger.info("devices of a disabled endpoint disabled", extra={"devices": disabled})
         metrics.add_metric(name="DevicesDisabled", unit="Count", value=disabled)
         return
-    logger.append_keys(send_id=job.send_id, notification_id=job.notification_id)
+    logger.append_keys(notification_id=job.notification_id)
     margin = config.expansion_time_margin_seconds
-    report = expand_send(
-        job,
-        repository,
-        get_ledger(config),
-        get_delivery_queue(config),
-        get_expansion_queue(config),
-        senders=lambda: senders(config),
-        page_size=config.expansion_page_size,
-        time_left=lambda: context.get_remaining_time_in_millis() / 1000 - margin,
-    )
+    options: dict[str, Any] = {
+        "senders": lambda: senders(config),
+        "page_size": config.expansion_page_size,
+        "time_left": lambda: context.get_remaining_time_in_millis() / 1000 - margin,
+        "lease_seconds": config.expansion_lease_seconds,
+    }
+    stores = (repository, get_ledger(config), get_delivery_queue(config), get_expansion_queue(config))
+    if isinstance(job, SubscribersJob):
+        try:
+            report = expand_subscribers(job, *stores, **options)
+        except NotFoundError:
+            logger.error("subscribers job of a notification that has no record dropped")
+            return
+    else:
+        logger.append_keys(send_id=job.send_id)
+        report = expand_send(job, *stores, **options)
     logger.info(
         "expansion run done",
         extra={"status": report.status, "pages": report.pages, "enqueued": report.enqueued, "skipped": report.skipped},

@@ -22,19 +22,31 @@ Resuming: after each page is enqueued (``SendMessageBatch``, ten at a time, batc
 notification record (source ``send``) is written with that count. A worker that dies resumes after the last page it
 recorded; the page it was on is enqueued again under the same deterministic delivery keys, and the consumer does not
 send a delivery already ``delivered``. A worker running out of time hands the rest to a new job.
+
+One run at a time per send (``sends.lease``, ``infra/migrations/0002_send_lease_and_caller.sql``): a job delivered
+twice, or a local-time send's next zone arriving while the last is being expanded, waits on the queue for the run
+that holds it.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from core.audience.models import User, UserPage
 from core.audience.ports import ExpansionStorePort
 from core.audience.segments import compile_where, parse_where
-from core.audience.sends import ExpansionJob, ExpansionQueuePort, StoredSend
+from core.audience.sends import (
+    ExpansionJob,
+    ExpansionQueuePort,
+    NewSend,
+    SendBusyError,
+    StoredSend,
+    SubscribersJob,
+)
 from core.channels.browser import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
 from core.channels.push import platform_payloads
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
@@ -56,6 +68,10 @@ SOURCE = "send"
 AUDIENCE_CHANNEL = "audience"
 AUDIENCE_TOPIC = "send"
 DEFAULT_PAGE_SIZE = 500
+# How long a run's hold on a send lasts past its last page (a page takes about a second), and how long a job that
+# found the send held waits on the queue before it looks again.
+DEFAULT_LEASE_SECONDS = 120.0
+BUSY_DELAY_SECONDS = 30
 NO_DEVICE = "no enabled device"
 NO_EMAIL = "no email address"
 NO_CHAT = "no Telegram chat id"
@@ -309,8 +325,13 @@ def expand_send(
     senders: Callable[[], Senders] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     time_left: Callable[[], float] | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> ExpansionReport:
     """Expand one job's send onto the delivery queue, resuming at its cursor; return what was done.
+
+    One run at a time per send: the run takes the send's lease, holds it on with each page, passes it to the job it
+    hands the send over to, and frees it when the send is done. A job that finds the lease held by another run goes
+    back on the queue with a delay of ``BUSY_DELAY_SECONDS`` (``status`` ``busy``).
 
     Raises ``UpstreamError`` when the store, the ledger or the queue failed before a page was recorded (the job is
     retried from the cursor). A send that can never be expanded (``ExpansionError``) is marked ``failed``.
@@ -321,7 +342,18 @@ def expand_send(
         report.status, report.done = send.status, True
         logger.info("expansion job for a send that is done", extra={"send_id": send.send_id, "status": send.status})
         return report
-    send = store.start_expansion(send.send_id, restart=job.zones is not None and send.status != "expanding")
+    lease = job.lease or str(uuid.uuid4())
+    restart = job.zones is not None and send.status != "expanding"
+    try:
+        send = store.start_expansion(send.send_id, restart, lease, lease_seconds)
+    except SendBusyError:
+        expansion.submit(job, delay_seconds=BUSY_DELAY_SECONDS)
+        report.status, report.handed_over = "busy", True
+        logger.info("send is being expanded by another run: job put back", extra={"send_id": send.send_id})
+        return report
+    if send.status in ("cancelled", "failed"):
+        report.status, report.done = send.status, True
+        return report
     channel, topic = _record_place(send)
     record = NotificationRecord(
         notification_id=send.notification_id,
@@ -329,20 +361,14 @@ def expand_send(
         channel=channel,
         topic=topic,
         created_at=utc_now(),
-        caller=job.caller,
+        caller=job.caller or send.caller,
         delivery_count=send.recipients,
     )
     if not ledger.create_notification(record):
-        earlier = ledger.get_record(send.notification_id)
-        record = NotificationRecord(
-            notification_id=earlier.notification_id,
-            source=earlier.source,
-            channel=earlier.channel,
-            topic=earlier.topic,
-            created_at=earlier.created_at,
-            caller=earlier.caller,
-            delivery_count=send.recipients,
-        )
+        # An earlier run's record, or the record of the publish whose subscribers these are: its own deliveries (its
+        # integrations) stay listed and counted beside the recipients.
+        record = ledger.get_record(send.notification_id)
+    own = len(record.deliveries)
     try:
         needs_sender = "email" in send.channels or "telegram" in send.channels
         builder = _Builder(send, channel, topic, record.created_at, senders() if senders and needs_sender else None)
@@ -350,11 +376,15 @@ def expand_send(
         for users, cursor in _pages(send, store, job.zones, send.expanded_through, page_size):
             planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
             total += _enqueue_page(send, planned, ledger, queue, report)
-            store.advance_send(send.send_id, cursor, total)
+            if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds):
+                # This run outlived its lease and another took the send over: that run goes on from its cursor.
+                report.status = "lease lost"
+                logger.warning("expansion lease lost: the run stops", extra={"send_id": send.send_id})
+                return report
             report.pages += 1
-            _write_record(ledger, record, total)
+            _write_record(ledger, record, own + total)
             if time_left is not None and time_left() <= 0:
-                expansion.submit(job)
+                expansion.submit(job.model_copy(update={"lease": lease}))
                 report.handed_over = True
                 report.status = "expanding"
                 logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
@@ -374,6 +404,35 @@ def expand_send(
         extra={"send_id": send.send_id, "pages": report.pages, "enqueued": report.enqueued, "skipped": report.skipped},
     )
     return report
+
+
+def expand_subscribers(
+    job: SubscribersJob,
+    store: ExpansionStorePort,
+    ledger: ExpansionLedgerPort,
+    queue: DeliveryQueue,
+    expansion: ExpansionQueuePort,
+    **options: Any,
+) -> ExpansionReport:
+    """Expand a publish's subscribers: record the send to its channel/topic (once per notification: a job delivered
+    again finds it and resumes it) and expand it like any other, under the publish's notification.
+
+    ``options`` are ``expand_send``'s. Raises ``NotFoundError`` when the notification has no record (nothing to add
+    the recipients to), ``UpstreamError`` when a store failed (the job comes back).
+    """
+    record = ledger.get_record(job.notification_id)
+    target = {"topic": f"{record.channel}/{record.topic}"}
+    new = NewSend(job.notification_id, target, dict(job.content), list(job.channels), record.caller)
+    send, created = store.create_send(new)
+    logger.info("subscribers of a publish recorded as a send", extra={"send_id": send.send_id, "new": created})
+    return expand_send(
+        ExpansionJob(send_id=send.send_id, notification_id=job.notification_id, caller=record.caller),
+        store,
+        ledger,
+        queue,
+        expansion,
+        **options,
+    )
 
 
 def _enqueue_page(
@@ -402,16 +461,6 @@ def _enqueue_page(
 def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:
     """Write the record with the deliveries counted so far; a failure is logged (the next page writes it again)."""
     try:
-        ledger.record_notification(
-            NotificationRecord(
-                notification_id=record.notification_id,
-                source=record.source,
-                channel=record.channel,
-                topic=record.topic,
-                created_at=record.created_at,
-                caller=record.caller,
-                delivery_count=total,
-            )
-        )
+        ledger.record_notification(replace(record, delivery_count=total))
     except UpstreamError:
         logger.error("ledger write of a send's record failed", extra={"notification_id": record.notification_id})

@@ -222,20 +222,28 @@ class SendStorePort(Protocol):
 class ExpansionStorePort(Protocol):
     """The audience as the expansion worker reads it, and the send's cursor it moves (``AudienceRepository``)."""
 
+    def create_send(self, send: NewSend) -> tuple[StoredSend, bool]:
+        """Record a send (``queued``) unless one of its notification id exists; return it and whether it is new."""
+        ...
+
     def get_send(self, send_id: str) -> StoredSend:
         """Return a send; ``NotFoundError`` when none."""
         ...
 
-    def start_expansion(self, send_id: str, restart: bool) -> StoredSend:
-        """Mark a send ``expanding`` (with ``restart``, from the first user again: a new zone hand-off); return it."""
+    def start_expansion(self, send_id: str, restart: bool, lease: str, lease_seconds: float) -> StoredSend:
+        """Take the send's lease and mark it ``expanding`` (with ``restart``, from the first user again: a new zone
+        hand-off); return it. ``SendBusyError`` when another run holds a live lease."""
         ...
 
-    def advance_send(self, send_id: str, expanded_through: str | None, recipients: int) -> None:
-        """Record a page enqueued: the cursor after it and the deliveries accounted for so far."""
+    def advance_send(
+        self, send_id: str, expanded_through: str | None, recipients: int, lease: str, lease_seconds: float
+    ) -> bool:
+        """Record a page enqueued (the cursor after it, the deliveries so far) and hold the lease on; ``False`` when
+        the lease is no longer this run's (nothing recorded)."""
         ...
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
-        """Mark a send ``expanded`` or ``failed`` (with its error)."""
+        """Mark a send ``expanded`` or ``failed`` (with its error) and free its lease."""
         ...
 
     def get_segment(self, name: str) -> Segment:

@@ -31,7 +31,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import NewSend, StoredSend
+from core.audience.sends import NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
@@ -538,12 +538,13 @@ class AudienceRepository:
             json.dumps(send.target),
             json.dumps(send.content),
             list(send.channels),
+            send.caller,
         )
 
         def work(cursor: Any) -> Schedule:
             cursor.execute(
-                "INSERT INTO sends (notification_id, target, content, channels, status)"
-                " VALUES (%s, %s::jsonb, %s::jsonb, %s::text[], 'scheduled') RETURNING id",
+                "INSERT INTO sends (notification_id, target, content, channels, caller, status)"
+                " VALUES (%s, %s::jsonb, %s::jsonb, %s::text[], %s, 'scheduled') RETURNING id",
                 params,
             )
             send_id = cursor.fetchone()[0]
@@ -740,12 +741,13 @@ class AudienceRepository:
             json.dumps(send.target),
             json.dumps(send.content),
             list(send.channels),
+            send.caller,
         )
 
         def work(cursor: Any) -> tuple[StoredSend, bool]:
             cursor.execute(
-                "INSERT INTO sends (notification_id, target, content, channels, status)"
-                " VALUES (%s, %s::jsonb, %s::jsonb, %s::text[], 'queued')"
+                "INSERT INTO sends (notification_id, target, content, channels, caller, status)"
+                " VALUES (%s, %s::jsonb, %s::jsonb, %s::text[], %s, 'queued')"
                 " ON CONFLICT ON CONSTRAINT sends_notification_id_key DO NOTHING RETURNING id::text",
                 params,
             )
@@ -761,48 +763,66 @@ class AudienceRepository:
         key = _send_key(send_id)
         return self._db.run(lambda cursor: self._send(cursor, "id = %s", key), "reading send")
 
-    def start_expansion(self, send_id: str, restart: bool) -> StoredSend:
-        """Mark a send ``expanding`` and return it; with ``restart`` its cursor goes back to the first user.
+    def start_expansion(self, send_id: str, restart: bool, lease: str, lease_seconds: float) -> StoredSend:
+        """Take the send's lease (``lease``, until ``lease_seconds`` from now), mark it ``expanding`` and return it;
+        with ``restart`` its cursor goes back to the first user.
 
-        A send ``cancelled`` or ``failed`` is returned as it is (the worker leaves it).
+        A send ``cancelled`` or ``failed`` is returned as it is (the worker leaves it). Raises ``SendBusyError`` when
+        another run holds a live lease on it.
         """
         key = _send_key(send_id)
         cursor_reset = ", expanded_through = NULL" if restart else ""
 
         def work(cursor: Any) -> StoredSend:
             cursor.execute(
-                f"UPDATE sends SET status = 'expanding'{cursor_reset}, updated_at = now()"
-                " WHERE id = %s AND status NOT IN ('cancelled', 'failed')",
-                (key,),
+                f"UPDATE sends SET status = 'expanding'{cursor_reset}, lease = %s,"
+                " leased_until = now() + make_interval(secs => %s), updated_at = now()"
+                " WHERE id = %s AND status NOT IN ('cancelled', 'failed')"
+                " AND (lease IS NULL OR lease = %s OR leased_until < now())",
+                (lease, lease_seconds, key, lease),
             )
-            return self._send(cursor, "id = %s", key)
+            taken = cursor.rowcount == 1
+            send = self._send(cursor, "id = %s", key)
+            if not taken and send.status not in ("cancelled", "failed"):
+                raise SendBusyError("another run is expanding the send")
+            return send
 
         return self._db.run(work, "starting expansion")
 
-    def advance_send(self, send_id: str, expanded_through: str | None, recipients: int) -> None:
-        """Record a page enqueued: the cursor after it and the deliveries accounted for so far."""
-        params = (expanded_through, recipients, _send_key(send_id))
+    def advance_send(
+        self, send_id: str, expanded_through: str | None, recipients: int, lease: str, lease_seconds: float
+    ) -> bool:
+        """Record a page enqueued (the cursor after it, the deliveries accounted for so far) and hold the lease on;
+        return ``False``, recording nothing, when the lease is no longer this run's."""
+        params = (expanded_through, recipients, lease_seconds, _send_key(send_id), lease)
 
-        def work(cursor: Any) -> None:
+        def work(cursor: Any) -> bool:
             cursor.execute(
-                "UPDATE sends SET expanded_through = %s, recipients = %s, updated_at = now() WHERE id = %s", params
+                "UPDATE sends SET expanded_through = %s, recipients = %s,"
+                " leased_until = now() + make_interval(secs => %s), updated_at = now() WHERE id = %s AND lease = %s",
+                params,
             )
+            return bool(cursor.rowcount == 1)
 
-        self._db.run(work, "recording expansion")
+        return self._db.run(work, "recording expansion")
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
-        """Mark a send ``expanded`` or ``failed`` (with its error)."""
+        """Mark a send ``expanded`` or ``failed`` (with its error) and free its lease."""
         params = (status, error[:1000] if error else None, _send_key(send_id))
 
         def work(cursor: Any) -> None:
-            cursor.execute("UPDATE sends SET status = %s, last_error = %s, updated_at = now() WHERE id = %s", params)
+            cursor.execute(
+                "UPDATE sends SET status = %s, last_error = %s, lease = NULL, leased_until = NULL, updated_at = now()"
+                " WHERE id = %s",
+                params,
+            )
 
         self._db.run(work, "recording expansion")
 
     def _send(self, cursor: Any, where: str, value: str) -> StoredSend:
         cursor.execute(
             "SELECT id::text, notification_id, target, content, channels, status, expanded_through, recipients,"
-            f" last_error FROM sends WHERE {where}",
+            f" last_error, caller FROM sends WHERE {where}",
             (value,),
         )
         row = cursor.fetchone()
@@ -818,6 +838,7 @@ class AudienceRepository:
             expanded_through=row[6],
             recipients=row[7],
             last_error=row[8],
+            caller=row[9],
         )
 
 

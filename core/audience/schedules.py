@@ -2,7 +2,7 @@
 
 A send with ``at`` is recorded by ``POST /v1/sends`` with one row in ``scheduled_sends`` (``infra/migrations/``); the
 EventBridge ``rate(1 minute)`` cron (``cron/handler.py``) claims the rows that are due, hands each to an enqueuer (the
-fan-out of the send) and records the outcome.
+expansion queue) and records the outcome.
 
 Claims: one statement claims a batch with ``FOR UPDATE SKIP LOCKED`` (two overlapping runs never claim the same row)
 and stamps it ``claimed`` at the run's instant. A row is due when it is ``scheduled`` and its ``fire_at`` has come,
@@ -32,12 +32,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,10 +45,6 @@ from core.audience.timezones import local_to_utc
 from core.errors import InvalidRequestError, NotificationError, UpstreamError
 from core.models import Reply
 from core.observability import logger, metrics
-
-if TYPE_CHECKING:
-    from core.ports import NotificationLedgerPort, TopicRegistryPort
-    from core.queue import DeliveryQueue
 
 ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
 SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
@@ -77,6 +72,7 @@ class NewScheduledSend:
     channels: list[str]
     fire_at: datetime
     local_at: datetime | None = None
+    caller: str | None = None
 
 
 class Schedule(Reply):
@@ -163,11 +159,12 @@ class Handoff:
 
 
 class SendEnqueuer(Protocol):
-    """Hands a due send to the fan-out; raises ``UpstreamError`` when it may succeed later, another domain error
-    when it never will."""
+    """Hands due sends over (to the expansion worker); an ``UpstreamError`` for a send means it may succeed later,
+    another domain error that it never will."""
 
-    def enqueue(self, send: DueSend) -> None:
-        """Enqueue the send's deliveries (for ``send.zones`` only, when set)."""
+    def enqueue_all(self, sends: Sequence[DueSend]) -> dict[str, Exception]:
+        """Hand the sends over (each for ``send.zones`` only, when set); return the error of each schedule id that
+        was not, the others were."""
         ...
 
 
@@ -335,24 +332,24 @@ def _dispatch_batch(
     """Enqueue one claimed batch and mark it; return ``False`` when the bookkeeping failed (the run stops)."""
     handoffs: list[Handoff] = []
     failures: list[tuple[ClaimedSend, str, bool]] = []
-    for claim in claims:
-        zones, next_fire_at = plan_handoff(claim, now)
-        try:
-            # A local-time claim with no zone due now (a zone lost its users meanwhile) only moves to its next zone.
-            if zones is None or zones or next_fire_at is None:
-                enqueuer.enqueue(_due_send(claim, zones))
-        except UpstreamError as exc:
-            failures.append((claim, _error_text(exc), claim.attempts < retry.max_attempts))
+    plans = [(claim, *plan_handoff(claim, now)) for claim in claims]
+    # A local-time claim with no zone due now (a zone lost its users meanwhile) only moves to its next zone.
+    due = [_due_send(claim, zones) for claim, zones, after in plans if zones is None or zones or after is None]
+    try:
+        errors = enqueuer.enqueue_all(due)
+    except Exception as exc:
+        if not isinstance(exc, NotificationError):
+            # A bug, not the sends' fault: retried like an outage, so no row is lost to it.
+            logger.exception("enqueueing scheduled sends raised", extra={"claims": len(due)})
+        errors = {send.schedule_id: exc for send in due}
+    for claim, _zones, next_fire_at in plans:
+        refused = errors.get(claim.schedule_id)
+        if refused is None:
+            handoffs.append(Handoff(claim=claim, until=now, next_fire_at=next_fire_at))
             continue
-        except NotificationError as exc:
-            failures.append((claim, _error_text(exc), False))
-            continue
-        except Exception as exc:
-            # A bug, not the send's fault: retried like an outage, so the row is not lost to it.
-            logger.exception("enqueueing a scheduled send raised", extra={"schedule_id": claim.schedule_id})
-            failures.append((claim, _error_text(exc), claim.attempts < retry.max_attempts))
-            continue
-        handoffs.append(Handoff(claim=claim, until=now, next_fire_at=next_fire_at))
+        # An outage (or a bug) may pass: retried; another domain error never will.
+        permanent = isinstance(refused, NotificationError) and not isinstance(refused, UpstreamError)
+        failures.append((claim, _error_text(refused), not permanent and claim.attempts < retry.max_attempts))
     try:
         if handoffs:
             repository.mark_sent(handoffs)
@@ -380,61 +377,6 @@ def _dispatch_batch(
 def remaining_time(context: Any, margin_seconds: float) -> Callable[[], float]:
     """Return a ``time_left`` for ``dispatch_due``: the Lambda context's remaining seconds less a margin."""
     return lambda: context.get_remaining_time_in_millis() / 1000 - margin_seconds
-
-
-# --- the enqueuer of topic sends ----------------------------------------------------------------------------------
-
-SOURCE = "schedule"
-
-
-class TopicSendEnqueuer:
-    """Enqueues a send to ``{"topic": "<channel>/<topic>"}`` through the one fan-out: the topic's integrations, with
-    the send's content fields (``$text``, ``$subject``, ``$html``…) as their templates' variables.
-
-    The notification is the send's (``notification_id``) and the publish is idempotent on it, forever: a claim
-    enqueued again after a run died before marking it, or the next zone of a local-time send, finishes that
-    notification instead of sending its deliveries again. A topic's integrations are no recipients with a zone:
-    they get the send at its first hand-off. Audience targets (``user_ids``, ``segment``, ``where``) go to the
-    expansion worker (``core.audience.sends.AudienceSendEnqueuer`` routes them there before this enqueuer); given one
-    alone, this enqueuer refuses it with an ``UpstreamError``, so it is retried, not lost.
-
-    Parameters
-    ----------
-    registry, ledger, queue:
-        The topic registry, the delivery ledger and the delivery queue of the fan-out.
-    """
-
-    def __init__(self, registry: TopicRegistryPort, ledger: NotificationLedgerPort, queue: DeliveryQueue) -> None:
-        self._registry = registry
-        self._ledger = ledger
-        self._queue = queue
-
-    def enqueue(self, send: DueSend) -> None:
-        """Fan the send out to its topic's integrations, once per notification."""
-        from core.fanout import IdempotentPublish, fan_out, request_digest
-
-        topic = send.target.get("topic")
-        if not isinstance(topic, str) or "/" not in topic:
-            raise UpstreamError("sends to users, segments or conditions need the audience expansion worker")
-        channel, name = topic.split("/", 1)
-        digest = request_digest(json.dumps([send.target, send.content], sort_keys=True, separators=(",", ":")))
-        idempotent = IdempotentPublish(send.notification_id, digest, window_seconds=math.inf)
-        result = fan_out(
-            self._registry.get(channel, name),
-            send.content,
-            self._ledger,
-            self._queue,
-            source=SOURCE,
-            idempotent=idempotent,
-        )
-        logger.info(
-            "scheduled send enqueued",
-            extra={
-                "schedule_id": send.schedule_id,
-                "notification_id": result.notification_id,
-                "resumed": result.resumed,
-            },
-        )
 
 
 # --- GET / DELETE /v1/schedules… ----------------------------------------------------------------------------------

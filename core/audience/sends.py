@@ -9,6 +9,7 @@ with its schedule instead (``core/audience/schedules.py``); the cron hands it to
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -17,16 +18,25 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from core.audience.models import Platform
 from core.audience.ports import SendStorePort
-from core.audience.schedules import DueSend, NewScheduledSend, SendEnqueuer, schedule_times
+from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
 from core.audience.segments import parse_where
 from core.channels.base import NAME_PATTERN
-from core.errors import AWS_ERRORS, ConflictError, InvalidRequestError, NotFoundError, aws_error
+from core.errors import (
+    AWS_ERRORS,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    NotificationError,
+    UpstreamError,
+    aws_error,
+)
 from core.models import Reply, Strict
 from core.observability import logger
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
 SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
 MAX_USER_IDS = 10_000
+BATCH_SIZE = 10  # SQS SendMessageBatch's entries
 MAX_TEXT_LENGTH = 4096
 MAX_HTML_LENGTH = 100_000
 # The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
@@ -106,6 +116,7 @@ class NewSend:
     target: dict[str, Any]
     content: dict[str, Any]
     channels: list[str]
+    caller: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,11 @@ class StoredSend:
     expanded_through: str | None
     recipients: int
     last_error: str | None = None
+    caller: str | None = None
+
+
+class SendBusyError(NotificationError):
+    """Another expansion run holds the send's lease (``sends.lease``): this job waits its turn."""
 
 
 # --- the expansion queue ----------------------------------------------------------------------------------------------
@@ -141,6 +157,7 @@ class ExpansionJob(BaseModel):
     notification_id: str = Field(min_length=1)
     zones: list[str] | None = None
     caller: str | None = None
+    lease: str | None = Field(default=None, description="The send's lease a run handing the send over passes on.")
 
 
 class DisableEndpointJob(BaseModel):
@@ -154,11 +171,26 @@ class DisableEndpointJob(BaseModel):
     endpoint_arn: str = Field(min_length=1, max_length=1024)
 
 
-Job = Annotated[ExpansionJob | DisableEndpointJob, Field(discriminator="kind")]
-_JOB: TypeAdapter[ExpansionJob | DisableEndpointJob] = TypeAdapter(Job)
+class SubscribersJob(BaseModel):
+    """A message of the expansion queue from the consumer: a publish's ``subscribers`` integration was delivered, so
+    the users subscribed to its notification's channel/topic get ``content`` on ``channels`` (the worker reads the
+    channel/topic and the caller from the notification's record)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    kind: Literal["subscribers"] = "subscribers"
+    notification_id: str = Field(min_length=1)
+    content: dict[str, str]
+    channels: list[SendChannel] = Field(min_length=1, max_length=4)
 
 
-def parse_job(body: str) -> ExpansionJob | DisableEndpointJob:
+AnyJob = ExpansionJob | DisableEndpointJob | SubscribersJob
+Job = Annotated[AnyJob, Field(discriminator="kind")]
+_JOB: TypeAdapter[AnyJob] = TypeAdapter(Job)
+
+
+def parse_job(body: str) -> AnyJob:
     """Return the job of an SQS body; raise ``InvalidRequestError`` when it is not one."""
     try:
         return _JOB.validate_json(body)
@@ -169,8 +201,13 @@ def parse_job(body: str) -> ExpansionJob | DisableEndpointJob:
 class ExpansionQueuePort(Protocol):
     """Where sends are handed to the expansion worker."""
 
-    def submit(self, job: ExpansionJob | DisableEndpointJob) -> str:
-        """Put a job on the queue; return its message id. ``UpstreamError`` when the queue refused it."""
+    def submit(self, job: AnyJob, delay_seconds: int = 0) -> str:
+        """Put a job on the queue (visible after ``delay_seconds``); return its message id. ``UpstreamError`` when
+        the queue refused it."""
+        ...
+
+    def submit_all(self, jobs: Sequence[AnyJob]) -> list[str | None]:
+        """Put jobs on the queue, ten a call; return for each the reason it was refused, or ``None``."""
         ...
 
 
@@ -189,13 +226,31 @@ class ExpansionQueue:
         self._client = client
         self._url = queue_url
 
-    def submit(self, job: ExpansionJob | DisableEndpointJob) -> str:
-        """Send one job; return its SQS message id."""
+    def submit(self, job: AnyJob, delay_seconds: int = 0) -> str:
+        """Send one job, visible after ``delay_seconds`` (at most 900); return its SQS message id."""
         try:
-            response = self._client.send_message(QueueUrl=self._url, MessageBody=job.model_dump_json())
+            response = self._client.send_message(
+                QueueUrl=self._url, MessageBody=job.model_dump_json(), DelaySeconds=delay_seconds
+            )
         except AWS_ERRORS as exc:
             raise aws_error(exc, "sending to the expansion queue") from exc
         return str(response["MessageId"])
+
+    def submit_all(self, jobs: Sequence[AnyJob]) -> list[str | None]:
+        """Send jobs with ``SendMessageBatch``, ten a call; return for each the reason it was refused, or ``None``."""
+        reasons: list[str | None] = [None] * len(jobs)
+        for start in range(0, len(jobs), BATCH_SIZE):
+            chunk = jobs[start : start + BATCH_SIZE]
+            entries = [{"Id": str(index), "MessageBody": job.model_dump_json()} for index, job in enumerate(chunk)]
+            try:
+                response = self._client.send_message_batch(QueueUrl=self._url, Entries=entries)
+            except AWS_ERRORS as exc:
+                reason = str(aws_error(exc, "sending to the expansion queue"))
+                reasons[start : start + len(chunk)] = [reason] * len(chunk)
+                continue
+            for failed in response.get("Failed", []):
+                reasons[start + int(failed["Id"])] = f"the expansion queue refused the job ({failed.get('Code')})"
+        return reasons
 
 
 # --- POST /v1/sends -------------------------------------------------------------------------------------------------
@@ -243,11 +298,12 @@ def accept_send(
                 channels=channels,
                 fire_at=fire_at,
                 local_at=local_at,
+                caller=caller,
             )
         )
         logger.info("send scheduled", extra={"notification_id": notification_id, "schedule_id": schedule.schedule_id})
         return SendAccepted(notification_id=notification_id, status="scheduled", schedule_id=schedule.schedule_id)
-    send, created = store.create_send(NewSend(notification_id, target, content, channels))
+    send, created = store.create_send(NewSend(notification_id, target, content, channels, caller))
     if not created and _canonical(send.target, send.content, send.channels) != _canonical(target, content, channels):
         raise ConflictError("Idempotency-Key was already used with a different request body")
     expansion.submit(ExpansionJob(send_id=send.send_id, notification_id=notification_id, caller=caller))
@@ -263,23 +319,30 @@ def _canonical(target: dict[str, Any], content: dict[str, Any], channels: list[s
 
 
 class AudienceSendEnqueuer:
-    """The cron's enqueuer of scheduled sends: a topic target to ``topics`` (its integrations, through the one
-    fan-out), any audience (``user_ids``, ``segment``, ``where``) to the expansion queue, with the zones of a
-    local-time hand-off.
+    """The cron's enqueuer of scheduled sends: every audience (``user_ids``, ``segment``, ``where``, a topic's
+    subscribers) goes to the expansion queue, with the zones of a local-time hand-off, as ``POST /v1/sends`` without
+    ``at`` does.
 
     A job submitted twice (a run that died before marking its claim) is harmless: the worker resumes the send at its
     cursor and the delivery keys are the same.
     """
 
-    def __init__(self, topics: SendEnqueuer, expansion: ExpansionQueuePort) -> None:
-        self._topics = topics
+    def __init__(self, expansion: ExpansionQueuePort) -> None:
         self._expansion = expansion
+
+    def enqueue_all(self, sends: Sequence[DueSend]) -> dict[str, Exception]:
+        """Hand the due sends over, ten jobs a call; return the error of each schedule id the queue refused."""
+        handed = [send for send in sends if send.zones is None or send.zones]
+        jobs: list[AnyJob] = [
+            ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
+            for send in handed
+        ]
+        reasons = self._expansion.submit_all(jobs)
+        logger.info("scheduled sends handed to the expansion worker", extra={"jobs": len(jobs)})
+        return {send.schedule_id: UpstreamError(reason) for send, reason in zip(handed, reasons, strict=True) if reason}
 
     def enqueue(self, send: DueSend) -> None:
         """Hand the due send over; ``UpstreamError`` when the queue refused it (the cron retries the claim)."""
-        if "topic" in send.target:
-            self._topics.enqueue(send)
-            return
         if send.zones is not None and not send.zones:
             return
         self._expansion.submit(

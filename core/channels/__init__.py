@@ -33,6 +33,7 @@ from core.channels.browser import (
 from core.channels.email import EmailChannel
 from core.channels.push import SNS_ARN_PATTERN, SNS_ARN_RULE, PushChannel
 from core.channels.slack import SlackChannel
+from core.channels.subscribers import SubscribersChannel
 from core.channels.telegram import TelegramChannel
 from core.channels.webhook import URL_PATTERN, URL_RULE, WebhookChannel
 from core.models import Content, Integration, Strict
@@ -44,6 +45,7 @@ CHANNELS: dict[str, type[Channel]] = {
     WebhookChannel.type: WebhookChannel,
     PushChannel.type: PushChannel,
     BrowserChannel.type: BrowserChannel,
+    SubscribersChannel.type: SubscribersChannel,
 }
 
 
@@ -85,6 +87,12 @@ class TopicRequest(Strict):
                     f"{integration.name!r} (each integration needs a name of its own)"
                 )
             seen[integration.name] = index
+        subscribers = [index for index, item in enumerate(value) if item.type == SubscribersChannel.type]
+        if len(subscribers) > 1:
+            raise ValueError(
+                f"integrations[{subscribers[0]}] and integrations[{subscribers[1]}] are both of type 'subscribers' "
+                "(a topic's subscribers are reached once: keep one)"
+            )
         return value
 
 

@@ -12,8 +12,8 @@ import ipaddress
 import math
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -102,11 +102,14 @@ class ChannelResources:
     """What channels send through: the outbound HTTP session, AWS clients by service name, channel settings.
 
     ``aws_client`` is a cached getter, so a client is created on a channel's first send and reused after.
+    ``handoff``, where the stage has an audience, hands a notification's subscribers to the expansion worker
+    (``notification_id``, content, the channels to reach them on) and returns the job's message id.
     """
 
     http: OutboundSession
     aws_client: Callable[[str], Any]
     telegram_api_base: str
+    handoff: Callable[[str, Content, Sequence[str]], str] | None = field(default=None, kw_only=True)
 
 
 def destination_key(kind: str, *parts: str) -> str:

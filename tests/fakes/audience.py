@@ -7,6 +7,7 @@ one (``MatchingCondition``), and matches every user otherwise.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, DueSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import DisableEndpointJob, ExpansionJob, NewSend, StoredSend
+from core.audience.sends import AnyJob, NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import DeliveryRow, NotificationRecord
 from core.models import DeliveryStatus
@@ -441,6 +442,16 @@ class RecordingEnqueuer:
         with self._lock:
             self.sends.append(send)
 
+    def enqueue_all(self, sends: Sequence[DueSend]) -> dict[str, Exception]:
+        """Record each send, or keep its configured error."""
+        errors: dict[str, Exception] = {}
+        for send in sends:
+            try:
+                self.enqueue(send)
+            except Exception as exc:
+                errors[send.schedule_id] = exc
+        return errors
+
     def count(self, notification_id: str) -> int:
         """Return how many times a notification was enqueued."""
         return sum(1 for send in self.sends if send.notification_id == notification_id)
@@ -456,6 +467,7 @@ class FakeSendStore(FakeAudienceRepository):
         super().__init__()
         self.sends: dict[str, StoredSend] = {}
         self.advances: list[tuple[str, str | None, int]] = []
+        self.leases: dict[str, tuple[str, float]] = {}  # send id → (lease, monotonic time it lapses)
 
     def create_send(self, send: NewSend) -> tuple[StoredSend, bool]:
         """Record a send unless one of its notification id exists."""
@@ -471,6 +483,7 @@ class FakeSendStore(FakeAudienceRepository):
             status="queued",
             expanded_through=None,
             recipients=0,
+            caller=send.caller,
         )
         self.sends[stored.send_id] = stored
         return stored, True
@@ -481,24 +494,40 @@ class FakeSendStore(FakeAudienceRepository):
             raise NotFoundError("the send does not exist")
         return self.sends[send_id]
 
-    def start_expansion(self, send_id: str, restart: bool) -> StoredSend:
-        """Mark a send expanding (its cursor reset with ``restart``)."""
+    def start_expansion(self, send_id: str, restart: bool, lease: str, lease_seconds: float) -> StoredSend:
+        """Take the send's lease (``SendBusyError`` when another holds it; ``expire_leases`` lets it go) and mark it
+        expanding, its cursor reset with ``restart``."""
         send = self.get_send(send_id)
         if send.status in ("cancelled", "failed"):
             return send
+        held, until = self.leases.get(send_id, (lease, 0.0))
+        if held != lease and until > time.monotonic():
+            raise SendBusyError("another run is expanding the send")
+        self.leases[send_id] = (lease, time.monotonic() + lease_seconds)
         changes: dict[str, Any] = {"status": "expanding"}
         if restart:
             changes["expanded_through"] = None
         self.sends[send_id] = replace(send, **changes)
         return self.sends[send_id]
 
-    def advance_send(self, send_id: str, expanded_through: str | None, recipients: int) -> None:
-        """Move a send's cursor."""
+    def expire_leases(self) -> None:
+        """Let every lease lapse, as time does for a run that died."""
+        self.leases.clear()
+
+    def advance_send(
+        self, send_id: str, expanded_through: str | None, recipients: int, lease: str, lease_seconds: float
+    ) -> bool:
+        """Move a send's cursor while ``lease`` is its lease."""
+        if self.leases.get(send_id, ("", 0.0))[0] != lease:
+            return False
+        self.leases[send_id] = (lease, time.monotonic() + lease_seconds)
         self.advances.append((send_id, expanded_through, recipients))
         self.sends[send_id] = replace(self.get_send(send_id), expanded_through=expanded_through, recipients=recipients)
+        return True
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
-        """Mark a send expanded or failed."""
+        """Mark a send expanded or failed and free its lease."""
+        self.leases.pop(send_id, None)
         self.sends[send_id] = replace(self.get_send(send_id), status=status, last_error=error)  # type: ignore[arg-type]
 
 
@@ -506,15 +535,25 @@ class FakeExpansionQueue:
     """An ``ExpansionQueuePort`` that keeps the jobs submitted; ``fail`` makes it refuse them."""
 
     def __init__(self, fail: bool = False) -> None:
-        self.jobs: list[ExpansionJob | DisableEndpointJob] = []
+        self.jobs: list[AnyJob] = []
+        self.delays: list[int] = []
         self.fail = fail
 
-    def submit(self, job: ExpansionJob | DisableEndpointJob) -> str:
-        """Keep the job, or refuse it."""
+    def submit(self, job: AnyJob, delay_seconds: int = 0) -> str:
+        """Keep the job and its delay, or refuse it."""
         if self.fail:
             raise UpstreamError("sending to the expansion queue failed")
         self.jobs.append(job)
+        self.delays.append(delay_seconds)
         return f"m-{len(self.jobs)}"
+
+    def submit_all(self, jobs: Sequence[AnyJob]) -> list[str | None]:
+        """Keep the jobs, or refuse every one."""
+        if self.fail:
+            return ["sending to the expansion queue failed"] * len(jobs)
+        self.jobs.extend(jobs)
+        self.delays.extend([0] * len(jobs))
+        return [None] * len(jobs)
 
 
 class FakeSendLedger:

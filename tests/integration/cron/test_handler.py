@@ -1,5 +1,5 @@
-"""The cron's Lambda (cron/handler.py) with EventBridge's scheduled event: due sends through the fan-out onto the
-delivery queue under moto, the schedules in a real PostgreSQL."""
+"""The cron's Lambda (cron/handler.py) with EventBridge's scheduled event: due sends handed to the expansion queue
+under moto, the schedules in a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,38 +13,20 @@ import pytest
 from core.audience.connection import Database
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend
+from core.audience.sends import parse_job
 from core.errors import UpstreamError
-from core.models import Integration, IntegrationType, Topic
 from core.settings import SettingsError
-from core.topics import TopicRegistry
 from tests.fakes.audience import RecordingEnqueuer
 from tests.fakes.lambda_context import FakeLambdaContext
-from tests.support.aws import NAMES, AwsResources, receive_all
+from tests.support.aws import AwsResources, receive_all
 
 EVENT = json.loads((Path(__file__).parents[2] / "events" / "eventbridge_scheduled.json").read_text())
 
 
 @pytest.fixture
 def cron_env(aws: AwsResources, postgres_url: str, database: Database, monkeypatch: pytest.MonkeyPatch) -> AwsResources:
-    """AWS under moto with the topic news/daily (one Slack integration rendering ``$text``), and the database."""
+    """AWS under moto and the database."""
     monkeypatch.setenv("DATABASE_URL", postgres_url)
-    TopicRegistry(aws.dynamodb, NAMES["TOPICS_TABLE"]).create(
-        Topic(
-            channel="news",
-            topic="daily",
-            integrations=[
-                Integration(
-                    name="ops",
-                    type=IntegrationType.SLACK,
-                    model="$text",
-                    credentials_ref="/notify/test/integrations/news/daily/ops",
-                )
-            ],
-            hash_sha256="0" * 64,
-            created_at="2026-01-01T00:00:00.000Z",
-            updated_at="2026-01-01T00:00:00.000Z",
-        )
-    )
     return aws
 
 
@@ -70,7 +52,7 @@ def _cron(context: FakeLambdaContext) -> Any:
     return handler(EVENT, context)
 
 
-def test_cron_handler_due_send_enqueued_once_then_sent(
+def test_cron_handler_due_send_handed_to_the_expansion_worker_once_then_sent(
     cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
 ) -> None:
     now = datetime.now(UTC)
@@ -80,27 +62,11 @@ def test_cron_handler_due_send_enqueued_once_then_sent(
     first = _cron(lambda_context)
     second = _cron(lambda_context)
 
-    bodies = [json.loads(message["Body"]) for message in receive_all(cron_env.sqs, cron_env.delivery_queue_url)]
-    assert [(body["notification_id"], body["content"]["text"]) for body in bodies] == [
-        ("sched-1", "hello from sched-1")
-    ]
-    assert (first["claimed"], first["sent"], second["claimed"]) == (1, 1, 0)
-    assert AudienceRepository(database).get_schedule(schedule_id).status == "sent"
-
-
-def test_cron_handler_unknown_topic_failed_and_kept(
-    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
-) -> None:
-    schedule_id = _schedule(database, "sched-2", datetime.now(UTC) - timedelta(minutes=1), topic="news/none")
-
-    report = _cron(lambda_context)
-
+    jobs = [parse_job(message["Body"]) for message in receive_all(cron_env.sqs, cron_env.env["EXPANSION_QUEUE_URL"])]
     schedule = AudienceRepository(database).get_schedule(schedule_id)
-    assert report["failed"] == 1
-    assert (schedule.status, schedule.last_error) == (
-        "failed",
-        "NotFoundError: topic 'none' of channel 'news' does not exist",
-    )
+    assert [(job.kind, getattr(job, "notification_id", None)) for job in jobs] == [("expand", "sched-1")]
+    assert (first["claimed"], first["sent"], second["claimed"]) == (1, 1, 0)
+    assert schedule.status == "sent"
     assert receive_all(cron_env.sqs, cron_env.delivery_queue_url) == []
 
 

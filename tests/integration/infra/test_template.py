@@ -156,13 +156,14 @@ def test_deploy_workflow_stage_is_a_choice_of_deployable_stages() -> None:
     assert stage["default"] in stage["options"]
 
 
-def test_deploy_workflow_deploys_the_package_it_checked() -> None:
+def test_deploy_workflow_migrates_then_deploys_the_package_it_checked() -> None:
     steps = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())["jobs"]["deploy"]["steps"]
     commands = [step["run"] for step in steps if "run" in step]
 
     assert commands == [
         'make package STAGE="$STAGE" REGION="$AWS_REGION"',
         '.venv/bin/python -m infra.deploy.checks ".build/$STAGE"',
+        '.venv/bin/python -m infra.migrate --secret-parameter "/notify/$STAGE/database-url" --region "$AWS_REGION"',
         'npx osls deploy --stage "$STAGE" --region "$AWS_REGION" --package ".build/$STAGE" --conceal',
     ]
 

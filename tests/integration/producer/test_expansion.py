@@ -9,7 +9,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 
 from core import clients
@@ -21,6 +20,7 @@ from core.ledger import DeliveryLedger
 from core.models import DeliveryMessage, DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ACCOUNT, NAMES, REGION, AwsResources, receive_all
+from tests.support.aws import client as aws_client
 from tests.support.events import load_event
 
 APPLICATION = f"arn:aws:sns:{REGION}:{ACCOUNT}:app/GCM/android"
@@ -158,7 +158,7 @@ def test_expansion_disabled_endpoint_reported_by_the_consumer_disables_the_devic
     from consumer.handler import handler as consume
     from core.audience.models import AppRequest, UserRequest
 
-    sns = boto3.client("sns", region_name=REGION)
+    sns = aws_client("sns")
     app = sns.create_platform_application(Name="android", Platform="GCM", Attributes={"PlatformCredential": "k"})
     endpoint = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="tok")
     arn = endpoint["EndpointArn"]
@@ -211,3 +211,84 @@ def test_expansion_cron_hands_an_audience_send_to_the_worker(
     assert report.sent == 1
     assert [ExpansionJob.model_validate_json(job["Body"]).notification_id for job in jobs] == ["n-cron"]
     assert len(receive_all(worker_env.sqs, worker_env.delivery_queue_url)) == 2
+
+
+def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any]) -> str:
+    """Create ``orders/shipped`` with a webhook and a ``subscribers`` integration, publish once; return the id."""
+    from api.topics import put_topic
+    from core.channels import TopicRequest
+    from core.fanout import fan_out
+
+    followers = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped"}}
+    hook = {"name": "erp", "type": "webhook", "target": {"url": "https://erp.example.com/hook"}, "model": "$order"}
+    request = TopicRequest.model_validate({"integrations": [hook, followers]})
+    registry = clients.get_topic_registry()
+    put_topic("orders", "shipped", request, registry, clients.get_secret_store())
+    result = fan_out(
+        registry.get("orders", "shipped"), metadata, clients.get_ledger(), clients.get_delivery_queue(), caller="k1"
+    )
+    return result.notification_id
+
+
+def test_expansion_publish_reaches_the_topics_subscribers_under_its_notification(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    from consumer.handler import handler as consume
+
+    _users(db, with_device=2, without_device=1)
+    repository = AudienceRepository(database)
+    for user_id in ("u0000", "u0001", "u0002"):
+        repository.put_subscription(user_id, "orders", "shipped")
+    notification_id = _publish_to_followers(worker_env, {"order": "A-1"})
+    published = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    followers = [message for message in published if json.loads(message["Body"])["delivery_key"] == "followers"]
+
+    assert consume(_sqs_event(followers), lambda_context)["batchItemFailures"] == []
+    assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
+
+    messages = [
+        DeliveryMessage.model_validate_json(message["Body"])
+        for message in receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    ]
+    assert sorted(message.recipient.user_id for message in messages if message.recipient) == ["u0000", "u0001"]
+    assert {(message.notification_id, message.channel, message.topic) for message in messages} == {
+        (notification_id, "orders", "shipped")
+    }
+    assert {message.content.data["default"] for message in messages} == {"Order A-1 shipped"}
+    page = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).page(notification_id)
+    # The webhook's delivery (not consumed here) and the two pushes are queued, the subscriber without a device
+    # skipped, and the subscribers integration itself delivered (handed over): five deliveries in all.
+    assert page.counts == {"queued": 3, "skipped": 1, "delivered": 1}
+    assert sum(page.counts.values()) == page.record.delivery_count == 5
+    assert (page.record.source, page.record.caller) == ("publish", "k1")
+    assert [delivery.key for delivery in page.record.deliveries] == ["erp", "followers"]
+
+
+def test_expansion_scheduled_send_to_a_topic_reaches_its_subscribers_in_the_callers_name(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    from cron.handler import build_enqueuer, settings
+
+    _users(db, with_device=2, without_device=0)
+    repository = AudienceRepository(database)
+    repository.put_subscription("u0001", "news", "daily")
+    now = datetime.now(UTC)
+    repository.create_scheduled_send(
+        NewScheduledSend("n-topic", {"topic": "news/daily"}, {"text": "later"}, ["push"], fire_at=now, caller="k1")
+    )
+
+    report = dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+    _expand(worker_env, lambda_context)
+
+    assert report.sent == 1
+    record = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).get_record("n-topic")
+    assert (record.source, record.caller, record.channel, record.topic) == ("send", "k1", "news", "daily")
+    [message] = [
+        DeliveryMessage.model_validate_json(m["Body"])
+        for m in receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    ]
+    assert (message.recipient and message.recipient.user_id, message.channel, message.topic) == (
+        "u0001",
+        "news",
+        "daily",
+    )

@@ -231,13 +231,13 @@ def _topic(*integrations: object) -> dict[str, object]:
         pytest.param(
             TopicRequest,
             _topic(_slack(type="fax")),
-            "integrations[0].type: must be one of: email, slack, telegram, webhook, push, browser",
+            "integrations[0].type: must be one of: email, slack, telegram, webhook, push, browser, subscribers",
             id="union-tag-invalid",
         ),
         pytest.param(
             TopicRequest,
             _topic({"name": "x", "model": "m"}),
-            "integrations[0].type: is required (one of: email, slack, telegram, webhook, push, browser)",
+            "integrations[0].type: is required (one of: email, slack, telegram, webhook, push, browser, subscribers)",
             id="union-tag-not-found",
         ),
         pytest.param(

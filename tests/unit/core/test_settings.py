@@ -86,13 +86,7 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "PURCHASE_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:notify-prod-Purchase",
     },
     AudienceSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database", "EXPANSION_QUEUE_URL": EXPANSION_QUEUE},
-    CronSettings: {
-        "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
-        "TOPICS_TABLE": "notify-prod-topics",
-        "DELIVERIES_TABLE": "notify-prod-ledger",
-        "DELIVERY_QUEUE_URL": QUEUE,
-        "EXPANSION_QUEUE_URL": EXPANSION_QUEUE,
-    },
+    CronSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database", "EXPANSION_QUEUE_URL": EXPANSION_QUEUE},
     ExpandSettings: {
         "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
         "TOPICS_TABLE": "notify-prod-topics",

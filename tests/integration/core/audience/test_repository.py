@@ -6,6 +6,7 @@ held to what PostgreSQL does.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +17,13 @@ from core.audience.connection import Database
 from core.audience.models import AppRequest, UserRequest
 from core.audience.ports import AudienceRepositoryPort
 from core.audience.repository import AudienceRepository
+from core.audience.sends import SendBusyError
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from tests.fakes.audience import FakeAudienceRepository, MatchingCondition
 
 ARN = "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
+LEASE = "6f1c1f4e-0000-4000-8000-000000000001"
+OTHER_LEASE = "6f1c1f4e-0000-4000-8000-000000000002"
 PARIS = UserRequest(timezone="Europe/Paris", email="a@example.com", data={"plan": "pro", "age": 30})
 
 
@@ -385,21 +389,52 @@ def test_get_send_unknown_or_not_a_uuid_not_found(send_store: Any) -> None:
 
 def test_advance_send_moves_cursor_and_count_kept_by_start(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.start_expansion(send.send_id, restart=False)
+    send_store.start_expansion(send.send_id, False, LEASE, 120)
 
-    send_store.advance_send(send.send_id, "u9", 12)
-    resumed = send_store.start_expansion(send.send_id, restart=False)
+    assert send_store.advance_send(send.send_id, "u9", 12, LEASE, 120) is True
+    resumed = send_store.start_expansion(send.send_id, False, LEASE, 120)
 
     assert (resumed.status, resumed.expanded_through, resumed.recipients) == ("expanding", "u9", 12)
 
 
 def test_start_expansion_restart_resets_the_cursor_not_the_count(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.advance_send(send.send_id, "u9", 12)
+    send_store.start_expansion(send.send_id, False, LEASE, 120)
+    send_store.advance_send(send.send_id, "u9", 12, LEASE, 120)
 
-    restarted = send_store.start_expansion(send.send_id, restart=True)
+    restarted = send_store.start_expansion(send.send_id, True, LEASE, 120)
 
     assert (restarted.expanded_through, restarted.recipients) == (None, 12)
+
+
+def test_start_expansion_another_runs_live_lease_is_busy(send_store: Any) -> None:
+    send, _ = send_store.create_send(_new_send())
+    send_store.start_expansion(send.send_id, False, LEASE, 120)
+
+    with pytest.raises(SendBusyError):
+        send_store.start_expansion(send.send_id, False, OTHER_LEASE, 120)
+    assert send_store.advance_send(send.send_id, "u1", 1, OTHER_LEASE, 120) is False
+    assert send_store.get_send(send.send_id).expanded_through is None
+
+
+def test_start_expansion_takes_over_a_lease_that_lapsed_and_the_first_run_records_nothing(send_store: Any) -> None:
+    send, _ = send_store.create_send(_new_send())
+    send_store.start_expansion(send.send_id, False, LEASE, 0.01)
+    time.sleep(0.05)
+
+    taken = send_store.start_expansion(send.send_id, False, OTHER_LEASE, 120)
+
+    assert taken.status == "expanding"
+    assert send_store.advance_send(send.send_id, "u1", 1, LEASE, 120) is False
+
+
+def test_finish_send_frees_the_lease(send_store: Any) -> None:
+    send, _ = send_store.create_send(_new_send())
+    send_store.start_expansion(send.send_id, False, LEASE, 120)
+
+    send_store.finish_send(send.send_id, "expanded")
+
+    assert send_store.start_expansion(send.send_id, True, OTHER_LEASE, 120).status == "expanding"
 
 
 def test_finish_send_failed_keeps_the_error_and_start_leaves_it(send_store: Any) -> None:
@@ -407,5 +442,5 @@ def test_finish_send_failed_keeps_the_error_and_start_leaves_it(send_store: Any)
 
     send_store.finish_send(send.send_id, "failed", "segment gone")
 
-    assert send_store.start_expansion(send.send_id, restart=True).status == "failed"
+    assert send_store.start_expansion(send.send_id, True, LEASE, 120).status == "failed"
     assert send_store.get_send(send.send_id).last_error == "segment gone"

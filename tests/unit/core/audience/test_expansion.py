@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.audience.expansion import NO_DEVICE, NO_EMAIL, Senders, expand_send
+from core.audience.expansion import BUSY_DELAY_SECONDS, NO_DEVICE, NO_EMAIL, Senders, expand_send
 from core.audience.models import AppRequest, UserRequest
 from core.audience.sends import ExpansionJob, NewSend, StoredSend
 from core.errors import UpstreamError
@@ -173,8 +173,9 @@ def test_expand_send_resumes_after_the_cursor_without_duplicates(world: World) -
     for index in range(4):
         world.user(f"u{index}", devices=1)
     send = world.send({"user_ids": [f"u{index}" for index in range(4)]}, ["push"])
-    world.store.start_expansion(send.send_id, restart=False)
-    world.store.advance_send(send.send_id, "u1", 2)
+    world.store.start_expansion(send.send_id, False, "died", 120)
+    world.store.advance_send(send.send_id, "u1", 2, "died", 120)
+    world.store.expire_leases()
 
     report = world.run(world.store.get_send(send.send_id), page_size=10)
 
@@ -191,6 +192,39 @@ def test_expand_send_out_of_time_hands_the_rest_to_a_new_job(world: World) -> No
 
     assert (report.handed_over, report.pages, len(world.expansion.jobs)) == (True, 1, 1)
     assert world.store.get_send(send.send_id).expanded_through == "u1"
+
+
+def test_expand_send_handed_over_job_carries_the_lease_and_finishes_the_send(world: World) -> None:
+    for index in range(4):
+        world.user(f"u{index}", devices=1)
+    send = world.send({"user_ids": [f"u{index}" for index in range(4)]}, ["push"])
+    world.run(send, page_size=2, time_left=lambda: 0.0)
+    [handed] = world.expansion.jobs
+    held, _until = world.store.leases[send.send_id]
+
+    report = expand_send(handed, world.store, world.ledger, world.queue, world.expansion, page_size=2)  # type: ignore[arg-type]
+
+    assert getattr(handed, "lease", None) == held
+    assert (report.status, report.enqueued) == ("expanded", 2)
+    assert world.store.leases == {}
+    assert sorted(message.recipient.user_id for message in world.messages() if message.recipient) == [
+        "u0",
+        "u1",
+        "u2",
+        "u3",
+    ]
+
+
+def test_expand_send_held_by_another_run_goes_back_on_the_queue_with_a_delay(world: World) -> None:
+    world.user("u1", devices=1)
+    send = world.send({"user_ids": ["u1"]}, ["push"])
+    world.store.start_expansion(send.send_id, False, "other-run", 120)
+
+    report = world.run(send, page_size=10)
+
+    assert (report.status, report.handed_over, report.enqueued) == ("busy", True, 0)
+    assert world.expansion.delays == [BUSY_DELAY_SECONDS]
+    assert world.messages() == []
 
 
 def test_expand_send_queue_refusal_raises_without_moving_the_cursor(world: World) -> None:

@@ -12,11 +12,9 @@ import pytest
 from core.audience.models import UserRequest
 from core.audience.schedules import (
     ClaimedSend,
-    DueSend,
     Handoff,
     NewScheduledSend,
     RetryPolicy,
-    TopicSendEnqueuer,
     decode_cursor,
     dispatch_due,
     first_fire_at,
@@ -191,31 +189,3 @@ def test_decode_cursor_naive_time_refused() -> None:
 
     with pytest.raises(InvalidRequestError, match="cursor"):
         decode_cursor(base64.urlsafe_b64encode(raw).decode())
-
-
-class _Registry:
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, str]] = []
-
-    def get(self, channel: str, topic: str) -> Any:
-        self.asked.append((channel, topic))
-        raise LookupError("reached the registry")
-
-
-@pytest.mark.parametrize("target", [{"user_ids": ["u1"]}, {"segment": "pro"}, {"where": {}}, {"topic": "nochannel"}])
-def test_topic_send_enqueuer_audience_target_retried_until_expansion_exists(target: dict[str, Any]) -> None:
-    registry = _Registry()
-    enqueuer = TopicSendEnqueuer(registry, None, None)  # type: ignore[arg-type]
-
-    with pytest.raises(UpstreamError, match="expansion"):
-        enqueuer.enqueue(DueSend("s", "d", "n", target, {"text": "hi"}, ["push"]))
-    assert registry.asked == []
-
-
-def test_topic_send_enqueuer_topic_target_reads_its_topic() -> None:
-    registry = _Registry()
-    enqueuer = TopicSendEnqueuer(registry, None, None)  # type: ignore[arg-type]
-
-    with pytest.raises(LookupError):
-        enqueuer.enqueue(DueSend("s", "d", "n", {"topic": "news/daily/eu"}, {"text": "hi"}, ["push"]))
-    assert registry.asked == [("news", "daily/eu")]

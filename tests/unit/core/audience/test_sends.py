@@ -3,6 +3,7 @@ hand-off of audiences to the expansion queue."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,11 +18,12 @@ from core.audience.sends import (
     ExpansionJob,
     ExpansionQueue,
     SendRequest,
+    SubscribersJob,
     accept_send,
     parse_job,
 )
 from core.errors import ConflictError, InvalidRequestError, UpstreamError
-from tests.fakes.audience import FakeExpansionQueue, FakeSendStore, RecordingEnqueuer
+from tests.fakes.audience import FakeExpansionQueue, FakeSendStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -140,41 +142,43 @@ def _due(target: dict[str, Any], zones: list[str] | None = None) -> DueSend:
     return DueSend("s-1", "send-1", "n-1", target, {"text": "x"}, ["push"], zones)
 
 
-def test_audience_send_enqueuer_topic_target_goes_to_the_topic_enqueuer() -> None:
-    topics, queue = RecordingEnqueuer(), FakeExpansionQueue()
+def test_audience_send_enqueuer_topic_target_goes_to_the_expansion_worker_like_any_audience() -> None:
+    queue = FakeExpansionQueue()
 
-    AudienceSendEnqueuer(topics, queue).enqueue(_due({"topic": "news/daily"}))
+    AudienceSendEnqueuer(queue).enqueue(_due({"topic": "news/daily"}, ["Asia/Tokyo"]))
 
-    assert (topics.count("n-1"), queue.jobs) == (1, [])
+    assert queue.jobs == [ExpansionJob(send_id="send-1", notification_id="n-1", zones=["Asia/Tokyo"])]
 
 
 def test_audience_send_enqueuer_audience_submits_a_job_with_the_zones() -> None:
-    topics, queue = RecordingEnqueuer(), FakeExpansionQueue()
+    queue = FakeExpansionQueue()
 
-    AudienceSendEnqueuer(topics, queue).enqueue(_due({"segment": "vip"}, ["Europe/Paris"]))
+    AudienceSendEnqueuer(queue).enqueue(_due({"segment": "vip"}, ["Europe/Paris"]))
 
     assert queue.jobs == [ExpansionJob(send_id="send-1", notification_id="n-1", zones=["Europe/Paris"])]
-    assert topics.sends == []
 
 
 def test_audience_send_enqueuer_no_zone_due_submits_nothing() -> None:
     queue = FakeExpansionQueue()
 
-    AudienceSendEnqueuer(RecordingEnqueuer(), queue).enqueue(_due({"user_ids": ["a"]}, []))
+    AudienceSendEnqueuer(queue).enqueue(_due({"user_ids": ["a"]}, []))
 
     assert queue.jobs == []
 
 
 def test_audience_send_enqueuer_queue_refusal_raises_upstream() -> None:
     with pytest.raises(UpstreamError):
-        AudienceSendEnqueuer(RecordingEnqueuer(), FakeExpansionQueue(fail=True)).enqueue(_due({"user_ids": ["a"]}))
+        AudienceSendEnqueuer(FakeExpansionQueue(fail=True)).enqueue(_due({"user_ids": ["a"]}))
 
 
-def test_parse_job_both_kinds_round_trip() -> None:
+def test_parse_job_every_kind_round_trips() -> None:
     expand = ExpansionJob(send_id="s", notification_id="n", zones=["UTC"])
     disable = DisableEndpointJob(endpoint_arn="arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/1")
+    content = {"text": "hi", "subject": "S"}
+    subscribers = SubscribersJob(notification_id="n", content=content, channels=["push", "email"])
 
-    assert (parse_job(expand.model_dump_json()), parse_job(disable.model_dump_json())) == (expand, disable)
+    jobs = (expand, disable, subscribers)
+    assert tuple(parse_job(job.model_dump_json()) for job in jobs) == jobs
 
 
 def test_parse_job_not_a_job_refused() -> None:
@@ -185,9 +189,11 @@ def test_parse_job_not_a_job_refused() -> None:
 class _SqsClient:
     def __init__(self) -> None:
         self.bodies: list[str] = []
+        self.delays: list[int] = []
 
-    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, str]:
+    def send_message(self, QueueUrl: str, MessageBody: str, DelaySeconds: int) -> dict[str, str]:
         self.bodies.append(MessageBody)
+        self.delays.append(DelaySeconds)
         return {"MessageId": "m-1"}
 
 
@@ -196,4 +202,47 @@ def test_expansion_queue_sends_the_job_as_its_body() -> None:
     job = ExpansionJob(send_id="s", notification_id="n")
 
     assert ExpansionQueue(client, "https://queue").submit(job) == "m-1"
+    ExpansionQueue(client, "https://queue").submit(job, delay_seconds=30)
     assert parse_job(client.bodies[0]) == job
+    assert client.delays == [0, 30]
+
+
+class _BatchClient:
+    """An SQS client whose SendMessageBatch refuses the entries of ``refused`` ids and records each call."""
+
+    def __init__(self, refused: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.refused = refused
+        self.calls: list[list[dict[str, str]]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        self.calls.append(Entries)
+        failed = [{"Id": entry["Id"], "Code": "InternalError"} for entry in Entries if entry["Id"] in self.refused]
+        return {"Successful": [], "Failed": failed}
+
+
+def test_expansion_queue_submit_all_sends_ten_a_call_and_names_the_refused() -> None:
+    client = _BatchClient(refused={"1"})
+    jobs = [ExpansionJob(send_id=f"s{index}", notification_id=f"n{index}") for index in range(12)]
+
+    reasons = ExpansionQueue(client, "https://queue").submit_all(jobs)
+
+    assert [len(call) for call in client.calls] == [10, 2]
+    assert [index for index, reason in enumerate(reasons) if reason] == [1, 11]
+    assert reasons[1] == "the expansion queue refused the job (InternalError)"
+
+
+def test_audience_send_enqueuer_enqueue_all_hands_over_in_one_go_and_returns_the_refusals() -> None:
+    sends = [_due({"user_ids": ["a"]}), _due({"segment": "vip"}, []), _due({"topic": "news/daily"}, ["UTC"])]
+    sends = [replace(send, schedule_id=f"s-{index}", notification_id=f"n-{index}") for index, send in enumerate(sends)]
+
+    class _Refusing(FakeExpansionQueue):
+        def submit_all(self, jobs: Any) -> list[str | None]:
+            self.jobs.extend(jobs)
+            return [None, "the expansion queue refused the job (InternalError)"]
+
+    queue = _Refusing()
+    errors = AudienceSendEnqueuer(queue).enqueue_all(sends)
+
+    assert [job.notification_id for job in queue.jobs] == ["n-0", "n-2"]  # type: ignore[union-attr]
+    assert list(errors) == ["s-2"]
+    assert isinstance(errors["s-2"], UpstreamError)

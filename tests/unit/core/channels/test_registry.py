@@ -22,6 +22,7 @@ from tests.support.events import topic_body
 # Types the sample topic (tests/events/api_topic_body.json, whose deliveries other suites count) does not carry.
 _OTHER_SAMPLES: dict[str, dict[str, Any]] = {
     "browser": {"name": "buyer-browser", "type": "browser", "target": {"user_id": "u-1"}, "model": "Order $order_id"},
+    "subscribers": {"name": "followers", "type": "subscribers", "model": {"text": "Order $order_id shipped"}},
 }
 
 

@@ -1,0 +1,94 @@
+"""A topic's subscribed users (``PUT /v1/users/{id}/subscriptions/{channel}/{topic}``) as one of its integrations.
+
+A publish reaches them through this integration: it is rendered like any other (``model.text`` and ``model.subject``
+are templates of the publish's metadata), and its delivery hands the notification's subscribers to the audience
+expansion worker (a ``subscribers`` job on the expansion queue), which pages them and enqueues one delivery per
+recipient and channel under the same notification (``push:<user id>:<device id>``…), as ``POST /v1/sends`` to
+``{"topic": …}`` does. This integration's own row says ``delivered`` once the job is on the queue; the recipients'
+rows follow. A stage without an audience (no expansion queue) fails it, permanently, saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from core.channels.base import Channel, DeliveryReceipt, IntegrationBase, Limit
+from core.errors import PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.models import Content, IntegrationType, Strict
+from core.templates import render
+
+AudienceChannel = Literal["push", "email", "telegram", "browser"]
+
+
+class SubscribersTarget(Strict):
+    """The channels the subscribers are reached on: ``push`` (every enabled device) unless told otherwise."""
+
+    channels: list[AudienceChannel] = Field(default=["push"], min_length=1, max_length=4)
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a channel")
+        return value
+
+
+class SubscribersModel(Strict):
+    """What the subscribers are sent: a text (a push's body) and a subject (its title, an email's subject)."""
+
+    text: str = Field(min_length=1, max_length=4096)
+    subject: str | None = Field(default=None, min_length=1, max_length=998)
+
+
+class SubscribersIntegration(IntegrationBase):
+    """The users subscribed to this channel/topic."""
+
+    type: Literal[IntegrationType.SUBSCRIBERS]
+    target: SubscribersTarget = Field(default_factory=SubscribersTarget)
+    model: SubscribersModel
+
+
+class SubscribersChannel(Channel):
+    """Hands a notification's subscribers to the expansion worker; it paces the recipients' own deliveries."""
+
+    type: ClassVar[str] = IntegrationType.SUBSCRIBERS.value
+    integration_model = SubscribersIntegration
+
+    @classmethod
+    def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
+        """Render the text and the subject; nothing is escaped (the recipients' channels escape what they need)."""
+        subject = model.get("subject")
+        return Content(
+            text=render(model["text"], values, path="model.text"),
+            subject=render(subject, values, path="model.subject") if subject else None,
+        )
+
+    def rate_limits(
+        self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
+    ) -> list[Limit]:
+        """Return no limit: one job per notification; the recipients' deliveries are paced by their own channels."""
+        return []
+
+    def send(
+        self,
+        content: Content,
+        target: Mapping[str, Any],
+        credentials: Mapping[str, Any] | None,
+        *,
+        notification_id: str,
+        delivery_key: str,
+    ) -> DeliveryReceipt:
+        """Put the notification's subscribers job on the expansion queue; return its message id."""
+        handoff = self._resources.handoff
+        if handoff is None:
+            raise PermanentDeliveryError("subscribers: this stage has no audience (no expansion queue)")
+        if not content.text:
+            raise PermanentDeliveryError("subscribers: no text to send")
+        channels = target.get("channels") or ["push"]
+        try:
+            return DeliveryReceipt(handoff(notification_id, content, list(channels)))
+        except UpstreamError as exc:
+            raise RetryableDeliveryError(f"subscribers: {exc}") from None

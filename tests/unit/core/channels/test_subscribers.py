@@ -1,0 +1,95 @@
+"""Unit tests of the subscribers channel (core/channels/subscribers.py): its schema, rendering and hand-off."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from core.channels import ChannelResources, TopicRequest
+from core.channels.subscribers import SubscribersChannel
+from core.errors import PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.models import Content
+
+FOLLOWERS = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped", "subject": "$shop"}}
+
+
+class _Handoff:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.jobs: list[tuple[str, Content, list[str]]] = []
+
+    def __call__(self, notification_id: str, content: Content, channels: Sequence[str]) -> str:
+        if self.fail:
+            raise UpstreamError("An error occurs while sending to the expansion queue (Message: SQS: Throttling)")
+        self.jobs.append((notification_id, content, list(channels)))
+        return f"m-{len(self.jobs)}"
+
+
+def _channel(handoff: Any) -> SubscribersChannel:
+    return SubscribersChannel(
+        ChannelResources(http=None, aws_client=lambda _: None, telegram_api_base="", handoff=handoff)  # type: ignore[arg-type]
+    )
+
+
+def _send(channel: SubscribersChannel, target: dict[str, Any]) -> str | None:
+    content = SubscribersChannel.render(FOLLOWERS["model"], {"order": "A-1", "shop": "Shop"})
+    return channel.send(content, target, None, notification_id="n-1", delivery_key="followers").provider_message_id
+
+
+def test_subscribers_integration_defaults_to_push() -> None:
+    [integration] = TopicRequest.model_validate({"integrations": [FOLLOWERS]}).integrations
+
+    assert integration.model_dump(mode="json")["target"] == {"channels": ["push"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"target": {"channels": ["push", "push"]}}, "channels"),
+        ({"target": {"channels": ["sms"]}}, "channels"),
+        ({"target": {"channels": []}}, "channels"),
+        ({"model": {"subject": "no text"}}, "text"),
+        ({"model": "a string"}, "model"),
+    ],
+)
+def test_subscribers_integration_invalid_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        TopicRequest.model_validate({"integrations": [{**FOLLOWERS, **change}]})
+
+    assert any(field in map(str, error["loc"]) for error in raised.value.errors())
+
+
+def test_topic_with_two_subscribers_integrations_is_refused() -> None:
+    second = {**FOLLOWERS, "name": "fans"}
+
+    with pytest.raises(ValidationError, match="both of type 'subscribers'"):
+        TopicRequest.model_validate({"integrations": [FOLLOWERS, second]})
+
+
+def test_subscribers_render_fills_text_and_subject() -> None:
+    content = SubscribersChannel.render(FOLLOWERS["model"], {"order": "A-1", "shop": "<Shop>"})
+
+    assert content == Content(text="Order A-1 shipped", subject="<Shop>")
+
+
+def test_subscribers_send_hands_the_notification_to_the_expansion_worker() -> None:
+    handoff = _Handoff()
+
+    message_id = _send(_channel(handoff), {"channels": ["push", "email"]})
+
+    assert message_id == "m-1"
+    assert handoff.jobs == [("n-1", Content(text="Order A-1 shipped", subject="Shop"), ["push", "email"])]
+    assert _channel(handoff).rate_limits({}, None, None) == []
+
+
+def test_subscribers_send_without_an_audience_fails_for_good() -> None:
+    with pytest.raises(PermanentDeliveryError, match="no audience"):
+        _send(_channel(None), {"channels": ["push"]})
+
+
+def test_subscribers_send_queue_failure_is_retried() -> None:
+    with pytest.raises(RetryableDeliveryError, match="expansion queue"):
+        _send(_channel(_Handoff(fail=True)), {"channels": ["push"]})
