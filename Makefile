@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAGE ?= ci
 REGION ?= us-east-1
 PYTEST_ARGS ?=
+# Workers of `make test` (pytest-xdist; 0 runs in one process): whole modules each, the e2e tests together on one
+# (tests/conftest.py), which starts their local stack.
+PYTEST_WORKERS ?= 2
 OSLS := node_modules/.bin/osls
 PACKAGE_DIR = .build/$(STAGE)
 INFRA_TESTS := tests/integration/infra
@@ -40,7 +43,7 @@ unit: install
 # against moto (tests/integration/infra); then every other test.
 test: lint
 	$(MAKE) --no-print-directory deploy-checks
-	$(BIN)/pytest --ignore=$(INFRA_TESTS) $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=$(INFRA_TESTS) -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 deploy-checks: install node
 	$(MAKE) --no-print-directory package STAGE=ci

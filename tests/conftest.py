@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,19 @@ def pytest_configure(config: pytest.Config) -> None:
         for field in model.model_fields.values():
             if field.alias and field.alias not in {"STAGE", "AWS_REGION"}:
                 os.environ.pop(field.alias, None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """On several workers (``make test``: ``-n 2``), hand out whole modules, and every e2e test as one unit: the
+    worker that takes it starts the one local stack those tests share (two stacks would also package at once)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _Modules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "e2e" if module.startswith("tests/e2e/") else module
+
+    return _Modules(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -272,7 +272,7 @@ def test_cancel_schedule_local_time_partly_sent_stops_the_other_zones(store: Sto
     assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"]]
 
 
-@pytest.mark.parametrize("schedule_id", ["not-a-uuid", str(uuid.uuid4())])
+@pytest.mark.parametrize("schedule_id", ["not-a-uuid", "8af49bf1-ff72-4b9b-87c7-1b17b8b6c130"])
 def test_get_schedule_unknown_not_found(store: Store, schedule_id: str) -> None:
     with pytest.raises(NotFoundError):
         get_schedule(store, schedule_id)
