@@ -31,18 +31,14 @@ import functools
 import io
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bench.environment import use_bench_environment
@@ -183,47 +179,23 @@ def flat_moto_sqs() -> Iterator[None]:
 # --- PostgreSQL -----------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield the URL of a PostgreSQL server: ``DATABASE_URL``'s, or a throwaway one from the machine's binaries,
-    stopped (``pg_ctl stop`` on its postmaster) and its data removed at the end."""
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield external
-        return
-    from infra.local.config import LocalConfig
-    from infra.local.postgres import embedded
+    stopped and its data removed at the end (the tests' own, ``tests/support/postgres.py``)."""
+    from tests.support.postgres import throwaway_server
 
-    state = Path(tempfile.mkdtemp(prefix="notify-bench-pg-"))
-    state.chmod(0o755)  # the server may run as another user (postgres), who must enter it
-    config = LocalConfig.from_env({"LOCAL_STATE_DIR": str(state), "LOCAL_POSTGRES_PORT": str(_free_port())})
-    server = embedded(config)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    with throwaway_server(os.environ.get("DATABASE_URL")) as url:
+        yield url
 
 
 @contextlib.contextmanager
 def bench_database(server_url: str) -> Iterator[str]:
     """Yield the URL of a migrated database of this run's own on the server; dropped at the end."""
-    from infra.migrate import migrate
-    from tests.support.postgres import create_database, drop_database
+    from tests.support.postgres import migrated_database
 
-    url = create_database(server_url)
-    try:
-        migrate(url)
+    with migrated_database(server_url) as url:
         yield url
-    finally:
-        drop_database(server_url, url)
 
 
 def server_version(connection: Any) -> str:

@@ -14,6 +14,7 @@ migration tests).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -79,10 +80,10 @@ def drop_database(server_url: str, url: str) -> None:
         admin.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The URL of a PostgreSQL server for this session: ``DATABASE_URL``'s, or a throwaway one stopped at the end."""
-    external = os.environ.get(TEST_DATABASE_URL)
+@contextlib.contextmanager
+def throwaway_server(external: str | None = None) -> Iterator[str]:
+    """Yield the URL of a PostgreSQL server: ``external`` when given, else one of the machine's binaries on a free
+    port, stopped and its data removed at the end (the benchmarks use it too)."""
     if external:
         yield external
         return
@@ -97,15 +98,29 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(state, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """The URL of this session's own database, migrated; dropped at the end of the session."""
-    url = create_database(postgres_server)
+@contextlib.contextmanager
+def migrated_database(server_url: str) -> Iterator[str]:
+    """Yield the URL of a new database on the server, migrated; dropped at the end."""
+    url = create_database(server_url)
     try:
         migrate(url)
         yield url
     finally:
-        drop_database(postgres_server, url)
+        drop_database(server_url, url)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a PostgreSQL server for this session: ``DATABASE_URL``'s, or a throwaway one stopped at the end."""
+    with throwaway_server(os.environ.get(TEST_DATABASE_URL)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """The URL of this session's own database, migrated; dropped at the end of the session."""
+    with migrated_database(postgres_server) as url:
+        yield url
 
 
 def truncate_all(connection: Any) -> None:
