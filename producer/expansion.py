@@ -1,7 +1,8 @@
 """Lambda adapter of the expansion queue (SQS, batch size 1): a send's audience becomes recipient deliveries.
 
-Three kinds of job (``core/audience/sends.py``): ``expand`` (``core.audience.expansion.expand_send``: pages the
-audience, enqueues the deliveries, resumes at the send's cursor), ``subscribers`` (the consumer delivered a publish's
+Four kinds of job (``core/audience/sends.py``): ``expand`` (``core.audience.expansion.expand_send``: pages the
+audience, enqueues the deliveries, resumes at the send's cursor), ``expand_batch`` (small sends the cron handed over
+together, ``expand_batch``: one after the other), ``subscribers`` (the consumer delivered a publish's
 ``subscribers`` integration: ``expand_subscribers`` records a send to its topic's subscribers under the publish's
 notification and expands it) and ``disable_endpoint`` (the consumer saw SNS answer ``EndpointDisabled``: the devices
 of that endpoint are disabled, so no later send tries them). A job that failed for
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.audience.expansion import Senders, expand_send, expand_subscribers
-from core.audience.sends import DisableEndpointJob, SubscribersJob, parse_job
+from core.audience.expansion import Senders, expand_batch, expand_send, expand_subscribers
+from core.audience.sends import DisableEndpointJob, ExpansionBatchJob, SubscribersJob, parse_job
 from core.clients import (
     get_audience_repository,
     get_delivery_queue,
@@ -54,7 +55,8 @@ def handle(body: str, context: Any) -> None:
         logger.info("devices of a disabled endpoint disabled", extra={"devices": disabled})
         metrics.add_metric(name="DevicesDisabled", unit="Count", value=disabled)
         return
-    logger.append_keys(notification_id=job.notification_id)
+    if not isinstance(job, ExpansionBatchJob):
+        logger.append_keys(notification_id=job.notification_id)
     margin = config.expansion_time_margin_seconds
     options: dict[str, Any] = {
         "senders": lambda: senders(config),
@@ -63,6 +65,10 @@ def handle(body: str, context: Any) -> None:
         "lease_seconds": config.expansion_lease_seconds,
     }
     stores = (repository, get_ledger(config), get_delivery_queue(config), get_expansion_queue(config))
+    if isinstance(job, ExpansionBatchJob):
+        reports = expand_batch(job, *stores, **options)
+        logger.info("expansion batch done", extra={"sends": len(job.jobs), "statuses": [r.status for r in reports]})
+        return
     if isinstance(job, SubscribersJob):
         try:
             report = expand_subscribers(job, *stores, **options)

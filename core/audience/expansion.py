@@ -40,6 +40,7 @@ from core.audience.models import User, UserPage
 from core.audience.ports import ExpansionStorePort
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import (
+    ExpansionBatchJob,
     ExpansionJob,
     ExpansionQueuePort,
     NewSend,
@@ -404,6 +405,42 @@ def expand_send(
         extra={"send_id": send.send_id, "pages": report.pages, "enqueued": report.enqueued, "skipped": report.skipped},
     )
     return report
+
+
+def expand_batch(
+    batch: ExpansionBatchJob,
+    store: ExpansionStorePort,
+    ledger: ExpansionLedgerPort,
+    queue: DeliveryQueue,
+    expansion: ExpansionQueuePort,
+    *,
+    time_left: Callable[[], float] | None = None,
+    **options: Any,
+) -> list[ExpansionReport]:
+    """Expand the small sends of a batch one after the other; return their reports.
+
+    A send that failed for now (``UpstreamError``) goes back on the queue as a job of its own; when the time runs out,
+    the sends not yet started go back together. A send that can never be expanded (it no longer exists) is logged and
+    left: the others go on. Raises ``UpstreamError`` only when the queue refused a job put back (the batch comes back,
+    and the sends it finished are done: their jobs end at once).
+    """
+    reports: list[ExpansionReport] = []
+    for index, job in enumerate(batch.jobs):
+        if time_left is not None and time_left() <= 0:
+            rest = batch.jobs[index:]
+            expansion.submit(rest[0] if len(rest) == 1 else ExpansionBatchJob(jobs=rest))
+            logger.info("expansion batch handed over", extra={"sends": len(rest)})
+            break
+        try:
+            reports.append(expand_send(job, store, ledger, queue, expansion, time_left=time_left, **options))
+        except UpstreamError as exc:
+            logger.warning("a send of a batch failed for now: put back alone", extra={"send_id": job.send_id})
+            expansion.submit(job)
+            reports.append(ExpansionReport(status="retry", errors=[str(exc)]))
+        except NotificationError as exc:
+            logger.error("a send of a batch cannot be expanded", extra={"send_id": job.send_id, "error": str(exc)})
+            reports.append(ExpansionReport(status="dropped", done=True, errors=[str(exc)]))
+    return reports
 
 
 def expand_subscribers(

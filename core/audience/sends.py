@@ -37,6 +37,9 @@ SendChannel = Literal["push", "email", "telegram", "browser"]
 SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
 MAX_USER_IDS = 10_000
 BATCH_SIZE = 10  # SQS SendMessageBatch's entries
+# Small sends (at most SMALL_SEND user ids) handed over together by the cron share a job, this many at most.
+GROUP_SIZE = 25
+SMALL_SEND = 10
 MAX_TEXT_LENGTH = 4096
 MAX_HTML_LENGTH = 100_000
 # The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
@@ -171,6 +174,18 @@ class DisableEndpointJob(BaseModel):
     endpoint_arn: str = Field(min_length=1, max_length=1024)
 
 
+class ExpansionBatchJob(BaseModel):
+    """A message of the expansion queue from the cron: several small sends due at once (each to a few user ids), one
+    job each, run one after the other by one invocation. Grouped, 10,000 reminders due in one minute are 400 jobs,
+    not 10,000 messages and invocations; a send to a segment, a condition or a topic goes alone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    kind: Literal["expand_batch"] = "expand_batch"
+    jobs: list[ExpansionJob] = Field(min_length=1, max_length=GROUP_SIZE)
+
+
 class SubscribersJob(BaseModel):
     """A message of the expansion queue from the consumer: a publish's ``subscribers`` integration was delivered, so
     the users subscribed to its notification's channel/topic get ``content`` on ``channels`` (the worker reads the
@@ -185,7 +200,7 @@ class SubscribersJob(BaseModel):
     channels: list[SendChannel] = Field(min_length=1, max_length=4)
 
 
-AnyJob = ExpansionJob | DisableEndpointJob | SubscribersJob
+AnyJob = ExpansionJob | ExpansionBatchJob | DisableEndpointJob | SubscribersJob
 Job = Annotated[AnyJob, Field(discriminator="kind")]
 _JOB: TypeAdapter[AnyJob] = TypeAdapter(Job)
 
@@ -331,15 +346,31 @@ class AudienceSendEnqueuer:
         self._expansion = expansion
 
     def enqueue_all(self, sends: Sequence[DueSend]) -> dict[str, Exception]:
-        """Hand the due sends over, ten jobs a call; return the error of each schedule id the queue refused."""
-        handed = [send for send in sends if send.zones is None or send.zones]
-        jobs: list[AnyJob] = [
-            ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
+        """Hand the due sends over, small ones ``GROUP_SIZE`` to a job, ten jobs a call; return the error of each
+        schedule id the queue refused."""
+        small: list[tuple[DueSend, ExpansionJob]] = []
+        units: list[tuple[list[DueSend], AnyJob]] = []
+        for send in sends:
+            if send.zones is not None and not send.zones:
+                continue
+            job = ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
+            ids = send.target.get("user_ids")
+            if isinstance(ids, list) and len(ids) <= SMALL_SEND:
+                small.append((send, job))
+            else:
+                units.append(([send], job))
+        for start in range(0, len(small), GROUP_SIZE):
+            group = small[start : start + GROUP_SIZE]
+            batch = ExpansionBatchJob(jobs=[job for _send, job in group]) if len(group) > 1 else group[0][1]
+            units.append(([send for send, _job in group], batch))
+        reasons = self._expansion.submit_all([job for _sends, job in units])
+        logger.info("scheduled sends handed to the expansion worker", extra={"sends": len(sends), "jobs": len(units)})
+        return {
+            send.schedule_id: UpstreamError(reason)
+            for (handed, _job), reason in zip(units, reasons, strict=True)
+            if reason
             for send in handed
-        ]
-        reasons = self._expansion.submit_all(jobs)
-        logger.info("scheduled sends handed to the expansion worker", extra={"jobs": len(jobs)})
-        return {send.schedule_id: UpstreamError(reason) for send, reason in zip(handed, reasons, strict=True) if reason}
+        }
 
     def enqueue(self, send: DueSend) -> None:
         """Hand the due send over; ``UpstreamError`` when the queue refused it (the cron retries the claim)."""

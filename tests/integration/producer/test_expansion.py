@@ -15,7 +15,7 @@ from core import clients
 from core.audience.connection import Database
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend, dispatch_due
-from core.audience.sends import ExpansionJob, ExpansionQueue, SendRequest, accept_send
+from core.audience.sends import ExpansionBatchJob, ExpansionJob, ExpansionQueue, SendRequest, accept_send, parse_job
 from core.ledger import DeliveryLedger
 from core.models import DeliveryMessage, DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
@@ -292,3 +292,36 @@ def test_expansion_scheduled_send_to_a_topic_reaches_its_subscribers_in_the_call
         "news",
         "daily",
     )
+
+
+def test_expansion_cron_groups_small_sends_and_the_worker_expands_each(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    from cron.handler import build_enqueuer, settings
+
+    _users(db, with_device=30, without_device=0)
+    now = datetime.now(UTC)
+    repository = AudienceRepository(database)
+    for index in range(30):
+        target = {"user_ids": [f"u{index:04d}"]}
+        repository.create_scheduled_send(NewScheduledSend(f"n-small-{index}", target, {"text": "hi"}, ["push"], now))
+
+    report = dispatch_due(repository, build_enqueuer(settings()), now, 100, timedelta(minutes=5))
+    jobs = [
+        parse_job(message["Body"]) for message in receive_all(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"])
+    ]
+    from producer.expansion import handler
+
+    results = [
+        handler(
+            _sqs_event([{"MessageId": f"m{i}", "ReceiptHandle": "r", "Body": job.model_dump_json(), "MD5OfBody": "-"}]),
+            lambda_context,
+        )
+        for i, job in enumerate(jobs)
+    ]
+
+    assert report.sent == 30
+    assert [len(job.jobs) for job in jobs if isinstance(job, ExpansionBatchJob)] == [25, 5]
+    assert results == [{"batchItemFailures": []}] * 2
+    messages = [DeliveryMessage.model_validate_json(body) for body in _queued_bodies()]
+    assert sorted(message.notification_id for message in messages) == sorted(f"n-small-{index}" for index in range(30))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from core.audience.expansion import BUSY_DELAY_SECONDS, NO_DEVICE, NO_EMAIL, Senders, expand_send
+from core.audience.expansion import BUSY_DELAY_SECONDS, NO_DEVICE, NO_EMAIL, Senders, expand_batch, expand_send
 from core.audience.models import AppRequest, UserRequest
-from core.audience.sends import ExpansionJob, NewSend, StoredSend
+from core.audience.sends import ExpansionBatchJob, ExpansionJob, NewSend, StoredSend
 from core.errors import UpstreamError
 from core.models import DeliveryMessage, DeliveryStatus, Integration, IntegrationType
 from core.queue import DeliveryQueue
@@ -284,3 +284,52 @@ def test_expand_send_browser_delivery_per_user(world: World) -> None:
 
     [message] = world.messages()
     assert (message.delivery_key, message.integration.target) == ("browser:u1", {"user_id": "u1"})
+
+
+def _batch(world: World, count: int) -> ExpansionBatchJob:
+    jobs = []
+    for index in range(count):
+        world.user(f"b{index}", devices=1)
+        send, _ = world.store.create_send(NewSend(f"n-b{index}", {"user_ids": [f"b{index}"]}, {"text": "x"}, ["push"]))
+        jobs.append(ExpansionJob(send_id=send.send_id, notification_id=send.notification_id))
+    return ExpansionBatchJob(jobs=jobs)
+
+
+def test_expand_batch_expands_every_send_of_the_batch(world: World) -> None:
+    reports = expand_batch(_batch(world, 3), world.store, world.ledger, world.queue, world.expansion)
+
+    assert [report.status for report in reports] == ["expanded"] * 3
+    assert sorted(message.notification_id for message in world.messages()) == ["n-b0", "n-b1", "n-b2"]
+
+
+def test_expand_batch_send_held_elsewhere_waits_alone_and_the_rest_goes_on(world: World) -> None:
+    batch = _batch(world, 3)
+    world.store.start_expansion(batch.jobs[1].send_id, False, "other-run", 120)
+
+    reports = expand_batch(batch, world.store, world.ledger, world.queue, world.expansion)
+
+    assert [report.status for report in reports] == ["expanded", "busy", "expanded"]
+    assert world.expansion.jobs == [batch.jobs[1]]
+
+
+def test_expand_batch_out_of_time_hands_the_sends_not_started_back_together(world: World) -> None:
+    batch = _batch(world, 4)
+    left = iter([1.0, 1.0, 0.0])
+
+    reports = expand_batch(
+        batch, world.store, world.ledger, world.queue, world.expansion, time_left=lambda: next(left, 0.0)
+    )
+
+    assert len(reports) == 1
+    assert world.expansion.jobs == [ExpansionBatchJob(jobs=batch.jobs[1:])]
+
+
+def test_expand_batch_send_that_no_longer_exists_is_left_and_the_others_expanded(world: World) -> None:
+    batch = _batch(world, 2)
+    gone = ExpansionJob(send_id="00000000-0000-4000-8000-000000000000", notification_id="n-gone")
+
+    reports = expand_batch(
+        ExpansionBatchJob(jobs=[gone, *batch.jobs]), world.store, world.ledger, world.queue, world.expansion
+    )
+
+    assert [report.status for report in reports] == ["dropped", "expanded", "expanded"]

@@ -13,8 +13,10 @@ from pydantic import ValidationError
 from core.audience.models import UserRequest
 from core.audience.schedules import DueSend
 from core.audience.sends import (
+    GROUP_SIZE,
     AudienceSendEnqueuer,
     DisableEndpointJob,
+    ExpansionBatchJob,
     ExpansionJob,
     ExpansionQueue,
     SendRequest,
@@ -231,18 +233,24 @@ def test_expansion_queue_submit_all_sends_ten_a_call_and_names_the_refused() -> 
     assert reasons[1] == "the expansion queue refused the job (InternalError)"
 
 
-def test_audience_send_enqueuer_enqueue_all_hands_over_in_one_go_and_returns_the_refusals() -> None:
-    sends = [_due({"user_ids": ["a"]}), _due({"segment": "vip"}, []), _due({"topic": "news/daily"}, ["UTC"])]
-    sends = [replace(send, schedule_id=f"s-{index}", notification_id=f"n-{index}") for index, send in enumerate(sends)]
+def test_audience_send_enqueuer_enqueue_all_groups_small_sends_and_returns_the_refusals() -> None:
+    small = [replace(_due({"user_ids": [f"u{index}"]}), schedule_id=f"s-{index}") for index in range(30)]
+    segment = replace(_due({"segment": "vip"}), schedule_id="s-vip", notification_id="n-vip")
+    nobody = replace(_due({"where": {}}, []), schedule_id="s-none")
 
     class _Refusing(FakeExpansionQueue):
         def submit_all(self, jobs: Any) -> list[str | None]:
             self.jobs.extend(jobs)
-            return [None, "the expansion queue refused the job (InternalError)"]
+            return [None, "the expansion queue refused the job (InternalError)", None]
 
     queue = _Refusing()
-    errors = AudienceSendEnqueuer(queue).enqueue_all(sends)
+    errors = AudienceSendEnqueuer(queue).enqueue_all([segment, *small, nobody])
 
-    assert [job.notification_id for job in queue.jobs] == ["n-0", "n-2"]  # type: ignore[union-attr]
-    assert list(errors) == ["s-2"]
-    assert isinstance(errors["s-2"], UpstreamError)
+    first, grouped, rest = queue.jobs
+    assert isinstance(first, ExpansionJob)
+    assert first.notification_id == "n-vip"
+    assert isinstance(grouped, ExpansionBatchJob)
+    assert isinstance(rest, ExpansionBatchJob)
+    assert (len(grouped.jobs), len(rest.jobs)) == (GROUP_SIZE, 30 - GROUP_SIZE)
+    assert sorted(errors) == sorted(f"s-{index}" for index in range(GROUP_SIZE))
+    assert all(isinstance(error, UpstreamError) for error in errors.values())
