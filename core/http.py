@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import accumulate
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -20,7 +21,6 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core.core_schema import ErrorType
 
-from core.channels import CHANNELS, CREDENTIAL_FIELDS, PATTERN_RULES
 from core.errors import (
     AuthenticationError,
     ConflictError,
@@ -48,8 +48,8 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 # pydantic puts the tag of a discriminated union into the error location (``integrations.0.email.target``); callers
-# know the field as ``integrations[0].target``, so a tag right after a list index is left out.
-_UNION_TAGS = tuple(CHANNELS)
+# know the field as ``integrations[0].target``, so a tag (a channel's type: ``_channel_words``) right after a list
+# index is left out...
 # ...and so is pydantic's label of the member of a plain union that refused a value (``model.str``,
 # ``model.dict[str,any]``). A model member's label is its class name, which could be a field's too: such unions are
 # given one message by a validator before them instead (``core.channels.base.json_shape``).
@@ -57,9 +57,8 @@ _MEMBER_LABEL = re.compile(r"(?:str|int|float|bool|bytes|none|(?:constrained|lax
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 # pydantic's own error types; any other was raised by this service's validators, in words already meant for people.
 _PYDANTIC_TYPES = frozenset(get_args(ErrorType))
-# Fields whose values a message never quotes, whatever their length.
-_SECRET_PARTS = frozenset({"credentials"}.union(*CREDENTIAL_FIELDS.values()))
-# Other values are quoted back only when this short. Problems never hold "; ": it separates one field's from the next.
+# Credentials' values (``_channel_words``) are never quoted, whatever their length. Other values are quoted back only
+# when this short. Problems never hold "; ": it separates one field's from the next.
 MAX_ECHO_CHARS = 40
 # The kind of value a type error asks for.
 _KINDS = {
@@ -326,6 +325,30 @@ class Router:
         return response.to_proxy()
 
 
+@dataclass(frozen=True)
+class _ChannelWords:
+    """What the translation of validation errors knows of the channels: their types (the tags of the integration
+    union), the fields whose values are never quoted, and each request pattern's rule in words."""
+
+    union_tags: tuple[str, ...]
+    secret_parts: frozenset[str]
+    pattern_rules: Mapping[str, str]
+
+
+@cache
+def _channel_words() -> _ChannelWords:
+    """Return the channels' words, read from their registry by the first validation error described."""
+    # Not at import: ``core.channels`` loads every channel module, which functions that neither deliver nor administer
+    # topics (the token, websocket and Stripe webhook functions) would otherwise load for nothing.
+    from core.channels import CHANNELS, CREDENTIAL_FIELDS, PATTERN_RULES
+
+    return _ChannelWords(
+        union_tags=tuple(CHANNELS),
+        secret_parts=frozenset({"credentials"}.union(*CREDENTIAL_FIELDS.values())),
+        pattern_rules=PATTERN_RULES,
+    )
+
+
 def _number(value: Any) -> str:
     """Write a bound as a person would: ``0`` for ``0.0``."""
     if isinstance(value, float) and value.is_integer():
@@ -434,7 +457,8 @@ def _validator_message(failure: _Failure) -> str:
     """A validator's own words (pydantic's ``Value error, `` left out); never a secret's value, nor a long one."""
     message = " ".join(str(failure.ctx.get("error", "")).split())
     value = failure.value
-    secret = any(part in _SECRET_PARTS for part in failure.loc if isinstance(part, str))
+    secret_parts = _channel_words().secret_parts
+    secret = any(part in secret_parts for part in failure.loc if isinstance(part, str))
     if isinstance(value, str) and value and value in message and (secret or len(value) > MAX_ECHO_CHARS):
         return "is not valid"
     return message or "is not valid"
@@ -452,7 +476,7 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
     "too_long": lambda failure: _length(failure, at_least=False),
     "bytes_too_long": lambda failure: _length(failure, at_least=False),
     "url_too_long": lambda failure: _length(failure, at_least=False),
-    "string_pattern_mismatch": lambda failure: PATTERN_RULES.get(
+    "string_pattern_mismatch": lambda failure: _channel_words().pattern_rules.get(
         str(failure.ctx.get("pattern")), "does not have the expected form"
     ),
     "string_not_ascii": lambda failure: "must hold ASCII characters only",
@@ -464,7 +488,7 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
     "literal_error": lambda failure: _one_of(failure.ctx.get("expected")),
     "enum": lambda failure: _one_of(failure.ctx.get("expected")),
     "union_tag_invalid": lambda failure: _one_of(failure.ctx.get("expected_tags")),
-    "union_tag_not_found": lambda failure: f"is required (one of: {', '.join(_UNION_TAGS)})",
+    "union_tag_not_found": lambda failure: f"is required (one of: {', '.join(_channel_words().union_tags)})",
     "json_invalid": lambda failure: "is not valid JSON",
     "url_parsing": lambda failure: "is not a valid URL",
     "url_syntax_violation": lambda failure: "is not a valid URL",
@@ -481,12 +505,13 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
 def _location(loc: Sequence[str | int], error_type: str) -> str:
     """The field as a caller knows it: pydantic's union tags and member labels left out, then ``a[0].b`` written."""
     parts: list[str | int] = []
+    union_tags = _channel_words().union_tags
     for index, part in enumerate(loc):
         user_key = error_type == "extra_forbidden" and index == len(loc) - 1
         if isinstance(part, str) and not user_key:
             if part.startswith("function-") or _MEMBER_LABEL.fullmatch(part):
                 continue
-            if part in _UNION_TAGS and index > 0 and isinstance(loc[index - 1], int):
+            if part in union_tags and index > 0 and isinstance(loc[index - 1], int):
                 continue
         parts.append(part)
     return field_path(parts)

@@ -6,12 +6,10 @@ the queue's visibility timeout; after 5 receives it is in the webhook DLQ. Every
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from core.clients import get_payment_store, get_purchase_publisher, get_stripe_gateway
 from core.errors import NotificationError
@@ -19,8 +17,20 @@ from core.observability import logger, metrics, tracer
 from core.purchases.webhooks import process_webhook_event
 from core.settings import PaymentWorkerSettings, load_settings
 
-# The one record of a batch reports its own failure, so a failed batch is an answer, not an error.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+
+@cache
+def batch_processor() -> BatchProcessor:
+    """Return this container's batch processor, built by the first batch: powertools' batch utility loads asyncio
+    and every event data class (~60 ms of import)."""
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+    # The one record of a batch reports its own failure, so a failed batch is an answer, not an error.
+    return BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def settings() -> PaymentWorkerSettings:
@@ -63,5 +73,9 @@ def handle_record(record: SQSRecord) -> str:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     """Handle a batch of queued Stripe events; return the ids of the records to retry (``batchItemFailures``)."""
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
     settings()
-    return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)
+    return process_partial_response(
+        event=event, record_handler=handle_record, processor=batch_processor(), context=context
+    )

@@ -180,3 +180,11 @@ def test_stripe_webhook_import_does_not_load_the_stripe_sdk() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "False"
+
+
+def test_stripe_webhook_import_does_not_load_the_channels() -> None:
+    code = "import sys, api.stripe_webhook; print('core.channels' in sys.modules)"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
 from enum import Enum
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -38,6 +41,8 @@ from core.http import (
     raw_body,
 )
 from core.models import PublishRequest
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize(
@@ -665,3 +670,12 @@ def test_request_decoded_body_base64_text_decoded() -> None:
     request = Request({"httpMethod": "PUT", "body": "eyJhIjogMX0=", "isBase64Encoded": True})
 
     assert request.decoded_body == '{"a": 1}'
+
+
+def test_http_import_does_not_load_the_channels() -> None:
+    # The channels load with the first validation error described, not in every function that routes requests.
+    code = "import sys, core.http; print('core.channels' in sys.modules)"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"

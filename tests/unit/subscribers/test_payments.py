@@ -5,7 +5,10 @@ tests/integration/subscribers/test_payments.py."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from tests.fakes.payments import FakePaymentGateway, FakePaymentStore, FakePurch
 from tests.support.events import load_event
 from tests.support.stripe_webhooks import event_body, stripe_event
 
+ROOT = Path(__file__).resolve().parents[3]
 INTENT = PaymentIntentView(
     id="pi_3PkHzK2eZvKYlo2C0u8QJm3x",
     status="succeeded",
@@ -112,3 +116,11 @@ def test_payment_worker_malformed_body_acknowledged_not_retried(fakes: Fakes) ->
 
     assert result == {"batchItemFailures": []}
     assert fakes.publisher.events == []
+
+
+def test_payment_worker_import_does_not_load_the_batch_utility() -> None:
+    code = "import sys, subscribers.payments; print('aws_lambda_powertools.utilities.batch' in sys.modules)"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "False"
