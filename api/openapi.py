@@ -36,14 +36,15 @@ DECLARED: tuple[tuple[str, str, RouteDoc], ...] = (
 
 
 def routers() -> list[Router]:
-    """Return the routers this document describes: the management API's, and the Stripe webhook's and the audience's
-    (functions of their own, in this package: their modules load no SDK at import); other functions' routes are
-    ``DECLARED``."""
+    """Return the routers this document describes: the management API's, and the Stripe webhook's, the audience's and
+    the realtime token route's (functions of their own, in this package); other functions' routes are ``DECLARED``.
+    Loaded at the document's first request, not at import."""
     from api.audience import app as audience_app
     from api.handler import app as api_app
+    from api.realtime import app as realtime_app
     from api.stripe_webhook import app as stripe_webhook_app
 
-    return [api_app, stripe_webhook_app, audience_app]
+    return [api_app, stripe_webhook_app, audience_app, realtime_app]
 
 
 def _models(docs: Iterable[RouteDoc]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:

@@ -66,9 +66,10 @@ def auth_headers(case: Case, stack: Stack) -> dict[str, str]:
 
 
 def _served() -> list[tuple[str, str]]:
-    from api.openapi import routers
+    """Every operation of the document: the routers' routes, and the publish function's (declared in ``core``)."""
+    from api.openapi import DECLARED, routers
 
-    return [route for router in routers() for route in router.routes]
+    return [route for router in routers() for route in router.routes] + [(method, path) for method, path, _ in DECLARED]
 
 
 @pytest.mark.parametrize(("method", "path"), _served(), ids=str)

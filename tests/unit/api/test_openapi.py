@@ -48,6 +48,7 @@ def test_build_document_names_every_served_and_declared_route() -> None:
     assert _operations(build_document(routers())) == served
     assert ("POST", "/v1/notifications/{channel}/{topic}") in served
     assert ("GET", "/v1/openapi.json") in served
+    assert ("POST", "/v1/realtime/tokens") in served
 
 
 def test_declared_publish_route_is_the_one_the_publish_function_serves() -> None:
