@@ -36,7 +36,8 @@ def field_path(parts: Iterable[str | int], base: str = "") -> str:
             path += f".{part}" if path else part
         else:
             key = part if len(part) <= MAX_KEY_CHARS else part[: MAX_KEY_CHARS - 3] + "..."
-            path += f"[{json.dumps(key)}]"
+            # "; " separates one field's problem from the next in a message: a key never writes it (JSON's escape).
+            path += f"[{json.dumps(key).replace(';', chr(92) + 'u003b')}]"
     return path
 
 

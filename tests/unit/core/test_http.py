@@ -574,6 +574,16 @@ def test_parse_body_invalid_body_message_has_no_pydantic_wording_nor_secret(
         assert all(": " in problem for problem in message.split("; ")), message
 
 
+# Found by the property above: a key holding the problems' separator.
+def test_parse_body_unknown_key_holding_the_separator_is_one_problem() -> None:
+    with pytest.raises(InvalidRequestError) as raised:
+        parse_body(json.dumps({"integrations": [], "a; b": 1}), TopicRequest)
+
+    problems = str(raised.value).split("; ")
+    assert len(problems) == 2, problems
+    assert problems[1] == '["a\\u003b b"]: is not an accepted field (accepted: integrations)'
+
+
 # --- nesting depth --------------------------------------------------------------------------------------------------
 
 
