@@ -32,11 +32,11 @@ from core.errors import (
 )
 from core.models import Reply, Strict
 from core.observability import logger
+from core.queue import DeliveryQueue
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
 SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
 MAX_USER_IDS = 10_000
-BATCH_SIZE = 10  # SQS SendMessageBatch's entries
 # Small sends (at most SMALL_SEND user ids) handed over together by the cron share a job, this many at most.
 GROUP_SIZE = 25
 SMALL_SEND = 10
@@ -252,20 +252,15 @@ class ExpansionQueue:
         return str(response["MessageId"])
 
     def submit_all(self, jobs: Sequence[AnyJob]) -> list[str | None]:
-        """Send jobs with ``SendMessageBatch``, ten a call; return for each the reason it was refused, or ``None``."""
-        reasons: list[str | None] = [None] * len(jobs)
-        for start in range(0, len(jobs), BATCH_SIZE):
-            chunk = jobs[start : start + BATCH_SIZE]
-            entries = [{"Id": str(index), "MessageBody": job.model_dump_json()} for index, job in enumerate(chunk)]
-            try:
-                response = self._client.send_message_batch(QueueUrl=self._url, Entries=entries)
-            except AWS_ERRORS as exc:
-                reason = str(aws_error(exc, "sending to the expansion queue"))
-                reasons[start : start + len(chunk)] = [reason] * len(chunk)
-                continue
-            for failed in response.get("Failed", []):
-                reasons[start + int(failed["Id"])] = f"the expansion queue refused the job ({failed.get('Code')})"
-        return reasons
+        """Send jobs as the delivery queue sends its messages (``SendMessageBatch``, ten a call, calls at once, refused
+        entries tried once more); return for each the reason it was refused, or ``None``."""
+        outcome = DeliveryQueue(self._client, self._url).send(
+            [(str(index), job.model_dump_json()) for index, job in enumerate(jobs)]
+        )
+        return [
+            f"the expansion queue refused the job ({reason})" if (reason := outcome.failed.get(str(index))) else None
+            for index in range(len(jobs))
+        ]
 
 
 # --- POST /v1/sends -------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ hand-off of audiences to the expansion queue."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -210,25 +211,30 @@ def test_expansion_queue_sends_the_job_as_its_body() -> None:
 
 
 class _BatchClient:
-    """An SQS client whose SendMessageBatch refuses the entries of ``refused`` ids and records each call."""
+    """An SQS client whose SendMessageBatch refuses the jobs of ``refused`` send ids and records each call."""
 
-    def __init__(self, refused: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(self, refused: set[str]) -> None:
         self.refused = refused
         self.calls: list[list[dict[str, str]]] = []
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
         self.calls.append(Entries)
-        failed = [{"Id": entry["Id"], "Code": "InternalError"} for entry in Entries if entry["Id"] in self.refused]
-        return {"Successful": [], "Failed": failed}
+        refused = [entry for entry in Entries if json.loads(entry["MessageBody"])["send_id"] in self.refused]
+        sent = [entry for entry in Entries if entry not in refused]
+        return {
+            "Successful": [{"Id": entry["Id"], "MessageId": f"m-{entry['Id']}"} for entry in sent],
+            "Failed": [{"Id": entry["Id"], "Code": "InternalError"} for entry in refused],
+        }
 
 
-def test_expansion_queue_submit_all_sends_ten_a_call_and_names_the_refused() -> None:
-    client = _BatchClient(refused={"1"})
+def test_expansion_queue_submit_all_sends_ten_a_call_retries_once_and_names_the_refused() -> None:
+    client = _BatchClient(refused={"s1", "s11"})
     jobs = [ExpansionJob(send_id=f"s{index}", notification_id=f"n{index}") for index in range(12)]
 
     reasons = ExpansionQueue(client, "https://queue").submit_all(jobs)
 
-    assert [len(call) for call in client.calls] == [10, 2]
+    # Ten a call, and the refused entries tried once more, together.
+    assert sorted(len(call) for call in client.calls) == [2, 2, 10]
     assert [index for index, reason in enumerate(reasons) if reason] == [1, 11]
     assert reasons[1] == "the expansion queue refused the job (InternalError)"
 
