@@ -8,7 +8,8 @@ refused. A 429 pushes TAT past the provider's ``Retry-After`` and slows the pace
 
 In DynamoDB a slot costs one conditional ``UpdateItem``: ``tat = tat + step`` while the destination is busy (TAT in
 the future), ``tat = now + step`` when it is idle. DynamoDB cannot take a maximum in an update, so each pacer
-remembers what it last saw of a destination to pick the branch that will hold; a wrong guess costs one more call.
+remembers what it last saw of a destination to pick the branch that will hold; a wrong guess costs one more call,
+whose branch the refused call's answer (the item as it was) tells.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ MAX_SLOW_FACTOR = 8.0
 SLOW_SECONDS = 15.0
 # Pacing items outlive their last use by this long (DynamoDB TTL).
 ITEM_TTL_SECONDS = 86400
+# Calls one slot may take: the guessed branch, the branch the refused call's item shows, one more if it changed between.
+TAKE_CALLS = 3
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,9 @@ class Pacer:
         taken: list[tuple[Limit, float]] = []
         for limit in sorted(limits, key=lambda limit: limit.step, reverse=True):
             last = self._last(limit.key)
-            factor = last.slow_factor if last is not None and last.slow_until > now else 1.0
+            # A slow-down spaces the slots that fall within it: a burst's slots queued far past it keep the pace.
+            expected = max(at, last.tat) if last is not None else at
+            factor = last.slow_factor if last is not None and last.slow_until > expected else 1.0
             step = limit.step * factor
             slot = self._store.take(limit.key, step, at, busy=last is not None and last.tat > at)
             self._remember(limit.key, slot)
@@ -142,6 +147,14 @@ class Pacer:
         """Hold every limit's destination until ``now + retry_after`` and slow its pace (a 429 was answered)."""
         for limit in limits:
             self._remember(limit.key, self._store.hold(limit.key, now + retry_after, now))
+
+
+@dataclass(frozen=True)
+class _Result:
+    """One conditional update's answer: whether its condition held, and the item after it (or as it was)."""
+
+    held: bool
+    item: dict[str, Any]
 
 
 def _number(item: dict[str, Any], name: str, default: float = 0.0) -> float:
@@ -164,8 +177,8 @@ class DynamoPaceStore:
         self._client = client
         self._table = table_name
 
-    def _update(self, key: str, expression: str, condition: str, values: dict[str, Any]) -> dict[str, Any] | None:
-        """Run one conditional update; return the new item, or ``None`` when the condition did not hold."""
+    def _update(self, key: str, expression: str, condition: str, values: dict[str, Any]) -> _Result:
+        """Run one conditional update: the new item, or the item as it was when the condition did not hold."""
         try:
             response = self._client.update_item(
                 TableName=self._table,
@@ -174,42 +187,45 @@ class DynamoPaceStore:
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except AWS_ERRORS as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return None
+                response = getattr(exc, "response", None) or {}
+                return _Result(held=False, item=response.get("Item", {}))
             raise aws_error(exc, "pacing a destination") from exc
-        attributes: dict[str, Any] = response.get("Attributes", {})
-        return attributes
+        return _Result(held=True, item=response.get("Attributes", {}))
 
     def take(self, key: str, step: float, now: float, busy: bool) -> Slot:
-        """Take the next slot: one call when ``busy`` guesses right, two when it does not (then at most four)."""
-        expires = {":x": {"N": str(int(now) + ITEM_TTL_SECONDS)}}
-        step_value = {":step": {"N": repr(step)}}
+        """Take the next slot: one call when ``busy`` guesses right, two when it does not.
+
+        A refused branch answers the item as it was, which tells the branch that holds; only a concurrent consumer
+        moving TAT between the two calls costs a third.
+        """
         now_value = {":now": {"N": repr(now)}}
         busy_branch = (
             # Operands read the item as it was: the item outlives its TAT, however far a 429 pushed it.
             "SET tat = tat + :step, expires_at = tat + :ttl",
             "tat >= :now",
-            {**step_value, **now_value, ":ttl": {"N": str(ITEM_TTL_SECONDS)}},
+            {":step": {"N": repr(step)}, **now_value, ":ttl": {"N": str(ITEM_TTL_SECONDS)}},
         )
         idle_branch = (
             "SET tat = :next, expires_at = :x",
             "attribute_not_exists(tat) OR tat < :now",
-            {":next": {"N": repr(now + step)}, **now_value, **expires},
+            {":next": {"N": repr(now + step)}, **now_value, ":x": {"N": str(int(now) + ITEM_TTL_SECONDS)}},
         )
-        branches = [busy_branch, idle_branch] if busy else [idle_branch, busy_branch]
-        # A concurrent consumer can move TAT between two calls in a way that fails both; try the pair twice.
-        for expression, condition, values in branches * 2:
-            item = self._update(key, expression, condition, values)
-            if item is not None:
-                tat = _number(item, "tat")
+        for _ in range(TAKE_CALLS):
+            expression, condition, values = busy_branch if busy else idle_branch
+            result = self._update(key, expression, condition, values)
+            if result.held:
+                tat = _number(result.item, "tat")
                 return Slot(
                     at=tat - step,
                     tat=tat,
-                    slow_factor=_number(item, "slow_factor", 1.0),
-                    slow_until=_number(item, "slow_until"),
+                    slow_factor=_number(result.item, "slow_factor", 1.0),
+                    slow_until=_number(result.item, "slow_until"),
                 )
+            busy = "tat" in result.item and _number(result.item, "tat") >= now
         raise UpstreamError("taking a send slot failed (the destination's state kept changing)")
 
     def advance(self, key: str, to: float, now: float) -> None:

@@ -25,8 +25,9 @@ from tests.integration.consumer.flow import (
 from tests.support.aws import AwsResources
 from tests.support.receivers import Receiver
 
-# 100 sends at 10 per second take at least 10 s; the pacing waits are shortened in proportion. A faster rate leaves a
-# safety margin of a few milliseconds, less than a loaded 2-core machine's scheduling jitter.
+# 100 sends to a receiver allowing 1 per second, its clock shortened tenfold: 10 per second, at least 10 s; the pacing
+# waits are shortened in proportion. A faster rate leaves a safety margin of a few milliseconds, less than a loaded
+# 2-core machine's scheduling jitter.
 BURST = 100
 RATE = 10.0
 # The retry budget of SQS's maxReceiveCount (5 receives: 4 backoffs of 0.2 s * 1, 2, 4, 8) was 3 s; this outage is
@@ -67,10 +68,11 @@ def test_delivery_burst_to_a_rate_limited_webhook_is_paced_to_its_rate(
     assert run.errors == []
     assert run.finished
     assert statuses(messages) == [DeliveryStatus.DELIVERED] * BURST
-    # Pacing keeps to the receiver's rate. A 429 is one whose request was held up on its way and reached the receiver
-    # in the same second as the next: on a loaded 2-core CI machine that was 12 of 112 requests. Unpaced, the same burst
-    # is answered 429 several times for every request accepted (bench/burst.py prints the paced figures).
-    assert receiver.throttled <= BURST // 2
+    # Pacing keeps to the receiver's rate: at most 5 % of its requests are answered 429. A 429 is a request held up on
+    # its way (a stalled thread) that reached the receiver in the same second as the next ones; a 429 slows only the
+    # slots near it, not the burst queued behind. Unpaced, the same burst is answered 429 several times for every
+    # request accepted (bench/burst.py prints the paced figures at 5/s and 1/s).
+    assert receiver.throttled <= 0.05 * len(receiver.requests)
     accepted = receiver.accepted
     # Each delivery is sent once, but for a message two pollers received at the same moment: moto's in-process
     # ReceiveMessage checks and marks a message visible without a lock, as SQS delivers at least once (seen once in

@@ -134,6 +134,29 @@ def test_pacer_reserve_after_slow_until_spaces_slots_by_base_step() -> None:
     assert slots == pytest.approx([after_slow_down + index * CHAT.step for index in range(4)])
 
 
+def test_pacer_penalize_during_queued_burst_keeps_base_step_for_slots_past_slow_down() -> None:
+    pacer = Pacer(InMemoryPaceStore())
+    queued = [pacer.reserve([CHAT], NOW) for _ in range(100)]
+    # The burst's slots reach past the slow-down: a 429 at the first of them must not space the queue's tail wider.
+    pacer.penalize([CHAT], retry_after=1.0, now=NOW)
+    assert max(queued) > NOW + 1.0 + SLOW_SECONDS
+
+    slots = [pacer.reserve([CHAT], NOW + 1) for _ in range(3)]
+
+    assert _gaps([max(queued), *slots]) == pytest.approx([CHAT.step] * 3)
+
+
+def test_pacer_penalize_during_queued_burst_slows_slots_within_slow_down() -> None:
+    pacer = Pacer(InMemoryPaceStore())
+    for _ in range(10):
+        pacer.reserve([CHAT], NOW)
+    pacer.penalize([CHAT], retry_after=1.0, now=NOW)
+
+    slots = [pacer.reserve([CHAT], NOW + 1) for _ in range(3)]
+
+    assert _gaps(slots) == pytest.approx([SLOW_FACTOR * CHAT.step] * 2)
+
+
 @pytest.mark.parametrize(
     ("penalties", "factor"),
     [(1, SLOW_FACTOR), (2, SLOW_FACTOR**2), (3, SLOW_FACTOR**3), (20, MAX_SLOW_FACTOR)],
