@@ -225,9 +225,12 @@ class Deliverer:
             secret = self._credentials.get(ref) if ref else None
             limits = channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
             if limits:
-                waiting = self._await_slot(message, attempt, limits, due, latest_start, log)
-                if waiting is not None:
-                    return waiting
+                # The clock is read again: the reads above may have taken a while, and a slot must never be past.
+                slot = self._slot(message, limits, due, self._clock(), log)
+                budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
+                if slot - self._clock() > budget:
+                    return self._wait_for_slot(message, attempt, slot, log)
+                self._sleep(max(0.0, slot - self._clock()))
             receipt = channel.send(
                 message.content,
                 message.integration.target,
@@ -275,31 +278,6 @@ class Deliverer:
             logger.warning("pacing state unavailable: sending unpaced", extra={**log, "reason": str(exc)})
             self._count(message.integration.type.value, "pacing_unavailable")
             return now
-
-    def _await_slot(
-        self,
-        message: DeliveryMessage,
-        attempt: Attempt,
-        limits: list[Limit],
-        due: float | None,
-        latest_start: float | None,
-        log: dict[str, Any],
-    ) -> Outcome | None:
-        """Wait here for this send's slot and return ``None``, or send the message on to it when it is too far off."""
-        # The clock is read again: the reads before may have taken a while, and a slot must never be past.
-        slot = self._slot(message, limits, due, self._clock(), log)
-        for retake in (True, False):
-            budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
-            if slot - self._clock() > budget:
-                return self._wait_for_slot(message, attempt, slot, log)
-            self._sleep(max(0.0, slot - self._clock()))
-            # A wait that overran its slot by a whole step (a stalled process) would send together with the next
-            # slot's: every send the stall held up would go at once. It takes a new slot instead, once.
-            if not retake or self._clock() <= slot + min(limit.step for limit in limits):
-                break
-            logger.info("send slot overrun: taking another", extra={**log, "late_seconds": self._clock() - slot})
-            slot = self._slot(message, limits, None, self._clock(), log)
-        return None
 
     def _penalize(self, limits: list[Limit], exc: RetryableDeliveryError, log: dict[str, Any]) -> None:
         try:

@@ -27,9 +27,9 @@ from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 SAFETY_MARGIN = 1.10
 # After a 429, sends to the destination are spaced this much wider (again on each further 429, up to the maximum),
 # for at least this long: a stray 429 costs little, a limit lower than declared is found in a few steps.
-SLOW_FACTOR = 1.25
+SLOW_FACTOR = 1.10
 MAX_SLOW_FACTOR = 8.0
-SLOW_SECONDS = 15.0
+SLOW_SECONDS = 10.0
 # Pacing items outlive their last use by this long (DynamoDB TTL).
 ITEM_TTL_SECONDS = 86400
 # Calls one slot may take: the guessed branch, the branch the refused call's item shows, one more if it changed between.

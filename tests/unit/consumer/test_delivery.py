@@ -813,35 +813,6 @@ def test_process_reserved_copy_late_past_half_the_margin_takes_a_new_slot(rig: R
     )
 
 
-def test_process_wait_overrunning_its_slot_by_more_than_a_step_takes_one_new_slot(
-    clock: FakeClock, rand: Callable[[], float], count: MetricCounter
-) -> None:
-    # Every sleep ends 1.2 s late, as in a stalled process; a 1/s slot's step is 1.1 s.
-    rig = Rig(clock, lambda seconds: clock.sleep(seconds + 1.2), rand, count)
-    rig.channel.limits = ONE_PER_SECOND
-    rig.occupy(ONE_PER_SECOND)
-
-    outcome = rig.process()
-
-    # The slot at NOW + 1.1 was overrun past the next one's (NOW + 2.3): a new slot is taken (NOW + 2.3, the
-    # destination idle by then), and its overrun sends at once rather than taking a third.
-    takes = [call for call in rig.store.calls if call.operation == "take"]
-    assert (outcome, len(takes), rig.channel.sent_at) == (Outcome.DELIVERED, 3, [pytest.approx(NOW + 3.5)])
-
-
-def test_process_wait_overrunning_its_slot_by_less_than_a_step_sends_without_a_new_slot(
-    clock: FakeClock, rand: Callable[[], float], count: MetricCounter
-) -> None:
-    rig = Rig(clock, lambda seconds: clock.sleep(seconds + 0.5), rand, count)
-    rig.channel.limits = ONE_PER_SECOND
-    rig.occupy(ONE_PER_SECOND)
-
-    rig.process()
-
-    takes = [call for call in rig.store.calls if call.operation == "take"]
-    assert (len(takes), rig.channel.sent_at) == (2, [pytest.approx(NOW + 1.6)])
-
-
 def test_process_reserved_copy_far_before_its_slot_is_sent_on_to_lead_before_it(rig: Rig) -> None:
     rig.channel.limits = ONE_PER_SECOND
 

@@ -159,7 +159,7 @@ def test_pacer_penalize_during_queued_burst_slows_slots_within_slow_down() -> No
 
 @pytest.mark.parametrize(
     ("penalties", "factor"),
-    [(1, SLOW_FACTOR), (2, SLOW_FACTOR**2), (3, SLOW_FACTOR**3), (20, MAX_SLOW_FACTOR)],
+    [(1, SLOW_FACTOR), (2, SLOW_FACTOR**2), (3, SLOW_FACTOR**3), (30, MAX_SLOW_FACTOR)],
 )
 def test_pacer_penalize_repeated_grows_slow_factor_up_to_max(penalties: int, factor: float) -> None:
     pacer = Pacer(InMemoryPaceStore())

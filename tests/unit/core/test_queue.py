@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
 from tests.fakes.sqs import FakeSqsClient
 
@@ -20,6 +23,28 @@ def test_queue_send_25_messages_makes_3_calls_of_at_most_10() -> None:
     assert [len(batch) for batch in client.batches] == [10, 10, 5]
     assert len(outcome.sent) == 25
     assert outcome.failed == {}
+
+
+class MeetingSqsClient(FakeSqsClient):
+    """Holds each ``send_message_batch`` call until ``calls`` of them are in flight at once (or 5 s have passed)."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(calls, timeout=5.0)
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Wait for the other calls, then accept the entries."""
+        self.meeting.wait()
+        return super().send_message_batch(QueueUrl, Entries)
+
+
+def test_queue_send_50_messages_makes_its_5_calls_at_once() -> None:
+    # Sent one after another, the first call would wait alone at the meeting point and fail it after 5 s.
+    client = MeetingSqsClient(calls=5)
+
+    outcome = DeliveryQueue(client, URL).send(_messages(50))
+
+    assert ([len(batch) for batch in client.batches], len(outcome.sent), outcome.failed) == ([10] * 5, 50, {})
 
 
 def test_queue_send_reports_message_id_per_key() -> None:
