@@ -78,7 +78,7 @@ def test_checkout_credits_the_customer_balance_once(stack: Stack, checkout: dict
     credit = checkout["purchase"]["credit"]
     client = stripe.StripeClient("sk_test_local", base_addresses={"api": stack.stripe})
 
-    transactions = client.customers.balance_transactions.list(checkout["purchase"]["customer_id"]).data
+    transactions = client.v1.customers.balance_transactions.list(checkout["purchase"]["customer_id"]).data
 
     assert (credit["amount"], credit["currency"]) == (1000, "eur")
     assert [(txn.id, txn.amount) for txn in transactions] == [(credit["balance_transaction"], -1000)]
