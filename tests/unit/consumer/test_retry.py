@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -15,6 +17,7 @@ from consumer.retry import (
     VisibilityScheduler,
     delay_until,
 )
+from core.channels.base import retry_after_seconds
 from core.errors import RetryableDeliveryError
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/notify-test-deliveries"
@@ -110,6 +113,18 @@ def test_decide_rate_limited_retry_after_zero_waits_at_most_a_second(fraction: f
     decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(fraction))
 
     assert decision.at == NOW + delay
+
+
+@pytest.mark.parametrize(("offset", "fraction", "delay"), [(90, 0.0, 90.0), (90, 1.0, 108.0), (-30, 1.0, 1.0)])
+def test_decide_rate_limited_retry_after_http_date_waits_until_it(offset: int, fraction: float, delay: float) -> None:
+    # A provider's Retry-After as an HTTP date, read by the channels' parser; one in the past is a Retry-After of 0.
+    now = datetime.fromtimestamp(NOW, UTC)
+    header = format_datetime(now + timedelta(seconds=offset), usegmt=True)
+    error = RetryableDeliveryError("HTTP 429", retry_after_seconds(header, lambda: now), rate_limited=True)
+
+    decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(fraction))
+
+    assert (decision.at, decision.attempts) == (pytest.approx(NOW + delay), 0)
 
 
 def test_decide_retryable_error_retry_after_zero_waits_backoff() -> None:

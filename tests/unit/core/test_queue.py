@@ -1,14 +1,20 @@
-"""Unit tests of core/queue.py: SendMessageBatch in chunks of ten, one retry of the entries SQS reports failed."""
+"""Unit tests of core/queue.py: SendMessageBatch in chunks of ten, one retry of the entries SQS reports failed, and
+what each send does when SQS cannot be reached."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
-from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from core.errors import UpstreamError
+from core.queue import BATCH_BYTES_LIMIT, DeadLetterQueue, DeliveryQueue
 from tests.fakes.sqs import FakeSqsClient
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/deliveries"
+ENDPOINT = "https://sqs.us-east-1.amazonaws.com/"
 
 
 def _messages(count: int) -> list[tuple[str, str]]:
@@ -109,3 +115,44 @@ def test_queue_send_whole_call_error_reports_every_entry_failed_with_code() -> N
     assert outcome.sent == {}
     assert outcome.failed == {key: "AWS.SimpleQueueService.NonExistentQueue" for key, _ in _messages(11)}
     assert len(client.batches) == 4
+
+
+class UnreachableSqsClient:
+    """An SQS client whose endpoint cannot be reached; counts the batch calls tried."""
+
+    def __init__(self) -> None:
+        self.batch_calls = 0
+
+    def send_message_batch(self, **kwargs: Any) -> NoReturn:
+        """Fail as botocore does when the connection is refused."""
+        self.batch_calls += 1
+        raise EndpointConnectionError(endpoint_url=ENDPOINT)
+
+    def send_message(self, **kwargs: Any) -> NoReturn:
+        """Fail as botocore does when the connection is refused."""
+        raise EndpointConnectionError(endpoint_url=ENDPOINT)
+
+
+def test_queue_send_unreachable_sqs_reports_every_entry_failed_with_error_name() -> None:
+    client = UnreachableSqsClient()
+
+    outcome = DeliveryQueue(client, URL).send(_messages(3))
+
+    assert outcome.sent == {}
+    assert outcome.failed == {key: "EndpointConnectionError" for key, _ in _messages(3)}
+    assert client.batch_calls == 2
+
+
+def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() -> None:
+    queue = DeliveryQueue(UnreachableSqsClient(), URL)
+
+    # The whole text is matched: botocore's message names the endpoint, the error's never does.
+    with pytest.raises(UpstreamError, match=r"^sending to the delivery queue failed \(EndpointConnectionError\)$"):
+        queue.send_later("body", 30)
+
+
+def test_dead_letter_queue_bury_unreachable_sqs_raises_upstream_error() -> None:
+    dead_letters = DeadLetterQueue(UnreachableSqsClient(), URL)
+
+    with pytest.raises(UpstreamError, match=r"^sending to the dead-letter queue failed \(EndpointConnectionError\)$"):
+        dead_letters.bury("body", "webhook: HTTP 503")
