@@ -4,17 +4,16 @@ what each send does when SQS cannot be reached."""
 from __future__ import annotations
 
 import threading
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from core.errors import UpstreamError
 from core.queue import BATCH_BYTES_LIMIT, DeadLetterQueue, DeliveryQueue
 from tests.fakes.sqs import FakeSqsClient
+from tests.fakes.unreachable import UnreachableClient
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/deliveries"
-ENDPOINT = "https://sqs.us-east-1.amazonaws.com/"
 
 
 def _messages(count: int) -> list[tuple[str, str]]:
@@ -117,34 +116,18 @@ def test_queue_send_whole_call_error_reports_every_entry_failed_with_code() -> N
     assert len(client.batches) == 4
 
 
-class UnreachableSqsClient:
-    """An SQS client whose endpoint cannot be reached; counts the batch calls tried."""
-
-    def __init__(self) -> None:
-        self.batch_calls = 0
-
-    def send_message_batch(self, **kwargs: Any) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        self.batch_calls += 1
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-    def send_message(self, **kwargs: Any) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-
 def test_queue_send_unreachable_sqs_reports_every_entry_failed_with_error_name() -> None:
-    client = UnreachableSqsClient()
+    client = UnreachableClient("sqs")
 
     outcome = DeliveryQueue(client, URL).send(_messages(3))
 
     assert outcome.sent == {}
     assert outcome.failed == {key: "EndpointConnectionError" for key, _ in _messages(3)}
-    assert client.batch_calls == 2
+    assert client.calls == ["send_message_batch", "send_message_batch"]
 
 
 def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() -> None:
-    queue = DeliveryQueue(UnreachableSqsClient(), URL)
+    queue = DeliveryQueue(UnreachableClient("sqs"), URL)
 
     # The whole text is matched: botocore's message names the endpoint, the error's never does.
     with pytest.raises(UpstreamError, match=r"^sending to the delivery queue failed \(EndpointConnectionError\)$"):
@@ -152,7 +135,7 @@ def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() ->
 
 
 def test_dead_letter_queue_bury_unreachable_sqs_raises_upstream_error() -> None:
-    dead_letters = DeadLetterQueue(UnreachableSqsClient(), URL)
+    dead_letters = DeadLetterQueue(UnreachableClient("sqs"), URL)
 
     with pytest.raises(UpstreamError, match=r"^sending to the dead-letter queue failed \(EndpointConnectionError\)$"):
         dead_letters.bury("body", "webhook: HTTP 503")

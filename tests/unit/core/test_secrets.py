@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from core.errors import UpstreamError
 from core.secrets import SecretStore
+from tests.fakes.unreachable import UnreachableClient
 
 PREFIX = "/notify/test"
-ENDPOINT = "https://ssm.us-east-1.amazonaws.com/"
-
-
-class UnreachableSsm:
-    """An SSM client whose endpoint cannot be reached."""
-
-    def get_parameter(self, **kwargs: object) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-    def put_parameter(self, **kwargs: object) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
 
 
 def test_secret_store_get_unreachable_ssm_raises_upstream_error_without_url() -> None:
-    store = SecretStore(UnreachableSsm(), PREFIX)
+    store = SecretStore(UnreachableClient("ssm"), PREFIX)
 
     # The whole text is matched: botocore's message names the endpoint, the error's never does.
     with pytest.raises(UpstreamError, match=r"^reading credentials failed \(EndpointConnectionError\)$"):
@@ -35,7 +20,7 @@ def test_secret_store_get_unreachable_ssm_raises_upstream_error_without_url() ->
 
 
 def test_secret_store_add_unreachable_ssm_raises_upstream_error_not_next_name() -> None:
-    store = SecretStore(UnreachableSsm(), PREFIX)
+    store = SecretStore(UnreachableClient("ssm"), PREFIX)
     names = store.integration_refs("orders", "shipped", "hook")
 
     with pytest.raises(UpstreamError, match=r"^storing credentials failed \(EndpointConnectionError\)$"):

@@ -6,7 +6,7 @@ import hashlib
 from typing import NoReturn
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
 from core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, UpstreamError
 from core.models import Integration, IntegrationType, Topic
@@ -19,9 +19,9 @@ from core.topics import (
     new_topic_hash,
 )
 from tests.fakes.dynamodb import FakeDynamoDBClient
+from tests.fakes.unreachable import UnreachableClient
 
 TABLE = "topics"
-ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com/"
 
 
 class Clock:
@@ -228,20 +228,8 @@ def test_registry_list_refused_query_raises_upstream_error(
         TopicRegistry(client, TABLE).list("orders")
 
 
-class UnreachableDynamoDB:
-    """A DynamoDB client whose endpoint cannot be reached."""
-
-    def get_item(self, **kwargs: object) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-    def put_item(self, **kwargs: object) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-
 def test_registry_read_unreachable_dynamodb_raises_upstream_error_without_url() -> None:
-    registry = TopicRegistry(UnreachableDynamoDB(), TABLE)
+    registry = TopicRegistry(UnreachableClient("dynamodb"), TABLE)
 
     # The whole text is matched: botocore's message names the endpoint, the error's never does.
     with pytest.raises(UpstreamError, match=r"^reading topic failed \(EndpointConnectionError\)$"):
@@ -249,7 +237,7 @@ def test_registry_read_unreachable_dynamodb_raises_upstream_error_without_url() 
 
 
 def test_registry_create_unreachable_dynamodb_raises_upstream_error_not_conflict() -> None:
-    registry = TopicRegistry(UnreachableDynamoDB(), TABLE)
+    registry = TopicRegistry(UnreachableClient("dynamodb"), TABLE)
 
     with pytest.raises(UpstreamError, match=r"^writing topic failed \(EndpointConnectionError\)$"):
         registry.create(_topic())

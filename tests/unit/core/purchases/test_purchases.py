@@ -4,17 +4,15 @@ Its conditional writes run under moto in tests/integration/core/purchases/test_p
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import NoReturn
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
 
 from core.errors import UpstreamError
 from core.purchases.models import CreditRecord, PurchaseEvent
 from core.purchases.purchases import PurchaseStore
+from tests.fakes.unreachable import UnreachableClient
 
 TABLE = "notify-test-purchases"
-ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com/"
 NOW = datetime(2024, 8, 7, 14, 21, tzinfo=UTC)
 EVENT = PurchaseEvent(
     purchase_id="order-1",
@@ -25,20 +23,8 @@ EVENT = PurchaseEvent(
 )
 
 
-class UnreachableDynamoDB:
-    """A DynamoDB client whose endpoint cannot be reached."""
-
-    def get_item(self, **kwargs: object) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-    def update_item(self, **kwargs: object) -> NoReturn:
-        """Fail as botocore does when the connection is refused."""
-        raise EndpointConnectionError(endpoint_url=ENDPOINT)
-
-
 def test_purchase_store_get_unreachable_dynamodb_raises_upstream_error_without_url() -> None:
-    store = PurchaseStore(UnreachableDynamoDB(), TABLE)
+    store = PurchaseStore(UnreachableClient("dynamodb"), TABLE)
 
     # The whole text is matched: botocore's message names the endpoint, the error's never does.
     with pytest.raises(UpstreamError, match=r"^reading purchase failed \(EndpointConnectionError\)$"):
@@ -46,7 +32,7 @@ def test_purchase_store_get_unreachable_dynamodb_raises_upstream_error_without_u
 
 
 def test_purchase_store_record_credit_unreachable_dynamodb_raises_upstream_error_not_false() -> None:
-    store = PurchaseStore(UnreachableDynamoDB(), TABLE)
+    store = PurchaseStore(UnreachableClient("dynamodb"), TABLE)
     credit = CreditRecord(balance_transaction="cbtxn_1", amount=500, currency="eur")
 
     with pytest.raises(UpstreamError, match=r"^recording credit failed \(EndpointConnectionError\)$"):
