@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from aws_lambda_powertools.logging import correlation_paths
 from pydantic import Field, field_validator
 
-from core.channels.browser import TOPIC_REF_PATTERN, USER_ID_PATTERN
 from core.clients import get_signing_keys
 from core.http import Response, RouteDoc, Router, json_response, parse_body
 from core.ledger import iso_time
 from core.models import Reply, Strict
 from core.observability import logger, metrics, tracer
+from core.realtime.refs import TOPIC_REF_PATTERN, USER_ID_PATTERN
 from core.realtime.sessions import MAX_TOPICS, new_token
 from core.settings import RealtimeTokensSettings, load_settings
 

@@ -14,6 +14,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
 
+# What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, which loads every
+# channel: a function that checks names, such as the cron's, should not pay for them).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
 
 class Strict(BaseModel):
     """Base of request models: unknown fields are an error, not silently dropped.

@@ -48,7 +48,6 @@ from core.audience.sends import (
     StoredSend,
     SubscribersJob,
 )
-from core.channels.browser import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
 from core.channels.push import platform_payloads
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.ledger import DeliveryRow, NotificationRecord, utc_now
@@ -63,6 +62,7 @@ from core.models import (
 )
 from core.observability import logger, metrics
 from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
+from core.realtime.refs import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
 
 SOURCE = "send"
 # The channel/topic of a send's record and messages when its audience is no topic's subscribers.

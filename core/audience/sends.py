@@ -20,7 +20,6 @@ from core.audience.models import Platform
 from core.audience.ports import SendStorePort
 from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
 from core.audience.segments import parse_where
-from core.channels.base import NAME_PATTERN
 from core.errors import (
     AWS_ERRORS,
     ConflictError,
@@ -30,7 +29,7 @@ from core.errors import (
     UpstreamError,
     aws_error,
 )
-from core.models import Reply, Strict
+from core.models import NAME_PATTERN, Reply, Strict
 from core.observability import logger
 from core.queue import DeliveryQueue
 

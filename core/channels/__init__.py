@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 from pydantic import Field, field_validator
 
 from core.channels.base import (
-    NAME_PATTERN,
-    NAME_RULE,
     Channel,
     ChannelResources,
     DeliveryReceipt,
@@ -22,21 +20,15 @@ from core.channels.base import (
     Limit,
     destination_key,
 )
-from core.channels.browser import (
-    TOPIC_REF_PATTERN,
-    TOPIC_REF_RULE,
-    USER_ID_PATTERN,
-    USER_ID_RULE,
-    BrowserChannel,
-    BrowserResources,
-)
+from core.channels.browser import BrowserChannel, BrowserResources
 from core.channels.email import EmailChannel
 from core.channels.push import SNS_ARN_PATTERN, SNS_ARN_RULE, PushChannel
 from core.channels.slack import SlackChannel
 from core.channels.subscribers import SubscribersChannel
 from core.channels.telegram import TelegramChannel
 from core.channels.webhook import URL_PATTERN, URL_RULE, WebhookChannel
-from core.models import Content, Integration, Strict
+from core.models import NAME_PATTERN, NAME_RULE, Content, Integration, Strict
+from core.realtime.refs import TOPIC_REF_PATTERN, TOPIC_REF_RULE, USER_ID_PATTERN, USER_ID_RULE
 
 CHANNELS: dict[str, type[Channel]] = {
     EmailChannel.type: EmailChannel,

@@ -29,7 +29,7 @@ from core.errors import (
     RetryableDeliveryError,
     invalid_fields,
 )
-from core.models import Content, IntegrationType, Strict
+from core.models import NAME_PATTERN, Content, IntegrationType, Strict
 from core.pacing import Limit
 from core.templates import render
 
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 Model = TypeVar("Model", bound=BaseModel)
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 # AWS error codes that say the account's rate was exceeded: like a 429, not counted as an attempt.
 THROTTLING_AWS_CODES = frozenset(

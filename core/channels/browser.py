@@ -14,7 +14,6 @@ connections, and says so in its provider message id (``0 connections``). A deliv
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field
 
 from core.channels.base import (
-    NAME_PATTERN,
     RETRYABLE_AWS_CODES,
     Channel,
     ChannelResources,
@@ -42,26 +40,15 @@ from core.models import Content, IntegrationType, Strict
 from core.observability import logger
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort
+from core.realtime.refs import USER_ID_PATTERN, topic_ref
 from core.templates import render
 
 if TYPE_CHECKING:
     from core.ledger import NotificationRecord
 
-USER_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]{1,128}$"
-USER_ID_RULE = "must be 1-128 characters without spaces or control characters"
-TOPIC_REF_PATTERN = NAME_PATTERN.removesuffix("$") + "/" + NAME_PATTERN.removeprefix("^")
-TOPIC_REF_RULE = (
-    "must be <channel>/<topic>, each 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-)
-TOPIC_REF = re.compile(TOPIC_REF_PATTERN)
 # A connection that API Gateway calls gone this soon after it opened may be one whose $connect is still finishing: it
 # is skipped, not removed.
 OPENING_SECONDS = 10
-
-
-def topic_ref(channel: str, topic: str) -> str:
-    """Return how tokens and the connections table name a channel/topic: ``<channel>/<topic>``."""
-    return f"{channel}/{topic}"
 
 
 class BrowserTarget(Strict):

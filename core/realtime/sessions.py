@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from core.channels.browser import TOPIC_REF, topic_ref
 from core.errors import InvalidRequestError, InvalidTokenError, NotFoundError, TokenScopeError
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort, KeyRingPort
+from core.realtime.refs import TOPIC_REF, topic_ref
 from core.realtime.tokens import IssuedToken, issue_token, read_token
 
 # A token names at most this many channel/topics: it travels in a query string.
