@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -48,6 +49,12 @@ def test_delivery_burst_to_a_rate_limited_webhook_is_paced_to_its_rate(
     monkeypatch.setenv("PACING_LEAD_SECONDS", "0.5")
     clients.reset()
     receiver.limit("/burst", RATE)
+    # The queue's visibility timeout shortened like the clocks (180 s, six times the fake function timeout, to 45 s): on
+    # a loaded machine a few received messages were seen left hidden after every delivery was done (cause not found),
+    # and they must come back within the test to be seen as delivered and dropped.
+    consumer_aws.sqs.set_queue_attributes(
+        QueueUrl=consumer_aws.delivery_queue_url, Attributes={"VisibilityTimeout": "45"}
+    )
     messages = [
         delivery_message(
             "webhook", {"text": f"order {index}"}, {"url": f"{receiver.url}/burst"}, name="burst", rate_per_second=RATE
@@ -66,7 +73,7 @@ def test_delivery_burst_to_a_rate_limited_webhook_is_paced_to_its_rate(
         gc.unfreeze()
 
     assert run.errors == []
-    assert run.finished
+    assert run.finished, (Counter(statuses(messages)), [(item.due_in, item.receive_count) for item in on_queue()])
     assert statuses(messages) == [DeliveryStatus.DELIVERED] * BURST
     # Pacing keeps to the receiver's rate: at most 5 % of its requests are answered 429. A 429 is a request held up on
     # its way (a stalled thread) that reached the receiver in the same second as the next ones; a 429 slows only the

@@ -169,6 +169,11 @@ def test_management_api_get_and_delete_act_on_a_live_connection(realtime: Realti
 
     async def run() -> tuple[dict[str, Any], str | None]:
         (socket,) = await _open(realtime.api.websocket_url, [_token("fay")])
+        # The server registers a connection once its session starts, which may be just after the client's handshake.
+        for _ in range(100):
+            if realtime.api.open_connections():
+                break
+            await asyncio.sleep(0.02)
         (connection_id,) = realtime.api.open_connections()
         loop = asyncio.get_running_loop()
         described = await loop.run_in_executor(None, lambda: management.get_connection(ConnectionId=connection_id))
