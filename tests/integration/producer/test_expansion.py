@@ -102,7 +102,10 @@ def test_expansion_send_to_1000_users_1000_deliveries_and_a_summary_that_adds_up
     target = {"where": {"field": "timezone", "eq": "UTC"}}
     notification_id = _accept(database, worker_env, {"to": target, "content": {"text": "Hi"}}, "n-1000")
 
-    assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
+    # One run, or more when a loaded machine spends the function's time first and the run hands over to a new job.
+    results = _expand(worker_env, lambda_context)
+    assert results
+    assert all(result == {"batchItemFailures": []} for result in results), results
 
     messages = [DeliveryMessage.model_validate_json(body) for body in _queued_bodies()]
     assert len(messages) == 1000
