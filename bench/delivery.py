@@ -106,10 +106,12 @@ def consumer_seconds(sink: str, rounds: int = ROUNDS) -> float:
     from consumer.handler import handler
     from core import clients
     from core.ledger import Delivery, NotificationRecord
+    from infra.local.moto_dynamodb import serialize_writes
     from tests.fakes.lambda_context import FakeLambdaContext
     from tests.integration.consumer.flow import sqs_event
     from tests.support.aws import create_resources
 
+    serialize_writes()
     with mock_aws():
         aws = create_resources()
         os.environ.update(aws.env)

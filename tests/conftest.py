@@ -34,10 +34,15 @@ import moto  # noqa: F401
 from core import clients
 from core.observability import logger
 from core.settings import ROLE_SETTINGS
+from infra.local.moto_dynamodb import serialize_writes
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.log_stream import CurrentStdout
 from tests.support.aws import AwsResources, create_resources
 from tests.support.postgres import TEST_DATABASE_URL
+
+# Concurrent consumers of a test are threads of this process: moto's DynamoDB must check a condition and write in one
+# step, as DynamoDB does, or two of them take the same send slot.
+serialize_writes()
 
 
 def pytest_configure(config: pytest.Config) -> None:

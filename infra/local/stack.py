@@ -142,6 +142,9 @@ class LocalStack:
     def _start_moto(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from infra.local.moto_dynamodb import serialize_writes
+
+        serialize_writes()  # the server answers on threads: a conditional write must be one step, as in DynamoDB
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._moto = ThreadedMotoServer(ip_address=HOST, port=self.config.aws_port, verbose=False)
         self._moto.start()
