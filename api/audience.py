@@ -20,12 +20,11 @@ from core.audience.ports import AudienceRepositoryPort, ScheduleStorePort, SendS
 from core.audience.schedules import Schedule, ScheduleList, cancel_schedule, get_schedule, list_schedules
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import SendAccepted, SendRequest, accept_send
-from core.channels import NAME_PATTERN, NAME_RULE
 from core.clients import get_audience_repository, get_expansion_queue, get_push_endpoints
 from core.errors import InvalidRequestError
-from core.fanout import idempotent_notification_id, new_notification_id
 from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
-from core.models import Reply, Strict
+from core.ids import idempotent_notification_id, new_notification_id
+from core.models import NAME_PATTERN, NAME_RULE, Reply, Strict
 from core.observability import logger, metrics, tracer
 from core.settings import AudienceSettings, load_settings
 

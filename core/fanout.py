@@ -6,15 +6,14 @@ Every path that makes a notification (the publish route, schedules, purchase eve
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from core.channels import render_content
 from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
+from core.ids import new_notification_id
 from core.ledger import Delivery, DeliveryRow, NotificationRecord, epoch_time, utc_now
 from core.models import DeliveryMessage, MessageIntegration, Topic
 from core.observability import logger
@@ -50,22 +49,6 @@ class IdempotentPublish:
     notification_id: str
     request_digest: str
     window_seconds: float
-
-
-def new_notification_id() -> str:
-    """Return a fresh notification id."""
-    return str(uuid.uuid4())
-
-
-def idempotent_notification_id(scope: Sequence[str]) -> str:
-    """Return the notification id of an idempotency scope (caller, channel, topic, key): always the same for it.
-
-    A SHA-256 of the scope shaped as a version 8 UUID, so it never equals a random (version 4) one.
-    """
-    digest = bytearray(hashlib.sha256(json.dumps(["notification", *scope]).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x80
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(digest)))
 
 
 def request_digest(payload: str) -> str:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ForbiddenError
-from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, request_digest
+from core.fanout import IdempotentPublish, fan_out, request_digest
 from core.http import parse_body
+from core.ids import idempotent_notification_id
 from core.models import PublishRequest, Topic
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort

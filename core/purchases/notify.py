@@ -15,7 +15,8 @@ from enum import StrEnum
 from typing import Any
 
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
-from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, request_digest
+from core.fanout import IdempotentPublish, fan_out, request_digest
+from core.ids import idempotent_notification_id
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.purchases.models import PurchaseEvent

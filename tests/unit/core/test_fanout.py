@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
-from core.fanout import IdempotentPublish, fan_out, idempotent_notification_id, new_notification_id
+from core.fanout import IdempotentPublish, fan_out
 from core.ledger import Delivery, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus, Integration, IntegrationType, Topic
 from core.queue import DeliveryQueue
@@ -213,32 +212,6 @@ def conditional() -> ConditionalDynamoDB:
 
 def _writes(dynamodb: FakeDynamoDBClient) -> list[str]:
     return [call for call, _ in dynamodb.calls if call not in ("get_item", "query")]
-
-
-def test_idempotent_notification_id_is_the_same_for_the_same_scope() -> None:
-    assert idempotent_notification_id(["k1", "orders", "shipped", "A-1"]) == idempotent_notification_id(
-        ["k1", "orders", "shipped", "A-1"]
-    )
-
-
-@pytest.mark.parametrize(
-    "other",
-    [
-        ["k2", "orders", "shipped", "A-1"],
-        ["k1", "orders", "cancelled", "A-1"],
-        ["k1", "orders", "shipped", "A-2"],
-        ["k1", "orders", "shippedA-1", ""],
-    ],
-)
-def test_idempotent_notification_id_differs_for_another_scope(other: list[str]) -> None:
-    assert idempotent_notification_id(["k1", "orders", "shipped", "A-1"]) != idempotent_notification_id(other)
-
-
-def test_idempotent_notification_id_is_a_version_8_uuid_never_a_random_one() -> None:
-    value = uuid.UUID(idempotent_notification_id(["k1", "orders", "shipped", "A-1"]))
-
-    assert (value.version, value.variant) == (8, uuid.RFC_4122)
-    assert uuid.UUID(new_notification_id()).version == 4
 
 
 def test_fan_out_idempotent_success_costs_one_conditional_put(conditional: ConditionalDynamoDB) -> None:
