@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,28 @@ def test_readme_aws_cli_example_runs_against_the_local_stack(stack: Stack) -> No
     assert "notify-local-deliveries-dlq" in done.stdout
     assert re.search(r'"Count": \d+', done.stdout), done.stdout
     assert "/notify/local/admin-token-hash" in done.stdout
+
+
+def test_readme_burst_example_is_delivered_paced_with_no_429(stack: Stack) -> None:
+    text = (ROOT / "README.md").read_text()
+    block = next(block for block in re.findall(r"^ *```sh\n(.*?)^ *```", text, re.M | re.S) if "rate=2" in block)
+    script = (
+        block.replace("http://127.0.0.1:3000", stack.api)
+        .replace("http://127.0.0.1:3001", stack.receiver)
+        .replace("local-admin-token", stack.admin_token)
+        .replace("local-api-key", stack.api_key)
+        .replace("webhook/erp", "webhook/readme-burst")
+    )
+
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+    deadline = time.monotonic() + 90
+    while True:
+        seen = [record for record in stack.records() if record["path"] == "/webhook/readme-burst"]
+        if sum(1 for record in seen if record["status"] == 200) >= 20 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert [record["status"] for record in seen] == [200] * 20
