@@ -16,14 +16,16 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def readme_block(heading: str, language: str = "sh") -> str:
-    """Return the first fenced block of ``language`` after the README heading that contains ``heading``."""
+def readme_block(heading: str, language: str = "sh", containing: str = "") -> str:
+    """Return the first fenced block of ``language`` (indented in a list item or not) after the README heading that
+    contains ``heading``, and that contains ``containing``."""
     text = (ROOT / "README.md").read_text()
     start = next((match.end() for match in re.finditer(r"^#+ .*$", text, re.M) if heading in match.group()), None)
     assert start is not None, f"no README heading with {heading!r}"
-    block = re.search(rf"^```{language}\n(.*?)^```", text[start:], re.M | re.S)
-    assert block is not None, f"no ```{language} block after {heading!r}"
-    return block.group(1)
+    blocks = re.findall(rf"^ *```{language}\n(.*?)^ *```", text[start:], re.M | re.S)
+    block = next((block for block in blocks if containing in block), None)
+    assert block is not None, f"no ```{language} block with {containing!r} after {heading!r}"
+    return str(block)
 
 
 def _aws_url(stack: Stack) -> str:
@@ -54,10 +56,9 @@ def test_readme_aws_cli_example_runs_against_the_local_stack(stack: Stack) -> No
 
 
 def test_readme_burst_example_is_delivered_paced_with_no_429(stack: Stack) -> None:
-    text = (ROOT / "README.md").read_text()
-    block = next(block for block in re.findall(r"^ *```sh\n(.*?)^ *```", text, re.M | re.S) if "rate=2" in block)
     script = (
-        block.replace("http://127.0.0.1:3000", stack.api)
+        readme_block("Run locally", containing="rate=2")
+        .replace("http://127.0.0.1:3000", stack.api)
         .replace("http://127.0.0.1:3001", stack.receiver)
         .replace("local-admin-token", stack.admin_token)
         .replace("local-api-key", stack.api_key)
