@@ -55,7 +55,7 @@ def test_readme_aws_cli_example_runs_against_the_local_stack(stack: Stack) -> No
     assert "/notify/local/admin-token-hash" in done.stdout
 
 
-def test_readme_burst_example_is_delivered_paced_with_no_429(stack: Stack) -> None:
+def test_readme_burst_example_is_delivered_paced(stack: Stack) -> None:
     script = (
         readme_block("Run locally", containing="rate=2")
         .replace("http://127.0.0.1:3000", stack.api)
@@ -70,10 +70,16 @@ def test_readme_burst_example_is_delivered_paced_with_no_429(stack: Stack) -> No
     )
     assert done.returncode == 0, done.stderr
 
+    orders = {f"A-{n}" for n in range(1, 21)}
     deadline = time.monotonic() + 90
     while True:
         seen = [record for record in stack.records() if record["path"] == "/webhook/readme-burst"]
-        if sum(1 for record in seen if record["status"] == 200) >= 20 or time.monotonic() > deadline:
+        accepted = [record["body"]["order"] for record in seen if record["status"] == 200]
+        if set(accepted) >= orders or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert [record["status"] for record in seen] == [200] * 20
+    # Every notification arrives once; the pace keeps the receiver's 429s within the 5 % the delivery issue allows (a
+    # send can land late under load, closer to the next one than the limit allows, and is then retried).
+    assert sorted(accepted) == sorted(orders)
+    throttled = [record for record in seen if record["status"] == 429]
+    assert len(throttled) <= 0.05 * len(seen), [record["status"] for record in seen]
