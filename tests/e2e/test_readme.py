@@ -79,7 +79,8 @@ def test_readme_burst_example_is_delivered_paced(stack: Stack) -> None:
             break
         time.sleep(1)
     # Every notification arrives once; the pace keeps the receiver's 429s within the 5 % the delivery issue allows (a
-    # send can land late under load, closer to the next one than the limit allows, and is then retried).
+    # send that lands late, as the first one to a new connection or one under load, brings the next too close to it
+    # for the receiver's sliding window; that one is retried after its Retry-After).
     assert sorted(accepted) == sorted(orders)
     throttled = [record for record in seen if record["status"] == 429]
     assert len(throttled) <= 0.05 * len(seen), [record["status"] for record in seen]
