@@ -33,7 +33,7 @@ from core.errors import (
     UpstreamError,
     invalid_fields,
 )
-from core.ledger import AttemptRecord, DeliveryRow, epoch_time, iso_time
+from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, epoch_time, iso_time
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
 from core.pacing import Limit, Pacer
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from core.channels import Channel, DeliveryReceipt
 
 MetricRecorder = Callable[[str, str], None]
+# Ledger rows read for a batch, by (notification_id, delivery_key); ``None`` for a delivery with no row yet.
+Entries = Mapping[tuple[str, str], LedgerEntry | None]
 
 # A message that arrives this much before its time is sent on again rather than waited for.
 EARLY_TOLERANCE_SECONDS = 1.0
@@ -179,10 +181,40 @@ class Deliverer:
         self._sleep = sleep
         self._rand = rand
 
-    def process(self, attempt: Attempt, latest_start: float | None = None) -> Outcome:
+    def read_entries(self, attempts: Sequence[Attempt]) -> Entries:
+        """Read the ledger rows of a batch's messages in one go, before any is processed: one ``BatchGetItem``
+        instead of a ``GetItem`` per message, so the first sends start sooner and the batch costs fewer calls.
+
+        Malformed messages and those not due yet (they read no row) are left out. When the read fails, nothing is
+        returned and each message reads its own row, as ``process`` does without ``entries``.
+        """
+        keys = []
+        now = self._clock()
+        for attempt in attempts:
+            try:
+                message = parse_message(attempt.body, attempt.receive_count)
+            except PermanentDeliveryError:
+                continue
+            due = epoch_time(message.not_before)
+            if due is None or not self._early(message, due, now):
+                keys.append((message.notification_id, message.delivery_key))
+        if not keys:
+            return {}
+        try:
+            return self._ledger.get_entries(keys)
+        except UpstreamError as exc:
+            logger.warning("ledger batch read failed: each message reads its own row", extra={"reason": str(exc)})
+        except Exception:
+            # A shortcut only: whatever breaks it, the batch goes on the way it did without it.
+            logger.exception("ledger batch read failed unexpectedly: each message reads its own row")
+        return {}
+
+    def process(self, attempt: Attempt, latest_start: float | None = None, entries: Entries | None = None) -> Outcome:
         """Handle one received message; raise ``DeliveryDeferredError`` when it must stay on the queue.
 
         ``latest_start`` is the last moment a send may start in this invocation (Unix time); waits end before it.
+        ``entries`` are ledger rows read for the batch (``read_entries``); a message whose key is not among them reads
+        its own row.
         """
         try:
             message = parse_message(attempt.body, attempt.receive_count)
@@ -204,8 +236,9 @@ class Deliverer:
         due = epoch_time(message.not_before)
         if due is not None and self._early(message, due, now):
             return self._wait(message, attempt, due, log)
+        key = (message.notification_id, message.delivery_key)
         try:
-            entry = self._ledger.get_entry(message.notification_id, message.delivery_key)
+            entry = entries[key] if entries is not None and key in entries else self._ledger.get_entry(*key)
         except UpstreamError as exc:
             # Without the ledger it is unknown whether this was delivered: keep the message, count no attempt.
             return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log)

@@ -116,6 +116,19 @@ def attempt_of(record: SQSRecord) -> Attempt:
     )
 
 
+def batch_attempts(event: dict[str, Any]) -> list[Attempt]:
+    """Return the attempts of an event's records; a record that names no attempt is left to its own handling."""
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    attempts = []
+    for record in event.get("Records", []):
+        try:
+            attempts.append(attempt_of(SQSRecord(record)))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return attempts
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -129,11 +142,13 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     metrics.add_metric(name="records", unit=MetricUnit.Count, value=len(event.get("Records", [])))
     deliverer = build_deliverer()
     until = latest_start(context)
+    # The batch's ledger rows in one read, before the sends: a GetItem per message would hold each send back.
+    entries = deliverer.read_entries(batch_attempts(event))
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:
             outcome = await asyncio.get_running_loop().run_in_executor(
-                pool, deliverer.process, attempt_of(record), until
+                pool, deliverer.process, attempt_of(record), until, entries
             )
             return outcome.value
 

@@ -33,6 +33,8 @@ PAGE_SIZE = 100
 # its row towards DynamoDB's 400 KB item limit, and then no outcome could be written to it any more.
 HISTORY_LIMIT = 50
 _BATCH_WRITE_LIMIT = 25
+# BatchGetItem takes at most 100 keys a call.
+_BATCH_GET_KEYS = 100
 _MAX_ERROR_LENGTH = 1000
 
 
@@ -485,6 +487,38 @@ class DeliveryLedger:
         """Return one delivery row, read consistently, or ``None`` when there is none yet."""
         item = self._item(notification_id, delivery_key)
         return _entry(item) if item and "status" in item else None
+
+    def get_entries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry | None]:
+        """Return the delivery rows of ``(notification_id, delivery_key)`` pairs, read consistently: one
+        ``BatchGetItem`` per 100 keys instead of a ``GetItem`` each. A key with no row yet maps to ``None``.
+
+        Keys left unprocessed (throttling) are asked for again, backing off; raise ``UpstreamError`` when some are
+        still left after that, or when a call fails.
+        """
+        unique = list(dict.fromkeys(keys))
+        found: dict[tuple[str, str], LedgerEntry | None] = dict.fromkeys(unique)
+        for start in range(0, len(unique), _BATCH_GET_KEYS):
+            pending: dict[str, Any] = {
+                self._table: {
+                    "Keys": [self._key(*key) for key in unique[start : start + _BATCH_GET_KEYS]],
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(5):
+                try:
+                    response = self._client.batch_get_item(RequestItems=pending)
+                except AWS_ERRORS as exc:
+                    raise aws_error(exc, "reading the ledger") from exc
+                for item in response.get("Responses", {}).get(self._table, []):
+                    if "status" in item:
+                        found[(item["notification_id"]["S"], item["delivery_key"]["S"])] = _entry(item)
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)  # unprocessed keys mean throttling: back off before the next try
+            else:
+                raise UpstreamError("reading the ledger failed (keys left unprocessed)")
+        return found
 
     def _query(self, notification_id: str, **options: Any) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {

@@ -34,6 +34,11 @@ class LedgerPort(Protocol):
         """Return one delivery row, read consistently, or ``None`` when there is none yet."""
         ...
 
+    def get_entries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry | None]:
+        """Return the rows of ``(notification_id, delivery_key)`` pairs, read consistently in batches; ``None`` for a
+        key with no row yet."""
+        ...
+
     def update(
         self,
         notification_id: str,

@@ -75,14 +75,16 @@ class FakeLedger:
     """Holds delivery rows in memory with the real ledger's rules: a delivered row is final, absent fields are kept,
     ``next_attempt_at`` only while ``retrying``, ``history`` appended (at most ``HISTORY_LIMIT`` kept).
 
-    Every call is recorded (``reads``, ``updates``), also those told to fail. ``fail_reads`` makes ``get_entry`` raise
-    ``UpstreamError``; ``fail_updates`` makes ``update`` raise ``UpstreamError``, and ``unreachable_updates`` an
-    unwrapped botocore ``EndpointConnectionError``, as a store that forgot to translate it would.
+    Every call is recorded (``reads``, ``batch_reads``, ``updates``), also those told to fail. ``fail_reads`` makes
+    ``get_entry`` and ``get_entries`` raise ``UpstreamError``; ``fail_updates`` makes ``update`` raise
+    ``UpstreamError``, and ``unreachable_updates`` an unwrapped botocore ``EndpointConnectionError``, as a store that
+    forgot to translate it would.
     """
 
     def __init__(self, fail_reads: bool = False, fail_updates: bool = False, unreachable_updates: bool = False) -> None:
         self.rows: dict[tuple[str, str], LedgerEntry] = {}
         self.reads: list[tuple[str, str]] = []
+        self.batch_reads: list[list[tuple[str, str]]] = []
         self.updates: list[tuple[str, str, DeliveryStatus]] = []
         self.fail_reads = fail_reads
         self.fail_updates = fail_updates
@@ -119,6 +121,13 @@ class FakeLedger:
         if self.fail_reads:
             raise UpstreamError("reading the ledger failed (fake)")
         return self.rows.get((notification_id, delivery_key))
+
+    def get_entries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry | None]:
+        """Return the rows of the keys (``None`` for none yet), recorded as one batch read."""
+        self.batch_reads.append(list(keys))
+        if self.fail_reads:
+            raise UpstreamError("reading the ledger failed (fake)")
+        return {key: self.rows.get(key) for key in keys}
 
     def update(
         self,

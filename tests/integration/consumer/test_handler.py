@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.client import BaseClient
 from botocore.exceptions import EndpointConnectionError
 from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
@@ -135,6 +136,28 @@ def test_handler_batch_records_are_sent_concurrently(consumer_aws: AwsResources,
     consume_once(consumer_aws)
 
     assert receiver.max_in_flight > 1
+
+
+def test_handler_batch_reads_its_ledger_rows_in_one_call(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [_webhook(receiver, f"/{index}", name=f"hook-{index}") for index in range(4)]
+    enqueue(consumer_aws, *messages)
+    received = receive(consumer_aws)
+    operations: list[str] = []
+    make_api_call = BaseClient._make_api_call
+
+    def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        operations.append(operation)
+        return make_api_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+
+    consume(received, consumer_aws)
+
+    assert (operations.count("BatchGetItem"), operations.count("GetItem")) == (1, 0)
+    assert [entry(message).status for message in messages] == [DeliveryStatus.DELIVERED] * 4
+    assert len(receiver.requests) == 4
 
 
 def test_handler_delivered_message_records_delivered_with_provider_id(

@@ -146,6 +146,17 @@ def test_template_deliver_role_publishes_to_push_endpoints_and_prefixed_topics_o
     ]
 
 
+def test_template_deliver_role_allows_the_consumers_ledger_calls_and_no_others(packaged: PackagedService) -> None:
+    ledger = _statements(packaged, "DeliverRole")["Ledger"]
+    consumer = {
+        "dynamodb:" + "".join(part.title() for part in call.split("_"))
+        for call in ("get_item", "batch_get_item", "update_item")  # get_entry, get_entries and update: the consumer's
+    }
+
+    assert set(ledger["Action"]) == consumer
+    assert ledger["Resource"] == {"Fn::GetAtt": ["DeliveriesTable", "Arn"]}
+
+
 def test_deploy_workflow_stage_is_a_choice_of_deployable_stages() -> None:
     workflow = yaml.safe_load((WORKFLOWS / "deploy.yml").read_text())
     # YAML 1.1 reads the key `on` as True.

@@ -1273,3 +1273,89 @@ def test_process_endpoint_disabled_report_failure_still_failed(rig: Rig) -> None
 
     assert rig.process() is Outcome.FAILED
     assert rig.row().status is DeliveryStatus.FAILED
+
+
+# --- the batch's ledger rows read in one go -----------------------------------------------------------------------
+
+
+def _attempt(body: str, index: int = 1) -> Attempt:
+    return Attempt(message_id=f"m-{index}", receipt_handle=f"rh-{index}", receive_count=1, body=body)
+
+
+def test_read_entries_reads_the_batch_in_one_call(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.RETRYING, attempts=2)
+    attempts = [_attempt(_body(delivery_key=f"k-{index}"), index) for index in range(1, 4)]
+
+    entries = rig.deliverer.read_entries(attempts)
+
+    assert rig.ledger.batch_reads == [[(ID, "k-1"), (ID, "k-2"), (ID, "k-3")]]
+    entry = entries[ROW_KEY]
+    assert entry is not None
+    assert (entry.attempts, entries[(ID, "k-2")]) == (2, None)
+
+
+def test_read_entries_leaves_out_malformed_and_not_yet_due_messages(rig: Rig) -> None:
+    attempts = [
+        _attempt("not json", 1),
+        _attempt(_body(delivery_key="k-later", not_before=iso_time(NOW + 60)), 2),
+        _attempt(_body(), 3),
+    ]
+
+    rig.deliverer.read_entries(attempts)
+
+    assert rig.ledger.batch_reads == [[ROW_KEY]]
+
+
+def test_read_entries_of_nothing_readable_makes_no_call(rig: Rig) -> None:
+    assert (rig.deliverer.read_entries([_attempt("not json")]), rig.ledger.batch_reads) == ({}, [])
+
+
+def test_read_entries_failing_returns_nothing_so_each_message_reads_its_own_row(rig: Rig) -> None:
+    rig.ledger.fail_reads = True
+
+    assert rig.deliverer.read_entries([_attempt(_body())]) == {}
+
+
+def test_read_entries_failing_unexpectedly_returns_nothing_and_logs_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(keys: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rig.ledger, "get_entries", broken)
+
+    with caplog.at_level(logging.ERROR):
+        assert rig.deliverer.read_entries([_attempt(_body())]) == {}
+    assert "ledger batch read failed unexpectedly" in caplog.text
+
+
+def test_process_with_the_batch_read_reads_no_row_of_its_own(rig: Rig) -> None:
+    entries = rig.deliverer.read_entries([_attempt(_body())])
+
+    outcome = rig.deliverer.process(_attempt(_body()), None, entries)
+
+    assert (outcome, rig.ledger.reads, rig.row().status) == (Outcome.DELIVERED, [], DeliveryStatus.DELIVERED)
+
+
+def test_process_with_the_batch_read_skips_a_row_delivered_already(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.DELIVERED, attempts=1)
+    entries = rig.deliverer.read_entries([_attempt(_body())])
+
+    assert rig.deliverer.process(_attempt(_body()), None, entries) is Outcome.SKIPPED
+    assert (rig.channel.sent, rig.ledger.reads) == ([], [])
+
+
+def test_process_with_the_batch_read_counts_the_attempts_read(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.RETRYING, attempts=3)
+    entries = rig.deliverer.read_entries([_attempt(_body())])
+
+    rig.deliverer.process(_attempt(_body()), None, entries)
+
+    assert rig.row().attempts == 4
+
+
+def test_process_key_missing_from_the_batch_read_reads_its_own_row(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.DELIVERED, attempts=1)
+
+    assert rig.deliverer.process(_attempt(_body()), None, {}) is Outcome.SKIPPED
+    assert rig.ledger.reads == [ROW_KEY]

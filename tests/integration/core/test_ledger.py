@@ -1,0 +1,145 @@
+"""Integration tests of core/ledger.py's batch read (``get_entries``) on the ledger table under moto."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from core.clients import get_client
+from core.errors import UpstreamError
+from core.ledger import DeliveryLedger, DeliveryRow
+from core.models import DeliveryStatus
+from tests.support.aws import NAMES, AwsResources
+
+TABLE = NAMES["DELIVERIES_TABLE"]
+
+
+class CountingClient:
+    """Wraps a boto3 DynamoDB client, counts its ``batch_get_item`` calls and can answer some keys unprocessed."""
+
+    def __init__(self, client: Any, unprocessed_answers: int = 0) -> None:
+        self._client = client
+        self.batch_gets: list[int] = []
+        self.unprocessed_answers = unprocessed_answers
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> Any:
+        """Count the call and make it; while ``unprocessed_answers`` lasts, hand the last key back unprocessed."""
+        [(table, request)] = RequestItems.items()
+        self.batch_gets.append(len(request["Keys"]))
+        if self.unprocessed_answers:
+            self.unprocessed_answers -= 1
+            *asked, held = request["Keys"]
+            response: dict[str, Any] = {"Responses": {table: []}}
+            if asked:
+                response = self._client.batch_get_item(RequestItems={table: {**request, "Keys": asked}})
+            return {**response, "UnprocessedKeys": {table: {**request, "Keys": [held]}}}
+        return self._client.batch_get_item(RequestItems=RequestItems)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _ledger(client: Any) -> DeliveryLedger:
+    return DeliveryLedger(client, TABLE)
+
+
+def _write_rows(ledger: DeliveryLedger, count: int) -> list[tuple[str, str]]:
+    keys = [(f"n-{index // 3}", f"hook-{index % 3}") for index in range(count)]
+    for index, (notification_id, delivery_key) in enumerate(keys):
+        ledger.update(
+            notification_id,
+            delivery_key,
+            DeliveryStatus.DELIVERED if index % 2 else DeliveryStatus.RETRYING,
+            row=DeliveryRow(delivery_key, "webhook"),
+            attempts=index + 1,
+        )
+    return keys
+
+
+def test_get_entries_returns_each_row_and_none_for_a_key_with_no_row(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+    keys = _write_rows(ledger, 3)
+
+    entries = ledger.get_entries([*keys, ("n-9", "hook-0")])
+
+    assert {key: (entry.status, entry.attempts) if entry else None for key, entry in entries.items()} == {
+        ("n-0", "hook-0"): (DeliveryStatus.RETRYING, 1),
+        ("n-0", "hook-1"): (DeliveryStatus.DELIVERED, 2),
+        ("n-0", "hook-2"): (DeliveryStatus.RETRYING, 3),
+        ("n-9", "hook-0"): None,
+    }
+
+
+def test_get_entries_agrees_with_get_entry(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+    keys = _write_rows(ledger, 4)
+
+    assert ledger.get_entries(keys) == {key: ledger.get_entry(*key) for key in keys}
+
+
+def test_get_entries_reads_a_hundred_keys_a_call(aws: AwsResources) -> None:
+    client = CountingClient(get_client("dynamodb"))
+    ledger = _ledger(client)
+    keys = _write_rows(ledger, 150)
+
+    entries = ledger.get_entries(keys)
+
+    assert (client.batch_gets, sum(entry is not None for entry in entries.values())) == ([100, 50], 150)
+
+
+def test_get_entries_asks_once_for_a_key_named_twice(aws: AwsResources) -> None:
+    client = CountingClient(get_client("dynamodb"))
+    ledger = _ledger(client)
+    [key] = _write_rows(ledger, 1)
+
+    assert list(ledger.get_entries([key, key])) == [key]
+    assert client.batch_gets == [1]
+
+
+def test_get_entries_asks_again_for_unprocessed_keys(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("core.ledger.time.sleep", lambda seconds: None)
+    client = CountingClient(get_client("dynamodb"), unprocessed_answers=1)
+    ledger = _ledger(client)
+    keys = _write_rows(ledger, 3)
+
+    entries = ledger.get_entries(keys)
+
+    assert client.batch_gets == [3, 1]
+    assert all(entries[key] is not None for key in keys)
+
+
+def test_get_entries_keys_left_unprocessed_raise_upstream_error(
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("core.ledger.time.sleep", lambda seconds: None)
+    client = CountingClient(get_client("dynamodb"), unprocessed_answers=99)
+    ledger = _ledger(client)
+    keys = _write_rows(ledger, 3)
+
+    with pytest.raises(UpstreamError, match=r"keys left unprocessed"):
+        ledger.get_entries(keys)
+    assert len(client.batch_gets) == 5
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "-"}}, "BatchGetItem"),
+        EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com/"),
+    ],
+)
+def test_get_entries_failure_raises_upstream_error(
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    client = CountingClient(get_client("dynamodb"))
+
+    def failing(**kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(client, "batch_get_item", failing)
+
+    with pytest.raises(UpstreamError, match=r"^reading the ledger failed \(") as raised:
+        _ledger(client).get_entries([("n-1", "hook")])
+    assert raised.value.__cause__ is error
