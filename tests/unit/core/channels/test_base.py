@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
+import requests
 
 from core.channels.base import (
     Limit,
@@ -16,6 +17,7 @@ from core.channels.base import (
     parse_settings,
     post,
     retry_after_seconds,
+    short_text,
     truncate,
     url_problem,
 )
@@ -166,3 +168,36 @@ def test_url_problem_usual_url_has_none(url: str) -> None:
 )
 def test_url_problem_names_the_problem_without_the_url(url: str, problem: str) -> None:
     assert url_problem(url) == problem
+
+
+def _answer(body: bytes, content_type: str | None = None) -> requests.Response:
+    """Return an answer as requests builds it: the encoding is the charset its Content-Type names, if any."""
+    response = requests.Response()
+    response.status_code = 400
+    response._content = body
+    if content_type:
+        response.headers["Content-Type"] = content_type
+    response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+    return response
+
+
+def test_short_text_decodes_utf_8_by_default_on_one_line() -> None:
+    answer = _answer('{"error":\n  "déjà vu"}'.encode(), "application/json")
+
+    assert short_text(answer) == '{"error": "déjà vu"}'
+
+
+def test_short_text_decodes_the_charset_the_answer_names() -> None:
+    assert short_text(_answer("café".encode("latin-1"), "text/plain; charset=latin-1")) == "café"
+
+
+def test_short_text_unknown_charset_falls_back_to_utf_8() -> None:
+    assert short_text(_answer("café".encode(), "text/plain; charset=no-such-charset")) == "café"
+
+
+def test_short_text_cut_inside_a_character_stays_text() -> None:
+    assert short_text(_answer("é".encode() * 300, "application/json"), limit=5) == "ééééé"
+
+
+def test_short_text_of_an_empty_answer_is_empty() -> None:
+    assert short_text(_answer(b"")) == ""
