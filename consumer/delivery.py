@@ -16,6 +16,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -185,27 +186,29 @@ class Deliverer:
         """Read the ledger rows of a batch's messages in one go, before any is processed: one ``BatchGetItem``
         instead of a ``GetItem`` per message, so the first sends start sooner and the batch costs fewer calls.
 
-        Malformed messages and those not due yet (they read no row) are left out. When the read fails, nothing is
-        returned and each message reads its own row, as ``process`` does without ``entries``.
+        Give it only the messages that start at once (as many as there are threads): a row read for a message that
+        waits for a thread would be stale by the time it is sent. Left out, so that each reads its own row: malformed
+        messages, messages not due yet, and a delivery that comes twice in the batch (its second copy must see what
+        the first did). When the read fails, nothing is returned and every message reads its own row.
         """
-        keys = []
-        now = self._clock()
-        for attempt in attempts:
-            try:
-                message = parse_message(attempt.body, attempt.receive_count)
-            except PermanentDeliveryError:
-                continue
-            due = epoch_time(message.not_before)
-            if due is None or not self._early(message, due, now):
-                keys.append((message.notification_id, message.delivery_key))
-        if not keys:
-            return {}
         try:
-            return self._ledger.get_entries(keys)
+            keys: list[tuple[str, str]] = []
+            now = self._clock()
+            for attempt in attempts:
+                try:
+                    message = parse_message(attempt.body, attempt.receive_count)
+                except PermanentDeliveryError:  # malformed: processing drops it, logged
+                    continue
+                due = epoch_time(message.not_before)
+                if due is None or not self._early(message, due, now):
+                    keys.append((message.notification_id, message.delivery_key))
+            once = [key for key, count in Counter(keys).items() if count == 1]
+            return self._ledger.get_entries(once) if once else {}
         except UpstreamError as exc:
             logger.warning("ledger batch read failed: each message reads its own row", extra={"reason": str(exc)})
         except Exception:
-            # A shortcut only: whatever breaks it, the batch goes on the way it did without it.
+            # A shortcut only: whatever breaks it (a body beyond what the parser takes, a bug), the batch goes on the
+            # way it did without it, and processing reports what concerns one message.
             logger.exception("ledger batch read failed unexpectedly: each message reads its own row")
         return {}
 

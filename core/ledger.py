@@ -33,8 +33,9 @@ PAGE_SIZE = 100
 # its row towards DynamoDB's 400 KB item limit, and then no outcome could be written to it any more.
 HISTORY_LIMIT = 50
 _BATCH_WRITE_LIMIT = 25
-# BatchGetItem takes at most 100 keys a call.
+# BatchGetItem takes at most 100 keys a call; keys it leaves unprocessed are asked for again, this many calls in all.
 _BATCH_GET_KEYS = 100
+_BATCH_GET_TRIES = 4
 _MAX_ERROR_LENGTH = 1000
 
 
@@ -492,8 +493,9 @@ class DeliveryLedger:
         """Return the delivery rows of ``(notification_id, delivery_key)`` pairs, read consistently: one
         ``BatchGetItem`` per 100 keys instead of a ``GetItem`` each. A key with no row yet maps to ``None``.
 
-        Keys left unprocessed (throttling) are asked for again, backing off; raise ``UpstreamError`` when some are
-        still left after that, or when a call fails.
+        Keys left unprocessed (throttling) are asked for again, backing off; those still left after
+        ``_BATCH_GET_TRIES`` calls are left out of the answer, so that their callers read them another way. Raise
+        ``UpstreamError`` when a call fails.
         """
         unique = list(dict.fromkeys(keys))
         found: dict[tuple[str, str], LedgerEntry | None] = dict.fromkeys(unique)
@@ -504,7 +506,9 @@ class DeliveryLedger:
                     "ConsistentRead": True,
                 }
             }
-            for attempt in range(5):
+            for attempt in range(_BATCH_GET_TRIES):
+                if attempt:
+                    time.sleep(0.05 * 2 ** (attempt - 1))  # unprocessed keys mean throttling: back off first
                 try:
                     response = self._client.batch_get_item(RequestItems=pending)
                 except AWS_ERRORS as exc:
@@ -515,9 +519,8 @@ class DeliveryLedger:
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break
-                time.sleep(0.05 * 2**attempt)  # unprocessed keys mean throttling: back off before the next try
-            else:
-                raise UpstreamError("reading the ledger failed (keys left unprocessed)")
+            for key in pending.get(self._table, {}).get("Keys", []):
+                found.pop((key["notification_id"]["S"], key["delivery_key"]["S"]), None)
         return found
 
     def _query(self, notification_id: str, **options: Any) -> Iterator[dict[str, Any]]:

@@ -36,7 +36,7 @@ class LedgerPort(Protocol):
 
     def get_entries(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LedgerEntry | None]:
         """Return the rows of ``(notification_id, delivery_key)`` pairs, read consistently in batches; ``None`` for a
-        key with no row yet."""
+        key with no row yet, and no entry for a key the read could not reach (the caller reads it another way)."""
         ...
 
     def update(

@@ -160,6 +160,33 @@ def test_handler_batch_reads_its_ledger_rows_in_one_call(
     assert len(receiver.requests) == 4
 
 
+def test_handler_batch_read_covers_the_records_that_start_at_once_only(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DELIVERY_CONCURRENCY", "2")
+    clients.reset()
+    messages = [_webhook(receiver, f"/{index}", name=f"hook-{index}") for index in range(4)]
+    enqueue(consumer_aws, *messages)
+    received = receive(consumer_aws)
+    calls: list[tuple[str, int]] = []
+    make_api_call = BaseClient._make_api_call
+
+    def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "BatchGetItem":
+            calls.append((operation, sum(len(table["Keys"]) for table in params["RequestItems"].values())))
+        elif operation == "GetItem":
+            calls.append((operation, 1))
+        return make_api_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+
+    consume(received, consumer_aws)
+
+    # The two records that wait for a thread read their own rows when their turn comes.
+    assert sorted(calls) == [("BatchGetItem", 2), ("GetItem", 1), ("GetItem", 1)]
+    assert [entry(message).status for message in messages] == [DeliveryStatus.DELIVERED] * 4
+
+
 def test_handler_delivered_message_records_delivered_with_provider_id(
     consumer_aws: AwsResources, receiver: Receiver
 ) -> None:

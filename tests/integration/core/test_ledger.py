@@ -110,17 +110,21 @@ def test_get_entries_asks_again_for_unprocessed_keys(aws: AwsResources, monkeypa
     assert all(entries[key] is not None for key in keys)
 
 
-def test_get_entries_keys_left_unprocessed_raise_upstream_error(
+def test_get_entries_keys_left_unprocessed_are_left_out_and_the_rest_kept(
     aws: AwsResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("core.ledger.time.sleep", lambda seconds: None)
+    slept: list[float] = []
+    monkeypatch.setattr("core.ledger.time.sleep", slept.append)
     client = CountingClient(get_client("dynamodb"), unprocessed_answers=99)
     ledger = _ledger(client)
     keys = _write_rows(ledger, 3)
 
-    with pytest.raises(UpstreamError, match=r"keys left unprocessed"):
-        ledger.get_entries(keys)
-    assert len(client.batch_gets) == 5
+    entries = ledger.get_entries(keys)
+
+    assert list(entries) == keys[:2]
+    assert all(entries[key] is not None for key in keys[:2])
+    # Four calls, a back-off before each but the first: none after the last.
+    assert (client.batch_gets, slept) == ([3, 1, 1, 1], [0.05, 0.1, 0.2])
 
 
 @pytest.mark.parametrize(

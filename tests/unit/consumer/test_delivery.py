@@ -1306,6 +1306,30 @@ def test_read_entries_leaves_out_malformed_and_not_yet_due_messages(rig: Rig) ->
     assert rig.ledger.batch_reads == [[ROW_KEY]]
 
 
+def test_read_entries_leaves_out_a_delivery_that_comes_twice_so_its_copies_read_their_own_rows(rig: Rig) -> None:
+    attempts = [_attempt(_body(), 1), _attempt(_body(delivery_key="k-2"), 2), _attempt(_body(), 3)]
+
+    entries = rig.deliverer.read_entries(attempts)
+
+    assert (rig.ledger.batch_reads, list(entries)) == ([[(ID, "k-2")]], [(ID, "k-2")])
+
+
+def test_process_second_copy_in_one_batch_sees_the_first_delivered(rig: Rig) -> None:
+    attempts = [_attempt(_body(), 1), _attempt(_body(), 2)]
+    entries = rig.deliverer.read_entries(attempts)
+
+    outcomes = [rig.deliverer.process(attempt, None, entries) for attempt in attempts]
+
+    assert (outcomes, len(rig.channel.sent)) == ([Outcome.DELIVERED, Outcome.SKIPPED], 1)
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000, None])
+def test_read_entries_body_beyond_the_parser_returns_nothing(rig: Rig, body: Any) -> None:
+    attempts = [_attempt(body, 1), _attempt(_body(), 2)]
+
+    assert rig.deliverer.read_entries(attempts) == {}
+
+
 def test_read_entries_of_nothing_readable_makes_no_call(rig: Rig) -> None:
     assert (rig.deliverer.read_entries([_attempt("not json")]), rig.ledger.batch_reads) == ({}, [])
 
