@@ -311,7 +311,7 @@ def short_text(response: requests.Response, limit: int = 200) -> str:
     """Return the start of an answer's body as one line, for an error reason.
 
     Decoded in the charset its ``Content-Type`` names, else UTF-8, never guessed: ``response.text`` would run charset
-    detection over the body of every answer (a quarter of a webhook send's CPU).
+    detection over the body of every answer (a sixth of a webhook send's CPU).
     """
     head = response.content[: limit * 4]
     try:

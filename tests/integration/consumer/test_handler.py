@@ -93,6 +93,22 @@ def _redrive() -> dict[str, Any]:
     return result
 
 
+def _ledger_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Return a list that records from now on each DynamoDB read (``GetItem``, ``BatchGetItem``) and its key count."""
+    reads: list[tuple[str, int]] = []
+    make_api_call = BaseClient._make_api_call
+
+    def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "BatchGetItem":
+            reads.append((operation, sum(len(table["Keys"]) for table in params["RequestItems"].values())))
+        elif operation == "GetItem":
+            reads.append((operation, 1))
+        return make_api_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    return reads
+
+
 def _consume_next(aws: AwsResources) -> bool:
     """Consume what is visible, waiting up to 2 s for a delayed copy; return whether anything was consumed."""
     deadline = time.monotonic() + 2
@@ -144,18 +160,11 @@ def test_handler_batch_reads_its_ledger_rows_in_one_call(
     messages = [_webhook(receiver, f"/{index}", name=f"hook-{index}") for index in range(4)]
     enqueue(consumer_aws, *messages)
     received = receive(consumer_aws)
-    operations: list[str] = []
-    make_api_call = BaseClient._make_api_call
-
-    def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        operations.append(operation)
-        return make_api_call(client, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    reads = _ledger_reads(monkeypatch)
 
     consume(received, consumer_aws)
 
-    assert (operations.count("BatchGetItem"), operations.count("GetItem")) == (1, 0)
+    assert reads == [("BatchGetItem", 4)]
     assert [entry(message).status for message in messages] == [DeliveryStatus.DELIVERED] * 4
     assert len(receiver.requests) == 4
 
@@ -168,22 +177,12 @@ def test_handler_batch_read_covers_the_records_that_start_at_once_only(
     messages = [_webhook(receiver, f"/{index}", name=f"hook-{index}") for index in range(4)]
     enqueue(consumer_aws, *messages)
     received = receive(consumer_aws)
-    calls: list[tuple[str, int]] = []
-    make_api_call = BaseClient._make_api_call
-
-    def counting(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        if operation == "BatchGetItem":
-            calls.append((operation, sum(len(table["Keys"]) for table in params["RequestItems"].values())))
-        elif operation == "GetItem":
-            calls.append((operation, 1))
-        return make_api_call(client, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
+    reads = _ledger_reads(monkeypatch)
 
     consume(received, consumer_aws)
 
     # The two records that wait for a thread read their own rows when their turn comes.
-    assert sorted(calls) == [("BatchGetItem", 2), ("GetItem", 1), ("GetItem", 1)]
+    assert sorted(reads) == [("BatchGetItem", 2), ("GetItem", 1), ("GetItem", 1)]
     assert [entry(message).status for message in messages] == [DeliveryStatus.DELIVERED] * 4
 
 
