@@ -53,6 +53,19 @@ Entries = Mapping[tuple[str, str], LedgerEntry | None]
 EARLY_TOLERANCE_SECONDS = 1.0
 
 
+def _ended_run(entry: LedgerEntry, message: DeliveryMessage) -> bool:
+    """Whether the row says the message's run ended ``failed`` or ``dead`` after an attempt of the consumer's.
+
+    A ``failed`` row without an attempt is the producer's (a delivery it could not enqueue), not an end of a run. A
+    redrive sends its message before it sets the row ``queued``, with ``redriven`` one more than the row's: a newer run.
+    """
+    return (
+        entry.status in (DeliveryStatus.FAILED, DeliveryStatus.DEAD)
+        and entry.attempts > 0
+        and message.redriven <= entry.redriven
+    )
+
+
 class Outcome(StrEnum):
     """What became of one received message; the metric names, by channel type."""
 
@@ -248,6 +261,11 @@ class Deliverer:
         if entry is not None and entry.status is DeliveryStatus.DELIVERED:
             # SQS delivers at least once: a message seen again after its success is not sent twice.
             logger.info("delivery skipped: already delivered", extra=log)
+            return Outcome.SKIPPED
+        if entry is not None and _ended_run(entry, message):
+            # A copy of a run that ended failed or dead (its delete was lost: a worker killed after the outcome, say)
+            # would otherwise be tried again past its budget, and buried twice. A redrive starts a newer run.
+            logger.info("delivery skipped: its run has ended", extra={**log, "status": entry.status.value})
             return Outcome.SKIPPED
         # The row counts the attempts of every run; this run's retry budget counts only its own, so those of the runs
         # before a redrive are taken off. The row may be ahead of the message: an attempt recorded, its copy refused.

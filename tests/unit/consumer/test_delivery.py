@@ -271,6 +271,55 @@ def test_process_row_delivered_already_sends_nothing(rig: Rig) -> None:
     assert (rig.channel.sent, rig.ledger.updates, rig.queue.sent) == ([], [], [])
 
 
+# --- a run that ended failed or dead ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [DeliveryStatus.FAILED, DeliveryStatus.DEAD])
+def test_process_copy_of_a_run_ended_failed_or_dead_is_skipped_without_a_send(rig: Rig, status: DeliveryStatus) -> None:
+    rig.ledger.put(ID, KEY, status, attempts=3, last_error="HTTP 410")
+
+    outcome = rig.process(_body(attempt=2))
+
+    assert (outcome, rig.channel.sent, rig.ledger.updates, rig.queue.sent) == (Outcome.SKIPPED, [], [], [])
+
+
+def test_process_buried_message_received_again_is_not_buried_twice(rig: Rig) -> None:
+    # The bury and the dead row were written, then the worker died before SQS deleted the message.
+    rig.channel.result = _server_error()
+    body = _body(attempt=MAX_ATTEMPTS - 1)
+    assert rig.process(body) is Outcome.DEAD
+
+    outcome = rig.process(body, receive_count=2)
+
+    assert (outcome, len(rig.channel.sent), len(rig.dead_letters.buried)) == (Outcome.SKIPPED, 1, 1)
+    assert (rig.row().status, rig.row().attempts) == (DeliveryStatus.DEAD, MAX_ATTEMPTS)
+
+
+def test_process_redriven_message_whose_row_still_says_dead_is_sent(rig: Rig) -> None:
+    # The redrive sends the message, then sets the row queued: the message may come first.
+    rig.ledger.put(ID, KEY, DeliveryStatus.DEAD, attempts=7, redriven=0)
+
+    outcome = rig.process(_body(prior_attempts=7, redriven=1, window_start=iso_time(NOW - 1)))
+
+    assert (outcome, len(rig.channel.sent), rig.row().status) == (Outcome.DELIVERED, 1, DeliveryStatus.DELIVERED)
+
+
+def test_process_copy_of_an_earlier_run_after_a_redriven_run_ended_is_skipped(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.DEAD, attempts=14, redriven=1)
+
+    assert rig.process(_body(attempt=3)) is Outcome.SKIPPED
+    assert rig.channel.sent == []
+
+
+def test_process_failed_row_without_an_attempt_is_the_producers_and_is_sent(rig: Rig) -> None:
+    # The producer writes a failed row with no attempt for a delivery SQS refused; an idempotent retry of the publish
+    # clears it before it enqueues again, but a copy that went through anyway must still be delivered.
+    rig.ledger.put(ID, KEY, DeliveryStatus.FAILED, attempts=0, last_error="not enqueued")
+
+    assert rig.process() is Outcome.DELIVERED
+    assert len(rig.channel.sent) == 1
+
+
 # --- permanent failure --------------------------------------------------------------------------------------------
 
 
