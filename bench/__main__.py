@@ -22,7 +22,9 @@ from bench.results import PLOTS_DIR
 
 BENCH_DIR = ROOT / "bench"
 # Modules of bench/ that are not benchmarks.
-HELPERS = frozenset({"__init__", "__main__", "environment", "plots", "receiver", "report", "results", "workers"})
+HELPERS = frozenset(
+    {"__init__", "__main__", "environment", "plots", "publish_harness", "receiver", "report", "results", "workers"}
+)
 # What a benchmark is given in the full run (the quick run gives each ``--quick``).
 FULL_ARGS = {"burst": ["--outage"]}
 
