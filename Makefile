@@ -51,7 +51,12 @@ deploy-checks: install node
 
 # Every benchmark under bench/, one after another (about 20 minutes; QUICK=1 or `make bench-quick`: the quick forms,
 # a few minutes), then bench/RESULTS.md and the plots in bench/plots/ from their figures (bench/report.py).
-bench: install node
+# dynalite (bench/package.json): a DynamoDB in its own process, for the delivery benchmark only.
+bench/node_modules/.installed: bench/package.json bench/package-lock.json
+	npm ci --prefix bench --no-audit --no-fund
+	@touch $@
+
+bench: install node bench/node_modules/.installed
 	@test ! -f bench/requirements.txt || $(BIN)/python -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 

@@ -3,6 +3,7 @@
 Measured in one run, each the median of several rounds after a warm-up:
 - the consumer: the ``deliver`` handler on an SQS event of 10 webhook messages, in-process against moto (ledger reads
   and writes, visibility, metrics included), and the CPU time moto itself spent answering its calls;
+- the same handler with DynamoDB in another process: dynalite (bench/package.json, installed by ``make bench``);
 - sequential: the same webhook channel sending the 10 one after another (what a one-at-a-time consumer costs);
 - Apprise: ``Apprise.notify`` to 10 ``json://`` URLs on the same sink (Apprise installed by ``make bench`` only).
 
@@ -17,19 +18,24 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from bench.environment import use_bench_environment
+from bench.publish_harness import emulator_cpu
 from bench.results import Fragment, Table, Target
 
 BATCH = 10
+DYNALITE_CLI = Path(__file__).resolve().parent / "node_modules" / "dynalite" / "cli.js"
 ROUNDS = 7
 SINK_DELAY_SECONDS = 0.1
 
@@ -100,33 +106,56 @@ def webhook_message(sink: str, index: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def emulator_cpu() -> Iterator[list[float]]:
-    """Yield a list whose one number grows by the CPU time moto spends answering the calls made meanwhile, in any
-    thread: in-process, moto's Python holds the consumer's GIL while it works, which a remote AWS would not."""
-    from moto.core.botocore_stubber import BotocoreStubber
-
-    spent = [0.0]
-    lock = threading.Lock()
-    process_request = BotocoreStubber.process_request
-
-    def timed(self: BotocoreStubber, request: Any) -> Any:
-        started = time.thread_time()
-        try:
-            return process_request(self, request)
-        finally:
-            with lock:
-                spent[0] += time.thread_time() - started
-
-    BotocoreStubber.process_request = timed  # type: ignore[method-assign]
+def running_dynalite() -> Iterator[str | None]:
+    """Yield the URL of a dynalite (bench/package.json, a DynamoDB of its own process, in memory) on a free loopback
+    port, stopped by its PID after; ``None`` when it or node is missing (``make bench`` installs it)."""
+    cli = DYNALITE_CLI
+    node = shutil.which("node")
+    if node is None or not cli.exists():
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [node, str(cli), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        yield spent
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("dynalite did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        BotocoreStubber.process_request = process_request  # type: ignore[method-assign]
+        process.terminate()
+        process.wait(timeout=10)
 
 
-def consumer_seconds(sink: str, rounds: int = ROUNDS) -> tuple[float, float]:
+def _ledger_table_at(endpoint: str, table: str) -> None:
+    """Create the ledger's table in the DynamoDB at ``endpoint`` (without its TTL: dynalite has no UpdateTimeToLive)."""
+    import boto3
+
+    from tests.support.aws import create_table
+
+    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint)
+    create_table(dynamodb, table, [("notification_id", "HASH"), ("delivery_key", "RANGE")], None)
+    dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
+
+
+def consumer_seconds(sink: str, rounds: int = ROUNDS, dynamodb: str | None = None) -> tuple[float, float]:
     """Time the deliver handler on SQS events of 10 webhook messages, in-process against moto; return the median
-    wall time and the median CPU time moto spent in those rounds answering the handler's calls."""
+    wall time and the median CPU time moto spent in those rounds answering the handler's calls.
+
+    ``dynamodb``: the URL of a DynamoDB of another process for the ledger (every DynamoDB call of the handler) instead
+    of moto's; SQS and the rest stay in moto.
+    """
     from moto import mock_aws
 
     from consumer.handler import handler
@@ -138,9 +167,15 @@ def consumer_seconds(sink: str, rounds: int = ROUNDS) -> tuple[float, float]:
     from tests.support.aws import create_resources
 
     serialize_writes()
-    with mock_aws():
+    with mock_aws(), contextlib.ExitStack() as restore:
         aws = create_resources()
         os.environ.update(aws.env)
+        if dynamodb is not None:
+            _ledger_table_at(dynamodb, aws.env["DELIVERIES_TABLE"])
+            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb
+            # Undone in reverse: the variable goes, then the clients that read it.
+            restore.callback(clients.reset)
+            restore.callback(os.environ.pop, "AWS_ENDPOINT_URL_DYNAMODB", None)
         clients.reset()
 
         def prepare() -> dict[str, Any]:
@@ -221,6 +256,32 @@ def apprise_seconds(sink: str, rounds: int = ROUNDS) -> tuple[str, float] | None
     return str(apprise.__version__), median_seconds(notify, lambda: None, rounds)
 
 
+def _remote_rows(fragment: Fragment, remote: float | None, floor: float) -> list[list[str]]:
+    """Print the consumer's time with its DynamoDB in another process, add its target and note; return its row."""
+    if remote is None:
+        print("  dynalite not installed (make bench installs it: npm ci --prefix bench)")
+        fragment.notes.append("dynalite was not installed (`npm ci --prefix bench`): no row with DynamoDB elsewhere.")
+        return []
+    label = "consumer, DynamoDB in another process (dynalite)"
+    print(f"  {label:<39} {remote * 1000:8.1f} ms   {remote / floor:4.2f}x the floor")
+    fragment.targets.append(
+        Target(
+            "delivery: 10 webhooks to a 100 ms sink, x the floor, DynamoDB in another process (dynalite)",
+            f"{remote / floor:.2f}x",
+            "<= 1.25x",
+            remote <= 1.25 * floor,
+        )
+    )
+    fragment.notes.append(
+        "The row with dynalite runs the same handler with every DynamoDB call (the batch read, the ledger writes) "
+        "sent over loopback HTTP to dynalite, a DynamoDB emulator in Node, in its own process and in memory; SQS and "
+        "the rest stay in moto, which the handler does not call when every send succeeds. dynalite answers an "
+        "UpdateItem in about a millisecond of its own CPU, on the machine's other core, so what remains is the "
+        "handler's own CPU (requests, botocore, pydantic, logging, metrics), serialized by the GIL its threads share."
+    )
+    return [[label, f"{remote * 1000:.1f} ms", f"{remote / floor:.2f}x", "-"]]
+
+
 def main() -> None:
     """Run the three measurements in one process, print the figures and save them for the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -235,6 +296,8 @@ def main() -> None:
     )
     with running_sink() as sink:
         consumer, emulator = consumer_seconds(sink, rounds)
+        with running_dynalite() as dynalite:
+            remote = consumer_seconds(sink, rounds, dynalite)[0] if dynalite is not None else None
         sequential = sequential_seconds(sink, rounds)
         apprise_result = apprise_seconds(sink, rounds)
     floor = SINK_DELAY_SECONDS
@@ -245,11 +308,11 @@ def main() -> None:
     print(f"    of which moto answering its calls     {emulator * 1000:8.1f} ms of CPU (in-process, under the GIL)")
     print(f"    the rest, an estimate without moto    {own * 1000:8.1f} ms   {own / floor:4.2f}x the floor")
     ratio = sequential / consumer
-    print(f"  sequential (same channel, one by one)   {sequential * 1000:8.1f} ms   consumer {ratio:4.1f}x faster")
     rows = [
         ["consumer (deliver handler, concurrent)", f"{consumer * 1000:.1f} ms", f"{consumer / floor:.2f}x", "-"],
         ["  of which moto's CPU answering its AWS calls", f"{emulator * 1000:.1f} ms", "-", "-"],
         ["  the consumer less moto's CPU (an estimate)", f"{own * 1000:.1f} ms", f"{own / floor:.2f}x", "-"],
+        *_remote_rows(fragment, remote, floor),
         [
             "sequential (same channel, one by one)",
             f"{sequential * 1000:.1f} ms",
@@ -267,6 +330,7 @@ def main() -> None:
         Target("delivery: consumer faster than sequential", f"{ratio:.1f}x", ">= 5x", ratio >= 5),
         Target("delivery: the consumer less moto's CPU (an estimate), x the floor", f"{own / floor:.2f}x", "-", None),
     ]
+    print(f"  sequential (same channel, one by one)   {sequential * 1000:8.1f} ms   consumer {ratio:4.1f}x faster")
     fragment.notes.append(
         "The consumer's AWS calls go to moto in the same process: per batch, one ledger BatchGetItem before the sends "
         "and a ledger UpdateItem after each. moto answers each in Python, holding the GIL the consumer's threads "
@@ -288,6 +352,12 @@ def main() -> None:
                 "delivery: consumer faster than Apprise", f"{seconds / consumer:.1f}x", ">= 3x", seconds / consumer >= 3
             )
         )
+        if seconds / 3 < floor:
+            fragment.notes.append(
+                f"3x faster than Apprise is {seconds / 3 * 1000:.0f} ms, under the sink's {floor * 1000:.0f} ms: no "
+                f"sender can meet that target on this sink. A consumer at 1.25x the floor would be "
+                f"{seconds / (1.25 * floor):.1f}x faster than Apprise."
+            )
     fragment.tables.append(
         Table(
             f"Median of {rounds} rounds after a warm-up; the consumer runs in-process against moto",

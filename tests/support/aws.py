@@ -40,7 +40,8 @@ class AwsResources:
     env: dict[str, str]
 
 
-def _table(client: Any, name: str, keys: list[tuple[str, str]], ttl_attribute: str | None) -> None:
+def create_table(client: Any, name: str, keys: list[tuple[str, str]], ttl_attribute: str | None) -> None:
+    """Create an on-demand table keyed by ``keys`` (string attributes), with a TTL attribute when one is named."""
     client.create_table(
         TableName=name,
         BillingMode="PAY_PER_REQUEST",
@@ -68,10 +69,12 @@ def create_resources(max_receive_count: int = 5) -> AwsResources:
     dynamodb = client("dynamodb")
     sqs = client("sqs")
     ssm = client("ssm")
-    _table(dynamodb, NAMES["TOPICS_TABLE"], [("channel", "HASH"), ("topic", "RANGE")], None)
-    _table(dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("delivery_key", "RANGE")], "expires_at")
-    _table(dynamodb, NAMES["PACING_TABLE"], [("destination", "HASH")], "expires_at")
-    _table(dynamodb, NAMES["IDEMPOTENCY_TABLE"], [("id", "HASH")], "expiration")
+    create_table(dynamodb, NAMES["TOPICS_TABLE"], [("channel", "HASH"), ("topic", "RANGE")], None)
+    create_table(
+        dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("delivery_key", "RANGE")], "expires_at"
+    )
+    create_table(dynamodb, NAMES["PACING_TABLE"], [("destination", "HASH")], "expires_at")
+    create_table(dynamodb, NAMES["IDEMPOTENCY_TABLE"], [("id", "HASH")], "expiration")
     dlq_url = sqs.create_queue(QueueName="notify-test-deliveries-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(
