@@ -54,16 +54,19 @@ EARLY_TOLERANCE_SECONDS = 1.0
 
 
 def _ended_run(entry: LedgerEntry, message: DeliveryMessage) -> bool:
-    """Whether the row says the message's run ended ``failed`` or ``dead`` after an attempt of the consumer's.
+    """Whether the message is a copy of a run that the row says ended: ``dead``, or ``failed`` after an attempt.
 
-    A ``failed`` row without an attempt is the producer's (a delivery it could not enqueue), not an end of a run. A
-    redrive sends its message before it sets the row ``queued``, with ``redriven`` one more than the row's: a newer run.
+    Only the consumer writes ``dead``; a ``failed`` row without an attempt is the producer's (a delivery it could not
+    enqueue), not the end of a run. A redrive starts a newer run, which is never skipped: its message counts one more
+    redrive than the row did when it was redriven, and its retry window opens at the redrive, after the row's last
+    write (a dead letter redriven twice, its second copy after the first run ended, has the row's count but the later
+    window).
     """
-    return (
-        entry.status in (DeliveryStatus.FAILED, DeliveryStatus.DEAD)
-        and entry.attempts > 0
-        and message.redriven <= entry.redriven
-    )
+    if not (entry.status is DeliveryStatus.DEAD or (entry.status is DeliveryStatus.FAILED and entry.attempts > 0)):
+        return False
+    opened = epoch_time(message.window_start or message.created_at)
+    written = epoch_time(entry.updated_at)
+    return message.redriven <= entry.redriven and opened is not None and written is not None and opened <= written
 
 
 class Outcome(StrEnum):

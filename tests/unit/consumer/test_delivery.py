@@ -311,6 +311,25 @@ def test_process_copy_of_an_earlier_run_after_a_redriven_run_ended_is_skipped(ri
     assert rig.channel.sent == []
 
 
+def test_process_dead_letter_redriven_again_after_its_first_redrive_ended_is_sent(rig: Rig) -> None:
+    # A letter redriven once stayed in the DLQ (its delete failed); that run ended failed. Redriven again later, its
+    # copy counts the row's redrives, not more, but its window opens after the row's last write: a newer run.
+    rig.ledger.put(ID, KEY, DeliveryStatus.FAILED, attempts=5, redriven=1, last_error="HTTP 410")
+    rig.clock.advance(600)
+
+    outcome = rig.process(_body(prior_attempts=5, redriven=1, window_start=iso_time(NOW + 590)))
+
+    assert (outcome, len(rig.channel.sent), rig.row().status) == (Outcome.DELIVERED, 1, DeliveryStatus.DELIVERED)
+
+
+def test_process_dead_row_without_an_attempt_still_ends_the_run(rig: Rig) -> None:
+    # A 429 counts no attempt: a delivery whose window closed on 429s is buried with 0 attempts, and its copy is final.
+    rig.ledger.put(ID, KEY, DeliveryStatus.DEAD, attempts=0, last_error="HTTP 429")
+
+    assert rig.process() is Outcome.SKIPPED
+    assert (rig.channel.sent, rig.dead_letters.buried) == ([], [])
+
+
 def test_process_failed_row_without_an_attempt_is_the_producers_and_is_sent(rig: Rig) -> None:
     # The producer writes a failed row with no attempt for a delivery SQS refused; an idempotent retry of the publish
     # clears it before it enqueues again, but a copy that went through anyway must still be delivered.
