@@ -364,6 +364,26 @@ def test_handler_dead_message_is_listed_then_redriven_and_delivered(
     assert dead_letters(consumer_aws) == []
 
 
+def test_handler_buried_message_whose_delete_was_lost_is_skipped_when_it_comes_back(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")
+    clients.reset()
+    receiver.default = Answer(500, b"")
+    message = _webhook(receiver)
+    enqueue(consumer_aws, message)
+    # The worker buries the delivery and dies before the event source mapping deletes the message.
+    consume(receive(consumer_aws, visibility_timeout=1))
+    time.sleep(1.2)
+
+    again = receive(consumer_aws)
+    consume(again, consumer_aws)
+
+    assert len(again) == 1
+    assert (entry(message).status, entry(message).attempts) == (DeliveryStatus.DEAD, 1)
+    assert (len(receiver.requests), len(dead_letters(consumer_aws)), on_queue()) == (1, 1, [])
+
+
 def test_handler_redriven_delivery_gets_its_attempts_afresh(
     consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
