@@ -262,7 +262,7 @@ def _remote_rows(fragment: Fragment, remote: float | None, floor: float) -> list
         print("  dynalite not installed (make bench installs it: npm ci --prefix bench)")
         fragment.notes.append("dynalite was not installed (`npm ci --prefix bench`): no row with DynamoDB elsewhere.")
         return []
-    label = "consumer, DynamoDB in another process (dynalite)"
+    label = "consumer, DynamoDB elsewhere (dynalite)"
     print(f"  {label:<39} {remote * 1000:8.1f} ms   {remote / floor:4.2f}x the floor")
     fragment.targets.append(
         Target(
