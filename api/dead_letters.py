@@ -231,6 +231,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
     if not (letter.notification_id and letter.delivery_key):
         return
     if message is not None:
+        # After the send: the new run may have begun, even ended; it wrote its own count, and the row is left to it.
         ledger.update(
             letter.notification_id,
             letter.delivery_key,
@@ -238,6 +239,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
             row=_row(message),
             attempts=message.prior_attempts,
             redriven=message.redriven,
+            before_run=message.redriven,
         )
     else:
         row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None

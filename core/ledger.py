@@ -60,6 +60,17 @@ def epoch_time(text: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _update_condition(before_run: int | None, names: dict[str, str], values: dict[str, Any]) -> str:
+    """Return the condition of a row's update: never over ``delivered``, and with ``before_run`` only while the row
+    counts fewer redrives (its names and values added to the update's)."""
+    condition = "(attribute_not_exists(#s) OR #s <> :delivered)"
+    if before_run is None:
+        return condition
+    names["#d"] = "redriven"
+    values[":run"] = {"N": str(before_run)}
+    return condition + " AND (attribute_not_exists(#d) OR #d < :run)"
+
+
 @dataclass(frozen=True)
 class Delivery:
     """One expected delivery of a notification: its key, integration name and channel type."""
@@ -411,6 +422,7 @@ class DeliveryLedger:
         redriven: int | None = None,
         history: AttemptRecord | None = None,
         earlier: Sequence[AttemptRecord] = (),
+        before_run: int | None = None,
     ) -> bool:
         """Write a delivery row's status (creating the row); return ``False`` when it is ``delivered`` already.
 
@@ -419,7 +431,9 @@ class DeliveryLedger:
         other write, so a final row never names a next attempt. ``redriven`` is set, never added to, so a message seen
         twice writes the same count. ``history`` is appended to the row's list in this same write; ``earlier`` is that
         list as the caller last read it: when it holds ``HISTORY_LIMIT`` attempts already, the list is written anew
-        with the most recent of them, so it stops growing.
+        with the most recent of them, so it stops growing. ``before_run`` (a redrive's count): write only while the row
+        counts fewer redrives, so a redrive that marks its row after sending its message never overwrites what that
+        message's run already wrote; ``False`` then too.
         """
         names = {"#s": "status", "#u": "updated_at"}
         values: dict[str, Any] = {
@@ -458,12 +472,13 @@ class DeliveryLedger:
             names["#h"] = "history"
             sets.append(_history_clause(history, earlier, values))
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        condition = _update_condition(before_run, names, values)
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=self._key(notification_id, delivery_key),
                 UpdateExpression=expression,
-                ConditionExpression="attribute_not_exists(#s) OR #s <> :delivered",
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )

@@ -53,8 +53,10 @@ class LedgerPort(Protocol):
         redriven: int | None = None,
         history: AttemptRecord | None = None,
         earlier: Sequence[AttemptRecord] = (),
+        before_run: int | None = None,
     ) -> bool:
-        """Write a delivery row's status and append ``history``; return ``False`` when it is ``delivered`` already."""
+        """Write a delivery row's status and append ``history``; return ``False`` when it is ``delivered`` already, or
+        counts ``before_run`` redrives or more when that is given."""
         ...
 
 

@@ -143,8 +143,10 @@ class FakeLedger:
         redriven: int | None = None,
         history: AttemptRecord | None = None,
         earlier: Sequence[AttemptRecord] = (),
+        before_run: int | None = None,
     ) -> bool:
-        """Write a row's status and the fields given; return ``False`` when it is ``delivered`` already."""
+        """Write a row's status and the fields given; return ``False`` when it is ``delivered`` already, or counts
+        ``before_run`` redrives or more."""
         self.updates.append((notification_id, delivery_key, status))
         if self.fail_updates:
             raise UpstreamError("updating the ledger failed (fake)")
@@ -153,6 +155,8 @@ class FakeLedger:
         key = (notification_id, delivery_key)
         old = self.rows.get(key)
         if old is not None and old.status is DeliveryStatus.DELIVERED:
+            return False
+        if old is not None and before_run is not None and old.redriven >= before_run:
             return False
         if last_error is None and status not in (DeliveryStatus.DELIVERED, DeliveryStatus.QUEUED) and old:
             last_error = old.last_error

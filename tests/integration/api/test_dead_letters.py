@@ -219,6 +219,45 @@ def test_redrive_same_letter_twice_goes_back_the_same_and_counts_one_redrive(aws
     assert (entry.attempts, entry.redriven) == (7, 1)
 
 
+class _RunWritesFirst:
+    """An SQS client under which a redriven message's run ends before the redrive marks its row ``queued``: a consumer
+    took the message at once and its delivery failed."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def send_message(self, **kwargs: Any) -> Any:
+        sent = self._sqs.send_message(**kwargs)
+        body = json.loads(kwargs["MessageBody"])
+        get_ledger().update(
+            body["notification_id"],
+            body["delivery_key"],
+            DeliveryStatus.FAILED,
+            attempts=8,
+            redriven=body["redriven"],
+            last_error="webhook: HTTP 410",
+        )
+        return sent
+
+
+def test_redrive_leaves_the_row_to_the_run_that_wrote_it_first(aws: AwsResources) -> None:
+    _dead(aws, "n-1")
+
+    redrive(_RunWritesFirst(get_client("sqs")), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 1)
+
+    entry = get_ledger().get_entry("n-1", "erp-webhook")
+    assert entry is not None
+    assert (entry.status, entry.attempts, entry.redriven, entry.last_error) == (
+        DeliveryStatus.FAILED,
+        8,
+        1,
+        "webhook: HTTP 410",
+    )
+
+
 def test_redrive_max_messages_limits_the_move(admin: AdminApi, aws: AwsResources) -> None:
     for index in range(3):
         _dead(aws, f"n-{index}")

@@ -147,3 +147,47 @@ def test_get_entries_failure_raises_upstream_error(
     with pytest.raises(UpstreamError, match=r"^reading the ledger failed \(") as raised:
         _ledger(client).get_entries([("n-1", "hook")])
     assert raised.value.__cause__ is error
+
+
+def _row_with_redrives(redriven: int) -> None:
+    _ledger(get_client("dynamodb")).update(
+        "n-1", "k-1", DeliveryStatus.FAILED, attempts=3, redriven=redriven, last_error="HTTP 410"
+    )
+
+
+def test_update_before_run_writes_a_row_that_counts_fewer_redrives(aws: AwsResources) -> None:
+    _row_with_redrives(0)
+
+    written = _ledger(get_client("dynamodb")).update(
+        "n-1", "k-1", DeliveryStatus.QUEUED, attempts=3, redriven=1, before_run=1
+    )
+
+    entry = _ledger(get_client("dynamodb")).get_entry("n-1", "k-1")
+    assert entry is not None
+    assert (written, entry.status, entry.redriven) == (True, DeliveryStatus.QUEUED, 1)
+
+
+def test_update_before_run_writes_a_row_not_there_yet(aws: AwsResources) -> None:
+    written = _ledger(get_client("dynamodb")).update(
+        "n-1", "k-1", DeliveryStatus.QUEUED, attempts=3, redriven=1, before_run=1
+    )
+
+    assert written is True
+
+
+@pytest.mark.parametrize("redriven", [1, 2])
+def test_update_before_run_leaves_a_row_that_counts_as_many_redrives_or_more(aws: AwsResources, redriven: int) -> None:
+    _row_with_redrives(redriven)
+
+    written = _ledger(get_client("dynamodb")).update(
+        "n-1", "k-1", DeliveryStatus.QUEUED, attempts=3, redriven=1, before_run=1
+    )
+
+    entry = _ledger(get_client("dynamodb")).get_entry("n-1", "k-1")
+    assert entry is not None
+    assert (written, entry.status, entry.redriven, entry.last_error) == (
+        False,
+        DeliveryStatus.FAILED,
+        redriven,
+        "HTTP 410",
+    )
