@@ -168,6 +168,9 @@ class WebsocketApi:
         Prints one line per connect, frame and disconnect.
     """
 
+    # How long ``shutdown`` waits for the server to close its connections (their handlers ending) before it stops.
+    CLOSE_SECONDS = 10.0
+
     def __init__(
         self,
         service: ServiceDefinition,
@@ -240,6 +243,12 @@ class WebsocketApi:
                 return
             ready.set_result(None)
             loop.run_forever()
+            # Connections still being handled (a $disconnect waiting on its invocation, say) end inside the loop, not
+            # when their coroutines are collected after it closed.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="websocket-api", daemon=True)
@@ -281,7 +290,7 @@ class WebsocketApi:
 
             future = asyncio.run_coroutine_threadsafe(close(), loop)
             with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-                future.result(10)
+                future.result(self.CLOSE_SECONDS)
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:

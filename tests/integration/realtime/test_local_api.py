@@ -6,7 +6,9 @@ to 1,000 connections."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from core import clients
 from core.models import Content
 from core.realtime.connections import Connection
 from core.realtime.tokens import issue_token
+from infra.local.websocket import DISCONNECT
 from tests.integration.realtime.conftest import Realtime
 
 pytestmark = pytest.mark.timeout(300)
@@ -195,3 +198,30 @@ def test_management_api_unknown_connection_is_gone_exception(realtime: Realtime)
 
     with pytest.raises(management.exceptions.GoneException):
         management.post_to_connection(ConnectionId="nobody0000000A=", Data=b"{}")
+
+
+def test_stopping_with_disconnects_still_running_ends_their_handlers_inside_the_loop(
+    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = realtime.api
+    invoke = api._invoke
+
+    async def slow_disconnect(route: str, event: dict[str, Any]) -> Any:
+        if route == DISCONNECT:
+            await asyncio.sleep(30)
+        return await invoke(route, event)
+
+    monkeypatch.setattr(api, "_invoke", slow_disconnect)
+    monkeypatch.setattr(api, "CLOSE_SECONDS", 0.5)
+
+    async def run() -> None:
+        sockets = await _open(api.websocket_url, [_token(f"user-{index}") for index in range(3)])
+        await asyncio.gather(*(socket.close() for socket in sockets))
+
+    asyncio.run(run())
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    api.shutdown()
+    gc.collect()
+
+    assert unraisable == []
