@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.coldstart import statement_ms
 from bench.environment import use_bench_environment
+from bench.publish_harness import drain, webhook_integrations
 from bench.results import Fragment, Table, Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,13 +76,6 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def _drain(sqs: Any, queue_url: str) -> None:
-    """Delete every message of a queue (PurgeQueue is allowed once a minute)."""
-    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages"):
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
-
-
 def measure_publishing(warm_publishes: int = WARM_PUBLISHES) -> list[dict[str, Any]]:
     """Create topics of each size in moto and publish to them; return counts and latencies per size."""
     from moto import mock_aws
@@ -104,10 +98,7 @@ def measure_publishing(warm_publishes: int = WARM_PUBLISHES) -> list[dict[str, A
             clients.get_client(service).meta.events.register("before-parameter-build", counter)
         context = FakeLambdaContext(function_name="notify-bench-publish")
         for size in SIZES:
-            integrations = [
-                {"name": f"hook-{i}", "type": "webhook", "target": {"url": f"https://hooks.example/{i}"}, "model": "$m"}
-                for i in range(size)
-            ]
+            integrations = webhook_integrations(size)
             created = api_handler.handler(
                 api_event(
                     "PUT",
@@ -140,7 +131,7 @@ def measure_publishing(warm_publishes: int = WARM_PUBLISHES) -> list[dict[str, A
             for _ in range(warm_publishes):
                 # moto's SQS scans every queued message on each send, which real SQS does not: keep the queue empty
                 # (through an uncounted client, outside the timed region) so depth does not skew the figures.
-                _drain(resources.sqs, resources.delivery_queue_url)
+                drain(resources.sqs, resources.delivery_queue_url)
                 started = perf_counter()
                 publish()
                 latencies.append((perf_counter() - started) * 1000)

@@ -36,7 +36,8 @@ API_KEY = "bench-publisher-key"
 ADMIN_TOKEN = "bench-admin-token"
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` loopback ports free at this moment."""
     probes = [socket.socket() for _ in range(count)]
     for probe in probes:
         probe.bind(("127.0.0.1", 0))
@@ -64,7 +65,7 @@ class LocalStack:
     """The local stack as a subprocess on free ports; ``with`` starts it and stops it by its PID."""
 
     def __init__(self, params: str) -> None:
-        self.api_port, self.receiver_port, self.aws_port, postgres_port, stripe_port = _free_ports(5)
+        self.api_port, self.receiver_port, self.aws_port, postgres_port, stripe_port = free_ports(5)
         self._state = Path(tempfile.mkdtemp(prefix="notify-bench-"))
         self._state.chmod(0o755)  # the embedded PostgreSQL may run as another user, who must enter it
         self._output = self._state / "stack.out"

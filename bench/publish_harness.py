@@ -20,15 +20,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from time import perf_counter
 from typing import Any
 
 
-def _drain(sqs: Any, queue_url: str) -> None:
+def drain(sqs: Any, queue_url: str) -> None:
     """Delete every message of a queue (PurgeQueue is allowed once a minute)."""
     while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages"):
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
         sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def webhook_integrations(size: int) -> list[dict[str, Any]]:
+    """Return a topic's ``size`` webhook integrations, each rendering the metadata field ``m``."""
+    return [
+        {"name": f"hook-{i}", "type": "webhook", "target": {"url": f"https://hooks.example/{i}"}, "model": "$m"}
+        for i in range(size)
+    ]
 
 
 @contextlib.contextmanager
@@ -77,10 +84,7 @@ def publish_latencies(size: int, publishes: int, round_trip_ms: float = 0.0) -> 
         os.environ.update(resources.env)
         clients.reset()
         context = FakeLambdaContext(function_name="notify-bench-publish")
-        integrations = [
-            {"name": f"hook-{i}", "type": "webhook", "target": {"url": f"https://hooks.example/{i}"}, "model": "$m"}
-            for i in range(size)
-        ]
+        integrations = webhook_integrations(size)
         with contextlib.redirect_stdout(io.StringIO()):
             created = api_handler.handler(
                 api_event(
@@ -113,11 +117,11 @@ def publish_latencies(size: int, publishes: int, round_trip_ms: float = 0.0) -> 
         emulator = []
         for _ in range(publishes):
             # moto's SQS scans every queued message on each send, which real SQS does not: keep the queue empty.
-            _drain(resources.sqs, resources.delivery_queue_url)
+            drain(resources.sqs, resources.delivery_queue_url)
             with emulator_cpu(round_trip_ms / 1000) as spent:
-                started = perf_counter()
+                started = time.perf_counter()
                 publish()
-                latencies.append((perf_counter() - started) * 1000)
+                latencies.append((time.perf_counter() - started) * 1000)
             emulator.append(spent[0] * 1000)
     return latencies, emulator
 

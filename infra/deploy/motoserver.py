@@ -41,7 +41,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise MotoServerError(f"moto server not ready after {START_TIMEOUT_SECONDS:.0f} s: {log.read_text()[-2000:]}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process this code started, by its PID: terminate, and kill it if it is still there after 10 s."""
     if process.poll() is not None:
         return
     process.terminate()
@@ -70,4 +71,4 @@ def moto_server() -> Iterator[str]:
                 _wait_ready(url, process, log)
                 yield url
             finally:
-                _stop(process)
+                stop_process(process)

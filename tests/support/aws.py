@@ -40,6 +40,10 @@ class AwsResources:
     env: dict[str, str]
 
 
+# The ledger's key (serverless.yml's deliveries table).
+LEDGER_KEYS = [("notification_id", "HASH"), ("delivery_key", "RANGE")]
+
+
 def create_table(client: Any, name: str, keys: list[tuple[str, str]], ttl_attribute: str | None) -> None:
     """Create an on-demand table keyed by ``keys`` (string attributes), with a TTL attribute when one is named."""
     client.create_table(
@@ -70,9 +74,7 @@ def create_resources(max_receive_count: int = 5) -> AwsResources:
     sqs = client("sqs")
     ssm = client("ssm")
     create_table(dynamodb, NAMES["TOPICS_TABLE"], [("channel", "HASH"), ("topic", "RANGE")], None)
-    create_table(
-        dynamodb, NAMES["DELIVERIES_TABLE"], [("notification_id", "HASH"), ("delivery_key", "RANGE")], "expires_at"
-    )
+    create_table(dynamodb, NAMES["DELIVERIES_TABLE"], LEDGER_KEYS, "expires_at")
     create_table(dynamodb, NAMES["PACING_TABLE"], [("destination", "HASH")], "expires_at")
     create_table(dynamodb, NAMES["IDEMPOTENCY_TABLE"], [("id", "HASH")], "expiration")
     dlq_url = sqs.create_queue(QueueName="notify-test-deliveries-dlq")["QueueUrl"]
