@@ -91,7 +91,7 @@ class Attempt:
 
 
 def _ids(body: str) -> dict[str, str]:
-    """Return whatever ids a malformed body still names, for its log line."""
+    """Return whatever ids a malformed body still names, for its log line and its ledger row."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -198,27 +198,31 @@ class Deliverer:
         self._sleep = sleep
         self._rand = rand
 
-    def read_entries(self, attempts: Sequence[Attempt]) -> Entries:
+    def read_entries(self, attempts: Sequence[Attempt], starting: int | None = None) -> Entries:
         """Read the ledger rows of a batch's messages in one go, before any is processed: one ``BatchGetItem``
         instead of a ``GetItem`` per message, so the first sends start sooner and the batch costs fewer calls.
 
-        Give it only the messages that start at once (as many as there are threads): a row read for a message that
-        waits for a thread would be stale by the time it is sent. Left out, so that each reads its own row: malformed
-        messages, messages not due yet, and a delivery that comes twice in the batch (its second copy must see what
-        the first did). When the read fails, nothing is returned and every message reads its own row.
+        ``attempts`` is the whole batch; only the first ``starting`` of them (as many as there are threads, all when
+        ``None``) are read: a row read for a message that waits for a thread would be stale by the time it is sent.
+        Left out, so that each reads its own row: malformed messages, messages not due yet, and a delivery that comes
+        twice anywhere in the batch (its later copy must see what the first did). When the read fails, nothing is
+        returned and every message reads its own row.
         """
         try:
-            keys: list[tuple[str, str]] = []
+            keys: list[tuple[str, str] | None] = []  # per message, in order: the row to read, if any
+            counts: Counter[tuple[str, str]] = Counter()
             now = self._clock()
             for attempt in attempts:
                 try:
                     message = parse_message(attempt.body, attempt.receive_count)
                 except PermanentDeliveryError:  # malformed: processing drops it, logged
+                    keys.append(None)
                     continue
+                key = (message.notification_id, message.delivery_key)
+                counts[key] += 1
                 due = epoch_time(message.not_before)
-                if due is None or not self._early(message, due, now):
-                    keys.append((message.notification_id, message.delivery_key))
-            once = [key for key, count in Counter(keys).items() if count == 1]
+                keys.append(None if due is not None and self._early(message, due, now) else key)
+            once = [key for key in keys[:starting] if key is not None and counts[key] == 1]
             return self._ledger.get_entries(once) if once else {}
         except UpstreamError as exc:
             logger.warning("ledger batch read failed: each message reads its own row", extra={"reason": str(exc)})
@@ -238,12 +242,7 @@ class Deliverer:
         try:
             message = parse_message(attempt.body, attempt.receive_count)
         except PermanentDeliveryError as exc:
-            logger.error(
-                "malformed delivery message dropped",
-                extra={"message_id": attempt.message_id, "reason": exc.reason, **_ids(attempt.body)},
-            )
-            self._count("unknown", Outcome.FAILED)
-            return Outcome.FAILED
+            return self._bury_malformed(attempt, exc.reason)
         log = {
             "notification_id": message.notification_id,
             "delivery_key": message.delivery_key,
@@ -259,8 +258,8 @@ class Deliverer:
         try:
             entry = entries[key] if entries is not None and key in entries else self._ledger.get_entry(*key)
         except UpstreamError as exc:
-            # Without the ledger it is unknown whether this was delivered: keep the message, count no attempt.
-            return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log)
+            # Without the ledger it is unknown whether this was delivered: try again later, count no attempt.
+            return self._defer(message, attempt, self._policy.backoff(1, self._rand), exc, log)
         if entry is not None and entry.status is DeliveryStatus.DELIVERED:
             # SQS delivers at least once: a message seen again after its success is not sent twice.
             logger.info("delivery skipped: already delivered", extra=log)
@@ -376,6 +375,46 @@ class Deliverer:
         logger.info("delivery paced", extra={**log, "wait_seconds": round(wait, 3)})
         self._count(message.integration.type.value, Outcome.WAITING)
         return Outcome.WAITING
+
+    def _defer(
+        self, message: DeliveryMessage, attempt: Attempt, seconds: float, exc: Exception, log: dict[str, Any]
+    ) -> Outcome:
+        """Send a message on, unchanged but due in ``seconds``, when the ledger cannot be read: a fresh copy starts a
+        new receive count, so an outage of DynamoDB longer than SQS's ``maxReceiveCount`` receives never moves a
+        healthy delivery to the dead-letter queue. When SQS refuses the copy too, the message itself is kept."""
+        try:
+            self._copy(message, self._clock() + seconds, slot_reserved=False)
+        except UpstreamError:
+            return self._keep(message, attempt, seconds, exc, log)
+        logger.warning(
+            "ledger unavailable: delivery sent on", extra={**log, "reason": str(exc), "retry_in_seconds": seconds}
+        )
+        return Outcome.WAITING
+
+    def _bury_malformed(self, attempt: Attempt, reason: str) -> Outcome:
+        """Move a body this consumer cannot read to the dead-letter queue as it came, with the reason; its row, when
+        the body still names one, says ``dead`` with that reason.
+
+        Never dropped: a body written by a newer producer (a deploy updates functions one by one) goes back unchanged
+        on a redrive once the consumer reads it. When the dead-letter queue fails, the message stays on the queue.
+        """
+        ids = _ids(attempt.body)
+        log = {"message_id": attempt.message_id, "reason": reason, **ids}
+        try:
+            self._dead_letters.bury(attempt.body, reason)
+        except UpstreamError as exc:
+            delay = max(1, math.ceil(self._policy.backoff(1, self._rand)))
+            self._scheduler.postpone(attempt.receipt_handle, delay)
+            logger.warning("malformed delivery message kept on the queue", extra={**log, "error": str(exc)})
+            raise DeliveryDeferredError(ids.get("notification_id", attempt.message_id), delay) from None
+        logger.error("malformed delivery message: in the dead-letter queue", extra=log)
+        if "notification_id" in ids and "delivery_key" in ids:
+            try:
+                self._ledger.update(ids["notification_id"], ids["delivery_key"], DeliveryStatus.DEAD, last_error=reason)
+            except UpstreamError as exc:
+                logger.error("recording a malformed delivery message failed", extra={**log, "error": str(exc)})
+        self._count("unknown", Outcome.DEAD)
+        return Outcome.DEAD
 
     def _keep(
         self, message: DeliveryMessage, attempt: Attempt, seconds: float, exc: Exception, log: dict[str, Any]

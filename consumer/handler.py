@@ -143,8 +143,9 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     deliverer = build_deliverer()
     until = latest_start(context)
     # The ledger rows of the records that start at once, in one read before the sends: a GetItem per message would
-    # hold each send back. A record that waits for a thread reads its own row when its turn comes.
-    entries = deliverer.read_entries(batch_attempts(event)[:concurrency])
+    # hold each send back. A record that waits for a thread reads its own row when its turn comes, and so does every
+    # copy of a delivery that comes twice in the batch.
+    entries = deliverer.read_entries(batch_attempts(event), concurrency)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:

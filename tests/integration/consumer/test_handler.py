@@ -474,13 +474,34 @@ def test_handler_history_keeps_every_attempt_of_every_run_in_order(
     assert all(epoch_time(moment) for moment in times)
 
 
-def test_handler_malformed_message_is_processed_not_retried(consumer_aws: AwsResources) -> None:
-    enqueue(consumer_aws, json.dumps({"v": 1, "notification_id": "n-1"}))
+def test_handler_malformed_message_goes_to_the_dlq_as_it_came_not_retried(consumer_aws: AwsResources) -> None:
+    body = json.dumps({"v": 1, "notification_id": "n-1"})
+    enqueue(consumer_aws, body)
 
     result = consume_once(consumer_aws)
 
     assert failed_ids(result) == set()
     assert on_queue() == []
+    [dead] = dead_letters(consumer_aws)
+    assert (dead["Body"], dead["MessageAttributes"]["last_error"]["StringValue"]) == (
+        body,
+        "malformed delivery message: channel, content, created_at, integration, topic",
+    )
+
+
+def test_handler_malformed_message_naming_its_row_marks_it_dead(consumer_aws: AwsResources, receiver: Receiver) -> None:
+    message = {**_webhook(receiver), "v": 3}
+    enqueue(consumer_aws, message)
+
+    consume_once(consumer_aws)
+
+    row = entry(message)
+    assert (row.status, row.last_error, len(receiver.requests)) == (
+        DeliveryStatus.DEAD,
+        "malformed delivery message: v",
+        0,
+    )
+    assert len(dead_letters(consumer_aws)) == 1
 
 
 def test_handler_version_1_body_is_delivered_under_its_integration_name(

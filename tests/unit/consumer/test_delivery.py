@@ -741,24 +741,62 @@ def test_process_v1_body_counts_attempts_from_receive_count(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("body", ["not json", "[]", '{"v": 2, "notification_id": "n-1"}', _body(v=3)])
-def test_process_malformed_body_is_failed_touching_nothing(rig: Rig, body: str) -> None:
+def test_process_malformed_body_goes_to_the_dead_letter_queue_as_it_came(rig: Rig, body: str) -> None:
     outcome = rig.process(body)
 
-    assert (outcome, rig.channel.sent, rig.ledger.reads, rig.ledger.updates) == (Outcome.FAILED, [], [], [])
-    assert (rig.queue.sent, rig.dead_letters.buried, rig.sqs.changes, rig.store.calls) == ([], [], [], [])
+    assert (outcome, rig.channel.sent, rig.queue.sent, rig.sqs.changes) == (Outcome.DEAD, [], [], [])
+    [(buried, reason)] = rig.dead_letters.buried
+    assert buried == body
+    assert reason.startswith("malformed delivery message")
 
 
-def test_process_malformed_body_counts_failed_of_unknown_type(rig: Rig) -> None:
+def test_process_malformed_body_naming_its_row_marks_it_dead_with_the_reason(rig: Rig) -> None:
+    outcome = rig.process(_body(v=3))
+
+    row = rig.row()
+    assert (outcome, row.status, row.last_error) == (
+        Outcome.DEAD,
+        DeliveryStatus.DEAD,
+        "malformed delivery message: v",
+    )
+
+
+def test_process_malformed_body_naming_no_row_writes_none(rig: Rig) -> None:
+    rig.process('{"v": 2, "notification_id": "n-1"}')
+
+    assert rig.ledger.updates == []
+
+
+def test_process_malformed_body_never_overwrites_a_delivered_row(rig: Rig) -> None:
+    rig.ledger.put(ID, KEY, DeliveryStatus.DELIVERED, attempts=1)
+
+    rig.process(_body(v=3))
+
+    assert rig.row().status is DeliveryStatus.DELIVERED
+
+
+def test_process_malformed_body_stays_on_the_queue_when_the_dead_letter_queue_fails(rig: Rig) -> None:
+    rig.dead_letters.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process("not json")
+
+    assert (rig.dead_letters.buried, len(rig.sqs.changes), rig.ledger.updates) == ([], 1, [])
+
+
+def test_process_malformed_body_counts_dead_of_unknown_type(rig: Rig) -> None:
     rig.process("not json")
 
-    assert rig.count.calls == [("unknown", "failed")]
+    assert rig.count.calls == [("unknown", "dead")]
 
 
 def test_process_malformed_body_is_logged_with_its_ids(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
         rig.process('{"v": 2, "notification_id": "n-9", "delivery_key": "k-9"}')
 
-    [record] = [record for record in caplog.records if record.message == "malformed delivery message dropped"]
+    [record] = [
+        record for record in caplog.records if record.message == "malformed delivery message: in the dead-letter queue"
+    ]
     assert (record.message_id, record.notification_id, record.delivery_key) == ("m-1", "n-9", "k-9")  # type: ignore[attr-defined]
 
 
@@ -978,8 +1016,28 @@ def test_process_ledger_write_failing_after_send_counts_ledger_write_failed(rig:
     assert rig.count.calls == [("webhook", "ledger_write_failed"), ("webhook", "delivered")]
 
 
-def test_process_ledger_unreadable_keeps_message_deferred(rig: Rig) -> None:
+def test_process_ledger_unreadable_sends_the_message_on_unchanged_one_backoff_later(rig: Rig) -> None:
     rig.ledger.fail_reads = True
+
+    outcome = rig.process(_body(attempt=2))
+
+    # A fresh copy, due one backoff step (7.5 s) later (SQS's delay in whole seconds, not past it): it starts a new
+    # receive count, so an outage longer than maxReceiveCount receives never dead-letters it. Its attempt count is
+    # the message's own.
+    [(body, delay)] = rig.queue.sent
+    copy = json.loads(body)
+    assert (outcome, delay, copy["attempt"], copy["not_before"], rig.sqs.changes) == (
+        Outcome.WAITING,
+        7,
+        2,
+        iso_time(NOW + 7.5),
+        [],
+    )
+
+
+def test_process_ledger_unreadable_and_queue_refusing_keeps_message_deferred(rig: Rig) -> None:
+    rig.ledger.fail_reads = True
+    rig.queue.fail = True
 
     with pytest.raises(DeliveryDeferredError) as raised:
         rig.process()
@@ -991,10 +1049,9 @@ def test_process_ledger_unreadable_keeps_message_deferred(rig: Rig) -> None:
 def test_process_ledger_unreadable_does_not_send(rig: Rig) -> None:
     rig.ledger.fail_reads = True
 
-    with pytest.raises(DeliveryDeferredError):
-        rig.process()
+    rig.process()
 
-    assert (rig.channel.sent, rig.queue.sent) == ([], [])
+    assert (rig.channel.sent, rig.ledger.updates) == ([], [])
 
 
 def test_process_copy_refused_on_retry_keeps_message_until_retry_due(rig: Rig) -> None:
@@ -1389,6 +1446,34 @@ def test_process_second_copy_in_one_batch_sees_the_first_delivered(rig: Rig) -> 
     outcomes = [rig.deliverer.process(attempt, None, entries) for attempt in attempts]
 
     assert (outcomes, len(rig.channel.sent)) == ([Outcome.DELIVERED, Outcome.SKIPPED], 1)
+
+
+def test_read_entries_reads_only_the_messages_that_start_at_once(rig: Rig) -> None:
+    attempts = [_attempt(_body(delivery_key=f"k-{index}"), index) for index in range(1, 4)]
+
+    rig.deliverer.read_entries(attempts, 2)
+
+    assert rig.ledger.batch_reads == [[(ID, "k-1"), (ID, "k-2")]]
+
+
+def test_read_entries_leaves_out_a_delivery_whose_copy_waits_for_a_thread(rig: Rig) -> None:
+    # Two threads: the third message waits for one. It is a copy of the first, so the first's row is not read ahead:
+    # the copy must see what the first did, not the row as it was before the batch.
+    attempts = [_attempt(_body(), 1), _attempt(_body(delivery_key="k-2"), 2), _attempt(_body(), 3)]
+
+    entries = rig.deliverer.read_entries(attempts, 2)
+
+    assert (rig.ledger.batch_reads, list(entries)) == ([[(ID, "k-2")]], [(ID, "k-2")])
+
+
+def test_process_copy_that_waited_for_a_thread_sees_the_first_delivered(rig: Rig) -> None:
+    attempts = [_attempt(_body(), 1), _attempt(_body(delivery_key="k-2"), 2), _attempt(_body(), 3)]
+    entries = rig.deliverer.read_entries(attempts, 2)
+
+    outcomes = [rig.deliverer.process(attempt, None, entries) for attempt in attempts]
+
+    assert outcomes == [Outcome.DELIVERED, Outcome.DELIVERED, Outcome.SKIPPED]
+    assert len(rig.channel.sent) == 2
 
 
 @pytest.mark.parametrize("body", ["[" * 100_000, None])
