@@ -11,6 +11,7 @@ from typing import Any
 
 from core.errors import ConflictError, UpstreamError
 from core.fanout import KEY_REUSED
+from core.observability import logger
 
 Action = Callable[[], dict[str, Any]]
 
@@ -83,12 +84,24 @@ class IdempotentPublisher:
             IdempotencyValidationError,
         )
 
+        done: list[dict[str, Any]] = []
+
+        def run_once() -> dict[str, Any]:
+            outcome = action()
+            done.append(outcome)
+            return outcome
+
         try:
-            result: dict[str, Any] = self._runner()(request={"scope": scope, "payload": payload}, action=action)
+            result: dict[str, Any] = self._runner()(request={"scope": scope, "payload": payload}, action=run_once)
         except IdempotencyValidationError as exc:
             raise ConflictError(KEY_REUSED) from exc
         except IdempotencyAlreadyInProgressError as exc:
             raise ConflictError("a request with this Idempotency-Key is still in progress; retry later") from exc
         except IdempotencyPersistenceLayerError as exc:
+            if done:
+                # The publish ran: only its replay record was not saved. Its answer is the truth; a 502 would send
+                # the caller to retry what is already enqueued.
+                logger.warning("idempotency record of a finished publish not saved", extra={"reason": str(exc)})
+                return done[0]
             raise UpstreamError("the idempotency store failed") from exc
         return result

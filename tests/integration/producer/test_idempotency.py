@@ -298,3 +298,28 @@ def test_idempotency_retry_after_its_integration_was_removed_marks_it_failed(ser
         "not enqueued: the integration was removed from the topic",
     )
     assert _notification_records(service) == [response_header(failed, "X-Notification-Id")]
+
+
+def test_idempotency_store_failing_after_the_publish_answers_200_and_enqueues_once(
+    service: Service, topic_hash: str
+) -> None:
+    from botocore.exceptions import ClientError
+
+    dynamodb = clients.get_client("dynamodb")
+
+    def throttle(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == NAMES["IDEMPOTENCY_TABLE"]:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}
+            raise ClientError({"Error": error}, "UpdateItem")
+
+    # The in-progress record is written (PutItem); saving the result (UpdateItem) fails after the publish ran.
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle, unique_id="throttle")
+    try:
+        response = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    finally:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", unique_id="throttle")
+
+    assert response["statusCode"] == 200
+    queued = service.queued()
+    assert sorted(json.loads(message["Body"])["integration"]["name"] for message in queued) == NAMES_OF_SAMPLE
+    assert set(response_json(response).values()) == {message["MessageId"] for message in queued}
