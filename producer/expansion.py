@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.audience.expansion import Senders, expand_batch, expand_send, expand_subscribers
+from core.audience.expansion import ExpansionError, Senders, expand_batch, expand_send, expand_subscribers
 from core.audience.sends import DisableEndpointJob, ExpansionBatchJob, SubscribersJob, parse_job
 from core.clients import (
     get_audience_repository,
@@ -34,11 +34,18 @@ def settings() -> ExpandSettings:
 
 
 def senders(config: ExpandSettings) -> Senders:
-    """Return the email and Telegram integrations of the stage's audience sender topic (none when it is unset)."""
+    """Return the email and Telegram integrations of the stage's audience sender topic (none when it is unset).
+
+    Raises ``ExpansionError`` when the topic does not exist: the send that needs it fails with that reason.
+    """
     if config.audience_sender_topic is None:
         return Senders()
     channel, topic = config.audience_sender_topic.split("/", 1)
-    return Senders.of(get_topic_registry(config).get(channel, topic).integrations)
+    try:
+        found = get_topic_registry(config).get(channel, topic)
+    except NotFoundError:
+        raise ExpansionError(f"the audience sender topic {channel}/{topic} does not exist") from None
+    return Senders.of(found.integrations)
 
 
 def handle(body: str, context: Any) -> None:
@@ -70,11 +77,7 @@ def handle(body: str, context: Any) -> None:
         logger.info("expansion batch done", extra={"sends": len(job.jobs), "statuses": [r.status for r in reports]})
         return
     if isinstance(job, SubscribersJob):
-        try:
-            report = expand_subscribers(job, *stores, **options)
-        except NotFoundError:
-            logger.error("subscribers job of a notification that has no record dropped")
-            return
+        report = expand_subscribers(job, *stores, **options)
     else:
         logger.append_keys(send_id=job.send_id)
         report = expand_send(job, *stores, **options)

@@ -15,7 +15,8 @@ A recipient without an address on a requested channel (no device, no email, no c
 row (key ``<channel>:<user id>``) that the status summary counts. Email and Telegram need a sender: the integrations
 of the stage's audience sender topic (``AUDIENCE_SENDER_TOPIC``, e.g. ``audience/default``: an ``email`` integration
 whose target's ``from`` is the verified sender, a ``telegram`` one whose credentials hold the bot token); a send that
-asks for one of them without it fails (``failed``, with the reason) before anything is enqueued.
+asks for one of them without it, or while that topic does not exist, fails (``failed``, with the reason) before
+anything is enqueued.
 
 Resuming: after each page is enqueued (``SendMessageBatch``, ten at a time, batches concurrently), the send's cursor
 (``expanded_through``, the last user id of the page) and its deliveries count move together, then the ledger's
@@ -162,11 +163,20 @@ class _Planned:
 class _Builder:
     """Builds the messages of one send; every channel's content is made once and shared by every recipient."""
 
-    def __init__(self, send: StoredSend, channel: str, topic: str, created_at: str, senders: Senders | None) -> None:
+    def __init__(
+        self,
+        send: StoredSend,
+        channel: str,
+        topic: str,
+        created_at: str,
+        window_start: str,
+        senders: Senders | None,
+    ) -> None:
         self._send = send
         self._channel = channel
         self._topic = topic
         self._created_at = created_at
+        self._window_start = window_start
         self._senders = senders or Senders()
         content = send.content
         text: str = content["text"]
@@ -190,6 +200,7 @@ class _Builder:
             channel=self._channel,
             topic=self._topic,
             created_at=self._created_at,
+            window_start=self._window_start,
             integration=MessageIntegration(
                 name=sender.name if sender else kind,
                 type=IntegrationType(kind),
@@ -327,6 +338,7 @@ def expand_send(
     page_size: int = DEFAULT_PAGE_SIZE,
     time_left: Callable[[], float] | None = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    now: Callable[[], str] = utc_now,
 ) -> ExpansionReport:
     """Expand one job's send onto the delivery queue, resuming at its cursor; return what was done.
 
@@ -334,8 +346,14 @@ def expand_send(
     hands the send over to, and frees it when the send is done. A job that finds the lease held by another run goes
     back on the queue with a delay of ``BUSY_DELAY_SECONDS`` (``status`` ``busy``).
 
-    Raises ``UpstreamError`` when the store, the ledger or the queue failed before a page was recorded (the job is
-    retried from the cursor). A send that can never be expanded (``ExpansionError``) is marked ``failed``.
+    Every message keeps the record's ``created_at`` and carries this run's start as its ``window_start``: a
+    local-time send hands its zones off under one record for up to a day, and each zone's deliveries get the whole
+    retry window from their own hand-off.
+
+    ``senders`` returns the audience sender topic's integrations, called only when a channel needs one; it raises
+    ``ExpansionError`` when that topic cannot serve (it does not exist). Raises ``UpstreamError`` when the store, the
+    ledger or the queue failed before a page was recorded (the job is retried from the cursor). A send that can never
+    be expanded (``ExpansionError``) is marked ``failed``.
     """
     report = ExpansionReport()
     send = store.get_send(job.send_id)
@@ -356,12 +374,13 @@ def expand_send(
         report.status, report.done = send.status, True
         return report
     channel, topic = _record_place(send)
+    started = now()
     record = NotificationRecord(
         notification_id=send.notification_id,
         source=SOURCE,
         channel=channel,
         topic=topic,
-        created_at=utc_now(),
+        created_at=started,
         caller=job.caller or send.caller,
         delivery_count=send.recipients,
     )
@@ -372,7 +391,8 @@ def expand_send(
     own = len(record.deliveries)
     try:
         needs_sender = "email" in send.channels or "telegram" in send.channels
-        builder = _Builder(send, channel, topic, record.created_at, senders() if senders and needs_sender else None)
+        sender = senders() if senders and needs_sender else None
+        builder = _Builder(send, channel, topic, record.created_at, started, sender)
         total = send.recipients
         for users, cursor in _pages(send, store, job.zones, send.expanded_through, page_size):
             planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
@@ -454,10 +474,17 @@ def expand_subscribers(
     """Expand a publish's subscribers: record the send to its channel/topic (once per notification: a job delivered
     again finds it and resumes it) and expand it like any other, under the publish's notification.
 
-    ``options`` are ``expand_send``'s. Raises ``NotFoundError`` when the notification has no record (nothing to add
-    the recipients to), ``UpstreamError`` when a store failed (the job comes back).
+    ``options`` are ``expand_send``'s. A notification that has no record (nothing to add the recipients to) is logged
+    and its job dropped (``status`` ``dropped``). Raises ``UpstreamError`` when a store failed (the job comes back).
     """
-    record = ledger.get_record(job.notification_id)
+    try:
+        record = ledger.get_record(job.notification_id)
+    except NotFoundError:
+        logger.error(
+            "subscribers job of a notification that has no record dropped",
+            extra={"notification_id": job.notification_id},
+        )
+        return ExpansionReport(status="dropped", done=True, errors=["the notification has no record"])
     target = {"topic": f"{record.channel}/{record.topic}"}
     new = NewSend(job.notification_id, target, dict(job.content), list(job.channels), record.caller)
     send, created = store.create_send(new)

@@ -216,13 +216,16 @@ def test_expansion_cron_hands_an_audience_send_to_the_worker(
     assert len(receive_all(worker_env.sqs, worker_env.delivery_queue_url)) == 2
 
 
-def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any]) -> str:
-    """Create ``orders/shipped`` with a webhook and a ``subscribers`` integration, publish once; return the id."""
+def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any], channels: list[str] | None = None) -> str:
+    """Create ``orders/shipped`` with a webhook and a ``subscribers`` integration (on ``channels``, push by default),
+    publish once; return the id."""
     from api.topics import put_topic
     from core.channels import TopicRequest
     from core.fanout import fan_out
 
-    followers = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped"}}
+    followers: dict[str, Any] = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped"}}
+    if channels is not None:
+        followers["target"] = {"channels": channels}
     hook = {"name": "erp", "type": "webhook", "target": {"url": "https://erp.example.com/hook"}, "model": "$order"}
     request = TopicRequest.model_validate({"integrations": [hook, followers]})
     registry = clients.get_topic_registry()
@@ -328,3 +331,62 @@ def test_expansion_cron_groups_small_sends_and_the_worker_expands_each(
     assert results == [{"batchItemFailures": []}] * 2
     messages = [DeliveryMessage.model_validate_json(body) for body in _queued_bodies()]
     assert sorted(message.notification_id for message in messages) == sorted(f"n-small-{index}" for index in range(30))
+
+
+def _without_sender_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Name an audience sender topic that does not exist (deleted, or never created on this stage)."""
+    monkeypatch.setenv("AUDIENCE_SENDER_TOPIC", "audience/default")
+    clients.reset()
+
+
+def _send_state(db: Any) -> tuple[str, str | None]:
+    with db.cursor() as cursor:
+        cursor.execute("SELECT status, last_error FROM sends")
+        [row] = cursor.fetchall()
+    db.commit()
+    return row[0], row[1]
+
+
+def test_expansion_subscribers_on_email_with_a_missing_sender_topic_fail_the_send_with_the_reason(
+    worker_env: AwsResources,
+    db: Any,
+    database: Database,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from consumer.handler import handler as consume
+    from core.audience.models import UserRequest
+
+    _without_sender_topic(monkeypatch)
+    repository = AudienceRepository(database)
+    repository.put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
+    repository.put_subscription("ada", "orders", "shipped")
+    _publish_to_followers(worker_env, {"order": "A-1"}, channels=["email"])
+    published = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    followers = [message for message in published if json.loads(message["Body"])["delivery_key"] == "followers"]
+    assert consume(_sqs_event(followers), lambda_context)["batchItemFailures"] == []
+
+    assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
+
+    assert _send_state(db) == ("failed", "the audience sender topic audience/default does not exist")
+    assert receive_all(worker_env.sqs, worker_env.delivery_queue_url) == []
+
+
+def test_expansion_send_on_email_with_a_missing_sender_topic_fails_with_the_reason(
+    worker_env: AwsResources,
+    db: Any,
+    database: Database,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.audience.models import UserRequest
+
+    _without_sender_topic(monkeypatch)
+    AudienceRepository(database).put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
+    _accept(database, worker_env, body, "n-email")
+
+    assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
+
+    assert _send_state(db) == ("failed", "the audience sender topic audience/default does not exist")
+    assert receive_all(worker_env.sqs, worker_env.delivery_queue_url) == []

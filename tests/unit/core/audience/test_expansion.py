@@ -4,14 +4,24 @@ channel, skipped recipients, pages and the resume cursor, per-platform push payl
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from core.audience.expansion import BUSY_DELAY_SECONDS, NO_DEVICE, NO_EMAIL, Senders, expand_batch, expand_send
+from core.audience.expansion import (
+    BUSY_DELAY_SECONDS,
+    NO_DEVICE,
+    NO_EMAIL,
+    Senders,
+    expand_batch,
+    expand_send,
+    expand_subscribers,
+)
 from core.audience.models import AppRequest, UserRequest
-from core.audience.sends import ExpansionBatchJob, ExpansionJob, NewSend, StoredSend
+from core.audience.sends import ExpansionBatchJob, ExpansionJob, NewSend, StoredSend, SubscribersJob
 from core.errors import UpstreamError
+from core.ledger import NotificationRecord, epoch_time, iso_time
 from core.models import DeliveryMessage, DeliveryStatus, Integration, IntegrationType
 from core.queue import DeliveryQueue
 from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger, FakeSendStore
@@ -259,6 +269,35 @@ def test_expand_send_zones_keep_only_their_users(world: World) -> None:
     assert [message.recipient.user_id for message in world.messages() if message.recipient] == ["tokyo"]
 
 
+def test_expand_send_later_zone_window_opens_at_its_hand_off_not_at_the_record(world: World) -> None:
+    world.user("honolulu", devices=1, timezone="Pacific/Honolulu")
+    send = world.send({"user_ids": ["honolulu"]}, ["push"])
+    # The record the first zone's hand-off wrote a day before: the later zone's run finds it and keeps its time.
+    first_hand_off = iso_time(time.time() - 24 * 3600)
+    world.ledger.create_notification(NotificationRecord("n-1", "send", "audience", "send", first_hand_off, "k1", 0))
+    job = ExpansionJob(send_id=send.send_id, notification_id="n-1", zones=["Pacific/Honolulu"])
+    before = time.time()
+
+    expand_send(job, world.store, world.ledger, world.queue, world.expansion)
+
+    [message] = world.messages()
+    assert message.created_at == first_hand_off
+    opened = epoch_time(message.window_start)
+    assert opened is not None
+    assert opened >= before - 0.001
+
+
+def test_expand_send_run_clock_dates_a_new_record_and_every_window(world: World) -> None:
+    world.user("u1", devices=1)
+    world.user("u2", devices=1)
+    ticks = iter(["2026-03-29T07:00:00.000Z", "2026-03-29T09:00:00.000Z"])
+
+    world.run(world.send({"user_ids": ["u1", "u2"]}, ["push"]), page_size=1, now=lambda: next(ticks))
+
+    assert world.ledger.records["n-1"].created_at == "2026-03-29T07:00:00.000Z"
+    assert {(m.created_at, m.window_start) for m in world.messages()} == {("2026-03-29T07:00:00.000Z",) * 2}
+
+
 def test_expand_send_topic_subscribers_recorded_under_the_topic(world: World) -> None:
     world.user("u1", devices=1)
     world.user("u2", devices=1)
@@ -333,3 +372,11 @@ def test_expand_batch_send_that_no_longer_exists_is_left_and_the_others_expanded
     )
 
     assert [report.status for report in reports] == ["dropped", "expanded", "expanded"]
+
+
+def test_expand_subscribers_notification_without_record_dropped(world: World) -> None:
+    job = SubscribersJob(notification_id="n-gone", content={"text": "Hi"}, channels=["push"])
+
+    report = expand_subscribers(job, world.store, world.ledger, world.queue, world.expansion)
+
+    assert (report.status, report.done, world.messages()) == ("dropped", True, [])
