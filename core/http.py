@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -579,7 +580,8 @@ def nested_too_deeply(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def parse_body(body: str | None, model: type[Model]) -> Model:
-    """Parse a JSON request body into ``model``: 413 over the limit, 400 not JSON or too deep, 422 naming the field."""
+    """Parse a JSON request body into ``model``: 413 over the limit, 400 not JSON, too deep or a number too long to
+    read, 422 naming the field."""
     text = raw_body(body)
     if nested_too_deeply(text):
         raise MalformedRequestError("the body is nested too deeply")
@@ -587,6 +589,11 @@ def parse_body(body: str | None, model: type[Model]) -> Model:
         data = json.loads(text) if text.strip() else None
     except json.JSONDecodeError as exc:
         raise MalformedRequestError(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    except ValueError:  # valid JSON, but a whole number longer than Python's limit on converting digits
+        limit = sys.get_int_max_str_digits()
+        raise MalformedRequestError(
+            f"request body holds a number of more than {limit} digits; a number may have at most {limit}"
+        ) from None
     if not isinstance(data, dict):
         raise MalformedRequestError("request body must be a JSON object")
     try:

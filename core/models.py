@@ -8,16 +8,44 @@ The schema an admin writes integrations in is built from the channels' own model
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, which loads every
 # channel: a function that checks names, such as the cron's, should not pay for them).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+# What a delivery message cannot carry. SQS takes only #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF;
+# a message is JSON, whose escapes carry the other control characters, but U+FFFE and U+FFFF would reach SQS as they
+# are, and a lone surrogate (which a JSON escape such as "\ud800" makes) cannot even be encoded as UTF-8.
+UNSENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+TEXT_RULE = "must hold only characters a message can carry: any but lone surrogates (U+D800-U+DFFF), U+FFFE and U+FFFF"
+# What no UTF-8 text holds: text that does cannot be encoded, hashed or signed.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_matching(value: Any, pattern: re.Pattern[str]) -> tuple[str | int, ...] | None:
+    """Return where in a JSON value a string (a value or an object's key) matches ``pattern``, as the keys and indexes
+    leading to it (``()``: the value itself); ``None`` when none does. Walked without recursion."""
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, str):
+            if pattern.search(item):
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and pattern.search(key):
+                    return (*path, key)
+                pending.append((child, (*path, key)))
+        elif isinstance(item, list | tuple):
+            pending.extend((child, (*path, index)) for index, child in enumerate(item))
+    return None
 
 
 class Strict(BaseModel):
@@ -211,6 +239,18 @@ class PublishRequest(Strict):
             children = value.values() if isinstance(value, dict) else value
             pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
         return metadata
+
+    @field_validator("metadata")
+    @classmethod
+    def _check_text(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Refuse a string, value or key, that a delivery message could not carry, naming where it is."""
+        path = text_matching(metadata, UNSENDABLE)
+        if path is None:
+            return metadata
+        # A ValidationError raised here is merged into the model's, its location under ``metadata``: the error names
+        # the very field (``metadata.x``), which a ValueError could not.
+        error = InitErrorDetails(type=PydanticCustomError("unsendable_text", TEXT_RULE), loc=path, input=metadata)
+        raise ValidationError.from_exception_data(cls.__name__, [error])
 
 
 class PublishResponse(RootModel[dict[str, str]]):

@@ -5,19 +5,22 @@ The SNS route (``producer/sns.py``) opens the topic and fans out through the sam
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import ForbiddenError
+from core.errors import ForbiddenError, NotFoundError
 from core.fanout import IdempotentPublish, fan_out, request_digest
 from core.http import parse_body
 from core.ids import idempotent_notification_id
-from core.models import PublishRequest, Topic
+from core.models import NAME_PATTERN, NAME_RULE, PublishRequest, Topic
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
 from core.topics import check_topic_hash
 from producer.idempotency import IdempotentPublisher
+
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,23 @@ class PublishCall:
     body: str
 
 
+def check_topic_names(channel: str, topic: str) -> None:
+    """Raise ``NotFoundError`` naming the path parameter whose value no topic can have (it breaks the name rule).
+
+    Checked before the read: DynamoDB refuses a key over its limits (a topic over 1 KiB), which would be a 502.
+    """
+    for field, value in (("channel", channel), ("topic", topic)):
+        if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
+            raise NotFoundError(f"{field}: is not a valid name, so no such {field} exists ({NAME_RULE})")
+
+
 def open_topic(registry: TopicRegistryPort, channel: str, topic: str, topic_hash: str | None, credential: str) -> Topic:
-    """Return the topic a caller may publish to: a missing hash is refused before any read, an unknown topic is 404,
-    a wrong hash 403; ``credential`` names where the hash was expected (``x-topic-hash-x header``)."""
+    """Return the topic a caller may publish to: a missing hash is refused before any read, an unknown topic (or a
+    name no topic can have) is 404, a wrong hash 403; ``credential`` names where the hash was expected
+    (``x-topic-hash-x header``)."""
     if not topic_hash:
         raise ForbiddenError(f"{credential} is required")
+    check_topic_names(channel, topic)
     found = registry.get(channel, topic)
     try:
         check_topic_hash(found, topic_hash)

@@ -13,9 +13,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError, MalformedRequestError, PayloadTooLargeError, SnsMessageError
+from core.errors import (
+    InvalidRequestError,
+    MalformedRequestError,
+    PayloadTooLargeError,
+    SnsMessageError,
+    field_path,
+)
 from core.http import Request, describe_validation_error, nested_too_deeply
-from core.models import PublishRequest
+from core.models import LONE_SURROGATE, PublishRequest, text_matching
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
@@ -67,6 +73,13 @@ def parse_sns_message(body: str) -> SnsMessage:
         raise SnsMessageError("the body is not an SNS message: it is not JSON") from None
     if not isinstance(data, dict):
         raise SnsMessageError("the body is not an SNS message: it is not a JSON object")
+    # SNS sends UTF-8 text: a lone surrogate (a JSON escape such as "\ud800") would fail encoding the signed text.
+    surrogate = text_matching(data, LONE_SURROGATE)
+    if surrogate is not None:
+        raise SnsMessageError(
+            f"the body is not an SNS message: {field_path(surrogate)} holds a lone surrogate (U+D800 to U+DFFF); "
+            "SNS sends Unicode text only"
+        )
     try:
         return SnsMessage.model_validate(data)
     except ValidationError as exc:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from core import clients
-from core.models import DeliveryStatus
+from core.models import NAME_RULE, TEXT_RULE, DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.sqs_failures import SqsEntryFailures
 from tests.integration.producer.conftest import METADATA, Service
@@ -190,6 +191,63 @@ def test_publish_unknown_channel_or_topic_returns_404(
 
     assert response["statusCode"] == 404
     assert f"'{topic}' of channel '{channel}'" in _message(response)
+
+
+@pytest.mark.parametrize(("field", "names"), [("topic", {"topic": "t" * 1025}), ("channel", {"channel": "c" * 2049})])
+def test_publish_channel_or_topic_over_dynamodb_key_limit_returns_404_naming_it_without_a_read(
+    service: Service, topic_hash: str, field: str, names: dict[str, str]
+) -> None:
+    # moto takes such keys; DynamoDB refuses them (ValidationException), which would be a 502.
+    reads = _count_calls(clients.get_client("dynamodb"), "GetItem", NAMES["TOPICS_TABLE"])
+
+    response = service.publish({"metadata": METADATA}, topic_hash, **names)
+
+    assert response["statusCode"] == 404
+    assert _message(response) == f"{field}: is not a valid name, so no such {field} exists ({NAME_RULE})"
+    assert reads == []
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "digits-1"])
+def test_publish_number_over_the_digit_limit_returns_400(
+    service: Service, topic_hash: str, idempotency_key: str | None
+) -> None:
+    body = '{"metadata": {"order_id": "A-1", "name": "Ada", "total": 12.5, "x": ' + "1" * 5000 + "}}"
+
+    response = service.publish(body, topic_hash, idempotency_key=idempotency_key)
+
+    assert response["statusCode"] == 400
+    limit = sys.get_int_max_str_digits()
+    assert (
+        _message(response)
+        == f"request body holds a number of more than {limit} digits; a number may have at most {limit}"
+    )
+    assert service.queued() == []
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "Ada \\udfff", "\\uffff", "\\ufffe"])
+@pytest.mark.parametrize("idempotency_key", [None, "text-1"])
+def test_publish_text_no_message_can_carry_returns_422_naming_the_field(
+    service: Service, topic_hash: str, text: str, idempotency_key: str | None
+) -> None:
+    body = '{"metadata": {"order_id": "A-1", "total": 12.5, "name": "' + text + '"}}'
+
+    response = service.publish(body, topic_hash, idempotency_key=idempotency_key)
+
+    assert response["statusCode"] == 422
+    assert _message(response) == f"metadata.name: {TEXT_RULE}"
+    assert service.queued() == []
+
+
+def test_publish_escaped_control_characters_and_surrogate_pairs_are_delivered(
+    service: Service, topic_hash: str
+) -> None:
+    body = '{"metadata": {"order_id": "A-1", "total": 12.5, "name": "Ada\\u0001\\t\\ud83d\\ude00"}}'
+
+    response = service.publish(body, topic_hash)
+
+    assert response["statusCode"] == 200
+    texts = [json.loads(message["Body"])["content"].get("text", "") for message in service.queued()]
+    assert any("Ada\x01\t\U0001f600" in text for text in texts)
 
 
 def test_publish_body_over_256_kib_returns_413(service: Service, topic_hash: str) -> None:

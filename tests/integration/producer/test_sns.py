@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core.models import Integration, Topic
+from core.models import TEXT_RULE, Integration, Topic
 from core.sns import SnsVerifier
 from core.topics import TopicRegistry, hash_topic_secret, new_topic_hash
 from tests.fakes.lambda_context import FakeLambdaContext
@@ -198,6 +198,12 @@ def _body(text: str) -> Callable[[str], dict[str, Any]]:
     return build
 
 
+def _lone_surrogate(topic_hash: str) -> dict[str, Any]:
+    event = sns_event(NOTIFICATION, topic_hash)
+    event["body"] = json.dumps({**json.loads(event["body"]), "Subject": "Order \ud800"})  # written "\ud800"
+    return event
+
+
 @pytest.mark.usefixtures("fetch")
 @pytest.mark.parametrize(
     ("build", "status", "message"),
@@ -205,6 +211,7 @@ def _body(text: str) -> Callable[[str], dict[str, Any]]:
         pytest.param(_tampered, 400, "Signature does not match the message", id="tampered"),
         pytest.param(_foreign_certificate, 400, "SigningCertURL must be on an SNS host", id="foreign-cert"),
         pytest.param(_body('{"Type": "Notification"}'), 400, "MessageId: is required", id="missing-fields"),
+        pytest.param(_lone_surrogate, 400, "Subject holds a lone surrogate", id="lone-surrogate"),
         pytest.param(lambda h: sns_event(NOTIFICATION, None), 403, "hash query parameter is required", id="no-hash"),
     ],
 )
@@ -220,6 +227,19 @@ def test_sns_bad_delivery_is_refused_naming_what_is_wrong(
 
     assert response["statusCode"] == status
     assert message in response_json(response)["message"]
+    assert service.queued() == []
+
+
+@pytest.mark.usefixtures("fetch")
+def test_sns_message_field_no_message_can_carry_returns_422_naming_it(
+    service: Service, topic_hash: str, lambda_context: FakeLambdaContext
+) -> None:
+    message = '{"order_id": "A-1", "name": "\\ud800", "total": 12.5}'
+
+    response = _call(sns_event(NOTIFICATION, topic_hash, changes={"Message": message}), lambda_context)
+
+    assert response["statusCode"] == 422
+    assert response_json(response) == {"message": f"metadata.name: {TEXT_RULE}"}
     assert service.queued() == []
 
 

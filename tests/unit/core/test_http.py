@@ -132,6 +132,25 @@ def test_parse_body_invalid_field_raises_invalid_request_naming_it(body: object,
     assert str(raised.value).startswith(f"{field}: ")
 
 
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_parse_body_number_over_the_digit_limit_raises_malformed_naming_the_limit(sign: str) -> None:
+    limit = sys.get_int_max_str_digits()
+
+    with pytest.raises(MalformedRequestError) as raised:
+        parse_body('{"metadata": {"x": ' + sign + "1" * (limit + 1) + "}}", PublishRequest)
+
+    assert (
+        str(raised.value)
+        == f"request body holds a number of more than {limit} digits; a number may have at most {limit}"
+    )
+
+
+def test_parse_body_number_at_the_digit_limit_is_accepted() -> None:
+    digits = "1" * sys.get_int_max_str_digits()
+
+    assert parse_body('{"metadata": {"x": ' + digits + "}}", PublishRequest).metadata == {"x": int(digits)}
+
+
 def test_parse_body_valid_returns_model() -> None:
     assert parse_body('{"metadata": {"a": 1}}', PublishRequest) == PublishRequest(metadata={"a": 1})
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from core.errors import ForbiddenError, MalformedRequestError, NotFoundError
+from core.errors import ForbiddenError, InvalidRequestError, MalformedRequestError, NotFoundError
 from core.ledger import DeliveryLedger
+from core.models import NAME_RULE
 from core.queue import DeliveryQueue
 from core.topics import TopicRegistry
 from producer.idempotency import IdempotentPublisher
@@ -75,5 +76,53 @@ def test_publish_malformed_body_writes_nothing(dynamodb: FakeDynamoDBClient) -> 
     with pytest.raises(MalformedRequestError):
         _publish(dynamodb, sqs, body="{not json")
 
+    assert [name for name, _ in dynamodb.calls] == ["get_item"]
+    assert sqs.batches == []
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        pytest.param("topic", {"topic": "t" * 1025}, id="topic-over-dynamodb-sort-key-limit"),
+        pytest.param("channel", {"channel": "c" * 2049}, id="channel-over-dynamodb-partition-key-limit"),
+        pytest.param("topic", {"topic": "t" * 65}, id="topic-over-name-rule"),
+        pytest.param("channel", {"channel": "orders\n"}, id="channel-trailing-newline"),
+    ],
+)
+def test_publish_name_no_topic_can_have_is_not_found_before_any_read(
+    dynamodb: FakeDynamoDBClient, field: str, names: dict[str, str]
+) -> None:
+    with pytest.raises(NotFoundError) as raised:
+        _publish(dynamodb, FakeSqsClient(), **names)
+
+    assert str(raised.value) == f"{field}: is not a valid name, so no such {field} exists ({NAME_RULE})"
+    assert dynamodb.calls == []
+
+
+def test_publish_overlong_topic_without_hash_is_still_refused_for_the_hash(dynamodb: FakeDynamoDBClient) -> None:
+    with pytest.raises(ForbiddenError):
+        _publish(dynamodb, FakeSqsClient(), topic="t" * 1025, topic_hash=None)
+
+
+def test_publish_number_over_the_digit_limit_is_malformed_and_writes_nothing(dynamodb: FakeDynamoDBClient) -> None:
+    sqs = FakeSqsClient()
+
+    with pytest.raises(MalformedRequestError, match="digits"):
+        _publish(dynamodb, sqs, body='{"metadata": {"name": ' + "1" * 5000 + "}}")
+
+    assert sqs.batches == []
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "\\uffff"])
+@pytest.mark.parametrize("idempotency_key", [None, "k-1"])
+def test_publish_unsendable_text_is_invalid_naming_the_field_and_writes_nothing(
+    dynamodb: FakeDynamoDBClient, text: str, idempotency_key: str | None
+) -> None:
+    sqs = FakeSqsClient()
+
+    with pytest.raises(InvalidRequestError) as raised:
+        _publish(dynamodb, sqs, body='{"metadata": {"name": "' + text + '"}}', idempotency_key=idempotency_key)
+
+    assert raised.value.problem.startswith("metadata.name: must hold only characters a message can carry")
     assert [name for name, _ in dynamodb.calls] == ["get_item"]
     assert sqs.batches == []

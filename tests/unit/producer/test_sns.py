@@ -8,9 +8,17 @@ from typing import Any
 
 import pytest
 
-from core.errors import ForbiddenError, NotFoundError, PayloadTooLargeError, SnsMessageError, SnsSignatureError
+from core.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    SnsMessageError,
+    SnsSignatureError,
+)
 from core.http import Request
 from core.ledger import DeliveryLedger
+from core.models import NAME_RULE, TEXT_RULE
 from core.queue import DeliveryQueue
 from core.topics import TopicRegistry
 from producer.idempotency import Action, IdempotentPublisher
@@ -181,6 +189,47 @@ def test_parse_sns_message_error_does_not_quote_the_message() -> None:
     with pytest.raises(SnsMessageError) as raised:
         parse_sns_message(json.dumps(fields))
     assert "Secret" not in str(raised.value)
+
+
+def test_parse_sns_message_lone_surrogate_raises_naming_the_field() -> None:
+    body = json.dumps({**sample(NOTIFICATION), "Subject": "Order \ud800"})  # json writes it "\ud800"
+
+    with pytest.raises(SnsMessageError) as raised:
+        parse_sns_message(body)
+    assert str(raised.value) == (
+        "the body is not an SNS message: Subject holds a lone surrogate (U+D800 to U+DFFF); SNS sends Unicode text only"
+    )
+
+
+def test_receive_sns_lone_surrogate_is_refused_before_the_signature(dynamodb: FakeDynamoDBClient) -> None:
+    fetch = fetcher()
+    sqs = FakeSqsClient()
+    body = json.loads(_body())
+    body["Subject"] = "\udfff"
+
+    with pytest.raises(SnsMessageError, match="Subject holds a lone surrogate"):
+        _receive(dynamodb, sqs, json.dumps(body), fetch=fetch)
+    assert (fetch.asked, sqs.sent) == ([], {})
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "\\uffff"])
+def test_receive_sns_message_field_a_message_cannot_carry_is_invalid_naming_it(
+    dynamodb: FakeDynamoDBClient, text: str
+) -> None:
+    sqs = FakeSqsClient()
+    body = _body(Message='{"order_id": "' + text + '"}')
+
+    with pytest.raises(InvalidRequestError) as raised:
+        _receive(dynamodb, sqs, body)
+    assert str(raised.value) == f"metadata.order_id: {TEXT_RULE}"
+    assert sqs.sent == {}
+
+
+def test_receive_sns_overlong_topic_is_not_found_before_any_read(dynamodb: FakeDynamoDBClient) -> None:
+    with pytest.raises(NotFoundError, match=f"^topic: is not a valid name, so no such topic exists \\({NAME_RULE}\\)$"):
+        _receive(dynamodb, FakeSqsClient(), _body(), topic="t" * 1025)
+
+    assert dynamodb.calls == []
 
 
 def test_parse_sns_message_over_the_limit_raises_payload_too_large() -> None:
