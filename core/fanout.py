@@ -183,9 +183,11 @@ def _enqueue(
     sent = {**(record.enqueued or {}), **outcome.sent}
     refused = {**(unsendable or {}), **outcome.failed}
     if outcome.failed or resumed:
-        # A publish that took more than one attempt keeps what it enqueued on the record, so that a retry (also one
-        # after an idempotency store that failed to save this answer) enqueues only the rest. A first attempt that
-        # enqueued everything writes nothing more: one ledger write per publish.
+        # A publish that took more than one attempt keeps what it enqueued on the record, so that a retry enqueues
+        # only the rest. A first attempt that enqueued everything writes nothing more: one ledger write per publish.
+        # Its answer stands even when the idempotency store fails to save it (producer/idempotency.py); only a retry
+        # after a crash past this point sends everything again, under the same ids, which the consumer and receivers
+        # drop as duplicates.
         try:
             ledger.record_notification(replace(record, enqueued=sent))
         except UpstreamError:
