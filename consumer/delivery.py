@@ -280,13 +280,9 @@ class Deliverer:
             ref = message.integration.credentials_ref
             secret = self._credentials.get(ref) if ref else None
             limits = channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
-            if limits:
-                # The clock is read again: the reads above may have taken a while, and a slot must never be past.
-                slot = self._slot(message, limits, due, self._clock(), log)
-                budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
-                if slot - self._clock() > budget:
-                    return self._wait_for_slot(message, attempt, slot, log)
-                self._sleep(max(0.0, slot - self._clock()))
+            held = self._hold(message, attempt, limits, due, latest_start, log)
+            if held is not None:
+                return held
             receipt = channel.send(
                 message.content,
                 message.integration.target,
@@ -374,6 +370,39 @@ class Deliverer:
         )
         logger.info("delivery paced", extra={**log, "wait_seconds": round(wait, 3)})
         self._count(message.integration.type.value, Outcome.WAITING)
+        return Outcome.WAITING
+
+    def _hold(
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        limits: list[Limit],
+        due: float | None,
+        latest_start: float | None,
+        log: dict[str, Any],
+    ) -> Outcome | None:
+        """Wait here for this send's slot when it is near and return ``None``: the send starts. Otherwise return what
+        was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start."""
+        if not limits:
+            if latest_start is not None and self._clock() > latest_start:
+                return self._send_on(message, attempt, log)
+            return None
+        # The clock is read again: the reads before may have taken a while, and a slot must never be past.
+        slot = self._slot(message, limits, due, self._clock(), log)
+        budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
+        if slot - self._clock() > budget:
+            return self._wait_for_slot(message, attempt, slot, log)
+        self._sleep(max(0.0, slot - self._clock()))
+        return None
+
+    def _send_on(self, message: DeliveryMessage, attempt: Attempt, log: dict[str, Any]) -> Outcome:
+        """Hand a message that is due now to a copy when it is too late in this invocation to start a send (it waited
+        for a thread): a send that outlasted the function would be cut off, and the whole batch would come back."""
+        try:
+            self._copy(message, self._clock(), slot_reserved=False)
+        except UpstreamError as exc:
+            return self._keep(message, attempt, 1, exc, log)
+        logger.info("delivery sent on: too late in this invocation to start a send", extra=log)
         return Outcome.WAITING
 
     def _defer(

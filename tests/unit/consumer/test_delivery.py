@@ -971,6 +971,33 @@ def test_process_pacing_state_unreachable_counts_pacing_unavailable(
     assert count.of("pacing_unavailable") == 1
 
 
+def test_process_unpaced_message_after_latest_start_is_sent_on_not_sent(rig: Rig) -> None:
+    outcome = rig.process(_body(attempt=1), latest_start=NOW - 1)
+
+    [(copy, delay)] = rig.copies()
+    assert (outcome, rig.channel.sent, delay, copy.attempt, copy.not_before) == (
+        Outcome.WAITING,
+        [],
+        0,
+        1,
+        iso_time(NOW),
+    )
+    assert rig.ledger.updates == []
+
+
+def test_process_unpaced_message_before_latest_start_is_sent(rig: Rig) -> None:
+    assert rig.process(latest_start=NOW + 1) is Outcome.DELIVERED
+
+
+def test_process_unpaced_message_after_latest_start_with_the_queue_refusing_stays(rig: Rig) -> None:
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(latest_start=NOW - 1)
+
+    assert (rig.channel.sent, rig.sqs.changes) == ([], [("rh-1", 1)])
+
+
 def test_process_copy_refused_while_waiting_for_a_slot_keeps_message_until_the_slot(rig: Rig) -> None:
     rig.channel.limits = ONE_PER_TEN_SECONDS
     rig.occupy(ONE_PER_TEN_SECONDS)
