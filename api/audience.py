@@ -15,7 +15,17 @@ from aws_lambda_powertools.logging import correlation_paths
 from pydantic import Field
 
 from core.audience.devices import delete_app, delete_user, register_device, unregister_device
-from core.audience.models import App, AppRequest, Device, DeviceRequest, Platform, Segment, User, UserRequest
+from core.audience.models import (
+    App,
+    AppRequest,
+    AudienceRequest,
+    Device,
+    DeviceRequest,
+    Platform,
+    Segment,
+    User,
+    UserRequest,
+)
 from core.audience.ports import AudienceRepositoryPort, ScheduleStorePort, SendStorePort
 from core.audience.schedules import Schedule, ScheduleList, cancel_schedule, get_schedule, list_schedules
 from core.audience.segments import compile_where, parse_where
@@ -24,7 +34,7 @@ from core.clients import get_audience_repository, get_expansion_queue, get_push_
 from core.errors import InvalidRequestError
 from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.ids import idempotent_notification_id, new_notification_id
-from core.models import NAME_PATTERN, NAME_RULE, Reply, Strict
+from core.models import LONE_SURROGATE, NAME_PATTERN, NAME_RULE, Reply
 from core.observability import logger, metrics, tracer
 from core.settings import AudienceSettings, load_settings
 
@@ -32,9 +42,11 @@ app = Router()
 # The routes of /v1/apps/{app} take a parameter named as the contract names it, which hides ``app`` in them.
 _ROUTER = app
 
-# The repository's rule for a user id (users_id_check, and no NUL: PostgreSQL text cannot hold one).
-USER_ID_PATTERN = r"^[^\x00]{1,256}$"
-USER_ID_RULE = "must be 1 to 256 characters, without NUL"
+# The repository's rule for a user id (users_id_check, and no NUL: PostgreSQL text cannot hold one), and no character a
+# delivery message cannot carry (core.models.UNSENDABLE): the id is in each of the user's delivery keys. A lone
+# surrogate (no UTF-8 at all) is refused by ``check`` before any pattern.
+USER_ID_PATTERN = r"^[^\x00\ufffe\uffff]{1,256}$"
+USER_ID_RULE = "must be 1 to 256 characters, without NUL, U+FFFE, U+FFFF or lone surrogates (U+D800-U+DFFF)"
 DEVICE_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DEVICE_ID_RULE = "is not a device id (a UUID as registration returned it)"
 # POST /v1/segments/count is a resource of its own in API Gateway: a segment of that name could never be read.
@@ -109,7 +121,7 @@ class AppListResponse(Reply):
     apps: list[App]
 
 
-class SegmentRequest(Strict):
+class SegmentRequest(AudienceRequest):
     """The body of ``PUT /v1/segments/{name}`` and ``POST /v1/segments/count``: a condition on users."""
 
     where: Any = Field(
@@ -157,7 +169,7 @@ def check(**parameters: str) -> None:
     """Raise naming the first path parameter that does not have its form."""
     for field, value in parameters.items():
         pattern, rule = _PATTERNS[field]
-        if not pattern.fullmatch(value):
+        if LONE_SURROGATE.search(value) or not pattern.fullmatch(value):
             raise InvalidRequestError(field, rule)
 
 

@@ -6,12 +6,22 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, computed_field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from core.models import Reply, Strict
+from core.models import LONE_SURROGATE, TEXT_RULE, UNSENDABLE, Reply, Strict, text_matching
 
 Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
 PLATFORMS: tuple[Platform, ...] = ("APNS", "APNS_SANDBOX", "GCM")
@@ -23,6 +33,46 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # A Telegram chat: a numeric id (negative for groups) or a public @username.
 _TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 MAX_DATA_BYTES = 16 * 1024
+# What text the audience keeps cannot hold. PostgreSQL's UTF-8 takes any character, U+FFFE and U+FFFF too, but a lone
+# surrogate is no UTF-8 at all: psycopg2 cannot encode it (a 500) and jsonb refuses its JSON escape. Text that is also
+# sent (a send's content, an email address, a user id) is held to ``core.models.UNSENDABLE`` instead.
+STORED_TEXT_RULE = "must be valid Unicode text: any character but lone surrogates (U+D800-U+DFFF)"
+
+Value = TypeVar("Value")
+
+
+def refuse_text(value: Value, pattern: re.Pattern[str], rule: str, title: str) -> Value:
+    """Return ``value``, or raise a pydantic ``ValidationError`` located at its first string (a value or an object's
+    key, at any depth) that ``pattern`` matches, saying ``rule``.
+
+    Raised by a validator, the error is merged into the model's under the field validated: a 422 names the very
+    place (``data.plan``), as ``PublishRequest._check_text`` does for a publish.
+    """
+    path = text_matching(value, pattern)
+    if path is None:
+        return value
+    error = InitErrorDetails(type=PydanticCustomError("invalid_text", rule), loc=path, input=value)
+    raise ValidationError.from_exception_data(title, [error])
+
+
+class AudienceRequest(Strict):
+    """Base of the audience's request models: a body holding a string its text cannot hold is refused, naming where.
+
+    ``refused_text`` and ``text_rule`` say what that is, as class attributes: by default what the store cannot keep; a
+    model whose text is sent declares ``UNSENDABLE`` and ``TEXT_RULE``. The whole body is read before any field, so
+    no field's own check (a length, a pattern) answers first in other words.
+    """
+
+    refused_text: ClassVar[re.Pattern[str]] = LONE_SURROGATE
+    text_rule: ClassVar[str] = STORED_TEXT_RULE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_text(cls, data: Any) -> Any:
+        """Refuse a string, value or key, that the model's text cannot hold."""
+        if not isinstance(data, dict):
+            return data
+        return refuse_text(data, cls.refused_text, cls.text_rule, cls.__name__)
 
 
 def _time_zone(name: str) -> str:
@@ -49,6 +99,9 @@ def _zone_names() -> set[str]:
 def _email(value: str) -> str:
     if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise ValueError("is not an email address (write it as name@example.com)")
+    # The address travels in each of the user's email deliveries (their recipient and target).
+    if UNSENDABLE.search(value):
+        raise ValueError(TEXT_RULE)
     return value
 
 
@@ -91,7 +144,7 @@ def _platform_application_arn(arn: str) -> str:
     return arn
 
 
-class UserRequest(Strict):
+class UserRequest(AudienceRequest):
     """The body of ``PUT /v1/users/{user_id}``: the user's time zone, addresses and the data segments match on."""
 
     timezone: TimeZoneName = Field(max_length=64)
@@ -100,14 +153,14 @@ class UserRequest(Strict):
     data: UserData = Field(default_factory=dict)
 
 
-class DeviceRequest(Strict):
+class DeviceRequest(AudienceRequest):
     """The body of ``POST /v1/users/{user_id}/devices``: the app and the push token the device got from it."""
 
     app: str = Field(min_length=1, max_length=128)
     token: str = Field(min_length=1, max_length=4096)
 
 
-class AppRequest(Strict):
+class AppRequest(AudienceRequest):
     """The body of ``PUT /v1/apps/{app}``: the SNS platform application, whose ARN names the platform."""
 
     platform_application_arn: Annotated[str, AfterValidator(_platform_application_arn)]

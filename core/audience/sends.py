@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from core.audience.models import Platform
+from core.audience.models import AudienceRequest, Platform, refuse_text
 from core.audience.ports import SendStorePort
 from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
 from core.audience.segments import parse_where
@@ -29,7 +29,7 @@ from core.errors import (
     UpstreamError,
     aws_error,
 )
-from core.models import NAME_PATTERN, Reply, Strict
+from core.models import NAME_PATTERN, TEXT_RULE, UNSENDABLE, Reply, Strict
 from core.observability import logger
 from core.queue import DeliveryQueue
 
@@ -50,7 +50,7 @@ TOPIC_PATTERN = rf"^{_NAME}/{_NAME}$"
 # --- the request ----------------------------------------------------------------------------------------------------
 
 
-class SendTarget(Strict):
+class SendTarget(AudienceRequest):
     """Whom a send reaches: exactly one of ``user_ids``, ``segment``, ``where`` or ``topic`` (its subscribers)."""
 
     user_ids: list[Annotated[str, Field(pattern=USER_ID_PATTERN)]] | None = Field(
@@ -60,6 +60,12 @@ class SendTarget(Strict):
     where: Any = None
     topic: str | None = Field(default=None, pattern=TOPIC_PATTERN, description="<channel>/<topic>: its subscribers")
 
+    @field_validator("user_ids", mode="before")
+    @classmethod
+    def _check_user_ids(cls, user_ids: Any) -> Any:
+        """Refuse a user id a delivery message could not carry (it is in each of the user's delivery keys)."""
+        return refuse_text(user_ids, UNSENDABLE, TEXT_RULE, cls.__name__)
+
     @model_validator(mode="after")
     def _exactly_one(self) -> SendTarget:
         given = [name for name in ("user_ids", "segment", "where", "topic") if getattr(self, name) is not None]
@@ -68,8 +74,14 @@ class SendTarget(Strict):
         return self
 
 
-class SendContent(Strict):
-    """What a send says: the text every channel uses, an email's subject and html, per-platform push payloads."""
+class SendContent(AudienceRequest):
+    """What a send says: the text every channel uses, an email's subject and html, per-platform push payloads.
+
+    All of it is sent, so it holds only what a delivery message can carry: refused here, not by a failed expansion.
+    """
+
+    refused_text = UNSENDABLE
+    text_rule = TEXT_RULE
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
     subject: str | None = Field(default=None, min_length=1, max_length=998)

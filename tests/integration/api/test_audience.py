@@ -111,6 +111,34 @@ def test_audience_user_unknown_time_zone_answers_422_naming_timezone(api: Api) -
     assert response_json(response)["message"].startswith("timezone:")
 
 
+@pytest.mark.parametrize(
+    ("user_id", "body", "field"),
+    [
+        ("ada\ud800", {"timezone": "UTC"}, "user_id"),
+        ("ada\uffff", {"timezone": "UTC"}, "user_id"),
+        ("ada", {"timezone": "UTC", "email": "ada\ud800@example.com"}, "email"),
+        ("ada", {"timezone": "UTC", "data": {"plan": "pro\ud800"}}, "data.plan"),
+        ("ada", {"timezone": "UTC", "data": {"pro\ud800": True}}, 'data["pro'),
+    ],
+)
+def test_audience_user_text_it_cannot_keep_answers_422_naming_the_field(
+    api: Api, user_id: str, body: dict[str, Any], field: str
+) -> None:
+    response = api.call("PUT", USER, {"user_id": user_id}, body)
+
+    assert response["statusCode"] == 422, response["body"]
+    assert response_json(response)["message"].startswith(field)
+
+
+def test_audience_user_noncharacters_in_data_stored_and_read_back(api: Api) -> None:
+    data = {"k\ufffe": "v\uffff"}
+
+    stored = api.call("PUT", USER, {"user_id": "ada"}, {"timezone": "UTC", "data": data})
+
+    assert stored["statusCode"] == 201
+    assert response_json(api.call("GET", USER, {"user_id": "ada"}))["data"] == data
+
+
 def test_audience_device_registered_twice_is_the_same_device(api: Api) -> None:
     api.user("ada")
     first = api.register("ada")
@@ -166,6 +194,16 @@ def test_audience_device_unknown_app_answers_422_naming_app(api: Api) -> None:
 
     assert response["statusCode"] == 422
     assert response_json(response)["message"].startswith("app:")
+
+
+def test_audience_device_token_not_utf8_answers_422_naming_token(api: Api) -> None:
+    api.user("ada")
+
+    response = api.register("ada", token="token-\ud800")
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("token: ")
+    assert api.endpoints() == {}
 
 
 def test_audience_subscriptions_put_listed_and_deleted(api: Api) -> None:
@@ -263,3 +301,22 @@ def test_schedules_unknown_id_is_404(api: Api) -> None:
     result = api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": "not-a-schedule"})
 
     assert result["statusCode"] == 404
+
+
+@pytest.mark.parametrize(
+    ("send", "field"),
+    [
+        ({"content": {"text": "Hi", "push": {"GCM": {"data": {"k": "\ud800"}}}}}, "content.push.GCM.data.k"),
+        ({"content": {"text": "Hi\uffff"}, "at": "2099-01-01T09:00:00+01:00"}, "content.text"),
+    ],
+)
+def test_sends_content_a_message_cannot_carry_answers_422_naming_the_field(
+    api: Api, db: Any, send: dict[str, Any], field: str
+) -> None:
+    response = api.call("POST", "/v1/sends", body={"to": {"user_ids": ["ada"]}, **send})
+
+    assert response["statusCode"] == 422, response["body"]
+    assert response_json(response)["message"].startswith(f"{field}: ")
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM sends")
+        assert cursor.fetchone() == (0,)

@@ -123,6 +123,34 @@ def test_audience_put_user_id_too_long_answers_422_naming_user_id() -> None:
     assert _message(response).startswith("user_id:")
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"timezone": "UTC", "data": {"plan": "pro\ud800"}}, "data.plan"),
+        ({"timezone": "UTC", "email": "ada\uffff@example.com"}, "email"),
+    ],
+)
+def test_audience_put_user_text_it_cannot_keep_answers_422_naming_the_field(
+    repository: FakeAudienceRepository, body: dict[str, Any], field: str
+) -> None:
+    response = _call("PUT", USER, {"user_id": "ada"}, body)
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith(f"{field}: ")
+    assert repository.users == {}
+
+
+@pytest.mark.parametrize("user_id", ["ada\ud800", "ada\uffff"])
+def test_audience_put_user_id_a_message_cannot_carry_answers_422_naming_user_id(
+    repository: FakeAudienceRepository, user_id: str
+) -> None:
+    response = _call("PUT", USER, {"user_id": user_id}, {"timezone": "UTC"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("user_id: ")
+    assert repository.users == {}
+
+
 def test_audience_get_user_shows_devices_and_subscriptions_without_token(ada: str) -> None:
     _register(ada)
     _call("PUT", SUBSCRIPTION, {"user_id": ada, "channel": "news", "topic": "daily"})
@@ -566,3 +594,17 @@ def test_post_send_expansion_queue_down_502(
     queue.fail = True
 
     assert _send(router, {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}})["statusCode"] == 502
+
+
+@pytest.mark.parametrize("when", [{}, {"at": "2099-01-01T09:00:00+01:00"}])
+def test_post_send_content_a_message_cannot_carry_422_naming_the_field(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue], when: dict[str, str]
+) -> None:
+    router, store, queue = send_router
+    content = {"text": "Hi", "push": {"GCM": {"data": {"k": "\uffff"}}}}
+
+    response = _send(router, {"to": {"user_ids": ["u1"]}, "content": content, **when})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("content.push.GCM.data.k: must hold only characters a message can carry")
+    assert (store.sends, getattr(store, "schedules", {}), queue.jobs) == ({}, {}, [])

@@ -77,3 +77,40 @@ def test_device_request_empty_token_refused() -> None:
         DeviceRequest(app="android", token="")
 
     assert _invalid_fields(raised) == {"token"}
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"plan": "pro\ud800"}, "data.plan"),
+        ({"tags": ["a", "\udfff"]}, "data.tags.1"),
+    ],
+)
+def test_user_request_data_lone_surrogate_refused_naming_where(data: dict[str, object], where: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "data": data})
+
+    assert _invalid_fields(raised) == {where}
+
+
+def test_user_request_data_key_lone_surrogate_refused_naming_the_key() -> None:
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "data": {"plan": "pro", "pro\ud800": True}})
+
+    # pydantic writes the key in an error's location with the surrogate replaced: the key is named, not echoed.
+    [error] = raised.value.errors()
+    assert (error["type"], error["loc"][0], len(error["loc"])) == ("invalid_text", "data", 2)
+    assert str(error["loc"][1]).startswith("pro")
+
+
+def test_user_request_data_noncharacters_stored_as_they_are() -> None:
+    # Data is stored and matched on, never sent: PostgreSQL's UTF-8 holds U+FFFE and U+FFFF.
+    assert UserRequest(timezone="UTC", data={"k\ufffe": "\uffff"}).data == {"k\ufffe": "\uffff"}
+
+
+@pytest.mark.parametrize("email", ["ada\ud800@example.com", "ada\uffff@example.com", "ada@example.com\ufffe"])
+def test_user_request_email_a_message_cannot_carry_refused_naming_email(email: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "email": email})
+
+    assert _invalid_fields(raised) == {"email"}

@@ -260,3 +260,33 @@ def test_audience_send_enqueuer_enqueue_all_groups_small_sends_and_returns_the_r
     assert (len(grouped.jobs), len(rest.jobs)) == (GROUP_SIZE, 30 - GROUP_SIZE)
     assert sorted(errors) == sorted(f"s-{index}" for index in range(GROUP_SIZE))
     assert all(isinstance(error, UpstreamError) for error in errors.values())
+
+
+@pytest.mark.parametrize(
+    ("content", "where"),
+    [
+        ({"text": "Hello\uffff"}, ("content", "text")),
+        ({"text": "Hello", "subject": "Hi\ufffe"}, ("content", "subject")),
+        ({"text": "Hello", "html": "<p>\uffff</p>"}, ("content", "html")),
+        ({"text": "Hello", "push": {"GCM": {"data": {"k": "v\ud800"}}}}, ("content", "push", "GCM", "data", "k")),
+        (
+            {"text": "Hello", "push": {"APNS": {"aps": {"alert": ["\uffff"]}}}},
+            ("content", "push", "APNS", "aps", "alert", 0),
+        ),
+        ({"text": "Hello", "push": {"FCM": {"k\uffff": 1}}}, ("content", "push", "FCM", "k\uffff")),
+    ],
+)
+def test_send_request_content_a_message_cannot_carry_refused_naming_where(
+    content: dict[str, Any], where: tuple[str | int, ...]
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        SendRequest.model_validate({"to": {"user_ids": ["u1"]}, "content": content})
+
+    assert [error["loc"] for error in raised.value.errors()] == [where]
+
+
+def test_send_request_user_id_a_message_cannot_carry_refused_naming_it() -> None:
+    with pytest.raises(ValidationError) as raised:
+        SendRequest.model_validate({"to": {"user_ids": ["u1", "u\uffff"]}, "content": {"text": "Hello"}})
+
+    assert [error["loc"] for error in raised.value.errors()] == [("to", "user_ids", 1)]
