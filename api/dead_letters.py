@@ -263,15 +263,25 @@ def redrive(
     reads for a moment, and the redrive must not miss them.
     """
     moved = 0
+
+    def short_of(seconds: float) -> bool:
+        return time_left is not None and time_left() < seconds
+
     while moved < max_messages:
-        if time_left is not None and time_left() < REDRIVE_MARGIN_SECONDS:
+        if short_of(REDRIVE_MARGIN_SECONDS):
             return {"redriven": moved, "more": True}
         letters = _receive(sqs, dlq_url, max_messages - moved)
         if not letters and _counts_letters(sqs, dlq_url):
+            if short_of(REDRIVE_MARGIN_SECONDS + REDRIVE_WAIT_SECONDS):
+                return {"redriven": moved, "more": True}
             letters = _receive(sqs, dlq_url, max_messages - moved, REDRIVE_WAIT_SECONDS)
         if not letters:
             break
-        for letter in letters:
+        for index, letter in enumerate(letters):
+            # Checked for each letter: under load, ten of them can take longer than the margin.
+            if short_of(REDRIVE_MARGIN_SECONDS):
+                _release(sqs, dlq_url, letters[index:])
+                return {"redriven": moved, "more": True}
             _send_back(sqs, queue_url, ledger, letter)
             try:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)

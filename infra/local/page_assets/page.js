@@ -59,12 +59,22 @@
     button.disabled = true;
     say("Redriving…", "");
     try {
-      const response = await fetch(button.dataset.url, { method: "POST", cache: "no-store" });
-      const body = await response.json().catch(() => ({}));
-      if (response.ok) {
-        say(`Redriven: ${body.redriven} message(s) sent back to the delivery queue.`, "ok");
-      } else {
-        say(`The redrive answered ${response.status}: ${body.message || JSON.stringify(body)}`, "failed");
+      // One call moves what fits in its time and says "more" when letters are left: call again until none are.
+      let moved = 0;
+      for (;;) {
+        const response = await fetch(button.dataset.url, { method: "POST", cache: "no-store" });
+        const body = await response.json().catch(() => ({}));
+        if (!response.ok) {
+          const done = moved ? ` after ${moved} message(s) were sent back` : "";
+          say(`The redrive answered ${response.status}${done}: ${body.message || JSON.stringify(body)}`, "failed");
+          break;
+        }
+        moved += body.redriven || 0;
+        if (!body.more) {
+          say(`Redriven: ${moved} message(s) sent back to the delivery queue.`, "ok");
+          break;
+        }
+        say(`Redriving… ${moved} message(s) sent back so far.`, "");
       }
     } catch (error) {
       say(`The redrive could not be sent: ${error}`, "failed");

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from api.dead_letters import redrive
@@ -268,18 +270,38 @@ def test_redrive_max_messages_limits_the_move(admin: AdminApi, aws: AwsResources
     assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == 2
 
 
+def _clock_running_out(after: int) -> Callable[[], float]:
+    """Return a time-left reading 30 s for its first ``after`` reads, then 1 s."""
+    reads = itertools.count()
+    return lambda: 30.0 if next(reads) < after else 1.0
+
+
 def test_redrive_stops_when_the_function_time_runs_out_saying_more(aws: AwsResources) -> None:
     for index in range(12):  # more than one receive takes
         _dead(aws, f"n-{index}")
-    left = iter([30.0, 1.0])
 
+    # Read once before the first receive and before each of its ten letters: time runs out before the second receive.
     moved = redrive(
-        get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 100, lambda: next(left)
+        get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 100, _clock_running_out(11)
     )
 
-    assert moved["more"] is True
-    assert 1 <= moved["redriven"] < 12
-    assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == moved["redriven"]
+    assert moved == {"redriven": 10, "more": True}
+    assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == 10
+
+
+def test_redrive_stops_between_the_letters_of_one_receive_and_hands_the_rest_back(aws: AwsResources) -> None:
+    for index in range(5):
+        _dead(aws, f"n-{index}")
+
+    # Read once before the receive, then before each letter: time runs out before the fourth.
+    moved = redrive(
+        get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 100, _clock_running_out(4)
+    )
+
+    assert moved == {"redriven": 3, "more": True}
+    assert len(receive_all(aws.sqs, aws.delivery_queue_url)) == 3
+    # The two not sent back are visible again at once, not held for the receive's hold time.
+    assert len(receive_all(aws.sqs, aws.dead_letter_queue_url)) == 2
 
 
 def test_redrive_takes_letters_a_listing_holds_when_it_begins(aws: AwsResources) -> None:
