@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from core.channels import CREDENTIAL_FIELDS, NAME_PATTERN, NAME_RULE, IntegrationSpec, TopicRequest
+from core.channels import CREDENTIAL_FIELDS, NAME_RULE, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import utc_now
-from core.models import Integration, IntegrationType, Reply, Topic
+from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
 from core.ports import SecretStorePort, TopicRegistryPort
 from core.templates import variables
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
-_NAME = re.compile(NAME_PATTERN)
 
 
 class IntegrationView(Reply):
@@ -72,7 +70,7 @@ class TopicChange:
 
 def check_name(field: str, value: str) -> None:
     """Raise naming ``field`` when ``value`` is not a valid channel or topic name."""
-    if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
+    if not is_name(value):
         raise InvalidRequestError(field, f"is not a valid name: {NAME_RULE}")
 
 

@@ -215,7 +215,7 @@ class Deliverer:
             for attempt in attempts:
                 try:
                     message = parse_message(attempt.body, attempt.receive_count)
-                except PermanentDeliveryError:  # malformed: processing drops it, logged
+                except PermanentDeliveryError:  # malformed: processing buries it
                     keys.append(None)
                     continue
                 key = (message.notification_id, message.delivery_key)
@@ -403,6 +403,7 @@ class Deliverer:
         except UpstreamError as exc:
             return self._keep(message, attempt, 1, exc, log)
         logger.info("delivery sent on: too late in this invocation to start a send", extra=log)
+        self._count(message.integration.type.value, Outcome.WAITING)
         return Outcome.WAITING
 
     def _defer(
@@ -418,6 +419,7 @@ class Deliverer:
         logger.warning(
             "ledger unavailable: delivery sent on", extra={**log, "reason": str(exc), "retry_in_seconds": seconds}
         )
+        self._count(message.integration.type.value, Outcome.WAITING)
         return Outcome.WAITING
 
     def _bury_malformed(self, attempt: Attempt, reason: str) -> Outcome:

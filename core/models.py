@@ -19,6 +19,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 # channel: a function that checks names, such as the cron's, should not pay for them).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` is a valid channel, topic, integration or audience name (``NAME_PATTERN``)."""
+    return _NAME.fullmatch(value) is not None  # match() would let "$" accept a trailing newline
+
 
 # What a delivery message cannot carry. SQS takes only #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF;
 # a message is JSON, whose escapes carry the other control characters, but U+FFFE and U+FFFF would reach SQS as they

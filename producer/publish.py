@@ -5,7 +5,6 @@ The SNS route (``producer/sns.py``) opens the topic and fans out through the sam
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +12,12 @@ from core.errors import ForbiddenError, NotFoundError
 from core.fanout import IdempotentPublish, fan_out, request_digest
 from core.http import parse_body
 from core.ids import idempotent_notification_id
-from core.models import NAME_PATTERN, NAME_RULE, PublishRequest, Topic
+from core.models import NAME_RULE, PublishRequest, Topic, is_name
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
 from core.topics import check_topic_hash
 from producer.idempotency import IdempotentPublisher
-
-_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ def check_topic_names(channel: str, topic: str) -> None:
     Checked before the read: DynamoDB refuses a key over its limits (a topic over 1 KiB), which would be a 502.
     """
     for field, value in (("channel", channel), ("topic", topic)):
-        if not _NAME.fullmatch(value):  # match() would let "$" accept a trailing newline
+        if not is_name(value):
             raise NotFoundError(f"{field}: is not a valid name, so no such {field} exists ({NAME_RULE})")
 
 
