@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -30,6 +30,7 @@ def is_name(value: str) -> bool:
 # What a delivery message cannot carry. SQS takes only #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF;
 # a message is JSON, whose escapes carry the other control characters, but U+FFFE and U+FFFF would reach SQS as they
 # are, and a lone surrogate (which a JSON escape such as "\ud800" makes) cannot even be encoded as UTF-8.
+Value = TypeVar("Value")
 UNSENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 TEXT_RULE = "must hold only characters a message can carry: any but lone surrogates (U+D800-U+DFFF), U+FFFE and U+FFFF"
 # What no UTF-8 text holds: text that does cannot be encoded, hashed or signed.
@@ -53,6 +54,20 @@ def text_matching(value: Any, pattern: re.Pattern[str]) -> tuple[str | int, ...]
         elif isinstance(item, list | tuple):
             pending.extend((child, (*path, index)) for index, child in enumerate(item))
     return None
+
+
+def refuse_text(value: Value, pattern: re.Pattern[str], rule: str, title: str) -> Value:
+    """Return ``value``, or raise a pydantic ``ValidationError`` located at its first string (a value or an object's
+    key, at any depth) that ``pattern`` matches, saying ``rule``.
+
+    Raised by a validator, the error is merged into the model's under the field validated: a 422 names the very place
+    (``metadata.x``), which a ``ValueError`` could not.
+    """
+    path = text_matching(value, pattern)
+    if path is None:
+        return value
+    error = InitErrorDetails(type=PydanticCustomError("invalid_text", rule), loc=path, input=value)
+    raise ValidationError.from_exception_data(title, [error])
 
 
 class Strict(BaseModel):
@@ -251,13 +266,7 @@ class PublishRequest(Strict):
     @classmethod
     def _check_text(cls, metadata: dict[str, Any]) -> dict[str, Any]:
         """Refuse a string, value or key, that a delivery message could not carry, naming where it is."""
-        path = text_matching(metadata, UNSENDABLE)
-        if path is None:
-            return metadata
-        # A ValidationError raised here is merged into the model's, its location under ``metadata``: the error names
-        # the very field (``metadata.x``), which a ValueError could not.
-        error = InitErrorDetails(type=PydanticCustomError("unsendable_text", TEXT_RULE), loc=path, input=metadata)
-        raise ValidationError.from_exception_data(cls.__name__, [error])
+        return refuse_text(metadata, UNSENDABLE, TEXT_RULE, cls.__name__)
 
 
 class PublishResponse(RootModel[dict[str, str]]):

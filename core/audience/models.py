@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
@@ -15,13 +15,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     computed_field,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from core.models import LONE_SURROGATE, TEXT_RULE, UNSENDABLE, Reply, Strict, text_matching
+from core.models import LONE_SURROGATE, TEXT_RULE, UNSENDABLE, Reply, Strict, refuse_text
 
 Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
 PLATFORMS: tuple[Platform, ...] = ("APNS", "APNS_SANDBOX", "GCM")
@@ -37,22 +35,6 @@ MAX_DATA_BYTES = 16 * 1024
 # surrogate is no UTF-8 at all: psycopg2 cannot encode it (a 500) and jsonb refuses its JSON escape. Text that is also
 # sent (a send's content, an email address, a user id) is held to ``core.models.UNSENDABLE`` instead.
 STORED_TEXT_RULE = "must be valid Unicode text: any character but lone surrogates (U+D800-U+DFFF)"
-
-Value = TypeVar("Value")
-
-
-def refuse_text(value: Value, pattern: re.Pattern[str], rule: str, title: str) -> Value:
-    """Return ``value``, or raise a pydantic ``ValidationError`` located at its first string (a value or an object's
-    key, at any depth) that ``pattern`` matches, saying ``rule``.
-
-    Raised by a validator, the error is merged into the model's under the field validated: a 422 names the very
-    place (``data.plan``), as ``PublishRequest._check_text`` does for a publish.
-    """
-    path = text_matching(value, pattern)
-    if path is None:
-        return value
-    error = InitErrorDetails(type=PydanticCustomError("invalid_text", rule), loc=path, input=value)
-    raise ValidationError.from_exception_data(title, [error])
 
 
 class AudienceRequest(Strict):

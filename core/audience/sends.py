@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from core.audience.models import AudienceRequest, Platform, refuse_text
+from core.audience.models import AudienceRequest, Platform
 from core.audience.ports import SendStorePort
 from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
 from core.audience.segments import parse_where
@@ -29,7 +29,7 @@ from core.errors import (
     UpstreamError,
     aws_error,
 )
-from core.models import NAME_PATTERN, TEXT_RULE, UNSENDABLE, Reply, Strict
+from core.models import NAME_PATTERN, TEXT_RULE, UNSENDABLE, Reply, Strict, refuse_text
 from core.observability import logger
 from core.queue import DeliveryQueue
 
