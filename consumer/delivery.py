@@ -259,7 +259,9 @@ class Deliverer:
             entry = entries[key] if entries is not None and key in entries else self._ledger.get_entry(*key)
         except UpstreamError as exc:
             # Without the ledger it is unknown whether this was delivered: try again later, count no attempt.
-            return self._defer(message, attempt, self._policy.backoff(1, self._rand), exc, log)
+            return self._send_on(
+                message, attempt, self._policy.backoff(1, self._rand), f"ledger unreadable: {exc}", log
+            )
         if entry is not None and entry.status is DeliveryStatus.DELIVERED:
             # SQS delivers at least once: a message seen again after its success is not sent twice.
             logger.info("delivery skipped: already delivered", extra=log)
@@ -385,7 +387,8 @@ class Deliverer:
         was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start."""
         if not limits:
             if latest_start is not None and self._clock() > latest_start:
-                return self._send_on(message, attempt, log)
+                # It waited for a thread: a send that outlasted the function would be cut off, the whole batch back.
+                return self._send_on(message, attempt, 0.0, "too late in this invocation to start a send", log)
             return None
         # The clock is read again: the reads before may have taken a while, and a slot must never be past.
         slot = self._slot(message, limits, due, self._clock(), log)
@@ -395,30 +398,17 @@ class Deliverer:
         self._sleep(max(0.0, slot - self._clock()))
         return None
 
-    def _send_on(self, message: DeliveryMessage, attempt: Attempt, log: dict[str, Any]) -> Outcome:
-        """Hand a message that is due now to a copy when it is too late in this invocation to start a send (it waited
-        for a thread): a send that outlasted the function would be cut off, and the whole batch would come back."""
-        try:
-            self._copy(message, self._clock(), slot_reserved=False)
-        except UpstreamError as exc:
-            return self._keep(message, attempt, 1, exc, log)
-        logger.info("delivery sent on: too late in this invocation to start a send", extra=log)
-        self._count(message.integration.type.value, Outcome.WAITING)
-        return Outcome.WAITING
-
-    def _defer(
-        self, message: DeliveryMessage, attempt: Attempt, seconds: float, exc: Exception, log: dict[str, Any]
+    def _send_on(
+        self, message: DeliveryMessage, attempt: Attempt, seconds: float, why: str, log: dict[str, Any]
     ) -> Outcome:
-        """Send a message on, unchanged but due in ``seconds``, when the ledger cannot be read: a fresh copy starts a
-        new receive count, so an outage of DynamoDB longer than SQS's ``maxReceiveCount`` receives never moves a
-        healthy delivery to the dead-letter queue. When SQS refuses the copy too, the message itself is kept."""
+        """Hand a message, unchanged, to a fresh copy due in ``seconds``: no attempt counted, and a new receive count,
+        so neither a DynamoDB outage nor a turn too late in an invocation spends SQS's ``maxReceiveCount``. When SQS
+        refuses the copy, the message itself is kept that long."""
         try:
             self._copy(message, self._clock() + seconds, slot_reserved=False)
-        except UpstreamError:
-            return self._keep(message, attempt, seconds, exc, log)
-        logger.warning(
-            "ledger unavailable: delivery sent on", extra={**log, "reason": str(exc), "retry_in_seconds": seconds}
-        )
+        except UpstreamError as exc:
+            return self._keep(message, attempt, max(1.0, seconds), exc, log)
+        logger.warning("delivery sent on", extra={**log, "reason": why, "retry_in_seconds": round(seconds, 1)})
         self._count(message.integration.type.value, Outcome.WAITING)
         return Outcome.WAITING
 
