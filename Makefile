@@ -72,7 +72,7 @@ reset: install node
 
 # `osls package` offline, no AWS credentials: templates, state and one zip per function in .build/$(STAGE), each with
 # its dependencies (infra/deploy/dependencies.py, pip kept in .build/dependencies) and, where a Python 3.12 runs
-# (this .venv's, $PYTHON312 or python3.12 on PATH), the bytecode of every module for Lambda's Python 3.12.
+# (this .venv's, $PYTHON312, python3.12 on PATH, or pyenv's or uv's), the bytecode of every module for Lambda's Python 3.12.
 package: install node
 	$(OSLS) package --stage $(STAGE) --region $(REGION) --package $(PACKAGE_DIR)
 

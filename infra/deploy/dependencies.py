@@ -10,10 +10,11 @@ osls runs this through ``infra/deploy/osls-dependencies.js`` (never for the loca
 - ``python -m infra.deploy.dependencies inject '{"<zip>": ["stripe"], …}'``, after osls zipped each function's code:
   each zip gets ``base`` and the extras its function lists in serverless.yml (``dependencies: [stripe]``).
 
-Bytecode: when a Python 3.12 runs here (this interpreter, ``$PYTHON312`` or ``python3.12`` on PATH) the groups are
-compiled with unchecked-hash pycs (osls stamps every zip entry with one date, so timestamp pycs would never match), and
-this repository's code with checked-hash pycs (they stay correct while the code is edited). Without one nothing is
-compiled and any Python 3.12 bytecode of the code is removed: Lambda then compiles each module at every cold start.
+Bytecode: when a Python 3.12 runs here (this interpreter, ``$PYTHON312``, ``python3.12`` on PATH, or one pyenv or uv
+installed) the groups are compiled with unchecked-hash pycs (osls stamps every zip entry with one date, so timestamp
+pycs would never match), and this repository's code with checked-hash pycs (they stay correct while the code is
+edited). Without one nothing is compiled and any Python 3.12 bytecode of the code is removed: Lambda then compiles
+each module at every cold start.
 The pip install and the zipped groups are kept while their inputs are unchanged (``.build/dependencies/.key``).
 """
 
@@ -166,11 +167,26 @@ def assign_groups(roots: Mapping[str, frozenset[str]], installed: Mapping[str, D
     return groups
 
 
+def _installed_pythons() -> list[str]:
+    """Return the Python 3.12 interpreters of version managers that are not on PATH: pyenv's and uv's, newest first."""
+    roots = [
+        Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions",
+        Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local" / "share" / "uv" / "python"),
+    ]
+    found: list[str] = []
+    for root in roots:
+        pattern = "3.12*/bin/python3.12" if root.name == "versions" else "cpython-3.12*/bin/python3.12"
+        found += [str(path) for path in sorted(root.glob(pattern), reverse=True) if path.is_file()]
+    return found
+
+
 def runtime_python() -> str | None:
-    """Return a Python 3.12 interpreter to compile with: this one, ``$PYTHON312``, or ``python3.12`` on PATH."""
+    """Return a Python 3.12 interpreter to compile with: this one, ``$PYTHON312``, ``python3.12`` on PATH, or one that
+    pyenv or uv installed (a pyenv shim on PATH answers only where 3.12 is the selected version)."""
     if sys.version_info[:2] == RUNTIME_PYTHON:
         return sys.executable
-    for candidate in filter(None, (os.environ.get("PYTHON312"), shutil.which("python3.12"))):
+    candidates = (os.environ.get("PYTHON312"), shutil.which("python3.12"), *_installed_pythons())
+    for candidate in filter(None, candidates):
         probe = subprocess.run(  # noqa: S603 (an interpreter path, probed)
             [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
             capture_output=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from infra.deploy import dependencies
 from infra.deploy.checks import (
     IMPORT_NAMES,
     PYTHON312_MAGIC,
@@ -26,6 +26,7 @@ from infra.deploy.checks import (
     private_target_problems,
     settings_problems,
 )
+from infra.deploy.dependencies import runtime_python
 from infra.deploy.motoserver import moto_server
 from infra.deploy.package import PackagedService
 
@@ -261,7 +262,8 @@ def test_import_problems_handler_left_out_reported(tmp_path: Path) -> None:
 
 
 def test_package_artifacts_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
-    problems = package_artifact_problems(packaged, require_bytecode=sys.version_info[:2] == (3, 12))
+    # Where packaging found a Python 3.12 (this machine's pyenv has one), every module must ship its bytecode.
+    problems = package_artifact_problems(packaged, require_bytecode=runtime_python() is not None)
 
     assert problems == {"artifact contents": [], "bytecode": [], "imports": []}
 
@@ -407,3 +409,33 @@ def test_admin_token_window_problems_within_60_seconds_accepted(ttl: int, cache:
 )
 def test_admin_token_window_problems_over_60_seconds_reported(ttl: int | None, cache: str) -> None:
     assert len(admin_token_window_problems(_authorizer(ttl, cache))) == 1
+
+
+def _fake_python(path: Path, version: str) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_text(f"#!/bin/sh\necho {version == '3.12'}\n")
+    path.chmod(0o755)
+
+
+def test_runtime_python_found_in_pyenv_when_not_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dependencies, "RUNTIME_PYTHON", (0, 0))  # this interpreter is never the one
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("PYTHON312", raising=False)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
+    _fake_python(tmp_path / "pyenv/versions/3.11.7/bin/python3.11", "3.11")
+    _fake_python(tmp_path / "pyenv/versions/3.12.1/bin/python3.12", "3.12")
+
+    assert runtime_python() == str(tmp_path / "pyenv/versions/3.12.1/bin/python3.12")
+
+
+def test_runtime_python_none_when_no_312_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dependencies, "RUNTIME_PYTHON", (0, 0))  # this interpreter is never the one
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("PYTHON312", raising=False)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
+    # A 3.12 directory whose interpreter is not 3.12 (a broken install) is probed and refused.
+    _fake_python(tmp_path / "pyenv/versions/3.12.0/bin/python3.12", "3.11")
+
+    assert runtime_python() is None
