@@ -3,7 +3,6 @@ and payments (admin)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,7 +161,7 @@ def redrive_dead_letters() -> Response:
         config.delivery_queue_url,
         get_ledger(config),
         request.max_messages,
-        time_left=_time_left(app.lambda_context),
+        time_left=app.time_left(),
     )
     return json_response(200, moved)
 
@@ -220,13 +219,6 @@ def get_payment_route(payment_id: str) -> Response:
     """Show a payment taken in from Stripe webhooks, with the Stripe events recorded for it."""
     record = get_payment_store(settings()).get(check_id("payment_id", payment_id))
     return json_response(200, record.model_dump(mode="json"))
-
-
-def _time_left(context: Any) -> Callable[[], float] | None:
-    """Return the seconds left to this invocation, from its Lambda context; None without one."""
-    if context is None:
-        return None
-    return lambda: float(context.get_remaining_time_in_millis()) / 1000
 
 
 @app.get("/v1/openapi.json", RouteDoc({200: OpenApiResponse}))

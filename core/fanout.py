@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,6 +97,7 @@ def fan_out(
     source: str = "publish",
     notification_id: str | None = None,
     idempotent: IdempotentPublish | None = None,
+    time_left: Callable[[], float] | None = None,
 ) -> PublishResult:
     """Render, write the notification's record, and enqueue one delivery per integration.
 
@@ -108,6 +109,9 @@ def fan_out(
     With ``idempotent``, the record is written only if its id is new; when it exists (an earlier attempt answered 502
     or died before it enqueued), this call finishes that notification: it enqueues only the deliveries the record
     does not list as enqueued and returns every message id. The same id with another request is a ``ConflictError``.
+
+    ``time_left`` (seconds left to the caller, less what it needs after the sends) bounds the wait for SQS: batches
+    still unanswered then are reported like refused ones (``EnqueueError``, rows ``failed``), never as sent.
     """
     created_at = utc_now()
     if idempotent is not None:
@@ -135,11 +139,11 @@ def fan_out(
         started = epoch_time(earlier.created_at)
         if started is not None and time.time() - started > idempotent.window_seconds:
             # The key has expired, the record has not (the ledger keeps 30 days): this is a new notification.
-            return fan_out(topic, metadata, ledger, queue, caller=caller, source=source)
+            return fan_out(topic, metadata, ledger, queue, caller=caller, source=source, time_left=time_left)
         if earlier.request_digest != idempotent.request_digest:
             raise ConflictError(KEY_REUSED)
-        return _finish(topic, metadata, ledger, queue, earlier)
-    return _enqueue(ledger, queue, record, list(zip(deliveries, bodies, strict=True)))
+        return _finish(topic, metadata, ledger, queue, earlier, time_left)
+    return _enqueue(ledger, queue, record, list(zip(deliveries, bodies, strict=True)), time_left=time_left)
 
 
 def _finish(
@@ -148,6 +152,7 @@ def _finish(
     ledger: NotificationLedgerPort,
     queue: DeliveryQueue,
     record: NotificationRecord,
+    time_left: Callable[[], float] | None,
 ) -> PublishResult:
     """Enqueue the deliveries of a recorded notification that were not enqueued, as they were first rendered."""
     # Without ids on the record, the earlier attempt died before it could tell what it enqueued: everything is sent
@@ -166,7 +171,8 @@ def _finish(
         "finishing an earlier attempt of the notification",
         extra={"notification_id": record.notification_id, "enqueued_before": len(earlier), "pending": len(pending)},
     )
-    return _enqueue(ledger, queue, record, list(zip(present, bodies, strict=True)), gone, resumed=True)
+    pending_bodies = list(zip(present, bodies, strict=True))
+    return _enqueue(ledger, queue, record, pending_bodies, gone, resumed=True, time_left=time_left)
 
 
 def _enqueue(
@@ -177,9 +183,10 @@ def _enqueue(
     unsendable: dict[str, str] | None = None,
     *,
     resumed: bool = False,
+    time_left: Callable[[], float] | None = None,
 ) -> PublishResult:
     """Send ``pending`` and account for it with what the record says earlier attempts enqueued."""
-    outcome = queue.send([(delivery.key, body) for delivery, body in pending])
+    outcome = queue.send([(delivery.key, body) for delivery, body in pending], time_left)
     sent = {**(record.enqueued or {}), **outcome.sent}
     refused = {**(unsendable or {}), **outcome.failed}
     if outcome.failed or resumed:

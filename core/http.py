@@ -308,6 +308,13 @@ class Router:
                 return self._routes[(method, resource)], found.groupdict()
         return None, {}
 
+    def time_left(self, margin_seconds: float = 0.0) -> Callable[[], float] | None:
+        """Return what tells the seconds left to this invocation less ``margin_seconds``; None without a context."""
+        context = self.lambda_context
+        if context is None:
+            return None
+        return lambda: float(context.get_remaining_time_in_millis()) / 1000 - margin_seconds
+
     def resolve(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """Run the route of an event and return the proxy result; every error becomes ``{"message": …}``."""
         request = Request(event)

@@ -32,7 +32,6 @@ PAGE_SIZE = 100
 # The attempts a row's history keeps: the most recent ones. A delivery redriven again and again would otherwise grow
 # its row towards DynamoDB's 400 KB item limit, and then no outcome could be written to it any more.
 HISTORY_LIMIT = 50
-_BATCH_WRITE_LIMIT = 25
 # BatchGetItem takes at most 100 keys a call; keys it leaves unprocessed are asked for again, this many calls in all.
 _BATCH_GET_KEYS = 100
 _BATCH_GET_TRIES = 4
@@ -368,45 +367,42 @@ class DeliveryLedger:
         return item
 
     def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:
-        """Write ``failed`` rows for deliveries that never left (``(delivery key, row, reason)``), 25 per call."""
+        """Write ``failed`` rows for deliveries that never left (``(delivery key, row, reason)``), one conditional
+        ``PutItem`` each: a row that exists was written by the consumer, so the message was enqueued after all (SQS
+        took it after its batch's answer was given up on), and what the consumer wrote stands.
+
+        Every row is tried; the first error is raised after the others.
+        """
         now = self._now()
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        **self._key(notification_id, key),
-                        **self._row_attributes(row),
-                        "status": {"S": DeliveryStatus.FAILED.value},
-                        "attempts": {"N": "0"},
-                        "last_error": {"S": reason[:_MAX_ERROR_LENGTH]},
-                        "updated_at": {"S": now},
-                        "expires_at": self._expires_at(),
-                    }
-                }
+        error: UpstreamError | None = None
+        for key, row, reason in rows:
+            item = {
+                **self._key(notification_id, key),
+                **self._row_attributes(row),
+                "status": {"S": DeliveryStatus.FAILED.value},
+                "attempts": {"N": "0"},
+                "last_error": {"S": reason[:_MAX_ERROR_LENGTH]},
+                "updated_at": {"S": now},
+                "expires_at": self._expires_at(),
             }
-            for key, row, reason in rows
-        ]
-        for start in range(0, len(requests), _BATCH_WRITE_LIMIT):
-            self._batch_write(requests[start : start + _BATCH_WRITE_LIMIT])
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#s)",
+                    ExpressionAttributeNames={"#s": "status"},
+                )
+            except AWS_ERRORS as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    error = error or aws_error(exc, "writing the ledger")
+        if error is not None:
+            raise error
 
     def _row_attributes(self, row: DeliveryRow) -> dict[str, Any]:
         attributes: dict[str, Any] = {"integration": {"S": row.integration}, "type": {"S": row.type}}
         if row.recipient:
             attributes["recipient"] = {"M": {key: {"S": value} for key, value in row.recipient.items()}}
         return attributes
-
-    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
-        pending = {self._table: requests}
-        for attempt in range(5):
-            try:
-                response = self._client.batch_write_item(RequestItems=pending)
-            except AWS_ERRORS as exc:
-                raise aws_error(exc, "writing the ledger") from exc
-            pending = response.get("UnprocessedItems") or {}
-            if not pending:
-                return
-            time.sleep(0.05 * 2**attempt)  # unprocessed items mean throttling: back off before the next try
-        raise UpstreamError("writing the ledger failed (items left unprocessed)")
 
     def update(
         self,

@@ -1,9 +1,11 @@
 """The delivery queue: delivery messages sent with SendMessageBatch (batches concurrently, entries that SQS reports
-failed retried once), and single messages sent later (a retry's copy) or to the dead-letter queue."""
+failed retried once, within the caller's time), and single messages sent later (a retry's copy) or to the dead-letter
+queue."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,8 @@ BATCH_BYTES_LIMIT = 256 * 1024
 MAX_DELAY_SECONDS = 900
 # Batches of one publish sent at once; boto3 clients are thread-safe.
 SEND_CONCURRENCY = 8
+# Why an entry is reported failed when SQS had not answered its batch before the caller's time ran out.
+NO_ANSWER = "no answer from SQS in the time left (the message may still arrive)"
 
 
 @dataclass
@@ -55,23 +59,46 @@ class DeliveryQueue:
         self._client = client
         self._url = queue_url
 
-    def send(self, messages: Sequence[tuple[str, str]]) -> SendOutcome:
-        """Send ``(key, body)`` pairs, batches concurrently; failed entries are tried once more, then reported."""
+    def send(self, messages: Sequence[tuple[str, str]], time_left: Callable[[], float] | None = None) -> SendOutcome:
+        """Send ``(key, body)`` pairs, batches concurrently; entries SQS refused are tried once more, then reported.
+
+        With ``time_left`` (seconds left to the caller), the sends are waited for only that long: the entries of a
+        batch still unanswered are reported failed with ``NO_ANSWER`` (SQS may yet enqueue them; the consumer's
+        ledger write then wins, see ``DeliveryLedger.record_failed``), and the second try happens only with time left.
+        """
         outcome = SendOutcome()
-        retry = self._send_all(list(_chunks(messages)), outcome, final=False)
-        self._send_all(list(_chunks(retry)), outcome, final=True)
+        refused = self._send_all(list(_chunks(messages)), outcome, time_left)
+        if refused and (time_left is None or time_left() > 0):
+            refused = self._send_all(list(_chunks(list(refused))), outcome, time_left)
+        outcome.failed.update({key: reason for (key, _), reason in refused.items()})
         return outcome
 
     def _send_all(
-        self, chunks: list[list[tuple[str, str]]], outcome: SendOutcome, final: bool
-    ) -> list[tuple[str, str]]:
-        if len(chunks) <= 1:
-            return [entry for chunk in chunks for entry in self._send_chunk(chunk, outcome, final)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(SEND_CONCURRENCY, len(chunks))) as pool:
-            results = list(pool.map(lambda chunk: self._send_chunk(chunk, outcome, final), chunks))
-        return [entry for result in results for entry in result]
+        self, chunks: list[list[tuple[str, str]]], outcome: SendOutcome, time_left: Callable[[], float] | None
+    ) -> dict[tuple[str, str], str]:
+        """Send the chunks; record what SQS took in ``outcome`` and return the entries it refused, with reasons."""
+        if not chunks:
+            return {}
+        if time_left is None and len(chunks) == 1:
+            answers = [self._send_chunk(chunk) for chunk in chunks]
+        else:
+            # A pool even for one chunk when time is short: a call botocore is still retrying cannot be cut off,
+            # only left behind. The pool is not waited for, so a late answer is dropped with its thread.
+            pool = ThreadPoolExecutor(max_workers=min(SEND_CONCURRENCY, len(chunks)))
+            futures = [pool.submit(self._send_chunk, chunk) for chunk in chunks]
+            wait(futures, timeout=None if time_left is None else max(0.0, time_left()))
+            pool.shutdown(wait=False, cancel_futures=True)
+            answers = []
+            for chunk, future in zip(chunks, futures, strict=True):
+                if future.done() and not future.cancelled():
+                    answers.append(future.result())
+                else:
+                    outcome.failed.update(dict.fromkeys((key for key, _ in chunk), NO_ANSWER))
+        refused: dict[tuple[str, str], str] = {}
+        for sent, failed in answers:
+            outcome.sent.update(sent)
+            refused.update(failed)
+        return refused
 
     def send_later(self, body: str, delay_seconds: int) -> str:
         """Send one message that becomes visible after ``delay_seconds`` (0 to 900); return its SQS message id."""
@@ -83,27 +110,23 @@ class DeliveryQueue:
             raise aws_error(exc, "sending to the delivery queue") from exc
         return str(response["MessageId"])
 
-    def _send_chunk(self, chunk: list[tuple[str, str]], outcome: SendOutcome, final: bool) -> list[tuple[str, str]]:
+    def _send_chunk(self, chunk: list[tuple[str, str]]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+        """Send one batch; return the message id of each key SQS took and the reason of each entry it refused."""
         # Batch entry ids must be short and alphanumeric; integration names need not be, so index them.
         by_id = {f"m{index}": entry for index, entry in enumerate(chunk)}
-        failed: dict[str, str] = {}
         try:
             response = self._client.send_message_batch(
                 QueueUrl=self._url,
                 Entries=[{"Id": entry_id, "MessageBody": body} for entry_id, (_, body) in by_id.items()],
             )
         except AWS_ERRORS as exc:
-            failed = dict.fromkeys(by_id, error_code(exc))
-        else:
-            for success in response.get("Successful", []):
-                outcome.sent[by_id[success["Id"]][0]] = success["MessageId"]
-            for failure in response.get("Failed", []):
-                failed[failure["Id"]] = failure.get("Code") or failure.get("Message") or "Failed"
-        if final:
-            for entry_id, reason in failed.items():
-                outcome.failed[by_id[entry_id][0]] = reason
-            return []
-        return [by_id[entry_id] for entry_id in failed]
+            return {}, dict.fromkeys(chunk, error_code(exc))
+        sent = {by_id[success["Id"]][0]: success["MessageId"] for success in response.get("Successful", [])}
+        failed = {
+            by_id[failure["Id"]]: failure.get("Code") or failure.get("Message") or "Failed"
+            for failure in response.get("Failed", [])
+        }
+        return sent, failed
 
 
 class DeadLetterQueue:

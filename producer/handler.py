@@ -17,6 +17,10 @@ from producer.publish import PublishCall, publish
 from producer.sns import SnsCall, receive_sns, request_body
 
 app = Router()
+# What an invocation keeps after its sends to SQS: the ledger rows of deliveries they did not enqueue, the idempotency
+# record, the answer. The sends get the rest of the function's timeout and no more, so that a slow SQS ends in a 502
+# that names the deliveries not enqueued (their rows say why), never in a timeout that leaves them unexplained.
+SEND_MARGIN_SECONDS = 2.0
 
 
 def settings() -> PublishSettings:
@@ -61,6 +65,7 @@ def publish_notification(channel: str, topic: str) -> Response:
         idempotency_key=event.headers.get("idempotency-key"),
         caller=caller_id(event.identity),
         body=raw_body(event.decoded_body),
+        time_left=app.time_left(SEND_MARGIN_SECONDS),
     )
     config = settings()
     outcome = publish(
@@ -74,7 +79,11 @@ def receive_sns_delivery(channel: str, topic: str) -> Response:
     """Take an SNS HTTPS subscription's delivery: confirm it, or publish its notification."""
     event = app.current_event
     call = SnsCall(
-        channel=channel, topic=topic, topic_hash=event.query_string_parameters.get("hash"), body=request_body(event)
+        channel=channel,
+        topic=topic,
+        topic_hash=event.query_string_parameters.get("hash"),
+        body=request_body(event),
+        time_left=app.time_left(SEND_MARGIN_SECONDS),
     )
     config = settings()
     outcome = receive_sns(

@@ -5,6 +5,7 @@ The SNS route (``producer/sns.py``) opens the topic and fans out through the sam
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ class PublishCall:
     idempotency_key: str | None
     caller: str
     body: str
+    # Seconds left to the invocation for the sends to SQS (``fan_out``); None: as long as they take.
+    time_left: Callable[[], float] | None = None
 
 
 def check_topic_names(channel: str, topic: str) -> None:
@@ -67,12 +70,22 @@ def publish_once(
     caller: str | None,
     source: str = "publish",
     scope: list[str] | None = None,
+    time_left: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Fan a checked request out; with an idempotency ``scope``, at most once for it. Return ``{"notification_id",
-    "message_ids"}``."""
+    "message_ids"}``. ``time_left`` bounds the wait for SQS (``fan_out``)."""
 
     def action(idempotent: IdempotentPublish | None = None) -> dict[str, Any]:
-        result = fan_out(topic, request.metadata, ledger, queue, caller=caller, source=source, idempotent=idempotent)
+        result = fan_out(
+            topic,
+            request.metadata,
+            ledger,
+            queue,
+            caller=caller,
+            source=source,
+            idempotent=idempotent,
+            time_left=time_left,
+        )
         logger.set_correlation_id(result.notification_id)
         logger.info(
             "notification published",
@@ -112,4 +125,6 @@ def publish(
     topic = open_topic(registry, call.channel, call.topic, call.topic_hash, "x-topic-hash-x header")
     request = parse_body(call.body, PublishRequest)
     scope = [call.caller, call.channel, call.topic, call.idempotency_key] if call.idempotency_key else None
-    return publish_once(topic, request, ledger, queue, idempotency, caller=call.caller, scope=scope)
+    return publish_once(
+        topic, request, ledger, queue, idempotency, caller=call.caller, scope=scope, time_left=call.time_left
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class SnsCall:
     topic: str
     topic_hash: str | None
     body: str
+    # Seconds left to the invocation for the sends to SQS (``fan_out``); None: as long as they take.
+    time_left: Callable[[], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,5 +152,7 @@ def receive_sns(
     # The MessageId is the idempotency key: SNS sends a message's retries with the same one. A scope of five parts
     # never equals a publish's scope of four (caller, channel, topic, Idempotency-Key).
     scope = [SOURCE, message.topic_arn, call.channel, call.topic, message.message_id]
-    outcome = publish_once(topic, request, ledger, queue, idempotency, caller=None, source=SOURCE, scope=scope)
+    outcome = publish_once(
+        topic, request, ledger, queue, idempotency, caller=None, source=SOURCE, scope=scope, time_left=call.time_left
+    )
     return SnsOutcome(message.type, outcome["notification_id"], outcome["message_ids"])

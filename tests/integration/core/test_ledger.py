@@ -191,3 +191,46 @@ def test_update_before_run_leaves_a_row_that_counts_as_many_redrives_or_more(aws
         redriven,
         "HTTP 410",
     )
+
+
+# --- record_failed: rows of deliveries not enqueued, never over a row the consumer wrote ------------------------------
+
+
+def test_record_failed_writes_a_failed_row_without_attempts_per_delivery(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+
+    ledger.record_failed(
+        "n-1", [(f"hook-{index}", DeliveryRow(f"hook-{index}", "webhook"), "Timeout") for index in (0, 1)]
+    )
+
+    entries = [ledger.get_entry("n-1", f"hook-{index}") for index in (0, 1)]
+    assert [(e.status, e.attempts, e.last_error) for e in entries if e] == [(DeliveryStatus.FAILED, 0, "Timeout")] * 2
+
+
+@pytest.mark.parametrize("status", [DeliveryStatus.DELIVERED, DeliveryStatus.RETRYING])
+def test_record_failed_leaves_a_row_the_consumer_wrote(aws: AwsResources, status: DeliveryStatus) -> None:
+    # SQS took the message after the publish gave up on its batch, and the consumer got to it first: what the consumer
+    # wrote stands; the other delivery, with no row, is written.
+    ledger = _ledger(get_client("dynamodb"))
+    ledger.update("n-1", "hook-0", status, row=DeliveryRow("hook-0", "webhook"), attempts=1)
+
+    ledger.record_failed(
+        "n-1", [(f"hook-{index}", DeliveryRow(f"hook-{index}", "webhook"), "Timeout") for index in (0, 1)]
+    )
+
+    written, other = ledger.get_entry("n-1", "hook-0"), ledger.get_entry("n-1", "hook-1")
+    assert written is not None
+    assert other is not None
+    assert (written.status, written.attempts, written.last_error) == (status, 1, None)
+    assert (other.status, other.last_error) == (DeliveryStatus.FAILED, "Timeout")
+
+
+def test_record_failed_table_gone_raises_upstream_error_after_trying_every_row(aws: AwsResources) -> None:
+    client = get_client("dynamodb")
+    client.delete_table(TableName=TABLE)
+    calls: list[str] = []
+    client.meta.events.register("before-call.dynamodb.PutItem", lambda **_: calls.append("put"))
+
+    with pytest.raises(UpstreamError, match=r"^writing the ledger failed \(ResourceNotFoundException\)$"):
+        _ledger(client).record_failed("n-1", [(key, DeliveryRow(key, "webhook"), "Timeout") for key in ("a", "b")])
+    assert calls == ["put", "put"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from core import clients
 from core.models import NAME_RULE, TEXT_RULE, DeliveryStatus
+from core.queue import NO_ANSWER
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.sqs_failures import SqsEntryFailures
+from tests.fakes.sqs_stall import SqsStall
 from tests.integration.producer.conftest import METADATA, Service
 from tests.support.aws import NAMES
 from tests.support.events import TOPIC_SECRETS, publish_event, response_header, response_json, topic_body
@@ -378,6 +380,68 @@ def test_publish_entry_still_failing_reports_no_unsent_message(service: Service,
     assert queued == set(NAMES_OF_SAMPLE) - {"team-slack"}
     assert "team-slack" not in queued
     assert not any(name in response["body"] for name in queued)
+
+
+# --- SQS that stops answering: the sends get the invocation's time less the margin, no more ----------------------
+
+
+def _publish_with_seconds_left(
+    service: Service, topic_hash: str, seconds: float, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    from producer.handler import SEND_MARGIN_SECONDS, handler
+
+    event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, idempotency_key)
+    context = FakeLambdaContext(timeout_seconds=SEND_MARGIN_SECONDS + seconds)
+    result: dict[str, Any] = handler(event, context)
+    return result
+
+
+@pytest.fixture
+def stalled_sqs() -> Iterator[SqsStall]:
+    stall = SqsStall(clients.get_client("sqs"))
+    yield stall
+    stall.finish()
+
+
+def test_publish_sqs_unanswering_returns_502_naming_every_delivery_before_the_timeout(
+    service: Service, topic_hash: str, stalled_sqs: SqsStall
+) -> None:
+    # The stall holds each call 30 s; the function's context has 2.5 s left, of which the sends get 0.5 s.
+    response = _publish_with_seconds_left(service, topic_hash, 0.5)
+
+    assert response["statusCode"] == 502
+    assert all(name in _message(response) for name in NAMES_OF_SAMPLE)
+    assert response_header(response, "X-Notification-Id")
+
+
+def test_publish_sqs_unanswering_rows_say_failed_and_why(
+    service: Service, topic_hash: str, stalled_sqs: SqsStall
+) -> None:
+    response = _publish_with_seconds_left(service, topic_hash, 0.5)
+
+    entries = service.ledger().page(str(response_header(response, "X-Notification-Id"))).entries
+    assert {entry.integration: (entry.status, entry.last_error) for entry in entries} == dict.fromkeys(
+        NAMES_OF_SAMPLE, (DeliveryStatus.FAILED, f"not enqueued: {NO_ANSWER}")
+    )
+
+
+def test_publish_sqs_answering_late_enqueues_what_the_ledger_says_failed_and_a_keyed_retry_finishes_it(
+    service: Service, topic_hash: str, stalled_sqs: SqsStall
+) -> None:
+    # The late answer is why the reason says the message may still arrive: the consumer then delivers it and its row
+    # write wins over "failed" (tests/integration/core/test_ledger.py). A retry under the key enqueues all again,
+    # under the same notification id and keys, which the consumer and receivers drop as duplicates.
+    first = _publish_with_seconds_left(service, topic_hash, 0.5, idempotency_key="order-1")
+    stalled_sqs.finish()
+    late = service.queued()
+    retry = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-1")
+
+    notification_id = response_header(first, "X-Notification-Id")
+    assert (first["statusCode"], retry["statusCode"]) == (502, 200)
+    assert sorted(json.loads(message["Body"])["integration"]["name"] for message in late) == NAMES_OF_SAMPLE
+    assert response_header(retry, "X-Notification-Id") == notification_id
+    assert sorted(response_json(retry)) == NAMES_OF_SAMPLE
+    assert {entry.status for entry in service.ledger().page(str(notification_id)).entries} == {DeliveryStatus.QUEUED}
 
 
 # --- topic cache, replace and rotation ------------------------------------------------------------------------------

@@ -4,12 +4,14 @@ what each send does when SQS cannot be reached."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from core.errors import UpstreamError
-from core.queue import BATCH_BYTES_LIMIT, DeadLetterQueue, DeliveryQueue
+from core.queue import BATCH_BYTES_LIMIT, NO_ANSWER, DeadLetterQueue, DeliveryQueue
 from tests.fakes.sqs import FakeSqsClient
 from tests.fakes.unreachable import UnreachableClient
 
@@ -124,6 +126,79 @@ def test_queue_send_unreachable_sqs_reports_every_entry_failed_with_error_name()
     assert outcome.sent == {}
     assert outcome.failed == {key: "EndpointConnectionError" for key, _ in _messages(3)}
     assert client.calls == ["send_message_batch", "send_message_batch"]
+
+
+class StallingSqsClient(FakeSqsClient):
+    """Holds every call whose batch carries ``stalled`` until ``release`` is set, as an SQS that stops answering."""
+
+    def __init__(self, stalled: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.stalled = stalled
+        self.release = threading.Event()
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Wait for the release when the batch holds the stalled body, then answer as the fake does."""
+        if any(entry["MessageBody"] == self.stalled for entry in Entries):
+            assert self.release.wait(timeout=10.0), "the test never released the stalled call"
+        return super().send_message_batch(QueueUrl, Entries)
+
+
+def _seconds_left(seconds: float) -> Callable[[], float]:
+    deadline = time.monotonic() + seconds
+    return lambda: deadline - time.monotonic()
+
+
+def test_queue_send_batch_unanswered_in_the_time_left_is_reported_failed_the_others_sent() -> None:
+    client = StallingSqsClient(stalled="body-12")
+
+    outcome = DeliveryQueue(client, URL).send(_messages(25), _seconds_left(0.3))
+    client.release.set()
+
+    assert set(outcome.sent) == {f"integration-{index}" for index in [*range(10), *range(20, 25)]}
+    assert outcome.failed == {f"integration-{index}": NO_ANSWER for index in range(10, 20)}
+
+
+def test_queue_send_one_batch_unanswered_is_given_up_at_the_deadline() -> None:
+    # One batch is sent from a thread too when time is bounded: a call on the caller's own thread could not be left.
+    # (Had the send waited for the call, the fake would have raised after 10 s, and the send with it.)
+    client = StallingSqsClient(stalled="body-0")
+
+    outcome = DeliveryQueue(client, URL).send(_messages(3), _seconds_left(0.2))
+    client.release.set()
+
+    assert (outcome.sent, outcome.failed) == ({}, {key: NO_ANSWER for key, _ in _messages(3)})
+
+
+def test_queue_send_late_answer_of_a_given_up_batch_changes_nothing_reported() -> None:
+    client = StallingSqsClient(stalled="body-0")
+    outcome = DeliveryQueue(client, URL).send(_messages(1), _seconds_left(0.1))
+    reported = (dict(outcome.sent), dict(outcome.failed))
+
+    client.release.set()
+    for _ in range(100):  # the left thread finishes its call: SQS takes the message after all
+        if client.sent:
+            break
+        time.sleep(0.01)
+
+    assert list(client.sent.values()) == ["body-0"]
+    assert (outcome.sent, outcome.failed) == reported == ({}, {"integration-0": NO_ANSWER})
+
+
+def test_queue_send_refused_entry_not_tried_again_without_time_left() -> None:
+    client = FakeSqsClient(fail_bodies={"body-1": 1})
+
+    outcome = DeliveryQueue(client, URL).send(_messages(3), lambda: 0.0)
+
+    assert len(client.batches) == 1
+    assert outcome.failed == {"integration-1": "InternalError"}
+
+
+def test_queue_send_refused_entry_tried_again_with_time_left() -> None:
+    client = FakeSqsClient(fail_bodies={"body-1": 1})
+
+    outcome = DeliveryQueue(client, URL).send(_messages(3), _seconds_left(30.0))
+
+    assert (len(client.batches), len(outcome.sent), outcome.failed) == (2, 3, {})
 
 
 def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() -> None:
