@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -586,16 +587,40 @@ def nested_too_deeply(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return max(accumulate(_NESTING[char] for char in brackets), default=0) > limit
 
 
+class NotJsonNumberError(ValueError):
+    """A number Python's JSON parser takes but JSON has not: NaN, Infinity, or one past a float's range."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotJsonNumberError(f"the number {text[:40]} is beyond what a message can carry")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise NotJsonNumberError(f"{text} is not a JSON number")
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``, refusing what Python's parser takes and JSON has not (NaN, Infinity, a number past a float's
+    range): each would reach a delivery as ``null``. Raises ``ValueError``: ``json.JSONDecodeError``,
+    ``NotJsonNumberError``, or a whole number longer than Python's digit limit."""
+    return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def parse_body(body: str | None, model: type[Model]) -> Model:
-    """Parse a JSON request body into ``model``: 413 over the limit, 400 not JSON, too deep or a number too long to
-    read, 422 naming the field."""
+    """Parse a JSON request body into ``model``: 413 over the limit, 400 not JSON (NaN and Infinity are not), too deep
+    or a number too long to read, 422 naming the field."""
     text = raw_body(body)
     if nested_too_deeply(text):
         raise MalformedRequestError("the body is nested too deeply")
     try:
-        data = json.loads(text) if text.strip() else None
+        data = load_json(text) if text.strip() else None
     except json.JSONDecodeError as exc:
         raise MalformedRequestError(f"request body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    except NotJsonNumberError as exc:
+        raise MalformedRequestError(f"request body is not valid JSON: {exc}") from None
     except ValueError:  # valid JSON, but a whole number longer than Python's limit on converting digits
         limit = sys.get_int_max_str_digits()
         raise MalformedRequestError(

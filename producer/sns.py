@@ -7,7 +7,6 @@ SNS signature, which may fetch a certificate; so only a caller that knows the ha
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,7 @@ from core.errors import (
     SnsMessageError,
     field_path,
 )
-from core.http import Request, describe_validation_error, nested_too_deeply
+from core.http import Request, describe_validation_error, load_json, nested_too_deeply
 from core.models import LONE_SURROGATE, PublishRequest, text_matching
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
@@ -89,17 +88,6 @@ def parse_sns_message(body: str) -> SnsMessage:
         raise SnsMessageError(f"the body is not an SNS message: {describe_validation_error(exc, SnsMessage)}") from None
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    return value
-
-
-def _refuse_constant(text: str) -> Any:
-    raise ValueError("not JSON")
-
-
 def message_metadata(text: str) -> dict[str, Any]:
     """Return a message's template variables: ``data`` is the message as SNS sent it, always.
 
@@ -111,7 +99,7 @@ def message_metadata(text: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if text.lstrip().startswith("{") and not nested_too_deeply(text, PublishRequest.max_metadata_depth):
         try:
-            parsed = json.loads(text, parse_float=_finite, parse_constant=_refuse_constant)
+            parsed = load_json(text)
         except ValueError:  # also ints beyond Python's digit limit
             parsed = None
         if isinstance(parsed, dict):

@@ -226,6 +226,22 @@ def test_publish_number_over_the_digit_limit_returns_400(
     assert service.queued() == []
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e999"])
+@pytest.mark.parametrize("idempotency_key", [None, "numbers-1"])
+def test_publish_number_json_has_not_returns_400_and_enqueues_nothing(
+    service: Service, topic_hash: str, number: str, idempotency_key: str | None
+) -> None:
+    # Accepted before, each reached the receivers as null (and NaN and null made one idempotency digest).
+    body = '{"metadata": {"order_id": "A-1", "name": "Ada", "total": ' + number + "}}"
+
+    response = service.publish(body, topic_hash, idempotency_key=idempotency_key)
+
+    assert response["statusCode"] == 400
+    assert _message(response).startswith("request body is not valid JSON: ")
+    assert number in _message(response)
+    assert service.queued() == []
+
+
 @pytest.mark.parametrize("text", ["\\ud800", "Ada \\udfff", "\\uffff", "\\ufffe"])
 @pytest.mark.parametrize("idempotency_key", [None, "text-1"])
 def test_publish_text_no_message_can_carry_returns_422_naming_the_field(
