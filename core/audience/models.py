@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.models import LONE_SURROGATE, TEXT_RULE, UNSENDABLE, Reply, Strict, refuse_text
+from core.models import Reply, Strict, refuse_text
 
 Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
 PLATFORMS: tuple[Platform, ...] = ("APNS", "APNS_SANDBOX", "GCM")
@@ -31,21 +31,31 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # A Telegram chat: a numeric id (negative for groups) or a public @username.
 _TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 MAX_DATA_BYTES = 16 * 1024
-# What text the audience keeps cannot hold. PostgreSQL's UTF-8 takes any character, U+FFFE and U+FFFF too, but a lone
-# surrogate is no UTF-8 at all: psycopg2 cannot encode it (a 500) and jsonb refuses its JSON escape. Text that is also
-# sent (a send's content, an email address, a user id) is held to ``core.models.UNSENDABLE`` instead.
-STORED_TEXT_RULE = "must be valid Unicode text: any character but lone surrogates (U+D800-U+DFFF)"
+# What text the audience keeps cannot hold. PostgreSQL's UTF-8 takes any character, U+FFFE and U+FFFF too, but not
+# NUL (text and jsonb refuse it: error 22P05, which names no field) and not a lone surrogate, which is no UTF-8 at all
+# (psycopg2 cannot encode it, and jsonb refuses its JSON escape).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+STORED_TEXT_RULE = (
+    "must be text the audience can keep: any character but NUL (U+0000) and lone surrogates (U+D800-U+DFFF)"
+)
+# Text that is kept and also sent (a send's content, an email address, a user id) refuses both sets: what cannot be kept
+# and what a delivery message cannot carry (``core.models.UNSENDABLE``).
+UNSENDABLE_OR_UNSTORABLE = re.compile("[\x00\ud800-\udfff\ufffe\uffff]")
+SENT_TEXT_RULE = (
+    "must hold only characters a message can carry and the audience can keep: any but NUL (U+0000), lone surrogates "
+    "(U+D800-U+DFFF), U+FFFE and U+FFFF"
+)
 
 
 class AudienceRequest(Strict):
     """Base of the audience's request models: a body holding a string its text cannot hold is refused, naming where.
 
     ``refused_text`` and ``text_rule`` say what that is, as class attributes: by default what the store cannot keep; a
-    model whose text is sent declares ``UNSENDABLE`` and ``TEXT_RULE``. The whole body is read before any field, so
-    no field's own check (a length, a pattern) answers first in other words.
+    model whose text is sent declares ``UNSENDABLE_OR_UNSTORABLE`` and ``SENT_TEXT_RULE``. The whole body is read
+    before any field, so no field's own check (a length, a pattern) answers first in other words.
     """
 
-    refused_text: ClassVar[re.Pattern[str]] = LONE_SURROGATE
+    refused_text: ClassVar[re.Pattern[str]] = UNSTORABLE
     text_rule: ClassVar[str] = STORED_TEXT_RULE
 
     @model_validator(mode="before")
@@ -82,8 +92,8 @@ def _email(value: str) -> str:
     if len(value) > 254 or not _EMAIL.fullmatch(value):
         raise ValueError("is not an email address (write it as name@example.com)")
     # The address travels in each of the user's email deliveries (their recipient and target).
-    if UNSENDABLE.search(value):
-        raise ValueError(TEXT_RULE)
+    if UNSENDABLE_OR_UNSTORABLE.search(value):
+        raise ValueError(SENT_TEXT_RULE)
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from core.audience.models import AudienceRequest, Platform
+from core.audience.models import SENT_TEXT_RULE, UNSENDABLE_OR_UNSTORABLE, AudienceRequest, Platform
 from core.audience.ports import SendStorePort
 from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
 from core.audience.segments import parse_where
@@ -29,7 +29,7 @@ from core.errors import (
     UpstreamError,
     aws_error,
 )
-from core.models import NAME_PATTERN, TEXT_RULE, UNSENDABLE, Reply, Strict, refuse_text
+from core.models import NAME_PATTERN, Reply, Strict, refuse_text
 from core.observability import logger
 from core.queue import DeliveryQueue
 
@@ -64,7 +64,7 @@ class SendTarget(AudienceRequest):
     @classmethod
     def _check_user_ids(cls, user_ids: Any) -> Any:
         """Refuse a user id a delivery message could not carry (it is in each of the user's delivery keys)."""
-        return refuse_text(user_ids, UNSENDABLE, TEXT_RULE, cls.__name__)
+        return refuse_text(user_ids, UNSENDABLE_OR_UNSTORABLE, SENT_TEXT_RULE, cls.__name__)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SendTarget:
@@ -80,8 +80,8 @@ class SendContent(AudienceRequest):
     All of it is sent, so it holds only what a delivery message can carry: refused here, not by a failed expansion.
     """
 
-    refused_text = UNSENDABLE
-    text_rule = TEXT_RULE
+    refused_text = UNSENDABLE_OR_UNSTORABLE
+    text_rule = SENT_TEXT_RULE
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
     subject: str | None = Field(default=None, min_length=1, max_length=998)

@@ -119,6 +119,10 @@ def test_audience_user_unknown_time_zone_answers_422_naming_timezone(api: Api) -
         ("ada", {"timezone": "UTC", "email": "ada\ud800@example.com"}, "email"),
         ("ada", {"timezone": "UTC", "data": {"plan": "pro\ud800"}}, "data.plan"),
         ("ada", {"timezone": "UTC", "data": {"pro\ud800": True}}, 'data["pro'),
+        # NUL: PostgreSQL's text and jsonb cannot hold it; its error (22P05) named no field.
+        ("ada", {"timezone": "UTC", "data": {"plan": "pro\x00"}}, "data.plan"),
+        ("ada", {"timezone": "UTC", "data": {"pro\x00": True}}, 'data["pro'),
+        ("ada", {"timezone": "UTC", "email": "ada\x00@example.com"}, "email"),
     ],
 )
 def test_audience_user_text_it_cannot_keep_answers_422_naming_the_field(
@@ -308,6 +312,8 @@ def test_schedules_unknown_id_is_404(api: Api) -> None:
     [
         ({"content": {"text": "Hi", "push": {"GCM": {"data": {"k": "\ud800"}}}}}, "content.push.GCM.data.k"),
         ({"content": {"text": "Hi\uffff"}, "at": "2099-01-01T09:00:00+01:00"}, "content.text"),
+        ({"content": {"text": "Hi\x00"}}, "content.text"),
+        ({"content": {"text": "Hi", "subject": "\x00"}, "at": "2099-01-01T09:00:00+01:00"}, "content.subject"),
     ],
 )
 def test_sends_content_a_message_cannot_carry_answers_422_naming_the_field(

@@ -84,9 +84,11 @@ def test_device_request_empty_token_refused() -> None:
     [
         ({"plan": "pro\ud800"}, "data.plan"),
         ({"tags": ["a", "\udfff"]}, "data.tags.1"),
+        ({"plan": "pro\x00"}, "data.plan"),
+        ({"nested": {"k": ["\x00"]}}, "data.nested.k.0"),
     ],
 )
-def test_user_request_data_lone_surrogate_refused_naming_where(data: dict[str, object], where: str) -> None:
+def test_user_request_data_lone_surrogate_or_nul_refused_naming_where(data: dict[str, object], where: str) -> None:
     with pytest.raises(ValidationError) as raised:
         UserRequest.model_validate({"timezone": "UTC", "data": data})
 
@@ -108,7 +110,9 @@ def test_user_request_data_noncharacters_stored_as_they_are() -> None:
     assert UserRequest(timezone="UTC", data={"k\ufffe": "\uffff"}).data == {"k\ufffe": "\uffff"}
 
 
-@pytest.mark.parametrize("email", ["ada\ud800@example.com", "ada\uffff@example.com", "ada@example.com\ufffe"])
+@pytest.mark.parametrize(
+    "email", ["ada\ud800@example.com", "ada\uffff@example.com", "ada@example.com\ufffe", "ada\x00@example.com"]
+)
 def test_user_request_email_a_message_cannot_carry_refused_naming_email(email: str) -> None:
     with pytest.raises(ValidationError) as raised:
         UserRequest.model_validate({"timezone": "UTC", "email": email})
