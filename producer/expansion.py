@@ -6,8 +6,9 @@ together, ``expand_batch``: one after the other), ``subscribers`` (the consumer 
 ``subscribers`` integration: ``expand_subscribers`` records a send to its topic's subscribers under the publish's
 notification and expands it) and ``disable_endpoint`` (the consumer saw SNS answer ``EndpointDisabled``: the devices
 of that endpoint are disabled, so no later send tries them). A job that failed for
-now (``UpstreamError``) is reported in ``batchItemFailures`` and comes back after the queue's visibility timeout; a
-body that is no job is logged and dropped.
+now (``UpstreamError``) is reported in ``batchItemFailures`` and comes back after the queue's visibility timeout. So
+does a body this worker cannot read (a newer producer's job while a deploy is half done, say): it is never dropped, and
+after five receives it waits in the expansion DLQ, whose alarm fires, to be moved back once a worker can read it.
 """
 
 from __future__ import annotations
@@ -49,13 +50,10 @@ def senders(config: ExpandSettings) -> Senders:
 
 
 def handle(body: str, context: Any) -> None:
-    """Run one job; raise ``UpstreamError`` when it must come back later."""
+    """Run one job; raise ``UpstreamError`` when it must come back later, ``InvalidRequestError`` when this worker
+    cannot read it."""
     config = settings()
-    try:
-        job = parse_job(body)
-    except InvalidRequestError:
-        logger.error("malformed expansion job dropped")
-        return
+    job = parse_job(body)
     repository = get_audience_repository(config)
     if isinstance(job, DisableEndpointJob):
         disabled = repository.disable_device(job.endpoint_arn)
@@ -99,5 +97,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             handle(record["body"], context)
         except UpstreamError as exc:
             logger.warning("expansion job failed for now", extra={"error": str(exc)})
+            failures.append({"itemIdentifier": record["messageId"]})
+        except InvalidRequestError:
+            logger.error(
+                "expansion job this worker cannot read: it comes back, then waits in the expansion DLQ",
+                extra={"message_id": record["messageId"]},
+            )
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
