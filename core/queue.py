@@ -17,8 +17,10 @@ BATCH_BYTES_LIMIT = 256 * 1024
 MAX_DELAY_SECONDS = 900
 # Batches of one publish sent at once; boto3 clients are thread-safe.
 SEND_CONCURRENCY = 8
-# Why an entry is reported failed when SQS had not answered its batch before the caller's time ran out.
+# Why an entry is reported failed when SQS had not answered its batch before the caller's time ran out, and when the
+# caller had no time left to send it at all.
 NO_ANSWER = "no answer from SQS in the time left (the message may still arrive)"
+NO_TIME = "no time left to send it"
 
 
 @dataclass
@@ -64,7 +66,8 @@ class DeliveryQueue:
 
         With ``time_left`` (seconds left to the caller), the sends are waited for only that long: the entries of a
         batch still unanswered are reported failed with ``NO_ANSWER`` (SQS may yet enqueue them; the consumer's
-        ledger write then wins, see ``DeliveryLedger.record_failed``), and the second try happens only with time left.
+        ledger write then wins, see ``DeliveryLedger.record_failed``). With no time left, nothing is sent
+        (``NO_TIME``), and the second try happens only with time left.
         """
         outcome = SendOutcome()
         refused = self._send_all(list(_chunks(messages)), outcome, time_left)
@@ -78,6 +81,10 @@ class DeliveryQueue:
     ) -> dict[tuple[str, str], str]:
         """Send the chunks; record what SQS took in ``outcome`` and return the entries it refused, with reasons."""
         if not chunks:
+            return {}
+        if time_left is not None and time_left() <= 0:
+            # Nothing is started that could land after the caller reported it failed.
+            outcome.failed.update(dict.fromkeys((key for chunk in chunks for key, _ in chunk), NO_TIME))
             return {}
         if time_left is None and len(chunks) == 1:
             answers = [self._send_chunk(chunk) for chunk in chunks]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from core.errors import UpstreamError
-from core.queue import BATCH_BYTES_LIMIT, NO_ANSWER, DeadLetterQueue, DeliveryQueue
+from core.queue import BATCH_BYTES_LIMIT, NO_ANSWER, NO_TIME, DeadLetterQueue, DeliveryQueue
 from tests.fakes.sqs import FakeSqsClient
 from tests.fakes.unreachable import UnreachableClient
 
@@ -184,10 +184,20 @@ def test_queue_send_late_answer_of_a_given_up_batch_changes_nothing_reported() -
     assert (outcome.sent, outcome.failed) == reported == ({}, {"integration-0": NO_ANSWER})
 
 
+def test_queue_send_no_time_left_sends_nothing_and_reports_every_entry() -> None:
+    client = FakeSqsClient()
+
+    outcome = DeliveryQueue(client, URL).send(_messages(12), lambda: 0.0)
+
+    assert (client.batches, outcome.sent) == ([], {})
+    assert outcome.failed == {key: NO_TIME for key, _ in _messages(12)}
+
+
 def test_queue_send_refused_entry_not_tried_again_without_time_left() -> None:
     client = FakeSqsClient(fail_bodies={"body-1": 1})
+    answers = iter([1.0, 1.0, 0.0])  # time to start the first try and wait for it, none for a second
 
-    outcome = DeliveryQueue(client, URL).send(_messages(3), lambda: 0.0)
+    outcome = DeliveryQueue(client, URL).send(_messages(3), lambda: next(answers, 0.0))
 
     assert len(client.batches) == 1
     assert outcome.failed == {"integration-1": "InternalError"}
