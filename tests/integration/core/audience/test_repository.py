@@ -301,7 +301,8 @@ def test_repository_nul_character_is_an_invalid_field_not_a_crash(postgres: Audi
     with pytest.raises(InvalidRequestError) as raised:
         postgres.put_user("u\x001", PARIS)
     with pytest.raises(InvalidRequestError):
-        postgres.put_user("u1", UserRequest(timezone="UTC", data={"k": "\x00"}))
+        # Built past its validation, which refuses NUL first: the store's own translation is what is shown here.
+        postgres.put_user("u1", UserRequest.model_construct(timezone="UTC", data={"k": "\x00"}))
 
     assert raised.value.field == "user_id"
 
