@@ -35,7 +35,7 @@ from core.errors import (
     invalid_fields,
 )
 from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, epoch_time, iso_time
-from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
+from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus, RecordedOutcome
 from core.observability import logger
 from core.pacing import Limit, Pacer
 from core.ports import LedgerPort
@@ -78,6 +78,12 @@ class Outcome(StrEnum):
     RETRIED = "retried"
     FAILED = "failed"
     DEAD = "dead"
+    # A record-only copy wrote the outcome its message's send had, which the ledger had refused then.
+    RECORDED = "recorded"
+
+
+# The outcomes a row ends with: one the ledger refused is carried on by a record-only copy, never left unwritten.
+_FINAL = frozenset({DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.DEAD})
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,12 @@ def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
         return message.upgraded(max(0, receive_count - 1))
     assert isinstance(message, DeliveryMessage)
     return message
+
+
+def _row(message: DeliveryMessage) -> DeliveryRow:
+    """Return what the delivery's row says besides its status: its integration, channel type and recipient."""
+    recipient = message.recipient.model_dump(exclude_none=True) if message.recipient else None
+    return DeliveryRow(integration=message.integration.name, type=message.integration.type.value, recipient=recipient)
 
 
 def _ignore_metric(channel_type: str, outcome: str) -> None:
@@ -221,7 +233,8 @@ class Deliverer:
                 key = (message.notification_id, message.delivery_key)
                 counts[key] += 1
                 due = epoch_time(message.not_before)
-                keys.append(None if due is not None and self._early(message, due, now) else key)
+                early = due is not None and self._early(message, due, now)
+                keys.append(None if early or message.outcome is not None else key)
             once = [key for key in keys[:starting] if key is not None and counts[key] == 1]
             return self._ledger.get_entries(once) if once else {}
         except UpstreamError as exc:
@@ -254,6 +267,8 @@ class Deliverer:
         due = epoch_time(message.not_before)
         if due is not None and self._early(message, due, now):
             return self._wait(message, attempt, due, log)
+        if message.outcome is not None:
+            return self._write_outcome(message, message.outcome, log)
         key = (message.notification_id, message.delivery_key)
         try:
             entry = entries[key] if entries is not None and key in entries else self._ledger.get_entry(*key)
@@ -563,10 +578,6 @@ class Deliverer:
         goes in the row's history unless ``attempted`` says that no attempt was made. ``earlier`` is the history as
         read before the attempt. ``next_attempt_at`` is a Unix time.
         """
-        recipient = message.recipient.model_dump(exclude_none=True) if message.recipient else None
-        row = DeliveryRow(
-            integration=message.integration.name, type=message.integration.type.value, recipient=recipient
-        )
         total = None if attempts is None else message.prior_attempts + attempts
         history = None
         if total is not None and attempted:
@@ -576,7 +587,7 @@ class Deliverer:
                 message.notification_id,
                 message.delivery_key,
                 status,
-                row=row,
+                row=_row(message),
                 attempts=total,
                 last_error=last_error,
                 provider_message_id=provider_message_id,
@@ -588,3 +599,61 @@ class Deliverer:
         except Exception as exc:
             logger.error("ledger update failed", extra={**log, "status": status.value, "error": type(exc).__name__})
             self._count(message.integration.type.value, "ledger_write_failed")
+            if status in _FINAL and attempts is not None:
+                outcome = RecordedOutcome(
+                    status=status.value,
+                    attempts=attempts,
+                    at=history["at"] if history else iso_time(self._clock()),
+                    last_error=last_error,
+                    provider_message_id=provider_message_id,
+                )
+                self._record_later(message, outcome, log)
+
+    def _record_later(self, message: DeliveryMessage, outcome: RecordedOutcome, log: dict[str, Any]) -> None:
+        """Send a record-only copy of ``message`` carrying ``outcome``, one backoff step later (longer each time
+        writing it failed): the row gets its outcome once DynamoDB answers, and nothing is sent again. When SQS
+        refuses the copy too, the outcome is logged and lost to the ledger (the message is out; keeping it would
+        send it twice)."""
+        delay = self._policy.backoff(outcome.tries, self._rand)
+        try:
+            self._copy(message, self._clock() + delay, outcome=outcome, slot_reserved=False)
+        except UpstreamError as exc:
+            logger.error(
+                "outcome not recorded: the ledger and the queue both failed",
+                extra={**log, "status": outcome.status, "error": str(exc)},
+            )
+            return
+        logger.warning(
+            "outcome to be recorded later",
+            extra={**log, "status": outcome.status, "tries": outcome.tries, "retry_in_seconds": round(delay, 1)},
+        )
+
+    def _write_outcome(self, message: DeliveryMessage, outcome: RecordedOutcome, log: dict[str, Any]) -> Outcome:
+        """Write the outcome a record-only copy carries to its row; send nothing. A row already ``delivered`` stays;
+        a write that fails again goes on in a later copy."""
+        status = DeliveryStatus(outcome.status)
+        total = message.prior_attempts + outcome.attempts
+        try:
+            entry = self._ledger.get_entry(message.notification_id, message.delivery_key)
+            written = self._ledger.update(
+                message.notification_id,
+                message.delivery_key,
+                status,
+                row=_row(message),
+                attempts=total,
+                last_error=outcome.last_error,
+                provider_message_id=outcome.provider_message_id,
+                redriven=message.redriven,
+                history=AttemptRecord(at=outcome.at, attempt=total, status=status.value, error=outcome.last_error),
+                earlier=entry.history if entry is not None else (),
+            )
+        except Exception as exc:
+            logger.warning("recording an outcome late failed again", extra={**log, "error": type(exc).__name__})
+            self._record_later(message, outcome.model_copy(update={"tries": outcome.tries + 1}), log)
+            return Outcome.WAITING
+        if written:
+            logger.info("outcome recorded late", extra={**log, "status": status.value, "tries": outcome.tries})
+        else:
+            logger.info("late outcome not written: the row says delivered", extra={**log, "status": status.value})
+        self._count(message.integration.type.value, Outcome.RECORDED)
+        return Outcome.RECORDED

@@ -165,6 +165,21 @@ def _is_zero(count: int) -> bool:
     return count == 0
 
 
+class RecordedOutcome(BaseModel):
+    """An outcome the consumer could not write to the ledger when it happened (DynamoDB failed after the send), carried
+    by a copy of its message that only writes it: no send. ``attempts`` counts the run's attempts as the message's
+    ``attempt`` does; ``at`` is when the outcome happened (ISO 8601 UTC); ``tries`` how often writing it failed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: Literal["delivered", "failed", "dead"]
+    attempts: int = Field(ge=0)
+    at: str
+    last_error: str | None = None
+    provider_message_id: str | None = None
+    tries: int = Field(default=1, ge=1)
+
+
 class DeliveryMessage(BaseModel):
     """The body of a message on the delivery queue (version 2 of the contract in DESIGN.md).
 
@@ -177,6 +192,9 @@ class DeliveryMessage(BaseModel):
     gets a fresh budget, while ``prior_attempts`` keeps the attempts of the runs before and ``redriven`` counts the
     redrives. The ledger's count is ``prior_attempts`` + the attempts of this run; both fields default to 0, so a body
     written before them still parses.
+
+    ``outcome``, absent on every message but one kind, makes the message a record-only copy: the consumer writes that
+    outcome to the delivery's row and sends nothing (``RecordedOutcome``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -197,6 +215,7 @@ class DeliveryMessage(BaseModel):
     # Left out of a body while 0: a delivery never redriven travels as it did before these fields.
     prior_attempts: int = Field(default=0, ge=0, exclude_if=_is_zero)
     redriven: int = Field(default=0, ge=0, exclude_if=_is_zero)
+    outcome: RecordedOutcome | None = None
 
 
 class DeliveryMessageV1(BaseModel):

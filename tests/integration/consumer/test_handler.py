@@ -37,6 +37,7 @@ from tests.integration.consumer.flow import (
     on_queue,
     put_credentials,
     receive,
+    statuses,
     version_1,
 )
 from tests.support.aws import ACCOUNT, ADMIN_TOKEN, REGION, AwsResources
@@ -612,27 +613,65 @@ def test_handler_slack_failure_keeps_webhook_url_out_of_logs(
     assert "slack-secret" not in (entry(message).last_error or "")
 
 
-def test_handler_ledger_write_failing_after_the_send_sends_once_and_drops_the_message(
+def _failing_updates(monkeypatch: pytest.MonkeyPatch, when: Callable[[], bool]) -> None:
+    """Make the consumer's DynamoDB UpdateItem calls fail as an unreachable endpoint while ``when()`` holds."""
+    dynamodb = clients.get_client("dynamodb")
+    update_item = dynamodb.update_item
+
+    def update(**kwargs: Any) -> Any:
+        if when():
+            raise EndpointConnectionError(endpoint_url=f"https://dynamodb.{REGION}.amazonaws.com")
+        return update_item(**kwargs)
+
+    monkeypatch.setattr(dynamodb, "update_item", update)
+
+
+def test_handler_ledger_write_failing_after_the_send_sends_once_and_leaves_a_record_only_copy(
     consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     message = _webhook(receiver)
     enqueue(consumer_aws, message)
-    dynamodb = clients.get_client("dynamodb")
-    update_item = dynamodb.update_item
-
-    def update_unless_sent(**kwargs: Any) -> Any:
-        if receiver.requests:
-            raise EndpointConnectionError(endpoint_url=f"https://dynamodb.{REGION}.amazonaws.com")
-        return update_item(**kwargs)
-
-    monkeypatch.setattr(dynamodb, "update_item", update_unless_sent)
+    _failing_updates(monkeypatch, lambda: bool(receiver.requests))
 
     result = consume_once(consumer_aws)
 
+    [copy] = on_queue()
     assert failed_ids(result) == set()
-    assert receive(consumer_aws, visibility_timeout=0) == []
     assert len(receiver.requests) == 1
-    assert on_queue() == []
+    assert statuses([message]) == [None]  # the write failed: no row yet
+    assert (copy.body["outcome"]["status"], copy.body["outcome"]["attempts"], copy.body["outcome"]["tries"]) == (
+        "delivered",
+        1,
+        1,
+    )
+
+
+def test_handler_record_only_copy_writes_delivered_through_a_ledger_outage_and_sends_nothing(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DynamoDB refuses writes for the send and the first two copies: the third writes the row.
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "0.2")
+    clients.reset()
+    message = _webhook(receiver)
+    enqueue(consumer_aws, message)
+    outage = {"writes_refused": 0}
+
+    def refused() -> bool:
+        if receiver.requests and outage["writes_refused"] < 3:
+            outage["writes_refused"] += 1
+            return True
+        return False
+
+    _failing_updates(monkeypatch, refused)
+
+    consumed = 0
+    while _consume_next(consumer_aws) and consumed < 10:
+        consumed += 1
+
+    row = entry(message)
+    assert (row.status, row.attempts, len(row.history)) == (DeliveryStatus.DELIVERED, 1, 1)
+    assert len(receiver.requests) == 1
+    assert (outage["writes_refused"], on_queue()) == (3, [])
 
 
 def test_handler_crashing_on_a_message_leaves_it_to_max_receive_count_and_the_dlq(

@@ -1031,7 +1031,7 @@ def test_process_ledger_write_failing_after_send_is_delivered_once(rig: Rig, mod
 
     outcome = rig.process()
 
-    assert (outcome, len(rig.channel.sent), rig.queue.sent, rig.sqs.changes) == (Outcome.DELIVERED, 1, [], [])
+    assert (outcome, len(rig.channel.sent), rig.sqs.changes) == (Outcome.DELIVERED, 1, [])
 
 
 @pytest.mark.parametrize("mode", ["fail_updates", "unreachable_updates"])
@@ -1041,6 +1041,124 @@ def test_process_ledger_write_failing_after_send_counts_ledger_write_failed(rig:
     rig.process()
 
     assert rig.count.calls == [("webhook", "ledger_write_failed"), ("webhook", "delivered")]
+
+
+# --- an outcome the ledger refused: a record-only copy writes it later, and sends nothing -------------------------
+
+
+def _refused_outcome(rig: Rig, body: str | None = None) -> DeliveryMessage:
+    """Process a message while the ledger refuses writes; return the record-only copy it left."""
+    rig.ledger.fail_updates = True
+    rig.process(body)
+    rig.ledger.fail_updates = False
+    [(copy, _)] = [(message, delay) for message, delay in rig.copies() if message.outcome is not None]
+    rig.queue.sent.clear()
+    return copy
+
+
+def test_process_ledger_write_failing_after_send_leaves_a_record_only_copy_one_backoff_later(rig: Rig) -> None:
+    rig.ledger.fail_updates = True
+    rig.channel.result = DeliveryReceipt("provider-7")
+
+    rig.process(_body(attempt=2))
+
+    copy, delay = rig.copy()
+    assert copy.outcome is not None
+    assert copy.outcome.model_dump() == {
+        "status": "delivered",
+        "attempts": 3,
+        "at": iso_time(NOW),
+        "last_error": None,
+        "provider_message_id": "provider-7",
+        "tries": 1,
+    }
+    assert (delay, copy.not_before) == (int(BACKOFF_1), iso_time(NOW + BACKOFF_1))
+
+
+def test_process_record_only_copy_writes_the_outcome_and_sends_nothing(rig: Rig) -> None:
+    rig.channel.result = DeliveryReceipt("provider-7")
+    copy = _refused_outcome(rig, _body(attempt=2))
+    rig.clock.advance(BACKOFF_1)
+
+    outcome = rig.process(copy.model_dump_json(exclude_none=True))
+
+    row = rig.row()
+    assert (outcome, len(rig.channel.sent), rig.queue.sent) == (Outcome.RECORDED, 1, [])
+    assert (row.status, row.attempts, row.provider_message_id) == (DeliveryStatus.DELIVERED, 3, "provider-7")
+    assert row.history == [{"at": iso_time(NOW), "attempt": 3, "status": "delivered", "error": None}]
+
+
+def test_process_record_only_copy_of_a_permanent_failure_writes_failed_with_its_reason(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+    copy = _refused_outcome(rig)
+    rig.clock.advance(BACKOFF_1)
+
+    rig.process(copy.model_dump_json(exclude_none=True))
+
+    assert (rig.row().status, rig.row().last_error, rig.row().attempts) == (
+        DeliveryStatus.FAILED,
+        "webhook: HTTP 404",
+        1,
+    )
+
+
+def test_process_record_only_copy_refused_again_goes_on_in_a_later_copy(rig: Rig) -> None:
+    copy = _refused_outcome(rig)
+    rig.clock.advance(BACKOFF_1)
+    rig.ledger.fail_updates = True
+
+    outcome = rig.process(copy.model_dump_json(exclude_none=True))
+
+    again, delay = rig.copy()
+    assert (outcome, len(rig.channel.sent)) == (Outcome.WAITING, 1)
+    assert again.outcome is not None
+    assert (again.outcome.tries, again.outcome.status) == (2, "delivered")
+    assert delay > BACKOFF_1  # the next backoff step
+
+
+def test_process_record_only_copy_leaves_a_delivered_row_as_it_is(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+    copy = _refused_outcome(rig)
+    rig.ledger.put(ID, KEY, DeliveryStatus.DELIVERED, attempts=1)
+    rig.clock.advance(BACKOFF_1)
+
+    rig.process(copy.model_dump_json(exclude_none=True))
+
+    assert rig.row().status is DeliveryStatus.DELIVERED
+
+
+def test_process_record_only_copy_refused_by_sqs_too_is_logged_and_the_send_not_repeated(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.ledger.fail_updates = True
+    rig.queue.fail = True
+
+    outcome = rig.process()
+
+    assert (outcome, len(rig.channel.sent), rig.sqs.changes) == (Outcome.DELIVERED, 1, [])
+    assert "outcome not recorded: the ledger and the queue both failed" in caplog.text
+
+
+def test_process_ledger_write_failing_while_retrying_leaves_no_record_only_copy(rig: Rig) -> None:
+    # The retry's own copy writes the row when it comes: only an outcome that ends the row is carried on.
+    rig.ledger.fail_updates = True
+    rig.channel.result = RetryableDeliveryError("webhook: HTTP 503")
+
+    rig.process()
+
+    copy, _ = rig.copy()
+    assert (copy.outcome, copy.attempt) == (None, 1)
+
+
+def test_read_entries_leaves_out_record_only_copies(rig: Rig) -> None:
+    copy = _refused_outcome(rig)
+    rig.clock.advance(BACKOFF_1)
+
+    rig.deliverer.read_entries(
+        [_attempt(copy.model_dump_json(exclude_none=True), 1), _attempt(_body(delivery_key="k-2"), 2)]
+    )
+
+    assert rig.ledger.batch_reads == [[(ID, "k-2")]]
 
 
 def test_process_ledger_unreadable_sends_the_message_on_unchanged_one_backoff_later(rig: Rig) -> None:
