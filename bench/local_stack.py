@@ -132,6 +132,23 @@ class LocalStack:
         """What the stack printed so far."""
         return self._output.read_text(errors="replace")
 
+    def cold_starts(self) -> dict[str, int]:
+        """Count each function's cold starts so far: the invocations its log marks ``cold_start`` (powertools sets it
+        on every record of a worker's first invocation; the stack starts a worker per concurrent invocation)."""
+        counts: dict[str, int] = {}
+        for path in sorted((self._state / "logs").glob("*.log")):
+            invocations = set()
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("cold_start") is True:
+                    invocations.add(record.get("function_request_id"))
+            if invocations:
+                counts[path.stem] = len(invocations)
+        return counts
+
 
 def publish_to_delivered(stack: LocalStack, publishes: int = PUBLISHES) -> list[float]:
     """Publish notifications one after another; return each one's seconds until ``delivered``."""
