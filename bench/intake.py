@@ -96,6 +96,8 @@ def measure_publishing(warm_publishes: int = WARM_PUBLISHES) -> list[dict[str, A
         counter = CallCounter(resources.env["TOPICS_TABLE"])
         for service in ("dynamodb", "sqs", "ssm"):
             clients.get_client(service).meta.events.register("before-parameter-build", counter)
+        # The delivery queue's SendMessageBatch calls go through the single-try client (core/clients.py).
+        clients.get_client("sqs", single_try=True).meta.events.register("before-parameter-build", counter)
         context = FakeLambdaContext(function_name="notify-bench-publish")
         for size in SIZES:
             integrations = webhook_integrations(size)

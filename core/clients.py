@@ -69,6 +69,10 @@ _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     max_pool_connections=20,
 )
+# SendMessageBatch of the delivery queue: one try per call, as the queue tries refused entries once more itself. A
+# batch a bounded publish stopped waiting for is left to its thread (core/queue.py); with botocore's retries, that
+# thread could send the batch again after the answer was given, even after the container thawed from a freeze.
+_SINGLE_TRY_CONFIG = _CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
 # The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
 # delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded).
 _MANAGEMENT_CONFIG = Config(
@@ -101,17 +105,18 @@ def _default_region() -> str | None:
 
 
 @cache
-def _client(service: str, region: str | None) -> Any:
-    return _new_client(service, region_name=region, config=_CONFIG)
+def _client(service: str, region: str | None, single_try: bool = False) -> Any:
+    return _new_client(service, region_name=region, config=_SINGLE_TRY_CONFIG if single_try else _CONFIG)
 
 
-def get_client(service: str, region: str | None = None) -> Any:
-    """Return the boto3 client of an AWS service in ``region`` (boto3's default when not given).
+def get_client(service: str, region: str | None = None, *, single_try: bool = False) -> Any:
+    """Return the boto3 client of an AWS service in ``region`` (boto3's default when not given); ``single_try``: the
+    one that makes each call once, without botocore's retries.
 
     ``AWS_ENDPOINT_URL`` points it at a local AWS when set. Leaving the region out and naming the default one give
     the same client.
     """
-    return _client(service, region or _default_region())
+    return _client(service, region or _default_region(), single_try)
 
 
 # Each store's module loads with its first store: a function imports the stores it uses, not all of them.
@@ -158,7 +163,9 @@ def get_pacer(settings: PacingSettings | None = None) -> Pacer:
 def _delivery_queue(url: str, region: str) -> DeliveryQueue:
     from core.queue import DeliveryQueue
 
-    return DeliveryQueue(get_client("sqs", region), url)
+    return DeliveryQueue(
+        get_client("sqs", region), url, batch_client=partial(get_client, "sqs", region, single_try=True)
+    )
 
 
 def get_delivery_queue(settings: DeliveryQueueSettings | None = None) -> DeliveryQueue:

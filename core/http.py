@@ -594,7 +594,7 @@ class NotJsonNumberError(ValueError):
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise NotJsonNumberError(f"the number {text[:40]} is beyond what a message can carry")
+        raise NotJsonNumberError(f"the number {text[:40]} is beyond a floating-point number's range")
     return value
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, UpstreamError, aws_error, error_code
+from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, aws_error, error_code
 from core.models import DeliveryStatus
 
 NOTIFICATION_KEY = "#"
@@ -374,7 +374,7 @@ class DeliveryLedger:
         Every row is tried; the first error is raised after the others.
         """
         now = self._now()
-        error: UpstreamError | None = None
+        first: Exception | None = None
         for key, row, reason in rows:
             item = {
                 **self._key(notification_id, key),
@@ -394,9 +394,9 @@ class DeliveryLedger:
                 )
             except AWS_ERRORS as exc:
                 if error_code(exc) != "ConditionalCheckFailedException":
-                    error = error or aws_error(exc, "writing the ledger")
-        if error is not None:
-            raise error
+                    first = first or exc
+        if first is not None:
+            raise aws_error(first, "writing the ledger") from first
 
     def _row_attributes(self, row: DeliveryRow) -> dict[str, Any]:
         attributes: dict[str, Any] = {"integration": {"S": row.integration}, "type": {"S": row.type}}

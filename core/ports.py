@@ -81,7 +81,8 @@ class NotificationLedgerPort(Protocol):
         ...
 
     def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:
-        """Write ``failed`` rows for deliveries that never left: ``(delivery key, row, reason)``."""
+        """Write ``failed`` rows for deliveries that never left: ``(delivery key, row, reason)``; a row that exists
+        (the consumer wrote it: SQS took the message late after all) is left as it is."""
         ...
 
 

@@ -21,6 +21,9 @@ SEND_CONCURRENCY = 8
 # caller had no time left to send it at all.
 NO_ANSWER = "no answer from SQS in the time left (the message may still arrive)"
 NO_TIME = "no time left to send it"
+# The least time worth starting a pass of sends with: about one round trip to SQS. With less, a batch would almost
+# surely be reported failed and still arrive.
+MIN_SEND_SECONDS = 0.25
 
 
 @dataclass
@@ -55,11 +58,16 @@ class DeliveryQueue:
         A boto3 SQS client.
     queue_url:
         The delivery queue's URL.
+    batch_client:
+        Returns the client of the ``SendMessageBatch`` calls, one without botocore's retries, made at the first batch
+        (``client`` when not given): the queue tries refused entries once more itself, and a call left behind by a
+        bounded send must not try again.
     """
 
-    def __init__(self, client: Any, queue_url: str) -> None:
+    def __init__(self, client: Any, queue_url: str, *, batch_client: Callable[[], Any] | None = None) -> None:
         self._client = client
         self._url = queue_url
+        self._batch_client = batch_client or (lambda: client)
 
     def send(self, messages: Sequence[tuple[str, str]], time_left: Callable[[], float] | None = None) -> SendOutcome:
         """Send ``(key, body)`` pairs, batches concurrently; entries SQS refused are tried once more, then reported.
@@ -71,7 +79,7 @@ class DeliveryQueue:
         """
         outcome = SendOutcome()
         refused = self._send_all(list(_chunks(messages)), outcome, time_left)
-        if refused and (time_left is None or time_left() > 0):
+        if refused and (time_left is None or time_left() >= MIN_SEND_SECONDS):
             refused = self._send_all(list(_chunks(list(refused))), outcome, time_left)
         outcome.failed.update({key: reason for (key, _), reason in refused.items()})
         return outcome
@@ -82,7 +90,7 @@ class DeliveryQueue:
         """Send the chunks; record what SQS took in ``outcome`` and return the entries it refused, with reasons."""
         if not chunks:
             return {}
-        if time_left is not None and time_left() <= 0:
+        if time_left is not None and time_left() < MIN_SEND_SECONDS:
             # Nothing is started that could land after the caller reported it failed.
             outcome.failed.update(dict.fromkeys((key for chunk in chunks for key, _ in chunk), NO_TIME))
             return {}
@@ -97,7 +105,9 @@ class DeliveryQueue:
             pool.shutdown(wait=False, cancel_futures=True)
             answers = []
             for chunk, future in zip(chunks, futures, strict=True):
-                if future.done() and not future.cancelled():
+                if future.cancelled():  # never started: more batches than threads, and the time ran out
+                    outcome.failed.update(dict.fromkeys((key for key, _ in chunk), NO_TIME))
+                elif future.done():
                     answers.append(future.result())
                 else:
                     outcome.failed.update(dict.fromkeys((key for key, _ in chunk), NO_ANSWER))
@@ -122,7 +132,7 @@ class DeliveryQueue:
         # Batch entry ids must be short and alphanumeric; integration names need not be, so index them.
         by_id = {f"m{index}": entry for index, entry in enumerate(chunk)}
         try:
-            response = self._client.send_message_batch(
+            response = self._batch_client().send_message_batch(
                 QueueUrl=self._url,
                 Entries=[{"Id": entry_id, "MessageBody": body} for entry_id, (_, body) in by_id.items()],
             )

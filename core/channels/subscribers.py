@@ -87,6 +87,10 @@ class SubscribersChannel(Channel):
             raise PermanentDeliveryError("subscribers: this stage has no audience (no expansion queue)")
         if not content.text:
             raise PermanentDeliveryError("subscribers: no text to send")
+        if "\x00" in content.text or "\x00" in (content.subject or ""):
+            # The send is recorded in the audience's database, whose text cannot hold NUL: its expansion would fail
+            # on every try. A publish may carry NUL to other channels; here it is a permanent failure, told at once.
+            raise PermanentDeliveryError("subscribers: the text holds NUL (U+0000), which the audience cannot keep")
         channels = target.get("channels") or ["push"]
         try:
             return DeliveryReceipt(handoff(notification_id, content, list(channels)))

@@ -167,16 +167,24 @@ def assign_groups(roots: Mapping[str, frozenset[str]], installed: Mapping[str, D
     return groups
 
 
+def _version(path: Path) -> tuple[int, ...]:
+    """The version in an install directory's name (``3.12.10``, ``cpython-3.12.10-linux-…``), as numbers."""
+    found = re.search(r"3\.12(?:\.\d+)*", path.parents[1].name)
+    return tuple(int(part) for part in found.group().split(".")) if found else ()
+
+
 def _installed_pythons() -> list[str]:
     """Return the Python 3.12 interpreters of version managers that are not on PATH: pyenv's and uv's, newest first."""
-    roots = [
-        Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions",
-        Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local" / "share" / "uv" / "python"),
+    places = [
+        (Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions", "3.12*/bin/python3.12"),
+        (
+            Path(os.environ.get("UV_PYTHON_INSTALL_DIR") or Path.home() / ".local" / "share" / "uv" / "python"),
+            "cpython-3.12*/bin/python3.12",
+        ),
     ]
     found: list[str] = []
-    for root in roots:
-        pattern = "3.12*/bin/python3.12" if root.name == "versions" else "cpython-3.12*/bin/python3.12"
-        found += [str(path) for path in sorted(root.glob(pattern), reverse=True) if path.is_file()]
+    for root, pattern in places:
+        found += [str(path) for path in sorted(root.glob(pattern), key=_version, reverse=True) if path.is_file()]
     return found
 
 
@@ -187,12 +195,16 @@ def runtime_python() -> str | None:
         return sys.executable
     candidates = (os.environ.get("PYTHON312"), shutil.which("python3.12"), *_installed_pythons())
     for candidate in filter(None, candidates):
-        probe = subprocess.run(  # noqa: S603 (an interpreter path, probed)
-            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        try:
+            probe = subprocess.run(  # noqa: S603 (an interpreter path, probed)
+                [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
         if probe.returncode == 0 and probe.stdout.strip() == "True":
             return candidate
     return None

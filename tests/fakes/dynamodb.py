@@ -91,15 +91,6 @@ class FakeDynamoDBClient:
         self.tables[TableName][self._key(TableName, Item)] = dict(Item)
         return {}
 
-    def batch_write_item(self, RequestItems: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        """Store every put request."""
-        self.calls.append(("batch_write_item", {"RequestItems": RequestItems}))
-        for table, requests in RequestItems.items():
-            for request in requests:
-                item = request["PutRequest"]["Item"]
-                self.tables[table][self._key(table, item)] = dict(item)
-        return {"UnprocessedItems": {}}
-
     def update_item(
         self,
         TableName: str,

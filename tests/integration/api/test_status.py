@@ -232,7 +232,7 @@ def test_status_after_502_and_its_retry_shows_every_delivery_queued(
 
     topic_hash = response_json(admin.put_topic(topic_body()))["topic_hash"]
     event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
-    SqsEntryFailures(get_client("sqs")).fail("team-slack", times=2)
+    SqsEntryFailures(get_client("sqs", single_try=True)).fail("team-slack", times=2)
     failed = publish(event, lambda_context)
     notification_id = failed["headers"]["X-Notification-Id"]
     before = response_json(_status(notification_id, lambda_context))

@@ -439,3 +439,17 @@ def test_runtime_python_none_when_no_312_anywhere(tmp_path: Path, monkeypatch: p
     _fake_python(tmp_path / "pyenv/versions/3.12.0/bin/python3.12", "3.11")
 
     assert runtime_python() is None
+
+
+def test_runtime_python_takes_the_newest_312_by_version_not_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dependencies, "RUNTIME_PYTHON", (0, 0))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("PYTHON312", raising=False)
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
+    for version in ("3.12.9", "3.12.10"):
+        _fake_python(tmp_path / f"pyenv/versions/{version}/bin/python3.12", "3.12")
+
+    assert runtime_python() == str(tmp_path / "pyenv/versions/3.12.10/bin/python3.12")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ConnectionClosedError
 
 from core import clients
 from core.models import NAME_RULE, TEXT_RULE, DeliveryStatus
@@ -113,7 +114,7 @@ def test_publish_lowercase_headers_are_accepted(
 
 def test_publish_25_integrations_sends_3_batches(service: Service) -> None:
     topic_hash = service.create_topic(_webhooks(25))
-    batches = _count_calls(clients.get_client("sqs"), "SendMessageBatch")
+    batches = _count_calls(clients.get_client("sqs", single_try=True), "SendMessageBatch")
 
     response = service.publish({"metadata": {"v": 1}}, topic_hash)
 
@@ -332,7 +333,7 @@ def test_publish_queue_unavailable_returns_502_and_marks_every_delivery_failed(
 
 
 def test_publish_entry_failed_once_is_retried_and_returns_200(service: Service, topic_hash: str) -> None:
-    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
     failures.fail("team-slack", times=1)
     failures.fail("ops-email", times=1)
 
@@ -346,7 +347,7 @@ def test_publish_entry_failed_once_is_retried_and_returns_200(service: Service, 
 
 
 def test_publish_entry_failed_once_leaves_every_row_queued(service: Service, topic_hash: str) -> None:
-    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=1)
+    SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=1)
 
     response = service.publish({"metadata": METADATA}, topic_hash)
 
@@ -355,7 +356,7 @@ def test_publish_entry_failed_once_leaves_every_row_queued(service: Service, top
 
 
 def test_publish_entry_still_failing_returns_502_with_notification_id(service: Service, topic_hash: str) -> None:
-    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
     failures.fail("team-slack", times=2)
 
     response = service.publish({"metadata": METADATA}, topic_hash)
@@ -371,7 +372,7 @@ def test_publish_entry_still_failing_returns_502_with_notification_id(service: S
 
 
 def test_publish_entry_still_failing_ledger_tells_which_and_why(service: Service, topic_hash: str) -> None:
-    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
     failures.fail("team-slack", times=2)
     failures.fail("erp-webhook", times=2)
 
@@ -388,7 +389,7 @@ def test_publish_entry_still_failing_ledger_tells_which_and_why(service: Service
 
 
 def test_publish_entry_still_failing_reports_no_unsent_message(service: Service, topic_hash: str) -> None:
-    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=2)
+    SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=2)
 
     response = service.publish({"metadata": METADATA}, topic_hash)
 
@@ -414,7 +415,7 @@ def _publish_with_seconds_left(
 
 @pytest.fixture
 def stalled_sqs() -> Iterator[SqsStall]:
-    stall = SqsStall(clients.get_client("sqs"))
+    stall = SqsStall(clients.get_client("sqs", single_try=True))
     yield stall
     stall.finish()
 
@@ -458,6 +459,25 @@ def test_publish_sqs_answering_late_enqueues_what_the_ledger_says_failed_and_a_k
     assert response_header(retry, "X-Notification-Id") == notification_id
     assert sorted(response_json(retry)) == NAMES_OF_SAMPLE
     assert {entry.status for entry in service.ledger().page(str(notification_id)).entries} == {DeliveryStatus.QUEUED}
+
+
+def test_publish_batch_send_is_tried_once_a_pass_by_botocore_and_twice_in_all(
+    service: Service, topic_hash: str
+) -> None:
+    # No botocore retries under the queue's own second try: a call a bounded publish left behind never sends again.
+    attempts: list[str] = []
+
+    def connection_lost(**_: Any) -> None:
+        attempts.append("SendMessageBatch")
+        raise ConnectionClosedError(endpoint_url="https://sqs.us-east-1.amazonaws.com/")
+
+    clients.get_client("sqs", single_try=True).meta.events.register("before-send.sqs.SendMessageBatch", connection_lost)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    assert (response["statusCode"], attempts) == (502, ["SendMessageBatch"] * 2)
+    entries = service.ledger().page(str(response_header(response, "X-Notification-Id"))).entries
+    assert {entry.last_error for entry in entries} == {"not enqueued: ConnectionClosedError"}
 
 
 # --- topic cache, replace and rotation ------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def _notification_records(service: Service) -> list[str]:
 
 
 def _fail_first_attempt(service: Service, topic_hash: str, times: int = 2) -> dict[str, Any]:
-    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=times)
+    SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=times)
     response = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
     assert response["statusCode"] == 502
     return response
@@ -194,7 +194,7 @@ def test_idempotency_replay_after_a_finished_retry_returns_the_full_response(ser
 
 
 def test_idempotency_retry_failing_again_keeps_what_each_attempt_enqueued(service: Service, topic_hash: str) -> None:
-    failures = SqsEntryFailures(clients.get_client("sqs"))
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
     failures.fail("team-slack", times=2)
     failures.fail("ops-email", times=4)
     first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
@@ -227,9 +227,9 @@ def test_idempotency_retry_after_a_crash_before_the_enqueue_sends_everything_onc
     import producer.handler
     from producer.handler import handler
 
-    # The sends get the whole 0.2 s of this invocation: with the margin, none would start, and nothing would crash.
+    # The sends get the whole 1 s of this invocation: with the margin, none would start, and nothing would crash.
     monkeypatch.setattr(producer.handler, "SEND_MARGIN_SECONDS", 0.0)
-    sqs = clients.get_client("sqs")
+    sqs = clients.get_client("sqs", single_try=True)
 
     def crash(**_: Any) -> None:
         raise Crash
@@ -237,10 +237,10 @@ def test_idempotency_retry_after_a_crash_before_the_enqueue_sends_everything_onc
     sqs.meta.events.register("before-call.sqs.SendMessageBatch", crash, unique_id="crash")
     event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, "order-A-1", api_key_id="k1a2b3c4d5")
     with pytest.raises(Crash):
-        handler(event, FakeLambdaContext(timeout_seconds=0.2))
+        handler(event, FakeLambdaContext(timeout_seconds=1.0))
     sqs.meta.events.unregister("before-call.sqs.SendMessageBatch", unique_id="crash")
     crashed = _notification_records(service)
-    time.sleep(0.3)  # the invocation's deadline passes: its in-progress idempotency record lapses
+    time.sleep(1.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
 
     retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
 
@@ -252,7 +252,7 @@ def test_idempotency_retry_after_a_crash_before_the_enqueue_sends_everything_onc
 
 
 def test_idempotency_no_key_after_502_publishes_a_new_notification(service: Service, topic_hash: str) -> None:
-    SqsEntryFailures(clients.get_client("sqs")).fail("team-slack", times=2)
+    SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=2)
     failed = service.publish({"metadata": METADATA}, topic_hash)
 
     again = service.publish({"metadata": METADATA}, topic_hash)

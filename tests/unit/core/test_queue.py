@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from core.errors import UpstreamError
-from core.queue import BATCH_BYTES_LIMIT, NO_ANSWER, NO_TIME, DeadLetterQueue, DeliveryQueue
+from core.queue import BATCH_BYTES_LIMIT, MIN_SEND_SECONDS, NO_ANSWER, NO_TIME, DeadLetterQueue, DeliveryQueue
 from tests.fakes.sqs import FakeSqsClient
 from tests.fakes.unreachable import UnreachableClient
 
@@ -129,16 +129,18 @@ def test_queue_send_unreachable_sqs_reports_every_entry_failed_with_error_name()
 
 
 class StallingSqsClient(FakeSqsClient):
-    """Holds every call whose batch carries ``stalled`` until ``release`` is set, as an SQS that stops answering."""
+    """Holds every call whose batch carries ``stalled`` (every call: ``None``) until ``release`` is set, as an SQS that
+    stops answering."""
 
-    def __init__(self, stalled: str, **options: Any) -> None:
+    def __init__(self, stalled: str | None, **options: Any) -> None:
         super().__init__(**options)
         self.stalled = stalled
         self.release = threading.Event()
 
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
-        """Wait for the release when the batch holds the stalled body, then answer as the fake does."""
-        if any(entry["MessageBody"] == self.stalled for entry in Entries):
+        """Wait for the release when the batch holds the stalled body (every batch: ``None``), then answer as the
+        fake does."""
+        if self.stalled is None or any(entry["MessageBody"] == self.stalled for entry in Entries):
             assert self.release.wait(timeout=10.0), "the test never released the stalled call"
         return super().send_message_batch(QueueUrl, Entries)
 
@@ -151,7 +153,7 @@ def _seconds_left(seconds: float) -> Callable[[], float]:
 def test_queue_send_batch_unanswered_in_the_time_left_is_reported_failed_the_others_sent() -> None:
     client = StallingSqsClient(stalled="body-12")
 
-    outcome = DeliveryQueue(client, URL).send(_messages(25), _seconds_left(0.3))
+    outcome = DeliveryQueue(client, URL).send(_messages(25), _seconds_left(0.5))
     client.release.set()
 
     assert set(outcome.sent) == {f"integration-{index}" for index in [*range(10), *range(20, 25)]}
@@ -163,7 +165,7 @@ def test_queue_send_one_batch_unanswered_is_given_up_at_the_deadline() -> None:
     # (Had the send waited for the call, the fake would have raised after 10 s, and the send with it.)
     client = StallingSqsClient(stalled="body-0")
 
-    outcome = DeliveryQueue(client, URL).send(_messages(3), _seconds_left(0.2))
+    outcome = DeliveryQueue(client, URL).send(_messages(3), _seconds_left(0.5))
     client.release.set()
 
     assert (outcome.sent, outcome.failed) == ({}, {key: NO_ANSWER for key, _ in _messages(3)})
@@ -171,7 +173,7 @@ def test_queue_send_one_batch_unanswered_is_given_up_at_the_deadline() -> None:
 
 def test_queue_send_late_answer_of_a_given_up_batch_changes_nothing_reported() -> None:
     client = StallingSqsClient(stalled="body-0")
-    outcome = DeliveryQueue(client, URL).send(_messages(1), _seconds_left(0.1))
+    outcome = DeliveryQueue(client, URL).send(_messages(1), _seconds_left(0.5))
     reported = (dict(outcome.sent), dict(outcome.failed))
 
     client.release.set()
@@ -193,6 +195,26 @@ def test_queue_send_no_time_left_sends_nothing_and_reports_every_entry() -> None
     assert outcome.failed == {key: NO_TIME for key, _ in _messages(12)}
 
 
+def test_queue_send_less_than_a_round_trip_left_sends_nothing() -> None:
+    client = FakeSqsClient()
+
+    outcome = DeliveryQueue(client, URL).send(_messages(3), lambda: MIN_SEND_SECONDS / 2)
+
+    assert (client.batches, outcome.failed) == ([], {key: NO_TIME for key, _ in _messages(3)})
+
+
+def test_queue_send_batches_never_started_in_the_time_left_are_reported_not_sent() -> None:
+    # Ten batches, eight threads, SQS answering none: eight batches are left to their threads (they may arrive), the
+    # two that never started are known not sent.
+    client = StallingSqsClient(stalled=None)
+
+    outcome = DeliveryQueue(client, URL).send(_messages(100), _seconds_left(0.5))
+    client.release.set()
+
+    reasons = [outcome.failed[key] for key, _ in _messages(100)]
+    assert (reasons.count(NO_ANSWER), reasons.count(NO_TIME), outcome.sent) == (80, 20, {})
+
+
 def test_queue_send_refused_entry_not_tried_again_without_time_left() -> None:
     client = FakeSqsClient(fail_bodies={"body-1": 1})
     answers = iter([1.0, 1.0, 0.0])  # time to start the first try and wait for it, none for a second
@@ -209,6 +231,22 @@ def test_queue_send_refused_entry_tried_again_with_time_left() -> None:
     outcome = DeliveryQueue(client, URL).send(_messages(3), _seconds_left(30.0))
 
     assert (len(client.batches), len(outcome.sent), outcome.failed) == (2, 3, {})
+
+
+def test_queue_send_batches_go_through_the_batch_client_made_at_the_first_batch() -> None:
+    client, batch_client = FakeSqsClient(), FakeSqsClient()
+    made: list[str] = []
+
+    def make() -> FakeSqsClient:
+        made.append("batch client")
+        return batch_client
+
+    queue = DeliveryQueue(client, URL, batch_client=make)
+    assert made == []
+
+    queue.send(_messages(12))
+
+    assert (len(batch_client.batches), client.batches, made) == (2, [], ["batch client"] * 2)
 
 
 def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() -> None:

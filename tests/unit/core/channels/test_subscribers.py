@@ -93,3 +93,14 @@ def test_subscribers_send_without_an_audience_fails_for_good() -> None:
 def test_subscribers_send_queue_failure_is_retried() -> None:
     with pytest.raises(RetryableDeliveryError, match="expansion queue"):
         _send(_channel(_Handoff(fail=True)), {"channels": ["push"]})
+
+
+@pytest.mark.parametrize("values", [{"order": "A\x001", "shop": "Shop"}, {"order": "A-1", "shop": "Sh\x00p"}])
+def test_subscribers_send_text_holding_nul_fails_for_good_and_hands_nothing_off(values: dict[str, str]) -> None:
+    # The audience's database cannot keep the send: its expansion would fail on every try while the row said delivered.
+    handoff = _Handoff()
+    content = SubscribersChannel.render(FOLLOWERS["model"], values)
+
+    with pytest.raises(PermanentDeliveryError, match=r"NUL \(U\+0000\)"):
+        _channel(handoff).send(content, {"channels": ["push"]}, None, notification_id="n-1", delivery_key="followers")
+    assert handoff.jobs == []
