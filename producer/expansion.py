@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.audience.expansion import ExpansionError, Senders, expand_batch, expand_send, expand_subscribers
-from core.audience.sends import DisableEndpointJob, ExpansionBatchJob, SubscribersJob, parse_job
+from core.audience.sends import AnyJob, DisableEndpointJob, ExpansionBatchJob, SubscribersJob, parse_job
 from core.clients import (
     get_audience_repository,
     get_delivery_queue,
@@ -49,11 +49,9 @@ def senders(config: ExpandSettings) -> Senders:
     return Senders.of(found.integrations)
 
 
-def handle(body: str, context: Any) -> None:
-    """Run one job; raise ``UpstreamError`` when it must come back later, ``InvalidRequestError`` when this worker
-    cannot read it."""
+def handle(job: AnyJob, context: Any) -> None:
+    """Run one job; raise ``UpstreamError`` when it must come back later."""
     config = settings()
-    job = parse_job(body)
     repository = get_audience_repository(config)
     if isinstance(job, DisableEndpointJob):
         disabled = repository.disable_device(job.endpoint_arn)
@@ -94,14 +92,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     failures: list[dict[str, str]] = []
     for record in event.get("Records", []):
         try:
-            handle(record["body"], context)
-        except UpstreamError as exc:
-            logger.warning("expansion job failed for now", extra={"error": str(exc)})
-            failures.append({"itemIdentifier": record["messageId"]})
+            job = parse_job(record["body"])
         except InvalidRequestError:
             logger.error(
                 "expansion job this worker cannot read: it comes back, then waits in the expansion DLQ",
                 extra={"message_id": record["messageId"]},
             )
+            failures.append({"itemIdentifier": record["messageId"]})
+            continue
+        try:
+            handle(job, context)
+        except UpstreamError as exc:
+            logger.warning("expansion job failed for now", extra={"error": str(exc)})
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
