@@ -417,39 +417,34 @@ def _fake_python(path: Path, version: str) -> None:
     path.chmod(0o755)
 
 
-def test_runtime_python_found_in_pyenv_when_not_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dependencies, "RUNTIME_PYTHON", (0, 0))  # this interpreter is never the one
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.delenv("PYTHON312", raising=False)
-    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
-    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
-    _fake_python(tmp_path / "pyenv/versions/3.11.7/bin/python3.11", "3.11")
-    _fake_python(tmp_path / "pyenv/versions/3.12.1/bin/python3.12", "3.12")
-
-    assert runtime_python() == str(tmp_path / "pyenv/versions/3.12.1/bin/python3.12")
-
-
-def test_runtime_python_none_when_no_312_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dependencies, "RUNTIME_PYTHON", (0, 0))  # this interpreter is never the one
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.delenv("PYTHON312", raising=False)
-    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
-    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
-    # A 3.12 directory whose interpreter is not 3.12 (a broken install) is probed and refused.
-    _fake_python(tmp_path / "pyenv/versions/3.12.0/bin/python3.12", "3.11")
-
-    assert runtime_python() is None
-
-
-def test_runtime_python_takes_the_newest_312_by_version_not_by_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def pyenv_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A machine whose only Pythons are those a test puts in the returned pyenv ``versions`` directory: this
+    interpreter is never the one, PATH has none, and uv has none."""
     monkeypatch.setattr(dependencies, "RUNTIME_PYTHON", (0, 0))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.delenv("PYTHON312", raising=False)
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
     monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
-    for version in ("3.12.9", "3.12.10"):
-        _fake_python(tmp_path / f"pyenv/versions/{version}/bin/python3.12", "3.12")
+    return tmp_path / "pyenv" / "versions"
 
-    assert runtime_python() == str(tmp_path / "pyenv/versions/3.12.10/bin/python3.12")
+
+def test_runtime_python_found_in_pyenv_when_not_on_path(pyenv_versions: Path) -> None:
+    _fake_python(pyenv_versions / "3.11.7/bin/python3.11", "3.11")
+    _fake_python(pyenv_versions / "3.12.1/bin/python3.12", "3.12")
+
+    assert runtime_python() == str(pyenv_versions / "3.12.1/bin/python3.12")
+
+
+def test_runtime_python_none_when_no_312_anywhere(pyenv_versions: Path) -> None:
+    # A 3.12 directory whose interpreter is not 3.12 (a broken install) is probed and refused.
+    _fake_python(pyenv_versions / "3.12.0/bin/python3.12", "3.11")
+
+    assert runtime_python() is None
+
+
+def test_runtime_python_takes_the_newest_312_by_version_not_by_name(pyenv_versions: Path) -> None:
+    for version in ("3.12.9", "3.12.10"):
+        _fake_python(pyenv_versions / f"{version}/bin/python3.12", "3.12")
+
+    assert runtime_python() == str(pyenv_versions / "3.12.10/bin/python3.12")
