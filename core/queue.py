@@ -74,8 +74,8 @@ class DeliveryQueue:
 
         With ``time_left`` (seconds left to the caller), the sends are waited for only that long: the entries of a
         batch still unanswered are reported failed with ``NO_ANSWER`` (SQS may yet enqueue them; the consumer's
-        ledger write then wins, see ``DeliveryLedger.record_failed``). With no time left, nothing is sent
-        (``NO_TIME``), and the second try happens only with time left.
+        ledger write then wins, see ``DeliveryLedger.record_failed``). With less than ``MIN_SEND_SECONDS`` left, nothing
+        more is sent (``NO_TIME``), the second try included.
         """
         outcome = SendOutcome()
         refused = self._send_all(list(_chunks(messages)), outcome, time_left)
@@ -94,13 +94,14 @@ class DeliveryQueue:
             # Nothing is started that could land after the caller reported it failed.
             outcome.failed.update(dict.fromkeys((key for chunk in chunks for key, _ in chunk), NO_TIME))
             return {}
+        client = self._batch_client()  # made here, once, not by several threads at once
         if time_left is None and len(chunks) == 1:
-            answers = [self._send_chunk(chunk) for chunk in chunks]
+            answers = [self._send_chunk(client, chunk) for chunk in chunks]
         else:
             # A pool even for one chunk when time is short: a call botocore is still retrying cannot be cut off,
             # only left behind. The pool is not waited for, so a late answer is dropped with its thread.
             pool = ThreadPoolExecutor(max_workers=min(SEND_CONCURRENCY, len(chunks)))
-            futures = [pool.submit(self._send_chunk, chunk) for chunk in chunks]
+            futures = [pool.submit(self._send_chunk, client, chunk) for chunk in chunks]
             wait(futures, timeout=None if time_left is None else max(0.0, time_left()))
             pool.shutdown(wait=False, cancel_futures=True)
             answers = []
@@ -127,12 +128,14 @@ class DeliveryQueue:
             raise aws_error(exc, "sending to the delivery queue") from exc
         return str(response["MessageId"])
 
-    def _send_chunk(self, chunk: list[tuple[str, str]]) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    def _send_chunk(
+        self, client: Any, chunk: list[tuple[str, str]]
+    ) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         """Send one batch; return the message id of each key SQS took and the reason of each entry it refused."""
         # Batch entry ids must be short and alphanumeric; integration names need not be, so index them.
         by_id = {f"m{index}": entry for index, entry in enumerate(chunk)}
         try:
-            response = self._batch_client().send_message_batch(
+            response = client.send_message_batch(
                 QueueUrl=self._url,
                 Entries=[{"Id": entry_id, "MessageBody": body} for entry_id, (_, body) in by_id.items()],
             )

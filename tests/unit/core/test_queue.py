@@ -246,7 +246,7 @@ def test_queue_send_batches_go_through_the_batch_client_made_at_the_first_batch(
 
     queue.send(_messages(12))
 
-    assert (len(batch_client.batches), client.batches, made) == (2, [], ["batch client"] * 2)
+    assert (len(batch_client.batches), client.batches, made) == (2, [], ["batch client"])
 
 
 def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() -> None:
