@@ -118,6 +118,9 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
     SQS moved after a consumer crashed on it carries the count of its last copy only), ``redriven`` grows by one. Both
     follow from the body, so a letter redriven twice (its delete from the DLQ failed) goes back the same. A version 1
     body goes back as version 2, which can carry them.
+
+    A record-only copy (``outcome``: it writes an outcome its run had, and sends nothing) starts no run: it goes back
+    as it is, due at once, and writes its row only while no newer run has.
     """
     try:
         version = json.loads(body).get("v")
@@ -130,6 +133,8 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
             message = DeliveryMessage.model_validate_json(body)
     except ValidationError:
         return None
+    if message.outcome is not None:
+        return message.model_copy(update={"not_before": None})
     return message.model_copy(
         update={
             "attempt": 0,
@@ -230,6 +235,8 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
         raise aws_error(exc, "sending to the delivery queue") from exc
     if not (letter.notification_id and letter.delivery_key):
         return
+    if message is not None and message.outcome is not None:
+        return  # a record-only copy writes its row itself, and only while its run is the row's
     if message is not None:
         # After the send: the new run may have begun, even ended; it wrote its own count, and the row is left to it.
         ledger.update(

@@ -35,7 +35,7 @@ from core.errors import (
     invalid_fields,
 )
 from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, epoch_time, iso_time
-from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus, RecordedOutcome
+from core.models import Content, DeliveryMessage, DeliveryMessageV1, DeliveryStatus, RecordedOutcome
 from core.observability import logger
 from core.pacing import Limit, Pacer
 from core.ports import LedgerPort
@@ -268,7 +268,7 @@ class Deliverer:
         if due is not None and self._early(message, due, now):
             return self._wait(message, attempt, due, log)
         if message.outcome is not None:
-            return self._write_outcome(message, message.outcome, log)
+            return self._write_outcome(message, message.outcome, attempt, log)
         key = (message.notification_id, message.delivery_key)
         try:
             entry = entries[key] if entries is not None and key in entries else self._ledger.get_entry(*key)
@@ -579,9 +579,10 @@ class Deliverer:
         read before the attempt. ``next_attempt_at`` is a Unix time.
         """
         total = None if attempts is None else message.prior_attempts + attempts
+        at = iso_time(self._clock())
         history = None
         if total is not None and attempted:
-            history = AttemptRecord(at=iso_time(self._clock()), attempt=total, status=status.value, error=last_error)
+            history = AttemptRecord(at=at, attempt=total, status=status.value, error=last_error)
         try:
             self._ledger.update(
                 message.notification_id,
@@ -603,57 +604,82 @@ class Deliverer:
                 outcome = RecordedOutcome(
                     status=status.value,
                     attempts=attempts,
-                    at=history["at"] if history else iso_time(self._clock()),
+                    at=at,
                     last_error=last_error,
                     provider_message_id=provider_message_id,
                 )
                 self._record_later(message, outcome, log)
 
-    def _record_later(self, message: DeliveryMessage, outcome: RecordedOutcome, log: dict[str, Any]) -> None:
+    def _record_later(self, message: DeliveryMessage, outcome: RecordedOutcome, log: dict[str, Any]) -> bool:
         """Send a record-only copy of ``message`` carrying ``outcome``, one backoff step later (longer each time
-        writing it failed): the row gets its outcome once DynamoDB answers, and nothing is sent again. When SQS
-        refuses the copy too, the outcome is logged and lost to the ledger (the message is out; keeping it would
-        send it twice)."""
+        writing it failed): the row gets its outcome once DynamoDB answers, and nothing is sent again. The copy carries
+        no content (it sends nothing), so it is never larger than the message. Return whether it was sent; never
+        raise: this runs after a send, which must not be repeated."""
         delay = self._policy.backoff(outcome.tries, self._rand)
         try:
-            self._copy(message, self._clock() + delay, outcome=outcome, slot_reserved=False)
-        except UpstreamError as exc:
+            self._copy(message, self._clock() + delay, outcome=outcome, content=Content(), slot_reserved=False)
+        except Exception as exc:
             logger.error(
                 "outcome not recorded: the ledger and the queue both failed",
-                extra={**log, "status": outcome.status, "error": str(exc)},
+                extra={**log, "status": outcome.status, "error": type(exc).__name__},
             )
-            return
+            return False
         logger.warning(
             "outcome to be recorded later",
             extra={**log, "status": outcome.status, "tries": outcome.tries, "retry_in_seconds": round(delay, 1)},
         )
+        return True
 
-    def _write_outcome(self, message: DeliveryMessage, outcome: RecordedOutcome, log: dict[str, Any]) -> Outcome:
-        """Write the outcome a record-only copy carries to its row; send nothing. A row already ``delivered`` stays;
-        a write that fails again goes on in a later copy."""
+    def _write_outcome(
+        self, message: DeliveryMessage, outcome: RecordedOutcome, attempt: Attempt, log: dict[str, Any]
+    ) -> Outcome:
+        """Write the outcome a record-only copy carries to its row; send nothing.
+
+        Only while the row belongs to the copy's run (it counts no more redrives than the copy: a newer run's row is
+        never overwritten), and once: a copy seen again finds its attempt in the history. A write that fails again
+        goes on in a later copy, and when SQS refuses that copy, this one stays on the queue. Past the retry window
+        from the outcome, the copy gives up, logged and counted.
+        """
         status = DeliveryStatus(outcome.status)
         total = message.prior_attempts + outcome.attempts
+        record = AttemptRecord(at=outcome.at, attempt=total, status=status.value, error=outcome.last_error)
+        channel_type = message.integration.type.value
         try:
             entry = self._ledger.get_entry(message.notification_id, message.delivery_key)
-            written = self._ledger.update(
-                message.notification_id,
-                message.delivery_key,
-                status,
-                row=_row(message),
-                attempts=total,
-                last_error=outcome.last_error,
-                provider_message_id=outcome.provider_message_id,
-                redriven=message.redriven,
-                history=AttemptRecord(at=outcome.at, attempt=total, status=status.value, error=outcome.last_error),
-                earlier=entry.history if entry is not None else (),
-            )
+            if entry is not None and entry.history and entry.history[-1] == record:
+                written = False  # this copy came before, its write went through
+            else:
+                written = self._ledger.update(
+                    message.notification_id,
+                    message.delivery_key,
+                    status,
+                    row=_row(message),
+                    attempts=total,
+                    last_error=outcome.last_error,
+                    provider_message_id=outcome.provider_message_id,
+                    redriven=message.redriven,
+                    history=record,
+                    earlier=entry.history if entry is not None else (),
+                    before_run=message.redriven + 1,
+                )
         except Exception as exc:
+            happened = epoch_time(outcome.at) or self._clock()
+            if self._clock() - happened > self._policy.window_seconds:
+                logger.error(
+                    "outcome not recorded: the ledger refused it for a whole retry window",
+                    extra={**log, "status": status.value, "tries": outcome.tries, "error": type(exc).__name__},
+                )
+                self._count(channel_type, "ledger_write_failed")
+                return Outcome.SKIPPED
             logger.warning("recording an outcome late failed again", extra={**log, "error": type(exc).__name__})
-            self._record_later(message, outcome.model_copy(update={"tries": outcome.tries + 1}), log)
+            again = outcome.model_copy(update={"tries": outcome.tries + 1})
+            if not self._record_later(message, again, log):
+                return self._keep(message, attempt, self._policy.backoff(again.tries, self._rand), exc, log)
+            self._count(channel_type, Outcome.WAITING)
             return Outcome.WAITING
         if written:
             logger.info("outcome recorded late", extra={**log, "status": status.value, "tries": outcome.tries})
-        else:
-            logger.info("late outcome not written: the row says delivered", extra={**log, "status": status.value})
-        self._count(message.integration.type.value, Outcome.RECORDED)
-        return Outcome.RECORDED
+            self._count(channel_type, Outcome.RECORDED)
+            return Outcome.RECORDED
+        logger.info("late outcome not written: the row has it, or is delivered or of a newer run", extra=log)
+        return Outcome.SKIPPED

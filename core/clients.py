@@ -69,9 +69,9 @@ _CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     max_pool_connections=20,
 )
-# SendMessageBatch of the delivery queue: one try per call, as the queue tries refused entries once more itself. A
-# batch a bounded publish stopped waiting for is left to its thread (core/queue.py); with botocore's retries, that
-# thread could send the batch again after the answer was given, even after the container thawed from a freeze.
+# SendMessageBatch of a publish bounded in time: one try per call (the queue tries refused entries once more itself). A
+# batch the publish stopped waiting for is left to its thread (core/queue.py); with botocore's retries, that thread
+# could send the batch again after the answer was given, even after the container thawed from a freeze.
 _SINGLE_TRY_CONFIG = _CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
 # The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
 # delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded).

@@ -59,9 +59,10 @@ class DeliveryQueue:
     queue_url:
         The delivery queue's URL.
     batch_client:
-        Returns the client of the ``SendMessageBatch`` calls, one without botocore's retries, made at the first batch
-        (``client`` when not given): the queue tries refused entries once more itself, and a call left behind by a
-        bounded send must not try again.
+        Returns the client of the ``SendMessageBatch`` calls of a send bounded in time, one without botocore's
+        retries, made at the first such batch (``client`` when not given): a call such a send left behind must not
+        try again after the caller answered. A send without a bound uses ``client``, and botocore's retries with
+        their backoff.
     """
 
     def __init__(self, client: Any, queue_url: str, *, batch_client: Callable[[], Any] | None = None) -> None:
@@ -94,7 +95,8 @@ class DeliveryQueue:
             # Nothing is started that could land after the caller reported it failed.
             outcome.failed.update(dict.fromkeys((key for chunk in chunks for key, _ in chunk), NO_TIME))
             return {}
-        client = self._batch_client()  # made here, once, not by several threads at once
+        # Made here, once, not by several threads at once.
+        client = self._client if time_left is None else self._batch_client()
         if time_left is None and len(chunks) == 1:
             answers = [self._send_chunk(client, chunk) for chunk in chunks]
         else:

@@ -260,6 +260,22 @@ def test_redrive_leaves_the_row_to_the_run_that_wrote_it_first(aws: AwsResources
     )
 
 
+def test_redrive_of_a_record_only_copy_sends_it_back_as_it_is_and_leaves_the_row(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    # A copy that only writes its run's outcome (a consumer from before it buried it as malformed, say) starts no run:
+    # counting a redrive on it would let it end the new run the same redrive starts.
+    outcome = {"status": "delivered", "attempts": 3, "at": "2026-11-21T20:30:00.000Z", "tries": 1}
+    sent = _dead(aws, "n-1", outcome=outcome, prior_attempts=2, redriven=1, content={})
+    before = get_ledger().get_entry("n-1", "erp-webhook")
+
+    admin.call("POST", REDRIVE)
+
+    [moved] = _moved(aws)
+    assert moved == {**{key: value for key, value in sent.items() if key != "not_before"}, "slot_reserved": False}
+    assert get_ledger().get_entry("n-1", "erp-webhook") == before
+
+
 def test_redrive_max_messages_limits_the_move(admin: AdminApi, aws: AwsResources) -> None:
     for index in range(3):
         _dead(aws, f"n-{index}")

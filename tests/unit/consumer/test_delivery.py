@@ -1150,6 +1150,81 @@ def test_process_ledger_write_failing_while_retrying_leaves_no_record_only_copy(
     assert (copy.outcome, copy.attempt) == (None, 1)
 
 
+def test_process_record_only_copy_carries_no_content(rig: Rig) -> None:
+    # It sends nothing: without the content it is never larger than the message SQS took.
+    copy = _refused_outcome(rig)
+
+    assert copy.content.model_dump(exclude_none=True) == {}
+
+
+def test_process_record_only_copy_never_overwrites_a_newer_runs_row(rig: Rig) -> None:
+    # The run ended dead and its write failed; a redrive began a newer run, which ended failed: the late copy of the
+    # old run leaves that row (and its redrive count, which guards the newer run's copies) as it is.
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+    copy = _refused_outcome(rig)
+    rig.ledger.put(ID, KEY, DeliveryStatus.FAILED, attempts=6, last_error="webhook: HTTP 410", redriven=1)
+    rig.clock.advance(BACKOFF_1)
+
+    outcome = rig.process(copy.model_dump_json(exclude_none=True))
+
+    assert outcome is Outcome.SKIPPED
+    assert (rig.row().status, rig.row().attempts, rig.row().redriven, rig.row().last_error) == (
+        DeliveryStatus.FAILED,
+        6,
+        1,
+        "webhook: HTTP 410",
+    )
+
+
+def test_process_record_only_copy_seen_twice_writes_its_attempt_once(rig: Rig) -> None:
+    rig.channel.result = PermanentDeliveryError("webhook: HTTP 404")
+    copy = _refused_outcome(rig)
+    rig.clock.advance(BACKOFF_1)
+    body = copy.model_dump_json(exclude_none=True)
+
+    outcomes = [rig.process(body), rig.process(body)]
+
+    assert outcomes == [Outcome.RECORDED, Outcome.SKIPPED]
+    assert len(rig.row().history) == 1
+
+
+def test_process_record_only_copy_stays_on_the_queue_when_ledger_and_queue_both_fail(rig: Rig) -> None:
+    copy = _refused_outcome(rig)
+    rig.clock.advance(BACKOFF_1)
+    rig.ledger.fail_updates = True
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(copy.model_dump_json(exclude_none=True))
+
+    assert len(rig.sqs.changes) == 1
+    assert len(rig.channel.sent) == 1
+
+
+def test_process_record_only_copy_gives_up_after_a_whole_retry_window(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    copy = _refused_outcome(rig)
+    rig.clock.advance(RetryPolicy().window_seconds + 1)
+    rig.ledger.fail_updates = True
+
+    outcome = rig.process(copy.model_dump_json(exclude_none=True))
+
+    assert (outcome, rig.queue.sent) == (Outcome.SKIPPED, [])
+    assert "the ledger refused it for a whole retry window" in caplog.text
+
+
+def test_process_outcome_copy_that_cannot_be_written_never_makes_the_send_repeat(rig: Rig) -> None:
+    # A provider's error text with a lone surrogate: the copy cannot be serialized. The send happened once, and the
+    # message must not come back for another.
+    rig.ledger.fail_updates = True
+    rig.channel.result = PermanentDeliveryError("telegram: Bad Request: \ud83d")
+
+    outcome = rig.process()
+
+    assert (outcome, len(rig.channel.sent), rig.sqs.changes) == (Outcome.FAILED, 1, [])
+
+
 def test_read_entries_leaves_out_record_only_copies(rig: Rig) -> None:
     copy = _refused_outcome(rig)
     rig.clock.advance(BACKOFF_1)

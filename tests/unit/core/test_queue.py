@@ -233,7 +233,7 @@ def test_queue_send_refused_entry_tried_again_with_time_left() -> None:
     assert (len(client.batches), len(outcome.sent), outcome.failed) == (2, 3, {})
 
 
-def test_queue_send_batches_go_through_the_batch_client_made_at_the_first_batch() -> None:
+def test_queue_send_bounded_batches_go_through_the_batch_client_made_at_the_first_batch() -> None:
     client, batch_client = FakeSqsClient(), FakeSqsClient()
     made: list[str] = []
 
@@ -244,9 +244,17 @@ def test_queue_send_batches_go_through_the_batch_client_made_at_the_first_batch(
     queue = DeliveryQueue(client, URL, batch_client=make)
     assert made == []
 
-    queue.send(_messages(12))
+    queue.send(_messages(12), _seconds_left(30.0))
 
     assert (len(batch_client.batches), client.batches, made) == (2, [], ["batch client"])
+
+
+def test_queue_send_without_a_bound_keeps_the_client_with_retries() -> None:
+    client, batch_client = FakeSqsClient(), FakeSqsClient()
+
+    DeliveryQueue(client, URL, batch_client=lambda: batch_client).send(_messages(12))
+
+    assert (len(client.batches), batch_client.batches) == (2, [])
 
 
 def test_queue_send_later_unreachable_sqs_raises_upstream_error_without_url() -> None:
