@@ -38,7 +38,7 @@ from core.errors import (
     field_path,
 )
 from core.models import PublishRequest, PublishResponse
-from core.observability import logger
+from core.observability import logger, remaining_time
 
 MAX_BODY_BYTES = 256 * 1024
 # json's decoder, pydantic's serializer and the template renderer recurse once per level, so a body a few thousand
@@ -311,10 +311,9 @@ class Router:
 
     def time_left(self, margin_seconds: float = 0.0) -> Callable[[], float] | None:
         """Return what tells the seconds left to this invocation less ``margin_seconds``; None without a context."""
-        context = self.lambda_context
-        if context is None:
+        if self.lambda_context is None:
             return None
-        return lambda: float(context.get_remaining_time_in_millis()) / 1000 - margin_seconds
+        return remaining_time(self.lambda_context, margin_seconds)
 
     def resolve(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """Run the route of an event and return the proxy result; every error becomes ``{"message": …}``."""

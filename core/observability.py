@@ -1,4 +1,5 @@
-"""The logger, metrics and tracer every function shares (powertools; service name from the environment)."""
+"""The logger, metrics and tracer every function shares (powertools; service name from the environment), and the
+time an invocation has left, from its Lambda context."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 logger = Logger()
 metrics = Metrics()
+
+
+def remaining_time(context: Any, margin_seconds: float = 0.0) -> Callable[[], float]:
+    """Return what tells the seconds left to the invocation of ``context`` (a Lambda context), less a margin."""
+    return lambda: float(context.get_remaining_time_in_millis()) / 1000 - margin_seconds
 
 
 class LazyTracer:

@@ -34,6 +34,10 @@ class SendOutcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def _keys(chunks: Sequence[list[tuple[str, str]]]) -> list[str]:
+    return [key for chunk in chunks for key, _ in chunk]
+
+
 def _chunks(entries: Sequence[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
     """Group entries by ten, and so that no group's bodies exceed what one request may carry."""
     chunk: list[tuple[str, str]] = []
@@ -93,7 +97,7 @@ class DeliveryQueue:
             return {}
         if time_left is not None and time_left() < MIN_SEND_SECONDS:
             # Nothing is started that could land after the caller reported it failed.
-            outcome.failed.update(dict.fromkeys((key for chunk in chunks for key, _ in chunk), NO_TIME))
+            outcome.failed.update(dict.fromkeys(_keys(chunks), NO_TIME))
             return {}
         # Made here, once, not by several threads at once.
         client = self._client if time_left is None else self._batch_client()
@@ -109,11 +113,11 @@ class DeliveryQueue:
             answers = []
             for chunk, future in zip(chunks, futures, strict=True):
                 if future.cancelled():  # never started: more batches than threads, and the time ran out
-                    outcome.failed.update(dict.fromkeys((key for key, _ in chunk), NO_TIME))
+                    outcome.failed.update(dict.fromkeys(_keys([chunk]), NO_TIME))
                 elif future.done():
                     answers.append(future.result())
                 else:
-                    outcome.failed.update(dict.fromkeys((key for key, _ in chunk), NO_ANSWER))
+                    outcome.failed.update(dict.fromkeys(_keys([chunk]), NO_ANSWER))
         refused: dict[tuple[str, str], str] = {}
         for sent, failed in answers:
             outcome.sent.update(sent)

@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.audience.repository import AudienceRepository
-from core.audience.schedules import RetryPolicy, SendEnqueuer, dispatch_due, remaining_time
+from core.audience.schedules import RetryPolicy, SendEnqueuer, dispatch_due
 from core.audience.sends import AudienceSendEnqueuer
 from core.clients import get_database, get_expansion_queue
-from core.observability import logger, metrics, tracer
+from core.observability import logger, metrics, remaining_time, tracer
 from core.settings import CronSettings, load_settings
 
 

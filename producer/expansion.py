@@ -25,7 +25,7 @@ from core.clients import (
     get_topic_registry,
 )
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
-from core.observability import logger, metrics, tracer
+from core.observability import logger, metrics, remaining_time, tracer
 from core.settings import ExpandSettings, load_settings
 
 
@@ -64,7 +64,7 @@ def handle(job: AnyJob, context: Any) -> None:
     options: dict[str, Any] = {
         "senders": lambda: senders(config),
         "page_size": config.expansion_page_size,
-        "time_left": lambda: context.get_remaining_time_in_millis() / 1000 - margin,
+        "time_left": remaining_time(context, margin),
         "lease_seconds": config.expansion_lease_seconds,
     }
     stores = (repository, get_ledger(config), get_delivery_queue(config), get_expansion_queue(config))

@@ -374,11 +374,6 @@ def _dispatch_batch(
     return True
 
 
-def remaining_time(context: Any, margin_seconds: float) -> Callable[[], float]:
-    """Return a ``time_left`` for ``dispatch_due``: the Lambda context's remaining seconds less a margin."""
-    return lambda: context.get_remaining_time_in_millis() / 1000 - margin_seconds
-
-
 # --- GET / DELETE /v1/schedules… ----------------------------------------------------------------------------------
 
 
