@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field
 
-from core.errors import NotFoundError
+from core.errors import InvalidRequestError, NotFoundError
 from core.ledger import LedgerEntry
 from core.models import DeliveryStatus, Reply
 from core.ports import LedgerReaderPort
+
+_NOTIFICATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class DeliveryView(Reply):
@@ -73,6 +76,11 @@ def _delivery(entry: LedgerEntry) -> dict[str, Any]:
     return view
 
 
+def _check_caller(notification_id: str, publisher: str | None, caller: str | None) -> None:
+    if publisher is not None and publisher != caller:
+        raise NotFoundError(f"notification {notification_id!r} does not exist")
+
+
 def notification_status(
     notification_id: str, ledger: LedgerReaderPort, caller: str | None, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -81,9 +89,16 @@ def notification_status(
     Only the API key that published a notification may read it; any other key is told it does not exist, so ids of
     other publishers' notifications cannot be probed.
     """
-    page = ledger.page(notification_id, cursor)
-    if page.record.caller is not None and page.record.caller != caller:
-        raise NotFoundError(f"notification {notification_id!r} does not exist")
+    if not _NOTIFICATION_ID.fullmatch(notification_id):
+        # Every id this service gives is a UUID; anything else, however long, names no notification.
+        raise NotFoundError("no notification has this id (notification ids are UUIDs)")
+    try:
+        page = ledger.page(notification_id, cursor)
+    except InvalidRequestError:
+        # A bad cursor is told only to the notification's own publisher: to any other key, the id does not exist.
+        _check_caller(notification_id, ledger.get_record(notification_id).caller, caller)
+        raise
+    _check_caller(notification_id, page.record.caller, caller)
     body: dict[str, Any] = {
         "notification_id": notification_id,
         "source": page.record.source,

@@ -114,7 +114,7 @@ def _action(body: str | None) -> str | None:
         raise MalformedRequestError('frames are JSON objects such as {"action": "refresh"}')
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested too deeply for the parser
         raise MalformedRequestError('frames are JSON objects such as {"action": "refresh"}') from None
     action = data.get("action") if isinstance(data, dict) else None
     return action if isinstance(action, str) else None

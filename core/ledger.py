@@ -249,7 +249,8 @@ def decode_cursor(cursor: str) -> str:
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         key = data["k"] if isinstance(data, dict) else None
-    except (ValueError, binascii.Error, KeyError, UnicodeDecodeError):
+    except (ValueError, binascii.Error, KeyError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a crafted cursor of deeply nested brackets, which no cursor this API gives holds.
         key = None
     if not isinstance(key, str) or not key or key == NOTIFICATION_KEY:
         raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")

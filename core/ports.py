@@ -94,6 +94,10 @@ class LedgerReaderPort(Protocol):
         """Return a notification's record, a page of its deliveries and the count per status."""
         ...
 
+    def get_record(self, notification_id: str) -> NotificationRecord:
+        """Return a notification's record; raise ``NotFoundError`` when there is none."""
+        ...
+
 
 @runtime_checkable
 class TopicRegistryPort(Protocol):

@@ -28,6 +28,8 @@ MAX_TOKEN_CHARS = 4096
 # Clocks of the functions that sign and check tokens differ by a little.
 CLOCK_SKEW_SECONDS = 60
 _KEY_ID = re.compile(KEY_ID_PATTERN)
+# A token's body and signature are unpadded base64url, ASCII only: hmac.compare_digest refuses other text.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,12 @@ def read_token(token: str, keys: KeyRingPort, now: float) -> TokenClaims:
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise InvalidTokenError("the token is malformed")
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != TOKEN_VERSION or not _KEY_ID.fullmatch(parts[1]):
+    if (
+        len(parts) != 4
+        or parts[0] != TOKEN_VERSION
+        or not _KEY_ID.fullmatch(parts[1])
+        or not all(_BASE64URL.fullmatch(part) for part in parts[2:])
+    ):
         raise InvalidTokenError("the token is malformed")
     _, key_id, body, signature = parts
     secret = keys.verification_key(key_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from tests.support.events import api_event, publish_event, response_json, topic_
 
 STATUS = "/v1/notifications/{notification_id}"
 METADATA = {"order_id": "A-1", "name": "Ada", "total": 12.5}
+BIG = "0b0e4b8e-5a1c-4a57-9d1e-5f0e0c3a1b01"
+SMALL = "0b0e4b8e-5a1c-4a57-9d1e-5f0e0c3a1b02"
 
 
 def _publish(admin: AdminApi, context: FakeLambdaContext) -> dict[str, Any]:
@@ -148,11 +151,11 @@ def test_status_other_api_key_returns_404(admin: AdminApi, lambda_context: FakeL
 
 
 def test_status_large_audience_pages_by_cursor(aws: AwsResources, lambda_context: FakeLambdaContext) -> None:
-    _audience("n-big", count=300, attempted=250)
+    _audience(BIG, count=300, attempted=250)
 
     pages, cursor = [], None
     while True:
-        body = response_json(_status("n-big", lambda_context, cursor))
+        body = response_json(_status(BIG, lambda_context, cursor))
         pages.append(body)
         cursor = body.get("next")
         if cursor is None:
@@ -166,12 +169,45 @@ def test_status_large_audience_pages_by_cursor(aws: AwsResources, lambda_context
 
 
 def test_status_foreign_cursor_returns_422_naming_cursor(aws: AwsResources, lambda_context: FakeLambdaContext) -> None:
-    _audience("n-small", count=1, attempted=1)
+    _audience(SMALL, count=1, attempted=1)
 
-    response = _status("n-small", lambda_context, cursor="not-a-cursor")
+    response = _status(SMALL, lambda_context, cursor="not-a-cursor")
 
     assert response["statusCode"] == 422
     assert response_json(response)["message"].startswith("cursor: ")
+
+
+def test_status_deeply_nested_cursor_returns_422_naming_cursor(
+    aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    _audience(SMALL, count=1, attempted=1)
+    cursor = base64.urlsafe_b64encode(b"[" * 1500).decode().rstrip("=")
+
+    response = _status(SMALL, lambda_context, cursor=cursor)
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("cursor: ")
+
+
+def test_status_bad_cursor_of_another_callers_notification_returns_404(
+    aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    _audience(SMALL, count=1, attempted=1)
+
+    response = _status(SMALL, lambda_context, cursor="not-a-cursor", api_key_id="someone-else")
+
+    assert response["statusCode"] == 404
+    assert response_json(response) == {"message": f"notification {SMALL!r} does not exist"}
+
+
+@pytest.mark.parametrize("notification_id", ["n" * 2100, "not-a-uuid", "00000000-0000-0000-0000-00000000000G"])
+def test_status_id_not_a_uuid_returns_404_without_echoing_it(
+    aws: AwsResources, lambda_context: FakeLambdaContext, notification_id: str
+) -> None:
+    response = _status(notification_id, lambda_context)
+
+    assert response["statusCode"] == 404
+    assert response_json(response) == {"message": "no notification has this id (notification ids are UUIDs)"}
 
 
 def test_status_location_header_of_publish_is_the_status_route(

@@ -89,6 +89,18 @@ def test_connect_forged_token_is_refused_401(store: FakeConnectionStore) -> None
     assert store.connections == {}
 
 
+@pytest.mark.parametrize("part", [2, 3])
+def test_connect_token_with_non_ascii_text_is_refused_401(store: FakeConnectionStore, part: int) -> None:
+    parts = _token().split(".")
+    parts[part] = "\u00e9" + parts[part][1:]
+
+    response = _call(ws_event("$connect", queryStringParameters={"token": ".".join(parts)}))
+
+    assert response["statusCode"] == 401
+    assert json.loads(response["body"]) == {"message": "the token is malformed"}
+    assert store.connections == {}
+
+
 def test_connect_expired_token_is_refused_401(store: FakeConnectionStore) -> None:
     expired = issue_token("alice", (), 60, KEYS, time.time() - 61).token
 
@@ -139,7 +151,9 @@ def test_default_refresh_of_an_expired_connection_is_refused(store: FakeConnecti
     assert json.loads(response["body"])["type"] == "error"
 
 
-@pytest.mark.parametrize("body", ["not json", json.dumps({"action": "subscribe"}), json.dumps([1]), "", "x" * 5000])
+@pytest.mark.parametrize(
+    "body", ["not json", json.dumps({"action": "subscribe"}), json.dumps([1]), "", "x" * 5000, "[" * 2000]
+)
 def test_default_other_frames_answer_an_error_frame(store: FakeConnectionStore, body: str) -> None:
     response = _call(ws_event("$default", body=body))
 
