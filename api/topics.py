@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,14 +10,20 @@ from pydantic import BaseModel
 
 from core.channels import CREDENTIAL_FIELDS, NAME_RULE, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
-from core.ledger import utc_now
+from core.ledger import epoch_time, iso_time, utc_now
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
 from core.ports import SecretStorePort, TopicRegistryPort
+from core.secrets import MAX_SECRET_CHARS, secret_text
 from core.templates import variables
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
+# How long credentials a topic stopped using are kept: a delivery queued with them may be retried for as long as the
+# delivery queue keeps it (4 days, infra/sqs.yml), then wait in its dead-letter queue for a redrive (14 days).
+CREDENTIALS_RETENTION_DAYS = 18
+# At most this many are kept per topic (each takes a parameter and room in the topic's item); the oldest go first.
+MAX_RETIRED_CREDENTIALS = 200
 
 
 class IntegrationView(Reply):
@@ -158,15 +164,27 @@ def _live_refs(topic: Topic) -> dict[str, str]:
     return {i.name: i.credentials_ref for i in topic.integrations if i.credentials_ref}
 
 
+def _retire(retired: Mapping[str, str], now_retired: Iterable[str], now: str) -> tuple[dict[str, str], set[str]]:
+    """Return the retired credentials to keep (reference → when retired) and those to delete now: those retired
+    ``CREDENTIALS_RETENTION_DAYS`` ago or longer, and the oldest beyond ``MAX_RETIRED_CREDENTIALS``."""
+    kept = {**retired, **dict.fromkeys(now_retired, now)}
+    cutoff = iso_time((epoch_time(now) or 0.0) - CREDENTIALS_RETENTION_DAYS * 86400)
+    expired = {ref for ref, when in kept.items() if when <= cutoff}
+    by_age = sorted((when, ref) for ref, when in kept.items() if ref not in expired)
+    expired.update(ref for _, ref in by_age[: max(0, len(by_age) - MAX_RETIRED_CREDENTIALS)])
+    return {ref: when for ref, when in kept.items() if ref not in expired}, expired
+
+
 def put_topic(
     channel: str, topic: str, request: TopicRequest, registry: TopicRegistryPort, store: SecretStorePort
 ) -> tuple[TopicChange, str | None]:
     """Create a topic (returning its new hash, shown this once) or replace its integrations (the hash is kept).
 
     Credentials are written under new parameter names and the topic's conditional write switches to them, so a PUT
-    that loses a race (409) or fails (502) changes no credentials a topic uses, and deletes the ones it wrote. After
-    a replace, the credentials of integrations it removed are deleted, and those it replaced are kept until the next
-    change, for deliveries already queued with them.
+    that loses a race (409) or fails (502) changes no credentials a topic uses, and deletes the ones it wrote.
+    Credentials equal to those an integration uses keep their parameter: applying the same topic again writes none.
+    Those a replace stops using (changed, dropped, or of an integration it removed) are kept for deliveries queued
+    with them, ``CREDENTIALS_RETENTION_DAYS``, and deleted by the first change after that.
     """
     check_names(channel, topic)
     for index, spec in enumerate(request.integrations):
@@ -189,28 +207,37 @@ def put_topic(
         base = existing.topic
     before = _live_refs(base)
     secrets = {spec.name: credentials for spec in request.integrations if (credentials := spec.credentials_dict())}
-    replaced = sorted(before[name] for name in secrets if name in before)
+    for index, spec in enumerate(request.integrations):
+        if spec.name in secrets and len(secret_text(secrets[spec.name])) > MAX_SECRET_CHARS:
+            raise InvalidRequestError(
+                f"integrations[{index}].credentials",
+                f"must take at most {MAX_SECRET_CHARS} characters stored as JSON (SSM's limit); these are longer",
+            )
+    current = store.read(sorted(before[name] for name in secrets if name in before))
+    same = {
+        name: before[name] for name, secret in secrets.items() if name in before and current.get(before[name]) == secret
+    }
+    changed = {name: secret for name, secret in secrets.items() if name not in same}
+    retired, expired = _retire(existing.retired if existing else {}, set(before.values()) - set(same.values()), now)
 
     def version(refs: dict[str, str]) -> Topic:
         return base.model_copy(update={"integrations": _integrations(request.integrations, refs), "updated_at": now})
 
     # Checked with the longest names credentials may get, before anything is written.
-    check_item_size(version({name: store.integration_refs(channel, topic, name)[-1] for name in secrets}), replaced)
-    taken = set(before.values()) | set(existing.replaced_refs if existing is not None else ())
-    refs = _store_credentials(channel, topic, secrets, taken, store)
-    stored = version(refs)
+    longest = {name: store.integration_refs(channel, topic, name)[-1] for name in changed}
+    check_item_size(version({**same, **longest}), retired)
+    taken = set(before.values()) | set(existing.retired if existing is not None else ())
+    written = _store_credentials(channel, topic, changed, taken, store)
+    stored = version({**same, **written})
     try:
         if existing is None:
             registry.create(stored)
         else:
-            registry.replace(stored, existing.topic.updated_at, replaced)
+            registry.replace(stored, existing.topic.updated_at, retired)
     except Exception:
-        _delete_quietly(refs.values(), store, "new credentials not deleted after a failed write")
+        _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
         raise
-    if existing is not None:
-        # Replaced two changes ago, or removed now: neither the topic nor a delivery queued since names them.
-        unused = set(existing.replaced_refs) | (set(before.values()) - set(replaced))
-        _delete_quietly(unused, store, "replaced credentials not deleted")
+    _delete_quietly(expired, store, "retired credentials not deleted")
     return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
 
 
@@ -224,9 +251,10 @@ def _find(registry: TopicRegistryPort, channel: str, topic: str) -> StoredTopic 
 def delete_topic(channel: str, topic: str, registry: TopicRegistryPort, store: SecretStorePort) -> None:
     """Delete a topic and the credentials of its integrations, those it replaced last included."""
     removed = registry.delete(channel, topic)
-    refs = set(_live_refs(removed.topic).values()) | set(removed.replaced_refs)
-    if refs:
-        store.delete(sorted(refs))
+    # The topic is gone whatever happens next: credentials left behind are logged, never answered as a failure.
+    _delete_quietly(
+        set(_live_refs(removed.topic).values()) | set(removed.retired), store, "deleted topic's credentials kept"
+    )
 
 
 def rotate_hash(channel: str, topic: str, registry: TopicRegistryPort) -> str:
@@ -234,5 +262,5 @@ def rotate_hash(channel: str, topic: str, registry: TopicRegistryPort) -> str:
     existing = registry.read_stored(channel, topic)
     topic_hash = new_topic_hash()
     rotated = existing.topic.model_copy(update={"hash_sha256": hash_topic_secret(topic_hash), "updated_at": utc_now()})
-    registry.replace(rotated, existing.topic.updated_at, existing.replaced_refs)
+    registry.replace(rotated, existing.topic.updated_at, existing.retired)
     return topic_hash

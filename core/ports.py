@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from core.pacing import PaceStore
@@ -112,7 +112,7 @@ class TopicRegistryPort(Protocol):
         ...
 
     def read_stored(self, channel: str, topic: str) -> StoredTopic:
-        """Return a topic read now with the credentials its previous version used."""
+        """Return a topic read now with the credentials its earlier versions used that are still kept."""
         ...
 
     def list(self, channel: str) -> list[Topic]:
@@ -123,8 +123,8 @@ class TopicRegistryPort(Protocol):
         """Write a new topic; raise ``ConflictError`` when one exists."""
         ...
 
-    def replace(self, topic: Topic, expected_updated_at: str, replaced_refs: Iterable[str] = ()) -> None:
-        """Replace a topic unless it changed since ``expected_updated_at``."""
+    def replace(self, topic: Topic, expected_updated_at: str, retired: Mapping[str, str] | None = None) -> None:
+        """Replace a topic unless it changed since ``expected_updated_at``; ``retired``: credentials kept."""
         ...
 
     def delete(self, channel: str, topic: str) -> StoredTopic:
@@ -146,6 +146,10 @@ class SecretStorePort(Protocol):
 
     def get(self, name: str) -> dict[str, str]:
         """Return a secret object; raise ``NotFoundError`` when there is none."""
+        ...
+
+    def read(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Return the secret objects of those ``names`` that exist, by name."""
         ...
 
     def delete(self, names: Iterable[str]) -> None:

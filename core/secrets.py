@@ -14,6 +14,14 @@ from typing import Any
 
 from core.errors import AWS_ERRORS, ConflictError, NotFoundError, aws_error, error_code
 
+# SSM's limit on a Standard parameter's value; credentials are stored as ASCII JSON (non-ASCII escaped).
+MAX_SECRET_CHARS = 4096
+
+
+def secret_text(secret: dict[str, str]) -> str:
+    """Return the text a secret object is stored as."""
+    return json.dumps(secret)
+
 
 class SecretStore:
     """Stores and reads JSON objects of secrets under a parameter-name prefix.
@@ -47,7 +55,7 @@ class SecretStore:
         for name in names:
             try:
                 self._client.put_parameter(
-                    Name=name, Value=json.dumps(secret), Type="SecureString", Overwrite=False, Tier="Standard"
+                    Name=name, Value=secret_text(secret), Type="SecureString", Overwrite=False, Tier="Standard"
                 )
             except AWS_ERRORS as exc:
                 if error_code(exc) == "ParameterAlreadyExists":
@@ -66,6 +74,18 @@ class SecretStore:
             raise aws_error(exc, "reading credentials") from exc
         value: dict[str, str] = json.loads(response["Parameter"]["Value"])
         return value
+
+    def read(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Return the secret objects of those ``names`` that exist, by name: ten per ``GetParameters`` call."""
+        found: dict[str, dict[str, str]] = {}
+        for start in range(0, len(names), 10):
+            try:
+                response = self._client.get_parameters(Names=list(names[start : start + 10]), WithDecryption=True)
+            except AWS_ERRORS as exc:
+                raise aws_error(exc, "reading credentials") from exc
+            for parameter in response.get("Parameters", []):
+                found[parameter["Name"]] = json.loads(parameter["Value"])
+        return found
 
     def delete(self, names: Iterable[str]) -> None:
         """Delete parameters; names that do not exist are ignored."""

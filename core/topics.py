@@ -7,8 +7,8 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import (
@@ -45,13 +45,11 @@ MAX_ITEM_BYTES = 400_000
 
 @dataclass(frozen=True)
 class StoredTopic:
-    """A topic as its item holds it, with the credentials its previous version used (``replaced_refs``).
-
-    Those stay until the topic changes again, so deliveries queued before a change still read theirs.
-    """
+    """A topic as its item holds it, with the credentials its earlier versions used (``retired``: reference → when
+    the topic stopped using it), kept while deliveries queued before a change may still read them."""
 
     topic: Topic
-    replaced_refs: tuple[str, ...] = ()
+    retired: Mapping[str, str] = field(default_factory=dict)
 
 
 def _json(value: Any) -> str:
@@ -64,7 +62,7 @@ def _json(value: Any) -> str:
     return text
 
 
-def _to_item(topic: Topic, replaced_refs: Iterable[str] = ()) -> dict[str, Any]:
+def _to_item(topic: Topic, retired: Mapping[str, str] | None = None) -> dict[str, Any]:
     integrations = [integration.model_dump(mode="json") for integration in topic.integrations]
     item: dict[str, Any] = {
         "channel": {"S": topic.channel},
@@ -76,9 +74,8 @@ def _to_item(topic: Topic, replaced_refs: Iterable[str] = ()) -> dict[str, Any]:
         "created_at": {"S": topic.created_at},
         "updated_at": {"S": topic.updated_at},
     }
-    replaced = sorted(set(replaced_refs))
-    if replaced:
-        item["replaced_refs"] = {"SS": replaced}
+    if retired:
+        item["retired_refs"] = {"S": _json(dict(sorted(retired.items())))}
     return item
 
 
@@ -94,7 +91,13 @@ def _from_item(item: dict[str, Any]) -> Topic:
 
 
 def _stored_from_item(item: dict[str, Any]) -> StoredTopic:
-    return StoredTopic(_from_item(item), tuple(sorted(item.get("replaced_refs", {}).get("SS", []))))
+    topic = _from_item(item)
+    if "retired_refs" in item:
+        retired: dict[str, str] = json.loads(item["retired_refs"]["S"])
+    else:
+        # An item written before retirement times were kept: its replaced credentials count from its last change.
+        retired = dict.fromkeys(item.get("replaced_refs", {}).get("SS", []), topic.updated_at)
+    return StoredTopic(topic, retired)
 
 
 def _item_size(item: dict[str, Any]) -> int:
@@ -116,9 +119,9 @@ def _check_size(item: dict[str, Any], topic: Topic) -> None:
         )
 
 
-def check_item_size(topic: Topic, replaced_refs: Iterable[str] = ()) -> None:
+def check_item_size(topic: Topic, retired: Mapping[str, str] | None = None) -> None:
     """Raise ``PayloadTooLargeError`` when the topic's item would be over DynamoDB's item limit."""
-    _check_size(_to_item(topic, replaced_refs), topic)
+    _check_size(_to_item(topic, retired), topic)
 
 
 class TopicRegistry:
@@ -195,12 +198,12 @@ class TopicRegistry:
         """Store a new topic; raise ``ConflictError`` if it exists already, ``PayloadTooLargeError`` if too large."""
         self._put(_to_item(topic), topic, "attribute_not_exists(channel)", None)
 
-    def replace(self, topic: Topic, expected_updated_at: str, replaced_refs: Iterable[str] = ()) -> None:
+    def replace(self, topic: Topic, expected_updated_at: str, retired: Mapping[str, str] | None = None) -> None:
         """Overwrite a topic read at ``expected_updated_at``; raise ``ConflictError`` if it changed since.
 
-        ``replaced_refs`` are the credentials the version before this one used, kept until the next change.
+        ``retired``: the credentials earlier versions used that are still kept, each with when it was retired.
         """
-        self._put(_to_item(topic, replaced_refs), topic, "updated_at = :seen", {":seen": {"S": expected_updated_at}})
+        self._put(_to_item(topic, retired), topic, "updated_at = :seen", {":seen": {"S": expected_updated_at}})
 
     def _put(self, item: dict[str, Any], topic: Topic, condition: str, values: dict[str, Any] | None) -> None:
         _check_size(item, topic)

@@ -149,23 +149,41 @@ def test_put_existing_topic_keeps_the_hash(admin: AdminApi, aws: AwsResources) -
     assert item["hash_sha256"]["S"] == hash_topic_secret(topic_hash)
 
 
-def test_put_replace_deletes_parameters_of_removed_integrations(admin: AdminApi, aws: AwsResources) -> None:
+def test_put_replace_keeps_credentials_of_removed_integrations_for_queued_deliveries(
+    admin: AdminApi, aws: AwsResources
+) -> None:
     admin.put_topic(topic_body())
 
     admin.put_topic(_body_without("team-slack", "erp-webhook"))
 
-    assert not {SECRET_REFS["team-slack"], SECRET_REFS["erp-webhook"]} & set(_parameters(aws))
+    assert {SECRET_REFS["team-slack"], SECRET_REFS["erp-webhook"]} <= set(_parameters(aws))
+    assert set(_retired(aws)) == {SECRET_REFS["team-slack"], SECRET_REFS["erp-webhook"]}
     assert _live_credentials(aws, "ops-telegram") == {"bot_token": TOPIC_SECRETS[1]}
 
 
-def test_put_replace_without_credentials_deletes_its_parameter(admin: AdminApi, aws: AwsResources) -> None:
+def test_put_replace_without_credentials_retires_its_parameter(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
     body = topic_body()
     del body["integrations"][3]["credentials"]
 
     admin.put_topic(body)
 
-    assert SECRET_REFS["erp-webhook"] not in _parameters(aws)
+    assert SECRET_REFS["erp-webhook"] in _parameters(aws)
+    assert set(_retired(aws)) == {SECRET_REFS["erp-webhook"]}
+
+
+def test_put_same_credentials_again_keeps_their_parameters(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    before = _parameter_values(aws)
+
+    admin.put_topic(topic_body())
+    admin.put_topic(topic_body())
+
+    # Applying a topic again (a deploy's re-run) writes no credentials and retires none: every queued delivery's
+    # reference stays the one the topic uses.
+    assert _parameter_values(aws) == before
+    assert set(before) == set(SECRET_REFS.values())
+    assert _retired(aws) == {}
 
 
 def test_put_replace_switches_the_topic_to_the_new_credentials(admin: AdminApi, aws: AwsResources) -> None:
@@ -424,6 +442,29 @@ def test_put_malformed_json_returns_400(admin: AdminApi) -> None:
     assert "not valid JSON" in _error(response)
 
 
+def test_put_credentials_over_ssm_limit_returns_422_naming_them(admin: AdminApi, aws: AwsResources) -> None:
+    response = admin.put_topic(_with(3, credentials={"signing_secret": "s" * 5000}))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("integrations[3].credentials: must take at most 4096 characters")
+    assert "s" * 100 not in response["body"]
+    assert _parameters(aws) == {}
+
+
+def test_delete_topic_credentials_delete_failure_still_answers_204(
+    admin: AdminApi, aws: AwsResources, logs: Callable[[], str]
+) -> None:
+    admin.put_topic(topic_body())
+    store = SecretStore(_SsmFailingOnDelete(aws.ssm), NAMES["PARAMETER_PREFIX"])
+
+    with patch("api.handler.get_secret_store", return_value=store):
+        response = admin.call("DELETE", TOPIC, PATH)
+
+    assert response["statusCode"] == 204
+    assert _topic_item(aws) is None
+    assert "deleted topic's credentials kept" in logs()
+
+
 def test_put_invalid_body_error_never_echoes_a_secret(admin: AdminApi) -> None:
     response = admin.put_topic(_with(3, credentials={"signing_secret": "webhook-secret-2b7e-0123456789", "x": 1}))
 
@@ -481,6 +522,13 @@ class _DynamoDB:
             error = {"Error": {"Code": "InternalServerError", "Message": "boom"}}
             raise ClientError(error, "PutItem")
         return self._client.put_item(**kwargs)
+
+
+def _retired(aws: AwsResources) -> dict[str, str]:
+    item = _topic_item(aws)
+    assert item is not None
+    retired: dict[str, str] = json.loads(item["retired_refs"]["S"]) if "retired_refs" in item else {}
+    return retired
 
 
 def _put_directly(aws: AwsResources, body: dict[str, Any], dynamodb: Any, ssm: Any = None) -> None:
@@ -560,9 +608,12 @@ class _SsmFailingOnPut:
 def test_put_failed_credentials_write_removes_those_already_written(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
     parameters_before, item_before = _parameter_values(aws), _topic_item(aws)
+    body = _with_slack_url(LOSER_URL)
+    body["integrations"][2]["credentials"]["bot_token"] = "654321:rotated"
+    body["integrations"][3]["credentials"]["signing_secret"] = "webhook-secret-rotated-0123456789"
 
     with pytest.raises(UpstreamError):
-        _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, _SsmFailingOnPut(aws.ssm, 3))
+        _put_directly(aws, body, aws.dynamodb, _SsmFailingOnPut(aws.ssm, 3))
 
     assert _parameter_values(aws) == parameters_before
     assert _topic_item(aws) == item_before
@@ -578,16 +629,44 @@ def test_put_replace_keeps_the_replaced_credentials_for_queued_deliveries(admin:
     assert json.loads(value) == {"webhook_url": TOPIC_SECRETS[0]}
 
 
-def test_put_second_replace_deletes_credentials_replaced_by_the_first(admin: AdminApi, aws: AwsResources) -> None:
+def test_put_second_replace_keeps_credentials_replaced_by_the_first(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
     admin.put_topic(_with_slack_url(WINNER_URL))
 
     admin.put_topic(_with_slack_url(LOSER_URL))
 
+    # A delivery queued before the first change may be retried for days: its credentials outlive later changes.
     values = _parameter_values(aws)
-    assert not set(SECRET_REFS.values()) & set(values)
-    assert len(values) == 6  # the three live credentials and the three they replaced
+    assert values[SECRET_REFS["team-slack"]] == {"webhook_url": TOPIC_SECRETS[0]}
+    assert len(values) == 5  # the three live credentials and the two Slack URLs they replaced
+    assert len(_retired(aws)) == 2
     assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}
+
+
+def test_put_after_the_retention_deletes_retired_credentials(admin: AdminApi, aws: AwsResources) -> None:
+    with patch("api.topics.utc_now", return_value="2026-11-01T00:00:00.000Z"):
+        admin.put_topic(topic_body())
+        admin.put_topic(_with_slack_url(WINNER_URL))
+
+    with patch("api.topics.utc_now", return_value="2026-11-19T00:00:00.001Z"):  # 18 days and a moment later
+        admin.put_topic(_with_slack_url(LOSER_URL))
+
+    values = _parameter_values(aws)
+    assert SECRET_REFS["team-slack"] not in values
+    assert len(values) == 4  # the three live credentials and the winner's URL, retired now
+    assert list(_retired(aws).values()) == ["2026-11-19T00:00:00.001Z"]
+
+
+def test_put_beyond_the_most_retired_credentials_deletes_the_oldest(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    admin.put_topic(_with_slack_url(WINNER_URL))
+
+    with patch("api.topics.MAX_RETIRED_CREDENTIALS", 1):
+        admin.put_topic(_with_slack_url(LOSER_URL))
+
+    values = _parameter_values(aws)
+    assert SECRET_REFS["team-slack"] not in values
+    assert [values[ref] for ref in _retired(aws)] == [{"webhook_url": WINNER_URL}]
 
 
 class _SsmFailingOnDelete:
@@ -606,14 +685,16 @@ class _SsmFailingOnDelete:
 def test_put_cleanup_failure_after_the_write_still_answers_success(
     admin: AdminApi, aws: AwsResources, logs: Callable[[], str]
 ) -> None:
-    admin.put_topic(topic_body())
-    admin.put_topic(_with_slack_url(WINNER_URL))
+    with patch("api.topics.utc_now", return_value="2026-11-01T00:00:00.000Z"):
+        admin.put_topic(topic_body())
+        admin.put_topic(_with_slack_url(WINNER_URL))
     ssm = _SsmFailingOnDelete(aws.ssm)
 
-    _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, ssm)
+    with patch("api.topics.utc_now", return_value="2026-11-20T00:00:00.000Z"):
+        _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, ssm)
 
     assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}
-    assert "replaced credentials not deleted" in logs()
+    assert "retired credentials not deleted" in logs()
 
 
 def test_delete_topic_removes_replaced_credentials_too(admin: AdminApi, aws: AwsResources) -> None:

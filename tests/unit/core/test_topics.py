@@ -179,26 +179,42 @@ def test_check_item_size_counts_utf8_bytes() -> None:
         check_item_size(_topic(text="通" * 134_000))  # 402 000 bytes: does not
 
 
-def test_check_item_size_counts_replaced_credentials() -> None:
+def test_check_item_size_counts_retired_credentials() -> None:
     topic = _topic(text="x" * 399_000)
     check_item_size(topic)
 
     with pytest.raises(PayloadTooLargeError):
         check_item_size(
-            topic, replaced_refs=[f"/notify/test/integrations/orders/shipped/s{index}" for index in range(50)]
+            topic,
+            {f"/notify/test/integrations/orders/shipped/s{index}": "2026-01-01T00:00:00.000Z" for index in range(50)},
         )
 
 
-def test_registry_round_trip_keeps_replaced_credentials(client: FakeDynamoDBClient) -> None:
+def test_registry_round_trip_keeps_retired_credentials_with_their_times(client: FakeDynamoDBClient) -> None:
     registry = TopicRegistry(client, TABLE)
+    retired = {"/p/s": "2026-01-01T00:00:00.000Z", "/p/t": "2026-01-02T00:00:00.000Z"}
 
-    registry.replace(_topic(), "2026-01-01T00:00:00.000Z", replaced_refs=["/p/s", "/p/t"])
+    registry.replace(_topic(), "2026-01-01T00:00:00.000Z", retired)
 
-    assert registry.read_stored("orders", "shipped") == StoredTopic(_topic(), ("/p/s", "/p/t"))
+    assert registry.read_stored("orders", "shipped") == StoredTopic(_topic(), retired)
 
 
-def test_registry_topic_without_replaced_credentials_reads_none(client: FakeDynamoDBClient) -> None:
-    assert TopicRegistry(client, TABLE).read_stored("orders", "shipped").replaced_refs == ()
+def test_registry_item_of_replaced_credentials_without_times_reads_them_retired_at_its_last_change(
+    client: FakeDynamoDBClient,
+) -> None:
+    registry = TopicRegistry(client, TABLE)
+    registry.create(_topic())
+    key = {"channel": {"S": "orders"}, "topic": {"S": "shipped"}}
+    item = client.get_item(TableName=TABLE, Key=key)["Item"]
+    client.put_item(TableName=TABLE, Item={**item, "replaced_refs": {"SS": ["/p/s", "/p/t"]}})
+
+    stored = registry.read_stored("orders", "shipped")
+
+    assert stored.retired == {"/p/s": _topic().updated_at, "/p/t": _topic().updated_at}
+
+
+def test_registry_topic_without_retired_credentials_reads_none(client: FakeDynamoDBClient) -> None:
+    assert TopicRegistry(client, TABLE).read_stored("orders", "shipped").retired == {}
 
 
 def test_registry_list_over_several_query_pages_returns_every_topic_by_name() -> None:
