@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from core.channels.base import Channel, DeliveryReceipt, IntegrationBase, Limit
 from core.errors import PermanentDeliveryError, RetryableDeliveryError, UpstreamError
@@ -49,6 +49,15 @@ class SubscribersIntegration(IntegrationBase):
     type: Literal[IntegrationType.SUBSCRIBERS]
     target: SubscribersTarget = Field(default_factory=SubscribersTarget)
     model: SubscribersModel
+
+    @field_validator("model")
+    @classmethod
+    def _subject_for_email(cls, value: SubscribersModel, info: ValidationInfo) -> SubscribersModel:
+        # Told when the topic is saved, not by every subscriber's email failing at each publish.
+        target = info.data.get("target")
+        if target is not None and "email" in target.channels and value.subject is None:
+            raise ValueError("subject is required when the subscribers are reached by email (target.channels)")
+        return value
 
 
 class SubscribersChannel(Channel):

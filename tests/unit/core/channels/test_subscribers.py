@@ -53,6 +53,7 @@ def test_subscribers_integration_defaults_to_push() -> None:
         ({"target": {"channels": []}}, "channels"),
         ({"model": {"subject": "no text"}}, "text"),
         ({"model": "a string"}, "model"),
+        ({"target": {"channels": ["push", "email"]}, "model": {"text": "no subject"}}, "model"),
     ],
 )
 def test_subscribers_integration_invalid_is_refused_naming_the_field(change: dict[str, Any], field: str) -> None:
@@ -60,6 +61,14 @@ def test_subscribers_integration_invalid_is_refused_naming_the_field(change: dic
         TopicRequest.model_validate({"integrations": [{**FOLLOWERS, **change}]})
 
     assert any(field in map(str, error["loc"]) for error in raised.value.errors())
+
+
+def test_subscribers_integration_by_email_with_a_subject_is_accepted() -> None:
+    followers = {**FOLLOWERS, "target": {"channels": ["email"]}}
+
+    [integration] = TopicRequest.model_validate({"integrations": [followers]}).integrations
+
+    assert integration.model_dump(mode="json")["model"]["subject"] == "$shop"
 
 
 def test_topic_with_two_subscribers_integrations_is_refused() -> None:
