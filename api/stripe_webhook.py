@@ -25,9 +25,10 @@ WEBHOOK_PATH = "/v1/webhooks/stripe"
 
 
 class StripeWebhookResponse(Reply):
-    """Body of the webhook's 200: the event was verified and its envelope queued for the payment worker."""
+    """Body of the webhook's 200: the event was verified, and its envelope queued for the payment worker when the
+    worker handles its type."""
 
-    received: bool = Field(description="Always true: the event is queued.")
+    received: bool = Field(description="Always true: the event is queued (acknowledged only, if not a handled type).")
 
 
 def settings() -> StripeWebhookSettings:
@@ -47,7 +48,8 @@ def settings() -> StripeWebhookSettings:
     ),
 )
 def receive_stripe_webhook() -> Response:
-    """Verify a Stripe webhook's signature and queue the event; 400 when it is forged, stale, unsigned or malformed."""
+    """Verify a Stripe webhook's signature and queue the event (a type not handled is only acknowledged); 400 when it
+    is forged, stale, unsigned or malformed."""
     request = app.current_event
     config = settings()
     try:
@@ -65,8 +67,13 @@ def receive_stripe_webhook() -> Response:
         logger.warning("Stripe webhook refused", extra={"reason": str(exc)})
         metrics.add_metric(name="StripeWebhookRefused", unit=MetricUnit.Count, value=1)
         raise
-    logger.info("Stripe event queued", extra={"stripe_event_id": event.event_id, "stripe_event_type": event.event_type})
-    metrics.add_metric(name="StripeWebhookQueued", unit=MetricUnit.Count, value=1)
+    where = {"stripe_event_id": event.event_id, "stripe_event_type": event.event_type}
+    if event.handled:
+        logger.info("Stripe event queued", extra=where)
+        metrics.add_metric(name="StripeWebhookQueued", unit=MetricUnit.Count, value=1)
+    else:
+        logger.info("Stripe event type not handled: acknowledged, not queued", extra=where)
+        metrics.add_metric(name="StripeWebhookIgnored", unit=MetricUnit.Count, value=1)
     return json_response(200, {"received": True})
 
 

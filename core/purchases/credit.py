@@ -109,20 +109,21 @@ def credit_purchase(
     """Credit the customer's Stripe balance with the promotion of the purchase's promo code, once; record it.
 
     A purchase without a code gets nothing; one credited already, nothing more. A first attempt checks the promotion
-    and saves the credit's terms; a retry sends the saved terms (module docstring). An unknown, inactive or expired
-    code, a currency other than the promotion's, an unknown customer or a request Stripe refuses is recorded as
-    ``credit_error`` (its reason) and returned as ``REFUSED``: retrying cannot help. ``StripeUnavailableError`` (with
-    ``StripeIdempotencyError``) and ``UpstreamError`` (AWS) propagate, so the event is retried. Once Stripe has
-    credited, nothing raises.
+    and saves the credit's terms; a retry sends the saved terms (module docstring). A code that is no code
+    (``promo_code_invalid``), an unknown, inactive or expired code, a currency other than the promotion's, an unknown
+    customer or a request Stripe refuses is recorded as ``credit_error`` (its reason) and returned as ``REFUSED``:
+    retrying cannot help. ``StripeUnavailableError`` (with ``StripeIdempotencyError``) and ``UpstreamError`` (AWS)
+    propagate, so the event is retried. Once Stripe has credited, nothing raises.
     """
     code = event.promo_code
-    if code is None:
+    if code is None and not event.promo_code_invalid:
         return CreditResult(CreditOutcome.NO_PROMO_CODE)
     earlier = _earlier(purchases, event.purchase_id)
     if earlier is not None and earlier.credit is not None:
         logger.info("purchase credited already", extra={"purchase_id": event.purchase_id})
         return CreditResult(CreditOutcome.ALREADY_CREDITED, earlier.credit.balance_transaction)
     try:
+        code = _valid_code(event)
         terms = earlier.credit_terms if earlier is not None else None
         retry = terms is not None
         if terms is None:
@@ -144,6 +145,13 @@ def credit_purchase(
     metrics.add_metric(name="PurchasesCredited", unit="Count", value=1)
     _record(purchases, event, credit, now)
     return CreditResult(CreditOutcome.CREDITED, transaction)
+
+
+def _valid_code(event: PurchaseEvent) -> str:
+    """The purchase's promo code; ``PermanentPurchaseError`` when the one it was published with is no code."""
+    if event.promo_code is None:
+        raise PermanentPurchaseError("invalid_code", "the purchase's promo code is not a valid code")
+    return event.promo_code
 
 
 def _terms(event: PurchaseEvent, code: str, promotions: PromotionStorePort, now: datetime) -> CreditTerms:

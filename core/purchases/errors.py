@@ -13,8 +13,9 @@ from core.errors import MalformedRequestError, NotificationError, UpstreamError
 class PermanentPurchaseError(NotificationError):
     """Retrying cannot help: an unknown or inactive promo code, an unknown customer, a request Stripe refuses.
 
-    ``reason`` is a short machine-readable word (``unknown_code``, ``inactive_code``, ``expired_code``,
-    ``unknown_customer``, ``currency_mismatch``, ``stripe_refused``); the text says it for a person, never a secret.
+    ``reason`` is a short machine-readable word (``invalid_code``, ``unknown_code``, ``inactive_code``,
+    ``expired_code``, ``unknown_customer``, ``currency_mismatch``, ``stripe_refused``); the text says it for a person,
+    never a secret.
     """
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -33,6 +34,20 @@ class StripeIdempotencyError(StripeUnavailableError):
     terms saved before that request are what every retry sends. Seeing one means those terms were not the ones sent
     first (a bug, or a key shared by mistake): it is logged on its own, for a person to look at.
     """
+
+
+class StripeEventObjectRefusedError(StripeUnavailableError):
+    """Stripe refused to return the PaymentIntent or Checkout Session of a verified webhook event (404, another 4xx).
+
+    Retried, never dropped: the event's signature proves Stripe sent it, and Stripe deletes neither, so a refusal says
+    our side is wrong (a key of the other mode or of another account, a request Stripe refuses), as a 401 does. The
+    queue's retries then its alarmed DLQ keep the event until that is fixed and it is redriven. ``reason`` is the
+    refusal's (``unknown_payment_intent``, ``stripe_refused``…).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
 
 
 class StripeSignatureError(MalformedRequestError):

@@ -2,8 +2,8 @@
 
 The message is the ``PurchaseEvent``'s JSON (fields that are unset left out). Its attributes, all ``String``:
 
-- ``has_promo_code``: ``"true"`` or ``"false"``, so the Stripe credit subscriber's filter policy can take only
-  purchases that used a code (``{"has_promo_code": ["true"]}``);
+- ``has_promo_code``: ``"true"`` or ``"false"``, for subscribers that filter on attributes (the Stripe credit
+  subscriber filters on the message body's ``promo_code``, which every publisher sends);
 - ``promo_code``: the code in upper case, only when there is one (SNS refuses an empty value);
 - ``currency``: the ISO 4217 code in lower case.
 """

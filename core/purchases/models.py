@@ -7,10 +7,20 @@ Stripe counts them; currencies are ISO 4217 codes in lower case, as Stripe write
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from core.models import Reply, Strict
 
@@ -19,6 +29,7 @@ PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # Purchase and payment ids: what Stripe and backends use as ids (``pi_…``, UUIDs, order numbers).
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 CUSTOMER_PATTERN = r"^cus_[A-Za-z0-9]{1,64}$"
+_PROMO_CODE = re.compile(PROMO_CODE_PATTERN)
 
 
 def _upper(code: str) -> str:
@@ -45,6 +56,24 @@ class PurchaseEvent(BaseModel):
     currency: Currency
     promo_code: PromoCode | None = None
     purchased_at: datetime
+    # Set by the parse only (never read from the message, never published): a code that is no code was left out.
+    promo_code_invalid: bool = Field(default=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient_promo_code(cls, data: Any) -> Any:
+        """Read an empty ``promo_code`` as none, and leave out one that is no code (``"SUMMER SALE"``), marking it.
+
+        Anything may publish a purchase: an unusable code must cost the purchase its credit only (the credit
+        subscriber records ``invalid_code``), never the whole event and its notification.
+        """
+        if not isinstance(data, dict):
+            return data
+        code = data.get("promo_code")
+        if isinstance(code, str):
+            code = code.strip() or None
+        invalid = code is not None and not (isinstance(code, str) and _PROMO_CODE.fullmatch(code))
+        return {**data, "promo_code": None if invalid else code, "promo_code_invalid": invalid}
 
 
 class Credit(BaseModel):

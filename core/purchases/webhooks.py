@@ -22,7 +22,10 @@ Stripe event id, and publishes one Purchase event per payment:
 - a payment whose PaymentIntent names no customer is recorded with status ``no_customer`` and not published (a
   Purchase event needs ``customer_id``: nothing could be credited); a later event of the payment naming one publishes.
 - Stripe unavailable, DynamoDB or SNS failing: the error propagates and the queue retries the message (DLQ after 5
-  receives). A body that is not a Stripe event, or an object Stripe refuses to return, is logged and dropped.
+  receives). So does Stripe refusing to return the event's own PaymentIntent or Checkout Session
+  (``StripeEventObjectRefusedError``): the event is verified, so the refusal is a wrong key or request of ours, and the
+  event must wait in the alarmed DLQ for the fix rather than be lost. A body that is not a Stripe event is logged and
+  dropped.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, invalid_fields
 from core.observability import logger
-from core.purchases.errors import PermanentPurchaseError, StripeSignatureError
+from core.purchases.errors import PermanentPurchaseError, StripeEventObjectRefusedError, StripeSignatureError
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, PaymentRecord, PurchaseEvent
 from core.purchases.payments import Payment, PaymentStorePort
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView, PurchasePublisherPort, StripeGateway
@@ -66,11 +69,15 @@ _ID = re.compile(ID_PATTERN)
 
 
 class StripeObjectRef(BaseModel):
-    """The object a Stripe event is about, by id (and its kind, ``payment_intent``…)."""
+    """The object a Stripe event is about, by id (and its kind, ``payment_intent``…).
+
+    The id is required of the handled types only (``verify_event``): some objects have none (the Balance of
+    ``balance.available``), and a signed event of a type not handled is acknowledged whatever its object.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
-    id: str = Field(min_length=1, max_length=255)
+    id: str | None = Field(default=None, min_length=1, max_length=255)
     object: str | None = Field(default=None, max_length=100)
 
 
@@ -103,6 +110,11 @@ class VerifiedEvent:
     event_id: str
     event_type: str
     queued: str = field(default="", compare=False, repr=False)
+
+    @property
+    def handled(self) -> bool:
+        """Whether the worker handles the event's type: only those are queued, the others acknowledged."""
+        return self.event_type in HANDLED_TYPES
 
 
 @runtime_checkable
@@ -239,6 +251,8 @@ def verify_event(
         envelope = StripeEventEnvelope.model_validate_json(payload)
     except ValidationError as exc:
         raise StripeSignatureError(f"the body is not a Stripe event ({invalid_fields(exc, 'body')})") from None
+    if envelope.type in HANDLED_TYPES and envelope.data.object.id is None:
+        raise StripeSignatureError("the body is not a Stripe event (data.object.id)")
     return VerifiedEvent(envelope.id, envelope.type, queued_event(envelope))
 
 
@@ -255,12 +269,15 @@ def receive_webhook(
     queue: WebhookQueuePort,
     now: Callable[[], float],
 ) -> VerifiedEvent:
-    """Verify a Stripe webhook, then enqueue its envelope; nothing is enqueued unless it is verified.
+    """Verify a Stripe webhook, then enqueue its envelope; nothing is enqueued unless it is verified, nor an event of
+    a type the worker does not handle (acknowledged: a refusal would have Stripe retry it for days and disable the
+    endpoint).
 
     The envelope is bounded (its fields' limits make it under 1 KiB), so any event Stripe sends fits in a message.
     """
     event = verify_event(payload, signature, secret, tolerance, now)
-    queue.send(event.queued, event)
+    if event.handled:
+        queue.send(event.queued, event)
     return event
 
 
@@ -272,7 +289,6 @@ class WebhookOutcome(StrEnum):
     NO_CUSTOMER = "no_customer"  # recorded; the PaymentIntent names no customer, so no Purchase event
     INVALID = "invalid"  # recorded; its facts make no valid Purchase event (logged with the fields)
     UNPAID = "unpaid"  # the PaymentIntent has not succeeded, or the session has none: nothing to record
-    REFUSED = "refused"  # Stripe refused to return the object (it does not exist): dropped
     IGNORED = "ignored"  # an event type the worker does not handle
     MALFORMED = "malformed"  # not a Stripe event: dropped
 
@@ -333,9 +349,9 @@ def _purchase(intent: PaymentIntentView, session: CheckoutSessionView | None) ->
     return _Purchase(payment, intent, {**session_metadata, **intent.metadata})
 
 
-def _retrieve(envelope: StripeEventEnvelope, gateway: StripeGateway) -> _Purchase | None:
-    """Retrieve what the event is about from Stripe; ``None`` when there is no succeeded payment to record."""
-    object_id = envelope.data.object.id
+def _retrieve(envelope: StripeEventEnvelope, object_id: str, gateway: StripeGateway) -> _Purchase | None:
+    """Retrieve what the event is about (``object_id``) from Stripe; ``None`` when there is no succeeded payment to
+    record."""
     session: CheckoutSessionView | None = None
     intent_id: str | None = object_id
     if envelope.type != PAYMENT_INTENT_SUCCEEDED:
@@ -405,6 +421,9 @@ def process_webhook_event(
     ------
     StripeUnavailableError
         Stripe could not answer now; the message is retried.
+    StripeEventObjectRefusedError
+        Stripe refused to return the event's own object (a ``StripeUnavailableError``); the message is retried, then
+        parked in the alarmed DLQ.
     UpstreamError
         DynamoDB or SNS failed; the message is retried.
     """
@@ -416,12 +435,20 @@ def process_webhook_event(
     if envelope.type not in HANDLED_TYPES:
         logger.info("Stripe event type not handled: ignored", extra={"event_type": envelope.type})
         return WebhookResult(WebhookOutcome.IGNORED)
+    object_id = envelope.data.object.id
+    if object_id is None:
+        logger.error("queued Stripe event is malformed: dropped", extra={"fields": "data.object.id"})
+        return WebhookResult(WebhookOutcome.MALFORMED)
     logger.append_keys(stripe_event_id=envelope.id, stripe_event_type=envelope.type)
     try:
-        purchase = _retrieve(envelope, gateway)
+        purchase = _retrieve(envelope, object_id, gateway)
     except PermanentPurchaseError as exc:
-        logger.warning("Stripe refused to return the event's object: dropped", extra={"reason": exc.reason})
-        return WebhookResult(WebhookOutcome.REFUSED)
+        # Stripe answered 2xx to its own signed event's delivery and will not send it again: acknowledging the refusal
+        # would lose the payment, so it waits in the DLQ (alarmed) until the key or request is fixed.
+        logger.error("Stripe refused to return the event's object: retried", extra={"reason": exc.reason})
+        raise StripeEventObjectRefusedError(
+            exc.reason, f"Stripe refused to return the object of a verified event: {exc}"
+        ) from exc
     if purchase is None:
         return WebhookResult(WebhookOutcome.UNPAID)
     write = payments.record(purchase.payment, envelope.id)

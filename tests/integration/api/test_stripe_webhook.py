@@ -60,6 +60,19 @@ def test_stripe_webhook_signed_event_envelope_is_queued_with_its_type(
     assert message["MessageAttributes"]["stripe_event_id"]["StringValue"] == "evt_1PkI3c2eZvKYlo2Cq9RfV0xT"
 
 
+def test_stripe_webhook_unhandled_type_without_object_id_answers_200_nothing_queued(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
+) -> None:
+    event = stripe_event("checkout_session_completed", type="balance.available")
+    event["data"] = {"object": {"object": "balance", "available": [{"amount": 4999, "currency": "eur"}]}}
+    payload = event_body(event)
+
+    response = _post(lambda_context, payload, sign(payload))
+
+    assert (response["statusCode"], response_json(response)) == (200, {"received": True})
+    assert receive_all(aws.sqs, webhook_queue) == []
+
+
 @pytest.mark.parametrize(
     ("signature", "problem"),
     [

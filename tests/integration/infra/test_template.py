@@ -323,7 +323,8 @@ def test_template_stripe_secrets_are_read_by_the_roles_that_use_them_only(packag
     assert _roles_naming(packaged, "/notify/ci/stripe/webhook-secret") == {"StripeWebhookRole"}
 
 
-def test_template_credit_subscription_takes_purchases_with_a_promo_code_only(packaged: PackagedService) -> None:
+def test_template_credit_subscription_filters_on_the_message_body_promo_code(packaged: PackagedService) -> None:
+    """The Purchase event's contract is its JSON body: a filter on an attribute dropped other publishers' credits."""
     subscriptions = {
         props["Endpoint"]["Fn::GetAtt"][0]: props
         for props in (packaged.resources[key]["Properties"] for key in packaged.of_type("AWS::SNS::Subscription"))
@@ -331,7 +332,8 @@ def test_template_credit_subscription_takes_purchases_with_a_promo_code_only(pac
     }
 
     assert set(subscriptions) == {"StripeCreditLambdaFunction", "PurchaseNotifyLambdaFunction"}
-    assert subscriptions["StripeCreditLambdaFunction"]["FilterPolicy"] == {"has_promo_code": ["true"]}
+    credit = subscriptions["StripeCreditLambdaFunction"]
+    assert (credit["FilterPolicyScope"], credit["FilterPolicy"]) == ("MessageBody", {"promo_code": [{"exists": True}]})
     assert "FilterPolicy" not in subscriptions["PurchaseNotifyLambdaFunction"]
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from core.purchases.credit import credit_idempotency_key
 from core.purchases.errors import StripeUnavailableError
@@ -16,9 +19,11 @@ from core.purchases.purchases import PurchaseStore
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.subscribers.conftest import PURCHASE_TABLES, STRIPE_SECRET_KEY
 from tests.integration.subscribers.purchases import purchase_message, sns_event
-from tests.support.aws import AwsResources
+from tests.support.aws import AwsResources, receive_all
+from tests.support.aws import client as aws_client
 
 pytestmark = pytest.mark.usefixtures("purchases_aws")
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -112,6 +117,58 @@ def test_credit_handler_unknown_customer_recorded_not_raised(
     assert result == {"purchases": {"pi_3PxSample0001": "refused"}}
     record = _purchases(purchases_aws).get("pi_3PxSample0001")
     assert (record.credit, record.credit_error) == (None, "unknown_customer")
+
+
+def _credit_subscription_attributes() -> dict[str, str]:
+    """The stripeCredit subscription's attributes as serverless.yml declares them and the local stack subscribes."""
+
+    class Loader(yaml.SafeLoader):
+        """Keeps CloudFormation's short tags (``!Ref``…) as plain values."""
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    definition = yaml.load((ROOT / "serverless.yml").read_text(), Loader=Loader)  # noqa: S506
+    (sns,) = [event["sns"] for event in definition["functions"]["stripeCredit"]["events"] if "sns" in event]
+    attributes = {"FilterPolicy": json.dumps(sns["filterPolicy"])}
+    if "filterPolicyScope" in sns:
+        attributes["FilterPolicyScope"] = sns["filterPolicyScope"]
+    return attributes
+
+
+@pytest.mark.usefixtures("promotion")
+def test_credit_subscription_promo_code_event_without_attributes_is_delivered_and_credited(
+    stripe_server: Any, customer_id: str, purchases_aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    """A publisher following the contract (the JSON body, no attribute) was filtered out: never credited, no trace."""
+    sns = aws_client("sns")
+    topic = sns.create_topic(Name="notify-test-purchase")["TopicArn"]
+    queue_url = purchases_aws.sqs.create_queue(QueueName="notify-test-stripe-credit")["QueueUrl"]
+    queue_arn = purchases_aws.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=queue_arn["Attributes"]["QueueArn"],
+        Attributes=_credit_subscription_attributes(),
+    )
+    without_code = {key: value for key, value in purchase_message(purchase_id="ord-2").items() if key != "promo_code"}
+    sns.publish(TopicArn=topic, Message=json.dumps(purchase_message(customer_id=customer_id)))
+    sns.publish(TopicArn=topic, Message=json.dumps(without_code))
+
+    (delivered,) = [json.loads(message["Body"])["Message"] for message in receive_all(purchases_aws.sqs, queue_url)]
+    result = _credit(sns_event(delivered), lambda_context)
+
+    assert result == {"purchases": {"pi_3PxSample0001": "credited"}}
+    assert len(_transactions(stripe_server, customer_id)) == 1
+
+
+@pytest.mark.usefixtures("promotion", "stripe_server")
+def test_credit_handler_invalid_code_recorded_as_invalid_code_not_dropped(
+    purchases_aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    result = _credit(sns_event(purchase_message(promo_code="SUMMER SALE")), lambda_context)
+
+    assert result == {"purchases": {"pi_3PxSample0001": "refused"}}
+    record = _purchases(purchases_aws).get("pi_3PxSample0001")
+    assert (record.credit, record.credit_error, record.promo_code) == (None, "invalid_code", None)
 
 
 @pytest.mark.usefixtures("promotion")

@@ -194,6 +194,16 @@ def test_payment_worker_stripe_500_fails_the_record_for_a_retry(worker: PaymentW
     assert len(worker.published()) == 1
 
 
+def test_payment_worker_intent_stripe_does_not_know_fails_the_record_for_a_retry(worker: PaymentWorker) -> None:
+    """Stripe's 404 for a verified event's own intent (a wrong key) keeps the message for the alarmed DLQ."""
+    batch = _batch("pi_3PkHzK2eZvKYlo2C0unknown")
+
+    result = worker.work(batch)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
+    assert worker.published() == []
+
+
 def test_payment_store_same_event_twice_changes_nothing(dynamodb: Any) -> None:
     store = _store(dynamodb)
     store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")

@@ -86,3 +86,15 @@ def test_purchase_notify_handler_template_missing_variable_recorded_not_raised(
     assert result == {"purchases": {"pi_3PxSample0001": "failed"}}
     assert _record(aws_topic).notification_error == "metadata: missing template variables: nickname"
     assert receive_all(aws_topic.sqs, aws_topic.delivery_queue_url) == []
+
+
+@pytest.mark.parametrize("code", ["", "SUMMER SALE"])
+def test_purchase_notify_handler_empty_or_invalid_promo_code_still_notifies(
+    code: str, aws_topic: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    """A publisher's unusable promo code once dropped the whole purchase, its notification included."""
+    result = _notify(sns_event(purchase_message(promo_code=code)), lambda_context)
+
+    assert result == {"purchases": {"pi_3PxSample0001": "published"}}
+    (message,) = receive_all(aws_topic.sqs, aws_topic.delivery_queue_url)
+    assert json.loads(message["Body"])["content"]["text"] == "pi_3PxSample0001: 25.00 EUR by ada@example.com"

@@ -138,6 +138,18 @@ def test_stripe_webhook_refused_400_naming_the_problem_nothing_queued(
     assert queue.sent == []
 
 
+def test_stripe_webhook_unhandled_type_without_object_id_answers_received_not_queued(queue: FakeWebhookQueue) -> None:
+    """``balance.available`` (a Balance has no id) was answered 400, so Stripe retried it and could disable us."""
+    event = stripe_event("payment_intent_succeeded", type="balance.available")
+    event["data"] = {"object": {"object": "balance", "available": [{"amount": 4999, "currency": "eur"}]}}
+    payload = event_body(event)
+
+    response = _post(payload, sign(payload))
+
+    assert (response["statusCode"], response_json(response)) == (200, {"received": True})
+    assert queue.sent == []
+
+
 def test_stripe_webhook_refusal_never_logs_the_secret_or_header(logs: Any) -> None:
     signature = sign(PAYLOAD, "whsec_wrong")
 

@@ -102,6 +102,17 @@ def test_payment_worker_session_lookup_unavailable_reports_the_record_failed(fak
     assert fakes.publisher.events == []
 
 
+def test_payment_worker_intent_stripe_does_not_know_reports_the_record_failed(fakes: Fakes) -> None:
+    """A verified event whose intent Stripe refuses to return goes back to the queue (then the DLQ), never deleted."""
+    fakes.gateway.intents.clear()
+    batch = _batch(event_body(stripe_event("payment_intent_succeeded")))
+
+    result = handler(batch, FakeLambdaContext())
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": batch["Records"][0]["messageId"]}]}
+    assert (fakes.store.records, fakes.publisher.events) == ({}, [])
+
+
 def test_payment_worker_unexpected_error_reports_the_record_failed(fakes: Fakes) -> None:
     fakes.gateway.error = RuntimeError("bug")
     batch = _batch(event_body(stripe_event("payment_intent_succeeded")))

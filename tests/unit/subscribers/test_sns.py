@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from subscribers.sns import purchase_events
 from tests.support.events import load_event
 
@@ -47,6 +49,30 @@ def test_purchase_events_invalid_message_dropped_logging_fields_not_values(logs:
     assert "customer_id" in output
     assert "not-a-customer" not in output
     assert "ada@example.com" not in output
+
+
+@pytest.mark.parametrize(("code", "invalid"), [("", False), ("SUMMER SALE", True)])
+def test_purchase_events_empty_or_invalid_promo_code_keeps_the_purchase_without_it(code: str, invalid: bool) -> None:
+    """An unusable code (a publisher's "" for none, a typo) costs the purchase its credit only, never the event."""
+    message = json.loads(load_event("sns_purchase.json")["Records"][0]["Sns"]["Message"])
+
+    (purchase,) = purchase_events(_with_messages(json.dumps({**message, "promo_code": code})))
+
+    assert (purchase.purchase_id, purchase.promo_code, purchase.promo_code_invalid) == (
+        "pi_3PxSample0001",
+        None,
+        invalid,
+    )
+
+
+def test_purchase_events_invalid_promo_code_logged_without_its_value(logs: Callable[[], str]) -> None:
+    message = json.loads(load_event("sns_purchase.json")["Records"][0]["Sns"]["Message"])
+
+    list(purchase_events(_with_messages(json.dumps({**message, "promo_code": "SUMMER SALE"}))))
+
+    output = logs()
+    assert "promo code of a purchase is not a valid code: left out" in output
+    assert "SUMMER SALE" not in output
 
 
 def test_purchase_events_message_not_json_dropped(logs: Callable[[], str]) -> None:

@@ -143,6 +143,26 @@ def test_credit_purchase_unusable_code_records_reason_without_calling_stripe(
     assert stripe.calls == []
 
 
+def test_credit_purchase_invalid_code_records_invalid_code_without_calling_stripe() -> None:
+    stripe, purchases = FakeStripeGateway(), FakePurchaseStore()
+
+    result = credit_purchase(_event(promo_code="SUMMER SALE"), _promotions(), purchases, stripe, NOW)
+
+    assert (result.outcome, result.reason) == (CreditOutcome.REFUSED, "invalid_code")
+    record = purchases.get("pi_1")
+    assert (record.credit_error, record.promo_code, record.credit_terms) == ("invalid_code", None, None)
+    assert stripe.calls == []
+
+
+def test_credit_purchase_empty_code_is_no_promo_code() -> None:
+    stripe, purchases = FakeStripeGateway(), FakePurchaseStore()
+
+    result = credit_purchase(_event(promo_code=""), _promotions(), purchases, stripe, NOW)
+
+    assert result.outcome is CreditOutcome.NO_PROMO_CODE
+    assert (stripe.calls, purchases.records) == ([], {})
+
+
 def test_credit_purchase_code_expiring_after_purchase_credits_when_handled_later() -> None:
     promotions = _promotions(expires_at=PURCHASED_AT + timedelta(minutes=1))
 

@@ -71,3 +71,36 @@ def test_promotion_request_credit_unknown_key_refused_naming_it() -> None:
         PromotionRequest.model_validate_json(json.dumps({"credit": {**CREDIT, "amount_off": 5}}))
 
     assert [error["loc"] for error in refused.value.errors()] == [("credit", "amount_off")]
+
+
+def _with_code(code: object) -> str:
+    return json.dumps({**json.loads(_purchase(2500)), "promo_code": code})
+
+
+@pytest.mark.parametrize("code", ["", "  "])
+def test_purchase_event_empty_promo_code_read_as_none(code: str) -> None:
+    purchase = PurchaseEvent.model_validate_json(_with_code(code))
+
+    assert (purchase.promo_code, purchase.promo_code_invalid) == (None, False)
+
+
+@pytest.mark.parametrize("code", ["SUMMER SALE", "WELCOME10!", "x" * 65, 10, {"code": "WELCOME10"}])
+def test_purchase_event_invalid_promo_code_left_out_and_marked(code: object) -> None:
+    purchase = PurchaseEvent.model_validate_json(_with_code(code))
+
+    assert (purchase.promo_code, purchase.promo_code_invalid) == (None, True)
+    assert "promo_code" not in purchase.model_dump(exclude_none=True)
+
+
+def test_purchase_event_valid_promo_code_kept_in_upper_case() -> None:
+    purchase = PurchaseEvent.model_validate_json(_with_code(" welcome10 "))
+
+    assert (purchase.promo_code, purchase.promo_code_invalid) == ("WELCOME10", False)
+
+
+def test_purchase_event_promo_code_invalid_never_read_from_the_message() -> None:
+    message = json.dumps({**json.loads(_with_code("WELCOME10")), "promo_code_invalid": True})
+
+    purchase = PurchaseEvent.model_validate_json(message)
+
+    assert (purchase.promo_code, purchase.promo_code_invalid) == ("WELCOME10", False)

@@ -14,7 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import UpstreamError
-from core.purchases.errors import PermanentPurchaseError, StripeSignatureError, StripeUnavailableError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    StripeEventObjectRefusedError,
+    StripeSignatureError,
+    StripeUnavailableError,
+)
 from core.purchases.payments import STATUS_NO_CUSTOMER, STATUS_SUCCEEDED
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView
 from core.purchases.webhooks import (
@@ -194,6 +199,36 @@ def test_receive_webhook_signed_body_not_an_event_refused(payload: str) -> None:
     queue = FakeWebhookQueue()
 
     with pytest.raises(StripeSignatureError, match="not a Stripe event"):
+        _receive(payload, sign(payload, timestamp=_now()), queue)
+
+    assert queue.sent == []
+
+
+def _balance_available() -> str:
+    """A ``balance.available`` event as Stripe sends it: its object, a Balance, has no id."""
+    event = stripe_event("payment_intent_succeeded", type="balance.available")
+    event["data"] = {"object": {"object": "balance", "available": [{"amount": 4999, "currency": "eur"}]}}
+    return event_body(event)
+
+
+def test_receive_webhook_unhandled_type_without_object_id_acknowledged_not_queued() -> None:
+    """A signed event the worker ignores was refused 400 for its object's missing id, and Stripe retried it for days."""
+    queue = FakeWebhookQueue()
+    payload = _balance_available()
+
+    event = _receive(payload, sign(payload, timestamp=_now()), queue)
+
+    assert (event.event_type, event.handled) == ("balance.available", False)
+    assert queue.sent == []
+
+
+def test_receive_webhook_handled_type_without_object_id_refused_naming_it() -> None:
+    queue = FakeWebhookQueue()
+    event = stripe_event("payment_intent_succeeded")
+    del event["data"]["object"]["id"]
+    payload = event_body(event)
+
+    with pytest.raises(StripeSignatureError, match=r"not a Stripe event \(data\.object\.id\)"):
         _receive(payload, sign(payload, timestamp=_now()), queue)
 
     assert queue.sent == []
@@ -606,6 +641,15 @@ def test_process_other_event_type_ignored_and_logged_with_its_type_only(logs: Ca
     assert "pi_3PkHzK2eZvKYlo2C0u8QJm3x" not in output
 
 
+def test_process_handled_type_without_object_id_dropped_as_malformed() -> None:
+    worker = Worker(_intent())
+    event = stripe_event("payment_intent_succeeded")
+    del event["data"]["object"]["id"]
+
+    assert worker.process(event_body(event)).outcome == WebhookOutcome.MALFORMED
+    assert worker.gateway.calls == []
+
+
 @pytest.mark.parametrize("body", ["not json", "{}", '{"id": "evt_1", "type": "payment_intent.succeeded"}', "[]"])
 def test_process_malformed_body_dropped(body: str) -> None:
     worker = Worker(_intent())
@@ -623,8 +667,26 @@ def test_process_stripe_unavailable_raises_for_a_retry() -> None:
     assert worker.store.records == {}
 
 
-def test_process_intent_stripe_does_not_know_is_dropped() -> None:
+def test_process_intent_stripe_does_not_know_raises_for_a_retry() -> None:
+    """A verified event's intent that Stripe says is missing (a key of the other mode or account) is never dropped."""
     worker = Worker()
 
-    assert worker.process(_intent_event()).outcome == WebhookOutcome.REFUSED
+    with pytest.raises(StripeEventObjectRefusedError) as raised:
+        worker.process(_intent_event())
+
+    assert isinstance(raised.value, StripeUnavailableError)
+    assert raised.value.reason == "unknown_payment_intent"
     assert worker.store.records == {}
+    assert worker.publisher.events == []
+
+
+def test_process_session_stripe_refuses_raises_for_a_retry() -> None:
+    """A 400 on the event's own Checkout Session (a request of ours Stripe refuses) is retried, not acknowledged."""
+    worker = Worker(_session_intent())
+    worker.gateway.error = PermanentPurchaseError("stripe_refused", "Stripe refused the request (400)")
+
+    with pytest.raises(StripeEventObjectRefusedError, match="Stripe refused the request"):
+        worker.process(_session_event())
+
+    assert worker.store.records == {}
+    assert worker.publisher.events == []
