@@ -16,6 +16,7 @@ from pydantic import Field
 
 from core.audience.devices import delete_app, delete_user, register_device, unregister_device
 from core.audience.models import (
+    MAX_USER_ID_BYTES,
     App,
     AppRequest,
     AudienceRequest,
@@ -43,10 +44,14 @@ app = Router()
 _ROUTER = app
 
 # The repository's rule for a user id (users_id_check, and no NUL: PostgreSQL text cannot hold one), and no character a
-# delivery message cannot carry (core.models.UNSENDABLE): the id is in each of the user's delivery keys. A lone
+# delivery message cannot carry (core.models.UNSENDABLE): the id is in each of the user's delivery keys, so it is
+# bounded in UTF-8 bytes too (``MAX_USER_ID_BYTES``, checked by ``check``: a pattern counts characters). A lone
 # surrogate (no UTF-8 at all) is refused by ``check`` before any pattern.
 USER_ID_PATTERN = r"^[^\x00\ufffe\uffff]{1,256}$"
-USER_ID_RULE = "must be 1 to 256 characters, without NUL, U+FFFE, U+FFFF or lone surrogates (U+D800-U+DFFF)"
+USER_ID_RULE = (
+    f"must be 1 to 256 characters and at most {MAX_USER_ID_BYTES} bytes of UTF-8, without NUL, U+FFFE, U+FFFF or "
+    "lone surrogates (U+D800-U+DFFF)"
+)
 DEVICE_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DEVICE_ID_RULE = "is not a device id (a UUID as registration returned it)"
 # POST /v1/segments/count is a resource of its own in API Gateway: a segment of that name could never be read.
@@ -170,6 +175,8 @@ def check(**parameters: str) -> None:
     for field, value in parameters.items():
         pattern, rule = _PATTERNS[field]
         if LONE_SURROGATE.search(value) or not pattern.fullmatch(value):
+            raise InvalidRequestError(field, rule)
+        if field == "user_id" and len(value.encode()) > MAX_USER_ID_BYTES:
             raise InvalidRequestError(field, rule)
 
 

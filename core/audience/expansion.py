@@ -32,7 +32,6 @@ that holds it.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -48,6 +47,7 @@ from core.audience.sends import (
     SendBusyError,
     StoredSend,
     SubscribersJob,
+    expansion_lease,
 )
 from core.channels.push import platform_payloads
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
@@ -361,7 +361,8 @@ def expand_send(
         report.status, report.done = send.status, True
         logger.info("expansion job for a send that is done", extra={"send_id": send.send_id, "status": send.status})
         return report
-    lease = job.lease or str(uuid.uuid4())
+    # A zone hand-off's lease names its zones: the store resumes the cursor only for the zones that left it.
+    lease = job.lease or expansion_lease(job.zones)
     restart = job.zones is not None and send.status != "expanding"
     try:
         send = store.start_expansion(send.send_id, restart, lease, lease_seconds)

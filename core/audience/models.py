@@ -31,6 +31,12 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # A Telegram chat: a numeric id (negative for groups) or a public @username.
 _TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 MAX_DATA_BYTES = 16 * 1024
+# A user id is in each of the user's delivery keys (``push:<user id>:<device id>``, ``email:<user id>``…), the
+# ledger's DynamoDB sort key, which holds at most 1024 bytes: the longest prefix and suffix (``push:`` and ``:`` with a
+# device id, a UUID) take 42, so the id is bounded in UTF-8 bytes as well as in characters. 768 bytes take any 256
+# characters of the Basic Multilingual Plane; only ids with many 4-byte characters (emoji) reach it first.
+MAX_USER_ID_BYTES = 768
+USER_ID_BYTES_RULE = f"must be at most {MAX_USER_ID_BYTES} bytes of UTF-8 (it is part of each delivery's key)"
 # What text the audience keeps cannot hold. PostgreSQL's UTF-8 takes any character, U+FFFE and U+FFFF too, but not
 # NUL (text and jsonb refuse it: error 22P05, which names no field) and not a lone surrogate, which is no UTF-8 at all
 # (psycopg2 cannot encode it, and jsonb refuses its JSON escape).
@@ -65,6 +71,13 @@ class AudienceRequest(Strict):
         if not isinstance(data, dict):
             return data
         return refuse_text(data, cls.refused_text, cls.text_rule, cls.__name__)
+
+
+def user_id_bytes(user_id: str) -> str:
+    """Return ``user_id``; raise ``ValueError`` when it is longer than ``MAX_USER_ID_BYTES`` in UTF-8."""
+    if len(user_id.encode("utf-8", "surrogatepass")) > MAX_USER_ID_BYTES:
+        raise ValueError(USER_ID_BYTES_RULE)
+    return user_id
 
 
 def _time_zone(name: str) -> str:

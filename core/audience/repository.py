@@ -31,7 +31,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import NewSend, SendBusyError, StoredSend
+from core.audience.sends import ZONE_TAG_LENGTH, NewSend, SendBusyError, StoredSend, zone_tag
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
@@ -767,19 +767,25 @@ class AudienceRepository:
         """Take the send's lease (``lease``, until ``lease_seconds`` from now), mark it ``expanding`` and return it;
         with ``restart`` its cursor goes back to the first user.
 
+        The cursor goes back too when ``lease`` is a zone hand-off's (``core.audience.sends.zone_tag``) and the lease
+        it takes over is not of the same zones: that cursor was left by another hand-off, whose users are not these.
         A send ``cancelled`` or ``failed`` is returned as it is (the worker leaves it). Raises ``SendBusyError`` when
         another run holds a live lease on it.
         """
         key = _send_key(send_id)
-        cursor_reset = ", expanded_through = NULL" if restart else ""
+        tag = zone_tag(lease)
 
         def work(cursor: Any) -> StoredSend:
+            # SET reads the row as it was: ``lease`` here is the lease taken over.
             cursor.execute(
-                f"UPDATE sends SET status = 'expanding'{cursor_reset}, lease = %s,"
-                " leased_until = now() + make_interval(secs => %s), updated_at = now()"
+                "UPDATE sends SET status = 'expanding',"
+                " expanded_through = CASE WHEN %s OR (%s::text IS NOT NULL"
+                f" AND left(lease::text, {ZONE_TAG_LENGTH}) IS DISTINCT FROM %s::text)"
+                " THEN NULL ELSE expanded_through END,"
+                " lease = %s, leased_until = now() + make_interval(secs => %s), updated_at = now()"
                 " WHERE id = %s AND status NOT IN ('cancelled', 'failed')"
                 " AND (lease IS NULL OR lease = %s OR leased_until < now())",
-                (lease, lease_seconds, key, lease),
+                (restart, tag, tag, lease, lease_seconds, key, lease),
             )
             taken = cursor.rowcount == 1
             send = self._send(cursor, "id = %s", key)

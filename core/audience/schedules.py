@@ -53,6 +53,9 @@ SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
 EARLIEST_ZONE = "Pacific/Kiritimati"
 MAX_LIST_PAGE = 100
 MAX_ERROR_LENGTH = 1000
+# How far in the past an ``at`` may be: a time already past is sent at once (a client's clock, a retry), but one
+# further back is a mistake, not a schedule.
+MAX_AT_PAST = timedelta(days=366)
 
 
 # --- what the store keeps and returns ----------------------------------------------------------------------------
@@ -172,11 +175,20 @@ class SendEnqueuer(Protocol):
 
 
 def zone_instants(local_at: datetime, zones: Iterable[str]) -> dict[str, datetime]:
-    """Return the instant each zone's clock shows ``local_at`` (zones that are not IANA names left out)."""
+    """Return the instant each zone's clock shows ``local_at`` (zones that are not IANA names left out).
+
+    Raises
+    ------
+    InvalidRequestError
+        ``at``: ``local_at`` in some zone is past the range of a datetime (near year 1 or 9999). Not left out like
+        an unknown zone: its users would never be reached, so the send is refused or fails, with that reason.
+    """
     instants: dict[str, datetime] = {}
     for zone in zones:
         try:
             instants[zone] = local_to_utc(local_at, zone)
+        except OverflowError:
+            raise InvalidRequestError("at", f"is out of range in the time zone {zone}") from None
         except (ValueError, KeyError):
             logger.warning("unknown time zone left out of a local-time send", extra={"zone": zone})
     return instants
@@ -200,15 +212,24 @@ def schedule_times(
     Raises
     ------
     InvalidRequestError
-        ``at`` without an offset and ``local_time`` not set, or with an offset and ``local_time`` set.
+        ``at`` without an offset and ``local_time`` not set, or with an offset and ``local_time`` set; more than
+        ``MAX_AT_PAST`` before ``now`` (a wall-clock time: before ``now``'s UTC clock); out of a datetime's range.
     """
+    earliest = now.astimezone(UTC) - MAX_AT_PAST
     if local_time:
         if at.tzinfo is not None:
             raise InvalidRequestError("at", "must be a wall-clock time without an offset when local_time is true")
+        if at < earliest.replace(tzinfo=None):
+            raise InvalidRequestError("at", "must not be more than a year in the past")
         return first_fire_at(at, zones, now), at
     if at.tzinfo is None:
         raise InvalidRequestError("at", "must have an offset (or set local_time to true for each recipient's zone)")
-    return at.astimezone(UTC), None
+    if at < earliest:
+        raise InvalidRequestError("at", "must not be more than a year in the past")
+    try:
+        return at.astimezone(UTC), None
+    except OverflowError:
+        raise InvalidRequestError("at", "is out of range") from None
 
 
 def plan_handoff(claim: ClaimedSend, now: datetime) -> tuple[list[str] | None, datetime | None]:
@@ -281,6 +302,12 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
 
 
+def _retried(exc: Exception, claim: ClaimedSend, retry: RetryPolicy) -> bool:
+    # An outage (or a bug) may pass: retried up to the limit; another domain error never will.
+    permanent = isinstance(exc, NotificationError) and not isinstance(exc, UpstreamError)
+    return not permanent and claim.attempts < retry.max_attempts
+
+
 def dispatch_due(
     repository: ScheduleStorePort,
     enqueuer: SendEnqueuer,
@@ -332,7 +359,16 @@ def _dispatch_batch(
     """Enqueue one claimed batch and mark it; return ``False`` when the bookkeeping failed (the run stops)."""
     handoffs: list[Handoff] = []
     failures: list[tuple[ClaimedSend, str, bool]] = []
-    plans = [(claim, *plan_handoff(claim, now)) for claim in claims]
+    plans: list[tuple[ClaimedSend, list[str] | None, datetime | None]] = []
+    for claim in claims:
+        # Planned one by one: a row that cannot be planned (a wall clock out of range in a zone) ends on its own,
+        # never holding back the rest of the batch claimed with it.
+        try:
+            plans.append((claim, *plan_handoff(claim, now)))
+        except Exception as exc:
+            if not isinstance(exc, NotificationError):
+                logger.exception("planning a scheduled send raised", extra={"schedule_id": claim.schedule_id})
+            failures.append((claim, _error_text(exc), _retried(exc, claim, retry)))
     # A local-time claim with no zone due now (a zone lost its users meanwhile) only moves to its next zone.
     due = [_due_send(claim, zones) for claim, zones, after in plans if zones is None or zones or after is None]
     try:
@@ -347,9 +383,7 @@ def _dispatch_batch(
         if refused is None:
             handoffs.append(Handoff(claim=claim, until=now, next_fire_at=next_fire_at))
             continue
-        # An outage (or a bug) may pass: retried; another domain error never will.
-        permanent = isinstance(refused, NotificationError) and not isinstance(refused, UpstreamError)
-        failures.append((claim, _error_text(refused), not permanent and claim.attempts < retry.max_attempts))
+        failures.append((claim, _error_text(refused), _retried(refused, claim, retry)))
     try:
         if handoffs:
             repository.mark_sent(handoffs)

@@ -8,15 +8,32 @@ with its schedule instead (``core/audience/schedules.py``); the cron hands it to
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from core.audience.models import SENT_TEXT_RULE, UNSENDABLE_OR_UNSTORABLE, AudienceRequest, Platform
+from core.audience.models import (
+    SENT_TEXT_RULE,
+    UNSENDABLE_OR_UNSTORABLE,
+    AudienceRequest,
+    Platform,
+    user_id_bytes,
+)
 from core.audience.ports import SendStorePort
 from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
 from core.audience.segments import parse_where
@@ -43,6 +60,11 @@ MAX_TEXT_LENGTH = 4096
 MAX_HTML_LENGTH = 100_000
 # The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
 USER_ID_PATTERN = r"^[^\x00]{1,256}$"
+# The years an ``at`` may name, as written (without its offset): a schedule fires from now on (``schedule_times``
+# refuses one more than a year past), and converted by any zone's offset (under a day) it stays within the range of
+# Python's datetime (years 1 to 9999), so neither the request nor the cron ever meets an OverflowError.
+MIN_AT_YEAR = 2000
+MAX_AT_YEAR = 9998
 _NAME = NAME_PATTERN.strip("^$")
 TOPIC_PATTERN = rf"^{_NAME}/{_NAME}$"
 
@@ -53,7 +75,7 @@ TOPIC_PATTERN = rf"^{_NAME}/{_NAME}$"
 class SendTarget(AudienceRequest):
     """Whom a send reaches: exactly one of ``user_ids``, ``segment``, ``where`` or ``topic`` (its subscribers)."""
 
-    user_ids: list[Annotated[str, Field(pattern=USER_ID_PATTERN)]] | None = Field(
+    user_ids: list[Annotated[str, Field(pattern=USER_ID_PATTERN), AfterValidator(user_id_bytes)]] | None = Field(
         default=None, min_length=1, max_length=MAX_USER_IDS
     )
     segment: str | None = Field(default=None, pattern=NAME_PATTERN)
@@ -99,6 +121,14 @@ class SendRequest(Strict):
     channels: list[SendChannel] = Field(default=["push"], min_length=1, max_length=4)
     at: datetime | None = None
     local_time: bool = False
+
+    @field_validator("at")
+    @classmethod
+    def _check_at(cls, at: datetime | None) -> datetime | None:
+        """Refuse an ``at`` outside the years a schedule can fire in (``MIN_AT_YEAR`` to ``MAX_AT_YEAR``)."""
+        if at is not None and not MIN_AT_YEAR <= at.year <= MAX_AT_YEAR:
+            raise ValueError(f"must be in the years {MIN_AT_YEAR} to {MAX_AT_YEAR}")
+        return at
 
     @model_validator(mode="after")
     def _consistent(self) -> SendRequest:
@@ -152,6 +182,35 @@ class StoredSend:
 
 class SendBusyError(NotificationError):
     """Another expansion run holds the send's lease (``sends.lease``): this job waits its turn."""
+
+
+# A local-time send's zones share its one cursor (``expanded_through``): a run may only resume the cursor its own
+# zones left, never another hand-off's (whose users are not this one's). The lease a run takes says which zones left
+# the cursor without a column of its own: a zone hand-off's lease is a UUIDv8 (RFC 9562, custom layout) whose first
+# 48 bits are a digest of its zone set, the rest random; an instant send's run takes a random UUIDv4.
+_ZONE_LEASE_VERSION = 8
+ZONE_TAG_LENGTH = 13  # the digest's 12 hex digits in a UUID's text, with the dash after the first 8
+
+
+def expansion_lease(zones: Sequence[str] | None) -> str:
+    """Return a new lease for a run of a job for ``zones`` (``None``: everyone): for a zone hand-off, one whose
+    ``zone_tag`` names its zone set."""
+    if zones is None:
+        return str(uuid.uuid4())
+    digest = hashlib.sha256("\n".join(sorted(set(zones))).encode()).digest()[:6]
+    raw = bytearray(digest + uuid.uuid4().bytes[6:])
+    raw[6] = (_ZONE_LEASE_VERSION << 4) | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)  # the RFC variant
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def zone_tag(lease: str) -> str | None:
+    """Return the part of a zone hand-off's lease that names its zone set; ``None`` for any other lease."""
+    try:
+        value = uuid.UUID(lease)
+    except ValueError:
+        return None
+    return str(value)[:ZONE_TAG_LENGTH] if value.version == _ZONE_LEASE_VERSION else None
 
 
 # --- the expansion queue ----------------------------------------------------------------------------------------------

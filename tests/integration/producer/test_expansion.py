@@ -232,6 +232,9 @@ def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any], channels:
     followers: dict[str, Any] = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped"}}
     if channels is not None:
         followers["target"] = {"channels": channels}
+        if "email" in channels:
+            # Email needs a subject: the topic is refused without one (core/channels/subscribers.py).
+            followers["model"]["subject"] = "Your order"
     hook = {"name": "erp", "type": "webhook", "target": {"url": "https://erp.example.com/hook"}, "model": "$order"}
     request = TopicRequest.model_validate({"integrations": [hook, followers]})
     registry = clients.get_topic_registry()

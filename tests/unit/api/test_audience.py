@@ -123,6 +123,23 @@ def test_audience_put_user_id_too_long_answers_422_naming_user_id() -> None:
     assert _message(response).startswith("user_id:")
 
 
+def test_audience_put_user_id_over_the_delivery_key_bytes_answers_422_naming_user_id(
+    repository: FakeAudienceRepository,
+) -> None:
+    # 255 characters (within 256) of 4 bytes each: 1020 bytes, past what a delivery key can hold with it.
+    response = _call("PUT", USER, {"user_id": "\U0001f600" * 255}, {"timezone": "UTC"})
+
+    assert response["statusCode"] == 422
+    assert _message(response).startswith("user_id: ")
+    assert repository.users == {}
+
+
+def test_audience_put_user_id_of_256_bmp_characters_accepted(repository: FakeAudienceRepository) -> None:
+    response = _call("PUT", USER, {"user_id": "\u732b" * 256}, {"timezone": "UTC"})
+
+    assert response["statusCode"] == 201
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -578,6 +595,41 @@ def test_post_send_invalid_body_422_naming_the_field(
 
     assert response["statusCode"] == 422, response["body"]
     assert field in _message(response)
+    assert (store.sends, queue.jobs) == ({}, [])
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        {"at": "0001-01-01T00:00:00", "local_time": True},
+        {"at": "0001-01-01T00:00:00+14:00"},
+        {"at": "9999-12-31T23:59:59-12:00"},
+        {"at": "2001-01-01T00:00:00+00:00"},
+    ],
+    ids=["year-1-local", "year-1-east", "year-9999-west", "years-past"],
+)
+def test_post_send_at_out_of_range_422_naming_at(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue], when: dict[str, Any]
+) -> None:
+    router, store, queue = send_router
+    store.put_user("u1", UserRequest(timezone="Asia/Tokyo"))
+
+    response = _send(router, {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, **when})
+
+    assert response["statusCode"] == 422, response["body"]
+    assert _message(response).startswith("at: ")
+    assert (store.sends, queue.jobs) == ({}, [])
+
+
+def test_post_send_user_id_over_the_delivery_key_bytes_422_naming_it(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue],
+) -> None:
+    router, store, queue = send_router
+
+    response = _send(router, {"to": {"user_ids": ["a", "\U0001f600" * 255]}, "content": {"text": "Hi"}})
+
+    assert response["statusCode"] == 422, response["body"]
+    assert _message(response).startswith("to.user_ids[1]: ")
     assert (store.sends, queue.jobs) == ({}, [])
 
 

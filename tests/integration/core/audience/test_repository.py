@@ -17,7 +17,7 @@ from core.audience.connection import Database
 from core.audience.models import AppRequest, UserRequest
 from core.audience.ports import AudienceRepositoryPort
 from core.audience.repository import AudienceRepository
-from core.audience.sends import SendBusyError
+from core.audience.sends import SendBusyError, expansion_lease
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from tests.fakes.audience import FakeAudienceRepository, MatchingCondition
 
@@ -427,6 +427,23 @@ def test_start_expansion_takes_over_a_lease_that_lapsed_and_the_first_run_record
 
     assert taken.status == "expanding"
     assert send_store.advance_send(send.send_id, "u1", 1, LEASE, 120) is False
+
+
+@pytest.mark.parametrize(
+    ("zones", "expanded_through"), [(["Asia/Tokyo"], None), (["Europe/Paris"], "u9")], ids=["other-zones", "same-zones"]
+)
+def test_start_expansion_zone_lease_resumes_only_the_cursor_its_zones_left(
+    postgres: AudienceRepository, zones: list[str], expanded_through: str | None
+) -> None:
+    send, _ = postgres.create_send(_new_send())
+    first = expansion_lease(["Europe/Paris"])
+    postgres.start_expansion(send.send_id, False, first, 0.01)
+    postgres.advance_send(send.send_id, "u9", 12, first, 0.01)
+    time.sleep(0.05)
+
+    taken = postgres.start_expansion(send.send_id, False, expansion_lease(zones), 120)
+
+    assert (taken.status, taken.expanded_through, taken.recipients) == ("expanding", expanded_through, 12)
 
 
 def test_finish_send_frees_the_lease(send_store: Any) -> None:

@@ -451,6 +451,24 @@ def test_dispatch_due_local_time_failed_zone_retried_without_losing_it(store: St
     assert store.get_schedule(schedule_id).fire_at == datetime(2026, 6, 15, 13, 0, tzinfo=UTC)
 
 
+def test_dispatch_due_local_time_out_of_range_in_a_zone_fails_alone_and_its_batch_is_sent(store: Store) -> None:
+    _users(store, "Asia/Tokyo")
+    ok = _send(store, NOW, name="ok")
+    # A wall clock stored before ``at`` was bounded: year 1 in Tokyo is before the first instant a datetime holds.
+    odd = _send(store, NOW, datetime(1, 1, 1), name="odd")
+    enqueuer = RecordingEnqueuer()
+
+    report = _run(store, enqueuer, NOW)
+
+    assert (report.sent, report.failed, [send.notification_id for send in enqueuer.sends]) == (1, 1, ["ok"])
+    assert store.get_schedule(ok).status == "sent"
+    failed = store.get_schedule(odd)
+    assert (failed.status, failed.last_error) == (
+        "failed",
+        "InvalidRequestError: at: is out of range in the time zone Asia/Tokyo",
+    )
+
+
 def test_first_fire_at_with_no_users_is_the_earliest_clock() -> None:
     # Pacific/Kiritimati is UTC+14: the first place where 09:00 comes.
     assert first_fire_at(datetime(2026, 6, 15, 9, 0), [], NOW) == datetime(2026, 6, 14, 19, 0, tzinfo=UTC)

@@ -380,3 +380,17 @@ def test_expand_subscribers_notification_without_record_dropped(world: World) ->
     report = expand_subscribers(job, world.store, world.ledger, world.queue, world.expansion)
 
     assert (report.status, report.done, world.messages()) == ("dropped", True, [])
+
+
+def test_expand_send_user_id_at_the_byte_limit_every_delivery_key_fits_a_dynamodb_sort_key(world: World) -> None:
+    from core.audience.models import MAX_USER_ID_BYTES
+
+    user_id = "\U0001f600" * (MAX_USER_ID_BYTES // 4)
+    world.user(user_id, devices=1, email="ada@example.com", telegram_chat_id="42")
+    world.user("u2")
+
+    world.run(world.send({"user_ids": [user_id, "u2"]}, ["push", "email", "telegram", "browser"]))
+
+    keys = [message.delivery_key for message in world.messages()] + [key for _id, key in world.ledger.rows]
+    assert {key.split(":", 1)[0] for key in keys} == {"push", "email", "telegram", "browser"}
+    assert max(len(key.encode()) for key in keys) <= 1024

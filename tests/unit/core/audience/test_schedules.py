@@ -4,7 +4,7 @@ and bookkeeping, the enqueuer of topic sends, the schedule routes' logic."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ from core.audience.schedules import (
     first_fire_at,
     plan_handoff,
     schedule_times,
+    zone_instants,
 )
 from core.errors import InvalidRequestError, UpstreamError
 from tests.fakes.audience import FakeAudienceRepository, RecordingEnqueuer
@@ -113,6 +114,28 @@ def test_schedule_times_inconsistent_at_names_the_field(at: datetime, local_time
         schedule_times(at, local_time, [], NOW)
 
 
+@pytest.mark.parametrize(
+    ("at", "local_time"),
+    [(datetime(2025, 6, 13, 9, 0), True), (datetime(2025, 6, 13, 9, 0, tzinfo=UTC), False)],
+    ids=["wall-clock", "instant"],
+)
+def test_schedule_times_more_than_a_year_past_names_at(at: datetime, local_time: bool) -> None:
+    with pytest.raises(InvalidRequestError, match=r"^at: must not be more than a year in the past"):
+        schedule_times(at, local_time, ["Europe/Paris"], NOW)
+
+
+def test_schedule_times_instant_out_of_range_names_at() -> None:
+    at = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-12)))
+
+    with pytest.raises(InvalidRequestError, match=r"^at: is out of range"):
+        schedule_times(at, False, [], NOW)
+
+
+def test_zone_instants_out_of_range_in_a_zone_names_at() -> None:
+    with pytest.raises(InvalidRequestError, match=r"^at: is out of range in the time zone Asia/Tokyo"):
+        zone_instants(datetime(1, 1, 1), ["America/New_York", "Asia/Tokyo"])
+
+
 def test_retry_policy_backs_off_exponentially_capped() -> None:
     policy = RetryPolicy(base=timedelta(minutes=1), cap=timedelta(minutes=10))
 
@@ -174,6 +197,48 @@ def test_dispatch_due_local_time_claim_with_no_zone_due_rearmed_without_enqueue(
 
     assert (report.rearmed, enqueuer.sends) == (1, [])
     assert next(iter(store.schedules.values())).fire_at == datetime(2026, 6, 15, 13, 0, tzinfo=UTC)
+
+
+def test_dispatch_due_claim_out_of_range_in_a_zone_fails_alone_and_the_batch_goes_on() -> None:
+    store = _store_with(NOW)
+    store.put_user("tokyo", UserRequest(timezone="Asia/Tokyo"))
+    # Stored before ``at`` was bounded: year 1 in Tokyo is before the first instant a datetime holds.
+    store.create_scheduled_send(
+        NewScheduledSend("n-odd", {"topic": "a/b"}, {"text": "hi"}, ["push"], NOW, datetime(1, 1, 1))
+    )
+    enqueuer = RecordingEnqueuer()
+
+    report = dispatch_due(store, enqueuer, NOW, 10, TIMEOUT)
+
+    assert (report.sent, report.failed, [send.notification_id for send in enqueuer.sends]) == (1, 1, ["n-0"])
+    odd = next(row for row in store.schedules.values() if row.notification_id == "n-odd")
+    assert (odd.status, odd.last_error) == (
+        "failed",
+        "InvalidRequestError: at: is out of range in the time zone Asia/Tokyo",
+    )
+
+
+def test_dispatch_due_bug_in_planning_retried_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.audience import schedules
+
+    store = _store_with(NOW, NOW)
+    planned = schedules.plan_handoff
+
+    def plan(claim: ClaimedSend, now: datetime) -> tuple[list[str] | None, datetime | None]:
+        if claim.notification_id == "n-1":
+            raise KeyError("oops")
+        return planned(claim, now)
+
+    monkeypatch.setattr(schedules, "plan_handoff", plan)
+    enqueuer = RecordingEnqueuer()
+
+    report = dispatch_due(store, enqueuer, NOW, 10, TIMEOUT)
+
+    assert (report.sent, report.retried, [send.notification_id for send in enqueuer.sends]) == (1, 1, ["n-0"])
+    assert {row.notification_id: row.status for row in store.schedules.values()} == {
+        "n-0": "sent",
+        "n-1": "scheduled",
+    }
 
 
 def test_mark_sent_without_handoffs_is_nothing() -> None:

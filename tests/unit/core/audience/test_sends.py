@@ -23,7 +23,9 @@ from core.audience.sends import (
     SendRequest,
     SubscribersJob,
     accept_send,
+    expansion_lease,
     parse_job,
+    zone_tag,
 )
 from core.errors import ConflictError, InvalidRequestError, UpstreamError
 from tests.fakes.audience import FakeExpansionQueue, FakeSendStore
@@ -290,3 +292,46 @@ def test_send_request_user_id_a_message_cannot_carry_refused_naming_it() -> None
         SendRequest.model_validate({"to": {"user_ids": ["u1", "u\uffff"]}, "content": {"text": "Hello"}})
 
     assert [error["loc"] for error in raised.value.errors()] == [("to", "user_ids", 1)]
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        {"at": "0001-01-01T00:00:00", "local_time": True},
+        {"at": "0001-01-01T00:00:00+14:00"},
+        {"at": "9999-12-31T23:59:59-12:00"},
+        {"at": "1999-12-31T23:59:59+00:00"},
+    ],
+    ids=["year-1-local", "year-1-east", "year-9999-west", "before-2000"],
+)
+def test_send_request_at_out_of_the_years_a_schedule_fires_refused_naming_at(when: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        SendRequest.model_validate({"to": {"user_ids": ["u1"]}, "content": {"text": "Hello"}, **when})
+
+    assert [error["loc"] for error in raised.value.errors()] == [("at",)]
+
+
+def test_send_request_at_last_year_of_the_range_accepted() -> None:
+    request = _request(at="9998-12-31T23:59:59-12:00")
+
+    assert request.at == datetime(9999, 1, 1, 11, 59, 59, tzinfo=UTC)
+
+
+def test_accept_send_at_more_than_a_year_past_names_at() -> None:
+    with pytest.raises(InvalidRequestError, match=r"^at: must not be more than a year in the past"):
+        accept_send(_request(at="2025-01-01T09:00:00+00:00"), FakeSendStore(), FakeExpansionQueue(), NOW, "n")
+
+
+def test_expansion_lease_of_the_same_zones_has_the_same_zone_tag_and_is_new() -> None:
+    first, again = expansion_lease(["Asia/Tokyo", "Europe/Paris"]), expansion_lease(["Europe/Paris", "Asia/Tokyo"])
+
+    assert first != again
+    assert zone_tag(first) == zone_tag(again) is not None
+
+
+def test_expansion_lease_of_other_zones_has_another_zone_tag() -> None:
+    assert zone_tag(expansion_lease(["Asia/Tokyo"])) != zone_tag(expansion_lease(["Europe/Paris"]))
+
+
+def test_expansion_lease_of_an_instant_send_has_no_zone_tag() -> None:
+    assert zone_tag(expansion_lease(None)) is None

@@ -1,0 +1,109 @@
+"""Integration tests of the expansion worker's logic (core/audience/expansion.py) on the audience in a real PostgreSQL
+(the send's cursor and lease are SQL): a local-time send's zone hand-offs, one after a run of another zone failed.
+
+The ledger and the delivery queue are the in-memory fakes; the queue refuses the calls a test names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from core.audience.connection import Database
+from core.audience.expansion import expand_send
+from core.audience.models import UserRequest
+from core.audience.repository import AudienceRepository
+from core.audience.schedules import NewScheduledSend
+from core.audience.sends import ExpansionJob
+from core.errors import UpstreamError
+from core.queue import DeliveryQueue, SendOutcome
+from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger
+from tests.fakes.sqs import FakeSqsClient
+
+KATHMANDU, KOLKATA = "Asia/Kathmandu", "Asia/Kolkata"
+# u01, u03, u05, u07 in Kathmandu; u02, u04, u06, u08 in Kolkata: ids interleaved, so a zone's users lie on both
+# sides of the other zone's cursor.
+ZONE_OF = {f"u{index:02d}": KATHMANDU if index % 2 else KOLKATA for index in range(1, 9)}
+
+
+class RefusingQueue(DeliveryQueue):
+    """The delivery queue on a fake SQS, refusing every message of the calls numbered in ``refuse``."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        self.sqs = FakeSqsClient(key=lambda body: json.loads(body)["delivery_key"])
+        super().__init__(self.sqs, "https://queue")
+        self.calls = 0
+        self.refuse = refuse
+
+    def send(self, messages: Sequence[tuple[str, str]], time_left: Callable[[], float] | None = None) -> SendOutcome:
+        """Refuse the call when its number is in ``refuse``, else send."""
+        self.calls += 1
+        if self.calls in self.refuse:
+            return SendOutcome(failed={key: "InternalError" for key, _body in messages})
+        return super().send(messages, time_left)
+
+    def reached(self) -> list[str]:
+        """Return the user ids of every message sent, in the order sent."""
+        return [json.loads(body)["recipient"]["user_id"] for body in self.sqs.sent.values()]
+
+
+@pytest.fixture
+def send_id(database: Database) -> str:
+    """A local-time send (09:00 in each zone) to every user of both zones, recorded as the cron would find it."""
+    repository = AudienceRepository(database)
+    for user_id, zone in ZONE_OF.items():
+        repository.put_user(user_id, UserRequest(timezone=zone, data={"plan": "pro"}))
+    schedule = repository.create_scheduled_send(
+        NewScheduledSend(
+            notification_id="n-zones",
+            target={"where": {"field": "plan", "eq": "pro"}},
+            content={"text": "Hi"},
+            channels=["browser"],
+            fire_at=datetime(2026, 5, 1, 3, 15, tzinfo=UTC),
+            local_at=datetime(2026, 5, 1, 9, 0),
+        )
+    )
+    return schedule.send_id
+
+
+def _expand(database: Database, send_id: str, zone: str, queue: RefusingQueue) -> Any:
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[zone])
+    return expand_send(job, AudienceRepository(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=2)
+
+
+def _fail_after_first_page(db: Any, database: Database, send_id: str, queue: RefusingQueue) -> None:
+    """Run Kathmandu's hand-off until the queue refuses its second page, then let its lease lapse (a run that died)."""
+    with pytest.raises(UpstreamError):
+        _expand(database, send_id, KATHMANDU, queue)
+    with db.cursor() as cursor:
+        cursor.execute("UPDATE sends SET leased_until = now() - interval '1 second'")
+    db.commit()
+
+
+def test_expand_send_next_zone_after_a_failed_zone_run_reaches_all_its_users(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse={2})
+    _fail_after_first_page(db, database, send_id, queue)
+
+    report = _expand(database, send_id, KOLKATA, queue)
+
+    assert report.status == "expanded"
+    assert sorted(uid for uid in queue.reached() if ZONE_OF[uid] == KOLKATA) == ["u02", "u04", "u06", "u08"]
+
+
+def test_expand_send_same_zone_after_its_failed_run_resumes_after_its_cursor(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse={2})
+    _fail_after_first_page(db, database, send_id, queue)
+
+    report = _expand(database, send_id, KATHMANDU, queue)
+
+    assert report.status == "expanded"
+    # Page one (u01, u03) was enqueued by the failed run; the retry goes on after it, nothing is sent twice.
+    assert queue.reached() == ["u01", "u03", "u05", "u07"]
