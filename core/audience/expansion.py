@@ -19,7 +19,8 @@ asks for one of them without it, or while that topic does not exist, fails (``fa
 anything is enqueued.
 
 Resuming: after each page is enqueued (``SendMessageBatch``, ten at a time, batches concurrently), the send's cursor
-(``expanded_through``, the last user id of the page) and its deliveries count move together, then the ledger's
+(``expanded_through``, the last user id of the page; for a local-time send's zone hand-off, its zone set's own cursor
+in ``zone_cursors``, ``infra/migrations/0003_send_zone_cursors.sql``) and its deliveries count move together, then the ledger's
 notification record (source ``send``) is written with that count. A worker that dies resumes after the last page it
 recorded; the page it was on is enqueued again under the same deterministic delivery keys, and the consumer does not
 send a delivery already ``delivered``. A worker running out of time hands the rest to a new job.
@@ -32,6 +33,7 @@ that holds it.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -47,7 +49,6 @@ from core.audience.sends import (
     SendBusyError,
     StoredSend,
     SubscribersJob,
-    expansion_lease,
 )
 from core.channels.push import platform_payloads
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
@@ -361,11 +362,9 @@ def expand_send(
         report.status, report.done = send.status, True
         logger.info("expansion job for a send that is done", extra={"send_id": send.send_id, "status": send.status})
         return report
-    # A zone hand-off's lease names its zones: the store resumes the cursor only for the zones that left it.
-    lease = job.lease or expansion_lease(job.zones)
-    restart = job.zones is not None and send.status != "expanding"
+    lease = job.lease or str(uuid.uuid4())
     try:
-        send = store.start_expansion(send.send_id, restart, lease, lease_seconds)
+        send = store.start_expansion(send.send_id, lease, lease_seconds)
     except SendBusyError:
         expansion.submit(job, delay_seconds=BUSY_DELAY_SECONDS)
         report.status, report.handed_over = "busy", True
@@ -395,10 +394,12 @@ def expand_send(
         sender = senders() if senders and needs_sender else None
         builder = _Builder(send, channel, topic, record.created_at, started, sender)
         total = send.recipients
-        for users, cursor in _pages(send, store, job.zones, send.expanded_through, page_size):
+        # A zone set resumes its own cursor: after its last run's last page, so a set's job delivered twice, or
+        # retried after it finished, enqueues and counts nothing again; another set's cursor is not its users'.
+        for users, cursor in _pages(send, store, job.zones, send.cursor(job.zones), page_size):
             planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
             total += _enqueue_page(send, planned, ledger, queue, report)
-            if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds):
+            if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, job.zones):
                 # This run outlived its lease and another took the send over: that run goes on from its cursor.
                 report.status = "lease lost"
                 logger.warning("expansion lease lost: the run stops", extra={"send_id": send.send_id})

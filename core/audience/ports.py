@@ -230,16 +230,22 @@ class ExpansionStorePort(Protocol):
         """Return a send; ``NotFoundError`` when none."""
         ...
 
-    def start_expansion(self, send_id: str, restart: bool, lease: str, lease_seconds: float) -> StoredSend:
-        """Take the send's lease and mark it ``expanding`` (with ``restart``, from the first user again: a new zone
-        hand-off); return it. ``SendBusyError`` when another run holds a live lease."""
+    def start_expansion(self, send_id: str, lease: str, lease_seconds: float) -> StoredSend:
+        """Take the send's lease and mark it ``expanding``; return it, with its cursors. ``SendBusyError`` when
+        another run holds a live lease."""
         ...
 
     def advance_send(
-        self, send_id: str, expanded_through: str | None, recipients: int, lease: str, lease_seconds: float
+        self,
+        send_id: str,
+        expanded_through: str | None,
+        recipients: int,
+        lease: str,
+        lease_seconds: float,
+        zones: Sequence[str] | None = None,
     ) -> bool:
-        """Record a page enqueued (the cursor after it, the deliveries so far) and hold the lease on; ``False`` when
-        the lease is no longer this run's (nothing recorded)."""
+        """Record a page enqueued (the cursor after it, of ``zones``' set when given; the deliveries so far) and hold
+        the lease on; ``False`` when the lease is no longer this run's (nothing recorded)."""
         ...
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:

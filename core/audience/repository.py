@@ -31,7 +31,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import ZONE_TAG_LENGTH, NewSend, SendBusyError, StoredSend, zone_tag
+from core.audience.sends import NewSend, SendBusyError, StoredSend, zone_set
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
@@ -763,29 +763,22 @@ class AudienceRepository:
         key = _send_key(send_id)
         return self._db.run(lambda cursor: self._send(cursor, "id = %s", key), "reading send")
 
-    def start_expansion(self, send_id: str, restart: bool, lease: str, lease_seconds: float) -> StoredSend:
-        """Take the send's lease (``lease``, until ``lease_seconds`` from now), mark it ``expanding`` and return it;
-        with ``restart`` its cursor goes back to the first user.
+    def start_expansion(self, send_id: str, lease: str, lease_seconds: float) -> StoredSend:
+        """Take the send's lease (``lease``, until ``lease_seconds`` from now), mark it ``expanding`` and return it,
+        with its cursors as the last run left them.
 
-        The cursor goes back too when ``lease`` is a zone hand-off's (``core.audience.sends.zone_tag``) and the lease
-        it takes over is not of the same zones: that cursor was left by another hand-off, whose users are not these.
         A send ``cancelled`` or ``failed`` is returned as it is (the worker leaves it). Raises ``SendBusyError`` when
         another run holds a live lease on it.
         """
         key = _send_key(send_id)
-        tag = zone_tag(lease)
 
         def work(cursor: Any) -> StoredSend:
-            # SET reads the row as it was: ``lease`` here is the lease taken over.
             cursor.execute(
-                "UPDATE sends SET status = 'expanding',"
-                " expanded_through = CASE WHEN %s OR (%s::text IS NOT NULL"
-                f" AND left(lease::text, {ZONE_TAG_LENGTH}) IS DISTINCT FROM %s::text)"
-                " THEN NULL ELSE expanded_through END,"
-                " lease = %s, leased_until = now() + make_interval(secs => %s), updated_at = now()"
+                "UPDATE sends SET status = 'expanding', lease = %s,"
+                " leased_until = now() + make_interval(secs => %s), updated_at = now()"
                 " WHERE id = %s AND status NOT IN ('cancelled', 'failed')"
                 " AND (lease IS NULL OR lease = %s OR leased_until < now())",
-                (restart, tag, tag, lease, lease_seconds, key, lease),
+                (lease, lease_seconds, key, lease),
             )
             taken = cursor.rowcount == 1
             send = self._send(cursor, "id = %s", key)
@@ -796,15 +789,33 @@ class AudienceRepository:
         return self._db.run(work, "starting expansion")
 
     def advance_send(
-        self, send_id: str, expanded_through: str | None, recipients: int, lease: str, lease_seconds: float
+        self,
+        send_id: str,
+        expanded_through: str | None,
+        recipients: int,
+        lease: str,
+        lease_seconds: float,
+        zones: Sequence[str] | None = None,
     ) -> bool:
-        """Record a page enqueued (the cursor after it, the deliveries accounted for so far) and hold the lease on;
-        return ``False``, recording nothing, when the lease is no longer this run's."""
-        params = (expanded_through, recipients, lease_seconds, _send_key(send_id), lease)
+        """Record a page enqueued (the cursor after it: of ``zones``' set when given, and the deliveries accounted for
+        so far) and hold the lease on; return ``False``, recording nothing, when the lease is no longer this run's."""
+        moved, cursor_params = "expanded_through = %s", [expanded_through]
+        if zones is not None:
+            # jsonb_set with a NULL value would blank every set's cursor: a set's cursor, once moved, is never NULL.
+            moved, cursor_params = (
+                "zone_cursors = jsonb_set(zone_cursors, ARRAY[%s], to_jsonb(%s::text))",
+                [
+                    zone_set(zones),
+                    expanded_through,
+                ],
+            )
+            if expanded_through is None:
+                moved, cursor_params = "zone_cursors = zone_cursors", []
+        params = (*cursor_params, recipients, lease_seconds, _send_key(send_id), lease)
 
         def work(cursor: Any) -> bool:
             cursor.execute(
-                "UPDATE sends SET expanded_through = %s, recipients = %s,"
+                f"UPDATE sends SET {moved}, recipients = %s,"
                 " leased_until = now() + make_interval(secs => %s), updated_at = now() WHERE id = %s AND lease = %s",
                 params,
             )
@@ -828,7 +839,7 @@ class AudienceRepository:
     def _send(self, cursor: Any, where: str, value: str) -> StoredSend:
         cursor.execute(
             "SELECT id::text, notification_id, target, content, channels, status, expanded_through, recipients,"
-            f" last_error, caller FROM sends WHERE {where}",
+            f" last_error, caller, zone_cursors FROM sends WHERE {where}",
             (value,),
         )
         row = cursor.fetchone()
@@ -845,6 +856,7 @@ class AudienceRepository:
             recipients=row[7],
             last_error=row[8],
             caller=row[9],
+            zone_cursors=dict(row[10]),
         )
 
 

@@ -8,11 +8,9 @@ with its schedule instead (``core/audience/schedules.py``); the cron hands it to
 
 from __future__ import annotations
 
-import hashlib
 import json
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
@@ -165,8 +163,9 @@ class NewSend:
 
 @dataclass(frozen=True)
 class StoredSend:
-    """A send as the ``sends`` table keeps it: ``expanded_through`` is the last user id enqueued (the keyset cursor)
-    and ``recipients`` the deliveries accounted for so far (enqueued and skipped)."""
+    """A send as the ``sends`` table keeps it: ``expanded_through`` is the last user id enqueued (the keyset cursor),
+    ``zone_cursors`` a local-time send's cursor per zone set (``zone_set``), and ``recipients`` the deliveries
+    accounted for so far (enqueued and skipped)."""
 
     send_id: str
     notification_id: str
@@ -178,39 +177,21 @@ class StoredSend:
     recipients: int
     last_error: str | None = None
     caller: str | None = None
+    zone_cursors: dict[str, str] = field(default_factory=dict)
+
+    def cursor(self, zones: Sequence[str] | None) -> str | None:
+        """Return where a run for ``zones`` resumes: the cursor of that zone set, or for everyone
+        ``expanded_through``."""
+        return self.expanded_through if zones is None else self.zone_cursors.get(zone_set(zones))
+
+
+def zone_set(zones: Sequence[str]) -> str:
+    """Return the key a set of zones keeps its own cursor under (``StoredSend.zone_cursors``)."""
+    return ",".join(sorted(set(zones)))
 
 
 class SendBusyError(NotificationError):
     """Another expansion run holds the send's lease (``sends.lease``): this job waits its turn."""
-
-
-# A local-time send's zones share its one cursor (``expanded_through``): a run may only resume the cursor its own
-# zones left, never another hand-off's (whose users are not this one's). The lease a run takes says which zones left
-# the cursor without a column of its own: a zone hand-off's lease is a UUIDv8 (RFC 9562, custom layout) whose first
-# 48 bits are a digest of its zone set, the rest random; an instant send's run takes a random UUIDv4.
-_ZONE_LEASE_VERSION = 8
-ZONE_TAG_LENGTH = 13  # the digest's 12 hex digits in a UUID's text, with the dash after the first 8
-
-
-def expansion_lease(zones: Sequence[str] | None) -> str:
-    """Return a new lease for a run of a job for ``zones`` (``None``: everyone): for a zone hand-off, one whose
-    ``zone_tag`` names its zone set."""
-    if zones is None:
-        return str(uuid.uuid4())
-    digest = hashlib.sha256("\n".join(sorted(set(zones))).encode()).digest()[:6]
-    raw = bytearray(digest + uuid.uuid4().bytes[6:])
-    raw[6] = (_ZONE_LEASE_VERSION << 4) | (raw[6] & 0x0F)
-    raw[8] = 0x80 | (raw[8] & 0x3F)  # the RFC variant
-    return str(uuid.UUID(bytes=bytes(raw)))
-
-
-def zone_tag(lease: str) -> str | None:
-    """Return the part of a zone hand-off's lease that names its zone set; ``None`` for any other lease."""
-    try:
-        value = uuid.UUID(lease)
-    except ValueError:
-        return None
-    return str(value)[:ZONE_TAG_LENGTH] if value.version == _ZONE_LEASE_VERSION else None
 
 
 # --- the expansion queue ----------------------------------------------------------------------------------------------

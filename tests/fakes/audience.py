@@ -27,7 +27,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, DueSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import AnyJob, NewSend, SendBusyError, StoredSend
+from core.audience.sends import AnyJob, NewSend, SendBusyError, StoredSend, zone_set
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import DeliveryRow, NotificationRecord
 from core.models import DeliveryStatus
@@ -494,9 +494,9 @@ class FakeSendStore(FakeAudienceRepository):
             raise NotFoundError("the send does not exist")
         return self.sends[send_id]
 
-    def start_expansion(self, send_id: str, restart: bool, lease: str, lease_seconds: float) -> StoredSend:
+    def start_expansion(self, send_id: str, lease: str, lease_seconds: float) -> StoredSend:
         """Take the send's lease (``SendBusyError`` when another holds it; ``expire_leases`` lets it go) and mark it
-        expanding, its cursor reset with ``restart``."""
+        expanding."""
         send = self.get_send(send_id)
         if send.status in ("cancelled", "failed"):
             return send
@@ -504,10 +504,7 @@ class FakeSendStore(FakeAudienceRepository):
         if held != lease and until > time.monotonic():
             raise SendBusyError("another run is expanding the send")
         self.leases[send_id] = (lease, time.monotonic() + lease_seconds)
-        changes: dict[str, Any] = {"status": "expanding"}
-        if restart:
-            changes["expanded_through"] = None
-        self.sends[send_id] = replace(send, **changes)
+        self.sends[send_id] = replace(send, status="expanding")
         return self.sends[send_id]
 
     def expire_leases(self) -> None:
@@ -515,14 +512,27 @@ class FakeSendStore(FakeAudienceRepository):
         self.leases.clear()
 
     def advance_send(
-        self, send_id: str, expanded_through: str | None, recipients: int, lease: str, lease_seconds: float
+        self,
+        send_id: str,
+        expanded_through: str | None,
+        recipients: int,
+        lease: str,
+        lease_seconds: float,
+        zones: Sequence[str] | None = None,
     ) -> bool:
-        """Move a send's cursor while ``lease`` is its lease."""
+        """Move a send's cursor (of ``zones``' set when given) while ``lease`` is its lease."""
         if self.leases.get(send_id, ("", 0.0))[0] != lease:
             return False
         self.leases[send_id] = (lease, time.monotonic() + lease_seconds)
         self.advances.append((send_id, expanded_through, recipients))
-        self.sends[send_id] = replace(self.get_send(send_id), expanded_through=expanded_through, recipients=recipients)
+        send = self.get_send(send_id)
+        if zones is None:
+            self.sends[send_id] = replace(send, expanded_through=expanded_through, recipients=recipients)
+        else:
+            cursors = {**send.zone_cursors}
+            if expanded_through is not None:
+                cursors[zone_set(zones)] = expanded_through
+            self.sends[send_id] = replace(send, zone_cursors=cursors, recipients=recipients)
         return True
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:

@@ -107,3 +107,38 @@ def test_expand_send_same_zone_after_its_failed_run_resumes_after_its_cursor(
     assert report.status == "expanded"
     # Page one (u01, u03) was enqueued by the failed run; the retry goes on after it, nothing is sent twice.
     assert queue.reached() == ["u01", "u03", "u05", "u07"]
+
+
+def _recipients(db: Any, send_id: str) -> int:
+    with db.cursor() as cursor:
+        cursor.execute("SELECT recipients FROM sends WHERE id = %s", (send_id,))
+        count: int = cursor.fetchone()[0]
+    return count
+
+
+def test_expand_send_zone_job_delivered_twice_enqueues_and_counts_its_users_once(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse=set())
+    _expand(database, send_id, KATHMANDU, queue)
+
+    again = _expand(database, send_id, KATHMANDU, queue)
+
+    assert again.status == "expanded"
+    assert (again.pages, again.enqueued) == (0, 0)
+    assert queue.reached() == ["u01", "u03", "u05", "u07"]
+    assert _recipients(db, send_id) == 4
+
+
+def test_expand_send_zone_run_after_another_zone_failed_then_the_first_zone_again_counts_each_user_once(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse={2})
+    _fail_after_first_page(db, database, send_id, queue)
+    _expand(database, send_id, KOLKATA, queue)
+
+    report = _expand(database, send_id, KATHMANDU, queue)  # the failed run's job, back from the queue
+
+    assert report.status == "expanded"
+    assert sorted(queue.reached()) == sorted(ZONE_OF)
+    assert _recipients(db, send_id) == len(ZONE_OF)

@@ -98,7 +98,10 @@ def test_migrate_cli_database_url_applies_and_reports(
     assert main(["--database-url", url]) == 0
 
     out = capsys.readouterr().out.splitlines()
-    assert out == ["applied: 0001_audience.sql, 0002_send_lease_and_caller.sql", "no migration pending"]
+    assert out == [
+        "applied: 0001_audience.sql, 0002_send_lease_and_caller.sql, 0003_send_zone_cursors.sql",
+        "no migration pending",
+    ]
 
 
 def test_migrate_cli_failed_file_exits_1_naming_it(

@@ -17,7 +17,7 @@ from core.audience.connection import Database
 from core.audience.models import AppRequest, UserRequest
 from core.audience.ports import AudienceRepositoryPort
 from core.audience.repository import AudienceRepository
-from core.audience.sends import SendBusyError, expansion_lease
+from core.audience.sends import SendBusyError
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from tests.fakes.audience import FakeAudienceRepository, MatchingCondition
 
@@ -390,69 +390,57 @@ def test_get_send_unknown_or_not_a_uuid_not_found(send_store: Any) -> None:
 
 def test_advance_send_moves_cursor_and_count_kept_by_start(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.start_expansion(send.send_id, False, LEASE, 120)
+    send_store.start_expansion(send.send_id, LEASE, 120)
 
     assert send_store.advance_send(send.send_id, "u9", 12, LEASE, 120) is True
-    resumed = send_store.start_expansion(send.send_id, False, LEASE, 120)
+    resumed = send_store.start_expansion(send.send_id, LEASE, 120)
 
     assert (resumed.status, resumed.expanded_through, resumed.recipients) == ("expanding", "u9", 12)
 
 
-def test_start_expansion_restart_resets_the_cursor_not_the_count(send_store: Any) -> None:
+def test_advance_send_of_a_zone_set_moves_its_own_cursor(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.start_expansion(send.send_id, False, LEASE, 120)
-    send_store.advance_send(send.send_id, "u9", 12, LEASE, 120)
+    send_store.start_expansion(send.send_id, LEASE, 120)
+    send_store.advance_send(send.send_id, "u9", 12, LEASE, 120, ["Europe/Paris", "Europe/Berlin"])
+    send_store.advance_send(send.send_id, "u3", 14, LEASE, 120, ["Asia/Tokyo"])
 
-    restarted = send_store.start_expansion(send.send_id, True, LEASE, 120)
+    resumed = send_store.start_expansion(send.send_id, LEASE, 120)
 
-    assert (restarted.expanded_through, restarted.recipients) == (None, 12)
+    assert resumed.expanded_through is None
+    assert resumed.recipients == 14
+    assert resumed.cursor(["Europe/Berlin", "Europe/Paris"]) == "u9"
+    assert resumed.cursor(["Asia/Tokyo"]) == "u3"
+    assert resumed.cursor(["Asia/Kolkata"]) is None
 
 
 def test_start_expansion_another_runs_live_lease_is_busy(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.start_expansion(send.send_id, False, LEASE, 120)
+    send_store.start_expansion(send.send_id, LEASE, 120)
 
     with pytest.raises(SendBusyError):
-        send_store.start_expansion(send.send_id, False, OTHER_LEASE, 120)
+        send_store.start_expansion(send.send_id, OTHER_LEASE, 120)
     assert send_store.advance_send(send.send_id, "u1", 1, OTHER_LEASE, 120) is False
     assert send_store.get_send(send.send_id).expanded_through is None
 
 
 def test_start_expansion_takes_over_a_lease_that_lapsed_and_the_first_run_records_nothing(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.start_expansion(send.send_id, False, LEASE, 0.01)
+    send_store.start_expansion(send.send_id, LEASE, 0.01)
     time.sleep(0.05)
 
-    taken = send_store.start_expansion(send.send_id, False, OTHER_LEASE, 120)
+    taken = send_store.start_expansion(send.send_id, OTHER_LEASE, 120)
 
     assert taken.status == "expanding"
     assert send_store.advance_send(send.send_id, "u1", 1, LEASE, 120) is False
 
 
-@pytest.mark.parametrize(
-    ("zones", "expanded_through"), [(["Asia/Tokyo"], None), (["Europe/Paris"], "u9")], ids=["other-zones", "same-zones"]
-)
-def test_start_expansion_zone_lease_resumes_only_the_cursor_its_zones_left(
-    postgres: AudienceRepository, zones: list[str], expanded_through: str | None
-) -> None:
-    send, _ = postgres.create_send(_new_send())
-    first = expansion_lease(["Europe/Paris"])
-    postgres.start_expansion(send.send_id, False, first, 0.01)
-    postgres.advance_send(send.send_id, "u9", 12, first, 0.01)
-    time.sleep(0.05)
-
-    taken = postgres.start_expansion(send.send_id, False, expansion_lease(zones), 120)
-
-    assert (taken.status, taken.expanded_through, taken.recipients) == ("expanding", expanded_through, 12)
-
-
 def test_finish_send_frees_the_lease(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
-    send_store.start_expansion(send.send_id, False, LEASE, 120)
+    send_store.start_expansion(send.send_id, LEASE, 120)
 
     send_store.finish_send(send.send_id, "expanded")
 
-    assert send_store.start_expansion(send.send_id, True, OTHER_LEASE, 120).status == "expanding"
+    assert send_store.start_expansion(send.send_id, OTHER_LEASE, 120).status == "expanding"
 
 
 def test_finish_send_failed_keeps_the_error_and_start_leaves_it(send_store: Any) -> None:
@@ -460,5 +448,5 @@ def test_finish_send_failed_keeps_the_error_and_start_leaves_it(send_store: Any)
 
     send_store.finish_send(send.send_id, "failed", "segment gone")
 
-    assert send_store.start_expansion(send.send_id, True, LEASE, 120).status == "failed"
+    assert send_store.start_expansion(send.send_id, LEASE, 120).status == "failed"
     assert send_store.get_send(send.send_id).last_error == "segment gone"

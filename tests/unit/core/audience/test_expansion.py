@@ -183,7 +183,7 @@ def test_expand_send_resumes_after_the_cursor_without_duplicates(world: World) -
     for index in range(4):
         world.user(f"u{index}", devices=1)
     send = world.send({"user_ids": [f"u{index}" for index in range(4)]}, ["push"])
-    world.store.start_expansion(send.send_id, False, "died", 120)
+    world.store.start_expansion(send.send_id, "died", 120)
     world.store.advance_send(send.send_id, "u1", 2, "died", 120)
     world.store.expire_leases()
 
@@ -228,7 +228,7 @@ def test_expand_send_handed_over_job_carries_the_lease_and_finishes_the_send(wor
 def test_expand_send_held_by_another_run_goes_back_on_the_queue_with_a_delay(world: World) -> None:
     world.user("u1", devices=1)
     send = world.send({"user_ids": ["u1"]}, ["push"])
-    world.store.start_expansion(send.send_id, False, "other-run", 120)
+    world.store.start_expansion(send.send_id, "other-run", 120)
 
     report = world.run(send, page_size=10)
 
@@ -343,7 +343,7 @@ def test_expand_batch_expands_every_send_of_the_batch(world: World) -> None:
 
 def test_expand_batch_send_held_elsewhere_waits_alone_and_the_rest_goes_on(world: World) -> None:
     batch = _batch(world, 3)
-    world.store.start_expansion(batch.jobs[1].send_id, False, "other-run", 120)
+    world.store.start_expansion(batch.jobs[1].send_id, "other-run", 120)
 
     reports = expand_batch(batch, world.store, world.ledger, world.queue, world.expansion)
 

@@ -23,9 +23,7 @@ from core.audience.sends import (
     SendRequest,
     SubscribersJob,
     accept_send,
-    expansion_lease,
     parse_job,
-    zone_tag,
 )
 from core.errors import ConflictError, InvalidRequestError, UpstreamError
 from tests.fakes.audience import FakeExpansionQueue, FakeSendStore
@@ -320,18 +318,3 @@ def test_send_request_at_last_year_of_the_range_accepted() -> None:
 def test_accept_send_at_more_than_a_year_past_names_at() -> None:
     with pytest.raises(InvalidRequestError, match=r"^at: must not be more than a year in the past"):
         accept_send(_request(at="2025-01-01T09:00:00+00:00"), FakeSendStore(), FakeExpansionQueue(), NOW, "n")
-
-
-def test_expansion_lease_of_the_same_zones_has_the_same_zone_tag_and_is_new() -> None:
-    first, again = expansion_lease(["Asia/Tokyo", "Europe/Paris"]), expansion_lease(["Europe/Paris", "Asia/Tokyo"])
-
-    assert first != again
-    assert zone_tag(first) == zone_tag(again) is not None
-
-
-def test_expansion_lease_of_other_zones_has_another_zone_tag() -> None:
-    assert zone_tag(expansion_lease(["Asia/Tokyo"])) != zone_tag(expansion_lease(["Europe/Paris"]))
-
-
-def test_expansion_lease_of_an_instant_send_has_no_zone_tag() -> None:
-    assert zone_tag(expansion_lease(None)) is None
