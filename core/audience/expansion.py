@@ -19,11 +19,11 @@ asks for one of them without it, or while that topic does not exist, fails (``fa
 anything is enqueued.
 
 Resuming: after each page is enqueued (``SendMessageBatch``, ten at a time, batches concurrently), the send's cursor
-(``expanded_through``, the last user id of the page; for a local-time send's zone hand-off, its zone set's own cursor
-in ``zone_cursors``, ``infra/migrations/0003_send_zone_cursors.sql``) and its deliveries count move together, then the ledger's
-notification record (source ``send``) is written with that count. A worker that dies resumes after the last page it
-recorded; the page it was on is enqueued again under the same deterministic delivery keys, and the consumer does not
-send a delivery already ``delivered``. A worker running out of time hands the rest to a new job.
+(``expanded_through``, the last user id of the page; for a local-time send's zone hand-off, its zone set's own cursor in
+``zone_cursors``, ``infra/migrations/0003_send_zone_cursors.sql``) and its deliveries count move together, then the
+ledger's notification record (source ``send``) is written with that count. A worker that dies resumes after the last
+page it recorded; the page it was on is enqueued again under the same deterministic delivery keys, and the consumer does
+not send a delivery already ``delivered``. A worker running out of time hands the rest to a new job.
 
 One run at a time per send (``sends.lease``, ``infra/migrations/0002_send_lease_and_caller.sql``): a job delivered
 twice, or a local-time send's next zone arriving while the last is being expanded, waits on the queue for the run
