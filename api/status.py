@@ -56,6 +56,11 @@ class StatusResponse(Reply):
     summary: dict[str, int]
     deliveries: list[DeliveryView]
     next: str | None = None
+    error: str | None = Field(
+        default=None,
+        description="Why the expansion to an audience failed (a send's, or a publish's subscribers), when it did: "
+        "the deliveries it did not enqueue are not counted.",
+    )
 
 
 def _delivery(entry: LedgerEntry) -> dict[str, Any]:
@@ -110,4 +115,6 @@ def notification_status(
     }
     if page.next_cursor:
         body["next"] = page.next_cursor
+    if page.record.error:
+        body["error"] = page.record.error
     return body

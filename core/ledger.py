@@ -84,7 +84,8 @@ class NotificationRecord:
     """What the ledger keeps of a notification: where it came from and which deliveries it expects.
 
     ``request_digest`` is the digest of the request an idempotent publish was made with; ``enqueued`` maps delivery
-    key to SQS message id, kept only after a publish that could not enqueue every delivery (``None`` otherwise).
+    key to SQS message id, kept only after a publish that could not enqueue every delivery (``None`` otherwise);
+    ``error`` why its expansion to an audience failed (a send's, or a publish's subscribers), when it did.
     """
 
     notification_id: str
@@ -97,6 +98,7 @@ class NotificationRecord:
     deliveries: tuple[Delivery, ...] = ()
     request_digest: str | None = None
     enqueued: dict[str, str] | None = None
+    error: str | None = None
 
 
 class AttemptRecord(TypedDict):
@@ -236,6 +238,7 @@ def _record(item: dict[str, Any]) -> NotificationRecord:
         deliveries=deliveries,
         request_digest=_text(item, "request_digest"),
         enqueued={key: value["S"] for key, value in enqueued.items()} if enqueued is not None else None,
+        error=_text(item, "error"),
     )
 
 
@@ -365,6 +368,8 @@ class DeliveryLedger:
             item["request_digest"] = {"S": record.request_digest}
         if record.enqueued is not None:
             item["enqueued"] = {"M": {key: {"S": value} for key, value in record.enqueued.items()}}
+        if record.error:
+            item["error"] = {"S": record.error[:_MAX_ERROR_LENGTH]}
         return item
 
     def record_failed(self, notification_id: str, rows: Sequence[tuple[str, DeliveryRow, str]]) -> None:

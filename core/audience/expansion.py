@@ -389,11 +389,11 @@ def expand_send(
         # integrations) stay listed and counted beside the recipients.
         record = ledger.get_record(send.notification_id)
     own = len(record.deliveries)
+    total = send.recipients
     try:
         needs_sender = "email" in send.channels or "telegram" in send.channels
         sender = senders() if senders and needs_sender else None
         builder = _Builder(send, channel, topic, record.created_at, started, sender)
-        total = send.recipients
         # A zone set resumes its own cursor: after its last run's last page, so a set's job delivered twice, or
         # retried after it finished, enqueues and counts nothing again; another set's cursor is not its users'.
         for users, cursor in _pages(send, store, job.zones, send.cursor(job.zones), page_size):
@@ -413,6 +413,8 @@ def expand_send(
                 logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
                 return report
     except ExpansionError as exc:
+        # The notification's status tells why: the send's own row is not one the API shows.
+        _write_record(ledger, replace(record, error=str(exc)), own + total)
         store.finish_send(send.send_id, "failed", str(exc))
         report.status, report.done = "failed", True
         report.errors.append(str(exc))

@@ -177,6 +177,27 @@ def test_status_foreign_cursor_returns_422_naming_cursor(aws: AwsResources, lamb
     assert response_json(response)["message"].startswith("cursor: ")
 
 
+def test_status_of_a_send_whose_expansion_failed_tells_why(
+    aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    get_ledger().record_notification(
+        NotificationRecord(
+            notification_id=SMALL,
+            source="send",
+            channel="",
+            topic="",
+            created_at="2026-11-22T10:00:00.000Z",
+            caller="k1a2b3c4d5",
+            delivery_count=0,
+            error="segment 'vip' no longer exists",
+        )
+    )
+
+    body = response_json(_status(SMALL, lambda_context))
+
+    assert (body["summary"], body["error"]) == ({}, "segment 'vip' no longer exists")
+
+
 def test_status_deeply_nested_cursor_returns_422_naming_cursor(
     aws: AwsResources, lambda_context: FakeLambdaContext
 ) -> None:

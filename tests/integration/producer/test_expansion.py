@@ -379,6 +379,9 @@ def test_expansion_subscribers_on_email_with_a_missing_sender_topic_fail_the_sen
 
     assert _send_state(db) == ("failed", "the audience sender topic audience/default does not exist")
     assert receive_all(worker_env.sqs, worker_env.delivery_queue_url) == []
+    # The publish's status tells it too, beside its subscribers integration's row (delivered: handed off).
+    notification_id = json.loads(followers[0]["Body"])["notification_id"]
+    assert clients.get_ledger().get_record(notification_id).error == _send_state(db)[1]
 
 
 def test_expansion_send_on_email_with_a_missing_sender_topic_fails_with_the_reason(

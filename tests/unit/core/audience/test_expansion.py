@@ -138,6 +138,7 @@ def test_expand_send_email_without_sender_fails_the_send_enqueuing_nothing(world
 
     assert (report.status, world.sqs.sent) == ("failed", {})
     assert "email" in (world.store.get_send(send.send_id).last_error or "")
+    assert world.ledger.records["n-1"].error == world.store.get_send(send.send_id).last_error
 
 
 def test_expand_send_push_payloads_identical_for_every_recipient_and_encoded_once(world: World) -> None:
@@ -314,6 +315,7 @@ def test_expand_send_deleted_segment_fails_the_send(world: World) -> None:
     send = world.send({"segment": "gone"}, ["push"])
 
     assert world.run(send).status == "failed"
+    assert world.ledger.records["n-1"].error == "segment 'gone' no longer exists"
 
 
 def test_expand_send_browser_delivery_per_user(world: World) -> None:
