@@ -217,6 +217,10 @@ class SendStorePort(Protocol):
         """Record a send (status ``scheduled``) with its schedule, in one transaction."""
         ...
 
+    def find_schedule(self, notification_id: str) -> Schedule | None:
+        """Return the schedule of the send of ``notification_id``, or ``None`` when it has none."""
+        ...
+
 
 @runtime_checkable
 class ExpansionStorePort(Protocol):

@@ -694,6 +694,16 @@ class AudienceRepository:
 
         return self._db.run(work, "cancelling schedule")
 
+    def find_schedule(self, notification_id: str) -> Schedule | None:
+        """Return the schedule of the send of ``notification_id``, or ``None`` when it has none."""
+
+        def work(cursor: Any) -> Schedule | None:
+            cursor.execute(f"{_SCHEDULE_SELECT} WHERE d.notification_id = %s", (notification_id,))
+            row = cursor.fetchone()
+            return _schedule(row) if row is not None else None
+
+        return self._db.run(work, "reading schedule")
+
     def get_schedule(self, schedule_id: str) -> Schedule:
         """Return the schedule ``schedule_id``; raise ``NotFoundError`` when there is none."""
         key = _schedule_key(schedule_id)

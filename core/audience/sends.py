@@ -33,7 +33,7 @@ from core.audience.models import (
     user_id_bytes,
 )
 from core.audience.ports import SendStorePort
-from core.audience.schedules import DueSend, NewScheduledSend, schedule_times
+from core.audience.schedules import DueSend, NewScheduledSend, Schedule, schedule_times
 from core.audience.segments import parse_where
 from core.errors import (
     AWS_ERRORS,
@@ -351,25 +351,59 @@ def accept_send(
     channels: list[str] = list(request.channels)
     if request.at is not None:
         fire_at, local_at = schedule_times(request.at, request.local_time, store.user_zones(), now)
-        schedule = store.create_scheduled_send(
-            NewScheduledSend(
-                notification_id=notification_id,
-                target=target,
-                content=content,
-                channels=channels,
-                fire_at=fire_at,
-                local_at=local_at,
-                caller=caller,
+        try:
+            schedule = store.create_scheduled_send(
+                NewScheduledSend(
+                    notification_id=notification_id,
+                    target=target,
+                    content=content,
+                    channels=channels,
+                    fire_at=fire_at,
+                    local_at=local_at,
+                    caller=caller,
+                )
             )
-        )
+        except ConflictError:
+            # The same Idempotency-Key again: the same body answers the schedule made the first time.
+            schedule = _same_schedule(
+                store.find_schedule(notification_id), target, content, channels, fire_at, local_at
+            )
         logger.info("send scheduled", extra={"notification_id": notification_id, "schedule_id": schedule.schedule_id})
         return SendAccepted(notification_id=notification_id, status="scheduled", schedule_id=schedule.schedule_id)
     send, created = store.create_send(NewSend(notification_id, target, content, channels, caller))
-    if not created and _canonical(send.target, send.content, send.channels) != _canonical(target, content, channels):
+    if not created and (
+        _canonical(send.target, send.content, send.channels) != _canonical(target, content, channels)
+        # The key made a scheduled send: this request, without ``at``, is another; its job would send it now.
+        or store.find_schedule(notification_id) is not None
+    ):
         raise ConflictError("Idempotency-Key was already used with a different request body")
     expansion.submit(ExpansionJob(send_id=send.send_id, notification_id=notification_id, caller=caller))
     logger.info("send queued", extra={"notification_id": notification_id, "send_id": send.send_id, "new": created})
     return SendAccepted(notification_id=notification_id, status="queued")
+
+
+def _same_schedule(
+    schedule: Schedule | None,
+    target: dict[str, Any],
+    content: dict[str, Any],
+    channels: list[str],
+    fire_at: datetime,
+    local_at: datetime | None,
+) -> Schedule:
+    """Return the schedule a request with an Idempotency-Key made before, when this one asks for the same send at the
+    same time; raise ``ConflictError`` otherwise (another body, or an immediate send made under the key)."""
+    same = schedule is not None and (
+        _canonical(schedule.to, schedule.content, schedule.channels) == _canonical(target, content, channels)
+        # A local-time send's fire_at moves with its zones, and is computed from the clock; its wall clock does not.
+        and (
+            schedule.local_at == local_at
+            if local_at is not None
+            else not schedule.local_time and schedule.fire_at == fire_at
+        )
+    )
+    if schedule is None or not same:
+        raise ConflictError("Idempotency-Key was already used with a different request body")
+    return schedule
 
 
 def _canonical(target: dict[str, Any], content: dict[str, Any], channels: list[str]) -> str:

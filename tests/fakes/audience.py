@@ -399,6 +399,11 @@ class FakeAudienceRepository:
                 raise ConflictError(f"the schedule cannot be cancelled: it is {row.status}")
             return row
 
+    def find_schedule(self, notification_id: str) -> Schedule | None:
+        """Return the schedule of a notification's send, if any."""
+        rows = [row for row in self._schedule_rows().values() if row.notification_id == notification_id]
+        return rows[0] if rows else None
+
     def get_schedule(self, schedule_id: str) -> Schedule:
         """Return a schedule."""
         row = self._schedule_rows().get(schedule_id)

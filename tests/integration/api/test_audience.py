@@ -307,6 +307,39 @@ def test_schedules_unknown_id_is_404(api: Api) -> None:
     assert result["statusCode"] == 404
 
 
+def _send_with_key(api: Api, body: dict[str, Any]) -> Any:
+    return audience.handler(api_event("POST", "/v1/sends", None, body, {"Idempotency-Key": "k-1"}), api.context)
+
+
+def test_sends_scheduled_again_with_its_idempotency_key_answers_the_same_schedule(api: Api, db: Any) -> None:
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00", "local_time": True}
+    api.user("ada")
+
+    first, again = _send_with_key(api, body), _send_with_key(api, body)
+
+    assert (first["statusCode"], again["statusCode"]) == (202, 202)
+    assert response_json(again) == response_json(first)
+    with db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM scheduled_sends")
+        assert cursor.fetchone() == (1,)
+
+
+@pytest.mark.parametrize("change", [{"at": None}, {"at": "2099-01-01T10:00:00"}], ids=["at-once", "other-at"])
+def test_sends_idempotency_key_of_a_scheduled_send_with_another_time_409_and_nothing_sent(
+    api: Api, db: Any, change: dict[str, Any]
+) -> None:
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00", "local_time": True}
+    api.user("ada")
+    _send_with_key(api, body)
+
+    response = _send_with_key(api, {**body, **change, "local_time": change["at"] is not None})
+
+    assert response["statusCode"] == 409
+    with db.cursor() as cursor:
+        cursor.execute("SELECT status FROM sends")
+        assert cursor.fetchall() == [("scheduled",)]
+
+
 @pytest.mark.parametrize(
     ("send", "field"),
     [

@@ -569,6 +569,39 @@ def test_post_send_scheduled_202_with_schedule_id(
     assert body["schedule_id"]
 
 
+@pytest.mark.parametrize("local_time", [False, True])
+def test_post_send_scheduled_again_with_its_idempotency_key_answers_the_same_schedule(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue], local_time: bool
+) -> None:
+    router, _store, _queue = send_router
+    at = "2099-01-01T09:00:00" if local_time else "2099-01-01T09:00:00+01:00"
+    body = {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": at, "local_time": local_time}
+
+    first = _send(router, body, {"Idempotency-Key": "k-1"})
+    again = _send(router, body, {"Idempotency-Key": "k-1"})
+
+    assert (first["statusCode"], again["statusCode"]) == (202, 202)
+    assert response_json(again) == response_json(first)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"at": "2099-01-01T10:00:00+01:00"}, {"content": {"text": "Hello"}}],
+    ids=["other-at", "other-content"],
+)
+def test_post_send_scheduled_idempotency_key_with_another_body_409(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue], change: dict[str, Any]
+) -> None:
+    router, _store, _queue = send_router
+    body = {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00+01:00"}
+    _send(router, body, {"Idempotency-Key": "k-1"})
+
+    response = _send(router, {**body, **change}, {"Idempotency-Key": "k-1"})
+
+    assert response["statusCode"] == 409
+    assert response_json(response) == {"message": "Idempotency-Key was already used with a different request body"}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
