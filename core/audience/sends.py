@@ -56,6 +56,9 @@ GROUP_SIZE = 25
 SMALL_SEND = 10
 MAX_TEXT_LENGTH = 4096
 MAX_HTML_LENGTH = 100_000
+# The push payloads of a send, JSON-encoded as each delivery message carries them (an APNS one twice, serving the
+# sandbox too): far above what APNs and FCM take (4 KB each), and well inside SQS's 256 KiB per message.
+MAX_PUSH_BYTES = 64 * 1024
 # The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
 USER_ID_PATTERN = r"^[^\x00]{1,256}$"
 # The years an ``at`` may name, as written (without its offset): a schedule fires from now on (``schedule_times``
@@ -109,6 +112,22 @@ class SendContent(AudienceRequest):
     push: dict[Platform | Literal["FCM"], dict[str, Any]] | None = Field(
         default=None, description="Payload objects per platform, replacing the ones built from text and subject."
     )
+
+    @field_validator("push")
+    @classmethod
+    def _push_fits(cls, push: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        """Refuse payloads a delivery message could not carry (``MAX_PUSH_BYTES``): told now, not by a failed send."""
+        if push is None:
+            return None
+        size = len(json.dumps(push, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if "APNS" in push and "APNS_SANDBOX" not in push:
+            size += len(json.dumps(push["APNS"], ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > MAX_PUSH_BYTES:
+            raise ValueError(
+                f"must take at most {MAX_PUSH_BYTES // 1024} KiB as JSON (an APNS payload counts twice: it serves the "
+                "sandbox too, unless APNS_SANDBOX is given); APNs and FCM take 4 KB"
+            )
+        return push
 
 
 class SendRequest(Strict):

@@ -309,6 +309,24 @@ def test_send_request_at_out_of_the_years_a_schedule_fires_refused_naming_at(whe
     assert [error["loc"] for error in raised.value.errors()] == [("at",)]
 
 
+def test_send_request_push_payloads_over_the_limit_refused_naming_content_push() -> None:
+    apns = {"aps": {"alert": "x" * 40_000}}  # 40 KB, twice: it serves the sandbox too
+
+    with pytest.raises(ValidationError) as raised:
+        _request(content={"text": "Hi", "push": {"APNS": apns}})
+
+    assert [error["loc"] for error in raised.value.errors()] == [("content", "push")]
+    assert "at most 64 KiB" in raised.value.errors()[0]["msg"]
+
+
+def test_send_request_push_payloads_under_the_limit_accepted_with_a_sandbox_of_their_own() -> None:
+    apns = {"aps": {"alert": "x" * 40_000}}
+
+    request = _request(content={"text": "Hi", "push": {"APNS": apns, "APNS_SANDBOX": {"aps": {"alert": "s"}}}})
+
+    assert request.content.push is not None
+
+
 def test_send_request_at_last_year_of_the_range_accepted() -> None:
     request = _request(at="9998-12-31T23:59:59-12:00")
 
