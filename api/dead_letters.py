@@ -143,6 +143,7 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
             "window_start": now,
             "prior_attempts": max(message.prior_attempts + message.attempt, recorded_attempts),
             "redriven": message.redriven + 1,
+            "throttled": 0,
         }
     )
 

@@ -297,7 +297,7 @@ class Deliverer:
             ref = message.integration.credentials_ref
             secret = self._credentials.get(ref) if ref else None
             limits = channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
-            held = self._hold(message, attempt, limits, due, latest_start, log)
+            held = self._hold(message, attempt, limits, due, latest_start, log, (attempts_before, earlier))
             if held is not None:
                 return held
             receipt = channel.send(
@@ -397,9 +397,11 @@ class Deliverer:
         due: float | None,
         latest_start: float | None,
         log: dict[str, Any],
+        run: tuple[int, Sequence[AttemptRecord]],
     ) -> Outcome | None:
         """Wait here for this send's slot when it is near and return ``None``: the send starts. Otherwise return what
-        was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start."""
+        was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start,
+        or the delivery is dead when its slot is past its retry window (``run``: its attempts and history so far)."""
         if not limits:
             if latest_start is not None and self._clock() > latest_start:
                 # It waited for a thread: a send that outlasted the function would be cut off, the whole batch back.
@@ -407,6 +409,12 @@ class Deliverer:
             return None
         # The clock is read again: the reads before may have taken a while, and a slot must never be past.
         slot = self._slot(message, limits, due, self._clock(), log)
+        window_end = (epoch_time(message.window_start or message.created_at) or slot) + self._policy.window_seconds
+        if slot > window_end:
+            # A destination slowed for long (a Retry-After of days) must not hold a delivery past its window.
+            hours = self._policy.window_seconds / 3600
+            reason = f"retry window of {hours:g} h ended: the destination's next send slot is after it"
+            return self._bury(message, attempt, Decision(run[0], None, reason), run[1], log)
         budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
         if slot - self._clock() > budget:
             return self._wait_for_slot(message, attempt, slot, log)
@@ -513,7 +521,7 @@ class Deliverer:
     ) -> Outcome:
         now = self._clock()
         window_start = epoch_time(message.window_start or message.created_at) or now
-        decision = self._policy.decide(exc, attempts_before, window_start, now, self._rand)
+        decision = self._policy.decide(exc, attempts_before, window_start, now, self._rand, message.throttled)
         if decision.at is None:
             return self._bury(message, attempt, decision, earlier, log)
         # A 429 is no attempt (the pace was wrong, not the destination): it leaves the history alone.
@@ -525,7 +533,8 @@ class Deliverer:
             "next_attempt_at": decision.at,
         }
         try:
-            self._copy(message, decision.at, attempt=decision.attempts, slot_reserved=False)
+            throttled = message.throttled + 1 if exc.rate_limited else 0
+            self._copy(message, decision.at, attempt=decision.attempts, slot_reserved=False, throttled=throttled)
         except UpstreamError as error:
             self._record(message, DeliveryStatus.RETRYING, log, **fields)
             return self._keep(message, attempt, decision.at - now, error, log)

@@ -76,17 +76,23 @@ class RetryPolicy:
         window_start: float,
         now: float,
         rand: Callable[[], float] = random.random,
+        throttled: int = 0,
     ) -> Decision:
         """Decide what follows a retryable failure of the attempt made after ``attempts_before`` others.
 
-        A rate-limited answer (429, throttling) is not an attempt: it waits the provider's ``Retry-After`` plus a
-        little jitter (never less), or a backoff step when none was given. Any other failure counts, backs off, and
-        waits at least a ``Retry-After`` the provider sent. Either way the delivery is dead when the next attempt would
-        start after the window ends, or when the attempts are spent.
+        A rate-limited answer (429, throttling) is not an attempt: the first of a row waits the provider's
+        ``Retry-After``, or a backoff step when none was given; each one after it in a row (``throttled`` before it)
+        waits at least a backoff step that grows with the row, so a ``Retry-After`` of 0 never has the delivery come
+        back at once, again and again, for the whole window. A little jitter is added (never less). Any other failure
+        counts, backs off, and waits at least a ``Retry-After`` the provider sent. Either way the delivery is dead when
+        the next attempt would start after the window ends, or when the attempts are spent.
         """
         if error.rate_limited:
             attempts = attempts_before
-            wait = error.retry_after if error.retry_after is not None else self.backoff(1, rand)
+            if error.retry_after is None:
+                wait = self.backoff(throttled + 1, rand)
+            else:
+                wait = max(error.retry_after, self.backoff(throttled, rand) if throttled else 0.0)
             delay = wait + rand() * max(1.0, 0.2 * wait)
         else:
             attempts = attempts_before + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -151,18 +152,30 @@ class DeliveryError(NotificationError):
     """Base of the errors a channel raises when a delivery did not succeed."""
 
 
+# The longest a provider's Retry-After is taken as: the longest retry window (RETRY_WINDOW_HOURS, 14 days). A
+# receiver's answer, not a setting: 1e12 s is past any date a delivery could be due at.
+MAX_RETRY_AFTER_SECONDS = 14 * 86400.0
+
+
 class RetryableDeliveryError(DeliveryError):
     """The delivery may succeed later: a timeout, a connection error, a 5xx or a 429.
 
-    ``retry_after`` is the provider's own delay in seconds when it gave one (``Retry-After``); ``rate_limited`` says
-    the provider refused for its rate (429, throttling): that is not counted as an attempt, and slows the pace.
+    ``retry_after`` is the provider's own delay in seconds when it gave one (``Retry-After``), bounded to 0 to
+    ``MAX_RETRY_AFTER_SECONDS`` (``None`` when it is not a finite number); ``rate_limited`` says the provider refused
+    for its rate (429, throttling): that is not counted as an attempt, and slows the pace.
     """
 
     def __init__(self, reason: str, retry_after: float | None = None, *, rate_limited: bool = False) -> None:
         self.reason = reason
-        self.retry_after = retry_after
+        self.retry_after = _bounded_delay(retry_after)
         self.rate_limited = rate_limited
         super().__init__(reason)
+
+
+def _bounded_delay(seconds: float | None) -> float | None:
+    if seconds is None or isinstance(seconds, bool) or not math.isfinite(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(seconds)))
 
 
 class PermanentDeliveryError(DeliveryError):

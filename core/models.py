@@ -193,6 +193,9 @@ class DeliveryMessage(BaseModel):
     redrives. The ledger's count is ``prior_attempts`` + the attempts of this run; both fields default to 0, so a body
     written before them still parses.
 
+    ``throttled`` counts the rate-limited answers (429, throttling) in a row before this copy: they are no attempts,
+    but each waits longer than the one before (``RetryPolicy.decide``).
+
     ``outcome``, absent on every message but one kind, makes the message a record-only copy: the consumer writes that
     outcome to the delivery's row and sends nothing (``RecordedOutcome``).
     """
@@ -215,6 +218,7 @@ class DeliveryMessage(BaseModel):
     # Left out of a body while 0: a delivery never redriven travels as it did before these fields.
     prior_attempts: int = Field(default=0, ge=0, exclude_if=_is_zero)
     redriven: int = Field(default=0, ge=0, exclude_if=_is_zero)
+    throttled: int = Field(default=0, ge=0, exclude_if=_is_zero)
     outcome: RecordedOutcome | None = None
 
 

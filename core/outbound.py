@@ -128,6 +128,10 @@ class GuardedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pools
 
 
+# Redirects a client follows with a GET (303 always; 301 and 302 for a POST, by long practice).
+_REWRITING_REDIRECTS = frozenset({301, 302, 303})
+
+
 class OutboundSession(requests.Session):
     """The one session of outbound delivery requests: pooled, with timeouts, guarded, same-host redirects only.
 
@@ -181,6 +185,13 @@ class OutboundSession(requests.Session):
         location = super().get_redirect_target(resp)
         if location is None:
             return None
+        if resp.status_code in _REWRITING_REDIRECTS and resp.request.method not in ("GET", "HEAD"):
+            # requests follows these as a GET without the body (as browsers do): the receiver would get an empty
+            # request and its 2xx would count as delivered. Only 307 and 308 keep the method and the body.
+            resp.close()
+            raise BlockedTargetError(
+                f"target redirected (HTTP {resp.status_code}), which would drop the body; use the URL it moved to"
+            )
         try:
             target = urljoin(resp.url, location)
             other_host = urlsplit(target).hostname != urlsplit(resp.url).hostname

@@ -116,7 +116,7 @@ class TelegramChannel(Channel):
         parameters = answer.get("parameters") if isinstance(answer.get("parameters"), dict) else {}
         if response.status_code == 429:
             delay = parameters.get("retry_after") if parameters else None
-            if not isinstance(delay, int | float):
+            if not isinstance(delay, int | float) or isinstance(delay, bool):
                 delay = retry_after_seconds(response.headers.get("Retry-After"))
             raise RetryableDeliveryError(reason, float(delay) if delay is not None else None, rate_limited=True)
         if response.status_code >= 500:

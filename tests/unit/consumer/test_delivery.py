@@ -490,6 +490,48 @@ def test_process_rate_limited_copy_keeps_attempt_and_waits_retry_after_with_jitt
     assert (outcome, message.attempt, message.not_before, delay) == (Outcome.RETRIED, 2, iso_time(NOW + 33), 33)
 
 
+def test_process_rate_limited_copy_counts_the_rate_limited_answers_in_a_row(rig: Rig) -> None:
+    rig.channel.result = _too_many_requests(retry_after=0)
+
+    rig.process(_body(throttled=2))
+
+    # Two before it in a row: it waits a backoff step of the third (RAND * …), never the Retry-After of 0.
+    message, delay = rig.copy()
+    assert (message.throttled, message.attempt) == (3, 0)
+    assert delay >= 10
+
+
+def test_process_other_failure_after_rate_limited_answers_starts_the_row_again(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+
+    rig.process(_body(throttled=4))
+
+    message, _ = rig.copy()
+    assert (message.throttled, message.attempt) == (0, 1)
+
+
+def test_process_provider_retry_after_past_any_date_waits_the_longest_retry_window(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+    rig.channel.result = _too_many_requests(retry_after=1e12)
+
+    outcome = rig.process()
+
+    # Bounded to 14 days: past the 24 h window, so the delivery is dead, with its reason (no ValueError on the way).
+    assert (outcome, rig.row().status) == (Outcome.DEAD, DeliveryStatus.DEAD)
+    assert rig.row().last_error == "retry window of 24 h ended: webhook: HTTP 429"
+
+
+def test_process_destination_slot_past_the_retry_window_is_dead_naming_it(rig: Rig) -> None:
+    rig.channel.limits = ONE_PER_SECOND
+    Pacer(rig.store).penalize(ONE_PER_SECOND, 2 * 86400, rig.clock())  # another delivery's 429 said: two days
+
+    outcome = rig.process()
+
+    assert (outcome, rig.channel.sent, rig.row().status) == (Outcome.DEAD, [], DeliveryStatus.DEAD)
+    assert rig.row().last_error == "retry window of 24 h ended: the destination's next send slot is after it"
+    assert len(rig.dead_letters.buried) == 1
+
+
 def test_process_rate_limited_records_retrying_without_counting_an_attempt(rig: Rig) -> None:
     rig.channel.result = _too_many_requests(retry_after=30)
 

@@ -94,7 +94,7 @@ def test_decide_rate_limited_waits_retry_after_plus_jitter(retry_after: float, f
 
     decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(fraction))
 
-    assert decision.at == pytest.approx(NOW + delay)
+    assert decision.at == pytest.approx(NOW + delay, abs=0.01)
 
 
 @pytest.mark.parametrize(("fraction", "delay"), [(0.0, 5.0), (1.0, 12.0)])
@@ -107,12 +107,40 @@ def test_decide_rate_limited_without_retry_after_waits_a_backoff_step(fraction: 
 
 
 @pytest.mark.parametrize(("fraction", "delay"), [(0.0, 0.0), (1.0, 1.0)])
-def test_decide_rate_limited_retry_after_zero_waits_at_most_a_second(fraction: float, delay: float) -> None:
+def test_decide_rate_limited_first_retry_after_zero_waits_at_most_a_second(fraction: float, delay: float) -> None:
     error = RetryableDeliveryError("HTTP 429", 0.0, rate_limited=True)
 
     decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(fraction))
 
     assert decision.at == NOW + delay
+
+
+@pytest.mark.parametrize(("throttled", "delay"), [(1, 5.0), (2, 10.0), (4, 40.0)])
+def test_decide_rate_limited_in_a_row_waits_longer_each_time_and_counts_no_attempt(
+    throttled: int, delay: float
+) -> None:
+    error = RetryableDeliveryError("HTTP 429", 0.0, rate_limited=True)
+
+    decision = RetryPolicy().decide(error, 2, NOW, NOW, _rand(0.0), throttled)
+
+    assert (decision.at, decision.attempts) == (NOW + delay, 2)
+
+
+@pytest.mark.parametrize(("throttled", "delay"), [(0, 5.0), (3, 40.0)])
+def test_decide_rate_limited_without_retry_after_in_a_row_waits_longer_each_time(throttled: int, delay: float) -> None:
+    error = RetryableDeliveryError("throttled", rate_limited=True)
+
+    decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(0.0), throttled)
+
+    assert decision.at == NOW + delay
+
+
+def test_decide_rate_limited_retry_after_longer_than_the_backoff_step_waits_it() -> None:
+    error = RetryableDeliveryError("HTTP 429", 30.0, rate_limited=True)
+
+    decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(0.0), 1)
+
+    assert decision.at == NOW + 30
 
 
 @pytest.mark.parametrize(("offset", "fraction", "delay"), [(90, 0.0, 90.0), (90, 1.0, 108.0), (-30, 1.0, 1.0)])
@@ -124,7 +152,7 @@ def test_decide_rate_limited_retry_after_http_date_waits_until_it(offset: int, f
 
     decision = RetryPolicy().decide(error, 0, NOW, NOW, _rand(fraction))
 
-    assert (decision.at, decision.attempts) == (pytest.approx(NOW + delay), 0)
+    assert (decision.at, decision.attempts) == (pytest.approx(NOW + delay, abs=0.01), 0)
 
 
 def test_decide_retryable_error_retry_after_zero_waits_backoff() -> None:

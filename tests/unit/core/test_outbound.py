@@ -77,10 +77,11 @@ def test_check_url_unresolvable_host_is_refused() -> None:
         check_url("https://nowhere.example/", False, fail)
 
 
-def _redirect(url: str, location: str) -> requests.Response:
+def _redirect(url: str, location: str, status: int = 307) -> requests.Response:
     response = requests.Response()
-    response.status_code = 302
+    response.status_code = status
     response.url = url
+    response.request = requests.Request("POST", url).prepare()
     response.headers["Location"] = location
     response._content = b""
     response._content_consumed = True  # type: ignore[attr-defined]
@@ -98,6 +99,21 @@ def test_session_redirect_on_same_host_is_followed() -> None:
     session = OutboundSession(1, 1, resolve=_resolver("93.184.216.34"))
 
     assert session.get_redirect_target(_redirect("https://a.example/x", "/y")) == "/y"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_session_redirect_that_would_turn_the_post_into_a_get_is_refused(status: int) -> None:
+    session = OutboundSession(1, 1, resolve=_resolver("93.184.216.34"))
+
+    with pytest.raises(BlockedTargetError, match=f"redirected \\(HTTP {status}\\), which would drop the body"):
+        session.get_redirect_target(_redirect("https://a.example/x", "/y", status))
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_session_redirect_keeping_the_post_is_followed(status: int) -> None:
+    session = OutboundSession(1, 1, resolve=_resolver("93.184.216.34"))
+
+    assert session.get_redirect_target(_redirect("https://a.example/x", "/y", status)) == "/y"
 
 
 def test_session_ignores_proxy_environment() -> None:

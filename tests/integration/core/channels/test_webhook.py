@@ -98,10 +98,12 @@ def test_webhook_any_2xx_is_success(resources: ChannelResources, receiver: Recei
         (Answer(401, b""), PermanentDeliveryError),
         (Answer(404, b""), PermanentDeliveryError),
         (Answer(410, b""), PermanentDeliveryError),
+        (Answer(408, b""), RetryableDeliveryError),
+        (Answer(425, b""), RetryableDeliveryError),
         (Answer(delay=1.5), RetryableDeliveryError),
         (Answer(reset=True), RetryableDeliveryError),
     ],
-    ids=["500", "503", "429", "400", "401", "404", "410", "slow", "reset"],
+    ids=["500", "503", "429", "400", "401", "404", "410", "408", "425", "slow", "reset"],
 )
 def test_webhook_answer_is_classified(
     resources: ChannelResources, receiver: Receiver, answer: Answer, kind: type[DeliveryError]
@@ -137,6 +139,19 @@ def test_webhook_same_host_redirect_is_followed(resources: ChannelResources, rec
     _send(resources, f"{receiver.url}/hook")
 
     assert [request.path for request in receiver.requests] == ["/hook", "/moved"]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_webhook_redirect_that_would_resend_as_a_get_is_refused_and_never_followed(
+    resources: ChannelResources, receiver: Receiver, status: int
+) -> None:
+    receiver.script(Answer(status, b"", headers={"Location": "/landing"}), Answer(200))
+
+    with pytest.raises(BlockedTargetError, match=f"redirected \\(HTTP {status}\\)"):
+        _send(resources, f"{receiver.url}/hook")
+
+    # Followed, it was a GET without the body, answered 200, and counted as delivered.
+    assert [(request.method, request.path) for request in receiver.requests] == [("POST", "/hook")]
 
 
 def test_webhook_redirect_to_other_host_is_refused(resources: ChannelResources, receiver: Receiver) -> None:
