@@ -87,7 +87,7 @@ def _letter(message: dict[str, Any]) -> _Letter:
     body = message["Body"]
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a body nested deeper than the parser goes
         data = None
     fields: dict[str, Any] = data if isinstance(data, dict) else {}
     integration: dict[str, Any] = fields["integration"] if isinstance(fields.get("integration"), dict) else {}
@@ -124,7 +124,7 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
     """
     try:
         version = json.loads(body).get("v")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     try:
         if version == 1:

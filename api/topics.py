@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.channels import CREDENTIAL_FIELDS, NAME_RULE, IntegrationSpec, TopicRequest
-from core.errors import InvalidRequestError, NotFoundError, UpstreamError
+from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.ledger import epoch_time, iso_time, utc_now
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
@@ -20,8 +20,10 @@ from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_top
 
 MASK = "********"
 # How long credentials a topic stopped using are kept: a delivery queued with them may be retried for as long as the
-# delivery queue keeps it (4 days, infra/sqs.yml), then wait in its dead-letter queue for a redrive (14 days).
-CREDENTIALS_RETENTION_DAYS = 18
+# delivery queue keeps it (4 days, infra/sqs.yml), wait in its dead-letter queue for a redrive (14 days), then be
+# retried again after it (4 days more at most). A delivery older than that which still names them fails, saying
+# its credentials are missing.
+CREDENTIALS_RETENTION_DAYS = 22
 # At most this many are kept per topic (each takes a parameter and room in the topic's item); the oldest go first.
 MAX_RETIRED_CREDENTIALS = 200
 
@@ -235,10 +237,26 @@ def put_topic(
         else:
             registry.replace(stored, existing.topic.updated_at, retired)
     except Exception:
-        _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
+        if not _written_anyway(registry, channel, topic, written):
+            _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
         raise
     _delete_quietly(expired, store, "retired credentials not deleted")
     return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
+
+
+def _written_anyway(registry: TopicRegistryPort, channel: str, topic: str, written: dict[str, str]) -> bool:
+    """Whether the topic names credentials of ``written`` after its write failed: an AWS error after DynamoDB
+    applied it (botocore's retry then found the condition false), so they are in use and must stay."""
+    if not written:
+        return False
+    try:
+        stored = registry.read(channel, topic)
+    except NotFoundError:
+        return False
+    except NotificationError:  # unreadable: keeping credentials nobody may name is the lesser harm
+        logger.warning("topic unreadable after a failed write: its new credentials are kept", extra={"topic": topic})
+        return True
+    return bool(set(written.values()) & {i.credentials_ref for i in stored.integrations})
 
 
 def _find(registry: TopicRegistryPort, channel: str, topic: str) -> StoredTopic | None:

@@ -100,7 +100,7 @@ def _ids(body: str) -> dict[str, str]:
     """Return whatever ids a malformed body still names, for its log line and its ledger row."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested deeper than the parser goes
         return {}
     if not isinstance(data, dict):
         return {}
@@ -120,7 +120,7 @@ def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
     try:
         if json.loads(body).get("v") == 1:
             model = DeliveryMessageV1
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         pass
     try:
         message = model.model_validate_json(body)

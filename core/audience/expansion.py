@@ -394,24 +394,29 @@ def expand_send(
         needs_sender = "email" in send.channels or "telegram" in send.channels
         sender = senders() if senders and needs_sender else None
         builder = _Builder(send, channel, topic, record.created_at, started, sender)
-        # A zone set resumes its own cursor: after its last run's last page, so a set's job delivered twice, or
-        # retried after it finished, enqueues and counts nothing again; another set's cursor is not its users'.
-        for users, cursor in _pages(send, store, job.zones, send.cursor(job.zones), page_size):
-            planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
-            total += _enqueue_page(send, planned, ledger, queue, report)
-            if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, job.zones):
-                # This run outlived its lease and another took the send over: that run goes on from its cursor.
-                report.status = "lease lost"
-                logger.warning("expansion lease lost: the run stops", extra={"send_id": send.send_id})
-                return report
-            report.pages += 1
-            _write_record(ledger, record, own + total)
-            if time_left is not None and time_left() <= 0:
-                expansion.submit(job.model_copy(update={"lease": lease}))
-                report.handed_over = True
-                report.status = "expanding"
-                logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
-                return report
+        # A zone hand-off pages its zones one by one, each resuming its own cursor: after its last run's last page,
+        # so a job delivered twice, retried after it finished, or planned again with one more zone, enqueues and
+        # counts no one again; another zone's cursor is not its users'.
+        for zone in sorted(set(job.zones)) if job.zones is not None else [None]:
+            scope = [zone] if zone is not None else None
+            for users, cursor in _pages(send, store, scope, send.cursor(zone), page_size):
+                planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
+                total += _enqueue_page(send, planned, ledger, queue, report)
+                if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone):
+                    # This run outlived its lease and another took the send over, maybe for other zones: this job
+                    # comes back, and goes on from its zones' cursors once that run is done.
+                    expansion.submit(job, delay_seconds=BUSY_DELAY_SECONDS)
+                    report.status, report.handed_over = "lease lost", True
+                    logger.warning("expansion lease lost: the job is put back", extra={"send_id": send.send_id})
+                    return report
+                report.pages += 1
+                _write_record(ledger, record, own + total)
+                if time_left is not None and time_left() <= 0:
+                    expansion.submit(job.model_copy(update={"lease": lease}))
+                    report.handed_over = True
+                    report.status = "expanding"
+                    logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
+                    return report
     except ExpansionError as exc:
         # The notification's status tells why: the send's own row is not one the API shows.
         _write_record(ledger, replace(record, error=str(exc)), own + total)
@@ -420,6 +425,11 @@ def expand_send(
         report.errors.append(str(exc))
         logger.error("send cannot be expanded", extra={"send_id": send.send_id, "error": str(exc)})
         return report
+    return _expanded(send, store, report)
+
+
+def _expanded(send: StoredSend, store: ExpansionStorePort, report: ExpansionReport) -> ExpansionReport:
+    """Mark a send's expansion done (of the zones of its job, for a hand-off), count and log it; return ``report``."""
     store.finish_send(send.send_id, "expanded")
     report.status, report.done = "expanded", True
     metrics.add_metric(name="SendRecipientsEnqueued", unit="Count", value=report.enqueued)

@@ -246,10 +246,10 @@ class ExpansionStorePort(Protocol):
         recipients: int,
         lease: str,
         lease_seconds: float,
-        zones: Sequence[str] | None = None,
+        zone: str | None = None,
     ) -> bool:
-        """Record a page enqueued (the cursor after it, of ``zones``' set when given; the deliveries so far) and hold
-        the lease on; ``False`` when the lease is no longer this run's (nothing recorded)."""
+        """Record a page enqueued (the cursor after it, ``zone``'s when given; the deliveries so far) and hold the
+        lease on; ``False`` when the lease is no longer this run's (nothing recorded)."""
         ...
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:

@@ -31,7 +31,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import NewSend, SendBusyError, StoredSend, zone_set
+from core.audience.sends import NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
@@ -805,20 +805,15 @@ class AudienceRepository:
         recipients: int,
         lease: str,
         lease_seconds: float,
-        zones: Sequence[str] | None = None,
+        zone: str | None = None,
     ) -> bool:
-        """Record a page enqueued (the cursor after it: of ``zones``' set when given, and the deliveries accounted for
-        so far) and hold the lease on; return ``False``, recording nothing, when the lease is no longer this run's."""
+        """Record a page enqueued (the cursor after it: ``zone``'s when given, and the deliveries accounted for so
+        far) and hold the lease on; return ``False``, recording nothing, when the lease is no longer this run's."""
         moved, cursor_params = "expanded_through = %s", [expanded_through]
-        if zones is not None:
-            # jsonb_set with a NULL value would blank every set's cursor: a set's cursor, once moved, is never NULL.
-            moved, cursor_params = (
-                "zone_cursors = jsonb_set(zone_cursors, ARRAY[%s], to_jsonb(%s::text))",
-                [
-                    zone_set(zones),
-                    expanded_through,
-                ],
-            )
+        if zone is not None:
+            # jsonb_set with a NULL value would blank every zone's cursor: a zone's cursor, once moved, is never NULL.
+            moved = "zone_cursors = jsonb_set(zone_cursors, ARRAY[%s], to_jsonb(%s::text))"
+            cursor_params = [zone, expanded_through]
             if expanded_through is None:
                 moved, cursor_params = "zone_cursors = zone_cursors", []
         params = (*cursor_params, recipients, lease_seconds, _send_key(send_id), lease)

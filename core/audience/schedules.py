@@ -430,7 +430,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, schedule_id = json.loads(raw)
         parsed = _Cursor(created_at=created_at, schedule_id=schedule_id)
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):  # RecursionError: deeply nested brackets
         raise InvalidRequestError("cursor", "is not a cursor this API returned") from None
     if parsed.created_at.tzinfo is None:
         raise InvalidRequestError("cursor", "is not a cursor this API returned")

@@ -56,6 +56,9 @@ GROUP_SIZE = 25
 SMALL_SEND = 10
 MAX_TEXT_LENGTH = 4096
 MAX_HTML_LENGTH = 100_000
+# An email's html as each delivery message carries it (JSON-encoded, so quotes and controls are escaped): with the
+# text, subject and the rest, well inside SQS's 256 KiB per message.
+MAX_HTML_BYTES = 200 * 1024
 # The push payloads of a send, JSON-encoded as each delivery message carries them (an APNS one twice, serving the
 # sandbox too): far above what APNs and FCM take (4 KB each), and well inside SQS's 256 KiB per message.
 MAX_PUSH_BYTES = 64 * 1024
@@ -112,6 +115,16 @@ class SendContent(AudienceRequest):
     push: dict[Platform | Literal["FCM"], dict[str, Any]] | None = Field(
         default=None, description="Payload objects per platform, replacing the ones built from text and subject."
     )
+
+    @field_validator("html")
+    @classmethod
+    def _html_fits(cls, html: str | None) -> str | None:
+        """Refuse an html a delivery message could not carry (``MAX_HTML_BYTES``): told now, not by a failed send."""
+        if html is not None and len(json.dumps(html, ensure_ascii=False).encode("utf-8", "surrogatepass")) > (
+            MAX_HTML_BYTES
+        ):
+            raise ValueError(f"must take at most {MAX_HTML_BYTES // 1024} KiB as JSON in UTF-8")
+        return html
 
     @field_validator("push")
     @classmethod
@@ -183,7 +196,7 @@ class NewSend:
 @dataclass(frozen=True)
 class StoredSend:
     """A send as the ``sends`` table keeps it: ``expanded_through`` is the last user id enqueued (the keyset cursor),
-    ``zone_cursors`` a local-time send's cursor per zone set (``zone_set``), and ``recipients`` the deliveries
+    ``zone_cursors`` a local-time send's cursor per time zone, and ``recipients`` the deliveries
     accounted for so far (enqueued and skipped)."""
 
     send_id: str
@@ -198,15 +211,10 @@ class StoredSend:
     caller: str | None = None
     zone_cursors: dict[str, str] = field(default_factory=dict)
 
-    def cursor(self, zones: Sequence[str] | None) -> str | None:
-        """Return where a run for ``zones`` resumes: the cursor of that zone set, or for everyone
+    def cursor(self, zone: str | None) -> str | None:
+        """Return where paging resumes: the cursor of ``zone`` (a local-time hand-off's), or for everyone
         ``expanded_through``."""
-        return self.expanded_through if zones is None else self.zone_cursors.get(zone_set(zones))
-
-
-def zone_set(zones: Sequence[str]) -> str:
-    """Return the key a set of zones keeps its own cursor under (``StoredSend.zone_cursors``)."""
-    return ",".join(sorted(set(zones)))
+        return self.expanded_through if zone is None else self.zone_cursors.get(zone)
 
 
 class SendBusyError(NotificationError):

@@ -27,7 +27,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, DueSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import AnyJob, NewSend, SendBusyError, StoredSend, zone_set
+from core.audience.sends import AnyJob, NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from core.ledger import DeliveryRow, NotificationRecord
 from core.models import DeliveryStatus
@@ -523,20 +523,20 @@ class FakeSendStore(FakeAudienceRepository):
         recipients: int,
         lease: str,
         lease_seconds: float,
-        zones: Sequence[str] | None = None,
+        zone: str | None = None,
     ) -> bool:
-        """Move a send's cursor (of ``zones``' set when given) while ``lease`` is its lease."""
+        """Move a send's cursor (``zone``'s when given) while ``lease`` is its lease."""
         if self.leases.get(send_id, ("", 0.0))[0] != lease:
             return False
         self.leases[send_id] = (lease, time.monotonic() + lease_seconds)
         self.advances.append((send_id, expanded_through, recipients))
         send = self.get_send(send_id)
-        if zones is None:
+        if zone is None:
             self.sends[send_id] = replace(send, expanded_through=expanded_through, recipients=recipients)
         else:
             cursors = {**send.zone_cursors}
             if expanded_through is not None:
-                cursors[zone_set(zones)] = expanded_through
+                cursors[zone] = expanded_through
             self.sends[send_id] = replace(send, zone_cursors=cursors, recipients=recipients)
         return True
 

@@ -500,12 +500,20 @@ def _live_credentials(aws: AwsResources, integration: str) -> dict[str, Any]:
 
 
 class _DynamoDB:
-    """A DynamoDB client that runs ``after_read`` once, right after its first GetItem, and can fail its PutItem."""
+    """A DynamoDB client that runs ``after_read`` once, right after its first GetItem, and can fail its PutItem (or
+    apply it, then fail, as an answer lost after DynamoDB applied the write)."""
 
-    def __init__(self, client: Any, after_read: Callable[[], object] | None = None, fail_put: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        after_read: Callable[[], object] | None = None,
+        fail_put: bool = False,
+        apply_then_fail: bool = False,
+    ) -> None:
         self._client = client
         self._after_read = after_read
         self._fail_put = fail_put
+        self._apply_then_fail = apply_then_fail
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -518,7 +526,9 @@ class _DynamoDB:
         return response
 
     def put_item(self, **kwargs: Any) -> Any:
-        if self._fail_put:
+        if self._apply_then_fail:
+            self._client.put_item(**kwargs)
+        if self._fail_put or self._apply_then_fail:
             error = {"Error": {"Code": "InternalServerError", "Message": "boom"}}
             raise ClientError(error, "PutItem")
         return self._client.put_item(**kwargs)
@@ -579,6 +589,19 @@ def test_put_failed_topic_write_keeps_old_credentials_and_leaves_no_new_paramete
 
     assert _parameter_values(aws) == parameters_before
     assert _topic_item(aws) == item_before
+
+
+def test_put_write_applied_then_failing_keeps_the_credentials_the_topic_names(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    admin.put_topic(topic_body())
+
+    with pytest.raises(UpstreamError):
+        _put_directly(aws, _with_slack_url(WINNER_URL), _DynamoDB(aws.dynamodb, apply_then_fail=True))
+
+    # DynamoDB applied the write before the error (botocore's retry then finds its condition false): the topic names
+    # the new credentials, which must not be deleted as those of a write that failed.
+    assert _live_credentials(aws, "team-slack") == {"webhook_url": WINNER_URL}
 
 
 def test_put_failed_create_leaves_no_parameters(aws: AwsResources) -> None:
@@ -648,13 +671,13 @@ def test_put_after_the_retention_deletes_retired_credentials(admin: AdminApi, aw
         admin.put_topic(topic_body())
         admin.put_topic(_with_slack_url(WINNER_URL))
 
-    with patch("api.topics.utc_now", return_value="2026-11-19T00:00:00.001Z"):  # 18 days and a moment later
+    with patch("api.topics.utc_now", return_value="2026-11-23T00:00:00.001Z"):  # 22 days and a moment later
         admin.put_topic(_with_slack_url(LOSER_URL))
 
     values = _parameter_values(aws)
     assert SECRET_REFS["team-slack"] not in values
     assert len(values) == 4  # the three live credentials and the winner's URL, retired now
-    assert list(_retired(aws).values()) == ["2026-11-19T00:00:00.001Z"]
+    assert list(_retired(aws).values()) == ["2026-11-23T00:00:00.001Z"]
 
 
 def test_put_beyond_the_most_retired_credentials_deletes_the_oldest(admin: AdminApi, aws: AwsResources) -> None:
@@ -690,7 +713,7 @@ def test_put_cleanup_failure_after_the_write_still_answers_success(
         admin.put_topic(_with_slack_url(WINNER_URL))
     ssm = _SsmFailingOnDelete(aws.ssm)
 
-    with patch("api.topics.utc_now", return_value="2026-11-20T00:00:00.000Z"):
+    with patch("api.topics.utc_now", return_value="2026-11-24T00:00:00.000Z"):
         _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, ssm)
 
     assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}

@@ -782,7 +782,9 @@ def test_process_v1_body_counts_attempts_from_receive_count(rig: Rig) -> None:
     assert rig.ledger.rows[(ID, "hook")].attempts == 3
 
 
-@pytest.mark.parametrize("body", ["not json", "[]", '{"v": 2, "notification_id": "n-1"}', _body(v=3)])
+@pytest.mark.parametrize(
+    "body", ["not json", "[]", '{"v": 2, "notification_id": "n-1"}', _body(v=3), "[" * 100_000 + "]" * 100_000]
+)
 def test_process_malformed_body_goes_to_the_dead_letter_queue_as_it_came(rig: Rig, body: str) -> None:
     outcome = rig.process(body)
 
@@ -1738,9 +1740,14 @@ def test_process_copy_that_waited_for_a_thread_sees_the_first_delivered(rig: Rig
     assert len(rig.channel.sent) == 2
 
 
-@pytest.mark.parametrize("body", ["[" * 100_000, None])
-def test_read_entries_body_beyond_the_parser_returns_nothing(rig: Rig, body: Any) -> None:
-    attempts = [_attempt(body, 1), _attempt(_body(), 2)]
+def test_read_entries_body_nested_beyond_the_parser_is_malformed_and_the_others_are_read(rig: Rig) -> None:
+    attempts = [_attempt("[" * 100_000, 1), _attempt(_body(), 2)]
+
+    assert set(rig.deliverer.read_entries(attempts)) == {(ID, KEY)}
+
+
+def test_read_entries_breaking_on_a_body_returns_nothing(rig: Rig) -> None:
+    attempts = [_attempt(None, 1), _attempt(_body(), 2)]  # type: ignore[arg-type]
 
     assert rig.deliverer.read_entries(attempts) == {}
 

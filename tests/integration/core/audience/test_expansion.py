@@ -142,3 +142,50 @@ def test_expand_send_zone_run_after_another_zone_failed_then_the_first_zone_agai
     assert report.status == "expanded"
     assert sorted(queue.reached()) == sorted(ZONE_OF)
     assert _recipients(db, send_id) == len(ZONE_OF)
+
+
+def test_expand_send_zones_planned_again_with_one_more_reach_and_count_each_user_once(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse=set())
+    _expand(database, send_id, KATHMANDU, queue)
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[KATHMANDU, KOLKATA])
+
+    # The cron's claim planned again (its mark failed) once Kolkata's clock came too: both zones in one job.
+    expand_send(job, AudienceRepository(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=2)
+
+    assert sorted(queue.reached()) == sorted(ZONE_OF)
+    assert _recipients(db, send_id) == len(ZONE_OF)
+
+
+class LeaseTakenAtFirstPage(AudienceRepository):
+    """The audience store, where another run takes the send's lease just before this run records its first page."""
+
+    taken = False
+
+    def advance_send(self, send_id: str, *args: Any, **kwargs: Any) -> bool:
+        """Let another run take the lease (then lapse, as a run that died), once; then record as the store does."""
+        if not self.taken:
+            self.taken = True
+            self._db.run(
+                lambda cursor: cursor.execute(
+                    "UPDATE sends SET lease = gen_random_uuid(), leased_until = now() - interval '1 second'"
+                ),
+                "taking the lease",
+            )
+        return super().advance_send(send_id, *args, **kwargs)
+
+
+def test_expand_send_run_whose_lease_was_taken_puts_its_job_back_and_the_job_reaches_every_user(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue, expansion = RefusingQueue(refuse=set()), FakeExpansionQueue()
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[KATHMANDU])
+
+    report = expand_send(job, LeaseTakenAtFirstPage(database), FakeSendLedger(), queue, expansion, page_size=2)
+    [again] = expansion.jobs
+    expand_send(again, AudienceRepository(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=2)
+
+    assert (report.status, again, expansion.delays) == ("lease lost", job, [30])
+    assert sorted(set(queue.reached())) == ["u01", "u03", "u05", "u07"]
+    assert _recipients(db, send_id) == 4

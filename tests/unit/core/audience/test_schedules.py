@@ -246,6 +246,13 @@ def test_mark_sent_without_handoffs_is_nothing() -> None:
     assert Handoff(claim=_claim(None, ()), until=NOW).next_fire_at is None
 
 
+def test_decode_cursor_of_deeply_nested_brackets_refused_naming_cursor() -> None:
+    import base64
+
+    with pytest.raises(InvalidRequestError, match="cursor"):
+        decode_cursor(base64.urlsafe_b64encode(b"[" * 1500).decode())
+
+
 def test_decode_cursor_naive_time_refused() -> None:
     import base64
     import json

@@ -309,6 +309,15 @@ def test_send_request_at_out_of_the_years_a_schedule_fires_refused_naming_at(whe
     assert [error["loc"] for error in raised.value.errors()] == [("at",)]
 
 
+def test_send_request_html_over_the_limit_in_bytes_refused_naming_content_html() -> None:
+    html = "通" * 80_000  # 80,000 characters, under the character limit: 240,000 bytes of UTF-8
+
+    with pytest.raises(ValidationError) as raised:
+        _request(channels=["email"], content={"text": "Hi", "subject": "S", "html": html})
+
+    assert [error["loc"] for error in raised.value.errors()] == [("content", "html")]
+
+
 def test_send_request_push_payloads_over_the_limit_refused_naming_content_push() -> None:
     apns = {"aps": {"alert": "x" * 40_000}}  # 40 KB, twice: it serves the sandbox too
 
