@@ -40,27 +40,28 @@ class LazyTracer:
         return self._tracer
 
     def capture_lambda_handler(self, handler: F) -> F:
-        """Trace a Lambda handler as powertools' ``capture_lambda_handler`` does."""
+        """Trace a Lambda handler as powertools' ``capture_lambda_handler`` does, without its response."""
         traced: Callable[..., Any] | None = None
 
         @functools.wraps(handler)
         def wrapper(event: Any, context: Any) -> Any:
             nonlocal traced
             if traced is None:
-                traced = self.tracer.capture_lambda_handler(handler)
+                # Never a response in a trace: some carry what is shown once (a realtime token, a topic hash).
+                traced = self.tracer.capture_lambda_handler(handler, capture_response=False)
             return traced(event, context)
 
         return wrapper  # type: ignore[return-value]
 
     def capture_method(self, method: F) -> F:
-        """Trace a function as a subsegment, as powertools' ``capture_method`` does."""
+        """Trace a function as a subsegment, as powertools' ``capture_method`` does, without its return value."""
         traced: Callable[..., Any] | None = None
 
         @functools.wraps(method)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             nonlocal traced
             if traced is None:
-                traced = self.tracer.capture_method(method)
+                traced = self.tracer.capture_method(method, capture_response=False)
             return traced(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -119,6 +119,8 @@ class _Tally:
     def note(self) -> str:
         parts = [f"{self.sent} connection{'' if self.sent == 1 else 's'}"]
         parts += [f"{count} {what}" for what, count in (("gone", self.gone), ("expired", self.expired)) if count]
+        if self.retryable:
+            parts.append(", ".join(f"{count} failed ({code})" for code, count in sorted(self.retryable.items())))
         if self.permanent:
             parts.append(", ".join(f"{count} refused ({code})" for code, count in sorted(self.permanent.items())))
         return ", ".join(parts)
@@ -206,7 +208,7 @@ class BrowserChannel(Channel):
                 outcomes = list(pool.map(lambda connection: self._post(realtime, connection, frame), live))
             for connection, outcome in zip(live, outcomes, strict=True):
                 self._count(realtime, tally, connection, outcome, now)
-        return self._result(tally, len(live))
+        return self._result(tally, len(live), to_user=user_id is not None)
 
     def _post(self, realtime: BrowserResources, connection: Connection, frame: bytes) -> str:
         """Post to one connection; return ``sent``, ``gone``, ``retry:<code>`` or ``refused:<code>``."""
@@ -246,8 +248,13 @@ class BrowserChannel(Channel):
                     tally.permanent = bucket
             bucket[code] = bucket.get(code, 0) + 1
 
-    def _result(self, tally: _Tally, attempted: int) -> DeliveryReceipt:
-        if tally.retryable:
+    def _result(self, tally: _Tally, attempted: int, *, to_user: bool) -> DeliveryReceipt:
+        if tally.sent == 0 and tally.opening:
+            # Its only connections were still opening (a reconnect): a little later they take the frame.
+            raise RetryableDeliveryError(f"browser: {tally.opening} of {attempted} connections still opening")
+        # A user reached on one connection has the notification: the others failing for now is told in the receipt,
+        # not retried (a retry posts to every connection again). A topic's connections are many users: retried.
+        if tally.retryable and not (to_user and tally.sent):
             failed = sum(tally.retryable.values())
             codes = ", ".join(sorted(tally.retryable))
             raise RetryableDeliveryError(

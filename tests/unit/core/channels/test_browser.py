@@ -143,13 +143,23 @@ def test_send_gone_connection_is_removed_and_not_a_failure() -> None:
     assert store.removed == ["a1"]
 
 
-def test_send_gone_connection_that_is_still_opening_is_kept() -> None:
+def test_send_only_connection_still_opening_is_kept_and_the_delivery_retried() -> None:
     api = FakeManagementApi(answers={"a1": client_error("GoneException", 410)})
     opening = Connection("a1", "alice", (), int(NOW) - 1, int(NOW) + 900)
     channel, store, _ = _channel([opening], api)
 
-    _send(channel, {"user_id": "alice"})
+    # A reconnect: API Gateway is finishing its $connect. Recorded delivered to 0 connections, the frame was lost.
+    with pytest.raises(RetryableDeliveryError, match="1 of 1 connections still opening"):
+        _send(channel, {"user_id": "alice"})
+    assert store.removed == []
 
+
+def test_send_connection_still_opening_beside_one_reached_is_delivered() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("GoneException", 410)})
+    opening = Connection("a1", "alice", (), int(NOW) - 1, int(NOW) + 900)
+    channel, store, _ = _channel([opening, _connection("a2", "alice")], api)
+
+    assert _send(channel, {"user_id": "alice"}) == "1 connection"
     assert store.removed == []
 
 
@@ -162,13 +172,32 @@ def test_send_connection_whose_token_expired_is_closed_and_removed_not_posted_to
     assert note == "0 connections, 1 expired"
 
 
-def test_send_throttled_post_is_retryable_and_rate_limited() -> None:
+def test_send_throttled_post_to_a_topic_is_retryable_and_rate_limited() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("LimitExceededException", 429)})
+    channel, _, _ = _channel(
+        [_connection("a1", "alice", topics=("orders/shipped",)), _connection("a2", "bob", topics=("orders/shipped",))],
+        api,
+    )
+
+    with pytest.raises(RetryableDeliveryError, match="1 of 2 connections failed for now") as raised:
+        _send(channel, {})
+    assert raised.value.rate_limited
+
+
+def test_send_throttled_post_of_a_user_reached_on_another_connection_is_delivered_saying_so() -> None:
     api = FakeManagementApi(answers={"a1": client_error("LimitExceededException", 429)})
     channel, _, _ = _channel([_connection("a1", "alice"), _connection("a2", "alice")], api)
 
-    with pytest.raises(RetryableDeliveryError, match="1 of 2 connections failed for now") as raised:
+    # Retried, every connection would get the frame again, for as long as one keeps failing.
+    assert _send(channel, {"user_id": "alice"}) == "1 connection, 1 failed (LimitExceededException)"
+
+
+def test_send_throttled_only_post_of_a_user_is_retryable() -> None:
+    api = FakeManagementApi(answers={"a1": client_error("LimitExceededException", 429)})
+    channel, _, _ = _channel([_connection("a1", "alice")], api)
+
+    with pytest.raises(RetryableDeliveryError, match="1 of 1 connections failed for now"):
         _send(channel, {"user_id": "alice"})
-    assert raised.value.rate_limited
 
 
 def test_send_every_post_forbidden_is_permanent() -> None:
