@@ -51,6 +51,8 @@ Entries = Mapping[tuple[str, str], LedgerEntry | None]
 
 # A message that arrives this much before its time is sent on again rather than waited for.
 EARLY_TOLERANCE_SECONDS = 1.0
+# The longest a provider's rate-limited answer holds its destination's pace (its Retry-After, at most this).
+MAX_PENALTY_SECONDS = 3600.0
 
 
 def _ended_run(entry: LedgerEntry, message: DeliveryMessage) -> bool:
@@ -297,7 +299,7 @@ class Deliverer:
             ref = message.integration.credentials_ref
             secret = self._credentials.get(ref) if ref else None
             limits = channel.rate_limits(message.integration.target, secret, message.integration.rate_per_second)
-            held = self._hold(message, attempt, limits, due, latest_start, log, (attempts_before, earlier))
+            held = self._hold(message, attempt, limits, due, latest_start, log)
             if held is not None:
                 return held
             receipt = channel.send(
@@ -349,8 +351,11 @@ class Deliverer:
             return now
 
     def _penalize(self, limits: list[Limit], exc: RetryableDeliveryError, log: dict[str, Any]) -> None:
+        # The destination is held for at most MAX_PENALTY_SECONDS: a Retry-After of days holds the delivery that got
+        # it (dead when past its window), not every later one behind slots nobody sends in, past their own windows.
+        hold = min(MAX_PENALTY_SECONDS, exc.retry_after if exc.retry_after is not None else 1.0)
         try:
-            self._pacer.penalize(limits, exc.retry_after if exc.retry_after is not None else 1.0, self._clock())
+            self._pacer.penalize(limits, hold, self._clock())
         except UpstreamError as error:
             logger.warning("could not slow the destination's pace", extra={**log, "reason": str(error)})
 
@@ -397,11 +402,9 @@ class Deliverer:
         due: float | None,
         latest_start: float | None,
         log: dict[str, Any],
-        run: tuple[int, Sequence[AttemptRecord]],
     ) -> Outcome | None:
         """Wait here for this send's slot when it is near and return ``None``: the send starts. Otherwise return what
-        was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start,
-        or the delivery is dead when its slot is past its retry window (``run``: its attempts and history so far)."""
+        was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start."""
         if not limits:
             if latest_start is not None and self._clock() > latest_start:
                 # It waited for a thread: a send that outlasted the function would be cut off, the whole batch back.
@@ -409,12 +412,6 @@ class Deliverer:
             return None
         # The clock is read again: the reads before may have taken a while, and a slot must never be past.
         slot = self._slot(message, limits, due, self._clock(), log)
-        window_end = (epoch_time(message.window_start or message.created_at) or slot) + self._policy.window_seconds
-        if slot > window_end:
-            # A destination slowed for long (a Retry-After of days) must not hold a delivery past its window.
-            hours = self._policy.window_seconds / 3600
-            reason = f"retry window of {hours:g} h ended: the destination's next send slot is after it"
-            return self._bury(message, attempt, Decision(run[0], None, reason), run[1], log)
         budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
         if slot - self._clock() > budget:
             return self._wait_for_slot(message, attempt, slot, log)
