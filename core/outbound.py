@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -128,6 +129,49 @@ class GuardedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pools
 
 
+# An answer's body is read up to this size, for at most the read timeout: answers that matter are short (a Telegram
+# result, a reason to quote), and a receiver's endless or dripping body must not hold a send, or the memory, past its
+# budget. The status line and headers decide the outcome; what is left of a body goes with its connection.
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+def read_seconds(timeout: Any) -> float:
+    """The read timeout of a requests ``timeout`` (seconds, or a (connect, read) pair); 10 s when none is given."""
+    read = timeout[1] if isinstance(timeout, tuple) else timeout
+    return float(read) if isinstance(read, int | float) else 10.0
+
+
+def read_answer(response: requests.Response, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Read at most ``MAX_ANSWER_BYTES`` of a streamed answer's body, for at most ``seconds``, into ``content``.
+
+    ``read1`` returns what has come so far, so a body that drips still meets the deadline. A body read whole leaves
+    its connection to the pool; one cut short, or that failed, closes it (what is left of it must never be read as
+    the next answer).
+    """
+    from urllib3.exceptions import HTTPError
+
+    if response.raw is None or getattr(response, "_content_consumed", False):
+        return  # read already
+    body = bytearray()
+    complete = False
+    deadline = clock() + seconds
+    try:
+        while len(body) < MAX_ANSWER_BYTES and clock() < deadline:
+            chunk = response.raw.read1(MAX_ANSWER_BYTES - len(body), decode_content=True)
+            if not chunk:
+                complete = True
+                break
+            body += chunk
+    except (HTTPError, OSError):
+        pass  # the status line came: the body's end does not change the outcome
+    if not complete:
+        response.raw.close()
+    # requests keeps a read body here; ``content``, ``json()`` and ``text`` then read it, never the socket again.
+    response._content = bytes(body)
+    response._content_consumed = True  # type: ignore[attr-defined]
+    response.close()
+
+
 # Redirects a client follows with a GET (303 always; 301 and 302 for a POST, by long practice).
 _REWRITING_REDIRECTS = frozenset({301, 302, 303})
 
@@ -202,4 +246,6 @@ class OutboundSession(requests.Session):
             resp.close()
             raise BlockedTargetError("target redirected to another host")
         self.check(target)
+        # requests reads a redirect's body whole before it follows: this one is read as any answer is, bounded.
+        read_answer(resp, read_seconds(self.timeout))
         return location

@@ -10,7 +10,6 @@ import builtins
 import hashlib
 import ipaddress
 import math
-import time
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -271,21 +270,17 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda:
     return max(0.0, seconds)
 
 
-# An answer's body is read up to this size, for at most the read timeout: answers that matter are short (a Telegram
-# result, a reason to quote), and a receiver's endless or dripping body must not hold a send, or the memory, past its
-# budget. The status line and headers decide the outcome; what is left of a body goes with its connection.
-MAX_ANSWER_BYTES = 64 * 1024
-
-
 def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> requests.Response:
     """POST through the outbound session; transport failures become retryable errors that never show the URL.
 
     A requests exception's text carries the URL, and URLs carry secrets (a Telegram bot token, a Slack webhook
     path), so the original exception is dropped (``from None``) rather than chained into logs and the ledger. A URL
     that does not parse is a blocked target: permanent, never retried. The answer's body is at most
-    ``MAX_ANSWER_BYTES``, read for at most the read timeout (``response.content`` holds what was read).
+    ``core.outbound.MAX_ANSWER_BYTES``, read for at most the read timeout (``response.content`` holds what was read).
     """
     import requests
+
+    from core.outbound import read_answer, read_seconds
 
     try:
         response = session.post(url, stream=True, **kwargs)
@@ -301,43 +296,8 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
         # A URL that does not parse on the way (urllib, urllib3 or the resolver: UnicodeError is a ValueError too);
         # its text names the host or more.
         raise BlockedTargetError(f"{what}: invalid target URL") from None
-    _read_answer(response, _read_seconds(kwargs.get("timeout", getattr(session, "timeout", None))))
+    read_answer(response, read_seconds(kwargs.get("timeout", getattr(session, "timeout", None))))
     return response
-
-
-def _read_seconds(timeout: Any) -> float:
-    """The read timeout of a requests ``timeout`` (seconds, or a (connect, read) pair); 10 s when none is given."""
-    read = timeout[1] if isinstance(timeout, tuple) else timeout
-    return float(read) if isinstance(read, int | float) else 10.0
-
-
-def _read_answer(response: requests.Response, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-    """Read at most ``MAX_ANSWER_BYTES`` of a streamed answer's body, for at most ``seconds``, into ``content``.
-
-    ``read1`` returns what has come so far, so a body that drips still meets the deadline. A body read whole leaves
-    its connection to the pool; one cut short, or that failed, closes it (what is left of it must never be read as
-    the next answer).
-    """
-    from urllib3.exceptions import HTTPError
-
-    body = bytearray()
-    complete = False
-    deadline = clock() + seconds
-    try:
-        while len(body) < MAX_ANSWER_BYTES and clock() < deadline:
-            chunk = response.raw.read1(MAX_ANSWER_BYTES - len(body), decode_content=True)
-            if not chunk:
-                complete = True
-                break
-            body += chunk
-    except (HTTPError, OSError):
-        pass  # the status line came: the body's end does not change the outcome
-    if not complete:
-        response.raw.close()
-    # requests keeps a read body here; ``content``, ``json()`` and ``text`` then read it, never the socket again.
-    response._content = bytes(body)
-    response._content_consumed = True  # type: ignore[attr-defined]
-    response.close()
 
 
 # Answers that say "not now" rather than "never": the receiver timed the request out (408), or will not take it

@@ -108,7 +108,8 @@ class TelegramChannel(Channel):
         payload = {"chat_id": chat_id, "text": truncate(content.text, self.max_text_length)}
         response = post(self._resources.http, url, "telegram", json=payload)
         answer = _answer(response)
-        if 200 <= response.status_code < 300 and answer.get("ok") is True:
+        if 200 <= response.status_code < 300 and answer.get("ok") is not False:
+            # A 2xx is a message sent; its answer, echoing the text, may be cut at MAX_ANSWER_BYTES (no id then).
             message_id = (answer.get("result") or {}).get("message_id")
             return DeliveryReceipt(str(message_id) if message_id is not None else None)
         description = " ".join(str(answer.get("description") or "").replace(token, "***").split())[:200]

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from core.channels.base import MAX_ANSWER_BYTES, post
-from core.outbound import OutboundSession
+from core.channels.base import post
+from core.outbound import MAX_ANSWER_BYTES, OutboundSession
 from tests.support.receivers import Answer, Receiver
 
 
@@ -38,6 +38,15 @@ def test_post_short_answer_body_is_read_whole_and_its_connection_kept(receiver: 
     second = post(session, f"{receiver.url}/hook", "webhook", json={})
 
     assert (first.json(), second.content) == ({"ok": True}, b"again")
+
+
+def test_post_same_host_redirect_body_over_the_limit_is_read_only_to_it(receiver: Receiver) -> None:
+    receiver.script(Answer(307, b"x" * (8 * 2**20), headers={"Location": "/moved"}), Answer(200, b"ok"))
+
+    response = post(_session(), f"{receiver.url}/hook", "webhook", json={})
+
+    [redirect] = response.history
+    assert (response.content, len(redirect.content)) == (b"ok", MAX_ANSWER_BYTES)
 
 
 @pytest.fixture

@@ -36,6 +36,16 @@ def test_telegram_ok_returns_message_id(resources: ChannelResources, receiver: R
     assert receipt.provider_message_id == "99"
 
 
+def test_telegram_ok_answer_longer_than_what_is_read_is_delivered(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    # The Bot API echoes the message and its entities: an answer past 64 KiB is cut, and no longer parses.
+    entities = [{"type": "hashtag", "offset": index, "length": 2} for index in range(2000)]
+    receiver.script(Answer(200, {"ok": True, "result": {"message_id": 7, "entities": entities}}))
+
+    assert _send(resources).provider_message_id is None
+
+
 @pytest.mark.parametrize(
     ("answer", "kind"),
     [
