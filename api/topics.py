@@ -19,11 +19,10 @@ from core.templates import variables
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
-# How long credentials a topic stopped using are kept: a delivery queued with them may be retried for as long as the
-# delivery queue keeps it (4 days, infra/sqs.yml), wait in its dead-letter queue for a redrive (14 days), then be
-# retried again after it (4 days more at most). A delivery older than that which still names them fails, saying
-# its credentials are missing.
-CREDENTIALS_RETENTION_DAYS = 22
+# How long credentials a topic stopped using are kept: a delivery queued with them may be retried for its whole retry
+# window (RETRY_WINDOW_HOURS, 14 days at most), wait in its dead-letter queue for a redrive (14 days), then be retried
+# for a window again. A delivery older than that which still names them fails, saying its credentials are missing.
+CREDENTIALS_RETENTION_DAYS = 42
 # At most this many are kept per topic (each takes a parameter and room in the topic's item); the oldest go first.
 MAX_RETIRED_CREDENTIALS = 200
 

@@ -279,25 +279,51 @@ def _record_place(send: StoredSend) -> tuple[str, str]:
     return AUDIENCE_CHANNEL, AUDIENCE_TOPIC
 
 
+def _id_pages(
+    ids: list[str],
+    store: ExpansionStorePort,
+    wanted: set[str] | None,
+    after: str | None,
+    page_size: int,
+    zone_of: dict[str, str | None] | None,
+) -> Iterator[tuple[list[User], str | None]]:
+    """Yield the pages of a list of user ids after ``after``, its users of ``wanted`` zones only when set.
+
+    ``zone_of`` (user id → time zone, ``None`` for no such user) is filled by the first call and read by the next, so
+    a hand-off paging its zones one by one reads the list once, then only each zone's own users.
+    """
+    if wanted is not None and zone_of is not None:
+        if not zone_of:
+            zone_of.update(dict.fromkeys(ids))
+            for start in range(0, len(ids), page_size):
+                zone_of.update({u.user_id: u.timezone for u in store.users_by_ids(ids[start : start + page_size])})
+        ids = [uid for uid in ids if zone_of.get(uid) in wanted]
+    pending = [uid for uid in ids if after is None or uid > after]
+    for start in range(0, len(pending), page_size):
+        chunk = pending[start : start + page_size]
+        users = store.users_by_ids(chunk)
+        yield [user for user in users if wanted is None or user.timezone in wanted], chunk[-1]
+
+
 def _pages(
-    send: StoredSend, store: ExpansionStorePort, zones: list[str] | None, after: str | None, page_size: int
+    send: StoredSend,
+    store: ExpansionStorePort,
+    zones: list[str] | None,
+    after: str | None,
+    page_size: int,
+    zone_of: dict[str, str | None] | None = None,
 ) -> Iterator[tuple[list[User], str | None]]:
     """Yield each page of the audience after ``after``: its users (of ``zones`` only, when set) and its cursor."""
     target = send.target
     wanted = set(zones) if zones is not None else None
     if "user_ids" in target:
-        ids = sorted({str(uid) for uid in target["user_ids"]})
-        pending = [uid for uid in ids if after is None or uid > after]
-        for start in range(0, len(pending), page_size):
-            chunk = pending[start : start + page_size]
-            users = store.users_by_ids(chunk)
-            yield [user for user in users if wanted is None or user.timezone in wanted], chunk[-1]
+        yield from _id_pages(sorted({str(uid) for uid in target["user_ids"]}), store, wanted, after, page_size, zone_of)
         return
     if "topic" in target:
         channel, name = str(target["topic"]).split("/", 1)
 
         def page_of(cursor: str | None) -> UserPage:
-            return store.subscribers_page(channel, name, cursor, page_size)
+            return store.subscribers_page(channel, name, cursor, page_size, zones)
 
     else:
         if "segment" in target:
@@ -397,9 +423,10 @@ def expand_send(
         # A zone hand-off pages its zones one by one, each resuming its own cursor: after its last run's last page,
         # so a job delivered twice, retried after it finished, or planned again with one more zone, enqueues and
         # counts no one again; another zone's cursor is not its users'.
+        zone_of: dict[str, str | None] = {}
         for zone in sorted(set(job.zones)) if job.zones is not None else [None]:
             scope = [zone] if zone is not None else None
-            for users, cursor in _pages(send, store, scope, send.cursor(zone), page_size):
+            for users, cursor in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
                 planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
                 total += _enqueue_page(send, planned, ledger, queue, report)
                 if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone):

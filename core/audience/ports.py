@@ -115,8 +115,16 @@ class AudienceRepositoryPort(Protocol):
         """Return a user's subscriptions, by channel and topic."""
         ...
 
-    def subscribers_page(self, channel: str, topic: str, after_user_id: str | None, limit: int) -> UserPage:
-        """Return the users subscribed to a channel/topic after ``after_user_id``, in id order."""
+    def subscribers_page(
+        self,
+        channel: str,
+        topic: str,
+        after_user_id: str | None,
+        limit: int,
+        zones: Sequence[str] | None = None,
+    ) -> UserPage:
+        """Return the users subscribed to a channel/topic after ``after_user_id`` (in ``zones`` only, when given), in
+        id order."""
         ...
 
     def put_segment(self, name: str, definition: dict[str, Any]) -> tuple[Segment, bool]:
@@ -268,8 +276,15 @@ class ExpansionStorePort(Protocol):
         """Return the users of these ids that exist, in id order."""
         ...
 
-    def subscribers_page(self, channel: str, topic: str, after_user_id: str | None, limit: int) -> UserPage:
-        """Return the users subscribed to a channel/topic after ``after_user_id``, in id order."""
+    def subscribers_page(
+        self,
+        channel: str,
+        topic: str,
+        after_user_id: str | None,
+        limit: int,
+        zones: Sequence[str] | None = None,
+    ) -> UserPage:
+        """Return the users subscribed to a channel/topic after ``after_user_id`` (in ``zones`` only), in id order."""
         ...
 
     def devices_of(self, user_ids: Sequence[str], *, enabled_only: bool = True) -> dict[str, list[Device]]:

@@ -448,21 +448,31 @@ class AudienceRepository:
 
         return self._db.run(work, "listing subscriptions")
 
-    def subscribers_page(self, channel: str, topic: str, after_user_id: str | None, limit: int) -> UserPage:
-        """Return up to ``limit`` users subscribed to ``channel``/``topic`` with ids after ``after_user_id``."""
+    def subscribers_page(
+        self,
+        channel: str,
+        topic: str,
+        after_user_id: str | None,
+        limit: int,
+        zones: Sequence[str] | None = None,
+    ) -> UserPage:
+        """Return up to ``limit`` users subscribed to ``channel``/``topic`` with ids after ``after_user_id`` (in
+        ``zones`` only, when given)."""
         _limit(limit)
         keyset = "" if after_user_id is None else " AND s.user_id > %s"
+        in_zones = "" if zones is None else " AND u.timezone = ANY(%s)"
         params = (
             _plain("channel", channel),
             _plain("topic", topic),
             *(() if after_user_id is None else (_plain("after", after_user_id),)),
+            *(() if zones is None else (list(zones),)),
             limit,
         )
 
         def work(cursor: Any) -> UserPage:
             cursor.execute(
                 f"SELECT {_USER_COLUMNS} FROM subscriptions s JOIN users u ON u.id = s.user_id"
-                f" WHERE s.channel = %s AND s.topic = %s{keyset} ORDER BY s.user_id LIMIT %s",
+                f" WHERE s.channel = %s AND s.topic = %s{keyset}{in_zones} ORDER BY s.user_id LIMIT %s",
                 params,
             )
             return _page([_user(row) for row in cursor.fetchall()], limit)

@@ -422,10 +422,11 @@ def _same_schedule(
     same = schedule is not None and (
         _canonical(schedule.to, schedule.content, schedule.channels) == _canonical(target, content, channels)
         # A local-time send's fire_at moves with its zones, and is computed from the clock; its wall clock does not.
+        # An instant's moves once the cron tried it (a retry's backoff): the time asked for has come by then.
         and (
             schedule.local_at == local_at
             if local_at is not None
-            else not schedule.local_time and schedule.fire_at == fire_at
+            else not schedule.local_time and (schedule.fire_at == fire_at or schedule.attempts > 0)
         )
     )
     if schedule is None or not same:

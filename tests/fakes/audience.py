@@ -216,9 +216,20 @@ class FakeAudienceRepository:
         users = [self.users[user_id] for user_id in ids]
         return UserPage(users=users, next_after=ids[-1] if len(ids) == limit else None)
 
-    def subscribers_page(self, channel: str, topic: str, after_user_id: str | None, limit: int) -> UserPage:
-        """Return a page of a channel/topic's subscribers."""
-        ids = [key[0] for key in self.subscriptions if key[1:] == (channel, topic)]
+    def subscribers_page(
+        self,
+        channel: str,
+        topic: str,
+        after_user_id: str | None,
+        limit: int,
+        zones: Sequence[str] | None = None,
+    ) -> UserPage:
+        """Return a page of a channel/topic's subscribers (in ``zones`` only, when given)."""
+        ids = [
+            key[0]
+            for key in self.subscriptions
+            if key[1:] == (channel, topic) and (zones is None or self.users[key[0]].timezone in zones)
+        ]
         return self._page(ids, after_user_id, limit)
 
     def put_segment(self, name: str, definition: dict[str, Any]) -> tuple[Segment, bool]:

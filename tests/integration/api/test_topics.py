@@ -671,13 +671,13 @@ def test_put_after_the_retention_deletes_retired_credentials(admin: AdminApi, aw
         admin.put_topic(topic_body())
         admin.put_topic(_with_slack_url(WINNER_URL))
 
-    with patch("api.topics.utc_now", return_value="2026-11-23T00:00:00.001Z"):  # 22 days and a moment later
+    with patch("api.topics.utc_now", return_value="2026-12-13T00:00:00.001Z"):  # 42 days and a moment later
         admin.put_topic(_with_slack_url(LOSER_URL))
 
     values = _parameter_values(aws)
     assert SECRET_REFS["team-slack"] not in values
     assert len(values) == 4  # the three live credentials and the winner's URL, retired now
-    assert list(_retired(aws).values()) == ["2026-11-23T00:00:00.001Z"]
+    assert list(_retired(aws).values()) == ["2026-12-13T00:00:00.001Z"]
 
 
 def test_put_beyond_the_most_retired_credentials_deletes_the_oldest(admin: AdminApi, aws: AwsResources) -> None:
@@ -713,7 +713,7 @@ def test_put_cleanup_failure_after_the_write_still_answers_success(
         admin.put_topic(_with_slack_url(WINNER_URL))
     ssm = _SsmFailingOnDelete(aws.ssm)
 
-    with patch("api.topics.utc_now", return_value="2026-11-24T00:00:00.000Z"):
+    with patch("api.topics.utc_now", return_value="2026-12-14T00:00:00.000Z"):
         _put_directly(aws, _with_slack_url(LOSER_URL), aws.dynamodb, ssm)
 
     assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}

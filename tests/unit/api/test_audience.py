@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +583,23 @@ def test_post_send_scheduled_again_with_its_idempotency_key_answers_the_same_sch
 
     assert (first["statusCode"], again["statusCode"]) == (202, 202)
     assert response_json(again) == response_json(first)
+
+
+def test_post_send_scheduled_again_after_the_cron_tried_it_answers_the_same_schedule(
+    send_router: tuple[Router, FakeSendStore, FakeExpansionQueue],
+) -> None:
+    router, store, _queue = send_router
+    body = {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00+01:00"}
+    first = response_json(_send(router, body, {"Idempotency-Key": "k-1"}))
+    # The cron's hand-off failed once: the schedule's fire_at moved on by the retry's backoff.
+    row = store.schedules[first["schedule_id"]]
+    store.schedules[row.schedule_id] = row.model_copy(
+        update={"attempts": 1, "fire_at": row.fire_at + timedelta(minutes=2)}
+    )
+
+    again = _send(router, body, {"Idempotency-Key": "k-1"})
+
+    assert (again["statusCode"], response_json(again)) == (202, first)
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,16 @@ def test_repository_subscribers_page_walks_every_subscriber_once(repository: Aud
     assert seen == ["u00", "u01", "u02", "u04", "u05", "u06"]
 
 
+def test_repository_subscribers_page_of_zones_reads_only_their_users(repository: AudienceRepositoryPort) -> None:
+    for index in range(6):
+        repository.put_user(f"u{index}", UserRequest(timezone="Asia/Tokyo" if index % 2 else "Europe/Paris"))
+        repository.put_subscription(f"u{index}", "news", "daily")
+
+    page = repository.subscribers_page("news", "daily", "u1", 10, ["Asia/Tokyo"])
+
+    assert [user.user_id for user in page.users] == ["u3", "u5"]
+
+
 def test_repository_segments_put_get_list_delete(repository: AudienceRepositoryPort) -> None:
     where = {"where": {"field": "plan", "eq": "pro"}}
 

@@ -396,3 +396,59 @@ def test_expand_send_user_id_at_the_byte_limit_every_delivery_key_fits_a_dynamod
     keys = [message.delivery_key for message in world.messages()] + [key for _id, key in world.ledger.rows]
     assert {key.split(":", 1)[0] for key in keys} == {"push", "email", "telegram", "browser"}
     assert max(len(key.encode()) for key in keys) <= 1024
+
+
+ZONES = ["Asia/Tokyo", "Europe/Paris", "America/New_York"]
+
+
+def _zone_world(world: World) -> StoredSend:
+    for index in range(6):
+        world.user(f"u{index}", devices=1, timezone=ZONES[index % 3])
+    return world.send({"user_ids": [f"u{index}" for index in range(6)]}, ["push"])
+
+
+def test_expand_send_zone_handoff_of_user_ids_reads_the_list_once_and_records_only_its_zones_pages(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send = _zone_world(world)
+    reads: list[list[str]] = []
+    users_by_ids = world.store.users_by_ids
+
+    def counted(ids: Any) -> Any:
+        reads.append(list(ids))
+        return users_by_ids(ids)
+
+    monkeypatch.setattr(world.store, "users_by_ids", counted)
+    job = ExpansionJob(send_id=send.send_id, notification_id="n-1", zones=ZONES)
+
+    expand_send(job, world.store, world.ledger, world.queue, world.expansion, page_size=2)
+
+    # The list once (3 reads of 2), then each zone's own 2 users (3 reads): not the whole list once per zone.
+    assert len(reads) == 6
+    assert len(world.store.advances) == 3
+    assert len(world.messages()) == 6
+
+
+def test_expand_send_zone_handoff_of_a_topic_asks_the_store_for_its_zones_only(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(6):
+        world.user(f"u{index}", timezone=ZONES[index % 3])
+        world.store.put_subscription(f"u{index}", "orders", "shipped")
+    send = world.send({"topic": "orders/shipped"}, ["browser"])
+    asked: list[Any] = []
+    page = world.store.subscribers_page
+
+    def counted(*args: Any) -> Any:
+        asked.append(args[4:])
+        return page(*args)
+
+    monkeypatch.setattr(world.store, "subscribers_page", counted)
+    job = ExpansionJob(send_id=send.send_id, notification_id="n-1", zones=ZONES)
+
+    expand_send(job, world.store, world.ledger, world.queue, world.expansion, page_size=2)
+
+    # Each page's query names one zone, which the store filters on: never the whole topic once per zone.
+    assert {args[0][0] for args in asked} == set(ZONES)
+    assert all(len(args[0]) == 1 for args in asked)
+    assert sorted(message.delivery_key for message in world.messages()) == [f"browser:u{index}" for index in range(6)]
