@@ -114,13 +114,14 @@ def machine() -> dict[str, str]:
 
 
 def commit() -> str:
-    """Return the checked-out commit, marked when the work tree has changes not committed."""
+    """Return the checked-out commit, marked when the work tree has changes not committed (the run's own outputs,
+    RESULTS.md and the plots, left out: a run rewrites them before its report is written)."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md", ":!bench/plots"],
             cwd=ROOT,
             capture_output=True,
             text=True,
