@@ -821,11 +821,9 @@ class AudienceRepository:
         far) and hold the lease on; return ``False``, recording nothing, when the lease is no longer this run's."""
         moved, cursor_params = "expanded_through = %s", [expanded_through]
         if zone is not None:
-            # jsonb_set with a NULL value would blank every zone's cursor: a zone's cursor, once moved, is never NULL.
-            moved = "zone_cursors = jsonb_set(zone_cursors, ARRAY[%s], to_jsonb(%s::text))"
+            # ``||`` sets this zone's cursor and keeps the other zones' as they are.
+            moved = "zone_cursors = zone_cursors || jsonb_build_object(%s::text, %s::text)"
             cursor_params = [zone, expanded_through]
-            if expanded_through is None:
-                moved, cursor_params = "zone_cursors = zone_cursors", []
         params = (*cursor_params, recipients, lease_seconds, _send_key(send_id), lease)
 
         def work(cursor: Any) -> bool:
