@@ -11,6 +11,8 @@ recipient and channel (DESIGN.md's message v2 with ``recipient``):
 - ``telegram``: where the user has a chat id, key ``telegram:<user id>``;
 - ``browser``: every user (their open connections, if any), key ``browser:<user id>``.
 
+(A user id stored before ids were bounded in bytes stands in its keys as its SHA-256, so that they fit the ledger.)
+
 A recipient without an address on a requested channel (no device, no email, no chat) gets no message: a ``skipped``
 row (key ``<channel>:<user id>``) that the status summary counts. Email and Telegram need a sender: the integrations
 of the stage's audience sender topic (``AUDIENCE_SENDER_TOPIC``, e.g. ``audience/default``: an ``email`` integration
@@ -32,13 +34,14 @@ that holds it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from core.audience.models import User, UserPage
+from core.audience.models import MAX_USER_ID_BYTES, User, UserPage
 from core.audience.ports import ExpansionStorePort
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import (
@@ -226,14 +229,14 @@ class _Builder:
                 if kind == "push":
                     found = devices.get(uid, [])
                     if not found:
-                        planned.append(_skip(f"push:{uid}", kind, uid, NO_DEVICE))
+                        planned.append(_skip(_key(kind, uid), kind, uid, NO_DEVICE))
                     for device in found:
-                        key = f"push:{uid}:{device.device_id}"
+                        key = _key(kind, uid, device.device_id)
                         recipient = Recipient(user_id=uid, device_id=device.device_id)
                         body = self._message(key, kind, {"endpoint_arn": device.endpoint_arn}, recipient)
                         planned.append(_Planned(key, _row(kind, recipient), body))
                 elif kind == "email":
-                    key = f"email:{uid}"
+                    key = _key(kind, uid)
                     if not user.email:
                         planned.append(_skip(key, kind, uid, NO_EMAIL))
                         continue
@@ -244,7 +247,7 @@ class _Builder:
                     body = self._message(key, kind, target, recipient, sender)
                     planned.append(_Planned(key, _row(kind, recipient), body))
                 elif kind == "telegram":
-                    key = f"telegram:{uid}"
+                    key = _key(kind, uid)
                     if not user.telegram_chat_id:
                         planned.append(_skip(key, kind, uid, NO_CHAT))
                         continue
@@ -253,7 +256,7 @@ class _Builder:
                     body = self._message(key, kind, target, recipient, self._senders.telegram)
                     planned.append(_Planned(key, _row(kind, recipient), body))
                 else:
-                    key = f"browser:{uid}"
+                    key = _key(kind, uid)
                     if not re.fullmatch(BROWSER_USER_ID_PATTERN, uid):
                         planned.append(_skip(key, kind, uid, NO_BROWSER_ID))
                         continue
@@ -261,6 +264,18 @@ class _Builder:
                     body = self._message(key, kind, {"user_id": uid}, recipient)
                     planned.append(_Planned(key, _row(kind, recipient), body))
         return planned
+
+
+def _key(kind: str, user_id: str, device_id: str | None = None) -> str:
+    """Return a recipient delivery's key: ``<channel>:<user id>``, with ``:<device id>`` for push.
+
+    A user id longer than ``MAX_USER_ID_BYTES`` (stored before that limit) stands in its key as ``sha256=`` and the hex
+    digest of its UTF-8: the key is the ledger's sort key, which DynamoDB refuses past 1024 bytes, and one recipient's
+    key it refused would fail every page of the send again. The row's ``recipient`` keeps the whole id.
+    """
+    encoded = user_id.encode("utf-8", "surrogatepass")
+    part = user_id if len(encoded) <= MAX_USER_ID_BYTES else f"sha256={hashlib.sha256(encoded).hexdigest()}"
+    return f"{kind}:{part}" if device_id is None else f"{kind}:{part}:{device_id}"
 
 
 def _row(kind: str, recipient: Recipient) -> DeliveryRow:

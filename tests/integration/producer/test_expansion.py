@@ -187,6 +187,45 @@ def test_expansion_disabled_endpoint_reported_by_the_consumer_disables_the_devic
     assert repository.devices_of(["ada"]) == {}
 
 
+def test_expansion_user_ids_stored_longer_than_the_limit_get_keys_the_ledger_takes_and_their_deliveries(
+    worker_env: AwsResources, database: Database, db: Any, lambda_context: FakeLambdaContext
+) -> None:
+    # Ids of 1,020 bytes, stored before ids were bounded in bytes: their keys (push:<id>:<device>) passed DynamoDB's
+    # 1024-byte sort key, so every page of the send failed again and the whole send ended in the expansion DLQ.
+    from consumer.handler import handler as consume
+    from core.audience.models import AppRequest
+
+    reached, skipped = "\U0001f600" * 255, "\U0001f600" * 254 + "a"
+    sns = aws_client("sns")
+    app = sns.create_platform_application(Name="android", Platform="GCM", Attributes={"PlatformCredential": "k"})
+    arn = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="tok")["EndpointArn"]
+    repository = AudienceRepository(database)
+    repository.put_app("android", AppRequest(platform_application_arn=app["PlatformApplicationArn"]))
+    with db.cursor() as cursor:
+        cursor.execute("INSERT INTO users (id, timezone) VALUES (%s, 'UTC'), (%s, 'UTC')", (reached, skipped))
+    db.commit()
+    device = repository.register_device(reached, "android", "tok", arn).device
+    target = {"where": {"field": "timezone", "eq": "UTC"}}
+    _accept(database, worker_env, {"to": target, "content": {"text": "Hi"}}, "n-long")
+
+    assert all(result == {"batchItemFailures": []} for result in _expand(worker_env, lambda_context))
+    deliveries = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    assert consume(_sqs_event(deliveries), lambda_context)["batchItemFailures"] == []
+
+    [message] = [DeliveryMessage.model_validate_json(item["Body"]) for item in deliveries]
+    assert message.recipient is not None
+    assert message.recipient.user_id == reached
+    assert message.delivery_key.endswith(f":{device.device_id}")
+    assert len(message.delivery_key.encode()) <= 1024
+    ledger = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"])
+    page = ledger.page("n-long", size=10)
+    assert page.counts == {"delivered": 1, "skipped": 1}
+    assert {entry.recipient["user_id"] for entry in page.entries if entry.recipient} == {reached, skipped}
+    with db.cursor() as cursor:
+        cursor.execute("SELECT status, recipients FROM sends")
+        assert cursor.fetchone() == ("expanded", 2)
+
+
 @pytest.mark.parametrize(
     "body", ["{}", "not json", '{"v": 2, "kind": "expand", "send_id": "s", "notification_id": "n", "caller": null}']
 )
