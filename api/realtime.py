@@ -45,6 +45,9 @@ class RealtimeTokenResponse(Reply):
 
     token: str
     expires_at: str = Field(description="ISO 8601 UTC time after which the token opens no connection.")
+    expires_in: int = Field(
+        description="Seconds the token lives from now: a browser schedules its refresh by it, not by its own clock."
+    )
     url: str = Field(description="The WebSocket API's URL; connect to `<url>?token=<token>`.")
 
 
@@ -76,7 +79,12 @@ def create_token() -> Response:
         default_seconds=config.realtime_token_seconds,
         max_seconds=config.realtime_token_max_seconds,
     )
-    body = {"token": issued.token, "expires_at": iso_time(issued.claims.expires_at), "url": config.realtime_url}
+    body = {
+        "token": issued.token,
+        "expires_at": iso_time(issued.claims.expires_at),
+        "expires_in": issued.claims.expires_at - issued.claims.issued_at,
+        "url": config.realtime_url,
+    }
     return json_response(201, body, {"Cache-Control": "no-store"})
 
 

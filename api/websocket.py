@@ -2,7 +2,8 @@
 
 ``$connect`` answers 200 to let the browser in, or the status of the refusal (401 no, forged or expired token; 403 a
 topic the token does not name; 502 the store failed), which API Gateway turns into a refused handshake. ``$default``
-answers a ``{"action": "refresh"}`` frame through its route response with ``{"type": "token", "token", "expires_at"}``,
+answers a ``{"action": "refresh"}`` frame through its route response with ``{"type": "token", "token", "expires_at",
+"expires_in"}`` (the seconds the token lives, which a browser reads against its own clock, however wrong that is),
 anything else with ``{"type": "error", "message"}``.
 """
 
@@ -106,7 +107,11 @@ def message(event: WebsocketEvent) -> dict[str, Any]:
         )
     except NotificationError as exc:
         return _refusal(exc, frame=True)
-    return _answer(200, {"type": "token", "token": issued.token, "expires_at": iso_time(issued.claims.expires_at)})
+    claims = issued.claims
+    lives = claims.expires_at - claims.issued_at
+    return _answer(
+        200, {"type": "token", "token": issued.token, "expires_at": iso_time(claims.expires_at), "expires_in": lives}
+    )
 
 
 def _action(body: str | None) -> str | None:

@@ -2,7 +2,7 @@
  * notify-realtime.js: the browser client of the notification service's WebSocket API. No dependencies.
  *
  *   const realtime = NotifyRealtime.connect({
- *     token: () => fetch("/my-backend/realtime-token").then((r) => r.json()), // {token, expires_at, url}
+ *     token: () => fetch("/my-backend/realtime-token").then((r) => r.json()), // {token, expires_at, expires_in, url}
  *     onNotification: (frame) => { item.textContent = frame.text; },           // never innerHTML
  *   });
  *   // later: realtime.close();
@@ -11,7 +11,9 @@
  * key and hands back the answer. The client connects to `url?token=…`, asks the service for a fresh token over the
  * open connection before the current one expires ({"action": "refresh"}), reconnects with exponential backoff and
  * jitter when the connection drops, and calls `token` again when it has no token left that is still good (or when the
- * service refused the one it had). Each notification frame ({notification_id, channel, topic, text, data?,
+ * service refused the one it had). A token's life is counted on this page's clock from `expires_in` (seconds) when it
+ * arrives, so a clock set minutes wrong still refreshes in time; `expires_at` serves only an answer without it, so
+ * `token` hands over the service's answer as it came, not one kept from earlier. Each notification frame ({notification_id, channel, topic, text, data?,
  * created_at}) reaches `onNotification` once: a frame seen again (a retried delivery) is dropped by its id.
  */
 (function (root, factory) {
@@ -33,8 +35,20 @@
   };
 
   function expiryOf(credentials) {
-    var at = Date.parse(credentials && credentials.expires_at);
-    return isNaN(at) ? 0 : at;
+    var at = credentials && credentials.expiresAtMs;
+    return typeof at === "number" && !isNaN(at) ? at : 0;
+  }
+
+  // The credentials of an answer, with when they expire on this page's clock: `expires_in` counted from now (the
+  // page's clock may be minutes off the service's), else `expires_at` as this clock reads it.
+  function received(answer, url, nowMs) {
+    var seconds = answer && typeof answer.expires_in === "number" ? answer.expires_in : NaN;
+    return {
+      token: answer && answer.token,
+      expires_at: answer && answer.expires_at,
+      url: url,
+      expiresAtMs: isFinite(seconds) && seconds > 0 ? nowMs + seconds * 1000 : Date.parse(answer && answer.expires_at),
+    };
   }
 
   function connect(options) {
@@ -51,7 +65,7 @@
     var timers = options.timers || { set: setTimeout.bind(null), clear: clearTimeout.bind(null) };
     var onStatus = options.onStatus || function () {};
 
-    var credentials = null; // {token, expires_at, url}
+    var credentials = null; // {token, expires_at, url, expiresAtMs}
     var socket = null;
     var attempts = 0;
     var stopped = false;
@@ -81,9 +95,10 @@
         .then(function () {
           return options.token();
         })
-        .then(function (fresh) {
+        .then(function (answer) {
+          var fresh = received(answer, answer && answer.url, now());
           if (!good(fresh)) {
-            throw new Error("token() gave no usable {token, expires_at, url}");
+            throw new Error("token() gave no usable {token, expires_in or expires_at, url}");
           }
           credentials = fresh;
           return fresh;
@@ -155,7 +170,7 @@
           timers.clear(refreshDeadline);
           refreshDeadline = null;
         }
-        credentials = { token: frame.token, expires_at: frame.expires_at, url: credentials && credentials.url };
+        credentials = received(frame, credentials && credentials.url, now());
         scheduleRefresh();
         status("refreshed", frame.expires_at);
       } else if (frame.type === "error") {

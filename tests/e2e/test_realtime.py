@@ -1,5 +1,7 @@
 """Browser notifications through the local stack, in a real headless Chromium: the demo page connects with the
-repository's client, a publish arrives on the page, and a message holding markup shows as text, never as HTML."""
+repository's client, a publish arrives on the page, and a message holding markup shows as text, never as HTML. The
+client alone, in the same browser on a page with a clock set wrong: it schedules its token refresh by the token's life,
+not by that clock."""
 
 from __future__ import annotations
 
@@ -10,12 +12,90 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import Stack, http
+from tests.e2e.conftest import ROOT, Stack, http
 from tests.e2e.test_local_page import HOSTILE, Page, chromium, page
 
 pytestmark = pytest.mark.e2e
 
 __all__ = ["chromium", "page"]  # the fixtures, used by name
+
+
+CLIENT = ROOT / "clients" / "browser" / "notify-realtime.js"
+# The client on fakes: a socket that opens at once and records what it sends, timers that record what they are set
+# for (the refresh is never left to fire), and a page clock OFFSET ms off the service's; the service issues tokens that
+# live 900 s.
+_HARNESS = """
+(() => {
+  const offset = OFFSET;
+  const answer = (token) => ({
+    token: token,
+    expires_at: new Date(Date.now() + 900000).toISOString(),
+    expires_in: 900,
+    url: "ws://realtime.invalid/",
+  });
+  window.sockets = [];
+  window.timers = [];
+  function FakeSocket(url) {
+    this.url = url;
+    this.readyState = 1;
+    this.sent = [];
+    window.sockets.push(this);
+    setTimeout(() => this.onopen && this.onopen(), 0);
+  }
+  FakeSocket.prototype.send = function (data) { this.sent.push(data); };
+  FakeSocket.prototype.close = function () { this.readyState = 3; };
+  window.answer = answer;
+  window.realtime = NotifyRealtime.connect({
+    token: () => Promise.resolve(answer("first")),
+    onNotification: () => {},
+    WebSocket: FakeSocket,
+    now: () => Date.now() + offset,
+    timers: { set: (run, ms) => window.timers.push({ run: run, ms: ms }), clear: () => {} },
+  });
+  return true;
+})()
+"""
+
+
+def _client_with_clock_off(page: Page, offset_ms: int) -> None:
+    page.open("about:blank")
+    page.evaluate(CLIENT.read_text())
+    page.evaluate(_HARNESS.replace("OFFSET", str(offset_ms)))
+
+
+@pytest.mark.parametrize("offset_ms", [-600_000, 0, 1_200_000], ids=["10-min-slow", "right", "20-min-fast"])
+def test_realtime_client_refreshes_a_minute_before_the_token_expires_whatever_the_page_clock(
+    page: Page, offset_ms: int
+) -> None:
+    # By its own clock, a page 10 minutes slow refreshed 10 minutes after its token had expired (the frames between
+    # lost), and one 20 minutes fast took every token for expired and never connected.
+    _client_with_clock_off(page, offset_ms)
+
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+    assert page.evaluate("window.sockets[0].url") == "ws://realtime.invalid/?token=first"
+    refresh_in = page.evaluate("window.timers[0].ms")
+    assert 839_000 <= refresh_in <= 840_000
+
+    # The refresh, and the service's answer over the connection: the next one is counted from that answer.
+    page.evaluate("window.timers[0].run()")
+    assert page.evaluate("window.sockets[0].sent") == [json.dumps({"action": "refresh"}, separators=(",", ":"))]
+    page.evaluate(
+        "window.sockets[0].onmessage({data: JSON.stringify(Object.assign({type: 'token'}, window.answer('second')))})"
+    )
+    assert 839_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 840_000
+
+
+def test_realtime_client_answer_without_expires_in_counts_from_expires_at(page: Page) -> None:
+    # A backend that hands the page only the older fields: expires_at, read on the page's clock.
+    _client_with_clock_off(page, 0)
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+
+    page.evaluate(
+        "window.sockets[0].onmessage({data: JSON.stringify({type: 'token', token: 'third',"
+        " expires_at: new Date(Date.now() + 300000).toISOString()})})"
+    )
+
+    assert 239_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 240_000
 
 
 def _demo(stack: Stack, user: str, topic: str) -> str:

@@ -57,7 +57,7 @@ def test_create_token_signs_the_user_and_topics_asked_for() -> None:
 
     claims = read_token(body["token"], KEYS, time.time())
     assert (claims.user_id, claims.topics) == ("alice", ("orders/shipped",))
-    assert claims.expires_at - claims.issued_at == 900
+    assert claims.expires_at - claims.issued_at == body["expires_in"] == 900
 
 
 def test_create_token_ttl_over_the_stage_maximum_is_422_naming_it() -> None:

@@ -139,7 +139,9 @@ def test_default_refresh_frame_answers_a_new_token_for_the_same_user(store: Fake
 
     frame = json.loads(response["body"])
     assert (response["statusCode"], frame["type"]) == (200, "token")
-    assert read_token(frame["token"], KEYS, time.time()).user_id == "alice"
+    claims = read_token(frame["token"], KEYS, time.time())
+    assert claims.user_id == "alice"
+    assert frame["expires_in"] == claims.expires_at - claims.issued_at > 0
 
 
 def test_default_refresh_of_an_expired_connection_is_refused(store: FakeConnectionStore) -> None:
