@@ -25,6 +25,6 @@ def bearer_token(header: str | None) -> str:
 def check_admin_token(header: str | None, expected_sha256: str) -> None:
     """Raise unless the header carries the admin token whose SHA-256 is ``expected_sha256``."""
     token = bearer_token(header)
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
     if not expected_sha256 or not hmac.compare_digest(digest, expected_sha256.strip().lower()):
         raise ForbiddenError("the admin token is not valid")

@@ -185,7 +185,7 @@ def caller_id(identity: Identity) -> str:
     """Identify a publisher by its API key id, or by a digest of the key where API Gateway gives no id."""
     if identity.api_key_id:
         return identity.api_key_id
-    return hashlib.sha256((identity.api_key or "").encode()).hexdigest()[:32]
+    return hashlib.sha256((identity.api_key or "").encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class Request:
@@ -569,7 +569,8 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
 def raw_body(body: str | None) -> str:
     """Return the request body, refusing one over the size limit."""
     text = body or ""
-    if len(text.encode()) > MAX_BODY_BYTES:
+    # surrogatepass: a lone surrogate (a JSON escape could make one too) is the models' to refuse, not an error here.
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"request body exceeds {MAX_BODY_BYTES // 1024} KiB")
     return text
 

@@ -38,6 +38,7 @@ def test_check_admin_token_matching_digest_passes(expected: str) -> None:
         pytest.param("Bearer other", DIGEST, id="other-token"),
         pytest.param(f"Bearer {DIGEST}", DIGEST, id="the-digest-itself"),
         pytest.param(f"Bearer {TOKEN}", "", id="no-digest-configured"),
+        pytest.param("Bearer \ud800", DIGEST, id="lone-surrogate"),  # no UTF-8: was an encoding error, a 500
     ],
 )
 def test_check_admin_token_wrong_token_raises_forbidden(header: str, expected: str) -> None:

@@ -100,6 +100,11 @@ def test_raw_body_at_limit_is_accepted() -> None:
     assert raw_body(body) == body
 
 
+def test_raw_body_with_a_lone_surrogate_is_measured_not_an_error() -> None:
+    # What the models refuse by name (a lone surrogate cannot be sent or kept) was an encoding error here: a 500.
+    assert raw_body('{"a": "\ud800"}') == '{"a": "\ud800"}'
+
+
 def test_raw_body_over_limit_in_bytes_raises_payload_too_large() -> None:
     with pytest.raises(PayloadTooLargeError):
         raw_body("é" * (MAX_BODY_BYTES // 2 + 1))

@@ -70,6 +70,13 @@ def test_publish_wrong_hash_is_forbidden_before_the_body_is_parsed(dynamodb: Fak
         _publish(dynamodb, FakeSqsClient(), topic_hash="wrong", body="{not json")
 
 
+@pytest.mark.parametrize("given", ["\ud800", "ключ-😀"], ids=["lone-surrogate", "non-ascii"])
+def test_publish_hash_that_is_no_ascii_is_forbidden_not_an_error(dynamodb: FakeDynamoDBClient, given: str) -> None:
+    # A lone surrogate could not be encoded: a 500 from a header.
+    with pytest.raises(ForbiddenError):
+        _publish(dynamodb, FakeSqsClient(), topic_hash=given)
+
+
 def test_publish_malformed_body_writes_nothing(dynamodb: FakeDynamoDBClient) -> None:
     sqs = FakeSqsClient()
 
