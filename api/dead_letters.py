@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from core.errors import AWS_ERRORS, aws_error, error_code
+from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 from core.ledger import DeliveryRow, utc_now
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus, Reply, Strict
 from core.observability import logger
@@ -234,15 +234,31 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
     except AWS_ERRORS as exc:
         raise aws_error(exc, "sending to the delivery queue") from exc
-    if not (letter.notification_id and letter.delivery_key):
+    notification_id, delivery_key = letter.notification_id, letter.delivery_key
+    if not (notification_id and delivery_key):
         return
     if message is not None and message.outcome is not None:
         return  # a record-only copy writes its row itself, and only while its run is the row's
+    try:
+        _mark_queued(ledger, notification_id, delivery_key, letter, message)
+    except UpstreamError as exc:
+        # The copy is on its way, and its run writes the row: raising here would keep the letter, and the redrive a
+        # caller retries (a 502 invites it) would send a second copy of the same run.
+        logger.warning(
+            "redriven letter's row not marked queued",
+            extra={"notification_id": notification_id, "delivery_key": delivery_key, "reason": str(exc)},
+        )
+
+
+def _mark_queued(
+    ledger: LedgerPort, notification_id: str, delivery_key: str, letter: _Letter, message: DeliveryMessage | None
+) -> None:
+    """Write a redriven letter's row ``queued``: a new run, its count of attempts and redrives kept."""
     if message is not None:
         # After the send: the new run may have begun, even ended; it wrote its own count, and the row is left to it.
         ledger.update(
-            letter.notification_id,
-            letter.delivery_key,
+            notification_id,
+            delivery_key,
             DeliveryStatus.QUEUED,
             row=_row(message),
             attempts=message.prior_attempts,
@@ -251,7 +267,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
         )
     else:
         row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
-        ledger.update(letter.notification_id, letter.delivery_key, DeliveryStatus.QUEUED, row=row)
+        ledger.update(notification_id, delivery_key, DeliveryStatus.QUEUED, row=row)
 
 
 def redrive(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +132,20 @@ def batch_attempts(event: dict[str, Any]) -> list[Attempt]:
     return attempts
 
 
+def delivery_of(body: str) -> tuple[str, str] | None:
+    """Return the notification id and delivery key a message body names, or ``None`` when it names none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    notification_id, delivery_key = data.get("notification_id"), data.get("delivery_key")
+    if isinstance(notification_id, str) and isinstance(delivery_key, str):
+        return notification_id, delivery_key
+    return None
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -145,13 +162,22 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     # The ledger rows of the records that start at once, in one read before the sends: a GetItem per message would
     # hold each send back. A record that waits for a thread reads its own row when its turn comes, and so does every
     # copy of a delivery that comes twice in the batch.
-    entries = deliverer.read_entries(batch_attempts(event), concurrency)
+    attempts = batch_attempts(event)
+    entries = deliverer.read_entries(attempts, concurrency)
+    # Copies of one delivery in a batch (SQS delivers at least once; a redrive whose delete was lost sends a second)
+    # run one after another: at once, both read a row not yet delivered, and both sent.
+    copies = Counter(delivery_of(attempt.body) for attempt in attempts)
+    turns: dict[tuple[str, str], asyncio.Lock] = {}
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                pool, deliverer.process, attempt_of(record), until, entries
-            )
+            attempt = attempt_of(record)
+            key = delivery_of(attempt.body) if len(copies) < len(attempts) else None
+            turn = turns.setdefault(key, asyncio.Lock()) if key is not None and copies[key] > 1 else nullcontext()
+            async with turn:
+                outcome = await asyncio.get_running_loop().run_in_executor(
+                    pool, deliverer.process, attempt, until, entries
+                )
             return outcome.value
 
         return async_process_partial_response(

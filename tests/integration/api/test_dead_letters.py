@@ -10,6 +10,7 @@ from typing import Any
 
 from api.dead_letters import redrive
 from core.clients import get_client, get_ledger
+from core.errors import UpstreamError
 from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
 from tests.integration.api.conftest import AdminApi
@@ -219,6 +220,32 @@ def test_redrive_same_letter_twice_goes_back_the_same_and_counts_one_redrive(aws
     assert [(body["attempt"], body["prior_attempts"], body["redriven"]) for body in moved] == [(0, 7, 1)] * 2
     assert entry is not None
     assert (entry.attempts, entry.redriven) == (7, 1)
+
+
+class _LedgerWritesFail:
+    """The ledger, whose writes fail (DynamoDB throttled) while its reads answer."""
+
+    def __init__(self, ledger: Any) -> None:
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def update(self, *args: Any, **kwargs: Any) -> bool:
+        raise UpstreamError("writing the ledger failed (ProvisionedThroughputExceededException)")
+
+
+def test_redrive_whose_row_write_fails_after_the_send_deletes_the_letter_and_sends_one_copy(aws: AwsResources) -> None:
+    # It raised after the send: the answer was a 502, the letter stayed, and the redrive retried sent a second copy of
+    # the same run (two copies in one batch were both sent).
+    _dead(aws, "n-1")
+    ledger = _LedgerWritesFail(get_ledger())
+
+    for _ in range(2):
+        redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, ledger, max_messages=1)
+
+    assert len(_moved(aws)) == 1
+    assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
 
 
 class _RunWritesFirst:
