@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 
@@ -106,9 +107,13 @@ class Pacer:
         The shared pacing state.
     """
 
+    # The last slot of this many destinations, the most recent, is remembered (a hint: one forgotten costs nothing but
+    # the hint). A Telegram bot paces each chat: a warm container kept one entry per chat ever sent to, without end.
+    max_remembered: ClassVar[int] = 10_000
+
     def __init__(self, store: PaceStore) -> None:
         self._store = store
-        self._seen: dict[str, Slot] = {}
+        self._seen: OrderedDict[str, Slot] = OrderedDict()
         self._lock = threading.Lock()
 
     def _last(self, key: str) -> Slot | None:
@@ -118,6 +123,9 @@ class Pacer:
     def _remember(self, key: str, slot: Slot) -> None:
         with self._lock:
             self._seen[key] = slot
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.max_remembered:
+                self._seen.popitem(last=False)
 
     def reserve(self, limits: Sequence[Limit], now: float) -> float:
         """Return the time at which a send may start that keeps every limit (``now`` when all are free).

@@ -270,3 +270,13 @@ def test_pacer_penalize_holds_every_limit_of_the_send() -> None:
     Pacer(store).penalize([chat, bot], retry_after=5.0, now=NOW)
 
     assert (store.tat(chat.key), store.tat(bot.key)) == (NOW + 5, NOW + 5)
+
+
+def test_pacer_remembers_the_most_recent_destinations_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One entry per destination ever paced (a Telegram chat each), kept as long as the container: memory without end.
+    monkeypatch.setattr(Pacer, "max_remembered", 3)
+    pacer = Pacer(InMemoryPaceStore())
+    for chat in ("a", "b", "c", "a", "d"):
+        pacer.reserve([Limit(key=f"telegram:{chat}", per_second=1.0)], 100.0)
+
+    assert list(pacer._seen) == ["telegram:c", "telegram:a", "telegram:d"]
