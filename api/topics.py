@@ -131,19 +131,18 @@ def _integrations(specs: list[IntegrationSpec], refs: dict[str, str]) -> list[In
 
 
 def _store_credentials(
-    channel: str, topic: str, secrets: dict[str, dict[str, str]], taken: set[str], store: SecretStorePort
+    channel: str, topic: str, secrets: dict[str, dict[str, str]], store: SecretStorePort
 ) -> dict[str, str]:
-    """Write each integration's credentials under a name no parameter holds; return integration name → reference.
+    """Write each integration's credentials under a new name; return integration name → reference.
 
-    The usual name is tried first unless the topic (or a delivery queued before its last change) uses it; a name
-    taken meanwhile by another write is never overwritten (``SecretStore.add``). If a write fails, those already
-    made are deleted.
+    No parameter ever had these names (``SecretStore.integration_refs``), so no delivery queued earlier names them:
+    not one of this topic, nor one of a deleted topic of the same name; a name that exists is never overwritten
+    (``SecretStore.add``). If a write fails, those already made are deleted.
     """
     written: dict[str, str] = {}
     try:
         for name, secret in secrets.items():
-            candidates = [ref for ref in store.integration_refs(channel, topic, name) if ref not in taken]
-            written[name] = store.add(candidates, secret)
+            written[name] = store.add(store.integration_refs(channel, topic, name), secret)
     except Exception:
         _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
         raise
@@ -227,8 +226,7 @@ def put_topic(
     # Checked with the longest names credentials may get, before anything is written.
     longest = {name: store.integration_refs(channel, topic, name)[-1] for name in changed}
     check_item_size(version({**same, **longest}), retired)
-    taken = set(before.values()) | set(existing.retired if existing is not None else ())
-    written = _store_credentials(channel, topic, changed, taken, store)
+    written = _store_credentials(channel, topic, changed, store)
     stored = version({**same, **written})
     try:
         if existing is None:
@@ -266,7 +264,11 @@ def _find(registry: TopicRegistryPort, channel: str, topic: str) -> StoredTopic 
 
 
 def delete_topic(channel: str, topic: str, registry: TopicRegistryPort, store: SecretStorePort) -> None:
-    """Delete a topic and the credentials of its integrations, those it replaced last included."""
+    """Delete a topic and the credentials of its integrations, those it replaced last included.
+
+    A delivery still queued with them fails, its credentials missing: no later topic of the same name stores its
+    credentials under these names (``SecretStore.integration_refs``), so none is ever sent with another topic's.
+    """
     removed = registry.delete(channel, topic)
     # The topic is gone whatever happens next: credentials left behind are logged, never answered as a failure.
     _delete_quietly(

@@ -137,7 +137,7 @@ class SecretStorePort(Protocol):
     """Where integration credentials are kept, as JSON objects under names that are never overwritten."""
 
     def integration_refs(self, channel: str, topic: str, integration: str) -> tuple[str, str]:
-        """Return the names an integration's credentials may be stored under: its usual one, then a fresh one."""
+        """Return two names no parameter ever had for an integration's new credentials, tried in turn."""
         ...
 
     def add(self, names: Sequence[str], secret: dict[str, str]) -> str:

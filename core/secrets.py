@@ -3,6 +3,10 @@
 A parameter is written once and never overwritten: a topic item, or a delivery already queued, may name it, and a
 write that loses a race or fails must not change what they read. New credentials get a name no parameter holds yet,
 the topic's conditional write switches to it, and the old parameter is deleted after that.
+
+Nor is a name ever used again once its parameter is deleted: a delivery queued under a deleted topic (a retry, a
+dead-letter redrive) still names it, and must find its credentials missing, never those of a later topic of the same
+channel, topic and integration names. So every new name ends in random bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from core.errors import AWS_ERRORS, ConflictError, NotFoundError, aws_error, err
 
 # SSM's limit on a Standard parameter's value; credentials are stored as ASCII JSON (non-ASCII escaped).
 MAX_SECRET_CHARS = 4096
+# Random bytes ending every new parameter name (hex): enough that no name is ever drawn twice. Names written by earlier
+# versions are the integration's path itself or that path with 4 random bytes: a new name is never one of them.
+NAME_SUFFIX_BYTES = 16
 
 
 def secret_text(secret: dict[str, str]) -> str:
@@ -39,13 +46,15 @@ class SecretStore:
         self._prefix = prefix.rstrip("/")
 
     def integration_refs(self, channel: str, topic: str, integration: str) -> tuple[str, str]:
-        """Return the names an integration's credentials may be stored under: its usual one, then a fresh one.
+        """Return two names an integration's new credentials may be stored under, tried in turn by ``add``.
 
-        The fresh one (a random suffix one level down, still under ``integrations/``) is used when the usual one is
-        taken, by the credentials a topic uses now or a delivery may still read.
+        Both are the integration's path under ``integrations/`` (the prefix the functions' SSM permissions name) with a
+        random suffix one level down, so neither was ever used: not by this topic, nor by a deleted one of the same
+        names whose queued deliveries still read theirs. The second is for the first being taken, which is never
+        expected.
         """
-        usual = f"{self._prefix}/integrations/{channel}/{topic}/{integration}"
-        return usual, f"{usual}/{secrets.token_hex(4)}"
+        path = f"{self._prefix}/integrations/{channel}/{topic}/{integration}"
+        return f"{path}/{secrets.token_hex(NAME_SUFFIX_BYTES)}", f"{path}/{secrets.token_hex(NAME_SUFFIX_BYTES)}"
 
     def add(self, names: Sequence[str], secret: dict[str, str]) -> str:
         """Store a secret object as a SecureString under the first of ``names`` no parameter holds yet; return it.

@@ -11,20 +11,20 @@ import pytest
 from botocore.exceptions import ClientError
 
 from api.topics import put_topic
+from core import clients
 from core.channels import TopicRequest
 from core.errors import ConflictError, UpstreamError
+from core.models import DeliveryStatus
 from core.secrets import SecretStore
 from core.topics import TopicRegistry, hash_topic_secret
+from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.api.conftest import TOPIC, AdminApi
+from tests.integration.consumer.flow import consume_once
 from tests.support.aws import NAMES, AwsResources
-from tests.support.events import TOPIC_SECRETS, response_json, topic_body
+from tests.support.events import TOPIC_SECRETS, publish_event, response_header, response_json, topic_body
+from tests.support.receivers import running_receiver
 
 PREFIX = "/notify/test/integrations/orders/shipped"
-SECRET_REFS = {
-    "team-slack": f"{PREFIX}/team-slack",
-    "ops-telegram": f"{PREFIX}/ops-telegram",
-    "erp-webhook": f"{PREFIX}/erp-webhook",
-}
 PATH = {"channel": "orders", "topic": "shipped"}
 
 
@@ -39,6 +39,17 @@ def _topic_item(aws: AwsResources) -> dict[str, Any] | None:
     key = {"channel": {"S": "orders"}, "topic": {"S": "shipped"}}
     item: dict[str, Any] | None = aws.dynamodb.get_item(TableName=NAMES["TOPICS_TABLE"], Key=key).get("Item")
     return item
+
+
+def _refs(aws: AwsResources) -> dict[str, str]:
+    """Return the topic's integrations' credential references, by integration name."""
+    item = _topic_item(aws)
+    assert item is not None
+    return {
+        entry["name"]: entry["credentials_ref"]
+        for entry in json.loads(item["integrations"]["S"])
+        if entry.get("credentials_ref")
+    }
 
 
 def _body_without(*names: str) -> dict[str, Any]:
@@ -100,19 +111,27 @@ def test_put_credentials_are_masked_in_the_response(admin: AdminApi) -> None:
 def test_put_credentials_stored_as_secure_string_parameters(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
 
+    refs = _refs(aws)
     parameters = _parameters(aws)
     values = {
         name: json.loads(aws.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
         for name in parameters
     }
     assert {name: parameter["Type"] for name, parameter in parameters.items()} == dict.fromkeys(
-        SECRET_REFS.values(), "SecureString"
+        refs.values(), "SecureString"
     )
     assert values == {
-        SECRET_REFS["team-slack"]: {"webhook_url": TOPIC_SECRETS[0]},
-        SECRET_REFS["ops-telegram"]: {"bot_token": TOPIC_SECRETS[1]},
-        SECRET_REFS["erp-webhook"]: {"signing_secret": TOPIC_SECRETS[2]},
+        refs["team-slack"]: {"webhook_url": TOPIC_SECRETS[0]},
+        refs["ops-telegram"]: {"bot_token": TOPIC_SECRETS[1]},
+        refs["erp-webhook"]: {"signing_secret": TOPIC_SECRETS[2]},
     }
+
+
+def test_put_credentials_named_under_their_integrations_path(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+
+    # The functions' SSM permissions name the parameters by the prefix /notify/<stage>/integrations/.
+    assert all(ref.startswith(f"{PREFIX}/{name}/") for name, ref in _refs(aws).items())
 
 
 def test_put_credentials_never_in_the_dynamodb_item(admin: AdminApi, aws: AwsResources) -> None:
@@ -121,7 +140,7 @@ def test_put_credentials_never_in_the_dynamodb_item(admin: AdminApi, aws: AwsRes
     item = json.dumps(_topic_item(aws))
 
     assert not any(secret in item for secret in TOPIC_SECRETS)
-    assert all(ref in item for ref in SECRET_REFS.values())
+    assert set(_refs(aws).values()) == set(_parameters(aws))
 
 
 def test_put_existing_topic_returns_200_without_a_hash(admin: AdminApi) -> None:
@@ -153,23 +172,25 @@ def test_put_replace_keeps_credentials_of_removed_integrations_for_queued_delive
     admin: AdminApi, aws: AwsResources
 ) -> None:
     admin.put_topic(topic_body())
+    refs = _refs(aws)
 
     admin.put_topic(_body_without("team-slack", "erp-webhook"))
 
-    assert {SECRET_REFS["team-slack"], SECRET_REFS["erp-webhook"]} <= set(_parameters(aws))
-    assert set(_retired(aws)) == {SECRET_REFS["team-slack"], SECRET_REFS["erp-webhook"]}
+    assert {refs["team-slack"], refs["erp-webhook"]} <= set(_parameters(aws))
+    assert set(_retired(aws)) == {refs["team-slack"], refs["erp-webhook"]}
     assert _live_credentials(aws, "ops-telegram") == {"bot_token": TOPIC_SECRETS[1]}
 
 
 def test_put_replace_without_credentials_retires_its_parameter(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
+    refs = _refs(aws)
     body = topic_body()
     del body["integrations"][3]["credentials"]
 
     admin.put_topic(body)
 
-    assert SECRET_REFS["erp-webhook"] in _parameters(aws)
-    assert set(_retired(aws)) == {SECRET_REFS["erp-webhook"]}
+    assert refs["erp-webhook"] in _parameters(aws)
+    assert set(_retired(aws)) == {refs["erp-webhook"]}
 
 
 def test_put_same_credentials_again_keeps_their_parameters(admin: AdminApi, aws: AwsResources) -> None:
@@ -182,8 +203,32 @@ def test_put_same_credentials_again_keeps_their_parameters(admin: AdminApi, aws:
     # Applying a topic again (a deploy's re-run) writes no credentials and retires none: every queued delivery's
     # reference stays the one the topic uses.
     assert _parameter_values(aws) == before
-    assert set(before) == set(SECRET_REFS.values())
+    assert set(before) == set(_refs(aws).values())
     assert _retired(aws) == {}
+
+
+def test_put_same_credentials_keeps_parameters_named_by_earlier_versions(admin: AdminApi, aws: AwsResources) -> None:
+    admin.put_topic(topic_body())
+    # Earlier versions named a topic's first credentials by the integration's path alone.
+    legacy = {name: f"{PREFIX}/{name}" for name in _refs(aws)}
+    for name, ref in _refs(aws).items():
+        value = aws.ssm.get_parameter(Name=ref, WithDecryption=True)["Parameter"]["Value"]
+        aws.ssm.put_parameter(Name=legacy[name], Value=value, Type="SecureString")
+        aws.ssm.delete_parameter(Name=ref)
+    item = _topic_item(aws)
+    assert item is not None
+    integrations = json.loads(item["integrations"]["S"])
+    for entry in integrations:
+        if entry["name"] in legacy:
+            entry["credentials_ref"] = legacy[entry["name"]]
+    aws.dynamodb.put_item(
+        TableName=NAMES["TOPICS_TABLE"], Item={**item, "integrations": {"S": json.dumps(integrations)}}
+    )
+
+    admin.put_topic(topic_body())
+
+    assert _refs(aws) == legacy
+    assert set(_parameters(aws)) == set(legacy.values())
 
 
 def test_put_replace_switches_the_topic_to_the_new_credentials(admin: AdminApi, aws: AwsResources) -> None:
@@ -270,6 +315,55 @@ def test_delete_topic_returns_204_and_removes_item_and_parameters(admin: AdminAp
     assert not response["body"]
     assert _topic_item(aws) is None
     assert _parameters(aws) == {}
+
+
+def test_delete_then_put_again_stores_credentials_under_names_the_deleted_topic_never_used(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    admin.put_topic(topic_body())
+    deleted = set(_refs(aws).values())
+    admin.call("DELETE", TOPIC, PATH)
+
+    admin.put_topic(_with_slack_url(WINNER_URL))
+
+    # A delivery queued under the deleted topic still names its references: they must find nothing.
+    assert not deleted & set(_parameters(aws))
+
+
+def test_delete_then_put_again_fails_deliveries_queued_before_without_the_new_credentials(
+    admin: AdminApi, aws: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer.handler import handler as publish
+
+    monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
+    clients.reset()
+    with running_receiver() as receiver:
+        body = {
+            "integrations": [
+                {
+                    "name": "team-slack",
+                    "type": "slack",
+                    "model": "order $order_id shipped",
+                    "credentials": {"webhook_url": f"{receiver.url}/deleted-topic"},
+                }
+            ]
+        }
+        topic_hash = response_json(admin.put_topic(body))["topic_hash"]
+        published = publish(
+            publish_event("orders", "shipped", {"metadata": {"order_id": "A-1"}}, topic_hash), lambda_context
+        )
+        notification_id = response_header(published, "X-Notification-Id")
+        assert notification_id is not None
+        admin.call("DELETE", TOPIC, PATH)
+        body["integrations"][0]["credentials"] = {"webhook_url": f"{receiver.url}/recreated-topic"}
+        assert admin.put_topic(body)["statusCode"] == 201
+
+        consume_once(aws)
+
+    entry = clients.get_ledger().get_entry(notification_id, "team-slack")
+    assert receiver.requests == []
+    assert entry is not None
+    assert (entry.status, entry.last_error) == (DeliveryStatus.FAILED, "credentials are missing")
 
 
 def test_delete_unknown_topic_returns_404(admin: AdminApi) -> None:
@@ -644,23 +738,25 @@ def test_put_failed_credentials_write_removes_those_already_written(admin: Admin
 
 def test_put_replace_keeps_the_replaced_credentials_for_queued_deliveries(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
+    first = _refs(aws)["team-slack"]
 
     admin.put_topic(_with_slack_url(WINNER_URL))
 
     # A delivery queued before the change still names the first reference.
-    value = aws.ssm.get_parameter(Name=SECRET_REFS["team-slack"], WithDecryption=True)["Parameter"]["Value"]
+    value = aws.ssm.get_parameter(Name=first, WithDecryption=True)["Parameter"]["Value"]
     assert json.loads(value) == {"webhook_url": TOPIC_SECRETS[0]}
 
 
 def test_put_second_replace_keeps_credentials_replaced_by_the_first(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
+    first = _refs(aws)["team-slack"]
     admin.put_topic(_with_slack_url(WINNER_URL))
 
     admin.put_topic(_with_slack_url(LOSER_URL))
 
     # A delivery queued before the first change may be retried for days: its credentials outlive later changes.
     values = _parameter_values(aws)
-    assert values[SECRET_REFS["team-slack"]] == {"webhook_url": TOPIC_SECRETS[0]}
+    assert values[first] == {"webhook_url": TOPIC_SECRETS[0]}
     assert len(values) == 5  # the three live credentials and the two Slack URLs they replaced
     assert len(_retired(aws)) == 2
     assert _live_credentials(aws, "team-slack") == {"webhook_url": LOSER_URL}
@@ -669,26 +765,28 @@ def test_put_second_replace_keeps_credentials_replaced_by_the_first(admin: Admin
 def test_put_after_the_retention_deletes_retired_credentials(admin: AdminApi, aws: AwsResources) -> None:
     with patch("api.topics.utc_now", return_value="2026-11-01T00:00:00.000Z"):
         admin.put_topic(topic_body())
+        first = _refs(aws)["team-slack"]
         admin.put_topic(_with_slack_url(WINNER_URL))
 
     with patch("api.topics.utc_now", return_value="2026-12-13T00:00:00.001Z"):  # 42 days and a moment later
         admin.put_topic(_with_slack_url(LOSER_URL))
 
     values = _parameter_values(aws)
-    assert SECRET_REFS["team-slack"] not in values
+    assert first not in values
     assert len(values) == 4  # the three live credentials and the winner's URL, retired now
     assert list(_retired(aws).values()) == ["2026-12-13T00:00:00.001Z"]
 
 
 def test_put_beyond_the_most_retired_credentials_deletes_the_oldest(admin: AdminApi, aws: AwsResources) -> None:
     admin.put_topic(topic_body())
+    first = _refs(aws)["team-slack"]
     admin.put_topic(_with_slack_url(WINNER_URL))
 
     with patch("api.topics.MAX_RETIRED_CREDENTIALS", 1):
         admin.put_topic(_with_slack_url(LOSER_URL))
 
     values = _parameter_values(aws)
-    assert SECRET_REFS["team-slack"] not in values
+    assert first not in values
     assert [values[ref] for ref in _retired(aws)] == [{"webhook_url": WINNER_URL}]
 
 

@@ -94,8 +94,9 @@ def test_publish_messages_carry_rendered_content_and_references(service: Service
         "html": "<p>Hi &lt;Ada &amp; Co&gt;</p>",
     }
     assert bodies["erp-webhook"]["content"] == {"data": {"event": "order.shipped", "order": "A-1", "total": 12.5}}
-    assert (
-        bodies["team-slack"]["integration"]["credentials_ref"] == "/notify/test/integrations/orders/shipped/team-slack"
+    # Under its integration's path, by a name no parameter had before (a topic deleted and made again never shares it).
+    assert bodies["team-slack"]["integration"]["credentials_ref"].startswith(
+        "/notify/test/integrations/orders/shipped/team-slack/"
     )
     assert "credentials_ref" not in bodies["ops-email"]["integration"]
 
