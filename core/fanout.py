@@ -18,7 +18,7 @@ from core.ledger import Delivery, DeliveryRow, NotificationRecord, epoch_time, u
 from core.models import DeliveryMessage, MessageIntegration, Topic
 from core.observability import logger
 from core.ports import NotificationLedgerPort
-from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
+from core.queue import COPY_RESERVE_BYTES, DELIVERY_MESSAGE_BYTES_LIMIT, MESSAGE_BYTES_LIMIT, DeliveryQueue
 from core.templates import missing_variables
 
 KEY_REUSED = "Idempotency-Key was already used with a different request body"
@@ -29,12 +29,14 @@ NOT_IN_TOPIC = "the integration was removed from the topic"
 class PublishResult:
     """A published notification: its id and the SQS message id of each integration's delivery.
 
-    ``resumed`` says this call finished a notification that an earlier attempt had recorded but not fully enqueued.
+    ``resumed`` says this call finished a notification that an earlier attempt had recorded but not fully enqueued;
+    ``record`` is the notification's record as this call wrote or found it (``record_enqueued`` completes it).
     """
 
     notification_id: str
     message_ids: dict[str, str]
     resumed: bool = False
+    record: NotificationRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,11 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
             content=render_content(integration, metadata),
         )
         body = message.model_dump_json(exclude_none=True)
-        if len(body.encode()) > BATCH_BYTES_LIMIT:
+        if len(body.encode()) > DELIVERY_MESSAGE_BYTES_LIMIT:
             raise PayloadTooLargeError(
-                f"the rendered message of integration {integration.name!r} exceeds {BATCH_BYTES_LIMIT // 1024} KiB"
+                f"the rendered message of integration {integration.name!r} exceeds "
+                f"{DELIVERY_MESSAGE_BYTES_LIMIT // 1024} KiB (SQS's {MESSAGE_BYTES_LIMIT // 1024} KiB less "
+                f"{COPY_RESERVE_BYTES // 1024} KiB kept for its retries)"
             )
         bodies.append(body)
     return bodies
@@ -192,9 +196,9 @@ def _enqueue(
     if outcome.failed or resumed:
         # A publish that took more than one attempt keeps what it enqueued on the record, so that a retry enqueues
         # only the rest. A first attempt that enqueued everything writes nothing more: one ledger write per publish.
-        # Its answer stands even when the idempotency store fails to save it (producer/idempotency.py); only a retry
-        # after a crash past this point sends everything again, under the same ids, which the consumer and receivers
-        # drop as duplicates.
+        # When the idempotency store fails to save its answer, the answer stands and ``record_enqueued`` writes the
+        # ids then (producer/idempotency.py); only a retry after a crash past this point sends everything again, under
+        # the same ids, which the consumer and receivers drop as duplicates.
         try:
             ledger.record_notification(replace(record, enqueued=sent))
         except UpstreamError:
@@ -214,4 +218,21 @@ def _enqueue(
     if outcome.failed:
         raise EnqueueError(record.notification_id, outcome.failed)
     ordered = {delivery.key: sent[delivery.key] for delivery in record.deliveries if delivery.key in sent}
-    return PublishResult(record.notification_id, ordered, resumed=resumed)
+    return PublishResult(record.notification_id, ordered, resumed=resumed, record=record)
+
+
+def record_enqueued(ledger: NotificationLedgerPort, result: PublishResult) -> None:
+    """Write on a published notification's record the message id of every delivery it enqueued; log, never raise.
+
+    For a publish whose answer the idempotency store could not save (``producer/idempotency.py``): a retry with the
+    same key runs the publish again, finds this record, and with every delivery listed as enqueued it sends nothing
+    and answers the same message ids (``_finish``). Without it, that retry would enqueue every delivery a second time.
+    """
+    if result.record is None:
+        return
+    try:
+        ledger.record_notification(replace(result.record, enqueued=dict(result.message_ids)))
+    except UpstreamError:
+        # The sends happened and the answer stands; a retry after this sends again, under the same ids, which the
+        # consumer and receivers drop as duplicates.
+        logger.error("ledger write of enqueued deliveries failed", extra={"notification_id": result.notification_id})

@@ -12,7 +12,23 @@ from typing import Any
 from core.errors import AWS_ERRORS, aws_error, error_code
 
 BATCH_LIMIT = 10
-BATCH_BYTES_LIMIT = 256 * 1024
+# SQS's limit on one message (its body and attributes) on a queue whose MaximumMessageSize is 256 KiB, and on the
+# bodies of one SendMessageBatch request together.
+MESSAGE_BYTES_LIMIT = 256 * 1024
+BATCH_BYTES_LIMIT = MESSAGE_BYTES_LIMIT
+# The longest error text, in characters, that the delivery path keeps: a dead letter's ``last_error`` attribute (as
+# the ledger keeps a row's last error).
+MAX_ERROR_LENGTH = 1000
+# Room left in every delivery message for what the consumer's copies of it add, which SQS counts against the same
+# limit: a retry's or a pacing wait's ``not_before``, ``attempt``, ``throttled``, ``slot_reserved``; a redrive's
+# ``window_start``, ``prior_attempts``, ``redriven``; a record-only copy's ``outcome`` (its content dropped, an error of
+# MAX_ERROR_LENGTH characters is up to 6000 bytes of JSON, which escapes a control character in six); a dead letter's
+# ``last_error`` attribute (up to 4000 bytes of UTF-8). Under 7 KiB in all, field names and a provider message id of
+# 100 characters included. Without this room a message near 256 KiB is accepted, but SQS refuses its retry copy and
+# its dead letter: the delivery is received again and again and never ends ``dead``.
+COPY_RESERVE_BYTES = 8 * 1024
+# The largest delivery message the producer enqueues (``core/fanout.py``): the consumer's copies of it always fit.
+DELIVERY_MESSAGE_BYTES_LIMIT = MESSAGE_BYTES_LIMIT - COPY_RESERVE_BYTES
 # SQS's limit on DelaySeconds.
 MAX_DELAY_SECONDS = 900
 # Batches of one publish sent at once; boto3 clients are thread-safe.
@@ -176,7 +192,9 @@ class DeadLetterQueue:
             self._client.send_message(
                 QueueUrl=self._url,
                 MessageBody=body,
-                MessageAttributes={"last_error": {"DataType": "String", "StringValue": last_error[:1000] or "-"}},
+                MessageAttributes={
+                    "last_error": {"DataType": "String", "StringValue": last_error[:MAX_ERROR_LENGTH] or "-"}
+                },
             )
         except AWS_ERRORS as exc:
             raise aws_error(exc, "sending to the dead-letter queue") from exc

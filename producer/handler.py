@@ -28,13 +28,18 @@ def settings() -> PublishSettings:
     return load_settings(PublishSettings)
 
 
-@lru_cache(maxsize=1)
 def get_idempotency() -> IdempotentPublisher:
-    """Return the idempotency store of this warm container."""
+    """Return the idempotency store of this warm container, made on the cached DynamoDB client."""
     config = settings()
-    return IdempotentPublisher(
+    return _idempotency(
         get_client("dynamodb", config.aws_region), config.idempotency_table, config.idempotency_ttl_seconds
     )
+
+
+# Keyed on the client, so that a new one (``clients.reset()``, as tests do between cases) gets a store that uses it.
+@lru_cache(maxsize=1)
+def _idempotency(client: Any, table_name: str, ttl_seconds: int) -> IdempotentPublisher:
+    return IdempotentPublisher(client, table_name, ttl_seconds)
 
 
 @lru_cache(maxsize=1)

@@ -14,6 +14,8 @@ from core.fanout import KEY_REUSED
 from core.observability import logger
 
 Action = Callable[[], dict[str, Any]]
+# Called with the answer of an action that ran when the store could not save it; must not raise.
+Unsaved = Callable[[dict[str, Any]], None]
 
 
 def _execute(request: dict[str, Any], action: Action) -> dict[str, Any]:
@@ -76,8 +78,14 @@ class IdempotentPublisher:
         """Let an in-progress record expire with the invocation, so a timed-out publish can be retried."""
         self._context = context
 
-    def run(self, scope: list[str], payload: str, action: Action) -> dict[str, Any]:
-        """Run ``action`` once for ``scope``; the same scope with another ``payload`` is a conflict."""
+    def run(self, scope: list[str], payload: str, action: Action, on_unsaved: Unsaved | None = None) -> dict[str, Any]:
+        """Run ``action`` once for ``scope``; the same scope with another ``payload`` is a conflict.
+
+        When the store cannot save the answer of an action that ran, the answer is returned all the same, once
+        ``on_unsaved`` was called with it. The store's record then stays in progress (a retry is a conflict) until the
+        invocation's deadline, after which a retry runs ``action`` again: ``on_unsaved`` is where the caller keeps what
+        that run needs to answer the same and do nothing twice.
+        """
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
             IdempotencyAlreadyInProgressError,
             IdempotencyPersistenceLayerError,
@@ -102,6 +110,8 @@ class IdempotentPublisher:
                 # The publish ran: only its replay record was not saved. Its answer is the truth; a 502 would send
                 # the caller to retry what is already enqueued.
                 logger.warning("idempotency record of a finished publish not saved", extra={"reason": str(exc)})
+                if on_unsaved is not None:
+                    on_unsaved(done[0])
                 return done[0]
             raise UpstreamError("the idempotency store failed") from exc
         return result

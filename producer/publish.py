@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ForbiddenError, NotFoundError
-from core.fanout import IdempotentPublish, fan_out, request_digest
+from core.fanout import IdempotentPublish, PublishResult, fan_out, record_enqueued, request_digest
 from core.http import parse_body
 from core.ids import idempotent_notification_id
 from core.models import NAME_RULE, PublishRequest, Topic, is_name
@@ -74,6 +74,7 @@ def publish_once(
 ) -> dict[str, Any]:
     """Fan a checked request out; with an idempotency ``scope``, at most once for it. Return ``{"notification_id",
     "message_ids"}``. ``time_left`` bounds the wait for SQS (``fan_out``)."""
+    published: list[PublishResult] = []
 
     def action(idempotent: IdempotentPublish | None = None) -> dict[str, Any]:
         result = fan_out(
@@ -86,6 +87,7 @@ def publish_once(
             idempotent=idempotent,
             time_left=time_left,
         )
+        published.append(result)
         logger.set_correlation_id(result.notification_id)
         logger.info(
             "notification published",
@@ -105,7 +107,11 @@ def publish_once(
         request_digest=request_digest(payload),
         window_seconds=idempotency.ttl_seconds,
     )
-    outcome = idempotency.run(scope, payload, lambda: action(idempotent))
+    # When the store cannot save the answer, a retry after its in-progress record lapses runs the action again; the
+    # enqueued ids written on the notification's record make that run send nothing and answer the same.
+    outcome = idempotency.run(
+        scope, payload, lambda: action(idempotent), on_unsaved=lambda _: record_enqueued(ledger, published[-1])
+    )
     logger.set_correlation_id(outcome["notification_id"])
     return outcome
 

@@ -66,7 +66,7 @@ from core.models import (
     Recipient,
 )
 from core.observability import logger, metrics
-from core.queue import BATCH_BYTES_LIMIT, DeliveryQueue
+from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, DeliveryQueue
 from core.realtime.refs import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
 
 SOURCE = "send"
@@ -216,8 +216,8 @@ class _Builder:
             content=self._contents[kind],
         )
         body = message.model_dump_json(exclude_none=True)
-        if len(body.encode()) > BATCH_BYTES_LIMIT:
-            raise ExpansionError(f"the {kind} message exceeds {BATCH_BYTES_LIMIT // 1024} KiB")
+        if len(body.encode()) > DELIVERY_MESSAGE_BYTES_LIMIT:
+            raise ExpansionError(f"the {kind} message exceeds {DELIVERY_MESSAGE_BYTES_LIMIT // 1024} KiB")
         return body
 
     def plan(self, users: Sequence[User], devices: dict[str, list[Any]]) -> list[_Planned]:

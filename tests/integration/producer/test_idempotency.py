@@ -326,3 +326,59 @@ def test_idempotency_store_failing_after_the_publish_answers_200_and_enqueues_on
     queued = service.queued()
     assert sorted(json.loads(message["Body"])["integration"]["name"] for message in queued) == NAMES_OF_SAMPLE
     assert set(response_json(response).values()) == {message["MessageId"] for message in queued}
+
+
+def _publish_with_its_result_unsaved(service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Publish under a 1 s invocation whose idempotency store saves the in-progress record but not the result; wait
+    until that record lapses with the invocation. Return the answer."""
+    from botocore.exceptions import ClientError
+
+    import producer.handler
+    from producer.handler import handler
+
+    # The sends get the whole 1 s of this invocation: with the margin, none would start.
+    monkeypatch.setattr(producer.handler, "SEND_MARGIN_SECONDS", 0.0)
+    refused: list[str] = []
+
+    def throttle(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == NAMES["IDEMPOTENCY_TABLE"]:
+            refused.append(params["TableName"])
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}
+            raise ClientError({"Error": error}, "UpdateItem")
+
+    dynamodb = clients.get_client("dynamodb")
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle, unique_id="throttle")
+    event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, "order-A-1", api_key_id="k1a2b3c4d5")
+    try:
+        response: dict[str, Any] = handler(event, FakeLambdaContext(timeout_seconds=1.0))
+    finally:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", unique_id="throttle")
+    # The store must have used this test's client: a store kept from an earlier test would save the result.
+    assert refused, "the idempotency store did not use the hooked DynamoDB client"
+    assert response["statusCode"] == 200
+    time.sleep(1.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
+    return response
+
+
+def test_idempotency_retry_after_the_result_was_not_saved_replays_the_first_response(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _publish_with_its_result_unsaved(service, topic_hash, monkeypatch)
+
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert retried["statusCode"] == 200
+    assert response_header(retried, "X-Notification-Id") == response_header(first, "X-Notification-Id")
+    assert response_json(retried) == response_json(first)
+
+
+def test_idempotency_retry_after_the_result_was_not_saved_enqueues_nothing_twice(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _publish_with_its_result_unsaved(service, topic_hash, monkeypatch)
+
+    service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    queued = service.queued()
+    assert sorted(json.loads(message["Body"])["integration"]["name"] for message in queued) == NAMES_OF_SAMPLE
+    assert {message["MessageId"] for message in queued} == set(response_json(first).values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -10,10 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
-from core.fanout import IdempotentPublish, fan_out
+from core.fanout import IdempotentPublish, build_messages, fan_out, record_enqueued
 from core.ledger import Delivery, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus, Integration, IntegrationType, Topic
-from core.queue import DeliveryQueue
+from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, MESSAGE_BYTES_LIMIT, DeliveryQueue
 from tests.fakes.dynamodb import FakeDynamoDBClient
 from tests.fakes.sqs import FakeSqsClient
 
@@ -138,6 +139,37 @@ def test_fan_out_rendered_message_over_limit_raises_payload_too_large(ledger: De
         fan_out(_topic(1), {"name": "x" * 300_000}, ledger, DeliveryQueue(sqs, URL))
 
     assert sqs.batches == []
+
+
+def _name_for_size(size: int) -> str:
+    """Return the ``name`` variable that makes the one message of ``_topic(1)`` ``size`` bytes long."""
+    [probe] = build_messages(_topic(1), {"name": ""}, "n-1", "2026-01-01T00:00:00.000Z")
+    return "x" * (size - len(probe.encode()))
+
+
+def test_fan_out_message_over_the_room_the_consumer_needs_raises_payload_too_large_naming_the_limit(
+    ledger: DeliveryLedger,
+) -> None:
+    sqs = FakeSqsClient()
+    name = _name_for_size(DELIVERY_MESSAGE_BYTES_LIMIT + 1)
+
+    with pytest.raises(PayloadTooLargeError) as raised:
+        fan_out(_topic(1), {"name": name}, ledger, DeliveryQueue(sqs, URL), notification_id="n-1")
+
+    assert DELIVERY_MESSAGE_BYTES_LIMIT + 1 < MESSAGE_BYTES_LIMIT
+    assert str(raised.value) == (
+        "the rendered message of integration 'slack-0' exceeds 248 KiB (SQS's 256 KiB less 8 KiB kept for its retries)"
+    )
+    assert sqs.batches == []
+
+
+def test_fan_out_message_of_the_largest_size_is_enqueued(ledger: DeliveryLedger) -> None:
+    sqs = FakeSqsClient()
+    name = _name_for_size(DELIVERY_MESSAGE_BYTES_LIMIT)
+
+    fan_out(_topic(1), {"name": name}, ledger, DeliveryQueue(sqs, URL), notification_id="n-1")
+
+    assert [len(body.encode()) for body in sqs.sent.values()] == [DELIVERY_MESSAGE_BYTES_LIMIT]
 
 
 def test_fan_out_entry_failed_once_then_sent_reports_all(ledger: DeliveryLedger) -> None:
@@ -284,3 +316,33 @@ def test_fan_out_retry_keeps_a_failed_row_the_consumer_wrote(conditional: Condit
     assert kept is not None
     assert (kept.status, kept.last_error) == (DeliveryStatus.FAILED, "channel_is_archived")
     assert ledger.get_entry("n-once", "slack-1") is None
+
+
+def test_fan_out_retry_after_record_enqueued_sends_nothing_and_returns_the_same_ids(
+    conditional: ConditionalDynamoDB,
+) -> None:
+    ledger = DeliveryLedger(conditional, DELIVERIES)
+    sqs = FakeSqsClient()
+    first = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE)
+    record_enqueued(ledger, first)
+
+    retried = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE)
+
+    assert retried.message_ids == first.message_ids
+    assert len(sqs.sent) == 3
+
+
+def test_record_enqueued_ledger_failure_is_logged_not_raised(
+    dynamodb: FakeDynamoDBClient, ledger: DeliveryLedger, monkeypatch: pytest.MonkeyPatch, logs: Callable[[], str]
+) -> None:
+    result = fan_out(_topic(1), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), notification_id="n-1")
+
+    def refuse(**_: Any) -> dict[str, Any]:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "-"}}, "PutItem")
+
+    monkeypatch.setattr(dynamodb, "put_item", refuse)
+
+    record_enqueued(ledger, result)
+
+    assert "ledger write of enqueued deliveries failed" in logs()
+    assert ledger.get_record("n-1").enqueued is None

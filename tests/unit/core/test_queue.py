@@ -11,7 +11,19 @@ from typing import Any
 import pytest
 
 from core.errors import UpstreamError
-from core.queue import BATCH_BYTES_LIMIT, MIN_SEND_SECONDS, NO_ANSWER, NO_TIME, DeadLetterQueue, DeliveryQueue
+from core.ledger import iso_time
+from core.models import Content, DeliveryMessage, IntegrationType, MessageIntegration, RecordedOutcome
+from core.queue import (
+    BATCH_BYTES_LIMIT,
+    DELIVERY_MESSAGE_BYTES_LIMIT,
+    MAX_ERROR_LENGTH,
+    MESSAGE_BYTES_LIMIT,
+    MIN_SEND_SECONDS,
+    NO_ANSWER,
+    NO_TIME,
+    DeadLetterQueue,
+    DeliveryQueue,
+)
 from tests.fakes.sqs import FakeSqsClient
 from tests.fakes.unreachable import UnreachableClient
 
@@ -270,3 +282,54 @@ def test_dead_letter_queue_bury_unreachable_sqs_raises_upstream_error() -> None:
 
     with pytest.raises(UpstreamError, match=r"^sending to the dead-letter queue failed \(EndpointConnectionError\)$"):
         dead_letters.bury("body", "webhook: HTTP 503")
+
+
+def _largest_delivery_message() -> DeliveryMessage:
+    """A delivery message of exactly the largest size the producer enqueues, its bulk in the target (which every copy
+    keeps), not in the content (which a record-only copy drops)."""
+    message = DeliveryMessage(
+        notification_id="n" * 36,
+        delivery_key="hook",
+        channel="orders",
+        topic="shipped",
+        created_at=iso_time(time.time()),
+        integration=MessageIntegration(name="hook", type=IntegrationType.WEBHOOK, target={"url": "https://h", "p": ""}),
+        content=Content(text=""),
+    )
+    pad = DELIVERY_MESSAGE_BYTES_LIMIT - len(message.model_dump_json(exclude_none=True).encode())
+    integration = message.integration.model_copy(update={"target": {"url": "https://h", "p": "x" * pad}})
+    return message.model_copy(update={"integration": integration})
+
+
+def test_delivery_message_limit_leaves_room_for_every_copy_the_consumer_makes() -> None:
+    message = _largest_delivery_message()
+    later = iso_time(time.time() + 14 * 86400)
+    many = 10**9
+    # A redriven, throttled retry; its record-only copy with an error JSON escapes in six bytes a character; its
+    # dead letter with an error of four UTF-8 bytes a character as the ``last_error`` attribute.
+    retry = message.model_copy(
+        update={
+            "not_before": later,
+            "attempt": many,
+            "throttled": many,
+            "window_start": later,
+            "prior_attempts": many,
+            "redriven": many,
+        }
+    )
+    error = "\x01" * MAX_ERROR_LENGTH
+    outcome = RecordedOutcome(
+        status="failed", attempts=many, at=later, last_error=error, provider_message_id="i" * 100, tries=many
+    )
+    record_only = retry.model_copy(update={"outcome": outcome, "content": Content()})
+    dead = retry.model_copy(update={"not_before": None})
+    attribute = len("last_error") + len("String") + len(("\U0001f600" * MAX_ERROR_LENGTH).encode())
+
+    sizes = {
+        "retry": len(retry.model_dump_json(exclude_none=True).encode()),
+        "record-only": len(record_only.model_dump_json(exclude_none=True).encode()),
+        "dead letter": len(dead.model_dump_json(exclude_none=True).encode()) + attribute,
+    }
+
+    assert len(message.model_dump_json(exclude_none=True).encode()) == DELIVERY_MESSAGE_BYTES_LIMIT
+    assert max(sizes.values()) <= MESSAGE_BYTES_LIMIT, sizes

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from core.errors import ForbiddenError, InvalidRequestError, MalformedRequestError, NotFoundError
 from core.ledger import DeliveryLedger
@@ -14,6 +16,7 @@ from core.topics import TopicRegistry
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
 from tests.fakes.dynamodb import FakeDynamoDBClient
+from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.sqs import FakeSqsClient
 from tests.support.events import registered_topic_client
 
@@ -133,3 +136,34 @@ def test_publish_unsendable_text_is_invalid_naming_the_field_and_writes_nothing(
     assert raised.value.problem.startswith("metadata.name: must hold only characters a message can carry")
     assert [name for name, _ in dynamodb.calls] == ["get_item"]
     assert sqs.batches == []
+
+
+def test_publish_result_the_idempotency_store_did_not_save_is_kept_on_the_notification_record(
+    dynamodb: FakeDynamoDBClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    update_item = dynamodb.update_item
+
+    def refuse_saving_the_result(TableName: str, **kwargs: Any) -> dict[str, Any]:
+        if TableName == "idem":
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "-"}}, "UpdateItem"
+            )
+        return update_item(TableName=TableName, **kwargs)
+
+    monkeypatch.setattr(dynamodb, "update_item", refuse_saving_the_result)
+    idempotency = IdempotentPublisher(dynamodb, "idem")
+    idempotency.register_context(FakeLambdaContext())
+    call = PublishCall("orders", "shipped", "right", "k-1", "k1", json.dumps({"metadata": {"name": "Ada"}}))
+
+    outcome = publish(
+        call,
+        TopicRegistry(dynamodb, "topics"),
+        DeliveryLedger(dynamodb, "deliveries"),
+        DeliveryQueue(FakeSqsClient(), "https://sqs.example/q"),
+        idempotency,
+    )
+
+    # A retry, once the in-progress idempotency record lapses, finds every delivery enqueued: it sends nothing again.
+    record = DeliveryLedger(dynamodb, "deliveries").get_record(str(outcome["notification_id"]))
+    assert outcome["message_ids"] == {"s": "msg-1"}
+    assert record.enqueued == outcome["message_ids"]

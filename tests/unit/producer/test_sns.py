@@ -21,7 +21,7 @@ from core.ledger import DeliveryLedger
 from core.models import NAME_RULE, TEXT_RULE
 from core.queue import DeliveryQueue
 from core.topics import TopicRegistry
-from producer.idempotency import Action, IdempotentPublisher
+from producer.idempotency import Action, IdempotentPublisher, Unsaved
 from producer.sns import MAX_SNS_BODY_BYTES, SnsCall, message_metadata, parse_sns_message, receive_sns, request_body
 from tests.fakes.dynamodb import FakeDynamoDBClient
 from tests.fakes.sqs import FakeSqsClient
@@ -40,7 +40,7 @@ class _OncePerScope(IdempotentPublisher):
         super().__init__(None, "idempotency")
         self.results: dict[str, dict[str, Any]] = {}
 
-    def run(self, scope: list[str], payload: str, action: Action) -> dict[str, Any]:
+    def run(self, scope: list[str], payload: str, action: Action, on_unsaved: Unsaved | None = None) -> dict[str, Any]:
         key = json.dumps(scope)
         if key not in self.results:
             self.results[key] = action()
