@@ -3,11 +3,17 @@
 What SQS does with the received message follows from the outcome: it is deleted in every case but one. A retry, a
 wait for a send slot and an early arrival are new copies of the message, delayed until their time; a delivery whose
 retries are spent is put in the dead-letter queue by the consumer itself, with its last error. Only when a copy cannot
-be sent does the received message stay, hidden until the retry is due (``DeliveryDeferredError``).
+be sent does the received message stay, hidden until the retry is due (``DeliveryDeferredError``). Each receive counts
+toward the queue's ``maxReceiveCount``: a message kept on its last receive is moved to the dead-letter queue by SQS
+itself, so its row is written ``dead`` first, naming what failed. A copy SQS refuses for what it is (too large for the
+queue) would be refused again: the delivery ends ``failed`` with that reason rather than being sent again on each
+receive.
 
 Each outcome is one ledger write: the status, the attempts over every run (``prior_attempts`` of the runs before a
 redrive, plus this run's), when a ``retrying`` delivery's next attempt is due, and the attempt appended to the row's
-history. A wait for a send slot or a 429 counts no attempt and adds nothing to the history.
+history. A wait for a send slot or a 429 counts no attempt and adds nothing to the history. A ``retrying`` row is
+written before the copy that retries it is sent, never after: the copy could end the run first. ``dead`` takes two
+writes: the status before the dead letter is sent, the give-up in the history once it is in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from pydantic import BaseModel, ValidationError
 from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
 from core.errors import (
+    AWS_ERRORS,
     DeliveryDeferredError,
     EndpointDisabledError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     UpstreamError,
+    error_code,
     invalid_fields,
 )
 from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, epoch_time, iso_time
@@ -53,6 +61,34 @@ Entries = Mapping[tuple[str, str], LedgerEntry | None]
 EARLY_TOLERANCE_SECONDS = 1.0
 # The longest a provider's rate-limited answer holds its destination's pace (its Retry-After, at most this).
 MAX_PENALTY_SECONDS = 3600.0
+# The furthest ahead a message may be due: no copy this consumer writes is due later (a retry at most the longest
+# retry window, 14 days, after it is written; a pacing wait or a late record far sooner), and the ledger keeps a row
+# that long by default. A message due later is malformed: waited for, it would be sent on every 15 minutes for ever.
+MAX_DUE_AHEAD_SECONDS = 30 * 86400.0
+# SQS's error codes for a message it will never take as it is: larger than the queue's MaximumMessageSize
+# (``InvalidParameterValue``: "Message must be shorter than …") or holding characters it does not carry. Sending it
+# again is refused again, so such a refusal ends the delivery instead of keeping its message to be sent once more.
+_REFUSED_AS_IT_IS = frozenset({"InvalidParameterValue", "InvalidMessageContents"})
+
+
+def _refused_as_it_is(exc: UpstreamError) -> bool:
+    """Whether SQS refused a message for what it is, not for now (the queues raise their error from boto3's)."""
+    cause = exc.__cause__
+    return isinstance(cause, AWS_ERRORS) and error_code(cause) in _REFUSED_AS_IT_IS
+
+
+def _buried(entry: LedgerEntry, message: DeliveryMessage) -> bool:
+    """Whether a ``dead`` row says its run's dead letter is in the dead-letter queue.
+
+    The row is written ``dead`` before the letter is sent, and the give-up joins its history once the letter is there
+    (``Deliverer._bury``): a row whose history ends with a ``dead`` attempt of this run (written since its retry window
+    opened) has its letter; one without is waiting for it.
+    """
+    if not entry.history or entry.history[-1]["status"] != DeliveryStatus.DEAD.value:
+        return False
+    opened = epoch_time(message.window_start or message.created_at)
+    written = epoch_time(entry.history[-1]["at"])
+    return opened is not None and written is not None and opened <= written
 
 
 def _ended_run(entry: LedgerEntry, message: DeliveryMessage) -> bool:
@@ -126,10 +162,11 @@ def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
         pass
     try:
         message = model.model_validate_json(body)
+        if isinstance(message, DeliveryMessageV1):
+            # Validated as version 2 too: its integration name becomes the delivery key, which the ledger bounds.
+            message = message.upgraded(max(0, receive_count - 1))
     except ValidationError as exc:
         raise PermanentDeliveryError(f"malformed delivery message: {invalid_fields(exc, 'body')}") from None
-    if isinstance(message, DeliveryMessageV1):
-        return message.upgraded(max(0, receive_count - 1))
     assert isinstance(message, DeliveryMessage)
     return message
 
@@ -138,6 +175,11 @@ def _row(message: DeliveryMessage) -> DeliveryRow:
     """Return what the delivery's row says besides its status: its integration, channel type and recipient."""
     recipient = message.recipient.model_dump(exclude_none=True) if message.recipient else None
     return DeliveryRow(integration=message.integration.name, type=message.integration.type.value, recipient=recipient)
+
+
+def _refusal(what: str, exc: UpstreamError) -> str:
+    """Return why SQS refused ``what`` for good (``_refused_as_it_is``), for a row's last error."""
+    return f"SQS refuses {what} as too large or not sendable ({exc})"
 
 
 def _ignore_metric(channel_type: str, outcome: str) -> None:
@@ -174,6 +216,10 @@ class Deliverer:
         The longest wait for a send slot done in this process; a later slot is waited for by a delayed copy.
     lead_seconds:
         How long before its slot such a copy is due, so that it is there in time.
+    max_receive_count:
+        The delivery queue's ``maxReceiveCount``: receives of one message after which SQS moves it to the dead-letter
+        queue. A message kept on the queue on that receive has its row written ``dead`` first; ``None``: not known,
+        nothing is written then.
     clock, sleep, rand:
         Unix time, sleeping, and random numbers in [0, 1) for jitter.
     """
@@ -192,6 +238,7 @@ class Deliverer:
         on_endpoint_disabled: Callable[[str], None] | None = None,
         max_wait_seconds: float = 5.0,
         lead_seconds: float = 2.0,
+        max_receive_count: int | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
@@ -208,6 +255,7 @@ class Deliverer:
         self._on_endpoint_disabled = on_endpoint_disabled
         self._max_wait = max_wait_seconds
         self._lead = lead_seconds
+        self._max_receives = max_receive_count
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
@@ -229,12 +277,12 @@ class Deliverer:
             for attempt in attempts:
                 try:
                     message = parse_message(attempt.body, attempt.receive_count)
+                    due = self._due(message, now)
                 except PermanentDeliveryError:  # malformed: processing buries it
                     keys.append(None)
                     continue
                 key = (message.notification_id, message.delivery_key)
                 counts[key] += 1
-                due = epoch_time(message.not_before)
                 early = due is not None and self._early(message, due, now)
                 keys.append(None if early or message.outcome is not None else key)
             once = [key for key in keys[:starting] if key is not None and counts[key] == 1]
@@ -256,6 +304,7 @@ class Deliverer:
         """
         try:
             message = parse_message(attempt.body, attempt.receive_count)
+            due = self._due(message, self._clock())
         except PermanentDeliveryError as exc:
             return self._bury_malformed(attempt, exc.reason)
         log = {
@@ -266,7 +315,6 @@ class Deliverer:
             "attempt": message.attempt,
         }
         now = self._clock()
-        due = epoch_time(message.not_before)
         if due is not None and self._early(message, due, now):
             return self._wait(message, attempt, due, log)
         if message.outcome is not None:
@@ -284,10 +332,7 @@ class Deliverer:
             logger.info("delivery skipped: already delivered", extra=log)
             return Outcome.SKIPPED
         if entry is not None and _ended_run(entry, message):
-            # A copy of a run that ended failed or dead (its delete was lost: a worker killed after the outcome, say)
-            # would otherwise be tried again past its budget, and buried twice. A redrive starts a newer run.
-            logger.info("delivery skipped: its run has ended", extra={**log, "status": entry.status.value})
-            return Outcome.SKIPPED
+            return self._ended(message, attempt, entry, log)
         # The row counts the attempts of every run; this run's retry budget counts only its own, so those of the runs
         # before a redrive are taken off. The row may be ahead of the message: an attempt recorded, its copy refused.
         recorded = entry.attempts - message.prior_attempts if entry is not None else 0
@@ -324,11 +369,35 @@ class Deliverer:
             return self._retry(message, attempt, attempts_before, earlier, error, log)
         return self._deliver(message, attempts_before + 1, earlier, receipt, log)
 
+    def _ended(self, message: DeliveryMessage, attempt: Attempt, entry: LedgerEntry, log: dict[str, Any]) -> Outcome:
+        """Handle a message of a run the row says ended: never sent again, and buried when its letter is not yet."""
+        if entry.status is DeliveryStatus.DEAD and attempt.receive_count > 1 and not _buried(entry, message):
+            # Kept because the dead-letter queue refused its letter (or its worker died before sending it): the bury
+            # is tried again, never the destination.
+            return self._rebury(message, attempt, entry, log)
+        # A copy of a run that ended failed or dead (its delete was lost: a worker killed after the outcome, say) would
+        # otherwise be tried again past its budget, and buried twice. A redrive starts a newer run.
+        logger.info("delivery skipped: its run has ended", extra={**log, "status": entry.status.value})
+        return Outcome.SKIPPED
+
     def _channel(self, message: DeliveryMessage) -> Channel:
         channel = self._channels.get(message.integration.type.value)
         if channel is None:
             raise PermanentDeliveryError(f"no channel delivers type {message.integration.type.value!r}")
         return channel
+
+    def _due(self, message: DeliveryMessage, now: float) -> float | None:
+        """Return when ``message`` may be sent (Unix time; ``None``: at once); raise ``PermanentDeliveryError`` when
+        its ``not_before`` is none a copy has: one due more than ``MAX_DUE_AHEAD_SECONDS`` after ``now``, or a time
+        out of range (the model refuses those; kept here so that no such time ever crashes a batch)."""
+        try:
+            due = epoch_time(message.not_before)
+        except (ValueError, OverflowError):
+            raise PermanentDeliveryError("malformed delivery message: not_before") from None
+        if due is not None and due - now > MAX_DUE_AHEAD_SECONDS:
+            days = MAX_DUE_AHEAD_SECONDS / 86400
+            raise PermanentDeliveryError(f"malformed delivery message: not_before is more than {days:g} days ahead")
+        return due
 
     def _early(self, message: DeliveryMessage, due: float, now: float) -> bool:
         """Whether a message arrived too long before its time to wait for it here."""
@@ -376,13 +445,12 @@ class Deliverer:
         return Outcome.WAITING
 
     def _wait_for_slot(self, message: DeliveryMessage, attempt: Attempt, slot: float, log: dict[str, Any]) -> Outcome:
-        """Hold a send slot that is too far off to wait for here: a copy comes back just before it."""
+        """Hold a send slot that is too far off to wait for here: a copy comes back just before it.
+
+        The row is written before the copy is sent: a copy taken at once could end its run first, and a ``retrying``
+        written after it would overwrite its final status.
+        """
         wait = slot - self._clock()
-        try:
-            # Due a little before its slot, so SQS's and the poller's latency do not make it late.
-            self._copy(message, slot - min(self._lead, self._max_wait), not_before=iso_time(slot), slot_reserved=True)
-        except UpstreamError as exc:
-            return self._keep(message, attempt, wait - self._lead, exc, log)
         self._record(
             message,
             DeliveryStatus.RETRYING,
@@ -390,6 +458,13 @@ class Deliverer:
             last_error=f"paced: next send slot in {math.ceil(wait)} s",
             next_attempt_at=slot,
         )
+        try:
+            # Due a little before its slot, so SQS's and the poller's latency do not make it late.
+            self._copy(message, slot - min(self._lead, self._max_wait), not_before=iso_time(slot), slot_reserved=True)
+        except UpstreamError as exc:
+            if _refused_as_it_is(exc):
+                return self._refuse(message, None, (), f"paced, and {_refusal('its copy', exc)}", log)
+            return self._keep(message, attempt, wait - self._lead, exc, log)
         logger.info("delivery paced", extra={**log, "wait_seconds": round(wait, 3)})
         self._count(message.integration.type.value, Outcome.WAITING)
         return Outcome.WAITING
@@ -441,6 +516,16 @@ class Deliverer:
         """
         ids = _ids(attempt.body)
         log = {"message_id": attempt.message_id, "reason": reason, **ids}
+        if "notification_id" in ids and "delivery_key" in ids:
+            # Written first: when the dead-letter queue refuses, the body stays, and SQS moves it there itself after
+            # maxReceiveCount receives; the row already says why. Ids a malformed body names may be ones the ledger
+            # refuses (too long): logged, never raised.
+            try:
+                self._ledger.update(ids["notification_id"], ids["delivery_key"], DeliveryStatus.DEAD, last_error=reason)
+            except Exception as exc:
+                logger.error(
+                    "recording a malformed delivery message failed", extra={**log, "error": type(exc).__name__}
+                )
         try:
             self._dead_letters.bury(attempt.body, reason)
         except UpstreamError as exc:
@@ -449,18 +534,42 @@ class Deliverer:
             logger.warning("malformed delivery message kept on the queue", extra={**log, "error": str(exc)})
             raise DeliveryDeferredError(ids.get("notification_id", attempt.message_id), delay) from None
         logger.error("malformed delivery message: in the dead-letter queue", extra=log)
-        if "notification_id" in ids and "delivery_key" in ids:
-            try:
-                self._ledger.update(ids["notification_id"], ids["delivery_key"], DeliveryStatus.DEAD, last_error=reason)
-            except UpstreamError as exc:
-                logger.error("recording a malformed delivery message failed", extra={**log, "error": str(exc)})
         self._count("unknown", Outcome.DEAD)
         return Outcome.DEAD
 
     def _keep(
-        self, message: DeliveryMessage, attempt: Attempt, seconds: float, exc: Exception, log: dict[str, Any]
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        seconds: float,
+        exc: Exception,
+        log: dict[str, Any],
+        *,
+        failure: str | None = None,
+        attempts: int | None = None,
     ) -> NoReturn:
-        """Leave the received message on the queue, hidden for ``seconds``: the fallback when SQS or DynamoDB fail."""
+        """Leave the received message on the queue, hidden for ``seconds``: the fallback when SQS or DynamoDB fail.
+
+        On its last receive (``max_receive_count``), SQS moves it to the dead-letter queue the next time it would hand
+        it over, without a ``last_error``, and the consumer never sees it again: its row is written ``dead`` first,
+        naming ``failure`` (what failed; ``exc`` when not given), ``attempts`` this run's when known. The give-up stays
+        out of the history, which tells a row whose letter is in the dead-letter queue (``_buried``): should the
+        message come back after all, it is buried then. A record-only copy writes no ``dead``: it carries an outcome
+        of its own, which the dead-letter queue keeps and a redrive writes.
+        """
+        last = self._max_receives is not None and attempt.receive_count >= self._max_receives
+        if last and message.outcome is None:
+            reason = f"moved to the dead-letter queue after {attempt.receive_count} receives: {failure or exc}"
+            self._record(
+                message,
+                DeliveryStatus.DEAD,
+                log,
+                attempts=attempts,
+                attempted=False,
+                last_error=reason,
+            )
+            logger.error("delivery kept on its last receive: SQS moves it to the dead-letter queue", extra=log)
+            self._count(message.integration.type.value, Outcome.DEAD)
         delay = max(1, math.ceil(seconds))
         self._scheduler.postpone(attempt.receipt_handle, delay)
         logger.warning("delivery kept on the queue", extra={**log, "reason": str(exc), "retry_in_seconds": delay})
@@ -521,21 +630,30 @@ class Deliverer:
         decision = self._policy.decide(exc, attempts_before, window_start, now, self._rand, message.throttled)
         if decision.at is None:
             return self._bury(message, attempt, decision, earlier, log)
-        # A 429 is no attempt (the pace was wrong, not the destination): it leaves the history alone.
-        fields: dict[str, Any] = {
-            "attempts": decision.attempts,
-            "attempted": decision.attempts > attempts_before,
-            "earlier": earlier,
-            "last_error": decision.reason,
-            "next_attempt_at": decision.at,
-        }
+        # A 429 is no attempt (the pace was wrong, not the destination): it leaves the history alone. Written before the
+        # copy is sent: a copy due at once (a 429 with Retry-After: 0) can end its run before a write after the send
+        # would come, and that ``retrying`` would overwrite the final status for good.
+        self._record(
+            message,
+            DeliveryStatus.RETRYING,
+            log,
+            attempts=decision.attempts,
+            attempted=decision.attempts > attempts_before,
+            earlier=earlier,
+            last_error=decision.reason,
+            next_attempt_at=decision.at,
+        )
         try:
             throttled = message.throttled + 1 if exc.rate_limited else 0
             self._copy(message, decision.at, attempt=decision.attempts, slot_reserved=False, throttled=throttled)
         except UpstreamError as error:
-            self._record(message, DeliveryStatus.RETRYING, log, **fields)
-            return self._keep(message, attempt, decision.at - now, error, log)
-        self._record(message, DeliveryStatus.RETRYING, log, **fields)
+            if _refused_as_it_is(error):
+                reason = f"{decision.reason}; not retried: {_refusal('its retry', error)}"
+                return self._refuse(message, decision.attempts, earlier, reason, log)
+            failure = f"{decision.reason} (its retry could not be queued: {error})"
+            return self._keep(
+                message, attempt, decision.at - now, error, log, failure=failure, attempts=decision.attempts
+            )
         logger.warning(
             "delivery will be retried",
             extra={**log, "reason": decision.reason, "retry_in_seconds": round(decision.at - now, 1)},
@@ -551,19 +669,73 @@ class Deliverer:
         earlier: Sequence[AttemptRecord],
         log: dict[str, Any],
     ) -> Outcome:
-        """Move a delivery whose retries are spent to the dead-letter queue, with its last error."""
-        dead = message.model_copy(update={"attempt": decision.attempts, "not_before": None, "slot_reserved": False})
-        try:
-            self._dead_letters.bury(dead.model_dump_json(exclude_none=True), decision.reason)
-        except UpstreamError as exc:
-            return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log)
-        # Given up is an outcome the history shows, even after a 429 that counted no attempt.
+        """Move a delivery whose retries are spent to the dead-letter queue, with its last error.
+
+        The row says ``dead`` before the letter is sent, whatever becomes of it: a message kept because the dead-letter
+        queue refused (or whose worker died before the letter went) finds its run ended when it comes back, and only
+        the bury is tried again (``_rebury``), never the destination. The give-up joins the history once the letter is
+        in the queue; that tells a bury done from one still to do (``_buried``).
+        """
         self._record(
-            message, DeliveryStatus.DEAD, log, attempts=decision.attempts, earlier=earlier, last_error=decision.reason
+            message,
+            DeliveryStatus.DEAD,
+            log,
+            attempts=decision.attempts,
+            attempted=False,
+            last_error=decision.reason,
+            carry=False,
         )
-        logger.error("delivery retries exhausted: in the dead-letter queue", extra={**log, "reason": decision.reason})
+        return self._send_to_dead_letters(message, attempt, decision.attempts, earlier, decision.reason, log)
+
+    def _rebury(self, message: DeliveryMessage, attempt: Attempt, entry: LedgerEntry, log: dict[str, Any]) -> Outcome:
+        """Bury again a message whose row says its run ended ``dead``, its letter not in the dead-letter queue yet."""
+        attempts = max(message.attempt, entry.attempts - message.prior_attempts)
+        reason = entry.last_error or "retries exhausted"
+        logger.info("delivery dead: its dead letter is sent again", extra=log)
+        return self._send_to_dead_letters(message, attempt, attempts, entry.history, reason, log)
+
+    def _send_to_dead_letters(
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        attempts: int,
+        earlier: Sequence[AttemptRecord],
+        reason: str,
+        log: dict[str, Any],
+    ) -> Outcome:
+        """Send the dead letter of a delivery whose row says ``dead`` (this run's ``attempts`` made), then add the
+        give-up to the row's history."""
+        dead = message.model_copy(update={"attempt": attempts, "not_before": None, "slot_reserved": False})
+        try:
+            self._dead_letters.bury(dead.model_dump_json(exclude_none=True), reason)
+        except UpstreamError as exc:
+            if _refused_as_it_is(exc):
+                # A letter the dead-letter queue cannot hold could never be redriven either.
+                return self._refuse(
+                    message, attempts, earlier, f"{reason}; not buried: {_refusal('its letter', exc)}", log
+                )
+            failure = f"{reason} (the dead-letter queue refused it: {exc})"
+            return self._keep(message, attempt, self._policy.backoff(1, self._rand), exc, log, failure=failure)
+        # Given up is an outcome the history shows, even after a 429 that counted no attempt.
+        self._record(message, DeliveryStatus.DEAD, log, attempts=attempts, earlier=earlier, last_error=reason)
+        logger.error("delivery retries exhausted: in the dead-letter queue", extra={**log, "reason": reason})
         self._count(message.integration.type.value, Outcome.DEAD)
         return Outcome.DEAD
+
+    def _refuse(
+        self,
+        message: DeliveryMessage,
+        attempts: int | None,
+        earlier: Sequence[AttemptRecord],
+        reason: str,
+        log: dict[str, Any],
+    ) -> Outcome:
+        """End a delivery ``failed`` whose copy or letter SQS refuses for what it is (too large): sent again it would
+        be refused again, and its message, kept, would have the delivery tried again on every receive."""
+        self._record(message, DeliveryStatus.FAILED, log, attempts=attempts, earlier=earlier, last_error=reason)
+        logger.error("delivery failed: SQS refuses its message", extra={**log, "reason": reason})
+        self._count(message.integration.type.value, Outcome.FAILED)
+        return Outcome.FAILED
 
     def _record(
         self,
@@ -577,12 +749,14 @@ class Deliverer:
         last_error: str | None = None,
         provider_message_id: str | None = None,
         next_attempt_at: float | None = None,
+        carry: bool = True,
     ) -> None:
         """Write the delivery's row; a failure is logged and counted, never raised (the outcome already happened).
 
         ``attempts`` counts this run's attempts (the row's count adds the runs before a redrive); given it, the outcome
         goes in the row's history unless ``attempted`` says that no attempt was made. ``earlier`` is the history as
-        read before the attempt. ``next_attempt_at`` is a Unix time.
+        read before the attempt. ``next_attempt_at`` is a Unix time. A final outcome the ledger refuses goes on in a
+        record-only copy, unless ``carry`` is false (a write that another follows).
         """
         total = None if attempts is None else message.prior_attempts + attempts
         at = iso_time(self._clock())
@@ -606,7 +780,7 @@ class Deliverer:
         except Exception as exc:
             logger.error("ledger update failed", extra={**log, "status": status.value, "error": type(exc).__name__})
             self._count(message.integration.type.value, "ledger_write_failed")
-            if status in _FINAL and attempts is not None:
+            if status in _FINAL and attempts is not None and carry:
                 outcome = RecordedOutcome(
                     status=status.value,
                     attempts=attempts,

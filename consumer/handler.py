@@ -96,6 +96,7 @@ def build_deliverer() -> Deliverer:
         on_endpoint_disabled=endpoint_disabled_reporter(config),
         max_wait_seconds=config.pacing_max_wait_seconds,
         lead_seconds=config.pacing_lead_seconds,
+        max_receive_count=config.max_receive_count,
     )
 
 

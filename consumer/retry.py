@@ -2,8 +2,9 @@
 
 A retry is a new copy of the message on the delivery queue, delayed until its time (SQS delays at most 15 minutes;
 a copy that arrives early is sent on again without an attempt). SQS's receive count plays no part: the copy carries
-``attempt``, and the retry window is measured from ``window_start``. Only a consumer that crashes on a message
-leaves it to SQS's ``maxReceiveCount``, which moves it to the dead-letter queue. A redrive starts a new run: the
+``attempt``, and the retry window is measured from ``window_start``. Only a consumer that crashes on a message, or
+keeps it because SQS refused its copy, leaves it to SQS's ``maxReceiveCount``, which moves it to the dead-letter queue
+(a kept message's row is written ``dead`` on its last receive, see ``Deliverer``). A redrive starts a new run: the
 policy sees that run's attempts only (the ledger still counts them all, see ``DeliveryMessage.prior_attempts``).
 """
 

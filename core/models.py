@@ -9,10 +9,11 @@ The schema an admin writes integrations in is built from the channels' own model
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, which loads every
@@ -165,6 +166,48 @@ def _is_zero(count: int) -> bool:
     return count == 0
 
 
+# DynamoDB's limits on the ledger's key, in bytes of UTF-8: its partition key (the notification id) and its sort key
+# (the delivery key). A message naming a longer id could never have a row: the consumer buries it as malformed.
+NOTIFICATION_ID_BYTES = 2048
+DELIVERY_KEY_BYTES = 1024
+# Where the times of a delivery message lie: every time the service writes does, and adding a retry window to one or
+# formatting it in UTC again stays within what ``datetime`` holds (a year past 9999 once UTC, a year 0, would not).
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _utf8_within(limit: int) -> AfterValidator:
+    """Return a validator of a string of at most ``limit`` bytes of UTF-8 (pydantic refuses lone surrogates first)."""
+
+    def check(value: str) -> str:
+        if len(value.encode()) > limit:
+            raise PydanticCustomError("too_long_bytes", "must be at most {limit} bytes of UTF-8", {"limit": limit})
+        return value
+
+    return AfterValidator(check)
+
+
+def _checked_time(value: str) -> str:
+    """Return an ISO 8601 time (UTC when it names no offset) that lies from ``EARLIEST_TIME`` to ``LATEST_TIME``."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("iso_time", "must be an ISO 8601 time") from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise PydanticCustomError(
+            "time_range",
+            "must lie from {earliest} to {latest}",
+            {"earliest": EARLIEST_TIME.isoformat(), "latest": LATEST_TIME.isoformat()},
+        )
+    return value
+
+
+NotificationId = Annotated[str, Field(min_length=1), _utf8_within(NOTIFICATION_ID_BYTES)]
+DeliveryKey = Annotated[str, Field(min_length=1), _utf8_within(DELIVERY_KEY_BYTES)]
+MessageTime = Annotated[str, AfterValidator(_checked_time)]
+
+
 class RecordedOutcome(BaseModel):
     """An outcome the consumer could not write to the ledger when it happened (DynamoDB failed after the send), carried
     by a copy of its message that only writes it: no send. ``attempts`` counts the run's attempts as the message's
@@ -174,7 +217,7 @@ class RecordedOutcome(BaseModel):
 
     status: Literal["delivered", "failed", "dead"]
     attempts: int = Field(ge=0)
-    at: str
+    at: MessageTime
     last_error: str | None = None
     provider_message_id: str | None = None
     tries: int = Field(default=1, ge=1)
@@ -198,23 +241,27 @@ class DeliveryMessage(BaseModel):
 
     ``outcome``, absent on every message but one kind, makes the message a record-only copy: the consumer writes that
     outcome to the delivery's row and sends nothing (``RecordedOutcome``).
+
+    The ids fit the ledger's key (``NOTIFICATION_ID_BYTES``, ``DELIVERY_KEY_BYTES``) and the times are ISO 8601 within
+    ``EARLIEST_TIME`` and ``LATEST_TIME``: a body naming others is malformed, buried with the fields named, rather
+    than a delivery the ledger refuses or a time the consumer cannot compute with.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[2] = 2
-    notification_id: str = Field(min_length=1)
-    delivery_key: str = Field(min_length=1, max_length=1024)
+    notification_id: NotificationId
+    delivery_key: DeliveryKey
     channel: str
     topic: str
-    created_at: str
+    created_at: MessageTime
     integration: MessageIntegration
     recipient: Recipient | None = None
     content: Content
     attempt: int = Field(default=0, ge=0)
-    not_before: str | None = None
+    not_before: MessageTime | None = None
     slot_reserved: bool = False
-    window_start: str | None = None
+    window_start: MessageTime | None = None
     # Left out of a body while 0: a delivery never redriven travels as it did before these fields.
     prior_attempts: int = Field(default=0, ge=0, exclude_if=_is_zero)
     redriven: int = Field(default=0, ge=0, exclude_if=_is_zero)
@@ -228,10 +275,10 @@ class DeliveryMessageV1(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[1] = 1
-    notification_id: str = Field(min_length=1)
+    notification_id: NotificationId
     channel: str
     topic: str
-    created_at: str
+    created_at: MessageTime
     integration: MessageIntegration
     content: Content
 

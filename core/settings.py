@@ -127,12 +127,19 @@ class PacingSettings(FunctionSettings):
 
 
 class RetrySettings(FunctionSettings):
-    """Backoff and limits of failed deliveries."""
+    """Backoff and limits of failed deliveries, and the delivery queue's ``maxReceiveCount``.
+
+    ``MAX_RECEIVE_COUNT`` is the receives of one message after which SQS moves it to the dead-letter queue itself (the
+    queue's redrive policy, the same stage param): a message the consumer keeps on the queue on its last receive gets
+    its row written ``dead`` first, since the consumer never sees it again.
+    """
 
     retry_base_seconds: float = Field(default=10.0, gt=0, alias="RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(default=900.0, gt=0, alias="RETRY_CAP_SECONDS")
     retry_window_hours: float = Field(default=24.0, gt=0, le=24 * 14, alias="RETRY_WINDOW_HOURS")
     max_attempts: int = Field(default=100, ge=1, alias="MAX_ATTEMPTS")
+    # SQS takes 1 to 1000; 5 is serverless.yml's default param.
+    max_receive_count: int = Field(default=5, ge=1, le=1000, alias="MAX_RECEIVE_COUNT")
 
 
 class OutboundSettings(FunctionSettings):

@@ -15,7 +15,9 @@ def test_handler_copies_of_one_delivery_in_a_batch_send_once_and_the_others_stil
     receiver.route("/hook", Answer(200, delay=0.3))
     receiver.route("/other", Answer(200, delay=0.3))
     message = delivery_message("webhook", {"text": "hi"}, {"url": receiver.url + "/hook"}, name="hook")
-    others = [delivery_message("webhook", {"text": f"n{n}"}, {"url": receiver.url + "/other"}, name="other") for n in range(3)]
+    others = [
+        delivery_message("webhook", {"text": f"n{n}"}, {"url": receiver.url + "/other"}, name="other") for n in range(3)
+    ]
     enqueue(consumer_aws, message, message, message, *others)
 
     assert consume(receive(consumer_aws), consumer_aws) == {"batchItemFailures": []}

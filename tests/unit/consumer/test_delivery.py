@@ -19,7 +19,14 @@ from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer, Outcome, parse_message
 from consumer.retry import RetryPolicy, VisibilityScheduler
 from core.channels import DeliveryReceipt
-from core.errors import DeliveryDeferredError, EndpointDisabledError, PermanentDeliveryError, RetryableDeliveryError
+from core.errors import (
+    DeliveryDeferredError,
+    EndpointDisabledError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    UpstreamError,
+    aws_error,
+)
 from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry, iso_time
 from core.models import DeliveryMessage, DeliveryStatus
 from core.pacing import Limit, Pacer, PaceStore
@@ -50,6 +57,7 @@ DESTINATION = "webhook:destination"
 ONE_PER_SECOND = [Limit(DESTINATION, 1.0)]
 ONE_PER_TEN_SECONDS = [Limit(DESTINATION, 0.1)]
 BACKOFF_1 = 7.5
+MAX_RECEIVES = 5
 
 
 # --- fixtures -----------------------------------------------------------------------------------------------------
@@ -89,6 +97,7 @@ class Rig:
         rand: Callable[[], float],
         count: MetricCounter,
         store: PaceStore | None = None,
+        max_receive_count: int | None = None,
     ) -> None:
         self.clock = clock
         self.count = count
@@ -99,6 +108,8 @@ class Rig:
         self.sqs = FakeSqsVisibility()
         self.store = InMemoryPaceStore()
         self.parameters = FakeParameterProvider({REF: {"signing_secret": "s" * 16}})
+        # Given only when set: the other tests run on the deliverer's own default (no count known).
+        options: dict[str, Any] = {} if max_receive_count is None else {"max_receive_count": max_receive_count}
         self.deliverer = Deliverer(
             channels={"webhook": self.channel},
             ledger=self.ledger,
@@ -114,6 +125,7 @@ class Rig:
             clock=clock,
             sleep=sleep,
             rand=rand,
+            **options,
         )
 
     def process(self, body: str | None = None, receive_count: int = 1, latest_start: float | None = None) -> Outcome:
@@ -145,6 +157,41 @@ class Rig:
 def rig(clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter) -> Rig:
     """A deliverer on fakes; the channel accepts every send and its destination has no limits."""
     return Rig(clock, sleep, rand, count)
+
+
+@pytest.fixture
+def counted_rig(
+    clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter
+) -> Rig:
+    """A deliverer on fakes told the delivery queue's maxReceiveCount, ``MAX_RECEIVES``."""
+    return Rig(clock, sleep, rand, count, max_receive_count=MAX_RECEIVES)
+
+
+def _too_large(action: str) -> UpstreamError:
+    """Return the error a queue raises when SQS refuses a message over the queue's MaximumMessageSize: the domain
+    error, raised from boto3's, as the queues raise it."""
+    cause = ClientError(
+        {
+            "Error": {
+                "Code": "InvalidParameterValue",
+                "Message": "One or more parameters are invalid. Reason: Message must be shorter than 262144 bytes.",
+            }
+        },
+        "SendMessage",
+    )
+    try:
+        raise aws_error(cause, action) from cause
+    except UpstreamError as exc:
+        return exc
+
+
+def _refusing_as_too_large(action: str) -> Callable[..., Any]:
+    """Return a ``send_later`` or ``bury`` that SQS refuses as too large."""
+
+    def refuse(*args: Any) -> Any:
+        raise _too_large(action)
+
+    return refuse
 
 
 def _message(**changes: Any) -> dict[str, Any]:
@@ -731,14 +778,273 @@ def test_process_bury_refused_keeps_message_deferred(rig: Rig) -> None:
     assert rig.sqs.changes == [("rh-1", 8)]
 
 
-def test_process_bury_refused_records_no_dead_row(rig: Rig) -> None:
+def test_process_bury_refused_records_dead_with_attempts_but_no_give_up_in_history(rig: Rig) -> None:
+    # Dead whatever becomes of the letter: should SQS move the kept message itself, the row is final all the same.
     rig.channel.result = _server_error()
     rig.dead_letters.fail = True
 
     with pytest.raises(DeliveryDeferredError):
         rig.process(_body(attempt=MAX_ATTEMPTS - 1))
 
+    row = rig.row()
+    assert (row.status, row.attempts, row.last_error, [record["status"] for record in row.history]) == (
+        DeliveryStatus.DEAD,
+        MAX_ATTEMPTS,
+        f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503",
+        [],
+    )
+
+
+def test_process_bury_refused_message_received_again_is_buried_and_not_sent(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.dead_letters.fail = True
+    body = _body(attempt=MAX_ATTEMPTS - 1)
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(body)
+    rig.dead_letters.fail = False
+
+    outcome = rig.process(body, receive_count=2)
+
+    [(letter, reason)] = rig.dead_letters.buried
+    assert (outcome, len(rig.channel.sent), json.loads(letter)["attempt"], reason) == (
+        Outcome.DEAD,
+        1,
+        MAX_ATTEMPTS,
+        f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503",
+    )
+    assert [(record["attempt"], record["status"]) for record in rig.row().history] == [(MAX_ATTEMPTS, "dead")]
+
+
+def test_process_bury_refused_again_keeps_the_message_without_sending(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.dead_letters.fail = True
+    body = _body(attempt=MAX_ATTEMPTS - 1)
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(body)
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(body, receive_count=2)
+
+    assert (len(rig.channel.sent), rig.row().status, len(rig.sqs.changes)) == (1, DeliveryStatus.DEAD, 2)
+
+
+def test_process_dead_row_of_a_letter_never_sent_on_a_first_receive_is_skipped(rig: Rig) -> None:
+    # A first receive is no message kept for its bury: a duplicate SQS handed over, whose run's own message buries.
+    rig.ledger.put(ID, KEY, DeliveryStatus.DEAD, attempts=MAX_ATTEMPTS, last_error="HTTP 503")
+
+    outcome = rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert (outcome, rig.channel.sent, rig.dead_letters.buried) == (Outcome.SKIPPED, [], [])
+
+
+def test_process_bury_refused_on_the_last_receive_names_the_receives_and_the_refusal(counted_rig: Rig) -> None:
+    rig = counted_rig
+    rig.channel.result = _server_error()
+    rig.dead_letters.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(attempt=MAX_ATTEMPTS - 1), receive_count=MAX_RECEIVES)
+
+    assert (rig.row().status, rig.row().last_error) == (
+        DeliveryStatus.DEAD,
+        f"moved to the dead-letter queue after {MAX_RECEIVES} receives: {MAX_ATTEMPTS} attempts made: webhook: HTTP "
+        "503 (the dead-letter queue refused it: sending to the dead-letter queue failed (fake))",
+    )
+
+
+def test_process_dead_letter_too_large_ends_failed_and_is_not_kept(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.channel.result = _server_error()
+    monkeypatch.setattr(rig.dead_letters, "bury", _refusing_as_too_large("sending to the dead-letter queue"))
+
+    outcome = rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert (outcome, rig.row().status, rig.row().attempts, rig.sqs.changes) == (
+        Outcome.FAILED,
+        DeliveryStatus.FAILED,
+        MAX_ATTEMPTS,
+        [],
+    )
+    assert rig.row().last_error == (
+        f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503; not buried: SQS refuses its letter as too large or not "
+        "sendable (sending to the dead-letter queue failed (InvalidParameterValue))"
+    )
+
+
+# --- kept on its last receive: SQS moves it to the dead-letter queue itself -----------------------------------------
+
+
+def test_process_retry_copy_refused_on_the_last_receive_records_dead_naming_what_failed(counted_rig: Rig) -> None:
+    rig = counted_rig
+    rig.channel.result = _server_error()
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(attempt=2), receive_count=MAX_RECEIVES)
+
+    row = rig.row()
+    assert (row.status, row.attempts, row.next_attempt_at, row.last_error) == (
+        DeliveryStatus.DEAD,
+        3,
+        None,
+        f"moved to the dead-letter queue after {MAX_RECEIVES} receives: webhook: HTTP 503 (its retry could not be "
+        "queued: sending to the delivery queue failed (fake))",
+    )
+
+
+def test_process_retry_copy_refused_before_the_last_receive_records_retrying(counted_rig: Rig) -> None:
+    rig = counted_rig
+    rig.channel.result = _server_error()
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(receive_count=MAX_RECEIVES - 1)
+
+    assert rig.row().status is DeliveryStatus.RETRYING
+
+
+def test_process_retry_copy_refused_on_the_last_receive_counts_dead(counted_rig: Rig) -> None:
+    counted_rig.channel.result = _server_error()
+    counted_rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        counted_rig.process(receive_count=MAX_RECEIVES)
+
+    assert counted_rig.count.calls == [("webhook", "dead")]
+
+
+def test_process_early_copy_refused_on_the_last_receive_records_dead_without_a_send(counted_rig: Rig) -> None:
+    rig = counted_rig
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(not_before=iso_time(NOW + 100)), receive_count=MAX_RECEIVES)
+
+    assert (rig.channel.sent, rig.row().status, rig.row().last_error) == (
+        [],
+        DeliveryStatus.DEAD,
+        f"moved to the dead-letter queue after {MAX_RECEIVES} receives: sending to the delivery queue failed (fake)",
+    )
+
+
+@pytest.mark.parametrize("later", [0.0, BACKOFF_1], ids=["early", "due"])
+def test_process_record_only_copy_kept_on_the_last_receive_writes_no_dead(counted_rig: Rig, later: float) -> None:
+    # The copy carries an outcome of its own (delivered here): SQS keeps it in the dead-letter queue, and a redrive
+    # writes it; a dead written now would say the opposite of what happened.
+    rig = counted_rig
+    rig.ledger.fail_updates = True
+    rig.process()
+    [(copy, _)] = rig.queue.sent
+    rig.queue.fail = True
+    rig.clock.advance(later)
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(copy, receive_count=MAX_RECEIVES)
+
     assert DeliveryStatus.DEAD not in [status for _, _, status in rig.ledger.updates]
+
+
+def test_process_receive_count_unknown_writes_no_dead_on_a_kept_message(rig: Rig) -> None:
+    rig.channel.result = _server_error()
+    rig.queue.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(receive_count=1000)
+
+    assert rig.row().status is DeliveryStatus.RETRYING
+
+
+# --- a copy SQS refuses for what it is (too large): the delivery ends, never sent again ----------------------------
+
+
+def test_process_retry_copy_too_large_ends_failed_naming_it(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.channel.result = _server_error()
+    monkeypatch.setattr(rig.queue, "send_later", _refusing_as_too_large("sending to the delivery queue"))
+
+    outcome = rig.process(_body(attempt=1))
+
+    row = rig.row()
+    assert (outcome, row.status, row.attempts, row.next_attempt_at) == (Outcome.FAILED, DeliveryStatus.FAILED, 2, None)
+    assert row.last_error == (
+        "webhook: HTTP 503; not retried: SQS refuses its retry as too large or not sendable (sending to the delivery "
+        "queue failed (InvalidParameterValue))"
+    )
+
+
+def test_process_retry_copy_too_large_is_not_kept_on_the_queue(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.channel.result = _server_error()
+    monkeypatch.setattr(rig.queue, "send_later", _refusing_as_too_large("sending to the delivery queue"))
+
+    rig.process()
+
+    assert (rig.sqs.changes, rig.count.calls) == ([], [("webhook", "failed")])
+
+
+def test_process_pacing_copy_too_large_ends_failed_without_a_send(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+    monkeypatch.setattr(rig.queue, "send_later", _refusing_as_too_large("sending to the delivery queue"))
+
+    outcome = rig.process()
+
+    assert (outcome, rig.channel.sent, rig.sqs.changes, rig.row().status) == (
+        Outcome.FAILED,
+        [],
+        [],
+        DeliveryStatus.FAILED,
+    )
+    assert rig.row().last_error.startswith("paced, and SQS refuses its copy as too large")  # type: ignore[union-attr]
+
+
+# --- a retry's row is written before its copy: a copy taken at once never has its final status overwritten ---------
+
+
+def _copies_taken_at_once(rig: Rig, monkeypatch: pytest.MonkeyPatch, then: Exception, advance: float = 0.0) -> None:
+    """Make the first copy sent be received and processed by another consumer at once (``advance`` seconds later),
+    its send answered with ``then``, before the sender goes on."""
+    send_later = rig.queue.send_later
+
+    def send_and_take(body: str, delay_seconds: int) -> str:
+        message_id = send_later(body, delay_seconds)
+        if len(rig.queue.sent) == 1:
+            rig.clock.advance(advance)
+            rig.channel.result = then
+            rig.deliverer.process(Attempt("m-2", "rh-2", 1, body))
+        return message_id
+
+    monkeypatch.setattr(rig.queue, "send_later", send_and_take)
+
+
+def test_process_retry_copy_ending_failed_at_once_is_not_overwritten_by_retrying(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.channel.result = _too_many_requests(retry_after=0)
+    _copies_taken_at_once(rig, monkeypatch, PermanentDeliveryError("webhook: HTTP 410"))
+
+    outcome = rig.process()
+
+    assert (outcome, rig.row().status, rig.row().last_error, rig.row().next_attempt_at) == (
+        Outcome.RETRIED,
+        DeliveryStatus.FAILED,
+        "webhook: HTTP 410",
+        None,
+    )
+
+
+def test_process_pacing_copy_ending_failed_at_its_slot_is_not_overwritten_by_retrying(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.channel.limits = ONE_PER_TEN_SECONDS
+    rig.occupy(ONE_PER_TEN_SECONDS)
+    # The copy comes back at its slot (a slow ledger write held the sender that long) and fails for good.
+    _copies_taken_at_once(rig, monkeypatch, PermanentDeliveryError("webhook: HTTP 410"), advance=11)
+
+    outcome = rig.process()
+
+    assert (outcome, rig.row().status, rig.row().last_error) == (
+        Outcome.WAITING,
+        DeliveryStatus.FAILED,
+        "webhook: HTTP 410",
+    )
 
 
 # --- attempts counted ---------------------------------------------------------------------------------------------
@@ -848,6 +1154,63 @@ def test_parse_message_unknown_version_is_permanent_naming_v() -> None:
         parse_message(_body(v=3))
 
     assert raised.value.reason == "malformed delivery message: v"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        pytest.param({"not_before": "9999-12-31T23:59:59-05:00"}, "not_before", id="past-year-9999-in-utc"),
+        pytest.param({"not_before": "9999-12-31T23:59:59Z"}, "not_before", id="year-9999"),
+        pytest.param({"created_at": "0001-01-01T00:00:00+14:00"}, "created_at", id="before-year-1-in-utc"),
+        pytest.param({"window_start": "soon"}, "window_start", id="not-a-time"),
+        pytest.param({"notification_id": "n" * 2049}, "notification_id", id="id-over-the-hash-key"),
+        pytest.param({"delivery_key": "é" * 513}, "delivery_key", id="key-over-the-sort-key-in-bytes"),
+    ],
+)
+def test_process_impossible_value_is_buried_as_malformed_naming_it(
+    rig: Rig, changes: dict[str, Any], field: str
+) -> None:
+    body = _body(**changes)
+
+    outcome = rig.process(body)
+
+    assert (outcome, rig.channel.sent, rig.queue.sent, rig.dead_letters.buried) == (
+        Outcome.DEAD,
+        [],
+        [],
+        [(body, f"malformed delivery message: {field}")],
+    )
+
+
+def test_process_not_before_more_than_30_days_ahead_is_buried_as_malformed(rig: Rig) -> None:
+    outcome = rig.process(_body(not_before=iso_time(NOW + 30 * 86400 + 1)))
+
+    [(_, reason)] = rig.dead_letters.buried
+    assert (outcome, rig.queue.sent, reason) == (
+        Outcome.DEAD,
+        [],
+        "malformed delivery message: not_before is more than 30 days ahead",
+    )
+
+
+def test_process_not_before_30_days_ahead_is_waited_for(rig: Rig) -> None:
+    outcome = rig.process(_body(not_before=iso_time(NOW + 30 * 86400)))
+
+    assert (outcome, rig.dead_letters.buried, rig.copy()[1]) == (Outcome.WAITING, [], 900)
+
+
+def test_process_v1_body_whose_integration_name_is_over_the_sort_key_is_buried_as_malformed(rig: Rig) -> None:
+    message = _message(v=1)
+    del message["delivery_key"]
+    message["integration"]["name"] = "h" * 1025
+
+    assert rig.process(json.dumps(message)) is Outcome.DEAD
+
+
+def test_read_entries_skips_a_message_due_too_far_ahead(rig: Rig) -> None:
+    far = Attempt("m-1", "rh-1", 1, _body(not_before=iso_time(NOW + 31 * 86400)))
+
+    assert (rig.deliverer.read_entries([far]), rig.ledger.batch_reads) == ({}, [])
 
 
 # --- pacing -------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Unit tests of core/models.py: the publish request refuses text a delivery message cannot carry, naming where."""
+"""Unit tests of core/models.py: the publish request refuses text a delivery message cannot carry, naming where; the
+delivery message refuses ids the ledger's key cannot hold and times the consumer cannot compute with."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.errors import InvalidRequestError
+from core.errors import InvalidRequestError, invalid_fields
 from core.http import parse_body
-from core.models import LONE_SURROGATE, TEXT_RULE, UNSENDABLE, PublishRequest, text_matching
+from core.models import (
+    DELIVERY_KEY_BYTES,
+    LONE_SURROGATE,
+    NOTIFICATION_ID_BYTES,
+    TEXT_RULE,
+    UNSENDABLE,
+    DeliveryMessage,
+    DeliveryMessageV1,
+    PublishRequest,
+    text_matching,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +93,73 @@ def test_text_matching_u_ffff_is_unsendable_but_no_surrogate() -> None:
         ("x",),
         None,
     )
+
+
+# --- the delivery message: ids the ledger's key holds, times the consumer can compute with --------------------------
+
+
+def _delivery(**changes: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "v": 2,
+        "notification_id": "n-1",
+        "delivery_key": "hook",
+        "channel": "orders",
+        "topic": "shipped",
+        "created_at": "2026-11-22T18:00:00.000Z",
+        "integration": {"name": "hook", "type": "webhook"},
+        "content": {"text": "hi"},
+    }
+    message.update(changes)
+    return message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"notification_id": "n" * NOTIFICATION_ID_BYTES}, id="id-at-the-hash-key-limit"),
+        pytest.param({"delivery_key": "é" * (DELIVERY_KEY_BYTES // 2)}, id="key-at-the-sort-key-limit-in-bytes"),
+        pytest.param({"not_before": "2026-11-22T18:00:00"}, id="time-without-offset-is-utc"),
+        pytest.param({"not_before": "2999-12-31T23:59:59+00:00"}, id="latest-time"),
+        pytest.param({"window_start": "1970-01-01T00:00:00Z"}, id="earliest-time"),
+        pytest.param({"created_at": "2026-11-22T19:00:00+01:00"}, id="offset"),
+    ],
+)
+def test_delivery_message_values_the_ledger_and_clock_hold_are_accepted(changes: dict[str, Any]) -> None:
+    DeliveryMessage.model_validate_json(json.dumps(_delivery(**changes)))
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "kind"),
+    [
+        pytest.param({"notification_id": "n" * 2049}, "notification_id", "too_long_bytes", id="id-over-the-hash-key"),
+        pytest.param(
+            {"delivery_key": "é" * 513}, "delivery_key", "too_long_bytes", id="key-over-the-sort-key-in-bytes"
+        ),
+        pytest.param({"not_before": "9999-12-31T23:59:59-05:00"}, "not_before", "time_range", id="past-9999-in-utc"),
+        pytest.param({"not_before": "3000-01-01T00:00:00Z"}, "not_before", "time_range", id="year-3000"),
+        pytest.param(
+            {"created_at": "0001-01-01T00:00:00+14:00"}, "created_at", "time_range", id="before-year-1-in-utc"
+        ),
+        pytest.param({"window_start": "1969-12-31T23:59:59Z"}, "window_start", "time_range", id="before-1970"),
+        pytest.param({"created_at": "yesterday"}, "created_at", "iso_time", id="not-a-time"),
+        pytest.param(
+            {"outcome": {"status": "dead", "attempts": 1, "at": "never"}}, "outcome.at", "iso_time", id="outcome-at"
+        ),
+    ],
+)
+def test_delivery_message_values_no_row_or_clock_holds_are_refused_naming_the_field(
+    changes: dict[str, Any], field: str, kind: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        DeliveryMessage.model_validate_json(json.dumps(_delivery(**changes)))
+
+    assert [(invalid_fields(raised.value, "body"), error["type"]) for error in raised.value.errors()] == [(field, kind)]
+
+
+def test_delivery_message_v1_integration_name_over_the_sort_key_is_refused_when_upgraded() -> None:
+    message = _delivery(v=1, integration={"name": "h" * (DELIVERY_KEY_BYTES + 1), "type": "webhook"})
+    del message["delivery_key"]
+    old = DeliveryMessageV1.model_validate_json(json.dumps(message))
+
+    with pytest.raises(ValidationError):
+        old.upgraded(0)

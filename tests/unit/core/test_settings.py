@@ -159,6 +159,20 @@ def test_role_settings_tunables_have_defaults() -> None:
     assert (settings.retry_window_hours, settings.max_attempts, settings.allow_private_targets) == (24.0, 100, False)
 
 
+def test_deliver_settings_max_receive_count_defaults_to_the_stage_param_default() -> None:
+    assert _deliver().max_receive_count == 5
+
+
+def test_deliver_settings_max_receive_count_is_read_from_the_environment() -> None:
+    assert _deliver(MAX_RECEIVE_COUNT="3").max_receive_count == 3
+
+
+@pytest.mark.parametrize("value", ["0", "1001"])
+def test_deliver_settings_max_receive_count_outside_what_sqs_takes_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="MAX_RECEIVE_COUNT"):
+        _deliver(MAX_RECEIVE_COUNT=value)
+
+
 def test_role_settings_ignore_variables_of_other_roles() -> None:
     settings = AuthorizerSettings.from_env(_env(AuthorizerSettings, TOPICS_TABLE="notify-prod-topics"))
 
