@@ -47,7 +47,7 @@ from core.models import Content, DeliveryMessage, DeliveryMessageV1, DeliverySta
 from core.observability import logger
 from core.pacing import Limit, Pacer
 from core.ports import LedgerPort
-from core.queue import MAX_DELAY_SECONDS, DeadLetterQueue, DeliveryQueue
+from core.queue import MAX_DELAY_SECONDS, MAX_ERROR_LENGTH, DeadLetterQueue, DeliveryQueue
 
 if TYPE_CHECKING:
     # The channels load with the first batch (core.clients.get_channels), not with this module.
@@ -61,6 +61,9 @@ Entries = Mapping[tuple[str, str], LedgerEntry | None]
 EARLY_TOLERANCE_SECONDS = 1.0
 # The longest a provider's rate-limited answer holds its destination's pace (its Retry-After, at most this).
 MAX_PENALTY_SECONDS = 3600.0
+# The longest provider message id kept (a row's and a record-only copy's: a browser delivery's tally of connections is
+# one), within what COPY_RESERVE_BYTES leaves a record-only copy.
+MAX_PROVIDER_ID_LENGTH = 200
 # The furthest ahead a message may be due: no copy this consumer writes is due later (a retry at most the longest
 # retry window, 14 days, after it is written; a pacing wait or a late record far sooner), and the ledger keeps a row
 # that long by default. A message due later is malformed: waited for, it would be sent on every 15 minutes for ever.
@@ -760,6 +763,9 @@ class Deliverer:
         """
         total = None if attempts is None else message.prior_attempts + attempts
         at = iso_time(self._clock())
+        # Bounded as COPY_RESERVE_BYTES counts them: a record-only copy carries both (a receiver's X-Request-Id, say).
+        last_error = last_error[:MAX_ERROR_LENGTH] if last_error is not None else None
+        provider_message_id = provider_message_id[:MAX_PROVIDER_ID_LENGTH] if provider_message_id is not None else None
         history = None
         if total is not None and attempted:
             history = AttemptRecord(at=at, attempt=total, status=status.value, error=last_error)

@@ -24,8 +24,9 @@ MAX_ERROR_LENGTH = 1000
 # ``window_start``, ``prior_attempts``, ``redriven``; a record-only copy's ``outcome`` (its content dropped, an error of
 # MAX_ERROR_LENGTH characters is up to 6000 bytes of JSON, which escapes a control character in six); a dead letter's
 # ``last_error`` attribute (up to 4000 bytes of UTF-8). Under 7 KiB in all, field names and a provider message id of
-# 100 characters included. Without this room a message near 256 KiB is accepted, but SQS refuses its retry copy and
-# its dead letter: the delivery is received again and again and never ends ``dead``.
+# 200 characters (``consumer.delivery.MAX_PROVIDER_ID_LENGTH``) included. Without this room a message near 256 KiB is
+# accepted, but SQS refuses its retry copy and its dead letter: the delivery is received again and again and never
+# ends ``dead``.
 COPY_RESERVE_BYTES = 8 * 1024
 # The largest delivery message the producer enqueues (``core/fanout.py``): the consumer's copies of it always fit.
 DELIVERY_MESSAGE_BYTES_LIMIT = MESSAGE_BYTES_LIMIT - COPY_RESERVE_BYTES

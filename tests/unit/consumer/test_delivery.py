@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import ClientError
 
 from consumer.credentials import CredentialSource
-from consumer.delivery import Attempt, Deliverer, Outcome, parse_message
+from consumer.delivery import MAX_PROVIDER_ID_LENGTH, Attempt, Deliverer, Outcome, parse_message
 from consumer.retry import RetryPolicy, VisibilityScheduler
 from core.channels import DeliveryReceipt
 from core.errors import (
@@ -275,6 +275,15 @@ def test_process_send_accepted_records_delivered_row_with_attempt_and_provider_i
         "provider-1",
         None,
     )
+
+
+def test_process_send_accepted_keeps_a_provider_id_of_200_characters(rig: Rig) -> None:
+    # A receiver's X-Request-Id of any length went in the row and in a record-only copy, past the room kept for it.
+    rig.channel.result = DeliveryReceipt("r" * 5000)
+
+    rig.process()
+
+    assert rig.row().provider_message_id == "r" * MAX_PROVIDER_ID_LENGTH
 
 
 def test_process_send_accepted_writes_integration_and_type_to_row(rig: Rig) -> None:

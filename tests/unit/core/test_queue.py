@@ -319,7 +319,7 @@ def test_delivery_message_limit_leaves_room_for_every_copy_the_consumer_makes() 
     )
     error = "\x01" * MAX_ERROR_LENGTH
     outcome = RecordedOutcome(
-        status="failed", attempts=many, at=later, last_error=error, provider_message_id="i" * 100, tries=many
+        status="failed", attempts=many, at=later, last_error=error, provider_message_id="\U0001f600" * 200, tries=many
     )
     record_only = retry.model_copy(update={"outcome": outcome, "content": Content()})
     dead = retry.model_copy(update={"not_before": None})
