@@ -3,14 +3,27 @@
 The guard checks addresses twice: ``check_url`` resolves the host before a request is made, and every new connection
 checks the address it actually connected to, so a name that resolves elsewhere the second time (DNS rebinding) or a
 redirect cannot reach a forbidden address either. Redirects are followed only on the same host.
+
+A send ends within one deadline: its connect timeout plus its read timeout (``send_seconds``), for all of it together
+(connecting, the request, the status line and headers, every redirect hop, the bounded answer body). requests' read
+timeout alone bounds each socket read, so a receiver that drips its headers a byte a second would hold a send as long
+as it liked. Each blocking socket operation gets the per-operation timeout cut to what is left of the deadline, and
+none is started past it; a send that meets its deadline fails as a read timeout does (``requests.ReadTimeout``, or
+``requests.ConnectTimeout`` before a connection is made). consumer/handler.py ``latest_start`` reserves this budget,
+plus a margin (2 s) for name resolution, which no socket timeout interrupts, and bookkeeping, before the Lambda
+timeout: the two must move together.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import ipaddress
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -18,6 +31,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from core.errors import BlockedTargetError
 
@@ -95,19 +109,156 @@ def check_url(url: str, allow_private: bool, resolve: Resolver = _resolve) -> No
         check_address(address, allow_private)
 
 
+# --- the send deadline ----------------------------------------------------------------------------------------------
+
+# Seconds of a timeout part that is not given (requests takes None as "wait for ever"; a send never does).
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEADLINE_PASSED = "the send's deadline passed"
+
+
+def send_seconds(timeout: Any) -> float:
+    """The budget of one send under a requests ``timeout`` (seconds, or a (connect, read) pair): connect plus read.
+
+    A number is both timeouts, as requests takes it; a part that is not a number counts as 10 s.
+    """
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return sum(float(part) if isinstance(part, int | float) else DEFAULT_TIMEOUT_SECONDS for part in (connect, read))
+
+
+class _SendDeadline(threading.local):
+    """The monotonic instant by which the send under way in this thread must end; ``None`` between sends."""
+
+    at: float | None = None
+
+
+_deadline = _SendDeadline()
+
+
+@contextmanager
+def send_deadline(timeout: Any) -> Iterator[float]:
+    """Bound what this thread sends through an ``OutboundSession`` in the block by one deadline; yield it.
+
+    The deadline is ``send_seconds(timeout)`` from now. A block inside another keeps the outer deadline, so the
+    redirects of a send and the reading of its answer share the send's.
+    """
+    outer = _deadline.at
+    if outer is not None:
+        yield outer
+        return
+    deadline = _deadline.at = time.monotonic() + send_seconds(timeout)
+    try:
+        yield deadline
+    finally:
+        _deadline.at = None
+
+
+def _cut(timeout: float | None, deadline: float) -> float:
+    """Return ``timeout`` cut to the seconds left before ``deadline``: 0 or less when none are."""
+    left = deadline - time.monotonic()
+    return left if timeout is None or timeout > left else timeout
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reading end whose every read waits at most its timeout, and never past the send's deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._raw = sock.makefile("rb", buffering=0)
+        self._sock = sock
+        self._deadline = deadline
+        self._timeout = sock.gettimeout()  # the read timeout urllib3 set before the answer
+
+    def readable(self) -> bool:
+        """Return True: the reading end reads."""
+        return True
+
+    def fileno(self) -> int:
+        """Return the socket's file descriptor."""
+        return self._raw.fileno()
+
+    def readinto(self, buffer: Any) -> int | None:
+        """Read what has come into ``buffer``; raise ``TimeoutError`` (a socket timeout) past the deadline."""
+        seconds = _cut(self._timeout, self._deadline)
+        if seconds <= 0:
+            raise TimeoutError(DEADLINE_PASSED)
+        if seconds != self._timeout:  # the socket waits the read timeout already (a system call saved)
+            self._sock.settimeout(seconds)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        """Close the reading end (the socket closes once nothing else holds it)."""
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """What an answer is read from: ``makefile`` gives the socket's reading end under the send's deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        """Return the buffered reading end (``http.client`` asks for ``"rb"`` only)."""
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An answer whose status line, headers and body are read under the deadline of the send under way, if any."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        deadline = _deadline.at
+        source: Any = sock if deadline is None else _DeadlineSocket(sock, deadline)
+        super().__init__(source, *args, **kwargs)
+
+
 def _guarded_pools(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
-    """Return http and https connection pools whose connections check the peer address before a byte is sent."""
+    """Return http and https connection pools whose connections check the peer address before a byte is sent, and
+    whose every blocking operation ends by the deadline of the send under way."""
 
     def guarded(base: type[HTTPConnection]) -> type[HTTPConnection]:
         class GuardedConnection(base):  # type: ignore[valid-type,misc]
+            response_class = _DeadlineResponse
+            timeout: float | None  # set by the pool before each request: the connect, then the read timeout
+
             def _new_conn(self) -> socket.socket:
+                deadline = _deadline.at
+                if deadline is not None:
+                    self.timeout = self._time_left(deadline)
                 sock: socket.socket = super()._new_conn()
                 try:
                     check_address(str(sock.getpeername()[0]), allow_private)
-                except BlockedTargetError:
+                    seconds = self.timeout if deadline is None else self._time_left(deadline)
+                    if seconds != self.timeout:  # the TLS handshake that follows waits on the socket's timeout
+                        sock.settimeout(seconds)
+                except (BlockedTargetError, ConnectTimeoutError):
                     sock.close()
                     raise
                 return sock
+
+            def _time_left(self, deadline: float) -> float:
+                seconds = _cut(self.timeout, deadline)
+                if seconds <= 0:
+                    raise ConnectTimeoutError(self, DEADLINE_PASSED)
+                return seconds
+
+            def send(self, data: Any) -> None:
+                deadline = _deadline.at
+                if deadline is None or self.sock is None:  # no deadline, or connecting first (``_new_conn`` cuts)
+                    super().send(data)
+                    return
+                seconds = _cut(self.timeout, deadline)
+                if seconds <= 0:
+                    raise ReadTimeoutError(None, None, DEADLINE_PASSED)  # type: ignore[arg-type]
+                if seconds != self.timeout:  # the socket waits at most this timeout already
+                    self.sock.settimeout(seconds)
+                try:
+                    super().send(data)
+                except TimeoutError:
+                    if time.monotonic() < deadline:
+                        raise  # the send timeout of its own, as without a deadline
+                    raise ReadTimeoutError(None, None, DEADLINE_PASSED) from None  # type: ignore[arg-type]
 
         return GuardedConnection
 
@@ -129,24 +280,18 @@ class GuardedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = self._pools
 
 
-# An answer's body is read up to this size, for at most the read timeout: answers that matter are short (a Telegram
+# An answer's body is read up to this size, until the send's deadline: answers that matter are short (a Telegram
 # result, a reason to quote), and a receiver's endless or dripping body must not hold a send, or the memory, past its
 # budget. The status line and headers decide the outcome; what is left of a body goes with its connection.
 MAX_ANSWER_BYTES = 64 * 1024
 
 
-def read_seconds(timeout: Any) -> float:
-    """The read timeout of a requests ``timeout`` (seconds, or a (connect, read) pair); 10 s when none is given."""
-    read = timeout[1] if isinstance(timeout, tuple) else timeout
-    return float(read) if isinstance(read, int | float) else 10.0
+def read_answer(response: requests.Response, deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+    """Read at most ``MAX_ANSWER_BYTES`` of a streamed answer's body, until ``deadline`` (monotonic), into ``content``.
 
-
-def read_answer(response: requests.Response, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-    """Read at most ``MAX_ANSWER_BYTES`` of a streamed answer's body, for at most ``seconds``, into ``content``.
-
-    ``read1`` returns what has come so far, so a body that drips still meets the deadline. A body read whole leaves
-    its connection to the pool; one cut short, or that failed, closes it (what is left of it must never be read as
-    the next answer).
+    ``read1`` returns what has come so far, and no read waits past the deadline, so a body that drips still meets it.
+    A body read whole leaves its connection to the pool; one cut short, or that failed, closes it (what is left of it
+    must never be read as the next answer).
     """
     from urllib3.exceptions import HTTPError
 
@@ -154,7 +299,6 @@ def read_answer(response: requests.Response, seconds: float, clock: Callable[[],
         return  # read already
     body = bytearray()
     complete = False
-    deadline = clock() + seconds
     try:
         while len(body) < MAX_ANSWER_BYTES and clock() < deadline:
             chunk = response.raw.read1(MAX_ANSWER_BYTES - len(body), decode_content=True)
@@ -179,10 +323,14 @@ _REWRITING_REDIRECTS = frozenset({301, 302, 303})
 class OutboundSession(requests.Session):
     """The one session of outbound delivery requests: pooled, with timeouts, guarded, same-host redirects only.
 
+    A request, with its redirects, ends within its connect plus read timeout (``send_deadline``); ``post`` of
+    ``core.channels.base`` holds the answer's body to the same deadline.
+
     Parameters
     ----------
     connect_timeout, read_timeout:
-        Seconds to wait for a connection and between bytes of the answer; applied when a call gives none.
+        Seconds to wait for a connection and between bytes of the answer, applied when a call gives none; their sum
+        bounds a whole send (consumer/handler.py ``latest_start`` reserves it).
     allow_private:
         Allow loopback and private targets (only the local stack sets it); metadata addresses stay refused.
     pool_maxsize:
@@ -215,14 +363,16 @@ class OutboundSession(requests.Session):
         check_url(url, self.allow_private, self._resolve)
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-        """Send a request after checking its URL, with the session's timeouts unless the call gives its own."""
+        """Send a request after checking its URL, with the session's timeouts unless the call gives its own, within
+        their sum (or the deadline of a send already under way in this thread)."""
         try:
             text = url.decode() if isinstance(url, bytes) else url
         except UnicodeDecodeError:
             raise BlockedTargetError("target URL is not valid") from None
-        self.check(text)
-        kwargs.setdefault("timeout", self.timeout)
-        return super().request(method, url, *args, **kwargs)
+        timeout = kwargs.setdefault("timeout", self.timeout)
+        with send_deadline(timeout):
+            self.check(text)
+            return super().request(method, url, *args, **kwargs)
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         """Return where a redirect leads; refuse (``BlockedTargetError``) another host or a bad URL."""
@@ -247,5 +397,6 @@ class OutboundSession(requests.Session):
             raise BlockedTargetError("target redirected to another host")
         self.check(target)
         # requests reads a redirect's body whole before it follows: this one is read as any answer is, bounded.
-        read_answer(resp, read_seconds(self.timeout))
+        with send_deadline(self.timeout) as deadline:
+            read_answer(resp, deadline)
         return location

@@ -275,28 +275,31 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
 
     A requests exception's text carries the URL, and URLs carry secrets (a Telegram bot token, a Slack webhook
     path), so the original exception is dropped (``from None``) rather than chained into logs and the ledger. A URL
-    that does not parse is a blocked target: permanent, never retried. The answer's body is at most
-    ``core.outbound.MAX_ANSWER_BYTES``, read for at most the read timeout (``response.content`` holds what was read).
+    that does not parse is a blocked target: permanent, never retried. The whole send (connecting, the request, every
+    redirect, the status line and headers, the answer's body) ends within the connect plus the read timeout
+    (``core.outbound.send_deadline``); past it the send is a timeout, retryable. The answer's body is at most
+    ``core.outbound.MAX_ANSWER_BYTES``, read until that deadline (``response.content`` holds what was read).
     """
     import requests
 
-    from core.outbound import read_answer, read_seconds
+    from core.outbound import read_answer, send_deadline
 
-    try:
-        response = session.post(url, stream=True, **kwargs)
-    except requests.Timeout:
-        raise RetryableDeliveryError(f"{what}: timed out") from None
-    except requests.ConnectionError:
-        raise RetryableDeliveryError(f"{what}: connection failed") from None
-    except requests.TooManyRedirects:
-        raise PermanentDeliveryError(f"{what}: too many redirects") from None
-    except requests.RequestException as exc:
-        raise PermanentDeliveryError(f"{what}: request failed ({type(exc).__name__})") from None
-    except ValueError:
-        # A URL that does not parse on the way (urllib, urllib3 or the resolver: UnicodeError is a ValueError too);
-        # its text names the host or more.
-        raise BlockedTargetError(f"{what}: invalid target URL") from None
-    read_answer(response, read_seconds(kwargs.get("timeout", getattr(session, "timeout", None))))
+    with send_deadline(kwargs.get("timeout", getattr(session, "timeout", None))) as deadline:
+        try:
+            response = session.post(url, stream=True, **kwargs)
+        except requests.Timeout:
+            raise RetryableDeliveryError(f"{what}: timed out") from None
+        except requests.ConnectionError:
+            raise RetryableDeliveryError(f"{what}: connection failed") from None
+        except requests.TooManyRedirects:
+            raise PermanentDeliveryError(f"{what}: too many redirects") from None
+        except requests.RequestException as exc:
+            raise PermanentDeliveryError(f"{what}: request failed ({type(exc).__name__})") from None
+        except ValueError:
+            # A URL that does not parse on the way (urllib, urllib3 or the resolver: UnicodeError is a ValueError
+            # too); its text names the host or more.
+            raise BlockedTargetError(f"{what}: invalid target URL") from None
+        read_answer(response, deadline)
     return response
 
 

@@ -1,4 +1,5 @@
-"""Unit tests of the outbound HTTP guard (core/outbound.py); names are resolved by fakes, nothing is sent."""
+"""Unit tests of the outbound HTTP guard and send deadline (core/outbound.py); names are resolved by fakes, nothing
+is sent."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import requests
 
 from core.errors import BlockedTargetError
-from core.outbound import OutboundSession, check_address, check_url
+from core.outbound import OutboundSession, check_address, check_url, send_deadline, send_seconds
 
 
 def _resolver(*addresses: str):
@@ -178,3 +179,27 @@ def test_session_request_to_unparsable_url_is_blocked(url: str) -> None:
 
     with pytest.raises(BlockedTargetError):
         session.post(url, data=b"{}")
+
+
+# --- the send deadline ----------------------------------------------------------------------------------------------
+
+
+def test_send_seconds_is_the_connect_plus_the_read_timeout() -> None:
+    # consumer/handler.py latest_start reserves this sum (plus a margin) for a send: the defaults are 3.05 s and 10 s.
+    assert send_seconds((3.05, 10.0)) == pytest.approx(13.05)
+
+
+def test_send_seconds_of_one_number_counts_it_for_connect_and_read() -> None:
+    assert send_seconds(2) == 4.0
+
+
+def test_send_deadline_inside_another_keeps_the_outer_one() -> None:
+    with send_deadline((1.0, 1.0)) as outer, send_deadline((60.0, 60.0)) as inner:
+        assert inner == outer
+
+
+def test_send_deadline_ends_with_its_block() -> None:
+    with send_deadline((1.0, 1.0)) as first:
+        pass
+    with send_deadline((60.0, 60.0)) as second:
+        assert second - first > 100

@@ -1,5 +1,5 @@
 """Integration tests of what every HTTP channel shares (core/channels/base.py ``post``) against loopback servers:
-an answer's body is read only so far, and only so long."""
+an answer's body is read only so far, and only so long; a whole send, redirects and all, ends by one deadline."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from core.channels.base import post
+from core.errors import RetryableDeliveryError
 from core.outbound import MAX_ANSWER_BYTES, OutboundSession
 from tests.support.receivers import Answer, Receiver
 
@@ -91,3 +92,153 @@ def test_post_dripping_answer_body_is_given_up_at_the_read_timeout(dripping: Cal
     # whole, the body would have taken 50 s and held all 1,000 bytes.
     assert response.status_code == 200
     assert 0 < len(response.content) < 1000
+
+
+# --- one deadline for the whole send: connect plus read timeout (0.5 + 0.5 s here) ---------------------------------
+
+SEND_BUDGET = 1.0  # _session(): connect 0.5 s + read 0.5 s; consumer/handler.py latest_start reserves the same sum
+# A send cut at its deadline ends within this much after it (thread scheduling on a loaded machine).
+LATE_BY_AT_MOST = 0.5
+
+
+class Trickle:
+    """A loopback HTTP server that answers each request on a connection with the next of ``answers``, sent ``piece``
+    bytes at a time, ``pause`` seconds apart: each pause well within a read timeout, the whole answer not."""
+
+    def __init__(self, answers: list[bytes], piece: int, pause: float) -> None:
+        self.paths: list[str] = []
+        self._answers = answers
+        self._piece = piece
+        self._pause = pause
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server, without a trailing slash."""
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def start(self) -> None:
+        """Accept connections in a background thread."""
+        self._threads[0].start()
+
+    def stop(self) -> None:
+        """Stop answering, wait for every thread and close the listener."""
+        self._stop.set()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        connection.settimeout(0.1)
+        with connection:
+            received = b""
+            while not self._stop.is_set():
+                request, received = self._request(connection, received)
+                if request is None:
+                    return
+                answer = self._answers[min(len(self.paths), len(self._answers) - 1)]
+                self.paths.append(request)
+                for start in range(0, len(answer), self._piece):
+                    if self._stop.wait(self._pause):
+                        return
+                    try:
+                        connection.sendall(answer[start : start + self._piece])
+                    except OSError:  # the client gave up and closed
+                        return
+
+    def _request(self, connection: socket.socket, received: bytes) -> tuple[str | None, bytes]:
+        """Read one request (headers and Content-Length body); return its path and what came after it."""
+        while b"\r\n\r\n" not in received or len(received) < self._end(received):
+            if self._stop.is_set():
+                return None, b""
+            try:
+                chunk = connection.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return None, b""
+            if not chunk:
+                return None, b""
+            received += chunk
+        end = self._end(received)
+        return received.split(b" ", 2)[1].decode(), received[end:]
+
+    @staticmethod
+    def _end(received: bytes) -> int:
+        head, _, _ = received.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        return len(head) + 4 + length
+
+
+@pytest.fixture
+def trickle() -> Iterator[Callable[[list[bytes], int, float], Trickle]]:
+    """Start ``Trickle`` servers; every one is stopped when the test ends."""
+    servers: list[Trickle] = []
+
+    def start(answers: list[bytes], piece: int, pause: float) -> Trickle:
+        server = Trickle(answers, piece, pause)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_post_status_line_and_headers_dripping_past_the_deadline_is_a_retryable_timeout(
+    trickle: Callable[[list[bytes], int, float], Trickle],
+) -> None:
+    # One byte every 0.1 s: every read is well within the 0.5 s read timeout, the whole head takes 6 s.
+    server = trickle([OK_ANSWER], 1, 0.1)
+    started = time.monotonic()
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        post(_session(), f"{server.url}/hook", "webhook", json={})
+
+    took = time.monotonic() - started
+    assert raised.value.reason == "webhook: timed out"  # what a read timeout is: retried, its outcome unknown
+    assert SEND_BUDGET <= took < SEND_BUDGET + LATE_BY_AT_MOST
+
+
+def test_post_same_host_redirects_share_one_deadline(trickle: Callable[[list[bytes], int, float], Trickle]) -> None:
+    # Each hop's answer comes in 0.4 s (four pieces, 0.1 s apart): any one hop is well within the budget, the three
+    # redirects and the last answer together (1.6 s) are not.
+    redirects = [
+        f"HTTP/1.1 307 Temporary Redirect\r\nLocation: /hop{hop}\r\nContent-Length: 0\r\n\r\n".encode()
+        for hop in (1, 2, 3)
+    ]
+    answers = [*redirects, OK_ANSWER]
+    server = trickle(answers, -(-max(len(answer) for answer in answers) // 4), 0.1)
+    started = time.monotonic()
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        post(_session(), f"{server.url}/hook", "webhook", json={})
+
+    took = time.monotonic() - started
+    assert raised.value.reason == "webhook: timed out"  # what a read timeout is: retried, its outcome unknown
+    assert SEND_BUDGET <= took < SEND_BUDGET + LATE_BY_AT_MOST
+    assert server.paths[:2] == ["/hook", "/hop1"]  # the first hops were followed: the deadline cut a later one
