@@ -804,12 +804,18 @@ def test_process_bury_refused_records_dead_with_attempts_but_no_give_up_in_histo
     )
 
 
-def test_process_bury_refused_message_received_again_is_buried_and_not_sent(rig: Rig) -> None:
+def _bury_refused(rig: Rig) -> str:
+    """Spend a delivery's last attempt while the dead-letter queue refuses its letter; return the message kept."""
     rig.channel.result = _server_error()
     rig.dead_letters.fail = True
     body = _body(attempt=MAX_ATTEMPTS - 1)
     with pytest.raises(DeliveryDeferredError):
         rig.process(body)
+    return body
+
+
+def test_process_bury_refused_message_received_again_is_buried_and_not_sent(rig: Rig) -> None:
+    body = _bury_refused(rig)
     rig.dead_letters.fail = False
 
     outcome = rig.process(body, receive_count=2)
@@ -825,11 +831,7 @@ def test_process_bury_refused_message_received_again_is_buried_and_not_sent(rig:
 
 
 def test_process_bury_refused_again_keeps_the_message_without_sending(rig: Rig) -> None:
-    rig.channel.result = _server_error()
-    rig.dead_letters.fail = True
-    body = _body(attempt=MAX_ATTEMPTS - 1)
-    with pytest.raises(DeliveryDeferredError):
-        rig.process(body)
+    body = _bury_refused(rig)
 
     with pytest.raises(DeliveryDeferredError):
         rig.process(body, receive_count=2)
