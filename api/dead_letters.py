@@ -229,6 +229,15 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
     if letter.notification_id and letter.delivery_key:
         entry = ledger.get_entry(letter.notification_id, letter.delivery_key)
     message = revived(letter.body, utc_now(), entry.attempts if entry is not None else 0)
+    if message is not None and message.outcome is None and entry is not None and entry.redriven >= message.redriven:
+        # This letter's run was redriven already: the letter is a second copy of it (a redrive whose delete from the
+        # DLQ failed, then was asked again), or older still. Sent again, it would run beside the run it started. (A
+        # record-only copy starts no run, and keeps its count.)
+        logger.info(
+            "dead letter redriven before: deleted, not sent again",
+            extra={"notification_id": letter.notification_id, "delivery_key": letter.delivery_key},
+        )
+        return
     body = message.model_dump_json(exclude_none=True) if message is not None else letter.body
     try:
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)

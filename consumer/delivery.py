@@ -64,9 +64,11 @@ MAX_PENALTY_SECONDS = 3600.0
 # The longest provider message id kept (a row's and a record-only copy's: a browser delivery's tally of connections is
 # one), within what COPY_RESERVE_BYTES leaves a record-only copy.
 MAX_PROVIDER_ID_LENGTH = 200
-# The furthest ahead a message may be due: no copy this consumer writes is due later (a retry at most the longest
-# retry window, 14 days, after it is written; a pacing wait or a late record far sooner), and the ledger keeps a row
-# that long by default. A message due later is malformed: waited for, it would be sent on every 15 minutes for ever.
+# The furthest ahead a message may be due, but for a send slot's copy: no other copy this consumer writes is due later
+# (a retry at most the longest retry window, 14 days, after it is written; a late record far sooner), and the ledger
+# keeps a row that long by default. A message due later is malformed: waited for, it would be sent on every 15 minutes
+# for ever. A slot's copy (``slot_reserved``) may be due as far as its destination's pace puts it: a rate of one a day
+# puts the 31st send of a burst 31 days ahead.
 MAX_DUE_AHEAD_SECONDS = 30 * 86400.0
 # SQS's error codes for a message it will never take as it is: larger than the queue's MaximumMessageSize
 # (``InvalidParameterValue``: "Message must be shorter than …") or holding characters it does not carry. Sending it
@@ -397,7 +399,7 @@ class Deliverer:
             due = epoch_time(message.not_before)
         except (ValueError, OverflowError):
             raise PermanentDeliveryError("malformed delivery message: not_before") from None
-        if due is not None and due - now > MAX_DUE_AHEAD_SECONDS:
+        if due is not None and due - now > MAX_DUE_AHEAD_SECONDS and not message.slot_reserved:
             days = MAX_DUE_AHEAD_SECONDS / 86400
             raise PermanentDeliveryError(f"malformed delivery message: not_before is more than {days:g} days ahead")
         return due

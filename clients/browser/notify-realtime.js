@@ -12,8 +12,8 @@
  * open connection before the current one expires ({"action": "refresh"}), reconnects with exponential backoff and
  * jitter when the connection drops, and calls `token` again when it has no token left that is still good (or when the
  * service refused the one it had). A token's life is counted on this page's clock from `expires_in` (seconds) when it
- * arrives, so a clock set minutes wrong still refreshes in time; `expires_at` serves only an answer without it, so
- * `token` hands over the service's answer as it came, not one kept from earlier. Each notification frame ({notification_id, channel, topic, text, data?,
+ * arrives, so a clock set minutes wrong still refreshes in time; `expires_at`, when this clock reads it as sooner and
+ * not past, wins (an answer a backend kept for a while). Each notification frame ({notification_id, channel, topic, text, data?,
  * created_at}) reaches `onNotification` once: a frame seen again (a retried delivery) is dropped by its id.
  */
 (function (root, factory) {
@@ -40,15 +40,14 @@
   }
 
   // The credentials of an answer, with when they expire on this page's clock: `expires_in` counted from now (the
-  // page's clock may be minutes off the service's), else `expires_at` as this clock reads it.
+  // page's clock may be minutes off the service's), or `expires_at` as this clock reads it when that is sooner and
+  // not yet past (an answer a backend kept a while); `expires_at` alone for an answer without `expires_in`.
   function received(answer, url, nowMs) {
     var seconds = answer && typeof answer.expires_in === "number" ? answer.expires_in : NaN;
-    return {
-      token: answer && answer.token,
-      expires_at: answer && answer.expires_at,
-      url: url,
-      expiresAtMs: isFinite(seconds) && seconds > 0 ? nowMs + seconds * 1000 : Date.parse(answer && answer.expires_at),
-    };
+    var stated = Date.parse(answer && answer.expires_at);
+    var counted = isFinite(seconds) && seconds > 0 ? nowMs + seconds * 1000 : NaN;
+    var at = isNaN(counted) ? stated : !isNaN(stated) && stated > nowMs && stated < counted ? stated : counted;
+    return { token: answer && answer.token, expires_at: answer && answer.expires_at, url: url, expiresAtMs: at };
   }
 
   function connect(options) {

@@ -85,6 +85,20 @@ def test_realtime_client_refreshes_a_minute_before_the_token_expires_whatever_th
     assert 839_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 840_000
 
 
+def test_realtime_client_answer_kept_a_while_by_its_backend_counts_from_expires_at(page: Page) -> None:
+    # A backend that caches tokens hands over an answer with 3 of its 15 minutes left: counted from expires_in, the
+    # refresh came 11 minutes after the token expired.
+    _client_with_clock_off(page, 0)
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+
+    page.evaluate(
+        "window.sockets[0].onmessage({data: JSON.stringify({type: 'token', token: 'kept', expires_in: 900,"
+        " expires_at: new Date(Date.now() + 180000).toISOString()})})"
+    )
+
+    assert 119_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 120_000
+
+
 def test_realtime_client_answer_without_expires_in_counts_from_expires_at(page: Page) -> None:
     # A backend that hands the page only the older fields: expires_at, read on the page's clock.
     _client_with_clock_off(page, 0)

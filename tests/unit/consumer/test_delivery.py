@@ -1204,6 +1204,14 @@ def test_process_not_before_more_than_30_days_ahead_is_buried_as_malformed(rig: 
     )
 
 
+def test_process_send_slot_copy_more_than_30_days_ahead_is_waited_for(rig: Rig) -> None:
+    # A destination paced at one a day puts the 31st send of a burst 31 days ahead: the consumer's own copy of that
+    # slot was buried as malformed, its row dead, never attempted.
+    outcome = rig.process(_body(not_before=iso_time(NOW + 31 * 86400), slot_reserved=True))
+
+    assert (outcome, rig.dead_letters.buried, rig.copy()[1]) == (Outcome.WAITING, [], 900)
+
+
 def test_process_not_before_30_days_ahead_is_waited_for(rig: Rig) -> None:
     outcome = rig.process(_body(not_before=iso_time(NOW + 30 * 86400)))
 
