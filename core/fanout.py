@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from core.channels import render_content
@@ -200,7 +200,7 @@ def _enqueue(
         # ids then (producer/idempotency.py); only a retry after a crash past this point sends everything again, under
         # the same ids, which the consumer and receivers drop as duplicates.
         try:
-            ledger.record_notification(replace(record, enqueued=sent))
+            ledger.set_enqueued(record.notification_id, sent)
         except UpstreamError:
             logger.error(
                 "ledger write of enqueued deliveries failed", extra={"notification_id": record.notification_id}
@@ -231,7 +231,7 @@ def record_enqueued(ledger: NotificationLedgerPort, result: PublishResult) -> No
     if result.record is None:
         return
     try:
-        ledger.record_notification(replace(result.record, enqueued=dict(result.message_ids)))
+        ledger.set_enqueued(result.notification_id, result.message_ids)
     except UpstreamError:
         # The sends happened and the answer stands; a retry after this sends again, under the same ids, which the
         # consumer and receivers drop as duplicates.

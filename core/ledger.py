@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -297,6 +297,23 @@ class DeliveryLedger:
         """Write or replace a notification's record: one ``PutItem`` per publish, whatever the number of deliveries."""
         try:
             self._client.put_item(TableName=self._table, Item=self._record_item(record))
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "writing the ledger") from exc
+
+    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str]) -> None:
+        """Write on an existing notification's record the SQS message id of each delivery enqueued, by delivery key.
+
+        An ``UpdateItem`` of that attribute alone: the expansion worker may be writing the same record's count of
+        deliveries meanwhile (a ``subscribers`` integration), and a whole record put here would undo it, or it this.
+        """
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(notification_id, NOTIFICATION_KEY),
+                UpdateExpression="SET enqueued = :e",
+                ConditionExpression="attribute_exists(notification_id)",
+                ExpressionAttributeValues={":e": {"M": {key: {"S": value} for key, value in enqueued.items()}}},
+            )
         except AWS_ERRORS as exc:
             raise aws_error(exc, "writing the ledger") from exc
 

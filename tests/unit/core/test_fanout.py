@@ -268,7 +268,8 @@ def test_fan_out_entry_still_failing_keeps_the_sent_message_ids_on_the_record(
 
     sent = {_integration_name(body): message_id for message_id, body in sqs.sent.items()}
     assert ledger.get_record("n-2").enqueued == sent == {"slack-0": "msg-1", "slack-2": "msg-2"}
-    assert _writes(dynamodb) == ["put_item", "put_item", "put_item"]
+    # The record, then its enqueued ids alone (not the whole record again), then the unsent delivery's failed row.
+    assert _writes(dynamodb) == ["put_item", "update_item", "put_item"]
 
 
 def test_fan_out_retry_enqueues_only_what_was_not_enqueued(conditional: ConditionalDynamoDB) -> None:
@@ -338,11 +339,22 @@ def test_record_enqueued_ledger_failure_is_logged_not_raised(
     result = fan_out(_topic(1), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), notification_id="n-1")
 
     def refuse(**_: Any) -> dict[str, Any]:
-        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "-"}}, "PutItem")
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "-"}}, "UpdateItem")
 
-    monkeypatch.setattr(dynamodb, "put_item", refuse)
+    monkeypatch.setattr(dynamodb, "update_item", refuse)
 
     record_enqueued(ledger, result)
 
     assert "ledger write of enqueued deliveries failed" in logs()
     assert ledger.get_record("n-1").enqueued is None
+
+
+def test_record_enqueued_keeps_what_the_expansion_worker_wrote_on_the_record(ledger: DeliveryLedger) -> None:
+    # A whole record put undid the count of subscribers the expansion worker had written meanwhile (or it, this).
+    result = fan_out(_topic(1), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), notification_id="n-1")
+    ledger.record_notification(replace(ledger.get_record("n-1"), delivery_count=501))
+
+    record_enqueued(ledger, result)
+
+    record = ledger.get_record("n-1")
+    assert (record.delivery_count, record.enqueued) == (501, result.message_ids)
