@@ -4,6 +4,7 @@ queue."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ MAX_ERROR_LENGTH = 1000
 COPY_RESERVE_BYTES = 8 * 1024
 # The largest delivery message the producer enqueues (``core/fanout.py``): the consumer's copies of it always fit.
 DELIVERY_MESSAGE_BYTES_LIMIT = MESSAGE_BYTES_LIMIT - COPY_RESERVE_BYTES
+# What SQS refuses in a message attribute's text (it takes XML's characters only): a receiver's answer quoted in an
+# error may hold them, and the dead letter carrying it would be refused as if it could never be sent.
+_NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # SQS's limit on DelaySeconds.
 MAX_DELAY_SECONDS = 900
 # Batches of one publish sent at once; boto3 clients are thread-safe.
@@ -194,7 +198,10 @@ class DeadLetterQueue:
                 QueueUrl=self._url,
                 MessageBody=body,
                 MessageAttributes={
-                    "last_error": {"DataType": "String", "StringValue": last_error[:MAX_ERROR_LENGTH] or "-"}
+                    "last_error": {
+                        "DataType": "String",
+                        "StringValue": _NOT_SQS_TEXT.sub("\ufffd", last_error[:MAX_ERROR_LENGTH]) or "-",
+                    }
                 },
             )
         except AWS_ERRORS as exc:

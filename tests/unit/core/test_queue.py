@@ -284,6 +284,21 @@ def test_dead_letter_queue_bury_unreachable_sqs_raises_upstream_error() -> None:
         dead_letters.bury("body", "webhook: HTTP 503")
 
 
+def test_dead_letter_queue_bury_replaces_what_sqs_refuses_in_the_last_error() -> None:
+    # A receiver's answer quoted in the error (control characters, U+FFFF): SQS refused the letter as unsendable.
+    sent: list[dict[str, Any]] = []
+
+    class Recording:
+        def send_message(self, **kwargs: Any) -> dict[str, Any]:
+            sent.append(kwargs)
+            return {"MessageId": "m-1"}
+
+    DeadLetterQueue(Recording(), URL).bury("body", "webhook: HTTP 500: a\x00b\x08c\uffffd\te \U0001f600")
+
+    [attributes] = [call["MessageAttributes"] for call in sent]
+    assert attributes["last_error"]["StringValue"] == "webhook: HTTP 500: a\ufffdb\ufffdc\ufffdd\te \U0001f600"
+
+
 def _largest_delivery_message() -> DeliveryMessage:
     """A delivery message of exactly the largest size the producer enqueues, its bulk in the target (which every copy
     keeps), not in the content (which a record-only copy drops)."""
