@@ -142,6 +142,9 @@ def delivery_of(body: str) -> tuple[str, str] | None:
     if not isinstance(data, dict):
         return None
     notification_id, delivery_key = data.get("notification_id"), data.get("delivery_key")
+    integration = data.get("integration")
+    if delivery_key is None and isinstance(integration, dict):
+        delivery_key = integration.get("name")  # a version 1 body: its integration's name is its key
     if isinstance(notification_id, str) and isinstance(delivery_key, str):
         return notification_id, delivery_key
     return None

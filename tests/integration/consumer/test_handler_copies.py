@@ -3,13 +3,16 @@ delivery in one batch (SQS delivers at least once; a redrive whose delete was lo
 
 from __future__ import annotations
 
-from tests.integration.consumer.flow import consume, delivery_message, enqueue, entry, receive
+import pytest
+
+from tests.integration.consumer.flow import consume, delivery_message, enqueue, entry, receive, version_1
 from tests.support.aws import AwsResources
 from tests.support.receivers import Answer, Receiver
 
 
+@pytest.mark.parametrize("version", [2, 1])
 def test_handler_copies_of_one_delivery_in_a_batch_send_once_and_the_others_still_at_once(
-    consumer_aws: AwsResources, receiver: Receiver
+    consumer_aws: AwsResources, receiver: Receiver, version: int
 ) -> None:
     # Both copies read a row not yet delivered at the same moment, and both were sent.
     receiver.route("/hook", Answer(200, delay=0.3))
@@ -18,7 +21,8 @@ def test_handler_copies_of_one_delivery_in_a_batch_send_once_and_the_others_stil
     others = [
         delivery_message("webhook", {"text": f"n{n}"}, {"url": receiver.url + "/other"}, name="other") for n in range(3)
     ]
-    enqueue(consumer_aws, message, message, message, *others)
+    copy = message if version == 2 else version_1(message)  # version 1: its integration's name is its key
+    enqueue(consumer_aws, copy, copy, copy, *others)
 
     assert consume(receive(consumer_aws), consumer_aws) == {"batchItemFailures": []}
 
