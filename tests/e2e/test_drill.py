@@ -2,7 +2,7 @@
 
 bench/drill.py holds the drill (``python -m bench.drill`` runs its long form, with an outage of minutes and consumer
 workers killed mid-batch). Here: 30 notifications to a topic of four webhooks on the local receiver, one with a share
-of 500s, 429s, answers later than the consumer's timeout and connection resets, one down for 15 s, one answering 400
+of 500s, 429s, answers later than the consumer's timeout and connection resets, one down for 10 s, one answering 400
 and one 503 forever; the stack's params allow 12 attempts with backoffs of 1 to 2 s. The drill runs once for the
 module; each test checks one of its outcomes. Faults are drawn from a seeded generator: the first 30 requests to
 ``flaky`` meet 3 fails, 1 slow answer and 5 resets every run.
