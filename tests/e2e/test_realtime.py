@@ -85,31 +85,29 @@ def test_realtime_client_refreshes_a_minute_before_the_token_expires_whatever_th
     assert 839_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 840_000
 
 
+def _refresh_in_after(page: Page, frame: str) -> int:
+    """Connect the client on a right clock, give it a token ``frame`` (a JavaScript object expression) over its
+    connection, and return in how many ms it then schedules its refresh."""
+    _client_with_clock_off(page, 0)
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+    page.evaluate(f"window.sockets[0].onmessage({{data: JSON.stringify({frame})}})")
+    refresh_in: int = page.evaluate("window.timers[window.timers.length - 1].ms")
+    return refresh_in
+
+
 def test_realtime_client_answer_kept_a_while_by_its_backend_counts_from_expires_at(page: Page) -> None:
     # A backend that caches tokens hands over an answer with 3 of its 15 minutes left: counted from expires_in, the
     # refresh came 11 minutes after the token expired.
-    _client_with_clock_off(page, 0)
-    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+    frame = "{type: 'token', token: 'kept', expires_in: 900, expires_at: new Date(Date.now() + 180000).toISOString()}"
 
-    page.evaluate(
-        "window.sockets[0].onmessage({data: JSON.stringify({type: 'token', token: 'kept', expires_in: 900,"
-        " expires_at: new Date(Date.now() + 180000).toISOString()})})"
-    )
-
-    assert 119_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 120_000
+    assert 119_000 <= _refresh_in_after(page, frame) <= 120_000
 
 
 def test_realtime_client_answer_without_expires_in_counts_from_expires_at(page: Page) -> None:
     # A backend that hands the page only the older fields: expires_at, read on the page's clock.
-    _client_with_clock_off(page, 0)
-    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+    frame = "{type: 'token', token: 'third', expires_at: new Date(Date.now() + 300000).toISOString()}"
 
-    page.evaluate(
-        "window.sockets[0].onmessage({data: JSON.stringify({type: 'token', token: 'third',"
-        " expires_at: new Date(Date.now() + 300000).toISOString()})})"
-    )
-
-    assert 239_000 <= page.evaluate("window.timers[window.timers.length - 1].ms") <= 240_000
+    assert 239_000 <= _refresh_in_after(page, frame) <= 240_000
 
 
 def _demo(stack: Stack, user: str, topic: str) -> str:
