@@ -33,13 +33,12 @@ from pydantic import BaseModel, ValidationError
 from consumer.credentials import CredentialSource
 from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
 from core.errors import (
-    AWS_ERRORS,
     DeliveryDeferredError,
     EndpointDisabledError,
+    MessageRefusedError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     UpstreamError,
-    error_code,
     invalid_fields,
 )
 from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, epoch_time, iso_time
@@ -70,16 +69,12 @@ MAX_PROVIDER_ID_LENGTH = 200
 # for ever. A slot's copy (``slot_reserved``) may be due as far as its destination's pace puts it: a rate of one a day
 # puts the 31st send of a burst 31 days ahead.
 MAX_DUE_AHEAD_SECONDS = 30 * 86400.0
-# SQS's error codes for a message it will never take as it is: larger than the queue's MaximumMessageSize
-# (``InvalidParameterValue``: "Message must be shorter than …") or holding characters it does not carry. Sending it
-# again is refused again, so such a refusal ends the delivery instead of keeping its message to be sent once more.
-_REFUSED_AS_IT_IS = frozenset({"InvalidParameterValue", "InvalidMessageContents"})
 
 
 def _refused_as_it_is(exc: UpstreamError) -> bool:
-    """Whether SQS refused a message for what it is, not for now (the queues raise their error from boto3's)."""
-    cause = exc.__cause__
-    return isinstance(cause, AWS_ERRORS) and error_code(cause) in _REFUSED_AS_IT_IS
+    """Whether SQS refused a copy for what it is (``MessageRefusedError``), not for now: sent again, it is refused
+    again, so the delivery ends rather than its message being kept to be sent once more."""
+    return isinstance(exc, MessageRefusedError)
 
 
 def _buried(entry: LedgerEntry, message: DeliveryMessage) -> bool:
@@ -152,6 +147,14 @@ def _ids(body: str) -> dict[str, str]:
     if isinstance(integration, dict):
         ids["integration"] = integration.get("name")
     return {key: value for key, value in ids.items() if isinstance(value, str)}
+
+
+def delivery_of(body: str) -> tuple[str, str] | None:
+    """Return the notification id and delivery key a body names (a version 1 body's key: its integration's name), or
+    ``None`` when it names none."""
+    ids = _ids(body)
+    key = ids.get("delivery_key", ids.get("integration"))
+    return (ids["notification_id"], key) if "notification_id" in ids and key is not None else None
 
 
 def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from consumer.credentials import CredentialSource
-from consumer.delivery import Attempt, Deliverer
+from consumer.delivery import Attempt, Deliverer, delivery_of
 from consumer.retry import RetryPolicy, VisibilityScheduler
 from core.clients import (
     get_channels,
@@ -133,23 +132,6 @@ def batch_attempts(event: dict[str, Any]) -> list[Attempt]:
     return attempts
 
 
-def delivery_of(body: str) -> tuple[str, str] | None:
-    """Return the notification id and delivery key a message body names, or ``None`` when it names none."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    notification_id, delivery_key = data.get("notification_id"), data.get("delivery_key")
-    integration = data.get("integration")
-    if delivery_key is None and isinstance(integration, dict):
-        delivery_key = integration.get("name")  # a version 1 body: its integration's name is its key
-    if isinstance(notification_id, str) and isinstance(delivery_key, str):
-        return notification_id, delivery_key
-    return None
-
-
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
@@ -170,13 +152,14 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     entries = deliverer.read_entries(attempts, concurrency)
     # Copies of one delivery in a batch (SQS delivers at least once; a redrive whose delete was lost sends a second)
     # run one after another: at once, both read a row not yet delivered, and both sent.
-    copies = Counter(delivery_of(attempt.body) for attempt in attempts)
+    key_of = {attempt.message_id: delivery_of(attempt.body) for attempt in attempts}
+    copies = Counter(key_of.values())
     turns: dict[tuple[str, str], asyncio.Lock] = {}
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:
             attempt = attempt_of(record)
-            key = delivery_of(attempt.body) if len(copies) < len(attempts) else None
+            key = key_of.get(attempt.message_id)
             turn = turns.setdefault(key, asyncio.Lock()) if key is not None and copies[key] > 1 else nullcontext()
             async with turn:
                 outcome = await asyncio.get_running_loop().run_in_executor(

@@ -95,6 +95,11 @@ class UpstreamError(NotificationError):
     """An AWS service or another dependency failed; the request may be retried."""
 
 
+class MessageRefusedError(UpstreamError):
+    """SQS refused a message for what it is (larger than the queue's MaximumMessageSize, or holding characters it
+    does not carry), not for now: sent again, it is refused again."""
+
+
 class InvalidTokenError(AuthenticationError):
     """A realtime connection token is missing, malformed, forged, or expired; the text says which, never the token."""
 

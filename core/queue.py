@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import AWS_ERRORS, aws_error, error_code
+from core.errors import AWS_ERRORS, MessageRefusedError, UpstreamError, aws_error, error_code
 
 BATCH_LIMIT = 10
 # SQS's limit on one message (its body and attributes) on a queue whose MaximumMessageSize is 256 KiB, and on the
@@ -34,6 +34,9 @@ DELIVERY_MESSAGE_BYTES_LIMIT = MESSAGE_BYTES_LIMIT - COPY_RESERVE_BYTES
 # What SQS refuses in a message attribute's text (it takes XML's characters only): a receiver's answer quoted in an
 # error may hold them, and the dead letter carrying it would be refused as if it could never be sent.
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# SQS's error codes for a message it will never take as it is: larger than the queue's MaximumMessageSize
+# (``InvalidParameterValue``: "Message must be shorter than …") or holding characters it does not carry.
+_REFUSED_AS_IT_IS = frozenset({"InvalidParameterValue", "InvalidMessageContents"})
 # SQS's limit on DelaySeconds.
 MAX_DELAY_SECONDS = 900
 # Batches of one publish sent at once; boto3 clients are thread-safe.
@@ -45,6 +48,13 @@ NO_TIME = "no time left to send it"
 # The least time worth starting a pass of sends with: about one round trip to SQS. With less, a batch would almost
 # surely be reported failed and still arrive.
 MIN_SEND_SECONDS = 0.25
+
+
+def send_error(exc: Any, action: str) -> UpstreamError:
+    """Return the domain error of a failed send of one message: ``MessageRefusedError`` when SQS refuses the message
+    for what it is, else what ``aws_error`` makes of it (the same text either way)."""
+    error = aws_error(exc, action)
+    return MessageRefusedError(str(error)) if error_code(exc) in _REFUSED_AS_IT_IS else error
 
 
 @dataclass
@@ -152,7 +162,7 @@ class DeliveryQueue:
                 QueueUrl=self._url, MessageBody=body, DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds))
             )
         except AWS_ERRORS as exc:
-            raise aws_error(exc, "sending to the delivery queue") from exc
+            raise send_error(exc, "sending to the delivery queue") from exc
         return str(response["MessageId"])
 
     def _send_chunk(
@@ -205,4 +215,4 @@ class DeadLetterQueue:
                 },
             )
         except AWS_ERRORS as exc:
-            raise aws_error(exc, "sending to the dead-letter queue") from exc
+            raise send_error(exc, "sending to the dead-letter queue") from exc

@@ -25,11 +25,11 @@ from core.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
     UpstreamError,
-    aws_error,
 )
 from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry, iso_time
 from core.models import DeliveryMessage, DeliveryStatus
 from core.pacing import Limit, Pacer, PaceStore
+from core.queue import send_error
 from tests.fakes.delivery import (
     FakeChannel,
     FakeClock,
@@ -180,7 +180,7 @@ def _too_large(action: str) -> UpstreamError:
         "SendMessage",
     )
     try:
-        raise aws_error(cause, action) from cause
+        raise send_error(cause, action) from cause
     except UpstreamError as exc:
         return exc
 
