@@ -29,14 +29,12 @@ NOT_IN_TOPIC = "the integration was removed from the topic"
 class PublishResult:
     """A published notification: its id and the SQS message id of each integration's delivery.
 
-    ``resumed`` says this call finished a notification that an earlier attempt had recorded but not fully enqueued;
-    ``record`` is the notification's record as this call wrote or found it (``record_enqueued`` completes it).
+    ``resumed`` says this call finished a notification that an earlier attempt had recorded but not fully enqueued.
     """
 
     notification_id: str
     message_ids: dict[str, str]
     resumed: bool = False
-    record: NotificationRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,7 @@ def _enqueue(
     if outcome.failed:
         raise EnqueueError(record.notification_id, outcome.failed)
     ordered = {delivery.key: sent[delivery.key] for delivery in record.deliveries if delivery.key in sent}
-    return PublishResult(record.notification_id, ordered, resumed=resumed, record=record)
+    return PublishResult(record.notification_id, ordered, resumed=resumed)
 
 
 def record_enqueued(ledger: NotificationLedgerPort, result: PublishResult) -> None:
@@ -228,8 +226,6 @@ def record_enqueued(ledger: NotificationLedgerPort, result: PublishResult) -> No
     same key runs the publish again, finds this record, and with every delivery listed as enqueued it sends nothing
     and answers the same message ids (``_finish``). Without it, that retry would enqueue every delivery a second time.
     """
-    if result.record is None:
-        return
     try:
         ledger.set_enqueued(result.notification_id, result.message_ids)
     except UpstreamError:
