@@ -228,6 +228,64 @@ def role_problems(package: PackagedService) -> list[str]:
     return problems
 
 
+TRACING_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+
+
+def _role_actions(template: dict[str, Any], role: Any) -> set[str]:
+    """Return the actions the Allow statements of a function's role (``Fn::GetAtt [Role, Arn]``) grant."""
+    logical_id = role.get("Fn::GetAtt", [None])[0] if isinstance(role, dict) else None
+    resource = template.get("Resources", {}).get(logical_id) or {}
+    actions: set[str] = set()
+    for policy in (resource.get("Properties") or {}).get("Policies", []):
+        for statement in _as_list(policy["PolicyDocument"].get("Statement", [])):
+            if statement.get("Effect") == "Allow":
+                actions.update(str(action) for action in _as_list(statement.get("Action", [])))
+    return actions
+
+
+def tracing_problems(template: dict[str, Any]) -> list[str]:
+    """Return traced functions whose role may not write X-Ray segments: Lambda refuses to create or update such a
+    function ("The provided execution role does not have permissions to call PutTraceSegments"), failing the deploy."""
+    problems: list[str] = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        properties = resource.get("Properties") or {}
+        if resource.get("Type") != "AWS::Lambda::Function":
+            continue
+        if (properties.get("TracingConfig") or {}).get("Mode") != "Active":
+            continue
+        missing = [
+            action for action in TRACING_ACTIONS if action not in _role_actions(template, properties.get("Role"))
+        ]
+        if missing:
+            problems.append(f"{logical_id}: traced, but its role does not allow {', '.join(missing)}")
+    return problems
+
+
+def event_source_problems(template: dict[str, Any]) -> list[str]:
+    """Return SQS event sources whose queue's visibility timeout is shorter than the function's timeout: Lambda
+    refuses such a mapping, failing the deploy (``consumerTimeout`` is a param; the queue's timeout is not)."""
+    problems: list[str] = []
+    resources = template.get("Resources", {})
+    for logical_id, resource in resources.items():
+        properties = resource.get("Properties") or {}
+        if resource.get("Type") != "AWS::Lambda::EventSourceMapping":
+            continue
+        queue_id = (properties.get("EventSourceArn") or {}).get("Fn::GetAtt", [None])[0]
+        queue = resources.get(queue_id) or {}
+        if queue.get("Type") != "AWS::SQS::Queue":
+            continue
+        function_id = (properties.get("FunctionName") or {}).get("Fn::GetAtt", [None])[0]
+        function = (resources.get(function_id) or {}).get("Properties") or {}
+        timeout = int(function.get("Timeout", 6))
+        visibility = int((queue.get("Properties") or {}).get("VisibilityTimeout", 30))
+        if visibility < timeout:
+            problems.append(
+                f"{logical_id}: {queue_id}'s VisibilityTimeout {visibility} s is shorter than {function_id}'s"
+                f" timeout {timeout} s (Lambda refuses the mapping)"
+            )
+    return problems
+
+
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -689,6 +747,8 @@ def run_all(package: PackagedService, require_bytecode: bool | None = None) -> d
         "private targets": private_target_problems(package.template, package.stage),
         "settings at cold start": settings_problems(package),
         "admin token rotation window": admin_token_window_problems(package.template),
+        "tracing permissions": tracing_problems(package.template),
+        "queue visibility": event_source_problems(package.template),
         **package_artifact_problems(package, require_bytecode),
         "cfn-lint": [] if lint.ok else [lint.output],
         "actionlint": [] if workflows.ok else [workflows.output],

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local.config import LocalConfig
+from infra.local.iam import Place, role_statements
 
 STATE_FILE = "serverless-state.json"
 TEMPLATE_FILE = "cloudformation-template-update-stack.json"
@@ -128,6 +129,8 @@ class FunctionSpec:
     # event goes once they are spent (an SQS queue's ARN, maybe an intrinsic); None: dropped, as Lambda drops it.
     async_retries: int = 2
     on_failure: Any = None
+    # Its role's Allow statements, resources resolved (infra/local/iam.py plays the role); None: not in the template.
+    role_statements: list[dict[str, list[str]]] | None = None
 
 
 @dataclass
@@ -325,6 +328,7 @@ def load(directory: Path, account: str) -> ServiceDefinition:
             environment=dict((props.get("Environment") or {}).get("Variables") or {}),
             async_retries=int(invoke.get("MaximumRetryAttempts", 2)),
             on_failure=((invoke.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination"),
+            role_statements=role_statements(template, props.get("Role"), Place(definition.region, account)),
         )
     for key, raw in (service.get("functions") or {}).items():
         if key not in definition.functions:

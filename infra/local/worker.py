@@ -23,6 +23,8 @@ import traceback
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from infra.local import iam
+
 _log = logging.getLogger("lambda.runtime")
 
 
@@ -144,6 +146,7 @@ def main(handler_path: str) -> int:
     sys.stdout = sys.stderr
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the stack stops its workers itself, in order
     formatter = install_json_logging(sys.stderr)
+    iam.install(os.environ)
     function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "function")
     memory = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
     region = os.environ.get("AWS_REGION", "us-east-1")

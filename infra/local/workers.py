@@ -21,6 +21,7 @@ from typing import Any
 
 from core.settings import LOCAL_STACK_MARKER
 from infra.local.definition import FunctionSpec
+from infra.local.iam import ROLE_STATEMENTS_VARIABLE
 from infra.local.logs import function_log_level
 
 _START_TIMEOUT = 60.0
@@ -223,6 +224,8 @@ def function_env(
     """
     base = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
     levels = {"POWERTOOLS_LOG_LEVEL": function_log_level(log_level)} if log_level else {}
+    # The worker refuses the AWS calls the function's role does not allow, as IAM would (infra/local/iam.py).
+    roles = {} if spec.role_statements is None else {ROLE_STATEMENTS_VARIABLE: json.dumps(spec.role_statements)}
     return {
         **base,
         "PYTHONUNBUFFERED": "1",
@@ -242,5 +245,6 @@ def function_env(
         **extra,
         **resolved_env,
         **levels,
+        **roles,
         LOCAL_STACK_MARKER: "1",
     }

@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 
+from infra.local.iam import ROLE_REFUSAL
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 150.0
 # Backoffs of 1 s doubling up to 2 s and twelve attempts keep the retry, outage and dead-letter cases to seconds,
@@ -244,6 +246,23 @@ def running_stack(
     finally:
         stop(process)
         sys.stderr.write(output.read_text(errors="replace")[-20000:])  # shown by pytest when a test failed
+    refused = role_refusals(state / "logs")
+    if refused:
+        pytest.fail("functions made AWS calls their roles do not allow (infra/iam.yml):\n" + "\n".join(refused))
+
+
+def role_refusals(logs: Path) -> list[str]:
+    """Return each AWS call a function's role refused, as ``function: message``, from the stack's function logs."""
+    refused = []
+    for log in sorted(logs.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if ROLE_REFUSAL in line:
+                try:
+                    message = json.loads(line).get("message", line)
+                except ValueError:
+                    message = line
+                refused.append(f"{log.stem}: {message}")
+    return sorted(set(refused))
 
 
 @pytest.fixture(scope="session")

@@ -223,6 +223,23 @@ def test_local_stack_burst_to_rate_limited_receiver_ends_all_delivered(stack: St
     assert sum(record["status"] == 429 for record in records) < len(accepted)
 
 
+def test_local_stack_429_holds_and_slows_a_paced_destination_then_delivers(stack: Stack) -> None:
+    # A paced destination's 429 holds and slows its shared pace (the pacing table, read then updated by the deliver
+    # function's role: the stack refuses a call the role does not allow, and the session fails on any refusal).
+    name = f"held-{id(stack)}"
+    channel, topic, topic_hash = stack.create_topic(
+        [{**_webhook(stack, name, "?status=429,200"), "rate_per_second": 5}]
+    )
+
+    published = stack.publish(channel, topic, topic_hash, {"who": "Ada"})
+
+    notification_id = published.headers["x-notification-id"]
+    stack.wait_for_status(notification_id, _all("delivered"), RETRY_TIMEOUT)
+    assert [record["status"] for record in stack.records() if record["target"] == name] == [429, 200]
+    terminal = stack.output.read_text(errors="replace")
+    assert not [line for line in terminal.splitlines() if notification_id in line and "could not slow" in line]
+
+
 def test_local_stack_outage_longer_than_old_budget_ends_delivered(stack: Stack) -> None:
     # The old budget was four backoffs of at most 1, 2, 4 and 8 s; the receiver is down for longer than all of them.
     name = f"outage-{id(stack)}"

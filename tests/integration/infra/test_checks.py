@@ -20,11 +20,13 @@ from infra.deploy.checks import (
     admin_token_window_problems,
     artifact_problems,
     bytecode_problems,
+    event_source_problems,
     iam_wildcards,
     import_problems,
     package_artifact_problems,
     private_target_problems,
     settings_problems,
+    tracing_problems,
 )
 from infra.deploy.dependencies import runtime_python
 from infra.deploy.motoserver import moto_server
@@ -448,3 +450,32 @@ def test_runtime_python_takes_the_newest_312_by_version_not_by_name(pyenv_versio
         _fake_python(pyenv_versions / f"{version}/bin/python3.12", "3.12")
 
     assert runtime_python() == str(pyenv_versions / "3.12.10/bin/python3.12")
+
+
+def test_tracing_problems_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
+    assert tracing_problems(packaged.template) == []
+
+
+def test_tracing_problems_name_a_traced_function_whose_role_cannot_write_segments(packaged: PackagedService) -> None:
+    template = copy.deepcopy(packaged.template)
+    role = template["Resources"]["AdminAuthorizerRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    role["Statement"] = [statement for statement in role["Statement"] if statement.get("Sid") != "Tracing"]
+
+    assert tracing_problems(template) == [
+        "AdminAuthorizerLambdaFunction: traced, but its role does not allow xray:PutTraceSegments,"
+        " xray:PutTelemetryRecords"
+    ]
+
+
+def test_event_source_problems_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
+    assert event_source_problems(packaged.template) == []
+
+
+def test_event_source_problems_name_a_queue_hidden_for_less_than_its_consumer_runs(packaged: PackagedService) -> None:
+    template = copy.deepcopy(packaged.template)
+    template["Resources"]["DeliverLambdaFunction"]["Properties"]["Timeout"] = 200
+
+    assert event_source_problems(template) == [
+        "DeliverEventSourceMappingSQSDeliveryQueue: DeliveryQueue's VisibilityTimeout 180 s is shorter than"
+        " DeliverLambdaFunction's timeout 200 s (Lambda refuses the mapping)"
+    ]

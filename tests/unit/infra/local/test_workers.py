@@ -15,6 +15,7 @@ import pytest
 from core.settings import DeliverSettings
 from infra.local.config import ROOT
 from infra.local.definition import FunctionSpec
+from infra.local.iam import ROLE_REFUSAL
 from infra.local.logs import parse
 from infra.local.workers import FunctionPool, Invocation, function_env
 
@@ -233,3 +234,42 @@ def test_line_writer_workers_appending_to_one_log_never_join_two_lines(tmp_path:
 
     assert len(lines) == 6000
     assert [line for line in lines if line.count('{"_aws"') != 1] == []
+
+
+CALLS_AWS = """
+import boto3
+from botocore.exceptions import ClientError
+
+
+def reads(event, context):
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url="http://127.0.0.1:9")
+    try:
+        client.get_item(TableName=event["table"], Key={"id": {"S": "1"}})
+    except ClientError as exc:
+        return exc.response["Error"]["Code"]
+    return "read"
+"""
+
+
+def test_worker_refuses_an_aws_call_its_role_does_not_allow_and_logs_it(tmp_path: Path) -> None:
+    (tmp_path / "handlers.py").write_text(CALLS_AWS)
+    allowed = "arn:aws:dynamodb:us-east-1:123456789012:table/allowed"
+    spec = replace(
+        SPEC,
+        handler="handlers.reads",
+        timeout=20,
+        role_statements=[{"actions": ["dynamodb:GetItem"], "resources": [allowed]}],
+    )
+    env = {**function_env(spec, {}, "http://127.0.0.1:9", "us-east-1", {}), "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "function.log"
+    pool = FunctionPool(spec, env, tmp_path, log, max_workers=1)
+    try:
+        refused = pool.invoke({"table": "other"})
+    finally:
+        pool.close()
+
+    assert refused.result == "AccessDeniedException"  # refused before any request left (nothing listens on :9)
+    [record] = _records(log.read_text().splitlines())
+    assert record["message"] == (
+        f"{ROLE_REFUSAL} dynamodb:GetItem on arn:aws:dynamodb:us-east-1:123456789012:table/other"
+    )
