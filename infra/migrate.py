@@ -26,7 +26,8 @@ LOCK_KEY = 7_421_133
 
 
 class MigrationError(Exception):
-    """A migration file failed; ``name`` says which. Nothing of that file was applied."""
+    """A migration file failed, ``name`` saying which, and nothing of it was applied; or (``connect``) the database
+    could not be reached, its URL never in the text."""
 
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
@@ -58,7 +59,11 @@ def migrate(database_url: str, directory: Path = MIGRATIONS) -> list[str]:
     """
     import psycopg2
 
-    connection = psycopg2.connect(database_url, application_name="notify-migrate")
+    try:
+        connection = psycopg2.connect(database_url, application_name="notify-migrate")
+    except psycopg2.Error as exc:
+        # libpq's text may quote the URL, password included (an "invalid dsn" names the token it could not read).
+        raise MigrationError("connect", f"cannot connect to the database ({type(exc).__name__})") from None
     done: list[str] = []
     try:
         connection.autocommit = True

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,17 @@ def say(line: str = "") -> None:
     """Print one line to the terminal, whole, whatever thread prints."""
     with _PRINT_LOCK:
         print(line, flush=True)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/?#@]*:)[^@/?#]*@")
+_DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def redacted(database_url: str | None) -> str | None:
+    """Return a libpq URL or DSN with its password as ``***``."""
+    if database_url is None:
+        return None
+    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", database_url))
 
 
 def event_line(line: str) -> None:
@@ -484,7 +496,8 @@ class LocalStack:
             f" {config.stripe_webhook_secret}  (LOCAL_STRIPE_WEBHOOK_SECRET)"
         )
         say(f"AWS (moto)    AWS_ENDPOINT_URL={config.aws_url}")
-        say(f"PostgreSQL    {self.database_url}")
+        shown = redacted(self.database_url) if config.database_url else self.database_url
+        say(f"PostgreSQL    {shown}")
         say(f"logs          {config.logs_dir}/<function>.log")
         say(
             f"saved state   {config.snapshot_dir}: topics, ledger, queues, credentials kept across restarts"

@@ -117,3 +117,24 @@ def test_migrate_local_stack_import_is_the_one_runner() -> None:
     from infra.local import migrations
 
     assert migrations.migrate is migrate
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://notify:Pr0d%Secret!@127.0.0.1:1/notify",  # libpq: "invalid percent-encoded token: <password>"
+        "postgresql://notify:Pr0dSecret@127.0.0.1:1/notify",  # nothing listens on port 1
+    ],
+)
+def test_migrate_that_cannot_connect_says_so_without_the_url(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(MigrationError) as raised:
+        migrate(url)
+
+    assert raised.value.name == "connect"
+    assert "Pr0d" not in str(raised.value)
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    assert main(["--database-url", url]) == 1
+    printed = capsys.readouterr()
+    assert "migration failed: connect: cannot connect to the database" in printed.err
+    assert "Pr0d" not in printed.out + printed.err

@@ -7,6 +7,7 @@ import pytest
 from infra.local.config import ConfigError, LocalConfig, parse_params
 from infra.local.peers import scripted_status
 from infra.local.pollers import failed_ids, sqs_record
+from infra.local.stack import redacted
 
 
 def test_parse_params_reads_pairs_separated_by_commas_or_spaces() -> None:
@@ -86,3 +87,17 @@ def test_sqs_record_has_the_lambda_event_shape() -> None:
     assert record["attributes"] == {"ApproximateReceiveCount": "2", "SentTimestamp": "1"}
     assert record["messageAttributes"]["k"]["stringValue"] == "v"
     assert (record["eventSource"], record["eventSourceARN"]) == ("aws:sqs", "arn:aws:sqs:us-east-1:123456789012:q")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://notify:Pr0d%Secret!@db:5432/notify", "postgresql://notify:***@db:5432/notify"),
+        ("postgresql://notify@db/notify", "postgresql://notify@db/notify"),
+        ("postgresql://db/notify?password=Pr0d&sslmode=require", "postgresql://db/notify?password=***"),
+        ("host=db user=u password=Pr0d dbname=d", "host=db user=u password=*** dbname=d"),
+        ("host=db password='Pr0d \\' x' dbname=d", "host=db password=*** dbname=d"),
+    ],
+)
+def test_the_banner_shows_a_database_url_without_its_password(url: str, shown: str) -> None:
+    assert redacted(url) == shown
