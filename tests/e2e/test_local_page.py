@@ -71,13 +71,17 @@ def _install_chromium() -> str:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed when missing; the test is skipped, saying why, only where it cannot be."""
+    """Debian's chromium, installed when missing; where it cannot be, the test is skipped saying why, except in CI
+    (``CI`` set, as GitHub Actions sets it), where a skip would pass the browser's tests without running them."""
     browser = _find_browser()
     if browser is None:
         reason = _install_chromium()
         browser = _find_browser()
         if browser is None:
-            pytest.skip(f"no headless Chromium: {reason or 'chromium installed but not found on PATH'}")
+            why = f"no headless Chromium: {reason or 'chromium installed but not found on PATH'}"
+            if os.environ.get("CI"):
+                pytest.fail(f"{why}; CI must run the browser tests")
+            pytest.skip(why)
     return browser
 
 
