@@ -97,6 +97,8 @@ _KINDS = {
     "date_parsing": "a date such as 2024-05-01",
     "datetime_type": "an ISO 8601 date and time such as 2024-05-01T09:30:00Z",
     "datetime_parsing": "an ISO 8601 date and time such as 2024-05-01T09:30:00Z",
+    "datetime_from_date_parsing": "an ISO 8601 date and time such as 2024-05-01T09:30:00Z",
+    "date_from_datetime_parsing": "a date such as 2024-05-01",
     "time_delta_type": "a duration",
     "time_delta_parsing": "a duration",
 }
@@ -485,8 +487,12 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
     "bytes_too_long": lambda failure: _length(failure, at_least=False),
     "url_too_long": lambda failure: _length(failure, at_least=False),
     "string_pattern_mismatch": lambda failure: _channel_words().pattern_rules.get(
-        str(failure.ctx.get("pattern")), "does not have the expected form"
+        str(failure.ctx.get("pattern")), f"must match the pattern {failure.ctx.get('pattern')}"
     ),
+    "timezone_aware": lambda failure: "must carry its UTC offset, such as 2024-05-01T09:30:00Z or +02:00",
+    "timezone_naive": lambda failure: "must not carry a UTC offset",
+    "datetime_past": lambda failure: "must be in the past",
+    "datetime_future": lambda failure: "must be in the future",
     "string_not_ascii": lambda failure: "must hold ASCII characters only",
     "greater_than": lambda failure: f"must be greater than {_number(failure.ctx['gt'])}",
     "greater_than_equal": lambda failure: f"must be {_number(failure.ctx['ge'])} or more",

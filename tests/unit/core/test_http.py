@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Literal
@@ -13,7 +13,18 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, Field, HttpUrl, Json, PastDate, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    FutureDatetime,
+    HttpUrl,
+    Json,
+    NaiveDatetime,
+    PastDate,
+    ValidationError,
+    field_validator,
+)
 
 from api.dead_letters import RedriveRequest
 from core.channels import TopicRequest
@@ -468,6 +479,11 @@ class _Every(BaseModel):
     count: int = Field(default=5, multiple_of=5)
     day: PastDate = date(2000, 1, 1)
     checked: int = 0
+    at: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    aware: AwareDatetime = datetime(2000, 1, 1, tzinfo=UTC)
+    naive: NaiveDatetime = datetime(2000, 1, 1)
+    later: FutureDatetime = datetime(2999, 1, 1, tzinfo=UTC)
+    code: str = Field(default="eur", pattern=r"^[a-z]{3}$")
 
     @field_validator("checked")
     @classmethod
@@ -491,6 +507,19 @@ class _Every(BaseModel):
         pytest.param({"count": 7}, "count: must be a multiple of 5", id="multiple-of"),
         pytest.param({"checked": 12}, "checked: must be under 10", id="assertion"),
         pytest.param({"day": "2999-01-01"}, "day: is not valid", id="fallback-names-the-field"),
+        pytest.param(
+            {"at": "tomorrow"},
+            "at: must be an ISO 8601 date and time such as 2024-05-01T09:30:00Z",
+            id="datetime-from-date-parsing",
+        ),
+        pytest.param(
+            {"aware": "2026-12-31T00:00:00"},
+            "aware: must carry its UTC offset, such as 2024-05-01T09:30:00Z or +02:00",
+            id="timezone-aware",
+        ),
+        pytest.param({"naive": "2026-12-31T00:00:00Z"}, "naive: must not carry a UTC offset", id="timezone-naive"),
+        pytest.param({"later": "2000-01-01T00:00:00Z"}, "later: must be in the future", id="datetime-future"),
+        pytest.param({"code": "euro"}, "code: must match the pattern ^[a-z]{3}$", id="pattern-without-rule"),
     ],
 )
 def test_describe_validation_error_translates_every_kind(data: dict[str, object], message: str) -> None:
