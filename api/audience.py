@@ -471,10 +471,16 @@ def send_response(event: Request) -> Response:
         notification_id,
         caller=caller,
     )
+    # A scheduled send's notification exists only once it fires: until then, its schedule is what there is to see.
+    location = (
+        f"/v1/schedules/{accepted.schedule_id}"
+        if accepted.schedule_id is not None
+        else f"/v1/notifications/{accepted.notification_id}"
+    )
     return json_response(
         202,
         accepted.model_dump(mode="json", exclude_none=True),
-        {"Location": f"/v1/notifications/{accepted.notification_id}", "X-Notification-Id": accepted.notification_id},
+        {"Location": location, "X-Notification-Id": accepted.notification_id},
     )
 
 

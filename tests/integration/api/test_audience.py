@@ -14,7 +14,7 @@ from core import clients
 from core.audience.connection import Database
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import client as aws_client
-from tests.support.events import admin_event, api_event, response_json
+from tests.support.events import admin_event, api_event, response_header, response_json
 
 REGION = "us-east-1"
 ADMIN_TOKEN = "admin-token"
@@ -359,3 +359,15 @@ def test_sends_content_a_message_cannot_carry_answers_422_naming_the_field(
     with db.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM sends")
         assert cursor.fetchone() == (0,)
+
+
+def test_sends_location_of_a_scheduled_send_is_its_schedule(api: Api) -> None:
+    api.user("ada")
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00Z"}
+
+    later = api.call("POST", "/v1/sends", None, body)
+
+    assert later["statusCode"] == 202
+    assert response_header(later, "Location") == f"/v1/schedules/{response_json(later)['schedule_id']}"
+    shown = api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": response_json(later)["schedule_id"]})
+    assert shown["statusCode"] == 200
