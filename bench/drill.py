@@ -16,7 +16,7 @@ acceptance per delivery, with the same body.
 
 Run: ``python -m bench.drill`` (the long form, 150 notifications over 60 s, a 150 s outage and 4 workers killed,
 about 6 minutes; then the short form) or ``--quick`` (the short form only, which tests/e2e/test_drill.py runs in
-``make test``: 30 notifications, a 10 s outage, no kills, about a minute). Each form starts a local stack of its own,
+``make test``: 30 notifications, a 6 s outage, no kills, about a minute). Each form starts a local stack of its own,
 with shortened retry params; plots in ``bench/plots/drill-<form>.png``.
 """
 
@@ -68,15 +68,17 @@ class DrillPlan:
     dead_path: bool
 
 
-# The e2e stack's params (tests/e2e/conftest.py): 12 attempts, backoff 1 s doubling to 2 s. SQS delays in whole
-# seconds, so 11 backoffs may take as little as 11 s: the outage is shorter, or a delivery that met it from its start
-# may spend its attempts within it (a 15 s outage left 5 to 8 of 30 `dead`, around the test's 90 % by chance).
+# The e2e stack's params (tests/e2e/conftest.py): 12 attempts, backoffs of 0.5 to 2 s. A retry's copy is delayed
+# in whole seconds, rounded down, and one arriving less than a second early is sent at once, so its 11 retries take
+# not their backoffs but about a poll each (the delivery queue's 1 s batching window): an outage must stay well under
+# that, or a delivery that met it from its start may spend its attempts within it (a 15 s outage left 5 to 8 of 30
+# `dead`; 11 polls of about 1 s are nearly twice the 6 s outage).
 SHORT = DrillPlan(
     label="short",
     notifications=30,
     publish_seconds=3.0,
     flaky="fail=0.2&throttle=0.1&slow=0.05&reset=0.1&seed=23",
-    outage_seconds=10.0,
+    outage_seconds=6.0,
     kills=0,
     drain_seconds=70.0,
     params="maxAttempts=12,retryBaseSeconds=1,retryCapSeconds=2",

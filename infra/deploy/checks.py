@@ -261,6 +261,27 @@ def tracing_problems(template: dict[str, Any]) -> list[str]:
     return problems
 
 
+SECRETS_MANAGER_REFERENCE = "/aws/reference/secretsmanager/"
+
+
+def secret_reference_problems(template: dict[str, Any]) -> list[str]:
+    """Return functions that read a Secrets Manager secret through its SSM reference name (a ``*_PARAMETER`` variable
+    such as ``DATABASE_SECRET_PARAMETER``) without ``secretsmanager:GetSecretValue`` in their role: IAM checks both
+    the parameter and the secret, so every read would be refused."""
+    problems: list[str] = []
+    for logical_id, variables in _function_environments(template).items():
+        role = template["Resources"][logical_id]["Properties"].get("Role")
+        for name, value in variables.items():
+            if not (name.endswith("_PARAMETER") and str(value).startswith(SECRETS_MANAGER_REFERENCE)):
+                continue
+            if "secretsmanager:GetSecretValue" not in _role_actions(template, role):
+                problems.append(
+                    f"{logical_id}: {name} reads a Secrets Manager secret, but its role does not allow"
+                    " secretsmanager:GetSecretValue on it (add it, and kms:Decrypt for a customer key)"
+                )
+    return problems
+
+
 def event_source_problems(template: dict[str, Any]) -> list[str]:
     """Return SQS event sources whose queue's visibility timeout is shorter than the function's timeout: Lambda
     refuses such a mapping, failing the deploy (``consumerTimeout`` is a param; the queue's timeout is not)."""
@@ -749,6 +770,7 @@ def run_all(package: PackagedService, require_bytecode: bool | None = None) -> d
         "admin token rotation window": admin_token_window_problems(package.template),
         "tracing permissions": tracing_problems(package.template),
         "queue visibility": event_source_problems(package.template),
+        "secret references": secret_reference_problems(package.template),
         **package_artifact_problems(package, require_bytecode),
         "cfn-lint": [] if lint.ok else [lint.output],
         "actionlint": [] if workflows.ok else [workflows.output],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.local.config import LocalConfig
-from infra.local.iam import Place, role_statements
+from infra.local.iam import Place, RoleNotPlayed, role_statements
 
 STATE_FILE = "serverless-state.json"
 TEMPLATE_FILE = "cloudformation-template-update-stack.json"
@@ -130,7 +130,7 @@ class FunctionSpec:
     async_retries: int = 2
     on_failure: Any = None
     # Its role's Allow statements, resources resolved (infra/local/iam.py plays the role); None: not in the template.
-    role_statements: list[dict[str, list[str]]] | None = None
+    role_statements: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -283,6 +283,18 @@ def gateway_responses(template: dict[str, Any], unplayed: list[str] | None = Non
     return responses
 
 
+def _played_role(definition: ServiceDefinition, key: str, role: Any, account: str) -> list[dict[str, Any]] | None:
+    """Return the statements of a function's role the worker plays, or ``None``: it has none (osls gives every
+    function one), or one it cannot play (listed as unplayed)."""
+    if role is None:
+        return None
+    try:
+        return role_statements(definition.template, role, Place(definition.region, account))
+    except RoleNotPlayed as exc:
+        definition.unplayed.append(f"{key}: its IAM role ({exc}; its AWS calls are not checked)")
+        return None
+
+
 def load(directory: Path, account: str) -> ServiceDefinition:
     """Read the packaged definition in ``directory`` into a ``ServiceDefinition``."""
     try:
@@ -328,7 +340,7 @@ def load(directory: Path, account: str) -> ServiceDefinition:
             environment=dict((props.get("Environment") or {}).get("Variables") or {}),
             async_retries=int(invoke.get("MaximumRetryAttempts", 2)),
             on_failure=((invoke.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination"),
-            role_statements=role_statements(template, props.get("Role"), Place(definition.region, account)),
+            role_statements=_played_role(definition, key, props.get("Role"), account),
         )
     for key, raw in (service.get("functions") or {}).items():
         if key not in definition.functions:

@@ -27,6 +27,7 @@ ROLE_STATEMENTS_VARIABLE = "LOCAL_ROLE_STATEMENTS"
 ROLE_REFUSAL = "AWS call refused: the function's role does not allow"
 # Batch operations IAM authorizes by the single operation's action.
 _BATCH_ACTIONS = {
+    "sns:PublishBatch": "sns:Publish",
     "sqs:SendMessageBatch": "sqs:SendMessage",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
@@ -41,7 +42,16 @@ _ARN_OF_TYPE = {
     "AWS::SQS::Queue": ("sqs", "QueueName", ""),
     "AWS::SNS::Topic": ("sns", "TopicName", ""),
 }
-_SUB_NAME = re.compile(r"\$\{([^}]+)\}")
+_SUB_NAME = re.compile(r"\$\{([^}!][^}]*)\}")
+# An SSM name that reads a Secrets Manager secret: IAM wants both the parameter and the secret allowed.
+_SECRETS_MANAGER_REFERENCE = "/aws/reference/secretsmanager/"
+# What the statements of a role the worker cannot play faithfully hold (the stack lists such a role as not played).
+_UNPLAYED_KEYS = ("Condition", "NotAction", "NotResource", "NotPrincipal")
+
+
+class RoleNotPlayed(ValueError):
+    """A role whose policies this module cannot evaluate as IAM would; the function then runs unguarded."""
+
 
 _log = logging.getLogger("lambda.runtime")
 
@@ -69,6 +79,17 @@ def _pseudo(name: str, place: Place) -> str:
     return {"AWS::Partition": "aws", "AWS::Region": place.region, "AWS::AccountId": place.account}.get(name, "*")
 
 
+def _sub_name(template: Mapping[str, Any], name: str, variables: Mapping[str, Any], place: Place) -> str:
+    """Return what ``${name}`` of an ``Fn::Sub`` stands for here: a variable, a pseudo parameter, ``X.Arn``, or
+    ``*``."""
+    if name in variables:
+        return resolve_resource(template, variables[name], place)
+    if name.startswith("AWS::"):
+        return _pseudo(name, place)
+    logical_id, _, attribute = name.partition(".")
+    return _resource_arn(template, logical_id, place) if attribute == "Arn" else "*"
+
+
 def resolve_resource(template: Mapping[str, Any], value: Any, place: Place) -> str:
     """Return a statement's resource as an ARN pattern: ``*`` for any part the template does not tell here."""
     if isinstance(value, str):
@@ -76,10 +97,14 @@ def resolve_resource(template: Mapping[str, Any], value: Any, place: Place) -> s
     if not isinstance(value, dict) or len(value) != 1:
         return "*"
     [(kind, body)] = value.items()
-    if kind == "Fn::Sub" and isinstance(body, str):
-        return _SUB_NAME.sub(lambda match: _pseudo(match.group(1), place), body)
-    if kind == "Fn::GetAtt" and isinstance(body, list) and body[1:] == ["Arn"]:
-        return _resource_arn(template, str(body[0]), place)
+    if kind == "Fn::Sub":
+        text, variables = (body[0], body[1]) if isinstance(body, list) and len(body) == 2 else (body, {})
+        if not isinstance(text, str) or not isinstance(variables, dict):
+            return "*"
+        return _SUB_NAME.sub(lambda match: _sub_name(template, match.group(1), variables, place), text)
+    if kind == "Fn::GetAtt":
+        target = body if isinstance(body, list) else str(body).split(".", 1)
+        return _resource_arn(template, str(target[0]), place) if target[1:] == ["Arn"] else "*"
     if kind == "Ref" and isinstance(body, str):
         if body.startswith("AWS::"):
             return _pseudo(body, place)
@@ -90,25 +115,47 @@ def resolve_resource(template: Mapping[str, Any], value: Any, place: Place) -> s
     return "*"
 
 
-def role_statements(template: Mapping[str, Any], role: Any, place: Place) -> list[dict[str, list[str]]] | None:
-    """Return the Allow statements of ``role`` (a function's ``Role``: ``{"Fn::GetAtt": [id, "Arn"]}`` of a role in
-    ``template``) as actions and resource patterns; ``None`` when the role is not one of the template's."""
-    logical_id = role.get("Fn::GetAtt", [None])[0] if isinstance(role, dict) else None
+def role_statements(template: Mapping[str, Any], role: Any, place: Place) -> list[dict[str, Any]]:
+    """Return the statements of ``role`` (a function's ``Role``: ``Fn::GetAtt`` of a role in ``template``): effect,
+    actions and resource patterns.
+
+    Raises
+    ------
+    RoleNotPlayed
+        The role is not one of the template's, takes managed policies or policies of their own resources, or has a
+        statement with a condition or a ``Not…`` element: what IAM would decide is not told here.
+    """
+    target = role.get("Fn::GetAtt") if isinstance(role, dict) else None
+    logical_id = (target if isinstance(target, list) else str(target).split(".", 1))[0] if target else None
     resource = (template.get("Resources") or {}).get(logical_id) or {}
     if resource.get("Type") != "AWS::IAM::Role":
-        return None
-    statements: list[dict[str, list[str]]] = []
-    for policy in (resource.get("Properties") or {}).get("Policies") or []:
-        for statement in _as_list((policy.get("PolicyDocument") or {}).get("Statement")):
-            if statement.get("Effect") == "Allow":
-                statements.append(
-                    {
-                        "actions": [str(action) for action in _as_list(statement.get("Action"))],
-                        "resources": [
-                            resolve_resource(template, item, place) for item in _as_list(statement.get("Resource"))
-                        ],
-                    }
-                )
+        raise RoleNotPlayed("its role is not a role of the template")
+    properties = resource.get("Properties") or {}
+    attached = [
+        other_id
+        for other_id, other in (template.get("Resources") or {}).items()
+        if other.get("Type") in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}
+        and str(logical_id) in json.dumps((other.get("Properties") or {}).get("Roles"))
+    ]
+    if properties.get("ManagedPolicyArns") or attached:
+        raise RoleNotPlayed(f"{logical_id} takes managed or separate policies")
+    statements: list[dict[str, Any]] = []
+    for policy in properties.get("Policies") or []:
+        document = policy.get("PolicyDocument") or {}
+        document = json.loads(document) if isinstance(document, str) else document
+        for statement in _as_list(document.get("Statement")):
+            unplayed = [key for key in _UNPLAYED_KEYS if key in statement]
+            if unplayed:
+                raise RoleNotPlayed(f"{logical_id} has a statement with {', '.join(unplayed)}")
+            statements.append(
+                {
+                    "effect": str(statement.get("Effect")),
+                    "actions": [str(action) for action in _as_list(statement.get("Action"))],
+                    "resources": [
+                        resolve_resource(template, item, place) for item in _as_list(statement.get("Resource"))
+                    ],
+                }
+            )
     return statements
 
 
@@ -157,21 +204,38 @@ def _pattern(granted: str, ignore_case: bool) -> re.Pattern[str]:
     return re.compile(expression, re.IGNORECASE if ignore_case else 0)
 
 
-def allows(statements: Iterable[Mapping[str, list[str]]], action: str, resources: list[str] | None = None) -> bool:
-    """Tell whether a statement allows ``action`` (IAM's ``*`` wildcards; actions case-insensitive) on every one of
-    ``resources`` (``None``: whatever the resource)."""
+def _covers(statement: Mapping[str, Any], action: str, arn: str | None) -> bool:
+    """Whether a statement names ``action`` and, unless ``arn`` is ``None`` (not checked), that resource."""
+    if not any(_pattern(granted, True).match(action) for granted in statement["actions"]):
+        return False
+    return arn is None or any(_pattern(pattern, False).match(arn) for pattern in statement["resources"])
+
+
+def allows(statements: Iterable[Mapping[str, Any]], action: str, resources: list[str] | None = None) -> bool:
+    """Tell whether the statements allow ``action`` (IAM's ``*`` wildcards; actions case-insensitive) on every one of
+    ``resources`` (``None``: whatever the resource): an Allow covers each, and no Deny covers any."""
     if action in _ALWAYS_ALLOWED:
         return True
-    needed = set(resources) if resources is not None else None
-    for statement in statements:
-        if not any(_pattern(granted, True).match(action) for granted in statement["actions"]):
-            continue
-        if needed is None:
-            return True
-        needed = {arn for arn in needed if not any(_pattern(p, False).match(arn) for p in statement["resources"])}
-        if not needed:
-            return True
-    return False
+    arns: list[str | None] = list(resources) if resources is not None else [None]
+    allow = [statement for statement in statements if statement.get("effect", "Allow") == "Allow"]
+    deny = [statement for statement in statements if statement.get("effect") == "Deny"]
+    if any(_covers(statement, action, arn) for statement in deny for arn in arns):
+        return False
+    return all(any(_covers(statement, action, arn) for statement in allow) for arn in arns)
+
+
+def also_needed(action: str, params: Mapping[str, Any], place: Place) -> list[tuple[str, list[str]]]:
+    """Return what else IAM checks for a call: a Secrets Manager secret read through its SSM reference name needs
+    ``secretsmanager:GetSecretValue`` on the secret (whose ARN ends in ``-`` and six random characters)."""
+    if not action.startswith("ssm:GetParameter"):
+        return []
+    names = params.get("Names") or [params.get("Name")]
+    secrets = [
+        place.arn("secretsmanager", f"secret:{name[len(_SECRETS_MANAGER_REFERENCE) :]}-AbCdEf")
+        for name in names
+        if isinstance(name, str) and name.startswith(_SECRETS_MANAGER_REFERENCE)
+    ]
+    return [("secretsmanager:GetSecretValue", secrets)] if secrets else []
 
 
 def refusal(action: str, operation: str, function_name: str) -> ClientError:
@@ -198,11 +262,12 @@ def install(environ: Mapping[str, str]) -> None:
 
     def guarded(self: Any, operation_name: str, api_params: Any) -> Any:
         action = action_of(self.meta.service_model, operation_name)
-        resources = call_resources(action, api_params, place)
-        if not allows(statements, action, resources):
-            on = f" on {', '.join(resources)}" if resources else ""
-            _log.error(f"{ROLE_REFUSAL} {action}{on}", extra={"fields": {"action": action, "resources": resources}})
-            raise refusal(action, operation_name, function_name)
+        needed = [(action, call_resources(action, api_params, place)), *also_needed(action, api_params, place)]
+        for wanted, resources in needed:
+            if not allows(statements, wanted, resources):
+                on = f" on {', '.join(resources)}" if resources else ""
+                _log.error(f"{ROLE_REFUSAL} {wanted}{on}", extra={"fields": {"action": wanted, "resources": resources}})
+                raise refusal(wanted, operation_name, function_name)
         return make_api_call(self, operation_name, api_params)
 
     botocore.client.BaseClient._make_api_call = guarded

@@ -60,7 +60,8 @@ def say(line: str = "") -> None:
         print(line, flush=True)
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/?#@]*:)[^@/?#]*@")
+# libpq reads a URL's user information up to its last "@" before the host's "/": "?" and "#" may be in a password.
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^/]*@")
 _DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 
 

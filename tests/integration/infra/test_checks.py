@@ -25,6 +25,7 @@ from infra.deploy.checks import (
     import_problems,
     package_artifact_problems,
     private_target_problems,
+    secret_reference_problems,
     settings_problems,
     tracing_problems,
 )
@@ -479,3 +480,18 @@ def test_event_source_problems_name_a_queue_hidden_for_less_than_its_consumer_ru
         "DeliverEventSourceMappingSQSDeliveryQueue: DeliveryQueue's VisibilityTimeout 180 s is shorter than"
         " DeliverLambdaFunction's timeout 200 s (Lambda refuses the mapping)"
     ]
+
+
+def test_secret_reference_problems_name_a_secrets_manager_read_its_role_cannot_make(packaged: PackagedService) -> None:
+    template = copy.deepcopy(packaged.template)
+    cron = template["Resources"]["CronLambdaFunction"]["Properties"]
+    cron["Environment"]["Variables"]["DATABASE_SECRET_PARAMETER"] = "/aws/reference/secretsmanager/notify-db"
+
+    assert secret_reference_problems(packaged.template) == []
+    assert secret_reference_problems(template) == [
+        "CronLambdaFunction: DATABASE_SECRET_PARAMETER reads a Secrets Manager secret, but its role does not allow"
+        " secretsmanager:GetSecretValue on it (add it, and kms:Decrypt for a customer key)"
+    ]
+    document = template["Resources"]["CronRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    document["Statement"].append({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "x"})
+    assert secret_reference_problems(template) == []

@@ -13,7 +13,16 @@ from botocore.exceptions import ClientError
 
 from infra.local import iam
 from infra.local.definition import load
-from infra.local.iam import ROLE_REFUSAL, Place, allows, call_resources, resolve_resource, role_statements
+from infra.local.iam import (
+    ROLE_REFUSAL,
+    Place,
+    RoleNotPlayed,
+    allows,
+    also_needed,
+    call_resources,
+    resolve_resource,
+    role_statements,
+)
 from tests.support.aws import AwsResources, client
 
 PLACE = Place("us-east-1", "123456789012")
@@ -72,21 +81,63 @@ def _statements() -> list[dict[str, list[str]]]:
     return statements
 
 
-def test_a_role_reads_as_its_allow_statements_with_the_template_resources_as_arns() -> None:
+def test_a_role_reads_as_its_statements_with_the_template_resources_as_arns() -> None:
+    pacing = "arn:aws:dynamodb:us-east-1:123456789012:table/notify-test-pacing"
     assert _statements() == [
-        {"actions": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "resources": [LEDGER]},
+        {"effect": "Allow", "actions": ["dynamodb:GetItem", "dynamodb:UpdateItem"], "resources": [LEDGER]},
+        {"effect": "Allow", "actions": ["dynamodb:UpdateItem"], "resources": [pacing]},
         {
-            "actions": ["dynamodb:UpdateItem"],
-            "resources": ["arn:aws:dynamodb:us-east-1:123456789012:table/notify-test-pacing"],
+            "effect": "Allow",
+            "actions": ["sqs:SendMessage"],
+            "resources": ["arn:aws:sqs:us-east-1:123456789012:notify-test-deliveries"],
         },
-        {"actions": ["sqs:SendMessage"], "resources": ["arn:aws:sqs:us-east-1:123456789012:notify-test-deliveries"]},
         {
+            "effect": "Allow",
             "actions": ["ssm:GetParameter"],
             "resources": ["arn:aws:ssm:us-east-1:123456789012:parameter/notify/test/integrations/*"],
         },
+        {"effect": "Deny", "actions": ["sqs:DeleteMessage"], "resources": ["*"]},
     ]
-    assert role_statements(TEMPLATE, {"Fn::GetAtt": ["Ledger", "Arn"]}, PLACE) is None
-    assert role_statements(TEMPLATE, "arn:aws:iam::123456789012:role/elsewhere", PLACE) is None
+
+
+def _role(statement: dict[str, Any], **properties: Any) -> dict[str, Any]:
+    policies = [{"PolicyDocument": {"Statement": [statement]}}]
+    return {"Type": "AWS::IAM::Role", "Properties": {"Policies": policies, **properties}}
+
+
+ALLOW_ALL_QUEUES = {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}
+
+
+@pytest.mark.parametrize(
+    ("resources", "reason"),
+    [
+        ({}, "its role is not a role of the template"),
+        ({"Role": _role({**ALLOW_ALL_QUEUES, "Condition": {"Bool": {"aws:SecureTransport": "true"}}})}, "Condition"),
+        ({"Role": _role({**ALLOW_ALL_QUEUES, "NotResource": "x"})}, "NotResource"),
+        ({"Role": _role(ALLOW_ALL_QUEUES, ManagedPolicyArns=["arn:aws:iam::aws:policy/Admin"])}, "managed"),
+        (
+            {
+                "Role": _role(ALLOW_ALL_QUEUES),
+                "Extra": {"Type": "AWS::IAM::Policy", "Properties": {"Roles": [{"Ref": "Role"}]}},
+            },
+            "separate policies",
+        ),
+    ],
+    ids=["not-in-template", "condition", "not-resource", "managed-policy", "separate-policy"],
+)
+def test_a_role_iam_would_judge_otherwise_is_not_played(resources: dict[str, Any], reason: str) -> None:
+    with pytest.raises(RoleNotPlayed, match=reason):
+        role_statements({"Resources": resources}, {"Fn::GetAtt": ["Role", "Arn"]}, PLACE)
+
+
+def test_a_policy_document_given_as_text_is_read() -> None:
+    role = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {"Policies": [{"PolicyDocument": json.dumps({"Statement": ALLOW_ALL_QUEUES})}]},
+    }
+    assert role_statements({"Resources": {"Role": role}}, {"Fn::GetAtt": "Role.Arn"}, PLACE) == [
+        {"effect": "Allow", "actions": ["sqs:SendMessage"], "resources": ["*"]}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -104,6 +155,10 @@ def test_a_role_reads_as_its_allow_statements_with_the_template_resources_as_arn
             "arn:aws:execute-api:*/POST/*",
         ),
         ({"Fn::ImportValue": "elsewhere"}, "*"),
+        ({"Fn::GetAtt": "Queue.Arn"}, "arn:aws:sqs:us-east-1:123456789012:notify-test-deliveries"),
+        ({"Fn::Sub": "${Queue.Arn}"}, "arn:aws:sqs:us-east-1:123456789012:notify-test-deliveries"),
+        ({"Fn::Sub": ["${Ledger.Arn}/index/${Index}", {"Index": "by-user"}]}, f"{LEDGER}/index/by-user"),
+        ({"Fn::Sub": "${!Literal}"}, "${!Literal}"),
     ],
 )
 def test_what_the_template_does_not_tell_here_is_a_wildcard(value: Any, expected: str) -> None:
@@ -126,6 +181,9 @@ def test_a_call_is_allowed_by_its_action_on_every_resource_it_acts_on() -> None:
         statements, "ssm:GetParameter", ["arn:aws:ssm:us-east-1:123456789012:parameter/notify/test/admin"]
     )
     assert not allows(statements, "sqs:DeleteMessage")  # a Deny statement allows nothing
+    everything = [{"effect": "Allow", "actions": ["sqs:*"], "resources": ["*"]}]
+    assert allows(everything, "sqs:DeleteMessage", ["arn:aws:sqs:us-east-1:123456789012:q"])
+    assert not allows([*everything, *statements[-1:]], "sqs:DeleteMessage", ["arn:aws:sqs:us-east-1:123456789012:q"])
     assert allows(statements, "sqs:SendMessage")  # no resource to check: the action decides
     assert allows([], "sts:GetCallerIdentity")
 
@@ -149,6 +207,15 @@ def test_the_resources_of_a_call_are_the_arns_iam_checks() -> None:
         "arn:aws:sns:us-east-1:1:endpoint/GCM/a/b"
     ]
     assert call_resources("ses:SendEmail", {"Source": "a@example.com"}, PLACE) is None
+
+
+def test_a_secret_read_through_its_ssm_reference_needs_the_secret_allowed_too() -> None:
+    reference = {"Name": "/aws/reference/secretsmanager/notify-db"}
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:notify-db-AbCdEf"
+    assert also_needed("ssm:GetParameter", reference, PLACE) == [("secretsmanager:GetSecretValue", [secret])]
+    assert also_needed("ssm:GetParameter", {"Name": "/notify/test/database-url"}, PLACE) == []
+    granted = [{"effect": "Allow", "actions": ["secretsmanager:GetSecretValue"], "resources": [secret[:-6] + "*"]}]
+    assert allows(granted, "secretsmanager:GetSecretValue", [secret])
 
 
 def test_a_worker_with_its_role_refuses_and_logs_what_the_role_does_not_allow(

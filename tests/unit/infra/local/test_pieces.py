@@ -94,6 +94,8 @@ def test_sqs_record_has_the_lambda_event_shape() -> None:
     [
         ("postgresql://notify:Pr0d%Secret!@db:5432/notify", "postgresql://notify:***@db:5432/notify"),
         ("postgresql://notify@db/notify", "postgresql://notify@db/notify"),
+        ("postgresql://notify:Pr0d?Se#c@ret@db/notify", "postgresql://notify:***@db/notify"),
+        ("postgresql://db:5432/notify?application_name=a@b", "postgresql://db:5432/notify?application_name=a@b"),
         ("postgresql://db/notify?password=Pr0d&sslmode=require", "postgresql://db/notify?password=***"),
         ("host=db user=u password=Pr0d dbname=d", "host=db user=u password=*** dbname=d"),
         ("host=db password='Pr0d \\' x' dbname=d", "host=db password=*** dbname=d"),
