@@ -82,9 +82,13 @@ class StripeKeySource:
             cause = exc.__cause__ or exc.__context__
             code = _aws_code(cause)
             raise StripeUnavailableError(f"reading the Stripe secret key failed ({code})") from None
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value.strip():
             raise StripeUnavailableError("the Stripe secret key parameter is empty")
-        return value
+        # A key written from a file (``--value file://key.txt``) ends in a newline; a header cannot carry one.
+        key = value.strip()
+        if any(character.isspace() for character in key):
+            raise StripeUnavailableError("the Stripe secret key parameter holds whitespace inside the key")
+        return key
 
 
 def _aws_code(cause: BaseException | None) -> str:

@@ -129,6 +129,19 @@ def test_stripe_key_source_ssm_failure_is_unavailable_naming_code() -> None:
 def test_stripe_key_source_empty_value_is_unavailable() -> None:
     with pytest.raises(StripeUnavailableError, match="empty"):
         StripeKeySource(Provider(""), "/p", 300)()
+    with pytest.raises(StripeUnavailableError, match="empty"):
+        StripeKeySource(Provider(" \n"), "/p", 300)()
+
+
+def test_stripe_key_source_drops_the_newline_a_key_written_from_a_file_ends_in() -> None:
+    assert StripeKeySource(Provider(f"{SECRET}\n"), "/p", 300)() == SECRET
+
+
+def test_stripe_key_source_whitespace_inside_the_key_is_unavailable_without_the_key() -> None:
+    with pytest.raises(StripeUnavailableError, match="whitespace inside the key") as raised:
+        StripeKeySource(Provider(f"{SECRET[:5]} {SECRET[5:]}"), "/p", 300)()
+
+    assert SECRET[5:] not in str(raised.value)
 
 
 def test_stripe_gateway_repr_shows_no_key() -> None:
