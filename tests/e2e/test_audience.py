@@ -41,7 +41,9 @@ def _send(stack: Stack, user_id: str, text: str, at: datetime | None = None) -> 
         body["at"] = at.isoformat()
     reply = stack.publisher("POST", "/v1/sends", body)
     assert reply.status == 202, reply.body
-    assert reply.headers["location"] == f"/v1/notifications/{reply.body['notification_id']}"
+    scheduled = reply.body.get("schedule_id")
+    location = f"/v1/schedules/{scheduled}" if at is not None else f"/v1/notifications/{reply.body['notification_id']}"
+    assert reply.headers["location"] == location
     return reply
 
 
