@@ -78,6 +78,10 @@ def _management_stats(stack: LocalStack) -> dict[str, int]:
     return calls
 
 
+def _posts(calls: dict[str, int]) -> int:
+    return sum(count for key, count in calls.items() if key.startswith("post "))
+
+
 async def _latencies(stack: LocalStack, publishes: int) -> list[float]:
     topic_hash = _topic(stack, "latency")
     token = _token(stack, "bench-latency", "latency")
@@ -113,7 +117,12 @@ async def _fan_out(stack: LocalStack, connections: int) -> tuple[float, float, d
     await asyncio.get_running_loop().run_in_executor(None, _publish, stack, "fanout", topic_hash, 0)
     await asyncio.gather(*(asyncio.wait_for(socket.recv(), 120) for socket in sockets))
     took = time.monotonic() - started
+    # A post is counted once its frame is sent: read the counts when the last one is in (or after 2 s).
+    deadline = time.monotonic() + 2.0
     after = _management_stats(stack)
+    while _posts(after) - _posts(before) < connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        after = _management_stats(stack)
     await asyncio.gather(*(socket.close() for socket in sockets))
     calls = {key: after.get(key, 0) - before.get(key, 0) for key in after if after.get(key, 0) != before.get(key, 0)}
     return connected, took, calls
