@@ -59,6 +59,8 @@ def health() -> Response:
 @app.get(
     "/v1/notifications/<notification_id>",
     RouteDoc({200: StatusResponse}, errors=(403, 404, 502), security="api_key", query=("cursor",)),
+    # API Gateway takes one variable per level: this one's is the publish routes' {channel}.
+    deployed="/v1/notifications/{channel}",
 )
 def get_notification(notification_id: str) -> Response:
     """Tell the status of every delivery of a notification."""

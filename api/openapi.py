@@ -109,7 +109,7 @@ def build_document(
             doc = router.docs[(method, resource)]
             if doc is None:
                 raise ValueError(f"{method} {resource} has no RouteDoc")
-            operations.append((method, resource, doc, router.function(method, resource)))
+            operations.append((method, router.documented(method, resource), doc, router.function(method, resource)))
     refs, definitions = models_json_schema(_models(doc for _, _, doc, _ in operations), ref_template=REF_TEMPLATE)
     paths: dict[str, dict[str, Any]] = {}
     for method, resource, doc, function in operations:

@@ -257,39 +257,63 @@ class Router:
         self._routes: dict[tuple[str, str], RouteFunction] = {}
         self.docs: dict[tuple[str, str], RouteDoc | None] = {}
         self._patterns: list[tuple[str, re.Pattern[str], str]] = []
+        # By deployed resource: the path as documented, and its parameters' names by the deployed ones.
+        self._documented: dict[tuple[str, str], str] = {}
+        self._names: dict[tuple[str, str], dict[str, str]] = {}
         self.current_event: Request = Request({})
         # The invocation's Lambda context (None when a test resolves an event without one): its remaining time.
         self.lambda_context: Any = None
 
-    def route(self, method: str, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
-        """Register a function for a method and a path such as ``/v1/topics/<topic>``, with what its document says."""
+    def route(
+        self, method: str, path: str, doc: RouteDoc | None = None, *, deployed: str | None = None
+    ) -> Callable[[RouteFunction], RouteFunction]:
+        """Register a function for a method and a path such as ``/v1/topics/<topic>``, with what its document says.
+
+        ``deployed``: the resource as serverless.yml declares it, when it names a path parameter otherwise. API
+        Gateway takes one variable name per level of the path (``/v1/notifications/{channel}`` of the publish routes
+        rules out a sibling ``{notification_id}``); the function still gets the parameter under the path's name, and
+        the API's document shows the path.
+        """
         resource = resource_template(path)
+        served = deployed or resource
+        names = dict(zip(re.findall(r"\{(\w+)\}", served), re.findall(r"\{(\w+)\}", resource), strict=True))
 
         def register(function: RouteFunction) -> RouteFunction:
-            self._routes[(method.upper(), resource)] = function
-            self.docs[(method.upper(), resource)] = doc
-            pattern = re.escape(resource).replace(r"\{", "{").replace(r"\}", "}")
+            key = (method.upper(), served)
+            self._routes[key] = function
+            self.docs[key] = doc
+            self._documented[key] = resource
+            self._names[key] = names
+            pattern = re.escape(served).replace(r"\{", "{").replace(r"\}", "}")
             pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-            self._patterns.append((method.upper(), re.compile(f"^{pattern}$"), resource))
+            self._patterns.append((method.upper(), re.compile(f"^{pattern}$"), served))
             return function
 
         return register
 
-    def get(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
+    def get(
+        self, path: str, doc: RouteDoc | None = None, *, deployed: str | None = None
+    ) -> Callable[[RouteFunction], RouteFunction]:
         """Register a GET route."""
-        return self.route("GET", path, doc)
+        return self.route("GET", path, doc, deployed=deployed)
 
-    def post(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
+    def post(
+        self, path: str, doc: RouteDoc | None = None, *, deployed: str | None = None
+    ) -> Callable[[RouteFunction], RouteFunction]:
         """Register a POST route."""
-        return self.route("POST", path, doc)
+        return self.route("POST", path, doc, deployed=deployed)
 
-    def put(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
+    def put(
+        self, path: str, doc: RouteDoc | None = None, *, deployed: str | None = None
+    ) -> Callable[[RouteFunction], RouteFunction]:
         """Register a PUT route."""
-        return self.route("PUT", path, doc)
+        return self.route("PUT", path, doc, deployed=deployed)
 
-    def delete(self, path: str, doc: RouteDoc | None = None) -> Callable[[RouteFunction], RouteFunction]:
+    def delete(
+        self, path: str, doc: RouteDoc | None = None, *, deployed: str | None = None
+    ) -> Callable[[RouteFunction], RouteFunction]:
         """Register a DELETE route."""
-        return self.route("DELETE", path, doc)
+        return self.route("DELETE", path, doc, deployed=deployed)
 
     @property
     def routes(self) -> list[tuple[str, str]]:
@@ -300,15 +324,24 @@ class Router:
         """Return the function registered for a method and resource template."""
         return self._routes[(method, resource)]
 
+    def documented(self, method: str, resource: str) -> str:
+        """Return the path a deployed resource template is documented as (the same unless ``deployed`` renamed it)."""
+        return self._documented[(method, resource)]
+
+    def _named(self, key: tuple[str, str], parameters: Mapping[str, str]) -> dict[str, str]:
+        names = self._names[key]
+        return {names.get(name, name): value for name, value in parameters.items()}
+
     def _match(self, request: Request) -> tuple[RouteFunction | None, dict[str, str]]:
-        function = self._routes.get((request.http_method, request.resource))
+        key = (request.http_method, request.resource)
+        function = self._routes.get(key)
         if function is not None:
-            return function, request.path_parameters
+            return function, self._named(key, request.path_parameters)
         # Without a known resource (a greedy proxy route), match the concrete path instead.
         for method, pattern, resource in self._patterns:
             found = pattern.match(request.path)
             if method == request.http_method and found:
-                return self._routes[(method, resource)], found.groupdict()
+                return self._routes[(method, resource)], self._named((method, resource), found.groupdict())
         return None, {}
 
     def time_left(self, margin_seconds: float = 0.0) -> Callable[[], float] | None:

@@ -261,6 +261,22 @@ def tracing_problems(template: dict[str, Any]) -> list[str]:
     return problems
 
 
+def api_resource_problems(template: dict[str, Any]) -> list[str]:
+    """Return REST API resources with two variable children of different names (``{a}`` and ``{b}`` under one
+    parent): API Gateway refuses the second ("only one is allowed"), failing the deploy; moto does not."""
+    children: dict[str, set[str]] = {}
+    for resource in template.get("Resources", {}).values():
+        properties = resource.get("Properties") or {}
+        part = str(properties.get("PathPart", ""))
+        if resource.get("Type") == "AWS::ApiGateway::Resource" and part.startswith("{"):
+            children.setdefault(json.dumps(properties.get("ParentId"), sort_keys=True), set()).add(part)
+    return [
+        f"{parent}: variable path parts {', '.join(sorted(parts))} side by side (API Gateway takes one per level)"
+        for parent, parts in sorted(children.items())
+        if len(parts) > 1
+    ]
+
+
 SECRETS_MANAGER_REFERENCE = "/aws/reference/secretsmanager/"
 
 
@@ -771,6 +787,7 @@ def run_all(package: PackagedService, require_bytecode: bool | None = None) -> d
         "tracing permissions": tracing_problems(package.template),
         "queue visibility": event_source_problems(package.template),
         "secret references": secret_reference_problems(package.template),
+        "api resources": api_resource_problems(package.template),
         **package_artifact_problems(package, require_bytecode),
         "cfn-lint": [] if lint.ok else [lint.output],
         "actionlint": [] if workflows.ok else [workflows.output],

@@ -69,7 +69,10 @@ def _served() -> list[tuple[str, str]]:
     """Every operation of the document: the routers' routes, and the publish function's (declared in ``core``)."""
     from api.openapi import DECLARED, routers
 
-    return [route for router in routers() for route in router.routes] + [(method, path) for method, path, _ in DECLARED]
+    documented = [
+        (method, router.documented(method, resource)) for router in routers() for method, resource in router.routes
+    ]
+    return documented + [(method, path) for method, path, _ in DECLARED]
 
 
 @pytest.mark.parametrize(("method", "path"), _served(), ids=str)

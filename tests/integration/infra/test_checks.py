@@ -18,6 +18,7 @@ from infra.deploy.checks import (
     Artifact,
     actionlint,
     admin_token_window_problems,
+    api_resource_problems,
     artifact_problems,
     bytecode_problems,
     event_source_problems,
@@ -495,3 +496,17 @@ def test_secret_reference_problems_name_a_secrets_manager_read_its_role_cannot_m
     document = template["Resources"]["CronRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     document["Statement"].append({"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "x"})
     assert secret_reference_problems(template) == []
+
+
+def test_api_resource_problems_name_two_variables_side_by_side(packaged: PackagedService) -> None:
+    template = copy.deepcopy(packaged.template)
+    template["Resources"]["ExtraVar"] = {
+        "Type": "AWS::ApiGateway::Resource",
+        "Properties": {"ParentId": {"Ref": "ApiGatewayResourceV1Notifications"}, "PathPart": "{notification_id}"},
+    }
+
+    assert api_resource_problems(packaged.template) == []
+    assert api_resource_problems(template) == [
+        '{"Ref": "ApiGatewayResourceV1Notifications"}: variable path parts {channel}, {notification_id} side by side'
+        " (API Gateway takes one per level)"
+    ]

@@ -46,8 +46,11 @@ from core.http import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
     Request,
+    Response,
+    Router,
     describe_validation_error,
     error_response,
+    json_response,
     parse_body,
     raw_body,
 )
@@ -759,3 +762,19 @@ def test_http_import_does_not_load_the_channels() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "False"
+
+
+def test_router_serves_a_route_deployed_under_another_variable_name_by_its_own_name() -> None:
+    router = Router()
+
+    @router.get("/v1/notifications/<notification_id>", deployed="/v1/notifications/{channel}")
+    def status(notification_id: str) -> Response:
+        return json_response(200, {"id": notification_id})
+
+    deployed = {"httpMethod": "GET", "resource": "/v1/notifications/{channel}", "path": "/v1/notifications/n-1"}
+    by_path = {"httpMethod": "GET", "path": "/v1/notifications/n-2"}
+
+    assert json.loads(router.resolve({**deployed, "pathParameters": {"channel": "n-1"}})["body"]) == {"id": "n-1"}
+    assert json.loads(router.resolve(by_path)["body"]) == {"id": "n-2"}
+    assert router.routes == [("GET", "/v1/notifications/{channel}")]
+    assert router.documented("GET", "/v1/notifications/{channel}") == "/v1/notifications/{notification_id}"
