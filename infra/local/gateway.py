@@ -105,15 +105,27 @@ class RouteTable:
         self.routes = sorted(routes, key=lambda route: (route.greedy, -route.literal_segments))
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        """Return the route and its path parameters, or ``None`` (API Gateway's "Missing Authentication Token")."""
-        for route in self.routes:
-            if route.event.method not in {method, "ANY"}:
-                continue
-            found = route.pattern.match(path)
-            if found:
+        """Return the route and its path parameters, or ``None`` (API Gateway's "Missing Authentication Token").
+
+        ``path`` is the path as sent (percent-encoded). As API Gateway does, the resource is chosen first, then its
+        method: a method the resource lacks is refused, never handed to a parameter sibling that has it
+        (``PUT /v1/segments/count`` is not ``PUT /v1/segments/{name}``). Parameters are decoded once, ``%2F`` left
+        encoded: a parameter never holds a ``/`` that would have split its segment.
+        """
+        matching = [(route, found) for route in self.routes if (found := route.pattern.match(path))]
+        if not matching:
+            return None
+        resource = matching[0][0].event.path
+        for route, found in matching:
+            if route.event.path == resource and route.event.method in {method, "ANY"}:
                 names = route.names()
-                return route, {names[key]: unquote(value) for key, value in found.groupdict().items()}
+                return route, {names[key]: _decoded(value) for key, value in found.groupdict().items()}
         return None
+
+
+def _decoded(segment: str) -> str:
+    """Decode a path parameter once, as API Gateway does, keeping ``%2F`` (an encoded ``/``) as sent."""
+    return "%2F".join(unquote(part) for part in re.split("%2[Ff]", segment))
 
 
 def policy_allows(policy: dict[str, Any], method_arn: str) -> bool | None:
@@ -262,7 +274,7 @@ class Gateway:
                 return local(path, dict(parse_qsl(split.query)), method)
         # $context.path is the path as the caller sent it: on AWS it starts with the stage, which local URLs have not.
         variables = {"httpMethod": method, "path": split.path or "/", "stage": self._stage}
-        found = self.table.match(method, path)
+        found = self.table.match(method, split.path or "/")
         if found is None:
             if method == "GET" and path == "/":
                 return 302, {"Location": ["/_local/"]}, b""

@@ -54,6 +54,26 @@ def test_route_table_wrong_method_does_not_match() -> None:
     assert _table(("GET", "/v1/health")).match("POST", "/v1/health") is None
 
 
+def test_route_table_a_method_the_literal_resource_lacks_is_not_its_parameter_sibling() -> None:
+    table = _table(("POST", "/v1/segments/count"), ("PUT", "/v1/segments/{name}"), ("GET", "/v1/segments/{name}"))
+
+    assert table.match("PUT", "/v1/segments/count") is None  # API Gateway: 403 Missing Authentication Token
+    found = table.match("PUT", "/v1/segments/pros")
+    assert found is not None
+    assert found[1] == {"name": "pros"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "received"),
+    [("a%2Fb", "a%2Fb"), ("x%2541", "x%41"), ("x%252Fy", "x%2Fy"), ("caf%C3%A9", "café"), ("a+b", "a+b")],
+)
+def test_route_table_decodes_a_parameter_once_keeping_an_encoded_slash(sent: str, received: str) -> None:
+    found = _table(("GET", "/v1/users/{user_id}")).match("GET", f"/v1/users/{sent}")
+
+    assert found is not None
+    assert found[1] == {"user_id": received}
+
+
 def test_route_table_any_method_matches() -> None:
     assert _table(("ANY", "/v1/health")).match("DELETE", "/v1/health") is not None
 
