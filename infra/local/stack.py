@@ -156,8 +156,10 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         from infra.local.moto_dynamodb import serialize_writes
+        from infra.local.moto_sqs import serialize_queues
 
         serialize_writes()  # the server answers on threads: a conditional write must be one step, as in DynamoDB
+        serialize_queues()  # and a message in flight must go to one poller only, as in SQS
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._moto = ThreadedMotoServer(ip_address=HOST, port=self.config.aws_port, verbose=False)
         self._moto.start()
