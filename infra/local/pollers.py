@@ -73,8 +73,10 @@ def failed_ids(result: Any, ids: set[str]) -> set[str] | None:
     failures = result.get("batchItemFailures")
     if failures is None:
         return set()
+    if not isinstance(failures, list):
+        return None
     found: set[str] = set()
-    for item in failures if isinstance(failures, list) else []:
+    for item in failures:
         identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
         if not identifier or identifier not in ids:
             return None
@@ -229,6 +231,12 @@ class SnsPoller(threading.Thread):
         self._attempts = 1 + max(0, pool.spec.async_retries)
         self._on_failure_url = on_failure_url
 
+    def _function_arn(self) -> str:
+        """The function's ARN, in the region and account of its subscription."""
+        fields = self._subscription.split(":")
+        region, account = (fields[3], fields[4]) if len(fields) > 4 else ("", "")
+        return f"arn:aws:lambda:{region}:{account}:function:{self._pool.spec.name}:$LATEST"
+
     def run(self) -> None:
         """Poll until the stack stops."""
         while not self._stop.is_set():
@@ -265,27 +273,28 @@ class SnsPoller(threading.Thread):
         if outcome.failed:
             state = f"dropped after {attempt} attempts ({outcome.error})"
             if self._on_failure_url is not None:
-                record = invocation_record(event, self._pool.spec.name, attempt, str(outcome.error))
+                record = invocation_record(event, self._function_arn(), attempt, outcome.error)
                 self._sqs.send_message(QueueUrl=self._on_failure_url, MessageBody=json.dumps(record))
                 state = f"failed {attempt} times, sent to its on-failure queue ({outcome.error})"
         self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message["ReceiptHandle"])
         self._log(f"{self._pool.spec.key} ← SNS {topic}: {state} ({outcome.duration_ms:.0f} ms)")
 
 
-def invocation_record(event: Any, function_name: str, attempts: int, error: str) -> dict[str, Any]:
-    """Return what Lambda sends an on-failure destination: the request, the condition, and the error."""
+def invocation_record(event: Any, function_arn: str, attempts: int, error: Any) -> dict[str, Any]:
+    """Return what Lambda sends an on-failure destination: the request, the condition, and the function's error
+    (``errorMessage``, ``errorType``, ``stackTrace``) as the response."""
     return {
         "version": "1.0",
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "requestContext": {
             "requestId": str(uuid.uuid4()),
-            "functionArn": f"arn:aws:lambda:::function:{function_name}:$LATEST",
+            "functionArn": function_arn,
             "condition": "RetriesExhausted",
             "approximateInvokeCount": attempts,
         },
         "requestPayload": event,
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
-        "responsePayload": {"errorMessage": error},
+        "responsePayload": error if isinstance(error, dict) else {"errorMessage": str(error)},
     }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from infra.local.config import ConfigError, LocalConfig, parse_params
 from infra.local.peers import scripted_status
-from infra.local.pollers import failed_ids, sqs_record
+from infra.local.pollers import failed_ids, invocation_record, sqs_record
 from infra.local.stack import redacted
 
 
@@ -67,7 +67,13 @@ def test_failed_ids_none_result_fails_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "result", [{"batchItemFailures": [{"itemIdentifier": "zzz"}]}, {"batchItemFailures": [{}]}, "nope"]
+    "result",
+    [
+        {"batchItemFailures": [{"itemIdentifier": "zzz"}]},
+        {"batchItemFailures": [{}]},
+        {"batchItemFailures": {"itemIdentifier": "a"}},  # not a list: Lambda fails the whole batch
+        "nope",
+    ],
 )
 def test_failed_ids_invalid_response_fails_the_whole_batch(result: object) -> None:
     assert failed_ids(result, {"a"}) is None
@@ -103,3 +109,15 @@ def test_sqs_record_has_the_lambda_event_shape() -> None:
 )
 def test_the_banner_shows_a_database_url_without_its_password(url: str, shown: str) -> None:
     assert redacted(url) == shown
+
+
+def test_invocation_record_carries_the_function_error_as_lambda_does() -> None:
+    error = {"errorType": "StripeUnavailableError", "errorMessage": "Stripe could not be reached", "stackTrace": []}
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:notify-local-stripeCredit:$LATEST"
+
+    record = invocation_record({"Records": []}, arn, 3, error)
+
+    assert record["responsePayload"] == error
+    assert record["requestContext"]["functionArn"] == arn
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert invocation_record({}, arn, 1, "gone")["responsePayload"] == {"errorMessage": "gone"}
