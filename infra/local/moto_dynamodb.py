@@ -13,33 +13,14 @@ process. It is idempotent; moto's work holds the interpreter anyway, so the lock
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable
-from typing import Any
+from infra.local.moto_locks import serialize
 
 # Backend methods that read or write one item, or write several as one: each runs whole under the lock.
 METHODS = ("put_item", "update_item", "delete_item", "get_item", "transact_write_items")
-
-_LOCK = threading.RLock()
-_MARK = "_notify_serialized"
 
 
 def serialize_writes() -> None:
     """Make moto's DynamoDB item writes atomic with respect to each other in this process."""
     from moto.dynamodb.models import DynamoDBBackend
 
-    for name in METHODS:
-        method = getattr(DynamoDBBackend, name)
-        if not getattr(method, _MARK, False):
-            setattr(DynamoDBBackend, name, _serialized(method))
-
-
-def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
-            return method(*args, **kwargs)
-
-    setattr(wrapper, _MARK, True)
-    return wrapper
+    serialize(DynamoDBBackend, METHODS)

@@ -4,18 +4,19 @@ moto (5.x) scans a queue's messages and marks them received without a lock, and 
 the local stack's pollers of one queue could both take the same message, and the consumer sent it twice (a duplicate
 SQS itself almost never makes), or a scan met another thread's change ("Set changed size during iteration", a 500).
 
-``serialize_queues()`` runs each scan of ``receive_message``, and every call that changes a queue's messages, under one
-lock of the process. A long poll waits for messages outside the lock, so senders are never held up by it. It is
+``serialize_queues()`` runs each scan of ``receive_message``, and every call that changes a queue's messages, under the
+lock of ``moto_locks``. A long poll waits for messages outside the lock, so senders are never held up by it. It is
 idempotent; moto's work holds the interpreter anyway, so the lock costs no throughput.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from infra.local.moto_locks import LOCK, is_serialized, mark, serialize
 
 # Backend methods that change which messages a queue holds, or their visibility: each runs whole under the lock.
 METHODS = (
@@ -28,30 +29,14 @@ METHODS = (
     "purge_queue",
 )
 
-_LOCK = threading.RLock()
-_MARK = "_notify_serialized"
-
 
 def serialize_queues() -> None:
     """Make moto's SQS receives exclusive, and its queue changes atomic, with respect to each other in this process."""
     from moto.sqs.models import SQSBackend
 
-    for name in METHODS:
-        method = getattr(SQSBackend, name)
-        if not getattr(method, _MARK, False):
-            setattr(SQSBackend, name, _serialized(method))
-    if not getattr(SQSBackend.receive_message, _MARK, False):
+    serialize(SQSBackend, METHODS)
+    if not is_serialized(SQSBackend.receive_message):
         SQSBackend.receive_message = _exclusive_receive(SQSBackend.receive_message)  # type: ignore[method-assign]
-
-
-def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
-            return method(*args, **kwargs)
-
-    setattr(wrapper, _MARK, True)
-    return wrapper
 
 
 def _exclusive_receive(receive: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,11 +46,10 @@ def _exclusive_receive(receive: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(backend: Any, queue_name: str, count: int, wait_seconds_timeout: int, *args: Any, **kwargs: Any) -> Any:
         polling_end = time.monotonic() + wait_seconds_timeout
         while True:
-            with _LOCK:
+            with LOCK:
                 result = receive(backend, queue_name, count, 0, *args, **kwargs)
             if result or time.monotonic() >= polling_end:
                 return result
             backend.get_queue(queue_name).wait_for_messages(min(1.0, max(0.0, polling_end - time.monotonic())))
 
-    setattr(wrapper, _MARK, True)
-    return wrapper
+    return mark(wrapper)
