@@ -299,6 +299,25 @@ def test_dead_letter_queue_bury_replaces_what_sqs_refuses_in_the_last_error() ->
     assert attributes["last_error"]["StringValue"] == "webhook: HTTP 500: a\ufffdb\ufffdc\ufffdd\te \U0001f600"
 
 
+def test_dead_letter_queue_bury_keeps_exactly_xml_characters_in_the_last_error() -> None:
+    # XML 1.0's Char production, what SQS takes in a message attribute: every code point is checked.
+    def xml_char(point: int) -> bool:
+        return point in (0x9, 0xA, 0xD) or 0x20 <= point <= 0xD7FF or 0xE000 <= point <= 0xFFFD or point >= 0x10000
+
+    sent: list[str] = []
+
+    class Recording:
+        def send_message(self, **kwargs: Any) -> dict[str, Any]:
+            sent.append(kwargs["MessageAttributes"]["last_error"]["StringValue"])
+            return {"MessageId": "m-1"}
+
+    dead_letters = DeadLetterQueue(Recording(), URL)
+    for start in range(0, 0x110000, MAX_ERROR_LENGTH):
+        points = range(start, min(start + MAX_ERROR_LENGTH, 0x110000))
+        dead_letters.bury("body", "".join(map(chr, points)))
+        assert sent[-1] == "".join(chr(point) if xml_char(point) else "\ufffd" for point in points)
+
+
 def _largest_delivery_message() -> DeliveryMessage:
     """A delivery message of exactly the largest size the producer enqueues, its bulk in the target (which every copy
     keeps), not in the content (which a record-only copy drops)."""
