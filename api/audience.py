@@ -31,13 +31,14 @@ from core.audience.ports import AudienceRepositoryPort, ScheduleStorePort, SendS
 from core.audience.schedules import Schedule, ScheduleList, cancel_schedule, get_schedule, list_schedules
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import SendAccepted, SendRequest, accept_send
+from core.audience.settings import AudienceSettings
 from core.clients import get_audience_repository, get_expansion_queue, get_push_endpoints
 from core.errors import InvalidRequestError
 from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.ids import idempotent_notification_id, new_notification_id
 from core.models import LONE_SURROGATE, NAME_PATTERN, NAME_RULE, Reply
 from core.observability import logger, metrics, tracer
-from core.settings import AudienceSettings, load_settings
+from core.settings import load_settings
 
 app = Router()
 # The routes of /v1/apps/{app} take a parameter named as the contract names it, which hides ``app`` in them.

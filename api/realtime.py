@@ -15,7 +15,8 @@ from core.models import Reply, Strict
 from core.observability import logger, metrics, tracer
 from core.realtime.refs import TOPIC_REF_PATTERN, USER_ID_PATTERN
 from core.realtime.sessions import MAX_TOPICS, new_token
-from core.settings import RealtimeTokensSettings, load_settings
+from core.realtime.settings import RealtimeTokensSettings
+from core.settings import load_settings
 
 app = Router()
 TOKENS_PATH = "/v1/realtime/tokens"

@@ -22,7 +22,8 @@ from core.http import error_response
 from core.ledger import iso_time
 from core.observability import logger, metrics, tracer
 from core.realtime.sessions import close_connection, open_connection, refresh_token
-from core.settings import WebsocketSettings, load_settings
+from core.realtime.settings import WebsocketSettings
+from core.settings import load_settings
 
 CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
 # The route keys this function serves; a test keeps them equal to serverless.yml's websocket events.

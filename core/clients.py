@@ -1,8 +1,8 @@
 """Cached getters for AWS clients, the HTTP session and the stores built on them: created on first use, reused warm.
 
-A getter takes the calling role's settings (``core/settings.py``) and keys its cache on what tells its objects apart
-(service and region, table, queue, prefix). Handlers pass their settings; a test or script that gives none gets the
-settings of the mixin the getter needs, parsed from the environment like a role's.
+A getter takes the calling role's settings (``core/settings.py``, or a domain's ``settings`` module) and keys its cache
+on what tells its objects apart (service and region, table, queue, prefix). Handlers pass their settings; a test or
+script that gives none gets the settings of the mixin the getter needs, parsed from the environment like a role's.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from botocore.config import Config
 
 from core.settings import (
     ChannelSettings,
-    ConnectionsSettings,
     DeliveryQueueSettings,
     IntegrationSecretsSettings,
     LedgerSettings,
     OutboundSettings,
     PacingSettings,
-    RealtimeKeysSettings,
     TopicsSettings,
     clear_settings,
     load_settings,
@@ -35,6 +33,7 @@ if TYPE_CHECKING:
     from core.audience.endpoints import PushEndpoints
     from core.audience.repository import AudienceRepository
     from core.audience.sends import ExpansionQueue
+    from core.audience.settings import DatabaseSettings, ExpansionQueueSettings
     from core.channels import Channel
     from core.ledger import DeliveryLedger
     from core.models import Content
@@ -45,22 +44,19 @@ if TYPE_CHECKING:
     from core.purchases.ports import StripeGateway
     from core.purchases.promotions import PromotionStore
     from core.purchases.purchases import PurchaseStore
-    from core.purchases.webhooks import WebhookQueue, WebhookSecret
-    from core.queue import DeliveryQueue
-    from core.realtime.connections import ConnectionStore
-    from core.realtime.keys import SigningKeyStore
-    from core.secrets import SecretStore
-    from core.settings import (
-        DatabaseSettings,
-        ExpansionQueueSettings,
-        PaymentsSettings,
-        PromotionsSettings,
-        PurchasesSettings,
+    from core.purchases.settings import (
         PurchaseTopicSettings,
         StripeSettings,
         StripeWebhookQueueSettings,
         StripeWebhookSecretSettings,
     )
+    from core.purchases.webhooks import WebhookQueue, WebhookSecret
+    from core.queue import DeliveryQueue
+    from core.realtime.connections import ConnectionStore
+    from core.realtime.keys import SigningKeyStore
+    from core.realtime.settings import ConnectionsSettings, RealtimeKeysSettings
+    from core.secrets import SecretStore
+    from core.settings import PaymentsSettings, PromotionsSettings, PurchasesSettings
     from core.topics import TopicRegistry
 
 _CONFIG = Config(
@@ -223,7 +219,10 @@ def _signing_keys(parameter: str, cache_seconds: float, region: str) -> SigningK
 
 def get_signing_keys(settings: RealtimeKeysSettings | None = None) -> SigningKeyStore:
     """Return the realtime tokens' signing keys, cached for the settings' time in this container."""
-    settings = settings or load_settings(RealtimeKeysSettings)
+    if settings is None:
+        from core.realtime.settings import RealtimeKeysSettings
+
+        settings = load_settings(RealtimeKeysSettings)
     return _signing_keys(settings.realtime_keys_parameter, settings.realtime_keys_cache_seconds, settings.aws_region)
 
 
@@ -236,7 +235,10 @@ def _connection_store(table: str, region: str) -> ConnectionStore:
 
 def get_connection_store(settings: ConnectionsSettings | None = None) -> ConnectionStore:
     """Return the store of open browser connections."""
-    settings = settings or load_settings(ConnectionsSettings)
+    if settings is None:
+        from core.realtime.settings import ConnectionsSettings
+
+        settings = load_settings(ConnectionsSettings)
     return _connection_store(settings.connections_table, settings.aws_region)
 
 
@@ -363,7 +365,7 @@ def get_stripe_gateway(settings: StripeSettings | None = None) -> StripeGateway:
     """Return the Stripe gateway: the stripe SDK on the secret key of SSM (cached for the settings' time), its base
     URL the local Stripe server's when the settings name one."""
     if settings is None:
-        from core.settings import StripeSettings
+        from core.purchases.settings import StripeSettings
 
         settings = load_settings(StripeSettings)
     return _stripe_gateway(
@@ -401,7 +403,7 @@ def _purchase_publisher(topic_arn: str, region: str) -> PurchasePublisher:
 def get_purchase_publisher(settings: PurchaseTopicSettings | None = None) -> PurchasePublisher:
     """Return the publisher of Purchase events to the SNS ``Purchase`` topic."""
     if settings is None:
-        from core.settings import PurchaseTopicSettings
+        from core.purchases.settings import PurchaseTopicSettings
 
         settings = load_settings(PurchaseTopicSettings)
     return _purchase_publisher(settings.purchase_topic_arn, settings.aws_region)
@@ -417,7 +419,7 @@ def _stripe_webhook_queue(url: str, region: str) -> WebhookQueue:
 def get_stripe_webhook_queue(settings: StripeWebhookQueueSettings | None = None) -> WebhookQueue:
     """Return the queue verified Stripe webhook events are sent to."""
     if settings is None:
-        from core.settings import StripeWebhookQueueSettings
+        from core.purchases.settings import StripeWebhookQueueSettings
 
         settings = load_settings(StripeWebhookQueueSettings)
     return _stripe_webhook_queue(settings.stripe_webhook_queue_url, settings.aws_region)
@@ -433,7 +435,7 @@ def _stripe_webhook_secret(parameter: str, max_age: int, region: str) -> Webhook
 def get_stripe_webhook_secret(settings: StripeWebhookSecretSettings | None = None) -> WebhookSecret:
     """Return the Stripe webhook endpoint's signing secret, read through powertools, cached for the settings' time."""
     if settings is None:
-        from core.settings import StripeWebhookSecretSettings
+        from core.purchases.settings import StripeWebhookSecretSettings
 
         settings = load_settings(StripeWebhookSecretSettings)
     return _stripe_webhook_secret(
@@ -464,7 +466,7 @@ def get_database(settings: DatabaseSettings | None = None) -> Database:
     From ``DATABASE_URL`` when set, else from the secret ``DATABASE_SECRET_PARAMETER`` names, read at each connect.
     """
     if settings is None:
-        from core.settings import DatabaseSettings
+        from core.audience.settings import DatabaseSettings
 
         settings = load_settings(DatabaseSettings)
     if settings.database_url is not None:
@@ -502,7 +504,7 @@ def _expansion_queue(url: str, region: str) -> ExpansionQueue:
 def get_expansion_queue(settings: ExpansionQueueSettings | None = None) -> ExpansionQueue:
     """Return the expansion queue, where sends are handed to the expansion worker."""
     if settings is None:
-        from core.settings import ExpansionQueueSettings
+        from core.audience.settings import ExpansionQueueSettings
 
         settings = load_settings(ExpansionQueueSettings)
     return _expansion_queue(settings.expansion_queue_url, settings.aws_region)

@@ -1,5 +1,9 @@
 """Settings of each function role, parsed once from the environment into a frozen model built from mixins.
 
+This module holds the base, the spine's roles (publish, the management API, the authorizer, the consumer) and their
+mixins; each later domain's roles are its own ``settings`` module (``core/audience/``, ``core/purchases/``,
+``core/realtime/``), so a function defines only the models of its domain at its cold start.
+
 A role's model holds what that function needs and no more: real resource names (tables, queue URLs, parameter names)
 are required and have no default, so a function deployed without one fails its cold start naming the variable;
 tunables have defaults. Field aliases are the environment variables. Only handlers and ``core/clients.py`` read
@@ -12,7 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # The stage whose functions may send to loopback and private addresses: the local stack's (DESIGN.md).
 LOCAL_STAGE = "local"
@@ -180,42 +184,6 @@ class OutboundSettings(FunctionSettings):
         return self
 
 
-class RealtimeKeysSettings(FunctionSettings):
-    """The SSM parameter holding the realtime tokens' signing keys, and how long its value is reused.
-
-    A key added by a rotation is found at once by a verifier that meets its id (it reads the parameter again); the
-    cache only bounds how long a signer keeps signing with the key before.
-    """
-
-    realtime_keys_parameter: str = Field(alias="REALTIME_KEYS_PARAMETER", pattern=r"^/\S+$")
-    realtime_keys_cache_seconds: float = Field(default=60.0, ge=0, le=300, alias="REALTIME_KEYS_CACHE_SECONDS")
-
-
-class RealtimeTokenSettings(RealtimeKeysSettings):
-    """Lifetime of the browser connection tokens: the default, and the longest a request may ask for."""
-
-    realtime_token_seconds: int = Field(default=900, ge=60, alias="REALTIME_TOKEN_SECONDS")
-    realtime_token_max_seconds: int = Field(default=3600, ge=60, le=86400, alias="REALTIME_TOKEN_MAX_SECONDS")
-
-    @model_validator(mode="after")
-    def _default_within_max(self) -> Self:
-        if self.realtime_token_seconds > self.realtime_token_max_seconds:
-            raise ValueError("REALTIME_TOKEN_SECONDS must not exceed REALTIME_TOKEN_MAX_SECONDS")
-        return self
-
-
-class RealtimeUrlSettings(FunctionSettings):
-    """The URL browsers connect to: the WebSocket API's (``wss://``), or the local stack's (``ws://``)."""
-
-    realtime_url: str = Field(alias="REALTIME_URL", pattern=r"^wss?://\S+$")
-
-
-class ConnectionsSettings(FunctionSettings):
-    """The table of open browser connections."""
-
-    connections_table: str = Field(alias="CONNECTIONS_TABLE", min_length=1)
-
-
 class BrowserDeliverySettings(FunctionSettings):
     """Where browser deliveries go: the connections table and the WebSocket API's Management API endpoint
     (``https://<api>.execute-api.<region>.<suffix>/<stage>``).
@@ -258,46 +226,6 @@ class PaymentsSettings(FunctionSettings):
     payments_table: str = Field(alias="PAYMENTS_TABLE", min_length=1)
 
 
-class StripeSettings(FunctionSettings):
-    """The Stripe API: the SSM SecureString holding the secret key, how long it is reused, and the API's base URL.
-
-    ``STRIPE_API_BASE`` is set for the local stage only (the local Stripe server); unset, the SDK's own base is used.
-    """
-
-    stripe_secret_key_parameter: str = Field(alias="STRIPE_SECRET_KEY_PARAMETER", pattern=r"^/\S+$")
-    stripe_secrets_cache_seconds: int = Field(default=300, ge=0, alias="STRIPE_SECRETS_CACHE_SECONDS")
-    stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE", pattern=r"^https?://\S+$")
-    stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=60, alias="STRIPE_TIMEOUT_SECONDS")
-
-
-class StripeWebhookSecretSettings(FunctionSettings):
-    """The SSM SecureString holding the Stripe webhook endpoint's signing secret, and Stripe's timestamp tolerance."""
-
-    stripe_webhook_secret_parameter: str = Field(alias="STRIPE_WEBHOOK_SECRET_PARAMETER", pattern=r"^/\S+$")
-    stripe_secrets_cache_seconds: int = Field(default=300, ge=0, alias="STRIPE_SECRETS_CACHE_SECONDS")
-    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600, alias="STRIPE_WEBHOOK_TOLERANCE_SECONDS")
-
-
-class StripeWebhookQueueSettings(FunctionSettings):
-    """The queue verified Stripe webhook events wait in for the payment worker."""
-
-    stripe_webhook_queue_url: str = Field(alias="STRIPE_WEBHOOK_QUEUE_URL", min_length=1)
-
-
-class PurchaseTopicSettings(FunctionSettings):
-    """The SNS ``Purchase`` topic the payment worker publishes to."""
-
-    purchase_topic_arn: str = Field(alias="PURCHASE_TOPIC_ARN", min_length=1)
-
-
-class PurchaseNotificationSettings(FunctionSettings):
-    """The channel/topic a purchase is published on as a notification (stage params), its integrations' templates
-    getting the purchase's fields as variables."""
-
-    purchase_notification_channel: str = Field(alias="PURCHASE_NOTIFICATION_CHANNEL", min_length=1)
-    purchase_notification_topic: str = Field(alias="PURCHASE_NOTIFICATION_TOPIC", min_length=1)
-
-
 class ChannelSettings(OutboundSettings, BrowserDeliverySettings, LedgerSettings):
     """What the channels send through: outbound HTTP, and for browsers the connections, the Management API, and the
     ledger's notification records (a frame names the notification's channel/topic and creation time).
@@ -328,14 +256,6 @@ class ApiSettings(
     promotions, and what was done with purchases and payments."""
 
 
-class RealtimeTokensSettings(RealtimeTokenSettings, RealtimeUrlSettings):
-    """The token route: signs browser connection tokens and names the URL to connect to."""
-
-
-class WebsocketSettings(ConnectionsSettings, RealtimeTokenSettings):
-    """The WebSocket API's function: checks tokens, stores connections, signs refreshed tokens."""
-
-
 class AuthorizerSettings(AdminTokenSettings):
     """The admin authorizer: the token hash parameter only."""
 
@@ -350,38 +270,6 @@ class DeliverSettings(
 ):
     """The delivery consumer: ledger, queues, pacing, retries, the channels' resources and integration credentials."""
 
-
-class StripeCreditSettings(StripeSettings, PromotionsSettings, PurchasesSettings):
-    """The Stripe credit subscriber: reads promotions, credits customer balances, records the credits."""
-
-
-class PurchaseNotifySettings(
-    PurchaseNotificationSettings, TopicsSettings, LedgerSettings, DeliveryQueueSettings, PurchasesSettings
-):
-    """The purchase notification subscriber: publishes a purchase on its channel/topic through the one fan-out."""
-
-
-class StripeWebhookSettings(StripeWebhookSecretSettings, StripeWebhookQueueSettings):
-    """The Stripe webhook route: checks the signature, enqueues the event."""
-
-
-class PaymentWorkerSettings(StripeSettings, PaymentsSettings, PurchaseTopicSettings):
-    """The payment worker: retrieves PaymentIntents, records payments, publishes Purchase events."""
-
-
-# The role of each function of serverless.yml, by its key there; the deploy checks parse each packaged environment.
-ROLE_SETTINGS: dict[str, type[FunctionSettings]] = {
-    "publish": PublishSettings,
-    "api": ApiSettings,
-    "adminAuthorizer": AuthorizerSettings,
-    "deliver": DeliverSettings,
-    "realtimeTokens": RealtimeTokensSettings,
-    "websocket": WebsocketSettings,
-    "stripeCredit": StripeCreditSettings,
-    "purchaseNotify": PurchaseNotifySettings,
-    "stripeWebhook": StripeWebhookSettings,
-    "paymentWorker": PaymentWorkerSettings,
-}
 
 S = TypeVar("S", bound=FunctionSettings)
 _loaded: dict[type[FunctionSettings], FunctionSettings] = {}
@@ -407,93 +295,31 @@ def clear_settings() -> None:
     _loaded.clear()
 
 
-class DatabaseSettings(FunctionSettings):
-    """The audience's PostgreSQL: ``DATABASE_URL`` or ``DATABASE_SECRET_PARAMETER``, one of them required.
-
-    ``DATABASE_URL`` (a libpq URL or DSN) is for the local stack and the tests. On AWS the credentials stay out of the
-    function's environment: ``DATABASE_SECRET_PARAMETER`` names the SSM SecureString holding the URL, or a Secrets
-    Manager secret (an RDS one's JSON too) as ``/aws/reference/secretsmanager/<secret name>``; it is read when the
-    connection is opened, so a rotated secret is used from the next connection on. When both are set,
-    ``DATABASE_URL`` wins. ``DATABASE_CONNECT_TIMEOUT`` bounds a connection attempt, in seconds.
-    """
-
-    database_url: SecretStr | None = Field(default=None, alias="DATABASE_URL")
-    database_secret_parameter: str | None = Field(default=None, alias="DATABASE_SECRET_PARAMETER", pattern=r"^/\S+$")
-    database_connect_timeout: int = Field(default=5, ge=1, le=30, alias="DATABASE_CONNECT_TIMEOUT")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Self:
-        if self.database_url is None and self.database_secret_parameter is None:
-            raise ValueError("DATABASE_URL or DATABASE_SECRET_PARAMETER must be set (the audience database)")
-        return self
-
-
-class ExpansionQueueSettings(FunctionSettings):
-    """The expansion queue: sends handed to the expansion worker (``POST /v1/sends``, the cron)."""
-
-    expansion_queue_url: str = Field(alias="EXPANSION_QUEUE_URL", min_length=1)
-
-
-class AudienceSettings(DatabaseSettings, ExpansionQueueSettings):
-    """The audience routes' function: the PostgreSQL audience, SNS (in the function's own region, ``AWS_REGION``)
-    for the devices' platform endpoints, and the expansion queue ``POST /v1/sends`` hands sends to."""
-
-
-# Appended, not in the dict above: the role's model is defined after it.
-ROLE_SETTINGS["audience"] = AudienceSettings
-
-
-class ScheduleDispatchSettings(FunctionSettings):
-    """How the cron dispatches scheduled sends: rows per claim, the claim timeout, the margin kept before the function
-    times out, and the retries of a failed enqueue.
-
-    The claim timeout must be longer than the function's timeout (serverless.yml), so that only the claims of a run
-    that died are taken over, never those of one still running.
-    """
-
-    cron_batch_size: int = Field(default=100, ge=1, le=1000, alias="CRON_BATCH_SIZE")
-    cron_claim_timeout_seconds: int = Field(default=300, ge=60, le=3600, alias="CRON_CLAIM_TIMEOUT_SECONDS")
-    cron_time_margin_seconds: float = Field(default=10.0, ge=0, le=120, alias="CRON_TIME_MARGIN_SECONDS")
-    cron_retry_base_seconds: int = Field(default=60, ge=1, alias="CRON_RETRY_BASE_SECONDS")
-    cron_retry_cap_seconds: int = Field(default=3600, ge=1, alias="CRON_RETRY_CAP_SECONDS")
-    cron_max_attempts: int = Field(default=24, ge=1, alias="CRON_MAX_ATTEMPTS")
-
-
-class CronSettings(DatabaseSettings, ScheduleDispatchSettings, ExpansionQueueSettings):
-    """The cron (EventBridge ``rate(1 minute)``): claims due scheduled sends in PostgreSQL and hands them to the
-    expansion queue."""
-
-
-# Appended, not in the dict above: the role's model is defined after it.
-ROLE_SETTINGS["cron"] = CronSettings
-
-
-class ExpansionSettings(FunctionSettings):
-    """How the expansion worker pages an audience, the margin it keeps before the function times out, and the
-    channel/topic whose email and telegram integrations sends go out through (``<channel>/<topic>``; unset, a send
-    asking for email or telegram fails naming it)."""
-
-    expansion_page_size: int = Field(default=500, ge=1, le=1000, alias="EXPANSION_PAGE_SIZE")
-    expansion_time_margin_seconds: float = Field(default=20.0, ge=0, le=300, alias="EXPANSION_TIME_MARGIN_SECONDS")
-    # How long a run holds a send past its last page: a run that died frees the send after this.
-    expansion_lease_seconds: float = Field(default=120.0, ge=10, le=900, alias="EXPANSION_LEASE_SECONDS")
-    audience_sender_topic: str | None = Field(
-        default=None,
-        alias="AUDIENCE_SENDER_TOPIC",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+def role_settings() -> dict[str, type[FunctionSettings]]:
+    """Return the settings model of each function of serverless.yml, by its key there (the deploy checks parse each
+    packaged environment with it). The domains' roles are imported here, at the call: a function imports its own
+    role's module only, and defines no other role's models at its cold start."""
+    from core.audience.settings import AudienceSettings, CronSettings, ExpandSettings
+    from core.purchases.settings import (
+        PaymentWorkerSettings,
+        PurchaseNotifySettings,
+        StripeCreditSettings,
+        StripeWebhookSettings,
     )
+    from core.realtime.settings import RealtimeTokensSettings, WebsocketSettings
 
-
-class ExpandSettings(
-    DatabaseSettings,
-    ExpansionSettings,
-    ExpansionQueueSettings,
-    TopicsSettings,
-    LedgerSettings,
-    DeliveryQueueSettings,
-):
-    """The expansion worker (SQS, batch size 1): reads the audience in PostgreSQL, the sender topic, writes the
-    ledger's record and skipped rows, enqueues deliveries, and hands a send it has no time left for to a new job."""
-
-
-ROLE_SETTINGS["expand"] = ExpandSettings
+    return {
+        "publish": PublishSettings,
+        "api": ApiSettings,
+        "adminAuthorizer": AuthorizerSettings,
+        "deliver": DeliverSettings,
+        "realtimeTokens": RealtimeTokensSettings,
+        "websocket": WebsocketSettings,
+        "stripeCredit": StripeCreditSettings,
+        "purchaseNotify": PurchaseNotifySettings,
+        "stripeWebhook": StripeWebhookSettings,
+        "paymentWorker": PaymentWorkerSettings,
+        "audience": AudienceSettings,
+        "cron": CronSettings,
+        "expand": ExpandSettings,
+    }

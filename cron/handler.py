@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import RetryPolicy, SendEnqueuer, dispatch_due
 from core.audience.sends import AudienceSendEnqueuer
+from core.audience.settings import CronSettings
 from core.clients import get_database, get_expansion_queue
 from core.observability import logger, metrics, remaining_time, tracer
-from core.settings import CronSettings, load_settings
+from core.settings import load_settings
 
 
 class ScheduledEvent(BaseModel):

@@ -17,6 +17,7 @@ from typing import Any
 
 from core.audience.expansion import ExpansionError, Senders, expand_batch, expand_send, expand_subscribers
 from core.audience.sends import AnyJob, DisableEndpointJob, ExpansionBatchJob, SubscribersJob, parse_job
+from core.audience.settings import ExpandSettings
 from core.clients import (
     get_audience_repository,
     get_delivery_queue,
@@ -26,7 +27,7 @@ from core.clients import (
 )
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.observability import logger, metrics, remaining_time, tracer
-from core.settings import ExpandSettings, load_settings
+from core.settings import load_settings
 
 
 def settings() -> ExpandSettings:

@@ -13,7 +13,8 @@ from typing import Any
 from core.clients import get_promotion_store, get_purchase_store, get_stripe_gateway
 from core.observability import logger, metrics, tracer
 from core.purchases.credit import credit_purchase
-from core.settings import StripeCreditSettings, load_settings
+from core.purchases.settings import StripeCreditSettings
+from core.settings import load_settings
 from subscribers.sns import purchase_events
 
 

@@ -14,8 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from core.clients import get_payment_store, get_purchase_publisher, get_stripe_gateway
 from core.errors import NotificationError
 from core.observability import logger, metrics, tracer
+from core.purchases.settings import PaymentWorkerSettings
 from core.purchases.webhooks import process_webhook_event
-from core.settings import PaymentWorkerSettings, load_settings
+from core.settings import load_settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch import BatchProcessor

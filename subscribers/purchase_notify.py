@@ -13,7 +13,8 @@ from typing import Any
 from core.clients import get_delivery_queue, get_ledger, get_purchase_store, get_topic_registry
 from core.observability import logger, metrics, tracer
 from core.purchases.notify import PurchaseNotification, notify_purchase
-from core.settings import PurchaseNotifySettings, load_settings
+from core.purchases.settings import PurchaseNotifySettings
+from core.settings import load_settings
 from subscribers.sns import purchase_events
 
 

@@ -33,7 +33,7 @@ import moto  # noqa: F401
 
 from core import clients
 from core.observability import logger
-from core.settings import ROLE_SETTINGS
+from core.settings import role_settings
 from infra.local.moto_dynamodb import serialize_writes
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.log_stream import CurrentStdout
@@ -54,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # The shell's DATABASE_URL names the server the PostgreSQL fixtures use (tests/support/postgres.py), not a setting.
     if os.environ.get("DATABASE_URL"):
         os.environ.setdefault(TEST_DATABASE_URL, os.environ["DATABASE_URL"])
-    for model in ROLE_SETTINGS.values():
+    for model in role_settings().values():
         for field in model.model_fields.values():
             if field.alias and field.alias not in {"STAGE", "AWS_REGION"}:
                 os.environ.pop(field.alias, None)

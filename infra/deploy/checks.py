@@ -23,9 +23,9 @@ from core.settings import (
     ADMIN_TOKEN_ROTATION_SECONDS,
     LOCAL_STACK_MARKER,
     LOCAL_STAGE,
-    ROLE_SETTINGS,
     AdminTokenSettings,
     SettingsError,
+    role_settings,
 )
 from infra.deploy import dependencies
 from infra.deploy.dependencies import RUNTIME_PROVIDED
@@ -155,17 +155,17 @@ def settings_problems(package: PackagedService) -> list[str]:
     """Return functions whose packaged environment would fail their cold start in Lambda.
 
     Each function's environment, with what the Lambda runtime adds, is parsed by its role's settings model
-    (``core.settings.ROLE_SETTINGS``): a required variable missing, a value out of range, or a setting refused inside
+    (``core.settings.role_settings()``): a required variable missing, a value out of range, or a setting refused inside
     Lambda is found here rather than at the first invocation. CloudFormation references stand for the names they
     will resolve to.
     """
     problems: list[str] = []
     environments = _function_environments(package.template)
     for key in package.functions:
-        model = ROLE_SETTINGS.get(key)
+        model = role_settings().get(key)
         logical_id = package.function_logical_id(key)
         if model is None:
-            problems.append(f"{key}: no settings model in core.settings.ROLE_SETTINGS")
+            problems.append(f"{key}: no settings model in core.settings.role_settings()")
             continue
         if logical_id not in environments:
             problems.append(f"{key}: no {logical_id} in the template")

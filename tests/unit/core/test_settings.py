@@ -5,25 +5,24 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.settings import (
-    ROLE_SETTINGS,
-    ApiSettings,
-    AudienceSettings,
-    AuthorizerSettings,
-    CronSettings,
-    DeliverSettings,
-    ExpandSettings,
-    FunctionSettings,
+from core.audience.settings import AudienceSettings, CronSettings, ExpandSettings
+from core.purchases.settings import (
     PaymentWorkerSettings,
-    PublishSettings,
     PurchaseNotifySettings,
-    RealtimeTokensSettings,
-    SettingsError,
     StripeCreditSettings,
     StripeWebhookSettings,
-    WebsocketSettings,
+)
+from core.realtime.settings import RealtimeTokensSettings, WebsocketSettings
+from core.settings import (
+    ApiSettings,
+    AuthorizerSettings,
+    DeliverSettings,
+    FunctionSettings,
+    PublishSettings,
+    SettingsError,
     clear_settings,
     load_settings,
+    role_settings,
 )
 
 BASE = {"STAGE": "prod", "AWS_REGION": "eu-west-1"}
@@ -187,7 +186,7 @@ def test_role_settings_are_frozen() -> None:
 
 
 def test_role_settings_every_function_of_serverless_yml_has_one() -> None:
-    assert set(ROLE_SETTINGS) == {
+    assert set(role_settings()) == {
         "publish",
         "api",
         "adminAuthorizer",
@@ -202,7 +201,7 @@ def test_role_settings_every_function_of_serverless_yml_has_one() -> None:
         "cron",
         "expand",
     }
-    assert set(ROLE_SETTINGS.values()) == set(ROLES)
+    assert set(role_settings().values()) == set(ROLES)
 
 
 def test_authorizer_settings_token_cache_over_half_the_rotation_window_refused() -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from core import clients
 from core.audience.connection import Database, read_database_secret
+from core.audience.settings import DatabaseSettings
 from core.errors import UpstreamError
-from core.settings import DatabaseSettings, SettingsError
+from core.settings import SettingsError
 
 _BASE = {"STAGE": "test", "AWS_REGION": "us-east-1"}
 

@@ -1,17 +1,12 @@
-"""Unit tests of the realtime roles' settings (core/settings.py): the token function, the WebSocket function, and the
-browser part of the deliver function's."""
+"""Unit tests of the realtime roles' settings (core/realtime/settings.py): the token function, the WebSocket function,
+and the browser part of the deliver function's."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.settings import (
-    ROLE_SETTINGS,
-    ChannelSettings,
-    RealtimeTokensSettings,
-    SettingsError,
-    WebsocketSettings,
-)
+from core.realtime.settings import RealtimeTokensSettings, WebsocketSettings
+from core.settings import ChannelSettings, SettingsError, role_settings
 
 BASE = {"STAGE": "prod", "AWS_REGION": "eu-west-1"}
 KEYS = {"REALTIME_KEYS_PARAMETER": "/notify/prod/realtime/signing-keys"}
@@ -21,8 +16,8 @@ DELIVER = {**BASE, "DELIVERIES_TABLE": "notify-prod-ledger"}
 
 
 def test_realtime_roles_are_the_functions_of_serverless_yml() -> None:
-    assert ROLE_SETTINGS["realtimeTokens"] is RealtimeTokensSettings
-    assert ROLE_SETTINGS["websocket"] is WebsocketSettings
+    assert role_settings()["realtimeTokens"] is RealtimeTokensSettings
+    assert role_settings()["websocket"] is WebsocketSettings
 
 
 @pytest.mark.parametrize("variable", ["REALTIME_KEYS_PARAMETER", "REALTIME_URL"])
