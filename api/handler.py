@@ -23,7 +23,8 @@ from api.topics import (
     rotate_hash,
     topic_view,
 )
-from core.channels import NAME_PATTERN, TopicRequest
+from core.channels import NAME_PATTERN
+from core.channels.registry import TopicRequest
 from core.clients import (
     get_client,
     get_ledger,

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.channels import CREDENTIAL_FIELDS, NAME_RULE, IntegrationSpec, TopicRequest
+from core.channels import NAME_RULE
+from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.ledger import epoch_time, iso_time, utc_now
 from core.models import Integration, IntegrationType, Reply, Topic, is_name

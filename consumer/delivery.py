@@ -200,7 +200,7 @@ class Deliverer:
     Parameters
     ----------
     channels:
-        Channel instances by type (see ``core.channels.CHANNELS``).
+        Channel instances by type (see ``core.channels.registry.CHANNELS``).
     ledger:
         The delivery ledger.
     credentials:

@@ -273,7 +273,8 @@ def get_http_session(settings: OutboundSettings | None = None) -> OutboundSessio
 
 @cache
 def _channels(settings: ChannelSettings) -> dict[str, Channel]:
-    from core.channels import BrowserResources, ChannelResources, build_channels
+    from core.channels import ChannelResources
+    from core.channels.registry import BrowserResources, build_channels
 
     handoff = None
     if settings.expansion_queue_url is not None:

@@ -1,16 +1,17 @@
-"""One module per channel type behind one interface; ``CHANNELS`` is the explicit registry of them.
+"""One module per channel type behind one interface; ``CHANNEL_MODULES`` is the explicit list of them.
 
-The admin schema (``IntegrationSpec``, ``TopicRequest``, ``CREDENTIAL_FIELDS``), the consumer's channels
-(``build_channels``) and the producer's rendering (``render_content``) are all built from that one dict, so a new
-channel is one module and one line here.
+A new channel is one module and one line in ``CHANNEL_MODULES``. A channel's module is imported when it is first
+needed: the producer renders a topic's integrations with their channels' modules only (``render_content``), while
+``core/channels/registry.py`` imports all of them for what is built from every channel (the consumer's channels, the
+admin schema). A function that publishes does not define the models of seven channels at its cold start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
-
-from pydantic import Field, field_validator
+from functools import cache
+from importlib import import_module
+from typing import Any
 
 from core.channels.base import (
     Channel,
@@ -20,104 +21,51 @@ from core.channels.base import (
     Limit,
     destination_key,
 )
-from core.channels.browser import BrowserChannel, BrowserResources
-from core.channels.email import EmailChannel
-from core.channels.push import SNS_ARN_PATTERN, SNS_ARN_RULE, PushChannel
-from core.channels.slack import SlackChannel
-from core.channels.subscribers import SubscribersChannel
-from core.channels.telegram import TelegramChannel
-from core.channels.webhook import URL_PATTERN, URL_RULE, WebhookChannel
-from core.models import NAME_PATTERN, NAME_RULE, Content, Integration, Strict
-from core.realtime.refs import TOPIC_REF_PATTERN, TOPIC_REF_RULE, USER_ID_PATTERN, USER_ID_RULE
+from core.models import NAME_PATTERN, NAME_RULE, Content, Integration
 
-CHANNELS: dict[str, type[Channel]] = {
-    EmailChannel.type: EmailChannel,
-    SlackChannel.type: SlackChannel,
-    TelegramChannel.type: TelegramChannel,
-    WebhookChannel.type: WebhookChannel,
-    PushChannel.type: PushChannel,
-    BrowserChannel.type: BrowserChannel,
-    SubscribersChannel.type: SubscribersChannel,
+# Each channel type, and the module and class of its channel.
+CHANNEL_MODULES: dict[str, tuple[str, str]] = {
+    "email": ("core.channels.email", "EmailChannel"),
+    "slack": ("core.channels.slack", "SlackChannel"),
+    "telegram": ("core.channels.telegram", "TelegramChannel"),
+    "webhook": ("core.channels.webhook", "WebhookChannel"),
+    "push": ("core.channels.push", "PushChannel"),
+    "browser": ("core.channels.browser", "BrowserChannel"),
+    "subscribers": ("core.channels.subscribers", "SubscribersChannel"),
 }
 
 
-def build_channels(resources: ChannelResources) -> dict[str, Channel]:
-    """Return one instance of every registered channel, sharing ``resources``."""
-    return {name: channel(resources) for name, channel in CHANNELS.items()}
+@cache
+def channel_class(channel_type: str) -> type[Channel]:
+    """Return the channel of a type, importing its module the first time.
+
+    Raises
+    ------
+    KeyError
+        No channel has this type.
+    """
+    module, name = CHANNEL_MODULES[channel_type]
+    found = getattr(import_module(module), name)
+    if not (isinstance(found, type) and issubclass(found, Channel) and found.type == channel_type):
+        raise TypeError(f"{module}.{name} is not the channel of type {channel_type!r}")
+    return found
 
 
 def render_content(integration: Integration, values: Mapping[str, Any]) -> Content:
     """Render an integration's model into the content its channel sends."""
-    return CHANNELS[integration.type].render(integration.model, values)
+    return channel_class(integration.type).render(integration.model, values)
 
-
-# One integration as an admin writes it, told apart by ``type``. The union is built from the registry at run time; type
-# checkers see what every member has.
-if TYPE_CHECKING:
-    IntegrationSpec: TypeAlias = IntegrationBase
-else:
-    IntegrationSpec = Annotated[
-        Union[tuple(channel.integration_model for channel in CHANNELS.values())],  # noqa: UP007
-        Field(discriminator="type"),
-    ]
-
-
-class TopicRequest(Strict):
-    """Body of ``PUT /v1/channels/{channel}/topics/{topic}``."""
-
-    integrations: list[IntegrationSpec] = Field(min_length=1, max_length=100)
-
-    @field_validator("integrations")
-    @classmethod
-    def _unique_names(cls, value: list[IntegrationSpec]) -> list[IntegrationSpec]:
-        seen: dict[str, int] = {}
-        for index, integration in enumerate(value):
-            if integration.name in seen:
-                # A name is short and never a secret (it matches NAME_PATTERN), so it may be quoted.
-                raise ValueError(
-                    f"integrations[{seen[integration.name]}] and integrations[{index}] are both named "
-                    f"{integration.name!r} (each integration needs a name of its own)"
-                )
-            seen[integration.name] = index
-        subscribers = [index for index, item in enumerate(value) if item.type == SubscribersChannel.type]
-        if len(subscribers) > 1:
-            raise ValueError(
-                f"integrations[{subscribers[0]}] and integrations[{subscribers[1]}] are both of type 'subscribers' "
-                "(a topic's subscribers are reached once: keep one)"
-            )
-        return value
-
-
-# What each pattern a request field must match allows, in words: a 422 says this, never the regular expression.
-PATTERN_RULES: dict[str, str] = {
-    NAME_PATTERN: f"is not a valid name: {NAME_RULE}",
-    URL_PATTERN: URL_RULE,
-    SNS_ARN_PATTERN: SNS_ARN_RULE,
-    USER_ID_PATTERN: USER_ID_RULE,
-    TOPIC_REF_PATTERN: TOPIC_REF_RULE,
-}
-
-CREDENTIAL_FIELDS: dict[str, tuple[str, ...]] = {
-    name: tuple(credentials.model_fields)
-    for name, channel in CHANNELS.items()
-    if (credentials := channel.credentials_model) is not None
-}
 
 __all__ = [
-    "CHANNELS",
-    "CREDENTIAL_FIELDS",
+    "CHANNEL_MODULES",
     "NAME_PATTERN",
     "NAME_RULE",
-    "PATTERN_RULES",
-    "BrowserResources",
     "Channel",
     "ChannelResources",
     "DeliveryReceipt",
     "IntegrationBase",
-    "IntegrationSpec",
     "Limit",
-    "TopicRequest",
-    "build_channels",
+    "channel_class",
     "destination_key",
     "render_content",
 ]

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from api.topics import put_topic
 from core import clients
-from core.channels import TopicRequest
+from core.channels.registry import TopicRequest
 from core.errors import ConflictError, UpstreamError
 from core.models import DeliveryStatus
 from core.secrets import SecretStore

@@ -265,7 +265,7 @@ def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any], channels:
     """Create ``orders/shipped`` with a webhook and a ``subscribers`` integration (on ``channels``, push by default),
     publish once; return the id."""
     from api.topics import put_topic
-    from core.channels import TopicRequest
+    from core.channels.registry import TopicRequest
     from core.fanout import fan_out
 
     followers: dict[str, Any] = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped"}}

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from api.dead_letters import RedriveRequest
-from core.channels import TopicRequest
+from core.channels.registry import TopicRequest
 from core.errors import (
     AuthenticationError,
     ConflictError,

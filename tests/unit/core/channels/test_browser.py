@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from core.channels import CHANNELS, TopicRequest
 from core.channels.base import ChannelResources
 from core.channels.browser import BrowserChannel, BrowserResources
+from core.channels.registry import CHANNELS, TopicRequest
 from core.errors import NotFoundError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.ledger import NotificationRecord
 from core.models import Content

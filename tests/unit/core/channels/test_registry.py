@@ -1,21 +1,17 @@
-"""Unit tests of the channel registry and what is built from it (core/channels/__init__.py): the consumer's channels,
-the producer's rendering and the admin schema."""
+"""Unit tests of the channel registry and what is built from it (core/channels/__init__.py and registry.py): the
+consumer's channels, the producer's rendering, the admin schema, and that rendering loads only the channel it needs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from core.channels import (
-    CHANNELS,
-    CREDENTIAL_FIELDS,
-    ChannelResources,
-    TopicRequest,
-    build_channels,
-    render_content,
-)
+from core.channels import CHANNEL_MODULES, ChannelResources, channel_class, render_content
+from core.channels.registry import CHANNELS, CREDENTIAL_FIELDS, TopicRequest, build_channels
 from core.models import Content, Integration, IntegrationType
 from tests.support.events import topic_body
 
@@ -44,6 +40,36 @@ def test_registry_has_a_channel_for_every_integration_type() -> None:
 
 def test_registry_keys_are_channel_types() -> None:
     assert all(channel.type == name for name, channel in CHANNELS.items())
+
+
+def test_channel_class_unknown_type_raises_key_error() -> None:
+    with pytest.raises(KeyError):
+        channel_class("pigeon")
+
+
+def test_channel_class_refuses_a_module_entry_that_is_not_that_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(CHANNEL_MODULES, "pigeon", ("core.channels.slack", "SlackChannel"))
+
+    with pytest.raises(TypeError, match=r"core\.channels\.slack\.SlackChannel is not the channel of type 'pigeon'"):
+        channel_class("pigeon")
+
+
+def test_render_content_imports_only_the_channel_it_renders() -> None:
+    # In a fresh process: the publish function's cold start defines the models of the channels it renders, no more.
+    code = (
+        "import sys\n"
+        "from core.channels import render_content\n"
+        "from core.models import Integration\n"
+        "before = {name for name in sys.modules if name.startswith('core.channels.')}\n"
+        "integration = Integration.model_validate("
+        "{'name': 'ops', 'type': 'slack', 'model': 'hi $who'})\n"
+        "render_content(integration, {'who': 'you'})\n"
+        "after = {name for name in sys.modules if name.startswith('core.channels.')}\n"
+        "print(sorted(before), sorted(after - before))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "['core.channels.base'] ['core.channels.slack']"
 
 
 def test_build_channels_shares_resources() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from core.channels import ChannelResources, TopicRequest
+from core.channels import ChannelResources
+from core.channels.registry import TopicRequest
 from core.channels.subscribers import SubscribersChannel
 from core.errors import PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.models import Content
