@@ -13,8 +13,8 @@ from time import monotonic
 from typing import Any
 
 from api.admin_auth import check_admin_token
-from core.clients import get_parameter_provider
-from core.errors import AuthenticationError, ForbiddenError
+from core.clients import get_client
+from core.errors import AWS_ERRORS, AuthenticationError, ForbiddenError, aws_error
 from core.observability import logger
 from core.settings import AuthorizerSettings, load_settings
 
@@ -55,13 +55,15 @@ def settings() -> AuthorizerSettings:
 
 
 @lru_cache(maxsize=1)
-def token_hash(config: AuthorizerSettings, provider: Any) -> TokenHash:
-    """Return this container's cache of the token hash, read through powertools' SSM provider on the shared client."""
+def token_hash(config: AuthorizerSettings, ssm: Any) -> TokenHash:
+    """Return this container's cache of the token hash, read from SSM on the shared client."""
 
     def read() -> str:
-        # The provider's own cache is bypassed: ``TokenHash`` alone decides how old a hash may be.
-        value = provider.get(config.admin_token_hash_parameter, decrypt=True, force_fetch=True)
-        return str(value or "")
+        try:
+            response = ssm.get_parameter(Name=config.admin_token_hash_parameter, WithDecryption=True)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the admin token hash") from None
+        return str(response["Parameter"]["Value"])
 
     return TokenHash(read, config.admin_token_cache_seconds, clock=monotonic)
 
@@ -85,7 +87,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         api_id=arn.api_id,
         stage=arn.stage,
     )
-    expected = token_hash(config, get_parameter_provider(config.aws_region)).get()
+    expected = token_hash(config, get_client("ssm", config.aws_region)).get()
     try:
         check_admin_token(token_event.authorization_token, expected)
     except AuthenticationError:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidRequestError
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, Promotion, PromotionRequest
-from core.purchases.promotions import PromotionStorePort
+
+if TYPE_CHECKING:
+    # Only for annotations: the store's module loads boto3 (its DynamoDB type serializer), ~10 ms of the api
+    # function's cold start that only the promotions routes need (``core.clients`` loads it with the store).
+    from core.purchases.promotions import PromotionStorePort
 
 _CODE = re.compile(PROMO_CODE_PATTERN)
 _ID = re.compile(ID_PATTERN)

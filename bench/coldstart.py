@@ -27,13 +27,14 @@ TARGET_RATIO = 1.5
 RUNS = {True: 21, False: 7}  # cached bytecode: many quick runs; compiling: fewer slow ones
 QUICK_RUNS = {True: 7, False: 3}
 PACKAGE_DIR = ROOT / ".build" / "ci"
-# What every handler imports before any of this repository's code: the floor under each ratio. Defining a model (every
-# handler's settings are one) imports pydantic.fields, and with it pydantic.types and annotated_types.
+# What every handler imports before any of this repository's code: the floor under each ratio. Clients are botocore's
+# (core/clients.py); boto3 itself is loaded by the purchases functions only, for its DynamoDB type serializer. Defining
+# a model (every handler's settings are one) imports pydantic.fields, and with it pydantic.types and annotated_types.
 LIBRARIES = (
-    "import boto3, pydantic; from pydantic import BaseModel; import pydantic.fields; "
+    "import botocore.session, botocore.config, pydantic; from pydantic import BaseModel; import pydantic.fields; "
     "from aws_lambda_powertools import Logger, Metrics, Tracer"
 )
-LIBRARIES_LABEL = "(boto3 + pydantic + powertools)"
+LIBRARIES_LABEL = "(botocore + pydantic + powertools)"
 
 use_bench_environment()
 
@@ -57,6 +58,14 @@ def statement_ms(statement: str, pycache: str, write_bytecode: bool) -> float:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
     return float(result.stdout.strip().splitlines()[-1])
+
+
+def loads_boto3(module: str) -> bool:
+    """Tell whether importing ``module`` loads boto3 (not only botocore), in a fresh process."""
+    code = f"import sys, {module}; print('boto3' in sys.modules)"
+    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return result.stdout.strip().splitlines()[-1] == "True"
 
 
 def measure(modules: list[str], cached: bool, runs: int) -> dict[str, float]:
@@ -126,17 +135,19 @@ def main() -> None:
     medians = {cached: measure(modules, cached, runs[cached]) for cached in (True, False)}
     print(f"Handler import, median of fresh processes (alternating with import boto3); target <= {TARGET_RATIO}x")
     print(
-        f"  {'function':<16} {'module':<30} {'cached ms':>9} {'ratio':>6} {'/libs':>6} "
-        f"{'compiling ms':>12} {'ratio':>6} {'/libs':>6}"
+        f"  {'function':<34} {'module':<30} {'cached ms':>9} {'ratio':>6} {'/libs':>6} "
+        f"{'compiling ms':>12} {'ratio':>6} {'/libs':>6} {'boto3':>6}"
     )
     rows = [["(import boto3)", "boto3"]]
     for cached in (True, False):
         boto3 = medians[cached]["boto3"]
         rows[0] += [f"{boto3:.0f} ms", "1.00x", f"{boto3 / medians[cached][LIBRARIES]:.2f}x"]
+    rows[0].append("yes")
     floor = [LIBRARIES_LABEL, "-"]
     for cached in (True, False):
         libraries, boto3 = medians[cached][LIBRARIES], medians[cached]["boto3"]
         floor += [f"{libraries:.0f} ms", f"{libraries / boto3:.2f}x", "1.00x"]
+    floor.append("no")
     rows.append(floor)
     for function, module in functions.items():
         cells = [function, module]
@@ -153,11 +164,12 @@ def main() -> None:
                     ratio <= TARGET_RATIO,
                 )
             )
+        cells.append("yes" if loads_boto3(module) else "no")
         rows.append(cells)
     for cells in rows:
         print(
-            f"  {cells[0]:<16} {cells[1]:<30} {cells[2]:>9} {cells[3]:>6} {cells[4]:>6} "
-            f"{cells[5]:>12} {cells[6]:>6} {cells[7]:>6}"
+            f"  {cells[0]:<34} {cells[1]:<30} {cells[2]:>9} {cells[3]:>6} {cells[4]:>6} "
+            f"{cells[5]:>12} {cells[6]:>6} {cells[7]:>6} {cells[8]:>6}"
         )
     fragment.tables.append(
         Table(
@@ -172,6 +184,7 @@ def main() -> None:
                 "no bytecode",
                 "/ boto3",
                 "/ libraries",
+                "loads boto3",
             ],
             rows,
         )
@@ -187,13 +200,14 @@ def main() -> None:
     fragment.notes.append(
         f"The row {LIBRARIES_LABEL} imports only the libraries every handler uses at its cold start, none of this "
         "repository's code (`" + LIBRARIES + "`): the floor under every handler's ratio. A handler's figure above it "
-        "is this repository's own modules."
+        "is this repository's own modules. The clients are botocore's; the last column tells which handlers load boto3 "
+        "as well (the purchases functions, for its DynamoDB type serializer)."
     )
     fragment.notes.append(budget_note(medians, modules))
     fragment.notes.append(
         "Measured with this machine's interpreter and .venv, not Lambda's: both sides of each ratio import the same "
-        "boto3. On Lambda, boto3 is the runtime's own, and the handlers' bytecode ships in their zips when packaged "
-        "where Python 3.12 runs (the deploy workflow)."
+        "botocore. On Lambda, boto3 and botocore are the runtime's own, and the handlers' bytecode ships in their zips "
+        "when packaged where Python 3.12 runs (the deploy workflow)."
     )
     fragment.save()
 

@@ -1,49 +1,67 @@
-"""Integration credentials read by reference from SSM through powertools parameters, cached between invocations."""
+"""Integration credentials read by reference from SSM SecureString parameters, cached between invocations."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from core.errors import PermanentDeliveryError, RetryableDeliveryError
+from core.errors import AWS_ERRORS, PermanentDeliveryError, RetryableDeliveryError, error_code
 
 _MISSING_CODES = frozenset({"ParameterNotFound", "ParameterVersionNotFound"})
+# Refusals that the same call will meet again: the delivery fails rather than retrying for hours.
+_REFUSED_CODES = frozenset({"AccessDeniedException", "ValidationException", "ParameterVersionLabelLimitExceeded"})
 
 
 class CredentialSource:
-    """Returns the JSON object stored in a SecureString parameter.
+    """Returns the JSON object stored in a SecureString parameter, reused for ``max_age`` seconds.
+
+    The delivery threads of a batch share one source; a value is read again once it is ``max_age`` seconds old, so a
+    rotated secret takes effect within that time. A failed read is never cached.
 
     Parameters
     ----------
-    provider:
-        A powertools ``SSMProvider``; it keeps values for ``max_age`` seconds.
+    client:
+        A boto3 SSM client.
     max_age:
-        Seconds a value is reused before SSM is asked again, so a rotated secret takes effect within that time.
+        Seconds a value is reused before SSM is asked again; 0 reads it on every call.
+    clock:
+        Monotonic seconds, injectable for tests.
     """
 
-    def __init__(self, provider: Any, max_age: int) -> None:
-        self._provider = provider
+    def __init__(self, client: Any, max_age: float, clock: Callable[[], float] = monotonic) -> None:
+        self._client = client
         self._max_age = max_age
+        self._clock = clock
+        self._values: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
 
     def get(self, ref: str) -> dict[str, Any]:
         """Return the credentials named ``ref``; missing or unreadable ones are permanent, SSM outages retryable."""
-        # Importing these exceptions imports the whole parameters package (AppConfig too); the provider loaded it.
-        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
-
+        now = self._clock()
+        with self._lock:
+            cached = self._values.get(ref)
+        if cached is not None and now - cached[0] < self._max_age:
+            return cached[1]
         try:
-            value = self._provider.get(ref, decrypt=True, transform="json", max_age=self._max_age)
-        except TransformParameterError:
-            raise PermanentDeliveryError("credentials are not a JSON object") from None
-        except GetParameterError as exc:
-            # powertools wraps the SSM error without chaining it explicitly; its context is the ClientError.
-            cause = exc.__cause__ or exc.__context__
-            code = cause.response["Error"]["Code"] if isinstance(cause, ClientError) else type(cause).__name__
+            response = self._client.get_parameter(Name=ref, WithDecryption=True)
+        except AWS_ERRORS as exc:
+            code = error_code(exc)
             if code in _MISSING_CODES:
                 raise PermanentDeliveryError("credentials are missing") from None
-            if code in ("AccessDeniedException", "ValidationException", "ParameterVersionLabelLimitExceeded"):
+            if code in _REFUSED_CODES:
                 raise PermanentDeliveryError(f"credentials cannot be read ({code})") from None
             raise RetryableDeliveryError(f"reading credentials failed ({code})") from None
+        try:
+            value = json.loads(response["Parameter"]["Value"])
+        except (KeyError, TypeError, ValueError):
+            value = None
         if not isinstance(value, dict):
+            # Neither the value nor the parse error is quoted: the text is a secret.
             raise PermanentDeliveryError("credentials are not a JSON object")
+        with self._lock:
+            # The age counts from before the read: a value is never used later than max_age after it was asked for.
+            self._values[ref] = (now, value)
         return value

@@ -22,7 +22,6 @@ from core.clients import (
     get_expansion_queue_at,
     get_ledger,
     get_pacer,
-    get_parameter_provider,
 )
 from core.observability import logger, metrics, tracer
 from core.queue import DeadLetterQueue
@@ -73,6 +72,17 @@ def endpoint_disabled_reporter(config: DeliverSettings) -> Callable[[str], None]
     )
 
 
+@cache
+def _credential_source(ssm: Any, max_age: int) -> CredentialSource:
+    return CredentialSource(ssm, max_age)
+
+
+def credential_source(region: str, max_age: int) -> CredentialSource:
+    """Return this container's integration credentials, cached across invocations, on the shared SSM client (a new
+    client, after ``core.clients.reset``, starts an empty cache)."""
+    return _credential_source(get_client("ssm", region), max_age)
+
+
 def build_deliverer() -> Deliverer:
     """Return a deliverer on this container's cached clients, session and settings."""
     config = settings()
@@ -80,7 +90,7 @@ def build_deliverer() -> Deliverer:
     return Deliverer(
         channels=get_channels(config),
         ledger=get_ledger(config),
-        credentials=CredentialSource(get_parameter_provider(config.aws_region), config.secrets_cache_seconds),
+        credentials=credential_source(config.aws_region, config.secrets_cache_seconds),
         queue=get_delivery_queue(config),
         dead_letters=DeadLetterQueue(sqs, config.dead_letter_queue_url),
         scheduler=VisibilityScheduler(sqs, config.delivery_queue_url),

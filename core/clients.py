@@ -11,7 +11,7 @@ import threading
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 from core.settings import (
@@ -79,25 +79,29 @@ _MANAGEMENT_CONFIG = Config(
 )
 
 
-# One boto3 session per process: each new session loads and parses botocore's endpoint and model data again (tens of
-# milliseconds per client, at every cold start). A session is not thread-safe: clients are made under this lock.
+# One botocore session per process: each new session loads and parses botocore's endpoint and model data again (tens of
+# milliseconds per client, at every cold start). A session is not thread-safe: clients are made under this lock. The
+# clients are botocore's, which boto3's are: boto3 itself (its resources, s3transfer) would add ~10 ms to every cold
+# start and nothing a function uses. Only the purchases functions load it, for its DynamoDB type serializer.
 _SESSION_LOCK = threading.Lock()
 
 
 @cache
-def _session() -> boto3.session.Session:
-    return boto3.session.Session()
+def _session() -> botocore.session.Session:
+    return botocore.session.get_session()
 
 
 def _new_client(service: str, **options: Any) -> Any:
     with _SESSION_LOCK:
-        return _session().client(service, **options)
+        return _session().create_client(service, **options)
 
 
 @cache
 def _default_region() -> str | None:
-    """The region boto3 picks by itself (``AWS_DEFAULT_REGION``, which Lambda sets as it sets ``AWS_REGION``)."""
-    return boto3.session.Session().region_name
+    """The region botocore picks by itself (``AWS_DEFAULT_REGION``, which Lambda sets as it sets ``AWS_REGION``)."""
+    with _SESSION_LOCK:
+        region = _session().get_config_variable("region")
+    return str(region) if region else None
 
 
 @cache
@@ -106,7 +110,7 @@ def _client(service: str, region: str | None, single_try: bool = False) -> Any:
 
 
 def get_client(service: str, region: str | None = None, *, single_try: bool = False) -> Any:
-    """Return the boto3 client of an AWS service in ``region`` (boto3's default when not given); ``single_try``: the
+    """Return the client of an AWS service in ``region`` (botocore's default when not given); ``single_try``: the
     one that makes each call once, without botocore's retries.
 
     ``AWS_ENDPOINT_URL`` points it at a local AWS when set. Leaving the region out and naming the default one give
@@ -544,7 +548,7 @@ _CACHES: tuple[Any, ...] = (
 
 
 def reset() -> None:
-    """Forget every cached client, store and the settings; tests call it between cases. The boto3 session stays: it
+    """Forget every cached client, store and the settings; tests call it between cases. The botocore session stays: it
     holds botocore's loaded data, and the credentials of the environment, which no test changes."""
     clear_settings()
     for cached in _CACHES:

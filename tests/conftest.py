@@ -27,8 +27,9 @@ os.environ.update(
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
-# moto adds its hook to botocore's built-in handlers when imported: imported first, every boto3 session the suite makes
-# (the product's one, tests/support/aws.py's) carries it, and a client is answered by moto whenever a mock is active.
+# moto adds its hook to botocore's built-in handlers when imported: imported first, every session the suite makes (the
+# product's botocore one, tests/support/aws.py's boto3 one) carries it, and a client is answered by moto whenever a
+# mock is active.
 import moto  # noqa: F401
 
 from core import clients

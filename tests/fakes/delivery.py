@@ -3,6 +3,7 @@ SQS visibility, an unreachable pacing table, SSM parameters, and AWS sending cli
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, ClassVar, NoReturn
@@ -241,20 +242,24 @@ class UnreachablePaceStore:
         self._fail()
 
 
-class FakeParameterProvider:
-    """Stands in for powertools' SSMProvider: returns stored values, or raises a given error."""
+class FakeSsmParameters:
+    """An SSM client's ``get_parameter``: stored values (an object is stored as its JSON, text as it is), or a given
+    error raised."""
 
     def __init__(self, values: dict[str, Any] | None = None, error: Exception | None = None) -> None:
         self.values = values or {}
         self.error = error
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[dict[str, Any]] = []
 
-    def get(self, name: str, **options: Any) -> Any:
-        """Return the value of ``name``."""
-        self.calls.append((name, options))
+    def get_parameter(self, **request: Any) -> dict[str, Any]:
+        """Return the parameter named ``Name``; raise ``ParameterNotFound`` when none is stored."""
+        self.calls.append(request)
         if self.error is not None:
             raise self.error
-        return self.values[name]
+        if request["Name"] not in self.values:
+            raise ClientError({"Error": {"Code": "ParameterNotFound", "Message": "fake"}}, "GetParameter")
+        value = self.values[request["Name"]]
+        return {"Parameter": {"Name": request["Name"], "Value": value if isinstance(value, str) else json.dumps(value)}}
 
 
 class FakeSqsVisibility:

@@ -10,6 +10,7 @@ import pytest
 
 from api import authorizer
 from api.authorizer import handler
+from core.errors import UpstreamError
 from tests.fakes.delivery import FakeClock
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ADMIN_TOKEN, NAMES, AwsResources
@@ -154,3 +155,14 @@ def test_authorizer_token_cache_age_follows_its_setting(
     clock.advance(5)
 
     assert _effect(NEW_TOKEN, lambda_context) == "Allow"
+
+
+def test_authorizer_hash_parameter_missing_raises_upstream_error_naming_the_code(
+    aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    aws.ssm.delete_parameter(Name=NAMES["ADMIN_TOKEN_HASH_PARAMETER"])
+
+    with pytest.raises(UpstreamError, match=r"^reading the admin token hash failed \(ParameterNotFound\)$") as raised:
+        handler(authorizer_event(f"Bearer {ADMIN_TOKEN}"), lambda_context)
+
+    assert raised.value.__cause__ is None

@@ -107,14 +107,16 @@ GUESS = "guessed-token-7c1d"
 
 
 class HashParameter:
-    """Powertools' SSM provider as the authorizer uses it: one parameter, the admin token's SHA-256."""
+    """An SSM client as the authorizer uses it: one parameter, the admin token's SHA-256, read decrypted."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, name: str, token: str) -> None:
+        self._name = name
         self._digest = hashlib.sha256(token.encode()).hexdigest()
 
-    def get(self, name: str, decrypt: bool = False, force_fetch: bool = False) -> str:
+    def get_parameter(self, Name: str, WithDecryption: bool) -> dict[str, Any]:
         """Return the stored hash."""
-        return self._digest
+        assert (Name, WithDecryption) == (self._name, True)
+        return {"Parameter": {"Name": Name, "Value": self._digest}}
 
 
 @pytest.fixture
@@ -123,9 +125,9 @@ def handler_on_fakes(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
     config = AuthorizerSettings.from_env(
         {"STAGE": "test", "AWS_REGION": "us-east-1", "ADMIN_TOKEN_HASH_PARAMETER": "/notify/test/admin-token-hash"}
     )
-    provider = HashParameter(ADMIN_TOKEN)
+    ssm = HashParameter(config.admin_token_hash_parameter, ADMIN_TOKEN)
     monkeypatch.setattr(authorizer, "settings", lambda: config)
-    monkeypatch.setattr(authorizer, "get_parameter_provider", lambda region: provider)
+    monkeypatch.setattr(authorizer, "get_client", lambda service, region: ssm)
     return lambda header: authorizer.handler(authorizer_event(header), FakeLambdaContext())
 
 

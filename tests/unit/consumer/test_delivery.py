@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 from botocore.exceptions import ClientError
 
 from consumer.credentials import CredentialSource
@@ -36,8 +35,8 @@ from tests.fakes.delivery import (
     FakeDeadLetterQueue,
     FakeDeliveryQueue,
     FakeLedger,
-    FakeParameterProvider,
     FakeSqsVisibility,
+    FakeSsmParameters,
     MetricCounter,
     UnreachablePaceStore,
 )
@@ -107,7 +106,7 @@ class Rig:
         self.dead_letters = FakeDeadLetterQueue()
         self.sqs = FakeSqsVisibility()
         self.store = InMemoryPaceStore()
-        self.parameters = FakeParameterProvider({REF: {"signing_secret": "s" * 16}})
+        self.parameters = FakeSsmParameters({REF: {"signing_secret": "s" * 16}})
         # Given only when set: the other tests run on the deliverer's own default (no count known).
         options: dict[str, Any] = {} if max_receive_count is None else {"max_receive_count": max_receive_count}
         self.deliverer = Deliverer(
@@ -225,11 +224,9 @@ def _v1_body() -> str:
     return json.dumps(message)
 
 
-def _ssm_error(code: str) -> GetParameterError:
-    """Return the error powertools raises for an SSM error: wrapped, with the ClientError as its context."""
-    error = GetParameterError("fake")
-    error.__context__ = ClientError({"Error": {"Code": code, "Message": "fake"}}, "GetParameter")
-    return error
+def _ssm_error(code: str) -> ClientError:
+    """Return the error SSM's GetParameter raises with ``code``."""
+    return ClientError({"Error": {"Code": code, "Message": "fake"}}, "GetParameter")
 
 
 def _server_error(retry_after: float | None = None) -> RetryableDeliveryError:
@@ -1743,16 +1740,25 @@ def test_process_credentials_ref_passes_credentials_to_channel(rig: Rig) -> None
     [
         (_ssm_error("ParameterNotFound"), Outcome.FAILED),
         (_ssm_error("AccessDeniedException"), Outcome.FAILED),
-        (TransformParameterError("bad json"), Outcome.FAILED),
         (_ssm_error("ThrottlingException"), Outcome.RETRIED),
         (_ssm_error("InternalServerError"), Outcome.RETRIED),
     ],
-    ids=["missing", "denied", "not-json", "throttled", "ssm-down"],
+    ids=["missing", "denied", "throttled", "ssm-down"],
 )
 def test_process_credentials_error_is_failed_or_retried_by_kind(rig: Rig, error: Exception, outcome: Outcome) -> None:
     rig.parameters.error = error
 
     assert (rig.process(_with_credentials()), rig.channel.sent) == (outcome, [])
+
+
+def test_process_credentials_not_json_fails(rig: Rig) -> None:
+    rig.parameters.values[REF] = "not {json"
+
+    assert (rig.process(_with_credentials()), rig.channel.sent, rig.row().last_error) == (
+        Outcome.FAILED,
+        [],
+        "credentials are not a JSON object",
+    )
 
 
 def test_process_credentials_missing_records_reason(rig: Rig) -> None:
