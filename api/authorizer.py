@@ -62,7 +62,7 @@ def token_hash(config: AuthorizerSettings, ssm: Any) -> TokenHash:
         try:
             response = ssm.get_parameter(Name=config.admin_token_hash_parameter, WithDecryption=True)
         except AWS_ERRORS as exc:
-            raise aws_error(exc, "reading the admin token hash") from None
+            raise aws_error(exc, "reading the admin token hash") from exc
         return str(response["Parameter"]["Value"])
 
     return TokenHash(read, config.admin_token_cache_seconds, clock=monotonic)

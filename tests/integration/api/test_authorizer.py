@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from api import authorizer
 from api.authorizer import handler
@@ -165,4 +166,4 @@ def test_authorizer_hash_parameter_missing_raises_upstream_error_naming_the_code
     with pytest.raises(UpstreamError, match=r"^reading the admin token hash failed \(ParameterNotFound\)$") as raised:
         handler(authorizer_event(f"Bearer {ADMIN_TOKEN}"), lambda_context)
 
-    assert raised.value.__cause__ is None
+    assert isinstance(raised.value.__cause__, ClientError)
