@@ -21,10 +21,11 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
-from core.ledger import DeliveryRow, utc_now
+from core.ledger import DeliveryRow
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus, Reply, Strict
 from core.observability import logger
 from core.ports import LedgerPort
+from core.times import utc_now
 
 RECEIVE_LIMIT = 10
 # Long enough to list or move a batch; a listing hands its messages back at once after reading them.

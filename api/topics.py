@@ -11,12 +11,12 @@ from pydantic import BaseModel
 from core.channels import NAME_RULE
 from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequest
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
-from core.ledger import epoch_time, iso_time, utc_now
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
 from core.ports import SecretStorePort, TopicRegistryPort
 from core.secrets import MAX_SECRET_CHARS, secret_text
 from core.templates import variables
+from core.times import epoch_time, iso_time, utc_now
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"

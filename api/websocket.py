@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.clients import get_connection_store, get_signing_keys
 from core.errors import MalformedRequestError, NotificationError
 from core.http import error_response
-from core.ledger import iso_time
 from core.observability import logger, metrics, tracer
 from core.realtime.sessions import close_connection, open_connection, refresh_token
 from core.realtime.settings import WebsocketSettings
 from core.settings import load_settings
+from core.times import iso_time
 
 CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
 # The route keys this function serves; a test keeps them equal to serverless.yml's websocket events.

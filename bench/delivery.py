@@ -93,7 +93,7 @@ def median_seconds(run: Callable[[Any], None], prepare: Callable[[], Any], round
 
 def webhook_message(sink: str, index: int) -> dict[str, Any]:
     """Return a delivery message of a webhook integration posting to the sink."""
-    from core.ledger import utc_now
+    from core.times import utc_now
 
     return {
         "v": 2,

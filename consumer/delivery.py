@@ -41,12 +41,13 @@ from core.errors import (
     UpstreamError,
     invalid_fields,
 )
-from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, epoch_time, iso_time
+from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry
 from core.models import Content, DeliveryMessage, DeliveryMessageV1, DeliveryStatus, RecordedOutcome
 from core.observability import logger
 from core.pacing import Limit, Pacer
 from core.ports import LedgerPort
 from core.queue import MAX_DELAY_SECONDS, MAX_ERROR_LENGTH, DeadLetterQueue, DeliveryQueue
+from core.times import epoch_time, iso_time
 
 if TYPE_CHECKING:
     # The channels load with the first batch (core.clients.get_channels), not with this module.

@@ -14,12 +14,13 @@ from typing import Any
 from core.channels import render_content
 from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
 from core.ids import new_notification_id
-from core.ledger import Delivery, DeliveryRow, NotificationRecord, epoch_time, utc_now
+from core.ledger import Delivery, DeliveryRow, NotificationRecord
 from core.models import DeliveryMessage, MessageIntegration, Topic
 from core.observability import logger
 from core.ports import NotificationLedgerPort
 from core.queue import COPY_RESERVE_BYTES, DELIVERY_MESSAGE_BYTES_LIMIT, MESSAGE_BYTES_LIMIT, DeliveryQueue
 from core.templates import missing_variables
+from core.times import epoch_time, utc_now
 
 KEY_REUSED = "Idempotency-Key was already used with a different request body"
 NOT_IN_TOPIC = "the integration was removed from the topic"

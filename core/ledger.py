@@ -21,11 +21,11 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, aws_error, error_code
 from core.models import DeliveryStatus
+from core.times import utc_now
 
 NOTIFICATION_KEY = "#"
 PAGE_SIZE = 100
@@ -36,27 +36,6 @@ HISTORY_LIMIT = 50
 _BATCH_GET_KEYS = 100
 _BATCH_GET_TRIES = 4
 _MAX_ERROR_LENGTH = 1000
-
-
-def utc_now() -> str:
-    """Return the current UTC time in ISO 8601 with milliseconds."""
-    return iso_time(time.time())
-
-
-def iso_time(epoch: float) -> str:
-    """Return a Unix time as ISO 8601 UTC with milliseconds (``2026-11-22T18:00:00.000Z``)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def epoch_time(text: str | None) -> float | None:
-    """Return the Unix time of an ISO 8601 time (UTC when it names no offset), or ``None`` when it is not one."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _update_condition(before_run: int | None, names: dict[str, str], values: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ from core.audience.sends import (
 )
 from core.channels.push import platform_payloads
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
-from core.ledger import DeliveryRow, NotificationRecord, utc_now
+from core.ledger import DeliveryRow, NotificationRecord
 from core.models import (
     Content,
     DeliveryMessage,
@@ -68,6 +68,7 @@ from core.models import (
 from core.observability import logger, metrics
 from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, DeliveryQueue
 from core.realtime.refs import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
+from core.times import utc_now
 
 SOURCE = "send"
 # The channel/topic of a send's record and messages when its audience is no topic's subscribers.

@@ -25,8 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 from botocore.exceptions import ClientError
 
 from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
-from core.ledger import iso_time
 from core.purchases.models import PaymentRecord
+from core.times import iso_time
 
 STATUS_SUCCEEDED = "succeeded"
 STATUS_NO_CUSTOMER = "no_customer"

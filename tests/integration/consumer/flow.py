@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.clients import get_ledger
-from core.ledger import Delivery, LedgerEntry, NotificationRecord, utc_now
+from core.ledger import Delivery, LedgerEntry, NotificationRecord
 from core.models import DeliveryStatus
+from core.times import utc_now
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ACCOUNT, REGION, AwsResources
 from tests.support.events import load_event

@@ -22,8 +22,8 @@ from moto.sns.models import sns_backends
 
 import consumer.handler
 from core import clients
-from core.ledger import epoch_time
 from core.models import DeliveryStatus
+from core.times import epoch_time
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.consumer.flow import (
     Queued,

@@ -15,9 +15,9 @@ import pytest
 
 from core import clients
 from core.errors import UpstreamError
-from core.ledger import iso_time
 from core.models import DeliveryStatus
 from core.queue import DeadLetterQueue
+from core.times import iso_time
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.consumer.flow import (
     consume,

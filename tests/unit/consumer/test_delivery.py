@@ -25,10 +25,11 @@ from core.errors import (
     RetryableDeliveryError,
     UpstreamError,
 )
-from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry, iso_time
+from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry
 from core.models import DeliveryMessage, DeliveryStatus
 from core.pacing import Limit, Pacer, PaceStore
 from core.queue import send_error
+from core.times import iso_time
 from tests.fakes.delivery import (
     FakeChannel,
     FakeClock,

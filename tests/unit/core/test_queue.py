@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from core.errors import UpstreamError
-from core.ledger import iso_time
 from core.models import Content, DeliveryMessage, IntegrationType, MessageIntegration, RecordedOutcome
 from core.queue import (
     BATCH_BYTES_LIMIT,
@@ -24,6 +23,7 @@ from core.queue import (
     DeadLetterQueue,
     DeliveryQueue,
 )
+from core.times import iso_time
 from tests.fakes.sqs import FakeSqsClient
 from tests.fakes.unreachable import UnreachableClient
 

@@ -21,9 +21,10 @@ from core.audience.expansion import (
 from core.audience.models import AppRequest, UserRequest
 from core.audience.sends import ExpansionBatchJob, ExpansionJob, NewSend, StoredSend, SubscribersJob
 from core.errors import UpstreamError
-from core.ledger import NotificationRecord, epoch_time, iso_time
+from core.ledger import NotificationRecord
 from core.models import DeliveryMessage, DeliveryStatus, Integration, IntegrationType
 from core.queue import DeliveryQueue
+from core.times import epoch_time, iso_time
 from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger, FakeSendStore
 from tests.fakes.sqs import FakeSqsClient
 
