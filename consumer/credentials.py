@@ -24,7 +24,7 @@ class CredentialSource:
     Parameters
     ----------
     client:
-        A boto3 SSM client.
+        A botocore SSM client (``core.clients.get_client("ssm")``).
     max_age:
         Seconds a value is reused before SSM is asked again; 0 reads it on every call.
     clock:

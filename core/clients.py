@@ -82,7 +82,9 @@ _MANAGEMENT_CONFIG = Config(
 # One botocore session per process: each new session loads and parses botocore's endpoint and model data again (tens of
 # milliseconds per client, at every cold start). A session is not thread-safe: clients are made under this lock. The
 # clients are botocore's, which boto3's are: boto3 itself (its resources, s3transfer) would add ~10 ms to every cold
-# start and nothing a function uses. Only the purchases functions load it, for its DynamoDB type serializer.
+# start and nothing a function uses. At import, only the purchases functions load it (its DynamoDB type serializer);
+# the api function loads it with the promotions store, and the publish function with powertools' idempotency layer, at
+# the first request that needs them.
 _SESSION_LOCK = threading.Lock()
 
 

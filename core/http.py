@@ -381,8 +381,8 @@ class _ChannelWords:
 @cache
 def _channel_words() -> _ChannelWords:
     """Return the channels' words, read from their registry by the first validation error described."""
-    # Not at import: ``core.channels`` loads every channel module, which functions that neither deliver nor administer
-    # topics (the token, websocket and Stripe webhook functions) would otherwise load for nothing.
+    # Not at import: ``core.channels.registry`` loads every channel module, which functions that neither deliver nor
+    # administer topics (the token, websocket and Stripe webhook functions) would otherwise load for nothing.
     from core.channels.registry import CHANNELS, CREDENTIAL_FIELDS, PATTERN_RULES
 
     return _ChannelWords(

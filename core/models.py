@@ -16,8 +16,8 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-# What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, which loads every
-# channel: a function that checks names, such as the cron's, should not pay for them).
+# What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, whose registry
+# loads every channel: a function that checks names, such as the cron's, should not pay for them).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _NAME = re.compile(NAME_PATTERN)
@@ -339,9 +339,9 @@ class PublishRequest(Strict):
         return refuse_text(metadata, UNSENDABLE, TEXT_RULE, cls.__name__)
 
 
-# The two bodies that are a JSON object of any keys are models whose extra keys are the body (the same JSON schema as
-# ``RootModel[dict[...]]``): pydantic's RootModel would cost every function importing this module ~5 ms of its cold
-# start, to describe two routes in the OpenAPI document.
+# The two bodies that are a JSON object of any keys are models whose extra keys are the body (the JSON schema of
+# ``RootModel[dict[...]]``, with an empty ``properties`` added): a RootModel would load pydantic's root_model and
+# generics, about 1 ms of every cold start importing this module, to describe two routes in the OpenAPI document.
 class PublishResponse(BaseModel):
     """Body of a publish's 200: integration name → SQS message id."""
 

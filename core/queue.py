@@ -41,7 +41,7 @@ _NOT_SQS_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff
 _REFUSED_AS_IT_IS = frozenset({"InvalidParameterValue", "InvalidMessageContents"})
 # SQS's limit on DelaySeconds.
 MAX_DELAY_SECONDS = 900
-# Batches of one publish sent at once; boto3 clients are thread-safe.
+# Batches of one publish sent at once; botocore's clients are thread-safe.
 SEND_CONCURRENCY = 8
 # Why an entry is reported failed when SQS had not answered its batch before the caller's time ran out, and when the
 # caller had no time left to send it at all.

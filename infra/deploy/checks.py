@@ -471,6 +471,7 @@ def _decorator_name(decorator: ast.expr) -> str:
 
 
 _MAYBE = "?"
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
 @dataclass
@@ -495,6 +496,10 @@ class ModuleImports(ast.NodeVisitor):
     functions: dict[str, _Scope] = field(default_factory=dict)
     _stack: list[_Scope] = field(default_factory=list)
     _optional: int = 0
+    # Dotted names of our packages written as strings in the module (``"core.channels.slack"``), and the scopes that
+    # call ``import_module`` with something else than a literal: each such call may import any of those names.
+    module_names: set[str] = field(default_factory=set)
+    dynamic: list[_Scope] = field(default_factory=list)
 
     @property
     def _scope(self) -> _Scope:
@@ -570,15 +575,26 @@ class ModuleImports(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
-        if name == "import_module" and node.args and isinstance(node.args[0], ast.Constant):
-            self._add(str(node.args[0].value))
+        if name == "import_module" and node.args:
+            if isinstance(node.args[0], ast.Constant):
+                self._add(str(node.args[0].value))
+            elif not self._optional:
+                self.dynamic.append(self._scope)
         self.generic_visit(node)
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str) and _DOTTED.fullmatch(node.value) and node.value.split(".")[0] in CODE_PACKAGES:
+            self.module_names.add(node.value)
 
 
 @cache
 def _module_imports(source: bytes, package: str) -> ModuleImports:
     visitor = ModuleImports(package)
     visitor.visit(ast.parse(source))
+    # ``import_module(name)`` of a name held in a variable (``core.channels.channel_class`` over ``CHANNEL_MODULES``):
+    # counted as importing every module of ours the module names in a string, where such a module exists.
+    for scope in visitor.dynamic:
+        scope.imports.update(f"{name}{_MAYBE}" for name in visitor.module_names)
     return visitor
 
 

@@ -23,6 +23,7 @@ from infra.deploy.checks import (
     bytecode_problems,
     event_source_problems,
     iam_wildcards,
+    import_closure,
     import_problems,
     package_artifact_problems,
     private_target_problems,
@@ -235,6 +236,30 @@ def test_import_problems_missing_dependency_reported(tmp_path: Path, handler_sou
 
     assert len(problems) == 1
     assert problems[0].startswith(expected), problems
+
+
+def test_import_problems_module_imported_by_a_name_held_in_a_variable_is_followed(tmp_path: Path) -> None:
+    # As core.channels.channel_class imports a channel's module from CHANNEL_MODULES: the handler renders through it.
+    files = {
+        "api/__init__.py": b"",
+        "api/h.py": b"from core.registry import load\n\ndef handler(event, context):\n    return load('pay')\n",
+        "core/registry.py": (
+            b"from importlib import import_module\n\n"
+            b"MODULES = {'pay': 'core.gateway', 'gone': 'core.not_shipped'}\n\n"
+            b"def load(kind):\n    return import_module(MODULES[kind]).get_gateway()\n"
+        ),
+        "core/gateway.py": _STRIPE_IN_GETTER,
+    }
+
+    problems = import_problems("fn", _HANDLER, _artifact(tmp_path, files))
+
+    assert problems == ["fn: imports stripe lazily, which its zip does not carry (add `dependencies: [stripe]`)"]
+
+
+def test_import_closure_publish_follows_the_channels_it_renders(packaged: PackagedService) -> None:
+    closure = import_closure(Artifact(packaged.artifacts["publish"]), packaged.functions["publish"]["handler"])
+
+    assert {f"core.channels.{name}" for name in ("email", "slack", "telegram", "webhook", "push")} <= closure.ours
 
 
 def test_import_problems_extra_never_imported_reported(tmp_path: Path) -> None:
