@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from time import monotonic
+from time import time as wall_clock
 from typing import Any
 
 from api.admin_auth import check_admin_token
@@ -29,10 +29,12 @@ class TokenHash:
     max_age:
         Seconds a hash read is reused; 0 reads it on every call.
     clock:
-        Monotonic seconds, injectable for tests.
+        Seconds of the wall clock, injectable for tests. Not the monotonic clock: the age must count the time a frozen
+        Lambda environment sat between invocations, or a rarely invoked authorizer could accept a rotated token for
+        longer than the rotation window.
     """
 
-    def __init__(self, read: Callable[[], str], max_age: float, clock: Callable[[], float] = monotonic) -> None:
+    def __init__(self, read: Callable[[], str], max_age: float, clock: Callable[[], float] = wall_clock) -> None:
         self._read = read
         self._max_age = max_age
         self._clock = clock
@@ -65,7 +67,7 @@ def token_hash(config: AuthorizerSettings, ssm: Any) -> TokenHash:
             raise aws_error(exc, "reading the admin token hash") from exc
         return str(response["Parameter"]["Value"])
 
-    return TokenHash(read, config.admin_token_cache_seconds, clock=monotonic)
+    return TokenHash(read, config.admin_token_cache_seconds, clock=wall_clock)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
-from time import monotonic
 from typing import Any
 
 from core.errors import AWS_ERRORS, PermanentDeliveryError, RetryableDeliveryError, error_code
@@ -28,10 +28,12 @@ class CredentialSource:
     max_age:
         Seconds a value is reused before SSM is asked again; 0 reads it on every call.
     clock:
-        Monotonic seconds, injectable for tests.
+        Seconds of the wall clock, injectable for tests. Not the monotonic clock: the age must count the time a frozen
+        Lambda environment sat between invocations, or a rarely invoked container could keep a rotated secret for
+        longer than ``max_age`` (powertools' cache, which this replaces, counted wall time too).
     """
 
-    def __init__(self, client: Any, max_age: float, clock: Callable[[], float] = monotonic) -> None:
+    def __init__(self, client: Any, max_age: float, clock: Callable[[], float] = time.time) -> None:
         self._client = client
         self._max_age = max_age
         self._clock = clock

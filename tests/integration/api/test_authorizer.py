@@ -111,7 +111,7 @@ NEW_TOKEN = "rotated-admin-token-9876543210"
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """The authorizer's clock, standing still until a test advances it."""
     fake = FakeClock(1000.0)
-    monkeypatch.setattr(authorizer, "monotonic", fake)
+    monkeypatch.setattr(authorizer, "wall_clock", fake)
     return fake
 
 
