@@ -48,24 +48,25 @@ def handler_modules() -> dict[str, str]:
     }
 
 
+def _last_line(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh process of this interpreter with the functions' environment (plus ``env``) and return
+    the last line it printed."""
+    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT), **env}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return result.stdout.strip().splitlines()[-1]
+
+
 def statement_ms(statement: str, pycache: str, write_bytecode: bool) -> float:
     """Return how long ``statement`` (imports) takes in a fresh process with the functions' environment, in ms;
     bytecode is cached under ``pycache`` only when ``write_bytecode``."""
     code = f"import time; t = time.perf_counter(); {statement}; print((time.perf_counter() - t) * 1000)"
-    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": pycache}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if not write_bytecode:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
-    return float(result.stdout.strip().splitlines()[-1])
+    # The process inherits this shell's PYTHONDONTWRITEBYTECODE unless it is set here: "" writes bytecode.
+    return float(_last_line(code, PYTHONPYCACHEPREFIX=pycache, PYTHONDONTWRITEBYTECODE="" if write_bytecode else "1"))
 
 
 def loads_boto3(module: str) -> bool:
     """Tell whether importing ``module`` loads boto3 (not only botocore), in a fresh process."""
-    code = f"import sys, {module}; print('boto3' in sys.modules)"
-    env = {**os.environ, **FUNCTION_ENV, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
-    return result.stdout.strip().splitlines()[-1] == "True"
+    return _last_line(f"import sys, {module}; print('boto3' in sys.modules)") == "True"
 
 
 def measure(modules: list[str], cached: bool, runs: int) -> dict[str, float]:
