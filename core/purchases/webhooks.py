@@ -188,7 +188,9 @@ class WebhookSecret:
             raise UpstreamError(f"reading the Stripe webhook secret failed ({code})") from None
         if not isinstance(value, str) or not value.strip():
             raise UpstreamError("the Stripe webhook secret is empty")
-        return value
+        # Stored from a file (``--value file://whsec.txt``) it may end in a newline, which would be part of the HMAC's
+        # key and refuse every genuine webhook; Stripe's secrets hold no whitespace, as with the API key.
+        return value.strip()
 
 
 def webhook_payload(body: str | None, base64_encoded: bool) -> str:

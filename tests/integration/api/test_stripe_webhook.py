@@ -60,6 +60,19 @@ def test_stripe_webhook_signed_event_envelope_is_queued_with_its_type(
     assert message["MessageAttributes"]["stripe_event_id"]["StringValue"] == "evt_1PkI3c2eZvKYlo2Cq9RfV0xT"
 
 
+def test_stripe_webhook_secret_stored_with_a_trailing_newline_still_verifies(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
+) -> None:
+    # As `aws ssm put-parameter --value file://whsec.txt` stores a file that ends in a newline; Stripe signs with the
+    # secret itself.
+    aws.ssm.put_parameter(Name=SECRET_PARAMETER, Value=WEBHOOK_SECRET + "\n", Type="SecureString", Overwrite=True)
+
+    response = _post(lambda_context, PAYLOAD, sign(PAYLOAD))
+
+    assert (response["statusCode"], response_json(response)) == (200, {"received": True})
+    assert len(receive_all(aws.sqs, webhook_queue)) == 1
+
+
 def test_stripe_webhook_unhandled_type_without_object_id_answers_200_nothing_queued(
     aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
 ) -> None:
