@@ -12,27 +12,49 @@ from core.observability import logger, metrics
 from core.purchases.models import PurchaseEvent
 
 
-def purchase_events(event: Mapping[str, Any]) -> Iterator[PurchaseEvent]:
-    """Yield the purchase of each SNS record; a message that is not a purchase is logged and dropped, a promo code
-    that is no code is logged and left out (the purchase is kept: ``PurchaseEvent.promo_code_invalid``).
+class InvalidPurchaseEventError(ValueError):
+    """Messages of the event are no purchase events; the text names their SNS message ids and invalid fields only."""
 
-    Such a message can never become one, so raising would only have Lambda retry it and park it in the failure
-    queue. The log names the invalid fields and the SNS message id, never the values (an email, a customer id).
+
+def purchase_events(event: Mapping[str, Any]) -> Iterator[PurchaseEvent]:
+    """Yield the purchase of each SNS record; then raise ``InvalidPurchaseEventError`` if a message was no purchase.
+
+    An optional field the subscribers can do without is left out when unusable, and the purchase kept: a promo code
+    that is no code (``PurchaseEvent.promo_code_invalid``: the credit records ``invalid_code``), an ``email`` or
+    ``user_id`` beyond its length (``PurchaseEvent.fields_left_out``). A message that is still no purchase (no
+    customer, an amount that is no whole number of minor units, not JSON) fails the invocation once the others are
+    done: Lambda retries it, then keeps the event, payload and all, in the purchase failures queue, where an alarm
+    watches and whence it can be invoked again once corrected. Dropped, it would be lost with nothing to redrive.
+    The logs and the error name the invalid fields and the SNS message id, never the values (an email, a customer id).
     """
+    refused: list[str] = []
     for record in event.get("Records") or []:
         sns = record.get("Sns") or {}
         try:
             purchase = PurchaseEvent.model_validate_json(sns.get("Message") or "")
         except ValidationError as exc:
+            fields = invalid_fields(exc, "message")
             logger.warning(
-                "message is not a purchase event: dropped",
-                extra={"sns_message_id": sns.get("MessageId"), "invalid_fields": invalid_fields(exc, "message")},
+                "message is not a purchase event: the invocation fails after the others",
+                extra={"sns_message_id": sns.get("MessageId"), "invalid_fields": fields},
             )
-            metrics.add_metric(name="PurchaseEventsDropped", unit="Count", value=1)
+            metrics.add_metric(name="PurchaseEventsInvalid", unit="Count", value=1)
+            refused.append(f"SNS message {sns.get('MessageId')} (invalid: {fields})")
             continue
         if purchase.promo_code_invalid:
             logger.warning(
                 "promo code of a purchase is not a valid code: left out",
                 extra={"sns_message_id": sns.get("MessageId"), "purchase_id": purchase.purchase_id},
             )
+        if purchase.fields_left_out:
+            logger.warning(
+                "optional fields of a purchase are not usable: left out",
+                extra={
+                    "sns_message_id": sns.get("MessageId"),
+                    "purchase_id": purchase.purchase_id,
+                    "fields_left_out": ", ".join(purchase.fields_left_out),
+                },
+            )
         yield purchase
+    if refused:
+        raise InvalidPurchaseEventError("not a purchase event: " + "; ".join(refused))

@@ -43,6 +43,11 @@ MAX_AMOUNT = 999_999_999_999
 MinorUnits = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT)]
 
 
+# The optional text fields of a purchase left out when unusable, and their longest length: an address (RFC 5321's
+# 320), a backend's user id.
+_OPTIONAL_TEXT = {"email": 320, "user_id": 256}
+
+
 class PurchaseEvent(BaseModel):
     """A purchase, as published to the SNS ``Purchase`` topic (the message is this model's JSON)."""
 
@@ -50,22 +55,25 @@ class PurchaseEvent(BaseModel):
 
     purchase_id: str = Field(pattern=ID_PATTERN)
     customer_id: str = Field(pattern=CUSTOMER_PATTERN)
-    user_id: str | None = Field(default=None, max_length=256)
-    email: str | None = Field(default=None, max_length=320)
+    user_id: str | None = Field(default=None, max_length=_OPTIONAL_TEXT["user_id"])
+    email: str | None = Field(default=None, max_length=_OPTIONAL_TEXT["email"])
     amount: StrictInt = Field(ge=0, le=MAX_AMOUNT)
     currency: Currency
     promo_code: PromoCode | None = None
     purchased_at: datetime
     # Set by the parse only (never read from the message, never published): a code that is no code was left out.
     promo_code_invalid: bool = Field(default=False, exclude=True)
+    # Set by the parse only, like it: the optional fields (``_OPTIONAL_TEXT``) left out as unusable.
+    fields_left_out: tuple[str, ...] = Field(default=(), exclude=True)
 
     @model_validator(mode="before")
     @classmethod
-    def _lenient_promo_code(cls, data: Any) -> Any:
-        """Read an empty ``promo_code`` as none, and leave out one that is no code (``"SUMMER SALE"``), marking it.
+    def _lenient_optional_fields(cls, data: Any) -> Any:
+        """Read an empty ``promo_code`` as none, and leave out one that is no code (``"SUMMER SALE"``), marking it;
+        leave out an ``email`` or ``user_id`` that is no text within its length, naming it in ``fields_left_out``.
 
-        Anything may publish a purchase: an unusable code must cost the purchase its credit only (the credit
-        subscriber records ``invalid_code``), never the whole event and its notification.
+        Anything may publish a purchase: an unusable optional field must cost the purchase what needs it (the credit
+        subscriber records ``invalid_code``; the notification's variable is empty), never the whole event.
         """
         if not isinstance(data, dict):
             return data
@@ -73,7 +81,18 @@ class PurchaseEvent(BaseModel):
         if isinstance(code, str):
             code = code.strip() or None
         invalid = code is not None and not (isinstance(code, str) and _PROMO_CODE.fullmatch(code))
-        return {**data, "promo_code": None if invalid else code, "promo_code_invalid": invalid}
+        left_out = tuple(
+            name
+            for name, limit in _OPTIONAL_TEXT.items()
+            if data.get(name) is not None and not (isinstance(data[name], str) and len(data[name]) <= limit)
+        )
+        return {
+            **data,
+            **dict.fromkeys(left_out),
+            "promo_code": None if invalid else code,
+            "promo_code_invalid": invalid,
+            "fields_left_out": left_out,
+        }
 
 
 class Credit(BaseModel):

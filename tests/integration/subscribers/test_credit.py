@@ -16,6 +16,7 @@ from core.purchases.errors import StripeUnavailableError
 from core.purchases.models import PromotionRequest
 from core.purchases.promotions import PromotionStore
 from core.purchases.purchases import PurchaseStore
+from subscribers.sns import InvalidPurchaseEventError
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.subscribers.conftest import PURCHASE_TABLES, STRIPE_SECRET_KEY
 from tests.integration.subscribers.purchases import purchase_message, sns_event
@@ -169,6 +170,42 @@ def test_credit_handler_invalid_code_recorded_as_invalid_code_not_dropped(
     assert result == {"purchases": {"pi_3PxSample0001": "refused"}}
     record = _purchases(purchases_aws).get("pi_3PxSample0001")
     assert (record.credit, record.credit_error, record.promo_code) == (None, "invalid_code", None)
+
+
+@pytest.mark.usefixtures("promotion")
+@pytest.mark.parametrize("changes", [{"email": "a" * 309 + "@example.com"}, {"user_id": "u" * 257}])
+def test_credit_handler_unusable_email_or_user_id_still_credits(
+    changes: dict[str, Any],
+    stripe_server: Any,
+    customer_id: str,
+    purchases_aws: AwsResources,
+    lambda_context: FakeLambdaContext,
+) -> None:
+    """Fields the credit never reads once dropped the whole purchase: no credit, nothing kept to redrive."""
+    result = _credit(sns_event(purchase_message(customer_id=customer_id, **changes)), lambda_context)
+
+    assert result == {"purchases": {"pi_3PxSample0001": "credited"}}
+    assert len(_transactions(stripe_server, customer_id)) == 1
+
+
+@pytest.mark.usefixtures("promotion")
+def test_credit_handler_message_no_purchase_fails_the_invocation_after_crediting_the_others(
+    stripe_server: Any, customer_id: str, purchases_aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    """Lambda then retries the event (the credited purchase is found, not credited again) and keeps it in the purchase
+    failures queue: the message that is no purchase is never silently lost."""
+    event = sns_event(
+        purchase_message(purchase_id="order#1001", customer_id=customer_id),
+        purchase_message(customer_id=customer_id),
+    )
+
+    with pytest.raises(InvalidPurchaseEventError, match="purchase_id"):
+        _credit(event, lambda_context)
+    with pytest.raises(InvalidPurchaseEventError):
+        _credit(event, lambda_context)
+
+    assert len(_transactions(stripe_server, customer_id)) == 1
+    assert _purchases(purchases_aws).get("pi_3PxSample0001").credit is not None
 
 
 @pytest.mark.usefixtures("promotion")

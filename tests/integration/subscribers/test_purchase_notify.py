@@ -11,6 +11,7 @@ from core.models import Integration, IntegrationType, Topic
 from core.purchases.notify import purchase_notification_id
 from core.purchases.purchases import PurchaseStore
 from core.topics import TopicRegistry
+from subscribers.sns import InvalidPurchaseEventError
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.subscribers.conftest import PURCHASE_TABLES
 from tests.integration.subscribers.purchases import purchase_message, sns_event
@@ -86,6 +87,26 @@ def test_purchase_notify_handler_template_missing_variable_recorded_not_raised(
     assert result == {"purchases": {"pi_3PxSample0001": "failed"}}
     assert _record(aws_topic).notification_error == "metadata: missing template variables: nickname"
     assert receive_all(aws_topic.sqs, aws_topic.delivery_queue_url) == []
+
+
+def test_purchase_notify_handler_email_too_long_notifies_without_it(
+    aws_topic: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    result = _notify(sns_event(purchase_message(email="a" * 309 + "@example.com")), lambda_context)
+
+    assert result == {"purchases": {"pi_3PxSample0001": "published"}}
+    (message,) = receive_all(aws_topic.sqs, aws_topic.delivery_queue_url)
+    assert json.loads(message["Body"])["content"]["text"] == "pi_3PxSample0001: 25.00 EUR by "
+
+
+def test_purchase_notify_handler_message_no_purchase_fails_the_invocation_after_notifying_the_others(
+    aws_topic: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    with pytest.raises(InvalidPurchaseEventError, match="amount"):
+        _notify(sns_event(purchase_message(amount=1998.9999999999998), purchase_message()), lambda_context)
+
+    (message,) = receive_all(aws_topic.sqs, aws_topic.delivery_queue_url)
+    assert json.loads(message["Body"])["content"]["text"] == "pi_3PxSample0001: 25.00 EUR by ada@example.com"
 
 
 @pytest.mark.parametrize("code", ["", "SUMMER SALE"])
