@@ -79,12 +79,25 @@ def check_address(address: str, allow_private: bool) -> None:
         raise BlockedTargetError("target resolves to a loopback, private, link-local or reserved address")
 
 
+class NameResolutionError(requests.ConnectionError):
+    """The target's name could not be resolved for now (the resolver failed, or timed out): a connection failure,
+    retried as one; a name that does not exist is a ``BlockedTargetError``."""
+
+
+# What getaddrinfo answers when resolving failed for now, not for the name: DNS timing out or answering SERVFAIL
+# (EAI_AGAIN), an unrecoverable resolver error (EAI_FAIL), memory or a system error. Any other answer is about the name.
+_RESOLVER_FAILURES = frozenset(
+    code for code in (getattr(socket, name, None) for name in ("EAI_AGAIN", "EAI_FAIL", "EAI_MEMORY", "EAI_SYSTEM"))
+)
+
+
 def check_url(url: str, allow_private: bool, resolve: Resolver = _resolve) -> None:
     """Raise ``BlockedTargetError`` unless ``url`` is http(s) and every address its host resolves to is allowed.
 
     A URL that does not parse (an NFKC-invalid or unclosed host, a port out of range, a name that cannot be encoded)
     is refused like a forbidden address. Its parse error names the host or more, and delivery URLs carry secrets, so
-    it is dropped (``from None``) and the refusal never quotes the URL.
+    it is dropped (``from None``) and the refusal never quotes the URL. A name the resolver could not resolve for now
+    raises ``NameResolutionError``: the delivery is retried, as when a connection fails.
     """
     try:
         parts = urlsplit(url)
@@ -101,8 +114,14 @@ def check_url(url: str, allow_private: bool, resolve: Resolver = _resolve) -> No
         raise BlockedTargetError("target URL has an invalid port") from None
     try:
         addresses = resolve(host, port)
-    except (OSError, UnicodeError):  # UnicodeError: the name has an empty or too long label, or cannot be encoded
+    except UnicodeError:  # the name has an empty or too long label, or cannot be encoded
         raise BlockedTargetError("target host does not resolve") from None
+    except socket.gaierror as exc:
+        if exc.errno in _RESOLVER_FAILURES:
+            raise NameResolutionError("the target host's name could not be resolved now") from None
+        raise BlockedTargetError("target host does not resolve") from None
+    except OSError:
+        raise NameResolutionError("the target host's name could not be resolved now") from None
     if not addresses:
         raise BlockedTargetError("target host does not resolve")
     for address in addresses:

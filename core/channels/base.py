@@ -282,13 +282,15 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
     """
     import requests
 
-    from core.outbound import read_answer, send_deadline
+    from core.outbound import NameResolutionError, read_answer, send_deadline
 
     with send_deadline(kwargs.get("timeout", getattr(session, "timeout", None))) as deadline:
         try:
             response = session.post(url, stream=True, **kwargs)
         except requests.Timeout:
             raise RetryableDeliveryError(f"{what}: timed out") from None
+        except NameResolutionError:
+            raise RetryableDeliveryError(f"{what}: the host's name could not be resolved now") from None
         except requests.ConnectionError:
             raise RetryableDeliveryError(f"{what}: connection failed") from None
         except requests.TooManyRedirects:

@@ -3,11 +3,21 @@ is sent."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
+
 import pytest
 import requests
 
 from core.errors import BlockedTargetError
-from core.outbound import OutboundSession, check_address, check_url, send_deadline, send_seconds
+from core.outbound import (
+    NameResolutionError,
+    OutboundSession,
+    check_address,
+    check_url,
+    send_deadline,
+    send_seconds,
+)
 
 
 def _resolver(*addresses: str):
@@ -70,12 +80,39 @@ def test_check_url_unsupported_url_is_refused(url: str) -> None:
         check_url(url, False, _resolver("93.184.216.34"))
 
 
-def test_check_url_unresolvable_host_is_refused() -> None:
+def _failing(error: OSError) -> Callable[[str, int], list[str]]:
     def fail(host: str, port: int) -> list[str]:
-        raise OSError("no such host")
+        raise error
 
-    with pytest.raises(BlockedTargetError):
-        check_url("https://nowhere.example/", False, fail)
+    return fail
+
+
+@pytest.mark.parametrize(
+    "code", [socket.EAI_NONAME, socket.EAI_NODATA, socket.EAI_SERVICE], ids=["no-such-name", "no-address", "service"]
+)
+def test_check_url_name_that_does_not_resolve_is_refused(code: int) -> None:
+    with pytest.raises(BlockedTargetError, match="does not resolve"):
+        check_url("https://nowhere.example/", False, _failing(socket.gaierror(code, "Name or service not known")))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+        socket.gaierror(socket.EAI_FAIL, "Non-recoverable failure in name resolution"),
+        OSError("resolver unreachable"),
+    ],
+    ids=["again", "fail", "os-error"],
+)
+def test_check_url_resolver_failing_for_now_is_a_connection_failure_not_a_refusal(error: OSError) -> None:
+    """A DNS timeout or SERVFAIL once failed the delivery for good: it is retried, as a refused connection is."""
+    with pytest.raises(NameResolutionError) as raised:
+        check_url("https://hooks.example.com/secret-path", False, _failing(error))
+
+    assert isinstance(raised.value, requests.ConnectionError)
+    assert not isinstance(raised.value, BlockedTargetError)
+    assert "secret-path" not in str(raised.value)
+    assert raised.value.__cause__ is None
 
 
 def _redirect(url: str, location: str, status: int = 307) -> requests.Response:

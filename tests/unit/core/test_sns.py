@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from core.errors import BlockedTargetError, SnsEndpointError, SnsMessageError, SnsSignatureError
 from core.http import error_response
+from core.outbound import NameResolutionError
 from core.sns import (
     SIGNED_FIELDS,
     HttpsFetcher,
@@ -384,6 +385,11 @@ def test_https_fetcher_returns_the_body_of_a_200_without_following_redirects() -
         (_Session(body=b"x" * 1025), SnsMessageError, "SNS answered more than 1 KiB"),
         (_Session(error=requests.ConnectTimeout(CERT_URL)), SnsEndpointError, r"not be reached \(ConnectTimeout\)"),
         (_Session(error=BlockedTargetError("target host does not resolve")), SnsMessageError, "does not resolve"),
+        (
+            _Session(error=NameResolutionError("the target host's name could not be resolved now")),
+            SnsEndpointError,
+            r"not be reached \(NameResolutionError\)",
+        ),
     ],
 )
 def test_https_fetcher_failure_raises_by_whose_fault_it_is(

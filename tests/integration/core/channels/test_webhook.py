@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,22 @@ def test_webhook_redirect_to_other_host_is_refused(resources: ChannelResources, 
         _send(resources, f"{receiver.url}/hook")
 
     assert [request.path for request in receiver.requests] == ["/hook"]
+
+
+def test_webhook_name_resolution_failing_for_now_is_retryable_and_never_sent(receiver: Receiver) -> None:
+    """``getaddrinfo``'s EAI_AGAIN (DNS timing out, SERVFAIL) once made the delivery `failed` after one attempt."""
+
+    def resolver_down(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    session = OutboundSession(0.5, 0.5, allow_private=True, resolve=resolver_down)
+    resources = ChannelResources(http=session, aws_client=lambda _: None, telegram_api_base="")
+
+    with pytest.raises(RetryableDeliveryError, match="could not be resolved now") as raised:
+        _send(resources, f"{receiver.url}/hook")
+
+    assert not isinstance(raised.value, PermanentDeliveryError)
+    assert receiver.requests == []
 
 
 def test_webhook_loopback_target_refused_by_guard(receiver: Receiver) -> None:
