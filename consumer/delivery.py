@@ -147,6 +147,9 @@ def _ids(body: str) -> dict[str, str]:
     ids = {"notification_id": data.get("notification_id"), "delivery_key": data.get("delivery_key")}
     if isinstance(integration, dict):
         ids["integration"] = integration.get("name")
+        if data.get("v") == 1 and "delivery_key" not in data:
+            # A version 1 body's row is keyed by its integration's name (DeliveryMessageV1.upgraded).
+            ids["delivery_key"] = ids["integration"]
     return {key: value for key, value in ids.items() if isinstance(value, str)}
 
 

@@ -1119,6 +1119,22 @@ def test_process_malformed_body_naming_its_row_marks_it_dead_with_the_reason(rig
     )
 
 
+def test_process_malformed_v1_body_marks_its_row_keyed_by_the_integration_name_dead(rig: Rig) -> None:
+    """A version 1 body has no delivery key: its row is its integration's, which stayed `queued` when it was buried."""
+    message = _message(v=1, created_at="2024-13-01T00:00:00Z")
+    del message["delivery_key"]
+
+    outcome = rig.process(json.dumps(message))
+
+    row = rig.ledger.rows[(ID, "hook")]
+    assert (outcome, row.status, row.last_error) == (
+        Outcome.DEAD,
+        DeliveryStatus.DEAD,
+        "malformed delivery message: created_at",
+    )
+    assert ROW_KEY not in rig.ledger.rows
+
+
 def test_process_malformed_body_naming_no_row_writes_none(rig: Rig) -> None:
     rig.process('{"v": 2, "notification_id": "n-1"}')
 
