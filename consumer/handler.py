@@ -16,6 +16,7 @@ from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer, delivery_of
 from consumer.retry import RetryPolicy, VisibilityScheduler
 from core.clients import (
+    AWS_SEND_SECONDS,
     get_channels,
     get_client,
     get_delivery_queue,
@@ -115,7 +116,10 @@ def latest_start(context: Any) -> float | None:
     if remaining is None:
         return None
     config = settings()
-    send_seconds = config.http_connect_timeout + config.http_read_timeout + 2
+    # The longest send: a URL-based one (its connect plus read timeouts), or one through AWS (SES, SNS); a browser
+    # delivery keeps to the former however many connections it posts to. 2 s more for name resolution (no socket
+    # timeout interrupts it) and the outcome's bookkeeping.
+    send_seconds = max(config.http_connect_timeout + config.http_read_timeout, AWS_SEND_SECONDS) + 2
     return time.time() + remaining() / 1000 - send_seconds
 
 

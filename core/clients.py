@@ -69,6 +69,13 @@ _CONFIG = Config(
 # batch the publish stopped waiting for is left to its thread (core/queue.py); with botocore's retries, that thread
 # could send the batch again after the answer was given, even after the container thawed from a freeze.
 _SINGLE_TRY_CONFIG = _CONFIG.merge(Config(retries={"mode": "standard", "total_max_attempts": 1}))
+# A channel's send through AWS (SES, SNS) ends within a URL-based send's budget, 2 x (2 + 4) s plus at most 1 s of
+# backoff: the consumer starts no send later than that budget before its timeout (consumer/handler.py latest_start).
+# The default's 3 x (2 + 5) s and backoff could outlast it, and the invocation be killed before its ledger writes; the
+# delivery's own retries, paced and counted, take over from botocore's.
+_SEND_CONFIG = _CONFIG.merge(Config(read_timeout=4, retries={"mode": "standard", "total_max_attempts": 2}))
+AWS_SEND_SECONDS = 2 * (2 + 4) + 1
+_CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_CONFIG}
 # The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
 # delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded).
 _MANAGEMENT_CONFIG = Config(
@@ -107,18 +114,20 @@ def _default_region() -> str | None:
 
 
 @cache
-def _client(service: str, region: str | None, single_try: bool = False) -> Any:
-    return _new_client(service, region_name=region, config=_SINGLE_TRY_CONFIG if single_try else _CONFIG)
+def _client(service: str, region: str | None, kind: str = "calls") -> Any:
+    return _new_client(service, region_name=region, config=_CONFIGS[kind])
 
 
-def get_client(service: str, region: str | None = None, *, single_try: bool = False) -> Any:
+def get_client(service: str, region: str | None = None, *, single_try: bool = False, sends: bool = False) -> Any:
     """Return the client of an AWS service in ``region`` (botocore's default when not given); ``single_try``: the
-    one that makes each call once, without botocore's retries.
+    one that makes each call once, without botocore's retries; ``sends``: the one channels send with, each call
+    bounded to a send's budget.
 
     ``AWS_ENDPOINT_URL`` points it at a local AWS when set. Leaving the region out and naming the default one give
     the same client.
     """
-    return _client(service, region or _default_region(), single_try)
+    kind = "single_try" if single_try else "sends" if sends else "calls"
+    return _client(service, region or _default_region(), kind)
 
 
 # Each store's module loads with its first store: a function imports the stores it uses, not all of them.
@@ -287,7 +296,7 @@ def _channels(settings: ChannelSettings) -> dict[str, Channel]:
         handoff = partial(_hand_off_subscribers, settings.expansion_queue_url, settings.aws_region)
     resources = ChannelResources(
         http=get_http_session(settings),
-        aws_client=partial(get_client, region=settings.aws_region),
+        aws_client=partial(get_client, region=settings.aws_region, sends=True),
         telegram_api_base=settings.telegram_api_base,
         handoff=handoff,
     )

@@ -8,7 +8,8 @@ Each delivery posts the frame to every connection (``post_to_connection``, concu
 Management API endpoint). A connection API Gateway reports gone (410) is removed and is no failure; one whose token
 expired without a refresh is closed and removed. A delivery that reaches no open connection is ``delivered`` to 0
 connections, and says so in its provider message id (``0 connections``). A delivery some of whose posts failed for now
-(throttled, 5xx) is retried as a whole: the frame carries the notification id, so a page drops the copy it has.
+(throttled, 5xx, unanswered within the send's budget) is retried as a whole: the frame carries the notification id, so
+a page drops the copy it has.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 # A connection that API Gateway calls gone this soon after it opened may be one whose $connect is still finishing: it
 # is skipped, not removed.
 OPENING_SECONDS = 10
+# The outcome of a post the send's budget left unanswered (or unmade): failed for now.
+DEADLINE_OUTCOME = "retry:deadline"
 
 
 class BrowserTarget(Strict):
@@ -139,9 +142,26 @@ class BrowserChannel(Channel):
     max_frame_bytes: ClassVar[int] = 128 * 1024
     max_concurrent_posts: ClassVar[int] = 32
 
-    def __init__(self, resources: ChannelResources, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        resources: ChannelResources,
+        clock: Callable[[], float] = time.time,
+        send_seconds: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(resources)
         self._clock = clock
+        self._send_seconds = send_seconds
+        self._monotonic = monotonic
+
+    def _budget(self) -> float:
+        """Seconds a send may take: by default what any URL-based send may (the HTTP connect plus read timeouts), the
+        budget the consumer keeps before its timeout for the send it starts last (consumer/handler.py latest_start)."""
+        if self._send_seconds is not None:
+            return self._send_seconds
+        from core.outbound import send_seconds  # loaded by the consumer already; not by a function only rendering
+
+        return send_seconds(getattr(self._resources.http, "timeout", None))
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
@@ -178,7 +198,15 @@ class BrowserChannel(Channel):
         notification_id: str,
         delivery_key: str,
     ) -> DeliveryReceipt:
-        """Post the frame to every open connection of the target; return how many it reached."""
+        """Post the frame to every open connection of the target; return how many it reached.
+
+        The send ends within its budget (``_budget``), however many connections there are: the posts not answered by
+        then count as failed for now (``deadline``; a topic's delivery is retried, and a page drops the frame it has
+        already), those not started are not made, and those under way finish in their threads, unwaited for. Without
+        the bound, a topic heard by thousands would outlast the Lambda timeout: killed before any ledger write, the
+        batch would be posted again at every receive and dead-lettered by SQS with its rows still ``queued``.
+        """
+        ends_by = self._monotonic() + self._budget()
         user_id = parse_settings(BrowserTarget, target, "target").user_id
         realtime = self._realtime()
         try:
@@ -199,16 +227,31 @@ class BrowserChannel(Channel):
         tally = _Tally()
         live = [connection for connection in found if connection.token_expires_at > now]
         for connection in found:
-            if connection.token_expires_at <= now:
+            # Closing is housekeeping: what the budget leaves undone, a later delivery does.
+            if connection.token_expires_at <= now and self._monotonic() < ends_by:
                 self._close(realtime, connection)
                 tally.expired += 1
         if live:
-            workers = min(self.max_concurrent_posts, len(live))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="browser") as pool:
-                outcomes = list(pool.map(lambda connection: self._post(realtime, connection, frame), live))
-            for connection, outcome in zip(live, outcomes, strict=True):
+            for connection, outcome in zip(live, self._post_all(realtime, live, frame, ends_by), strict=True):
                 self._count(realtime, tally, connection, outcome, now)
         return self._result(tally, len(live), to_user=user_id is not None)
+
+    def _post_all(self, realtime: BrowserResources, live: list[Connection], frame: bytes, ends_by: float) -> list[str]:
+        """Post to every connection, ``max_concurrent_posts`` at a time, until ``ends_by`` (monotonic); return each
+        one's outcome, ``retry:deadline`` for a post not answered by then."""
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrent_posts, len(live)), thread_name_prefix="browser")
+        try:
+            futures = [pool.submit(self._post_by, realtime, connection, frame, ends_by) for connection in live]
+            done, _ = wait(futures, timeout=max(0.0, ends_by - self._monotonic()))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return [future.result() if future in done else DEADLINE_OUTCOME for future in futures]
+
+    def _post_by(self, realtime: BrowserResources, connection: Connection, frame: bytes, ends_by: float) -> str:
+        """Post to one connection unless ``ends_by`` has passed while it waited for a thread."""
+        if self._monotonic() >= ends_by:
+            return DEADLINE_OUTCOME
+        return self._post(realtime, connection, frame)
 
     def _post(self, realtime: BrowserResources, connection: Connection, frame: bytes) -> str:
         """Post to one connection; return ``sent``, ``gone``, ``retry:<code>`` or ``refused:<code>``."""

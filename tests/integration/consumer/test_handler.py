@@ -755,3 +755,28 @@ def test_handler_push_to_disabled_endpoint_fails_permanently(consumer_aws: AwsRe
 
     assert failed_ids(result) == set()
     assert (entry(message).status, entry(message).last_error) == (DeliveryStatus.FAILED, "push: EndpointDisabled")
+
+
+def test_latest_start_keeps_the_longest_send_and_a_margin_before_the_timeout(consumer_aws: AwsResources) -> None:
+    """A send started at the latest start ends before the timeout, through AWS (SES, SNS) as through HTTP."""
+    config = consumer.handler.settings()
+    before = time.time()
+
+    latest = consumer.handler.latest_start(FakeLambdaContext(timeout_seconds=30.0))
+
+    assert latest is not None
+    longest = max(config.http_connect_timeout + config.http_read_timeout, clients.AWS_SEND_SECONDS)
+    assert before + 30.0 - longest - 2 - 1 <= latest <= time.time() + 30.0 - longest - 2
+
+
+def test_channels_send_through_aws_clients_bounded_to_a_sends_budget(consumer_aws: AwsResources) -> None:
+    """The default client's 3 tries of 2 + 5 s (and backoff) outlasted the consumer's 15 s reserve for one send."""
+    email = clients.get_channels()["email"]
+    ses = email._resources.aws_client("ses")
+    config = ses.meta.config
+
+    assert ses is clients.get_client("ses", sends=True)
+    assert ses is not clients.get_client("ses")
+    attempts = config.retries["total_max_attempts"]
+    # At most 1 s of backoff between tries in botocore's standard mode, for its first retry.
+    assert attempts * (config.connect_timeout + config.read_timeout) + (attempts - 1) <= clients.AWS_SEND_SECONDS

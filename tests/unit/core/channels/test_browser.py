@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from core.channels.registry import CHANNELS, TopicRequest
 from core.errors import NotFoundError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.ledger import NotificationRecord
 from core.models import Content
+from core.outbound import OutboundSession
 from core.realtime.connections import Connection
 from tests.unit.core.realtime.fakes import FakeConnectionStore, FakeManagementApi, client_error
 
@@ -198,6 +200,63 @@ def test_send_throttled_only_post_of_a_user_is_retryable() -> None:
 
     with pytest.raises(RetryableDeliveryError, match="1 of 1 connections failed for now"):
         _send(channel, {"user_id": "alice"})
+
+
+class _StuckManagementApi(FakeManagementApi):
+    """Answers the posts to ``answered`` at once; every other post hangs until ``release`` is set (after the test)."""
+
+    def __init__(self, answered: set[str]) -> None:
+        super().__init__()
+        self.answered = answered
+        self.release = threading.Event()
+
+    def post_to_connection(self, ConnectionId: str, Data: bytes) -> dict[str, Any]:
+        if ConnectionId not in self.answered:
+            self.release.wait(timeout=30)
+        return super().post_to_connection(ConnectionId, Data)
+
+
+def test_send_to_a_topic_ends_within_its_budget_the_unanswered_posts_failed_for_now() -> None:
+    """Without a bound, a topic heard by thousands outlasted the Lambda timeout: killed before its ledger write, the
+    batch was posted again at every receive, then dead-lettered by SQS with its rows still `queued`."""
+    connections = [_connection(f"a{index}", f"user-{index}", topics=("orders/shipped",)) for index in range(6)]
+    api = _StuckManagementApi(answered={"a0", "a1"})
+    channel, _, _ = _channel(connections, api)
+    channel._send_seconds = 0.3
+
+    try:
+        with pytest.raises(RetryableDeliveryError, match=r"4 of 6 connections failed for now \(deadline\); 2 reached"):
+            _send(channel, {})
+    finally:
+        api.release.set()
+    assert {connection for connection, _ in api.posts} >= {"a0", "a1"}
+
+
+def test_send_post_waiting_for_a_thread_past_the_budget_is_not_made() -> None:
+    connections = [_connection(f"a{index}", "alice") for index in range(3)]
+    api = FakeManagementApi()
+    channel, _, _ = _channel(connections, api)
+    channel._send_seconds = 1.0
+    # The send starts at 0 with 1 s; its posts get their threads at 5 (as when others held them that long).
+    channel._monotonic = lambda: 5.0 if threading.current_thread().name.startswith("browser") else 0.0
+
+    with pytest.raises(RetryableDeliveryError, match=r"3 of 3 connections failed for now \(deadline\)"):
+        _send(channel, {"user_id": "alice"})
+    assert api.posts == []
+
+
+def test_send_budget_defaults_to_a_url_based_sends() -> None:
+    channel, _, _ = _channel([])
+    channel._resources = BrowserResources(
+        http=OutboundSession(3.05, 10, allow_private=False),
+        aws_client=lambda _: None,
+        telegram_api_base="",
+        connections=FakeConnectionStore({}),
+        management=FakeManagementApi,
+        records=FakeRecords(),
+    )
+
+    assert channel._budget() == pytest.approx(13.05)
 
 
 def test_send_every_post_forbidden_is_permanent() -> None:
