@@ -17,6 +17,7 @@ from core.audience.schedules import RetryPolicy, SendEnqueuer, dispatch_due
 from core.audience.sends import AudienceSendEnqueuer
 from core.audience.settings import CronSettings
 from core.clients import get_database, get_expansion_queue
+from core.errors import UpstreamError
 from core.observability import logger, metrics, remaining_time, tracer
 from core.settings import load_settings
 
@@ -51,8 +52,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = settings()
     scheduled = ScheduledEvent.model_validate(event)
     logger.append_keys(event_id=scheduled.id, scheduled_time=scheduled.time.isoformat())
+    repository = AudienceRepository(get_database(config))
     report = dispatch_due(
-        AudienceRepository(get_database(config)),
+        repository,
         build_enqueuer(config),
         datetime.now(UTC),
         config.cron_batch_size,
@@ -64,5 +66,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             max_attempts=config.cron_max_attempts,
         ),
     )
-    logger.info("cron run done", extra=report.as_dict())
+    try:
+        purged = repository.purge_send_recipients(config.cron_recipients_kept_hours * 3600)
+    except UpstreamError as exc:
+        # Housekeeping: the sends were dispatched; the next minute's run purges.
+        logger.warning("purging the recipients of ended sends failed", extra={"reason": str(exc)})
+        purged = 0
+    logger.info("cron run done", extra={**report.as_dict(), "recipients_purged_sends": purged})
     return report.as_dict()

@@ -27,6 +27,11 @@ ledger's notification record (source ``send``) is written with that count. A wor
 page it recorded; the page it was on is enqueued again under the same deterministic delivery keys, and the consumer does
 not send a delivery already ``delivered``. A worker running out of time hands the rest to a new job.
 
+Once per user: a zone hand-off records the users of each page with its cursor (``send_recipients``,
+``infra/migrations/0004_send_recipients.sql``) and leaves out of its pages the users already recorded, so a user whose
+time zone changed from a zone handed over to one handed over later (or between the zones of one job) is enqueued and
+counted once. An instant send pages everyone with one cursor, which reaches each user once.
+
 One run at a time per send (``sends.lease``, ``infra/migrations/0002_send_lease_and_caller.sql``): a job delivered
 twice, or a local-time send's next zone arriving while the last is being expanded, waits on the queue for the run
 that holds it.
@@ -442,10 +447,12 @@ def expand_send(
         zone_of: dict[str, str | None] = {}
         for zone in sorted(set(job.zones)) if job.zones is not None else [None]:
             scope = [zone] if zone is not None else None
-            for users, cursor in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
+            for page, cursor in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
+                users = _not_handed_over(send, store, page) if zone is not None else page
                 planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
                 total += _enqueue_page(send, planned, ledger, queue, report)
-                if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone):
+                handed = [user.user_id for user in users] if zone is not None else []
+                if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone, handed):
                     # This run outlived its lease and another took the send over, maybe for other zones: this job
                     # comes back, and goes on from its zones' cursors once that run is done.
                     expansion.submit(job, delay_seconds=BUSY_DELAY_SECONDS)
@@ -469,6 +476,20 @@ def expand_send(
         logger.error("send cannot be expanded", extra={"send_id": send.send_id, "error": str(exc)})
         return report
     return _expanded(send, store, report)
+
+
+def _not_handed_over(send: StoredSend, store: ExpansionStorePort, users: list[User]) -> list[User]:
+    """Return the users of a zone's page that no page of the send handed over yet.
+
+    A zone's cursor keeps its own users from being paged twice, not a user whose time zone changed after an earlier
+    zone handed them over: paged again by the later zone, they were enqueued and counted twice (the status said one
+    delivery was queued forever). The run holds the send's lease from this read until ``advance_send`` records the
+    page, so no other run records a user in between.
+    """
+    if not users:
+        return users
+    done = store.handed_over(send.send_id, [user.user_id for user in users])
+    return [user for user in users if user.user_id not in done] if done else users
 
 
 def _expanded(send: StoredSend, store: ExpansionStorePort, report: ExpansionReport) -> ExpansionReport:

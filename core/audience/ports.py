@@ -255,9 +255,15 @@ class ExpansionStorePort(Protocol):
         lease: str,
         lease_seconds: float,
         zone: str | None = None,
+        handed: Sequence[str] = (),
     ) -> bool:
-        """Record a page enqueued (the cursor after it, ``zone``'s when given; the deliveries so far) and hold the
-        lease on; ``False`` when the lease is no longer this run's (nothing recorded)."""
+        """Record a page enqueued (the cursor after it, ``zone``'s when given; the deliveries so far; the users it
+        handed over, ``handed``) and hold the lease on; ``False`` when the lease is no longer this run's (nothing
+        recorded)."""
+        ...
+
+    def handed_over(self, send_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Return those of ``user_ids`` a page of the send recorded as handed over (``advance_send``'s ``handed``)."""
         ...
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:

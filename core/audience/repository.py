@@ -35,6 +35,8 @@ from core.audience.sends import NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
+# The ended sends whose recorded recipients one purge deletes (each cron run purges once).
+PURGE_SENDS = 20
 _USER_COLUMNS = "u.id, u.timezone, u.email, u.telegram_chat_id, u.data, u.created_at, u.updated_at"
 _DEVICE_COLUMNS = (
     "d.id::text, d.user_id, d.app, a.platform, d.token, d.endpoint_arn, d.enabled, d.last_seen, d.created_at"
@@ -613,9 +615,10 @@ class AudienceRepository:
         return self._db.run(work, "claiming scheduled sends")
 
     def mark_sent(self, handoffs: Sequence[Handoff]) -> int:
-        """Mark enqueued claims in one statement: ``sent``, or back to ``scheduled`` at the next zone's instant with
-        the zones done until the hand-off (attempts start again for that zone). Return how many were still claimed
-        by these claims (a claim taken over by another run is left to it)."""
+        """Mark enqueued claims in one statement: ``sent``, or back to ``scheduled`` at the next instant a zone's
+        clock shows the send's time (``Handoff.next_fire_at``) with the zones done until the hand-off (attempts start
+        again for that zone). Return how many were still claimed by these claims (a claim taken over by another run
+        is left to it)."""
         if not handoffs:
             return 0
         params = (
@@ -816,25 +819,76 @@ class AudienceRepository:
         lease: str,
         lease_seconds: float,
         zone: str | None = None,
+        handed: Sequence[str] = (),
     ) -> bool:
         """Record a page enqueued (the cursor after it: ``zone``'s when given, and the deliveries accounted for so
-        far) and hold the lease on; return ``False``, recording nothing, when the lease is no longer this run's."""
+        far) and hold the lease on; return ``False``, recording nothing, when the lease is no longer this run's.
+
+        ``handed`` are the users the page handed over (a zone hand-off's), recorded in ``send_recipients`` in the same
+        transaction as the cursor and the count, so ``handed_over`` never names a user the count leaves out.
+        """
         moved, cursor_params = "expanded_through = %s", [expanded_through]
         if zone is not None:
             # ``||`` sets this zone's cursor and keeps the other zones' as they are.
             moved = "zone_cursors = zone_cursors || jsonb_build_object(%s::text, %s::text)"
             cursor_params = [zone, expanded_through]
-        params = (*cursor_params, recipients, lease_seconds, _send_key(send_id), lease)
+        key = _send_key(send_id)
+        users = [_plain("user_ids", user_id) for user_id in handed]
+        params = (*cursor_params, recipients, bool(users), lease_seconds, key, lease)
 
         def work(cursor: Any) -> bool:
             cursor.execute(
-                f"UPDATE sends SET {moved}, recipients = %s,"
+                f"UPDATE sends SET {moved}, recipients = %s, recipients_kept = recipients_kept OR %s,"
                 " leased_until = now() + make_interval(secs => %s), updated_at = now() WHERE id = %s AND lease = %s",
                 params,
             )
-            return bool(cursor.rowcount == 1)
+            if cursor.rowcount != 1:
+                return False
+            if users:
+                cursor.execute(
+                    "INSERT INTO send_recipients (send_id, user_id) SELECT %s, unnest(%s::text[])"
+                    " ON CONFLICT DO NOTHING",
+                    (key, users),
+                )
+            return True
 
         return self._db.run(work, "recording expansion")
+
+    def purge_send_recipients(self, kept_seconds: float, limit: int = PURGE_SENDS) -> int:
+        """Delete the recorded recipients (``send_recipients``) of at most ``limit`` sends whose schedule ended (sent,
+        cancelled or failed) ``kept_seconds`` ago or more; return how many sends' rows went.
+
+        Their zones were all handed over: only an expansion job retried that late could still page users, and its
+        zone's cursor keeps it from those it paged. Sends another run is expanding are left for the next purge.
+        """
+
+        def work(cursor: Any) -> int:
+            cursor.execute(
+                "WITH done AS (SELECT s.id FROM sends s JOIN scheduled_sends ss ON ss.send_id = s.id"
+                " WHERE s.recipients_kept AND ss.status IN ('sent', 'cancelled', 'failed')"
+                " AND ss.updated_at <= now() - make_interval(secs => %s)"
+                " ORDER BY ss.updated_at LIMIT %s FOR UPDATE OF s SKIP LOCKED),"
+                " gone AS (DELETE FROM send_recipients r USING done WHERE r.send_id = done.id)"
+                " UPDATE sends SET recipients_kept = false FROM done WHERE sends.id = done.id",
+                (kept_seconds, limit),
+            )
+            return int(cursor.rowcount)
+
+        return self._db.run(work, "purging the recipients of ended sends")
+
+    def handed_over(self, send_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Return those of ``user_ids`` a page of the send recorded as handed over (``advance_send``'s ``handed``)."""
+        key = _send_key(send_id)
+        ids = [_plain("user_ids", user_id) for user_id in user_ids]
+
+        def work(cursor: Any) -> set[str]:
+            cursor.execute(
+                "SELECT user_id FROM send_recipients WHERE send_id = %s AND user_id = ANY(%s)",
+                (key, ids),
+            )
+            return {row[0] for row in cursor.fetchall()}
+
+        return self._db.run(work, "reading the recipients of a send")
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
         """Mark a send ``expanded`` or ``failed`` (with its error) and free its lease."""

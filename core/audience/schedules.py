@@ -14,17 +14,19 @@ error, and after ``RetryPolicy.max_attempts`` claims it is ``failed``; a row is 
 at once, with the error. Marks are guarded by the claim (its instant): a late mark of a run whose claim was taken
 over changes nothing.
 
-Local time (``local_at``, a wall clock without an offset): each zone that has users reaches ``local_at`` at its own
-instant (``core.audience.timezones.local_to_utc``: a time in a DST gap is moved forward by the gap, an ambiguous one
-is the first). The row's ``fire_at`` is the next such instant and ``zones_done_until`` the instant up to which zones
-were handed over. A claim at ``now`` hands over, in one call of the enqueuer, every zone whose instant is after
-``zones_done_until`` and not after ``now`` (``DueSend.zones``; a zone whose time was already past when the send was
-made is in the first hand-off: it is sent at once); then ``zones_done_until`` becomes ``now`` and ``fire_at`` the
-next zone's instant, or the row is ``sent`` when no zone is left. The zones are those of ``SELECT DISTINCT timezone
-FROM users`` at each claim: a zone that gets its first user after the send was made is handed over at the next
-hand-off after its instant (late when that is another zone's, never skipped); a user who moves to a zone whose
-instant is already behind the watermark is not reached by that send. An instant send hands over everyone once
-(``zones`` is ``None``).
+Local time (``local_at``, a wall clock without an offset): each zone reaches ``local_at`` at its own instant
+(``core.audience.timezones.local_to_utc``: a time in a DST gap is moved forward by the gap, an ambiguous one is the
+first). ``zones_done_until`` is the instant up to which zones were handed over. A claim at ``now`` hands over, in one
+call of the enqueuer, every zone that has users whose instant is after ``zones_done_until`` and not after ``now``
+(``DueSend.zones``; a zone whose time was already past when the send was made is in the first hand-off: it is sent
+at once); then ``zones_done_until`` becomes ``now`` and ``fire_at`` the next instant at which any IANA zone's clock
+shows ``local_at`` (``clock_instants``: some 40 distinct instants for some 600 zones, over about 26 hours), or the row
+is ``sent`` once every zone's has come. The zones that have users are read at each claim (``SELECT DISTINCT timezone
+FROM users``), so a zone that gets its first user after the send was made, even after the last zone that had users,
+is handed over at the first claim after its instant, and a send made before any user exists reaches the users made
+before their zone's instant. A claim at which no zone that has users is due only moves ``fire_at`` on, handing over
+nothing. A user who moves to a zone whose instant is already behind the watermark is not reached by that send. An
+instant send hands over everyone once (``zones`` is ``None``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache, lru_cache
 from typing import Any, Literal, Protocol, get_args
+from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,9 +52,6 @@ from core.observability import logger, metrics
 
 ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
 SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
-# The first instant any clock shows a wall-clock time (UTC+14, the Line Islands): where a local-time send with no
-# user yet fires first, to look again for zones then.
-EARLIEST_ZONE = "Pacific/Kiritimati"
 MAX_LIST_PAGE = 100
 MAX_ERROR_LENGTH = 1000
 # How far in the past an ``at`` may be: a time already past is sent at once (a client's clock, a retry), but one
@@ -194,13 +195,37 @@ def zone_instants(local_at: datetime, zones: Iterable[str]) -> dict[str, datetim
     return instants
 
 
-def first_fire_at(local_at: datetime, zones: Iterable[str], now: datetime) -> datetime:
-    """Return the first ``fire_at`` of a local-time send: the earliest zone's instant, ``now`` when one is past.
+@cache
+def _every_zone() -> tuple[str, ...]:
+    # available_timezones() reads the zone files on every call; the names the machine knows do not change while it runs.
+    return tuple(sorted(available_timezones()))
 
-    With no user yet, the first instant any clock shows ``local_at``: the zones are looked at again then.
+
+@lru_cache(maxsize=256)
+def clock_instants(local_at: datetime) -> tuple[datetime, ...]:
+    """Return, earliest first, each distinct instant at which some IANA zone's clock shows ``local_at``.
+
+    A local-time send stays scheduled until the last of them (UTC-12's, about 26 hours after UTC+14's), firing at
+    each: any zone may get its first user before its instant comes. Zones sharing an offset share an instant, so it is
+    some 40 claims, not one per zone.
     """
-    instants = zone_instants(local_at, zones) or zone_instants(local_at, [EARLIEST_ZONE])
-    return max(min(instants.values()), now.astimezone(UTC))
+    instants: set[datetime] = set()
+    for zone in _every_zone():
+        try:
+            instants.add(local_to_utc(local_at, zone))
+        except (OverflowError, ValueError, KeyError):
+            # A wall clock past a datetime's range there (a row stored before ``at`` was bounded): no instant to wait
+            # for. A zone that has users fails the claim instead (``zone_instants``), never skipped silently.
+            continue
+    return tuple(sorted(instants))
+
+
+def first_fire_at(local_at: datetime, zones: Iterable[str], now: datetime) -> datetime:
+    """Return the first ``fire_at`` of a local-time send: the first instant any clock (of ``zones`` or any IANA
+    zone) shows ``local_at``, ``now`` when that is past. The zones that have users are looked at again then."""
+    current = now.astimezone(UTC)
+    instants = [*zone_instants(local_at, zones).values(), *clock_instants(local_at)]
+    return max(min(instants, default=current), current)
 
 
 def schedule_times(
@@ -233,13 +258,18 @@ def schedule_times(
 
 
 def plan_handoff(claim: ClaimedSend, now: datetime) -> tuple[list[str] | None, datetime | None]:
-    """Return the zones a claim hands over at ``now`` (``None``: everyone) and the next zone's instant, if any."""
+    """Return the zones a claim hands over at ``now`` (``None``: everyone) and the next instant to look again, if any.
+
+    The next instant is the next at which any zone's clock shows the send's time, not only a zone that has users now:
+    a zone that gets its first user later is then due at its own instant, and the send is ``sent`` (``None``) only
+    once every clock has shown it.
+    """
     if claim.local_at is None:
         return None, None
     instants = zone_instants(claim.local_at, claim.user_zones)
     done = claim.zones_done_until
     due = sorted(zone for zone, instant in instants.items() if instant <= now and (done is None or instant > done))
-    later = [instant for instant in instants.values() if instant > now]
+    later = [instant for instant in (*instants.values(), *clock_instants(claim.local_at)) if instant > now]
     return due, min(later) if later else None
 
 
@@ -369,7 +399,9 @@ def _dispatch_batch(
             if not isinstance(exc, NotificationError):
                 logger.exception("planning a scheduled send raised", extra={"schedule_id": claim.schedule_id})
             failures.append((claim, _error_text(exc), _retried(exc, claim, retry)))
-    # A local-time claim with no zone due now (a zone lost its users meanwhile) only moves to its next zone.
+    # A local-time claim with no zone that has users due now (no user there yet, or a zone lost its users) hands
+    # nothing over: it only moves to its next instant. Its last claim hands over an empty job even so: its expansion
+    # writes the notification's record (0 deliveries when no zone ever had users) and marks the send expanded.
     due = [_due_send(claim, zones) for claim, zones, after in plans if zones is None or zones or after is None]
     try:
         errors = enqueuer.enqueue_all(due)

@@ -482,6 +482,7 @@ class FakeSendStore(FakeAudienceRepository):
     def __init__(self) -> None:
         super().__init__()
         self.sends: dict[str, StoredSend] = {}
+        self.handed: dict[str, set[str]] = {}
         self.advances: list[tuple[str, str | None, int]] = []
         self.leases: dict[str, tuple[str, float]] = {}  # send id → (lease, monotonic time it lapses)
 
@@ -535,12 +536,15 @@ class FakeSendStore(FakeAudienceRepository):
         lease: str,
         lease_seconds: float,
         zone: str | None = None,
+        handed: Sequence[str] = (),
     ) -> bool:
-        """Move a send's cursor (``zone``'s when given) while ``lease`` is its lease."""
+        """Move a send's cursor (``zone``'s when given) and record the users the page handed over (``handed``, the
+        ``send_recipients`` table) while ``lease`` is its lease."""
         if self.leases.get(send_id, ("", 0.0))[0] != lease:
             return False
         self.leases[send_id] = (lease, time.monotonic() + lease_seconds)
         self.advances.append((send_id, expanded_through, recipients))
+        self.handed.setdefault(send_id, set()).update(handed)
         send = self.get_send(send_id)
         if zone is None:
             self.sends[send_id] = replace(send, expanded_through=expanded_through, recipients=recipients)
@@ -550,6 +554,10 @@ class FakeSendStore(FakeAudienceRepository):
                 cursors[zone] = expanded_through
             self.sends[send_id] = replace(send, zone_cursors=cursors, recipients=recipients)
         return True
+
+    def handed_over(self, send_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Return those of ``user_ids`` a page of the send handed over."""
+        return self.handed.get(send_id, set()) & set(user_ids)
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
         """Mark a send expanded or failed and free its lease."""

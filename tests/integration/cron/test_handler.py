@@ -104,3 +104,35 @@ def test_cron_handler_without_database_fails_cold_start_naming_it(
 ) -> None:
     with pytest.raises(SettingsError, match="DATABASE_URL or DATABASE_SECRET_PARAMETER"):
         _cron(lambda_context)
+
+
+def test_cron_handler_purges_the_recipients_of_a_local_time_send_ended_days_ago(
+    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    repository = AudienceRepository(database)
+    schedule = repository.create_scheduled_send(
+        NewScheduledSend(
+            notification_id="local-ended",
+            target={"topic": "news/daily"},
+            content={"text": "hello"},
+            channels=["push"],
+            fire_at=datetime.now(UTC) + timedelta(days=1),
+            local_at=datetime(2030, 6, 15, 9, 0),
+        )
+    )
+    lease = "5c4f4b0e-4d1c-4f6b-9a51-0d0a3c2b1e7f"
+    repository.start_expansion(schedule.send_id, lease, 120)
+    repository.advance_send(schedule.send_id, "u1", 1, lease, 120, "Asia/Tokyo", ["u1"])
+    repository.finish_send(schedule.send_id, "expanded")
+    database.run(
+        lambda cursor: cursor.execute(
+            "UPDATE scheduled_sends SET status = 'sent', sent_at = now(), updated_at = now() - interval '4 days'"
+            " WHERE id = %s",
+            (schedule.schedule_id,),
+        ),
+        "ending the schedule",
+    )
+
+    _cron(lambda_context)
+
+    assert repository.handed_over(schedule.send_id, ["u1"]) == set()

@@ -13,6 +13,7 @@ import pytest
 
 from core import clients
 from core.audience.connection import Database
+from core.audience.models import UserRequest
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend, dispatch_due
 from core.audience.sends import ExpansionBatchJob, ExpansionJob, ExpansionQueue, SendRequest, accept_send, parse_job
@@ -259,6 +260,44 @@ def test_expansion_cron_hands_an_audience_send_to_the_worker(
     assert report.sent == 1
     assert [ExpansionJob.model_validate_json(job["Body"]).notification_id for job in jobs] == ["n-cron"]
     assert len(receive_all(worker_env.sqs, worker_env.delivery_queue_url)) == 2
+
+
+def test_expansion_local_time_user_moving_to_a_later_zone_gets_one_delivery_and_a_summary_that_adds_up(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    from cron.handler import build_enqueuer, settings
+
+    repository = AudienceRepository(database)
+    repository.put_user("alice", UserRequest(timezone="Asia/Tokyo"))
+    repository.put_user("bob", UserRequest(timezone="Europe/Paris"))
+    repository.create_scheduled_send(
+        NewScheduledSend(
+            "n-morning",
+            {"user_ids": ["alice", "bob"]},
+            {"text": "Good morning"},
+            ["browser"],
+            fire_at=datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+
+    def hand_off(now: datetime) -> None:
+        dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+        _expand(worker_env, lambda_context)
+
+    hand_off(datetime(2026, 6, 15, 0, 0, 30, tzinfo=UTC))  # 09:00 in Tokyo
+    repository.put_user("alice", UserRequest(timezone="America/New_York"))  # alice flies to New York
+    hand_off(datetime(2026, 6, 15, 7, 0, 30, tzinfo=UTC))  # 09:00 in Paris
+    hand_off(datetime(2026, 6, 15, 13, 0, 30, tzinfo=UTC))  # 09:00 in New York
+
+    keys = [json.loads(body)["delivery_key"] for body in _queued_bodies()]
+    assert sorted(keys) == ["browser:alice", "browser:bob"]
+    ledger = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"])
+    for key in keys:
+        ledger.update("n-morning", key, DeliveryStatus.DELIVERED, attempts=1)
+    page = ledger.page("n-morning")
+    assert page.counts == {"delivered": 2}
+    assert page.record.delivery_count == 2
 
 
 def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any], channels: list[str] | None = None) -> str:

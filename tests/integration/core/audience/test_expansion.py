@@ -188,3 +188,83 @@ def test_expand_send_run_whose_lease_was_taken_puts_its_job_back_and_the_job_rea
 
     assert sorted(set(queue.reached())) == ["u01", "u03", "u05", "u07"]
     assert _recipients(db, send_id) == 4
+
+
+def _move(database: Database, user_id: str, zone: str) -> None:
+    """Change a user's time zone as ``PUT /v1/users/{id}`` does."""
+    AudienceRepository(database).put_user(user_id, UserRequest(timezone=zone, data={"plan": "pro"}))
+
+
+def test_expand_send_user_moved_to_a_zone_handed_over_later_is_enqueued_and_counted_once(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse=set())
+    _expand(database, send_id, KATHMANDU, queue)
+    _move(database, "u01", KOLKATA)  # reached with Kathmandu; Kolkata's clock comes 15 minutes later
+
+    report = _expand(database, send_id, KOLKATA, queue)
+
+    assert (report.status, report.enqueued) == ("expanded", 4)
+    assert sorted(queue.reached()) == sorted(ZONE_OF)
+    assert _recipients(db, send_id) == len(ZONE_OF)
+
+
+class MovesAUserAfterTheFirstPage(AudienceRepository):
+    """The audience store, where ``u01`` moves from Kathmandu to Kolkata once the first page is recorded."""
+
+    moved = False
+
+    def advance_send(self, send_id: str, *args: Any, **kwargs: Any) -> bool:
+        """Record as the store does, then move ``u01``, once."""
+        recorded = super().advance_send(send_id, *args, **kwargs)
+        if not self.moved:
+            self.moved = True
+            self.put_user("u01", UserRequest(timezone=KOLKATA, data={"plan": "pro"}))
+        return recorded
+
+
+def test_expand_send_user_moved_between_the_zones_of_one_job_is_enqueued_and_counted_once(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse=set())
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[KATHMANDU, KOLKATA])
+
+    report = expand_send(
+        job, MovesAUserAfterTheFirstPage(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=2
+    )
+
+    assert (report.status, report.enqueued) == ("expanded", len(ZONE_OF))
+    assert sorted(queue.reached()) == sorted(ZONE_OF)
+    assert _recipients(db, send_id) == len(ZONE_OF)
+
+
+class DiesAfterTheFirstEnqueue(AudienceRepository):
+    """The audience store, failing the first page's record once: the run dies after its page was enqueued."""
+
+    failed = False
+
+    def advance_send(self, send_id: str, *args: Any, **kwargs: Any) -> bool:
+        """Fail once, as a lost connection does; then record as the store does."""
+        if not self.failed:
+            self.failed = True
+            raise UpstreamError("the connection to the database was lost")
+        return super().advance_send(send_id, *args, **kwargs)
+
+
+def test_expand_send_zone_page_enqueued_then_job_retried_is_enqueued_again_and_counted_once(
+    db: Any, database: Database, send_id: str
+) -> None:
+    queue = RefusingQueue(refuse=set())
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[KATHMANDU])
+    with pytest.raises(UpstreamError):
+        expand_send(job, DiesAfterTheFirstEnqueue(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=2)
+    with db.cursor() as cursor:
+        cursor.execute("UPDATE sends SET leased_until = now() - interval '1 second'")
+    db.commit()
+
+    report = _expand(database, send_id, KATHMANDU, queue)  # the job, back from the queue
+
+    # Its first page again, under the same delivery keys (the consumer sends a delivered one once), counted once.
+    assert (report.status, report.enqueued) == ("expanded", 4)
+    assert sorted(queue.reached()) == ["u01", "u01", "u03", "u03", "u05", "u07"]
+    assert _recipients(db, send_id) == 4

@@ -99,7 +99,8 @@ def test_migrate_cli_database_url_applies_and_reports(
 
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "applied: 0001_audience.sql, 0002_send_lease_and_caller.sql, 0003_send_zone_cursors.sql",
+        "applied: 0001_audience.sql, 0002_send_lease_and_caller.sql, 0003_send_zone_cursors.sql,"
+        " 0004_send_recipients.sql",
         "no migration pending",
     ]
 

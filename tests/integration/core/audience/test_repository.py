@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
@@ -444,6 +445,92 @@ def test_start_expansion_takes_over_a_lease_that_lapsed_and_the_first_run_record
 
     assert taken.status == "expanding"
     assert send_store.advance_send(send.send_id, "u1", 1, LEASE, 120) is False
+
+
+def test_advance_send_of_a_zone_records_the_users_it_handed_over(database: Database) -> None:
+    store = AudienceRepository(database)
+    send, _ = store.create_send(_new_send())
+    store.start_expansion(send.send_id, LEASE, 120)
+
+    assert store.advance_send(send.send_id, "u3", 2, LEASE, 120, "Europe/Paris", ["u1", "u3"]) is True
+    assert store.advance_send(send.send_id, "u3", 3, LEASE, 120, "Asia/Tokyo", ["u1", "u2"]) is True
+
+    assert store.handed_over(send.send_id, ["u0", "u1", "u2", "u3", "u4"]) == {"u1", "u2", "u3"}
+    other, _ = store.create_send(_new_send("n-2"))
+    assert store.handed_over(other.send_id, ["u1"]) == set()
+
+
+def test_advance_send_with_a_lease_no_longer_its_own_records_no_user(database: Database) -> None:
+    store = AudienceRepository(database)
+    send, _ = store.create_send(_new_send())
+    store.start_expansion(send.send_id, LEASE, 120)
+
+    assert store.advance_send(send.send_id, "u1", 1, OTHER_LEASE, 120, "Europe/Paris", ["u1"]) is False
+
+    assert store.handed_over(send.send_id, ["u1"]) == set()
+
+
+def _local_schedule(store: AudienceRepository, name: str) -> str:
+    """A local-time scheduled send whose expansion handed users u1 and u2 over; return its send id."""
+    from core.audience.schedules import NewScheduledSend
+
+    schedule = store.create_scheduled_send(
+        NewScheduledSend(
+            notification_id=name,
+            target={"topic": "news/daily"},
+            content={"text": "Hi"},
+            channels=["push"],
+            fire_at=datetime(2026, 6, 15, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+    store.start_expansion(schedule.send_id, LEASE, 120)
+    assert store.advance_send(schedule.send_id, "u2", 2, LEASE, 120, "Asia/Tokyo", ["u1", "u2"]) is True
+    store.finish_send(schedule.send_id, "expanded")
+    return schedule.send_id
+
+
+def _end_schedule(database: Database, send_id: str, ago_seconds: float) -> None:
+    database.run(
+        lambda cursor: cursor.execute(
+            "UPDATE scheduled_sends SET status = 'sent', sent_at = now(),"
+            " updated_at = now() - make_interval(secs => %s) WHERE send_id = %s",
+            (ago_seconds, send_id),
+        ),
+        "ending a schedule",
+    )
+
+
+def test_purge_send_recipients_deletes_those_of_sends_ended_long_enough_ago_only(database: Database) -> None:
+    """A local-time send's recorded recipients would otherwise stay for ever: a row per recipient of every send."""
+    store = AudienceRepository(database)
+    ended, recent, running = (_local_schedule(store, name) for name in ("ended", "recent", "running"))
+    _end_schedule(database, ended, 3 * 86400)
+    _end_schedule(database, recent, 3600)
+
+    assert store.purge_send_recipients(86400) == 1
+
+    assert store.handed_over(ended, ["u1", "u2"]) == set()
+    assert store.handed_over(recent, ["u1", "u2"]) == {"u1", "u2"}
+    assert store.handed_over(running, ["u1", "u2"]) == {"u1", "u2"}
+    assert store.purge_send_recipients(86400) == 0
+
+
+def test_purge_send_recipients_leaves_a_send_another_run_holds_for_later(database: Database, postgres_url: str) -> None:
+    store = AudienceRepository(database)
+    send_id = _local_schedule(store, "held")
+    _end_schedule(database, send_id, 3 * 86400)
+    connection = psycopg2.connect(postgres_url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM sends WHERE id = %s FOR UPDATE", (send_id,))
+
+            assert store.purge_send_recipients(86400) == 0
+        connection.rollback()
+    finally:
+        connection.close()
+
+    assert store.purge_send_recipients(86400) == 1
 
 
 def test_finish_send_frees_the_lease(send_store: Any) -> None:

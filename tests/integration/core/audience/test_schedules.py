@@ -21,6 +21,7 @@ from core.audience.schedules import (
     NewScheduledSend,
     RetryPolicy,
     cancel_schedule,
+    clock_instants,
     dispatch_due,
     first_fire_at,
     get_schedule,
@@ -343,7 +344,7 @@ def test_dispatch_due_local_time_each_zone_at_its_own_instant(store: Store) -> N
     enqueuer = RecordingEnqueuer()
     handed: list[tuple[datetime, list[str] | None]] = []
 
-    for minute in range(0, 15 * 60, 30):
+    for minute in range(0, 23 * 60, 30):
         now = datetime(2026, 6, 14, 23, 0, tzinfo=UTC) + timedelta(minutes=minute)
         before = len(enqueuer.sends)
         _run(store, enqueuer, now)
@@ -353,9 +354,12 @@ def test_dispatch_due_local_time_each_zone_at_its_own_instant(store: Store) -> N
         (datetime(2026, 6, 15, 0, 0, tzinfo=UTC), ["Asia/Tokyo"]),
         (datetime(2026, 6, 15, 7, 0, tzinfo=UTC), ["Europe/Paris"]),
         (datetime(2026, 6, 15, 13, 0, tzinfo=UTC), ["America/New_York"]),
+        # The last claim's empty job: its expansion marks the send expanded (and writes the record, if none).
+        (datetime(2026, 6, 15, 21, 0, tzinfo=UTC), []),
     ]
     schedule = store.get_schedule(schedule_id)
-    assert (schedule.status, schedule.zones_done_until) == ("sent", datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+    # Sent once every clock has shown 09:00 (UTC-12's, 21:00Z): no zone can get a user in time after that.
+    assert (schedule.status, schedule.zones_done_until) == ("sent", datetime(2026, 6, 15, 21, 0, tzinfo=UTC))
 
 
 def test_dispatch_due_local_time_rearmed_to_the_next_zone(store: Store) -> None:
@@ -366,9 +370,10 @@ def test_dispatch_due_local_time_rearmed_to_the_next_zone(store: Store) -> None:
 
     schedule = store.get_schedule(schedule_id)
     assert (report.rearmed, report.sent) == (1, 0)
+    # The next instant any clock shows 09:00 (UTC+8:45, 00:15Z), though no user is there yet.
     assert (schedule.status, schedule.fire_at, schedule.attempts) == (
         "scheduled",
-        datetime(2026, 6, 15, 7, 0, tzinfo=UTC),
+        datetime(2026, 6, 15, 0, 15, tzinfo=UTC),
         0,
     )
 
@@ -418,11 +423,13 @@ def test_dispatch_due_local_time_dst_gap_and_fold(
     enqueuer = RecordingEnqueuer()
     # Tokyo (no DST) goes first; then the zone's turn must come exactly at its instant.
     _run(store, enqueuer, instant - timedelta(hours=1))
-    before = _run(store, enqueuer, instant - timedelta(seconds=1))
+    _run(store, enqueuer, instant - timedelta(seconds=1))
+    before = [send.zones for send in enqueuer.sends]
     at = _run(store, enqueuer, instant)
 
+    assert before == [["Asia/Tokyo"]]
     assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"], [zone]]
-    assert (before.claimed, at.sent) == (0, 1)
+    assert at.claimed == 1
 
 
 def test_dispatch_due_local_time_zone_with_a_new_user_reached_at_the_next_handoff(store: Store) -> None:
@@ -437,6 +444,85 @@ def test_dispatch_due_local_time_zone_with_a_new_user_reached_at_the_next_handof
     assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"], ["America/New_York", "Europe/Paris"]]
 
 
+def _every_minute(store: Store, enqueuer: RecordingEnqueuer, start: datetime, end: datetime) -> list[Any]:
+    """Run the cron once a minute from ``start`` until ``end``; return the instant of each zone set handed over."""
+    handed: list[Any] = []
+    now = start
+    while now < end:
+        before = len(enqueuer.sends)
+        _run(store, enqueuer, now)
+        handed.extend((now, send.zones) for send in enqueuer.sends[before:])
+        now += timedelta(minutes=1)
+    return handed
+
+
+def test_dispatch_due_local_time_zone_with_its_first_user_after_the_last_zone_reached_at_its_instant(
+    store: Store,
+) -> None:
+    _users(store, "Asia/Tokyo")
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+    enqueuer = RecordingEnqueuer()
+    start = datetime(2026, 6, 14, 23, 58, tzinfo=UTC)
+    handed = _every_minute(store, enqueuer, start, datetime(2026, 6, 15, 1, 0, tzinfo=UTC))
+    store.put_user("amelie", UserRequest(timezone="Europe/Paris"))  # Tokyo's 10:00, Paris's 03:00
+
+    handed += _every_minute(store, enqueuer, datetime(2026, 6, 15, 1, 0, tzinfo=UTC), datetime(2026, 6, 16, tzinfo=UTC))
+
+    assert handed == [
+        (datetime(2026, 6, 15, 0, 0, tzinfo=UTC), ["Asia/Tokyo"]),
+        (datetime(2026, 6, 15, 7, 0, tzinfo=UTC), ["Europe/Paris"]),
+        (datetime(2026, 6, 15, 21, 0, tzinfo=UTC), []),
+    ]
+    schedule = store.get_schedule(schedule_id)
+    # Sent once 09:00 has come in every zone: UTC-12's clock shows it last, at 21:00Z.
+    assert (schedule.status, schedule.sent_at) == ("sent", datetime(2026, 6, 15, 21, 0, tzinfo=UTC))
+
+
+def test_dispatch_due_local_time_send_made_before_any_user_reaches_users_made_later(store: Store) -> None:
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+    enqueuer = RecordingEnqueuer()
+    _every_minute(store, enqueuer, datetime(2026, 6, 14, 18, 0, tzinfo=UTC), datetime(2026, 6, 14, 20, 0, tzinfo=UTC))
+    _users(store, "Europe/Paris", "America/New_York")  # imported after Kiritimati's 09:00
+
+    handed = _every_minute(store, enqueuer, datetime(2026, 6, 14, 20, 0, tzinfo=UTC), datetime(2026, 6, 16, tzinfo=UTC))
+
+    assert handed == [
+        (datetime(2026, 6, 15, 7, 0, tzinfo=UTC), ["Europe/Paris"]),
+        (datetime(2026, 6, 15, 13, 0, tzinfo=UTC), ["America/New_York"]),
+        (datetime(2026, 6, 15, 21, 0, tzinfo=UTC), []),
+    ]
+    assert store.get_schedule(schedule_id).status == "sent"
+
+
+def test_dispatch_due_local_time_send_that_never_had_users_hands_over_one_empty_job_at_its_last_claim(
+    store: Store,
+) -> None:
+    """Its expansion writes the notification's record, 0 deliveries, and marks the send expanded: the send has a
+    status to show, not a record that never comes."""
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+    enqueuer = RecordingEnqueuer()
+
+    handed = _every_minute(store, enqueuer, datetime(2026, 6, 14, 18, 0, tzinfo=UTC), datetime(2026, 6, 16, tzinfo=UTC))
+
+    assert handed == [(datetime(2026, 6, 15, 21, 0, tzinfo=UTC), [])]
+    assert store.get_schedule(schedule_id).status == "sent"
+
+
+def test_dispatch_due_local_time_claims_once_per_distinct_clock_instant_not_per_zone(store: Store) -> None:
+    _users(store, "Europe/Paris")
+    _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+    claimed = 0
+
+    now = datetime(2026, 6, 14, 18, 0, tzinfo=UTC)
+    while now < datetime(2026, 6, 16, tzinfo=UTC):
+        claimed += _run(store, RecordingEnqueuer(), now).claimed
+        now += timedelta(minutes=1)
+
+    # About 40 distinct UTC offsets for some 600 zones: one claim at each instant one of them shows 09:00.
+    assert claimed == len(clock_instants(datetime(2026, 6, 15, 9, 0)))
+    assert 30 <= claimed <= 45
+
+
 def test_dispatch_due_local_time_failed_zone_retried_without_losing_it(store: Store) -> None:
     _users(store, *ZONES)
     schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW, name="local")
@@ -448,7 +534,8 @@ def test_dispatch_due_local_time_failed_zone_retried_without_losing_it(store: St
     _run(store, enqueuer, datetime(2026, 6, 15, 7, 1, tzinfo=UTC))
 
     assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo", "Europe/Paris"]]
-    assert store.get_schedule(schedule_id).fire_at == datetime(2026, 6, 15, 13, 0, tzinfo=UTC)
+    # On to the next instant a clock shows 09:00 (UTC+1, 08:00Z), New York's still to come.
+    assert store.get_schedule(schedule_id).fire_at == datetime(2026, 6, 15, 8, 0, tzinfo=UTC)
 
 
 def test_dispatch_due_local_time_out_of_range_in_a_zone_fails_alone_and_its_batch_is_sent(store: Store) -> None:

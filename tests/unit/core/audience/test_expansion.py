@@ -453,3 +453,22 @@ def test_expand_send_zone_handoff_of_a_topic_asks_the_store_for_its_zones_only(
     assert {args[0][0] for args in asked} == set(ZONES)
     assert all(len(args[0]) == 1 for args in asked)
     assert sorted(message.delivery_key for message in world.messages()) == [f"browser:u{index}" for index in range(6)]
+
+
+def test_expand_send_user_moved_to_a_zone_handed_over_later_enqueued_and_counted_once(world: World) -> None:
+    send = _zone_world(world)
+    tokyo = ExpansionJob(send_id=send.send_id, notification_id="n-1", zones=["Asia/Tokyo"])
+    expand_send(tokyo, world.store, world.ledger, world.queue, world.expansion)
+    world.user("u0", timezone="America/New_York")  # handed over with Tokyo; New York's clock comes 13 hours later
+    new_york = ExpansionJob(send_id=send.send_id, notification_id="n-1", zones=["America/New_York"])
+
+    report = expand_send(new_york, world.store, world.ledger, world.queue, world.expansion)
+
+    assert report.enqueued == 2
+    assert sorted(message.delivery_key.rsplit(":", 1)[0] for message in world.messages()) == [
+        "push:u0",
+        "push:u2",
+        "push:u3",
+        "push:u5",
+    ]
+    assert world.store.get_send(send.send_id).recipients == world.ledger.records["n-1"].delivery_count == 4

@@ -68,7 +68,8 @@ def test_plan_handoff_zones_after_the_watermark_and_not_after_now() -> None:
 
     zones, next_fire_at = plan_handoff(claim, datetime(2026, 6, 15, 7, 0, tzinfo=UTC))
 
-    assert (zones, next_fire_at) == (["Europe/Paris"], datetime(2026, 6, 15, 13, 0, tzinfo=UTC))
+    # Next: the next instant any clock shows 09:00 (UTC+1, 08:00Z), not only New York's, whose users are known now.
+    assert (zones, next_fire_at) == (["Europe/Paris"], datetime(2026, 6, 15, 8, 0, tzinfo=UTC))
 
 
 def test_plan_handoff_last_zone_has_no_next() -> None:
@@ -77,16 +78,36 @@ def test_plan_handoff_last_zone_has_no_next() -> None:
     assert plan_handoff(claim, datetime(2026, 6, 16, tzinfo=UTC)) == (["Asia/Tokyo"], None)
 
 
+def test_plan_handoff_last_zone_with_users_keeps_the_send_until_every_clock_shows_its_time() -> None:
+    # A zone that gets its first user later (Paris, 07:00Z) must still find the send scheduled.
+    claim = _claim(datetime(2026, 6, 15, 9, 0), ("Asia/Tokyo",))
+
+    zones, next_fire_at = plan_handoff(claim, datetime(2026, 6, 15, 0, 0, tzinfo=UTC))
+
+    assert zones == ["Asia/Tokyo"]
+    assert next_fire_at is not None
+    assert next_fire_at <= datetime(2026, 6, 15, 7, 0, tzinfo=UTC)
+
+
+def test_plan_handoff_after_the_last_clock_has_no_next() -> None:
+    # UTC-12 (Etc/GMT+12) is the last place where 09:00 comes: 21:00Z.
+    claim = _claim(datetime(2026, 6, 15, 9, 0), (), done=datetime(2026, 6, 15, 20, 0, tzinfo=UTC))
+
+    assert plan_handoff(claim, datetime(2026, 6, 15, 20, 59, tzinfo=UTC)) == ([], datetime(2026, 6, 15, 21, tzinfo=UTC))
+    assert plan_handoff(claim, datetime(2026, 6, 15, 21, 0, tzinfo=UTC)) == ([], None)
+
+
 def test_plan_handoff_unknown_zone_left_out() -> None:
     claim = _claim(datetime(2026, 6, 15, 9, 0), ("Mars/Olympus_Mons", "Asia/Tokyo"))
 
     assert plan_handoff(claim, datetime(2026, 6, 16, tzinfo=UTC)) == (["Asia/Tokyo"], None)
 
 
-def test_first_fire_at_earliest_zone_or_now_when_past() -> None:
+def test_first_fire_at_earliest_clock_or_now_when_past() -> None:
     local_at = datetime(2026, 6, 15, 9, 0)
 
-    assert first_fire_at(local_at, ["Europe/Paris", "Asia/Tokyo"], NOW) == datetime(2026, 6, 15, 0, 0, tzinfo=UTC)
+    # UTC+14's 09:00, whatever zones have users: any zone may get a user before its time comes.
+    assert first_fire_at(local_at, ["Europe/Paris", "Asia/Tokyo"], NOW) == datetime(2026, 6, 14, 19, 0, tzinfo=UTC)
     assert first_fire_at(local_at, ["Europe/Paris"], datetime(2026, 6, 20, tzinfo=UTC)) == datetime(
         2026, 6, 20, tzinfo=UTC
     )
@@ -101,7 +122,7 @@ def test_schedule_times_offset_is_one_instant() -> None:
 def test_schedule_times_local_time_is_a_wall_clock_per_zone() -> None:
     at = datetime(2026, 6, 15, 9, 0)
 
-    assert schedule_times(at, True, ["Europe/Paris"], NOW) == (datetime(2026, 6, 15, 7, 0, tzinfo=UTC), at)
+    assert schedule_times(at, True, ["Europe/Paris"], NOW) == (datetime(2026, 6, 14, 19, 0, tzinfo=UTC), at)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +217,8 @@ def test_dispatch_due_local_time_claim_with_no_zone_due_rearmed_without_enqueue(
     report = dispatch_due(store, enqueuer, datetime(2026, 6, 15, 0, 0, tzinfo=UTC), 10, TIMEOUT)
 
     assert (report.rearmed, enqueuer.sends) == (1, [])
-    assert next(iter(store.schedules.values())).fire_at == datetime(2026, 6, 15, 13, 0, tzinfo=UTC)
+    # The next instant a clock shows 09:00 (UTC+8:45, 00:15Z): a zone may get a user before its time.
+    assert next(iter(store.schedules.values())).fire_at == datetime(2026, 6, 15, 0, 15, tzinfo=UTC)
 
 
 def test_dispatch_due_claim_out_of_range_in_a_zone_fails_alone_and_the_batch_goes_on() -> None:
