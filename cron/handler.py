@@ -7,6 +7,7 @@ next minute's run tries again); a run that dies leaves its claims to the claim t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,24 +54,45 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     scheduled = ScheduledEvent.model_validate(event)
     logger.append_keys(event_id=scheduled.id, scheduled_time=scheduled.time.isoformat())
     repository = AudienceRepository(get_database(config))
+    time_left = remaining_time(context, config.cron_time_margin_seconds)
     report = dispatch_due(
         repository,
         build_enqueuer(config),
         datetime.now(UTC),
         config.cron_batch_size,
         timedelta(seconds=config.cron_claim_timeout_seconds),
-        time_left=remaining_time(context, config.cron_time_margin_seconds),
+        time_left=time_left,
         retry=RetryPolicy(
             base=timedelta(seconds=config.cron_retry_base_seconds),
             cap=timedelta(seconds=config.cron_retry_cap_seconds),
             max_attempts=config.cron_max_attempts,
         ),
     )
-    try:
-        purged = repository.purge_send_recipients(config.cron_recipients_kept_hours * 3600)
-    except UpstreamError as exc:
-        # Housekeeping: the sends were dispatched; the next minute's run purges.
-        logger.warning("purging the recipients of ended sends failed", extra={"reason": str(exc)})
-        purged = 0
-    logger.info("cron run done", extra={**report.as_dict(), "recipients_purged_sends": purged})
+    purged = purge_recipients(repository, config, time_left)
+    logger.info("cron run done", extra={**report.as_dict(), "recipients_purged": purged})
     return report.as_dict()
+
+
+# At most this many purge statements a run (each deletes at most repository.PURGE_ROWS rows).
+PURGES_PER_RUN = 20
+
+
+def purge_recipients(repository: AudienceRepository, config: CronSettings, time_left: Callable[[], float]) -> int:
+    """Delete the recorded recipients of local-time sends that ended long enough ago, a bounded statement at a time
+    while the run has time (after the sends were dispatched); return how many went.
+
+    Housekeeping: a failure is logged, never raised (the next minute's run purges).
+    """
+    purged = 0
+    for _ in range(PURGES_PER_RUN):
+        if time_left() <= 0:
+            break
+        try:
+            rows = repository.purge_send_recipients(config.cron_recipients_kept_hours * 3600)
+        except UpstreamError as exc:
+            logger.warning("purging the recipients of ended sends failed", extra={"reason": str(exc)})
+            break
+        if rows is None:
+            break
+        purged += rows
+    return purged

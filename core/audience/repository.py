@@ -35,8 +35,8 @@ from core.audience.sends import NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
-# The ended sends whose recorded recipients one purge deletes (each cron run purges once).
-PURGE_SENDS = 20
+# The recorded recipients one purge statement deletes at most (the cron repeats it while it has time).
+PURGE_ROWS = 10_000
 _USER_COLUMNS = "u.id, u.timezone, u.email, u.telegram_chat_id, u.data, u.created_at, u.updated_at"
 _DEVICE_COLUMNS = (
     "d.id::text, d.user_id, d.app, a.platform, d.token, d.endpoint_arn, d.enabled, d.last_seen, d.created_at"
@@ -684,7 +684,8 @@ class AudienceRepository:
         return self._db.run(work, "failing scheduled send")
 
     def cancel_schedule(self, schedule_id: str) -> Schedule:
-        """Cancel a ``scheduled`` row and its send; cancelling again returns it as it is.
+        """Cancel a ``scheduled`` row, and its send unless zones were handed over already (a local-time send's: they
+        are expanded to the end, the zones to come are not handed over); cancelling again returns it as it is.
 
         Raises ``NotFoundError`` when there is none, ``ConflictError`` when it is ``sent``, ``claimed`` (a run is
         sending it) or ``failed``. The row's lock orders this against a claim: whichever comes second sees the other.
@@ -692,7 +693,9 @@ class AudienceRepository:
         key = _schedule_key(schedule_id)
 
         def work(cursor: Any) -> Schedule:
-            cursor.execute("SELECT status, send_id FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,))
+            cursor.execute(
+                "SELECT status, send_id, zones_done_until FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,)
+            )
             row = cursor.fetchone()
             if row is None:
                 raise NotFoundError("the schedule does not exist")
@@ -700,7 +703,10 @@ class AudienceRepository:
                 cursor.execute(
                     "UPDATE scheduled_sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (key,)
                 )
-                cursor.execute("UPDATE sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (row[1],))
+                if row[2] is None:
+                    # Nothing handed over yet: the send itself is cancelled. A local-time send whose first zones
+                    # were handed over keeps its send: their expansion runs to the end; only the zones to come stop.
+                    cursor.execute("UPDATE sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (row[1],))
             elif row[0] != "cancelled":
                 raise ConflictError(_NOT_CANCELLABLE[row[0]])
             return self._schedule(cursor, key)
@@ -854,25 +860,37 @@ class AudienceRepository:
 
         return self._db.run(work, "recording expansion")
 
-    def purge_send_recipients(self, kept_seconds: float, limit: int = PURGE_SENDS) -> int:
-        """Delete the recorded recipients (``send_recipients``) of at most ``limit`` sends whose schedule ended (sent,
-        cancelled or failed) ``kept_seconds`` ago or more; return how many sends' rows went.
+    def purge_send_recipients(self, kept_seconds: float, rows: int = PURGE_ROWS) -> int | None:
+        """Delete at most ``rows`` of the recorded recipients (``send_recipients``) of one send whose schedule ended
+        (sent, cancelled or failed) ``kept_seconds`` ago or more and that no run holds; return how many went, ``None``
+        when no send is left to purge. A send whose rows are all gone is no longer ``recipients_kept``.
 
         Their zones were all handed over: only an expansion job retried that late could still page users, and its
-        zone's cursor keeps it from those it paged. Sends another run is expanding are left for the next purge.
+        zone's cursor keeps it from those it paged. A send a run holds (its lease, or its row locked) is left for a
+        later purge. Bounded, a statement stays short however large the send was: the caller repeats while it has time.
         """
 
-        def work(cursor: Any) -> int:
+        def work(cursor: Any) -> int | None:
             cursor.execute(
-                "WITH done AS (SELECT s.id FROM sends s JOIN scheduled_sends ss ON ss.send_id = s.id"
+                "SELECT s.id FROM sends s JOIN scheduled_sends ss ON ss.send_id = s.id"
                 " WHERE s.recipients_kept AND ss.status IN ('sent', 'cancelled', 'failed')"
                 " AND ss.updated_at <= now() - make_interval(secs => %s)"
-                " ORDER BY ss.updated_at LIMIT %s FOR UPDATE OF s SKIP LOCKED),"
-                " gone AS (DELETE FROM send_recipients r USING done WHERE r.send_id = done.id)"
-                " UPDATE sends SET recipients_kept = false FROM done WHERE sends.id = done.id",
-                (kept_seconds, limit),
+                " AND (s.lease IS NULL OR s.leased_until IS NULL OR s.leased_until < now())"
+                " ORDER BY ss.updated_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED",
+                (kept_seconds,),
             )
-            return int(cursor.rowcount)
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            cursor.execute(
+                "DELETE FROM send_recipients WHERE send_id = %s AND user_id IN"
+                " (SELECT user_id FROM send_recipients WHERE send_id = %s LIMIT %s)",
+                (row[0], row[0], rows),
+            )
+            deleted = int(cursor.rowcount)
+            if deleted < rows:
+                cursor.execute("UPDATE sends SET recipients_kept = false WHERE id = %s", (row[0],))
+            return deleted
 
         return self._db.run(work, "purging the recipients of ended sends")
 

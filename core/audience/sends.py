@@ -459,8 +459,8 @@ class AudienceSendEnqueuer:
         small: list[tuple[DueSend, ExpansionJob]] = []
         units: list[tuple[list[DueSend], AnyJob]] = []
         for send in sends:
-            if send.zones is not None and not send.zones:
-                continue
+            # An empty zone set is a local-time send's last claim with no zone due: its job writes the record of a
+            # send that reached no one, and marks the send expanded.
             job = ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
             ids = send.target.get("user_ids")
             if isinstance(ids, list) and len(ids) <= SMALL_SEND:
@@ -482,8 +482,6 @@ class AudienceSendEnqueuer:
 
     def enqueue(self, send: DueSend) -> None:
         """Hand the due send over; ``UpstreamError`` when the queue refused it (the cron retries the claim)."""
-        if send.zones is not None and not send.zones:
-            return
         self._expansion.submit(
             ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
         )

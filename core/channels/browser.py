@@ -202,7 +202,8 @@ class BrowserChannel(Channel):
 
         The send ends within its budget (``_budget``), however many connections there are: the posts not answered by
         then count as failed for now (``deadline``; a topic's delivery is retried, and a page drops the frame it has
-        already), those not started are not made, and those under way finish in their threads, unwaited for. Without
+        already), those not started are not made, and those under way finish in their threads, unwaited for, as does
+        the housekeeping (closing expired connections, removing gone ones). Without
         the bound, a topic heard by thousands would outlast the Lambda timeout: killed before any ledger write, the
         batch would be posted again at every receive and dead-lettered by SQS with its rows still ``queued``.
         """
@@ -226,32 +227,61 @@ class BrowserChannel(Channel):
         now = self._clock()
         tally = _Tally()
         live = [connection for connection in found if connection.token_expires_at > now]
-        for connection in found:
-            # Closing is housekeeping: what the budget leaves undone, a later delivery does.
-            if connection.token_expires_at <= now and self._monotonic() < ends_by:
-                self._close(realtime, connection)
-                tally.expired += 1
-        if live:
-            for connection, outcome in zip(live, self._post_all(realtime, live, frame, ends_by), strict=True):
-                self._count(realtime, tally, connection, outcome, now)
+        expired = [connection for connection in found if connection.token_expires_at <= now]
+        tally.expired = len(expired)
+        outcomes = self._post_all(realtime, live, expired, frame, ends_by, now)
+        for connection, outcome in zip(live, outcomes, strict=True):
+            self._count(tally, connection, outcome, now)
         return self._result(tally, len(live), to_user=user_id is not None)
 
-    def _post_all(self, realtime: BrowserResources, live: list[Connection], frame: bytes, ends_by: float) -> list[str]:
-        """Post to every connection, ``max_concurrent_posts`` at a time, until ``ends_by`` (monotonic); return each
-        one's outcome, ``retry:deadline`` for a post not answered by then."""
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrent_posts, len(live)), thread_name_prefix="browser")
+    def _post_all(
+        self,
+        realtime: BrowserResources,
+        live: list[Connection],
+        expired: list[Connection],
+        frame: bytes,
+        ends_by: float,
+        now: float,
+    ) -> list[str]:
+        """Post to every live connection and close every expired one, ``max_concurrent_posts`` at a time, until
+        ``ends_by`` (monotonic); return each live one's outcome, ``retry:deadline`` for a post not answered by then.
+
+        The housekeeping (closing an expired connection, removing a gone one) runs on the same threads: what is not
+        done by ``ends_by`` is not waited for, and goes on in its thread (a later delivery meets what is left).
+        """
+        if not live and not expired:
+            return []
+        outcomes: dict[int, str] = {}
+        workers = min(self.max_concurrent_posts, len(live) + len(expired))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="browser")
         try:
-            futures = [pool.submit(self._post_by, realtime, connection, frame, ends_by) for connection in live]
-            done, _ = wait(futures, timeout=max(0.0, ends_by - self._monotonic()))
+            futures = [pool.submit(self._close, realtime, connection) for connection in expired]
+            futures += [
+                pool.submit(self._post_by, realtime, connection, frame, ends_by, now, outcomes, index)
+                for index, connection in enumerate(live)
+            ]
+            wait(futures, timeout=max(0.0, ends_by - self._monotonic()))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        return [future.result() if future in done else DEADLINE_OUTCOME for future in futures]
+        return [outcomes.get(index, DEADLINE_OUTCOME) for index in range(len(live))]
 
-    def _post_by(self, realtime: BrowserResources, connection: Connection, frame: bytes, ends_by: float) -> str:
-        """Post to one connection unless ``ends_by`` has passed while it waited for a thread."""
+    def _post_by(
+        self,
+        realtime: BrowserResources,
+        connection: Connection,
+        frame: bytes,
+        ends_by: float,
+        now: float,
+        outcomes: dict[int, str],
+        index: int,
+    ) -> None:
+        """Post to one connection unless ``ends_by`` has passed while it waited for a thread, and put its outcome in
+        ``outcomes``; then remove it if API Gateway calls it gone (not one still opening)."""
         if self._monotonic() >= ends_by:
-            return DEADLINE_OUTCOME
-        return self._post(realtime, connection, frame)
+            return
+        outcome = outcomes[index] = self._post(realtime, connection, frame)
+        if outcome == "gone" and now - connection.connected_at >= OPENING_SECONDS:
+            self._forget(realtime, connection)
 
     def _post(self, realtime: BrowserResources, connection: Connection, frame: bytes) -> str:
         """Post to one connection; return ``sent``, ``gone``, ``retry:<code>`` or ``refused:<code>``."""
@@ -269,9 +299,7 @@ class BrowserChannel(Channel):
             return f"retry:{type(exc).__name__}"
         return "sent"
 
-    def _count(
-        self, realtime: BrowserResources, tally: _Tally, connection: Connection, outcome: str, now: float
-    ) -> None:
+    def _count(self, tally: _Tally, connection: Connection, outcome: str, now: float) -> None:
         if outcome == "sent":
             tally.sent += 1
         elif outcome == "gone":
@@ -279,7 +307,6 @@ class BrowserChannel(Channel):
                 tally.opening += 1
             else:
                 tally.gone += 1
-                self._forget(realtime, connection)
         else:
             kind, _, code = outcome.partition(":")
             bucket = tally.retryable if kind == "retry" else tally.permanent

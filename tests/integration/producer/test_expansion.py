@@ -480,3 +480,34 @@ def test_expansion_send_on_email_with_a_missing_sender_topic_fails_with_the_reas
 
     assert _send_state(db) == ("failed", "the audience sender topic audience/default does not exist")
     assert receive_all(worker_env.sqs, worker_env.delivery_queue_url) == []
+
+
+def test_expansion_local_time_send_that_never_had_users_gets_a_record_of_no_deliveries_at_its_last_claim(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    """Its last claim hands over an empty zone set: the job writes the notification's record (0 deliveries) and marks
+    the send expanded. Skipped by the enqueuer, the send stayed queued and its notification unknown for ever."""
+    from cron.handler import build_enqueuer, settings
+
+    repository = AudienceRepository(database)
+    schedule = repository.create_scheduled_send(
+        NewScheduledSend(
+            "n-nobody",
+            {"where": {"field": "plan", "eq": "pro"}},
+            {"text": "Good morning"},
+            ["browser"],
+            fire_at=datetime(2026, 6, 14, 19, 0, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+
+    now = datetime(2026, 6, 14, 19, 0, 30, tzinfo=UTC)
+    while repository.get_schedule(schedule.schedule_id).status != "sent":
+        dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+        now += timedelta(minutes=15)
+    _expand(worker_env, lambda_context)
+
+    record = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).get_record("n-nobody")
+    assert record.delivery_count == 0
+    assert repository.get_send(schedule.send_id).status == "expanded"
+    assert _queued_bodies() == []

@@ -508,12 +508,15 @@ def test_purge_send_recipients_deletes_those_of_sends_ended_long_enough_ago_only
     _end_schedule(database, ended, 3 * 86400)
     _end_schedule(database, recent, 3600)
 
-    assert store.purge_send_recipients(86400) == 1
+    assert store.purge_send_recipients(86400, rows=1) == 1
+    assert store.handed_over(ended, ["u1", "u2"]) == {"u2"}
+    assert store.purge_send_recipients(86400, rows=1) == 1
+    assert store.purge_send_recipients(86400, rows=1) == 0  # nothing left: no longer kept
 
     assert store.handed_over(ended, ["u1", "u2"]) == set()
     assert store.handed_over(recent, ["u1", "u2"]) == {"u1", "u2"}
     assert store.handed_over(running, ["u1", "u2"]) == {"u1", "u2"}
-    assert store.purge_send_recipients(86400) == 0
+    assert store.purge_send_recipients(86400) is None
 
 
 def test_purge_send_recipients_leaves_a_send_another_run_holds_for_later(database: Database, postgres_url: str) -> None:
@@ -525,12 +528,53 @@ def test_purge_send_recipients_leaves_a_send_another_run_holds_for_later(databas
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM sends WHERE id = %s FOR UPDATE", (send_id,))
 
-            assert store.purge_send_recipients(86400) == 0
+            assert store.purge_send_recipients(86400) is None
         connection.rollback()
     finally:
         connection.close()
 
-    assert store.purge_send_recipients(86400) == 1
+    assert store.purge_send_recipients(86400) == 2
+
+
+def test_purge_send_recipients_leaves_a_send_whose_lease_a_run_holds(database: Database) -> None:
+    """An expansion job retried that late pages users still: its run's lease is a column, not a row lock."""
+    store = AudienceRepository(database)
+    send_id = _local_schedule(store, "leased")
+    _end_schedule(database, send_id, 3 * 86400)
+    store.start_expansion(send_id, LEASE, 120)
+
+    assert store.purge_send_recipients(86400) is None
+
+    store.finish_send(send_id, "expanded")
+    assert store.purge_send_recipients(86400) == 2
+
+
+def test_cancel_schedule_local_time_after_a_zone_was_handed_over_keeps_its_send_expanding(database: Database) -> None:
+    """The zones handed over are expanded to the end (a cancel once stopped a send of a million mid-way and called it
+    cancelled); only the zones to come stop. Before any hand-off, the send itself is cancelled."""
+    store = AudienceRepository(database)
+    handed = _local_schedule(store, "handed")
+    store.start_expansion(handed, LEASE, 120)
+    database.run(
+        lambda cursor: cursor.execute(
+            "UPDATE scheduled_sends SET zones_done_until = now() WHERE send_id = %s", (handed,)
+        ),
+        "handing a zone over",
+    )
+    untouched = _local_schedule(store, "untouched")
+    database.run(
+        lambda cursor: cursor.execute("UPDATE sends SET status = 'scheduled' WHERE id = %s", (untouched,)),
+        "a send no job started",
+    )
+    schedules = {send_id: store.find_schedule(name) for send_id, name in ((handed, "handed"), (untouched, "untouched"))}
+
+    for schedule in schedules.values():
+        assert schedule is not None
+        assert store.cancel_schedule(schedule.schedule_id).status == "cancelled"
+
+    assert store.get_send(handed).status == "expanding"
+    assert store.advance_send(handed, "u3", 3, LEASE, 120, "Asia/Tokyo", ["u3"]) is True
+    assert store.get_send(untouched).status == "cancelled"
 
 
 def test_finish_send_frees_the_lease(send_store: Any) -> None:

@@ -161,12 +161,16 @@ def test_audience_send_enqueuer_audience_submits_a_job_with_the_zones() -> None:
     assert queue.jobs == [ExpansionJob(send_id="send-1", notification_id="n-1", zones=["Europe/Paris"])]
 
 
-def test_audience_send_enqueuer_no_zone_due_submits_nothing() -> None:
+def test_audience_send_enqueuer_last_claim_with_no_zone_due_submits_its_empty_job() -> None:
+    """The cron hands over an empty zone set only at a local-time send's last claim: its job writes the record of a
+    send that reached no one (it once never came: the send stayed queued, its notification unknown)."""
     queue = FakeExpansionQueue()
 
     AudienceSendEnqueuer(queue).enqueue(_due({"user_ids": ["a"]}, []))
 
-    assert queue.jobs == []
+    (job,) = queue.jobs
+    assert isinstance(job, ExpansionJob)
+    assert job.zones == []
 
 
 def test_audience_send_enqueuer_queue_refusal_raises_upstream() -> None:
@@ -242,19 +246,21 @@ def test_expansion_queue_submit_all_sends_ten_a_call_retries_once_and_names_the_
 def test_audience_send_enqueuer_enqueue_all_groups_small_sends_and_returns_the_refusals() -> None:
     small = [replace(_due({"user_ids": [f"u{index}"]}), schedule_id=f"s-{index}") for index in range(30)]
     segment = replace(_due({"segment": "vip"}), schedule_id="s-vip", notification_id="n-vip")
-    nobody = replace(_due({"where": {}}, []), schedule_id="s-none")
+    nobody = replace(_due({"where": {}}, []), schedule_id="s-none", notification_id="n-none")
 
     class _Refusing(FakeExpansionQueue):
         def submit_all(self, jobs: Any) -> list[str | None]:
             self.jobs.extend(jobs)
-            return [None, "the expansion queue refused the job (InternalError)", None]
+            return [None, None, "the expansion queue refused the job (InternalError)", None]
 
     queue = _Refusing()
     errors = AudienceSendEnqueuer(queue).enqueue_all([segment, *small, nobody])
 
-    first, grouped, rest = queue.jobs
+    first, last, grouped, rest = queue.jobs
     assert isinstance(first, ExpansionJob)
     assert first.notification_id == "n-vip"
+    assert isinstance(last, ExpansionJob)
+    assert (last.notification_id, last.zones) == ("n-none", [])
     assert isinstance(grouped, ExpansionBatchJob)
     assert isinstance(rest, ExpansionBatchJob)
     assert (len(grouped.jobs), len(rest.jobs)) == (GROUP_SIZE, 30 - GROUP_SIZE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -230,6 +230,32 @@ def test_send_to_a_topic_ends_within_its_budget_the_unanswered_posts_failed_for_
     finally:
         api.release.set()
     assert {connection for connection, _ in api.posts} >= {"a0", "a1"}
+
+
+def test_send_housekeeping_past_the_budget_is_not_waited_for() -> None:
+    """Removing gone connections one DynamoDB call at a time once held the send long past its budget."""
+    release = threading.Event()
+
+    class SlowStore(FakeConnectionStore):
+        def remove(self, connection: Connection) -> None:
+            release.wait(timeout=5)
+            super().remove(connection)
+
+    gone = {f"a{index}": client_error("GoneException", 410) for index in range(3)}
+    connections = [_connection(connection_id, "alice") for connection_id in gone]
+    channel, _, _ = _channel(connections, FakeManagementApi(answers=gone))
+    store = SlowStore({connection.connection_id: connection for connection in connections})
+    channel._resources = replace(channel._realtime(), connections=store)
+    channel._send_seconds = 0.3
+
+    try:
+        note = _send(channel, {"user_id": "alice"})
+        removed_at_return = list(store.removed)
+    finally:
+        release.set()
+
+    assert note == "0 connections, 3 gone"
+    assert removed_at_return == []
 
 
 def test_send_post_waiting_for_a_thread_past_the_budget_is_not_made() -> None:
