@@ -93,12 +93,17 @@ def disconnect(event: WebsocketEvent) -> dict[str, Any]:
 
 
 def message(event: WebsocketEvent) -> dict[str, Any]:
-    """Answer a frame: ``{"action": "refresh"}`` gets a new token for this connection."""
+    """Answer a frame: ``{"action": "refresh"}`` gets a new token for this connection; ``{"action": "ping"}`` gets
+    nothing, and keeps the connection from closing idle (API Gateway closes one after 10 minutes without a frame)."""
     config = settings()
     try:
         action = _action(event.body)
+        if action == "ping":
+            return _answer(200)
         if action != "refresh":
-            raise MalformedRequestError('unknown action: send {"action": "refresh"} to get a new token')
+            raise MalformedRequestError(
+                'unknown action: send {"action": "refresh"} to get a new token, {"action": "ping"} to stay connected'
+            )
         issued = refresh_token(
             event.request_context.connection_id,
             get_signing_keys(config),

@@ -9,12 +9,15 @@
  *
  * `token` is the page's callback: it asks the page's own backend, which calls POST /v1/realtime/tokens with its API
  * key and hands back the answer. The client connects to `url?token=…`, asks the service for a fresh token over the
- * open connection before the current one expires ({"action": "refresh"}), reconnects with exponential backoff and
+ * open connection before the current one expires ({"action": "refresh"}), sends {"action": "ping"} every 5 minutes
+ * (API Gateway closes a connection idle for 10, and a notification sent while the page reconnects finds no
+ * connection), reconnects with exponential backoff and
  * jitter when the connection drops, and calls `token` again when it has no token left that is still good (or when the
  * service refused the one it had). A token's life is counted on this page's clock from `expires_in` (seconds) when it
  * arrives, so a clock set minutes wrong still refreshes in time; `expires_at`, when this clock reads it as sooner and
- * not past, wins (an answer a backend kept for a while). Each notification frame ({notification_id, channel, topic, text, data?,
- * created_at}) reaches `onNotification` once: a frame seen again (a retried delivery) is dropped by its id.
+ * not past, wins (an answer a backend kept for a while). Each notification frame ({notification_id, delivery_key,
+ * channel, topic, text, data?, created_at}) reaches `onNotification` once: a frame seen again (a retried delivery) is
+ * dropped by its notification id and delivery key (two browser integrations of a topic reaching this page are two).
  */
 (function (root, factory) {
   "use strict";
@@ -32,6 +35,7 @@
     refreshAheadMs: 60000, // ask for a new token this long before the current one expires (at most half its life)
     refreshTimeoutMs: 10000, // no answer to a refresh in this time: get a token from the page and reconnect
     remembered: 500, // notification ids kept to drop repeats
+    keepAliveMs: 300000, // a ping this often on an open connection: API Gateway closes one idle for 10 minutes
   };
 
   function expiryOf(credentials) {
@@ -71,6 +75,7 @@
     var reconnectTimer = null;
     var refreshTimer = null;
     var refreshDeadline = null;
+    var keepAliveTimer = null;
     var seen = [];
     var seenSet = Object.create(null);
 
@@ -105,12 +110,22 @@
     }
 
     function clearTimers() {
-      [reconnectTimer, refreshTimer, refreshDeadline].forEach(function (timer) {
+      [reconnectTimer, refreshTimer, refreshDeadline, keepAliveTimer].forEach(function (timer) {
         if (timer !== null) {
           timers.clear(timer);
         }
       });
-      reconnectTimer = refreshTimer = refreshDeadline = null;
+      reconnectTimer = refreshTimer = refreshDeadline = keepAliveTimer = null;
+    }
+
+    function keepAlive() {
+      keepAliveTimer = timers.set(function () {
+        keepAliveTimer = null;
+        if (socket && socket.readyState === 1) {
+          socket.send(JSON.stringify({ action: "ping" }));
+          keepAlive();
+        }
+      }, settings.keepAliveMs);
     }
 
     function scheduleRefresh() {
@@ -142,7 +157,8 @@
       }
     }
 
-    function remember(id) {
+    function remember(frame) {
+      var id = frame.notification_id + "\n" + (typeof frame.delivery_key === "string" ? frame.delivery_key : "");
       if (seenSet[id]) {
         return false;
       }
@@ -179,7 +195,7 @@
           refreshDeadline = null;
           renewThroughPage();
         }
-      } else if (typeof frame.notification_id === "string" && remember(frame.notification_id)) {
+      } else if (typeof frame.notification_id === "string" && remember(frame)) {
         options.onNotification(frame);
       }
     }
@@ -215,6 +231,7 @@
             attempts = 0;
             status("open");
             scheduleRefresh();
+            keepAlive();
           };
           ws.onmessage = onMessage;
           ws.onclose = function (event) {

@@ -2,7 +2,8 @@
 
 Target ``{"user_id": "…"}`` reaches every open connection of that user; ``{}`` every connection that hears the
 channel/topic the notification was published on (its token named it). The frame is
-``{"notification_id", "channel", "topic", "text", "data"?, "created_at"}``; a page shows it as text, never as HTML.
+``{"notification_id", "delivery_key", "channel", "topic", "text", "data"?, "created_at"}``; a page shows it as text,
+never as HTML.
 
 Each delivery posts the frame to every connection (``post_to_connection``, concurrently, through one client per
 Management API endpoint). A connection API Gateway reports gone (410) is removed and is no failure; one whose token
@@ -96,10 +97,15 @@ class BrowserResources(ChannelResources):
     records: RecordReader
 
 
-def browser_frame(notification_id: str, channel: str, topic: str, created_at: str, content: Content) -> bytes:
-    """Return a notification's frame: ``{"notification_id", "channel", "topic", "text", "data"?, "created_at"}``."""
+def browser_frame(
+    notification_id: str, delivery_key: str, channel: str, topic: str, created_at: str, content: Content
+) -> bytes:
+    """Return a notification's frame: ``{"notification_id", "delivery_key", "channel", "topic", "text", "data"?,
+    "created_at"}``. A page drops a frame it has by the first two: a topic's two browser integrations reaching one
+    page send two frames of one notification, each shown."""
     frame: dict[str, Any] = {
         "notification_id": notification_id,
+        "delivery_key": delivery_key,
         "channel": channel,
         "topic": topic,
         "text": content.text or "",
@@ -212,7 +218,9 @@ class BrowserChannel(Channel):
         realtime = self._realtime()
         try:
             record = realtime.records.get_record(notification_id)
-            frame = browser_frame(notification_id, record.channel, record.topic, record.created_at, content)
+            frame = browser_frame(
+                notification_id, delivery_key, record.channel, record.topic, record.created_at, content
+            )
             if len(frame) > self.max_frame_bytes:
                 raise PermanentDeliveryError(f"browser: frame exceeds {self.max_frame_bytes // 1024} KiB")
             found = (

@@ -22,8 +22,8 @@ __all__ = ["chromium", "page"]  # the fixtures, used by name
 
 CLIENT = ROOT / "clients" / "browser" / "notify-realtime.js"
 # The client on fakes: a socket that opens at once and records what it sends, timers that record what they are set
-# for (the refresh is never left to fire), and a page clock OFFSET ms off the service's; the service issues tokens that
-# live 900 s.
+# for (the refresh and the keepalive are never left to fire), and a page clock OFFSET ms off the service's; the
+# service issues tokens that live 900 s. An open connection sets two timers: its refresh, then its keepalive.
 _HARNESS = """
 (() => {
   const offset = OFFSET;
@@ -45,9 +45,10 @@ _HARNESS = """
   FakeSocket.prototype.send = function (data) { this.sent.push(data); };
   FakeSocket.prototype.close = function () { this.readyState = 3; };
   window.answer = answer;
+  window.shown = [];
   window.realtime = NotifyRealtime.connect({
     token: () => Promise.resolve(answer("first")),
-    onNotification: () => {},
+    onNotification: (frame) => window.shown.push(frame.text),
     WebSocket: FakeSocket,
     now: () => Date.now() + offset,
     timers: { set: (run, ms) => window.timers.push({ run: run, ms: ms }), clear: () => {} },
@@ -71,7 +72,7 @@ def test_realtime_client_refreshes_a_minute_before_the_token_expires_whatever_th
     # lost), and one 20 minutes fast took every token for expired and never connected.
     _client_with_clock_off(page, offset_ms)
 
-    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 2", timeout=10)
     assert page.evaluate("window.sockets[0].url") == "ws://realtime.invalid/?token=first"
     refresh_in = page.evaluate("window.timers[0].ms")
     assert 839_000 <= refresh_in <= 840_000
@@ -89,7 +90,7 @@ def _refresh_in_after(page: Page, frame: str) -> int:
     """Connect the client on a right clock, give it a token ``frame`` (a JavaScript object expression) over its
     connection, and return in how many ms it then schedules its refresh."""
     _client_with_clock_off(page, 0)
-    page.wait_for("window.sockets.length === 1 && window.timers.length === 1", timeout=10)
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 2", timeout=10)
     page.evaluate(f"window.sockets[0].onmessage({{data: JSON.stringify({frame})}})")
     refresh_in: int = page.evaluate("window.timers[window.timers.length - 1].ms")
     return refresh_in
@@ -108,6 +109,36 @@ def test_realtime_client_answer_without_expires_in_counts_from_expires_at(page: 
     frame = "{type: 'token', token: 'third', expires_at: new Date(Date.now() + 300000).toISOString()}"
 
     assert 239_000 <= _refresh_in_after(page, frame) <= 240_000
+
+
+def test_realtime_client_pings_every_five_minutes_so_its_connection_never_closes_idle(page: Page) -> None:
+    # API Gateway closes a connection idle for 10 minutes; the client sent nothing until its refresh at 14, so a quiet
+    # page reconnected every 10 minutes, and a notification sent meanwhile found no connection.
+    _client_with_clock_off(page, 0)
+    page.wait_for("window.sockets.length === 1 && window.timers.length === 2", timeout=10)
+    assert page.evaluate("window.timers[1].ms") == 300_000
+
+    page.evaluate("window.timers[1].run()")
+
+    assert page.evaluate("window.sockets[0].sent") == [json.dumps({"action": "ping"}, separators=(",", ":"))]
+    assert page.evaluate("window.timers.length") == 3
+    assert page.evaluate("window.timers[2].ms") == 300_000
+
+
+def test_realtime_client_shows_each_integrations_frame_of_a_notification_once(page: Page) -> None:
+    # A topic's two browser integrations reaching one page send two frames of one notification: the client dropped
+    # the second by its notification id, though the ledger said both delivered.
+    _client_with_clock_off(page, 0)
+    page.wait_for("window.sockets.length === 1", timeout=10)
+    frames = [
+        {"notification_id": "n-1", "delivery_key": "everyone", "text": "New order 42"},
+        {"notification_id": "n-1", "delivery_key": "ops-alice", "text": "Ops: order 42 needs packing"},
+        {"notification_id": "n-1", "delivery_key": "everyone", "text": "New order 42"},  # a retried delivery
+    ]
+    for frame in frames:
+        page.evaluate(f"window.sockets[0].onmessage({{data: {json.dumps(json.dumps(frame))}}})")
+
+    assert page.evaluate("window.shown") == ["New order 42", "Ops: order 42 needs packing"]
 
 
 def _demo(stack: Stack, user: str, topic: str) -> str:

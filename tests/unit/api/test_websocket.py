@@ -144,6 +144,13 @@ def test_default_refresh_frame_answers_a_new_token_for_the_same_user(store: Fake
     assert frame["expires_in"] == claims.expires_at - claims.issued_at > 0
 
 
+def test_default_ping_frame_answers_200_with_nothing_to_send_back(store: FakeConnectionStore) -> None:
+    # The client pings every 5 minutes so that API Gateway never closes its connection idle (after 10).
+    _call(ws_event("$connect", queryStringParameters={"token": _token()}))
+
+    assert _call(ws_event("$default", body=json.dumps({"action": "ping"}))) == {"statusCode": 200}
+
+
 def test_default_refresh_of_an_expired_connection_is_refused(store: FakeConnectionStore) -> None:
     store.add(Connection("L0SM9cOFvHcCIhw=", "alice", (), 0, int(time.time()) - 1))
 

@@ -104,13 +104,15 @@ def test_send_user_target_posts_the_frame_to_each_connection_of_that_user_only()
     assert note == "2 connections"
 
 
-def test_send_frame_names_the_notification_its_topic_and_time() -> None:
+def test_send_frame_names_the_notification_its_delivery_its_topic_and_time() -> None:
+    # The delivery key too: a page tells apart the frames of a topic's two browser integrations by it.
     channel, _, api = _channel([_connection("a1", "alice")])
 
     _send(channel, {"user_id": "alice"}, text="<script>alert(1)</script>")
 
     assert json.loads(api.posts[0][1]) == {
         "notification_id": "n-1",
+        "delivery_key": "browser",
         "channel": "orders",
         "topic": "shipped",
         "text": "<script>alert(1)</script>",
