@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from core.errors import AWS_ERRORS, UpstreamError, aws_error
+from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 
 CONNECTION_PREFIX = "c#"
 USER_PREFIX = "u#"
@@ -34,7 +34,8 @@ class Connection:
     """An open connection: its id, whose it is, the ``<channel>/<topic>`` names it hears, and until when.
 
     ``token_expires_at`` is the expiry of the token it was opened or last refreshed with (Unix time); deliveries
-    skip a connection past it.
+    skip a connection past it. ``token_seconds`` is the life of the token it was opened with (0: not known, a
+    connection stored before it was kept): a refresh never gives a longer one.
     """
 
     connection_id: str
@@ -42,6 +43,7 @@ class Connection:
     topics: tuple[str, ...]
     connected_at: int
     token_expires_at: int
+    token_seconds: int = 0
 
 
 def _keys(connection: Connection) -> list[tuple[str, str]]:
@@ -58,6 +60,7 @@ def _connection(item: dict[str, Any]) -> Connection:
         topics=tuple(entry["S"] for entry in item.get("topics", {}).get("L", [])),
         connected_at=int(item.get("connected_at", {}).get("N", "0")),
         token_expires_at=int(item.get("token_expires_at", {}).get("N", "0")),
+        token_seconds=int(item.get("token_seconds", {}).get("N", "0")),
     )
 
 
@@ -97,6 +100,7 @@ class ConnectionStore:
             "topics": {"L": [{"S": topic} for topic in connection.topics]},
             "connected_at": {"N": str(connection.connected_at)},
             "token_expires_at": {"N": str(connection.token_expires_at)},
+            "token_seconds": {"N": str(connection.token_seconds)},
             "expires_at": {"N": str(connection.token_expires_at + self._grace)},
         }
 
@@ -121,16 +125,26 @@ class ConnectionStore:
         puts = [{"PutRequest": {"Item": self._item(connection, pk, sk)}} for pk, sk in _keys(connection)]
         self._write(puts, "storing the connection")
 
-    def extend(self, connection: Connection, token_expires_at: int) -> None:
-        """Write the connection again with the expiry of its refreshed token."""
-        renewed = Connection(
-            connection.connection_id,
-            connection.user_id,
-            connection.topics,
-            connection.connected_at,
-            token_expires_at,
+    def extend(self, connection: Connection, token_expires_at: int) -> bool:
+        """Write the connection again with the expiry of its refreshed token; return ``False``, writing nothing, when
+        it is not stored any more: its ``$disconnect``, run since it was read, would otherwise be undone, the closed
+        connection kept for hours and posted to."""
+        renewed = replace(connection, token_expires_at=token_expires_at)
+        [own, *others] = _keys(renewed)
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(renewed, *own),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise aws_error(exc, "storing the connection") from exc
+        self._write(
+            [{"PutRequest": {"Item": self._item(renewed, pk, sk)}} for pk, sk in others], "storing the connection"
         )
-        self.add(renewed)
+        return True
 
     def get(self, connection_id: str) -> Connection | None:
         """Return a connection by id, or ``None``."""

@@ -38,8 +38,9 @@ class ConnectionStorePort(Protocol):
         """Delete every item of a connection."""
         ...
 
-    def extend(self, connection: Connection, token_expires_at: int) -> None:
-        """Keep a connection open until ``token_expires_at`` (its token was refreshed)."""
+    def extend(self, connection: Connection, token_expires_at: int) -> bool:
+        """Keep a connection open until ``token_expires_at`` (its token was refreshed); ``False`` when it is not
+        stored any more (closed meanwhile)."""
         ...
 
     def of_user(self, user_id: str) -> Sequence[Connection]:

@@ -9,7 +9,7 @@ from core.errors import InvalidRequestError, InvalidTokenError, NotFoundError, T
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort, KeyRingPort
 from core.realtime.refs import TOPIC_REF, topic_ref
-from core.realtime.tokens import IssuedToken, issue_token, read_token
+from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read_token
 
 # A token names at most this many channel/topics: it travels in a query string.
 MAX_TOPICS = 20
@@ -66,6 +66,7 @@ def open_connection(
         topics=requested_topics(query, claims.topics),
         connected_at=int(now),
         token_expires_at=claims.expires_at,
+        token_seconds=claims.expires_at - claims.issued_at,
     )
     store.add(connection)
     return connection
@@ -84,10 +85,13 @@ def refresh_token(
 ) -> IssuedToken:
     """Sign a new token for a live connection, with its user and topics, and keep the connection open until then.
 
+    The new token lives as long as the one the connection opened with, at most ``ttl_seconds``: a backend that asked
+    for a short token, to have the page come back through its own session check, is not bypassed by refreshing.
+
     Raises
     ------
     NotFoundError
-        The connection is not stored (it closed, or its items expired).
+        The connection is not stored (it closed, or its items expired; or it closed during this refresh).
     InvalidTokenError
         The connection's token expired before this refresh: only a new token from the app's backend opens it again.
     """
@@ -96,8 +100,10 @@ def refresh_token(
         raise NotFoundError("this connection is not known any more: connect again")
     if connection.token_expires_at <= now:
         raise InvalidTokenError("the connection's token has expired: connect again with a new token")
-    issued = issue_token(connection.user_id, connection.topics, ttl_seconds, keys, now)
-    store.extend(connection, issued.claims.expires_at)
+    lives = min(ttl_seconds, connection.token_seconds) if connection.token_seconds > 0 else ttl_seconds
+    issued = issue_token(connection.user_id, connection.topics, lives, keys, now)
+    if not store.extend(connection, issued.claims.expires_at):
+        raise NotFoundError("this connection is not known any more: connect again")
     return issued
 
 
@@ -120,4 +126,12 @@ def new_token(
     """
     if ttl_seconds is not None and ttl_seconds > max_seconds:
         raise InvalidRequestError("ttl_seconds", f"must be {max_seconds} or less (this stage's longest token)")
-    return issue_token(user_id, tuple(topics), ttl_seconds or default_seconds, keys, now)
+    issued = issue_token(user_id, tuple(topics), ttl_seconds or default_seconds, keys, now)
+    if len(issued.token) > MAX_TOKEN_CHARS:
+        # Every connect would refuse it as malformed: said here, where the caller can name fewer or shorter topics.
+        raise InvalidRequestError(
+            "topics",
+            f"with this user_id make a token over {MAX_TOKEN_CHARS} characters, longer than a connect takes: name "
+            "fewer or shorter topics",
+        )
+    return issued

@@ -83,3 +83,24 @@ def test_items_expire_a_grace_period_after_the_token_and_move_with_a_refresh(dyn
     refreshed = store.get("a1")
     assert refreshed is not None
     assert refreshed.token_expires_at == 1_800_003_600
+
+
+def test_extend_of_a_connection_removed_since_it_was_read_writes_nothing(dynamodb: Any) -> None:
+    # A refresh racing its connection's $disconnect wrote every item back: the closed connection stayed hours, posted
+    # to.
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    connection = _connection("a1", "alice", ("orders/shipped", "news/all"))
+    store.add(connection)
+    store.remove(connection)
+
+    assert store.extend(connection, 1_800_003_600) is False
+    assert dynamodb.scan(TableName=CONNECTIONS_TABLE)["Count"] == 0
+
+
+def test_a_connection_keeps_the_life_of_the_token_it_opened_with(dynamodb: Any) -> None:
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    connection = Connection("a1", "alice", (), 1_800_000_000, 1_800_000_060, token_seconds=60)
+    store.add(connection)
+
+    assert store.extend(connection, 1_800_000_120) is True
+    assert store.get("a1") == Connection("a1", "alice", (), 1_800_000_000, 1_800_000_120, token_seconds=60)

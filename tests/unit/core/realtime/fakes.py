@@ -4,7 +4,7 @@ browser channel and the WebSocket handler."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -58,11 +58,12 @@ class FakeConnectionStore:
         self.connections.pop(connection.connection_id, None)
         self.removed.append(connection.connection_id)
 
-    def extend(self, connection: Connection, token_expires_at: int) -> None:
-        """Move a connection's expiry."""
-        self.connections[connection.connection_id] = Connection(
-            connection.connection_id, connection.user_id, connection.topics, connection.connected_at, token_expires_at
-        )
+    def extend(self, connection: Connection, token_expires_at: int) -> bool:
+        """Move a connection's expiry; ``False`` when it is not stored any more."""
+        if connection.connection_id not in self.connections:
+            return False
+        self.connections[connection.connection_id] = replace(connection, token_expires_at=token_expires_at)
+        return True
 
     def of_user(self, user_id: str) -> Sequence[Connection]:
         """Return a user's connections."""

@@ -101,3 +101,53 @@ def test_new_token_without_ttl_lasts_the_default() -> None:
 def test_new_token_ttl_over_the_maximum_is_invalid_naming_it() -> None:
     with pytest.raises(InvalidRequestError, match=r"^ttl_seconds: must be 3600 or less"):
         new_token("alice", [], 3601, FakeKeyRing(), NOW, default_seconds=900, max_seconds=3600)
+
+
+def test_refresh_token_lives_as_long_as_the_token_the_connection_opened_with() -> None:
+    # A backend that asks for a 60 s token, to have the page come back through its own session check, was bypassed:
+    # a refresh gave a 900 s token, and refreshing again kept the page connected for ever.
+    store, keys = FakeConnectionStore(), FakeKeyRing()
+    open_connection("c1", {"token": _token(ttl=60)}, keys, store, NOW)
+
+    issued = refresh_token("c1", keys, store, 900, NOW + 30)
+
+    assert issued.claims.expires_at - issued.claims.issued_at == 60
+    stored = store.get("c1")
+    assert stored is not None
+    assert (stored.token_expires_at, stored.token_seconds) == (int(NOW) + 30 + 60, 60)
+
+
+def test_refresh_token_of_a_connection_stored_without_its_tokens_life_lasts_the_stages_default() -> None:
+    store = FakeConnectionStore({"c1": Connection("c1", "alice", (), int(NOW), int(NOW) + 60)})
+
+    issued = refresh_token("c1", FakeKeyRing(), store, 900, NOW + 30)
+
+    assert issued.claims.expires_at == int(NOW) + 30 + 900
+
+
+def test_refresh_token_of_a_connection_closed_during_the_refresh_is_not_found() -> None:
+    # Its $disconnect ran between the refresh's read and its write: the write must not bring the connection back.
+    store, keys = FakeConnectionStore(), FakeKeyRing()
+    open_connection("c1", {"token": _token()}, keys, store, NOW)
+    read = store.get
+
+    def closing_get(connection_id: str) -> Connection | None:
+        found = read(connection_id)
+        if found is not None:
+            store.remove(found)  # the $disconnect
+        return found
+
+    store.get = closing_get  # type: ignore[method-assign]
+
+    with pytest.raises(NotFoundError):
+        refresh_token("c1", keys, store, 900, NOW + 30)
+    assert store.connections == {}
+
+
+def test_new_token_too_long_to_connect_with_is_invalid_naming_topics() -> None:
+    # 20 topics of 129 characters and a user id of 128 CJK characters made a 4,173-character token, answered 201;
+    # every connect then refused it as malformed.
+    topics = [f"{index:02d}" + "c" * 60 + "/" + "t" * 66 for index in range(20)]
+
+    with pytest.raises(InvalidRequestError, match=r"^topics: .* over 4096 characters"):
+        new_token("用" * 128, topics, None, FakeKeyRing(), NOW, default_seconds=900, max_seconds=3600)
