@@ -178,7 +178,12 @@ class RetryableDeliveryError(DeliveryError):
 
 
 def _bounded_delay(seconds: float | None) -> float | None:
-    if seconds is None or isinstance(seconds, bool) or not math.isfinite(seconds):
+    if seconds is None or isinstance(seconds, bool):
+        return None
+    if isinstance(seconds, int):
+        # An answer's integer may be beyond any float (a 400-digit retry_after): bounded before it is converted.
+        return float(min(MAX_RETRY_AFTER_SECONDS, max(0, seconds)))
+    if not math.isfinite(seconds):
         return None
     return min(MAX_RETRY_AFTER_SECONDS, max(0.0, float(seconds)))
 

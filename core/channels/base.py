@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
 
 from core.errors import (
     BlockedTargetError,
@@ -29,7 +29,7 @@ from core.errors import (
     RetryableDeliveryError,
     invalid_fields,
 )
-from core.models import NAME_PATTERN, Content, IntegrationType, Strict
+from core.models import NAME_PATTERN, TEXT_RULE, UNSENDABLE, Content, IntegrationType, Strict, refuse_text
 from core.pacing import Limit
 from core.templates import render
 
@@ -43,7 +43,15 @@ Model = TypeVar("Model", bound=BaseModel)
 
 # AWS error codes that say the account's rate was exceeded: like a 429, not counted as an attempt.
 THROTTLING_AWS_CODES = frozenset(
-    {"Throttling", "ThrottlingException", "Throttled", "TooManyRequestsException", "RequestLimitExceeded"}
+    {
+        "Throttling",
+        "ThrottlingException",
+        "Throttled",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "KMSThrottlingException",
+        "KMSThrottling",
+    }
 )
 # AWS error codes that mean "not now" rather than "never"; boto3 has already retried them a few times.
 RETRYABLE_AWS_CODES = frozenset(
@@ -59,6 +67,11 @@ RETRYABLE_AWS_CODES = frozenset(
         "InternalErrorException",
         "RequestTimeout",
         "KMSThrottlingException",
+        "KMSThrottling",  # SNS's code for it
+        # SES while sending is paused (by an admin, or by AWS during a review): sent once it resumes, within the
+        # retry window, and dead with this reason if it does not.
+        "AccountSendingPausedException",
+        "ConfigurationSetSendingPausedException",
     }
 )
 
@@ -74,6 +87,13 @@ class IntegrationBase(Strict):
     target: Any
     model: Any
     rate_per_second: float | None = Field(default=None, gt=0, le=1000)
+
+    @field_validator("target", "model", mode="before")
+    @classmethod
+    def _check_text(cls, value: Any) -> Any:
+        """Refuse a string, value or key, that a delivery message could not carry, naming where it is: stored, it
+        would fail every publish to the topic."""
+        return refuse_text(value, UNSENDABLE, TEXT_RULE, cls.__name__)
 
     def credentials_dict(self) -> dict[str, str] | None:
         """Return the secret values to store, or ``None`` when this integration has none."""
@@ -331,7 +351,9 @@ def short_text(response: requests.Response, limit: int = 200) -> str:
     head = response.content[: limit * 4]
     try:
         text = head.decode(response.encoding or "utf-8", errors="replace")[:limit]
-    except LookupError:  # a charset Python does not know
+    except (LookupError, ValueError):
+        # A charset Python does not know, or a codec that is not a text encoding (idna, punycode, undefined: they
+        # raise UnicodeError whatever the errors handler). Never raised: this reads answers to sends that happened.
         text = head.decode("utf-8", errors="replace")[:limit]
     return " ".join(text.split())
 

@@ -56,7 +56,7 @@ class TelegramIntegration(IntegrationBase):
 def _answer(response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: an answer of brackets nested thousands deep
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -110,7 +110,8 @@ class TelegramChannel(Channel):
         answer = _answer(response)
         if 200 <= response.status_code < 300 and answer.get("ok") is not False:
             # A 2xx is a message sent; its answer, echoing the text, may be cut at MAX_ANSWER_BYTES (no id then).
-            message_id = (answer.get("result") or {}).get("message_id")
+            result = answer.get("result")
+            message_id = result.get("message_id") if isinstance(result, dict) else None
             return DeliveryReceipt(str(message_id) if message_id is not None else None)
         description = " ".join(str(answer.get("description") or "").replace(token, "***").split())[:200]
         reason = f"telegram: HTTP {response.status_code}" + (f" {description}" if description else "")
@@ -119,7 +120,7 @@ class TelegramChannel(Channel):
             delay = parameters.get("retry_after") if parameters else None
             if not isinstance(delay, int | float) or isinstance(delay, bool):
                 delay = retry_after_seconds(response.headers.get("Retry-After"))
-            raise RetryableDeliveryError(reason, float(delay) if delay is not None else None, rate_limited=True)
+            raise RetryableDeliveryError(reason, delay, rate_limited=True)
         if response.status_code >= 500:
             raise RetryableDeliveryError(reason)
         raise PermanentDeliveryError(reason)

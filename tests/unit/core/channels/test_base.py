@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 from core.channels.base import (
     Limit,
+    aws_failure,
     destination_key,
     limit_at,
     parse_settings,
@@ -22,7 +24,7 @@ from core.channels.base import (
     url_problem,
 )
 from core.channels.telegram import TelegramCredentials
-from core.errors import BlockedTargetError, PermanentDeliveryError
+from core.errors import BlockedTargetError, PermanentDeliveryError, RetryableDeliveryError
 
 NOW = datetime(2026, 11, 21, 20, 0, 0, tzinfo=UTC)
 
@@ -201,3 +203,40 @@ def test_short_text_cut_inside_a_character_stays_text() -> None:
 
 def test_short_text_of_an_empty_answer_is_empty() -> None:
     assert short_text(_answer(b"")) == ""
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain; charset=idna", "text/plain; charset=undefined", "text/plain; charset=punycode"],
+    ids=["idna", "undefined", "punycode"],
+)
+def test_short_text_codec_that_is_not_a_text_encoding_falls_back_to_utf_8(content_type: str) -> None:
+    # These codecs raise UnicodeError whatever the errors handler: raised here, it came after a send that happened.
+    assert short_text(_answer("reçu, café".encode(), content_type)) == "reçu, café"
+
+
+def _client_error(code: str, status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+
+
+@pytest.mark.parametrize(
+    ("code", "rate_limited"),
+    [
+        pytest.param("KMSThrottling", True, id="sns-kms-throttling"),
+        pytest.param("KMSThrottlingException", True, id="kms-throttling-exception"),
+        pytest.param("AccountSendingPausedException", False, id="ses-account-paused"),
+        pytest.param("ConfigurationSetSendingPausedException", False, id="ses-configuration-set-paused"),
+    ],
+)
+def test_aws_failure_not_now_400_is_retryable(code: str, rate_limited: bool) -> None:
+    error = aws_failure(_client_error(code), "push")
+
+    assert isinstance(error, RetryableDeliveryError)
+    assert (error.reason, error.rate_limited) == (f"push: {code}", rate_limited)
+
+
+def test_aws_failure_message_rejected_stays_permanent() -> None:
+    error = aws_failure(_client_error("MessageRejected"), "email")
+
+    assert isinstance(error, PermanentDeliveryError)
+    assert (type(error), error.reason) == (PermanentDeliveryError, "email: MessageRejected")

@@ -54,7 +54,8 @@ def test_email_returns_ses_message_id(resources: ChannelResources) -> None:
     [
         ("MessageRejected", 400, PermanentDeliveryError),
         ("MailFromDomainNotVerifiedException", 400, PermanentDeliveryError),
-        ("AccountSendingPausedException", 400, PermanentDeliveryError),
+        ("AccountSendingPausedException", 400, RetryableDeliveryError),
+        ("ConfigurationSetSendingPausedException", 400, RetryableDeliveryError),
         ("Throttling", 400, RetryableDeliveryError),
         ("ServiceUnavailable", 503, RetryableDeliveryError),
         ("InternalFailure", 500, RetryableDeliveryError),
@@ -68,6 +69,18 @@ def test_email_ses_error_is_classified(code: str, status: int, kind: type[Delive
         _send(resources)
 
     assert (type(raised.value), raised.value.reason) == (kind, f"email: {code}")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("code", ["AccountSendingPausedException", "ConfigurationSetSendingPausedException"])
+def test_email_ses_sending_paused_is_retried_without_slowing_the_pace(code: str) -> None:
+    # Paused sending is sent once it resumes, within the retry window; it says nothing of the account's rate.
+    client = FakeSendingClient(code, 400)
+    resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources)
+
+    assert raised.value.rate_limited is False
 
 
 def test_email_invalid_target_is_permanent(resources: ChannelResources) -> None:

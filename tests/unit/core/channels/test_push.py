@@ -71,6 +71,7 @@ def test_push_publishes_to_topic(resources: ChannelResources, client: FakeSendin
         ("Throttled", 429, RetryableDeliveryError),
         ("InternalError", 500, RetryableDeliveryError),
         ("KMSThrottlingException", 400, RetryableDeliveryError),
+        ("KMSThrottling", 400, RetryableDeliveryError),
     ],
 )
 def test_push_sns_error_is_classified(code: str, status: int, kind: type[DeliveryError]) -> None:
@@ -83,6 +84,19 @@ def test_push_sns_error_is_classified(code: str, status: int, kind: type[Deliver
         )
 
     assert type(raised.value) is kind
+
+
+@pytest.mark.parametrize("code", ["KMSThrottling", "KMSThrottlingException"])
+def test_push_sns_kms_throttling_is_rate_limited(code: str) -> None:
+    client = FakeSendingClient(code, 400)
+    resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        PushChannel(resources).send(
+            Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1", delivery_key="k-1"
+        )
+
+    assert raised.value.rate_limited is True
 
 
 def test_push_target_with_both_arns_is_permanent(resources: ChannelResources) -> None:

@@ -4,8 +4,9 @@ a loopback receiver in tests/integration/core/channels/test_slack.py."""
 from __future__ import annotations
 
 import pytest
+import requests
 
-from core.channels import ChannelResources, Limit, destination_key
+from core.channels import ChannelResources, DeliveryReceipt, Limit, destination_key
 from core.channels.slack import SlackChannel, escape_slack
 from core.errors import PermanentDeliveryError
 from core.models import Content
@@ -71,3 +72,51 @@ def test_slack_rate_limits_invalid_credentials_is_permanent_without_value(resour
         SlackChannel(resources).rate_limits({}, {"webhook_url": "ftp://hunter2"}, None)
 
     assert raised.value.reason == "invalid credentials: webhook_url"
+
+
+# --- answers in a charset that is no text encoding ------------------------------------------------------------------
+
+
+class _AnsweringSession:
+    """An outbound session that answers every POST with ``status``, ``body`` and ``content_type``, its body read."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self._status = status
+        self._body = body
+        self._content_type = content_type
+
+    def post(self, url: str, **kwargs: object) -> requests.Response:
+        response = requests.Response()
+        response.status_code = self._status
+        response._content = self._body
+        response.headers["Content-Type"] = self._content_type
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        return response
+
+
+def _send_answered(status: int, body: bytes, content_type: str) -> DeliveryReceipt:
+    resources = ChannelResources(
+        http=_AnsweringSession(status, body, content_type),  # type: ignore[arg-type]
+        aws_client=lambda _: None,
+        telegram_api_base="",
+    )
+    return SlackChannel(resources).send(
+        Content(text="hi"), {}, {"webhook_url": WEBHOOK}, notification_id="n-1", delivery_key="k"
+    )
+
+
+@pytest.mark.parametrize(
+    ("charset", "body"),
+    [("undefined", b"ok"), ("idna", "ok ✓".encode()), ("punycode", "ok ✓".encode())],
+    ids=["undefined", "idna", "punycode"],
+)
+def test_slack_200_in_a_charset_that_is_no_text_encoding_is_delivered(charset: str, body: bytes) -> None:
+    # Raised, the message posted would be retried: the channel would show it twice.
+    assert _send_answered(200, body, f"text/plain; charset={charset}") == DeliveryReceipt()
+
+
+def test_slack_permanent_answer_in_a_charset_that_is_no_text_encoding_is_permanent() -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send_answered(404, b"no_service", "text/plain; charset=undefined")
+
+    assert raised.value.reason == "slack: HTTP 404 no_service"

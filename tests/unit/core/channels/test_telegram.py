@@ -4,10 +4,11 @@ loopback Bot API in tests/integration/core/channels/test_telegram.py."""
 from __future__ import annotations
 
 import pytest
+import requests
 
-from core.channels import ChannelResources, Limit, destination_key
+from core.channels import ChannelResources, DeliveryReceipt, Limit, destination_key
 from core.channels.telegram import TelegramChannel
-from core.errors import PermanentDeliveryError
+from core.errors import MAX_RETRY_AFTER_SECONDS, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 
 TOKEN = "123456:telegram-secret-8c1d"
@@ -67,3 +68,58 @@ def test_telegram_rate_limits_invalid_target_is_permanent(resources: ChannelReso
 def test_telegram_rate_limits_missing_credentials_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         TelegramChannel(resources).rate_limits({"chat_id": "-100"}, None, None)
+
+
+# --- answers after a message was sent -------------------------------------------------------------------------------
+
+
+class _AnsweringSession:
+    """An outbound session that answers every POST with ``status`` and a JSON ``body``, its body read."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self._status = status
+        self._body = body
+
+    def post(self, url: str, **kwargs: object) -> requests.Response:
+        response = requests.Response()
+        response.status_code = self._status
+        response._content = self._body
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+
+def _send_answered(status: int, body: bytes) -> DeliveryReceipt:
+    resources = ChannelResources(
+        http=_AnsweringSession(status, body),  # type: ignore[arg-type]
+        aws_client=lambda _: None,
+        telegram_api_base="https://api.telegram.example",
+    )
+    return TelegramChannel(resources).send(
+        Content(text="hi"), {"chat_id": "-100"}, CREDENTIALS, notification_id="n-1", delivery_key="k"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"ok": true, "result": true}', b"[" * 30_000 + b"]" * 30_000],
+    ids=["result-not-an-object", "nested-30000-deep"],
+)
+def test_telegram_200_with_an_odd_answer_is_delivered_without_id(body: bytes) -> None:
+    # Raised, the message sent would be retried: the chat would get it twice.
+    assert _send_answered(200, body) == DeliveryReceipt(None)
+
+
+def test_telegram_429_retry_after_beyond_any_float_waits_the_longest_delay() -> None:
+    body = b'{"ok": false, "error_code": 429, "parameters": {"retry_after": ' + b"9" * 400 + b"}}"
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send_answered(429, body)
+
+    assert (raised.value.rate_limited, raised.value.retry_after) == (True, MAX_RETRY_AFTER_SECONDS)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "bounded"), [(10**400, MAX_RETRY_AFTER_SECONDS), (-(10**400), 0.0)], ids=["huge", "hugely-negative"]
+)
+def test_retryable_delivery_error_integer_beyond_any_float_is_bounded(seconds: int, bounded: float) -> None:
+    assert RetryableDeliveryError("telegram: HTTP 429", seconds).retry_after == bounded

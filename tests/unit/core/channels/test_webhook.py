@@ -8,8 +8,9 @@ import hmac
 import json
 
 import pytest
+import requests
 
-from core.channels import ChannelResources, Limit, destination_key
+from core.channels import ChannelResources, DeliveryReceipt, Limit, destination_key
 from core.channels.webhook import WebhookChannel, signature_v1, signature_v2, webhook_body
 from core.errors import PermanentDeliveryError
 from core.models import Content
@@ -105,3 +106,49 @@ def test_webhook_rate_limits_invalid_url_is_permanent(resources: ChannelResource
         WebhookChannel(resources).rate_limits({"url": "ftp://x"}, None, 3.0)
 
     assert raised.value.reason == "invalid target: url"
+
+
+# --- answers in a charset that is no text encoding ------------------------------------------------------------------
+
+
+class _AnsweringSession:
+    """An outbound session that answers every POST with ``status``, ``body`` and ``content_type``, its body read."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self._status = status
+        self._body = body
+        self._content_type = content_type
+
+    def post(self, url: str, **kwargs: object) -> requests.Response:
+        response = requests.Response()
+        response.status_code = self._status
+        response._content = self._body
+        response.headers["Content-Type"] = self._content_type
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        return response
+
+
+def _send_answered(status: int, body: bytes, content_type: str) -> DeliveryReceipt:
+    resources = ChannelResources(
+        http=_AnsweringSession(status, body, content_type),  # type: ignore[arg-type]
+        aws_client=lambda _: None,
+        telegram_api_base="",
+    )
+    return WebhookChannel(resources).send(
+        Content(text="hi"), {"url": URL}, None, notification_id="n-1", delivery_key="k"
+    )
+
+
+@pytest.mark.parametrize("charset", ["idna", "undefined", "punycode"])
+def test_webhook_200_in_a_charset_that_is_no_text_encoding_is_delivered(charset: str) -> None:
+    # Raised, the send that happened would be retried: the receiver would get it twice.
+    receipt = _send_answered(200, "reçu".encode(), f"text/plain; charset={charset}")
+
+    assert receipt == DeliveryReceipt(None)
+
+
+def test_webhook_400_in_a_charset_that_is_no_text_encoding_is_permanent_with_its_text() -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send_answered(400, "refusé: schéma".encode(), "text/plain; charset=idna")
+
+    assert raised.value.reason == "webhook: HTTP 400 refusé: schéma"
