@@ -64,6 +64,15 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
         raise MissingTemplateVariablesError(missing)
     bodies = []
     for integration in topic.integrations:
+        too_large = PayloadTooLargeError(
+            f"the rendered message of integration {integration.name!r} exceeds "
+            f"{DELIVERY_MESSAGE_BYTES_LIMIT // 1024} KiB (SQS's {MESSAGE_BYTES_LIMIT // 1024} KiB less "
+            f"{COPY_RESERVE_BYTES // 1024} KiB kept for its retries)"
+        )
+        try:
+            content = render_content(integration, metadata)
+        except PayloadTooLargeError:
+            raise too_large from None
         message = DeliveryMessage(
             notification_id=notification_id,
             delivery_key=integration.name,
@@ -77,15 +86,11 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
                 credentials_ref=integration.credentials_ref,
                 rate_per_second=integration.rate_per_second,
             ),
-            content=render_content(integration, metadata),
+            content=content,
         )
         body = message.model_dump_json(exclude_none=True)
         if len(body.encode()) > DELIVERY_MESSAGE_BYTES_LIMIT:
-            raise PayloadTooLargeError(
-                f"the rendered message of integration {integration.name!r} exceeds "
-                f"{DELIVERY_MESSAGE_BYTES_LIMIT // 1024} KiB (SQS's {MESSAGE_BYTES_LIMIT // 1024} KiB less "
-                f"{COPY_RESERVE_BYTES // 1024} KiB kept for its retries)"
-            )
+            raise too_large
         bodies.append(body)
     return bodies
 

@@ -15,8 +15,9 @@ import string
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from core.errors import MissingTemplateVariablesError, TemplateError, field_path
+from core.errors import MissingTemplateVariablesError, PayloadTooLargeError, TemplateError, field_path
 from core.models import Integration
+from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT
 
 Escape = Callable[[str], str]
 
@@ -67,25 +68,59 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _render_text(template: str, values: Mapping[str, Any], escape: Escape | None, path: str) -> str:
+class _Rendering:
+    """One ``render`` call: the values' texts, each made once, and the characters left before the output is larger
+    than a delivery message can be. A model that inserts a value many times would otherwise build all of it (a
+    256 KiB value, 600 times, is 150 MiB) before the message's size is checked."""
+
+    def __init__(self, values: Mapping[str, Any], escape: Escape | None, root: str) -> None:
+        self.values = values
+        self.escape = escape
+        self.root = root
+        self.left = DELIVERY_MESSAGE_BYTES_LIMIT
+        self._texts: dict[str, str] = {}
+
+    def text(self, name: str) -> str:
+        if name not in self._texts:
+            text = _as_text(self.values[name])
+            self._texts[name] = self.escape(text) if self.escape else text
+        return self._texts[name]
+
+    def spend(self, characters: int) -> None:
+        """Count characters about to be built; raise once the output would exceed a delivery message's limit."""
+        self.left -= characters
+        if self.left < 0:
+            raise PayloadTooLargeError(
+                f"{self.root} renders to more than {DELIVERY_MESSAGE_BYTES_LIMIT // 1024} KiB with this metadata, "
+                "more than a delivery message can carry"
+            )
+
+
+def _render_text(template: str, rendering: _Rendering, path: str) -> str:
     compiled = _compile(template, path)
     mapping = {}
-    for name in compiled.get_identifiers():
-        text = _as_text(values[name])
-        mapping[name] = escape(text) if escape else text
+    size = len(template)
+    for match in compiled.pattern.finditer(template):
+        name = match.group("named") or match.group("braced")
+        if name is not None:
+            mapping[name] = rendering.text(name)
+            size += len(mapping[name]) - len(match.group())
+    rendering.spend(size)
     return compiled.substitute(mapping)
 
 
-def _render_item(item: Any, values: Mapping[str, Any], escape: Escape | None, path: str) -> Any:
+def _render_item(item: Any, rendering: _Rendering, path: str) -> Any:
     """Render a value inside a JSON model: a string that is one placeholder becomes the value, typed, as it is."""
-    if isinstance(item, str) and escape is None and (whole := _WHOLE_PLACEHOLDER.fullmatch(item)):
-        return values[whole.group("bare") or whole.group("braced")]
+    if isinstance(item, str) and rendering.escape is None and (whole := _WHOLE_PLACEHOLDER.fullmatch(item)):
+        name = whole.group("bare") or whole.group("braced")
+        rendering.spend(len(rendering.text(name)))
+        return rendering.values[name]
     if isinstance(item, Mapping):
-        return {key: _render_item(value, values, escape, field_path([str(key)], path)) for key, value in item.items()}
+        return {key: _render_item(value, rendering, field_path([str(key)], path)) for key, value in item.items()}
     if isinstance(item, list):
-        return [_render_item(value, values, escape, field_path([index], path)) for index, value in enumerate(item)]
+        return [_render_item(value, rendering, field_path([index], path)) for index, value in enumerate(item)]
     if isinstance(item, str):
-        return _render_text(item, values, escape, path)
+        return _render_text(item, rendering, path)
     return item
 
 
@@ -93,14 +128,16 @@ def render(template: Any, values: Mapping[str, Any], escape: Escape | None = Non
     """Render a template string (into text) or a JSON structure with ``values``; raise naming every missing variable.
 
     Inside a structure, a string that is exactly ``$name`` or ``${name}`` takes the value with its JSON type (number,
-    bool, null, object, array); any other string, and a template that is a string itself, is text.
+    bool, null, object, array); any other string, and a template that is a string itself, is text. Raise
+    ``PayloadTooLargeError`` before building an output longer than a delivery message can be.
     """
     missing = variables(template, path) - values.keys()
     if missing:
         raise MissingTemplateVariablesError(missing)
+    rendering = _Rendering(values, escape, path)
     if isinstance(template, str):
-        return _render_text(template, values, escape, path)
-    return _render_item(template, values, escape, path)
+        return _render_text(template, rendering, path)
+    return _render_item(template, rendering, path)
 
 
 def escape_html(text: str) -> str:

@@ -918,17 +918,82 @@ def test_put_topic_too_large_for_one_item_returns_413_and_writes_nothing(admin: 
     assert _parameters(aws) == {}
 
 
-def test_put_model_with_a_lone_surrogate_is_stored_as_before(admin: AdminApi) -> None:
-    # Such a string has no UTF-8 form: the item keeps it as a \u escape, as every item did before.
-    request = json.dumps(topic_body()).replace('"order.shipped"', '"order\\ud800"')
+def test_publish_template_repeating_a_large_value_returns_413_naming_the_integration(
+    admin: AdminApi, aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    from producer.handler import handler as publish
 
-    response = admin.put_topic(request)
+    body = {
+        "integrations": [
+            {"name": "w", "type": "webhook", "target": {"url": "https://h.example/x"}, "model": "$v " * 600}
+        ]
+    }
+    topic_hash = response_json(admin.put_topic(body))["topic_hash"]
 
-    assert response["statusCode"] == 201, response["body"]
-    [webhook] = [
-        item for item in response_json(admin.call("GET", TOPIC, PATH))["integrations"] if item["type"] == "webhook"
-    ]
-    assert webhook["model"]["event"] == "order\ud800"
+    response = publish(
+        publish_event("orders", "shipped", {"metadata": {"v": "x" * 200_000}}, topic_hash), lambda_context
+    )
+
+    assert response["statusCode"] == 413
+    assert _error(response) == (
+        "the rendered message of integration 'w' exceeds 248 KiB (SQS's 256 KiB less 8 KiB kept for its retries)"
+    )
+
+
+# --- text a delivery message cannot carry ---------------------------------------------------------------------------
+
+UNSENDABLE_RULE = "must hold only characters a message can carry"
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        pytest.param("\ud800", "integrations[3].model", id="string-model"),
+        pytest.param(["\ud800"], "integrations[3].model[0]", id="array-item"),
+        pytest.param({"a": "\udfff $v"}, "integrations[3].model.a", id="low-surrogate-in-a-template"),
+        pytest.param({"event": "order\ud800"}, "integrations[3].model.event", id="in-a-value"),
+        pytest.param({"a": {"b": ["ok", "\uffff"]}}, "integrations[3].model.a.b[1]", id="u-ffff-deep"),
+        pytest.param({"a": "\ufffe"}, "integrations[3].model.a", id="u-fffe"),
+    ],
+)
+def test_put_model_with_text_a_message_cannot_carry_returns_422_naming_it_and_stores_nothing(
+    admin: AdminApi, aws: AwsResources, model: Any, field: str
+) -> None:
+    # json.dumps writes a lone surrogate as its escape ("\\ud800"): the request is what a client may send.
+    response = admin.put_topic(json.dumps(_with(3, model=model)))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"{field}: {UNSENDABLE_RULE}")
+    assert _topic_item(aws) is None
+
+
+def test_put_model_key_with_a_lone_surrogate_returns_422_naming_the_model(admin: AdminApi, aws: AwsResources) -> None:
+    response = admin.put_topic(json.dumps(_with(3, model={"ok": "$v", "\ud800": "a"})))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("integrations[3].model[")
+    assert UNSENDABLE_RULE in _error(response)
+    assert _topic_item(aws) is None
+
+
+def test_put_target_with_a_lone_surrogate_returns_422_naming_it(admin: AdminApi, aws: AwsResources) -> None:
+    response = admin.put_topic(json.dumps(_with(2, target={"chat_id": "-100\ud800"})))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"integrations[2].target.chat_id: {UNSENDABLE_RULE}")
+    assert _topic_item(aws) is None
+
+
+def test_put_signing_secret_with_a_lone_surrogate_returns_422_without_the_secret(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    # Stored, such a secret could sign no body: every delivery of the webhook would fail.
+    response = admin.put_topic(json.dumps(_with(3, credentials={"signing_secret": "hunter2-0123456789\ud800"})))
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith("integrations[3].credentials.signing_secret: ")
+    assert "hunter2" not in response["body"]
+    assert _parameters(aws) == {}
 
 
 # --- email addresses --------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -170,6 +171,42 @@ def test_fan_out_message_of_the_largest_size_is_enqueued(ledger: DeliveryLedger)
     fan_out(_topic(1), {"name": name}, ledger, DeliveryQueue(sqs, URL), notification_id="n-1")
 
     assert [len(body.encode()) for body in sqs.sent.values()] == [DELIVERY_MESSAGE_BYTES_LIMIT]
+
+
+def _webhook_topic(model: Any) -> Topic:
+    return _topic(1).model_copy(
+        update={
+            "integrations": [
+                Integration(name="w", type=IntegrationType.WEBHOOK, model=model, target={"url": "https://h.example/x"})
+            ]
+        }
+    )
+
+
+@pytest.mark.parametrize("model", [pytest.param("$v " * 600, id="text"), pytest.param(["$v"] * 600, id="json")])
+def test_build_messages_large_value_repeated_raises_payload_too_large_naming_the_integration(model: Any) -> None:
+    with pytest.raises(PayloadTooLargeError) as raised:
+        build_messages(_webhook_topic(model), {"v": "x" * 200_000}, "n-1", "2026-01-01T00:00:00.000Z")
+
+    assert str(raised.value) == (
+        "the rendered message of integration 'w' exceeds 248 KiB (SQS's 256 KiB less 8 KiB kept for its retries)"
+    )
+
+
+@pytest.mark.parametrize("model", [pytest.param("$v " * 600, id="text"), pytest.param(["$v"] * 600, id="json")])
+def test_build_messages_large_value_repeated_is_refused_before_its_message_is_built(model: Any) -> None:
+    # 600 copies of 200 KB are 120 MB: refused only once built, a publish could take a Lambda's memory.
+    topic, metadata = _webhook_topic(model), {"v": "x" * 200_000}
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(PayloadTooLargeError):
+            build_messages(topic, metadata, "n-1", "2026-01-01T00:00:00.000Z")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert peak < 8 * 1024 * 1024
 
 
 def test_fan_out_entry_failed_once_then_sent_reports_all(ledger: DeliveryLedger) -> None:

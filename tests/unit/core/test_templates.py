@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.errors import MissingTemplateVariablesError, TemplateError
+from core.errors import MissingTemplateVariablesError, PayloadTooLargeError, TemplateError
 from core.models import Integration, IntegrationType
+from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT
 from core.templates import escape_html, missing_variables, render, variables
 
 
@@ -239,3 +240,45 @@ def test_missing_variables_collects_across_integrations() -> None:
     ]
 
     assert missing_variables(integrations, {"shared": 1}) == {"a", "b", "c"}
+
+
+# --- output size ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("$v " * 600, id="string-template"),
+        pytest.param(["$v"] * 600, id="json-model-of-whole-placeholders"),
+        pytest.param({f"k{index}": "${v}" for index in range(600)}, id="json-object-of-braced-placeholders"),
+    ],
+)
+def test_render_large_value_repeated_raises_payload_too_large_before_building_it(template: Any) -> None:
+    # Built whole, 600 copies of 200 KB are 120 MB: the message's size would be checked only after.
+    with pytest.raises(PayloadTooLargeError) as raised:
+        render(template, {"v": "x" * 200_000}, path="integrations[0].model")
+
+    assert str(raised.value).startswith("integrations[0].model renders to more than 248 KiB")
+
+
+def test_render_escaped_value_over_the_limit_raises_payload_too_large() -> None:
+    # Escaping "<" makes it four characters: the escaped text is what is counted.
+    with pytest.raises(PayloadTooLargeError):
+        render("<p>$v</p>", {"v": "<" * (DELIVERY_MESSAGE_BYTES_LIMIT // 4)}, escape_html)
+
+
+def test_render_output_of_the_delivery_message_limit_renders() -> None:
+    value = "x" * (DELIVERY_MESSAGE_BYTES_LIMIT - len("a  b"))
+
+    assert render("a $v b", {"v": value}) == f"a {value} b"
+
+
+def test_render_output_one_character_over_the_delivery_message_limit_raises_payload_too_large() -> None:
+    with pytest.raises(PayloadTooLargeError):
+        render("a $v b", {"v": "x" * (DELIVERY_MESSAGE_BYTES_LIMIT - len("a  b") + 1)})
+
+
+def test_render_100_kb_value_used_twice_renders() -> None:
+    value = "x" * 100_000
+
+    assert render({"a": "$v", "b": "<$v>"}, {"v": value}) == {"a": value, "b": f"<{value}>"}

@@ -158,3 +158,51 @@ def test_credential_fields_name_each_secret_types_fields() -> None:
         "telegram": ("bot_token",),
         "webhook": ("signing_secret",),
     }
+
+
+# --- text a delivery message cannot carry ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "where"),
+    [
+        pytest.param("\ud800", (), id="string-model"),
+        pytest.param(["\ud800"], (0,), id="array-item"),
+        pytest.param({"a": "\udfff $v"}, ("a",), id="low-surrogate-in-a-template"),
+        pytest.param({"a": [{"b": "x\ud800"}]}, ("a", 0, "b"), id="deep"),
+        pytest.param({"a": "\ufffe"}, ("a",), id="u-fffe"),
+        pytest.param("ok \uffff", (), id="u-ffff"),
+    ],
+)
+def test_topic_request_model_with_text_a_message_cannot_carry_is_refused_where_it_is(
+    model: Any, where: tuple[Any, ...]
+) -> None:
+    [error] = _errors({**_integration("webhook"), "model": model})
+
+    assert (error["type"], error["loc"]) == ("invalid_text", ("integrations", 0, "webhook", "model", *where))
+
+
+def test_topic_request_model_key_with_a_lone_surrogate_is_refused_under_the_model() -> None:
+    [error] = _errors({**_integration("webhook"), "model": {"ok": 1, "\ud800": "a"}})
+
+    # The key itself is in the location, as much of it as pydantic can carry.
+    assert (error["type"], error["loc"][:4], len(error["loc"])) == (
+        "invalid_text",
+        ("integrations", 0, "webhook", "model"),
+        5,
+    )
+
+
+def test_topic_request_target_with_a_lone_surrogate_is_refused_where_it_is() -> None:
+    [error] = _errors({**_integration("telegram"), "target": {"chat_id": "-100\ud800"}})
+
+    assert (error["type"], error["loc"]) == ("invalid_text", ("integrations", 0, "telegram", "target", "chat_id"))
+
+
+def test_topic_request_signing_secret_with_a_lone_surrogate_is_refused_without_the_secret() -> None:
+    integration = {**_integration("webhook"), "credentials": {"signing_secret": "hunter2-0123456789\ud800"}}
+
+    [error] = _errors(integration)
+
+    assert error["loc"] == ("integrations", 0, "webhook", "credentials", "signing_secret")
+    assert "hunter2" not in error["msg"]
