@@ -16,9 +16,9 @@ from api.topics import (
     TopicHashResponse,
     TopicListResponse,
     TopicResponse,
-    check_name,
     check_names,
     delete_topic,
+    list_topics,
     put_topic,
     rotate_hash,
     topic_view,
@@ -104,13 +104,18 @@ def get_channel_topic(channel: str, topic: str) -> Response:
 
 @app.get(
     "/v1/channels/<channel>/topics",
-    RouteDoc({200: TopicListResponse}, errors=(422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+    RouteDoc(
+        {200: TopicListResponse},
+        errors=(422, *ADMIN_ERRORS),
+        security="admin",
+        patterns=NAMES,
+        query=("limit", "cursor"),
+    ),
 )
 def list_channel_topics(channel: str) -> Response:
-    """List a channel's topics with their credentials masked."""
-    check_name("channel", channel)
-    topics = get_topic_registry(settings()).list(channel)
-    return json_response(200, {"channel": channel, "topics": [topic_view(topic) for topic in topics]})
+    """List a channel's topics by name, a page at a time (``next``), with their credentials masked."""
+    query = app.current_event.query_string_parameters or {}
+    return json_response(200, list_topics(channel, query, get_topic_registry(settings())))
 
 
 @app.delete(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,10 @@ from core.times import epoch_time, iso_time, utc_now
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
+# A page of topics: at most this many, and no more JSON than this (at least one topic): a channel's topics, each up to
+# DynamoDB's 400 KB, would otherwise exceed Lambda's 6 MB response, which escapes the body a second time.
+LIST_LIMIT = 100
+LIST_PAGE_CHARS = 2 * 1024 * 1024
 # How long credentials a topic stopped using are kept: a delivery queued with them may be retried for its whole retry
 # window (RETRY_WINDOW_HOURS, 14 days at most), wait in its dead-letter queue for a redrive (14 days), then be retried
 # for a window again. A delivery older than that which still names them fails, saying its credentials are missing.
@@ -56,10 +63,12 @@ class TopicCreatedResponse(TopicResponse):
 
 
 class TopicListResponse(Reply):
-    """Body of listing a channel's topics."""
+    """Body of listing a channel's topics: a page of them by name, and ``next``, the cursor of the next page, when
+    more may follow."""
 
     channel: str
     topics: list[TopicResponse]
+    next: str | None = None
 
 
 class TopicHashResponse(Reply):
@@ -86,6 +95,57 @@ def check_names(channel: str, topic: str) -> None:
     """Raise naming the path parameter that is not a valid channel or topic name."""
     check_name("channel", channel)
     check_name("topic", topic)
+
+
+def _cursor(topic: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"t": topic}).encode()).decode().rstrip("=")
+
+
+def _after(cursor: str) -> str:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        topic = data.get("t") if isinstance(data, dict) else None
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        topic = None
+    if not isinstance(topic, str) or not is_name(topic):
+        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
+    return topic
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return LIST_LIMIT
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= LIST_LIMIT):
+        raise InvalidRequestError("limit", f"must be a whole number from 1 to {LIST_LIMIT}")
+    return int(text)
+
+
+def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryPort) -> dict[str, Any]:
+    """Return a page of a channel's topics by name, masked: at most ``limit`` (``LIST_LIMIT``) and
+    ``LIST_PAGE_CHARS`` of JSON, at least one, with ``next`` when more may follow.
+
+    Raises
+    ------
+    InvalidRequestError
+        ``limit`` or ``cursor`` is not one this route takes.
+    """
+    check_name("channel", channel)
+    limit = _limit(query.get("limit"))
+    cursor = query.get("cursor")
+    topics, more = registry.page(channel, _after(cursor) if cursor is not None else None, limit)
+    views: list[dict[str, Any]] = []
+    size = 0
+    for topic in topics:
+        view = topic_view(topic)
+        size += len(json.dumps(view))
+        if views and size > LIST_PAGE_CHARS:
+            more = True
+            break
+        views.append(view)
+    body: dict[str, Any] = {"channel": channel, "topics": views}
+    if more and views:
+        body["next"] = _cursor(views[-1]["topic"])
+    return body
 
 
 def topic_view(topic: Topic) -> dict[str, Any]:

@@ -123,6 +123,10 @@ class TopicRegistryPort(Protocol):
         """Return every topic of a channel, ordered by name."""
         ...
 
+    def page(self, channel: str, after: str | None, limit: int) -> tuple[list[Topic], bool]:
+        """Return up to ``limit`` topics of a channel by name after ``after``, and whether more may follow."""
+        ...
+
     def create(self, topic: Topic) -> None:
         """Write a new topic; raise ``ConflictError`` when one exists."""
         ...

@@ -195,6 +195,25 @@ class TopicRegistry:
         except AWS_ERRORS as exc:
             raise aws_error(exc, "listing topics") from exc
 
+    def page(self, channel: str, after: str | None, limit: int) -> tuple[list[Topic], bool]:
+        """Return up to ``limit`` topics of a channel by name, those after the topic ``after`` when given, and whether
+        more may follow: one ``Query``, which DynamoDB also ends at 1 MB of items."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "channel = :c",
+            "ExpressionAttributeValues": {":c": {"S": channel}},
+            "Limit": limit + 1,
+        }
+        if after is not None:
+            query["ExclusiveStartKey"] = {"channel": {"S": channel}, "topic": {"S": after}}
+        try:
+            response = self._client.query(**query)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "listing topics") from exc
+        items = response.get("Items", [])
+        more = len(items) > limit or "LastEvaluatedKey" in response
+        return [_from_item(item) for item in items[:limit]], more
+
     def create(self, topic: Topic) -> None:
         """Store a new topic; raise ``ConflictError`` if it exists already, ``PayloadTooLargeError`` if too large."""
         self._put(_to_item(topic), topic, "attribute_not_exists(channel)", None)

@@ -20,8 +20,15 @@ from core.topics import TopicRegistry, hash_topic_secret
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.api.conftest import TOPIC, AdminApi
 from tests.integration.consumer.flow import consume_once
-from tests.support.aws import NAMES, AwsResources
-from tests.support.events import TOPIC_SECRETS, publish_event, response_header, response_json, topic_body
+from tests.support.aws import ADMIN_TOKEN, NAMES, AwsResources
+from tests.support.events import (
+    TOPIC_SECRETS,
+    admin_event,
+    publish_event,
+    response_header,
+    response_json,
+    topic_body,
+)
 from tests.support.receivers import running_receiver
 
 PREFIX = "/notify/test/integrations/orders/shipped"
@@ -301,6 +308,72 @@ def test_list_topics_of_empty_channel_returns_empty_list(admin: AdminApi) -> Non
 
     assert response["statusCode"] == 200
     assert response_json(response) == {"channel": "orders", "topics": []}
+
+
+def _list(admin: AdminApi, channel: str, **query: str) -> dict[str, Any]:
+    from api.handler import handler
+
+    event = admin_event("GET", "/v1/channels/{channel}/topics", {"channel": channel}, None, ADMIN_TOKEN)
+    event["queryStringParameters"] = query or None
+    result: dict[str, Any] = handler(event, FakeLambdaContext())
+    return result
+
+
+def test_list_topics_pages_by_limit_and_cursor(admin: AdminApi) -> None:
+    for name in ("a", "b", "c"):
+        admin.put_topic(_body_without("ops-email"), topic=name)
+
+    first = _list(admin, "orders", limit="2")
+    second = _list(admin, "orders", limit="2", cursor=response_json(first)["next"])
+
+    assert [topic["topic"] for topic in response_json(first)["topics"]] == ["a", "b"]
+    assert [topic["topic"] for topic in response_json(second)["topics"]] == ["c"]
+    assert "next" not in response_json(second)
+
+
+def test_list_topics_page_stops_at_2_mib_of_json_so_the_answer_fits_lambdas_6_mb(admin: AdminApi) -> None:
+    # Every topic in one answer: nine topics of 62,000 emoji each (a legal 248 KB PUT, 744 KB of escaped JSON) made a
+    # 6.7 MB body, over Lambda's response limit, so the route failed with a 5xx.
+    model = "\U0001f600" * 62_000
+    body = {
+        "integrations": [{"name": "w", "type": "webhook", "target": {"url": "https://h.example/x"}, "model": model}]
+    }
+    text = json.dumps(body, ensure_ascii=False)  # 4 bytes an emoji, as a client sends UTF-8
+    for index in range(9):
+        assert admin.put_topic(text, channel="big", topic=f"t{index}")["statusCode"] == 201
+
+    listed: list[str] = []
+    query: dict[str, str] = {}
+    while True:
+        response = _list(admin, "big", **query)
+        assert response["statusCode"] == 200
+        assert len(json.dumps(response)) < 6_000_000
+        page = response_json(response)
+        listed += [topic["topic"] for topic in page["topics"]]
+        if "next" not in page:
+            break
+        query = {"cursor": page["next"]}
+
+    assert listed == [f"t{index}" for index in range(9)]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "eyJ0IjogImJhZCBuYW1lIn0"}, "cursor"),  # {"t": "bad name"}
+    ],
+)
+def test_list_topics_bad_limit_or_cursor_returns_422_naming_it(
+    admin: AdminApi, query: dict[str, str], field: str
+) -> None:
+    response = _list(admin, "orders", **query)
+
+    assert response["statusCode"] == 422
+    assert _error(response).startswith(f"{field}: ")
 
 
 # --- delete and rotate --------------------------------------------------------------------------------------------
