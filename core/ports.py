@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -123,7 +124,7 @@ class TopicRegistryPort(Protocol):
         """Return every topic of a channel, ordered by name."""
         ...
 
-    def page(self, channel: str, after: str | None, limit: int) -> tuple[list[Topic], bool]:
+    def page(self, channel: str, after: str | None, limit: int) -> tuple[builtins.list[Topic], bool]:
         """Return up to ``limit`` topics of a channel by name after ``after``, and whether more may follow."""
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
@@ -195,7 +196,7 @@ class TopicRegistry:
         except AWS_ERRORS as exc:
             raise aws_error(exc, "listing topics") from exc
 
-    def page(self, channel: str, after: str | None, limit: int) -> tuple[list[Topic], bool]:
+    def page(self, channel: str, after: str | None, limit: int) -> tuple[builtins.list[Topic], bool]:
         """Return up to ``limit`` topics of a channel by name, those after the topic ``after`` when given, and whether
         more may follow: one ``Query``, which DynamoDB also ends at 1 MB of items."""
         query: dict[str, Any] = {
