@@ -343,6 +343,11 @@ class Deliverer:
             # SQS delivers at least once: a message seen again after its success is not sent twice.
             logger.info("delivery skipped: already delivered", extra=log)
             return Outcome.SKIPPED
+        if entry is not None and entry.redriven > message.redriven:
+            # A copy of a run before a redrive (buried, its delete lost, say): the redrive's run is the delivery's now,
+            # and this one, sent, would go out twice and write over the newer run's row.
+            logger.info("delivery skipped: a redrive started a newer run", extra={**log, "redriven": entry.redriven})
+            return Outcome.SKIPPED
         if entry is not None and _ended_run(entry, message):
             return self._ended(message, attempt, entry, log)
         # The row counts the attempts of every run; this run's retry budget counts only its own, so those of the runs
@@ -791,6 +796,8 @@ class Deliverer:
                 redriven=message.redriven,
                 history=history,
                 earlier=earlier,
+                # Only while the row is this run's: a redrive's newer run is never written over by an older one.
+                before_run=message.redriven + 1,
             )
         except Exception as exc:
             logger.error("ledger update failed", extra={**log, "status": status.value, "error": type(exc).__name__})

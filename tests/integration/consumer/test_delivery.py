@@ -1,5 +1,6 @@
 """Integration tests of pacing and retries over time (consumer/delivery.py, consumer/retry.py): the consumer driven by
-pollers on moto against a loopback receiver that limits its rate or goes down, with the clocks shortened by settings.
+pollers on moto against a loopback receiver that limits its rate or goes down, with the clocks shortened by settings;
+and the end of a run meeting a redrive.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from typing import Any
 
 import pytest
 
+from api.dead_letters import redrive
 from core import clients
+from core.clients import get_ledger
 from core.models import DeliveryStatus
+from core.queue import DeadLetterQueue
+from core.times import iso_time
 from tests.integration.consumer.flow import (
     consume_once,
     delivery_message,
@@ -25,7 +30,7 @@ from tests.integration.consumer.flow import (
 )
 from tests.support.aws import AwsResources
 from tests.support.receiver_process import running_receiver_process
-from tests.support.receivers import Receiver
+from tests.support.receivers import Answer, Receiver
 
 # 100 sends to a receiver allowing 1 per second, its clock shortened tenfold: 10 per second, at least 10 s; the pacing
 # waits are shortened in proportion.
@@ -145,3 +150,30 @@ def test_delivery_slow_read_before_the_slot_still_keeps_the_destination_rate(
 
     # One request per second at most: each send waits for a slot that is still ahead when it is sent.
     assert [request.status for request in receiver.requests] == [200, 200, 200]
+
+
+def test_delivery_redrive_between_the_bury_and_the_dead_write_keeps_the_redriven_runs_row(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The letter was redriven the moment it reached the dead-letter queue: the give-up written after the bury set the
+    # row back to dead with the older run's count, while the redriven run was on the delivery queue and the dead-letter
+    # queue was empty.
+    receiver.default = Answer(503, b"")
+    created_at = iso_time(time.time() - 25 * 3600)  # its retry window over: buried on its first failure
+    message = delivery_message("webhook", {"text": "hi"}, {"url": receiver.url + "/hook"}, created_at=created_at)
+    enqueue(consumer_aws, message)
+    bury = DeadLetterQueue.bury
+
+    def bury_then_redrive(queue: DeadLetterQueue, body: str, last_error: str) -> None:
+        bury(queue, body, last_error)
+        redrive(
+            consumer_aws.sqs, consumer_aws.dead_letter_queue_url, consumer_aws.delivery_queue_url, get_ledger(), 100
+        )
+
+    monkeypatch.setattr(DeadLetterQueue, "bury", bury_then_redrive)
+
+    consume_once(consumer_aws)
+
+    row = entry(message)
+    assert (row.status, row.attempts, row.redriven, row.last_error) == (DeliveryStatus.QUEUED, 1, 1, None)
+    assert [item.body["redriven"] for item in on_queue()] == [1]

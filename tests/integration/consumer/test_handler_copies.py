@@ -1,11 +1,28 @@
-"""Integration test of the delivery handler (consumer/handler.py) on moto with a loopback receiver: copies of one
-delivery in one batch (SQS delivers at least once; a redrive whose delete was lost sends a second) are sent once."""
+"""Integration tests of the delivery handler (consumer/handler.py) on moto with a loopback receiver: copies of one
+delivery in one batch (SQS delivers at least once; a redrive whose delete was lost sends a second) are sent once, and a
+copy of a run before a redrive is not sent beside the redriven run."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from tests.integration.consumer.flow import consume, delivery_message, enqueue, entry, receive, version_1
+from api.dead_letters import redrive
+from core.clients import get_ledger
+from core.models import DeliveryStatus
+from core.times import iso_time
+from tests.integration.consumer.flow import (
+    consume,
+    consume_once,
+    dead_letters,
+    delivery_message,
+    enqueue,
+    entry,
+    on_queue,
+    receive,
+    version_1,
+)
 from tests.support.aws import AwsResources
 from tests.support.receivers import Answer, Receiver
 
@@ -30,3 +47,32 @@ def test_handler_copies_of_one_delivery_in_a_batch_send_once_and_the_others_stil
     assert entry(message).attempts == 1
     assert len([request for request in receiver.requests if request.path == "/other"]) == 3
     assert receiver.max_in_flight >= 4  # one copy of the first and the three others at once
+
+
+def test_handler_copy_of_a_run_before_a_redrive_is_skipped_and_the_redriven_run_kept(
+    consumer_aws: AwsResources, receiver: Receiver
+) -> None:
+    # Buried (its retry window over), then its worker died before the event source mapping deleted the message; an
+    # administrator redrove the letter, and the redriven run was retrying when the old message showed again: it was
+    # sent a third time, set the row back to dead with the older run's count and buried a second letter.
+    receiver.default = Answer(503, b"")
+    created_at = iso_time(time.time() - 25 * 3600)
+    message = delivery_message("webhook", {"text": "hi"}, {"url": receiver.url + "/hook"}, created_at=created_at)
+    enqueue(consumer_aws, message)
+    [old] = receive(consumer_aws, visibility_timeout=60)
+    consume([old])
+    redrive(consumer_aws.sqs, consumer_aws.dead_letter_queue_url, consumer_aws.delivery_queue_url, get_ledger(), 100)
+    consume_once(consumer_aws)
+    consumer_aws.sqs.change_message_visibility(
+        QueueUrl=consumer_aws.delivery_queue_url, ReceiptHandle=old["ReceiptHandle"], VisibilityTimeout=0
+    )
+
+    [again] = receive(consumer_aws)
+    result = consume([again], consumer_aws)
+
+    assert (again["MessageId"], result) == (old["MessageId"], {"batchItemFailures": []})
+    assert len(receiver.requests) == 2  # one for each run
+    row = entry(message)
+    assert (row.status, row.attempts, row.redriven) == (DeliveryStatus.RETRYING, 2, 1)
+    assert dead_letters(consumer_aws) == []
+    assert [item.body["redriven"] for item in on_queue()] == [1]  # the redriven run's retry

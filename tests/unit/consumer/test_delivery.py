@@ -1930,6 +1930,45 @@ def test_process_redriven_message_with_ledger_ahead_counts_from_the_ledger(rig: 
     assert (rig.row().attempts, rig.copy()[0].attempt) == (9, 2)
 
 
+@pytest.mark.parametrize("status", [DeliveryStatus.QUEUED, DeliveryStatus.RETRYING])
+def test_process_copy_of_a_run_before_a_redrive_still_going_is_skipped_without_a_send(
+    rig: Rig, status: DeliveryStatus
+) -> None:
+    # Buried, its delete lost: the old run's message came back while the run a redrive began was still going, and was
+    # sent beside it, then wrote its own outcome over the newer run's row.
+    rig.ledger.put(ID, KEY, status, attempts=6, redriven=1, last_error="webhook: HTTP 503")
+
+    outcome = rig.process(_body(attempt=MAX_ATTEMPTS - 1), receive_count=2)
+
+    assert (outcome, rig.channel.sent, rig.ledger.updates) == (Outcome.SKIPPED, [], [])
+    assert (rig.queue.sent, rig.dead_letters.buried) == ([], [])
+
+
+def test_process_redrive_between_the_bury_and_the_dead_write_leaves_the_redriven_runs_row(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An administrator redrove the letter the moment it reached the dead-letter queue: the give-up written after the
+    # bury set the row back to dead with the older run's count, while the redriven run was on the delivery queue.
+    rig.channel.result = _server_error()
+    bury = rig.dead_letters.bury
+
+    def bury_then_redrive(body: str, last_error: str) -> None:
+        bury(body, last_error)
+        rig.ledger.put(ID, KEY, DeliveryStatus.QUEUED, attempts=MAX_ATTEMPTS, redriven=1)
+
+    monkeypatch.setattr(rig.dead_letters, "bury", bury_then_redrive)
+
+    outcome = rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert (outcome, len(rig.dead_letters.buried)) == (Outcome.DEAD, 1)
+    assert (rig.row().status, rig.row().attempts, rig.row().redriven, rig.row().last_error) == (
+        DeliveryStatus.QUEUED,
+        MAX_ATTEMPTS,
+        1,
+        None,
+    )
+
+
 def test_parse_message_body_without_redrive_fields_defaults_them_to_zero() -> None:
     message = parse_message(_body(attempt=2))
 
