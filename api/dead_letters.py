@@ -14,6 +14,7 @@ and SQS moves a message a consumer crashed on ``maxReceiveCount`` times (its led
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,7 @@ class _Letter:
     receipt_handle: str
     body: str
     receive_count: int
+    sent_at_ms: int
     notification_id: str | None
     delivery_key: str | None
     integration: str | None
@@ -102,6 +104,7 @@ def _letter(message: dict[str, Any]) -> _Letter:
         receipt_handle=message["ReceiptHandle"],
         body=body,
         receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "0")),
+        sent_at_ms=int(message.get("Attributes", {}).get("SentTimestamp", "0")),
         notification_id=text(fields.get("notification_id")),
         # Version 1 bodies have no delivery key: theirs is the integration name.
         delivery_key=text(fields.get("delivery_key")) or text(integration.get("name")),
@@ -295,19 +298,34 @@ def redrive(
     large queue is never cut off by the function's timeout in the middle of a message: ``more`` says so. An empty
     receive ends it only once a long poll finds nothing either, or SQS counts no letter: a listing holds the letters it
     reads for a moment, and the redrive must not miss them.
+
+    Each letter is redriven once a call: a letter that reached the dead-letter queue after the call began (sent there
+    since, or of a delivery this call redrove already: the consumer buried it again meanwhile) is left there, held
+    until the call ends, and the next call takes it.
     """
     moved = 0
+    started_ms = int(time.time() * 1000)
+    redriven: set[tuple[str, str]] = set()
+    later: list[_Letter] = []
 
     def short_of(seconds: float) -> bool:
         return time_left is not None and time_left() < seconds
 
+    def since(letter: _Letter) -> bool:
+        key = (letter.notification_id, letter.delivery_key)
+        return letter.sent_at_ms > started_ms or (None not in key and key in redriven)
+
+    def ended(more: bool) -> dict[str, Any]:
+        _release(sqs, dlq_url, later)
+        return {"redriven": moved, "more": more}
+
     while moved < max_messages:
         if short_of(REDRIVE_MARGIN_SECONDS):
-            return {"redriven": moved, "more": True}
+            return ended(True)
         letters = _receive(sqs, dlq_url, max_messages - moved)
         if not letters and _counts_letters(sqs, dlq_url):
             if short_of(REDRIVE_MARGIN_SECONDS + REDRIVE_WAIT_SECONDS):
-                return {"redriven": moved, "more": True}
+                return ended(True)
             letters = _receive(sqs, dlq_url, max_messages - moved, REDRIVE_WAIT_SECONDS)
         if not letters:
             break
@@ -315,7 +333,12 @@ def redrive(
             # Checked for each letter: under load, ten of them can take longer than the margin.
             if short_of(REDRIVE_MARGIN_SECONDS):
                 _release(sqs, dlq_url, letters[index:])
-                return {"redriven": moved, "more": True}
+                return ended(True)
+            if since(letter):
+                later.append(letter)  # held by this receive (HOLD_SECONDS) so that the call does not read it again
+                continue
+            if letter.notification_id and letter.delivery_key:
+                redriven.add((letter.notification_id, letter.delivery_key))
             _send_back(sqs, queue_url, ledger, letter)
             try:
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
@@ -326,4 +349,4 @@ def redrive(
                 "dead letter redriven",
                 extra={"notification_id": letter.notification_id, "integration": letter.integration},
             )
-    return {"redriven": moved, "more": False}
+    return ended(False)

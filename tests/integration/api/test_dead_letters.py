@@ -5,14 +5,21 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+import api.dead_letters
 from api.dead_letters import redrive
 from core.clients import get_client, get_ledger
 from core.errors import UpstreamError
 from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
+from core.ports import LedgerPort
 from tests.integration.api.conftest import AdminApi
 from tests.support.aws import AwsResources, receive_all
 from tests.support.events import response_json
@@ -369,6 +376,68 @@ def test_redrive_takes_letters_a_listing_holds_when_it_begins(aws: AwsResources)
 
     assert moved == {"redriven": 1, "more": False}
     assert [body["notification_id"] for body in _moved(aws)] == ["n-1"]
+
+
+def _buried_again(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Counter[str | None]:
+    """Have every letter a redrive sends back taken from the delivery queue and buried again at once, as a consumer
+    whose delivery fails at once does; return how often each notification was sent back."""
+    send_back = api.dead_letters._send_back
+    sent: Counter[str | None] = Counter()
+
+    def send_back_then_buried_again(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> None:
+        send_back(sqs, queue_url, ledger, letter)
+        sent[letter.notification_id] += 1
+        [moved] = aws.sqs.receive_message(QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=1)["Messages"]
+        aws.sqs.delete_message(QueueUrl=aws.delivery_queue_url, ReceiptHandle=moved["ReceiptHandle"])
+        body = json.loads(moved["Body"])
+        changes = {key: value for key, value in body.items() if key not in ("notification_id", "integration")}
+        _dead(aws, body["notification_id"], body["integration"]["name"], **{**changes, "attempt": 1})
+
+    monkeypatch.setattr(api.dead_letters, "_send_back", send_back_then_buried_again)
+    return sent
+
+
+@pytest.mark.parametrize("sqs_behind", [0.0, 60.0], ids=["one-clock", "sqs-clock-behind"])
+def test_redrive_letter_buried_again_during_the_call_is_redriven_once_and_left_for_the_next(
+    admin: AdminApi, aws: AwsResources, monkeypatch: pytest.MonkeyPatch, sqs_behind: float
+) -> None:
+    # The call received the letters the consumer buried again meanwhile and sent them back too, up to max_messages:
+    # one call sent one delivery to its destination many times. With SQS's clock behind the function's, a letter
+    # buried again seems sent before the call began: its delivery tells it.
+    for index in range(3):
+        _dead(aws, f"n-{index}")
+    sent = _buried_again(aws, monkeypatch)
+    monkeypatch.setattr(api.dead_letters, "time", SimpleNamespace(time=lambda: time.time() + sqs_behind))
+
+    response = admin.call("POST", REDRIVE)
+
+    assert response_json(response) == {"redriven": 3, "more": False}
+    assert sent == {"n-0": 1, "n-1": 1, "n-2": 1}
+    # Held while the call ran, visible again once it ended.
+    left = [json.loads(message["Body"]) for message in receive_all(aws.sqs, aws.dead_letter_queue_url)]
+    assert sorted((body["notification_id"], body["redriven"]) for body in left) == [("n-0", 1), ("n-1", 1), ("n-2", 1)]
+
+
+def test_redrive_letter_that_reached_the_queue_after_the_call_began_is_left_there(
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(2):
+        _dead(aws, f"n-{index}")
+    send_back = api.dead_letters._send_back
+
+    def send_back_while_another_is_buried(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> None:
+        send_back(sqs, queue_url, ledger, letter)
+        if letter.notification_id == "n-0":
+            _dead(aws, "n-new")
+
+    monkeypatch.setattr(api.dead_letters, "_send_back", send_back_while_another_is_buried)
+
+    moved = redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 100)
+
+    assert moved == {"redriven": 2, "more": False}
+    assert sorted(body["notification_id"] for body in _moved(aws)) == ["n-0", "n-1"]
+    [left] = receive_all(aws.sqs, aws.dead_letter_queue_url)
+    assert json.loads(left["Body"])["notification_id"] == "n-new"
 
 
 def test_redrive_invalid_max_messages_is_422(admin: AdminApi, aws: AwsResources) -> None:
