@@ -339,17 +339,8 @@ class Deliverer:
             return self._send_on(
                 message, attempt, self._policy.backoff(1, self._rand), f"ledger unreadable: {exc}", log
             )
-        if entry is not None and entry.status is DeliveryStatus.DELIVERED:
-            # SQS delivers at least once: a message seen again after its success is not sent twice.
-            logger.info("delivery skipped: already delivered", extra=log)
-            return Outcome.SKIPPED
-        if entry is not None and entry.redriven > message.redriven:
-            # A copy of a run before a redrive (buried, its delete lost, say): the redrive's run is the delivery's now,
-            # and this one, sent, would go out twice and write over the newer run's row.
-            logger.info("delivery skipped: a redrive started a newer run", extra={**log, "redriven": entry.redriven})
-            return Outcome.SKIPPED
-        if entry is not None and _ended_run(entry, message):
-            return self._ended(message, attempt, entry, log)
+        if entry is not None and (done := self._done(message, attempt, entry, log)) is not None:
+            return done
         # The row counts the attempts of every run; this run's retry budget counts only its own, so those of the runs
         # before a redrive are taken off. The row may be ahead of the message: an attempt recorded, its copy refused.
         recorded = entry.attempts - message.prior_attempts if entry is not None else 0
@@ -385,6 +376,24 @@ class Deliverer:
             error = RetryableDeliveryError(f"internal error ({type(exc).__name__})")
             return self._retry(message, attempt, attempts_before, earlier, error, log)
         return self._deliver(message, attempts_before + 1, earlier, receipt, log)
+
+    def _done(
+        self, message: DeliveryMessage, attempt: Attempt, entry: LedgerEntry, log: dict[str, Any]
+    ) -> Outcome | None:
+        """Return the outcome of a message its row says is not to be sent (delivered, of an older run, of a run that
+        ended), or ``None`` when it is to be tried."""
+        if entry.status is DeliveryStatus.DELIVERED:
+            # SQS delivers at least once: a message seen again after its success is not sent twice.
+            logger.info("delivery skipped: already delivered", extra=log)
+            return Outcome.SKIPPED
+        if entry.redriven > message.redriven:
+            # A copy of a run before a redrive (buried, its delete lost, say): the redrive's run is the delivery's now,
+            # and this one, sent, would go out twice and write over the newer run's row.
+            logger.info("delivery skipped: a redrive started a newer run", extra={**log, "redriven": entry.redriven})
+            return Outcome.SKIPPED
+        if _ended_run(entry, message):
+            return self._ended(message, attempt, entry, log)
+        return None
 
     def _ended(self, message: DeliveryMessage, attempt: Attempt, entry: LedgerEntry, log: dict[str, Any]) -> Outcome:
         """Handle a message of a run the row says ended: never sent again, and buried when its letter is not yet."""
