@@ -14,7 +14,7 @@ OSLS := node_modules/.bin/osls
 PACKAGE_DIR = .build/$(STAGE)
 INFRA_TESTS := tests/integration/infra
 
-.PHONY: install node run reset test lint unit package rehearse deploy-checks bench bench-quick deploy
+.PHONY: install node run reset test lint unit package rehearse deploy-checks bench bench-quick deploy deploy-stage
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,8 +80,15 @@ package: install node
 rehearse: package
 	$(BIN)/python -m infra.deploy.rehearse $(PACKAGE_DIR)
 
-# A real deploy, with the AWS credentials of the environment (CI assumes a role through OIDC).
-deploy: install node
+# A real deploy, with the AWS credentials of the environment, as the deploy workflow does it: the stage packaged, the
+# package checked, the database migrated (schema first, code after), then exactly that package deployed.
+deploy: deploy-stage package
+	$(BIN)/python -m infra.deploy.checks $(PACKAGE_DIR)
+	$(BIN)/python -m infra.migrate --secret-parameter /notify/$(STAGE)/database-url --region $(REGION)
+	$(OSLS) deploy --stage $(STAGE) --region $(REGION) --package $(PACKAGE_DIR) --conceal
+
+# The stage a deploy names, said on the command line or in the environment; the local stack's is never deployed.
+deploy-stage:
 	@test "$(origin STAGE)" = "command line" || test "$(origin STAGE)" = "environment" \
 		|| { echo "usage: make deploy STAGE=<stage> [REGION=<region>]"; exit 2; }
-	$(OSLS) deploy --stage $(STAGE) --region $(REGION) --conceal
+	@test "$(STAGE)" != local || { echo "the local stage is make run's, not deployed"; exit 2; }

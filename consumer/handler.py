@@ -110,17 +110,22 @@ def build_deliverer() -> Deliverer:
     )
 
 
+def send_reserve_seconds(config: DeliverSettings) -> float:
+    """Return how long before its timeout an invocation starts no send: the longest send, and its bookkeeping.
+
+    The longest send is a URL-based one (its connect plus read timeouts) or one through AWS (SES, SNS); a browser
+    delivery keeps to the former however many connections it posts to. 2 s more for name resolution (no socket timeout
+    interrupts it) and the outcome's bookkeeping. The deploy checks refuse a timeout that leaves no time before it.
+    """
+    return max(config.http_connect_timeout + config.http_read_timeout, AWS_SEND_SECONDS) + 2
+
+
 def latest_start(context: Any) -> float | None:
     """Return the last moment a send may start in this invocation: before the timeout, less one send's time."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    config = settings()
-    # The longest send: a URL-based one (its connect plus read timeouts), or one through AWS (SES, SNS); a browser
-    # delivery keeps to the former however many connections it posts to. 2 s more for name resolution (no socket
-    # timeout interrupts it) and the outcome's bookkeeping.
-    send_seconds = max(config.http_connect_timeout + config.http_read_timeout, AWS_SEND_SECONDS) + 2
-    return time.time() + remaining() / 1000 - send_seconds
+    return time.time() + remaining() / 1000 - send_reserve_seconds(settings())
 
 
 def attempt_of(record: SQSRecord) -> Attempt:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -17,13 +18,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
+
+from pydantic import BaseModel
 
 from core.settings import (
     ADMIN_TOKEN_ROTATION_SECONDS,
     LOCAL_STACK_MARKER,
     LOCAL_STAGE,
     AdminTokenSettings,
+    DeliverSettings,
     SettingsError,
     role_settings,
 )
@@ -31,6 +35,10 @@ from infra.deploy import dependencies
 from infra.deploy.dependencies import RUNTIME_PROVIDED
 from infra.deploy.package import ROOT, PackagedService, load_package
 
+# A queue's visibility timeout is at least this many times its Lambda consumer's timeout, as AWS advises.
+VISIBILITY_TIMEOUTS = 6
+# The least time the deliver function's timeout leaves for sends, past what the consumer keeps back for the last one.
+MIN_SEND_WINDOW_SECONDS = 5
 # Actions that take no resource but "*" (X-Ray writes, SES's send quota); nothing else may have a "*" resource.
 STAR_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ses:GetSendQuota"})
 CODE_PACKAGES = frozenset(dependencies.CODE_PACKAGES)
@@ -162,22 +170,28 @@ def settings_problems(package: PackagedService) -> list[str]:
     problems: list[str] = []
     environments = _function_environments(package.template)
     for key in package.functions:
-        model = role_settings().get(key)
-        logical_id = package.function_logical_id(key)
-        if model is None:
+        if role_settings().get(key) is None:
             problems.append(f"{key}: no settings model in core.settings.role_settings()")
             continue
-        if logical_id not in environments:
-            problems.append(f"{key}: no {logical_id} in the template")
+        if package.function_logical_id(key) not in environments:
+            problems.append(f"{key}: no {package.function_logical_id(key)} in the template")
             continue
-        function_name = package.resources[logical_id]["Properties"].get("FunctionName", key)
-        variables = {name: _arn_text(value) for name, value in environments[logical_id].items()}
-        runtime = {**LAMBDA_RUNTIME_ENV, "AWS_REGION": package.region, "AWS_LAMBDA_FUNCTION_NAME": str(function_name)}
         try:
-            model.from_env({**variables, **runtime})
+            _packaged_settings(package, key)
         except SettingsError as exc:
             problems.append(f"{key}: {exc}")
     return problems
+
+
+def _packaged_settings(package: PackagedService, key: str) -> BaseModel:
+    """Return a function's settings as Lambda would parse them from its packaged environment; raise ``KeyError`` for
+    a function with no settings model or not in the template, ``SettingsError`` for settings that fail."""
+    model = role_settings()[key]
+    logical_id = package.function_logical_id(key)
+    function_name = package.resources[logical_id]["Properties"].get("FunctionName", key)
+    variables = {name: _arn_text(value) for name, value in _function_environments(package.template)[logical_id].items()}
+    runtime = {**LAMBDA_RUNTIME_ENV, "AWS_REGION": package.region, "AWS_LAMBDA_FUNCTION_NAME": str(function_name)}
+    return model.from_env({**variables, **runtime})
 
 
 def admin_token_window_problems(template: dict[str, Any]) -> list[str]:
@@ -299,8 +313,13 @@ def secret_reference_problems(template: dict[str, Any]) -> list[str]:
 
 
 def event_source_problems(template: dict[str, Any]) -> list[str]:
-    """Return SQS event sources whose queue's visibility timeout is shorter than the function's timeout: Lambda
-    refuses such a mapping, failing the deploy (``consumerTimeout`` is a param; the queue's timeout is not)."""
+    """Return SQS event sources whose queue's visibility timeout is less than 6x the function's timeout.
+
+    Shorter than the timeout, Lambda refuses the mapping, failing the deploy. Under 6x, what AWS advises, a message
+    whose invocation started late (batching, a throttled or retried invoke) shows again while it is still being
+    handled, and the copy's receive counts toward the dead-letter queue (``consumerTimeout`` and
+    ``deliveryVisibilityTimeout`` are params, set apart).
+    """
     problems: list[str] = []
     resources = template.get("Resources", {})
     for logical_id, resource in resources.items():
@@ -320,7 +339,34 @@ def event_source_problems(template: dict[str, Any]) -> list[str]:
                 f"{logical_id}: {queue_id}'s VisibilityTimeout {visibility} s is shorter than {function_id}'s"
                 f" timeout {timeout} s (Lambda refuses the mapping)"
             )
+        elif visibility < VISIBILITY_TIMEOUTS * timeout:
+            problems.append(
+                f"{logical_id}: {queue_id}'s VisibilityTimeout {visibility} s is less than {VISIBILITY_TIMEOUTS}x"
+                f" {function_id}'s timeout {timeout} s, as AWS advises: a message shows again while still handled"
+            )
     return problems
+
+
+def consumer_timeout_problems(package: PackagedService) -> list[str]:
+    """Return the deliver function when its timeout leaves no time to send: the consumer starts no send in the last
+    ``send_reserve_seconds`` of an invocation, so a timeout within a few seconds of that keeps every message on the
+    queue as a fresh copy, for ever, with no attempt counted."""
+    from consumer.handler import send_reserve_seconds
+
+    logical_id = package.function_logical_id("deliver")
+    try:
+        config = _packaged_settings(package, "deliver")
+    except (KeyError, SettingsError):
+        return []  # told by the settings check
+    timeout = int(package.resources[logical_id]["Properties"].get("Timeout", 6))
+    reserve = send_reserve_seconds(cast(DeliverSettings, config))
+    if timeout < reserve + MIN_SEND_WINDOW_SECONDS:
+        return [
+            f"{logical_id}: its timeout {timeout} s leaves under {MIN_SEND_WINDOW_SECONDS} s to send: the consumer"
+            f" starts no send in an invocation's last {reserve:g} s (consumerTimeout must be at least"
+            f" {math.ceil(reserve + MIN_SEND_WINDOW_SECONDS)})"
+        ]
+    return []
 
 
 def _normalize(name: str) -> str:
@@ -802,6 +848,7 @@ def run_all(package: PackagedService, require_bytecode: bool | None = None) -> d
         "admin token rotation window": admin_token_window_problems(package.template),
         "tracing permissions": tracing_problems(package.template),
         "queue visibility": event_source_problems(package.template),
+        "consumer timeout": consumer_timeout_problems(package),
         "secret references": secret_reference_problems(package.template),
         "api resources": api_resource_problems(package.template),
         **package_artifact_problems(package, require_bytecode),

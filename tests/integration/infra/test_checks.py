@@ -21,6 +21,7 @@ from infra.deploy.checks import (
     api_resource_problems,
     artifact_problems,
     bytecode_problems,
+    consumer_timeout_problems,
     event_source_problems,
     iam_wildcards,
     import_closure,
@@ -371,6 +372,13 @@ def test_private_target_problems_local_stack_marker_reported() -> None:
     assert private_target_problems(template, "local") != []
 
 
+def _repackaged(packaged: PackagedService, tmp_path: Path, template: dict[str, Any]) -> PackagedService:
+    """The packaged ci stage with ``template`` as its stack template."""
+    (tmp_path / "cloudformation-template-update-stack.json").write_text(json.dumps(template))
+    (tmp_path / "serverless-state.json").write_text((packaged.directory / "serverless-state.json").read_text())
+    return PackagedService(tmp_path)
+
+
 def _variant(packaged: PackagedService, tmp_path: Path, function: str, **variables: str | None) -> PackagedService:
     """The packaged ci stage with some of one function's variables changed (``None``: removed)."""
     template = copy.deepcopy(packaged.template)
@@ -380,9 +388,7 @@ def _variant(packaged: PackagedService, tmp_path: Path, function: str, **variabl
             environment.pop(name, None)
         else:
             environment[name] = value
-    (tmp_path / "cloudformation-template-update-stack.json").write_text(json.dumps(template))
-    (tmp_path / "serverless-state.json").write_text((packaged.directory / "serverless-state.json").read_text())
-    return PackagedService(tmp_path)
+    return _repackaged(packaged, tmp_path, template)
 
 
 def test_settings_problems_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
@@ -505,6 +511,74 @@ def test_event_source_problems_name_a_queue_hidden_for_less_than_its_consumer_ru
     assert event_source_problems(template) == [
         "DeliverEventSourceMappingSQSDeliveryQueue: DeliveryQueue's VisibilityTimeout 180 s is shorter than"
         " DeliverLambdaFunction's timeout 200 s (Lambda refuses the mapping)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("resource", "value", "expected"),
+    [
+        (
+            ("DeliverLambdaFunction", "Timeout"),
+            31,
+            "DeliverEventSourceMappingSQSDeliveryQueue: DeliveryQueue's VisibilityTimeout 180 s is less than 6x"
+            " DeliverLambdaFunction's timeout 31 s, as AWS advises: a message shows again while still handled",
+        ),
+        (
+            ("ExpansionQueue", "VisibilityTimeout"),
+            900,
+            "ExpandEventSourceMappingSQSExpansionQueue: ExpansionQueue's VisibilityTimeout 900 s is less than 6x"
+            " ExpandLambdaFunction's timeout 900 s, as AWS advises: a message shows again while still handled",
+        ),
+    ],
+    ids=["deliver-31s", "expansion-queue-900s"],
+)
+def test_event_source_problems_name_a_queue_hidden_for_less_than_six_consumer_timeouts(
+    packaged: PackagedService, resource: tuple[str, str], value: int, expected: str
+) -> None:
+    # Lambda takes the mapping, but a message whose invocation starts late shows again while it is still handled.
+    template = copy.deepcopy(packaged.template)
+    logical_id, name = resource
+    template["Resources"][logical_id]["Properties"][name] = value
+
+    assert event_source_problems(template) == [expected]
+
+
+def test_consumer_timeout_problems_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
+    assert consumer_timeout_problems(packaged) == []
+
+
+def _deliver_timeout(packaged: PackagedService, tmp_path: Path, timeout: int) -> PackagedService:
+    """The packaged ci stage with the deliver function's timeout changed."""
+    template = copy.deepcopy(packaged.template)
+    template["Resources"]["DeliverLambdaFunction"]["Properties"]["Timeout"] = timeout
+    return _repackaged(packaged, tmp_path, template)
+
+
+def test_consumer_timeout_problems_name_a_deliver_timeout_leaving_no_time_to_send(
+    packaged: PackagedService, tmp_path: Path
+) -> None:
+    # The consumer starts no send in an invocation's last 15.05 s (3.05 + 10 s, the longest send, and 2 s): at 20 s,
+    # every message waiting for a slot or after a slow one went back to the queue, for ever, no attempt counted.
+    assert consumer_timeout_problems(_deliver_timeout(packaged, tmp_path, 20)) == [
+        "DeliverLambdaFunction: its timeout 20 s leaves under 5 s to send: the consumer starts no send in an"
+        " invocation's last 15.05 s (consumerTimeout must be at least 21)"
+    ]
+
+
+def test_consumer_timeout_problems_deliver_timeout_of_the_minimum_accepted(
+    packaged: PackagedService, tmp_path: Path
+) -> None:
+    assert consumer_timeout_problems(_deliver_timeout(packaged, tmp_path, 21)) == []
+
+
+def test_consumer_timeout_problems_longer_http_timeouts_raise_the_minimum(
+    packaged: PackagedService, tmp_path: Path
+) -> None:
+    problems = consumer_timeout_problems(_variant(packaged, tmp_path, "DeliverLambdaFunction", HTTP_READ_TIMEOUT="20"))
+
+    assert problems == [
+        "DeliverLambdaFunction: its timeout 30 s leaves under 5 s to send: the consumer starts no send in an"
+        " invocation's last 25.05 s (consumerTimeout must be at least 31)"
     ]
 
 
