@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pydantic import BaseModel, ValidationError
 
 from consumer.credentials import CredentialSource
-from consumer.retry import Decision, RetryPolicy, VisibilityScheduler, delay_until
+from consumer.retry import Decision, RetryPolicy, delay_until
 from core.errors import (
     DeliveryDeferredError,
     EndpointDisabledError,
@@ -46,7 +46,7 @@ from core.models import Content, DeliveryMessage, DeliveryMessageV1, DeliverySta
 from core.observability import logger
 from core.pacing import Limit, Pacer
 from core.ports import LedgerPort
-from core.queue import MAX_DELAY_SECONDS, MAX_ERROR_LENGTH, DeadLetterQueue, DeliveryQueue
+from core.queue import MAX_DELAY_SECONDS, MAX_ERROR_LENGTH, DeadLetterQueue, DeliveryQueue, VisibilityScheduler
 from core.times import epoch_time, iso_time
 
 if TYPE_CHECKING:

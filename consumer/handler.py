@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from consumer.credentials import CredentialSource
 from consumer.delivery import Attempt, Deliverer, delivery_of
-from consumer.retry import RetryPolicy, VisibilityScheduler
+from consumer.retry import RetryPolicy
 from core.clients import (
     AWS_SEND_SECONDS,
     get_channels,
@@ -25,7 +25,7 @@ from core.clients import (
     get_pacer,
 )
 from core.observability import logger, metrics, tracer
-from core.queue import DeadLetterQueue
+from core.queue import DeadLetterQueue, VisibilityScheduler
 from core.settings import DeliverSettings, load_settings
 
 if TYPE_CHECKING:

@@ -14,18 +14,13 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from core.errors import AWS_ERRORS, RetryableDeliveryError, error_code
-from core.observability import logger
+from core.errors import RetryableDeliveryError
 
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_CAP_SECONDS = 15 * 60.0
 RETRY_WINDOW_SECONDS = 24 * 3600.0
 MAX_ATTEMPTS = 100
-# SQS refuses a visibility timeout that ends more than 12 h after the message was received; the margin covers the
-# time between the receive and this change (at most a Lambda's 15 minutes).
-MAX_VISIBILITY_SECONDS = 12 * 3600 - 15 * 60
 
 
 @dataclass(frozen=True)
@@ -110,33 +105,3 @@ class RetryPolicy:
 def delay_until(at: float, now: float, limit: int) -> int:
     """Return the whole seconds from ``now`` to ``at``, at most ``limit`` (an early arrival is sent on again)."""
     return max(0, min(limit, math.floor(at - now)))
-
-
-class VisibilityScheduler:
-    """Sets the visibility timeout of received messages of one queue: the fallback when a copy cannot be sent.
-
-    Parameters
-    ----------
-    client:
-        A boto3 SQS client.
-    queue_url:
-        The delivery queue's URL.
-    """
-
-    def __init__(self, client: Any, queue_url: str) -> None:
-        self._client = client
-        self._url = queue_url
-
-    def postpone(self, receipt_handle: str, seconds: int) -> bool:
-        """Hide a received message for ``seconds``; return ``False`` when SQS refused (it then keeps its own)."""
-        seconds = max(0, min(MAX_VISIBILITY_SECONDS, seconds))
-        try:
-            self._client.change_message_visibility(
-                QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
-            )
-        except AWS_ERRORS as exc:
-            logger.warning(
-                "could not change the message visibility", extra={"error": error_code(exc), "seconds": seconds}
-            )
-            return False
-        return True

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import AWS_ERRORS, MessageRefusedError, UpstreamError, aws_error, error_code
+from core.observability import logger
 
 BATCH_LIMIT = 10
 # SQS's limit on one message (its body and attributes) on a queue whose MaximumMessageSize is 256 KiB, and on the
@@ -218,3 +219,38 @@ class DeadLetterQueue:
             )
         except AWS_ERRORS as exc:
             raise send_error(exc, "sending to the dead-letter queue") from exc
+
+
+# SQS refuses a visibility timeout that ends more than 12 h after the message was received; the margin covers the
+# time between the receive and this change (at most a Lambda's 15 minutes).
+MAX_VISIBILITY_SECONDS = 12 * 3600 - 15 * 60
+
+
+class VisibilityScheduler:
+    """Sets the visibility timeout of received messages of one queue: the fallback when a copy cannot be sent.
+
+    Parameters
+    ----------
+    client:
+        A boto3 SQS client.
+    queue_url:
+        The queue's URL.
+    """
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    def postpone(self, receipt_handle: str, seconds: int) -> bool:
+        """Hide a received message for ``seconds``; return ``False`` when SQS refused (it then keeps its own)."""
+        seconds = max(0, min(MAX_VISIBILITY_SECONDS, seconds))
+        try:
+            self._client.change_message_visibility(
+                QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
+            )
+        except AWS_ERRORS as exc:
+            logger.warning(
+                "could not change the message visibility", extra={"error": error_code(exc), "seconds": seconds}
+            )
+            return False
+        return True

@@ -5,10 +5,11 @@ audience, enqueues the deliveries, resumes at the send's cursor), ``expand_batch
 together, ``expand_batch``: one after the other), ``subscribers`` (the consumer delivered a publish's
 ``subscribers`` integration: ``expand_subscribers`` records a send to its topic's subscribers under the publish's
 notification and expands it) and ``disable_endpoint`` (the consumer saw SNS answer ``EndpointDisabled``: the devices
-of that endpoint are disabled, so no later send tries them). A job that failed for
-now (``UpstreamError``) is reported in ``batchItemFailures`` and comes back after the queue's visibility timeout. So
-does a body this worker cannot read (a newer producer's job while a deploy is half done, say): it is never dropped, and
-after five receives it waits in the expansion DLQ, whose alarm fires, to be moved back once a worker can read it.
+of that endpoint are disabled, so no later send tries them). A job that failed for now (``UpstreamError``) is
+reported in ``batchItemFailures`` and comes back ``RETRY_SECONDS`` later (its visibility set so: the queue's own, 6x
+the function's timeout, is for runs still going). So does a body this worker cannot read (a newer producer's job while
+a deploy is half done, say): it is never dropped, and after five receives it waits in the expansion DLQ, whose alarm
+fires, to be moved back once a worker can read it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from core.audience.sends import AnyJob, DisableEndpointJob, ExpansionBatchJob, S
 from core.audience.settings import ExpandSettings
 from core.clients import (
     get_audience_repository,
+    get_client,
     get_delivery_queue,
     get_expansion_queue,
     get_ledger,
@@ -27,7 +29,11 @@ from core.clients import (
 )
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.observability import logger, metrics, remaining_time, tracer
+from core.queue import VisibilityScheduler
 from core.settings import load_settings
+
+# A job that failed for now shows again this much later: five receives, an hour, before the expansion DLQ.
+RETRY_SECONDS = 900
 
 
 def settings() -> ExpandSettings:
@@ -88,8 +94,9 @@ def handle(job: AnyJob, context: Any) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Run the batch's jobs; return the ids of those to retry (``batchItemFailures``)."""
-    settings()
+    """Run the batch's jobs; return the ids of those to retry (``batchItemFailures``), each shown again
+    ``RETRY_SECONDS`` later."""
+    config = settings()
     failures: list[dict[str, str]] = []
     for record in event.get("Records", []):
         try:
@@ -106,4 +113,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except UpstreamError as exc:
             logger.warning("expansion job failed for now", extra={"error": str(exc)})
             failures.append({"itemIdentifier": record["messageId"]})
+    if failures:
+        scheduler = VisibilityScheduler(get_client("sqs", config.aws_region), config.expansion_queue_url)
+        handles = {record["messageId"]: record.get("receiptHandle") for record in event.get("Records", [])}
+        for failure in failures:
+            receipt = handles.get(failure["itemIdentifier"])
+            if receipt:
+                scheduler.postpone(receipt, RETRY_SECONDS)
     return {"batchItemFailures": failures}

@@ -241,6 +241,29 @@ def test_expansion_job_it_cannot_read_comes_back_not_dropped(
     assert handler(event, lambda_context) == {"batchItemFailures": [{"itemIdentifier": "m"}]}
 
 
+def test_expansion_job_that_failed_shows_again_in_15_minutes_not_the_queues_90(
+    worker_env: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    # The queue hides a received job 6x the function's timeout (5400 s), so that a run still going is not received
+    # again; a job that failed is set to show again after RETRY_SECONDS, as it did when the queue's was 900 s.
+    from producer.expansion import RETRY_SECONDS, handler
+
+    queue_url = worker_env.env["EXPANSION_QUEUE_URL"]
+    worker_env.sqs.send_message(QueueUrl=queue_url, MessageBody="not json")
+    [job] = receive_all(worker_env.sqs, queue_url)
+    changes: list[dict[str, Any]] = []
+    sqs = clients.get_client("sqs", REGION)
+    sqs.meta.events.register(
+        "provide-client-params.sqs.ChangeMessageVisibility", lambda params, **_: changes.append(params)
+    )
+
+    result = handler(_sqs_event([job]), lambda_context)
+
+    assert result == {"batchItemFailures": [{"itemIdentifier": job["MessageId"]}]}
+    assert [(c["ReceiptHandle"], c["VisibilityTimeout"]) for c in changes] == [(job["ReceiptHandle"], RETRY_SECONDS)]
+    assert RETRY_SECONDS == 900
+
+
 def test_expansion_cron_hands_an_audience_send_to_the_worker(
     worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
 ) -> None:

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from consumer.credentials import CredentialSource
 from consumer.delivery import MAX_PROVIDER_ID_LENGTH, Attempt, Deliverer, Outcome, parse_message
-from consumer.retry import RetryPolicy, VisibilityScheduler
+from consumer.retry import RetryPolicy
 from core.channels import DeliveryReceipt
 from core.errors import (
     DeliveryDeferredError,
@@ -28,7 +28,7 @@ from core.errors import (
 from core.ledger import HISTORY_LIMIT, AttemptRecord, LedgerEntry
 from core.models import DeliveryMessage, DeliveryStatus
 from core.pacing import Limit, Pacer, PaceStore
-from core.queue import send_error
+from core.queue import VisibilityScheduler, send_error
 from core.times import iso_time
 from tests.fakes.delivery import (
     FakeChannel,

@@ -12,13 +12,12 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from consumer.retry import (
     BACKOFF_CAP_SECONDS,
     MAX_ATTEMPTS,
-    MAX_VISIBILITY_SECONDS,
     RetryPolicy,
-    VisibilityScheduler,
     delay_until,
 )
 from core.channels.base import retry_after_seconds
 from core.errors import RetryableDeliveryError
+from core.queue import MAX_VISIBILITY_SECONDS, VisibilityScheduler
 
 QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/notify-test-deliveries"
 NOW = 1_700_000_000.0
