@@ -59,9 +59,10 @@ class DeadLetterView(Reply):
 
 
 class DeadLettersResponse(Reply):
-    """Body of ``GET /v1/dead-letters``."""
+    """Body of ``GET /v1/dead-letters``: up to 100 letters, and ``more`` when the queue may hold others."""
 
     messages: list[DeadLetterView]
+    more: bool = False
 
 
 class RedriveResponse(Reply):
@@ -167,9 +168,9 @@ def _receive(sqs: Any, queue_url: str, count: int, wait: int = 0) -> list[_Lette
     return [_letter(message) for message in response.get("Messages", [])]
 
 
-def _counts_letters(sqs: Any, queue_url: str) -> bool:
-    """Whether SQS counts any message in the queue, visible or held by a receive."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+def _counts_letters(sqs: Any, queue_url: str, held: bool = True) -> bool:
+    """Whether SQS counts any message in the queue, visible (or, with ``held``, held by a receive)."""
+    names = ["ApproximateNumberOfMessages", *(["ApproximateNumberOfMessagesNotVisible"] if held else [])]
     try:
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
     except AWS_ERRORS as exc:
@@ -193,10 +194,20 @@ def _release(sqs: Any, queue_url: str, letters: list[_Letter]) -> None:
 
 
 def list_dead_letters(sqs: Any, dlq_url: str, ledger: LedgerPort, limit: int = LIST_LIMIT) -> dict[str, Any]:
-    """Return up to ``limit`` messages of the dead-letter queue with their ledger's last error, leaving them there."""
+    """Return up to ``limit`` messages of the dead-letter queue with their ledger's last error, leaving them there;
+    ``more`` when the queue may hold others (the limit reached). An empty receive while SQS counts visible letters
+    (a short poll samples SQS's servers, and may find none) is tried once more with a long poll."""
     letters: dict[str, _Letter] = {}
+    waited = False
     while len(letters) < limit:
         batch = [letter for letter in _receive(sqs, dlq_url, limit - len(letters)) if letter.message_id not in letters]
+        if not batch and not waited and _counts_letters(sqs, dlq_url, held=False):
+            waited = True
+            batch = [
+                letter
+                for letter in _receive(sqs, dlq_url, limit - len(letters), REDRIVE_WAIT_SECONDS)
+                if letter.message_id not in letters
+            ]
         if not batch:
             break
         letters.update((letter.message_id, letter) for letter in batch)
@@ -219,7 +230,7 @@ def list_dead_letters(sqs: Any, dlq_url: str, ledger: LedgerPort, limit: int = L
                 "message_id": letter.message_id,
             }
         )
-    return {"messages": messages}
+    return {"messages": messages, "more": len(letters) >= limit}
 
 
 def _row(message: DeliveryMessage) -> DeliveryRow:

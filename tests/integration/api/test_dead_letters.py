@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import api.dead_letters
-from api.dead_letters import redrive
+from api.dead_letters import list_dead_letters, redrive
 from core.clients import get_client, get_ledger
 from core.errors import UpstreamError
 from core.ledger import DeliveryRow
@@ -118,7 +118,47 @@ def test_list_dead_letters_leaves_messages_visible(admin: AdminApi, aws: AwsReso
 def test_list_dead_letters_empty_queue_lists_nothing(admin: AdminApi) -> None:
     response = admin.call("GET", LIST)
 
-    assert response_json(response) == {"messages": []}
+    assert response_json(response) == {"messages": [], "more": False}
+
+
+def test_list_dead_letters_says_more_when_it_stops_at_its_limit(admin: AdminApi, aws: AwsResources) -> None:
+    # 150 letters listed as 100 with no sign of the other 50.
+    for start in range(0, 110, 10):
+        entries = [{"Id": str(i), "MessageBody": json.dumps(_message(f"n-{start + i}", "hook"))} for i in range(10)]
+        aws.sqs.send_message_batch(QueueUrl=aws.dead_letter_queue_url, Entries=entries)
+
+    body = response_json(admin.call("GET", LIST))
+
+    assert (len(body["messages"]), body["more"]) == (100, True)
+
+
+class _SamplingSqs:
+    """SQS whose first short-poll receive samples servers that hold no letter, as SQS's short polls may."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.missed = False
+
+    def receive_message(self, **request: Any) -> dict[str, Any]:
+        if request.get("WaitTimeSeconds", 0) == 0 and not self.missed:
+            self.missed = True
+            return {"Messages": []}
+        answer: dict[str, Any] = self._sqs.receive_message(**request)
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_list_dead_letters_short_poll_finding_none_is_tried_again_with_a_long_poll(aws: AwsResources) -> None:
+    # An empty short poll ended the listing: three letters in the queue, none listed.
+    for index in range(3):
+        _dead(aws, f"n-{index}")
+
+    listed = list_dead_letters(_SamplingSqs(aws.sqs), aws.dead_letter_queue_url, get_ledger())
+
+    assert sorted(letter["notification_id"] for letter in listed["messages"]) == ["n-0", "n-1", "n-2"]
+    assert listed["more"] is False
 
 
 def test_redrive_moves_messages_to_delivery_queue(admin: AdminApi, aws: AwsResources) -> None:
