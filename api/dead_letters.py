@@ -292,6 +292,8 @@ def _mark_queued(
     else:
         row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
         ledger.update(notification_id, delivery_key, DeliveryStatus.QUEUED, row=row)
+    # The new run opens a retry window now: the record, its TTL set at publish, is kept as long as the row.
+    ledger.keep_record(notification_id, time.time())
 
 
 def redrive(

@@ -59,6 +59,8 @@ Entries = Mapping[tuple[str, str], LedgerEntry | None]
 
 # A message that arrives this much before its time is sent on again rather than waited for.
 EARLY_TOLERANCE_SECONDS = 1.0
+# A row whose next attempt is further ahead than this also moves its notification's record's TTL past it.
+RECORD_KEPT_AHEAD_SECONDS = 86400.0
 # The longest a provider's rate-limited answer holds its destination's pace (its Retry-After, at most this).
 MAX_PENALTY_SECONDS = 3600.0
 # The longest provider message id kept (a row's and a record-only copy's: a browser delivery's tally of connections is
@@ -820,6 +822,13 @@ class Deliverer:
                     provider_message_id=provider_message_id,
                 )
                 self._record_later(message, outcome, log)
+
+        if next_attempt_at is not None and next_attempt_at - self._clock() > RECORD_KEPT_AHEAD_SECONDS:
+            # A wait this long (a slow destination's pace) may outlast the record's TTL, set at publish.
+            try:
+                self._ledger.keep_record(message.notification_id, next_attempt_at)
+            except Exception as exc:
+                logger.warning("notification record not kept longer", extra={**log, "error": type(exc).__name__})
 
     def _record_later(self, message: DeliveryMessage, outcome: RecordedOutcome, log: dict[str, Any]) -> bool:
         """Send a record-only copy of ``message`` carrying ``outcome``, one backoff step later (longer each time

@@ -25,7 +25,7 @@ from typing import Any, TypedDict
 
 from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, aws_error, error_code
 from core.models import DeliveryStatus
-from core.times import utc_now
+from core.times import epoch_time, utc_now
 
 NOTIFICATION_KEY = "#"
 PAGE_SIZE = 100
@@ -269,8 +269,28 @@ class DeliveryLedger:
     def _key(self, notification_id: str, delivery_key: str) -> dict[str, Any]:
         return {"notification_id": {"S": notification_id}, "delivery_key": {"S": delivery_key}}
 
-    def _expires_at(self) -> dict[str, str]:
-        return {"N": str(int(self._epoch()) + self._ttl_seconds)}
+    def _expires_at(self, after: float | None = None) -> dict[str, str]:
+        """The TTL of an item written now: the ledger's days from now, or from ``after`` (Unix time) when later."""
+        return {"N": str(int(max(self._epoch(), after or 0.0)) + self._ttl_seconds)}
+
+    def keep_record(self, notification_id: str, until: float) -> None:
+        """Keep a notification's record at least the ledger's days past ``until`` (Unix time): a redriven delivery, or
+        one paced far ahead, outlives the record's TTL set at publish, and the status route needs the record. No
+        record, or one kept longer already, is left as it is."""
+        expires = self._expires_at(until)
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(notification_id, NOTIFICATION_KEY),
+                UpdateExpression="SET expires_at = :x",
+                ConditionExpression="attribute_exists(notification_id) AND "
+                "(attribute_not_exists(expires_at) OR expires_at < :x)",
+                ExpressionAttributeValues={":x": expires},
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return
+            raise aws_error(exc, "writing the ledger") from exc
 
     def record_notification(self, record: NotificationRecord) -> None:
         """Write or replace a notification's record: one ``PutItem`` per publish, whatever the number of deliveries."""
@@ -438,7 +458,8 @@ class DeliveryLedger:
             ":s": {"S": status.value},
             ":u": {"S": self._now()},
             ":delivered": {"S": DeliveryStatus.DELIVERED.value},
-            ":x": self._expires_at(),
+            # A row waiting for a slot far ahead outlives its wait by the ledger's days.
+            ":x": self._expires_at(epoch_time(next_attempt_at) if next_attempt_at is not None else None),
         }
         sets = ["#s = :s", "#u = :u", "expires_at = :x"]
         removes: list[str] = []

@@ -60,6 +60,10 @@ class LedgerPort(Protocol):
         counts ``before_run`` redrives or more when that is given."""
         ...
 
+    def keep_record(self, notification_id: str, until: float) -> None:
+        """Keep a notification's record at least the ledger's TTL past ``until`` (Unix time)."""
+        ...
+
 
 @runtime_checkable
 class NotificationLedgerPort(Protocol):

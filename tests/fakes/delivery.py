@@ -90,6 +90,7 @@ class FakeLedger:
         self.fail_reads = fail_reads
         self.fail_updates = fail_updates
         self.unreachable_updates = unreachable_updates
+        self.kept: list[tuple[str, float]] = []
 
     def put(
         self,
@@ -129,6 +130,10 @@ class FakeLedger:
         if self.fail_reads:
             raise UpstreamError("reading the ledger failed (fake)")
         return {key: self.rows.get(key) for key in keys}
+
+    def keep_record(self, notification_id: str, until: float) -> None:
+        """Record that a notification's record was kept past ``until``."""
+        self.kept.append((notification_id, until))
 
     def update(
         self,

@@ -21,7 +21,7 @@ from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
 from core.ports import LedgerPort
 from tests.integration.api.conftest import AdminApi
-from tests.support.aws import AwsResources, receive_all
+from tests.support.aws import NAMES, AwsResources, receive_all
 from tests.support.events import response_json
 
 LIST = "/v1/dead-letters"
@@ -172,6 +172,37 @@ def test_redrive_moves_messages_to_delivery_queue(admin: AdminApi, aws: AwsResou
         message["notification_id"] for message in sent
     ]
     assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
+
+
+def test_redrive_keeps_the_notifications_record_as_long_as_the_new_run_needs_it(aws: AwsResources) -> None:
+    # The record's TTL was set at publish and never moved: redriven 29 days later, the new run's status was a 404
+    # the next day (the record gone), while its row and message lived on.
+    from core.ledger import Delivery, NotificationRecord
+
+    ledger = get_ledger()
+    ledger.record_notification(
+        NotificationRecord(
+            notification_id="n-1",
+            source="publish",
+            channel="orders",
+            topic="shipped",
+            created_at="2026-11-21T20:00:00.000Z",
+            caller=None,
+            delivery_count=1,
+            deliveries=(Delivery(key="erp-webhook", integration="erp-webhook", type="webhook"),),
+        )
+    )
+    key = {"notification_id": {"S": "n-1"}, "delivery_key": {"S": "#"}}
+    table = NAMES["DELIVERIES_TABLE"]
+    aws.dynamodb.update_item(
+        TableName=table, Key=key, UpdateExpression="SET expires_at = :x", ExpressionAttributeValues={":x": {"N": "1"}}
+    )
+    _dead(aws, "n-1")
+
+    redrive(aws.sqs, aws.dead_letter_queue_url, aws.delivery_queue_url, ledger, 10)
+
+    expires = int(aws.dynamodb.get_item(TableName=table, Key=key)["Item"]["expires_at"]["N"])
+    assert expires >= time.time() + 29 * 86400
 
 
 def _moved(aws: AwsResources) -> list[dict[str, Any]]:

@@ -177,3 +177,32 @@ def test_delivery_redrive_between_the_bury_and_the_dead_write_keeps_the_redriven
     row = entry(message)
     assert (row.status, row.attempts, row.redriven, row.last_error) == (DeliveryStatus.QUEUED, 1, 1, None)
     assert [item.body["redriven"] for item in on_queue()] == [1]
+
+
+def test_delivery_paced_beyond_the_ledgers_ttl_keeps_its_row_and_record_past_its_slot(
+    consumer_aws: AwsResources, receiver: Receiver
+) -> None:
+    # Rows and records lived 30 days from their last write: a delivery paced 31 days ahead (one a month) lost both
+    # while its copy still waited on the queue, and the status route answered 404.
+    rate = 1 / (31 * 86400)
+    first, second = (
+        delivery_message(
+            "webhook", {"text": "hi"}, {"url": f"{receiver.url}/monthly"}, name="monthly", rate_per_second=rate
+        )
+        for _ in range(2)
+    )
+    for message in (first, second):
+        enqueue(consumer_aws, message)
+        consume_once(consumer_aws)
+    table = consumer_aws.env["DELIVERIES_TABLE"]
+
+    def expires(delivery_key: str) -> float:
+        key = {"notification_id": {"S": second["notification_id"]}, "delivery_key": {"S": delivery_key}}
+        return int(consumer_aws.dynamodb.get_item(TableName=table, Key=key)["Item"]["expires_at"]["N"])
+
+    row = entry(second)
+    assert row.status is DeliveryStatus.RETRYING
+    assert row.next_attempt_at is not None
+    slot = time.time() + 31 * 86400 - 60
+    assert expires(second["delivery_key"]) > slot + 29 * 86400
+    assert expires("#") > slot + 29 * 86400

@@ -234,3 +234,50 @@ def test_record_failed_table_gone_raises_upstream_error_after_trying_every_row(a
     with pytest.raises(UpstreamError, match=r"^writing the ledger failed \(ResourceNotFoundException\)$"):
         _ledger(client).record_failed("n-1", [(key, DeliveryRow(key, "webhook"), "Timeout") for key in ("a", "b")])
     assert calls == ["put", "put"]
+
+
+def _expires(client: Any, notification_id: str, delivery_key: str) -> int:
+    item = client.get_item(
+        TableName=TABLE, Key={"notification_id": {"S": notification_id}, "delivery_key": {"S": delivery_key}}
+    ).get("Item")
+    return int(item["expires_at"]["N"]) if item else 0
+
+
+def _record(ledger: DeliveryLedger, notification_id: str) -> None:
+    from core.ledger import Delivery, NotificationRecord
+
+    ledger.record_notification(
+        NotificationRecord(
+            notification_id=notification_id,
+            source="publish",
+            channel="orders",
+            topic="shipped",
+            created_at="2026-11-24T00:00:00Z",
+            caller=None,
+            delivery_count=1,
+            deliveries=(Delivery(key="hook", integration="hook", type="webhook"),),
+        )
+    )
+
+
+def test_update_of_a_row_waiting_far_ahead_keeps_it_the_ledgers_days_past_its_next_attempt(aws: AwsResources) -> None:
+    # A row paced 40 days ahead expired after 30 while its message still waited on the queue.
+    client = get_client("dynamodb", "us-east-1")
+    ledger = DeliveryLedger(client, TABLE, epoch=lambda: 1_800_000_000.0)
+
+    ledger.update("n-1", "hook", DeliveryStatus.RETRYING, next_attempt_at="2027-02-24T00:00:00Z")
+
+    assert _expires(client, "n-1", "hook") == 1_803_427_200 + 30 * 86400  # 2027-02-24 + 30 days
+
+
+def test_keep_record_moves_the_records_ttl_past_a_later_time_only(aws: AwsResources) -> None:
+    client = get_client("dynamodb", "us-east-1")
+    ledger = DeliveryLedger(client, TABLE, epoch=lambda: 1_800_000_000.0)
+    _record(ledger, "n-1")
+
+    ledger.keep_record("n-1", 1_803_000_000.0)
+    ledger.keep_record("n-1", 1_801_000_000.0)  # sooner: left as it is
+    ledger.keep_record("n-2", 1_803_000_000.0)  # no record: none made
+
+    assert _expires(client, "n-1", "#") == 1_803_000_000 + 30 * 86400
+    assert _expires(client, "n-2", "#") == 0
