@@ -234,5 +234,5 @@ def test_restart_with_local_reset_starts_empty(first_run: FirstRun) -> None:
     extra = {**PARAMS, "LOCAL_RESET": "1"}
     with running_stack(first_run.state, first_run.ports, extra, first_run.state / "reset.out") as fresh:
         assert fresh.admin("GET", "/v1/channels/e2e/topics").body["topics"] == []
-        assert fresh.admin("GET", "/v1/dead-letters").body == {"messages": []}
+        assert fresh.admin("GET", "/v1/dead-letters").body == {"messages": [], "more": False}
         assert _demo_hash(fresh.output) != demo_hash
