@@ -54,6 +54,11 @@ class StatusResponse(Reply):
     topic: str
     created_at: str
     summary: dict[str, int]
+    summary_partial: bool | None = Field(
+        default=None,
+        description="True when the summary counts only the first deliveries in key order: a notification of more "
+        "than about 60,000, whose whole count would take the route past its time.",
+    )
     deliveries: list[DeliveryView]
     next: str | None = None
     error: str | None = Field(
@@ -111,6 +116,7 @@ def notification_status(
         "topic": page.record.topic,
         "created_at": page.record.created_at,
         "summary": page.counts,
+        **({} if page.complete else {"summary_partial": True}),
         "deliveries": [_delivery(entry) for entry in page.entries],
     }
     if page.next_cursor:

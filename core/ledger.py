@@ -29,6 +29,9 @@ from core.times import epoch_time, utc_now
 
 NOTIFICATION_KEY = "#"
 PAGE_SIZE = 100
+# The light Query pages (1 MB each, about 7,500 deliveries' keys) a status's counts read at most: a 10 s API function of
+# 256 MB reads about 15 of them, and a send to a million users has some 130.
+SUMMARY_PAGES = 8
 # The attempts a row's history keeps: the most recent ones. A delivery redriven again and again would otherwise grow
 # its row towards DynamoDB's 400 KB item limit, and then no outcome could be written to it any more.
 HISTORY_LIMIT = 50
@@ -135,6 +138,8 @@ class LedgerPage:
     entries: list[LedgerEntry]
     next_cursor: str | None
     counts: dict[str, int] = field(default_factory=dict)
+    # False when the counts are of the first deliveries only (a notification of very many: ``SUMMARY_PAGES``).
+    complete: bool = True
 
 
 def _text(item: dict[str, Any], name: str) -> str | None:
@@ -583,51 +588,86 @@ class DeliveryLedger:
         """Return the record, the deliveries after ``cursor`` (at most ``size``), the count per status, next cursor.
 
         Deliveries the record expects and that have no row yet are ``queued``. The counts read only the key and status
-        of every row, so a large audience costs one light read of its partition; whole rows are read a page at a time.
+        of each row, at most ``SUMMARY_PAGES`` of DynamoDB's 1 MB pages (about 60,000 deliveries): past that, they
+        count the deliveries read (the first, in key order) and ``complete`` is false, so that the status of a send to
+        a million users answers in time rather than reading its whole partition on every call. Whole rows are read a
+        page at a time, after the cursor.
         """
         record = self.get_record(notification_id)
         after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
-        statuses: dict[str, str] = {}
-        for item in self._query(
-            notification_id,
-            ProjectionExpression="delivery_key, #s",
-            ExpressionAttributeNames={"#s": "status"},
-        ):
-            if item["delivery_key"]["S"] != NOTIFICATION_KEY and "status" in item:
-                statuses[item["delivery_key"]["S"]] = item["status"]["S"]
+        statuses, complete = self._statuses(notification_id)
         expected = {delivery.key: delivery for delivery in record.deliveries}
-        keys = sorted(set(statuses) | set(expected))
-        page_keys = [key for key in keys if key > after][:size]
-        rows: dict[str, LedgerEntry] = {}
-        if page_keys:
-            for item in self._query(
-                notification_id,
-                KeyConditionExpression="notification_id = :n AND delivery_key BETWEEN :first AND :last",
-                ExpressionAttributeValues={
-                    ":n": {"S": notification_id},
-                    ":first": {"S": page_keys[0]},
-                    ":last": {"S": page_keys[-1]},
-                },
-            ):
-                if "status" in item:
-                    rows[item["delivery_key"]["S"]] = _entry(item)
+        rows = self._rows_after(notification_id, after, size + 1)
+        # With more rows than a page, the page ends before the last row read; a delivery the record expects and that
+        # has no row yet falls in it by its key.
+        last = list(rows)[-1] if len(rows) > size else None
+        keys = sorted(set(rows) | {key for key in expected if key > after and (last is None or key <= last)})
+        page_keys = keys[:size]
         entries = [rows.get(key) or self._queued(record, expected[key]) for key in page_keys]
         # A row read a moment after the light read may have moved on (retrying → dead): the summary says what the
         # deliveries of this page say, so one answer never contradicts itself.
-        statuses.update({key: str(entry.status) for key, entry in rows.items()})
+        statuses.update({key: str(rows[key].status) for key in page_keys if key in rows})
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
-        not_attempted = max(0, record.delivery_count - len(statuses))
+        not_attempted = max(0, record.delivery_count - len(statuses)) if complete else 0
         if not_attempted:
             counts[DeliveryStatus.QUEUED.value] = counts.get(DeliveryStatus.QUEUED.value, 0) + not_attempted
-        more = bool(page_keys) and keys[-1] > page_keys[-1]
         return LedgerPage(
             record=record,
             entries=entries,
-            next_cursor=encode_cursor(page_keys[-1]) if more else None,
+            next_cursor=encode_cursor(page_keys[-1]) if len(keys) > size else None,
             counts=counts,
+            complete=complete,
         )
+
+    def _statuses(self, notification_id: str) -> tuple[dict[str, str], bool]:
+        """Return the status of each row by delivery key, from at most ``SUMMARY_PAGES`` light Query pages, and
+        whether they were all of them."""
+        statuses: dict[str, str] = {}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "notification_id = :n",
+            "ExpressionAttributeValues": {":n": {"S": notification_id}},
+            "ProjectionExpression": "delivery_key, #s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ConsistentRead": True,
+        }
+        for _ in range(SUMMARY_PAGES):
+            response = self._query_page(request)
+            for item in response.get("Items", []):
+                if item["delivery_key"]["S"] != NOTIFICATION_KEY and "status" in item:
+                    statuses[item["delivery_key"]["S"]] = item["status"]["S"]
+            if "LastEvaluatedKey" not in response:
+                return statuses, True
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return statuses, False
+
+    def _rows_after(self, notification_id: str, after: str, count: int) -> dict[str, LedgerEntry]:
+        """Return up to ``count`` whole rows whose delivery key sorts after ``after``, in key order."""
+        rows: dict[str, LedgerEntry] = {}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "notification_id = :n AND delivery_key > :after",
+            "ExpressionAttributeValues": {":n": {"S": notification_id}, ":after": {"S": after}},
+            "ConsistentRead": True,
+        }
+        while len(rows) < count:
+            response = self._query_page({**request, "Limit": count - len(rows)})
+            for item in response.get("Items", []):
+                if "status" in item:
+                    rows[item["delivery_key"]["S"]] = _entry(item)
+            if "LastEvaluatedKey" not in response:
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return rows
+
+    def _query_page(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = self._client.query(**request)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the ledger") from exc
+        return response
 
     @staticmethod
     def _queued(record: NotificationRecord, delivery: Delivery) -> LedgerEntry:

@@ -56,7 +56,8 @@ class FakeDynamoDBClient:
     def query(self, TableName: str, ExpressionAttributeValues: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Return one page of a partition's items in key order.
 
-        The key condition is ``<pk> = :v``, optionally ``AND <sk> BETWEEN :a AND :b``; projections are ignored.
+        The key condition is ``<pk> = :v``, optionally ``AND <sk> BETWEEN :a AND :b`` or ``AND <sk> > :a``; a page
+        ends at ``Limit`` items, or at the fake's page size; projections are ignored.
         """
         self.calls.append(("query", {"TableName": TableName, **kwargs}))
         condition: str = kwargs["KeyConditionExpression"]
@@ -66,14 +67,20 @@ class FakeDynamoDBClient:
         wanted = ExpressionAttributeValues[partition.group(1)]["S"]
         between = re.search(r"BETWEEN (:\w+) AND (:\w+)", condition)
         low, high = (ExpressionAttributeValues[name]["S"] for name in between.groups()) if between else ("", "\uffff")
+        greater = re.search(rf"\b{names[-1]} > (:\w+)", condition)
+        floor = ExpressionAttributeValues[greater.group(1)]["S"] if greater else None
         start = kwargs.get("ExclusiveStartKey")
         after = self._key(TableName, start) if start else None
         keys = sorted(
             key
             for key in self.tables[TableName]
-            if key[0] == wanted and low <= key[-1] <= high and (after is None or key > after)
+            if key[0] == wanted
+            and low <= key[-1] <= high
+            and (floor is None or key[-1] > floor)
+            and (after is None or key > after)
         )
-        page = keys[: self._page_size] if self._page_size else keys
+        sizes = [size for size in (self._page_size, kwargs.get("Limit")) if size]
+        page = keys[: min(sizes)] if sizes else keys
         response: dict[str, Any] = {"Items": [dict(self.tables[TableName][key]) for key in page]}
         if len(page) < len(keys):
             response["LastEvaluatedKey"] = {name: {"S": value} for name, value in zip(names, page[-1], strict=True)}

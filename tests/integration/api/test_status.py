@@ -303,3 +303,38 @@ def test_status_after_502_and_its_retry_shows_every_delivery_queued(
     assert {(d["integration"], d["status"], d["last_error"]) for d in after["deliveries"]} == {
         (name, "queued", None) for name in ("buyer-push", "erp-webhook", "ops-email", "ops-telegram", "team-slack")
     }
+
+
+def test_status_of_more_deliveries_than_its_summary_reads_says_the_summary_is_partial(
+    aws: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A send to a million users read its whole partition on every status call, past the route's timeout (a 5xx):
+    # the counts now stop at SUMMARY_PAGES light pages, and say so. moto's pages are 1 MB: a page is cut at 40 here.
+    from core.ledger import DeliveryLedger
+
+    _audience("00000000-0000-4000-8000-000000000001", count=300, attempted=120)
+    light = DeliveryLedger._query_page
+
+    def small_pages(self: DeliveryLedger, request: dict[str, Any]) -> dict[str, Any]:
+        return light(self, {"Limit": 40, **request} if "ProjectionExpression" in request else request)
+
+    monkeypatch.setattr(DeliveryLedger, "_query_page", small_pages)
+    monkeypatch.setattr("core.ledger.SUMMARY_PAGES", 2)
+
+    body = response_json(_status("00000000-0000-4000-8000-000000000001", lambda_context))
+
+    assert body["summary_partial"] is True
+    assert sum(body["summary"].values()) == 100  # the 79 rows of two light pages, and this page's 100 over them
+    assert len(body["deliveries"]) == 100
+    assert "next" in body
+
+
+def test_status_of_a_notification_its_summary_reads_whole_says_nothing_of_it(
+    aws: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    _audience("00000000-0000-4000-8000-000000000002", count=300, attempted=120)
+
+    body = response_json(_status("00000000-0000-4000-8000-000000000002", lambda_context))
+
+    assert "summary_partial" not in body
+    assert body["summary"] == {"delivered": 60, "retrying": 60, "queued": 180}
