@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -211,3 +212,30 @@ def test_realtime_demo_token_names_the_local_websocket_url(stack: Stack) -> None
     assert reply.status == 201, reply.body
     assert reply.body["url"].startswith("ws://127.0.0.1:")
     assert json.dumps(reply.body).count(reply.body["token"]) == 1
+
+
+def test_realtime_connection_pings_and_refreshes_its_token_on_the_local_stack(stack: Stack) -> None:
+    # Through the stack's gateway and the websocket function's own role: a refresh writes the connection's item with
+    # a condition (PutItem), which that role was not allowed, and every refresh answered an error frame.
+    import asyncio
+
+    import websockets
+
+    reply = stack.publisher("POST", "/v1/realtime/tokens", {"user_id": "e2e", "topics": [], "ttl_seconds": 60})
+    assert reply.status == 201, reply.body
+
+    async def talk() -> tuple[str | None, dict[str, Any]]:
+        async with websockets.connect(f"{reply.body['url']}?token={reply.body['token']}") as socket:
+            await socket.send(json.dumps({"action": "ping"}))
+            try:
+                after_ping = str(await asyncio.wait_for(socket.recv(), 1))
+            except TimeoutError:
+                after_ping = None
+            await socket.send(json.dumps({"action": "refresh"}))
+            frame: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            return after_ping, frame
+
+    after_ping, frame = asyncio.run(talk())
+
+    assert after_ping is None
+    assert (frame["type"], frame["expires_in"]) == ("token", 60)
