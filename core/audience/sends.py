@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
@@ -435,7 +436,21 @@ def _same_schedule(
 
 
 def _canonical(target: dict[str, Any], content: dict[str, Any], channels: list[str]) -> str:
-    return json.dumps([target, content, channels], sort_keys=True, separators=(",", ":"))
+    """Return a request's parts as text two equal requests share, whether read from the request or from PostgreSQL:
+    JSONB keeps a number's value, not its spelling (1e16 comes back 10000000000000000, -0.0 as 0.0), so numbers are
+    written by value. (A NUL, which no stored text holds, marks them.)"""
+    return json.dumps([_by_value(target), _by_value(content), channels], sort_keys=True, separators=(",", ":"))
+
+
+def _by_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _by_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_by_value(item) for item in value]
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return value
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return {"\x00n": "0" if number == 0 else str(number.normalize())}
 
 
 # --- the cron's hand-off ------------------------------------------------------------------------------------------

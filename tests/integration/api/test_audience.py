@@ -324,6 +324,26 @@ def test_sends_scheduled_again_with_its_idempotency_key_answers_the_same_schedul
         assert cursor.fetchone() == (1,)
 
 
+@pytest.mark.parametrize("number", ["1e16", "-0.0", "2.5e20"])
+@pytest.mark.parametrize("at", [None, "2099-01-01T09:00:00Z"], ids=["at-once", "scheduled"])
+def test_sends_retried_with_its_idempotency_key_and_a_number_jsonb_spells_otherwise_is_the_same_send(
+    api: Api, number: str, at: str | None
+) -> None:
+    # PostgreSQL's JSONB keeps a number's value, not its spelling (1e16 comes back 10000000000000000): the retry a 502
+    # invites was refused 409 as another body, and the send, its job never submitted, stayed queued for ever.
+    api.user("ada")
+    aws_client("sqs").create_queue(QueueName="notify-test-expansion")
+    timing = f', "at": "{at}"' if at else ""
+    body = '{"to": {"where": {"field": "score", "gte": ' + number + '}}, "content": {"text": "hi"}' + timing + "}"
+    headers = {"Idempotency-Key": f"retry-{number}"}
+
+    first = audience.handler(api_event("POST", "/v1/sends", None, body, headers), api.context)
+    again = audience.handler(api_event("POST", "/v1/sends", None, body, headers), api.context)
+
+    assert (first["statusCode"], again["statusCode"]) == (202, 202)
+    assert response_json(again) == response_json(first)
+
+
 @pytest.mark.parametrize("change", [{"at": None}, {"at": "2099-01-01T10:00:00"}], ids=["at-once", "other-at"])
 def test_sends_idempotency_key_of_a_scheduled_send_with_another_time_409_and_nothing_sent(
     api: Api, db: Any, change: dict[str, Any]
