@@ -53,6 +53,9 @@ from core.observability import logger, metrics
 ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
 SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
 MAX_LIST_PAGE = 100
+# The most JSON a page of schedules holds (at least one schedule), well under Lambda's 6 MB response, which escapes the
+# body a second time.
+LIST_PAGE_CHARS = 2 * 1024 * 1024
 MAX_ERROR_LENGTH = 1000
 # How far in the past an ``at`` may be: a time already past is sent at once (a client's clock, a retry), but one
 # further back is a mistake, not a schedule.
@@ -484,6 +487,14 @@ def list_schedules(
     page = repository.list_schedules(status, after, limit + 1)  # type: ignore[arg-type]
     more = len(page) > limit
     page = page[:limit]
+    # A schedule carries its audience and content (up to a request's 256 KiB): fifty of them exceeded Lambda's 6 MB
+    # response, so a page also ends at LIST_PAGE_CHARS of JSON, at least one schedule.
+    size = 0
+    for count, schedule in enumerate(page):
+        size += len(json.dumps(schedule.model_dump(mode="json")))
+        if count and size > LIST_PAGE_CHARS:
+            page, more = page[:count], True
+            break
     return ScheduleList(schedules=page, next=encode_cursor(page[-1]) if more else None)
 
 

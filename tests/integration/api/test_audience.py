@@ -3,6 +3,7 @@ platform applications and endpoints in moto, the audience in a real PostgreSQL (
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -299,6 +300,33 @@ def test_schedules_cancel_then_show_cancelled_and_listed(api: Api, database: Dat
     assert cancelled["statusCode"] == 204
     assert shown["status"] == "cancelled"
     assert [item["schedule_id"] for item in listed["schedules"]] == [schedule_id]
+
+
+def test_schedules_list_pages_stop_at_2_mib_so_the_answer_fits_lambdas_6_mb(api: Api) -> None:
+    # Fifty schedules, each of a large email and push content, made an 8.4 MB answer: a 5xx, and no page reachable.
+    api.user("ada")
+    html = ('<a href="https://example.com/x">link</a>' * 2500)[:99_000]
+    push = {"GCM": {"fcmV1Message": {"message": {"data": {"article": "y" * 50_000}}}}}
+    content = {"text": "hi " * 1300, "subject": "s", "html": html, "push": push}
+    for _ in range(45):
+        body = {"to": {"user_ids": ["ada"]}, "channels": ["email"], "content": content, "at": "2099-01-01T09:00:00Z"}
+        assert audience.handler(api_event("POST", "/v1/sends", None, body), api.context)["statusCode"] == 202
+
+    listed, cursor = 0, None
+    while True:
+        path = "/v1/schedules"
+        event = api_event("GET", path, None, None)
+        event["queryStringParameters"] = {"cursor": cursor} if cursor else None
+        result = audience.handler(event, api.context)
+        assert result["statusCode"] == 200
+        assert len(json.dumps(result)) < 6_000_000
+        page = response_json(result)
+        listed += len(page["schedules"])
+        cursor = page.get("next")
+        if cursor is None:
+            break
+
+    assert listed == 45
 
 
 def test_schedules_unknown_id_is_404(api: Api) -> None:
