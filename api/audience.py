@@ -386,10 +386,10 @@ def get_segment(name: str) -> Response:
 
 @app.delete(
     "/v1/segments/<name>",
-    RouteDoc({204: None}, errors=(404, 422, *KEY_ERRORS), security="api_key", patterns=SEGMENT),
+    RouteDoc({204: None}, errors=(404, 409, 422, *KEY_ERRORS), security="api_key", patterns=SEGMENT),
 )
 def delete_segment(name: str) -> Response:
-    """Delete a named segment."""
+    """Delete a named segment; 409 while a send to it has not ended."""
     check(name=name)
     repository().delete_segment(name)
     return Response(status_code=204)

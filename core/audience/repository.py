@@ -513,13 +513,27 @@ class AudienceRepository:
         return self._db.run(work, "reading segment")
 
     def delete_segment(self, name: str) -> None:
-        """Delete the segment ``name``; raise ``NotFoundError`` when there is none."""
+        """Delete the segment ``name``; raise ``NotFoundError`` when there is none, ``ConflictError`` while a send to
+        it has not ended (scheduled, queued or expanding): each of its jobs reads the segment again, and a send whose
+        segment was gone failed halfway, the zones to come never reached."""
         _plain("name", name)
 
         def work(cursor: Any) -> None:
-            cursor.execute("DELETE FROM segments WHERE name = %s", (name,))
-            if cursor.rowcount == 0:
+            # A send accepted at the very moment of the delete may still find the segment gone: it fails, saying so.
+            cursor.execute("SELECT 1 FROM segments WHERE name = %s FOR UPDATE", (name,))
+            if cursor.fetchone() is None:
                 raise NotFoundError("the segment does not exist")
+            cursor.execute(
+                "SELECT 1 FROM sends WHERE status IN ('scheduled', 'queued', 'expanding') AND target->>'segment' = %s"
+                " LIMIT 1",
+                (name,),
+            )
+            if cursor.fetchone() is not None:
+                raise ConflictError(
+                    "a send to this segment has not ended (scheduled, queued or expanding): delete it once the send"
+                    " is done, or cancel its schedule first"
+                )
+            cursor.execute("DELETE FROM segments WHERE name = %s", (name,))
 
         self._db.run(work, "deleting segment")
 

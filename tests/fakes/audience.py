@@ -559,6 +559,15 @@ class FakeSendStore(FakeAudienceRepository):
         """Return those of ``user_ids`` a page of the send handed over."""
         return self.handed.get(send_id, set()) & set(user_ids)
 
+    def delete_segment(self, name: str) -> None:
+        """Delete a segment; ``ConflictError`` while a send to it has not ended."""
+        if name in self.segments and any(
+            send.target.get("segment") == name and send.status in ("scheduled", "queued", "expanding")
+            for send in self.sends.values()
+        ):
+            raise ConflictError("a send to this segment has not ended (scheduled, queued or expanding)")
+        super().delete_segment(name)
+
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:
         """Mark a send expanded or failed and free its lease."""
         self.leases.pop(send_id, None)

@@ -593,3 +593,20 @@ def test_finish_send_failed_keeps_the_error_and_start_leaves_it(send_store: Any)
 
     assert send_store.start_expansion(send.send_id, LEASE, 120).status == "failed"
     assert send_store.get_send(send.send_id).last_error == "segment gone"
+
+
+def test_delete_segment_while_a_send_to_it_has_not_ended_is_a_conflict(send_store: Any) -> None:
+    # Each of a send's jobs reads its segment again: deleted between a local-time send's zones (204), the zones to come
+    # were never reached and the send failed, while its schedule said sent.
+    from core.audience.sends import NewSend
+
+    send_store.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    send, _ = send_store.create_send(NewSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"]))
+
+    with pytest.raises(ConflictError, match="a send to this segment has not ended"):
+        send_store.delete_segment("pros")
+    send_store.finish_send(send.send_id, "expanded")
+    send_store.delete_segment("pros")
+
+    with pytest.raises(NotFoundError):
+        send_store.get_segment("pros")
