@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,10 @@ def endpoint_disabled_reporter(config: DeliverSettings) -> Callable[[str], None]
 
     queue = get_expansion_queue_at(config.expansion_queue_url, config.aws_region)
     return lambda endpoint_arn: logger.info(
-        "disabled endpoint reported", extra={"message_id": queue.submit(DisableEndpointJob(endpoint_arn=endpoint_arn))}
+        "disabled endpoint reported",
+        extra={
+            "message_id": queue.submit(DisableEndpointJob(endpoint_arn=endpoint_arn, observed_at=datetime.now(UTC)))
+        },
     )
 
 

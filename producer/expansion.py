@@ -61,7 +61,7 @@ def handle(job: AnyJob, context: Any) -> None:
     config = settings()
     repository = get_audience_repository(config)
     if isinstance(job, DisableEndpointJob):
-        disabled = repository.disable_device(job.endpoint_arn)
+        disabled = repository.disable_device(job.endpoint_arn, job.observed_at)
         logger.info("devices of a disabled endpoint disabled", extra={"devices": disabled})
         metrics.add_metric(name="DevicesDisabled", unit="Count", value=disabled)
         return

@@ -95,8 +95,9 @@ class AudienceRepositoryPort(Protocol):
         """Delete one device of a user; return it."""
         ...
 
-    def disable_device(self, endpoint_arn: str) -> int:
-        """Disable the devices of an SNS endpoint (it answered ``EndpointDisabled``); return how many were enabled."""
+    def disable_device(self, endpoint_arn: str, observed_at: datetime | None = None) -> int:
+        """Disable the devices of an SNS endpoint (it answered ``EndpointDisabled`` at ``observed_at``) registered
+        before then; return how many were enabled."""
         ...
 
     def devices_of(self, user_ids: Sequence[str], *, enabled_only: bool = True) -> dict[str, list[Device]]:
@@ -297,6 +298,6 @@ class ExpansionStorePort(Protocol):
         """Return the devices of some users, by user id."""
         ...
 
-    def disable_device(self, endpoint_arn: str) -> int:
-        """Disable the devices of an SNS endpoint; return how many were enabled."""
+    def disable_device(self, endpoint_arn: str, observed_at: datetime | None = None) -> int:
+        """Disable the devices of an SNS endpoint registered before ``observed_at``; return how many were enabled."""
         ...

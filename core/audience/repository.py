@@ -366,8 +366,10 @@ class AudienceRepository:
 
         return self._db.run(work, "deleting device")
 
-    def disable_device(self, endpoint_arn: str) -> int:
-        """Disable the devices of the SNS endpoint ``endpoint_arn`` (SNS answered ``EndpointDisabled``).
+    def disable_device(self, endpoint_arn: str, observed_at: datetime | None = None) -> int:
+        """Disable the devices of the SNS endpoint ``endpoint_arn`` (SNS answered ``EndpointDisabled``), those last
+        registered before ``observed_at`` (when SNS answered so) when it is given: one registered again since has its
+        endpoint enabled again.
 
         Return how many were enabled until now (0 when none, or when already disabled: it is safe to repeat).
         """
@@ -375,8 +377,9 @@ class AudienceRepository:
 
         def work(cursor: Any) -> int:
             cursor.execute(
-                "UPDATE devices SET enabled = false, updated_at = now() WHERE endpoint_arn = %s AND enabled",
-                (endpoint_arn,),
+                "UPDATE devices SET enabled = false, updated_at = now() WHERE endpoint_arn = %s AND enabled"
+                " AND (%s::timestamptz IS NULL OR last_seen < %s::timestamptz)",
+                (endpoint_arn, observed_at, observed_at),
             )
             return int(cursor.rowcount)
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -251,6 +252,8 @@ class DisableEndpointJob(BaseModel):
     v: Literal[1] = 1
     kind: Literal["disable_endpoint"] = "disable_endpoint"
     endpoint_arn: str = Field(min_length=1, max_length=1024)
+    # When SNS answered so: a device registered again since (its endpoint enabled again) is left enabled.
+    observed_at: AwareDatetime | None = None
 
 
 class ExpansionBatchJob(BaseModel):

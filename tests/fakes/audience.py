@@ -174,9 +174,13 @@ class FakeAudienceRepository:
         del self.devices[device_id]
         return device
 
-    def disable_device(self, endpoint_arn: str) -> int:
-        """Disable the devices of an endpoint; return how many were enabled."""
-        found = [d for d in self.devices.values() if d.endpoint_arn == endpoint_arn and d.enabled]
+    def disable_device(self, endpoint_arn: str, observed_at: datetime | None = None) -> int:
+        """Disable the devices of an endpoint registered before ``observed_at``; return how many were enabled."""
+        found = [
+            d
+            for d in self.devices.values()
+            if d.endpoint_arn == endpoint_arn and d.enabled and (observed_at is None or d.last_seen < observed_at)
+        ]
         for device in found:
             self.devices[device.device_id] = device.model_copy(update={"enabled": False})
         return len(found)

@@ -188,6 +188,32 @@ def test_expansion_disabled_endpoint_reported_by_the_consumer_disables_the_devic
     assert repository.devices_of(["ada"]) == {}
 
 
+def test_expansion_disabled_endpoint_registered_again_before_the_report_is_run_stays_enabled(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    # The app registered the token again (its endpoint enabled again) between the consumer's report and the worker's
+    # run of it: the device went off, and every later send skipped its user.
+    from consumer.handler import handler as consume
+    from core.audience.models import AppRequest, UserRequest
+
+    sns = aws_client("sns")
+    app = sns.create_platform_application(Name="android", Platform="GCM", Attributes={"PlatformCredential": "k"})
+    arn = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="tok")["EndpointArn"]
+    sns.set_endpoint_attributes(EndpointArn=arn, Attributes={"Enabled": "false"})
+    repository = AudienceRepository(database)
+    repository.put_app("android", AppRequest(platform_application_arn=app["PlatformApplicationArn"]))
+    repository.put_user("ada", UserRequest(timezone="UTC"))
+    repository.register_device("ada", "android", "tok", arn)
+    _accept(database, worker_env, {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}}, "n-again")
+    _expand(worker_env, lambda_context)
+    consume(_sqs_event(receive_all(worker_env.sqs, worker_env.delivery_queue_url)), lambda_context)
+
+    repository.register_device("ada", "android", "tok", arn)  # the app, again, as the report waits on the queue
+    _expand(worker_env, lambda_context)
+
+    assert [device.enabled for device in repository.list_devices("ada")] == [True]
+
+
 def test_expansion_user_ids_stored_longer_than_the_limit_get_keys_the_ledger_takes_and_their_deliveries(
     worker_env: AwsResources, database: Database, db: Any, lambda_context: FakeLambdaContext
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2
@@ -610,3 +610,17 @@ def test_delete_segment_while_a_send_to_it_has_not_ended_is_a_conflict(send_stor
 
     with pytest.raises(NotFoundError):
         send_store.get_segment("pros")
+
+
+def test_repository_disable_device_leaves_one_registered_again_since_sns_said_disabled(
+    repository: AudienceRepositoryPort,
+) -> None:
+    # The expansion worker ran a disable job after the app registered the token again (its endpoint enabled again):
+    # the device went off, and every later send skipped its user.
+    _with_app_and_users(repository, "u1")
+    said_disabled = datetime.now(UTC) - timedelta(minutes=1)
+    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+
+    assert repository.disable_device("arn:endpoint/1", said_disabled) == 0
+    assert [device.enabled for device in repository.devices_of(["u1"])["u1"]] == [True]
+    assert repository.disable_device("arn:endpoint/1", datetime.now(UTC) + timedelta(minutes=1)) == 1
