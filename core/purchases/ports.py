@@ -22,6 +22,9 @@ class PaymentIntentView:
     customer_id: str | None
     metadata: Mapping[str, str] = field(default_factory=dict)
     created: int = 0
+    # What its charge has refunded (its ``latest_charge``, expanded): a PaymentIntent still says ``succeeded`` after a
+    # full refund.
+    amount_refunded: int = 0
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,13 @@ def payment_intent_view(intent: Mapping[str, Any]) -> PaymentIntentView:
         customer_id=_id(intent.get("customer")),
         metadata=_text_map(intent.get("metadata")),
         created=int(intent.get("created") or 0),
+        amount_refunded=_amount_refunded(intent.get("latest_charge")),
     )
+
+
+def _amount_refunded(charge: Any) -> int:
+    """The amount a PaymentIntent's charge refunded, when it was expanded (else its id only: 0)."""
+    return int(charge.get("amount_refunded") or 0) if isinstance(charge, Mapping) else 0
 
 
 def checkout_session_view(session: Mapping[str, Any]) -> CheckoutSessionView:
@@ -264,12 +270,13 @@ class StripeApiGateway:
         )
 
     def payment_intent(self, intent_id: str) -> PaymentIntentView:
-        """Retrieve a PaymentIntent; an unknown one is ``PermanentPurchaseError("unknown_payment_intent")``."""
+        """Retrieve a PaymentIntent with its charge (what it refunded); an unknown one is
+        ``PermanentPurchaseError("unknown_payment_intent")``."""
         import stripe
 
         client = self._stripe()
         try:
-            intent = client.v1.payment_intents.retrieve(intent_id).to_dict()
+            intent = client.v1.payment_intents.retrieve(intent_id, {"expand": ["latest_charge"]}).to_dict()
         except stripe.StripeError as exc:
             translate(exc, "unknown_payment_intent")
         return payment_intent_view(intent)

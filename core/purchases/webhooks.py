@@ -369,6 +369,14 @@ def _retrieve(envelope: StripeEventEnvelope, object_id: str, gateway: StripeGate
             extra={"event_type": envelope.type, "intent": intent.id, "status": intent.status},
         )
         return None
+    if intent.amount > 0 and intent.amount_refunded >= intent.amount:
+        # Refunded in full before its event was handled (a backlog, a redrive, Stripe sending it again): published,
+        # it would still earn its promo credit.
+        logger.warning(
+            "PaymentIntent refunded in full before it was recorded: nothing published",
+            extra={"event_type": envelope.type, "intent": intent.id},
+        )
+        return None
     if session is None and not _PROMO_CODE.fullmatch((intent.metadata.get("promo_code") or "").strip()):
         session = _session_of(intent, gateway)
     return _purchase(intent, session)

@@ -133,6 +133,30 @@ def test_payment_worker_records_the_payment_and_publishes_the_purchase_on_the_to
     assert (record.payment_intent, record.status, record.purchase_published) == (intent_id, STATUS_SUCCEEDED, True)
 
 
+def test_payment_worker_payment_refunded_in_full_before_its_event_is_handled_publishes_nothing(
+    worker: PaymentWorker,
+) -> None:
+    # A PaymentIntent still says succeeded after a full refund: handled late (a backlog, a redrive, Stripe sending it
+    # again), the payment was published and earned its promo credit, though the customer paid nothing in the end.
+    intent_id = worker.succeeded_intent({"promo_code": "WELCOME10"})
+    worker.stripe.client().v1.refunds.create({"payment_intent": intent_id})
+
+    result = worker.work(_batch(intent_id))
+
+    assert result == {"batchItemFailures": []}
+    assert worker.published() == []
+
+
+def test_payment_worker_payment_refunded_in_part_is_published(worker: PaymentWorker) -> None:
+    intent_id = worker.succeeded_intent({"payment_id": "order-R-1"})
+    worker.stripe.client().v1.refunds.create({"payment_intent": intent_id, "amount": 999})
+
+    worker.work(_batch(intent_id))
+
+    (delivered,) = worker.published()
+    assert json.loads(delivered["Message"])["amount"] == 4999
+
+
 def test_payment_worker_intent_without_promo_code_or_checkout_session_publishes_without_code(
     worker: PaymentWorker,
 ) -> None:
