@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -31,7 +32,9 @@ def purchase_events(event: Mapping[str, Any]) -> Iterator[PurchaseEvent]:
     for record in event.get("Records") or []:
         sns = record.get("Sns") or {}
         try:
-            purchase = PurchaseEvent.model_validate_json(sns.get("Message") or "")
+            # Parsed by json first: pydantic's parser refuses a whole message for one lone surrogate ("\ud800") in an
+            # optional field, which the model leaves out.
+            purchase = PurchaseEvent.model_validate(_json(sns.get("Message") or ""))
         except ValidationError as exc:
             fields = invalid_fields(exc, "message")
             logger.warning(
@@ -58,3 +61,11 @@ def purchase_events(event: Mapping[str, Any]) -> Iterator[PurchaseEvent]:
         yield purchase
     if refused:
         raise InvalidPurchaseEventError("not a purchase event: " + "; ".join(refused))
+
+
+def _json(message: str) -> Any:
+    """The message's JSON value, or the text itself when it is no JSON (the model then refuses it as the message)."""
+    try:
+        return json.loads(message)
+    except (ValueError, RecursionError):
+        return message

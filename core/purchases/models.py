@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.models import Reply, Strict
+from core.models import UNSENDABLE, Reply, Strict
 
 # A promo code as it appears in a path and in events: letters, digits, '-' and '_'; compared in upper case.
 PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -70,7 +70,8 @@ class PurchaseEvent(BaseModel):
     @classmethod
     def _lenient_optional_fields(cls, data: Any) -> Any:
         """Read an empty ``promo_code`` as none, and leave out one that is no code (``"SUMMER SALE"``), marking it;
-        leave out an ``email`` or ``user_id`` that is no text within its length, naming it in ``fields_left_out``.
+        leave out an ``email`` or ``user_id`` that is no text within its length (or holds what a message cannot carry),
+        naming it in ``fields_left_out``.
 
         Anything may publish a purchase: an unusable optional field must cost the purchase what needs it (the credit
         subscriber records ``invalid_code``; the notification's variable is empty), never the whole event.
@@ -84,7 +85,9 @@ class PurchaseEvent(BaseModel):
         left_out = tuple(
             name
             for name, limit in _OPTIONAL_TEXT.items()
-            if data.get(name) is not None and not (isinstance(data[name], str) and len(data[name]) <= limit)
+            if data.get(name) is not None
+            # Text a delivery message cannot carry (a lone surrogate, U+FFFE, U+FFFF) would fail the notification.
+            and not (isinstance(data[name], str) and len(data[name]) <= limit and not UNSENDABLE.search(data[name]))
         )
         return {
             **data,

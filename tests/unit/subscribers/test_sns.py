@@ -83,8 +83,12 @@ def test_purchase_events_required_field_unusable_raises(changes: dict[str, Any])
         ({"email": "a" * 309 + "@example.com"}, ("email",)),
         ({"user_id": "u" * 257}, ("user_id",)),
         ({"email": 42, "user_id": ["u"]}, ("email", "user_id")),
+        # What a delivery message cannot carry: SQS refused the notification, and with a lone surrogate (the JSON
+        # escape json.dumps writes) pydantic's parser refused the whole message, credit and all.
+        ({"email": "ada\ud800@example.com"}, ("email",)),
+        ({"email": "ada\uffff@example.com", "user_id": "u\ufffe"}, ("email", "user_id")),
     ],
-    ids=["email-too-long", "user-id-too-long", "not-text"],
+    ids=["email-too-long", "user-id-too-long", "not-text", "lone-surrogate", "noncharacters"],
 )
 def test_purchase_events_unusable_email_or_user_id_left_out_the_purchase_kept(
     changes: dict[str, Any], left_out: tuple[str, ...], logs: Callable[[], str]
