@@ -238,8 +238,9 @@ def _row(message: DeliveryMessage) -> DeliveryRow:
     return DeliveryRow(message.integration.name, message.integration.type.value, recipient)
 
 
-def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) -> None:
-    """Send one dead letter to the delivery queue as a new run; its ledger row says ``queued``, its history kept."""
+def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) -> bool:
+    """Send one dead letter to the delivery queue as a new run; its ledger row says ``queued``, its history kept.
+    Return whether it was sent: a letter whose run was redriven already is only deleted."""
     entry = None
     if letter.notification_id and letter.delivery_key:
         entry = ledger.get_entry(letter.notification_id, letter.delivery_key)
@@ -252,7 +253,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
             "dead letter redriven before: deleted, not sent again",
             extra={"notification_id": letter.notification_id, "delivery_key": letter.delivery_key},
         )
-        return
+        return False
     body = message.model_dump_json(exclude_none=True) if message is not None else letter.body
     try:
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
@@ -260,9 +261,9 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
         raise aws_error(exc, "sending to the delivery queue") from exc
     notification_id, delivery_key = letter.notification_id, letter.delivery_key
     if not (notification_id and delivery_key):
-        return
+        return True
     if message is not None and message.outcome is not None:
-        return  # a record-only copy writes its row itself, and only while its run is the row's
+        return True  # a record-only copy writes its row itself, and only while its run is the row's
     try:
         _mark_queued(ledger, notification_id, delivery_key, letter, message)
     except UpstreamError as exc:
@@ -272,6 +273,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
             "redriven letter's row not marked queued",
             extra={"notification_id": notification_id, "delivery_key": delivery_key, "reason": str(exc)},
         )
+    return True
 
 
 def _mark_queued(
@@ -328,38 +330,45 @@ def redrive(
         key = (letter.notification_id, letter.delivery_key)
         return letter.sent_at_ms > started_ms or (None not in key and key in redriven)
 
-    def ended(more: bool) -> dict[str, Any]:
-        _release(sqs, dlq_url, later)
-        return {"redriven": moved, "more": more}
-
-    while moved < max_messages:
-        if short_of(REDRIVE_MARGIN_SECONDS):
-            return ended(True)
-        letters = _receive(sqs, dlq_url, max_messages - moved)
-        if not letters and _counts_letters(sqs, dlq_url):
-            if short_of(REDRIVE_MARGIN_SECONDS + REDRIVE_WAIT_SECONDS):
-                return ended(True)
-            letters = _receive(sqs, dlq_url, max_messages - moved, REDRIVE_WAIT_SECONDS)
-        if not letters:
-            break
-        for index, letter in enumerate(letters):
-            # Checked for each letter: under load, ten of them can take longer than the margin.
+    def run() -> bool:
+        """Redrive until done; return whether the time ran out first."""
+        nonlocal moved
+        while moved < max_messages:
             if short_of(REDRIVE_MARGIN_SECONDS):
-                _release(sqs, dlq_url, letters[index:])
-                return ended(True)
-            if since(letter):
-                later.append(letter)  # held by this receive (HOLD_SECONDS) so that the call does not read it again
-                continue
-            if letter.notification_id and letter.delivery_key:
-                redriven.add((letter.notification_id, letter.delivery_key))
-            _send_back(sqs, queue_url, ledger, letter)
-            try:
-                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
-            except AWS_ERRORS as exc:
-                raise aws_error(exc, "deleting from the dead-letter queue") from exc
-            moved += 1
-            logger.info(
-                "dead letter redriven",
-                extra={"notification_id": letter.notification_id, "integration": letter.integration},
-            )
-    return ended(False)
+                return True
+            letters = _receive(sqs, dlq_url, max_messages - moved)
+            if not letters and _counts_letters(sqs, dlq_url):
+                if short_of(REDRIVE_MARGIN_SECONDS + REDRIVE_WAIT_SECONDS):
+                    return True
+                letters = _receive(sqs, dlq_url, max_messages - moved, REDRIVE_WAIT_SECONDS)
+            if not letters:
+                return False
+            for index, letter in enumerate(letters):
+                # Checked for each letter: under load, ten of them can take longer than the margin.
+                if short_of(REDRIVE_MARGIN_SECONDS):
+                    later.extend(letters[index:])
+                    return True
+                if since(letter):
+                    later.append(letter)  # held by this receive (HOLD_SECONDS) so that the call does not read it again
+                    continue
+                # Only a letter sent back marks its delivery: an older copy of its run, deleted unsent, must not hold
+                # back the letter that is the delivery's now.
+                if _send_back(sqs, queue_url, ledger, letter) and letter.notification_id and letter.delivery_key:
+                    redriven.add((letter.notification_id, letter.delivery_key))
+                try:
+                    sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
+                except AWS_ERRORS as exc:
+                    raise aws_error(exc, "deleting from the dead-letter queue") from exc
+                moved += 1
+                logger.info(
+                    "dead letter redriven",
+                    extra={"notification_id": letter.notification_id, "integration": letter.integration},
+                )
+        return False
+
+    try:
+        more = run()
+    finally:
+        # Whatever ended the call (a failure too), the letters it held show again at once for the next call.
+        _release(sqs, dlq_url, later)
+    return {"redriven": moved, "more": more}

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 import api.dead_letters
 from api.dead_letters import list_dead_letters, redrive
@@ -455,14 +456,15 @@ def _buried_again(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Counter
     send_back = api.dead_letters._send_back
     sent: Counter[str | None] = Counter()
 
-    def send_back_then_buried_again(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> None:
-        send_back(sqs, queue_url, ledger, letter)
+    def send_back_then_buried_again(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> bool:
+        was_sent: bool = send_back(sqs, queue_url, ledger, letter)
         sent[letter.notification_id] += 1
         [moved] = aws.sqs.receive_message(QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=1)["Messages"]
         aws.sqs.delete_message(QueueUrl=aws.delivery_queue_url, ReceiptHandle=moved["ReceiptHandle"])
         body = json.loads(moved["Body"])
         changes = {key: value for key, value in body.items() if key not in ("notification_id", "integration")}
         _dead(aws, body["notification_id"], body["integration"]["name"], **{**changes, "attempt": 1})
+        return was_sent
 
     monkeypatch.setattr(api.dead_letters, "_send_back", send_back_then_buried_again)
     return sent
@@ -496,10 +498,11 @@ def test_redrive_letter_that_reached_the_queue_after_the_call_began_is_left_ther
         _dead(aws, f"n-{index}")
     send_back = api.dead_letters._send_back
 
-    def send_back_while_another_is_buried(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> None:
-        send_back(sqs, queue_url, ledger, letter)
+    def send_back_while_another_is_buried(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> bool:
+        was_sent: bool = send_back(sqs, queue_url, ledger, letter)
         if letter.notification_id == "n-0":
             _dead(aws, "n-new")
+        return was_sent
 
     monkeypatch.setattr(api.dead_letters, "_send_back", send_back_while_another_is_buried)
 
@@ -521,3 +524,51 @@ def test_redrive_unknown_field_is_422(admin: AdminApi, aws: AwsResources) -> Non
     response = admin.call("POST", REDRIVE, body={"queue": "other"})
 
     assert response["statusCode"] == 422
+
+
+def test_redrive_older_copy_of_a_run_deleted_unsent_does_not_hold_back_the_deliverys_letter(aws: AwsResources) -> None:
+    # A letter of run 0 left in the DLQ (an earlier redrive's delete failed) was deleted unsent, yet it marked its
+    # delivery as redriven by the call: run 1's letter was held back, and the answer said redriven with nothing sent.
+    _dead(aws, "n-1", redriven=0)
+    _dead(aws, "n-1", redriven=1)
+
+    moved = redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 10)
+
+    assert moved == {"redriven": 2, "more": False}
+    assert [(body["notification_id"], body["redriven"]) for body in _moved(aws)] == [("n-1", 2)]
+    assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
+
+
+class _DeleteFailsOnce:
+    """SQS whose second DeleteMessage cannot be reached."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.deletes = 0
+
+    def delete_message(self, **request: Any) -> Any:
+        self.deletes += 1
+        if self.deletes == 2:
+            raise EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com/")
+        return self._sqs.delete_message(**request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_redrive_that_fails_shows_the_letters_it_held_again_at_once(aws: AwsResources) -> None:
+    # Letters held back by the call (a second copy of a run it redrove) stayed hidden 30 s after a failure: the retry a
+    # 502 invites found an empty queue.
+    _dead(aws, "n-1")
+    _dead(aws, "n-1")
+    _dead(aws, "n-2")
+
+    with pytest.raises(UpstreamError):
+        redrive(
+            _DeleteFailsOnce(get_client("sqs")), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 10
+        )
+
+    attributes = aws.sqs.get_queue_attributes(
+        QueueUrl=aws.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # only the letter whose delete failed
