@@ -126,9 +126,10 @@ class ConnectionStore:
         self._write(puts, "storing the connection")
 
     def extend(self, connection: Connection, token_expires_at: int) -> bool:
-        """Write the connection again with the expiry of its refreshed token; return ``False``, writing nothing, when
-        it is not stored any more: its ``$disconnect``, run since it was read, would otherwise be undone, the closed
-        connection kept for hours and posted to."""
+        """Write the connection again with the expiry of its refreshed token; return ``False``, leaving nothing of it,
+        when it is not stored any more: its ``$disconnect``, run since it was read (or while this wrote), would
+        otherwise be undone, the closed connection kept for hours and posted to. Its own item is written only while
+        it exists, then the others, then it is read again."""
         renewed = replace(connection, token_expires_at=token_expires_at)
         [own, *others] = _keys(renewed)
         try:
@@ -144,6 +145,10 @@ class ConnectionStore:
         self._write(
             [{"PutRequest": {"Item": self._item(renewed, pk, sk)}} for pk, sk in others], "storing the connection"
         )
+        if self.get(renewed.connection_id) is None:
+            # Its $disconnect ran between the two writes: the user's and topics' items just written go too.
+            self.remove(renewed)
+            return False
         return True
 
     def get(self, connection_id: str) -> Connection | None:

@@ -104,3 +104,24 @@ def test_a_connection_keeps_the_life_of_the_token_it_opened_with(dynamodb: Any) 
 
     assert store.extend(connection, 1_800_000_120) is True
     assert store.get("a1") == Connection("a1", "alice", (), 1_800_000_000, 1_800_000_120, token_seconds=60)
+
+
+def test_extend_racing_a_disconnect_between_its_writes_leaves_nothing_of_the_connection(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The $disconnect ran after the connection's own item was written again, before its user's and topics' items
+    # were: those came back, and deliveries posted to the closed connection until a 410.
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    connection = _connection("a1", "alice", ("orders/shipped",))
+    store.add(connection)
+    write = store._write
+
+    def write_after_a_disconnect(requests: list[dict[str, Any]], action: str) -> None:
+        store.remove(connection)
+        monkeypatch.setattr(store, "_write", write)
+        write(requests, action)
+
+    monkeypatch.setattr(store, "_write", write_after_a_disconnect)
+
+    assert store.extend(connection, 1_800_003_600) is False
+    assert dynamodb.scan(TableName=CONNECTIONS_TABLE)["Count"] == 0
