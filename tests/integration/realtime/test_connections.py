@@ -117,8 +117,8 @@ def test_extend_racing_a_disconnect_between_its_writes_leaves_nothing_of_the_con
     write = store._write
 
     def write_after_a_disconnect(requests: list[dict[str, Any]], action: str) -> None:
-        store.remove(connection)
         monkeypatch.setattr(store, "_write", write)
+        store.remove(connection)  # the $disconnect, in its own invocation
         write(requests, action)
 
     monkeypatch.setattr(store, "_write", write_after_a_disconnect)
