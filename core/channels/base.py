@@ -29,7 +29,16 @@ from core.errors import (
     RetryableDeliveryError,
     invalid_fields,
 )
-from core.models import NAME_PATTERN, TEXT_RULE, UNSENDABLE, Content, IntegrationType, Strict, refuse_text
+from core.models import (
+    LONE_SURROGATE,
+    NAME_PATTERN,
+    TEXT_RULE,
+    UNSENDABLE,
+    Content,
+    IntegrationType,
+    Strict,
+    refuse_text,
+)
 from core.pacing import Limit
 from core.templates import render
 
@@ -39,6 +48,7 @@ if TYPE_CHECKING:
     from core.outbound import OutboundSession
 
 Model = TypeVar("Model", bound=BaseModel)
+CREDENTIAL_TEXT_RULE = "must be text UTF-8 can encode: no lone surrogates (U+D800-U+DFFF)"
 
 
 # AWS error codes that say the account's rate was exceeded: like a 429, not counted as an attempt.
@@ -94,6 +104,13 @@ class IntegrationBase(Strict):
         """Refuse a string, value or key, that a delivery message could not carry, naming where it is: stored, it
         would fail every publish to the topic."""
         return refuse_text(value, UNSENDABLE, TEXT_RULE, cls.__name__)
+
+    @field_validator("credentials", mode="before", check_fields=False)
+    @classmethod
+    def _check_secrets(cls, value: Any) -> Any:
+        """Refuse a credential that is no UTF-8 text (a lone surrogate), naming it, never its value: stored, it could
+        not be encoded to sign, to name its destination or to reach it, and every delivery would fail."""
+        return refuse_text(value, LONE_SURROGATE, CREDENTIAL_TEXT_RULE, cls.__name__)
 
     def credentials_dict(self) -> dict[str, str] | None:
         """Return the secret values to store, or ``None`` when this integration has none."""

@@ -39,7 +39,7 @@ from core.channels.base import (
     url_problem,
 )
 from core.errors import PermanentDeliveryError
-from core.models import LONE_SURROGATE, Content, IntegrationType, Strict
+from core.models import Content, IntegrationType, Strict
 
 ID_HEADER = "X-Notification-Id"
 DELIVERY_KEY_HEADER = "X-Delivery-Key"
@@ -70,14 +70,6 @@ class WebhookCredentials(Strict):
     """Secret a webhook receiver uses to verify the signature."""
 
     signing_secret: SecretStr = Field(min_length=16)
-
-    @field_validator("signing_secret", mode="before")
-    @classmethod
-    def _encodable(cls, value: Any) -> Any:
-        # Said without the value: a secret that is not UTF-8 text cannot be stored, nor sign a body.
-        if isinstance(value, str) and LONE_SURROGATE.search(value):
-            raise ValueError("must be text UTF-8 can encode: no lone surrogates (U+D800-U+DFFF)")
-        return value
 
 
 class WebhookIntegration(IntegrationBase):

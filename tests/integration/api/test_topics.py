@@ -1057,14 +1057,23 @@ def test_put_target_with_a_lone_surrogate_returns_422_naming_it(admin: AdminApi,
     assert _topic_item(aws) is None
 
 
-def test_put_signing_secret_with_a_lone_surrogate_returns_422_without_the_secret(
-    admin: AdminApi, aws: AwsResources
+@pytest.mark.parametrize(
+    ("index", "credentials", "field"),
+    [
+        (3, {"signing_secret": "hunter2-0123456789\ud800"}, "signing_secret"),
+        # Every Telegram delivery failed on it (its destination is named by a digest of the token), retried to dead.
+        (2, {"bot_token": "123456:hunter2-telegram\ud800"}, "bot_token"),
+    ],
+    ids=["webhook-signing-secret", "telegram-bot-token"],
+)
+def test_put_credential_with_a_lone_surrogate_returns_422_without_the_secret(
+    admin: AdminApi, aws: AwsResources, index: int, credentials: dict[str, str], field: str
 ) -> None:
-    # Stored, such a secret could sign no body: every delivery of the webhook would fail.
-    response = admin.put_topic(json.dumps(_with(3, credentials={"signing_secret": "hunter2-0123456789\ud800"})))
+    # Stored, such a secret could sign no body nor name its destination: every delivery would fail.
+    response = admin.put_topic(json.dumps(_with(index, credentials=credentials)))
 
     assert response["statusCode"] == 422
-    assert _error(response).startswith("integrations[3].credentials.signing_secret: ")
+    assert _error(response).startswith(f"integrations[{index}].credentials.{field}: ")
     assert "hunter2" not in response["body"]
     assert _parameters(aws) == {}
 
