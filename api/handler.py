@@ -69,7 +69,8 @@ def get_notification(notification_id: str) -> Response:
     event = app.current_event
     caller = caller_id(event.identity)
     cursor = event.query_string_parameters.get("cursor")
-    return json_response(200, notification_status(notification_id, get_ledger(settings()), caller, cursor))
+    ledger = get_ledger(settings())
+    return json_response(200, notification_status(notification_id, ledger, caller, cursor, app.time_left()))
 
 
 @app.put(

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
 
 from core.errors import InvalidRequestError, NotFoundError
-from core.ledger import LedgerEntry
+from core.ledger import SUMMARY_SECONDS, LedgerEntry
 from core.models import DeliveryStatus, Reply
 from core.ports import LedgerReaderPort
 
+# What the counts leave of the invocation's time: the page of deliveries, the answer, and a slow DynamoDB call.
+SUMMARY_MARGIN_SECONDS = 3.0
 _NOTIFICATION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -56,8 +59,8 @@ class StatusResponse(Reply):
     summary: dict[str, int]
     summary_partial: bool | None = Field(
         default=None,
-        description="True when the summary counts only the first deliveries in key order: a notification of more "
-        "than about 60,000, whose whole count would take the route past its time.",
+        description="True when the summary counts only the first deliveries in key order: a notification of so many "
+        "that their whole count would take the route past its time.",
     )
     deliveries: list[DeliveryView]
     next: str | None = None
@@ -92,9 +95,14 @@ def _check_caller(notification_id: str, publisher: str | None, caller: str | Non
 
 
 def notification_status(
-    notification_id: str, ledger: LedgerReaderPort, caller: str | None, cursor: str | None = None
+    notification_id: str,
+    ledger: LedgerReaderPort,
+    caller: str | None,
+    cursor: str | None = None,
+    time_left: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """Return a notification, the count of its deliveries per status, and a page of them.
+    """Return a notification, the count of its deliveries per status, and a page of them; the counts read for the
+    time left to the invocation less ``SUMMARY_MARGIN_SECONDS`` (``time_left``), else ``SUMMARY_SECONDS``.
 
     Only the API key that published a notification may read it; any other key is told it does not exist, so ids of
     other publishers' notifications cannot be probed.
@@ -103,7 +111,8 @@ def notification_status(
         # Every id this service gives is a UUID; anything else, however long, names no notification.
         raise NotFoundError("no notification has this id (notification ids are UUIDs)")
     try:
-        page = ledger.page(notification_id, cursor)
+        summary_seconds = SUMMARY_SECONDS if time_left is None else max(0.0, time_left() - SUMMARY_MARGIN_SECONDS)
+        page = ledger.page(notification_id, cursor, summary_seconds=summary_seconds)
     except InvalidRequestError:
         # A bad cursor is told only to the notification's own publisher: to any other key, the id does not exist.
         _check_caller(notification_id, ledger.get_record(notification_id).caller, caller)

@@ -29,9 +29,9 @@ from core.times import epoch_time, utc_now
 
 NOTIFICATION_KEY = "#"
 PAGE_SIZE = 100
-# The light Query pages (1 MB each, about 7,500 deliveries' keys) a status's counts read at most: a 10 s API function of
-# 256 MB reads about 15 of them, and a send to a million users has some 130.
-SUMMARY_PAGES = 8
+# How long a status's counts read the deliveries' statuses when the caller gives no time: a Query page holds 1 MB of
+# whole rows (the projection is applied after), a few thousand deliveries, and a send to a million users has hundreds.
+SUMMARY_SECONDS = 4.0
 # The attempts a row's history keeps: the most recent ones. A delivery redriven again and again would otherwise grow
 # its row towards DynamoDB's 400 KB item limit, and then no outcome could be written to it any more.
 HISTORY_LIMIT = 50
@@ -138,7 +138,7 @@ class LedgerPage:
     entries: list[LedgerEntry]
     next_cursor: str | None
     counts: dict[str, int] = field(default_factory=dict)
-    # False when the counts are of the first deliveries only (a notification of very many: ``SUMMARY_PAGES``).
+    # False when the counts are of the first deliveries only (a notification of very many: its time ran out).
     complete: bool = True
 
 
@@ -584,18 +584,24 @@ class DeliveryLedger:
             raise NotFoundError(f"notification {notification_id!r} does not exist")
         return _record(item)
 
-    def page(self, notification_id: str, cursor: str | None = None, size: int = PAGE_SIZE) -> LedgerPage:
+    def page(
+        self,
+        notification_id: str,
+        cursor: str | None = None,
+        size: int = PAGE_SIZE,
+        summary_seconds: float = SUMMARY_SECONDS,
+    ) -> LedgerPage:
         """Return the record, the deliveries after ``cursor`` (at most ``size``), the count per status, next cursor.
 
         Deliveries the record expects and that have no row yet are ``queued``. The counts read only the key and status
-        of each row, at most ``SUMMARY_PAGES`` of DynamoDB's 1 MB pages (about 60,000 deliveries): past that, they
-        count the deliveries read (the first, in key order) and ``complete`` is false, so that the status of a send to
-        a million users answers in time rather than reading its whole partition on every call. Whole rows are read a
+        of each row, a page after another for at most ``summary_seconds`` (at least one page): past that, they count
+        the deliveries read (the first, in key order) and ``complete`` is false, so that the status of a send to a
+        million users answers in time rather than reading its whole partition on every call. Whole rows are read a
         page at a time, after the cursor.
         """
         record = self.get_record(notification_id)
         after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
-        statuses, complete = self._statuses(notification_id)
+        statuses, complete = self._statuses(notification_id, time.monotonic() + summary_seconds)
         expected = {delivery.key: delivery for delivery in record.deliveries}
         rows = self._rows_after(notification_id, after, size + 1)
         # With more rows than a page, the page ends before the last row read; a delivery the record expects and that
@@ -621,9 +627,9 @@ class DeliveryLedger:
             complete=complete,
         )
 
-    def _statuses(self, notification_id: str) -> tuple[dict[str, str], bool]:
-        """Return the status of each row by delivery key, from at most ``SUMMARY_PAGES`` light Query pages, and
-        whether they were all of them."""
+    def _statuses(self, notification_id: str, until: float) -> tuple[dict[str, str], bool]:
+        """Return the status of each row by delivery key, from the Query pages read until ``until`` (monotonic time;
+        at least one), and whether they were all of them."""
         statuses: dict[str, str] = {}
         request: dict[str, Any] = {
             "TableName": self._table,
@@ -633,15 +639,16 @@ class DeliveryLedger:
             "ExpressionAttributeNames": {"#s": "status"},
             "ConsistentRead": True,
         }
-        for _ in range(SUMMARY_PAGES):
+        while True:
             response = self._query_page(request)
             for item in response.get("Items", []):
                 if item["delivery_key"]["S"] != NOTIFICATION_KEY and "status" in item:
                     statuses[item["delivery_key"]["S"]] = item["status"]["S"]
             if "LastEvaluatedKey" not in response:
                 return statuses, True
+            if time.monotonic() >= until:
+                return statuses, False
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return statuses, False
 
     def _rows_after(self, notification_id: str, after: str, count: int) -> dict[str, LedgerEntry]:
         """Return up to ``count`` whole rows whose delivery key sorts after ``after``, in key order."""

@@ -99,7 +99,9 @@ class NotificationLedgerPort(Protocol):
 class LedgerReaderPort(Protocol):
     """The ledger as the status route reads it."""
 
-    def page(self, notification_id: str, cursor: str | None = ..., size: int = ...) -> LedgerPage:
+    def page(
+        self, notification_id: str, cursor: str | None = ..., size: int = ..., summary_seconds: float = ...
+    ) -> LedgerPage:
         """Return a notification's record, a page of its deliveries and the count per status."""
         ...
 
