@@ -517,8 +517,8 @@ class AudienceRepository:
 
     def delete_segment(self, name: str) -> None:
         """Delete the segment ``name``; raise ``NotFoundError`` when there is none, ``ConflictError`` while a send to
-        it has not ended (scheduled, queued or expanding): each of its jobs reads the segment again, and a send whose
-        segment was gone failed halfway, the zones to come never reached."""
+        it has not ended (scheduled, queued or expanding, or with zones of a local-time schedule to come): each of its
+        jobs reads the segment again, and a send whose segment was gone failed halfway, the zones to come unreached."""
         _plain("name", name)
 
         def work(cursor: Any) -> None:
@@ -526,9 +526,11 @@ class AudienceRepository:
             cursor.execute("SELECT 1 FROM segments WHERE name = %s FOR UPDATE", (name,))
             if cursor.fetchone() is None:
                 raise NotFoundError("the segment does not exist")
+            # A local-time send is expanded zone by zone: between two, the send says expanded, its schedule scheduled.
             cursor.execute(
-                "SELECT 1 FROM sends WHERE status IN ('scheduled', 'queued', 'expanding') AND target->>'segment' = %s"
-                " LIMIT 1",
+                "SELECT 1 FROM sends s LEFT JOIN scheduled_sends ss ON ss.send_id = s.id"
+                " WHERE s.target->>'segment' = %s AND (s.status IN ('scheduled', 'queued', 'expanding')"
+                " OR ss.status IN ('scheduled', 'claimed')) LIMIT 1",
                 (name,),
             )
             if cursor.fetchone() is not None:

@@ -560,3 +560,40 @@ def test_expansion_local_time_send_that_never_had_users_gets_a_record_of_no_deli
     assert record.delivery_count == 0
     assert repository.get_send(schedule.send_id).status == "expanded"
     assert _queued_bodies() == []
+
+
+def test_expansion_segment_of_a_local_time_send_cannot_be_deleted_between_its_zones(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    # Between two zones the send says expanded and its schedule scheduled: the delete was allowed (204), and the
+    # zones to come failed, their users never reached.
+    from core.audience.schedules import NewScheduledSend
+    from core.errors import ConflictError
+    from cron.handler import build_enqueuer, settings
+
+    repository = AudienceRepository(database)
+    repository.put_user("alice", UserRequest(timezone="Asia/Tokyo", data={"plan": "pro"}))
+    repository.put_user("bob", UserRequest(timezone="Europe/Paris", data={"plan": "pro"}))
+    repository.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    repository.create_scheduled_send(
+        NewScheduledSend(
+            "n-morning",
+            {"segment": "pros"},
+            {"text": "Good morning"},
+            ["browser"],
+            fire_at=datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+
+    def hand_off(now: datetime) -> None:
+        dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+        _expand(worker_env, lambda_context)
+
+    hand_off(datetime(2026, 6, 15, 0, 0, 30, tzinfo=UTC))  # 09:00 in Tokyo
+    with pytest.raises(ConflictError):
+        repository.delete_segment("pros")
+    hand_off(datetime(2026, 6, 15, 7, 0, 30, tzinfo=UTC))  # 09:00 in Paris
+
+    recipients = sorted(json.loads(body)["recipient"]["user_id"] for body in _queued_bodies())
+    assert recipients == ["alice", "bob"]
