@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
@@ -453,7 +453,9 @@ def _by_value(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return value
     number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    return {"\x00n": "0" if number == 0 else str(number.normalize())}
+    # Normalized without rounding (the default context keeps 28 digits: two ids of 32 digits would compare equal).
+    exact = Context(prec=max(28, len(number.as_tuple().digits)))
+    return {"\x00n": "0" if number == 0 else str(number.normalize(exact))}
 
 
 # --- the cron's hand-off ------------------------------------------------------------------------------------------

@@ -372,6 +372,22 @@ def test_sends_retried_with_its_idempotency_key_and_a_number_jsonb_spells_otherw
     assert response_json(again) == response_json(first)
 
 
+def test_sends_idempotency_key_reused_with_a_number_differing_past_28_digits_is_409(api: Api) -> None:
+    # Numbers compared by value were rounded to 28 digits: two order ids of 32 digits were the same request, and
+    # the second send was silently taken for the first.
+    api.user("ada")
+    aws_client("sqs").create_queue(QueueName="notify-test-expansion")
+    headers = {"Idempotency-Key": "ids"}
+
+    def send(order: str) -> Any:
+        body = '{"to": {"where": {"field": "order", "eq": ' + order + '}}, "content": {"text": "hi"}}'
+        return audience.handler(api_event("POST", "/v1/sends", None, body, headers), api.context)
+
+    first, other = send("12345678901234567890123456789012"), send("12345678901234567890123456789019")
+
+    assert (first["statusCode"], other["statusCode"]) == (202, 409)
+
+
 @pytest.mark.parametrize("change", [{"at": None}, {"at": "2099-01-01T10:00:00"}], ids=["at-once", "other-at"])
 def test_sends_idempotency_key_of_a_scheduled_send_with_another_time_409_and_nothing_sent(
     api: Api, db: Any, change: dict[str, Any]
