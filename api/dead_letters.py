@@ -322,6 +322,7 @@ def redrive(
     started_ms = int(time.time() * 1000)
     redriven: set[tuple[str, str]] = set()
     later: list[_Letter] = []
+    unprocessed: list[_Letter] = []
 
     def short_of(seconds: float) -> bool:
         return time_left is not None and time_left() < seconds
@@ -343,14 +344,16 @@ def redrive(
                 letters = _receive(sqs, dlq_url, max_messages - moved, REDRIVE_WAIT_SECONDS)
             if not letters:
                 return False
-            for index, letter in enumerate(letters):
+            unprocessed[:] = letters
+            for letter in letters:
                 # Checked for each letter: under load, ten of them can take longer than the margin.
                 if short_of(REDRIVE_MARGIN_SECONDS):
-                    later.extend(letters[index:])
                     return True
+                unprocessed.pop(0)
                 if since(letter):
                     later.append(letter)  # held by this receive (HOLD_SECONDS) so that the call does not read it again
                     continue
+                unprocessed.insert(0, letter)  # until it is deleted: a failure shows it again
                 # Only a letter sent back marks its delivery: an older copy of its run, deleted unsent, must not hold
                 # back the letter that is the delivery's now.
                 if _send_back(sqs, queue_url, ledger, letter) and letter.notification_id and letter.delivery_key:
@@ -359,6 +362,7 @@ def redrive(
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
                 except AWS_ERRORS as exc:
                     raise aws_error(exc, "deleting from the dead-letter queue") from exc
+                unprocessed.pop(0)
                 moved += 1
                 logger.info(
                     "dead letter redriven",
@@ -369,6 +373,7 @@ def redrive(
     try:
         more = run()
     finally:
-        # Whatever ended the call (a failure too), the letters it held show again at once for the next call.
-        _release(sqs, dlq_url, later)
+        # Whatever ended the call (a failure too), the letters it held or did not get to show again at once, for the
+        # next call (one sent whose delete failed is known by its row's count of redrives, and not sent twice).
+        _release(sqs, dlq_url, later + unprocessed)
     return {"redriven": moved, "more": more}

@@ -556,19 +556,27 @@ class _DeleteFailsOnce:
         return getattr(self._sqs, name)
 
 
-def test_redrive_that_fails_shows_the_letters_it_held_again_at_once(aws: AwsResources) -> None:
-    # Letters held back by the call (a second copy of a run it redrove) stayed hidden 30 s after a failure: the retry a
-    # 502 invites found an empty queue.
+def test_redrive_that_fails_shows_every_letter_it_held_again_at_once_and_a_retry_sends_each_once(
+    aws: AwsResources,
+) -> None:
+    # Letters held back by the call (a second copy of a run it redrove), and those of its receive it had not got to,
+    # stayed hidden 30 s after a failure: the retry a 502 invites found an empty queue and said it was done.
     _dead(aws, "n-1")
     _dead(aws, "n-1")
-    _dead(aws, "n-2")
+    for index in range(2, 6):
+        _dead(aws, f"n-{index}")
 
     with pytest.raises(UpstreamError):
         redrive(
             _DeleteFailsOnce(get_client("sqs")), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 10
         )
-
     attributes = aws.sqs.get_queue_attributes(
         QueueUrl=aws.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
-    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # only the letter whose delete failed
+    retried = redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 10)
+
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert retried["more"] is False
+    assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
+    sent = Counter(body["notification_id"] for body in _moved(aws))
+    assert sent == {f"n-{index}": 1 for index in range(1, 6)}
