@@ -249,7 +249,7 @@ class Deliverer:
         pacer: Pacer,
         policy: RetryPolicy,
         count: MetricRecorder = _ignore_metric,
-        on_endpoint_disabled: Callable[[str], None] | None = None,
+        on_endpoint_disabled: Callable[[str, float], None] | None = None,
         max_wait_seconds: float = 5.0,
         lead_seconds: float = 2.0,
         max_receive_count: int | None = None,
@@ -638,7 +638,7 @@ class Deliverer:
             # Bookkeeping after the outcome: a failure to report it is logged, never raised (the next send reports
             # it again).
             try:
-                self._on_endpoint_disabled(exc.endpoint_arn)
+                self._on_endpoint_disabled(exc.endpoint_arn, exc.observed_at)
             except Exception:
                 logger.exception("reporting a disabled endpoint failed", extra=log)
         self._count(message.integration.type.value, Outcome.FAILED)

@@ -61,7 +61,7 @@ def settings() -> DeliverSettings:
     return load_settings(DeliverSettings)
 
 
-def endpoint_disabled_reporter(config: DeliverSettings) -> Callable[[str], None] | None:
+def endpoint_disabled_reporter(config: DeliverSettings) -> Callable[[str, float], None] | None:
     """Return what reports a disabled SNS endpoint to the expansion worker (which disables its devices), or ``None``
     when the function has no ``EXPANSION_QUEUE_URL``."""
     if config.expansion_queue_url is None:
@@ -69,12 +69,12 @@ def endpoint_disabled_reporter(config: DeliverSettings) -> Callable[[str], None]
     from core.audience.sends import DisableEndpointJob
 
     queue = get_expansion_queue_at(config.expansion_queue_url, config.aws_region)
-    return lambda endpoint_arn: logger.info(
-        "disabled endpoint reported",
-        extra={
-            "message_id": queue.submit(DisableEndpointJob(endpoint_arn=endpoint_arn, observed_at=datetime.now(UTC)))
-        },
-    )
+
+    def report(endpoint_arn: str, observed_at: float) -> None:
+        job = DisableEndpointJob(endpoint_arn=endpoint_arn, observed_at=datetime.fromtimestamp(observed_at, UTC))
+        logger.info("disabled endpoint reported", extra={"message_id": queue.submit(job)})
+
+    return report
 
 
 @cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -203,8 +204,10 @@ class BlockedTargetError(PermanentDeliveryError):
 class EndpointDisabledError(PermanentDeliveryError):
     """SNS answered ``EndpointDisabled`` for a device's platform endpoint: the device is to be disabled."""
 
-    def __init__(self, reason: str, endpoint_arn: str) -> None:
+    def __init__(self, reason: str, endpoint_arn: str, observed_at: float | None = None) -> None:
         self.endpoint_arn = endpoint_arn
+        # When SNS was asked (Unix time; the answer came after): a device registered again since stays enabled.
+        self.observed_at = time.time() if observed_at is None else observed_at
         super().__init__(reason)
 
 

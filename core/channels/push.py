@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -155,6 +156,7 @@ class PushChannel(Channel):
         if len(message.encode()) > self.max_message_bytes:
             raise PermanentDeliveryError(f"push: message exceeds {self.max_message_bytes // 1024} KiB")
         destination = {"TargetArn": where.endpoint_arn} if where.endpoint_arn else {"TopicArn": where.topic_arn}
+        asked_at = time.time()
         try:
             response = self._resources.aws_client("sns").publish(
                 Message=message, MessageStructure="json", **destination
@@ -162,7 +164,7 @@ class PushChannel(Channel):
         except ClientError as exc:
             if where.endpoint_arn and exc.response.get("Error", {}).get("Code") == "EndpointDisabled":
                 # The device is gone (app uninstalled, token expired): permanent, and its device is to be disabled.
-                raise EndpointDisabledError("push: EndpointDisabled", where.endpoint_arn) from exc
+                raise EndpointDisabledError("push: EndpointDisabled", where.endpoint_arn, asked_at) from exc
             raise aws_failure(exc, "push") from exc
         except BotoCoreError as exc:
             raise aws_failure(exc, "push") from exc

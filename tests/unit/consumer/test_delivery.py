@@ -2067,11 +2067,13 @@ def test_process_history_at_its_limit_keeps_the_most_recent_attempts(rig: Rig) -
 DISABLED_ENDPOINT = "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/1"
 
 
-def _reporting(rig: Rig, reported: list[str], fail: bool = False) -> None:
-    def report(endpoint_arn: str) -> None:
+def _reporting(rig: Rig, reported: list[str], fail: bool = False, times: list[float] | None = None) -> None:
+    def report(endpoint_arn: str, observed_at: float) -> None:
         if fail:
             raise RuntimeError("queue down")
         reported.append(endpoint_arn)
+        if times is not None:
+            times.append(observed_at)
 
     rig.deliverer._on_endpoint_disabled = report  # the rig builds its deliverer without the hook
 
@@ -2087,6 +2089,18 @@ def test_process_endpoint_disabled_failed_with_the_reason_and_reported(rig: Rig)
         "push: EndpointDisabled",
         [DISABLED_ENDPOINT],
     )
+
+
+def test_process_endpoint_disabled_reports_when_sns_was_asked_not_when_the_row_was_written(rig: Rig) -> None:
+    # The report's time was taken after the ledger write: a device the app registered again meanwhile (its endpoint
+    # enabled again) was disabled by it.
+    times: list[float] = []
+    _reporting(rig, [], times=times)
+    rig.channel.result = EndpointDisabledError("push: EndpointDisabled", DISABLED_ENDPOINT, observed_at=1_800_000_000.0)
+
+    rig.process()
+
+    assert times == [1_800_000_000.0]
 
 
 def test_process_other_permanent_error_not_reported(rig: Rig) -> None:

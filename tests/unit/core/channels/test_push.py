@@ -155,6 +155,21 @@ def test_push_endpoint_disabled_names_the_endpoint() -> None:
     assert (raised.value.endpoint_arn, raised.value.reason) == (ENDPOINT, "push: EndpointDisabled")
 
 
+def test_push_endpoint_disabled_says_when_sns_was_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A device registered again after that time keeps its enabled endpoint: the time is the ask's, not a later one.
+    client = FakeSendingClient("EndpointDisabled", 400)
+    resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
+    clock = iter([1_800_000_000.0, 1_800_000_009.0])
+    monkeypatch.setattr("core.channels.push.time.time", lambda: next(clock))
+
+    with pytest.raises(EndpointDisabledError) as raised:
+        PushChannel(resources).send(
+            Content(text="hi"), {"endpoint_arn": ENDPOINT}, None, notification_id="n-1", delivery_key="k-1"
+        )
+
+    assert raised.value.observed_at == 1_800_000_000.0
+
+
 def test_push_endpoint_disabled_on_a_topic_is_only_permanent() -> None:
     client = FakeSendingClient("EndpointDisabled", 400)
     resources = ChannelResources(http=None, aws_client=lambda _: client, telegram_api_base="")  # type: ignore[arg-type]
