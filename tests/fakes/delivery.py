@@ -364,3 +364,31 @@ class MetricCounter:
     def of(self, outcome: str) -> int:
         """Return how often ``outcome`` was counted."""
         return sum(1 for _, name in self.calls if name == outcome)
+
+
+class AnsweringSession:
+    """An outbound session that answers every POST with ``status``, ``body`` and ``content_type``, its body read."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self._status = status
+        self._body = body
+        self._content_type = content_type
+
+    def post(self, url: str, **kwargs: object) -> Any:
+        import requests
+
+        response = requests.Response()
+        response.status_code = self._status
+        response._content = self._body
+        response.headers["Content-Type"] = self._content_type
+        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
+        return response
+
+
+def answering_resources(status: int, body: bytes, content_type: str) -> ChannelResources:
+    """Channel resources whose HTTP answers every POST so (``AnsweringSession``), with no AWS client."""
+    return ChannelResources(
+        http=AnsweringSession(status, body, content_type),  # type: ignore[arg-type]
+        aws_client=lambda _: None,
+        telegram_api_base="",
+    )

@@ -24,6 +24,7 @@ from core.ports import LedgerPort
 from tests.integration.api.conftest import AdminApi
 from tests.support.aws import NAMES, AwsResources, receive_all
 from tests.support.events import response_json
+from tests.support.ledger import webhook_record
 
 LIST = "/v1/dead-letters"
 REDRIVE = "/v1/dead-letters/redrive"
@@ -178,21 +179,8 @@ def test_redrive_moves_messages_to_delivery_queue(admin: AdminApi, aws: AwsResou
 def test_redrive_keeps_the_notifications_record_as_long_as_the_new_run_needs_it(aws: AwsResources) -> None:
     # The record's TTL was set at publish and never moved: redriven 29 days later, the new run's status was a 404
     # the next day (the record gone), while its row and message lived on.
-    from core.ledger import Delivery, NotificationRecord
-
     ledger = get_ledger()
-    ledger.record_notification(
-        NotificationRecord(
-            notification_id="n-1",
-            source="publish",
-            channel="orders",
-            topic="shipped",
-            created_at="2026-11-21T20:00:00.000Z",
-            caller=None,
-            delivery_count=1,
-            deliveries=(Delivery(key="erp-webhook", integration="erp-webhook", type="webhook"),),
-        )
-    )
+    ledger.record_notification(webhook_record("n-1", "erp-webhook"))
     key = {"notification_id": {"S": "n-1"}, "delivery_key": {"S": "#"}}
     table = NAMES["DELIVERIES_TABLE"]
     aws.dynamodb.update_item(

@@ -12,6 +12,7 @@ from core.errors import UpstreamError
 from core.ledger import DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus
 from tests.support.aws import NAMES, AwsResources
+from tests.support.ledger import webhook_record
 
 TABLE = NAMES["DELIVERIES_TABLE"]
 
@@ -243,23 +244,6 @@ def _expires(client: Any, notification_id: str, delivery_key: str) -> int:
     return int(item["expires_at"]["N"]) if item else 0
 
 
-def _record(ledger: DeliveryLedger, notification_id: str) -> None:
-    from core.ledger import Delivery, NotificationRecord
-
-    ledger.record_notification(
-        NotificationRecord(
-            notification_id=notification_id,
-            source="publish",
-            channel="orders",
-            topic="shipped",
-            created_at="2026-11-24T00:00:00Z",
-            caller=None,
-            delivery_count=1,
-            deliveries=(Delivery(key="hook", integration="hook", type="webhook"),),
-        )
-    )
-
-
 def test_update_of_a_row_waiting_far_ahead_keeps_it_the_ledgers_days_past_its_next_attempt(aws: AwsResources) -> None:
     # A row paced 40 days ahead expired after 30 while its message still waited on the queue.
     client = get_client("dynamodb", "us-east-1")
@@ -273,7 +257,7 @@ def test_update_of_a_row_waiting_far_ahead_keeps_it_the_ledgers_days_past_its_ne
 def test_keep_record_moves_the_records_ttl_past_a_later_time_only(aws: AwsResources) -> None:
     client = get_client("dynamodb", "us-east-1")
     ledger = DeliveryLedger(client, TABLE, epoch=lambda: 1_800_000_000.0)
-    _record(ledger, "n-1")
+    ledger.record_notification(webhook_record("n-1"))
 
     ledger.keep_record("n-1", 1_803_000_000.0)
     ledger.keep_record("n-1", 1_801_000_000.0)  # sooner: left as it is

@@ -81,6 +81,29 @@ def _expand(aws: AwsResources, context: FakeLambdaContext) -> list[dict[str, Any
     return results
 
 
+def _morning_send(repository: AudienceRepository, to: dict[str, Any]) -> None:
+    """Schedule a send of "Good morning" at 09:00 of each recipient's clock on 15 June 2026."""
+
+    repository.create_scheduled_send(
+        NewScheduledSend(
+            "n-morning",
+            to,
+            {"text": "Good morning"},
+            ["browser"],
+            fire_at=datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+
+
+def _hand_off(aws: AwsResources, context: FakeLambdaContext, repository: AudienceRepository, now: datetime) -> None:
+    """Run the cron at ``now``, then the worker on what it handed over."""
+    from cron.handler import build_enqueuer, settings
+
+    dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+    _expand(aws, context)
+
+
 def _queued_bodies(queue_name: str = "notify-test-deliveries") -> list[str]:
     """Every body on a moto queue, read from its backend: receiving a thousand messages one call of ten at a time
     costs moto minutes."""
@@ -314,25 +337,14 @@ def test_expansion_cron_hands_an_audience_send_to_the_worker(
 def test_expansion_local_time_user_moving_to_a_later_zone_gets_one_delivery_and_a_summary_that_adds_up(
     worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
 ) -> None:
-    from cron.handler import build_enqueuer, settings
 
     repository = AudienceRepository(database)
     repository.put_user("alice", UserRequest(timezone="Asia/Tokyo"))
     repository.put_user("bob", UserRequest(timezone="Europe/Paris"))
-    repository.create_scheduled_send(
-        NewScheduledSend(
-            "n-morning",
-            {"user_ids": ["alice", "bob"]},
-            {"text": "Good morning"},
-            ["browser"],
-            fire_at=datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
-            local_at=datetime(2026, 6, 15, 9, 0),
-        )
-    )
+    _morning_send(repository, {"user_ids": ["alice", "bob"]})
 
     def hand_off(now: datetime) -> None:
-        dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
-        _expand(worker_env, lambda_context)
+        _hand_off(worker_env, lambda_context, repository, now)
 
     hand_off(datetime(2026, 6, 15, 0, 0, 30, tzinfo=UTC))  # 09:00 in Tokyo
     repository.put_user("alice", UserRequest(timezone="America/New_York"))  # alice flies to New York
@@ -567,28 +579,16 @@ def test_expansion_segment_of_a_local_time_send_cannot_be_deleted_between_its_zo
 ) -> None:
     # Between two zones the send says expanded and its schedule scheduled: the delete was allowed (204), and the
     # zones to come failed, their users never reached.
-    from core.audience.schedules import NewScheduledSend
     from core.errors import ConflictError
-    from cron.handler import build_enqueuer, settings
 
     repository = AudienceRepository(database)
     repository.put_user("alice", UserRequest(timezone="Asia/Tokyo", data={"plan": "pro"}))
     repository.put_user("bob", UserRequest(timezone="Europe/Paris", data={"plan": "pro"}))
     repository.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
-    repository.create_scheduled_send(
-        NewScheduledSend(
-            "n-morning",
-            {"segment": "pros"},
-            {"text": "Good morning"},
-            ["browser"],
-            fire_at=datetime(2026, 6, 15, 0, 0, tzinfo=UTC),
-            local_at=datetime(2026, 6, 15, 9, 0),
-        )
-    )
+    _morning_send(repository, {"segment": "pros"})
 
     def hand_off(now: datetime) -> None:
-        dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
-        _expand(worker_env, lambda_context)
+        _hand_off(worker_env, lambda_context, repository, now)
 
     hand_off(datetime(2026, 6, 15, 0, 0, 30, tzinfo=UTC))  # 09:00 in Tokyo
     with pytest.raises(ConflictError):

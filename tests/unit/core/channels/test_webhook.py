@@ -8,12 +8,12 @@ import hmac
 import json
 
 import pytest
-import requests
 
 from core.channels import ChannelResources, DeliveryReceipt, Limit, destination_key
 from core.channels.webhook import WebhookChannel, signature_v1, signature_v2, webhook_body
 from core.errors import PermanentDeliveryError
 from core.models import Content
+from tests.fakes.delivery import answering_resources
 
 URL = "https://erp.example/hooks/hunter2token"
 
@@ -111,29 +111,8 @@ def test_webhook_rate_limits_invalid_url_is_permanent(resources: ChannelResource
 # --- answers in a charset that is no text encoding ------------------------------------------------------------------
 
 
-class _AnsweringSession:
-    """An outbound session that answers every POST with ``status``, ``body`` and ``content_type``, its body read."""
-
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
-        self._status = status
-        self._body = body
-        self._content_type = content_type
-
-    def post(self, url: str, **kwargs: object) -> requests.Response:
-        response = requests.Response()
-        response.status_code = self._status
-        response._content = self._body
-        response.headers["Content-Type"] = self._content_type
-        response.encoding = requests.utils.get_encoding_from_headers(response.headers)
-        return response
-
-
 def _send_answered(status: int, body: bytes, content_type: str) -> DeliveryReceipt:
-    resources = ChannelResources(
-        http=_AnsweringSession(status, body, content_type),  # type: ignore[arg-type]
-        aws_client=lambda _: None,
-        telegram_api_base="",
-    )
+    resources = answering_resources(status, body, content_type)
     return WebhookChannel(resources).send(
         Content(text="hi"), {"url": URL}, None, notification_id="n-1", delivery_key="k"
     )
