@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from core.errors import InvalidRequestError, NotFoundError
+from core.errors import NotFoundError
 from core.ledger import SUMMARY_SECONDS, LedgerEntry
 from core.models import DeliveryStatus, Reply
 from core.ports import LedgerReaderPort
@@ -110,14 +110,12 @@ def notification_status(
     if not _NOTIFICATION_ID.fullmatch(notification_id):
         # Every id this service gives is a UUID; anything else, however long, names no notification.
         raise NotFoundError("no notification has this id (notification ids are UUIDs)")
-    try:
-        summary_seconds = SUMMARY_SECONDS if time_left is None else max(0.0, time_left() - SUMMARY_MARGIN_SECONDS)
-        page = ledger.page(notification_id, cursor, summary_seconds=summary_seconds)
-    except InvalidRequestError:
-        # A bad cursor is told only to the notification's own publisher: to any other key, the id does not exist.
-        _check_caller(notification_id, ledger.get_record(notification_id).caller, caller)
-        raise
-    _check_caller(notification_id, page.record.caller, caller)
+    # The caller first: another key's read would otherwise count the deliveries for seconds before its 404 (and the
+    # time taken would tell that the id exists); a bad cursor, too, is told only to the notification's publisher.
+    record = ledger.get_record(notification_id)
+    _check_caller(notification_id, record.caller, caller)
+    summary_seconds = SUMMARY_SECONDS if time_left is None else max(0.0, time_left() - SUMMARY_MARGIN_SECONDS)
+    page = ledger.page(notification_id, cursor, summary_seconds=summary_seconds, record=record)
     body: dict[str, Any] = {
         "notification_id": notification_id,
         "source": page.record.source,

@@ -590,6 +590,7 @@ class DeliveryLedger:
         cursor: str | None = None,
         size: int = PAGE_SIZE,
         summary_seconds: float = SUMMARY_SECONDS,
+        record: NotificationRecord | None = None,
     ) -> LedgerPage:
         """Return the record, the deliveries after ``cursor`` (at most ``size``), the count per status, next cursor.
 
@@ -597,9 +598,9 @@ class DeliveryLedger:
         of each row, a page after another for at most ``summary_seconds`` (at least one page): past that, they count
         the deliveries read (the first, in key order) and ``complete`` is false, so that the status of a send to a
         million users answers in time rather than reading its whole partition on every call. Whole rows are read a
-        page at a time, after the cursor.
+        page at a time, after the cursor. ``record``: the notification's record, when the caller read it already.
         """
-        record = self.get_record(notification_id)
+        record = record or self.get_record(notification_id)
         after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
         statuses, complete = self._statuses(notification_id, time.monotonic() + summary_seconds)
         expected = {delivery.key: delivery for delivery in record.deliveries}

@@ -100,7 +100,12 @@ class LedgerReaderPort(Protocol):
     """The ledger as the status route reads it."""
 
     def page(
-        self, notification_id: str, cursor: str | None = ..., size: int = ..., summary_seconds: float = ...
+        self,
+        notification_id: str,
+        cursor: str | None = ...,
+        size: int = ...,
+        summary_seconds: float = ...,
+        record: NotificationRecord | None = ...,
     ) -> LedgerPage:
         """Return a notification's record, a page of its deliveries and the count per status."""
         ...

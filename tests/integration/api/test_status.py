@@ -150,6 +150,28 @@ def test_status_other_api_key_returns_404(admin: AdminApi, lambda_context: FakeL
     assert response_json(response) == {"message": f"notification {notification_id!r} does not exist"}
 
 
+def test_status_other_api_key_reads_no_delivery_before_its_404(
+    aws: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counts were read before the caller was checked: another key made the route read the deliveries for
+    # seconds, and the time its 404 took told that the id exists.
+    from core.ledger import DeliveryLedger
+
+    _audience(BIG, count=300, attempted=250)
+    queries: list[dict[str, Any]] = []
+
+    def query_page(self: DeliveryLedger, request: dict[str, Any]) -> dict[str, Any]:
+        queries.append(request)
+        return {}
+
+    monkeypatch.setattr(DeliveryLedger, "_query_page", query_page)
+
+    response = _status(BIG, lambda_context, api_key_id="someone-else")
+
+    assert response["statusCode"] == 404
+    assert queries == []
+
+
 def test_status_large_audience_pages_by_cursor(aws: AwsResources, lambda_context: FakeLambdaContext) -> None:
     _audience(BIG, count=300, attempted=250)
 
