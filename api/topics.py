@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequ
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
+from core.pages import cursor_value, encode_cursor, fitting
 from core.ports import SecretStorePort, TopicRegistryPort
 from core.secrets import MAX_SECRET_CHARS, secret_text
 from core.templates import variables
@@ -23,10 +22,9 @@ from core.times import epoch_time, iso_time, utc_now
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
 
 MASK = "********"
-# A page of topics: at most this many, and no more JSON than this (at least one topic): a channel's topics, each up to
-# DynamoDB's 400 KB, would otherwise exceed Lambda's 6 MB response, which escapes the body a second time.
+# A page of topics: at most this many (and ``core.pages.PAGE_CHARS`` of JSON: a channel's topics, each up to
+# DynamoDB's 400 KB, would otherwise exceed Lambda's 6 MB response).
 LIST_LIMIT = 100
-LIST_PAGE_CHARS = 2 * 1024 * 1024
 # How long credentials a topic stopped using are kept: a delivery queued with them may be retried for its whole retry
 # window (RETRY_WINDOW_HOURS, 14 days at most), wait in its dead-letter queue for a redrive (14 days), then be retried
 # for a window again. A delivery older than that which still names them fails, saying its credentials are missing.
@@ -97,15 +95,11 @@ def check_names(channel: str, topic: str) -> None:
     check_name("topic", topic)
 
 
-def _cursor(topic: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"t": topic}).encode()).decode().rstrip("=")
-
-
 def _after(cursor: str) -> str:
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = cursor_value(cursor)
         topic = data.get("t") if isinstance(data, dict) else None
-    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+    except ValueError:
         topic = None
     if not isinstance(topic, str) or not is_name(topic):
         raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
@@ -122,7 +116,7 @@ def _limit(text: str | None) -> int:
 
 def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryPort) -> dict[str, Any]:
     """Return a page of a channel's topics by name, masked: at most ``limit`` (``LIST_LIMIT``) and
-    ``LIST_PAGE_CHARS`` of JSON, at least one, with ``next`` when more may follow.
+    ``core.pages.PAGE_CHARS`` of JSON, at least one, with ``next`` when more may follow.
 
     Raises
     ------
@@ -133,18 +127,11 @@ def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryP
     limit = _limit(query.get("limit"))
     cursor = query.get("cursor")
     topics, more = registry.page(channel, _after(cursor) if cursor is not None else None, limit)
-    views: list[dict[str, Any]] = []
-    size = 0
-    for topic in topics:
-        view = topic_view(topic)
-        size += len(json.dumps(view))
-        if views and size > LIST_PAGE_CHARS:
-            more = True
-            break
-        views.append(view)
-    body: dict[str, Any] = {"channel": channel, "topics": views}
-    if more and views:
-        body["next"] = _cursor(views[-1]["topic"])
+    views = [topic_view(topic) for topic in topics]
+    page = fitting(views, lambda view: len(json.dumps(view)))
+    body: dict[str, Any] = {"channel": channel, "topics": page}
+    if page and (more or len(page) < len(views)):
+        body["next"] = encode_cursor({"t": page[-1]["topic"]})
     return body
 
 

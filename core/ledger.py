@@ -15,14 +15,12 @@ appended by the same write that records each outcome.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from core import pages
 from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, aws_error, error_code
 from core.models import DeliveryStatus
 from core.times import epoch_time, utc_now
@@ -228,16 +226,15 @@ def _record(item: dict[str, Any]) -> NotificationRecord:
 
 def encode_cursor(delivery_key: str) -> str:
     """Return the opaque cursor of the page that starts after ``delivery_key``."""
-    return base64.urlsafe_b64encode(json.dumps({"k": delivery_key}).encode()).decode().rstrip("=")
+    return pages.encode_cursor({"k": delivery_key})
 
 
 def decode_cursor(cursor: str) -> str:
     """Return the delivery key a cursor continues after; raise naming ``cursor`` when it is not one of ours."""
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        key = data["k"] if isinstance(data, dict) else None
-    except (ValueError, binascii.Error, KeyError, UnicodeDecodeError, RecursionError):
-        # RecursionError: a crafted cursor of deeply nested brackets, which no cursor this API gives holds.
+        data = pages.cursor_value(cursor)
+        key = data.get("k") if isinstance(data, dict) else None
+    except ValueError:
         key = None
     if not isinstance(key, str) or not key or key == NOTIFICATION_KEY:
         raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")

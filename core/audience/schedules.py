@@ -31,8 +31,6 @@ instant send hands over everyone once (``zones`` is ``None``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -44,6 +42,7 @@ from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict
 
+from core import pages
 from core.audience.ports import ScheduleStorePort
 from core.audience.timezones import local_to_utc
 from core.errors import InvalidRequestError, NotificationError, UpstreamError
@@ -53,9 +52,6 @@ from core.observability import logger, metrics
 ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
 SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
 MAX_LIST_PAGE = 100
-# The most JSON a page of schedules holds (at least one schedule), well under Lambda's 6 MB response, which escapes the
-# body a second time.
-LIST_PAGE_CHARS = 2 * 1024 * 1024
 MAX_ERROR_LENGTH = 1000
 # How far in the past an ``at`` may be: a time already past is sent at once (a client's clock, a retry), but one
 # further back is a mistake, not a schedule.
@@ -455,17 +451,15 @@ class _Cursor(BaseModel):
 
 def encode_cursor(schedule: Schedule) -> str:
     """Return the opaque cursor of the page after ``schedule``."""
-    raw = json.dumps([schedule.created_at.isoformat(), schedule.schedule_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return pages.encode_cursor([schedule.created_at.isoformat(), str(schedule.schedule_id)])
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """Return the keyset of a cursor; raise ``InvalidRequestError`` (field ``cursor``) when it is not one of ours."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, schedule_id = json.loads(raw)
+        created_at, schedule_id = pages.cursor_value(cursor)
         parsed = _Cursor(created_at=created_at, schedule_id=schedule_id)
-    except (ValueError, TypeError, binascii.Error, RecursionError):  # RecursionError: deeply nested brackets
+    except (ValueError, TypeError):
         raise InvalidRequestError("cursor", "is not a cursor this API returned") from None
     if parsed.created_at.tzinfo is None:
         raise InvalidRequestError("cursor", "is not a cursor this API returned")
@@ -486,16 +480,11 @@ def list_schedules(
     after = decode_cursor(cursor) if cursor else None
     page = repository.list_schedules(status, after, limit + 1)  # type: ignore[arg-type]
     more = len(page) > limit
-    page = page[:limit]
     # A schedule carries its audience and content (up to a request's 256 KiB): fifty of them exceeded Lambda's 6 MB
-    # response, so a page also ends at LIST_PAGE_CHARS of JSON, at least one schedule.
-    size = 0
-    for count, schedule in enumerate(page):
-        size += len(json.dumps(schedule.model_dump(mode="json")))
-        if count and size > LIST_PAGE_CHARS:
-            page, more = page[:count], True
-            break
-    return ScheduleList(schedules=page, next=encode_cursor(page[-1]) if more else None)
+    # response, so a page also ends at core.pages.PAGE_CHARS of JSON, at least one schedule.
+    kept = pages.fitting(page[:limit], lambda schedule: len(json.dumps(schedule.model_dump(mode="json"))))
+    more = more or len(kept) < len(page[:limit])
+    return ScheduleList(schedules=kept, next=encode_cursor(kept[-1]) if more else None)
 
 
 def get_schedule(repository: ScheduleStorePort, schedule_id: str) -> Schedule:

@@ -1,0 +1,39 @@
+"""Pages of the listings: opaque cursors, and a page cut to what one Lambda answer can carry."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
+
+# The most JSON a page of a listing holds (at least one item): Lambda answers at most 6 MB, the body escaped once more.
+PAGE_CHARS = 2 * 1024 * 1024
+
+
+def encode_cursor(value: Any) -> str:
+    """Return the opaque cursor of a JSON value: unpadded base64url of its JSON."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def cursor_value(cursor: str) -> Any:
+    """Return the JSON value a cursor holds; raise ``ValueError`` when it holds none (base64 and UTF-8 errors are
+    ``ValueError`` too; a crafted cursor of brackets nested past the parser is one as well)."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except RecursionError:
+        raise ValueError("a cursor nested too deeply") from None
+
+
+def fitting(items: Sequence[Item], chars: Callable[[Item], int]) -> list[Item]:
+    """Return the first ``items`` whose JSON (``chars`` of each) stays within ``PAGE_CHARS``; at least one."""
+    kept: list[Item] = []
+    size = 0
+    for item in items:
+        size += chars(item)
+        if kept and size > PAGE_CHARS:
+            break
+        kept.append(item)
+    return kept
