@@ -267,7 +267,7 @@ def delete_user_route(user_id: str) -> Response:
 )
 def post_device(user_id: str) -> Response:
     """Register an app's push token for a user (201); the same token again is the same device (200), moved to this
-    user if it was another's."""
+    user if it was another's. A user keeps its 100 most recently seen devices (disabled ones go first)."""
     check(user_id=user_id)
     request = parse_body(app.current_event.decoded_body, DeviceRequest)
     registration = register_device(user_id, request, repository(), get_push_endpoints(settings().aws_region))
@@ -300,10 +300,10 @@ def delete_device(user_id: str, device_id: str) -> Response:
 
 @app.put(
     "/v1/users/<user_id>/subscriptions/<channel>/<topic>",
-    RouteDoc({204: None}, errors=(404, 422, *KEY_ERRORS), security="api_key", patterns=SUBSCRIPTION),
+    RouteDoc({204: None}, errors=(404, 409, 422, *KEY_ERRORS), security="api_key", patterns=SUBSCRIPTION),
 )
 def put_subscription(user_id: str, channel: str, topic: str) -> Response:
-    """Subscribe a user to a channel/topic (subscribing twice is one subscription)."""
+    """Subscribe a user to a channel/topic (subscribing twice is one subscription); a user has at most 2,000 (409)."""
     check(user_id=user_id, channel=channel, topic=topic)
     repository().put_subscription(user_id, channel, topic)
     return Response(status_code=204)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.audience.endpoints import PushEndpointsPort
-from core.audience.models import Device, DeviceRequest, Registration
+from core.audience.models import MAX_DEVICES_PER_USER, Device, DeviceRequest, Registration
 from core.audience.ports import AudienceRepositoryPort
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.observability import logger
@@ -21,7 +21,8 @@ def register_device(
     user_id: str, request: DeviceRequest, repository: AudienceRepositoryPort, endpoints: PushEndpointsPort
 ) -> Registration:
     """Register a push token of an app for a user: its SNS endpoint created (or re-enabled and given to this user),
-    then the device written; the same token of the same app again is the same device.
+    then the device written; the same token of the same app again is the same device. A user keeps at most
+    ``MAX_DEVICES_PER_USER`` devices: the least recently seen beyond it are removed, their endpoints deleted after.
 
     Raises
     ------
@@ -40,6 +41,12 @@ def register_device(
     registration = repository.register_device(user_id, app.name, request.token, endpoint_arn)
     if registration.previous_user_id is not None:
         logger.info("device moved between users", extra={"device_id": registration.device.device_id})
+    if registration.removed:
+        logger.info(
+            "least recently seen devices removed",
+            extra={"device_ids": [device.device_id for device in registration.removed], "limit": MAX_DEVICES_PER_USER},
+        )
+        delete_endpoints(registration.removed, endpoints)
     return registration
 
 

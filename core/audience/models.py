@@ -31,6 +31,16 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # A Telegram chat: a numeric id (negative for groups) or a public @username.
 _TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 MAX_DATA_BYTES = 16 * 1024
+# What one user holds is bounded, so that a user (``GET /v1/users/{id}``, with both) stays far under a Lambda answer's
+# 6 MB and a publish reaches a bounded number of devices. Subscriptions: FCM's bound of topics per app instance; a
+# subscription more is refused (409). Devices: a registration more removes the user's least recently seen devices
+# (disabled ones first) with their endpoints, since tokens rotate and a refused registration would end the user's push.
+MAX_SUBSCRIPTIONS_PER_USER = 2000
+MAX_DEVICES_PER_USER = 100
+SUBSCRIPTIONS_FULL = (
+    f"a user has at most {MAX_SUBSCRIPTIONS_PER_USER} subscriptions: delete one (DELETE"
+    " /v1/users/{user_id}/subscriptions/{channel}/{topic}) before adding another"
+)
 # A user id is in each of the user's delivery keys (``push:<user id>:<device id>``, ``email:<user id>``…), the
 # ledger's DynamoDB sort key, which holds at most 1024 bytes: the longest prefix and suffix (``push:`` and ``:`` with a
 # device id, a UUID) take 42, so the id is bounded in UTF-8 bytes as well as in characters. 768 bytes take any 256
@@ -255,7 +265,8 @@ class Segment(Reply):
 class Registration(BaseModel):
     """What registering a device did: the device, and whether the token was new to the app (``created``).
 
-    ``previous_user_id`` names the user the device was moved from, when it belonged to another.
+    ``previous_user_id`` names the user the device was moved from, when it belonged to another; ``removed`` holds the
+    user's devices removed to keep it at ``MAX_DEVICES_PER_USER`` (their endpoints are to be deleted too).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -263,3 +274,4 @@ class Registration(BaseModel):
     device: Device
     created: bool
     previous_user_id: str | None = None
+    removed: tuple[Device, ...] = ()

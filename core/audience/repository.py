@@ -19,6 +19,9 @@ from typing import Any
 
 from core.audience.connection import Database
 from core.audience.models import (
+    MAX_DEVICES_PER_USER,
+    MAX_SUBSCRIPTIONS_PER_USER,
+    SUBSCRIPTIONS_FULL,
     App,
     AppRequest,
     Device,
@@ -305,8 +308,18 @@ class AudienceRepository:
                 params,
             )
             row = cursor.fetchone()
+            device = _device(row)
+            # Beyond the bound, the user's least recently seen devices go, disabled ones first; never this one.
+            cursor.execute(
+                "WITH gone AS (DELETE FROM devices WHERE id IN ("
+                " SELECT id FROM devices WHERE user_id = %s AND id <> %s::uuid"
+                " ORDER BY enabled DESC, last_seen DESC, created_at DESC, id OFFSET %s) RETURNING *)"
+                f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app",
+                (user_id, device.device_id, MAX_DEVICES_PER_USER - 1),
+            )
+            removed = tuple(_device(gone) for gone in cursor.fetchall())
             previous = earlier[0] if earlier is not None and earlier[0] != user_id else None
-            return Registration(device=_device(row), created=bool(row[9]), previous_user_id=previous)
+            return Registration(device=device, created=bool(row[9]), previous_user_id=previous, removed=removed)
 
         return self._db.run(work, "registering device")
 
@@ -417,11 +430,23 @@ class AudienceRepository:
         params = (_plain("user_id", user_id), _plain("channel", channel), _plain("topic", topic))
 
         def work(cursor: Any) -> bool:
+            # The user's row locked (not its key: devices and subscriptions still refer to it meanwhile), so that
+            # subscriptions written at once are counted one after another.
+            cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
+            if cursor.fetchone() is None:
+                raise NotFoundError("the user does not exist")
             cursor.execute(
-                "INSERT INTO subscriptions (user_id, channel, topic) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                params,
+                "SELECT count(*), coalesce(bool_or(channel = %s AND topic = %s), false) FROM subscriptions"
+                " WHERE user_id = %s",
+                (channel, topic, user_id),
             )
-            return bool(cursor.rowcount)
+            count, subscribed = cursor.fetchone()
+            if subscribed:
+                return False
+            if count >= MAX_SUBSCRIPTIONS_PER_USER:
+                raise ConflictError(SUBSCRIPTIONS_FULL)
+            cursor.execute("INSERT INTO subscriptions (user_id, channel, topic) VALUES (%s, %s, %s)", params)
+            return True
 
         return self._db.run(work, "writing subscription")
 

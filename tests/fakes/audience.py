@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core.audience.models import (
+    MAX_DEVICES_PER_USER,
+    MAX_SUBSCRIPTIONS_PER_USER,
+    SUBSCRIPTIONS_FULL,
     App,
     AppRequest,
     Device,
@@ -153,8 +156,16 @@ class FakeAudienceRepository:
             created_at=earlier.created_at if earlier else now,
         )
         self.devices[device.device_id] = device
+        others = sorted(
+            (d for d in self._devices(user_id) if d.device_id != device.device_id),
+            key=lambda d: (d.enabled, d.last_seen, d.created_at),
+            reverse=True,
+        )
+        removed = tuple(others[MAX_DEVICES_PER_USER - 1 :])
+        for gone in removed:
+            del self.devices[gone.device_id]
         previous = earlier.user_id if earlier and earlier.user_id != user_id else None
-        return Registration(device=device, created=earlier is None, previous_user_id=previous)
+        return Registration(device=device, created=earlier is None, previous_user_id=previous, removed=removed)
 
     def list_devices(self, user_id: str) -> list[Device]:
         """Return a user's devices, oldest first."""
@@ -200,6 +211,8 @@ class FakeAudienceRepository:
         key = (user_id, channel, topic)
         if key in self.subscriptions:
             return False
+        if sum(1 for other in self.subscriptions if other[0] == user_id) >= MAX_SUBSCRIPTIONS_PER_USER:
+            raise ConflictError(SUBSCRIPTIONS_FULL)
         self.subscriptions[key] = Subscription(user_id=user_id, channel=channel, topic=topic, created_at=_now())
         return True
 

@@ -8,11 +8,13 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
 import pytest
 
 from api import audience
 from core import clients
 from core.audience.connection import Database
+from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import client as aws_client
 from tests.support.events import admin_event, api_event, response_header, response_json
@@ -222,6 +224,46 @@ def test_audience_subscriptions_put_listed_and_deleted(api: Api) -> None:
     assert (put["statusCode"], deleted["statusCode"]) == (204, 204)
     assert [(item["channel"], item["topic"]) for item in listed["subscriptions"]] == [("news", "daily")]
     assert response_json(api.call("GET", SUBSCRIPTIONS, {"user_id": "ada"}))["subscriptions"] == []
+
+
+def test_audience_subscription_beyond_the_bound_answers_409_saying_it(api: Api, postgres_url: str) -> None:
+    api.user("ada")
+    with psycopg2.connect(postgres_url) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO subscriptions (user_id, channel, topic) SELECT 'ada', 'news', 't' || n"
+            " FROM generate_series(1, %s) AS n",
+            (MAX_SUBSCRIPTIONS_PER_USER,),
+        )
+    connection.close()
+
+    refused = api.call("PUT", SUBSCRIPTION, {"user_id": "ada", "channel": "news", "topic": "one-more"})
+    again = api.call("PUT", SUBSCRIPTION, {"user_id": "ada", "channel": "news", "topic": "t1"})
+
+    assert refused["statusCode"] == 409
+    assert response_json(refused)["message"].startswith(
+        f"a user has at most {MAX_SUBSCRIPTIONS_PER_USER} subscriptions"
+    )
+    assert again["statusCode"] == 204
+    listed = response_json(api.call("GET", SUBSCRIPTIONS, {"user_id": "ada"}))["subscriptions"]
+    assert len(listed) == MAX_SUBSCRIPTIONS_PER_USER
+
+
+def test_audience_device_beyond_the_bound_removes_the_least_recently_seen_with_its_endpoint(api: Api) -> None:
+    api.user("ada")
+    devices = [response_json(api.register("ada", token=f"token-{index}")) for index in range(MAX_DEVICES_PER_USER)]
+    endpoints = api.endpoints()
+    assert len(endpoints) == MAX_DEVICES_PER_USER
+
+    newest = api.register("ada", token="token-new")
+
+    assert newest["statusCode"] == 201
+    listed = response_json(api.call("GET", DEVICES, {"user_id": "ada"}))["devices"]
+    assert len(listed) == MAX_DEVICES_PER_USER
+    assert devices[0]["device_id"] not in {device["device_id"] for device in listed}
+    tokens = {attributes["Token"] for attributes in api.endpoints().values()}
+    assert len(tokens) == MAX_DEVICES_PER_USER
+    assert "token-0" not in tokens
+    assert "token-new" in tokens
 
 
 def test_audience_segment_bad_operator_answers_422_naming_the_place(api: Api) -> None:

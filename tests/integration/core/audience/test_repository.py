@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from core.audience.connection import Database
-from core.audience.models import AppRequest, UserRequest
+from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER, AppRequest, UserRequest
 from core.audience.ports import AudienceRepositoryPort
 from core.audience.repository import AudienceRepository
 from core.audience.sends import SendBusyError
@@ -200,6 +200,51 @@ def test_repository_subscriptions_put_twice_is_one_and_delete_unknown_not_found(
     assert repository.list_subscriptions("u1") == []
     with pytest.raises(NotFoundError):
         repository.delete_subscription("u1", "news", "daily")
+
+
+def test_repository_subscriptions_of_a_user_are_bounded(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1", "u2")
+    for index in range(MAX_SUBSCRIPTIONS_PER_USER):
+        assert repository.put_subscription("u1", "news", f"t{index:04}") is True
+
+    with pytest.raises(ConflictError, match=f"at most {MAX_SUBSCRIPTIONS_PER_USER} subscriptions"):
+        repository.put_subscription("u1", "news", "one-more")
+    # Subscribing again is still the same subscription, another user is not bounded by this one's, and a subscription
+    # deleted makes room for one.
+    assert repository.put_subscription("u1", "news", "t0000") is False
+    assert repository.put_subscription("u2", "news", "one-more") is True
+    repository.delete_subscription("u1", "news", "t0001")
+    assert repository.put_subscription("u1", "news", "one-more") is True
+    assert len(repository.list_subscriptions("u1")) == MAX_SUBSCRIPTIONS_PER_USER
+    with pytest.raises(NotFoundError):
+        repository.put_subscription("nobody", "news", "daily")
+
+
+def test_repository_register_device_beyond_the_bound_removes_the_least_recently_seen(
+    repository: AudienceRepositoryPort,
+) -> None:
+    _with_app_and_users(repository, "u1", "u2")
+    first = [
+        repository.register_device("u1", "android", f"tok{index:03}", f"arn:endpoint/{index}")
+        for index in range(MAX_DEVICES_PER_USER)
+    ]
+    assert all(registration.removed == () for registration in first)
+    repository.disable_device("arn:endpoint/50")
+    repository.register_device("u1", "android", "tok000", "arn:endpoint/0")  # seen again: now the most recent
+
+    # A disabled device goes first, then the least recently seen: the second registered, the first was seen again.
+    disabled_gone = repository.register_device("u1", "android", "tok100", "arn:endpoint/100")
+    oldest_gone = repository.register_device("u1", "android", "tok101", "arn:endpoint/101")
+    moved = repository.register_device("u2", "android", "tok101", "arn:endpoint/101")
+    moved_back = repository.register_device("u1", "android", "tok101", "arn:endpoint/101")
+
+    assert [device.endpoint_arn for device in disabled_gone.removed] == ["arn:endpoint/50"]
+    assert [device.endpoint_arn for device in oldest_gone.removed] == ["arn:endpoint/1"]
+    assert (moved.removed, moved_back.removed) == ((), ())  # u1 had room again once tok101 moved away
+    devices = repository.list_devices("u1")
+    assert len(devices) == MAX_DEVICES_PER_USER
+    assert {device.endpoint_arn for device in devices}.isdisjoint({"arn:endpoint/50", "arn:endpoint/1"})
+    assert {"arn:endpoint/0", "arn:endpoint/100", "arn:endpoint/101"} <= {device.endpoint_arn for device in devices}
 
 
 def test_repository_subscribers_page_walks_every_subscriber_once(repository: AudienceRepositoryPort) -> None:
