@@ -76,6 +76,10 @@ class PayloadTooLargeError(NotificationError):
     """The request body is larger than the service accepts."""
 
 
+class ContentTooLongError(PayloadTooLargeError):
+    """A rendered text is longer than its channel sends; the text names the field, the caller the integration."""
+
+
 class AuthenticationError(NotificationError):
     """No credential, or a credential that is not valid, was presented."""
 

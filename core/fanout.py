@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.channels import render_content
-from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError, UpstreamError
+from core.errors import (
+    ConflictError,
+    ContentTooLongError,
+    EnqueueError,
+    MissingTemplateVariablesError,
+    PayloadTooLargeError,
+    UpstreamError,
+)
 from core.ids import new_notification_id
 from core.ledger import Delivery, DeliveryRow, NotificationRecord
 from core.models import DeliveryMessage, MessageIntegration, Topic
@@ -71,6 +78,8 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
         )
         try:
             content = render_content(integration, metadata)
+        except ContentTooLongError as exc:
+            raise PayloadTooLargeError(f"integration {integration.name!r}: {exc}") from None
         except PayloadTooLargeError:
             raise too_large from None
         message = DeliveryMessage(

@@ -16,11 +16,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.channels.base import Channel, DeliveryReceipt, IntegrationBase, Limit
-from core.errors import PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.errors import ContentTooLongError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.models import Content, IntegrationType, Strict
 from core.templates import render
 
 AudienceChannel = Literal["push", "email", "telegram", "browser"]
+# A text and a subject, rendered or not, as POST /v1/sends takes them (core/audience/sends.py's SendContent).
+MAX_TEXT = 4096
+MAX_SUBJECT = 998
 
 
 class SubscribersTarget(Strict):
@@ -39,8 +42,8 @@ class SubscribersTarget(Strict):
 class SubscribersModel(Strict):
     """What the subscribers are sent: a text (a push's body) and a subject (its title, an email's subject)."""
 
-    text: str = Field(min_length=1, max_length=4096)
-    subject: str | None = Field(default=None, min_length=1, max_length=998)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    subject: str | None = Field(default=None, min_length=1, max_length=MAX_SUBJECT)
 
 
 class SubscribersIntegration(IntegrationBase):
@@ -70,10 +73,19 @@ class SubscribersChannel(Channel):
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
         """Render the text and the subject; nothing is escaped (the recipients' channels escape what they need)."""
         subject = model.get("subject")
-        return Content(
+        content = Content(
             text=render(model["text"], values, path="model.text"),
             subject=render(subject, values, path="model.subject") if subject else None,
         )
+        # Bounded as POST /v1/sends bounds them: each recipient's push carries the text five times (its text and each
+        # platform's payload), and a text longer than a message takes would fail the whole send at its expansion.
+        for field, text, limit in (("text", content.text, MAX_TEXT), ("subject", content.subject, MAX_SUBJECT)):
+            if text is not None and len(text) > limit:
+                raise ContentTooLongError(
+                    f"model.{field} renders to {len(text)} characters with this metadata; a subscribers integration "
+                    f"sends at most {limit}"
+                )
+        return content
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None

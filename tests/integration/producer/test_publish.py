@@ -61,6 +61,20 @@ def test_publish_message_near_256_kib_returns_413_naming_the_limit_and_enqueues_
     assert service.queued() == []
 
 
+def test_publish_subscribers_text_longer_than_a_send_takes_returns_413_naming_the_integration(
+    service: Service,
+) -> None:
+    # Accepted, the notification's expansion would fail the whole send: each push carries the text five times.
+    model = {"text": "Order $order shipped"}
+    topic_hash = service.create_topic({"integrations": [{"name": "followers", "type": "subscribers", "model": model}]})
+
+    response = service.publish({"metadata": {"order": "x" * 5000}}, topic_hash)
+
+    assert response["statusCode"] == 413
+    assert response_json(response)["message"].startswith("integration 'followers': model.text renders to 5014 ")
+    assert service.queued() == []
+
+
 def test_publish_largest_message_is_retried_on_a_queue_of_256_kib(service: Service, receiver: Receiver) -> None:
     topic_hash = _hook_topic(service, receiver)
     text = _text_for_size(service, topic_hash, DELIVERY_MESSAGE_BYTES_LIMIT)

@@ -183,6 +183,20 @@ def _webhook_topic(model: Any) -> Topic:
     )
 
 
+def test_build_messages_subscribers_text_too_long_raises_payload_too_large_naming_the_integration() -> None:
+    model = {"text": "Order $order shipped"}
+    integration = Integration(name="followers", type=IntegrationType.SUBSCRIBERS, model=model, target={})
+    topic = _topic(1).model_copy(update={"integrations": [integration]})
+
+    with pytest.raises(PayloadTooLargeError) as raised:
+        build_messages(topic, {"order": "x" * 5000}, "n-1", "2026-01-01T00:00:00.000Z")
+
+    assert str(raised.value) == (
+        "integration 'followers': model.text renders to 5014 characters with this metadata; a subscribers "
+        "integration sends at most 4096"
+    )
+
+
 @pytest.mark.parametrize("model", [pytest.param("$v " * 600, id="text"), pytest.param(["$v"] * 600, id="json")])
 def test_build_messages_large_value_repeated_raises_payload_too_large_naming_the_integration(model: Any) -> None:
     with pytest.raises(PayloadTooLargeError) as raised:

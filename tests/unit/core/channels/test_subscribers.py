@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from core.channels import ChannelResources
 from core.channels.registry import TopicRequest
 from core.channels.subscribers import SubscribersChannel
-from core.errors import PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.errors import ContentTooLongError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
 from core.models import Content
 
 FOLLOWERS = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped", "subject": "$shop"}}
@@ -83,6 +83,32 @@ def test_subscribers_render_fills_text_and_subject() -> None:
     content = SubscribersChannel.render(FOLLOWERS["model"], {"order": "A-1", "shop": "<Shop>"})
 
     assert content == Content(text="Order A-1 shipped", subject="<Shop>")
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "length"),
+    [
+        pytest.param({"order": "x" * 4090, "shop": "Shop"}, "text", 4104, id="text"),
+        pytest.param({"order": "A-1", "shop": "s" * 999}, "subject", 999, id="subject"),
+    ],
+)
+def test_subscribers_render_longer_than_a_send_takes_is_refused_naming_the_field(
+    values: dict[str, str], field: str, length: int
+) -> None:
+    # Accepted, it would fail the whole send at its expansion: each push carries the text five times.
+    with pytest.raises(ContentTooLongError) as raised:
+        SubscribersChannel.render(FOLLOWERS["model"], values)
+
+    assert str(raised.value) == (
+        f"model.{field} renders to {length} characters with this metadata; a subscribers integration sends at most "
+        f"{4096 if field == 'text' else 998}"
+    )
+
+
+def test_subscribers_render_of_the_longest_text_is_kept() -> None:
+    content = SubscribersChannel.render(FOLLOWERS["model"], {"order": "x" * 4082, "shop": "s" * 998})
+
+    assert (len(content.text or ""), len(content.subject or "")) == (4096, 998)
 
 
 def test_subscribers_send_hands_the_notification_to_the_expansion_worker() -> None:
