@@ -555,6 +555,10 @@ def _location(loc: Sequence[str | int], error_type: str) -> str:
     union_tags = _channel_words().union_tags
     for index, part in enumerate(loc):
         user_key = error_type == "extra_forbidden" and index == len(loc) - 1
+        if user_key and "credentials" in loc[:index]:
+            # A key under credentials may be the secret itself, sent where its name belongs: never written back.
+            parts.append("...")
+            continue
         if isinstance(part, str) and not user_key:
             if part.startswith("function-") or _MEMBER_LABEL.fullmatch(part):
                 continue

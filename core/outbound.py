@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import io
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -39,6 +40,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
 MAX_REDIRECTS = 3
+
+# urllib3 logs the URL it requested, path and all, at WARNING (an answer whose headers it cannot parse) and DEBUG (every
+# request): a Slack webhook's path and a Telegram bot token are secrets. It logs nothing at ERROR; its own errors reach
+# the channels as exceptions, which never carry the URL (``core.channels.base.post``).
+logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 # Cloud metadata services: refused even where private targets are allowed, since nothing legitimate lives there.
 METADATA_ADDRESSES = frozenset(

@@ -10,14 +10,15 @@ import builtins
 import hashlib
 import ipaddress
 import math
+import re
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
@@ -359,20 +360,30 @@ def classify_status(response: requests.Response, what: str, detail: str = "") ->
     raise PermanentDeliveryError(reason)
 
 
-def short_text(response: requests.Response, limit: int = 200) -> str:
-    """Return the start of an answer's body as one line, for an error reason.
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Return ``text`` with each secret written ``***``: as it is, or percent-encoded (in either case), as an error
+    page quoting the request's URL or path shows it."""
+    for secret in sorted({secret for secret in secrets if secret}, key=len, reverse=True):
+        for form in {secret, quote(secret, safe=""), quote(secret, safe="/")}:
+            text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
+    return text
+
+
+def short_text(response: requests.Response, limit: int = 200, hide: Iterable[str] = ()) -> str:
+    """Return the start of an answer's body as one line, for an error reason, with the secrets in ``hide`` redacted
+    (before it is cut, so that no part of one is left at the cut).
 
     Decoded in the charset its ``Content-Type`` names, else UTF-8, never guessed: ``response.text`` would run charset
     detection over the body of every answer (a sixth of a webhook send's CPU).
     """
     head = response.content[: limit * 4]
     try:
-        text = head.decode(response.encoding or "utf-8", errors="replace")[:limit]
+        text = head.decode(response.encoding or "utf-8", errors="replace")
     except (LookupError, ValueError):
         # A charset Python does not know, or a codec that is not a text encoding (idna, punycode, undefined: they
         # raise UnicodeError whatever the errors handler). Never raised: this reads answers to sends that happened.
-        text = head.decode("utf-8", errors="replace")[:limit]
-    return " ".join(text.split())
+        text = head.decode("utf-8", errors="replace")
+    return " ".join(redact(text, hide)[:limit].split())
 
 
 def truncate(text: str, limit: int) -> str:

@@ -16,6 +16,7 @@ from core.channels.base import (
     limit_at,
     parse_settings,
     post,
+    redact,
     render_text_or_data,
     retry_after_seconds,
     truncate,
@@ -113,7 +114,7 @@ class TelegramChannel(Channel):
             result = answer.get("result")
             message_id = result.get("message_id") if isinstance(result, dict) else None
             return DeliveryReceipt(str(message_id) if message_id is not None else None)
-        description = " ".join(str(answer.get("description") or "").replace(token, "***").split())[:200]
+        description = " ".join(redact(str(answer.get("description") or ""), (token,)).split())[:200]
         reason = f"telegram: HTTP {response.status_code}" + (f" {description}" if description else "")
         parameters = answer.get("parameters") if isinstance(answer.get("parameters"), dict) else {}
         if response.status_code == 429:

@@ -327,6 +327,16 @@ def _topic(*integrations: object) -> dict[str, object]:
         ),
         pytest.param(
             TopicRequest,
+            _topic(
+                _slack(
+                    credentials={"webhook_url": "https://hooks.slack.com/services/T0/B0/x", "hooks.slack.com/secret": 1}
+                )
+            ),
+            'integrations[0].credentials["..."]: is not an accepted field (accepted: webhook_url)',
+            id="unknown-credentials-key-not-written-back",
+        ),
+        pytest.param(
+            TopicRequest,
             _topic(_webhook(target={"url": "ftp://example.com/h"})),
             "integrations[0].target.url: must be an http or https URL with a host name, such as "
             "https://example.com/hooks/orders",

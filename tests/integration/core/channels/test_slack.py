@@ -70,6 +70,33 @@ def test_slack_failure_reason_hides_webhook_path(resources: ChannelResources, re
     assert raised.value.__suppress_context__
 
 
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "Cannot POST {path}",
+        "no route for {url}",
+        "Not Found: %2Fservices%2Ft0%2Fb0%2Fwebhook-secret-4f2a",
+        "unknown hook webhook-secret-4f2a",
+    ],
+    ids=["path", "url", "quoted-path", "last-part"],
+)
+def test_slack_answer_quoting_the_webhook_is_redacted_in_the_reason(
+    resources: ChannelResources, receiver: Receiver, echo: str
+) -> None:
+    # The webhook URL is the secret, and a reason is shown to publishers (GET /v1/notifications/{id}) and logged.
+    url = f"{receiver.url}/services/T0/B0/webhook-secret-4f2a"
+    receiver.script(Answer(404, echo.format(path="/services/T0/B0/webhook-secret-4f2a", url=url).encode()))
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        SlackChannel(resources).send(
+            Content(text="hi"), {}, {"webhook_url": url}, notification_id="n-1", delivery_key="k-1"
+        )
+
+    assert raised.value.reason.startswith("slack: HTTP 404 ")
+    assert "***" in raised.value.reason
+    assert "webhook-secret" not in raised.value.reason
+
+
 def test_slack_missing_credentials_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         SlackChannel(resources).send(Content(text="hi"), {}, None, notification_id="n-1", delivery_key="k-1")

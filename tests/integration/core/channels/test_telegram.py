@@ -89,6 +89,23 @@ def test_telegram_chat_not_found_reason_names_description(resources: ChannelReso
     assert raised.value.reason == "telegram: HTTP 400 Bad Request: chat not found"
 
 
+@pytest.mark.parametrize(
+    "description",
+    [f"Not Found: /bot{TOKEN}/sendMessage", "Not Found: %2Fbot123456%3Atelegram-secret-8c1d%2FsendMessage"],
+    ids=["plain", "quoted"],
+)
+def test_telegram_description_quoting_the_token_is_redacted(
+    resources: ChannelResources, receiver: Receiver, description: str
+) -> None:
+    receiver.script(_error(404, description))
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send(resources)
+
+    assert "telegram-secret" not in raised.value.reason
+    assert raised.value.reason.startswith("telegram: HTTP 404 Not Found: ")
+
+
 @pytest.mark.parametrize("answer", [Answer(delay=1.5), Answer(reset=True)], ids=["timeout", "reset"])
 def test_telegram_transport_failure_hides_token(
     resources: ChannelResources, receiver: Receiver, answer: Answer
