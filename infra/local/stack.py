@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import shutil
 import signal
 import subprocess
@@ -60,16 +59,23 @@ def say(line: str = "") -> None:
         print(line, flush=True)
 
 
-# libpq reads a URL's user information up to its last "@" before the host's "/": "?" and "#" may be in a password.
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^/]*@")
-_DSN_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+# What a libpq connection string holds that is secret.
+_SECRET_DSN_KEYS = frozenset({"password", "sslpassword"})
 
 
 def redacted(database_url: str | None) -> str | None:
-    """Return a libpq URL or DSN with its password as ``***``."""
+    """Return what a libpq URL or DSN connects to, read by libpq itself (``key=value`` pairs), its secrets as ``***``;
+    one libpq cannot read is not shown at all (libpq's error quotes the part it could not read)."""
     if database_url is None:
         return None
-    return _DSN_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", database_url))
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        parts = parse_dsn(database_url)
+    except ProgrammingError:
+        return "(set, but libpq cannot read it)"
+    return " ".join(f"{key}={'***' if key in _SECRET_DSN_KEYS else value}" for key, value in sorted(parts.items()))
 
 
 def event_line(line: str) -> None:

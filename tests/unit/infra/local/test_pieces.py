@@ -98,13 +98,16 @@ def test_sqs_record_has_the_lambda_event_shape() -> None:
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("postgresql://notify:Pr0d%Secret!@db:5432/notify", "postgresql://notify:***@db:5432/notify"),
-        ("postgresql://notify@db/notify", "postgresql://notify@db/notify"),
-        ("postgresql://notify:Pr0d?Se#c@ret@db/notify", "postgresql://notify:***@db/notify"),
-        ("postgresql://db:5432/notify?application_name=a@b", "postgresql://db:5432/notify?application_name=a@b"),
-        ("postgresql://db/notify?password=Pr0d&sslmode=require", "postgresql://db/notify?password=***"),
-        ("host=db user=u password=Pr0d dbname=d", "host=db user=u password=*** dbname=d"),
-        ("host=db password='Pr0d \\' x' dbname=d", "host=db password=*** dbname=d"),
+        ("postgresql://notify:Pr0d-Secret!@db:5432/notify", "dbname=notify host=db password=*** port=5432 user=notify"),
+        ("postgresql://notify@db/notify", "dbname=notify host=db user=notify"),
+        ("postgresql://notify:Pr0d?Se#c@db/notify", "dbname=notify host=db password=*** user=notify"),
+        ("postgresql://db:5432/notify?application_name=a@b", "application_name=a@b dbname=notify host=db port=5432"),
+        ("postgresql://db/notify?password=Pr0d&sslmode=require", "dbname=notify host=db password=*** sslmode=require"),
+        ("postgresql://notify@db/notify?pass%77ord=Pr0d", "dbname=notify host=db password=*** user=notify"),
+        ("host=db user=u password=Pr0d dbname=d", "dbname=d host=db password=*** user=u"),
+        ("host=db password='Pr0d \\' x' dbname=d", "dbname=d host=db password=***"),
+        ("host=db password = Pr0d sslpassword=K3y", "host=db password=*** sslpassword=***"),
+        ("postgresql://notify:Pr0d%Secret!@db:5432/notify", "(set, but libpq cannot read it)"),
     ],
 )
 def test_the_banner_shows_a_database_url_without_its_password(url: str, shown: str) -> None:
