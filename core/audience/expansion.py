@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -71,7 +71,7 @@ from core.models import (
     Recipient,
 )
 from core.observability import logger, metrics
-from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, DeliveryQueue
+from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, DeliveryQueue, SendOutcome
 from core.realtime.refs import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
 from core.times import utc_now
 
@@ -80,6 +80,8 @@ SOURCE = "send"
 AUDIENCE_CHANNEL = "audience"
 AUDIENCE_TOPIC = "send"
 DEFAULT_PAGE_SIZE = 500
+# The messages of a page built and held at once, in characters of their bodies (``_enqueue_page``).
+ENQUEUE_CHUNK_BYTES = 8 * 1024 * 1024
 # How long a run's hold on a send lasts past its last page (a page takes about a second), and how long a job that
 # found the send held waits on the queue before it looks again.
 DEFAULT_LEASE_SECONDS = 120.0
@@ -226,50 +228,48 @@ class _Builder:
             raise ExpansionError(f"the {kind} message exceeds {DELIVERY_MESSAGE_BYTES_LIMIT // 1024} KiB")
         return body
 
-    def plan(self, users: Sequence[User], devices: dict[str, list[Any]]) -> list[_Planned]:
-        """Return the deliveries of a page of users, in user order, skipped ones included."""
-        planned: list[_Planned] = []
+    def plan(self, users: Sequence[User], devices: dict[str, list[Any]]) -> Iterator[_Planned]:
+        """Yield the deliveries of a page of users, in user order, skipped ones included, each built when asked for."""
         for user in users:
             uid = user.user_id
             for kind in self._send.channels:
                 if kind == "push":
                     found = devices.get(uid, [])
                     if not found:
-                        planned.append(_skip(_key(kind, uid), kind, uid, NO_DEVICE))
+                        yield (_skip(_key(kind, uid), kind, uid, NO_DEVICE))
                     for device in found:
                         key = _key(kind, uid, device.device_id)
                         recipient = Recipient(user_id=uid, device_id=device.device_id)
                         body = self._message(key, kind, {"endpoint_arn": device.endpoint_arn}, recipient)
-                        planned.append(_Planned(key, _row(kind, recipient), body))
+                        yield (_Planned(key, _row(kind, recipient), body))
                 elif kind == "email":
                     key = _key(kind, uid)
                     if not user.email:
-                        planned.append(_skip(key, kind, uid, NO_EMAIL))
+                        yield (_skip(key, kind, uid, NO_EMAIL))
                         continue
                     sender = self._senders.email
                     assert sender is not None
                     recipient = Recipient(user_id=uid, address=user.email)
                     target = {"to": [user.email], "from": sender.target.get("from")}
                     body = self._message(key, kind, target, recipient, sender)
-                    planned.append(_Planned(key, _row(kind, recipient), body))
+                    yield (_Planned(key, _row(kind, recipient), body))
                 elif kind == "telegram":
                     key = _key(kind, uid)
                     if not user.telegram_chat_id:
-                        planned.append(_skip(key, kind, uid, NO_CHAT))
+                        yield (_skip(key, kind, uid, NO_CHAT))
                         continue
                     recipient = Recipient(user_id=uid, address=user.telegram_chat_id)
                     target = {"chat_id": user.telegram_chat_id}
                     body = self._message(key, kind, target, recipient, self._senders.telegram)
-                    planned.append(_Planned(key, _row(kind, recipient), body))
+                    yield (_Planned(key, _row(kind, recipient), body))
                 else:
                     key = _key(kind, uid)
                     if not re.fullmatch(BROWSER_USER_ID_PATTERN, uid):
-                        planned.append(_skip(key, kind, uid, NO_BROWSER_ID))
+                        yield (_skip(key, kind, uid, NO_BROWSER_ID))
                         continue
                     recipient = Recipient(user_id=uid)
                     body = self._message(key, kind, {"user_id": uid}, recipient)
-                    planned.append(_Planned(key, _row(kind, recipient), body))
-        return planned
+                    yield (_Planned(key, _row(kind, recipient), body))
 
 
 def _key(kind: str, user_id: str, device_id: str | None = None) -> str:
@@ -449,8 +449,8 @@ def expand_send(
             scope = [zone] if zone is not None else None
             for page, cursor in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
                 users = _not_handed_over(send, store, page) if zone is not None else page
-                planned = builder.plan(users, store.devices_of([user.user_id for user in users]) if users else {})
-                total += _enqueue_page(send, planned, ledger, queue, report)
+                devices = store.devices_of([user.user_id for user in users]) if users else {}
+                total += _enqueue_page(send, builder.plan(users, devices), ledger, queue, report)
                 handed = [user.user_id for user in users] if zone is not None else []
                 if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone, handed):
                     # This run outlived its lease and another took the send over, maybe for other zones: this job
@@ -579,25 +579,46 @@ def expand_subscribers(
 
 def _enqueue_page(
     send: StoredSend,
-    planned: list[_Planned],
+    planned: Iterable[_Planned],
     ledger: ExpansionLedgerPort,
     queue: DeliveryQueue,
     report: ExpansionReport,
 ) -> int:
-    """Enqueue a page's messages and write its skipped rows; return how many deliveries the page accounts for."""
-    messages = [(item.key, item.body) for item in planned if item.body is not None]
-    outcome = queue.send(messages)
+    """Enqueue a page's messages and write its skipped rows; return how many deliveries the page accounts for.
+
+    The messages are built and sent ``ENQUEUE_CHUNK_BYTES`` at a time: a page of 500 users with their devices, each
+    message up to 248 KiB, would take more memory than the function has. A page that fails part way is planned and
+    enqueued again whole, under the same keys, as a page whose queue refused some messages is: the consumer sends a
+    delivery key once.
+    """
+    chunk: list[_Planned] = []
+    size = count = 0
+    for item in planned:
+        chunk.append(item)
+        count += 1
+        size += len(item.body) if item.body is not None else 0
+        if size >= ENQUEUE_CHUNK_BYTES:
+            _enqueue_chunk(send, chunk, ledger, queue, report)
+            chunk, size = [], 0
+    _enqueue_chunk(send, chunk, ledger, queue, report)
+    return count
+
+
+def _enqueue_chunk(
+    send: StoredSend, chunk: list[_Planned], ledger: ExpansionLedgerPort, queue: DeliveryQueue, report: ExpansionReport
+) -> None:
+    messages = [(item.key, item.body) for item in chunk if item.body is not None]
+    outcome = queue.send(messages) if messages else SendOutcome()
     if outcome.failed:
         # Nothing of this page is recorded: the job is retried from the cursor before it, under the same keys.
         raise UpstreamError(f"the delivery queue refused {len(outcome.failed)} messages of a send")
-    for item in planned:
+    for item in chunk:
         if item.body is None:
             ledger.update(
                 send.notification_id, item.key, DeliveryStatus.SKIPPED, row=item.row, attempts=0, last_error=item.reason
             )
     report.enqueued += len(messages)
-    report.skipped += len(planned) - len(messages)
-    return len(planned)
+    report.skipped += len(chunk) - len(messages)
 
 
 def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:

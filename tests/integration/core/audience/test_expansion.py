@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from core.audience import expansion
 from core.audience.connection import Database
 from core.audience.expansion import expand_send
 from core.audience.models import UserRequest
@@ -267,4 +268,43 @@ def test_expand_send_zone_page_enqueued_then_job_retried_is_enqueued_again_and_c
     # Its first page again, under the same delivery keys (the consumer sends a delivered one once), counted once.
     assert (report.status, report.enqueued) == ("expanded", 4)
     assert sorted(queue.reached()) == ["u01", "u01", "u03", "u03", "u05", "u07"]
+    assert _recipients(db, send_id) == 4
+
+
+def test_expand_send_page_is_built_and_enqueued_a_chunk_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, database: Database, send_id: str
+) -> None:
+    # A page of 500 users with their devices, each message up to 248 KiB, built whole, took the function's memory.
+    monkeypatch.setattr(expansion, "ENQUEUE_CHUNK_BYTES", 1)
+    queue = RefusingQueue(refuse=set())
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[KATHMANDU])
+
+    report = expand_send(job, AudienceRepository(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=4)
+
+    assert (report.status, report.pages, report.enqueued) == ("expanded", 1, 4)
+    assert queue.calls == 4  # one message a chunk: the page's four
+    assert queue.reached() == ["u01", "u03", "u05", "u07"]
+
+
+def test_expand_send_page_failing_after_its_first_chunk_is_enqueued_again_whole_and_counted_once(
+    monkeypatch: pytest.MonkeyPatch, db: Any, database: Database, send_id: str
+) -> None:
+    monkeypatch.setattr(expansion, "ENQUEUE_CHUNK_BYTES", 1)
+    queue = RefusingQueue(refuse={2})
+    job = ExpansionJob(send_id=send_id, notification_id="n-zones", zones=[KATHMANDU])
+    run = lambda: expand_send(  # noqa: E731
+        job, AudienceRepository(database), FakeSendLedger(), queue, FakeExpansionQueue(), page_size=4
+    )
+    with pytest.raises(UpstreamError):
+        run()
+    with db.cursor() as cursor:
+        cursor.execute("UPDATE sends SET leased_until = now() - interval '1 second'")
+    db.commit()
+
+    report = run()
+
+    assert report.status == "expanded"
+    # The page's first chunk went before its second was refused: the page is enqueued again whole, under the same
+    # delivery keys (the consumer sends a key once), and its users are counted once.
+    assert queue.reached() == ["u01", "u01", "u03", "u05", "u07"]
     assert _recipients(db, send_id) == 4
