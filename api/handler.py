@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 
 from api.dead_letters import DeadLettersResponse, RedriveRequest, RedriveResponse, list_dead_letters, redrive
-from api.purchases import check_code, check_id, promotion_view, put_promotion
+from api.purchases import check_code, check_id, list_promotions, promotion_view, put_promotion
 from api.status import StatusResponse, notification_status
 from api.topics import (
     TopicCreatedResponse,
@@ -205,11 +205,14 @@ def delete_promotion_route(code: str) -> Response:
     return Response(status_code=204)
 
 
-@app.get("/v1/promotions", RouteDoc({200: PromotionListResponse}, errors=ADMIN_ERRORS, security="admin"))
+@app.get(
+    "/v1/promotions",
+    RouteDoc({200: PromotionListResponse}, errors=(422, *ADMIN_ERRORS), security="admin", query=("limit", "cursor")),
+)
 def list_promotions_route() -> Response:
-    """List every promotion, by code."""
-    promotions = get_promotion_store(settings()).list()
-    return json_response(200, {"promotions": [promotion_view(promotion) for promotion in promotions]})
+    """List the promotions, a page at a time (``?limit=``, at most 100; ``?cursor=``, a page's ``next``)."""
+    query = app.current_event.query_string_parameters or {}
+    return json_response(200, list_promotions(query, get_promotion_store(settings())))
 
 
 @app.get(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidRequestError
+from core.pages import cursor_value, encode_cursor, page_limit
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, Promotion, PromotionRequest
 
 if TYPE_CHECKING:
@@ -18,6 +20,7 @@ _CODE = re.compile(PROMO_CODE_PATTERN)
 _ID = re.compile(ID_PATTERN)
 CODE_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
 ID_RULE = "1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit"
+LIST_LIMIT = 100
 
 
 def check_code(code: str) -> str:
@@ -45,3 +48,32 @@ def put_promotion(
 def promotion_view(promotion: Promotion) -> dict[str, Any]:
     """Return a promotion as the routes show it."""
     return promotion.model_dump(mode="json")
+
+
+def list_promotions(query: Mapping[str, str], store: PromotionStorePort) -> dict[str, Any]:
+    """Return a page of the promotions, in the table's order: at most ``limit`` (``LIST_LIMIT``), with ``next`` when
+    more may follow (each promotion is at most a few KB, so a page stays far under a Lambda answer's 6 MB).
+
+    Raises
+    ------
+    InvalidRequestError
+        ``limit`` or ``cursor`` is not one this route takes.
+    """
+    limit = page_limit(query.get("limit"), LIST_LIMIT)
+    cursor = query.get("cursor")
+    promotions, more = store.page(_after(cursor) if cursor is not None else None, limit)
+    body: dict[str, Any] = {"promotions": [promotion_view(promotion) for promotion in promotions]}
+    if promotions and more:
+        body["next"] = encode_cursor({"c": promotions[-1].code})
+    return body
+
+
+def _after(cursor: str) -> str:
+    try:
+        data = cursor_value(cursor)
+        code = data.get("c") if isinstance(data, dict) else None
+    except ValueError:
+        code = None
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
+        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
+    return code.upper()

@@ -14,7 +14,7 @@ from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequ
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
-from core.pages import cursor_value, encode_cursor, fitting
+from core.pages import cursor_value, encode_cursor, fitting, page_limit
 from core.ports import SecretStorePort, TopicRegistryPort
 from core.secrets import MAX_SECRET_CHARS, secret_text
 from core.templates import variables
@@ -106,14 +106,6 @@ def _after(cursor: str) -> str:
     return topic
 
 
-def _limit(text: str | None) -> int:
-    if text is None:
-        return LIST_LIMIT
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= LIST_LIMIT):
-        raise InvalidRequestError("limit", f"must be a whole number from 1 to {LIST_LIMIT}")
-    return int(text)
-
-
 def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryPort) -> dict[str, Any]:
     """Return a page of a channel's topics by name, masked: at most ``limit`` (``LIST_LIMIT``) and
     ``core.pages.PAGE_CHARS`` of JSON, at least one, with ``next`` when more may follow.
@@ -124,7 +116,7 @@ def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryP
         ``limit`` or ``cursor`` is not one this route takes.
     """
     check_name("channel", channel)
-    limit = _limit(query.get("limit"))
+    limit = page_limit(query.get("limit"), LIST_LIMIT)
     cursor = query.get("cursor")
     topics, more = registry.page(channel, _after(cursor) if cursor is not None else None, limit)
     views = [topic_view(topic) for topic in topics]

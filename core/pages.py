@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from core.errors import InvalidRequestError
+
 Item = TypeVar("Item")
 
 # The most JSON a page of a listing holds (at least one item): Lambda answers at most 6 MB, the body escaped once more.
@@ -25,6 +27,15 @@ def cursor_value(cursor: str) -> Any:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except RecursionError:
         raise ValueError("a cursor nested too deeply") from None
+
+
+def page_limit(text: str | None, largest: int) -> int:
+    """Return a listing's ``?limit=``: ``largest`` when absent; raise naming ``limit`` unless it is 1 to ``largest``."""
+    if text is None:
+        return largest
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= largest):
+        raise InvalidRequestError("limit", f"must be a whole number from 1 to {largest}")
+    return int(text)
 
 
 def fitting(items: Sequence[Item], chars: Callable[[Item], int]) -> list[Item]:

@@ -130,9 +130,11 @@ class Promotion(Reply):
 
 
 class PromotionListResponse(Reply):
-    """Body of ``GET /v1/promotions``."""
+    """Body of ``GET /v1/promotions``: a page of them, and ``next``, the cursor of the next page, when more may
+    follow."""
 
     promotions: list[Promotion]
+    next: str | None = None
 
 
 class CreditRecord(Reply):

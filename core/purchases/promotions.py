@@ -34,8 +34,9 @@ class PromotionStorePort(Protocol):
         """Delete a promotion; raise ``NotFoundError`` when there is none."""
         ...
 
-    def list(self) -> list[Promotion]:
-        """Return every promotion, ordered by code."""
+    def page(self, after: str | None, limit: int) -> tuple[list[Promotion], bool]:
+        """Return up to ``limit`` promotions in the store's order, those after the code ``after`` when given, and
+        whether more may follow."""
         ...
 
 
@@ -146,11 +147,14 @@ class PromotionStore:
         if "Attributes" not in response:
             raise NotFoundError(f"promotion {code.upper()!r} does not exist")
 
-    def list(self) -> list[Promotion]:
-        """Return every promotion, ordered by code (a scan: the table holds a few codes, not a catalogue)."""
-        pages = self._client.get_paginator("scan").paginate(TableName=self._table, ConsistentRead=True)
+    def page(self, after: str | None, limit: int) -> tuple[list[Promotion], bool]:
+        """Return up to ``limit`` promotions in the table's order (one ``Scan``), those after the code ``after`` when
+        given, and whether more may follow: codes made per customer make the table a catalogue, not a few rows."""
+        scan: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True, "Limit": limit}
+        if after is not None:
+            scan["ExclusiveStartKey"] = _key(after)
         try:
-            promotions = [_from_item(item) for page in pages for item in page.get("Items", [])]
+            response = self._client.scan(**scan)
         except AWS_ERRORS as exc:
             raise aws_error(exc, "listing promotions") from exc
-        return sorted(promotions, key=lambda promotion: promotion.code)
+        return [_from_item(item) for item in response.get("Items", [])], "LastEvaluatedKey" in response

@@ -53,9 +53,10 @@ class FakePromotionStore:
         if self.promotions.pop(code.upper(), None) is None:
             raise NotFoundError(f"promotion {code.upper()!r} does not exist")
 
-    def list(self) -> list[Promotion]:
-        """Return every promotion by code."""
-        return [self.promotions[code] for code in sorted(self.promotions)]
+    def page(self, after: str | None, limit: int) -> tuple[list[Promotion], bool]:
+        """Return up to ``limit`` promotions by code, after ``after``, and whether more follow."""
+        codes = [code for code in sorted(self.promotions) if after is None or code > after]
+        return [self.promotions[code] for code in codes[:limit]], len(codes) > limit
 
 
 class FakePurchaseStore:

@@ -20,14 +20,19 @@ class AdminApi:
         self._context = context
 
     def call(
-        self, method: str, resource: str, path_parameters: dict[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        resource: str,
+        path_parameters: dict[str, str] | None = None,
+        body: Any = None,
+        query: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Invoke the handler with an admin event and return its proxy result."""
+        """Invoke the handler with an admin event (``query``: its query string) and return its proxy result."""
         from api.handler import handler
 
-        result: dict[str, Any] = handler(
-            admin_event(method, resource, path_parameters, body, ADMIN_TOKEN), self._context
-        )
+        event = admin_event(method, resource, path_parameters, body, ADMIN_TOKEN)
+        event["queryStringParameters"] = query
+        result: dict[str, Any] = handler(event, self._context)
         return result
 
     def put_topic(self, body: Any, channel: str = "orders", topic: str = "shipped") -> dict[str, Any]:

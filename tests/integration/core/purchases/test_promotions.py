@@ -47,10 +47,28 @@ def test_promotion_store_get_and_delete_unknown_raise_not_found(store: Promotion
         store.delete("NOPE")
 
 
-def test_promotion_store_delete_then_list_sorted_by_code(store: PromotionStore) -> None:
+def test_promotion_store_delete_then_page_lists_the_rest(store: PromotionStore) -> None:
     for code in ("zeta", "alpha", "mid"):
         store.put(code, _request(), NOW)
 
     store.delete("mid")
 
-    assert [promotion.code for promotion in store.list()] == ["ALPHA", "ZETA"]
+    promotions, more = store.page(None, 10)
+    assert (sorted(promotion.code for promotion in promotions), more) == (["ALPHA", "ZETA"], False)
+
+
+def test_promotion_store_pages_walk_every_promotion_once(store: PromotionStore) -> None:
+    codes = {f"CODE-{index:03}" for index in range(25)}
+    for code in codes:
+        store.put(code, _request(), NOW)
+
+    seen: list[str] = []
+    after = None
+    while True:
+        promotions, more = store.page(after, 10)
+        seen += [promotion.code for promotion in promotions]
+        if not more:
+            break
+        after = promotions[-1].code
+
+    assert sorted(seen) == sorted(codes)
