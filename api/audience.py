@@ -121,6 +121,13 @@ class UserResponse(Reply):
     subscriptions: list[SubscriptionResponse]
 
 
+class AppDeletionResponse(Reply):
+    """An app whose devices a call could not all delete in its time: how many it deleted; the app is still there."""
+
+    devices_deleted: int
+    message: str
+
+
 class AppListResponse(Reply):
     """Every app, by name."""
 
@@ -423,12 +430,19 @@ def get_app(app: str) -> Response:
     return json_response(200, repository().get_app(app).model_dump(mode="json"))
 
 
-@app.delete("/v1/apps/<app>", RouteDoc({204: None}, errors=(404, 422, *ADMIN_ERRORS), security="admin", patterns=APP))
+@app.delete(
+    "/v1/apps/<app>",
+    RouteDoc({204: None, 202: AppDeletionResponse}, errors=(404, 422, *ADMIN_ERRORS), security="admin", patterns=APP),
+)
 def delete_app_route(app: str) -> Response:
-    """Delete a mobile app and its devices, with their SNS endpoints (the platform application itself stays)."""
+    """Delete a mobile app and its devices, with their SNS endpoints (the platform application itself stays): 204
+    once done; 202 when the call's time ran out first, the app and its other devices still there (DELETE again)."""
     check(app=app)
-    delete_app(app, repository(), get_push_endpoints(settings().aws_region))
-    return Response(status_code=204)
+    deletion = delete_app(app, repository(), get_push_endpoints(settings().aws_region), _ROUTER.time_left())
+    if deletion.done:
+        return Response(status_code=204)
+    message = f"{deletion.devices} devices deleted; the app has more: DELETE it again to go on"
+    return json_response(202, {"devices_deleted": deletion.devices, "message": message})
 
 
 @app.get("/v1/apps", RouteDoc({200: AppListResponse}, errors=ADMIN_ERRORS, security="admin"))

@@ -8,13 +8,18 @@ deleted is only logged (the delete is done and cannot be taken back); the row ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from core.audience.endpoints import PushEndpointsPort
 from core.audience.models import MAX_DEVICES_PER_USER, Device, DeviceRequest, Registration
 from core.audience.ports import AudienceRepositoryPort
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.observability import logger
+
+# The devices of an app deleted at once, and the seconds a call deleting them keeps for its answer.
+APP_DELETION_BATCH = 500
+APP_DELETION_MARGIN_SECONDS = 2.0
 
 
 def register_device(
@@ -72,17 +77,54 @@ def delete_user(user_id: str, repository: AudienceRepositoryPort, endpoints: Pus
     return devices
 
 
-def delete_app(name: str, repository: AudienceRepositoryPort, endpoints: PushEndpointsPort) -> list[Device]:
-    """Delete an app with its devices, then their SNS endpoints (the platform application itself is the team's)."""
-    devices = repository.delete_app(name)
-    delete_endpoints(devices, endpoints)
-    return devices
+@dataclass(frozen=True)
+class AppDeletion:
+    """What a call deleting an app did: how many devices (and endpoints) it deleted, and whether the app is gone."""
+
+    devices: int
+    done: bool
 
 
-def delete_endpoints(devices: Iterable[Device], endpoints: PushEndpointsPort) -> int:
-    """Delete the SNS endpoints of devices already deleted; return how many could not be, each logged, never raised."""
+def delete_app(
+    name: str,
+    repository: AudienceRepositoryPort,
+    endpoints: PushEndpointsPort,
+    time_left: Callable[[], float] | None = None,
+) -> AppDeletion:
+    """Delete an app's devices a batch at a time, each batch's SNS endpoints after it, then the app (the platform
+    application itself is the team's).
+
+    An app may have millions of devices, and SNS deletes one endpoint a call: when ``time_left`` says less than
+    ``APP_DELETION_MARGIN_SECONDS`` remain, the call stops with the app still there (``done`` false) and a call
+    again goes on. Raises ``NotFoundError`` when there is no such app.
+    """
+    deleted = 0
+    while time_left is None or time_left() > APP_DELETION_MARGIN_SECONDS:
+        devices = repository.delete_app_devices(name, APP_DELETION_BATCH)
+        delete_endpoints(devices, endpoints, time_left)
+        deleted += len(devices)
+        if len(devices) < APP_DELETION_BATCH:
+            # The devices registered since the last batch go with the app.
+            last = repository.delete_app(name)
+            delete_endpoints(last, endpoints)
+            return AppDeletion(deleted + len(last), True)
+    return AppDeletion(deleted, False)
+
+
+def delete_endpoints(
+    devices: Iterable[Device], endpoints: PushEndpointsPort, time_left: Callable[[], float] | None = None
+) -> int:
+    """Delete the SNS endpoints of devices already deleted; return how many could not be, each logged, never raised.
+
+    When ``time_left`` says the call is about to end, the endpoints not yet deleted are logged, not deleted: their
+    rows are gone, so nothing sends to them.
+    """
     failed = 0
     for device in devices:
+        if time_left is not None and time_left() <= 0:
+            failed += 1
+            logger.warning("push endpoint not deleted: no time left", extra={"device_id": device.device_id})
+            continue
         try:
             endpoints.delete(device.endpoint_arn)
         except UpstreamError as exc:

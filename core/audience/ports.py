@@ -74,6 +74,10 @@ class AudienceRepositoryPort(Protocol):
         """Delete an app and its devices; return the devices it had."""
         ...
 
+    def delete_app_devices(self, name: str, limit: int) -> list[Device]:
+        """Delete up to ``limit`` devices of an app, oldest first; return them."""
+        ...
+
     def list_apps(self) -> list[App]:
         """Return every app, by name."""
         ...

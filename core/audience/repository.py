@@ -273,6 +273,25 @@ class AudienceRepository:
 
         return self._db.run(work, "deleting app")
 
+    def delete_app_devices(self, name: str, limit: int) -> list[Device]:
+        """Delete up to ``limit`` devices of the app ``name``, oldest first, and return them (their endpoints are to be
+        deleted too); raise ``NotFoundError`` when there is no such app."""
+        _plain("app", name)
+
+        def work(cursor: Any) -> list[Device]:
+            cursor.execute("SELECT 1 FROM apps WHERE name = %s", (name,))
+            if cursor.fetchone() is None:
+                raise NotFoundError("the app does not exist")
+            cursor.execute(
+                "WITH gone AS (DELETE FROM devices WHERE id IN ("
+                " SELECT id FROM devices WHERE app = %s ORDER BY created_at, id LIMIT %s) RETURNING *)"
+                f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app ORDER BY d.created_at, d.id",
+                (name, limit),
+            )
+            return [_device(row) for row in cursor.fetchall()]
+
+        return self._db.run(work, "deleting app devices")
+
     def list_apps(self) -> list[App]:
         """Return every app, by name."""
 

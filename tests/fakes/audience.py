@@ -133,6 +133,17 @@ class FakeAudienceRepository:
         del self.apps[name]
         return devices
 
+    def delete_app_devices(self, name: str, limit: int) -> list[Device]:
+        """Delete up to ``limit`` devices of an app, oldest first."""
+        self.get_app(name)
+        devices = sorted(
+            (device for device in self.devices.values() if device.app == name),
+            key=lambda device: (device.created_at, device.device_id),
+        )[:limit]
+        for device in devices:
+            del self.devices[device.device_id]
+        return devices
+
     def list_apps(self) -> list[App]:
         """Return every app, by name."""
         return [self.apps[name] for name in sorted(self.apps)]

@@ -13,6 +13,7 @@ import pytest
 
 from api import audience
 from core import clients
+from core.audience import devices
 from core.audience.connection import Database
 from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER
 from tests.fakes.lambda_context import FakeLambdaContext
@@ -300,6 +301,26 @@ def test_audience_apps_listed_and_deleted_with_their_endpoints(api: Api) -> None
     assert deleted["statusCode"] == 204
     assert api.endpoints() == {}
     assert api.admin("GET", APP, {"app": "android"})["statusCode"] == 404
+
+
+def test_audience_app_deletion_out_of_time_answers_202_and_a_call_again_finishes(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.user("ada")
+    api.register("ada")
+    monkeypatch.setattr(devices, "APP_DELETION_MARGIN_SECONDS", 3600.0)  # a call with no time to delete anything
+
+    first = api.admin("DELETE", APP, {"app": "android"})
+
+    assert first["statusCode"] == 202
+    assert response_json(first) == {
+        "devices_deleted": 0,
+        "message": "0 devices deleted; the app has more: DELETE it again to go on",
+    }
+    assert api.admin("GET", APP, {"app": "android"})["statusCode"] == 200
+    monkeypatch.setattr(devices, "APP_DELETION_MARGIN_SECONDS", 2.0)
+    assert api.admin("DELETE", APP, {"app": "android"})["statusCode"] == 204
+    assert api.endpoints() == {}
 
 
 def test_audience_database_down_answers_502(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

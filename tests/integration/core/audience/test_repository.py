@@ -176,6 +176,22 @@ def test_repository_delete_app_deletes_its_devices(repository: AudienceRepositor
         repository.get_app("android")
 
 
+def test_repository_delete_app_devices_deletes_the_oldest_up_to_the_limit(repository: AudienceRepositoryPort) -> None:
+    _with_app_and_users(repository, "u1", "u2")
+    for index in range(3):
+        repository.register_device("u1" if index % 2 else "u2", "android", f"tok{index}", f"arn:endpoint/{index}")
+
+    first = repository.delete_app_devices("android", 2)
+    rest = repository.delete_app_devices("android", 2)
+
+    assert [device.token for device in first] == ["tok0", "tok1"]
+    assert [device.token for device in rest] == ["tok2"]
+    assert repository.delete_app_devices("android", 2) == []
+    assert repository.get_app("android").name == "android"
+    with pytest.raises(NotFoundError):
+        repository.delete_app_devices("ios", 2)
+
+
 def test_repository_put_app_replaced_takes_the_new_platform(repository: AudienceRepositoryPort) -> None:
     repository.put_app("mobile", AppRequest(platform_application_arn=ARN))
     apns = "arn:aws:sns:us-east-1:123456789012:app/APNS_SANDBOX/ios"
