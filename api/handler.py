@@ -87,7 +87,9 @@ def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(app.current_event.decoded_body, TopicRequest)
     config = settings()
-    change, topic_hash = put_topic(channel, topic, request, get_topic_registry(config), get_secret_store(config))
+    change, topic_hash = put_topic(
+        channel, topic, request, get_topic_registry(config), get_secret_store(config), app.time_left()
+    )
     if topic_hash is not None:
         return json_response(201, {**change.view, "topic_hash": topic_hash})
     return json_response(200, change.view)

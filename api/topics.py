@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,10 @@ MASK = "********"
 # A page of topics: at most this many (and ``core.pages.PAGE_CHARS`` of JSON: a channel's topics, each up to
 # DynamoDB's 400 KB, would otherwise exceed Lambda's 6 MB response).
 LIST_LIMIT = 100
+# SSM's PutParameter is throttled at a few a second per account: a request writes at most this many credentials, and
+# stops writing (deleting what it wrote) while it still has this many seconds to answer.
+MAX_NEW_CREDENTIALS = 10
+CREDENTIALS_MARGIN_SECONDS = 2.0
 # How long credentials a topic stopped using are kept: a delivery queued with them may be retried for its whole retry
 # window (RETRY_WINDOW_HOURS, 14 days at most), wait in its dead-letter queue for a redrive (14 days), then be retried
 # for a window again. A delivery older than that which still names them fails, saying its credentials are missing.
@@ -171,22 +175,34 @@ def _integrations(specs: list[IntegrationSpec], refs: dict[str, str]) -> list[In
 
 
 def _store_credentials(
-    channel: str, topic: str, secrets: dict[str, dict[str, str]], store: SecretStorePort
+    channel: str,
+    topic: str,
+    secrets: dict[str, dict[str, str]],
+    store: SecretStorePort,
+    time_left: Callable[[], float] | None = None,
 ) -> dict[str, str]:
     """Write each integration's credentials under a new name; return integration name → reference.
 
     No parameter ever had these names (``SecretStore.integration_refs``), so no delivery queued earlier names them:
     not one of this topic, nor one of a deleted topic of the same name; a name that exists is never overwritten
-    (``SecretStore.add``). If a write fails, those already made are deleted.
+    (``SecretStore.add``). If a write fails, or ``time_left`` says less than ``CREDENTIALS_MARGIN_SECONDS`` remain
+    before the next (SSM throttles writes: the function would end with some made and none deleted), those already
+    made are deleted.
     """
     written: dict[str, str] = {}
     try:
         for name, secret in secrets.items():
+            _check_time(time_left)
             written[name] = store.add(store.integration_refs(channel, topic, name), secret)
     except Exception:
         _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
         raise
     return written
+
+
+def _check_time(time_left: Callable[[], float] | None) -> None:
+    if time_left is not None and time_left() < CREDENTIALS_MARGIN_SECONDS:
+        raise UpstreamError("SSM was too slow storing the credentials; nothing was changed: retry")
 
 
 def _delete_quietly(refs: Iterable[str], store: SecretStorePort, failure: str) -> None:
@@ -216,7 +232,12 @@ def _retire(retired: Mapping[str, str], now_retired: Iterable[str], now: str) ->
 
 
 def put_topic(
-    channel: str, topic: str, request: TopicRequest, registry: TopicRegistryPort, store: SecretStorePort
+    channel: str,
+    topic: str,
+    request: TopicRequest,
+    registry: TopicRegistryPort,
+    store: SecretStorePort,
+    time_left: Callable[[], float] | None = None,
 ) -> tuple[TopicChange, str | None]:
     """Create a topic (returning its new hash, shown this once) or replace its integrations (the hash is kept).
 
@@ -258,6 +279,12 @@ def put_topic(
         name: before[name] for name, secret in secrets.items() if name in before and current.get(before[name]) == secret
     }
     changed = {name: secret for name, secret in secrets.items() if name not in same}
+    if len(changed) > MAX_NEW_CREDENTIALS:
+        raise InvalidRequestError(
+            "integrations",
+            f"may bring at most {MAX_NEW_CREDENTIALS} new or changed credentials in one request ({len(changed)} here;"
+            " SSM stores a few a second): put the topic in steps, credentials already stored are not written again",
+        )
     retired, expired = _retire(existing.retired if existing else {}, set(before.values()) - set(same.values()), now)
 
     def version(refs: dict[str, str]) -> Topic:
@@ -266,7 +293,7 @@ def put_topic(
     # Checked with the longest names credentials may get, before anything is written.
     longest = {name: store.integration_refs(channel, topic, name)[-1] for name in changed}
     check_item_size(version({**same, **longest}), retired)
-    written = _store_credentials(channel, topic, changed, store)
+    written = _store_credentials(channel, topic, changed, store, time_left)
     stored = version({**same, **written})
     try:
         if existing is None:

@@ -10,7 +10,7 @@ from unittest.mock import patch
 import pytest
 from botocore.exceptions import ClientError
 
-from api.topics import put_topic
+from api.topics import MAX_NEW_CREDENTIALS, put_topic
 from core import clients
 from core.channels.registry import TopicRequest
 from core.errors import ConflictError, UpstreamError
@@ -36,10 +36,10 @@ PATH = {"channel": "orders", "topic": "shipped"}
 
 
 def _parameters(aws: AwsResources) -> dict[str, dict[str, Any]]:
-    described = aws.ssm.describe_parameters(
+    pages = aws.ssm.get_paginator("describe_parameters").paginate(
         ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": ["/notify/test/integrations"]}]
-    )["Parameters"]
-    return {parameter["Name"]: parameter for parameter in described}
+    )
+    return {parameter["Name"]: parameter for page in pages for parameter in page["Parameters"]}
 
 
 def _topic_item(aws: AwsResources) -> dict[str, Any] | None:
@@ -1115,4 +1115,51 @@ def test_put_email_address_with_control_characters_returns_422_naming_it(
 
     assert response["statusCode"] == 422
     assert _error(response).startswith(f"{field}: ")
+    assert _topic_item(aws) is None
+
+
+def _slacks(count: int, first: int = 0) -> dict[str, Any]:
+    """A topic of ``count`` Slack integrations, each with credentials of its own."""
+    return {
+        "integrations": [
+            {
+                "name": f"s{index}",
+                "type": "slack",
+                "model": "m",
+                "credentials": {"webhook_url": f"https://hooks.slack.com/services/T0/B0/x{index}"},
+            }
+            for index in range(first, first + count)
+        ]
+    }
+
+
+def test_put_topic_with_more_new_credentials_than_a_request_writes_answers_422_and_steps_get_there(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    # SSM's PutParameter is throttled at a few a second per account: 100 credentials at once outlived the function.
+    refused = admin.put_topic(_slacks(MAX_NEW_CREDENTIALS + 1))
+
+    assert refused["statusCode"] == 422
+    assert response_json(refused)["message"].startswith(
+        f"integrations: may bring at most {MAX_NEW_CREDENTIALS} new or changed credentials in one request "
+        f"({MAX_NEW_CREDENTIALS + 1} here;"
+    )
+    assert _parameters(aws) == {}
+    assert admin.put_topic(_slacks(MAX_NEW_CREDENTIALS))["statusCode"] == 201
+    grown = admin.put_topic(_slacks(MAX_NEW_CREDENTIALS + 1))  # only the last one's credentials are new
+    assert grown["statusCode"] == 200
+    assert len(_parameters(aws)) == MAX_NEW_CREDENTIALS + 1
+
+
+def test_put_topic_out_of_time_while_storing_credentials_deletes_those_it_stored(aws: AwsResources) -> None:
+    registry = TopicRegistry(aws.dynamodb, NAMES["TOPICS_TABLE"], cache_ttl_seconds=0)
+    store = SecretStore(aws.ssm, NAMES["PARAMETER_PREFIX"])
+
+    def time_left() -> float:  # SSM throttled: time runs out after three writes
+        return 60.0 if len(_parameters(aws)) < 3 else 1.0
+
+    with pytest.raises(UpstreamError, match="SSM was too slow storing the credentials; nothing was changed"):
+        put_topic("orders", "shipped", TopicRequest.model_validate(_slacks(5)), registry, store, time_left)
+
+    assert _parameters(aws) == {}
     assert _topic_item(aws) is None
