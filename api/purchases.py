@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidRequestError
 from core.pages import cursor_value, encode_cursor, page_limit
-from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, Promotion, PromotionRequest
+from core.purchases.models import CODE_RULE, ID_PATTERN, ID_RULE, PROMO_CODE_PATTERN, Promotion, PromotionRequest
 
 if TYPE_CHECKING:
     # Only for annotations: the store's module loads boto3 (its DynamoDB type serializer), ~10 ms of the api
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 _CODE = re.compile(PROMO_CODE_PATTERN)
 _ID = re.compile(ID_PATTERN)
-CODE_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
-ID_RULE = "1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit"
 LIST_LIMIT = 100
 
 

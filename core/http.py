@@ -37,7 +37,7 @@ from core.errors import (
     UpstreamError,
     field_path,
 )
-from core.models import PublishRequest, PublishResponse
+from core.models import PATTERN_RULES, PublishRequest, PublishResponse
 from core.observability import logger, remaining_time
 
 MAX_BODY_BYTES = 256 * 1024
@@ -392,6 +392,12 @@ def _channel_words() -> _ChannelWords:
     )
 
 
+def _pattern_rule(pattern: str) -> str:
+    """Say in words what a pattern allows: the rule its domain gave it, else the pattern itself."""
+    rule = PATTERN_RULES.get(pattern) or _channel_words().pattern_rules.get(pattern)
+    return rule or f"must match the pattern {pattern}"
+
+
 def _number(value: Any) -> str:
     """Write a bound as a person would: ``0`` for ``0.0``."""
     if isinstance(value, float) and value.is_integer():
@@ -519,9 +525,7 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
     "too_long": lambda failure: _length(failure, at_least=False),
     "bytes_too_long": lambda failure: _length(failure, at_least=False),
     "url_too_long": lambda failure: _length(failure, at_least=False),
-    "string_pattern_mismatch": lambda failure: _channel_words().pattern_rules.get(
-        str(failure.ctx.get("pattern")), f"must match the pattern {failure.ctx.get('pattern')}"
-    ),
+    "string_pattern_mismatch": lambda failure: _pattern_rule(str(failure.ctx.get("pattern"))),
     "timezone_aware": lambda failure: "must carry its UTC offset, such as 2024-05-01T09:30:00Z or +02:00",
     "timezone_naive": lambda failure: "must not carry a UTC offset",
     "datetime_past": lambda failure: "must be in the past",

@@ -23,6 +23,11 @@ NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter o
 _NAME = re.compile(NAME_PATTERN)
 
 
+# What each pattern a request field must match allows, in words: a 422 says this, never the regular expression. Each
+# domain adds its own patterns where it defines them (the channels' are in ``core.channels.registry``).
+PATTERN_RULES: dict[str, str] = {NAME_PATTERN: f"is not a valid name: {NAME_RULE}"}
+
+
 def is_name(value: str) -> bool:
     """Whether ``value`` is a valid channel, topic, integration or audience name (``NAME_PATTERN``)."""
     return _NAME.fullmatch(value) is not None  # match() would let "$" accept a trailing newline

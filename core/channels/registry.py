@@ -65,7 +65,7 @@ class TopicRequest(Strict):
         return value
 
 
-# What each pattern a request field must match allows, in words: a 422 says this, never the regular expression.
+# What each pattern of a channel's fields allows, in words (``core.models.PATTERN_RULES``: a 422 says this).
 PATTERN_RULES: dict[str, str] = {
     NAME_PATTERN: f"is not a valid name: {NAME_RULE}",
     URL_PATTERN: URL_RULE,

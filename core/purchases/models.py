@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.models import UNSENDABLE, Reply, Strict
+from core.models import PATTERN_RULES, UNSENDABLE, Reply, Strict
 
 # A promo code as it appears in a path and in events: letters, digits, '-' and '_'; compared in upper case.
 PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -36,8 +36,19 @@ def _upper(code: str) -> str:
     return code.upper()
 
 
+CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
+CODE_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+ID_RULE = "1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit"
+PATTERN_RULES.update(
+    {
+        PROMO_CODE_PATTERN: f"is not a valid promo code: {CODE_RULE}",
+        ID_PATTERN: f"is not a valid id: {ID_RULE}",
+        CUSTOMER_PATTERN: "is not a Stripe customer id: cus_ and 1 to 64 letters or digits",
+        CURRENCY_PATTERN: "must be a three-letter ISO 4217 currency code, such as eur or usd",
+    }
+)
 PromoCode = Annotated[str, StringConstraints(pattern=PROMO_CODE_PATTERN), AfterValidator(_upper)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True)]
+Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN, to_lower=True)]
 # Stripe takes amounts of up to 12 digits (IDR, KRW… count in big numbers); strict: ``true`` or ``"100"`` is no amount.
 MAX_AMOUNT = 999_999_999_999
 MinorUnits = Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT)]

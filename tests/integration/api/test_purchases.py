@@ -139,6 +139,16 @@ def test_put_promotion_invalid_body_is_422_naming_the_field(
     assert field in response_json(result)["message"]
 
 
+def test_put_promotion_currency_not_a_code_is_told_in_words_not_by_its_pattern(
+    admin: AdminApi, tables: AwsResources
+) -> None:
+    result = _put(admin, "BAD", {"credit": {"amount": 100, "currency": "euro"}})
+
+    assert response_json(result) == {
+        "message": "credit.currency: must be a three-letter ISO 4217 currency code, such as eur or usd"
+    }
+
+
 def test_put_promotion_twelve_digit_credit_is_stored(admin: AdminApi, tables: AwsResources) -> None:
     result = _put(admin, "IDR-BIG", {"credit": {"amount": 999_999_999_999, "currency": "idr"}})
 
