@@ -329,6 +329,9 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
             raise RetryableDeliveryError(f"{what}: timed out") from None
         except NameResolutionError:
             raise RetryableDeliveryError(f"{what}: the host's name could not be resolved now") from None
+        except BlockedTargetError as exc:
+            # The guard's own words ("target host does not resolve", a refused address), said of this channel.
+            raise BlockedTargetError(f"{what}: {exc.reason}") from None
         except requests.ConnectionError:
             raise RetryableDeliveryError(f"{what}: connection failed") from None
         except requests.TooManyRedirects:

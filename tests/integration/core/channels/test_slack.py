@@ -6,7 +6,7 @@ import pytest
 
 from core.channels import ChannelResources
 from core.channels.slack import SlackChannel
-from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from core.errors import BlockedTargetError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content
 from tests.support.receivers import Answer, Receiver
 
@@ -95,6 +95,15 @@ def test_slack_answer_quoting_the_webhook_is_redacted_in_the_reason(
     assert raised.value.reason.startswith("slack: HTTP 404 ")
     assert "***" in raised.value.reason
     assert "webhook-secret" not in raised.value.reason
+
+
+def test_slack_blocked_target_reason_names_the_channel(resources: ChannelResources) -> None:
+    credentials = {"webhook_url": "https://hooks.invalid/services/T0/B0/webhook-secret-4f2a"}
+
+    with pytest.raises(BlockedTargetError) as raised:
+        SlackChannel(resources).send(Content(text="hi"), {}, credentials, notification_id="n-1", delivery_key="k-1")
+
+    assert raised.value.reason == "slack: target host does not resolve"
 
 
 def test_slack_missing_credentials_is_permanent(resources: ChannelResources) -> None:
