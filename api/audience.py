@@ -419,6 +419,7 @@ def put_app(app: str) -> Response:
     """Create (201) or replace (200) a mobile app: the SNS platform application its devices' endpoints go on."""
     check(app=app)
     request = parse_body(_ROUTER.current_event.decoded_body, AppRequest)
+    get_push_endpoints(settings().aws_region).check_application(request.platform_application_arn)
     stored, created = repository().put_app(app, request)
     return json_response(201 if created else 200, stored.model_dump(mode="json"))
 

@@ -37,6 +37,10 @@ class PushEndpointsPort(Protocol):
         """Delete an endpoint; one already gone is deleted."""
         ...
 
+    def check_application(self, platform_application_arn: str) -> None:
+        """Raise naming ``platform_application_arn`` unless SNS has that platform application, enabled."""
+        ...
+
 
 class PushEndpoints:
     """SNS platform endpoints over an injected boto3 SNS client.
@@ -100,6 +104,35 @@ class PushEndpoints:
         except BotoCoreError as exc:
             raise aws_error(exc, "creating the push endpoint") from exc
         return str(response["EndpointArn"])
+
+    def check_application(self, platform_application_arn: str) -> None:
+        """Check that SNS has the platform application, enabled: an app saved with one it has not would refuse every
+        device's registration later.
+
+        Raises
+        ------
+        InvalidRequestError
+            No such platform application (in this account and region), or it is disabled
+            (``platform_application_arn``).
+        UpstreamError
+            SNS failed or could not be reached.
+        """
+        field = "platform_application_arn"
+        try:
+            attributes = self._sns.get_platform_application_attributes(
+                PlatformApplicationArn=platform_application_arn
+            ).get("Attributes", {})
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in _NOT_FOUND or code == "InvalidParameter":
+                raise InvalidRequestError(
+                    field, f"SNS has no platform application of this ARN in this account and region ({code})"
+                ) from None
+            raise aws_error(exc, "reading the platform application") from exc
+        except BotoCoreError as exc:
+            raise aws_error(exc, "reading the platform application") from exc
+        if str(attributes.get("Enabled", "true")).lower() == "false":
+            raise InvalidRequestError(field, "its SNS platform application is disabled: renew its credentials in SNS")
 
     def delete(self, endpoint_arn: str) -> None:
         """Delete the endpoint ``endpoint_arn``; one already gone is fine (SNS's delete is idempotent too).

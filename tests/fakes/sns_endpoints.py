@@ -75,6 +75,13 @@ class FakeSnsEndpoints:
         self.endpoints[EndpointArn].update(Attributes)
         return {}
 
+    def get_platform_application_attributes(self, PlatformApplicationArn: str) -> dict[str, Any]:
+        """Return an application's attributes; one the fake was not given is not found, as in SNS."""
+        self._call("GetPlatformApplicationAttributes")
+        if PlatformApplicationArn not in self.applications:
+            raise _error("NotFound", "PlatformApplication does not exist", "GetPlatformApplicationAttributes")
+        return {"Attributes": {"Enabled": "true"}}
+
     def delete_endpoint(self, EndpointArn: str) -> dict[str, Any]:
         """Delete an endpoint; one already gone is fine, as in SNS."""
         self._call("DeleteEndpoint")

@@ -303,6 +303,28 @@ def test_audience_apps_listed_and_deleted_with_their_endpoints(api: Api) -> None
     assert api.admin("GET", APP, {"app": "android"})["statusCode"] == 404
 
 
+def test_audience_app_with_a_platform_application_sns_has_not_answers_422_naming_it(api: Api) -> None:
+    # Saved, it refused every device's registration later, with a message about the app.
+    missing = api.application_arn.rsplit("/", 1)[0] + "/no-such-app"
+    disabled = api.sns.create_platform_application(
+        Name="disabled", Platform="GCM", Attributes={"PlatformCredential": "key"}
+    )["PlatformApplicationArn"]
+    api.sns.set_platform_application_attributes(PlatformApplicationArn=disabled, Attributes={"Enabled": "false"})
+
+    unknown = api.admin("PUT", APP, {"app": "ios"}, {"platform_application_arn": missing})
+    switched_off = api.admin("PUT", APP, {"app": "ios"}, {"platform_application_arn": disabled})
+
+    assert unknown["statusCode"] == 422
+    assert response_json(unknown)["message"].startswith(
+        "platform_application_arn: SNS has no platform application of this ARN in this account and region"
+    )
+    assert (switched_off["statusCode"], response_json(switched_off)) == (
+        422,
+        {"message": "platform_application_arn: its SNS platform application is disabled: renew its credentials in SNS"},
+    )
+    assert api.admin("GET", APP, {"app": "ios"})["statusCode"] == 404
+
+
 def test_audience_app_deletion_out_of_time_answers_202_and_a_call_again_finishes(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,9 @@ class RecordingEndpoints:
     def delete(self, endpoint_arn: str) -> None:
         self.deleted.append(endpoint_arn)
 
+    def check_application(self, platform_application_arn: str) -> None:
+        return None
+
 
 def _app_with_devices(count: int) -> FakeAudienceRepository:
     repository = FakeAudienceRepository()
