@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidRequestError
-from core.pages import cursor_value, encode_cursor, page_limit
+from core.pages import cursor_text, encode_cursor, page_limit
 from core.purchases.models import CODE_RULE, ID_PATTERN, ID_RULE, PROMO_CODE_PATTERN, Promotion, PromotionRequest
 
 if TYPE_CHECKING:
@@ -59,19 +59,9 @@ def list_promotions(query: Mapping[str, str], store: PromotionStorePort) -> dict
     """
     limit = page_limit(query.get("limit"), LIST_LIMIT)
     cursor = query.get("cursor")
-    promotions, more = store.page(_after(cursor) if cursor is not None else None, limit)
+    after = cursor_text(cursor, "c", _CODE.fullmatch).upper() if cursor is not None else None
+    promotions, more = store.page(after, limit)
     body: dict[str, Any] = {"promotions": [promotion_view(promotion) for promotion in promotions]}
     if promotions and more:
         body["next"] = encode_cursor({"c": promotions[-1].code})
     return body
-
-
-def _after(cursor: str) -> str:
-    try:
-        data = cursor_value(cursor)
-        code = data.get("c") if isinstance(data, dict) else None
-    except ValueError:
-        code = None
-    if not isinstance(code, str) or not _CODE.fullmatch(code):
-        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
-    return code.upper()

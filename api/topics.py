@@ -14,7 +14,7 @@ from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequ
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
-from core.pages import cursor_value, encode_cursor, fitting, page_limit
+from core.pages import cursor_text, encode_cursor, fitting, page_limit
 from core.ports import SecretStorePort, TopicRegistryPort
 from core.secrets import MAX_SECRET_CHARS, secret_text
 from core.templates import variables
@@ -99,17 +99,6 @@ def check_names(channel: str, topic: str) -> None:
     check_name("topic", topic)
 
 
-def _after(cursor: str) -> str:
-    try:
-        data = cursor_value(cursor)
-        topic = data.get("t") if isinstance(data, dict) else None
-    except ValueError:
-        topic = None
-    if not isinstance(topic, str) or not is_name(topic):
-        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
-    return topic
-
-
 def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryPort) -> dict[str, Any]:
     """Return a page of a channel's topics by name, masked: at most ``limit`` (``LIST_LIMIT``) and
     ``core.pages.PAGE_CHARS`` of JSON, at least one, with ``next`` when more may follow.
@@ -122,7 +111,7 @@ def list_topics(channel: str, query: Mapping[str, str], registry: TopicRegistryP
     check_name("channel", channel)
     limit = page_limit(query.get("limit"), LIST_LIMIT)
     cursor = query.get("cursor")
-    topics, more = registry.page(channel, _after(cursor) if cursor is not None else None, limit)
+    topics, more = registry.page(channel, cursor_text(cursor, "t", is_name) if cursor is not None else None, limit)
     views = [topic_view(topic) for topic in topics]
     page = fitting(views, lambda view: len(json.dumps(view)))
     body: dict[str, Any] = {"channel": channel, "topics": page}

@@ -29,6 +29,19 @@ def cursor_value(cursor: str) -> Any:
         raise ValueError("a cursor nested too deeply") from None
 
 
+def cursor_text(cursor: str, key: str, valid: Callable[[str], object]) -> str:
+    """Return the text a listing's cursor holds under ``key`` (a JSON object's); raise naming ``cursor`` when it holds
+    none, or one ``valid`` refuses: a cursor is only ever one a page gave."""
+    try:
+        data = cursor_value(cursor)
+        text = data.get(key) if isinstance(data, dict) else None
+    except ValueError:
+        text = None
+    if not isinstance(text, str) or not valid(text):
+        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
+    return text
+
+
 def page_limit(text: str | None, largest: int) -> int:
     """Return a listing's ``?limit=``: ``largest`` when absent; raise naming ``limit`` unless it is 1 to ``largest``."""
     if text is None:
