@@ -106,9 +106,8 @@ def test_cron_handler_without_database_fails_cold_start_naming_it(
         _cron(lambda_context)
 
 
-def test_cron_handler_purges_the_recipients_of_a_local_time_send_ended_days_ago(
-    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
-) -> None:
+def _local_time_send_ended_days_ago(database: Database) -> str:
+    """Return the send id of a local-time send that handed ``u1`` over in one zone and ended four days ago."""
     repository = AudienceRepository(database)
     schedule = repository.create_scheduled_send(
         NewScheduledSend(
@@ -132,7 +131,26 @@ def test_cron_handler_purges_the_recipients_of_a_local_time_send_ended_days_ago(
         ),
         "ending the schedule",
     )
+    return schedule.send_id
+
+
+def test_cron_handler_purges_the_recipients_of_a_local_time_send_ended_days_ago(
+    cron_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    send_id = _local_time_send_ended_days_ago(database)
 
     _cron(lambda_context)
 
-    assert repository.handed_over(schedule.send_id, ["u1"]) == set()
+    assert AudienceRepository(database).handed_over(send_id, ["u1"]) == set()
+
+
+def test_purge_recipients_out_of_time_purges_nothing(cron_env: AwsResources, database: Database) -> None:
+    # The purge runs after the sends were dispatched, in what time is left: past it, Lambda would cut the run off.
+    from cron.handler import purge_recipients, settings
+
+    send_id = _local_time_send_ended_days_ago(database)
+    repository = AudienceRepository(database)
+
+    purged = purge_recipients(repository, settings(), lambda: 0)
+
+    assert (purged, repository.handed_over(send_id, ["u1"])) == (0, {"u1"})

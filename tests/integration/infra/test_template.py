@@ -59,6 +59,8 @@ def test_artifact_holds_runtime_code_and_requirements_only(packaged: PackagedSer
 def test_artifact_has_no_tests_bench_or_local_stack(packaged: PackagedService) -> None:
     import zipfile
 
+    # A packaging that produced no artifact would pass the loop below unchecked.
+    assert packaged.artifacts
     for key, path in packaged.artifacts.items():
         with zipfile.ZipFile(path) as archive:
             tops = {name.split("/", 1)[0] for name in archive.namelist()}

@@ -802,6 +802,20 @@ def test_process_bury_refused_records_dead_with_attempts_but_no_give_up_in_histo
     )
 
 
+def test_process_bury_refused_with_the_ledger_failing_leaves_no_record_only_copy(rig: Rig) -> None:
+    # The first dead write comes before the letter is buried: carried on in a record-only copy, it would put the
+    # give-up in the history, which says the letter is in the dead-letter queue, and the kept message, come back,
+    # would be skipped instead of buried: the delivery lost.
+    rig.channel.result = _server_error()
+    rig.ledger.fail_updates = True
+    rig.dead_letters.fail = True
+
+    with pytest.raises(DeliveryDeferredError):
+        rig.process(_body(attempt=MAX_ATTEMPTS - 1))
+
+    assert [copy for copy, _ in rig.copies() if copy.outcome is not None] == []
+
+
 def _bury_refused(rig: Rig) -> str:
     """Spend a delivery's last attempt while the dead-letter queue refuses its letter; return the message kept."""
     rig.channel.result = _server_error()
@@ -835,6 +849,24 @@ def test_process_bury_refused_again_keeps_the_message_without_sending(rig: Rig) 
         rig.process(body, receive_count=2)
 
     assert (len(rig.channel.sent), rig.row().status, len(rig.sqs.changes)) == (1, DeliveryStatus.DEAD, 2)
+
+
+def test_process_redriven_run_kept_for_its_bury_is_buried_though_the_history_ends_with_the_last_runs_dead(
+    rig: Rig,
+) -> None:
+    # The redriven run ended dead and its letter was refused: the row's history still ends with the give-up of the run
+    # before the redrive, written before this run's window opened. Taken for this run's, the kept message would be
+    # skipped and its letter never sent.
+    reason = f"{MAX_ATTEMPTS} attempts made: webhook: HTTP 503"
+    earlier = AttemptRecord(at=iso_time(NOW - 86400), attempt=7, status="dead", error="7 attempts made: HTTP 503")
+    rig.ledger.put(
+        ID, KEY, DeliveryStatus.DEAD, attempts=7 + MAX_ATTEMPTS, last_error=reason, redriven=1, history=[earlier]
+    )
+    body = _body(attempt=MAX_ATTEMPTS - 1, prior_attempts=7, redriven=1, window_start=iso_time(NOW - 3600))
+
+    outcome = rig.process(body, receive_count=2)
+
+    assert (outcome, rig.channel.sent, [why for _, why in rig.dead_letters.buried]) == (Outcome.DEAD, [], [reason])
 
 
 def test_process_dead_row_of_a_letter_never_sent_on_a_first_receive_is_skipped(rig: Rig) -> None:
@@ -1457,8 +1489,14 @@ def test_process_copy_refused_while_waiting_for_a_slot_counts_no_attempt(rig: Ri
     with pytest.raises(DeliveryDeferredError):
         rig.process()
 
-    row = rig.ledger.rows.get(ROW_KEY)
-    assert row is None or (row.attempts, row.last_error) == (0, "paced: next send slot in 11 s")
+    # The paced row is written before its copy is sent, so it is there though the copy was refused.
+    row = rig.row()
+    assert (row.status, row.attempts, row.history, row.last_error) == (
+        DeliveryStatus.RETRYING,
+        0,
+        [],
+        "paced: next send slot in 11 s",
+    )
 
 
 # --- bookkeeping failures -----------------------------------------------------------------------------------------

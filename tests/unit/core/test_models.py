@@ -4,6 +4,9 @@ delivery message refuses ids the ledger's key cannot hold and times the consumer
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from core.models import (
     PublishRequest,
     text_matching,
 )
+from core.times import epoch_time
 
 
 @pytest.mark.parametrize(
@@ -118,7 +122,6 @@ def _delivery(**changes: Any) -> dict[str, Any]:
     [
         pytest.param({"notification_id": "n" * NOTIFICATION_ID_BYTES}, id="id-at-the-hash-key-limit"),
         pytest.param({"delivery_key": "é" * (DELIVERY_KEY_BYTES // 2)}, id="key-at-the-sort-key-limit-in-bytes"),
-        pytest.param({"not_before": "2026-11-22T18:00:00"}, id="time-without-offset-is-utc"),
         pytest.param({"not_before": "2999-12-31T23:59:59+00:00"}, id="latest-time"),
         pytest.param({"window_start": "1970-01-01T00:00:00Z"}, id="earliest-time"),
         pytest.param({"created_at": "2026-11-22T19:00:00+01:00"}, id="offset"),
@@ -126,6 +129,25 @@ def _delivery(**changes: Any) -> dict[str, Any]:
 )
 def test_delivery_message_values_the_ledger_and_clock_hold_are_accepted(changes: dict[str, Any]) -> None:
     DeliveryMessage.model_validate_json(json.dumps(_delivery(**changes)))
+
+
+@pytest.fixture
+def local_time_five_hours_behind_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone five hours behind UTC (it is UTC otherwise), restored after the test."""
+    monkeypatch.setenv("TZ", "XST+05")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_five_hours_behind_utc")
+def test_delivery_message_time_without_offset_is_read_as_utc() -> None:
+    # Read in the host's local time, the last second before the year 3000 would lie past it (refused), and the
+    # consumer would wait five hours longer than the producer meant.
+    message = DeliveryMessage.model_validate_json(json.dumps(_delivery(not_before="2999-12-31T23:59:59")))
+
+    assert epoch_time(message.not_before) == datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(

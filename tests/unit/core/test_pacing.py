@@ -171,6 +171,20 @@ def test_pacer_penalize_repeated_grows_slow_factor_up_to_max(penalties: int, fac
     assert _gaps(slots) == pytest.approx([factor * CHAT.step] * 2)
 
 
+def test_pacer_penalize_after_slow_down_ended_starts_again_at_slow_factor() -> None:
+    # A slow-down that never reset would compound every 429 the destination ever answered: a few stray ones a day
+    # apart would leave it at MAX_SLOW_FACTOR for good.
+    pacer = Pacer(InMemoryPaceStore())
+    for index in range(3):
+        pacer.penalize([CHAT], retry_after=5.0, now=NOW + index)
+    after_slow_down = NOW + 2 + 5 + SLOW_SECONDS + 1
+
+    pacer.penalize([CHAT], retry_after=5.0, now=after_slow_down)
+    slots = [pacer.reserve([CHAT], after_slow_down + 6) for _ in range(3)]
+
+    assert _gaps(slots) == pytest.approx([SLOW_FACTOR * CHAT.step] * 2)
+
+
 def test_pacer_penalize_by_pacer_that_missed_earlier_penalties_never_speeds_the_pace_up() -> None:
     store = InMemoryPaceStore()
     penalized, unaware = Pacer(store), Pacer(store)

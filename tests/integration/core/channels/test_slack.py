@@ -59,6 +59,14 @@ def test_slack_429_carries_retry_after(resources: ChannelResources, receiver: Re
     assert raised.value.retry_after == 42
 
 
+def test_slack_5xx_answering_a_permanent_word_is_retryable(resources: ChannelResources, receiver: Receiver) -> None:
+    # A proxy or Slack itself down may answer 503 "no_service": a passing outage, which must not end the delivery.
+    receiver.script(Answer(503, b"no_service"))
+
+    with pytest.raises(RetryableDeliveryError):
+        _send(resources, receiver)
+
+
 def test_slack_failure_reason_hides_webhook_path(resources: ChannelResources, receiver: Receiver) -> None:
     receiver.script(Answer(reset=True))
 

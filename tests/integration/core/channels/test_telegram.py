@@ -80,6 +80,19 @@ def test_telegram_429_carries_parameters_retry_after(resources: ChannelResources
     assert raised.value.retry_after == 7
 
 
+def test_telegram_429_retry_after_true_falls_back_to_the_header(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    # JSON's true is a Python int: taken as the answer's delay, it is no delay at all, and the header's would be lost.
+    body = {"ok": False, "error_code": 429, "description": "Too Many Requests", "parameters": {"retry_after": True}}
+    receiver.script(Answer(429, body, headers={"Retry-After": "7"}))
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources)
+
+    assert raised.value.retry_after == 7
+
+
 def test_telegram_chat_not_found_reason_names_description(resources: ChannelResources, receiver: Receiver) -> None:
     receiver.script(_error(400, "Bad Request: chat not found"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -258,6 +259,17 @@ def test_expand_send_expanded_send_again_does_nothing(world: World) -> None:
     report = world.run(send)
 
     assert (report.status, len(world.sqs.sent)) == ("expanded", 1)
+
+
+def test_expand_send_cancelled_send_enqueues_nothing_and_creates_no_record(world: World) -> None:
+    # A send cancelled after its job was queued: expanded anyway, its audience would get what was called off.
+    world.user("u1", devices=1)
+    send = world.send({"user_ids": ["u1"]}, ["push"])
+    world.store.sends[send.send_id] = replace(send, status="cancelled")
+
+    report = world.run(send)
+
+    assert (report.status, report.done, world.sqs.sent, world.ledger.records) == ("cancelled", True, {}, {})
 
 
 def test_expand_send_zones_keep_only_their_users(world: World) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from core.channels import ChannelResources, DeliveryReceipt, Limit, destination_
 from core.channels.webhook import WebhookChannel, signature_v1, signature_v2, webhook_body
 from core.errors import PermanentDeliveryError
 from core.models import Content
-from tests.fakes.delivery import answering_resources
+from tests.fakes.delivery import AnsweringSession, answering_resources
 
 URL = "https://erp.example/hooks/hunter2token"
 
@@ -131,3 +132,31 @@ def test_webhook_400_in_a_charset_that_is_no_text_encoding_is_permanent_with_its
         _send_answered(400, "refusé: schéma".encode(), "text/plain; charset=idna")
 
     assert raised.value.reason == "webhook: HTTP 400 refusé: schéma"
+
+
+# --- a body the receiver would refuse -------------------------------------------------------------------------------
+
+
+class _CountingSession(AnsweringSession):
+    """Answers every POST with 200 and counts the POSTs made."""
+
+    def __init__(self) -> None:
+        super().__init__(200, b"ok", "text/plain")
+        self.posts = 0
+
+    def post(self, url: str, **kwargs: object) -> Any:
+        self.posts += 1
+        return super().post(url, **kwargs)
+
+
+def test_webhook_body_over_256_kib_is_permanent_before_any_request() -> None:
+    # Receivers are promised bodies of at most 256 KiB (README): a larger one fails for good, and is never posted.
+    session = _CountingSession()
+    resources = ChannelResources(http=session, aws_client=lambda _: None, telegram_api_base="")  # type: ignore[arg-type]
+
+    with pytest.raises(PermanentDeliveryError, match="exceeds 256 KiB"):
+        WebhookChannel(resources).send(
+            Content(text="x" * 256 * 1024), {"url": URL}, None, notification_id="n-1", delivery_key="k"
+        )
+
+    assert session.posts == 0

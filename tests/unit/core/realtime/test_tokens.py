@@ -52,6 +52,15 @@ def test_read_token_past_its_expiry_is_refused() -> None:
         read_token(token, keys, NOW + 900)
 
 
+def test_read_token_issued_in_the_future_is_refused() -> None:
+    # Dated ahead of this clock by more than the skew allowed (a signer's clock gone wrong): not honoured early.
+    keys = FakeKeyRing()
+    token = issue_token("alice", (), 900, keys, NOW + 3600).token
+
+    with pytest.raises(InvalidTokenError, match="not valid yet"):
+        read_token(token, keys, NOW)
+
+
 def test_read_token_of_a_key_no_longer_kept_is_refused() -> None:
     token = issue_token("alice", (), 900, FakeKeyRing(current="old", keys={"old": b"o" * 32}), NOW).token
 
