@@ -19,7 +19,7 @@ from core.observability import logger
 
 # The devices of an app deleted at once, and the seconds a call deleting them keeps for its answer.
 APP_DELETION_BATCH = 500
-APP_DELETION_MARGIN_SECONDS = 2.0
+APP_DELETION_MARGIN_SECONDS = 3.0
 
 
 def register_device(
@@ -91,40 +91,37 @@ def delete_app(
     endpoints: PushEndpointsPort,
     time_left: Callable[[], float] | None = None,
 ) -> AppDeletion:
-    """Delete an app's devices a batch at a time, each batch's SNS endpoints after it, then the app (the platform
-    application itself is the team's).
+    """Delete an app's devices a batch at a time, then the app (the platform application itself is the team's).
 
-    An app may have millions of devices, and SNS deletes one endpoint a call: when ``time_left`` says less than
-    ``APP_DELETION_MARGIN_SECONDS`` remain, the call stops with the app still there (``done`` false) and a call
-    again goes on. Raises ``NotFoundError`` when there is no such app.
+    An app may have millions of devices, and SNS deletes one endpoint a call: the call stops while ``time_left`` still
+    says ``APP_DELETION_MARGIN_SECONDS``, with the app there (``done`` false), and a call again goes on. Unlike a
+    device's or a user's delete, each batch's endpoints go before their rows: a call cut short (its time, a crash)
+    leaves rows whose endpoints are gone, which the next call deletes (SNS's delete is idempotent), never an endpoint
+    no row names. Raises ``NotFoundError`` when there is no such app.
     """
     deleted = 0
-    while time_left is None or time_left() > APP_DELETION_MARGIN_SECONDS:
-        devices = repository.delete_app_devices(name, APP_DELETION_BATCH)
-        delete_endpoints(devices, endpoints, time_left)
-        deleted += len(devices)
+    while True:
+        devices = repository.app_devices(name, APP_DELETION_BATCH)
+        done: list[Device] = []
+        for device in devices:
+            if time_left is not None and time_left() <= APP_DELETION_MARGIN_SECONDS:
+                break
+            delete_endpoints([device], endpoints)  # one that cannot be deleted is logged, and its row goes anyway
+            done.append(device)
+        deleted += repository.delete_devices(done)
+        if len(done) < len(devices):
+            return AppDeletion(deleted, False)
         if len(devices) < APP_DELETION_BATCH:
-            # The devices registered since the last batch go with the app.
+            # The devices registered since the last batch go with the app, their endpoints after.
             last = repository.delete_app(name)
             delete_endpoints(last, endpoints)
             return AppDeletion(deleted + len(last), True)
-    return AppDeletion(deleted, False)
 
 
-def delete_endpoints(
-    devices: Iterable[Device], endpoints: PushEndpointsPort, time_left: Callable[[], float] | None = None
-) -> int:
-    """Delete the SNS endpoints of devices already deleted; return how many could not be, each logged, never raised.
-
-    When ``time_left`` says the call is about to end, the endpoints not yet deleted are logged, not deleted: their
-    rows are gone, so nothing sends to them.
-    """
+def delete_endpoints(devices: Iterable[Device], endpoints: PushEndpointsPort) -> int:
+    """Delete the SNS endpoints of devices already deleted; return how many could not be, each logged, never raised."""
     failed = 0
     for device in devices:
-        if time_left is not None and time_left() <= 0:
-            failed += 1
-            logger.warning("push endpoint not deleted: no time left", extra={"device_id": device.device_id})
-            continue
         try:
             endpoints.delete(device.endpoint_arn)
         except UpstreamError as exc:

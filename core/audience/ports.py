@@ -74,8 +74,12 @@ class AudienceRepositoryPort(Protocol):
         """Delete an app and its devices; return the devices it had."""
         ...
 
-    def delete_app_devices(self, name: str, limit: int) -> list[Device]:
-        """Delete up to ``limit`` devices of an app, oldest first; return them."""
+    def app_devices(self, name: str, limit: int) -> list[Device]:
+        """Return up to ``limit`` devices of an app, oldest first."""
+        ...
+
+    def delete_devices(self, devices: Sequence[Device]) -> int:
+        """Delete these devices, each only while it still has the endpoint it had when read; return how many."""
         ...
 
     def list_apps(self) -> list[App]:

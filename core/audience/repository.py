@@ -273,9 +273,9 @@ class AudienceRepository:
 
         return self._db.run(work, "deleting app")
 
-    def delete_app_devices(self, name: str, limit: int) -> list[Device]:
-        """Delete up to ``limit`` devices of the app ``name``, oldest first, and return them (their endpoints are to be
-        deleted too); raise ``NotFoundError`` when there is no such app."""
+    def app_devices(self, name: str, limit: int) -> list[Device]:
+        """Return up to ``limit`` devices of the app ``name``, oldest first; raise ``NotFoundError`` when there is no
+        such app."""
         _plain("app", name)
 
         def work(cursor: Any) -> list[Device]:
@@ -283,14 +283,31 @@ class AudienceRepository:
             if cursor.fetchone() is None:
                 raise NotFoundError("the app does not exist")
             cursor.execute(
-                "WITH gone AS (DELETE FROM devices WHERE id IN ("
-                " SELECT id FROM devices WHERE app = %s ORDER BY created_at, id LIMIT %s) RETURNING *)"
-                f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app ORDER BY d.created_at, d.id",
+                f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
+                " WHERE d.app = %s ORDER BY d.created_at, d.id LIMIT %s",
                 (name, limit),
             )
             return [_device(row) for row in cursor.fetchall()]
 
-        return self._db.run(work, "deleting app devices")
+        return self._db.run(work, "reading app devices")
+
+    def delete_devices(self, devices: Sequence[Device]) -> int:
+        """Delete these devices, each only while it still has the endpoint it had when read (one registered again
+        since has a new endpoint, which stays with it); return how many were deleted."""
+        if not devices:
+            return 0
+        ids = [device.device_id for device in devices]
+        arns = [device.endpoint_arn for device in devices]
+
+        def work(cursor: Any) -> int:
+            cursor.execute(
+                "DELETE FROM devices d USING unnest(%s::uuid[], %s::text[]) AS gone(id, endpoint_arn)"
+                " WHERE d.id = gone.id AND d.endpoint_arn = gone.endpoint_arn",
+                (ids, arns),
+            )
+            return int(cursor.rowcount)
+
+        return self._db.run(work, "deleting devices")
 
     def list_apps(self) -> list[App]:
         """Return every app, by name."""
@@ -314,6 +331,12 @@ class AudienceRepository:
         _plain("endpoint_arn", endpoint_arn)
 
         def work(cursor: Any) -> Registration:
+            # The user's row locked (not its key), as a subscription's write does: registrations of one user are
+            # counted and their least recently seen devices removed one after another, never from a stale view (a
+            # device seen again meanwhile removed, or the bound passed by two at once).
+            cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
+            if cursor.fetchone() is None:
+                raise NotFoundError("the user does not exist")
             # The owner before, read under the row's lock: a concurrent registration of the token waits for this one.
             cursor.execute("SELECT user_id FROM devices WHERE app = %s AND token = %s FOR UPDATE", (app, token))
             earlier = cursor.fetchone()

@@ -133,16 +133,23 @@ class FakeAudienceRepository:
         del self.apps[name]
         return devices
 
-    def delete_app_devices(self, name: str, limit: int) -> list[Device]:
-        """Delete up to ``limit`` devices of an app, oldest first."""
+    def app_devices(self, name: str, limit: int) -> list[Device]:
+        """Return up to ``limit`` devices of an app, oldest first."""
         self.get_app(name)
-        devices = sorted(
+        return sorted(
             (device for device in self.devices.values() if device.app == name),
             key=lambda device: (device.created_at, device.device_id),
         )[:limit]
+
+    def delete_devices(self, devices: Sequence[Device]) -> int:
+        """Delete these devices while they keep the endpoint they had."""
+        gone = 0
         for device in devices:
-            del self.devices[device.device_id]
-        return devices
+            current = self.devices.get(device.device_id)
+            if current is not None and current.endpoint_arn == device.endpoint_arn:
+                del self.devices[device.device_id]
+                gone += 1
+        return gone
 
     def list_apps(self) -> list[App]:
         """Return every app, by name."""

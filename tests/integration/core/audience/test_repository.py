@@ -6,6 +6,7 @@ held to what PostgreSQL does.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -176,20 +177,27 @@ def test_repository_delete_app_deletes_its_devices(repository: AudienceRepositor
         repository.get_app("android")
 
 
-def test_repository_delete_app_devices_deletes_the_oldest_up_to_the_limit(repository: AudienceRepositoryPort) -> None:
+def test_repository_app_devices_oldest_first_then_deleted_while_they_keep_their_endpoint(
+    repository: AudienceRepositoryPort,
+) -> None:
     _with_app_and_users(repository, "u1", "u2")
     for index in range(3):
         repository.register_device("u1" if index % 2 else "u2", "android", f"tok{index}", f"arn:endpoint/{index}")
 
-    first = repository.delete_app_devices("android", 2)
-    rest = repository.delete_app_devices("android", 2)
+    first = repository.app_devices("android", 2)
+    # tok1 registered again meanwhile, on a new endpoint: its row stays, with the endpoint it has now.
+    repository.register_device("u1", "android", "tok1", "arn:endpoint/1-new")
+    deleted = repository.delete_devices(first)
 
     assert [device.token for device in first] == ["tok0", "tok1"]
-    assert [device.token for device in rest] == ["tok2"]
-    assert repository.delete_app_devices("android", 2) == []
-    assert repository.get_app("android").name == "android"
+    assert deleted == 1
+    assert [(d.token, d.endpoint_arn) for d in repository.app_devices("android", 10)] == [
+        ("tok1", "arn:endpoint/1-new"),
+        ("tok2", "arn:endpoint/2"),
+    ]
+    assert repository.delete_devices([]) == 0
     with pytest.raises(NotFoundError):
-        repository.delete_app_devices("ios", 2)
+        repository.app_devices("ios", 2)
 
 
 def test_repository_put_app_replaced_takes_the_new_platform(repository: AudienceRepositoryPort) -> None:
@@ -261,6 +269,44 @@ def test_repository_register_device_beyond_the_bound_removes_the_least_recently_
     assert len(devices) == MAX_DEVICES_PER_USER
     assert {device.endpoint_arn for device in devices}.isdisjoint({"arn:endpoint/50", "arn:endpoint/1"})
     assert {"arn:endpoint/0", "arn:endpoint/100", "arn:endpoint/101"} <= {device.endpoint_arn for device in devices}
+
+
+class _SlowCommit(Database):
+    """The service's connection whose transactions stay open a while after their work (a slow Lambda, a GC pause)."""
+
+    def run(self, work: Any, action: str) -> Any:
+        def slowly(cursor: Any) -> Any:
+            result = work(cursor)
+            time.sleep(0.5)
+            return result
+
+        return super().run(slowly, action)
+
+
+def test_repository_register_device_at_the_bound_while_the_oldest_is_seen_again_keeps_it(
+    postgres: AudienceRepository, postgres_url: str
+) -> None:
+    _with_app_and_users(postgres, "u1")
+    for index in range(MAX_DEVICES_PER_USER):
+        postgres.register_device("u1", "android", f"tok{index:03}", f"arn:endpoint/{index}")
+    seen_again: dict[str, Any] = {}
+    slow = AudienceRepository(_SlowCommit(postgres_url))
+    thread = threading.Thread(
+        target=lambda: seen_again.update(r=slow.register_device("u1", "android", "tok000", "arn:endpoint/0"))
+    )
+    thread.start()
+    time.sleep(0.2)  # the registration seen again holds its transaction open
+
+    other = AudienceRepository(Database(postgres_url)).register_device("u1", "android", "new", "arn:endpoint/new")
+    thread.join()
+
+    # Read from a view before tok000 was seen again, the other registration removed it: a 200, then the device and
+    # its endpoint were gone. Registrations of a user now go one after another.
+    assert seen_again["r"].created is False
+    assert [device.token for device in other.removed] == ["tok001"]
+    tokens = {device.token for device in postgres.list_devices("u1")}
+    assert "tok000" in tokens
+    assert len(tokens) == MAX_DEVICES_PER_USER
 
 
 def test_repository_subscribers_page_walks_every_subscriber_once(repository: AudienceRepositoryPort) -> None:
