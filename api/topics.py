@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from core.channels import NAME_RULE
 from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequest
+from core.clients import QUICK_CALL_SECONDS
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.models import Integration, IntegrationType, Reply, Topic, is_name
 from core.observability import logger
@@ -26,9 +27,9 @@ MASK = "********"
 # DynamoDB's 400 KB, would otherwise exceed Lambda's 6 MB response).
 LIST_LIMIT = 100
 # SSM's PutParameter is throttled at a few a second per account: a request writes at most this many credentials, and
-# stops writing (deleting what it wrote) while it still has this many seconds to answer.
+# writes one more only while it has time for it, for deleting what it wrote (one call a ten), and to answer.
 MAX_NEW_CREDENTIALS = 10
-CREDENTIALS_MARGIN_SECONDS = 2.0
+CREDENTIALS_MARGIN_SECONDS = 2 * QUICK_CALL_SECONDS + 1.0
 # How long credentials a topic stopped using are kept: a delivery queued with them may be retried for its whole retry
 # window (RETRY_WINDOW_HOURS, 14 days at most), wait in its dead-letter queue for a redrive (14 days), then be retried
 # for a window again. A delivery older than that which still names them fails, saying its credentials are missing.

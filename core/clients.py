@@ -75,7 +75,11 @@ _SINGLE_TRY_CONFIG = _CONFIG.merge(Config(retries={"mode": "standard", "total_ma
 # delivery's own retries, paced and counted, take over from botocore's.
 _SEND_CONFIG = _CONFIG.merge(Config(read_timeout=4, retries={"mode": "standard", "total_max_attempts": 2}))
 AWS_SEND_SECONDS = 2 * (2 + 4) + 1
-_CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_CONFIG}
+# Writes a request must finish or undo within its own time (a topic's credentials in SSM): one short try each, so that
+# a request knows the longest one can take (QUICK_CALL_SECONDS) and stops writing while it can still undo them.
+_QUICK_CONFIG = _CONFIG.merge(Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1}))
+QUICK_CALL_SECONDS = 1 + 2
+_CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_CONFIG, "quick": _QUICK_CONFIG}
 # The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
 # delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded).
 _MANAGEMENT_CONFIG = Config(
@@ -118,15 +122,17 @@ def _client(service: str, region: str | None, kind: str = "calls") -> Any:
     return _new_client(service, region_name=region, config=_CONFIGS[kind])
 
 
-def get_client(service: str, region: str | None = None, *, single_try: bool = False, sends: bool = False) -> Any:
+def get_client(
+    service: str, region: str | None = None, *, single_try: bool = False, sends: bool = False, quick: bool = False
+) -> Any:
     """Return the client of an AWS service in ``region`` (botocore's default when not given); ``single_try``: the
     one that makes each call once, without botocore's retries; ``sends``: the one channels send with, each call
-    bounded to a send's budget.
+    bounded to a send's budget; ``quick``: one short try per call, at most ``QUICK_CALL_SECONDS``.
 
     ``AWS_ENDPOINT_URL`` points it at a local AWS when set. Leaving the region out and naming the default one give
     the same client.
     """
-    kind = "single_try" if single_try else "sends" if sends else "calls"
+    kind = "single_try" if single_try else "sends" if sends else "quick" if quick else "calls"
     return _client(service, region or _default_region(), kind)
 
 
@@ -189,7 +195,7 @@ def get_delivery_queue(settings: DeliveryQueueSettings | None = None) -> Deliver
 def _secret_store(prefix: str, region: str) -> SecretStore:
     from core.secrets import SecretStore
 
-    return SecretStore(get_client("ssm", region), prefix)
+    return SecretStore(get_client("ssm", region), prefix, writer=get_client("ssm", region, quick=True))
 
 
 def get_secret_store(settings: IntegrationSecretsSettings | None = None) -> SecretStore:

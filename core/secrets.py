@@ -39,10 +39,14 @@ class SecretStore:
         A boto3 SSM client.
     prefix:
         Parameter path every name of this store begins with, for example ``/notify/prod``.
+    writer:
+        The client that adds and deletes parameters (``client`` when not given): one whose calls end in a known time,
+        so that a request adding credentials can stop while it can still delete what it added.
     """
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, prefix: str, writer: Any = None) -> None:
         self._client = client
+        self._writer = writer or client
         self._prefix = prefix.rstrip("/")
 
     def integration_refs(self, channel: str, topic: str, integration: str) -> tuple[str, str]:
@@ -63,7 +67,7 @@ class SecretStore:
         """
         for name in names:
             try:
-                self._client.put_parameter(
+                self._writer.put_parameter(
                     Name=name, Value=secret_text(secret), Type="SecureString", Overwrite=False, Tier="Standard"
                 )
             except AWS_ERRORS as exc:
@@ -101,6 +105,6 @@ class SecretStore:
         pending = list(names)
         for start in range(0, len(pending), 10):
             try:
-                self._client.delete_parameters(Names=pending[start : start + 10])
+                self._writer.delete_parameters(Names=pending[start : start + 10])
             except AWS_ERRORS as exc:
                 raise aws_error(exc, "deleting credentials") from exc
