@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
@@ -364,22 +364,25 @@ def classify_status(response: requests.Response, what: str, detail: str = "") ->
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Return ``text`` with each secret written ``***``: as it is, or percent-encoded (in either case), as an error
-    page quoting the request's URL or path shows it."""
+    """Return ``text`` percent-decoded (twice: an error page may quote a URL it got encoded) with each secret written
+    ``***``, in any case: however the page quoted the request's URL or path, no secret is left in it."""
+    text = unquote(unquote(text))
     for secret in sorted({secret for secret in secrets if secret}, key=len, reverse=True):
-        for form in {secret, quote(secret, safe=""), quote(secret, safe="/")}:
-            text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
     return text
 
 
 def short_text(response: requests.Response, limit: int = 200, hide: Iterable[str] = ()) -> str:
     """Return the start of an answer's body as one line, for an error reason, with the secrets in ``hide`` redacted
-    (before it is cut, so that no part of one is left at the cut).
+    (in the whole answer, before it is cut, so that no part of one is left at the cut).
 
     Decoded in the charset its ``Content-Type`` names, else UTF-8, never guessed: ``response.text`` would run charset
     detection over the body of every answer (a sixth of a webhook send's CPU).
     """
-    head = response.content[: limit * 4]
+    hide = tuple(hide)
+    # With secrets to hide, the whole answer (bounded by core.outbound.MAX_ANSWER_BYTES): one cut at the head could
+    # split a secret, and its rest, no longer matched, move into the text once earlier copies shrank to ***.
+    head = response.content if hide else response.content[: limit * 4]
     try:
         text = head.decode(response.encoding or "utf-8", errors="replace")
     except (LookupError, ValueError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -118,9 +118,10 @@ class SlackChannel(Channel):
         if not content.text:
             raise PermanentDeliveryError("slack: no text to send")
         response = post(self._resources.http, url, "slack", json={"text": truncate(content.text, self.max_text_length)})
-        # The webhook URL is the secret: an error page quoting the request's path would put it in the reason.
-        path = urlsplit(url).path
-        answer = short_text(response, 100, hide=(url, path, *(part for part in path.split("/") if len(part) >= 8)))
+        # The webhook URL is the secret: an error page quoting the request's path or query would put it in the reason.
+        parts = urlsplit(url)
+        pieces = [*parts.path.split("/"), *(value for _, value in parse_qsl(parts.query))]
+        answer = short_text(response, 100, hide=(url, parts.path, *(piece for piece in pieces if len(piece) >= 8)))
         if response.status_code < 500 and answer in PERMANENT_ANSWERS:
             raise PermanentDeliveryError(f"slack: HTTP {response.status_code} {answer}")
         classify_status(response, "slack", answer)

@@ -85,8 +85,9 @@ def test_slack_failure_reason_hides_webhook_path(resources: ChannelResources, re
         "no route for {url}",
         "Not Found: %2Fservices%2Ft0%2Fb0%2Fwebhook-secret-4f2a",
         "unknown hook webhook-secret-4f2a",
+        "Not Found: %252Fservices%252Ft0%252Fb0%252Fwebhook-secret-4f2a",
     ],
-    ids=["path", "url", "quoted-path", "last-part"],
+    ids=["path", "url", "quoted-path", "last-part", "quoted-twice"],
 )
 def test_slack_answer_quoting_the_webhook_is_redacted_in_the_reason(
     resources: ChannelResources, receiver: Receiver, echo: str
@@ -103,6 +104,24 @@ def test_slack_answer_quoting_the_webhook_is_redacted_in_the_reason(
     assert raised.value.reason.startswith("slack: HTTP 404 ")
     assert "***" in raised.value.reason
     assert "webhook-secret" not in raised.value.reason
+
+
+def test_slack_answer_quoting_a_secret_of_the_webhooks_query_is_redacted(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    # A Slack-compatible hook may carry its secret in the query rather than the path.
+    receiver.script(Answer(403, b"invalid token query-secret-9876"))
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        SlackChannel(resources).send(
+            Content(text="hi"),
+            {},
+            {"webhook_url": f"{receiver.url}/hooks?token=query-secret-9876"},
+            notification_id="n-1",
+            delivery_key="k-1",
+        )
+
+    assert raised.value.reason == "slack: HTTP 403 invalid token ***"
 
 
 def test_slack_blocked_target_reason_names_the_channel(resources: ChannelResources) -> None:

@@ -18,6 +18,7 @@ from core.channels.base import (
     limit_at,
     parse_settings,
     post,
+    redact,
     retry_after_seconds,
     short_text,
     truncate,
@@ -187,6 +188,36 @@ def test_short_text_decodes_utf_8_by_default_on_one_line() -> None:
     answer = _answer('{"error":\n  "déjà vu"}'.encode(), "application/json")
 
     assert short_text(answer) == '{"error": "déjà vu"}'
+
+
+SECRET = "123456789:AAE-tokenSecret_xyz"
+
+
+@pytest.mark.parametrize(
+    "quoted",
+    [
+        SECRET,
+        SECRET.upper(),
+        "123456789%3AAAE-tokenSecret_xyz",
+        "123456789%3aAAE%2DtokenSecret_xyz",  # over-encoded, in lower case
+        "123456789%253AAAE-tokenSecret_xyz",  # encoded twice
+    ],
+    ids=["plain", "upper", "quoted", "over-quoted", "quoted-twice"],
+)
+def test_redact_hides_a_secret_however_an_answer_quotes_it(quoted: str) -> None:
+    assert redact(f"no route for /bot{quoted}/sendMessage", [SECRET]) == "no route for /bot***/sendMessage"
+
+
+def test_short_text_hides_a_secret_past_the_cut_of_an_answer_quoting_it_many_times() -> None:
+    # Cut before it was redacted, the copy across the cut was left; its rest moved into the text once the earlier
+    # copies shrank to ***.
+    url = f"https://hooks.example/bot{SECRET}/x"
+    answer = _answer((("see " + url + " ") * 12 + "end").encode(), "text/plain")
+
+    text = short_text(answer, 100, hide=[url, SECRET])
+
+    assert "tokenSecret" not in text
+    assert text.startswith("see *** see ***")
 
 
 def test_short_text_decodes_the_charset_the_answer_names() -> None:
