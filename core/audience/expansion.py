@@ -148,6 +148,8 @@ class ExpansionReport:
     pages: int = 0
     enqueued: int = 0
     skipped: int = 0
+    # The deliveries of the page being enqueued that are already on the queue or written (its chunks so far).
+    in_page: int = 0
     done: bool = False
     handed_over: bool = False
     status: str = ""
@@ -468,8 +470,9 @@ def expand_send(
                     logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
                     return report
     except ExpansionError as exc:
-        # The notification's status tells why: the send's own row is not one the API shows.
-        _write_record(ledger, replace(record, error=str(exc)), own + total)
+        # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page
+        # enqueued before its failing message (a chunk at a time) are on their way, and counted.
+        _write_record(ledger, replace(record, error=str(exc)), own + total + report.in_page)
         store.finish_send(send.send_id, "failed", str(exc))
         report.status, report.done = "failed", True
         report.errors.append(str(exc))
@@ -592,7 +595,7 @@ def _enqueue_page(
     delivery key once.
     """
     chunk: list[_Planned] = []
-    size = count = 0
+    size = count = report.in_page = 0
     for item in planned:
         chunk.append(item)
         count += 1
@@ -601,6 +604,7 @@ def _enqueue_page(
             _enqueue_chunk(send, chunk, ledger, queue, report)
             chunk, size = [], 0
     _enqueue_chunk(send, chunk, ledger, queue, report)
+    report.in_page = 0
     return count
 
 
@@ -619,6 +623,7 @@ def _enqueue_chunk(
             )
     report.enqueued += len(messages)
     report.skipped += len(chunk) - len(messages)
+    report.in_page += len(chunk)
 
 
 def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:

@@ -19,7 +19,7 @@ from core.audience.expansion import expand_send
 from core.audience.models import UserRequest
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend
-from core.audience.sends import ExpansionJob
+from core.audience.sends import ExpansionJob, NewSend
 from core.errors import UpstreamError
 from core.queue import DeliveryQueue, SendOutcome
 from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger
@@ -308,3 +308,28 @@ def test_expand_send_page_failing_after_its_first_chunk_is_enqueued_again_whole_
     # delivery keys (the consumer sends a key once), and its users are counted once.
     assert queue.reached() == ["u01", "u01", "u03", "u05", "u07"]
     assert _recipients(db, send_id) == 4
+
+
+def test_expand_send_failing_after_a_chunk_of_its_page_counts_the_deliveries_on_their_way(
+    monkeypatch: pytest.MonkeyPatch, database: Database
+) -> None:
+    repository = AudienceRepository(database)
+    for user_id in ("a1", "a2", "b" + "x" * 126):
+        repository.put_user(user_id, UserRequest(timezone="UTC", data={"plan": "pro"}))
+    send, _ = repository.create_send(
+        NewSend("n-part", {"where": {"field": "plan", "eq": "pro"}}, {"text": "hi"}, ["browser"])
+    )
+    monkeypatch.setattr(expansion, "ENQUEUE_CHUNK_BYTES", 1)
+    # Between the short ids' messages and the long id's: the page's last message fails the send.
+    monkeypatch.setattr(expansion, "DELIVERY_MESSAGE_BYTES_LIMIT", 700)
+    queue, ledger = RefusingQueue(refuse=set()), FakeSendLedger()
+
+    report = expand_send(
+        ExpansionJob(send_id=send.send_id, notification_id="n-part"), repository, ledger, queue, FakeExpansionQueue()
+    )
+
+    # The two enqueued before it are delivered: the notification counts them beside its error.
+    assert (report.status, report.enqueued) == ("failed", 2)
+    assert queue.reached() == ["a1", "a2"]
+    assert ledger.records["n-part"].delivery_count == 2
+    assert ledger.records["n-part"].error == "the browser message exceeds 0 KiB"
