@@ -124,7 +124,8 @@ class PushEndpoints:
             ).get("Attributes", {})
         except ClientError as exc:
             code = error_code(exc)
-            if code in _NOT_FOUND or code == "InvalidParameter":
+            if code in _NOT_FOUND or code in ("InvalidParameter", "AuthorizationError"):
+                # AuthorizationError: an ARN of another account or region, which this function's role may not read.
                 raise InvalidRequestError(
                     field, f"SNS has no platform application of this ARN in this account and region ({code})"
                 ) from None

@@ -81,3 +81,27 @@ def test_push_endpoints_register_other_invalid_parameter_is_not_taken_for_an_exi
         PushEndpoints(sns).register(APPLICATION, "bad-token", "ada")
 
     assert raised.value.field == "token"
+
+
+@pytest.mark.parametrize("code", ["NotFound", "InvalidParameter", "AuthorizationError"])
+def test_push_endpoints_check_application_sns_cannot_read_is_refused_naming_the_arn(code: str) -> None:
+    # AuthorizationError: an ARN of another account, which the function's role may not read (a 502 before).
+    sns = FakeSnsEndpoints((APPLICATION,))
+    sns.failing = code
+
+    with pytest.raises(InvalidRequestError) as raised:
+        PushEndpoints(sns).check_application(APPLICATION)
+
+    assert raised.value.field == "platform_application_arn"
+
+
+def test_push_endpoints_check_application_sns_failing_otherwise_is_upstream() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+    sns.failing = "InternalError"
+
+    with pytest.raises(UpstreamError):
+        PushEndpoints(sns).check_application(APPLICATION)
+
+
+def test_push_endpoints_check_application_known_one_passes() -> None:
+    PushEndpoints(FakeSnsEndpoints((APPLICATION,))).check_application(APPLICATION)
