@@ -32,12 +32,12 @@ from core.audience.schedules import Schedule, ScheduleList, cancel_schedule, get
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import SendAccepted, SendRequest, accept_send
 from core.audience.settings import AudienceSettings
-from core.clients import get_audience_repository, get_expansion_queue, get_push_endpoints
+from core.clients import get_audience_repository, get_database, get_expansion_queue, get_push_endpoints
 from core.errors import InvalidRequestError
 from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.ids import idempotent_notification_id, new_notification_id
 from core.models import LONE_SURROGATE, NAME_PATTERN, NAME_RULE, Reply
-from core.observability import logger, metrics, tracer
+from core.observability import logger, metrics, remaining_time, tracer
 from core.settings import load_settings
 
 app = Router()
@@ -544,5 +544,5 @@ def cancel_schedule_route(schedule_id: str) -> Response:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Entry point of the audience function."""
-    settings()
+    get_database(settings()).bound_to(remaining_time(context) if context is not None else None)
     return app.resolve(event, context)

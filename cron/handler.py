@@ -53,7 +53,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = settings()
     scheduled = ScheduledEvent.model_validate(event)
     logger.append_keys(event_id=scheduled.id, scheduled_time=scheduled.time.isoformat())
-    repository = AudienceRepository(get_database(config))
+    database = get_database(config)
+    database.bound_to(remaining_time(context))
+    repository = AudienceRepository(database)
     time_left = remaining_time(context, config.cron_time_margin_seconds)
     report = dispatch_due(
         repository,

@@ -22,6 +22,7 @@ from core.audience.settings import ExpandSettings
 from core.clients import (
     get_audience_repository,
     get_client,
+    get_database,
     get_delivery_queue,
     get_expansion_queue,
     get_ledger,
@@ -59,6 +60,7 @@ def senders(config: ExpandSettings) -> Senders:
 def handle(job: AnyJob, context: Any) -> None:
     """Run one job; raise ``UpstreamError`` when it must come back later."""
     config = settings()
+    get_database(config).bound_to(remaining_time(context))
     repository = get_audience_repository(config)
     if isinstance(job, DisableEndpointJob):
         disabled = repository.disable_device(job.endpoint_arn, job.observed_at)

@@ -23,6 +23,8 @@ from core.audience.errors import database_error
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 
 T = TypeVar("T")
+# The seconds of an invocation a statement leaves it, to roll back and answer (``Database.bound_to``).
+STATEMENT_MARGIN_SECONDS = 1.0
 Dsn = str | Callable[[], str]
 
 
@@ -79,6 +81,7 @@ class Database:
         self._ping_after = ping_after_idle_seconds
         self._connection: Any = None
         self._last_used = 0.0
+        self._time_left: Callable[[], float] | None = None
         # One transaction at a time on the one connection, whichever thread asks.
         self._lock = threading.RLock()
 
@@ -137,6 +140,16 @@ class Database:
                 self._connection = self._open()
             return self._connection
 
+    def bound_to(self, time_left: Callable[[], float] | None) -> None:
+        """Bound each statement of the transactions run from now on to ``time_left()`` less ``STATEMENT_MARGIN_SECONDS``
+        (the invocation's time: a handler calls this when it starts; ``None``: no bound).
+
+        Lambda ends a function at its timeout without a word to the server: the statement it waited on runs on, and
+        its transaction keeps its locks (a user's row, while a registration counts its devices) until the server finds
+        the client gone. Bounded, the statement is cancelled in time and the function answers.
+        """
+        self._time_left = time_left
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """Yield a cursor in a transaction: committed when the block ends, rolled back when it raises.
@@ -147,6 +160,10 @@ class Database:
             connection = self.connection()
             try:
                 with connection.cursor() as cursor:
+                    if self._time_left is not None:
+                        left = self._time_left() - STATEMENT_MARGIN_SECONDS
+                        # SET takes no parameters: a whole number of milliseconds, at least 1 (0 would be no bound).
+                        cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
                     yield cursor
                 connection.commit()
             except BaseException:

@@ -33,6 +33,8 @@ CHECK_VIOLATION = "23514"
 NOT_NULL_VIOLATION = "23502"
 # Class 22, data exceptions: a value PostgreSQL cannot take (a NUL character in text, a number out of range…).
 DATA_EXCEPTION_CLASS = "22"
+# A statement cancelled, here by its statement_timeout (core/audience/connection.py Database.bound_to).
+QUERY_CANCELED = "57014"
 
 
 def database_error(exc: Exception, action: str) -> NotificationError:
@@ -57,4 +59,6 @@ def database_error(exc: Exception, action: str) -> NotificationError:
         return InvalidRequestError("", f"{action}: the values break a rule of the store ({code or 'integrity'})")
     if code.startswith(DATA_EXCEPTION_CLASS):
         return InvalidRequestError("", f"{action}: a value cannot be stored ({code})")
+    if code == QUERY_CANCELED:
+        return UpstreamError(f"{action} took longer than the time left to this request; the database cancelled it")
     return UpstreamError(f"{action} failed ({code or type(exc).__name__})")

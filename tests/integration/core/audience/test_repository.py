@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from core.audience.connection import Database
+from core.audience.connection import STATEMENT_MARGIN_SECONDS, Database
 from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER, AppRequest, UserRequest
 from core.audience.ports import AudienceRepositoryPort
 from core.audience.repository import AudienceRepository
@@ -451,6 +451,28 @@ def test_database_idle_connection_checked_and_reopened_before_use(postgres_url: 
     _terminate_backends(db)
 
     assert repository.get_user("u1").user_id == "u1"
+    database.close()
+
+
+def test_database_bound_to_the_time_left_cancels_a_statement_in_time_and_releases_its_locks(
+    postgres: AudienceRepository, postgres_url: str
+) -> None:
+    # Lambda ends a function at its timeout without a word to the server: the statement ran on, and its transaction
+    # kept the user's row locked (each registration of that user waited) until the server found the client gone.
+    _with_app_and_users(postgres, "u1")
+    database = Database(postgres_url)
+    database.bound_to(lambda: STATEMENT_MARGIN_SECONDS + 0.3)
+
+    def lock_then_wait(cursor: Any) -> None:
+        cursor.execute("SELECT 1 FROM users WHERE id = 'u1' FOR NO KEY UPDATE")
+        cursor.execute("SELECT pg_sleep(5)")
+
+    with pytest.raises(UpstreamError, match="took longer than the time left to this request"):
+        database.run(lock_then_wait, "waiting")
+
+    assert postgres.register_device("u1", "android", "tok", "arn:endpoint/1").created is True  # the lock is gone
+    database.bound_to(None)
+    assert database.run(lambda cursor: cursor.execute("SHOW statement_timeout") or cursor.fetchone()[0], "x") == "0"
     database.close()
 
 
