@@ -189,12 +189,14 @@ def statuses(messages: list[dict[str, Any]]) -> list[DeliveryStatus | None]:
 
 @dataclass(frozen=True)
 class Queued:
-    """A message on a queue as moto holds it, received or not: its body and in how many seconds it can be received."""
+    """A message on a queue as moto holds it, received or not: its body, in how many seconds it can be received, and
+    when (``due_at``, epoch seconds: bounds on it hold however long a test took to look; on ``due_in`` they do not)."""
 
     message_id: str
     body: dict[str, Any]
     due_in: float
     receive_count: int
+    due_at: float = 0.0
 
 
 def on_queue(queue_name: str = "notify-test-deliveries") -> list[Queued]:
@@ -210,6 +212,7 @@ def on_queue(queue_name: str = "notify-test-deliveries") -> list[Queued]:
             body=json.loads(message.body),
             due_in=float(max(message.visible_at, message.delayed_until) - now) / 1000,
             receive_count=message.approximate_receive_count,
+            due_at=float(max(message.visible_at, message.delayed_until)) / 1000,
         )
         for message in list(queue._messages)
     ]

@@ -208,15 +208,17 @@ def test_handler_503_deletes_the_message_and_queues_a_copy_after_the_backoff(
     receiver.script(Answer(503, b""))
     message = _webhook(receiver)
     [original] = enqueue(consumer_aws, message)
+    before = time.time()
 
     result = consume_once(consumer_aws)
 
+    after = time.time()
     assert failed_ids(result) == set()
     [copy] = on_queue()
     # The first retry: 10 s * 2^0 with equal jitter, so between 5 and 10 seconds (SQS delays in whole seconds).
     assert copy.message_id != original
     assert (copy.body["notification_id"], copy.body["attempt"]) == (message["notification_id"], 1)
-    assert 4 < copy.due_in <= 10
+    assert before + 4 < copy.due_at <= after + 10
     row = entry(message)
     assert (row.status, row.attempts, row.last_error) == (DeliveryStatus.RETRYING, 1, "webhook: HTTP 503")
 
@@ -233,13 +235,15 @@ def test_handler_copy_refused_by_sqs_keeps_the_message_hidden_and_reports_it_fai
 
     monkeypatch.setattr(clients.get_client("sqs"), "send_message", refuse)
 
+    before = time.time()
     result = consume_once(consumer_aws)
 
+    after = time.time()
     assert failed_ids(result) == {original}
     [kept] = on_queue()
     # Hidden until the retry is due: 10 s * 2^0 with equal jitter, rounded up to whole seconds.
     assert kept.message_id == original
-    assert 4 < kept.due_in <= 10
+    assert before + 4 < kept.due_at <= after + 10
     assert (entry(message).status, entry(message).attempts) == (DeliveryStatus.RETRYING, 1)
 
 
@@ -250,12 +254,14 @@ def test_handler_backoff_follows_retry_base_setting(
     clients.reset()
     receiver.script(Answer(502, b""))
     enqueue(consumer_aws, _webhook(receiver))
+    before = time.time()
 
     consume_once(consumer_aws)
 
+    after = time.time()
     # The first retry: 120 s * 2^0 with equal jitter, so between 60 and 120 seconds.
     [copy] = on_queue()
-    assert 59 < copy.due_in <= 120
+    assert before + 59 < copy.due_at <= after + 120
 
 
 def test_handler_429_queues_a_copy_due_after_retry_after_without_an_attempt(
@@ -268,10 +274,11 @@ def test_handler_429_queues_a_copy_due_after_retry_after_without_an_attempt(
 
     result = consume_once(consumer_aws)
 
+    after = time.time()
     assert failed_ids(result) == set()
     [copy] = on_queue()
     # Retry-After plus up to 20 % jitter, never less.
-    assert 119 < copy.due_in <= 144
+    assert sent + 119 < copy.due_at <= after + 144
     assert copy.body["attempt"] == 0
     assert (epoch_time(copy.body["not_before"]) or 0) >= sent + 120
     assert (entry(message).status, entry(message).attempts) == (DeliveryStatus.RETRYING, 0)
@@ -283,11 +290,13 @@ def test_handler_telegram_429_waits_parameters_retry_after(consumer_aws: AwsReso
         Answer(429, {"ok": False, "error_code": 429, "description": "Too Many", "parameters": {"retry_after": 300}})
     )
     enqueue(consumer_aws, delivery_message("telegram", {"text": "hi"}, {"chat_id": "42"}, credentials_ref=ref))
+    before = time.time()
 
     consume_once(consumer_aws)
 
+    after = time.time()
     [copy] = on_queue()
-    assert 299 < copy.due_in <= 360
+    assert before + 299 < copy.due_at <= after + 360
     assert copy.body["attempt"] == 0
 
 
