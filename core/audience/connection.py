@@ -62,6 +62,25 @@ def read_database_secret(client: Any, parameter: str) -> str:
     return str(make_dsn(**{name: str(item) for name, item in fields.items()}))
 
 
+class _BoundedCursor:
+    """A cursor whose every statement is bounded to what is left of the invocation: each is sent after a ``SET LOCAL
+    statement_timeout`` of its own, in the same call (a transaction's statements may wait one after another, each on a
+    lock: one bound for them all would let the transaction outlive the function)."""
+
+    def __init__(self, cursor: Any, time_left: Callable[[], float]) -> None:
+        self._cursor = cursor
+        self._time_left = time_left
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        left = self._time_left() - STATEMENT_MARGIN_SECONDS
+        # SET takes no parameters: a whole number of milliseconds, at least 1 (0 would be no bound). No "%" is added,
+        # so the statement's own placeholders are untouched.
+        self._cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}; {sql}", params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
 class Database:
     """A lazily opened psycopg2 connection and the transactions run on it.
 
@@ -160,11 +179,7 @@ class Database:
             connection = self.connection()
             try:
                 with connection.cursor() as cursor:
-                    if self._time_left is not None:
-                        left = self._time_left() - STATEMENT_MARGIN_SECONDS
-                        # SET takes no parameters: a whole number of milliseconds, at least 1 (0 would be no bound).
-                        cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}")
-                    yield cursor
+                    yield cursor if self._time_left is None else _BoundedCursor(cursor, self._time_left)
                 connection.commit()
             except BaseException:
                 self._rollback(connection)

@@ -476,6 +476,22 @@ def test_database_bound_to_the_time_left_cancels_a_statement_in_time_and_release
     database.close()
 
 
+def test_database_bound_holds_for_the_whole_transaction_not_each_statement_anew(postgres_url: str) -> None:
+    # One bound taken when the transaction began let each of its statements wait that long again: a registration
+    # waiting on the user's row, then on the device's, outlived the function.
+    database = Database(postgres_url)
+    deadline = time.monotonic() + STATEMENT_MARGIN_SECONDS + 1.0
+    database.bound_to(lambda: deadline - time.monotonic())
+
+    def two_waits(cursor: Any) -> None:
+        cursor.execute("SELECT pg_sleep(0.6)")
+        cursor.execute("SELECT pg_sleep(0.6)")
+
+    with pytest.raises(UpstreamError, match="took longer than the time left to this request"):
+        database.run(two_waits, "waiting twice")
+    database.close()
+
+
 def test_database_unreachable_server_is_upstream_error_without_the_url() -> None:
     database = Database("postgresql://user:s3cret@127.0.0.1:1/none", connect_timeout=1)
 
