@@ -364,12 +364,22 @@ def classify_status(response: requests.Response, what: str, detail: str = "") ->
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """Return ``text`` percent-decoded (twice: an error page may quote a URL it got encoded) with each secret written
-    ``***``, in any case: however the page quoted the request's URL or path, no secret is left in it."""
-    text = unquote(unquote(text))
-    for secret in sorted({secret for secret in secrets if secret}, key=len, reverse=True):
-        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
-    return text
+    """Return ``text`` with each secret written ``***``, in any case, however an error page quoted the request's URL or
+    path: the text is percent-decoded twice (a page may quote a URL it got encoded), and each secret is looked for
+    as it is and decoded once and twice (a URL's secret part may be written encoded), before and after decoding."""
+    forms: set[str] = set()
+    for secret in secrets:
+        if secret:
+            once = unquote(secret)
+            forms |= {secret, once, unquote(once)}
+    ordered = sorted(forms, key=len, reverse=True)
+
+    def hidden(value: str) -> str:
+        for form in ordered:
+            value = re.sub(re.escape(form), "***", value, flags=re.IGNORECASE)
+        return value
+
+    return hidden(unquote(unquote(hidden(text))))
 
 
 def short_text(response: requests.Response, limit: int = 200, hide: Iterable[str] = ()) -> str:

@@ -208,6 +208,21 @@ def test_redact_hides_a_secret_however_an_answer_quotes_it(quoted: str) -> None:
     assert redact(f"no route for /bot{quoted}/sendMessage", [SECRET]) == "no route for /bot***/sendMessage"
 
 
+@pytest.mark.parametrize(
+    ("secret", "text"),
+    [
+        ("Ab3%2BkQ9%2Fz7Xw%3D%3D", "No hook at /hooks/Ab3+kQ9/z7Xw=="),  # the URL's part encoded, the page's decoded
+        ("Ab3%2BkQ9%2Fz7Xw%3D%3D", "No hook at /hooks/Ab3%2BkQ9%2Fz7Xw%3D%3D"),
+        ("abc%41def123", "bad token abc%41def123"),  # a literal %41 in the secret
+    ],
+    ids=["encoded-secret-decoded-text", "encoded-both", "percent-in-secret"],
+)
+def test_redact_hides_a_secret_written_encoded(secret: str, text: str) -> None:
+    assert "***" in redact(text, [secret])
+    for part in ("kQ9", "z7Xw", "def123"):
+        assert part not in redact(text, [secret])
+
+
 def test_short_text_hides_a_secret_past_the_cut_of_an_answer_quoting_it_many_times() -> None:
     # Cut before it was redacted, the copy across the cut was left; its rest moved into the text once the earlier
     # copies shrank to ***.
