@@ -185,7 +185,7 @@ def _store_credentials(
             _check_time(time_left)
             written[name] = store.add(store.integration_refs(channel, topic, name), secret)
     except Exception:
-        _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
+        _delete_quietly(written.values(), store, "new credentials not deleted after a failed write", quick=True)
         raise
     return written
 
@@ -195,13 +195,13 @@ def _check_time(time_left: Callable[[], float] | None) -> None:
         raise UpstreamError("SSM was too slow storing the credentials; nothing was changed: retry")
 
 
-def _delete_quietly(refs: Iterable[str], store: SecretStorePort, failure: str) -> None:
+def _delete_quietly(refs: Iterable[str], store: SecretStorePort, failure: str, *, quick: bool = False) -> None:
     """Delete credentials when the topic write is already decided; a failure is logged, never raised over it."""
     names = sorted(refs)
     if not names:
         return
     try:
-        store.delete(names)
+        store.delete(names, quick=quick)
     except UpstreamError as exc:
         logger.warning(failure, extra={"count": len(names), "reason": str(exc)})
 

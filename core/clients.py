@@ -75,9 +75,10 @@ _SINGLE_TRY_CONFIG = _CONFIG.merge(Config(retries={"mode": "standard", "total_ma
 # delivery's own retries, paced and counted, take over from botocore's.
 _SEND_CONFIG = _CONFIG.merge(Config(read_timeout=4, retries={"mode": "standard", "total_max_attempts": 2}))
 AWS_SEND_SECONDS = 2 * (2 + 4) + 1
-# Writes a request must finish or undo within its own time (a topic's credentials in SSM): one short try each, so that
-# a request knows the longest one can take (QUICK_CALL_SECONDS) and stops writing while it can still undo them.
-_QUICK_CONFIG = _CONFIG.merge(Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1}))
+# Writes a request must finish or undo within its own time (a topic's credentials in SSM): short timeouts, so that a
+# request knows how long one try can take (QUICK_CALL_SECONDS) and stops writing while it can still undo them. Throttles
+# are still retried (SSM takes a few writes a second), answered at once, so a retry costs its backoff only.
+_QUICK_CONFIG = _CONFIG.merge(Config(connect_timeout=1, read_timeout=2))
 QUICK_CALL_SECONDS = 1 + 2
 _CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_CONFIG, "quick": _QUICK_CONFIG}
 # The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
@@ -127,7 +128,7 @@ def get_client(
 ) -> Any:
     """Return the client of an AWS service in ``region`` (botocore's default when not given); ``single_try``: the
     one that makes each call once, without botocore's retries; ``sends``: the one channels send with, each call
-    bounded to a send's budget; ``quick``: one short try per call, at most ``QUICK_CALL_SECONDS``.
+    bounded to a send's budget; ``quick``: short timeouts, a try at most ``QUICK_CALL_SECONDS``.
 
     ``AWS_ENDPOINT_URL`` points it at a local AWS when set. Leaving the region out and naming the default one give
     the same client.

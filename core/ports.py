@@ -172,6 +172,6 @@ class SecretStorePort(Protocol):
         """Return the secret objects of those ``names`` that exist, by name."""
         ...
 
-    def delete(self, names: Iterable[str]) -> None:
-        """Delete secrets; names that do not exist are ignored."""
+    def delete(self, names: Iterable[str], *, quick: bool = False) -> None:
+        """Delete secrets; names that do not exist are ignored (``quick``: undoing a request's adds, in its time)."""
         ...

@@ -40,8 +40,8 @@ class SecretStore:
     prefix:
         Parameter path every name of this store begins with, for example ``/notify/prod``.
     writer:
-        The client that adds and deletes parameters (``client`` when not given): one whose calls end in a known time,
-        so that a request adding credentials can stop while it can still delete what it added.
+        The client that adds parameters and undoes them (``client`` when not given): one whose calls end in a known
+        time, so that a request adding credentials can stop while it can still delete what it added.
     """
 
     def __init__(self, client: Any, prefix: str, writer: Any = None) -> None:
@@ -100,11 +100,13 @@ class SecretStore:
                 found[parameter["Name"]] = json.loads(parameter["Value"])
         return found
 
-    def delete(self, names: Iterable[str]) -> None:
-        """Delete parameters; names that do not exist are ignored."""
+    def delete(self, names: Iterable[str], *, quick: bool = False) -> None:
+        """Delete parameters; names that do not exist are ignored. ``quick``: with the writer's client (undoing what a
+        request added, within its time); else with the store's own."""
         pending = list(names)
+        client = self._writer if quick else self._client
         for start in range(0, len(pending), 10):
             try:
-                self._writer.delete_parameters(Names=pending[start : start + 10])
+                client.delete_parameters(Names=pending[start : start + 10])
             except AWS_ERRORS as exc:
                 raise aws_error(exc, "deleting credentials") from exc
