@@ -373,6 +373,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
             once = unquote(secret)
             forms |= {secret, once, unquote(once)}
     ordered = sorted(forms, key=len, reverse=True)
+    if not ordered:
+        return text  # nothing to hide: the answer's words as they came
 
     def hidden(value: str) -> str:
         for form in ordered:

@@ -223,6 +223,10 @@ def test_redact_hides_a_secret_written_encoded(secret: str, text: str) -> None:
         assert part not in redact(text, [secret])
 
 
+def test_short_text_with_nothing_to_hide_keeps_the_answer_as_it_came() -> None:
+    assert short_text(_answer(b"bad path %2Fx%20y", "text/plain")) == "bad path %2Fx%20y"
+
+
 def test_short_text_hides_a_secret_past_the_cut_of_an_answer_quoting_it_many_times() -> None:
     # Cut before it was redacted, the copy across the cut was left; its rest moved into the text once the earlier
     # copies shrank to ***.
