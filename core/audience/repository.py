@@ -107,8 +107,11 @@ def _page(users: list[User], limit: int) -> UserPage:
     return UserPage(users=users, next_after=users[-1].user_id if len(users) == limit else None)
 
 
-def _user_exists(cursor: Any, user_id: str) -> None:
-    cursor.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
+def _user_exists(cursor: Any, user_id: str, *, lock: bool = False) -> None:
+    """Raise ``NotFoundError`` unless the user exists. ``lock``: lock its row (not its key: devices and subscriptions
+    still refer to it meanwhile) to the end of the transaction, so that what counts the user's devices or
+    subscriptions and writes one runs one after another for that user, never from a stale view."""
+    cursor.execute(f"SELECT 1 FROM users WHERE id = %s{' FOR NO KEY UPDATE' if lock else ''}", (user_id,))
     if cursor.fetchone() is None:
         raise NotFoundError("the user does not exist")
 
@@ -331,12 +334,9 @@ class AudienceRepository:
         _plain("endpoint_arn", endpoint_arn)
 
         def work(cursor: Any) -> Registration:
-            # The user's row locked (not its key), as a subscription's write does: registrations of one user are
-            # counted and their least recently seen devices removed one after another, never from a stale view (a
-            # device seen again meanwhile removed, or the bound passed by two at once).
-            cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
-            if cursor.fetchone() is None:
-                raise NotFoundError("the user does not exist")
+            # Locked, the user's registrations remove its least recently seen devices one after another (from a
+            # stale view, a device seen again meanwhile was removed, and two at once passed the bound).
+            _user_exists(cursor, user_id, lock=True)
             # The owner before, read under the row's lock: a concurrent registration of the token waits for this one.
             cursor.execute("SELECT user_id FROM devices WHERE app = %s AND token = %s FOR UPDATE", (app, token))
             earlier = cursor.fetchone()
@@ -472,11 +472,8 @@ class AudienceRepository:
         params = (_plain("user_id", user_id), _plain("channel", channel), _plain("topic", topic))
 
         def work(cursor: Any) -> bool:
-            # The user's row locked (not its key: devices and subscriptions still refer to it meanwhile), so that
-            # subscriptions written at once are counted one after another.
-            cursor.execute("SELECT 1 FROM users WHERE id = %s FOR NO KEY UPDATE", (user_id,))
-            if cursor.fetchone() is None:
-                raise NotFoundError("the user does not exist")
+            # Locked, subscriptions written at once are counted one after another.
+            _user_exists(cursor, user_id, lock=True)
             cursor.execute(
                 "SELECT count(*), coalesce(bool_or(channel = %s AND topic = %s), false) FROM subscriptions"
                 " WHERE user_id = %s",
