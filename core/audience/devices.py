@@ -2,8 +2,10 @@
 deleted users and apps.
 
 The database is written after SNS when a device is registered (the row holds the endpoint SNS returned) and before
-SNS when something is deleted: once a row is gone nothing sends to its endpoint, so an endpoint that could not be
-deleted is only logged (the delete is done and cannot be taken back); the row never points at a missing endpoint.
+SNS when a device or a user is deleted: once a row is gone nothing sends to its endpoint, so an endpoint that could not
+be deleted is only logged (the delete is done and cannot be taken back); the row never points at a missing endpoint.
+An app's devices are the exception (``delete_app``): too many for one call, each endpoint goes before its row, so
+that a call cut short leaves rows the next call clears, never an endpoint no row names.
 """
 
 from __future__ import annotations
