@@ -36,16 +36,16 @@ from core.clients import get_audience_repository, get_database, get_expansion_qu
 from core.errors import InvalidRequestError
 from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.ids import idempotent_notification_id, new_notification_id
-from core.models import LONE_SURROGATE, NAME_PATTERN, NAME_RULE, Reply
 from core.observability import logger, metrics, remaining_time, tracer
 from core.settings import load_settings
+from core.validation import LONE_SURROGATE, NAME_PATTERN, NAME_RULE, Reply
 
 app = Router()
 # The routes of /v1/apps/{app} take a parameter named as the contract names it, which hides ``app`` in them.
 _ROUTER = app
 
 # The repository's rule for a user id (users_id_check, and no NUL: PostgreSQL text cannot hold one), and no character a
-# delivery message cannot carry (core.models.UNSENDABLE): the id is in each of the user's delivery keys, so it is
+# delivery message cannot carry (core.validation.UNSENDABLE): the id is in each of the user's delivery keys, so it is
 # bounded in UTF-8 bytes too (``MAX_USER_ID_BYTES``, checked by ``check``: a pattern counts characters). A lone
 # surrogate (no UTF-8 at all) is refused by ``check`` before any pattern.
 USER_ID_PATTERN = r"^[^\x00\ufffe\uffff]{1,256}$"

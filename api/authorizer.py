@@ -16,7 +16,8 @@ from api.admin_auth import check_admin_token
 from core.clients import get_client
 from core.errors import AWS_ERRORS, AuthenticationError, ForbiddenError, aws_error
 from core.observability import logger
-from core.settings import AuthorizerSettings, load_settings
+from core.roles.authorizer import AuthorizerSettings
+from core.settings import load_settings
 
 
 class TokenHash:

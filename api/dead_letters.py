@@ -21,12 +21,16 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
+from api.handler import ADMIN_ERRORS, settings
+from core.clients import get_client, get_ledger
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
+from core.http import Response, RouteDoc, Router, json_response, parse_body
 from core.ledger import DeliveryRow
-from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus, Reply, Strict
+from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
 from core.ports import LedgerPort
 from core.times import utc_now
+from core.validation import Reply, Strict
 
 RECEIVE_LIMIT = 10
 # Long enough to list or move a batch; a listing hands its messages back at once after reading them.
@@ -377,3 +381,42 @@ def redrive(
         # next call (one sent whose delete failed is known by its row's count of redrives, and not sent twice).
         _release(sqs, dlq_url, later + unprocessed)
     return {"redriven": moved, "more": more}
+
+
+# --- routes: served by the management API function (api/handler.py), which imports this module at their first request
+
+router = Router()
+
+
+@router.get("/v1/dead-letters", RouteDoc({200: DeadLettersResponse}, errors=ADMIN_ERRORS, security="admin"))
+def get_dead_letters() -> Response:
+    """List what is in the dead-letter queue, leaving it there."""
+    config = settings()
+    sqs = get_client("sqs", config.aws_region)
+    return json_response(200, list_dead_letters(sqs, config.dead_letter_queue_url, get_ledger(config)))
+
+
+@router.post(
+    "/v1/dead-letters/redrive",
+    RouteDoc(
+        {200: RedriveResponse},
+        errors=(400, 413, 422, *ADMIN_ERRORS),
+        security="admin",
+        request=RedriveRequest,
+        request_required=False,
+    ),
+)
+def redrive_dead_letters() -> Response:
+    """Move dead letters back to the delivery queue; their ledger rows say ``queued`` again."""
+    body = router.current_event.decoded_body
+    request = parse_body(body, RedriveRequest) if body and body.strip() else RedriveRequest()
+    config = settings()
+    moved = redrive(
+        get_client("sqs", config.aws_region),
+        config.dead_letter_queue_url,
+        config.delivery_queue_url,
+        get_ledger(config),
+        request.max_messages,
+        time_left=router.time_left(),
+    )
+    return json_response(200, moved)

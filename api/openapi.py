@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from core.http import PUBLISH_DOC, PUBLISH_PATH, ErrorResponse, RouteDoc, Router, resource_template
+from core.http import ErrorResponse, RouteDoc, Router, resource_template
+from core.routes import PUBLISH_DOC, PUBLISH_PATH
 from core.sns import SNS_DOC, SNS_PATH
 
 TITLE = "Notification service"

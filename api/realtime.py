@@ -10,13 +10,13 @@ from pydantic import Field, field_validator
 
 from core.clients import get_signing_keys
 from core.http import Response, RouteDoc, Router, json_response, parse_body
-from core.models import Reply, Strict
 from core.observability import logger, metrics, tracer
 from core.realtime.refs import TOPIC_REF_PATTERN, USER_ID_PATTERN
 from core.realtime.sessions import MAX_TOPICS, new_token
 from core.realtime.settings import RealtimeTokensSettings
 from core.settings import load_settings
 from core.times import iso_time
+from core.validation import Reply, Strict
 
 app = Router()
 TOKENS_PATH = "/v1/realtime/tokens"

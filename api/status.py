@@ -8,10 +8,15 @@ from typing import Any
 
 from pydantic import Field
 
+from api.handler import settings
+from core.clients import get_ledger
 from core.errors import NotFoundError
+from core.http import Response, RouteDoc, Router, caller_id, json_response
 from core.ledger import SUMMARY_SECONDS, LedgerEntry
-from core.models import DeliveryStatus, Reply
+from core.models import DeliveryStatus
+from core.observability import logger
 from core.ports import LedgerReaderPort
+from core.validation import Reply
 
 # What the counts leave of the invocation's time: the page of deliveries, the answer, and a slow DynamoDB call.
 SUMMARY_MARGIN_SECONDS = 3.0
@@ -131,3 +136,24 @@ def notification_status(
     if page.record.error:
         body["error"] = page.record.error
     return body
+
+
+# --- routes: served by the management API function (api/handler.py), which imports this module at their first request
+
+router = Router()
+
+
+@router.get(
+    "/v1/notifications/<notification_id>",
+    RouteDoc({200: StatusResponse}, errors=(403, 404, 502), security="api_key", query=("cursor",)),
+    # API Gateway takes one variable per level: this one's is the publish routes' {channel}.
+    deployed="/v1/notifications/{channel}",
+)
+def get_notification(notification_id: str) -> Response:
+    """Tell the status of every delivery of a notification."""
+    logger.set_correlation_id(notification_id)
+    event = router.current_event
+    caller = caller_id(event.identity)
+    cursor = event.query_string_parameters.get("cursor")
+    ledger = get_ledger(settings())
+    return json_response(200, notification_status(notification_id, ledger, caller, cursor, router.time_left()))

@@ -14,12 +14,12 @@ from pydantic import Field
 
 from core.clients import get_stripe_webhook_queue, get_stripe_webhook_secret
 from core.http import Response, RouteDoc, Router, json_response
-from core.models import Reply
 from core.observability import logger, metrics, tracer
 from core.purchases.errors import StripeSignatureError
 from core.purchases.settings import StripeWebhookSettings
 from core.purchases.webhooks import SIGNATURE_HEADER, StripeEventEnvelope, receive_webhook, webhook_payload
 from core.settings import load_settings
+from core.validation import Reply
 
 app = Router()
 WEBHOOK_PATH = "/v1/webhooks/stripe"

@@ -9,11 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from api.handler import ADMIN_ERRORS, settings
 from core.channels import NAME_RULE
 from core.channels.registry import CREDENTIAL_FIELDS, IntegrationSpec, TopicRequest
-from core.clients import QUICK_CALL_SECONDS
+from core.clients import QUICK_CALL_SECONDS, get_secret_store, get_topic_registry
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
-from core.models import Integration, IntegrationType, Reply, Topic, is_name
+from core.http import Response, RouteDoc, Router, json_response, parse_body
+from core.models import Integration, IntegrationType, Topic
 from core.observability import logger
 from core.pages import cursor_text, encode_cursor, fitting, page_limit
 from core.ports import SecretStorePort, TopicRegistryPort
@@ -21,6 +23,7 @@ from core.secrets import MAX_SECRET_CHARS, secret_text
 from core.templates import variables
 from core.times import epoch_time, iso_time, utc_now
 from core.topics import StoredTopic, check_item_size, hash_topic_secret, new_topic_hash
+from core.validation import NAME_PATTERN, Reply, is_name
 
 MASK = "********"
 # A page of topics: at most this many (and ``core.pages.PAGE_CHARS`` of JSON: a channel's topics, each up to
@@ -340,3 +343,79 @@ def rotate_hash(channel: str, topic: str, registry: TopicRegistryPort) -> str:
     rotated = existing.topic.model_copy(update={"hash_sha256": hash_topic_secret(topic_hash), "updated_at": utc_now()})
     registry.replace(rotated, existing.topic.updated_at, existing.retired)
     return topic_hash
+
+
+# --- routes: served by the management API function (api/handler.py), which imports this module at their first request
+
+router = Router()
+NAMES = {"channel": NAME_PATTERN, "topic": NAME_PATTERN}
+
+
+@router.put(
+    "/v1/channels/<channel>/topics/<topic>",
+    RouteDoc(
+        {200: TopicResponse, 201: TopicCreatedResponse},
+        errors=(400, 409, 413, 422, *ADMIN_ERRORS),
+        security="admin",
+        patterns=NAMES,
+        request=TopicRequest,
+    ),
+)
+def put_channel_topic(channel: str, topic: str) -> Response:
+    """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
+    request = parse_body(router.current_event.decoded_body, TopicRequest)
+    config = settings()
+    change, topic_hash = put_topic(
+        channel, topic, request, get_topic_registry(config), get_secret_store(config), router.time_left()
+    )
+    if topic_hash is not None:
+        return json_response(201, {**change.view, "topic_hash": topic_hash})
+    return json_response(200, change.view)
+
+
+@router.get(
+    "/v1/channels/<channel>/topics/<topic>",
+    RouteDoc({200: TopicResponse}, errors=(404, 422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
+def get_channel_topic(channel: str, topic: str) -> Response:
+    """Show a topic with its credentials masked."""
+    check_names(channel, topic)
+    return json_response(200, topic_view(get_topic_registry(settings()).read(channel, topic)))
+
+
+@router.get(
+    "/v1/channels/<channel>/topics",
+    RouteDoc(
+        {200: TopicListResponse},
+        errors=(422, *ADMIN_ERRORS),
+        security="admin",
+        patterns=NAMES,
+        query=("limit", "cursor"),
+    ),
+)
+def list_channel_topics(channel: str) -> Response:
+    """List a channel's topics by name, a page at a time (``next``), with their credentials masked."""
+    query = router.current_event.query_string_parameters or {}
+    return json_response(200, list_topics(channel, query, get_topic_registry(settings())))
+
+
+@router.delete(
+    "/v1/channels/<channel>/topics/<topic>",
+    RouteDoc({204: None}, errors=(404, 409, 422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
+def delete_channel_topic(channel: str, topic: str) -> Response:
+    """Delete a topic and its stored credentials."""
+    check_names(channel, topic)
+    config = settings()
+    delete_topic(channel, topic, get_topic_registry(config), get_secret_store(config))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/channels/<channel>/topics/<topic>/rotate-hash",
+    RouteDoc({200: TopicHashResponse}, errors=(404, 409, 422, *ADMIN_ERRORS), security="admin", patterns=NAMES),
+)
+def rotate_channel_topic_hash(channel: str, topic: str) -> Response:
+    """Give a topic a new hash, shown this once."""
+    check_names(channel, topic)
+    return json_response(200, {"topic_hash": rotate_hash(channel, topic, get_topic_registry(settings()))})

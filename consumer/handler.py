@@ -27,7 +27,8 @@ from core.clients import (
 )
 from core.observability import logger, metrics, tracer
 from core.queue import DeadLetterQueue, VisibilityScheduler
-from core.settings import DeliverSettings, load_settings
+from core.roles.deliver import DeliverSettings
+from core.settings import load_settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.errors import RetryableDeliveryError
 
@@ -23,8 +23,7 @@ RETRY_WINDOW_SECONDS = 24 * 3600.0
 MAX_ATTEMPTS = 100
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What follows a failed attempt: the next one at ``at`` (epoch seconds), or ``dead`` with ``reason``."""
 
     attempts: int
@@ -37,8 +36,7 @@ class Decision:
         return self.at is None
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """The retry rules of the delivery stage: exponential backoff with jitter, a window and a number of attempts.
 
     Parameters

@@ -1,6 +1,6 @@
 """Cached getters for AWS clients, the HTTP session and the stores built on them: created on first use, reused warm.
 
-A getter takes the calling role's settings (``core/settings.py``, or a domain's ``settings`` module) and keys its cache
+A getter takes the calling role's settings (``core/roles/``, or a domain's ``settings`` module) and keys its cache
 on what tells its objects apart (service and region, table, queue, prefix). Handlers pass their settings; a test or
 script that gives none gets the settings of the mixin the getter needs, parsed from the environment like a role's.
 """
@@ -14,17 +14,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.session
 from botocore.config import Config
 
-from core.settings import (
-    ChannelSettings,
-    DeliveryQueueSettings,
-    IntegrationSecretsSettings,
-    LedgerSettings,
-    OutboundSettings,
-    PacingSettings,
-    TopicsSettings,
-    clear_settings,
-    load_settings,
-)
+from core.settings import clear_settings, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,13 +40,16 @@ if TYPE_CHECKING:
         StripeWebhookQueueSettings,
         StripeWebhookSecretSettings,
     )
+    from core.purchases.tables import PaymentsSettings, PromotionsSettings, PurchasesSettings
     from core.purchases.webhooks import WebhookQueue, WebhookSecret
     from core.queue import DeliveryQueue
     from core.realtime.connections import ConnectionStore
     from core.realtime.keys import SigningKeyStore
     from core.realtime.settings import ConnectionsSettings, RealtimeKeysSettings
+    from core.roles.api import IntegrationSecretsSettings
+    from core.roles.deliver import ChannelSettings, PacingSettings
+    from core.roles.shared import DeliveryQueueSettings, LedgerSettings, OutboundSettings, TopicsSettings
     from core.secrets import SecretStore
-    from core.settings import PaymentsSettings, PromotionsSettings, PurchasesSettings
     from core.topics import TopicRegistry
 
 _CONFIG = Config(
@@ -147,7 +140,10 @@ def _topic_registry(table: str, cache_ttl_seconds: float, region: str) -> TopicR
 
 def get_topic_registry(settings: TopicsSettings | None = None) -> TopicRegistry:
     """Return the topic registry, whose cache lives as long as the warm container."""
-    settings = settings or load_settings(TopicsSettings)
+    if settings is None:
+        from core.roles.shared import TopicsSettings
+
+        settings = load_settings(TopicsSettings)
     return _topic_registry(settings.topics_table, settings.topic_cache_ttl_seconds, settings.aws_region)
 
 
@@ -160,7 +156,10 @@ def _ledger(table: str, ttl_days: int, region: str) -> DeliveryLedger:
 
 def get_ledger(settings: LedgerSettings | None = None) -> DeliveryLedger:
     """Return the delivery ledger."""
-    settings = settings or load_settings(LedgerSettings)
+    if settings is None:
+        from core.roles.shared import LedgerSettings
+
+        settings = load_settings(LedgerSettings)
     return _ledger(settings.deliveries_table, settings.ledger_ttl_days, settings.aws_region)
 
 
@@ -173,7 +172,10 @@ def _pacer(table: str, region: str) -> Pacer:
 
 def get_pacer(settings: PacingSettings | None = None) -> Pacer:
     """Return the pacer of this container: it remembers what it last saw of each destination."""
-    settings = settings or load_settings(PacingSettings)
+    if settings is None:
+        from core.roles.deliver import PacingSettings
+
+        settings = load_settings(PacingSettings)
     return _pacer(settings.pacing_table, settings.aws_region)
 
 
@@ -188,7 +190,10 @@ def _delivery_queue(url: str, region: str) -> DeliveryQueue:
 
 def get_delivery_queue(settings: DeliveryQueueSettings | None = None) -> DeliveryQueue:
     """Return the delivery queue."""
-    settings = settings or load_settings(DeliveryQueueSettings)
+    if settings is None:
+        from core.roles.shared import DeliveryQueueSettings
+
+        settings = load_settings(DeliveryQueueSettings)
     return _delivery_queue(settings.delivery_queue_url, settings.aws_region)
 
 
@@ -201,7 +206,10 @@ def _secret_store(prefix: str, region: str) -> SecretStore:
 
 def get_secret_store(settings: IntegrationSecretsSettings | None = None) -> SecretStore:
     """Return the store of integration secrets."""
-    settings = settings or load_settings(IntegrationSecretsSettings)
+    if settings is None:
+        from core.roles.api import IntegrationSecretsSettings
+
+        settings = load_settings(IntegrationSecretsSettings)
     return _secret_store(settings.parameter_prefix, settings.aws_region)
 
 
@@ -283,7 +291,10 @@ def get_http_session(settings: OutboundSettings | None = None) -> OutboundSessio
     Private targets are allowed only when the settings allow them, which they refuse inside Lambda but for the local
     stack (``OutboundSettings``).
     """
-    settings = settings or load_settings(OutboundSettings)
+    if settings is None:
+        from core.roles.shared import OutboundSettings
+
+        settings = load_settings(OutboundSettings)
     session: OutboundSession = _http_session(
         settings.http_connect_timeout,
         settings.http_read_timeout,
@@ -337,7 +348,11 @@ def _hand_off_subscribers(
 def get_channels(settings: ChannelSettings | None = None) -> dict[str, Channel]:
     """Return one instance of every channel, sharing this container's HTTP session, AWS clients and, when the
     settings name them, the browser connections and the WebSocket API's Management API."""
-    return _channels(settings or load_settings(ChannelSettings))
+    if settings is None:
+        from core.roles.deliver import ChannelSettings
+
+        settings = load_settings(ChannelSettings)
+    return _channels(settings)
 
 
 # The purchases domain's stores and Stripe load on first use: only the purchase functions and the API need them, and
@@ -352,7 +367,7 @@ def _promotion_store(table: str, region: str) -> PromotionStore:
 def get_promotion_store(settings: PromotionsSettings | None = None) -> PromotionStore:
     """Return the promotions store."""
     if settings is None:
-        from core.settings import PromotionsSettings
+        from core.purchases.tables import PromotionsSettings
 
         settings = load_settings(PromotionsSettings)
     return _promotion_store(settings.promotions_table, settings.aws_region)
@@ -368,7 +383,7 @@ def _purchase_store(table: str, region: str) -> PurchaseStore:
 def get_purchase_store(settings: PurchasesSettings | None = None) -> PurchaseStore:
     """Return the store of what was done with each purchase (credit, notification)."""
     if settings is None:
-        from core.settings import PurchasesSettings
+        from core.purchases.tables import PurchasesSettings
 
         settings = load_settings(PurchasesSettings)
     return _purchase_store(settings.purchases_table, settings.aws_region)
@@ -410,7 +425,7 @@ def _payment_store(table: str, region: str) -> PaymentStore:
 def get_payment_store(settings: PaymentsSettings | None = None) -> PaymentStore:
     """Return the store of payments taken in from Stripe webhooks."""
     if settings is None:
-        from core.settings import PaymentsSettings
+        from core.purchases.tables import PaymentsSettings
 
         settings = load_settings(PaymentsSettings)
     return _payment_store(settings.payments_table, settings.aws_region)

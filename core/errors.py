@@ -20,8 +20,8 @@ AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 # A key of a request body goes into an error's field name as written only when it reads as a name; others are quoted,
-# and cut, since a caller chose them (an unknown field) and messages never echo long input.
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# and cut, since a caller chose them (an unknown field) and messages never echo long input. Compiled at its first use.
+_PLAIN_KEY = r"[A-Za-z_][A-Za-z0-9_]*"
 MAX_KEY_CHARS = 32
 
 
@@ -34,7 +34,7 @@ def field_path(parts: Iterable[str | int], base: str = "") -> str:
     for part in parts:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif _PLAIN_KEY.fullmatch(part) and len(part) <= MAX_KEY_CHARS:
+        elif re.fullmatch(_PLAIN_KEY, part) and len(part) <= MAX_KEY_CHARS:
             path += f".{part}" if path else part
         else:
             key = part if len(part) <= MAX_KEY_CHARS else part[: MAX_KEY_CHARS - 3] + "..."

@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.channels import render_content
 from core.errors import (
@@ -33,8 +32,7 @@ KEY_REUSED = "Idempotency-Key was already used with a different request body"
 NOT_IN_TOPIC = "the integration was removed from the topic"
 
 
-@dataclass(frozen=True)
-class PublishResult:
+class PublishResult(NamedTuple):
     """A published notification: its id and the SQS message id of each integration's delivery.
 
     ``resumed`` says this call finished a notification that an earlier attempt had recorded but not fully enqueued.
@@ -45,8 +43,7 @@ class PublishResult:
     resumed: bool = False
 
 
-@dataclass(frozen=True)
-class IdempotentPublish:
+class IdempotentPublish(NamedTuple):
     """What lets a retried publish finish the notification of its first attempt instead of starting another.
 
     ``notification_id`` is derived from the idempotency scope (``idempotent_notification_id``), ``request_digest``

@@ -13,12 +13,12 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
+from importlib import import_module
 from itertools import accumulate
-from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from types import MappingProxyType, UnionType
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core.core_schema import ErrorType
@@ -37,17 +37,18 @@ from core.errors import (
     UpstreamError,
     field_path,
 )
-from core.models import PATTERN_RULES, PublishRequest, PublishResponse
 from core.observability import logger, remaining_time
+from core.validation import PATTERN_RULES
 
 MAX_BODY_BYTES = 256 * 1024
 # json's decoder, pydantic's serializer and the template renderer recurse once per level, so a body a few thousand
 # levels deep would overflow them (a 500); bodies are measured without recursion and refused past this depth first.
 MAX_JSON_DEPTH = 64
 # A string, closed or not: the body and end are possessive and an unclosed string runs to the end of the text, so a
-# failed match never rescans the text (no quadratic time on bodies made of quotes and backslashes).
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# failed match never rescans the text (no quadratic time on bodies made of quotes and backslashes). This and the other
+# patterns of this module are compiled (and cached by ``re``) at their first use: a deep body, a validation error.
+_JSON_STRING = r'(?s)"(?:[^"\\]|\\.)*+(?:"|\\?\Z)'
+_NOT_BRACKET = r"[^\[\]{}]+"
 _NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 # pydantic puts the tag of a discriminated union into the error location (``integrations.0.email.target``); callers
 # know the field as ``integrations[0].target``, so a tag (a channel's type: ``_channel_words``) right after a list
@@ -55,8 +56,8 @@ _NESTING = {"[": 1, "{": 1, "]": -1, "}": -1}
 # ...and so is pydantic's label of the member of a plain union that refused a value (``model.str``,
 # ``model.dict[str,any]``). A model member's label is its class name, which could be a field's too: such unions are
 # given one message by a validator before them instead (``core.channels.base.json_shape``).
-_MEMBER_LABEL = re.compile(r"(?:str|int|float|bool|bytes|none|(?:constrained|lax|strict)-\w+|[a-z-]+\[.*\])", re.DOTALL)
-_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+_MEMBER_LABEL = r"(?s)(?:str|int|float|bool|bytes|none|(?:constrained|lax|strict)-\w+|[a-z-]+\[.*\])"
+_QUOTED = r"'((?:[^'\\]|\\.)*)'"
 # pydantic's own error types; any other was raised by this service's validators, in words already meant for people.
 _PYDANTIC_TYPES = frozenset(get_args(ErrorType))
 # Credentials' values (``_channel_words``) are never quoted, whatever their length. Other values are quoted back only
@@ -128,8 +129,7 @@ class ErrorResponse(BaseModel):
     message: str
 
 
-@dataclass(frozen=True)
-class RouteDoc:
+class RouteDoc(NamedTuple):
     """What the OpenAPI document says of a route: its models per status, the errors it can answer, who may call it.
 
     ``responses`` maps a success status to its body's model (``None``: no body); ``errors`` are the statuses it can
@@ -143,18 +143,17 @@ class RouteDoc:
     request_required: bool = True
     query: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
-    patterns: Mapping[str, str] = field(default_factory=dict)
+    patterns: Mapping[str, str] = MappingProxyType({})
     summary: str = ""
     operation_id: str = ""
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     """An HTTP response, turned into API Gateway's proxy result by ``to_proxy``."""
 
     status_code: int
     body: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     content_type: str = "application/json"
 
     def to_proxy(self) -> dict[str, Any]:
@@ -174,8 +173,7 @@ class Headers(dict[str, str]):
         return super().get(key.lower(), default)
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Who called, as API Gateway tells it."""
 
     api_key: str | None
@@ -255,11 +253,14 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], RouteFunction] = {}
-        self.docs: dict[tuple[str, str], RouteDoc | None] = {}
-        self._patterns: list[tuple[str, re.Pattern[str], str]] = []
+        self._docs: dict[tuple[str, str], RouteDoc | None] = {}
+        # Compiled at the first event that names no known resource, not at each route's registration.
+        self._patterns: list[tuple[str, re.Pattern[str], str]] | None = None
         # By deployed resource: the path as documented, and its parameters' names by the deployed ones.
         self._documented: dict[tuple[str, str], str] = {}
         self._names: dict[tuple[str, str], dict[str, str]] = {}
+        # Routes another module's router serves (``include``): the module, by deployed resource.
+        self._included: dict[tuple[str, str], str] = {}
         self.current_event: Request = Request({})
         # The invocation's Lambda context (None when a test resolves an event without one): its remaining time.
         self.lambda_context: Any = None
@@ -281,12 +282,10 @@ class Router:
         def register(function: RouteFunction) -> RouteFunction:
             key = (method.upper(), served)
             self._routes[key] = function
-            self.docs[key] = doc
+            self._docs[key] = doc
             self._documented[key] = resource
             self._names[key] = names
-            pattern = re.escape(served).replace(r"\{", "{").replace(r"\}", "}")
-            pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-            self._patterns.append((method.upper(), re.compile(f"^{pattern}$"), served))
+            self._patterns = None
             return function
 
         return register
@@ -315,18 +314,44 @@ class Router:
         """Register a DELETE route."""
         return self.route("DELETE", path, doc, deployed=deployed)
 
+    def include(self, module: str, routes: Iterable[tuple[str, str]]) -> None:
+        """Serve ``routes`` (method, resource template as deployed) by the ``router`` of ``module``, imported at the
+        first request to one of them: a function loads a feature's models and stores when a request needs them, not
+        every feature's at its cold start."""
+        for method, resource in routes:
+            self._included[(method.upper(), resource)] = module
+
+    @property
+    def includes(self) -> dict[tuple[str, str], str]:
+        """The module whose router serves each included route, by (method, resource template)."""
+        return dict(self._included)
+
+    def _included_router(self, key: tuple[str, str]) -> Router:
+        router = import_module(self._included[key]).router
+        if not isinstance(router, Router) or key not in router._routes:
+            raise LookupError(f"{self._included[key]} serves no {key[0]} {key[1]}")
+        return router
+
     @property
     def routes(self) -> list[tuple[str, str]]:
-        """Every (method, resource template) this router serves, in registration order."""
-        return list(self._routes)
+        """Every (method, resource template) this router serves, in registration order; then those it includes."""
+        return [*self._routes, *self._included]
+
+    @property
+    def docs(self) -> dict[tuple[str, str], RouteDoc | None]:
+        """What the document says of each route, by (method, resource template); the included routes' too (this
+        imports their modules)."""
+        return {**self._docs, **{key: self._included_router(key)._docs[key] for key in self._included}}
 
     def function(self, method: str, resource: str) -> RouteFunction:
         """Return the function registered for a method and resource template."""
-        return self._routes[(method, resource)]
+        key = (method, resource)
+        return self._included_router(key).function(*key) if key in self._included else self._routes[key]
 
     def documented(self, method: str, resource: str) -> str:
         """Return the path a deployed resource template is documented as (the same unless ``deployed`` renamed it)."""
-        return self._documented[(method, resource)]
+        key = (method, resource)
+        return self._included_router(key).documented(*key) if key in self._included else self._documented[key]
 
     def _named(self, key: tuple[str, str], parameters: Mapping[str, str]) -> dict[str, str]:
         names = self._names[key]
@@ -338,11 +363,35 @@ class Router:
         if function is not None:
             return function, self._named(key, request.path_parameters)
         # Without a known resource (a greedy proxy route), match the concrete path instead.
-        for method, pattern, resource in self._patterns:
+        for method, pattern, resource in self._path_patterns():
             found = pattern.match(request.path)
             if method == request.http_method and found:
                 return self._routes[(method, resource)], self._named((method, resource), found.groupdict())
         return None, {}
+
+    def _path_patterns(self) -> list[tuple[str, re.Pattern[str], str]]:
+        if self._patterns is None:
+            self._patterns = []
+            for method, served in self._routes:
+                pattern = re.escape(served).replace(r"\{", "{").replace(r"\}", "}")
+                pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
+                self._patterns.append((method, re.compile(f"^{pattern}$"), served))
+        return self._patterns
+
+    def _serving(self, request: Request) -> Router:
+        """Return the router that serves a request: this one, or the included router of its route (imported now)."""
+        key = (request.http_method, request.resource)
+        if key in self._included:
+            return self._included_router(key)
+        if key in self._routes or not self._included:
+            return self
+        # An unknown resource (a greedy proxy route): the router whose path matches, every included one loaded.
+        if self._match(request)[0] is None:
+            for key in {module: key for key, module in self._included.items()}.values():
+                router = self._included_router(key)
+                if router._match(request)[0] is not None:
+                    return router
+        return self
 
     def time_left(self, margin_seconds: float = 0.0) -> Callable[[], float] | None:
         """Return what tells the seconds left to this invocation less ``margin_seconds``; None without a context."""
@@ -353,6 +402,9 @@ class Router:
     def resolve(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """Run the route of an event and return the proxy result; every error becomes ``{"message": …}``."""
         request = Request(event)
+        router = self._serving(request)
+        if router is not self:
+            return router.resolve(event, context)
         self.current_event = request
         self.lambda_context = context
         function, parameters = self._match(request)
@@ -368,8 +420,7 @@ class Router:
         return response.to_proxy()
 
 
-@dataclass(frozen=True)
-class _ChannelWords:
+class _ChannelWords(NamedTuple):
     """What the translation of validation errors knows of the channels: their types (the tags of the integration
     union), the fields whose values are never quoted, and each request pattern's rule in words."""
 
@@ -412,7 +463,7 @@ def _either(words: Sequence[str]) -> str:
 
 def _choices(expected: Any) -> list[str]:
     """The plain values of pydantic's list of expected values (``'a' or 'b'``, ``<Kind.A: 'a'>``), in its order."""
-    quoted = _QUOTED.findall(str(expected))
+    quoted = re.findall(_QUOTED, str(expected))
     return quoted or [str(expected)]
 
 
@@ -467,8 +518,7 @@ def _fields_at(model: type[BaseModel] | None, loc: Sequence[str | int]) -> list[
     return [info.alias or name for name, info in objects[0].model_fields.items()]
 
 
-@dataclass(frozen=True)
-class _Failure:
+class _Failure(NamedTuple):
     """One of pydantic's errors, as the translation reads it; ``value`` decides words (characters or items), it is
     never quoted."""
 
@@ -564,7 +614,7 @@ def _location(loc: Sequence[str | int], error_type: str) -> str:
             parts.append("...")
             continue
         if isinstance(part, str) and not user_key:
-            if part.startswith("function-") or _MEMBER_LABEL.fullmatch(part):
+            if part.startswith("function-") or re.fullmatch(_MEMBER_LABEL, part):
                 continue
             if part in union_tags and index > 0 and isinstance(loc[index - 1], int):
                 continue
@@ -630,7 +680,7 @@ def nested_too_deeply(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """
     if text.count("[") + text.count("{") <= limit:
         return False
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    brackets = re.sub(_NOT_BRACKET, "", re.sub(_JSON_STRING, "", text))
     return max(accumulate(_NESTING[char] for char in brackets), default=0) > limit
 
 
@@ -680,17 +730,3 @@ def parse_body(body: str | None, model: type[Model]) -> Model:
     except ValidationError as exc:
         # Dropped, not chained: pydantic's error text quotes the input, credentials included.
         raise InvalidRequestError("", describe_validation_error(exc, model)) from None
-
-
-# The publish route is served by the publish function and described by the management API's OpenAPI document; its
-# declaration lives here so that neither function imports the other.
-PUBLISH_PATH = "/v1/notifications/<channel>/<topic>"
-PUBLISH_DOC = RouteDoc(
-    {200: PublishResponse},
-    errors=(400, 403, 404, 409, 413, 422, 502),
-    security="api_key",
-    request=PublishRequest,
-    headers=("x-topic-hash-x", "Idempotency-Key"),
-    summary="Fan a notification out to the topic's integrations.",
-    operation_id="publish_notification",
-)

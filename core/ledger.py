@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from core import pages
 from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, aws_error, error_code
@@ -50,8 +49,7 @@ def _update_condition(before_run: int | None, names: dict[str, str], values: dic
     return condition + " AND (attribute_not_exists(#d) OR #d < :run)"
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One expected delivery of a notification: its key, integration name and channel type."""
 
     key: str
@@ -59,8 +57,7 @@ class Delivery:
     type: str
 
 
-@dataclass(frozen=True)
-class NotificationRecord:
+class NotificationRecord(NamedTuple):
     """What the ledger keeps of a notification: where it came from and which deliveries it expects.
 
     ``request_digest`` is the digest of the request an idempotent publish was made with; ``enqueued`` maps delivery
@@ -95,8 +92,7 @@ class AttemptRecord(TypedDict):
     error: str | None
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
+class LedgerEntry(NamedTuple):
     """One delivery's row of the ledger.
 
     ``attempts`` counts the attempts of every run, those before a redrive too; ``redriven`` how often the delivery was
@@ -116,11 +112,10 @@ class LedgerEntry:
     recipient: dict[str, str] | None = None
     next_attempt_at: str | None = None
     redriven: int = 0
-    history: list[AttemptRecord] = field(default_factory=list)
+    history: Sequence[AttemptRecord] = ()
 
 
-@dataclass(frozen=True)
-class DeliveryRow:
+class DeliveryRow(NamedTuple):
     """What a delivery row says besides its status: who it is for, written with every outcome."""
 
     integration: str
@@ -128,14 +123,13 @@ class DeliveryRow:
     recipient: dict[str, str] | None = None
 
 
-@dataclass(frozen=True)
-class LedgerPage:
+class LedgerPage(NamedTuple):
     """A notification's record, a page of its delivery rows in key order, and the cursor of the next page."""
 
     record: NotificationRecord
     entries: list[LedgerEntry]
     next_cursor: str | None
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int]
     # False when the counts are of the first deliveries only (a notification of very many: its time ran out).
     complete: bool = True
 

@@ -3,93 +3,20 @@
 Every model's validator is built on first use (``defer_build``): a function builds the few it parses, at its first
 invocation, not all of them at import.
 
-The schema an admin writes integrations in is built from the channels' own models in ``core.channels``.
+The schema an admin writes integrations in is built from the channels' own models in ``core.channels``; the bases of
+request and response models, names and the text a message can carry are ``core.validation``'s.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
-# What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, whose registry
-# loads every channel: a function that checks names, such as the cron's, should not pay for them).
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-_NAME = re.compile(NAME_PATTERN)
-
-
-# What each pattern a request field must match allows, in words: a 422 says this, never the regular expression. Each
-# domain adds its own patterns where it defines them (the channels' are in ``core.channels.registry``).
-PATTERN_RULES: dict[str, str] = {NAME_PATTERN: f"is not a valid name: {NAME_RULE}"}
-
-
-def is_name(value: str) -> bool:
-    """Whether ``value`` is a valid channel, topic, integration or audience name (``NAME_PATTERN``)."""
-    return _NAME.fullmatch(value) is not None  # match() would let "$" accept a trailing newline
-
-
-# What a delivery message cannot carry. SQS takes only #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF;
-# a message is JSON, whose escapes carry the other control characters, but U+FFFE and U+FFFF would reach SQS as they
-# are, and a lone surrogate (which a JSON escape such as "\ud800" makes) cannot even be encoded as UTF-8.
-Value = TypeVar("Value")
-UNSENDABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
-TEXT_RULE = "must hold only characters a message can carry: any but lone surrogates (U+D800-U+DFFF), U+FFFE and U+FFFF"
-# What no UTF-8 text holds: text that does cannot be encoded, hashed or signed.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def text_matching(value: Any, pattern: re.Pattern[str]) -> tuple[str | int, ...] | None:
-    """Return where in a JSON value a string (a value or an object's key) matches ``pattern``, as the keys and indexes
-    leading to it (``()``: the value itself); ``None`` when none does. Walked without recursion."""
-    pending: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
-    while pending:
-        item, path = pending.pop()
-        if isinstance(item, str):
-            if pattern.search(item):
-                return path
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                if isinstance(key, str) and pattern.search(key):
-                    return (*path, key)
-                pending.append((child, (*path, key)))
-        elif isinstance(item, list | tuple):
-            pending.extend((child, (*path, index)) for index, child in enumerate(item))
-    return None
-
-
-def refuse_text(value: Value, pattern: re.Pattern[str], rule: str, title: str) -> Value:
-    """Return ``value``, or raise a pydantic ``ValidationError`` located at its first string (a value or an object's
-    key, at any depth) that ``pattern`` matches, saying ``rule``.
-
-    Raised by a validator, the error is merged into the model's under the field validated: a 422 names the very place
-    (``metadata.x``), which a ``ValueError`` could not.
-    """
-    path = text_matching(value, pattern)
-    if path is None:
-        return value
-    error = InitErrorDetails(type=PydanticCustomError("invalid_text", rule), loc=path, input=value)
-    raise ValidationError.from_exception_data(title, [error])
-
-
-class Strict(BaseModel):
-    """Base of request models: unknown fields are an error, not silently dropped.
-
-    Their validators are built on first use (``defer_build``), so functions that never parse an admin request (the
-    publish route, the consumer) do not pay for building them at cold start.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class Reply(BaseModel):
-    """Base of response models: they describe what a route returns for the OpenAPI document, built on first use."""
-
-    model_config = ConfigDict(defer_build=True)
+from core.validation import TEXT_RULE, UNSENDABLE, Strict, refuse_text
 
 
 class IntegrationType(StrEnum):
@@ -353,15 +280,3 @@ class PublishResponse(BaseModel):
     model_config = ConfigDict(extra="allow", defer_build=True)
 
     __pydantic_extra__: dict[str, str] = Field(init=False)
-
-
-class HealthResponse(Reply):
-    """Body of ``GET /v1/health``."""
-
-    status: Literal["ok"]
-
-
-class OpenApiResponse(BaseModel):
-    """Body of ``GET /v1/openapi.json``: an OpenAPI 3 document."""
-
-    model_config = ConfigDict(extra="allow", defer_build=True)

@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 
@@ -37,8 +37,7 @@ ITEM_TTL_SECONDS = 86400
 TAKE_CALLS = 3
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     """What taking a slot of one destination returned: the slot's time, and the destination's slow-down."""
 
     at: float
@@ -157,8 +156,7 @@ class Pacer:
             self._remember(limit.key, self._store.hold(limit.key, now + retry_after, now))
 
 
-@dataclass(frozen=True)
-class _Result:
+class _Result(NamedTuple):
     """One conditional update's answer: whether its condition held, and the item after it (or as it was)."""
 
     held: bool

@@ -9,8 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import (
     AWS_ERRORS,
@@ -45,13 +44,12 @@ def check_topic_hash(topic: Topic, given: str) -> None:
 MAX_ITEM_BYTES = 400_000
 
 
-@dataclass(frozen=True)
-class StoredTopic:
+class StoredTopic(NamedTuple):
     """A topic as its item holds it, with the credentials its earlier versions used (``retired``: reference → when
     the topic stopped using it), kept while deliveries queued before a change may still read them."""
 
     topic: Topic
-    retired: Mapping[str, str] = field(default_factory=dict)
+    retired: Mapping[str, str]
 
 
 def _json(value: Any) -> str:

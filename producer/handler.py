@@ -1,22 +1,27 @@
-"""Lambda adapter of ``POST /v1/notifications/{channel}/{topic}`` and of its SNS subscription route (``…/sns``)."""
+"""Lambda adapter of ``POST /v1/notifications/{channel}/{topic}`` and of its SNS subscription route (``…/sns``,
+``producer/sns.py``'s router)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 
-from core.clients import get_client, get_delivery_queue, get_http_session, get_ledger, get_topic_registry
-from core.http import PUBLISH_DOC, PUBLISH_PATH, Response, Router, caller_id, json_response, raw_body
+from core.clients import get_client, get_delivery_queue, get_ledger, get_topic_registry
+from core.http import Response, Router, caller_id, json_response, raw_body
 from core.observability import logger, metrics, tracer
-from core.settings import OutboundSettings, PublishSettings, load_settings
-from core.sns import SNS_DOC, SNS_PATH, HttpsFetcher, SnsVerifier
+from core.roles.publish import PublishSettings
+from core.routes import PUBLISH_DOC, PUBLISH_PATH
+from core.settings import load_settings
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
-from producer.sns import SnsCall, receive_sns, request_body
 
 app = Router()
+# The SNS subscription route is its module's router, imported at its first delivery: a container that serves only
+# publishes never loads SNS's message model and signature checks.
+app.include("producer.sns", [("POST", "/v1/notifications/{channel}/{topic}/sns")])
 # What an invocation keeps after its sends to SQS: the ledger rows of deliveries they did not enqueue, the idempotency
 # record, the answer. The sends get the rest of the function's timeout and no more, so that a slow SQS ends in a 502
 # that names the deliveries not enqueued (their rows say why), never in a timeout that leaves them unexplained.
@@ -42,19 +47,8 @@ def _idempotency(client: Any, table_name: str, ttl_seconds: int) -> IdempotentPu
     return IdempotentPublisher(client, table_name, ttl_seconds)
 
 
-@lru_cache(maxsize=1)
-def get_sns_fetcher() -> HttpsFetcher:
-    """Return what GETs SNS's certificates and confirmation URLs: the outbound session, guarded and pooled."""
-    return HttpsFetcher(get_http_session(load_settings(OutboundSettings)))
-
-
-@lru_cache(maxsize=1)
-def get_sns_verifier() -> SnsVerifier:
-    """Return the SNS signature verifier of this warm container, which keeps the certificates it fetched."""
-    return SnsVerifier(get_sns_fetcher())
-
-
-def _published(notification_id: str, message_ids: dict[str, str]) -> Response:
+def published_response(notification_id: str, message_ids: Mapping[str, str]) -> Response:
+    """Answer a publish: its SQS message ids, and where its status is."""
     headers = {"X-Notification-Id": notification_id, "Location": f"/v1/notifications/{notification_id}"}
     return json_response(200, message_ids, headers)
 
@@ -76,33 +70,7 @@ def publish_notification(channel: str, topic: str) -> Response:
     outcome = publish(
         call, get_topic_registry(config), get_ledger(config), get_delivery_queue(config), get_idempotency()
     )
-    return _published(outcome["notification_id"], outcome["message_ids"])
-
-
-@app.post(SNS_PATH, SNS_DOC)
-def receive_sns_delivery(channel: str, topic: str) -> Response:
-    """Take an SNS HTTPS subscription's delivery: confirm it, or publish its notification."""
-    event = app.current_event
-    call = SnsCall(
-        channel=channel,
-        topic=topic,
-        topic_hash=event.query_string_parameters.get("hash"),
-        body=request_body(event),
-        time_left=app.time_left(SEND_MARGIN_SECONDS),
-    )
-    config = settings()
-    outcome = receive_sns(
-        call,
-        get_topic_registry(config),
-        get_ledger(config),
-        get_delivery_queue(config),
-        get_idempotency(),
-        get_sns_verifier(),
-        get_sns_fetcher(),
-    )
-    if outcome.notification_id is None:
-        return json_response(200, {})
-    return _published(outcome.notification_id, outcome.message_ids)
+    return published_response(outcome["notification_id"], outcome["message_ids"])
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)

@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.errors import ForbiddenError, NotFoundError
 from core.fanout import IdempotentPublish, PublishResult, fan_out, record_enqueued, request_digest
 from core.http import parse_body
 from core.ids import idempotent_notification_id
-from core.models import NAME_RULE, PublishRequest, Topic, is_name
+from core.models import PublishRequest, Topic
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
 from core.topics import check_topic_hash
+from core.validation import NAME_RULE, is_name
 from producer.idempotency import IdempotentPublisher
 
 
-@dataclass(frozen=True)
-class PublishCall:
+class PublishCall(NamedTuple):
     """What the publish route received: path, the headers that matter, the caller's identity, the raw body."""
 
     channel: str

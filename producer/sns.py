@@ -7,12 +7,14 @@ SNS signature, which may fetch a certificate; so only a caller that knows the ha
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
+from core.clients import get_delivery_queue, get_http_session, get_ledger, get_topic_registry
 from core.errors import (
     InvalidRequestError,
     MalformedRequestError,
@@ -20,12 +22,16 @@ from core.errors import (
     SnsMessageError,
     field_path,
 )
-from core.http import Request, describe_validation_error, load_json, nested_too_deeply
-from core.models import LONE_SURROGATE, PublishRequest, text_matching
+from core.http import Request, Response, Router, describe_validation_error, json_response, load_json, nested_too_deeply
+from core.models import PublishRequest
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
-from core.sns import Fetch, SnsMessage, SnsVerifier, confirm_subscription
+from core.roles.shared import OutboundSettings
+from core.settings import load_settings
+from core.sns import SNS_DOC, SNS_PATH, Fetch, HttpsFetcher, SnsMessage, SnsVerifier, confirm_subscription
+from core.validation import LONE_SURROGATE, text_matching
+from producer.handler import SEND_MARGIN_SECONDS, get_idempotency, published_response, settings
 from producer.idempotency import IdempotentPublisher
 from producer.publish import open_topic, publish_once
 
@@ -34,8 +40,7 @@ MAX_SNS_BODY_BYTES = 2 * 1024 * 1024
 SOURCE = "sns"
 
 
-@dataclass(frozen=True)
-class SnsCall:
+class SnsCall(NamedTuple):
     """What the SNS route received: path, the topic hash of the query string, the raw body."""
 
     channel: str
@@ -46,13 +51,12 @@ class SnsCall:
     time_left: Callable[[], float] | None = None
 
 
-@dataclass(frozen=True)
-class SnsOutcome:
+class SnsOutcome(NamedTuple):
     """What a delivery did: its type, and for a notification its id and SQS message ids."""
 
     type: str
     notification_id: str | None = None
-    message_ids: dict[str, str] = field(default_factory=dict)
+    message_ids: Mapping[str, str] = MappingProxyType({})
 
 
 def request_body(request: Request) -> str:
@@ -144,3 +148,46 @@ def receive_sns(
         topic, request, ledger, queue, idempotency, caller=None, source=SOURCE, scope=scope, time_left=call.time_left
     )
     return SnsOutcome(message.type, outcome["notification_id"], outcome["message_ids"])
+
+
+# --- the route: served by the publish function (producer/handler.py), which imports this module at its first delivery
+
+router = Router()
+
+
+@lru_cache(maxsize=1)
+def get_sns_fetcher() -> HttpsFetcher:
+    """Return what GETs SNS's certificates and confirmation URLs: the outbound session, guarded and pooled."""
+    return HttpsFetcher(get_http_session(load_settings(OutboundSettings)))
+
+
+@lru_cache(maxsize=1)
+def get_sns_verifier() -> SnsVerifier:
+    """Return the SNS signature verifier of this warm container, which keeps the certificates it fetched."""
+    return SnsVerifier(get_sns_fetcher())
+
+
+@router.post(SNS_PATH, SNS_DOC)
+def receive_sns_delivery(channel: str, topic: str) -> Response:
+    """Take an SNS HTTPS subscription's delivery: confirm it, or publish its notification."""
+    event = router.current_event
+    call = SnsCall(
+        channel=channel,
+        topic=topic,
+        topic_hash=event.query_string_parameters.get("hash"),
+        body=request_body(event),
+        time_left=router.time_left(SEND_MARGIN_SECONDS),
+    )
+    config = settings()
+    outcome = receive_sns(
+        call,
+        get_topic_registry(config),
+        get_ledger(config),
+        get_delivery_queue(config),
+        get_idempotency(),
+        get_sns_verifier(),
+        get_sns_fetcher(),
+    )
+    if outcome.notification_id is None:
+        return json_response(200, {})
+    return published_response(outcome.notification_id, outcome.message_ids)

@@ -11,7 +11,7 @@ that a call cut short leaves rows the next call clears, never an endpoint no row
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from core.audience.endpoints import PushEndpointsPort
 from core.audience.models import MAX_DEVICES_PER_USER, Device, DeviceRequest, Registration
@@ -79,8 +79,7 @@ def delete_user(user_id: str, repository: AudienceRepositoryPort, endpoints: Pus
     return devices
 
 
-@dataclass(frozen=True)
-class AppDeletion:
+class AppDeletion(NamedTuple):
     """What a call deleting an app did: how many devices (and endpoints) it deleted, and whether the app is gone."""
 
     devices: int

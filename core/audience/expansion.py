@@ -43,8 +43,8 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 from core.audience.models import MAX_USER_ID_BYTES, User, UserPage
 from core.audience.ports import ExpansionStorePort
@@ -125,8 +125,7 @@ class ExpansionLedgerPort(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Senders:
+class Senders(NamedTuple):
     """The integrations email and Telegram deliveries of sends go out through (the audience sender topic's)."""
 
     email: Integration | None = None
@@ -156,16 +155,14 @@ class ExpansionReport:
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _ZonedCondition:
+class _ZonedCondition(NamedTuple):
     """A compiled condition narrowed to the users of some zones (a local-time hand-off)."""
 
     sql: str
     params: tuple[Any, ...]
 
 
-@dataclass(frozen=True)
-class _Planned:
+class _Planned(NamedTuple):
     """One recipient delivery of a page: its key, its ledger row, and its message body (``None``: skipped)."""
 
     key: str
@@ -472,7 +469,7 @@ def expand_send(
     except ExpansionError as exc:
         # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page
         # enqueued before its failing message (a chunk at a time) are on their way, and counted.
-        _write_record(ledger, replace(record, error=str(exc)), own + total + report.in_page)
+        _write_record(ledger, record._replace(error=str(exc)), own + total + report.in_page)
         store.finish_send(send.send_id, "failed", str(exc))
         report.status, report.done = "failed", True
         report.errors.append(str(exc))
@@ -629,6 +626,6 @@ def _enqueue_chunk(
 def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:
     """Write the record with the deliveries counted so far; a failure is logged (the next page writes it again)."""
     try:
-        ledger.record_notification(replace(record, delivery_count=total))
+        ledger.record_notification(record._replace(delivery_count=total))
     except UpstreamError:
         logger.error("ledger write of a send's record failed", extra={"notification_id": record.notification_id})

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.models import Reply, Strict, refuse_text
+from core.validation import Reply, Strict, refuse_text
 
 Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
 PLATFORMS: tuple[Platform, ...] = ("APNS", "APNS_SANDBOX", "GCM")
@@ -55,7 +55,7 @@ STORED_TEXT_RULE = (
     "must be text the audience can keep: any character but NUL (U+0000) and lone surrogates (U+D800-U+DFFF)"
 )
 # Text that is kept and also sent (a send's content, an email address, a user id) refuses both sets: what cannot be kept
-# and what a delivery message cannot carry (``core.models.UNSENDABLE``).
+# and what a delivery message cannot carry (``core.validation.UNSENDABLE``).
 UNSENDABLE_OR_UNSTORABLE = re.compile("[\x00\ud800-\udfff\ufffe\uffff]")
 SENT_TEXT_RULE = (
     "must hold only characters a message can carry and the audience can keep: any but NUL (U+0000), lone surrogates "

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, NamedTuple, Protocol, get_args
 from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict
@@ -46,8 +46,8 @@ from core import pages
 from core.audience.ports import ScheduleStorePort
 from core.audience.timezones import local_to_utc
 from core.errors import InvalidRequestError, NotificationError, UpstreamError
-from core.models import Reply
 from core.observability import logger, metrics
+from core.validation import Reply
 
 ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
 SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
@@ -61,8 +61,7 @@ MAX_AT_PAST = timedelta(days=366)
 # --- what the store keeps and returns ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NewScheduledSend:
+class NewScheduledSend(NamedTuple):
     """A send to record with its schedule (``POST /v1/sends`` with ``at``).
 
     ``fire_at`` is the instant of an instant send, or the first instant of a local-time one (``local_at`` set: see
@@ -109,8 +108,7 @@ class ScheduleList(Reply):
     next: str | None = None
 
 
-@dataclass(frozen=True)
-class ClaimedSend:
+class ClaimedSend(NamedTuple):
     """A row the cron claimed, with its send. ``claimed_at`` is the claim (marks are guarded by it).
 
     ``user_zones`` is every time zone that has users, read in the claim's transaction for a local-time row (empty
@@ -136,8 +134,7 @@ class ClaimedSend:
         return self.local_at is not None
 
 
-@dataclass(frozen=True)
-class DueSend:
+class DueSend(NamedTuple):
     """What an enqueuer hands to the fan-out: the send and, for a local-time one, the zones due now.
 
     ``zones`` is ``None`` for everyone (an instant send), else the recipients' zones of this hand-off.
@@ -152,8 +149,7 @@ class DueSend:
     zones: list[str] | None = None
 
 
-@dataclass(frozen=True)
-class Handoff:
+class Handoff(NamedTuple):
     """A claim enqueued: mark it ``sent``, or, when ``next_fire_at`` is set, re-arm it for the next zone."""
 
     claim: ClaimedSend
@@ -275,8 +271,7 @@ def plan_handoff(claim: ClaimedSend, now: datetime) -> tuple[list[str] | None, d
 # --- the dispatcher -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     """When a failed enqueue is tried again: ``base * 2**(attempts-1)`` later, capped; ``failed`` past the limit."""
 
     base: timedelta = timedelta(minutes=1)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Context, Decimal
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -46,9 +46,9 @@ from core.errors import (
     UpstreamError,
     aws_error,
 )
-from core.models import NAME_PATTERN, Reply, Strict, refuse_text
 from core.observability import logger
 from core.queue import DeliveryQueue
+from core.validation import NAME_PATTERN, Reply, Strict, refuse_text
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
 SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
@@ -184,8 +184,7 @@ class SendAccepted(Reply):
 # --- what the store keeps -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NewSend:
+class NewSend(NamedTuple):
     """A send to record for expansion now (``POST /v1/sends`` without ``at``)."""
 
     notification_id: str

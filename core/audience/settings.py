@@ -7,12 +7,8 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from core.settings import (
-    DeliveryQueueSettings,
-    FunctionSettings,
-    LedgerSettings,
-    TopicsSettings,
-)
+from core.roles.shared import DeliveryQueueSettings, LedgerSettings, TopicsSettings
+from core.settings import FunctionSettings
 
 
 class DatabaseSettings(FunctionSettings):

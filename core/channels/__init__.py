@@ -21,7 +21,8 @@ from core.channels.base import (
     Limit,
     destination_key,
 )
-from core.models import NAME_PATTERN, NAME_RULE, Content, Integration
+from core.models import Content, Integration
+from core.validation import NAME_PATTERN, NAME_RULE
 
 # Each channel type, and the module and class of its channel.
 CHANNEL_MODULES: dict[str, tuple[str, str]] = {

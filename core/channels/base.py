@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,18 +30,10 @@ from core.errors import (
     RetryableDeliveryError,
     invalid_fields,
 )
-from core.models import (
-    LONE_SURROGATE,
-    NAME_PATTERN,
-    TEXT_RULE,
-    UNSENDABLE,
-    Content,
-    IntegrationType,
-    Strict,
-    refuse_text,
-)
+from core.models import Content, IntegrationType
 from core.pacing import Limit
 from core.templates import render
+from core.validation import LONE_SURROGATE, NAME_PATTERN, TEXT_RULE, UNSENDABLE, Strict, refuse_text
 
 if TYPE_CHECKING:
     import requests
@@ -126,8 +118,7 @@ class IntegrationBase(Strict):
 # --- what a send needs and gives back -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeliveryReceipt:
+class DeliveryReceipt(NamedTuple):
     """What a provider said when it accepted a delivery: its message id, when it gives one."""
 
     provider_message_id: str | None = None

@@ -38,12 +38,13 @@ from core.channels.base import (
     parse_settings,
 )
 from core.errors import NotFoundError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
 from core.observability import logger
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort
 from core.realtime.refs import USER_ID_PATTERN, topic_ref
 from core.templates import render
+from core.validation import Strict
 
 if TYPE_CHECKING:
     from core.ledger import NotificationRecord

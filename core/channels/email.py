@@ -25,9 +25,10 @@ from core.channels.base import (
     parse_settings,
 )
 from core.errors import PermanentDeliveryError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
 from core.observability import logger
 from core.templates import escape_html, render
+from core.validation import Strict
 
 # Matched whole (``fullmatch``): ``match`` with ``$`` would let a trailing newline through.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")

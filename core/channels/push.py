@@ -23,7 +23,8 @@ from core.channels.base import (
     render_text_or_data,
 )
 from core.errors import EndpointDisabledError, PermanentDeliveryError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
+from core.validation import Strict
 
 SNS_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
 SNS_ARN_RULE = "must be an SNS ARN: arn:aws:sns:<region>:<12-digit account>:<name>"

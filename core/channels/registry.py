@@ -17,8 +17,8 @@ from core.channels.browser import BrowserResources
 from core.channels.push import SNS_ARN_PATTERN, SNS_ARN_RULE
 from core.channels.subscribers import SubscribersChannel
 from core.channels.webhook import URL_PATTERN, URL_RULE
-from core.models import NAME_PATTERN, NAME_RULE, Strict
 from core.realtime.refs import TOPIC_REF_PATTERN, TOPIC_REF_RULE, USER_ID_PATTERN, USER_ID_RULE
+from core.validation import NAME_PATTERN, NAME_RULE, Strict
 
 CHANNELS: dict[str, type[Channel]] = {name: channel_class(name) for name in CHANNEL_MODULES}
 
@@ -65,7 +65,7 @@ class TopicRequest(Strict):
         return value
 
 
-# What each pattern of a channel's fields allows, in words (``core.models.PATTERN_RULES``: a 422 says this).
+# What each pattern of a channel's fields allows, in words (``core.validation.PATTERN_RULES``: a 422 says this).
 PATTERN_RULES: dict[str, str] = {
     NAME_PATTERN: f"is not a valid name: {NAME_RULE}",
     URL_PATTERN: URL_RULE,

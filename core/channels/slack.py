@@ -23,8 +23,9 @@ from core.channels.base import (
     url_problem,
 )
 from core.errors import PermanentDeliveryError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
 from core.templates import render
+from core.validation import Strict
 
 # Answers Slack gives for a webhook that will never work again (a revoked app, an archived channel, …).
 PERMANENT_ANSWERS = frozenset(

@@ -17,8 +17,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from core.channels.base import Channel, DeliveryReceipt, IntegrationBase, Limit
 from core.errors import ContentTooLongError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
 from core.templates import render
+from core.validation import Strict
 
 AudienceChannel = Literal["push", "email", "telegram", "browser"]
 # A text and a subject, rendered or not, as POST /v1/sends takes them (core/audience/sends.py's SendContent).

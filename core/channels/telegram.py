@@ -22,7 +22,8 @@ from core.channels.base import (
     truncate,
 )
 from core.errors import PermanentDeliveryError, RetryableDeliveryError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
+from core.validation import Strict
 
 if TYPE_CHECKING:
     import requests

@@ -39,7 +39,8 @@ from core.channels.base import (
     url_problem,
 )
 from core.errors import PermanentDeliveryError
-from core.models import Content, IntegrationType, Strict
+from core.models import Content, IntegrationType
+from core.validation import Strict
 
 ID_HEADER = "X-Notification-Id"
 DELIVERY_KEY_HEADER = "X-Delivery-Key"

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.models import PATTERN_RULES, UNSENDABLE, Reply, Strict
+from core.validation import PATTERN_RULES, UNSENDABLE, Reply, Strict
 
 # A promo code as it appears in a path and in events: letters, digits, '-' and '_'; compared in upper case.
 PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"

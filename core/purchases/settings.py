@@ -1,20 +1,15 @@
 """Settings of the purchases roles (the Stripe credit and purchase notification subscribers, the Stripe webhook
-route, the payment worker) and their mixins; the base, ``load_settings`` and the purchase tables the management API
-reads too are ``core/settings.py``'s."""
+route, the payment worker) and their mixins; the base and ``load_settings`` are ``core/settings.py``'s, the purchase
+tables the management API reads too ``core/purchases/tables.py``'s, and the spine's shared mixins
+``core/roles/shared.py``'s."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from core.settings import (
-    DeliveryQueueSettings,
-    FunctionSettings,
-    LedgerSettings,
-    PaymentsSettings,
-    PromotionsSettings,
-    PurchasesSettings,
-    TopicsSettings,
-)
+from core.purchases.tables import PaymentsSettings, PromotionsSettings, PurchasesSettings
+from core.roles.shared import DeliveryQueueSettings, LedgerSettings, TopicsSettings
+from core.settings import FunctionSettings
 
 
 class StripeSettings(FunctionSettings):

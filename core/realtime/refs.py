@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from core.models import NAME_PATTERN
+from core.validation import NAME_PATTERN
 
 USER_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]{1,128}$"
 USER_ID_RULE = "must be 1-128 characters without spaces or control characters"

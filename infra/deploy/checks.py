@@ -22,12 +22,12 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
+from core.roles.authorizer import AdminTokenSettings
+from core.roles.deliver import DeliverSettings
 from core.settings import (
     ADMIN_TOKEN_ROTATION_SECONDS,
     LOCAL_STACK_MARKER,
     LOCAL_STAGE,
-    AdminTokenSettings,
-    DeliverSettings,
     SettingsError,
     role_settings,
 )

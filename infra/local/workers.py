@@ -217,7 +217,7 @@ def function_env(
     """Return a function's process environment: the Lambda runtime's variables, the local AWS, its own variables.
 
     The local stack's marker comes last, so that the functions of stage ``local`` may allow private targets here,
-    and only here (``core.settings.OutboundSettings``); what only the real runtime sets (``AWS_EXECUTION_ENV``,
+    and only here (``core.roles.shared.OutboundSettings``); what only the real runtime sets (``AWS_EXECUTION_ENV``,
     ``AWS_LAMBDA_RUNTIME_API``) is never passed on. With ``log_level`` (``LOCAL_LOG_LEVEL``), powertools logs at
     DEBUG when DEBUG is asked for and at INFO otherwise, whatever the definition sets: the log files keep INFO and
     above for the local page even when the terminal shows only warnings.

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from core import clients
-from core.settings import DeliverSettings, SettingsError, load_settings
+from core.roles.deliver import DeliverSettings
+from core.settings import SettingsError, load_settings
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ADMIN_TOKEN, AwsResources
 from tests.support.events import api_event, authorizer_event, load_event, publish_event

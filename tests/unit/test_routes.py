@@ -3,6 +3,9 @@ guard."""
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,25 @@ def test_routes_documented_security_matches_the_http_event_guard(name: str, meth
 
     assert doc is not None
     assert doc.security == _guard(_http_events()[name][(method, resource)])
+
+
+def test_routes_an_included_router_serves_exactly_the_routes_included_from_it() -> None:
+    for name, router in ROUTERS.items():
+        modules: dict[str, set[tuple[str, str]]] = {}
+        for key, module in router.includes.items():
+            modules.setdefault(module, set()).add(key)
+        for module, keys in modules.items():
+            assert set(importlib.import_module(module).router.routes) == keys, (name, module)
+
+
+def test_routes_api_handler_import_loads_no_feature_router() -> None:
+    features = sorted(set(api_app.includes.values()))
+    code = f"import sys, api.handler; print([m for m in {features!r} if m in sys.modules])"
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert features
+    assert result.stdout.strip() == "[]"
 
 
 def test_routes_websocket_events_are_the_routes_the_websocket_function_handles() -> None:

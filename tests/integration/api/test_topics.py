@@ -624,7 +624,7 @@ def test_delete_topic_credentials_delete_failure_still_answers_204(
     admin.put_topic(topic_body())
     store = SecretStore(_SsmFailingOnDelete(aws.ssm), NAMES["PARAMETER_PREFIX"])
 
-    with patch("api.handler.get_secret_store", return_value=store):
+    with patch("api.topics.get_secret_store", return_value=store):
         response = admin.call("DELETE", TOPIC, PATH)
 
     assert response["statusCode"] == 204
@@ -738,7 +738,7 @@ def test_put_losing_a_race_through_the_api_answers_409(admin: AdminApi, aws: Aws
         cache_ttl_seconds=0,
     )
 
-    with patch("api.handler.get_topic_registry", return_value=registry):
+    with patch("api.topics.get_topic_registry", return_value=registry):
         response = admin.put_topic(_with_slack_url(LOSER_URL))
 
     assert response["statusCode"] == 409

@@ -11,8 +11,9 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from core import clients
-from core.models import NAME_RULE, TEXT_RULE, DeliveryStatus
+from core.models import DeliveryStatus
 from core.queue import NO_ANSWER
+from core.validation import NAME_RULE, TEXT_RULE
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.sqs_failures import SqsEntryFailures
 from tests.fakes.sqs_stall import SqsStall

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from core.models import TEXT_RULE, Integration, Topic
+from core.models import Integration, Topic
 from core.sns import SnsVerifier
 from core.topics import TopicRegistry, hash_topic_secret, new_topic_hash
+from core.validation import TEXT_RULE
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.producer.conftest import Service
 from tests.support.aws import NAMES, AwsResources
@@ -63,11 +64,11 @@ def topic_hash(aws: AwsResources) -> str:
 @pytest.fixture
 def fetch(monkeypatch: pytest.MonkeyPatch) -> FakeSnsFetcher:
     """The fetcher the publish function's verifier and confirmations use."""
-    import producer.handler
+    import producer.sns
 
     fake = fetcher()
-    monkeypatch.setattr(producer.handler, "get_sns_fetcher", lambda: fake)
-    monkeypatch.setattr(producer.handler, "get_sns_verifier", lambda: SnsVerifier(fake))
+    monkeypatch.setattr(producer.sns, "get_sns_fetcher", lambda: fake)
+    monkeypatch.setattr(producer.sns, "get_sns_verifier", lambda: SnsVerifier(fake))
     return fake
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from api import authorizer
 from api.authorizer import TokenHash
-from core.settings import AuthorizerSettings
+from core.roles.authorizer import AuthorizerSettings
 from tests.fakes.delivery import FakeClock
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.events import authorizer_event

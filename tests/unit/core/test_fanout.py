@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -348,7 +347,7 @@ def test_fan_out_retry_with_another_request_raises_conflict(conditional: Conditi
 
     with pytest.raises(ConflictError):
         fan_out(
-            _topic(3), {"name": "Bob"}, ledger, DeliveryQueue(sqs, URL), idempotent=replace(ONCE, request_digest="2")
+            _topic(3), {"name": "Bob"}, ledger, DeliveryQueue(sqs, URL), idempotent=ONCE._replace(request_digest="2")
         )
 
     assert len(sqs.sent) == 2
@@ -403,7 +402,7 @@ def test_record_enqueued_ledger_failure_is_logged_not_raised(
 def test_record_enqueued_keeps_what_the_expansion_worker_wrote_on_the_record(ledger: DeliveryLedger) -> None:
     # A whole record put undid the count of subscribers the expansion worker had written meanwhile (or it, this).
     result = fan_out(_topic(1), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), notification_id="n-1")
-    ledger.record_notification(replace(ledger.get_record("n-1"), delivery_count=501))
+    ledger.record_notification(ledger.get_record("n-1")._replace(delivery_count=501))
 
     record_enqueued(ledger, result)
 

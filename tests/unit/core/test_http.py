@@ -788,3 +788,46 @@ def test_router_serves_a_route_deployed_under_another_variable_name_by_its_own_n
     assert json.loads(router.resolve(by_path)["body"]) == {"id": "n-2"}
     assert router.routes == [("GET", "/v1/notifications/{channel}")]
     assert router.documented("GET", "/v1/notifications/{channel}") == "/v1/notifications/{notification_id}"
+
+
+def test_router_included_route_is_served_by_its_module_router_imported_at_its_first_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    feature = Router()
+
+    @feature.get("/v1/things/<thing>")
+    def thing(thing: str) -> Response:
+        return json_response(200, {"thing": thing, "path": feature.current_event.path})
+
+    router = Router()
+    router.include("tests_feature_module", [("GET", "/v1/things/{thing}")])
+
+    @router.get("/v1/x")
+    def x() -> Response:
+        return Response(status_code=204)
+
+    # Not imported by include: the router's own routes never need it.
+    assert router.resolve({"httpMethod": "GET", "resource": "/v1/x", "path": "/v1/x"})["statusCode"] == 204
+    monkeypatch.setitem(sys.modules, "tests_feature_module", type(sys)("tests_feature_module"))
+    monkeypatch.setattr(sys.modules["tests_feature_module"], "router", feature, raising=False)
+    event = {
+        "httpMethod": "GET",
+        "resource": "/v1/things/{thing}",
+        "path": "/v1/things/a",
+        "pathParameters": {"thing": "a"},
+    }
+
+    assert json.loads(router.resolve(event)["body"]) == {"thing": "a", "path": "/v1/things/a"}
+    assert json.loads(router.resolve({"httpMethod": "GET", "path": "/v1/things/b"})["body"])["thing"] == "b"
+    assert router.routes == [("GET", "/v1/x"), ("GET", "/v1/things/{thing}")]
+    assert router.function("GET", "/v1/things/{thing}") is thing
+
+
+def test_router_included_module_without_the_route_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tests_feature_module", type(sys)("tests_feature_module"))
+    monkeypatch.setattr(sys.modules["tests_feature_module"], "router", Router(), raising=False)
+    router = Router()
+    router.include("tests_feature_module", [("GET", "/v1/things")])
+
+    with pytest.raises(LookupError, match="tests_feature_module serves no GET /v1/things"):
+        router.function("GET", "/v1/things")

@@ -14,18 +14,9 @@ from pydantic import ValidationError
 
 from core.errors import InvalidRequestError, invalid_fields
 from core.http import parse_body
-from core.models import (
-    DELIVERY_KEY_BYTES,
-    LONE_SURROGATE,
-    NOTIFICATION_ID_BYTES,
-    TEXT_RULE,
-    UNSENDABLE,
-    DeliveryMessage,
-    DeliveryMessageV1,
-    PublishRequest,
-    text_matching,
-)
+from core.models import DELIVERY_KEY_BYTES, NOTIFICATION_ID_BYTES, DeliveryMessage, DeliveryMessageV1, PublishRequest
 from core.times import epoch_time
+from core.validation import LONE_SURROGATE, TEXT_RULE, UNSENDABLE, text_matching
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Unit tests of the settings of each function role (core/settings.py)."""
+"""Unit tests of the settings of each function role (core/settings.py, core/roles/)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from core.purchases.settings import (
     StripeWebhookSettings,
 )
 from core.realtime.settings import RealtimeTokensSettings, WebsocketSettings
+from core.roles.api import ApiSettings
+from core.roles.authorizer import AuthorizerSettings
+from core.roles.deliver import DeliverSettings
+from core.roles.publish import PublishSettings
 from core.settings import (
-    ApiSettings,
-    AuthorizerSettings,
-    DeliverSettings,
     FunctionSettings,
-    PublishSettings,
     SettingsError,
     clear_settings,
     load_settings,

@@ -10,9 +10,9 @@ from botocore.exceptions import ClientError
 
 from core.errors import ForbiddenError, InvalidRequestError, MalformedRequestError, NotFoundError
 from core.ledger import DeliveryLedger
-from core.models import NAME_RULE
 from core.queue import DeliveryQueue
 from core.topics import TopicRegistry
+from core.validation import NAME_RULE
 from producer.idempotency import IdempotentPublisher
 from producer.publish import PublishCall, publish
 from tests.fakes.dynamodb import FakeDynamoDBClient

@@ -18,9 +18,9 @@ from core.errors import (
 )
 from core.http import Request
 from core.ledger import DeliveryLedger
-from core.models import NAME_RULE, TEXT_RULE
 from core.queue import DeliveryQueue
 from core.topics import TopicRegistry
+from core.validation import NAME_RULE, TEXT_RULE
 from producer.idempotency import Action, IdempotentPublisher, Unsaved
 from producer.sns import MAX_SNS_BODY_BYTES, SnsCall, message_metadata, parse_sns_message, receive_sns, request_body
 from tests.fakes.dynamodb import FakeDynamoDBClient

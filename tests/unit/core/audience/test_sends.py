@@ -4,7 +4,6 @@ hand-off of audiences to the expansion queue."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -244,9 +243,9 @@ def test_expansion_queue_submit_all_sends_ten_a_call_retries_once_and_names_the_
 
 
 def test_audience_send_enqueuer_enqueue_all_groups_small_sends_and_returns_the_refusals() -> None:
-    small = [replace(_due({"user_ids": [f"u{index}"]}), schedule_id=f"s-{index}") for index in range(30)]
-    segment = replace(_due({"segment": "vip"}), schedule_id="s-vip", notification_id="n-vip")
-    nobody = replace(_due({"where": {}}, []), schedule_id="s-none", notification_id="n-none")
+    small = [_due({"user_ids": [f"u{index}"]})._replace(schedule_id=f"s-{index}") for index in range(30)]
+    segment = _due({"segment": "vip"})._replace(schedule_id="s-vip", notification_id="n-vip")
+    nobody = _due({"where": {}}, [])._replace(schedule_id="s-none", notification_id="n-none")
 
     class _Refusing(FakeExpansionQueue):
         def submit_all(self, jobs: Any) -> list[str | None]:

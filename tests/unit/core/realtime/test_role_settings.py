@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from core.realtime.settings import RealtimeTokensSettings, WebsocketSettings
-from core.settings import ChannelSettings, SettingsError, role_settings
+from core.roles.deliver import ChannelSettings
+from core.settings import SettingsError, role_settings
 
 BASE = {"STAGE": "prod", "AWS_REGION": "eu-west-1"}
 KEYS = {"REALTIME_KEYS_PARAMETER": "/notify/prod/realtime/signing-keys"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from core.channels.webhook import signature_v2
-from core.settings import OutboundSettings
+from core.roles.shared import OutboundSettings
 from infra.local.peers import (
     SLOW_SECONDS,
     Fault,

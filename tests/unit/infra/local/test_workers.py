@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core.settings import DeliverSettings
+from core.roles.deliver import DeliverSettings
 from infra.local.config import ROOT
 from infra.local.definition import FunctionSpec
 from infra.local.iam import ROLE_REFUSAL
