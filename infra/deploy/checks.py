@@ -589,7 +589,10 @@ class ModuleImports(ast.NodeVisitor):
     visit_FunctionDef = visit_AsyncFunctionDef = _function
 
     def visit_Name(self, node: ast.Name) -> None:
-        self._scope.names.add(node.id)
+        # A name assigned (a variable, a model's field ``schedules: list[Schedule]``) refers to nothing: only a read
+        # can call a function of that name.
+        if isinstance(node.ctx, ast.Load):
+            self._scope.names.add(node.id)
 
     def _collection(self, node: ast.Tuple | ast.List | ast.Set) -> None:
         # A bare name in a tuple or list (`_CACHES = (get_x, …)` for `cache_clear()`) does not call it.
@@ -658,17 +661,17 @@ def import_closure(zipped: Artifact, handler: str) -> ImportClosure:
     """Follow a handler's imports through our code in its zip.
 
     Top-level imports are followed from the handler's module. An import inside a function is followed once that
-    function can run: its name is referred to by code already followed (top-level code, or a function that can run;
+    function can run: its name is read by code already followed (top-level code, or a function that can run;
     not as a bare element of a tuple or list), it is a dunder, or it is the handler or a route of the handler's
-    module (a decorator registers it). Another module's routes run only in their own function (the API's OpenAPI
-    document imports the Stripe webhook route's module for its routes, never to serve them). A shared module's lazy
-    getters (``get_x`` in ``core/clients.py``) thus count for the functions that call them, not for every function
-    importing the module.
+    module (a decorator registers it). Another module's handler and routes run only in their own function (the API's
+    OpenAPI document imports the Stripe webhook route's module for its routes, never to serve them). A shared
+    module's lazy getters (``get_x`` in ``core/clients.py``) thus count for the functions that call them, not for
+    every function importing the module.
     """
     handler_module, _, handler_name = handler.replace("/", ".").rpartition(".")
     result = ImportClosure()
     parsed: dict[str, ModuleImports] = {}
-    referenced = {handler_name}
+    referenced: set[str] = set()
     running: set[tuple[str, str]] = set()
     pending: list[tuple[str, bool, str]] = [(handler_module, False, "the handler")]
     while pending:
@@ -694,7 +697,10 @@ def import_closure(zipped: Artifact, handler: str) -> ImportClosure:
             pending += [(imported, lazy, module) for imported in imports.top.imports]
         for module, imports in parsed.items():
             for name, scope in imports.functions.items():
-                can_run = name in referenced or name.startswith("__") or (scope.registered and module == handler_module)
+                if module == handler_module:
+                    can_run = name in referenced or name.startswith("__") or scope.registered or name == handler_name
+                else:  # a function named as the handler is another function's entry point, never called here
+                    can_run = name != handler_name and (name in referenced or name.startswith("__"))
                 if (module, name) in running or not can_run:
                     continue
                 running.add((module, name))

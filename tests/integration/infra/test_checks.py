@@ -279,6 +279,26 @@ def test_import_problems_extra_never_imported_reported(tmp_path: Path) -> None:
     ]
 
 
+def test_import_problems_name_only_assigned_does_not_run_a_function_of_that_name(tmp_path: Path) -> None:
+    # As api.audience's store getter ``schedules()`` beside core.audience.schedules' field ``schedules: list[...]``:
+    # a field or variable of that name is assigned, never read, and calls nothing.
+    files = {
+        "api/__init__.py": b"",
+        "api/h.py": b"import api.other\nfrom core.model import Page\n\ndef handler(event, context):\n    return Page\n",
+        "api/other.py": b"from core.gateway import get_gateway\n\ndef gateway():\n    return get_gateway()\n",
+        "core/model.py": b"class Page:\n    gateway: list[str]\n\nlast = gateway = None\n",
+        "core/gateway.py": _STRIPE_IN_GETTER,
+    }
+
+    assert import_problems("fn", _HANDLER, _artifact(tmp_path, files)) == []
+
+    # Read, the name may call it: followed.
+    files["api/h.py"] = files["api/h.py"].replace(b"return Page", b"return Page.gateway")
+    assert import_problems("fn", _HANDLER, _artifact(tmp_path, files)) == [
+        "fn: imports stripe lazily, which its zip does not carry (add `dependencies: [stripe]`)"
+    ]
+
+
 def test_import_problems_requirement_of_a_carried_distribution_missing_reported(tmp_path: Path) -> None:
     artifact = _artifact(tmp_path, {"api/__init__.py": b"", "api/h.py": _STRIPE_AT_IMPORT}, {"stripe": "requests"})
 
