@@ -46,9 +46,13 @@ def page_limit(text: str | None, largest: int) -> int:
     """Return a listing's ``?limit=``: ``largest`` when absent; raise naming ``limit`` unless it is 1 to ``largest``."""
     if text is None:
         return largest
-    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= largest):
+    # Digits counted before reading them: Python refuses to read a number of more than 4,300 digits (a ValueError).
+    digits = text.lstrip("0")
+    if not (
+        text.isascii() and text.isdigit() and len(digits) <= len(str(largest)) and 1 <= int(digits or 0) <= largest
+    ):
         raise InvalidRequestError("limit", f"must be a whole number from 1 to {largest}")
-    return int(text)
+    return int(digits)
 
 
 def fitting(items: Sequence[Item], chars: Callable[[Item], int]) -> list[Item]:

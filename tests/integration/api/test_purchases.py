@@ -94,10 +94,11 @@ def test_list_promotions_pages_walk_every_promotion_once(admin: AdminApi, tables
     [
         ({"limit": "0"}, "limit: must be a whole number from 1 to 100"),
         ({"limit": "101"}, "limit: must be a whole number from 1 to 100"),
+        ({"limit": "9" * 4301}, "limit: must be a whole number from 1 to 100"),  # more digits than Python reads
         ({"cursor": "bm90LWpzb24"}, "cursor: not a cursor this API gave; use the 'next' value of a previous page"),
         ({"cursor": "eyJjIjogIiEhIn0"}, "cursor: not a cursor this API gave; use the 'next' value of a previous page"),
     ],
-    ids=["limit-0", "limit-101", "cursor-not-json", "cursor-not-a-code"],
+    ids=["limit-0", "limit-101", "limit-4301-digits", "cursor-not-json", "cursor-not-a-code"],
 )
 def test_list_promotions_bad_query_answers_422_naming_it(
     admin: AdminApi, tables: AwsResources, query: dict[str, str], message: str

@@ -363,6 +363,7 @@ def test_list_topics_page_stops_at_2_mib_of_json_so_the_answer_fits_lambdas_6_mb
         ({"limit": "0"}, "limit"),
         ({"limit": "101"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        ({"limit": "1" * 4301}, "limit"),  # more digits than Python reads
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"cursor": "eyJ0IjogImJhZCBuYW1lIn0"}, "cursor"),  # {"t": "bad name"}
     ],
