@@ -767,7 +767,7 @@ class AudienceRepository:
         return self._db.run(work, "failing scheduled send")
 
     def cancel_schedule(self, schedule_id: str) -> Schedule:
-        """Cancel a ``scheduled`` row, and its send unless zones were handed over already (a local-time send's: they
+        """Cancel a ``scheduled`` row, and its send unless its expansion began (a local-time send's zones handed over
         are expanded to the end, the zones to come are not handed over); cancelling again returns it as it is.
 
         Raises ``NotFoundError`` when there is none, ``ConflictError`` when it is ``sent``, ``claimed`` (a run is
@@ -776,9 +776,7 @@ class AudienceRepository:
         key = _schedule_key(schedule_id)
 
         def work(cursor: Any) -> Schedule:
-            cursor.execute(
-                "SELECT status, send_id, zones_done_until FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,)
-            )
+            cursor.execute("SELECT status, send_id FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,))
             row = cursor.fetchone()
             if row is None:
                 raise NotFoundError("the schedule does not exist")
@@ -786,10 +784,15 @@ class AudienceRepository:
                 cursor.execute(
                     "UPDATE scheduled_sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (key,)
                 )
-                if row[2] is None:
-                    # Nothing handed over yet: the send itself is cancelled. A local-time send whose first zones
-                    # were handed over keeps its send: their expansion runs to the end; only the zones to come stop.
-                    cursor.execute("UPDATE sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (row[1],))
+                # A send no expansion began (still ``scheduled``) is cancelled with it, though a claim moved
+                # ``zones_done_until`` on: most claims of a local-time send hand over zones without users, and a job
+                # enqueued for this one finds it cancelled. A send whose expansion began keeps going: the zones
+                # handed over are expanded to the end; only the zones to come stop. The send's row lock orders
+                # this against the worker's start (start_expansion leaves a cancelled send).
+                cursor.execute(
+                    "UPDATE sends SET status = 'cancelled', updated_at = now() WHERE id = %s AND status = 'scheduled'",
+                    (row[1],),
+                )
             elif row[0] != "cancelled":
                 raise ConflictError(_NOT_CANCELLABLE[row[0]])
             return self._schedule(cursor, key)

@@ -722,6 +722,33 @@ def test_cancel_schedule_local_time_after_a_zone_was_handed_over_keeps_its_send_
     assert store.get_send(untouched).status == "cancelled"
 
 
+def test_cancel_schedule_local_time_after_an_empty_hand_off_cancels_its_send(database: Database) -> None:
+    """The first claim of a local-time send is at 09:00 on the +14 clock, where most audiences have no user: the claim
+    hands nothing over and moves ``zones_done_until`` on. No expansion began, so the cancel ends the send (it once
+    stayed ``scheduled`` for good, and its segment could never be deleted)."""
+    from core.audience.schedules import Handoff, NewScheduledSend
+
+    store = AudienceRepository(database)
+    schedule = store.create_scheduled_send(
+        NewScheduledSend(
+            notification_id="emptied",
+            target={"topic": "news/daily"},
+            content={"text": "Hi"},
+            channels=["push"],
+            fire_at=datetime(2026, 6, 14, 19, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+    (claim,) = store.claim_due(datetime(2026, 6, 14, 19, tzinfo=UTC), 10, timedelta(minutes=5))
+    handoff = Handoff(claim, until=claim.fire_at, next_fire_at=datetime(2026, 6, 14, 20, tzinfo=UTC))
+    assert store.mark_sent([handoff]) == 1
+
+    assert store.cancel_schedule(schedule.schedule_id).status == "cancelled"
+
+    assert store.get_send(schedule.send_id).status == "cancelled"
+    assert store.start_expansion(schedule.send_id, LEASE, 120).status == "cancelled"
+
+
 def test_finish_send_frees_the_lease(send_store: Any) -> None:
     send, _ = send_store.create_send(_new_send())
     send_store.start_expansion(send.send_id, LEASE, 120)
