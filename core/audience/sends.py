@@ -9,7 +9,7 @@ with its schedule instead (``core/audience/schedules.py``); the cron hands it to
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Context, Decimal
@@ -47,7 +47,7 @@ from core.errors import (
     aws_error,
 )
 from core.observability import logger
-from core.queue import DeliveryQueue
+from core.queue import MESSAGE_BYTES_LIMIT, DeliveryQueue
 from core.validation import NAME_PATTERN, Reply, Strict, refuse_text
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
@@ -56,6 +56,8 @@ MAX_USER_IDS = 10_000
 # Small sends (at most SMALL_SEND user ids) handed over together by the cron share a job, this many at most.
 GROUP_SIZE = 25
 SMALL_SEND = 10
+# An ``ExpansionBatchJob``'s JSON around its jobs' (``{"v":1,"kind":"expand_batch","jobs":[…]}``), with room to spare.
+GROUP_ENVELOPE_BYTES = 64
 MAX_TEXT_LENGTH = 4096
 MAX_HTML_LENGTH = 100_000
 # An email's html as each delivery message carries it (JSON-encoded, so quotes and controls are escaped): with the
@@ -460,6 +462,22 @@ def _by_value(value: Any) -> Any:
 # --- the cron's hand-off ------------------------------------------------------------------------------------------
 
 
+def _groups(small: Sequence[tuple[DueSend, ExpansionJob]]) -> Iterator[list[tuple[DueSend, ExpansionJob]]]:
+    """Cut the small sends into groups of at most ``GROUP_SIZE`` whose job fits one SQS message: a send's first
+    hand-off names every zone that has users and whose time has passed, up to all of tzdata's (~600 names, 10 KiB)."""
+    group: list[tuple[DueSend, ExpansionJob]] = []
+    size = GROUP_ENVELOPE_BYTES
+    for send, job in small:
+        length = len(job.model_dump_json().encode()) + 1  # and its comma
+        if group and (len(group) == GROUP_SIZE or size + length > MESSAGE_BYTES_LIMIT):
+            yield group
+            group, size = [], GROUP_ENVELOPE_BYTES
+        group.append((send, job))
+        size += length
+    if group:
+        yield group
+
+
 class AudienceSendEnqueuer:
     """The cron's enqueuer of scheduled sends: every audience (``user_ids``, ``segment``, ``where``, a topic's
     subscribers) goes to the expansion queue, with the zones of a local-time hand-off, as ``POST /v1/sends`` without
@@ -486,8 +504,7 @@ class AudienceSendEnqueuer:
                 small.append((send, job))
             else:
                 units.append(([send], job))
-        for start in range(0, len(small), GROUP_SIZE):
-            group = small[start : start + GROUP_SIZE]
+        for group in _groups(small):
             batch = ExpansionBatchJob(jobs=[job for _send, job in group]) if len(group) > 1 else group[0][1]
             units.append(([send for send, _job in group], batch))
         reasons = self._expansion.submit_all([job for _sends, job in units])

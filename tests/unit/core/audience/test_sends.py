@@ -4,8 +4,10 @@ hand-off of audiences to the expansion queue."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import available_timezones
 
 import pytest
 from pydantic import ValidationError
@@ -25,6 +27,7 @@ from core.audience.sends import (
     parse_job,
 )
 from core.errors import ConflictError, InvalidRequestError, UpstreamError
+from core.queue import MESSAGE_BYTES_LIMIT
 from tests.fakes.audience import FakeExpansionQueue, FakeSendStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -265,6 +268,28 @@ def test_audience_send_enqueuer_enqueue_all_groups_small_sends_and_returns_the_r
     assert (len(grouped.jobs), len(rest.jobs)) == (GROUP_SIZE, 30 - GROUP_SIZE)
     assert sorted(errors) == sorted(f"s-{index}" for index in range(GROUP_SIZE))
     assert all(isinstance(error, UpstreamError) for error in errors.values())
+
+
+def test_audience_send_enqueuer_enqueue_all_groups_within_an_sqs_message() -> None:
+    """A small send's first hand-off names every zone that has users whose time was past when it was made: 25 such
+    sends naming all 599 IANA zones of this tzdata made a job 181 bytes under SQS's 256 KiB; a few more zones and it
+    was refused at every claim until the sends failed. Groups are cut by size too, whatever the zones."""
+    zones = sorted(available_timezones())
+    zones += [f"{zone}/x" for zone in zones]  # as long again: tzdata grows, and a job must fit still
+    small = [
+        _due({"user_ids": [f"u{index}"]}, zones)._replace(
+            schedule_id=f"s-{index}", send_id=str(uuid.uuid4()), notification_id=str(uuid.uuid4())
+        )
+        for index in range(2 * GROUP_SIZE)
+    ]
+    queue = FakeExpansionQueue()
+
+    assert AudienceSendEnqueuer(queue).enqueue_all(small) == {}
+
+    assert max(len(job.model_dump_json().encode()) for job in queue.jobs) <= MESSAGE_BYTES_LIMIT
+    handed = [inner for job in queue.jobs for inner in (job.jobs if isinstance(job, ExpansionBatchJob) else [job])]
+    assert sorted(job.send_id for job in handed) == sorted(send.send_id for send in small)
+    assert len(queue.jobs) < len(small)
 
 
 @pytest.mark.parametrize(
