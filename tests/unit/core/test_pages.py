@@ -10,7 +10,7 @@ def test_page_limit_whole_number_within_bounds_read(text: str | None, expected: 
 
 
 @pytest.mark.parametrize(
-    "text", ["0", "000", "101", "", " 5", "5 ", "-1", "1.0", "１", "²", "9" * 4301, "1" + "0" * 5000]
+    "text", ["0", "000", "101", "", " 5", "5 ", "-1", "1.0", "\uff11", "\u00b2", "9" * 4301, "1" + "0" * 5000]
 )
 def test_page_limit_anything_else_refused_naming_limit(text: str) -> None:
     with pytest.raises(InvalidRequestError) as raised:
