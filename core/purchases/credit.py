@@ -16,6 +16,14 @@ What protects against what:
   found is the request sent: with the saved key while the first attempt is younger than ``KEY_REUSE_WINDOW`` (23
   hours, inside Stripe's 24), else with a new key derived from it (``renewed_idempotency_key``), safe because the list
   showed no credit, and the same for every retry of the same window, so concurrent retries still share one key.
+- A 500 that Stripe replays for the key (``StripeReplayedFailureError``: ``Idempotent-Replayed: true``) says the key's
+  first request is finished, not in flight (one in flight gets a 409), and that the key will only ever answer that
+  500. So the list is looked at again (that request may have credited after the first look), and when it still shows
+  none the request is sent at once under the next key (``replayed_failure_key``: the key and the number of replayed
+  failures before it, the same for every retry, so concurrent retries share it again). Every key but the last one
+  sent answers from Stripe's saved results without running: an attempt runs one request at Stripe at most, and a
+  retry once Stripe is back credits, instead of meeting the replayed 500 until the 23 hours are over. A 500 Stripe
+  did not replay is raised, as before: that request may still credit, or may have.
 - ``IdempotencyError`` is retried (``StripeIdempotencyError``) and logged on its own, never recorded as a refusal.
 """
 
@@ -28,7 +36,12 @@ from enum import StrEnum
 
 from core.errors import NotFoundError
 from core.observability import logger, metrics
-from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    StripeIdempotencyError,
+    StripeReplayedFailureError,
+    StripeUnavailableError,
+)
 from core.purchases.models import Credit, CreditRecord, CreditTerms, Promotion, PurchaseEvent, PurchaseRecord
 from core.purchases.ports import StripeGateway
 from core.purchases.promotions import PromotionStorePort
@@ -70,6 +83,17 @@ def renewed_idempotency_key(saved_key: str, age: timedelta) -> str:
     saved key with the number of the window the retry falls in (the same for every retry of that window)."""
     window = int(age / KEY_REUSE_WINDOW)
     return saved_key if window < 1 else f"{saved_key}:renewed-{window}"
+
+
+# Replayed failures an attempt follows to a fresh key: each is a request Stripe ran and failed without crediting, one
+# more per attempt that reached Stripe at most. Past this many, the attempt fails (the next window's key starts over).
+MAX_REPLAYED_FAILURES = 10
+
+
+def replayed_failure_key(key: str, failures: int) -> str:
+    """Return the key sent after ``failures`` replayed failures of the attempt's key (saved or renewed): the key itself
+    for none, else the key with that number (the same for every retry, so concurrent retries share it)."""
+    return key if failures < 1 else f"{key}:failed-{failures}"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -173,21 +197,49 @@ def _terms(event: PurchaseEvent, code: str, promotions: PromotionStorePort, now:
 def _credit(
     event: PurchaseEvent, code: str, terms: CreditTerms, stripe: StripeGateway, now: datetime, *, retry: bool
 ) -> str:
-    """Credit the saved terms; on a retry, first look for the credit an earlier attempt made (module docstring)."""
+    """Credit the saved terms; on a retry, first look for the credit an earlier attempt made; after a replayed
+    failure, look again, then send under the next key (module docstring)."""
     key = terms.idempotency_key
+    first_attempt = _aware(terms.first_attempt_at)
     if retry:
-        first_attempt = _aware(terms.first_attempt_at)
-        found = stripe.find_credit(event.customer_id, event.purchase_id, first_attempt)
+        found = _found_credit(event, stripe, first_attempt)
         if found is not None:
-            logger.info(
-                "credit of an earlier attempt found at Stripe",
-                extra={"purchase_id": event.purchase_id, "balance_transaction": found},
-            )
-            metrics.add_metric(name="CreditsFoundAtStripe", unit="Count", value=1)
             return found
         key = renewed_idempotency_key(key, _aware(now) - first_attempt)
         if key != terms.idempotency_key:
             logger.info("credit retried under a renewed idempotency key", extra={"purchase_id": event.purchase_id})
+    for failures in range(MAX_REPLAYED_FAILURES + 1):
+        try:
+            return _send(event, code, terms, stripe, replayed_failure_key(key, failures))
+        except StripeReplayedFailureError:
+            # That key's request is finished: the credit it may have made shows now, or never will.
+            found = _found_credit(event, stripe, first_attempt)
+            if found is not None:
+                return found
+            logger.warning(
+                "Stripe replayed a failed credit request: sent again at once under a new idempotency key",
+                extra={"purchase_id": event.purchase_id, "replayed_failures": failures + 1},
+            )
+            metrics.add_metric(name="CreditReplayedFailures", unit="Count", value=1)
+    raise StripeUnavailableError(
+        f"Stripe replayed {MAX_REPLAYED_FAILURES + 1} failed credit requests of the purchase: retried later"
+    )
+
+
+def _found_credit(event: PurchaseEvent, stripe: StripeGateway, first_attempt: datetime) -> str | None:
+    """The credit an earlier request made for the purchase, found among the customer's balance transactions."""
+    found = stripe.find_credit(event.customer_id, event.purchase_id, first_attempt)
+    if found is not None:
+        logger.info(
+            "credit of an earlier attempt found at Stripe",
+            extra={"purchase_id": event.purchase_id, "balance_transaction": found},
+        )
+        metrics.add_metric(name="CreditsFoundAtStripe", unit="Count", value=1)
+    return found
+
+
+def _send(event: PurchaseEvent, code: str, terms: CreditTerms, stripe: StripeGateway, key: str) -> str:
+    """Ask Stripe for the credit of the saved terms under ``key``."""
     try:
         return stripe.credit_balance(
             event.customer_id,

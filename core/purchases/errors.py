@@ -36,6 +36,16 @@ class StripeIdempotencyError(StripeUnavailableError):
     """
 
 
+class StripeReplayedFailureError(StripeUnavailableError):
+    """Stripe replayed the 5xx it answered an idempotency key's first request (``Idempotent-Replayed: true``).
+
+    Stripe saves the result of any request that began executing, a 500 too, and answers it to every request with that
+    key for 24 hours without running them: the first request is finished, not in flight, and the key will never
+    credit. ``core.purchases.credit`` then looks for the credit that request may have made, and sends a new key only
+    when there is none.
+    """
+
+
 class StripeEventObjectRefusedError(StripeUnavailableError):
     """Stripe refused to return the PaymentIntent or Checkout Session of a verified webhook event (404, another 4xx).
 

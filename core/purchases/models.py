@@ -71,6 +71,8 @@ class PurchaseEvent(BaseModel):
     amount: StrictInt = Field(ge=0, le=MAX_AMOUNT)
     currency: Currency
     promo_code: PromoCode | None = None
+    # When the customer paid (the payment worker publishes its charge's time): a promotion's expiry is checked
+    # against it, so a delivery handled after the expiry still credits a purchase made before.
     purchased_at: datetime
     # Set by the parse only (never read from the message, never published): a code that is no code was left out.
     promo_code_invalid: bool = Field(default=False, exclude=True)

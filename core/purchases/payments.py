@@ -1,25 +1,36 @@
 """The payments table: payments taken in from Stripe webhooks, recorded once per Stripe event, published once.
 
-Table key: ``payment_id`` (the PaymentIntent's ``metadata.payment_id``, else the intent's id). One item per payment:
+Table key: ``payment_id``. A payment is recorded under the payment id its PaymentIntent had when the intent was first
+recorded (its ``metadata.payment_id``, else the intent's id), and under that id for good, whatever the intent's
+metadata says later: a shop's backend commonly tags an intent with its order number after the payment, and a payment
+recorded again under the new id would publish a second Purchase event, a second promo credit and a second
+notification. Two kinds of item:
 
-- ``events``: a string set of the Stripe event ids recorded for it. A write is conditional on its event id not being
-  in the set, so a replayed event (Stripe retries, SQS delivers twice) changes nothing; two different events of one
-  payment (``payment_intent.succeeded`` and ``checkout.session.completed``) make one item. The set is bounded
-  (``MAX_EVENTS``): a payment has a handful of events, and an item has a size limit.
-- the first event's facts are kept (``if_not_exists``); a later event only adds what was missing: a customer, a promo
-  code.
-- ``status``: ``succeeded``, or ``no_customer`` while no event named a customer (no Purchase event can be published
-  for it: the event needs ``customer_id``).
-- publication: ``publish_claim`` (the Stripe event id whose worker publishes) with ``publish_claimed_until``, then
-  ``purchase_published`` once SNS took the Purchase event. The claim makes two workers that handle the payment's two
-  events at once publish one Purchase event; a claim older than its lease may be taken over.
+- the intent's tie (key ``intent#<PaymentIntent id>``, never a payment id: those hold no ``#``): ``tied_payment_id``,
+  set once (``if_not_exists``), so concurrent workers of one intent agree on one payment id. An intent recorded before
+  ties existed has none; one recorded under its own id then is found by that id and tied to it. (One recorded under a
+  ``metadata.payment_id`` that changed since cannot be found without an index on the intent: it is tied to the new
+  id.)
+- the payment, one per payment id:
+
+  - ``events``: a string set of the Stripe event ids recorded for it. A write is conditional on its event id not being
+    in the set, so a replayed event (Stripe retries, SQS delivers twice) changes nothing; two different events of one
+    payment (``payment_intent.succeeded`` and ``checkout.session.completed``) make one item. The set is bounded
+    (``MAX_EVENTS``): a payment has a handful of events, and an item has a size limit.
+  - the first event's facts are kept (``if_not_exists``); a later event only adds what was missing: a customer, a
+    promo code. Two PaymentIntents given one ``metadata.payment_id`` make one payment: the first one's.
+  - ``status``: ``succeeded``, or ``no_customer`` while no event named a customer (no Purchase event can be published
+    for it: the event needs ``customer_id``).
+  - publication: ``publish_claim`` (the Stripe event id whose worker publishes) with ``publish_claimed_until``, then
+    ``purchase_published`` once SNS took the Purchase event. The claim makes two workers that handle the payment's two
+    events at once publish one Purchase event; a claim older than its lease may be taken over.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 from botocore.exceptions import ClientError
@@ -30,6 +41,9 @@ from core.times import iso_time
 
 STATUS_SUCCEEDED = "succeeded"
 STATUS_NO_CUSTOMER = "no_customer"
+# The key of a PaymentIntent's tie to its payment id is this prefix and the intent's id; ``#`` is in no payment id
+# (``ID_PATTERN``), so a tie is never read as a payment, nor a payment as a tie.
+INTENT_TIE_PREFIX = "intent#"
 # Stripe event ids kept per payment; a payment sees two or three events of the types handled.
 MAX_EVENTS = 20
 # How long a worker's claim to publish a payment's Purchase event holds against the workers of its other events; the
@@ -62,7 +76,8 @@ class PaymentStorePort(Protocol):
     """The payments table as the payment worker and the admin route use it."""
 
     def record(self, payment: Payment, event_id: str) -> PaymentWrite:
-        """Record a payment for a Stripe event; an event id recorded before changes nothing."""
+        """Record a payment for a Stripe event under the payment id its PaymentIntent was first recorded with
+        (``payment.payment_id`` for an intent not seen before); an event id recorded before changes nothing."""
         ...
 
     def claim_publication(self, payment_id: str, claimant: str) -> bool:
@@ -100,7 +115,8 @@ def _conditional_failure(exc: Exception) -> bool:
 
 
 class PaymentStore:
-    """Reads and writes the payments table (key ``payment_id``); implements ``PaymentStorePort``.
+    """Reads and writes the payments table (key ``payment_id``: payments and intents' ties, module docstring);
+    implements ``PaymentStorePort``.
 
     Parameters
     ----------
@@ -127,7 +143,11 @@ class PaymentStore:
         self._clock = clock
 
     def record(self, payment: Payment, event_id: str) -> PaymentWrite:
-        """Record a payment for a Stripe event in one conditional write; read it back when the event was seen."""
+        """Record a payment for a Stripe event under the payment id its intent is tied to, in one conditional write
+        after the tie's read (and, for an intent not seen before, its write); read it back when the event was seen."""
+        tied = self._tied_payment_id(payment)
+        if tied != payment.payment_id:
+            payment = replace(payment, payment_id=tied)
         sets = [
             "payment_intent = if_not_exists(payment_intent, :intent)",
             "amount = if_not_exists(amount, :amount)",
@@ -170,6 +190,49 @@ class PaymentStore:
                 return PaymentWrite(self.get(payment.payment_id), recorded=False)
             raise aws_error(exc, "recording the payment") from exc
         return PaymentWrite(_record(answer["Attributes"]), recorded=True)
+
+    def _tied_payment_id(self, payment: Payment) -> str:
+        """Return the payment id ``payment``'s PaymentIntent is tied to, tying it to ``payment.payment_id`` (or to the
+        intent's own id, when the intent was recorded under it before ties existed) when it is tied to none."""
+        key = {"payment_id": {"S": INTENT_TIE_PREFIX + payment.payment_intent}}
+        try:
+            found = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the payment of the PaymentIntent") from exc
+        if found:
+            return str(found["tied_payment_id"]["S"])
+        proposed = payment.payment_id
+        if proposed != payment.payment_intent and self._recorded_under_its_own_id(payment.payment_intent):
+            proposed = payment.payment_intent
+        try:
+            # ``if_not_exists``: a concurrent worker of the same intent may have tied it first; both then use its id.
+            answer = self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression=(
+                    "SET tied_payment_id = if_not_exists(tied_payment_id, :payment), "
+                    "payment_intent = :intent, created_at = if_not_exists(created_at, :now)"
+                ),
+                ExpressionAttributeValues={
+                    ":payment": {"S": proposed},
+                    ":intent": {"S": payment.payment_intent},
+                    ":now": {"S": iso_time(self._clock())},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "tying the PaymentIntent to its payment") from exc
+        return str(answer["Attributes"]["tied_payment_id"]["S"])
+
+    def _recorded_under_its_own_id(self, intent_id: str) -> bool:
+        """Whether the intent was recorded under its own id before ties existed (its payment item, no tie)."""
+        try:
+            item = self._client.get_item(
+                TableName=self._table, Key={"payment_id": {"S": intent_id}}, ConsistentRead=True
+            ).get("Item")
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "reading the payment") from exc
+        return bool(item) and item.get("payment_intent", {}).get("S") == intent_id
 
     def claim_publication(self, payment_id: str, claimant: str) -> bool:
         """Claim the publication of a payment's Purchase event, unless published or claimed by another claimant."""
@@ -219,6 +282,8 @@ class PaymentStore:
 
     def get(self, payment_id: str) -> PaymentRecord:
         """Return a payment, read consistently; raise ``NotFoundError`` when there is none."""
+        if payment_id.startswith(INTENT_TIE_PREFIX):
+            raise NotFoundError(f"payment {payment_id!r} not found")
         try:
             answer = self._client.get_item(
                 TableName=self._table, Key={"payment_id": {"S": payment_id}}, ConsistentRead=True

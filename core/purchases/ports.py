@@ -25,6 +25,9 @@ class PaymentIntentView:
     # What its charge has refunded (its ``latest_charge``, expanded): a PaymentIntent still says ``succeeded`` after a
     # full refund.
     amount_refunded: int = 0
+    # When its charge was made (``latest_charge.created``, expanded; ``None`` when it was not): when the customer paid.
+    # ``created`` may be much earlier (a Payment Element makes the intent when the checkout page loads).
+    charge_created: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,11 @@ class StripeGateway(Protocol):
     def credit_balance(
         self, customer_id: str, credit: Credit, description: str, metadata: Mapping[str, str], idempotency_key: str
     ) -> str:
-        """Credit ``customer_id``'s balance by ``credit`` (a negative balance transaction); return its id."""
+        """Credit ``customer_id``'s balance by ``credit`` (a negative balance transaction); return its id.
+
+        A 5xx Stripe replays for ``idempotency_key`` (its first request finished, failed) is
+        ``StripeReplayedFailureError``.
+        """
         ...
 
     def find_credit(self, customer_id: str, purchase_id: str, since: datetime) -> str | None:

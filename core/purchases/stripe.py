@@ -7,7 +7,9 @@ Every failure comes out through ``translate``, in one place:
 
 - network failures, 429, 409 (a request with the same idempotency key in flight, a lock timeout), 5xx: Stripe may
   succeed later → ``StripeUnavailableError`` (the subscriber raises; Lambda's async retries, then the on-failure
-  destination and its alarm, take the event again);
+  destination and its alarm, take the event again); a 5xx that Stripe replays for an idempotency key
+  (``Idempotent-Replayed: true``) → ``StripeReplayedFailureError``, a ``StripeUnavailableError`` that also tells the
+  key's first request is finished and the same key will only ever get that 5xx again;
 - 401 and 403 (a revoked or wrong key, a restricted key without the permission) are a configuration problem, not a
   property of the purchase: also ``StripeUnavailableError``, so the events wait in the on-failure queue while the
   alarm calls for a fix, and are redriven after it; recording them as refused would lose the credits;
@@ -30,7 +32,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    StripeIdempotencyError,
+    StripeReplayedFailureError,
+    StripeUnavailableError,
+)
 from core.purchases.models import Credit
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView
 
@@ -112,11 +119,20 @@ def translate(exc: StripeError, missing_reason: str) -> NoReturn:
         ) from None
     if isinstance(exc, stripe.RateLimitError | stripe.AuthenticationError | stripe.PermissionError):
         raise StripeUnavailableError(f"Stripe refused the call for now ({where})") from None
+    if isinstance(status, int) and status >= 500 and _replayed(exc):
+        raise StripeReplayedFailureError(f"Stripe replayed the key's saved failure ({where})") from None
     if not isinstance(status, int) or status >= 500 or status in _RETRYABLE_STATUSES:
         raise StripeUnavailableError(f"Stripe failed ({where or type(exc).__name__})") from None
     if code == "resource_missing":
         raise PermanentPurchaseError(missing_reason, f"Stripe does not know the object ({where})") from None
     raise PermanentPurchaseError("stripe_refused", f"Stripe refused the request ({where})") from None
+
+
+def _replayed(exc: StripeError) -> bool:
+    """Whether Stripe answered with the saved result of the idempotency key's first request (``Idempotent-Replayed``:
+    its headers' case is the HTTP client's)."""
+    headers = exc.headers or {}
+    return any(name.lower() == "idempotent-replayed" and value == "true" for name, value in headers.items())
 
 
 def _text_map(value: Any) -> dict[str, str]:
@@ -142,12 +158,19 @@ def payment_intent_view(intent: Mapping[str, Any]) -> PaymentIntentView:
         metadata=_text_map(intent.get("metadata")),
         created=int(intent.get("created") or 0),
         amount_refunded=_amount_refunded(intent.get("latest_charge")),
+        charge_created=_charge_created(intent.get("latest_charge")),
     )
 
 
 def _amount_refunded(charge: Any) -> int:
     """The amount a PaymentIntent's charge refunded, when it was expanded (else its id only: 0)."""
     return int(charge.get("amount_refunded") or 0) if isinstance(charge, Mapping) else 0
+
+
+def _charge_created(charge: Any) -> int | None:
+    """When a PaymentIntent's charge was made, when it was expanded (else its id only: ``None``)."""
+    created = charge.get("created") if isinstance(charge, Mapping) else None
+    return int(created) if created else None
 
 
 def checkout_session_view(session: Mapping[str, Any]) -> CheckoutSessionView:
@@ -221,7 +244,11 @@ class StripeApiGateway:
     def credit_balance(
         self, customer_id: str, credit: Credit, description: str, metadata: Mapping[str, str], idempotency_key: str
     ) -> str:
-        """Credit ``customer_id``'s balance by ``credit`` (a negative balance transaction); return its id."""
+        """Credit ``customer_id``'s balance by ``credit`` (a negative balance transaction); return its id.
+
+        A 5xx carrying ``Idempotent-Replayed: true`` is ``StripeReplayedFailureError`` (``translate``): Stripe answered
+        the key's saved result, so its first request is over, whatever it did.
+        """
         import stripe
 
         client = self._stripe()
@@ -270,7 +297,7 @@ class StripeApiGateway:
         )
 
     def payment_intent(self, intent_id: str) -> PaymentIntentView:
-        """Retrieve a PaymentIntent with its charge (what it refunded); an unknown one is
+        """Retrieve a PaymentIntent with its charge (when it was made, what it refunded); an unknown one is
         ``PermanentPurchaseError("unknown_payment_intent")``."""
         import stripe
 

@@ -12,6 +12,10 @@ The worker (``process_webhook_event``) handles ``payment_intent.succeeded``, ``c
 copy of an object: it retrieves the PaymentIntent (and the Checkout Session) from Stripe, records the payment once per
 Stripe event id, and publishes one Purchase event per payment:
 
+- one payment per PaymentIntent: the payment id (the intent's ``metadata.payment_id``, else its id) is the one the
+  intent had when it was first recorded (``core.purchases.payments``). Its metadata is read fresh from Stripe for
+  every event, and a shop's backend may tag the intent with its order number after the payment: keyed on the new id, a
+  replayed event or the payment's other event would publish a second Purchase event, credited and notified again.
 - publish, then mark: a crash between the two publishes the Purchase event again on the message's retry, so a
   payment's Purchase event is published twice at most; its subscribers are idempotent on ``purchase_id``.
 - a promo code comes from the PaymentIntent's ``metadata.promo_code``, else from the Checkout Session's discounts
@@ -19,6 +23,9 @@ Stripe event id, and publishes one Purchase event per payment:
   valid code of its own, the session is looked up by the intent (``checkout_session_for_intent``): Stripe sends that
   event and ``checkout.session.completed`` at nearly the same time, and whichever is handled first publishes, so the
   intent's event must not publish a Checkout's purchase without the code its discounts carry.
+- the Purchase event's ``purchased_at`` is when the customer paid: the time of the intent's charge (``_paid_at``),
+  not the intent's creation, which a Payment Element makes when the checkout page loads; the credit checks a
+  promotion's expiry against it.
 - a payment whose PaymentIntent names no customer is recorded with status ``no_customer`` and not published (a
   Purchase event needs ``customer_id``: nothing could be credited); a later event of the payment naming one publishes.
 - Stripe unavailable, DynamoDB or SNS failing: the error propagates and the queue retries the message (DLQ after 5
@@ -47,7 +54,7 @@ from core.errors import AWS_ERRORS, UpstreamError, aws_error, invalid_fields
 from core.observability import logger
 from core.purchases.errors import PermanentPurchaseError, StripeEventObjectRefusedError, StripeSignatureError
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, PaymentRecord, PurchaseEvent
-from core.purchases.payments import Payment, PaymentStorePort
+from core.purchases.payments import Payment, PaymentStorePort, PaymentWrite
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView, PurchasePublisherPort, StripeGateway
 
 SIGNATURE_HEADER = "Stripe-Signature"
@@ -399,7 +406,18 @@ def _session_of(intent: PaymentIntentView, gateway: StripeGateway) -> CheckoutSe
         return None
 
 
-def _purchase_event(record: PaymentRecord, purchase: _Purchase) -> PurchaseEvent | None:
+def _paid_at(intent: PaymentIntentView, event_created: int | None) -> datetime:
+    """When the purchase was made: its charge's time; without the charge, the event's (Stripe sends it when the
+    payment succeeds); without either, the intent's creation.
+
+    Never the intent's creation when better is known: a Payment Element makes the intent when the checkout page loads,
+    maybe long before the customer pays, and the credit checks the promotion's expiry against this time.
+    """
+    moment = intent.charge_created or event_created or intent.created
+    return datetime.fromtimestamp(moment, UTC)
+
+
+def _purchase_event(record: PaymentRecord, purchase: _Purchase, event_created: int | None) -> PurchaseEvent | None:
     metadata = purchase.metadata
     user_id = (metadata.get("user_id") or "").strip()
     email = (metadata.get("email") or "").strip()
@@ -412,7 +430,7 @@ def _purchase_event(record: PaymentRecord, purchase: _Purchase) -> PurchaseEvent
             amount=record.amount,
             currency=record.currency,
             promo_code=record.promo_code,
-            purchased_at=datetime.fromtimestamp(purchase.intent.created, UTC),
+            purchased_at=_paid_at(purchase.intent, event_created),
         )
     except ValidationError as exc:
         logger.error(
@@ -420,6 +438,21 @@ def _purchase_event(record: PaymentRecord, purchase: _Purchase) -> PurchaseEvent
             extra={"payment_id": record.payment_id, "fields": invalid_fields(exc, "purchase")},
         )
         return None
+
+
+def _log_write(write: PaymentWrite, payment: Payment) -> None:
+    """Log what the store kept of the payment when it differs from what this event told."""
+    record = write.record
+    logger.append_keys(payment_id=record.payment_id)
+    if record.payment_intent != payment.payment_intent:
+        logger.warning("payment_id is used by another PaymentIntent: the first one's facts are kept")
+    if record.payment_id != payment.payment_id:
+        logger.info(
+            "PaymentIntent's payment_id changed since it was first recorded: the first one is kept",
+            extra={"metadata_payment_id": payment.payment_id},
+        )
+    if not write.recorded:
+        logger.info("Stripe event was recorded before: nothing recorded again")
 
 
 def process_webhook_event(
@@ -463,17 +496,13 @@ def process_webhook_event(
         return WebhookResult(WebhookOutcome.UNPAID)
     write = payments.record(purchase.payment, envelope.id)
     record = write.record
-    logger.append_keys(payment_id=record.payment_id)
-    if record.payment_intent != purchase.payment.payment_intent:
-        logger.warning("payment_id is used by another PaymentIntent: the first one's facts are kept")
-    if not write.recorded:
-        logger.info("Stripe event was recorded before: nothing recorded again")
+    _log_write(write, purchase.payment)
     if record.purchase_published:
         return WebhookResult(WebhookOutcome.DUPLICATE, record.payment_id)
     if record.customer_id is None:
         logger.warning("PaymentIntent names no customer: recorded, no Purchase event published")
         return WebhookResult(WebhookOutcome.NO_CUSTOMER, record.payment_id)
-    event = _purchase_event(record, purchase)
+    event = _purchase_event(record, purchase, envelope.created)
     if event is None:
         return WebhookResult(WebhookOutcome.INVALID, record.payment_id)
     if not payments.claim_publication(record.payment_id, envelope.id):

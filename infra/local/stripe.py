@@ -19,7 +19,9 @@ PaymentIntents and the rest, this server adds:
   ``POST /_faults``) answers the next ``count`` requests under a path prefix with a Stripe-shaped 5xx or 429, before
   authentication and idempotency, as an outage of Stripe's front would; with ``after=True`` (a 5xx only) the request
   runs first (a credit is made) and its answer is replaced by the 500, which the idempotency layer keeps and replays
-  for the key, as Stripe does with a 500 once execution began.
+  for the key, as Stripe does with a 500 once execution began; with ``during=True`` (a 5xx only) the request begins
+  (inside idempotency) and fails before it makes anything, and the key keeps and replays that 500 all the same, as
+  Stripe does.
 
 localstripe keeps its objects in one store per process: every server of a process sees the same customers and
 PaymentIntents; the store is emptied when the last server of the process stops. Its own webhook sender (one registry
@@ -542,6 +544,7 @@ class Fault:
     method: str | None = None
     should_retry: bool | None = None
     after: bool = False
+    during: bool = False
 
     def describe(self) -> dict[str, Any]:
         """Return the fault as ``GET /_faults`` shows it."""
@@ -552,6 +555,7 @@ class Fault:
             "method": self.method,
             "should_retry": self.should_retry,
             "after": self.after,
+            "during": self.during,
         }
 
 
@@ -570,16 +574,23 @@ class FaultSwitch:
             raise ValueError("a fault needs a count of at least 1")
         if not fault.prefix.startswith("/v1/"):
             raise ValueError(f"a fault's path starts with /v1/, not {fault.prefix!r}")
-        if fault.after and fault.status == 429:
-            raise ValueError("a fault after execution answers a 5xx, not 429")
+        if (fault.after or fault.during) and fault.status == 429:
+            raise ValueError("a fault after execution began answers a 5xx, not 429")
+        if fault.after and fault.during:
+            raise ValueError("a fault is played during or after the request, not both")
         with self._lock:
             self._faults.append(fault)
 
-    def take(self, method: str, path: str, *, after: bool = False) -> Fault | None:
-        """Return the fault that answers this request before it runs (``after`` false) or after, counting it."""
+    def take(self, method: str, path: str, *, after: bool = False, during: bool = False) -> Fault | None:
+        """Return the fault that answers this request before it runs (``after`` and ``during`` false), once it began
+        (``during``) or after it ran (``after``), counting it."""
         with self._lock:
             for fault in self._faults:
-                if path.startswith(fault.prefix) and fault.method in (None, method) and fault.after == after:
+                if (
+                    path.startswith(fault.prefix)
+                    and fault.method in (None, method)
+                    and (fault.after, fault.during) == (after, during)
+                ):
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._faults.remove(fault)
@@ -778,16 +789,27 @@ class StripeServer:
         method: str | None = None,
         should_retry: bool | None = None,
         after: bool = False,
+        during: bool = False,
     ) -> None:
         """Answer the next ``count`` requests under ``path_prefix`` (e.g. ``/v1/customers``) with ``status``.
 
         ``status`` is 429 (``stripe.RateLimitError``) or a 5xx (``stripe.APIError``); ``should_retry`` sets
         ``Stripe-Should-Retry``, which the SDK obeys before its own rule (it retries 5xx itself when it may retry).
         With ``after``, the request runs first (what it makes stays made) and the 5xx replaces its answer; a POST's
-        ``Idempotency-Key`` then keeps that 5xx and replays it, as Stripe does.
+        ``Idempotency-Key`` then keeps that 5xx and replays it, as Stripe does. With ``during``, the request begins and
+        fails before it makes anything: the key keeps and replays that 5xx too (Stripe saves the result of any request
+        that began executing), though nothing was made.
         """
         self.faults.add(
-            Fault(path_prefix, status, count, method.upper() if method else None, should_retry, after=after)
+            Fault(
+                path_prefix,
+                status,
+                count,
+                method.upper() if method else None,
+                should_retry,
+                after=after,
+                during=during,
+            )
         )
 
     def clear_faults(self) -> None:
@@ -882,7 +904,7 @@ class StripeServer:
                 self._faults,
                 self._auth,
                 self._idempotent,
-                self._faults_after,
+                self._faults_inside,
                 self._serialized,
             ],
         )
@@ -930,8 +952,13 @@ class StripeServer:
         return await handler(request)
 
     @web.middleware
-    async def _faults_after(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Play a fault after the request ran, inside idempotency, so the key keeps the fault's answer."""
+    async def _faults_inside(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Play a fault once the request began (instead of running it) or after it ran, inside idempotency, so the key
+        keeps the fault's answer."""
+        if not request.path.startswith("/_"):
+            fault = self.faults.take(request.method, request.path, during=True)
+            if fault is not None:
+                return _fault_error(fault).response()
         response = await handler(request)
         if not request.path.startswith("/_") and response.status < 400:
             fault = self.faults.take(request.method, request.path, after=True)
@@ -1026,6 +1053,7 @@ class StripeServer:
                 method=data.get("method") or None,
                 should_retry=_flag(data.get("should_retry")),
                 after=bool(_flag(data.get("after"))),
+                during=bool(_flag(data.get("during"))),
             )
         except (TypeError, ValueError) as exc:
             raise StripeApiError(400, str(exc)) from None

@@ -4,6 +4,7 @@ the Stripe calls the worker makes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from core.errors import NotFoundError, UpstreamError
@@ -22,13 +23,15 @@ from core.purchases.webhooks import VerifiedEvent
 
 
 class FakePaymentStore:
-    """Holds payments with the real store's rules: an event id recorded once, the first facts kept, one claimant.
+    """Holds payments with the real store's rules: a PaymentIntent recorded under its first payment id for good, an
+    event id recorded once, the first facts kept, one claimant.
 
     ``fail_mark`` makes ``mark_published`` raise ``UpstreamError``.
     """
 
     def __init__(self) -> None:
         self.records: dict[str, PaymentRecord] = {}
+        self.ties: dict[str, str] = {}
         self.claims: dict[str, str] = {}
         self.fail_mark = False
         self.writes = 0
@@ -36,6 +39,7 @@ class FakePaymentStore:
     def record(self, payment: Payment, event_id: str) -> PaymentWrite:
         """Record a payment for an event unless the event was recorded (or the set is full)."""
         now = datetime.now(UTC)
+        payment = replace(payment, payment_id=self.ties.setdefault(payment.payment_intent, payment.payment_id))
         earlier = self.records.get(payment.payment_id)
         if earlier is not None and (event_id in earlier.events or len(earlier.events) >= MAX_EVENTS):
             return PaymentWrite(earlier, recorded=False)

@@ -5,15 +5,22 @@ DynamoDB's rules (moto)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from core.purchases.payments import MAX_EVENTS, STATUS_SUCCEEDED, Payment, PaymentStore
+from core.errors import NotFoundError
+from core.purchases.models import PromotionRequest
+from core.purchases.payments import INTENT_TIE_PREFIX, MAX_EVENTS, STATUS_SUCCEEDED, Payment, PaymentStore
+from core.purchases.promotions import PromotionStore
+from core.purchases.purchases import PurchaseStore
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.subscribers.conftest import PURCHASE_TABLES, PurchaseTopic
+from tests.integration.subscribers.purchases import sns_event
 from tests.support.aws import AwsResources
 from tests.support.aws import client as aws_client
 from tests.support.events import load_event
@@ -205,6 +212,94 @@ def test_payment_worker_two_events_of_one_payment_publish_one_purchase(worker: P
     assert len(worker.published()) == 1
 
 
+@pytest.mark.parametrize(
+    "second_event_id",
+    ["evt_3PkHzK2eZvKYlo2C0n1kWq8a", "evt_1PkI3c2eZvKYlo2Cq9RfV0xT"],
+    ids=["same-event-replayed", "second-event-of-the-payment"],
+)
+def test_payment_worker_payment_id_set_after_payment_publishes_one_purchase_under_the_first_id(
+    worker: PaymentWorker, second_event_id: str
+) -> None:
+    # A shop's backend commonly tags the intent with its order number on its own payment_intent.succeeded; the event
+    # handled next (an SQS redelivery, a DLQ redrive, the payment's other event) must not make a second payment.
+    intent_id = worker.succeeded_intent({"promo_code": "WELCOME10"})
+    worker.work(_batch(intent_id))
+    worker.stripe.client().v1.payment_intents.update(intent_id, {"metadata": {"payment_id": "order-77"}})
+
+    result = worker.work(_batch(intent_id, second_event_id))
+
+    assert result == {"batchItemFailures": []}
+    (delivered,) = worker.published()
+    assert json.loads(delivered["Message"])["purchase_id"] == intent_id
+    with pytest.raises(NotFoundError):
+        worker.store().get("order-77")
+
+
+def test_payment_worker_payment_id_changed_between_its_two_events_publishes_one_purchase(
+    worker: PaymentWorker,
+) -> None:
+    intent_id = worker.succeeded_intent({"payment_id": "order-B-8", "promo_code": "WELCOME10"})
+    worker.work(_batch(intent_id, "evt_first"))
+    worker.stripe.client().v1.payment_intents.update(intent_id, {"metadata": {"payment_id": "order-B-9"}})
+
+    worker.work(_batch(intent_id, "evt_second"))
+
+    (delivered,) = worker.published()
+    assert json.loads(delivered["Message"])["purchase_id"] == "order-B-8"
+    assert worker.store().get("order-B-8").events == ["evt_first", "evt_second"]
+
+
+def _paid_a_second_after_it_was_created(worker: PaymentWorker, metadata: dict[str, str]) -> tuple[Any, Any]:
+    """Create a PaymentIntent (a Payment Element makes it when the checkout page loads), then confirm it once a
+    second of Stripe's clock has passed; return the intent as created and as paid (its charge expanded)."""
+    client = worker.stripe.client()
+    intent = client.v1.payment_intents.create(
+        {
+            "amount": 4999,
+            "currency": "eur",
+            "payment_method": "pm_card_visa",
+            "metadata": metadata,
+            "customer": worker.customer_id,
+        }
+    )
+    while time.time() < intent.created + 1:
+        time.sleep(0.05)
+    paid = client.v1.payment_intents.confirm(intent.id, {"expand": ["latest_charge"]})
+    return intent, paid
+
+
+def test_payment_worker_purchase_dated_when_its_charge_was_made_not_when_its_intent_was(worker: PaymentWorker) -> None:
+    intent, paid = _paid_a_second_after_it_was_created(worker, {"payment_id": "order-T-1"})
+    assert paid.latest_charge.created > intent.created
+
+    worker.work(_batch(intent.id))
+
+    (delivered,) = worker.published()
+    purchased_at = datetime.fromisoformat(json.loads(delivered["Message"])["purchased_at"])
+    assert purchased_at == datetime.fromtimestamp(paid.latest_charge.created, UTC)
+
+
+def test_payment_worker_intent_paid_after_its_promotion_expired_earns_no_credit(worker: PaymentWorker) -> None:
+    from subscribers.credit import handler as credit
+
+    intent, _ = _paid_a_second_after_it_was_created(worker, {"payment_id": "order-X-1", "promo_code": "LASTDAY"})
+    # The promotion ended after the checkout page made the intent, before the customer paid.
+    ended = datetime.fromtimestamp(intent.created + 1, UTC)
+    request = {"credit": {"amount": 1000, "currency": "eur"}, "expires_at": ended.isoformat()}
+    promotions = PromotionStore(worker.aws.dynamodb, PURCHASE_TABLES["PROMOTIONS_TABLE"][0])
+    promotions.put("LASTDAY", PromotionRequest.model_validate(request), datetime.now(UTC))
+    worker.work(_batch(intent.id))
+    (delivered,) = worker.published()
+
+    result = credit(sns_event(delivered["Message"]), worker.context)
+
+    assert result == {"purchases": {"order-X-1": "refused"}}
+    assert PurchaseStore(worker.aws.dynamodb, PURCHASE_TABLES["PURCHASES_TABLE"][0]).get("order-X-1").credit_error == (
+        "expired_code"
+    )
+    assert list(worker.stripe.client().v1.customers.balance_transactions.list(worker.customer_id).data) == []
+
+
 def test_payment_worker_stripe_500_fails_the_record_for_a_retry(worker: PaymentWorker) -> None:
     intent_id = worker.succeeded_intent({})
     worker.stripe.fail("/v1/payment_intents", status=500)
@@ -285,3 +380,60 @@ def test_payment_store_stale_claim_taken_over(dynamodb: Any) -> None:
 
 def test_payment_store_claim_of_an_unknown_payment_refused(dynamodb: Any) -> None:
     assert _store(dynamodb).claim_publication("order-404", "evt_1") is False
+
+
+def test_payment_store_intent_recorded_again_under_another_payment_id_keeps_the_first(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+
+    write = store.record(Payment("order-2", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+
+    assert (write.recorded, write.record.payment_id, write.record.events) == (False, "order-1", ["evt_1"])
+    with pytest.raises(NotFoundError):
+        store.get("order-2")
+
+
+def test_payment_store_intent_recorded_under_its_own_id_before_the_tie_keeps_it(dynamodb: Any) -> None:
+    # Recorded by the worker of before the intent's tie to its payment id: the item alone, keyed by the intent's id.
+    item = {
+        "payment_id": {"S": "pi_1"},
+        "payment_intent": {"S": "pi_1"},
+        "customer_id": {"S": "cus_A1"},
+        "amount": {"N": "4999"},
+        "currency": {"S": "eur"},
+        "status": {"S": STATUS_SUCCEEDED},
+        "events": {"SS": ["evt_1"]},
+        "purchase_published": {"BOOL": True},
+        "created_at": {"S": "2024-08-07T14:20:05.000Z"},
+        "updated_at": {"S": "2024-08-07T14:20:05.000Z"},
+    }
+    dynamodb.put_item(TableName=PAYMENTS_TABLE, Item=item)
+
+    write = _store(dynamodb).record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_2")
+
+    assert (write.record.payment_id, write.record.events, write.record.purchase_published) == (
+        "pi_1",
+        ["evt_1", "evt_2"],
+        True,
+    )
+
+
+def test_payment_store_two_intents_of_one_payment_id_share_the_payment(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+
+    write = store.record(Payment("order-1", "pi_2", 4999, "eur", "cus_A1"), "evt_2")
+
+    assert (write.record.payment_id, write.record.payment_intent, write.record.events) == (
+        "order-1",
+        "pi_1",
+        ["evt_1", "evt_2"],
+    )
+
+
+def test_payment_store_tie_of_an_intent_is_no_payment(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+
+    with pytest.raises(NotFoundError):
+        store.get(f"{INTENT_TIE_PREFIX}pi_1")

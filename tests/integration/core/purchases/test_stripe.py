@@ -13,7 +13,12 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 import core.purchases.stripe
-from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    StripeIdempotencyError,
+    StripeReplayedFailureError,
+    StripeUnavailableError,
+)
 from core.purchases.models import Credit
 from core.purchases.stripe import StripeApiGateway
 from infra.local.stripe import API_KEY
@@ -104,6 +109,33 @@ def test_stripe_gateway_outage_is_unavailable(stripe_server: Any, gateway: Strip
         _credit(gateway, "cus_Any0000")
 
 
+def test_stripe_gateway_credit_500_replayed_for_its_key_is_a_replayed_failure(
+    stripe_server: Any, gateway: StripeApiGateway
+) -> None:
+    customer = stripe_server.client().v1.customers.create({"email": "ada@example.com"})
+    stripe_server.fail("/v1/customers", status=500, count=1, method="POST", during=True)
+    with pytest.raises(StripeUnavailableError) as first:
+        _credit(gateway, customer.id)
+
+    with pytest.raises(StripeReplayedFailureError):
+        _credit(gateway, customer.id)
+
+    assert not isinstance(first.value, StripeReplayedFailureError)
+    assert _credit(gateway, customer.id, key="credit:k1:failed-1").startswith("cbtxn_")
+
+
+def test_stripe_gateway_credit_500_before_idempotency_is_no_replayed_failure(
+    stripe_server: Any, gateway: StripeApiGateway
+) -> None:
+    customer = stripe_server.client().v1.customers.create({"email": "ada@example.com"})
+    stripe_server.fail("/v1/customers", status=500, count=1, method="POST")
+    with pytest.raises(StripeUnavailableError) as first:
+        _credit(gateway, customer.id)
+
+    assert not isinstance(first.value, StripeReplayedFailureError)
+    assert _credit(gateway, customer.id).startswith("cbtxn_")
+
+
 def test_stripe_gateway_unknown_customer_is_permanent(gateway: StripeApiGateway) -> None:
     with pytest.raises(PermanentPurchaseError) as refused:
         _credit(gateway, "cus_Unknown0000")
@@ -129,6 +161,21 @@ def test_stripe_gateway_payment_intent_read(stripe_server: Any, gateway: StripeA
 
     assert (view.id, view.amount, view.currency, view.customer_id) == (intent.id, 2500, "eur", customer.id)
     assert view.metadata == {"promo_code": "WELCOME10"}
+
+
+def test_stripe_gateway_paid_payment_intent_read_with_when_its_charge_was_made(
+    stripe_server: Any, gateway: StripeApiGateway
+) -> None:
+    client = stripe_server.client()
+    customer = client.v1.customers.create({"email": "ada@example.com"})
+    intent = client.v1.payment_intents.create(
+        {"amount": 2500, "currency": "eur", "customer": customer.id, "payment_method": "pm_card_visa"}
+    )
+    paid = client.v1.payment_intents.confirm(intent.id, {"expand": ["latest_charge"]})
+
+    view = gateway.payment_intent(intent.id)
+
+    assert (view.created, view.charge_created) == (intent.created, paid.latest_charge.created)
 
 
 def test_stripe_gateway_unknown_payment_intent_is_permanent(stripe_server: Any, gateway: StripeApiGateway) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,14 +12,21 @@ from core.errors import UpstreamError
 from core.observability import metrics
 from core.purchases.credit import (
     KEY_REUSE_WINDOW,
+    MAX_REPLAYED_FAILURES,
     CreditOutcome,
     credit_idempotency_key,
     credit_purchase,
     renewed_idempotency_key,
+    replayed_failure_key,
 )
-from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    StripeIdempotencyError,
+    StripeReplayedFailureError,
+    StripeUnavailableError,
+)
 from core.purchases.models import Credit, CreditRecord, CreditTerms, PromotionRequest, PurchaseEvent
-from tests.fakes.purchases import FakePromotionStore, FakePurchaseStore, FakeStripeGateway
+from tests.fakes.purchases import BalanceCredit, FakePromotionStore, FakePurchaseStore, FakeStripeGateway
 
 NOW = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
 PURCHASED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -431,3 +438,145 @@ def test_credit_purchase_retry_stripe_refusal_still_recorded() -> None:
     result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=5))
 
     assert (result.outcome, purchases.get("pi_1").credit_error) == (CreditOutcome.REFUSED, "unknown_customer")
+
+
+# Stripe's saved 500s: a request that began executing keeps its 500 under its key, replayed for 24 hours.
+
+
+class ReplayingStripeGateway(FakeStripeGateway):
+    """``FakeStripeGateway`` whose next ``fail_inside`` requests under a key not seen before begin at Stripe and fail
+    with a 500 (crediting first when ``credit_then_fail``), which Stripe then replays for the key as
+    ``StripeReplayedFailureError``; ``unseen_lookups`` ``find_credit`` calls miss every credit (a request still
+    running when Stripe was asked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_inside = 0
+        self.credit_then_fail = False
+        self.unseen_lookups = 0
+        self.failed_keys: set[str] = set()
+
+    def credit_balance(
+        self, customer_id: str, credit: Credit, description: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> str:
+        """Replay a saved failure, or fail inside Stripe, or credit as ``FakeStripeGateway`` does."""
+        if idempotency_key in self.failed_keys:
+            self.calls.append(BalanceCredit(customer_id, credit, description, dict(metadata), idempotency_key))
+            raise StripeReplayedFailureError("Stripe replayed the key's saved failure (500)")
+        if self.fail_inside > 0 and idempotency_key not in self.transactions:
+            self.fail_inside -= 1
+            self.failed_keys.add(idempotency_key)
+            if self.credit_then_fail:
+                super().credit_balance(customer_id, credit, description, metadata, idempotency_key)
+            else:
+                self.calls.append(BalanceCredit(customer_id, credit, description, dict(metadata), idempotency_key))
+            raise StripeUnavailableError("Stripe failed (500)")
+        return super().credit_balance(customer_id, credit, description, metadata, idempotency_key)
+
+    def find_credit(self, customer_id: str, purchase_id: str, since: datetime) -> str | None:
+        """Miss every credit for ``unseen_lookups`` calls, then find as ``FakeStripeGateway`` does."""
+        found = super().find_credit(customer_id, purchase_id, since)
+        if self.unseen_lookups > 0:
+            self.unseen_lookups -= 1
+            return None
+        return found
+
+
+def _failed_inside_stripe(
+    purchases: FakePurchaseStore, promotions: FakePromotionStore, *, failures: int = 1, credited: bool = False
+) -> ReplayingStripeGateway:
+    """Run a first attempt whose request Stripe began and failed with a 500 (after crediting, when ``credited``); the
+    next ``failures - 1`` requests under new keys fail so too."""
+    stripe = ReplayingStripeGateway()
+    stripe.fail_inside, stripe.credit_then_fail = failures, credited
+    with pytest.raises(StripeUnavailableError):
+        credit_purchase(_event(), promotions, purchases, stripe, NOW)
+    return stripe
+
+
+def test_credit_purchase_retry_after_a_replayed_500_none_found_credits_at_once_under_the_next_key() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _failed_inside_stripe(purchases, promotions)
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=1))
+
+    (made,) = stripe.ledger
+    assert (result.outcome, result.balance_transaction) == (CreditOutcome.CREDITED, made.id)
+    assert [call.idempotency_key for call in stripe.calls] == [KEY, KEY, f"{KEY}:failed-1"]
+    assert len(stripe.lookups) == 2
+    assert purchases.get("pi_1").credit == CreditRecord(balance_transaction=made.id, amount=1000, currency="eur")
+    assert metrics.metric_set["CreditReplayedFailures"]["Value"] == [1.0]
+
+
+def test_credit_purchase_replayed_500_of_a_request_that_credited_after_the_first_look_records_that_credit() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _failed_inside_stripe(purchases, promotions, credited=True)
+    # The first look ran while that request was still crediting; the replay tells it is finished.
+    stripe.unseen_lookups = 1
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=1))
+
+    (made,) = stripe.ledger
+    assert (result.outcome, result.balance_transaction) == (CreditOutcome.CREDITED, made.id)
+    assert [call.idempotency_key for call in stripe.calls] == [KEY, KEY]
+
+
+def test_credit_purchase_replayed_500s_of_two_attempts_third_attempt_credits_under_the_key_after_both() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _failed_inside_stripe(purchases, promotions, failures=2)
+    with pytest.raises(StripeUnavailableError):
+        credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=1))
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=2))
+
+    assert result.outcome is CreditOutcome.CREDITED
+    assert [call.idempotency_key for call in stripe.calls] == [
+        KEY,
+        KEY,
+        f"{KEY}:failed-1",
+        KEY,
+        f"{KEY}:failed-1",
+        f"{KEY}:failed-2",
+    ]
+    assert len(stripe.ledger) == 1
+
+
+def test_credit_purchase_500_not_replayed_is_raised_without_another_request() -> None:
+    # Stripe may still be crediting under that key, or may have: only a replay tells the request is finished.
+    purchases, promotions = FakePurchaseStore(), _promotions()
+
+    stripe = _failed_inside_stripe(purchases, promotions, credited=True)
+
+    assert [call.idempotency_key for call in stripe.calls] == [KEY]
+    assert stripe.lookups == []
+
+
+def test_credit_purchase_replayed_500_after_the_window_follows_the_renewed_key() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _failed_inside_stripe(purchases, promotions)
+    stripe.failed_keys.add(f"{KEY}:renewed-1")
+
+    result = credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(hours=25))
+
+    assert result.outcome is CreditOutcome.CREDITED
+    assert [call.idempotency_key for call in stripe.calls][1:] == [f"{KEY}:renewed-1", f"{KEY}:renewed-1:failed-1"]
+
+
+def test_credit_purchase_replayed_failures_past_the_bound_raise_unavailable_without_crediting() -> None:
+    purchases, promotions = FakePurchaseStore(), _promotions()
+    stripe = _failed_inside_stripe(purchases, promotions)
+    stripe.failed_keys |= {replayed_failure_key(KEY, failures) for failures in range(MAX_REPLAYED_FAILURES + 1)}
+
+    with pytest.raises(StripeUnavailableError, match="replayed"):
+        credit_purchase(_event(), promotions, purchases, stripe, NOW + timedelta(minutes=1))
+
+    assert stripe.ledger == []
+    assert len(stripe.calls) == 1 + MAX_REPLAYED_FAILURES + 1
+    assert purchases.get("pi_1").credit_error is None
+
+
+def test_replayed_failure_key_the_attempt_key_then_one_per_failure() -> None:
+    assert replayed_failure_key(KEY, 0) == KEY
+    assert replayed_failure_key(KEY, 1) == f"{KEY}:failed-1"
+    assert replayed_failure_key(f"{KEY}:renewed-1", 2) == f"{KEY}:renewed-1:failed-2"
+    assert len(replayed_failure_key(renewed_idempotency_key(KEY, timedelta(days=3650)), MAX_REPLAYED_FAILURES)) <= 255

@@ -12,7 +12,12 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.exceptions import ClientError
 
 from core.errors import UpstreamError
-from core.purchases.errors import PermanentPurchaseError, StripeIdempotencyError, StripeUnavailableError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    StripeIdempotencyError,
+    StripeReplayedFailureError,
+    StripeUnavailableError,
+)
 from core.purchases.ports import PaymentIntentView
 from core.purchases.stripe import (
     StripeApiGateway,
@@ -82,6 +87,25 @@ def test_translate_idempotency_error_is_retried_never_refused() -> None:
     assert isinstance(raised.value, StripeUnavailableError)
     assert not isinstance(raised.value, PermanentPurchaseError)
     assert SECRET not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["Idempotent-Replayed", "idempotent-replayed"])
+def test_translate_5xx_stripe_replayed_for_the_key_is_a_replayed_failure(name: str) -> None:
+    error = _error(stripe.APIError, 500)
+    error.headers = {"request-id": "req_1", name: "true"}
+
+    with pytest.raises(StripeReplayedFailureError) as raised:
+        translate(error, "unknown_customer")
+
+    assert isinstance(raised.value, StripeUnavailableError)
+    assert SECRET not in str(raised.value)
+
+
+def test_translate_5xx_not_replayed_is_no_replayed_failure() -> None:
+    with pytest.raises(StripeUnavailableError) as raised:
+        translate(_error(stripe.APIError, 500), "unknown_customer")
+
+    assert not isinstance(raised.value, StripeReplayedFailureError)
 
 
 def test_translate_text_has_status_code_request_id_never_the_message() -> None:
@@ -210,3 +234,22 @@ def test_payment_intent_view_reads_fields_and_customer_id() -> None:
         metadata={"payment_id": "order-7", "promo_code": "WELCOME10"},
         created=1700000000,
     )
+
+
+def test_payment_intent_view_reads_when_its_expanded_charge_was_made() -> None:
+    intent = {
+        "id": "pi_1",
+        "status": "succeeded",
+        "created": 1700000000,
+        "latest_charge": {"id": "ch_1", "created": 1700000300, "amount_refunded": 0},
+    }
+
+    view = payment_intent_view(intent)
+
+    assert (view.created, view.charge_created) == (1700000000, 1700000300)
+
+
+def test_payment_intent_view_charge_not_expanded_has_no_charge_time() -> None:
+    view = payment_intent_view({"id": "pi_1", "status": "succeeded", "created": 1700000000, "latest_charge": "ch_1"})
+
+    assert view.charge_created is None

@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -299,7 +300,9 @@ def _intent(**changes: Any) -> PaymentIntentView:
         "currency": "eur",
         "customer_id": "cus_QbVp7Ws3mZkR1T",
         "metadata": {"payment_id": "order-A-1042", "promo_code": "summer24", "user_id": "u-1042"},
-        "created": 1_723_040_405,
+        # Made when the checkout page loaded, paid (charged) five minutes later.
+        "created": 1_723_040_105,
+        "charge_created": 1_723_040_405,
     }
     return PaymentIntentView(**(fields | changes))
 
@@ -381,6 +384,32 @@ def test_process_payment_intent_succeeded_records_and_publishes_the_purchase() -
         ["evt_3PkHzK2eZvKYlo2C0n1kWq8a"],
         True,
     )
+
+
+def test_process_purchase_dated_when_its_charge_was_made_not_when_its_intent_was() -> None:
+    worker = Worker(_intent(created=1_723_000_000, charge_created=1_723_040_405))
+
+    worker.process(_intent_event())
+
+    assert worker.publisher.events[0].purchased_at == datetime(2024, 8, 7, 14, 20, 5, tzinfo=UTC)
+
+
+def test_process_purchase_without_its_charge_dated_when_stripe_sent_the_event() -> None:
+    worker = Worker(_intent(created=1_723_000_000, charge_created=None))
+
+    worker.process(_intent_event())
+
+    assert worker.publisher.events[0].purchased_at == datetime(2024, 8, 7, 14, 20, 10, tzinfo=UTC)
+
+
+def test_process_purchase_without_charge_or_event_time_dated_when_its_intent_was_made() -> None:
+    worker = Worker(_intent(created=1_723_000_000, charge_created=None))
+    event = stripe_event("payment_intent_succeeded")
+    del event["created"]
+
+    worker.process(event_body(event))
+
+    assert worker.publisher.events[0].purchased_at == datetime.fromtimestamp(1_723_000_000, UTC)
 
 
 def test_process_amount_comes_from_the_retrieved_intent_not_the_event_copy() -> None:
