@@ -25,7 +25,7 @@ from api.handler import ADMIN_ERRORS, settings
 from core.clients import get_client, get_ledger
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 from core.http import Response, RouteDoc, Router, json_response, parse_body
-from core.ledger import DeliveryRow
+from core.ledger import ROW_ABSENT, DeliveryRow, LedgerEntry
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
 from core.ports import LedgerPort
@@ -269,7 +269,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
     if message is not None and message.outcome is not None:
         return True  # a record-only copy writes its row itself, and only while its run is the row's
     try:
-        _mark_queued(ledger, notification_id, delivery_key, letter, message)
+        _mark_queued(ledger, notification_id, delivery_key, letter, message, entry)
     except UpstreamError as exc:
         # The copy is on its way, and its run writes the row: raising here would keep the letter, and the redrive a
         # caller retries (a 502 invites it) would send a second copy of the same run.
@@ -281,9 +281,15 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
 
 
 def _mark_queued(
-    ledger: LedgerPort, notification_id: str, delivery_key: str, letter: _Letter, message: DeliveryMessage | None
+    ledger: LedgerPort,
+    notification_id: str,
+    delivery_key: str,
+    letter: _Letter,
+    message: DeliveryMessage | None,
+    entry: LedgerEntry | None,
 ) -> None:
-    """Write a redriven letter's row ``queued``: a new run, its count of attempts and redrives kept."""
+    """Write a redriven letter's row ``queued``: a new run, its count of attempts and redrives kept. ``entry``: the
+    row as it was read before the letter was sent."""
     if message is not None:
         # After the send: the new run may have begun, even ended; it wrote its own count, and the row is left to it.
         ledger.update(
@@ -296,8 +302,13 @@ def _mark_queued(
             before_run=message.redriven,
         )
     else:
+        # A letter this code cannot read (a newer producer's, mid-deploy) carries no run to guard the write with: it is
+        # written only while the row is the one read before the send. The consumer may have taken the copy and buried
+        # it again meanwhile (its row ``dead``, the letter back in the dead-letter queue): ``queued`` must not land
+        # over that, and erase its reason.
         row = DeliveryRow(letter.integration, letter.type) if letter.integration and letter.type else None
-        ledger.update(notification_id, delivery_key, DeliveryStatus.QUEUED, row=row)
+        was = entry.updated_at if entry is not None else ROW_ABSENT
+        ledger.update(notification_id, delivery_key, DeliveryStatus.QUEUED, row=row, unchanged_since=was)
     # The new run opens a retry window now: the record, its TTL set at publish, is kept as long as the row.
     ledger.keep_record(notification_id, time.time())
 

@@ -25,6 +25,8 @@ from core.models import DeliveryStatus
 from core.times import epoch_time, utc_now
 
 NOTIFICATION_KEY = "#"
+# ``update``'s ``unchanged_since`` for a row the caller found absent: written only while there is still none.
+ROW_ABSENT = ""
 PAGE_SIZE = 100
 # How long a status's counts read the deliveries' statuses when the caller gives no time: a Query page holds 1 MB of
 # whole rows (the projection is applied after), a few thousand deliveries, and a send to a million users has hundreds.
@@ -38,15 +40,23 @@ _BATCH_GET_TRIES = 4
 _MAX_ERROR_LENGTH = 1000
 
 
-def _update_condition(before_run: int | None, names: dict[str, str], values: dict[str, Any]) -> str:
-    """Return the condition of a row's update: never over ``delivered``, and with ``before_run`` only while the row
-    counts fewer redrives (its names and values added to the update's)."""
+def _update_condition(
+    before_run: int | None, unchanged_since: str | None, names: dict[str, str], values: dict[str, Any]
+) -> str:
+    """Return the condition of a row's update: never over ``delivered``; with ``before_run`` only while the row counts
+    fewer redrives; with ``unchanged_since`` only while the row is as the caller read it (its names and values added
+    to the update's)."""
     condition = "(attribute_not_exists(#s) OR #s <> :delivered)"
-    if before_run is None:
-        return condition
-    names["#d"] = "redriven"
-    values[":run"] = {"N": str(before_run)}
-    return condition + " AND (attribute_not_exists(#d) OR #d < :run)"
+    if before_run is not None:
+        names["#d"] = "redriven"
+        values[":run"] = {"N": str(before_run)}
+        condition += " AND (attribute_not_exists(#d) OR #d < :run)"
+    if unchanged_since == ROW_ABSENT:
+        condition += " AND attribute_not_exists(#s)"
+    elif unchanged_since is not None:
+        values[":was"] = {"S": unchanged_since}
+        condition += " AND #u = :was"
+    return condition
 
 
 class Delivery(NamedTuple):
@@ -437,6 +447,7 @@ class DeliveryLedger:
         history: AttemptRecord | None = None,
         earlier: Sequence[AttemptRecord] = (),
         before_run: int | None = None,
+        unchanged_since: str | None = None,
     ) -> bool:
         """Write a delivery row's status (creating the row); return ``False`` when it is ``delivered`` already.
 
@@ -447,7 +458,9 @@ class DeliveryLedger:
         list as the caller last read it: when it holds ``HISTORY_LIMIT`` attempts already, the list is written anew
         with the most recent of them, so it stops growing. ``before_run`` (a redrive's count): write only while the row
         counts fewer redrives, so a redrive that marks its row after sending its message never overwrites what that
-        message's run already wrote; ``False`` then too.
+        message's run already wrote; ``False`` then too. ``unchanged_since`` (the row's ``updated_at`` as the caller
+        read it, ``ROW_ABSENT`` for none): write only while the row is still that one, else ``False``: a write decided
+        on what the caller read never lands over what another writer wrote since.
         """
         names = {"#s": "status", "#u": "updated_at"}
         values: dict[str, Any] = {
@@ -487,7 +500,7 @@ class DeliveryLedger:
             names["#h"] = "history"
             sets.append(_history_clause(history, earlier, values))
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        condition = _update_condition(before_run, names, values)
+        condition = _update_condition(before_run, unchanged_since, names, values)
         try:
             self._client.update_item(
                 TableName=self._table,

@@ -55,9 +55,11 @@ class LedgerPort(Protocol):
         history: AttemptRecord | None = None,
         earlier: Sequence[AttemptRecord] = (),
         before_run: int | None = None,
+        unchanged_since: str | None = None,
     ) -> bool:
         """Write a delivery row's status and append ``history``; return ``False`` when it is ``delivered`` already, or
-        counts ``before_run`` redrives or more when that is given."""
+        counts ``before_run`` redrives or more when that is given, or changed since ``unchanged_since`` (its
+        ``updated_at`` as read; ``ROW_ABSENT``: it had no row) when that is given."""
         ...
 
     def keep_record(self, notification_id: str, until: float) -> None:

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.channels import Channel, ChannelResources, DeliveryReceipt, Limit
 from core.errors import UpstreamError
-from core.ledger import HISTORY_LIMIT, AttemptRecord, DeliveryRow, LedgerEntry
+from core.ledger import HISTORY_LIMIT, ROW_ABSENT, AttemptRecord, DeliveryRow, LedgerEntry
 from core.models import Content, DeliveryStatus
 from core.pacing import Slot
 
@@ -150,9 +150,10 @@ class FakeLedger:
         history: AttemptRecord | None = None,
         earlier: Sequence[AttemptRecord] = (),
         before_run: int | None = None,
+        unchanged_since: str | None = None,
     ) -> bool:
-        """Write a row's status and the fields given; return ``False`` when it is ``delivered`` already, or counts
-        ``before_run`` redrives or more."""
+        """Write a row's status and the fields given; return ``False`` when it is ``delivered`` already, counts
+        ``before_run`` redrives or more, or changed since ``unchanged_since``."""
         self.updates.append((notification_id, delivery_key, status))
         if self.fail_updates:
             raise UpstreamError("updating the ledger failed (fake)")
@@ -163,6 +164,8 @@ class FakeLedger:
         if old is not None and old.status is DeliveryStatus.DELIVERED:
             return False
         if old is not None and before_run is not None and old.redriven >= before_run:
+            return False
+        if unchanged_since is not None and (old.updated_at if old is not None else ROW_ABSENT) != unchanged_since:
             return False
         if last_error is None and status not in (DeliveryStatus.DELIVERED, DeliveryStatus.QUEUED) and old:
             last_error = old.last_error

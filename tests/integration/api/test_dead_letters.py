@@ -355,6 +355,42 @@ def test_redrive_leaves_the_row_to_the_run_that_wrote_it_first(aws: AwsResources
     )
 
 
+class _BuriedAgainFirst(_RunWritesFirst):
+    """An SQS client under which a redriven letter this code cannot read is taken by a consumer and buried again (its
+    row ``dead``) before the redrive marks the row: the two functions run at once."""
+
+    def send_message(self, **kwargs: Any) -> Any:
+        sent = self._sqs.send_message(**kwargs)
+        body = json.loads(kwargs["MessageBody"])
+        get_ledger().update(
+            body["notification_id"], body["delivery_key"], DeliveryStatus.DEAD, last_error="malformed message"
+        )
+        return sent
+
+
+def test_redrive_of_an_unreadable_letter_leaves_the_row_a_consumer_wrote_meanwhile(aws: AwsResources) -> None:
+    # A newer producer's body (a field this code does not know) names its delivery, but carries no run to guard the
+    # write with: ``queued`` landed over the consumer's ``dead`` and erased its reason, the letter back in the DLQ.
+    _dead(aws, "n-1", priority="high")
+
+    redrive(_BuriedAgainFirst(get_client("sqs")), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 1)
+
+    entry = get_ledger().get_entry("n-1", "erp-webhook")
+    assert entry is not None
+    assert (entry.status, entry.last_error) == (DeliveryStatus.DEAD, "malformed message")
+
+
+def test_redrive_of_an_unreadable_letter_marks_its_row_queued(aws: AwsResources) -> None:
+    _dead(aws, "n-1", priority="high")
+
+    redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 1)
+
+    entry = get_ledger().get_entry("n-1", "erp-webhook")
+    assert entry is not None
+    assert (entry.status, entry.last_error) == (DeliveryStatus.QUEUED, None)
+    assert len(_moved(aws)) == 1
+
+
 def test_redrive_of_a_record_only_copy_sends_it_back_as_it_is_and_leaves_the_row(
     admin: AdminApi, aws: AwsResources
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.clients import get_client
 from core.errors import UpstreamError
-from core.ledger import DeliveryLedger, DeliveryRow
+from core.ledger import ROW_ABSENT, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus
 from tests.support.aws import NAMES, AwsResources
 from tests.support.ledger import webhook_record
@@ -242,6 +243,28 @@ def _expires(client: Any, notification_id: str, delivery_key: str) -> int:
         TableName=TABLE, Key={"notification_id": {"S": notification_id}, "delivery_key": {"S": delivery_key}}
     ).get("Item")
     return int(item["expires_at"]["N"]) if item else 0
+
+
+def test_update_unchanged_since_writes_only_over_the_row_as_read(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+    _row_with_redrives(0)
+    read = ledger.get_entry("n-1", "k-1")
+    assert read is not None
+    time.sleep(0.002)  # updated_at counts milliseconds: the write below changes it
+
+    assert ledger.update("n-1", "k-1", DeliveryStatus.QUEUED, unchanged_since=read.updated_at) is True
+    assert ledger.update("n-1", "k-1", DeliveryStatus.DEAD, unchanged_since=read.updated_at) is False
+
+    entry = ledger.get_entry("n-1", "k-1")
+    assert entry is not None
+    assert entry.status is DeliveryStatus.QUEUED
+
+
+def test_update_unchanged_since_absent_writes_only_while_there_is_no_row(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+
+    assert ledger.update("n-1", "k-1", DeliveryStatus.QUEUED, unchanged_since=ROW_ABSENT) is True
+    assert ledger.update("n-1", "k-1", DeliveryStatus.DEAD, unchanged_since=ROW_ABSENT) is False
 
 
 def test_update_of_a_row_waiting_far_ahead_keeps_it_the_ledgers_days_past_its_next_attempt(aws: AwsResources) -> None:
