@@ -2,7 +2,8 @@
 
 Table key: ``notification_id`` + ``delivery_key``. The notification's own record sits under ``NOTIFICATION_KEY``
 (``#``, which sorts before every delivery key); the producer writes it, once per publish. Delivery rows are written
-by the consumer as outcomes happen, so a delivery without a row has not been attempted yet: it is ``queued``.
+by the consumer as outcomes happen, so a delivery without a row has not been attempted yet: it is ``queued`` (or,
+on a record kept past the ledger's days for another of its deliveries, its row has expired: ``expired``).
 
 Only when a publish could not enqueue every delivery does the producer write more: the SQS message ids of those it
 did enqueue, on the record (``enqueued``), and a ``failed`` row with no attempt for each of the others. A retry of
@@ -598,13 +599,15 @@ class DeliveryLedger:
     ) -> LedgerPage:
         """Return the record, the deliveries after ``cursor`` (at most ``size``), the count per status, next cursor.
 
-        Deliveries the record expects and that have no row yet are ``queued``. The counts read only the key and status
+        Deliveries the record expects and that have no row yet are ``queued`` (``expired`` once the record is older
+        than the ledger's days: ``_missing``). The counts read only the key and status
         of each row, a page after another for at most ``summary_seconds`` (at least one page): past that, they count
         the deliveries read (the first, in key order) and ``complete`` is false, so that the status of a send to a
         million users answers in time rather than reading its whole partition on every call. Whole rows are read a
         page at a time, after the cursor. ``record``: the notification's record, when the caller read it already.
         """
         record = record or self.get_record(notification_id)
+        missing = self._missing(record)
         after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
         statuses, complete = self._statuses(notification_id, time.monotonic() + summary_seconds)
         expected = {delivery.key: delivery for delivery in record.deliveries}
@@ -614,16 +617,16 @@ class DeliveryLedger:
         last = list(rows)[-1] if len(rows) > size else None
         keys = sorted(set(rows) | {key for key in expected if key > after and (last is None or key <= last)})
         page_keys = keys[:size]
-        entries = [rows.get(key) or self._queued(record, expected[key]) for key in page_keys]
+        entries = [rows.get(key) or self._without_row(record, expected[key], missing) for key in page_keys]
         # A row read a moment after the light read may have moved on (retrying → dead): the summary says what the
         # deliveries of this page say, so one answer never contradicts itself.
         statuses.update({key: str(rows[key].status) for key in page_keys if key in rows})
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
-        not_attempted = max(0, record.delivery_count - len(statuses)) if complete else 0
-        if not_attempted:
-            counts[DeliveryStatus.QUEUED.value] = counts.get(DeliveryStatus.QUEUED.value, 0) + not_attempted
+        without_row = max(0, record.delivery_count - len(statuses)) if complete else 0
+        if without_row:
+            counts[missing.value] = counts.get(missing.value, 0) + without_row
         return LedgerPage(
             record=record,
             entries=entries,
@@ -681,16 +684,28 @@ class DeliveryLedger:
             raise aws_error(exc, "reading the ledger") from exc
         return response
 
-    @staticmethod
-    def _queued(record: NotificationRecord, delivery: Delivery) -> LedgerEntry:
+    def _missing(self, record: NotificationRecord) -> DeliveryStatus:
+        """What a delivery the record expects and that has no row is: ``queued`` (not attempted yet), or ``expired``
+        once the record is older than the ledger's days. Every row is written after the record and kept that long
+        after its last change, so before then a missing row was never written; after, a delivery never attempted
+        cannot be waiting still (SQS keeps a message 14 days at most), and its row is gone while the record was kept
+        longer for another delivery (``keep_record``)."""
+        created = epoch_time(record.created_at)
+        if created is not None and self._epoch() >= created + self._ttl_seconds:
+            return DeliveryStatus.EXPIRED
+        return DeliveryStatus.QUEUED
+
+    def _without_row(self, record: NotificationRecord, delivery: Delivery, status: DeliveryStatus) -> LedgerEntry:
+        days = self._ttl_seconds // 86400
+        gone = f"its row is gone: the ledger keeps a delivery's row {days} days after its last change"
         return LedgerEntry(
             notification_id=record.notification_id,
             delivery_key=delivery.key,
             integration=delivery.integration,
             type=delivery.type,
-            status=DeliveryStatus.QUEUED,
+            status=status,
             attempts=0,
-            last_error=None,
+            last_error=gone if status is DeliveryStatus.EXPIRED else None,
             provider_message_id=None,
             updated_at=record.created_at,
         )

@@ -237,6 +237,9 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     SKIPPED = "skipped"
+    # Not written, only read: a delivery the record expects whose row is gone (rows are kept the ledger's days after
+    # their last change) while the record was kept longer for another delivery of it (a redrive, a far pacing wait).
+    EXPIRED = "expired"
 
 
 class PublishRequest(Strict):

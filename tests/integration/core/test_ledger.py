@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.clients import get_client
 from core.errors import UpstreamError
-from core.ledger import ROW_ABSENT, DeliveryLedger, DeliveryRow
+from core.ledger import ROW_ABSENT, Delivery, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus
 from tests.support.aws import NAMES, AwsResources
 from tests.support.ledger import webhook_record
@@ -275,6 +275,31 @@ def test_update_of_a_row_waiting_far_ahead_keeps_it_the_ledgers_days_past_its_ne
     ledger.update("n-1", "hook", DeliveryStatus.RETRYING, next_attempt_at="2027-02-24T00:00:00Z")
 
     assert _expires(client, "n-1", "hook") == 1_803_427_200 + 30 * 86400  # 2027-02-24 + 30 days
+
+
+@pytest.mark.parametrize(("days", "status"), [(29, DeliveryStatus.QUEUED), (31, DeliveryStatus.EXPIRED)])
+def test_page_delivery_without_a_row_is_queued_until_the_record_is_older_than_the_ledgers_days(
+    aws: AwsResources, days: int, status: DeliveryStatus
+) -> None:
+    # A redrive on day 14 kept the record to day 44, while a sibling delivered on day 0 lost its row on day 30: the
+    # status said that delivery was queued, never attempted.
+    created = 1_795_291_200.0  # webhook_record's created_at, 2026-11-21T20:00Z
+    client = get_client("dynamodb", "us-east-1")
+    record = webhook_record("n-1")._replace(
+        delivery_count=2,
+        deliveries=(Delivery("a", "a", "webhook"), Delivery("b", "b", "webhook")),
+    )
+    DeliveryLedger(client, TABLE).record_notification(record)
+    DeliveryLedger(client, TABLE).update("n-1", "b", DeliveryStatus.DELIVERED, row=DeliveryRow("b", "webhook"))
+
+    page = DeliveryLedger(client, TABLE, epoch=lambda: created + days * 86400).page("n-1")
+
+    assert [(entry.delivery_key, entry.status) for entry in page.entries] == [
+        ("a", status),
+        ("b", DeliveryStatus.DELIVERED),
+    ]
+    assert page.counts == {status.value: 1, "delivered": 1}
+    assert (page.entries[0].last_error is not None) is (status is DeliveryStatus.EXPIRED)
 
 
 def test_keep_record_moves_the_records_ttl_past_a_later_time_only(aws: AwsResources) -> None:
