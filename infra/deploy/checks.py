@@ -291,6 +291,31 @@ def api_resource_problems(template: dict[str, Any]) -> list[str]:
     ]
 
 
+def invoke_permission_problems(template: dict[str, Any]) -> list[str]:
+    """Return Lambda permissions granted to an AWS service without ``SourceArn``: any resource of that service, in any
+    account, that names the function's ARN may invoke it (the confused deputy: another account's WebSocket API sending
+    a forged ``$disconnect``). osls writes a WebSocket API's permission so; ``extensions`` pins it."""
+    problems: list[str] = []
+    for logical_id, resource in sorted(template.get("Resources", {}).items()):
+        properties = resource.get("Properties") or {}
+        principal = str(properties.get("Principal", ""))
+        service = resource.get("Type") == "AWS::Lambda::Permission" and principal.endswith(".amazonaws.com")
+        if service and not properties.get("SourceArn"):
+            problems.append(f"{logical_id}: lets {principal} invoke the function from any of its resources")
+    return problems
+
+
+def version_problems(template: dict[str, Any]) -> list[str]:
+    """Return the function versions the stack publishes: osls publishes one per function per code change and keeps
+    them all (``DeletionPolicy: Retain``), against the region's 75 GB of code storage, while nothing here uses one
+    (no alias, no provisioned concurrency): ``provider.versionFunctions: false``."""
+    return sorted(
+        f"{logical_id}: a function version, kept for good on every deploy"
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::Lambda::Version"
+    )
+
+
 SECRETS_MANAGER_REFERENCE = "/aws/reference/secretsmanager/"
 
 
@@ -857,6 +882,8 @@ def run_all(package: PackagedService, require_bytecode: bool | None = None) -> d
         "consumer timeout": consumer_timeout_problems(package),
         "secret references": secret_reference_problems(package.template),
         "api resources": api_resource_problems(package.template),
+        "invoke permissions": invoke_permission_problems(package.template),
+        "function versions": version_problems(package.template),
         **package_artifact_problems(package, require_bytecode),
         "cfn-lint": [] if lint.ok else [lint.output],
         "actionlint": [] if workflows.ok else [workflows.output],

@@ -26,11 +26,13 @@ from infra.deploy.checks import (
     iam_wildcards,
     import_closure,
     import_problems,
+    invoke_permission_problems,
     package_artifact_problems,
     private_target_problems,
     secret_reference_problems,
     settings_problems,
     tracing_problems,
+    version_problems,
 )
 from infra.deploy.dependencies import runtime_python
 from infra.deploy.motoserver import moto_server
@@ -629,3 +631,23 @@ def test_api_resource_problems_name_two_variables_side_by_side(packaged: Package
         '{"Ref": "ApiGatewayResourceV1Notifications"}: variable path parts {channel}, {notification_id} side by side'
         " (API Gateway takes one per level)"
     ]
+
+
+def test_invoke_permission_problems_name_a_service_grant_without_source_arn(packaged: PackagedService) -> None:
+    # osls wrote the WebSocket API's grant with no SourceArn: any account's API naming the function could invoke it.
+    template = copy.deepcopy(packaged.template)
+    del template["Resources"]["WebsocketLambdaPermissionWebsockets"]["Properties"]["SourceArn"]
+
+    assert invoke_permission_problems(packaged.template) == []
+    assert invoke_permission_problems(template) == [
+        "WebsocketLambdaPermissionWebsockets: lets apigateway.amazonaws.com invoke the function from any of its"
+        " resources"
+    ]
+
+
+def test_version_problems_name_each_version_the_stack_would_keep(packaged: PackagedService) -> None:
+    template = copy.deepcopy(packaged.template)
+    template["Resources"]["DeliverLambdaVersionX"] = {"Type": "AWS::Lambda::Version", "DeletionPolicy": "Retain"}
+
+    assert version_problems(packaged.template) == []
+    assert version_problems(template) == ["DeliverLambdaVersionX: a function version, kept for good on every deploy"]
