@@ -409,7 +409,7 @@ def delete_segment(name: str) -> Response:
     "/v1/apps/<app>",
     RouteDoc(
         {200: App, 201: App},
-        errors=(*BODY_ERRORS, *ADMIN_ERRORS),
+        errors=(*BODY_ERRORS, 409, *ADMIN_ERRORS),
         security="admin",
         request=AppRequest,
         patterns=APP,

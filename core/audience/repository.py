@@ -226,10 +226,44 @@ class AudienceRepository:
     # Apps
 
     def put_app(self, name: str, request: AppRequest) -> tuple[App, bool]:
-        """Create or replace the app ``name``; return it and whether it was created."""
+        """Create or replace the app ``name``; return it and whether it was created.
+
+        Raises ``ConflictError`` when another app has its platform application (one SNS endpoint per token and
+        platform application: two apps' devices of one phone would share it, the second user's registration taking
+        the first user's pushes), or when the app's devices would be left on the platform application it leaves
+        (their endpoints are there: every push to them would fail once it is gone).
+        """
         params = (_plain("app", name), request.platform, request.platform_application_arn)
 
         def work(cursor: Any) -> tuple[App, bool]:
+            # One app writes at a time: the check below and the write are one decision (apps are written rarely).
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('notify.apps'))")
+            cursor.execute(
+                "SELECT name FROM apps WHERE platform_application_arn = %s AND name <> %s ORDER BY name LIMIT 1",
+                (request.platform_application_arn, name),
+            )
+            other = cursor.fetchone()
+            if other is not None:
+                raise ConflictError(
+                    f"platform_application_arn: the app {other[0]!r} has this platform application; an app is the only"
+                    " one on its platform application (a phone's token has one endpoint there)"
+                )
+            cursor.execute(
+                "SELECT a.platform, a.platform_application_arn, count(d.id) FROM apps a"
+                " LEFT JOIN devices d ON d.app = a.name WHERE a.name = %s GROUP BY a.name",
+                (name,),
+            )
+            earlier = cursor.fetchone()
+            moved = earlier is not None and (earlier[0], earlier[1]) != (
+                request.platform,
+                request.platform_application_arn,
+            )
+            if moved and earlier[2]:
+                raise ConflictError(
+                    f"platform_application_arn: the app has {earlier[2]} devices on its platform application, whose"
+                    " endpoints would stay there; delete the app (DELETE /v1/apps/{app}) and register its devices"
+                    " again, or put the new platform application under another app"
+                )
             cursor.execute(
                 "INSERT INTO apps AS a (name, platform, platform_application_arn) VALUES (%s, %s, %s)"
                 " ON CONFLICT (name) DO UPDATE SET platform = EXCLUDED.platform,"

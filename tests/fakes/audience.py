@@ -102,8 +102,20 @@ class FakeAudienceRepository:
         return devices
 
     def put_app(self, name: str, request: AppRequest) -> tuple[App, bool]:
-        """Create or replace an app."""
+        """Create or replace an app; ``ConflictError`` when another app has its platform application, or its devices
+        would be left on the one it leaves."""
         earlier = self.apps.get(name)
+        if any(
+            other != name and app.platform_application_arn == request.platform_application_arn
+            for other, app in self.apps.items()
+        ):
+            raise ConflictError("platform_application_arn: another app has this platform application")
+        moved = earlier is not None and (earlier.platform, earlier.platform_application_arn) != (
+            request.platform,
+            request.platform_application_arn,
+        )
+        if moved and any(device.app == name for device in self.devices.values()):
+            raise ConflictError("platform_application_arn: the app has devices on its platform application")
         now = _now()
         app = App(
             name=name,

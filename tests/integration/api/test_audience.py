@@ -325,6 +325,52 @@ def test_audience_app_with_a_platform_application_sns_has_not_answers_422_naming
     assert api.admin("GET", APP, {"app": "ios"})["statusCode"] == 404
 
 
+def test_audience_app_on_another_apps_platform_application_answers_409_naming_it(api: Api) -> None:
+    # Saved, the same phone registered on both apps shared one SNS endpoint: the second user's registration took the
+    # first user's pushes, and deleting either device deleted the other's endpoint.
+    body = {"platform_application_arn": api.application_arn}
+
+    second = api.admin("PUT", APP, {"app": "android-v2"}, body)
+    again = api.admin("PUT", APP, {"app": "android"}, body)
+
+    assert second["statusCode"] == 409
+    assert response_json(second)["message"].startswith(
+        "platform_application_arn: the app 'android' has this platform application"
+    )
+    assert api.admin("GET", APP, {"app": "android-v2"})["statusCode"] == 404
+    assert again["statusCode"] == 200
+
+
+def _other_application(api: Api) -> str:
+    created = api.sns.create_platform_application(
+        Name="android-next", Platform="GCM", Attributes={"PlatformCredential": "key"}
+    )
+    return str(created["PlatformApplicationArn"])
+
+
+def test_audience_app_with_devices_moved_to_another_platform_application_answers_409(api: Api) -> None:
+    # Saved, the devices' endpoints stayed on the application the app left: every push to them failed once it was gone.
+    api.user("ada")
+    api.register("ada")
+
+    moved = api.admin("PUT", APP, {"app": "android"}, {"platform_application_arn": _other_application(api)})
+
+    assert moved["statusCode"] == 409
+    assert response_json(moved)["message"].startswith(
+        "platform_application_arn: the app has 1 devices on its platform application"
+    )
+    assert response_json(api.admin("GET", APP, {"app": "android"}))["platform_application_arn"] == api.application_arn
+
+
+def test_audience_app_without_devices_moves_to_another_platform_application(api: Api) -> None:
+    other = _other_application(api)
+
+    moved = api.admin("PUT", APP, {"app": "android"}, {"platform_application_arn": other})
+
+    assert moved["statusCode"] == 200
+    assert response_json(moved)["platform_application_arn"] == other
+
+
 def test_audience_app_deletion_out_of_time_answers_202_and_a_call_again_finishes(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
