@@ -64,7 +64,8 @@ MAX_HTML_LENGTH = 100_000
 # text, subject and the rest, well inside SQS's 256 KiB per message.
 MAX_HTML_BYTES = 200 * 1024
 # The push payloads of a send, JSON-encoded as each delivery message carries them (an APNS one twice, serving the
-# sandbox too): far above what APNs and FCM take (4 KB each), and well inside SQS's 256 KiB per message.
+# sandbox too): well inside SQS's 256 KiB per message; each payload is also held to its platform's limit (APNs and FCM
+# take 4 KB: core.channels.push.PLATFORM_PAYLOAD_BYTES).
 MAX_PUSH_BYTES = 64 * 1024
 # The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
 USER_ID_PATTERN = r"^[^\x00]{1,256}$"
@@ -144,6 +145,16 @@ class SendContent(AudienceRequest):
                 f"must take at most {MAX_PUSH_BYTES // 1024} KiB as JSON (an APNS payload counts twice: it serves the "
                 "sandbox too, unless APNS_SANDBOX is given); APNs and FCM take 4 KB"
             )
+        # Each payload is sent whole, as given: one over its platform's limit would fail every device's delivery.
+        from core.channels.push import PLATFORM_ALIASES, PLATFORM_PAYLOAD_BYTES
+
+        for platform, payload in push.items():
+            limit = PLATFORM_PAYLOAD_BYTES.get(PLATFORM_ALIASES.get(platform, platform))
+            size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            if limit is not None and size > limit:
+                raise ValueError(
+                    f"{platform} must take at most {limit} bytes as compact JSON (its platform takes no more)"
+                )
         return push
 
 

@@ -359,11 +359,24 @@ def test_send_request_push_payloads_over_the_limit_refused_naming_content_push()
 
 
 def test_send_request_push_payloads_under_the_limit_accepted_with_a_sandbox_of_their_own() -> None:
-    apns = {"aps": {"alert": "x" * 40_000}}
+    apns = {"aps": {"alert": "x" * 4_000}}
 
     request = _request(content={"text": "Hi", "push": {"APNS": apns, "APNS_SANDBOX": {"aps": {"alert": "s"}}}})
 
     assert request.content.push is not None
+
+
+@pytest.mark.parametrize("platform", ["APNS", "GCM", "FCM"])
+def test_send_request_push_payload_over_its_platforms_limit_refused_naming_content_push(platform: str) -> None:
+    # Accepted, it was sent whole to every device and refused there (SNS: a vague InvalidParameter), each delivery
+    # failed; the 64 KiB bound is what a delivery message carries, not what a platform takes.
+    payload = {"data": {"alert": "x" * 4_100}}
+
+    with pytest.raises(ValidationError) as raised:
+        _request(content={"text": "Hi", "push": {platform: payload}})
+
+    assert [error["loc"] for error in raised.value.errors()] == [("content", "push")]
+    assert f"{platform} must take at most 4096 bytes as compact JSON" in raised.value.errors()[0]["msg"]
 
 
 def test_send_request_at_last_year_of_the_range_accepted() -> None:
