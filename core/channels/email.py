@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from email.charset import Charset
+from email.utils import formataddr
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
@@ -24,14 +27,44 @@ from core.channels.base import (
     limit_at,
     parse_settings,
 )
-from core.errors import PermanentDeliveryError
+from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError, error_code
 from core.models import Content, IntegrationType
 from core.observability import logger
 from core.templates import escape_html, render
 from core.validation import Strict
 
-# Matched whole (``fullmatch``): ``match`` with ``$`` would let a trailing newline through.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# RFC 5322 ``atext``: what a word of a name, or a dot-separated part of an address, holds without quotes.
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+# SES supports no SMTPUTF8 (RFC 6531): the part of an address before the @ is 7-bit ASCII, a dot-atom (no quoted
+# local parts, no empty parts between dots); the domain is sent encoded (IDNA), so it may be in any script.
+_LOCAL_PART = re.compile(f"[{_ATEXT}]+(?:\\.[{_ATEXT}]+)*")
+# A domain's label as mail is routed to it (letters, digits, inner hyphens: RFC 5321 and 1035), once IDNA-encoded.
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# One word of a display name: an atom (``atext``, and any non-ASCII character, RFC 6532, sent encoded), a quoted
+# string with its quoted pairs, or a lone dot (RFC 5322's obsolete phrase: "John Q. Public", which mail writes often);
+# with the spaces before it. Controls are refused before.
+_NAME_WORD = re.compile(f'( *)(?:([\u0080-\U0010ffff{_ATEXT}]+)|"((?:[^"\\\\]|\\\\.)*)"|(\\.))')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+# RFC 5321's longest path (256 octets with its angle brackets) and local part.
+_MAX_ADDRESS = 254
+_MAX_LOCAL_PART = 64
+# RFC 2047: an encoded-word is at most 75 characters; "=?utf-8?b?" + base64 of 45 bytes (60) + "?=" is 72.
+_ENCODED_WORD_BYTES = 45
+_UTF8 = Charset("utf-8")
+
+# What a person is told; none quotes the value (a 422 names the field: ``to[1]``, ``from``).
+_CONTROL_RULE = "must not contain line breaks, tabs or other control characters"
+_ADDRESS_RULE = "is not an email address (write it as name@example.com)"
+_SENDER_RULE = "is not an email address (write it as name@example.com or Name <name@example.com>)"
+_ANGLE_RULE = "must be an address, or a name and one address in angle brackets: write it as Name <name@example.com>"
+_QUOTE_RULE = (
+    "has a name with punctuation outside double quotes: a name may hold letters, digits, spaces, dots and "
+    '!#$%&\'*+-/=?^_`{|}~ as they are; quote any other, as in "Doe, John" <john@example.com>'
+)
+_ASCII_LOCAL_RULE = (
+    "must have only ASCII letters, digits and !#$%&'*+-/=?^_`{|}~ before the @ (SES sends no other; "
+    "the domain may be in any script)"
+)
 # What ends or folds a header line (CR, LF, NEL, the Unicode line and paragraph separators) or has no place in an
 # address (NUL, DEL, tabs, other C0 and C1 controls): refused in every address field, so none can add a header.
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
@@ -41,17 +74,106 @@ def _has_control_character(value: str) -> bool:
     return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in value)
 
 
-def _recipient(address: str) -> str:
-    # The address is not quoted back: the message names the field (``to[1]``), and echoes no input.
+def _ascii_domain(domain: str) -> str | None:
+    """Return the domain as SES takes it (IDNA's punycode for a non-ASCII one), or ``None`` when it is no host name."""
+    # An A-label (xn--) is checked too: punycode that decodes to no name would be sent, and bounce.
+    if not domain.isascii() or "xn--" in domain.lower():
+        import idna  # what requests encodes hosts with (UTS 46 mapping, IDNA 2008); loaded only for such a domain
+
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except UnicodeError:  # idna.IDNAError is one
+            return None
+    labels = domain.split(".")
+    if len(domain) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        return None
+    return domain
+
+
+def _ascii_address(address: str, rule: str = _ADDRESS_RULE) -> str:
+    """Return an address (``local@domain``, no name) as SES takes it, 7-bit ASCII; raise ``ValueError`` saying what
+    is allowed (``rule``, when the address is no address at all)."""
     if _has_control_character(address):
-        raise ValueError("must not contain line breaks, tabs or other control characters")
-    if not _EMAIL.fullmatch(address):
-        raise ValueError("is not an email address (write it as name@example.com)")
+        raise ValueError(_CONTROL_RULE)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(rule)
+    if "@" not in local and not local.isascii():
+        raise ValueError(_ASCII_LOCAL_RULE)
+    ascii_domain = _ascii_domain(domain)
+    if not _LOCAL_PART.fullmatch(local) or len(local) > _MAX_LOCAL_PART or ascii_domain is None:
+        raise ValueError(rule)
+    encoded = f"{local}@{ascii_domain}"
+    if len(encoded) > _MAX_ADDRESS:
+        raise ValueError(f"must be at most {_MAX_ADDRESS} characters long")
+    return encoded
+
+
+def _display_name(text: str) -> str:
+    """Return a display name as meant (quotes and quoted pairs undone, spaces between words kept as one); raise
+    ``ValueError`` when punctuation RFC 5322 wants quoted is not."""
+    words: list[str] = []
+    position, end = 0, len(text.rstrip(" "))
+    while position < end:
+        word = _NAME_WORD.match(text, position)
+        # A name starts with a word, not a dot; anything the pattern does not take is punctuation outside quotes.
+        if word is None or (not words and word.group(4)):
+            raise ValueError(_QUOTE_RULE)
+        spaces, atom, quoted, dot = word.groups()
+        value = atom or dot or _QUOTED_PAIR.sub(r"\1", quoted or "")
+        words.append((" " if spaces and words else "") + value)
+        position = word.end()
+    return "".join(words)
+
+
+def _sender_parts(value: str) -> tuple[str, str]:
+    """Return a sender's display name (``""`` when none) and its address as SES takes it; raise ``ValueError``.
+
+    The syntax is RFC 5322's ``mailbox`` without comments: ``addr-spec`` or ``[display-name] <addr-spec>``. SES
+    reads ``Source`` as a header's value, so an unquoted comma makes two addresses ("Doe, John <…>") and every send
+    is rejected; refused here, when the topic is saved.
+    """
+    if _has_control_character(value):
+        raise ValueError(_CONTROL_RULE)
+    text = value.strip(" ")
+    if not text.endswith(">"):
+        if "<" in text or ">" in text:
+            raise ValueError(_ANGLE_RULE)
+        return "", _ascii_address(text, _SENDER_RULE)
+    # An address holds no "<": the last one opens it, and a name's own stand quoted before it.
+    opening = text.rfind("<")
+    if opening == -1:
+        raise ValueError(_ANGLE_RULE)
+    return _display_name(text[:opening]), _ascii_address(text[opening + 1 : -1].strip(" "), _SENDER_RULE)
+
+
+def _encoded_words(name: str) -> str:
+    """Return a non-ASCII name as RFC 2047 encoded-words of at most 75 characters (each whole characters of UTF-8),
+    separated by spaces, which readers drop between encoded-words."""
+    chunks = [""]
+    for char in name:
+        if len((chunks[-1] + char).encode()) > _ENCODED_WORD_BYTES:
+            chunks.append("")
+        chunks[-1] += char
+    return " ".join(_UTF8.header_encode(chunk) for chunk in chunks)
+
+
+def _source(sender: str) -> str:
+    """Return ``Source`` as SES takes it, 7-bit ASCII: the name encoded (RFC 2047) when it is not ASCII, else quoted
+    when its punctuation needs it (``formataddr``), and the domain in punycode."""
+    name, address = _sender_parts(sender)
+    if name.isascii():
+        return formataddr((name, address))
+    return f"{_encoded_words(name)} <{address}>"
+
+
+def _recipient(address: str) -> str:
+    _ascii_address(address)
     return address
 
 
 class EmailTarget(Strict):
-    """Where an email goes: recipients and the verified sender."""
+    """Where an email goes: recipients and the verified sender, stored as written and encoded when sent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
@@ -61,11 +183,7 @@ class EmailTarget(Strict):
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        if _has_control_character(value):
-            raise ValueError("must not contain line breaks, tabs or other control characters")
-        # "Name <address>" or a bare address.
-        if not _EMAIL.fullmatch(value.rsplit("<", 1)[-1].rstrip(">").strip()):
-            raise ValueError("is not an email address (write it as name@example.com or Name <name@example.com>)")
+        _sender_parts(value)
         return value
 
 
@@ -89,11 +207,23 @@ def _part(text: str) -> dict[str, str]:
     return {"Data": text, "Charset": "UTF-8"}
 
 
+class _Quota(NamedTuple):
+    """What a container knows of the account's send rate: the rate to pace at (``None``: none could be read yet),
+    when to read it again, and why it could not be read (a send meets that failure until then)."""
+
+    per_second: float | None
+    read_after: float
+    reason: str = ""
+    rate_limited: bool = False
+
+
 class EmailChannel(Channel):
     """Sends one email to the target's recipients; the HTML arrives escaped from the producer.
 
     SES limits the account's sends per second, each recipient counting as one; the rate is read from
-    ``GetSendQuota`` and kept for an hour.
+    ``GetSendQuota`` and kept for an hour. A read SES fails is tried again at once with a short backoff; while it
+    keeps failing the last rate read is kept, and with none read yet a send is retried a moment later rather than
+    paced at a guessed rate: a slot taken at a guess outlives the guess, as the slots of every send behind it.
     """
 
     type: ClassVar[str] = IntegrationType.EMAIL.value
@@ -102,14 +232,33 @@ class EmailChannel(Channel):
     max_message_bytes: ClassVar[int] = 10 * 1024 * 1024
     sandbox_rate_per_second: ClassVar[float] = 1.0
     quota_cache_seconds: ClassVar[float] = 3600.0
-    # A failed quota read is tried again sooner, so one SES hiccup does not hold email at the sandbox rate for an hour.
+    # After a failed read the quota is read again this soon, pacing meanwhile at the last rate read, or at the sandbox
+    # rate every account has when SES refuses the read itself (AccessDenied: a role without ses:GetSendQuota).
     quota_retry_seconds: ClassVar[float] = 60.0
+    # SES answers GetSendQuota about once a second per account, and throttles it when many containers start at once:
+    # a first read that SES throttles (or fails for now) is tried this many times in all, 0.5 s then 1 s apart (half
+    # of each random); the lock holds the container's other sends meanwhile, so that they make no reads of their own.
+    quota_read_tries: ClassVar[int] = 3
+    quota_backoff_seconds: ClassVar[float] = 0.5
+    # With no rate read yet and SES failing the read for now, sends wait this long (unpaced, taking no slot) and the
+    # read is tried again then: a burst paced at the sandbox's 1/s in that while was queued for hours behind its slots.
+    quota_wait_seconds: ClassVar[float] = 2.0
 
-    def __init__(self, resources: ChannelResources, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        resources: ChannelResources,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         super().__init__(resources)
         self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
         self._quota_lock = threading.Lock()
-        self._quota: tuple[float, float] | None = None  # (per second, good until)
+        self._quota = _Quota(per_second=None, read_after=-math.inf)
+        self._last_read: float | None = None
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
@@ -131,25 +280,60 @@ class EmailChannel(Channel):
         return limits + limit_at(destination_key("email", email.sender, *sorted(email.to)), None, rate_per_second)
 
     def _send_rate(self, client: Any) -> float:
-        """Return the account's ``MaxSendRate``, read at most once an hour (once a minute after a failure)."""
+        """Return the account's ``MaxSendRate``, read at most once an hour; raise ``RetryableDeliveryError`` (due when
+        the next read is) while no rate could be read yet and SES fails the read for now."""
         with self._quota_lock:
-            now = self._clock()
-            if self._quota is not None and now < self._quota[1]:
-                return self._quota[0]
+            if self._clock() >= self._quota.read_after:
+                self._quota = self._read_quota(client)
+            quota = self._quota
+            if quota.per_second is not None:
+                return quota.per_second
+            wait = max(0.0, quota.read_after - self._clock())
+            raise RetryableDeliveryError(quota.reason, wait, rate_limited=quota.rate_limited)
+
+    def _read_quota(self, client: Any) -> _Quota:
+        """Read the quota, again after a short backoff while SES fails the read in a way it may not repeat (throttling,
+        5xx, no connection) and no rate was read before; return what to pace at until the next read."""
+        failure: DeliveryError = PermanentDeliveryError("email: SES send quota: unusable MaxSendRate")
+        code = "unusable MaxSendRate"
+        # With a rate read before, the container's sends go on at it rather than wait for a backoff.
+        tries = self.quota_read_tries if self._last_read is None else 1
+        for attempt in range(tries):
+            if attempt:
+                ceiling = self.quota_backoff_seconds * 2.0 ** (attempt - 1)
+                self._sleep(ceiling / 2 + self._rand() * ceiling / 2)
             try:
                 rate = float(client.get_send_quota()["MaxSendRate"])
-            except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
-                rate = 0.0
-                reason = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-                logger.warning(
-                    "SES send quota unreadable: pacing email at the sandbox rate",
-                    extra={"reason": reason or type(exc).__name__, "per_second": self.sandbox_rate_per_second},
-                )
+            except (ClientError, BotoCoreError) as exc:
+                failure, code = aws_failure(exc, "email: SES send quota"), error_code(exc)
+                if isinstance(failure, RetryableDeliveryError):
+                    continue
+                break
+            except (KeyError, TypeError, ValueError) as exc:
+                code = type(exc).__name__
+                break
             if rate > 0 and math.isfinite(rate):
-                self._quota = (rate, now + self.quota_cache_seconds)
-            else:
-                self._quota = (self.sandbox_rate_per_second, now + self.quota_retry_seconds)
-            return self._quota[0]
+                self._last_read = rate
+                return _Quota(rate, self._clock() + self.quota_cache_seconds)
+            break
+        now = self._clock()
+        if self._last_read is not None:
+            logger.warning(
+                "SES send quota unreadable: pacing email at the last rate read",
+                extra={"reason": code, "per_second": self._last_read},
+            )
+            return _Quota(self._last_read, now + self.quota_retry_seconds)
+        if isinstance(failure, RetryableDeliveryError):
+            logger.warning(
+                "SES send quota unreadable for now: email waits for it, taking no send slot",
+                extra={"reason": code, "retry_in_seconds": self.quota_wait_seconds},
+            )
+            return _Quota(None, now + self.quota_wait_seconds, failure.reason, failure.rate_limited)
+        logger.warning(
+            "SES send quota unreadable: pacing email at the sandbox rate",
+            extra={"reason": code, "per_second": self.sandbox_rate_per_second},
+        )
+        return _Quota(self.sandbox_rate_per_second, now + self.quota_retry_seconds)
 
     def send(
         self,
@@ -172,9 +356,10 @@ class EmailChannel(Channel):
         if sum(len(part["Data"].encode()) for part in body.values()) > self.max_message_bytes:
             raise PermanentDeliveryError(f"email: message exceeds {self.max_message_bytes // (1024 * 1024)} MiB")
         try:
+            # SES takes 7-bit ASCII addresses only; the target stays as its admin wrote it (its pacing key too).
             response = self._resources.aws_client("ses").send_email(
-                Source=email.sender,
-                Destination={"ToAddresses": email.to},
+                Source=_source(email.sender),
+                Destination={"ToAddresses": [_ascii_address(address) for address in email.to]},
                 Message={"Subject": _part(content.subject), "Body": body},
             )
         except (ClientError, BotoCoreError) as exc:

@@ -110,6 +110,15 @@ def test_user_request_data_noncharacters_stored_as_they_are() -> None:
     assert UserRequest(timezone="UTC", data={"k\ufffe": "\uffff"}).data == {"k\ufffe": "\uffff"}
 
 
+def test_user_request_email_non_ascii_before_the_at_refused_naming_email() -> None:
+    # Stored, every email to the user failed at send: SES sends no SMTPUTF8 (a non-ASCII domain goes as punycode).
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "email": "zoë@example.com"})
+
+    assert _invalid_fields(raised) == {"email"}
+    assert UserRequest.model_validate({"timezone": "UTC", "email": "zoe@exämple.com"}).email == "zoe@exämple.com"
+
+
 @pytest.mark.parametrize(
     "email", ["ada\ud800@example.com", "ada\uffff@example.com", "ada@example.com\ufffe", "ada\x00@example.com"]
 )
