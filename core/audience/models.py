@@ -116,7 +116,7 @@ def _email(value: str) -> str:
         raise ValueError("is not an email address (write it as name@example.com)")
     # SES sends no SMTPUTF8: a non-ASCII domain goes as punycode, a non-ASCII part before the @ cannot go at all.
     if not value.rpartition("@")[0].isascii():
-        raise ValueError("must have an ASCII part before the @ (SES sends to no other); the domain may be in any script")
+        raise ValueError("must have an ASCII part before the @ (SES sends to no other); the domain may be any script")
     # The address travels in each of the user's email deliveries (their recipient and target).
     if UNSENDABLE_OR_UNSTORABLE.search(value):
         raise ValueError(SENT_TEXT_RULE)
