@@ -1,10 +1,11 @@
 """Lambda adapter of the WebSocket API's routes: ``$connect``, ``$disconnect`` and ``$default``.
 
 ``$connect`` answers 200 to let the browser in, or the status of the refusal (401 no, forged or expired token; 403 a
-topic the token does not name; 502 the store failed), which API Gateway turns into a refused handshake. ``$default``
-answers a ``{"action": "refresh"}`` frame through its route response with ``{"type": "token", "token", "expires_at",
-"expires_in"}`` (the seconds the token lives, which a browser reads against its own clock, however wrong that is),
-anything else with ``{"type": "error", "message"}``.
+topic the token does not name; 409 its user has as many open connections as one may have; 502 the store failed),
+which API Gateway turns into a refused handshake. ``$default`` answers a ``{"action": "refresh"}`` frame through its
+route response with ``{"type": "token", "token", "expires_at", "expires_in"}`` (the seconds the token lives, which a
+browser reads against its own clock, however wrong that is), or with an error frame once the session its first token
+opened is ending; anything else with ``{"type": "error", "message"}``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ def connect(event: WebsocketEvent) -> dict[str, Any]:
     connection_id = event.request_context.connection_id
     try:
         connection = open_connection(
-            connection_id, event.query or {}, get_signing_keys(config), get_connection_store(config), time.time()
+            connection_id,
+            event.query or {},
+            get_signing_keys(config),
+            get_connection_store(config),
+            time.time(),
+            max_seconds=config.realtime_token_max_seconds,
         )
     except NotificationError as exc:
         logger.info("connection refused", extra={"connection_id": connection_id, "reason": str(exc)})

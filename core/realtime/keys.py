@@ -2,8 +2,11 @@
 
 The parameter holds ``{"current": "<key id>", "keys": {"<key id>": {"secret": "<base64url>", "created_at": <unix>,
 "retired_at": <unix> | null}}}``. The current key signs; every kept key verifies. ``rotate`` adds a key, makes it
-current and retires the one before, which is kept until every token it signed has expired (``keep_seconds``: the
-stage's longest token lifetime, plus a margin), then dropped by a later rotation.
+current and retires the one before: from then on it verifies only tokens issued before its retirement (plus the time a
+signer keeps using keys it read), so a rotation after a leak stops what the leaked key can sign at once, and what it
+signed before within the stage's longest token. A retired key is kept until every token it signed has expired
+(``keep_seconds``: by default the longest token any stage may allow, plus a margin, so that no stage's setting has to
+be matched here), then dropped by a later rotation.
 
 A verifier that meets a key id it does not hold reads the parameter again at once (at most every few seconds), so a
 token signed with a key added a moment ago is not refused while the verifier's cache is older.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import math
 import secrets
 import sys
 import threading
@@ -26,11 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import AWS_ERRORS, SigningKeysError, error_code
+from core.realtime.settings import LONGEST_KEYS_CACHE_SECONDS, LONGEST_TOKEN_SECONDS
+from core.realtime.tokens import CLOCK_SKEW_SECONDS
 
 KEY_BYTES = 32
 # A verifier reads the parameter again for an unknown key id at most this often: forged ids cost no more reads.
 REFRESH_FLOOR_SECONDS = 5.0
-DEFAULT_KEEP_SECONDS = 3600 + 300
+# A retired key verifies nothing issued after its retirement, so keeping it longer than its tokens live costs nothing;
+# kept this long, it outlives the tokens of any stage, whatever its REALTIME_TOKEN_MAX_SECONDS.
+DEFAULT_KEEP_SECONDS = LONGEST_TOKEN_SECONDS + LONGEST_KEYS_CACHE_SECONDS + 2 * CLOCK_SKEW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,15 @@ class SigningKey:
     secret: bytes
     created_at: int
     retired_at: int | None = None
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    """What a verifier needs of a kept key: its secret, and the latest ``iat`` a token it signed may carry (``None``
+    while it is current)."""
+
+    secret: bytes
+    signs_until: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +133,9 @@ class SigningKeyStore:
     parameter:
         The SecureString parameter's name.
     cache_seconds:
-        How long a read value is used before SSM is asked again.
+        How long a read value is used before SSM is asked again: a signer may sign with a key this long after a
+        rotation retired it, so a verifier honours tokens it issued that long after (every function of a stage has
+        the same ``REALTIME_KEYS_CACHE_SECONDS``).
     clock:
         Unix time.
     """
@@ -156,13 +175,18 @@ class SigningKeyStore:
         keys = self._current()
         return keys.current, keys.keys[keys.current].secret
 
-    def verification_key(self, key_id: str) -> bytes | None:
-        """Return a kept key's secret; an unknown id reads the parameter again, at most every few seconds."""
+    def verification_key(self, key_id: str) -> VerificationKey | None:
+        """Return a kept key's secret and, once retired, the latest issue time it signs; an unknown id reads the
+        parameter again, at most every few seconds."""
         keys = self._current()
         if key_id not in keys.keys and self._clock() - self._read_at >= REFRESH_FLOOR_SECONDS:
             keys = self._current(force=True)
         key = keys.keys.get(key_id)
-        return key.secret if key is not None else None
+        if key is None:
+            return None
+        if key.retired_at is None:
+            return VerificationKey(key.secret)
+        return VerificationKey(key.secret, key.retired_at + math.ceil(self._cache_seconds))
 
 
 def read_key_set(client: Any, parameter: str) -> KeySet | None:
@@ -213,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-seconds",
         type=float,
         default=DEFAULT_KEEP_SECONDS,
-        help="how long a retired key keeps verifying: the stage's realtimeTokenMaxSeconds plus a margin",
+        help="how long a retired key is kept, verifying the tokens issued before its retirement (default: the longest "
+        "token any stage may allow, 24 h, plus a margin)",
     )
     args = parser.parse_args(argv)
     client = boto3.client("ssm", region_name=args.region)

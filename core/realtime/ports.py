@@ -7,18 +7,20 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from core.realtime.connections import Connection
+    from core.realtime.keys import VerificationKey
 
 
 @runtime_checkable
 class KeyRingPort(Protocol):
-    """The signing keys of connection tokens: the current one signs, any kept one verifies."""
+    """The signing keys of connection tokens: the current one signs, any kept one verifies what it signed before its
+    retirement."""
 
     def signing_key(self) -> tuple[str, bytes]:
         """Return the current key's id and secret."""
         ...
 
-    def verification_key(self, key_id: str) -> bytes | None:
-        """Return the secret of key ``key_id``, or ``None`` when no such key is kept."""
+    def verification_key(self, key_id: str) -> VerificationKey | None:
+        """Return key ``key_id``'s secret and the latest issue time it signs, or ``None`` when no such key is kept."""
         ...
 
 
@@ -30,12 +32,21 @@ class ConnectionStorePort(Protocol):
         """Store a connection under its id, its user and each of its topics."""
         ...
 
+    def admit(self, connection: Connection, limit: int, now: float) -> bool:
+        """Store a connection unless its user has ``limit`` connections whose tokens have not expired; ``False``,
+        storing nothing, when it has (connects of one user running at once never pass the limit together)."""
+        ...
+
     def get(self, connection_id: str) -> Connection | None:
         """Return a connection by id, or ``None``."""
         ...
 
     def remove(self, connection: Connection) -> None:
         """Delete every item of a connection."""
+        ...
+
+    def release(self, connection: Connection) -> None:
+        """Free the place a closed connection held among its user's (``admit``)."""
         ...
 
     def extend(self, connection: Connection, token_expires_at: int) -> bool:

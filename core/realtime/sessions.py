@@ -1,11 +1,17 @@
 """What the WebSocket routes and the token route do: check a token and store its connection, forget a connection,
-hand a live connection a fresh token, sign a token for the app's backend."""
+hand a live connection a fresh token, sign a token for the app's backend.
+
+A token from the app's backend opens a session that ends ``REALTIME_TOKEN_MAX_SECONDS`` after it was issued: refreshes
+over a connection keep the page connected until then, never after, so a page comes back through its backend's own
+session check at least that often, and a token that leaked, or a user logged out of the app, hears nothing longer.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from core.errors import InvalidRequestError, InvalidTokenError, NotFoundError, TokenScopeError
+from core.errors import ConflictError, InvalidRequestError, InvalidTokenError, NotFoundError, TokenScopeError
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort, KeyRingPort
 from core.realtime.refs import TOPIC_REF, topic_ref
@@ -13,9 +19,17 @@ from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read
 
 # A token names at most this many channel/topics: it travels in a query string.
 MAX_TOPICS = 20
+# A user's open connections at most: a browser's tabs and a few devices. Each is one more post per notification of
+# theirs, and one token opens as many as it is used for.
+MAX_CONNECTIONS_PER_USER = 20
+# The shortest token a refresh signs (as the token route's shortest): with less of its session left, the page goes
+# back to its backend while its token still works, rather than refreshing ever shorter tokens.
+MIN_REFRESH_SECONDS = 60
 
 __all__ = [
+    "MAX_CONNECTIONS_PER_USER",
     "MAX_TOPICS",
+    "MIN_REFRESH_SECONDS",
     "close_connection",
     "new_token",
     "open_connection",
@@ -45,21 +59,30 @@ def requested_topics(query: Mapping[str, str], granted: Sequence[str]) -> tuple[
 
 
 def open_connection(
-    connection_id: str, query: Mapping[str, str], keys: KeyRingPort, store: ConnectionStorePort, now: float
+    connection_id: str,
+    query: Mapping[str, str],
+    keys: KeyRingPort,
+    store: ConnectionStorePort,
+    now: float,
+    *,
+    max_seconds: int,
 ) -> Connection:
-    """Check the token of a ``$connect`` (``?token=…[&topics=…]``) and store the connection it opens.
+    """Check the token of a ``$connect`` (``?token=…[&topics=…]``) and store the connection it opens, unless its user
+    has ``MAX_CONNECTIONS_PER_USER`` open already; ``max_seconds`` is this stage's longest token.
 
     Raises
     ------
     InvalidTokenError
-        No token, or one that is malformed, forged or expired.
+        No token, or one that is malformed, forged, expired or longer-lived than this stage issues.
     TokenScopeError
         The connection asks for a topic its token does not name.
+    ConflictError
+        The user has as many open connections as one may have.
     """
     token = query.get("token")
     if not token:
         raise InvalidTokenError("no token: connect with ?token=<token from POST /v1/realtime/tokens>")
-    claims = read_token(token, keys, now)
+    claims = read_token(token, keys, now, max_seconds=max_seconds)
     connection = Connection(
         connection_id=connection_id,
         user_id=claims.user_id,
@@ -67,16 +90,22 @@ def open_connection(
         connected_at=int(now),
         token_expires_at=claims.expires_at,
         token_seconds=claims.expires_at - claims.issued_at,
+        session_ends_at=claims.session_ends_at,
     )
-    store.add(connection)
+    if not store.admit(connection, MAX_CONNECTIONS_PER_USER, now):
+        raise ConflictError(
+            f"this user has {MAX_CONNECTIONS_PER_USER} open connections, the most one user may have: close one first"
+        )
     return connection
 
 
 def close_connection(connection_id: str, store: ConnectionStorePort) -> Connection | None:
-    """Forget a connection that closed; return it, or ``None`` when it was not stored (or is gone already)."""
+    """Forget a connection that closed, and free its place among its user's; return it, or ``None`` when it was not
+    stored (or is gone already)."""
     connection = store.get(connection_id)
     if connection is not None:
         store.remove(connection)
+        store.release(connection)
     return connection
 
 
@@ -85,24 +114,33 @@ def refresh_token(
 ) -> IssuedToken:
     """Sign a new token for a live connection, with its user and topics, and keep the connection open until then.
 
-    The new token lives as long as the one the connection opened with, at most ``ttl_seconds``: a backend that asked
-    for a short token, to have the page come back through its own session check, is not bypassed by refreshing.
+    The new token lives as long as the one the connection opened with, at most ``ttl_seconds``, and never past the
+    end of its session (``REALTIME_TOKEN_MAX_SECONDS`` after the app's backend issued the first): a chain of refreshes
+    does not keep a page connected for ever without its backend.
 
     Raises
     ------
     NotFoundError
         The connection is not stored (it closed, or its items expired; or it closed during this refresh).
     InvalidTokenError
-        The connection's token expired before this refresh: only a new token from the app's backend opens it again.
+        The connection's token expired before this refresh, or its session ends within ``MIN_REFRESH_SECONDS``: only a
+        new token from the app's backend opens it again.
     """
     connection = store.get(connection_id)
     if connection is None:
         raise NotFoundError("this connection is not known any more: connect again")
     if connection.token_expires_at <= now:
         raise InvalidTokenError("the connection's token has expired: connect again with a new token")
+    # A connection stored before sessions had an end: its session ends with its token.
+    ends_at = connection.session_ends_at or connection.token_expires_at
+    left = ends_at - int(now)
+    if left < MIN_REFRESH_SECONDS:
+        raise InvalidTokenError(
+            "the connection's session is ending: connect again with a new token from the app's backend"
+        )
     lives = min(ttl_seconds, connection.token_seconds) if connection.token_seconds > 0 else ttl_seconds
-    issued = issue_token(connection.user_id, connection.topics, lives, keys, now)
-    if not store.extend(connection, issued.claims.expires_at):
+    issued = issue_token(connection.user_id, connection.topics, lives, keys, now, session_ends_at=ends_at)
+    if not store.extend(replace(connection, session_ends_at=ends_at), issued.claims.expires_at):
         raise NotFoundError("this connection is not known any more: connect again")
     return issued
 
@@ -117,7 +155,8 @@ def new_token(
     default_seconds: int,
     max_seconds: int,
 ) -> IssuedToken:
-    """Sign a token for the app's backend to hand to a browser; ``ttl_seconds`` at most ``max_seconds``.
+    """Sign a token for the app's backend to hand to a browser; ``ttl_seconds`` at most ``max_seconds``, which is also
+    how long refreshes may keep its page connected (its session's end).
 
     Raises
     ------
@@ -126,7 +165,9 @@ def new_token(
     """
     if ttl_seconds is not None and ttl_seconds > max_seconds:
         raise InvalidRequestError("ttl_seconds", f"must be {max_seconds} or less (this stage's longest token)")
-    issued = issue_token(user_id, tuple(topics), ttl_seconds or default_seconds, keys, now)
+    issued = issue_token(
+        user_id, tuple(topics), ttl_seconds or default_seconds, keys, now, session_ends_at=int(now) + max_seconds
+    )
     if len(issued.token) > MAX_TOKEN_CHARS:
         # Every connect would refuse it as malformed: said here, where the caller can name fewer or shorter topics.
         raise InvalidRequestError(

@@ -1,10 +1,13 @@
 """Browser connection tokens: a user id, the channel/topics it may hear and an expiry, signed with HMAC-SHA256.
 
-A token is ``rt1.<key id>.<claims>.<signature>``: the claims are base64url JSON ``{"sub", "topics", "iat", "exp"}``,
-the signature is base64url ``HMAC-SHA256(key, "rt1.<key id>.<claims>")``. It holds nothing secret (a user id and topic
-names a page knows anyway), so a page may keep it; what it proves is that the service issued it, for that user and
-those topics, until ``exp``. The key id names which of the kept keys signed it, so that a rotation adds a key without
-refusing the tokens signed with the one before (``core.realtime.keys``).
+A token is ``rt1.<key id>.<claims>.<signature>``: the claims are base64url JSON ``{"sub", "topics", "iat", "exp",
+"end"}``, the signature is base64url ``HMAC-SHA256(key, "rt1.<key id>.<claims>")``. It holds nothing secret (a user id
+and topic names a page knows anyway), so a page may keep it; what it proves is that the service issued it, for that
+user and those topics, until ``exp``. ``end`` is when the session the app's backend opened ends: a refresh over the
+connection signs a new token with the same ``end`` and never one past it, so the page comes back to its backend by
+then (a token signed before ``end`` existed ends with its ``exp``). The key id names which of the kept keys signed it,
+so that a rotation adds a key without refusing the tokens signed with the one before (``core.realtime.keys``); a key
+retired by a rotation verifies only tokens issued before it was.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
 @dataclass(frozen=True)
 class TokenClaims:
-    """What a token says: whose it is, the ``<channel>/<topic>`` names it may hear, when it was issued and expires."""
+    """What a token says: whose it is, the ``<channel>/<topic>`` names it may hear, when it was issued and expires,
+    and when the session it belongs to ends (no refreshed token expires after that)."""
 
     user_id: str
     topics: tuple[str, ...]
     issued_at: int
     expires_at: int
+    session_ends_at: int
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,30 @@ def _signature(secret: bytes, signed: str) -> str:
     return _encode(hmac.new(secret, signed.encode(), hashlib.sha256).digest())
 
 
-def issue_token(user_id: str, topics: tuple[str, ...], ttl_seconds: int, keys: KeyRingPort, now: float) -> IssuedToken:
-    """Sign a token for ``user_id`` and ``topics`` that expires ``ttl_seconds`` after ``now`` (Unix time)."""
+def issue_token(
+    user_id: str,
+    topics: tuple[str, ...],
+    ttl_seconds: int,
+    keys: KeyRingPort,
+    now: float,
+    *,
+    session_ends_at: int | None = None,
+) -> IssuedToken:
+    """Sign a token for ``user_id`` and ``topics`` that expires ``ttl_seconds`` after ``now`` (Unix time), and never
+    after ``session_ends_at`` (by default its own expiry: no refresh outlives it)."""
     issued_at = int(now)
-    claims = TokenClaims(user_id, tuple(topics), issued_at, issued_at + ttl_seconds)
-    payload = {"sub": user_id, "topics": list(claims.topics), "iat": claims.issued_at, "exp": claims.expires_at}
+    expires_at = issued_at + ttl_seconds
+    if session_ends_at is not None:
+        expires_at = min(expires_at, session_ends_at)
+    ends_at = expires_at if session_ends_at is None else session_ends_at
+    claims = TokenClaims(user_id, tuple(topics), issued_at, expires_at, ends_at)
+    payload = {
+        "sub": user_id,
+        "topics": list(claims.topics),
+        "iat": claims.issued_at,
+        "exp": claims.expires_at,
+        "end": claims.session_ends_at,
+    }
     key_id, secret = keys.signing_key()
     body = _encode(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
     signed = f"{TOKEN_VERSION}.{key_id}.{body}"
@@ -78,6 +102,8 @@ def _claims(payload: Any) -> TokenClaims:
         raise InvalidTokenError("the token is malformed")
     user_id, topics = payload.get("sub"), payload.get("topics")
     issued_at, expires_at = payload.get("iat"), payload.get("exp")
+    # A token signed before sessions had an end: its session ends with it.
+    ends_at = payload.get("end", expires_at)
     if (
         not isinstance(user_id, str)
         or not user_id
@@ -85,18 +111,25 @@ def _claims(payload: Any) -> TokenClaims:
         or not all(isinstance(topic, str) for topic in topics)
         or not isinstance(issued_at, int)
         or not isinstance(expires_at, int)
+        or not isinstance(ends_at, int)
+        or expires_at > ends_at
     ):
         raise InvalidTokenError("the token is malformed")
-    return TokenClaims(user_id, tuple(topics), issued_at, expires_at)
+    return TokenClaims(user_id, tuple(topics), issued_at, expires_at, ends_at)
 
 
-def read_token(token: str, keys: KeyRingPort, now: float) -> TokenClaims:
+def read_token(token: str, keys: KeyRingPort, now: float, *, max_seconds: int) -> TokenClaims:
     """Return the claims of a token this service signed and that has not expired.
+
+    ``max_seconds`` is this stage's longest token (``REALTIME_TOKEN_MAX_SECONDS``): no token, and no session of
+    refreshed tokens, lives longer. Together with the retired key's bound on ``iat`` it also ends what a retired key
+    verifies: nothing, once it was retired longer than that, whether or not a rotation dropped it yet.
 
     Raises
     ------
     InvalidTokenError
-        The token is malformed, signed by no kept key, forged, or expired; the message says which, never the token.
+        The token is malformed, signed by no kept key, forged, signed by a key after its retirement, longer-lived
+        than this stage issues, or expired; the message says which, never the token.
     """
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise InvalidTokenError("the token is malformed")
@@ -109,15 +142,22 @@ def read_token(token: str, keys: KeyRingPort, now: float) -> TokenClaims:
     ):
         raise InvalidTokenError("the token is malformed")
     _, key_id, body, signature = parts
-    secret = keys.verification_key(key_id)
-    if secret is None:
+    key = keys.verification_key(key_id)
+    if key is None:
         raise InvalidTokenError("the token was signed with a key this service does not hold")
-    if not hmac.compare_digest(_signature(secret, f"{TOKEN_VERSION}.{key_id}.{body}"), signature):
+    if not hmac.compare_digest(_signature(key.secret, f"{TOKEN_VERSION}.{key_id}.{body}"), signature):
         raise InvalidTokenError("the token's signature does not verify")
     try:
         claims = _claims(json.loads(_decode(body)))
     except (ValueError, binascii.Error):
         raise InvalidTokenError("the token is malformed") from None
+    if key.signs_until is not None and claims.issued_at > key.signs_until + CLOCK_SKEW_SECONDS:
+        # Rotated out (after a leak, say): whoever still holds it can sign, but only what is dated as if signed
+        # before, and so expired within the stage's longest token after the rotation.
+        raise InvalidTokenError("the token was signed with a key retired before it was issued")
+    # ``exp`` is never past ``end``: this bounds the token's own life too.
+    if claims.session_ends_at - claims.issued_at > max_seconds:
+        raise InvalidTokenError(f"the token lives longer than this service's tokens ({max_seconds} s at most)")
     if claims.expires_at <= now:
         raise InvalidTokenError("the token has expired: ask for a new one")
     if claims.issued_at > now + CLOCK_SKEW_SECONDS:

@@ -3,9 +3,10 @@ API, which the unmodified boto3 ``apigatewaymanagementapi`` client calls.
 
 moto has no WebSocket runtime, so this module is one:
 
-- a WebSocket server (``websockets``) on ``ws://127.0.0.1:<port>/<stage>``: a handshake invokes the ``$connect``
-  function with an API Gateway-shaped event (``requestContext.routeKey``, ``eventType`` ``CONNECT``, ``connectionId``,
-  the query string…) and is refused with the function's status when it answers anything but 2xx; each frame goes to
+- a WebSocket server (``websockets``) on ``ws://127.0.0.1:<port>/<stage>``: a valid WebSocket handshake (anything else
+  is refused as the library refuses it, 426 for a plain GET, and invokes nothing) invokes the ``$connect`` function
+  with an API Gateway-shaped event (``requestContext.routeKey``, ``eventType`` ``CONNECT``, ``connectionId``, the query
+  string…) and is refused with the function's status when it answers anything but 2xx; each frame goes to
   the route its ``action`` selects (``$request.body.action``), else to ``$default``, and a route with a route response
   sends the function's ``body`` back; a close invokes ``$disconnect``;
 - the Management API on ``http://127.0.0.1:<port>/<stage>``: ``POST /@connections/{id}`` sends the body as a frame,
@@ -29,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,7 +193,11 @@ class WebsocketApi:
         self._port = port
         self._management_port = management_port
         self._connections: dict[str, LocalConnection] = {}
-        self._opening: dict[int, tuple[str, dict[str, Any]]] = {}
+        # A handshake that $connect let in, until its session starts; weak, so that one whose handshake failed after
+        # all (the server closing) leaves nothing behind.
+        self._opening: weakref.WeakKeyDictionary[ServerConnection, tuple[str, dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -270,6 +276,9 @@ class WebsocketApi:
             process_request=self._handshake,
             max_size=MAX_FRAME_BYTES,
             ping_interval=None,  # API Gateway pings nobody; idle connections close after 10 minutes there
+            # API Gateway waits for $connect as long as for any integration; the library's 10 s would give up a
+            # handshake whose function runs on and stores a connection that no $disconnect ever removes.
+            open_timeout=INTEGRATION_TIMEOUT_SECONDS + 1,
         )
         self._port = next(iter(server.sockets)).getsockname()[1]
         return server
@@ -413,6 +422,13 @@ class WebsocketApi:
         if path != f"/{self.stage}":
             self._log(f"WS handshake {path or '/'} → 403: connect to /{self.stage}")
             return socket.respond(HTTPStatus.FORBIDDEN, f"connect to ws://{self._host}:{self._port}/{self.stage}\n")
+        # API Gateway invokes $connect for a WebSocket handshake only: a plain GET, a wrong key or version is answered
+        # as the library would answer it (426, 400…) before anything runs. Accepting a valid request again after this
+        # hook gives the same answer.
+        checked = socket.protocol.accept(request)
+        if checked.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+            self._log(f"WS handshake → {checked.status_code}: not a WebSocket handshake")
+            return checked
         connection_id = new_connection_id()
         source_ip = str(socket.remote_address[0]) if socket.remote_address else HOST
         if CONNECT in self.routes:
@@ -423,11 +439,11 @@ class WebsocketApi:
             if not 200 <= status < 300:
                 body = str(result.get("body") or HTTPStatus(status).phrase)
                 return socket.respond(status, body + "\n")
-        self._opening[id(socket)] = (connection_id, {"source_ip": source_ip})
+        self._opening[socket] = (connection_id, {"source_ip": source_ip})
         return None
 
     async def _session(self, socket: ServerConnection) -> None:
-        connection_id, details = self._opening.pop(id(socket))
+        connection_id, details = self._opening.pop(socket)
         request = socket.request
         connection = LocalConnection(
             connection_id,

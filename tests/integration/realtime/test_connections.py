@@ -1,5 +1,6 @@
 """The connections table on moto (core/realtime/connections.py): a user's connections and a topic's are one Query
-each, removal deletes every item, and every item expires a while after its token."""
+each, removal deletes every item, every item expires a while after its token, and a user's connections take at most
+as many seats as the limit, however their connects interleave."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.realtime.connections import DEFAULT_GRACE_SECONDS, Connection, ConnectionStore
+from core.realtime.connections import DEFAULT_GRACE_SECONDS, SEATS_PREFIX, Connection, ConnectionStore
 from tests.integration.realtime.conftest import CONNECTIONS_TABLE, create_connections_table
 from tests.support.aws import AwsResources
 from tests.support.aws import client as aws_client
@@ -125,3 +126,85 @@ def test_extend_racing_a_disconnect_between_its_writes_leaves_nothing_of_the_con
 
     assert store.extend(connection, 1_800_003_600) is False
     assert dynamodb.scan(TableName=CONNECTIONS_TABLE)["Count"] == 0
+
+
+NOW = 1_800_000_000
+
+
+def _seat_ids(dynamodb: Any, user: str) -> set[str]:
+    key = {"pk": {"S": SEATS_PREFIX + user}, "sk": {"S": "#"}}
+    item = dynamodb.get_item(TableName=CONNECTIONS_TABLE, Key=key).get("Item", {})
+    return set(item.get("seats", {}).get("M", {}))
+
+
+def test_admit_stores_connections_of_a_user_up_to_the_limit_then_refuses_storing_nothing(dynamodb: Any) -> None:
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    admitted = [store.admit(_connection(f"a{index}", "alice"), 3, NOW) for index in range(3)]
+
+    refused = store.admit(_connection("a3", "alice"), 3, NOW)
+
+    assert (admitted, refused) == ([True, True, True], False)
+    assert (store.get("a3"), len(store.of_user("alice"))) == (None, 3)
+
+
+def test_admit_seat_of_a_connection_whose_token_expired_is_taken_again(dynamodb: Any) -> None:
+    # Its $disconnect never ran: it would hold its place for good.
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    store.admit(_connection("a0", "alice"), 1, NOW)
+
+    assert store.admit(_connection("a1", "alice"), 1, 1_800_000_900) is True
+    assert _seat_ids(dynamodb, "alice") == {"a1"}
+
+
+def test_release_frees_the_connections_seat(dynamodb: Any) -> None:
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    connection = _connection("a0", "alice")
+    store.admit(connection, 1, NOW)
+    store.remove(connection)
+
+    store.release(connection)
+
+    assert store.admit(_connection("a1", "alice"), 1, NOW) is True
+
+
+def test_release_of_a_connection_without_a_seat_writes_nothing(dynamodb: Any) -> None:
+    # Stored before seats were kept: its $disconnect must still work, and leave no item behind.
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    connection = _connection("a0", "alice")
+    store.add(connection)
+    store.remove(connection)
+
+    store.release(connection)
+
+    assert dynamodb.scan(TableName=CONNECTIONS_TABLE)["Count"] == 0
+
+
+def test_extend_keeps_the_seat_as_long_as_the_refreshed_token(dynamodb: Any) -> None:
+    # A refreshed connection whose seat still showed its first token's expiry gave its place away while it lived.
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    connection = _connection("a0", "alice")
+    store.admit(connection, 1, NOW)
+
+    store.extend(connection, 1_800_001_800)
+
+    assert store.admit(_connection("a1", "alice"), 1, 1_800_000_900) is False
+
+
+def test_admit_racing_another_connect_of_its_user_does_not_pass_the_limit(dynamodb: Any) -> None:
+    # Connects of one user run at once in several functions: each read the seats before the other wrote them.
+    store = ConnectionStore(dynamodb, CONNECTIONS_TABLE)
+    store.admit(_connection("a0", "alice"), 2, NOW)
+    raced: list[bool] = []
+
+    def another_connect_first(params: dict[str, Any], **_: Any) -> None:
+        # Once, as this connect writes its seat: the other one reads and writes in between.
+        if params["Item"]["pk"]["S"].startswith(SEATS_PREFIX) and not raced:
+            raced.append(False)
+            raced[0] = store.admit(_connection("theirs", "alice"), 2, NOW)
+
+    dynamodb.meta.events.register("provide-client-params.dynamodb.PutItem", another_connect_first)
+
+    mine = store.admit(_connection("mine", "alice"), 2, NOW)
+
+    assert (raced, mine) == ([True], False)
+    assert _seat_ids(dynamodb, "alice") == {"a0", "theirs"}

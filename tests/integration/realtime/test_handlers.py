@@ -1,10 +1,12 @@
 """The realtime handlers on moto: the token route's and the WebSocket function's, with the signing keys in SSM and a
-key rotation between issuing a token and using it."""
+key rotation between issuing a token and using it; refreshes over a connection as its clock moves on."""
 
 from __future__ import annotations
 
 import json
 import time
+import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,8 +14,8 @@ import pytest
 from api import realtime as token_route
 from api import websocket
 from core import clients
-from core.realtime.keys import rotate
-from core.realtime.tokens import read_token
+from core.realtime.keys import KeySet, rotate
+from core.realtime.tokens import issue_token, read_token
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.realtime.conftest import CONNECTIONS_TABLE, KEYS_PARAMETER, create_connections_table
 from tests.support.aws import AwsResources
@@ -51,11 +53,41 @@ def _connect(token: str, connection_id: str = "L0SM9cOFvHcCIhw=") -> dict[str, A
     return result
 
 
+def _refresh(connection_id: str = "L0SM9cOFvHcCIhw=") -> dict[str, Any]:
+    event = ws_event("$default", connection_id, body=json.dumps({"action": "refresh"}))
+    frame: dict[str, Any] = json.loads(websocket.handler(event, FakeLambdaContext())["body"])
+    return frame
+
+
+def _websocket_clock(monkeypatch: pytest.MonkeyPatch, start: float) -> Callable[[float], None]:
+    """Move the WebSocket function's clock (it checks tokens and signs refreshed ones) to ``start`` + a number of
+    seconds; the token route's stays real."""
+    now = {"at": start}
+    monkeypatch.setattr(websocket, "time", types.SimpleNamespace(time=lambda: now["at"]))
+    return lambda seconds: now.update(at=start + seconds)
+
+
+def _refresh_every_30_seconds(move: Callable[[float], None], seconds: int) -> tuple[int | None, str]:
+    """Refresh as the client does a 60 s token's (every half of its life) for ``seconds``, or until refused; return
+    when it was refused (seconds from the start; ``None``: never) and the last token it got."""
+    last = ""
+    for step in range(1, seconds // 30 + 1):
+        move(30 * step)
+        frame = _refresh()
+        if frame["type"] != "token":
+            return 30 * step, last
+        last = frame["token"]
+    return None, last
+
+
 def test_token_route_handler_answers_the_url_of_the_websocket_api(keys: Any) -> None:
     body = _token({"user_id": "alice", "topics": ["orders/shipped"], "ttl_seconds": 300})
 
     assert body["url"] == URL
-    assert read_token(body["token"], clients.get_signing_keys(), time.time()).expires_at - time.time() <= 300
+    assert (
+        read_token(body["token"], clients.get_signing_keys(), time.time(), max_seconds=3600).expires_at - time.time()
+        <= 300
+    )
 
 
 def test_connect_handler_token_from_the_route_opens_a_connection(keys: Any) -> None:
@@ -105,3 +137,90 @@ def test_token_route_without_signing_keys_is_502_saying_how_to_set_them_up(keys:
 
     assert response["statusCode"] == 502
     assert "python -m core.realtime.keys rotate" in response_json(response)["message"]
+
+
+def test_refresh_handler_chain_of_a_60_second_token_is_refused_within_the_stage_maximum(
+    keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 60 s token from the backend, refreshed over its connection every 30 s, was refreshed for ever: a leaked token,
+    # or a user logged out of the app, kept hearing notifications without the backend ever being asked again.
+    issued = _token({"user_id": "mallory", "ttl_seconds": 60})
+    move = _websocket_clock(monkeypatch, time.time())
+    assert _connect(issued["token"]) == {"statusCode": 200}
+
+    refused_at, _ = _refresh_every_30_seconds(move, 2 * 3600)
+
+    assert refused_at is not None
+    assert refused_at <= 3600  # REALTIME_TOKEN_MAX_SECONDS: this stage's longest session without the backend
+
+
+def test_connect_handler_refreshed_token_opens_nothing_once_its_session_ended(
+    keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = _token({"user_id": "mallory", "ttl_seconds": 60})
+    move = _websocket_clock(monkeypatch, time.time())
+    assert _connect(issued["token"]) == {"statusCode": 200}
+    _, last = _refresh_every_30_seconds(move, 3600 - 30)
+    move(3600)
+
+    response = _connect(last, "Reconnected0000=")
+
+    assert response["statusCode"] == 401
+
+
+def _key_set(ssm: Any) -> KeySet:
+    return KeySet.from_json(ssm.get_parameter(Name=KEYS_PARAMETER, WithDecryption=True)["Parameter"]["Value"])
+
+
+class _StolenKey:
+    """A key ring of one key someone copied: it signs with it, whatever the service has done with it since."""
+
+    def __init__(self, key_id: str, secret: bytes) -> None:
+        self._key = (key_id, secret)
+
+    def signing_key(self) -> tuple[str, bytes]:
+        return self._key
+
+    def verification_key(self, key_id: str) -> None:
+        return None
+
+
+def test_connect_handler_token_signed_with_a_key_after_its_retirement_is_refused(keys: Any) -> None:
+    # A rotation after a key leaked revoked nothing: tokens signed with it later, for any user and any lifetime,
+    # verified until a second rotation dropped it.
+    now = time.time()
+    keys.delete_parameter(Name=KEYS_PARAMETER)
+    leaked = rotate(keys, KEYS_PARAMETER, now=now - 2 * 86400)
+    rotate(keys, KEYS_PARAMETER, now=now - 86400)
+    stolen = _StolenKey(leaked, _key_set(keys).keys[leaked].secret)
+    clients.reset()
+
+    response = _connect(issue_token("victim", ("billing/invoices",), 900, stolen, now).token)
+
+    assert response["statusCode"] == 401
+
+
+def test_connect_handler_token_living_longer_than_the_stage_maximum_is_refused(keys: Any) -> None:
+    token = issue_token("alice", (), 7200, clients.get_signing_keys(), time.time()).token
+
+    response = _connect(token)
+
+    assert response["statusCode"] == 401
+
+
+def test_connect_handler_24_hour_token_survives_two_rotations_an_hour_apart(
+    keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings allow a stage 24 h tokens; a rotation kept a retired key 3,900 s, so the second rotation of a day
+    # dropped the key of every live long token, refused 401 at their next connect.
+    monkeypatch.setenv("REALTIME_TOKEN_MAX_SECONDS", "86400")
+    now = time.time()
+    keys.delete_parameter(Name=KEYS_PARAMETER)
+    rotate(keys, KEYS_PARAMETER, now=now - 5000)
+    clients.reset()
+    token = issue_token("alice", (), 86400, clients.get_signing_keys(), now - 4999).token
+    rotate(keys, KEYS_PARAMETER, now=now - 4000)
+    rotate(keys, KEYS_PARAMETER, now=now - 10)
+    clients.reset()
+
+    assert _connect(token) == {"statusCode": 200}

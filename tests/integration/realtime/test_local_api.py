@@ -1,7 +1,8 @@
 """Browser deliveries end to end in one process: real WebSocket clients connect to the local WebSocket API, whose
 routes run the real handler on moto; the browser channel posts through boto3's Management API client to the local
 Management API. A token for one user never hears another's messages; gone connections are pruned; one topic fans out
-to 1,000 connections."""
+to 1,000 connections. A user's token opens a bounded number of connections; a request that is no WebSocket handshake
+runs no ``$connect``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import gc
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -20,9 +23,10 @@ from websockets.exceptions import InvalidStatus
 
 from core import clients
 from core.models import Content
-from core.realtime.connections import Connection
+from core.realtime.connections import SEATS_PREFIX, Connection
+from core.realtime.sessions import MAX_CONNECTIONS_PER_USER
 from core.realtime.tokens import issue_token
-from infra.local.websocket import DISCONNECT
+from infra.local.websocket import CONNECT, DISCONNECT
 from tests.integration.realtime.conftest import Realtime
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,6 +44,20 @@ async def _open(url: str, tokens: Sequence[str], at_once: int = 100) -> list[Cli
             return await connect(f"{url}?token={token}", max_size=None)
 
     return list(await asyncio.gather(*(one(token) for token in tokens)))
+
+
+def _stored_items(realtime: Realtime) -> int:
+    """Count the items of connections in the table (not the users' seats, which stay, empty, until their TTL)."""
+    items = realtime.dynamodb.scan(TableName="notify-test-connections")["Items"]
+    return sum(1 for item in items if not item["pk"]["S"].startswith(SEATS_PREFIX))
+
+
+def _seats(realtime: Realtime, user: str) -> dict[str, Any]:
+    item = realtime.dynamodb.get_item(
+        TableName="notify-test-connections", Key={"pk": {"S": SEATS_PREFIX + user}, "sk": {"S": "#"}}
+    )["Item"]
+    seats: dict[str, Any] = item["seats"]["M"]
+    return seats
 
 
 async def _frames(socket: ClientConnection, wait: float) -> list[dict[str, Any]]:
@@ -134,23 +152,24 @@ def test_connect_forged_token_is_refused_at_the_handshake_and_not_stored(realtim
         return 101
 
     assert asyncio.run(run()) == 401
-    assert realtime.dynamodb.scan(TableName="notify-test-connections")["Count"] == 0
+    assert realtime.dynamodb.scan(TableName="notify-test-connections")["Count"] == 0  # nor a seat
 
 
 def test_connect_then_close_stores_then_removes_the_connection(realtime: Realtime) -> None:
     async def run() -> tuple[int, int]:
         (socket,) = await _open(realtime.api.websocket_url, [_token("dave", ["orders/shipped"])])
-        stored = realtime.dynamodb.scan(TableName="notify-test-connections")["Count"]
+        stored = _stored_items(realtime)
         await socket.close()
         for _ in range(50):
-            if realtime.dynamodb.scan(TableName="notify-test-connections")["Count"] == 0:
+            if _stored_items(realtime) == 0:
                 break
             await asyncio.sleep(0.1)
-        return stored, realtime.dynamodb.scan(TableName="notify-test-connections")["Count"]
+        return stored, _stored_items(realtime)
 
     stored, left = asyncio.run(run())
 
     assert (stored, left) == (3, 0)  # the connection, its user and its topic; all gone after $disconnect
+    assert _seats(realtime, "dave") == {}
 
 
 def test_refresh_frame_is_answered_over_the_connection_with_a_new_token(realtime: Realtime) -> None:
@@ -225,3 +244,87 @@ def test_stopping_with_disconnects_still_running_ends_their_handlers_inside_the_
     gc.collect()
 
     assert unraisable == []
+
+
+def test_connect_one_token_opens_at_most_the_users_connection_limit(realtime: Realtime) -> None:
+    # 300 connections opened with one token were all stored: each one more post per notification, for ever.
+    token = _token("mallory", ["orders/shipped"])
+
+    async def run() -> tuple[int, list[int]]:
+        gate = asyncio.Semaphore(10)
+
+        async def one() -> ClientConnection | int:
+            async with gate:
+                try:
+                    return await connect(f"{realtime.api.websocket_url}?token={token}")
+                except InvalidStatus as exc:
+                    return exc.response.status_code
+
+        opened = await asyncio.gather(*(one() for _ in range(3 * MAX_CONNECTIONS_PER_USER)))
+        stored = len(clients.get_connection_store().of_user("mallory"))
+        sockets = [socket for socket in opened if not isinstance(socket, int)]
+        await asyncio.gather(*(socket.close() for socket in sockets))
+        return stored, sorted({status for status in opened if isinstance(status, int)})
+
+    stored, refusals = asyncio.run(run())
+
+    assert 0 < stored <= MAX_CONNECTIONS_PER_USER
+    assert refusals == [409]
+
+
+def _counting_connects(realtime: Realtime, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the ``$connect`` invocations of the local API."""
+    api, invoke, connects = realtime.api, realtime.api._invoke, []
+
+    async def counted(route: str, event: dict[str, Any]) -> Any:
+        if route == CONNECT:
+            connects.append(event["requestContext"]["connectionId"])
+        return await invoke(route, event)
+
+    monkeypatch.setattr(api, "_invoke", counted)
+    return connects
+
+
+def test_connect_plain_http_get_with_a_token_is_426_and_runs_no_connect(
+    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # API Gateway runs $connect for WebSocket handshakes only; here a plain GET ran it, stored the connection, and no
+    # $disconnect ever removed it.
+    connects = _counting_connects(realtime, monkeypatch)
+    url = realtime.api.websocket_url.replace("ws://", "http://") + f"?token={_token('alice', ['orders/shipped'])}"
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+
+    assert refused.value.code == 426
+    assert (connects, realtime.dynamodb.scan(TableName="notify-test-connections")["Count"]) == ([], 0)
+    assert dict(realtime.api._opening) == {}
+
+
+def test_connect_function_slower_than_the_librarys_open_timeout_still_opens_then_closes_cleanly(
+    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # API Gateway waits up to 29 s for $connect; the local server gave up the handshake after websockets' default 10 s
+    # while the function ran on, stored the connection, and no $disconnect ever removed it.
+    pool = realtime.api._pools["websocket"]
+    invoke = pool.invoke
+
+    def slow(event: Any, timeout: float | None = None) -> Any:
+        if event["requestContext"]["routeKey"] == CONNECT:
+            time.sleep(10.5)
+        return invoke(event, timeout)
+
+    monkeypatch.setattr(pool, "invoke", slow)
+
+    async def run() -> int:
+        socket = await connect(f"{realtime.api.websocket_url}?token={_token('alice')}", open_timeout=20)
+        stored = _stored_items(realtime)
+        await socket.close()
+        for _ in range(50):
+            if _stored_items(realtime) == 0:
+                break
+            await asyncio.sleep(0.1)
+        return stored
+
+    assert asyncio.run(run()) == 2  # the connection and its user's item, while it was open
+    assert (_stored_items(realtime), _seats(realtime, "alice")) == (0, {})

@@ -13,6 +13,7 @@ import pytest
 from api import websocket
 from core import clients
 from core.realtime.connections import Connection
+from core.realtime.sessions import MAX_CONNECTIONS_PER_USER
 from core.realtime.tokens import issue_token, read_token
 from tests.unit.core.realtime.fakes import FakeConnectionStore, FakeKeyRing
 
@@ -119,6 +120,18 @@ def test_connect_topic_outside_the_token_is_refused_403(store: FakeConnectionSto
     assert _call(event)["statusCode"] == 403
 
 
+def test_connect_beyond_the_users_connection_limit_is_refused_409(store: FakeConnectionStore) -> None:
+    token = _token()
+    for index in range(MAX_CONNECTIONS_PER_USER):
+        _call(ws_event("$connect", f"conn{index:012d}=", queryStringParameters={"token": token}))
+
+    response = _call(ws_event("$connect", "OneTooMany00000=", queryStringParameters={"token": token}))
+
+    assert response["statusCode"] == 409
+    assert json.loads(response["body"])["message"].startswith(f"this user has {MAX_CONNECTIONS_PER_USER} open")
+    assert store.get("OneTooMany00000=") is None
+
+
 def test_disconnect_removes_the_connection(store: FakeConnectionStore) -> None:
     _call(ws_event("$connect", queryStringParameters={"token": _token()}))
 
@@ -139,7 +152,7 @@ def test_default_refresh_frame_answers_a_new_token_for_the_same_user(store: Fake
 
     frame = json.loads(response["body"])
     assert (response["statusCode"], frame["type"]) == (200, "token")
-    claims = read_token(frame["token"], KEYS, time.time())
+    claims = read_token(frame["token"], KEYS, time.time(), max_seconds=3600)
     assert claims.user_id == "alice"
     assert frame["expires_in"] == claims.expires_at - claims.issued_at > 0
 

@@ -10,32 +10,45 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from core.realtime.connections import Connection
-from core.realtime.keys import KeySet, SigningKey
+from core.realtime.keys import KeySet, SigningKey, VerificationKey
 
 
 @dataclass
 class FakeKeyRing:
-    """Signing keys held in memory: ``current`` signs, every key in ``keys`` verifies."""
+    """Signing keys held in memory: ``current`` signs, every key in ``keys`` verifies; a key in ``retired`` (its
+    retirement time) only what was issued before it, or within ``cache_seconds`` after, as ``SigningKeyStore``."""
 
     current: str = "k1"
     keys: dict[str, bytes] = field(default_factory=lambda: {"k1": b"k" * 32})
+    retired: dict[str, int] = field(default_factory=dict)
+    cache_seconds: int = 60
 
     @classmethod
     def of(cls, key_set: KeySet) -> FakeKeyRing:
         """The key ring a ``SigningKeyStore`` reading ``key_set`` would be."""
-        return cls(key_set.current, {key_id: key.secret for key_id, key in key_set.keys.items()})
+        return cls(
+            key_set.current,
+            {key_id: key.secret for key_id, key in key_set.keys.items()},
+            {key_id: key.retired_at for key_id, key in key_set.keys.items() if key.retired_at is not None},
+        )
 
     def key_set(self) -> KeySet:
         """These keys as the parameter would hold them."""
-        return KeySet(self.current, {key_id: SigningKey(secret, 0) for key_id, secret in self.keys.items()})
+        return KeySet(
+            self.current,
+            {key_id: SigningKey(secret, 0, self.retired.get(key_id)) for key_id, secret in self.keys.items()},
+        )
 
     def signing_key(self) -> tuple[str, bytes]:
         """Return the current key."""
         return self.current, self.keys[self.current]
 
-    def verification_key(self, key_id: str) -> bytes | None:
+    def verification_key(self, key_id: str) -> VerificationKey | None:
         """Return a kept key."""
-        return self.keys.get(key_id)
+        if key_id not in self.keys:
+            return None
+        retired_at = self.retired.get(key_id)
+        return VerificationKey(self.keys[key_id], None if retired_at is None else retired_at + self.cache_seconds)
 
 
 @dataclass
@@ -44,10 +57,29 @@ class FakeConnectionStore:
 
     connections: dict[str, Connection] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
     def add(self, connection: Connection) -> None:
         """Store a connection."""
         self.connections[connection.connection_id] = connection
+
+    def admit(self, connection: Connection, limit: int, now: float) -> bool:
+        """Store a connection unless its user has ``limit`` whose tokens have not expired."""
+        held = [
+            other
+            for other in self.connections.values()
+            if other.user_id == connection.user_id
+            and other.token_expires_at > now
+            and other.connection_id != connection.connection_id
+        ]
+        if len(held) >= limit:
+            return False
+        self.add(connection)
+        return True
+
+    def release(self, connection: Connection) -> None:
+        """Free a connection's place: nothing to do, since ``admit`` counts the stored connections."""
+        self.released.append(connection.connection_id)
 
     def get(self, connection_id: str) -> Connection | None:
         """Return a connection by id."""

@@ -1,5 +1,6 @@
-"""Unit tests of the signing keys (core/realtime/keys.py): rotation keeps the keys live tokens need, reads are cached,
-an unknown key id is looked up again at most every few seconds."""
+"""Unit tests of the signing keys (core/realtime/keys.py): rotation keeps the keys live tokens need, a retired key
+verifies only what was issued before its retirement, reads are cached, an unknown key id is looked up again at most
+every few seconds."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from typing import Any
 import pytest
 
 from core.errors import SigningKeysError
-from core.realtime.keys import REFRESH_FLOOR_SECONDS, KeySet, SigningKeyStore, ensure_keys, rotate, rotated
+from core.realtime.keys import (
+    REFRESH_FLOOR_SECONDS,
+    KeySet,
+    SigningKeyStore,
+    VerificationKey,
+    ensure_keys,
+    rotate,
+    rotated,
+)
 from tests.unit.core.realtime.fakes import client_error
 
 NOW = 1_800_000_000.0
@@ -132,3 +141,36 @@ def test_ensure_keys_creates_them_once() -> None:
     value = ssm.values[PARAMETER]
     assert ensure_keys(ssm, PARAMETER) is False
     assert ssm.values[PARAMETER] == value
+
+
+def test_store_verification_key_of_the_current_key_has_no_last_issue_time() -> None:
+    ssm = FakeSsm()
+    key_id = rotate(ssm, PARAMETER, now=NOW)
+
+    key = SigningKeyStore(ssm, PARAMETER, cache_seconds=60).verification_key(key_id)
+
+    assert key is not None
+    assert key.signs_until is None
+
+
+def test_store_verification_key_of_a_retired_key_signs_until_its_retirement_and_the_signers_cache_time() -> None:
+    # A signer keeps the keys it read cache_seconds: that long after a rotation it may still sign with the old key.
+    ssm = FakeSsm()
+    old_id = rotate(ssm, PARAMETER, now=NOW)
+    rotate(ssm, PARAMETER, now=NOW + 100)
+    secret = KeySet.from_json(ssm.values[PARAMETER]).keys[old_id].secret
+
+    key = SigningKeyStore(ssm, PARAMETER, cache_seconds=60).verification_key(old_id)
+
+    assert key == VerificationKey(secret, int(NOW) + 100 + 60)
+
+
+def test_rotate_by_default_keeps_a_retired_key_while_the_longest_token_a_stage_may_allow_lives() -> None:
+    # A stage may let tokens live 24 h; a retired key was kept 3,900 s, so two rotations 66 minutes apart dropped the
+    # key of every live long token.
+    ssm = FakeSsm()
+    first = rotate(ssm, PARAMETER, now=NOW)
+    rotate(ssm, PARAMETER, now=NOW + 1000)
+    rotate(ssm, PARAMETER, now=NOW + 1000 + 23 * 3600)
+
+    assert first in KeySet.from_json(ssm.values[PARAMETER]).keys
