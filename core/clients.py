@@ -75,11 +75,14 @@ _QUICK_CONFIG = _CONFIG.merge(Config(connect_timeout=1, read_timeout=2))
 QUICK_CALL_SECONDS = 1 + 2
 _CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_CONFIG, "quick": _QUICK_CONFIG}
 # The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
-# delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded).
+# delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded). Short
+# and two tries in all: a page that stopped reading must not hold a post longer than the channel waits for one
+# (``BrowserChannel.post_seconds``, 9 s), or its thread outlives its turn (4 tries of 2 s + 5 s took up to 35 s).
+# A connect is given 2 s: a thousand posts at once to the local stack's gateway, on a busy machine, took over 1 s.
 _MANAGEMENT_CONFIG = Config(
     connect_timeout=2,
-    read_timeout=5,
-    retries={"mode": "standard", "max_attempts": 3},
+    read_timeout=2,
+    retries={"mode": "standard", "total_max_attempts": 2},
     max_pool_connections=64,
 )
 

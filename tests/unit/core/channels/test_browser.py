@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,7 +42,11 @@ def _connection(connection_id: str, user: str, topics: tuple[str, ...] = (), exp
 
 
 def _channel(
-    connections: list[Connection], api: FakeManagementApi | None = None, records: FakeRecords | None = None
+    connections: list[Connection],
+    api: FakeManagementApi | None = None,
+    records: FakeRecords | None = None,
+    kind: type[BrowserChannel] = BrowserChannel,
+    **options: Any,
 ) -> tuple[BrowserChannel, FakeConnectionStore, FakeManagementApi]:
     store = FakeConnectionStore({c.connection_id: c for c in connections})
     management = api or FakeManagementApi()
@@ -52,7 +58,7 @@ def _channel(
         management=lambda: management,
         records=records or FakeRecords(),
     )
-    return BrowserChannel(resources, clock=lambda: NOW), store, management
+    return kind(resources, clock=lambda: NOW, **options), store, management
 
 
 def _send(channel: BrowserChannel, target: dict[str, Any], text: str = "Your order shipped") -> str | None:
@@ -176,16 +182,43 @@ def test_send_connection_whose_token_expired_is_closed_and_removed_not_posted_to
     assert note == "0 connections, 1 expired"
 
 
-def test_send_throttled_post_to_a_topic_is_retryable_and_rate_limited() -> None:
+def test_send_throttled_post_to_a_topic_reached_on_another_connection_is_delivered_naming_it() -> None:
+    """A page that stopped reading (its buffer full: LimitExceededException) once failed the topic's delivery for
+    everyone: retried, every other connection got the frame again, until the retries were spent."""
     api = FakeManagementApi(answers={"a1": client_error("LimitExceededException", 429)})
     channel, _, _ = _channel(
         [_connection("a1", "alice", topics=("orders/shipped",)), _connection("a2", "bob", topics=("orders/shipped",))],
         api,
     )
 
-    with pytest.raises(RetryableDeliveryError, match="1 of 2 connections failed for now") as raised:
+    assert _send(channel, {}) == "1 connection, 1 failed (LimitExceededException)"
+
+
+def test_send_every_post_to_a_topic_throttled_is_retryable_and_rate_limited() -> None:
+    # The account's Management API throttled: nobody has the notification.
+    throttled = client_error("LimitExceededException", 429)
+    api = FakeManagementApi(answers={"a1": throttled, "a2": throttled})
+    channel, _, _ = _channel(
+        [_connection("a1", "alice", topics=("orders/shipped",)), _connection("a2", "bob", topics=("orders/shipped",))],
+        api,
+    )
+
+    with pytest.raises(RetryableDeliveryError, match="2 of 2 connections failed for now") as raised:
         _send(channel, {})
     assert raised.value.rate_limited
+
+
+def test_send_every_post_to_a_topic_failing_on_the_server_is_retryable_not_rate_limited() -> None:
+    failing = client_error("InternalServerErrorException", 500)
+    api = FakeManagementApi(answers={"a1": failing, "a2": failing})
+    channel, _, _ = _channel(
+        [_connection("a1", "alice", topics=("orders/shipped",)), _connection("a2", "bob", topics=("orders/shipped",))],
+        api,
+    )
+
+    with pytest.raises(RetryableDeliveryError, match=r"2 of 2 connections failed for now \(InternalServer") as raised:
+        _send(channel, {})
+    assert not raised.value.rate_limited
 
 
 def test_send_throttled_post_of_a_user_reached_on_another_connection_is_delivered_saying_so() -> None:
@@ -205,33 +238,123 @@ def test_send_throttled_only_post_of_a_user_is_retryable() -> None:
 
 
 class _StuckManagementApi(FakeManagementApi):
-    """Answers the posts to ``answered`` at once; every other post hangs until ``release`` is set (after the test)."""
+    """Answers the posts to ``answered`` at once; every other post hangs until ``release`` is set (after the test).
+    ``started`` counts the posts made."""
 
     def __init__(self, answered: set[str]) -> None:
         super().__init__()
         self.answered = answered
         self.release = threading.Event()
+        self.started: list[str] = []
 
     def post_to_connection(self, ConnectionId: str, Data: bytes) -> dict[str, Any]:
+        self.started.append(ConnectionId)
         if ConnectionId not in self.answered:
             self.release.wait(timeout=30)
         return super().post_to_connection(ConnectionId, Data)
 
 
-def test_send_to_a_topic_ends_within_its_budget_the_unanswered_posts_failed_for_now() -> None:
+def _topic_connections(stuck: int, answered: int) -> tuple[list[Connection], _StuckManagementApi]:
+    """``stuck`` connections whose posts hang (stored first), then ``answered`` ones, all hearing orders/shipped."""
+    ids = [f"s{index}" for index in range(stuck)] + [f"a{index}" for index in range(answered)]
+    connections = [_connection(i, f"user-{i}", topics=("orders/shipped",)) for i in ids]
+    return connections, _StuckManagementApi(answered={i for i in ids if i.startswith("a")})
+
+
+def test_send_to_a_topic_ends_within_its_budget_delivered_to_those_it_reached() -> None:
     """Without a bound, a topic heard by thousands outlasted the Lambda timeout: killed before its ledger write, the
-    batch was posted again at every receive, then dead-lettered by SQS with its rows still `queued`."""
+    batch was posted again at every receive, then dead-lettered by SQS with its rows still `queued`. The posts under
+    way at the deadline once failed the delivery for everyone it had reached: retried, it reached those again."""
     connections = [_connection(f"a{index}", f"user-{index}", topics=("orders/shipped",)) for index in range(6)]
     api = _StuckManagementApi(answered={"a0", "a1"})
     channel, _, _ = _channel(connections, api)
     channel._send_seconds = 0.3
 
     try:
-        with pytest.raises(RetryableDeliveryError, match=r"4 of 6 connections failed for now \(deadline\); 2 reached"):
-            _send(channel, {})
+        note = _send(channel, {})
     finally:
         api.release.set()
+    assert note == "2 connections, 4 failed (deadline)"
     assert {connection for connection, _ in api.posts} >= {"a0", "a1"}
+
+
+class _QuickPosts(BrowserChannel):
+    """A post is waited for 0.2 s at most, two at once, and two more left running past that."""
+
+    post_seconds = 0.2
+    max_concurrent_posts = 2
+    max_stalled_posts = 2
+
+
+def test_send_post_unanswered_past_its_bound_is_not_waited_for() -> None:
+    """A page that stopped reading held its post, and so the whole send, for every try of the client's read timeout:
+    past the send's budget."""
+    connections, api = _topic_connections(stuck=1, answered=1)
+    channel, _, _ = _channel(connections, api, kind=_QuickPosts, send_seconds=5.0)
+
+    started = time.monotonic()
+    try:
+        note = _send(channel, {})
+    finally:
+        api.release.set()
+
+    assert note == "1 connection, 1 failed (unanswered)"
+    assert time.monotonic() - started < 2.0
+
+
+def test_send_stalled_posts_leave_their_turn_to_the_others() -> None:
+    # Two posts at a time: both stalled, the others would wait for the budget's end and fail.
+    connections, api = _topic_connections(stuck=2, answered=4)
+    channel, _, _ = _channel(connections, api, kind=_QuickPosts, send_seconds=3.0)
+
+    try:
+        note = _send(channel, {})
+    finally:
+        api.release.set()
+
+    assert note == "4 connections, 2 failed (unanswered)"
+
+
+def test_send_stalled_posts_hold_at_most_their_share_of_threads() -> None:
+    # Each stalled post keeps its thread until the client gives up; a send leaves a bounded number of them running.
+    connections, api = _topic_connections(stuck=8, answered=0)
+    channel, _, _ = _channel(connections, api, kind=_QuickPosts, send_seconds=1.0)
+
+    try:
+        with pytest.raises(RetryableDeliveryError, match=r"8 of 8 connections failed for now \(deadline, unanswered\)"):
+            _send(channel, {})
+        started = len(api.started)
+    finally:
+        api.release.set()
+
+    assert started == 4
+
+
+class _OnePostAtATime(BrowserChannel):
+    max_concurrent_posts = 1
+
+
+def test_send_orders_the_connections_afresh_for_each_send() -> None:
+    # Random by default: a topic larger than one send reaches misses different connections each time, not the same.
+    connections = [_connection(f"a{index}", f"user-{index}", topics=("orders/shipped",)) for index in range(4)]
+    channel, _, api = _channel(connections, kind=_OnePostAtATime, order=lambda items: items.reverse())
+
+    _send(channel, {})
+
+    assert [connection for connection, _ in api.posts] == ["a3", "a2", "a1", "a0"]
+
+
+def test_send_topic_partly_reached_logs_the_connections_it_missed(logs: Callable[[], str]) -> None:
+    api = FakeManagementApi(answers={"a1": client_error("LimitExceededException", 429)})
+    channel, _, _ = _channel(
+        [_connection("a1", "alice", topics=("orders/shipped",)), _connection("a2", "bob", topics=("orders/shipped",))],
+        api,
+    )
+
+    _send(channel, {})
+
+    (line,) = [json.loads(line) for line in logs().splitlines() if "missed" in line]
+    assert (line["reached"], line["failed"]) == (1, {"LimitExceededException": 1})
 
 
 def test_send_housekeeping_past_the_budget_is_not_waited_for() -> None:
@@ -343,3 +466,24 @@ def test_rate_limits_user_target_uses_the_integrations_own_rate() -> None:
 
     assert [limit.per_second for limit in limits] == [2.0]
     assert channel.rate_limits({}, None, 2.0) == []
+
+
+def _tries(retries: dict[str, Any]) -> int:
+    """The tries botocore makes of one call under a ``retries`` config (``max_attempts`` counts the retries only)."""
+    if "total_max_attempts" in retries:
+        return int(retries["total_max_attempts"])
+    return int(retries.get("max_attempts", 2)) + 1
+
+
+def test_management_client_gives_up_on_a_post_within_the_channels_bound() -> None:
+    """A post the channel stops waiting for goes on in its thread until the client gives up: within the channel's
+    bound, a stalled page holds a thread no longer than a post is waited for."""
+    from core.clients import get_management_client
+
+    config = get_management_client("https://abc123.execute-api.us-east-1.amazonaws.com/test", "us-east-1").meta.config
+    tries = _tries(config.retries)
+    # botocore's standard mode waits at most 1 s before the first retry of a throttle, 2 s before the second, ...
+    backoff = sum(min(2.0**retry, 20.0) for retry in range(tries - 1))
+    longest = tries * (config.connect_timeout + config.read_timeout) + backoff
+
+    assert longest <= BrowserChannel.post_seconds
