@@ -437,7 +437,7 @@ def test_schedules_list_pages_stop_at_2_mib_so_the_answer_fits_lambdas_6_mb(api:
     # Fifty schedules, each of a large email and push content, made an 8.4 MB answer: a 5xx, and no page reachable.
     api.user("ada")
     html = ('<a href="https://example.com/x">link</a>' * 2500)[:99_000]
-    push = {"GCM": {"fcmV1Message": {"message": {"data": {"article": "y" * 50_000}}}}}
+    push = {"GCM": {"fcmV1Message": {"message": {"data": {"article": "y" * 3_900}}}}}  # FCM takes 4096 bytes
     content = {"text": "hi " * 1300, "subject": "s", "html": html, "push": push}
     for _ in range(45):
         body = {"to": {"user_ids": ["ada"]}, "channels": ["email"], "content": content, "at": "2099-01-01T09:00:00Z"}
