@@ -157,6 +157,18 @@ def _payload_template(key: str, value: Any) -> Any:
     return _json_object(value)
 
 
+def _endpoint_gone(exc: ClientError) -> str | None:
+    """The code of an SNS answer saying a platform endpoint takes no more pushes: ``EndpointDisabled``, or one saying it
+    does not exist (``NotFound``; ``InvalidParameter`` "No endpoint found for the target arn"); else ``None``."""
+    error = exc.response.get("Error", {})
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
+    if code in ("EndpointDisabled", "NotFound"):
+        return code
+    if code == "InvalidParameter" and "no endpoint found" in message.lower():
+        return "NotFound"
+    return None
+
+
 def _encoded(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -348,9 +360,11 @@ class PushChannel(Channel):
                 Message=message, MessageStructure="json", **destination
             )
         except ClientError as exc:
-            if where.endpoint_arn and exc.response.get("Error", {}).get("Code") == "EndpointDisabled":
-                # The device is gone (app uninstalled, token expired): permanent, and its device is to be disabled.
-                raise EndpointDisabledError("push: EndpointDisabled", where.endpoint_arn, asked_at) from exc
+            gone = _endpoint_gone(exc)
+            if where.endpoint_arn and gone is not None:
+                # The device is gone (app uninstalled, token expired), or its endpoint is (deleted, with its platform
+                # application): permanent, and its device is to be disabled, not sent to again at every send.
+                raise EndpointDisabledError(f"push: {gone}", where.endpoint_arn, asked_at) from exc
             raise aws_failure(exc, "push") from exc
         except BotoCoreError as exc:
             raise aws_failure(exc, "push") from exc

@@ -766,6 +766,20 @@ def test_handler_push_to_disabled_endpoint_fails_permanently(consumer_aws: AwsRe
     assert (entry(message).status, entry(message).last_error) == (DeliveryStatus.FAILED, "push: EndpointDisabled")
 
 
+def test_handler_push_to_an_endpoint_that_is_gone_fails_and_disables_its_device(consumer_aws: AwsResources) -> None:
+    # An endpoint deleted (with its platform application, say) failed every send to its device, which stayed enabled.
+    arn = _endpoint(enabled=True)
+    aws_client("sns").delete_endpoint(EndpointArn=arn)
+    message = delivery_message("push", {"text": "hi"}, {"endpoint_arn": arn})
+    enqueue(consumer_aws, message)
+
+    consume_once(consumer_aws)
+
+    assert (entry(message).status, entry(message).last_error) == (DeliveryStatus.FAILED, "push: NotFound")
+    jobs = [queued.body for queued in on_queue("notify-test-expansion")]
+    assert [(job["kind"], job["endpoint_arn"]) for job in jobs] == [("disable_endpoint", arn)]
+
+
 def test_latest_start_keeps_the_longest_send_and_a_margin_before_the_timeout(consumer_aws: AwsResources) -> None:
     """A send started at the latest start ends before the timeout, through AWS (SES, SNS) as through HTTP."""
     config = consumer.handler.settings()

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from core.channels import ChannelResources, Limit, destination_key
 from core.channels.push import (
     PushChannel,
     PushIntegration,
+    _endpoint_gone,
     apns_payload,
     fcm_payload,
     platform_payloads,
@@ -78,7 +80,7 @@ def test_push_publishes_to_topic(resources: ChannelResources, client: FakeSendin
     [
         ("EndpointDisabled", 400, EndpointDisabledError),
         ("InvalidParameter", 400, PermanentDeliveryError),
-        ("NotFound", 404, PermanentDeliveryError),
+        ("NotFound", 404, EndpointDisabledError),
         ("Throttled", 429, RetryableDeliveryError),
         ("InternalError", 500, RetryableDeliveryError),
         ("KMSThrottlingException", 400, RetryableDeliveryError),
@@ -147,6 +149,26 @@ def test_push_rate_limits_integration_rate_limits_its_endpoint(resources: Channe
     limits = PushChannel(resources).rate_limits({"topic_arn": TOPIC}, None, 2.0)
 
     assert limits == [Limit(destination_key("push", TOPIC), 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "gone"),
+    [
+        ("EndpointDisabled", "Endpoint is disabled", "EndpointDisabled"),
+        ("NotFound", "Endpoint does not exist", "NotFound"),
+        (
+            "InvalidParameter",
+            "Invalid parameter: TargetArn Reason: No endpoint found for the target arn specified",
+            "NotFound",
+        ),
+        ("InvalidParameter", "Invalid parameter: Message too long", None),
+        ("Throttled", "Rate exceeded", None),
+    ],
+)
+def test_push_endpoint_gone_read_from_the_answer(code: str, message: str, gone: str | None) -> None:
+    error = ClientError({"Error": {"Code": code, "Message": message}}, "Publish")
+
+    assert _endpoint_gone(error) == gone
 
 
 def test_push_rate_limits_invalid_target_is_permanent(resources: ChannelResources) -> None:
