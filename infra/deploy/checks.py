@@ -39,8 +39,21 @@ from infra.deploy.package import ROOT, PackagedService, load_package
 VISIBILITY_TIMEOUTS = 6
 # The least time the deliver function's timeout leaves for sends, past what the consumer keeps back for the last one.
 MIN_SEND_WINDOW_SECONDS = 5
-# Actions that take no resource but "*" (X-Ray writes, SES's send quota); nothing else may have a "*" resource.
-STAR_RESOURCE_ACTIONS = frozenset({"xray:PutTraceSegments", "xray:PutTelemetryRecords", "ses:GetSendQuota"})
+# Actions that take no resource but "*" (X-Ray writes, SES's send quota, and the network interfaces Lambda makes for
+# a function in a VPC: AWSLambdaVPCAccessExecutionRole's); nothing else may have a "*" resource.
+STAR_RESOURCE_ACTIONS = frozenset(
+    {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "ses:GetSendQuota",
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+)
 CODE_PACKAGES = frozenset(dependencies.CODE_PACKAGES)
 # What must never reach Lambda: the dev tool chain and the parts of the repository that are not runtime code.
 DEV_DISTRIBUTIONS = frozenset(

@@ -94,12 +94,14 @@ def test_iam_wildcards_wildcard_grant_reported(statement: dict[str, Any]) -> Non
     "statement",
     [
         _allow(["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*"),
+        # A function in a VPC: the network interfaces Lambda makes take "*" only (AWSLambdaVPCAccessExecutionRole).
+        _allow(["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface"], "*"),
         _allow("ssm:GetParameter", _SCOPED),
         _allow(["dynamodb:GetItem"], _TABLE),
         _allow("sns:Publish", [{"Fn::Sub": _SNS + "endpoint/*"}, {"Fn::Sub": _SNS + "notify-ci-push-*"}]),
         {"Effect": "Deny", "Action": "*", "Resource": "*"},
     ],
-    ids=["xray", "scoped-path", "known-table", "push-endpoints-and-prefixed-topics", "deny"],
+    ids=["xray", "vpc-network-interfaces", "scoped-path", "known-table", "push-endpoints-and-prefixed-topics", "deny"],
 )
 def test_iam_wildcards_scoped_grant_accepted(statement: dict[str, Any]) -> None:
     assert iam_wildcards(_role(statement)) == []
