@@ -606,18 +606,19 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
 def _location(loc: Sequence[str | int], error_type: str) -> str:
     """The field as a caller knows it: pydantic's union tags and member labels left out, then ``a[0].b`` written."""
     parts: list[str | int] = []
-    union_tags = _channel_words().union_tags
+    words = _channel_words()
     for index, part in enumerate(loc):
         user_key = error_type == "extra_forbidden" and index == len(loc) - 1
-        if user_key and "credentials" in loc[:index]:
-            # A key under credentials may be the secret itself, sent where its name belongs: never written back.
-            parts.append("...")
-            continue
         if isinstance(part, str) and not user_key:
             if part.startswith("function-") or re.fullmatch(_MEMBER_LABEL, part):
                 continue
-            if part in union_tags and index > 0 and isinstance(loc[index - 1], int):
+            if part in words.union_tags and index > 0 and isinstance(loc[index - 1], int):
                 continue
+        if isinstance(part, str) and "credentials" in loc[:index] and (user_key or part not in words.secret_parts):
+            # A key under credentials that is no credential field's name may be the secret itself, sent where its
+            # name belongs (an unknown key, or one holding text that cannot be stored): never written back.
+            parts.append("...")
+            continue
         parts.append(part)
     return field_path(parts)
 

@@ -337,6 +337,12 @@ def _topic(*integrations: object) -> dict[str, object]:
         ),
         pytest.param(
             TopicRequest,
+            _topic(_webhook(credentials={"xoxb-1111-2222-TOPSECRETVALUE\ud800": "v"})),
+            'integrations[0].credentials["..."]: must be text UTF-8 can encode: no lone surrogates (U+D800-U+DFFF)',
+            id="credentials-key-of-unstorable-text-not-written-back",
+        ),
+        pytest.param(
+            TopicRequest,
             _topic(_webhook(target={"url": "ftp://example.com/h"})),
             "integrations[0].target.url: must be an http or https URL with a host name, such as "
             "https://example.com/hooks/orders",
