@@ -165,8 +165,12 @@ class TopicRegistry:
         return found
 
     def read(self, channel: str, topic: str) -> Topic:
-        """Return a topic straight from the table, bypassing the cache."""
-        return self.read_stored(channel, topic).topic
+        """Return a topic straight from the table, bypassing the cache, and cache what was read."""
+        now = self._clock()
+        found = self.read_stored(channel, topic).topic
+        if self._ttl > 0:
+            self._cache[(channel, topic)] = (now, found)
+        return found
 
     def read_stored(self, channel: str, topic: str) -> StoredTopic:
         """Return a topic straight from the table with the credentials its previous version used."""

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
+from api.topics import rotate_hash
 from core import clients
 from core.models import DeliveryStatus
 from core.queue import NO_ANSWER
+from core.topics import TopicRegistry, hash_topic_secret
 from core.validation import NAME_RULE, TEXT_RULE
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.fakes.sqs_failures import SqsEntryFailures
@@ -538,6 +540,36 @@ def test_publish_after_rotate_new_hash_works(service: Service, topic_hash: str) 
     response = service.publish({"metadata": METADATA}, new_hash)
 
     assert response["statusCode"] == 200
+
+
+def _other_container_registry() -> TopicRegistry:
+    """The management API's registry, in a container of its own: what it writes leaves this one's cache as it was."""
+    return TopicRegistry(clients.get_client("dynamodb"), NAMES["TOPICS_TABLE"])
+
+
+def test_publish_warm_after_rotate_in_another_container_takes_the_new_hash_at_once(
+    service: Service, topic_hash: str
+) -> None:
+    # The warm publisher's cached topic refused the new hash (403) and took the old one for up to 30 s.
+    assert service.publish({"metadata": METADATA}, topic_hash)["statusCode"] == 200
+    new_hash = rotate_hash("orders", "shipped", _other_container_registry())
+
+    response = service.publish({"metadata": METADATA}, new_hash)
+
+    assert response["statusCode"] == 200
+
+
+def test_publish_warm_after_a_topic_made_again_refuses_the_old_topics_hash(service: Service, topic_hash: str) -> None:
+    # The deleted topic's hash fanned out to the deleted topic's integrations, the new topic's hash got 403.
+    assert service.publish({"metadata": METADATA}, topic_hash)["statusCode"] == 200
+    registry = _other_container_registry()
+    stored = registry.read_stored("orders", "shipped")
+    registry.delete("orders", "shipped")
+    new_hash = "a-new-topics-hash"
+    registry.create(stored.topic.model_copy(update={"hash_sha256": hash_topic_secret(new_hash)}))
+
+    assert service.publish({"metadata": METADATA}, new_hash)["statusCode"] == 200
+    assert service.publish({"metadata": METADATA}, topic_hash)["statusCode"] == 403
 
 
 # --- deeply nested bodies ---------------------------------------------------------------------------------------------
