@@ -294,11 +294,26 @@ def put_topic(
         else:
             registry.replace(stored, existing.topic.updated_at, retired)
     except Exception:
-        if not _written_anyway(registry, channel, topic, written):
-            _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
-        raise
+        if not _applied_anyway(registry, stored):
+            if not _written_anyway(registry, channel, topic, written):
+                _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
+            raise
+        # DynamoDB applied the write and its answer was lost: botocore's retry then found its own write and failed
+        # the condition (a 409 naming a change that never ran), or the error came after. Answered as done: a create's
+        # hash is shown this once, and a retried PUT would not show it again.
+        logger.info("topic write applied though its answer failed", extra={"channel": channel, "topic": topic})
     _delete_quietly(expired, store, "retired credentials not deleted")
     return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
+
+
+def _applied_anyway(registry: TopicRegistryPort, stored: Topic) -> bool:
+    """Whether the table holds ``stored`` after its write failed: this very version (its integrations, hash and
+    time of change, to the millisecond), not another writer's."""
+    try:
+        found = registry.read(stored.channel, stored.topic)
+    except NotificationError:
+        return False
+    return found.model_dump() == stored.model_dump()
 
 
 def _written_anyway(registry: TopicRegistryPort, channel: str, topic: str, written: dict[str, str]) -> bool:

@@ -677,11 +677,13 @@ class _DynamoDB:
         after_read: Callable[[], object] | None = None,
         fail_put: bool = False,
         apply_then_fail: bool = False,
+        apply_then_conflict: bool = False,
     ) -> None:
         self._client = client
         self._after_read = after_read
         self._fail_put = fail_put
         self._apply_then_fail = apply_then_fail
+        self._apply_then_conflict = apply_then_conflict
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -694,6 +696,10 @@ class _DynamoDB:
         return response
 
     def put_item(self, **kwargs: Any) -> Any:
+        if self._apply_then_conflict:
+            # The answer lost after DynamoDB applied the write: botocore's retry meets its own write's condition.
+            self._client.put_item(**kwargs)
+            return self._client.put_item(**kwargs)
         if self._apply_then_fail:
             self._client.put_item(**kwargs)
         if self._fail_put or self._apply_then_fail:
@@ -764,11 +770,35 @@ def test_put_write_applied_then_failing_keeps_the_credentials_the_topic_names(
 ) -> None:
     admin.put_topic(topic_body())
 
-    with pytest.raises(UpstreamError):
-        _put_directly(aws, _with_slack_url(WINNER_URL), _DynamoDB(aws.dynamodb, apply_then_fail=True))
+    _put_directly(aws, _with_slack_url(WINNER_URL), _DynamoDB(aws.dynamodb, apply_then_fail=True))
 
-    # DynamoDB applied the write before the error (botocore's retry then finds its condition false): the topic names
-    # the new credentials, which must not be deleted as those of a write that failed.
+    # DynamoDB applied the write before the error: the topic names the new credentials, which must not be deleted as
+    # those of a write that failed, and the PUT is answered as done (it was).
+    assert _live_credentials(aws, "team-slack") == {"webhook_url": WINNER_URL}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["create", "replace"])
+def test_put_write_applied_then_its_retry_conflicting_answers_done_with_the_hash(
+    admin: AdminApi, aws: AwsResources, existing: bool
+) -> None:
+    # botocore's retry of a write DynamoDB had applied failed its own condition: a 409 "changed meanwhile" for a
+    # change that never ran, and a created topic's hash, stored, was never shown (a PUT again shows none).
+    if existing:
+        admin.put_topic(topic_body())
+    registry = TopicRegistry(
+        _DynamoDB(aws.dynamodb, apply_then_conflict=True), NAMES["TOPICS_TABLE"], cache_ttl_seconds=0
+    )
+    store = SecretStore(aws.ssm, NAMES["PARAMETER_PREFIX"])
+
+    change, topic_hash = put_topic(
+        "orders", "shipped", TopicRequest.model_validate(_with_slack_url(WINNER_URL)), registry, store
+    )
+
+    assert change.created is not existing
+    stored = registry.read("orders", "shipped")
+    assert (topic_hash is not None) is not existing
+    if topic_hash is not None:
+        assert stored.hash_sha256 == hash_topic_secret(topic_hash)
     assert _live_credentials(aws, "team-slack") == {"webhook_url": WINNER_URL}
 
 
