@@ -294,8 +294,17 @@ def put_topic(
         else:
             registry.replace(stored, existing.topic.updated_at, retired)
     except Exception:
-        if not _applied_anyway(registry, stored):
-            if not _written_anyway(registry, channel, topic, written):
+        found, readable = _after_failed_write(registry, channel, topic)
+        if found is None or found.model_dump() != stored.model_dump():
+            # Not this very version (its integrations, hash and time of change, to the millisecond). Its credentials
+            # stay when the topic names them (an AWS error after DynamoDB applied a write, replaced since), or when
+            # the topic is unreadable: keeping credentials nobody may name is the lesser harm.
+            named = {i.credentials_ref for i in found.integrations} if found is not None else set()
+            if written and not readable:
+                logger.warning(
+                    "topic unreadable after a failed write: its new credentials are kept", extra={"topic": topic}
+                )
+            elif not set(written.values()) & named:
                 _delete_quietly(written.values(), store, "new credentials not deleted after a failed write")
             raise
         # DynamoDB applied the write and its answer was lost: botocore's retry then found its own write and failed
@@ -306,29 +315,14 @@ def put_topic(
     return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
 
 
-def _applied_anyway(registry: TopicRegistryPort, stored: Topic) -> bool:
-    """Whether the table holds ``stored`` after its write failed: this very version (its integrations, hash and
-    time of change, to the millisecond), not another writer's."""
+def _after_failed_write(registry: TopicRegistryPort, channel: str, topic: str) -> tuple[Topic | None, bool]:
+    """The topic as the table holds it after its write failed (``None``: none), and whether it could be read."""
     try:
-        found = registry.read(stored.channel, stored.topic)
-    except NotificationError:
-        return False
-    return found.model_dump() == stored.model_dump()
-
-
-def _written_anyway(registry: TopicRegistryPort, channel: str, topic: str, written: dict[str, str]) -> bool:
-    """Whether the topic names credentials of ``written`` after its write failed: an AWS error after DynamoDB
-    applied it (botocore's retry then found the condition false), so they are in use and must stay."""
-    if not written:
-        return False
-    try:
-        stored = registry.read(channel, topic)
+        return registry.read(channel, topic), True
     except NotFoundError:
-        return False
-    except NotificationError:  # unreadable: keeping credentials nobody may name is the lesser harm
-        logger.warning("topic unreadable after a failed write: its new credentials are kept", extra={"topic": topic})
-        return True
-    return bool(set(written.values()) & {i.credentials_ref for i in stored.integrations})
+        return None, True
+    except NotificationError:
+        return None, False
 
 
 def _find(registry: TopicRegistryPort, channel: str, topic: str) -> StoredTopic | None:
