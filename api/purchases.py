@@ -13,9 +13,7 @@ from core.errors import InvalidRequestError
 from core.http import Response, RouteDoc, Router, json_response, parse_body
 from core.pages import cursor_text, encode_cursor, page_limit
 from core.purchases.models import (
-    CODE_RULE,
     ID_PATTERN,
-    ID_RULE,
     PROMO_CODE_PATTERN,
     PaymentRecord,
     Promotion,
@@ -23,6 +21,7 @@ from core.purchases.models import (
     PromotionRequest,
     PurchaseRecord,
 )
+from core.validation import PATTERN_RULES
 
 if TYPE_CHECKING:
     # Only for annotations: the store's module loads boto3 (its DynamoDB type serializer), ~10 ms of the api
@@ -37,14 +36,14 @@ LIST_LIMIT = 100
 def check_code(code: str) -> str:
     """Return the promo code in upper case, as it is stored and matched; raise naming ``code`` when it is invalid."""
     if not _CODE.fullmatch(code):
-        raise InvalidRequestError("code", f"is not a valid promo code: {CODE_RULE}")
+        raise InvalidRequestError("code", PATTERN_RULES[PROMO_CODE_PATTERN])
     return code.upper()
 
 
 def check_id(field: str, value: str) -> str:
     """Return ``value``; raise naming ``field`` when it is not a valid purchase or payment id."""
     if not _ID.fullmatch(value):
-        raise InvalidRequestError(field, f"is not a valid id: {ID_RULE}")
+        raise InvalidRequestError(field, PATTERN_RULES[ID_PATTERN])
     return value
 
 

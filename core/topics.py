@@ -154,15 +154,10 @@ class TopicRegistry:
 
     def get(self, channel: str, topic: str) -> Topic:
         """Return a topic, from the cache while it is fresh; raise ``NotFoundError`` when it does not exist."""
-        key = (channel, topic)
-        cached = self._cache.get(key)
-        now = self._clock()
-        if cached is not None and now - cached[0] < self._ttl:
+        cached = self._cache.get((channel, topic))
+        if cached is not None and self._clock() - cached[0] < self._ttl:
             return cached[1]
-        found = self.read(channel, topic)
-        if self._ttl > 0:
-            self._cache[key] = (now, found)
-        return found
+        return self.read(channel, topic)
 
     def read(self, channel: str, topic: str) -> Topic:
         """Return a topic straight from the table, bypassing the cache, and cache what was read."""

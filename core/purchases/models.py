@@ -37,12 +37,11 @@ def _upper(code: str) -> str:
 
 
 CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
-CODE_RULE = "1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
-ID_RULE = "1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit"
+# In words, for the 422s of the request models and of the routes' own checks (api/purchases.py).
 PATTERN_RULES.update(
     {
-        PROMO_CODE_PATTERN: f"is not a valid promo code: {CODE_RULE}",
-        ID_PATTERN: f"is not a valid id: {ID_RULE}",
+        PROMO_CODE_PATTERN: "is not a valid promo code: 1 to 64 letters, digits, '-' or '_', starting with a letter or digit",
+        ID_PATTERN: "is not a valid id: 1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit",
         CUSTOMER_PATTERN: "is not a Stripe customer id: cus_ and 1 to 64 letters or digits",
         CURRENCY_PATTERN: "must be a three-letter ISO 4217 currency code, such as eur or usd",
     }
