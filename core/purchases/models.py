@@ -40,8 +40,12 @@ CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
 # In words, for the 422s of the request models and of the routes' own checks (api/purchases.py).
 PATTERN_RULES.update(
     {
-        PROMO_CODE_PATTERN: "is not a valid promo code: 1 to 64 letters, digits, '-' or '_', starting with a letter or digit",
-        ID_PATTERN: "is not a valid id: 1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit",
+        PROMO_CODE_PATTERN: (
+            "is not a valid promo code: 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+        ),
+        ID_PATTERN: (
+            "is not a valid id: 1 to 128 letters, digits, '.', ':', '-' or '_', starting with a letter or digit"
+        ),
         CUSTOMER_PATTERN: "is not a Stripe customer id: cus_ and 1 to 64 letters or digits",
         CURRENCY_PATTERN: "must be a three-letter ISO 4217 currency code, such as eur or usd",
     }
