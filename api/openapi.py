@@ -106,8 +106,9 @@ def build_document(
     """Return the OpenAPI 3.1 document of the routes of ``served`` and ``declared``; a route needs a doc."""
     operations: list[tuple[str, str, RouteDoc, Any]] = [(method, path, doc, None) for method, path, doc in declared]
     for router in served:
+        docs = router.docs  # merged from the router's included modules on each read
         for method, resource in router.routes:
-            doc = router.docs[(method, resource)]
+            doc = docs[(method, resource)]
             if doc is None:
                 raise ValueError(f"{method} {resource} has no RouteDoc")
             operations.append((method, router.documented(method, resource), doc, router.function(method, resource)))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypedDict
 
 from core import pages
-from core.errors import AWS_ERRORS, InvalidRequestError, NotFoundError, aws_error, error_code
+from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
 from core.models import DeliveryStatus
 from core.times import epoch_time, utc_now
 
@@ -236,14 +236,7 @@ def encode_cursor(delivery_key: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     """Return the delivery key a cursor continues after; raise naming ``cursor`` when it is not one of ours."""
-    try:
-        data = pages.cursor_value(cursor)
-        key = data.get("k") if isinstance(data, dict) else None
-    except ValueError:
-        key = None
-    if not isinstance(key, str) or not key or key == NOTIFICATION_KEY:
-        raise InvalidRequestError("cursor", "not a cursor this API gave; use the 'next' value of a previous page")
-    return key
+    return pages.cursor_text(cursor, "k", lambda key: key not in ("", NOTIFICATION_KEY))
 
 
 class DeliveryLedger:

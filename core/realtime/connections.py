@@ -60,6 +60,11 @@ class Connection:
     token_seconds: int = 0
     session_ends_at: int = 0
 
+    @property
+    def ends_at(self) -> int:
+        """When its session ends: its token's expiry for a connection stored before sessions had an end."""
+        return self.session_ends_at or self.token_expires_at
+
 
 def _seats_key(user_id: str) -> dict[str, Any]:
     return {"pk": {"S": SEATS_PREFIX + user_id}, "sk": {"S": SELF_KEY}}
@@ -157,7 +162,7 @@ class ConnectionStore:
             return {**held, connection.connection_id: connection.token_expires_at}
 
         # Every seat's connection ends by its session's end, which no refresh passes: the item outlives them all.
-        lives_until = (connection.session_ends_at or connection.token_expires_at) + self._grace
+        lives_until = connection.ends_at + self._grace
         if not self._change_seats(connection.user_id, take, lives_until):
             return False
         try:

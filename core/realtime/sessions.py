@@ -131,10 +131,8 @@ def refresh_token(
         raise NotFoundError("this connection is not known any more: connect again")
     if connection.token_expires_at <= now:
         raise InvalidTokenError("the connection's token has expired: connect again with a new token")
-    # A connection stored before sessions had an end: its session ends with its token.
-    ends_at = connection.session_ends_at or connection.token_expires_at
-    left = ends_at - int(now)
-    if left < MIN_REFRESH_SECONDS:
+    ends_at = connection.ends_at
+    if ends_at - int(now) < MIN_REFRESH_SECONDS:
         raise InvalidTokenError(
             "the connection's session is ending: connect again with a new token from the app's backend"
         )

@@ -80,10 +80,8 @@ def issue_token(
     after ``session_ends_at`` (by default its own expiry: no refresh outlives it)."""
     issued_at = int(now)
     expires_at = issued_at + ttl_seconds
-    if session_ends_at is not None:
-        expires_at = min(expires_at, session_ends_at)
     ends_at = expires_at if session_ends_at is None else session_ends_at
-    claims = TokenClaims(user_id, tuple(topics), issued_at, expires_at, ends_at)
+    claims = TokenClaims(user_id, tuple(topics), issued_at, min(expires_at, ends_at), ends_at)
     payload = {
         "sub": user_id,
         "topics": list(claims.topics),
