@@ -5,13 +5,15 @@ queue."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from core.errors import AWS_ERRORS, MessageRefusedError, UpstreamError, aws_error, error_code
 from core.observability import logger
+
+Item = TypeVar("Item")
 
 BATCH_LIMIT = 10
 # SQS's limit on one message (its body and attributes) on a queue whose MaximumMessageSize is 256 KiB, and on the
@@ -72,19 +74,27 @@ def _keys(chunks: Sequence[list[tuple[str, str]]]) -> list[str]:
     return [key for chunk in chunks for key, _ in chunk]
 
 
+def bounded_groups(
+    items: Iterable[Item], size_of: Callable[[Item], int], max_count: int, max_bytes: int, base: int = 0
+) -> Iterator[list[Item]]:
+    """Group ``items`` in order, each group at most ``max_count`` of them and ``base`` plus their ``size_of`` at most
+    ``max_bytes`` (an item alone over it is a group of its own)."""
+    group: list[Item] = []
+    size = base
+    for item in items:
+        length = size_of(item)
+        if group and (len(group) == max_count or size + length > max_bytes):
+            yield group
+            group, size = [], base
+        group.append(item)
+        size += length
+    if group:
+        yield group
+
+
 def _chunks(entries: Sequence[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
     """Group entries by ten, and so that no group's bodies exceed what one request may carry."""
-    chunk: list[tuple[str, str]] = []
-    size = 0
-    for key, body in entries:
-        length = len(body.encode())
-        if chunk and (len(chunk) == BATCH_LIMIT or size + length > BATCH_BYTES_LIMIT):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((key, body))
-        size += length
-    if chunk:
-        yield chunk
+    return bounded_groups(entries, lambda entry: len(entry[1].encode()), BATCH_LIMIT, BATCH_BYTES_LIMIT)
 
 
 class DeliveryQueue:

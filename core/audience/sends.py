@@ -47,7 +47,7 @@ from core.errors import (
     aws_error,
 )
 from core.observability import logger
-from core.queue import MESSAGE_BYTES_LIMIT, DeliveryQueue
+from core.queue import MESSAGE_BYTES_LIMIT, DeliveryQueue, bounded_groups
 from core.validation import NAME_PATTERN, Reply, Strict, refuse_text
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
@@ -476,17 +476,13 @@ def _by_value(value: Any) -> Any:
 def _groups(small: Sequence[tuple[DueSend, ExpansionJob]]) -> Iterator[list[tuple[DueSend, ExpansionJob]]]:
     """Cut the small sends into groups of at most ``GROUP_SIZE`` whose job fits one SQS message: a send's first
     hand-off names every zone that has users and whose time has passed, up to all of tzdata's (~600 names, 10 KiB)."""
-    group: list[tuple[DueSend, ExpansionJob]] = []
-    size = GROUP_ENVELOPE_BYTES
-    for send, job in small:
-        length = len(job.model_dump_json().encode()) + 1  # and its comma
-        if group and (len(group) == GROUP_SIZE or size + length > MESSAGE_BYTES_LIMIT):
-            yield group
-            group, size = [], GROUP_ENVELOPE_BYTES
-        group.append((send, job))
-        size += length
-    if group:
-        yield group
+    return bounded_groups(
+        small,
+        lambda unit: len(unit[1].model_dump_json().encode()) + 1,  # and its comma
+        GROUP_SIZE,
+        MESSAGE_BYTES_LIMIT,
+        GROUP_ENVELOPE_BYTES,
+    )
 
 
 class AudienceSendEnqueuer:
