@@ -9,7 +9,7 @@ delivery message's models at its cold start.
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -70,7 +70,13 @@ def refuse_text(value: Value, pattern: re.Pattern[str], rule: str, title: str) -
     path = text_matching(value, pattern)
     if path is None:
         return value
-    error = InitErrorDetails(type=PydanticCustomError("invalid_text", rule), loc=path, input=value)
+    refuse_at(path, "invalid_text", rule, value, title)
+
+
+def refuse_at(loc: tuple[str | int, ...], kind: str, rule: str, value: Any, title: str) -> NoReturn:
+    """Raise a pydantic ``ValidationError`` of ``kind`` saying ``rule`` at ``loc`` below the field a validator checks,
+    which a ``ValueError`` could not name."""
+    error = InitErrorDetails(type=PydanticCustomError(kind, rule), loc=loc, input=value)
     raise ValidationError.from_exception_data(title, [error])
 
 

@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, field_validator, model_validator
 
 from core.channels.base import (
     Channel,
@@ -26,7 +25,7 @@ from core.channels.base import (
 from core.errors import EndpointDisabledError, PermanentDeliveryError, TemplateError
 from core.models import Content, IntegrationType
 from core.templates import variables
-from core.validation import Strict
+from core.validation import Strict, refuse_at
 
 SNS_ARN_PATTERN = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:.+$"
 SNS_ARN_RULE = "must be an SNS ARN: arn:aws:sns:<region>:<12-digit account>:<name>"
@@ -98,14 +97,8 @@ class PushIntegration(IntegrationBase):
         for key, value in model.items():
             template = _payload_template(key, value)
             if isinstance(template, _Unreadable):
-                error = InitErrorDetails(
-                    type=PydanticCustomError(
-                        "platform_payload", f"must be a JSON object ({template.reason}): {PAYLOAD_RULE}"
-                    ),
-                    loc=(key,),
-                    input=value,
-                )
-                raise ValidationError.from_exception_data(cls.__name__, [error])
+                rule = f"must be a JSON object ({template.reason}): {PAYLOAD_RULE}"
+                refuse_at((key,), "platform_payload", rule, value, cls.__name__)
             read[key] = template
         return read
 
