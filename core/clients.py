@@ -74,17 +74,6 @@ AWS_SEND_SECONDS = 2 * (2 + 4) + 1
 _QUICK_CONFIG = _CONFIG.merge(Config(connect_timeout=1, read_timeout=2))
 QUICK_CALL_SECONDS = 1 + 2
 _CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_CONFIG, "quick": _QUICK_CONFIG}
-# The Management API client posts one delivery's frames to many connections at once (``BrowserChannel``), from every
-# delivery thread of the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded). Short
-# and two tries in all: a page that stopped reading must not hold a post longer than the channel waits for one
-# (``BrowserChannel.post_seconds``, 9 s), or its thread outlives its turn (4 tries of 2 s + 5 s took up to 35 s).
-# A connect is given 2 s: a thousand posts at once to the local stack's gateway, on a busy machine, took over 1 s.
-_MANAGEMENT_CONFIG = Config(
-    connect_timeout=2,
-    read_timeout=2,
-    retries={"mode": "standard", "total_max_attempts": 2},
-    max_pool_connections=64,
-)
 
 
 # One botocore session per process: each new session loads and parses botocore's endpoint and model data again (tens of
@@ -230,9 +219,19 @@ def get_parameter_provider(region: str | None = None) -> Any:
 
 @cache
 def _management_client(endpoint_url: str, region: str | None) -> Any:
-    return _new_client(
-        "apigatewaymanagementapi", endpoint_url=endpoint_url, region_name=region, config=_MANAGEMENT_CONFIG
+    # It posts one delivery's frames to many connections at once (``BrowserChannel``), from every delivery thread of
+    # the consumer: a larger pool, and the standard retries (they cover its 429 LimitExceeded). Its timeouts and tries
+    # are the channel's (``post_*``): a page that stopped reading must not hold a post longer than the channel waits
+    # for one (``post_seconds``), or its thread outlives its turn (4 tries of 2 s + 5 s once took up to 35 s).
+    from core.channels.browser import BrowserChannel
+
+    config = Config(
+        connect_timeout=BrowserChannel.post_connect_seconds,
+        read_timeout=BrowserChannel.post_read_seconds,
+        retries={"mode": "standard", "total_max_attempts": BrowserChannel.post_tries},
+        max_pool_connections=64,
     )
+    return _new_client("apigatewaymanagementapi", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
 def get_management_client(endpoint_url: str, region: str | None = None) -> Any:

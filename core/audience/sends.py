@@ -146,10 +146,10 @@ class SendContent(AudienceRequest):
                 "sandbox too, unless APNS_SANDBOX is given); APNs and FCM take 4 KB"
             )
         # Each payload is sent whole, as given: one over its platform's limit would fail every device's delivery.
-        from core.channels.push import PLATFORM_ALIASES, PLATFORM_PAYLOAD_BYTES
+        from core.channels.push import platform_limit
 
         for platform, payload in push.items():
-            limit = PLATFORM_PAYLOAD_BYTES.get(PLATFORM_ALIASES.get(platform, platform))
+            limit = platform_limit(platform)
             size = len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
             if limit is not None and size > limit:
                 raise ValueError(

@@ -269,6 +269,8 @@ class BrowserChannel(Channel):
     max_frame_bytes: ClassVar[int] = 128 * 1024
     max_concurrent_posts: ClassVar[int] = 32
     max_stalled_posts: ClassVar[int] = 32
+    # The Management API client's timeouts and tries (core/clients.py builds it from these). A connect is given 2 s:
+    # a thousand posts at once to the local stack's gateway, on a busy machine, took over 1 s.
     post_connect_seconds: ClassVar[float] = 2.0
     post_read_seconds: ClassVar[float] = 2.0
     post_tries: ClassVar[int] = 2

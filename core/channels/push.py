@@ -52,6 +52,13 @@ PLATFORM_PAYLOAD_BYTES: Mapping[str, int] = {
     "GCM": 4096,
 }
 ELLIPSIS = "…"
+
+
+def platform_limit(key: str) -> int | None:
+    """The most bytes of payload the platform of a message structure's key takes (``FCM`` naming GCM), if known."""
+    return PLATFORM_PAYLOAD_BYTES.get(PLATFORM_ALIASES.get(key, key))
+
+
 _JSON_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 # What a 422 says of a platform's payload that holds no JSON object, after why it holds none.
 PAYLOAD_RULE = (
@@ -265,7 +272,7 @@ def _platform_payload(platform: str, payload: Any) -> str:
             raise PermanentDeliveryError(f"push: the {platform} payload is not a JSON object ({parsed.reason})")
         payload = parsed
     encoded = _encoded(payload)
-    limit = PLATFORM_PAYLOAD_BYTES.get(platform)
+    limit = platform_limit(platform)
     if limit is not None and (size := len(encoded.encode())) > limit:
         raise PermanentDeliveryError(
             f"push: the {platform} payload takes {size} bytes as JSON, more than the {limit} its platform takes"
