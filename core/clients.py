@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from core.roles.api import IntegrationSecretsSettings
     from core.roles.deliver import ChannelSettings, PacingSettings
     from core.roles.shared import DeliveryQueueSettings, LedgerSettings, OutboundSettings, TopicsSettings
-    from core.secrets import SecretStore
+    from core.secrets import SecretStore, SecureParameters
     from core.topics import TopicRegistry
 
 _CONFIG = Config(
@@ -79,9 +79,9 @@ _CONFIGS = {"calls": _CONFIG, "single_try": _SINGLE_TRY_CONFIG, "sends": _SEND_C
 # One botocore session per process: each new session loads and parses botocore's endpoint and model data again (tens of
 # milliseconds per client, at every cold start). A session is not thread-safe: clients are made under this lock. The
 # clients are botocore's, which boto3's are: boto3 itself (its resources, s3transfer) would add ~10 ms to every cold
-# start and nothing a function uses. At import, only the purchases functions load it (its DynamoDB type serializer);
-# the api function loads it with the promotions store, and the publish function with powertools' idempotency layer, at
-# the first request that needs them.
+# start and nothing a function uses. No function loads it at import (DynamoDB's typed values are ``core.attributes``',
+# SecureString parameters ``core.secrets.SecureParameters``'); the publish function loads it with powertools'
+# idempotency layer, at the first request with an ``Idempotency-Key``.
 _SESSION_LOCK = threading.Lock()
 
 
@@ -206,15 +206,15 @@ def get_secret_store(settings: IntegrationSecretsSettings | None = None) -> Secr
 
 
 @cache
-def _parameter_provider(region: str | None) -> Any:
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
+def _secure_parameters(region: str | None) -> SecureParameters:
+    from core.secrets import SecureParameters
 
-    return SSMProvider(boto3_client=get_client("ssm", region))
+    return SecureParameters(get_client("ssm", region))
 
 
-def get_parameter_provider(region: str | None = None) -> Any:
-    """Return powertools' SSM provider on the shared client; it caches values for ``max_age`` seconds."""
-    return _parameter_provider(region or _default_region())
+def get_secure_parameters(region: str | None = None) -> SecureParameters:
+    """Return the reader of SecureString parameters on the shared client; it keeps values for ``max_age`` seconds."""
+    return _secure_parameters(region or _default_region())
 
 
 @cache
@@ -397,7 +397,7 @@ def _stripe_gateway(
 ) -> StripeGateway:
     from core.purchases.stripe import StripeApiGateway, StripeKeySource
 
-    key = StripeKeySource(get_parameter_provider(region), parameter, cache_seconds)
+    key = StripeKeySource(get_secure_parameters(region), parameter, cache_seconds)
     return StripeApiGateway(key, api_base=api_base, timeout_seconds=timeout_seconds)
 
 
@@ -469,11 +469,11 @@ def get_stripe_webhook_queue(settings: StripeWebhookQueueSettings | None = None)
 def _stripe_webhook_secret(parameter: str, max_age: int, region: str) -> WebhookSecret:
     from core.purchases.webhooks import WebhookSecret
 
-    return WebhookSecret(get_parameter_provider(region), parameter, max_age)
+    return WebhookSecret(get_secure_parameters(region), parameter, max_age)
 
 
 def get_stripe_webhook_secret(settings: StripeWebhookSecretSettings | None = None) -> WebhookSecret:
-    """Return the Stripe webhook endpoint's signing secret, read through powertools, cached for the settings' time."""
+    """Return the Stripe webhook endpoint's signing secret, read from SSM, cached for the settings' time."""
     if settings is None:
         from core.purchases.settings import StripeWebhookSecretSettings
 
@@ -563,7 +563,7 @@ _CACHES: tuple[Any, ...] = (
     _pacer,
     _delivery_queue,
     _secret_store,
-    _parameter_provider,
+    _secure_parameters,
     _management_client,
     _signing_keys,
     _connection_store,

@@ -10,13 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
+from core.attributes import from_item, to_attribute
 from core.errors import AWS_ERRORS, NotFoundError, aws_error
 from core.purchases.models import Credit, Promotion, PromotionRequest
-
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
 
 
 class PromotionStorePort(Protocol):
@@ -54,7 +50,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _from_item(item: dict[str, Any]) -> Promotion:
-    values = {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+    values = from_item(item)
     return Promotion(
         code=values["code"],
         credit=Credit(amount=int(values["credit_amount"]), currency=values["credit_currency"]),
@@ -111,7 +107,7 @@ class PromotionStore:
                 Key=_key(code),
                 UpdateExpression=expression,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={f":{name}": _SERIALIZER.serialize(value) for name, value in values.items()},
+                ExpressionAttributeValues={f":{name}": to_attribute(value) for name, value in values.items()},
                 ReturnValues="ALL_OLD",
             )
         except AWS_ERRORS as exc:

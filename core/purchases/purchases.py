@@ -19,13 +19,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
+from core.attributes import from_item, to_attribute
 from core.errors import AWS_ERRORS, NotFoundError, UpstreamError, aws_error, error_code
 from core.purchases.models import CreditRecord, CreditTerms, PurchaseEvent, PurchaseRecord
 
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
 _MAX_ERROR_LENGTH = 1000
 
 
@@ -67,7 +64,7 @@ def _plain(value: Any) -> Any:
 
 
 def _from_item(item: dict[str, Any]) -> PurchaseRecord:
-    values = {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+    values = from_item(item)
     credit = None
     if "balance_transaction" in values:
         credit = CreditRecord(
@@ -225,7 +222,7 @@ class PurchaseStore:
                 UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={f":{name}": _SERIALIZER.serialize(value) for name, value in values.items()},
+                ExpressionAttributeValues={f":{name}": to_attribute(value) for name, value in values.items()},
             )
         except AWS_ERRORS as exc:
             if error_code(exc) == "ConditionalCheckFailedException":

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from core.errors import AWS_ERRORS, error_code
 from core.purchases.errors import (
     PermanentPurchaseError,
     StripeIdempotencyError,
@@ -58,12 +59,12 @@ CLOCK_MARGIN_SECONDS = 600
 
 
 class StripeKeySource:
-    """Returns the Stripe secret key from an SSM SecureString through powertools parameters, cached.
+    """Returns the Stripe secret key from an SSM SecureString, cached.
 
     Parameters
     ----------
     provider:
-        A powertools ``SSMProvider``; it keeps the value for ``max_age`` seconds.
+        A ``core.secrets.SecureParameters``; it keeps the value for ``max_age`` seconds.
     parameter:
         The parameter's name.
     max_age:
@@ -80,15 +81,10 @@ class StripeKeySource:
 
     def __call__(self) -> str:
         """Return the key; raise ``StripeUnavailableError`` when it cannot be read (retried, and alarmed on)."""
-        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-
         try:
             value = self._provider.get(self._parameter, decrypt=True, max_age=self._max_age)
-        except GetParameterError as exc:
-            # powertools wraps the SSM error without chaining it explicitly; its context is the botocore error.
-            cause = exc.__cause__ or exc.__context__
-            code = _aws_code(cause)
-            raise StripeUnavailableError(f"reading the Stripe secret key failed ({code})") from None
+        except AWS_ERRORS as exc:
+            raise StripeUnavailableError(f"reading the Stripe secret key failed ({error_code(exc)})") from None
         if not isinstance(value, str) or not value.strip():
             raise StripeUnavailableError("the Stripe secret key parameter is empty")
         # A key written from a file (``--value file://key.txt``) ends in a newline; a header cannot carry one.
@@ -96,13 +92,6 @@ class StripeKeySource:
         if any(character.isspace() for character in key):
             raise StripeUnavailableError("the Stripe secret key parameter holds whitespace inside the key")
         return key
-
-
-def _aws_code(cause: BaseException | None) -> str:
-    response = getattr(cause, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code") or "Unknown")
-    return type(cause).__name__ if cause is not None else "Unknown"
 
 
 def translate(exc: StripeError, missing_reason: str) -> NoReturn:

@@ -46,11 +46,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import AWS_ERRORS, UpstreamError, aws_error, invalid_fields
+from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code, invalid_fields
 from core.observability import logger
 from core.purchases.errors import PermanentPurchaseError, StripeEventObjectRefusedError, StripeSignatureError
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, PaymentRecord, PurchaseEvent
@@ -165,12 +163,12 @@ class WebhookQueue:
 
 
 class WebhookSecret:
-    """The webhook endpoint's signing secret, read from an SSM SecureString through powertools (cached ``max_age``).
+    """The webhook endpoint's signing secret, read from an SSM SecureString (cached ``max_age``).
 
     Parameters
     ----------
     provider:
-        A powertools ``SSMProvider``.
+        A ``core.secrets.SecureParameters``.
     parameter:
         The parameter's name.
     max_age:
@@ -189,10 +187,8 @@ class WebhookSecret:
         """Return the secret; raise ``UpstreamError`` (a 502, so Stripe retries) when it cannot be read."""
         try:
             value = self._provider.get(self._parameter, decrypt=True, max_age=self._max_age)
-        except GetParameterError as exc:
-            cause = exc.__cause__ or exc.__context__
-            code = cause.response["Error"]["Code"] if isinstance(cause, ClientError) else type(cause).__name__
-            raise UpstreamError(f"reading the Stripe webhook secret failed ({code})") from None
+        except AWS_ERRORS as exc:
+            raise UpstreamError(f"reading the Stripe webhook secret failed ({error_code(exc)})") from None
         if not isinstance(value, str) or not value.strip():
             raise UpstreamError("the Stripe webhook secret is empty")
         # Stored from a file (``--value file://whsec.txt``) it may end in a newline, which would be part of the HMAC's

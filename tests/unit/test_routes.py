@@ -115,3 +115,18 @@ def test_routes_websocket_events_are_the_routes_the_websocket_function_handles()
                 declared.setdefault(name, set()).add(route if isinstance(route, str) else route["route"])
 
     assert declared == {name: set(routes) for name, routes in WEBSOCKET_FUNCTIONS.items()}
+
+
+def test_routes_no_function_loads_boto3_at_import() -> None:
+    # boto3's package (resources, s3transfer, multiprocessing) is a tenth of a cold start; the clients are botocore's.
+    modules = sorted(
+        {str(f["handler"]).rsplit(".", 1)[0].replace("/", ".") for f in _definition()["functions"].values()}
+    )
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint('boto3' in sys.modules)"
+    )
+
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+
+    assert len(modules) >= 13
+    assert result.stdout.strip() == "False"

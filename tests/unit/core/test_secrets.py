@@ -1,12 +1,15 @@
-"""Unit tests of core/secrets.py: what the secret store raises when SSM cannot be reached, and the names it gives."""
+"""Unit tests of core/secrets.py: what the secret store raises when SSM cannot be reached, and the names it gives;
+SecureString parameters read and kept for a while."""
 
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ClientError
 
-from core.errors import UpstreamError
-from core.secrets import SecretStore
+from core.errors import AWS_ERRORS, UpstreamError, error_code
+from core.secrets import SecretStore, SecureParameters
 from tests.fakes.unreachable import UnreachableClient
+from tests.support.aws import AwsResources, client
 
 PREFIX = "/notify/test"
 
@@ -46,3 +49,44 @@ def test_secret_store_integration_refs_of_a_recreated_topic_never_repeat_a_name(
     recreated_topics = store.integration_refs("orders", "shipped", "hook")
 
     assert len({*deleted_topics, *recreated_topics, legacy}) == 5
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_secure_parameters_read_decrypted_and_keep_the_value_max_age(aws: AwsResources) -> None:
+    aws.ssm.put_parameter(Name="/notify/test/stripe/key", Value="sk_first", Type="SecureString")
+    clock = _Clock()
+    parameters = SecureParameters(client("ssm"), clock)
+
+    assert parameters.get("/notify/test/stripe/key", max_age=300) == "sk_first"
+    aws.ssm.put_parameter(Name="/notify/test/stripe/key", Value="sk_rolled", Type="SecureString", Overwrite=True)
+    clock.now += 299
+    kept = parameters.get("/notify/test/stripe/key", max_age=300)
+    clock.now += 1
+    read_again = parameters.get("/notify/test/stripe/key", max_age=300)
+
+    assert (kept, read_again) == ("sk_first", "sk_rolled")
+
+
+def test_secure_parameters_failure_raises_botocore_error_and_keeps_nothing(aws: AwsResources) -> None:
+    parameters = SecureParameters(client("ssm"), _Clock())
+
+    with pytest.raises(ClientError) as raised:
+        parameters.get("/notify/test/stripe/missing", max_age=300)
+    aws.ssm.put_parameter(Name="/notify/test/stripe/missing", Value="sk_now", Type="SecureString")
+
+    assert error_code(raised.value) == "ParameterNotFound"
+    assert parameters.get("/notify/test/stripe/missing", max_age=300) == "sk_now"
+
+
+def test_secure_parameters_unreachable_ssm_raises_botocore_error() -> None:
+    with pytest.raises(AWS_ERRORS) as raised:
+        SecureParameters(UnreachableClient("ssm")).get("/notify/test/stripe/key", max_age=300)
+
+    assert error_code(raised.value) == "EndpointConnectionError"

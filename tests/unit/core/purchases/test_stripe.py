@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import stripe
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import ClientError
 
 from core.errors import UpstreamError
@@ -117,7 +116,7 @@ def test_translate_text_has_status_code_request_id_never_the_message() -> None:
 
 
 class Provider:
-    """powertools' SSMProvider as the key source calls it."""
+    """``core.secrets.SecureParameters`` as the key source calls it."""
 
     def __init__(self, value: Any = SECRET, error: Exception | None = None) -> None:
         self.value = value
@@ -141,9 +140,7 @@ def test_stripe_key_source_reads_decrypted_with_max_age() -> None:
 
 
 def test_stripe_key_source_ssm_failure_is_unavailable_naming_code() -> None:
-    failure = GetParameterError("could not read")
-    # As powertools raises it: inside the handler of the botocore error, so that error is its context.
-    failure.__context__ = ClientError({"Error": {"Code": "ParameterNotFound", "Message": "x"}}, "GetParameter")
+    failure = ClientError({"Error": {"Code": "ParameterNotFound", "Message": "x"}}, "GetParameter")
     source = StripeKeySource(Provider(error=failure), "/notify/test/stripe/secret-key", 300)
 
     with pytest.raises(StripeUnavailableError, match=r"\(ParameterNotFound\)"):
