@@ -28,8 +28,8 @@ RUNS = {True: 21, False: 7}  # cached bytecode: many quick runs; compiling: fewe
 QUICK_RUNS = {True: 7, False: 3}
 PACKAGE_DIR = ROOT / ".build" / "ci"
 # What every handler imports before any of this repository's code: the floor under each ratio. Clients are botocore's
-# (core/clients.py); boto3 itself is loaded by the purchases functions only, for its DynamoDB type serializer. Defining
-# a model (every handler's settings are one) imports pydantic.fields, and with it pydantic.types and annotated_types.
+# (core/clients.py); no function loads boto3 itself at import. Defining a model (every handler's settings are one)
+# imports pydantic.fields, and with it pydantic.types and annotated_types.
 LIBRARIES = (
     "import botocore.session, botocore.config, pydantic; from pydantic import BaseModel; import pydantic.fields; "
     "from aws_lambda_powertools import Logger, Metrics, Tracer"
