@@ -145,7 +145,7 @@ class RecordedOutcome(BaseModel):
     by a copy of its message that only writes it: no send. ``attempts`` counts the run's attempts as the message's
     ``attempt`` does; ``at`` is when the outcome happened (ISO 8601 UTC); ``tries`` how often writing it failed."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     status: Literal["delivered", "failed", "dead"]
     attempts: int = Field(ge=0)

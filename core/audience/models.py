@@ -248,7 +248,7 @@ class User(Reply):
 class UserPage(BaseModel):
     """One page of users in id order; ``next_after`` is the id to continue after, ``None`` on the last page."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     users: list[User]
     next_after: str | None
@@ -272,7 +272,7 @@ class Registration(BaseModel):
     user's devices removed to keep it at ``MAX_DEVICES_PER_USER`` (their endpoints are to be deleted too).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     device: Device
     created: bool

@@ -438,7 +438,7 @@ def _dispatch_batch(
 
 
 class _Cursor(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     created_at: datetime
     schedule_id: uuid.UUID

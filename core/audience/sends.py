@@ -244,7 +244,7 @@ class ExpansionJob(BaseModel):
     ``caller`` is the API key id of the request (the notification record's caller); ``zones`` ``None`` is everyone.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[1] = 1
     kind: Literal["expand"] = "expand"
@@ -259,7 +259,7 @@ class DisableEndpointJob(BaseModel):
     """A message of the expansion queue from the consumer: SNS answered ``EndpointDisabled`` for this endpoint, so
     its devices are disabled (the worker has the database, the consumer has not)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[1] = 1
     kind: Literal["disable_endpoint"] = "disable_endpoint"
@@ -273,7 +273,7 @@ class ExpansionBatchJob(BaseModel):
     job each, run one after the other by one invocation. Grouped, 10,000 reminders due in one minute are 400 jobs,
     not 10,000 messages and invocations; a send to a segment, a condition or a topic goes alone."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[1] = 1
     kind: Literal["expand_batch"] = "expand_batch"
@@ -285,7 +285,7 @@ class SubscribersJob(BaseModel):
     the users subscribed to its notification's channel/topic get ``content`` on ``channels`` (the worker reads the
     channel/topic and the caller from the notification's record)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     v: Literal[1] = 1
     kind: Literal["subscribers"] = "subscribers"
@@ -296,7 +296,7 @@ class SubscribersJob(BaseModel):
 
 AnyJob = ExpansionJob | ExpansionBatchJob | DisableEndpointJob | SubscribersJob
 Job = Annotated[AnyJob, Field(discriminator="kind")]
-_JOB: TypeAdapter[AnyJob] = TypeAdapter(Job)
+_JOB: TypeAdapter[AnyJob] = TypeAdapter(Job, config=ConfigDict(defer_build=True))
 
 
 def parse_job(body: str) -> AnyJob:

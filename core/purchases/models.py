@@ -165,7 +165,7 @@ class CreditTerms(BaseModel):
     """What a purchase's credit asks Stripe for, saved on the purchase before the first Stripe call (first writer
     wins), so that every retry sends the same request whatever became of the promotion since."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     amount: int
     currency: str
