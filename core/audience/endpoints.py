@@ -5,7 +5,8 @@ With different attributes (another user's ``CustomUserData``, a disabled endpoin
 ``InvalidParameter`` and names the existing endpoint in its message; AWS's documented way is then to read that
 endpoint's attributes and set the token, the user data and ``Enabled`` again ("Creating an Amazon SNS platform
 endpoint", pseudo code for the mobile token management). The existing endpoint's ARN is read from that message only,
-as AWS's own sample does: SNS gives it nowhere else.
+as AWS's own sample does: SNS gives it nowhere else. One exception: a token another user's endpoint holds gets a new
+endpoint, the old one deleted, so that nothing queued for that user reaches this one.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ class PushEndpoints:
             return self._create(platform_application_arn, token, user_id)
         except BotoCoreError as exc:
             raise aws_error(exc, "reading the push endpoint") from exc
+        owner = str(attributes.get("CustomUserData", ""))
+        if owner and owner != user_id:
+            # The token moved to another user (a log-out and a log-in on a shared phone). Pushes queued for the owner
+            # before name this endpoint: it is deleted and the new owner gets a new one, so that those find theirs gone
+            # (their deliveries end failed) rather than reach the new owner, and one phone is not pushed twice by one
+            # send that reaches both users.
+            self.delete(arn)
+            return self._create(platform_application_arn, token, user_id)
         wanted = {"Token": token, "Enabled": "true", "CustomUserData": user_id}
         current = {name: str(attributes.get(name, "")) for name in wanted}
         current["Enabled"] = current["Enabled"].lower()

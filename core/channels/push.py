@@ -157,6 +157,9 @@ def _payload_template(key: str, value: Any) -> Any:
     return _json_object(value)
 
 
+_ENDPOINT_DELETED = " (the endpoint is deleted: its device was unregistered or removed, or registered by another user)"
+
+
 def _endpoint_gone(exc: ClientError) -> str | None:
     """The code of an SNS answer saying a platform endpoint takes no more pushes: ``EndpointDisabled``, or one saying it
     does not exist (``NotFound``; ``InvalidParameter`` "No endpoint found for the target arn"); else ``None``."""
@@ -364,7 +367,8 @@ class PushChannel(Channel):
             if where.endpoint_arn and gone is not None:
                 # The device is gone (app uninstalled, token expired), or its endpoint is (deleted, with its platform
                 # application): permanent, and its device is to be disabled, not sent to again at every send.
-                raise EndpointDisabledError(f"push: {gone}", where.endpoint_arn, asked_at) from exc
+                reason = f"push: {gone}" + (_ENDPOINT_DELETED if gone == "NotFound" else "")
+                raise EndpointDisabledError(reason, where.endpoint_arn, asked_at) from exc
             raise aws_failure(exc, "push") from exc
         except BotoCoreError as exc:
             raise aws_failure(exc, "push") from exc

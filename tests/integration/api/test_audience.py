@@ -162,6 +162,7 @@ def test_audience_device_of_another_user_is_moved_to_the_new_one(api: Api) -> No
     api.user("ada")
     api.user("bob")
     first = response_json(api.register("ada"))
+    [ada_endpoint] = api.endpoints()
 
     moved = response_json(api.register("bob"))
 
@@ -170,6 +171,8 @@ def test_audience_device_of_another_user_is_moved_to_the_new_one(api: Api) -> No
     assert [item["device_id"] for item in response_json(api.call("GET", DEVICES, {"user_id": "bob"}))["devices"]] == [
         first["device_id"]
     ]
+    # A new endpoint, ada's deleted: what was queued for ada never reaches bob.
+    assert [arn for arn in api.endpoints() if arn != ada_endpoint] == list(api.endpoints())
     assert len(api.endpoints()) == 1
 
 

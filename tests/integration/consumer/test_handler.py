@@ -775,7 +775,8 @@ def test_handler_push_to_an_endpoint_that_is_gone_fails_and_disables_its_device(
 
     consume_once(consumer_aws)
 
-    assert (entry(message).status, entry(message).last_error) == (DeliveryStatus.FAILED, "push: NotFound")
+    assert entry(message).status is DeliveryStatus.FAILED
+    assert str(entry(message).last_error).startswith("push: NotFound (the endpoint is deleted: its device was")
     jobs = [queued.body for queued in on_queue("notify-test-expansion")]
     assert [(job["kind"], job["endpoint_arn"]) for job in jobs] == [("disable_endpoint", arn)]
 

@@ -20,9 +20,9 @@ from core.audience.sends import ExpansionBatchJob, ExpansionJob, ExpansionQueue,
 from core.ledger import DeliveryLedger
 from core.models import DeliveryMessage, DeliveryStatus
 from tests.fakes.lambda_context import FakeLambdaContext
-from tests.support.aws import ACCOUNT, NAMES, REGION, AwsResources, receive_all
+from tests.support.aws import ACCOUNT, ADMIN_TOKEN, NAMES, REGION, AwsResources, receive_all
 from tests.support.aws import client as aws_client
-from tests.support.events import load_event
+from tests.support.events import admin_event, api_event, load_event
 
 APPLICATION = f"arn:aws:sns:{REGION}:{ACCOUNT}:app/GCM/android"
 
@@ -597,3 +597,89 @@ def test_expansion_segment_of_a_local_time_send_cannot_be_deleted_between_its_zo
 
     recipients = sorted(json.loads(body)["recipient"]["user_id"] for body in _queued_bodies())
     assert recipients == ["alice", "bob"]
+
+
+class _Phone:
+    """One phone's push token registered through the audience API, and what moto's SNS published to it (whichever
+    endpoint holds the token)."""
+
+    def __init__(self, aws: AwsResources, context: FakeLambdaContext) -> None:
+        from api import audience
+
+        self.aws, self.context, self.audience = aws, context, audience
+        self.sns = aws_client("sns")
+        application = self.sns.create_platform_application(
+            Name="android", Platform="GCM", Attributes={"PlatformCredential": "k"}
+        )["PlatformApplicationArn"]
+        body = {"platform_application_arn": application}
+        answer = audience.handler(admin_event("PUT", "/v1/apps/{app}", {"app": "android"}, body, ADMIN_TOKEN), context)
+        assert answer["statusCode"] == 201, answer
+
+    def call(self, method: str, resource: str, params: dict[str, str] | None, body: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = self.audience.handler(api_event(method, resource, params, body), self.context)
+        assert answer["statusCode"] in {200, 201, 202}, answer
+        return json.loads(answer["body"])
+
+    def user(self, user_id: str) -> None:
+        self.call("PUT", "/v1/users/{user_id}", {"user_id": user_id}, {"timezone": "UTC"})
+
+    def register(self, user_id: str) -> None:
+        self.call("POST", "/v1/users/{user_id}/devices", {"user_id": user_id}, {"app": "android", "token": "phone"})
+
+    def pushes(self) -> list[str]:
+        from moto.sns.models import sns_backends
+
+        endpoints = sns_backends[ACCOUNT][REGION].platform_endpoints.values()
+        return [text for endpoint in endpoints if endpoint.token == "phone" for text in endpoint.messages.values()]
+
+    def deliver(self) -> None:
+        from consumer.handler import handler
+
+        messages = receive_all(self.aws.sqs, self.aws.delivery_queue_url)
+        assert handler(_sqs_event(messages), self.context) == {"batchItemFailures": []}
+
+
+def test_expand_push_queued_for_a_user_never_reaches_the_user_its_device_moved_to(
+    worker_env: AwsResources, lambda_context: FakeLambdaContext
+) -> None:
+    phone = _Phone(worker_env, lambda_context)
+    phone.user("alice")
+    phone.user("zoe")
+    phone.register("alice")
+    sent = phone.call("POST", "/v1/sends", None, {"to": {"user_ids": ["alice"]}, "content": {"text": "Code 1234"}})
+    _expand(worker_env, lambda_context)
+    phone.register("zoe")  # alice logs out, zoe logs in on the same phone before the push goes
+
+    phone.deliver()
+
+    [entry] = (
+        DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).page(sent["notification_id"], size=10).entries
+    )
+    assert phone.pushes() == []
+    assert entry.status is DeliveryStatus.FAILED
+    assert "registered by another user" in str(entry.last_error)
+
+
+def test_expand_device_moved_to_a_later_user_of_the_same_send_is_pushed_once(
+    worker_env: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer.expansion import handler
+
+    monkeypatch.setenv("EXPANSION_PAGE_SIZE", "1")
+    monkeypatch.setenv("EXPANSION_TIME_MARGIN_SECONDS", "300")  # hands the send over after every page
+    clients.reset()
+    phone = _Phone(worker_env, lambda_context)
+    phone.user("alice")
+    phone.user("zoe")
+    phone.register("alice")
+    phone.call(
+        "POST", "/v1/sends", None, {"to": {"where": {"field": "timezone", "eq": "UTC"}}, "content": {"text": "Sale"}}
+    )
+    [job] = receive_all(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"])
+    assert handler(_sqs_event([job]), lambda_context) == {"batchItemFailures": []}  # alice's page
+    phone.register("zoe")  # the same phone, now zoe's, before zoe's page
+    _expand(worker_env, lambda_context)
+
+    phone.deliver()
+
+    assert len(phone.pushes()) == 1

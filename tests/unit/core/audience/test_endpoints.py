@@ -42,15 +42,39 @@ def test_push_endpoints_register_new_token_creates_one_enabled_endpoint() -> Non
     assert "SetEndpointAttributes" not in sns.calls
 
 
-def test_push_endpoints_register_existing_with_other_attributes_updates_that_endpoint() -> None:
+def test_push_endpoints_register_existing_disabled_enables_that_endpoint() -> None:
     sns = FakeSnsEndpoints((APPLICATION,))
     arn = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
     sns.endpoints[arn]["Enabled"] = "false"
 
-    again = PushEndpoints(sns).register(APPLICATION, "t1", "bob")
+    again = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
 
     assert again == arn
-    assert (sns.endpoints[arn]["CustomUserData"], sns.endpoints[arn]["Enabled"]) == ("bob", "true")
+    assert (sns.endpoints[arn]["CustomUserData"], sns.endpoints[arn]["Enabled"]) == ("ada", "true")
+
+
+def test_push_endpoints_register_token_of_another_user_gets_a_new_endpoint_the_old_deleted() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+    arn = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
+    sns.endpoints[arn]["Enabled"] = "false"
+
+    moved = PushEndpoints(sns).register(APPLICATION, "t1", "bob")
+
+    # What was queued for ada names the old endpoint: it must find it gone, never reach bob.
+    assert moved != arn
+    assert sns.endpoints == {
+        moved: {"Application": APPLICATION, "Token": "t1", "CustomUserData": "bob", "Enabled": "true"}
+    }
+
+
+def test_push_endpoints_register_endpoint_without_user_data_is_given_it() -> None:
+    sns = FakeSnsEndpoints((APPLICATION,))
+    arn = PushEndpoints(sns).register(APPLICATION, "t1", "")
+
+    again = PushEndpoints(sns).register(APPLICATION, "t1", "ada")
+
+    assert again == arn
+    assert sns.endpoints[arn]["CustomUserData"] == "ada"
 
 
 def test_push_endpoints_register_endpoint_deleted_meanwhile_creates_it_again() -> None:
