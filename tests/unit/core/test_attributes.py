@@ -66,7 +66,7 @@ def test_from_attribute_reads_what_boto3_reads(value: Any) -> None:
 
 
 def test_numbers_come_back_as_decimals_and_an_item_reads_whole() -> None:
-    item = {"id": {"S": "p_1"}, "amount": {"N": "500"}, "terms": {"M": {"rate": {"N": "0.25"}}}}
+    item: dict[str, Any] = {"id": {"S": "p_1"}, "amount": {"N": "500"}, "terms": {"M": {"rate": {"N": "0.25"}}}}
 
     assert from_item(item) == {"id": "p_1", "amount": Decimal(500), "terms": {"rate": Decimal("0.25")}}
 
