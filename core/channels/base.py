@@ -354,10 +354,19 @@ def classify_status(response: requests.Response, what: str, detail: str = "") ->
     raise PermanentDeliveryError(reason)
 
 
+# A word of an answer holding this many characters of a secret in a row is hidden whole: a page quoting a secret cut
+# short, or only the part after a token's ``:``. Shorter runs are left, or common words would go.
+SECRET_RUN = 8
+_SECRET_PARTS = re.compile(r"[/?&=#:@.]")
+_WORDS = re.compile(r"[^\s\"'<>()\[\]{},;]+")
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Return ``text`` with each secret written ``***``, in any case, however an error page quoted the request's URL or
     path: the text is percent-decoded twice (a page may quote a URL it got encoded), and each secret is looked for
-    as it is and decoded once and twice (a URL's secret part may be written encoded), before and after decoding."""
+    as it is and decoded once and twice (a URL's secret part may be written encoded), before and after decoding.
+    Then any word holding ``SECRET_RUN`` characters in a row of a secret's part (between a URL's or a token's
+    separators) is written ``***`` too: a part of a secret quoted is a secret quoted."""
     forms: set[str] = set()
     for secret in secrets:
         if secret:
@@ -366,13 +375,25 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     ordered = sorted(forms, key=len, reverse=True)
     if not ordered:
         return text  # nothing to hide: the answer's words as they came
+    runs = {
+        part[start : start + SECRET_RUN].lower()
+        for form in forms
+        for part in _SECRET_PARTS.split(form)
+        for start in range(len(part) - SECRET_RUN + 1)
+    }
 
     def hidden(value: str) -> str:
         for form in ordered:
             value = re.sub(re.escape(form), "***", value, flags=re.IGNORECASE)
         return value
 
-    return hidden(unquote(unquote(hidden(text))))
+    def word(match: re.Match[str]) -> str:
+        lowered = match[0].lower()
+        if any(lowered[start : start + SECRET_RUN] in runs for start in range(len(lowered) - SECRET_RUN + 1)):
+            return "***"
+        return match[0]
+
+    return _WORDS.sub(word, hidden(unquote(unquote(hidden(text)))))
 
 
 def short_text(response: requests.Response, limit: int = 200, hide: Iterable[str] = ()) -> str:

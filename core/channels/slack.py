@@ -121,7 +121,7 @@ class SlackChannel(Channel):
         response = post(self._resources.http, url, "slack", json={"text": truncate(content.text, self.max_text_length)})
         # The webhook URL is the secret: an error page quoting the request's path or query would put it in the reason.
         parts = urlsplit(url)
-        pieces = [*parts.path.split("/"), *(value for _, value in parse_qsl(parts.query))]
+        pieces = [*parts.path.split("/"), parts.query, *(value for _, value in parse_qsl(parts.query))]
         answer = short_text(response, 100, hide=(url, parts.path, *(piece for piece in pieces if len(piece) >= 8)))
         if response.status_code < 500 and answer in PERMANENT_ANSWERS:
             raise PermanentDeliveryError(f"slack: HTTP {response.status_code} {answer}")

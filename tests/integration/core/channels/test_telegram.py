@@ -104,8 +104,13 @@ def test_telegram_chat_not_found_reason_names_description(resources: ChannelReso
 
 @pytest.mark.parametrize(
     "description",
-    [f"Not Found: /bot{TOKEN}/sendMessage", "Not Found: %2Fbot123456%3Atelegram-secret-8c1d%2FsendMessage"],
-    ids=["plain", "quoted"],
+    [
+        f"Not Found: /bot{TOKEN}/sendMessage",
+        "Not Found: %2Fbot123456%3Atelegram-secret-8c1d%2FsendMessage",
+        f"Not Found: /bot{TOKEN[:-4]}...",
+        f"Not Found: invalid token {TOKEN.split(':')[1]}",
+    ],
+    ids=["plain", "quoted", "cut-short", "after-colon"],
 )
 def test_telegram_description_quoting_the_token_is_redacted(
     resources: ChannelResources, receiver: Receiver, description: str

@@ -290,3 +290,23 @@ def test_aws_failure_message_rejected_stays_permanent() -> None:
 
     assert isinstance(error, PermanentDeliveryError)
     assert (type(error), error.reason) == (PermanentDeliveryError, "email: MessageRejected")
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Not Found: /bot123456789:AAE-tokenSec…", "Not Found: ***"),  # cut short
+        ("invalid token secret AAE-tokenSecret_xyz", "invalid token secret ***"),  # the part after ':'
+        ("bad token 'aae-TOKENSECRET'", "bad token '***'"),  # a part, in another case
+        ("unknown bot 1234567", "unknown bot 1234567"),  # fewer than SECRET_RUN characters of it: left
+    ],
+    ids=["truncated", "after-colon", "part-other-case", "short-run"],
+)
+def test_redact_hides_a_word_quoting_part_of_a_secret(text: str, shown: str) -> None:
+    assert redact(text, [SECRET]) == shown
+
+
+def test_redact_leaves_the_words_of_an_answer_that_quotes_no_secret() -> None:
+    text = "Bad Request: chat not found (see https://core.telegram.org/bots/api)"
+
+    assert redact(text, [SECRET, "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/xoxbsecretvalue1"]) == text
