@@ -44,6 +44,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple, Protocol
 
 from core.audience.models import MAX_USER_ID_BYTES, User, UserPage
@@ -90,6 +91,7 @@ NO_DEVICE = "no enabled device"
 NO_EMAIL = "no email address"
 NO_CHAT = "no Telegram chat id"
 NO_BROWSER_ID = "user id cannot address browser connections"
+NO_USER = "no such user (deleted since the send was accepted, or never created)"
 
 
 class ExpansionError(NotificationError):
@@ -270,6 +272,12 @@ class _Builder:
                     body = self._message(key, kind, {"user_id": uid}, recipient)
                     yield (_Planned(key, _row(kind, recipient), body))
 
+    def missing(self, user_ids: Sequence[str]) -> Iterator[_Planned]:
+        """Yield a skipped delivery per requested channel of each user id the send names but the audience lacks."""
+        for uid in user_ids:
+            for kind in self._send.channels:
+                yield _skip(_key(kind, uid), kind, uid, NO_USER)
+
 
 def _key(kind: str, user_id: str, device_id: str | None = None) -> str:
     """Return a recipient delivery's key: ``<channel>:<user id>``, with ``:<device id>`` for push.
@@ -306,8 +314,9 @@ def _id_pages(
     after: str | None,
     page_size: int,
     zone_of: dict[str, str | None] | None,
-) -> Iterator[tuple[list[User], str | None]]:
-    """Yield the pages of a list of user ids after ``after``, its users of ``wanted`` zones only when set.
+) -> Iterator[tuple[list[User], str | None, list[str]]]:
+    """Yield the pages of a list of user ids after ``after``, its users of ``wanted`` zones only when set, with the
+    page's ids no user has (an instant send's: a zone's list holds only users it found in that zone).
 
     ``zone_of`` (user id → time zone, ``None`` for no such user) is filled by the first call and read by the next, so
     a hand-off paging its zones one by one reads the list once, then only each zone's own users.
@@ -322,7 +331,11 @@ def _id_pages(
     for start in range(0, len(pending), page_size):
         chunk = pending[start : start + page_size]
         users = store.users_by_ids(chunk)
-        yield [user for user in users if wanted is None or user.timezone in wanted], chunk[-1]
+        if wanted is not None:
+            yield [user for user in users if user.timezone in wanted], chunk[-1], []
+            continue
+        found = {user.user_id for user in users}
+        yield users, chunk[-1], [uid for uid in chunk if uid not in found]
 
 
 def _pages(
@@ -332,8 +345,9 @@ def _pages(
     after: str | None,
     page_size: int,
     zone_of: dict[str, str | None] | None = None,
-) -> Iterator[tuple[list[User], str | None]]:
-    """Yield each page of the audience after ``after``: its users (of ``zones`` only, when set) and its cursor."""
+) -> Iterator[tuple[list[User], str | None, list[str]]]:
+    """Yield each page of the audience after ``after``: its users (of ``zones`` only, when set), its cursor, and the
+    ids of a ``user_ids`` send's page that no user has."""
     target = send.target
     wanted = set(zones) if zones is not None else None
     if "user_ids" in target:
@@ -369,7 +383,7 @@ def _pages(
         page = page_of(cursor)
         if page.users:
             cursor = page.users[-1].user_id
-            yield [user for user in page.users if wanted is None or user.timezone in wanted], cursor
+            yield [user for user in page.users if wanted is None or user.timezone in wanted], cursor, []
         if page.next_after is None:
             return
 
@@ -446,10 +460,11 @@ def expand_send(
         zone_of: dict[str, str | None] = {}
         for zone in sorted(set(job.zones)) if job.zones is not None else [None]:
             scope = [zone] if zone is not None else None
-            for page, cursor in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
+            for page, cursor, missing in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
                 users = _not_handed_over(send, store, page) if zone is not None else page
                 devices = store.devices_of([user.user_id for user in users]) if users else {}
-                total += _enqueue_page(send, builder.plan(users, devices), ledger, queue, report)
+                planned = chain(builder.plan(users, devices), builder.missing(missing))
+                total += _enqueue_page(send, planned, ledger, queue, report)
                 handed = [user.user_id for user in users] if zone is not None else []
                 if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone, handed):
                     # This run outlived its lease and another took the send over, maybe for other zones: this job

@@ -13,6 +13,7 @@ import pytest
 
 from core import clients
 from core.audience.connection import Database
+from core.audience.expansion import NO_DEVICE, NO_USER
 from core.audience.models import UserRequest
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend, dispatch_due
@@ -683,3 +684,22 @@ def test_expand_device_moved_to_a_later_user_of_the_same_send_is_pushed_once(
     phone.deliver()
 
     assert len(phone.pushes()) == 1
+
+
+def test_expand_user_ids_send_names_a_user_the_audience_lacks_with_a_skipped_row(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    # ghost was never created (or was deleted between the 202 and the expansion): the send named it, so the ledger
+    # tells what became of it, per requested channel.
+    repository = AudienceRepository(database)
+    repository.put_user("ada", UserRequest(timezone="UTC"))
+    body = {"to": {"user_ids": ["ada", "ghost"]}, "content": {"text": "Hi"}, "channels": ["browser", "push"]}
+    _accept(database, worker_env, body, "n-ghost")
+
+    _expand(worker_env, lambda_context)
+
+    ledger = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"])
+    rows = {entry.delivery_key: (entry.status, entry.last_error) for entry in ledger.page("n-ghost", size=10).entries}
+    assert rows["browser:ghost"] == rows["push:ghost"] == (DeliveryStatus.SKIPPED, NO_USER)
+    assert rows["push:ada"] == (DeliveryStatus.SKIPPED, NO_DEVICE)
+    assert ledger.get_record("n-ghost").delivery_count == 4
