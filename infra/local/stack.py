@@ -565,6 +565,14 @@ class LocalStack:
         self._lock.release()
 
 
+def wait_for_stop(stop: threading.Event, slice_seconds: float = 0.5) -> None:
+    """Wait until ``stop`` is set, in short slices: a signal the kernel hands to another of the process's threads only
+    flags it, and Python runs its handler (which sets ``stop``) when the main thread next wakes; a wait with no timeout
+    may never wake, and SIGTERM then stopped nothing."""
+    while not stop.wait(slice_seconds):
+        pass
+
+
 class _Interrupted(Exception):
     """Ctrl-C or SIGTERM arrived while the stack was still starting."""
 
@@ -602,7 +610,7 @@ def main() -> int:
         stack.stop()
         raise
     try:
-        stack.stop_event.wait()
+        wait_for_stop(stack.stop_event)
         say("\nstopping…")
     finally:
         stack.stop()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from infra.local.config import ConfigError, LocalConfig, parse_params
+from infra.local.config import ROOT, ConfigError, LocalConfig, parse_params
 from infra.local.peers import scripted_status
 from infra.local.pollers import failed_ids, invocation_record, sqs_record
 from infra.local.stack import redacted
@@ -124,3 +127,26 @@ def test_invocation_record_carries_the_function_error_as_lambda_does() -> None:
     assert record["requestContext"]["functionArn"] == arn
     assert record["requestContext"]["approximateInvokeCount"] == 3
     assert invocation_record({}, arn, 1, "gone")["responsePayload"] == {"errorMessage": "gone"}
+
+
+def test_wait_for_stop_ends_when_sigterm_is_handed_to_another_thread() -> None:
+    # The kernel may hand a process's SIGTERM to any of its threads: the stack's main thread must still stop.
+    code = (
+        "import signal, sys, threading, time\n"
+        "from infra.local.stack import wait_for_stop\n"
+        "stop = threading.Event()\n"
+        "signal.signal(signal.SIGTERM, lambda number, frame: stop.set())\n"
+        "def worker():\n"
+        "    time.sleep(0.2)\n"
+        "    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "threading.Thread(target=worker, daemon=True).start()\n"
+        "wait_for_stop(stop, 0.1)\n"
+        "print('stopped')\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+    )
+
+    assert result.stdout.strip() == "stopped"
