@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictInt, ValidationError
 
 from api.handler import ADMIN_ERRORS, settings
 from core.clients import get_client, get_ledger
@@ -47,7 +47,7 @@ REDRIVE_MARGIN_SECONDS = 4.0
 class RedriveRequest(Strict):
     """Body of ``POST /v1/dead-letters/redrive``; all optional."""
 
-    max_messages: int = Field(default=100, ge=1, le=1000)
+    max_messages: StrictInt = Field(default=100, ge=1, le=1000)
 
 
 class DeadLetterView(Reply):

@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from pydantic import Field, field_validator
+from pydantic import Field, StrictInt, field_validator
 
 from core.clients import get_signing_keys
 from core.http import Response, RouteDoc, Router, json_response, parse_body
@@ -31,7 +31,7 @@ class RealtimeTokenRequest(Strict):
         max_length=MAX_TOPICS,
         description="Channel/topics (`<channel>/<topic>`) whose `browser` integrations with an empty target reach it.",
     )
-    ttl_seconds: int | None = Field(
+    ttl_seconds: StrictInt | None = Field(
         default=None, ge=60, description="Lifetime in seconds; the stage's default when left out, at most its maximum."
     )
 

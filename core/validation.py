@@ -81,7 +81,9 @@ def refuse_at(loc: tuple[str | int, ...], kind: str, rule: str, value: Any, titl
 
 
 class Strict(BaseModel):
-    """Base of request models: unknown fields are an error, not silently dropped.
+    """Base of request models: unknown fields are an error, not silently dropped. Their numbers and flags are pydantic's
+    strict types (``StrictInt``, ``StrictFloat``, ``StrictBool``): ``"5"`` is not read as a number nor ``true`` as
+    one (it redrove a dead letter as ``max_messages``), nor ``"yes"`` as a flag.
 
     Their validators are built on first use (``defer_build``), so functions that never parse an admin request (the
     publish route, the consumer) do not pay for building them at cold start.

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -165,7 +166,7 @@ class SendRequest(Strict):
     content: SendContent
     channels: list[SendChannel] = Field(default=["push"], min_length=1, max_length=4)
     at: datetime | None = None
-    local_time: bool = False
+    local_time: StrictBool = False
 
     @field_validator("at")
     @classmethod

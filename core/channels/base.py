@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, StrictFloat, ValidationError, field_validator
 
 from core.errors import (
     BlockedTargetError,
@@ -89,7 +89,7 @@ class IntegrationBase(Strict):
     type: IntegrationType
     target: Any
     model: Any
-    rate_per_second: float | None = Field(default=None, gt=0, le=1000)
+    rate_per_second: StrictFloat | None = Field(default=None, gt=0, le=1000)
 
     @field_validator("target", "model", mode="before")
     @classmethod

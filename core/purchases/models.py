@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StringConstraints,
     model_validator,
@@ -128,7 +129,7 @@ class PromotionRequest(Strict):
 
     credit: Credit
     description: str | None = Field(default=None, max_length=350)
-    active: bool = True
+    active: StrictBool = True
     # With its offset: a time without one would be read in whatever zone the reader assumes.
     expires_at: AwareDatetime | None = None
 

@@ -122,6 +122,8 @@ def test_delete_promotion_returns_204_then_404(admin: AdminApi, tables: AwsResou
         ({"credit": {"amount": 0, "currency": "eur"}}, "credit.amount"),
         ({"credit": {"amount": 100, "currency": "euro"}}, "credit.currency"),
         ({"credit": {"amount": 100, "currency": "eur"}, "active": "maybe"}, "active"),
+        ({"credit": {"amount": 100, "currency": "eur"}, "active": "yes"}, "active"),
+        ({"credit": {"amount": 100, "currency": "eur"}, "active": 1}, "active"),
         ({"credit": {"amount": 100, "currency": "eur"}, "expires_at": "soon"}, "expires_at"),
         ({"credit": {"amount": 100, "currency": "eur"}, "extra": 1}, "extra"),
         ({}, "credit"),

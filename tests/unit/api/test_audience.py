@@ -632,6 +632,10 @@ def test_post_send_scheduled_idempotency_key_with_another_body_409(
         ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "tomorrow"}, "at"),
         ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00"}, "at"),
         ({"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "local_time": True}, "local_time"),
+        (
+            {"to": {"user_ids": ["u1"]}, "content": {"text": "Hi"}, "at": "2099-01-01T09:00:00", "local_time": "true"},
+            "local_time",
+        ),
         ({"to": {"segment": "missing"}, "content": {"text": "Hi"}}, "to.segment"),
         ({"to": {"where": {"field": "plan", "like": "x"}}, "content": {"text": "Hi"}}, "to.where"),
         ({"to": {"topic": "news"}, "content": {"text": "Hi"}}, "to.topic"),

@@ -74,6 +74,7 @@ def test_create_token_ttl_over_the_stage_maximum_is_422_naming_it() -> None:
         ({"user_id": "has space"}, "user_id: must be 1-128 characters without spaces or control characters"),
         ({"user_id": "a", "topics": ["nope"]}, "topics[0]: must be <channel>/<topic>"),
         ({"user_id": "a", "ttl_seconds": 5}, "ttl_seconds: must be 60 or more"),
+        ({"user_id": "a", "ttl_seconds": "600"}, "ttl_seconds: must be a whole number"),
         ({"user_id": "a", "scope": "all"}, "scope: is not an accepted field"),
     ],
 )

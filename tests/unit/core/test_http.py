@@ -466,6 +466,14 @@ def _topic(*integrations: object) -> dict[str, object]:
             id="extra",
         ),
         pytest.param(RedriveRequest, {"max_messages": "all"}, "max_messages: must be a whole number", id="int-parsing"),
+        pytest.param(RedriveRequest, {"max_messages": "5"}, "max_messages: must be a whole number", id="int-as-text"),
+        pytest.param(RedriveRequest, {"max_messages": True}, "max_messages: must be a whole number", id="int-as-flag"),
+        pytest.param(
+            TopicRequest,
+            _topic(_webhook(rate_per_second="2")),
+            "integrations[0].rate_per_second: must be a number",
+            id="float-as-text",
+        ),
         pytest.param(
             RedriveRequest, {"max_messages": 1.5}, "max_messages: must be a whole number", id="int-from-float"
         ),
