@@ -224,6 +224,22 @@ def _retire(retired: Mapping[str, str], now_retired: Iterable[str], now: str) ->
     return {ref: when for ref, when in kept.items() if ref not in expired}, expired
 
 
+def check_push_topics(request: TopicRequest, prefix: str, region: str) -> None:
+    """Refuse a push integration's ``target.topic_arn`` that the deliver role may not publish to: a topic of another
+    region, or whose name does not start with the stage's ``prefix``. Saved, it would fail every delivery."""
+    for index, spec in enumerate(request.integrations):
+        arn = getattr(spec.target, "topic_arn", None) if spec.type == IntegrationType.PUSH else None
+        if arn is None:
+            continue
+        _, _, _, arn_region, _, name = arn.split(":", 5)
+        if arn_region != region or not name.startswith(prefix):
+            raise InvalidRequestError(
+                f"integrations[{index}].target.topic_arn",
+                f"must be an SNS topic of this region ({region}) whose name starts with {prefix}: the only topics "
+                "deliveries may publish to (the pushTopicPrefix param)",
+            )
+
+
 def put_topic(
     channel: str,
     topic: str,
@@ -374,6 +390,7 @@ def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(router.current_event.decoded_body, TopicRequest)
     config = settings()
+    check_push_topics(request, config.push_topic_prefix, config.aws_region)
     change, topic_hash = put_topic(
         channel, topic, request, get_topic_registry(config), get_secret_store(config), router.time_left()
     )

@@ -16,8 +16,16 @@ class IntegrationSecretsSettings(FunctionSettings):
     parameter_prefix: str = Field(alias="PARAMETER_PREFIX", pattern=r"^/\S+$")
 
 
+class PushTopicSettings(FunctionSettings):
+    """The SNS topics a push integration may publish to (``target.topic_arn``): those of the function's region whose
+    name starts with this prefix, the only topics the deliver role may publish to (the ``pushTopicPrefix`` param)."""
+
+    push_topic_prefix: str = Field(alias="PUSH_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class ApiSettings(
     TopicsSettings,
+    PushTopicSettings,
     LedgerSettings,
     DeliveryQueueSettings,
     DeadLetterQueueSettings,

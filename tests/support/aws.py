@@ -20,6 +20,7 @@ NAMES = {
     "PACING_TABLE": "notify-test-pacing",
     "IDEMPOTENCY_TABLE": "notify-test-idempotency",
     "PARAMETER_PREFIX": "/notify/test",
+    "PUSH_TOPIC_PREFIX": "notify-test-push-",
     "ADMIN_TOKEN_HASH_PARAMETER": "/notify/test/admin-token-hash",
     # The purchases domain's tables, named for the api function; created by the suites that use them.
     "PROMOTIONS_TABLE": "notify-test-promotions",

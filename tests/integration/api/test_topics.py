@@ -509,6 +509,16 @@ def _with(index: int, **fields: Any) -> dict[str, Any]:
         pytest.param(
             _with(4, target={"endpoint_arn": "arn:x"}), "integrations[4].target.endpoint_arn", id="push-bad-arn"
         ),
+        pytest.param(
+            _with(4, target={"topic_arn": "arn:aws:sns:us-east-1:123456789012:other-alerts"}),
+            "integrations[4].target.topic_arn",
+            id="push-topic-the-deliver-role-may-not-publish-to",
+        ),
+        pytest.param(
+            _with(4, target={"topic_arn": "arn:aws:sns:eu-west-1:123456789012:notify-test-push-alerts"}),
+            "integrations[4].target.topic_arn",
+            id="push-topic-of-another-region",
+        ),
         pytest.param(_with(1, type="fax"), "integrations[1].type", id="unknown-type"),
         pytest.param(_with(3, rate_per_second=0), "integrations[3].rate_per_second", id="rate-zero"),
         pytest.param(_with(2, rate_per_second=-1), "integrations[2].rate_per_second", id="rate-negative"),
@@ -1194,3 +1204,9 @@ def test_put_topic_out_of_time_while_storing_credentials_deletes_those_it_stored
 
     assert _parameters(aws) == {}
     assert _topic_item(aws) is None
+
+
+def test_put_push_to_a_topic_of_the_stage_prefix_is_accepted(admin: AdminApi) -> None:
+    body = _with(4, target={"topic_arn": "arn:aws:sns:us-east-1:123456789012:notify-test-push-alerts"})
+
+    assert admin.put_topic(body)["statusCode"] == 201

@@ -43,6 +43,7 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "DELIVERY_QUEUE_URL": QUEUE,
         "DEAD_LETTER_QUEUE_URL": DLQ,
         "PARAMETER_PREFIX": "/notify/prod",
+        "PUSH_TOPIC_PREFIX": "notify-prod-push-",
         "PROMOTIONS_TABLE": "notify-prod-promotions",
         "PURCHASES_TABLE": "notify-prod-purchases",
         "PAYMENTS_TABLE": "notify-prod-payments",
