@@ -19,7 +19,7 @@ from core.errors import (
     PayloadTooLargeError,
     UpstreamError,
 )
-from core.ids import new_notification_id
+from core.ids import idempotent_notification_id, new_notification_id
 from core.ledger import Delivery, DeliveryRow, NotificationRecord
 from core.models import DeliveryMessage, MessageIntegration, Topic
 from core.observability import logger
@@ -48,7 +48,8 @@ class IdempotentPublish(NamedTuple):
 
     ``notification_id`` is derived from the idempotency scope (``idempotent_notification_id``), ``request_digest``
     identifies the request, and ``window_seconds`` is how long after its creation a notification may be finished so;
-    past it (the idempotency key has expired), the same key starts a new notification, under a fresh id.
+    past it (the idempotency key has expired), the same key starts a new notification, under the id derived from the
+    expired one's: a key used again each day walks its chain of notifications the ledger still keeps.
     """
 
     notification_id: str
@@ -152,8 +153,19 @@ def fan_out(
         earlier = ledger.get_record(notification_id)
         started = epoch_time(earlier.created_at)
         if started is not None and time.time() - started > idempotent.window_seconds:
-            # The key has expired, the record has not (the ledger keeps 30 days): this is a new notification.
-            return fan_out(topic, metadata, ledger, queue, caller=caller, source=source, time_left=time_left)
+            # The key has expired, the record has not (the ledger keeps 30 days): this is a new notification, under the
+            # next id of the key's chain, not a random one, so that its own retry after a 502 finishes it as well.
+            following = idempotent._replace(notification_id=idempotent_notification_id(["after", notification_id]))
+            return fan_out(
+                topic,
+                metadata,
+                ledger,
+                queue,
+                caller=caller,
+                source=source,
+                idempotent=following,
+                time_left=time_left,
+            )
         if earlier.request_digest != idempotent.request_digest:
             raise ConflictError(KEY_REUSED)
         return _finish(topic, metadata, ledger, queue, earlier, time_left)

@@ -266,10 +266,8 @@ def test_idempotency_no_key_after_502_publishes_a_new_notification(service: Serv
     assert len(service.queued()) == 2 * SAMPLE_SIZE - 1
 
 
-def test_idempotency_key_reused_after_the_window_is_a_new_notification(service: Service, topic_hash: str) -> None:
-    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
-    notification_id = str(response_header(first, "X-Notification-Id"))
-    # What a day does: DynamoDB's TTL removes the idempotency record; the ledger keeps the notification for 30 days.
+def _age(service: Service, notification_id: str) -> None:
+    """What a day does: DynamoDB's TTL removes the idempotency record; the ledger keeps the notification 30 days."""
     idempotency = service.aws.dynamodb.scan(TableName=NAMES["IDEMPOTENCY_TABLE"])["Items"]
     for item in idempotency:
         service.aws.dynamodb.delete_item(TableName=NAMES["IDEMPOTENCY_TABLE"], Key={"id": item["id"]})
@@ -279,6 +277,12 @@ def test_idempotency_key_reused_after_the_window_is_a_new_notification(service: 
         UpdateExpression="SET created_at = :t",
         ExpressionAttributeValues={":t": {"S": "2020-01-01T00:00:00.000Z"}},
     )
+
+
+def test_idempotency_key_reused_after_the_window_is_a_new_notification(service: Service, topic_hash: str) -> None:
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    notification_id = str(response_header(first, "X-Notification-Id"))
+    _age(service, notification_id)
 
     second = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
 
@@ -386,3 +390,21 @@ def test_idempotency_retry_after_the_result_was_not_saved_enqueues_nothing_twice
     queued = service.queued()
     assert sorted(json.loads(message["Body"])["integration"]["name"] for message in queued) == NAMES_OF_SAMPLE
     assert {message["MessageId"] for message in queued} == set(response_json(first).values())
+
+
+def test_idempotency_retry_after_a_502_of_a_key_reused_after_its_window_finishes_that_notification(
+    service: Service, topic_hash: str
+) -> None:
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    _age(service, str(response_header(first, "X-Notification-Id")))
+    service.queued()
+    SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=2)
+    failed = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    queued = [json.loads(message["Body"]) for message in service.queued()]
+    assert (failed["statusCode"], retried["statusCode"]) == (502, 200)
+    assert response_header(retried, "X-Notification-Id") == response_header(failed, "X-Notification-Id")
+    assert {body["notification_id"] for body in queued} == {response_header(failed, "X-Notification-Id")}
+    assert len(queued) == SAMPLE_SIZE
