@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from core import pages
 from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
-from core.models import DeliveryStatus
+from core.models import DELIVERY_KEY_BYTES, DeliveryStatus
 from core.times import epoch_time, utc_now
 
 NOTIFICATION_KEY = "#"
@@ -235,8 +235,18 @@ def encode_cursor(delivery_key: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    """Return the delivery key a cursor continues after; raise naming ``cursor`` when it is not one of ours."""
-    return pages.cursor_text(cursor, "k", lambda key: key not in ("", NOTIFICATION_KEY))
+    """Return the delivery key a cursor continues after; raise naming ``cursor`` when it is not one of ours: a key
+    DynamoDB could not compare (over ``DELIVERY_KEY_BYTES`` of UTF-8, or text UTF-8 cannot hold) would be a 502."""
+    return pages.cursor_text(cursor, "k", _resumable_key)
+
+
+def _resumable_key(key: str) -> bool:
+    if key in ("", NOTIFICATION_KEY):
+        return False
+    try:
+        return len(key.encode("utf-8")) <= DELIVERY_KEY_BYTES
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
 
 
 class DeliveryLedger:

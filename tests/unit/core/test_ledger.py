@@ -8,9 +8,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from core.errors import UpstreamError
-from core.ledger import HISTORY_LIMIT, AttemptRecord, DeliveryLedger, DeliveryRow, LedgerEntry, NotificationRecord
-from core.models import DeliveryStatus
+from core.errors import InvalidRequestError, UpstreamError
+from core.ledger import (
+    HISTORY_LIMIT,
+    AttemptRecord,
+    DeliveryLedger,
+    DeliveryRow,
+    LedgerEntry,
+    NotificationRecord,
+    decode_cursor,
+    encode_cursor,
+)
+from core.models import DELIVERY_KEY_BYTES, DeliveryStatus
 from tests.fakes.dynamodb import FakeDynamoDBClient
 
 TABLE = "deliveries"
@@ -234,3 +243,20 @@ def test_ledger_page_entries_carry_next_attempt_redriven_and_history() -> None:
     [entry] = ledger.page("n-1").entries
 
     assert (entry.next_attempt_at, entry.redriven, entry.history) == (NEXT, 1, [_record(8)])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["x" * (DELIVERY_KEY_BYTES + 1), "é" * (DELIVERY_KEY_BYTES // 2 + 1), "hook\ud800"],
+    ids=["too-long", "too-long-in-utf8", "lone-surrogate"],
+)
+def test_decode_cursor_of_a_key_dynamodb_cannot_compare_is_refused_naming_cursor(key: str) -> None:
+    # DynamoDB refuses such a key in a Query's condition: the status route would answer 502.
+    with pytest.raises(InvalidRequestError, match=r"^cursor: "):
+        decode_cursor(encode_cursor(key))
+
+
+def test_decode_cursor_of_the_longest_key_is_its_key() -> None:
+    key = "é" * (DELIVERY_KEY_BYTES // 2)
+
+    assert decode_cursor(encode_cursor(key)) == key
