@@ -82,6 +82,10 @@ RETRYABLE_AWS_CODES = frozenset(
 # --- the admin schema every type shares -------------------------------------------------------------------------
 
 
+# The slowest pace an integration may set: one send every 1,000 s.
+MIN_RATE_PER_SECOND = 0.001
+
+
 class IntegrationBase(Strict):
     """Fields every integration has, as an admin writes them; each channel narrows ``type``, ``target``, ``model``."""
 
@@ -89,7 +93,9 @@ class IntegrationBase(Strict):
     type: IntegrationType
     target: Any
     model: Any
-    rate_per_second: StrictFloat | None = Field(default=None, gt=0, le=1000)
+    # At least one send every 1,000 s: a slower pace puts a destination's second slot past any retry window (and
+    # at 1e-12 past the times a message can carry).
+    rate_per_second: StrictFloat | None = Field(default=None, ge=MIN_RATE_PER_SECOND, le=1000)
 
     @field_validator("target", "model", mode="before")
     @classmethod
@@ -276,6 +282,13 @@ def url_problem(url: str) -> str | None:
         return "has an invalid port"
     if not _host_is_valid(host, "[" in parts.netloc):
         return "has an invalid host name"
+    import requests
+
+    try:
+        # What the send does with it first: a host IDNA cannot encode (full-width digits), a bracket too many.
+        requests.PreparedRequest().prepare_url(url, None)
+    except (requests.RequestException, ValueError, UnicodeError):
+        return "is not a URL an HTTP request can be made to"
     return None
 
 
@@ -343,11 +356,15 @@ _RETRYABLE_4XX = frozenset({408, 425, 429})
 
 
 def classify_status(response: requests.Response, what: str, detail: str = "") -> None:
-    """Raise for a non-2xx answer: 408, 425, 429 and 5xx retryable (with Retry-After), anything else permanent."""
+    """Raise for a non-2xx answer: 1xx, 408, 425, 429 and 5xx retryable (with Retry-After), anything else permanent."""
     status = response.status_code
     if 200 <= status < 300:
         return
     reason = f"{what}: HTTP {status}" + (f" {detail}" if detail else "")
+    if status < 200:
+        # An interim answer (102 Processing, 103 Early Hints) that the HTTP client took for the final one: the
+        # receiver's real answer was not read, so the outcome is unknown, and tried again.
+        raise RetryableDeliveryError(f"{reason} (an interim answer: the outcome is unknown)")
     if status in _RETRYABLE_4XX or status >= 500:
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         raise RetryableDeliveryError(reason, retry_after, rate_limited=status == 429)

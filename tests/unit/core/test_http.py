@@ -443,8 +443,14 @@ def _topic(*integrations: object) -> dict[str, object]:
         pytest.param(
             TopicRequest,
             _topic(_webhook(rate_per_second=0)),
-            "integrations[0].rate_per_second: must be greater than 0",
-            id="greater-than",
+            "integrations[0].rate_per_second: must be 0.001 or more",
+            id="greater-than-equal",
+        ),
+        pytest.param(
+            TopicRequest,
+            _topic(_webhook(rate_per_second=1e-300)),
+            "integrations[0].rate_per_second: must be 0.001 or more",
+            id="too-slow-to-pace",
         ),
         pytest.param(
             TopicRequest,

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from core.channels.base import (
     Limit,
     aws_failure,
+    classify_status,
     destination_key,
     limit_at,
     parse_settings,
@@ -167,6 +168,8 @@ def test_url_problem_usual_url_has_none(url: str) -> None:
         ("http://hooks.example/url secret", "must not contain spaces or control characters"),
         ("http://hooks.exa\u0000mple/url-secret", "must not contain spaces or control characters"),
         ("http://hooks.exa\udc80mple/url-secret", "must not contain spaces or control characters"),
+        ("http://\uff11\uff12\uff17.0.0.1/url-secret", "is not a URL an HTTP request can be made to"),
+        ("http://[::1]]/url-secret", "is not a URL an HTTP request can be made to"),
     ],
 )
 def test_url_problem_names_the_problem_without_the_url(url: str, problem: str) -> None:
@@ -310,3 +313,13 @@ def test_redact_leaves_the_words_of_an_answer_that_quotes_no_secret() -> None:
     text = "Bad Request: chat not found (see https://core.telegram.org/bots/api)"
 
     assert redact(text, [SECRET, "https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/xoxbsecretvalue1"]) == text
+
+
+@pytest.mark.parametrize("status", [102, 103])
+def test_classify_status_interim_answer_is_an_unknown_outcome_tried_again(status: int) -> None:
+    # http.client skips only 100 Continue: a 102 or 103 before the receiver's 200 reaches us as the answer.
+    answer = _answer(b"")
+    answer.status_code = status
+
+    with pytest.raises(RetryableDeliveryError, match=rf"^webhook: HTTP {status} \(an interim answer"):
+        classify_status(answer, "webhook")
