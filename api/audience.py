@@ -32,7 +32,13 @@ from core.audience.schedules import Schedule, ScheduleList, cancel_schedule, get
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import SendAccepted, SendRequest, accept_send
 from core.audience.settings import AudienceSettings
-from core.clients import get_audience_repository, get_database, get_expansion_queue, get_push_endpoints
+from core.clients import (
+    get_audience_repository,
+    get_database,
+    get_expansion_queue,
+    get_ledger,
+    get_push_endpoints,
+)
 from core.errors import InvalidRequestError
 from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
 from core.ids import idempotent_notification_id, new_notification_id
@@ -253,9 +259,11 @@ def get_user(user_id: str) -> Response:
     RouteDoc({204: None}, errors=(404, 422, *KEY_ERRORS), security="api_key", patterns=USER),
 )
 def delete_user_route(user_id: str) -> Response:
-    """Delete a user with its devices (their SNS endpoints too) and subscriptions."""
+    """Delete a user with its devices (their SNS endpoints too) and subscriptions; deliveries to them already queued
+    are not sent."""
     check(user_id=user_id)
-    delete_user(user_id, repository(), get_push_endpoints(settings().aws_region))
+    config = settings()
+    delete_user(user_id, repository(), get_push_endpoints(config.aws_region), get_ledger(config))
     return Response(status_code=204)
 
 

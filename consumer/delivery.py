@@ -18,6 +18,7 @@ writes: the status before the dead letter is sent, the give-up in the history on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -271,6 +272,8 @@ class Deliverer:
         self._clock = clock
         self._sleep = sleep
         self._rand = rand
+        # When each user the batch delivers to was deleted (``None``: not), read with the batch's rows.
+        self._deleted_users: dict[str, str | None] = {}
 
     def read_entries(self, attempts: Sequence[Attempt], starting: int | None = None) -> Entries:
         """Read the ledger rows of a batch's messages in one go, before any is processed: one ``BatchGetItem``
@@ -298,6 +301,7 @@ class Deliverer:
                 early = due is not None and self._early(message, due, now)
                 keys.append(None if early or message.outcome is not None else key)
             once = [key for key in keys[:starting] if key is not None and counts[key] == 1]
+            self._read_deleted_users(attempts)
             return self._ledger.get_entries(once) if once else {}
         except UpstreamError as exc:
             logger.warning("ledger batch read failed: each message reads its own row", extra={"reason": str(exc)})
@@ -306,6 +310,55 @@ class Deliverer:
             # way it did without it, and processing reports what concerns one message.
             logger.exception("ledger batch read failed unexpectedly: each message reads its own row")
         return {}
+
+    def _read_deleted_users(self, attempts: Sequence[Attempt]) -> None:
+        """Read which users the batch's audience deliveries are to were deleted, in one go; on failure, nothing is
+        kept and each delivery reads its own user's."""
+        self._deleted_users = {}
+        users = []
+        for attempt in attempts:
+            with contextlib.suppress(PermanentDeliveryError):
+                message = parse_message(attempt.body, attempt.receive_count)
+                if message.recipient is not None:
+                    users.append(message.recipient.user_id)
+        if users:
+            deleted = self._ledger.users_deleted(users)
+            self._deleted_users = {user: deleted.get(user) for user in users}
+
+    def _user_deleted(self, message: DeliveryMessage) -> str | None:
+        """Return when the audience deleted the user an audience delivery is to, when it did after the delivery was
+        expanded (a user created again since gets what is expanded for them after); else ``None``. Raise
+        ``UpstreamError`` when the ledger cannot tell."""
+        if message.recipient is None:
+            return None
+        user = message.recipient.user_id
+        if user in self._deleted_users:
+            deleted_at = self._deleted_users[user]
+        else:
+            deleted_at = self._ledger.users_deleted([user]).get(user)
+        expanded = message.window_start or message.created_at
+        return deleted_at if deleted_at is not None and deleted_at >= expanded else None
+
+    def _to_deleted_user(
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        attempts_before: int,
+        earlier: Sequence[AttemptRecord],
+        log: dict[str, Any],
+    ) -> Outcome | None:
+        """Return the outcome of a delivery to a user deleted since it was expanded (``failed``, saying so), or of one
+        whose user the ledger could not tell about (sent on, no attempt counted); ``None`` when it is to be sent."""
+        try:
+            deleted_at = self._user_deleted(message)
+        except UpstreamError as exc:
+            return self._send_on(
+                message, attempt, self._policy.backoff(1, self._rand), f"ledger unreadable: {exc}", log
+            )
+        if deleted_at is None:
+            return None
+        gone = PermanentDeliveryError(f"the user was deleted ({deleted_at}) before this was sent")
+        return self._fail(message, attempts_before, earlier, gone, log)
 
     def process(self, attempt: Attempt, latest_start: float | None = None, entries: Entries | None = None) -> Outcome:
         """Handle one received message; raise ``DeliveryDeferredError`` when it must stay on the queue.
@@ -346,6 +399,8 @@ class Deliverer:
         recorded = entry.attempts - message.prior_attempts if entry is not None else 0
         attempts_before = max(message.attempt, recorded)
         earlier = entry.history if entry is not None else []
+        if (unsent := self._to_deleted_user(message, attempt, attempts_before, earlier, log)) is not None:
+            return unsent
         limits: list[Limit] = []
         try:
             channel = self._channel(message)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypedDict
 
 from core import pages
-from core.errors import AWS_ERRORS, NotFoundError, aws_error, error_code
+from core.errors import AWS_ERRORS, NotFoundError, UpstreamError, aws_error, error_code
 from core.models import DELIVERY_KEY_BYTES, DeliveryStatus
 from core.times import epoch_time, utc_now
 
@@ -232,6 +232,16 @@ def _record(item: dict[str, Any]) -> NotificationRecord:
 def encode_cursor(delivery_key: str) -> str:
     """Return the opaque cursor of the page that starts after ``delivery_key``."""
     return pages.encode_cursor({"k": delivery_key})
+
+
+# A deleted user's item: under a partition no notification id takes (they are UUIDs), and a key no record or row
+# takes either, so that no read of a notification ever finds it.
+_DELETED_USER = "deleted-user#"
+_DELETED_USER_KEY = "#deleted"
+
+
+def _deleted_user_key(user_id: str) -> tuple[str, str]:
+    return f"{_DELETED_USER}{user_id}", _DELETED_USER_KEY
 
 
 def decode_cursor(cursor: str) -> str:
@@ -530,6 +540,39 @@ class DeliveryLedger:
             raise aws_error(exc, "reading the ledger") from exc
         item: dict[str, Any] | None = response.get("Item")
         return item
+
+    def mark_user_deleted(self, user_id: str, at: str) -> None:
+        """Record that the audience's user ``user_id`` was deleted at ``at`` (ISO 8601 UTC): deliveries to them
+        expanded before then are not sent (``users_deleted``). Kept the ledger's days, as long as any delivery is."""
+        item = {**self._key(*_deleted_user_key(user_id)), "deleted_at": {"S": at}, "expires_at": self._expires_at()}
+        try:
+            self._client.put_item(TableName=self._table, Item=item)
+        except AWS_ERRORS as exc:
+            raise aws_error(exc, "recording the user's deletion") from exc
+
+    def users_deleted(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Return when each of ``user_ids`` that was deleted was (the latest deletion), read consistently, one
+        ``BatchGetItem`` per 100; raise ``UpstreamError`` when the ledger cannot tell for every one of them."""
+        unique = list(dict.fromkeys(user_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(unique), _BATCH_GET_KEYS):
+            keys = [self._key(*_deleted_user_key(user)) for user in unique[start : start + _BATCH_GET_KEYS]]
+            pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            for attempt in range(_BATCH_GET_TRIES):
+                if attempt:
+                    time.sleep(0.05 * 2 ** (attempt - 1))
+                try:
+                    response = self._client.batch_get_item(RequestItems=pending)
+                except AWS_ERRORS as exc:
+                    raise aws_error(exc, "reading the ledger") from exc
+                for item in response.get("Responses", {}).get(self._table, []):
+                    found[item["notification_id"]["S"].removeprefix(_DELETED_USER)] = item["deleted_at"]["S"]
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            if pending:
+                raise UpstreamError("reading the ledger failed (unprocessed keys)")
+        return found
 
     def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
         """Return one delivery row, read consistently, or ``None`` when there is none yet."""

@@ -66,6 +66,11 @@ class LedgerPort(Protocol):
         """Keep a notification's record at least the ledger's TTL past ``until`` (Unix time)."""
         ...
 
+    def users_deleted(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Return when each of ``user_ids`` that the audience deleted was (ISO 8601 UTC); raise ``UpstreamError``
+        when the ledger cannot tell."""
+        ...
+
 
 @runtime_checkable
 class NotificationLedgerPort(Protocol):

@@ -11,13 +11,14 @@ that a call cut short leaves rows the next call clears, never an endpoint no row
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from core.audience.endpoints import PushEndpointsPort
 from core.audience.models import MAX_DEVICES_PER_USER, Device, DeviceRequest, Registration
 from core.audience.ports import AudienceRepositoryPort
 from core.errors import InvalidRequestError, NotFoundError, UpstreamError
 from core.observability import logger
+from core.times import utc_now
 
 # The devices of an app deleted at once, and the seconds a call deleting them keeps for its answer.
 APP_DELETION_BATCH = 500
@@ -72,9 +73,33 @@ def unregister_device(
     return device
 
 
-def delete_user(user_id: str, repository: AudienceRepositoryPort, endpoints: PushEndpointsPort) -> list[Device]:
-    """Delete a user with its devices and subscriptions, then its devices' SNS endpoints; return the devices."""
-    devices = repository.delete_user(user_id)
+class DeletedUsersPort(Protocol):
+    """Where a user's deletion is recorded for the consumer: the ledger (``DeliveryLedger.mark_user_deleted``)."""
+
+    def mark_user_deleted(self, user_id: str, at: str) -> None:
+        """Record that ``user_id`` was deleted at ``at`` (ISO 8601 UTC)."""
+        ...
+
+
+def delete_user(
+    user_id: str,
+    repository: AudienceRepositoryPort,
+    endpoints: PushEndpointsPort,
+    deleted: DeletedUsersPort,
+    now: Callable[[], str] = utc_now,
+) -> list[Device]:
+    """Delete a user with its devices and subscriptions, record the deletion for the consumer (deliveries to the
+    user expanded before it are not sent), then delete its devices' SNS endpoints; return the devices.
+
+    The deletion is recorded after the user is gone, so that no send expanded in between escapes it, and for a user
+    not found too (``NotFoundError`` still raised): a retry of a deletion whose record failed (a 502) writes it.
+    """
+    try:
+        devices = repository.delete_user(user_id)
+    except NotFoundError:
+        deleted.mark_user_deleted(user_id, now())
+        raise
+    deleted.mark_user_deleted(user_id, now())
     delete_endpoints(devices, endpoints)
     return devices
 

@@ -38,9 +38,10 @@ class ExpansionQueueSettings(FunctionSettings):
     expansion_queue_url: str = Field(alias="EXPANSION_QUEUE_URL", min_length=1)
 
 
-class AudienceSettings(DatabaseSettings, ExpansionQueueSettings):
+class AudienceSettings(DatabaseSettings, ExpansionQueueSettings, LedgerSettings):
     """The audience routes' function: the PostgreSQL audience, SNS (in the function's own region, ``AWS_REGION``)
-    for the devices' platform endpoints, and the expansion queue ``POST /v1/sends`` hands sends to."""
+    for the devices' platform endpoints, the expansion queue ``POST /v1/sends`` hands sends to, and the ledger a
+    user's deletion is recorded in (the consumer sends nothing more to them)."""
 
 
 class ScheduleDispatchSettings(FunctionSettings):

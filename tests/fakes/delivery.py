@@ -91,6 +91,7 @@ class FakeLedger:
         self.fail_updates = fail_updates
         self.unreachable_updates = unreachable_updates
         self.kept: list[tuple[str, float]] = []
+        self.deleted_users: dict[str, str] = {}
 
     def put(
         self,
@@ -134,6 +135,12 @@ class FakeLedger:
     def keep_record(self, notification_id: str, until: float) -> None:
         """Record that a notification's record was kept past ``until``."""
         self.kept.append((notification_id, until))
+
+    def users_deleted(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Return when the users of ``deleted_users`` among ``user_ids`` were deleted."""
+        if self.fail_reads:
+            raise UpstreamError("reading the ledger failed (the fake was told to fail)")
+        return {user: self.deleted_users[user] for user in user_ids if user in self.deleted_users}
 
     def update(
         self,

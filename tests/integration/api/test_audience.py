@@ -18,6 +18,7 @@ from core.audience.connection import Database
 from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import client as aws_client
+from tests.support.aws import create_resources
 from tests.support.events import admin_event, api_event, response_header, response_json
 
 REGION = "us-east-1"
@@ -69,8 +70,10 @@ def api(
     from moto import mock_aws
 
     monkeypatch.setenv("DATABASE_URL", postgres_url)
-    monkeypatch.setenv("EXPANSION_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/notify-test-expansion")
     with mock_aws():
+        # The service's tables and queues: a user's deletion is recorded in the ledger.
+        for name, value in create_resources().env.items():
+            monkeypatch.setenv(name, value)
         clients.reset()
         sns = aws_client("sns")
         application = sns.create_platform_application(

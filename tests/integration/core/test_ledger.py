@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.clients import get_client
-from core.errors import UpstreamError
+from core.errors import NotFoundError, UpstreamError
 from core.ledger import ROW_ABSENT, Delivery, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus
 from tests.support.aws import NAMES, AwsResources
@@ -313,3 +313,29 @@ def test_keep_record_moves_the_records_ttl_past_a_later_time_only(aws: AwsResour
 
     assert _expires(client, "n-1", "#") == 1_803_000_000 + 30 * 86400
     assert _expires(client, "n-2", "#") == 0
+
+
+def test_users_deleted_tells_when_each_deleted_user_was_deleted(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+    ledger.mark_user_deleted("ada", "2026-11-25T00:00:00.000Z")
+    ledger.mark_user_deleted("ada", "2026-11-25T01:00:00.000Z")  # deleted again after being created again
+    ledger.mark_user_deleted("bob", "2026-11-25T02:00:00.000Z")
+
+    deleted = ledger.users_deleted(["ada", "cy", "ada"])
+
+    assert deleted == {"ada": "2026-11-25T01:00:00.000Z"}
+
+
+def test_users_deleted_item_is_never_read_as_a_notification(aws: AwsResources) -> None:
+    ledger = _ledger(get_client("dynamodb"))
+    ledger.mark_user_deleted("ada", "2026-11-25T00:00:00.000Z")
+
+    with pytest.raises(NotFoundError):
+        ledger.get_record("deleted-user#ada")
+
+
+def test_users_deleted_keys_left_unprocessed_to_the_end_raise_upstream_error(aws: AwsResources) -> None:
+    ledger = _ledger(CountingClient(get_client("dynamodb"), unprocessed_answers=10))
+
+    with pytest.raises(UpstreamError):
+        ledger.users_deleted(["ada", "bob"])

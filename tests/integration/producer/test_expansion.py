@@ -703,3 +703,67 @@ def test_expand_user_ids_send_names_a_user_the_audience_lacks_with_a_skipped_row
     assert rows["browser:ghost"] == rows["push:ghost"] == (DeliveryStatus.SKIPPED, NO_USER)
     assert rows["push:ada"] == (DeliveryStatus.SKIPPED, NO_DEVICE)
     assert ledger.get_record("n-ghost").delivery_count == 4
+
+
+def _audience_email(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage's audience sender topic with an SES email integration, its sender verified in moto."""
+    from api.topics import put_topic
+    from core.channels.registry import TopicRequest
+
+    monkeypatch.setenv("AUDIENCE_SENDER_TOPIC", "audience/default")
+    clients.reset()
+    aws_client("ses").verify_email_identity(EmailAddress="noreply@example.com")
+    mail = {
+        "name": "mail",
+        "type": "email",
+        "target": {"to": ["ops@example.com"], "from": "noreply@example.com"},
+        "model": {"subject": "s", "text": "t"},
+    }
+    request = TopicRequest.model_validate({"integrations": [mail]})
+    put_topic("audience", "default", request, clients.get_topic_registry(), clients.get_secret_store())
+
+
+def _emailed() -> list[list[str]]:
+    from moto.ses.models import ses_backends
+
+    return [message.destinations["ToAddresses"] for message in ses_backends[ACCOUNT][REGION].sent_messages]
+
+
+def test_expand_user_deleted_after_expansion_is_not_emailed_and_the_row_says_why(
+    worker_env: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _audience_email(monkeypatch)
+    phone = _Phone(worker_env, lambda_context)
+    phone.call("PUT", "/v1/users/{user_id}", {"user_id": "ada"}, {"timezone": "UTC", "email": "ada@example.com"})
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
+    sent = phone.call("POST", "/v1/sends", None, body)
+    _expand(worker_env, lambda_context)
+    deleted = phone.audience.handler(api_event("DELETE", "/v1/users/{user_id}", {"user_id": "ada"}), lambda_context)
+
+    phone.deliver()
+
+    [entry] = (
+        DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).page(sent["notification_id"], size=5).entries
+    )
+    assert deleted["statusCode"] == 204
+    assert _emailed() == []
+    assert entry.status is DeliveryStatus.FAILED
+    assert str(entry.last_error).startswith("the user was deleted (")
+
+
+def test_expand_user_created_again_after_a_deletion_gets_what_is_sent_after(
+    worker_env: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _audience_email(monkeypatch)
+    phone = _Phone(worker_env, lambda_context)
+    user = {"timezone": "UTC", "email": "ada@example.com"}
+    phone.call("PUT", "/v1/users/{user_id}", {"user_id": "ada"}, user)
+    phone.audience.handler(api_event("DELETE", "/v1/users/{user_id}", {"user_id": "ada"}), lambda_context)
+    phone.call("PUT", "/v1/users/{user_id}", {"user_id": "ada"}, user)
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
+    phone.call("POST", "/v1/sends", None, body)
+    _expand(worker_env, lambda_context)
+
+    phone.deliver()
+
+    assert _emailed() == [["ada@example.com"]]

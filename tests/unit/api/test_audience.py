@@ -44,17 +44,39 @@ def sns() -> FakeSnsEndpoints:
     return FakeSnsEndpoints((APPLICATION,))
 
 
+class DeletedUsers:
+    """The ledger as a user's deletion records itself in it."""
+
+    def __init__(self) -> None:
+        self.marked: list[tuple[str, str]] = []
+
+    def mark_user_deleted(self, user_id: str, at: str) -> None:
+        self.marked.append((user_id, at))
+
+
+@pytest.fixture
+def deleted_users() -> DeletedUsers:
+    return DeletedUsers()
+
+
 @pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch, repository: FakeAudienceRepository, sns: FakeSnsEndpoints) -> None:
+def _environment(
+    monkeypatch: pytest.MonkeyPatch,
+    repository: FakeAudienceRepository,
+    sns: FakeSnsEndpoints,
+    deleted_users: DeletedUsers,
+) -> None:
     for name, value in {
         "STAGE": "prod",
         "AWS_REGION": "eu-west-1",
         "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
         "EXPANSION_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/notify-prod-expansion",
+        "DELIVERIES_TABLE": "notify-prod-ledger",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(audience, "get_audience_repository", lambda settings: repository)
     monkeypatch.setattr(audience, "get_push_endpoints", lambda region: PushEndpoints(sns))
+    monkeypatch.setattr(audience, "get_ledger", lambda settings: deleted_users)
 
 
 def _call(method: str, resource: str, params: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:
@@ -195,6 +217,21 @@ def test_audience_delete_user_deletes_its_endpoints(ada: str, sns: FakeSnsEndpoi
 
     assert response["statusCode"] == 204
     assert sns.endpoints == {}
+
+
+def test_audience_delete_user_records_the_deletion_for_the_consumer(ada: str, deleted_users: DeletedUsers) -> None:
+    response = _call("DELETE", USER, {"user_id": ada})
+
+    assert response["statusCode"] == 204
+    assert [user for user, _ in deleted_users.marked] == [ada]
+
+
+def test_audience_delete_user_unknown_answers_404_and_still_records_the_deletion(deleted_users: DeletedUsers) -> None:
+    # A retry of a deletion whose record failed (502): the user is gone, and the record is written now.
+    response = _call("DELETE", USER, {"user_id": "nobody"})
+
+    assert response["statusCode"] == 404
+    assert [user for user, _ in deleted_users.marked] == ["nobody"]
 
 
 def test_audience_delete_user_endpoint_not_deleted_still_answers_204(

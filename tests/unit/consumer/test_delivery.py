@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -2300,3 +2300,50 @@ def test_process_key_missing_from_the_batch_read_reads_its_own_row(rig: Rig) -> 
 
     assert rig.deliverer.process(_attempt(_body()), None, {}) is Outcome.SKIPPED
     assert rig.ledger.reads == [ROW_KEY]
+
+
+def test_process_to_a_user_deleted_after_the_expansion_fails_saying_so_and_sends_nothing(rig: Rig) -> None:
+    rig.ledger.deleted_users["u-1"] = iso_time(NOW - 30)  # after the delivery was expanded (NOW - 60)
+
+    outcome = rig.process(_body(recipient={"user_id": "u-1", "address": "u1@example.com"}))
+
+    assert outcome is Outcome.FAILED
+    assert rig.channel.sent == []
+    assert (rig.row().status, rig.row().attempts) == (DeliveryStatus.FAILED, 0)
+    assert rig.row().last_error == f"the user was deleted ({iso_time(NOW - 30)}) before this was sent"
+
+
+def test_process_to_a_user_deleted_before_the_expansion_is_sent(rig: Rig) -> None:
+    # Deleted, then created again: what is expanded for them after is theirs.
+    rig.ledger.deleted_users["u-1"] = iso_time(NOW - 90)
+
+    outcome = rig.process(_body(recipient={"user_id": "u-1"}))
+
+    assert outcome is Outcome.DELIVERED
+    assert len(rig.channel.sent) == 1
+
+
+def test_process_to_a_user_the_ledger_cannot_tell_about_is_sent_on_without_an_attempt(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(user_ids: Sequence[str]) -> dict[str, str]:
+        raise UpstreamError("reading the ledger failed (ProvisionedThroughputExceededException)")
+
+    monkeypatch.setattr(rig.ledger, "users_deleted", unreadable)
+
+    outcome = rig.process(_body(recipient={"user_id": "u-1"}))
+
+    assert rig.channel.sent == []
+    assert outcome is not Outcome.DELIVERED
+    assert [copy.attempt for copy, _ in rig.copies()] == [0]
+
+
+def test_read_entries_reads_the_batch_users_deletions_in_one_call(rig: Rig) -> None:
+    rig.ledger.deleted_users["u-2"] = iso_time(NOW)
+    attempts = [_attempt(_body(delivery_key=f"k-{n}", recipient={"user_id": f"u-{n}"}), n) for n in (1, 2)]
+    rig.deliverer.read_entries(attempts)
+    rig.ledger.deleted_users.clear()  # what the batch read is what counts
+
+    outcomes = [rig.deliverer.process(attempt) for attempt in attempts]
+
+    assert outcomes == [Outcome.DELIVERED, Outcome.FAILED]

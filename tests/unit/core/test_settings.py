@@ -85,7 +85,11 @@ REQUIRED: dict[type[FunctionSettings], dict[str, str]] = {
         "PAYMENTS_TABLE": "notify-prod-payments",
         "PURCHASE_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:notify-prod-Purchase",
     },
-    AudienceSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database", "EXPANSION_QUEUE_URL": EXPANSION_QUEUE},
+    AudienceSettings: {
+        "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
+        "EXPANSION_QUEUE_URL": EXPANSION_QUEUE,
+        "DELIVERIES_TABLE": "notify-prod-ledger",
+    },
     CronSettings: {"DATABASE_SECRET_PARAMETER": "/notify/prod/database", "EXPANSION_QUEUE_URL": EXPANSION_QUEUE},
     ExpandSettings: {
         "DATABASE_SECRET_PARAMETER": "/notify/prod/database",
