@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from typing import Any
 
 from bench import plots
 from bench.local_stack import ADMIN_TOKEN, API_KEY, LocalStack, _call
+from bench.receiver import ID_HEADER
 from bench.results import Fragment, Table, Target
 
 NOTIFICATIONS = 100
@@ -45,6 +47,8 @@ class DrillResult:
     floor: float | None
     rate: float | None = None
     accepted_at: tuple[float, ...] = ()
+    received: int = 0
+    repeated: int = 0
 
 
 def _topic(stack: LocalStack, name: str, url: str, rate: float | None) -> str:
@@ -108,6 +112,18 @@ def _records(stack: LocalStack, path: str) -> list[dict[str, Any]]:
     return [record for record in body["records"] if record["path"] == path]
 
 
+def _acceptances(records: list[dict[str, Any]], ids: list[str]) -> Counter[str]:
+    """Count the receiver's clean 2xx answers (no scripted fault) per notification id of ``ids``."""
+    wanted = set(ids)
+    counts: Counter[str] = Counter()
+    for record in records:
+        headers = {str(name).lower(): value for name, value in (record.get("headers") or {}).items()}
+        notification_id = headers.get(ID_HEADER.lower())
+        if record["status"] < 300 and record.get("fault") is None and notification_id in wanted:
+            counts[notification_id] += 1
+    return counts
+
+
 def _drill(
     stack: LocalStack, label: str, name: str, query: str, rate: float | None, count: int, timeout: float
 ) -> DrillResult:
@@ -122,6 +138,7 @@ def _drill(
     seconds = (max(accepted) if accepted else time.time()) - started
     span = max(accepted) - min(accepted) if accepted else 0.0
     values = list(statuses.values())
+    acceptances = _acceptances(records, ids)
     return DrillResult(
         label=label,
         published=count,
@@ -135,6 +152,11 @@ def _drill(
         floor=count / rate if rate else None,
         rate=rate,
         accepted_at=tuple(sorted(moment - started for moment in accepted)),
+        # A notification counts as received only by the receiver's own records, whatever the ledger says.
+        received=sum(
+            1 for notification_id, status in statuses.items() if status == "delivered" and acceptances[notification_id]
+        ),
+        repeated=sum(count - 1 for count in acceptances.values() if count > 1),
     )
 
 
@@ -149,7 +171,7 @@ def _print(result: DrillResult) -> None:
     print(f"  {result.label}")
     print(
         f"    delivered {result.delivered}/{result.published}   dead {result.dead}   failed {result.failed}   "
-        f"not final {lost}"
+        f"not final {lost}   delivered and accepted at the receiver {result.received}   repeated {result.repeated}"
     )
     print(
         f"    receiver: {result.requests} requests, {result.answered_429} answered 429 ({share:.1f} %; target <= 5 %)"
@@ -189,10 +211,10 @@ def _targets(result: DrillResult) -> list[Target]:
     share = result.answered_429 / result.requests * 100 if result.requests else 0.0
     targets = [
         Target(
-            f"burst ({result.label}): delivered",
-            f"{result.delivered}/{result.published}",
+            f"burst ({result.label}): delivered (ledger) and accepted (receiver, per notification id)",
+            f"{result.received}/{result.published} ({result.delivered} delivered in the ledger)",
             "all",
-            result.delivered == result.published,
+            result.received == result.delivered == result.published,
         )
     ]
     if result.floor:

@@ -128,6 +128,11 @@ class LocalStack:
         assert self._process is not None, "the stack is not started"
         return self._process.pid
 
+    @property
+    def logs_dir(self) -> Path:
+        """Where the stack's functions write their logs (``<function>.log``)."""
+        return self._state / "logs"
+
     def output(self) -> str:
         """What the stack printed so far."""
         return self._output.read_text(errors="replace")
