@@ -3,6 +3,7 @@ opens its UDP emitter socket): what a trace may hold."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -16,14 +17,17 @@ TOKEN = "rt1.k1.eyJ1Ijoid2FsZG8ifQ.c2lnbmF0dXJl"
 
 @pytest.fixture
 def kept(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
-    """What powertools would put in a trace as a handler's or method's response: (data, capture_response)."""
+    """What powertools would put in a trace as a handler's or method's response: (data, capture_response), of this
+    test's thread only (threads an earlier test left running, a stack's workers say, trace their own calls)."""
     captured: list[tuple[Any, Any]] = []
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")  # no X-Ray daemon here
+    test_thread = threading.get_ident()
 
     def add(
         self: Tracer, method_name: Any = None, data: Any = None, subsegment: Any = None, capture_response: Any = None
     ) -> None:
-        captured.append((data, capture_response))
+        if threading.get_ident() == test_thread:
+            captured.append((data, capture_response))
 
     monkeypatch.setattr(Tracer, "_add_response_as_metadata", add)
     return captured
