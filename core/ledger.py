@@ -550,29 +550,39 @@ class DeliveryLedger:
         except AWS_ERRORS as exc:
             raise aws_error(exc, "recording the user's deletion") from exc
 
-    def users_deleted(self, user_ids: Sequence[str]) -> dict[str, str]:
-        """Return when each of ``user_ids`` that was deleted was (the latest deletion), read consistently, one
-        ``BatchGetItem`` per 100; raise ``UpstreamError`` when the ledger cannot tell for every one of them."""
-        unique = list(dict.fromkeys(user_ids))
-        found: dict[str, str] = {}
-        for start in range(0, len(unique), _BATCH_GET_KEYS):
-            keys = [self._key(*_deleted_user_key(user)) for user in unique[start : start + _BATCH_GET_KEYS]]
-            pending: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+    def _batch_get(self, keys: Sequence[tuple[str, str]]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """Return the items of ``keys`` (unique) that exist, read consistently, one ``BatchGetItem`` per 100 keys, and
+        the keys still unprocessed after ``_BATCH_GET_TRIES`` calls (throttling: asked for again, backing off). Raise
+        ``UpstreamError`` when a call fails."""
+        items: list[dict[str, Any]] = []
+        left: list[tuple[str, str]] = []
+        for start in range(0, len(keys), _BATCH_GET_KEYS):
+            chunk = [self._key(*key) for key in keys[start : start + _BATCH_GET_KEYS]]
+            pending: dict[str, Any] = {self._table: {"Keys": chunk, "ConsistentRead": True}}
             for attempt in range(_BATCH_GET_TRIES):
                 if attempt:
-                    time.sleep(0.05 * 2 ** (attempt - 1))
+                    time.sleep(0.05 * 2 ** (attempt - 1))  # unprocessed keys mean throttling: back off first
                 try:
                     response = self._client.batch_get_item(RequestItems=pending)
                 except AWS_ERRORS as exc:
                     raise aws_error(exc, "reading the ledger") from exc
-                for item in response.get("Responses", {}).get(self._table, []):
-                    found[item["notification_id"]["S"].removeprefix(_DELETED_USER)] = item["deleted_at"]["S"]
+                items.extend(response.get("Responses", {}).get(self._table, []))
                 pending = response.get("UnprocessedKeys") or {}
                 if not pending:
                     break
-            if pending:
-                raise UpstreamError("reading the ledger failed (unprocessed keys)")
-        return found
+            left += [
+                (key["notification_id"]["S"], key["delivery_key"]["S"])
+                for key in pending.get(self._table, {}).get("Keys", [])
+            ]
+        return items, left
+
+    def users_deleted(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Return when each of ``user_ids`` that was deleted was (the latest deletion), read consistently in batches;
+        raise ``UpstreamError`` when the ledger cannot tell for every one of them."""
+        items, left = self._batch_get([_deleted_user_key(user) for user in dict.fromkeys(user_ids)])
+        if left:
+            raise UpstreamError("reading the ledger failed (unprocessed keys)")
+        return {item["notification_id"]["S"].removeprefix(_DELETED_USER): item["deleted_at"]["S"] for item in items}
 
     def get_entry(self, notification_id: str, delivery_key: str) -> LedgerEntry | None:
         """Return one delivery row, read consistently, or ``None`` when there is none yet."""
@@ -589,28 +599,12 @@ class DeliveryLedger:
         """
         unique = list(dict.fromkeys(keys))
         found: dict[tuple[str, str], LedgerEntry | None] = dict.fromkeys(unique)
-        for start in range(0, len(unique), _BATCH_GET_KEYS):
-            pending: dict[str, Any] = {
-                self._table: {
-                    "Keys": [self._key(*key) for key in unique[start : start + _BATCH_GET_KEYS]],
-                    "ConsistentRead": True,
-                }
-            }
-            for attempt in range(_BATCH_GET_TRIES):
-                if attempt:
-                    time.sleep(0.05 * 2 ** (attempt - 1))  # unprocessed keys mean throttling: back off first
-                try:
-                    response = self._client.batch_get_item(RequestItems=pending)
-                except AWS_ERRORS as exc:
-                    raise aws_error(exc, "reading the ledger") from exc
-                for item in response.get("Responses", {}).get(self._table, []):
-                    if "status" in item:
-                        found[(item["notification_id"]["S"], item["delivery_key"]["S"])] = _entry(item)
-                pending = response.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-            for key in pending.get(self._table, {}).get("Keys", []):
-                found.pop((key["notification_id"]["S"], key["delivery_key"]["S"]), None)
+        items, left = self._batch_get(unique)
+        for item in items:
+            if "status" in item:
+                found[(item["notification_id"]["S"], item["delivery_key"]["S"])] = _entry(item)
+        for key in left:
+            found.pop(key, None)
         return found
 
     def _query(self, notification_id: str, **options: Any) -> Iterator[dict[str, Any]]:
