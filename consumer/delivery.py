@@ -18,7 +18,6 @@ writes: the status before the dead letter is sent, the give-up in the history on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -285,9 +284,11 @@ class Deliverer:
         twice anywhere in the batch (its later copy must see what the first did). When the read fails, nothing is
         returned and every message reads its own row.
         """
+        self._deleted_users = {}
         try:
             keys: list[tuple[str, str] | None] = []  # per message, in order: the row to read, if any
             counts: Counter[tuple[str, str]] = Counter()
+            users: list[str] = []  # the users of the batch's audience deliveries
             now = self._clock()
             for attempt in attempts:
                 try:
@@ -300,8 +301,13 @@ class Deliverer:
                 counts[key] += 1
                 early = due is not None and self._early(message, due, now)
                 keys.append(None if early or message.outcome is not None else key)
+                if message.recipient is not None:
+                    users.append(message.recipient.user_id)
             once = [key for key in keys[:starting] if key is not None and counts[key] == 1]
-            self._read_deleted_users(attempts)
+            if users:
+                # Read with the rows; unread (a failure), each delivery reads its own user's.
+                deleted = self._ledger.users_deleted(users)
+                self._deleted_users = {user: deleted.get(user) for user in users}
             return self._ledger.get_entries(once) if once else {}
         except UpstreamError as exc:
             logger.warning("ledger batch read failed: each message reads its own row", extra={"reason": str(exc)})
@@ -310,20 +316,6 @@ class Deliverer:
             # way it did without it, and processing reports what concerns one message.
             logger.exception("ledger batch read failed unexpectedly: each message reads its own row")
         return {}
-
-    def _read_deleted_users(self, attempts: Sequence[Attempt]) -> None:
-        """Read which users the batch's audience deliveries are to were deleted, in one go; on failure, nothing is
-        kept and each delivery reads its own user's."""
-        self._deleted_users = {}
-        users = []
-        for attempt in attempts:
-            with contextlib.suppress(PermanentDeliveryError):
-                message = parse_message(attempt.body, attempt.receive_count)
-                if message.recipient is not None:
-                    users.append(message.recipient.user_id)
-        if users:
-            deleted = self._ledger.users_deleted(users)
-            self._deleted_users = {user: deleted.get(user) for user in users}
 
     def _user_deleted(self, message: DeliveryMessage) -> str | None:
         """Return when the audience deleted the user an audience delivery is to, when it did after the delivery was
