@@ -32,6 +32,12 @@ Once per user: a zone hand-off records the users of each page with its cursor (`
 time zone changed from a zone handed over to one handed over later (or between the zones of one job) is enqueued and
 counted once. An instant send pages everyone with one cursor, which reaches each user once.
 
+The sweep: a user is reached at their zone's time or not at all (a send at 09:00 never arrives at 23:00), but every
+id a ``user_ids`` send names gets a row, as an instant send's do. Its last hand-off (``ExpansionJob.sweep``, the claim
+after which no clock shows its time) pages, after its zones, the named ids with a cursor of its own (``SWEEP``) and
+writes a ``skipped`` row for each that no hand-off recorded: ``NO_USER`` for an id no user has, ``TOO_LATE`` for a user
+who moved into a zone already handed over, or was made there after its time.
+
 One run at a time per send (``sends.lease``, ``infra/migrations/0002_send_lease_and_caller.sql``): a job delivered
 twice, or a local-time send's next zone arriving while the last is being expanded, waits on the queue for the run
 that holds it.
@@ -87,11 +93,14 @@ ENQUEUE_CHUNK_BYTES = 8 * 1024 * 1024
 # found the send held waits on the queue before it looks again.
 DEFAULT_LEASE_SECONDS = 120.0
 BUSY_DELAY_SECONDS = 30
+# The cursor key of a local-time send's sweep (``zone_cursors``): no IANA zone is named so.
+SWEEP = "*"
 NO_DEVICE = "no enabled device"
 NO_EMAIL = "no email address"
 NO_CHAT = "no Telegram chat id"
 NO_BROWSER_ID = "user id cannot address browser connections"
 NO_USER = "no such user (deleted since the send was accepted, or never created)"
+TOO_LATE = "in no zone of the send when its clock showed the send's time (the user moved there, or was made, after)"
 
 
 class ExpansionError(NotificationError):
@@ -272,11 +281,12 @@ class _Builder:
                     body = self._message(key, kind, {"user_id": uid}, recipient)
                     yield (_Planned(key, _row(kind, recipient), body))
 
-    def missing(self, user_ids: Sequence[str]) -> Iterator[_Planned]:
-        """Yield a skipped delivery per requested channel of each user id the send names but the audience lacks."""
-        for uid in user_ids:
+    def skipped(self, recipients: Sequence[str] | Sequence[User], reason: str) -> Iterator[_Planned]:
+        """Yield a skipped delivery per requested channel of each recipient (a user, or an id the audience lacks)."""
+        for recipient in recipients:
+            uid = recipient if isinstance(recipient, str) else recipient.user_id
             for kind in self._send.channels:
-                yield _skip(_key(kind, uid), kind, uid, NO_USER)
+                yield _skip(_key(kind, uid), kind, uid, reason)
 
 
 def _key(kind: str, user_id: str, device_id: str | None = None) -> str:
@@ -458,14 +468,11 @@ def expand_send(
         # so a job delivered twice, retried after it finished, or planned again with one more zone, enqueues and
         # counts no one again; another zone's cursor is not its users'.
         zone_of: dict[str, str | None] = {}
-        for zone in sorted(set(job.zones)) if job.zones is not None else [None]:
-            scope = [zone] if zone is not None else None
-            for page, cursor, missing in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
-                users = _not_handed_over(send, store, page) if zone is not None else page
-                devices = store.devices_of([user.user_id for user in users]) if users else {}
-                planned = chain(builder.plan(users, devices), builder.missing(missing))
+        for zone in _hand_off_parts(job, send):
+            scope = [zone] if zone is not None and zone != SWEEP else None
+            for page, cursor, absent in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
+                planned, handed = _plan_page(send, store, builder, zone, page, absent)
                 total += _enqueue_page(send, planned, ledger, queue, report)
-                handed = [user.user_id for user in users] if zone is not None else []
                 if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone, handed):
                     # This run outlived its lease and another took the send over, maybe for other zones: this job
                     # comes back, and goes on from its zones' cursors once that run is done.
@@ -491,6 +498,38 @@ def expand_send(
         logger.error("send cannot be expanded", extra={"send_id": send.send_id, "error": str(exc)})
         return report
     return _expanded(send, store, report)
+
+
+def _plan_page(
+    send: StoredSend,
+    store: ExpansionStorePort,
+    builder: _Builder,
+    zone: str | None,
+    page: list[User],
+    absent: list[str],
+) -> tuple[Iterable[_Planned], list[str]]:
+    """Return the deliveries of a page of ``zone`` (``None``: everyone) and the ids it hands over (recorded for a
+    local-time send, whose pages leave out whoever an earlier page recorded)."""
+    if zone is None:
+        devices = store.devices_of([user.user_id for user in page]) if page else {}
+        return chain(builder.plan(page, devices), builder.skipped(absent, NO_USER)), []
+    users = _not_handed_over(send, store, page)
+    handed = [user.user_id for user in users]
+    if zone != SWEEP:
+        devices = store.devices_of(handed) if users else {}
+        return chain(builder.plan(users, devices), builder.skipped(absent, NO_USER)), handed
+    # The sweep: the named ids no zone handed over get their rows, never a late message.
+    done = store.handed_over(send.send_id, absent) if absent else set()
+    unknown = [uid for uid in absent if uid not in done]
+    return chain(builder.skipped(users, TOO_LATE), builder.skipped(unknown, NO_USER)), [*handed, *unknown]
+
+
+def _hand_off_parts(job: ExpansionJob, send: StoredSend) -> list[str | None]:
+    """Return what a job pages, in order, each with a cursor of its own: everyone (``None``, an instant send), or
+    each of a local-time hand-off's zones, then for the last hand-off of a ``user_ids`` send the sweep (``SWEEP``)."""
+    if job.zones is None:
+        return [None]
+    return [*sorted(set(job.zones)), *([SWEEP] if job.sweep and "user_ids" in send.target else [])]
 
 
 def _not_handed_over(send: StoredSend, store: ExpansionStorePort, users: list[User]) -> list[User]:

@@ -25,8 +25,10 @@ is ``sent`` once every zone's has come. The zones that have users are read at ea
 FROM users``), so a zone that gets its first user after the send was made, even after the last zone that had users,
 is handed over at the first claim after its instant, and a send made before any user exists reaches the users made
 before their zone's instant. A claim at which no zone that has users is due only moves ``fire_at`` on, handing over
-nothing. A user who moves to a zone whose instant is already behind the watermark is not reached by that send. An
-instant send hands over everyone once (``zones`` is ``None``).
+nothing. The last claim (no clock left to show ``local_at``) is the sweep (``DueSend.sweep``): it also hands over
+whoever of the audience no zone did, such as a user who moved to a zone whose instant was already behind the
+watermark. A zone the clock does not know (a name a later tzdata dropped) is taken as UTC's. An instant send hands
+over everyone once (``zones`` is ``None``).
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ class ClaimedSend(NamedTuple):
 class DueSend(NamedTuple):
     """What an enqueuer hands to the fan-out: the send and, for a local-time one, the zones due now.
 
-    ``zones`` is ``None`` for everyone (an instant send), else the recipients' zones of this hand-off.
+    ``zones`` is ``None`` for everyone (an instant send), else the recipients' zones of this hand-off; ``sweep`` marks
+    a local-time send's last hand-off (``ExpansionJob.sweep``).
     """
 
     schedule_id: str
@@ -147,6 +150,7 @@ class DueSend(NamedTuple):
     content: dict[str, Any]
     channels: list[str]
     zones: list[str] | None = None
+    sweep: bool = False
 
 
 class Handoff(NamedTuple):
@@ -171,7 +175,8 @@ class SendEnqueuer(Protocol):
 
 
 def zone_instants(local_at: datetime, zones: Iterable[str]) -> dict[str, datetime]:
-    """Return the instant each zone's clock shows ``local_at`` (zones that are not IANA names left out).
+    """Return the instant each zone's clock shows ``local_at``; a zone that is no IANA name the clock knows (users
+    keep the name they were saved with, and a later tzdata may drop it) is taken as UTC, so its users are reached.
 
     Raises
     ------
@@ -186,7 +191,8 @@ def zone_instants(local_at: datetime, zones: Iterable[str]) -> dict[str, datetim
         except OverflowError:
             raise InvalidRequestError("at", f"is out of range in the time zone {zone}") from None
         except (ValueError, KeyError):
-            logger.warning("unknown time zone left out of a local-time send", extra={"zone": zone})
+            logger.warning("unknown time zone taken as UTC in a local-time send", extra={"zone": zone})
+            instants[zone] = local_at.replace(tzinfo=UTC)
     return instants
 
 
@@ -310,7 +316,7 @@ class DispatchReport:
         }
 
 
-def _due_send(claim: ClaimedSend, zones: list[str] | None) -> DueSend:
+def _due_send(claim: ClaimedSend, zones: list[str] | None, last: bool) -> DueSend:
     return DueSend(
         schedule_id=claim.schedule_id,
         send_id=claim.send_id,
@@ -319,6 +325,7 @@ def _due_send(claim: ClaimedSend, zones: list[str] | None) -> DueSend:
         content=claim.content,
         channels=claim.channels,
         zones=zones,
+        sweep=last and claim.local_at is not None,
     )
 
 
@@ -396,7 +403,11 @@ def _dispatch_batch(
     # A local-time claim with no zone that has users due now (no user there yet, or a zone lost its users) hands
     # nothing over: it only moves to its next instant. Its last claim hands over an empty job even so: its expansion
     # writes the notification's record (0 deliveries when no zone ever had users) and marks the send expanded.
-    due = [_due_send(claim, zones) for claim, zones, after in plans if zones is None or zones or after is None]
+    due = [
+        _due_send(claim, zones, after is None)
+        for claim, zones, after in plans
+        if zones is None or zones or after is None
+    ]
     try:
         errors = enqueuer.enqueue_all(due)
     except Exception as exc:
@@ -458,7 +469,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequestError("cursor", "is not a cursor this API returned") from None
     if parsed.created_at.tzinfo is None:
         raise InvalidRequestError("cursor", "is not a cursor this API returned")
-    return parsed.created_at, str(parsed.schedule_id)
+    try:
+        # Ours are UTC; an offset PostgreSQL cannot store (beyond 15:59) would fail the query, not name the cursor.
+        created_at = parsed.created_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequestError("cursor", "is not a cursor this API returned") from None
+    return created_at, str(parsed.schedule_id)
 
 
 def list_schedules(

@@ -243,6 +243,8 @@ class ExpansionJob(BaseModel):
     """A message of the expansion queue: which send to expand, and for a local-time hand-off its zones.
 
     ``caller`` is the API key id of the request (the notification record's caller); ``zones`` ``None`` is everyone.
+    ``sweep``: a local-time send's last hand-off, which after its zones reaches whoever of the audience no hand-off
+    did (``core.audience.expansion.expand_send``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -252,6 +254,7 @@ class ExpansionJob(BaseModel):
     send_id: str = Field(min_length=1)
     notification_id: str = Field(min_length=1)
     zones: list[str] | None = None
+    sweep: bool = False
     caller: str | None = None
     lease: str | None = Field(default=None, description="The send's lease a run handing the send over passes on.")
 
@@ -506,7 +509,9 @@ class AudienceSendEnqueuer:
         for send in sends:
             # An empty zone set is a local-time send's last claim with no zone due: its job writes the record of a
             # send that reached no one, and marks the send expanded.
-            job = ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
+            job = ExpansionJob(
+                send_id=send.send_id, notification_id=send.notification_id, zones=send.zones, sweep=send.sweep
+            )
             ids = send.target.get("user_ids")
             if isinstance(ids, list) and len(ids) <= SMALL_SEND:
                 small.append((send, job))
@@ -527,7 +532,7 @@ class AudienceSendEnqueuer:
     def enqueue(self, send: DueSend) -> None:
         """Hand the due send over; ``UpstreamError`` when the queue refused it (the cron retries the claim)."""
         self._expansion.submit(
-            ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones)
+            ExpansionJob(send_id=send.send_id, notification_id=send.notification_id, zones=send.zones, sweep=send.sweep)
         )
         logger.info(
             "scheduled send handed to the expansion worker",

@@ -13,7 +13,7 @@ import pytest
 
 from core import clients
 from core.audience.connection import Database
-from core.audience.expansion import NO_DEVICE, NO_USER
+from core.audience.expansion import NO_DEVICE, NO_USER, TOO_LATE
 from core.audience.models import UserRequest
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend, dispatch_due
@@ -360,6 +360,89 @@ def test_expansion_local_time_user_moving_to_a_later_zone_gets_one_delivery_and_
     page = ledger.page("n-morning")
     assert page.counts == {"delivered": 2}
     assert page.record.delivery_count == 2
+
+
+def _run_cron_until_sent(
+    aws: AwsResources, context: FakeLambdaContext, repository: AudienceRepository, schedule_id: str, now: datetime
+) -> None:
+    """Run the cron and the worker every 15 minutes from ``now`` until the schedule is ``sent``."""
+    while repository.get_schedule(schedule_id).status != "sent":
+        _hand_off(aws, context, repository, now)
+        now += timedelta(minutes=15)
+
+
+def _morning_in_each_zone(repository: AudienceRepository, notification_id: str, to: dict[str, Any]) -> str:
+    """Schedule "Good morning" at 09:00 of each recipient's clock on 15 June 2030; return the schedule's id."""
+    schedule = repository.create_scheduled_send(
+        NewScheduledSend(
+            notification_id,
+            to,
+            {"text": "Good morning"},
+            ["browser"],
+            fire_at=datetime(2030, 6, 14, 19, 0, tzinfo=UTC),
+            local_at=datetime(2030, 6, 15, 9, 0),
+        )
+    )
+    return str(schedule.schedule_id)
+
+
+def test_expansion_local_time_user_ids_each_get_a_row_by_the_last_claim_none_a_late_message(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    """A local-time send to ids: ``ghost`` never exists, ``carol`` is made in Tokyo after 09:00 there, and ``alice``
+    moves from New York to Tokyo once Tokyo was handed over. The zones' pages keep only the users found in them: the
+    three had no row at all (an instant send gives ghost a skipped one), and the count said 1 of 4. Each named id
+    now has a row by the last claim, skipped with its reason; a user is reached at their zone's time or not at all."""
+    repository = AudienceRepository(database)
+    repository.put_user("ada", UserRequest(timezone="Europe/Paris"))
+    repository.put_user("alice", UserRequest(timezone="America/New_York"))
+    schedule_id = _morning_in_each_zone(repository, "n-ids", {"user_ids": ["ada", "alice", "carol", "ghost"]})
+
+    _hand_off(worker_env, lambda_context, repository, datetime(2030, 6, 15, 0, 0, 30, tzinfo=UTC))  # 09:00 in Tokyo
+    repository.put_user("carol", UserRequest(timezone="Asia/Tokyo"))
+    repository.put_user("alice", UserRequest(timezone="Asia/Tokyo"))
+    _run_cron_until_sent(worker_env, lambda_context, repository, schedule_id, datetime(2030, 6, 15, 0, 15, tzinfo=UTC))
+    # The last claim's job delivered twice writes and counts nothing again.
+    schedule = repository.get_schedule(schedule_id)
+    job = ExpansionJob(send_id=str(schedule.send_id), notification_id="n-ids", zones=[], sweep=True)
+    ExpansionQueue(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"]).submit(job)
+    _expand(worker_env, lambda_context)
+
+    keys = [json.loads(body)["delivery_key"] for body in _queued_bodies()]
+    assert keys == ["browser:ada"]
+    ledger = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"])
+    ledger.update("n-ids", "browser:ada", DeliveryStatus.DELIVERED, attempts=1)
+    page = ledger.page("n-ids")
+    rows = {entry.delivery_key: (entry.status, entry.last_error) for entry in page.entries}
+    assert rows == {
+        "browser:ada": (DeliveryStatus.DELIVERED, None),
+        "browser:alice": (DeliveryStatus.SKIPPED, TOO_LATE),
+        "browser:carol": (DeliveryStatus.SKIPPED, TOO_LATE),
+        "browser:ghost": (DeliveryStatus.SKIPPED, NO_USER),
+    }
+    assert page.counts == {"delivered": 1, "skipped": 3}
+    assert page.record.delivery_count == 4
+
+
+def test_expansion_local_time_user_of_a_zone_the_clock_does_not_know_is_reached_at_utc_time(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    """A user saved with a zone a later tzdata dropped (``US/Pacific-New``, gone since 2020b) was left out of every
+    hand-off: the send ended ``expanded`` with no row for them. The zone is taken as UTC."""
+    repository = AudienceRepository(database)
+    repository.put_user("ada", UserRequest(timezone="Europe/Paris"))
+    with db.cursor() as cursor:
+        cursor.execute("INSERT INTO users (id, timezone) VALUES ('old', 'US/Pacific-New')")
+    db.commit()
+    schedule_id = _morning_in_each_zone(repository, "n-old-zone", {"user_ids": ["ada", "old"]})
+
+    _hand_off(worker_env, lambda_context, repository, datetime(2030, 6, 15, 7, 0, 30, tzinfo=UTC))  # 09:00 in Paris
+    _hand_off(worker_env, lambda_context, repository, datetime(2030, 6, 15, 9, 0, 30, tzinfo=UTC))  # 09:00 in UTC
+    keys = [json.loads(body)["delivery_key"] for body in _queued_bodies()]
+    assert sorted(keys) == ["browser:ada", "browser:old"]
+    _run_cron_until_sent(worker_env, lambda_context, repository, schedule_id, datetime(2030, 6, 15, 9, 15, tzinfo=UTC))
+    assert len(_queued_bodies()) == 2
+    assert DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).get_record("n-old-zone").delivery_count == 2
 
 
 def _publish_to_followers(aws: AwsResources, metadata: dict[str, Any], channels: list[str] | None = None) -> str:
