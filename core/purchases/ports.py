@@ -28,6 +28,9 @@ class PaymentIntentView:
     # When its charge was made (``latest_charge.created``, expanded; ``None`` when it was not): when the customer paid.
     # ``created`` may be much earlier (a Payment Element makes the intent when the checkout page loads).
     charge_created: int | None = None
+    # What its capture took (``amount_received``, or its charge's ``amount_captured``): less than ``amount``, which
+    # stays what was authorised, after a partial capture. ``None`` when Stripe's answer does not say.
+    amount_received: int | None = None
 
 
 @dataclass(frozen=True)

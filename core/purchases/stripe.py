@@ -148,7 +148,21 @@ def payment_intent_view(intent: Mapping[str, Any]) -> PaymentIntentView:
         created=int(intent.get("created") or 0),
         amount_refunded=_amount_refunded(intent.get("latest_charge")),
         charge_created=_charge_created(intent.get("latest_charge")),
+        amount_received=_amount_received(intent),
     )
+
+
+def _amount_received(intent: Mapping[str, Any]) -> int | None:
+    """What a PaymentIntent's capture took: its ``amount_received``, else its expanded charge's ``amount_captured``;
+    ``None`` when neither says (a capture takes something: 0 is no answer)."""
+    charge = intent.get("latest_charge")
+    for value in (
+        intent.get("amount_received"),
+        charge.get("amount_captured") if isinstance(charge, Mapping) else None,
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _amount_refunded(charge: Any) -> int:

@@ -346,7 +346,8 @@ def _purchase(intent: PaymentIntentView, session: CheckoutSessionView | None) ->
     payment = Payment(
         payment_id=_payment_id(intent),
         payment_intent=intent.id,
-        amount=intent.amount,
+        # What the customer paid: a partial capture takes less than was authorised (``amount``).
+        amount=intent.amount if intent.amount_received is None else intent.amount_received,
         currency=intent.currency.lower(),
         customer_id=intent.customer_id or (session.customer_id if session else None),
         promo_code=promo,

@@ -4,6 +4,8 @@ The stripe SDK talks to it over plain HTTP (``stripe.StripeClient("sk_test_local
 any ``sk_…`` key is accepted, as localstripe accepts them. On top of localstripe's customers, PaymentMethods,
 PaymentIntents and the rest, this server adds:
 
+- Stripe's ``amount_captured`` on charges and ``amount_received`` on PaymentIntents (what a capture took, which a
+  partial capture makes less than ``amount``);
 - customer balance transactions: ``POST``/``GET /v1/customers/{id}/balance_transactions`` and
   ``GET /v1/customers/{id}/balance_transactions/{txn}``, answering ``customer_balance_transaction`` objects and keeping
   the customer's ``balance`` (negative: credit) as Stripe does;
@@ -312,7 +314,39 @@ def _localstripe() -> tuple[Any, Any]:
         lambda customer: -int(customer.account_balance or 0),
         lambda customer, value: setattr(customer, "account_balance", -int(value)),
     )
+    _amounts_taken(resources)
     return server, resources
+
+
+def _amounts_taken(resources: Any) -> None:
+    """Give charges Stripe's ``amount_captured`` and PaymentIntents its ``amount_received``, which localstripe lacks.
+
+    localstripe, as Stripe, releases what a partial capture leaves as a refund of the charge: ``amount`` stays what was
+    authorised, and ``amount_refunded`` counts the release with any refund made since, so what was taken is kept
+    at the capture.
+    """
+    capture = resources.Charge._capture
+
+    def capture_amount(charge: Any, amount: Any, on_success: Any = None) -> Any:
+        def taken() -> None:
+            charge._amount_captured = int(charge.amount if amount is None else amount)
+            if on_success:
+                on_success()
+
+        return capture(charge, amount, on_success=taken)
+
+    def amount_captured(charge: Any) -> int:
+        if not charge.captured or charge.status != "succeeded":
+            return 0
+        return int(getattr(charge, "_amount_captured", charge.amount))
+
+    def amount_received(intent: Any) -> int:
+        charge = intent.latest_charge
+        return amount_captured(charge) if charge is not None and intent.status == "succeeded" else 0
+
+    resources.Charge._capture = capture_amount
+    resources.Charge.amount_captured = property(amount_captured)
+    resources.PaymentIntent.amount_received = property(amount_received)
 
 
 # --- customer balance transactions ---------------------------------------------------------------------------------

@@ -164,6 +164,48 @@ def test_payment_worker_payment_refunded_in_part_is_published(worker: PaymentWor
     assert json.loads(delivered["Message"])["amount"] == 4999
 
 
+def _captured_in_part(worker: PaymentWorker, payment_id: str, authorised: int, captured: int) -> str:
+    """Authorise ``authorised`` on the customer's card (manual capture), capture ``captured`` of it; return the id."""
+    client = worker.stripe.client()
+    intent = client.v1.payment_intents.create(
+        {
+            "amount": authorised,
+            "currency": "eur",
+            "payment_method": "pm_card_visa",
+            "customer": worker.customer_id,
+            "capture_method": "manual",
+            "metadata": {"payment_id": payment_id},
+        }
+    )
+    client.v1.payment_intents.confirm(intent.id)
+    client.v1.payment_intents.capture(intent.id, {"amount_to_capture": captured})
+    return str(intent.id)
+
+
+def test_payment_worker_payment_captured_in_part_is_published_with_what_was_taken(worker: PaymentWorker) -> None:
+    """10.00 authorised, 4.00 captured: the Purchase event and the payment said 1000, the amount Stripe keeps as
+    authorised, and the customer's notification told them they paid 10.00 EUR."""
+    intent_id = _captured_in_part(worker, "order-PC-1", 1000, 400)
+    intent = worker.stripe.client().v1.payment_intents.retrieve(intent_id)
+    assert (intent.amount, intent.amount_received) == (1000, 400)
+
+    assert worker.work(_batch(intent_id)) == {"batchItemFailures": []}
+
+    (delivered,) = worker.published()
+    assert json.loads(delivered["Message"])["amount"] == 400
+    assert worker.store().get("order-PC-1").amount == 400
+
+
+def test_payment_worker_payment_captured_in_part_then_refunded_in_full_publishes_nothing(
+    worker: PaymentWorker,
+) -> None:
+    intent_id = _captured_in_part(worker, "order-PC-2", 1000, 400)
+    worker.stripe.client().v1.refunds.create({"payment_intent": intent_id})
+
+    assert worker.work(_batch(intent_id)) == {"batchItemFailures": []}
+    assert worker.published() == []
+
+
 def test_payment_worker_intent_without_promo_code_or_checkout_session_publishes_without_code(
     worker: PaymentWorker,
 ) -> None:

@@ -211,6 +211,25 @@ def test_checkout_session_view_no_discounts_no_codes() -> None:
     assert (view.payment_intent, view.customer_id, view.promo_codes, view.metadata) == (None, None, (), {})
 
 
+@pytest.mark.parametrize(
+    ("fields", "received"),
+    [
+        ({"amount_received": 400}, 400),
+        ({"latest_charge": {"id": "ch_1", "amount_captured": 400}}, 400),
+        ({"amount_received": 0, "latest_charge": {"id": "ch_1", "amount_captured": 0}}, None),
+        ({"amount_received": True}, None),
+        ({"latest_charge": "ch_1"}, None),
+        ({}, None),
+    ],
+)
+def test_payment_intent_view_amount_received_from_the_intent_or_its_charge(
+    fields: dict[str, Any], received: int | None
+) -> None:
+    intent = {"id": "pi_1", "status": "succeeded", "amount": 1000, "currency": "eur", **fields}
+
+    assert payment_intent_view(intent).amount_received == received
+
+
 def test_payment_intent_view_reads_fields_and_customer_id() -> None:
     intent = {
         "id": "pi_1",
