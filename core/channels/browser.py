@@ -6,9 +6,10 @@ channel/topic the notification was published on (its token named it). The frame 
 never as HTML.
 
 Each delivery posts the frame to every connection (``post_to_connection``, concurrently, through one client per
-Management API endpoint), in a new random order each time. A connection API Gateway reports gone (410) is removed and
-is no failure; one whose token expired without a refresh is closed and removed. A delivery that reaches no open
-connection is ``delivered`` to 0 connections, and says so in its provider message id (``0 connections``).
+Management API endpoint), in a new random order each time. A connection API Gateway reports gone (410) is no failure,
+and no delivery posts to it again (its ``$disconnect`` removes the rest of it and frees its seat); one whose token
+expired without a refresh is closed and removed. A delivery that reaches no open connection is ``delivered`` to 0
+connections, and says so in its provider message id (``0 connections``).
 
 A delivery that reached a connection is ``delivered``, a user's and a topic's alike: its provider message id names the
 connections it did not reach and why (``2 connections, 1 failed (LimitExceededException)``), and a warning logs them.
@@ -481,9 +482,14 @@ class BrowserChannel(Channel):
         return DeliveryReceipt(tally.note())
 
     def _forget(self, realtime: BrowserResources, connection: Connection) -> None:
-        """Remove a gone connection; a failure is logged, never raised (the others were posted to)."""
+        """Stop posting to a gone connection; a failure is logged, never raised (the others were posted to).
+
+        Its own item stays for its ``$disconnect``, which frees its seat: removed here, before a ``$disconnect`` that
+        came late, the seat was held until its token expired, and a user whose pages went so was refused (409) with
+        none open. The item expires with the connection's session if no ``$disconnect`` comes.
+        """
         try:
-            realtime.connections.remove(connection)
+            realtime.connections.unroute(connection)
         except UpstreamError as exc:
             logger.warning("gone connection not removed", extra={"reason": str(exc)})
 

@@ -279,6 +279,12 @@ class ConnectionStore:
         deletes = [{"DeleteRequest": {"Key": {"pk": {"S": pk}, "sk": {"S": sk}}}} for pk, sk in _keys(connection)]
         self._write(deletes, "removing the connection")
 
+    def unroute(self, connection: Connection) -> None:
+        """Delete a connection's user and topic items, keeping its own item (and its seat) for its ``$disconnect``."""
+        _own, *routes = _keys(connection)
+        deletes = [{"DeleteRequest": {"Key": {"pk": {"S": pk}, "sk": {"S": sk}}}} for pk, sk in routes]
+        self._write(deletes, "removing the connection")
+
     def _query(self, pk: str) -> Iterator[dict[str, Any]]:
         paginator = self._client.get_paginator("query")
         try:

@@ -45,6 +45,11 @@ class ConnectionStorePort(Protocol):
         """Delete every item of a connection."""
         ...
 
+    def unroute(self, connection: Connection) -> None:
+        """Delete the items that lead frames to a connection (its user's and its topics'), keeping its own: its
+        ``$disconnect`` reads that to free its place among its user's."""
+        ...
+
     def release(self, connection: Connection) -> None:
         """Free the place a closed connection held among its user's (``admit``)."""
         ...

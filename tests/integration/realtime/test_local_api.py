@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from core import clients
+from core.channels.browser import BrowserChannel, BrowserResources
 from core.models import Content
 from core.realtime.connections import SEATS_PREFIX, Connection
 from core.realtime.sessions import MAX_CONNECTIONS_PER_USER
@@ -330,3 +332,78 @@ def test_connect_function_slower_than_the_librarys_open_timeout_still_opens_then
 
     assert asyncio.run(run()) == 2  # the connection and its user's item, while it was open
     assert (_stored_items(realtime), _seats(realtime, "alice")) == (0, {})
+
+
+def test_local_api_page_a_delivery_met_as_gone_before_its_disconnect_frees_its_seat(
+    realtime: Realtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery meets a closed page as gone (410) before its ``$disconnect`` runs (its invocation lags): the channel
+    removed every item of the connection, so ``$disconnect`` found nothing and freed no seat. After 20 such pages
+    their user, with none open, was refused (409) until the tokens expired."""
+    api = realtime.api
+    invoke = api._invoke
+    delivered = threading.Event()
+    disconnects_done: list[str] = []
+
+    async def lagging_disconnect(route: str, event: dict[str, Any]) -> Any:
+        if route == DISCONNECT:
+            while not delivered.is_set():
+                await asyncio.sleep(0.01)
+        result = await invoke(route, event)
+        if route == DISCONNECT:
+            disconnects_done.append(event["requestContext"]["connectionId"])
+        return result
+
+    monkeypatch.setattr(api, "_invoke", lagging_disconnect)
+    resources = clients.get_channels()["browser"]._resources
+    assert isinstance(resources, BrowserResources)
+    # The page opened more than OPENING_SECONDS before the notification: the channel's clock is 11 s ahead.
+    channel = BrowserChannel(resources, clock=lambda: time.time() + 11)
+    token = _token("zoe", ["orders/shipped"])
+
+    async def one_cycle(index: int) -> str | None:
+        delivered.clear()
+        socket = await connect(f"{api.websocket_url}?token={token}")
+        for _ in range(200):
+            if api.open_connections():
+                break
+            await asyncio.sleep(0.01)
+        await socket.close()  # the page goes away; API Gateway will run $disconnect, a little later
+        for _ in range(200):
+            if not api.open_connections():
+                break
+            await asyncio.sleep(0.01)
+        realtime.record(f"n-{index}")
+        note = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: (
+                channel.send(
+                    Content(text="hi"), {"user_id": "zoe"}, None, notification_id=f"n-{index}", delivery_key="b"
+                ).provider_message_id
+            ),
+        )
+        delivered.set()
+        for _ in range(500):  # $disconnect has run (and found nothing to free)
+            if len(disconnects_done) >= index + 1:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        return note
+
+    async def run() -> tuple[list[str | None], int | str]:
+        notes = [await one_cycle(index) for index in range(MAX_CONNECTIONS_PER_USER)]
+        # zoe has no open connection at all now; she opens one page.
+        try:
+            page = await connect(f"{api.websocket_url}?token={token}")
+        except InvalidStatus as exc:
+            return notes, exc.response.status_code
+        await page.close()
+        return notes, 101
+
+    notes, status = asyncio.run(run())
+
+    assert set(notes) == {"0 connections, 1 gone"}  # each delivery met the closed page as gone and removed it
+    assert clients.get_connection_store().of_user("zoe") == []
+    leaked = _seats(realtime, "zoe")
+    assert leaked == {}, f"{len(leaked)} seats still held by connections that are gone"
+    assert status == 101, f"zoe, with no open connection, was refused with {status}"

@@ -150,7 +150,7 @@ def test_send_gone_connection_is_removed_and_not_a_failure() -> None:
     note = _send(channel, {"user_id": "alice"})
 
     assert note == "1 connection, 1 gone"
-    assert store.removed == ["a1"]
+    assert store.unrouted == ["a1"]
 
 
 def test_send_only_connection_still_opening_is_kept_and_the_delivery_retried() -> None:
@@ -161,7 +161,7 @@ def test_send_only_connection_still_opening_is_kept_and_the_delivery_retried() -
     # A reconnect: API Gateway is finishing its $connect. Recorded delivered to 0 connections, the frame was lost.
     with pytest.raises(RetryableDeliveryError, match="1 of 1 connections still opening"):
         _send(channel, {"user_id": "alice"})
-    assert store.removed == []
+    assert store.unrouted == []
 
 
 def test_send_connection_still_opening_beside_one_reached_is_delivered() -> None:
@@ -170,7 +170,7 @@ def test_send_connection_still_opening_beside_one_reached_is_delivered() -> None
     channel, store, _ = _channel([opening, _connection("a2", "alice")], api)
 
     assert _send(channel, {"user_id": "alice"}) == "1 connection"
-    assert store.removed == []
+    assert store.unrouted == []
 
 
 def test_send_connection_whose_token_expired_is_closed_and_removed_not_posted_to() -> None:
@@ -178,7 +178,7 @@ def test_send_connection_whose_token_expired_is_closed_and_removed_not_posted_to
 
     note = _send(channel, {"user_id": "alice"})
 
-    assert (api.posts, api.deleted, store.removed) == ([], ["a1"], ["a1"])
+    assert (api.posts, api.deleted, store.unrouted) == ([], ["a1"], ["a1"])
     assert note == "0 connections, 1 expired"
 
 
@@ -362,9 +362,9 @@ def test_send_housekeeping_past_the_budget_is_not_waited_for() -> None:
     release = threading.Event()
 
     class SlowStore(FakeConnectionStore):
-        def remove(self, connection: Connection) -> None:
+        def unroute(self, connection: Connection) -> None:
             release.wait(timeout=5)
-            super().remove(connection)
+            super().unroute(connection)
 
     gone = {f"a{index}": client_error("GoneException", 410) for index in range(3)}
     connections = [_connection(connection_id, "alice") for connection_id in gone]
@@ -375,7 +375,7 @@ def test_send_housekeeping_past_the_budget_is_not_waited_for() -> None:
 
     try:
         note = _send(channel, {"user_id": "alice"})
-        removed_at_return = list(store.removed)
+        removed_at_return = list(store.unrouted)
     finally:
         release.set()
 

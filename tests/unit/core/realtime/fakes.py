@@ -57,6 +57,7 @@ class FakeConnectionStore:
 
     connections: dict[str, Connection] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    unrouted: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
 
     def add(self, connection: Connection) -> None:
@@ -90,6 +91,10 @@ class FakeConnectionStore:
         self.connections.pop(connection.connection_id, None)
         self.removed.append(connection.connection_id)
 
+    def unroute(self, connection: Connection) -> None:
+        """Stop routing to a connection: gone from ``of_user``/``of_topic``, still found by ``get``."""
+        self.unrouted.append(connection.connection_id)
+
     def extend(self, connection: Connection, token_expires_at: int) -> bool:
         """Move a connection's expiry; ``False`` when it is not stored any more."""
         if connection.connection_id not in self.connections:
@@ -99,11 +104,11 @@ class FakeConnectionStore:
 
     def of_user(self, user_id: str) -> Sequence[Connection]:
         """Return a user's connections."""
-        return [c for c in self.connections.values() if c.user_id == user_id]
+        return [c for c in self.connections.values() if c.user_id == user_id and c.connection_id not in self.unrouted]
 
     def of_topic(self, topic: str) -> Sequence[Connection]:
         """Return the connections hearing a topic."""
-        return [c for c in self.connections.values() if topic in c.topics]
+        return [c for c in self.connections.values() if topic in c.topics and c.connection_id not in self.unrouted]
 
 
 def client_error(code: str, status: int) -> ClientError:
