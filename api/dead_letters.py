@@ -149,6 +149,7 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
             "attempt": 0,
             "not_before": None,
             "slot_reserved": False,
+            "slot_partial": False,
             "window_start": now,
             "prior_attempts": max(message.prior_attempts + message.attempt, recorded_attempts),
             "redriven": message.redriven + 1,

@@ -43,7 +43,7 @@ from core.errors import (
 from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry
 from core.models import Content, DeliveryMessage, DeliveryMessageV1, DeliveryStatus, RecordedOutcome
 from core.observability import logger
-from core.pacing import Limit, Pacer
+from core.pacing import Limit, Pacer, Reservation
 from core.ports import LedgerPort
 from core.queue import MAX_DELAY_SECONDS, MAX_ERROR_LENGTH, DeadLetterQueue, DeliveryQueue, VisibilityScheduler
 from core.times import epoch_time, iso_time
@@ -478,19 +478,22 @@ class Deliverer:
             return due - now > self._max_wait
         return due - now > EARLY_TOLERANCE_SECONDS
 
-    def _slot(self, message: DeliveryMessage, limits: list[Limit], due: float | None, now: float, log: Any) -> float:
-        """Return when this send may start: the slot the message holds, or a new one."""
-        # A copy late for its slot would crowd the next one's: beyond half the safety margin between two slots, it
-        # takes a new slot instead.
-        if message.slot_reserved and due is not None and now <= due + min(limit.margin for limit in limits) / 2:
-            return due
+    def _slot(
+        self, message: DeliveryMessage, limits: list[Limit], due: float | None, now: float, horizon: float, log: Any
+    ) -> Reservation:
+        """Return when this send may start: the slot the message holds (with the slots it left for its return), or a
+        new one (its strictest limit's only, when that is after ``horizon``)."""
         try:
-            return self._pacer.reserve(limits, now)
+            # A copy late for its slot would crowd the next one's: beyond half the safety margin between two slots, it
+            # takes a new slot instead.
+            if message.slot_reserved and due is not None and now <= due + min(limit.margin for limit in limits) / 2:
+                return Reservation(self._pacer.reserve_rest(limits, due, now) if message.slot_partial else due)
+            return self._pacer.reserve_within(limits, now, horizon)
         except UpstreamError as exc:
             # Pacing protects the destination; its state being out of reach is no reason to hold a delivery back.
             logger.warning("pacing state unavailable: sending unpaced", extra={**log, "reason": str(exc)})
             self._count(message.integration.type.value, "pacing_unavailable")
-            return now
+            return Reservation(now)
 
     def _penalize(self, limits: list[Limit], exc: RetryableDeliveryError, log: dict[str, Any]) -> None:
         # The destination is held for at most MAX_PENALTY_SECONDS: a Retry-After of days holds the delivery that got
@@ -517,8 +520,11 @@ class Deliverer:
         logger.debug("delivery not due yet: sent on", extra={**log, "due_in_seconds": round(due - self._clock())})
         return Outcome.WAITING
 
-    def _wait_for_slot(self, message: DeliveryMessage, attempt: Attempt, slot: float, log: dict[str, Any]) -> Outcome:
-        """Hold a send slot that is too far off to wait for here: a copy comes back just before it.
+    def _wait_for_slot(
+        self, message: DeliveryMessage, attempt: Attempt, slot: float, partial: bool, log: dict[str, Any]
+    ) -> Outcome:
+        """Hold a send slot that is too far off to wait for here: a copy comes back just before it (``partial``: to
+        take the slots of the broader limits then).
 
         The row is written before the copy is sent: a copy taken at once could end its run first, and a ``retrying``
         written after it would overwrite its final status.
@@ -533,7 +539,13 @@ class Deliverer:
         )
         try:
             # Due a little before its slot, so SQS's and the poller's latency do not make it late.
-            self._copy(message, slot - min(self._lead, self._max_wait), not_before=iso_time(slot), slot_reserved=True)
+            self._copy(
+                message,
+                slot - min(self._lead, self._max_wait),
+                not_before=iso_time(slot),
+                slot_reserved=True,
+                slot_partial=partial,
+            )
         except UpstreamError as exc:
             if _refused_as_it_is(exc):
                 return self._refuse(message, None, (), f"paced, and {_refusal('its copy', exc)}", log)
@@ -559,10 +571,11 @@ class Deliverer:
                 return self._send_on(message, attempt, 0.0, "too late in this invocation to start a send", log)
             return None
         # The clock is read again: the reads before may have taken a while, and a slot must never be past.
-        slot = self._slot(message, limits, due, self._clock(), log)
-        budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - self._clock())
-        if slot - self._clock() > budget:
-            return self._wait_for_slot(message, attempt, slot, log)
+        now = self._clock()
+        budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - now)
+        slot, partial = self._slot(message, limits, due, now, now + budget, log)
+        if partial or slot - self._clock() > budget:
+            return self._wait_for_slot(message, attempt, slot, partial, log)
         self._sleep(max(0.0, slot - self._clock()))
         return None
 
@@ -573,7 +586,7 @@ class Deliverer:
         so neither a DynamoDB outage nor a turn too late in an invocation spends SQS's ``maxReceiveCount``. When SQS
         refuses the copy, the message itself is kept that long."""
         try:
-            self._copy(message, self._clock() + seconds, slot_reserved=False)
+            self._copy(message, self._clock() + seconds, slot_reserved=False, slot_partial=False)
         except UpstreamError as exc:
             return self._keep(message, attempt, max(1.0, seconds), exc, log)
         logger.warning("delivery sent on", extra={**log, "reason": why, "retry_in_seconds": round(seconds, 1)})
@@ -718,7 +731,14 @@ class Deliverer:
         )
         try:
             throttled = message.throttled + 1 if exc.rate_limited else 0
-            self._copy(message, decision.at, attempt=decision.attempts, slot_reserved=False, throttled=throttled)
+            self._copy(
+                message,
+                decision.at,
+                attempt=decision.attempts,
+                slot_reserved=False,
+                slot_partial=False,
+                throttled=throttled,
+            )
         except UpstreamError as error:
             if _refused_as_it_is(error):
                 reason = f"{decision.reason}; not retried: {_refusal('its retry', error)}"
@@ -778,7 +798,9 @@ class Deliverer:
     ) -> Outcome:
         """Send the dead letter of a delivery whose row says ``dead`` (this run's ``attempts`` made), then add the
         give-up to the row's history."""
-        dead = message.model_copy(update={"attempt": attempts, "not_before": None, "slot_reserved": False})
+        dead = message.model_copy(
+            update={"attempt": attempts, "not_before": None, "slot_reserved": False, "slot_partial": False}
+        )
         try:
             self._dead_letters.bury(dead.model_dump_json(exclude_none=True), reason)
         except UpstreamError as exc:
@@ -882,7 +904,14 @@ class Deliverer:
         raise: this runs after a send, which must not be repeated."""
         delay = self._policy.backoff(outcome.tries, self._rand)
         try:
-            self._copy(message, self._clock() + delay, outcome=outcome, content=Content(), slot_reserved=False)
+            self._copy(
+                message,
+                self._clock() + delay,
+                outcome=outcome,
+                content=Content(),
+                slot_reserved=False,
+                slot_partial=False,
+            )
         except Exception as exc:
             logger.error(
                 "outcome not recorded: the ledger and the queue both failed",

@@ -160,8 +160,9 @@ class DeliveryMessage(BaseModel):
 
     ``attempt`` counts the attempts made before this copy; ``not_before`` is when the next one may start. The consumer
     sends a new copy for each retry, so these two, not SQS's receive count, decide retries. ``slot_reserved`` says that
-    ``not_before`` is a send slot already taken from the destination's pace; ``window_start`` (default ``created_at``)
-    is when the retry window opened, moved by a redrive.
+    ``not_before`` is a send slot already taken from the destination's pace (``slot_partial``: from its strictest limit
+    only, the broader ones taken when it comes back); ``window_start`` (default ``created_at``) is when the retry
+    window opened, moved by a redrive.
 
     A redrive starts a new run of attempts: ``attempt`` goes back to 0 and the window reopens, so the retry policy
     gets a fresh budget, while ``prior_attempts`` keeps the attempts of the runs before and ``redriven`` counts the
@@ -193,6 +194,8 @@ class DeliveryMessage(BaseModel):
     attempt: int = Field(default=0, ge=0)
     not_before: MessageTime | None = None
     slot_reserved: bool = False
+    # Left out while false: a body of an older consumer holds every limit's slot.
+    slot_partial: bool = Field(default=False, exclude_if=_is_zero)
     window_start: MessageTime | None = None
     # Left out of a body while 0: a delivery never redriven travels as it did before these fields.
     prior_attempts: int = Field(default=0, ge=0, exclude_if=_is_zero)

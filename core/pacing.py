@@ -97,6 +97,13 @@ class Limit:
         return self.step - self.cost / self.per_second
 
 
+class Reservation(NamedTuple):
+    """When a send may start, and whether only its strictest limit's slot was taken (``Pacer.reserve_within``)."""
+
+    at: float
+    partial: bool = False
+
+
 class Pacer:
     """Takes send slots for destinations from a shared store; safe to use from several threads.
 
@@ -133,9 +140,35 @@ class Pacer:
         than the slot found so far; when a later limit pushes the send further, the earlier ones are moved to it
         too (one more call), so that no limit counts the send at a time it does not happen.
         """
-        at = now
-        taken: list[tuple[Limit, float]] = []
-        for limit in sorted(limits, key=lambda limit: limit.step, reverse=True):
+        return self.reserve_within(limits, now, math.inf).at
+
+    def reserve_within(self, limits: Sequence[Limit], now: float, horizon: float) -> Reservation:
+        """Reserve as ``reserve`` does, but when the strictest limit's slot is after ``horizon`` (the send will not
+        start before it comes back: a delayed copy holds it) take that slot only: the broader limits (a Telegram
+        bot's, the account's SES rate) are taken when the send comes back (``reserve_rest``). Booked now, at the far
+        slot, each broader limit's one pace point would move there, and every other destination behind it would wait
+        as long (one busy chat held its bot's every other chat)."""
+        ordered = sorted(limits, key=lambda limit: limit.step, reverse=True)
+        if len(ordered) > 1:
+            first = self._take_from(ordered[:1], now, now)
+            if first > horizon:
+                return Reservation(first, partial=True)
+            return Reservation(self._take_from(ordered[1:], first, now, ordered[:1]))
+        return Reservation(self._take_from(ordered, now, now))
+
+    def reserve_rest(self, limits: Sequence[Limit], held: float, now: float) -> float:
+        """Take the slots a partial reservation left (every limit but the strictest, whose slot at ``held`` the send
+        holds) no earlier than that slot, and return when the send may start; when they put it later, the strictest
+        limit's pace point moves with it."""
+        first, *rest = sorted(limits, key=lambda limit: limit.step, reverse=True)
+        at = max(held, now)
+        return self._take_from(rest, at, now, [first]) if rest else at
+
+    def _take_from(self, limits: Sequence[Limit], at: float, now: float, earlier: Sequence[Limit] = ()) -> float:
+        """Take a slot of each of ``limits`` (strictest first) no earlier than ``at``; return the send's time. The
+        ``earlier`` limits (taken before, at ``at``) are moved with it when a slot is later."""
+        taken: list[tuple[Limit, float]] = [(limit, limit.step) for limit in earlier]
+        for limit in limits:
             last = self._last(limit.key)
             # A slow-down spaces the slots that fall within it: a burst's slots queued far past it keep the pace.
             expected = max(at, last.tat) if last is not None else at
@@ -145,8 +178,8 @@ class Pacer:
             self._remember(limit.key, slot)
             taken.append((limit, step))
             if slot.at > at:
-                for earlier, earlier_step in taken[:-1]:
-                    self._store.advance(earlier.key, slot.at + earlier_step, now)
+                for before, before_step in taken[:-1]:
+                    self._store.advance(before.key, slot.at + before_step, now)
                 at = slot.at
         return at
 

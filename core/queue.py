@@ -24,9 +24,10 @@ BATCH_BYTES_LIMIT = MESSAGE_BYTES_LIMIT
 # the ledger keeps a row's last error).
 MAX_ERROR_LENGTH = 1000
 # Room left in every delivery message for what the consumer's copies of it add, which SQS counts against the same
-# limit: a retry's or a pacing wait's ``not_before``, ``attempt``, ``throttled``, ``slot_reserved``; a redrive's
-# ``window_start``, ``prior_attempts``, ``redriven``; a record-only copy's ``outcome`` (its content dropped, an error of
-# MAX_ERROR_LENGTH characters is up to 6000 bytes of JSON, which escapes a control character in six); a dead letter's
+# limit: a retry's or a pacing wait's ``not_before``, ``attempt``, ``throttled``, ``slot_reserved``, ``slot_partial``;
+# a redrive's ``window_start``, ``prior_attempts``, ``redriven``; a record-only copy's ``outcome`` (its content
+# dropped, an error of MAX_ERROR_LENGTH characters is up to 6000 bytes of JSON, which escapes a control character in
+# six); a dead letter's
 # ``last_error`` attribute (up to 4000 bytes of UTF-8). Under 7 KiB in all, field names and a provider message id of
 # 200 characters (``consumer.delivery.MAX_PROVIDER_ID_LENGTH``) included. Without this room a message near 256 KiB is
 # accepted, but SQS refuses its retry copy and its dead letter: the delivery is received again and again and never

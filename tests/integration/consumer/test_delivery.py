@@ -6,6 +6,7 @@ and the end of a run meeting a redrive.
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -26,9 +27,11 @@ from tests.integration.consumer.flow import (
     is_final,
     on_queue,
     poll,
+    put_credentials,
     statuses,
 )
 from tests.support.aws import AwsResources
+from tests.support.aws import client as aws_client
 from tests.support.receiver_process import running_receiver_process
 from tests.support.receivers import Answer, Receiver
 
@@ -206,3 +209,74 @@ def test_delivery_paced_beyond_the_ledgers_ttl_keeps_its_row_and_record_past_its
     slot = time.time() + 31 * 86400 - 60
     assert expires(second["delivery_key"]) > slot + 29 * 86400
     assert expires("#") > slot + 29 * 86400
+
+
+BOT_TOKEN = "123456:telegram-secret-8c1d"
+
+
+def test_delivery_burst_to_one_telegram_chat_does_not_hold_the_bots_other_chats(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat's far slot booked the bot's one pace point as far: another chat, with the bot's 30/s free, waited
+    about 10 s ("paced: next send slot in 10 s")."""
+    # Slots more than a second away are held by delayed copies, due back a second early (5 s and 2 s in production).
+    monkeypatch.setenv("PACING_MAX_WAIT_SECONDS", "1")
+    clients.reset()
+    receiver.default = Answer(200, {"ok": True, "result": {"message_id": 1}})
+    ref = put_credentials(consumer_aws, "tg", {"bot_token": BOT_TOKEN})
+    burst = [
+        delivery_message("telegram", {"text": f"a{i}"}, {"chat_id": "111"}, name=f"a{i}", credentials_ref=ref)
+        for i in range(10)
+    ]
+    enqueue(consumer_aws, *burst)
+    consume_once(consumer_aws)  # chat 111: one sent, nine paced at its 1/s
+    assert len(receiver.requests) == 1
+
+    # Another chat of the same bot: the bot has sent one message; its 30/s leaves room at once.
+    other = delivery_message("telegram", {"text": "b"}, {"chat_id": "222"}, name="b", credentials_ref=ref)
+    enqueue(consumer_aws, other)
+    consume_once(consumer_aws)
+
+    row = entry(other)
+    assert row.status is DeliveryStatus.DELIVERED, row.last_error
+    # The burst's copies, back at their chat slots, take the bot's then, and keep the chat's pace.
+    run = poll(consumer_aws, lambda: all(entry(message).status is DeliveryStatus.DELIVERED for message in burst), 60)
+    assert run.finished
+    assert run.errors == []
+    sends = sorted(request.at for request in receiver.requests if request.json()["chat_id"] == "111")
+    assert len(sends) == len(burst)
+    # 1.1 s apart; a copy sent when it came back, a second before its slot, would be about 0.1 s from the one before.
+    assert min(later - earlier for earlier, later in itertools.pairwise(sends)) >= 0.6
+
+
+def test_delivery_slow_email_integration_does_not_hold_the_accounts_other_email(consumer_aws: AwsResources) -> None:
+    """An integration paced at one email in 10 s booked the account's SES rate 22 s ahead with its third email:
+    every other email of the account waited as long."""
+    ses = aws_client("ses")
+    ses.verify_email_identity(EmailAddress="noreply@example.com")
+    # An integration an admin slowed to one email every 10 s (rate_per_second, README "Pacing"): a burst of 3.
+    slow = [
+        delivery_message(
+            "email",
+            {"subject": "digest", "text": f"digest {i}"},
+            {"to": ["ops@example.com"], "from": "noreply@example.com"},
+            name=f"slow-{i}",
+            rate_per_second=0.1,
+        )
+        for i in range(3)
+    ]
+    enqueue(consumer_aws, *slow)
+    consume_once(consumer_aws)  # one sent, two paced 11 s and 22 s ahead by the integration's own rate
+
+    # Any other email of the account: SES (moto: MaxSendRate 1/s) has sent one email; its next slot is ~1.1 s away,
+    # which the consumer waits for in-process (PACING_MAX_WAIT_SECONDS 5).
+    other = delivery_message(
+        "email",
+        {"subject": "receipt", "text": "your order"},
+        {"to": ["ada@example.com"], "from": "noreply@example.com"},
+    )
+    enqueue(consumer_aws, other)
+    consume_once(consumer_aws)
+
+    row = entry(other)
+    assert row.status is DeliveryStatus.DELIVERED, row.last_error

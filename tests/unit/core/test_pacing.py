@@ -229,6 +229,39 @@ def test_pacer_reserve_many_chats_of_one_bot_keep_bot_rate_in_every_second() -> 
     assert _most_in_one_second(sends) <= bot.per_second
 
 
+def test_pacer_reserve_within_far_chat_slot_takes_the_chat_only_and_other_chats_of_the_bot_go_at_once() -> None:
+    """Ten to one chat booked the bot ten seconds ahead with the chat's last slot: another chat of the bot, its bot
+    slot free, waited ten seconds for it."""
+    pacer = Pacer(InMemoryPaceStore())
+    chat, bot = Limit("telegram-chat:1", per_second=1.0), Limit("telegram-bot", per_second=30.0)
+
+    burst = [pacer.reserve_within([chat, bot], NOW, NOW + 0.5) for _ in range(10)]
+    other = pacer.reserve_within([Limit("telegram-chat:2", per_second=1.0), bot], NOW, NOW + 0.5)
+
+    assert [reservation.partial for reservation in burst] == [False] + [True] * 9
+    assert burst[-1].at == pytest.approx(NOW + 9 * chat.step)
+    assert other.at == pytest.approx(NOW + bot.step)
+    assert not other.partial
+
+
+def test_pacer_reserve_rest_takes_the_bot_at_the_return_and_moves_the_chat_with_a_later_bot_slot() -> None:
+    pacer = Pacer(InMemoryPaceStore())
+    chat, bot = Limit("telegram-chat:1", per_second=1.0), Limit("telegram-bot", per_second=30.0)
+    pacer.reserve([chat, bot], NOW)
+    held = pacer.reserve_within([chat, bot], NOW, NOW)
+    assert held.partial
+    for index in range(40):  # the bot gets busy by the time the chat's slot comes back
+        pacer.reserve([Limit(f"telegram-chat:x{index}", per_second=1.0), bot], held.at)
+
+    # Back early (a copy comes a little before its slot): the send is still no earlier than the chat's slot.
+    assert pacer.reserve_rest([chat, bot], held.at, held.at - 1.0) >= held.at
+    start = pacer.reserve_rest([chat, bot], held.at, held.at)
+
+    assert start == pytest.approx(held.at + 41 * bot.step)
+    # The chat's next slot is a step past the send, not past the slot it held.
+    assert pacer.reserve([chat, bot], held.at) == pytest.approx(start + chat.step)
+
+
 def test_pacer_reserve_unseen_key_hints_idle() -> None:
     store = InMemoryPaceStore()
 
