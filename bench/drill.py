@@ -209,12 +209,28 @@ def _is_delivered(line: dict[str, Any]) -> bool:
     return line.get("message") == "delivered"
 
 
+# What the consumer says of an attempt that may never have reached the receiver: no connection was made, or the send
+# ran out of its time before its request was written (a starved machine).
+UNREACHED_REASONS = ("connection failed", "timed out")
+
+
+def _unreached(delivery: Delivery) -> int:
+    """Count the attempts the consumer logged as retried for a failure that may have left the receiver no record."""
+    return sum(
+        1
+        for line in delivery.logged
+        if line.get("message") == "delivery will be retried"
+        and any(reason in str(line.get("reason", "")) for reason in UNREACHED_REASONS)
+    )
+
+
 def why_lost(delivery: Delivery) -> str | None:
     """Return why a delivery's final status is not backed by what the receiver got, or ``None`` when it is.
 
     ``delivered`` needs a clean acceptance (an answer the consumer could hear); ``failed`` a permanent refusal at
     the receiver, named in its reason, and no clean acceptance; ``dead`` a receiver record for each of its attempts
-    (or the consumer's reason that the dead-letter queue took it), and no clean acceptance.
+    but those the consumer logged as retried for a connection that failed or a send that timed out (or the consumer's
+    reason that the dead-letter queue took it), and no clean acceptance.
     """
     if delivery.status not in FINAL:
         return f"not final ({delivery.status})"
@@ -232,7 +248,7 @@ def why_lost(delivery: Delivery) -> str | None:
         return None
     if delivery.reason.startswith(BURIED):
         return None
-    if delivery.attempts < 1 or len(delivery.records) < delivery.attempts:
+    if delivery.attempts < 1 or len(delivery.records) + _unreached(delivery) < delivery.attempts:
         return f"dead after {delivery.attempts} attempts, of which the receiver got {len(delivery.records)}"
     return None
 

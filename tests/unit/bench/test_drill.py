@@ -73,6 +73,21 @@ def test_why_lost_dead_with_fewer_receiver_records_than_attempts_is_lost() -> No
     assert why_lost(delivery) == "dead after 12 attempts, of which the receiver got 3"
 
 
+def test_why_lost_dead_missing_a_record_for_an_attempt_the_consumer_logged_as_timed_out_is_not_lost() -> None:
+    """A starved machine: a send that ran out of its time before its request was written is an attempt the receiver
+    never saw (a loaded CI run saw 12 attempts and 11 records)."""
+    retried = [{"message": "delivery will be retried", "reason": "webhook: timed out"}]
+    records = [_record(0, status=503)] * 11
+    delivery = Delivery("n1", "broken", "dead", "12 attempts made", 12, records=records, logged=retried)
+    unexplained = Delivery("n1", "broken", "dead", "12 attempts made", 12, records=records)
+    refused = [{"message": "delivery will be retried", "reason": "webhook: HTTP 503"}]
+    answered = Delivery("n1", "broken", "dead", "12 attempts made", 12, records=records, logged=refused)
+
+    assert why_lost(delivery) is None
+    assert why_lost(unexplained) == "dead after 12 attempts, of which the receiver got 11"
+    assert why_lost(answered) == "dead after 12 attempts, of which the receiver got 11"
+
+
 def test_repeats_second_clean_acceptance_with_one_delivered_log_is_unexplained() -> None:
     delivery = Delivery("n1", "flaky", "delivered", records=[_record(0), _record(0.05)], logged=[_line(0.1)])
 
