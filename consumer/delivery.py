@@ -328,7 +328,7 @@ class Deliverer:
             deleted_at = self._deleted_users[user]
         else:
             deleted_at = self._ledger.users_deleted([user]).get(user)
-        expanded = message.window_start or message.created_at
+        expanded = message.expanded_at or message.window_start or message.created_at
         return deleted_at if deleted_at is not None and deleted_at >= expanded else None
 
     def _to_deleted_user(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -15,7 +16,8 @@ import pytest
 
 from api.dead_letters import redrive
 from core import clients
-from core.clients import get_ledger
+from core.clients import get_client, get_ledger
+from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
 from core.queue import DeadLetterQueue
 from core.times import iso_time
@@ -30,7 +32,7 @@ from tests.integration.consumer.flow import (
     put_credentials,
     statuses,
 )
-from tests.support.aws import AwsResources
+from tests.support.aws import ACCOUNT, REGION, AwsResources
 from tests.support.aws import client as aws_client
 from tests.support.receiver_process import running_receiver_process
 from tests.support.receivers import Answer, Receiver
@@ -280,3 +282,49 @@ def test_delivery_slow_email_integration_does_not_hold_the_accounts_other_email(
 
     row = entry(other)
     assert row.status is DeliveryStatus.DELIVERED, row.last_error
+
+
+def test_delivery_redriven_to_a_user_deleted_after_its_expansion_is_not_sent(aws: AwsResources) -> None:
+    """A redrive moves ``window_start`` to its own time, which the deletion check compared with: an email that died
+    before its user was erased went to the erased address once redriven. The check keeps the expansion's time."""
+    from moto.ses.models import ses_backends
+
+    from core.ledger import Delivery, NotificationRecord
+    from tests.integration.consumer.flow import consume, receive
+
+    get_client("ses", REGION).verify_email_identity(EmailAddress="noreply@example.com")
+    notification_id, key, expanded = "0b6a1c9e-3c1e-4c43-9d7e-2f1a3b4c5d6e", "email:ada", time.time() - 7200
+    message = {
+        "v": 2,
+        "notification_id": notification_id,
+        "delivery_key": key,
+        "channel": "audience",
+        "topic": "send",
+        "created_at": iso_time(expanded),
+        "window_start": iso_time(expanded),
+        "integration": {
+            "name": "mail",
+            "type": "email",
+            "target": {"to": ["ada@example.com"], "from": "noreply@example.com"},
+        },
+        "recipient": {"user_id": "ada", "address": "ada@example.com"},
+        "content": {"text": "Your order", "subject": "Hi"},
+        "attempt": 5,
+    }
+    ledger = get_ledger()
+    record = NotificationRecord(
+        notification_id, "send", "audience", "send", iso_time(expanded), "k1", 1, (Delivery(key, "mail", "email"),)
+    )
+    ledger.record_notification(record)
+    recipient = {"user_id": "ada", "address": "ada@example.com"}
+    ledger.update(notification_id, key, DeliveryStatus.DEAD, row=DeliveryRow("mail", "email", recipient), attempts=5)
+    DeadLetterQueue(aws.sqs, aws.dead_letter_queue_url).bury(json.dumps(message), "email: Throttling")
+    ledger.mark_user_deleted("ada", iso_time(expanded + 3600))  # DELETE /v1/users/ada, an hour after the expansion
+
+    assert redrive(aws.sqs, aws.dead_letter_queue_url, aws.delivery_queue_url, ledger, 10)["redriven"] == 1
+    consume(receive(aws), aws)
+
+    row = entry(message)
+    assert ses_backends[ACCOUNT][REGION].sent_messages == []
+    assert row.status is DeliveryStatus.FAILED
+    assert str(row.last_error).startswith("the user was deleted (")
