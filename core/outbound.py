@@ -33,6 +33,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+from urllib3.util.connection import allowed_gai_family
 
 from core.errors import BlockedTargetError
 
@@ -249,9 +250,7 @@ def _guarded_pools(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
 
             def _new_conn(self) -> socket.socket:
                 deadline = _deadline.at
-                if deadline is not None:
-                    self.timeout = self._time_left(deadline)
-                sock: socket.socket = super()._new_conn()
+                sock = super()._new_conn() if deadline is None else self._connect_by(deadline)
                 try:
                     check_address(str(sock.getpeername()[0]), allow_private)
                     seconds = self.timeout if deadline is None else self._time_left(deadline)
@@ -261,6 +260,31 @@ def _guarded_pools(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
                     sock.close()
                     raise
                 return sock
+
+            def _connect_by(self, deadline: float) -> socket.socket:
+                """Connect to the host's addresses in turn, each given what is left of the deadline: urllib3 gives
+                each the whole connect timeout, so a name of ten addresses that drop SYNs held a send ten times its
+                time (and the function past its own)."""
+                host = str(self._dns_host)  # type: ignore[has-type]
+                try:
+                    found = socket.getaddrinfo(host.strip("[]"), self.port, allowed_gai_family(), socket.SOCK_STREAM)
+                    addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+                except (OSError, UnicodeError):
+                    addresses = [host]  # urllib3 fails it the way it fails a name it cannot resolve
+                failure: ConnectTimeoutError | None = None
+                for address in addresses:
+                    self.timeout = self._time_left(deadline)
+                    self._dns_host = address
+                    try:
+                        connected: socket.socket = super()._new_conn()
+                        return connected
+                    except ConnectTimeoutError as exc:  # a timeout, or a refused connection (NewConnectionError)
+                        failure = exc
+                    finally:
+                        self._dns_host = host
+                if failure is None:
+                    raise ConnectTimeoutError(self, "the host has no address")
+                raise failure
 
             def _time_left(self, deadline: float) -> float:
                 seconds = _cut(self.timeout, deadline)
