@@ -669,16 +669,14 @@ class Deliverer:
         receipt: DeliveryReceipt,
         log: dict[str, Any],
     ) -> Outcome:
-        # The message is out: bookkeeping now must never make SQS send it a second time.
+        # The message is out: bookkeeping now must never make SQS send it a second time. The id is the receiver's to
+        # choose (a webhook's X-Request-Id, its repeats joined): cut before it is logged as before it is kept.
+        provider_id = receipt.provider_message_id
+        provider_id = provider_id[:MAX_PROVIDER_ID_LENGTH] if provider_id is not None else None
         self._record(
-            message,
-            DeliveryStatus.DELIVERED,
-            log,
-            attempts=attempts,
-            earlier=earlier,
-            provider_message_id=receipt.provider_message_id,
+            message, DeliveryStatus.DELIVERED, log, attempts=attempts, earlier=earlier, provider_message_id=provider_id
         )
-        logger.info("delivered", extra={**log, "provider_message_id": receipt.provider_message_id})
+        logger.info("delivered", extra={**log, "provider_message_id": provider_id})
         self._count(message.integration.type.value, Outcome.DELIVERED)
         return Outcome.DELIVERED
 

@@ -21,6 +21,7 @@ from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
 
 import consumer.handler
+from consumer.delivery import MAX_PROVIDER_ID_LENGTH
 from core import clients
 from core.models import DeliveryStatus
 from core.times import epoch_time
@@ -603,6 +604,22 @@ def test_handler_telegram_failure_keeps_token_out_of_logs_ledger_and_copy(
     assert "telegram-secret" not in output
     [copy] = on_queue()
     assert "telegram-secret" not in json.dumps(copy.body)
+
+
+def test_handler_delivered_log_keeps_a_receivers_request_id_as_short_as_the_ledger_does(
+    consumer_aws: AwsResources, receiver: Receiver, logs: Callable[[], str]
+) -> None:
+    """The ledger kept 200 characters of a webhook's X-Request-Id, the log all of it: a receiver could make every
+    delivery write a log record of megabytes (its header repeated, http.client joins them)."""
+    receiver.script(Answer(200, headers={"X-Request-Id": "r" * 60_000}))
+    message = delivery_message("webhook", {"text": "order 42"}, {"url": receiver.url + "/hook"})
+    enqueue(consumer_aws, message)
+
+    consume_once(consumer_aws)
+
+    [line] = [record for record in map(json.loads, logs().splitlines()) if record.get("message") == "delivered"]
+    assert line["provider_message_id"] == "r" * MAX_PROVIDER_ID_LENGTH
+    assert entry(message).provider_message_id == "r" * MAX_PROVIDER_ID_LENGTH
 
 
 def test_handler_slack_failure_keeps_webhook_url_out_of_logs(
