@@ -116,9 +116,12 @@ def check_url(url: str, allow_private: bool, resolve: Resolver = _resolve) -> No
     if user is not None or password is not None:
         raise BlockedTargetError("target URL must not carry user information")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError:
         raise BlockedTargetError("target URL has an invalid port") from None
+    if port == 0:  # no connection is ever made to it: a retry would never succeed
+        raise BlockedTargetError("target URL has an invalid port") from None
+    port = port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = resolve(host, port)
     except UnicodeError:  # the name has an empty or too long label, or cannot be encoded

@@ -275,7 +275,7 @@ def url_problem(url: str) -> str | None:
     if user is not None or password is not None:
         return "must not carry user information"
     try:
-        valid_port = parts.port is None or parts.port >= 0
+        valid_port = parts.port is None or parts.port > 0  # no connection is ever made to port 0
     except ValueError:  # not a number, or out of range
         valid_port = False
     if not valid_port:

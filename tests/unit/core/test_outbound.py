@@ -73,7 +73,16 @@ def test_check_url_name_resolving_to_public_addresses_is_allowed() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.com/x", "file:///etc/passwd", "https:///nohost", "https://user:pw@example.com/"]
+    "url",
+    [
+        "ftp://example.com/x",
+        "file:///etc/passwd",
+        "https:///nohost",
+        "https://user:pw@example.com/",
+        # Port 0 was checked as the scheme's default, then connected to, and failed for now at every retry.
+        "http://example.com:0/x",
+        "https://example.com:99999/x",
+    ],
 )
 def test_check_url_unsupported_url_is_refused(url: str) -> None:
     with pytest.raises(BlockedTargetError):

@@ -161,6 +161,7 @@ def test_url_problem_usual_url_has_none(url: str) -> None:
         ("http://[v1.x]/url-secret", "has an invalid host name"),
         ("http://hooks.example:99999/url-secret", "has an invalid port"),
         ("http://hooks.example:8o/url-secret", "has an invalid port"),
+        ("http://hooks.example:0/url-secret", "has an invalid port"),
         ("http://a..example/url-secret", "has an invalid host name"),
         (f"http://{'a' * 64}.example/url-secret", "has an invalid host name"),
         ("http://user:pw@hooks.example/url-secret", "must not carry user information"),
