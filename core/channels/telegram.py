@@ -12,6 +12,7 @@ from core.channels.base import (
     DeliveryReceipt,
     IntegrationBase,
     Limit,
+    classify_status,
     destination_key,
     limit_at,
     parse_settings,
@@ -71,6 +72,8 @@ class TelegramChannel(Channel):
     credentials_model = TelegramCredentials
     max_text_length: ClassVar[int] = 4096
     chat_rate_per_second: ClassVar[float] = 1.0
+    # A group (a negative chat id) or a channel (``@name``, or a negative id too): 20 a minute (Telegram's Bots FAQ).
+    group_rate_per_second: ClassVar[float] = 20 / 60
     bot_rate_per_second: ClassVar[float] = 30.0
 
     @classmethod
@@ -88,9 +91,11 @@ class TelegramChannel(Channel):
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None
     ) -> list[Limit]:
-        """Return the chat's limit (1 per second, or the integration's stricter rate) and the bot's (30 per second)."""
+        """Return the chat's limit (1 per second, 20 a minute in a group or channel, or the integration's stricter
+        rate) and the bot's (30 per second)."""
         chat_id, token = self._settings(target, credentials)
-        chat = limit_at(destination_key("telegram-chat", token, chat_id), self.chat_rate_per_second, rate_per_second)
+        declared = self.group_rate_per_second if chat_id.startswith(("-", "@")) else self.chat_rate_per_second
+        chat = limit_at(destination_key("telegram-chat", token, chat_id), declared, rate_per_second)
         return [*chat, Limit(destination_key("telegram-bot", token), self.bot_rate_per_second)]
 
     def send(
@@ -123,6 +128,11 @@ class TelegramChannel(Channel):
             if not isinstance(delay, int | float) or isinstance(delay, bool):
                 delay = retry_after_seconds(response.headers.get("Retry-After"))
             raise RetryableDeliveryError(reason, delay, rate_limited=True)
-        if response.status_code >= 500:
-            raise RetryableDeliveryError(reason)
-        raise PermanentDeliveryError(reason)
+        migrated = parameters.get("migrate_to_chat_id") if parameters else None
+        if isinstance(migrated, int) and not isinstance(migrated, bool):
+            # The group became a supergroup: its new id is what the target must say now.
+            raise PermanentDeliveryError(f"{reason} (the chat's id is now {migrated}: set it as the target's chat_id)")
+        if not 200 <= response.status_code < 300:
+            # The service's rules for the rest: 1xx, 408, 425 and 5xx retried (a Retry-After honoured), others for good.
+            classify_status(response, "telegram", description)
+        raise PermanentDeliveryError(reason)  # a 2xx whose answer says it is not ok

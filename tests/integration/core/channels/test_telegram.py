@@ -57,8 +57,12 @@ def test_telegram_ok_answer_longer_than_what_is_read_is_delivered(
         (_error(502, "Bad Gateway"), RetryableDeliveryError),
         (Answer(delay=1.5), RetryableDeliveryError),
         (Answer(reset=True), RetryableDeliveryError),
+        # A proxy in front of the Bot API: retried as every channel retries them (they ended the delivery for good).
+        (Answer(408, b"<html><h1>408 Request Time-out</h1></html>"), RetryableDeliveryError),
+        (Answer(425, b"Too Early"), RetryableDeliveryError),
+        (Answer(200, {"ok": False, "description": "Bad Request"}), PermanentDeliveryError),
     ],
-    ids=["400-chat-not-found", "403-blocked", "401", "429", "500", "502", "slow", "reset"],
+    ids=["400-chat-not-found", "403-blocked", "401", "429", "500", "502", "slow", "reset", "408", "425", "200-not-ok"],
 )
 def test_telegram_answer_is_classified(
     resources: ChannelResources, receiver: Receiver, answer: Answer, kind: type[DeliveryError]
@@ -69,6 +73,40 @@ def test_telegram_answer_is_classified(
         _send(resources)
 
     assert type(raised.value) is kind
+
+
+def test_telegram_503_retry_after_is_honoured(resources: ChannelResources, receiver: Receiver) -> None:
+    receiver.script(Answer(503, b"<html>503 Service Temporarily Unavailable</html>", headers={"Retry-After": "120"}))
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources)
+
+    assert raised.value.retry_after == 120
+
+
+def test_telegram_group_upgraded_to_a_supergroup_fails_naming_its_new_chat_id(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    """Telegram names the supergroup the group became; the reason dropped it, leaving nothing to fix the target by."""
+    receiver.script(
+        _error(400, "Bad Request: group chat was upgraded to a supergroup chat", migrate_to_chat_id=-1009876543210)
+    )
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        _send(resources)
+
+    assert "-1009876543210" in raised.value.reason
+
+
+@pytest.mark.parametrize(("chat_id", "per_minute"), [("-1001234567890", 20), ("@news", 20), ("42", 60)])
+def test_telegram_chat_limit_is_20_a_minute_in_a_group_or_channel(
+    resources: ChannelResources, chat_id: str, per_minute: int
+) -> None:
+    """Telegram takes 20 a minute in one group (its Bots FAQ); groups were paced as private chats, at 60."""
+    chat, bot = TelegramChannel(resources).rate_limits({"chat_id": chat_id}, {"bot_token": TOKEN}, None)
+
+    assert chat.per_second == pytest.approx(per_minute / 60)
+    assert bot.per_second == 30
 
 
 def test_telegram_429_carries_parameters_retry_after(resources: ChannelResources, receiver: Receiver) -> None:

@@ -20,10 +20,10 @@ def test_telegram_render_inserts_values_unescaped() -> None:
 
 
 def test_telegram_rate_limits_one_per_second_per_chat_and_thirty_per_bot(resources: ChannelResources) -> None:
-    limits = TelegramChannel(resources).rate_limits({"chat_id": "-100"}, CREDENTIALS, None)
+    limits = TelegramChannel(resources).rate_limits({"chat_id": "100"}, CREDENTIALS, None)
 
     assert limits == [
-        Limit(destination_key("telegram-chat", TOKEN, "-100"), 1.0),
+        Limit(destination_key("telegram-chat", TOKEN, "100"), 1.0),
         Limit(destination_key("telegram-bot", TOKEN), 30.0),
     ]
 
