@@ -145,7 +145,7 @@ router = Router()
 
 @router.get(
     "/v1/notifications/<notification_id>",
-    RouteDoc({200: StatusResponse}, errors=(403, 404, 502), security="api_key", query=("cursor",)),
+    RouteDoc({200: StatusResponse}, errors=(403, 404, 422, 502), security="api_key", query=("cursor",)),
     # API Gateway takes one variable per level: this one's is the publish routes' {channel}.
     deployed="/v1/notifications/{channel}",
 )

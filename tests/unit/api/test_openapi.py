@@ -144,3 +144,22 @@ def test_handler_import_does_not_load_the_document_code(module: str) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
 
     assert result.stdout.strip() == "False"
+
+
+def test_every_operation_with_a_query_or_a_body_documents_how_it_refuses_them() -> None:
+    """A route refuses a bad query parameter or body with 422 (the Stripe webhook route, as Stripe expects, with 400):
+    the status route's document (a bad ``cursor``) did not say so, and a client generated from it did not expect it."""
+    document = build_document(routers())
+
+    missing = [
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if (
+            "requestBody" in operation
+            or any(parameter.get("in") == "query" for parameter in operation.get("parameters", []))
+        )
+        and not {"400", "422"} & operation["responses"].keys()
+    ]
+
+    assert missing == []
