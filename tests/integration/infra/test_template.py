@@ -392,3 +392,52 @@ def test_template_api_role_allows_every_call_of_the_promotions_store(packaged: P
     allowed = set(_statements(packaged, "ApiRole")["Promotions"]["Action"])
 
     assert _client_operations("core/purchases/promotions.py") <= allowed
+
+
+def test_template_every_function_holding_a_database_connection_has_its_concurrency_bounded(
+    packaged: PackagedService,
+) -> None:
+    """Each warm container keeps a PostgreSQL connection: the audience API's containers were unbounded (API Gateway's
+    burst), and enough of them would take every connection the cron and expand need."""
+    from core.audience.settings import DatabaseSettings
+    from core.settings import role_settings
+
+    resources = packaged.template["Resources"]
+    by_event_source = {
+        props["FunctionName"]["Fn::GetAtt"][0]
+        for props in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")
+        if (props.get("ScalingConfig") or {}).get("MaximumConcurrency")
+    }
+    scheduled = {
+        target["Arn"]["Fn::GetAtt"][0]
+        for r in resources.values()
+        if r["Type"] == "AWS::Events::Rule"
+        for target in r["Properties"]["Targets"]
+    }
+    holding = [key for key, model in role_settings().items() if issubclass(model, DatabaseSettings)]
+    unbounded = [
+        key
+        for key in holding
+        if (function := key[0].upper() + key[1:] + "LambdaFunction") not in by_event_source | scheduled
+        and resources[function]["Properties"].get("ReservedConcurrentExecutions") is None
+    ]
+
+    assert "audience" in holding
+    assert unbounded == []
+
+
+def test_template_every_function_with_a_throttles_alarm_or_a_schedule_has_both_alarms(
+    packaged: PackagedService,
+) -> None:
+    """The cron had an errors alarm only: throttled, EventBridge retries a run for hours and no alarm said so."""
+    resources = packaged.template["Resources"]
+    alarmed: dict[str, set[str]] = {}
+    for resource in resources.values():
+        properties = resource["Properties"]
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and properties.get("Namespace") == "AWS/Lambda":
+            for dimension in properties.get("Dimensions", []):
+                if isinstance(dimension.get("Value"), dict) and "Ref" in dimension["Value"]:
+                    alarmed.setdefault(dimension["Value"]["Ref"], set()).add(properties["MetricName"])
+
+    assert alarmed["CronLambdaFunction"] >= {"Errors", "Throttles"}
+    assert all(metrics >= {"Errors", "Throttles"} for function, metrics in alarmed.items() if "Throttles" in metrics)
