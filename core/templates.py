@@ -64,7 +64,8 @@ def variables(template: Any, path: str = "model") -> set[str]:
     return names
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """Return a value as text goes: a string as it is, anything else as compact JSON (non-ASCII kept)."""
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -82,7 +83,7 @@ class _Rendering:
 
     def text(self, name: str) -> str:
         if name not in self._texts:
-            text = _as_text(self.values[name])
+            text = as_text(self.values[name])
             self._texts[name] = self.escape(text) if self.escape else text
         return self._texts[name]
 

@@ -66,7 +66,7 @@ from core.observability import logger
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort
 from core.realtime.refs import USER_ID_PATTERN, topic_ref
-from core.templates import render
+from core.templates import as_text, render
 from core.validation import Strict
 
 if TYPE_CHECKING:
@@ -309,7 +309,8 @@ class BrowserChannel(Channel):
         rendered = render(model, values)
         text = rendered.get("text") if isinstance(rendered, dict) else None
         data = rendered.get("data") if isinstance(rendered, dict) else None
-        return Content(text=text if isinstance(text, str) else json.dumps(text), data=data)
+        # A whole "$var" is the value itself: a list or object goes into the text as text templates write it.
+        return Content(text=as_text(text), data=data)
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None

@@ -101,6 +101,15 @@ def test_render_object_model_gives_text_and_data() -> None:
     assert (content.text, content.data) == ("Order 42", {"id": 42})
 
 
+@pytest.mark.parametrize(("value", "text"), [(["café", 1], '["café",1]'), ({"a": 1}, '{"a":1}'), (7, "7")])
+def test_render_object_model_text_of_a_whole_value_is_written_as_every_text_template_writes_it(
+    value: object, text: str
+) -> None:
+    """A list went into the frame's text as Python's default JSON (spaces, ``\\u00e9``), unlike a string model's."""
+    assert BrowserChannel.render({"text": "$items"}, {"items": value}).text == text
+    assert BrowserChannel.render("$items", {"items": value}).text == text
+
+
 def test_send_user_target_posts_the_frame_to_each_connection_of_that_user_only() -> None:
     channel, _, api = _channel([_connection("a1", "alice"), _connection("a2", "alice"), _connection("b1", "bob")])
 
