@@ -75,15 +75,6 @@ def test_telegram_answer_is_classified(
     assert type(raised.value) is kind
 
 
-def test_telegram_503_retry_after_is_honoured(resources: ChannelResources, receiver: Receiver) -> None:
-    receiver.script(Answer(503, b"<html>503 Service Temporarily Unavailable</html>", headers={"Retry-After": "120"}))
-
-    with pytest.raises(RetryableDeliveryError) as raised:
-        _send(resources)
-
-    assert raised.value.retry_after == 120
-
-
 def test_telegram_group_upgraded_to_a_supergroup_fails_naming_its_new_chat_id(
     resources: ChannelResources, receiver: Receiver
 ) -> None:
@@ -109,13 +100,24 @@ def test_telegram_chat_limit_is_20_a_minute_in_a_group_or_channel(
     assert bot.per_second == 30
 
 
-def test_telegram_429_carries_parameters_retry_after(resources: ChannelResources, receiver: Receiver) -> None:
-    receiver.script(_error(429, "Too Many Requests: retry after 7", retry_after=7))
+@pytest.mark.parametrize(
+    ("answer", "seconds"),
+    [
+        (_error(429, "Too Many Requests: retry after 7", retry_after=7), 7),
+        # A proxy's 503 before the Bot API: its Retry-After was dropped.
+        (Answer(503, b"<html>503 Service Temporarily Unavailable</html>", headers={"Retry-After": "120"}), 120),
+    ],
+    ids=["429-parameters", "503-header"],
+)
+def test_telegram_retry_after_is_carried(
+    resources: ChannelResources, receiver: Receiver, answer: Answer, seconds: int
+) -> None:
+    receiver.script(answer)
 
     with pytest.raises(RetryableDeliveryError) as raised:
         _send(resources)
 
-    assert raised.value.retry_after == 7
+    assert raised.value.retry_after == seconds
 
 
 def test_telegram_429_retry_after_true_falls_back_to_the_header(
