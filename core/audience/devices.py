@@ -99,8 +99,11 @@ def delete_user(
     except NotFoundError:
         deleted.mark_user_deleted(user_id, now())
         raise
-    deleted.mark_user_deleted(user_id, now())
-    delete_endpoints(devices, endpoints)
+    try:
+        deleted.mark_user_deleted(user_id, now())
+    finally:
+        # Even when the record failed (a 502 the caller retries): the retry finds no user, and no list of devices.
+        delete_endpoints(devices, endpoints)
     return devices
 
 

@@ -90,6 +90,18 @@ def user_id_bytes(user_id: str) -> str:
     return user_id
 
 
+# A push token is one key of the devices' unique index on (app, token), whose entries PostgreSQL holds to about
+# 2.7 kB: a longer token failed the write (54000) after its SNS endpoint was made. Real tokens are far shorter (APNs 64
+# hex characters, FCM about 160).
+MAX_TOKEN_BYTES = 2048
+
+
+def _token_bytes(token: str) -> str:
+    if len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
+        raise ValueError(f"must be at most {MAX_TOKEN_BYTES} bytes of UTF-8")
+    return token
+
+
 def _time_zone(name: str) -> str:
     # ZoneInfo alone would also take a path-like key that happens to name a file ("posixrules", "Factory"…) or load
     # files on every call; the set of IANA names the machine knows is the reference.
@@ -175,7 +187,7 @@ class DeviceRequest(AudienceRequest):
     """The body of ``POST /v1/users/{user_id}/devices``: the app and the push token the device got from it."""
 
     app: str = Field(min_length=1, max_length=128)
-    token: str = Field(min_length=1, max_length=4096)
+    token: Annotated[str, AfterValidator(_token_bytes)] = Field(min_length=1, max_length=MAX_TOKEN_BYTES)
 
 
 class AppRequest(AudienceRequest):

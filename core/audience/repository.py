@@ -178,10 +178,13 @@ class AudienceRepository:
         _plain("user_id", user_id)
 
         def work(cursor: Any) -> list[Device]:
+            # Locked first: a registration holding the user's row commits its device before the devices are read,
+            # so the cascade deletes no device whose endpoint the caller is not told of.
+            cursor.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+            if cursor.fetchone() is None:
+                raise NotFoundError("the user does not exist")
             devices = self._devices(cursor, user_id)
             cursor.execute("DELETE FROM users WHERE id = %s", (user_id,))
-            if cursor.rowcount == 0:
-                raise NotFoundError("the user does not exist")
             return devices
 
         return self._db.run(work, "deleting user")
@@ -297,6 +300,10 @@ class AudienceRepository:
         _plain("app", name)
 
         def work(cursor: Any) -> list[Device]:
+            # Locked first: a registration whose device refers to the app commits before the devices are read.
+            cursor.execute("SELECT 1 FROM apps WHERE name = %s FOR UPDATE", (name,))
+            if cursor.fetchone() is None:
+                raise NotFoundError("the app does not exist")
             cursor.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
                 " WHERE d.app = %s ORDER BY d.created_at, d.id",
@@ -304,8 +311,6 @@ class AudienceRepository:
             )
             devices = [_device(row) for row in cursor.fetchall()]
             cursor.execute("DELETE FROM apps WHERE name = %s", (name,))
-            if cursor.rowcount == 0:
-                raise NotFoundError("the app does not exist")
             return devices
 
         return self._db.run(work, "deleting app")
@@ -386,12 +391,14 @@ class AudienceRepository:
             row = cursor.fetchone()
             device = _device(row)
             # Beyond the bound, the user's least recently seen devices go, disabled ones first; never this one.
+            # The user is checked again on the row as the DELETE finds it: a device another user's registration took
+            # meanwhile (it waited on that row's lock) is theirs now, never removed with this user's.
             cursor.execute(
-                "WITH gone AS (DELETE FROM devices WHERE id IN ("
+                "WITH gone AS (DELETE FROM devices WHERE user_id = %s AND id IN ("
                 " SELECT id FROM devices WHERE user_id = %s AND id <> %s::uuid"
                 " ORDER BY enabled DESC, last_seen DESC, created_at DESC, id OFFSET %s) RETURNING *)"
                 f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app",
-                (user_id, device.device_id, MAX_DEVICES_PER_USER - 1),
+                (user_id, user_id, device.device_id, MAX_DEVICES_PER_USER - 1),
             )
             removed = tuple(_device(gone) for gone in cursor.fetchall())
             previous = earlier[0] if earlier is not None and earlier[0] != user_id else None

@@ -1,0 +1,198 @@
+"""Audience writes racing one another, as two Lambda containers (each its own connection) run them at once, on a
+real PostgreSQL and moto's SNS: a request is held at one point of its real code to interleave the other."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from api import audience
+from core.audience import repository as repository_module
+from core.audience.connection import Database
+from core.audience.models import MAX_DEVICES_PER_USER
+from core.audience.repository import AudienceRepository
+from core.errors import aws_error
+from core.ledger import DeliveryLedger
+from tests.integration.api import test_audience as audience_tests
+from tests.integration.api.test_audience import USER, Api
+from tests.support.events import response_json
+
+api = audience_tests.api  # the audience API fixture, on moto and the session's PostgreSQL
+
+
+class Pause:
+    """Holds one call at a point until released."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def hold(self) -> None:
+        self.reached.set()
+        assert self.go.wait(20), "never released"
+
+
+@pytest.fixture
+def containers(monkeypatch: pytest.MonkeyPatch, postgres_url: str) -> Any:
+    """Give each thread its own database connection, as each Lambda container has; closed after the test."""
+    local = threading.local()
+    made: list[Database] = []
+
+    def repository() -> AudienceRepository:
+        if not hasattr(local, "database"):
+            local.database = Database(postgres_url)
+            made.append(local.database)
+        return AudienceRepository(local.database)
+
+    monkeypatch.setattr(audience, "repository", repository)
+    yield
+    for database in made:
+        database.close()
+
+
+def _held_after(monkeypatch: pytest.MonkeyPatch, name: str, thread: str) -> Pause:
+    """Hold the thread named ``thread`` once it has run the repository's ``name`` (a helper inside its transaction)."""
+    pause = Pause()
+    original = getattr(repository_module, name)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        found = original(*args, **kwargs)
+        if threading.current_thread().name == thread and not pause.reached.is_set():
+            pause.hold()
+        return found
+
+    monkeypatch.setattr(repository_module, name, held)
+    return pause
+
+
+def _interleave(first: Callable[[], Any], second: Callable[[], Any], pause: Pause, name: str) -> tuple[Any, Any]:
+    """Run ``first`` in a thread named ``name`` until it is held, then ``second``; release the first a moment after
+    the second has started (and waits on its lock); return both answers."""
+    answers: dict[str, Any] = {}
+    one = threading.Thread(target=lambda: answers.update(first=first()), name=name)
+    one.start()
+    assert pause.reached.wait(20)
+    two = threading.Thread(target=lambda: answers.update(second=second()))
+    two.start()
+    time.sleep(1.5)
+    pause.go.set()
+    one.join(20)
+    two.join(20)
+    return answers["first"], answers["second"]
+
+
+def _device_rows(db: Any) -> list[tuple[str, str]]:
+    db.rollback()
+    with db.cursor() as cursor:
+        cursor.execute("SELECT user_id, endpoint_arn FROM devices ORDER BY user_id")
+        rows = cursor.fetchall()
+    db.rollback()
+    return rows
+
+
+@pytest.mark.usefixtures("containers")
+def test_user_deletion_waiting_on_a_registration_deletes_the_endpoint_it_made(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """The deletion read the user's devices, then waited on the registration's lock: the cascade took the new device,
+    but not its endpoint, left in SNS."""
+    api.user("ada")
+    pause = _held_after(monkeypatch, "_user_exists", "registration")
+
+    registered, deleted = _interleave(
+        lambda: api.register("ada", "token-1"),
+        lambda: api.call("DELETE", USER, {"user_id": "ada"}),
+        pause,
+        "registration",
+    )
+
+    assert (registered["statusCode"], deleted["statusCode"]) == (201, 204)
+    assert _device_rows(db) == []
+    assert api.endpoints() == {}
+
+
+@pytest.mark.usefixtures("containers")
+def test_app_deletion_waiting_on_a_registration_deletes_the_endpoint_it_made(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    api.user("ada")
+    pause = _held_after(monkeypatch, "_device", "registration")
+
+    registered, deleted = _interleave(
+        lambda: api.register("ada", "token-1"),
+        lambda: api.admin("DELETE", "/v1/apps/{app}", {"app": "android"}),
+        pause,
+        "registration",
+    )
+
+    assert (registered["statusCode"], deleted["statusCode"]) == (201, 204)
+    assert _device_rows(db) == []
+    assert api.endpoints() == {}
+
+
+@pytest.mark.usefixtures("containers")
+def test_eviction_at_the_bound_never_removes_a_device_just_moved_to_another_user(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ada at 100 devices registers one more while Bob takes her least recently seen token: her eviction, chosen on
+    the row as it was, deleted Bob's device (and its new endpoint); Bob's registration answered 200."""
+    api.user("ada")
+    api.user("bob")
+    assert api.register("ada", "shared")["statusCode"] == 201
+    for index in range(MAX_DEVICES_PER_USER - 1):
+        assert api.register("ada", f"ada-{index}")["statusCode"] == 201
+    pause = _held_after(monkeypatch, "_device", "move")
+
+    moved, newest = _interleave(
+        lambda: api.register("bob", "shared"), lambda: api.register("ada", "ada-new"), pause, "move"
+    )
+
+    assert (moved["statusCode"], newest["statusCode"]) == (200, 201)
+    bobs = response_json(api.call("GET", "/v1/users/{user_id}/devices", {"user_id": "bob"}))["devices"]
+    assert [item["device_id"] for item in bobs] == [response_json(moved)["device_id"]]
+
+
+def test_token_longer_than_the_store_indexes_is_refused_naming_it_and_leaves_no_endpoint(api: Api) -> None:
+    """A 4096-character token passed the model, then failed the index (54000) with a 502 and an endpoint left."""
+    api.user("ada")
+
+    response = api.register("ada", secrets.token_urlsafe(3100)[:4096])
+
+    assert response["statusCode"] == 422
+    assert response_json(response)["message"].startswith("token")
+    assert api.endpoints() == {}
+
+
+def test_user_deletion_whose_record_failed_still_deletes_the_users_endpoints(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """The ledger throttling the deletion's record answered 502 after the rows were gone: the endpoints were never
+    deleted, and the retry found no user and no devices to delete them by."""
+    api.user("ada")
+    assert api.register("ada", "token-1")["statusCode"] == 201
+    original = DeliveryLedger.mark_user_deleted
+    calls = {"n": 0}
+
+    def throttled_once(self: DeliveryLedger, user_id: str, at: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            error = ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}}, "PutItem"
+            )
+            raise aws_error(error, "recording the user's deletion")
+        original(self, user_id, at)
+
+    monkeypatch.setattr(DeliveryLedger, "mark_user_deleted", throttled_once)
+
+    first = api.call("DELETE", USER, {"user_id": "ada"})
+    retried = api.call("DELETE", USER, {"user_id": "ada"})
+
+    assert (first["statusCode"], retried["statusCode"]) == (502, 404)
+    assert _device_rows(db) == []
+    assert api.endpoints() == {}
