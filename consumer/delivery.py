@@ -376,14 +376,9 @@ class Deliverer:
             return self._wait(message, attempt, due, log)
         if message.outcome is not None:
             return self._write_outcome(message, message.outcome, attempt, log)
-        key = (message.notification_id, message.delivery_key)
-        try:
-            entry = entries[key] if entries is not None and key in entries else self._ledger.get_entry(*key)
-        except UpstreamError as exc:
-            # Without the ledger it is unknown whether this was delivered: try again later, count no attempt.
-            return self._send_on(
-                message, attempt, self._policy.backoff(1, self._rand), f"ledger unreadable: {exc}", log
-            )
+        entry, unsent = self._row_of(message, attempt, entries, latest_start, log)
+        if unsent is not None:
+            return unsent
         if entry is not None and (done := self._done(message, attempt, entry, log)) is not None:
             return done
         # The row counts the attempts of every run; this run's retry budget counts only its own, so those of the runs
@@ -423,6 +418,30 @@ class Deliverer:
             error = RetryableDeliveryError(f"internal error ({type(exc).__name__})")
             return self._retry(message, attempt, attempts_before, earlier, error, log)
         return self._deliver(message, attempts_before + 1, earlier, receipt, log)
+
+    def _row_of(
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        entries: Entries | None,
+        latest_start: float | None,
+        log: dict[str, Any],
+    ) -> tuple[LedgerEntry | None, Outcome | None]:
+        """Return the delivery's row (the batch's read, or its own), or what was done instead of reading it: sent on
+        when the ledger cannot be read, or when reading it is too late in this invocation."""
+        key = (message.notification_id, message.delivery_key)
+        if entries is not None and key in entries:
+            return entries[key], None
+        if latest_start is not None and self._clock() > latest_start:
+            # The batch's reads took the time (the ledger timing out): its own read, as slow, would outlast the
+            # function, which would hand the whole batch back and spend a receive of each.
+            return None, self._send_on(message, attempt, 0.0, "too late in this invocation to read its row", log)
+        try:
+            return self._ledger.get_entry(*key), None
+        except UpstreamError as exc:
+            # Without the ledger it is unknown whether this was delivered: try again later, count no attempt.
+            backoff = self._policy.backoff(1, self._rand)
+            return None, self._send_on(message, attempt, backoff, f"ledger unreadable: {exc}", log)
 
     def _done(
         self, message: DeliveryMessage, attempt: Attempt, entry: LedgerEntry, log: dict[str, Any]
@@ -572,11 +591,15 @@ class Deliverer:
             return None
         # The clock is read again: the reads before may have taken a while, and a slot must never be past.
         now = self._clock()
-        budget = self._max_wait if latest_start is None else min(self._max_wait, latest_start - now)
-        slot, partial = self._slot(message, limits, due, now, now + budget, log)
-        if partial or slot - self._clock() > budget:
+        ends = now + (self._max_wait if latest_start is None else min(self._max_wait, latest_start - now))
+        slot, partial = self._slot(message, limits, due, now, ends, log)
+        if partial or slot > ends:
             return self._wait_for_slot(message, attempt, slot, partial, log)
         self._sleep(max(0.0, slot - self._clock()))
+        if latest_start is not None and self._clock() > latest_start:
+            # The pacing call took the time (its table timing out, retried by botocore): a send now could outlast
+            # the function, and the whole batch come back.
+            return self._send_on(message, attempt, 0.0, "too late in this invocation to start a send", log)
         return None
 
     def _send_on(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from botocore.exceptions import ClientError
@@ -1418,6 +1418,44 @@ def test_process_slot_after_latest_start_is_waiting_instead_of_sleeping(rig: Rig
         True,
         iso_time(NOW + 1.1),
     )
+
+
+class _SlowUnreachablePaceStore(UnreachablePaceStore):
+    """A pacing table that times out: each call takes ``seconds`` of the clock (botocore's tries), then fails."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
+        self._clock, self._seconds = clock, seconds
+
+    def _fail(self) -> NoReturn:
+        self._clock.advance(self._seconds)
+        super()._fail()
+
+
+def test_process_pacing_call_that_outlasts_latest_start_sends_on_instead_of_sending(
+    clock: FakeClock, sleep: Callable[[float], None], rand: Callable[[], float], count: MetricCounter
+) -> None:
+    """The budget was taken before the pacing call: after one that timed out for 21 s, the send still started, past
+    the invocation's last moment to start one, and Lambda cut it off with the whole batch."""
+    rig = Rig(clock, sleep, rand, count, store=_SlowUnreachablePaceStore(clock, 21.0))
+    rig.channel.limits = ONE_PER_SECOND
+
+    outcome = rig.process(latest_start=NOW + 15)
+
+    message, delay = rig.copy()
+    assert (outcome, rig.channel.sent, message.attempt, delay) == (Outcome.WAITING, [], 0, 0)
+
+
+def test_process_own_row_read_after_latest_start_sends_on_without_reading(rig: Rig) -> None:
+    """A batch whose reads took the time (the ledger timing out): each message's own read, as slow, outlasted the
+    function, and every receive of the batch was spent towards the dead-letter queue."""
+    rig.clock.advance(20)
+
+    outcome = rig.process(latest_start=NOW + 15)
+
+    message, delay = rig.copy()
+    assert (outcome, rig.ledger.reads, rig.channel.sent, delay) == (Outcome.WAITING, [], [], 0)
+    assert message.attempt == 0
 
 
 def test_process_pacing_state_unreachable_sends_unpaced(
