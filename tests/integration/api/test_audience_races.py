@@ -97,41 +97,24 @@ def _device_rows(db: Any) -> list[tuple[str, str]]:
 
 
 @pytest.mark.usefixtures("containers")
-def test_user_deletion_waiting_on_a_registration_deletes_the_endpoint_it_made(
-    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+@pytest.mark.parametrize("deleted", ["user", "app"])
+def test_deletion_waiting_on_a_registration_deletes_the_endpoint_it_made(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any, deleted: str
 ) -> None:
-    """The deletion read the user's devices, then waited on the registration's lock: the cascade took the new device,
-    but not its endpoint, left in SNS."""
+    """The deletion read the user's (the app's) devices, then waited on the registration's lock: the cascade took the
+    new device, but not its endpoint, left in SNS."""
     api.user("ada")
-    pause = _held_after(monkeypatch, "_user_exists", "registration")
+    # Held inside its transaction: once it locked the user's row, or once it wrote the device (referring to the app).
+    pause = _held_after(monkeypatch, "_user_exists" if deleted == "user" else "_device", "registration")
 
-    registered, deleted = _interleave(
-        lambda: api.register("ada", "token-1"),
-        lambda: api.call("DELETE", USER, {"user_id": "ada"}),
-        pause,
-        "registration",
-    )
+    def delete() -> Any:
+        if deleted == "user":
+            return api.call("DELETE", USER, {"user_id": "ada"})
+        return api.admin("DELETE", "/v1/apps/{app}", {"app": "android"})
 
-    assert (registered["statusCode"], deleted["statusCode"]) == (201, 204)
-    assert _device_rows(db) == []
-    assert api.endpoints() == {}
+    registration, deletion = _interleave(lambda: api.register("ada", "token-1"), delete, pause, "registration")
 
-
-@pytest.mark.usefixtures("containers")
-def test_app_deletion_waiting_on_a_registration_deletes_the_endpoint_it_made(
-    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
-) -> None:
-    api.user("ada")
-    pause = _held_after(monkeypatch, "_device", "registration")
-
-    registered, deleted = _interleave(
-        lambda: api.register("ada", "token-1"),
-        lambda: api.admin("DELETE", "/v1/apps/{app}", {"app": "android"}),
-        pause,
-        "registration",
-    )
-
-    assert (registered["statusCode"], deleted["statusCode"]) == (201, 204)
+    assert (registration["statusCode"], deletion["statusCode"]) == (201, 204)
     assert _device_rows(db) == []
     assert api.endpoints() == {}
 
