@@ -152,9 +152,7 @@ def revived(body: str, now: str, recorded_attempts: int = 0) -> DeliveryMessage 
             "slot_partial": False,
             "window_start": now,
             # The deletion check of an audience delivery keeps comparing with when its audience was read.
-            "expanded_at": (message.expanded_at or message.window_start or message.created_at)
-            if message.recipient is not None
-            else None,
+            "expanded_at": message.audience_read_at if message.recipient is not None else None,
             "prior_attempts": max(message.prior_attempts + message.attempt, recorded_attempts),
             "redriven": message.redriven + 1,
             "throttled": 0,

@@ -328,7 +328,7 @@ class Deliverer:
             deleted_at = self._deleted_users[user]
         else:
             deleted_at = self._ledger.users_deleted([user]).get(user)
-        expanded = message.expanded_at or message.window_start or message.created_at
+        expanded = message.audience_read_at
         return deleted_at if deleted_at is not None and deleted_at >= expanded else None
 
     def _to_deleted_user(
@@ -432,7 +432,7 @@ class Deliverer:
         key = (message.notification_id, message.delivery_key)
         if entries is not None and key in entries:
             return entries[key], None
-        if latest_start is not None and self._clock() > latest_start:
+        if self._past(latest_start):
             # The batch's reads took the time (the ledger timing out): its own read, as slow, would outlast the
             # function, which would hand the whole batch back and spend a receive of each.
             return None, self._send_on(message, attempt, 0.0, "too late in this invocation to read its row", log)
@@ -584,23 +584,23 @@ class Deliverer:
     ) -> Outcome | None:
         """Wait here for this send's slot when it is near and return ``None``: the send starts. Otherwise return what
         was done instead: a copy holds a slot too far off, or takes up a send too late in this invocation to start."""
-        if not limits:
-            if latest_start is not None and self._clock() > latest_start:
-                # It waited for a thread: a send that outlasted the function would be cut off, the whole batch back.
-                return self._send_on(message, attempt, 0.0, "too late in this invocation to start a send", log)
-            return None
-        # The clock is read again: the reads before may have taken a while, and a slot must never be past.
-        now = self._clock()
-        ends = now + (self._max_wait if latest_start is None else min(self._max_wait, latest_start - now))
-        slot, partial = self._slot(message, limits, due, now, ends, log)
-        if partial or slot > ends:
-            return self._wait_for_slot(message, attempt, slot, partial, log)
-        self._sleep(max(0.0, slot - self._clock()))
-        if latest_start is not None and self._clock() > latest_start:
-            # The pacing call took the time (its table timing out, retried by botocore): a send now could outlast
-            # the function, and the whole batch come back.
+        if limits:
+            # The clock is read again: the reads before may have taken a while, and a slot must never be past.
+            now = self._clock()
+            ends = now + (self._max_wait if latest_start is None else min(self._max_wait, latest_start - now))
+            slot, partial = self._slot(message, limits, due, now, ends, log)
+            if partial or slot > ends:
+                return self._wait_for_slot(message, attempt, slot, partial, log)
+            self._sleep(max(0.0, slot - self._clock()))
+        if self._past(latest_start):
+            # It waited for a thread, or the pacing call took the time (its table timing out, retried by botocore): a
+            # send that outlasted the function would be cut off, and the whole batch come back.
             return self._send_on(message, attempt, 0.0, "too late in this invocation to start a send", log)
         return None
+
+    def _past(self, latest_start: float | None) -> bool:
+        """Tell whether the last moment to start a send (or a call as long) in this invocation has passed."""
+        return latest_start is not None and self._clock() > latest_start
 
     def _send_on(
         self, message: DeliveryMessage, attempt: Attempt, seconds: float, why: str, log: dict[str, Any]

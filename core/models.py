@@ -206,6 +206,11 @@ class DeliveryMessage(BaseModel):
     throttled: int = Field(default=0, ge=0, exclude_if=_is_zero)
     outcome: RecordedOutcome | None = None
 
+    @property
+    def audience_read_at(self) -> str:
+        """When an audience delivery's audience was read: ``expanded_at`` once redriven, else when its run began."""
+        return self.expanded_at or self.window_start or self.created_at
+
 
 class DeliveryMessageV1(BaseModel):
     """A version 1 body, still read when it is on the queue as version 2 is deployed."""
