@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 from core.audience.endpoints import PushEndpointsPort
 from core.audience.models import MAX_DEVICES_PER_USER, Device, DeviceRequest, Registration
 from core.audience.ports import AudienceRepositoryPort
-from core.errors import InvalidRequestError, NotFoundError, UpstreamError
+from core.errors import NotFoundError, UpstreamError
 from core.observability import logger
 from core.times import utc_now
 
@@ -39,14 +39,14 @@ def register_device(
     NotFoundError
         The user does not exist.
     """
-    try:
-        app = repository.get_app(request.app)
-    except NotFoundError:
-        raise InvalidRequestError("app", "no app of that name is registered") from None
-    # Checked before SNS is asked, so that an unknown user leaves no endpoint behind.
-    repository.get_user(user_id)
-    endpoint_arn = endpoints.register(app.platform_application_arn, request.token, user_id)
-    registration = repository.register_device(user_id, app.name, request.token, endpoint_arn)
+    # SNS is asked inside the registration's transaction, once the user and the app are found: a deletion of either
+    # meanwhile waits and deletes the endpoint with the device, and an unknown user or app leaves no endpoint.
+    registration = repository.register_device(
+        user_id,
+        request.app,
+        request.token,
+        lambda platform_application_arn: endpoints.register(platform_application_arn, request.token, user_id),
+    )
     if registration.previous_user_id is not None:
         logger.info("device moved between users", extra={"device_id": registration.device.device_id})
     if registration.removed:

@@ -3,7 +3,7 @@ in-memory fake of the unit tests (``tests/fakes/audience.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -86,9 +86,11 @@ class AudienceRepositoryPort(Protocol):
         """Return every app, by name."""
         ...
 
-    def register_device(self, user_id: str, app: str, token: str, endpoint_arn: str) -> Registration:
-        """Register a push token of an app for a user: the same token again is the same device, moved to this user
-        if it belonged to another, enabled again."""
+    def register_device(self, user_id: str, app: str, token: str, endpoint: Callable[[str], str]) -> Registration:
+        """Register a push token of an app for a user, with the endpoint ``endpoint(platform_application_arn)``
+        returns (called once the user and the app are known, while their deletions and other registrations of the
+        token wait): the same token again is the same device, moved to this user if it belonged to another, enabled
+        again."""
         ...
 
     def list_devices(self, user_id: str) -> list[Device]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -362,21 +362,34 @@ class AudienceRepository:
 
     # Devices
 
-    def register_device(self, user_id: str, app: str, token: str, endpoint_arn: str) -> Registration:
-        """Register the push ``token`` of ``app`` for ``user_id``, with its SNS endpoint.
+    def register_device(self, user_id: str, app: str, token: str, endpoint: Callable[[str], str]) -> Registration:
+        """Register the push ``token`` of ``app`` for ``user_id``, with the SNS endpoint ``endpoint`` returns.
 
-        The same token of the same app again is the same device (its id kept): moved to this user if it belonged to
+        ``endpoint(platform_application_arn)`` (SNS) runs inside the transaction, once the user's and the app's rows
+        are locked and other registrations of the token wait: a deletion of the user or the app waits for the device
+        and deletes its endpoint with it, and two users registering one token go one after the other, the second from
+        the endpoint the first left (an endpoint made before the transaction could be left named by no device). The
+        same token of the same app again is the same device (its id kept): moved to this user if it belonged to
         another, enabled again, ``last_seen`` now. Raises ``NotFoundError`` when the user does not exist and
-        ``InvalidRequestError`` (field ``app``) when the app does not.
+        ``InvalidRequestError`` (field ``app``) when the app does not, before SNS is asked; what ``endpoint`` raises,
+        with nothing written.
         """
-        params = (_plain("user_id", user_id), _plain("app", app), _plain("token", token), endpoint_arn)
-        _plain("endpoint_arn", endpoint_arn)
+        params = (_plain("user_id", user_id), _plain("app", app), _plain("token", token))
 
         def work(cursor: Any) -> Registration:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('notify.device:' || %s || ':' || %s, 0))", (app, token)
+            )
+            # Shared: registrations of the app run together; its deletion or a new platform waits for them.
+            cursor.execute("SELECT platform_application_arn FROM apps WHERE name = %s FOR SHARE", (app,))
+            found = cursor.fetchone()
+            if found is None:
+                raise InvalidRequestError("app", "no app of that name is registered")
             # Locked, the user's registrations remove its least recently seen devices one after another (from a
             # stale view, a device seen again meanwhile was removed, and two at once passed the bound).
             _user_exists(cursor, user_id, lock=True)
-            # The owner before, read under the row's lock: a concurrent registration of the token waits for this one.
+            endpoint_arn = _plain("endpoint_arn", endpoint(found[0]))
+            # The owner before, its row locked: the consumer disabling the endpoint it had waits for the new one.
             cursor.execute("SELECT user_id FROM devices WHERE app = %s AND token = %s FOR UPDATE", (app, token))
             earlier = cursor.fetchone()
             cursor.execute(
@@ -386,7 +399,7 @@ class AudienceRepository:
                 " endpoint_arn = EXCLUDED.endpoint_arn, enabled = true, last_seen = now(), updated_at = now()"
                 " RETURNING d.*, (d.xmax = 0) AS created)"
                 f" SELECT {_DEVICE_COLUMNS}, d.created FROM written d JOIN apps a ON a.name = d.app",
-                params,
+                (*params, endpoint_arn),
             )
             row = cursor.fetchone()
             device = _device(row)

@@ -45,6 +45,11 @@ class MatchingCondition:
     matches: Callable[[User], bool] = field(default=lambda _user: True)
 
 
+def endpoint(arn: str) -> Callable[[str], str]:
+    """Return what ``register_device`` takes for a device's SNS endpoint: ``arn``, whatever the platform."""
+    return lambda _platform_application_arn: arn
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -167,11 +172,13 @@ class FakeAudienceRepository:
         """Return every app, by name."""
         return [self.apps[name] for name in sorted(self.apps)]
 
-    def register_device(self, user_id: str, app: str, token: str, endpoint_arn: str) -> Registration:
-        """Register a token: the same (app, token) is the same device, moved to this user and enabled again."""
+    def register_device(self, user_id: str, app: str, token: str, endpoint: Callable[[str], str]) -> Registration:
+        """Register a token with the endpoint ``endpoint`` returns for the app's platform: the same (app, token) is
+        the same device, moved to this user and enabled again."""
         if app not in self.apps:
             raise InvalidRequestError("app", "no app of that name is registered")
         self._user(user_id)
+        endpoint_arn = endpoint(self.apps[app].platform_application_arn)
         earlier = next((d for d in self.devices.values() if d.app == app and d.token == token), None)
         now = _now()
         device = Device(

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from api import audience
 from core.audience import repository as repository_module
 from core.audience.connection import Database
+from core.audience.endpoints import PushEndpoints
 from core.audience.models import MAX_DEVICES_PER_USER
 from core.audience.repository import AudienceRepository
 from core.errors import aws_error
@@ -179,3 +180,59 @@ def test_user_deletion_whose_record_failed_still_deletes_the_users_endpoints(
     assert (first["statusCode"], retried["statusCode"]) == (502, 404)
     assert _device_rows(db) == []
     assert api.endpoints() == {}
+
+
+def _held_after_sns(monkeypatch: pytest.MonkeyPatch, thread: str) -> Pause:
+    """Hold the thread named ``thread`` once SNS has answered its registration's endpoint."""
+    pause = Pause()
+    original = PushEndpoints.register
+
+    def held(self: PushEndpoints, *args: Any, **kwargs: Any) -> str:
+        arn = original(self, *args, **kwargs)
+        if threading.current_thread().name == thread and not pause.reached.is_set():
+            pause.hold()
+        return arn
+
+    monkeypatch.setattr(PushEndpoints, "register", held)
+    return pause
+
+
+@pytest.mark.usefixtures("containers")
+@pytest.mark.parametrize("deleted", ["user", "app"])
+def test_deletion_while_sns_made_a_registrations_endpoint_deletes_that_endpoint(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any, deleted: str
+) -> None:
+    """The registration made the endpoint, then found the user (the app) deleted meanwhile: it answered 404 (422) and
+    the endpoint stayed in SNS, named by no device."""
+    api.user("ada")
+    pause = _held_after_sns(monkeypatch, "registration")
+
+    def delete() -> Any:
+        if deleted == "user":
+            return api.call("DELETE", USER, {"user_id": "ada"})
+        return api.admin("DELETE", "/v1/apps/{app}", {"app": "android"})
+
+    registration, deletion = _interleave(lambda: api.register("ada", "token-1"), delete, pause, "registration")
+
+    assert (registration["statusCode"], deletion["statusCode"]) == (201, 204)
+    assert _device_rows(db) == []
+    assert api.endpoints() == {}
+
+
+@pytest.mark.usefixtures("containers")
+def test_one_token_registered_by_two_users_at_once_ends_with_one_device_and_its_endpoint(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """Ada's registration made the endpoint; Bob's, meanwhile, found it Ada's, deleted it, made his own and wrote the
+    device; Ada's then wrote the device back to her with the deleted endpoint: her pushes failed, Bob's endpoint was
+    named by no device."""
+    api.user("ada")
+    api.user("bob")
+    pause = _held_after_sns(monkeypatch, "ada")
+
+    first, second = _interleave(
+        lambda: api.register("ada", "shared"), lambda: api.register("bob", "shared"), pause, "ada"
+    )
+
+    assert (first["statusCode"], second["statusCode"]) == (201, 200)
+    assert _device_rows(db) == [("bob", *api.endpoints())]

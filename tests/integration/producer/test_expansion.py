@@ -20,6 +20,7 @@ from core.audience.schedules import NewScheduledSend, dispatch_due
 from core.audience.sends import ExpansionBatchJob, ExpansionJob, ExpansionQueue, SendRequest, accept_send, parse_job
 from core.ledger import DeliveryLedger
 from core.models import DeliveryMessage, DeliveryStatus
+from tests.fakes.audience import endpoint
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import ACCOUNT, ADMIN_TOKEN, NAMES, REGION, AwsResources, receive_all
 from tests.support.aws import client as aws_client
@@ -188,13 +189,13 @@ def test_expansion_disabled_endpoint_reported_by_the_consumer_disables_the_devic
 
     sns = aws_client("sns")
     app = sns.create_platform_application(Name="android", Platform="GCM", Attributes={"PlatformCredential": "k"})
-    endpoint = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="tok")
-    arn = endpoint["EndpointArn"]
+    created = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="tok")
+    arn = created["EndpointArn"]
     sns.set_endpoint_attributes(EndpointArn=arn, Attributes={"Enabled": "false"})
     repository = AudienceRepository(database)
     repository.put_app("android", AppRequest(platform_application_arn=app["PlatformApplicationArn"]))
     repository.put_user("ada", UserRequest(timezone="UTC"))
-    device = repository.register_device("ada", "android", "tok", arn).device
+    device = repository.register_device("ada", "android", "tok", endpoint(arn)).device
     _accept(database, worker_env, {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}}, "n-disabled")
     _expand(worker_env, lambda_context)
     deliveries = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
@@ -227,12 +228,14 @@ def test_expansion_disabled_endpoint_registered_again_before_the_report_is_run_s
     repository = AudienceRepository(database)
     repository.put_app("android", AppRequest(platform_application_arn=app["PlatformApplicationArn"]))
     repository.put_user("ada", UserRequest(timezone="UTC"))
-    repository.register_device("ada", "android", "tok", arn)
+    repository.register_device("ada", "android", "tok", endpoint(arn))
     _accept(database, worker_env, {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}}, "n-again")
     _expand(worker_env, lambda_context)
     consume(_sqs_event(receive_all(worker_env.sqs, worker_env.delivery_queue_url)), lambda_context)
 
-    repository.register_device("ada", "android", "tok", arn)  # the app, again, as the report waits on the queue
+    repository.register_device(
+        "ada", "android", "tok", endpoint(arn)
+    )  # the app, again, as the report waits on the queue
     _expand(worker_env, lambda_context)
 
     assert [device.enabled for device in repository.list_devices("ada")] == [True]
@@ -255,7 +258,7 @@ def test_expansion_user_ids_stored_longer_than_the_limit_get_keys_the_ledger_tak
     with db.cursor() as cursor:
         cursor.execute("INSERT INTO users (id, timezone) VALUES (%s, 'UTC'), (%s, 'UTC')", (reached, skipped))
     db.commit()
-    device = repository.register_device(reached, "android", "tok", arn).device
+    device = repository.register_device(reached, "android", "tok", endpoint(arn)).device
     target = {"where": {"field": "timezone", "eq": "UTC"}}
     _accept(database, worker_env, {"to": target, "content": {"text": "Hi"}}, "n-long")
 

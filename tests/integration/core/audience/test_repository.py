@@ -21,7 +21,7 @@ from core.audience.ports import AudienceRepositoryPort
 from core.audience.repository import AudienceRepository
 from core.audience.sends import SendBusyError
 from core.errors import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
-from tests.fakes.audience import FakeAudienceRepository, MatchingCondition
+from tests.fakes.audience import FakeAudienceRepository, MatchingCondition, endpoint
 
 ARN = "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
 LEASE = "6f1c1f4e-0000-4000-8000-000000000001"
@@ -67,7 +67,7 @@ def test_repository_put_user_new_then_replaced_reports_created_once(repository: 
 
 def test_repository_get_user_has_devices_and_subscriptions(repository: AudienceRepositoryPort) -> None:
     _with_app_and_users(repository, "u1")
-    registration = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    registration = repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
     repository.put_subscription("u1", "news", "daily")
 
     user = repository.get_user("u1")
@@ -87,7 +87,7 @@ def test_repository_delete_user_returns_its_devices_and_removes_everything(
     repository: AudienceRepositoryPort,
 ) -> None:
     _with_app_and_users(repository, "u1")
-    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
     repository.put_subscription("u1", "news", "daily")
 
     devices = repository.delete_user("u1")
@@ -102,9 +102,9 @@ def test_repository_delete_user_returns_its_devices_and_removes_everything(
 
 def test_repository_register_device_same_token_again_is_the_same_device(repository: AudienceRepositoryPort) -> None:
     _with_app_and_users(repository, "u1")
-    first = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    first = repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
 
-    again = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    again = repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
 
     assert (first.created, again.created) == (True, False)
     assert again.device.device_id == first.device.device_id
@@ -114,9 +114,9 @@ def test_repository_register_device_same_token_again_is_the_same_device(reposito
 
 def test_repository_register_device_of_another_user_moves_it(repository: AudienceRepositoryPort) -> None:
     _with_app_and_users(repository, "u1", "u2")
-    first = repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    first = repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
 
-    moved = repository.register_device("u2", "android", "tok", "arn:endpoint/1")
+    moved = repository.register_device("u2", "android", "tok", endpoint("arn:endpoint/1"))
 
     assert moved.device.device_id == first.device.device_id
     assert (moved.created, moved.previous_user_id, moved.device.user_id) == (False, "u1", "u2")
@@ -126,12 +126,12 @@ def test_repository_register_device_of_another_user_moves_it(repository: Audienc
 
 def test_repository_register_device_disabled_one_again_enables_it(repository: AudienceRepositoryPort) -> None:
     _with_app_and_users(repository, "u1")
-    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
 
     assert repository.disable_device("arn:endpoint/1") == 1
     assert repository.disable_device("arn:endpoint/1") == 0
     assert repository.devices_of(["u1"]) == {}
-    assert repository.register_device("u1", "android", "tok", "arn:endpoint/1").device.enabled is True
+    assert repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1")).device.enabled is True
     assert [device.enabled for device in repository.devices_of(["u1"])["u1"]] == [True]
 
 
@@ -139,7 +139,7 @@ def test_repository_register_device_unknown_app_names_the_app_field(repository: 
     _with_app_and_users(repository, "u1")
 
     with pytest.raises(InvalidRequestError) as raised:
-        repository.register_device("u1", "ios", "tok", "arn:endpoint/1")
+        repository.register_device("u1", "ios", "tok", endpoint("arn:endpoint/1"))
 
     assert raised.value.field == "app"
 
@@ -148,12 +148,12 @@ def test_repository_register_device_unknown_user_raises_not_found(repository: Au
     _with_app_and_users(repository)
 
     with pytest.raises(NotFoundError):
-        repository.register_device("nobody", "android", "tok", "arn:endpoint/1")
+        repository.register_device("nobody", "android", "tok", endpoint("arn:endpoint/1"))
 
 
 def test_repository_device_of_another_user_is_not_found(repository: AudienceRepositoryPort) -> None:
     _with_app_and_users(repository, "u1", "u2")
-    device = repository.register_device("u1", "android", "tok", "arn:endpoint/1").device
+    device = repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1")).device
 
     with pytest.raises(NotFoundError):
         repository.get_device("u2", device.device_id)
@@ -166,7 +166,7 @@ def test_repository_device_of_another_user_is_not_found(repository: AudienceRepo
 
 def test_repository_delete_app_deletes_its_devices(repository: AudienceRepositoryPort) -> None:
     _with_app_and_users(repository, "u1")
-    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
 
     devices = repository.delete_app("android")
 
@@ -182,11 +182,13 @@ def test_repository_app_devices_oldest_first_then_deleted_while_they_keep_their_
 ) -> None:
     _with_app_and_users(repository, "u1", "u2")
     for index in range(3):
-        repository.register_device("u1" if index % 2 else "u2", "android", f"tok{index}", f"arn:endpoint/{index}")
+        repository.register_device(
+            "u1" if index % 2 else "u2", "android", f"tok{index}", endpoint(f"arn:endpoint/{index}")
+        )
 
     first = repository.app_devices("android", 2)
     # tok1 registered again meanwhile, on a new endpoint: its row stays, with the endpoint it has now.
-    repository.register_device("u1", "android", "tok1", "arn:endpoint/1-new")
+    repository.register_device("u1", "android", "tok1", endpoint("arn:endpoint/1-new"))
     deleted = repository.delete_devices(first)
 
     assert [device.token for device in first] == ["tok0", "tok1"]
@@ -249,18 +251,18 @@ def test_repository_register_device_beyond_the_bound_removes_the_least_recently_
 ) -> None:
     _with_app_and_users(repository, "u1", "u2")
     first = [
-        repository.register_device("u1", "android", f"tok{index:03}", f"arn:endpoint/{index}")
+        repository.register_device("u1", "android", f"tok{index:03}", endpoint(f"arn:endpoint/{index}"))
         for index in range(MAX_DEVICES_PER_USER)
     ]
     assert all(registration.removed == () for registration in first)
     repository.disable_device("arn:endpoint/50")
-    repository.register_device("u1", "android", "tok000", "arn:endpoint/0")  # seen again: now the most recent
+    repository.register_device("u1", "android", "tok000", endpoint("arn:endpoint/0"))  # seen again: now the most recent
 
     # A disabled device goes first, then the least recently seen: the second registered, the first was seen again.
-    disabled_gone = repository.register_device("u1", "android", "tok100", "arn:endpoint/100")
-    oldest_gone = repository.register_device("u1", "android", "tok101", "arn:endpoint/101")
-    moved = repository.register_device("u2", "android", "tok101", "arn:endpoint/101")
-    moved_back = repository.register_device("u1", "android", "tok101", "arn:endpoint/101")
+    disabled_gone = repository.register_device("u1", "android", "tok100", endpoint("arn:endpoint/100"))
+    oldest_gone = repository.register_device("u1", "android", "tok101", endpoint("arn:endpoint/101"))
+    moved = repository.register_device("u2", "android", "tok101", endpoint("arn:endpoint/101"))
+    moved_back = repository.register_device("u1", "android", "tok101", endpoint("arn:endpoint/101"))
 
     assert [device.endpoint_arn for device in disabled_gone.removed] == ["arn:endpoint/50"]
     assert [device.endpoint_arn for device in oldest_gone.removed] == ["arn:endpoint/1"]
@@ -288,16 +290,18 @@ def test_repository_register_device_at_the_bound_while_the_oldest_is_seen_again_
 ) -> None:
     _with_app_and_users(postgres, "u1")
     for index in range(MAX_DEVICES_PER_USER):
-        postgres.register_device("u1", "android", f"tok{index:03}", f"arn:endpoint/{index}")
+        postgres.register_device("u1", "android", f"tok{index:03}", endpoint(f"arn:endpoint/{index}"))
     seen_again: dict[str, Any] = {}
     slow = AudienceRepository(_SlowCommit(postgres_url))
     thread = threading.Thread(
-        target=lambda: seen_again.update(r=slow.register_device("u1", "android", "tok000", "arn:endpoint/0"))
+        target=lambda: seen_again.update(r=slow.register_device("u1", "android", "tok000", endpoint("arn:endpoint/0")))
     )
     thread.start()
     time.sleep(0.2)  # the registration seen again holds its transaction open
 
-    other = AudienceRepository(Database(postgres_url)).register_device("u1", "android", "new", "arn:endpoint/new")
+    other = AudienceRepository(Database(postgres_url)).register_device(
+        "u1", "android", "new", endpoint("arn:endpoint/new")
+    )
     thread.join()
 
     # Read from a view before tok000 was seen again, the other registration removed it: a 200, then the device and
@@ -393,8 +397,8 @@ def test_repository_users_by_ids_returns_existing_in_order(postgres: AudienceRep
 def test_repository_unique_violation_becomes_conflict(postgres: AudienceRepository, db: Any) -> None:
     postgres.put_user("u1", PARIS)
     postgres.put_app("android", AppRequest(platform_application_arn=ARN))
-    device = postgres.register_device("u1", "android", "secret-token-1", "arn:endpoint/1").device
-    postgres.register_device("u1", "android", "secret-token-2", "arn:endpoint/2")
+    device = postgres.register_device("u1", "android", "secret-token-1", endpoint("arn:endpoint/1")).device
+    postgres.register_device("u1", "android", "secret-token-2", endpoint("arn:endpoint/2"))
 
     def move_token(cursor: Any) -> None:
         cursor.execute("UPDATE devices SET token = 'secret-token-2' WHERE id = %s", (device.device_id,))
@@ -409,7 +413,7 @@ def test_repository_unique_violation_becomes_conflict(postgres: AudienceReposito
 def test_repository_error_leaves_no_aborted_transaction(postgres: AudienceRepository, database: Database) -> None:
     postgres.put_user("u1", PARIS)
     with pytest.raises(InvalidRequestError):
-        postgres.register_device("u1", "no-such-app", "tok", "arn:endpoint/1")
+        postgres.register_device("u1", "no-such-app", "tok", endpoint("arn:endpoint/1"))
 
     assert database.connection().get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_IDLE
     assert postgres.get_user("u1").user_id == "u1"
@@ -470,7 +474,9 @@ def test_database_bound_to_the_time_left_cancels_a_statement_in_time_and_release
     with pytest.raises(UpstreamError, match="took longer than the time left to this request"):
         database.run(lock_then_wait, "waiting")
 
-    assert postgres.register_device("u1", "android", "tok", "arn:endpoint/1").created is True  # the lock is gone
+    assert (
+        postgres.register_device("u1", "android", "tok", endpoint("arn:endpoint/1")).created is True
+    )  # the lock is gone
     database.bound_to(None)
     assert database.run(lambda cursor: cursor.execute("SHOW statement_timeout") or cursor.fetchone()[0], "x") == "0"
     database.close()
@@ -791,7 +797,7 @@ def test_repository_disable_device_leaves_one_registered_again_since_sns_said_di
     # the device went off, and every later send skipped its user.
     _with_app_and_users(repository, "u1")
     said_disabled = datetime.now(UTC) - timedelta(minutes=1)
-    repository.register_device("u1", "android", "tok", "arn:endpoint/1")
+    repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
 
     assert repository.disable_device("arn:endpoint/1", said_disabled) == 0
     assert [device.enabled for device in repository.devices_of(["u1"])["u1"]] == [True]

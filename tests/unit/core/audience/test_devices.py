@@ -9,7 +9,7 @@ from core.audience import devices
 from core.audience.devices import delete_app
 from core.audience.models import AppRequest, UserRequest
 from core.errors import NotFoundError
-from tests.fakes.audience import FakeAudienceRepository
+from tests.fakes.audience import FakeAudienceRepository, endpoint
 
 ARN = "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
 
@@ -35,7 +35,7 @@ def _app_with_devices(count: int) -> FakeAudienceRepository:
     repository.put_app("android", AppRequest(platform_application_arn=ARN))
     for index in range(count):
         repository.put_user(f"u{index}", UserRequest(timezone="UTC"))
-        repository.register_device(f"u{index}", "android", f"t{index}", f"endpoint/t{index}")
+        repository.register_device(f"u{index}", "android", f"t{index}", endpoint(f"endpoint/t{index}"))
     return repository
 
 

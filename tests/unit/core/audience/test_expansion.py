@@ -26,7 +26,7 @@ from core.ledger import NotificationRecord
 from core.models import DeliveryMessage, DeliveryStatus, Integration, IntegrationType
 from core.queue import DeliveryQueue
 from core.times import epoch_time, iso_time
-from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger, FakeSendStore
+from tests.fakes.audience import FakeExpansionQueue, FakeSendLedger, FakeSendStore, endpoint
 from tests.fakes.sqs import FakeSqsClient
 
 GCM_APP = "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
@@ -61,7 +61,7 @@ class World:
         for index in range(devices):
             app = "android" if index % 2 == 0 else "ios"
             arn = f"arn:aws:sns:us-east-1:123456789012:endpoint/{app}/{user_id}-{index}"
-            self.store.register_device(user_id, app, f"token-{user_id}-{index}", arn)
+            self.store.register_device(user_id, app, f"token-{user_id}-{index}", endpoint(arn))
 
     def send(self, target: dict[str, Any], channels: list[str], **content: Any) -> StoredSend:
         stored, _ = self.store.create_send(NewSend("n-1", target, {"text": "Hi", **content}, channels))
