@@ -242,16 +242,18 @@ class DynamoPaceStore:
         moving TAT between the two calls costs a third.
         """
         now_value = {":now": {"N": repr(now)}}
+        # The item outlives its new TAT, however far a 429 pushed it or however slow the pace (one send a week:
+        # expired before its TAT, DynamoDB's TTL would let the next send go at once).
         busy_branch = (
-            # Operands read the item as it was: the item outlives its TAT, however far a 429 pushed it.
+            # Operands read the item as it was.
             "SET tat = tat + :step, expires_at = tat + :ttl",
             "tat >= :now",
-            {":step": {"N": repr(step)}, **now_value, ":ttl": {"N": str(ITEM_TTL_SECONDS)}},
+            {":step": {"N": repr(step)}, **now_value, ":ttl": {"N": str(math.ceil(step) + ITEM_TTL_SECONDS)}},
         )
         idle_branch = (
             "SET tat = :next, expires_at = :x",
             "attribute_not_exists(tat) OR tat < :now",
-            {":next": {"N": repr(now + step)}, **now_value, ":x": {"N": str(int(now) + ITEM_TTL_SECONDS)}},
+            {":next": {"N": repr(now + step)}, **now_value, ":x": {"N": str(math.ceil(now + step) + ITEM_TTL_SECONDS)}},
         )
         for _ in range(TAKE_CALLS):
             expression, condition, values = busy_branch if busy else idle_branch

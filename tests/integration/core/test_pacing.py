@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
@@ -197,7 +198,7 @@ def test_pacer_penalize_shorter_than_queued_slots_records_slow_down(aws: AwsReso
 def test_dynamo_pace_store_take_sets_expires_at_ttl(aws: AwsResources, store: DynamoPaceStore) -> None:
     store.take(CHAT.key, CHAT.step, NOW, busy=False)
 
-    assert int(_item(aws, CHAT.key)["expires_at"]["N"]) == int(NOW) + ITEM_TTL_SECONDS
+    assert int(_item(aws, CHAT.key)["expires_at"]["N"]) == math.ceil(NOW + CHAT.step) + ITEM_TTL_SECONDS
 
 
 def test_pacer_long_penalize_then_reserve_item_outlives_its_tat(aws: AwsResources, store: DynamoPaceStore) -> None:
@@ -208,6 +209,21 @@ def test_pacer_long_penalize_then_reserve_item_outlives_its_tat(aws: AwsResource
     item = _item(aws, CHAT.key)
 
     assert float(item["expires_at"]["N"]) >= float(item["tat"]["N"])
+
+
+@pytest.mark.parametrize("sends", [1, 2])
+def test_pacer_slot_slower_than_the_ttl_item_outlives_its_tat(
+    aws: AwsResources, store: DynamoPaceStore, sends: int
+) -> None:
+    """An integration paced at one send a week: the item expired a day after each take, days before its TAT, and once
+    DynamoDB deleted it the next send went at once (up to 7x the rate)."""
+    weekly = Limit("webhook:weekly", per_second=1 / (7 * 86400))
+    pacer = Pacer(store)
+    for _ in range(sends):
+        pacer.reserve([weekly], NOW)
+    item = _item(aws, weekly.key)
+
+    assert float(item["expires_at"]["N"]) >= float(item["tat"]["N"]) + ITEM_TTL_SECONDS - 1
 
 
 def test_dynamo_pace_store_take_unreachable_dynamodb_raises_upstream_error_without_url() -> None:
