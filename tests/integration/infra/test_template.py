@@ -441,3 +441,36 @@ def test_template_every_function_with_a_throttles_alarm_or_a_schedule_has_both_a
 
     assert alarmed["CronLambdaFunction"] >= {"Errors", "Throttles"}
     assert all(metrics >= {"Errors", "Throttles"} for function, metrics in alarmed.items() if "Throttles" in metrics)
+
+
+def test_template_every_queue_of_given_up_messages_has_an_alarm_before_sqs_deletes_them(
+    packaged: PackagedService,
+) -> None:
+    """The Stripe webhook and expansion DLQs and the purchase failures queue alarmed once, at the first letter: left
+    there, a paid purchase's event or a send was deleted by SQS 14 days after it was first queued, with no reminder."""
+    resources = packaged.template["Resources"]
+    kept = {
+        resource["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in resource["Properties"]
+    } | {
+        resource["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::EventInvokeConfig"
+    }
+    reminded = {
+        dimension["Value"]["Fn::GetAtt"][0]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+        and resource["Properties"]["Period"] * resource["Properties"]["EvaluationPeriods"] >= 7 * 86400
+        for dimension in resource["Properties"].get("Dimensions", [])
+        if isinstance(dimension.get("Value"), dict) and "Fn::GetAtt" in dimension["Value"]
+    }
+
+    assert kept == {
+        "DeliveryDeadLetterQueue",
+        "ExpansionDeadLetterQueue",
+        "StripeWebhookDeadLetterQueue",
+        "PurchaseFailuresQueue",
+    }
+    assert kept - reminded == set()
