@@ -603,6 +603,11 @@ _PROBLEMS: dict[str, Callable[[_Failure], str]] = {
 }
 
 
+# An unknown key written back in a message: a field name mistyped, shorter than the shortest secret a channel accepts
+# (a webhook's signing secret, 16); any other may be a secret.
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,14}")
+
+
 def _location(loc: Sequence[str | int], error_type: str) -> str:
     """The field as a caller knows it: pydantic's union tags and member labels left out, then ``a[0].b`` written."""
     parts: list[str | int] = []
@@ -617,6 +622,11 @@ def _location(loc: Sequence[str | int], error_type: str) -> str:
         if isinstance(part, str) and "credentials" in loc[:index] and (user_key or part not in words.secret_parts):
             # A key under credentials that is no credential field's name may be the secret itself, sent where its
             # name belongs (an unknown key, or one holding text that cannot be stored): never written back.
+            parts.append("...")
+            continue
+        if user_key and isinstance(part, str) and not _NAME_LIKE.fullmatch(part):
+            # An unknown key that is no field name mistyped may be a secret pasted where its name belongs (a bot
+            # token, a Slack URL, a signing secret, on the integration itself): not written back, even in part.
             parts.append("...")
             continue
         parts.append(part)
