@@ -319,6 +319,32 @@ class DeliveryLedger:
         except AWS_ERRORS as exc:
             raise aws_error(exc, "writing the ledger") from exc
 
+    def count_deliveries(self, notification_id: str, delivery_count: int, error: str | None = None) -> None:
+        """Write on an existing notification's record how many deliveries it has, and the error that ended its
+        expansion, if any.
+
+        An ``UpdateItem`` of those alone, as the expansion worker writes them after each page: a whole record put would
+        move back the TTL a consumer raised for a delivery paced far ahead (``keep_record``), and undo the SQS ids the
+        producer wrote meanwhile (``set_enqueued``). A record that is gone is not made again.
+        """
+        expression, values = "SET delivery_count = :c", {":c": {"N": str(delivery_count)}}
+        if error:
+            expression += ", #e = :e"
+            values[":e"] = {"S": error[:_MAX_ERROR_LENGTH]}
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(notification_id, NOTIFICATION_KEY),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(notification_id)",
+                ExpressionAttributeValues=values,
+                **({"ExpressionAttributeNames": {"#e": "error"}} if error else {}),
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return
+            raise aws_error(exc, "writing the ledger") from exc
+
     def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str]) -> None:
         """Write on an existing notification's record the SQS message id of each delivery enqueued, by delivery key.
 

@@ -114,8 +114,8 @@ class ExpansionLedgerPort(Protocol):
         """Write a record unless one exists under its id; return ``False`` when one does."""
         ...
 
-    def record_notification(self, record: NotificationRecord) -> None:
-        """Write or replace a record."""
+    def count_deliveries(self, notification_id: str, delivery_count: int, error: str | None = None) -> None:
+        """Write an existing record's count of deliveries (and the error that ended its expansion), nothing else."""
         ...
 
     def get_record(self, notification_id: str) -> NotificationRecord:
@@ -678,8 +678,9 @@ def _enqueue_chunk(
 
 
 def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:
-    """Write the record with the deliveries counted so far; a failure is logged (the next page writes it again)."""
+    """Write the record's count of deliveries so far (and its error); a failure is logged (the next page writes it
+    again)."""
     try:
-        ledger.record_notification(record._replace(delivery_count=total))
+        ledger.count_deliveries(record.notification_id, total, record.error)
     except UpstreamError:
         logger.error("ledger write of a send's record failed", extra={"notification_id": record.notification_id})

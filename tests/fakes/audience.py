@@ -667,9 +667,13 @@ class FakeSendLedger:
         self.records[record.notification_id] = record
         return True
 
-    def record_notification(self, record: NotificationRecord) -> None:
-        """Write or replace a record."""
-        self.records[record.notification_id] = record
+    def count_deliveries(self, notification_id: str, delivery_count: int, error: str | None = None) -> None:
+        """Write an existing record's count (and error)."""
+        if notification_id in self.records:
+            changes: dict[str, Any] = {"delivery_count": delivery_count}
+            if error:
+                changes["error"] = error
+            self.records[notification_id] = self.records[notification_id]._replace(**changes)
 
     def get_record(self, notification_id: str) -> NotificationRecord:
         """Return a record."""

@@ -315,6 +315,25 @@ def test_keep_record_moves_the_records_ttl_past_a_later_time_only(aws: AwsResour
     assert _expires(client, "n-2", "#") == 0
 
 
+def test_count_deliveries_writes_the_count_and_error_only(aws: AwsResources) -> None:
+    """The expansion worker put the whole record it read before its pages: the TTL a consumer raised for a delivery
+    paced 40 days ahead went back to 30 days from the page, and the SQS ids the producer wrote meanwhile were undone."""
+    client = get_client("dynamodb", "us-east-1")
+    ledger = DeliveryLedger(client, TABLE, epoch=lambda: 1_800_000_000.0)
+    ledger.record_notification(webhook_record("n-1"))
+    ledger.set_enqueued("n-1", {"a": "message-1"})
+    ledger.keep_record("n-1", 1_803_000_000.0)
+
+    ledger.count_deliveries("n-1", 7)
+    ledger.count_deliveries("n-1", 9, "the segment was deleted")
+    ledger.count_deliveries("n-2", 3)  # no record: none made
+
+    record = ledger.get_record("n-1")
+    assert (record.delivery_count, record.error, record.enqueued) == (9, "the segment was deleted", {"a": "message-1"})
+    assert _expires(client, "n-1", "#") == 1_803_000_000 + 30 * 86400
+    assert _expires(client, "n-2", "#") == 0
+
+
 def test_users_deleted_tells_when_each_deleted_user_was_deleted(aws: AwsResources) -> None:
     ledger = _ledger(get_client("dynamodb"))
     ledger.mark_user_deleted("ada", "2026-11-25T00:00:00.000Z")

@@ -853,3 +853,31 @@ def test_expand_user_created_again_after_a_deletion_gets_what_is_sent_after(
     phone.deliver()
 
     assert _emailed() == [["ada@example.com"]]
+
+
+def test_expansion_pages_leave_the_record_kept_for_a_delivery_paced_far_ahead(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    """The worker put back the whole record after each page: the TTL the consumer had raised for the webhook's slot 40
+    days ahead fell to 30 days from the page, and the status route answered 404 before that delivery was made."""
+    from consumer.handler import handler as consume
+
+    _users(db, with_device=1, without_device=0)
+    AudienceRepository(database).put_subscription("u0000", "orders", "shipped")
+    notification_id = _publish_to_followers(worker_env, {"order": "A-1"})
+    published = receive_all(worker_env.sqs, worker_env.delivery_queue_url)
+    clients.get_ledger().keep_record(notification_id, datetime.now(UTC).timestamp() + 40 * 86400)
+    kept = _record_expiry(worker_env, notification_id)
+
+    followers = [m for m in published if json.loads(m["Body"])["delivery_key"] == "followers"]
+    assert consume(_sqs_event(followers), lambda_context)["batchItemFailures"] == []
+    assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
+
+    assert clients.get_ledger().get_record(notification_id).delivery_count == 3
+    assert _record_expiry(worker_env, notification_id) == kept
+
+
+def _record_expiry(aws: AwsResources, notification_id: str) -> int:
+    key = {"notification_id": {"S": notification_id}, "delivery_key": {"S": "#"}}
+    item = aws.dynamodb.get_item(TableName=NAMES["DELIVERIES_TABLE"], Key=key, ConsistentRead=True)["Item"]
+    return int(item["expires_at"]["N"])
