@@ -471,6 +471,11 @@ class Gateway:
         return int(result["statusCode"]), headers, raw
 
 
+# API Gateway's payload limit: a larger request is answered 413 before any function runs.
+MAX_BODY_BYTES = 10 * 2**20
+_CHUNK_LINE_BYTES = 1024
+
+
 class GatewayServer(ThreadingHTTPServer):
     """The HTTP server of the local API Gateway."""
 
@@ -486,12 +491,46 @@ class _GatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: GatewayServer
 
+    def _body(self) -> bytes | tuple[int, str]:
+        """Read the request's body as its framing says (a length, or chunks); or the refusal to answer, when the
+        framing is broken or the body beyond API Gateway's payload limit (the connection is then closed: what is
+        left of the request on it is no next request)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = bytearray()
+            while True:
+                size_line = self.rfile.readline(_CHUNK_LINE_BYTES).split(b";")[0].strip()
+                if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_line):
+                    return 400, "Transfer-Encoding: a chunk's size is not a hexadecimal number"
+                size = int(size_line, 16)
+                if len(body) + size > MAX_BODY_BYTES:
+                    return 413, "Request Too Long"
+                if size == 0:
+                    while self.rfile.readline(_CHUNK_LINE_BYTES).strip():  # trailers, up to the blank line
+                        pass
+                    return bytes(body)
+                body += self.rfile.read(size)
+                self.rfile.readline(_CHUNK_LINE_BYTES)  # the CRLF after the chunk
+        declared = self.headers.get("Content-Length") or "0"
+        if not declared.strip().isdigit():
+            return 400, "Content-Length: is not a number"
+        length = int(declared)
+        if length > MAX_BODY_BYTES:
+            return 413, "Request Too Long"
+        return self.rfile.read(length) if length else b""
+
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self._body()
+        if isinstance(body, tuple):
+            status, message = body
+            self.close_connection = True
+            self._answer(status, {"Content-Type": ["application/json"]}, json.dumps({"message": message}).encode())
+            return
         status, headers, payload = self.server.gateway.handle(
             self.command, self.path, list(self.headers.items()), body, self.client_address[0]
         )
+        self._answer(status, headers, payload)
+
+    def _answer(self, status: int, headers: Mapping[str, list[str]], payload: bytes) -> None:
         self.send_response(status)
         for name, values in headers.items():
             if name.lower() in {"content-length", "connection", "transfer-encoding"}:
@@ -499,6 +538,8 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             for value in values:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
