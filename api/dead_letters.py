@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from pydantic import Field, StrictInt, ValidationError
@@ -25,10 +26,10 @@ from api.handler import ADMIN_ERRORS, settings
 from core.clients import get_client, get_ledger
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code
 from core.http import Response, RouteDoc, Router, json_response, parse_body
-from core.ledger import ROW_ABSENT, DeliveryRow, LedgerEntry
+from core.ledger import ROW_ABSENT, DeliveryRow, LedgerEntry, RedriveClaim
 from core.models import DeliveryMessage, DeliveryMessageV1, DeliveryStatus
 from core.observability import logger
-from core.ports import LedgerPort
+from core.ports import LedgerPort, RedriveLedgerPort
 from core.times import utc_now
 from core.validation import Reply, Strict
 
@@ -245,22 +246,39 @@ def _row(message: DeliveryMessage) -> DeliveryRow:
     return DeliveryRow(message.integration.name, message.integration.type.value, recipient)
 
 
-def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) -> bool:
+class _Fate(Enum):
+    """What became of one dead letter in a redrive."""
+
+    SENT = "sent"  # sent back as a new run, then deleted
+    DELETED = "deleted"  # a copy of a run redriven already: deleted unsent
+    LEFT = "left"  # another call is sending its run back: left in the DLQ, for a later call to judge
+
+
+def _send_back(sqs: Any, queue_url: str, ledger: RedriveLedgerPort, letter: _Letter) -> _Fate:
     """Send one dead letter to the delivery queue as a new run; its ledger row says ``queued``, its history kept.
-    Return whether it was sent: a letter whose run was redriven already is only deleted."""
+    A letter whose run was redriven already is only deleted; one whose run another call is sending back is left."""
     entry = None
     if letter.notification_id and letter.delivery_key:
         entry = ledger.get_entry(letter.notification_id, letter.delivery_key)
     message = revived(letter.body, utc_now(), entry.attempts if entry is not None else 0)
-    if message is not None and message.outcome is None and entry is not None and entry.redriven >= message.redriven:
-        # This letter's run was redriven already: the letter is a second copy of it (a redrive whose delete from the
-        # DLQ failed, then was asked again), or older still. Sent again, it would run beside the run it started. (A
-        # record-only copy starts no run, and keeps its count.)
-        logger.info(
-            "dead letter redriven before: deleted, not sent again",
-            extra={"notification_id": letter.notification_id, "delivery_key": letter.delivery_key},
-        )
-        return False
+    if message is not None and message.outcome is None and entry is not None:
+        # Claimed before the send: two calls at once, each holding a letter of the same run, both found the row not
+        # redriven yet. (A record-only copy starts no run, and keeps its count.)
+        claim = ledger.claim_redrive(message.notification_id, message.delivery_key, message.redriven, letter.message_id)
+        if claim is RedriveClaim.REDRIVEN:
+            # The letter is a second copy of a run redriven already (a redrive whose delete from the DLQ failed, then
+            # was asked again), or older still. Sent again, it would run beside the run it started.
+            logger.info(
+                "dead letter redriven before: deleted, not sent again",
+                extra={"notification_id": letter.notification_id, "delivery_key": letter.delivery_key},
+            )
+            return _Fate.DELETED
+        if claim is RedriveClaim.HELD:
+            logger.info(
+                "dead letter's run is being redriven by another call: left for later",
+                extra={"notification_id": letter.notification_id, "delivery_key": letter.delivery_key},
+            )
+            return _Fate.LEFT
     body = message.model_dump_json(exclude_none=True) if message is not None else letter.body
     try:
         sqs.send_message(QueueUrl=queue_url, MessageBody=body)
@@ -268,9 +286,9 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
         raise aws_error(exc, "sending to the delivery queue") from exc
     notification_id, delivery_key = letter.notification_id, letter.delivery_key
     if not (notification_id and delivery_key):
-        return True
+        return _Fate.SENT
     if message is not None and message.outcome is not None:
-        return True  # a record-only copy writes its row itself, and only while its run is the row's
+        return _Fate.SENT  # a record-only copy writes its row itself, and only while its run is the row's
     try:
         _mark_queued(ledger, notification_id, delivery_key, letter, message, entry)
     except UpstreamError as exc:
@@ -280,7 +298,7 @@ def _send_back(sqs: Any, queue_url: str, ledger: LedgerPort, letter: _Letter) ->
             "redriven letter's row not marked queued",
             extra={"notification_id": notification_id, "delivery_key": delivery_key, "reason": str(exc)},
         )
-    return True
+    return _Fate.SENT
 
 
 def _mark_queued(
@@ -320,7 +338,7 @@ def redrive(
     sqs: Any,
     dlq_url: str,
     queue_url: str,
-    ledger: LedgerPort,
+    ledger: RedriveLedgerPort,
     max_messages: int,
     time_left: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
@@ -334,7 +352,8 @@ def redrive(
 
     Each letter is redriven once a call: a letter that reached the dead-letter queue after the call began (sent there
     since, or of a delivery this call redrove already: the consumer buried it again meanwhile) is left there, held
-    until the call ends, and the next call takes it.
+    until the call ends, and the next call takes it. So is a letter of a run another call is sending back: that call's
+    claim on the delivery's row (``claim_redrive``) tells the next call it is a copy.
     """
     moved = 0
     started_ms = int(time.time() * 1000)
@@ -372,9 +391,14 @@ def redrive(
                     later.append(letter)  # held by this receive (HOLD_SECONDS) so that the call does not read it again
                     continue
                 unprocessed.insert(0, letter)  # until it is deleted: a failure shows it again
+                fate = _send_back(sqs, queue_url, ledger, letter)
+                if fate is _Fate.LEFT:
+                    unprocessed.pop(0)
+                    later.append(letter)
+                    continue
                 # Only a letter sent back marks its delivery: an older copy of its run, deleted unsent, must not hold
                 # back the letter that is the delivery's now.
-                if _send_back(sqs, queue_url, ledger, letter) and letter.notification_id and letter.delivery_key:
+                if fate is _Fate.SENT and letter.notification_id and letter.delivery_key:
                     redriven.add((letter.notification_id, letter.delivery_key))
                 try:
                     sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)

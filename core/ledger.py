@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from enum import Enum
 from typing import Any, NamedTuple, TypedDict
 
 from core import pages
@@ -39,6 +40,8 @@ HISTORY_LIMIT = 50
 _BATCH_GET_KEYS = 100
 _BATCH_GET_TRIES = 4
 _MAX_ERROR_LENGTH = 1000
+# How long a redrive call's claim on a delivery's next run holds (its send to SQS, retries and all, takes far less).
+REDRIVE_CLAIM_SECONDS = 120
 
 
 def _update_condition(
@@ -124,6 +127,15 @@ class LedgerEntry(NamedTuple):
     next_attempt_at: str | None = None
     redriven: int = 0
     history: Sequence[AttemptRecord] = ()
+
+
+class RedriveClaim(Enum):
+    """What claiming a delivery's redrive found (``DeliveryLedger.claim_redrive``)."""
+
+    CLAIMED = "claimed"  # this letter's to send back
+    NO_ROW = "no row"  # no row to claim on: nothing to guard the send with
+    REDRIVEN = "redriven"  # the row counts that run already: the letter is an older copy
+    HELD = "held"  # another call is sending a letter of that run back
 
 
 class DeliveryRow(NamedTuple):
@@ -471,6 +483,44 @@ class DeliveryLedger:
         if row.recipient:
             attributes["recipient"] = {"M": {key: {"S": value} for key, value in row.recipient.items()}}
         return attributes
+
+    def claim_redrive(self, notification_id: str, delivery_key: str, run: int, claimant: str) -> RedriveClaim:
+        """Claim the sending back of a delivery's dead letter as its run ``run`` (the count of redrives it carries
+        then) for ``claimant`` (the letter's SQS message id), before it is sent.
+
+        Two redrive calls at once, each holding a letter of the same run (a consumer killed between a bury and its
+        write buries it twice), both read a row not yet redriven and both sent it back: two runs of one delivery. A
+        claim lasts ``REDRIVE_CLAIM_SECONDS`` (a claimant that died before its send frees it so), and the same letter
+        claims again (its send failed, and it is redriven again).
+        """
+        now = self._epoch()
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(notification_id, delivery_key),
+                UpdateExpression="SET redrive_run = :r, redrive_claimant = :c, redrive_until = :until",
+                ConditionExpression="attribute_exists(delivery_key)"
+                " AND (attribute_not_exists(redriven) OR redriven < :r)"
+                " AND (attribute_not_exists(redrive_run) OR redrive_run < :r OR redrive_claimant = :c"
+                " OR redrive_until < :now)",
+                ExpressionAttributeValues={
+                    ":r": {"N": str(run)},
+                    ":c": {"S": claimant},
+                    ":until": {"N": str(int(now) + REDRIVE_CLAIM_SECONDS)},
+                    ":now": {"N": str(int(now))},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise aws_error(exc, "writing the ledger") from exc
+            item = (getattr(exc, "response", None) or {}).get("Item")
+            if not item:
+                return RedriveClaim.NO_ROW
+            if int(item.get("redriven", {}).get("N", "0")) >= run:
+                return RedriveClaim.REDRIVEN
+            return RedriveClaim.HELD
+        return RedriveClaim.CLAIMED
 
     def update(
         self,

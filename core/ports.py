@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from core.pacing import PaceStore
 
 if TYPE_CHECKING:
-    from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, LedgerPage, NotificationRecord
+    from core.ledger import AttemptRecord, DeliveryRow, LedgerEntry, LedgerPage, NotificationRecord, RedriveClaim
     from core.models import DeliveryStatus, Topic
     from core.topics import StoredTopic
 
@@ -22,6 +22,7 @@ __all__ = [
     "LedgerReaderPort",
     "NotificationLedgerPort",
     "PaceStore",
+    "RedriveLedgerPort",
     "SecretStorePort",
     "TopicRegistryPort",
 ]
@@ -69,6 +70,15 @@ class LedgerPort(Protocol):
     def users_deleted(self, user_ids: Sequence[str]) -> dict[str, str]:
         """Return when each of ``user_ids`` that the audience deleted was (ISO 8601 UTC); raise ``UpstreamError``
         when the ledger cannot tell."""
+        ...
+
+
+@runtime_checkable
+class RedriveLedgerPort(LedgerPort, Protocol):
+    """The delivery ledger as the dead-letter redrive uses it: the consumer's, and a claim on a delivery's next run."""
+
+    def claim_redrive(self, notification_id: str, delivery_key: str, run: int, claimant: str) -> RedriveClaim:
+        """Claim the sending back of a delivery's dead letter as its run ``run`` for ``claimant`` (the letter's id)."""
         ...
 
 

@@ -20,7 +20,7 @@ from core.clients import get_client, get_ledger
 from core.errors import UpstreamError
 from core.ledger import DeliveryRow
 from core.models import DeliveryStatus
-from core.ports import LedgerPort
+from core.ports import RedriveLedgerPort
 from tests.integration.api.conftest import AdminApi
 from tests.support.aws import NAMES, AwsResources, receive_all
 from tests.support.events import response_json
@@ -480,8 +480,8 @@ def _buried_again(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Counter
     send_back = api.dead_letters._send_back
     sent: Counter[str | None] = Counter()
 
-    def send_back_then_buried_again(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> bool:
-        was_sent: bool = send_back(sqs, queue_url, ledger, letter)
+    def send_back_then_buried_again(sqs: Any, queue_url: str, ledger: RedriveLedgerPort, letter: Any) -> Any:
+        was_sent = send_back(sqs, queue_url, ledger, letter)
         sent[letter.notification_id] += 1
         [moved] = aws.sqs.receive_message(QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=1)["Messages"]
         aws.sqs.delete_message(QueueUrl=aws.delivery_queue_url, ReceiptHandle=moved["ReceiptHandle"])
@@ -522,8 +522,8 @@ def test_redrive_letter_that_reached_the_queue_after_the_call_began_is_left_ther
         _dead(aws, f"n-{index}")
     send_back = api.dead_letters._send_back
 
-    def send_back_while_another_is_buried(sqs: Any, queue_url: str, ledger: LedgerPort, letter: Any) -> bool:
-        was_sent: bool = send_back(sqs, queue_url, ledger, letter)
+    def send_back_while_another_is_buried(sqs: Any, queue_url: str, ledger: RedriveLedgerPort, letter: Any) -> Any:
+        was_sent = send_back(sqs, queue_url, ledger, letter)
         if letter.notification_id == "n-0":
             _dead(aws, "n-new")
         return was_sent
@@ -604,3 +604,48 @@ def test_redrive_that_fails_shows_every_letter_it_held_again_at_once_and_a_retry
     assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []
     sent = Counter(body["notification_id"] for body in _moved(aws))
     assert sent == {f"n-{index}": 1 for index in range(1, 6)}
+
+
+class _ReadTogether:
+    """The ledger, whose row reads by two redrive calls happen at the same moment: two admins (or a script and an
+    admin) redriving at once."""
+
+    def __init__(self, ledger: Any, barrier: threading.Barrier) -> None:
+        self._ledger = ledger
+        self._barrier = barrier
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def get_entry(self, *args: Any) -> Any:
+        found = self._ledger.get_entry(*args)
+        self._barrier.wait(timeout=10)
+        return found
+
+
+def test_redrive_two_calls_at_once_each_holding_a_letter_of_one_run_send_it_back_once(aws: AwsResources) -> None:
+    """Two letters of one run (a consumer killed between a bury and its write buries it again), taken by two calls at
+    once: both read a row not yet redriven, and both sent it back, two runs of one delivery."""
+    letter = _dead(aws, "n-1")
+    aws.sqs.send_message(QueueUrl=aws.dead_letter_queue_url, MessageBody=json.dumps(letter))
+    ledger = _ReadTogether(get_ledger(), threading.Barrier(2))
+    answers: list[Any] = []
+
+    def call() -> None:
+        answers.append(redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, ledger, 1))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert [(body["notification_id"], body["redriven"]) for body in _moved(aws)] == [("n-1", 1)]
+    assert sorted(answer["redriven"] for answer in answers) == [0, 1]
+    # The letter left behind is a copy of the run sent back: the next call deletes it, unsent.
+    assert redrive(get_client("sqs"), aws.dead_letter_queue_url, aws.delivery_queue_url, get_ledger(), 10) == {
+        "redriven": 1,
+        "more": False,
+    }
+    assert _moved(aws) == []
+    assert receive_all(aws.sqs, aws.dead_letter_queue_url) == []

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.clients import get_client
 from core.errors import NotFoundError, UpstreamError
-from core.ledger import ROW_ABSENT, Delivery, DeliveryLedger, DeliveryRow
+from core.ledger import REDRIVE_CLAIM_SECONDS, ROW_ABSENT, Delivery, DeliveryLedger, DeliveryRow, RedriveClaim
 from core.models import DeliveryStatus
 from tests.support.aws import NAMES, AwsResources
 from tests.support.ledger import webhook_record
@@ -332,6 +332,29 @@ def test_count_deliveries_writes_the_count_and_error_only(aws: AwsResources) -> 
     assert (record.delivery_count, record.error, record.enqueued) == (9, "the segment was deleted", {"a": "message-1"})
     assert _expires(client, "n-1", "#") == 1_803_000_000 + 30 * 86400
     assert _expires(client, "n-2", "#") == 0
+
+
+def test_claim_redrive_one_claimant_per_run_until_the_claim_lapses_or_the_row_counts_the_run(
+    aws: AwsResources,
+) -> None:
+    client = get_client("dynamodb", "us-east-1")
+    clock = {"now": 1_800_000_000.0}
+    ledger = DeliveryLedger(client, TABLE, epoch=lambda: clock["now"])
+    ledger.update("n-1", "a", DeliveryStatus.DEAD, row=DeliveryRow("a", "webhook"), attempts=7, redriven=0)
+
+    assert ledger.claim_redrive("n-2", "a", 1, "letter-1") is RedriveClaim.NO_ROW  # and no row made
+    assert ledger.get_entry("n-2", "a") is None
+    assert ledger.claim_redrive("n-1", "a", 1, "letter-1") is RedriveClaim.CLAIMED
+    assert ledger.claim_redrive("n-1", "a", 1, "letter-2") is RedriveClaim.HELD
+    assert ledger.claim_redrive("n-1", "a", 1, "letter-1") is RedriveClaim.CLAIMED  # its send failed: again
+    clock["now"] += REDRIVE_CLAIM_SECONDS + 1  # the first claimant died before its send
+    assert ledger.claim_redrive("n-1", "a", 1, "letter-2") is RedriveClaim.CLAIMED
+    ledger.update("n-1", "a", DeliveryStatus.QUEUED, redriven=1, before_run=1)
+    assert ledger.claim_redrive("n-1", "a", 1, "letter-3") is RedriveClaim.REDRIVEN
+    assert ledger.claim_redrive("n-1", "a", 2, "letter-3") is RedriveClaim.CLAIMED  # buried again, redriven again
+    entry = ledger.get_entry("n-1", "a")
+    assert entry is not None
+    assert (entry.status, entry.attempts, entry.redriven) == (DeliveryStatus.QUEUED, 7, 1)
 
 
 def test_users_deleted_tells_when_each_deleted_user_was_deleted(aws: AwsResources) -> None:
