@@ -408,7 +408,7 @@ class Deliverer:
             return self._fail(message, attempts_before + 1, earlier, exc, log)
         except RetryableDeliveryError as exc:
             if exc.rate_limited and limits:
-                self._penalize(limits, exc, log)
+                self._penalize(channel.throttled(limits), exc, log)
             return self._retry(message, attempt, attempts_before, earlier, exc, log)
         except DeliveryDeferredError:
             raise

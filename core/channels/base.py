@@ -193,6 +193,11 @@ class Channel(ABC):
         provider's declared limits.
         """
 
+    def throttled(self, limits: list[Limit]) -> list[Limit]:
+        """Return which of a send's ``limits`` a rate-limit refusal of it holds and slows: all of them, as a provider's
+        429 does not say which of its limits it counts."""
+        return limits
+
     @abstractmethod
     def send(
         self,
@@ -302,11 +307,12 @@ def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda:
     except ValueError:
         try:
             when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - now()).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            # OverflowError: a year beyond what the platform's time can hold (the 429 it came with is still one).
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now()).total_seconds()
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)

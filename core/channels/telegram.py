@@ -29,6 +29,9 @@ from core.validation import Strict
 if TYPE_CHECKING:
     import requests
 
+# The pacing key of a bot's own limit (30 a second over all its chats).
+_BOT_KEY_KIND = "telegram-bot"
+
 
 class TelegramTarget(Strict):
     """The chat a Telegram bot writes to."""
@@ -96,7 +99,13 @@ class TelegramChannel(Channel):
         chat_id, token = self._settings(target, credentials)
         declared = self.group_rate_per_second if chat_id.startswith(("-", "@")) else self.chat_rate_per_second
         chat = limit_at(destination_key("telegram-chat", token, chat_id), declared, rate_per_second)
-        return [*chat, Limit(destination_key("telegram-bot", token), self.bot_rate_per_second)]
+        return [*chat, Limit(destination_key(_BOT_KEY_KIND, token), self.bot_rate_per_second)]
+
+    def throttled(self, limits: list[Limit]) -> list[Limit]:
+        """Return the chat's limits only: a chat's flood wait (a busy group's 20 a minute, a retry_after of minutes or
+        hours) holds that chat, never the bot's other chats. A flood of the whole bot shows as 429s in each chat,
+        and each chat then holds itself."""
+        return [limit for limit in limits if not limit.key.startswith(_BOT_KEY_KIND + ":")]
 
     def send(
         self,

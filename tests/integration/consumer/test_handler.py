@@ -301,6 +301,28 @@ def test_handler_telegram_429_waits_parameters_retry_after(consumer_aws: AwsReso
     assert copy.body["attempt"] == 0
 
 
+def test_handler_telegram_429_of_one_group_holds_that_chat_only_not_the_bots_others(
+    consumer_aws: AwsResources, receiver: Receiver
+) -> None:
+    """A busy group's flood wait held the bot's own limit too: every other chat of the bot waited its 600 s."""
+    ref = put_credentials(consumer_aws, "tg", {"bot_token": BOT_TOKEN})
+    flood = {"ok": False, "error_code": 429, "description": "Too Many Requests", "parameters": {"retry_after": 600}}
+    receiver.script(Answer(429, flood), Answer(200, {"ok": True, "result": {"message_id": 7}}))
+    group = delivery_message("telegram", {"text": "to the group"}, {"chat_id": "-100123"}, credentials_ref=ref)
+    person = delivery_message(
+        "telegram", {"text": "to a person"}, {"chat_id": "42"}, name="tg-person", credentials_ref=ref
+    )
+    enqueue(consumer_aws, group)
+    consume_once(consumer_aws)
+    enqueue(consumer_aws, person)
+
+    consume_once(consumer_aws)
+
+    assert entry(group).status is DeliveryStatus.RETRYING
+    assert entry(person).status is DeliveryStatus.DELIVERED
+    assert len(receiver.requests) == 2
+
+
 def test_handler_permanent_failure_records_failed_and_deletes(consumer_aws: AwsResources, receiver: Receiver) -> None:
     receiver.script(Answer(404, b"no_service"))
     message = _webhook(receiver)

@@ -42,6 +42,8 @@ NOW = datetime(2026, 11, 21, 20, 0, 0, tzinfo=UTC)
         ("soon", None),
         ("nan", None),
         (None, None),
+        # A year no platform time holds: OverflowError made the 429 an internal error, counted as an attempt.
+        ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None),
     ],
 )
 def test_retry_after_seconds_parses_header(header: str | None, seconds: float | None) -> None:
