@@ -241,6 +241,19 @@ class _DeadlineResponse(http.client.HTTPResponse):
         source: Any = sock if deadline is None else _DeadlineSocket(sock, deadline)
         super().__init__(source, *args, **kwargs)
 
+    def begin(self) -> None:
+        """Read the status line and headers; headers http.client refuses (over 100 of them, a line over 64 KiB) after
+        a status line it read leave that status standing, with no headers and no body, the connection closed: a
+        receiver that took a notification and answered 200 so was taken for a failed connection, and sent it again
+        until it was dead."""
+        try:
+            super().begin()
+        except http.client.HTTPException:
+            if not isinstance(self.status, int) or self.headers is not None or self.version not in (10, 11):
+                raise  # no status line (or no HTTP/1.x one) was read: the answer is none
+            self.headers = self.msg = http.client.HTTPMessage()
+            self.chunked, self.length, self.will_close = False, 0, True
+
 
 def _guarded_pools(allow_private: bool) -> dict[str, type[HTTPConnectionPool]]:
     """Return http and https connection pools whose connections check the peer address before a byte is sent, and

@@ -21,9 +21,9 @@ from core.outbound import OutboundSession, check_url, send_deadline, send_second
 SECRET_PATH = "/bot123456:telegram-secret-8c1d/sendMessage"
 
 
-@pytest.fixture
-def malformed_headers() -> Iterator[str]:
-    """A loopback server answering every request with a header line that is no header; return its base URL."""
+@contextlib.contextmanager
+def _answering(answer: bytes) -> Iterator[str]:
+    """A loopback server answering every request with ``answer`` (raw bytes); yield its base URL."""
     server = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -40,16 +40,44 @@ def malformed_headers() -> Iterator[str]:
                 length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
                 while len(body) < length and (chunk := connection.recv(65536)):
                     body += chunk  # read whole: closed with a request unread, the socket would reset the answer
-                connection.sendall(
-                    b"HTTP/1.1 500 Internal Server Error\r\nthis line is no header\r\nContent-Length: 2\r\n\r\nno"
-                )
+                connection.sendall(answer)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not)
-    server.close()
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not)
+        server.close()
+        thread.join(5)
+
+
+@pytest.fixture
+def malformed_headers() -> Iterator[str]:
+    """A loopback server answering every request with a header line that is no header; return its base URL."""
+    with _answering(
+        b"HTTP/1.1 500 Internal Server Error\r\nthis line is no header\r\nContent-Length: 2\r\n\r\nno"
+    ) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"".join(b"X-Trace-%d: v\r\n" % index for index in range(101)),  # a gateway adding many headers
+        b"Set-Cookie: " + b"a" * 70_000 + b"\r\n",  # one header line over 64 KiB
+    ],
+    ids=["101-headers", "a-70k-header-line"],
+)
+def test_send_answer_whose_headers_http_client_refuses_keeps_its_status(headers: bytes) -> None:
+    """The receiver took the request and answered 200, with headers http.client will not parse: the send was taken
+    for a failed connection, and a delivery sent again until it was dead."""
+    session = OutboundSession(connect_timeout=1, read_timeout=1, allow_private=True)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + headers + b"\r\n"
+    with _answering(answer) as url, send_deadline(time.monotonic() + 5):
+        response = session.post(url + "/hook", json={"text": "hi"})
+
+    assert response.status_code == 200
 
 
 def test_check_url_decimal_loopback_is_refused_by_resolution() -> None:
