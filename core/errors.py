@@ -10,13 +10,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-# What a boto3 call raises when AWS refuses (ClientError) or cannot be reached (BotoCoreError: connection, timeout,
-# credentials…); stores catch both and translate them with ``aws_error``.
-AWS_ERRORS = (ClientError, BotoCoreError)
+# What a boto3 call raises when AWS refuses (ClientError), cannot be reached (BotoCoreError: connection, timeout,
+# credentials…) or answers what botocore cannot read (ResponseParserError: a proxy's page, a broken answer); stores
+# catch them and translate them with ``aws_error``.
+AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError)
 
 
 # A key of a request body goes into an error's field name as written only when it reads as a name; others are quoted,
@@ -136,14 +138,14 @@ def invalid_fields(exc: ValidationError, whole: str) -> str:
     return ", ".join(sorted({field_path(error["loc"]) or whole for error in exc.errors()}))
 
 
-def error_code(exc: ClientError | BotoCoreError) -> str:
+def error_code(exc: ClientError | BotoCoreError | ResponseParserError) -> str:
     """Return AWS's error code of a refused call, or the exception's class name when AWS was not reached."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code") or "Unknown")
     return type(exc).__name__
 
 
-def aws_error(exc: ClientError | BotoCoreError, action: str) -> UpstreamError:
+def aws_error(exc: ClientError | BotoCoreError | ResponseParserError, action: str) -> UpstreamError:
     """Return the domain error of a failed AWS call: ``"<action> failed (<code>)"``, never the request's details."""
     return UpstreamError(f"{action} failed ({error_code(exc)})")
 

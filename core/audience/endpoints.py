@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol, runtime_checkable
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from core.errors import InvalidRequestError, aws_error, error_code
+from core.errors import AWS_ERRORS, InvalidRequestError, aws_error, error_code
 
 # "Invalid parameter: Token Reason: Endpoint arn:aws:sns:…:endpoint/GCM/app/… already exists with the same Token,
 # but different attributes."
@@ -73,7 +73,7 @@ class PushEndpoints:
                 raise aws_error(exc, "reading the push endpoint") from exc
             # Deleted between the two calls (or by someone else): a new one is made.
             return self._create(platform_application_arn, token, user_id)
-        except BotoCoreError as exc:
+        except AWS_ERRORS as exc:
             raise aws_error(exc, "reading the push endpoint") from exc
         owner = str(attributes.get("CustomUserData", ""))
         if owner and owner != user_id:
@@ -89,7 +89,7 @@ class PushEndpoints:
         if current != wanted:
             try:
                 self._sns.set_endpoint_attributes(EndpointArn=arn, Attributes=wanted)
-            except (ClientError, BotoCoreError) as exc:
+            except AWS_ERRORS as exc:
                 raise aws_error(exc, "updating the push endpoint") from exc
         return arn
 
@@ -110,7 +110,7 @@ class PushEndpoints:
                     "app", f"its SNS platform application cannot take endpoints ({code}); register the app again"
                 ) from None
             raise aws_error(exc, "creating the push endpoint") from exc
-        except BotoCoreError as exc:
+        except AWS_ERRORS as exc:
             raise aws_error(exc, "creating the push endpoint") from exc
         return str(response["EndpointArn"])
 
@@ -139,7 +139,7 @@ class PushEndpoints:
                     field, f"SNS has no platform application of this ARN in this account and region ({code})"
                 ) from None
             raise aws_error(exc, "reading the platform application") from exc
-        except BotoCoreError as exc:
+        except AWS_ERRORS as exc:
             raise aws_error(exc, "reading the platform application") from exc
         if str(attributes.get("Enabled", "true")).lower() == "false":
             raise InvalidRequestError(field, "its SNS platform application is disabled: renew its credentials in SNS")
@@ -157,5 +157,5 @@ class PushEndpoints:
         except ClientError as exc:
             if error_code(exc) not in _NOT_FOUND:
                 raise aws_error(exc, "deleting the push endpoint") from exc
-        except BotoCoreError as exc:
+        except AWS_ERRORS as exc:
             raise aws_error(exc, "deleting the push endpoint") from exc

@@ -97,8 +97,12 @@ MAX_TOKEN_BYTES = 2048
 
 
 def _token_bytes(token: str) -> str:
-    if len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
-        raise ValueError(f"must be at most {MAX_TOKEN_BYTES} bytes of UTF-8")
+    # Every platform's token is printable ASCII (APNs hex, FCM's letters, digits and ":_-", a WNS channel URL); a
+    # control character or U+FFFF reached SNS, whose answer (XML) could not then carry it back: a 500.
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError("must be a push token: printable ASCII, without spaces")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise ValueError(f"must be at most {MAX_TOKEN_BYTES} bytes")
     return token
 
 

@@ -663,10 +663,12 @@ class Snapshots:
                 try:
                     self.save()
                     told = ""
-                except SnapshotError as exc:
-                    if not stop.is_set() and str(exc) != told:
-                        self._report(f"saving the local AWS state failed: {exc}")
-                        told = str(exc)
+                except Exception as exc:
+                    # Any failure is told and the next save tried: a thread that died of one saved nothing more.
+                    reason = str(exc) if isinstance(exc, SnapshotError) else type(exc).__name__
+                    if not stop.is_set() and reason != told:
+                        self._report(f"saving the local AWS state failed: {reason}")
+                        told = reason
                 wait = max(every, (time.monotonic() - started) / _SAVE_SHARE)
 
         thread = threading.Thread(target=loop, name="snapshots", daemon=True)

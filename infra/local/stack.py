@@ -546,8 +546,9 @@ class LocalStack:
         if self._snapshots is not None and self._moto is not None:
             try:
                 self._snapshots.save()
-            except SnapshotError as exc:
-                say(f"  ✗ the local AWS state was not saved: {exc}")
+            except Exception as exc:  # the servers below must stop whatever the save raised
+                reason = str(exc) if isinstance(exc, SnapshotError) else type(exc).__name__
+                say(f"  ✗ the local AWS state was not saved: {reason}")
         if self._stripe is not None:
             with contextlib.suppress(Exception):
                 self._stripe.stop()

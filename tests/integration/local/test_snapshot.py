@@ -302,6 +302,31 @@ def test_snapshots_run_periodic_saves_until_stopped(clients: Clients, snapshots:
     assert saved["state"]["tables"][TOPICS] == [{"channel": {"S": "c"}, "topic": {"S": "t"}}]
 
 
+def test_snapshots_run_periodic_goes_on_after_a_save_fails_unexpectedly(
+    clients: Clients, snapshots: Snapshots, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error no save expected (botocore unable to parse moto's answer) killed the thread: nothing was saved after."""
+    stop = threading.Event()
+    real, calls = snapshots.capture, []
+
+    def capture() -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("unexpected")
+        return real()
+
+    monkeypatch.setattr(snapshots, "capture", capture)
+    thread = snapshots.run_periodic(stop, every=0.05)
+    deadline = time.monotonic() + 10
+    while not snapshots.path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+
+    assert snapshots.path.exists()
+    assert len(calls) >= 2
+
+
 def test_snapshots_restore_refused_by_moto_sets_the_file_aside(tmp_path: Path, clients: Clients) -> None:
     create_resources(clients)
     state = LocalAwsState(parameters=[SavedParameter(name="/notify/local/x", type="NoSuchType", value="v")])

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from botocore.parsers import ResponseParserError
 
 from core.audience.endpoints import PushEndpoints
 from core.errors import InvalidRequestError, UpstreamError
@@ -129,3 +130,16 @@ def test_push_endpoints_check_application_sns_failing_otherwise_is_upstream() ->
 
 def test_push_endpoints_check_application_known_one_passes() -> None:
     PushEndpoints(FakeSnsEndpoints((APPLICATION,))).check_application(APPLICATION)
+
+
+class GarbledSns(FakeSnsEndpoints):
+    """SNS (or a proxy before it) answering what botocore cannot parse."""
+
+    def get_endpoint_attributes(self, EndpointArn: str) -> dict[str, Any]:
+        raise ResponseParserError("Unable to parse response (not well-formed (invalid token))")
+
+
+def test_push_endpoints_register_answer_botocore_cannot_parse_is_upstream_error() -> None:
+    """botocore's ResponseParserError is no BotoCoreError: it escaped every translation, and the route answered 500."""
+    with pytest.raises(UpstreamError, match=r"\(ResponseParserError\)"):
+        PushEndpoints(GarbledSns((APPLICATION,))).register(APPLICATION, "t1", "ada")

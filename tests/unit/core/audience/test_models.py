@@ -79,6 +79,15 @@ def test_device_request_empty_token_refused() -> None:
     assert _invalid_fields(raised) == {"token"}
 
 
+@pytest.mark.parametrize("token", ["a\x01b", "a\ufffeb", "a\uffffb", "a b", "tök"])
+def test_device_request_token_no_platform_gives_refused_naming_the_field(token: str) -> None:
+    """A control character or U+FFFF reached SNS, whose XML answer could not carry it back: a 500."""
+    with pytest.raises(ValidationError) as raised:
+        DeviceRequest(app="android", token=token)
+
+    assert _invalid_fields(raised) == {"token"}
+
+
 @pytest.mark.parametrize(
     ("data", "where"),
     [
