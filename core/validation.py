@@ -9,9 +9,10 @@ delivery message's models at its cold start.
 from __future__ import annotations
 
 import re
-from typing import Any, NoReturn, TypeVar
+from datetime import datetime, timedelta
+from typing import Annotated, Any, NoReturn, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, whose registry
@@ -78,6 +79,33 @@ def refuse_at(loc: tuple[str | int, ...], kind: str, rule: str, value: Any, titl
     which a ``ValueError`` could not name."""
     error = InitErrorDetails(type=PydanticCustomError(kind, rule), loc=loc, input=value)
     raise ValidationError.from_exception_data(title, [error])
+
+
+# The widest offset a clock on Earth shows (Kiribati, UTC+14; UTC-12): one beyond is a typo, read as another day.
+MAX_UTC_OFFSET = timedelta(hours=14)
+_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?\s*")
+
+
+def _date_time_text(value: Any) -> Any:
+    # pydantic reads a number, or text of digits, as seconds (or milliseconds) since 1970: a promotion given
+    # "expires_at": 0 expired in 1970, and refused every purchase after.
+    if isinstance(value, datetime):
+        return value  # made in code, not sent
+    if not isinstance(value, str) or _NUMBER.fullmatch(value):
+        raise ValueError("must be an ISO 8601 date and time as text (for example 2027-01-15T09:00:00+01:00)")
+    return value
+
+
+def _earthly_offset(value: datetime) -> datetime:
+    offset = value.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise ValueError("must have a UTC offset from -14:00 to +14:00")
+    return value
+
+
+# A date and time a request gives: ISO 8601 text only, its offset (when it has one) one a clock shows.
+DateTimeText = Annotated[datetime, BeforeValidator(_date_time_text), AfterValidator(_earthly_offset)]
+AwareDateTimeText = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_earthly_offset)]
 
 
 class Strict(BaseModel):

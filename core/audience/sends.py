@@ -49,7 +49,7 @@ from core.errors import (
 )
 from core.observability import logger
 from core.queue import MESSAGE_BYTES_LIMIT, DeliveryQueue, bounded_groups
-from core.validation import NAME_PATTERN, Reply, Strict, refuse_text
+from core.validation import NAME_PATTERN, DateTimeText, Reply, Strict, refuse_text
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
 SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
@@ -165,7 +165,7 @@ class SendRequest(Strict):
     to: SendTarget
     content: SendContent
     channels: list[SendChannel] = Field(default=["push"], min_length=1, max_length=4)
-    at: datetime | None = None
+    at: DateTimeText | None = None
     local_time: StrictBool = False
 
     @field_validator("at")

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.validation import PATTERN_RULES, UNSENDABLE, Reply, Strict
+from core.validation import PATTERN_RULES, UNSENDABLE, AwareDateTimeText, Reply, Strict
 
 # A promo code as it appears in a path and in events: letters, digits, '-' and '_'; compared in upper case.
 PROMO_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -131,7 +130,7 @@ class PromotionRequest(Strict):
     description: str | None = Field(default=None, max_length=350)
     active: StrictBool = True
     # With its offset: a time without one would be read in whatever zone the reader assumes.
-    expires_at: AwareDatetime | None = None
+    expires_at: AwareDateTimeText | None = None
 
 
 class Promotion(Reply):

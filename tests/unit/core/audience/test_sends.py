@@ -329,8 +329,14 @@ def test_send_request_user_id_a_message_cannot_carry_refused_naming_it() -> None
         {"at": "0001-01-01T00:00:00+14:00"},
         {"at": "9999-12-31T23:59:59-12:00"},
         {"at": "1999-12-31T23:59:59+00:00"},
+        # Seconds (or milliseconds) since 1970, as pydantic reads a number or digits: scheduled for 2027, silently.
+        {"at": 1_800_000_000},
+        {"at": "1800000000"},
+        {"at": 1_800_000_000_000},
+        # No clock shows an offset beyond 14 hours: a typo, read as another day.
+        {"at": "2027-01-15T09:00:00-23:59"},
     ],
-    ids=["year-1-local", "year-1-east", "year-9999-west", "before-2000"],
+    ids=["year-1-local", "year-1-east", "year-9999-west", "before-2000", "unix", "unix-text", "unix-ms", "offset-23h"],
 )
 def test_send_request_at_out_of_the_years_a_schedule_fires_refused_naming_at(when: dict[str, Any]) -> None:
     with pytest.raises(ValidationError) as raised:

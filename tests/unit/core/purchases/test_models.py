@@ -20,6 +20,15 @@ def test_promotion_request_expires_at_without_offset_refused_naming_it() -> None
     assert [error["loc"] for error in refused.value.errors()] == [("expires_at",)]
 
 
+@pytest.mark.parametrize("expires_at", [0, "0", 4_102_444_800, "9999-12-31T23:59:59-23:59"])
+def test_promotion_request_expires_at_no_iso_text_with_an_earthly_offset_refused_naming_it(expires_at: object) -> None:
+    """0 was read as seconds since 1970: the promotion stored as expired in 1970 refused every purchase after."""
+    with pytest.raises(ValidationError) as refused:
+        PromotionRequest.model_validate({"credit": CREDIT, "expires_at": expires_at})
+
+    assert [error["loc"] for error in refused.value.errors()] == [("expires_at",)]
+
+
 def test_promotion_request_expires_at_with_offset_kept() -> None:
     request = PromotionRequest.model_validate({"credit": CREDIT, "expires_at": "2026-03-01T14:00:00+02:00"})
 
