@@ -108,7 +108,7 @@ def _token_bytes(token: str) -> str:
 
 def _time_zone(name: str) -> str:
     # ZoneInfo alone would also take a path-like key that happens to name a file ("posixrules", "Factory"…) or load
-    # files on every call; the set of IANA names the machine knows is the reference.
+    # files on every call; the set of IANA names the machine knows (less those files) is the reference.
     if name not in _zone_names():
         raise ValueError("is not an IANA time zone name (for example Europe/Paris)")
     try:
@@ -121,9 +121,14 @@ def _time_zone(name: str) -> str:
 _ZONES: set[str] = set()
 
 
+# Files of a system's zoneinfo that are no IANA zone: "localtime" is the host's own zone (a link to /etc/localtime),
+# so a user's sends would fire at whatever zone the machine reading it runs in; "Factory" is no place's.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 def _zone_names() -> set[str]:
     if not _ZONES:
-        _ZONES.update(available_timezones())
+        _ZONES.update(available_timezones() - _NOT_ZONES)
     return _ZONES
 
 
