@@ -49,7 +49,7 @@ from core.errors import (
 )
 from core.observability import logger
 from core.queue import MESSAGE_BYTES_LIMIT, DeliveryQueue, bounded_groups
-from core.validation import NAME_PATTERN, DateTimeText, Reply, Strict, refuse_text
+from core.validation import NAME_PATTERN, PATTERN_RULES, DateTimeText, Reply, Strict, refuse_text
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
 SendStatus = Literal["scheduled", "queued", "expanding", "expanded", "cancelled", "failed"]
@@ -70,6 +70,7 @@ MAX_HTML_BYTES = 200 * 1024
 MAX_PUSH_BYTES = 64 * 1024
 # The users table's rule for an id (users_id_check; PostgreSQL text holds no NUL).
 USER_ID_PATTERN = r"^[^\x00]{1,256}$"
+PATTERN_RULES[USER_ID_PATTERN] = "must be a user id: 1 to 256 characters, none of them NUL"
 # The years an ``at`` may name, as written (without its offset): a schedule fires from now on (``schedule_times``
 # refuses one more than a year past), and converted by any zone's offset (under a day) it stays within the range of
 # Python's datetime (years 1 to 9999), so neither the request nor the cron ever meets an OverflowError.

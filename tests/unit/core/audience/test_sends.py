@@ -394,3 +394,12 @@ def test_send_request_at_last_year_of_the_range_accepted() -> None:
 def test_accept_send_at_more_than_a_year_past_names_at() -> None:
     with pytest.raises(InvalidRequestError, match=r"^at: must not be more than a year in the past"):
         accept_send(_request(at="2025-01-01T09:00:00+00:00"), FakeSendStore(), FakeExpansionQueue(), NOW, "n")
+
+
+def test_send_request_empty_user_id_refused_in_words_not_a_pattern() -> None:
+    from core.http import parse_body
+
+    with pytest.raises(InvalidRequestError) as raised:
+        parse_body(json.dumps({"to": {"user_ids": [""]}, "content": {"text": "hi"}}), SendRequest)
+
+    assert str(raised.value) == "to.user_ids[0]: must be a user id: 1 to 256 characters, none of them NUL"
