@@ -613,6 +613,8 @@ def _location(loc: Sequence[str | int], error_type: str) -> str:
     parts: list[str | int] = []
     words = _channel_words()
     for index, part in enumerate(loc):
+        if part == "[key]":
+            continue  # pydantic's mark of a dict's key refused: the key before it names the field
         user_key = error_type == "extra_forbidden" and index == len(loc) - 1
         if isinstance(part, str) and not user_key:
             if part.startswith("function-") or re.fullmatch(_MEMBER_LABEL, part):

@@ -119,7 +119,7 @@ class SendContent(AudienceRequest):
     text: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
     subject: str | None = Field(default=None, min_length=1, max_length=998)
     html: str | None = Field(default=None, min_length=1, max_length=MAX_HTML_LENGTH)
-    push: dict[Platform | Literal["FCM"], dict[str, Any]] | None = Field(
+    push: dict[Literal[Platform, "FCM"], dict[str, Any]] | None = Field(
         default=None, description="Payload objects per platform, replacing the ones built from text and subject."
     )
 

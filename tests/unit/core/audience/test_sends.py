@@ -403,3 +403,14 @@ def test_send_request_empty_user_id_refused_in_words_not_a_pattern() -> None:
         parse_body(json.dumps({"to": {"user_ids": [""]}, "content": {"text": "hi"}}), SendRequest)
 
     assert str(raised.value) == "to.user_ids[0]: must be a user id: 1 to 256 characters, none of them NUL"
+
+
+def test_send_request_unknown_push_platform_refused_once_naming_the_key() -> None:
+    """It was told twice, each member of a union refusing it, at 'content.push.FOO["[key]"]'."""
+    from core.http import parse_body
+
+    body = {"to": {"user_ids": ["u1"]}, "content": {"text": "hi", "push": {"FOO": {}}}}
+    with pytest.raises(InvalidRequestError) as raised:
+        parse_body(json.dumps(body), SendRequest)
+
+    assert str(raised.value) == "content.push.FOO: must be one of: APNS, APNS_SANDBOX, GCM, FCM"
