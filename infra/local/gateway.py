@@ -546,5 +546,12 @@ class _GatewayHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (TRACE, CONNECT, one made up) is the gateway's to refuse, in its words, as API Gateway does:
+        # http.server answered it 501 with an HTML page.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Requests are logged by the gateway, one line each."""

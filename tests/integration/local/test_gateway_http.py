@@ -77,3 +77,13 @@ def test_a_chunked_body_reaches_the_function_and_the_connection_stays_in_step(
 
     assert answer.count(b"HTTP/1.1 200") == 2, answer
     assert b"got:" + body in answer, answer
+
+
+@pytest.mark.parametrize("method", [b"TRACE", b"CONNECT", b"BREW"])
+def test_a_method_no_route_has_is_the_gateways_to_answer_not_a_501_page(
+    gateway_address: tuple[str, int], method: bytes
+) -> None:
+    answer = _exchange(gateway_address, method + b" /v1/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 200"), answer  # the stand-in gateway answers every request it is handed
+    assert b"got:" in answer
