@@ -12,7 +12,15 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 # What a channel, topic, integration or audience name may be (here rather than in ``core.channels``, whose registry
@@ -103,8 +111,29 @@ def _earthly_offset(value: datetime) -> datetime:
     return value
 
 
-# A date and time a request gives: ISO 8601 text only, its offset (when it has one) one a clock shows.
-DateTimeText = Annotated[datetime, BeforeValidator(_date_time_text), AfterValidator(_earthly_offset)]
+# A wall-clock date and time, without an offset (a local-time send's, read in each user's zone), as documented: JSON
+# Schema's date-time format requires an offset.
+_WALL_CLOCK = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?"
+WallClockTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {"type": "string", "pattern": f"^{_WALL_CLOCK}$", "description": "ISO 8601 date and time without an offset"}
+    ),
+]
+# A date and time a request gives: ISO 8601 text only, its offset (when it has one) one a clock shows; without one, a
+# wall-clock time.
+DateTimeText = Annotated[
+    datetime,
+    BeforeValidator(_date_time_text),
+    AfterValidator(_earthly_offset),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^{_WALL_CLOCK}(Z|[+-]\\d{{2}}:\\d{{2}})?$",
+            "description": "ISO 8601 date and time: with an offset, one instant; without, a wall-clock time",
+        }
+    ),
+]
 AwareDateTimeText = Annotated[AwareDatetime, BeforeValidator(_date_time_text), AfterValidator(_earthly_offset)]
 
 

@@ -49,7 +49,7 @@ from core.audience.ports import ScheduleStorePort
 from core.audience.timezones import local_to_utc
 from core.errors import InvalidRequestError, NotificationError, UpstreamError
 from core.observability import logger, metrics
-from core.validation import Reply
+from core.validation import Reply, WallClockTime
 
 ScheduleStatus = Literal["scheduled", "claimed", "sent", "cancelled", "failed"]
 SCHEDULE_STATUSES: tuple[str, ...] = get_args(ScheduleStatus)
@@ -90,7 +90,7 @@ class Schedule(Reply):
     status: ScheduleStatus
     fire_at: datetime
     local_time: bool
-    local_at: datetime | None = None
+    local_at: WallClockTime | None = None
     zones_done_until: datetime | None = None
     attempts: int
     last_error: str | None = None

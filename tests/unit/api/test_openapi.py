@@ -163,3 +163,22 @@ def test_every_operation_with_a_query_or_a_body_documents_how_it_refuses_them() 
     ]
 
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "served"),
+    [
+        # A local-time schedule's wall-clock time, as GET /v1/schedules/{id} serves it.
+        ("Schedule", "local_at", "2027-03-28T02:30:00"),
+        # What POST /v1/sends takes for a local-time send.
+        ("SendRequest", "at", "2026-12-01T09:00:00"),
+        ("SendRequest", "at", "2026-12-01T09:00:00+01:00"),
+    ],
+)
+def test_build_document_wall_clock_times_match_their_documented_schema(schema: str, field: str, served: str) -> None:
+    """They were documented as date-time, which requires an offset: schemathesis found the served ones refused."""
+    import jsonschema
+
+    documented = json.loads(document_json())["components"]["schemas"][schema]["properties"][field]
+
+    jsonschema.validate(served, documented, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
