@@ -357,6 +357,21 @@ def test_claim_redrive_one_claimant_per_run_until_the_claim_lapses_or_the_row_co
     assert (entry.status, entry.attempts, entry.redriven) == (DeliveryStatus.QUEUED, 7, 1)
 
 
+@pytest.mark.parametrize("status", [DeliveryStatus.RETRYING, DeliveryStatus.FAILED, DeliveryStatus.DEAD])
+def test_update_never_writes_over_a_delivered_row(aws: AwsResources, status: DeliveryStatus) -> None:
+    """Two copies of one delivery in flight (SQS delivers at least once): the late outcome of the one that did not
+    deliver must not turn the row back (a retrying row would have its retry copy send the message again). The
+    consumer's tests held this rule on a fake ledger that has it itself."""
+    ledger = _ledger(get_client("dynamodb"))
+    ledger.update("n-1", "k-1", DeliveryStatus.DELIVERED, row=DeliveryRow("k-1", "webhook"), attempts=1)
+
+    written = ledger.update("n-1", "k-1", status, attempts=2, last_error="HTTP 500", redriven=0, before_run=1)
+
+    entry = ledger.get_entry("n-1", "k-1")
+    assert entry is not None
+    assert (written, entry.status, entry.attempts) == (False, DeliveryStatus.DELIVERED, 1)
+
+
 def test_users_deleted_tells_when_each_deleted_user_was_deleted(aws: AwsResources) -> None:
     ledger = _ledger(get_client("dynamodb"))
     ledger.mark_user_deleted("ada", "2026-11-25T00:00:00.000Z")

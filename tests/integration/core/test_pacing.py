@@ -251,3 +251,32 @@ def test_dynamo_pace_store_refused_update_raises_upstream_error_naming_code() ->
         store.take(CHAT.key, CHAT.step, NOW, busy=False)
 
     assert "amazonaws" not in str(raised.value)
+
+
+class StaleReadClient:
+    """A DynamoDB client whose ``get_item`` answers what it read before another consumer's holds landed."""
+
+    def __init__(self, client: Any, stale: dict[str, Any]) -> None:
+        self._client = client
+        self._stale = stale
+
+    def get_item(self, **kwargs: Any) -> Any:
+        """Answer the stale read."""
+        return self._stale
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_dynamo_pace_store_hold_never_undoes_a_stronger_slow_down_written_meanwhile(aws: AwsResources) -> None:
+    client = get_client("dynamodb")
+    strong = DynamoPaceStore(client, TABLE)
+    for _ in range(5):  # another consumer met five 429s in a row: a factor of 1.1**5
+        strong.hold(CHAT.key, NOW + 1, NOW)
+    before = _item(aws, CHAT.key)
+
+    # This consumer read the destination before those holds (no slow-down yet), and writes its own weaker one.
+    DynamoPaceStore(StaleReadClient(client, {}), TABLE).hold(CHAT.key, NOW + 1, NOW)
+
+    after = _item(aws, CHAT.key)
+    assert float(after["slow_factor"]["N"]) == float(before["slow_factor"]["N"]) > 1.5
