@@ -30,6 +30,12 @@ NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter o
 _NAME = re.compile(NAME_PATTERN)
 
 
+# A Telegram chat a bot writes to: its number (negative for groups and channels; Telegram's ids fit in 64 bits), or a
+# public channel's @name. The topics' Telegram integrations and the users' telegram_chat_id take the same.
+TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
+TELEGRAM_CHAT_RULE = "is not a Telegram chat id (a number, or @channelname)"
+
+
 # What each pattern a request field must match allows, in words: a 422 says this, never the regular expression. Each
 # domain adds its own patterns where it defines them (the channels' are in ``core.channels.registry``).
 PATTERN_RULES: dict[str, str] = {NAME_PATTERN: f"is not a valid name: {NAME_RULE}"}

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.validation import Reply, Strict, refuse_text
+from core.validation import TELEGRAM_CHAT, TELEGRAM_CHAT_RULE, Reply, Strict, refuse_text
 
 Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
 PLATFORMS: tuple[Platform, ...] = ("APNS", "APNS_SANDBOX", "GCM")
@@ -28,8 +28,6 @@ _PLATFORM_APPLICATION_ARN = re.compile(
     r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:app/(?P<platform>APNS|APNS_SANDBOX|GCM)/[A-Za-z0-9_.-]{1,256}"
 )
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-# A Telegram chat: a numeric id (negative for groups) or a public @username.
-_TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 MAX_DATA_BYTES = 16 * 1024
 # What one user holds is bounded, so that a user (``GET /v1/users/{id}``, with both) stays far under a Lambda answer's
 # 6 MB and a publish reaches a bounded number of devices. Subscriptions: FCM's bound of topics per app instance; a
@@ -150,8 +148,8 @@ def _telegram_chat(value: Any) -> Any:
 
 
 def _chat_id(value: str) -> str:
-    if not _TELEGRAM_CHAT.fullmatch(value):
-        raise ValueError("is not a Telegram chat id (a number, or @channelname)")
+    if not TELEGRAM_CHAT.fullmatch(value):
+        raise ValueError(TELEGRAM_CHAT_RULE)
     return value
 
 

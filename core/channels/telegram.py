@@ -24,7 +24,7 @@ from core.channels.base import (
 )
 from core.errors import PermanentDeliveryError, RetryableDeliveryError
 from core.models import Content, IntegrationType
-from core.validation import Strict
+from core.validation import TELEGRAM_CHAT, TELEGRAM_CHAT_RULE, Strict
 
 if TYPE_CHECKING:
     import requests
@@ -42,6 +42,15 @@ class TelegramTarget(Strict):
     @classmethod
     def _as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("chat_id")
+    @classmethod
+    def _chat(cls, value: str) -> str:
+        # As a user's telegram_chat_id: any other text (a 31-digit number, a name with spaces) was saved, then
+        # refused by Telegram at every delivery.
+        if not TELEGRAM_CHAT.fullmatch(value):
+            raise ValueError(TELEGRAM_CHAT_RULE)
+        return value
 
 
 class TelegramCredentials(Strict):

@@ -302,6 +302,18 @@ def _topic(*integrations: object) -> dict[str, object]:
         ),
         pytest.param(
             TopicRequest,
+            _topic(_telegram(target={"chat_id": 10**30})),
+            "integrations[0].target.chat_id: is not a Telegram chat id (a number, or @channelname)",
+            id="telegram-chat-id-beyond-any-chat",
+        ),
+        pytest.param(
+            TopicRequest,
+            _topic(_telegram(target={"chat_id": "ops team"})),
+            "integrations[0].target.chat_id: is not a Telegram chat id (a number, or @channelname)",
+            id="telegram-chat-id-no-chat-names",
+        ),
+        pytest.param(
+            TopicRequest,
             _topic(_webhook(colour="red")),
             "integrations[0].colour: is not an accepted field "
             "(accepted: name, type, target, model, rate_per_second, credentials)",
