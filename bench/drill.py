@@ -57,6 +57,8 @@ HEARD_SECONDS = 5.0
 KILL_WINDOW_SECONDS = HEARD_SECONDS
 # The receiver and the consumer's log stamp milliseconds on one clock; a log record may round to just before.
 CLOCK_SLACK_SECONDS = 0.01
+# The delivery queue's visibility timeout as deployed (serverless.yml), when a plan's params do not set it.
+DEPLOYED_VISIBILITY_SECONDS = 180.0
 # The 4xx answers the consumer tries again (core/channels/base.py's classify_status); any other 4xx is permanent.
 RETRIED_4XX = frozenset({408, 425, 429})
 # What the integrations of a drill must end as, each of its deliveries.
@@ -308,10 +310,10 @@ class DrillReport:
             for before, after in pairwise(accepted):
                 fault = before.get("fault")
                 hearer = hearers.get(id(before))
-                if fault in UNKNOWN_OUTCOME:
+                if fault in UNKNOWN_OUTCOME and _gave_up_between(delivery, arrival(before), arrival(after)):
                     cause = str(fault)
                 elif hearer is None:
-                    cause = "killed" if self._killed_after(delivery, before) else "unexplained"
+                    cause = "killed" if self._killed_after(delivery, before, after) else "unexplained"
                 elif _received_again(delivery, hearer, after, hearers.get(id(after))):
                     cause = "queue"
                 else:
@@ -319,11 +321,16 @@ class DrillReport:
                 found.append((delivery, before, after, cause))
         return found
 
-    def _killed_after(self, delivery: Delivery, record: dict[str, Any]) -> bool:
-        """Tell whether a worker died soon after ``record`` was accepted, and the delivery was handled after that."""
+    def _killed_after(self, delivery: Delivery, record: dict[str, Any], after: dict[str, Any]) -> bool:
+        """Tell whether a worker died soon after ``record`` was accepted, with the attempt: no outcome of the delivery
+        was logged from then until its batch could come back (the visibility timeout after the kill), and it was
+        handled again after the kill. An outcome logged meanwhile shows the sender lived on: the kill was another's."""
         at = arrival(record)
+        back = _requeue_seconds(self.plan)
         return any(
-            0 <= kill.at - at <= KILL_WINDOW_SECONDS and any(logged_at(line) > kill.at for line in delivery.logged)
+            0 <= kill.at - at <= KILL_WINDOW_SECONDS
+            and any(logged_at(line) > kill.at for line in delivery.logged)
+            and not _gave_up_between(delivery, at, min(arrival(after), kill.at + back), delivered_too=True)
             for kill in self.kills
         )
 
@@ -384,20 +391,57 @@ class DrillReport:
         return missed
 
 
+# What the consumer logs when an attempt of a delivery ended without its success heard (its retry, its end), and when
+# it heard it.
+GAVE_UP = frozenset(
+    {
+        "delivery will be retried",
+        "delivery failed permanently",
+        "delivery retries exhausted: in the dead-letter queue",
+        "delivery kept on its last receive: SQS moves it to the dead-letter queue",
+    }
+)
+
+
+def _gave_up_between(delivery: Delivery, start: float, end: float, *, delivered_too: bool = False) -> bool:
+    """Tell whether the consumer logged an attempt of the delivery ending unheard (or, ``delivered_too``, heard)
+    from ``start`` to ``end``: a slow answer or a reset is the cause of a repeat only when the consumer gave up on it
+    before the repeat, not when a second send went out meanwhile."""
+    messages = GAVE_UP | {"delivered"} if delivered_too else GAVE_UP
+    return any(
+        line.get("message") in messages and start - CLOCK_SLACK_SECONDS <= logged_at(line) <= end + CLOCK_SLACK_SECONDS
+        for line in delivery.logged
+    )
+
+
+def _requeue_seconds(plan: DrillPlan) -> float:
+    """Return how long a killed worker's batch stays hidden on the delivery queue: its visibility timeout."""
+    found = re.search(r"deliveryVisibilityTimeout=(\d+)", plan.params)
+    return float(found[1]) if found else DEPLOYED_VISIBILITY_SECONDS
+
+
 def _received_again(
     delivery: Delivery, hearer: dict[str, Any], after: dict[str, Any], after_hearer: dict[str, Any] | None
 ) -> bool:
     """Tell whether the consumer's log shows a second receive of a delivery it had already heard delivered.
 
-    The repeat must come from another invocation than the one that heard the first answer; a clean repeat must have
-    been heard (and logged ``delivered``) too, a faulted one must be followed by that invocation's log record.
+    The repeat must come from another invocation than the one that heard the first answer, handling the same SQS
+    message (two messages of one delivery, a copy sent after the outcome was known, are a consumer sending twice): a
+    clean repeat must have been heard (and logged ``delivered``) too, a faulted one must be followed by that
+    invocation's log record.
     """
-    first = hearer.get("function_request_id")
+    first, message = hearer.get("function_request_id"), hearer.get("message_id")
     if clean(after):
-        return after_hearer is not None and after_hearer.get("function_request_id") != first
+        return (
+            after_hearer is not None
+            and after_hearer.get("function_request_id") != first
+            and after_hearer.get("message_id") == message
+        )
     at = arrival(after)
     return any(
-        line.get("function_request_id") != first and logged_at(line) >= at - CLOCK_SLACK_SECONDS
+        line.get("function_request_id") != first
+        and line.get("message_id") == message
+        and logged_at(line) >= at - CLOCK_SLACK_SECONDS
         for line in delivery.logged
     )
 
@@ -498,7 +542,7 @@ def _read_statuses(
 ) -> None:
     """Read every notification's status until each of its deliveries is final, or the deadline."""
     pending = {notification_id for notification_id, _ in deliveries}
-    while pending and time.monotonic() < deadline:
+    while pending:  # read once at least, whatever the deadline: the counts are of this read
         for notification_id in sorted(pending):
             rows = _statuses(target, notification_id) or []
             for row in rows:
@@ -508,9 +552,10 @@ def _read_statuses(
                     delivery.attempts = int(row.get("attempts") or 0)
             if rows and all(row["status"] in FINAL for row in rows):
                 pending.discard(notification_id)
-        if pending:
-            say(f"{len(pending)} notifications not final yet")
-            time.sleep(2.0)
+        if not pending or time.monotonic() >= deadline:
+            return
+        say(f"{len(pending)} notifications not final yet")
+        time.sleep(2.0)
 
 
 def _drain(target: DrillTarget, deadline: float, say: Callable[[str], None]) -> QueueDepths | None:
@@ -552,6 +597,10 @@ def run_drill(target: DrillTarget, plan: DrillPlan, say: Callable[[str], None] =
         deliveries = {(i, name): Delivery(i, name) for i in ids for name in names}
         _read_statuses(target, deliveries, deadline, say)
         report.queues = _drain(target, deadline, say)
+        if report.queues is not None:
+            # A killed worker's batch, hidden on the queue when every row first read final, may have changed a row
+            # when it came back: the counts are of the rows after the drain.
+            _read_statuses(target, deliveries, deadline, say)
         stop.set()
         time.sleep(1.0)  # the receiver log's last reads
     report.records = log.records()
@@ -840,6 +889,37 @@ def targets(report: DrillReport) -> list[Target]:
     if report.queues is not None:
         left = report.queues.delivery
         found.append(Target(f"{label}: messages left in the delivery queue", str(left), "0", left == 0))
+    refused = sum(report.refused.values())
+    found.append(
+        Target(
+            f"{label}: publishes refused",
+            f"{refused} of {report.published}",
+            "0",
+            refused == 0 and report.accepted == report.published,
+        )
+    )
+    # What a receiver dropping repeats by (X-Notification-Id, X-Delivery-Key) keeps: one acceptance per delivery the
+    # ledger calls delivered, and one per failed or dead delivery accepted only by attempts of unknown outcome; each
+    # repeat it drops the same body as the one it kept.
+    unknown_only = report.unknown_only()
+    ok_unknown = all(
+        record.get("fault") in UNKNOWN_OUTCOME for delivery in unknown_only for record in delivery.accepted
+    )
+    kept_right = dropped.kept == dropped.delivered_kept + len(unknown_only) and ok_unknown
+    found += [
+        Target(
+            f"{label}: repeats the receiver drops by X-Notification-Id and X-Delivery-Key with another body",
+            "0" if dropped.same_bodies else "some",
+            "0",
+            dropped.same_bodies,
+        ),
+        Target(
+            f"{label}: acceptances kept after dropping repeats, against deliveries delivered (+ unknown outcomes)",
+            f"{dropped.kept} / {dropped.delivered_kept} + {len(unknown_only)}",
+            "equal",
+            kept_right,
+        ),
+    ]
     return found
 
 

@@ -74,11 +74,18 @@ def busy(pid: int) -> bool:
 
 
 def kill_busy(stack_pid: int, patience: float = 10.0) -> Kill | None:
-    """SIGKILL a consumer worker in the middle of a batch; ``None`` when none was busy within ``patience`` seconds."""
+    """SIGKILL a consumer worker in the middle of a batch; ``None`` when none was busy within ``patience`` seconds.
+
+    Only a worker seen waiting for an invocation first, then busy: one the stack has just started is busy importing
+    its handler, and killing it would cut no batch.
+    """
     deadline = time.monotonic() + patience
+    waited: set[int] = set()
     while time.monotonic() < deadline:
         for pid in workers(stack_pid):
-            if busy(pid):
+            if not busy(pid):
+                waited.add(pid)
+            elif pid in waited:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

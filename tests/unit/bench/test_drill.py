@@ -3,11 +3,16 @@ what a receiver dropping repeats by (X-Notification-Id, X-Delivery-Key) keeps.""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.drill import SHORT, Delivery, DrillReport, why_lost
+import pytest
+
+from bench import drill
+from bench.drill import SHORT, Delivery, DrillPlan, DrillReport, DrillTarget, QueueDepths, run_drill, targets, why_lost
 from bench.workers import Kill
 
 START = 1_800_000_000.0
@@ -27,13 +32,16 @@ def _record(at: float, status: int = 200, fault: str | None = None, key: str = "
     }
 
 
-def _line(at: float, message: str = "delivered", request: str = "r1", key: str = "flaky") -> dict[str, Any]:
+def _line(
+    at: float, message: str = "delivered", request: str = "r1", key: str = "flaky", message_id: str = "m1"
+) -> dict[str, Any]:
     moment = datetime.fromtimestamp(START + at, UTC)
     stamp = f"{moment:%Y-%m-%d %H:%M:%S},{moment.microsecond // 1000:03d}+0000"
     return {
         "message": message,
         "timestamp": stamp,
         "function_request_id": request,
+        "message_id": message_id,
         "notification_id": "n1",
         "delivery_key": key,
     }
@@ -115,10 +123,61 @@ def test_repeats_unheard_acceptance_with_a_kill_long_after_is_unexplained() -> N
     assert _report(delivery, [Kill(START + 20, 123)]).duplicates() == {"unexplained": 1}
 
 
-def test_repeats_after_a_reset_are_the_reset() -> None:
-    delivery = Delivery("n1", "flaky", "delivered", records=[_record(0, fault="reset"), _record(2)], logged=[_line(2)])
+def test_repeats_after_a_reset_the_consumer_gave_up_on_are_the_reset() -> None:
+    logged = [_line(0.5, "delivery will be retried"), _line(2)]
+    delivery = Delivery("n1", "flaky", "delivered", records=[_record(0, fault="reset"), _record(2)], logged=logged)
 
     assert _report(delivery).duplicates() == {"reset": 1}
+
+
+def test_repeats_50_ms_after_a_slow_acceptance_with_no_retry_logged_are_unexplained() -> None:
+    """The consumer waits its read timeout on a slow answer before it may try again: a second acceptance 50 ms later,
+    with no retry logged, is a second send at once, and was excused as 'slow'."""
+    delivery = Delivery(
+        "n1", "flaky", "delivered", records=[_record(0, fault="slow"), _record(0.05)], logged=[_line(0.1, request="r2")]
+    )
+
+    assert _report(delivery).duplicates() == {"unexplained": 1}
+
+
+def test_repeats_by_another_sqs_message_are_no_repeat_of_the_queue() -> None:
+    """Two invocations handling two messages of one delivery (a copy sent after the outcome was known) are a consumer
+    sending twice: 'the queue handed it out twice' needs the same message received twice."""
+    logged = [_line(0.1, request="r1", message_id="m1"), _line(5.1, request="r2", message_id="m2")]
+    delivery = Delivery("n1", "flaky", "delivered", records=[_record(0), _record(5)], logged=logged)
+
+    assert _report(delivery).duplicates() == {"unexplained": 1}
+
+
+def test_repeats_unheard_acceptance_whose_sender_lived_past_the_kill_are_unexplained() -> None:
+    """r1 got a clean 200, logged no 'delivered' but a retry after the kill: the worker killed was another."""
+    logged = [_line(4.5, "delivery will be retried", request="r1"), _line(6.1, request="r2")]
+    delivery = Delivery("n1", "flaky", "delivered", records=[_record(0), _record(6)], logged=logged)
+
+    assert _report(delivery, [Kill(START + 4.0, 4242)]).duplicates() == {"unexplained": 1}
+
+
+def test_repeats_killed_sender_whose_batch_came_back_and_failed_once_are_the_kill() -> None:
+    """After the batch came back (the visibility timeout after the kill), a first attempt that failed is no sign the
+    killed sender lived on."""
+    logged = [_line(40.5, "delivery will be retried", request="r2"), _line(42.1, request="r2")]
+    delivery = Delivery("n1", "flaky", "delivered", records=[_record(0), _record(42)], logged=logged)
+
+    assert _report(delivery, [Kill(START + 0.5, 123)]).duplicates() == {"killed": 1}
+
+
+def test_targets_miss_a_repeat_with_another_body_and_a_refused_publish() -> None:
+    """A repeat the receiver cannot drop safely (another body), and a publish refused, left every target met."""
+    records = [_record(0, fault="reset"), _record(1, body="b3RoZXI=")]
+    logged = [_line(0.5, "delivery will be retried"), _line(1.1)]
+    delivery = Delivery("n1", "flaky", "delivered", records=records, logged=logged)
+    report = DrillReport(SHORT, ["flaky"], 2, 1, [delivery], records, [Kill(START + 50, 1)], START, 1.0, 0)
+    report.refused[502] += 1
+
+    missed = [target.figure for target in targets(report) if target.met is False]
+
+    assert "drill (short): publishes refused" in missed
+    assert any("another body" in figure for figure in missed), missed
 
 
 def test_dropped_by_headers_keeps_the_first_of_each_pair_and_compares_bodies() -> None:
@@ -128,3 +187,55 @@ def test_dropped_by_headers_keeps_the_first_of_each_pair_and_compares_bodies() -
     dropped = _report(delivery).dropped_by_headers()
 
     assert (dropped.kept, dropped.dropped, dropped.delivered_kept, dropped.same_bodies) == (1, 1, 1, False)
+
+
+def test_statuses_are_read_after_the_delivery_queue_drained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A killed batch is still hidden on the queue when every row first reads final; when it comes back it changes
+    a row (here to 'retrying'). The drill's counts claim to be after the drain, so the row must count as lost."""
+    drained = {"done": False}
+
+    @contextlib.contextmanager
+    def following(receiver: str, prefix: str) -> Iterator[Any]:
+        class Log:
+            gaps = 0
+
+            @staticmethod
+            def records() -> list[dict[str, Any]]:
+                found = []
+                for name in ("flaky", "outage"):
+                    record = _record(0, key=name)
+                    found.append(record)
+                found.append(_record(0, status=400, key="rejects"))
+                return found
+
+        yield Log()
+
+    def statuses(target: DrillTarget, notification_id: str) -> list[dict[str, Any]]:
+        flaky = "retrying" if drained["done"] else "delivered"
+        return [
+            {"delivery_key": "flaky", "status": flaky, "attempts": 2},
+            {"delivery_key": "outage", "status": "delivered", "attempts": 1},
+            {"delivery_key": "rejects", "status": "failed", "attempts": 1, "last_error": "webhook: HTTP 400"},
+        ]
+
+    depths = iter([QueueDepths(10, 0)])
+
+    def queues() -> QueueDepths:
+        found = next(depths, None)
+        if found is None:
+            drained["done"] = True
+            return QueueDepths(0, 0)
+        return found
+
+    monkeypatch.setattr(drill, "following", following)
+    monkeypatch.setattr(drill, "_create_topic", lambda *args: "hash")
+    monkeypatch.setattr(drill, "_publish_all", lambda *args: [(200, "n1")])
+    monkeypatch.setattr(drill, "_statuses", statuses)
+    monkeypatch.setattr(drill.time, "sleep", lambda seconds: None)
+    plan = DrillPlan("t", 1, 0.0, "", 0.0, 0, 1.0, "", False)  # a second: the fakes answer at once
+    target = DrillTarget("http://api", "http://receiver", "k", "t", queues=queues)
+
+    report = run_drill(target, plan)
+
+    assert [d.status for d in report.deliveries if d.key == "flaky"] == ["retrying"]
+    assert len(report.lost()) == 1
