@@ -82,6 +82,12 @@ class ContentTooLongError(PayloadTooLargeError):
     """A rendered text is longer than its channel sends; the text names the field, the caller the integration."""
 
 
+class UnsendableContentError(NotificationError):
+    """A rendered content its channel can never send (no text, a payload its platform refuses): the publish refuses it
+    (422) rather than accept a notification no attempt could deliver. The text names the field, the caller the
+    integration."""
+
+
 class AuthenticationError(NotificationError):
     """No credential, or a credential that is not valid, was presented."""
 

@@ -15,8 +15,10 @@ from core.errors import (
     ConflictError,
     ContentTooLongError,
     EnqueueError,
+    InvalidRequestError,
     MissingTemplateVariablesError,
     PayloadTooLargeError,
+    UnsendableContentError,
     UpstreamError,
 )
 from core.ids import idempotent_notification_id, new_notification_id
@@ -78,6 +80,8 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
             content = render_content(integration, metadata)
         except ContentTooLongError as exc:
             raise PayloadTooLargeError(f"integration {integration.name!r}: {exc}") from None
+        except UnsendableContentError as exc:
+            raise InvalidRequestError("metadata", f"integration {integration.name!r}: {exc}") from None
         except PayloadTooLargeError:
             raise too_large from None
         message = DeliveryMessage(

@@ -28,6 +28,7 @@ from core.errors import (
     DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
+    UnsendableContentError,
     invalid_fields,
 )
 from core.models import Content, IntegrationType
@@ -295,6 +296,14 @@ def url_problem(url: str) -> str | None:
     except (requests.RequestException, ValueError, UnicodeError):
         return "is not a URL an HTTP request can be made to"
     return None
+
+
+def require_text(text: str | None, field: str = "model") -> str:
+    """Return ``text`` when it has something to send; raise ``UnsendableContentError`` naming ``field`` when it is
+    empty or only spaces (Slack answers no_text, Telegram "message text is empty": the delivery failed for good)."""
+    if not text or not text.strip():
+        raise UnsendableContentError(f"{field} renders no text with this metadata (nothing, or only spaces)")
+    return text
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:

@@ -60,7 +60,13 @@ from core.channels.base import (
     limit_at,
     parse_settings,
 )
-from core.errors import NotFoundError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.errors import (
+    ContentTooLongError,
+    NotFoundError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    UpstreamError,
+)
 from core.models import Content, IntegrationType
 from core.observability import logger
 from core.realtime.connections import Connection
@@ -303,14 +309,25 @@ class BrowserChannel(Channel):
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
-        """Render a string model into the frame's text, an object model into its text and data."""
+        """Render a string model into the frame's text, an object model into its text and data; one whose frame would be
+        over ``max_frame_bytes`` is refused (accepted, it failed every delivery)."""
         if isinstance(model, str):
-            return Content(text=render(model, values))
-        rendered = render(model, values)
-        text = rendered.get("text") if isinstance(rendered, dict) else None
-        data = rendered.get("data") if isinstance(rendered, dict) else None
-        # A whole "$var" is the value itself: a list or object goes into the text as text templates write it.
-        return Content(text=as_text(text), data=data)
+            content = Content(text=render(model, values))
+        else:
+            rendered = render(model, values)
+            text = rendered.get("text") if isinstance(rendered, dict) else None
+            data = rendered.get("data") if isinstance(rendered, dict) else None
+            # A whole "$var" is the value itself: a list or object goes into the text as text templates write it.
+            content = Content(text=as_text(text), data=data)
+        # The frame's ids and names are at most a name's 64 characters each here; its time is ISO 8601.
+        name = "x" * 64
+        frame = browser_frame(name, name, name, name, "2026-01-01T00:00:00.000Z", content)
+        if len(frame) > cls.max_frame_bytes:
+            raise ContentTooLongError(
+                f"the browser frame takes {len(frame)} bytes with this metadata; a frame is at most "
+                f"{cls.max_frame_bytes // 1024} KiB"
+            )
+        return content
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None

@@ -26,6 +26,7 @@ from core.channels.base import (
     destination_key,
     limit_at,
     parse_settings,
+    require_text,
 )
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError, error_code
 from core.models import Content, IntegrationType
@@ -262,10 +263,11 @@ class EmailChannel(Channel):
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
-        """Render subject, text and html; only values inserted into the html are escaped."""
+        """Render subject, text and html; only values inserted into the html are escaped. A subject or text that renders
+        empty is refused: SES takes no email without them."""
         return Content(
-            subject=render(model["subject"], values, path="model.subject"),
-            text=render(model["text"], values, path="model.text"),
+            subject=require_text(render(model["subject"], values, path="model.subject"), "model.subject"),
+            text=require_text(render(model["text"], values, path="model.text"), "model.text"),
             html=render(model["html"], values, escape_html, "model.html") if model.get("html") else None,
         )
 

@@ -21,8 +21,15 @@ from core.channels.base import (
     limit_at,
     parse_settings,
     render_text_or_data,
+    require_text,
 )
-from core.errors import EndpointDisabledError, PermanentDeliveryError, TemplateError
+from core.errors import (
+    ContentTooLongError,
+    EndpointDisabledError,
+    PermanentDeliveryError,
+    TemplateError,
+    UnsendableContentError,
+)
 from core.models import Content, IntegrationType
 from core.templates import variables
 from core.validation import Strict, refuse_at
@@ -329,11 +336,30 @@ class PushChannel(Channel):
         delivery fails, saying why, and its values never reach JSON text.
         """
         if not isinstance(model, Mapping):
-            return render_text_or_data(model, values)
-        templates = {key: _payload_template(key, value) for key, value in model.items()}
-        readable = {key: value for key, value in templates.items() if not isinstance(value, _Unreadable)}
-        rendered = render_text_or_data(readable, values).data
-        return Content(data={key: rendered[key] if key in readable else model[key] for key in model})
+            content = render_text_or_data(model, values)
+        else:
+            templates = {key: _payload_template(key, value) for key, value in model.items()}
+            readable = {key: value for key, value in templates.items() if not isinstance(value, _Unreadable)}
+            rendered = render_text_or_data(readable, values).data
+            content = Content(data={key: rendered[key] if key in readable else model[key] for key in model})
+        cls._check(content)
+        return content
+
+    @classmethod
+    def _check(cls, content: Content) -> None:
+        """Refuse what ``send`` would refuse whatever SNS answered: no text, a payload its platform refuses, a message
+        over SNS's size (each was accepted, then failed every delivery)."""
+        if content.data is None:
+            require_text(content.text)
+        try:
+            message = push_payload(content)
+        except PermanentDeliveryError as exc:
+            raise UnsendableContentError(exc.reason.removeprefix("push: ")) from None
+        if (size := len(message.encode())) > cls.max_message_bytes:
+            raise ContentTooLongError(
+                f"the push message takes {size} bytes with this metadata (its text and each platform's payload); SNS "
+                f"takes at most {cls.max_message_bytes // 1024} KiB"
+            )
 
     def rate_limits(
         self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None, rate_per_second: float | None

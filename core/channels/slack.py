@@ -18,6 +18,7 @@ from core.channels.base import (
     limit_at,
     parse_settings,
     post,
+    require_text,
     short_text,
     truncate,
     url_problem,
@@ -90,8 +91,9 @@ class SlackChannel(Channel):
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
-        """Render the text, escaping inserted values so they cannot mention, link or format."""
-        return Content(text=render(model, values, escape_slack))
+        """Render the text, escaping inserted values so they cannot mention, link or format; one that renders no text is
+        refused."""
+        return Content(text=require_text(render(model, values, escape_slack)))
 
     def _webhook_url(self, credentials: Mapping[str, Any] | None) -> str:
         if credentials is None:
@@ -116,7 +118,7 @@ class SlackChannel(Channel):
     ) -> DeliveryReceipt:
         """Post the text; 429 and 5xx are retryable, other 4xx and revoked or archived hooks permanent."""
         url = self._webhook_url(credentials)
-        if not content.text:
+        if content.text is None or not content.text.strip():
             raise PermanentDeliveryError("slack: no text to send")
         response = post(self._resources.http, url, "slack", json={"text": truncate(content.text, self.max_text_length)})
         # The webhook URL is the secret: an error page quoting the request's path or query would put it in the reason.

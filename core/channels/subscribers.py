@@ -15,8 +15,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from core.channels.base import Channel, DeliveryReceipt, IntegrationBase, Limit
-from core.errors import ContentTooLongError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.channels.base import Channel, DeliveryReceipt, IntegrationBase, Limit, require_text
+from core.errors import (
+    ContentTooLongError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    UnsendableContentError,
+    UpstreamError,
+)
 from core.models import Content, IntegrationType
 from core.templates import render
 from core.validation import Strict
@@ -78,6 +84,14 @@ class SubscribersChannel(Channel):
             text=render(model["text"], values, path="model.text"),
             subject=render(subject, values, path="model.subject") if subject else None,
         )
+        # Refused as every recipient's channel would refuse it: no text; a subject the model names (its email needs one)
+        # rendering empty; NUL, which the audience's database cannot keep (the send failed at once, or at expansion).
+        require_text(content.text, "model.text")
+        if subject:
+            require_text(content.subject, "model.subject")
+        for field, text in (("text", content.text), ("subject", content.subject)):
+            if text is not None and "\x00" in text:
+                raise UnsendableContentError(f"model.{field} renders NUL (U+0000), which the audience cannot keep")
         # Bounded as POST /v1/sends bounds them: each recipient's push carries the text five times (its text and each
         # platform's payload), and a text longer than a message takes would fail the whole send at its expansion.
         for field, text, limit in (("text", content.text, MAX_TEXT), ("subject", content.subject, MAX_SUBJECT)):

@@ -19,6 +19,7 @@ from core.channels.base import (
     post,
     redact,
     render_text_or_data,
+    require_text,
     retry_after_seconds,
     truncate,
 )
@@ -90,8 +91,11 @@ class TelegramChannel(Channel):
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
-        """Render the text; Telegram gets plain text (no parse mode), so nothing is escaped."""
-        return render_text_or_data(model, values)
+        """Render the text; Telegram gets plain text (no parse mode), so nothing is escaped. One that renders no text is
+        refused (Telegram answers "message text is empty")."""
+        content = render_text_or_data(model, values)
+        require_text(content.text)
+        return content
 
     def _settings(self, target: Mapping[str, Any], credentials: Mapping[str, Any] | None) -> tuple[str, str]:
         chat = parse_settings(TelegramTarget, target, "target")
@@ -127,7 +131,7 @@ class TelegramChannel(Channel):
     ) -> DeliveryReceipt:
         """Send the text; 429 waits ``parameters.retry_after``, 5xx retries, a missing or blocked chat is permanent."""
         chat_id, token = self._settings(target, credentials)
-        if not content.text:
+        if content.text is None or not content.text.strip():
             raise PermanentDeliveryError("telegram: no text to send")
         url = f"{self._resources.telegram_api_base.rstrip('/')}/bot{token}/sendMessage"
         payload = {"chat_id": chat_id, "text": truncate(content.text, self.max_text_length)}

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from core.errors import ConflictError, EnqueueError, MissingTemplateVariablesError, PayloadTooLargeError
+from core.errors import (
+    ConflictError,
+    EnqueueError,
+    InvalidRequestError,
+    MissingTemplateVariablesError,
+    PayloadTooLargeError,
+)
 from core.fanout import IdempotentPublish, build_messages, fan_out, record_enqueued
 from core.ledger import Delivery, DeliveryLedger, DeliveryRow
 from core.models import DeliveryStatus, Integration, IntegrationType, Topic
@@ -408,3 +414,49 @@ def test_record_enqueued_keeps_what_the_expansion_worker_wrote_on_the_record(led
 
     record = ledger.get_record("n-1")
     assert (record.delivery_count, record.enqueued) == (501, result.message_ids)
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "values", "message"),
+    [
+        (IntegrationType.SLACK, "$msg", {"msg": ""}, "model renders no text"),
+        (IntegrationType.TELEGRAM, "$msg", {"msg": "  "}, "model renders no text"),
+        (IntegrationType.EMAIL, {"subject": "$title", "text": "Hi"}, {"title": ""}, "model.subject renders no text"),
+        (IntegrationType.PUSH, "$msg", {"msg": ""}, "model renders no text"),
+        (IntegrationType.PUSH, {"APNS": {"aps": {"alert": "$note"}}}, {"note": "x" * 5000}, "APNS payload takes"),
+        (IntegrationType.SUBSCRIBERS, {"text": "Hi", "subject": "$title"}, {"title": ""}, "model.subject renders no"),
+        (IntegrationType.SUBSCRIBERS, {"text": "Order $order"}, {"order": "A\x001"}, "model.text renders NUL"),
+    ],
+    ids=["slack", "telegram-spaces", "email-subject", "push", "push-platform-limit", "subscribers-subject", "nul"],
+)
+def test_build_messages_content_its_channel_can_never_send_is_refused_naming_the_integration(
+    kind: IntegrationType, model: Any, values: dict[str, Any], message: str
+) -> None:
+    """Accepted (200), each failed every delivery for good: nothing to send, or a payload its platform refuses."""
+    integration = Integration(name="one", type=kind, model=model, target={})
+    topic = _topic(1).model_copy(update={"integrations": [integration]})
+
+    with pytest.raises(InvalidRequestError) as raised:
+        build_messages(topic, values, "n-1", "2026-01-01T00:00:00.000Z")
+
+    assert str(raised.value).startswith("metadata: integration 'one': ")
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "message"),
+    [
+        (IntegrationType.BROWSER, {"msg": "x" * 140 * 1024}, "the browser frame takes"),
+        (IntegrationType.PUSH, {"msg": "x" * 250_000}, "the push message takes"),
+    ],
+    ids=["browser-frame", "push-message"],
+)
+def test_build_messages_content_over_its_channels_size_under_the_queues_is_refused_as_too_large(
+    kind: IntegrationType, values: dict[str, Any], message: str
+) -> None:
+    """Under the 248 KiB a delivery message carries, over what the channel sends: accepted, it failed every delivery."""
+    integration = Integration(name="one", type=kind, model="$msg", target={})
+    topic = _topic(1).model_copy(update={"integrations": [integration]})
+
+    with pytest.raises(PayloadTooLargeError, match=rf"^integration 'one': {message}"):
+        build_messages(topic, values, "n-1", "2026-01-01T00:00:00.000Z")

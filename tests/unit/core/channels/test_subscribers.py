@@ -11,7 +11,13 @@ from pydantic import ValidationError
 from core.channels import ChannelResources
 from core.channels.registry import TopicRequest
 from core.channels.subscribers import SubscribersChannel
-from core.errors import ContentTooLongError, PermanentDeliveryError, RetryableDeliveryError, UpstreamError
+from core.errors import (
+    ContentTooLongError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    UnsendableContentError,
+    UpstreamError,
+)
 from core.models import Content
 
 FOLLOWERS = {"name": "followers", "type": "subscribers", "model": {"text": "Order $order shipped", "subject": "$shop"}}
@@ -131,11 +137,20 @@ def test_subscribers_send_queue_failure_is_retried() -> None:
         _send(_channel(_Handoff(fail=True)), {"channels": ["push"]})
 
 
-@pytest.mark.parametrize("values", [{"order": "A\x001", "shop": "Shop"}, {"order": "A-1", "shop": "Sh\x00p"}])
-def test_subscribers_send_text_holding_nul_fails_for_good_and_hands_nothing_off(values: dict[str, str]) -> None:
-    # The audience's database cannot keep the send: its expansion would fail on every try while the row said delivered.
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [({"order": "A\x001", "shop": "Shop"}, "text"), ({"order": "A-1", "shop": "Sh\x00p"}, "subject")],
+)
+def test_subscribers_render_holding_nul_is_refused_naming_the_field(values: dict[str, str], field: str) -> None:
+    # The audience's database cannot keep the send: accepted, the notification failed at once (or every expansion).
+    with pytest.raises(UnsendableContentError, match=rf"^model\.{field} renders NUL"):
+        SubscribersChannel.render(FOLLOWERS["model"], values)
+
+
+def test_subscribers_send_text_holding_nul_fails_for_good_and_hands_nothing_off() -> None:
+    # A message rendered before the publish refused it (an older producer's): its expansion would fail on every try.
     handoff = _Handoff()
-    content = SubscribersChannel.render(FOLLOWERS["model"], values)
+    content = Content(text="Order A\x001 shipped", subject="Shop")
 
     with pytest.raises(PermanentDeliveryError, match=r"NUL \(U\+0000\)"):
         _channel(handoff).send(content, {"channels": ["push"]}, None, notification_id="n-1", delivery_key="followers")
