@@ -434,7 +434,7 @@ def expand_send(
         return report
     lease = job.lease or str(uuid.uuid4())
     try:
-        send = store.start_expansion(send.send_id, lease, lease_seconds)
+        send = store.start_expansion(send.send_id, lease, lease_seconds, job.zones or ())
     except SendBusyError:
         expansion.submit(job, delay_seconds=BUSY_DELAY_SECONDS)
         report.status, report.handed_over = "busy", True
@@ -488,6 +488,9 @@ def expand_send(
                     report.status = "expanding"
                     logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
                     return report
+            if zone is not None and zone != SWEEP:
+                # Its pages are done: the sweep no longer leaves its users to it.
+                store.finish_zone(send.send_id, zone, lease)
     except ExpansionError as exc:
         # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page
         # enqueued before its failing message (a chunk at a time) are on their way, and counted.
@@ -518,10 +521,15 @@ def _plan_page(
     if zone != SWEEP:
         devices = store.devices_of(handed) if users else {}
         return chain(builder.plan(users, devices), builder.skipped(absent, NO_USER)), handed
-    # The sweep: the named ids no zone handed over get their rows, never a late message.
+    # The sweep: the named ids no zone handed over get their rows, never a late message. A user in a zone a hand-off
+    # named whose run has not finished (it failed for now and comes back from the queue, or its worker died) is left
+    # to that run: skipped here as too late, it was then left out by that run too, and never reached.
+    pending = store.zones_pending(send.send_id) if users else set()
+    late = [user for user in users if user.timezone not in pending]
     done = store.handed_over(send.send_id, absent) if absent else set()
     unknown = [uid for uid in absent if uid not in done]
-    return chain(builder.skipped(users, TOO_LATE), builder.skipped(unknown, NO_USER)), [*handed, *unknown]
+    late_ids = [user.user_id for user in late]
+    return chain(builder.skipped(late, TOO_LATE), builder.skipped(unknown, NO_USER)), [*late_ids, *unknown]
 
 
 def _hand_off_parts(job: ExpansionJob, send: StoredSend) -> list[str | None]:

@@ -253,9 +253,17 @@ class ExpansionStorePort(Protocol):
         """Return a send; ``NotFoundError`` when none."""
         ...
 
-    def start_expansion(self, send_id: str, lease: str, lease_seconds: float) -> StoredSend:
-        """Take the send's lease and mark it ``expanding``; return it, with its cursors. ``SendBusyError`` when
-        another run holds a live lease."""
+    def start_expansion(self, send_id: str, lease: str, lease_seconds: float, zones: Sequence[str] = ()) -> StoredSend:
+        """Take the send's lease and mark it ``expanding``; return it, with its cursors. ``zones`` (a hand-off's) are
+        marked handed over. ``SendBusyError`` when another run holds a live lease."""
+        ...
+
+    def finish_zone(self, send_id: str, zone: str, lease: str) -> bool:
+        """Mark the pages of a hand-off's ``zone`` done; ``False`` when the lease is no longer this run's."""
+        ...
+
+    def zones_pending(self, send_id: str) -> set[str]:
+        """Return the zones hand-offs named whose pages no run finished yet."""
         ...
 
     def advance_send(

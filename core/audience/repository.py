@@ -116,6 +116,15 @@ def _user_exists(cursor: Any, user_id: str, *, lock: bool = False) -> None:
         raise NotFoundError("the user does not exist")
 
 
+def _hand_over_zones(cursor: Any, send_key: str, zones: Sequence[str]) -> None:
+    """Add ``zones`` to the zones a send's hand-offs named (each once)."""
+    cursor.execute(
+        "UPDATE sends SET zones_handed = array(SELECT DISTINCT unnest(zones_handed || %s::text[]) ORDER BY 1)"
+        " WHERE id = %s",
+        (list(zones), send_key),
+    )
+
+
 class AudienceRepository:
     """Reads and writes the audience in PostgreSQL.
 
@@ -779,7 +788,11 @@ class AudienceRepository:
                 " WHERE ss.id = v.id AND ss.status = 'claimed' AND ss.claimed_at = v.claimed_at",
                 params,
             )
-            return int(cursor.rowcount)
+            marked = int(cursor.rowcount)
+            for handoff in handoffs:
+                if handoff.zones:
+                    _hand_over_zones(cursor, _send_key(handoff.claim.send_id), handoff.zones)
+            return marked
 
         return self._db.run(work, "marking scheduled sends sent")
 
@@ -932,9 +945,10 @@ class AudienceRepository:
         key = _send_key(send_id)
         return self._db.run(lambda cursor: self._send(cursor, "id = %s", key), "reading send")
 
-    def start_expansion(self, send_id: str, lease: str, lease_seconds: float) -> StoredSend:
+    def start_expansion(self, send_id: str, lease: str, lease_seconds: float, zones: Sequence[str] = ()) -> StoredSend:
         """Take the send's lease (``lease``, until ``lease_seconds`` from now), mark it ``expanding`` and return it,
-        with its cursors as the last run left them.
+        with its cursors as the last run left them. ``zones`` (a hand-off's) are marked handed over, whether or not
+        the lease is taken.
 
         A send ``cancelled`` or ``failed`` is returned as it is (the worker leaves it). Raises ``SendBusyError`` when
         another run holds a live lease on it.
@@ -942,6 +956,8 @@ class AudienceRepository:
         key = _send_key(send_id)
 
         def work(cursor: Any) -> StoredSend:
+            if zones:
+                _hand_over_zones(cursor, key, zones)
             cursor.execute(
                 "UPDATE sends SET status = 'expanding', lease = %s,"
                 " leased_until = now() + make_interval(secs => %s), updated_at = now()"
@@ -1033,6 +1049,34 @@ class AudienceRepository:
             return deleted
 
         return self._db.run(work, "purging the recipients of ended sends")
+
+    def finish_zone(self, send_id: str, zone: str, lease: str) -> bool:
+        """Mark the pages of a hand-off's ``zone`` done; ``False`` when the lease is no longer this run's."""
+        key = _send_key(send_id)
+
+        def work(cursor: Any) -> bool:
+            cursor.execute(
+                "UPDATE sends SET zones_done = array_append(zones_done, %s::text), updated_at = now()"
+                " WHERE id = %s AND lease = %s AND NOT (%s::text = ANY (zones_done))",
+                (zone, key, lease, zone),
+            )
+            return cursor.rowcount == 1
+
+        return self._db.run(work, "finishing a zone of a send")
+
+    def zones_pending(self, send_id: str) -> set[str]:
+        """Return the zones hand-offs named whose pages no run finished yet."""
+        key = _send_key(send_id)
+
+        def work(cursor: Any) -> set[str]:
+            cursor.execute(
+                "SELECT array(SELECT unnest(zones_handed) EXCEPT SELECT unnest(zones_done)) FROM sends WHERE id = %s",
+                (key,),
+            )
+            row = cursor.fetchone()
+            return set(row[0]) if row is not None else set()
+
+        return self._db.run(work, "reading a send's zones")
 
     def handed_over(self, send_id: str, user_ids: Sequence[str]) -> set[str]:
         """Return those of ``user_ids`` a page of the send recorded as handed over (``advance_send``'s ``handed``)."""

@@ -154,11 +154,13 @@ class DueSend(NamedTuple):
 
 
 class Handoff(NamedTuple):
-    """A claim enqueued: mark it ``sent``, or, when ``next_fire_at`` is set, re-arm it for the next zone."""
+    """A claim enqueued: mark it ``sent``, or, when ``next_fire_at`` is set, re-arm it for the next zone; its send's
+    ``zones`` (a local-time hand-off's) are marked handed over."""
 
     claim: ClaimedSend
     until: datetime
     next_fire_at: datetime | None = None
+    zones: tuple[str, ...] = ()
 
 
 class SendEnqueuer(Protocol):
@@ -415,10 +417,10 @@ def _dispatch_batch(
             # A bug, not the sends' fault: retried like an outage, so no row is lost to it.
             logger.exception("enqueueing scheduled sends raised", extra={"claims": len(due)})
         errors = {send.schedule_id: exc for send in due}
-    for claim, _zones, next_fire_at in plans:
+    for claim, zones, next_fire_at in plans:
         refused = errors.get(claim.schedule_id)
         if refused is None:
-            handoffs.append(Handoff(claim=claim, until=now, next_fire_at=next_fire_at))
+            handoffs.append(Handoff(claim=claim, until=now, next_fire_at=next_fire_at, zones=tuple(zones or ())))
             continue
         failures.append((claim, _error_text(refused), _retried(refused, claim, retry)))
     try:

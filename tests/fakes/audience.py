@@ -539,6 +539,8 @@ class FakeSendStore(FakeAudienceRepository):
         self.handed: dict[str, set[str]] = {}
         self.advances: list[tuple[str, str | None, int]] = []
         self.leases: dict[str, tuple[str, float]] = {}  # send id → (lease, monotonic time it lapses)
+        self.zones_handed: dict[str, set[str]] = {}
+        self.zones_done: dict[str, set[str]] = {}
 
     def create_send(self, send: NewSend) -> tuple[StoredSend, bool]:
         """Record a send unless one of its notification id exists."""
@@ -565,10 +567,11 @@ class FakeSendStore(FakeAudienceRepository):
             raise NotFoundError("the send does not exist")
         return self.sends[send_id]
 
-    def start_expansion(self, send_id: str, lease: str, lease_seconds: float) -> StoredSend:
+    def start_expansion(self, send_id: str, lease: str, lease_seconds: float, zones: Sequence[str] = ()) -> StoredSend:
         """Take the send's lease (``SendBusyError`` when another holds it; ``expire_leases`` lets it go) and mark it
-        expanding."""
+        expanding; ``zones`` are marked handed over."""
         send = self.get_send(send_id)
+        self.zones_handed.setdefault(send_id, set()).update(zones)
         if send.status in ("cancelled", "failed"):
             return send
         held, until = self.leases.get(send_id, (lease, 0.0))
@@ -581,6 +584,17 @@ class FakeSendStore(FakeAudienceRepository):
     def expire_leases(self) -> None:
         """Let every lease lapse, as time does for a run that died."""
         self.leases.clear()
+
+    def finish_zone(self, send_id: str, zone: str, lease: str) -> bool:
+        """Mark a zone's pages done while ``lease`` is the send's lease."""
+        if self.leases.get(send_id, ("", 0.0))[0] != lease:
+            return False
+        self.zones_done.setdefault(send_id, set()).add(zone)
+        return True
+
+    def zones_pending(self, send_id: str) -> set[str]:
+        """Return the zones handed over whose pages are not done."""
+        return self.zones_handed.get(send_id, set()) - self.zones_done.get(send_id, set())
 
     def advance_send(
         self,

@@ -333,3 +333,42 @@ def test_expand_send_failing_after_a_chunk_of_its_page_counts_the_deliveries_on_
     assert queue.reached() == ["a1", "a2"]
     assert ledger.records["n-part"].delivery_count == 2
     assert ledger.records["n-part"].error == "the browser message exceeds 0 KiB"
+
+
+def test_sweep_leaves_the_users_of_a_zone_whose_hand_off_comes_back_to_it(db: Any, database: Database) -> None:
+    """Pago Pago's hand-off failed for now (its job back from the queue in 15 minutes, or 90 when its worker died);
+    the last claim's sweep ran first and skipped its user as too late, and the job, back, left that user out: never
+    reached, though in Pago Pago when its clock showed 09:00."""
+    repository = AudienceRepository(database)
+    repository.put_user("u1", UserRequest(timezone="Pacific/Pago_Pago"))  # UTC-11, there all along
+    repository.put_user("u2", UserRequest(timezone="Etc/GMT+12"))  # UTC-12: the last clock to show 09:00
+    schedule = repository.create_scheduled_send(
+        NewScheduledSend(
+            notification_id="n-sweep",
+            target={"user_ids": ["u1", "u2"]},
+            content={"text": "Hi"},
+            channels=["browser"],
+            fire_at=datetime(2026, 5, 1, 20, 0, tzinfo=UTC),
+            local_at=datetime(2026, 5, 1, 9, 0),
+        )
+    )
+    ledger, queue = FakeSendLedger(), RefusingQueue(refuse={1})  # Pago Pago's first page refused once (an outage)
+
+    def run(job: ExpansionJob) -> Any:
+        return expand_send(job, repository, ledger, queue, FakeExpansionQueue(), page_size=10)
+
+    pago = ExpansionJob(send_id=schedule.send_id, notification_id="n-sweep", zones=["Pacific/Pago_Pago"])
+    with pytest.raises(UpstreamError):
+        run(pago)
+    with db.cursor() as cursor:  # the failed run's lease lapses
+        cursor.execute("UPDATE sends SET leased_until = now() - interval '1 second'")
+    db.commit()
+    swept = run(ExpansionJob(send_id=schedule.send_id, notification_id="n-sweep", zones=["Etc/GMT+12"], sweep=True))
+    assert ("n-sweep", "browser:u1") not in ledger.rows
+
+    run(pago)  # back from the queue
+
+    assert swept.status == "expanded"
+    assert sorted(queue.reached()) == ["u1", "u2"]
+    assert ("n-sweep", "browser:u1") not in ledger.rows  # reached, not skipped
+    assert repository.zones_pending(schedule.send_id) == set()

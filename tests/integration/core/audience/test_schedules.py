@@ -273,6 +273,18 @@ def test_cancel_schedule_local_time_partly_sent_stops_the_other_zones(store: Sto
     assert [send.zones for send in enqueuer.sends] == [["Asia/Tokyo"]]
 
 
+def test_dispatch_due_marks_the_zones_it_hands_over_before_any_run_starts(database: Database) -> None:
+    """A hand-off whose worker died before it began left no mark: the last claim's sweep then took its users for late
+    (it leaves those of zones handed over and not done to their run, back from the queue)."""
+    store = AudienceRepository(database)
+    _users(store, *ZONES)
+    schedule_id = _local_send(store, datetime(2026, 6, 15, 9, 0), NOW)
+
+    _run(store, RecordingEnqueuer(), datetime(2026, 6, 15, 0, 0, tzinfo=UTC))  # Tokyo's 09:00
+
+    assert store.zones_pending(store.get_schedule(schedule_id).send_id) == {"Asia/Tokyo"}
+
+
 @pytest.mark.parametrize("schedule_id", ["not-a-uuid", "8af49bf1-ff72-4b9b-87c7-1b17b8b6c130"])
 def test_get_schedule_unknown_not_found(store: Store, schedule_id: str) -> None:
     with pytest.raises(NotFoundError):
