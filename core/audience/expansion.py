@@ -500,6 +500,10 @@ def expand_send(
         report.errors.append(str(exc))
         logger.error("send cannot be expanded", extra={"send_id": send.send_id, "error": str(exc)})
         return report
+    # The count once more, failing the job when it fails: a page's write that failed is written by the next page, and
+    # the last page has none (the status would say fewer deliveries than were enqueued). Retried, the job pages
+    # nothing more and writes it again.
+    ledger.count_deliveries(record.notification_id, own + total)
     return _expanded(send, store, report)
 
 

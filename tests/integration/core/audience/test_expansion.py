@@ -372,3 +372,46 @@ def test_sweep_leaves_the_users_of_a_zone_whose_hand_off_comes_back_to_it(db: An
     assert sorted(queue.reached()) == ["u1", "u2"]
     assert ("n-sweep", "browser:u1") not in ledger.rows  # reached, not skipped
     assert repository.zones_pending(schedule.send_id) == set()
+
+
+class LedgerFailingCounts(FakeSendLedger):
+    """The ledger, refusing the first ``failures`` writes of a record's count (DynamoDB throttling)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def count_deliveries(self, notification_id: str, delivery_count: int, error: str | None = None) -> None:
+        """Fail while failures are left, then write."""
+        if self.failures:
+            self.failures -= 1
+            raise UpstreamError("updating the ledger failed (ProvisionedThroughputExceededException)")
+        super().count_deliveries(notification_id, delivery_count, error)
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_send_whose_last_page_count_write_failed_is_retried_until_the_count_is_written(
+    db: Any, database: Database, failures: int
+) -> None:
+    """The last page's write failed, logged ("the next page writes it again"): no page came next, and the status said
+    none of the send's deliveries was queued until each had a row."""
+    repository = AudienceRepository(database)
+    for user_id in ("a1", "a2", "a3"):
+        repository.put_user(user_id, UserRequest(timezone="UTC", data={"plan": "pro"}))
+    send, _ = repository.create_send(
+        NewSend("n-count", {"where": {"field": "plan", "eq": "pro"}}, {"text": "hi"}, ["browser"])
+    )
+    ledger, queue = LedgerFailingCounts(failures), RefusingQueue(refuse=set())
+    job = ExpansionJob(send_id=send.send_id, notification_id="n-count")
+
+    if failures > 1:  # the final write failed too: the job fails, and comes back from the queue
+        with pytest.raises(UpstreamError):
+            expand_send(job, repository, ledger, queue, FakeExpansionQueue())
+        with db.cursor() as cursor:  # after the failed run's lease lapsed
+            cursor.execute("UPDATE sends SET leased_until = now() - interval '1 second'")
+        db.commit()
+    report = expand_send(job, repository, ledger, queue, FakeExpansionQueue())
+
+    assert report.status == "expanded"
+    assert sorted(queue.reached()) == ["a1", "a2", "a3"]
+    assert ledger.records["n-count"].delivery_count == 3
