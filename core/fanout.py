@@ -17,6 +17,7 @@ from core.errors import (
     EnqueueError,
     InvalidRequestError,
     MissingTemplateVariablesError,
+    NotFoundError,
     PayloadTooLargeError,
     UnsendableContentError,
     UpstreamError,
@@ -153,12 +154,13 @@ def fan_out(
     )
     if idempotent is None:
         ledger.record_notification(record)
-    elif not ledger.create_notification(record):
-        earlier = ledger.get_record(notification_id)
-        started = epoch_time(earlier.created_at)
-        if started is not None and time.time() - started > idempotent.window_seconds:
-            # The key has expired, the record has not (the ledger keeps 30 days): this is a new notification, under the
-            # next id of the key's chain, not a random one, so that its own retry after a 502 finishes it as well.
+    elif ledger.orphaned(notification_id) or not ledger.create_notification(record):
+        earlier = _earlier(ledger, notification_id)
+        started = epoch_time(earlier.created_at) if earlier is not None else None
+        if earlier is None or (started is not None and time.time() - started > idempotent.window_seconds):
+            # The key has expired, the record has not (the ledger keeps 30 days), or the record has and rows of its
+            # notification are left: this is a new notification, under the next id of the key's chain, not a random
+            # one, so that its own retry after a 502 finishes it as well.
             following = idempotent._replace(notification_id=idempotent_notification_id(["after", notification_id]))
             return fan_out(
                 topic,
@@ -174,6 +176,14 @@ def fan_out(
             raise ConflictError(KEY_REUSED)
         return _finish(topic, metadata, ledger, queue, earlier, time_left)
     return _enqueue(ledger, queue, record, list(zip(deliveries, bodies, strict=True)), time_left=time_left)
+
+
+def _earlier(ledger: NotificationLedgerPort, notification_id: str) -> NotificationRecord | None:
+    """Return the record of an earlier notification of this id; ``None`` when only its rows are left."""
+    try:
+        return ledger.get_record(notification_id)
+    except NotFoundError:
+        return None
 
 
 def _finish(

@@ -698,6 +698,24 @@ class DeliveryLedger:
         except AWS_ERRORS as exc:
             raise aws_error(exc, "reading the ledger") from exc
 
+    def orphaned(self, notification_id: str) -> bool:
+        """Tell whether the notification's partition holds delivery rows but no record: an earlier notification of this
+        id (an idempotency key's) whose record DynamoDB's TTL deleted before its rows (each kept 30 days after its own
+        last change, and TTL deletes in no set order). A new notification written there would find its deliveries
+        ``delivered`` by that one's rows, and never be sent.
+
+        One strongly consistent ``Query`` of one key: the record's key (``#``) sorts before every delivery key."""
+        request = {
+            "TableName": self._table,
+            "KeyConditionExpression": "notification_id = :n",
+            "ExpressionAttributeValues": {":n": {"S": notification_id}},
+            "ProjectionExpression": "delivery_key",
+            "ConsistentRead": True,
+            "Limit": 1,
+        }
+        items = self._query_page(request).get("Items", [])
+        return bool(items) and items[0]["delivery_key"]["S"] != NOTIFICATION_KEY
+
     def get_record(self, notification_id: str) -> NotificationRecord:
         """Return a notification's record; raise ``NotFoundError`` when there is none."""
         item = self._item(notification_id, NOTIFICATION_KEY)

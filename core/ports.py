@@ -90,6 +90,10 @@ class NotificationLedgerPort(Protocol):
         """Write or replace a notification's record."""
         ...
 
+    def orphaned(self, notification_id: str) -> bool:
+        """Tell whether the notification's partition holds delivery rows but no record (an expired earlier one's)."""
+        ...
+
     def create_notification(self, record: NotificationRecord) -> bool:
         """Write a notification's record unless one exists under its id; return ``False`` when one does."""
         ...

@@ -408,3 +408,29 @@ def test_idempotency_retry_after_a_502_of_a_key_reused_after_its_window_finishes
     assert response_header(retried, "X-Notification-Id") == response_header(failed, "X-Notification-Id")
     assert {body["notification_id"] for body in queued} == {response_header(failed, "X-Notification-Id")}
     assert len(queued) == SAMPLE_SIZE
+
+
+def test_idempotency_key_reused_after_its_record_expired_before_its_rows_is_a_new_notification(
+    service: Service, topic_hash: str
+) -> None:
+    """DynamoDB's TTL deleted the record (30 days after it was made) before a row (30 days after its last change): the
+    key's reuse wrote a new record under the old id, the consumer found that row delivered, and sent nothing."""
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="monthly-report")
+    old = str(response_header(first, "X-Notification-Id"))
+    service.queued()
+    clients.get_ledger().update(old, "erp-webhook", DeliveryStatus.DELIVERED, attempts=1)
+    for item in service.aws.dynamodb.scan(TableName=NAMES["IDEMPOTENCY_TABLE"])["Items"]:
+        service.aws.dynamodb.delete_item(TableName=NAMES["IDEMPOTENCY_TABLE"], Key={"id": item["id"]})
+    service.aws.dynamodb.delete_item(
+        TableName=NAMES["DELIVERIES_TABLE"], Key={"notification_id": {"S": old}, "delivery_key": {"S": "#"}}
+    )
+
+    second = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="monthly-report")
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="monthly-report")
+
+    new = str(response_header(second, "X-Notification-Id"))
+    assert second["statusCode"] == retried["statusCode"] == 200
+    assert new != old
+    assert response_header(retried, "X-Notification-Id") == new
+    assert {json.loads(message["Body"])["notification_id"] for message in service.queued()} == {new}
+    assert clients.get_ledger().get_entry(new, "erp-webhook") is None  # nothing of the old one's rows

@@ -302,7 +302,9 @@ def _writes(dynamodb: FakeDynamoDBClient) -> list[str]:
     return [call for call, _ in dynamodb.calls if call not in ("get_item", "query")]
 
 
-def test_fan_out_idempotent_success_costs_one_conditional_put(conditional: ConditionalDynamoDB) -> None:
+def test_fan_out_idempotent_success_costs_a_one_key_query_and_one_conditional_put(
+    conditional: ConditionalDynamoDB,
+) -> None:
     ledger = DeliveryLedger(conditional, DELIVERIES)
 
     result = fan_out(_topic(3), {"name": "Ada"}, ledger, DeliveryQueue(FakeSqsClient(), URL), idempotent=ONCE)
@@ -310,7 +312,9 @@ def test_fan_out_idempotent_success_costs_one_conditional_put(conditional: Condi
     record = ledger.get_record("n-once")
     assert result.notification_id == "n-once"
     assert _writes(conditional) == ["put_item"]
-    assert "ConditionExpression" in conditional.calls[0][1]
+    (query, asked), (put, written) = conditional.calls[:2]
+    assert (query, asked["Limit"], put) == ("query", 1, "put_item")
+    assert "ConditionExpression" in written
     assert (record.request_digest, record.enqueued) == ("digest-1", None)
 
 
