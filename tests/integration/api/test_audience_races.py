@@ -99,14 +99,19 @@ def _device_rows(db: Any) -> list[tuple[str, str]]:
 
 @pytest.mark.usefixtures("containers")
 @pytest.mark.parametrize("deleted", ["user", "app"])
-def test_deletion_waiting_on_a_registration_deletes_the_endpoint_it_made(
-    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any, deleted: str
+@pytest.mark.parametrize("held", ["locked", "written", "sns answered"])
+def test_deletion_during_a_registration_deletes_the_endpoint_it_made(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any, deleted: str, held: str
 ) -> None:
     """The deletion read the user's (the app's) devices, then waited on the registration's lock: the cascade took the
-    new device, but not its endpoint, left in SNS."""
+    new device, but not its endpoint, left in SNS. Held once SNS answered, before its transaction, the registration
+    then found the user (the app) gone: it answered 404 (422), the endpoint named by no device."""
     api.user("ada")
-    # Held inside its transaction: once it locked the user's row, or once it wrote the device (referring to the app).
-    pause = _held_after(monkeypatch, "_user_exists" if deleted == "user" else "_device", "registration")
+    # Held inside its transaction: once it locked the user's row, once it wrote the device, or once SNS answered.
+    if held == "sns answered":
+        pause = _held_after_sns(monkeypatch, "registration")
+    else:
+        pause = _held_after(monkeypatch, "_user_exists" if held == "locked" else "_device", "registration")
 
     def delete() -> Any:
         if deleted == "user":
@@ -195,28 +200,6 @@ def _held_after_sns(monkeypatch: pytest.MonkeyPatch, thread: str) -> Pause:
 
     monkeypatch.setattr(PushEndpoints, "register", held)
     return pause
-
-
-@pytest.mark.usefixtures("containers")
-@pytest.mark.parametrize("deleted", ["user", "app"])
-def test_deletion_while_sns_made_a_registrations_endpoint_deletes_that_endpoint(
-    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any, deleted: str
-) -> None:
-    """The registration made the endpoint, then found the user (the app) deleted meanwhile: it answered 404 (422) and
-    the endpoint stayed in SNS, named by no device."""
-    api.user("ada")
-    pause = _held_after_sns(monkeypatch, "registration")
-
-    def delete() -> Any:
-        if deleted == "user":
-            return api.call("DELETE", USER, {"user_id": "ada"})
-        return api.admin("DELETE", "/v1/apps/{app}", {"app": "android"})
-
-    registration, deletion = _interleave(lambda: api.register("ada", "token-1"), delete, pause, "registration")
-
-    assert (registration["statusCode"], deletion["statusCode"]) == (201, 204)
-    assert _device_rows(db) == []
-    assert api.endpoints() == {}
 
 
 @pytest.mark.usefixtures("containers")
