@@ -401,11 +401,15 @@ class AudienceRepository:
             # The owner before, its row locked: the consumer disabling the endpoint it had waits for the new one.
             cursor.execute("SELECT user_id FROM devices WHERE app = %s AND token = %s FOR UPDATE", (app, token))
             earlier = cursor.fetchone()
+            # clock_timestamp(), not now() (the transaction's start, before SNS answered): a push that met the endpoint
+            # disabled before SNS enabled it again would find the device seen before it, and disable it again.
             cursor.execute(
                 "WITH written AS ("
-                " INSERT INTO devices AS d (user_id, app, token, endpoint_arn) VALUES (%s, %s, %s, %s)"
+                " INSERT INTO devices AS d (user_id, app, token, endpoint_arn, last_seen)"
+                " VALUES (%s, %s, %s, %s, clock_timestamp())"
                 " ON CONFLICT (app, token) DO UPDATE SET user_id = EXCLUDED.user_id,"
-                " endpoint_arn = EXCLUDED.endpoint_arn, enabled = true, last_seen = now(), updated_at = now()"
+                " endpoint_arn = EXCLUDED.endpoint_arn, enabled = true, last_seen = EXCLUDED.last_seen,"
+                " updated_at = now()"
                 " RETURNING d.*, (d.xmax = 0) AS created)"
                 f" SELECT {_DEVICE_COLUMNS}, d.created FROM written d JOIN apps a ON a.name = d.app",
                 (*params, endpoint_arn),

@@ -802,3 +802,29 @@ def test_repository_disable_device_leaves_one_registered_again_since_sns_said_di
     assert repository.disable_device("arn:endpoint/1", said_disabled) == 0
     assert [device.enabled for device in repository.devices_of(["u1"])["u1"]] == [True]
     assert repository.disable_device("arn:endpoint/1", datetime.now(UTC) + timedelta(minutes=1)) == 1
+
+
+def test_repository_register_device_again_is_seen_after_sns_answered(postgres: AudienceRepository) -> None:
+    """Its last_seen was its transaction's start, before SNS enabled the endpoint again: a push that met the endpoint
+    disabled in between disabled the device registered again (the consumer's DisableEndpointJob)."""
+    repository = postgres
+    _with_app_and_users(repository, "u1")
+    repository.register_device("u1", "android", "tok", endpoint("arn:endpoint/1"))
+    repository.disable_device("arn:endpoint/1")
+    seen: dict[str, datetime] = {}
+
+    def sns(_platform_application_arn: str) -> str:
+        time.sleep(0.2)  # SNS answering CreatePlatformEndpoint / GetEndpointAttributes
+        # The consumer's push to the still-disabled endpoint answers EndpointDisabled now ...
+        seen["observed_at"] = datetime.now(UTC)
+        time.sleep(0.2)
+        # ... and only then does SetEndpointAttributes(Enabled=true) run.
+        return "arn:endpoint/1"
+
+    registration = repository.register_device("u1", "android", "tok", sns)
+    assert registration.device.enabled
+
+    # The consumer's DisableEndpointJob, run after the registration committed: the device was registered (and its
+    # endpoint enabled) after that push was answered, so it must stay enabled.
+    assert repository.disable_device("arn:endpoint/1", seen["observed_at"]) == 0
+    assert repository.list_devices("u1")[0].enabled
