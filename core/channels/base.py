@@ -298,11 +298,13 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def require_text(text: str | None, field: str = "model") -> str:
+def require_text(text: str | None, field: str = "model", *, spaces: bool = False) -> str:
     """Return ``text`` when it has something to send; raise ``UnsendableContentError`` naming ``field`` when it is
-    empty or only spaces (Slack answers no_text, Telegram "message text is empty": the delivery failed for good)."""
-    if not text or not text.strip():
-        raise UnsendableContentError(f"{field} renders no text with this metadata (nothing, or only spaces)")
+    empty, or only spaces unless ``spaces`` (Slack answers no_text, Telegram "message text is empty": the delivery
+    failed for good; SES and SNS take spaces, an HTML email's text part is often one)."""
+    if not text or (not spaces and not text.strip()):
+        what = "nothing" if spaces else "nothing, or only spaces"
+        raise UnsendableContentError(f"{field} renders no text with this metadata ({what})")
     return text
 
 

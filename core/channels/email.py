@@ -266,8 +266,8 @@ class EmailChannel(Channel):
         """Render subject, text and html; only values inserted into the html are escaped. A subject or text that renders
         empty is refused: SES takes no email without them."""
         return Content(
-            subject=require_text(render(model["subject"], values, path="model.subject"), "model.subject"),
-            text=require_text(render(model["text"], values, path="model.text"), "model.text"),
+            subject=require_text(render(model["subject"], values, path="model.subject"), "model.subject", spaces=True),
+            text=require_text(render(model["text"], values, path="model.text"), "model.text", spaces=True),
             html=render(model["html"], values, escape_html, "model.html") if model.get("html") else None,
         )
 

@@ -350,7 +350,7 @@ class PushChannel(Channel):
         """Refuse what ``send`` would refuse whatever SNS answered: no text, a payload its platform refuses, a message
         over SNS's size (each was accepted, then failed every delivery)."""
         if content.data is None:
-            require_text(content.text)
+            require_text(content.text, spaces=True)
         try:
             message = push_payload(content)
         except PermanentDeliveryError as exc:

@@ -511,7 +511,7 @@ class _GatewayHandler(BaseHTTPRequestHandler):
                 body += self.rfile.read(size)
                 self.rfile.readline(_CHUNK_LINE_BYTES)  # the CRLF after the chunk
         declared = self.headers.get("Content-Length") or "0"
-        if not declared.strip().isdigit():
+        if not re.fullmatch(r"[0-9]+", declared.strip()):  # isdigit() takes "²", which int() refuses
             return 400, "Content-Length: is not a number"
         length = int(declared)
         if length > MAX_BODY_BYTES:

@@ -46,6 +46,7 @@ def _exchange(address: tuple[str, int], raw: bytes) -> bytes:
     [
         # A traceback in make run's terminal and the connection dropped with no answer.
         (b"Content-Length: abc", b"400", b"Content-Length: is not a number"),
+        (b"Content-Length: \xb2", b"400", b"Content-Length: is not a number"),  # "²" to latin-1: isdigit(), not int()
         # A MemoryError (or a thread waiting for 2 GB that never come), no answer.
         (b"Content-Length: 99999999999", b"413", b"Request Too Long"),
         (b"Transfer-Encoding: chunked\r\n\r\nzz", b"400", b"is not a hexadecimal number"),

@@ -464,3 +464,22 @@ def test_build_messages_content_over_its_channels_size_under_the_queues_is_refus
 
     with pytest.raises(PayloadTooLargeError, match=rf"^integration 'one': {message}"):
         build_messages(topic, values, "n-1", "2026-01-01T00:00:00.000Z")
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [
+        (IntegrationType.EMAIL, {"subject": "Order", "text": "$plain", "html": "<p>Order shipped</p>"}),
+        (IntegrationType.PUSH, "$plain"),
+    ],
+    ids=["html-email-text-of-a-space", "push"],
+)
+def test_build_messages_text_of_spaces_its_provider_takes_is_accepted(kind: IntegrationType, model: Any) -> None:
+    """SES sends an HTML email whose text part is a space, SNS a push of one: refused at publish, such a stored topic
+    answered 422 to every publish."""
+    integration = Integration(name="one", type=kind, model=model, target={})
+    topic = _topic(1).model_copy(update={"integrations": [integration]})
+
+    [body] = build_messages(topic, {"plain": " "}, "n-1", "2026-01-01T00:00:00.000Z")
+
+    assert json.loads(body)["content"]["text"] == " "
