@@ -313,7 +313,8 @@ class DrillReport:
                 if fault in UNKNOWN_OUTCOME and _gave_up_between(delivery, arrival(before), arrival(after)):
                     cause = str(fault)
                 elif hearer is None:
-                    cause = "killed" if self._killed_after(delivery, before, after) else "unexplained"
+                    again = hearers.get(id(after))
+                    cause = "killed" if self._killed_after(delivery, before, after, again) else "unexplained"
                 elif _received_again(delivery, hearer, after, hearers.get(id(after))):
                     cause = "queue"
                 else:
@@ -321,16 +322,26 @@ class DrillReport:
                 found.append((delivery, before, after, cause))
         return found
 
-    def _killed_after(self, delivery: Delivery, record: dict[str, Any], after: dict[str, Any]) -> bool:
-        """Tell whether a worker died soon after ``record`` was accepted, with the attempt: no outcome of the delivery
-        was logged from then until its batch could come back (the visibility timeout after the kill), and it was
-        handled again after the kill. An outcome logged meanwhile shows the sender lived on: the kill was another's."""
+    def _killed_after(
+        self, delivery: Delivery, record: dict[str, Any], after: dict[str, Any], after_hearer: dict[str, Any] | None
+    ) -> bool:
+        """Tell whether a worker died soon after ``record`` was accepted, with the attempt, and the delivery was handled
+        again after the kill. When the repeat was heard, the SQS message it was sent from must have had no outcome
+        logged from ``record`` until its batch could come back (the visibility timeout after the kill): one logged
+        meanwhile shows the sender lived on, and the kill was another's. (An earlier attempt's retry, logged after its
+        copy was sent, is another message's.)"""
         at = arrival(record)
         back = _requeue_seconds(self.plan)
+        message = after_hearer.get("message_id") if after_hearer is not None else None
         return any(
             0 <= kill.at - at <= KILL_WINDOW_SECONDS
             and any(logged_at(line) > kill.at for line in delivery.logged)
-            and not _gave_up_between(delivery, at, min(arrival(after), kill.at + back), delivered_too=True)
+            and (
+                message is None
+                or not _gave_up_between(
+                    delivery, at, min(arrival(after), kill.at + back), delivered_too=True, message_id=message
+                )
+            )
             for kill in self.kills
         )
 
@@ -403,13 +414,17 @@ GAVE_UP = frozenset(
 )
 
 
-def _gave_up_between(delivery: Delivery, start: float, end: float, *, delivered_too: bool = False) -> bool:
+def _gave_up_between(
+    delivery: Delivery, start: float, end: float, *, delivered_too: bool = False, message_id: str | None = None
+) -> bool:
     """Tell whether the consumer logged an attempt of the delivery ending unheard (or, ``delivered_too``, heard)
-    from ``start`` to ``end``: a slow answer or a reset is the cause of a repeat only when the consumer gave up on it
-    before the repeat, not when a second send went out meanwhile."""
+    from ``start`` to ``end`` (of the SQS message ``message_id`` only, when given): a slow answer or a reset is the
+    cause of a repeat only when the consumer gave up on it before the repeat, not when a second send went out."""
     messages = GAVE_UP | {"delivered"} if delivered_too else GAVE_UP
     return any(
-        line.get("message") in messages and start - CLOCK_SLACK_SECONDS <= logged_at(line) <= end + CLOCK_SLACK_SECONDS
+        line.get("message") in messages
+        and start - CLOCK_SLACK_SECONDS <= logged_at(line) <= end + CLOCK_SLACK_SECONDS
+        and (message_id is None or line.get("message_id") == message_id)
         for line in delivery.logged
     )
 

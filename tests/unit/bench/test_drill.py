@@ -166,6 +166,18 @@ def test_repeats_killed_sender_whose_batch_came_back_and_failed_once_are_the_kil
     assert _report(delivery, [Kill(START + 0.5, 123)]).duplicates() == {"killed": 1}
 
 
+def test_repeats_killed_sender_after_an_earlier_attempts_retry_logged_late_are_the_kill() -> None:
+    """The attempt before logs its retry after sending the copy (m1), which may be sent and accepted first: that line
+    is another message's, no sign the killed sender of m1 lived on (a loaded e2e run saw it)."""
+    logged = [
+        _line(0.02, "delivery will be retried", request="r0", message_id="m0"),
+        _line(35.6, request="r2", message_id="m1"),
+    ]
+    delivery = Delivery("n1", "flaky", "delivered", records=[_record(0), _record(35.5)], logged=logged)
+
+    assert _report(delivery, [Kill(START + 0.5, 123)]).duplicates() == {"killed": 1}
+
+
 def test_targets_miss_a_repeat_with_another_body_and_a_refused_publish() -> None:
     """A repeat the receiver cannot drop safely (another body), and a publish refused, left every target met."""
     records = [_record(0, fault="reset"), _record(1, body="b3RoZXI=")]
