@@ -161,6 +161,16 @@ def delivery_of(body: str) -> tuple[str, str] | None:
     return (ids["notification_id"], key) if "notification_id" in ids and key is not None else None
 
 
+def run_of(body: str) -> int:
+    """Return the run a body belongs to (how often its delivery was redriven, ``redriven``): 0 when it says none."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return 0
+    run = data.get("redriven") if isinstance(data, dict) else None
+    return run if isinstance(run, int) and not isinstance(run, bool) else 0
+
+
 def parse_message(body: str, receive_count: int = 1) -> DeliveryMessage:
     """Return the delivery message of an SQS body, version 2 or 1; raise ``PermanentDeliveryError`` naming fields.
 

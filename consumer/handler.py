@@ -6,7 +6,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from consumer.credentials import CredentialSource
-from consumer.delivery import Attempt, Deliverer, delivery_of
+from consumer.delivery import Attempt, Deliverer, Outcome, delivery_of, run_of
 from consumer.retry import RetryPolicy
 from core.clients import (
     AWS_SEND_SECONDS,
@@ -174,21 +173,37 @@ def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     # copy of a delivery that comes twice in the batch.
     attempts = batch_attempts(event)
     entries = deliverer.read_entries(attempts, concurrency)
-    # Copies of one delivery in a batch (SQS delivers at least once; a redrive whose delete was lost sends a second)
-    # run one after another: at once, both read a row not yet delivered, and both sent.
+    # Copies of one delivery in a batch (SQS delivers at least once, even one message twice in a batch; a redrive whose
+    # delete was lost sends a second) run one after another: at once, both read a row not yet delivered, and both
+    # sent. Once one copy of a run came to an outcome (delivered, failed, or carried on by a copy it sent: a retry, a
+    # slot, an outcome to record), the others of that run are done: the row alone does not tell them (a delivered send
+    # whose write failed, a retry's backoff), and each sent again.
     key_of = {attempt.message_id: delivery_of(attempt.body) for attempt in attempts}
-    copies = Counter(key_of.values())
+    copies = Counter(key_of[attempt.message_id] for attempt in attempts)
     turns: dict[tuple[str, str], asyncio.Lock] = {}
+    carried: set[tuple[tuple[str, str], int]] = set()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="deliver") as pool:
 
         async def deliver_record(record: SQSRecord) -> str:
             attempt = attempt_of(record)
             key = key_of.get(attempt.message_id)
-            turn = turns.setdefault(key, asyncio.Lock()) if key is not None and copies[key] > 1 else nullcontext()
-            async with turn:
+            if key is None or copies[key] < 2:
                 outcome = await asyncio.get_running_loop().run_in_executor(
                     pool, deliverer.process, attempt, until, entries
                 )
+                return outcome.value
+            run = (key, run_of(attempt.body))
+            async with turns.setdefault(key, asyncio.Lock()):
+                if run in carried:
+                    logger.info(
+                        "delivery skipped: another copy in this batch carried it on",
+                        extra={"notification_id": key[0], "delivery_key": key[1], "message_id": attempt.message_id},
+                    )
+                    return Outcome.SKIPPED.value
+                outcome = await asyncio.get_running_loop().run_in_executor(
+                    pool, deliverer.process, attempt, until, entries
+                )
+                carried.add(run)
             return outcome.value
 
         return async_process_partial_response(

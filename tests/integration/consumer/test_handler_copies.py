@@ -5,8 +5,11 @@ copy of a run before a redrive is not sent beside the redriven run."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 
 from api.dead_letters import redrive
 from core.clients import get_ledger
@@ -76,3 +79,62 @@ def test_handler_copy_of_a_run_before_a_redrive_is_skipped_and_the_redriven_run_
     assert (row.status, row.attempts, row.redriven) == (DeliveryStatus.RETRYING, 2, 1)
     assert dead_letters(consumer_aws) == []
     assert [item.body["redriven"] for item in on_queue()] == [1]  # the redriven run's retry
+
+
+def test_handler_one_message_twice_in_a_batch_is_sent_once(consumer_aws: AwsResources, receiver: Receiver) -> None:
+    """Lambda's poller may hand over one message twice (a standard queue delivers at least once): the copies were
+    counted by message id, once, so both ran at once, read a row not yet delivered, and both sent."""
+    receiver.route("/hook", Answer(200, delay=0.3))
+    message = delivery_message("webhook", {"text": "hi"}, {"url": receiver.url + "/hook"}, name="hook")
+    enqueue(consumer_aws, message)
+    [first] = receive(consumer_aws, visibility_timeout=0)
+    [second] = receive(consumer_aws)
+    assert first["MessageId"] == second["MessageId"]
+
+    consume([first, second], consumer_aws)
+
+    assert len([request for request in receiver.requests if request.path == "/hook"]) == 1
+    assert entry(message).attempts == 1
+
+
+def test_handler_second_copy_after_a_delivered_first_whose_write_failed_is_not_sent_again(
+    consumer_aws: AwsResources, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first copy delivered, its row's write throttled (its outcome went on in a record-only copy): the second
+    read a row not delivered, and sent again."""
+    receiver.route("/hook", Answer(200))
+    message = delivery_message("webhook", {"text": "hi"}, {"url": receiver.url + "/hook"}, name="hook")
+    enqueue(consumer_aws, message, message)
+    received = receive(consumer_aws)
+    make_api_call = BaseClient._make_api_call
+    refused: list[str] = []
+
+    def throttled_once(client: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if operation == "UpdateItem" and not refused and ":s" in str(params):
+            refused.append(operation)
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, operation)
+        return make_api_call(client, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", throttled_once)
+
+    consume(received, consumer_aws)
+
+    assert (len(received), refused) == (2, ["UpdateItem"])
+    assert len([request for request in receiver.requests if request.path == "/hook"]) == 1
+
+
+def test_handler_copies_of_a_failing_delivery_in_one_batch_make_one_attempt_and_one_retry(
+    consumer_aws: AwsResources, receiver: Receiver
+) -> None:
+    """The second copy read the first's retrying row and sent at once, with no backoff, and queued a retry of its own:
+    two retry chains of one delivery."""
+    receiver.route("/hook", Answer(503, b""))
+    message = delivery_message("webhook", {"text": "hi"}, {"url": receiver.url + "/hook"}, name="hook")
+    enqueue(consumer_aws, message, message)
+    received = receive(consumer_aws)
+
+    consume(received, consumer_aws)
+
+    assert len(received) == 2
+    assert len([request for request in receiver.requests if request.path == "/hook"]) == 1
+    assert (entry(message).attempts, len(on_queue())) == (1, 1)
