@@ -521,8 +521,8 @@ def _plan_page(
         devices = store.devices_of([user.user_id for user in page]) if page else {}
         return chain(builder.plan(page, devices), builder.skipped(absent, NO_USER)), []
     users = _not_handed_over(send, store, page)
-    handed = [user.user_id for user in users]
     if zone != SWEEP:
+        handed = [user.user_id for user in users]
         devices = store.devices_of(handed) if users else {}
         return chain(builder.plan(users, devices), builder.skipped(absent, NO_USER)), handed
     # The sweep: the named ids no zone handed over get their rows, never a late message. A user in a zone a hand-off
@@ -532,8 +532,10 @@ def _plan_page(
     late = [user for user in users if user.timezone not in pending]
     done = store.handed_over(send.send_id, absent) if absent else set()
     unknown = [uid for uid in absent if uid not in done]
-    late_ids = [user.user_id for user in late]
-    return chain(builder.skipped(late, TOO_LATE), builder.skipped(unknown, NO_USER)), [*late_ids, *unknown]
+    return chain(builder.skipped(late, TOO_LATE), builder.skipped(unknown, NO_USER)), [
+        *(user.user_id for user in late),
+        *unknown,
+    ]
 
 
 def _hand_off_parts(job: ExpansionJob, send: StoredSend) -> list[str | None]:

@@ -286,16 +286,22 @@ def test_snapshots_file_is_private_to_its_owner(clients: Clients, snapshots: Sna
     assert snapshots.directory.stat().st_mode & 0o777 == 0o700
 
 
-def test_snapshots_run_periodic_saves_until_stopped(clients: Clients, snapshots: Snapshots) -> None:
-    stop = threading.Event()
-    clients("dynamodb").put_item(TableName=TOPICS, Item={"channel": {"S": "c"}, "topic": {"S": "t"}})
-
+def _run_until_saved(snapshots: Snapshots, stop: threading.Event) -> threading.Thread:
+    """Save every 50 ms until the file is written (10 s at most), then stop; return the stopped thread."""
     thread = snapshots.run_periodic(stop, every=0.05)
     deadline = time.monotonic() + 10
     while not snapshots.path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     stop.set()
     thread.join(5)
+    return thread
+
+
+def test_snapshots_run_periodic_saves_until_stopped(clients: Clients, snapshots: Snapshots) -> None:
+    stop = threading.Event()
+    clients("dynamodb").put_item(TableName=TOPICS, Item={"channel": {"S": "c"}, "topic": {"S": "t"}})
+
+    thread = _run_until_saved(snapshots, stop)
 
     assert not thread.is_alive()
     saved = json.loads(snapshots.path.read_text())
@@ -316,12 +322,7 @@ def test_snapshots_run_periodic_goes_on_after_a_save_fails_unexpectedly(
         return real()
 
     monkeypatch.setattr(snapshots, "capture", capture)
-    thread = snapshots.run_periodic(stop, every=0.05)
-    deadline = time.monotonic() + 10
-    while not snapshots.path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(5)
+    _run_until_saved(snapshots, stop)
 
     assert snapshots.path.exists()
     assert len(calls) >= 2
