@@ -244,7 +244,7 @@ def test_idempotency_retry_after_a_crash_before_the_enqueue_sends_everything_onc
         handler(event, FakeLambdaContext(timeout_seconds=1.0))
     sqs.meta.events.unregister("before-call.sqs.SendMessageBatch", unique_id="crash")
     crashed = _notification_records(service)
-    time.sleep(1.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
+    time.sleep(2.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
 
     retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
 
@@ -337,14 +337,15 @@ def test_idempotency_store_failing_after_the_publish_answers_200_and_enqueues_on
 
 
 def _publish_with_its_result_unsaved(service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Publish under a 1 s invocation whose idempotency store saves the in-progress record but not the result; wait
-    until that record lapses with the invocation. Return the answer."""
+    """Publish under a 2 s invocation whose idempotency store saves the in-progress record but not the result; wait
+    until that record lapses with the invocation. Return the answer. (1 s, under a loaded CI run, left the sends no
+    time after the ledger's reads: a 502.)"""
     from botocore.exceptions import ClientError
 
     import producer.handler
     from producer.handler import handler
 
-    # The sends get the whole 1 s of this invocation: with the margin, none would start.
+    # The sends get the whole 2 s of this invocation: with the margin, none would start.
     monkeypatch.setattr(producer.handler, "SEND_MARGIN_SECONDS", 0.0)
     refused: list[str] = []
 
@@ -358,13 +359,13 @@ def _publish_with_its_result_unsaved(service: Service, topic_hash: str, monkeypa
     dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle, unique_id="throttle")
     event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, "order-A-1", api_key_id="k1a2b3c4d5")
     try:
-        response: dict[str, Any] = handler(event, FakeLambdaContext(timeout_seconds=1.0))
+        response: dict[str, Any] = handler(event, FakeLambdaContext(timeout_seconds=2.0))
     finally:
         dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", unique_id="throttle")
     # The store must have used this test's client: a store kept from an earlier test would save the result.
     assert refused, "the idempotency store did not use the hooked DynamoDB client"
     assert response["statusCode"] == 200
-    time.sleep(1.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
+    time.sleep(2.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
     return response
 
 
