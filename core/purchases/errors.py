@@ -60,5 +60,14 @@ class StripeEventObjectRefusedError(StripeUnavailableError):
         super().__init__(detail)
 
 
+class PublicationBusyError(UpstreamError):
+    """Another attempt holds the claim to publish the payment's Purchase event (or published it a moment ago).
+
+    Retried, never acknowledged: the attempt holding the claim may yet fail, and the message it came from may be this
+    very one (SQS hands a message over twice; Stripe sends an event again when its first answer was late). The retry
+    finds the event published, or the claim released or lapsed, and publishes it then.
+    """
+
+
 class StripeSignatureError(MalformedRequestError):
     """A Stripe webhook whose ``Stripe-Signature`` is missing, forged or outside the tolerance (400)."""

@@ -21,9 +21,10 @@ notification. Two kinds of item:
     promo code. Two PaymentIntents given one ``metadata.payment_id`` make one payment: the first one's.
   - ``status``: ``succeeded``, or ``no_customer`` while no event named a customer (no Purchase event can be published
     for it: the event needs ``customer_id``).
-  - publication: ``publish_claim`` (the Stripe event id whose worker publishes) with ``publish_claimed_until``, then
-    ``purchase_published`` once SNS took the Purchase event. The claim makes two workers that handle the payment's two
-    events at once publish one Purchase event; a claim older than its lease may be taken over.
+  - publication: ``publish_claim`` (the attempt that publishes: its Stripe event id and a token of its own) with
+    ``publish_claimed_until``, then ``purchase_published`` once SNS took the Purchase event. The claim makes workers
+    that handle the payment's events at once, or one event twice, publish one Purchase event; an attempt whose
+    publish failed releases its claim, and a claim older than its lease may be taken over.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class PaymentStorePort(Protocol):
     def claim_publication(self, payment_id: str, claimant: str) -> bool:
         """Claim the publication of a payment's Purchase event for ``claimant`` (a Stripe event id); ``False`` when it
         was published already or another claimant's claim holds."""
+        ...
+
+    def release_publication(self, payment_id: str, claimant: str) -> None:
+        """Drop ``claimant``'s claim (its publish failed), so that a retry need not wait for the lease to end."""
         ...
 
     def mark_published(self, payment_id: str, message_id: str) -> None:
@@ -259,6 +264,21 @@ class PaymentStore:
                 return False
             raise aws_error(exc, "claiming the purchase publication") from exc
         return True
+
+    def release_publication(self, payment_id: str, claimant: str) -> None:
+        """Drop ``claimant``'s claim; a claim another attempt holds by now is left as it is."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"payment_id": {"S": payment_id}},
+                UpdateExpression="REMOVE publish_claim, publish_claimed_until",
+                ConditionExpression="publish_claim = :me",
+                ExpressionAttributeValues={":me": {"S": claimant}},
+            )
+        except AWS_ERRORS as exc:
+            if _conditional_failure(exc):
+                return
+            raise aws_error(exc, "releasing the purchase publication") from exc
 
     def mark_published(self, payment_id: str, message_id: str) -> None:
         """Record that the payment's Purchase event was published, and drop the claim."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,7 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import AWS_ERRORS, UpstreamError, aws_error, error_code, invalid_fields
 from core.observability import logger
-from core.purchases.errors import PermanentPurchaseError, StripeEventObjectRefusedError, StripeSignatureError
+from core.purchases.errors import (
+    PermanentPurchaseError,
+    PublicationBusyError,
+    StripeEventObjectRefusedError,
+    StripeSignatureError,
+)
 from core.purchases.models import ID_PATTERN, PROMO_CODE_PATTERN, PaymentRecord, PurchaseEvent
 from core.purchases.payments import Payment, PaymentStorePort, PaymentWrite
 from core.purchases.ports import CheckoutSessionView, PaymentIntentView, PurchasePublisherPort, StripeGateway
@@ -290,7 +296,7 @@ class WebhookOutcome(StrEnum):
     """What the worker did with a queued Stripe event; each is a metric of the payment worker."""
 
     PUBLISHED = "published"  # the payment is recorded and its Purchase event published by this attempt
-    DUPLICATE = "duplicate"  # the Purchase event was published, or is being published, for another attempt or event
+    DUPLICATE = "duplicate"  # the Purchase event was published already
     NO_CUSTOMER = "no_customer"  # recorded; the PaymentIntent names no customer, so no Purchase event
     INVALID = "invalid"  # recorded; its facts make no valid Purchase event (logged with the fields)
     UNPAID = "unpaid"  # the PaymentIntent has not succeeded, or the session has none: nothing to record
@@ -437,6 +443,15 @@ def _purchase_event(record: PaymentRecord, purchase: _Purchase, event_created: i
         return None
 
 
+def _release(payments: PaymentStorePort, payment_id: str, claimant: str) -> None:
+    """Release the claim of an attempt whose publish failed, so that its retry need not wait for the lease to end;
+    a failure to is logged (the lease ends on its own)."""
+    try:
+        payments.release_publication(payment_id, claimant)
+    except UpstreamError as exc:
+        logger.warning("publication claim not released: it lapses", extra={"error": str(exc)})
+
+
 def _log_write(write: PaymentWrite, payment: Payment) -> None:
     """Log what the store kept of the payment when it differs from what this event told."""
     record = write.record
@@ -502,10 +517,16 @@ def process_webhook_event(
     event = _purchase_event(record, purchase, envelope.created)
     if event is None:
         return WebhookResult(WebhookOutcome.INVALID, record.payment_id)
-    if not payments.claim_publication(record.payment_id, envelope.id):
-        logger.info("Purchase event published or being published for another event of the payment")
-        return WebhookResult(WebhookOutcome.DUPLICATE, record.payment_id)
-    message_id = publisher.publish(event)
+    # The claim is this attempt's alone: a copy of this event handled at the same time is another attempt.
+    claimant = f"{envelope.id}:{uuid.uuid4().hex}"
+    if not payments.claim_publication(record.payment_id, claimant):
+        logger.info("Purchase event published or being published by another attempt: retried")
+        raise PublicationBusyError(f"the Purchase event of payment {record.payment_id} is being published")
+    try:
+        message_id = publisher.publish(event)
+    except Exception:
+        _release(payments, record.payment_id, claimant)
+        raise
     try:
         payments.mark_published(record.payment_id, message_id)
     except UpstreamError as exc:

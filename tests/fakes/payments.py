@@ -76,6 +76,11 @@ class FakePaymentStore:
         self.claims[payment_id] = claimant
         return True
 
+    def release_publication(self, payment_id: str, claimant: str) -> None:
+        """Drop ``claimant``'s claim, if it holds it."""
+        if self.claims.get(payment_id) == claimant:
+            del self.claims[payment_id]
+
     def mark_published(self, payment_id: str, message_id: str) -> None:
         """Mark published, or raise ``UpstreamError`` when ``fail_mark``."""
         if self.fail_mark:

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from core.errors import NotFoundError
+from core import clients
+from core.errors import NotFoundError, UpstreamError
+from core.purchases.errors import PublicationBusyError
 from core.purchases.models import PromotionRequest
 from core.purchases.payments import INTENT_TIE_PREFIX, MAX_EVENTS, STATUS_SUCCEEDED, Payment, PaymentStore
 from core.purchases.promotions import PromotionStore
 from core.purchases.purchases import PurchaseStore
+from core.purchases.settings import PaymentWorkerSettings
+from core.purchases.webhooks import WebhookOutcome, process_webhook_event
+from core.settings import load_settings
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.subscribers.conftest import PURCHASE_TABLES, PurchaseTopic
 from tests.integration.subscribers.purchases import sns_event
@@ -254,6 +259,69 @@ def test_payment_worker_two_events_of_one_payment_publish_one_purchase(worker: P
     assert len(worker.published()) == 1
 
 
+class _Meanwhile:
+    """The worker's publisher; while its first publish is under way (claimed, not yet marked), ``meanwhile`` runs
+    (another worker) and what it returned or raised is kept; ``fail`` fails the first publish instead."""
+
+    def __init__(self, publisher: Any, meanwhile: Callable[[], Any] | None = None, fail: bool = False) -> None:
+        self._publisher, self._meanwhile, self._fail = publisher, meanwhile, fail
+        self.concurrent: Any = None
+
+    def publish(self, event: Any) -> str:
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            try:
+                self.concurrent = meanwhile()
+            except Exception as exc:
+                self.concurrent = exc
+        if self._fail:
+            self._fail = False
+            raise UpstreamError("publishing the purchase failed (InternalError)")
+        message_id: str = self._publisher.publish(event)
+        return message_id
+
+
+def _worker_parts() -> tuple[Any, Any, Any]:
+    config = load_settings(PaymentWorkerSettings)
+    return clients.get_stripe_gateway(config), clients.get_payment_store(config), clients.get_purchase_publisher(config)
+
+
+@pytest.mark.parametrize(
+    "second_event_id",
+    ["evt_3PkHzK2eZvKYlo2C0n1kWq8a", "evt_1PkI3c2eZvKYlo2Cq9RfV0xT"],
+    ids=["same-event-twice", "second-event-of-the-payment"],
+)
+def test_payment_worker_events_of_one_payment_handled_at_once_publish_one_purchase_and_the_other_is_retried(
+    worker: PaymentWorker, second_event_id: str
+) -> None:
+    # SQS hands one message over twice, or Stripe sends an event again when its first answer was late: a copy handled
+    # while the first publishes is retried (the first may yet fail), never published a second time.
+    intent_id = worker.succeeded_intent({"payment_id": "order-C-9"})
+    gateway, store, publisher = _worker_parts()
+    second = _batch(intent_id, second_event_id)["Records"][0]["body"]
+    meanwhile = _Meanwhile(publisher, lambda: process_webhook_event(second, gateway, store, publisher))
+
+    first = process_webhook_event(_batch(intent_id)["Records"][0]["body"], gateway, store, meanwhile)
+
+    assert first.outcome == WebhookOutcome.PUBLISHED
+    assert isinstance(meanwhile.concurrent, PublicationBusyError)
+    assert process_webhook_event(second, gateway, store, publisher).outcome == WebhookOutcome.DUPLICATE
+    assert len(worker.published()) == 1
+
+
+def test_payment_worker_publish_failed_releases_its_claim_and_the_retry_publishes(worker: PaymentWorker) -> None:
+    intent_id = worker.succeeded_intent({})
+    gateway, store, publisher = _worker_parts()
+    body = _batch(intent_id)["Records"][0]["body"]
+
+    with pytest.raises(UpstreamError):
+        process_webhook_event(body, gateway, store, _Meanwhile(publisher, fail=True))
+    retried = process_webhook_event(body, gateway, store, publisher)
+
+    assert retried.outcome == WebhookOutcome.PUBLISHED
+    assert len(worker.published()) == 1
+
+
 @pytest.mark.parametrize(
     "second_event_id",
     ["evt_3PkHzK2eZvKYlo2C0n1kWq8a", "evt_1PkI3c2eZvKYlo2Cq9RfV0xT"],
@@ -411,6 +479,17 @@ def test_payment_store_one_claimant_publishes(dynamodb: Any) -> None:
     store.mark_published("order-1", "sns-1")
     assert store.claim_publication("order-1", "evt_1") is False
     assert store.get("order-1").purchase_published is True
+
+
+def test_payment_store_release_drops_only_the_claimants_own_claim(dynamodb: Any) -> None:
+    store = _store(dynamodb)
+    store.record(Payment("order-1", "pi_1", 4999, "eur", "cus_A1"), "evt_1")
+    store.claim_publication("order-1", "evt_1:a")
+
+    store.release_publication("order-1", "evt_1:b")
+    assert store.claim_publication("order-1", "evt_1:b") is False
+    store.release_publication("order-1", "evt_1:a")
+    assert store.claim_publication("order-1", "evt_1:b") is True
 
 
 def test_payment_store_stale_claim_taken_over(dynamodb: Any) -> None:

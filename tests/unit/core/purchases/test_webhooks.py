@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from core.errors import UpstreamError
 from core.purchases.errors import (
     PermanentPurchaseError,
+    PublicationBusyError,
     StripeEventObjectRefusedError,
     StripeSignatureError,
     StripeUnavailableError,
@@ -584,14 +585,19 @@ def test_process_two_events_of_one_payment_make_one_payment_and_one_purchase() -
     assert worker.store.get("order-B-7").events == ["evt_intent_1", "evt_session_1"]
 
 
-def test_process_purchase_claimed_by_another_event_is_not_published_again() -> None:
+def test_process_purchase_claimed_by_another_attempt_is_retried_not_acknowledged() -> None:
+    # The attempt holding the claim may fail, and the message it came from may be this one: acknowledged, the
+    # Purchase event would never be published.
     worker = Worker(_intent())
-    worker.store.claims["order-A-1042"] = "evt_other_worker"
+    worker.store.claims["order-A-1042"] = "evt_other_worker:1"
 
-    result = worker.process(_intent_event())
-
-    assert result.outcome == WebhookOutcome.DUPLICATE
+    with pytest.raises(PublicationBusyError):
+        worker.process(_intent_event())
     assert worker.publisher.events == []
+    worker.store.claims.clear()  # the other attempt's publish failed: it released its claim
+
+    assert worker.process(_intent_event()).outcome == WebhookOutcome.PUBLISHED
+    assert len(worker.publisher.events) == 1
 
 
 def test_process_publish_failure_raises_and_the_retry_publishes() -> None:
