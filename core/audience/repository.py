@@ -842,15 +842,21 @@ class AudienceRepository:
         are expanded to the end, the zones to come are not handed over); cancelling again returns it as it is.
 
         Raises ``NotFoundError`` when there is none, ``ConflictError`` when it is ``sent``, ``claimed`` (a run is
-        sending it) or ``failed``. The row's lock orders this against a claim: whichever comes second sees the other.
+        sending it) or ``failed``, and when an instant row's send is being expanded though the row says ``scheduled``
+        (a hand-off whose answer SQS lost: the cron tries again, but the job was queued and a worker took it). The
+        row's lock orders this against a claim: whichever comes second sees the other; the send's, against a worker.
         """
         key = _schedule_key(schedule_id)
 
         def work(cursor: Any) -> Schedule:
-            cursor.execute("SELECT status, send_id FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,))
+            cursor.execute("SELECT status, send_id, local_time FROM scheduled_sends WHERE id = %s FOR UPDATE", (key,))
             row = cursor.fetchone()
             if row is None:
                 raise NotFoundError("the schedule does not exist")
+            if row[0] == "scheduled" and not row[2]:
+                cursor.execute("SELECT status FROM sends WHERE id = %s FOR UPDATE", (row[1],))
+                if cursor.fetchone()[0] not in ("scheduled", "cancelled"):
+                    raise ConflictError(_NOT_CANCELLABLE["claimed"])
             if row[0] == "scheduled":
                 cursor.execute(
                     "UPDATE scheduled_sends SET status = 'cancelled', updated_at = now() WHERE id = %s", (key,)

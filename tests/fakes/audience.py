@@ -458,11 +458,17 @@ class FakeAudienceRepository:
         """Cancel a scheduled row; 409 once sent, being sent or failed."""
         with self._schedule_lock():
             row = self.get_schedule(schedule_id)
+            if row.status == "scheduled" and not row.local_time and self._expansion_began(row.send_id):
+                raise ConflictError("the schedule cannot be cancelled: it is being sent")
             if row.status == "scheduled":
                 return self._update_schedule(schedule_id, status="cancelled")
             if row.status != "cancelled":
                 raise ConflictError(f"the schedule cannot be cancelled: it is {row.status}")
             return row
+
+    def _expansion_began(self, send_id: str) -> bool:
+        """Tell whether a worker started the send (this fake keeps no sends: never)."""
+        return False
 
     def find_schedule(self, notification_id: str) -> Schedule | None:
         """Return the schedule of a notification's send, if any."""
@@ -560,6 +566,11 @@ class FakeSendStore(FakeAudienceRepository):
         )
         self.sends[stored.send_id] = stored
         return stored, True
+
+    def _expansion_began(self, send_id: str) -> bool:
+        """Tell whether a worker started the send (it is no longer ``scheduled``)."""
+        send = self.sends.get(send_id)
+        return send is not None and send.status not in ("scheduled", "cancelled")
 
     def get_send(self, send_id: str) -> StoredSend:
         """Return a send."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,11 @@ from core.audience.connection import Database
 from core.audience.models import UserRequest
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import (
+    DueSend,
     Handoff,
     NewScheduledSend,
     RetryPolicy,
+    SendEnqueuer,
     cancel_schedule,
     clock_instants,
     dispatch_due,
@@ -69,7 +72,7 @@ def _users(store: Store, *zones: str) -> None:
         store.put_user(f"user-{index}", UserRequest(timezone=zone))
 
 
-def _run(store: Store, enqueuer: RecordingEnqueuer, now: datetime, **options: Any) -> Any:
+def _run(store: Store, enqueuer: SendEnqueuer, now: datetime, **options: Any) -> Any:
     return dispatch_due(store, enqueuer, now, options.pop("batch_size", 10), TIMEOUT, **options)
 
 
@@ -259,6 +262,33 @@ def test_cancel_schedule_while_claimed_conflicts(store: Store) -> None:
 
     with pytest.raises(ConflictError):
         cancel_schedule(store, schedule_id)
+
+
+class _QueuedButUnanswered:
+    """An enqueuer whose jobs reach the expansion queue, but whose answers are lost: each reports an UpstreamError."""
+
+    def __init__(self) -> None:
+        self.sends: list[DueSend] = []
+
+    def enqueue_all(self, sends: Sequence[DueSend]) -> dict[str, Exception]:
+        self.sends.extend(sends)
+        return {send.schedule_id: UpstreamError("no answer from the expansion queue") for send in sends}
+
+
+def test_cancel_schedule_whose_send_a_worker_started_conflicts(database: Database) -> None:
+    # The cron's hand-off reached the queue but its answer was lost: the row is ``scheduled`` again (a retry), and a
+    # worker took the job. A 204 would say "never sent" while every recipient gets it.
+    repository = AudienceRepository(database)
+    schedule = repository.create_scheduled_send(
+        NewScheduledSend("n-race", {"topic": "news/daily"}, CONTENT, ["push"], NOW - timedelta(minutes=1))
+    )
+    enqueuer = _QueuedButUnanswered()
+    assert _run(repository, enqueuer, NOW).retried == 1
+    assert repository.start_expansion(schedule.send_id, str(uuid.uuid4()), 120).status == "expanding"
+
+    with pytest.raises(ConflictError, match="being sent"):
+        cancel_schedule(repository, schedule.schedule_id)
+    assert repository.get_schedule(schedule.schedule_id).status == "scheduled"
 
 
 def test_cancel_schedule_local_time_partly_sent_stops_the_other_zones(store: Store) -> None:
