@@ -702,6 +702,8 @@ class AudienceRepository:
             list(send.channels),
             send.caller,
         )
+        # An instant's time as asked, kept when a retry moves fire_at (a repeat under the key is compared with it).
+        asked_at = send.fire_at if send.local_at is None else None
 
         def work(cursor: Any) -> Schedule:
             cursor.execute(
@@ -711,9 +713,9 @@ class AudienceRepository:
             )
             send_id = cursor.fetchone()[0]
             cursor.execute(
-                "INSERT INTO scheduled_sends (send_id, fire_at, local_time, local_at) VALUES (%s, %s, %s, %s)"
-                " RETURNING id",
-                (send_id, send.fire_at, send.local_at is not None, send.local_at),
+                "INSERT INTO scheduled_sends (send_id, fire_at, local_time, local_at, asked_at)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (send_id, send.fire_at, send.local_at is not None, send.local_at, asked_at),
             )
             return self._schedule(cursor, str(cursor.fetchone()[0]))
 
@@ -1144,7 +1146,7 @@ class AudienceRepository:
 _SCHEDULE_SELECT = (
     "SELECT ss.id::text, ss.send_id::text, d.notification_id, ss.status, ss.fire_at, ss.local_time, ss.local_at,"
     " ss.zones_done_until, ss.attempts, ss.last_error, ss.claimed_at, ss.sent_at, ss.created_at, ss.updated_at,"
-    " d.target, d.channels, d.content FROM scheduled_sends ss JOIN sends d ON d.id = ss.send_id"
+    " d.target, d.channels, d.content, ss.asked_at FROM scheduled_sends ss JOIN sends d ON d.id = ss.send_id"
 )
 _NOT_CANCELLABLE = {
     "sent": "the schedule was sent already",
@@ -1187,6 +1189,7 @@ def _schedule(row: Sequence[Any]) -> Schedule:
         to=row[14],
         channels=list(row[15]),
         content=row[16],
+        asked_at=row[17],
     )
 
 

@@ -42,7 +42,7 @@ from functools import cache, lru_cache
 from typing import Any, Literal, NamedTuple, Protocol, get_args
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from core import pages
 from core.audience.ports import ScheduleStorePort
@@ -101,6 +101,9 @@ class Schedule(Reply):
     to: dict[str, Any]
     channels: list[str]
     content: dict[str, Any]
+    # An instant send's ``at`` as asked (``fire_at`` moves when a hand-off is retried): what a repeat under its
+    # Idempotency-Key is compared with. Not shown; ``None`` for a local-time send, and for one made before it was kept.
+    asked_at: datetime | None = Field(default=None, exclude=True)
 
 
 class ScheduleList(Reply):

@@ -443,11 +443,17 @@ def _same_schedule(
     same = schedule is not None and (
         _canonical(schedule.to, schedule.content, schedule.channels) == _canonical(target, content, channels)
         # A local-time send's fire_at moves with its zones, and is computed from the clock; its wall clock does not.
-        # An instant's moves once the cron tried it (a retry's backoff): the time asked for has come by then.
+        # An instant's moves when the cron retries it (a backoff): the time as asked is kept beside it. A row made
+        # before that was kept is compared with fire_at until the cron first tried it.
         and (
             schedule.local_at == local_at
             if local_at is not None
-            else not schedule.local_time and (schedule.fire_at == fire_at or schedule.attempts > 0)
+            else not schedule.local_time
+            and (
+                schedule.asked_at == fire_at
+                if schedule.asked_at is not None
+                else schedule.fire_at == fire_at or schedule.attempts > 0
+            )
         )
     )
     if schedule is None or not same:

@@ -357,6 +357,7 @@ class FakeAudienceRepository:
             fire_at=send.fire_at,
             local_time=send.local_at is not None,
             local_at=send.local_at,
+            asked_at=send.fire_at if send.local_at is None else None,
             attempts=0,
             created_at=now,
             updated_at=now,

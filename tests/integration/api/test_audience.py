@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg2
@@ -16,6 +17,7 @@ from core import clients
 from core.audience import devices
 from core.audience.connection import Database
 from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER
+from core.errors import UpstreamError
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import client as aws_client
 from tests.support.aws import create_resources
@@ -539,6 +541,32 @@ def test_sends_idempotency_key_of_a_scheduled_send_with_another_time_409_and_not
     with db.cursor() as cursor:
         cursor.execute("SELECT status FROM sends")
         assert cursor.fetchall() == [("scheduled",)]
+
+
+@pytest.mark.parametrize("enqueued", [True, False], ids=["sent", "retried"])
+def test_sends_idempotency_key_of_an_instant_the_cron_tried_answers_it_only_for_the_same_at(
+    api: Api, database: Database, enqueued: bool
+) -> None:
+    # Once the cron had tried an instant send, any other ``at`` under its key answered that send: next week's send
+    # was never scheduled. A retry moves fire_at, not the time asked for.
+    from core.audience.repository import AudienceRepository
+    from core.audience.schedules import dispatch_due
+    from tests.fakes.audience import RecordingEnqueuer
+
+    api.user("ada")
+    now = datetime.now(UTC)
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}, "at": (now - timedelta(minutes=1)).isoformat()}
+    first = _send_with_key(api, body)
+    enqueuer = RecordingEnqueuer()
+    if not enqueued:
+        enqueuer.failing[response_json(first)["notification_id"]] = UpstreamError("the expansion queue timed out")
+    dispatch_due(AudienceRepository(database), enqueuer, now, 10, timedelta(minutes=5))
+
+    same = _send_with_key(api, body)
+    other = _send_with_key(api, {**body, "at": (now + timedelta(days=7)).isoformat()})
+
+    assert (first["statusCode"], same["statusCode"], other["statusCode"]) == (202, 202, 409)
+    assert response_json(same)["schedule_id"] == response_json(first)["schedule_id"]
 
 
 @pytest.mark.parametrize(

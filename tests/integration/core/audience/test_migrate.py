@@ -100,7 +100,7 @@ def test_migrate_cli_database_url_applies_and_reports(
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "applied: 0001_audience.sql, 0002_send_lease_and_caller.sql, 0003_send_zone_cursors.sql,"
-        " 0004_send_recipients.sql, 0005_send_zones_handed_and_done.sql",
+        " 0004_send_recipients.sql, 0005_send_zones_handed_and_done.sql, 0006_schedule_asked_at.sql",
         "no migration pending",
     ]
 
