@@ -15,7 +15,7 @@ from core.errors import ConflictError, InvalidRequestError, InvalidTokenError, N
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort, KeyRingPort
 from core.realtime.refs import TOPIC_REF, topic_ref
-from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read_token
+from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read_token, signed_after_retirement
 
 # A token names at most this many channel/topics: it travels in a query string.
 MAX_TOPICS = 20
@@ -91,6 +91,8 @@ def open_connection(
         token_expires_at=claims.expires_at,
         token_seconds=claims.expires_at - claims.issued_at,
         session_ends_at=claims.session_ends_at,
+        key_id=claims.key_id,
+        token_issued_at=claims.issued_at,
     )
     if not store.admit(connection, MAX_CONNECTIONS_PER_USER, now):
         raise ConflictError(
@@ -123,14 +125,19 @@ def refresh_token(
     NotFoundError
         The connection is not stored (it closed, or its items expired; or it closed during this refresh).
     InvalidTokenError
-        The connection's token expired before this refresh, or its session ends within ``MIN_REFRESH_SECONDS``: only a
-        new token from the app's backend opens it again.
+        The connection's token expired before this refresh, the key that signed it no longer vouches for it (a
+        rotation dropped the key, or retired it before the token was issued: a token that leaked is not renewed), or
+        its session ends within ``MIN_REFRESH_SECONDS``: only a new token from the app's backend opens it again.
     """
     connection = store.get(connection_id)
     if connection is None:
         raise NotFoundError("this connection is not known any more: connect again")
     if connection.token_expires_at <= now:
         raise InvalidTokenError("the connection's token has expired: connect again with a new token")
+    if connection.key_id:
+        key = keys.verification_key(connection.key_id)
+        if key is None or signed_after_retirement(key, connection.token_issued_at):
+            raise InvalidTokenError("the connection's token was revoked: connect again with a new token")
     ends_at = connection.ends_at
     if ends_at - int(now) < MIN_REFRESH_SECONDS:
         raise InvalidTokenError(
@@ -138,7 +145,10 @@ def refresh_token(
         )
     lives = min(ttl_seconds, connection.token_seconds) if connection.token_seconds > 0 else ttl_seconds
     issued = issue_token(connection.user_id, connection.topics, lives, keys, now, session_ends_at=ends_at)
-    if not store.extend(replace(connection, session_ends_at=ends_at), issued.claims.expires_at):
+    renewed = replace(
+        connection, session_ends_at=ends_at, key_id=issued.claims.key_id, token_issued_at=issued.claims.issued_at
+    )
+    if not store.extend(renewed, issued.claims.expires_at):
         raise NotFoundError("this connection is not known any more: connect again")
     return issued
 

@@ -18,11 +18,14 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidTokenError
 from core.realtime.ports import KeyRingPort
+
+if TYPE_CHECKING:
+    from core.realtime.keys import VerificationKey
 
 TOKEN_VERSION = "rt1"  # noqa: S105 (the format's version, not a secret)
 KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
@@ -38,13 +41,15 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 @dataclass(frozen=True)
 class TokenClaims:
     """What a token says: whose it is, the ``<channel>/<topic>`` names it may hear, when it was issued and expires,
-    and when the session it belongs to ends (no refreshed token expires after that)."""
+    and when the session it belongs to ends (no refreshed token expires after that); and the id of the key that
+    signed it (a refresh over its connection asks whether that key still vouches for it)."""
 
     user_id: str
     topics: tuple[str, ...]
     issued_at: int
     expires_at: int
     session_ends_at: int
+    key_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,8 @@ def issue_token(
     issued_at = int(now)
     expires_at = issued_at + ttl_seconds
     ends_at = expires_at if session_ends_at is None else session_ends_at
-    claims = TokenClaims(user_id, tuple(topics), issued_at, min(expires_at, ends_at), ends_at)
+    key_id, secret = keys.signing_key()
+    claims = TokenClaims(user_id, tuple(topics), issued_at, min(expires_at, ends_at), ends_at, key_id)
     payload = {
         "sub": user_id,
         "topics": list(claims.topics),
@@ -89,7 +95,6 @@ def issue_token(
         "exp": claims.expires_at,
         "end": claims.session_ends_at,
     }
-    key_id, secret = keys.signing_key()
     body = _encode(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
     signed = f"{TOKEN_VERSION}.{key_id}.{body}"
     return IssuedToken(f"{signed}.{_signature(secret, signed)}", claims)
@@ -114,6 +119,13 @@ def _claims(payload: Any) -> TokenClaims:
     ):
         raise InvalidTokenError("the token is malformed")
     return TokenClaims(user_id, tuple(topics), issued_at, expires_at, ends_at)
+
+
+def signed_after_retirement(key: VerificationKey, issued_at: int) -> bool:
+    """Tell whether a token dated ``issued_at`` claims to be signed by ``key`` after it was retired: rotated out
+    (after a leak, say), whoever still holds it can sign, but only what is dated as if signed before, and so expired
+    within the stage's longest token after the rotation."""
+    return key.signs_until is not None and issued_at > key.signs_until + CLOCK_SKEW_SECONDS
 
 
 def read_token(token: str, keys: KeyRingPort, now: float, *, max_seconds: int) -> TokenClaims:
@@ -146,12 +158,10 @@ def read_token(token: str, keys: KeyRingPort, now: float, *, max_seconds: int) -
     if not hmac.compare_digest(_signature(key.secret, f"{TOKEN_VERSION}.{key_id}.{body}"), signature):
         raise InvalidTokenError("the token's signature does not verify")
     try:
-        claims = _claims(json.loads(_decode(body)))
+        claims = replace(_claims(json.loads(_decode(body))), key_id=key_id)
     except (ValueError, binascii.Error):
         raise InvalidTokenError("the token is malformed") from None
-    if key.signs_until is not None and claims.issued_at > key.signs_until + CLOCK_SKEW_SECONDS:
-        # Rotated out (after a leak, say): whoever still holds it can sign, but only what is dated as if signed
-        # before, and so expired within the stage's longest token after the rotation.
+    if signed_after_retirement(key, claims.issued_at):
         raise InvalidTokenError("the token was signed with a key retired before it was issued")
     # ``exp`` is never past ``end``: this bounds the token's own life too.
     if claims.session_ends_at - claims.issued_at > max_seconds:

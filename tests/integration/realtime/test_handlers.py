@@ -154,6 +154,37 @@ def test_refresh_handler_chain_of_a_60_second_token_is_refused_within_the_stage_
     assert refused_at <= 3600  # REALTIME_TOKEN_MAX_SECONDS: this stage's longest session without the backend
 
 
+def test_refresh_handler_after_every_token_was_refused_signs_nothing(keys: Any) -> None:
+    # README: "to refuse every token at once, rotate twice with --keep-seconds 0". A connection opened before the
+    # rotations was refreshed with a token of the new key, which opened new connections as its user.
+    leaked = _token({"user_id": "victim", "topics": ["billing/invoices"]})["token"]
+    assert _connect(leaked, "Attacker0000000=") == {"statusCode": 200}
+    for _ in range(2):
+        rotate(keys, KEYS_PARAMETER, keep_seconds=0)
+    clients.reset()
+
+    frame = _refresh("Attacker0000000=")
+
+    assert frame["type"] == "error", frame
+    assert "revoked" in frame["message"]
+    assert _connect(leaked, "Attacker0000001=")["statusCode"] == 401
+
+
+def test_refresh_handler_after_one_rotation_renews_and_the_next_refresh_too(keys: Any) -> None:
+    # A rotation keeps the retired key: tokens signed before it work until they expire, and so do their refreshes,
+    # whose tokens the new key signs.
+    assert _connect(_token({"user_id": "alice"})["token"]) == {"statusCode": 200}
+    new_key = rotate(keys, KEYS_PARAMETER)
+    clients.reset()
+
+    first = _refresh()
+    second = _refresh()
+
+    assert (first["type"], second["type"]) == ("token", "token"), (first, second)
+    assert first["token"].split(".")[1] == new_key
+    assert _connect(second["token"], "Reconnected0000=") == {"statusCode": 200}
+
+
 def test_connect_handler_refreshed_token_opens_nothing_once_its_session_ended(
     keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
