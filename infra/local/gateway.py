@@ -29,6 +29,9 @@ from infra.local.workers import Invocation
 
 INTEGRATION_TIMEOUT_SECONDS = 29.0
 _PARAM = re.compile(r"\{([^}]+)\}")
+# What a terminal would act on (a line break, an escape sequence, a NUL): a request's path holds any of them once
+# decoded, and its log line shows each as ``\xNN``.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTEXT_VARIABLE = re.compile(r"\$context\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
 # The service's health route: before the stack is ready it answers {"status": "starting"}.
 HEALTH_PATH = "/v1/health"
@@ -244,7 +247,7 @@ class Gateway:
         self._region = region
         self._account = account
         self._api_id = "local"
-        self._log = log
+        self._say = log
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._lock = threading.Lock()
         # Pages the stack serves itself, by path prefix: called with the path, the query and the method.
@@ -304,6 +307,10 @@ class Gateway:
         note = f" {outcome.error['errorType']}: {outcome.error['errorMessage']}" if outcome.error else ""
         self._log(f"{method} {path} → {response[0]} ({route.event.function}, {took:.0f} ms){note}")
         return response
+
+    def _log(self, line: str) -> None:
+        """Write one line about a request, whatever its path or an error's text holds."""
+        self._say(_UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", line))
 
     def _refuse(self, method: str, path: str, refusal: Refusal, variables: Mapping[str, str | None]) -> Answer:
         answer = gateway_answer(refusal, self.responses, variables)

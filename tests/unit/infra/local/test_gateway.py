@@ -347,6 +347,19 @@ def test_gateway_ready_argument_serves_at_once() -> None:
     assert gateway.ready.is_set()
 
 
+def test_gateway_log_line_of_a_path_with_control_characters_is_one_line_without_them() -> None:
+    # The decoded path was written as it came: a %0a forged a second line ("ERROR ..."), a %1b sent the terminal an
+    # escape sequence, a %00 made the run log binary to grep.
+    lines: list[str] = []
+    gateway = Gateway([], {}, dict, "local", "us-east-1", "123456789012", lines.append, ready=True)
+    gateway.serving.set()
+
+    gateway.handle("GET", "/v1/users/x%0a09:13:00%20ERROR%20FAKE%1b%5b31m%00%c2%9b", [], b"", "127.0.0.1")
+
+    assert len(lines) == 1
+    assert lines[0].startswith("GET /v1/users/x\\x0a09:13:00 ERROR FAKE\\x1b[31m\\x00\\x9b → 403")
+
+
 # What a person reads for every refusal of the service's own gateway responses (infra/apigateway.yml).
 SHAPES = [
     pytest.param("GET", "/v1/nothing", {}, 403, ["No route for GET /v1/nothing", "openapi.json"], id="unknown-route"),
