@@ -49,9 +49,9 @@ class Connection:
     skip a connection past it. ``token_seconds`` is the life of the token it was opened with (0: not known, a
     connection stored before it was kept): a refresh never gives a longer one. ``session_ends_at`` is the end of the
     session its token belongs to, which no refresh passes (0: not known, a connection stored before it was kept; its
-    token's expiry is its end). ``key_id`` and ``token_issued_at`` name the key that signed that token and when it was
-    issued: a refresh is refused once the key no longer vouches for it, dropped or retired before it ("": not known, a
-    connection stored before they were kept, refreshed as before).
+    token's expiry is its end). ``session_key_id`` and ``session_issued_at`` name the key that signed its session's
+    first token (the app's backend's) and when: a refresh is refused once that key no longer vouches for it, dropped
+    or retired before it ("": not known, a connection stored before they were kept, refreshed as before).
     """
 
     connection_id: str
@@ -61,8 +61,8 @@ class Connection:
     token_expires_at: int
     token_seconds: int = 0
     session_ends_at: int = 0
-    key_id: str = ""
-    token_issued_at: int = 0
+    session_key_id: str = ""
+    session_issued_at: int = 0
 
     @property
     def ends_at(self) -> int:
@@ -90,8 +90,8 @@ def _connection(item: dict[str, Any]) -> Connection:
         token_expires_at=int(item.get("token_expires_at", {}).get("N", "0")),
         token_seconds=int(item.get("token_seconds", {}).get("N", "0")),
         session_ends_at=int(item.get("session_ends_at", {}).get("N", "0")),
-        key_id=item.get("key_id", {}).get("S", ""),
-        token_issued_at=int(item.get("token_issued_at", {}).get("N", "0")),
+        session_key_id=item.get("session_key_id", {}).get("S", ""),
+        session_issued_at=int(item.get("session_issued_at", {}).get("N", "0")),
     )
 
 
@@ -133,8 +133,8 @@ class ConnectionStore:
             "token_expires_at": {"N": str(connection.token_expires_at)},
             "token_seconds": {"N": str(connection.token_seconds)},
             "session_ends_at": {"N": str(connection.session_ends_at)},
-            "key_id": {"S": connection.key_id},
-            "token_issued_at": {"N": str(connection.token_issued_at)},
+            "session_key_id": {"S": connection.session_key_id},
+            "session_issued_at": {"N": str(connection.session_issued_at)},
             "expires_at": {"N": str(connection.token_expires_at + self._grace)},
         }
 

@@ -15,7 +15,7 @@ from core.errors import ConflictError, InvalidRequestError, InvalidTokenError, N
 from core.realtime.connections import Connection
 from core.realtime.ports import ConnectionStorePort, KeyRingPort
 from core.realtime.refs import TOPIC_REF, topic_ref
-from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read_token, signed_after_retirement
+from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read_token, session_vouched_for
 
 # A token names at most this many channel/topics: it travels in a query string.
 MAX_TOPICS = 20
@@ -91,8 +91,8 @@ def open_connection(
         token_expires_at=claims.expires_at,
         token_seconds=claims.expires_at - claims.issued_at,
         session_ends_at=claims.session_ends_at,
-        key_id=claims.key_id,
-        token_issued_at=claims.issued_at,
+        session_key_id=claims.session_key_id,
+        session_issued_at=claims.session_issued_at,
     )
     if not store.admit(connection, MAX_CONNECTIONS_PER_USER, now):
         raise ConflictError(
@@ -125,28 +125,34 @@ def refresh_token(
     NotFoundError
         The connection is not stored (it closed, or its items expired; or it closed during this refresh).
     InvalidTokenError
-        The connection's token expired before this refresh, the key that signed it no longer vouches for it (a
-        rotation dropped the key, or retired it before the token was issued: a token that leaked is not renewed), or
-        its session ends within ``MIN_REFRESH_SECONDS``: only a new token from the app's backend opens it again.
+        The connection's token expired before this refresh, the key that signed its session's first token no longer
+        vouches for it (a rotation dropped the key, or retired it before that token was issued: a session whose token
+        leaked is not renewed, whichever key signed its latest), or its session ends within ``MIN_REFRESH_SECONDS``:
+        only a new token from the app's backend opens it again.
     """
     connection = store.get(connection_id)
     if connection is None:
         raise NotFoundError("this connection is not known any more: connect again")
     if connection.token_expires_at <= now:
         raise InvalidTokenError("the connection's token has expired: connect again with a new token")
-    if connection.key_id:
-        key = keys.verification_key(connection.key_id)
-        if key is None or signed_after_retirement(key, connection.token_issued_at):
-            raise InvalidTokenError("the connection's token was revoked: connect again with a new token")
+    first = (connection.session_key_id, connection.session_issued_at) if connection.session_key_id else None
+    if first is not None and not session_vouched_for(keys, *first):
+        raise InvalidTokenError("the connection's session was revoked: connect again with a new token")
     ends_at = connection.ends_at
     if ends_at - int(now) < MIN_REFRESH_SECONDS:
         raise InvalidTokenError(
             "the connection's session is ending: connect again with a new token from the app's backend"
         )
     lives = min(ttl_seconds, connection.token_seconds) if connection.token_seconds > 0 else ttl_seconds
-    issued = issue_token(connection.user_id, connection.topics, lives, keys, now, session_ends_at=ends_at)
+    issued = issue_token(
+        connection.user_id, connection.topics, lives, keys, now, session_ends_at=ends_at, session=first
+    )
+    # A connection stored before sessions kept their first key takes the refreshed token's: checked from now on.
     renewed = replace(
-        connection, session_ends_at=ends_at, key_id=issued.claims.key_id, token_issued_at=issued.claims.issued_at
+        connection,
+        session_ends_at=ends_at,
+        session_key_id=issued.claims.session_key_id,
+        session_issued_at=issued.claims.session_issued_at,
     )
     if not store.extend(renewed, issued.claims.expires_at):
         raise NotFoundError("this connection is not known any more: connect again")

@@ -41,8 +41,14 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 @dataclass(frozen=True)
 class TokenClaims:
     """What a token says: whose it is, the ``<channel>/<topic>`` names it may hear, when it was issued and expires,
-    and when the session it belongs to ends (no refreshed token expires after that); and the id of the key that
-    signed it (a refresh over its connection asks whether that key still vouches for it)."""
+    and when the session it belongs to ends (no refreshed token expires after that); the id of the key that signed
+    it, and the key and issue time of its session's first token, the one the app's backend had signed (a refreshed
+    token carries them, ``okid`` and ``oiat``; a backend's token is its own first).
+
+    A token is taken only while its session's first key still vouches for that first token: after a rotation that
+    drops the key, or after one that retired it before the first token was issued, neither the session's refreshed
+    tokens nor its connections' refreshes work, whichever key signed the latest.
+    """
 
     user_id: str
     topics: tuple[str, ...]
@@ -50,6 +56,8 @@ class TokenClaims:
     expires_at: int
     session_ends_at: int
     key_id: str = ""
+    session_key_id: str = ""
+    session_issued_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,21 +88,28 @@ def issue_token(
     now: float,
     *,
     session_ends_at: int | None = None,
+    session: tuple[str, int] | None = None,
 ) -> IssuedToken:
     """Sign a token for ``user_id`` and ``topics`` that expires ``ttl_seconds`` after ``now`` (Unix time), and never
-    after ``session_ends_at`` (by default its own expiry: no refresh outlives it)."""
+    after ``session_ends_at`` (by default its own expiry: no refresh outlives it). ``session`` is the key id and issue
+    time of the session's first token, for a refresh (by default this token is its session's first)."""
     issued_at = int(now)
     expires_at = issued_at + ttl_seconds
     ends_at = expires_at if session_ends_at is None else session_ends_at
     key_id, secret = keys.signing_key()
-    claims = TokenClaims(user_id, tuple(topics), issued_at, min(expires_at, ends_at), ends_at, key_id)
-    payload = {
+    first_key, first_issued = (key_id, issued_at) if session is None else session
+    claims = TokenClaims(
+        user_id, tuple(topics), issued_at, min(expires_at, ends_at), ends_at, key_id, first_key, first_issued
+    )
+    payload: dict[str, Any] = {
         "sub": user_id,
         "topics": list(claims.topics),
         "iat": claims.issued_at,
         "exp": claims.expires_at,
         "end": claims.session_ends_at,
     }
+    if session is not None:
+        payload.update(okid=first_key, oiat=first_issued)
     body = _encode(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
     signed = f"{TOKEN_VERSION}.{key_id}.{body}"
     return IssuedToken(f"{signed}.{_signature(secret, signed)}", claims)
@@ -118,7 +133,19 @@ def _claims(payload: Any) -> TokenClaims:
         or expires_at > ends_at
     ):
         raise InvalidTokenError("the token is malformed")
-    return TokenClaims(user_id, tuple(topics), issued_at, expires_at, ends_at)
+    # A refreshed token names its session's first key and issue time; a backend's token is its own first.
+    first_key, first_issued = payload.get("okid"), payload.get("oiat")
+    if (first_key is None) != (first_issued is None) or (
+        first_key is not None
+        and (
+            not isinstance(first_key, str)
+            or not _KEY_ID.fullmatch(first_key)
+            or not isinstance(first_issued, int)
+            or first_issued > issued_at
+        )
+    ):
+        raise InvalidTokenError("the token is malformed")
+    return TokenClaims(user_id, tuple(topics), issued_at, expires_at, ends_at, "", first_key or "", first_issued or 0)
 
 
 def signed_after_retirement(key: VerificationKey, issued_at: int) -> bool:
@@ -126,6 +153,13 @@ def signed_after_retirement(key: VerificationKey, issued_at: int) -> bool:
     (after a leak, say), whoever still holds it can sign, but only what is dated as if signed before, and so expired
     within the stage's longest token after the rotation."""
     return key.signs_until is not None and issued_at > key.signs_until + CLOCK_SKEW_SECONDS
+
+
+def session_vouched_for(keys: KeyRingPort, key_id: str, issued_at: int) -> bool:
+    """Tell whether the key ``key_id`` still vouches for a session's first token, issued at ``issued_at``: it is kept,
+    and was not retired before then."""
+    key = keys.verification_key(key_id)
+    return key is not None and not signed_after_retirement(key, issued_at)
 
 
 def read_token(token: str, keys: KeyRingPort, now: float, *, max_seconds: int) -> TokenClaims:
@@ -158,11 +192,17 @@ def read_token(token: str, keys: KeyRingPort, now: float, *, max_seconds: int) -
     if not hmac.compare_digest(_signature(key.secret, f"{TOKEN_VERSION}.{key_id}.{body}"), signature):
         raise InvalidTokenError("the token's signature does not verify")
     try:
-        claims = replace(_claims(json.loads(_decode(body))), key_id=key_id)
+        claims = _claims(json.loads(_decode(body)))
     except (ValueError, binascii.Error):
         raise InvalidTokenError("the token is malformed") from None
     if signed_after_retirement(key, claims.issued_at):
         raise InvalidTokenError("the token was signed with a key retired before it was issued")
+    if claims.session_key_id:
+        if not session_vouched_for(keys, claims.session_key_id, claims.session_issued_at):
+            raise InvalidTokenError("the token's session was revoked: ask for a new token")
+        claims = replace(claims, key_id=key_id)
+    else:
+        claims = replace(claims, key_id=key_id, session_key_id=key_id, session_issued_at=claims.issued_at)
     # ``exp`` is never past ``end``: this bounds the token's own life too.
     if claims.session_ends_at - claims.issued_at > max_seconds:
         raise InvalidTokenError(f"the token lives longer than this service's tokens ({max_seconds} s at most)")

@@ -170,6 +170,24 @@ def test_refresh_handler_after_every_token_was_refused_signs_nothing(keys: Any) 
     assert _connect(leaked, "Attacker0000001=")["statusCode"] == 401
 
 
+def test_refresh_handler_between_the_two_rotations_launders_nothing(keys: Any) -> None:
+    # A page refreshing in a loop got, between the two rotations, a token of the second key: the second rotation only
+    # retired that key, so the connection kept being refreshed and the token opened new connections as its user.
+    leaked = _token({"user_id": "victim", "topics": ["billing/invoices"]})["token"]
+    assert _connect(leaked, "Attacker0000000=") == {"statusCode": 200}
+    rotate(keys, KEYS_PARAMETER, keep_seconds=0)
+    clients.reset()
+    laundered = _refresh("Attacker0000000=")
+    assert laundered["type"] == "token"
+    rotate(keys, KEYS_PARAMETER, keep_seconds=0)
+    clients.reset()
+
+    refreshed = _refresh("Attacker0000000=")["type"]
+    reopened = _connect(laundered["token"], "Attacker0000001=")["statusCode"]
+
+    assert (refreshed, reopened) == ("error", 401)
+
+
 def test_refresh_handler_after_one_rotation_renews_and_the_next_refresh_too(keys: Any) -> None:
     # A rotation keeps the retired key: tokens signed before it work until they expire, and so do their refreshes,
     # whose tokens the new key signs.

@@ -167,3 +167,31 @@ def test_issue_token_never_expires_past_its_session_end() -> None:
     issued = issue_token("alice", (), 900, FakeKeyRing(), NOW, session_ends_at=int(NOW) + 300)
 
     assert (issued.claims.expires_at, issued.claims.session_ends_at) == (int(NOW) + 300, int(NOW) + 300)
+
+
+def test_read_token_refreshed_in_a_session_whose_first_key_was_dropped_is_refused() -> None:
+    # A refresh between the two rotations of "refuse every token at once" signed with the second key: without its
+    # session's first key, that token opened connections after both.
+    first = FakeKeyRing(current="k0", keys={"k0": b"0" * 32})
+    opened = issue_token("victim", ("billing/invoices",), 900, first, NOW)
+    refreshed = issue_token(
+        "victim", ("billing/invoices",), 900, FakeKeyRing(), NOW + 30, session=("k0", opened.claims.issued_at)
+    )
+
+    with pytest.raises(InvalidTokenError, match="session was revoked"):
+        read_token(refreshed.token, FakeKeyRing(), NOW + 40, max_seconds=MAX_SECONDS)
+    keeps_k0 = FakeKeyRing(keys={"k1": FakeKeyRing().signing_key()[1], "k0": b"0" * 32})
+    claims = read_token(refreshed.token, keeps_k0, NOW + 40, max_seconds=MAX_SECONDS)
+    assert (claims.key_id, claims.session_key_id, claims.session_issued_at) == ("k1", "k0", int(NOW))
+
+
+@pytest.mark.parametrize(
+    "session",
+    [{"okid": "k1"}, {"oiat": 1}, {"okid": 7, "oiat": 1}, {"okid": "k/1", "oiat": 1}, {"okid": "k1", "oiat": "1"}],
+)
+def test_read_token_with_a_malformed_session_origin_is_refused(session: dict[str, object]) -> None:
+    keys = FakeKeyRing()
+    payload = {"sub": "alice", "topics": [], "iat": int(NOW), "exp": int(NOW) + 60, "end": int(NOW) + 60, **session}
+
+    with pytest.raises(InvalidTokenError, match="malformed"):
+        read_token(_signed(payload, keys), keys, NOW, max_seconds=MAX_SECONDS)
