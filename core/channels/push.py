@@ -281,6 +281,10 @@ def _platform_payload(platform: str, payload: Any) -> str:
         if isinstance(parsed, _Unreadable):
             raise PermanentDeliveryError(f"push: the {platform} payload is not a JSON object ({parsed.reason})")
         payload = parsed
+    elif platform in JSON_PLATFORMS and not isinstance(payload, dict):
+        # A metadata value standing for the whole payload: a number, an array, true or null is no object either.
+        held = _JSON_NAMES.get(type(payload), "null")
+        raise PermanentDeliveryError(f"push: the {platform} payload is not a JSON object (it holds {held})")
     encoded = _encoded(payload)
     limit = platform_limit(platform)
     if limit is not None and (size := len(encoded.encode())) > limit:

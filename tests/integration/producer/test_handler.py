@@ -627,3 +627,20 @@ def test_publish_metadata_300_deep_with_idempotency_key_returns_400(service: Ser
     assert response["statusCode"] == 400
     assert _message(response) == "the body is nested too deeply"
     assert service.queued() == []
+
+
+@pytest.mark.parametrize("payload", ["5", 5, [1, 2], True, None], ids=["text", "number", "array", "boolean", "null"])
+def test_publish_push_payload_of_metadata_that_is_no_object_is_refused_and_nothing_queued(
+    service: Service, payload: Any
+) -> None:
+    # A metadata value standing for a platform's whole payload: only a string was checked, so 5, [1, 2], true and
+    # null were accepted (200), then published to SNS as "5"..., which no device shows.
+    endpoint = "arn:aws:sns:us-east-1:123456789012:endpoint/APNS/notify/0a1b2c3d"
+    push = {"name": "buyer-push", "type": "push", "target": {"endpoint_arn": endpoint}, "model": {"APNS": "$payload"}}
+    topic_hash = service.create_topic({"integrations": [push]})
+
+    response = service.publish({"metadata": {"payload": payload}}, topic_hash)
+
+    assert response["statusCode"] == 422, response["body"]
+    assert "APNS payload is not a JSON object" in response_json(response)["message"]
+    assert service.queued() == []

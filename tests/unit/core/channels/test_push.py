@@ -323,6 +323,15 @@ def test_push_payload_platform_string_not_a_json_object_is_permanent_naming_it()
         push_payload(Content(data={"default": "x", "APNS": '{"aps":{"alert":"x"}'}))
 
 
+@pytest.mark.parametrize(
+    ("value", "held"), [(5, "a number"), ([1, 2], "an array"), (True, "a boolean"), (None, "null"), (1.5, "a number")]
+)
+def test_push_payload_platform_value_no_object_is_permanent_naming_what_it_holds(value: Any, held: str) -> None:
+    # Only a string was checked: a metadata value of 5 standing for the whole payload was published as "5".
+    with pytest.raises(PermanentDeliveryError, match=f"the APNS payload is not a JSON object \\(it holds {held}\\)"):
+        push_payload(Content(data={"APNS": value}))
+
+
 def test_push_payload_platform_string_that_is_json_is_sent_as_its_object() -> None:
     payload = _platforms(push_payload(Content(data={"GCM": '{ "notification": {"body": "x"} }'})))
 
