@@ -25,13 +25,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from infra.local.definition import Authorizer, FunctionSpec, GatewayResponse, HttpEvent
+from infra.local.logs import printable
 from infra.local.workers import Invocation
 
 INTEGRATION_TIMEOUT_SECONDS = 29.0
 _PARAM = re.compile(r"\{([^}]+)\}")
-# What a terminal would act on (a line break, an escape sequence, a NUL): a request's path holds any of them once
-# decoded, and its log line shows each as ``\xNN``.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTEXT_VARIABLE = re.compile(r"\$context\.([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)")
 # The service's health route: before the stack is ready it answers {"status": "starting"}.
 HEALTH_PATH = "/v1/health"
@@ -310,7 +308,7 @@ class Gateway:
 
     def _log(self, line: str) -> None:
         """Write one line about a request, whatever its path or an error's text holds."""
-        self._say(_UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", line))
+        self._say(printable(line))
 
     def _refuse(self, method: str, path: str, refusal: Refusal, variables: Mapping[str, str | None]) -> Answer:
         answer = gateway_answer(refusal, self.responses, variables)

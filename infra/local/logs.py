@@ -101,6 +101,16 @@ def function_log_level(terminal_level: str) -> str:
     return "DEBUG" if level_number(terminal_level) <= LEVELS["DEBUG"] else "INFO"
 
 
+# What a terminal would act on, line breaks too: a request's path holds any of them once decoded.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(line: str) -> str:
+    """Return ``line`` with every character a terminal would act on (a line break, an escape, a NUL, C1 controls)
+    written as ``\\xNN``: one line of a request's log, whatever its path or an error's text holds."""
+    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", line)
+
+
 def _clean(text: str) -> str:
     """Put ``text`` on one line, with no control characters a terminal would act on."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]

@@ -47,6 +47,7 @@ from websockets.http11 import Request, Response
 from infra.local.config import ACCOUNT_ID, HOST, ROOT, LocalConfig
 from infra.local.definition import WEBSOCKET_API_LOGICAL_ID, ServiceDefinition, WebsocketEvent
 from infra.local.gateway import Answer, Pool
+from infra.local.logs import printable
 
 CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
 # API Gateway's own limits that the local API keeps: a frame (message) of at most 128 KiB, 29 s per integration.
@@ -188,7 +189,7 @@ class WebsocketApi:
         self.selection = service.websocket_route_selection
         self.stats = ManagementStats()
         self._pools = pools
-        self._log = log
+        self._say = log
         self._host = host
         self._port = port
         self._management_port = management_port
@@ -394,6 +395,10 @@ class WebsocketApi:
             if isinstance(value, str) and value in self.routes and not value.startswith("$"):
                 return value
         return DEFAULT if DEFAULT in self.routes else None
+
+    def _log(self, line: str) -> None:
+        """Write one line about a connection, whatever its path or an error's text holds."""
+        self._say(printable(line))
 
     async def _invoke(self, route: str, event: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """Invoke a route's function; return its result, or ``None`` and the error's text."""
