@@ -35,6 +35,8 @@ from infra.deploy import dependencies
 from infra.deploy.dependencies import RUNTIME_PROVIDED
 from infra.deploy.package import ROOT, PackagedService, load_package
 
+# The largest batch Lambda reads from a standard SQS queue.
+MAX_SQS_BATCH = 10_000
 # A queue's visibility timeout is at least this many times its Lambda consumer's timeout, as AWS advises.
 VISIBILITY_TIMEOUTS = 6
 # The least time the deliver function's timeout leaves for sends, past what the consumer keeps back for the last one.
@@ -351,12 +353,14 @@ def secret_reference_problems(template: dict[str, Any]) -> list[str]:
 
 
 def event_source_problems(template: dict[str, Any]) -> list[str]:
-    """Return SQS event sources whose queue's visibility timeout is less than 6x the function's timeout.
+    """Return SQS event sources whose queue's visibility timeout is less than 6x the function's timeout, or whose
+    batch size Lambda refuses for a standard queue.
 
     Shorter than the timeout, Lambda refuses the mapping, failing the deploy. Under 6x, what AWS advises, a message
     whose invocation started late (batching, a throttled or retried invoke) shows again while it is still being
     handled, and the copy's receive counts toward the dead-letter queue (``consumerTimeout`` and
-    ``deliveryVisibilityTimeout`` are params, set apart).
+    ``deliveryVisibilityTimeout`` are params, set apart). A batch of more than 10 needs a batching window of at least
+    1 s, and a batch is at most 10,000 (``consumerBatchSize`` and ``consumerBatchWindow`` are params too).
     """
     problems: list[str] = []
     resources = template.get("Resources", {})
@@ -368,6 +372,15 @@ def event_source_problems(template: dict[str, Any]) -> list[str]:
         queue = resources.get(queue_id) or {}
         if queue.get("Type") != "AWS::SQS::Queue":
             continue
+        batch = int(properties.get("BatchSize", 10))
+        window = int(properties.get("MaximumBatchingWindowInSeconds", 0))
+        if batch > 10 and window < 1:
+            problems.append(
+                f"{logical_id}: a BatchSize of {batch} needs a MaximumBatchingWindowInSeconds of at least 1"
+                " (Lambda refuses the mapping)"
+            )
+        elif batch > MAX_SQS_BATCH:
+            problems.append(f"{logical_id}: BatchSize {batch} is over {MAX_SQS_BATCH} (Lambda refuses the mapping)")
         function_id = (properties.get("FunctionName") or {}).get("Fn::GetAtt", [None])[0]
         function = (resources.get(function_id) or {}).get("Properties") or {}
         timeout = int(function.get("Timeout", 6))

@@ -567,6 +567,27 @@ def test_event_source_problems_name_a_queue_hidden_for_less_than_six_consumer_ti
     assert event_source_problems(template) == [expected]
 
 
+@pytest.mark.parametrize(
+    ("batch", "window", "expected"),
+    [
+        (20, 0, "a BatchSize of 20 needs a MaximumBatchingWindowInSeconds of at least 1"),
+        (10_001, 5, "BatchSize 10001 is over 10000"),
+    ],
+    ids=["batch-over-10-without-window", "batch-over-10000"],
+)
+def test_event_source_problems_name_a_batch_lambda_refuses(
+    packaged: PackagedService, batch: int, window: int, expected: str
+) -> None:
+    # consumerBatchSize and consumerBatchWindow are params: moto takes any; Lambda refuses these mappings.
+    template = copy.deepcopy(packaged.template)
+    mapping = template["Resources"]["DeliverEventSourceMappingSQSDeliveryQueue"]["Properties"]
+    mapping.update(BatchSize=batch, MaximumBatchingWindowInSeconds=window)
+
+    assert event_source_problems(template) == [
+        f"DeliverEventSourceMappingSQSDeliveryQueue: {expected} (Lambda refuses the mapping)"
+    ]
+
+
 def test_consumer_timeout_problems_packaged_ci_stage_accepted(packaged: PackagedService) -> None:
     assert consumer_timeout_problems(packaged) == []
 
