@@ -32,7 +32,8 @@ _NAME = re.compile(NAME_PATTERN)
 
 # A Telegram chat a bot writes to: its number (negative for groups and channels; Telegram's ids fit in 64 bits), or a
 # public channel's @name. The topics' Telegram integrations and the users' telegram_chat_id take the same.
-TELEGRAM_CHAT = re.compile(r"-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
+# ASCII digits only: Python's \d takes any script's ("١٢٣"), which Telegram resolves to no chat.
+TELEGRAM_CHAT = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")
 TELEGRAM_CHAT_RULE = "is not a Telegram chat id (a number, or @channelname)"
 
 

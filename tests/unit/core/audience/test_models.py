@@ -35,6 +35,15 @@ def test_user_request_numeric_telegram_chat_id_stored_as_text() -> None:
     assert request.telegram_chat_id == "-1001234"
 
 
+@pytest.mark.parametrize("chat", ["\u0661\u0662\u0663\u0664\u0665", "\uff11\uff12\uff13", "-\u0967\u0968"])
+def test_user_request_telegram_chat_id_of_digits_of_another_script_refused(chat: str) -> None:
+    # Python's \d took any script's digits: stored, then every Telegram delivery failed (no such chat).
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "telegram_chat_id": chat})
+
+    assert _invalid_fields(raised) == {"telegram_chat_id"}
+
+
 def test_user_request_bad_email_and_unknown_field_refused() -> None:
     with pytest.raises(ValidationError) as raised:
         UserRequest.model_validate({"timezone": "UTC", "email": "not-an-address", "extra": 1})
@@ -47,6 +56,13 @@ def test_user_request_data_over_16_kib_refused() -> None:
         UserRequest(timezone="UTC", data={"blob": "x" * 17_000})
 
     assert _invalid_fields(raised) == {"data"}
+
+
+def test_user_request_data_bound_counts_bytes_of_utf8_not_escapes() -> None:
+    # 8,000 bytes of UTF-8 were refused as over 16,384: json's escapes counted each "é" as 6 characters.
+    assert UserRequest(timezone="UTC", data={"bio": "\u00e9" * 4000}).data == {"bio": "\u00e9" * 4000}
+    with pytest.raises(ValidationError):
+        UserRequest(timezone="UTC", data={"bio": "\u00e9" * 8200})
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,13 @@ def test_telegram_rate_limits_invalid_target_is_permanent(resources: ChannelReso
     assert raised.value.reason == "invalid target: chat_id"
 
 
+def test_telegram_target_chat_of_digits_of_another_script_refused(resources: ChannelResources) -> None:
+    with pytest.raises(PermanentDeliveryError) as raised:
+        TelegramChannel(resources).rate_limits({"chat_id": "\uff11\uff12\uff13"}, CREDENTIALS, None)
+
+    assert raised.value.reason == "invalid target: chat_id"
+
+
 def test_telegram_rate_limits_missing_credentials_is_permanent(resources: ChannelResources) -> None:
     with pytest.raises(PermanentDeliveryError):
         TelegramChannel(resources).rate_limits({"chat_id": "-100"}, None, None)
