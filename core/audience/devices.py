@@ -4,6 +4,8 @@ deleted users and apps.
 The database is written after SNS when a device is registered (the row holds the endpoint SNS returned) and before
 SNS when a device or a user is deleted: once a row is gone nothing sends to its endpoint, so an endpoint that could not
 be deleted is only logged (the delete is done and cannot be taken back); the row never points at a missing endpoint.
+A device deleted alone, or removed beyond a user's bound, has its endpoint deleted before its transaction ends, while
+registrations of its token wait: one of them after it makes a new endpoint, never takes the one being deleted.
 An app's devices are the exception (``delete_app``): too many for one call, each endpoint goes before its row, so
 that a call cut short leaves rows the next call clears, never an endpoint no row names.
 """
@@ -30,7 +32,7 @@ def register_device(
 ) -> Registration:
     """Register a push token of an app for a user: its SNS endpoint created (or re-enabled and given to this user),
     then the device written; the same token of the same app again is the same device. A user keeps at most
-    ``MAX_DEVICES_PER_USER`` devices: the least recently seen beyond it are removed, their endpoints deleted after.
+    ``MAX_DEVICES_PER_USER`` devices: the least recently seen beyond it are removed, their endpoints deleted with them.
 
     Raises
     ------
@@ -46,6 +48,7 @@ def register_device(
         request.app,
         request.token,
         lambda platform_application_arn: endpoints.register(platform_application_arn, request.token, user_id),
+        lambda removed: delete_endpoints(removed, endpoints),
     )
     if registration.previous_user_id is not None:
         logger.info("device moved between users", extra={"device_id": registration.device.device_id})
@@ -54,23 +57,20 @@ def register_device(
             "least recently seen devices removed",
             extra={"device_ids": [device.device_id for device in registration.removed], "limit": MAX_DEVICES_PER_USER},
         )
-        delete_endpoints(registration.removed, endpoints)
     return registration
 
 
 def unregister_device(
     user_id: str, device_id: str, repository: AudienceRepositoryPort, endpoints: PushEndpointsPort
 ) -> Device:
-    """Delete a user's device and then its SNS endpoint; return the device.
+    """Delete a user's device and its SNS endpoint, while registrations of its token wait; return the device.
 
     Raises
     ------
     NotFoundError
         The user has no such device.
     """
-    device = repository.delete_device(user_id, device_id)
-    delete_endpoints([device], endpoints)
-    return device
+    return repository.delete_device(user_id, device_id, lambda devices: delete_endpoints(devices, endpoints))
 
 
 class DeletedUsersPort(Protocol):

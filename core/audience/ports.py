@@ -86,11 +86,18 @@ class AudienceRepositoryPort(Protocol):
         """Return every app, by name."""
         ...
 
-    def register_device(self, user_id: str, app: str, token: str, endpoint: Callable[[str], str]) -> Registration:
+    def register_device(
+        self,
+        user_id: str,
+        app: str,
+        token: str,
+        endpoint: Callable[[str], str],
+        forget: Callable[[Sequence[Device]], object] | None = None,
+    ) -> Registration:
         """Register a push token of an app for a user, with the endpoint ``endpoint(platform_application_arn)``
         returns (called once the user and the app are known, while their deletions and other registrations of the
         token wait): the same token again is the same device, moved to this user if it belonged to another, enabled
-        again."""
+        again. ``forget`` deletes the endpoints of the devices removed beyond the user's bound, before the end."""
         ...
 
     def list_devices(self, user_id: str) -> list[Device]:
@@ -101,8 +108,11 @@ class AudienceRepositoryPort(Protocol):
         """Return one device of a user."""
         ...
 
-    def delete_device(self, user_id: str, device_id: str) -> Device:
-        """Delete one device of a user; return it."""
+    def delete_device(
+        self, user_id: str, device_id: str, forget: Callable[[Sequence[Device]], object] | None = None
+    ) -> Device:
+        """Delete one device of a user, ``forget([device])`` deleting its endpoint while registrations of its token
+        wait; return it."""
         ...
 
     def disable_device(self, endpoint_arn: str, observed_at: datetime | None = None) -> int:

@@ -45,6 +45,8 @@ _DEVICE_COLUMNS = (
     "d.id::text, d.user_id, d.app, a.platform, d.token, d.endpoint_arn, d.enabled, d.last_seen, d.created_at"
 )
 _APP_COLUMNS = "name, platform, platform_application_arn, created_at, updated_at"
+# The lock a registration of an app's token holds while SNS answers and its device is written (app, token).
+_DEVICE_LOCK = "hashtextextended('notify.device:' || %s || ':' || %s, 0)"
 _SEGMENT_COLUMNS = "name, definition, created_at, updated_at"
 
 
@@ -260,6 +262,9 @@ class AudienceRepository:
                     f"platform_application_arn: the app {other[0]!r} has this platform application; an app is the only"
                     " one on its platform application (a phone's token has one endpoint there)"
                 )
+            # The app's row locked first: a registration holding it (FOR SHARE, its endpoint made on the platform
+            # application) commits its device before the count, which then sees it.
+            cursor.execute("SELECT 1 FROM apps WHERE name = %s FOR UPDATE", (name,))
             cursor.execute(
                 "SELECT a.platform, a.platform_application_arn, count(d.id) FROM apps a"
                 " LEFT JOIN devices d ON d.app = a.name WHERE a.name = %s GROUP BY a.name",
@@ -371,7 +376,14 @@ class AudienceRepository:
 
     # Devices
 
-    def register_device(self, user_id: str, app: str, token: str, endpoint: Callable[[str], str]) -> Registration:
+    def register_device(
+        self,
+        user_id: str,
+        app: str,
+        token: str,
+        endpoint: Callable[[str], str],
+        forget: Callable[[Sequence[Device]], object] | None = None,
+    ) -> Registration:
         """Register the push ``token`` of ``app`` for ``user_id``, with the SNS endpoint ``endpoint`` returns.
 
         ``endpoint(platform_application_arn)`` (SNS) runs inside the transaction, once the user's and the app's rows
@@ -382,13 +394,16 @@ class AudienceRepository:
         another, enabled again, ``last_seen`` now. Raises ``NotFoundError`` when the user does not exist and
         ``InvalidRequestError`` (field ``app``) when the app does not, before SNS is asked; what ``endpoint`` raises,
         with nothing written.
+
+        ``forget(devices)`` deletes the endpoints of the devices removed beyond the bound, inside the transaction:
+        after it, a registration of such a token meanwhile (it waited for this user) took the endpoint SNS still had,
+        which was then deleted under it. A removed device whose token another registration holds keeps its endpoint:
+        that registration takes it.
         """
         params = (_plain("user_id", user_id), _plain("app", app), _plain("token", token))
 
         def work(cursor: Any) -> Registration:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('notify.device:' || %s || ':' || %s, 0))", (app, token)
-            )
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_DEVICE_LOCK})", (app, token))
             # Shared: registrations of the app run together; its deletion or a new platform waits for them.
             cursor.execute("SELECT platform_application_arn FROM apps WHERE name = %s FOR SHARE", (app,))
             found = cursor.fetchone()
@@ -427,6 +442,14 @@ class AudienceRepository:
                 (user_id, user_id, device.device_id, MAX_DEVICES_PER_USER - 1),
             )
             removed = tuple(_device(gone) for gone in cursor.fetchall())
+            if forget is not None and removed:
+                # Without waiting: a registration holding the token waits for this user's lock (a deadlock).
+                unheld = []
+                for gone in removed:
+                    cursor.execute(f"SELECT pg_try_advisory_xact_lock({_DEVICE_LOCK})", (gone.app, gone.token))
+                    if cursor.fetchone()[0]:
+                        unheld.append(gone)
+                forget(unheld)
             previous = earlier[0] if earlier is not None and earlier[0] != user_id else None
             return Registration(device=device, created=bool(row[9]), previous_user_id=previous, removed=removed)
 
@@ -467,24 +490,37 @@ class AudienceRepository:
 
         return self._db.run(work, "reading device")
 
-    def delete_device(self, user_id: str, device_id: str) -> Device:
-        """Delete the device ``device_id`` of ``user_id`` and return it (its endpoint is to be deleted too).
+    def delete_device(
+        self, user_id: str, device_id: str, forget: Callable[[Sequence[Device]], object] | None = None
+    ) -> Device:
+        """Delete the device ``device_id`` of ``user_id`` and return it; ``forget([device])`` deletes its endpoint
+        inside the transaction, under the lock registrations of its token hold: a registration of the token meanwhile
+        took the endpoint SNS still had, which was then deleted under it (a device on a deleted endpoint).
 
         Raises ``NotFoundError`` when the user has no such device.
         """
         _plain("user_id", user_id)
+        key = _plain("device_id", device_id)
 
         def work(cursor: Any) -> Device:
             # d.id compared as text: a device id from a URL that is not a UUID is simply not found.
+            cursor.execute("SELECT app, token FROM devices WHERE user_id = %s AND id::text = %s", (user_id, key))
+            found = cursor.fetchone()
+            if found is None:
+                raise NotFoundError("the device does not exist")
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_DEVICE_LOCK})", found)
             cursor.execute(
                 "WITH gone AS (DELETE FROM devices WHERE user_id = %s AND id::text = %s RETURNING *)"
                 f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app",
-                (user_id, _plain("device_id", device_id)),
+                (user_id, key),
             )
             row = cursor.fetchone()
             if row is None:
                 raise NotFoundError("the device does not exist")
-            return _device(row)
+            device = _device(row)
+            if forget is not None:
+                forget([device])
+            return device
 
         return self._db.run(work, "deleting device")
 

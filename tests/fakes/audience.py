@@ -172,7 +172,14 @@ class FakeAudienceRepository:
         """Return every app, by name."""
         return [self.apps[name] for name in sorted(self.apps)]
 
-    def register_device(self, user_id: str, app: str, token: str, endpoint: Callable[[str], str]) -> Registration:
+    def register_device(
+        self,
+        user_id: str,
+        app: str,
+        token: str,
+        endpoint: Callable[[str], str],
+        forget: Callable[[Sequence[Device]], object] | None = None,
+    ) -> Registration:
         """Register a token with the endpoint ``endpoint`` returns for the app's platform: the same (app, token) is
         the same device, moved to this user and enabled again."""
         if app not in self.apps:
@@ -202,6 +209,8 @@ class FakeAudienceRepository:
         for gone in removed:
             del self.devices[gone.device_id]
         previous = earlier.user_id if earlier and earlier.user_id != user_id else None
+        if forget is not None and removed:
+            forget(removed)
         return Registration(device=device, created=earlier is None, previous_user_id=previous, removed=removed)
 
     def list_devices(self, user_id: str) -> list[Device]:
@@ -216,10 +225,14 @@ class FakeAudienceRepository:
             raise NotFoundError("the device does not exist")
         return device
 
-    def delete_device(self, user_id: str, device_id: str) -> Device:
-        """Delete one device of a user."""
+    def delete_device(
+        self, user_id: str, device_id: str, forget: Callable[[Sequence[Device]], object] | None = None
+    ) -> Device:
+        """Delete one device of a user, and its endpoint with ``forget``."""
         device = self.get_device(user_id, device_id)
         del self.devices[device_id]
+        if forget is not None:
+            forget([device])
         return device
 
     def disable_device(self, endpoint_arn: str, observed_at: datetime | None = None) -> int:

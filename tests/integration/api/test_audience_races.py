@@ -21,7 +21,7 @@ from core.audience.repository import AudienceRepository
 from core.errors import aws_error
 from core.ledger import DeliveryLedger
 from tests.integration.api import test_audience as audience_tests
-from tests.integration.api.test_audience import USER, Api
+from tests.integration.api.test_audience import APP, USER, Api
 from tests.support.events import response_json
 
 api = audience_tests.api  # the audience API fixture, on moto and the session's PostgreSQL
@@ -219,3 +219,85 @@ def test_one_token_registered_by_two_users_at_once_ends_with_one_device_and_its_
 
     assert (first["statusCode"], second["statusCode"]) == (201, 200)
     assert _device_rows(db) == [("bob", *api.endpoints())]
+
+
+@pytest.mark.usefixtures("containers")
+def test_app_moved_to_another_platform_application_while_a_device_registers_is_409(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """The app's PUT counted its devices without locking the app's row: a registration holding it (its endpoint made
+    on the old platform application) committed its device while the PUT waited, and the PUT moved the app anyway.
+    The device said APNS, its endpoint was a GCM one on the application the app left."""
+    api.user("ada")
+    other = api.sns.create_platform_application(
+        Name="ios", Platform="APNS", Attributes={"PlatformCredential": "key", "PlatformPrincipal": "cert"}
+    )["PlatformApplicationArn"]
+    pause = _held_after_sns(monkeypatch, "registration")
+
+    registration, moved = _interleave(
+        lambda: api.register("ada", "token-1"),
+        lambda: api.admin("PUT", APP, {"app": "android"}, {"platform_application_arn": other}),
+        pause,
+        "registration",
+    )
+
+    assert registration["statusCode"] == 201
+    assert moved["statusCode"] == 409, response_json(moved)
+    devices = response_json(api.call("GET", "/v1/users/{user_id}/devices", {"user_id": "ada"}))["devices"]
+    assert [device["platform"] for device in devices] == ["GCM"]
+
+
+@pytest.mark.usefixtures("containers")
+def test_device_deleted_while_its_token_registers_again_leaves_no_device_on_a_deleted_endpoint(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """The app registered its token again (SNS answered the existing endpoint) while the device's DELETE ran: the
+    delete committed, then deleted the endpoint; the registration wrote the device back with that deleted endpoint
+    (201), and every push to it failed."""
+    api.user("ada")
+    first = response_json(api.register("ada", "token-1"))
+    pause = _held_after_sns(monkeypatch, "registration")
+
+    registration, deletion = _interleave(
+        lambda: api.register("ada", "token-1"),
+        lambda: api.call(
+            "DELETE", "/v1/users/{user_id}/devices/{device_id}", {"user_id": "ada", "device_id": first["device_id"]}
+        ),
+        pause,
+        "registration",
+    )
+
+    # The registration went first (the same device again, 200), the deletion after it: device and endpoint gone.
+    assert (registration["statusCode"], deletion["statusCode"]) == (200, 204)
+    endpoints = api.endpoints()
+    assert [arn for _, arn in _device_rows(db) if arn not in endpoints] == []
+
+
+@pytest.mark.usefixtures("containers")
+def test_device_removed_at_the_bound_while_its_token_registers_again_keeps_a_live_endpoint(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """Ada at the bound registered one more: her least recently seen device went, its endpoint deleted after the
+    commit. Her phone registering that token meanwhile took the endpoint SNS still had, then lost it."""
+    from core.audience import devices as devices_module
+
+    api.user("ada")
+    for index in range(MAX_DEVICES_PER_USER):
+        assert api.register("ada", f"ada-{index}")["statusCode"] == 201
+    pause = Pause()
+    original = devices_module.delete_endpoints
+
+    def held(items: Any, endpoints: Any) -> int:
+        if threading.current_thread().name == "evict" and not pause.reached.is_set():
+            pause.hold()
+        return original(items, endpoints)
+
+    monkeypatch.setattr(devices_module, "delete_endpoints", held)
+
+    newest, again = _interleave(
+        lambda: api.register("ada", "ada-new"), lambda: api.register("ada", "ada-0"), pause, "evict"
+    )
+
+    assert (newest["statusCode"], again["statusCode"]) == (201, 201)
+    endpoints = api.endpoints()
+    assert [arn for _, arn in _device_rows(db) if arn not in endpoints] == []
