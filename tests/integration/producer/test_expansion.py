@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import copy
 import json
+import time
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,12 +77,16 @@ def _sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _expand(aws: AwsResources, context: FakeLambdaContext) -> list[dict[str, Any]]:
-    """Run the worker on every job visible on the expansion queue, one per invocation (batch size 1)."""
+    """Run the worker on every job visible on the expansion queue, one per invocation (batch size 1), each with its
+    own time: ``context``'s timeout from its start (a job handed over by a run that used its time starts afresh)."""
     from producer.expansion import handler
 
     results: list[dict[str, Any]] = []
     while jobs := receive_all(aws.sqs, aws.env["EXPANSION_QUEUE_URL"]):
-        results.extend(handler(_sqs_event([job]), context) for job in jobs)
+        results.extend(
+            handler(_sqs_event([job]), replace(context, started=time.monotonic(), aws_request_id=str(uuid.uuid4())))
+            for job in jobs
+        )
     return results
 
 
