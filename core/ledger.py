@@ -201,6 +201,20 @@ def _history_clause(record: AttemptRecord, earlier: Sequence[AttemptRecord], val
     return "#h = list_append(if_not_exists(#h, :empty), :h)"
 
 
+# The longest key values DynamoDB takes, in bytes of UTF-8: a partition key and a sort key.
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_SORT_KEY_BYTES = 1024
+
+
+def _storable_key(notification_id: str, delivery_key: str) -> bool:
+    """Tell whether a table key can hold these ids: not empty, UTF-8 (no lone surrogate), within DynamoDB's sizes."""
+    try:
+        partition, sort = notification_id.encode(), delivery_key.encode()
+    except UnicodeEncodeError:
+        return False
+    return 0 < len(partition) <= MAX_PARTITION_KEY_BYTES and 0 < len(sort) <= MAX_SORT_KEY_BYTES
+
+
 def _entry(item: dict[str, Any]) -> LedgerEntry:
     recipient = item.get("recipient", {}).get("M")
     return LedgerEntry(
@@ -607,7 +621,10 @@ class DeliveryLedger:
         return True
 
     def _item(self, notification_id: str, delivery_key: str) -> dict[str, Any] | None:
-        """Return one item, read consistently, or ``None`` when there is none."""
+        """Return one item, read consistently, or ``None`` when there is none: also for ids no key can hold (a dead
+        letter's body names any), which DynamoDB refuses to look up (a ValidationException, a 502 each time)."""
+        if not _storable_key(notification_id, delivery_key):
+            return None
         try:
             response = self._client.get_item(
                 TableName=self._table, Key=self._key(notification_id, delivery_key), ConsistentRead=True

@@ -260,3 +260,23 @@ def test_decode_cursor_of_the_longest_key_is_its_key() -> None:
     key = "é" * (DELIVERY_KEY_BYTES // 2)
 
     assert decode_cursor(encode_cursor(key)) == key
+
+
+class _NoDynamoDB:
+    """A client any call to which fails the test."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"DynamoDB was asked: {name}")
+
+
+@pytest.mark.parametrize(
+    ("notification_id", "delivery_key"),
+    [("n-1", "k" * 1025), ("n" * 2049, "k"), ("n-1", "hook\ud800"), ("", "k"), ("n-1", "é" * 513)],
+    ids=["sort-key-over-1024-bytes", "partition-key-over-2048-bytes", "lone-surrogate", "empty", "utf8-over-1024"],
+)
+def test_get_entry_of_ids_no_key_can_hold_is_none_without_asking_dynamodb(
+    notification_id: str, delivery_key: str
+) -> None:
+    # A dead letter's body names any ids: DynamoDB refuses such a GetItem (ValidationException), and the listing and
+    # every redrive of the dead-letter queue answered 502 for the one letter.
+    assert DeliveryLedger(_NoDynamoDB(), TABLE).get_entry(notification_id, delivery_key) is None
