@@ -541,7 +541,9 @@ class Deliverer:
 
     def _wait(self, message: DeliveryMessage, attempt: Attempt, due: float, log: dict[str, Any]) -> Outcome:
         """Send an early message on until its time; no attempt, no slot, no ledger write."""
-        lead = self._lead if message.slot_reserved else 0.0
+        # Never earlier than the wait a copy may make here (as ``_wait_for_slot``): a lead over it came back early
+        # again, for ever.
+        lead = min(self._lead, self._max_wait) if message.slot_reserved else 0.0
         try:
             self._copy(message, due - lead, not_before=iso_time(due))
         except UpstreamError as exc:

@@ -1405,6 +1405,18 @@ def test_process_reserved_copy_far_before_its_slot_is_sent_on_to_lead_before_it(
     )
 
 
+def test_process_reserved_copy_with_a_lead_over_the_longest_wait_comes_back_within_the_wait(rig: Rig) -> None:
+    # PACING_LEAD_SECONDS over PACING_MAX_WAIT_SECONDS: the copy came back the lead before its slot, early again by
+    # more than the wait, and was sent on again, for ever.
+    rig.channel.limits = ONE_PER_SECOND
+    rig.deliverer._lead = MAX_WAIT + 10
+
+    rig.process(_body(slot_reserved=True, not_before=iso_time(NOW + 100)))
+
+    _, delay = rig.copy()
+    assert delay == 100 - MAX_WAIT
+
+
 def test_process_slot_after_latest_start_is_waiting_instead_of_sleeping(rig: Rig) -> None:
     rig.channel.limits = ONE_PER_SECOND
     rig.occupy(ONE_PER_SECOND)
