@@ -47,6 +47,8 @@ DEFAULT_STATUS = {
 }
 
 Answer = tuple[int, dict[str, list[str]], bytes]
+# The names the stack's own pages answer under, with any port.
+_LOOPBACK_HOST = re.compile(r"(?:127\.0\.0\.1|localhost|\[::1\])(?::[0-9]{1,5})?", re.IGNORECASE)
 
 
 class Pool(Protocol):
@@ -272,7 +274,7 @@ class Gateway:
             return self._starting(method, path)
         for prefix, local in self.local_routes.items():
             if path == prefix.rstrip("/") or path.startswith(prefix):
-                return local(path, dict(parse_qsl(split.query)), method)
+                return self._local(local, method, path, split.query, headers)
         # $context.path is the path as the caller sent it: on AWS it starts with the stage, which local URLs have not.
         variables = {"httpMethod": method, "path": split.path or "/", "stage": self._stage}
         found = self.table.match(method, split.path or "/")
@@ -305,6 +307,31 @@ class Gateway:
         note = f" {outcome.error['errorType']}: {outcome.error['errorMessage']}" if outcome.error else ""
         self._log(f"{method} {path} → {response[0]} ({route.event.function}, {took:.0f} ms){note}")
         return response
+
+    def _local(
+        self,
+        local: Callable[[str, dict[str, str], str], Answer],
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+    ) -> Answer:
+        """Answer a page of the stack's own: only under a loopback name (a page of another site that rebinds its name
+        to 127.0.0.1 would be same-origin with it, and read its redrive token), and a request that changes something
+        only from the stack's own pages (no other site's form or fetch); an error is a 500 with a message, never a
+        dropped connection."""
+        lowered = {name.lower(): value for name, value in headers}
+        host = lowered.get("host", "")
+        if not _LOOPBACK_HOST.fullmatch(host):
+            return _json(403, {"message": "the local pages answer at 127.0.0.1 or localhost only"})
+        origin = lowered.get("origin")
+        if method not in ("GET", "HEAD") and origin is not None and origin != f"http://{host}":
+            return _json(403, {"message": "the local pages take requests from their own pages only"})
+        try:
+            return local(path, dict(parse_qsl(query)), method)
+        except Exception as exc:
+            self._log(f"{method} {path} → 500 the local page failed: {type(exc).__name__}")
+            return _json(500, {"message": f"the local page failed ({type(exc).__name__}): see the stack's output"})
 
     def _log(self, line: str) -> None:
         """Write one line about a request, whatever its path or an error's text holds."""

@@ -157,7 +157,7 @@ def push_view(message: str, platform: str | None) -> dict[str, Any] | None:
     """
     try:
         structure = json.loads(message)
-    except ValueError:
+    except (ValueError, RecursionError):  # a text of a thousand "[" nests too deep to decode
         return None
     if not isinstance(structure, dict) or "default" not in structure:
         return None
@@ -167,7 +167,7 @@ def push_view(message: str, platform: str | None) -> dict[str, Any] | None:
         if isinstance(value, str) and value.strip()[:1] in ("{", "["):
             try:
                 decoded[key] = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 decoded[key] = value
     chosen = platform if platform in decoded else "default"
     return {"platform": chosen, "message": decoded[chosen], "structure": decoded}
@@ -561,15 +561,18 @@ class LocalPage:
         out first), up to ``max_messages`` in all; answer the last status and the total."""
         if self._admin is None:
             return 503, {"message": "the page was given no admin API access"}
-        moved = 0
+        moved, more = 0, False
         for _ in range(_REDRIVE_CALLS):
             status, body = self._admin("POST", "/v1/dead-letters/redrive", {"max_messages": max_messages - moved})
             if status != 200 or not isinstance(body, dict):
                 return status, body
             moved += int(body.get("redriven") or 0)
-            if not body.get("more") or moved >= max_messages:
+            more = bool(body.get("more"))
+            if not more or moved >= max_messages:
                 break
-        return 200, {"redriven": moved}
+        # Said on: letters are left when the last call said so (its time ran out), or when this call moved all it
+        # may; the page calls again until none are.
+        return 200, {"redriven": moved, "more": more or moved >= max_messages}
 
     # --- HTTP ------------------------------------------------------------------------------------------------------
 

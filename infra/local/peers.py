@@ -53,7 +53,7 @@ def scripted_status(query: str, count: int) -> int | None:
     values = parse_qs(query).get("status")
     if not values:
         return None
-    steps = [int(step) for step in values[0].split(",") if step.strip().isdigit()]
+    steps = [int(step) for step in values[0].split(",") if re.fullmatch(r"[0-9]{1,3}", step.strip())]
     if not steps:
         return None
     return steps[min(count, len(steps) - 1)]
@@ -257,7 +257,9 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         if split.path == "/_records":
             after = (parse_qs(split.query).get("after") or ["0"])[0]
-            self._answer(200, {"records": self.server.records.all(int(after) if after.isdigit() else 0)})
+            self._answer(
+                200, {"records": self.server.records.all(int(after) if re.fullmatch(r"[0-9]{1,18}", after) else 0)}
+            )
         else:
             self._answer(404, {"message": "not a receiver path"})
 

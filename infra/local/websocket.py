@@ -24,6 +24,7 @@ import base64
 import concurrent.futures
 import contextlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -715,7 +716,8 @@ class RealtimeDemo:
         user_id = query.get("user_id") or "demo-user"
         topics = [topic for topic in (query.get("topics") or "/".join(DEMO_TOPIC)).split(",") if topic]
         request: dict[str, Any] = {"user_id": user_id, "topics": topics}
-        if query.get("ttl_seconds", "").isdigit():
+        # ASCII digits, a few: str.isdigit() takes "²", which int() refuses.
+        if re.fullmatch(r"[0-9]{1,9}", query.get("ttl_seconds", "")):
             request["ttl_seconds"] = int(query["ttl_seconds"])
         try:
             if "/".join(DEMO_TOPIC) in topics:

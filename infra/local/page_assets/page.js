@@ -70,7 +70,7 @@
           break;
         }
         moved += body.redriven || 0;
-        if (!body.more) {
+        if (!body.more || !body.redriven) {
           say(`Redriven: ${moved} message(s) sent back to the delivery queue.`, "ok");
           break;
         }

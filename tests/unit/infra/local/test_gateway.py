@@ -320,7 +320,7 @@ def test_gateway_serving_serves_the_routes() -> None:
     harness.gateway.set_serving()
 
     assert harness.call("POST", PUBLISH, {"x-api-key": API_KEY})[0] == 200
-    assert harness.call("GET", "/_local/")[0] == 200
+    assert harness.call("GET", "/_local/", {"Host": "127.0.0.1:3000"})[0] == 200
 
 
 def test_gateway_serving_but_not_ready_health_still_answers_starting() -> None:
@@ -358,6 +358,51 @@ def test_gateway_log_line_of_a_path_with_control_characters_is_one_line_without_
 
     assert len(lines) == 1
     assert lines[0].startswith("GET /v1/users/x\\x0a09:13:00 ERROR FAKE\\x1b[31m\\x00\\x9b → 403")
+
+
+def _local_gateway(page: Any) -> Gateway:
+    gateway = Gateway([], {}, dict, "local", "us-east-1", "123456789012", lambda line: None, ready=True)
+    gateway.serving.set()
+    gateway.local_routes["/_local/"] = page
+    return gateway
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status"),
+    [
+        ("GET", [("Host", "127.0.0.1:3000")], 200),
+        ("GET", [("Host", "localhost:3000")], 200),
+        ("GET", [("Host", "[::1]:3000")], 200),
+        ("POST", [("Host", "127.0.0.1:3000"), ("Origin", "http://127.0.0.1:3000")], 200),
+        ("POST", [("Host", "127.0.0.1:3000")], 200),
+        # A page of another site whose name was rebound to 127.0.0.1: same-origin with the stack's pages.
+        ("GET", [("Host", "attacker.example:3000")], 403),
+        ("GET", [], 403),
+        # Another site's form or fetch.
+        ("POST", [("Host", "127.0.0.1:3000"), ("Origin", "https://attacker.example")], 403),
+        ("POST", [("Host", "127.0.0.1:3000"), ("Origin", "null")], 403),
+    ],
+    ids=["loopback", "localhost", "ipv6", "own-origin", "no-origin", "rebound", "no-host", "cross-site", "null"],
+)
+def test_gateway_local_pages_answer_loopback_names_and_own_origin_only(
+    method: str, headers: list[tuple[str, str]], status: int
+) -> None:
+    gateway = _local_gateway(lambda path, query, how: (200, {}, b"{}"))
+
+    assert gateway.handle(method, "/_local/api/state", headers, b"", "127.0.0.1")[0] == status
+
+
+def test_gateway_local_page_that_fails_answers_500_with_a_message() -> None:
+    # An error in a page of the stack's own dropped the connection (a traceback on stderr, nothing to the caller).
+    def failing(path: str, query: dict[str, str], method: str) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    status, _headers, body = _local_gateway(failing).handle(
+        "GET", "/_local/", [("Host", "127.0.0.1:3000")], b"", "127.0.0.1"
+    )
+
+    assert status == 500
+    assert "RecursionError" in json.loads(body)["message"]
 
 
 # What a person reads for every refusal of the service's own gateway responses (infra/apigateway.yml).

@@ -505,7 +505,7 @@ def test_page_redrive_with_the_page_token_calls_the_admin_redrive() -> None:
 
     status, _, raw = local.serve("/_local/api/dead-letters/redrive", {"token": local.token}, "POST")
 
-    assert (status, json.loads(raw)) == (200, {"redriven": 2})
+    assert (status, json.loads(raw)) == (200, {"redriven": 2, "more": False})
     assert admin.calls == [("POST", "/v1/dead-letters/redrive", {"max_messages": 1000})]
 
 
@@ -522,7 +522,7 @@ def test_page_redrive_calls_again_while_the_route_says_more_and_answers_the_tota
 
     status, _, raw = local.serve("/_local/api/dead-letters/redrive", {"token": local.token}, "POST")
 
-    assert (status, json.loads(raw)) == (200, {"redriven": 25})
+    assert (status, json.loads(raw)) == (200, {"redriven": 25, "more": False})
     assert [call[2] for call in admin.calls] == [{"max_messages": 1000}, {"max_messages": 980}]
 
 
@@ -645,3 +645,55 @@ def test_render_purchases_credit_error_and_hostile_values_become_text() -> None:
 
 def test_render_purchases_nothing_yet_renders_nothing() -> None:
     assert render_purchases([], None) == ""
+
+
+# A push text of brackets: a text the push channel sends, JSON nested past the decoder's recursion limit.
+BRACKETS = "[" * 1000
+
+
+def test_push_view_of_a_text_of_brackets_shows_it_as_text() -> None:
+    # The page decoded it as JSON and met a RecursionError: /_local/ and its state stopped answering for good.
+    from core.channels.push import push_payload
+    from core.models import Content
+
+    view = push_view(push_payload(Content(text=BRACKETS)), "GCM")
+
+    assert view is not None
+    assert view["structure"]["default"] == BRACKETS
+
+
+def test_page_state_answers_when_a_push_text_is_brackets() -> None:
+    import boto3
+    from moto import mock_aws
+
+    from core.channels.push import push_payload
+    from core.models import Content
+
+    with mock_aws():
+        sns = boto3.client("sns", region_name="us-east-1")
+        app = sns.create_platform_application(Name="a", Platform="GCM", Attributes={"PlatformCredential": "x"})
+        endpoint = sns.create_platform_endpoint(PlatformApplicationArn=app["PlatformApplicationArn"], Token="t")
+        message = push_payload(Content(text=BRACKETS))
+        sns.publish(TargetArn=endpoint["EndpointArn"], Message=message, MessageStructure="json")
+        page = LocalPage(Records(), MotoOutbox("123456789012", "us-east-1", tap=False, sent=SentLog()), list)
+
+        status, _headers, _body = page.serve("/_local/api/state", {}, "GET")
+        page_status, _headers, _body = page.serve("/_local/", {}, "GET")
+
+    assert (status, page_status) == (200, 200)
+
+
+def test_page_redrive_says_more_when_the_admin_api_still_said_more_after_its_calls() -> None:
+    # page.js calls again while the route says "more"; the route never passed it on, so a queue its 20 calls could
+    # not empty was reported "Redriven: N" with letters left.
+    calls: list[Any] = []
+
+    def admin(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        calls.append(body)
+        return 200, {"redriven": 1, "more": True}
+
+    local = LocalPage(Records(), FakeOutbox(), list, admin=admin)
+
+    status, _headers, raw = local.serve("/_local/api/dead-letters/redrive", {"token": local.token}, "POST")
+
+    assert (status, len(calls), json.loads(raw)) == (200, 20, {"redriven": 20, "more": True})

@@ -352,3 +352,13 @@ def test_receiver_record_raw_body_verifies_the_signature_where_the_parsed_body_d
 
     assert signs(base64.b64decode(record["raw_body_base64"])) is True
     assert signs(json.dumps(record["body"]).encode()) is False
+
+
+@pytest.mark.parametrize("after", ["%C2%B2", "1" * 5000])
+def test_receiver_records_route_with_an_odd_after_answers_all(after: str) -> None:
+    # "²".isdigit() is true and int("²") raises, as int() of over 4,300 digits does: the connection was dropped.
+    connection = FakeConnection(f"GET /_records?after={after} HTTP/1.1\r\nHost: receiver\r\n\r\n".encode())
+
+    _ReceiverHandler(connection, ("127.0.0.1", 50000), SimpleNamespace(records=Records()))  # type: ignore[arg-type]
+
+    assert connection.sent.startswith(b"HTTP/1.1 200"), connection.sent[:200]

@@ -141,3 +141,22 @@ def test_new_connection_id_looks_like_api_gateways_and_needs_no_escaping_but_the
 
     assert len(ids) == 200
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{15}=", value) for value in ids)
+
+
+@pytest.mark.parametrize("ttl", ["\u00b2", "1" * 5000])
+def test_realtime_demo_token_with_an_odd_ttl_is_asked_without_it(ttl: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # str.isdigit() takes "²" and int() refuses it (and over 4,300 digits): the connection was dropped.
+    from infra.local import websocket as module
+
+    asked: list[Any] = []
+
+    def call(method: str, url: str, body: Any, headers: Any) -> tuple[int, Any]:
+        asked.append(body)
+        return 201, {}
+
+    monkeypatch.setattr(module, "_call", call)
+    demo = module.RealtimeDemo("http://127.0.0.1:9", "key", "admin", "ws://127.0.0.1:9")
+
+    status, _headers, _body = demo.serve("/_realtime/token", {"ttl_seconds": ttl, "topics": "x/y"}, "GET")
+
+    assert (status, asked) == (201, [{"user_id": "demo-user", "topics": ["x/y"]}])
