@@ -58,10 +58,19 @@ def _resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
+def _embedded(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """Return the IPv4 address an IPv6 one stands for: IPv4-mapped, 6to4 (2002::/16) or Teredo's client."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    return address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+
+
 def _is_private(address: IPAddress) -> bool:
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    if mapped is not None:
-        return _is_private(mapped)
+    embedded = _embedded(address)
+    if embedded is not None and _is_private(embedded):
+        return True
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return True  # fec0::/10, deprecated, still private to a site; Python counts it neither private nor reserved
     return (
         address.is_loopback
         or address.is_private
@@ -79,8 +88,7 @@ def check_address(address: str, allow_private: bool) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError as exc:
         raise BlockedTargetError("target address is not an IP address") from exc
-    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-    if ip in METADATA_ADDRESSES or mapped in METADATA_ADDRESSES:
+    if ip in METADATA_ADDRESSES or _embedded(ip) in METADATA_ADDRESSES:
         raise BlockedTargetError("target resolves to a cloud metadata address")
     if not allow_private and _is_private(ip):
         raise BlockedTargetError("target resolves to a loopback, private, link-local or reserved address")

@@ -40,6 +40,11 @@ def _resolver(*addresses: str):
         "100.64.0.1",
         "::ffff:127.0.0.1",
         "224.0.0.1",
+        # 6to4 forms of 127.0.0.1, 10.0.0.1 and 169.254.169.254, and a site-local address: Python counts them global.
+        "2002:7f00:1::",
+        "2002:a00:1::",
+        "2002:a9fe:a9fe::",
+        "fec0::1",
     ],
 )
 def test_check_address_private_address_is_refused(address: str) -> None:
@@ -47,7 +52,9 @@ def test_check_address_private_address_is_refused(address: str) -> None:
         check_address(address, allow_private=False)
 
 
-@pytest.mark.parametrize("address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8", "2002:5db8:d822::"]
+)
 def test_check_address_public_address_is_allowed(address: str) -> None:
     check_address(address, allow_private=False)
 
@@ -57,7 +64,7 @@ def test_check_address_private_address_allowed_by_setting(address: str) -> None:
     check_address(address, allow_private=True)
 
 
-@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254"])
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254", "2002:a9fe:a9fe::"])
 def test_check_address_metadata_refused_even_when_private_allowed(address: str) -> None:
     with pytest.raises(BlockedTargetError):
         check_address(address, allow_private=True)
