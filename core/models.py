@@ -197,8 +197,9 @@ class DeliveryMessage(BaseModel):
     # Left out while false: a body of an older consumer holds every limit's slot.
     slot_partial: bool = Field(default=False, exclude_if=_is_zero)
     window_start: MessageTime | None = None
-    # When an audience delivery's audience was read (its first ``window_start``), kept by a redrive, which moves
-    # ``window_start``: a user deleted after it is not sent to. Set by the first redrive; before it, ``window_start``.
+    # When an audience delivery's audience was read (its page's read, set by the expansion; a message of an older
+    # expansion has none, and its first redrive sets its ``window_start``), kept by a redrive, which moves
+    # ``window_start``: a user deleted after it is not sent to.
     expanded_at: MessageTime | None = None
     # Left out of a body while 0: a delivery never redriven travels as it did before these fields.
     prior_attempts: int = Field(default=0, ge=0, exclude_if=_is_zero)

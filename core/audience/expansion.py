@@ -199,6 +199,8 @@ class _Builder:
         self._topic = topic
         self._created_at = created_at
         self._window_start = window_start
+        # When the page being built was read (``expanded_at``; the run's start until a page sets it).
+        self.read_at = window_start
         self._senders = senders or Senders()
         content = send.content
         text: str = content["text"]
@@ -223,6 +225,7 @@ class _Builder:
             topic=self._topic,
             created_at=self._created_at,
             window_start=self._window_start,
+            expanded_at=self.read_at,
             integration=MessageIntegration(
                 name=sender.name if sender else kind,
                 type=IntegrationType(kind),
@@ -315,6 +318,9 @@ def _record_place(send: StoredSend) -> tuple[str, str]:
         channel, name = topic.split("/", 1)
         return channel, name
     return AUDIENCE_CHANNEL, AUDIENCE_TOPIC
+
+
+_Page = tuple[list[User], str | None, list[str]]
 
 
 def _id_pages(
@@ -470,7 +476,9 @@ def expand_send(
         zone_of: dict[str, str | None] = {}
         for zone in _hand_off_parts(job, send):
             scope = [zone] if zone is not None and zone != SWEEP else None
-            for page, cursor, absent in _pages(send, store, scope, send.cursor(zone), page_size, zone_of):
+            for page, cursor, absent in _timed(
+                _pages(send, store, scope, send.cursor(zone), page_size, zone_of), builder, now
+            ):
                 planned, handed = _plan_page(send, store, builder, zone, page, absent)
                 total += _enqueue_page(send, planned, ledger, queue, report)
                 if not store.advance_send(send.send_id, cursor, total, lease, lease_seconds, zone, handed):
@@ -493,8 +501,9 @@ def expand_send(
                 store.finish_zone(send.send_id, zone, lease)
     except ExpansionError as exc:
         # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page
-        # enqueued before its failing message (a chunk at a time) are on their way, and counted.
-        _write_record(ledger, record._replace(error=str(exc)), own + total + report.in_page)
+        # enqueued before its failing message (a chunk at a time) are on their way, and counted. Written before the
+        # send is marked failed, failing the job when it fails: once failed, no job of the send writes it again.
+        ledger.count_deliveries(record.notification_id, own + total + report.in_page, str(exc))
         store.finish_send(send.send_id, "failed", str(exc))
         report.status, report.done = "failed", True
         report.errors.append(str(exc))
@@ -505,6 +514,20 @@ def expand_send(
     # nothing more and writes it again.
     ledger.count_deliveries(record.notification_id, own + total)
     return _expanded(send, store, report)
+
+
+def _timed(pages: Iterator[_Page], builder: _Builder, now: Callable[[], str]) -> Iterator[_Page]:
+    """Yield ``pages``, ``builder.read_at`` set to the time before each is read: a user deleted after it is not sent
+    to (the consumer drops a delivery whose user was deleted after its audience was read), one deleted and created
+    again before it is. The run's start stood for every page, and a user created again during a long run lost what
+    was expanded for them after."""
+    while True:
+        builder.read_at = now()
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        yield page
 
 
 def _plan_page(

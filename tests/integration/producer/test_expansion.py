@@ -21,6 +21,7 @@ from core.audience.models import UserRequest
 from core.audience.repository import AudienceRepository
 from core.audience.schedules import NewScheduledSend, dispatch_due
 from core.audience.sends import ExpansionBatchJob, ExpansionJob, ExpansionQueue, SendRequest, accept_send, parse_job
+from core.errors import UpstreamError
 from core.ledger import DeliveryLedger
 from core.models import DeliveryMessage, DeliveryStatus
 from tests.fakes.audience import endpoint
@@ -888,3 +889,80 @@ def _record_expiry(aws: AwsResources, notification_id: str) -> int:
     key = {"notification_id": {"S": notification_id}, "delivery_key": {"S": "#"}}
     item = aws.dynamodb.get_item(TableName=NAMES["DELIVERIES_TABLE"], Key=key, ConsistentRead=True)["Item"]
     return int(item["expires_at"]["N"])
+
+
+def test_expansion_user_deleted_and_created_again_during_the_run_gets_the_send_expanded_for_them_after(
+    worker_env: AwsResources, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A send to ada and bob, a page each. Between the pages bob deletes his account and signs up again (same id, a new
+    # address): his page is read after that, and what is expanded for him is his. Every message carried the run's
+    # start as when its audience was read, and the consumer failed bob's: "the user was deleted before this was sent".
+    _audience_email(monkeypatch)
+    monkeypatch.setenv("EXPANSION_PAGE_SIZE", "1")
+    clients.reset()
+    phone = _Phone(worker_env, lambda_context)
+    for user_id in ("ada", "bob"):
+        phone.call("PUT", "/v1/users/{user_id}", {"user_id": user_id}, {"timezone": "UTC", "email": f"{user_id}@x.io"})
+    body = {"to": {"user_ids": ["ada", "bob"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
+    phone.call("POST", "/v1/sends", None, body)
+    advance = AudienceRepository.advance_send
+    done: list[bool] = []
+
+    def advance_then_bob_signs_up_again(self: AudienceRepository, *args: Any, **kwargs: Any) -> bool:
+        recorded = advance(self, *args, **kwargs)
+        if not done:
+            done.append(True)
+            gone = phone.audience.handler(
+                api_event("DELETE", "/v1/users/{user_id}", {"user_id": "bob"}), lambda_context
+            )
+            assert gone["statusCode"] == 204
+            phone.call("PUT", "/v1/users/{user_id}", {"user_id": "bob"}, {"timezone": "UTC", "email": "bob.new@x.io"})
+        return recorded
+
+    monkeypatch.setattr(AudienceRepository, "advance_send", advance_then_bob_signs_up_again)
+    _expand(worker_env, lambda_context)
+    phone.deliver()
+
+    assert sorted(_emailed()) == [["ada@x.io"], ["bob.new@x.io"]]
+
+
+def test_expansion_failed_send_whose_error_write_failed_is_retried_and_tells_why(
+    worker_env: AwsResources,
+    db: Any,
+    database: Database,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A send that can never be expanded (no audience sender topic) was marked failed although the one ledger write
+    # telling why failed (a throttle): no job came back, and the status route never said why.
+    _without_sender_topic(monkeypatch)
+    AudienceRepository(database).put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
+    _accept(database, worker_env, body, "n-email")
+    count = DeliveryLedger.count_deliveries
+    throttled: list[str] = []
+
+    def throttled_once(self: Any, notification_id: str, delivery_count: int, error: str | None = None) -> None:
+        if error and not throttled:
+            throttled.append(error)
+            raise UpstreamError("writing the ledger failed (ProvisionedThroughputExceededException)")
+        count(self, notification_id, delivery_count, error)
+
+    monkeypatch.setattr(DeliveryLedger, "count_deliveries", throttled_once)
+
+    first = _expand(worker_env, lambda_context)
+    assert [len(result["batchItemFailures"]) for result in first] == [1]
+    assert _send_state(db)[0] == "expanding"
+    # SQS hands the job back once the failed run's lease has lapsed.
+    with db.cursor() as cursor:
+        cursor.execute("UPDATE sends SET leased_until = now() - interval '1 second' RETURNING id::text")
+        [(send_id,)] = cursor.fetchall()
+    db.commit()
+    ExpansionQueue(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"]).submit(
+        ExpansionJob(send_id=send_id, notification_id="n-email", caller="k1")
+    )
+    _expand(worker_env, lambda_context)
+
+    status, reason = _send_state(db)
+    assert status == "failed"
+    assert clients.get_ledger().get_record("n-email").error == reason

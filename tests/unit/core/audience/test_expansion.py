@@ -304,12 +304,17 @@ def test_expand_send_later_zone_window_opens_at_its_hand_off_not_at_the_record(w
 def test_expand_send_run_clock_dates_a_new_record_and_every_window(world: World) -> None:
     world.user("u1", devices=1)
     world.user("u2", devices=1)
-    ticks = iter(["2026-03-29T07:00:00.000Z", "2026-03-29T09:00:00.000Z"])
+    ticks = (f"2026-03-29T{hour:02d}:00:00.000Z" for hour in range(7, 24))
 
     world.run(world.send({"user_ids": ["u1", "u2"]}, ["push"]), page_size=1, now=lambda: next(ticks))
 
     assert world.ledger.records["n-1"].created_at == "2026-03-29T07:00:00.000Z"
     assert {(m.created_at, m.window_start) for m in world.messages()} == {("2026-03-29T07:00:00.000Z",) * 2}
+    # Each page's audience as read then: a user deleted and created again before it gets what it expanded.
+    assert sorted(str(m.expanded_at) for m in world.messages()) == [
+        "2026-03-29T08:00:00.000Z",
+        "2026-03-29T09:00:00.000Z",
+    ]
 
 
 def test_expand_send_topic_subscribers_recorded_under_the_topic(world: World) -> None:
