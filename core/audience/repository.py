@@ -504,11 +504,16 @@ class AudienceRepository:
 
         def work(cursor: Any) -> Device:
             # d.id compared as text: a device id from a URL that is not a UUID is simply not found.
-            cursor.execute("SELECT app, token FROM devices WHERE user_id = %s AND id::text = %s", (user_id, key))
+            cursor.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN apps a ON a.name = d.app"
+                " WHERE d.user_id = %s AND d.id::text = %s",
+                (user_id, key),
+            )
             found = cursor.fetchone()
             if found is None:
                 raise NotFoundError("the device does not exist")
-            cursor.execute(f"SELECT pg_advisory_xact_lock({_DEVICE_LOCK})", found)
+            seen = _device(found)
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_DEVICE_LOCK})", (seen.app, seen.token))
             cursor.execute(
                 "WITH gone AS (DELETE FROM devices WHERE user_id = %s AND id::text = %s RETURNING *)"
                 f" SELECT {_DEVICE_COLUMNS} FROM gone d JOIN apps a ON a.name = d.app",
@@ -516,6 +521,11 @@ class AudienceRepository:
             )
             row = cursor.fetchone()
             if row is None:
+                # Gone meanwhile: removed beyond the user's bound by a registration, which left its endpoint to the
+                # holder of this lock (this deletion). Deleted here when no device names it any more.
+                cursor.execute("SELECT 1 FROM devices WHERE endpoint_arn = %s LIMIT 1", (seen.endpoint_arn,))
+                if cursor.fetchone() is None and forget is not None:
+                    forget([seen])
                 raise NotFoundError("the device does not exist")
             device = _device(row)
             if forget is not None:

@@ -301,3 +301,43 @@ def test_device_removed_at_the_bound_while_its_token_registers_again_keeps_a_liv
     assert (newest["statusCode"], again["statusCode"]) == (201, 201)
     endpoints = api.endpoints()
     assert [arn for _, arn in _device_rows(db) if arn not in endpoints] == []
+
+
+@pytest.mark.usefixtures("containers")
+def test_device_deleted_while_a_registration_removes_it_at_the_bound_leaves_no_endpoint_named_by_no_device(
+    api: Api, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """Ada at the bound registered one more, removing her least recently seen device while her app deleted that very
+    device: the deletion held the token's lock, so the removal left the endpoint to it, and the deletion then found no
+    row (404) and deleted nothing. The endpoint stayed in SNS, named by no device."""
+    api.user("ada")
+    oldest = response_json(api.register("ada", "ada-0"))
+    for index in range(1, MAX_DEVICES_PER_USER):
+        assert api.register("ada", f"ada-{index}")["statusCode"] == 201
+    pause = Pause()
+    original = repository_module._device
+    calls = {"n": 0}
+
+    def held(row: Any) -> Any:
+        found = original(row)
+        if threading.current_thread().name == "evict":
+            calls["n"] += 1
+            if calls["n"] == 2 and not pause.reached.is_set():  # the first removed row: the removal's DELETE ran
+                pause.hold()
+        return found
+
+    monkeypatch.setattr(repository_module, "_device", held)
+
+    newest, deletion = _interleave(
+        lambda: api.register("ada", "ada-new"),
+        lambda: api.call(
+            "DELETE", "/v1/users/{user_id}/devices/{device_id}", {"user_id": "ada", "device_id": oldest["device_id"]}
+        ),
+        pause,
+        "evict",
+    )
+
+    assert (newest["statusCode"], deletion["statusCode"]) == (201, 404)
+    named = {arn for _, arn in _device_rows(db)}
+    assert len(named) == MAX_DEVICES_PER_USER
+    assert [arn for arn in api.endpoints() if arn not in named] == []
