@@ -90,8 +90,10 @@ def _connection(item: dict[str, Any]) -> Connection:
         token_expires_at=int(item.get("token_expires_at", {}).get("N", "0")),
         token_seconds=int(item.get("token_seconds", {}).get("N", "0")),
         session_ends_at=int(item.get("session_ends_at", {}).get("N", "0")),
-        session_key_id=item.get("session_key_id", {}).get("S", ""),
-        session_issued_at=int(item.get("session_issued_at", {}).get("N", "0")),
+        # key_id and token_issued_at: what a release before sessions kept their first key wrote (its latest token's,
+        # checked as strictly as that release did).
+        session_key_id=(item.get("session_key_id") or item.get("key_id") or {}).get("S", ""),
+        session_issued_at=int((item.get("session_issued_at") or item.get("token_issued_at") or {}).get("N", "0")),
     )
 
 

@@ -188,6 +188,23 @@ def test_refresh_handler_between_the_two_rotations_launders_nothing(keys: Any) -
     assert (refreshed, reopened) == ("error", 401)
 
 
+def test_refresh_handler_of_a_connection_stored_by_the_release_before_checks_the_key_it_kept(keys: Any) -> None:
+    # That release wrote key_id and token_issued_at: read as "not known", the connection was refreshed after every
+    # token was refused, and its new token opened connections.
+    leaked = _token({"user_id": "victim", "topics": ["billing/invoices"]})["token"]
+    assert _connect(leaked, "Attacker0000000=") == {"statusCode": 200}
+    dynamodb = aws_client("dynamodb")
+    for item in dynamodb.scan(TableName=CONNECTIONS_TABLE)["Items"]:
+        if item.get("connection_id", {}).get("S") == "Attacker0000000=":
+            item["key_id"], item["token_issued_at"] = item.pop("session_key_id"), item.pop("session_issued_at")
+            dynamodb.put_item(TableName=CONNECTIONS_TABLE, Item=item)
+    for _ in range(2):
+        rotate(keys, KEYS_PARAMETER, keep_seconds=0)
+    clients.reset()
+
+    assert _refresh("Attacker0000000=")["type"] == "error"
+
+
 def test_refresh_handler_after_one_rotation_renews_and_the_next_refresh_too(keys: Any) -> None:
     # A rotation keeps the retired key: tokens signed before it work until they expire, and so do their refreshes,
     # whose tokens the new key signs.
