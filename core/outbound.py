@@ -66,6 +66,9 @@ def _embedded(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def _is_private(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # Judged as the IPv4 address alone: Python before 3.11.10 and 3.12.4 counts all of ::ffff:0:0/96 private.
+        return _is_private(address.ipv4_mapped)
     embedded = _embedded(address)
     if embedded is not None and _is_private(embedded):
         return True

@@ -52,8 +52,10 @@ def test_check_address_private_address_is_refused(address: str) -> None:
         check_address(address, allow_private=False)
 
 
+# ::ffff:93.184.216.34: judged as its IPv4 address (Python before 3.11.10 counts all of ::ffff:0:0/96 private).
 @pytest.mark.parametrize(
-    "address", ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8", "2002:5db8:d822::"]
+    "address",
+    ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8", "2002:5db8:d822::", "::ffff:93.184.216.34"],
 )
 def test_check_address_public_address_is_allowed(address: str) -> None:
     check_address(address, allow_private=False)
