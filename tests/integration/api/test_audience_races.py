@@ -88,6 +88,21 @@ def _interleave(first: Callable[[], Any], second: Callable[[], Any], pause: Paus
     return answers["first"], answers["second"]
 
 
+def _held_in(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, thread: str, when: Callable[[], bool]) -> Pause:
+    """Hold the thread named ``thread`` as it calls ``module.name``, the first time ``when()`` says so (asked on each
+    of its calls), before the call."""
+    pause = Pause()
+    original = getattr(module, name)
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == thread and not pause.reached.is_set() and when():
+            pause.hold()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, held)
+    return pause
+
+
 def _device_rows(db: Any) -> list[tuple[str, str]]:
     db.rollback()
     with db.cursor() as cursor:
@@ -284,15 +299,7 @@ def test_device_removed_at_the_bound_while_its_token_registers_again_keeps_a_liv
     api.user("ada")
     for index in range(MAX_DEVICES_PER_USER):
         assert api.register("ada", f"ada-{index}")["statusCode"] == 201
-    pause = Pause()
-    original = devices_module.delete_endpoints
-
-    def held(items: Any, endpoints: Any) -> int:
-        if threading.current_thread().name == "evict" and not pause.reached.is_set():
-            pause.hold()
-        return original(items, endpoints)
-
-    monkeypatch.setattr(devices_module, "delete_endpoints", held)
+    pause = _held_in(monkeypatch, devices_module, "delete_endpoints", "evict", lambda: True)
 
     newest, again = _interleave(
         lambda: api.register("ada", "ada-new"), lambda: api.register("ada", "ada-0"), pause, "evict"
@@ -314,19 +321,9 @@ def test_device_deleted_while_a_registration_removes_it_at_the_bound_leaves_no_e
     oldest = response_json(api.register("ada", "ada-0"))
     for index in range(1, MAX_DEVICES_PER_USER):
         assert api.register("ada", f"ada-{index}")["statusCode"] == 201
-    pause = Pause()
-    original = repository_module._device
-    calls = {"n": 0}
-
-    def held(row: Any) -> Any:
-        found = original(row)
-        if threading.current_thread().name == "evict":
-            calls["n"] += 1
-            if calls["n"] == 2 and not pause.reached.is_set():  # the first removed row: the removal's DELETE ran
-                pause.hold()
-        return found
-
-    monkeypatch.setattr(repository_module, "_device", held)
+    calls = iter(range(1, 1_000))
+    # Held at its second device read: the first removed row, once the removal's DELETE ran.
+    pause = _held_in(monkeypatch, repository_module, "_device", "evict", lambda: next(calls) == 2)
 
     newest, deletion = _interleave(
         lambda: api.register("ada", "ada-new"),

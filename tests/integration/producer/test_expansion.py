@@ -582,6 +582,14 @@ def _without_sender_topic(monkeypatch: pytest.MonkeyPatch) -> None:
     clients.reset()
 
 
+def _email_send_without_sender_topic(monkeypatch: pytest.MonkeyPatch, database: Database, aws: AwsResources) -> None:
+    """Accept an email send to ada (``n-email``) on a stage whose audience sender topic does not exist."""
+    _without_sender_topic(monkeypatch)
+    AudienceRepository(database).put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
+    _accept(database, aws, body, "n-email")
+
+
 def _send_state(db: Any) -> tuple[str, str | None]:
     with db.cursor() as cursor:
         cursor.execute("SELECT status, last_error FROM sends")
@@ -625,12 +633,7 @@ def test_expansion_send_on_email_with_a_missing_sender_topic_fails_with_the_reas
     lambda_context: FakeLambdaContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from core.audience.models import UserRequest
-
-    _without_sender_topic(monkeypatch)
-    AudienceRepository(database).put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
-    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
-    _accept(database, worker_env, body, "n-email")
+    _email_send_without_sender_topic(monkeypatch, database, worker_env)
 
     assert _expand(worker_env, lambda_context) == [{"batchItemFailures": []}]
 
@@ -935,10 +938,7 @@ def test_expansion_failed_send_whose_error_write_failed_is_retried_and_tells_why
 ) -> None:
     # A send that can never be expanded (no audience sender topic) was marked failed although the one ledger write
     # telling why failed (a throttle): no job came back, and the status route never said why.
-    _without_sender_topic(monkeypatch)
-    AudienceRepository(database).put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
-    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi", "subject": "S"}, "channels": ["email"]}
-    _accept(database, worker_env, body, "n-email")
+    _email_send_without_sender_topic(monkeypatch, database, worker_env)
     count = DeliveryLedger.count_deliveries
     throttled: list[str] = []
 
