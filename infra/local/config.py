@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,8 @@ class LocalConfig:
     reset: bool = False
     log_level: str = "INFO"
     stripe_webhook_secret: str = ""
+    # Every rate() schedule played this often instead (LOCAL_RATE_SECONDS): the cron within seconds, for tests.
+    rate_seconds: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> LocalConfig:
@@ -88,6 +91,9 @@ class LocalConfig:
             concurrency = max(1, int(environ.get("LOCAL_MAX_CONCURRENCY") or 3))
         except ValueError as exc:
             raise ConfigError("LOCAL_MAX_CONCURRENCY must be a whole number") from exc
+        rate = environ.get("LOCAL_RATE_SECONDS") or ""
+        if rate and not re.fullmatch(r"[1-9][0-9]{0,4}", rate):
+            raise ConfigError("LOCAL_RATE_SECONDS must be a whole number of seconds, 1 to 99999")
         return cls(
             root=ROOT,
             state_dir=state,
@@ -105,6 +111,7 @@ class LocalConfig:
             seed=environ.get("LOCAL_SEED", "1") not in {"0", "false", "no"},
             reset=environ.get("LOCAL_RESET", "0") not in {"", "0", "false", "no"},
             log_level=_log_level(environ.get("LOCAL_LOG_LEVEL", "")),
+            rate_seconds=int(rate) if rate else None,
         )
 
     @property

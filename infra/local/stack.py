@@ -40,7 +40,7 @@ from infra.local.page import (
 from infra.local.peers import ReceiverServer, Records
 from infra.local.pollers import ScheduleTimer, SnsPoller, SqsPoller, scheduled_event
 from infra.local.postgres import PostgresError, embedded
-from infra.local.schedules import ScheduleError, parse_schedule
+from infra.local.schedules import Rate, ScheduleError, parse_schedule
 from infra.local.seed import DEMO_PROMO_CODE, SeedError, curl_lines, seed, seed_purchases
 from infra.local.snapshot import SnapshotError, Snapshots
 from infra.local.websocket import DEMO_PREFIX, LocalRealtime, WebsocketApiError, start_websocket_api
@@ -304,6 +304,10 @@ class LocalStack:
             schedule = parse_schedule(event.expression)
         except ScheduleError as exc:
             raise StackError(f"{event.function}: {exc}") from exc
+        played = event.expression
+        if isinstance(schedule, Rate) and self.config.rate_seconds is not None:
+            schedule = Rate(self.config.rate_seconds)
+            played = f"{event.expression}, played every {self.config.rate_seconds} s (LOCAL_RATE_SECONDS)"
         rule_name = f"{service.service}-{service.stage}-{event.function}-schedule-{index}"
         rule = f"arn:aws:events:{self.config.region}:{ACCOUNT_ID}:rule/{rule_name}"
         region = self.config.region
@@ -316,7 +320,7 @@ class LocalStack:
         pool = self._pools[event.function]
         timer = ScheduleTimer(schedule, event.expression, pool, make_event, self.stop_event, event_line)
         timer.start()
-        return f"{event.function} ← {event.expression} (next {timer.next_firing():%Y-%m-%d %H:%M:%S} UTC)"
+        return f"{event.function} ← {played} (next {timer.next_firing():%Y-%m-%d %H:%M:%S} UTC)"
 
     def _serve(self, server: Any, name: str) -> None:
         self._servers.append(server)

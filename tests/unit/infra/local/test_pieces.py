@@ -35,6 +35,17 @@ def test_config_bad_port_is_an_error() -> None:
         LocalConfig.from_env({"PORT": "http"})
 
 
+def test_config_rate_seconds_is_none_by_default_and_a_whole_number_when_set() -> None:
+    assert LocalConfig.from_env({}).rate_seconds is None
+    assert LocalConfig.from_env({"LOCAL_RATE_SECONDS": "5"}).rate_seconds == 5
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "\u00b2", "five", "1" * 6])
+def test_config_rate_seconds_not_a_whole_number_of_seconds_is_an_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="LOCAL_RATE_SECONDS"):
+        LocalConfig.from_env({"LOCAL_RATE_SECONDS": value})
+
+
 def test_config_package_params_point_telegram_and_stripe_at_local_servers_and_keep_overrides() -> None:
     config = LocalConfig.from_env({"PORT": "4000", "LOCAL_PARAMS": "maxReceiveCount=2"})
 
