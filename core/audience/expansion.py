@@ -489,7 +489,7 @@ def expand_send(
                     logger.warning("expansion lease lost: the job is put back", extra={"send_id": send.send_id})
                     return report
                 report.pages += 1
-                _write_record(ledger, record, own + total)
+                _write_count(ledger, record.notification_id, own + total)
                 if time_left is not None and time_left() <= 0:
                     expansion.submit(job.model_copy(update={"lease": lease}))
                     report.handed_over = True
@@ -714,10 +714,10 @@ def _enqueue_chunk(
     report.in_page += len(chunk)
 
 
-def _write_record(ledger: ExpansionLedgerPort, record: NotificationRecord, total: int) -> None:
-    """Write the record's count of deliveries so far (and its error); a failure is logged (the next page writes it
-    again)."""
+def _write_count(ledger: ExpansionLedgerPort, notification_id: str, total: int) -> None:
+    """Write the record's count of deliveries so far; a failure is logged (the next page writes it again, and the
+    last count is written once more at the end, failing the job)."""
     try:
-        ledger.count_deliveries(record.notification_id, total, record.error)
+        ledger.count_deliveries(notification_id, total)
     except UpstreamError:
-        logger.error("ledger write of a send's record failed", extra={"notification_id": record.notification_id})
+        logger.error("ledger write of a send's record failed", extra={"notification_id": notification_id})

@@ -82,8 +82,8 @@ class PaymentStorePort(Protocol):
         ...
 
     def claim_publication(self, payment_id: str, claimant: str) -> bool:
-        """Claim the publication of a payment's Purchase event for ``claimant`` (a Stripe event id); ``False`` when it
-        was published already or another claimant's claim holds."""
+        """Claim the publication of a payment's Purchase event for ``claimant`` (one attempt's: its Stripe event id
+        and a token of its own); ``False`` when it was published already or another claimant's claim holds."""
         ...
 
     def release_publication(self, payment_id: str, claimant: str) -> None:

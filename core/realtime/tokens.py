@@ -197,12 +197,11 @@ def read_token(token: str, keys: KeyRingPort, now: float, *, max_seconds: int) -
         raise InvalidTokenError("the token is malformed") from None
     if signed_after_retirement(key, claims.issued_at):
         raise InvalidTokenError("the token was signed with a key retired before it was issued")
-    if claims.session_key_id:
-        if not session_vouched_for(keys, claims.session_key_id, claims.session_issued_at):
-            raise InvalidTokenError("the token's session was revoked: ask for a new token")
-        claims = replace(claims, key_id=key_id)
-    else:
-        claims = replace(claims, key_id=key_id, session_key_id=key_id, session_issued_at=claims.issued_at)
+    if not claims.session_key_id:  # a backend's token: its own session's first, vouched for by the checks above
+        claims = replace(claims, session_key_id=key_id, session_issued_at=claims.issued_at)
+    elif not session_vouched_for(keys, claims.session_key_id, claims.session_issued_at):
+        raise InvalidTokenError("the token's session was revoked: ask for a new token")
+    claims = replace(claims, key_id=key_id)
     # ``exp`` is never past ``end``: this bounds the token's own life too.
     if claims.session_ends_at - claims.issued_at > max_seconds:
         raise InvalidTokenError(f"the token lives longer than this service's tokens ({max_seconds} s at most)")
