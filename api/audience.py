@@ -40,7 +40,17 @@ from core.clients import (
     get_push_endpoints,
 )
 from core.errors import InvalidRequestError
-from core.http import Request, Response, RouteDoc, Router, caller_id, json_response, parse_body
+from core.http import (
+    IDEMPOTENCY_KEY_HEADER,
+    Request,
+    Response,
+    RouteDoc,
+    Router,
+    caller_id,
+    checked_idempotency_key,
+    json_response,
+    parse_body,
+)
 from core.ids import idempotent_notification_id, new_notification_id
 from core.observability import logger, metrics, remaining_time, tracer
 from core.settings import load_settings
@@ -462,9 +472,6 @@ def list_apps() -> Response:
 
 # Sends
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-
 # The route's declaration: registered on ``app`` (``@app.post(SENDS_PATH, SENDS_DOC)`` on a one-line route calling
 # ``send_response(app.current_event)``) together with its ``http`` event in serverless.yml, which tests/unit/
 # test_routes.py keeps equal to the served routes.
@@ -474,7 +481,7 @@ SENDS_DOC = RouteDoc(
     errors=(409, *BODY_ERRORS, *KEY_ERRORS),
     security="api_key",
     request=SendRequest,
-    headers=("Idempotency-Key",),
+    headers=(IDEMPOTENCY_KEY_HEADER,),
 )
 
 
@@ -482,9 +489,7 @@ def send_response(event: Request) -> Response:
     """``POST /v1/sends`` (202): the send recorded and handed to the expansion worker, or scheduled with ``at``."""
     request = parse_body(event.decoded_body, SendRequest)
     caller = caller_id(event.identity)
-    key = event.headers.get("idempotency-key")
-    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidRequestError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    key = checked_idempotency_key(event.headers.get("idempotency-key"))
     # The same key from the same caller names the same notification: its send is recorded once.
     notification_id = idempotent_notification_id(["send", caller, key]) if key else new_notification_id()
     accepted = accept_send(

@@ -16,13 +16,24 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from core.http import ErrorResponse, RouteDoc, Router, resource_template
+from core.http import (
+    IDEMPOTENCY_KEY_HEADER,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    ErrorResponse,
+    RouteDoc,
+    Router,
+    resource_template,
+)
 from core.routes import PUBLISH_DOC, PUBLISH_PATH
 from core.sns import SNS_DOC, SNS_PATH
 
 TITLE = "Notification service"
 VERSION = "1"
 REF_TEMPLATE = "#/components/schemas/{model}"
+# Headers whose rule is more than "a string": what the routes refuse otherwise (422).
+HEADER_SCHEMAS = {
+    IDEMPOTENCY_KEY_HEADER: {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH},
+}
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "api_key": {"type": "apiKey", "in": "header", "name": "x-api-key"},
     "admin": {"type": "http", "scheme": "bearer"},
@@ -74,7 +85,8 @@ def _operation(method: str, resource: str, doc: RouteDoc, function: Any, refs: d
     ]
     parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in doc.query]
     parameters += [
-        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}} for name in doc.headers
+        {"name": name, "in": "header", "required": False, "schema": HEADER_SCHEMAS.get(name, {"type": "string"})}
+        for name in doc.headers
     ]
     responses: dict[str, Any] = {}
     for status, model in sorted(doc.responses.items()):

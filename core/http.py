@@ -676,6 +676,19 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel] | Non
     return "; ".join(lines)
 
 
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
+    """Return an ``Idempotency-Key`` header's value (None without one), refusing an empty key or one over 255
+    characters: not dropped when empty, or a client whose key came out empty would take its retries for
+    deduplicated ones."""
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidRequestError(IDEMPOTENCY_KEY_HEADER, f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    return key
+
+
 def raw_body(body: str | None) -> str:
     """Return the request body, refusing one over the size limit."""
     text = body or ""

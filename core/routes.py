@@ -6,7 +6,7 @@ declaration lives here so that neither function imports the other (nor ``core.ht
 
 from __future__ import annotations
 
-from core.http import RouteDoc
+from core.http import IDEMPOTENCY_KEY_HEADER, RouteDoc
 from core.models import PublishRequest, PublishResponse
 
 PUBLISH_PATH = "/v1/notifications/<channel>/<topic>"
@@ -15,7 +15,7 @@ PUBLISH_DOC = RouteDoc(
     errors=(400, 403, 404, 409, 413, 422, 502),
     security="api_key",
     request=PublishRequest,
-    headers=("x-topic-hash-x", "Idempotency-Key"),
+    headers=("x-topic-hash-x", IDEMPOTENCY_KEY_HEADER),
     summary="Fan a notification out to the topic's integrations.",
     operation_id="publish_notification",
 )

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from core.errors import ForbiddenError, NotFoundError
 from core.fanout import IdempotentPublish, PublishResult, fan_out, record_enqueued, request_digest
-from core.http import parse_body
+from core.http import checked_idempotency_key, parse_body
 from core.ids import idempotent_notification_id
 from core.models import PublishRequest, Topic
 from core.observability import logger, metrics
@@ -131,11 +131,13 @@ def publish(
     """Publish a notification; return ``{"notification_id", "message_ids"}``.
 
     Order of checks: a missing hash is refused before any read, an unknown topic is 404, a wrong hash 403, then the
-    body is parsed; only a valid request reaches the idempotency store, so errors are never replayed.
+    body is parsed and the ``Idempotency-Key`` checked; only a valid request reaches the idempotency store, so errors
+    are never replayed.
     """
     topic = open_topic(registry, call.channel, call.topic, call.topic_hash, "x-topic-hash-x header")
     request = parse_body(call.body, PublishRequest)
-    scope = [call.caller, call.channel, call.topic, call.idempotency_key] if call.idempotency_key else None
+    key = checked_idempotency_key(call.idempotency_key)
+    scope = [call.caller, call.channel, call.topic, key] if key is not None else None
     return publish_once(
         topic, request, ledger, queue, idempotency, caller=call.caller, scope=scope, time_left=call.time_left
     )

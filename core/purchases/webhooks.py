@@ -38,7 +38,6 @@ Stripe event id, and publishes one Purchase event per payment:
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -209,8 +208,13 @@ def webhook_payload(body: str | None, base64_encoded: bool) -> str:
     if not base64_encoded:
         return body
     try:
-        return base64.b64decode(body, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        # ValueError: binascii.Error, and what b64decode raises for a text holding non-ASCII characters.
+        data = base64.b64decode(body, validate=True)
+    except ValueError:
+        raise StripeSignatureError("the body is not valid base64") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
         raise StripeSignatureError("the body is not UTF-8 text, which Stripe signs") from None
 
 
@@ -256,7 +260,8 @@ def verify_event(
                 f"{SIGNATURE_HEADER} timestamp is outside the tolerance of {tolerance} s"
             ) from None
         raise StripeSignatureError(f"{SIGNATURE_HEADER} does not match the body and the endpoint secret") from None
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        # RecursionError: the SDK's json.loads of a signed body nested past the parser's depth.
         raise StripeSignatureError("the body is not a Stripe event (JSON object)") from None
     try:
         envelope = StripeEventEnvelope.model_validate_json(payload)

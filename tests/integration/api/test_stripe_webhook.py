@@ -111,6 +111,47 @@ def test_stripe_webhook_refused_400_nothing_queued(
     assert receive_all(aws.sqs, webhook_queue) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("é" + base64.b64encode(PAYLOAD.encode()).decode(), "the body is not valid base64"),
+        ("not base64!", "the body is not valid base64"),
+        (base64.b64encode(b"\xff\xfe").decode(), "the body is not UTF-8 text, which Stripe signs"),
+    ],
+    ids=["non-ascii", "not-base64", "not-utf8"],
+)
+def test_stripe_webhook_base64_flagged_body_that_decodes_to_no_text_is_400(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext, body: str, problem: str
+) -> None:
+    # b64decode raises a plain ValueError (not binascii.Error) for a text holding non-ASCII characters: it was a 500.
+    from api.stripe_webhook import WEBHOOK_PATH, handler
+
+    event = api_event(
+        "POST", WEBHOOK_PATH, body=body, headers={"Stripe-Signature": sign(PAYLOAD)}, api_key=None, api_key_id=None
+    )
+    event["isBase64Encoded"] = True
+
+    response = handler(event, lambda_context)
+
+    assert (response["statusCode"], response_json(response)) == (400, {"message": problem})
+    assert receive_all(aws.sqs, webhook_queue) == []
+
+
+def test_stripe_webhook_signed_body_nested_past_the_parser_is_400(
+    aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
+) -> None:
+    # The SDK checks the signature, then parses: a RecursionError, which was a 500. Only the secret's holder can sign.
+    body = "[" * 100_000 + "]" * 100_000
+
+    response = _post(lambda_context, body, sign(body))
+
+    assert (response["statusCode"], response_json(response)) == (
+        400,
+        {"message": "the body is not a Stripe event (JSON object)"},
+    )
+    assert receive_all(aws.sqs, webhook_queue) == []
+
+
 def test_stripe_webhook_queue_failure_answers_502_so_stripe_retries(
     aws: AwsResources, webhook_queue: str, lambda_context: FakeLambdaContext
 ) -> None:

@@ -435,3 +435,24 @@ def test_idempotency_key_reused_after_its_record_expired_before_its_rows_is_a_ne
     assert response_header(retried, "X-Notification-Id") == new
     assert {json.loads(message["Body"])["notification_id"] for message in service.queued()} == {new}
     assert clients.get_ledger().get_entry(new, "erp-webhook") is None  # nothing of the old one's rows
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_idempotency_key_empty_or_over_255_characters_is_refused_and_nothing_is_enqueued(
+    service: Service, topic_hash: str, key: str
+) -> None:
+    # An empty key was taken for none: a client whose key came out empty had every retry published again.
+    response = service.publish({"metadata": METADATA}, topic_hash, idempotency_key=key)
+
+    assert response["statusCode"] == 422
+    assert _message(response) == "Idempotency-Key: must be 1 to 255 characters"
+    assert service.queued() == []
+
+
+def test_idempotency_key_of_255_characters_replays(service: Service, topic_hash: str) -> None:
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="k" * 255)
+
+    second = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="k" * 255)
+
+    assert (first["statusCode"], second["statusCode"]) == (200, 200)
+    assert response_header(second, "X-Notification-Id") == response_header(first, "X-Notification-Id")

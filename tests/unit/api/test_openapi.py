@@ -182,3 +182,17 @@ def test_build_document_wall_clock_times_match_their_documented_schema(schema: s
     documented = json.loads(document_json())["components"]["schemas"][schema]["properties"][field]
 
     jsonschema.validate(served, documented, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+@pytest.mark.parametrize(("path", "method"), [("/v1/notifications/{channel}/{topic}", "post"), ("/v1/sends", "post")])
+def test_build_document_idempotency_key_header_states_the_length_the_routes_take(path: str, method: str) -> None:
+    document = build_document(routers())
+
+    (header,) = [p for p in document["paths"][path][method]["parameters"] if p["name"] == "Idempotency-Key"]
+
+    assert header == {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    }
