@@ -284,9 +284,16 @@ def test_webhook_payload_base64_body_is_decoded() -> None:
     assert webhook_payload(base64.b64encode(payload.encode()).decode(), base64_encoded=True) == payload
 
 
-@pytest.mark.parametrize("body", ["%%%not base64%%%", base64.b64encode(b"\xff\xfe").decode()])
-def test_webhook_payload_undecodable_body_refused(body: str) -> None:
-    with pytest.raises(StripeSignatureError, match="not UTF-8 text"):
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("%%%not base64%%%", "not valid base64"),
+        ("é" + base64.b64encode(b"{}").decode(), "not valid base64"),
+        (base64.b64encode(b"\xff\xfe").decode(), "not UTF-8 text"),
+    ],
+)
+def test_webhook_payload_undecodable_body_refused(body: str, problem: str) -> None:
+    with pytest.raises(StripeSignatureError, match=problem):
         webhook_payload(body, base64_encoded=True)
 
 
