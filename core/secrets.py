@@ -66,17 +66,29 @@ class SecretStore:
 
         Raise ``ConflictError`` when every name is taken. Nothing is ever overwritten.
         """
+        text = secret_text(secret)
         for name in names:
             try:
-                self._writer.put_parameter(
-                    Name=name, Value=secret_text(secret), Type="SecureString", Overwrite=False, Tier="Standard"
-                )
+                self._writer.put_parameter(Name=name, Value=text, Type="SecureString", Overwrite=False, Tier="Standard")
             except AWS_ERRORS as exc:
+                if error_code(exc) == "ParameterAlreadyExists" and self._holds(name, text):
+                    # botocore's retry of a write SSM made though its answer was lost: the names are new and random,
+                    # so the parameter is this write's. Taken for another's, it was left holding live credentials
+                    # that no topic names.
+                    return name
                 if error_code(exc) == "ParameterAlreadyExists":
                     continue
                 raise aws_error(exc, "storing credentials") from exc
             return name
         raise ConflictError("credentials could not be stored under a new name; retry")
+
+    def _holds(self, name: str, text: str) -> bool:
+        """Whether the parameter ``name`` holds ``text``; False when it cannot be read (the name is then left)."""
+        try:
+            response = self._writer.get_parameters(Names=[name], WithDecryption=True)
+        except AWS_ERRORS:
+            return False
+        return any(parameter.get("Value") == text for parameter in response.get("Parameters", []))
 
     def get(self, name: str) -> dict[str, str]:
         """Return a secret object; raise ``NotFoundError`` when the parameter does not exist."""

@@ -3,8 +3,11 @@ SecureString parameters read and kept for a while."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from core.errors import AWS_ERRORS, UpstreamError, error_code
 from core.secrets import SecretStore, SecureParameters
@@ -49,6 +52,54 @@ def test_secret_store_integration_refs_of_a_recreated_topic_never_repeat_a_name(
     recreated_topics = store.integration_refs("orders", "shipped", "hook")
 
     assert len({*deleted_topics, *recreated_topics, legacy}) == 5
+
+
+class _LostAnswers:
+    """Makes SSM apply the next ``PutParameter`` but lose its answer (a read timeout), as a slow network does: botocore
+    then retries, for real, and finds the parameter its first try wrote."""
+
+    def __init__(self, ssm: Any) -> None:
+        self._params: dict[str, Any] = {}
+        self.lost = 0
+        ssm.meta.events.register("before-parameter-build.ssm.PutParameter", self._keep)
+        ssm.meta.events.register("before-send.ssm.PutParameter", self._lose)
+
+    def _keep(self, params: dict[str, Any], **_: Any) -> None:
+        self._params = dict(params)
+
+    def _lose(self, request: Any, **_: Any) -> None:
+        if self.lost:
+            return
+        self.lost += 1
+        with contextlib.suppress(ClientError):  # applied already, by moto's own hook before this one
+            client("ssm").put_parameter(**self._params)  # the write SSM applies
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+
+def test_secret_store_add_whose_answer_was_lost_keeps_the_parameter_its_retry_found(aws: AwsResources) -> None:
+    ssm = client("ssm")
+    lost = _LostAnswers(ssm)
+    store = SecretStore(ssm, PREFIX)
+    names = store.integration_refs("orders", "shipped", "hook")
+
+    name = store.add(names, {"token": "t-1"})
+
+    # The retry's ParameterAlreadyExists was taken for another's parameter: the second name was written, and the
+    # first left holding the credentials, named by no topic and deleted by nothing.
+    stored = aws.ssm.get_parameters_by_path(Path=f"{PREFIX}/integrations", Recursive=True)["Parameters"]
+    assert (lost.lost, name, [parameter["Name"] for parameter in stored]) == (1, names[0], [names[0]])
+
+
+def test_secret_store_add_first_name_holding_other_credentials_writes_the_second(aws: AwsResources) -> None:
+    store = SecretStore(client("ssm"), PREFIX)
+    names = store.integration_refs("orders", "shipped", "hook")
+    aws.ssm.put_parameter(Name=names[0], Value='{"token": "another"}', Type="SecureString")
+
+    name = store.add(names, {"token": "t-1"})
+
+    assert name == names[1]
+    assert store.get(names[0]) == {"token": "another"}
+    assert store.get(names[1]) == {"token": "t-1"}
 
 
 class _Clock:
