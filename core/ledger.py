@@ -92,6 +92,19 @@ class NotificationRecord(NamedTuple):
     error: str | None = None
 
 
+# A delivery without a row that its publish's record says was not enqueued: its failed row's write failed too.
+NOT_ENQUEUED = "not enqueued: the publish could not send it to the delivery queue"
+
+
+def _not_enqueued(record: NotificationRecord) -> frozenset[str]:
+    """The keys of the deliveries a publish could not enqueue: those its record's ``enqueued`` (written once an attempt
+    could not enqueue every delivery) leaves out. Their failed rows are written after it, and their write may fail: a
+    delivery without a row is then not ``queued``, which nothing would ever change."""
+    if record.enqueued is None:
+        return frozenset()
+    return frozenset(delivery.key for delivery in record.deliveries if delivery.key not in record.enqueued)
+
+
 class AttemptRecord(TypedDict):
     """One attempt of a delivery, as its row's ``history`` keeps it.
 
@@ -759,6 +772,7 @@ class DeliveryLedger:
         """
         record = record or self.get_record(notification_id)
         missing = self._missing(record)
+        unsent = _not_enqueued(record)
         after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
         statuses, complete = self._statuses(notification_id, time.monotonic() + summary_seconds)
         expected = {delivery.key: delivery for delivery in record.deliveries}
@@ -768,14 +782,21 @@ class DeliveryLedger:
         last = list(rows)[-1] if len(rows) > size else None
         keys = sorted(set(rows) | {key for key in expected if key > after and (last is None or key <= last)})
         page_keys = keys[:size]
-        entries = [rows.get(key) or self._without_row(record, expected[key], missing) for key in page_keys]
+        entries = [
+            rows.get(key)
+            or self._without_row(record, expected[key], DeliveryStatus.FAILED if key in unsent else missing)
+            for key in page_keys
+        ]
         # A row read a moment after the light read may have moved on (retrying → dead): the summary says what the
         # deliveries of this page say, so one answer never contradicts itself.
         statuses.update({key: str(rows[key].status) for key in page_keys if key in rows})
         counts: dict[str, int] = {}
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
-        without_row = max(0, record.delivery_count - len(statuses)) if complete else 0
+        unsent_without_row = len(unsent - statuses.keys()) if complete else 0
+        if unsent_without_row:
+            counts[DeliveryStatus.FAILED.value] = counts.get(DeliveryStatus.FAILED.value, 0) + unsent_without_row
+        without_row = max(0, record.delivery_count - len(statuses) - unsent_without_row) if complete else 0
         if without_row:
             counts[missing.value] = counts.get(missing.value, 0) + without_row
         return LedgerPage(
@@ -849,6 +870,7 @@ class DeliveryLedger:
     def _without_row(self, record: NotificationRecord, delivery: Delivery, status: DeliveryStatus) -> LedgerEntry:
         days = self._ttl_seconds // 86400
         gone = f"its row is gone: the ledger keeps a delivery's row {days} days after its last change"
+        errors = {DeliveryStatus.EXPIRED: gone, DeliveryStatus.FAILED: NOT_ENQUEUED}
         return LedgerEntry(
             notification_id=record.notification_id,
             delivery_key=delivery.key,
@@ -856,7 +878,7 @@ class DeliveryLedger:
             type=delivery.type,
             status=status,
             attempts=0,
-            last_error=gone if status is DeliveryStatus.EXPIRED else None,
+            last_error=errors.get(status),
             provider_message_id=None,
             updated_at=record.created_at,
         )

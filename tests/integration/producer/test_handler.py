@@ -392,6 +392,53 @@ def test_publish_entry_still_failing_ledger_tells_which_and_why(service: Service
     }
 
 
+def test_publish_entry_still_failing_whose_failed_row_write_fails_too_is_failed_not_queued(
+    service: Service, topic_hash: str
+) -> None:
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
+    failures.fail("team-slack", times=2)
+
+    def refuse_failed_rows(params: dict[str, Any], **_: Any) -> None:
+        # The failed row's write (a PutItem only where no row is) goes to a table that is not there: refused for real.
+        if params.get("ConditionExpression") == "attribute_not_exists(#s)":
+            params["TableName"] = "notify-test-no-such-table"
+
+    clients.get_client("dynamodb").meta.events.register("before-parameter-build.dynamodb.PutItem", refuse_failed_rows)
+
+    response = service.publish({"metadata": METADATA}, topic_hash)
+
+    # The record says what was enqueued; with no row, the delivery the queue never had was "queued" for ever.
+    page = service.ledger().page(str(response_header(response, "X-Notification-Id")))
+    assert response["statusCode"] == 502
+    assert {entry.integration: (entry.status, entry.last_error) for entry in page.entries}["team-slack"] == (
+        DeliveryStatus.FAILED,
+        "not enqueued: the publish could not send it to the delivery queue",
+    )
+    assert page.counts == {"queued": 4, "failed": 1}
+
+
+def test_publish_retried_after_a_502_whose_failed_row_write_failed_is_queued_again(
+    service: Service, topic_hash: str
+) -> None:
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
+    failures.fail("team-slack", times=2)
+    ledger_client = clients.get_client("dynamodb")
+
+    def refuse_failed_rows(params: dict[str, Any], **_: Any) -> None:
+        if params.get("ConditionExpression") == "attribute_not_exists(#s)":
+            params["TableName"] = "notify-test-no-such-table"
+
+    ledger_client.meta.events.register("before-parameter-build.dynamodb.PutItem", refuse_failed_rows)
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-9")
+    ledger_client.meta.events.unregister("before-parameter-build.dynamodb.PutItem", refuse_failed_rows)
+
+    retry = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-9")
+
+    page = service.ledger().page(str(response_header(retry, "X-Notification-Id")))
+    assert (first["statusCode"], retry["statusCode"]) == (502, 200)
+    assert page.counts == {"queued": 5}
+
+
 def test_publish_entry_still_failing_reports_no_unsent_message(service: Service, topic_hash: str) -> None:
     SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=2)
 
