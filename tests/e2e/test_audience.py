@@ -154,3 +154,29 @@ def test_device_gets_a_send_now_and_one_scheduled_ahead_and_a_cancelled_one_neve
     finally:
         stack.publisher("DELETE", f"/v1/users/{user_id}")
         stack.admin("DELETE", f"/v1/apps/{app}")
+
+
+@pytest.mark.timeout(START_TIMEOUT + 2 * NOW_TIMEOUT)
+def test_send_by_email_and_telegram_goes_through_the_demo_topic_on_the_default_stack(stack: Stack) -> None:
+    # The local stage's sender topic is the seeded demo topic: without it, such a send failed saying none was set.
+    tag = uuid.uuid4().hex[:10]
+    user_id, text = f"e2e-mail-{tag}", f"mail {tag}"
+    user = stack.publisher(
+        "PUT", f"/v1/users/{user_id}", {"timezone": "UTC", "email": f"{tag}@example.com", "telegram_chat_id": "4243"}
+    )
+    assert user.status == 201, user.body
+    try:
+        body = {"to": {"user_ids": [user_id]}, "content": {"text": text, "subject": f"Hi {tag}"}}
+        reply = stack.publisher("POST", "/v1/sends", {**body, "channels": ["email", "telegram"]})
+        assert reply.status == 202, reply.body
+
+        status = stack.wait_for_status(
+            reply.body["notification_id"], lambda rows: len(rows) == 2 and _delivered(rows), NOW_TIMEOUT
+        )
+
+        assert [item["delivery_key"] for item in status["deliveries"]] == [f"email:{user_id}", f"telegram:{user_id}"]
+        channels = stack.call("GET", "/_local/api/state").body["channels"]
+        assert [item for item in channels["email"] if text in str(item["text"])], channels["email"]
+        assert [item for item in channels["telegram"] if text in str(item["text"])], channels["telegram"]
+    finally:
+        stack.publisher("DELETE", f"/v1/users/{user_id}")
