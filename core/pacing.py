@@ -289,18 +289,20 @@ class DynamoPaceStore:
         item = response.get("Item", {})
         factor, slow_until = slowed(_number(item, "slow_factor", 1.0), _number(item, "slow_until"), until, now)
         self.advance(key, until, now)
-        values = {
-            ":f": {"N": repr(factor)},
-            ":su": {"N": repr(slow_until)},
-            ":x": {"N": str(int(slow_until) + ITEM_TTL_SECONDS)},
-            ":now": {"N": repr(now)},
-        }
+        tat = max(until, _number(item, "tat"))
+        values = {":f": {"N": repr(factor)}, ":su": {"N": repr(slow_until)}, ":now": {"N": repr(now)}}
+        # The item outlives both its TAT and its slow-down. Slots reserved days ahead (a slow pace's backlog) put TAT
+        # past slow_until: kept from slow_until alone, DynamoDB's TTL deleted the item while those slots waited, and
+        # new sends went at once beside them. From the TAT as the update finds it, when it is the later: TAT only grows.
+        if slow_until > tat:
+            expires, values[":x"] = ":x", {"N": str(math.ceil(slow_until) + ITEM_TTL_SECONDS)}
+        else:
+            expires, values[":ttl"] = "tat + :ttl", {"N": str(ITEM_TTL_SECONDS)}
         # A consumer that saw more 429s may have slowed it further meanwhile: a slow-down is never undone here.
         self._update(
             key,
-            "SET slow_factor = :f, slow_until = :su, expires_at = :x",
+            f"SET slow_factor = :f, slow_until = :su, expires_at = {expires}",
             "attribute_not_exists(slow_factor) OR slow_factor <= :f OR slow_until < :now",
             values,
         )
-        tat = max(until, _number(item, "tat"))
         return Slot(at=tat, tat=tat, slow_factor=factor, slow_until=slow_until)

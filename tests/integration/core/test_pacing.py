@@ -226,6 +226,35 @@ def test_pacer_slot_slower_than_the_ttl_item_outlives_its_tat(
     assert float(item["expires_at"]["N"]) >= float(item["tat"]["N"]) + ITEM_TTL_SECONDS - 1
 
 
+def test_pacer_penalize_after_a_backlog_days_ahead_keeps_the_item_past_its_tat(
+    aws: AwsResources, store: DynamoPaceStore
+) -> None:
+    """A webhook at 0.001/s with 200 sends queued: its TAT is about 2.3 days ahead. A 429 with Retry-After: 1 set the
+    item to expire a day after the slow-down, 1.3 days before the TAT, and then new sends went at once."""
+    slow = Limit("webhook:slow", per_second=0.001)
+    pacer = Pacer(store)
+    for _ in range(200):
+        pacer.reserve([slow], NOW)
+
+    pacer.penalize([slow], retry_after=1.0, now=NOW + 1)
+    item = _item(aws, slow.key)
+
+    assert float(item["expires_at"]["N"]) >= float(item["tat"]["N"]) + ITEM_TTL_SECONDS
+    assert float(item["slow_factor"]["N"]) == SLOW_FACTOR
+
+
+def test_pacer_penalize_longer_than_the_backlog_keeps_the_item_past_its_slow_down(
+    aws: AwsResources, store: DynamoPaceStore
+) -> None:
+    Pacer(store).reserve([CHAT], NOW)
+
+    Pacer(store).penalize([CHAT], retry_after=600.0, now=NOW)
+    item = _item(aws, CHAT.key)
+
+    assert float(item["expires_at"]["N"]) >= float(item["slow_until"]["N"]) + ITEM_TTL_SECONDS
+    assert float(item["slow_until"]["N"]) > float(item["tat"]["N"])
+
+
 def test_dynamo_pace_store_take_unreachable_dynamodb_raises_upstream_error_without_url() -> None:
     store = DynamoPaceStore(UnreachableClient(), TABLE)
 
