@@ -499,6 +499,7 @@ def send_response(event: Request) -> Response:
         datetime.now(UTC),
         notification_id,
         caller=caller,
+        ledger=get_ledger(settings()),
     )
     # A scheduled send's notification exists only once it fires: until then, its schedule is what there is to see.
     location = (

@@ -57,6 +57,7 @@ from core.audience.models import MAX_USER_ID_BYTES, User, UserPage
 from core.audience.ports import ExpansionStorePort
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import (
+    SOURCE,
     ExpansionBatchJob,
     ExpansionJob,
     ExpansionQueuePort,
@@ -64,6 +65,7 @@ from core.audience.sends import (
     SendBusyError,
     StoredSend,
     SubscribersJob,
+    record_place,
 )
 from core.channels.push import platform_payloads
 from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
@@ -82,10 +84,6 @@ from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, DeliveryQueue, SendOutcome
 from core.realtime.refs import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
 from core.times import utc_now
 
-SOURCE = "send"
-# The channel/topic of a send's record and messages when its audience is no topic's subscribers.
-AUDIENCE_CHANNEL = "audience"
-AUDIENCE_TOPIC = "send"
 DEFAULT_PAGE_SIZE = 500
 # The messages of a page built and held at once, in characters of their bodies (``_enqueue_page``).
 ENQUEUE_CHUNK_BYTES = 8 * 1024 * 1024
@@ -312,14 +310,6 @@ def _skip(key: str, kind: str, user_id: str, reason: str) -> _Planned:
     return _Planned(key, DeliveryRow(integration=kind, type=kind, recipient={"user_id": user_id}), None, reason)
 
 
-def _record_place(send: StoredSend) -> tuple[str, str]:
-    topic = send.target.get("topic")
-    if isinstance(topic, str) and "/" in topic:
-        channel, name = topic.split("/", 1)
-        return channel, name
-    return AUDIENCE_CHANNEL, AUDIENCE_TOPIC
-
-
 _Page = tuple[list[User], str | None, list[str]]
 
 
@@ -449,7 +439,7 @@ def expand_send(
     if send.status in ("cancelled", "failed"):
         report.status, report.done = send.status, True
         return report
-    channel, topic = _record_place(send)
+    channel, topic = record_place(send.target)
     started = now()
     record = NotificationRecord(
         notification_id=send.notification_id,

@@ -47,8 +47,10 @@ from core.errors import (
     UpstreamError,
     aws_error,
 )
+from core.ledger import NotificationRecord
 from core.observability import logger
 from core.queue import MESSAGE_BYTES_LIMIT, DeliveryQueue, bounded_groups
+from core.times import iso_time
 from core.validation import NAME_PATTERN, PATTERN_RULES, DateTimeText, Reply, Strict, refuse_text
 
 SendChannel = Literal["push", "email", "telegram", "browser"]
@@ -233,6 +235,30 @@ class StoredSend:
         return self.expanded_through if zone is None else self.zone_cursors.get(zone)
 
 
+# A send's ledger record: ``source`` ``send``, under the topic it reaches the subscribers of, else ``audience/send``
+# (the channel/topic of its messages too).
+SOURCE = "send"
+AUDIENCE_CHANNEL = "audience"
+AUDIENCE_TOPIC = "send"
+
+
+def record_place(target: dict[str, Any]) -> tuple[str, str]:
+    """Return the channel and topic a send's record is kept under: its target topic's, else ``audience/send``."""
+    topic = target.get("topic")
+    if isinstance(topic, str) and "/" in topic:
+        channel, name = topic.split("/", 1)
+        return channel, name
+    return AUDIENCE_CHANNEL, AUDIENCE_TOPIC
+
+
+class SendLedgerPort(Protocol):
+    """The ledger as ``POST /v1/sends`` writes it: the accepted notification's record."""
+
+    def create_notification(self, record: NotificationRecord) -> bool:
+        """Write a record unless one exists under its id; return ``False`` when one does."""
+        ...
+
+
 class SendBusyError(NotificationError):
     """Another expansion run holds the send's lease (``sends.lease``): this job waits its turn."""
 
@@ -385,8 +411,11 @@ def accept_send(
     notification_id: str,
     *,
     caller: str | None = None,
+    ledger: SendLedgerPort | None = None,
 ) -> SendAccepted:
     """Record a send and hand it over: to the expansion queue now, or with its schedule when it has ``at``.
+
+    ``ledger``: where a send handed over now gets its notification's record before its job is submitted.
 
     ``notification_id`` is fresh, or derived from an ``Idempotency-Key``: the same key and body again answers the
     same notification and submits its job again (the worker resumes where the send stands, nothing is sent twice);
@@ -425,6 +454,22 @@ def accept_send(
         or store.find_schedule(notification_id) is not None
     ):
         raise ConflictError("Idempotency-Key was already used with a different request body")
+    if ledger is not None:
+        # The answer's Location (the notification's status) answers from the 202 on, not once a worker expanded it:
+        # a job failing for now (the database down) and waiting in the expansion DLQ left it a 404. The worker keeps
+        # this record (``expand_send``); a repeat of the key finds it written.
+        channel, topic = record_place(target)
+        ledger.create_notification(
+            NotificationRecord(
+                notification_id=notification_id,
+                source=SOURCE,
+                channel=channel,
+                topic=topic,
+                created_at=iso_time(now.timestamp()),
+                caller=caller,
+                delivery_count=0,
+            )
+        )
     expansion.submit(ExpansionJob(send_id=send.send_id, notification_id=notification_id, caller=caller))
     logger.info("send queued", extra={"notification_id": notification_id, "send_id": send.send_id, "new": created})
     return SendAccepted(notification_id=notification_id, status="queued")

@@ -600,3 +600,23 @@ def test_sends_location_of_a_scheduled_send_is_its_schedule(api: Api) -> None:
     assert response_header(later, "Location") == f"/v1/schedules/{response_json(later)['schedule_id']}"
     shown = api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": response_json(later)["schedule_id"]})
     assert shown["statusCode"] == 200
+
+
+def test_sends_location_of_a_send_now_answers_its_status_before_any_worker_ran(api: Api) -> None:
+    from api.handler import handler as api_handler
+
+    api.user("ada")
+    body = {"to": {"user_ids": ["ada"]}, "content": {"text": "Hi"}, "channels": ["browser"]}
+
+    accepted = api.call("POST", "/v1/sends", None, body)
+    notification_id = response_json(accepted)["notification_id"]
+    # The job waits on the expansion queue (or fails for now, the database down, and ends in its DLQ): the status was
+    # a 404 "does not exist" until a worker wrote the record.
+    status = api_handler(
+        api_event("GET", "/v1/notifications/{notification_id}", {"notification_id": notification_id}), api.context
+    )
+
+    assert response_header(accepted, "Location") == f"/v1/notifications/{notification_id}"
+    assert status["statusCode"] == 200, status["body"]
+    shown = response_json(status)
+    assert (shown["source"], shown["channel"], shown["topic"], shown["deliveries"]) == ("send", "audience", "send", [])
