@@ -58,6 +58,7 @@ from core.audience.ports import ExpansionStorePort
 from core.audience.segments import compile_where, parse_where
 from core.audience.sends import (
     SOURCE,
+    SWEEP_ZONE,
     ExpansionBatchJob,
     ExpansionJob,
     ExpansionQueuePort,
@@ -91,8 +92,8 @@ ENQUEUE_CHUNK_BYTES = 8 * 1024 * 1024
 # found the send held waits on the queue before it looks again.
 DEFAULT_LEASE_SECONDS = 120.0
 BUSY_DELAY_SECONDS = 30
-# The cursor key of a local-time send's sweep (``zone_cursors``): no IANA zone is named so.
-SWEEP = "*"
+# The cursor key of a local-time send's sweep (``zone_cursors``), and its mark in ``zones_done`` once it finished.
+SWEEP = SWEEP_ZONE
 NO_DEVICE = "no enabled device"
 NO_EMAIL = "no email address"
 NO_CHAT = "no Telegram chat id"
@@ -486,8 +487,9 @@ def expand_send(
                     report.status = "expanding"
                     logger.info("expansion handed over to a new job", extra={"send_id": send.send_id, "cursor": cursor})
                     return report
-            if zone is not None and zone != SWEEP:
-                # Its pages are done: the sweep no longer leaves its users to it.
+            if zone is not None:
+                # Its pages are done: the sweep no longer leaves its users to it. The sweep's own mark tells the purge
+                # of the send's recorded recipients that no part of the send reads them any more.
                 store.finish_zone(send.send_id, zone, lease)
     except ExpansionError as exc:
         # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page

@@ -34,7 +34,7 @@ from core.audience.models import (
 )
 from core.audience.ports import SqlCondition
 from core.audience.schedules import ClaimedSend, Handoff, NewScheduledSend, Schedule, ScheduleStatus
-from core.audience.sends import NewSend, SendBusyError, StoredSend
+from core.audience.sends import EXPANSION_JOB_MAX_AGE_SECONDS, SWEEP_ZONE, NewSend, SendBusyError, StoredSend
 from core.errors import ConflictError, InvalidRequestError, NotFoundError
 
 MAX_PAGE = 1000
@@ -1079,19 +1079,25 @@ class AudienceRepository:
         (sent, cancelled or failed) ``kept_seconds`` ago or more and that no run holds; return how many went, ``None``
         when no send is left to purge. A send whose rows are all gone is no longer ``recipients_kept``.
 
-        Their zones were all handed over: only an expansion job retried that late could still page users, and its
-        zone's cursor keeps it from those it paged. A send a run holds (its lease, or its row locked) is left for a
-        later purge. Bounded, a statement stays short however large the send was: the caller repeats while it has time.
+        Their zones were all handed over, but a hand-off's job may still come back (failed for now, it waits in the
+        expansion DLQ until an operator moves it back): the recipients stay while a zone a hand-off named has no
+        finished run, or a ``user_ids`` send's sweep (``SWEEP_ZONE`` in ``zones_done``) none, until no job can be left
+        (``EXPANSION_JOB_MAX_AGE_SECONDS``). Purged before, a sweep run later skipped as too late, and counted again,
+        users it had reached. A send a run holds (its lease, or its row locked) is left for a later purge. Bounded,
+        a statement stays short however large the send was: the caller repeats while it has time.
         """
 
         def work(cursor: Any) -> int | None:
             cursor.execute(
                 "SELECT s.id FROM sends s JOIN scheduled_sends ss ON ss.send_id = s.id"
                 " WHERE s.recipients_kept AND ss.status IN ('sent', 'cancelled', 'failed')"
-                " AND ss.updated_at <= now() - make_interval(secs => %s)"
+                " AND ss.updated_at <= now() - make_interval(secs => %(kept)s)"
                 " AND (s.lease IS NULL OR s.leased_until IS NULL OR s.leased_until < now())"
+                " AND ((s.zones_handed <@ s.zones_done"
+                "   AND (NOT s.target ? 'user_ids' OR %(sweep)s = ANY (s.zones_done)))"
+                "  OR ss.updated_at <= now() - make_interval(secs => %(latest)s))"
                 " ORDER BY ss.updated_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED",
-                (kept_seconds,),
+                {"kept": kept_seconds, "sweep": SWEEP_ZONE, "latest": EXPANSION_JOB_MAX_AGE_SECONDS},
             )
             row = cursor.fetchone()
             if row is None:

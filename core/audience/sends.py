@@ -251,6 +251,14 @@ def record_place(target: dict[str, Any]) -> tuple[str, str]:
     return AUDIENCE_CHANNEL, AUDIENCE_TOPIC
 
 
+# The cursor key of a local-time ``user_ids`` send's sweep, and the mark in ``zones_done`` that it finished: no IANA
+# zone is named so.
+SWEEP_ZONE = "*"
+# How long an expansion job can still come back: the expansion DLQ keeps one 14 days (infra/audience.yml), from when
+# it was first queued, until an operator moves it back.
+EXPANSION_JOB_MAX_AGE_SECONDS = 14 * 86400
+
+
 class SendLedgerPort(Protocol):
     """The ledger as ``POST /v1/sends`` writes it: the accepted notification's record."""
 

@@ -59,7 +59,8 @@ class ScheduleDispatchSettings(FunctionSettings):
     cron_retry_cap_seconds: int = Field(default=3600, ge=1, alias="CRON_RETRY_CAP_SECONDS")
     cron_max_attempts: int = Field(default=24, ge=1, alias="CRON_MAX_ATTEMPTS")
     # How long a local-time send's recorded recipients (each zone leaves out those an earlier zone reached) are kept
-    # after its schedule ended: longer than any expansion job of it is retried.
+    # after its schedule ended, at least: longer still while a hand-off of it has no finished run, since its job may
+    # come back from the expansion DLQ (core/audience/repository.py purge_send_recipients).
     cron_recipients_kept_hours: float = Field(default=72, ge=1, le=24 * 14, alias="CRON_RECIPIENTS_KEPT_HOURS")
 
 

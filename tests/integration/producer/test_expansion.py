@@ -435,6 +435,44 @@ def test_expansion_local_time_user_ids_each_get_a_row_by_the_last_claim_none_a_l
     assert page.record.delivery_count == 4
 
 
+def test_expansion_sweep_back_from_the_dlq_after_the_recipients_purge_time_reaches_no_one_twice(
+    worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    """The sweep's job failed for now five times and waited in the expansion DLQ (kept 14 days) past the 72 h the
+    cron keeps a send's recorded recipients: purged, the sweep moved back found nobody handed over and skipped ada,
+    whom her zone reached, as too late, counting her twice (a phantom queued delivery for ever)."""
+    from cron.handler import build_enqueuer, settings
+
+    repository = AudienceRepository(database)
+    repository.put_user("ada", UserRequest(timezone="Europe/Paris"))
+    schedule_id = _morning_in_each_zone(repository, "n-purged", {"user_ids": ["ada"]})
+    held: list[str] = []  # the sweep's job, waiting in the expansion DLQ
+    now = datetime(2030, 6, 14, 19, 0, 30, tzinfo=UTC)
+    while repository.get_schedule(schedule_id).status != "sent":
+        dispatch_due(repository, build_enqueuer(settings()), now, 10, timedelta(minutes=5))
+        for job in receive_all(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"]):
+            if json.loads(job["Body"]).get("sweep"):
+                held.append(job["Body"])
+            else:
+                from producer.expansion import handler
+
+                handler(_sqs_event([job]), lambda_context)
+        now += timedelta(minutes=15)
+    database.run(
+        lambda cursor: cursor.execute("UPDATE scheduled_sends SET updated_at = now() - interval '4 days'"), "ageing"
+    )
+
+    purged_while_held = repository.purge_send_recipients(72 * 3600)
+    ExpansionQueue(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"]).submit(parse_job(held[0]))
+    _expand(worker_env, lambda_context)
+
+    page = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"]).page("n-purged")
+    assert (len(held), purged_while_held) == (1, None)
+    assert [json.loads(body)["delivery_key"] for body in _queued_bodies()] == ["browser:ada"]
+    assert (page.record.delivery_count, page.counts) == (1, {"queued": 1})
+    assert repository.purge_send_recipients(72 * 3600) == 1  # the sweep finished: nothing reads them any more
+
+
 def test_expansion_local_time_user_of_a_zone_the_clock_does_not_know_is_reached_at_utc_time(
     worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
 ) -> None:

@@ -670,6 +670,54 @@ def test_purge_send_recipients_deletes_those_of_sends_ended_long_enough_ago_only
     assert store.purge_send_recipients(86400) is None
 
 
+def test_purge_send_recipients_waits_for_every_zone_a_hand_off_named_until_no_job_can_be_left(
+    database: Database,
+) -> None:
+    """A hand-off's job failed for now waits in the expansion DLQ, for up to 14 days: its zone's run reads them."""
+    from core.audience.sends import EXPANSION_JOB_MAX_AGE_SECONDS
+
+    store = AudienceRepository(database)
+    send_id = _local_schedule(store, "pending")
+    store.start_expansion(send_id, LEASE, 120, zones=["America/New_York"])
+    store.finish_send(send_id, "expanded")
+    _end_schedule(database, send_id, 3 * 86400)
+
+    kept = store.purge_send_recipients(86400)
+    _end_schedule(database, send_id, EXPANSION_JOB_MAX_AGE_SECONDS + 60)
+
+    assert (kept, store.purge_send_recipients(86400)) == (None, 2)
+
+
+def test_purge_send_recipients_of_user_ids_waits_for_the_sweep(database: Database) -> None:
+    from core.audience.schedules import NewScheduledSend
+    from core.audience.sends import SWEEP_ZONE
+
+    store = AudienceRepository(database)
+    schedule = store.create_scheduled_send(
+        NewScheduledSend(
+            notification_id="ids",
+            target={"user_ids": ["u1", "u2"]},
+            content={"text": "Hi"},
+            channels=["push"],
+            fire_at=datetime(2026, 6, 15, tzinfo=UTC),
+            local_at=datetime(2026, 6, 15, 9, 0),
+        )
+    )
+    send_id = str(schedule.send_id)
+    store.start_expansion(send_id, LEASE, 120, zones=["Asia/Tokyo"])
+    assert store.advance_send(send_id, "u2", 2, LEASE, 120, "Asia/Tokyo", ["u1", "u2"]) is True
+    assert store.finish_zone(send_id, "Asia/Tokyo", LEASE) is True
+    store.finish_send(send_id, "expanded")
+    _end_schedule(database, send_id, 3 * 86400)
+
+    before_the_sweep = store.purge_send_recipients(86400)
+    store.start_expansion(send_id, LEASE, 120)
+    assert store.finish_zone(send_id, SWEEP_ZONE, LEASE) is True
+    store.finish_send(send_id, "expanded")
+
+    assert (before_the_sweep, store.purge_send_recipients(86400)) == (None, 2)
+
+
 def test_purge_send_recipients_leaves_a_send_another_run_holds_for_later(database: Database, postgres_url: str) -> None:
     store = AudienceRepository(database)
     send_id = _local_schedule(store, "held")
