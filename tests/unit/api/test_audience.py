@@ -45,13 +45,20 @@ def sns() -> FakeSnsEndpoints:
 
 
 class DeletedUsers:
-    """The ledger as a user's deletion records itself in it."""
+    """The ledger as the audience function writes it: a user's deletion, a send's record."""
 
     def __init__(self) -> None:
         self.marked: list[tuple[str, str]] = []
+        self.records: dict[str, Any] = {}
 
     def mark_user_deleted(self, user_id: str, at: str) -> None:
         self.marked.append((user_id, at))
+
+    def create_notification(self, record: Any) -> bool:
+        if record.notification_id in self.records:
+            return False
+        self.records[record.notification_id] = record
+        return True
 
 
 @pytest.fixture
