@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from core.clients import get_client
 from core.errors import UpstreamError
-from core.pacing import ITEM_TTL_SECONDS, SLOW_FACTOR, DynamoPaceStore, Limit, Pacer
+from core.pacing import ITEM_TTL_SECONDS, SLOW_FACTOR, SLOW_SECONDS, DynamoPaceStore, Limit, Pacer
 from tests.support.aws import NAMES, AwsResources
 
 NOW = 1_700_000_000.0
@@ -253,6 +253,33 @@ def test_pacer_penalize_longer_than_the_backlog_keeps_the_item_past_its_slow_dow
 
     assert float(item["expires_at"]["N"]) >= float(item["slow_until"]["N"]) + ITEM_TTL_SECONDS
     assert float(item["slow_until"]["N"]) > float(item["tat"]["N"])
+
+
+def test_dynamo_pace_store_hold_with_a_shorter_retry_after_keeps_the_longer_slow_down(
+    aws: AwsResources, store: DynamoPaceStore
+) -> None:
+    """A slow-down never ends earlier than it did: a 429 with Retry-After: 300, then one with Retry-After: 1 from a copy
+    already in flight, still has the destination slowed until the first ends, or the next slots go at the full pace
+    while the provider still counts its limit."""
+    store.hold(CHAT.key, NOW + 300, NOW)
+
+    slot = store.hold(CHAT.key, NOW + 2, NOW + 1)
+
+    assert slot.slow_until >= NOW + 300 + SLOW_SECONDS
+    assert float(_item(aws, CHAT.key)["slow_until"]["N"]) >= NOW + 300 + SLOW_SECONDS
+
+
+def test_pacer_after_a_long_then_a_short_429_still_spaces_slots_wider_within_the_first_slow_down(
+    store: DynamoPaceStore,
+) -> None:
+    pacer = Pacer(store)
+    pacer.penalize([CHAT], 300, NOW)
+    pacer.penalize([CHAT], 1, NOW + 1)
+
+    first = pacer.reserve([CHAT], NOW + 301)
+    second = pacer.reserve([CHAT], NOW + 301)
+
+    assert second - first > CHAT.step * 1.05
 
 
 def test_dynamo_pace_store_take_unreachable_dynamodb_raises_upstream_error_without_url() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from core.errors import InvalidTokenError
 from core.realtime.keys import rotated
-from core.realtime.tokens import issue_token, read_token
+from core.realtime.tokens import CLOCK_SKEW_SECONDS, issue_token, read_token
 from tests.unit.core.realtime.fakes import FakeKeyRing
 
 NOW = 1_800_000_000.0
@@ -195,3 +195,23 @@ def test_read_token_with_a_malformed_session_origin_is_refused(session: dict[str
 
     with pytest.raises(InvalidTokenError, match="malformed"):
         read_token(_signed(payload, keys), keys, NOW, max_seconds=MAX_SECONDS)
+
+
+# A retired key's grace is the signers' cache time plus the clock skew, no more: a key rotated out after a leak stops
+# verifying tokens dated a few minutes after the rotation, not an hour and a half later.
+
+
+@pytest.mark.parametrize("minutes_after", [5, 30, 90])
+def test_read_token_dated_minutes_after_its_keys_retirement_and_grace_is_refused(minutes_after: int) -> None:
+    keys = FakeKeyRing(retired={"k1": int(NOW) - 60 * minutes_after}, cache_seconds=60)
+    token = issue_token("mallory", ("billing/invoices",), 900, keys, NOW).token  # signed with the leaked key
+
+    with pytest.raises(InvalidTokenError, match="retired before it was issued"):
+        read_token(token, keys, NOW, max_seconds=MAX_SECONDS)
+
+
+def test_read_token_dated_just_inside_the_skew_after_the_grace_verifies() -> None:
+    keys = FakeKeyRing(retired={"k1": int(NOW) - 60 - CLOCK_SKEW_SECONDS}, cache_seconds=60)
+    token = issue_token("alice", (), 900, keys, NOW).token
+
+    assert read_token(token, keys, NOW, max_seconds=MAX_SECONDS).user_id == "alice"
