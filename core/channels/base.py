@@ -353,6 +353,9 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
         except BlockedTargetError as exc:
             # The guard's own words ("target host does not resolve", a refused address), said of this channel.
             raise BlockedTargetError(f"{what}: {exc.reason}") from None
+        except requests.exceptions.SSLError as exc:
+            # A ConnectionError too: said apart, since only the receiver's certificate (or TLS setup) can fix it.
+            raise RetryableDeliveryError(f"{what}: TLS handshake failed ({_tls_problem(exc)})") from None
         except requests.ConnectionError:
             raise RetryableDeliveryError(f"{what}: connection failed") from None
         except requests.TooManyRedirects:
@@ -365,6 +368,29 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
             raise BlockedTargetError(f"{what}: invalid target URL") from None
         read_answer(response, deadline)
     return response
+
+
+def _tls_problem(exc: BaseException) -> str:
+    """Name what a TLS failure was, from the ``ssl`` error in its chain: the certificate check's words (``self-signed
+    certificate``, ``certificate has expired``, a host mismatch), else ``no TLS connection``. Never the URL."""
+    import ssl
+
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return (
+                f"certificate not trusted: {error.verify_message}"
+                if error.verify_message
+                else "certificate not trusted"
+            )
+        pending.extend(e for e in (error.__cause__, error.__context__, getattr(error, "reason", None)) if e is not None)
+        pending.extend(arg for arg in error.args if isinstance(arg, BaseException))
+    return "no TLS connection"
 
 
 # Answers that say "not now" rather than "never": the receiver timed the request out (408), or will not take it
@@ -455,12 +481,24 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def aws_failure(exc: ClientError | BotoCoreError, what: str) -> DeliveryError:
-    """Return the delivery error an AWS failure means: throttling, 5xx and transport retryable, others permanent."""
-    if isinstance(exc, BotoCoreError):
-        return RetryableDeliveryError(f"{what}: {type(exc).__name__}")
-    code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
+AWS_MESSAGE_CHARS = 160
+
+
+def aws_failure(exc: BaseException, what: str) -> DeliveryError:
+    """Return the delivery error an AWS failure (one of ``AWS_ERRORS``) means: throttling, 5xx, transport and an
+    answer botocore cannot read retryable, others permanent. The reason is the error's code and, for a refusal, AWS's
+    message on one line (which identity SES found unverified, which quota was exceeded: the code alone does not say);
+    AWS's messages name the request's addresses and ARNs, never credentials."""
+    if not isinstance(exc, ClientError):
+        if isinstance(exc, BotoCoreError):
+            return RetryableDeliveryError(f"{what}: {type(exc).__name__}")
+        # ResponseParserError: an answer that is not AWS's (a front end's plain-text 503, say).
+        return RetryableDeliveryError(f"{what}: an answer from AWS that could not be read")
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    message = " ".join(str(error.get("Message") or "").split())
+    said = f"{what}: {code}" + (f" ({truncate(message, AWS_MESSAGE_CHARS)})" if message and status < 500 else "")
     if code in RETRYABLE_AWS_CODES or status >= 500:
-        return RetryableDeliveryError(f"{what}: {code}", rate_limited=code in THROTTLING_AWS_CODES)
-    return PermanentDeliveryError(f"{what}: {code}")
+        return RetryableDeliveryError(said, rate_limited=code in THROTTLING_AWS_CODES)
+    return PermanentDeliveryError(said)

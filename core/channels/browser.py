@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from pydantic import Field
 
 from core.channels.base import (
@@ -61,6 +61,7 @@ from core.channels.base import (
     parse_settings,
 )
 from core.errors import (
+    AWS_ERRORS,
     ContentTooLongError,
     NotFoundError,
     PermanentDeliveryError,
@@ -454,7 +455,7 @@ class BrowserChannel(Channel):
             if code in RETRYABLE_AWS_CODES or code == "LimitExceededException" or status == 429 or status >= 500:
                 return f"retry:{code}"
             return f"refused:{code}"
-        except BotoCoreError as exc:
+        except AWS_ERRORS as exc:  # transport errors, and an answer botocore cannot read
             return f"retry:{type(exc).__name__}"
         return "sent"
 
@@ -515,7 +516,7 @@ class BrowserChannel(Channel):
         """Close and remove a connection whose token expired without a refresh; failures are logged only."""
         try:
             realtime.management().delete_connection(ConnectionId=connection.connection_id)
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             if not (isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "GoneException"):
                 logger.warning("expired connection not closed", extra={"error": type(exc).__name__})
         self._forget(realtime, connection)

@@ -13,7 +13,6 @@ from email.charset import Charset
 from email.utils import formataddr
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
 from core.channels.base import (
@@ -28,7 +27,7 @@ from core.channels.base import (
     parse_settings,
     require_text,
 )
-from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError, error_code
+from core.errors import AWS_ERRORS, DeliveryError, PermanentDeliveryError, RetryableDeliveryError, error_code
 from core.models import Content, IntegrationType
 from core.observability import logger
 from core.templates import escape_html, render
@@ -306,7 +305,7 @@ class EmailChannel(Channel):
                 self._sleep(ceiling / 2 + self._rand() * ceiling / 2)
             try:
                 rate = float(client.get_send_quota()["MaxSendRate"])
-            except (ClientError, BotoCoreError) as exc:
+            except AWS_ERRORS as exc:
                 failure, code = aws_failure(exc, "email: SES send quota"), error_code(exc)
                 if isinstance(failure, RetryableDeliveryError):
                     continue
@@ -364,6 +363,6 @@ class EmailChannel(Channel):
                 Destination={"ToAddresses": [_ascii_address(address) for address in email.to]},
                 Message={"Subject": _part(content.subject), "Body": body},
             )
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             raise aws_failure(exc, "email") from exc
         return DeliveryReceipt(response.get("MessageId"))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from pydantic import Field, field_validator, model_validator
 
 from core.channels.base import (
@@ -24,6 +24,7 @@ from core.channels.base import (
     require_text,
 )
 from core.errors import (
+    AWS_ERRORS,
     ContentTooLongError,
     EndpointDisabledError,
     PermanentDeliveryError,
@@ -400,6 +401,6 @@ class PushChannel(Channel):
                 reason = f"push: {gone}" + (_ENDPOINT_DELETED if gone == "NotFound" else "")
                 raise EndpointDisabledError(reason, where.endpoint_arn, asked_at) from exc
             raise aws_failure(exc, "push") from exc
-        except BotoCoreError as exc:
+        except AWS_ERRORS as exc:  # transport errors, and an answer botocore cannot read
             raise aws_failure(exc, "push") from exc
         return DeliveryReceipt(response.get("MessageId"))

@@ -13,7 +13,7 @@ from moto.ses.models import ses_backends
 
 from core.channels import ChannelResources
 from core.channels.email import EmailChannel
-from core.models import DeliveryStatus
+from core.models import Content, DeliveryStatus
 from core.pacing import DynamoPaceStore, Pacer
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.integration.api.conftest import TOPIC, AdminApi
@@ -137,7 +137,59 @@ def test_email_quota_unreadable_sends_the_delivery_on_soon_without_an_attempt_or
     assert (row.status, row.attempts, row.last_error) == (
         DeliveryStatus.RETRYING,
         0,
-        "email: SES send quota: Throttling",
+        "email: SES send quota: Throttling (Rate exceeded)",
     )
     assert consumer_aws.dynamodb.scan(TableName=NAMES["PACING_TABLE"])["Items"] == []
     assert ses_backends[ACCOUNT][REGION].sent_messages == []
+
+
+# --- what a refusal says --------------------------------------------------------------------------------------------
+
+
+def test_email_from_a_sender_ses_never_verified_fails_saying_which(consumer_aws: AwsResources) -> None:
+    # The reason was the bare code, "email: MessageRejected": nothing told which identity to verify.
+    message = delivery_message("email", CONTENT, {"to": ["ada@example.com"], "from": "nobody@unverified.example"})
+    enqueue(consumer_aws, message)
+
+    consume_once(consumer_aws)
+
+    row = entry(message)
+    assert (row.status, row.last_error) == (
+        DeliveryStatus.FAILED,
+        "email: MessageRejected (Email address not verified nobody@unverified.example)",
+    )
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self._body
+
+
+def test_email_answer_botocore_cannot_read_is_retried_not_an_internal_error(aws: AwsResources) -> None:
+    """A front end's 503 in plain text: botocore raises ResponseParserError (no BotoCoreError), which escaped the
+    channel, and the consumer recorded "internal error (ResponseParserError)" and logged a crash."""
+    from botocore.awsrequest import AWSResponse
+
+    from core.errors import RetryableDeliveryError
+
+    aws_client("ses").verify_email_identity(EmailAddress="noreply@example.com")
+    ses = aws_client("ses")
+    ses.meta.events.register(
+        "before-send.ses.SendEmail",
+        lambda request, **_: AWSResponse(request.url, 503, {"Content-Type": "text/plain"}, _Raw(b"Unavailable")),
+    )
+    channel = EmailChannel(ChannelResources(http=None, aws_client=lambda _: ses, telegram_api_base=""))  # type: ignore[arg-type]
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        channel.send(
+            Content(subject="Shipped", text="Order 42"),
+            {"to": ["ada@example.com"], "from": "noreply@example.com"},
+            None,
+            notification_id="n",
+            delivery_key="k",
+        )
+
+    assert raised.value.reason == "email: an answer from AWS that could not be read"

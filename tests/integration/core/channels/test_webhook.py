@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,67 @@ def test_webhook_connection_refused_is_retryable(resources: ChannelResources) ->
 
     with pytest.raises(RetryableDeliveryError):
         _send(resources, url)
+
+
+@pytest.fixture
+def self_signed_receiver(tmp_path: Path) -> Iterator[str]:
+    """An HTTPS receiver on loopback whose certificate no CA issued (as one self-signed, or expired)."""
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_webhook_certificate_not_trusted_is_said_so(resources: ChannelResources, self_signed_receiver: str) -> None:
+    # It was "connection failed", retried for a day: nothing said that the receiver's certificate is what to fix.
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources, self_signed_receiver)
+
+    assert raised.value.reason == "webhook: TLS handshake failed (certificate not trusted: self-signed certificate)"
 
 
 def test_webhook_same_host_redirect_is_followed(resources: ChannelResources, receiver: Receiver) -> None:

@@ -288,14 +288,14 @@ def test_aws_failure_not_now_400_is_retryable(code: str, rate_limited: bool) -> 
     error = aws_failure(_client_error(code), "push")
 
     assert isinstance(error, RetryableDeliveryError)
-    assert (error.reason, error.rate_limited) == (f"push: {code}", rate_limited)
+    assert (error.reason, error.rate_limited) == (f"push: {code} (m)", rate_limited)
 
 
 def test_aws_failure_message_rejected_stays_permanent() -> None:
     error = aws_failure(_client_error("MessageRejected"), "email")
 
     assert isinstance(error, PermanentDeliveryError)
-    assert (type(error), error.reason) == (PermanentDeliveryError, "email: MessageRejected")
+    assert (type(error), error.reason) == (PermanentDeliveryError, "email: MessageRejected (m)")
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,9 @@ def test_email_ses_error_is_classified(code: str, status: int, kind: type[Delive
     with pytest.raises(DeliveryError) as raised:
         _send(resources)
 
-    assert (type(raised.value), raised.value.reason) == (kind, f"email: {code}")  # type: ignore[attr-defined]
+    # AWS's message is said for a refusal (which identity, which quota), not for a 5xx.
+    said = f"email: {code}" + (" (fake)" if status < 500 else "")
+    assert (type(raised.value), raised.value.reason) == (kind, said)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("code", ["AccountSendingPausedException", "ConfigurationSetSendingPausedException"])
@@ -256,7 +258,11 @@ def test_email_rate_limits_quota_unreadable_with_no_rate_known_retries_the_send_
         _limits(_channel(client, clock))
 
     error = raised.value
-    assert (error.reason, error.rate_limited, client.quota_calls) == ("email: SES send quota: Throttling", True, 3)
+    assert (error.reason, error.rate_limited, client.quota_calls) == (
+        "email: SES send quota: Throttling (fake)",
+        True,
+        3,
+    )
     assert error.retry_after is not None
     assert 0 < error.retry_after <= 5.0
 
@@ -292,7 +298,10 @@ def test_email_rate_limits_quota_outage_with_no_rate_known_is_an_attempt_retried
     with pytest.raises(RetryableDeliveryError) as raised:
         _limits(_channel(client, clock))
 
-    assert (raised.value.reason, raised.value.rate_limited) == ("email: SES send quota: ServiceUnavailable", False)
+    assert (raised.value.reason, raised.value.rate_limited) == (
+        "email: SES send quota: ServiceUnavailable (fake)",
+        False,
+    )
 
 
 @pytest.mark.parametrize("code", ["Throttling", "AccessDenied"])
