@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.mail import ascii_address
 from core.validation import TELEGRAM_CHAT, TELEGRAM_CHAT_RULE, Reply, Strict, refuse_text
 
 Platform = Literal["APNS", "APNS_SANDBOX", "GCM"]
@@ -136,6 +137,9 @@ def _email(value: str) -> str:
     # SES sends no SMTPUTF8: a non-ASCII domain goes as punycode, a non-ASCII part before the @ cannot go at all.
     if not value.rpartition("@")[0].isascii():
         raise ValueError("must have an ASCII part before the @ (SES sends to no other); the domain may be any script")
+    # What the email channel sends to, no looser: an address it refuses (a 65-character local part, a 64-character
+    # label, two dots in a row) was stored, and every email delivery to the user then failed.
+    ascii_address(value)
     # The address travels in each of the user's email deliveries (their recipient and target).
     if UNSENDABLE_OR_UNSTORABLE.search(value):
         raise ValueError(SENT_TEXT_RULE)

@@ -7,7 +7,6 @@ import random
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Mapping
 from email.charset import Charset
 from email.utils import formataddr
@@ -28,85 +27,27 @@ from core.channels.base import (
     require_text,
 )
 from core.errors import AWS_ERRORS, DeliveryError, PermanentDeliveryError, RetryableDeliveryError, error_code
+from core.mail import ATEXT, CONTROL_RULE, ascii_address, has_control_character
 from core.models import Content, IntegrationType
 from core.observability import logger
 from core.templates import escape_html, render
 from core.validation import Strict
 
-# RFC 5322 ``atext``: what a word of a name, or a dot-separated part of an address, holds without quotes.
-_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-# SES supports no SMTPUTF8 (RFC 6531): the part of an address before the @ is 7-bit ASCII, a dot-atom (no quoted
-# local parts, no empty parts between dots); the domain is sent encoded (IDNA), so it may be in any script.
-_LOCAL_PART = re.compile(f"[{_ATEXT}]+(?:\\.[{_ATEXT}]+)*")
-# A domain's label as mail is routed to it (letters, digits, inner hyphens: RFC 5321 and 1035), once IDNA-encoded.
-_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # One word of a display name: an atom (``atext``, and any non-ASCII character, RFC 6532, sent encoded), a quoted
 # string with its quoted pairs, or a lone dot (RFC 5322's obsolete phrase: "John Q. Public", which mail writes often);
 # with the spaces before it. Controls are refused before.
-_NAME_WORD = re.compile(f'( *)(?:([\u0080-\U0010ffff{_ATEXT}]+)|"((?:[^"\\\\]|\\\\.)*)"|(\\.))')
+_NAME_WORD = re.compile(f'( *)(?:([\u0080-\U0010ffff{ATEXT}]+)|"((?:[^"\\\\]|\\\\.)*)"|(\\.))')
 _QUOTED_PAIR = re.compile(r"\\(.)")
-# RFC 5321's longest path (256 octets with its angle brackets) and local part.
-_MAX_ADDRESS = 254
-_MAX_LOCAL_PART = 64
 # RFC 2047: an encoded-word is at most 75 characters; "=?utf-8?b?" + base64 of 45 bytes (60) + "?=" is 72.
 _ENCODED_WORD_BYTES = 45
 _UTF8 = Charset("utf-8")
-
 # What a person is told; none quotes the value (a 422 names the field: ``to[1]``, ``from``).
-_CONTROL_RULE = "must not contain line breaks, tabs or other control characters"
-_ADDRESS_RULE = "is not an email address (write it as name@example.com)"
 _SENDER_RULE = "is not an email address (write it as name@example.com or Name <name@example.com>)"
 _ANGLE_RULE = "must be an address, or a name and one address in angle brackets: write it as Name <name@example.com>"
 _QUOTE_RULE = (
     "has a name with punctuation outside double quotes: a name may hold letters, digits, spaces, dots and "
     '!#$%&\'*+-/=?^_`{|}~ as they are; quote any other, as in "Doe, John" <john@example.com>'
 )
-_ASCII_LOCAL_RULE = (
-    "must have only ASCII letters, digits and !#$%&'*+-/=?^_`{|}~ before the @ (SES sends no other; "
-    "the domain may be in any script)"
-)
-# What ends or folds a header line (CR, LF, NEL, the Unicode line and paragraph separators) or has no place in an
-# address (NUL, DEL, tabs, other C0 and C1 controls): refused in every address field, so none can add a header.
-_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
-
-
-def _has_control_character(value: str) -> bool:
-    return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in value)
-
-
-def _ascii_domain(domain: str) -> str | None:
-    """Return the domain as SES takes it (IDNA's punycode for a non-ASCII one), or ``None`` when it is no host name."""
-    # An A-label (xn--) is checked too: punycode that decodes to no name would be sent, and bounce.
-    if not domain.isascii() or "xn--" in domain.lower():
-        import idna  # what requests encodes hosts with (UTS 46 mapping, IDNA 2008); loaded only for such a domain
-
-        try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except UnicodeError:  # idna.IDNAError is one
-            return None
-    labels = domain.split(".")
-    if len(domain) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
-        return None
-    return domain
-
-
-def _ascii_address(address: str, rule: str = _ADDRESS_RULE) -> str:
-    """Return an address (``local@domain``, no name) as SES takes it, 7-bit ASCII; raise ``ValueError`` saying what
-    is allowed (``rule``, when the address is no address at all)."""
-    if _has_control_character(address):
-        raise ValueError(_CONTROL_RULE)
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
-        raise ValueError(rule)
-    if "@" not in local and not local.isascii():
-        raise ValueError(_ASCII_LOCAL_RULE)
-    ascii_domain = _ascii_domain(domain)
-    if not _LOCAL_PART.fullmatch(local) or len(local) > _MAX_LOCAL_PART or ascii_domain is None:
-        raise ValueError(rule)
-    encoded = f"{local}@{ascii_domain}"
-    if len(encoded) > _MAX_ADDRESS:
-        raise ValueError(f"must be at most {_MAX_ADDRESS} characters long")
-    return encoded
 
 
 def _display_name(text: str) -> str:
@@ -133,18 +74,18 @@ def _sender_parts(value: str) -> tuple[str, str]:
     reads ``Source`` as a header's value, so an unquoted comma makes two addresses ("Doe, John <…>") and every send
     is rejected; refused here, when the topic is saved.
     """
-    if _has_control_character(value):
-        raise ValueError(_CONTROL_RULE)
+    if has_control_character(value):
+        raise ValueError(CONTROL_RULE)
     text = value.strip(" ")
     if not text.endswith(">"):
         if "<" in text or ">" in text:
             raise ValueError(_ANGLE_RULE)
-        return "", _ascii_address(text, _SENDER_RULE)
+        return "", ascii_address(text, _SENDER_RULE)
     # An address holds no "<": the last one opens it, and a name's own stand quoted before it.
     opening = text.rfind("<")
     if opening == -1:
         raise ValueError(_ANGLE_RULE)
-    return _display_name(text[:opening]), _ascii_address(text[opening + 1 : -1].strip(" "), _SENDER_RULE)
+    return _display_name(text[:opening]), ascii_address(text[opening + 1 : -1].strip(" "), _SENDER_RULE)
 
 
 def _encoded_words(name: str) -> str:
@@ -168,7 +109,7 @@ def _source(sender: str) -> str:
 
 
 def _recipient(address: str) -> str:
-    _ascii_address(address)
+    ascii_address(address)
     return address
 
 
@@ -360,7 +301,7 @@ class EmailChannel(Channel):
             # SES takes 7-bit ASCII addresses only; the target stays as its admin wrote it (its pacing key too).
             response = self._resources.aws_client("ses").send_email(
                 Source=_source(email.sender),
-                Destination={"ToAddresses": [_ascii_address(address) for address in email.to]},
+                Destination={"ToAddresses": [ascii_address(address) for address in email.to]},
                 Message={"Subject": _part(content.subject), "Body": body},
             )
         except AWS_ERRORS as exc:

@@ -156,3 +156,28 @@ def test_user_request_email_a_message_cannot_carry_refused_naming_email(email: s
         UserRequest.model_validate({"timezone": "UTC", "email": email})
 
     assert _invalid_fields(raised) == {"email"}
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["a" * 65 + "@example.com", "ada@" + "b" * 64 + ".com", "first..last@example.com", ".ada@example.com"],
+    ids=["local-part-of-65", "label-of-64", "two-dots", "leading-dot"],
+)
+def test_user_request_email_the_email_channel_refuses_is_refused_naming_email(email: str) -> None:
+    # Stored with a 201, every email delivery to the user then failed "invalid target: to[0]".
+    from core.channels.base import parse_settings
+    from core.channels.email import EmailTarget
+    from core.errors import PermanentDeliveryError
+
+    with pytest.raises(PermanentDeliveryError):
+        parse_settings(EmailTarget, {"to": [email], "from": "shop@example.com"}, "target")
+    with pytest.raises(ValidationError) as raised:
+        UserRequest.model_validate({"timezone": "UTC", "email": email})
+
+    assert _invalid_fields(raised) == {"email"}
+
+
+def test_user_request_email_at_rfc_5321_lengths_is_taken() -> None:
+    email = "a" * 64 + "@" + "b" * 63 + ".example"
+
+    assert UserRequest.model_validate({"timezone": "UTC", "email": email}).email == email
