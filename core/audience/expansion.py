@@ -492,20 +492,38 @@ def expand_send(
                 # of the send's recorded recipients that no part of the send reads them any more.
                 store.finish_zone(send.send_id, zone, lease)
     except ExpansionError as exc:
-        # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page
-        # enqueued before its failing message (a chunk at a time) are on their way, and counted. Written before the
-        # send is marked failed, failing the job when it fails: once failed, no job of the send writes it again.
-        ledger.count_deliveries(record.notification_id, own + total + report.in_page, str(exc))
-        store.finish_send(send.send_id, "failed", str(exc))
-        report.status, report.done = "failed", True
-        report.errors.append(str(exc))
-        logger.error("send cannot be expanded", extra={"send_id": send.send_id, "error": str(exc)})
-        return report
+        return _failed(send, store, ledger, own + total + report.in_page, report, str(exc))
     # The count once more, failing the job when it fails: a page's write that failed is written by the next page, and
     # the last page has none (the status would say fewer deliveries than were enqueued). Retried, the job pages
     # nothing more and writes it again.
     ledger.count_deliveries(record.notification_id, own + total)
     return _expanded(send, store, report)
+
+
+def _failed(
+    send: StoredSend,
+    store: ExpansionStorePort,
+    ledger: ExpansionLedgerPort,
+    count: int,
+    report: ExpansionReport,
+    error: str,
+) -> ExpansionReport:
+    """End a send that cannot be expanded: its notification's count and why, then the send marked failed."""
+    # The notification's status tells why: the send's own row is not one the API shows. The deliveries of a page
+    # enqueued before its failing message (a chunk at a time) are on their way, and counted. Written before the
+    # send is marked failed, failing the job when it fails: once failed, no job of the send writes it again.
+    ledger.count_deliveries(send.notification_id, count, error)
+    store.finish_send(send.send_id, "failed", error)
+    report.status, report.done = "failed", True
+    report.errors.append(error)
+    # Counted for the alarm; a warning, not an error: the send's own content or audience (a segment deleted, no
+    # sender topic), not a fault of this code. Its notification id named, as a batch's sends log no other.
+    metrics.add_metric(name="SendsFailed", unit="Count", value=1)
+    logger.warning(
+        "send cannot be expanded",
+        extra={"send_id": send.send_id, "notification_id": send.notification_id, "error": error},
+    )
+    return report
 
 
 def _timed(pages: Iterator[_Page], builder: _Builder, now: Callable[[], str]) -> Iterator[_Page]:
@@ -615,11 +633,18 @@ def expand_batch(
         try:
             reports.append(expand_send(job, store, ledger, queue, expansion, time_left=time_left, **options))
         except UpstreamError as exc:
-            logger.warning("a send of a batch failed for now: put back alone", extra={"send_id": job.send_id})
+            logger.warning(
+                "a send of a batch failed for now: put back alone",
+                extra={"send_id": job.send_id, "notification_id": job.notification_id},
+            )
             expansion.submit(job)
             reports.append(ExpansionReport(status="retry", errors=[str(exc)]))
         except NotificationError as exc:
-            logger.error("a send of a batch cannot be expanded", extra={"send_id": job.send_id, "error": str(exc)})
+            metrics.add_metric(name="SendsFailed", unit="Count", value=1)
+            logger.error(
+                "a send of a batch cannot be expanded",
+                extra={"send_id": job.send_id, "notification_id": job.notification_id, "error": str(exc)},
+            )
             reports.append(ExpansionReport(status="dropped", done=True, errors=[str(exc)]))
     return reports
 

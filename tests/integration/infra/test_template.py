@@ -474,3 +474,34 @@ def test_template_every_queue_of_given_up_messages_has_an_alarm_before_sqs_delet
         "PurchaseFailuresQueue",
     }
     assert kept - reminded == set()
+
+
+def test_template_every_custom_metric_alarm_counts_a_metric_the_code_emits_in_its_stages_namespace(
+    packaged: PackagedService,
+) -> None:
+    """The functions' metrics had one namespace for every stage, and the alarms matched on {service} alone: with dev
+    and prod in one account, a dev failure paged prod's alarm topic."""
+    from pathlib import Path
+
+    resources = packaged.template["Resources"]
+    alarms = [
+        resource["Properties"]
+        for resource in resources.values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and not resource["Properties"]["Namespace"].startswith("AWS/")
+    ]
+    namespaces = {
+        resource["Properties"]["Environment"]["Variables"].get("POWERTOOLS_METRICS_NAMESPACE")
+        for resource in resources.values()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+    root = Path(__file__).resolve().parents[3]
+    code = "\n".join(
+        path.read_text()
+        for folder in ("core", "api", "producer", "consumer", "subscribers", "cron")
+        for path in (root / folder).rglob("*.py")
+    )
+
+    assert namespaces == {"Notify/ci"}
+    assert {alarm["Namespace"] for alarm in alarms} == {"Notify/ci"}
+    assert {alarm["MetricName"] for alarm in alarms} >= {"SendsFailed", "SchedulesFailed", "CreditRecordFailed"}
+    assert [alarm["MetricName"] for alarm in alarms if f'name="{alarm["MetricName"]}"' not in code] == []

@@ -8,6 +8,7 @@ import copy
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -677,6 +678,41 @@ def test_expansion_send_on_email_with_a_missing_sender_topic_fails_with_the_reas
 
     assert _send_state(db) == ("failed", "the audience sender topic audience/default does not exist")
     assert receive_all(worker_env.sqs, worker_env.delivery_queue_url) == []
+
+
+def test_expansion_failed_sends_of_a_batch_job_are_counted_and_logged_with_their_notification_id(
+    worker_env: AwsResources,
+    database: Database,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: Callable[[], str],
+) -> None:
+    """The cron groups small scheduled sends into one job: a send that failed there was logged with its send id only
+    (no notification id to look it up by) and counted nowhere an alarm could see."""
+    from cron.handler import build_enqueuer, settings
+    from producer.expansion import handler
+
+    _without_sender_topic(monkeypatch)
+    repository = AudienceRepository(database)
+    repository.put_user("ada", UserRequest(timezone="UTC", email="ada@example.com"))
+    now = datetime.now(UTC)
+    for index in range(3):
+        repository.create_scheduled_send(
+            NewScheduledSend(f"n-mail-{index}", {"user_ids": ["ada"]}, {"text": "hi", "subject": "S"}, ["email"], now)
+        )
+    dispatch_due(repository, build_enqueuer(settings()), now, 100, timedelta(minutes=5))
+    (message,) = receive_all(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"])
+    assert isinstance(parse_job(message["Body"]), ExpansionBatchJob)
+    logs()
+
+    assert handler(_sqs_event([message]), lambda_context) == {"batchItemFailures": []}
+
+    records = [json.loads(line) for line in logs().splitlines() if line.startswith("{")]
+    failed = [record for record in records if record.get("message") == "send cannot be expanded"]
+    counted = [record["SendsFailed"] for record in records if "SendsFailed" in record]
+    assert sorted(record["notification_id"] for record in failed) == ["n-mail-0", "n-mail-1", "n-mail-2"]
+    assert {record["level"] for record in failed} == {"WARNING"}
+    assert counted == [[1.0, 1.0, 1.0]]
 
 
 def test_expansion_local_time_send_that_never_had_users_gets_a_record_of_no_deliveries_at_its_last_claim(
