@@ -17,6 +17,11 @@ from core.realtime.ports import ConnectionStorePort, KeyRingPort
 from core.realtime.refs import TOPIC_REF, topic_ref
 from core.realtime.tokens import MAX_TOKEN_CHARS, IssuedToken, issue_token, read_token, session_vouched_for
 
+# API Gateway takes a WebSocket URL of at most 4096 characters, a browser's token in its query (``?token=…``): room is
+# kept for the rest (``wss://<id>.execute-api.<region>.amazonaws.com/<stage>?token=`` is about 70 characters; a
+# custom domain's may be longer) and for a refresh signed by a key whose id is longer.
+MAX_ISSUED_TOKEN_CHARS = MAX_TOKEN_CHARS - 256
+
 # A token names at most this many channel/topics: it travels in a query string.
 MAX_TOPICS = 20
 # A user's open connections at most: a browser's tabs and a few devices. Each is one more post per notification of
@@ -147,6 +152,9 @@ def refresh_token(
     issued = issue_token(
         connection.user_id, connection.topics, lives, keys, now, session_ends_at=ends_at, session=first
     )
+    if len(issued.token) > MAX_TOKEN_CHARS:
+        # A token issued before its refreshes were measured (new_token): the refresh would be refused at connect.
+        raise InvalidTokenError("the connection's token is too long to refresh: connect again with a new token")
     # A connection stored before sessions kept their first key takes the refreshed token's: checked from now on.
     renewed = replace(
         connection,
@@ -179,14 +187,18 @@ def new_token(
     """
     if ttl_seconds is not None and ttl_seconds > max_seconds:
         raise InvalidRequestError("ttl_seconds", f"must be {max_seconds} or less (this stage's longest token)")
-    issued = issue_token(
-        user_id, tuple(topics), ttl_seconds or default_seconds, keys, now, session_ends_at=int(now) + max_seconds
-    )
-    if len(issued.token) > MAX_TOKEN_CHARS:
-        # Every connect would refuse it as malformed: said here, where the caller can name fewer or shorter topics.
+    lives, ends_at = ttl_seconds or default_seconds, int(now) + max_seconds
+    issued = issue_token(user_id, tuple(topics), lives, keys, now, session_ends_at=ends_at)
+    # Its refreshes carry the session's first key and time too: the longest token of the session is a refresh's.
+    session = (issued.claims.session_key_id, issued.claims.session_issued_at)
+    refreshed = issue_token(user_id, tuple(topics), lives, keys, now, session_ends_at=ends_at, session=session)
+    if max(len(issued.token), len(refreshed.token)) > MAX_ISSUED_TOKEN_CHARS:
+        # A connect refuses a token over MAX_TOKEN_CHARS as malformed, and API Gateway a URL over 4096 characters:
+        # said here, where the caller can name fewer or shorter topics. A 4,000-character token was answered 201, and
+        # its first refresh made one no connect took.
         raise InvalidRequestError(
             "topics",
-            f"with this user_id make a token over {MAX_TOKEN_CHARS} characters, longer than a connect takes: name "
-            "fewer or shorter topics",
+            f"with this user_id make a token over {MAX_ISSUED_TOKEN_CHARS} characters, longer than a connection's "
+            "URL can carry: name fewer or shorter topics",
         )
     return issued

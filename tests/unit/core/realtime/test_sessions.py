@@ -178,8 +178,42 @@ def test_new_token_too_long_to_connect_with_is_invalid_naming_topics() -> None:
     # every connect then refused it as malformed.
     topics = [f"{index:02d}" + "c" * 60 + "/" + "t" * 66 for index in range(20)]
 
-    with pytest.raises(InvalidRequestError, match=r"^topics: .* over 4096 characters"):
+    with pytest.raises(InvalidRequestError, match=r"^topics: .* over 3840 characters"):
         new_token("用" * 128, topics, None, FakeKeyRing(), NOW, default_seconds=900, max_seconds=3600)
+
+
+def _longest_token(keys: FakeKeyRing) -> str:
+    """The longest token new_token answers: as many topics of 129 characters as it takes, the user id then growing a
+    UTF-8 byte at a time (ASCII letters turned into 2-, 3- then 4-byte characters)."""
+    for count in range(20, 0, -1):
+        topics = [f"{index:02d}" + "c" * 62 + "/" + "t" * 64 for index in range(count)]
+        longest = ""
+        for wide in range(128 * 3 + 1):
+            user = "".join(
+                "\U0001f600" if i < wide - 256 else "用" if i < wide - 128 else "é" if i < wide else "u"
+                for i in range(128)
+            )
+            try:
+                longest = new_token(user, topics, None, keys, NOW, default_seconds=900, max_seconds=MAX_SECONDS).token
+            except InvalidRequestError:
+                break
+        if longest:
+            return longest
+    raise AssertionError("no token answered")
+
+
+def test_new_token_longest_answered_refreshes_into_a_token_a_connect_takes_and_fits_a_websocket_url() -> None:
+    """A 4,095-character token was answered 201; its refresh (carrying the session's first key and time) came out at
+    4,157 characters, which every connect refused; and API Gateway takes a WebSocket URL of 4096 characters at most."""
+    keys, store = FakeKeyRing(), FakeConnectionStore()
+    token = _longest_token(keys)
+    open_connection("c1", {"token": token}, keys, store, NOW, max_seconds=MAX_SECONDS)
+
+    refreshed = refresh_token("c1", keys, store, 900, NOW + 600)
+
+    assert read_token(refreshed.token, keys, NOW + 601, max_seconds=MAX_SECONDS).topics
+    url = "wss://a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com/production?token="
+    assert len(url + max(token, refreshed.token, key=len)) <= 4096
 
 
 def test_new_token_session_ends_the_stage_maximum_after_it_is_issued() -> None:
