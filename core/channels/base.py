@@ -372,25 +372,39 @@ def post(session: OutboundSession, url: str, what: str, **kwargs: Any) -> reques
 
 def _tls_problem(exc: BaseException) -> str:
     """Name what a TLS failure was, from the ``ssl`` error in its chain: the certificate check's words (``self-signed
-    certificate``, ``certificate has expired``, a host mismatch), else ``no TLS connection``. Never the URL."""
+    certificate``, ``certificate has expired``, a host mismatch), else OpenSSL's reason (``WRONG_VERSION_NUMBER``: the
+    URL says https and the receiver speaks HTTP), else ``no TLS connection``. Never the URL, and never raises: it runs
+    while the request's exception, whose text holds the URL, is being handled."""
     import ssl
 
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        error = pending.pop()
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, ssl.SSLCertVerificationError):
-            return (
-                f"certificate not trusted: {error.verify_message}"
-                if error.verify_message
-                else "certificate not trusted"
-            )
-        pending.extend(e for e in (error.__cause__, error.__context__, getattr(error, "reason", None)) if e is not None)
-        pending.extend(arg for arg in error.args if isinstance(arg, BaseException))
-    return "no TLS connection"
+    try:
+        seen: set[int] = set()
+        pending: list[BaseException] = [exc]
+        reason = None
+        while pending:
+            error = pending.pop()
+            if id(error) in seen:
+                continue
+            seen.add(id(error))
+            if isinstance(error, ssl.SSLCertVerificationError):
+                said = error.verify_message
+                return f"certificate not trusted: {said}" if said else "certificate not trusted"
+            if (
+                isinstance(error, ssl.SSLError)
+                and isinstance(error.reason, str)
+                and _OPENSSL_REASON.fullmatch(error.reason)
+            ):
+                reason = reason or error.reason
+            # urllib3's MaxRetryError keeps the exception as ``reason``; an ssl.SSLError's ``reason`` is a string.
+            linked = (error.__cause__, error.__context__, getattr(error, "reason", None), *error.args)
+            pending.extend(item for item in linked if isinstance(item, BaseException))
+    except Exception:  # naming a failure must not fail with the URL in its context
+        return "no TLS connection"
+    return f"no TLS connection: {reason}" if reason else "no TLS connection"
+
+
+# OpenSSL's reason codes (``WRONG_VERSION_NUMBER``, ``SSLV3_ALERT_HANDSHAKE_FAILURE``): said as they are, nothing else.
+_OPENSSL_REASON = re.compile(r"[A-Z0-9_]{1,64}")
 
 
 # Answers that say "not now" rather than "never": the receiver timed the request out (408), or will not take it

@@ -195,6 +195,35 @@ def test_webhook_certificate_not_trusted_is_said_so(resources: ChannelResources,
     assert raised.value.reason == "webhook: TLS handshake failed (certificate not trusted: self-signed certificate)"
 
 
+def test_webhook_https_url_to_a_plain_http_receiver_names_openssls_reason(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    # An ssl.SSLError's ``reason`` is a string: walked as an exception, naming the failure raised AttributeError.
+    url = receiver.url.replace("http://", "https://") + "/hook"
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        _send(resources, url)
+
+    assert raised.value.reason == "webhook: TLS handshake failed (no TLS connection: WRONG_VERSION_NUMBER)"
+
+
+def test_slack_tls_failure_keeps_the_webhook_secret_out_of_the_error_and_its_chain(
+    resources: ChannelResources, receiver: Receiver
+) -> None:
+    """The consumer logs an exception it did not expect with its traceback: the AttributeError that escaped the TLS
+    naming had the requests error, whose text holds the webhook's path, as its context."""
+    import traceback
+
+    from core.channels.slack import SlackChannel
+
+    credentials = {"webhook_url": receiver.url.replace("http://", "https://") + "/services/T0/B0/url-secret-9f"}
+
+    with pytest.raises(RetryableDeliveryError) as raised:
+        SlackChannel(resources).send(Content(text="hi"), {}, credentials, notification_id="n-1", delivery_key="k-1")
+
+    assert "url-secret-9f" not in "".join(traceback.format_exception(raised.value))
+
+
 def test_webhook_same_host_redirect_is_followed(resources: ChannelResources, receiver: Receiver) -> None:
     receiver.script(Answer(307, b"", headers={"Location": "/moved"}), Answer(200))
 
