@@ -236,7 +236,7 @@ def _enqueue(
         # ids then (producer/idempotency.py); only a retry after a crash past this point sends everything again, under
         # the same ids, which the consumer and receivers drop as duplicates.
         try:
-            ledger.set_enqueued(record.notification_id, sent)
+            ledger.set_enqueued(record.notification_id, sent, list(refused))
         except UpstreamError:
             logger.error(
                 "ledger write of enqueued deliveries failed", extra={"notification_id": record.notification_id}

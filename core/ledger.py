@@ -75,8 +75,9 @@ class NotificationRecord(NamedTuple):
     """What the ledger keeps of a notification: where it came from and which deliveries it expects.
 
     ``request_digest`` is the digest of the request an idempotent publish was made with; ``enqueued`` maps delivery
-    key to SQS message id, kept only after a publish that could not enqueue every delivery (``None`` otherwise);
-    ``error`` why its expansion to an audience failed (a send's, or a publish's subscribers), when it did.
+    key to SQS message id, kept only after a publish that could not enqueue every delivery (``None`` otherwise), and
+    ``unsent`` the keys of those it could not (until a retry takes them up); ``error`` why its expansion to an audience
+    failed (a send's, or a publish's subscribers), when it did.
     """
 
     notification_id: str
@@ -90,19 +91,11 @@ class NotificationRecord(NamedTuple):
     request_digest: str | None = None
     enqueued: dict[str, str] | None = None
     error: str | None = None
+    unsent: frozenset[str] = frozenset()
 
 
 # A delivery without a row that its publish's record says was not enqueued: its failed row's write failed too.
 NOT_ENQUEUED = "not enqueued: the publish could not send it to the delivery queue"
-
-
-def _not_enqueued(record: NotificationRecord) -> frozenset[str]:
-    """The keys of the deliveries a publish could not enqueue: those its record's ``enqueued`` (written once an attempt
-    could not enqueue every delivery) leaves out. Their failed rows are written after it, and their write may fail: a
-    delivery without a row is then not ``queued``, which nothing would ever change."""
-    if record.enqueued is None:
-        return frozenset()
-    return frozenset(delivery.key for delivery in record.deliveries if delivery.key not in record.enqueued)
 
 
 class AttemptRecord(TypedDict):
@@ -265,6 +258,7 @@ def _record(item: dict[str, Any]) -> NotificationRecord:
         request_digest=_text(item, "request_digest"),
         enqueued={key: value["S"] for key, value in enqueued.items()} if enqueued is not None else None,
         error=_text(item, "error"),
+        unsent=frozenset(item.get("unsent", {}).get("SS", [])),
     )
 
 
@@ -384,19 +378,25 @@ class DeliveryLedger:
                 return
             raise aws_error(exc, "writing the ledger") from exc
 
-    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str]) -> None:
-        """Write on an existing notification's record the SQS message id of each delivery enqueued, by delivery key.
+    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str], unsent: Sequence[str] = ()) -> None:
+        """Write on an existing notification's record the SQS message id of each delivery enqueued, by delivery key,
+        and the keys of those that could not be (``unsent``: the status says them ``failed`` while they have no row).
 
-        An ``UpdateItem`` of that attribute alone: the expansion worker may be writing the same record's count of
+        An ``UpdateItem`` of those attributes alone: the expansion worker may be writing the same record's count of
         deliveries meanwhile (a ``subscribers`` integration), and a whole record put here would undo it, or it this.
         """
+        values: dict[str, Any] = {":e": {"M": {key: {"S": value} for key, value in enqueued.items()}}}
+        if unsent:
+            expression, values[":u"] = "SET enqueued = :e, unsent = :u", {"SS": sorted(set(unsent))}
+        else:
+            expression = "SET enqueued = :e REMOVE unsent"
         try:
             self._client.update_item(
                 TableName=self._table,
                 Key=self._key(notification_id, NOTIFICATION_KEY),
-                UpdateExpression="SET enqueued = :e",
+                UpdateExpression=expression,
                 ConditionExpression="attribute_exists(notification_id)",
-                ExpressionAttributeValues={":e": {"M": {key: {"S": value} for key, value in enqueued.items()}}},
+                ExpressionAttributeValues=values,
             )
         except AWS_ERRORS as exc:
             raise aws_error(exc, "writing the ledger") from exc
@@ -416,12 +416,26 @@ class DeliveryLedger:
         return True
 
     def clear_unsent(self, notification_id: str, keys: Sequence[str]) -> None:
-        """Delete the ``failed`` rows that ``record_failed`` wrote for ``keys``, so the deliveries are ``queued`` again.
+        """Delete the ``failed`` rows that ``record_failed`` wrote for ``keys``, so the deliveries are ``queued`` again,
+        and first take the keys out of the record's ``unsent``: a row deleted while its key was still there read
+        ``failed`` as the retry enqueued it (and for good, when the retry's ``set_enqueued`` then failed).
 
         Such a row is the only ``failed`` one without an attempt (the consumer counts the attempt that failed); each
         delete is conditional on that, so a row the consumer wrote is never removed.
         """
         wanted = set(keys)
+        if wanted:
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=self._key(notification_id, NOTIFICATION_KEY),
+                    UpdateExpression="DELETE unsent :k",
+                    ConditionExpression="attribute_exists(notification_id)",
+                    ExpressionAttributeValues={":k": {"SS": sorted(wanted)}},
+                )
+            except AWS_ERRORS as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise aws_error(exc, "writing the ledger") from exc
         unsent = [
             item["delivery_key"]["S"]
             for item in self._query(
@@ -772,7 +786,7 @@ class DeliveryLedger:
         """
         record = record or self.get_record(notification_id)
         missing = self._missing(record)
-        unsent = _not_enqueued(record)
+        unsent = record.unsent
         after = decode_cursor(cursor) if cursor else NOTIFICATION_KEY
         statuses, complete = self._statuses(notification_id, time.monotonic() + summary_seconds)
         expected = {delivery.key: delivery for delivery in record.deliveries}

@@ -98,8 +98,9 @@ class NotificationLedgerPort(Protocol):
         """Write a notification's record unless one exists under its id; return ``False`` when one does."""
         ...
 
-    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str]) -> None:
-        """Write on an existing notification's record the message id of each delivery enqueued, by delivery key."""
+    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str], unsent: Sequence[str] = ()) -> None:
+        """Write on an existing notification's record the message id of each delivery enqueued, by delivery key, and
+        the keys of those that could not be."""
         ...
 
     def get_record(self, notification_id: str) -> NotificationRecord:

@@ -439,6 +439,31 @@ def test_publish_retried_after_a_502_whose_failed_row_write_failed_is_queued_aga
     assert page.counts == {"queued": 5}
 
 
+def test_publish_retried_after_a_502_whose_enqueued_write_fails_still_reads_queued(
+    service: Service, topic_hash: str
+) -> None:
+    """The retry enqueues team-slack and deletes its failed row, then its write of the enqueued ids fails: a delivery
+    missing from the record's ids was read as not enqueued (failed) while it waited on the queue."""
+    failures = SqsEntryFailures(clients.get_client("sqs", single_try=True))
+    failures.fail("team-slack", times=2)
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-s1")
+    ledger_client = clients.get_client("dynamodb")
+
+    def refuse_enqueued(params: dict[str, Any], **_: Any) -> None:
+        if str(params.get("UpdateExpression", "")).startswith("SET enqueued = :e"):
+            params["TableName"] = "notify-test-no-such-table"
+
+    ledger_client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", refuse_enqueued)
+    retry = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-s1")
+    ledger_client.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", refuse_enqueued)
+
+    queued = [json.loads(message["Body"])["integration"]["name"] for message in service.queued()]
+    page = service.ledger().page(str(response_header(retry, "X-Notification-Id")))
+    assert (first["statusCode"], retry["statusCode"]) == (502, 200)
+    assert "team-slack" in queued
+    assert page.counts == {"queued": 5}
+
+
 def test_publish_entry_still_failing_reports_no_unsent_message(service: Service, topic_hash: str) -> None:
     SqsEntryFailures(clients.get_client("sqs", single_try=True)).fail("team-slack", times=2)
 
