@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ from core.models import (
 from core.observability import logger, metrics
 from core.queue import DELIVERY_MESSAGE_BYTES_LIMIT, DeliveryQueue, SendOutcome
 from core.realtime.refs import USER_ID_PATTERN as BROWSER_USER_ID_PATTERN
-from core.times import utc_now
+from core.times import epoch_time, utc_now
 
 DEFAULT_PAGE_SIZE = 500
 # The messages of a page built and held at once, in characters of their bodies (``_enqueue_page``).
@@ -119,6 +120,10 @@ class ExpansionLedgerPort(Protocol):
 
     def get_record(self, notification_id: str) -> NotificationRecord:
         """Return a record; ``NotFoundError`` when none."""
+        ...
+
+    def keep_record(self, notification_id: str, until: float) -> None:
+        """Keep a record at least the ledger's days past ``until`` (Unix time); never shorten it."""
         ...
 
     def update(
@@ -452,9 +457,12 @@ def expand_send(
         delivery_count=send.recipients,
     )
     if not ledger.create_notification(record):
-        # An earlier run's record, or the record of the publish whose subscribers these are: its own deliveries (its
-        # integrations) stay listed and counted beside the recipients.
+        # An earlier run's record, the one written when the send was accepted, or the record of the publish whose
+        # subscribers these are: its own deliveries (its integrations) stay listed and counted beside the recipients.
+        # Kept as long as the rows this run writes: a job back from the expansion DLQ days later found the record
+        # written at accept, which expired that many days before them (the status route then a 404).
         record = ledger.get_record(send.notification_id)
+        ledger.keep_record(send.notification_id, epoch_time(started) or time.time())
     own = len(record.deliveries)
     total = send.recipients
     try:

@@ -720,6 +720,10 @@ class FakeSendLedger:
             raise NotFoundError("no record")
         return self.records[notification_id]
 
+    def keep_record(self, notification_id: str, until: float) -> None:
+        """Keep a record past ``until``: remembered, as the fake keeps records for ever."""
+        self.kept = {**getattr(self, "kept", {}), notification_id: until}
+
     def update(
         self,
         notification_id: str,

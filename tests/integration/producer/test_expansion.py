@@ -715,6 +715,29 @@ def test_expansion_failed_sends_of_a_batch_job_are_counted_and_logged_with_their
     assert counted == [[1.0, 1.0, 1.0]]
 
 
+def test_expansion_days_after_the_send_was_accepted_keeps_its_record_as_long_as_the_rows_it_writes(
+    worker_env: AwsResources, db: Any, database: Database, lambda_context: FakeLambdaContext
+) -> None:
+    """Accepted 13 days ago (its record written then), its job failed for now and waited in the expansion DLQ, and is
+    moved back today: the record expired 13 days before the rows the expansion writes, the status then a 404."""
+    _users(db, with_device=0, without_device=1)
+    days_ago = 13 * 86400
+    then = DeliveryLedger(worker_env.dynamodb, NAMES["DELIVERIES_TABLE"], epoch=lambda: time.time() - days_ago)
+    request = SendRequest.model_validate({"to": {"user_ids": ["u0000", "ghost"]}, "content": {"text": "Hi"}})
+    queue = ExpansionQueue(worker_env.sqs, worker_env.env["EXPANSION_QUEUE_URL"])
+    accepted = datetime.now(UTC) - timedelta(seconds=days_ago)
+    accept_send(request, AudienceRepository(database), queue, accepted, "n-late", caller="k1", ledger=then)
+
+    _expand(worker_env, lambda_context)
+
+    def expires(delivery_key: str) -> int:
+        key = {"notification_id": {"S": "n-late"}, "delivery_key": {"S": delivery_key}}
+        item = worker_env.dynamodb.get_item(TableName=NAMES["DELIVERIES_TABLE"], Key=key, ConsistentRead=True)
+        return int(item["Item"]["expires_at"]["N"])
+
+    assert expires("#") >= expires("push:ghost")
+
+
 def test_expansion_local_time_send_that_never_had_users_gets_a_record_of_no_deliveries_at_its_last_claim(
     worker_env: AwsResources, database: Database, lambda_context: FakeLambdaContext
 ) -> None:
