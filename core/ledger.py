@@ -378,9 +378,12 @@ class DeliveryLedger:
                 return
             raise aws_error(exc, "writing the ledger") from exc
 
-    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str], unsent: Sequence[str] = ()) -> None:
+    def set_enqueued(
+        self, notification_id: str, enqueued: Mapping[str, str], unsent: Sequence[str] | None = None
+    ) -> None:
         """Write on an existing notification's record the SQS message id of each delivery enqueued, by delivery key,
-        and the keys of those that could not be (``unsent``: the status says them ``failed`` while they have no row).
+        and the keys of those that could not be (``unsent``: the status says them ``failed`` while they have no row);
+        ``None`` leaves those as they are (``record_enqueued``: the ids of an answer, which says nothing of them).
 
         An ``UpdateItem`` of those attributes alone: the expansion worker may be writing the same record's count of
         deliveries meanwhile (a ``subscribers`` integration), and a whole record put here would undo it, or it this.
@@ -389,7 +392,7 @@ class DeliveryLedger:
         if unsent:
             expression, values[":u"] = "SET enqueued = :e, unsent = :u", {"SS": sorted(set(unsent))}
         else:
-            expression = "SET enqueued = :e REMOVE unsent"
+            expression = "SET enqueued = :e" if unsent is None else "SET enqueued = :e REMOVE unsent"
         try:
             self._client.update_item(
                 TableName=self._table,

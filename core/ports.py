@@ -98,7 +98,9 @@ class NotificationLedgerPort(Protocol):
         """Write a notification's record unless one exists under its id; return ``False`` when one does."""
         ...
 
-    def set_enqueued(self, notification_id: str, enqueued: Mapping[str, str], unsent: Sequence[str] = ()) -> None:
+    def set_enqueued(
+        self, notification_id: str, enqueued: Mapping[str, str], unsent: Sequence[str] | None = None
+    ) -> None:
         """Write on an existing notification's record the message id of each delivery enqueued, by delivery key, and
         the keys of those that could not be."""
         ...
