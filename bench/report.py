@@ -56,10 +56,15 @@ def render(
     host = machine()
     modes = {fragment.quick for fragment in fragments.values()}
     mode = "quick (`make bench QUICK=1`)" if modes == {True} else "full (`make bench`)" if modes == {False} else "mixed"
+    # A fragment saved before fragments named their commit is the report's as it was written then: unknown now.
+    measured = sorted({fragment.commit or "unknown" for fragment in fragments.values()})
+    at = f"commit `{commit()}`"
+    if measured and measured != [commit()]:
+        at += " (the figures measured at " + ", ".join(f"`{sha}`" for sha in measured) + ": see each section)"
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `python -m bench.report` on {now:%Y-%m-%d %H:%M} UTC from a {mode} run at commit `{commit()}`.",
+        f"Written by `python -m bench.report` on {now:%Y-%m-%d %H:%M} UTC from a {mode} run at {at}.",
         "",
         f"Machine: {host['cpus']} CPUs ({host['cpu_model']}), {host['memory']} of memory, {host['system']}, "
         f"{host['python']}. The local stack, its clients and the receiver share these CPUs; the load average at the "
@@ -70,11 +75,14 @@ def render(
         "| figure | measured | target | |",
         "|---|---|---|---|",
     ]
-    for name in [*ORDER, *sorted(set(fragments) - set(ORDER))]:
+    for name in [*ORDER, *sorted((set(fragments) | set(run)) - set(ORDER))]:
+        if run.get(name):
+            # A benchmark of the last run that failed: no row of it reads met, whether it saved figures (maybe a
+            # previous run's, or partial) or none.
+            lines.append(f"| {_cell(name)}: the benchmark | exit code {run[name]} | exit code 0 | **failed** |")
         for target in fragments[name].targets if name in fragments else []:
-            lines.append(
-                f"| {_cell(target.figure)} | {_cell(target.measured)} | {_cell(target.target)} | {_met(target.met)} |"
-            )
+            met = "not judged (its run failed)" if run.get(name) else _met(target.met)
+            lines.append(f"| {_cell(target.figure)} | {_cell(target.measured)} | {_cell(target.target)} | {met} |")
     lines.append("")
     names = [name for name in ORDER if name in run or name in fragments]
     names += sorted((set(run) | set(fragments)) - set(ORDER))
@@ -87,7 +95,8 @@ def render(
             f"## {fragment.title}",
             "",
             f"`{fragment.command}` · {datetime.fromisoformat(fragment.started):%Y-%m-%d %H:%M:%S} UTC · "
-            f"{fragment.seconds:.0f} s · load average {fragment.load_average:.1f} at start",
+            f"commit `{fragment.commit or 'unknown'}` · {fragment.seconds:.0f} s · "
+            f"load average {fragment.load_average:.1f} at start",
             "",
         ]
         if run.get(name):

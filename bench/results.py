@@ -57,6 +57,8 @@ class Fragment:
     plots: list[str] = field(default_factory=list)
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     load_average: float = field(default_factory=lambda: os.getloadavg()[0])
+    # The commit it measured: a report keeps the fragments of benchmarks not run again, which may be older.
+    commit: str = field(default_factory=lambda: commit())  # noqa: PLW0108 (commit is defined further down)
     seconds: float = 0.0
     _clock: float = field(default_factory=time.monotonic, repr=False)
 
@@ -75,6 +77,7 @@ class Fragment:
         data: dict[str, Any] = json.loads(path.read_text())
         data["tables"] = [Table(**table) for table in data.get("tables", [])]
         data["targets"] = [Target(**target) for target in data.get("targets", [])]
+        data.setdefault("commit", "")  # saved before fragments named their commit: not the one checked out now
         return cls(**data)
 
 
