@@ -26,6 +26,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def resources(receiver: Receiver) -> ChannelResources:
-    """Resources whose session allows loopback, with 0.5 s timeouts, and whose Telegram API is ``receiver``."""
-    session = OutboundSession(connect_timeout=0.5, read_timeout=0.5, allow_private=True)
+    """Resources whose session allows loopback, with 1 s timeouts (a receiver's "slow" answer waits 1.5 s; 0.5 s was
+    once too short for a prompt answer on a loaded 2-core host), and whose Telegram API is ``receiver``."""
+    session = OutboundSession(connect_timeout=1.0, read_timeout=1.0, allow_private=True)
     return ChannelResources(http=session, aws_client=_no_aws, telegram_api_base=receiver.url)
