@@ -58,6 +58,10 @@ class Api:
         """``POST /v1/users/{user_id}/devices``."""
         return self.call("POST", DEVICES, {"user_id": user_id}, {"app": app, "token": token})
 
+    def unregister(self, user_id: str, device_id: str) -> Any:
+        """``DELETE /v1/users/{user_id}/devices/{device_id}``."""
+        return self.call("DELETE", DEVICE, {"user_id": user_id, "device_id": device_id})
+
     def endpoints(self) -> dict[str, dict[str, str]]:
         """The app's SNS endpoints and their attributes."""
         listed = self.sns.list_endpoints_by_platform_application(PlatformApplicationArn=self.application_arn)
@@ -197,7 +201,7 @@ def test_audience_device_unregistered_deletes_its_endpoint(api: Api) -> None:
     api.user("ada")
     device = response_json(api.register("ada"))
 
-    response = api.call("DELETE", DEVICE, {"user_id": "ada", "device_id": device["device_id"]})
+    response = api.unregister("ada", device["device_id"])
 
     assert response["statusCode"] == 204
     assert api.endpoints() == {}

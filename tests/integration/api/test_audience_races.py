@@ -275,9 +275,7 @@ def test_device_deleted_while_its_token_registers_again_leaves_no_device_on_a_de
 
     registration, deletion = _interleave(
         lambda: api.register("ada", "token-1"),
-        lambda: api.call(
-            "DELETE", "/v1/users/{user_id}/devices/{device_id}", {"user_id": "ada", "device_id": first["device_id"]}
-        ),
+        lambda: api.unregister("ada", first["device_id"]),
         pause,
         "registration",
     )
@@ -327,9 +325,7 @@ def test_device_deleted_while_a_registration_removes_it_at_the_bound_leaves_no_e
 
     newest, deletion = _interleave(
         lambda: api.register("ada", "ada-new"),
-        lambda: api.call(
-            "DELETE", "/v1/users/{user_id}/devices/{device_id}", {"user_id": "ada", "device_id": oldest["device_id"]}
-        ),
+        lambda: api.unregister("ada", oldest["device_id"]),
         pause,
         "evict",
     )
