@@ -1,15 +1,15 @@
 """Delivery benchmark: a batch of 10 webhook deliveries to a local sink that answers after 100 ms.
 
-Measured in one run, each the median of several rounds after a warm-up:
-- the consumer: the ``deliver`` handler on an SQS event of 10 webhook messages, in-process against moto (ledger reads
-  and writes, visibility, metrics included), and the CPU time moto itself spent answering its calls;
-- the same handler with DynamoDB in another process: dynalite (bench/package.json, installed by ``make bench``);
+The sink runs in a process of its own. Measured in one run, each the median of several rounds after a warm-up:
+- the consumer: the ``deliver`` handler on an SQS event of 10 webhook messages with AWS in other processes, as a
+  Lambda function has it: DynamoDB in dynalite (bench/package.json, installed by ``make bench``), SQS in moto's server;
+- the same handler in-process against moto (as the earlier runs measured it), and the CPU time moto itself spent
+  answering its calls;
 - sequential: the same webhook channel sending the 10 one after another (what a one-at-a-time consumer costs);
 - Apprise: ``Apprise.notify`` to 10 ``json://`` URLs on the same sink (Apprise installed by ``make bench`` only).
 
-Targets: the consumer within 1.25x the floor (the sink's 100 ms), at least 5x faster than sequential and 3x faster
-than Apprise. ``--quick``: 3 rounds.
-"""
+Targets, on the first (the in-process one without dynalite): the consumer within 1.25x the floor (the sink's 100 ms),
+at least 5x faster than sequential and 3x faster than Apprise. ``--quick``: 3 rounds."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -34,10 +35,11 @@ from bench.environment import use_bench_environment
 from bench.local_stack import free_ports
 from bench.publish_harness import emulator_cpu
 from bench.results import Fragment, Table, Target
-from infra.deploy.motoserver import stop_process
+from infra.deploy.motoserver import moto_server, stop_process
 
 BATCH = 10
-DYNALITE_CLI = Path(__file__).resolve().parent / "node_modules" / "dynalite" / "cli.js"
+ROOT = Path(__file__).resolve().parent.parent
+DYNALITE_CLI = ROOT / "bench" / "node_modules" / "dynalite" / "cli.js"
 ROUNDS = 7
 SINK_DELAY_SECONDS = 0.1
 
@@ -64,19 +66,45 @@ class _Sink(BaseHTTPRequestHandler):
         """Stay quiet."""
 
 
-@contextlib.contextmanager
-def running_sink() -> Iterator[str]:
-    """Run the 100 ms sink on loopback and yield its base URL."""
+def serve_sink() -> None:
+    """Serve the sink on a free loopback port, print its URL, and stop when standard input closes (the parent's
+    ``running_sink``)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    sys.stdin.read()
+    server.shutdown()
+    server.server_close()
+
+
+@contextlib.contextmanager
+def running_sink() -> Iterator[str]:
+    """Run the 100 ms sink on loopback in a process of its own and yield its base URL; stopped by its PID after.
+
+    Its own process, as a receiver is: in this one, its threads would take the GIL from the sender being measured.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from bench.delivery import serve_sink; serve_sink()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError("the sink did not start")
+        yield url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            stop_process(process)
 
 
 def median_seconds(run: Callable[[Any], None], prepare: Callable[[], Any], rounds: int = ROUNDS) -> float:
@@ -148,68 +176,92 @@ def _ledger_table_at(endpoint: str, table: str) -> None:
     dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
 
 
-def consumer_seconds(sink: str, rounds: int = ROUNDS, dynamodb: str | None = None) -> tuple[float, float]:
-    """Time the deliver handler on SQS events of 10 webhook messages, in-process against moto; return the median
-    wall time and the median CPU time moto spent in those rounds answering the handler's calls.
-
-    ``dynamodb``: the URL of a DynamoDB of another process for the ledger (every DynamoDB call of the handler) instead
-    of moto's; SQS and the rest stay in moto.
-    """
-    from moto import mock_aws
-
+def _timed_batches(sink: str, rounds: int, aws: Any, around: Callable[[], Any]) -> float:
+    """Return the median wall time of the deliver handler on SQS events of 10 webhook messages sent to the sink and
+    received from ``aws``'s delivery queue (their ledger record written first, untimed); ``around()`` is a context
+    entered about each handler call."""
     from consumer.handler import handler
     from core import clients
     from core.ledger import Delivery, NotificationRecord
-    from infra.local.moto_dynamodb import serialize_writes
     from tests.fakes.lambda_context import FakeLambdaContext
     from tests.integration.consumer.flow import sqs_event
+
+    def prepare() -> dict[str, Any]:
+        for index in range(BATCH):
+            message = webhook_message(sink, index)
+            clients.get_ledger().record_notification(
+                NotificationRecord(
+                    notification_id=message["notification_id"],
+                    source="publish",
+                    channel="bench",
+                    topic="delivery",
+                    created_at=message["created_at"],
+                    caller=None,
+                    delivery_count=1,
+                    deliveries=(Delivery(key=f"hook-{index}", integration=f"hook-{index}", type="webhook"),),
+                )
+            )
+            aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=json.dumps(message))
+        received: list[dict[str, Any]] = []
+        while len(received) < BATCH:
+            received += aws.sqs.receive_message(
+                QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=BATCH - len(received), AttributeNames=["All"]
+            ).get("Messages", [])
+        return sqs_event(received)
+
+    def deliver(event: dict[str, Any]) -> None:
+        with contextlib.redirect_stdout(io.StringIO()), around():
+            result = handler(event, FakeLambdaContext())
+        assert result["batchItemFailures"] == [], result
+
+    return median_seconds(deliver, prepare, rounds)
+
+
+def consumer_seconds(sink: str, rounds: int = ROUNDS) -> tuple[float, float]:
+    """Time the deliver handler in-process against moto; return the median wall time and the median CPU time moto
+    spent in those rounds answering the handler's calls."""
+    from moto import mock_aws
+
+    from core import clients
+    from infra.local.moto_dynamodb import serialize_writes
     from tests.support.aws import create_resources
 
     serialize_writes()
-    with mock_aws(), contextlib.ExitStack() as restore:
+    with mock_aws():
         aws = create_resources()
         os.environ.update(aws.env)
-        if dynamodb is not None:
-            _ledger_table_at(dynamodb, aws.env["DELIVERIES_TABLE"])
-            os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb
-            # Undone in reverse: the variable goes, then the clients that read it.
-            restore.callback(clients.reset)
-            restore.callback(os.environ.pop, "AWS_ENDPOINT_URL_DYNAMODB", None)
         clients.reset()
-
-        def prepare() -> dict[str, Any]:
-            for index in range(BATCH):
-                message = webhook_message(sink, index)
-                clients.get_ledger().record_notification(
-                    NotificationRecord(
-                        notification_id=message["notification_id"],
-                        source="publish",
-                        channel="bench",
-                        topic="delivery",
-                        created_at=message["created_at"],
-                        caller=None,
-                        delivery_count=1,
-                        deliveries=(Delivery(key=f"hook-{index}", integration=f"hook-{index}", type="webhook"),),
-                    )
-                )
-                aws.sqs.send_message(QueueUrl=aws.delivery_queue_url, MessageBody=json.dumps(message))
-            received = aws.sqs.receive_message(
-                QueueUrl=aws.delivery_queue_url, MaxNumberOfMessages=BATCH, AttributeNames=["All"]
-            )["Messages"]
-            assert len(received) == BATCH
-            return sqs_event(received)
-
         spent_in_rounds: list[float] = []
 
-        def deliver(event: dict[str, Any]) -> None:
-            with contextlib.redirect_stdout(io.StringIO()), emulator_cpu() as spent:
-                result = handler(event, FakeLambdaContext())
+        @contextlib.contextmanager
+        def counted() -> Iterator[None]:
+            with emulator_cpu() as spent:
+                yield
             spent_in_rounds.append(spent[0])
-            assert result["batchItemFailures"] == [], result
 
-        seconds = median_seconds(deliver, prepare, rounds)
-        # The warm-up round is not timed: its emulator time is left out too.
-        return seconds, statistics.median(spent_in_rounds[1:])
+        seconds = _timed_batches(sink, rounds, aws, counted)
+    clients.reset()
+    # The warm-up round is not timed: its emulator time is left out too.
+    return seconds, statistics.median(spent_in_rounds[1:])
+
+
+def remote_consumer_seconds(sink: str, dynamodb: str, rounds: int = ROUNDS) -> float:
+    """Time the deliver handler with AWS in other processes, as a Lambda function has it: DynamoDB (the ledger) in
+    dynalite at ``dynamodb``, SQS and the rest in moto's server; return the median wall time."""
+    from core import clients
+    from tests.support.aws import create_resources
+
+    with moto_server() as moto, contextlib.ExitStack() as restore:
+        restore.callback(clients.reset)  # undone last: after the variables go, the clients that read them
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
+            restore.callback(os.environ.pop, name, None)
+        os.environ["AWS_ENDPOINT_URL"] = moto
+        aws = create_resources()
+        os.environ.update(aws.env)
+        _ledger_table_at(dynamodb, aws.env["DELIVERIES_TABLE"])
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb
+        clients.reset()
+        return _timed_batches(sink, rounds, aws, contextlib.nullcontext)
 
 
 def sequential_seconds(sink: str, rounds: int = ROUNDS) -> float:
@@ -255,39 +307,8 @@ def apprise_seconds(sink: str, rounds: int = ROUNDS) -> tuple[str, float] | None
     return str(apprise.__version__), median_seconds(notify, lambda: None, rounds)
 
 
-def _remote_rows(fragment: Fragment, remote: float | None, floor: float) -> list[list[str]]:
-    """Print the consumer's time with its DynamoDB in another process, add its target and note; return its row."""
-    if remote is None:
-        print("  dynalite not installed (make bench installs it: npm ci --prefix bench)")
-        fragment.notes.append("dynalite was not installed (`npm ci --prefix bench`): no row with DynamoDB elsewhere.")
-        return []
-    label = "consumer, DynamoDB elsewhere (dynalite)"
-    print(f"  {label:<39} {remote * 1000:8.1f} ms   {remote / floor:4.2f}x the floor")
-    fragment.targets.append(
-        Target(
-            "delivery: 10 webhooks to a 100 ms sink, x the floor, DynamoDB in another process (dynalite)",
-            f"{remote / floor:.2f}x",
-            "<= 1.25x",
-            remote <= 1.25 * floor,
-        )
-    )
-    fragment.notes.append(
-        "The row with dynalite runs the same handler with every DynamoDB call (the batch read, the ledger writes) "
-        "sent over loopback HTTP to dynalite, a DynamoDB emulator in Node, in its own process and in memory; SQS and "
-        "the rest stay in moto, which the handler does not call when every send succeeds. Measured by hand with SQS "
-        "out of the process too (moto's server): the consumer's process spends 26-28 ms of CPU on a batch, about "
-        "2.6 ms a delivery, serialized by the GIL its threads share (a profile puts about half of it in the ledger "
-        "write's botocore: validation, signing, the User-Agent, and most of the rest in the webhook's send through "
-        "requests); one UpdateItem alone takes dynalite 1.2-1.5 ms, but the ten of a batch, sent together as the "
-        "answers come, take 9-18 ms each, dynalite answering them one after another on the other core. The row "
-        "less moto's CPU leaves out that HTTP half of botocore (moto answers in-process, before the send), so it "
-        "understates."
-    )
-    return [[label, f"{remote * 1000:.1f} ms", f"{remote / floor:.2f}x", "-"]]
-
-
 def main() -> None:
-    """Run the three measurements in one process, print the figures and save them for the report."""
+    """Run the measurements in one process, print the figures and save them for the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 7")
     args = parser.parse_args()
@@ -299,49 +320,79 @@ def main() -> None:
         args.quick,
     )
     with running_sink() as sink:
-        consumer, emulator = consumer_seconds(sink, rounds)
+        # In-process first: the suite's boto3 session (tests/support/aws.py) must be made after moto is loaded.
+        in_process, emulator = consumer_seconds(sink, rounds)
         with running_dynalite() as dynalite:
-            remote = consumer_seconds(sink, rounds, dynalite)[0] if dynalite is not None else None
+            remote = remote_consumer_seconds(sink, dynalite, rounds) if dynalite is not None else None
         sequential = sequential_seconds(sink, rounds)
         apprise_result = apprise_seconds(sink, rounds)
     floor = SINK_DELAY_SECONDS
-    print(f"Delivery: a batch of {BATCH} webhooks to a sink answering after {floor * 1000:.0f} ms")
-    print(f"(median of {rounds} rounds after a warm-up; the consumer runs in-process against moto)")
-    print(f"  consumer (deliver handler, concurrent)  {consumer * 1000:8.1f} ms   {consumer / floor:4.2f}x the floor")
-    own = consumer - emulator
-    print(f"    of which moto answering its calls     {emulator * 1000:8.1f} ms of CPU (in-process, under the GIL)")
-    print(f"    the rest, an estimate without moto    {own * 1000:8.1f} ms   {own / floor:4.2f}x the floor")
-    ratio = sequential / consumer
-    rows = [
-        ["consumer (deliver handler, concurrent)", f"{consumer * 1000:.1f} ms", f"{consumer / floor:.2f}x", "-"],
+    own = in_process - emulator
+    # The figure judged: the handler with AWS elsewhere, as in Lambda; without dynalite, the in-process one.
+    consumer = remote if remote is not None else in_process
+    remote_label = "consumer, AWS in other processes (dynalite, moto's server)"
+    print(f"Delivery: a batch of {BATCH} webhooks to a sink answering after {floor * 1000:.0f} ms (its own process)")
+    print(f"(median of {rounds} rounds after a warm-up)")
+    rows = []
+    if remote is None:
+        print("  dynalite not installed (make bench installs it: npm ci --prefix bench)")
+        fragment.notes.append(
+            "dynalite was not installed (`npm ci --prefix bench`): the figures judged are the in-process ones."
+        )
+    else:
+        print(f"  {remote_label:<58} {remote * 1000:8.1f} ms   {remote / floor:4.2f}x the floor")
+        rows.append([remote_label, f"{remote * 1000:.1f} ms", f"{remote / floor:.2f}x", "-"])
+    print(f"  {'consumer in-process against moto':<58} {in_process * 1000:8.1f} ms   {in_process / floor:4.2f}x")
+    print(f"  {'  of which moto answering its calls (CPU, under the GIL)':<58} {emulator * 1000:8.1f} ms")
+    print(f"  {'  the rest, an estimate without moto':<58} {own * 1000:8.1f} ms   {own / floor:4.2f}x")
+    rows += [
+        ["consumer in-process against moto", f"{in_process * 1000:.1f} ms", f"{in_process / floor:.2f}x", "-"],
         ["  of which moto's CPU answering its AWS calls", f"{emulator * 1000:.1f} ms", "-", "-"],
         ["  the consumer less moto's CPU (an estimate)", f"{own * 1000:.1f} ms", f"{own / floor:.2f}x", "-"],
-        *_remote_rows(fragment, remote, floor),
+    ]
+    ratio = sequential / consumer
+    rows.append(
         [
             "sequential (same channel, one by one)",
             f"{sequential * 1000:.1f} ms",
             f"{sequential / floor:.2f}x",
             f"{ratio:.1f}x",
-        ],
-    ]
+        ]
+    )
+    print(
+        f"  {'sequential (same channel, one by one)':<58} {sequential * 1000:8.1f} ms   consumer {ratio:4.1f}x faster"
+    )
+    judged = "AWS in other processes" if remote is not None else "in-process against moto"
     fragment.targets += [
         Target(
-            "delivery: 10 webhooks to a 100 ms sink, x the floor",
+            f"delivery: 10 webhooks to a 100 ms sink, x the floor, {judged}",
             f"{consumer / floor:.2f}x",
             "<= 1.25x",
             consumer <= 1.25 * floor,
         ),
-        Target("delivery: consumer faster than sequential", f"{ratio:.1f}x", ">= 5x", ratio >= 5),
-        Target("delivery: the consumer less moto's CPU (an estimate), x the floor", f"{own / floor:.2f}x", "-", None),
+        Target(f"delivery: consumer ({judged}) faster than sequential", f"{ratio:.1f}x", ">= 5x", ratio >= 5),
+        Target(
+            "delivery: the consumer in-process less moto's CPU (an estimate), x the floor",
+            f"{own / floor:.2f}x",
+            "-",
+            None,
+        ),
     ]
-    print(f"  sequential (same channel, one by one)   {sequential * 1000:8.1f} ms   consumer {ratio:4.1f}x faster")
     fragment.notes.append(
-        "The consumer's AWS calls go to moto in the same process: per batch, one ledger BatchGetItem before the sends "
-        "and a ledger UpdateItem after each. moto answers each in Python, holding the GIL the consumer's threads "
-        "share, and its UpdateItem evaluates the update expression in about 15 ms of CPU. The row less moto's CPU "
-        "takes that time off the wall time: what the handler's own work (botocore, parsing, HTTP, logging, metrics) "
-        "leaves when AWS answers elsewhere. It is an estimate, not a measurement: a remote DynamoDB's latency, "
-        "overlapping across the threads, is not in it."
+        "The sink runs in a process of its own, as a receiver does. The row judged runs the handler as a Lambda "
+        "function has it, every AWS call over loopback HTTP to another process: DynamoDB (per batch, one ledger "
+        "BatchGetItem before the sends and an UpdateItem after each) to dynalite, a DynamoDB emulator in Node, in "
+        "memory; SQS (called only to set up the batch when every send succeeds) to moto's server. dynalite answers "
+        "one UpdateItem in 1.2-1.5 ms alone, but the ten of a batch, sent as the answers come, one after another on "
+        "the machine's other core, and the consumer's own CPU (about 2.6 ms a delivery: the ledger write's botocore, "
+        "the webhook's send through requests), serialized by the GIL its threads share, delay the last sends' starts "
+        "and writes."
+    )
+    fragment.notes.append(
+        "In-process against moto, as the earlier runs measured it: moto answers each call in Python, holding the GIL "
+        "the consumer's threads share (its UpdateItem evaluates the update expression in about 15 ms of CPU), and "
+        "intercepts every HTTP request of the process, the webhooks' too. The row less moto's CPU takes its answers' "
+        "time off the wall time: an estimate, not a measurement."
     )
     if apprise_result is None:
         print("  Apprise not installed: pip install -r bench/requirements.txt")
@@ -349,11 +400,14 @@ def main() -> None:
     else:
         version, seconds = apprise_result
         label = f"Apprise {version} (10 json:// URLs)"
-        print(f"  {label:<39} {seconds * 1000:8.1f} ms   consumer {seconds / consumer:4.1f}x faster")
+        print(f"  {label:<58} {seconds * 1000:8.1f} ms   consumer {seconds / consumer:4.1f}x faster")
         rows.append([label, f"{seconds * 1000:.1f} ms", f"{seconds / floor:.2f}x", f"{seconds / consumer:.1f}x"])
         fragment.targets.append(
             Target(
-                "delivery: consumer faster than Apprise", f"{seconds / consumer:.1f}x", ">= 3x", seconds / consumer >= 3
+                f"delivery: consumer ({judged}) faster than Apprise",
+                f"{seconds / consumer:.1f}x",
+                ">= 3x",
+                seconds / consumer >= 3,
             )
         )
         if seconds / 3 < floor:
@@ -364,7 +418,7 @@ def main() -> None:
             )
     fragment.tables.append(
         Table(
-            f"Median of {rounds} rounds after a warm-up; the consumer runs in-process against moto",
+            f"Median of {rounds} rounds after a warm-up; the sink in its own process",
             ["sender", "batch of 10", "x the 100 ms floor", "consumer faster by"],
             rows,
         )

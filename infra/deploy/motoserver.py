@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -41,7 +42,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise MotoServerError(f"moto server not ready after {START_TIMEOUT_SECONDS:.0f} s: {log.read_text()[-2000:]}")
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[Any]) -> None:
     """Stop a process this code started, by its PID: terminate, and kill it if it is still there after 10 s."""
     if process.poll() is not None:
         return
