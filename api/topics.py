@@ -311,11 +311,12 @@ def put_topic(
             registry.replace(stored, existing.topic.updated_at, retired)
     except Exception:
         found, readable = _after_failed_write(registry, channel, topic)
-        if found is None or found.model_dump() != stored.model_dump():
+        if found is None or found.topic.model_dump() != stored.model_dump():
             # Not this very version (its integrations, hash and time of change, to the millisecond). Its credentials
-            # stay when the topic names them (an AWS error after DynamoDB applied a write, replaced since), or when
-            # the topic is unreadable: keeping credentials nobody may name is the lesser harm.
-            named = {i.credentials_ref for i in found.integrations} if found is not None else set()
+            # stay when the topic names them, live or retired (an AWS error after DynamoDB applied a write, replaced
+            # since: publishes made meanwhile name them), or when the topic is unreadable: keeping credentials nobody
+            # may name is the lesser harm.
+            named = {i.credentials_ref for i in found.topic.integrations} | set(found.retired) if found else set()
             if written and not readable:
                 logger.warning(
                     "topic unreadable after a failed write: its new credentials are kept", extra={"topic": topic}
@@ -331,10 +332,11 @@ def put_topic(
     return TopicChange(created=existing is None, view=topic_view(stored)), topic_hash
 
 
-def _after_failed_write(registry: TopicRegistryPort, channel: str, topic: str) -> tuple[Topic | None, bool]:
-    """The topic as the table holds it after its write failed (``None``: none), and whether it could be read."""
+def _after_failed_write(registry: TopicRegistryPort, channel: str, topic: str) -> tuple[StoredTopic | None, bool]:
+    """The topic as the table holds it after its write failed, with the credentials it retired (``None``: none), and
+    whether it could be read."""
     try:
-        return registry.read(channel, topic), True
+        return registry.read_stored(channel, topic), True
     except NotFoundError:
         return None, True
     except NotificationError:

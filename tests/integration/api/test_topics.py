@@ -787,6 +787,38 @@ def test_put_write_applied_then_failing_keeps_the_credentials_the_topic_names(
     assert _live_credentials(aws, "team-slack") == {"webhook_url": WINNER_URL}
 
 
+class _AppliedThenReplaced(_DynamoDB):
+    """A PutItem DynamoDB applied, another PUT landing before its answer, which is lost (an error)."""
+
+    def __init__(self, client: Any, admin: AdminApi) -> None:
+        super().__init__(client)
+        self._admin = admin
+
+    def put_item(self, **kwargs: Any) -> Any:
+        self._client.put_item(**kwargs)
+        assert self._admin.put_topic(_with_slack_url(WINNER_URL))["statusCode"] == 200
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "PutItem")
+
+
+def test_put_write_applied_then_replaced_keeps_the_credentials_the_topic_retired(
+    admin: AdminApi, aws: AwsResources
+) -> None:
+    admin.put_topic(topic_body())
+    before = set(_retired(aws))
+
+    with pytest.raises(UpstreamError):
+        _put_directly(aws, _with_slack_url(LOSER_URL), _AppliedThenReplaced(aws.dynamodb, admin))
+
+    # This PUT's version was live until the other replaced it: publishes made meanwhile name its credentials, which
+    # the topic keeps among its retired ones; they must still be there.
+    retired = [ref for ref in set(_retired(aws)) - before if "team-slack" in ref]
+    values = [
+        json.loads(parameter["Value"])
+        for parameter in aws.ssm.get_parameters(Names=retired, WithDecryption=True)["Parameters"]
+    ]
+    assert {"webhook_url": LOSER_URL} in values, (retired, values)
+
+
 @pytest.mark.parametrize("existing", [False, True], ids=["create", "replace"])
 def test_put_write_applied_then_its_retry_conflicting_answers_done_with_the_hash(
     admin: AdminApi, aws: AwsResources, existing: bool
