@@ -19,10 +19,11 @@ Stripe event id, and publishes one Purchase event per payment:
 - publish, then mark: a crash between the two publishes the Purchase event again on the message's retry, so a
   payment's Purchase event is published twice at most; its subscribers are idempotent on ``purchase_id``.
 - a promo code comes from the PaymentIntent's ``metadata.promo_code``, else from the Checkout Session's discounts
-  (their promotion codes) or its ``metadata.promo_code``. For ``payment_intent.succeeded`` of an intent without a
-  valid code of its own, the session is looked up by the intent (``checkout_session_for_intent``): Stripe sends that
-  event and ``checkout.session.completed`` at nearly the same time, and whichever is handled first publishes, so the
-  intent's event must not publish a Checkout's purchase without the code its discounts carry.
+  (their promotion codes) or its ``metadata.promo_code``. For ``payment_intent.succeeded``, the session is looked up
+  by the intent (``checkout_session_for_intent``): Stripe sends that event and ``checkout.session.completed`` at
+  nearly the same time, and whichever is handled first publishes, so the intent's event must publish a Checkout's
+  purchase as the session's would: with the code its discounts carry, and the user and email of its metadata (an
+  intent with a code of its own too).
 - the Purchase event's ``purchased_at`` is when the customer paid: the time of the intent's charge (``_paid_at``),
   not the intent's creation, which a Payment Element makes when the checkout page loads; the credit checks a
   promotion's expiry against it.
@@ -392,13 +393,14 @@ def _retrieve(envelope: StripeEventEnvelope, object_id: str, gateway: StripeGate
             extra={"event_type": envelope.type, "intent": intent.id},
         )
         return None
-    if session is None and not _PROMO_CODE.fullmatch((intent.metadata.get("promo_code") or "").strip()):
+    if session is None:
         session = _session_of(intent, gateway)
     return _purchase(intent, session)
 
 
 def _session_of(intent: PaymentIntentView, gateway: StripeGateway) -> CheckoutSessionView | None:
-    """The Checkout Session that made ``intent``, for its promo code; ``None`` when there is none or Stripe refuses.
+    """The Checkout Session that made ``intent``, for its promo code and metadata; ``None`` when there is none or Stripe
+    refuses.
 
     ``StripeUnavailableError`` propagates: the message is retried rather than published without a code the session
     may hold. A refusal would be refused again on every retry, and the payment itself is known: it is published

@@ -428,7 +428,7 @@ def test_process_amount_comes_from_the_retrieved_intent_not_the_event_copy() -> 
     worker.process(event_body(event))
 
     assert (worker.publisher.events[0].amount, worker.publisher.events[0].currency) == (1200, "usd")
-    assert worker.gateway.calls == [INTENT_ID]
+    assert worker.gateway.calls == [INTENT_ID, f"session_for:{INTENT_ID}"]
 
 
 def test_process_publishes_the_promo_code_attributes() -> None:
@@ -534,6 +534,23 @@ def test_process_intent_event_with_an_invalid_promo_code_takes_the_session_code(
     worker.process(_intent_event("evt_intent_1", SESSION_INTENT_ID))
 
     assert worker.publisher.events[0].promo_code == "WELCOME10"
+
+
+@pytest.mark.parametrize("first", ["intent", "session"])
+def test_process_checkout_payment_publishes_the_same_purchase_whichever_event_comes_first(first: str) -> None:
+    # A Checkout whose intent carries a promo code of its own (payment_intent_data.metadata), the shop's user and the
+    # customer's email on the session's metadata: the intent's event, handled first, publishes them too.
+    worker = Worker(
+        _session_intent(metadata={"promo_code": "summer24"}),
+        session=_session(metadata={"user_id": "u-2001", "email": "ada@example.com"}),
+    )
+    events = [_intent_event("evt_intent_1", SESSION_INTENT_ID), _session_event("evt_session_1")]
+
+    for body in events if first == "intent" else reversed(events):
+        worker.process(body)
+
+    (event,) = worker.publisher.events
+    assert (event.promo_code, event.user_id, event.email) == ("SUMMER24", "u-2001", "ada@example.com")
 
 
 def test_process_intent_event_without_checkout_session_published_without_code() -> None:
