@@ -694,8 +694,13 @@ class AudienceRepository:
 
     def delete_segment(self, name: str) -> None:
         """Delete the segment ``name``; raise ``NotFoundError`` when there is none, ``ConflictError`` while a send to
-        it has not ended (scheduled, queued or expanding, or with zones of a local-time schedule to come): each of its
-        jobs reads the segment again, and a send whose segment was gone failed halfway, the zones to come unreached."""
+        it has not ended (scheduled, queued or expanding, with zones of a local-time schedule to come, or with zones
+        handed over and not yet expanded): each of its jobs reads the segment again, and a send whose segment was gone
+        failed halfway, the zones to come unreached.
+
+        A hand-off's zones count while its job may still come (``EXPANSION_JOB_MAX_AGE_SECONDS``: failed for now, a
+        job waits in the expansion DLQ until an operator moves it back), as for the purge of a send's recipients; the
+        last hand-off marks the schedule ``sent`` and the send said ``expanded`` since its first zone."""
         _plain("name", name)
 
         def work(cursor: Any) -> None:
@@ -706,14 +711,16 @@ class AudienceRepository:
             # A local-time send is expanded zone by zone: between two, the send says expanded, its schedule scheduled.
             cursor.execute(
                 "SELECT 1 FROM sends s LEFT JOIN scheduled_sends ss ON ss.send_id = s.id"
-                " WHERE s.target->>'segment' = %s AND (s.status IN ('scheduled', 'queued', 'expanding')"
-                " OR ss.status IN ('scheduled', 'claimed')) LIMIT 1",
-                (name,),
+                " WHERE s.target->>'segment' = %(name)s AND (s.status IN ('scheduled', 'queued', 'expanding')"
+                " OR ss.status IN ('scheduled', 'claimed')"
+                " OR (s.status NOT IN ('cancelled', 'failed') AND NOT s.zones_handed <@ s.zones_done"
+                "  AND COALESCE(ss.updated_at, s.updated_at) > now() - make_interval(secs => %(latest)s))) LIMIT 1",
+                {"name": name, "latest": EXPANSION_JOB_MAX_AGE_SECONDS},
             )
             if cursor.fetchone() is not None:
                 raise ConflictError(
-                    "a send to this segment has not ended (scheduled, queued or expanding): delete it once the send"
-                    " is done, or cancel its schedule first"
+                    "a send to this segment has not ended (scheduled, queued, expanding, or with zones handed over"
+                    " to expand): delete it once the send is done, or cancel its schedule first"
                 )
             cursor.execute("DELETE FROM segments WHERE name = %s", (name,))
 

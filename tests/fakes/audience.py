@@ -653,12 +653,18 @@ class FakeSendStore(FakeAudienceRepository):
         return self.handed.get(send_id, set()) & set(user_ids)
 
     def delete_segment(self, name: str) -> None:
-        """Delete a segment; ``ConflictError`` while a send to it has not ended."""
+        """Delete a segment; ``ConflictError`` while a send to it has not ended (zones handed over to expand too)."""
         if name in self.segments and any(
-            send.target.get("segment") == name and send.status in ("scheduled", "queued", "expanding")
+            send.target.get("segment") == name
+            and (
+                send.status in ("scheduled", "queued", "expanding")
+                or (send.status not in ("cancelled", "failed") and self.zones_pending(send.send_id))
+            )
             for send in self.sends.values()
         ):
-            raise ConflictError("a send to this segment has not ended (scheduled, queued or expanding)")
+            raise ConflictError(
+                "a send to this segment has not ended (scheduled, queued, expanding, or with zones handed over)"
+            )
         super().delete_segment(name)
 
     def finish_send(self, send_id: str, status: str, error: str | None = None) -> None:

@@ -838,6 +838,40 @@ def test_delete_segment_while_a_send_to_it_has_not_ended_is_a_conflict(send_stor
         send_store.get_segment("pros")
 
 
+def test_delete_segment_while_a_zone_handed_over_is_not_expanded_is_a_conflict(send_store: Any) -> None:
+    # The last claim of a local-time send hands its last zone over and marks the schedule sent; the send has said
+    # expanded since its first zone. Deleted before that zone's job ran (204), its users were never reached.
+    from core.audience.sends import NewSend
+
+    send_store.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    send, _ = send_store.create_send(NewSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"]))
+    send_store.start_expansion(send.send_id, LEASE, 120, ["Europe/Paris", "Etc/GMT+12"])
+    assert send_store.finish_zone(send.send_id, "Europe/Paris", LEASE)
+    send_store.finish_send(send.send_id, "expanded")
+
+    with pytest.raises(ConflictError, match="zones handed over"):
+        send_store.delete_segment("pros")
+    send_store.start_expansion(send.send_id, OTHER_LEASE, 120, ["Etc/GMT+12"])
+    assert send_store.finish_zone(send.send_id, "Etc/GMT+12", OTHER_LEASE)
+    send_store.finish_send(send.send_id, "expanded")
+    send_store.delete_segment("pros")
+
+
+def test_delete_segment_of_a_failed_send_with_zones_not_expanded_is_done(send_store: Any) -> None:
+    # A failed send's jobs end at once: its zones never to be expanded hold nothing back.
+    from core.audience.sends import NewSend
+
+    send_store.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    send, _ = send_store.create_send(NewSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"]))
+    send_store.start_expansion(send.send_id, LEASE, 120, ["Europe/Paris"])
+    send_store.finish_send(send.send_id, "failed", "the sender topic is gone")
+
+    send_store.delete_segment("pros")
+
+    with pytest.raises(NotFoundError):
+        send_store.get_segment("pros")
+
+
 def test_repository_disable_device_leaves_one_registered_again_since_sns_said_disabled(
     repository: AudienceRepositoryPort,
 ) -> None:
