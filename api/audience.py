@@ -530,7 +530,8 @@ def post_send() -> Response:
 def list_schedules_route() -> Response:
     """List scheduled sends, newest first, optionally of one status; ``next`` pages on."""
     query = app.current_event.query_string_parameters or {}
-    page = list_schedules(schedules(), query.get("status"), query.get("cursor"))
+    caller = caller_id(app.current_event.identity)
+    page = list_schedules(schedules(), query.get("status"), query.get("cursor"), caller=caller)
     return json_response(200, page.model_dump(mode="json"))
 
 
@@ -539,8 +540,9 @@ def list_schedules_route() -> Response:
     RouteDoc({200: Schedule}, errors=(404, *KEY_ERRORS), security="api_key"),
 )
 def get_schedule_route(schedule_id: str) -> Response:
-    """Show a scheduled send: its next firing, the zones done, attempts and last error."""
-    return json_response(200, get_schedule(schedules(), schedule_id).model_dump(mode="json"))
+    """Show a scheduled send: its next firing, the zones done, attempts and last error (404: another key's)."""
+    schedule = get_schedule(schedules(), schedule_id, caller_id(app.current_event.identity))
+    return json_response(200, schedule.model_dump(mode="json"))
 
 
 @app.delete(
@@ -548,8 +550,9 @@ def get_schedule_route(schedule_id: str) -> Response:
     RouteDoc({204: None}, errors=(404, 409, *KEY_ERRORS), security="api_key"),
 )
 def cancel_schedule_route(schedule_id: str) -> Response:
-    """Cancel a scheduled send (204): it is never sent; 409 once it was sent or while a run sends it."""
-    cancel_schedule(schedules(), schedule_id)
+    """Cancel a scheduled send (204): it is never sent; 409 once it was sent or while a run sends it; 404: another
+    key's."""
+    cancel_schedule(schedules(), schedule_id, caller_id(app.current_event.identity))
     return Response(status_code=204)
 
 

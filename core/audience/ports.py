@@ -217,9 +217,10 @@ class ScheduleStorePort(Protocol):
         ...
 
     def list_schedules(
-        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int
+        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int, caller: str | None = None
     ) -> list[Schedule]:
-        """Return schedules newest first (``created_at`` desc, id asc), after the keyset ``after``."""
+        """Return schedules newest first (``created_at`` desc, id asc), after the keyset ``after``; of the sends
+        ``caller`` asked for only, when given."""
         ...
 
 

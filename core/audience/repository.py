@@ -947,16 +947,20 @@ class AudienceRepository:
         return self._db.run(lambda cursor: self._schedule(cursor, key), "reading schedule")
 
     def list_schedules(
-        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int
+        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int, caller: str | None = None
     ) -> list[Schedule]:
-        """Return up to ``limit`` schedules (of ``status`` when given), newest first, after the keyset ``after``
-        (``created_at``, id): ``created_at`` descending, then id ascending, as ``scheduled_sends_status_idx``."""
+        """Return up to ``limit`` schedules (of ``status``, of sends ``caller`` asked for, when given), newest first,
+        after the keyset ``after`` (``created_at``, id): ``created_at`` descending, then id ascending, as
+        ``scheduled_sends_status_idx``."""
         _limit(limit)
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
             where.append("ss.status = %s")
             params.append(status)
+        if caller is not None:
+            where.append("d.caller = %s")
+            params.append(caller)
         if after is not None:
             where.append("(ss.created_at < %s OR (ss.created_at = %s AND ss.id > %s))")
             params.extend([after[0], after[0], _schedule_key(after[1])])
@@ -1205,7 +1209,7 @@ class AudienceRepository:
 _SCHEDULE_SELECT = (
     "SELECT ss.id::text, ss.send_id::text, d.notification_id, ss.status, ss.fire_at, ss.local_time, ss.local_at,"
     " ss.zones_done_until, ss.attempts, ss.last_error, ss.claimed_at, ss.sent_at, ss.created_at, ss.updated_at,"
-    " d.target, d.channels, d.content, ss.asked_at FROM scheduled_sends ss JOIN sends d ON d.id = ss.send_id"
+    " d.target, d.channels, d.content, ss.asked_at, d.caller FROM scheduled_sends ss JOIN sends d ON d.id = ss.send_id"
 )
 _NOT_CANCELLABLE = {
     "sent": "the schedule was sent already",
@@ -1249,6 +1253,7 @@ def _schedule(row: Sequence[Any]) -> Schedule:
         channels=list(row[15]),
         content=row[16],
         asked_at=row[17],
+        caller=row[18],
     )
 
 

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import pages
 from core.audience.ports import ScheduleStorePort
 from core.audience.timezones import local_to_utc
-from core.errors import InvalidRequestError, NotificationError, UpstreamError
+from core.errors import InvalidRequestError, NotFoundError, NotificationError, UpstreamError
 from core.observability import logger, metrics
 from core.validation import Reply, WallClockTime
 
@@ -104,6 +104,9 @@ class Schedule(Reply):
     # An instant send's ``at`` as asked (``fire_at`` moves when a hand-off is retried): what a repeat under its
     # Idempotency-Key is compared with. Not shown; ``None`` for a local-time send, and for one made before it was kept.
     asked_at: datetime | None = Field(default=None, exclude=True)
+    # The API key that asked for the send (``core.http.caller_id``): only it sees and cancels the schedule, as only it
+    # reads the status of the notification. Not shown.
+    caller: str | None = Field(default=None, exclude=True)
 
 
 class ScheduleList(Reply):
@@ -483,9 +486,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_schedules(
-    repository: ScheduleStorePort, status: str | None = None, cursor: str | None = None, limit: int = 50
+    repository: ScheduleStorePort,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+    caller: str | None = None,
 ) -> ScheduleList:
-    """``GET /v1/schedules?status=&cursor=``: a page of schedules, newest first.
+    """``GET /v1/schedules?status=&cursor=``: a page of schedules, newest first; ``caller``'s only, when given.
 
     Raises ``InvalidRequestError`` naming ``status``, ``cursor`` or ``limit`` when one is not valid.
     """
@@ -494,7 +501,7 @@ def list_schedules(
     if not 1 <= limit <= MAX_LIST_PAGE:
         raise InvalidRequestError("limit", f"must be between 1 and {MAX_LIST_PAGE}")
     after = decode_cursor(cursor) if cursor else None
-    page = repository.list_schedules(status, after, limit + 1)  # type: ignore[arg-type]
+    page = repository.list_schedules(status, after, limit + 1, caller)  # type: ignore[arg-type]
     more = len(page) > limit
     # A schedule carries its audience and content (up to a request's 256 KiB): fifty of them exceeded Lambda's 6 MB
     # response, so a page also ends at core.pages.PAGE_CHARS of JSON, at least one schedule.
@@ -503,17 +510,22 @@ def list_schedules(
     return ScheduleList(schedules=kept, next=encode_cursor(kept[-1]) if more else None)
 
 
-def get_schedule(repository: ScheduleStorePort, schedule_id: str) -> Schedule:
-    """``GET /v1/schedules/{id}``; ``NotFoundError`` when there is none."""
-    return repository.get_schedule(schedule_id)
+def get_schedule(repository: ScheduleStorePort, schedule_id: str, caller: str | None = None) -> Schedule:
+    """``GET /v1/schedules/{id}``; ``NotFoundError`` when there is none, or (``caller`` given) when another API key
+    asked for its send: as for the status of a notification, another key's schedule is not told apart from none."""
+    schedule = repository.get_schedule(schedule_id)
+    if caller is not None and schedule.caller != caller:
+        raise NotFoundError("the schedule does not exist")
+    return schedule
 
 
-def cancel_schedule(repository: ScheduleStorePort, schedule_id: str) -> Schedule:
+def cancel_schedule(repository: ScheduleStorePort, schedule_id: str, caller: str | None = None) -> Schedule:
     """``DELETE /v1/schedules/{id}`` (204): a cancelled schedule is never sent, the rest of a local-time one neither.
 
-    Cancelling again is no error. Raises ``NotFoundError`` when there is none, ``ConflictError`` (409) when it was
-    sent, is being sent (claimed by a run), or failed.
+    Cancelling again is no error. Raises ``NotFoundError`` when there is none (or, ``caller`` given, it is another
+    API key's), ``ConflictError`` (409) when it was sent, is being sent (claimed by a run), or failed.
     """
+    get_schedule(repository, schedule_id, caller)
     schedule = repository.cancel_schedule(schedule_id)
     logger.info("schedule cancelled", extra={"schedule_id": schedule.schedule_id})
     return schedule

@@ -377,6 +377,7 @@ class FakeAudienceRepository:
             to=dict(send.target),
             channels=list(send.channels),
             content=dict(send.content),
+            caller=send.caller,
         )
         rows[schedule.schedule_id] = schedule
         return schedule
@@ -497,10 +498,14 @@ class FakeAudienceRepository:
         return row
 
     def list_schedules(
-        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int
+        self, status: ScheduleStatus | None, after: tuple[datetime, str] | None, limit: int, caller: str | None = None
     ) -> list[Schedule]:
-        """Return schedules newest first (created_at desc, id asc) after the keyset."""
-        rows = [row for row in self._schedule_rows().values() if status is None or row.status == status]
+        """Return schedules newest first (created_at desc, id asc) after the keyset; ``caller``'s only, when given."""
+        rows = [
+            row
+            for row in self._schedule_rows().values()
+            if (status is None or row.status == status) and (caller is None or row.caller == caller)
+        ]
         if after is not None:
             rows = [
                 row

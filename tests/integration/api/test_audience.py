@@ -17,6 +17,7 @@ from core import clients
 from core.audience import devices
 from core.audience.connection import Database
 from core.audience.models import MAX_DEVICES_PER_USER, MAX_SUBSCRIPTIONS_PER_USER
+from core.audience.repository import AudienceRepository
 from core.errors import UpstreamError
 from tests.fakes.lambda_context import FakeLambdaContext
 from tests.support.aws import client as aws_client
@@ -416,7 +417,8 @@ def test_audience_database_down_answers_502(api: Api, monkeypatch: pytest.Monkey
     assert str(closed_port) not in response_json(response)["message"]
 
 
-def _schedule(database: Database) -> str:
+def _schedule(database: Database, caller: str = "k1a2b3c4d5") -> str:
+    """Record a schedule as ``caller`` (an API key id; api_event's by default) asked for it."""
     import uuid
     from datetime import UTC, datetime, timedelta
 
@@ -429,6 +431,7 @@ def _schedule(database: Database) -> str:
         content={"text": "Hello"},
         channels=["push"],
         fire_at=datetime.now(UTC) + timedelta(hours=1),
+        caller=caller,
     )
     return AudienceRepository(database).create_scheduled_send(send).schedule_id
 
@@ -443,6 +446,22 @@ def test_schedules_cancel_then_show_cancelled_and_listed(api: Api, database: Dat
     assert cancelled["statusCode"] == 204
     assert shown["status"] == "cancelled"
     assert [item["schedule_id"] for item in listed["schedules"]] == [schedule_id]
+
+
+def test_schedules_of_another_api_key_are_not_listed_shown_or_cancelled(api: Api, database: Database) -> None:
+    # As the status of a notification is its publisher's only: another key saw a schedule's audience and content, and
+    # could cancel it.
+    own, others = _schedule(database), _schedule(database, caller="k-other-key")
+
+    listed = response_json(api.call("GET", "/v1/schedules"))
+    shown = api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": others})
+    cancelled = api.call("DELETE", "/v1/schedules/{schedule_id}", {"schedule_id": others})
+
+    assert [item["schedule_id"] for item in listed["schedules"]] == [own]
+    assert (shown["statusCode"], cancelled["statusCode"]) == (404, 404)
+    assert response_json(shown)["message"] == response_json(cancelled)["message"] == "the schedule does not exist"
+    assert AudienceRepository(database).get_schedule(others).status == "scheduled"
+    assert "caller" not in response_json(api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": own}))
 
 
 def test_schedules_list_pages_stop_at_2_mib_so_the_answer_fits_lambdas_6_mb(api: Api) -> None:
