@@ -15,6 +15,15 @@ _MISSING_CODES = frozenset({"ParameterNotFound", "ParameterVersionNotFound"})
 _REFUSED_CODES = frozenset({"AccessDeniedException", "ValidationException", "ParameterVersionLabelLimitExceeded"})
 
 
+class MissingCredentialsError(PermanentDeliveryError):
+    """SSM has no parameter of the name: removed (the topic deleted, or the credentials retired and their keeping time
+    over), or, right after a topic change wrote it, not yet visible to every read (``Deliverer`` retries a young
+    delivery's)."""
+
+    def __init__(self) -> None:
+        super().__init__("credentials are missing")
+
+
 class CredentialSource:
     """Returns the JSON object stored in a SecureString parameter, reused for ``max_age`` seconds.
 
@@ -52,7 +61,7 @@ class CredentialSource:
         except AWS_ERRORS as exc:
             code = error_code(exc)
             if code in _MISSING_CODES:
-                raise PermanentDeliveryError("credentials are missing") from None
+                raise MissingCredentialsError from None
             if code in _REFUSED_CODES:
                 raise PermanentDeliveryError(f"credentials cannot be read ({code})") from None
             raise RetryableDeliveryError(f"reading credentials failed ({code})") from None

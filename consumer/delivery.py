@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from pydantic import BaseModel, ValidationError
 
-from consumer.credentials import CredentialSource
+from consumer.credentials import CredentialSource, MissingCredentialsError
 from consumer.retry import Decision, RetryPolicy, delay_until
 from core.errors import (
     DeliveryDeferredError,
@@ -107,6 +107,11 @@ def _ended_run(entry: LedgerEntry, message: DeliveryMessage) -> bool:
     opened = epoch_time(message.window_start or message.created_at)
     written = epoch_time(entry.updated_at)
     return message.redriven <= entry.redriven and opened is not None and written is not None and opened <= written
+
+
+# How long after its notification was published a delivery whose credentials SSM says are missing is retried: a topic
+# change writes its credentials before the topic names them, but SSM's reads may not show a parameter at once.
+MISSING_CREDENTIALS_GRACE_SECONDS = 300.0
 
 
 class Outcome(StrEnum):
@@ -415,7 +420,7 @@ class Deliverer:
                 delivery_key=message.delivery_key,
             )
         except PermanentDeliveryError as exc:
-            return self._fail(message, attempts_before + 1, earlier, exc, log)
+            return self._refused(message, attempt, attempts_before, earlier, exc, log)
         except RetryableDeliveryError as exc:
             if exc.rate_limited and limits:
                 self._penalize(channel.throttled(limits), exc, log)
@@ -428,6 +433,26 @@ class Deliverer:
             error = RetryableDeliveryError(f"internal error ({type(exc).__name__})")
             return self._retry(message, attempt, attempts_before, earlier, error, log)
         return self._deliver(message, attempts_before + 1, earlier, receipt, log)
+
+    def _refused(
+        self,
+        message: DeliveryMessage,
+        attempt: Attempt,
+        attempts_before: int,
+        earlier: Sequence[AttemptRecord],
+        exc: PermanentDeliveryError,
+        log: dict[str, Any],
+    ) -> Outcome:
+        """Fail a delivery that can never succeed as it is. One whose credentials SSM says are missing is retried
+        while its notification is younger than ``MISSING_CREDENTIALS_GRACE_SECONDS``: a topic change writes its
+        credentials before the topic names them, and a publish right after may be delivered before every SSM read
+        shows them."""
+        published = epoch_time(message.created_at)
+        young = published is not None and self._clock() - published < MISSING_CREDENTIALS_GRACE_SECONDS
+        if isinstance(exc, MissingCredentialsError) and young:
+            error = RetryableDeliveryError(f"{exc.reason} (retried: SSM may not show new credentials at once)")
+            return self._retry(message, attempt, attempts_before, earlier, error, log)
+        return self._fail(message, attempts_before + 1, earlier, exc, log)
 
     def _row_of(
         self,

@@ -410,6 +410,8 @@ def test_delete_then_put_again_fails_deliveries_queued_before_without_the_new_cr
     from producer.handler import handler as publish
 
     monkeypatch.setenv("ALLOW_PRIVATE_TARGETS", "true")
+    # Failed at once: a delivery younger than this is retried, its credentials maybe not yet visible in SSM.
+    monkeypatch.setattr("consumer.delivery.MISSING_CREDENTIALS_GRACE_SECONDS", 0)
     clients.reset()
     with running_receiver() as receiver:
         body = {

@@ -592,7 +592,10 @@ def test_handler_signed_webhook_verifies_at_receiver(consumer_aws: AwsResources,
     )
 
 
-def test_handler_missing_credentials_fail_permanently(consumer_aws: AwsResources) -> None:
+def test_handler_missing_credentials_fail_permanently(
+    consumer_aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("consumer.delivery.MISSING_CREDENTIALS_GRACE_SECONDS", 0)
     message = delivery_message("slack", {"text": "hi"}, credentials_ref="/notify/test/integrations/orders/shipped/gone")
     enqueue(consumer_aws, message)
 
@@ -600,6 +603,17 @@ def test_handler_missing_credentials_fail_permanently(consumer_aws: AwsResources
 
     assert failed_ids(result) == set()
     assert (entry(message).status, entry(message).last_error) == (DeliveryStatus.FAILED, "credentials are missing")
+
+
+def test_handler_missing_credentials_of_a_young_notification_are_retried(consumer_aws: AwsResources) -> None:
+    # Published right after its topic changed, the delivery may meet SSM before its reads show the new parameter.
+    message = delivery_message("slack", {"text": "hi"}, credentials_ref="/notify/test/integrations/orders/shipped/new")
+    enqueue(consumer_aws, message)
+
+    consume_once(consumer_aws)
+
+    assert entry(message).status == DeliveryStatus.RETRYING
+    assert (entry(message).last_error or "").startswith("credentials are missing (retried")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from consumer.credentials import CredentialSource
+from consumer.credentials import CredentialSource, MissingCredentialsError
 from core.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from tests.fakes.delivery import FakeSsmParameters
 
@@ -78,8 +78,8 @@ def test_credential_source_failed_read_is_not_cached() -> None:
 @pytest.mark.parametrize(
     ("error", "kind", "message"),
     [
-        (_refused("ParameterNotFound"), PermanentDeliveryError, "credentials are missing"),
-        (_refused("ParameterVersionNotFound"), PermanentDeliveryError, "credentials are missing"),
+        (_refused("ParameterNotFound"), MissingCredentialsError, "credentials are missing"),
+        (_refused("ParameterVersionNotFound"), MissingCredentialsError, "credentials are missing"),
         (
             _refused("AccessDeniedException"),
             PermanentDeliveryError,

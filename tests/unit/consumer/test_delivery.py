@@ -15,7 +15,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from consumer.credentials import CredentialSource
-from consumer.delivery import MAX_PROVIDER_ID_LENGTH, Attempt, Deliverer, Outcome, parse_message
+from consumer.delivery import (
+    MAX_PROVIDER_ID_LENGTH,
+    MISSING_CREDENTIALS_GRACE_SECONDS,
+    Attempt,
+    Deliverer,
+    Outcome,
+    parse_message,
+)
 from consumer.retry import RetryPolicy
 from core.channels import DeliveryReceipt
 from core.errors import (
@@ -213,8 +220,9 @@ def _body(**changes: Any) -> str:
     return json.dumps(_message(**changes))
 
 
-def _with_credentials(ref: str = REF) -> str:
-    message = _message()
+def _with_credentials(ref: str = REF, age: float = 60.0) -> str:
+    """A webhook delivery naming credentials, of a notification published ``age`` seconds before ``NOW``."""
+    message = _message(created_at=iso_time(NOW - age))
     message["integration"]["credentials_ref"] = ref
     return json.dumps(message)
 
@@ -1852,8 +1860,10 @@ def test_process_credentials_ref_passes_credentials_to_channel(rig: Rig) -> None
 )
 def test_process_credentials_error_is_failed_or_retried_by_kind(rig: Rig, error: Exception, outcome: Outcome) -> None:
     rig.parameters.error = error
+    # Past the time a missing parameter may be one SSM does not show yet.
+    body = _with_credentials(age=MISSING_CREDENTIALS_GRACE_SECONDS + 1)
 
-    assert (rig.process(_with_credentials()), rig.channel.sent) == (outcome, [])
+    assert (rig.process(body), rig.channel.sent) == (outcome, [])
 
 
 def test_process_credentials_not_json_fails(rig: Rig) -> None:
@@ -1869,9 +1879,38 @@ def test_process_credentials_not_json_fails(rig: Rig) -> None:
 def test_process_credentials_missing_records_reason(rig: Rig) -> None:
     rig.parameters.error = _ssm_error("ParameterNotFound")
 
-    rig.process(_with_credentials())
+    outcome = rig.process(_with_credentials(age=MISSING_CREDENTIALS_GRACE_SECONDS + 1))
 
-    assert rig.row().last_error == "credentials are missing"
+    assert (outcome, rig.row().status, rig.row().last_error) == (
+        Outcome.FAILED,
+        DeliveryStatus.FAILED,
+        "credentials are missing",
+    )
+
+
+class _LaggingParameters:
+    """SSM whose first read of a parameter a topic change just wrote answers ParameterNotFound, as a read right after
+    PutParameter may; the reads after see it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.reads = inner, 0
+
+    def get_parameter(self, **request: Any) -> dict[str, Any]:
+        self.reads += 1
+        if self.reads == 1:
+            raise _ssm_error("ParameterNotFound")
+        return self.inner.get_parameter(**request)
+
+
+def test_process_credentials_not_visible_yet_to_a_young_delivery_are_retried_then_read(rig: Rig) -> None:
+    # Failed for good, a delivery published right after its topic changed was lost to a read SSM answered too early.
+    rig.deliverer._credentials._client = _LaggingParameters(rig.parameters)
+
+    first = rig.process(_with_credentials(age=5))
+
+    assert (first, rig.row().status, rig.channel.sent) == (Outcome.RETRIED, DeliveryStatus.RETRYING, [])
+    assert "credentials are missing" in (rig.row().last_error or "")
+    assert rig.process(_with_credentials(age=5)) == Outcome.DELIVERED
 
 
 # --- next attempt -------------------------------------------------------------------------------------------------
