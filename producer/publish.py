@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from core.errors import ForbiddenError, NotFoundError
+from core.errors import ConflictError, ForbiddenError, NotFoundError, NotificationError, UpstreamError
 from core.fanout import IdempotentPublish, PublishResult, fan_out, record_enqueued, request_digest
 from core.http import checked_idempotency_key, parse_body
 from core.ids import idempotent_notification_id
@@ -104,7 +104,7 @@ def publish_once(
 
     if scope is None:
         return action()
-    payload = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    payload = _payload(request)
     # The powertools record of a publish that failed is deleted, so a retry runs the action again: the notification id
     # comes from the scope, so that retry finds the first attempt's record and finishes it rather than starting anew.
     idempotent = IdempotentPublish(
@@ -121,6 +121,40 @@ def publish_once(
     return outcome
 
 
+def _payload(request: PublishRequest) -> str:
+    """What a repeat of a publish under its ``Idempotency-Key`` must match: its body, canonical."""
+    return json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _replayed(call: PublishCall, idempotency: IdempotentPublisher, gone: NotFoundError) -> dict[str, Any]:
+    """Return the saved answer of the publish this one repeats (its ``Idempotency-Key`` and body), made before its topic
+    was deleted; raise ``gone`` (404) when there is none.
+
+    The caller lost the first answer and retries, as it should: told the topic does not exist, it would take the
+    notification for unsent, though its deliveries are on their way. Only a valid request is looked up, and nothing
+    runs: the store answers with the saved result, or the lookup's action raises ``gone``.
+    """
+    if call.idempotency_key is None or not (is_name(call.channel) and is_name(call.topic)):
+        raise gone
+    try:
+        request = parse_body(call.body, PublishRequest)
+        key = checked_idempotency_key(call.idempotency_key)
+    except NotificationError:
+        raise gone from None
+    if key is None:
+        raise gone
+
+    def missing() -> dict[str, Any]:
+        raise gone
+
+    try:
+        return idempotency.run([call.caller, call.channel, call.topic, key], _payload(request), missing)
+    except (ConflictError, UpstreamError):
+        # Another body under the key, a first attempt still running, or the store failing: the topic is gone all the
+        # same, and that is the answer.
+        raise gone from None
+
+
 def publish(
     call: PublishCall,
     registry: TopicRegistryPort,
@@ -132,9 +166,12 @@ def publish(
 
     Order of checks: a missing hash is refused before any read, an unknown topic is 404, a wrong hash 403, then the
     body is parsed and the ``Idempotency-Key`` checked; only a valid request reaches the idempotency store, so errors
-    are never replayed.
+    are never replayed. A repeat of a publish whose topic was deleted since gets the first answer again (``_replayed``).
     """
-    topic = open_topic(registry, call.channel, call.topic, call.topic_hash, "x-topic-hash-x header")
+    try:
+        topic = open_topic(registry, call.channel, call.topic, call.topic_hash, "x-topic-hash-x header")
+    except NotFoundError as gone:
+        return _replayed(call, idempotency, gone)
     request = parse_body(call.body, PublishRequest)
     key = checked_idempotency_key(call.idempotency_key)
     scope = [call.caller, call.channel, call.topic, key] if key is not None else None

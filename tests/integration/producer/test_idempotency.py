@@ -123,6 +123,48 @@ def test_idempotency_wrong_hash_with_known_key_returns_403_not_the_replay(servic
     assert response["statusCode"] == 403
 
 
+def _deleted_topic(service: Service) -> None:
+    """Delete the topic; the publisher's cached copy lapses (TOPIC_CACHE_TTL_SECONDS later, or another container)."""
+    assert service.admin("DELETE")["statusCode"] == 204
+    clients.reset()
+
+
+def test_idempotency_replay_after_the_topic_was_deleted_answers_the_first_response(
+    service: Service, topic_hash: str
+) -> None:
+    # A publisher that lost its 200 and retries was told the topic did not exist: it took the notification for
+    # unsent, though its deliveries were on the queue.
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    _deleted_topic(service)
+
+    again = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert (again["statusCode"], response_json(again)) == (200, response_json(first))
+    assert response_header(again, "X-Notification-Id") == response_header(first, "X-Notification-Id")
+    assert len(service.queued()) == SAMPLE_SIZE
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [({"metadata": {**METADATA, "order_id": "B-2"}}, "order-A-1"), ({"metadata": METADATA}, "order-A-2")],
+    ids=["other-body", "unknown-key"],
+)
+def test_idempotency_after_the_topic_was_deleted_other_body_or_key_is_404(
+    service: Service, topic_hash: str, body: dict[str, Any], key: str
+) -> None:
+    service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    _deleted_topic(service)
+
+    response = service.publish(body, topic_hash, idempotency_key=key)
+
+    assert response["statusCode"] == 404
+    assert "does not exist" in _message(response)
+    # Nothing was left in progress under the key: the topic made again, the same request publishes.
+    if key == "order-A-2":
+        new_hash = response_json(service.admin("PUT", body=topic_body()))["topic_hash"]
+        assert service.publish(body, new_hash, idempotency_key=key)["statusCode"] == 200
+
+
 # --- a retry after a 502 finishes the same notification -------------------------------------------------------------
 
 
