@@ -443,12 +443,14 @@ class Deliverer:
         exc: PermanentDeliveryError,
         log: dict[str, Any],
     ) -> Outcome:
-        """Fail a delivery that can never succeed as it is. One whose credentials SSM says are missing is retried
-        while its notification is younger than ``MISSING_CREDENTIALS_GRACE_SECONDS``: a topic change writes its
-        credentials before the topic names them, and a publish right after may be delivered before every SSM read
-        shows them."""
-        published = epoch_time(message.created_at)
-        young = published is not None and self._clock() - published < MISSING_CREDENTIALS_GRACE_SECONDS
+        """Fail a delivery that can never succeed as it is. One whose credentials SSM says are missing is retried for
+        ``MISSING_CREDENTIALS_GRACE_SECONDS`` after they were read from its topic: a topic change writes its
+        credentials before the topic names them, and a delivery made right after may meet SSM before every read shows
+        them."""
+        # When its integration (the credentials' name) was read from its topic: its run's start (an audience run's, a
+        # publish finished by a retry's), unless the run is a redrive's, whose credentials are the publish's.
+        read = epoch_time((message.window_start if message.redriven == 0 else None) or message.created_at)
+        young = read is not None and self._clock() - read < MISSING_CREDENTIALS_GRACE_SECONDS
         if isinstance(exc, MissingCredentialsError) and young:
             error = RetryableDeliveryError(f"{exc.reason} (retried: SSM may not show new credentials at once)")
             return self._retry(message, attempt, attempts_before, earlier, error, log)

@@ -65,8 +65,13 @@ def request_digest(payload: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: str, created_at: str) -> list[str]:
-    """Render every integration of a topic into a delivery message body; raise naming all missing variables."""
+def build_messages(
+    topic: Topic, metadata: Mapping[str, Any], notification_id: str, created_at: str, window_start: str | None = None
+) -> list[str]:
+    """Render every integration of a topic into a delivery message body; raise naming all missing variables.
+
+    ``window_start``: when the deliveries' retry window opens, when not at ``created_at`` (a retry of the publish
+    finishing it later: the topic, its credentials with it, is read then)."""
     missing = missing_variables(topic.integrations, metadata)
     if missing:
         raise MissingTemplateVariablesError(missing)
@@ -99,6 +104,7 @@ def build_messages(topic: Topic, metadata: Mapping[str, Any], notification_id: s
                 rate_per_second=integration.rate_per_second,
             ),
             content=content,
+            window_start=window_start,
         )
         body = message.model_dump_json(exclude_none=True)
         if len(body.encode()) > DELIVERY_MESSAGE_BYTES_LIMIT:
@@ -203,7 +209,8 @@ def _finish(
     integrations = {integration.name: integration for integration in topic.integrations}
     present = [delivery for delivery in pending if delivery.integration in integrations]
     subset = topic.model_copy(update={"integrations": [integrations[d.integration] for d in present]})
-    bodies = build_messages(subset, metadata, record.notification_id, record.created_at)
+    # Their retry window opens now, as they are first enqueued, with the topic (and the credentials) read now.
+    bodies = build_messages(subset, metadata, record.notification_id, record.created_at, utc_now())
     # The rows of an earlier attempt's refused deliveries say ``failed``; these deliveries are about to be queued.
     ledger.clear_unsent(record.notification_id, [delivery.key for delivery in pending])
     gone = {delivery.key: NOT_IN_TOPIC for delivery in pending if delivery.integration not in integrations}

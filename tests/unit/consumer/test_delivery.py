@@ -1888,6 +1888,22 @@ def test_process_credentials_missing_records_reason(rig: Rig) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("redriven", "outcome"), [(0, Outcome.RETRIED), (1, Outcome.FAILED)], ids=["run-read-them-now", "redriven"]
+)
+def test_process_credentials_missing_counts_the_grace_from_the_runs_read_of_its_topic(
+    rig: Rig, redriven: int, outcome: Outcome
+) -> None:
+    # An audience run (a local-time send's later zone) or a publish finished by a retry reads its topic, the
+    # credentials' name with it, long after the notification's record was made: its window_start says when. A
+    # redrive moves window_start too, but its credentials are the ones its publish read.
+    rig.parameters.error = _ssm_error("ParameterNotFound")
+    message = _message(created_at=iso_time(NOW - 86400), window_start=iso_time(NOW - 5), redriven=redriven)
+    message["integration"]["credentials_ref"] = REF
+
+    assert rig.process(json.dumps(message)) == outcome
+
+
 class _LaggingParameters:
     """SSM whose first read of a parameter a topic change just wrote answers ParameterNotFound, as a read right after
     PutParameter may; the reads after see it."""

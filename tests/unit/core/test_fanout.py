@@ -344,6 +344,9 @@ def test_fan_out_retry_enqueues_only_what_was_not_enqueued(conditional: Conditio
     assert result.resumed
     assert sorted(body["integration"]["name"] for body in bodies) == ["slack-0", "slack-1", "slack-2"]
     assert {body["created_at"] for body in bodies} == {ledger.get_record("n-once").created_at}
+    # The retry's delivery read the topic (its credentials) now: its retry window opens now, the first attempt's at
+    # the notification's creation.
+    assert [body.get("window_start") is not None for body in bodies] == [False, False, True]
     assert result.message_ids == {"slack-0": "msg-1", "slack-1": "msg-3", "slack-2": "msg-2"}
     assert ledger.get_entry("n-once", "slack-1") is None
     assert ledger.get_record("n-once").enqueued == result.message_ids
