@@ -8,8 +8,8 @@ The sink runs in a process of its own. Measured in one run, each the median of s
 - sequential: the same webhook channel sending the 10 one after another (what a one-at-a-time consumer costs);
 - Apprise: ``Apprise.notify`` to 10 ``json://`` URLs on the same sink (Apprise installed by ``make bench`` only).
 
-Targets, on the first (the in-process one without dynalite): the consumer within 1.25x the floor (the sink's 100 ms),
-at least 5x faster than sequential and 3x faster than Apprise. ``--quick``: 3 rounds."""
+Targets, on the consumer with AWS in other processes (the in-process one when dynalite is missing): within 1.25x the
+floor (the sink's 100 ms), at least 5x faster than sequential and 3x faster than Apprise. ``--quick``: 3 rounds."""
 
 from __future__ import annotations
 

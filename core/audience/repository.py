@@ -698,9 +698,11 @@ class AudienceRepository:
         handed over and not yet expanded): each of its jobs reads the segment again, and a send whose segment was gone
         failed halfway, the zones to come unreached.
 
-        A hand-off's zones count while its job may still come (``EXPANSION_JOB_MAX_AGE_SECONDS``: failed for now, a
-        job waits in the expansion DLQ until an operator moves it back), as for the purge of a send's recipients; the
-        last hand-off marks the schedule ``sent`` and the send said ``expanded`` since its first zone."""
+        A send's job counts while it may still come (``EXPANSION_JOB_MAX_AGE_SECONDS`` since the send or its schedule
+        last changed: failed for now, a job waits in the expansion DLQ until an operator moves it back), as for the
+        purge of a send's recipients: a send whose job was lost (its accept's hand-off failed and was not retried, its
+        job expired in the DLQ) no longer holds the segment. The last hand-off marks the schedule ``sent`` and the send
+        said ``expanded`` since its first zone. A schedule still to fire holds it for as long as it waits."""
         _plain("name", name)
 
         def work(cursor: Any) -> None:
@@ -711,10 +713,10 @@ class AudienceRepository:
             # A local-time send is expanded zone by zone: between two, the send says expanded, its schedule scheduled.
             cursor.execute(
                 "SELECT 1 FROM sends s LEFT JOIN scheduled_sends ss ON ss.send_id = s.id"
-                " WHERE s.target->>'segment' = %(name)s AND (s.status IN ('scheduled', 'queued', 'expanding')"
-                " OR ss.status IN ('scheduled', 'claimed')"
-                " OR (s.status NOT IN ('cancelled', 'failed') AND NOT s.zones_handed <@ s.zones_done"
-                "  AND COALESCE(ss.updated_at, s.updated_at) > now() - make_interval(secs => %(latest)s))) LIMIT 1",
+                " WHERE s.target->>'segment' = %(name)s AND (ss.status IN ('scheduled', 'claimed')"
+                " OR (COALESCE(ss.updated_at, s.updated_at) > now() - make_interval(secs => %(latest)s)"
+                "  AND (s.status IN ('scheduled', 'queued', 'expanding')"
+                "   OR (s.status NOT IN ('cancelled', 'failed') AND NOT s.zones_handed <@ s.zones_done)))) LIMIT 1",
                 {"name": name, "latest": EXPANSION_JOB_MAX_AGE_SECONDS},
             )
             if cursor.fetchone() is not None:
@@ -959,7 +961,8 @@ class AudienceRepository:
             where.append("ss.status = %s")
             params.append(status)
         if caller is not None:
-            where.append("d.caller = %s")
+            # A send made before sends recorded their caller is any key's, as its notification's status is.
+            where.append("(d.caller = %s OR d.caller IS NULL)")
             params.append(caller)
         if after is not None:
             where.append("(ss.created_at < %s OR (ss.created_at = %s AND ss.id > %s))")

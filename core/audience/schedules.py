@@ -512,9 +512,10 @@ def list_schedules(
 
 def get_schedule(repository: ScheduleStorePort, schedule_id: str, caller: str | None = None) -> Schedule:
     """``GET /v1/schedules/{id}``; ``NotFoundError`` when there is none, or (``caller`` given) when another API key
-    asked for its send: as for the status of a notification, another key's schedule is not told apart from none."""
+    asked for its send: as for the status of a notification, another key's schedule is not told apart from none, and
+    one made before sends recorded their caller is any key's."""
     schedule = repository.get_schedule(schedule_id)
-    if caller is not None and schedule.caller != caller:
+    if caller is not None and schedule.caller is not None and schedule.caller != caller:
         raise NotFoundError("the schedule does not exist")
     return schedule
 

@@ -504,7 +504,7 @@ class FakeAudienceRepository:
         rows = [
             row
             for row in self._schedule_rows().values()
-            if (status is None or row.status == status) and (caller is None or row.caller == caller)
+            if (status is None or row.status == status) and (caller is None or row.caller in (caller, None))
         ]
         if after is not None:
             rows = [

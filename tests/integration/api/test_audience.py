@@ -417,7 +417,7 @@ def test_audience_database_down_answers_502(api: Api, monkeypatch: pytest.Monkey
     assert str(closed_port) not in response_json(response)["message"]
 
 
-def _schedule(database: Database, caller: str = "k1a2b3c4d5") -> str:
+def _schedule(database: Database, caller: str | None = "k1a2b3c4d5") -> str:
     """Record a schedule as ``caller`` (an API key id; api_event's by default) asked for it."""
     import uuid
     from datetime import UTC, datetime, timedelta
@@ -462,6 +462,19 @@ def test_schedules_of_another_api_key_are_not_listed_shown_or_cancelled(api: Api
     assert response_json(shown)["message"] == response_json(cancelled)["message"] == "the schedule does not exist"
     assert AudienceRepository(database).get_schedule(others).status == "scheduled"
     assert "caller" not in response_json(api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": own}))
+
+
+def test_schedules_of_a_send_without_caller_are_any_keys(api: Api, database: Database) -> None:
+    # Made before sends recorded their caller, as a notification's record without one is any key's to read: no key
+    # could see or cancel it, and it fired all the same.
+    legacy = _schedule(database, caller=None)
+
+    listed = response_json(api.call("GET", "/v1/schedules"))
+    shown = api.call("GET", "/v1/schedules/{schedule_id}", {"schedule_id": legacy})
+    cancelled = api.call("DELETE", "/v1/schedules/{schedule_id}", {"schedule_id": legacy})
+
+    assert [item["schedule_id"] for item in listed["schedules"]] == [legacy]
+    assert (shown["statusCode"], cancelled["statusCode"]) == (200, 204)
 
 
 def test_schedules_list_pages_stop_at_2_mib_so_the_answer_fits_lambdas_6_mb(api: Api) -> None:

@@ -872,6 +872,58 @@ def test_delete_segment_of_a_failed_send_with_zones_not_expanded_is_done(send_st
         send_store.get_segment("pros")
 
 
+_AGED = {
+    "sends": "UPDATE sends SET updated_at = now() - make_interval(secs => %(age)s) WHERE id = %(id)s",
+    "scheduled_sends": "UPDATE scheduled_sends SET updated_at = now() - make_interval(secs => %(age)s)"
+    " WHERE id = %(id)s",
+    "sent": "UPDATE scheduled_sends SET status = 'sent', sent_at = now() - make_interval(secs => %(age)s),"
+    " updated_at = now() - make_interval(secs => %(age)s) WHERE id = %(id)s",
+}
+
+
+def _aged(db: Any, change: str, row_id: str) -> None:
+    """Make a row last changed (``change``: its table, or ``sent``: a schedule marked sent) longer ago than an
+    expansion job can live."""
+    from core.audience.sends import EXPANSION_JOB_MAX_AGE_SECONDS
+
+    with db.cursor() as cursor:
+        cursor.execute(_AGED[change], {"age": EXPANSION_JOB_MAX_AGE_SECONDS + 86400, "id": row_id})
+    db.commit()
+
+
+def test_delete_segment_of_a_send_whose_job_can_no_longer_come_is_done(postgres: AudienceRepository, db: Any) -> None:
+    # Accepted (queued), its hand-off to the expansion queue failed and was not retried, or its job expired in the
+    # expansion DLQ: nothing will ever run it, and no route ends it. The segment was a 409 for good.
+    from core.audience.sends import NewSend
+
+    postgres.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    send, _ = postgres.create_send(NewSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"]))
+    with pytest.raises(ConflictError):
+        postgres.delete_segment("pros")
+    _aged(db, "sends", send.send_id)
+
+    postgres.delete_segment("pros")
+
+
+def test_delete_segment_of_a_sent_schedule_whose_job_can_no_longer_come_is_done(
+    postgres: AudienceRepository, db: Any
+) -> None:
+    # The cron handed the job over and marked the schedule sent; the job failed until the expansion DLQ took it, and
+    # its days there passed: the send says scheduled for good. A schedule still to fire holds the segment however old.
+    from core.audience.schedules import NewScheduledSend
+
+    postgres.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    at = datetime.now(UTC) + timedelta(days=1)
+    waiting = postgres.create_scheduled_send(NewScheduledSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"], at))
+    _aged(db, "scheduled_sends", waiting.schedule_id)
+    with pytest.raises(ConflictError):
+        postgres.delete_segment("pros")
+    _aged(db, "sent", waiting.schedule_id)
+    _aged(db, "sends", waiting.send_id)
+
+    postgres.delete_segment("pros")
+
+
 def test_repository_disable_device_leaves_one_registered_again_since_sns_said_disabled(
     repository: AudienceRepositoryPort,
 ) -> None:
