@@ -79,6 +79,14 @@ def _refused_as_it_is(exc: UpstreamError) -> bool:
     return isinstance(exc, MessageRefusedError)
 
 
+def _run_opened(message: DeliveryMessage) -> float | None:
+    """When the message's run began, to tell its row's writes from an earlier run's: a redrive's at the redrive
+    (``window_start``); any other at its notification's creation. A delivery enqueued again by a retry of its publish,
+    or by a later run of its audience send, carries a later ``window_start`` (its retry window opens then), but it is
+    a copy of the same run: sent again after that run ended, it would go out twice."""
+    return epoch_time((message.window_start if message.redriven else None) or message.created_at)
+
+
 def _buried(entry: LedgerEntry, message: DeliveryMessage) -> bool:
     """Whether a ``dead`` row says its run's dead letter is in the dead-letter queue.
 
@@ -88,7 +96,7 @@ def _buried(entry: LedgerEntry, message: DeliveryMessage) -> bool:
     """
     if not entry.history or entry.history[-1]["status"] != DeliveryStatus.DEAD.value:
         return False
-    opened = epoch_time(message.window_start or message.created_at)
+    opened = _run_opened(message)
     written = epoch_time(entry.history[-1]["at"])
     return opened is not None and written is not None and opened <= written
 
@@ -104,7 +112,7 @@ def _ended_run(entry: LedgerEntry, message: DeliveryMessage) -> bool:
     """
     if not (entry.status is DeliveryStatus.DEAD or (entry.status is DeliveryStatus.FAILED and entry.attempts > 0)):
         return False
-    opened = epoch_time(message.window_start or message.created_at)
+    opened = _run_opened(message)
     written = epoch_time(entry.updated_at)
     return message.redriven <= entry.redriven and opened is not None and written is not None and opened <= written
 

@@ -714,7 +714,7 @@ class AudienceRepository:
             cursor.execute(
                 "SELECT 1 FROM sends s LEFT JOIN scheduled_sends ss ON ss.send_id = s.id"
                 " WHERE s.target->>'segment' = %(name)s AND (ss.status IN ('scheduled', 'claimed')"
-                " OR (COALESCE(ss.updated_at, s.updated_at) > now() - make_interval(secs => %(latest)s)"
+                " OR (GREATEST(ss.updated_at, s.updated_at) > now() - make_interval(secs => %(latest)s)"
                 "  AND (s.status IN ('scheduled', 'queued', 'expanding')"
                 "   OR (s.status NOT IN ('cancelled', 'failed') AND NOT s.zones_handed <@ s.zones_done)))) LIMIT 1",
                 {"name": name, "latest": EXPANSION_JOB_MAX_AGE_SECONDS},

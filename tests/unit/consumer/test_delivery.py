@@ -1888,6 +1888,21 @@ def test_process_credentials_missing_records_reason(rig: Rig) -> None:
     )
 
 
+@pytest.mark.parametrize("status", [DeliveryStatus.FAILED, DeliveryStatus.DEAD])
+def test_process_copy_enqueued_again_by_a_publish_retry_after_its_run_ended_is_skipped(
+    rig: Rig, status: DeliveryStatus
+) -> None:
+    # The first attempt of a keyed publish enqueued the delivery and died before its record listed it; the copy's run
+    # ended. The publish's retry enqueues it again, its retry window opening then (window_start): the same run, not a
+    # redrive's newer one, and not to be sent twice.
+    rig.ledger.put(ID, KEY, status, attempts=1, last_error="HTTP 410")
+    rig.clock.advance(60)
+
+    outcome = rig.process(_body(created_at=iso_time(NOW - 60), window_start=iso_time(NOW + 30)))
+
+    assert (outcome, rig.channel.sent) == (Outcome.SKIPPED, [])
+
+
 @pytest.mark.parametrize(
     ("redriven", "outcome"), [(0, Outcome.RETRIED), (1, Outcome.FAILED)], ids=["run-read-them-now", "redriven"]
 )

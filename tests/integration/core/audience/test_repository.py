@@ -924,6 +924,24 @@ def test_delete_segment_of_a_sent_schedule_whose_job_can_no_longer_come_is_done(
     postgres.delete_segment("pros")
 
 
+def test_delete_segment_while_a_run_expands_a_send_whose_schedule_was_sent_long_ago_is_a_conflict(
+    postgres: AudienceRepository, db: Any
+) -> None:
+    # The job waited in the expansion DLQ near its 14 days and an operator moved it back: a run expands the send now,
+    # its schedule marked sent long ago. Aged by its schedule's change, the segment went, and the run failed halfway.
+    from core.audience.schedules import NewScheduledSend
+
+    postgres.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    at = datetime.now(UTC) + timedelta(days=1)
+    waiting = postgres.create_scheduled_send(NewScheduledSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"], at))
+    _aged(db, "sent", waiting.schedule_id)
+    _aged(db, "sends", waiting.send_id)
+    assert postgres.start_expansion(waiting.send_id, LEASE, 120).status == "expanding"
+
+    with pytest.raises(ConflictError):
+        postgres.delete_segment("pros")
+
+
 def test_repository_disable_device_leaves_one_registered_again_since_sns_said_disabled(
     repository: AudienceRepositoryPort,
 ) -> None:
