@@ -22,6 +22,13 @@ def _execute(request: dict[str, Any], action: Action) -> dict[str, Any]:
     return action()
 
 
+class PublishInProgressError(ConflictError):
+    """A request with this ``Idempotency-Key`` is still running (or died, and its record lapses at its deadline)."""
+
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still in progress; retry later")
+
+
 class IdempotentPublisher:
     """Runs an action at most once per idempotency scope; a replay returns the first result.
 
@@ -104,7 +111,7 @@ class IdempotentPublisher:
         except IdempotencyValidationError as exc:
             raise ConflictError(KEY_REUSED) from exc
         except IdempotencyAlreadyInProgressError as exc:
-            raise ConflictError("a request with this Idempotency-Key is still in progress; retry later") from exc
+            raise PublishInProgressError from exc
         except IdempotencyPersistenceLayerError as exc:
             if done:
                 # The publish ran: only its replay record was not saved. Its answer is the truth; a 502 would send

@@ -18,7 +18,7 @@ from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
 from core.topics import check_topic_hash
 from core.validation import NAME_RULE, is_name
-from producer.idempotency import IdempotentPublisher
+from producer.idempotency import IdempotentPublisher, PublishInProgressError
 
 
 class PublishCall(NamedTuple):
@@ -126,13 +126,33 @@ def _payload(request: PublishRequest) -> str:
     return json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def _replayed(call: PublishCall, idempotency: IdempotentPublisher, gone: NotFoundError) -> dict[str, Any]:
-    """Return the saved answer of the publish this one repeats (its ``Idempotency-Key`` and body), made before its topic
-    was deleted; raise ``gone`` (404) when there is none.
+def _recorded_answer(ledger: NotificationLedgerPort, notification_id: str, digest: str) -> dict[str, Any] | None:
+    """Return the answer of a publish whose record lists every delivery enqueued (the ids written when the idempotency
+    store could not save the answer, or by a retry that finished it) under the request ``digest``; else ``None``."""
+    try:
+        record = ledger.get_record(notification_id)
+    except NotFoundError:
+        return None
+    enqueued = record.enqueued or {}
+    if record.request_digest != digest or any(delivery.key not in enqueued for delivery in record.deliveries):
+        return None
+    return {
+        "notification_id": record.notification_id,
+        "message_ids": {d.key: enqueued[d.key] for d in record.deliveries},
+    }
+
+
+def _replayed(
+    call: PublishCall, ledger: NotificationLedgerPort, idempotency: IdempotentPublisher, gone: NotFoundError
+) -> dict[str, Any]:
+    """Return the answer of the publish this one repeats (its ``Idempotency-Key`` and body), made before its topic was
+    deleted; raise ``gone`` (404) when there is none.
 
     The caller lost the first answer and retries, as it should: told the topic does not exist, it would take the
-    notification for unsent, though its deliveries are on their way. Only a valid request is looked up, and nothing
-    runs: the store answers with the saved result, or the lookup's action raises ``gone``.
+    notification for unsent, though its deliveries are on their way. Only a valid request is looked up, and nothing is
+    sent: the store answers with the saved result, or the notification's record with the ids it kept when the store
+    could not save it; else the lookup's action raises ``gone``. A first attempt still in progress is a 409, as with
+    the topic there.
     """
     if call.idempotency_key is None or not (is_name(call.channel) and is_name(call.topic)):
         raise gone
@@ -144,11 +164,19 @@ def _replayed(call: PublishCall, idempotency: IdempotentPublisher, gone: NotFoun
     if key is None:
         raise gone
 
+    scope = [call.caller, call.channel, call.topic, key]
+    payload = _payload(request)
+
     def missing() -> dict[str, Any]:
-        raise gone
+        answer = _recorded_answer(ledger, idempotent_notification_id(scope), request_digest(payload))
+        if answer is None:
+            raise gone
+        return answer
 
     try:
-        return idempotency.run([call.caller, call.channel, call.topic, key], _payload(request), missing)
+        return idempotency.run(scope, payload, missing)
+    except PublishInProgressError:
+        raise
     except (ConflictError, UpstreamError):
         # Another body under the key, a first attempt still running, or the store failing: the topic is gone all the
         # same, and that is the answer.
@@ -171,7 +199,7 @@ def publish(
     try:
         topic = open_topic(registry, call.channel, call.topic, call.topic_hash, "x-topic-hash-x header")
     except NotFoundError as gone:
-        return _replayed(call, idempotency, gone)
+        return _replayed(call, ledger, idempotency, gone)
     request = parse_body(call.body, PublishRequest)
     key = checked_idempotency_key(call.idempotency_key)
     scope = [call.caller, call.channel, call.topic, key] if key is not None else None

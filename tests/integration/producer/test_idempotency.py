@@ -378,10 +378,12 @@ def test_idempotency_store_failing_after_the_publish_answers_200_and_enqueues_on
     assert set(response_json(response).values()) == {message["MessageId"] for message in queued}
 
 
-def _publish_with_its_result_unsaved(service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Publish under a 2 s invocation whose idempotency store saves the in-progress record but not the result; wait
-    until that record lapses with the invocation. Return the answer. (1 s, under a loaded CI run, left the sends no
-    time after the ledger's reads: a 502.)"""
+def _publish_with_its_result_unsaved(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch, lapsed: bool = True
+) -> Any:
+    """Publish under a 2 s invocation (60 s when not ``lapsed``) whose idempotency store saves the in-progress record
+    but not the result; wait until that record lapses with the invocation (unless not ``lapsed``). Return the answer.
+    (1 s, under a loaded CI run, left the sends no time after the ledger's reads: a 502.)"""
     from botocore.exceptions import ClientError
 
     import producer.handler
@@ -401,13 +403,14 @@ def _publish_with_its_result_unsaved(service: Service, topic_hash: str, monkeypa
     dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle, unique_id="throttle")
     event = publish_event("orders", "shipped", {"metadata": METADATA}, topic_hash, "order-A-1", api_key_id="k1a2b3c4d5")
     try:
-        response: dict[str, Any] = handler(event, FakeLambdaContext(timeout_seconds=2.0))
+        response: dict[str, Any] = handler(event, FakeLambdaContext(timeout_seconds=2.0 if lapsed else 60.0))
     finally:
         dynamodb.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", unique_id="throttle")
     # The store must have used this test's client: a store kept from an earlier test would save the result.
     assert refused, "the idempotency store did not use the hooked DynamoDB client"
     assert response["statusCode"] == 200
-    time.sleep(2.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
+    if lapsed:
+        time.sleep(2.0)  # the invocation's deadline passes: its in-progress idempotency record lapses
     return response
 
 
@@ -498,3 +501,32 @@ def test_idempotency_key_of_255_characters_replays(service: Service, topic_hash:
 
     assert (first["statusCode"], second["statusCode"]) == (200, 200)
     assert response_header(second, "X-Notification-Id") == response_header(first, "X-Notification-Id")
+
+
+def test_idempotency_replay_after_the_topic_was_deleted_when_the_first_answer_was_not_saved(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The idempotency store could not save the first answer; the ids went on the notification's record. The client
+    # lost the 200 and retries after the topic was deleted: every delivery is on the queue, and it was told 404.
+    first = _publish_with_its_result_unsaved(service, topic_hash, monkeypatch)
+    _deleted_topic(service)
+
+    again = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert (again["statusCode"], response_json(again)) == (200, response_json(first))
+    assert response_header(again, "X-Notification-Id") == response_header(first, "X-Notification-Id")
+    assert len(service.queued()) == SAMPLE_SIZE
+
+
+def test_idempotency_retry_while_the_first_is_in_progress_after_the_topic_was_deleted_is_409(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the topic there the answer is "still in progress; retry later"; it was a 404 once the topic was deleted,
+    # and the client gave up on a notification whose first attempt goes on.
+    _publish_with_its_result_unsaved(service, topic_hash, monkeypatch, lapsed=False)
+    _deleted_topic(service)
+
+    response = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert response["statusCode"] == 409
+    assert "in progress" in _message(response)
