@@ -245,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "rotate":
             key_id = rotate(client, args.parameter, args.keep_seconds)
-            sys.stdout.write(f"{args.parameter}: {key_id} signs from now on (verifiers at once, signers within 60 s)\n")
+            sys.stdout.write(
+                f"{args.parameter}: {key_id} signs from now on (verifiers at once, signers within 60 s; keys removed"
+                " verify nothing within 60 s)\n"
+            )
         keys = read_key_set(client, args.parameter)
     except SigningKeysError as exc:
         sys.stderr.write(f"error: {exc}\n")

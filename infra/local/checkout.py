@@ -79,6 +79,7 @@ def run_checkout(
 
     payment_id = payment_id or f"pay_{secrets.token_hex(8)}"
     metadata = {"payment_id": payment_id, **({"promo_code": promo} if promo else {})}
+    given = customer_id
     try:
         if customer_id is None:
             customer_id = client.v1.customers.create({"name": "Local checkout", "email": "checkout@example.com"}).id
@@ -94,6 +95,13 @@ def run_checkout(
         intent = client.v1.payment_intents.confirm(intent.id)
     except stripe.APIConnectionError:
         raise CheckoutError("the local Stripe server does not answer; is `make run` running?") from None
+    except stripe.InvalidRequestError as exc:
+        if given is not None and exc.http_status == 404:
+            raise CheckoutError(
+                f"customer {given} is unknown to the local Stripe server (it starts empty at every `make run`):"
+                " run without --customer to create one"
+            ) from None
+        raise CheckoutError(f"the local Stripe server refused the checkout: {exc.user_message or exc}") from None
     except stripe.StripeError as exc:
         raise CheckoutError(f"the local Stripe server refused the checkout: {exc.user_message or exc}") from None
     if intent.status != "succeeded":

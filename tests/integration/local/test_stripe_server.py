@@ -302,6 +302,21 @@ def test_checkout_route_refusing_signature_exits_1(
     assert "400" in capsys.readouterr().out
 
 
+def test_checkout_with_a_customer_the_server_does_not_hold_says_to_leave_it_out(
+    local_stripe: StripeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A customer printed before a restart (the local Stripe server starts empty): the answer was a bare "Not Found".
+    with webhook_route() as route:
+        argv = ["--customer", "cus_gone0000", "--api-url", route.url.removesuffix("/v1/webhooks/stripe")]
+        code = checkout.main([*argv, "--stripe-url", local_stripe.url], environ={})
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert route.events == []
+    assert "customer cus_gone0000 is unknown to the local Stripe server" in captured.out + captured.err
+    assert "run without --customer" in captured.out + captured.err
+
+
 # --- the server's life -----------------------------------------------------------------------------------------
 
 
