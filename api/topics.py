@@ -224,20 +224,28 @@ def _retire(retired: Mapping[str, str], now_retired: Iterable[str], now: str) ->
     return {ref: when for ref, when in kept.items() if ref not in expired}, expired
 
 
-def check_push_topics(request: TopicRequest, prefix: str, region: str) -> None:
-    """Refuse a push integration's ``target.topic_arn`` that the deliver role may not publish to: a topic of another
-    region, or whose name does not start with the stage's ``prefix``. Saved, it would fail every delivery."""
+def check_push_topics(request: TopicRequest, prefix: str, region: str, account: str | None = None) -> None:
+    """Refuse a push integration's target that the deliver role may not publish to (infra/iam.yml, its ``Push``
+    statement): a topic or platform endpoint of another region or account (``account``: this one's, when known), a
+    topic whose name does not start with the stage's ``prefix``, an ``endpoint_arn`` naming no platform endpoint.
+    Saved, it would fail every delivery (SNS: AuthorizationError)."""
     for index, spec in enumerate(request.integrations):
-        arn = getattr(spec.target, "topic_arn", None) if spec.type == IntegrationType.PUSH else None
-        if arn is None:
+        if spec.type != IntegrationType.PUSH:
             continue
-        _, _, _, arn_region, _, name = arn.split(":", 5)
-        if arn_region != region or not name.startswith(prefix):
-            raise InvalidRequestError(
-                f"integrations[{index}].target.topic_arn",
-                f"must be an SNS topic of this region ({region}) whose name starts with {prefix}: the only topics "
-                "deliveries may publish to (the pushTopicPrefix param)",
-            )
+        for field, rule, allowed in (
+            ("topic_arn", f"an SNS topic whose name starts with {prefix} (the pushTopicPrefix param)", prefix),
+            ("endpoint_arn", "an SNS platform endpoint (endpoint/…)", "endpoint/"),
+        ):
+            arn = getattr(spec.target, field, None)
+            if arn is None:
+                continue
+            _, _, _, arn_region, arn_account, name = arn.split(":", 5)
+            if arn_region != region or (account is not None and arn_account != account) or not name.startswith(allowed):
+                here = f"region {region}" + (f", account {account}" if account is not None else "")
+                raise InvalidRequestError(
+                    f"integrations[{index}].target.{field}",
+                    f"must be {rule} of this {here}: the only ones deliveries may publish to",
+                )
 
 
 def put_topic(
@@ -392,7 +400,7 @@ def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(router.current_event.decoded_body, TopicRequest)
     config = settings()
-    check_push_topics(request, config.push_topic_prefix, config.aws_region)
+    check_push_topics(request, config.push_topic_prefix, config.aws_region, router.account())
     change, topic_hash = put_topic(
         channel, topic, request, get_topic_registry(config), get_secret_store(config), router.time_left()
     )

@@ -521,6 +521,26 @@ def _with(index: int, **fields: Any) -> dict[str, Any]:
             "integrations[4].target.topic_arn",
             id="push-topic-of-another-region",
         ),
+        pytest.param(
+            _with(4, target={"topic_arn": "arn:aws:sns:us-east-1:999999999999:notify-test-push-alerts"}),
+            "integrations[4].target.topic_arn",
+            id="push-topic-of-another-account",
+        ),
+        pytest.param(
+            _with(4, target={"endpoint_arn": "arn:aws:sns:eu-west-1:123456789012:endpoint/GCM/app/0b9355f1-0019"}),
+            "integrations[4].target.endpoint_arn",
+            id="push-endpoint-of-another-region",
+        ),
+        pytest.param(
+            _with(4, target={"endpoint_arn": "arn:aws:sns:us-east-1:999999999999:endpoint/GCM/app/0b9355f1-0019"}),
+            "integrations[4].target.endpoint_arn",
+            id="push-endpoint-of-another-account",
+        ),
+        pytest.param(
+            _with(4, target={"endpoint_arn": "arn:aws:sns:us-east-1:123456789012:notify-test-alarms"}),
+            "integrations[4].target.endpoint_arn",
+            id="push-endpoint-arn-naming-a-topic",
+        ),
         pytest.param(_with(1, type="fax"), "integrations[1].type", id="unknown-type"),
         pytest.param(_with(3, rate_per_second=0), "integrations[3].rate_per_second", id="rate-zero"),
         pytest.param(_with(2, rate_per_second=-1), "integrations[2].rate_per_second", id="rate-negative"),
