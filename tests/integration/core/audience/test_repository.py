@@ -905,16 +905,21 @@ def test_delete_segment_of_a_send_whose_job_can_no_longer_come_is_done(postgres:
     postgres.delete_segment("pros")
 
 
+def _scheduled_to_pros(store: AudienceRepository) -> Any:
+    """Make the segment ``pros`` and a send to it scheduled for tomorrow; return its schedule."""
+    from core.audience.schedules import NewScheduledSend
+
+    store.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
+    at = datetime.now(UTC) + timedelta(days=1)
+    return store.create_scheduled_send(NewScheduledSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"], at))
+
+
 def test_delete_segment_of_a_sent_schedule_whose_job_can_no_longer_come_is_done(
     postgres: AudienceRepository, db: Any
 ) -> None:
     # The cron handed the job over and marked the schedule sent; the job failed until the expansion DLQ took it, and
     # its days there passed: the send says scheduled for good. A schedule still to fire holds the segment however old.
-    from core.audience.schedules import NewScheduledSend
-
-    postgres.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
-    at = datetime.now(UTC) + timedelta(days=1)
-    waiting = postgres.create_scheduled_send(NewScheduledSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"], at))
+    waiting = _scheduled_to_pros(postgres)
     _aged(db, "scheduled_sends", waiting.schedule_id)
     with pytest.raises(ConflictError):
         postgres.delete_segment("pros")
@@ -929,11 +934,7 @@ def test_delete_segment_while_a_run_expands_a_send_whose_schedule_was_sent_long_
 ) -> None:
     # The job waited in the expansion DLQ near its 14 days and an operator moved it back: a run expands the send now,
     # its schedule marked sent long ago. Aged by its schedule's change, the segment went, and the run failed halfway.
-    from core.audience.schedules import NewScheduledSend
-
-    postgres.put_segment("pros", {"where": {"field": "plan", "eq": "pro"}})
-    at = datetime.now(UTC) + timedelta(days=1)
-    waiting = postgres.create_scheduled_send(NewScheduledSend("n-1", {"segment": "pros"}, {"text": "Hi"}, ["push"], at))
+    waiting = _scheduled_to_pros(postgres)
     _aged(db, "sent", waiting.schedule_id)
     _aged(db, "sends", waiting.send_id)
     assert postgres.start_expansion(waiting.send_id, LEASE, 120).status == "expanding"
