@@ -187,6 +187,9 @@ class SendRequest(Strict):
             raise ValueError("local_time needs at (a wall-clock time)")
         if "email" in self.channels and self.content.subject is None:
             raise ValueError("content.subject is required when channels include email")
+        if "telegram" in self.channels and not self.content.text.strip():
+            # As a publish's Telegram model: the channel sends no message without text, and each delivery failed.
+            raise ValueError("content.text must hold more than spaces when channels include telegram")
         return self
 
 

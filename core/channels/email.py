@@ -148,6 +148,16 @@ def _part(text: str) -> dict[str, str]:
     return {"Data": text, "Charset": "UTF-8"}
 
 
+# Line breaks (and the other characters Python splits lines at) in a subject: a header is one line.
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def _subject(text: str) -> str:
+    """The subject as one line: a line break a value brought in (``Hi\\r\\nBcc: …``) becomes a space, so that it can
+    neither fold the header nor start another."""
+    return _LINE_BREAKS.sub(" ", text)
+
+
 class _Quota(NamedTuple):
     """What a container knows of the account's send rate: the rate to pace at (``None``: none could be read yet),
     when to read it again, and why it could not be read (a send meets that failure until then)."""
@@ -302,7 +312,7 @@ class EmailChannel(Channel):
             response = self._resources.aws_client("ses").send_email(
                 Source=_source(email.sender),
                 Destination={"ToAddresses": [ascii_address(address) for address in email.to]},
-                Message={"Subject": _part(content.subject), "Body": body},
+                Message={"Subject": _part(_subject(content.subject)), "Body": body},
             )
         except AWS_ERRORS as exc:
             raise aws_failure(exc, "email") from exc

@@ -337,8 +337,8 @@ class PushChannel(Channel):
         """Render a string model into text and a per-platform object into data, values inserted as they are.
 
         A platform payload stored as a JSON string (saved before they were stored as objects) is rendered as the
-        object it holds; one holding none is left as written, unrendered, and ``push_payload`` refuses it: only this
-        delivery fails, saying why, and its values never reach JSON text.
+        object it holds; one holding none is refused (``UnsendableContentError``: the publish is a 422 saying why), and
+        its values never reach JSON text.
         """
         if not isinstance(model, Mapping):
             content = render_text_or_data(model, values)

@@ -91,7 +91,8 @@ class SlackChannel(Channel):
 
     @classmethod
     def render(cls, model: Any, values: Mapping[str, Any]) -> Content:
-        """Render the text, escaping inserted values so they cannot mention, link or format; one that renders no text is
+        """Render the text, escaping inserted values (``&``, ``<``, ``>``) so they cannot mention or make links (mrkdwn
+        has no escape for ``*``, ``_``, ``~`` or backticks: a value may still format); one that renders no text is
         refused."""
         return Content(text=require_text(render(model, values, escape_slack)))
 

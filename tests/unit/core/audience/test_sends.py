@@ -59,6 +59,15 @@ def test_send_request_invalid_body_refused(body: dict[str, Any]) -> None:
         SendRequest.model_validate(body)
 
 
+def test_send_request_of_only_spaces_to_telegram_is_refused_naming_the_text() -> None:
+    # As a publish's Telegram model is: accepted, every Telegram delivery failed ("telegram: no text to send").
+    body = {"to": {"user_ids": ["a"]}, "content": {"text": " \n "}, "channels": ["telegram", "push"]}
+
+    with pytest.raises(ValidationError, match=r"content\.text must hold more than spaces"):
+        SendRequest.model_validate(body)
+    assert SendRequest.model_validate({**body, "channels": ["push"]}).content.text == " \n "
+
+
 def test_send_request_channels_default_to_push() -> None:
     assert _request().channels == ["push"]
 

@@ -59,6 +59,15 @@ def test_email_sends_subject_text_and_html(resources: ChannelResources, client: 
     }
 
 
+def test_email_subject_with_line_breaks_goes_as_one_line(
+    resources: ChannelResources, client: FakeSendingClient
+) -> None:
+    # A value inserted into the subject holding a line break reached SES as written: a header folded, or another begun.
+    _send(resources, Content(subject="Hi\r\nBcc: eve@example.com\u2028X-Evil: 1", text="Order 42"))
+
+    assert client.calls[0]["Message"]["Subject"]["Data"] == "Hi Bcc: eve@example.com X-Evil: 1"
+
+
 def test_email_without_html_sends_text_only(resources: ChannelResources, client: FakeSendingClient) -> None:
     _send(resources, Content(subject="Shipped", text="Order 42"))
 
