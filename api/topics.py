@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -224,24 +225,34 @@ def _retire(retired: Mapping[str, str], now_retired: Iterable[str], now: str) ->
     return {ref: when for ref, when in kept.items() if ref not in expired}, expired
 
 
-def check_push_topics(request: TopicRequest, prefix: str, region: str, account: str | None = None) -> None:
+def check_push_topics(request: TopicRequest, prefix: str, region: str, place: tuple[str, str] | None = None) -> None:
     """Refuse a push integration's target that the deliver role may not publish to (infra/iam.yml, its ``Push``
-    statement): a topic or platform endpoint of another region or account (``account``: this one's, when known), a
-    topic whose name does not start with the stage's ``prefix``, an ``endpoint_arn`` naming no platform endpoint.
-    Saved, it would fail every delivery (SNS: AuthorizationError)."""
+    statement): a topic or platform endpoint of another region, or (``place``: this function's partition and account,
+    when known) of another partition or account; a ``topic_arn`` whose name does not start with the stage's ``prefix``
+    or that names no topic (a subscription); an ``endpoint_arn`` that names no platform endpoint. Saved, it would fail
+    every delivery (SNS: AuthorizationError)."""
     for index, spec in enumerate(request.integrations):
         if spec.type != IntegrationType.PUSH:
             continue
-        for field, rule, allowed in (
-            ("topic_arn", f"an SNS topic whose name starts with {prefix} (the pushTopicPrefix param)", prefix),
-            ("endpoint_arn", "an SNS platform endpoint (endpoint/…)", "endpoint/"),
+        for field, rule, fits in (
+            (
+                "topic_arn",
+                f"an SNS topic whose name starts with {prefix} (the pushTopicPrefix param)",
+                lambda name: name.startswith(prefix) and ":" not in name,
+            ),
+            (
+                "endpoint_arn",
+                "an SNS platform endpoint (endpoint/<platform>/<application>/<id>)",
+                lambda name: re.fullmatch(r"endpoint/[^/:]+/[^/:]+/[^/:]+", name) is not None,
+            ),
         ):
             arn = getattr(spec.target, field, None)
             if arn is None:
                 continue
-            _, _, _, arn_region, arn_account, name = arn.split(":", 5)
-            if arn_region != region or (account is not None and arn_account != account) or not name.startswith(allowed):
-                here = f"region {region}" + (f", account {account}" if account is not None else "")
+            _, arn_partition, _, arn_region, arn_account, name = arn.split(":", 5)
+            elsewhere = place is not None and (arn_partition, arn_account) != place
+            if arn_region != region or elsewhere or not fits(name):
+                here = f"region {region}" + (f", partition {place[0]}, account {place[1]}" if place else "")
                 raise InvalidRequestError(
                     f"integrations[{index}].target.{field}",
                     f"must be {rule} of this {here}: the only ones deliveries may publish to",
@@ -400,7 +411,7 @@ def put_channel_topic(channel: str, topic: str) -> Response:
     """Create a topic (201, with its hash shown once) or replace its integrations (200)."""
     request = parse_body(router.current_event.decoded_body, TopicRequest)
     config = settings()
-    check_push_topics(request, config.push_topic_prefix, config.aws_region, router.account())
+    check_push_topics(request, config.push_topic_prefix, config.aws_region, router.function_place())
     change, topic_hash = put_topic(
         channel, topic, request, get_topic_registry(config), get_secret_store(config), router.time_left()
     )

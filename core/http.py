@@ -393,11 +393,12 @@ class Router:
                     return router
         return self
 
-    def account(self) -> str | None:
-        """The AWS account the function runs in (from its invocation's function ARN), ``None`` outside Lambda."""
+    def function_place(self) -> tuple[str, str] | None:
+        """The AWS partition and account the function runs in (from its invocation's function ARN), ``None`` outside
+        Lambda."""
         arn = getattr(self.lambda_context, "invoked_function_arn", None)
         parts = arn.split(":") if isinstance(arn, str) else []
-        return parts[4] if len(parts) > 4 and parts[4] else None
+        return (parts[1], parts[4]) if len(parts) > 4 and parts[1] and parts[4] else None
 
     def time_left(self, margin_seconds: float = 0.0) -> Callable[[], float] | None:
         """Return what tells the seconds left to this invocation less ``margin_seconds``; None without a context."""

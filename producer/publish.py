@@ -5,6 +5,7 @@ The SNS route (``producer/sns.py``) opens the topic and fans out through the sam
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -16,6 +17,7 @@ from core.models import PublishRequest, Topic
 from core.observability import logger, metrics
 from core.ports import NotificationLedgerPort, TopicRegistryPort
 from core.queue import DeliveryQueue
+from core.times import epoch_time
 from core.topics import check_topic_hash
 from core.validation import NAME_RULE, is_name
 from producer.idempotency import IdempotentPublisher, PublishInProgressError
@@ -126,14 +128,20 @@ def _payload(request: PublishRequest) -> str:
     return json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def _recorded_answer(ledger: NotificationLedgerPort, notification_id: str, digest: str) -> dict[str, Any] | None:
+def _recorded_answer(
+    ledger: NotificationLedgerPort, notification_id: str, digest: str, window_seconds: float
+) -> dict[str, Any] | None:
     """Return the answer of a publish whose record lists every delivery enqueued (the ids written when the idempotency
-    store could not save the answer, or by a retry that finished it) under the request ``digest``; else ``None``."""
+    store could not save the answer, or by a retry that finished it) under the request ``digest``, made within the
+    key's ``window_seconds``; else ``None`` (past them the key names a new notification, as ``fan_out`` says)."""
     try:
         record = ledger.get_record(notification_id)
     except NotFoundError:
         return None
     enqueued = record.enqueued or {}
+    made = epoch_time(record.created_at)
+    if made is None or time.time() - made > window_seconds:
+        return None
     if record.request_digest != digest or any(delivery.key not in enqueued for delivery in record.deliveries):
         return None
     return {
@@ -151,8 +159,8 @@ def _replayed(
     The caller lost the first answer and retries, as it should: told the topic does not exist, it would take the
     notification for unsent, though its deliveries are on their way. Only a valid request is looked up, and nothing is
     sent: the store answers with the saved result, or the notification's record with the ids it kept when the store
-    could not save it; else the lookup's action raises ``gone``. A first attempt still in progress is a 409, as with
-    the topic there.
+    could not save it; else the lookup's action raises ``gone``. A first attempt still in progress is a 409, and the
+    store or the ledger failing a 502, as with the topic there.
     """
     if call.idempotency_key is None or not (is_name(call.channel) and is_name(call.topic)):
         raise gone
@@ -168,18 +176,18 @@ def _replayed(
     payload = _payload(request)
 
     def missing() -> dict[str, Any]:
-        answer = _recorded_answer(ledger, idempotent_notification_id(scope), request_digest(payload))
+        notification_id = idempotent_notification_id(scope)
+        answer = _recorded_answer(ledger, notification_id, request_digest(payload), idempotency.ttl_seconds)
         if answer is None:
             raise gone
         return answer
 
     try:
         return idempotency.run(scope, payload, missing)
-    except PublishInProgressError:
+    except (PublishInProgressError, UpstreamError):
         raise
-    except (ConflictError, UpstreamError):
-        # Another body under the key, a first attempt still running, or the store failing: the topic is gone all the
-        # same, and that is the answer.
+    except ConflictError:
+        # Another body under the key: the topic is gone all the same, and that is the answer.
         raise gone from None
 
 

@@ -541,6 +541,16 @@ def _with(index: int, **fields: Any) -> dict[str, Any]:
             "integrations[4].target.endpoint_arn",
             id="push-endpoint-arn-naming-a-topic",
         ),
+        pytest.param(
+            _with(4, target={"topic_arn": "arn:aws-cn:sns:us-east-1:123456789012:notify-test-push-alerts"}),
+            "integrations[4].target.topic_arn",
+            id="push-topic-of-another-partition",
+        ),
+        pytest.param(
+            _with(4, target={"topic_arn": "arn:aws:sns:us-east-1:123456789012:notify-test-push-alerts:6b0e71bd-1e0f"}),
+            "integrations[4].target.topic_arn",
+            id="push-topic-arn-naming-a-subscription",
+        ),
         pytest.param(_with(1, type="fax"), "integrations[1].type", id="unknown-type"),
         pytest.param(_with(3, rate_per_second=0), "integrations[3].rate_per_second", id="rate-zero"),
         pytest.param(_with(2, rate_per_second=-1), "integrations[2].rate_per_second", id="rate-negative"),

@@ -530,3 +530,50 @@ def test_idempotency_retry_while_the_first_is_in_progress_after_the_topic_was_de
 
     assert response["statusCode"] == 409
     assert "in progress" in _message(response)
+
+
+def _publish_with_the_store_throttled(service: Service, topic_hash: str) -> dict[str, Any]:
+    """Publish the sample with key ``order-A-1`` while DynamoDB throttles every write to the idempotency table."""
+    from botocore.exceptions import ClientError
+
+    def throttle(params: dict[str, Any], **_: Any) -> None:
+        if params.get("TableName") == NAMES["IDEMPOTENCY_TABLE"]:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "throttled"}
+            raise ClientError({"Error": error}, "PutItem")
+
+    dynamodb = clients.get_client("dynamodb")
+    dynamodb.meta.events.register("before-parameter-build.dynamodb.PutItem", throttle, unique_id="throttle")
+    try:
+        return service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    finally:
+        dynamodb.meta.events.unregister("before-parameter-build.dynamodb.PutItem", unique_id="throttle")
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["topic-there", "topic-deleted"])
+def test_idempotency_store_failing_on_a_repeat_is_502_whether_or_not_the_topic_was_deleted(
+    service: Service, topic_hash: str, deleted: bool
+) -> None:
+    # Once the topic was deleted it was a 404: the caller took the notification for unsent, its deliveries queued.
+    assert service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")["statusCode"] == 200
+    if deleted:
+        _deleted_topic(service)
+
+    again = _publish_with_the_store_throttled(service, topic_hash)
+
+    assert again["statusCode"] == 502, response_json(again)
+
+
+def test_idempotency_repeat_after_the_topic_was_deleted_past_the_keys_window_is_404(
+    service: Service, topic_hash: str
+) -> None:
+    # A publish finished by a retry keeps every message id on its record (30 days). Past the key's 24 h, with the
+    # topic there the same key and body make a new notification; deleted, it answered the old one's ids.
+    _fail_first_attempt(service, topic_hash)
+    retried = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    assert retried["statusCode"] == 200
+    _age(service, str(response_header(retried, "X-Notification-Id")))
+    _deleted_topic(service)
+
+    again = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert again["statusCode"] == 404, response_json(again)
