@@ -225,6 +225,10 @@ def _retire(retired: Mapping[str, str], now_retired: Iterable[str], now: str) ->
     return {ref: when for ref, when in kept.items() if ref not in expired}, expired
 
 
+# SNS's longest topic name (letters, digits, hyphens and underscores; a FIFO topic's ends in .fifo).
+MAX_TOPIC_NAME_CHARS = 256
+
+
 def check_push_topics(request: TopicRequest, prefix: str, region: str, place: tuple[str, str] | None = None) -> None:
     """Refuse a push integration's target that the deliver role may not publish to (infra/iam.yml, its ``Push``
     statement): a topic or platform endpoint of another region, or (``place``: this function's partition and account,
@@ -237,8 +241,11 @@ def check_push_topics(request: TopicRequest, prefix: str, region: str, place: tu
         for field, rule, fits in (
             (
                 "topic_arn",
-                f"an SNS topic whose name starts with {prefix} (the pushTopicPrefix param)",
-                lambda name: name.startswith(prefix) and ":" not in name,
+                f"a standard (not FIFO) SNS topic whose name starts with {prefix} (the pushTopicPrefix param)",
+                lambda name: (
+                    re.fullmatch(re.escape(prefix) + r"[A-Za-z0-9_-]{0,256}", name) is not None
+                    and len(name) <= MAX_TOPIC_NAME_CHARS
+                ),
             ),
             (
                 "endpoint_arn",

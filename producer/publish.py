@@ -128,20 +128,35 @@ def _payload(request: PublishRequest) -> str:
     return json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
+# The notifications one key may have named, one after another, each at least its window after the one before: the
+# ledger keeps a record 30 days, its rows 30 days after their last change.
+MAX_KEY_CHAIN = 64
+
+
 def _recorded_answer(
     ledger: NotificationLedgerPort, notification_id: str, digest: str, window_seconds: float
 ) -> dict[str, Any] | None:
     """Return the answer of a publish whose record lists every delivery enqueued (the ids written when the idempotency
     store could not save the answer, or by a retry that finished it) under the request ``digest``, made within the
-    key's ``window_seconds``; else ``None`` (past them the key names a new notification, as ``fan_out`` says)."""
-    try:
-        record = ledger.get_record(notification_id)
-    except NotFoundError:
+    key's ``window_seconds``; else ``None``.
+
+    The key's notification is found as ``fan_out`` finds it: past the window (or its record gone, its rows left), the
+    key names the next notification of its chain.
+    """
+    for _ in range(MAX_KEY_CHAIN):
+        try:
+            record = ledger.get_record(notification_id)
+        except NotFoundError:
+            if not ledger.orphaned(notification_id):
+                return None
+        else:
+            made = epoch_time(record.created_at)
+            if made is None or time.time() - made <= window_seconds:
+                break
+        notification_id = idempotent_notification_id(["after", notification_id])
+    else:
         return None
     enqueued = record.enqueued or {}
-    made = epoch_time(record.created_at)
-    if made is None or time.time() - made > window_seconds:
-        return None
     if record.request_digest != digest or any(delivery.key not in enqueued for delivery in record.deliveries):
         return None
     return {

@@ -551,6 +551,11 @@ def _with(index: int, **fields: Any) -> dict[str, Any]:
             "integrations[4].target.topic_arn",
             id="push-topic-arn-naming-a-subscription",
         ),
+        pytest.param(
+            _with(4, target={"topic_arn": "arn:aws:sns:us-east-1:123456789012:notify-test-push-alerts.fifo"}),
+            "integrations[4].target.topic_arn",
+            id="push-fifo-topic",
+        ),
         pytest.param(_with(1, type="fax"), "integrations[1].type", id="unknown-type"),
         pytest.param(_with(3, rate_per_second=0), "integrations[3].rate_per_second", id="rate-zero"),
         pytest.param(_with(2, rate_per_second=-1), "integrations[2].rate_per_second", id="rate-negative"),

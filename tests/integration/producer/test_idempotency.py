@@ -577,3 +577,25 @@ def test_idempotency_repeat_after_the_topic_was_deleted_past_the_keys_window_is_
     again = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
 
     assert again["statusCode"] == 404, response_json(again)
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["topic-there", "topic-deleted"])
+def test_idempotency_repeat_of_a_key_used_again_past_its_window_answers_its_second_notification(
+    service: Service, topic_hash: str, monkeypatch: pytest.MonkeyPatch, deleted: bool
+) -> None:
+    # The key made N0, and a day later N1 (the next of its chain), whose answer the store did not save (the ids are on
+    # N1's record). With the topic deleted, the repeat read N0 only, past the window: a 404 for a queued notification.
+    first = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+    _age(service, str(response_header(first, "X-Notification-Id")))
+    service.queued()
+    second = _publish_with_its_result_unsaved(service, topic_hash, monkeypatch)
+    assert response_header(second, "X-Notification-Id") != response_header(first, "X-Notification-Id")
+    service.queued()
+    if deleted:
+        _deleted_topic(service)
+
+    again = service.publish({"metadata": METADATA}, topic_hash, idempotency_key="order-A-1")
+
+    assert (again["statusCode"], response_json(again)) == (200, response_json(second))
+    assert response_header(again, "X-Notification-Id") == response_header(second, "X-Notification-Id")
+    assert service.queued() == []
